@@ -1,0 +1,84 @@
+//! Who is calling: request signatures (AWS Signature Version 4, adapted to gRPC), access keys,
+//! and the authenticated [`Caller`] that every handler receives.
+
+mod credentials;
+mod replay;
+pub mod signature;
+
+pub use credentials::{AccessKeyStatus, CredentialStore, Credentials, NewAccessKey};
+pub use replay::ReplayCache;
+
+use crate::clock::UnixSeconds;
+use std::sync::Arc;
+
+/// What kind of principal a caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// The account's root: full access to everything in the account.
+    Root,
+    User {
+        name: String,
+    },
+}
+
+/// An IAM-style principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub arn: String,
+    pub account_id: String,
+    pub kind: PrincipalKind,
+}
+
+impl Principal {
+    pub fn root(partition: &str, account_id: &str) -> Self {
+        Self {
+            arn: format!("arn:{partition}:iam::{account_id}:root"),
+            account_id: account_id.to_owned(),
+            kind: PrincipalKind::Root,
+        }
+    }
+}
+
+/// The authenticated caller of one request, handed to the handler.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    pub access_key_id: String,
+}
+
+/// Why a request was not authenticated. Each maps to `UNAUTHENTICATED` with its reason name;
+/// messages never contain the secret or the expected signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the request is not signed (no authorization header)")]
+    Missing,
+    #[error("the request signature is malformed: {0}")]
+    Malformed(String),
+    #[error("the access key id {0} is not recognised or not active")]
+    UnknownAccessKey(String),
+    #[error("the request signature does not match")]
+    BadSignature,
+    #[error(
+        "signature expired: request time {request_time} is more than 5 minutes from the server's {server_time}"
+    )]
+    Expired {
+        request_time: UnixSeconds,
+        server_time: UnixSeconds,
+    },
+    #[error("the request signature has been used before (replayed request)")]
+    Replayed,
+}
+
+impl AuthError {
+    /// The AWS-style reason name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "MissingAuthenticationTokenException",
+            AuthError::Malformed(_) => "IncompleteSignatureException",
+            AuthError::UnknownAccessKey(_) => "UnrecognizedClientException",
+            AuthError::BadSignature | AuthError::Expired { .. } | AuthError::Replayed => {
+                "InvalidSignatureException"
+            }
+        }
+    }
+}

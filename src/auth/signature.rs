@@ -1,0 +1,393 @@
+//! Request signatures in the manner of AWS Signature Version 4, over gRPC.
+//!
+//! The client sends, as gRPC metadata:
+//! - `x-amz-date`: the request time, `YYYYMMDD'T'HHMMSS'Z'` (UTC);
+//! - `x-keyhaven-nonce`: random hex, so that two identical requests in the same second differ;
+//! - `x-amz-security-token`: for temporary credentials only;
+//! - `authorization`: `AWS4-HMAC-SHA256 Credential=<akid>/<date>/<region>/kms/aws4_request,
+//!   SignedHeaders=<names;...>, Signature=<hex>`.
+//!
+//! The canonical request is `POST`, the gRPC method path, an empty query string, the signed
+//! headers (lower-case `name:value` lines, sorted), the signed header names, and the hex
+//! SHA-256 of the encoded request message (the gRPC frame's payload). The string to sign and
+//! the signing key (`AWS4<secret>` → date → region → `kms` → `aws4_request`) are SigV4's, so
+//! one verifier can serve the gRPC API and an AWS-compatible HTTP API alike.
+
+use crate::clock::UnixSeconds;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub const SERVICE: &str = "kms";
+pub const AUTHORIZATION: &str = "authorization";
+pub const DATE_HEADER: &str = "x-amz-date";
+pub const NONCE_HEADER: &str = "x-keyhaven-nonce";
+pub const TOKEN_HEADER: &str = "x-amz-security-token";
+/// Headers every signature must cover.
+pub const REQUIRED_SIGNED: [&str; 2] = [DATE_HEADER, NONCE_HEADER];
+const MAX_AUTHORIZATION_LEN: usize = 1024;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// SHA-256 of `data`, hex-encoded.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time.
+pub fn format_amz_date(time: UnixSeconds) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(time).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ`.
+pub fn parse_amz_date(text: &str) -> Option<UnixSeconds> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = text.get(r)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let date = time::Date::from_calendar_date(
+        digits(0..4)? as i32,
+        time::Month::try_from(digits(4..6)? as u8).ok()?,
+        digits(6..8)? as u8,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        digits(9..11)? as u8,
+        digits(11..13)? as u8,
+        digits(13..15)? as u8,
+    )
+    .ok()?;
+    Some(date.with_time(clock).assume_utc().unix_timestamp())
+}
+
+/// The signing key for one day, region and the `kms` service.
+pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+    let mut first = Vec::with_capacity(4 + secret.len());
+    first.extend_from_slice(b"AWS4");
+    first.extend_from_slice(secret.as_bytes());
+    let k_date = hmac(&first, date.as_bytes());
+    zeroize::Zeroize::zeroize(&mut first);
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, SERVICE.as_bytes());
+    hmac(&k_service, b"aws4_request")
+}
+
+/// The string to sign for a request. `headers` are (lower-case name, value), sorted by name.
+pub fn string_to_sign(
+    method_path: &str,
+    headers: &[(&str, &str)],
+    body_sha256_hex: &str,
+    amz_date: &str,
+    scope: &str,
+) -> String {
+    let mut canonical = String::with_capacity(256);
+    canonical.push_str("POST\n");
+    canonical.push_str(method_path);
+    canonical.push_str("\n\n");
+    for (name, value) in headers {
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.push_str(value.trim());
+        canonical.push('\n');
+    }
+    canonical.push('\n');
+    canonical.push_str(&signed_header_names(headers));
+    canonical.push('\n');
+    canonical.push_str(body_sha256_hex);
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    )
+}
+
+fn signed_header_names(headers: &[(&str, &str)]) -> String {
+    headers
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The hex signature of a string to sign.
+pub fn sign(signing_key: &[u8; 32], string_to_sign: &str) -> String {
+    hex::encode(hmac(signing_key, string_to_sign.as_bytes()))
+}
+
+/// Checks `signature_hex` in constant time.
+pub fn verify(signing_key: &[u8; 32], string_to_sign: &str, signature: &[u8; 32]) -> bool {
+    let Ok(mut mac) = <HmacSha256 as Mac>::new_from_slice(signing_key) else {
+        return false;
+    };
+    mac.update(string_to_sign.as_bytes());
+    mac.verify_slice(signature).is_ok()
+}
+
+/// The parts of an `authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedAuthorization {
+    pub access_key_id: String,
+    pub date: String,
+    pub region: String,
+    pub signed_headers: Vec<String>,
+    pub signature: [u8; 32],
+}
+
+impl ParsedAuthorization {
+    pub fn scope(&self) -> String {
+        format!("{}/{}/{SERVICE}/aws4_request", self.date, self.region)
+    }
+}
+
+/// Parses an `authorization` header value. Hostile input: bounded, never panics.
+pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Err("authorization header too long".into());
+    }
+    let rest = value
+        .strip_prefix(ALGORITHM)
+        .and_then(|r| r.strip_prefix(' '))
+        .ok_or_else(|| format!("authorization must start with '{ALGORITHM} '"))?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| "authorization parts must be Name=Value".to_string())?;
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => return Err("unknown authorization part".into()),
+        };
+        if slot.replace(value).is_some() {
+            return Err("repeated authorization part".into());
+        }
+    }
+    let credential = credential.ok_or("Credential is missing")?;
+    let signed = signed.ok_or("SignedHeaders is missing")?;
+    let signature = signature.ok_or("Signature is missing")?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [access_key_id, date, region, service, terminator] = scope[..] else {
+        return Err("Credential must be <access key id>/<date>/<region>/kms/aws4_request".into());
+    };
+    if service != SERVICE || terminator != "aws4_request" {
+        return Err("Credential scope must end in /kms/aws4_request".into());
+    }
+    if access_key_id.is_empty() || date.len() != 8 || region.is_empty() {
+        return Err("Credential scope is incomplete".into());
+    }
+    let signed_headers: Vec<String> = signed.split(';').map(str::to_owned).collect();
+    if signed_headers.iter().any(|h| {
+        h.is_empty()
+            || h.bytes()
+                .any(|b| !(b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()))
+    }) || !signed_headers.windows(2).all(|w| w[0] < w[1])
+    {
+        return Err("SignedHeaders must be sorted lower-case header names".into());
+    }
+    for required in REQUIRED_SIGNED {
+        if !signed_headers.iter().any(|h| h == required) {
+            return Err(format!("SignedHeaders must include {required}"));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(signature, &mut bytes)
+        .map_err(|_| "Signature must be 64 hex digits".to_string())?;
+    Ok(ParsedAuthorization {
+        access_key_id: access_key_id.to_owned(),
+        date: date.to_owned(),
+        region: region.to_owned(),
+        signed_headers,
+        signature: bytes,
+    })
+}
+
+/// What a client adds to a request's metadata.
+#[derive(Debug, Clone)]
+pub struct SignedHeaders {
+    /// (name, value) pairs to send, including `authorization`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The credentials a client signs with.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningCredentials<'a> {
+    pub access_key_id: &'a str,
+    /// The secret access key.
+    pub secret: &'a crate::secret::SecretString,
+    pub session_token: Option<&'a str>,
+}
+
+/// Signs a request: `body` is the encoded request message.
+pub fn sign_request(
+    credentials: SigningCredentials<'_>,
+    region: &str,
+    method_path: &str,
+    body: &[u8],
+    now: UnixSeconds,
+    nonce: &str,
+) -> SignedHeaders {
+    let amz_date = format_amz_date(now);
+    let date = &amz_date[..8];
+    let mut headers: Vec<(&'static str, String)> = vec![
+        (DATE_HEADER, amz_date.clone()),
+        (NONCE_HEADER, nonce.to_owned()),
+    ];
+    if let Some(token) = credentials.session_token {
+        headers.push((TOKEN_HEADER, token.to_owned()));
+    }
+    headers.sort_by(|a, b| a.0.cmp(b.0));
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
+    let to_sign = string_to_sign(method_path, &pairs, &sha256_hex(body), &amz_date, &scope);
+    let signature = sign(
+        &signing_key(credentials.secret.expose(), date, region),
+        &to_sign,
+    );
+    let authorization = format!(
+        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+        credentials.access_key_id,
+        signed_header_names(&pairs)
+    );
+    headers.push((AUTHORIZATION, authorization));
+    SignedHeaders { headers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_key_matches_the_aws_documentation_example() {
+        // AWS General Reference, "Examples of how to derive a signing key for Signature
+        // Version 4": secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, 20120215, us-east-1,
+        // iam. Our service is fixed to kms, so recompute their chain for iam by hand.
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let k_date = hmac(format!("AWS4{secret}").as_bytes(), b"20120215");
+        let k_region = hmac(&k_date, b"us-east-1");
+        let k_service = hmac(&k_region, b"iam");
+        let k_signing = hmac(&k_service, b"aws4_request");
+        assert_eq!(
+            hex::encode(k_signing),
+            "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
+    }
+
+    #[test]
+    fn amz_dates_round_trip() {
+        let t = 1_700_000_000;
+        let text = format_amz_date(t);
+        assert_eq!(text, "20231114T221320Z");
+        assert_eq!(parse_amz_date(&text), Some(t));
+        for bad in [
+            "",
+            "20231114T221320",
+            "2023111XT221320Z",
+            "20231340T221320Z",
+            "20231114T256000Z",
+            "２０２３1114T221320Z",
+        ] {
+            assert_eq!(parse_amz_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_any_change_breaks_it() {
+        let secret = crate::secret::SecretString::new("secret".into());
+        let credentials = SigningCredentials {
+            access_key_id: "KHAKEXAMPLE",
+            secret: &secret,
+            session_token: None,
+        };
+        let signed = sign_request(
+            credentials,
+            "local",
+            "/svc/Op",
+            b"body",
+            1_700_000_000,
+            "abcd",
+        );
+        let auth = &signed
+            .headers
+            .iter()
+            .find(|(n, _)| *n == AUTHORIZATION)
+            .unwrap()
+            .1;
+        let parsed = parse_authorization(auth).unwrap();
+        assert_eq!(parsed.access_key_id, "KHAKEXAMPLE");
+        assert_eq!(parsed.signed_headers, vec![DATE_HEADER, NONCE_HEADER]);
+        let headers = [(DATE_HEADER, "20231114T221320Z"), (NONCE_HEADER, "abcd")];
+        let key = signing_key("secret", &parsed.date, &parsed.region);
+        let check = |path: &str, body: &[u8], headers: &[(&str, &str)], key: &[u8; 32]| {
+            let s = string_to_sign(
+                path,
+                headers,
+                &sha256_hex(body),
+                "20231114T221320Z",
+                &parsed.scope(),
+            );
+            verify(key, &s, &parsed.signature)
+        };
+        assert!(check("/svc/Op", b"body", &headers, &key));
+        assert!(!check("/svc/Other", b"body", &headers, &key));
+        assert!(!check("/svc/Op", b"bodY", &headers, &key));
+        assert!(!check(
+            "/svc/Op",
+            b"body",
+            &[(DATE_HEADER, "20231114T221320Z"), (NONCE_HEADER, "abce")],
+            &key
+        ));
+        assert!(!check(
+            "/svc/Op",
+            b"body",
+            &headers,
+            &signing_key("secreT", &parsed.date, &parsed.region)
+        ));
+    }
+
+    #[test]
+    fn malformed_authorizations_are_refused() {
+        let sig = "0".repeat(64);
+        let good = format!(
+            "{ALGORITHM} Credential=AK/20231114/local/kms/aws4_request, SignedHeaders=x-amz-date;x-keyhaven-nonce, Signature={sig}"
+        );
+        assert!(parse_authorization(&good).is_ok());
+        for bad in [
+            String::new(),
+            "Basic abc".into(),
+            good.replace("kms", "s3"),
+            good.replace("x-amz-date;", ""),
+            good.replace("x-amz-date;x-keyhaven-nonce", "x-keyhaven-nonce;x-amz-date"),
+            good.replace(&sig, &"0".repeat(63)),
+            good.replace(&sig, &"g".repeat(64)),
+            good.replace("Credential=AK/", "Credential=/"),
+            format!("{good}, Signature={sig}"),
+            "x".repeat(5000),
+        ] {
+            assert!(parse_authorization(&bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,810 @@
+//! The client subcommands: one signed gRPC call each (two for `key create --alias`).
+
+use super::ClientArgs;
+use super::output::{Output, key_metadata_human, key_metadata_json};
+use crate::api::reason_of;
+use crate::client::{Client, ClientCredentials};
+use crate::clock::rfc3339;
+use crate::proto::v1;
+use crate::secret::SecretBytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// A failed command: a refusal from the daemon, or a local problem.
+#[derive(Debug)]
+pub enum CliError {
+    Status(tonic::Status),
+    Local(String),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        CliError::Status(status)
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::Local(message)
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Local(message) => f.write_str(message),
+            CliError::Status(status) => match reason_of(status) {
+                Some(reason) if !status.message().starts_with(&reason) => {
+                    write!(f, "{reason}: {}", status.message())
+                }
+                Some(_) => f.write_str(status.message()),
+                None => write!(f, "{:?}: {}", status.code(), status.message()),
+            },
+        }
+    }
+}
+
+type CliResult = Result<(), CliError>;
+
+/// What every client command gets.
+pub struct Context {
+    pub client: Client,
+    pub out: Output,
+}
+
+/// Connects, runs `command`, prints any error; returns the exit code.
+pub fn run_client<F, Fut>(args: ClientArgs, command: F) -> i32
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = CliResult>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keyhaven: cannot start: {e}");
+            return 1;
+        }
+    };
+    let out = Output {
+        format: args.output,
+    };
+    let result = runtime.block_on(async {
+        let credentials = ClientCredentials::from_env()?;
+        let client = Client::connect(&args.endpoint, credentials).await?;
+        command(Context { client, out }).await
+    });
+    match result {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("keyhaven: {error}");
+            1
+        }
+    }
+}
+
+fn parse_pairs(pairs: &[String], what: &str) -> Result<HashMap<String, String>, CliError> {
+    let mut map = HashMap::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Local(format!("{what} '{pair}' must be KEY=VALUE")))?;
+        map.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(map)
+}
+
+fn read_stdin() -> Result<SecretBytes, CliError> {
+    let mut buffer = SecretBytes::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(buffer.expose_mut())
+        .map_err(|e| CliError::Local(format!("cannot read stdin: {e}")))?;
+    Ok(buffer)
+}
+
+fn read_blob_from_stdin() -> Result<Vec<u8>, CliError> {
+    let input = read_stdin()?;
+    let text: String = String::from_utf8_lossy(input.expose())
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    B64.decode(text)
+        .map_err(|_| CliError::Local("stdin is not a base64 ciphertext blob".into()))
+}
+
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| CliError::Local(format!("cannot write stdout: {e}")))
+}
+
+// ------------------------------------------------------------------------------------ keys
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key (AES-256-GCM, ENCRYPT_DECRYPT).
+    Create {
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Also create this alias (alias/NAME) for the new key.
+        #[arg(long)]
+        alias: Option<String>,
+        /// `sealed` or `pkcs11:<name>`; default: the daemon's.
+        #[arg(long)]
+        keystore: Option<String>,
+        /// Key policy (JSON).
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Show a key's metadata (also of a deleted key's tombstone).
+    Describe {
+        key: String,
+    },
+    /// List keys (every page, unless --limit is given).
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long, default_value = "")]
+        marker: String,
+    },
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
+    /// Schedule deletion after a waiting period of 7-30 days (default 30).
+    ScheduleDeletion {
+        key: String,
+        #[arg(long)]
+        pending_days: Option<u32>,
+    },
+    /// Cancel a scheduled deletion; the key becomes Disabled.
+    CancelDeletion {
+        key: String,
+    },
+    /// Rotate now: new encryptions use a new version; old ones still decrypt.
+    Rotate {
+        key: String,
+    },
+    UpdateDescription {
+        key: String,
+        description: String,
+    },
+    /// Turn on automatic rotation (every 90-2560 days; default: the daemon's).
+    EnableRotation {
+        key: String,
+        #[arg(long)]
+        period_days: Option<u32>,
+    },
+    DisableRotation {
+        key: String,
+    },
+    RotationStatus {
+        key: String,
+    },
+    /// List a key's versions.
+    Rotations {
+        key: String,
+    },
+    Tag {
+        key: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        tags: Vec<String>,
+    },
+    Untag {
+        key: String,
+        #[arg(required = true)]
+        tag_keys: Vec<String>,
+    },
+    Tags {
+        key: String,
+    },
+}
+
+fn done(out: Output, what: String) {
+    out.print(json!({}), || what);
+}
+
+pub async fn key(ctx: Context, command: KeyCommand) -> CliResult {
+    let Context { client, out } = ctx;
+    let mut kms = client.kms();
+    match command {
+        KeyCommand::Create {
+            description,
+            alias,
+            keystore,
+            policy_file,
+            tags,
+        } => {
+            let policy = match policy_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                None => String::new(),
+            };
+            let tags = parse_pairs(&tags, "tag")?
+                .into_iter()
+                .map(|(tag_key, tag_value)| v1::Tag { tag_key, tag_value })
+                .collect();
+            let request = v1::CreateKeyRequest {
+                description,
+                keystore: keystore.unwrap_or_default(),
+                tags,
+                policy,
+                ..Default::default()
+            };
+            let metadata = kms
+                .create_key(client.signed("CreateKey", request))
+                .await?
+                .into_inner()
+                .key_metadata
+                .unwrap_or_default();
+            if let Some(alias) = alias {
+                let request = v1::CreateAliasRequest {
+                    alias_name: alias.clone(),
+                    target_key_id: metadata.key_id.clone(),
+                };
+                if let Err(status) = kms
+                    .create_alias(client.signed("CreateAlias", request))
+                    .await
+                {
+                    return Err(CliError::Local(format!(
+                        "key {} was created, but alias {alias} was not: {}",
+                        metadata.key_id,
+                        CliError::Status(status)
+                    )));
+                }
+            }
+            out.print(
+                json!({ "KeyMetadata": key_metadata_json(&metadata) }),
+                || key_metadata_human(&metadata),
+            );
+        }
+        KeyCommand::Describe { key } => {
+            let request = v1::DescribeKeyRequest { key_id: key };
+            let metadata = kms
+                .describe_key(client.signed("DescribeKey", request))
+                .await?
+                .into_inner()
+                .key_metadata
+                .unwrap_or_default();
+            out.print(
+                json!({ "KeyMetadata": key_metadata_json(&metadata) }),
+                || key_metadata_human(&metadata),
+            );
+        }
+        KeyCommand::List { limit, marker } => {
+            let mut keys = Vec::new();
+            let mut marker = marker;
+            let next = loop {
+                let request = v1::ListKeysRequest {
+                    limit: limit.unwrap_or(0),
+                    marker: marker.clone(),
+                };
+                let page = kms
+                    .list_keys(client.signed("ListKeys", request))
+                    .await?
+                    .into_inner();
+                keys.extend(page.keys);
+                if !page.truncated || limit.is_some() {
+                    break page.truncated.then_some(page.next_marker);
+                }
+                marker = page.next_marker;
+            };
+            let mut value = json!({
+                "Keys": keys.iter().map(|k| json!({"KeyId": k.key_id, "KeyArn": k.key_arn})).collect::<Vec<_>>(),
+                "Truncated": next.is_some(),
+            });
+            if let Some(next) = &next {
+                value["NextMarker"] = json!(next);
+            }
+            out.print(value, || {
+                let mut lines: Vec<String> = keys.iter().map(|k| k.key_id.clone()).collect();
+                if let Some(next) = &next {
+                    lines.push(format!("(more: --marker {next})"));
+                }
+                lines.join("\n")
+            });
+        }
+        KeyCommand::Enable { key } => {
+            let request = v1::EnableKeyRequest {
+                key_id: key.clone(),
+            };
+            kms.enable_key(client.signed("EnableKey", request)).await?;
+            done(out, format!("Key {key} enabled"));
+        }
+        KeyCommand::Disable { key } => {
+            let request = v1::DisableKeyRequest {
+                key_id: key.clone(),
+            };
+            kms.disable_key(client.signed("DisableKey", request))
+                .await?;
+            done(out, format!("Key {key} disabled"));
+        }
+        KeyCommand::ScheduleDeletion { key, pending_days } => {
+            let request = v1::ScheduleKeyDeletionRequest {
+                key_id: key,
+                pending_window_in_days: pending_days,
+            };
+            let r = kms
+                .schedule_key_deletion(client.signed("ScheduleKeyDeletion", request))
+                .await?
+                .into_inner();
+            out.print(
+                json!({
+                    "KeyId": r.key_id,
+                    "DeletionDate": rfc3339(r.deletion_date),
+                    "KeyState": "PendingDeletion",
+                    "PendingWindowInDays": r.pending_window_in_days,
+                }),
+                || {
+                    format!(
+                        "Key {} will be deleted on {} (PendingDeletion; cancel with `keyhaven key cancel-deletion`)",
+                        r.key_id,
+                        rfc3339(r.deletion_date)
+                    )
+                },
+            );
+        }
+        KeyCommand::CancelDeletion { key } => {
+            let request = v1::CancelKeyDeletionRequest { key_id: key };
+            let r = kms
+                .cancel_key_deletion(client.signed("CancelKeyDeletion", request))
+                .await?
+                .into_inner();
+            out.print(json!({ "KeyId": r.key_id }), || {
+                format!("Deletion of {} cancelled; the key is Disabled", r.key_id)
+            });
+        }
+        KeyCommand::Rotate { key } => {
+            let request = v1::RotateKeyOnDemandRequest { key_id: key };
+            let r = kms
+                .rotate_key_on_demand(client.signed("RotateKeyOnDemand", request))
+                .await?
+                .into_inner();
+            out.print(
+                json!({ "KeyId": r.key_id, "KeyVersion": r.key_version }),
+                || format!("Key {} rotated; now at version {}", r.key_id, r.key_version),
+            );
+        }
+        KeyCommand::UpdateDescription { key, description } => {
+            let request = v1::UpdateKeyDescriptionRequest {
+                key_id: key.clone(),
+                description,
+            };
+            kms.update_key_description(client.signed("UpdateKeyDescription", request))
+                .await?;
+            done(out, format!("Description of {key} updated"));
+        }
+        KeyCommand::EnableRotation { key, period_days } => {
+            let request = v1::EnableKeyRotationRequest {
+                key_id: key.clone(),
+                rotation_period_in_days: period_days,
+            };
+            kms.enable_key_rotation(client.signed("EnableKeyRotation", request))
+                .await?;
+            done(out, format!("Automatic rotation of {key} enabled"));
+        }
+        KeyCommand::DisableRotation { key } => {
+            let request = v1::DisableKeyRotationRequest {
+                key_id: key.clone(),
+            };
+            kms.disable_key_rotation(client.signed("DisableKeyRotation", request))
+                .await?;
+            done(out, format!("Automatic rotation of {key} disabled"));
+        }
+        KeyCommand::RotationStatus { key } => {
+            let request = v1::GetKeyRotationStatusRequest { key_id: key };
+            let r = kms
+                .get_key_rotation_status(client.signed("GetKeyRotationStatus", request))
+                .await?
+                .into_inner();
+            let mut value = json!({
+                "KeyId": r.key_id,
+                "KeyRotationEnabled": r.key_rotation_enabled,
+            });
+            if let Some(days) = r.rotation_period_in_days {
+                value["RotationPeriodInDays"] = json!(days);
+            }
+            if let Some(date) = r.next_rotation_date {
+                value["NextRotationDate"] = json!(rfc3339(date));
+            }
+            out.print(value, || match r.next_rotation_date {
+                Some(date) if r.key_rotation_enabled => {
+                    format!("Automatic rotation enabled; next on {}", rfc3339(date))
+                }
+                _ => "Automatic rotation disabled".into(),
+            });
+        }
+        KeyCommand::Rotations { key } => {
+            let request = v1::ListKeyRotationsRequest { key_id: key };
+            let r = kms
+                .list_key_rotations(client.signed("ListKeyRotations", request))
+                .await?
+                .into_inner();
+            let rotations: Vec<Value> = r
+                .rotations
+                .iter()
+                .map(|v| {
+                    json!({
+                        "KeyId": r.key_id,
+                        "KeyVersion": v.key_version,
+                        "RotationDate": rfc3339(v.rotation_date),
+                        "RotationType": v.rotation_type,
+                    })
+                })
+                .collect();
+            out.print(
+                json!({ "Rotations": rotations, "Truncated": false }),
+                || {
+                    r.rotations
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "version {:>4}  {}  {}",
+                                v.key_version,
+                                rfc3339(v.rotation_date),
+                                v.rotation_type
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
+        }
+        KeyCommand::Tag { key, tags } => {
+            let tags = parse_pairs(&tags, "tag")?
+                .into_iter()
+                .map(|(tag_key, tag_value)| v1::Tag { tag_key, tag_value })
+                .collect();
+            let request = v1::TagResourceRequest {
+                key_id: key.clone(),
+                tags,
+            };
+            kms.tag_resource(client.signed("TagResource", request))
+                .await?;
+            done(out, format!("Tagged {key}"));
+        }
+        KeyCommand::Untag { key, tag_keys } => {
+            let request = v1::UntagResourceRequest {
+                key_id: key.clone(),
+                tag_keys,
+            };
+            kms.untag_resource(client.signed("UntagResource", request))
+                .await?;
+            done(out, format!("Untagged {key}"));
+        }
+        KeyCommand::Tags { key } => {
+            let request = v1::ListResourceTagsRequest { key_id: key };
+            let r = kms
+                .list_resource_tags(client.signed("ListResourceTags", request))
+                .await?
+                .into_inner();
+            let tags: Vec<Value> = r
+                .tags
+                .iter()
+                .map(|t| json!({"TagKey": t.tag_key, "TagValue": t.tag_value}))
+                .collect();
+            out.print(json!({ "Tags": tags, "Truncated": false }), || {
+                r.tags
+                    .iter()
+                    .map(|t| format!("{}={}", t.tag_key, t.tag_value))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------------------- aliases
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Create alias/NAME for a key.
+    Create {
+        alias: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Point alias/NAME at another key.
+    Update {
+        alias: String,
+        #[arg(long)]
+        key: String,
+    },
+    Delete {
+        alias: String,
+    },
+    /// List aliases (of one key with --key).
+    List {
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+pub async fn alias(ctx: Context, command: AliasCommand) -> CliResult {
+    let Context { client, out } = ctx;
+    let mut kms = client.kms();
+    match command {
+        AliasCommand::Create { alias, key } => {
+            let request = v1::CreateAliasRequest {
+                alias_name: alias.clone(),
+                target_key_id: key.clone(),
+            };
+            kms.create_alias(client.signed("CreateAlias", request))
+                .await?;
+            done(out, format!("{alias} → {key}"));
+        }
+        AliasCommand::Update { alias, key } => {
+            let request = v1::UpdateAliasRequest {
+                alias_name: alias.clone(),
+                target_key_id: key.clone(),
+            };
+            kms.update_alias(client.signed("UpdateAlias", request))
+                .await?;
+            done(out, format!("{alias} → {key}"));
+        }
+        AliasCommand::Delete { alias } => {
+            let request = v1::DeleteAliasRequest {
+                alias_name: alias.clone(),
+            };
+            kms.delete_alias(client.signed("DeleteAlias", request))
+                .await?;
+            done(out, format!("{alias} deleted"));
+        }
+        AliasCommand::List { key } => {
+            let mut aliases = Vec::new();
+            let mut marker = String::new();
+            loop {
+                let request = v1::ListAliasesRequest {
+                    key_id: key.clone().unwrap_or_default(),
+                    limit: 0,
+                    marker: marker.clone(),
+                };
+                let page = kms
+                    .list_aliases(client.signed("ListAliases", request))
+                    .await?
+                    .into_inner();
+                aliases.extend(page.aliases);
+                if !page.truncated {
+                    break;
+                }
+                marker = page.next_marker;
+            }
+            let value: Vec<Value> = aliases
+                .iter()
+                .map(|a| {
+                    json!({
+                        "AliasName": a.alias_name,
+                        "AliasArn": a.alias_arn,
+                        "TargetKeyId": a.target_key_id,
+                        "CreationDate": rfc3339(a.creation_date),
+                        "LastUpdatedDate": rfc3339(a.last_updated_date),
+                    })
+                })
+                .collect();
+            out.print(json!({ "Aliases": value, "Truncated": false }), || {
+                aliases
+                    .iter()
+                    .map(|a| format!("{}  {}", a.alias_name, a.target_key_id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------- cryptography
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    #[arg(long)]
+    key: String,
+    /// Encryption context pair; repeat for more.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+}
+
+pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let plaintext = read_stdin()?;
+    let request = v1::EncryptRequest {
+        key_id: args.key,
+        plaintext: plaintext.expose().clone(),
+        encryption_context: parse_pairs(&args.context, "context")?,
+    };
+    let r = client
+        .kms()
+        .encrypt(client.signed("Encrypt", request))
+        .await?
+        .into_inner();
+    let blob = B64.encode(&r.ciphertext_blob);
+    out.print(
+        json!({
+            "CiphertextBlob": blob,
+            "KeyId": r.key_id,
+            "EncryptionAlgorithm": r.encryption_algorithm,
+        }),
+        || blob.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Refuse unless the ciphertext was made under this key.
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+}
+
+pub async fn decrypt(ctx: Context, args: DecryptArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let request = v1::DecryptRequest {
+        ciphertext_blob: read_blob_from_stdin()?,
+        encryption_context: parse_pairs(&args.context, "context")?,
+        key_id: args.key.unwrap_or_default(),
+    };
+    let r = client
+        .kms()
+        .decrypt(client.signed("Decrypt", request))
+        .await?
+        .into_inner();
+    let plaintext = SecretBytes::new(r.plaintext);
+    if out.json() {
+        out.print(
+            json!({
+                "KeyId": r.key_id,
+                "Plaintext": B64.encode(plaintext.expose()),
+                "EncryptionAlgorithm": r.encryption_algorithm,
+            }),
+            String::new,
+        );
+        Ok(())
+    } else {
+        write_stdout(plaintext.expose())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReEncryptArgs {
+    /// The key to encrypt under now.
+    #[arg(long)]
+    key: String,
+    /// Refuse unless the ciphertext was made under this key.
+    #[arg(long)]
+    source_key: Option<String>,
+    /// The ciphertext's encryption context.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    /// The new ciphertext's encryption context.
+    #[arg(long = "new-context", value_name = "KEY=VALUE")]
+    new_context: Vec<String>,
+}
+
+pub async fn re_encrypt(ctx: Context, args: ReEncryptArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let request = v1::ReEncryptRequest {
+        ciphertext_blob: read_blob_from_stdin()?,
+        source_encryption_context: parse_pairs(&args.context, "context")?,
+        source_key_id: args.source_key.unwrap_or_default(),
+        destination_key_id: args.key,
+        destination_encryption_context: parse_pairs(&args.new_context, "new-context")?,
+    };
+    let r = client
+        .kms()
+        .re_encrypt(client.signed("ReEncrypt", request))
+        .await?
+        .into_inner();
+    let blob = B64.encode(&r.ciphertext_blob);
+    out.print(
+        json!({
+            "CiphertextBlob": blob,
+            "SourceKeyId": r.source_key_id,
+            "KeyId": r.key_id,
+        }),
+        || blob.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DataKeyArgs {
+    #[arg(long)]
+    key: String,
+    /// Data key length in bytes (1-1024).
+    #[arg(long, conflicts_with = "spec")]
+    bytes: Option<u32>,
+    /// AES_256 or AES_128 (default AES_256).
+    #[arg(long)]
+    spec: Option<String>,
+    /// Only the encrypted data key.
+    #[arg(long)]
+    without_plaintext: bool,
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+}
+
+pub async fn data_key(ctx: Context, args: DataKeyArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let key_spec = match (&args.spec, args.bytes) {
+        (None, None) => "AES_256".to_owned(),
+        (spec, _) => spec.clone().unwrap_or_default(),
+    };
+    let context = parse_pairs(&args.context, "context")?;
+    let mut kms = client.kms();
+    if args.without_plaintext {
+        let request = v1::GenerateDataKeyWithoutPlaintextRequest {
+            key_id: args.key,
+            encryption_context: context,
+            key_spec,
+            number_of_bytes: args.bytes,
+        };
+        let r = kms
+            .generate_data_key_without_plaintext(
+                client.signed("GenerateDataKeyWithoutPlaintext", request),
+            )
+            .await?
+            .into_inner();
+        let blob = B64.encode(&r.ciphertext_blob);
+        out.print(json!({ "CiphertextBlob": blob, "KeyId": r.key_id }), || {
+            format!("CiphertextBlob: {blob}")
+        });
+    } else {
+        let request = v1::GenerateDataKeyRequest {
+            key_id: args.key,
+            encryption_context: context,
+            key_spec,
+            number_of_bytes: args.bytes,
+        };
+        let r = kms
+            .generate_data_key(client.signed("GenerateDataKey", request))
+            .await?
+            .into_inner();
+        let plaintext = SecretBytes::new(r.plaintext);
+        let blob = B64.encode(&r.ciphertext_blob);
+        let shown = B64.encode(plaintext.expose());
+        out.print(
+            json!({ "CiphertextBlob": blob, "Plaintext": shown, "KeyId": r.key_id }),
+            || format!("Plaintext:      {shown}\nCiphertextBlob: {blob}"),
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RandomArgs {
+    /// How many bytes (1-1024).
+    number_of_bytes: u32,
+}
+
+pub async fn random(ctx: Context, args: RandomArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let request = v1::GenerateRandomRequest {
+        number_of_bytes: args.number_of_bytes,
+    };
+    let r = client
+        .kms()
+        .generate_random(client.signed("GenerateRandom", request))
+        .await?
+        .into_inner();
+    let bytes = SecretBytes::new(r.plaintext);
+    let shown = B64.encode(bytes.expose());
+    out.print(json!({ "Plaintext": shown }), || shown.clone());
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The operator's command line: `init` and `serve`, and the client subcommands.
+//!
+//! Client subcommands print human output by default and, with `--output json`, one JSON object
+//! in the shape the AWS CLI gives for the same operation (`KeyMetadata.KeyId`,
+//! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
+
+mod commands;
+mod output;
+mod serve;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+pub use output::Output;
+
+/// Keyhaven: a self-hosted key management service.
+#[derive(Debug, Parser)]
+#[command(name = "keyhaven", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Where the daemon is and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon's gRPC endpoint.
+    #[arg(long, env = "KEYHAVEN_ENDPOINT", default_value = crate::client::DEFAULT_ENDPOINT, global = true)]
+    pub endpoint: String,
+    /// `json` prints one JSON object shaped like the AWS CLI's output.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a sealed data directory and print the root credentials (once).
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Read the passphrase from this file's first line (else KEYHAVEN_PASSPHRASE, else a prompt).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// ARN partition of the root principal shown.
+        #[arg(long, default_value = "keyhaven")]
+        partition: String,
+    },
+    /// Run the daemon.
+    Serve(serve::ServeArgs),
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(commands::KeyCommand),
+    /// Manage aliases.
+    #[command(subcommand)]
+    Alias(commands::AliasCommand),
+    /// Encrypt stdin (at most 4096 bytes); prints the base64 ciphertext blob.
+    Encrypt(commands::EncryptArgs),
+    /// Decrypt a base64 ciphertext blob from stdin; prints the plaintext.
+    Decrypt(commands::DecryptArgs),
+    /// Decrypt a base64 ciphertext blob from stdin and encrypt it under another key, inside the daemon.
+    ReEncrypt(commands::ReEncryptArgs),
+    /// Generate a data key: its plaintext and its ciphertext under KEY.
+    DataKey(commands::DataKeyArgs),
+    /// N random bytes (1-1024), base64.
+    Random(commands::RandomArgs),
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let client = cli.client;
+    match cli.command {
+        Command::Init {
+            data_dir,
+            passphrase_file,
+            partition,
+        } => serve::init(
+            &data_dir,
+            passphrase_file.as_deref(),
+            &partition,
+            client.output,
+        ),
+        Command::Serve(args) => serve::serve(args),
+        Command::Key(command) => commands::run_client(client, |c| commands::key(c, command)),
+        Command::Alias(command) => commands::run_client(client, |c| commands::alias(c, command)),
+        Command::Encrypt(args) => commands::run_client(client, |c| commands::encrypt(c, args)),
+        Command::Decrypt(args) => commands::run_client(client, |c| commands::decrypt(c, args)),
+        Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
+        Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
+        Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
+    }
+}

@@ -1,0 +1,200 @@
+//! `keyhaven init` and `keyhaven serve`.
+
+use super::OutputFormat;
+use crate::clock::{Clock, SystemClock};
+use crate::seal::KdfParams;
+use crate::server::{self, ConfigFile, Daemon, DaemonConfig, Initialised};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see keyhaven.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, IP:PORT (default 127.0.0.1:7878).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The data directory made by `keyhaven init`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read the passphrase from this file's first line (else KEYHAVEN_PASSPHRASE, else a prompt).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// Keystore for new keys: sealed.
+    #[arg(long)]
+    keystore: Option<String>,
+    /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
+    /// endpoint and root credentials as `export` lines.
+    #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
+    dev: bool,
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fail(message: impl std::fmt::Display) -> i32 {
+    eprintln!("keyhaven: {message}");
+    1
+}
+
+fn print_credentials(initialised: &Initialised) {
+    let credentials = &initialised.root.credentials;
+    println!(
+        "export KEYHAVEN_ACCESS_KEY_ID={}",
+        credentials.access_key_id
+    );
+    println!(
+        "export KEYHAVEN_SECRET_ACCESS_KEY={}",
+        credentials.secret_access_key.expose()
+    );
+}
+
+pub fn init(
+    data_dir: &Path,
+    passphrase_file: Option<&Path>,
+    partition: &str,
+    output: OutputFormat,
+) -> i32 {
+    let passphrase = match server::read_passphrase(passphrase_file, true) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let initialised = match server::init_data_dir(
+        data_dir,
+        &passphrase,
+        KdfParams::default(),
+        partition,
+        &SystemClock,
+    ) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let credentials = &initialised.root.credentials;
+    if output == OutputFormat::Json {
+        let value = json!({
+            "AccountId": initialised.account_id,
+            "Arn": initialised.root.principal_arn,
+            "AccessKey": {
+                "UserName": "root",
+                "AccessKeyId": credentials.access_key_id,
+                "Status": "Active",
+                "SecretAccessKey": credentials.secret_access_key.expose(),
+                "CreateDate": crate::clock::rfc3339(SystemClock.now()),
+            },
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "# Initialised {} for account {}.",
+            data_dir.display(),
+            initialised.account_id
+        );
+        println!("# Root credentials, shown only now; keep the secret safe:");
+        print_credentials(&initialised);
+    }
+    0
+}
+
+pub fn serve(args: ServeArgs) -> i32 {
+    let file = match &args.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(file) => file,
+            Err(e) => return fail(e),
+        },
+        None => ConfigFile::default(),
+    };
+    init_logging(file.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match run(args, file).await {
+            Ok(()) => 0,
+            Err(message) => fail(message),
+        }
+    })
+}
+
+async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let dev_dir = if args.dev {
+        Some(
+            tempfile::Builder::new()
+                .prefix("keyhaven-dev-")
+                .tempdir()
+                .map_err(|e| format!("cannot make a temporary directory: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let data_dir = dev_dir
+        .as_ref()
+        .map(|d| d.path().to_path_buf())
+        .or(args.data_dir.clone());
+    let mut config = DaemonConfig::from_file(&file, data_dir).map_err(|e| e.to_string())?;
+    if let Some(listen) = &args.listen {
+        config.set_listen(listen).map_err(|e| e.to_string())?;
+    }
+    if let Some(keystore) = &args.keystore {
+        config.keystore = keystore.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+
+    let (passphrase, initialised) = if dev_dir.is_some() {
+        let passphrase = server::generate_passphrase();
+        let initialised = server::init_data_dir(
+            &config.data_dir,
+            &passphrase,
+            KdfParams::default(),
+            &config.partition,
+            clock.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        (passphrase, Some(initialised))
+    } else {
+        let file_path = args
+            .passphrase_file
+            .as_ref()
+            .or(file.passphrase_file.as_ref());
+        (
+            server::read_passphrase(file_path.map(PathBuf::as_path), false)?,
+            None,
+        )
+    };
+    let daemon = Daemon::start(config.clone(), passphrase, clock)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = daemon.local_addr();
+    if let Some(initialised) = &initialised {
+        println!(
+            "# Keyhaven dev daemon: throwaway data in {} (removed on exit).",
+            config.data_dir.display()
+        );
+        println!("# listening on {addr}");
+        println!("# Paste these lines into another shell, then try `keyhaven key create`:");
+        println!("export KEYHAVEN_ENDPOINT=http://{addr}");
+        print_credentials(initialised);
+    } else {
+        println!("# listening on {addr}");
+    }
+    let result = daemon.run_until_signal().await.map_err(|e| e.to_string());
+    drop(dev_dir);
+    result
+}

@@ -1,0 +1,37 @@
+//! The key service's errors. The API layer maps each to a gRPC status and AWS reason name.
+
+/// A refusal or failure of a key operation. Messages are safe to show the caller: they never
+/// contain key material, plaintext or secrets. [`KeyError::Internal`]'s detail is for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error(
+        "the ciphertext is invalid, was altered, or does not match the key or encryption context"
+    )]
+    InvalidCiphertext,
+    #[error("{0}")]
+    IncorrectKey(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    KeyStoreNotFound(String),
+    #[error("{0}")]
+    MalformedPolicy(String),
+    #[error("keystore {0} is unavailable; try again later")]
+    KeyStoreUnavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<crate::store::StoreError> for KeyError {
+    fn from(error: crate::store::StoreError) -> Self {
+        KeyError::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,21 @@
+//! Customer master keys: metadata, the state machine, rotation, aliases, tags, the deletion
+//! scheduler, and the cryptographic operations done with them.
+//!
+//! [`KeyService`] is the domain API the gRPC handlers call; it knows nothing of gRPC.
+
+mod error;
+mod model;
+mod reference;
+mod scheduler;
+mod service;
+
+pub use error::KeyError;
+pub use model::{
+    KeyRecord, KeyState, KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule,
+    RotationType,
+};
+pub use reference::KeyReference;
+pub use scheduler::{DueReport, spawn_scheduler};
+pub use service::{
+    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_PLAINTEXT,
+};

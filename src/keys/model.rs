@@ -1,0 +1,278 @@
+//! The key record and its state machine (SPEC, "States and transitions"):
+//!
+//! - `Enabled ⇄ Disabled`
+//! - `Enabled | Disabled → PendingDeletion` (7–30 days)
+//! - `PendingDeletion → Disabled` (cancel)
+//! - `PendingDeletion → Deleted` once the deletion date has passed (a tombstone remains)
+
+use super::KeyError;
+use crate::clock::{DAY, UnixSeconds};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+pub const MIN_PENDING_DAYS: u32 = 7;
+pub const MAX_PENDING_DAYS: u32 = 30;
+pub const DEFAULT_PENDING_DAYS: u32 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    Deleted,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::Deleted => "Deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RotationType {
+    Initial,
+    Automatic,
+    OnDemand,
+    /// The version reached its limit of encryptions (random 96-bit nonces, NIST SP 800-38D).
+    NonceLimit,
+}
+
+impl RotationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationType::Initial => "INITIAL",
+            RotationType::Automatic => "AUTOMATIC",
+            RotationType::OnDemand => "ON_DEMAND",
+            RotationType::NonceLimit => "NONCE_LIMIT",
+        }
+    }
+}
+
+/// One generation of a key's material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    pub number: u32,
+    pub created: UnixSeconds,
+    pub rotation_type: RotationType,
+    /// Encryptions with this version may use nonce counts below this; raised in blocks, so the
+    /// hot path counts in memory and the count never goes backwards across restarts.
+    pub nonces_reserved: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationSchedule {
+    pub enabled: bool,
+    pub period_days: Option<u32>,
+    pub next_rotation: Option<UnixSeconds>,
+}
+
+/// Everything the daemon knows about a key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub description: String,
+    pub state: KeyState,
+    pub created: UnixSeconds,
+    pub deletion_date: Option<UnixSeconds>,
+    pub pending_window_days: Option<u32>,
+    pub keystore: String,
+    pub origin: String,
+    pub versions: Vec<KeyVersion>,
+    pub tags: BTreeMap<String, String>,
+    pub policy: Option<String>,
+    pub rotation: RotationSchedule,
+}
+
+impl KeyRecord {
+    pub fn current_version(&self) -> u32 {
+        self.versions.last().map(|v| v.number).unwrap_or(0)
+    }
+
+    pub fn version(&self, number: u32) -> Option<&KeyVersion> {
+        self.versions.iter().find(|v| v.number == number)
+    }
+
+    pub fn version_mut(&mut self, number: u32) -> Option<&mut KeyVersion> {
+        self.versions.iter_mut().find(|v| v.number == number)
+    }
+
+    fn invalid_state(&self, operation: &str) -> KeyError {
+        KeyError::InvalidState(format!(
+            "{operation} is not allowed: key {} is {}",
+            self.id,
+            self.state.as_str()
+        ))
+    }
+
+    /// Refuses unless the key may be used for cryptographic operations.
+    pub fn require_enabled(&self, operation: &str) -> Result<(), KeyError> {
+        match self.state {
+            KeyState::Enabled => Ok(()),
+            _ => Err(self.invalid_state(operation)),
+        }
+    }
+
+    /// Refuses unless the key is Enabled or Disabled (metadata changes, rotation settings).
+    pub fn require_active(&self, operation: &str) -> Result<(), KeyError> {
+        match self.state {
+            KeyState::Enabled | KeyState::Disabled => Ok(()),
+            _ => Err(self.invalid_state(operation)),
+        }
+    }
+
+    pub fn enable(&mut self) -> Result<(), KeyError> {
+        self.require_active("EnableKey")?;
+        self.state = KeyState::Enabled;
+        Ok(())
+    }
+
+    pub fn disable(&mut self) -> Result<(), KeyError> {
+        self.require_active("DisableKey")?;
+        self.state = KeyState::Disabled;
+        Ok(())
+    }
+
+    /// `Enabled | Disabled → PendingDeletion`; returns the deletion date.
+    pub fn schedule_deletion(
+        &mut self,
+        now: UnixSeconds,
+        days: Option<u32>,
+    ) -> Result<UnixSeconds, KeyError> {
+        let days = days.unwrap_or(DEFAULT_PENDING_DAYS);
+        if !(MIN_PENDING_DAYS..=MAX_PENDING_DAYS).contains(&days) {
+            return Err(KeyError::Validation(format!(
+                "PendingWindowInDays must be between {MIN_PENDING_DAYS} and {MAX_PENDING_DAYS}; got {days}"
+            )));
+        }
+        self.require_active("ScheduleKeyDeletion")?;
+        let date = now + i64::from(days) * DAY;
+        self.state = KeyState::PendingDeletion;
+        self.deletion_date = Some(date);
+        self.pending_window_days = Some(days);
+        Ok(date)
+    }
+
+    /// `PendingDeletion → Disabled`.
+    pub fn cancel_deletion(&mut self) -> Result<(), KeyError> {
+        if self.state != KeyState::PendingDeletion {
+            return Err(self.invalid_state("CancelKeyDeletion"));
+        }
+        self.state = KeyState::Disabled;
+        self.deletion_date = None;
+        self.pending_window_days = None;
+        Ok(())
+    }
+
+    /// Whether the deletion date has passed.
+    pub fn deletion_due(&self, now: UnixSeconds) -> bool {
+        self.state == KeyState::PendingDeletion && self.deletion_date.is_some_and(|d| d <= now)
+    }
+
+    /// `PendingDeletion → Deleted`, once due. The caller has destroyed the material.
+    pub fn mark_deleted(&mut self, now: UnixSeconds) -> Result<(), KeyError> {
+        if !self.deletion_due(now) {
+            return Err(self.invalid_state("deletion"));
+        }
+        self.state = KeyState::Deleted;
+        self.rotation = RotationSchedule::default();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(state: KeyState) -> KeyRecord {
+        KeyRecord {
+            id: Uuid::nil(),
+            description: String::new(),
+            state,
+            created: 0,
+            deletion_date: None,
+            pending_window_days: None,
+            keystore: "sealed".into(),
+            origin: "AWS_KMS".into(),
+            versions: vec![],
+            tags: BTreeMap::new(),
+            policy: None,
+            rotation: RotationSchedule::default(),
+        }
+    }
+
+    use KeyState::*;
+
+    #[test]
+    fn transitions_are_exactly_the_spec() {
+        // (from, operation, allowed, to)
+        type Op = fn(&mut KeyRecord) -> Result<(), KeyError>;
+        let ops: [(&str, Op); 4] = [
+            ("enable", |k| k.enable()),
+            ("disable", |k| k.disable()),
+            ("schedule", |k| k.schedule_deletion(0, Some(7)).map(|_| ())),
+            ("cancel", |k| k.cancel_deletion()),
+        ];
+        let expected = [
+            (
+                Enabled,
+                [Some(Enabled), Some(Disabled), Some(PendingDeletion), None],
+            ),
+            (
+                Disabled,
+                [Some(Enabled), Some(Disabled), Some(PendingDeletion), None],
+            ),
+            (PendingDeletion, [None, None, None, Some(Disabled)]),
+            (Deleted, [None, None, None, None]),
+        ];
+        for (from, outcomes) in expected {
+            for ((name, op), outcome) in ops.iter().zip(outcomes) {
+                let mut record = key(from);
+                if from == PendingDeletion {
+                    record.deletion_date = Some(100);
+                }
+                let before = record.clone();
+                match (op(&mut record), outcome) {
+                    (Ok(()), Some(to)) => assert_eq!(record.state, to, "{from:?} {name}"),
+                    (Err(KeyError::InvalidState(_)), None) => {
+                        assert_eq!(record, before, "{from:?} {name} changed the key")
+                    }
+                    (result, _) => panic!("{from:?} {name}: {result:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pending_window_is_7_to_30_days() {
+        for days in [6, 31, 0] {
+            let mut record = key(Enabled);
+            assert!(matches!(
+                record.schedule_deletion(0, Some(days)),
+                Err(KeyError::Validation(_))
+            ));
+            assert_eq!(record.state, Enabled);
+        }
+        let mut record = key(Disabled);
+        assert_eq!(record.schedule_deletion(10, None).unwrap(), 10 + 30 * DAY);
+        assert_eq!(record.pending_window_days, Some(30));
+        let mut record = key(Enabled);
+        assert_eq!(record.schedule_deletion(10, Some(7)).unwrap(), 10 + 7 * DAY);
+    }
+
+    #[test]
+    fn deletion_only_once_due() {
+        let mut record = key(Enabled);
+        let date = record.schedule_deletion(0, Some(7)).unwrap();
+        assert!(record.mark_deleted(date - 1).is_err());
+        assert_eq!(record.state, PendingDeletion);
+        record.mark_deleted(date).unwrap();
+        assert_eq!(record.state, Deleted);
+        assert_eq!(record.deletion_date, Some(date));
+    }
+}

@@ -1,0 +1,65 @@
+//! The background task that carries out due deletions and automatic rotations.
+//!
+//! It runs once at start-up, before the daemon serves (so deadlines that passed while the
+//! daemon was down are met first), then every `interval`.
+
+use super::KeyService;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DueReport {
+    pub destroyed: usize,
+    pub rotated: usize,
+    pub failed: usize,
+}
+
+impl KeyService {
+    /// Destroys every key whose deletion date has passed and rotates every key whose automatic
+    /// rotation is due. A key that fails (keystore down) is retried on the next pass.
+    pub async fn run_due_tasks(&self) -> DueReport {
+        let (deletions, rotations) = self.due_keys(self.now());
+        let mut report = DueReport::default();
+        for id in deletions {
+            match self.destroy_if_due(id).await {
+                Ok(true) => report.destroyed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::error!(key = %id, %error, "scheduled deletion failed; will retry");
+                }
+            }
+        }
+        for id in rotations {
+            match self.rotate_if_due(id).await {
+                Ok(true) => report.rotated += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::error!(key = %id, %error, "automatic rotation failed; will retry");
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Runs [`KeyService::run_due_tasks`] every `interval` until the returned handle is aborted.
+pub fn spawn_scheduler(
+    service: Arc<KeyService>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let report = service.run_due_tasks().await;
+            if report != DueReport::default() {
+                tracing::info!(?report, "scheduled key tasks ran");
+            }
+        }
+    })
+}

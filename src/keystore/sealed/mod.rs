@@ -1,0 +1,153 @@
+//! The sealed local keystore: key material generated from the OS's CSPRNG, wrapped under the
+//! master key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and kept in
+//! the metadata store. Unwrapped ciphers are cached in memory after first use; their key
+//! schedules are zeroized when dropped.
+
+use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef, SEALED};
+use crate::seal::MasterKey;
+use crate::secret::{Secret, SecretBytes};
+use crate::store::{Store, WriteBatch};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub struct SealedKeyStore {
+    master: Arc<MasterKey>,
+    store: Arc<Store>,
+    ciphers: RwLock<HashMap<MaterialRef, Arc<Aes256Gcm>>>,
+}
+
+/// The store key of a version's wrapped material; also the AAD that binds the wrap to it.
+pub fn material_record(material: MaterialRef) -> Vec<u8> {
+    let mut key = b"material/".to_vec();
+    key.extend_from_slice(material.key_id.as_hyphenated().to_string().as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&material.version.to_be_bytes());
+    key
+}
+
+impl SealedKeyStore {
+    pub fn new(master: Arc<MasterKey>, store: Arc<Store>) -> Self {
+        Self {
+            master,
+            store,
+            ciphers: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn cipher(&self, material: MaterialRef) -> Result<Arc<Aes256Gcm>, KeyStoreError> {
+        if let Some(cipher) = self.ciphers.read().map_err(|_| poisoned())?.get(&material) {
+            return Ok(cipher.clone());
+        }
+        let record = material_record(material);
+        let wrapped = self
+            .store
+            .get(&record)
+            .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?
+            .ok_or(KeyStoreError::MaterialNotFound(material))?;
+        let key = self
+            .master
+            .unwrap(&record, &wrapped)
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} failed to unwrap")))?;
+        let cipher = Aes256Gcm::new_from_slice(key.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} has a bad length")))?;
+        let cipher = Arc::new(cipher);
+        self.ciphers
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(material, cipher.clone());
+        Ok(cipher)
+    }
+
+    fn forget(&self, material: MaterialRef) {
+        if let Ok(mut ciphers) = self.ciphers.write() {
+            ciphers.remove(&material);
+        }
+    }
+}
+
+fn poisoned() -> KeyStoreError {
+    KeyStoreError::Internal("cipher cache lock poisoned".into())
+}
+
+impl KeyStore for SealedKeyStore {
+    fn name(&self) -> &str {
+        SEALED
+    }
+
+    fn origin(&self) -> &'static str {
+        "AWS_KMS"
+    }
+
+    fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+        let mut key = Secret::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.expose_mut());
+        let record = material_record(material);
+        let wrapped = self.master.wrap(&record, key.expose());
+        let mut records = WriteBatch::new();
+        records.put(record, wrapped);
+        Ok(GeneratedMaterial { records })
+    }
+
+    fn discard(&self, material: MaterialRef) {
+        // The wrapped record was never written; only a cache entry could exist.
+        self.forget(material);
+    }
+
+    fn encrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let cipher = self.cipher(material)?;
+        let mut buffer = Vec::with_capacity(plaintext.len() + 16);
+        buffer.extend_from_slice(plaintext);
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buffer)
+            .map_err(|_| KeyStoreError::Internal("AES-GCM encryption failed".into()))?;
+        buffer.extend_from_slice(&tag);
+        Ok(buffer)
+    }
+
+    fn decrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let cipher = self.cipher(material)?;
+        let Some(split) = sealed.len().checked_sub(16) else {
+            return Err(KeyStoreError::DecryptFailed);
+        };
+        let (ciphertext, tag) = sealed.split_at(split);
+        let mut buffer = SecretBytes::new(ciphertext.to_vec());
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                buffer.expose_mut(),
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| KeyStoreError::DecryptFailed)?;
+        Ok(buffer)
+    }
+
+    fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
+        self.forget(material);
+        let mut records = WriteBatch::new();
+        // Overwritten, then removed, in the tombstone's batch.
+        let record = material_record(material);
+        records.put(record.clone(), vec![0u8; 60]);
+        records.delete(record);
+        Ok(records)
+    }
+
+    fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
+        self.cipher(material).map(|_| ())
+    }
+}

@@ -1,0 +1,389 @@
+//! The data directory's seal: passphrase → Argon2id → key-encryption key → master key.
+//!
+//! `seal.json` holds the Argon2id salt and parameters and the master key wrapped under the
+//! passphrase-derived key. It is read before the metadata store is opened, so a wrong
+//! passphrase is recognised (the wrap's GCM tag fails) without touching anything on disk.
+//! The master key wraps every secret record in the store — key material, secret access keys —
+//! each bound to its record's name, so a record copied over another fails to unwrap.
+
+use crate::secret::{Secret, SecretBytes, SecretString};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const SEAL_FILE: &str = "seal.json";
+const SEAL_FORMAT: u32 = 1;
+const MASTER_KEY_AAD: &[u8] = b"keyhaven/seal/v1/master-key";
+const WRAP_NONCE_LEN: usize = 12;
+pub const MIN_PASSPHRASE_LEN: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the passphrase does not unseal {0} (wrong passphrase?)")]
+    WrongPassphrase(PathBuf),
+    #[error(
+        "{0} is not an initialised Keyhaven data directory (run `keyhaven init --data-dir {0}`)"
+    )]
+    NotInitialised(PathBuf),
+    #[error("{0} is already initialised")]
+    AlreadyInitialised(PathBuf),
+    #[error("the passphrase must be at least {MIN_PASSPHRASE_LEN} characters")]
+    PassphraseTooShort,
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("seal file {path} is damaged: {message}")]
+    Damaged { path: PathBuf, message: String },
+    #[error("a sealed record failed to unwrap")]
+    Unwrap,
+}
+
+/// Argon2id parameters. The defaults exceed OWASP's recommendation (m=19 MiB, t=2, p=1) and
+/// follow RFC 9106's second recommended option (m=64 MiB, t=3, p=4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 4,
+        }
+    }
+}
+
+impl KdfParams {
+    /// OWASP's floor: anything weaker is refused when unsealing a tampered seal file.
+    const MINIMUM: KdfParams = KdfParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    fn is_at_least_minimum(&self) -> bool {
+        self.memory_kib >= Self::MINIMUM.memory_kib
+            && self.iterations >= Self::MINIMUM.iterations
+            && self.parallelism >= Self::MINIMUM.parallelism
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SealFile {
+    format: u32,
+    kdf: String,
+    kdf_params: KdfParams,
+    salt: String,
+    wrapped_master_key: String,
+    account_id: String,
+    created: i64,
+}
+
+/// What an unsealed data directory tells the daemon.
+#[derive(Debug, Clone)]
+pub struct SealInfo {
+    pub account_id: String,
+    pub created: i64,
+    pub kdf_params: KdfParams,
+}
+
+/// Derives the 32-byte key-encryption key from a passphrase with Argon2id (version 0x13).
+pub fn derive_kek(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<Secret<[u8; 32]>, argon2::Error> {
+    let params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )?;
+    let mut kek = Secret::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into(
+        passphrase,
+        salt,
+        kek.expose_mut(),
+    )?;
+    Ok(kek)
+}
+
+/// The master key: AES-256-GCM that wraps every secret record, each bound to its record name.
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    fn from_bytes(bytes: &[u8; 32]) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(bytes.into()),
+        }
+    }
+
+    /// Wraps `secret` for the record named `record`: nonce ‖ ciphertext ‖ tag.
+    pub fn wrap(&self, record: &[u8], secret: &[u8]) -> Vec<u8> {
+        wrap_with(&self.cipher, record, secret)
+    }
+
+    /// Unwraps what [`wrap`](Self::wrap) made for the same record name.
+    pub fn unwrap(&self, record: &[u8], wrapped: &[u8]) -> Result<SecretBytes, SealError> {
+        unwrap_with(&self.cipher, record, wrapped)
+    }
+}
+
+fn wrap_with(cipher: &Aes256Gcm, aad: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; WRAP_NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad })
+        // AES-GCM encryption fails only for inputs beyond 64 GiB.
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(WRAP_NONCE_LEN + sealed.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+fn unwrap_with(cipher: &Aes256Gcm, aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, SealError> {
+    if wrapped.len() < WRAP_NONCE_LEN + 16 {
+        return Err(SealError::Unwrap);
+    }
+    let (nonce, sealed) = wrapped.split_at(WRAP_NONCE_LEN);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map(SecretBytes::new)
+        .map_err(|_| SealError::Unwrap)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> SealError + '_ {
+    move |e| SealError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Whether `dir` holds a seal file.
+pub fn is_initialised(dir: &Path) -> bool {
+    dir.join(SEAL_FILE).exists()
+}
+
+/// Creates the seal of a new data directory: a random master key wrapped under the
+/// passphrase. Refuses a directory that already has one.
+pub fn init(
+    dir: &Path,
+    passphrase: &SecretString,
+    params: KdfParams,
+    account_id: &str,
+    now: i64,
+) -> Result<(SealInfo, MasterKey), SealError> {
+    if passphrase.expose().chars().count() < MIN_PASSPHRASE_LEN {
+        return Err(SealError::PassphraseTooShort);
+    }
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let path = dir.join(SEAL_FILE);
+    if path.exists() {
+        return Err(SealError::AlreadyInitialised(dir.to_path_buf()));
+    }
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut master = Secret::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(master.expose_mut());
+    let kek = derive_kek(passphrase.expose().as_bytes(), &salt, params).map_err(|e| {
+        SealError::Damaged {
+            path: path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let kek_cipher = Aes256Gcm::new(kek.expose().into());
+    let file = SealFile {
+        format: SEAL_FORMAT,
+        kdf: "argon2id".into(),
+        kdf_params: params,
+        salt: B64.encode(salt),
+        wrapped_master_key: B64.encode(wrap_with(&kek_cipher, MASTER_KEY_AAD, master.expose())),
+        account_id: account_id.to_owned(),
+        created: now,
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| SealError::Damaged {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    // Write beside, fsync, then rename: a crash leaves either no seal or a whole one.
+    let temporary = dir.join(format!("{SEAL_FILE}.new"));
+    {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .map_err(io_error(&temporary))?;
+        out.write_all(&json).map_err(io_error(&temporary))?;
+        out.sync_all().map_err(io_error(&temporary))?;
+    }
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    let info = SealInfo {
+        account_id: file.account_id,
+        created: now,
+        kdf_params: params,
+    };
+    Ok((info, MasterKey::from_bytes(master.expose())))
+}
+
+/// Unseals a data directory. Reads `seal.json` only; writes nothing.
+pub fn unseal(dir: &Path, passphrase: &SecretString) -> Result<(SealInfo, MasterKey), SealError> {
+    let path = dir.join(SEAL_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SealError::NotInitialised(dir.to_path_buf()));
+        }
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    let damaged = |message: String| SealError::Damaged {
+        path: path.clone(),
+        message,
+    };
+    let file: SealFile = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if file.format != SEAL_FORMAT || file.kdf != "argon2id" {
+        return Err(damaged(format!(
+            "unsupported format {} / kdf {}",
+            file.format, file.kdf
+        )));
+    }
+    if !file.kdf_params.is_at_least_minimum() {
+        return Err(damaged("Argon2id parameters below the minimum".into()));
+    }
+    let salt = B64.decode(&file.salt).map_err(|e| damaged(e.to_string()))?;
+    let wrapped = B64
+        .decode(&file.wrapped_master_key)
+        .map_err(|e| damaged(e.to_string()))?;
+    let kek = derive_kek(passphrase.expose().as_bytes(), &salt, file.kdf_params)
+        .map_err(|e| damaged(e.to_string()))?;
+    let kek_cipher = Aes256Gcm::new(kek.expose().into());
+    let master = unwrap_with(&kek_cipher, MASTER_KEY_AAD, &wrapped)
+        .map_err(|_| SealError::WrongPassphrase(dir.to_path_buf()))?;
+    let master: [u8; 32] = master
+        .expose()
+        .as_slice()
+        .try_into()
+        .map_err(|_| damaged("master key has the wrong length".into()))?;
+    let master = Secret::new(master);
+    let info = SealInfo {
+        account_id: file.account_id,
+        created: file.created,
+        kdf_params: file.kdf_params,
+    };
+    Ok((info, MasterKey::from_bytes(master.expose())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> KdfParams {
+        KdfParams::MINIMUM
+    }
+
+    fn pass(s: &str) -> SecretString {
+        SecretString::new(s.to_owned())
+    }
+
+    #[test]
+    fn unseals_with_the_right_passphrase_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, master) = init(
+            dir.path(),
+            &pass("correct horse"),
+            fast(),
+            "111122223333",
+            1,
+        )
+        .unwrap();
+        let wrapped = master.wrap(b"record/a", b"secret");
+        let (info, again) = unseal(dir.path(), &pass("correct horse")).unwrap();
+        assert_eq!(info.account_id, "111122223333");
+        assert_eq!(
+            again.unwrap(b"record/a", &wrapped).unwrap().expose(),
+            b"secret"
+        );
+        let before = fs::read(dir.path().join(SEAL_FILE)).unwrap();
+        assert!(matches!(
+            unseal(dir.path(), &pass("correct horsf")),
+            Err(SealError::WrongPassphrase(_))
+        ));
+        assert_eq!(fs::read(dir.path().join(SEAL_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_record_moved_to_another_name_fails_to_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, master) = init(dir.path(), &pass("passphrase"), fast(), "1", 1).unwrap();
+        let wrapped = master.wrap(b"material/a/1", b"key-a");
+        assert!(matches!(
+            master.unwrap(b"material/b/1", &wrapped),
+            Err(SealError::Unwrap)
+        ));
+        let mut flipped = wrapped.clone();
+        flipped[20] ^= 1;
+        assert!(master.unwrap(b"material/a/1", &flipped).is_err());
+        assert!(master.unwrap(b"material/a/1", &wrapped[..10]).is_err());
+    }
+
+    #[test]
+    fn refuses_short_passphrases_double_init_and_weak_params() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            init(dir.path(), &pass("short"), fast(), "1", 1),
+            Err(SealError::PassphraseTooShort)
+        ));
+        assert!(!is_initialised(dir.path()));
+        init(dir.path(), &pass("long enough"), fast(), "1", 1).unwrap();
+        assert!(matches!(
+            init(dir.path(), &pass("long enough"), fast(), "1", 1),
+            Err(SealError::AlreadyInitialised(_))
+        ));
+        let path = dir.path().join(SEAL_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let weakened = text.replace("\"iterations\": 2", "\"iterations\": 1");
+        assert_ne!(text, weakened);
+        fs::write(&path, weakened).unwrap();
+        assert!(matches!(
+            unseal(dir.path(), &pass("long enough")),
+            Err(SealError::Damaged { .. })
+        ));
+    }
+
+    #[test]
+    fn default_params_meet_owasp() {
+        assert!(KdfParams::default().is_at_least_minimum());
+        assert!(KdfParams::default().memory_kib >= 19 * 1024);
+    }
+
+    #[test]
+    fn missing_directory_is_not_initialised() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unseal(&dir.path().join("nope"), &pass("whatever1")),
+            Err(SealError::NotInitialised(_))
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! Secret values: zeroized when dropped, `[redacted]` when printed.
+
+use std::fmt;
+use zeroize::{Zeroize, Zeroizing};
+
+/// A secret value (key material, plaintext, passphrase, secret access key).
+///
+/// The contents are wiped from memory on drop and never appear in `Debug` output, so a secret
+/// that ends up inside a logged struct or an error shows as `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret<T: Zeroize>(Zeroizing<T>);
+
+impl<T: Zeroize> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(Zeroizing::new(value))
+    }
+
+    /// The secret itself; callers keep the borrow as short as they can.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+
+    pub fn expose_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Zeroize> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: Zeroize> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Secret bytes: plaintexts, data keys, key material.
+pub type SecretBytes = Secret<Vec<u8>>;
+/// Secret text: passphrases, secret access keys, PINs.
+pub type SecretString = Secret<String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let secret = SecretString::new("hunter2-canary".to_owned());
+        let nested = format!("{:?}", Some((1, &secret)));
+        assert!(!nested.contains("hunter2"), "{nested}");
+        assert!(nested.contains("[redacted]"));
+        assert_eq!(secret.expose(), "hunter2-canary");
+    }
+}

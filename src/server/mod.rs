@@ -1,0 +1,252 @@
+//! The daemon: data-directory initialisation, unsealing, start-up checks, service wiring,
+//! the scheduler, and graceful shutdown.
+
+pub mod config;
+mod passphrase;
+
+pub use config::{ConfigError, ConfigFile, DaemonConfig};
+pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
+
+use crate::api::{AuthLayer, KmsApi, MAX_REQUEST_BYTES};
+use crate::auth::{CredentialStore, NewAccessKey};
+use crate::clock::Clock;
+use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
+use crate::keystore::KeyStore;
+use crate::keystore::sealed::SealedKeyStore;
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
+use crate::seal::{self, KdfParams, SealError};
+use crate::secret::SecretString;
+use crate::store::{SledBackend, Store};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const STORE_DIR: &str = "store";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Start(String),
+}
+
+/// What `init` made: the account and its root access key (shown once).
+#[derive(Debug)]
+pub struct Initialised {
+    pub account_id: String,
+    pub root: NewAccessKey,
+}
+
+fn start_error(context: &str) -> impl Fn(String) -> ServerError + '_ {
+    move |message| ServerError::Start(format!("{context}: {message}"))
+}
+
+/// Creates a data directory: the seal, an account id, and the root access key.
+pub fn init_data_dir(
+    dir: &Path,
+    passphrase: &SecretString,
+    kdf: KdfParams,
+    partition: &str,
+    clock: &dyn Clock,
+) -> Result<Initialised, ServerError> {
+    if seal::is_initialised(dir) {
+        return Err(SealError::AlreadyInitialised(dir.to_path_buf()).into());
+    }
+    let account_id: String = {
+        let mut rng = rand::rngs::OsRng;
+        std::iter::once(rng.gen_range(1..=9u8))
+            .chain((0..11).map(|_| rng.gen_range(0..=9u8)))
+            .map(|d| char::from(b'0' + d))
+            .collect()
+    };
+    let now = clock.now();
+    let (_, master) = seal::init(dir, passphrase, kdf, &account_id, now)?;
+    let store = Store::new(Arc::new(
+        SledBackend::open(&dir.join(STORE_DIR)).map_err(|e| ServerError::Start(e.to_string()))?,
+    ));
+    let (batch, root) = CredentialStore::new_root_access_key(&master, partition, &account_id, now)
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    store
+        .commit_blocking(batch)
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    store.close();
+    Ok(Initialised { account_id, root })
+}
+
+/// A running daemon.
+pub struct Daemon {
+    local_addr: SocketAddr,
+    keys: Arc<KeyService>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    scheduler: JoinHandle<()>,
+    store: Arc<Store>,
+}
+
+impl Daemon {
+    /// Unseals `config.data_dir` and starts serving on `config.listen`. A wrong passphrase
+    /// fails before anything on disk is opened.
+    pub async fn start(
+        config: DaemonConfig,
+        passphrase: SecretString,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Daemon, ServerError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        let (info, master) = tokio::task::spawn_blocking(move || seal::unseal(&dir, &passphrase))
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))??;
+        let master = Arc::new(master);
+        let store_dir = config.data_dir.join(STORE_DIR);
+        let backend = tokio::task::spawn_blocking(move || SledBackend::open(&store_dir))
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))?
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+        let store = Arc::new(Store::new(Arc::new(backend)));
+        let credentials = Arc::new(
+            CredentialStore::open(
+                master.clone(),
+                store.clone(),
+                clock.clone(),
+                &config.partition,
+                &config.region,
+                &info.account_id,
+            )
+            .map_err(|e| ServerError::Start(e.to_string()))?,
+        );
+        let sealed: Arc<dyn KeyStore> = Arc::new(SealedKeyStore::new(master, store.clone()));
+        let mut key_config = KeyServiceConfig::new(info.account_id.clone());
+        key_config.partition = config.partition.clone();
+        key_config.region = config.region.clone();
+        key_config.key_quota = config.key_quota;
+        key_config.default_keystore = config.keystore.clone();
+        key_config.default_rotation_period_days = config.rotation_period_days;
+        key_config.nonce_limit = config.nonce_limit;
+        key_config.nonce_reservation_block = config.nonce_reservation_block;
+        let keys = Arc::new(
+            KeyService::open(key_config, clock, store.clone(), vec![sealed])
+                .map_err(|e| ServerError::Start(format!("loading keys: {e:?}")))?,
+        );
+        for (key, problem) in keys.check_material() {
+            tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
+        }
+        let report = keys.run_due_tasks().await;
+        if report.destroyed + report.rotated > 0 {
+            tracing::info!(
+                ?report,
+                "carried out deadlines that passed while the daemon was down"
+            );
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Start(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<KeyManagementServiceServer<KmsApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| start_error("reflection")(e.to_string()))?;
+        let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES);
+        let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(credentials, MAX_REQUEST_BYTES))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(kms);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = shutdown_signal.await;
+        }));
+        let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
+        tracing::info!(%local_addr, account = %info.account_id, "keyhaven serving");
+        Ok(Daemon {
+            local_addr,
+            keys,
+            shutdown: Some(shutdown),
+            server,
+            scheduler,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn keys(&self) -> &Arc<KeyService> {
+        &self.keys
+    }
+
+    /// Stops accepting calls, lets running ones finish, and closes the store.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.scheduler.abort();
+        let _ = (&mut self.scheduler).await;
+        let served = (&mut self.server)
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+        self.store.close();
+        served.map_err(|e| ServerError::Start(e.to_string()))
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) -> Result<(), ServerError> {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// A fresh passphrase for `serve --dev`.
+pub fn generate_passphrase() -> SecretString {
+    let mut raw = [0u8; 24];
+    rand::rngs::OsRng.fill(&mut raw);
+    let text = hex::encode(raw);
+    zeroize::Zeroize::zeroize(&mut raw);
+    SecretString::new(text)
+}
+
+/// The store directory inside a data directory.
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_DIR)
+}
