@@ -8,6 +8,7 @@ use crate::proto::v1::key_management_service_client::KeyManagementServiceClient;
 use crate::secret::SecretString;
 use prost::Message;
 use rand::RngCore;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -52,6 +53,7 @@ impl ClientCredentials {
 pub struct Client {
     kms: KeyManagementServiceClient<Channel>,
     credentials: ClientCredentials,
+    clock: Arc<dyn Clock>,
 }
 
 impl Client {
@@ -71,7 +73,14 @@ impl Client {
         Self {
             kms: KeyManagementServiceClient::new(channel),
             credentials,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Signs with `clock`'s time instead of the system's (tests that move time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The generated client, for calls made with [`Client::signed`].
@@ -81,7 +90,7 @@ impl Client {
 
     /// Wraps `message` for the method `method` (e.g. `"Encrypt"`), signed now.
     pub fn signed<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
-        self.signed_at(method, message, SystemClock.now())
+        self.signed_at(method, message, self.clock.now())
     }
 
     /// As [`Client::signed`], with the given request time (tests of stale signatures).

@@ -64,8 +64,8 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    /// OWASP's floor: anything weaker is refused when unsealing a tampered seal file.
-    const MINIMUM: KdfParams = KdfParams {
+    /// OWASP's floor (m=19 MiB, t=2, p=1): anything weaker is refused at unseal.
+    pub const MINIMUM: KdfParams = KdfParams {
         memory_kib: 19 * 1024,
         iterations: 2,
         parallelism: 1,
@@ -178,6 +178,18 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> SealError + '_ {
     }
 }
 
+/// Only the daemon's user may read the data directory and the seal.
+fn restrict_to_owner(path: &Path, mode: u32) -> Result<(), SealError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 /// Whether `dir` holds a seal file.
 pub fn is_initialised(dir: &Path) -> bool {
     dir.join(SEAL_FILE).exists()
@@ -196,6 +208,7 @@ pub fn init(
         return Err(SealError::PassphraseTooShort);
     }
     fs::create_dir_all(dir).map_err(io_error(dir))?;
+    restrict_to_owner(dir, 0o700)?;
     let path = dir.join(SEAL_FILE);
     if path.exists() {
         return Err(SealError::AlreadyInitialised(dir.to_path_buf()));
@@ -233,6 +246,7 @@ pub fn init(
             .truncate(true)
             .open(&temporary)
             .map_err(io_error(&temporary))?;
+        restrict_to_owner(&temporary, 0o600)?;
         out.write_all(&json).map_err(io_error(&temporary))?;
         out.sync_all().map_err(io_error(&temporary))?;
     }
@@ -370,6 +384,18 @@ mod tests {
             unseal(dir.path(), &pass("long enough")),
             Err(SealError::Damaged { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_seal_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        init(&data, &pass("passphrase"), fast(), "1", 1).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(SEAL_FILE)), 0o600);
     }
 
     #[test]

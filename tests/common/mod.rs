@@ -1,0 +1,348 @@
+//! A real daemon for end-to-end tests: a sealed data directory in a temporary folder, the
+//! daemon serving on 127.0.0.1:0, and a signed gRPC client. The clock is injectable so that
+//! deletion dates and rotation periods can be passed without waiting.
+
+#![allow(dead_code)]
+
+use keyhaven::api::reason_of;
+use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::clock::{Clock, OffsetClock};
+use keyhaven::keys::DueReport;
+use keyhaven::proto::v1;
+use keyhaven::seal::KdfParams;
+use keyhaven::secret::SecretString;
+use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
+use std::sync::Arc;
+use tonic::Code;
+
+/// The keystores the conformance suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sealed,
+}
+
+impl Backend {
+    pub fn keystore_name(self) -> &'static str {
+        match self {
+            Backend::Sealed => "sealed",
+        }
+    }
+}
+
+pub const PASSPHRASE: &str = "test passphrase, not a secret";
+
+/// A daemon under test, with a client signed as the account root.
+pub struct TestDaemon {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub config: DaemonConfig,
+    pub clock: OffsetClock,
+    pub credentials: ClientCredentials,
+    pub account_id: String,
+    daemon: Option<Daemon>,
+    pub client: Client,
+}
+
+impl TestDaemon {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a daemon after `adjust` has changed its configuration.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut DaemonConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let clock = OffsetClock::new();
+        let initialised = init_data_dir(
+            dir.path(),
+            &SecretString::new(PASSPHRASE.into()),
+            KdfParams::MINIMUM,
+            "keyhaven",
+            &clock,
+        )
+        .expect("init");
+        let mut config = DaemonConfig::new(dir.path().to_path_buf());
+        config.set_listen("127.0.0.1:0").expect("listen");
+        config.keystore = backend.keystore_name().into();
+        adjust(&mut config);
+        let root = initialised.root.credentials;
+        let credentials = ClientCredentials {
+            access_key_id: root.access_key_id,
+            secret_access_key: root.secret_access_key,
+            session_token: None,
+            region: config.region.clone(),
+        };
+        let daemon = Daemon::start(
+            config.clone(),
+            SecretString::new(PASSPHRASE.into()),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .expect("daemon starts");
+        let client = connect(&daemon, credentials.clone(), &clock).await;
+        Self {
+            backend,
+            dir,
+            config,
+            clock,
+            credentials,
+            account_id: initialised.account_id,
+            daemon: Some(daemon),
+            client,
+        }
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// Stops the daemon (gracefully) and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub async fn start_again(&mut self) {
+        let daemon = Daemon::start(
+            self.config.clone(),
+            SecretString::new(PASSPHRASE.into()),
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .expect("daemon restarts");
+        self.client = connect(&daemon, self.credentials.clone(), &self.clock).await;
+        self.daemon = Some(daemon);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.daemon().local_addr())
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Runs the scheduler's pass now (deletions and automatic rotations that are due).
+    pub async fn run_due_tasks(&self) -> DueReport {
+        self.daemon().keys().run_due_tasks().await
+    }
+
+    /// A client signed with other credentials.
+    pub async fn client_with(&self, credentials: ClientCredentials) -> Client {
+        Client::connect(&self.endpoint(), credentials)
+            .await
+            .expect("connect")
+            .with_clock(Arc::new(self.clock.clone()))
+    }
+
+    // ------------------------------------------------------------------ shortcuts
+
+    pub async fn create_key(&self, description: &str) -> v1::KeyMetadata {
+        let request = v1::CreateKeyRequest {
+            description: description.into(),
+            ..Default::default()
+        };
+        self.client
+            .kms()
+            .create_key(self.client.signed("CreateKey", request))
+            .await
+            .expect("CreateKey")
+            .into_inner()
+            .key_metadata
+            .expect("metadata")
+    }
+
+    pub async fn describe(&self, key: &str) -> Result<v1::KeyMetadata, tonic::Status> {
+        let request = v1::DescribeKeyRequest { key_id: key.into() };
+        Ok(self
+            .client
+            .kms()
+            .describe_key(self.client.signed("DescribeKey", request))
+            .await?
+            .into_inner()
+            .key_metadata
+            .expect("metadata"))
+    }
+
+    pub async fn state(&self, key: &str) -> v1::KeyState {
+        self.describe(key).await.expect("DescribeKey").key_state()
+    }
+
+    pub async fn encrypt(
+        &self,
+        key: &str,
+        plaintext: &[u8],
+        context: &[(&str, &str)],
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let request = v1::EncryptRequest {
+            key_id: key.into(),
+            plaintext: plaintext.to_vec(),
+            encryption_context: pairs(context),
+        };
+        Ok(self
+            .client
+            .kms()
+            .encrypt(self.client.signed("Encrypt", request))
+            .await?
+            .into_inner()
+            .ciphertext_blob)
+    }
+
+    pub async fn decrypt(
+        &self,
+        blob: &[u8],
+        context: &[(&str, &str)],
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let request = v1::DecryptRequest {
+            ciphertext_blob: blob.to_vec(),
+            encryption_context: pairs(context),
+            key_id: String::new(),
+        };
+        Ok(self
+            .client
+            .kms()
+            .decrypt(self.client.signed("Decrypt", request))
+            .await?
+            .into_inner()
+            .plaintext)
+    }
+
+    pub async fn enable(&self, key: &str) -> Result<(), tonic::Status> {
+        let request = v1::EnableKeyRequest { key_id: key.into() };
+        self.client
+            .kms()
+            .enable_key(self.client.signed("EnableKey", request))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn disable(&self, key: &str) -> Result<(), tonic::Status> {
+        let request = v1::DisableKeyRequest { key_id: key.into() };
+        self.client
+            .kms()
+            .disable_key(self.client.signed("DisableKey", request))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn schedule_deletion(
+        &self,
+        key: &str,
+        days: Option<u32>,
+    ) -> Result<v1::ScheduleKeyDeletionResponse, tonic::Status> {
+        let request = v1::ScheduleKeyDeletionRequest {
+            key_id: key.into(),
+            pending_window_in_days: days,
+        };
+        self.client
+            .kms()
+            .schedule_key_deletion(self.client.signed("ScheduleKeyDeletion", request))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn cancel_deletion(&self, key: &str) -> Result<(), tonic::Status> {
+        let request = v1::CancelKeyDeletionRequest { key_id: key.into() };
+        self.client
+            .kms()
+            .cancel_key_deletion(self.client.signed("CancelKeyDeletion", request))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn rotate(&self, key: &str) -> Result<u32, tonic::Status> {
+        let request = v1::RotateKeyOnDemandRequest { key_id: key.into() };
+        self.client
+            .kms()
+            .rotate_key_on_demand(self.client.signed("RotateKeyOnDemand", request))
+            .await
+            .map(|r| r.into_inner().key_version)
+    }
+
+    pub async fn create_alias(&self, alias: &str, key: &str) -> Result<(), tonic::Status> {
+        let request = v1::CreateAliasRequest {
+            alias_name: alias.into(),
+            target_key_id: key.into(),
+        };
+        self.client
+            .kms()
+            .create_alias(self.client.signed("CreateAlias", request))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_aliases(&self, key: &str) -> Vec<v1::AliasListEntry> {
+        let request = v1::ListAliasesRequest {
+            key_id: key.into(),
+            ..Default::default()
+        };
+        self.client
+            .kms()
+            .list_aliases(self.client.signed("ListAliases", request))
+            .await
+            .expect("ListAliases")
+            .into_inner()
+            .aliases
+    }
+
+    pub async fn list_all_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let request = v1::ListKeysRequest {
+                limit: 0,
+                marker: marker.clone(),
+            };
+            let page = self
+                .client
+                .kms()
+                .list_keys(self.client.signed("ListKeys", request))
+                .await
+                .expect("ListKeys")
+                .into_inner();
+            keys.extend(page.keys.into_iter().map(|k| k.key_id));
+            if !page.truncated {
+                return keys;
+            }
+            marker = page.next_marker;
+        }
+    }
+}
+
+/// A client that signs with the test's clock, as a client on the daemon's host would.
+async fn connect(daemon: &Daemon, credentials: ClientCredentials, clock: &OffsetClock) -> Client {
+    Client::connect(&format!("http://{}", daemon.local_addr()), credentials)
+        .await
+        .expect("connect")
+        .with_clock(Arc::new(clock.clone()))
+}
+
+pub fn pairs(context: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    context
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Asserts that `result` failed with `code` and the reason name `reason`.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    reason: &str,
+) {
+    match result {
+        Ok(value) => panic!("expected {code:?} {reason}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(reason_of(&status).as_deref(), Some(reason), "{status:?}");
+        }
+    }
+}
+
+pub const DAY: i64 = 86_400;
