@@ -966,10 +966,8 @@ impl KeyService {
                     nonces_reserved: block,
                 });
                 // On-demand rotation leaves the automatic schedule as it was (as AWS KMS does).
-                if kind == RotationType::Automatic {
-                    if let Some(days) = record.rotation.period_days {
-                        record.rotation.next_rotation = Some(now + i64::from(days) * DAY);
-                    }
+                if let (RotationType::Automatic, Some(days)) = (kind, record.rotation.period_days) {
+                    record.rotation.next_rotation = Some(now + i64::from(days) * DAY);
                 }
                 Ok(generated.records)
             })

@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 #[error("metadata store: {0}")]
 pub struct StoreError(pub String);
 
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Changes applied together or not at all.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -62,7 +65,7 @@ pub trait StoreBackend: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
@@ -102,7 +105,7 @@ impl Store {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         self.backend.scan(prefix, after, limit)
     }
 

@@ -4,7 +4,7 @@
 //! disk's write cache nor the file's metadata (sled issue 1452), so it is no barrier against
 //! power loss. After each flush this backend also `fsync`s the data file and the directory.
 
-use super::{StoreBackend, StoreError, WriteBatch};
+use super::{Entry, StoreBackend, StoreError, WriteBatch};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ impl StoreBackend for SledBackend {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let start = match after {
             Some(after) if after >= prefix => {
                 let mut start = after.to_vec();
