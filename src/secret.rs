@@ -37,6 +37,13 @@ impl<T: Zeroize> fmt::Debug for Secret<T> {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret<String> {
+    /// Reads a secret (a PIN in a config file) straight into its wiping container.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
+    }
+}
+
 /// Secret bytes: plaintexts, data keys, key material.
 pub type SecretBytes = Secret<Vec<u8>>;
 /// Secret text: passphrases, secret access keys, PINs.

@@ -25,6 +25,11 @@ impl KmsApi {
 
     fn metadata(&self, record: &KeyRecord) -> v1::KeyMetadata {
         let state = match record.state {
+            KeyState::Enabled | KeyState::Disabled | KeyState::PendingDeletion
+                if self.keys.is_unavailable(record.id) =>
+            {
+                v1::KeyState::Unavailable
+            }
             KeyState::Enabled => v1::KeyState::Enabled,
             KeyState::Disabled => v1::KeyState::Disabled,
             KeyState::PendingDeletion => v1::KeyState::PendingDeletion,

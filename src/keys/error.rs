@@ -24,7 +24,8 @@ pub enum KeyError {
     KeyStoreNotFound(String),
     #[error("{0}")]
     MalformedPolicy(String),
-    #[error("keystore {0} is unavailable; try again later")]
+    /// The keystore cannot serve the key now (device down, material missing).
+    #[error("{0}")]
     KeyStoreUnavailable(String),
     #[error("internal error")]
     Internal(String),

@@ -19,6 +19,9 @@ impl KeyService {
     /// Destroys every key whose deletion date has passed and rotates every key whose automatic
     /// rotation is due. A key that fails (keystore down) is retried on the next pass.
     pub async fn run_due_tasks(&self) -> DueReport {
+        for (key, problem) in self.recheck_unavailable() {
+            tracing::error!(%key, %problem, "key material still missing");
+        }
         let (deletions, rotations) = self.due_keys(self.now());
         let mut report = DueReport::default();
         for id in deletions {

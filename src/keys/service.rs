@@ -17,7 +17,7 @@ use crate::secret::SecretBytes;
 use crate::store::{Store, WriteBatch};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -212,6 +212,8 @@ pub struct KeyService {
     alias_gate: tokio::sync::Mutex<()>,
     /// Keys in any state but Deleted, for the quota.
     live_keys: AtomicUsize,
+    /// Keys whose material the start-up check (or a later one) did not find in the keystore.
+    unavailable: RwLock<HashSet<Uuid>>,
 }
 
 fn key_record_name(id: Uuid) -> Vec<u8> {
@@ -234,7 +236,20 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
     match error {
         KeyStoreError::Unavailable(detail) => {
             tracing::warn!(keystore = store, %detail, "keystore unavailable");
-            KeyError::KeyStoreUnavailable(store.to_owned())
+            KeyError::KeyStoreUnavailable(format!(
+                "keystore {store} is unavailable; try again later"
+            ))
+        }
+        KeyStoreError::MaterialNotFound(material) => {
+            tracing::error!(
+                keystore = store,
+                ?material,
+                "key material is missing from its keystore"
+            );
+            KeyError::KeyStoreUnavailable(format!(
+                "the material of key {} version {} is missing from keystore {store}",
+                material.key_id, material.version
+            ))
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
         other => KeyError::Internal(format!("keystore {store}: {other}")),
@@ -369,6 +384,7 @@ impl KeyService {
             aliases: RwLock::new(aliases),
             alias_gate: tokio::sync::Mutex::new(()),
             live_keys: AtomicUsize::new(live),
+            unavailable: RwLock::new(HashSet::new()),
         })
     }
 
@@ -388,33 +404,74 @@ impl KeyService {
         format!("{}{alias}", self.arn_prefix)
     }
 
-    /// Checks every key's material against its keystore; returns the keys with missing
-    /// material. Run at start-up.
+    /// Checks every key's material against its keystore (run at start-up); returns the keys
+    /// with missing material and marks them unavailable.
     pub fn check_material(&self) -> Vec<(Uuid, String)> {
+        let ids: Vec<Uuid> = self.entries().iter().map(|e| e.record().id).collect();
+        self.check_keys(&ids)
+    }
+
+    /// Checks again the keys marked unavailable; those whose material is back are cleared.
+    pub fn recheck_unavailable(&self) -> Vec<(Uuid, String)> {
+        let ids: Vec<Uuid> = self
+            .unavailable
+            .read()
+            .map(|u| u.iter().copied().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        self.check_keys(&ids)
+    }
+
+    /// Whether the key's material was missing when last checked.
+    pub fn is_unavailable(&self, id: Uuid) -> bool {
+        self.unavailable
+            .read()
+            .map(|u| u.contains(&id))
+            .unwrap_or(false)
+    }
+
+    fn check_keys(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
         let mut problems = Vec::new();
-        for entry in self.entries() {
-            let record = entry.record();
-            if record.state == KeyState::Deleted {
-                continue;
-            }
-            let Some(keystore) = self.keystores.get(&record.keystore) else {
-                problems.push((
-                    record.id,
-                    format!("keystore {} is not configured", record.keystore),
-                ));
+        for id in ids {
+            let Some(entry) = self.entry_by_id(*id) else {
                 continue;
             };
-            for version in &record.versions {
-                let material = MaterialRef {
-                    key_id: record.id,
-                    version: version.number,
-                };
-                if let Err(error) = keystore.check(material) {
-                    problems.push((record.id, format!("version {}: {error}", version.number)));
+            let record = entry.record();
+            let before = problems.len();
+            self.check_record(&record, &mut problems);
+            if let Ok(mut unavailable) = self.unavailable.write() {
+                if problems.len() > before {
+                    unavailable.insert(record.id);
+                } else {
+                    unavailable.remove(&record.id);
                 }
             }
         }
         problems
+    }
+
+    fn check_record(&self, record: &KeyRecord, problems: &mut Vec<(Uuid, String)>) {
+        if record.state == KeyState::Deleted {
+            return;
+        }
+        let Some(keystore) = self.keystores.get(&record.keystore) else {
+            problems.push((
+                record.id,
+                format!("keystore {} is not configured", record.keystore),
+            ));
+            return;
+        };
+        for version in &record.versions {
+            let material = MaterialRef {
+                key_id: record.id,
+                version: version.number,
+            };
+            if let Err(error) = keystore.check(material) {
+                problems.push((record.id, format!("version {}: {error}", version.number)));
+            }
+        }
     }
 
     fn entries(&self) -> Vec<Arc<KeyEntry>> {
@@ -459,10 +516,9 @@ impl KeyService {
     }
 
     fn keystore(&self, name: &str) -> Result<Arc<dyn KeyStore>, KeyError> {
-        self.keystores
-            .get(name)
-            .cloned()
-            .ok_or_else(|| KeyError::KeyStoreUnavailable(name.to_owned()))
+        self.keystores.get(name).cloned().ok_or_else(|| {
+            KeyError::KeyStoreUnavailable(format!("keystore {name} is not configured"))
+        })
     }
 
     /// Runs a keystore call, on a blocking thread when the keystore may block.

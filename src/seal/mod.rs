@@ -195,20 +195,25 @@ pub fn is_initialised(dir: &Path) -> bool {
     dir.join(SEAL_FILE).exists()
 }
 
-/// Creates the seal of a new data directory: a random master key wrapped under the
-/// passphrase. Refuses a directory that already has one.
-pub fn init(
+/// A seal made in memory, to be written with [`PendingSeal::write`] once everything else the
+/// new data directory needs is on disk: the seal is written last, so a failed `init` never
+/// leaves a sealed directory whose root credentials were never shown.
+pub struct PendingSeal {
+    json: Vec<u8>,
+}
+
+/// Creates the seal of a new data directory — a random master key wrapped under the
+/// passphrase — without writing it yet. Refuses a directory that already has one.
+pub fn prepare(
     dir: &Path,
     passphrase: &SecretString,
     params: KdfParams,
     account_id: &str,
     now: i64,
-) -> Result<(SealInfo, MasterKey), SealError> {
+) -> Result<(SealInfo, MasterKey, PendingSeal), SealError> {
     if passphrase.expose().chars().count() < MIN_PASSPHRASE_LEN {
         return Err(SealError::PassphraseTooShort);
     }
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-    restrict_to_owner(dir, 0o700)?;
     let path = dir.join(SEAL_FILE);
     if path.exists() {
         return Err(SealError::AlreadyInitialised(dir.to_path_buf()));
@@ -237,29 +242,62 @@ pub fn init(
         path: path.clone(),
         message: e.to_string(),
     })?;
-    // Write beside, fsync, then rename: a crash leaves either no seal or a whole one.
-    let temporary = dir.join(format!("{SEAL_FILE}.new"));
-    {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .map_err(io_error(&temporary))?;
-        restrict_to_owner(&temporary, 0o600)?;
-        out.write_all(&json).map_err(io_error(&temporary))?;
-        out.sync_all().map_err(io_error(&temporary))?;
-    }
-    fs::rename(&temporary, &path).map_err(io_error(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
     let info = SealInfo {
         account_id: file.account_id,
         created: now,
         kdf_params: params,
     };
-    Ok((info, MasterKey::from_bytes(master.expose())))
+    Ok((
+        info,
+        MasterKey::from_bytes(master.expose()),
+        PendingSeal { json },
+    ))
+}
+
+/// Makes `dir` (owner-only) if needed.
+pub fn create_data_dir(dir: &Path) -> Result<(), SealError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    restrict_to_owner(dir, 0o700)
+}
+
+impl PendingSeal {
+    /// Writes `seal.json` atomically: beside, fsync, rename, fsync the directory.
+    pub fn write(self, dir: &Path) -> Result<(), SealError> {
+        create_data_dir(dir)?;
+        let path = dir.join(SEAL_FILE);
+        if path.exists() {
+            return Err(SealError::AlreadyInitialised(dir.to_path_buf()));
+        }
+        let temporary = dir.join(format!("{SEAL_FILE}.new"));
+        {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temporary)
+                .map_err(io_error(&temporary))?;
+            restrict_to_owner(&temporary, 0o600)?;
+            out.write_all(&self.json).map_err(io_error(&temporary))?;
+            out.sync_all().map_err(io_error(&temporary))?;
+        }
+        fs::rename(&temporary, &path).map_err(io_error(&path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))
+    }
+}
+
+/// Creates and writes the seal of a new data directory in one step.
+pub fn init(
+    dir: &Path,
+    passphrase: &SecretString,
+    params: KdfParams,
+    account_id: &str,
+    now: i64,
+) -> Result<(SealInfo, MasterKey), SealError> {
+    let (info, master, pending) = prepare(dir, passphrase, params, account_id, now)?;
+    pending.write(dir)?;
+    Ok((info, master))
 }
 
 /// Unseals a data directory. Reads `seal.json` only; writes nothing.

@@ -67,9 +67,18 @@ pub fn init_data_dir(
             .collect()
     };
     let now = clock.now();
-    let (_, master) = seal::init(dir, passphrase, kdf, &account_id, now)?;
+    let (_, master, seal) = seal::prepare(dir, passphrase, kdf, &account_id, now)?;
+    let store_dir = dir.join(STORE_DIR);
+    if store_dir.exists() {
+        return Err(ServerError::Start(format!(
+            "{} exists but {} has no seal: remove it to start over (a previous init failed?)",
+            store_dir.display(),
+            dir.display()
+        )));
+    }
+    seal::create_data_dir(dir)?;
     let store = Store::new(Arc::new(
-        SledBackend::open(&dir.join(STORE_DIR)).map_err(|e| ServerError::Start(e.to_string()))?,
+        SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?,
     ));
     let (batch, root) = CredentialStore::new_root_access_key(&master, partition, &account_id, now)
         .map_err(|e| ServerError::Start(e.to_string()))?;
@@ -77,6 +86,8 @@ pub fn init_data_dir(
         .commit_blocking(batch)
         .map_err(|e| ServerError::Start(e.to_string()))?;
     store.close();
+    // Last: only a directory whose root credentials exist is sealed.
+    seal.write(dir)?;
     Ok(Initialised { account_id, root })
 }
 

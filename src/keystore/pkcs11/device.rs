@@ -1,0 +1,295 @@
+//! One PKCS#11 token: the loaded module, the slot found by label or serial, a pool of logged-in
+//! sessions shared by worker threads, and recovery when the device fails.
+//!
+//! A module is loaded and `C_Initialize`d once per process (the standard allows no more) and
+//! shared by every keystore that names it. The token is chosen by label or serial, never by
+//! slot index: slot numbers move. Login is per application and token, so one session is kept
+//! open for the pool's lifetime to hold it; other sessions come and go.
+
+use super::Pkcs11Settings;
+use crate::keystore::KeyStoreError;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::MechanismType;
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+/// Attempts per operation before the device is reported unavailable.
+const ATTEMPTS: u32 = 3;
+const BACKOFF: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(200)];
+
+/// Which token to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    Label(String),
+    Serial(String),
+}
+
+fn modules() -> MutexGuard<'static, HashMap<PathBuf, Pkcs11>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let lock = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+    match lock.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Loads and initialises the module at `path`, once per process.
+fn load_module(path: &Path, reload: bool) -> Result<Pkcs11, KeyStoreError> {
+    let mut modules = modules();
+    if let (false, Some(module)) = (reload, modules.get(path)) {
+        return Ok(module.clone());
+    }
+    let module = Pkcs11::new(path).map_err(|e| {
+        KeyStoreError::Unavailable(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            path.display()
+        ))
+    })?;
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(KeyStoreError::Unavailable(format!(
+                "cannot initialise PKCS#11 module {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    modules.insert(path.to_path_buf(), module.clone());
+    Ok(module)
+}
+
+/// How a failed call should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The session is gone: take another one and try again.
+    Session,
+    /// The device or module is in trouble: reconnect (with backoff), then try again.
+    Device,
+    /// The object handle is stale: look the object up again.
+    Handle,
+    /// The ciphertext did not authenticate.
+    Authentication,
+    /// Anything else: do not retry.
+    Other,
+}
+
+/// Sorts a PKCS#11 error by what the caller can do about it.
+pub fn classify(error: &CryptokiError) -> Failure {
+    match error {
+        CryptokiError::Pkcs11(rv, _) => match rv {
+            RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::UserNotLoggedIn => {
+                Failure::Session
+            }
+            RvError::DeviceError
+            | RvError::DeviceRemoved
+            | RvError::DeviceMemory
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::CryptokiNotInitialized
+            | RvError::GeneralError
+            | RvError::FunctionFailed
+            | RvError::SessionCount
+            | RvError::HostMemory => Failure::Device,
+            RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => Failure::Handle,
+            RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange => Failure::Authentication,
+            _ => Failure::Other,
+        },
+        CryptokiError::LibraryLoading(_) => Failure::Device,
+        _ => Failure::Other,
+    }
+}
+
+struct Pool {
+    module: Pkcs11,
+    slot: Slot,
+    /// Keeps the login alive while other sessions come and go.
+    anchor: Option<Session>,
+    idle: Vec<Session>,
+}
+
+/// A token and its session pool.
+pub struct Device {
+    settings: Pkcs11Settings,
+    pool: Mutex<Option<Pool>>,
+}
+
+impl Device {
+    /// Connects to the token: loads the module, finds the slot, logs in, and checks that the
+    /// mechanisms Keyhaven needs are there.
+    pub fn connect(settings: Pkcs11Settings) -> Result<Self, KeyStoreError> {
+        let device = Self {
+            settings,
+            pool: Mutex::new(None),
+        };
+        let pool = device.open_pool(false)?;
+        let mechanisms = pool
+            .module
+            .get_mechanism_list(pool.slot)
+            .map_err(|e| KeyStoreError::Unavailable(format!("cannot list mechanisms: {e}")))?;
+        for needed in [MechanismType::AES_KEY_GEN, MechanismType::AES_GCM] {
+            if !mechanisms.contains(&needed) {
+                return Err(KeyStoreError::Unavailable(format!(
+                    "the token does not offer {needed}, which Keyhaven needs"
+                )));
+            }
+        }
+        *device.lock() = Some(pool);
+        Ok(device)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Pool>> {
+        match self.pool.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn find_slot(&self, module: &Pkcs11) -> Result<Slot, KeyStoreError> {
+        let slots = module
+            .get_slots_with_token()
+            .map_err(|e| KeyStoreError::Unavailable(format!("cannot list slots: {e}")))?;
+        for slot in slots {
+            let Ok(info) = module.get_token_info(slot) else {
+                continue;
+            };
+            let matches = match &self.settings.token {
+                TokenSelector::Label(label) => info.label().trim_end() == label,
+                TokenSelector::Serial(serial) => info.serial_number().trim_end() == serial,
+            };
+            if matches {
+                return Ok(slot);
+            }
+        }
+        Err(KeyStoreError::Unavailable(format!(
+            "no token {:?} in module {}",
+            self.settings.token,
+            self.settings.module.display()
+        )))
+    }
+
+    fn open_pool(&self, reload: bool) -> Result<Pool, KeyStoreError> {
+        let module = load_module(&self.settings.module, reload)?;
+        let slot = self.find_slot(&module)?;
+        let anchor = module
+            .open_rw_session(slot)
+            .map_err(|e| KeyStoreError::Unavailable(format!("cannot open a session: {e}")))?;
+        let pin = AuthPin::new(self.settings.pin.expose().clone().into_boxed_str());
+        match anchor.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(KeyStoreError::Internal(
+                    "the token refused the PIN (CKR_PIN_INCORRECT)".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(KeyStoreError::Unavailable(format!("cannot log in: {e}")));
+            }
+        }
+        Ok(Pool {
+            module,
+            slot,
+            anchor: Some(anchor),
+            idle: Vec::new(),
+        })
+    }
+
+    /// Takes an idle session or opens one.
+    fn checkout(&self) -> Result<Session, KeyStoreError> {
+        let mut guard = self.lock();
+        let pool = match guard.as_mut() {
+            Some(pool) => pool,
+            None => guard.insert(self.open_pool(false)?),
+        };
+        if let Some(session) = pool.idle.pop() {
+            return Ok(session);
+        }
+        pool.module
+            .open_rw_session(pool.slot)
+            .map_err(|e| KeyStoreError::Unavailable(format!("cannot open a session: {e}")))
+    }
+
+    fn checkin(&self, session: Session) {
+        if let Some(pool) = self.lock().as_mut()
+            && pool.idle.len() < self.settings.max_idle_sessions
+        {
+            pool.idle.push(session);
+        }
+    }
+
+    /// Drops every session and the module's state, then connects again.
+    fn reconnect(&self) -> Result<(), KeyStoreError> {
+        let mut guard = self.lock();
+        if let Some(mut old) = guard.take() {
+            old.idle.clear();
+            old.anchor.take();
+        }
+        // A fresh C_Initialize helps when the module itself was reset under us.
+        let pool = self.open_pool(true).or_else(|_| self.open_pool(false))?;
+        *guard = Some(pool);
+        Ok(())
+    }
+
+    /// Runs `operation` on a pooled session, retrying on session and device failures with
+    /// backoff. Failures classified `Handle` are returned for the caller to re-find objects.
+    pub fn with_session<T>(
+        &self,
+        mut operation: impl FnMut(&Session) -> Result<T, CryptokiError>,
+    ) -> Result<T, (Failure, String)> {
+        let mut last = (Failure::Other, String::new());
+        for attempt in 0..ATTEMPTS {
+            let session = match self.checkout() {
+                Ok(session) => session,
+                Err(e) => {
+                    last = (Failure::Device, e.to_string());
+                    self.back_off(attempt);
+                    let _ = self.reconnect();
+                    continue;
+                }
+            };
+            match operation(&session) {
+                Ok(value) => {
+                    self.checkin(session);
+                    return Ok(value);
+                }
+                Err(error) => {
+                    let failure = classify(&error);
+                    last = (failure, error.to_string());
+                    match failure {
+                        Failure::Session => {
+                            drop(session);
+                            tracing::warn!(%error, "PKCS#11 session lost; retrying on a new one");
+                        }
+                        Failure::Device => {
+                            drop(session);
+                            tracing::warn!(%error, attempt, "PKCS#11 device error; reconnecting");
+                            self.back_off(attempt);
+                            if let Err(e) = self.reconnect() {
+                                last = (Failure::Device, e.to_string());
+                            }
+                        }
+                        _ => {
+                            self.checkin(session);
+                            return Err(last);
+                        }
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn back_off(&self, attempt: u32) {
+        if let Some(delay) = BACKOFF.get(attempt as usize) {
+            std::thread::sleep(*delay);
+        }
+    }
+}

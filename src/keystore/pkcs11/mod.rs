@@ -1,0 +1,241 @@
+//! The PKCS#11 keystore: key material generated in a hardware security module (SoftHSM2 in
+//! tests), never leaving it. Every AES-256-GCM operation is done by the device with
+//! `CKM_AES_GCM`; the daemon supplies the nonce and the AAD, so blobs look the same whichever
+//! keystore made them.
+//!
+//! Each key version is its own token object (`CKA_TOKEN`, `CKA_SENSITIVE`, not
+//! `CKA_EXTRACTABLE`), labelled `keyhaven:<key id>:<version>` with `CKA_ID` = key id ‖ version,
+//! so that the daemon finds it again after a restart. Calls block; the key service runs them on
+//! blocking threads.
+
+mod device;
+
+pub use device::{Failure, TokenSelector, classify};
+
+use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef};
+use crate::secret::{SecretBytes, SecretString};
+use crate::store::WriteBatch;
+use cryptoki::error::Error as CryptokiError;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use device::Device;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+/// The prefix of PKCS#11 keystore names: `pkcs11:<name>`.
+pub const PREFIX: &str = "pkcs11:";
+
+/// How to reach one token.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Settings {
+    /// The keystore's name without the prefix (`hsm` for `pkcs11:hsm`).
+    pub name: String,
+    /// Path of the PKCS#11 module (`libsofthsm2.so`, a vendor's library).
+    pub module: PathBuf,
+    pub token: TokenSelector,
+    /// The user PIN (printed as `[redacted]`).
+    pub pin: SecretString,
+    /// Sessions kept open for reuse; more are opened under load and closed after.
+    pub max_idle_sessions: usize,
+}
+
+/// The label of a version's token object.
+pub fn object_label(material: MaterialRef) -> String {
+    format!(
+        "keyhaven:{}:{}",
+        material.key_id.hyphenated(),
+        material.version
+    )
+}
+
+fn object_id(material: MaterialRef) -> Vec<u8> {
+    let mut id = material.key_id.as_bytes().to_vec();
+    id.extend_from_slice(&material.version.to_be_bytes());
+    id
+}
+
+/// A keystore on one PKCS#11 token.
+pub struct Pkcs11KeyStore {
+    name: String,
+    device: Device,
+    handles: RwLock<HashMap<MaterialRef, ObjectHandle>>,
+}
+
+fn unavailable((failure, message): (Failure, String)) -> KeyStoreError {
+    match failure {
+        Failure::Authentication => KeyStoreError::DecryptFailed,
+        Failure::Session | Failure::Device => KeyStoreError::Unavailable(message),
+        Failure::Handle | Failure::Other => KeyStoreError::Internal(message),
+    }
+}
+
+fn find(session: &Session, material: MaterialRef) -> Result<Vec<ObjectHandle>, CryptokiError> {
+    session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Token(true),
+        Attribute::Label(object_label(material).into_bytes()),
+    ])
+}
+
+impl Pkcs11KeyStore {
+    /// Connects to the token (module, slot, login, mechanism check).
+    pub fn connect(settings: Pkcs11Settings) -> Result<Self, KeyStoreError> {
+        let name = format!("{PREFIX}{}", settings.name);
+        let device = Device::connect(settings)?;
+        Ok(Self {
+            name,
+            device,
+            handles: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, material: MaterialRef) -> Option<ObjectHandle> {
+        self.handles.read().ok()?.get(&material).copied()
+    }
+
+    fn remember(&self, material: MaterialRef, handle: ObjectHandle) {
+        if let Ok(mut handles) = self.handles.write() {
+            handles.insert(material, handle);
+        }
+    }
+
+    fn forget(&self, material: MaterialRef) {
+        if let Ok(mut handles) = self.handles.write() {
+            handles.remove(&material);
+        }
+    }
+
+    /// The object handle of a version, from the cache or the token.
+    fn handle(&self, material: MaterialRef) -> Result<ObjectHandle, KeyStoreError> {
+        if let Some(handle) = self.cached(material) {
+            return Ok(handle);
+        }
+        let found = self
+            .device
+            .with_session(|session| find(session, material))
+            .map_err(unavailable)?;
+        let handle = *found
+            .first()
+            .ok_or(KeyStoreError::MaterialNotFound(material))?;
+        self.remember(material, handle);
+        Ok(handle)
+    }
+
+    /// Runs a keyed operation; a stale handle is looked up once more.
+    fn with_key<T>(
+        &self,
+        material: MaterialRef,
+        operation: impl Fn(&Session, ObjectHandle) -> Result<T, CryptokiError>,
+    ) -> Result<T, KeyStoreError> {
+        let handle = self.handle(material)?;
+        match self.device.with_session(|s| operation(s, handle)) {
+            Err((Failure::Handle, _)) => {
+                self.forget(material);
+                let handle = self.handle(material)?;
+                self.device
+                    .with_session(|s| operation(s, handle))
+                    .map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
+    }
+}
+
+impl KeyStore for Pkcs11KeyStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn origin(&self) -> &'static str {
+        "AWS_CLOUDHSM"
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+
+    fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(object_label(material).into_bytes()),
+            Attribute::Id(object_id(material)),
+        ];
+        let handle = self
+            .device
+            .with_session(|session| session.generate_key(&Mechanism::AesKeyGen, &template))
+            .map_err(unavailable)?;
+        self.remember(material, handle);
+        Ok(GeneratedMaterial::default())
+    }
+
+    fn discard(&self, material: MaterialRef) {
+        if let Err(error) = self.destroy(material) {
+            tracing::error!(?material, %error, "could not undo a key generated in the device");
+        }
+    }
+
+    fn encrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        self.with_key(material, |session, handle| {
+            let mut iv = *nonce;
+            let params = GcmParams::new(&mut iv, aad, 128.into())?;
+            session.encrypt(&Mechanism::AesGcm(params), handle, plaintext)
+        })
+    }
+
+    fn decrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        if sealed.len() < 16 {
+            return Err(KeyStoreError::DecryptFailed);
+        }
+        self.with_key(material, |session, handle| {
+            let mut iv = *nonce;
+            let params = GcmParams::new(&mut iv, aad, 128.into())?;
+            session
+                .decrypt(&Mechanism::AesGcm(params), handle, sealed)
+                .map(SecretBytes::new)
+        })
+    }
+
+    fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
+        self.forget(material);
+        self.device
+            .with_session(|session| {
+                for handle in find(session, material)? {
+                    session.destroy_object(handle)?;
+                }
+                Ok(())
+            })
+            .map_err(unavailable)?;
+        Ok(WriteBatch::new())
+    }
+
+    fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
+        self.forget(material);
+        self.handle(material).map(|_| ())
+    }
+}
