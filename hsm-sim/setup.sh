@@ -37,6 +37,8 @@ if [ -z "$dir" ]; then
 fi
 mkdir -p "$dir/tokens"
 dir=$(cd "$dir" && pwd)
+# A fresh token every time: two tokens with the same label would be ambiguous.
+rm -rf "${dir:?}/tokens/"*
 cat > "$dir/softhsm2.conf" <<CONF
 directories.tokendir = $dir/tokens
 objectstore.backend = file

@@ -4,7 +4,10 @@
 mod common;
 
 macro_rules! conformance_suite {
-    ($name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+    ([$($name:ident => $backend:expr),* $(,)?], $tests:tt) => {
+        $(conformance_suite!(@backend $name, $backend, $tests);)*
+    };
+    (@backend $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
         mod $name {
             #[allow(unused_imports)]
             use super::common::Backend;
@@ -19,8 +22,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(
-    sealed,
-    Backend::Sealed,
+    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11],
     [
         create_describe_and_list,
         every_key_form_names_the_key,

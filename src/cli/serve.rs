@@ -23,9 +23,21 @@ pub struct ServeArgs {
     /// Read the passphrase from this file's first line (else KEYHAVEN_PASSPHRASE, else a prompt).
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
-    /// Keystore for new keys: sealed.
+    /// Keystore for new keys: `sealed`, `pkcs11` (the one PKCS#11 keystore) or `pkcs11:<name>`.
     #[arg(long)]
     keystore: Option<String>,
+    /// A PKCS#11 module: configures the keystore `pkcs11:default` (PIN from KEYHAVEN_PKCS11_PIN
+    /// or --pkcs11-pin-file).
+    #[arg(long, env = "KEYHAVEN_PKCS11_MODULE")]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label (or give --pkcs11-token-serial).
+    #[arg(long, env = "KEYHAVEN_PKCS11_TOKEN_LABEL")]
+    pkcs11_token_label: Option<String>,
+    #[arg(long, env = "KEYHAVEN_PKCS11_TOKEN_SERIAL")]
+    pkcs11_token_serial: Option<String>,
+    /// A file whose first line is the token's user PIN.
+    #[arg(long)]
+    pkcs11_pin_file: Option<PathBuf>,
     /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
     /// endpoint and root credentials as `export` lines.
     #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
@@ -151,6 +163,19 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
     let mut config = DaemonConfig::from_file(&file, data_dir).map_err(|e| e.to_string())?;
     if let Some(listen) = &args.listen {
         config.set_listen(listen).map_err(|e| e.to_string())?;
+    }
+    if let Some(module) = &args.pkcs11_module {
+        let section = crate::server::config::Pkcs11Section {
+            module: module.clone(),
+            token_label: args.pkcs11_token_label.clone(),
+            token_serial: args.pkcs11_token_serial.clone(),
+            pin: None,
+            pin_file: args.pkcs11_pin_file.clone(),
+            pin_env: None,
+            max_idle_sessions: None,
+        };
+        let settings = section.settings("default").map_err(|e| e.to_string())?;
+        config.add_pkcs11(settings).map_err(|e| e.to_string())?;
     }
     if let Some(keystore) = &args.keystore {
         config.keystore = keystore.clone();

@@ -586,7 +586,18 @@ impl KeyService {
             serde_json::from_str::<serde_json::Value>(policy)
                 .map_err(|e| KeyError::MalformedPolicy(format!("the policy is not JSON: {e}")))?;
         }
-        let keystore_name = keystore.unwrap_or(&self.config.default_keystore);
+        let keystore_name = match keystore {
+            // `pkcs11` names the PKCS#11 keystore when there is exactly one.
+            Some("pkcs11") => {
+                let mut hsms = self.keystores.keys().filter(|k| k.starts_with("pkcs11:"));
+                match (hsms.next(), hsms.next()) {
+                    (Some(only), None) => only.as_str(),
+                    _ => "pkcs11",
+                }
+            }
+            Some(name) => name,
+            None => &self.config.default_keystore,
+        };
         let keystore = self.keystores.get(keystore_name).cloned().ok_or_else(|| {
             let mut known: Vec<_> = self.keystores.keys().cloned().collect();
             known.sort();

@@ -1,11 +1,17 @@
 //! The daemon's configuration: a TOML file (see `keyhaven.example.toml`) overridden by flags.
 
+use crate::keystore::pkcs11::{PREFIX as PKCS11_PREFIX, Pkcs11Settings, TokenSelector};
+use crate::secret::SecretString;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Where the PIN of a PKCS#11 keystore comes from when the config gives none.
+pub const PKCS11_PIN_ENV: &str = "KEYHAVEN_PKCS11_PIN";
+const DEFAULT_IDLE_SESSIONS: usize = 16;
 
 /// The configuration file, as written. Every field is optional; unknown fields are refused.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -21,6 +27,82 @@ pub struct ConfigFile {
     pub rotation_period_days: Option<u32>,
     pub scheduler_interval_seconds: Option<u64>,
     pub log_level: Option<String>,
+    /// PKCS#11 keystores by name: `[pkcs11.hsm]` is the keystore `pkcs11:hsm`.
+    #[serde(default)]
+    pub pkcs11: BTreeMap<String, Pkcs11Section>,
+}
+
+/// One PKCS#11 keystore in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// The token's label; or give `token_serial`. Never a slot number: slots move.
+    pub token_label: Option<String>,
+    pub token_serial: Option<String>,
+    /// The user PIN in the file itself (prefer `pin_file` or the environment).
+    pub pin: Option<SecretString>,
+    /// A file whose first line is the PIN.
+    pub pin_file: Option<PathBuf>,
+    /// The environment variable holding the PIN (default `KEYHAVEN_PKCS11_PIN`).
+    pub pin_env: Option<String>,
+    /// Sessions kept open for reuse (default 16).
+    pub max_idle_sessions: Option<usize>,
+}
+
+impl Pkcs11Section {
+    /// Checks the section and reads its PIN.
+    pub fn settings(&self, name: &str) -> Result<Pkcs11Settings, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(format!("[pkcs11.{name}]: {m}"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "the name must be letters, digits, '-' and '_'".into(),
+            ));
+        }
+        let token = match (&self.token_label, &self.token_serial) {
+            (Some(label), None) => TokenSelector::Label(label.clone()),
+            (None, Some(serial)) => TokenSelector::Serial(serial.clone()),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of token_label and token_serial".into(),
+                ));
+            }
+        };
+        let pin = match (&self.pin, &self.pin_file) {
+            (Some(_), Some(_)) => return Err(invalid("give pin or pin_file, not both".into())),
+            (Some(pin), None) => pin.clone(),
+            (None, Some(path)) => {
+                let text = SecretString::new(std::fs::read_to_string(path).map_err(|e| {
+                    invalid(format!("cannot read pin_file {}: {e}", path.display()))
+                })?);
+                SecretString::new(text.expose().lines().next().unwrap_or_default().to_owned())
+            }
+            (None, None) => {
+                let variable = self.pin_env.as_deref().unwrap_or(PKCS11_PIN_ENV);
+                SecretString::new(std::env::var(variable).map_err(|_| {
+                    invalid(format!(
+                        "no PIN: set pin_file, or the environment variable {variable}"
+                    ))
+                })?)
+            }
+        };
+        let max_idle_sessions = self.max_idle_sessions.unwrap_or(DEFAULT_IDLE_SESSIONS);
+        if max_idle_sessions == 0 {
+            return Err(invalid("max_idle_sessions must be at least 1".into()));
+        }
+        Ok(Pkcs11Settings {
+            name: name.to_owned(),
+            module: self.module.clone(),
+            token,
+            pin,
+            max_idle_sessions,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +146,8 @@ pub struct DaemonConfig {
     /// Encryptions per key version before it is rotated (2^32; lowered only in tests).
     pub nonce_limit: u64,
     pub nonce_reservation_block: u64,
+    /// PKCS#11 keystores, besides the built-in sealed one.
+    pub pkcs11: Vec<Pkcs11Settings>,
 }
 
 impl DaemonConfig {
@@ -80,7 +164,31 @@ impl DaemonConfig {
             scheduler_interval: Duration::from_secs(60),
             nonce_limit: 1 << 32,
             nonce_reservation_block: 1 << 20,
+            pkcs11: Vec::new(),
         }
+    }
+
+    /// Adds a PKCS#11 keystore; its name must be new.
+    pub fn add_pkcs11(&mut self, settings: Pkcs11Settings) -> Result<(), ConfigError> {
+        if self.pkcs11.iter().any(|s| s.name == settings.name) {
+            return Err(ConfigError::Invalid(format!(
+                "PKCS#11 keystore '{}' is configured twice",
+                settings.name
+            )));
+        }
+        self.pkcs11.push(settings);
+        Ok(())
+    }
+
+    /// The keystore names this configuration offers.
+    pub fn keystore_names(&self) -> Vec<String> {
+        std::iter::once(crate::keystore::SEALED.to_owned())
+            .chain(
+                self.pkcs11
+                    .iter()
+                    .map(|s| format!("{PKCS11_PREFIX}{}", s.name)),
+            )
+            .collect()
     }
 
     /// Applies a config file over the defaults (the data directory comes from `data_dir` if
@@ -113,6 +221,9 @@ impl DaemonConfig {
         if let Some(seconds) = file.scheduler_interval_seconds {
             config.scheduler_interval = Duration::from_secs(seconds);
         }
+        for (name, section) in &file.pkcs11 {
+            config.add_pkcs11(section.settings(name)?)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -126,7 +237,11 @@ impl DaemonConfig {
         Ok(())
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the settings; `keystore = "pkcs11"` names the one PKCS#11 keystore, if only one.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.keystore == "pkcs11" && self.pkcs11.len() == 1 {
+            self.keystore = format!("{PKCS11_PREFIX}{}", self.pkcs11[0].name);
+        }
         let name_ok =
             |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !name_ok(&self.partition) {
@@ -155,10 +270,12 @@ impl DaemonConfig {
                 "scheduler_interval_seconds must be at least 1".into(),
             ));
         }
-        if self.keystore != crate::keystore::SEALED {
+        let names = self.keystore_names();
+        if !names.contains(&self.keystore) {
             return Err(ConfigError::Invalid(format!(
-                "keystore '{}' is not available; this build offers: sealed",
-                self.keystore
+                "keystore '{}' is not configured; configured: {}",
+                self.keystore,
+                names.join(", ")
             )));
         }
         Ok(())
@@ -186,6 +303,31 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_pkcs11_section_parses_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("keyhaven.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let section = text.split("# [pkcs11.hsm]").nth(1).unwrap();
+        let uncommented: String = std::iter::once("[pkcs11.hsm]")
+            .chain(
+                section
+                    .lines()
+                    .filter(|l| l.starts_with("# ") && !l.starts_with("# #"))
+                    .map(|l| &l[2..]),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = ConfigFile::parse(&uncommented).unwrap();
+        let hsm = &file.pkcs11["hsm"];
+        assert_eq!(hsm.module, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(hsm.token_label.as_deref(), Some("keyhaven"));
+        assert_eq!(
+            hsm.pin_file.as_deref(),
+            Some(Path::new("/run/secrets/keyhaven-pkcs11-pin"))
+        );
+        assert_eq!(hsm.max_idle_sessions, Some(16));
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
             (
@@ -205,14 +347,40 @@ mod tests {
             ),
             (
                 "keystore = \"pkcs11\"",
-                "keystore 'pkcs11' is not available",
+                "keystore 'pkcs11' is not configured; configured: sealed",
+            ),
+            (
+                "[pkcs11.hsm]\nmodule = \"/x.so\"\npin = \"1\"",
+                "[pkcs11.hsm]: give exactly one of token_label and token_serial",
+            ),
+            (
+                "[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin = \"1\"\npin_file = \"/p\"",
+                "[pkcs11.hsm]: give pin or pin_file, not both",
+            ),
+            (
+                "[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin_env = \"KEYHAVEN_TEST_UNSET_PIN\"",
+                "[pkcs11.hsm]: no PIN: set pin_file, or the environment variable KEYHAVEN_TEST_UNSET_PIN",
+            ),
+            (
+                "[pkcs11.\"a b\"]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin = \"1\"",
+                "[pkcs11.a b]: the name must be letters",
+            ),
+            (
+                "[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin = \"1\"\nmax_idle_sessions = 0",
+                "[pkcs11.hsm]: max_idle_sessions must be at least 1",
+            ),
+            (
+                "[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\nslot = 0",
+                "unknown field `slot`",
             ),
         ];
         for (text, expected) in cases {
-            let file = ConfigFile::parse(text).unwrap();
-            let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
-                .unwrap_err()
-                .to_string();
+            let error = match ConfigFile::parse(text) {
+                Ok(file) => DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+                    .unwrap_err()
+                    .to_string(),
+                Err(error) => error,
+            };
             assert!(error.contains(expected), "{text}: {error}");
         }
         let unknown = ConfigFile::parse("lisen = \"127.0.0.1:1\"").unwrap_err();
@@ -221,5 +389,19 @@ mod tests {
         assert!(wrong_type.contains("key_quota"), "{wrong_type}");
         let no_dir = DaemonConfig::from_file(&ConfigFile::default(), None).unwrap_err();
         assert!(no_dir.to_string().contains("no data directory"), "{no_dir}");
+    }
+
+    #[test]
+    fn pkcs11_sections_become_keystores_and_the_pin_stays_secret() {
+        let text = "keystore = \"pkcs11\"\n[pkcs11.hsm]\nmodule = \"/usr/lib/x.so\"\ntoken_serial = \"abc\"\npin = \"pin-canary-1234\"\n";
+        let file = ConfigFile::parse(text).unwrap();
+        assert!(!format!("{file:?}").contains("pin-canary"), "{file:?}");
+        let config = DaemonConfig::from_file(&file, Some("/tmp/x".into())).unwrap();
+        assert_eq!(config.keystore, "pkcs11:hsm");
+        assert_eq!(config.keystore_names(), vec!["sealed", "pkcs11:hsm"]);
+        let hsm = &config.pkcs11[0];
+        assert_eq!(hsm.token, TokenSelector::Serial("abc".into()));
+        assert_eq!(hsm.pin.expose(), "pin-canary-1234");
+        assert!(!format!("{config:?}").contains("pin-canary"), "{config:?}");
     }
 }

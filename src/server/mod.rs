@@ -12,6 +12,7 @@ use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
 use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
 use crate::keystore::KeyStore;
+use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::SealedKeyStore;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
@@ -105,7 +106,7 @@ impl Daemon {
     /// Unseals `config.data_dir` and starts serving on `config.listen`. A wrong passphrase
     /// fails before anything on disk is opened.
     pub async fn start(
-        config: DaemonConfig,
+        mut config: DaemonConfig,
         passphrase: SecretString,
         clock: Arc<dyn Clock>,
     ) -> Result<Daemon, ServerError> {
@@ -132,7 +133,17 @@ impl Daemon {
             )
             .map_err(|e| ServerError::Start(e.to_string()))?,
         );
-        let sealed: Arc<dyn KeyStore> = Arc::new(SealedKeyStore::new(master, store.clone()));
+        let mut keystores: Vec<Arc<dyn KeyStore>> =
+            vec![Arc::new(SealedKeyStore::new(master, store.clone()))];
+        for settings in config.pkcs11.clone() {
+            let name = format!("pkcs11:{}", settings.name);
+            let keystore = tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings))
+                .await
+                .map_err(|e| ServerError::Start(e.to_string()))?
+                .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
+            tracing::info!(keystore = %name, "PKCS#11 token connected");
+            keystores.push(Arc::new(keystore));
+        }
         let mut key_config = KeyServiceConfig::new(info.account_id.clone());
         key_config.partition = config.partition.clone();
         key_config.region = config.region.clone();
@@ -142,10 +153,14 @@ impl Daemon {
         key_config.nonce_limit = config.nonce_limit;
         key_config.nonce_reservation_block = config.nonce_reservation_block;
         let keys = Arc::new(
-            KeyService::open(key_config, clock, store.clone(), vec![sealed])
+            KeyService::open(key_config, clock, store.clone(), keystores)
                 .map_err(|e| ServerError::Start(format!("loading keys: {e:?}")))?,
         );
-        for (key, problem) in keys.check_material() {
+        let keys_for_check = keys.clone();
+        let problems = tokio::task::spawn_blocking(move || keys_for_check.check_material())
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+        for (key, problem) in problems {
             tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
         }
         let report = keys.run_due_tasks().await;

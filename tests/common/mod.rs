@@ -4,10 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod device;
+
 use keyhaven::api::reason_of;
 use keyhaven::client::{Client, ClientCredentials};
 use keyhaven::clock::{Clock, OffsetClock};
 use keyhaven::keys::DueReport;
+use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector};
 use keyhaven::proto::v1;
 use keyhaven::seal::KdfParams;
 use keyhaven::secret::SecretString;
@@ -19,13 +22,47 @@ use tonic::Code;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sealed,
+    /// The SoftHSM2 token `eval "$(hsm-sim/setup.sh)"` prepares (`make test` does).
+    Pkcs11,
 }
 
 impl Backend {
     pub fn keystore_name(self) -> &'static str {
         match self {
             Backend::Sealed => "sealed",
+            Backend::Pkcs11 => "pkcs11:default",
         }
+    }
+
+    /// Adds what the backend needs to a daemon's configuration.
+    pub fn configure(self, config: &mut DaemonConfig) {
+        if self == Backend::Pkcs11 {
+            config
+                .add_pkcs11(pkcs11_settings())
+                .expect("PKCS#11 keystore");
+        }
+        config.keystore = self.keystore_name().into();
+    }
+}
+
+/// The test token, from the environment `hsm-sim/setup.sh` prints. Missing: a failure that
+/// says how to fix it, never a skip.
+pub fn pkcs11_settings() -> Pkcs11Settings {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the PKCS#11 tests need a SoftHSM2 token. \
+                 Run `eval \"$(hsm-sim/setup.sh)\"` first (`make test` does this)."
+            )
+        })
+    };
+    let _ = var("SOFTHSM2_CONF");
+    Pkcs11Settings {
+        name: "default".into(),
+        module: var("KEYHAVEN_PKCS11_MODULE").into(),
+        token: TokenSelector::Label(var("KEYHAVEN_PKCS11_TOKEN_LABEL")),
+        pin: SecretString::new(var("KEYHAVEN_PKCS11_PIN")),
+        max_idle_sessions: 16,
     }
 }
 
@@ -62,7 +99,7 @@ impl TestDaemon {
         .expect("init");
         let mut config = DaemonConfig::new(dir.path().to_path_buf());
         config.set_listen("127.0.0.1:0").expect("listen");
-        config.keystore = backend.keystore_name().into();
+        backend.configure(&mut config);
         adjust(&mut config);
         let root = initialised.root.credentials;
         let credentials = ClientCredentials {

@@ -83,10 +83,10 @@ pub enum Failure {
 pub fn classify(error: &CryptokiError) -> Failure {
     match error {
         CryptokiError::Pkcs11(rv, _) => match rv {
-            RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::UserNotLoggedIn => {
-                Failure::Session
-            }
-            RvError::DeviceError
+            RvError::SessionHandleInvalid | RvError::SessionClosed => Failure::Session,
+            // The login is gone (all sessions were closed, or someone logged out): log in again.
+            RvError::UserNotLoggedIn
+            | RvError::DeviceError
             | RvError::DeviceRemoved
             | RvError::DeviceMemory
             | RvError::TokenNotPresent
@@ -232,8 +232,8 @@ impl Device {
             old.idle.clear();
             old.anchor.take();
         }
-        // A fresh C_Initialize helps when the module itself was reset under us.
-        let pool = self.open_pool(true).or_else(|_| self.open_pool(false))?;
+        // Reuse the loaded module; initialise it afresh only if that fails (it was reset).
+        let pool = self.open_pool(false).or_else(|_| self.open_pool(true))?;
         *guard = Some(pool);
         Ok(())
     }
@@ -266,7 +266,13 @@ impl Device {
                     match failure {
                         Failure::Session => {
                             drop(session);
-                            tracing::warn!(%error, "PKCS#11 session lost; retrying on a new one");
+                            tracing::warn!(%error, attempt, "PKCS#11 session lost; retrying");
+                            // A second loss in a row: start again from a fresh login.
+                            if attempt > 0
+                                && let Err(e) = self.reconnect()
+                            {
+                                last = (Failure::Device, e.to_string());
+                            }
                         }
                         Failure::Device => {
                             drop(session);

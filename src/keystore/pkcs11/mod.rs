@@ -15,11 +15,12 @@ pub use device::{Failure, TokenSelector, classify};
 use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
-use cryptoki::error::Error as CryptokiError;
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, SessionState};
 use device::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,6 +73,27 @@ fn unavailable((failure, message): (Failure, String)) -> KeyStoreError {
     }
 }
 
+/// SoftHSM2 answers a GCM tag mismatch in `C_Decrypt` with `CKR_GENERAL_ERROR` (other devices
+/// say `CKR_ENCRYPTED_DATA_INVALID`). After a successful `C_DecryptInit`, a general failure of
+/// `C_Decrypt` is taken as a ciphertext that did not authenticate, not as a broken device:
+/// otherwise every forged ciphertext would make the daemon reconnect.
+fn tag_failure_as_invalid_data(error: CryptokiError) -> CryptokiError {
+    match error {
+        CryptokiError::Pkcs11(
+            RvError::GeneralError | RvError::FunctionFailed,
+            Function::Decrypt,
+        ) => CryptokiError::Pkcs11(RvError::EncryptedDataInvalid, Function::Decrypt),
+        other => other,
+    }
+}
+
+fn logged_in(session: &Session) -> Result<bool, CryptokiError> {
+    Ok(matches!(
+        session.get_session_info()?.session_state(),
+        SessionState::RwUser | SessionState::RoUser
+    ))
+}
+
 fn find(session: &Session, material: MaterialRef) -> Result<Vec<ObjectHandle>, CryptokiError> {
     session.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -115,7 +137,17 @@ impl Pkcs11KeyStore {
         }
         let found = self
             .device
-            .with_session(|session| find(session, material))
+            .with_session(|session| {
+                let found = find(session, material)?;
+                // Private objects are invisible without a login: nothing found may mean that.
+                if found.is_empty() && !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                Ok(found)
+            })
             .map_err(unavailable)?;
         let handle = *found
             .first()
@@ -218,6 +250,7 @@ impl KeyStore for Pkcs11KeyStore {
             session
                 .decrypt(&Mechanism::AesGcm(params), handle, sealed)
                 .map(SecretBytes::new)
+                .map_err(tag_failure_as_invalid_data)
         })
     }
 
@@ -225,7 +258,14 @@ impl KeyStore for Pkcs11KeyStore {
         self.forget(material);
         self.device
             .with_session(|session| {
-                for handle in find(session, material)? {
+                let found = find(session, material)?;
+                if found.is_empty() && !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                for handle in found {
                     session.destroy_object(handle)?;
                 }
                 Ok(())

