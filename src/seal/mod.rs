@@ -103,18 +103,36 @@ pub fn derive_kek(
     salt: &[u8],
     params: KdfParams,
 ) -> Result<Secret<[u8; 32]>, argon2::Error> {
-    let params = Params::new(
-        params.memory_kib,
-        params.iterations,
-        params.parallelism,
-        Some(32),
-    )?;
+    derive_kek_keyed(passphrase, salt, params, &[], &[])
+}
+
+/// [`derive_kek`] with Argon2's optional secret value `K` and associated data `X` (RFC 9106,
+/// section 3.1). The seal uses neither; they exist so that the RFC's test vector can be run
+/// through the same derivation.
+pub fn derive_kek_keyed(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: KdfParams,
+    secret: &[u8],
+    associated_data: &[u8],
+) -> Result<Secret<[u8; 32]>, argon2::Error> {
+    let mut builder = argon2::ParamsBuilder::new();
+    builder
+        .m_cost(params.memory_kib)
+        .t_cost(params.iterations)
+        .p_cost(params.parallelism)
+        .output_len(32);
+    if !associated_data.is_empty() {
+        builder.data(argon2::AssociatedData::new(associated_data)?);
+    }
+    let params: Params = builder.build()?;
+    let argon = if secret.is_empty() {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    } else {
+        Argon2::new_with_secret(secret, Algorithm::Argon2id, Version::V0x13, params)?
+    };
     let mut kek = Secret::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into(
-        passphrase,
-        salt,
-        kek.expose_mut(),
-    )?;
+    argon.hash_password_into(passphrase, salt, kek.expose_mut())?;
     Ok(kek)
 }
 
