@@ -8,6 +8,8 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.DecryptResponse",
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",
+    "keyhaven.v1.CreateAccessKeyResponse",
+    "keyhaven.v1.Credentials",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -17,7 +19,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("keyhaven_descriptor.bin"))
         .skip_debug(REDACTED_DEBUG.iter().copied())
-        .compile_protos(&["proto/keyhaven/v1/kms.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/keyhaven/v1/kms.proto", "proto/keyhaven/v1/iam.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -26,7 +26,7 @@ const SERVICE_PATH: &str = "/keyhaven.v1.KeyManagementService/";
 pub struct ClientCredentials {
     pub access_key_id: String,
     pub secret_access_key: SecretString,
-    pub session_token: Option<String>,
+    pub session_token: Option<SecretString>,
     pub region: String,
 }
 
@@ -42,7 +42,7 @@ impl ClientCredentials {
         Ok(Self {
             access_key_id,
             secret_access_key: SecretString::new(secret),
-            session_token: var(SESSION_TOKEN_ENV),
+            session_token: var(SESSION_TOKEN_ENV).map(SecretString::new),
             region: var(REGION_ENV).unwrap_or_else(|| "local".into()),
         })
     }
@@ -101,7 +101,11 @@ impl Client {
         let credentials = SigningCredentials {
             access_key_id: &self.credentials.access_key_id,
             secret: &self.credentials.secret_access_key,
-            session_token: self.credentials.session_token.as_deref(),
+            session_token: self
+                .credentials
+                .session_token
+                .as_ref()
+                .map(|t| t.expose().as_str()),
         };
         let signed = sign_request(
             credentials,

@@ -53,6 +53,26 @@ impl fmt::Debug for v1::GenerateRandomResponse {
     }
 }
 
+impl fmt::Debug for v1::CreateAccessKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateAccessKeyResponse")
+            .field("access_key", &self.access_key)
+            .field("secret_access_key", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &REDACTED)
+            .field("session_token", &REDACTED)
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -90,6 +110,24 @@ mod tests {
                 }
             ),
         ];
+        let secret = String::from_utf8(canary.clone()).unwrap();
+        let printed = printed.into_iter().chain([
+            format!(
+                "{:?}",
+                v1::CreateAccessKeyResponse {
+                    secret_access_key: secret.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::Credentials {
+                    secret_access_key: secret.clone(),
+                    session_token: secret.clone(),
+                    ..Default::default()
+                }
+            ),
+        ]);
         for text in printed {
             assert!(!text.contains("canary"), "{text}");
             assert!(!text.contains("99, 97, 110"), "{text}"); // the bytes of "can"

@@ -1,9 +1,11 @@
 //! `keyhaven.v1.KeyManagementService`: each handler takes the authenticated caller, turns the
 //! request into domain values, calls the [`KeyService`] and turns the answer back.
 
-use crate::auth::Caller;
-use crate::crypto::EncryptionContext;
+use super::authorize::{Authorizer, CallContext};
+use super::call_context as caller;
+use crate::crypto::{CiphertextBlob, EncryptionContext};
 use crate::keys::{DataKeySize, KeyError, KeyRecord, KeyService, KeyState};
+use crate::policy::{NamedPolicy, Policy, PolicyKind, RequestContext};
 use crate::proto::v1::{self, key_management_service_server::KeyManagementService};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,11 +18,71 @@ const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
 #[derive(Clone)]
 pub struct KmsApi {
     keys: Arc<KeyService>,
+    authorizer: Arc<Authorizer>,
 }
 
 impl KmsApi {
-    pub fn new(keys: Arc<KeyService>) -> Self {
-        Self { keys }
+    pub fn new(keys: Arc<KeyService>, authorizer: Arc<Authorizer>) -> Self {
+        Self { keys, authorizer }
+    }
+
+    fn context(&self, call: &CallContext) -> RequestContext {
+        self.authorizer.base_context(call, self.keys.now())
+    }
+
+    /// Authorises `action` on a key; returns its id for the operation to act on (so that an
+    /// alias moved in between cannot redirect it).
+    fn key(&self, call: &CallContext, action: &str, key: &str) -> Result<String, Status> {
+        let context = self.context(call);
+        Ok(self
+            .authorizer
+            .key(call, action, key, false, &context)?
+            .id
+            .hyphenated()
+            .to_string())
+    }
+
+    /// Authorises an action that names no key.
+    fn anywhere(&self, call: &CallContext, action: &str) -> Result<(), Status> {
+        let context = self.context(call);
+        Ok(self.authorizer.require(call, action, "*", None, &context)?)
+    }
+
+    /// Authorises a cryptographic action on a key with the request's encryption context.
+    fn crypto_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        encryption_context: &EncryptionContext,
+    ) -> Result<String, Status> {
+        let mut context = self.context(call);
+        Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        Ok(self
+            .authorizer
+            .key(call, action, key, false, &context)?
+            .id
+            .hyphenated()
+            .to_string())
+    }
+
+    /// Authorises an action on the key a ciphertext blob names (unparseable blobs are left to
+    /// the operation, which refuses them uniformly).
+    fn blob_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        blob: &[u8],
+        encryption_context: &EncryptionContext,
+    ) -> Result<(), Status> {
+        let Ok(parsed) = CiphertextBlob::parse(blob) else {
+            return Ok(());
+        };
+        let mut context = self.context(call);
+        Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        Ok(self
+            .authorizer
+            .ciphertext_key(call, action, parsed.key_id, &context)?)
     }
 
     fn metadata(&self, record: &KeyRecord) -> v1::KeyMetadata {
@@ -58,15 +120,6 @@ impl KmsApi {
     fn arn(&self, id: uuid::Uuid) -> String {
         self.keys.key_arn(id)
     }
-}
-
-/// The authenticated caller the auth layer attached.
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
 }
 
 fn context(map: HashMap<String, String>) -> Result<EncryptionContext, Status> {
@@ -111,17 +164,19 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::CreateKeyRequest>,
     ) -> Answer<v1::CreateKeyResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
+        self.anywhere(&call, "kms:CreateKey")?;
         let r = request.into_inner();
         validate_spec(&r.key_spec, &r.key_usage)?;
+        let policy = non_empty(&r.policy).map(str::to_owned);
+        if let Some(text) = &policy {
+            let parsed = Policy::parse(text, PolicyKind::Resource)
+                .map_err(|e| KeyError::MalformedPolicy(e.0))?;
+            self.lockout_check(&call, "*", parsed, r.bypass_policy_lockout_safety_check)?;
+        }
         let record = self
             .keys
-            .create_key(
-                r.description,
-                non_empty(&r.keystore),
-                tags(r.tags)?,
-                non_empty(&r.policy).map(str::to_owned),
-            )
+            .create_key(r.description, non_empty(&r.keystore), tags(r.tags)?, policy)
             .await?;
         Ok(Response::new(v1::CreateKeyResponse {
             key_metadata: Some(self.metadata(&record)),
@@ -132,8 +187,15 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::DescribeKeyRequest>,
     ) -> Answer<v1::DescribeKeyResponse> {
-        let _caller = caller(&request)?;
-        let record = self.keys.describe_key(&request.get_ref().key_id)?;
+        let call = caller(&request)?;
+        let context = self.context(&call);
+        let record = self.authorizer.key(
+            &call,
+            "kms:DescribeKey",
+            &request.get_ref().key_id,
+            true,
+            &context,
+        )?;
         Ok(Response::new(v1::DescribeKeyResponse {
             key_metadata: Some(self.metadata(&record)),
         }))
@@ -143,7 +205,8 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ListKeysRequest>,
     ) -> Answer<v1::ListKeysResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
+        self.anywhere(&call, "kms:ListKeys")?;
         let r = request.get_ref();
         let page = self.keys.list_keys(r.limit, &r.marker)?;
         Ok(Response::new(v1::ListKeysResponse {
@@ -164,11 +227,10 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::UpdateKeyDescriptionRequest>,
     ) -> Answer<v1::UpdateKeyDescriptionResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
-        self.keys
-            .update_description(&r.key_id, r.description)
-            .await?;
+        let key = self.key(&call, "kms:UpdateKeyDescription", &r.key_id)?;
+        self.keys.update_description(&key, r.description).await?;
         Ok(Response::new(v1::UpdateKeyDescriptionResponse {}))
     }
 
@@ -176,8 +238,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::EnableKeyRequest>,
     ) -> Answer<v1::EnableKeyResponse> {
-        let _caller = caller(&request)?;
-        self.keys.enable_key(&request.get_ref().key_id).await?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:EnableKey", &request.get_ref().key_id)?;
+        self.keys.enable_key(&key).await?;
         Ok(Response::new(v1::EnableKeyResponse {}))
     }
 
@@ -185,8 +248,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::DisableKeyRequest>,
     ) -> Answer<v1::DisableKeyResponse> {
-        let _caller = caller(&request)?;
-        self.keys.disable_key(&request.get_ref().key_id).await?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:DisableKey", &request.get_ref().key_id)?;
+        self.keys.disable_key(&key).await?;
         Ok(Response::new(v1::DisableKeyResponse {}))
     }
 
@@ -194,11 +258,12 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ScheduleKeyDeletionRequest>,
     ) -> Answer<v1::ScheduleKeyDeletionResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.get_ref();
+        let key = self.key(&call, "kms:ScheduleKeyDeletion", &r.key_id)?;
         let record = self
             .keys
-            .schedule_deletion(&r.key_id, r.pending_window_in_days)
+            .schedule_deletion(&key, r.pending_window_in_days)
             .await?;
         Ok(Response::new(v1::ScheduleKeyDeletionResponse {
             key_id: self.arn(record.id),
@@ -212,8 +277,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::CancelKeyDeletionRequest>,
     ) -> Answer<v1::CancelKeyDeletionResponse> {
-        let _caller = caller(&request)?;
-        let record = self.keys.cancel_deletion(&request.get_ref().key_id).await?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:CancelKeyDeletion", &request.get_ref().key_id)?;
+        let record = self.keys.cancel_deletion(&key).await?;
         Ok(Response::new(v1::CancelKeyDeletionResponse {
             key_id: self.arn(record.id),
         }))
@@ -223,11 +289,10 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::CreateAliasRequest>,
     ) -> Answer<v1::CreateAliasResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.get_ref();
-        self.keys
-            .create_alias(&r.alias_name, &r.target_key_id)
-            .await?;
+        let key = self.alias_target(&call, "kms:CreateAlias", &r.target_key_id)?;
+        self.keys.create_alias(&r.alias_name, &key).await?;
         Ok(Response::new(v1::CreateAliasResponse {}))
     }
 
@@ -235,11 +300,14 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::UpdateAliasRequest>,
     ) -> Answer<v1::UpdateAliasResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.get_ref();
-        self.keys
-            .update_alias(&r.alias_name, &r.target_key_id)
-            .await?;
+        // Both the key the alias leaves and the key it joins must allow it.
+        if r.alias_name.starts_with("alias/") {
+            self.key(&call, "kms:UpdateAlias", &r.alias_name)?;
+        }
+        let key = self.alias_target(&call, "kms:UpdateAlias", &r.target_key_id)?;
+        self.keys.update_alias(&r.alias_name, &key).await?;
         Ok(Response::new(v1::UpdateAliasResponse {}))
     }
 
@@ -247,10 +315,12 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::DeleteAliasRequest>,
     ) -> Answer<v1::DeleteAliasResponse> {
-        let _caller = caller(&request)?;
-        self.keys
-            .delete_alias(&request.get_ref().alias_name)
-            .await?;
+        let call = caller(&request)?;
+        let alias = &request.get_ref().alias_name;
+        if alias.starts_with("alias/") {
+            self.key(&call, "kms:DeleteAlias", alias)?;
+        }
+        self.keys.delete_alias(alias).await?;
         Ok(Response::new(v1::DeleteAliasResponse {}))
     }
 
@@ -258,7 +328,8 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ListAliasesRequest>,
     ) -> Answer<v1::ListAliasesResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
+        self.anywhere(&call, "kms:ListAliases")?;
         let r = request.get_ref();
         let page = self
             .keys
@@ -284,9 +355,10 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::TagResourceRequest>,
     ) -> Answer<v1::TagResourceResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
-        self.keys.tag_key(&r.key_id, tags(r.tags)?).await?;
+        let key = self.key(&call, "kms:TagResource", &r.key_id)?;
+        self.keys.tag_key(&key, tags(r.tags)?).await?;
         Ok(Response::new(v1::TagResourceResponse {}))
     }
 
@@ -294,9 +366,10 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::UntagResourceRequest>,
     ) -> Answer<v1::UntagResourceResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
-        self.keys.untag_key(&r.key_id, r.tag_keys).await?;
+        let key = self.key(&call, "kms:UntagResource", &r.key_id)?;
+        self.keys.untag_key(&key, r.tag_keys).await?;
         Ok(Response::new(v1::UntagResourceResponse {}))
     }
 
@@ -304,8 +377,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ListResourceTagsRequest>,
     ) -> Answer<v1::ListResourceTagsResponse> {
-        let _caller = caller(&request)?;
-        let tags = self.keys.list_tags(&request.get_ref().key_id)?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:ListResourceTags", &request.get_ref().key_id)?;
+        let tags = self.keys.list_tags(&key)?;
         Ok(Response::new(v1::ListResourceTagsResponse {
             tags: tags
                 .into_iter()
@@ -318,8 +392,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::RotateKeyOnDemandRequest>,
     ) -> Answer<v1::RotateKeyOnDemandResponse> {
-        let _caller = caller(&request)?;
-        let record = self.keys.rotate_key(&request.get_ref().key_id).await?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:RotateKeyOnDemand", &request.get_ref().key_id)?;
+        let record = self.keys.rotate_key(&key).await?;
         Ok(Response::new(v1::RotateKeyOnDemandResponse {
             key_id: self.arn(record.id),
             key_version: record.current_version(),
@@ -330,10 +405,11 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::EnableKeyRotationRequest>,
     ) -> Answer<v1::EnableKeyRotationResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.get_ref();
+        let key = self.key(&call, "kms:EnableKeyRotation", &r.key_id)?;
         self.keys
-            .enable_rotation(&r.key_id, r.rotation_period_in_days)
+            .enable_rotation(&key, r.rotation_period_in_days)
             .await?;
         Ok(Response::new(v1::EnableKeyRotationResponse {}))
     }
@@ -342,10 +418,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::DisableKeyRotationRequest>,
     ) -> Answer<v1::DisableKeyRotationResponse> {
-        let _caller = caller(&request)?;
-        self.keys
-            .disable_rotation(&request.get_ref().key_id)
-            .await?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:DisableKeyRotation", &request.get_ref().key_id)?;
+        self.keys.disable_rotation(&key).await?;
         Ok(Response::new(v1::DisableKeyRotationResponse {}))
     }
 
@@ -353,8 +428,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::GetKeyRotationStatusRequest>,
     ) -> Answer<v1::GetKeyRotationStatusResponse> {
-        let _caller = caller(&request)?;
-        let record = self.keys.rotation_status(&request.get_ref().key_id)?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:GetKeyRotationStatus", &request.get_ref().key_id)?;
+        let record = self.keys.rotation_status(&key)?;
         Ok(Response::new(v1::GetKeyRotationStatusResponse {
             key_id: self.arn(record.id),
             key_rotation_enabled: record.rotation.enabled,
@@ -367,8 +443,9 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ListKeyRotationsRequest>,
     ) -> Answer<v1::ListKeyRotationsResponse> {
-        let _caller = caller(&request)?;
-        let record = self.keys.rotation_status(&request.get_ref().key_id)?;
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:ListKeyRotations", &request.get_ref().key_id)?;
+        let record = self.keys.rotation_status(&key)?;
         Ok(Response::new(v1::ListKeyRotationsResponse {
             key_id: self.arn(record.id),
             rotations: record
@@ -383,12 +460,43 @@ impl KeyManagementService for KmsApi {
         }))
     }
 
+    async fn get_key_policy(
+        &self,
+        request: Request<v1::GetKeyPolicyRequest>,
+    ) -> Answer<v1::GetKeyPolicyResponse> {
+        let call = caller(&request)?;
+        let r = request.get_ref();
+        policy_name(&r.policy_name)?;
+        let key = self.key(&call, "kms:GetKeyPolicy", &r.key_id)?;
+        Ok(Response::new(v1::GetKeyPolicyResponse {
+            policy: self.keys.get_key_policy(&key)?,
+            policy_name: "default".into(),
+        }))
+    }
+
+    async fn put_key_policy(
+        &self,
+        request: Request<v1::PutKeyPolicyRequest>,
+    ) -> Answer<v1::PutKeyPolicyResponse> {
+        let call = caller(&request)?;
+        let r = request.into_inner();
+        policy_name(&r.policy_name)?;
+        let key = self.key(&call, "kms:PutKeyPolicy", &r.key_id)?;
+        let parsed = Policy::parse(&r.policy, PolicyKind::Resource)
+            .map_err(|e| KeyError::MalformedPolicy(e.0))?;
+        let arn = self.keys.key_arn(self.keys.resolve_id(&key)?);
+        self.lockout_check(&call, &arn, parsed, r.bypass_policy_lockout_safety_check)?;
+        self.keys.put_key_policy(&key, r.policy).await?;
+        Ok(Response::new(v1::PutKeyPolicyResponse {}))
+    }
+
     async fn encrypt(&self, request: Request<v1::EncryptRequest>) -> Answer<v1::EncryptResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let mut r = request.into_inner();
         let result = async {
             let context = context(std::mem::take(&mut r.encryption_context))?;
-            Ok::<_, Status>(self.keys.encrypt(&r.key_id, &r.plaintext, &context).await?)
+            let key = self.crypto_key(&call, "kms:Encrypt", &r.key_id, &context)?;
+            Ok::<_, Status>(self.keys.encrypt(&key, &r.plaintext, &context).await?)
         }
         .await;
         r.plaintext.zeroize();
@@ -401,9 +509,10 @@ impl KeyManagementService for KmsApi {
     }
 
     async fn decrypt(&self, request: Request<v1::DecryptRequest>) -> Answer<v1::DecryptResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
         let context = context(r.encryption_context)?;
+        self.blob_key(&call, "kms:Decrypt", &r.ciphertext_blob, &context)?;
         let decrypted = self
             .keys
             .decrypt(&r.ciphertext_blob, &context, non_empty(&r.key_id))
@@ -419,17 +528,29 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::ReEncryptRequest>,
     ) -> Answer<v1::ReEncryptResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
         let source_context = context(r.source_encryption_context)?;
         let destination_context = context(r.destination_encryption_context)?;
+        self.blob_key(
+            &call,
+            "kms:ReEncryptFrom",
+            &r.ciphertext_blob,
+            &source_context,
+        )?;
+        let destination = self.crypto_key(
+            &call,
+            "kms:ReEncryptTo",
+            &r.destination_key_id,
+            &destination_context,
+        )?;
         let (blob, source, destination) = self
             .keys
             .re_encrypt(
                 &r.ciphertext_blob,
                 &source_context,
                 non_empty(&r.source_key_id),
-                &r.destination_key_id,
+                &destination,
                 &destination_context,
             )
             .await?;
@@ -444,14 +565,12 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::GenerateDataKeyRequest>,
     ) -> Answer<v1::GenerateDataKeyResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
-        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
         let context = context(r.encryption_context)?;
-        let (plaintext, blob, id) = self
-            .keys
-            .generate_data_key(&r.key_id, size, &context)
-            .await?;
+        let key = self.crypto_key(&call, "kms:GenerateDataKey", &r.key_id, &context)?;
+        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(Response::new(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
             plaintext: plaintext.expose().clone(),
@@ -463,14 +582,17 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::GenerateDataKeyWithoutPlaintextRequest>,
     ) -> Answer<v1::GenerateDataKeyWithoutPlaintextResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
         let r = request.into_inner();
-        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
         let context = context(r.encryption_context)?;
-        let (_plaintext, blob, id) = self
-            .keys
-            .generate_data_key(&r.key_id, size, &context)
-            .await?;
+        let key = self.crypto_key(
+            &call,
+            "kms:GenerateDataKeyWithoutPlaintext",
+            &r.key_id,
+            &context,
+        )?;
+        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        let (_plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(Response::new(v1::GenerateDataKeyWithoutPlaintextResponse {
             ciphertext_blob: blob,
             key_id: self.arn(id),
@@ -481,12 +603,75 @@ impl KeyManagementService for KmsApi {
         &self,
         request: Request<v1::GenerateRandomRequest>,
     ) -> Answer<v1::GenerateRandomResponse> {
-        let _caller = caller(&request)?;
+        let call = caller(&request)?;
+        self.anywhere(&call, "kms:GenerateRandom")?;
         let bytes = self
             .keys
             .generate_random(request.get_ref().number_of_bytes)?;
         Ok(Response::new(v1::GenerateRandomResponse {
             plaintext: bytes.expose().clone(),
         }))
+    }
+}
+
+/// Key policies have one name, as in AWS KMS.
+fn policy_name(name: &str) -> Result<(), KeyError> {
+    if matches!(name, "" | "default") {
+        Ok(())
+    } else {
+        Err(KeyError::Validation(format!(
+            "PolicyName must be 'default'; got '{}'",
+            crate::keys::printable_input(name)
+        )))
+    }
+}
+
+impl KmsApi {
+    /// Aliases point at keys by id or key ARN; the target key must allow the alias action.
+    fn alias_target(
+        &self,
+        call: &CallContext,
+        action: &str,
+        target: &str,
+    ) -> Result<String, Status> {
+        if target.starts_with("alias/") || target.contains(":alias/") {
+            return Err(KeyError::Validation(
+                "TargetKeyId must be a key id or key ARN, not an alias".into(),
+            )
+            .into());
+        }
+        self.key(call, action, target)
+    }
+
+    /// Refuses a key policy that would leave the caller unable to change it again, unless the
+    /// request asks to bypass the check.
+    fn lockout_check(
+        &self,
+        call: &CallContext,
+        key_arn: &str,
+        policy: Policy,
+        bypass: bool,
+    ) -> Result<(), Status> {
+        if bypass {
+            return Ok(());
+        }
+        let policy = NamedPolicy {
+            name: "key policy".into(),
+            policy: Arc::new(policy),
+        };
+        let context = self.context(call);
+        if self
+            .authorizer
+            .keeps_control(call, key_arn, &policy, &context)
+        {
+            Ok(())
+        } else {
+            Err(KeyError::MalformedPolicy(
+                "the new key policy will not allow you to update the key policy in the future \
+                 (use BypassPolicyLockoutSafetyCheck to set it anyway)"
+                    .into(),
+            )
+            .into())
+        }
     }
 }

@@ -2,12 +2,35 @@
 //! from domain errors to `Status`, and the authentication layer in front of every call.
 
 mod auth_layer;
+pub mod authorize;
+mod iam;
 mod kms;
 mod status;
 
 pub use auth_layer::AuthLayer;
+pub use authorize::{Authorizer, CallContext};
+pub use iam::IamApi;
 pub use kms::KmsApi;
 pub use status::{ERROR_DOMAIN, reason_of};
 
 /// Largest encoded request message the daemon accepts (plaintext ≤ 4096 bytes plus context).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The authenticated caller the auth layer attached, and where the call came from.
+pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext, tonic::Status> {
+    let caller = request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("request was not authenticated"))?;
+    let secure_transport = request.extensions().get::<SecureTransport>().is_some();
+    Ok(CallContext {
+        caller,
+        source_ip: request.remote_addr().map(|a| a.ip()),
+        secure_transport,
+    })
+}
+
+/// Marks requests that arrived over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct SecureTransport;

@@ -2,6 +2,7 @@
 //! `google.rpc.ErrorInfo` detail (and leads the message, for tools that show only that).
 
 use crate::auth::AuthError;
+use crate::iam::IamError;
 use crate::keys::KeyError;
 use std::collections::HashMap;
 use tonic::{Code, Status};
@@ -37,10 +38,30 @@ impl From<KeyError> for Status {
             KeyError::MalformedPolicy(_) => {
                 (Code::InvalidArgument, "MalformedPolicyDocumentException")
             }
+            KeyError::AccessDenied(_) => (Code::PermissionDenied, "AccessDeniedException"),
             KeyError::KeyStoreUnavailable(_) => (Code::Unavailable, "KeyStoreUnavailableException"),
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")
+            }
+        };
+        status(code, reason, error)
+    }
+}
+
+impl From<IamError> for Status {
+    fn from(error: IamError) -> Self {
+        let (code, reason) = match &error {
+            IamError::NotFound(_) => (Code::NotFound, "NoSuchEntityException"),
+            IamError::AlreadyExists(_) => (Code::AlreadyExists, "EntityAlreadyExistsException"),
+            IamError::Validation(_) => (Code::InvalidArgument, "ValidationException"),
+            IamError::LimitExceeded(_) => (Code::ResourceExhausted, "LimitExceededException"),
+            IamError::MalformedPolicy(_) => {
+                (Code::InvalidArgument, "MalformedPolicyDocumentException")
+            }
+            IamError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (Code::Internal, "ServiceFailureException")
             }
         };
         status(code, reason, error)

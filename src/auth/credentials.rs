@@ -1,25 +1,29 @@
-//! Access keys and request authentication.
+//! Access keys, temporary credentials and request authentication.
 //!
 //! Secret access keys are stored wrapped under the master key (bound to the record name
 //! `credential/<access key id>`) and held in memory, zeroized on drop, to verify signatures:
-//! like AWS, the verifier needs the secret itself, but the secret never travels.
+//! like AWS, the verifier needs the secret itself, but the secret never travels. Session tokens
+//! of temporary credentials are stored only as their SHA-256.
 
-use super::signature::{self, REQUIRED_SIGNED};
+use super::signature::{self, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
 use crate::secret::SecretString;
 use crate::store::{Store, StoreError, WriteBatch};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use rand::Rng;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// A request's timestamp may be this far from the server's clock.
 pub const MAX_SKEW_SECONDS: i64 = 300;
+/// A user holds at most this many access keys.
+pub const MAX_ACCESS_KEYS_PER_USER: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccessKeyStatus {
@@ -27,11 +31,30 @@ pub enum AccessKeyStatus {
     Inactive,
 }
 
+impl AccessKeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKeyStatus::Active => "Active",
+            AccessKeyStatus::Inactive => "Inactive",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Active" => Some(AccessKeyStatus::Active),
+            "Inactive" => Some(AccessKeyStatus::Inactive),
+            _ => None,
+        }
+    }
+}
+
 /// A new access key, as shown once to whoever created it.
 #[derive(Debug, Clone)]
 pub struct NewAccessKey {
     pub credentials: Credentials,
     pub principal_arn: String,
+    pub created: UnixSeconds,
+    pub expires: Option<UnixSeconds>,
 }
 
 /// What a client signs with.
@@ -39,22 +62,48 @@ pub struct NewAccessKey {
 pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: SecretString,
-    pub session_token: Option<String>,
+    pub session_token: Option<SecretString>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// An access key as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyInfo {
+    pub access_key_id: String,
+    pub status: AccessKeyStatus,
+    pub created: UnixSeconds,
+}
+
+/// Why an access-key change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccessKeyRecord {
     access_key_id: String,
-    /// `root` or `user/<name>`: the ARN is built with the daemon's partition and account.
+    /// `root`, `user/<name>` or `assumed-role/<role>/<session>`: the ARN is built with the
+    /// daemon's partition and account.
     principal: String,
     status: AccessKeyStatus,
     created: UnixSeconds,
     wrapped_secret: String,
+    /// Temporary credentials: when they stop working.
+    #[serde(default)]
+    expires: Option<UnixSeconds>,
+    /// Temporary credentials: hex SHA-256 of the session token.
+    #[serde(default)]
+    session_token_sha256: Option<String>,
 }
 
 struct AccessKeyEntry {
+    record: AccessKeyRecord,
     principal: Arc<Principal>,
-    status: AccessKeyStatus,
     secret: SecretString,
 }
 
@@ -64,30 +113,50 @@ fn record_name(access_key_id: &str) -> Vec<u8> {
     name
 }
 
-fn principal(resource: &str, partition: &str, account_id: &str) -> Option<Principal> {
-    let kind = if resource == "root" {
-        PrincipalKind::Root
-    } else {
-        let name = resource.strip_prefix("user/")?;
+/// The principal a stored credential belongs to.
+pub fn principal(resource: &str, partition: &str, account_id: &str) -> Option<Principal> {
+    let (arn, kind) = if resource == "root" {
+        (
+            format!("arn:{partition}:iam::{account_id}:root"),
+            PrincipalKind::Root,
+        )
+    } else if let Some(name) = resource.strip_prefix("user/") {
         if name.is_empty() {
             return None;
         }
-        PrincipalKind::User {
-            name: name.to_owned(),
+        (
+            format!("arn:{partition}:iam::{account_id}:{resource}"),
+            PrincipalKind::User {
+                name: name.to_owned(),
+            },
+        )
+    } else if let Some(rest) = resource.strip_prefix("assumed-role/") {
+        let (role, session) = rest.split_once('/')?;
+        if role.is_empty() || session.is_empty() {
+            return None;
         }
+        (
+            format!("arn:{partition}:sts::{account_id}:{resource}"),
+            PrincipalKind::AssumedRole {
+                role: role.to_owned(),
+                session: session.to_owned(),
+            },
+        )
+    } else {
+        return None;
     };
     Some(Principal {
-        arn: format!("arn:{partition}:iam::{account_id}:{resource}"),
+        arn,
         account_id: account_id.to_owned(),
         kind,
     })
 }
 
-/// A fresh access key id (`KHAK` + 16 of A–Z, 2–7, like AWS's `AKIA…`) and secret.
-fn generate_key_pair() -> (String, SecretString) {
+/// A fresh access key id (`prefix` + 16 of A–Z, 2–7, like AWS's `AKIA…`) and secret.
+fn generate_key_pair(prefix: &str) -> (String, SecretString) {
     const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut rng = rand::rngs::OsRng;
-    let id: String = std::iter::once("KHAK".to_owned())
+    let id: String = std::iter::once(prefix.to_owned())
         .chain((0..16).map(|_| (BASE32[rng.gen_range(0..32)] as char).to_string()))
         .collect();
     let mut raw = [0u8; 30];
@@ -97,13 +166,43 @@ fn generate_key_pair() -> (String, SecretString) {
     (id, secret)
 }
 
+fn new_record(
+    master: &MasterKey,
+    principal: &str,
+    now: UnixSeconds,
+    prefix: &str,
+) -> Result<(AccessKeyRecord, SecretString), StoreError> {
+    let (access_key_id, secret) = generate_key_pair(prefix);
+    let wrapped = master.wrap(&record_name(&access_key_id), secret.expose().as_bytes());
+    Ok((
+        AccessKeyRecord {
+            access_key_id,
+            principal: principal.to_owned(),
+            status: AccessKeyStatus::Active,
+            created: now,
+            wrapped_secret: B64.encode(wrapped),
+            expires: None,
+            session_token_sha256: None,
+        },
+        secret,
+    ))
+}
+
+fn encode(record: &AccessKeyRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))
+}
+
 /// The daemon's access keys, and the check of every request's signature.
 pub struct CredentialStore {
     master: Arc<MasterKey>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    partition: String,
     region: String,
+    account_id: String,
     keys: RwLock<HashMap<String, Arc<AccessKeyEntry>>>,
+    /// Serialises changes (so the per-user limit holds under concurrency).
+    gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
 }
 
@@ -115,30 +214,21 @@ impl CredentialStore {
         account_id: &str,
         now: UnixSeconds,
     ) -> Result<(WriteBatch, NewAccessKey), StoreError> {
-        let principal = Principal::root(partition, account_id);
-        let (access_key_id, secret) = generate_key_pair();
-        let name = record_name(&access_key_id);
-        let record = AccessKeyRecord {
-            access_key_id: access_key_id.clone(),
-            principal: "root".into(),
-            status: AccessKeyStatus::Active,
-            created: now,
-            wrapped_secret: B64.encode(master.wrap(&name, secret.expose().as_bytes())),
-        };
+        let (record, secret) = new_record(master, "root", now, "KHAK")?;
         let mut batch = WriteBatch::new();
-        batch.put(
-            name,
-            serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?,
-        );
+        batch.put(record_name(&record.access_key_id), encode(&record)?);
+        let principal_arn = Principal::root(partition, account_id).arn;
         Ok((
             batch,
             NewAccessKey {
                 credentials: Credentials {
-                    access_key_id,
+                    access_key_id: record.access_key_id,
                     secret_access_key: secret,
                     session_token: None,
                 },
-                principal_arn: principal.arn,
+                principal_arn,
+                created: now,
+                expires: None,
             },
         ))
     }
@@ -157,42 +247,246 @@ impl CredentialStore {
             let label = String::from_utf8_lossy(&name).into_owned();
             let record: AccessKeyRecord = serde_json::from_slice(&value)
                 .map_err(|e| StoreError(format!("{label} is damaged: {e}")))?;
-            let wrapped = B64
-                .decode(&record.wrapped_secret)
-                .map_err(|e| StoreError(format!("{label} is damaged: {e}")))?;
-            let secret = master
-                .unwrap(&name, &wrapped)
-                .map_err(|_| StoreError(format!("{label} failed to unwrap")))?;
-            let secret = String::from_utf8(secret.expose().clone())
-                .map_err(|_| StoreError(format!("{label} is damaged")))?;
-            let principal = principal(&record.principal, partition, account_id)
-                .ok_or_else(|| StoreError(format!("{label} names no principal")))?;
-            keys.insert(
-                record.access_key_id,
-                Arc::new(AccessKeyEntry {
-                    principal: Arc::new(principal),
-                    status: record.status,
-                    secret: SecretString::new(secret),
-                }),
-            );
+            let entry = Self::unwrap_entry(&master, record, partition, account_id)
+                .map_err(|e| StoreError(format!("{label}: {e}")))?;
+            keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
         }
         Ok(Self {
             master,
             store,
             clock,
+            partition: partition.to_owned(),
             region: region.to_owned(),
+            account_id: account_id.to_owned(),
             keys: RwLock::new(keys),
+            gate: tokio::sync::Mutex::new(()),
             replay: ReplayCache::default(),
         })
     }
 
-    /// The master key and store, for the identity service to come.
-    pub fn backing(&self) -> (&Arc<MasterKey>, &Arc<Store>) {
-        (&self.master, &self.store)
+    fn unwrap_entry(
+        master: &MasterKey,
+        record: AccessKeyRecord,
+        partition: &str,
+        account_id: &str,
+    ) -> Result<AccessKeyEntry, String> {
+        let wrapped = B64
+            .decode(&record.wrapped_secret)
+            .map_err(|e| format!("damaged: {e}"))?;
+        let secret = master
+            .unwrap(&record_name(&record.access_key_id), &wrapped)
+            .map_err(|_| "failed to unwrap".to_string())?;
+        let secret =
+            String::from_utf8(secret.expose().clone()).map_err(|_| "damaged".to_string())?;
+        let principal = principal(&record.principal, partition, account_id)
+            .ok_or_else(|| "names no principal".to_string())?;
+        Ok(AccessKeyEntry {
+            record,
+            principal: Arc::new(principal),
+            secret: SecretString::new(secret),
+        })
     }
 
     fn entry(&self, access_key_id: &str) -> Option<Arc<AccessKeyEntry>> {
         self.keys.read().ok()?.get(access_key_id).cloned()
+    }
+
+    fn entries_of(&self, principal: &str) -> Vec<Arc<AccessKeyEntry>> {
+        self.keys
+            .read()
+            .map(|keys| {
+                keys.values()
+                    .filter(|e| e.record.principal == principal)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn write(
+        &self,
+        records: Vec<AccessKeyRecord>,
+        deleted: Vec<String>,
+    ) -> Result<(), CredentialError> {
+        let mut batch = WriteBatch::new();
+        for record in &records {
+            batch.put(record_name(&record.access_key_id), encode(record)?);
+        }
+        for id in &deleted {
+            batch.delete(record_name(id));
+        }
+        self.store.commit(batch).await?;
+        let mut entries = Vec::new();
+        for record in records {
+            let entry = Self::unwrap_entry(&self.master, record, &self.partition, &self.account_id)
+                .map_err(|e| StoreError(e.to_string()))?;
+            entries.push(entry);
+        }
+        if let Ok(mut keys) = self.keys.write() {
+            for id in &deleted {
+                keys.remove(id);
+            }
+            for entry in entries {
+                keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new access key for a user; at most [`MAX_ACCESS_KEYS_PER_USER`].
+    pub async fn create_access_key(&self, user: &str) -> Result<NewAccessKey, CredentialError> {
+        let principal_name = format!("user/{user}");
+        let _gate = self.gate.lock().await;
+        if self.entries_of(&principal_name).len() >= MAX_ACCESS_KEYS_PER_USER {
+            return Err(CredentialError::LimitExceeded(format!(
+                "user {user} already has {MAX_ACCESS_KEYS_PER_USER} access keys; delete one first"
+            )));
+        }
+        let now = self.clock.now();
+        let (record, secret) = new_record(&self.master, &principal_name, now, "KHAK")?;
+        let id = record.access_key_id.clone();
+        self.write(vec![record], vec![]).await?;
+        Ok(NewAccessKey {
+            credentials: Credentials {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: None,
+            },
+            principal_arn: format!(
+                "arn:{}:iam::{}:{principal_name}",
+                self.partition, self.account_id
+            ),
+            created: now,
+            expires: None,
+        })
+    }
+
+    /// A user's access keys (ids, status, dates; never secrets).
+    pub fn list_access_keys(&self, user: &str) -> Vec<AccessKeyInfo> {
+        let mut keys: Vec<AccessKeyInfo> = self
+            .entries_of(&format!("user/{user}"))
+            .iter()
+            .map(|e| AccessKeyInfo {
+                access_key_id: e.record.access_key_id.clone(),
+                status: e.record.status,
+                created: e.record.created,
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.created, &a.access_key_id).cmp(&(b.created, &b.access_key_id)));
+        keys
+    }
+
+    fn user_key(
+        &self,
+        user: &str,
+        access_key_id: &str,
+    ) -> Result<Arc<AccessKeyEntry>, CredentialError> {
+        self.entry(access_key_id)
+            .filter(|e| e.record.principal == format!("user/{user}"))
+            .ok_or_else(|| {
+                CredentialError::NotFound(format!("user {user} has no access key {access_key_id}"))
+            })
+    }
+
+    pub async fn update_access_key(
+        &self,
+        user: &str,
+        access_key_id: &str,
+        status: AccessKeyStatus,
+    ) -> Result<(), CredentialError> {
+        let _gate = self.gate.lock().await;
+        let mut record = self.user_key(user, access_key_id)?.record.clone();
+        record.status = status;
+        self.write(vec![record], vec![]).await
+    }
+
+    pub async fn delete_access_key(
+        &self,
+        user: &str,
+        access_key_id: &str,
+    ) -> Result<(), CredentialError> {
+        let _gate = self.gate.lock().await;
+        self.user_key(user, access_key_id)?;
+        self.write(vec![], vec![access_key_id.to_owned()]).await
+    }
+
+    /// Deletes every credential of a principal (`user/<name>`, or every session of a role
+    /// when given `assumed-role/<role>/`).
+    pub async fn delete_all_of(&self, principal_prefix: &str) -> Result<(), CredentialError> {
+        let _gate = self.gate.lock().await;
+        let doomed: Vec<String> = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.values()
+                    .filter(|e| {
+                        e.record.principal == principal_prefix
+                            || (principal_prefix.ends_with('/')
+                                && e.record.principal.starts_with(principal_prefix))
+                    })
+                    .map(|e| e.record.access_key_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.write(vec![], doomed).await
+    }
+
+    /// Temporary credentials for a role session, valid for `duration` seconds.
+    pub async fn create_session(
+        &self,
+        role: &str,
+        session_name: &str,
+        duration: i64,
+    ) -> Result<NewAccessKey, CredentialError> {
+        let principal_name = format!("assumed-role/{role}/{session_name}");
+        let now = self.clock.now();
+        let (mut record, secret) = new_record(&self.master, &principal_name, now, "KHAS")?;
+        let mut token_bytes = [0u8; 48];
+        rand::rngs::OsRng.fill_bytes(&mut token_bytes);
+        let token = SecretString::new(B64URL.encode(token_bytes));
+        zeroize::Zeroize::zeroize(&mut token_bytes);
+        record.expires = Some(now + duration);
+        record.session_token_sha256 = Some(hex::encode(Sha256::digest(token.expose().as_bytes())));
+        let id = record.access_key_id.clone();
+        let _gate = self.gate.lock().await;
+        self.write(vec![record], vec![]).await?;
+        Ok(NewAccessKey {
+            credentials: Credentials {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: Some(token),
+            },
+            principal_arn: format!(
+                "arn:{}:sts::{}:{principal_name}",
+                self.partition, self.account_id
+            ),
+            created: now,
+            expires: Some(now + duration),
+        })
+    }
+
+    /// Removes temporary credentials that have expired. Returns how many.
+    pub async fn remove_expired(&self) -> Result<usize, CredentialError> {
+        let now = self.clock.now();
+        let _gate = self.gate.lock().await;
+        let expired: Vec<String> = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.values()
+                    .filter(|e| e.record.expires.is_some_and(|t| t <= now))
+                    .map(|e| e.record.access_key_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let count = expired.len();
+        if count > 0 {
+            self.write(vec![], expired).await?;
+        }
+        Ok(count)
     }
 
     /// Verifies a request's signature: `method_path` is the gRPC path, `body_sha256_hex` the
@@ -238,17 +532,30 @@ impl CredentialStore {
         }
         let entry = self
             .entry(&parsed.access_key_id)
-            .filter(|e| e.status == AccessKeyStatus::Active)
+            .filter(|e| e.record.status == AccessKeyStatus::Active)
             .ok_or_else(|| AuthError::UnknownAccessKey(parsed.access_key_id.clone()))?;
+        if entry.record.session_token_sha256.is_some() {
+            if !parsed.signed_headers.iter().any(|h| h == TOKEN_HEADER) {
+                return Err(AuthError::Malformed(format!(
+                    "temporary credentials need {TOKEN_HEADER}, signed"
+                )));
+            }
+        } else if headers.contains_key(TOKEN_HEADER) {
+            return Err(AuthError::Malformed(format!(
+                "{TOKEN_HEADER} is only for temporary credentials"
+            )));
+        }
         let mut signed = Vec::with_capacity(parsed.signed_headers.len());
         for name in &parsed.signed_headers {
             let value = header(name)?
                 .ok_or_else(|| AuthError::Malformed(format!("signed header {name} is missing")))?;
             signed.push((name.as_str(), value));
         }
-        for required in REQUIRED_SIGNED {
-            debug_assert!(signed.iter().any(|(n, _)| *n == required));
-        }
+        debug_assert!(
+            REQUIRED_SIGNED
+                .iter()
+                .all(|r| signed.iter().any(|(n, _)| n == r))
+        );
         let to_sign = signature::string_to_sign(
             method_path,
             &signed,
@@ -259,6 +566,17 @@ impl CredentialStore {
         let key = signature::signing_key(entry.secret.expose(), &parsed.date, &parsed.region);
         if !signature::verify(&key, &to_sign, &parsed.signature) {
             return Err(AuthError::BadSignature);
+        }
+        if let Some(expected) = &entry.record.session_token_sha256 {
+            let token = header(TOKEN_HEADER)?.unwrap_or_default();
+            let actual = hex::encode(Sha256::digest(token.as_bytes()));
+            // Both are hashes: comparing them leaks nothing about the token.
+            if &actual != expected {
+                return Err(AuthError::BadSignature);
+            }
+            if entry.record.expires.is_some_and(|t| t <= now) {
+                return Err(AuthError::ExpiredToken);
+            }
         }
         if !self
             .replay
@@ -290,17 +608,33 @@ mod tests {
             }
         );
         assert_eq!(user.arn, "arn:aws:iam::111122223333:user/alice");
-        for bad in ["", "user/", "group/x", "Root"] {
+        let session = principal("assumed-role/app/s1", "aws", "111122223333").unwrap();
+        assert_eq!(
+            session.kind,
+            PrincipalKind::AssumedRole {
+                role: "app".into(),
+                session: "s1".into()
+            }
+        );
+        assert_eq!(session.arn, "arn:aws:sts::111122223333:assumed-role/app/s1");
+        for bad in [
+            "",
+            "user/",
+            "group/x",
+            "Root",
+            "assumed-role/app",
+            "assumed-role//s",
+        ] {
             assert!(principal(bad, "aws", "1").is_none(), "{bad}");
         }
     }
 
     #[test]
     fn generated_key_pairs_look_like_aws_keys() {
-        let (id, secret) = generate_key_pair();
+        let (id, secret) = generate_key_pair("KHAK");
         assert_eq!(id.len(), 20);
         assert!(id.starts_with("KHAK"));
         assert_eq!(secret.expose().len(), 40);
-        assert_ne!(generate_key_pair().0, id);
+        assert_ne!(generate_key_pair("KHAK").0, id);
     }
 }

@@ -5,7 +5,10 @@ mod credentials;
 mod replay;
 pub mod signature;
 
-pub use credentials::{AccessKeyStatus, CredentialStore, Credentials, NewAccessKey};
+pub use credentials::{
+    AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
+    MAX_ACCESS_KEYS_PER_USER, NewAccessKey, principal,
+};
 pub use replay::ReplayCache;
 
 use crate::clock::UnixSeconds;
@@ -18,6 +21,11 @@ pub enum PrincipalKind {
     Root,
     User {
         name: String,
+    },
+    /// A session of an assumed role (temporary credentials).
+    AssumedRole {
+        role: String,
+        session: String,
     },
 }
 
@@ -36,6 +44,19 @@ impl Principal {
             account_id: account_id.to_owned(),
             kind: PrincipalKind::Root,
         }
+    }
+
+    /// The ARNs a policy may name this principal by: its own, and for a role session also
+    /// the role's.
+    pub fn policy_arns(&self, partition: &str) -> Vec<String> {
+        let mut arns = vec![self.arn.clone()];
+        if let PrincipalKind::AssumedRole { role, .. } = &self.kind {
+            arns.push(format!(
+                "arn:{partition}:iam::{}:role/{role}",
+                self.account_id
+            ));
+        }
+        arns
     }
 }
 
@@ -67,6 +88,8 @@ pub enum AuthError {
     },
     #[error("the request signature has been used before (replayed request)")]
     Replayed,
+    #[error("the security token included in the request is expired")]
+    ExpiredToken,
 }
 
 impl AuthError {
@@ -76,6 +99,7 @@ impl AuthError {
             AuthError::Missing => "MissingAuthenticationTokenException",
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::UnknownAccessKey(_) => "UnrecognizedClientException",
+            AuthError::ExpiredToken => "ExpiredTokenException",
             AuthError::BadSignature | AuthError::Expired { .. } | AuthError::Replayed => {
                 "InvalidSignatureException"
             }

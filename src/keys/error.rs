@@ -24,6 +24,9 @@ pub enum KeyError {
     KeyStoreNotFound(String),
     #[error("{0}")]
     MalformedPolicy(String),
+    /// The caller may not do this (the message names the action and the resource).
+    #[error("{0}")]
+    AccessDenied(String),
     /// The keystore cannot serve the key now (device down, material missing).
     #[error("{0}")]
     KeyStoreUnavailable(String),

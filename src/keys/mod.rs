@@ -14,7 +14,7 @@ pub use model::{
     KeyRecord, KeyState, KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule,
     RotationType,
 };
-pub use reference::KeyReference;
+pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
     AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_PLAINTEXT,

@@ -53,7 +53,7 @@ impl KeyReference {
 }
 
 /// Caller input echoed in a message: bounded, control characters replaced.
-pub(crate) fn printable(input: &str) -> String {
+pub fn printable(input: &str) -> String {
     let mut out: String = input
         .chars()
         .take(300)

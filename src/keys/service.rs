@@ -13,6 +13,7 @@ use super::{
 use crate::clock::{Clock, DAY, UnixSeconds};
 use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
 use crate::keystore::{KeyStore, KeyStoreError, MaterialRef};
+use crate::policy::{NamedPolicy, Policy, PolicyKind, default_key_policy};
 use crate::secret::SecretBytes;
 use crate::store::{Store, WriteBatch};
 use rand::RngCore;
@@ -27,7 +28,6 @@ use uuid::Uuid;
 pub const MAX_PLAINTEXT: usize = 4096;
 const MAX_DESCRIPTION: usize = 8192;
 const MAX_TAGS: usize = 50;
-const MAX_POLICY: usize = 32 * 1024;
 const MAX_RANDOM: u32 = 1024;
 const MIN_ROTATION_DAYS: u32 = 90;
 const MAX_ROTATION_DAYS: u32 = 2560;
@@ -90,6 +90,8 @@ struct KeyEntry {
     gate: tokio::sync::Mutex<()>,
     record: RwLock<Arc<KeyRecord>>,
     nonces: RwLock<Option<Arc<NonceCounter>>>,
+    /// The parsed key policy, with the record it was parsed from.
+    policy: std::sync::Mutex<Option<(Arc<KeyRecord>, Arc<Policy>)>>,
 }
 
 impl KeyEntry {
@@ -103,6 +105,7 @@ impl KeyEntry {
             gate: tokio::sync::Mutex::new(()),
             record: RwLock::new(Arc::new(record)),
             nonces: RwLock::new(nonces),
+            policy: std::sync::Mutex::new(None),
         }
     }
 
@@ -510,6 +513,59 @@ impl KeyService {
         Ok(entry)
     }
 
+    /// The key a reference names, for authorisation before acting (Deleted keys only when
+    /// `include_deleted`).
+    pub fn lookup(&self, key: &str, include_deleted: bool) -> Result<Arc<KeyRecord>, KeyError> {
+        Ok(self.resolve(key, include_deleted)?.record())
+    }
+
+    /// The key's policy, parsed (cached until the record changes).
+    pub fn key_policy(&self, id: Uuid) -> Option<NamedPolicy> {
+        let entry = self.entry_by_id(id)?;
+        let record = entry.record();
+        let mut cache = entry.policy.lock().ok()?;
+        if let Some((cached_for, policy)) = cache.as_ref() {
+            if Arc::ptr_eq(cached_for, &record) {
+                return Some(NamedPolicy {
+                    name: "key policy".into(),
+                    policy: policy.clone(),
+                });
+            }
+        }
+        let text = record
+            .policy
+            .clone()
+            .unwrap_or_else(|| default_key_policy(&self.config.partition, &self.config.account_id));
+        let policy = Arc::new(Policy::parse(&text, PolicyKind::Resource).ok()?);
+        *cache = Some((record, policy.clone()));
+        Some(NamedPolicy {
+            name: "key policy".into(),
+            policy,
+        })
+    }
+
+    /// GetKeyPolicy: the policy text (the default one for keys made without).
+    pub fn get_key_policy(&self, key: &str) -> Result<String, KeyError> {
+        let record = self.resolve(key, false)?.record();
+        Ok(record
+            .policy
+            .clone()
+            .unwrap_or_else(|| default_key_policy(&self.config.partition, &self.config.account_id)))
+    }
+
+    /// PutKeyPolicy (the lockout check is the caller's: it needs the caller's identity).
+    pub async fn put_key_policy(&self, key: &str, text: String) -> Result<(), KeyError> {
+        Policy::parse(&text, PolicyKind::Resource).map_err(|e| KeyError::MalformedPolicy(e.0))?;
+        let entry = self.resolve(key, false)?;
+        self.change_key(&entry, |record| {
+            record.require_active("PutKeyPolicy")?;
+            record.policy = Some(text);
+            Ok(WriteBatch::new())
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The id a key reference names (any form), for callers that need it before acting.
     pub fn resolve_id(&self, key: &str) -> Result<Uuid, KeyError> {
         Ok(self.resolve(key, false)?.record().id)
@@ -577,15 +633,15 @@ impl KeyService {
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_description(&description)?;
         validate_tags(&tags)?;
-        if let Some(policy) = &policy {
-            if policy.len() > MAX_POLICY {
-                return Err(KeyError::MalformedPolicy(format!(
-                    "the policy is larger than {MAX_POLICY} bytes"
-                )));
+        let policy = match policy {
+            Some(text) => {
+                Policy::parse(&text, PolicyKind::Resource)
+                    .map_err(|e| KeyError::MalformedPolicy(e.0))?;
+                text
             }
-            serde_json::from_str::<serde_json::Value>(policy)
-                .map_err(|e| KeyError::MalformedPolicy(format!("the policy is not JSON: {e}")))?;
-        }
+            None => default_key_policy(&self.config.partition, &self.config.account_id),
+        };
+        let policy = Some(policy);
         let keystore_name = match keystore {
             // `pkcs11` names the PKCS#11 keystore when there is exactly one.
             Some("pkcs11") => {

@@ -7,14 +7,16 @@ mod passphrase;
 pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
-use crate::api::{AuthLayer, KmsApi, MAX_REQUEST_BYTES};
+use crate::api::{AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES};
 use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
+use crate::iam::IamService;
 use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
 use crate::keystore::KeyStore;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::SealedKeyStore;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::identity_service_server::IdentityServiceServer;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
 use crate::seal::{self, KdfParams, SealError};
 use crate::secret::SecretString;
@@ -99,6 +101,7 @@ pub struct Daemon {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
     store: Arc<Store>,
 }
 
@@ -133,6 +136,7 @@ impl Daemon {
             )
             .map_err(|e| ServerError::Start(e.to_string()))?,
         );
+        let clock_for_iam = clock.clone();
         let mut keystores: Vec<Arc<dyn KeyStore>> =
             vec![Arc::new(SealedKeyStore::new(master, store.clone()))];
         for settings in config.pkcs11.clone() {
@@ -186,21 +190,37 @@ impl Daemon {
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| start_error("reflection")(e.to_string()))?;
-        let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone()))
+        let iam = Arc::new(
+            IamService::open(
+                &config.partition,
+                &info.account_id,
+                clock_for_iam,
+                store.clone(),
+                credentials.clone(),
+            )
+            .map_err(|e| ServerError::Start(format!("loading identities: {e:?}")))?,
+        );
+        let authorizer = Arc::new(Authorizer::new(iam.clone(), keys.clone()));
+        let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone(), authorizer.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES);
+        let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REQUEST_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(credentials, MAX_REQUEST_BYTES))
+            .layer(AuthLayer::new(credentials.clone(), MAX_REQUEST_BYTES))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(kms);
+            .add_service(kms)
+            .add_service(identity);
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
         }));
         let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
+        let sweeper = spawn_credential_sweeper(credentials, config.scheduler_interval);
         tracing::info!(%local_addr, account = %info.account_id, "keyhaven serving");
         Ok(Daemon {
             local_addr,
@@ -208,6 +228,7 @@ impl Daemon {
             shutdown: Some(shutdown),
             server,
             scheduler,
+            sweeper,
             store,
         })
     }
@@ -226,7 +247,9 @@ impl Daemon {
             let _ = shutdown.send(());
         }
         self.scheduler.abort();
+        self.sweeper.abort();
         let _ = (&mut self.scheduler).await;
+        let _ = (&mut self.sweeper).await;
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
@@ -240,6 +263,25 @@ impl Daemon {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// Removes expired temporary credentials every `interval`.
+fn spawn_credential_sweeper(
+    credentials: Arc<CredentialStore>,
+    interval: std::time::Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            match credentials.remove_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired temporary credentials removed"),
+                Err(error) => tracing::warn!(%error, "could not remove expired credentials"),
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,227 @@
+//! Authorisation of every gRPC operation, through [`crate::policy::evaluate`].
+//!
+//! Each handler names its action (`kms:Encrypt`, `iam:CreateUser`, …) and resource; this
+//! module builds the request context (principal, source address, time, encryption context),
+//! finds the resource policy (the key policy, a role's trust policy) and the caller's identity
+//! policies, and answers allowed or `AccessDeniedException`.
+//!
+//! A caller who may not see a key never learns whether it exists: for a key that does not
+//! exist, only a caller allowed `kms:ListKeys` (who could list the keys anyway) is told
+//! `NotFoundException`; everyone else gets the same `AccessDeniedException` as for a key they
+//! may not use, naming the resource as they gave it.
+
+use crate::auth::{Caller, PrincipalKind};
+use crate::clock::{UnixSeconds, rfc3339};
+use crate::iam::IamService;
+use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
+use crate::policy::{
+    Identity, NamedPolicy, PolicyDecision, Request as PolicyRequest, RequestContext, evaluate,
+};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Who is calling and from where.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub caller: Caller,
+    pub source_ip: Option<IpAddr>,
+    pub secure_transport: bool,
+}
+
+pub struct Authorizer {
+    iam: Arc<IamService>,
+    keys: Arc<KeyService>,
+}
+
+impl Authorizer {
+    pub fn new(iam: Arc<IamService>, keys: Arc<KeyService>) -> Self {
+        Self { iam, keys }
+    }
+
+    pub fn iam(&self) -> &Arc<IamService> {
+        &self.iam
+    }
+
+    /// The condition keys every request has.
+    pub fn base_context(&self, call: &CallContext, now: UnixSeconds) -> RequestContext {
+        let principal = &call.caller.principal;
+        let mut context = RequestContext::new();
+        context
+            .set("aws:PrincipalArn", principal.arn.clone())
+            .set("aws:PrincipalAccount", principal.account_id.clone())
+            .set("kms:CallerAccount", principal.account_id.clone())
+            .set("aws:CurrentTime", rfc3339(now))
+            .set("aws:EpochTime", now.to_string())
+            .set("aws:SecureTransport", call.secure_transport.to_string());
+        if let Some(ip) = call.source_ip {
+            context.set("aws:SourceIp", ip.to_string());
+        }
+        match &principal.kind {
+            PrincipalKind::User { name } => {
+                context.set("aws:username", name.clone());
+                context.set("aws:PrincipalType", "User");
+            }
+            PrincipalKind::AssumedRole { .. } => {
+                context.set("aws:PrincipalType", "AssumedRole");
+            }
+            PrincipalKind::Root => {
+                context.set("aws:PrincipalType", "Account");
+            }
+        }
+        context
+    }
+
+    /// Adds an encryption context's condition keys.
+    pub fn add_encryption_context(context: &mut RequestContext, pairs: &BTreeMap<String, String>) {
+        for (key, value) in pairs {
+            context.set(&format!("kms:EncryptionContext:{key}"), value.clone());
+        }
+        if !pairs.is_empty() {
+            context.set_all("kms:EncryptionContextKeys", pairs.keys().cloned().collect());
+        }
+    }
+
+    /// The decision, for the simulator and for [`Authorizer::require`].
+    pub fn decide(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+        resource_policy: Option<&NamedPolicy>,
+        context: &RequestContext,
+    ) -> PolicyDecision {
+        let principal = &call.caller.principal;
+        let principals = principal.policy_arns(self.iam.partition());
+        let root = format!(
+            "arn:{}:iam::{}:root",
+            self.iam.partition(),
+            principal.account_id
+        );
+        let request = PolicyRequest {
+            principals: &principals,
+            account_root: &root,
+            action,
+            resource,
+            context,
+        };
+        match self.iam.identity_policies(principal) {
+            None => evaluate(&request, resource_policy, &Identity::Root),
+            Some(policies) => evaluate(&request, resource_policy, &Identity::Policies(&policies)),
+        }
+    }
+
+    fn denied(call: &CallContext, action: &str, resource: &str) -> KeyError {
+        KeyError::AccessDenied(format!(
+            "{} is not authorized to perform {action} on resource {}",
+            call.caller.principal.arn,
+            printable_input(resource)
+        ))
+    }
+
+    /// Allowed, or `AccessDeniedException` naming the action and resource.
+    pub fn require(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+        resource_policy: Option<&NamedPolicy>,
+        context: &RequestContext,
+    ) -> Result<(), KeyError> {
+        if self
+            .decide(call, action, resource, resource_policy, context)
+            .allowed()
+        {
+            Ok(())
+        } else {
+            tracing::info!(principal = %call.caller.principal.arn, action, resource = %printable_input(resource), "access denied");
+            Err(Self::denied(call, action, resource))
+        }
+    }
+
+    /// Whether the caller may list keys (and so may learn that a key does not exist).
+    fn may_list_keys(&self, call: &CallContext, context: &RequestContext) -> bool {
+        self.decide(call, "kms:ListKeys", "*", None, context)
+            .allowed()
+    }
+
+    /// The resource a key reference names, as the caller gave it, in ARN form.
+    fn requested_resource(&self, key: &str) -> String {
+        let prefix = format!(
+            "arn:{}:kms:{}:{}:",
+            self.keys.config().partition,
+            self.keys.config().region,
+            self.keys.config().account_id
+        );
+        match KeyReference::parse(key, &prefix) {
+            _ if key.starts_with("arn:") => key.to_owned(),
+            Ok(KeyReference::Id(id)) => self.keys.key_arn(id),
+            Ok(KeyReference::Alias(alias)) => self.keys.alias_arn(&alias),
+            Err(_) => key.to_owned(),
+        }
+    }
+
+    /// Authorises `action` on the key `key` names; returns the key.
+    pub fn key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        include_deleted: bool,
+        context: &RequestContext,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        match self.keys.lookup(key, include_deleted) {
+            Ok(record) => {
+                let policy = self.keys.key_policy(record.id);
+                let arn = self.keys.key_arn(record.id);
+                if self
+                    .decide(call, action, &arn, policy.as_ref(), context)
+                    .allowed()
+                {
+                    Ok(record)
+                } else {
+                    tracing::info!(principal = %call.caller.principal.arn, action, key = %record.id, "access denied");
+                    Err(Self::denied(call, action, &self.requested_resource(key)))
+                }
+            }
+            Err(KeyError::NotFound(message)) => {
+                if self.may_list_keys(call, context) {
+                    Err(KeyError::NotFound(message))
+                } else {
+                    Err(Self::denied(call, action, &self.requested_resource(key)))
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Authorises `action` on the key a ciphertext names. An unknown key answers
+    /// `InvalidCiphertextException` to callers who may list keys, `AccessDeniedException` to
+    /// the others, exactly as a key they may not use.
+    pub fn ciphertext_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key_id: uuid::Uuid,
+        context: &RequestContext,
+    ) -> Result<(), KeyError> {
+        let id = key_id.hyphenated().to_string();
+        match self.key(call, action, &id, false, context) {
+            Err(KeyError::NotFound(_)) => Err(KeyError::InvalidCiphertext),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// The lockout safety check: would the caller still be allowed `kms:PutKeyPolicy` under
+    /// `policy`?
+    pub fn keeps_control(
+        &self,
+        call: &CallContext,
+        key_arn: &str,
+        policy: &NamedPolicy,
+        context: &RequestContext,
+    ) -> bool {
+        self.decide(call, "kms:PutKeyPolicy", key_arn, Some(policy), context)
+            .allowed()
+    }
+}

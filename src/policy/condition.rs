@@ -1,0 +1,307 @@
+//! `Condition` blocks: operators, `…IfExists`, `ForAllValues:` / `ForAnyValue:` and the request
+//! context they read.
+//!
+//! Semantics (IAM's): operators in a block and keys under an operator are ANDed; the values of
+//! one key are ORed. When the request has no value for the key, a condition is false, except
+//! for negated operators (`StringNotEquals`, `StringNotLike`, `NotIpAddress`), `…IfExists`
+//! forms and `ForAllValues:`, which are true; `Null` tests for presence itself.
+
+use super::wildcard;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    StringEquals,
+    StringNotEquals,
+    StringEqualsIgnoreCase,
+    StringNotEqualsIgnoreCase,
+    StringLike,
+    StringNotLike,
+    Bool,
+    DateEquals,
+    DateLessThan,
+    DateLessThanEquals,
+    DateGreaterThan,
+    DateGreaterThanEquals,
+    IpAddress,
+    NotIpAddress,
+    Null,
+}
+
+impl Operator {
+    pub fn from_name(name: &str) -> Option<Self> {
+        use Operator::*;
+        Some(match name {
+            "StringEquals" => StringEquals,
+            "StringNotEquals" => StringNotEquals,
+            "StringEqualsIgnoreCase" => StringEqualsIgnoreCase,
+            "StringNotEqualsIgnoreCase" => StringNotEqualsIgnoreCase,
+            "StringLike" => StringLike,
+            "StringNotLike" => StringNotLike,
+            "Bool" => Bool,
+            "DateEquals" => DateEquals,
+            "DateLessThan" => DateLessThan,
+            "DateLessThanEquals" => DateLessThanEquals,
+            "DateGreaterThan" => DateGreaterThan,
+            "DateGreaterThanEquals" => DateGreaterThanEquals,
+            "IpAddress" => IpAddress,
+            "NotIpAddress" => NotIpAddress,
+            "Null" => Null,
+            _ => return None,
+        })
+    }
+
+    fn negated(self) -> bool {
+        matches!(
+            self,
+            Operator::StringNotEquals
+                | Operator::StringNotEqualsIgnoreCase
+                | Operator::StringNotLike
+                | Operator::NotIpAddress
+        )
+    }
+
+    /// Whether one request value matches one policy value, before negation.
+    fn value_matches(self, request: &str, policy: &str) -> bool {
+        use Operator::*;
+        match self {
+            StringEquals | StringNotEquals => request == policy,
+            StringEqualsIgnoreCase | StringNotEqualsIgnoreCase => {
+                request.to_lowercase() == policy.to_lowercase()
+            }
+            StringLike | StringNotLike => wildcard::matches(policy, request, false),
+            Bool => request.eq_ignore_ascii_case(policy),
+            DateEquals
+            | DateLessThan
+            | DateLessThanEquals
+            | DateGreaterThan
+            | DateGreaterThanEquals => match (parse_date(request), parse_date(policy)) {
+                (Some(r), Some(p)) => match self {
+                    DateEquals => r == p,
+                    DateLessThan => r < p,
+                    DateLessThanEquals => r <= p,
+                    DateGreaterThan => r > p,
+                    _ => r >= p,
+                },
+                _ => false,
+            },
+            IpAddress | NotIpAddress => match (request.parse::<IpAddr>(), parse_cidr(policy)) {
+                (Ok(ip), Some((network, bits))) => in_network(ip, network, bits),
+                _ => false,
+            },
+            Null => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetQualifier {
+    Single,
+    ForAllValues,
+    ForAnyValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub operator: Operator,
+    pub if_exists: bool,
+    pub qualifier: SetQualifier,
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// A date as IAM writes them: ISO 8601 / RFC 3339, or seconds since the epoch.
+pub fn parse_date(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Some(seconds);
+    }
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t.unix_timestamp());
+    }
+    // A bare date: midnight UTC.
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+}
+
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+        None => (text, None),
+    };
+    let ip: IpAddr = address.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(max);
+    (bits <= max).then_some((ip, bits))
+}
+
+fn in_network(ip: IpAddr, network: IpAddr, bits: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(n)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|a| in_network(IpAddr::V4(a), IpAddr::V4(n), bits)),
+        _ => false,
+    }
+}
+
+/// The request's condition keys and their values (several for multi-valued keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    values: HashMap<String, Vec<String>>,
+}
+
+/// Condition key names are case-insensitive, except the part after
+/// `kms:EncryptionContext:`, which names an encryption-context key as the caller wrote it.
+pub fn normalise_key(key: &str) -> String {
+    const PREFIX: &str = "kms:encryptioncontext:";
+    let lower = key.to_ascii_lowercase();
+    if lower.starts_with(PREFIX) && key.len() > PREFIX.len() {
+        format!("{PREFIX}{}", &key[PREFIX.len()..])
+    } else {
+        lower
+    }
+}
+
+impl RequestContext {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.values.insert(normalise_key(key), vec![value.into()]);
+        self
+    }
+
+    pub fn set_all(&mut self, key: &str, values: Vec<String>) -> &mut Self {
+        self.values.insert(normalise_key(key), values);
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&[String]> {
+        self.values.get(&normalise_key(key)).map(Vec::as_slice)
+    }
+}
+
+impl Condition {
+    /// Checks the values against the operator (dates parse, addresses parse, …).
+    pub fn validate(&self) -> Result<(), String> {
+        use Operator::*;
+        if self.operator == Null && (self.if_exists || self.qualifier != SetQualifier::Single) {
+            return Err("Null takes neither IfExists nor a set operator".into());
+        }
+        for value in &self.values {
+            let ok = match self.operator {
+                Bool | Null => {
+                    value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")
+                }
+                DateEquals
+                | DateLessThan
+                | DateLessThanEquals
+                | DateGreaterThan
+                | DateGreaterThanEquals => parse_date(value).is_some(),
+                IpAddress | NotIpAddress => parse_cidr(value).is_some(),
+                _ => true,
+            };
+            if !ok {
+                let what = match self.operator {
+                    Bool | Null => "true or false",
+                    IpAddress | NotIpAddress => "an IP address or CIDR block",
+                    _ => "a date",
+                };
+                return Err(format!("\"{value}\" is not {what}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the condition holds for the request.
+    pub fn holds(&self, context: &RequestContext) -> bool {
+        let present = context.get(&self.key).filter(|v| !v.is_empty());
+        if self.operator == Operator::Null {
+            let wants_absent = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
+            return present.is_none() == wants_absent;
+        }
+        let Some(request_values) = present else {
+            return self.if_exists
+                || self.qualifier == SetQualifier::ForAllValues
+                || (self.qualifier == SetQualifier::Single && self.operator.negated());
+        };
+        let one = |request: &String| {
+            let any = self
+                .values
+                .iter()
+                .any(|policy| self.operator.value_matches(request, policy));
+            any != self.operator.negated()
+        };
+        match self.qualifier {
+            SetQualifier::ForAllValues => request_values.iter().all(one),
+            SetQualifier::ForAnyValue => request_values.iter().any(one),
+            SetQualifier::Single if self.operator.negated() => request_values.iter().all(one),
+            SetQualifier::Single => request_values.iter().any(one),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_networks_parse() {
+        assert_eq!(parse_date("1970-01-02T00:00:00Z"), Some(86_400));
+        assert_eq!(parse_date("1970-01-02"), Some(86_400));
+        assert_eq!(parse_date("86400"), Some(86_400));
+        assert_eq!(parse_date("tomorrow"), None);
+        assert!(in_network(
+            "10.1.2.3".parse().unwrap(),
+            "10.0.0.0".parse().unwrap(),
+            8
+        ));
+        assert!(!in_network(
+            "11.1.2.3".parse().unwrap(),
+            "10.0.0.0".parse().unwrap(),
+            8
+        ));
+        assert!(in_network(
+            "::ffff:10.1.2.3".parse().unwrap(),
+            "10.0.0.0".parse().unwrap(),
+            8
+        ));
+        assert!(in_network(
+            "1.2.3.4".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        assert_eq!(parse_cidr("::1"), Some(("::1".parse().unwrap(), 128)));
+    }
+
+    #[test]
+    fn context_keys_are_case_insensitive_but_encryption_context_names_are_not() {
+        let mut context = RequestContext::new();
+        context.set("aws:SourceIp", "1.2.3.4");
+        context.set("kms:EncryptionContext:Tenant", "a");
+        assert!(context.get("AWS:SOURCEIP").is_some());
+        assert!(context.get("KMS:ENCRYPTIONCONTEXT:Tenant").is_some());
+        assert!(context.get("kms:EncryptionContext:tenant").is_none());
+    }
+}

@@ -1,0 +1,208 @@
+//! The one authorisation decision (SPEC, "Evaluation"):
+//!
+//! 1. Every request starts denied (implicit deny).
+//! 2. An explicit `Deny` that applies, in the resource policy or any identity policy, wins.
+//! 3. An `Allow` in the resource policy (key policy, role trust policy) for the caller allows.
+//! 4. When the resource policy allows the caller's account root for the request, it delegates
+//!    to the account: an `Allow` in the caller's identity policies then allows.
+//! 5. Requests without a resource policy (`kms:CreateKey`, `iam:*`, …) are decided by the
+//!    identity policies alone.
+//!
+//! The account root's identity is unrestricted (like AWS's root user), but a key policy that
+//! does not allow the root keeps even the root out.
+
+use super::condition::RequestContext;
+use super::document::{Effect, Matcher, Policy, PrincipalMatch, Statement};
+use super::wildcard;
+use std::sync::Arc;
+
+/// A policy with the name it is reported under (`key policy`, `user/alice/ReadOnly`, …).
+#[derive(Debug, Clone)]
+pub struct NamedPolicy {
+    pub name: String,
+    pub policy: Arc<Policy>,
+}
+
+/// What is being asked.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The caller's ARN first, then ARNs it also answers to (an assumed-role session answers
+    /// to its role's ARN).
+    pub principals: &'a [String],
+    /// The caller's account root ARN (for delegation through the resource policy).
+    pub account_root: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub context: &'a RequestContext,
+}
+
+/// Who is asking, as far as their own policies go.
+#[derive(Debug, Clone)]
+pub enum Identity<'a> {
+    /// The account root: its identity allows everything in the account.
+    Root,
+    /// A user (its own and its groups' policies) or an assumed role (the role's policies).
+    Policies(&'a [NamedPolicy]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    ExplicitDeny,
+    ImplicitDeny,
+}
+
+impl Decision {
+    /// The simulator's words: `allowed`, `explicitDeny`, `implicitDeny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::ExplicitDeny => "explicitDeny",
+            Decision::ImplicitDeny => "implicitDeny",
+        }
+    }
+}
+
+/// The statement that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedStatement {
+    pub policy: String,
+    pub sid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub decision: Decision,
+    /// `None` for an implicit deny, and for what the root's identity allows by itself.
+    pub deciding_statement: Option<MatchedStatement>,
+}
+
+impl PolicyDecision {
+    pub fn allowed(&self) -> bool {
+        self.decision == Decision::Allowed
+    }
+}
+
+fn matcher_applies(matcher: &Matcher, value: &str, ignore_case: bool) -> bool {
+    match matcher {
+        Matcher::Any(patterns) => patterns
+            .iter()
+            .any(|p| wildcard::matches(p, value, ignore_case)),
+        Matcher::None(patterns) => !patterns
+            .iter()
+            .any(|p| wildcard::matches(p, value, ignore_case)),
+    }
+}
+
+/// The account in an IAM/STS ARN pattern whose resource is `root`, if that is what it names.
+fn account_root(pattern: &str) -> Option<&str> {
+    let parts: Vec<&str> = pattern.splitn(6, ':').collect();
+    (parts.len() == 6 && parts[2] == "iam" && parts[5] == "root").then_some(parts[4])
+}
+
+fn account_of(arn: &str) -> Option<&str> {
+    arn.splitn(6, ':').nth(4)
+}
+
+fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[String]) -> bool {
+    match principal {
+        PrincipalMatch::Anyone => true,
+        PrincipalMatch::Arns(patterns) => patterns.iter().any(|pattern| {
+            principals.iter().any(|arn| {
+                wildcard::matches(pattern, arn, false)
+                    // A Deny naming an account covers everyone in it.
+                    || (effect == Effect::Deny
+                        && account_root(pattern).is_some_and(|a| Some(a) == account_of(arn)))
+            })
+        }),
+    }
+}
+
+fn applies(statement: &Statement, request: &Request<'_>, principals: Option<&[String]>) -> bool {
+    matcher_applies(&statement.action, request.action, true)
+        && matcher_applies(&statement.resource, request.resource, false)
+        && match (&statement.principal, principals) {
+            (Some(p), Some(principals)) => principal_applies(p, statement.effect, principals),
+            (None, None) => true,
+            _ => false,
+        }
+        && statement
+            .conditions
+            .iter()
+            .all(|c| c.holds(request.context))
+}
+
+fn first<'p>(
+    policy: &'p NamedPolicy,
+    effect: Effect,
+    request: &Request<'_>,
+    principals: Option<&[String]>,
+) -> Option<MatchedStatement> {
+    policy
+        .policy
+        .statements
+        .iter()
+        .find(|s| s.effect == effect && applies(s, request, principals))
+        .map(|s| MatchedStatement {
+            policy: policy.name.clone(),
+            sid: s.sid.clone(),
+        })
+}
+
+fn decided(decision: Decision, statement: Option<MatchedStatement>) -> PolicyDecision {
+    PolicyDecision {
+        decision,
+        deciding_statement: statement,
+    }
+}
+
+/// Decides `request` under an optional resource policy and the caller's identity.
+pub fn evaluate(
+    request: &Request<'_>,
+    resource_policy: Option<&NamedPolicy>,
+    identity: &Identity<'_>,
+) -> PolicyDecision {
+    let identity_policies: &[NamedPolicy] = match identity {
+        Identity::Root => &[],
+        Identity::Policies(policies) => policies,
+    };
+    // 2. Explicit deny, anywhere.
+    if let Some(statement) = resource_policy
+        .and_then(|rp| first(rp, Effect::Deny, request, Some(request.principals)))
+        .or_else(|| {
+            identity_policies
+                .iter()
+                .find_map(|p| first(p, Effect::Deny, request, None))
+        })
+    {
+        return decided(Decision::ExplicitDeny, Some(statement));
+    }
+    let identity_allow = || match identity {
+        Identity::Root => Some(None),
+        Identity::Policies(policies) => policies
+            .iter()
+            .find_map(|p| first(p, Effect::Allow, request, None))
+            .map(Some),
+    };
+    match resource_policy {
+        Some(rp) => {
+            // 3. The resource policy allows the caller itself.
+            if let Some(statement) = first(rp, Effect::Allow, request, Some(request.principals)) {
+                return decided(Decision::Allowed, Some(statement));
+            }
+            // 4. It allows the account, which delegates to identity policies.
+            let root = [request.account_root.to_owned()];
+            if let Some(delegation) = first(rp, Effect::Allow, request, Some(&root)) {
+                if let Some(statement) = identity_allow() {
+                    return decided(Decision::Allowed, statement.or(Some(delegation)));
+                }
+            }
+            decided(Decision::ImplicitDeny, None)
+        }
+        // 5. No resource policy: identity policies alone.
+        None => match identity_allow() {
+            Some(statement) => decided(Decision::Allowed, statement),
+            None => decided(Decision::ImplicitDeny, None),
+        },
+    }
+}

@@ -1,0 +1,19 @@
+//! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate.
+//!
+//! [`evaluate`] is the one function that authorises every gRPC operation; the policy
+//! simulator calls it too, so what it answers is what the daemon does.
+
+mod condition;
+mod document;
+mod evaluate;
+mod wildcard;
+
+pub use condition::{Condition, Operator, RequestContext, SetQualifier, normalise_key, parse_date};
+pub use document::{
+    Effect, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind, PrincipalMatch,
+    Statement, default_key_policy,
+};
+pub use evaluate::{
+    Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
+};
+pub use wildcard::matches as wildcard_matches;
