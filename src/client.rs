@@ -4,6 +4,7 @@
 
 use crate::auth::signature::{SigningCredentials, sign_request};
 use crate::clock::{Clock, SystemClock};
+use crate::proto::v1::identity_service_client::IdentityServiceClient;
 use crate::proto::v1::key_management_service_client::KeyManagementServiceClient;
 use crate::secret::SecretString;
 use prost::Message;
@@ -19,7 +20,8 @@ pub const SECRET_ACCESS_KEY_ENV: &str = "KEYHAVEN_SECRET_ACCESS_KEY";
 pub const SESSION_TOKEN_ENV: &str = "KEYHAVEN_SESSION_TOKEN";
 pub const REGION_ENV: &str = "KEYHAVEN_REGION";
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7878";
-const SERVICE_PATH: &str = "/keyhaven.v1.KeyManagementService/";
+const KMS_PATH: &str = "/keyhaven.v1.KeyManagementService/";
+const IAM_PATH: &str = "/keyhaven.v1.IdentityService/";
 
 /// What a client signs with.
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ impl ClientCredentials {
 #[derive(Clone)]
 pub struct Client {
     kms: KeyManagementServiceClient<Channel>,
+    iam: IdentityServiceClient<Channel>,
     credentials: ClientCredentials,
     clock: Arc<dyn Clock>,
 }
@@ -71,7 +74,8 @@ impl Client {
 
     pub fn from_channel(channel: Channel, credentials: ClientCredentials) -> Self {
         Self {
-            kms: KeyManagementServiceClient::new(channel),
+            kms: KeyManagementServiceClient::new(channel.clone()),
+            iam: IdentityServiceClient::new(channel),
             credentials,
             clock: Arc::new(SystemClock),
         }
@@ -88,13 +92,27 @@ impl Client {
         self.kms.clone()
     }
 
-    /// Wraps `message` for the method `method` (e.g. `"Encrypt"`), signed now.
+    /// The generated identity-service client, for calls made with [`Client::signed_iam`].
+    pub fn iam(&self) -> IdentityServiceClient<Channel> {
+        self.iam.clone()
+    }
+
+    /// Wraps `message` for the key-management method `method` (e.g. `"Encrypt"`), signed now.
     pub fn signed<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
         self.signed_at(method, message, self.clock.now())
     }
 
+    /// Wraps `message` for the identity-service method `method` (e.g. `"CreateUser"`).
+    pub fn signed_iam<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
+        self.sign(&format!("{IAM_PATH}{method}"), message, self.clock.now())
+    }
+
     /// As [`Client::signed`], with the given request time (tests of stale signatures).
     pub fn signed_at<T: Message>(&self, method: &str, message: T, now: i64) -> tonic::Request<T> {
+        self.sign(&format!("{KMS_PATH}{method}"), message, now)
+    }
+
+    fn sign<T: Message>(&self, path: &str, message: T, now: i64) -> tonic::Request<T> {
         let body = message.encode_to_vec();
         let mut nonce = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut nonce);
@@ -110,7 +128,7 @@ impl Client {
         let signed = sign_request(
             credentials,
             &self.credentials.region,
-            &format!("{SERVICE_PATH}{method}"),
+            path,
             &body,
             now,
             &hex::encode(nonce),

@@ -91,7 +91,10 @@ where
     }
 }
 
-fn parse_pairs(pairs: &[String], what: &str) -> Result<HashMap<String, String>, CliError> {
+pub(crate) fn parse_pairs(
+    pairs: &[String],
+    what: &str,
+) -> Result<HashMap<String, String>, CliError> {
     let mut map = HashMap::new();
     for pair in pairs {
         let (k, v) = pair

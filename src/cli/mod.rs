@@ -5,6 +5,7 @@
 //! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
 
 mod commands;
+mod identity;
 mod output;
 mod serve;
 
@@ -72,6 +73,25 @@ pub enum Command {
     DataKey(commands::DataKeyArgs),
     /// N random bytes (1-1024), base64.
     Random(commands::RandomArgs),
+    /// Key policies, and the policy simulator.
+    #[command(subcommand)]
+    Policy(identity::PolicyCommand),
+    /// Manage users and their inline policies.
+    #[command(subcommand)]
+    User(identity::EntityCommand),
+    /// Manage groups, their members and inline policies.
+    #[command(subcommand)]
+    Group(identity::EntityCommand),
+    /// Manage roles (with their trust policies) and their inline policies.
+    #[command(subcommand)]
+    Role(identity::EntityCommand),
+    /// Manage users' access keys.
+    #[command(subcommand)]
+    AccessKey(identity::AccessKeyCommand),
+    /// Temporary credentials for a role; prints them and `export` lines.
+    AssumeRole(identity::AssumeRoleArgs),
+    /// Who the credentials in use belong to.
+    Whoami,
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -96,5 +116,22 @@ pub fn run(cli: Cli) -> i32 {
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
         Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
         Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
+        Command::Policy(command) => commands::run_client(client, |c| identity::policy(c, command)),
+        Command::User(command) => commands::run_client(client, |c| {
+            identity::entity(c, crate::proto::v1::EntityType::User, command)
+        }),
+        Command::Group(command) => commands::run_client(client, |c| {
+            identity::entity(c, crate::proto::v1::EntityType::Group, command)
+        }),
+        Command::Role(command) => commands::run_client(client, |c| {
+            identity::entity(c, crate::proto::v1::EntityType::Role, command)
+        }),
+        Command::AccessKey(command) => {
+            commands::run_client(client, |c| identity::access_key(c, command))
+        }
+        Command::AssumeRole(args) => {
+            commands::run_client(client, |c| identity::assume_role(c, args))
+        }
+        Command::Whoami => commands::run_client(client, identity::whoami),
     }
 }

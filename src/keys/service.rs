@@ -524,13 +524,13 @@ impl KeyService {
         let entry = self.entry_by_id(id)?;
         let record = entry.record();
         let mut cache = entry.policy.lock().ok()?;
-        if let Some((cached_for, policy)) = cache.as_ref() {
-            if Arc::ptr_eq(cached_for, &record) {
-                return Some(NamedPolicy {
-                    name: "key policy".into(),
-                    policy: policy.clone(),
-                });
-            }
+        if let Some((cached_for, policy)) = cache.as_ref()
+            && Arc::ptr_eq(cached_for, &record)
+        {
+            return Some(NamedPolicy {
+                name: "key policy".into(),
+                policy: policy.clone(),
+            });
         }
         let text = record
             .policy

@@ -111,20 +111,22 @@ pub struct Condition {
     pub values: Vec<String>,
 }
 
-/// A date as IAM writes them: ISO 8601 / RFC 3339, or seconds since the epoch.
-pub fn parse_date(text: &str) -> Option<i64> {
+/// A date as IAM writes them: ISO 8601 / RFC 3339, or seconds since the epoch. Returned as
+/// nanoseconds since the epoch, so that fractions of a second count.
+pub fn parse_date(text: &str) -> Option<i128> {
+    const NANOS: i128 = 1_000_000_000;
     if let Ok(seconds) = text.parse::<i64>() {
-        return Some(seconds);
+        return Some(i128::from(seconds) * NANOS);
     }
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t.unix_timestamp());
+        return Some(t.unix_timestamp_nanos());
     }
     // A bare date: midnight UTC.
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(text, &format)
         .ok()
-        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .map(|d| d.midnight().assume_utc().unix_timestamp_nanos())
 }
 
 fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
@@ -267,9 +269,14 @@ mod tests {
 
     #[test]
     fn dates_and_networks_parse() {
-        assert_eq!(parse_date("1970-01-02T00:00:00Z"), Some(86_400));
-        assert_eq!(parse_date("1970-01-02"), Some(86_400));
-        assert_eq!(parse_date("86400"), Some(86_400));
+        const SECOND: i128 = 1_000_000_000;
+        assert_eq!(parse_date("1970-01-02T00:00:00Z"), Some(86_400 * SECOND));
+        assert_eq!(
+            parse_date("1970-01-02T00:00:00.5Z"),
+            Some(86_400 * SECOND + SECOND / 2)
+        );
+        assert_eq!(parse_date("1970-01-02"), Some(86_400 * SECOND));
+        assert_eq!(parse_date("86400"), Some(86_400 * SECOND));
         assert_eq!(parse_date("tomorrow"), None);
         assert!(in_network(
             "10.1.2.3".parse().unwrap(),

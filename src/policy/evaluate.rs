@@ -101,7 +101,7 @@ fn account_root(pattern: &str) -> Option<&str> {
 }
 
 fn account_of(arn: &str) -> Option<&str> {
-    arn.splitn(6, ':').nth(4)
+    arn.split(':').nth(4)
 }
 
 fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[String]) -> bool {
@@ -132,8 +132,8 @@ fn applies(statement: &Statement, request: &Request<'_>, principals: Option<&[St
             .all(|c| c.holds(request.context))
 }
 
-fn first<'p>(
-    policy: &'p NamedPolicy,
+fn first(
+    policy: &NamedPolicy,
     effect: Effect,
     request: &Request<'_>,
     principals: Option<&[String]>,
@@ -192,10 +192,10 @@ pub fn evaluate(
             }
             // 4. It allows the account, which delegates to identity policies.
             let root = [request.account_root.to_owned()];
-            if let Some(delegation) = first(rp, Effect::Allow, request, Some(&root)) {
-                if let Some(statement) = identity_allow() {
-                    return decided(Decision::Allowed, statement.or(Some(delegation)));
-                }
+            if let Some(delegation) = first(rp, Effect::Allow, request, Some(&root))
+                && let Some(statement) = identity_allow()
+            {
+                return decided(Decision::Allowed, statement.or(Some(delegation)));
             }
             decided(Decision::ImplicitDeny, None)
         }

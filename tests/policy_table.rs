@@ -1,0 +1,1944 @@
+//! Table-driven evaluation suite for `keyhaven::policy::evaluate`.
+//!
+//! Each row is (key policy, identity policies, principals, action, resource, context) → (decision,
+//! deciding statement). The expected answers follow AWS IAM's documented evaluation logic, not
+//! whatever the code happens to output: every request starts implicitly denied, an explicit Deny
+//! anywhere wins, an Allow in the key policy for the caller allows, an Allow in the key policy for
+//! the account root delegates to the caller's identity policies, and requests without a resource
+//! policy are decided by identity policies alone.
+//!
+//! Deciding-statement convention: explicit deny → the first matching Deny (key policy before
+//! identity policies, policies and statements in order); allowed by the key policy for the caller →
+//! that key-policy statement; allowed by delegation → the identity policy's Allow (for the root
+//! caller, the key-policy statement that allows the root); root without a resource policy → None;
+//! implicit deny → None.
+//!
+//! The single test runs every row and reports every disagreement by name rather than stopping at
+//! the first.
+
+use keyhaven::policy::{
+    Decision, Identity, MatchedStatement, NamedPolicy, Policy, PolicyKind, Request, RequestContext,
+    evaluate,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use Decision::{Allowed, ExplicitDeny, ImplicitDeny};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+const ROOT_ARN: &str = "arn:aws:iam::111122223333:root";
+const ALICE_ARN: &str = "arn:aws:iam::111122223333:user/alice";
+const BOB_ARN: &str = "arn:aws:iam::111122223333:user/bob";
+const SESSION_ARN: &str = "arn:aws:sts::111122223333:assumed-role/app/s1";
+const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/app";
+
+const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const OTHER_KEY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321";
+const NEW_USER: &str = "arn:aws:iam::111122223333:user/carol";
+
+const ALICE: &[&str] = &[ALICE_ARN];
+const BOB: &[&str] = &[BOB_ARN];
+/// An assumed-role session answers to its own ARN and to its role's.
+const SESSION: &[&str] = &[SESSION_ARN, ROLE_ARN];
+const ROOT: &[&str] = &[ROOT_ARN];
+
+/// The name the key policy is reported under.
+const KP: &str = "key policy";
+/// Identity policy names.
+const P_USER: &str = "user/alice/Main";
+const P_BOB: &str = "user/bob/Main";
+const P_GROUP: &str = "group/ops/Guard";
+const P_GROUP_ALLOW: &str = "group/devs/Kms";
+const P_ROLE: &str = "role/app/AppPolicy";
+const P_COND: &str = "user/alice/Cond";
+
+const NOW: &str = "2024-06-01T12:00:00Z";
+const EC2: &str = "ec2.us-east-1.amazonaws.com";
+
+/// AWS's default key policy: the account root has full access (delegation to IAM).
+const KP_DEFAULT: &str = r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+const ROOT_SID: &str = "Enable IAM User Permissions";
+/// The same delegation as a statement, to compose key policies with.
+const ROOT_STMT: &str = r#"{"Sid":"EnableIAM","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}"#;
+
+const ID_KMS_ALL: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"KmsAll","Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#;
+
+type Ctx = &'static [(&'static str, &'static [&'static str])];
+type Expected = (Decision, Option<(&'static str, Option<&'static str>)>);
+
+struct Case {
+    name: &'static str,
+    /// The key policy (`PolicyKind::Resource`); `None` for requests without a resource policy.
+    key_policy: Option<&'static str>,
+    /// `(policy name, JSON)` identity policies (`PolicyKind::Identity`); `None` = the account root.
+    identity: Option<Vec<(&'static str, &'static str)>>,
+    principals: &'static [&'static str],
+    action: &'static str,
+    resource: &'static str,
+    context: Ctx,
+    expected: Expected,
+}
+
+/// Defaults for the fields a row does not care about: alice calls kms:Encrypt on KEY with an
+/// empty request context. Every row states its policies and its expectation itself.
+const BASE: Case = Case {
+    name: "",
+    key_policy: None,
+    identity: None,
+    principals: ALICE,
+    action: "kms:Encrypt",
+    resource: KEY,
+    context: &[],
+    expected: IMPLICIT,
+};
+
+const IMPLICIT: Expected = (ImplicitDeny, None);
+/// The root's own identity allows what no resource policy governs.
+const ROOT_ALLOWED: Expected = (Allowed, None);
+
+fn allowed(policy: &'static str, sid: &'static str) -> Expected {
+    (Allowed, Some((policy, Some(sid))))
+}
+
+fn denied(policy: &'static str, sid: &'static str) -> Expected {
+    (ExplicitDeny, Some((policy, Some(sid))))
+}
+
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+/// A policy document from its statements.
+fn doc(statements: &[&str]) -> &'static str {
+    leak(format!(
+        r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+        statements.join(",")
+    ))
+}
+
+/// Identity policy: Allow `action` on every resource (Sid "Act").
+fn allow_action(action: &str) -> &'static str {
+    doc(&[&format!(
+        r#"{{"Sid":"Act","Effect":"Allow","Action":"{action}","Resource":"*"}}"#
+    )])
+}
+
+/// Identity policy: Allow kms:* on `resource` (Sid "Res").
+fn allow_resource(resource: &str) -> &'static str {
+    doc(&[&format!(
+        r#"{{"Sid":"Res","Effect":"Allow","Action":"kms:*","Resource":"{resource}"}}"#
+    )])
+}
+
+/// Identity policy: Allow kms:* on every resource when `condition` holds (Sid "Cond").
+fn allow_if(condition: &str) -> &'static str {
+    doc(&[&format!(
+        r#"{{"Sid":"Cond","Effect":"Allow","Action":"kms:*","Resource":"*","Condition":{condition}}}"#
+    )])
+}
+
+/// A condition row: default key policy (delegation), alice holds `allow_if(condition)`, so the
+/// request is allowed by that statement exactly when the condition holds.
+fn cond(name: &'static str, condition: &str, context: Ctx, decision: Decision) -> Case {
+    Case {
+        name,
+        key_policy: Some(KP_DEFAULT),
+        identity: Some(vec![(P_COND, allow_if(condition))]),
+        context,
+        expected: match decision {
+            Allowed => allowed(P_COND, "Cond"),
+            _ => IMPLICIT,
+        },
+        ..BASE
+    }
+}
+
+/// A guard row: the key policy delegates to the account and denies everyone kms:* when
+/// `condition` holds (Sid "Guard"); alice's identity allows kms:*.
+fn guard(name: &'static str, condition: &str, context: Ctx, decision: Decision) -> Case {
+    let key_policy = doc(&[
+        ROOT_STMT,
+        &format!(
+            r#"{{"Sid":"Guard","Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{condition}}}"#
+        ),
+    ]);
+    Case {
+        name,
+        key_policy: Some(key_policy),
+        identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+        context,
+        expected: match decision {
+            ExplicitDeny => denied(KP, "Guard"),
+            _ => allowed(P_USER, "KmsAll"),
+        },
+        ..BASE
+    }
+}
+
+/// A key-policy condition row: the key policy allows alice directly when `condition` holds (Sid
+/// "AliceIf") and does not delegate; alice has no identity policy.
+fn kp_cond(name: &'static str, condition: &str, context: Ctx, decision: Decision) -> Case {
+    let key_policy = doc(&[&format!(
+        r#"{{"Sid":"AliceIf","Effect":"Allow","Principal":{{"AWS":"{ALICE_ARN}"}},"Action":"kms:*","Resource":"*","Condition":{condition}}}"#
+    )]);
+    Case {
+        name,
+        key_policy: Some(key_policy),
+        identity: Some(vec![]),
+        context,
+        expected: match decision {
+            Allowed => allowed(KP, "AliceIf"),
+            _ => IMPLICIT,
+        },
+        ..BASE
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+// ---------------------------------------------------------------------------------------------
+
+/// Key policy ⇄ identity policies: direct grants, delegation through the account root, the root
+/// caller.
+fn delegation_cases() -> Vec<Case> {
+    let alice_only = doc(&[
+        r#"{"Sid":"AliceUse","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}"#,
+    ]);
+    let root_read_only = doc(&[
+        r#"{"Sid":"RootReadOnly","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":["kms:Describe*","kms:Get*","kms:List*"],"Resource":"*"}"#,
+    ]);
+    let root_and_alice = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"AliceDirect","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}"#,
+    ]);
+    let account_id = doc(&[
+        r#"{"Sid":"AccountId","Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:*","Resource":"*"}"#,
+    ]);
+    let role = doc(&[
+        r#"{"Sid":"AppRole","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/app"},"Action":["kms:Encrypt","kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"}"#,
+    ]);
+    let session = doc(&[
+        r#"{"Sid":"AppSession","Effect":"Allow","Principal":{"AWS":"arn:aws:sts::111122223333:assumed-role/app/s1"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let bob_only = doc(&[
+        r#"{"Sid":"BobUse","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/bob"},"Action":"kms:*","Resource":"*"}"#,
+    ]);
+    let root_if_account = doc(&[
+        r#"{"Sid":"RootIfAccount","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"kms:CallerAccount":"111122223333"}}}"#,
+    ]);
+    let other_account = doc(&[
+        r#"{"Sid":"OtherAccount","Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"kms:*","Resource":"*"}"#,
+    ]);
+    let alice_no_sid = doc(&[
+        r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let id_no_sid = doc(&[r#"{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}"#]);
+    let id_decrypt_only =
+        doc(&[r#"{"Sid":"DecryptOnly","Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}"#]);
+    let id_other_key_only = allow_resource(OTHER_KEY);
+
+    vec![
+        Case {
+            name: "delegation: default key policy + identity Allow kms:*",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "delegation: default key policy, user with no identity policy",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "delegation: identity allows only Decrypt, request Encrypt",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_decrypt_only)]),
+            action: "kms:Encrypt",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "delegation: identity allows only Decrypt, request Decrypt",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_decrypt_only)]),
+            action: "kms:Decrypt",
+            expected: allowed(P_USER, "DecryptOnly"),
+            ..BASE
+        },
+        Case {
+            name: "delegation: identity allows another key only",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_other_key_only)]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "delegation: identity allows another key, request on that key",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_other_key_only)]),
+            resource: OTHER_KEY,
+            expected: allowed(P_USER, "Res"),
+            ..BASE
+        },
+        Case {
+            name: "direct: key policy names alice, no identity policy needed (Encrypt)",
+            key_policy: Some(alice_only),
+            identity: Some(vec![]),
+            action: "kms:Encrypt",
+            expected: allowed(KP, "AliceUse"),
+            ..BASE
+        },
+        Case {
+            name: "direct: key policy names alice, no identity policy needed (Decrypt)",
+            key_policy: Some(alice_only),
+            identity: Some(vec![]),
+            action: "kms:Decrypt",
+            expected: allowed(KP, "AliceUse"),
+            ..BASE
+        },
+        Case {
+            name: "no delegation: key policy without root, bob's identity Allow is not enough",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_BOB, ID_KMS_ALL)]),
+            principals: BOB,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "no delegation: alice's identity allows ScheduleKeyDeletion, key policy gives her Encrypt/Decrypt only",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "root: default key policy allows the root caller",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: ROOT,
+            action: "kms:ScheduleKeyDeletion",
+            expected: allowed(KP, ROOT_SID),
+            ..BASE
+        },
+        Case {
+            name: "root: default key policy, Encrypt",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: ROOT,
+            action: "kms:Encrypt",
+            expected: allowed(KP, ROOT_SID),
+            ..BASE
+        },
+        Case {
+            name: "root: default key policy (kms:*) does not cover an iam action",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: ROOT,
+            action: "iam:CreateUser",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "root: key policy that does not name the root keeps the root out",
+            key_policy: Some(alice_only),
+            identity: None,
+            principals: ROOT,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "root: key policy allows root read-only, Encrypt refused",
+            key_policy: Some(root_read_only),
+            identity: None,
+            principals: ROOT,
+            action: "kms:Encrypt",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "root: key policy allows root read-only, DescribeKey allowed",
+            key_policy: Some(root_read_only),
+            identity: None,
+            principals: ROOT,
+            action: "kms:DescribeKey",
+            expected: allowed(KP, "RootReadOnly"),
+            ..BASE
+        },
+        Case {
+            name: "delegation limited to read actions: identity kms:* cannot Encrypt",
+            key_policy: Some(root_read_only),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "delegation limited to read actions: identity kms:* can DescribeKey",
+            key_policy: Some(root_read_only),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:DescribeKey",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "direct grant is reported even when a root statement comes first",
+            key_policy: Some(root_and_alice),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: allowed(KP, "AliceDirect"),
+            ..BASE
+        },
+        Case {
+            name: "action outside alice's direct grant falls back to delegation",
+            key_policy: Some(root_and_alice),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "action outside alice's direct grant, no identity policy",
+            key_policy: Some(root_and_alice),
+            identity: Some(vec![]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "account id principal delegates to identity policies",
+            key_policy: Some(account_id),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "account id principal: user without identity policy",
+            key_policy: Some(account_id),
+            identity: Some(vec![]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "account id principal allows the root caller",
+            key_policy: Some(account_id),
+            identity: None,
+            principals: ROOT,
+            expected: allowed(KP, "AccountId"),
+            ..BASE
+        },
+        Case {
+            name: "assumed role: role policy decides under the default key policy",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            expected: allowed(P_ROLE, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "assumed role without role policies",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![]),
+            principals: SESSION,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "key policy naming the role allows its session",
+            key_policy: Some(role),
+            identity: Some(vec![]),
+            principals: SESSION,
+            action: "kms:Decrypt",
+            expected: allowed(KP, "AppRole"),
+            ..BASE
+        },
+        Case {
+            name: "key policy naming the role, action wildcard GenerateDataKey*",
+            key_policy: Some(role),
+            identity: Some(vec![]),
+            principals: SESSION,
+            action: "kms:GenerateDataKeyWithoutPlaintext",
+            expected: allowed(KP, "AppRole"),
+            ..BASE
+        },
+        Case {
+            name: "key policy naming the role does not allow alice",
+            key_policy: Some(role),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "key policy naming the session ARN allows that session",
+            key_policy: Some(session),
+            identity: Some(vec![]),
+            principals: SESSION,
+            expected: allowed(KP, "AppSession"),
+            ..BASE
+        },
+        Case {
+            name: "key policy naming bob only: alice's identity Allow is not enough",
+            key_policy: Some(bob_only),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "key policy naming bob only: bob allowed",
+            key_policy: Some(bob_only),
+            identity: Some(vec![]),
+            principals: BOB,
+            expected: allowed(KP, "BobUse"),
+            ..BASE
+        },
+        Case {
+            name: "delegation whose condition holds",
+            key_policy: Some(root_if_account),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            context: &[("kms:CallerAccount", &["111122223333"])],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "delegation whose condition key is missing",
+            key_policy: Some(root_if_account),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            context: &[],
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "root allowed by a conditional root statement",
+            key_policy: Some(root_if_account),
+            identity: None,
+            principals: ROOT,
+            context: &[("kms:CallerAccount", &["111122223333"])],
+            expected: allowed(KP, "RootIfAccount"),
+            ..BASE
+        },
+        Case {
+            name: "root refused when the root statement's condition fails",
+            key_policy: Some(root_if_account),
+            identity: None,
+            principals: ROOT,
+            context: &[("kms:CallerAccount", &["444455556666"])],
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "another account's root in the key policy does not delegate to this account",
+            key_policy: Some(other_account),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "key-policy statement without Sid is reported with no Sid",
+            key_policy: Some(alice_no_sid),
+            identity: Some(vec![]),
+            expected: (Allowed, Some((KP, None))),
+            ..BASE
+        },
+        Case {
+            name: "identity statement without Sid is reported with no Sid",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_no_sid)]),
+            expected: (Allowed, Some((P_USER, None))),
+            ..BASE
+        },
+        Case {
+            name: "first allowing identity policy is reported (user policy)",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_decrypt_only), (P_GROUP_ALLOW, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            expected: allowed(P_USER, "DecryptOnly"),
+            ..BASE
+        },
+        Case {
+            name: "allow from a group policy when the user policy does not match",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, id_decrypt_only), (P_GROUP_ALLOW, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_GROUP_ALLOW, "KmsAll"),
+            ..BASE
+        },
+    ]
+}
+
+/// Requests that no resource policy governs: identity policies alone decide.
+fn no_resource_policy_cases() -> Vec<Case> {
+    let create_key =
+        doc(&[r#"{"Sid":"CreateKeys","Effect":"Allow","Action":"kms:CreateKey","Resource":"*"}"#]);
+    let iam_users = doc(&[
+        r#"{"Sid":"ManageUsers","Effect":"Allow","Action":"iam:*","Resource":"arn:aws:iam::111122223333:user/*"}"#,
+    ]);
+    let iam_roles = doc(&[
+        r#"{"Sid":"ManageRoles","Effect":"Allow","Action":"iam:*","Resource":"arn:aws:iam::111122223333:role/*"}"#,
+    ]);
+    let deny_create_user =
+        doc(&[r#"{"Sid":"NoNewUsers","Effect":"Deny","Action":"iam:CreateUser","Resource":"*"}"#]);
+    let not_iam =
+        doc(&[r#"{"Sid":"AllButIam","Effect":"Allow","NotAction":"iam:*","Resource":"*"}"#]);
+    let read_guard = doc(&[
+        r#"{"Sid":"KmsAll","Effect":"Allow","Action":"kms:*","Resource":"*"}"#,
+        r#"{"Sid":"ReadOnlyGuard","Effect":"Deny","NotAction":["kms:Describe*","kms:List*"],"Resource":"*"}"#,
+    ]);
+    let everything = doc(&[r#"{"Sid":"Everything","Effect":"Allow","Action":"*","Resource":"*"}"#]);
+    let keys_only = allow_resource("arn:aws:kms:us-east-1:111122223333:key/*");
+
+    vec![
+        Case {
+            name: "no resource policy: CreateKey allowed by identity policy",
+            key_policy: None,
+            identity: Some(vec![(P_USER, create_key)]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: allowed(P_USER, "CreateKeys"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: a new user cannot CreateKey",
+            key_policy: None,
+            identity: Some(vec![]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: root may CreateKey",
+            key_policy: None,
+            identity: None,
+            principals: ROOT,
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: ROOT_ALLOWED,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: iam:CreateUser allowed on user/*",
+            key_policy: None,
+            identity: Some(vec![(P_USER, iam_users)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: allowed(P_USER, "ManageUsers"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: iam:CreateUser with a role/* grant only",
+            key_policy: None,
+            identity: Some(vec![(P_USER, iam_roles)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: root may iam:CreateUser",
+            key_policy: None,
+            identity: None,
+            principals: ROOT,
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: ROOT_ALLOWED,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: group Deny beats user Allow",
+            key_policy: None,
+            identity: Some(vec![(P_USER, iam_users), (P_GROUP, deny_create_user)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: denied(P_GROUP, "NoNewUsers"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: NotAction iam:* allows kms:CreateKey",
+            key_policy: None,
+            identity: Some(vec![(P_USER, not_iam)]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: allowed(P_USER, "AllButIam"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: NotAction iam:* does not allow iam:CreateUser",
+            key_policy: None,
+            identity: Some(vec![(P_USER, not_iam)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: Deny with NotAction refuses CreateKey",
+            key_policy: None,
+            identity: Some(vec![(P_USER, read_guard)]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: denied(P_USER, "ReadOnlyGuard"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: Deny with NotAction leaves ListKeys allowed",
+            key_policy: None,
+            identity: Some(vec![(P_USER, read_guard)]),
+            action: "kms:ListKeys",
+            resource: "*",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: assumed role CreateKey by its role policy",
+            key_policy: None,
+            identity: Some(vec![(P_ROLE, create_key)]),
+            principals: SESSION,
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: allowed(P_ROLE, "CreateKeys"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: Allow kms:* does not cover iam:CreateUser",
+            key_policy: None,
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: Action * covers iam:CreateUser",
+            key_policy: None,
+            identity: Some(vec![(P_USER, everything)]),
+            action: "iam:CreateUser",
+            resource: NEW_USER,
+            expected: allowed(P_USER, "Everything"),
+            ..BASE
+        },
+        Case {
+            name: "no resource policy: CreateKey (resource *) not covered by a key/* grant",
+            key_policy: None,
+            identity: Some(vec![(P_USER, keys_only)]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: IMPLICIT,
+            ..BASE
+        },
+    ]
+}
+
+/// Explicit Deny overrides every Allow.
+fn deny_cases() -> Vec<Case> {
+    let deny_alice_decrypt = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"DenyAliceDecrypt","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:Decrypt","Resource":"*"}"#,
+    ]);
+    let alice_only = doc(&[
+        r#"{"Sid":"AliceUse","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}"#,
+    ]);
+    let deny_account_id = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"NoDeletion","Effect":"Deny","Principal":{"AWS":"111122223333"},"Action":"kms:ScheduleKeyDeletion","Resource":"*"}"#,
+    ]);
+    let deny_root_arn = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"NoDisable","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:Disable*","Resource":"*"}"#,
+    ]);
+    let deny_other_account = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"DenyOther","Effect":"Deny","Principal":{"AWS":"444455556666"},"Action":"kms:*","Resource":"*"}"#,
+    ]);
+    let deny_role = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"RoleNoDecrypt","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:role/app"},"Action":"kms:Decrypt","Resource":"*"}"#,
+    ]);
+    let allow_then_deny = doc(&[
+        r#"{"Sid":"AliceAll","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:*","Resource":"*"}"#,
+        r#"{"Sid":"AliceNoEncrypt","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let deny_insecure = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"DenyInsecure","Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"false"}}}"#,
+    ]);
+    let id_deny_encrypt =
+        doc(&[r#"{"Sid":"NoEncrypt","Effect":"Deny","Action":"kms:Encrypt","Resource":"*"}"#]);
+    let id_deny_decrypt =
+        doc(&[r#"{"Sid":"NoDecrypt","Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}"#]);
+    let id_deny_all = doc(&[r#"{"Sid":"DenyAll","Effect":"Deny","Action":"*","Resource":"*"}"#]);
+    let id_two_denies = doc(&[
+        r#"{"Sid":"DenyDecrypt","Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}"#,
+        r#"{"Sid":"DenyKms","Effect":"Deny","Action":"kms:*","Resource":"*"}"#,
+    ]);
+
+    vec![
+        Case {
+            name: "deny: key policy denies alice Decrypt despite her identity Allow",
+            key_policy: Some(deny_alice_decrypt),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            expected: denied(KP, "DenyAliceDecrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key-policy Deny for Decrypt leaves alice's Encrypt allowed",
+            key_policy: Some(deny_alice_decrypt),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key-policy Deny naming alice does not touch bob",
+            key_policy: Some(deny_alice_decrypt),
+            identity: Some(vec![(P_BOB, ID_KMS_ALL)]),
+            principals: BOB,
+            action: "kms:Decrypt",
+            expected: allowed(P_BOB, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: identity Deny beats a direct key-policy Allow",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_USER, id_deny_encrypt)]),
+            action: "kms:Encrypt",
+            expected: denied(P_USER, "NoEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: identity Deny for Encrypt leaves direct Decrypt allowed",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_USER, id_deny_encrypt)]),
+            action: "kms:Decrypt",
+            expected: allowed(KP, "AliceUse"),
+            ..BASE
+        },
+        Case {
+            name: "deny: group Deny beats user Allow under delegation",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL), (P_GROUP, id_deny_decrypt)]),
+            action: "kms:Decrypt",
+            expected: denied(P_GROUP, "NoDecrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: group Deny for Decrypt leaves Encrypt allowed",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL), (P_GROUP, id_deny_decrypt)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: group Deny * beats a direct key-policy Allow",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_GROUP, id_deny_all)]),
+            expected: denied(P_GROUP, "DenyAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the account id covers alice",
+            key_policy: Some(deny_account_id),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: denied(KP, "NoDeletion"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the account id covers bob",
+            key_policy: Some(deny_account_id),
+            identity: Some(vec![(P_BOB, ID_KMS_ALL)]),
+            principals: BOB,
+            action: "kms:ScheduleKeyDeletion",
+            expected: denied(KP, "NoDeletion"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the account id covers an assumed-role session",
+            key_policy: Some(deny_account_id),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            action: "kms:ScheduleKeyDeletion",
+            expected: denied(KP, "NoDeletion"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the account id covers the root",
+            key_policy: Some(deny_account_id),
+            identity: None,
+            principals: ROOT,
+            action: "kms:ScheduleKeyDeletion",
+            expected: denied(KP, "NoDeletion"),
+            ..BASE
+        },
+        Case {
+            name: "deny: account-wide Deny for deletion leaves Encrypt allowed",
+            key_policy: Some(deny_account_id),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the root ARN covers alice",
+            key_policy: Some(deny_root_arn),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:DisableKey",
+            expected: denied(KP, "NoDisable"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming the root ARN covers the root (wildcard action)",
+            key_policy: Some(deny_root_arn),
+            identity: None,
+            principals: ROOT,
+            action: "kms:DisableKeyRotation",
+            expected: denied(KP, "NoDisable"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key policy Deny naming another account does not cover alice",
+            key_policy: Some(deny_other_account),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: key-policy Deny is reported before an identity Deny",
+            key_policy: Some(deny_alice_decrypt),
+            identity: Some(vec![(P_USER, ID_KMS_ALL), (P_GROUP, id_deny_decrypt)]),
+            action: "kms:Decrypt",
+            expected: denied(KP, "DenyAliceDecrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: first matching Deny statement within a policy (Decrypt)",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL), (P_GROUP, id_two_denies)]),
+            action: "kms:Decrypt",
+            expected: denied(P_GROUP, "DenyDecrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: first matching Deny statement within a policy (Encrypt)",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL), (P_GROUP, id_two_denies)]),
+            action: "kms:Encrypt",
+            expected: denied(P_GROUP, "DenyKms"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Deny naming the role covers its session",
+            key_policy: Some(deny_role),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            action: "kms:Decrypt",
+            expected: denied(KP, "RoleNoDecrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Deny naming the role does not cover alice",
+            key_policy: Some(deny_role),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Deny after Allow in the same key policy still wins",
+            key_policy: Some(allow_then_deny),
+            identity: Some(vec![]),
+            action: "kms:Encrypt",
+            expected: denied(KP, "AliceNoEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Allow in the same key policy for another action",
+            key_policy: Some(allow_then_deny),
+            identity: Some(vec![]),
+            action: "kms:Decrypt",
+            expected: allowed(KP, "AliceAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Principal * Deny on insecure transport covers the root",
+            key_policy: Some(deny_insecure),
+            identity: None,
+            principals: ROOT,
+            context: &[("aws:SecureTransport", &["false"])],
+            expected: denied(KP, "DenyInsecure"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Principal * Deny on insecure transport covers alice",
+            key_policy: Some(deny_insecure),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            context: &[("aws:SecureTransport", &["false"])],
+            expected: denied(KP, "DenyInsecure"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Principal * Deny on insecure transport, secure request",
+            key_policy: Some(deny_insecure),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            context: &[("aws:SecureTransport", &["true"])],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "deny: Bool Deny does not apply when the key is missing",
+            key_policy: Some(deny_insecure),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            context: &[],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+    ]
+}
+
+/// `*` and `?` in actions (case-insensitive) and resources (case-sensitive).
+#[rustfmt::skip]
+fn wildcard_cases() -> Vec<Case> {
+    // iam actions have no resource policy; kms actions go through the default key policy.
+    let action = |name, pattern: &str, request: &'static str, decision: Decision| Case {
+        name,
+        key_policy: if request.starts_with("iam:") { None } else { Some(KP_DEFAULT) },
+        identity: Some(vec![(P_USER, allow_action(pattern))]),
+        action: request,
+        resource: if request.starts_with("iam:") { NEW_USER } else { KEY },
+        expected: match decision {
+            Allowed => allowed(P_USER, "Act"),
+            _ => IMPLICIT,
+        },
+        ..BASE
+    };
+    let resource = |name, pattern: &str, decision: Decision| Case {
+        name,
+        key_policy: Some(KP_DEFAULT),
+        identity: Some(vec![(P_USER, allow_resource(pattern))]),
+        expected: match decision {
+            Allowed => allowed(P_USER, "Res"),
+            _ => IMPLICIT,
+        },
+        ..BASE
+    };
+    let alice_crypt = doc(&[
+        r#"{"Sid":"AliceCrypt","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:*crypt*","Resource":"*"}"#,
+    ]);
+    let two_resources = doc(&[&format!(
+        r#"{{"Sid":"Res","Effect":"Allow","Action":"kms:*","Resource":["{OTHER_KEY}","{KEY}"]}}"#
+    )]);
+
+    vec![
+        action("action: kms:Gen*Key matches GenerateDataKey", "kms:Gen*Key", "kms:GenerateDataKey", Allowed),
+        action("action: kms:Gen*Key does not match GenerateDataKeyWithoutPlaintext", "kms:Gen*Key", "kms:GenerateDataKeyWithoutPlaintext", ImplicitDeny),
+        action("action: kms:Generate* matches GenerateDataKeyWithoutPlaintext", "kms:Generate*", "kms:GenerateDataKeyWithoutPlaintext", Allowed),
+        action("action: kms:?ncrypt matches Encrypt", "kms:?ncrypt", "kms:Encrypt", Allowed),
+        action("action: kms:?ncrypt does not match Decrypt", "kms:?ncrypt", "kms:Decrypt", ImplicitDeny),
+        action("action: kms:??crypt matches Decrypt", "kms:??crypt", "kms:Decrypt", Allowed),
+        action("action: kms:???crypt does not match Decrypt", "kms:???crypt", "kms:Decrypt", ImplicitDeny),
+        action("action: KMS:ENCRYPT matches kms:Encrypt (case-insensitive)", "KMS:ENCRYPT", "kms:Encrypt", Allowed),
+        action("action: kms:encrypt matches kms:Encrypt (case-insensitive)", "kms:encrypt", "kms:Encrypt", Allowed),
+        action("action: kms:DESCRIBE* matches DescribeKey", "kms:DESCRIBE*", "kms:DescribeKey", Allowed),
+        action("action: kms:Re?ncrypt* matches ReEncryptTo", "kms:Re?ncrypt*", "kms:ReEncryptTo", Allowed),
+        action("action: kms:Encrypt does not match kms:ReEncryptFrom", "kms:Encrypt", "kms:ReEncryptFrom", ImplicitDeny),
+        action("action: kms:* does not match iam:CreateUser", "kms:*", "iam:CreateUser", ImplicitDeny),
+        action("action: iam:Create* matches iam:CreateUser", "iam:Create*", "iam:CreateUser", Allowed),
+        Case {
+            name: "action: key-policy kms:*crypt* matches Decrypt",
+            key_policy: Some(alice_crypt),
+            identity: Some(vec![]),
+            action: "kms:Decrypt",
+            expected: allowed(KP, "AliceCrypt"),
+            ..BASE
+        },
+        Case {
+            name: "action: key-policy kms:*crypt* matches ReEncryptFrom",
+            key_policy: Some(alice_crypt),
+            identity: Some(vec![]),
+            action: "kms:ReEncryptFrom",
+            expected: allowed(KP, "AliceCrypt"),
+            ..BASE
+        },
+        Case {
+            name: "action: key-policy kms:*crypt* does not match GenerateDataKey",
+            key_policy: Some(alice_crypt),
+            identity: Some(vec![]),
+            action: "kms:GenerateDataKey",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        resource("resource: key/* in the key's region", "arn:aws:kms:us-east-1:111122223333:key/*", Allowed),
+        resource("resource: * region wildcard", "arn:aws:kms:*:111122223333:key/*", Allowed),
+        resource("resource: other region", "arn:aws:kms:us-west-2:111122223333:key/*", ImplicitDeny),
+        resource("resource: key id in upper case does not match (case-sensitive)", "arn:aws:kms:us-east-1:111122223333:key/1234ABCD-12AB-34CD-56EF-1234567890AB", ImplicitDeny),
+        resource("resource: trailing ? matches one character", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890a?", Allowed),
+        resource("resource: ???? and * inside the key id", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-????-34cd-*", Allowed),
+        resource("resource: extra ? needs one more character", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab?", ImplicitDeny),
+        resource("resource: alias/* does not match a key ARN", "arn:aws:kms:us-east-1:111122223333:alias/*", ImplicitDeny),
+        resource("resource: upper-case ARN prefix does not match", "ARN:AWS:KMS:*", ImplicitDeny),
+        resource("resource: another account's keys", "arn:aws:kms:us-east-1:444455556666:key/*", ImplicitDeny),
+        resource("resource: exact key ARN", KEY, Allowed),
+        Case {
+            name: "resource: list of resources, second matches",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, two_resources)]),
+            expected: allowed(P_USER, "Res"),
+            ..BASE
+        },
+    ]
+}
+
+/// NotAction and NotResource, in Allow and in Deny, in identity and key policies.
+fn not_action_resource_cases() -> Vec<Case> {
+    let all_but_deletion = doc(&[
+        r#"{"Sid":"AllButDeletion","Effect":"Allow","NotAction":"kms:ScheduleKeyDeletion","Resource":"*"}"#,
+    ]);
+    let all_but_deletion_upper = doc(&[
+        r#"{"Sid":"AllButDeletion","Effect":"Allow","NotAction":"KMS:SCHEDULEKEYDELETION","Resource":"*"}"#,
+    ]);
+    let not_schedule_disable = doc(&[
+        r#"{"Sid":"NoScheduleNoDisable","Effect":"Allow","NotAction":["kms:Schedule*","kms:Disable*"],"Resource":"*"}"#,
+    ]);
+    let not_other_key = doc(&[&format!(
+        r#"{{"Sid":"NotOtherKey","Effect":"Allow","Action":"kms:*","NotResource":"{OTHER_KEY}"}}"#
+    )]);
+    let only_this_key = doc(&[
+        r#"{"Sid":"KmsAll","Effect":"Allow","Action":"kms:*","Resource":"*"}"#,
+        &format!(
+            r#"{{"Sid":"OnlyThisKey","Effect":"Deny","Action":"kms:*","NotResource":"{KEY}"}}"#
+        ),
+    ]);
+    let not_resource_wildcard = doc(&[
+        r#"{"Sid":"NotOtherPrefix","Effect":"Allow","Action":"kms:*","NotResource":"arn:aws:kms:*:*:key/0987*"}"#,
+    ]);
+    let deny_not_action_alice = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"AliceCryptoOnly","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"NotAction":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}"#,
+    ]);
+    let alice_not_action = doc(&[
+        r#"{"Sid":"AliceAllButDelete","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"NotAction":"kms:ScheduleKeyDeletion","Resource":"*"}"#,
+    ]);
+    let deny_not_resource = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"OnlyThisKeyFamily","Effect":"Deny","Principal":"*","Action":"kms:*","NotResource":"arn:aws:kms:*:111122223333:key/1234abcd-*"}"#,
+    ]);
+
+    vec![
+        Case {
+            name: "NotAction: Allow all but deletion allows Encrypt",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, all_but_deletion)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_USER, "AllButDeletion"),
+            ..BASE
+        },
+        Case {
+            name: "NotAction: Allow all but deletion does not allow ScheduleKeyDeletion",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, all_but_deletion)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotAction: matched case-insensitively",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, all_but_deletion_upper)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotAction: wildcard list excludes DisableKey",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_schedule_disable)]),
+            action: "kms:DisableKey",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotAction: wildcard list allows EnableKey",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_schedule_disable)]),
+            action: "kms:EnableKey",
+            expected: allowed(P_USER, "NoScheduleNoDisable"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: Allow on everything but the other key, request on KEY",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_other_key)]),
+            expected: allowed(P_USER, "NotOtherKey"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: Allow on everything but the other key, request on it",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_other_key)]),
+            resource: OTHER_KEY,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotResource: Deny outside KEY refuses the other key",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, only_this_key)]),
+            resource: OTHER_KEY,
+            expected: denied(P_USER, "OnlyThisKey"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: Deny outside KEY leaves KEY allowed",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, only_this_key)]),
+            resource: KEY,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: wildcard exclusion does not cover KEY",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_resource_wildcard)]),
+            expected: allowed(P_USER, "NotOtherPrefix"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: wildcard exclusion covers the other key",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, not_resource_wildcard)]),
+            resource: OTHER_KEY,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotAction: key-policy Deny for alice outside Encrypt/Decrypt",
+            key_policy: Some(deny_not_action_alice),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: denied(KP, "AliceCryptoOnly"),
+            ..BASE
+        },
+        Case {
+            name: "NotAction: key-policy Deny for alice leaves Encrypt to delegation",
+            key_policy: Some(deny_not_action_alice),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "NotAction: key-policy Deny for alice does not touch bob",
+            key_policy: Some(deny_not_action_alice),
+            identity: Some(vec![(P_BOB, ID_KMS_ALL)]),
+            principals: BOB,
+            action: "kms:ScheduleKeyDeletion",
+            expected: allowed(P_BOB, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "NotAction: key policy allows alice all but deletion (Encrypt)",
+            key_policy: Some(alice_not_action),
+            identity: Some(vec![]),
+            action: "kms:Encrypt",
+            expected: allowed(KP, "AliceAllButDelete"),
+            ..BASE
+        },
+        Case {
+            name: "NotAction: key policy allows alice all but deletion (ScheduleKeyDeletion)",
+            key_policy: Some(alice_not_action),
+            identity: Some(vec![]),
+            action: "kms:ScheduleKeyDeletion",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "NotResource: key-policy Deny does not apply to a matching key",
+            key_policy: Some(deny_not_resource),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            resource: KEY,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "NotResource: key-policy Deny applies outside the listed keys",
+            key_policy: Some(deny_not_resource),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            resource: OTHER_KEY,
+            expected: denied(KP, "OnlyThisKeyFamily"),
+            ..BASE
+        },
+    ]
+}
+
+/// The Principal element: `*`, `{"AWS": "*"}`, lists, ARNs with wildcards, users vs roles.
+fn principal_cases() -> Vec<Case> {
+    let anyone = doc(&[
+        r#"{"Sid":"AnyoneEncrypt","Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let anyone_in_account = doc(&[
+        r#"{"Sid":"AnyoneInAccount","Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"kms:CallerAccount":"111122223333"}}}"#,
+    ]);
+    let listed = doc(&[
+        r#"{"Sid":"Listed","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::111122223333:user/bob","arn:aws:iam::111122223333:user/alice"]},"Action":"kms:Decrypt","Resource":"*"}"#,
+    ]);
+    let all_users = doc(&[
+        r#"{"Sid":"AllUsers","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/*"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let three_letter_ob = doc(&[
+        r#"{"Sid":"ThreeLetterOb","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/?ob"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let any_app_session = doc(&[
+        r#"{"Sid":"AnyAppSession","Effect":"Allow","Principal":{"AWS":"arn:aws:sts::111122223333:assumed-role/app/*"},"Action":"kms:Encrypt","Resource":"*"}"#,
+    ]);
+    let alice_only = doc(&[
+        r#"{"Sid":"AliceUse","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}"#,
+    ]);
+    let principal_arn_alice = doc(&[
+        r#"{"Sid":"ByPrincipalArn","Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/alice"}}}"#,
+    ]);
+
+    vec![
+        Case {
+            name: "principal *: alice allowed without identity policy",
+            key_policy: Some(anyone),
+            identity: Some(vec![]),
+            principals: ALICE,
+            expected: allowed(KP, "AnyoneEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "principal *: bob allowed",
+            key_policy: Some(anyone),
+            identity: Some(vec![]),
+            principals: BOB,
+            expected: allowed(KP, "AnyoneEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "principal *: assumed-role session allowed",
+            key_policy: Some(anyone),
+            identity: Some(vec![]),
+            principals: SESSION,
+            expected: allowed(KP, "AnyoneEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "principal *: root allowed",
+            key_policy: Some(anyone),
+            identity: None,
+            principals: ROOT,
+            expected: allowed(KP, "AnyoneEncrypt"),
+            ..BASE
+        },
+        Case {
+            name: "principal *: only the listed action",
+            key_policy: Some(anyone),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal {AWS:*} with kms:CallerAccount of this account",
+            key_policy: Some(anyone_in_account),
+            identity: Some(vec![]),
+            context: &[("kms:CallerAccount", &["111122223333"])],
+            expected: allowed(KP, "AnyoneInAccount"),
+            ..BASE
+        },
+        Case {
+            name: "principal {AWS:*} with kms:CallerAccount of another account",
+            key_policy: Some(anyone_in_account),
+            identity: Some(vec![]),
+            context: &[("kms:CallerAccount", &["444455556666"])],
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal {AWS:*} with kms:CallerAccount missing",
+            key_policy: Some(anyone_in_account),
+            identity: Some(vec![]),
+            context: &[],
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal {AWS:*} covers an assumed-role session of the account",
+            key_policy: Some(anyone_in_account),
+            identity: Some(vec![]),
+            principals: SESSION,
+            context: &[("kms:CallerAccount", &["111122223333"])],
+            expected: allowed(KP, "AnyoneInAccount"),
+            ..BASE
+        },
+        Case {
+            name: "principal list: second entry matches alice",
+            key_policy: Some(listed),
+            identity: Some(vec![]),
+            action: "kms:Decrypt",
+            expected: allowed(KP, "Listed"),
+            ..BASE
+        },
+        Case {
+            name: "principal list: first entry matches bob",
+            key_policy: Some(listed),
+            identity: Some(vec![]),
+            principals: BOB,
+            action: "kms:Decrypt",
+            expected: allowed(KP, "Listed"),
+            ..BASE
+        },
+        Case {
+            name: "principal list: session not listed",
+            key_policy: Some(listed),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            action: "kms:Decrypt",
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard user/*: alice",
+            key_policy: Some(all_users),
+            identity: Some(vec![]),
+            expected: allowed(KP, "AllUsers"),
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard user/*: a role session does not match",
+            key_policy: Some(all_users),
+            identity: Some(vec![]),
+            principals: SESSION,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard user/?ob: bob",
+            key_policy: Some(three_letter_ob),
+            identity: Some(vec![]),
+            principals: BOB,
+            expected: allowed(KP, "ThreeLetterOb"),
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard user/?ob: not alice",
+            key_policy: Some(three_letter_ob),
+            identity: Some(vec![]),
+            principals: ALICE,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard assumed-role/app/*: session",
+            key_policy: Some(any_app_session),
+            identity: Some(vec![]),
+            principals: SESSION,
+            expected: allowed(KP, "AnyAppSession"),
+            ..BASE
+        },
+        Case {
+            name: "principal wildcard assumed-role/app/*: not alice",
+            key_policy: Some(any_app_session),
+            identity: Some(vec![]),
+            principals: ALICE,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "principal user ARN does not match a role session",
+            key_policy: Some(alice_only),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "aws:PrincipalArn condition under Principal *: alice",
+            key_policy: Some(principal_arn_alice),
+            identity: Some(vec![]),
+            context: &[("aws:PrincipalArn", &[ALICE_ARN])],
+            expected: allowed(KP, "ByPrincipalArn"),
+            ..BASE
+        },
+        Case {
+            name: "aws:PrincipalArn condition under Principal *: bob",
+            key_policy: Some(principal_arn_alice),
+            identity: Some(vec![]),
+            principals: BOB,
+            context: &[("aws:PrincipalArn", &[BOB_ARN])],
+            expected: IMPLICIT,
+            ..BASE
+        },
+    ]
+}
+
+/// Every condition operator, positive, negative and with the key missing.
+#[rustfmt::skip]
+fn operator_cases() -> Vec<Case> {
+    vec![
+        // StringEquals
+        cond("StringEquals: match", r#"{"StringEquals":{"kms:CallerAccount":"111122223333"}}"#, &[("kms:CallerAccount", &["111122223333"])], Allowed),
+        cond("StringEquals: mismatch", r#"{"StringEquals":{"kms:CallerAccount":"111122223333"}}"#, &[("kms:CallerAccount", &["444455556666"])], ImplicitDeny),
+        cond("StringEquals: key missing", r#"{"StringEquals":{"kms:CallerAccount":"111122223333"}}"#, &[], ImplicitDeny),
+        cond("StringEquals: values are ORed", r#"{"StringEquals":{"kms:CallerAccount":["444455556666","111122223333"]}}"#, &[("kms:CallerAccount", &["111122223333"])], Allowed),
+        cond("StringEquals: values are case-sensitive", r#"{"StringEquals":{"kms:EncryptionContext:Tenant":"Blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("StringEquals: JSON number value in the policy", r#"{"StringEquals":{"kms:CallerAccount":111122223333}}"#, &[("kms:CallerAccount", &["111122223333"])], Allowed),
+        cond("StringEquals: * is literal", r#"{"StringEquals":{"kms:CallerAccount":"1111*"}}"#, &[("kms:CallerAccount", &["111122223333"])], ImplicitDeny),
+        // StringNotEquals
+        cond("StringNotEquals: different value", r#"{"StringNotEquals":{"kms:CallerAccount":"444455556666"}}"#, &[("kms:CallerAccount", &["111122223333"])], Allowed),
+        cond("StringNotEquals: equal value", r#"{"StringNotEquals":{"kms:CallerAccount":"444455556666"}}"#, &[("kms:CallerAccount", &["444455556666"])], ImplicitDeny),
+        cond("StringNotEquals: key missing is true", r#"{"StringNotEquals":{"kms:CallerAccount":"444455556666"}}"#, &[], Allowed),
+        cond("StringNotEquals: equal to one of the values", r#"{"StringNotEquals":{"kms:EncryptionContext:Tenant":["red","blue"]}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("StringNotEquals: equal to none of the values", r#"{"StringNotEquals":{"kms:EncryptionContext:Tenant":["red","blue"]}}"#, &[("kms:EncryptionContext:Tenant", &["green"])], Allowed),
+        // StringEqualsIgnoreCase
+        cond("StringEqualsIgnoreCase: differs only by case", r#"{"StringEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        cond("StringEqualsIgnoreCase: different value", r#"{"StringEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["green"])], ImplicitDeny),
+        cond("StringEqualsIgnoreCase: key missing", r#"{"StringEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[], ImplicitDeny),
+        cond("StringEqualsIgnoreCase: values are ORed", r#"{"StringEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":["red","Blue"]}}"#, &[("kms:EncryptionContext:Tenant", &["BLUE"])], Allowed),
+        // StringNotEqualsIgnoreCase
+        cond("StringNotEqualsIgnoreCase: differs only by case", r#"{"StringNotEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("StringNotEqualsIgnoreCase: different value", r#"{"StringNotEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["green"])], Allowed),
+        cond("StringNotEqualsIgnoreCase: key missing is true", r#"{"StringNotEqualsIgnoreCase":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[], Allowed),
+        // StringLike
+        cond("StringLike: user/* matches alice", r#"{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/*"}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], Allowed),
+        cond("StringLike: user/* does not match a role", r#"{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/*"}}"#, &[("aws:PrincipalArn", &[ROLE_ARN])], ImplicitDeny),
+        cond("StringLike: ? matches one character", r#"{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/?lice"}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], Allowed),
+        cond("StringLike: case-sensitive", r#"{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/A*"}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], ImplicitDeny),
+        cond("StringLike: key missing", r#"{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:user/*"}}"#, &[], ImplicitDeny),
+        cond("StringLike: values are ORed", r#"{"StringLike":{"aws:PrincipalArn":["*:role/*","*:user/alice"]}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], Allowed),
+        // StringNotLike
+        cond("StringNotLike: user does not match role/*", r#"{"StringNotLike":{"aws:PrincipalArn":"arn:aws:iam::*:role/*"}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], Allowed),
+        cond("StringNotLike: role matches role/*", r#"{"StringNotLike":{"aws:PrincipalArn":"arn:aws:iam::*:role/*"}}"#, &[("aws:PrincipalArn", &[ROLE_ARN])], ImplicitDeny),
+        cond("StringNotLike: key missing is true", r#"{"StringNotLike":{"aws:PrincipalArn":"arn:aws:iam::*:role/*"}}"#, &[], Allowed),
+        cond("StringNotLike: matches one of the values", r#"{"StringNotLike":{"aws:PrincipalArn":["*:role/*","*:user/a*"]}}"#, &[("aws:PrincipalArn", &[ALICE_ARN])], ImplicitDeny),
+        cond("StringNotLike: matches none of the values", r#"{"StringNotLike":{"aws:PrincipalArn":["*:role/*","*:user/a*"]}}"#, &[("aws:PrincipalArn", &[BOB_ARN])], Allowed),
+        // Bool
+        cond("Bool: true", r#"{"Bool":{"aws:SecureTransport":"true"}}"#, &[("aws:SecureTransport", &["true"])], Allowed),
+        cond("Bool: false", r#"{"Bool":{"aws:SecureTransport":"true"}}"#, &[("aws:SecureTransport", &["false"])], ImplicitDeny),
+        cond("Bool: key missing", r#"{"Bool":{"aws:SecureTransport":"true"}}"#, &[], ImplicitDeny),
+        cond("Bool: JSON boolean in the policy", r#"{"Bool":{"aws:SecureTransport":true}}"#, &[("aws:SecureTransport", &["true"])], Allowed),
+        // DateEquals
+        cond("DateEquals: same instant", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateEquals: one second later", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T12:00:01Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateEquals: same instant with an offset", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T14:00:00+02:00"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateEquals: key missing", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[], ImplicitDeny),
+        // DateLessThan
+        cond("DateLessThan: before the limit", r#"{"DateLessThan":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateLessThan: after the limit", r#"{"DateLessThan":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateLessThan: at the limit (strict)", r#"{"DateLessThan":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateLessThan: key missing", r#"{"DateLessThan":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[], ImplicitDeny),
+        // Fractions of a second count.
+        cond("DateLessThan: half a second before the limit (sub-second precision)", r#"{"DateLessThan":{"aws:CurrentTime":"2024-06-01T12:00:00.500Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateLessThanEquals: half a second past the limit (sub-second precision)", r#"{"DateLessThanEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &["2024-06-01T12:00:00.500Z"])], ImplicitDeny),
+        cond("DateEquals: half a second apart (sub-second precision)", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &["2024-06-01T12:00:00.500Z"])], ImplicitDeny),
+        cond("DateEquals: epoch seconds in the request", r#"{"DateEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &["1717243200"])], Allowed),
+        // DateLessThanEquals
+        cond("DateLessThanEquals: at the limit", r#"{"DateLessThanEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateLessThanEquals: one second after the limit", r#"{"DateLessThanEquals":{"aws:CurrentTime":"2024-06-01T11:59:59Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateLessThanEquals: key missing", r#"{"DateLessThanEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[], ImplicitDeny),
+        // DateGreaterThan
+        cond("DateGreaterThan: after the start", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThan: at the start (strict)", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateGreaterThan: before the start", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-12-31T23:59:59Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateGreaterThan: epoch seconds in the policy", r#"{"DateGreaterThan":{"aws:CurrentTime":1700000000}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThan: half a second after the start (sub-second precision)", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &["2024-06-01T12:00:00.500Z"])], Allowed),
+        // DateGreaterThanEquals
+        cond("DateGreaterThanEquals: at the start", r#"{"DateGreaterThanEquals":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThanEquals: one second before the start", r#"{"DateGreaterThanEquals":{"aws:CurrentTime":"2024-06-01T12:00:01Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+        cond("DateGreaterThanEquals: bare date is midnight UTC", r#"{"DateGreaterThanEquals":{"aws:CurrentTime":"2024-06-01"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThanEquals: key missing", r#"{"DateGreaterThanEquals":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[], ImplicitDeny),
+        cond("Date window: inside", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-01-01T00:00:00Z"},"DateLessThan":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("Date window: after", r#"{"DateGreaterThan":{"aws:CurrentTime":"2024-01-01T00:00:00Z"},"DateLessThan":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &["2025-06-01T00:00:00Z"])], ImplicitDeny),
+        // IpAddress
+        cond("IpAddress: inside 10.0.0.0/8", r#"{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["10.1.2.3"])], Allowed),
+        cond("IpAddress: outside 10.0.0.0/8", r#"{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["192.168.1.1"])], ImplicitDeny),
+        cond("IpAddress: key missing", r#"{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[], ImplicitDeny),
+        cond("IpAddress: CIDRs are ORed", r#"{"IpAddress":{"aws:SourceIp":["192.168.0.0/16","10.0.0.0/8"]}}"#, &[("aws:SourceIp", &["192.168.5.5"])], Allowed),
+        cond("IpAddress: single address", r#"{"IpAddress":{"aws:SourceIp":"203.0.113.7"}}"#, &[("aws:SourceIp", &["203.0.113.7"])], Allowed),
+        cond("IpAddress: single address, neighbour", r#"{"IpAddress":{"aws:SourceIp":"203.0.113.7"}}"#, &[("aws:SourceIp", &["203.0.113.8"])], ImplicitDeny),
+        cond("IpAddress: /25 last address inside", r#"{"IpAddress":{"aws:SourceIp":"203.0.113.0/25"}}"#, &[("aws:SourceIp", &["203.0.113.127"])], Allowed),
+        cond("IpAddress: /25 first address outside", r#"{"IpAddress":{"aws:SourceIp":"203.0.113.0/25"}}"#, &[("aws:SourceIp", &["203.0.113.128"])], ImplicitDeny),
+        cond("IpAddress: 0.0.0.0/0 matches any IPv4", r#"{"IpAddress":{"aws:SourceIp":"0.0.0.0/0"}}"#, &[("aws:SourceIp", &["198.51.100.7"])], Allowed),
+        cond("IpAddress: IPv6 inside 2001:db8::/32", r#"{"IpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["2001:db8:abcd::1"])], Allowed),
+        cond("IpAddress: IPv6 outside 2001:db8::/32", r#"{"IpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["2001:db9::1"])], ImplicitDeny),
+        cond("IpAddress: IPv6 /64 boundary", r#"{"IpAddress":{"aws:SourceIp":"2001:db8:1:2::/64"}}"#, &[("aws:SourceIp", &["2001:db8:1:3::1"])], ImplicitDeny),
+        cond("IpAddress: IPv6 /128 in uncompressed form", r#"{"IpAddress":{"aws:SourceIp":"2001:db8::42/128"}}"#, &[("aws:SourceIp", &["2001:0db8:0000:0000:0000:0000:0000:0042"])], Allowed),
+        cond("IpAddress: IPv6 request vs IPv4 CIDR", r#"{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["2001:db8::1"])], ImplicitDeny),
+        cond("IpAddress: IPv4 request vs IPv6 CIDR", r#"{"IpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["10.1.2.3"])], ImplicitDeny),
+        // NotIpAddress in an Allow
+        cond("NotIpAddress: outside the excluded range", r#"{"NotIpAddress":{"aws:SourceIp":"192.0.2.0/24"}}"#, &[("aws:SourceIp", &["198.51.100.1"])], Allowed),
+        cond("NotIpAddress: inside the excluded range", r#"{"NotIpAddress":{"aws:SourceIp":"192.0.2.0/24"}}"#, &[("aws:SourceIp", &["192.0.2.9"])], ImplicitDeny),
+        cond("NotIpAddress: key missing is true", r#"{"NotIpAddress":{"aws:SourceIp":"192.0.2.0/24"}}"#, &[], Allowed),
+        cond("NotIpAddress: IPv6 inside the excluded range", r#"{"NotIpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["2001:db8::1"])], ImplicitDeny),
+        cond("NotIpAddress: IPv6 outside the excluded range", r#"{"NotIpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["2001:db9::1"])], Allowed),
+        // NotIpAddress in a Deny (the classic network guard)
+        guard("NotIpAddress guard: IPv4 inside the network", r#"{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}"#, &[("aws:SourceIp", &["10.1.2.3"])], Allowed),
+        guard("NotIpAddress guard: IPv4 outside the network", r#"{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}"#, &[("aws:SourceIp", &["8.8.8.8"])], ExplicitDeny),
+        guard("NotIpAddress guard: source address missing", r#"{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}"#, &[], ExplicitDeny),
+        guard("NotIpAddress guard: IPv6 inside the network", r#"{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}"#, &[("aws:SourceIp", &["2001:db8::5"])], Allowed),
+        guard("NotIpAddress guard: IPv6 outside the network", r#"{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}"#, &[("aws:SourceIp", &["2001:db9::5"])], ExplicitDeny),
+        // Null
+        cond("Null true: key absent", r#"{"Null":{"kms:ViaService":"true"}}"#, &[], Allowed),
+        cond("Null true: key present", r#"{"Null":{"kms:ViaService":"true"}}"#, &[("kms:ViaService", &[EC2])], ImplicitDeny),
+        cond("Null false: key present", r#"{"Null":{"kms:ViaService":"false"}}"#, &[("kms:ViaService", &[EC2])], Allowed),
+        cond("Null false: key absent", r#"{"Null":{"kms:ViaService":"false"}}"#, &[], ImplicitDeny),
+        cond("Null true on an encryption-context key that is present", r#"{"Null":{"kms:EncryptionContext:Tenant":"true"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        guard("Null guard: Deny when the encryption context lacks Tenant", r#"{"Null":{"kms:EncryptionContext:Tenant":"true"}}"#, &[], ExplicitDeny),
+        guard("Null guard: Tenant given", r#"{"Null":{"kms:EncryptionContext:Tenant":"true"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+    ]
+}
+
+/// `…IfExists`: true when the key is missing, the plain operator otherwise.
+#[rustfmt::skip]
+fn if_exists_cases() -> Vec<Case> {
+    vec![
+        cond("StringEqualsIfExists: key missing", r#"{"StringEqualsIfExists":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#, &[], Allowed),
+        cond("StringEqualsIfExists: present and equal", r#"{"StringEqualsIfExists":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#, &[("kms:ViaService", &[EC2])], Allowed),
+        cond("StringEqualsIfExists: present and different", r#"{"StringEqualsIfExists":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#, &[("kms:ViaService", &["rds.us-east-1.amazonaws.com"])], ImplicitDeny),
+        cond("StringNotEqualsIfExists: key missing", r#"{"StringNotEqualsIfExists":{"kms:CallerAccount":"444455556666"}}"#, &[], Allowed),
+        cond("StringNotEqualsIfExists: present and equal", r#"{"StringNotEqualsIfExists":{"kms:CallerAccount":"444455556666"}}"#, &[("kms:CallerAccount", &["444455556666"])], ImplicitDeny),
+        cond("StringEqualsIgnoreCaseIfExists: key missing", r#"{"StringEqualsIgnoreCaseIfExists":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[], Allowed),
+        cond("StringEqualsIgnoreCaseIfExists: present, other case", r#"{"StringEqualsIgnoreCaseIfExists":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["Blue"])], Allowed),
+        cond("StringEqualsIgnoreCaseIfExists: present, different", r#"{"StringEqualsIgnoreCaseIfExists":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["green"])], ImplicitDeny),
+        cond("StringNotEqualsIgnoreCaseIfExists: present, other case", r#"{"StringNotEqualsIgnoreCaseIfExists":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("StringNotEqualsIgnoreCaseIfExists: key missing", r#"{"StringNotEqualsIgnoreCaseIfExists":{"kms:EncryptionContext:Tenant":"BLUE"}}"#, &[], Allowed),
+        cond("StringLikeIfExists: key missing", r#"{"StringLikeIfExists":{"aws:PrincipalArn":"*:user/*"}}"#, &[], Allowed),
+        cond("StringLikeIfExists: present, not matching", r#"{"StringLikeIfExists":{"aws:PrincipalArn":"*:user/*"}}"#, &[("aws:PrincipalArn", &[ROLE_ARN])], ImplicitDeny),
+        cond("StringNotLikeIfExists: present, matching", r#"{"StringNotLikeIfExists":{"aws:PrincipalArn":"*:role/*"}}"#, &[("aws:PrincipalArn", &[ROLE_ARN])], ImplicitDeny),
+        cond("StringNotLikeIfExists: key missing", r#"{"StringNotLikeIfExists":{"aws:PrincipalArn":"*:role/*"}}"#, &[], Allowed),
+        cond("BoolIfExists: key missing", r#"{"BoolIfExists":{"aws:SecureTransport":"true"}}"#, &[], Allowed),
+        cond("BoolIfExists: present false", r#"{"BoolIfExists":{"aws:SecureTransport":"true"}}"#, &[("aws:SecureTransport", &["false"])], ImplicitDeny),
+        guard("BoolIfExists guard: Deny when transport is not known to be secure", r#"{"BoolIfExists":{"aws:SecureTransport":"false"}}"#, &[], ExplicitDeny),
+        guard("BoolIfExists guard: secure transport", r#"{"BoolIfExists":{"aws:SecureTransport":"false"}}"#, &[("aws:SecureTransport", &["true"])], Allowed),
+        cond("DateEqualsIfExists: key missing", r#"{"DateEqualsIfExists":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[], Allowed),
+        cond("DateEqualsIfExists: present, other instant", r#"{"DateEqualsIfExists":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &["2024-06-02T12:00:00Z"])], ImplicitDeny),
+        cond("DateLessThanIfExists: key missing", r#"{"DateLessThanIfExists":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[], Allowed),
+        cond("DateLessThanIfExists: present, too late", r#"{"DateLessThanIfExists":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &["2025-06-01T00:00:00Z"])], ImplicitDeny),
+        cond("DateLessThanEqualsIfExists: present, at the limit", r#"{"DateLessThanEqualsIfExists":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThanIfExists: key missing", r#"{"DateGreaterThanIfExists":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[], Allowed),
+        cond("DateGreaterThanIfExists: present, too early", r#"{"DateGreaterThanIfExists":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &["2023-06-01T00:00:00Z"])], ImplicitDeny),
+        cond("DateGreaterThanEqualsIfExists: present, at the start", r#"{"DateGreaterThanEqualsIfExists":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("DateGreaterThanEqualsIfExists: key missing", r#"{"DateGreaterThanEqualsIfExists":{"aws:CurrentTime":"2024-06-01T12:00:00Z"}}"#, &[], Allowed),
+        cond("IpAddressIfExists: key missing", r#"{"IpAddressIfExists":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[], Allowed),
+        cond("IpAddressIfExists: present, outside", r#"{"IpAddressIfExists":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["172.16.0.1"])], ImplicitDeny),
+        cond("IpAddressIfExists: present, inside", r#"{"IpAddressIfExists":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["10.9.9.9"])], Allowed),
+        cond("NotIpAddressIfExists: present, inside the excluded range", r#"{"NotIpAddressIfExists":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["10.9.9.9"])], ImplicitDeny),
+        cond("NotIpAddressIfExists: key missing", r#"{"NotIpAddressIfExists":{"aws:SourceIp":"10.0.0.0/8"}}"#, &[], Allowed),
+    ]
+}
+
+/// Keys under an operator and operators in a block are ANDed; values of one key are ORed.
+#[rustfmt::skip]
+fn and_or_cases() -> Vec<Case> {
+    const TWO_KEYS: &str = r#"{"StringEquals":{"kms:CallerAccount":"111122223333","kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#;
+    const TWO_OPERATORS: &str = r#"{"StringEquals":{"kms:CallerAccount":"111122223333"},"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}"#;
+    const THREE_OPERATORS: &str = r#"{"StringEquals":{"kms:CallerAccount":"111122223333"},"IpAddress":{"aws:SourceIp":"10.0.0.0/8"},"DateLessThan":{"aws:CurrentTime":"2025-01-01T00:00:00Z"}}"#;
+    const OR_AND: &str = r#"{"StringEquals":{"kms:EncryptionContext:Tenant":["blue","green"],"kms:EncryptionContext:Purpose":"backup"}}"#;
+    vec![
+        cond("AND keys: both hold", TWO_KEYS, &[("kms:CallerAccount", &["111122223333"]), ("kms:ViaService", &[EC2])], Allowed),
+        cond("AND keys: one differs", TWO_KEYS, &[("kms:CallerAccount", &["111122223333"]), ("kms:ViaService", &["rds.us-east-1.amazonaws.com"])], ImplicitDeny),
+        cond("AND keys: one missing", TWO_KEYS, &[("kms:CallerAccount", &["111122223333"])], ImplicitDeny),
+        cond("AND operators: both hold", TWO_OPERATORS, &[("kms:CallerAccount", &["111122223333"]), ("aws:SourceIp", &["10.0.0.1"])], Allowed),
+        cond("AND operators: address outside", TWO_OPERATORS, &[("kms:CallerAccount", &["111122223333"]), ("aws:SourceIp", &["11.0.0.1"])], ImplicitDeny),
+        cond("AND operators: address missing", TWO_OPERATORS, &[("kms:CallerAccount", &["111122223333"])], ImplicitDeny),
+        cond("AND three operators: all hold", THREE_OPERATORS, &[("kms:CallerAccount", &["111122223333"]), ("aws:SourceIp", &["10.0.0.1"]), ("aws:CurrentTime", &[NOW])], Allowed),
+        cond("AND three operators: date fails", THREE_OPERATORS, &[("kms:CallerAccount", &["111122223333"]), ("aws:SourceIp", &["10.0.0.1"]), ("aws:CurrentTime", &["2025-02-01T00:00:00Z"])], ImplicitDeny),
+        cond("OR within a key, AND across keys: holds", OR_AND, &[("kms:EncryptionContext:Tenant", &["green"]), ("kms:EncryptionContext:Purpose", &["backup"])], Allowed),
+        cond("OR within a key, AND across keys: second key fails", OR_AND, &[("kms:EncryptionContext:Tenant", &["green"]), ("kms:EncryptionContext:Purpose", &["archive"])], ImplicitDeny),
+    ]
+}
+
+/// `ForAllValues:` / `ForAnyValue:` over the multi-valued `kms:EncryptionContextKeys`.
+#[rustfmt::skip]
+fn set_operator_cases() -> Vec<Case> {
+    const ALL_OF: &str = r#"{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":["Tenant","Purpose"]}}"#;
+    const ANY_OF: &str = r#"{"ForAnyValue:StringEquals":{"kms:EncryptionContextKeys":"Tenant"}}"#;
+    const ALL_NOT: &str = r#"{"ForAllValues:StringNotEquals":{"kms:EncryptionContextKeys":"Secret"}}"#;
+    const ANY_NOT: &str = r#"{"ForAnyValue:StringNotEquals":{"kms:EncryptionContextKeys":"Tenant"}}"#;
+    const ALL_OF_NON_EMPTY: &str = r#"{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":["Tenant","Purpose"]},"Null":{"kms:EncryptionContextKeys":"false"}}"#;
+    const KEYS: &str = "kms:EncryptionContextKeys";
+    vec![
+        cond("ForAllValues: subset of the allowed keys", ALL_OF, &[(KEYS, &["Tenant"])], Allowed),
+        cond("ForAllValues: exactly the allowed keys", ALL_OF, &[(KEYS, &["Purpose", "Tenant"])], Allowed),
+        cond("ForAllValues: one key not allowed", ALL_OF, &[(KEYS, &["Tenant", "Other"])], ImplicitDeny),
+        cond("ForAllValues: key missing is true", ALL_OF, &[], Allowed),
+        cond("ForAllValues: empty set is true", ALL_OF, &[(KEYS, &[])], Allowed),
+        cond("ForAllValues: values are case-sensitive", ALL_OF, &[(KEYS, &["tenant"])], ImplicitDeny),
+        cond("ForAllValues + Null false: key missing is refused", ALL_OF_NON_EMPTY, &[], ImplicitDeny),
+        cond("ForAllValues + Null false: allowed keys given", ALL_OF_NON_EMPTY, &[(KEYS, &["Tenant"])], Allowed),
+        cond("ForAnyValue: one of the keys matches", ANY_OF, &[(KEYS, &["Other", "Tenant"])], Allowed),
+        cond("ForAnyValue: none matches", ANY_OF, &[(KEYS, &["Other"])], ImplicitDeny),
+        cond("ForAnyValue: key missing is false", ANY_OF, &[], ImplicitDeny),
+        cond("ForAnyValue: empty set is false", ANY_OF, &[(KEYS, &[])], ImplicitDeny),
+        cond("ForAnyValue:StringLike matches one key", r#"{"ForAnyValue:StringLike":{"kms:EncryptionContextKeys":"Ten*"}}"#, &[(KEYS, &["Purpose", "Tenantx"])], Allowed),
+        cond("ForAllValues:StringLike all keys match", r#"{"ForAllValues:StringLike":{"kms:EncryptionContextKeys":"T*"}}"#, &[(KEYS, &["Tenant", "Type"])], Allowed),
+        cond("ForAllValues:StringLike one key does not match", r#"{"ForAllValues:StringLike":{"kms:EncryptionContextKeys":"T*"}}"#, &[(KEYS, &["Tenant", "purpose"])], ImplicitDeny),
+        cond("ForAllValues:StringNotEquals: no forbidden key", ALL_NOT, &[(KEYS, &["Tenant"])], Allowed),
+        cond("ForAllValues:StringNotEquals: forbidden key present", ALL_NOT, &[(KEYS, &["Tenant", "Secret"])], ImplicitDeny),
+        cond("ForAllValues:StringNotEquals: key missing is true", ALL_NOT, &[], Allowed),
+        cond("ForAnyValue:StringNotEquals: another key present", ANY_NOT, &[(KEYS, &["Tenant", "Other"])], Allowed),
+        cond("ForAnyValue:StringNotEquals: only the named key", ANY_NOT, &[(KEYS, &["Tenant"])], ImplicitDeny),
+        cond("ForAnyValue:StringNotEquals: key missing is false", ANY_NOT, &[], ImplicitDeny),
+        cond("ForAllValues:StringEqualsIgnoreCase", r#"{"ForAllValues:StringEqualsIgnoreCase":{"kms:EncryptionContextKeys":"tenant"}}"#, &[(KEYS, &["TENANT"])], Allowed),
+        cond("ForAnyValue:StringEqualsIfExists: key missing", r#"{"ForAnyValue:StringEqualsIfExists":{"kms:EncryptionContextKeys":"Tenant"}}"#, &[], Allowed),
+        cond("ForAnyValue:StringEqualsIfExists: present, no match", r#"{"ForAnyValue:StringEqualsIfExists":{"kms:EncryptionContextKeys":"Tenant"}}"#, &[(KEYS, &["Other"])], ImplicitDeny),
+        cond("ForAllValues:StringEqualsIfExists: key missing", r#"{"ForAllValues:StringEqualsIfExists":{"kms:EncryptionContextKeys":"Tenant"}}"#, &[], Allowed),
+        guard("ForAnyValue guard: Deny a Secret context key", r#"{"ForAnyValue:StringEquals":{"kms:EncryptionContextKeys":"Secret"}}"#, &[(KEYS, &["Tenant", "Secret"])], ExplicitDeny),
+        guard("ForAnyValue guard: no Secret context key", r#"{"ForAnyValue:StringEquals":{"kms:EncryptionContextKeys":"Secret"}}"#, &[(KEYS, &["Tenant"])], Allowed),
+        guard("ForAnyValue guard: no encryption context", r#"{"ForAnyValue:StringEquals":{"kms:EncryptionContextKeys":"Secret"}}"#, &[], Allowed),
+        guard("ForAllValues guard: ForAllValues:StringNotEquals in a Deny applies when the key is missing", r#"{"ForAllValues:StringNotEquals":{"kms:EncryptionContextKeys":["Tenant","Purpose"]}}"#, &[], ExplicitDeny),
+    ]
+}
+
+/// The context keys the brief names: kms:EncryptionContext:<k>, condition-key case, kms:ViaService,
+/// aws:PrincipalArn.
+#[rustfmt::skip]
+fn context_key_cases() -> Vec<Case> {
+    let only_via_ec2 = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"OnlyViaEc2","Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*","Condition":{"StringNotEquals":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}}"#,
+    ]);
+    let only_roles_delete = doc(&[
+        ROOT_STMT,
+        r#"{"Sid":"OnlyRolesDelete","Effect":"Deny","Principal":"*","Action":"kms:ScheduleKeyDeletion","Resource":"*","Condition":{"StringNotLike":{"aws:PrincipalArn":"arn:aws:iam::111122223333:role/*"}}}"#,
+    ]);
+    const TENANT_BLUE: &str = r#"{"StringEquals":{"kms:EncryptionContext:Tenant":"blue"}}"#;
+    const TWO_PAIRS: &str = r#"{"StringEquals":{"kms:EncryptionContext:Tenant":"blue","kms:EncryptionContext:Purpose":"backup"}}"#;
+    const VIA_EC2: &str = r#"{"StringEquals":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#;
+    let mut cases = vec![
+        cond("EncryptionContext: pair present", TENANT_BLUE, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        cond("EncryptionContext: context key differs in case (case-sensitive)", TENANT_BLUE, &[("kms:EncryptionContext:tenant", &["blue"])], ImplicitDeny),
+        cond("EncryptionContext: pair absent", TENANT_BLUE, &[], ImplicitDeny),
+        cond("EncryptionContext: upper-case prefix in the policy", r#"{"StringEquals":{"KMS:ENCRYPTIONCONTEXT:Tenant":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        cond("EncryptionContext: lower-case prefix in the policy", r#"{"StringEquals":{"kms:encryptioncontext:Tenant":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        cond("EncryptionContext: policy's context key in other case does not match", r#"{"StringEquals":{"kms:EncryptionContext:TENANT":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("EncryptionContext: prefix case differs on the request side", TENANT_BLUE, &[("Kms:encryptionContext:Tenant", &["blue"])], Allowed),
+        cond("EncryptionContext: two pairs both present", TWO_PAIRS, &[("kms:EncryptionContext:Tenant", &["blue"]), ("kms:EncryptionContext:Purpose", &["backup"])], Allowed),
+        cond("EncryptionContext: two pairs, one absent", TWO_PAIRS, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("EncryptionContext: StringLike on the value", r#"{"StringLike":{"kms:EncryptionContext:Tenant":"team-*"}}"#, &[("kms:EncryptionContext:Tenant", &["team-7"])], Allowed),
+        cond("EncryptionContext: StringLike value is case-sensitive", r#"{"StringLike":{"kms:EncryptionContext:Tenant":"team-*"}}"#, &[("kms:EncryptionContext:Tenant", &["Team-7"])], ImplicitDeny),
+        cond("EncryptionContext: StringNotEquals with the pair absent", r#"{"StringNotEquals":{"kms:EncryptionContext:Tenant":"blue"}}"#, &[], Allowed),
+        kp_cond("EncryptionContext in the key policy: pair present", TENANT_BLUE, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        kp_cond("EncryptionContext in the key policy: other value", TENANT_BLUE, &[("kms:EncryptionContext:Tenant", &["red"])], ImplicitDeny),
+        cond("condition key names are case-insensitive (policy side)", r#"{"IpAddress":{"AWS:SOURCEIP":"10.0.0.0/8"}}"#, &[("aws:SourceIp", &["10.1.1.1"])], Allowed),
+        cond("condition key names are case-insensitive (request side)", r#"{"StringEquals":{"kms:calleraccount":"111122223333"}}"#, &[("Kms:CallerAccount", &["111122223333"])], Allowed),
+        cond("condition key names are case-insensitive (date key)", r#"{"DateGreaterThan":{"AWS:currenttime":"2024-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], Allowed),
+        cond("ViaService: direct call (key absent) fails StringEquals", VIA_EC2, &[], ImplicitDeny),
+        cond("ViaService: call via EC2", VIA_EC2, &[("kms:ViaService", &[EC2])], Allowed),
+        cond("ViaService: call via another service", VIA_EC2, &[("kms:ViaService", &["rds.us-east-1.amazonaws.com"])], ImplicitDeny),
+        cond("ViaService: StringLike any service in the region", r#"{"StringLike":{"kms:ViaService":"*.us-east-1.amazonaws.com"}}"#, &[("kms:ViaService", &["rds.us-east-1.amazonaws.com"])], Allowed),
+        cond("ViaService: StringLike other region", r#"{"StringLike":{"kms:ViaService":"*.us-east-1.amazonaws.com"}}"#, &[("kms:ViaService", &["ec2.eu-west-1.amazonaws.com"])], ImplicitDeny),
+        kp_cond("CallerAccount in the key policy: this account", r#"{"StringEquals":{"kms:CallerAccount":"111122223333"}}"#, &[("kms:CallerAccount", &["111122223333"])], Allowed),
+        kp_cond("CallerAccount in the key policy: missing", r#"{"StringEquals":{"kms:CallerAccount":"111122223333"}}"#, &[], ImplicitDeny),
+        kp_cond("SourceIp in the key policy: IPv6 inside", r#"{"IpAddress":{"aws:SourceIp":"2001:db8::/32"}}"#, &[("aws:SourceIp", &["2001:db8::7"])], Allowed),
+        kp_cond("CurrentTime in the key policy: expired grant", r#"{"DateLessThan":{"aws:CurrentTime":"2024-01-01T00:00:00Z"}}"#, &[("aws:CurrentTime", &[NOW])], ImplicitDeny),
+    ];
+    cases.extend([
+        Case {
+            name: "ViaService guard: direct Decrypt (key absent) is denied",
+            key_policy: Some(only_via_ec2),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            context: &[],
+            expected: denied(KP, "OnlyViaEc2"),
+            ..BASE
+        },
+        Case {
+            name: "ViaService guard: Decrypt via EC2 is allowed",
+            key_policy: Some(only_via_ec2),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            context: &[("kms:ViaService", &[EC2])],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "ViaService guard: Decrypt via another service is denied",
+            key_policy: Some(only_via_ec2),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            context: &[("kms:ViaService", &["rds.us-east-1.amazonaws.com"])],
+            expected: denied(KP, "OnlyViaEc2"),
+            ..BASE
+        },
+        Case {
+            name: "ViaService guard: direct Encrypt is not covered by the Deny",
+            key_policy: Some(only_via_ec2),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            context: &[],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "PrincipalArn guard: alice may not schedule deletion",
+            key_policy: Some(only_roles_delete),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            context: &[("aws:PrincipalArn", &[ALICE_ARN])],
+            expected: denied(KP, "OnlyRolesDelete"),
+            ..BASE
+        },
+        Case {
+            name: "PrincipalArn guard: the role session may schedule deletion",
+            key_policy: Some(only_roles_delete),
+            identity: Some(vec![(P_ROLE, ID_KMS_ALL)]),
+            principals: SESSION,
+            action: "kms:ScheduleKeyDeletion",
+            context: &[("aws:PrincipalArn", &[ROLE_ARN])],
+            expected: allowed(P_ROLE, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "PrincipalArn guard: other actions unaffected",
+            key_policy: Some(only_roles_delete),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: "kms:Encrypt",
+            context: &[("aws:PrincipalArn", &[ALICE_ARN])],
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+    ]);
+    cases
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    cases.extend(delegation_cases());
+    cases.extend(no_resource_policy_cases());
+    cases.extend(deny_cases());
+    cases.extend(wildcard_cases());
+    cases.extend(not_action_resource_cases());
+    cases.extend(principal_cases());
+    cases.extend(operator_cases());
+    cases.extend(if_exists_cases());
+    cases.extend(and_or_cases());
+    cases.extend(set_operator_cases());
+    cases.extend(context_key_cases());
+    cases
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
+// ---------------------------------------------------------------------------------------------
+
+fn parse(text: &str, kind: PolicyKind, what: &str) -> Result<Arc<Policy>, String> {
+    Policy::parse(text, kind)
+        .map(Arc::new)
+        .map_err(|e| format!("{what} does not parse: {e}\n      {text}"))
+}
+
+fn describe(decision: Decision, statement: Option<&MatchedStatement>) -> String {
+    match statement {
+        Some(s) => format!(
+            "{} by {:?} / {:?}",
+            decision.as_str(),
+            s.policy,
+            s.sid.as_deref()
+        ),
+        None => format!("{} (no statement)", decision.as_str()),
+    }
+}
+
+/// Runs one row; `Err` says how it disagreed.
+fn run(case: &Case) -> Result<(), String> {
+    let key_policy = case
+        .key_policy
+        .map(|text| {
+            parse(text, PolicyKind::Resource, "key policy").map(|policy| NamedPolicy {
+                name: KP.to_owned(),
+                policy,
+            })
+        })
+        .transpose()?;
+    let identity_policies = case
+        .identity
+        .iter()
+        .flatten()
+        .map(|(name, text)| {
+            parse(text, PolicyKind::Identity, name).map(|policy| NamedPolicy {
+                name: (*name).to_owned(),
+                policy,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity = match case.identity {
+        None => {
+            if case.principals != ROOT {
+                return Err("table error: the root caller must have principals ROOT".into());
+            }
+            Identity::Root
+        }
+        Some(_) => Identity::Policies(&identity_policies),
+    };
+    let principals: Vec<String> = case.principals.iter().map(|p| (*p).to_owned()).collect();
+    let mut context = RequestContext::new();
+    for (key, values) in case.context {
+        context.set_all(key, values.iter().map(|v| (*v).to_owned()).collect());
+    }
+    let request = Request {
+        principals: &principals,
+        account_root: ROOT_ARN,
+        action: case.action,
+        resource: case.resource,
+        context: &context,
+    };
+    let outcome = evaluate(&request, key_policy.as_ref(), &identity);
+
+    let (decision, statement) = case.expected;
+    let expected_statement = statement.map(|(policy, sid)| MatchedStatement {
+        policy: policy.to_owned(),
+        sid: sid.map(str::to_owned),
+    });
+    if outcome.decision == decision && outcome.deciding_statement == expected_statement {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected {}, got {}",
+            describe(decision, expected_statement.as_ref()),
+            describe(outcome.decision, outcome.deciding_statement.as_ref())
+        ))
+    }
+}
+
+#[test]
+fn policy_evaluation_table() {
+    let cases = all_cases();
+    assert!(
+        cases.len() >= 150,
+        "the table has {} cases; it should have at least 150",
+        cases.len()
+    );
+    let mut names = HashSet::new();
+    for case in &cases {
+        assert!(
+            names.insert(case.name),
+            "duplicate case name: {}",
+            case.name
+        );
+    }
+
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|case| {
+            run(case)
+                .err()
+                .map(|why| format!("  - {}\n      {why}", case.name))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases disagree with AWS IAM semantics:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
