@@ -19,6 +19,51 @@ pub const ACCESS_KEY_ID_ENV: &str = "KEYHAVEN_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY_ENV: &str = "KEYHAVEN_SECRET_ACCESS_KEY";
 pub const SESSION_TOKEN_ENV: &str = "KEYHAVEN_SESSION_TOKEN";
 pub const REGION_ENV: &str = "KEYHAVEN_REGION";
+pub const CA_CERT_ENV: &str = "KEYHAVEN_CA_CERT";
+pub const CLIENT_CERT_ENV: &str = "KEYHAVEN_CLIENT_CERT";
+pub const CLIENT_KEY_ENV: &str = "KEYHAVEN_CLIENT_KEY";
+
+/// How to reach the daemon over TLS: the CA that signed its certificate, and for mutual TLS
+/// the client's own certificate and key (all PEM).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca_cert: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, crate::secret::SecretBytes)>,
+}
+
+impl ClientTls {
+    /// From `KEYHAVEN_CA_CERT`, `KEYHAVEN_CLIENT_CERT` and `KEYHAVEN_CLIENT_KEY` (file paths),
+    /// `ca_cert` overriding the first.
+    pub fn from_env(ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        let ca_cert = match ca_cert
+            .map(std::path::Path::to_path_buf)
+            .or_else(|| var(CA_CERT_ENV))
+        {
+            Some(path) => Some(read(&path)?),
+            None => None,
+        };
+        let identity = match (var(CLIENT_CERT_ENV), var(CLIENT_KEY_ENV)) {
+            (Some(cert), Some(key)) => {
+                Some((read(&cert)?, crate::secret::SecretBytes::new(read(&key)?)))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(format!(
+                    "set both {CLIENT_CERT_ENV} and {CLIENT_KEY_ENV}, or neither"
+                ));
+            }
+        };
+        Ok(Self { ca_cert, identity })
+    }
+}
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7878";
 const KMS_PATH: &str = "/keyhaven.v1.KeyManagementService/";
 const IAM_PATH: &str = "/keyhaven.v1.IdentityService/";
@@ -62,10 +107,39 @@ pub struct Client {
 impl Client {
     /// Connects to `endpoint` (`http://host:port`).
     pub async fn connect(endpoint: &str, credentials: ClientCredentials) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+        Self::connect_with_tls(endpoint, credentials, &ClientTls::default()).await
+    }
+
+    /// Connects to `endpoint`; `https://` endpoints verify the server against `tls.ca_cert`
+    /// (or the system's roots when absent) and present `tls.identity` when set.
+    pub async fn connect_with_tls(
+        endpoint: &str,
+        credentials: ClientCredentials,
+        tls: &ClientTls,
+    ) -> Result<Self, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut builder = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| format!("bad endpoint '{endpoint}': {e}"))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if endpoint.starts_with("https://") {
+            let mut config = ClientTlsConfig::new();
+            match &tls.ca_cert {
+                Some(ca) => config = config.ca_certificate(Certificate::from_pem(ca)),
+                None => {
+                    return Err(format!(
+                        "{endpoint} uses TLS: give --ca-cert or {CA_CERT_ENV} (the CA that signed the daemon's certificate)"
+                    ));
+                }
+            }
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key.expose()));
+            }
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| format!("TLS settings: {e}"))?;
+        }
+        let channel = builder
             .connect()
             .await
             .map_err(|e| format!("cannot reach the daemon at {endpoint}: {e}"))?;

@@ -23,14 +23,14 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
         .get::<crate::auth::Caller>()
         .cloned()
         .ok_or_else(|| tonic::Status::unauthenticated("request was not authenticated"))?;
-    let secure_transport = request.extensions().get::<SecureTransport>().is_some();
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let secure_transport = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .is_some();
     Ok(CallContext {
         caller,
         source_ip: request.remote_addr().map(|a| a.ip()),
         secure_transport,
     })
 }
-
-/// Marks requests that arrived over TLS.
-#[derive(Debug, Clone, Copy)]
-pub struct SecureTransport;

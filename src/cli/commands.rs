@@ -3,7 +3,7 @@
 use super::ClientArgs;
 use super::output::{Output, key_metadata_human, key_metadata_json};
 use crate::api::reason_of;
-use crate::client::{Client, ClientCredentials};
+use crate::client::{Client, ClientCredentials, ClientTls};
 use crate::clock::rfc3339;
 use crate::proto::v1;
 use crate::secret::SecretBytes;
@@ -79,7 +79,8 @@ where
     };
     let result = runtime.block_on(async {
         let credentials = ClientCredentials::from_env()?;
-        let client = Client::connect(&args.endpoint, credentials).await?;
+        let tls = ClientTls::from_env(args.ca_cert.as_deref())?;
+        let client = Client::connect_with_tls(&args.endpoint, credentials, &tls).await?;
         command(Context { client, out }).await
     });
     match result {

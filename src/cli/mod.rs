@@ -40,6 +40,11 @@ pub struct ClientArgs {
     /// `json` prints one JSON object shaped like the AWS CLI's output.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human, global = true)]
     pub output: OutputFormat,
+    /// For https:// endpoints: the PEM CA that signed the daemon's certificate
+    /// (KEYHAVEN_CA_CERT); KEYHAVEN_CLIENT_CERT and KEYHAVEN_CLIENT_KEY give a client
+    /// certificate for mutual TLS.
+    #[arg(long, global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

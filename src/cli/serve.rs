@@ -38,6 +38,18 @@ pub struct ServeArgs {
     /// A file whose first line is the token's user PIN.
     #[arg(long)]
     pkcs11_pin_file: Option<PathBuf>,
+    /// TLS: the server's PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the server's PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by this PEM CA.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allow plaintext gRPC on a non-loopback address.
+    #[arg(long)]
+    insecure_no_tls: bool,
     /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
     /// endpoint and root credentials as `export` lines.
     #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
@@ -180,6 +192,14 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
     if let Some(keystore) = &args.keystore {
         config.keystore = keystore.clone();
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::server::config::TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        });
+    }
+    config.insecure_no_tls |= args.insecure_no_tls;
     config.validate().map_err(|e| e.to_string())?;
 
     let (passphrase, initialised) = if dev_dir.is_some() {
@@ -214,7 +234,12 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         );
         println!("# listening on {addr}");
         println!("# Paste these lines into another shell, then try `keyhaven key create`:");
-        println!("export KEYHAVEN_ENDPOINT=http://{addr}");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("export KEYHAVEN_ENDPOINT={scheme}://{addr}");
         print_credentials(initialised);
     } else {
         println!("# listening on {addr}");

@@ -30,6 +30,23 @@ pub struct ConfigFile {
     /// PKCS#11 keystores by name: `[pkcs11.hsm]` is the keystore `pkcs11:hsm`.
     #[serde(default)]
     pub pkcs11: BTreeMap<String, Pkcs11Section>,
+    /// TLS on the gRPC listener.
+    pub tls: Option<TlsSettings>,
+    /// Allow a listener on a non-loopback address without TLS.
+    pub insecure_no_tls: Option<bool>,
+}
+
+/// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
+/// the CA whose certificates clients must present (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA certificate(s): when set, every client must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One PKCS#11 keystore in the config file.
@@ -148,6 +165,8 @@ pub struct DaemonConfig {
     pub nonce_reservation_block: u64,
     /// PKCS#11 keystores, besides the built-in sealed one.
     pub pkcs11: Vec<Pkcs11Settings>,
+    pub tls: Option<TlsSettings>,
+    pub insecure_no_tls: bool,
 }
 
 impl DaemonConfig {
@@ -165,6 +184,8 @@ impl DaemonConfig {
             nonce_limit: 1 << 32,
             nonce_reservation_block: 1 << 20,
             pkcs11: Vec::new(),
+            tls: None,
+            insecure_no_tls: false,
         }
     }
 
@@ -224,6 +245,8 @@ impl DaemonConfig {
         for (name, section) in &file.pkcs11 {
             config.add_pkcs11(section.settings(name)?)?;
         }
+        config.tls = file.tls.clone();
+        config.insecure_no_tls = file.insecure_no_tls.unwrap_or(false);
         config.validate()?;
         Ok(config)
     }
@@ -269,6 +292,13 @@ impl DaemonConfig {
             return Err(ConfigError::Invalid(
                 "scheduler_interval_seconds must be at least 1".into(),
             ));
+        }
+        if self.tls.is_none() && !self.insecure_no_tls && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without TLS: give --tls-cert and --tls-key, or \
+                 --insecure-no-tls to accept plaintext on the network",
+                self.listen
+            )));
         }
         let names = self.keystore_names();
         if !names.contains(&self.keystore) {
@@ -373,6 +403,11 @@ mod tests {
                 "[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\nslot = 0",
                 "unknown field `slot`",
             ),
+            (
+                "listen = \"0.0.0.0:7878\"",
+                "refusing to listen on 0.0.0.0:7878 without TLS",
+            ),
+            ("[tls]\ncert = \"/c.pem\"", "missing field `key`"),
         ];
         for (text, expected) in cases {
             let error = match ConfigFile::parse(text) {
@@ -389,6 +424,26 @@ mod tests {
         assert!(wrong_type.contains("key_quota"), "{wrong_type}");
         let no_dir = DaemonConfig::from_file(&ConfigFile::default(), None).unwrap_err();
         assert!(no_dir.to_string().contains("no data directory"), "{no_dir}");
+    }
+
+    #[test]
+    fn network_listeners_need_tls_or_an_explicit_waiver() {
+        let tls = "listen = \"0.0.0.0:7878\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+        let config =
+            DaemonConfig::from_file(&ConfigFile::parse(tls).unwrap(), Some("/d".into())).unwrap();
+        assert_eq!(
+            config.tls.as_ref().map(|t| t.cert.clone()),
+            Some(PathBuf::from("/c.pem"))
+        );
+        let waived = "listen = \"0.0.0.0:7878\"\ninsecure_no_tls = true\n";
+        assert!(
+            DaemonConfig::from_file(&ConfigFile::parse(waived).unwrap(), Some("/d".into())).is_ok()
+        );
+        let loopback = "listen = \"[::1]:7878\"\n";
+        assert!(
+            DaemonConfig::from_file(&ConfigFile::parse(loopback).unwrap(), Some("/d".into()))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -208,7 +208,13 @@ impl Daemon {
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REQUEST_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(server_tls(tls)?)
+                .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
+        }
+        let router = builder
             .layer(AuthLayer::new(credentials.clone(), MAX_REQUEST_BYTES))
             .add_service(health_service)
             .add_service(reflection)
@@ -221,7 +227,7 @@ impl Daemon {
         }));
         let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
         let sweeper = spawn_credential_sweeper(credentials, config.scheduler_interval);
-        tracing::info!(%local_addr, account = %info.account_id, "keyhaven serving");
+        tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
             keys,
@@ -263,6 +269,23 @@ impl Daemon {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+fn server_tls(
+    settings: &config::TlsSettings,
+) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| ServerError::Start(format!("cannot read {}: {e}", path.display())))
+    };
+    let cert = read(&settings.cert)?;
+    let key = crate::secret::SecretBytes::new(read(&settings.key)?);
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key.expose()));
+    if let Some(ca) = &settings.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(tls)
 }
 
 /// Removes expired temporary credentials every `interval`.

@@ -7,7 +7,7 @@
 pub mod device;
 
 use keyhaven::api::reason_of;
-use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::client::{Client, ClientCredentials, ClientTls};
 use keyhaven::clock::{Clock, OffsetClock};
 use keyhaven::keys::DueReport;
 use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector};
@@ -78,6 +78,8 @@ pub struct TestDaemon {
     pub account_id: String,
     daemon: Option<Daemon>,
     pub client: Client,
+    /// How clients reach a daemon serving TLS.
+    pub client_tls: ClientTls,
 }
 
 impl TestDaemon {
@@ -87,6 +89,16 @@ impl TestDaemon {
 
     /// Starts a daemon after `adjust` has changed its configuration.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut DaemonConfig)) -> Self {
+        Self::start_with_tls(backend, adjust, ClientTls::default()).await
+    }
+
+    /// As [`TestDaemon::start_with`], for a daemon `adjust` set up with TLS: clients connect
+    /// with `client_tls`.
+    pub async fn start_with_tls(
+        backend: Backend,
+        adjust: impl FnOnce(&mut DaemonConfig),
+        client_tls: ClientTls,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = OffsetClock::new();
         let initialised = init_data_dir(
@@ -115,7 +127,7 @@ impl TestDaemon {
         )
         .await
         .expect("daemon starts");
-        let client = connect(&daemon, credentials.clone(), &clock).await;
+        let client = connect(&daemon, &config, credentials.clone(), &clock, &client_tls).await;
         Self {
             backend,
             dir,
@@ -125,6 +137,7 @@ impl TestDaemon {
             account_id: initialised.account_id,
             daemon: Some(daemon),
             client,
+            client_tls,
         }
     }
 
@@ -152,12 +165,19 @@ impl TestDaemon {
         )
         .await
         .expect("daemon restarts");
-        self.client = connect(&daemon, self.credentials.clone(), &self.clock).await;
+        self.client = connect(
+            &daemon,
+            &self.config,
+            self.credentials.clone(),
+            &self.clock,
+            &self.client_tls,
+        )
+        .await;
         self.daemon = Some(daemon);
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.daemon().local_addr())
+        endpoint(self.daemon(), &self.config)
     }
 
     pub fn now(&self) -> i64 {
@@ -171,7 +191,7 @@ impl TestDaemon {
 
     /// A client signed with other credentials.
     pub async fn client_with(&self, credentials: ClientCredentials) -> Client {
-        Client::connect(&self.endpoint(), credentials)
+        Client::connect_with_tls(&self.endpoint(), credentials, &self.client_tls)
             .await
             .expect("connect")
             .with_clock(Arc::new(self.clock.clone()))
@@ -351,9 +371,23 @@ impl TestDaemon {
     }
 }
 
+fn endpoint(daemon: &Daemon, config: &DaemonConfig) -> String {
+    match config.tls {
+        // The test certificates name localhost.
+        Some(_) => format!("https://localhost:{}", daemon.local_addr().port()),
+        None => format!("http://{}", daemon.local_addr()),
+    }
+}
+
 /// A client that signs with the test's clock, as a client on the daemon's host would.
-async fn connect(daemon: &Daemon, credentials: ClientCredentials, clock: &OffsetClock) -> Client {
-    Client::connect(&format!("http://{}", daemon.local_addr()), credentials)
+async fn connect(
+    daemon: &Daemon,
+    config: &DaemonConfig,
+    credentials: ClientCredentials,
+    clock: &OffsetClock,
+    tls: &ClientTls,
+) -> Client {
+    Client::connect_with_tls(&endpoint(daemon, config), credentials, tls)
         .await
         .expect("connect")
         .with_clock(Arc::new(clock.clone()))
