@@ -1273,3 +1273,198 @@ fn failed_init_leaves_no_half_initialised_directory() {
         serde_json::json!([])
     );
 }
+
+/// Access control from the command line, as an operator would set it up: a user with an
+/// access key, an inline policy, the simulator, a role assumed for temporary credentials, and
+/// a key policy guarded by the lockout check.
+#[test]
+fn access_control_from_the_command_line() {
+    let work = TempDir::new().expect("tempdir");
+    let data = work.path().join("data");
+    let root = init(&data);
+    let daemon = Daemon::start(&data, PASSPHRASE, &work.path().join("serve.log"));
+    let kh = Client::new(&daemon, &root);
+    let key = kh.json(&["key", "create", "--description", "shared"], b"")["KeyMetadata"].clone();
+    let key_id = key["KeyId"].as_str().unwrap().to_owned();
+    let key_arn = key["Arn"].as_str().unwrap().to_owned();
+
+    let user = kh.json(&["user", "create", "alice"], b"");
+    let alice_arn = user["User"]["Arn"].as_str().unwrap().to_owned();
+    assert!(alice_arn.ends_with(":user/alice"), "{user}");
+    let created = kh.json(&["access-key", "create", "--user", "alice"], b"");
+    let alice = Client {
+        endpoint: daemon.endpoint(),
+        access_key_id: created["AccessKey"]["AccessKeyId"].as_str().unwrap().into(),
+        secret_access_key: created["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .unwrap()
+            .into(),
+    };
+    assert_eq!(alice.json(&["whoami"], b"")["Arn"], alice_arn.as_str());
+    // A new user can do nothing.
+    let denied = alice
+        .run(&["key", "list"], b"")
+        .fails_with("AccessDeniedException");
+    assert!(denied.contains("kms:ListKeys"), "{denied}");
+    alice
+        .run(&["encrypt", "--key", &key_id], b"x")
+        .fails_with("AccessDeniedException");
+
+    let policy = work.path().join("encrypt-only.json");
+    fs::write(
+        &policy,
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"EncryptOnly","Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    kh.ok(
+        &[
+            "user",
+            "put-policy",
+            "alice",
+            "--policy-name",
+            "encrypt-only",
+            "--policy-file",
+            policy_arg,
+        ],
+        b"",
+    );
+    let blob = alice.encrypt(&key_id, &[], b"for the root's eyes");
+    alice
+        .run(&["decrypt"], blob.as_bytes())
+        .fails_with("AccessDeniedException");
+    assert_eq!(kh.ok(&["decrypt"], blob.as_bytes()), b"for the root's eyes");
+
+    let simulate = |action: &str| {
+        kh.json(
+            &[
+                "policy",
+                "simulate",
+                "--principal",
+                &alice_arn,
+                "--action",
+                action,
+                "--resource",
+                &key_arn,
+            ],
+            b"",
+        )
+    };
+    let allowed = simulate("kms:Encrypt");
+    assert_eq!(allowed["EvalDecision"], "allowed");
+    assert_eq!(allowed["MatchedStatements"][0]["Sid"], "EncryptOnly");
+    assert_eq!(
+        allowed["MatchedStatements"][0]["SourcePolicyId"],
+        "user/alice/encrypt-only"
+    );
+    assert_eq!(simulate("kms:Decrypt")["EvalDecision"], "implicitDeny");
+
+    // A role alice may assume; its sessions may decrypt.
+    let trust = work.path().join("trust.json");
+    fs::write(
+        &trust,
+        format!(r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole"}}]}}"#),
+    )
+    .unwrap();
+    let role = kh.json(
+        &[
+            "role",
+            "create",
+            "reader",
+            "--trust-policy-file",
+            trust.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    let decrypt_policy = work.path().join("decrypt.json");
+    fs::write(
+        &decrypt_policy,
+        r#"{"Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    kh.ok(
+        &[
+            "role",
+            "put-policy",
+            "reader",
+            "--policy-name",
+            "decrypt",
+            "--policy-file",
+            decrypt_policy.to_str().unwrap(),
+        ],
+        b"",
+    );
+    kh.run(
+        &["assume-role", &role_arn, "--session-name", "root-try"],
+        b"",
+    )
+    .fails_with("AccessDeniedException");
+    let session = alice.json(
+        &["assume-role", &role_arn, "--session-name", "nightly"],
+        b"",
+    );
+    let credentials = &session["Credentials"];
+    let mut command = keyhaven();
+    command
+        .args(["decrypt"])
+        .env("KEYHAVEN_ENDPOINT", daemon.endpoint())
+        .env(
+            "KEYHAVEN_ACCESS_KEY_ID",
+            credentials["AccessKeyId"].as_str().unwrap(),
+        )
+        .env(
+            "KEYHAVEN_SECRET_ACCESS_KEY",
+            credentials["SecretAccessKey"].as_str().unwrap(),
+        )
+        .env(
+            "KEYHAVEN_SESSION_TOKEN",
+            credentials["SessionToken"].as_str().unwrap(),
+        );
+    assert_eq!(
+        run(command, blob.as_bytes()).success().stdout,
+        b"for the root's eyes"
+    );
+
+    // A key policy that would lock the root out is refused; the policy stays as it was.
+    let before = kh.json(&["policy", "get", &key_id], b"")["Policy"].clone();
+    let lockout = work.path().join("lockout.json");
+    fs::write(&lockout, r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"*"}]}"#).unwrap();
+    let message = kh
+        .run(
+            &[
+                "policy",
+                "put",
+                &key_id,
+                "--policy-file",
+                lockout.to_str().unwrap(),
+            ],
+            b"",
+        )
+        .fails_with("MalformedPolicyDocumentException");
+    assert!(
+        message.contains("will not allow you to update the key policy"),
+        "{message}"
+    );
+    assert_eq!(kh.json(&["policy", "get", &key_id], b"")["Policy"], before);
+
+    // At most two access keys; inactive keys are refused.
+    kh.ok(&["access-key", "create", "--user", "alice"], b"");
+    kh.run(&["access-key", "create", "--user", "alice"], b"")
+        .fails_with("LimitExceededException");
+    kh.ok(
+        &[
+            "access-key",
+            "update",
+            &alice.access_key_id,
+            "--user",
+            "alice",
+            "--status",
+            "Inactive",
+        ],
+        b"",
+    );
+    alice
+        .run(&["whoami"], b"")
+        .fails_with("UnrecognizedClientException");
+}
