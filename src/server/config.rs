@@ -330,6 +330,26 @@ mod tests {
         assert_eq!(config.rotation_period_days, defaults.rotation_period_days);
         assert_eq!(config.scheduler_interval, defaults.scheduler_interval);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/keyhaven"));
+        assert_eq!(config.insecure_no_tls, defaults.insecure_no_tls);
+        assert_eq!(config.tls, None);
+        // The commented [tls] section is valid once uncommented.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let section = text.split("# [tls]").nth(1).unwrap();
+        let tls: String = std::iter::once("[tls]")
+            .chain(
+                section
+                    .lines()
+                    .skip(1)
+                    .take_while(|l| l.starts_with("# ") && !l.starts_with("# #"))
+                    .map(|l| &l[2..]),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = ConfigFile::parse(&tls).unwrap();
+        assert_eq!(
+            file.tls.map(|t| t.client_ca),
+            Some(Some(PathBuf::from("/etc/keyhaven/clients-ca.pem")))
+        );
     }
 
     #[test]
