@@ -20,7 +20,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .file_descriptor_set_path(out_dir.join("keyhaven_descriptor.bin"))
         .skip_debug(REDACTED_DEBUG.iter().copied())
         .compile_protos(
-            &["proto/keyhaven/v1/kms.proto", "proto/keyhaven/v1/iam.proto"],
+            &[
+                "proto/keyhaven/v1/kms.proto",
+                "proto/keyhaven/v1/iam.proto",
+                "proto/keyhaven/v1/audit.proto",
+            ],
             &["proto"],
         )?;
     println!("cargo:rerun-if-changed=proto");

@@ -4,6 +4,7 @@
 
 use crate::auth::signature::{SigningCredentials, sign_request};
 use crate::clock::{Clock, SystemClock};
+use crate::proto::v1::audit_service_client::AuditServiceClient;
 use crate::proto::v1::identity_service_client::IdentityServiceClient;
 use crate::proto::v1::key_management_service_client::KeyManagementServiceClient;
 use crate::secret::SecretString;
@@ -67,6 +68,7 @@ impl ClientTls {
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7878";
 const KMS_PATH: &str = "/keyhaven.v1.KeyManagementService/";
 const IAM_PATH: &str = "/keyhaven.v1.IdentityService/";
+const AUDIT_PATH: &str = "/keyhaven.v1.AuditService/";
 
 /// What a client signs with.
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ impl ClientCredentials {
 pub struct Client {
     kms: KeyManagementServiceClient<Channel>,
     iam: IdentityServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
     credentials: ClientCredentials,
     clock: Arc<dyn Clock>,
 }
@@ -149,7 +152,8 @@ impl Client {
     pub fn from_channel(channel: Channel, credentials: ClientCredentials) -> Self {
         Self {
             kms: KeyManagementServiceClient::new(channel.clone()),
-            iam: IdentityServiceClient::new(channel),
+            iam: IdentityServiceClient::new(channel.clone()),
+            audit: AuditServiceClient::new(channel),
             credentials,
             clock: Arc::new(SystemClock),
         }
@@ -174,6 +178,16 @@ impl Client {
     /// Wraps `message` for the key-management method `method` (e.g. `"Encrypt"`), signed now.
     pub fn signed<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
         self.signed_at(method, message, self.clock.now())
+    }
+
+    /// The generated audit-service client, for calls made with [`Client::signed_audit`].
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        self.audit.clone()
+    }
+
+    /// Wraps `message` for the audit-service method `method` (`"TailAuditLog"`).
+    pub fn signed_audit<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
+        self.sign(&format!("{AUDIT_PATH}{method}"), message, self.clock.now())
     }
 
     /// Wraps `message` for the identity-service method `method` (e.g. `"CreateUser"`).

@@ -21,7 +21,7 @@ async fn key_objects_stay_in_the_device() {
     d.rotate(&key.key_id).await.unwrap();
     let session = independent_session();
     for version in [1, 2] {
-        let found = objects(&session, &key.key_id, version);
+        let found = objects(&session, &d.account_id, &key.key_id, version);
         assert_eq!(found.len(), 1, "version {version}");
         let attributes = session
             .get_attributes(
@@ -70,7 +70,7 @@ async fn deletion_destroys_every_version_in_the_device() {
     d.schedule_deletion(&key, Some(7)).await.unwrap();
     let session = independent_session();
     assert_eq!(
-        objects(&session, &key, 1).len(),
+        objects(&session, &d.account_id, &key, 1).len(),
         1,
         "pending deletion keeps the material"
     );
@@ -78,11 +78,11 @@ async fn deletion_destroys_every_version_in_the_device() {
     assert_eq!(d.run_due_tasks().await.destroyed, 1);
     for version in [1, 2] {
         assert!(
-            objects(&session, &key, version).is_empty(),
+            objects(&session, &d.account_id, &key, version).is_empty(),
             "version {version} survived"
         );
     }
-    assert_eq!(objects(&session, &keep, 1).len(), 1);
+    assert_eq!(objects(&session, &d.account_id, &keep, 1).len(), 1);
     assert_eq!(d.state(&key).await, v1::KeyState::Deleted);
 }
 
@@ -110,7 +110,7 @@ async fn a_missing_object_is_reported_at_start_up() {
     let blob = d.encrypt(&other, b"fine", &[]).await.unwrap();
     d.stop().await;
     let session = independent_session();
-    for handle in objects(&session, &key, 1) {
+    for handle in objects(&session, &d.account_id, &key, 1) {
         session
             .destroy_object(handle)
             .expect("destroy behind the daemon's back");
@@ -210,9 +210,9 @@ async fn keys_choose_their_keystore() {
         created.push(key.key_id);
     }
     let session = independent_session();
-    assert!(objects(&session, &sealed.key_id, 1).is_empty());
+    assert!(objects(&session, &d.account_id, &sealed.key_id, 1).is_empty());
     for key in &created {
-        assert_eq!(objects(&session, key, 1).len(), 1);
+        assert_eq!(objects(&session, &d.account_id, key, 1).len(), 1);
     }
     let request = v1::CreateKeyRequest {
         keystore: "pkcs11:nope".into(),
@@ -235,4 +235,48 @@ async fn keys_choose_their_keystore() {
     assert_eq!(a.len(), b.len());
     assert_eq!((a[0], b[0]), (1, 1));
     assert_eq!(d.decrypt(&b, &[]).await.unwrap(), b"same format");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn material_no_key_names_is_removed_at_start_up() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{KeyType, ObjectClass};
+    let mut d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = d.create_key("kept").await.key_id;
+    let blob = d.encrypt(&key, b"still here", &[]).await.unwrap();
+    d.stop().await;
+    // What a crash between generating in the device and recording the key leaves behind: a
+    // version of an existing key the record lacks, and a key the metadata never heard of.
+    let session = independent_session();
+    let stranger = uuid::Uuid::new_v4().hyphenated().to_string();
+    let other_account = "999999999999";
+    for (account, id, version) in [
+        (d.account_id.as_str(), key.as_str(), 2u32),
+        (d.account_id.as_str(), stranger.as_str(), 1),
+        (other_account, stranger.as_str(), 1),
+    ] {
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Label(format!("keyhaven:{account}:{id}:{version}").into_bytes()),
+                ],
+            )
+            .expect("make an orphan");
+    }
+    d.start_again().await;
+    assert!(objects(&session, &d.account_id, &key, 2).is_empty());
+    assert!(objects(&session, &d.account_id, &stranger, 1).is_empty());
+    // Another account's objects on the same token are not ours to touch.
+    assert_eq!(objects(&session, other_account, &stranger, 1).len(), 1);
+    assert_eq!(objects(&session, &d.account_id, &key, 1).len(), 1);
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"still here");
+    for handle in objects(&session, other_account, &stranger, 1) {
+        session.destroy_object(handle).unwrap();
+    }
 }

@@ -18,5 +18,8 @@ async fn a_lost_login_is_recovered() {
     let after = d.encrypt(&key, b"after", &[]).await.unwrap();
     assert_eq!(d.decrypt(&after, &[]).await.unwrap(), b"after");
     let fresh = d.create_key("created after the logout").await.key_id;
-    assert_eq!(objects(&independent_session(), &fresh, 1).len(), 1);
+    assert_eq!(
+        objects(&independent_session(), &d.account_id, &fresh, 1).len(),
+        1
+    );
 }

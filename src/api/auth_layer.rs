@@ -1,38 +1,101 @@
-//! Authenticates every Keyhaven call before its handler runs.
+//! What happens around every Keyhaven call, before and after its handler: a request id (in
+//! every log line of the call and in the `x-request-id` response header), authentication, and
+//! the audit log's records.
 //!
 //! The signature covers the SHA-256 of the request message exactly as it arrived, so this
 //! layer reads the (small, unary) body, hashes the gRPC frame's payload, verifies the
 //! signature and hands the [`Caller`](crate::auth::Caller) to the handler in the request's
-//! extensions. Health and reflection services pass through unauthenticated.
+//! extensions, with an [`AuditSlot`] for the handler to name the keys it used. Health and
+//! reflection services pass through untouched.
 
-use super::status::status;
-use crate::auth::CredentialStore;
-use crate::auth::signature::sha256_hex;
+use super::status::{reason_of, status};
+use crate::audit::{AuditLog, AuditNote, Entry, Outcome, Phase};
+use crate::auth::signature::{self, sha256_hex};
+use crate::auth::{Caller, CredentialStore};
+use crate::clock::Clock;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tonic::Code;
 use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 const AUTHENTICATED_PREFIX: &str = "/keyhaven.";
 const FRAME_HEADER: usize = 5;
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Where a handler notes what the audit record of its call should name.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<AuditNote>>);
+
+impl AuditSlot {
+    pub fn add_key(&self, key_arn: String) {
+        if let Ok(mut note) = self.0.lock()
+            && !note.keys.contains(&key_arn)
+        {
+            note.keys.push(key_arn);
+        }
+    }
+
+    pub fn add_context(&self, pairs: &std::collections::BTreeMap<String, String>) {
+        if let Ok(mut note) = self.0.lock() {
+            note.encryption_context.extend(pairs.clone());
+        }
+    }
+
+    fn take(&self) -> AuditNote {
+        self.0
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Clone)]
 pub struct AuthLayer {
     credentials: Arc<CredentialStore>,
+    audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
     max_message: usize,
 }
 
 impl AuthLayer {
-    pub fn new(credentials: Arc<CredentialStore>, max_message: usize) -> Self {
+    pub fn new(
+        credentials: Arc<CredentialStore>,
+        audit: Arc<AuditLog>,
+        clock: Arc<dyn Clock>,
+        max_message: usize,
+    ) -> Self {
         Self {
             credentials,
+            audit,
+            clock,
             max_message,
         }
+    }
+
+    fn write(&self, entry: Entry) -> Result<(), tonic::Status> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        self.audit
+            .append(entry, self.clock.now(), nanos)
+            .map_err(|error| {
+                tracing::error!(%error, "audit log write failed: refusing the call");
+                status(
+                    Code::Unavailable,
+                    "AuditLogUnavailableException",
+                    "the call cannot be recorded in the audit log; try again later",
+                )
+            })
     }
 }
 
@@ -68,6 +131,55 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
     Ok(&body[FRAME_HEADER..])
 }
 
+/// `kms:Encrypt`, `iam:CreateUser`, `sts:AssumeRole` for a gRPC path.
+pub fn operation_name(path: &str) -> String {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default();
+    let method = parts.next().unwrap_or_default();
+    let prefix = match service {
+        "keyhaven.v1.KeyManagementService" => "kms",
+        "keyhaven.v1.IdentityService" => match method {
+            "AssumeRole" | "GetCallerIdentity" => "sts",
+            _ => "iam",
+        },
+        "keyhaven.v1.AuditService" => "audit",
+        _ => "unknown",
+    };
+    format!("{prefix}:{}", crate::keys::printable_input(method))
+}
+
+fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|t| t.get_ref().remote_addr())
+        })
+}
+
+/// The outcome of a response: a trailers-only error carries its status in the headers.
+fn outcome_of(headers: &http::HeaderMap) -> Outcome {
+    match tonic::Status::from_header_map(headers) {
+        Some(s) if s.code() != Code::Ok => Outcome {
+            code: format!("{:?}", s.code()),
+            reason: reason_of(&s),
+        },
+        _ => Outcome {
+            code: "Ok".into(),
+            reason: None,
+        },
+    }
+}
+
+fn refusal(s: &tonic::Status) -> Outcome {
+    Outcome {
+        code: format!("{:?}", s.code()),
+        reason: reason_of(s),
+    }
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S> Service<http::Request<Body>> for Authenticated<S>
@@ -88,59 +200,121 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let layer = self.layer.clone();
-        Box::pin(async move {
-            if !request.uri().path().starts_with(AUTHENTICATED_PREFIX) {
-                return inner.call(request).await;
-            }
+        if !request.uri().path().starts_with(AUTHENTICATED_PREFIX) {
+            return Box::pin(inner.call(request));
+        }
+        let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let operation = operation_name(request.uri().path());
+        let span = tracing::info_span!("call", request_id = %request_id, operation = %operation);
+        let future = async move {
+            let started = Instant::now();
+            let source = peer(request.extensions()).map(|a| a.to_string());
+            let entry = |phase, principal: Option<String>, access_key_id: Option<String>| Entry {
+                phase,
+                request_id: request_id.clone(),
+                operation: operation.clone(),
+                principal,
+                access_key_id,
+                source: source.clone(),
+                note: AuditNote::default(),
+                outcome: None,
+                duration_us: None,
+            };
+            let with_id = |mut response: http::Response<Body>| {
+                if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                response
+            };
+            // Refused before any handler: one record, and the refusal (or the audit failure).
+            let refuse = |s: tonic::Status, access_key_id: Option<String>| {
+                let mut record = entry(Phase::Unauthenticated, None, access_key_id);
+                record.outcome = Some(refusal(&s));
+                record.duration_us = Some(started.elapsed().as_micros() as u64);
+                match layer.write(record) {
+                    Ok(()) => with_id(s.into_http()),
+                    Err(unavailable) => with_id(unavailable.into_http()),
+                }
+            };
             let (mut parts, body) = request.into_parts();
+            let attempted_key = parts
+                .headers
+                .get(signature::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| signature::parse_authorization(v).ok())
+                .map(|p| p.access_key_id);
             let limit = layer.max_message + FRAME_HEADER;
             let bytes: Bytes = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-                    return Ok(status(
-                        Code::ResourceExhausted,
-                        "LimitExceededException",
-                        format!("request message larger than {} bytes", layer.max_message),
-                    )
-                    .into_http());
+                    return Ok(refuse(
+                        status(
+                            Code::ResourceExhausted,
+                            "LimitExceededException",
+                            format!("request message larger than {} bytes", layer.max_message),
+                        ),
+                        attempted_key,
+                    ));
                 }
                 Err(_) => {
-                    return Ok(status(
-                        Code::InvalidArgument,
-                        "ValidationException",
-                        "request body could not be read",
-                    )
-                    .into_http());
+                    return Ok(refuse(
+                        status(
+                            Code::InvalidArgument,
+                            "ValidationException",
+                            "request body could not be read",
+                        ),
+                        attempted_key,
+                    ));
                 }
             };
             let payload = match frame_payload(&bytes) {
                 Ok(payload) => payload,
                 Err(problem) => {
-                    return Ok(
-                        status(Code::InvalidArgument, "ValidationException", problem).into_http(),
-                    );
+                    return Ok(refuse(
+                        status(Code::InvalidArgument, "ValidationException", problem),
+                        attempted_key,
+                    ));
                 }
             };
-            let path = parts.uri.path().to_owned();
-            match layer
-                .credentials
-                .authenticate(&path, &parts.headers, &sha256_hex(payload))
-            {
-                Ok(caller) => {
-                    parts.extensions.insert(caller);
-                }
+            let caller: Caller = match layer.credentials.authenticate(
+                parts.uri.path(),
+                &parts.headers,
+                &sha256_hex(payload),
+            ) {
+                Ok(caller) => caller,
                 Err(error) => {
-                    tracing::info!(method = %path, reason = error.reason(), %error, "request refused: not authenticated");
-                    return Ok(tonic::Status::from(error).into_http());
+                    tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
+                    return Ok(refuse(tonic::Status::from(error), attempted_key));
                 }
+            };
+            let principal = Some(caller.principal.arn.clone());
+            let access_key_id = Some(caller.access_key_id.clone());
+            if let Err(unavailable) = layer.write(entry(
+                Phase::Request,
+                principal.clone(),
+                access_key_id.clone(),
+            )) {
+                return Ok(with_id(unavailable.into_http()));
             }
-            inner
+            let slot = AuditSlot::default();
+            parts.extensions.insert(caller);
+            parts.extensions.insert(slot.clone());
+            let response = inner
                 .call(http::Request::from_parts(
                     parts,
                     Body::new(Full::new(bytes)),
                 ))
-                .await
-        })
+                .await?;
+            let mut record = entry(Phase::Response, principal, access_key_id);
+            record.outcome = Some(outcome_of(response.headers()));
+            record.note = slot.take();
+            record.duration_us = Some(started.elapsed().as_micros() as u64);
+            match layer.write(record) {
+                Ok(()) => Ok(with_id(response)),
+                Err(unavailable) => Ok(with_id(unavailable.into_http())),
+            }
+        };
+        Box::pin(future.instrument(span))
     }
 }
 
@@ -156,5 +330,22 @@ mod tests {
         assert!(frame_payload(&[1, 0, 0, 0, 1, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 3, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn operations_are_named_like_policy_actions() {
+        assert_eq!(
+            operation_name("/keyhaven.v1.KeyManagementService/Encrypt"),
+            "kms:Encrypt"
+        );
+        assert_eq!(
+            operation_name("/keyhaven.v1.IdentityService/CreateUser"),
+            "iam:CreateUser"
+        );
+        assert_eq!(
+            operation_name("/keyhaven.v1.IdentityService/AssumeRole"),
+            "sts:AssumeRole"
+        );
+        assert_eq!(operation_name("/other.Service/X"), "unknown:X");
     }
 }

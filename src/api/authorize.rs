@@ -10,6 +10,7 @@
 //! `NotFoundException`; everyone else gets the same `AccessDeniedException` as for a key they
 //! may not use, naming the resource as they gave it.
 
+use super::auth_layer::AuditSlot;
 use crate::auth::{Caller, PrincipalKind};
 use crate::clock::{UnixSeconds, rfc3339};
 use crate::iam::IamService;
@@ -27,6 +28,8 @@ pub struct CallContext {
     pub caller: Caller,
     pub source_ip: Option<IpAddr>,
     pub secure_transport: bool,
+    /// Where the keys this call touches are noted for its audit record.
+    pub audit: AuditSlot,
 }
 
 pub struct Authorizer {
@@ -174,6 +177,7 @@ impl Authorizer {
             Ok(record) => {
                 let policy = self.keys.key_policy(record.id);
                 let arn = self.keys.key_arn(record.id);
+                call.audit.add_key(arn.clone());
                 if self
                     .decide(call, action, &arn, policy.as_ref(), context)
                     .allowed()
@@ -185,6 +189,7 @@ impl Authorizer {
                 }
             }
             Err(KeyError::NotFound(message)) => {
+                call.audit.add_key(self.requested_resource(key));
                 if self.may_list_keys(call, context) {
                     Err(KeyError::NotFound(message))
                 } else {

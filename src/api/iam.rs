@@ -576,6 +576,7 @@ impl IdentityService for IamApi {
             },
             source_ip: None,
             secure_transport: true,
+            audit: call.audit.clone(),
         };
         let mut context = self.authorizer.base_context(&simulated, self.keys.now());
         for entry in r.context_entries {

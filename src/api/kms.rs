@@ -58,6 +58,7 @@ impl KmsApi {
     ) -> Result<String, Status> {
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        call.audit.add_context(encryption_context.pairs());
         Ok(self
             .authorizer
             .key(call, action, key, false, &context)?
@@ -75,6 +76,7 @@ impl KmsApi {
         blob: &[u8],
         encryption_context: &EncryptionContext,
     ) -> Result<(), Status> {
+        call.audit.add_context(encryption_context.pairs());
         let Ok(parsed) = CiphertextBlob::parse(blob) else {
             return Ok(());
         };

@@ -1,13 +1,15 @@
 //! The gRPC surface: handlers that translate between the wire and the domain, the one mapping
 //! from domain errors to `Status`, and the authentication layer in front of every call.
 
+mod audit;
 mod auth_layer;
 pub mod authorize;
 mod iam;
 mod kms;
 mod status;
 
-pub use auth_layer::AuthLayer;
+pub use audit::AuditApi;
+pub use auth_layer::{AuditSlot, AuthLayer, REQUEST_ID_HEADER, operation_name};
 pub use authorize::{Authorizer, CallContext};
 pub use iam::IamApi;
 pub use kms::KmsApi;
@@ -32,5 +34,10 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
         caller,
         source_ip: request.remote_addr().map(|a| a.ip()),
         secure_transport,
+        audit: request
+            .extensions()
+            .get::<AuditSlot>()
+            .cloned()
+            .unwrap_or_default(),
     })
 }

@@ -4,6 +4,7 @@
 //! in the shape the AWS CLI gives for the same operation (`KeyMetadata.KeyId`,
 //! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
 
+mod audit;
 mod commands;
 mod identity;
 mod output;
@@ -97,6 +98,9 @@ pub enum Command {
     AssumeRole(identity::AssumeRoleArgs),
     /// Who the credentials in use belong to.
     Whoami,
+    /// Read the audit log (tail) or check its hash chain (verify).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -138,5 +142,11 @@ pub fn run(cli: Cli) -> i32 {
             commands::run_client(client, |c| identity::assume_role(c, args))
         }
         Command::Whoami => commands::run_client(client, identity::whoami),
+        Command::Audit(audit::AuditCommand::Tail { lines, follow }) => {
+            commands::run_client(client, |c| audit::tail(c, lines, follow))
+        }
+        Command::Audit(audit::AuditCommand::Verify { file, data_dir }) => {
+            audit::verify(file, data_dir, client.output == OutputFormat::Json)
+        }
     }
 }

@@ -92,4 +92,11 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Checks that the material is present (start-up check).
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError>;
+
+    /// Every version this daemon holds in the keystore, for reconciliation at start-up: a
+    /// crash between `generate` and the metadata write leaves material no key names.
+    /// Keystores that write material in the metadata batch itself have none to find.
+    fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
+        Ok(Vec::new())
+    }
 }

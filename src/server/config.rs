@@ -34,6 +34,10 @@ pub struct ConfigFile {
     pub tls: Option<TlsSettings>,
     /// Allow a listener on a non-loopback address without TLS.
     pub insecure_no_tls: Option<bool>,
+    /// The audit log (default `<data_dir>/audit/audit.log`).
+    pub audit_log: Option<PathBuf>,
+    /// Size at which the audit log is rotated (default 64 MiB).
+    pub audit_max_bytes: Option<u64>,
 }
 
 /// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
@@ -167,6 +171,8 @@ pub struct DaemonConfig {
     pub pkcs11: Vec<Pkcs11Settings>,
     pub tls: Option<TlsSettings>,
     pub insecure_no_tls: bool,
+    pub audit_log: PathBuf,
+    pub audit_max_bytes: u64,
 }
 
 impl DaemonConfig {
@@ -174,7 +180,6 @@ impl DaemonConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
-            data_dir,
             keystore: crate::keystore::SEALED.into(),
             partition: "keyhaven".into(),
             region: "local".into(),
@@ -186,6 +191,9 @@ impl DaemonConfig {
             pkcs11: Vec::new(),
             tls: None,
             insecure_no_tls: false,
+            audit_log: data_dir.join("audit").join("audit.log"),
+            audit_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
+            data_dir,
         }
     }
 
@@ -247,6 +255,12 @@ impl DaemonConfig {
         }
         config.tls = file.tls.clone();
         config.insecure_no_tls = file.insecure_no_tls.unwrap_or(false);
+        if let Some(path) = &file.audit_log {
+            config.audit_log = path.clone();
+        }
+        if let Some(bytes) = file.audit_max_bytes {
+            config.audit_max_bytes = bytes;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -287,6 +301,11 @@ impl DaemonConfig {
                 "rotation_period_days must be between 90 and 2560; got {}",
                 self.rotation_period_days
             )));
+        }
+        if self.audit_max_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "audit_max_bytes must be at least 4096".into(),
+            ));
         }
         if self.scheduler_interval.is_zero() {
             return Err(ConfigError::Invalid(

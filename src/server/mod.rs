@@ -7,7 +7,8 @@ mod passphrase;
 pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
-use crate::api::{AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES};
+use crate::api::{AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES};
+use crate::audit::AuditLog;
 use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
 use crate::iam::IamService;
@@ -16,6 +17,7 @@ use crate::keystore::KeyStore;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::SealedKeyStore;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::identity_service_server::IdentityServiceServer;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
 use crate::seal::{self, KdfParams, SealError};
@@ -103,6 +105,7 @@ pub struct Daemon {
     scheduler: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     store: Arc<Store>,
+    audit: Arc<AuditLog>,
 }
 
 impl Daemon {
@@ -137,14 +140,17 @@ impl Daemon {
             .map_err(|e| ServerError::Start(e.to_string()))?,
         );
         let clock_for_iam = clock.clone();
+        let master_for_audit = master.clone();
         let mut keystores: Vec<Arc<dyn KeyStore>> =
             vec![Arc::new(SealedKeyStore::new(master, store.clone()))];
         for settings in config.pkcs11.clone() {
             let name = format!("pkcs11:{}", settings.name);
-            let keystore = tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings))
-                .await
-                .map_err(|e| ServerError::Start(e.to_string()))?
-                .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
+            let account = info.account_id.clone();
+            let keystore =
+                tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings, &account))
+                    .await
+                    .map_err(|e| ServerError::Start(e.to_string()))?
+                    .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
             tracing::info!(keystore = %name, "PKCS#11 token connected");
             keystores.push(Arc::new(keystore));
         }
@@ -161,9 +167,22 @@ impl Daemon {
                 .map_err(|e| ServerError::Start(format!("loading keys: {e:?}")))?,
         );
         let keys_for_check = keys.clone();
-        let problems = tokio::task::spawn_blocking(move || keys_for_check.check_material())
-            .await
-            .map_err(|e| ServerError::Start(e.to_string()))?;
+        let problems = tokio::task::spawn_blocking(move || {
+            for (material, outcome) in keys_for_check.remove_orphans() {
+                match outcome {
+                    Ok(()) => tracing::warn!(
+                        ?material,
+                        "removed key material no key names (a create or rotation cut short)"
+                    ),
+                    Err(error) => {
+                        tracing::error!(?material, %error, "could not remove orphaned key material")
+                    }
+                }
+            }
+            keys_for_check.check_material()
+        })
+        .await
+        .map_err(|e| ServerError::Start(e.to_string()))?;
         for (key, problem) in problems {
             tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
         }
@@ -194,13 +213,30 @@ impl Daemon {
             IamService::open(
                 &config.partition,
                 &info.account_id,
-                clock_for_iam,
+                clock_for_iam.clone(),
                 store.clone(),
                 credentials.clone(),
             )
             .map_err(|e| ServerError::Start(format!("loading identities: {e:?}")))?,
         );
         let authorizer = Arc::new(Authorizer::new(iam.clone(), keys.clone()));
+        let audit_path = config.audit_log.clone();
+        let audit_store = store.clone();
+        let audit_master = master_for_audit.clone();
+        let audit_limit = config.audit_max_bytes;
+        let audit = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                AuditLog::open(&audit_path, audit_limit, audit_store, &audit_master)
+            })
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))?
+            .map_err(|e| ServerError::Start(e.to_string()))?,
+        );
+        let audit_api = AuditServiceServer::new(AuditApi::new(
+            audit.clone(),
+            authorizer.clone(),
+            clock_for_iam.clone(),
+        ));
         let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone(), authorizer.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REQUEST_BYTES);
@@ -215,18 +251,24 @@ impl Daemon {
                 .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
         }
         let router = builder
-            .layer(AuthLayer::new(credentials.clone(), MAX_REQUEST_BYTES))
+            .layer(AuthLayer::new(
+                credentials.clone(),
+                audit.clone(),
+                clock_for_iam.clone(),
+                MAX_REQUEST_BYTES,
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(kms)
-            .add_service(identity);
+            .add_service(identity)
+            .add_service(audit_api);
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
         }));
         let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
-        let sweeper = spawn_credential_sweeper(credentials, config.scheduler_interval);
+        let sweeper = spawn_sweeper(credentials, audit.clone(), config.scheduler_interval);
         tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
@@ -236,6 +278,7 @@ impl Daemon {
             scheduler,
             sweeper,
             store,
+            audit,
         })
     }
 
@@ -245,6 +288,10 @@ impl Daemon {
 
     pub fn keys(&self) -> &Arc<KeyService> {
         &self.keys
+    }
+
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     /// Stops accepting calls, lets running ones finish, and closes the store.
@@ -259,6 +306,9 @@ impl Daemon {
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
+        if let Err(error) = self.audit.sync() {
+            tracing::error!(%error, "audit log fsync at shutdown failed");
+        }
         self.store.close();
         served.map_err(|e| ServerError::Start(e.to_string()))
     }
@@ -288,16 +338,28 @@ fn server_tls(
     Ok(tls)
 }
 
-/// Removes expired temporary credentials every `interval`.
-fn spawn_credential_sweeper(
+/// Every `interval`: removes expired temporary credentials; every second: makes the audit
+/// log durable.
+fn spawn_sweeper(
     credentials: Arc<CredentialStore>,
+    audit: Arc<AuditLog>,
     interval: std::time::Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut since_sweep = std::time::Duration::ZERO;
         ticker.tick().await;
         loop {
             ticker.tick().await;
+            let for_sync = audit.clone();
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || for_sync.sync()).await {
+                tracing::error!(%error, "audit log fsync failed");
+            }
+            since_sweep += std::time::Duration::from_secs(1);
+            if since_sweep < interval {
+                continue;
+            }
+            since_sweep = std::time::Duration::ZERO;
             match credentials.remove_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "expired temporary credentials removed"),

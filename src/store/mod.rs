@@ -109,6 +109,12 @@ impl Store {
         self.backend.scan(prefix, after, limit)
     }
 
+    /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
+    /// such as the audit chain's head).
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.backend.apply(batch)
+    }
+
     /// Applies `batch` atomically and returns once it is durable.
     pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.backend.apply(batch)?;

@@ -39,11 +39,12 @@ pub fn independent_session() -> Session {
     session
 }
 
-pub fn objects(session: &Session, key: &str, version: u32) -> Vec<ObjectHandle> {
+/// The token objects of one key version of an account.
+pub fn objects(session: &Session, account: &str, key: &str, version: u32) -> Vec<ObjectHandle> {
     session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(format!("keyhaven:{key}:{version}").into_bytes()),
+            Attribute::Label(format!("keyhaven:{account}:{key}:{version}").into_bytes()),
         ])
         .expect("C_FindObjects")
 }

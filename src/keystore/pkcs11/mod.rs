@@ -4,9 +4,10 @@
 //! keystore made them.
 //!
 //! Each key version is its own token object (`CKA_TOKEN`, `CKA_SENSITIVE`, not
-//! `CKA_EXTRACTABLE`), labelled `keyhaven:<key id>:<version>` with `CKA_ID` = key id ‖ version,
-//! so that the daemon finds it again after a restart. Calls block; the key service runs them on
-//! blocking threads.
+//! `CKA_EXTRACTABLE`), labelled `keyhaven:<account>:<key id>:<version>` with `CKA_ID` = key id
+//! ‖ version, so that the daemon finds it again after a restart, and tells its objects from
+//! those of another daemon (another account) sharing the token. Calls block; the key service
+//! runs them on blocking threads.
 
 mod device;
 
@@ -19,7 +20,7 @@ use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use device::Device;
 use std::collections::HashMap;
@@ -43,13 +44,28 @@ pub struct Pkcs11Settings {
     pub max_idle_sessions: usize,
 }
 
-/// The label of a version's token object.
-pub fn object_label(material: MaterialRef) -> String {
+/// The label of a version's token object, in the namespace of an account.
+pub fn object_label(account_id: &str, material: MaterialRef) -> String {
     format!(
-        "keyhaven:{}:{}",
+        "{}{}:{}",
+        label_prefix(account_id),
         material.key_id.hyphenated(),
         material.version
     )
+}
+
+fn label_prefix(account_id: &str) -> String {
+    format!("keyhaven:{account_id}:")
+}
+
+/// The version a label of this account names.
+pub fn parse_label(account_id: &str, label: &str) -> Option<MaterialRef> {
+    let rest = label.strip_prefix(&label_prefix(account_id))?;
+    let (key, version) = rest.split_once(':')?;
+    Some(MaterialRef {
+        key_id: uuid::Uuid::parse_str(key).ok()?,
+        version: version.parse().ok()?,
+    })
 }
 
 fn object_id(material: MaterialRef) -> Vec<u8> {
@@ -61,6 +77,7 @@ fn object_id(material: MaterialRef) -> Vec<u8> {
 /// A keystore on one PKCS#11 token.
 pub struct Pkcs11KeyStore {
     name: String,
+    account_id: String,
     device: Device,
     handles: RwLock<HashMap<MaterialRef, ObjectHandle>>,
 }
@@ -94,21 +111,23 @@ fn logged_in(session: &Session) -> Result<bool, CryptokiError> {
     ))
 }
 
-fn find(session: &Session, material: MaterialRef) -> Result<Vec<ObjectHandle>, CryptokiError> {
+fn find(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptokiError> {
     session.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Token(true),
-        Attribute::Label(object_label(material).into_bytes()),
+        Attribute::Label(label.as_bytes().to_vec()),
     ])
 }
 
 impl Pkcs11KeyStore {
-    /// Connects to the token (module, slot, login, mechanism check).
-    pub fn connect(settings: Pkcs11Settings) -> Result<Self, KeyStoreError> {
+    /// Connects to the token (module, slot, login, mechanism check); objects are named in the
+    /// namespace of `account_id`.
+    pub fn connect(settings: Pkcs11Settings, account_id: &str) -> Result<Self, KeyStoreError> {
         let name = format!("{PREFIX}{}", settings.name);
         let device = Device::connect(settings)?;
         Ok(Self {
             name,
+            account_id: account_id.to_owned(),
             device,
             handles: RwLock::new(HashMap::new()),
         })
@@ -138,7 +157,7 @@ impl Pkcs11KeyStore {
         let found = self
             .device
             .with_session(|session| {
-                let found = find(session, material)?;
+                let found = find(session, &object_label(&self.account_id, material))?;
                 // Private objects are invisible without a login: nothing found may mean that.
                 if found.is_empty() && !logged_in(session)? {
                     return Err(CryptokiError::Pkcs11(
@@ -203,7 +222,7 @@ impl KeyStore for Pkcs11KeyStore {
             Attribute::Wrap(false),
             Attribute::Unwrap(false),
             Attribute::Derive(false),
-            Attribute::Label(object_label(material).into_bytes()),
+            Attribute::Label(object_label(&self.account_id, material).into_bytes()),
             Attribute::Id(object_id(material)),
         ];
         let handle = self
@@ -258,7 +277,7 @@ impl KeyStore for Pkcs11KeyStore {
         self.forget(material);
         self.device
             .with_session(|session| {
-                let found = find(session, material)?;
+                let found = find(session, &object_label(&self.account_id, material))?;
                 if found.is_empty() && !logged_in(session)? {
                     return Err(CryptokiError::Pkcs11(
                         RvError::UserNotLoggedIn,
@@ -277,5 +296,37 @@ impl KeyStore for Pkcs11KeyStore {
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
         self.forget(material);
         self.handle(material).map(|_| ())
+    }
+
+    fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
+        let prefix = label_prefix(&self.account_id);
+        self.device
+            .with_session(|session| {
+                if !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                let handles = session.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                ])?;
+                let mut found = Vec::new();
+                for handle in handles {
+                    for attribute in session.get_attributes(handle, &[AttributeType::Label])? {
+                        if let Attribute::Label(label) = attribute {
+                            let label = String::from_utf8_lossy(&label);
+                            if label.starts_with(&prefix)
+                                && let Some(material) = parse_label(&self.account_id, &label)
+                            {
+                                found.push(material);
+                            }
+                        }
+                    }
+                }
+                Ok(found)
+            })
+            .map_err(unavailable)
     }
 }

@@ -1,0 +1,410 @@
+//! The audit log: every API call on the record, as JSON lines in a hash chain.
+//!
+//! Each call writes two records: `request` before the handler runs (if it cannot be written
+//! the call is refused with `UNAVAILABLE` and nothing happens), and `response` after, with the
+//! keys used, the encryption-context keys (values only as HMACs), the outcome and the duration.
+//! A call refused before authentication writes one `unauthenticated` record.
+//!
+//! Every record carries `prev`, the SHA-256 of the previous record's line, so the log is a
+//! chain; the chain's head (sequence number and hash of the last line) is also kept in the
+//! metadata store, so cutting records off the end is detected too. When a file grows past
+//! its size limit it is renamed `audit.log.<n>` and a new one continues the chain.
+//!
+//! Nothing secret is ever written: no plaintext, key material, passphrase, secret access key,
+//! session token or encryption-context value.
+
+mod verify;
+
+pub use verify::{VerifyError, VerifyReport, chain_files, verify_files};
+
+use crate::clock::UnixSeconds;
+use crate::secret::Secret;
+use crate::store::{Store, WriteBatch};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+/// The hash that precedes the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HEAD_RECORD: &[u8] = b"audit/head";
+const HMAC_KEY_RECORD: &[u8] = b"audit/context-hmac-key";
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Request,
+    Response,
+    Unauthenticated,
+}
+
+/// The outcome of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// gRPC status code name (`OK`, `PERMISSION_DENIED`, …).
+    pub code: String,
+    /// The AWS-style reason, when refused.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub phase: Phase,
+    pub request_id: String,
+    pub operation: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub keys: Vec<String>,
+    /// Encryption-context keys with HMAC-SHA256 of their values (hex), never the values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub encryption_context: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_us: Option<u64>,
+}
+
+/// What a handler tells the audit log about its call (keys used, encryption context).
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub keys: Vec<String>,
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+impl AuditNote {
+    pub fn key(key_arn: String) -> Self {
+        Self {
+            keys: vec![key_arn],
+            ..Self::default()
+        }
+    }
+}
+
+/// The details of a record before it is chained.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub phase: Phase,
+    pub request_id: String,
+    pub operation: String,
+    pub principal: Option<String>,
+    pub access_key_id: Option<String>,
+    pub source: Option<String>,
+    pub note: AuditNote,
+    pub outcome: Option<Outcome>,
+    pub duration_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {path}: {message}")]
+pub struct AuditError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+struct Writer {
+    file: File,
+    size: u64,
+    head: Head,
+}
+
+/// The audit log of a daemon.
+pub struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    store: std::sync::Arc<Store>,
+    context_key: Secret<[u8; 32]>,
+    writer: Mutex<Writer>,
+    lines: broadcast::Sender<String>,
+}
+
+fn hex_hash(line: &[u8]) -> [u8; 32] {
+    Sha256::digest(line).into()
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, continuing the chain whose head the store holds.
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        store: std::sync::Arc<Store>,
+        master: &crate::seal::MasterKey,
+    ) -> Result<Self, AuditError> {
+        let error = |message: String| AuditError {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| error(e.to_string()))?;
+        }
+        let head = match store.get(HEAD_RECORD).map_err(|e| error(e.to_string()))? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| error(format!("chain head: {e}")))?
+            }
+            None => Head {
+                seq: 0,
+                hash: [0; 32],
+            },
+        };
+        // The key that HMACs encryption-context values: random, stored wrapped.
+        let context_key = match store
+            .get(HMAC_KEY_RECORD)
+            .map_err(|e| error(e.to_string()))?
+        {
+            Some(wrapped) => {
+                let key = master
+                    .unwrap(HMAC_KEY_RECORD, &wrapped)
+                    .map_err(|_| error("the context HMAC key failed to unwrap".into()))?;
+                let bytes: [u8; 32] = key
+                    .expose()
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| error("the context HMAC key is damaged".into()))?;
+                Secret::new(bytes)
+            }
+            None => {
+                let mut key = Secret::new([0u8; 32]);
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, key.expose_mut());
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    HMAC_KEY_RECORD.to_vec(),
+                    master.wrap(HMAC_KEY_RECORD, key.expose()),
+                );
+                store
+                    .commit_blocking(batch)
+                    .map_err(|e| error(e.to_string()))?;
+                key
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| error(format!("cannot open for appending: {e}")))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (lines, _) = broadcast::channel(1024);
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            store,
+            context_key,
+            writer: Mutex::new(Writer { file, size, head }),
+            lines,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// HMAC-SHA256 of an encryption-context value (hex), under the log's own key.
+    pub fn hmac_value(&self, value: &str) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(self.context_key.expose()) else {
+            return String::new();
+        };
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Appends one record; the call it belongs to must fail if this fails.
+    pub fn append(&self, entry: Entry, now: UnixSeconds, nanos: u32) -> Result<(), AuditError> {
+        let time = time::OffsetDateTime::from_unix_timestamp(now)
+            .ok()
+            .and_then(|t| t.replace_nanosecond(nanos).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let encryption_context = entry
+            .note
+            .encryption_context
+            .iter()
+            .map(|(k, v)| (k.clone(), self.hmac_value(v)))
+            .collect();
+        let mut writer = match self.writer.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let record = AuditRecord {
+            seq: writer.head.seq + 1,
+            prev: hex::encode(writer.head.hash),
+            time,
+            phase: entry.phase,
+            request_id: entry.request_id,
+            operation: entry.operation,
+            principal: entry.principal,
+            access_key_id: entry.access_key_id,
+            source: entry.source,
+            keys: entry.note.keys,
+            encryption_context,
+            outcome: entry.outcome,
+            duration_us: entry.duration_us,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|e| self.error(e.to_string()))?;
+        let hash = hex_hash(&line);
+        line.push(b'\n');
+        if writer.size > 0 && writer.size + line.len() as u64 > self.max_bytes {
+            self.rotate(&mut writer)?;
+        }
+        writer
+            .file
+            .write_all(&line)
+            .map_err(|e| self.error(format!("write failed: {e}")))?;
+        writer.size += line.len() as u64;
+        writer.head = Head {
+            seq: record.seq,
+            hash,
+        };
+        // The head rides along with the next flush of the store (every state change flushes).
+        let mut batch = WriteBatch::new();
+        batch.put(
+            HEAD_RECORD.to_vec(),
+            serde_json::to_vec(&writer.head).map_err(|e| self.error(e.to_string()))?,
+        );
+        self.store
+            .apply(batch)
+            .map_err(|e| self.error(e.to_string()))?;
+        drop(writer);
+        line.pop();
+        let _ = self.lines.send(String::from_utf8_lossy(&line).into_owned());
+        Ok(())
+    }
+
+    fn error(&self, message: String) -> AuditError {
+        AuditError {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// Renames the full file to the next `audit.log.<n>` and starts a new one.
+    fn rotate(&self, writer: &mut Writer) -> Result<(), AuditError> {
+        writer
+            .file
+            .sync_all()
+            .map_err(|e| self.error(format!("fsync before rotation: {e}")))?;
+        let rotated = rotated_files(&self.path);
+        let next = rotated.last().map(|(n, _)| n + 1).unwrap_or(1);
+        let target = PathBuf::from(format!("{}.{next}", self.path.display()));
+        std::fs::rename(&self.path, &target)
+            .map_err(|e| self.error(format!("rotation to {}: {e}", target.display())))?;
+        writer.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.error(format!("cannot open a new file: {e}")))?;
+        writer.size = 0;
+        Ok(())
+    }
+
+    /// Makes the log durable (on shutdown and periodically).
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let writer = match self.writer.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        writer
+            .file
+            .sync_data()
+            .map_err(|e| self.error(format!("fsync: {e}")))
+    }
+
+    /// The last `n` lines, across rotated files.
+    pub fn tail(&self, n: usize) -> Result<Vec<String>, AuditError> {
+        let mut files: Vec<PathBuf> = rotated_files(&self.path)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        files.push(self.path.clone());
+        let mut lines = std::collections::VecDeque::with_capacity(n.min(10_000));
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|e| self.error(e.to_string()))?;
+            for line in text.lines() {
+                if lines.len() == n {
+                    lines.pop_front();
+                }
+                if n > 0 {
+                    lines.push_back(line.to_owned());
+                }
+            }
+        }
+        Ok(lines.into_iter().collect())
+    }
+
+    /// New lines as they are written.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.lines.subscribe()
+    }
+
+    /// The chain's head as stored: (sequence number, hex hash of the last line).
+    pub fn head(&self) -> (u64, String) {
+        let writer = match self.writer.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (writer.head.seq, hex::encode(writer.head.hash))
+    }
+}
+
+/// The chain head stored in a data directory's metadata store: (sequence, hex hash).
+pub fn stored_head(store: &Store) -> Result<Option<(u64, String)>, String> {
+    let Some(bytes) = store.get(HEAD_RECORD).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let head: Head = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok(Some((head.seq, hex::encode(head.hash))))
+}
+
+/// `audit.log.<n>` files beside `path`, oldest (lowest n) first.
+pub fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .map(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let n = file
+                    .strip_prefix(&format!("{name}."))?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .collect()
+    })
+    .unwrap_or_default();
+    files.sort();
+    files
+}
