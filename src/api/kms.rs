@@ -88,6 +88,7 @@ impl KmsApi {
     }
 
     fn metadata(&self, record: &KeyRecord) -> v1::KeyMetadata {
+        let last_use = self.keys.last_use(record);
         let state = match record.state {
             KeyState::Enabled | KeyState::Disabled | KeyState::PendingDeletion
                 if self.keys.is_unavailable(record.id) =>
@@ -116,6 +117,8 @@ impl KmsApi {
             keystore: record.keystore.clone(),
             current_key_version: record.current_version(),
             encryption_algorithms: vec![ALGORITHM.into()],
+            last_used_date: last_use.as_ref().map(|u| u.time),
+            last_used_operation: last_use.map(|u| u.operation).unwrap_or_default(),
         }
     }
 
@@ -180,6 +183,7 @@ impl KeyManagementService for KmsApi {
             .keys
             .create_key(r.description, non_empty(&r.keystore), tags(r.tags)?, policy)
             .await?;
+        call.audit.add_key(self.arn(record.id));
         Ok(Response::new(v1::CreateKeyResponse {
             key_metadata: Some(self.metadata(&record)),
         }))

@@ -70,6 +70,10 @@ pub fn key_metadata_json(m: &v1::KeyMetadata) -> Value {
     object.insert("MultiRegion".into(), json!(false));
     object.insert("KeyStore".into(), json!(m.keystore));
     object.insert("CurrentKeyVersion".into(), json!(m.current_key_version));
+    if let Some(date) = m.last_used_date {
+        object.insert("LastUsedDate".into(), json!(rfc3339(date)));
+        object.insert("LastUsedOperation".into(), json!(m.last_used_operation));
+    }
     Value::Object(object)
 }
 
@@ -85,6 +89,14 @@ pub fn key_metadata_human(m: &v1::KeyMetadata) -> String {
     ];
     if let Some(date) = m.deletion_date {
         lines.push(format!("DeletionDate: {}", rfc3339(date)));
+    }
+    match m.last_used_date {
+        Some(date) => lines.push(format!(
+            "LastUsed:     {} ({})",
+            rfc3339(date),
+            m.last_used_operation
+        )),
+        None => lines.push("LastUsed:     never".into()),
     }
     lines.join("\n")
 }

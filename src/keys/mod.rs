@@ -11,7 +11,7 @@ mod service;
 
 pub use error::KeyError;
 pub use model::{
-    KeyRecord, KeyState, KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule,
+    KeyRecord, KeyState, KeyUse, KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule,
     RotationType,
 };
 pub use reference::{KeyReference, printable as printable_input};

@@ -87,6 +87,16 @@ pub struct KeyRecord {
     pub tags: BTreeMap<String, String>,
     pub policy: Option<String>,
     pub rotation: RotationSchedule,
+    /// When the key was last used for a cryptographic operation, and for which.
+    #[serde(default)]
+    pub last_used: Option<KeyUse>,
+}
+
+/// A use of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUse {
+    pub time: UnixSeconds,
+    pub operation: String,
 }
 
 impl KeyRecord {
@@ -203,6 +213,7 @@ mod tests {
             tags: BTreeMap::new(),
             policy: None,
             rotation: RotationSchedule::default(),
+            last_used: None,
         }
     }
 

@@ -22,6 +22,7 @@ impl KeyService {
         for (key, problem) in self.recheck_unavailable() {
             tracing::error!(%key, %problem, "key material still missing");
         }
+        self.record_uses().await;
         let (deletions, rotations) = self.due_keys(self.now());
         let mut report = DueReport::default();
         for id in deletions {

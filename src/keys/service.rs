@@ -8,7 +8,7 @@
 use super::model::DEFAULT_PENDING_DAYS;
 use super::reference::{arn_prefix, printable};
 use super::{
-    KeyError, KeyRecord, KeyReference, KeyState, KeyVersion, RotationSchedule, RotationType,
+    KeyError, KeyRecord, KeyReference, KeyState, KeyUse, KeyVersion, RotationSchedule, RotationType,
 };
 use crate::clock::{Clock, DAY, UnixSeconds};
 use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
@@ -92,6 +92,8 @@ struct KeyEntry {
     nonces: RwLock<Option<Arc<NonceCounter>>>,
     /// The parsed key policy, with the record it was parsed from.
     policy: std::sync::Mutex<Option<(Arc<KeyRecord>, Arc<Policy>)>>,
+    /// The latest use, kept in memory and written to the record by the scheduler.
+    last_use: std::sync::Mutex<Option<KeyUse>>,
 }
 
 impl KeyEntry {
@@ -106,6 +108,7 @@ impl KeyEntry {
             record: RwLock::new(Arc::new(record)),
             nonces: RwLock::new(nonces),
             policy: std::sync::Mutex::new(None),
+            last_use: std::sync::Mutex::new(None),
         }
     }
 
@@ -217,6 +220,8 @@ pub struct KeyService {
     live_keys: AtomicUsize,
     /// Keys whose material the start-up check (or a later one) did not find in the keystore.
     unavailable: RwLock<HashSet<Uuid>>,
+    /// Attempts to use keys pending deletion (operators alert on this before material is gone).
+    pending_deletion_uses: AtomicU64,
 }
 
 fn key_record_name(id: Uuid) -> Vec<u8> {
@@ -388,6 +393,7 @@ impl KeyService {
             alias_gate: tokio::sync::Mutex::new(()),
             live_keys: AtomicUsize::new(live),
             unavailable: RwLock::new(HashSet::new()),
+            pending_deletion_uses: AtomicU64::new(0),
         })
     }
 
@@ -751,6 +757,7 @@ impl KeyService {
             tags,
             policy,
             rotation: RotationSchedule::default(),
+            last_used: None,
         };
         let mut batch = generated.records;
         let committed = async {
@@ -1225,11 +1232,84 @@ impl KeyService {
 
     // ---------------------------------------------------------------- cryptography
 
+    /// Refuses unless the key may be used now; a key pending deletion is logged and counted.
+    fn require_usable(&self, record: &KeyRecord, operation: &str) -> Result<(), KeyError> {
+        let result = record.require_enabled(operation);
+        if result.is_err() && record.state == KeyState::PendingDeletion {
+            self.pending_deletion_uses.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key = %record.id, operation, deletion_date = ?record.deletion_date,
+                "attempt to use a key pending deletion: something still depends on it");
+        }
+        result
+    }
+
+    /// How many calls tried to use a key pending deletion since start-up.
+    pub fn pending_deletion_uses(&self) -> u64 {
+        self.pending_deletion_uses.load(Ordering::Relaxed)
+    }
+
+    fn note_use(&self, entry: &KeyEntry, operation: &str) {
+        let now = self.now();
+        if let Ok(mut last) = entry.last_use.lock() {
+            // Same second, same operation: nothing new to say.
+            if last
+                .as_ref()
+                .is_some_and(|u| u.time == now && u.operation == operation)
+            {
+                return;
+            }
+            *last = Some(KeyUse {
+                time: now,
+                operation: operation.to_owned(),
+            });
+        }
+    }
+
+    /// The latest use of a key, recorded or not yet.
+    pub fn last_use(&self, record: &KeyRecord) -> Option<KeyUse> {
+        let in_memory = self
+            .entry_by_id(record.id)
+            .and_then(|e| e.last_use.lock().ok().and_then(|u| u.clone()));
+        match (in_memory, &record.last_used) {
+            (Some(m), Some(r)) if r.time > m.time => Some(r.clone()),
+            (Some(m), _) => Some(m),
+            (None, r) => r.clone(),
+        }
+    }
+
+    /// Writes the uses seen since the last call into the key records (the scheduler does
+    /// this; a use is not worth a disk write per request).
+    pub async fn record_uses(&self) {
+        for entry in self.entries() {
+            let Some(seen) = entry.last_use.lock().ok().and_then(|u| u.clone()) else {
+                continue;
+            };
+            if entry.record().last_used.as_ref() == Some(&seen) {
+                continue;
+            }
+            let result = self
+                .change_key(&entry, |record| {
+                    if record
+                        .last_used
+                        .as_ref()
+                        .is_none_or(|r| r.time <= seen.time)
+                    {
+                        record.last_used = Some(seen.clone());
+                    }
+                    Ok(WriteBatch::new())
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not record a key's last use");
+            }
+        }
+    }
+
     /// Takes one encryption count from the key's current version, reserving more on disk or
     /// rotating when needed. Returns the version to encrypt with.
     async fn take_nonce(&self, entry: &KeyEntry, operation: &str) -> Result<u32, KeyError> {
         loop {
-            entry.record().require_enabled(operation)?;
+            self.require_usable(&entry.record(), operation)?;
             let counter = entry
                 .nonces()
                 .ok_or_else(|| KeyError::Internal("key has no versions".into()))?;
@@ -1278,6 +1358,7 @@ impl KeyService {
         operation: &str,
     ) -> Result<Vec<u8>, KeyError> {
         let version = self.take_nonce(entry, operation).await?;
+        self.note_use(entry, operation);
         let record = entry.record();
         let keystore = self.keystore(&record.keystore)?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -1357,7 +1438,8 @@ impl KeyService {
         if record.state == KeyState::Deleted {
             return Err(KeyError::InvalidCiphertext);
         }
-        record.require_enabled(operation)?;
+        self.require_usable(&record, operation)?;
+        self.note_use(&entry, operation);
         if record.version(parsed.key_version).is_none() {
             return Err(KeyError::InvalidCiphertext);
         }

@@ -306,6 +306,7 @@ impl Daemon {
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
+        self.keys.record_uses().await;
         if let Err(error) = self.audit.sync() {
             tracing::error!(%error, "audit log fsync at shutdown failed");
         }

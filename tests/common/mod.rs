@@ -184,6 +184,11 @@ impl TestDaemon {
         self.clock.now()
     }
 
+    /// Calls that tried to use a key pending deletion.
+    pub fn pending_deletion_uses(&self) -> u64 {
+        self.daemon().keys().pending_deletion_uses()
+    }
+
     /// Runs the scheduler's pass now (deletions and automatic rotations that are due).
     pub async fn run_due_tasks(&self) -> DueReport {
         self.daemon().keys().run_due_tasks().await
