@@ -57,11 +57,8 @@ pub struct ServeArgs {
 }
 
 fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(server::log_filter(level))
         .with_writer(std::io::stderr)
         .try_init();
 }

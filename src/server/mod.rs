@@ -391,6 +391,28 @@ async fn wait_for_signal() {
     let _ = interrupt.await;
 }
 
+/// Transport libraries whose debug and trace output shows request headers and frames (a
+/// session token among them): never more verbose than `info`, whatever level is asked for.
+const CAPPED_TARGETS: [&str; 5] = ["h2", "hyper", "hyper_util", "tonic", "tower"];
+
+/// The daemon's log filter: `RUST_LOG` if set, else `level` (default `info`), with the
+/// transport libraries capped at `info`.
+pub fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let base = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| level.map(str::to_owned))
+        .unwrap_or_else(|| "info".into());
+    let mut filter = EnvFilter::try_new(&base).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in CAPPED_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// A fresh passphrase for `serve --dev`.
 pub fn generate_passphrase() -> SecretString {
     let mut raw = [0u8; 24];
