@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod iam;
 pub mod keys;
 pub mod keystore;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod seal;

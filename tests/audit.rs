@@ -398,3 +398,69 @@ async fn describe_shows_when_a_key_was_last_used() {
     );
     assert_eq!(d.pending_deletion_uses(), 1);
 }
+
+fn scrape(address: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_calls_keys_and_flushes() {
+    let d = TestDaemon::start_with(Backend::Sealed, |c| {
+        c.set_metrics_listen("127.0.0.1:0").unwrap();
+    })
+    .await;
+    let address = d.metrics_addr().expect("metrics listener");
+    let key = d.create_key("measured").await.key_id;
+    let blob = d.encrypt(&key, b"x", &[]).await.unwrap();
+    d.decrypt(&blob, &[("wrong", "context")]).await.unwrap_err();
+    let text = scrape(address);
+    // The registry is shared by every daemon of this test binary: counts are at least ours.
+    assert!(
+        sample(
+            &text,
+            r#"keyhaven_requests_total{code="Ok",operation="kms:Encrypt"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"keyhaven_requests_total{code="InvalidArgument",operation="kms:Decrypt"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"keyhaven_request_duration_seconds_count{operation="kms:CreateKey"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"keyhaven_keystore_operation_duration_seconds_count{keystore="sealed",operation="encrypt"}"#
+        ) >= 1.0
+    );
+    assert!(sample(&text, "keyhaven_store_flush_batch_size_count") >= 1.0);
+    assert!(sample(&text, "keyhaven_audit_records_total") >= 6.0);
+    assert_eq!(sample(&text, r#"keyhaven_keys{state="Enabled"}"#), 1.0);
+    d.disable(&key).await.unwrap();
+    let text = scrape(address);
+    assert_eq!(sample(&text, r#"keyhaven_keys{state="Enabled"}"#), 0.0);
+    assert_eq!(sample(&text, r#"keyhaven_keys{state="Disabled"}"#), 1.0);
+}

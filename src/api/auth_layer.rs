@@ -226,10 +226,22 @@ where
                 }
                 response
             };
+            let count = |outcome: &Outcome| {
+                if let Some(m) = crate::metrics::metrics() {
+                    m.requests
+                        .with_label_values(&[operation.as_str(), outcome.code.as_str()])
+                        .inc();
+                    m.request_seconds
+                        .with_label_values(&[operation.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+            };
             // Refused before any handler: one record, and the refusal (or the audit failure).
             let refuse = |s: tonic::Status, access_key_id: Option<String>| {
                 let mut record = entry(Phase::Unauthenticated, None, access_key_id);
-                record.outcome = Some(refusal(&s));
+                let outcome = refusal(&s);
+                count(&outcome);
+                record.outcome = Some(outcome);
                 record.duration_us = Some(started.elapsed().as_micros() as u64);
                 match layer.write(record) {
                     Ok(()) => with_id(s.into_http()),
@@ -306,7 +318,9 @@ where
                 ))
                 .await?;
             let mut record = entry(Phase::Response, principal, access_key_id);
-            record.outcome = Some(outcome_of(response.headers()));
+            let outcome = outcome_of(response.headers());
+            count(&outcome);
+            record.outcome = Some(outcome);
             record.note = slot.take();
             record.duration_us = Some(started.elapsed().as_micros() as u64);
             match layer.write(record) {

@@ -288,6 +288,9 @@ impl AuditLog {
             .apply(batch)
             .map_err(|e| self.error(e.to_string()))?;
         drop(writer);
+        if let Some(m) = crate::metrics::metrics() {
+            m.audit_records.inc();
+        }
         line.pop();
         let _ = self.lines.send(String::from_utf8_lossy(&line).into_owned());
         Ok(())

@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Allow plaintext gRPC on a non-loopback address.
     #[arg(long)]
     insecure_no_tls: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
     /// endpoint and root credentials as `export` lines.
     #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
@@ -197,6 +200,11 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         });
     }
     config.insecure_no_tls |= args.insecure_no_tls;
+    if let Some(listen) = &args.metrics_listen {
+        config
+            .set_metrics_listen(listen)
+            .map_err(|e| e.to_string())?;
+    }
     config.validate().map_err(|e| e.to_string())?;
 
     let (passphrase, initialised) = if dev_dir.is_some() {
@@ -240,6 +248,9 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         print_credentials(initialised);
     } else {
         println!("# listening on {addr}");
+    }
+    if let Some(metrics) = daemon.metrics_addr() {
+        println!("# metrics on http://{metrics}/metrics");
     }
     let result = daemon.run_until_signal().await.map_err(|e| e.to_string());
     drop(dev_dir);

@@ -241,6 +241,11 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
 }
 
 fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
+    if !matches!(error, KeyStoreError::DecryptFailed)
+        && let Some(m) = crate::metrics::metrics()
+    {
+        m.keystore_errors.with_label_values(&[store]).inc();
+    }
     match error {
         KeyStoreError::Unavailable(detail) => {
             tracing::warn!(keystore = store, %detail, "keystore unavailable");
@@ -261,6 +266,14 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
         other => KeyError::Internal(format!("keystore {store}: {other}")),
+    }
+}
+
+fn observe_keystore(keystore: &str, operation: &str, started: std::time::Instant) {
+    if let Some(m) = crate::metrics::metrics() {
+        m.keystore_seconds
+            .with_label_values(&[keystore, operation])
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -622,11 +635,17 @@ impl KeyService {
     }
 
     /// Runs a keystore call, on a blocking thread when the keystore may block.
-    async fn on_keystore<T, F>(&self, keystore: &Arc<dyn KeyStore>, call: F) -> Result<T, KeyError>
+    async fn on_keystore<T, F>(
+        &self,
+        keystore: &Arc<dyn KeyStore>,
+        operation: &str,
+        call: F,
+    ) -> Result<T, KeyError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let result = if keystore.blocks() {
             let keystore = keystore.clone();
             tokio::task::spawn_blocking(move || call(&*keystore))
@@ -635,6 +654,7 @@ impl KeyService {
         } else {
             call(&**keystore)
         };
+        observe_keystore(keystore.name(), operation, started);
         result.map_err(|e| keystore_error(keystore.name(), e))
     }
 
@@ -737,7 +757,7 @@ impl KeyService {
             version: 1,
         };
         let generated = self
-            .on_keystore(&keystore, move |k| k.generate(material))
+            .on_keystore(&keystore, "generate", move |k| k.generate(material))
             .await?;
         let record = KeyRecord {
             id,
@@ -769,7 +789,7 @@ impl KeyService {
         if let Err(error) = committed {
             let undo = keystore.clone();
             let _ = self
-                .on_keystore(&undo, move |k| {
+                .on_keystore(&undo, "discard", move |k| {
                     k.discard(material);
                     Ok(())
                 })
@@ -895,7 +915,7 @@ impl KeyService {
                 version: version.number,
             };
             let records = self
-                .on_keystore(&keystore, move |k| match k.destroy(material) {
+                .on_keystore(&keystore, "destroy", move |k| match k.destroy(material) {
                     Err(KeyStoreError::MaterialNotFound(_)) => Ok(WriteBatch::new()),
                     other => other,
                 })
@@ -1122,7 +1142,7 @@ impl KeyService {
             version: number,
         };
         let generated = self
-            .on_keystore(&keystore, move |k| k.generate(material))
+            .on_keystore(&keystore, "generate", move |k| k.generate(material))
             .await?;
         let block = self.config.nonce_reservation_block;
         let result = self
@@ -1150,7 +1170,7 @@ impl KeyService {
             }
             Err(error) => {
                 let _ = self
-                    .on_keystore(&keystore, move |k| {
+                    .on_keystore(&keystore, "discard", move |k| {
                         k.discard(material);
                         Ok(())
                     })
@@ -1237,10 +1257,30 @@ impl KeyService {
         let result = record.require_enabled(operation);
         if result.is_err() && record.state == KeyState::PendingDeletion {
             self.pending_deletion_uses.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = crate::metrics::metrics() {
+                m.pending_deletion_uses.inc();
+            }
             tracing::warn!(key = %record.id, operation, deletion_date = ?record.deletion_date,
                 "attempt to use a key pending deletion: something still depends on it");
         }
         result
+    }
+
+    /// Keys by state (for the `keys` gauge).
+    pub fn count_by_state(&self) -> BTreeMap<&'static str, i64> {
+        let mut counts = BTreeMap::new();
+        for state in [
+            KeyState::Enabled,
+            KeyState::Disabled,
+            KeyState::PendingDeletion,
+            KeyState::Deleted,
+        ] {
+            counts.insert(state.as_str(), 0);
+        }
+        for entry in self.entries() {
+            *counts.entry(entry.record().state.as_str()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// How many calls tried to use a key pending deletion since start-up.
@@ -1370,14 +1410,15 @@ impl KeyService {
         let aad = CiphertextBlob::aad(record.id, version, &nonce, context);
         let sealed = if keystore.blocks() {
             let plaintext = SecretBytes::new(plaintext.to_vec());
-            self.on_keystore(&keystore, move |k| {
+            self.on_keystore(&keystore, "encrypt", move |k| {
                 k.encrypt(material, &nonce, &aad, plaintext.expose())
             })
             .await?
         } else {
-            keystore
-                .encrypt(material, &nonce, &aad, plaintext)
-                .map_err(|e| keystore_error(keystore.name(), e))?
+            let started = std::time::Instant::now();
+            let sealed = keystore.encrypt(material, &nonce, &aad, plaintext);
+            observe_keystore(keystore.name(), "encrypt", started);
+            sealed.map_err(|e| keystore_error(keystore.name(), e))?
         };
         Ok(CiphertextBlob::assemble(
             record.id, version, &nonce, &sealed,
@@ -1452,14 +1493,15 @@ impl KeyService {
         let nonce = parsed.nonce;
         let plaintext = if keystore.blocks() {
             let sealed = parsed.sealed.to_vec();
-            self.on_keystore(&keystore, move |k| {
+            self.on_keystore(&keystore, "decrypt", move |k| {
                 k.decrypt(material, &nonce, &aad, &sealed)
             })
             .await?
         } else {
-            keystore
-                .decrypt(material, &nonce, &aad, parsed.sealed)
-                .map_err(|e| keystore_error(keystore.name(), e))?
+            let started = std::time::Instant::now();
+            let opened = keystore.decrypt(material, &nonce, &aad, parsed.sealed);
+            observe_keystore(keystore.name(), "decrypt", started);
+            opened.map_err(|e| keystore_error(keystore.name(), e))?
         };
         Ok(Decrypted {
             key_id: record.id,

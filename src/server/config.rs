@@ -38,6 +38,8 @@ pub struct ConfigFile {
     pub audit_log: Option<PathBuf>,
     /// Size at which the audit log is rotated (default 64 MiB).
     pub audit_max_bytes: Option<u64>,
+    /// Prometheus metrics at http://<address>/metrics; none when absent.
+    pub metrics_listen: Option<String>,
 }
 
 /// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
@@ -173,6 +175,7 @@ pub struct DaemonConfig {
     pub insecure_no_tls: bool,
     pub audit_log: PathBuf,
     pub audit_max_bytes: u64,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -193,6 +196,7 @@ impl DaemonConfig {
             insecure_no_tls: false,
             audit_log: data_dir.join("audit").join("audit.log"),
             audit_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
+            metrics_listen: None,
             data_dir,
         }
     }
@@ -261,6 +265,9 @@ impl DaemonConfig {
         if let Some(bytes) = file.audit_max_bytes {
             config.audit_max_bytes = bytes;
         }
+        if let Some(listen) = &file.metrics_listen {
+            config.set_metrics_listen(listen)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -275,6 +282,15 @@ impl DaemonConfig {
     }
 
     /// Checks the settings; `keystore = "pkcs11"` names the one PKCS#11 keystore, if only one.
+    pub fn set_metrics_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.metrics_listen = Some(listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "metrics listen address '{listen}' is not HOST:PORT (an IP address and port)"
+            ))
+        })?);
+        Ok(())
+    }
+
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         if self.keystore == "pkcs11" && self.pkcs11.len() == 1 {
             self.keystore = format!("{PKCS11_PREFIX}{}", self.pkcs11[0].name);

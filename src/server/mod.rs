@@ -106,6 +106,8 @@ pub struct Daemon {
     sweeper: JoinHandle<()>,
     store: Arc<Store>,
     audit: Arc<AuditLog>,
+    metrics: Option<JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -267,6 +269,23 @@ impl Daemon {
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
         }));
+        let (metrics, metrics_addr) = match config.metrics_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    ServerError::Start(format!("cannot listen for metrics on {address}: {e}"))
+                })?;
+                let bound = crate::metrics::local_addr(&listener);
+                let counted = keys.clone();
+                let refresh: Arc<dyn Fn(&crate::metrics::Metrics) + Send + Sync> =
+                    Arc::new(move |m: &crate::metrics::Metrics| {
+                        for (state, count) in counted.count_by_state() {
+                            m.keys.with_label_values(&[state]).set(count);
+                        }
+                    });
+                (Some(crate::metrics::serve(listener, refresh)), bound)
+            }
+            None => (None, None),
+        };
         let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
         let sweeper = spawn_sweeper(credentials, audit.clone(), config.scheduler_interval);
         tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
@@ -279,6 +298,8 @@ impl Daemon {
             sweeper,
             store,
             audit,
+            metrics,
+            metrics_addr,
         })
     }
 
@@ -294,6 +315,11 @@ impl Daemon {
         &self.audit
     }
 
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Stops accepting calls, lets running ones finish, and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(shutdown) = self.shutdown.take() {
@@ -301,6 +327,9 @@ impl Daemon {
         }
         self.scheduler.abort();
         self.sweeper.abort();
+        if let Some(metrics) = self.metrics.take() {
+            metrics.abort();
+        }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;
         let served = (&mut self.server)

@@ -169,6 +169,9 @@ fn run_flusher(backend: Arc<dyn StoreBackend>, requests: mpsc::Receiver<Waiter>)
         // Everyone who asked before this flush starts is covered by it.
         let mut waiters = vec![first];
         waiters.extend(requests.try_iter());
+        if let Some(m) = crate::metrics::metrics() {
+            m.flush_batch.observe(waiters.len() as f64);
+        }
         let result = backend.sync();
         if let Err(error) = &result {
             tracing::error!(%error, "flush failed; the calls waiting on it fail");

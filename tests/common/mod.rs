@@ -184,6 +184,11 @@ impl TestDaemon {
         self.clock.now()
     }
 
+    /// Where the daemon serves `/metrics`, if configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.daemon().metrics_addr()
+    }
+
     /// Calls that tried to use a key pending deletion.
     pub fn pending_deletion_uses(&self) -> u64 {
         self.daemon().keys().pending_deletion_uses()
