@@ -137,7 +137,7 @@ pub fn serve(
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let refresh = refresh.clone();
                     async move {
-                        let response = if request.uri().path() == "/metrics" {
+                        if request.uri().path() == "/metrics" {
                             http::Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
                                 .body(Full::new(bytes::Bytes::from(render(&*refresh))))
@@ -145,8 +145,7 @@ pub fn serve(
                             http::Response::builder()
                                 .status(404)
                                 .body(Full::new(bytes::Bytes::from_static(b"not found\n")))
-                        };
-                        response
+                        }
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
