@@ -366,6 +366,9 @@ mod tests {
         assert_eq!(config.scheduler_interval, defaults.scheduler_interval);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/keyhaven"));
         assert_eq!(config.insecure_no_tls, defaults.insecure_no_tls);
+        assert_eq!(config.audit_max_bytes, defaults.audit_max_bytes);
+        assert_eq!(config.audit_log, defaults.audit_log);
+        assert_eq!(config.metrics_listen, None);
         assert_eq!(config.tls, None);
         // The commented [tls] section is valid once uncommented.
         let text = std::fs::read_to_string(&path).unwrap();
