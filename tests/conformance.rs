@@ -1073,12 +1073,22 @@ mod suite {
             .await
             .unwrap()
             .deletion_date;
+        let used_at = d.now();
         d.restart().await;
-        assert_eq!(d.describe(&enabled.key_id).await.unwrap(), {
+        let described = d.describe(&enabled.key_id).await.unwrap();
+        assert_eq!(described, {
             let mut expected = enabled.clone();
             expected.current_key_version = 2;
+            // The last use was written to the record at shutdown.
+            expected.last_used_operation = "Encrypt".into();
+            expected.last_used_date = described.last_used_date;
             expected
         });
+        assert!(
+            described
+                .last_used_date
+                .is_some_and(|t| (t - used_at).abs() < 60)
+        );
         assert_eq!(d.state(&disabled).await, KeyState::Disabled);
         let p = d.describe(&pending).await.unwrap();
         assert_eq!(

@@ -5,10 +5,11 @@
 //! finds the resource policy (the key policy, a role's trust policy) and the caller's identity
 //! policies, and answers allowed or `AccessDeniedException`.
 //!
-//! A caller who may not see a key never learns whether it exists: for a key that does not
-//! exist, only a caller allowed `kms:ListKeys` (who could list the keys anyway) is told
-//! `NotFoundException`; everyone else gets the same `AccessDeniedException` as for a key they
-//! may not use, naming the resource as they gave it.
+//! A caller who may not use a key never learns whether it exists: a key that does not exist is
+//! judged as if it existed with the default key policy. A caller that policy would allow the
+//! action is told `NotFoundException` (`InvalidCiphertextException` for a ciphertext's key),
+//! as a key they could use would answer; everyone else gets the same `AccessDeniedException`
+//! as for a key they may not use, naming the resource as they gave it.
 
 use super::auth_layer::AuditSlot;
 use crate::auth::{Caller, PrincipalKind};
@@ -142,9 +143,28 @@ impl Authorizer {
         }
     }
 
-    /// Whether the caller may list keys (and so may learn that a key does not exist).
-    fn may_list_keys(&self, call: &CallContext, context: &RequestContext) -> bool {
-        self.decide(call, "kms:ListKeys", "*", None, context)
+    /// Whether the caller would be allowed `action` on a key with the default key policy (and
+    /// so may learn that the key it named does not exist).
+    fn allowed_by_default_policy(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+        context: &RequestContext,
+    ) -> bool {
+        let config = self.keys.config();
+        let default = crate::policy::Policy::parse(
+            &crate::policy::default_key_policy(&config.partition, &config.account_id),
+            crate::policy::PolicyKind::Resource,
+        );
+        let Ok(policy) = default else {
+            return false;
+        };
+        let policy = NamedPolicy {
+            name: "key policy".into(),
+            policy: Arc::new(policy),
+        };
+        self.decide(call, action, resource, Some(&policy), context)
             .allowed()
     }
 
@@ -189,11 +209,12 @@ impl Authorizer {
                 }
             }
             Err(KeyError::NotFound(message)) => {
-                call.audit.add_key(self.requested_resource(key));
-                if self.may_list_keys(call, context) {
+                let resource = self.requested_resource(key);
+                call.audit.add_key(resource.clone());
+                if self.allowed_by_default_policy(call, action, &resource, context) {
                     Err(KeyError::NotFound(message))
                 } else {
-                    Err(Self::denied(call, action, &self.requested_resource(key)))
+                    Err(Self::denied(call, action, &resource))
                 }
             }
             Err(other) => Err(other),
@@ -201,8 +222,9 @@ impl Authorizer {
     }
 
     /// Authorises `action` on the key a ciphertext names. An unknown key answers
-    /// `InvalidCiphertextException` to callers who may list keys, `AccessDeniedException` to
-    /// the others, exactly as a key they may not use.
+    /// `InvalidCiphertextException` to callers the default key policy would allow, as any
+    /// undecryptable blob does, and `AccessDeniedException` to the others, exactly as a key
+    /// they may not use.
     pub fn ciphertext_key(
         &self,
         call: &CallContext,
