@@ -223,7 +223,12 @@ impl Client {
         );
         let mut request = tonic::Request::new(message);
         for (name, value) in signed.headers {
-            if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+            if let Ok(mut value) = MetadataValue::try_from(value.as_str()) {
+                // A session token is a secret: `Debug` shows it as "Sensitive", and HPACK
+                // never indexes it.
+                if name == crate::auth::signature::TOKEN_HEADER {
+                    value.set_sensitive(true);
+                }
                 request.metadata_mut().insert(name, value);
             }
         }

@@ -319,6 +319,12 @@ where
                 .await?;
             let mut record = entry(Phase::Response, principal, access_key_id);
             let outcome = outcome_of(response.headers());
+            tracing::debug!(
+                code = %outcome.code,
+                reason = outcome.reason.as_deref().unwrap_or(""),
+                duration_us = started.elapsed().as_micros() as u64,
+                "call finished"
+            );
             count(&outcome);
             record.outcome = Some(outcome);
             record.note = slot.take();
