@@ -2,9 +2,14 @@
 
 use std::{env, error::Error, path::PathBuf};
 
-/// Messages that carry plaintext or key material: their `Debug` is written by hand, redacted.
+/// Messages that carry plaintext, key material, secrets or encryption-context values: their
+/// `Debug` is written by hand, redacted.
 const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.EncryptRequest",
+    "keyhaven.v1.DecryptRequest",
+    "keyhaven.v1.ReEncryptRequest",
+    "keyhaven.v1.GenerateDataKeyRequest",
+    "keyhaven.v1.GenerateDataKeyWithoutPlaintextRequest",
     "keyhaven.v1.DecryptResponse",
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",

@@ -26,6 +26,57 @@ impl fmt::Debug for v1::EncryptRequest {
     }
 }
 
+/// Encryption-context values stay out of `Debug` as they stay out of the audit log.
+impl fmt::Debug for v1::DecryptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptRequest")
+            .field("ciphertext_blob_len", &self.ciphertext_blob.len())
+            .field("encryption_context_keys", &self.encryption_context.keys())
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::ReEncryptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReEncryptRequest")
+            .field("ciphertext_blob_len", &self.ciphertext_blob.len())
+            .field(
+                "source_encryption_context_keys",
+                &self.source_encryption_context.keys(),
+            )
+            .field("source_key_id", &self.source_key_id)
+            .field("destination_key_id", &self.destination_key_id)
+            .field(
+                "destination_encryption_context_keys",
+                &self.destination_encryption_context.keys(),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateDataKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyRequest")
+            .field("key_id", &self.key_id)
+            .field("encryption_context_keys", &self.encryption_context.keys())
+            .field("key_spec", &self.key_spec)
+            .field("number_of_bytes", &self.number_of_bytes)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateDataKeyWithoutPlaintextRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyWithoutPlaintextRequest")
+            .field("key_id", &self.key_id)
+            .field("encryption_context_keys", &self.encryption_context.keys())
+            .field("key_spec", &self.key_spec)
+            .field("number_of_bytes", &self.number_of_bytes)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::DecryptResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecryptResponse")

@@ -226,19 +226,49 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
 }
 
 /// What a client adds to a request's metadata.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SignedHeaders {
     /// (name, value) pairs to send, including `authorization`.
     pub headers: Vec<(&'static str, String)>,
 }
 
+impl std::fmt::Debug for SignedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if *name == TOKEN_HEADER {
+                    "[redacted]"
+                } else {
+                    value.as_str()
+                };
+                (*name, value)
+            })
+            .collect();
+        f.debug_struct("SignedHeaders")
+            .field("headers", &shown)
+            .finish()
+    }
+}
+
 /// The credentials a client signs with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct SigningCredentials<'a> {
     pub access_key_id: &'a str,
     /// The secret access key.
     pub secret: &'a crate::secret::SecretString,
     pub session_token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for SigningCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret", &"[redacted]")
+            .field("session_token", &self.session_token.map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// Signs a request: `body` is the encoded request message.
