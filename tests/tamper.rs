@@ -523,17 +523,17 @@ async fn a_sealed_record_copied_over_another_fails_to_unwrap_in_the_daemon() {
     );
     let decrypt_status = decrypted.expect_err("the victim's blob decrypted with moved material");
     let encrypt_status = encrypted.expect_err("Encrypt used the moved (donor's) material");
-    // Today: INTERNAL / KMSInternalException, while DescribeKey says Unavailable (the start-up
-    // check found the material unusable). UNAVAILABLE / KeyStoreUnavailableException, as for
-    // missing material, would be consistent; either is a refusal. The refusal must not leak
-    // the cause: no record names, no "unwrap".
+    // A record that does not unwrap is treated as missing material: UNAVAILABLE /
+    // KeyStoreUnavailableException naming the version, as DescribeKey says Unavailable. The
+    // refusal does not leak the cause: no record names, no "unwrap".
     for status in [&decrypt_status, &encrypt_status] {
-        assert!(
-            matches!(status.code(), Code::Internal | Code::Unavailable),
-            "{status:?}"
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(
+            reason_of(status).as_deref(),
+            Some("KeyStoreUnavailableException")
         );
         assert!(
-            !status.message().contains("material") && !status.message().contains("unwrap"),
+            !status.message().contains("material/") && !status.message().contains("unwrap"),
             "internal detail in the status: {status:?}"
         );
     }

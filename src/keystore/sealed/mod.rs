@@ -47,10 +47,15 @@ impl SealedKeyStore {
             .get(&record)
             .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?
             .ok_or(KeyStoreError::MaterialNotFound(material))?;
-        let key = self
-            .master
-            .unwrap(&record, &wrapped)
-            .map_err(|_| KeyStoreError::Internal(format!("{material:?} failed to unwrap")))?;
+        // A record that does not unwrap (damaged, or moved from another record's place) is as
+        // good as missing: the key is unavailable, never served with other material.
+        let key = self.master.unwrap(&record, &wrapped).map_err(|_| {
+            tracing::error!(
+                ?material,
+                "sealed key material failed to unwrap: damaged or moved"
+            );
+            KeyStoreError::MaterialNotFound(material)
+        })?;
         let cipher = Aes256Gcm::new_from_slice(key.expose())
             .map_err(|_| KeyStoreError::Internal(format!("{material:?} has a bad length")))?;
         let cipher = Arc::new(cipher);
