@@ -5,6 +5,7 @@
 //! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
 
 mod audit;
+pub mod bench;
 mod commands;
 mod identity;
 mod output;
@@ -101,6 +102,8 @@ pub enum Command {
     /// Read the audit log (tail) or check its hash chain (verify).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Put a daemon under load; print throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -148,5 +151,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit(audit::AuditCommand::Verify { file, data_dir }) => {
             audit::verify(file, data_dir, client.output == OutputFormat::Json)
         }
+        Command::Bench(args) => bench::run(client, args),
     }
 }

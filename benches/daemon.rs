@@ -1,0 +1,1316 @@
+//! The daemon benchmark: how close Keyhaven comes to the limits of its transport and its
+//! keystores, measured side by side in one run. Run with `cargo bench --bench daemon`, after
+//! `eval "$(hsm-sim/setup.sh)"` for the PKCS#11 rows.
+//!
+//! In one process, on two Tokio runtimes (one serving, one loading, as `keyhaven serve` and
+//! `keyhaven bench` would on one machine), it measures
+//! - the baselines: an empty unary RPC carrying the same 32-byte payload (an echo service on
+//!   tonic, no authentication), the daemon's own health check, the sealed keystore's
+//!   AES-256-GCM called directly, and `C_EncryptInit`+`C_Encrypt` (CKM_AES_GCM) on a key in the
+//!   same SoftHSM2 token;
+//! - the daemon, signed and authorised as in production: Encrypt, Decrypt, GenerateDataKey,
+//!   CreateKey and a mixed workload at 1, 16 and 64 requests in flight, on the sealed store
+//!   and on PKCS#11;
+//! - with `KEYHAVEN_BENCH_KEYS=N`, the same daemon holding N keys against one holding 10:
+//!   DescribeKey and Encrypt throughput, ListKeys page time, start-up and resident memory.
+//!
+//! It prints markdown tables and, last, one `ratio <name> <value>` line per ratio.
+//! Environment: `KEYHAVEN_BENCH_SECONDS` (per measurement, default 2),
+//! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1).
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use keyhaven::cli::bench::{
+    self, Failure, LatencyHistogram, LoadReport, LoadShape, LoadSpec, Operation, Workload,
+    format_latency,
+};
+use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::clock::SystemClock;
+use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector, object_label};
+use keyhaven::keystore::sealed::SealedKeyStore;
+use keyhaven::keystore::{KeyStore, MaterialRef};
+use keyhaven::proto::v1;
+use keyhaven::seal::{self, KdfParams};
+use keyhaven::secret::SecretString;
+use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
+use keyhaven::store::{SledBackend, Store};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tonic::codegen::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
+use tower::Service;
+
+const PASSPHRASE: &str = "daemon benchmark passphrase, not a secret";
+const PAYLOAD: usize = 32;
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+const OPERATIONS: [Operation; 5] = [
+    Operation::Encrypt,
+    Operation::Decrypt,
+    Operation::GenerateDataKey,
+    Operation::CreateKey,
+    Operation::Mixed,
+];
+/// Every measurement stops at its duration or at this many requests, whichever comes first.
+const MAX_REQUESTS: u64 = 50_000_000;
+/// AAD as the daemon builds it for an empty encryption context: the blob's first 33 bytes.
+const AAD: [u8; 33] = [1; 33];
+
+struct Settings {
+    seconds: Duration,
+    warmup: Duration,
+    keys: u64,
+    connections: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        // `cargo bench` passes --bench; anything else (cargo test --benches) gets a smoke run.
+        let benchmarking = std::env::args().any(|a| a == "--bench");
+        let default_seconds = if benchmarking { 2.0 } else { 0.1 };
+        let number = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).map(|v| {
+                v.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("{name} must be a number; got {v:?}"))
+            })
+        };
+        let seconds = number("KEYHAVEN_BENCH_SECONDS").unwrap_or(default_seconds);
+        let seconds = Duration::from_secs_f64(seconds.clamp(0.05, 600.0));
+        Self {
+            seconds,
+            warmup: (seconds / 5).min(Duration::from_millis(500)),
+            keys: number("KEYHAVEN_BENCH_KEYS").unwrap_or(0.0).max(0.0) as u64,
+            connections: number("KEYHAVEN_BENCH_CONNECTIONS")
+                .unwrap_or(1.0)
+                .clamp(1.0, 64.0) as usize,
+        }
+    }
+
+    fn shape(&self, concurrency: usize) -> LoadShape {
+        LoadShape {
+            concurrency,
+            duration: Some(self.seconds),
+            requests: Some(MAX_REQUESTS),
+            warmup: self.warmup,
+            request_timeout: Duration::from_secs(30),
+            progress: false,
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------- results
+
+/// One line of the main table.
+struct Row {
+    operation: String,
+    backend: String,
+    concurrency: String,
+    ops_per_second: f64,
+    p50: Option<Duration>,
+    p99: Option<Duration>,
+    errors: String,
+}
+
+#[derive(Default)]
+struct Results {
+    rows: Vec<Row>,
+    /// Throughputs the ratios are computed from, by name.
+    throughput: BTreeMap<String, f64>,
+    notes: Vec<String>,
+    scale: Vec<[String; 4]>,
+    failed_measurements: usize,
+}
+
+impl Results {
+    fn load(&mut self, operation: &str, backend: &str, report: &LoadReport) -> f64 {
+        let ops = report.ops_per_second();
+        let errors = if report.failed == 0 {
+            String::new()
+        } else {
+            self.failed_measurements += 1;
+            format!("{} failed: {}", report.failed, report.failure_summary())
+        };
+        eprintln!(
+            "daemon bench: {operation:<32} {backend:<26} c{:<3} {ops:>10.0} ops/s  p50 {}  p99 {}{}",
+            report.concurrency,
+            format_latency(report.latency.percentile(0.5)),
+            format_latency(report.latency.percentile(0.99)),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!("  FAILURES: {errors}")
+            }
+        );
+        self.rows.push(Row {
+            operation: operation.into(),
+            backend: backend.into(),
+            concurrency: report.concurrency.to_string(),
+            ops_per_second: ops,
+            p50: Some(report.latency.percentile(0.5)),
+            p99: Some(report.latency.percentile(0.99)),
+            errors,
+        });
+        ops
+    }
+
+    fn raw(&mut self, operation: &str, backend: &str, threads: usize, raw: &RawRun) -> f64 {
+        let ops = raw.ops_per_second();
+        eprintln!(
+            "daemon bench: {operation:<32} {backend:<26} {threads} thread(s) {ops:>10.0} ops/s"
+        );
+        let errors = match &raw.failure {
+            None => String::new(),
+            Some(failure) => {
+                self.failed_measurements += 1;
+                failure.clone()
+            }
+        };
+        let latency = raw.latency.as_ref().filter(|h| h.count() > 0);
+        self.rows.push(Row {
+            operation: operation.into(),
+            backend: backend.into(),
+            concurrency: format!("{threads} thread{}", if threads == 1 { "" } else { "s" }),
+            ops_per_second: ops,
+            p50: latency.map(|h| h.percentile(0.5)),
+            p99: latency.map(|h| h.percentile(0.99)),
+            errors,
+        });
+        ops
+    }
+
+    fn print(&self, settings: &Settings) {
+        println!();
+        println!(
+            "## Keyhaven daemon benchmark ({:.1} s per measurement after {:.2} s warm-up, {}-byte payloads, {} connection{} per client)",
+            settings.seconds.as_secs_f64(),
+            settings.warmup.as_secs_f64(),
+            PAYLOAD,
+            settings.connections,
+            if settings.connections == 1 { "" } else { "s" }
+        );
+        println!();
+        println!("| operation | backend | concurrency | ops/s | p50 | p99 | errors |");
+        println!("|---|---|---|---:|---:|---:|---|");
+        for row in &self.rows {
+            println!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} |",
+                row.operation,
+                row.backend,
+                row.concurrency,
+                row.ops_per_second,
+                row.p50.map(format_latency).unwrap_or_else(|| "—".into()),
+                row.p99.map(format_latency).unwrap_or_else(|| "—".into()),
+                row.errors
+            );
+        }
+        if !self.scale.is_empty() {
+            println!();
+            println!(
+                "| scale ({} keys; the daemon runs in-process: memory is the whole benchmark's) | ~10 keys | {} keys | change |",
+                settings.keys, settings.keys
+            );
+            println!("|---|---:|---:|---:|");
+            for [what, few, many, change] in &self.scale {
+                println!("| {what} | {few} | {many} | {change} |");
+            }
+        }
+        println!();
+        for note in &self.notes {
+            println!("{note}");
+        }
+        if self.failed_measurements > 0 {
+            println!(
+                "WARNING: {} measurement(s) had failed requests (see the errors column); their numbers are not comparable.",
+                self.failed_measurements
+            );
+        }
+    }
+
+    fn ratio(&self, numerator: &str, denominator: &str) -> f64 {
+        match (
+            self.throughput.get(numerator),
+            self.throughput.get(denominator),
+        ) {
+            (Some(n), Some(d)) if *d > 0.0 => n / d,
+            _ => f64::NAN,
+        }
+    }
+}
+
+fn vm_status(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ------------------------------------------------------------------- the empty RPC: echo
+
+/// The echo service's one message: the payload goes there and back.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Echo {
+    #[prost(bytes = "vec", tag = "1")]
+    payload: Vec<u8>,
+}
+
+const ECHO_PATH: &str = "/keyhaven.bench.Echo/Echo";
+
+/// A one-method gRPC service written by hand (there is no echo proto to generate from): the
+/// transport's ceiling, with tonic's codec and server but no authentication or handler work.
+#[derive(Clone)]
+struct EchoServer;
+
+impl tonic::server::NamedService for EchoServer {
+    const NAME: &'static str = "keyhaven.bench.Echo";
+}
+
+struct EchoMethod;
+
+impl tonic::server::UnaryService<Echo> for EchoMethod {
+    type Response = Echo;
+    type Future = std::future::Ready<Result<tonic::Response<Echo>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Echo>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for EchoServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Echo, Echo>::default());
+            Ok(grpc.unary(EchoMethod, request).await)
+        })
+    }
+}
+
+struct EchoWorkload {
+    channels: Vec<Channel>,
+    payload: Vec<u8>,
+}
+
+impl Workload for EchoWorkload {
+    type Worker = tonic::client::Grpc<Channel>;
+
+    fn worker(&self, index: usize) -> Self::Worker {
+        tonic::client::Grpc::new(self.channels[index % self.channels.len()].clone())
+    }
+
+    async fn call(&self, grpc: &mut Self::Worker, _: u64) -> Result<(), Failure> {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let request = tonic::Request::new(Echo {
+            payload: self.payload.clone(),
+        });
+        let answer: tonic::Response<Echo> = grpc
+            .unary(
+                request,
+                http::uri::PathAndQuery::from_static(ECHO_PATH),
+                ProstCodec::default(),
+            )
+            .await?;
+        if answer.get_ref().payload.len() != self.payload.len() {
+            return Err(Failure {
+                kind: "UnexpectedResponse".into(),
+                message: "the echo came back a different length".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's own health check: an empty RPC through the daemon's server stack.
+struct HealthWorkload {
+    channels: Vec<Channel>,
+}
+
+impl Workload for HealthWorkload {
+    type Worker = tonic_health::pb::health_client::HealthClient<Channel>;
+
+    fn worker(&self, index: usize) -> Self::Worker {
+        tonic_health::pb::health_client::HealthClient::new(
+            self.channels[index % self.channels.len()].clone(),
+        )
+    }
+
+    async fn call(&self, health: &mut Self::Worker, _: u64) -> Result<(), Failure> {
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+async fn channel(address: std::net::SocketAddr) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {address}: {e}"))
+}
+
+fn empty_rpc_baseline(
+    server: &Runtime,
+    client: &Runtime,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    let (address, stop) = server.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot listen: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(EchoServer)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        Ok::<_, String>((address, stop))
+    })?;
+    let mut channels = Vec::new();
+    for _ in 0..settings.connections {
+        channels.push(client.block_on(channel(address))?);
+    }
+    let workload = Arc::new(EchoWorkload {
+        channels,
+        payload: vec![0x5a; PAYLOAD],
+    });
+    for concurrency in CONCURRENCIES {
+        let report = client.block_on(bench::drive(workload.clone(), &settings.shape(concurrency)));
+        let ops = results.load(
+            &format!("empty RPC (echo {PAYLOAD} B)"),
+            "tonic, no auth",
+            &report,
+        );
+        results
+            .throughput
+            .insert(format!("empty_rpc_c{concurrency}"), ops);
+    }
+    let _ = stop.send(());
+    Ok(())
+}
+
+// ----------------------------------------------------------------- raw keystore calls
+
+/// A tight loop on plain threads: no runtime, no RPC.
+struct RawRun {
+    operations: u64,
+    elapsed: Duration,
+    latency: Option<LatencyHistogram>,
+    failure: Option<String>,
+}
+
+impl RawRun {
+    fn ops_per_second(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `operation` on `threads` threads for `duration` (and at most `MAX_REQUESTS` times
+/// each). With `per_call_timing`, each call is timed; otherwise batches are, since a clock
+/// read costs as much as a 150 ns AES-GCM call.
+fn raw_loop<F>(
+    threads: usize,
+    duration: Duration,
+    per_call_timing: bool,
+    make: impl Fn(usize) -> Result<F, String>,
+) -> RawRun
+where
+    F: FnMut(u64) -> Result<(), String> + Send,
+{
+    let mut operations = make_all(threads, &make);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let results: Vec<(u64, LatencyHistogram, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = operations
+            .iter_mut()
+            .map(|operation| {
+                scope.spawn(move || {
+                    let mut histogram = LatencyHistogram::new();
+                    let mut done = 0u64;
+                    let operation = match operation {
+                        Ok(operation) => operation,
+                        Err(e) => return (0, histogram, Some(e.clone())),
+                    };
+                    while done < MAX_REQUESTS && Instant::now() < deadline {
+                        if per_call_timing {
+                            let start = Instant::now();
+                            if let Err(e) = operation(done) {
+                                return (done, histogram, Some(e));
+                            }
+                            histogram.record(start.elapsed());
+                            done += 1;
+                        } else {
+                            for _ in 0..256 {
+                                if let Err(e) = operation(done) {
+                                    return (done, histogram, Some(e));
+                                }
+                                done += 1;
+                            }
+                        }
+                    }
+                    (done, histogram, None)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (0, LatencyHistogram::new(), Some("thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut latency = LatencyHistogram::new();
+    let mut total = 0;
+    let mut failure = None;
+    for (done, histogram, error) in results {
+        total += done;
+        latency.merge(&histogram);
+        failure = failure.or(error);
+    }
+    RawRun {
+        operations: total,
+        elapsed,
+        latency: per_call_timing.then_some(latency),
+        failure,
+    }
+}
+
+fn make_all<F>(
+    threads: usize,
+    make: &impl Fn(usize) -> Result<F, String>,
+) -> Vec<Result<F, String>> {
+    (0..threads).map(make).collect()
+}
+
+fn raw_sealed_keystore(settings: &Settings, results: &mut Results) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let passphrase = SecretString::new(PASSPHRASE.into());
+    let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0)
+        .map_err(|e| e.to_string())?;
+    let backend = SledBackend::open(&dir.path().join("store")).map_err(|e| e.to_string())?;
+    let store = Arc::new(Store::new(Arc::new(backend)));
+    let keystore = SealedKeyStore::new(Arc::new(master), store.clone());
+    let material = MaterialRef {
+        key_id: uuid::Uuid::new_v4(),
+        version: 1,
+    };
+    let generated = keystore.generate(material).map_err(|e| e.to_string())?;
+    store
+        .commit_blocking(generated.records)
+        .map_err(|e| e.to_string())?;
+    let plaintext = vec![0x5au8; PAYLOAD];
+    let sealed = keystore
+        .encrypt(material, &[7; 12], &AAD, &plaintext)
+        .map_err(|e| e.to_string())?;
+    let duration = settings.seconds.min(Duration::from_secs(1));
+    let encrypt = raw_loop(1, duration, false, |_| {
+        Ok(|n: u64| {
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&n.to_be_bytes());
+            keystore
+                .encrypt(material, &nonce, &AAD, std::hint::black_box(&plaintext))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    let decrypt = raw_loop(1, duration, false, |_| {
+        Ok(|_| {
+            keystore
+                .decrypt(material, &[7; 12], &AAD, std::hint::black_box(&sealed))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    let ops = results.raw(
+        &format!("raw AES-256-GCM encrypt {PAYLOAD} B"),
+        "SealedKeyStore, in-process",
+        1,
+        &encrypt,
+    );
+    results.throughput.insert("raw_sealed_encrypt".into(), ops);
+    results.raw(
+        &format!("raw AES-256-GCM decrypt {PAYLOAD} B"),
+        "SealedKeyStore, in-process",
+        1,
+        &decrypt,
+    );
+    store.close();
+    Ok(())
+}
+
+/// `C_EncryptInit`+`C_Encrypt` with CKM_AES_GCM, straight through `cryptoki` on the daemon's
+/// token: on a token key (what the daemon's keys are) from 1 and 4 threads, and on a session
+/// key from 1 thread. The token key is destroyed afterwards.
+fn raw_device(
+    pkcs11: &Pkcs11Settings,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    let (module, slot, session) = token_session(pkcs11)?;
+    let template = |token: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(token),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(b"keyhaven-bench:raw-device".to_vec()),
+        ]
+    };
+    let token_key = session
+        .generate_key(&Mechanism::AesKeyGen, &template(true))
+        .map_err(|e| format!("generate a token key: {e}"))?;
+    let session_key = session
+        .generate_key(&Mechanism::AesKeyGen, &template(false))
+        .map_err(|e| format!("generate a session key: {e}"));
+    let plaintext = vec![0x5au8; PAYLOAD];
+    let encrypt = |session: &cryptoki::session::Session, key: ObjectHandle, n: u64| {
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&n.to_be_bytes());
+        let params = GcmParams::new(&mut nonce, &AAD, 128.into()).map_err(|e| e.to_string())?;
+        session
+            .encrypt(&Mechanism::AesGcm(params), key, &plaintext)
+            .map(|_| ())
+            .map_err(|e| format!("C_Encrypt: {e}"))
+    };
+    let mut best = 0f64;
+    for threads in [1usize, 4] {
+        let run = raw_loop(threads, settings.seconds, true, |_| {
+            let own = module
+                .open_ro_session(slot)
+                .map_err(|e| format!("open session: {e}"))?;
+            Ok(move |n| encrypt(&own, token_key, n))
+        });
+        let ops = results.raw(
+            &format!("raw C_EncryptInit+C_Encrypt {PAYLOAD} B"),
+            "pkcs11 token key (SoftHSM2)",
+            threads,
+            &run,
+        );
+        if run.failure.is_none() {
+            best = best.max(ops);
+        }
+    }
+    results.throughput.insert("raw_device".into(), best);
+    match session_key {
+        Ok(session_key) => {
+            // Session objects are visible to every session of the application.
+            let run = raw_loop(1, settings.seconds, true, |_| {
+                let own = module
+                    .open_ro_session(slot)
+                    .map_err(|e| format!("open session: {e}"))?;
+                Ok(move |n| encrypt(&own, session_key, n))
+            });
+            results.raw(
+                &format!("raw C_EncryptInit+C_Encrypt {PAYLOAD} B"),
+                "pkcs11 session key (SoftHSM2)",
+                1,
+                &run,
+            );
+        }
+        Err(e) => results
+            .notes
+            .push(format!("Session-key baseline skipped: {e}")),
+    }
+    if let Err(e) = session.destroy_object(token_key) {
+        results.notes.push(format!(
+            "Could not destroy the raw baseline's token key: {e}"
+        ));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------ the daemons
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sealed,
+    Pkcs11,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sealed => "sealed",
+            Backend::Pkcs11 => "pkcs11 (SoftHSM2)",
+        }
+    }
+}
+
+/// The token `hsm-sim/setup.sh` prepared, or why there is none.
+fn pkcs11_settings() -> Result<Pkcs11Settings, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let module = var("KEYHAVEN_PKCS11_MODULE").ok_or("KEYHAVEN_PKCS11_MODULE is not set")?;
+    let token = match (
+        var("KEYHAVEN_PKCS11_TOKEN_LABEL"),
+        var("KEYHAVEN_PKCS11_TOKEN_SERIAL"),
+    ) {
+        (Some(label), _) => TokenSelector::Label(label),
+        (None, Some(serial)) => TokenSelector::Serial(serial),
+        (None, None) => {
+            return Err(
+                "neither KEYHAVEN_PKCS11_TOKEN_LABEL nor KEYHAVEN_PKCS11_TOKEN_SERIAL is set"
+                    .into(),
+            );
+        }
+    };
+    let pin = var("KEYHAVEN_PKCS11_PIN").ok_or("KEYHAVEN_PKCS11_PIN is not set")?;
+    Ok(Pkcs11Settings {
+        name: "default".into(),
+        module: module.into(),
+        token,
+        pin: SecretString::new(pin),
+        max_idle_sessions: 16,
+    })
+}
+
+/// A daemon in this process, serving on 127.0.0.1:0 from a temporary data directory.
+struct BenchDaemon {
+    _dir: tempfile::TempDir,
+    account_id: String,
+    config: DaemonConfig,
+    credentials: ClientCredentials,
+    daemon: Option<Daemon>,
+    clients: Vec<Client>,
+    channels: Vec<Channel>,
+    /// From `Daemon::start` until the first call was answered.
+    startup: Duration,
+}
+
+impl BenchDaemon {
+    fn start(
+        server: &Runtime,
+        client: &Runtime,
+        settings: &Settings,
+        backend: Backend,
+        pkcs11: Option<&Pkcs11Settings>,
+        key_quota: usize,
+    ) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        // The default Argon2id parameters, as a real data directory has: start-up is measured.
+        let initialised = init_data_dir(
+            dir.path(),
+            &SecretString::new(PASSPHRASE.into()),
+            KdfParams::default(),
+            "keyhaven",
+            &SystemClock,
+        )
+        .map_err(|e| format!("init: {e}"))?;
+        let mut config = DaemonConfig::new(dir.path().to_path_buf());
+        config
+            .set_listen("127.0.0.1:0")
+            .map_err(|e| e.to_string())?;
+        config.key_quota = key_quota;
+        if backend == Backend::Pkcs11 {
+            let pkcs11 = pkcs11.ok_or("no PKCS#11 settings")?;
+            config
+                .add_pkcs11(pkcs11.clone())
+                .map_err(|e| e.to_string())?;
+            config.keystore = "pkcs11:default".into();
+        }
+        let root = initialised.root.credentials;
+        let credentials = ClientCredentials {
+            access_key_id: root.access_key_id,
+            secret_access_key: root.secret_access_key,
+            session_token: None,
+            region: config.region.clone(),
+        };
+        let mut daemon = Self {
+            _dir: dir,
+            account_id: initialised.account_id,
+            config,
+            credentials,
+            daemon: None,
+            clients: Vec::new(),
+            channels: Vec::new(),
+            startup: Duration::ZERO,
+        };
+        daemon.boot(server, client, settings)?;
+        Ok(daemon)
+    }
+
+    /// Starts the daemon on the data directory and connects the clients; times it.
+    fn boot(
+        &mut self,
+        server: &Runtime,
+        client: &Runtime,
+        settings: &Settings,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let daemon = server
+            .block_on(Daemon::start(
+                self.config.clone(),
+                SecretString::new(PASSPHRASE.into()),
+                Arc::new(SystemClock),
+            ))
+            .map_err(|e| format!("daemon start: {e}"))?;
+        let address = daemon.local_addr();
+        self.daemon = Some(daemon);
+        self.channels.clear();
+        self.clients.clear();
+        for _ in 0..settings.connections {
+            let channel = client.block_on(channel(address))?;
+            self.clients.push(Client::from_channel(
+                channel.clone(),
+                self.credentials.clone(),
+            ));
+            self.channels.push(channel);
+        }
+        client
+            .block_on(list_page(&self.clients[0], 1, ""))
+            .map_err(|e| format!("first call: {e}"))?;
+        self.startup = started.elapsed();
+        Ok(())
+    }
+
+    fn stop(&mut self, server: &Runtime) -> Result<(), String> {
+        self.clients.clear();
+        self.channels.clear();
+        match self.daemon.take() {
+            Some(daemon) => server
+                .block_on(daemon.shutdown())
+                .map_err(|e| format!("shutdown: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    fn run(&self, client: &Runtime, spec: LoadSpec) -> Result<LoadReport, String> {
+        client.block_on(bench::run_load(self.clients.clone(), spec))
+    }
+}
+
+async fn list_page(client: &Client, limit: u32, marker: &str) -> Result<usize, String> {
+    let request = v1::ListKeysRequest {
+        limit,
+        marker: marker.into(),
+    };
+    client
+        .kms()
+        .list_keys(client.signed("ListKeys", request))
+        .await
+        .map(|page| page.into_inner().keys.len())
+        .map_err(|status| status.to_string())
+}
+
+/// Every key id of the daemon (at most 1,000 pages).
+async fn all_keys(client: &Client) -> Result<Vec<uuid::Uuid>, String> {
+    let mut keys = Vec::new();
+    let mut marker = String::new();
+    for _ in 0..1_000 {
+        let request = v1::ListKeysRequest {
+            limit: 1_000,
+            marker: marker.clone(),
+        };
+        let page = client
+            .kms()
+            .list_keys(client.signed("ListKeys", request))
+            .await
+            .map_err(|status| format!("ListKeys: {status}"))?
+            .into_inner();
+        for entry in &page.keys {
+            keys.push(uuid::Uuid::parse_str(&entry.key_id).map_err(|e| e.to_string())?);
+        }
+        if !page.truncated {
+            return Ok(keys);
+        }
+        marker = page.next_marker;
+    }
+    Err("more than 1,000 pages of keys".into())
+}
+
+/// A logged-in session of our own on the daemon's token.
+fn token_session(
+    pkcs11: &Pkcs11Settings,
+) -> Result<(Pkcs11, cryptoki::slot::Slot, cryptoki::session::Session), String> {
+    let module = Pkcs11::new(&pkcs11.module).map_err(|e| format!("load module: {e}"))?;
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(format!("C_Initialize: {e}")),
+    }
+    let slot = module
+        .get_slots_with_token()
+        .map_err(|e| format!("slots: {e}"))?
+        .into_iter()
+        .find(|slot| {
+            module
+                .get_token_info(*slot)
+                .is_ok_and(|info| match &pkcs11.token {
+                    TokenSelector::Label(label) => info.label().trim_end() == label,
+                    TokenSelector::Serial(serial) => info.serial_number().trim_end() == serial,
+                })
+        })
+        .ok_or_else(|| format!("no token {:?}", pkcs11.token))?;
+    let session = module
+        .open_rw_session(slot)
+        .map_err(|e| format!("open session: {e}"))?;
+    let pin = AuthPin::new(pkcs11.pin.expose().clone().into_boxed_str());
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(format!("C_Login: {e}")),
+    }
+    Ok((module, slot, session))
+}
+
+/// Destroys the token objects of `keys` (version 1: the benchmark never rotates).
+fn destroy_token_objects(
+    pkcs11: &Pkcs11Settings,
+    account_id: &str,
+    keys: &[uuid::Uuid],
+) -> Result<usize, String> {
+    let (_module, _slot, session) = token_session(pkcs11)?;
+    let mut destroyed = 0;
+    for key_id in keys {
+        let label = object_label(
+            account_id,
+            MaterialRef {
+                key_id: *key_id,
+                version: 1,
+            },
+        );
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+                Attribute::Label(label.into_bytes()),
+            ])
+            .map_err(|e| format!("C_FindObjects: {e}"))?;
+        for handle in found {
+            session
+                .destroy_object(handle)
+                .map_err(|e| format!("C_DestroyObject: {e}"))?;
+            destroyed += 1;
+        }
+    }
+    Ok(destroyed)
+}
+
+fn spec(operation: Operation, key: &str, shape: LoadShape) -> LoadSpec {
+    LoadSpec {
+        operation,
+        key_id: key.into(),
+        payload_size: PAYLOAD,
+        shape,
+    }
+}
+
+fn operation_label(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Encrypt => "Encrypt 32 B",
+        Operation::Decrypt => "Decrypt 32 B",
+        Operation::GenerateDataKey => "GenerateDataKey AES_256",
+        Operation::CreateKey => "CreateKey",
+        Operation::DescribeKey => "DescribeKey",
+        Operation::Mixed => "mixed (40/40/10/9/1)",
+    }
+}
+
+/// Every operation at every concurrency against one daemon.
+fn sweep(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    backend: Backend,
+    results: &mut Results,
+) -> Result<(), String> {
+    let key = client
+        .block_on(bench::create_key(&daemon.clients[0]))
+        .map_err(|status| format!("CreateKey: {status}"))?;
+    let prefix = match backend {
+        Backend::Sealed => "sealed",
+        Backend::Pkcs11 => "pkcs11",
+    };
+    for operation in OPERATIONS {
+        for concurrency in CONCURRENCIES {
+            let report = daemon.run(client, spec(operation, &key, settings.shape(concurrency)))?;
+            let ops = results.load(operation_label(operation), backend.name(), &report);
+            let name = operation.name().replace('-', "_");
+            results
+                .throughput
+                .insert(format!("{name}_{prefix}_c{concurrency}"), ops);
+        }
+    }
+    Ok(())
+}
+
+fn health_through_daemon(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    results: &mut Results,
+) {
+    let workload = Arc::new(HealthWorkload {
+        channels: daemon.channels.clone(),
+    });
+    let report = client.block_on(bench::drive(workload, &settings.shape(64)));
+    results.load(
+        "empty RPC (health Check, 0 B)",
+        "daemon's server stack",
+        &report,
+    );
+}
+
+// ------------------------------------------------------------------------------ scale
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// The median time of 21 ListKeys calls from `marker`.
+fn page_time(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    marker: &str,
+) -> Result<(Duration, usize), String> {
+    let mut samples = Vec::new();
+    let mut entries = 0;
+    for _ in 0..21 {
+        let started = Instant::now();
+        entries = client.block_on(list_page(&daemon.clients[0], 100, marker))?;
+        samples.push(started.elapsed());
+    }
+    Ok((median(samples), entries))
+}
+
+fn change(few: f64, many: f64) -> String {
+    if few > 0.0 {
+        format!("{:+.0}%", (many / few - 1.0) * 100.0)
+    } else {
+        "—".into()
+    }
+}
+
+/// With `settings.keys` keys against ~10: the same daemon before and after a preload.
+fn scale(
+    server: &Runtime,
+    client: &Runtime,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    let n = settings.keys;
+    let mut daemon = BenchDaemon::start(
+        server,
+        client,
+        settings,
+        Backend::Sealed,
+        None,
+        n as usize + 1_000,
+    )?;
+    let mut keys = Vec::new();
+    for _ in 0..10 {
+        keys.push(
+            client
+                .block_on(bench::create_key(&daemon.clients[0]))
+                .map_err(|status| format!("CreateKey: {status}"))?,
+        );
+    }
+    let key = keys[4].clone();
+    let measure = |daemon: &BenchDaemon, results: &mut Results, label: &str| {
+        let mut out = Vec::new();
+        for operation in [Operation::DescribeKey, Operation::Encrypt] {
+            let report = daemon.run(client, spec(operation, &key, settings.shape(64)))?;
+            results.load(
+                &format!("{} ({label})", operation_label(operation)),
+                "sealed",
+                &report,
+            );
+            out.push(report);
+        }
+        Ok::<_, String>(out)
+    };
+    let few = measure(&daemon, results, "10 keys")?;
+    let (few_page, few_entries) = page_time(&daemon, client, "")?;
+    daemon.stop(server)?;
+    daemon.boot(server, client, settings)?;
+    let few_startup = daemon.startup;
+    let few_rss = vm_status("VmRSS");
+
+    eprintln!("daemon bench: preloading {n} keys (CreateKey, 64 in flight)…");
+    let preload_shape = LoadShape {
+        concurrency: 64,
+        duration: Some(Duration::from_secs(1800)),
+        requests: Some(n),
+        warmup: Duration::ZERO,
+        request_timeout: Duration::from_secs(60),
+        progress: true,
+    };
+    let preload = daemon.run(client, spec(Operation::CreateKey, &key, preload_shape))?;
+    results.load(
+        &format!("CreateKey (preloading {n} keys)"),
+        "sealed",
+        &preload,
+    );
+    let preload_rss = vm_status("VmRSS");
+    let many = measure(&daemon, results, &format!("{n} keys"))?;
+    let (first, _) = page_time(&daemon, client, "")?;
+    let (middle, _) = page_time(&daemon, client, "80000000-0000-0000-0000-000000000000")?;
+    let (late, _) = page_time(&daemon, client, "fff00000-0000-0000-0000-000000000000")?;
+    daemon.stop(server)?;
+    daemon.boot(server, client, settings)?;
+    let many_startup = daemon.startup;
+    let many_rss = vm_status("VmRSS");
+    let page = |d: Duration| format_latency(d);
+    for (index, name) in ["DescribeKey, 64 in flight", "Encrypt 32 B, 64 in flight"]
+        .iter()
+        .enumerate()
+    {
+        let (a, b) = (&few[index], &many[index]);
+        results.scale.push([
+            (*name).into(),
+            format!(
+                "{:.0} ops/s (p99 {})",
+                a.ops_per_second(),
+                format_latency(a.latency.percentile(0.99))
+            ),
+            format!(
+                "{:.0} ops/s (p99 {})",
+                b.ops_per_second(),
+                format_latency(b.latency.percentile(0.99))
+            ),
+            change(a.ops_per_second(), b.ops_per_second()),
+        ]);
+    }
+    results.scale.push([
+        "ListKeys page (limit 100): first / from the middle / near the end".into(),
+        format!("{} ({few_entries} entries)", page(few_page)),
+        format!("{} / {} / {}", page(first), page(middle), page(late)),
+        change(
+            first.as_secs_f64(),
+            middle.as_secs_f64().max(late.as_secs_f64()),
+        ),
+    ]);
+    results.scale.push([
+        "start-up: unseal (Argon2id defaults) to first answer".into(),
+        format_latency(few_startup),
+        format_latency(many_startup),
+        change(few_startup.as_secs_f64(), many_startup.as_secs_f64()),
+    ]);
+    results.scale.push([
+        "VmRSS of the benchmark process, after a restart".into(),
+        mib(few_rss),
+        mib(many_rss),
+        change(few_rss.unwrap_or(0) as f64, many_rss.unwrap_or(0) as f64),
+    ]);
+    results.scale.push([
+        "VmRSS right after the preload / peak (VmHWM)".into(),
+        "—".into(),
+        format!("{} / {}", mib(preload_rss), mib(vm_status("VmHWM"))),
+        "—".into(),
+    ]);
+    results.scale.push([
+        format!("preload: {n} CreateKey, 64 in flight"),
+        "—".into(),
+        format!(
+            "{:.0} keys/s, {:.1} s",
+            preload.ops_per_second(),
+            preload.elapsed.as_secs_f64()
+        ),
+        "—".into(),
+    ]);
+    daemon.stop(server)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------- main
+
+fn runtime(name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start the {name} runtime: {e}"))
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let started = Instant::now();
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    let server = runtime("daemon");
+    let client = runtime("load");
+    let mut results = Results::default();
+    let mut problems = Vec::new();
+    // A part that cannot run spoils only its own rows; the rest still says something.
+    let attempt = |what: &str, outcome: Result<(), String>, problems: &mut Vec<String>| {
+        if let Err(e) = outcome {
+            eprintln!("daemon bench: {what} failed: {e}");
+            problems.push(format!("{what} failed: {e}"));
+        }
+    };
+
+    attempt(
+        "the raw sealed keystore baseline",
+        raw_sealed_keystore(&settings, &mut results),
+        &mut problems,
+    );
+    attempt(
+        "the empty RPC baseline",
+        empty_rpc_baseline(&server, &client, &settings, &mut results),
+        &mut problems,
+    );
+
+    let sealed = (|| {
+        let mut daemon = BenchDaemon::start(
+            &server,
+            &client,
+            &settings,
+            Backend::Sealed,
+            None,
+            10_000_000,
+        )?;
+        health_through_daemon(&daemon, &client, &settings, &mut results);
+        sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        results.notes.push(format!(
+            "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
+            format_latency(daemon.startup),
+            mib(vm_status("VmRSS"))
+        ));
+        daemon.stop(&server)
+    })();
+    attempt("the sealed daemon", sealed, &mut problems);
+
+    match pkcs11_settings() {
+        Ok(pkcs11) => {
+            let outcome = (|| {
+                let mut daemon = BenchDaemon::start(
+                    &server,
+                    &client,
+                    &settings,
+                    Backend::Pkcs11,
+                    Some(&pkcs11),
+                    10_000_000,
+                )?;
+                // On the daemon's token, while the daemon holds its sessions and login.
+                if let Err(e) = raw_device(&pkcs11, &settings, &mut results) {
+                    results
+                        .notes
+                        .push(format!("Raw device baseline failed: {e}"));
+                }
+                let swept = sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results);
+                // The data directory goes away with the run; the token objects must too.
+                let keys = client.block_on(all_keys(&daemon.clients[0]));
+                daemon.stop(&server)?;
+                match keys.and_then(|keys| destroy_token_objects(&pkcs11, &daemon.account_id, &keys)) {
+                    Ok(destroyed) => results.notes.push(format!(
+                        "PKCS#11: the {destroyed} token objects this run made were destroyed afterwards."
+                    )),
+                    Err(e) => results.notes.push(format!(
+                        "PKCS#11: could not destroy this run's token objects ({e}); run hsm-sim/setup.sh again for a clean token."
+                    )),
+                }
+                swept
+            })();
+            attempt("the PKCS#11 daemon", outcome, &mut problems);
+        }
+        Err(why) => {
+            let line = format!(
+                "PKCS#11 rows skipped: {why}. Run `eval \"$(hsm-sim/setup.sh)\"` first to make a SoftHSM2 token and set KEYHAVEN_PKCS11_MODULE, KEYHAVEN_PKCS11_TOKEN_LABEL and KEYHAVEN_PKCS11_PIN."
+            );
+            eprintln!("daemon bench: {line}");
+            results.notes.push(line);
+        }
+    }
+
+    if settings.keys > 0 {
+        attempt(
+            "the scale run",
+            scale(&server, &client, &settings, &mut results),
+            &mut problems,
+        );
+    } else {
+        results.notes.push(
+            "Scale rows skipped: set KEYHAVEN_BENCH_KEYS=N (e.g. 100000) to preload N keys and compare with ~10.".into(),
+        );
+    }
+
+    results.notes.push(format!(
+        "Machine: {} CPU(s), {}; load average {} at the start (other work on the machine lowers every number). Whole run: {:.0} s.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| info
+                .lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+            .unwrap_or_else(|| "unknown CPU".into()),
+        load_average,
+        started.elapsed().as_secs_f64()
+    ));
+    for problem in &problems {
+        results.notes.push(format!("ERROR: {problem}"));
+    }
+    results.print(&settings);
+    println!();
+    let ratios = [
+        (
+            "encrypt_sealed_vs_empty_rpc",
+            "encrypt_sealed_c64",
+            "empty_rpc_c64",
+        ),
+        (
+            "decrypt_sealed_vs_empty_rpc",
+            "decrypt_sealed_c64",
+            "empty_rpc_c64",
+        ),
+        (
+            "encrypt_pkcs11_vs_raw_device",
+            "encrypt_pkcs11_c64",
+            "raw_device",
+        ),
+        (
+            "create_key_c64_vs_c1",
+            "create_key_sealed_c64",
+            "create_key_sealed_c1",
+        ),
+    ];
+    for (name, numerator, denominator) in ratios {
+        println!("ratio {name} {:.3}", results.ratio(numerator, denominator));
+    }
+    drop(client);
+    server.shutdown_timeout(Duration::from_secs(5));
+    if !problems.is_empty() || results.failed_measurements > 0 {
+        std::process::exit(1);
+    }
+}
