@@ -6,6 +6,10 @@
 #   eval "$(hsm-sim/setup.sh [DIR])"
 #
 # Everything but the export lines goes to stderr. The PINs are test values, not secrets.
+#
+# It also builds the fault-injecting PKCS#11 module (hsm-sim/fault, for tests/device_faults.rs)
+# and prints its path and its control file, DIR/fault-plan (empty: no fault). The tests cannot
+# build it themselves: cargo holds its build lock while they run.
 set -euo pipefail
 
 dir=${1:-}
@@ -48,9 +52,25 @@ CONF
 export SOFTHSM2_CONF="$dir/softhsm2.conf"
 softhsm2-util --init-token --free --label "$label" --so-pin "$so_pin" --pin "$user_pin" >&2
 
+fault_exports=
+if command -v cargo >/dev/null 2>&1; then
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  echo "hsm-sim: building the fault-injecting module (hsm-sim/fault)" >&2
+  (cd "$root" && cargo build --locked --quiet -p keyhaven-hsm-fault >&2)
+  target_dir=${CARGO_TARGET_DIR:-target}
+  case $target_dir in /*) ;; *) target_dir=$root/$target_dir ;; esac
+  : > "$dir/fault-plan"
+  fault_exports="export KEYHAVEN_FAULT_PKCS11_MODULE=$target_dir/debug/libkeyhaven_hsm_fault.so
+export KEYHAVEN_FAULT_REAL_MODULE=$module
+export KEYHAVEN_FAULT_FILE=$dir/fault-plan"
+else
+  echo "hsm-sim: cargo not found: the fault-injecting module is not built" >&2
+fi
+
 cat <<EXPORTS
 export SOFTHSM2_CONF=$dir/softhsm2.conf
 export KEYHAVEN_PKCS11_MODULE=$module
 export KEYHAVEN_PKCS11_TOKEN_LABEL=$label
 export KEYHAVEN_PKCS11_PIN=$user_pin
+${fault_exports}
 EXPORTS
