@@ -12,6 +12,7 @@
 //! other way round: [`KeyStore::destroy`] first (an HSM object that cannot be destroyed keeps
 //! the key pending deletion, to be retried), then the tombstone is written.
 
+pub mod deadline;
 pub mod pkcs11;
 pub mod sealed;
 

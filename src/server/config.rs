@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Where the PIN of a PKCS#11 keystore comes from when the config gives none.
 pub const PKCS11_PIN_ENV: &str = "KEYHAVEN_PKCS11_PIN";
 const DEFAULT_IDLE_SESSIONS: usize = 16;
+/// How long a call to a PKCS#11 keystore may take before it answers `UNAVAILABLE`.
+pub const DEFAULT_PKCS11_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The configuration file, as written. Every field is optional; unknown fields are refused.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -30,6 +32,9 @@ pub struct ConfigFile {
     /// PKCS#11 keystores by name: `[pkcs11.hsm]` is the keystore `pkcs11:hsm`.
     #[serde(default)]
     pub pkcs11: BTreeMap<String, Pkcs11Section>,
+    /// Longest wait for one call to a PKCS#11 keystore, retries included (milliseconds; 0:
+    /// no limit).
+    pub pkcs11_call_timeout_ms: Option<u64>,
     /// TLS on the gRPC listener.
     pub tls: Option<TlsSettings>,
     /// Allow a listener on a non-loopback address without TLS.
@@ -171,6 +176,10 @@ pub struct DaemonConfig {
     pub nonce_reservation_block: u64,
     /// PKCS#11 keystores, besides the built-in sealed one.
     pub pkcs11: Vec<Pkcs11Settings>,
+    /// Longest wait for one keystore call to a PKCS#11 token (its retries included); past it
+    /// the call answers `UNAVAILABLE` while the device call finishes in the background. Zero:
+    /// no limit (calls run on the caller's thread, without the hand-over the limit costs).
+    pub pkcs11_call_timeout: Duration,
     pub tls: Option<TlsSettings>,
     pub insecure_no_tls: bool,
     pub audit_log: PathBuf,
@@ -192,6 +201,7 @@ impl DaemonConfig {
             nonce_limit: 1 << 32,
             nonce_reservation_block: 1 << 20,
             pkcs11: Vec::new(),
+            pkcs11_call_timeout: DEFAULT_PKCS11_CALL_TIMEOUT,
             tls: None,
             insecure_no_tls: false,
             audit_log: data_dir.join("audit").join("audit.log"),
@@ -256,6 +266,9 @@ impl DaemonConfig {
         }
         for (name, section) in &file.pkcs11 {
             config.add_pkcs11(section.settings(name)?)?;
+        }
+        if let Some(ms) = file.pkcs11_call_timeout_ms {
+            config.pkcs11_call_timeout = Duration::from_millis(ms);
         }
         config.tls = file.tls.clone();
         config.insecure_no_tls = file.insecure_no_tls.unwrap_or(false);
@@ -364,6 +377,8 @@ mod tests {
         assert_eq!(config.key_quota, defaults.key_quota);
         assert_eq!(config.rotation_period_days, defaults.rotation_period_days);
         assert_eq!(config.scheduler_interval, defaults.scheduler_interval);
+        assert_eq!(config.pkcs11_call_timeout, defaults.pkcs11_call_timeout);
+        assert_eq!(file.pkcs11_call_timeout_ms, Some(10_000));
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/keyhaven"));
         assert_eq!(config.insecure_no_tls, defaults.insecure_no_tls);
         assert_eq!(config.audit_max_bytes, defaults.audit_max_bytes);

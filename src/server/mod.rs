@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::iam::IamService;
 use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
 use crate::keystore::KeyStore;
+use crate::keystore::deadline::DeadlineKeyStore;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::SealedKeyStore;
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -154,7 +155,14 @@ impl Daemon {
                     .map_err(|e| ServerError::Start(e.to_string()))?
                     .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
             tracing::info!(keystore = %name, "PKCS#11 token connected");
-            keystores.push(Arc::new(keystore));
+            if config.pkcs11_call_timeout.is_zero() {
+                keystores.push(Arc::new(keystore));
+            } else {
+                keystores.push(Arc::new(DeadlineKeyStore::new(
+                    Arc::new(keystore),
+                    config.pkcs11_call_timeout,
+                )));
+            }
         }
         let mut key_config = KeyServiceConfig::new(info.account_id.clone());
         key_config.partition = config.partition.clone();

@@ -1,0 +1,422 @@
+//! Keystore calls with a deadline, for keystores that talk to a device.
+//!
+//! A device that stops answering must not hold its callers, and their gRPC calls, for ever.
+//! [`DeadlineKeyStore`] runs every call of the keystore it wraps on a blocking worker thread
+//! and waits at most the configured time for it; past that the caller gets
+//! [`KeyStoreError::Unavailable`]. A PKCS#11 call cannot be interrupted, so the worker carries
+//! on until the device answers, returns its session to the pool as usual, and then undoes what
+//! nobody will record: a version generated after its caller gave up is destroyed again.
+//!
+//! What this costs and bounds:
+//! - one hand-over to another blocking thread per call;
+//! - at most [`OVERDUE_LIMIT`] calls running past their deadline at any time: beyond that,
+//!   calls answer `Unavailable` at once without reaching the device, until it answers again,
+//!   so a hung device holds a bounded number of threads and sessions;
+//! - while the undo of an abandoned generation is pending, generating that same version again
+//!   is refused (objects are found by label, so the undo would destroy the new one too).
+
+use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef};
+use crate::secret::SecretBytes;
+use crate::store::WriteBatch;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Calls that may run past their deadline before new calls are refused outright.
+pub const OVERDUE_LIMIT: usize = 32;
+/// Tries to destroy a version generated after its caller gave up, a second apart.
+const UNDO_ATTEMPTS: u32 = 10;
+const UNDO_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A keystore whose every call answers within a bound.
+pub struct DeadlineKeyStore {
+    inner: Arc<dyn KeyStore>,
+    timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Calls whose caller gave up and that have not finished.
+    overdue: AtomicUsize,
+    /// Versions whose abandoned generation has not been undone yet.
+    undoing: Mutex<HashSet<MaterialRef>>,
+}
+
+impl Shared {
+    fn undoing(&self) -> MutexGuard<'_, HashSet<MaterialRef>> {
+        self.undoing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a worker leaves its answer.
+enum Slot<T> {
+    Waiting,
+    /// The caller stopped waiting.
+    Abandoned,
+    Done(Result<T, KeyStoreError>),
+}
+
+struct Handoff<T> {
+    slot: Mutex<Slot<T>>,
+    ready: Condvar,
+}
+
+impl<T> Handoff<T> {
+    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The worker's end: delivers the answer, or cleans up after an abandoned call. Delivers an
+/// error if dropped unanswered (a panic, or a runtime shutting down before the call ran).
+struct Delivery<T> {
+    handoff: Arc<Handoff<T>>,
+    shared: Arc<Shared>,
+    inner: Arc<dyn KeyStore>,
+    operation: &'static str,
+    /// The version this call generates, to destroy if its caller gave up.
+    generates: Option<MaterialRef>,
+    answered: bool,
+}
+
+impl<T> Delivery<T> {
+    fn answer(&mut self, result: Result<T, KeyStoreError>) {
+        self.answered = true;
+        let mut slot = self.handoff.slot();
+        if matches!(*slot, Slot::Waiting) {
+            *slot = Slot::Done(result);
+            self.handoff.ready.notify_one();
+            return;
+        }
+        drop(slot);
+        tracing::warn!(
+            keystore = self.inner.name(),
+            operation = self.operation,
+            ok = result.is_ok(),
+            "a keystore call finished after its caller gave up"
+        );
+        if let Some(material) = self.generates {
+            if result.is_ok() {
+                undo_generation(&*self.inner, material);
+            }
+            self.shared.undoing().remove(&material);
+        }
+        self.shared.overdue.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Destroys a version nobody will record, retrying while the device fails; what still fails
+/// is left to the start-up reconciliation, which removes material no key names.
+fn undo_generation(keystore: &dyn KeyStore, material: MaterialRef) {
+    for attempt in 1..=UNDO_ATTEMPTS {
+        match keystore.destroy(material) {
+            Ok(_) => {
+                tracing::warn!(
+                    keystore = keystore.name(),
+                    ?material,
+                    "destroyed a version generated after its caller gave up"
+                );
+                return;
+            }
+            Err(error) if attempt < UNDO_ATTEMPTS => {
+                tracing::debug!(keystore = keystore.name(), ?material, %error, "undo failed; retrying");
+                std::thread::sleep(UNDO_BACKOFF);
+            }
+            Err(error) => tracing::error!(
+                keystore = keystore.name(),
+                ?material,
+                %error,
+                "could not destroy a version generated after its caller gave up; the next \
+                 start-up removes it"
+            ),
+        }
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answer(Err(KeyStoreError::Internal(format!(
+                "keystore call {} ended without an answer",
+                self.operation
+            ))));
+        }
+    }
+}
+
+impl DeadlineKeyStore {
+    /// Wraps `inner`: each call waits at most `timeout`.
+    pub fn new(inner: Arc<dyn KeyStore>, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            shared: Arc::default(),
+        }
+    }
+
+    fn unavailable(&self, why: String) -> KeyStoreError {
+        KeyStoreError::Unavailable(format!("{}: {why}", self.inner.name()))
+    }
+
+    /// Runs `work` on a worker thread; waits for it until the deadline.
+    fn call<T, F>(
+        &self,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        let overdue = self.shared.overdue.load(Ordering::Acquire);
+        if overdue >= OVERDUE_LIMIT {
+            return Err(self.unavailable(format!(
+                "{overdue} calls are past their deadline; waiting for the device to answer them"
+            )));
+        }
+        if let Some(material) = generates
+            && self.shared.undoing().contains(&material)
+        {
+            return Err(self.unavailable(format!(
+                "an abandoned generation of {material:?} is still being undone"
+            )));
+        }
+        let handoff = Arc::new(Handoff {
+            slot: Mutex::new(Slot::Waiting),
+            ready: Condvar::new(),
+        });
+        let mut delivery = Delivery {
+            handoff: handoff.clone(),
+            shared: self.shared.clone(),
+            inner: self.inner.clone(),
+            operation,
+            generates,
+            answered: false,
+        };
+        let job = move || {
+            let result = work(&*delivery.inner);
+            delivery.answer(result);
+        };
+        // Tokio's blocking pool keeps idle threads for reuse; outside a runtime, a thread.
+        let spawned = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                drop(runtime.spawn_blocking(job));
+                Ok(())
+            }
+            Err(_) => std::thread::Builder::new()
+                .name("keystore-call".into())
+                .spawn(job)
+                .map(drop),
+        };
+        if let Err(error) = spawned {
+            return Err(self.unavailable(format!("cannot start a worker thread: {error}")));
+        }
+        let slot = handoff.slot();
+        let (mut slot, _) = handoff
+            .ready
+            .wait_timeout_while(slot, self.timeout, |s| matches!(s, Slot::Waiting))
+            .unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *slot, Slot::Abandoned) {
+            Slot::Done(result) => result,
+            Slot::Waiting | Slot::Abandoned => {
+                // Counted and recorded under the slot's lock, before the worker can see it.
+                self.shared.overdue.fetch_add(1, Ordering::AcqRel);
+                if let Some(material) = generates {
+                    self.shared.undoing().insert(material);
+                }
+                drop(slot);
+                tracing::warn!(
+                    keystore = self.inner.name(),
+                    operation,
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "keystore call past its deadline; answering Unavailable"
+                );
+                Err(self.unavailable(format!(
+                    "{operation} did not finish within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+impl KeyStore for DeadlineKeyStore {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn origin(&self) -> &'static str {
+        self.inner.origin()
+    }
+
+    fn blocks(&self) -> bool {
+        self.inner.blocks()
+    }
+
+    fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+        self.call("generate", Some(material), move |k| k.generate(material))
+    }
+
+    fn discard(&self, material: MaterialRef) {
+        let _ = self.call("discard", None, move |k| {
+            k.discard(material);
+            Ok(())
+        });
+    }
+
+    fn encrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let (nonce, aad) = (*nonce, aad.to_vec());
+        let plaintext = SecretBytes::new(plaintext.to_vec());
+        self.call("encrypt", None, move |k| {
+            k.encrypt(material, &nonce, &aad, plaintext.expose())
+        })
+    }
+
+    fn decrypt(
+        &self,
+        material: MaterialRef,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let (nonce, aad, sealed) = (*nonce, aad.to_vec(), sealed.to_vec());
+        self.call("decrypt", None, move |k| {
+            k.decrypt(material, &nonce, &aad, &sealed)
+        })
+    }
+
+    fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
+        self.call("destroy", None, move |k| k.destroy(material))
+    }
+
+    fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
+        self.call("check", None, move |k| k.check(material))
+    }
+
+    fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
+        self.call("list", None, |k| k.list())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::time::Instant;
+
+    /// A keystore whose calls take `delay`; counts generations and destructions.
+    struct Slow {
+        delay: Duration,
+        generated: AtomicU32,
+        destroyed: AtomicU32,
+    }
+
+    impl KeyStore for Slow {
+        fn name(&self) -> &str {
+            "pkcs11:slow"
+        }
+        fn origin(&self) -> &'static str {
+            "AWS_CLOUDHSM"
+        }
+        fn blocks(&self) -> bool {
+            true
+        }
+        fn generate(&self, _: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+            std::thread::sleep(self.delay);
+            self.generated.fetch_add(1, Ordering::SeqCst);
+            Ok(GeneratedMaterial::default())
+        }
+        fn discard(&self, _: MaterialRef) {}
+        fn encrypt(
+            &self,
+            _: MaterialRef,
+            _: &[u8; 12],
+            _: &[u8],
+            plaintext: &[u8],
+        ) -> Result<Vec<u8>, KeyStoreError> {
+            std::thread::sleep(self.delay);
+            Ok(plaintext.to_vec())
+        }
+        fn decrypt(
+            &self,
+            _: MaterialRef,
+            _: &[u8; 12],
+            _: &[u8],
+            sealed: &[u8],
+        ) -> Result<SecretBytes, KeyStoreError> {
+            Ok(SecretBytes::new(sealed.to_vec()))
+        }
+        fn destroy(&self, _: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
+            self.destroyed.fetch_add(1, Ordering::SeqCst);
+            Ok(WriteBatch::new())
+        }
+        fn check(&self, _: MaterialRef) -> Result<(), KeyStoreError> {
+            Ok(())
+        }
+    }
+
+    fn slow(delay_ms: u64) -> Arc<Slow> {
+        Arc::new(Slow {
+            delay: Duration::from_millis(delay_ms),
+            generated: AtomicU32::new(0),
+            destroyed: AtomicU32::new(0),
+        })
+    }
+
+    const MATERIAL: MaterialRef = MaterialRef {
+        key_id: uuid::Uuid::nil(),
+        version: 1,
+    };
+
+    #[test]
+    fn calls_within_the_deadline_answer_as_usual() {
+        let store = DeadlineKeyStore::new(slow(0), Duration::from_secs(5));
+        let sealed = store.encrypt(MATERIAL, &[0; 12], b"", b"abc").unwrap();
+        assert_eq!(sealed, b"abc");
+        assert!(store.generate(MATERIAL).is_ok());
+        assert_eq!(store.shared.overdue.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_late_call_answers_unavailable_and_its_generation_is_undone() {
+        let inner = slow(300);
+        let store = DeadlineKeyStore::new(inner.clone(), Duration::from_millis(50));
+        let started = Instant::now();
+        let error = store.generate(MATERIAL).unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(250), "{error}");
+        assert!(matches!(error, KeyStoreError::Unavailable(_)), "{error}");
+        // Generating the same version again waits for the undo.
+        assert!(matches!(
+            store.generate(MATERIAL),
+            Err(KeyStoreError::Unavailable(_))
+        ));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.shared.overdue.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(inner.generated.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.destroyed.load(Ordering::SeqCst), 1);
+        assert!(store.shared.undoing().is_empty());
+    }
+
+    #[test]
+    fn overdue_calls_are_bounded() {
+        let store = DeadlineKeyStore::new(slow(2_000), Duration::from_millis(1));
+        for _ in 0..OVERDUE_LIMIT {
+            let _ = store.encrypt(MATERIAL, &[0; 12], b"", b"x");
+        }
+        let started = Instant::now();
+        let error = store.encrypt(MATERIAL, &[0; 12], b"", b"x").unwrap_err();
+        assert!(error.to_string().contains("past their deadline"), "{error}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+}
