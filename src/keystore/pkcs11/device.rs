@@ -202,18 +202,22 @@ impl Device {
         })
     }
 
-    /// Takes an idle session or opens one.
+    /// Takes an idle session or opens one. A new session is opened outside the pool's lock:
+    /// a device slow to open one must not hold up callers that find an idle one.
     fn checkout(&self) -> Result<Session, KeyStoreError> {
-        let mut guard = self.lock();
-        let pool = match guard.as_mut() {
-            Some(pool) => pool,
-            None => guard.insert(self.open_pool(false)?),
+        let (module, slot) = {
+            let mut guard = self.lock();
+            let pool = match guard.as_mut() {
+                Some(pool) => pool,
+                None => guard.insert(self.open_pool(false)?),
+            };
+            if let Some(session) = pool.idle.pop() {
+                return Ok(session);
+            }
+            (pool.module.clone(), pool.slot)
         };
-        if let Some(session) = pool.idle.pop() {
-            return Ok(session);
-        }
-        pool.module
-            .open_rw_session(pool.slot)
+        module
+            .open_rw_session(slot)
             .map_err(|e| KeyStoreError::Unavailable(format!("cannot open a session: {e}")))
     }
 

@@ -119,6 +119,21 @@ fn find(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptokiErr
     ])
 }
 
+/// Destroys every object with this label.
+fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError> {
+    let found = find(session, label)?;
+    if found.is_empty() && !logged_in(session)? {
+        return Err(CryptokiError::Pkcs11(
+            RvError::UserNotLoggedIn,
+            Function::FindObjects,
+        ));
+    }
+    for handle in found {
+        session.destroy_object(handle)?;
+    }
+    Ok(())
+}
+
 impl Pkcs11KeyStore {
     /// Connects to the token (module, slot, login, mechanism check); objects are named in the
     /// namespace of `account_id`.
@@ -225,12 +240,29 @@ impl KeyStore for Pkcs11KeyStore {
             Attribute::Label(object_label(&self.account_id, material).into_bytes()),
             Attribute::Id(object_id(material)),
         ];
-        let handle = self
-            .device
-            .with_session(|session| session.generate_key(&Mechanism::AesKeyGen, &template))
-            .map_err(unavailable)?;
-        self.remember(material, handle);
-        Ok(GeneratedMaterial::default())
+        // A failed attempt may have made the object before its answer was lost: a retry first
+        // destroys what the label finds, so that one version is never two objects.
+        let mut attempts = 0;
+        let generated = self.device.with_session(|session| {
+            attempts += 1;
+            if attempts > 1 {
+                destroy_labelled(session, &object_label(&self.account_id, material))?;
+            }
+            session.generate_key(&Mechanism::AesKeyGen, &template)
+        });
+        match generated {
+            Ok(handle) => {
+                self.remember(material, handle);
+                Ok(GeneratedMaterial::default())
+            }
+            Err(failure) => {
+                // Nobody will record this version: leave nothing of it behind.
+                if let Err(error) = self.destroy(material) {
+                    tracing::warn!(?material, %error, "could not clear a failed generation");
+                }
+                Err(unavailable(failure))
+            }
+        }
     }
 
     fn discard(&self, material: MaterialRef) {
@@ -277,17 +309,7 @@ impl KeyStore for Pkcs11KeyStore {
         self.forget(material);
         self.device
             .with_session(|session| {
-                let found = find(session, &object_label(&self.account_id, material))?;
-                if found.is_empty() && !logged_in(session)? {
-                    return Err(CryptokiError::Pkcs11(
-                        RvError::UserNotLoggedIn,
-                        Function::FindObjects,
-                    ));
-                }
-                for handle in found {
-                    session.destroy_object(handle)?;
-                }
-                Ok(())
+                destroy_labelled(session, &object_label(&self.account_id, material))
             })
             .map_err(unavailable)?;
         Ok(WriteBatch::new())
