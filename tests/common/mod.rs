@@ -66,6 +66,24 @@ pub fn pkcs11_settings() -> Pkcs11Settings {
     }
 }
 
+/// The test token reached through the fault-injecting module `hsm-sim/setup.sh` builds
+/// (`KEYHAVEN_FAULT_PKCS11_MODULE`, forwarding to SoftHSM2), and the control file that module
+/// reads its fault plan from (`KEYHAVEN_FAULT_FILE`). Missing: a failure that says how to fix
+/// it, never a skip.
+pub fn fault_injecting_pkcs11() -> (Pkcs11Settings, std::path::PathBuf) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the device-fault tests need the fault-injecting PKCS#11 \
+                 module. Run `eval \"$(hsm-sim/setup.sh)\"` first (`make test` does this)."
+            )
+        })
+    };
+    let mut settings = pkcs11_settings();
+    settings.module = var("KEYHAVEN_FAULT_PKCS11_MODULE").into();
+    (settings, var("KEYHAVEN_FAULT_FILE").into())
+}
+
 pub const PASSPHRASE: &str = "test passphrase, not a secret";
 
 /// A daemon under test, with a client signed as the account root.
