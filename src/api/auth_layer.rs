@@ -131,6 +131,25 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
     Ok(&body[FRAME_HEADER..])
 }
 
+/// Calls that change no state: one `call` record after the handler is enough, since their
+/// answer is withheld if it cannot be written. Everything else is recorded before it runs.
+pub fn changes_nothing(operation: &str) -> bool {
+    let Some(method) = operation.strip_prefix("kms:") else {
+        return false;
+    };
+    matches!(
+        method,
+        "Encrypt"
+            | "Decrypt"
+            | "ReEncrypt"
+            | "GenerateDataKey"
+            | "GenerateDataKeyWithoutPlaintext"
+            | "GenerateRandom"
+    ) || ["Describe", "List", "Get"]
+        .iter()
+        .any(|prefix| method.starts_with(prefix))
+}
+
 /// `kms:Encrypt`, `iam:CreateUser`, `sts:AssumeRole` for a gRPC path.
 pub fn operation_name(path: &str) -> String {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
@@ -249,12 +268,14 @@ where
                 }
             };
             let (mut parts, body) = request.into_parts();
-            let attempted_key = parts
-                .headers
-                .get(signature::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| signature::parse_authorization(v).ok())
-                .map(|p| p.access_key_id);
+            // Only refusals need it: parsed again then, not on every call.
+            let attempted_key = |headers: &http::HeaderMap| {
+                headers
+                    .get(signature::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| signature::parse_authorization(v).ok())
+                    .map(|p| p.access_key_id)
+            };
             let limit = layer.max_message + FRAME_HEADER;
             let bytes: Bytes = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
@@ -265,7 +286,7 @@ where
                             "LimitExceededException",
                             format!("request message larger than {} bytes", layer.max_message),
                         ),
-                        attempted_key,
+                        attempted_key(&parts.headers),
                     ));
                 }
                 Err(_) => {
@@ -275,7 +296,7 @@ where
                             "ValidationException",
                             "request body could not be read",
                         ),
-                        attempted_key,
+                        attempted_key(&parts.headers),
                     ));
                 }
             };
@@ -284,7 +305,7 @@ where
                 Err(problem) => {
                     return Ok(refuse(
                         status(Code::InvalidArgument, "ValidationException", problem),
-                        attempted_key,
+                        attempted_key(&parts.headers),
                     ));
                 }
             };
@@ -296,16 +317,22 @@ where
                 Ok(caller) => caller,
                 Err(error) => {
                     tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
-                    return Ok(refuse(tonic::Status::from(error), attempted_key));
+                    return Ok(refuse(
+                        tonic::Status::from(error),
+                        attempted_key(&parts.headers),
+                    ));
                 }
             };
             let principal = Some(caller.principal.arn.clone());
             let access_key_id = Some(caller.access_key_id.clone());
-            if let Err(unavailable) = layer.write(entry(
-                Phase::Request,
-                principal.clone(),
-                access_key_id.clone(),
-            )) {
+            let single = changes_nothing(&operation);
+            if !single
+                && let Err(unavailable) = layer.write(entry(
+                    Phase::Request,
+                    principal.clone(),
+                    access_key_id.clone(),
+                ))
+            {
                 return Ok(with_id(unavailable.into_http()));
             }
             let slot = AuditSlot::default();
@@ -317,7 +344,8 @@ where
                     Body::new(Full::new(bytes)),
                 ))
                 .await?;
-            let mut record = entry(Phase::Response, principal, access_key_id);
+            let phase = if single { Phase::Call } else { Phase::Response };
+            let mut record = entry(phase, principal, access_key_id);
             let outcome = outcome_of(response.headers());
             tracing::debug!(
                 code = %outcome.code,

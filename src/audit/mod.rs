@@ -1,13 +1,19 @@
 //! The audit log: every API call on the record, as JSON lines in a hash chain.
 //!
-//! Each call writes two records: `request` before the handler runs (if it cannot be written
-//! the call is refused with `UNAVAILABLE` and nothing happens), and `response` after, with the
-//! keys used, the encryption-context keys (values only as HMACs), the outcome and the duration.
-//! A call refused before authentication writes one `unauthenticated` record.
+//! A call that may change state writes two records: `request` before the handler runs (if it
+//! cannot be written the call is refused with `UNAVAILABLE` and nothing happens), and
+//! `response` after, with the keys used, the encryption-context keys (values only as HMACs),
+//! the outcome and the duration. A call that changes nothing (the cryptographic operations,
+//! DescribeKey, ListKeys, …) writes one `call` record after its handler, before its answer
+//! leaves: if it cannot be written the answer is replaced by `UNAVAILABLE`, so no plaintext or
+//! ciphertext is ever handed out unrecorded. A call refused before authentication writes one
+//! `unauthenticated` record.
 //!
 //! Every record carries `prev`, the SHA-256 of the previous record's line, so the log is a
 //! chain; the chain's head (sequence number and hash of the last line) is also kept in the
-//! metadata store, so cutting records off the end is detected too. When a file grows past
+//! metadata store, so cutting records off the end is detected too. The head is stored each
+//! time the log is made durable (every second and at shutdown), after the file's fsync, so
+//! the stored head never runs ahead of what is on disk and the hot path writes no metadata. When a file grows past
 //! its size limit it is renamed `audit.log.<n>` and a new one continues the chain.
 //!
 //! Nothing secret is ever written: no plaintext, key material, passphrase, secret access key,
@@ -40,8 +46,13 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Before the handler of a call that may change state.
     Request,
+    /// After the handler of a call that has a `request` record.
     Response,
+    /// The one record of a call that changes nothing (Encrypt, Decrypt, DescribeKey, …),
+    /// written after its handler and before its answer is sent.
+    Call,
     Unauthenticated,
 }
 
@@ -137,6 +148,8 @@ pub struct AuditLog {
     store: std::sync::Arc<Store>,
     context_key: Secret<[u8; 32]>,
     writer: Mutex<Writer>,
+    /// The head last written to the store, to skip writing it again when nothing changed.
+    stored: Mutex<Head>,
     lines: broadcast::Sender<String>,
 }
 
@@ -211,6 +224,7 @@ impl AuditLog {
             store,
             context_key,
             writer: Mutex::new(Writer { file, size, head }),
+            stored: Mutex::new(head),
             lines,
         })
     }
@@ -278,21 +292,14 @@ impl AuditLog {
             seq: record.seq,
             hash,
         };
-        // The head rides along with the next flush of the store (every state change flushes).
-        let mut batch = WriteBatch::new();
-        batch.put(
-            HEAD_RECORD.to_vec(),
-            serde_json::to_vec(&writer.head).map_err(|e| self.error(e.to_string()))?,
-        );
-        self.store
-            .apply(batch)
-            .map_err(|e| self.error(e.to_string()))?;
         drop(writer);
         if let Some(m) = crate::metrics::metrics() {
             m.audit_records.inc();
         }
-        line.pop();
-        let _ = self.lines.send(String::from_utf8_lossy(&line).into_owned());
+        if self.lines.receiver_count() > 0 {
+            line.pop();
+            let _ = self.lines.send(String::from_utf8_lossy(&line).into_owned());
+        }
         Ok(())
     }
 
@@ -323,16 +330,36 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Makes the log durable (on shutdown and periodically).
+    /// Makes the log durable, then stores its head (on shutdown and every second). Blocks.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let writer = match self.writer.lock() {
-            Ok(w) => w,
+        let mut stored = match self.stored.lock() {
+            Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        writer
-            .file
-            .sync_data()
-            .map_err(|e| self.error(format!("fsync: {e}")))
+        let head = {
+            let writer = match self.writer.lock() {
+                Ok(w) => w,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            writer
+                .file
+                .sync_data()
+                .map_err(|e| self.error(format!("fsync: {e}")))?;
+            writer.head
+        };
+        if head == *stored {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(
+            HEAD_RECORD.to_vec(),
+            serde_json::to_vec(&head).map_err(|e| self.error(e.to_string()))?,
+        );
+        self.store
+            .commit_blocking(batch)
+            .map_err(|e| self.error(e.to_string()))?;
+        *stored = head;
+        Ok(())
     }
 
     /// The last `n` lines, across rotated files.
