@@ -154,7 +154,11 @@ fn token_objects(account: &str) -> BTreeMap<String, usize> {
     let prefix = format!("keyhaven:{account}:");
     let mut labels = BTreeMap::new();
     let handles = session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            // Token objects only: the daemon's session copies come and go with its connection.
+            Attribute::Token(true),
+        ])
         .expect("C_FindObjects");
     for handle in handles {
         for attribute in session

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::device::{independent_session, objects};
+use common::device::{independent_session, objects, session_copies};
 use common::{Backend, DAY, TestDaemon, assert_refused, pkcs11_settings};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
 use keyhaven::proto::v1;
@@ -20,12 +20,23 @@ async fn key_objects_stay_in_the_device() {
     assert_eq!(key.origin, "AWS_CLOUDHSM");
     d.rotate(&key.key_id).await.unwrap();
     let session = independent_session();
+    assert!(session_copies(&session, &d.account_id, &key.key_id, 2).is_empty());
+    // Use makes one session copy of the version, in the device.
+    let blob = d.encrypt(&key.key_id, b"copied", &[]).await.unwrap();
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"copied");
+    let copies = session_copies(&session, &d.account_id, &key.key_id, 2);
+    assert_eq!(copies.len(), 1, "one session copy of the version in use");
+    let mut checked = vec![(copies[0], 2, false)];
     for version in [1, 2] {
         let found = objects(&session, &d.account_id, &key.key_id, version);
         assert_eq!(found.len(), 1, "version {version}");
+        checked.push((found[0], version, true));
+    }
+    // Token objects and session copies alike: sensitive, not extractable, value unreadable.
+    for (object, version, token) in checked {
         let attributes = session
             .get_attributes(
-                found[0],
+                object,
                 &[
                     AttributeType::Token,
                     AttributeType::Sensitive,
@@ -39,7 +50,7 @@ async fn key_objects_stay_in_the_device() {
         let mut id = Uuid::parse_str(&key.key_id).unwrap().as_bytes().to_vec();
         id.extend_from_slice(&version.to_be_bytes());
         for expected in [
-            Attribute::Token(true),
+            Attribute::Token(token),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Private(true),
@@ -52,7 +63,7 @@ async fn key_objects_stay_in_the_device() {
             );
         }
         let value = session
-            .get_attribute_info(found[0], &[AttributeType::Value])
+            .get_attribute_info(object, &[AttributeType::Value])
             .expect("attribute info");
         assert!(
             matches!(value.as_slice(), [AttributeInfo::Sensitive]),
@@ -67,8 +78,11 @@ async fn deletion_destroys_every_version_in_the_device() {
     let key = d.create_key("to destroy").await.key_id;
     let keep = d.create_key("to keep").await.key_id;
     d.rotate(&key).await.unwrap();
+    let blob = d.encrypt(&key, b"in use", &[]).await.unwrap();
+    d.decrypt(&blob, &[]).await.unwrap();
     d.schedule_deletion(&key, Some(7)).await.unwrap();
     let session = independent_session();
+    assert_eq!(session_copies(&session, &d.account_id, &key, 2).len(), 1);
     assert_eq!(
         objects(&session, &d.account_id, &key, 1).len(),
         1,
@@ -80,6 +94,10 @@ async fn deletion_destroys_every_version_in_the_device() {
         assert!(
             objects(&session, &d.account_id, &key, version).is_empty(),
             "version {version} survived"
+        );
+        assert!(
+            session_copies(&session, &d.account_id, &key, version).is_empty(),
+            "a session copy of version {version} survived"
         );
     }
     assert_eq!(objects(&session, &d.account_id, &keep, 1).len(), 1);

@@ -41,9 +41,30 @@ pub fn independent_session() -> Session {
 
 /// The token objects of one key version of an account.
 pub fn objects(session: &Session, account: &str, key: &str, version: u32) -> Vec<ObjectHandle> {
+    labelled(session, account, key, version, true)
+}
+
+/// The session copies of one key version that a daemon in this process made to work with.
+pub fn session_copies(
+    session: &Session,
+    account: &str,
+    key: &str,
+    version: u32,
+) -> Vec<ObjectHandle> {
+    labelled(session, account, key, version, false)
+}
+
+fn labelled(
+    session: &Session,
+    account: &str,
+    key: &str,
+    version: u32,
+    token: bool,
+) -> Vec<ObjectHandle> {
     session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(token),
             Attribute::Label(format!("keyhaven:{account}:{key}:{version}").into_bytes()),
         ])
         .expect("C_FindObjects")

@@ -11,11 +11,13 @@ use crate::keystore::KeyStoreError;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::MechanismType;
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -111,15 +113,20 @@ pub fn classify(error: &CryptokiError) -> Failure {
 struct Pool {
     module: Pkcs11,
     slot: Slot,
-    /// Keeps the login alive while other sessions come and go.
+    /// Keeps the login alive while other sessions come and go, and owns the session copies
+    /// of token keys (they live as long as it does).
     anchor: Option<Session>,
     idle: Vec<Session>,
+    /// Which connection this is: handles of session objects are good for one connection only.
+    generation: u64,
 }
 
 /// A token and its session pool.
 pub struct Device {
     settings: Pkcs11Settings,
     pool: Mutex<Option<Pool>>,
+    /// The generation of the newest pool; each new connection takes the next one.
+    generation: AtomicU64,
 }
 
 impl Device {
@@ -129,6 +136,7 @@ impl Device {
         let device = Self {
             settings,
             pool: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
         let pool = device.open_pool(false)?;
         let mechanisms = pool
@@ -199,7 +207,34 @@ impl Device {
             slot,
             anchor: Some(anchor),
             idle: Vec::new(),
+            generation: self.generation.fetch_add(1, Ordering::SeqCst) + 1,
         })
+    }
+
+    /// The current connection's generation: a session object made under another one is gone.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Copies a token object into a session object owned by the pool's anchor session (the
+    /// material stays in the device), with `template` applied to the copy. Returns the copy
+    /// and the generation it belongs to; it disappears when the connection is replaced.
+    pub fn copy_in_session(
+        &self,
+        object: ObjectHandle,
+        template: &[Attribute],
+    ) -> Result<(ObjectHandle, u64), (Failure, String)> {
+        let guard = self.lock();
+        let Some(pool) = guard.as_ref() else {
+            return Err((Failure::Device, "not connected".into()));
+        };
+        let Some(anchor) = pool.anchor.as_ref() else {
+            return Err((Failure::Device, "not connected".into()));
+        };
+        anchor
+            .copy_object(object, template)
+            .map(|copy| (copy, pool.generation))
+            .map_err(|e| (classify(&e), e.to_string()))
     }
 
     /// Takes an idle session or opens one. A new session is opened outside the pool's lock:

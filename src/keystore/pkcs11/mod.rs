@@ -8,6 +8,14 @@
 //! ‖ version, so that the daemon finds it again after a restart, and tells its objects from
 //! those of another daemon (another account) sharing the token. Calls block; the key service
 //! runs them on blocking threads.
+//!
+//! Encryption and decryption use a session copy of the token object, made in the device with
+//! `C_CopyObject` the first time a version is used on a connection: a device such as SoftHSM2
+//! re-reads and re-checks a token object on every use, and not a session object (three times
+//! the rate). The copy is `CKA_TOKEN=false` and keeps every other attribute (sensitive, not
+//! extractable), so the material never leaves the device; it lives as long as the connection's
+//! anchor session and is destroyed with the version. A device that refuses the copy is used
+//! through the token object.
 
 mod device;
 
@@ -79,7 +87,11 @@ pub struct Pkcs11KeyStore {
     name: String,
     account_id: String,
     device: Device,
+    /// Token objects, by version.
     handles: RwLock<HashMap<MaterialRef, ObjectHandle>>,
+    /// What encrypt and decrypt use, by version: a session copy (or, where the device refused
+    /// one, the token object), with the connection generation it is good for.
+    working: RwLock<HashMap<MaterialRef, (u64, ObjectHandle)>>,
 }
 
 fn unavailable((failure, message): (Failure, String)) -> KeyStoreError {
@@ -119,9 +131,12 @@ fn find(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptokiErr
     ])
 }
 
-/// Destroys every object with this label.
+/// Destroys every object with this label: the token object and any session copy of it.
 fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError> {
-    let found = find(session, label)?;
+    let found = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])?;
     if found.is_empty() && !logged_in(session)? {
         return Err(CryptokiError::Pkcs11(
             RvError::UserNotLoggedIn,
@@ -145,6 +160,7 @@ impl Pkcs11KeyStore {
             account_id: account_id.to_owned(),
             device,
             handles: RwLock::new(HashMap::new()),
+            working: RwLock::new(HashMap::new()),
         })
     }
 
@@ -161,6 +177,52 @@ impl Pkcs11KeyStore {
     fn forget(&self, material: MaterialRef) {
         if let Ok(mut handles) = self.handles.write() {
             handles.remove(&material);
+        }
+        if let Ok(mut working) = self.working.write() {
+            working.remove(&material);
+        }
+    }
+
+    /// The handle encrypt and decrypt use: the version's session copy, made on first use.
+    fn working_handle(&self, material: MaterialRef) -> Result<ObjectHandle, KeyStoreError> {
+        let generation = self.device.generation();
+        if let Some((made, handle)) = self
+            .working
+            .read()
+            .ok()
+            .and_then(|w| w.get(&material).copied())
+            && made == generation
+        {
+            return Ok(handle);
+        }
+        let token = self.handle(material)?;
+        let (made, handle) = match self
+            .device
+            .copy_in_session(token, &[Attribute::Token(false)])
+        {
+            Ok((copy, made)) => (made, copy),
+            Err((_, message)) => {
+                tracing::debug!(?material, %message, "no session copy; using the token object");
+                (generation, token)
+            }
+        };
+        let Ok(mut working) = self.working.write() else {
+            return Ok(handle);
+        };
+        match working.get(&material) {
+            // Someone else made one for this connection meanwhile: keep theirs, drop ours.
+            Some((other_made, other)) if *other_made == made && *other != handle => {
+                let other = *other;
+                drop(working);
+                if handle != token {
+                    let _ = self.device.with_session(|s| s.destroy_object(handle));
+                }
+                Ok(other)
+            }
+            _ => {
+                working.insert(material, (made, handle));
+                Ok(handle)
+            }
         }
     }
 
@@ -196,11 +258,11 @@ impl Pkcs11KeyStore {
         material: MaterialRef,
         operation: impl Fn(&Session, ObjectHandle) -> Result<T, CryptokiError>,
     ) -> Result<T, KeyStoreError> {
-        let handle = self.handle(material)?;
+        let handle = self.working_handle(material)?;
         match self.device.with_session(|s| operation(s, handle)) {
             Err((Failure::Handle, _)) => {
                 self.forget(material);
-                let handle = self.handle(material)?;
+                let handle = self.working_handle(material)?;
                 self.device
                     .with_session(|s| operation(s, handle))
                     .map_err(unavailable)
