@@ -1346,3 +1346,48 @@ mod suite {
         );
     }
 }
+
+/// A full page of 1,000 keys is one answer of about 100 KB, more than a request may be: the
+/// answer's limit is not the request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_page_of_keys_fits_in_one_answer() {
+    use common::{Backend, TestDaemon};
+    use keyhaven::proto::v1;
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..1_000 {
+        let client = d.client.clone();
+        creating.spawn(async move {
+            client
+                .kms()
+                .create_key(client.signed("CreateKey", v1::CreateKeyRequest::default()))
+                .await
+                .map(|_| ())
+        });
+        while creating.len() >= 32 {
+            creating.join_next().await.unwrap().unwrap().unwrap();
+        }
+    }
+    while let Some(created) = creating.join_next().await {
+        created.unwrap().unwrap();
+    }
+    let page = d
+        .client
+        .kms()
+        .list_keys(d.client.signed(
+            "ListKeys",
+            v1::ListKeysRequest {
+                limit: 1_000,
+                marker: String::new(),
+            },
+        ))
+        .await
+        .expect("a page of 1,000 keys")
+        .into_inner();
+    assert_eq!(page.keys.len(), 1_000);
+    assert!(!page.truncated);
+    let mut ids: Vec<_> = page.keys.iter().map(|k| k.key_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1_000);
+}

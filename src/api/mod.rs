@@ -18,6 +18,9 @@ pub use status::{ERROR_DOMAIN, reason_of};
 /// Largest encoded request message the daemon accepts (plaintext ≤ 4096 bytes plus context).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Largest encoded answer: a full page of 1,000 keys or aliases with their ARNs is ~100 KB.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The authenticated caller the auth layer attached, and where the call came from.
 pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext, tonic::Status> {
     let caller = request

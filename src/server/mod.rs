@@ -7,7 +7,9 @@ mod passphrase;
 pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
-use crate::api::{AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES};
+use crate::api::{
+    AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};
 use crate::audit::AuditLog;
 use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
@@ -249,10 +251,10 @@ impl Daemon {
         ));
         let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone(), authorizer.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES);
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES);
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.tls {
