@@ -1,12 +1,16 @@
-//! In-process hot paths: blob parsing and assembly, context canonicalisation, request
-//! signature verification and the sealed keystore's AES-256-GCM. Run with
-//! `cargo bench --bench crypto`.
+//! In-process hot paths: blob parsing and assembly, context canonicalisation, policy
+//! evaluation with 1, 10 and 100 statements, request signature verification and the sealed
+//! keystore's AES-256-GCM. Run with `cargo bench --bench crypto`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyhaven::auth::signature::{self, SigningCredentials};
 use keyhaven::crypto::{CiphertextBlob, EncryptionContext};
 use keyhaven::keystore::sealed::SealedKeyStore;
 use keyhaven::keystore::{KeyStore, MaterialRef};
+use keyhaven::policy::{
+    Identity, NamedPolicy, Policy, PolicyKind, Request as PolicyRequest, RequestContext,
+    default_key_policy, evaluate,
+};
 use keyhaven::seal::{self, KdfParams};
 use keyhaven::secret::SecretString;
 use keyhaven::store::{SledBackend, Store};
@@ -84,6 +88,76 @@ fn signature_verification(c: &mut Criterion) {
     });
 }
 
+/// A user's identity policy of `statements` statements, the one that allows the call last (so
+/// every statement is looked at), each with a condition on the encryption context, evaluated
+/// with the default key policy as a real Encrypt is.
+fn policy_evaluation(c: &mut Criterion) {
+    let account = "111122223333";
+    let key_arn =
+        format!("arn:keyhaven:kms:local:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    let key_policy = NamedPolicy {
+        name: "key policy".into(),
+        policy: Arc::new(
+            Policy::parse(
+                &default_key_policy("keyhaven", account),
+                PolicyKind::Resource,
+            )
+            .expect("default key policy"),
+        ),
+    };
+    let principals = vec![format!("arn:keyhaven:iam::{account}:user/alice")];
+    let root = format!("arn:keyhaven:iam::{account}:root");
+    let mut context = RequestContext::new();
+    context
+        .set("aws:PrincipalArn", principals[0].clone())
+        .set("aws:SourceIp", "127.0.0.1")
+        .set("kms:EncryptionContext:tenant", "blue");
+    let request = PolicyRequest {
+        principals: &principals,
+        account_root: &root,
+        action: "kms:Encrypt",
+        resource: &key_arn,
+        context: &context,
+    };
+    let mut group = c.benchmark_group("policy_evaluate");
+    for statements in [1usize, 10, 100] {
+        let body: Vec<String> = (0..statements)
+            .map(|i| {
+                let (action, tenant) = if i + 1 == statements {
+                    ("kms:Encrypt", "blue".to_owned())
+                } else {
+                    ("kms:Decrypt", format!("tenant-{i}"))
+                };
+                format!(
+                    r#"{{"Sid":"S{i}","Effect":"Allow","Action":["{action}","kms:GenerateDataKey*"],"Resource":"arn:keyhaven:kms:local:{account}:key/*","Condition":{{"StringEquals":{{"kms:EncryptionContext:tenant":"{tenant}"}},"IpAddress":{{"aws:SourceIp":"127.0.0.0/8"}}}}}}"#
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+            body.join(",")
+        );
+        let policies = vec![NamedPolicy {
+            name: "alice".into(),
+            policy: Arc::new(Policy::parse(&text, PolicyKind::Identity).expect("identity policy")),
+        }];
+        assert!(
+            evaluate(&request, Some(&key_policy), &Identity::Policies(&policies)).allowed(),
+            "the last statement allows the call"
+        );
+        group.bench_function(format!("{statements}_statements"), |b| {
+            b.iter(|| {
+                evaluate(
+                    black_box(&request),
+                    Some(&key_policy),
+                    &Identity::Policies(&policies),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn sealed_keystore(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let passphrase = SecretString::new("benchmark passphrase".into());
@@ -120,6 +194,7 @@ criterion_group!(
     benches,
     blob,
     context,
+    policy_evaluation,
     signature_verification,
     sealed_keystore
 );

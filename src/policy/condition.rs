@@ -183,6 +183,16 @@ pub fn normalise_key(key: &str) -> String {
     }
 }
 
+/// Whether [`normalise_key`] would leave `key` as it is (so looking it up needs no copy).
+fn is_normalised(key: &str) -> bool {
+    const PREFIX: &str = "kms:encryptioncontext:";
+    let head = match key.get(..PREFIX.len()) {
+        Some(head) if head.eq_ignore_ascii_case(PREFIX) && key.len() > PREFIX.len() => head,
+        _ => key,
+    };
+    !head.bytes().any(|b| b.is_ascii_uppercase())
+}
+
 impl RequestContext {
     pub fn new() -> Self {
         Self::default()
@@ -199,7 +209,12 @@ impl RequestContext {
     }
 
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        self.values.get(&normalise_key(key)).map(Vec::as_slice)
+        let found = if is_normalised(key) {
+            self.values.get(key)
+        } else {
+            self.values.get(&normalise_key(key))
+        };
+        found.map(Vec::as_slice)
     }
 }
 
@@ -266,6 +281,30 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_keys_are_recognised_without_copying() {
+        for key in [
+            "aws:sourceip",
+            "aws:SourceIp",
+            "kms:encryptioncontext:Tenant",
+            "kms:EncryptionContext:tenant",
+            "kms:encryptioncontext:",
+            "KMS:ENCRYPTIONCONTEXTKEYS",
+            "kms:encryptioncontextkeys",
+            "kms:encryptioncontext:É",
+            "",
+        ] {
+            assert_eq!(is_normalised(key), normalise_key(key) == key, "{key}");
+        }
+        let mut context = RequestContext::new();
+        context.set("kms:EncryptionContext:Tenant", "blue");
+        assert_eq!(
+            context.get("KMS:encryptioncontext:Tenant"),
+            Some(&["blue".to_owned()][..])
+        );
+        assert_eq!(context.get("kms:encryptioncontext:tenant"), None);
+    }
 
     #[test]
     fn dates_and_networks_parse() {

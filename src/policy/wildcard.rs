@@ -2,24 +2,48 @@
 //! resources, principals and `StringLike` values.
 
 /// Whether `text` matches `pattern`. Linear-time with one backtrack point (no exponential
-/// blow-up on hostile patterns).
+/// blow-up on hostile patterns). ASCII (every ARN and action name) is matched byte by byte
+/// without allocating; anything else character by character, with Unicode case folding.
 pub fn matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        let same = |a: &u8, b: &u8| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        return glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?', same);
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    let same = |a: char, b: char| {
+    let same = |a: &char, b: &char| {
         if ignore_case {
             a.to_lowercase().eq(b.to_lowercase())
         } else {
             a == b
         }
     };
+    glob(&p, &t, '*', '?', same)
+}
+
+fn glob<T: PartialEq>(
+    p: &[T],
+    t: &[T],
+    any_run: T,
+    any_one: T,
+    same: impl Fn(&T, &T) -> bool,
+) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && same(p[pi], t[ti]))) {
+        if pi < p.len() && (p[pi] == any_one || (p[pi] != any_run && same(&p[pi], &t[ti]))) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((star_p, star_t)) = star {
@@ -30,7 +54,7 @@ pub fn matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any_run)
 }
 
 #[cfg(test)]
