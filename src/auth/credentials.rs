@@ -9,7 +9,7 @@ use super::signature::{self, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
-use crate::secret::SecretString;
+use crate::secret::{Secret, SecretString};
 use crate::store::{Store, StoreError, WriteBatch};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -17,7 +17,7 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// A request's timestamp may be this far from the server's clock.
@@ -105,6 +105,36 @@ struct AccessKeyEntry {
     record: AccessKeyRecord,
     principal: Arc<Principal>,
     secret: SecretString,
+    /// The signing key of the last (date, region) it signed for: derived once a day rather
+    /// than with four HMACs on every request.
+    signing: Mutex<Option<SigningKey>>,
+}
+
+struct SigningKey {
+    date: String,
+    region: String,
+    key: Secret<[u8; 32]>,
+}
+
+impl AccessKeyEntry {
+    fn signing_key(&self, date: &str, region: &str) -> Secret<[u8; 32]> {
+        if let Ok(cached) = self.signing.lock()
+            && let Some(k) = cached.as_ref()
+            && k.date == date
+            && k.region == region
+        {
+            return Secret::new(*k.key.expose());
+        }
+        let key = Secret::new(signature::signing_key(self.secret.expose(), date, region));
+        if let Ok(mut cached) = self.signing.lock() {
+            *cached = Some(SigningKey {
+                date: date.to_owned(),
+                region: region.to_owned(),
+                key: Secret::new(*key.expose()),
+            });
+        }
+        key
+    }
 }
 
 fn record_name(access_key_id: &str) -> Vec<u8> {
@@ -284,6 +314,7 @@ impl CredentialStore {
             record,
             principal: Arc::new(principal),
             secret: SecretString::new(secret),
+            signing: Mutex::new(None),
         })
     }
 
@@ -563,8 +594,8 @@ impl CredentialStore {
             amz_date,
             &parsed.scope(),
         );
-        let key = signature::signing_key(entry.secret.expose(), &parsed.date, &parsed.region);
-        if !signature::verify(&key, &to_sign, &parsed.signature) {
+        let key = entry.signing_key(&parsed.date, &parsed.region);
+        if !signature::verify(key.expose(), &to_sign, &parsed.signature) {
             return Err(AuthError::BadSignature);
         }
         if let Some(expected) = &entry.record.session_token_sha256 {
