@@ -152,17 +152,12 @@ impl Authorizer {
         resource: &str,
         context: &RequestContext,
     ) -> bool {
-        let config = self.keys.config();
-        let default = crate::policy::Policy::parse(
-            &crate::policy::default_key_policy(&config.partition, &config.account_id),
-            crate::policy::PolicyKind::Resource,
-        );
-        let Ok(policy) = default else {
+        let Some(policy) = self.keys.default_policy() else {
             return false;
         };
         let policy = NamedPolicy {
             name: "key policy".into(),
-            policy: Arc::new(policy),
+            policy,
         };
         self.decide(call, action, resource, Some(&policy), context)
             .allowed()

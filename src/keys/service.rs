@@ -206,6 +206,14 @@ pub struct Decrypted {
 }
 
 /// The key service.
+/// Threads for start-up work that splits well (parsing and checking every key).
+fn parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
 pub struct KeyService {
     config: KeyServiceConfig,
     arn_prefix: String,
@@ -214,6 +222,8 @@ pub struct KeyService {
     keystores: HashMap<String, Arc<dyn KeyStore>>,
     keys: RwLock<BTreeMap<Uuid, Arc<KeyEntry>>>,
     aliases: RwLock<BTreeMap<String, AliasEntry>>,
+    /// The default key policy, parsed once and shared by every key that has no other.
+    default_policy: Option<Arc<Policy>>,
     /// Serialises alias changes (and alias removal when a key is destroyed).
     alias_gate: tokio::sync::Mutex<()>,
     /// Keys in any state but Deleted, for the quota.
@@ -369,13 +379,42 @@ impl KeyService {
         }
         let mut keys = BTreeMap::new();
         let mut live = 0;
-        for (name, value) in store.scan(KEY_PREFIX, None, usize::MAX)? {
-            let record: KeyRecord = serde_json::from_slice(&value).map_err(|e| {
-                KeyError::Internal(format!(
-                    "key record {} is damaged: {e}",
-                    String::from_utf8_lossy(&name)
-                ))
-            })?;
+        let stored = store.scan(KEY_PREFIX, None, usize::MAX)?;
+        // Parsing is most of the start-up time of a large store: spread it over the cores.
+        let chunk = stored.len().div_ceil(parallelism()).max(1);
+        let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = stored
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(name, value)| {
+                                serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
+                                    KeyError::Internal(format!(
+                                        "key record {} is damaged: {e}",
+                                        String::from_utf8_lossy(name)
+                                    ))
+                                })
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(KeyError::Internal("key loader failed".into())))
+                })
+                .collect()
+        });
+        drop(stored);
+        for record in parsed
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+        {
             if record.state != KeyState::Deleted {
                 live += 1;
                 if !keystores.contains_key(&record.keystore) {
@@ -395,8 +434,15 @@ impl KeyService {
             })?;
             aliases.insert(alias.name.clone(), alias);
         }
+        let default_policy = Policy::parse(
+            &default_key_policy(&config.partition, &config.account_id),
+            PolicyKind::Resource,
+        )
+        .ok()
+        .map(Arc::new);
         Ok(Self {
             arn_prefix: arn_prefix(&config.partition, &config.region, &config.account_id),
+            default_policy,
             config,
             clock,
             store,
@@ -492,7 +538,22 @@ impl KeyService {
             .unwrap_or(false)
     }
 
+    /// Checks `ids` on every core: at start-up that is every key in the store.
     fn check_keys(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+        let chunk = ids.len().div_ceil(parallelism()).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.check_keys_here(part)))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    fn check_keys_here(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
         let mut problems = Vec::new();
         for id in ids {
             let Some(entry) = self.entry_by_id(*id) else {
@@ -532,6 +593,11 @@ impl KeyService {
                 problems.push((record.id, format!("version {}: {error}", version.number)));
             }
         }
+    }
+
+    /// How many keys (tombstones included) the service holds.
+    pub fn count(&self) -> usize {
+        self.keys.read().map(|k| k.len()).unwrap_or(0)
     }
 
     fn entries(&self) -> Vec<Arc<KeyEntry>> {
@@ -576,6 +642,11 @@ impl KeyService {
         Ok(self.resolve(key, include_deleted)?.record())
     }
 
+    /// The default key policy of this account, parsed.
+    pub fn default_policy(&self) -> Option<Arc<Policy>> {
+        self.default_policy.clone()
+    }
+
     /// The key's policy, parsed (cached until the record changes).
     pub fn key_policy(&self, id: Uuid) -> Option<NamedPolicy> {
         let entry = self.entry_by_id(id)?;
@@ -589,11 +660,10 @@ impl KeyService {
                 policy: policy.clone(),
             });
         }
-        let text = record
-            .policy
-            .clone()
-            .unwrap_or_else(|| default_key_policy(&self.config.partition, &self.config.account_id));
-        let policy = Arc::new(Policy::parse(&text, PolicyKind::Resource).ok()?);
+        let policy = match &record.policy {
+            Some(text) => Arc::new(Policy::parse(text, PolicyKind::Resource).ok()?),
+            None => self.default_policy.clone()?,
+        };
         *cache = Some((record, policy.clone()));
         Some(NamedPolicy {
             name: "key policy".into(),

@@ -122,10 +122,12 @@ impl Daemon {
         clock: Arc<dyn Clock>,
     ) -> Result<Daemon, ServerError> {
         config.validate()?;
+        let started = std::time::Instant::now();
         let dir = config.data_dir.clone();
         let (info, master) = tokio::task::spawn_blocking(move || seal::unseal(&dir, &passphrase))
             .await
             .map_err(|e| ServerError::Start(e.to_string()))??;
+        let unsealed = started.elapsed();
         let master = Arc::new(master);
         let store_dir = config.data_dir.join(STORE_DIR);
         let backend = tokio::task::spawn_blocking(move || SledBackend::open(&store_dir))
@@ -174,10 +176,12 @@ impl Daemon {
         key_config.default_rotation_period_days = config.rotation_period_days;
         key_config.nonce_limit = config.nonce_limit;
         key_config.nonce_reservation_block = config.nonce_reservation_block;
+        let opened = started.elapsed();
         let keys = Arc::new(
             KeyService::open(key_config, clock, store.clone(), keystores)
                 .map_err(|e| ServerError::Start(format!("loading keys: {e:?}")))?,
         );
+        let loaded = started.elapsed();
         let keys_for_check = keys.clone();
         let problems = tokio::task::spawn_blocking(move || {
             for (material, outcome) in keys_for_check.remove_orphans() {
@@ -198,6 +202,14 @@ impl Daemon {
         for (key, problem) in problems {
             tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
         }
+        tracing::info!(
+            keys = keys.count(),
+            unseal_ms = unsealed.as_millis() as u64,
+            open_ms = (opened - unsealed).as_millis() as u64,
+            load_keys_ms = (loaded - opened).as_millis() as u64,
+            check_material_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "data directory open"
+        );
         let report = keys.run_due_tasks().await;
         if report.destroyed + report.rotated > 0 {
             tracing::info!(

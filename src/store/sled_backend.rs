@@ -8,6 +8,10 @@ use super::{Entry, StoreBackend, StoreError, WriteBatch};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// sled's page cache (its default is 1 GiB): the daemon keeps what it serves from in memory
+/// anyway, so the store's cache only needs to make scans and writes cheap.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 pub struct SledBackend {
     db: sled::Db,
     dir: PathBuf,
@@ -22,6 +26,7 @@ impl SledBackend {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError(format!("cannot open {}: {e}", dir.display())))?;
         let backend = Self {

@@ -1,7 +1,8 @@
 //! The sealed local keystore: key material generated from the OS's CSPRNG, wrapped under the
 //! master key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and kept in
-//! the metadata store. Unwrapped ciphers are cached in memory after first use; their key
-//! schedules are zeroized when dropped.
+//! the metadata store. Unwrapped ciphers are cached in memory after first use, at most
+//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules are zeroized
+//! when dropped.
 
 use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef, SEALED};
 use crate::seal::MasterKey;
@@ -12,6 +13,9 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+/// Most unwrapped ciphers kept in memory (about 1 KB each); others are unwrapped on use.
+pub const CIPHER_CACHE: usize = 10_000;
 
 pub struct SealedKeyStore {
     master: Arc<MasterKey>,
@@ -41,6 +45,19 @@ impl SealedKeyStore {
         if let Some(cipher) = self.ciphers.read().map_err(|_| poisoned())?.get(&material) {
             return Ok(cipher.clone());
         }
+        let cipher = Arc::new(self.unwrap(material)?);
+        let mut ciphers = self.ciphers.write().map_err(|_| poisoned())?;
+        if ciphers.len() >= CIPHER_CACHE
+            && let Some(evicted) = ciphers.keys().next().copied()
+        {
+            ciphers.remove(&evicted);
+        }
+        ciphers.insert(material, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Reads and unwraps a version's material.
+    fn unwrap(&self, material: MaterialRef) -> Result<Aes256Gcm, KeyStoreError> {
         let record = material_record(material);
         let wrapped = self
             .store
@@ -56,14 +73,8 @@ impl SealedKeyStore {
             );
             KeyStoreError::MaterialNotFound(material)
         })?;
-        let cipher = Aes256Gcm::new_from_slice(key.expose())
-            .map_err(|_| KeyStoreError::Internal(format!("{material:?} has a bad length")))?;
-        let cipher = Arc::new(cipher);
-        self.ciphers
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(material, cipher.clone());
-        Ok(cipher)
+        Aes256Gcm::new_from_slice(key.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} has a bad length")))
     }
 
     fn forget(&self, material: MaterialRef) {
@@ -153,6 +164,7 @@ impl KeyStore for SealedKeyStore {
     }
 
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-        self.cipher(material).map(|_| ())
+        // Unwrapped to prove it whole, not kept: a start-up check must not fill the cache.
+        self.unwrap(material).map(|_| ())
     }
 }
