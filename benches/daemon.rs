@@ -818,6 +818,78 @@ impl BenchDaemon {
     fn run(&self, client: &Runtime, spec: LoadSpec) -> Result<LoadReport, String> {
         client.block_on(bench::run_load(self.clients.clone(), spec))
     }
+
+    /// The same data directory served by the `keyhaven serve` binary in a process of its own
+    /// (this daemon must be stopped): the time from spawning it to its first answer, and its
+    /// resident memory (VmRSS, VmHWM in KiB) after a 64-way Encrypt load on `key`.
+    fn as_process(
+        &self,
+        client: &Runtime,
+        settings: &Settings,
+        key: &str,
+    ) -> Result<(Duration, Option<u64>, Option<u64>), String> {
+        let passphrase = self._dir.path().join("passphrase");
+        std::fs::write(&passphrase, PASSPHRASE).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let started = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.config.data_dir)
+            .arg("--passphrase-file")
+            .arg(&passphrase)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start keyhaven serve: {e}"))?;
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let measured = (|| {
+            let first = loop {
+                let answered = client.block_on(async {
+                    let channel = channel(address).await?;
+                    let c = Client::from_channel(channel, self.credentials.clone());
+                    list_page(&c, 1, "").await.map(|_| c)
+                });
+                match answered {
+                    Ok(c) => break c,
+                    Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(format!("keyhaven serve never answered: {e}")),
+                }
+            };
+            let startup = started.elapsed();
+            let report = client.block_on(bench::run_load(
+                vec![first],
+                spec(Operation::Encrypt, key, settings.shape(64)),
+            ))?;
+            if report.failed > 0 {
+                return Err(format!(
+                    "Encrypt on keyhaven serve: {}",
+                    report.failure_summary()
+                ));
+            }
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            };
+            Ok((startup, field("VmRSS"), field("VmHWM")))
+        })();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        measured
+    }
 }
 
 async fn list_page(client: &Client, limit: u32, marker: &str) -> Result<usize, String> {
@@ -1062,6 +1134,7 @@ fn scale(
     let few = measure(&daemon, results, "10 keys")?;
     let (few_page, few_entries) = page_time(&daemon, client, "")?;
     daemon.stop(server)?;
+    let few_process = daemon.as_process(client, settings, &key)?;
     daemon.boot(server, client, settings)?;
     let few_startup = daemon.startup;
     let few_rss = vm_status("VmRSS");
@@ -1087,6 +1160,8 @@ fn scale(
     let (middle, _) = page_time(&daemon, client, "80000000-0000-0000-0000-000000000000")?;
     let (late, _) = page_time(&daemon, client, "fff00000-0000-0000-0000-000000000000")?;
     daemon.stop(server)?;
+    eprintln!("daemon bench: starting keyhaven serve on the {n} keys…");
+    let many_process = daemon.as_process(client, settings, &key)?;
     daemon.boot(server, client, settings)?;
     let many_startup = daemon.startup;
     let many_rss = vm_status("VmRSS");
@@ -1121,7 +1196,22 @@ fn scale(
         ),
     ]);
     results.scale.push([
-        "start-up: unseal (Argon2id defaults) to first answer".into(),
+        "`keyhaven serve` in its own process: spawn to first answer (unseal with Argon2id defaults, load, check)".into(),
+        format_latency(few_process.0),
+        format_latency(many_process.0),
+        change(few_process.0.as_secs_f64(), many_process.0.as_secs_f64()),
+    ]);
+    results.scale.push([
+        "`keyhaven serve` in its own process: VmRSS after 64-way Encrypt / peak (VmHWM)".into(),
+        format!("{} / {}", mib(few_process.1), mib(few_process.2)),
+        format!("{} / {}", mib(many_process.1), mib(many_process.2)),
+        change(
+            few_process.1.unwrap_or(0) as f64,
+            many_process.1.unwrap_or(0) as f64,
+        ),
+    ]);
+    results.scale.push([
+        "start-up in this process: unseal (Argon2id defaults) to first answer".into(),
         format_latency(few_startup),
         format_latency(many_startup),
         change(few_startup.as_secs_f64(), many_startup.as_secs_f64()),
