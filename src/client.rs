@@ -2,11 +2,14 @@
 //! load generator. Every request is signed with the caller's secret access key
 //! ([`crate::auth::signature`]); the secret itself is never sent.
 
-use crate::auth::signature::{SigningCredentials, sign_request};
+use crate::auth::signature::{
+    SigningCredentials, format_amz_date, sign_request_with_key, signing_key,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::proto::v1::audit_service_client::AuditServiceClient;
 use crate::proto::v1::identity_service_client::IdentityServiceClient;
 use crate::proto::v1::key_management_service_client::KeyManagementServiceClient;
+use crate::secret::Secret;
 use crate::secret::SecretString;
 use prost::Message;
 use rand::RngCore;
@@ -97,6 +100,9 @@ impl ClientCredentials {
     }
 }
 
+/// A signing key and the day (`YYYYMMDD`) it signs for.
+type DaySigningKey = (String, Secret<[u8; 32]>);
+
 /// A connection to a Keyhaven daemon that signs every request.
 #[derive(Clone)]
 pub struct Client {
@@ -105,6 +111,8 @@ pub struct Client {
     audit: AuditServiceClient<Channel>,
     credentials: ClientCredentials,
     clock: Arc<dyn Clock>,
+    /// The signing key of the last day signed for, derived once a day.
+    signing: Arc<std::sync::Mutex<Option<DaySigningKey>>>,
 }
 
 impl Client {
@@ -156,6 +164,7 @@ impl Client {
             audit: AuditServiceClient::new(channel),
             credentials,
             clock: Arc::new(SystemClock),
+            signing: Arc::default(),
         }
     }
 
@@ -213,8 +222,29 @@ impl Client {
                 .as_ref()
                 .map(|t| t.expose().as_str()),
         };
-        let signed = sign_request(
+        let day = format_amz_date(now)[..8].to_owned();
+        let key = match self.signing.lock() {
+            Ok(mut cached) => match cached.as_ref() {
+                Some((d, k)) if *d == day => Secret::new(*k.expose()),
+                _ => {
+                    let k = Secret::new(signing_key(
+                        self.credentials.secret_access_key.expose(),
+                        &day,
+                        &self.credentials.region,
+                    ));
+                    *cached = Some((day, Secret::new(*k.expose())));
+                    k
+                }
+            },
+            Err(_) => Secret::new(signing_key(
+                self.credentials.secret_access_key.expose(),
+                &day,
+                &self.credentials.region,
+            )),
+        };
+        let signed = sign_request_with_key(
             credentials,
+            key.expose(),
             &self.credentials.region,
             path,
             &body,

@@ -280,6 +280,31 @@ pub fn sign_request(
     now: UnixSeconds,
     nonce: &str,
 ) -> SignedHeaders {
+    let date = format_amz_date(now);
+    let key =
+        crate::secret::Secret::new(signing_key(credentials.secret.expose(), &date[..8], region));
+    sign_request_with_key(
+        credentials,
+        key.expose(),
+        region,
+        method_path,
+        body,
+        now,
+        nonce,
+    )
+}
+
+/// As [`sign_request`], with the signing key of the request's day and `region` already derived
+/// (clients keep it for the day).
+pub fn sign_request_with_key(
+    credentials: SigningCredentials<'_>,
+    signing_key: &[u8; 32],
+    region: &str,
+    method_path: &str,
+    body: &[u8],
+    now: UnixSeconds,
+    nonce: &str,
+) -> SignedHeaders {
     let amz_date = format_amz_date(now);
     let date = &amz_date[..8];
     let mut headers: Vec<(&'static str, String)> = vec![
@@ -293,10 +318,7 @@ pub fn sign_request(
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
     let to_sign = string_to_sign(method_path, &pairs, &sha256_hex(body), &amz_date, &scope);
-    let signature = sign(
-        &signing_key(credentials.secret.expose(), date, region),
-        &to_sign,
-    );
+    let signature = sign(signing_key, &to_sign);
     let authorization = format!(
         "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
         credentials.access_key_id,
