@@ -224,17 +224,34 @@ impl Device {
         object: ObjectHandle,
         template: &[Attribute],
     ) -> Result<(ObjectHandle, u64), (Failure, String)> {
-        let guard = self.lock();
-        let Some(pool) = guard.as_ref() else {
-            return Err((Failure::Device, "not connected".into()));
+        // The anchor is taken out of the pool for the copy, so that a slow device holds up
+        // no one else; a second copy meanwhile finds no anchor and is simply not made.
+        let (anchor, generation) = {
+            let mut guard = self.lock();
+            let Some(pool) = guard.as_mut() else {
+                return Err((Failure::Device, "not connected".into()));
+            };
+            let Some(anchor) = pool.anchor.take() else {
+                return Err((Failure::Session, "the anchor session is busy".into()));
+            };
+            (anchor, pool.generation)
         };
-        let Some(anchor) = pool.anchor.as_ref() else {
-            return Err((Failure::Device, "not connected".into()));
-        };
-        anchor
+        let copied = anchor
             .copy_object(object, template)
-            .map(|copy| (copy, pool.generation))
-            .map_err(|e| (classify(&e), e.to_string()))
+            .map_err(|e| (classify(&e), e.to_string()));
+        let mut guard = self.lock();
+        match guard.as_mut() {
+            Some(pool) if pool.generation == generation && pool.anchor.is_none() => {
+                pool.anchor = Some(anchor);
+                copied.map(|copy| (copy, generation))
+            }
+            // The connection was replaced meanwhile: this anchor (and the copy) goes with it.
+            _ => {
+                drop(guard);
+                drop(anchor);
+                Err((Failure::Session, "the connection was replaced".into()))
+            }
+        }
     }
 
     /// Takes an idle session or opens one. A new session is opened outside the pool's lock:

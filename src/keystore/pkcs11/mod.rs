@@ -201,6 +201,9 @@ impl Pkcs11KeyStore {
             .copy_in_session(token, &[Attribute::Token(false)])
         {
             Ok((copy, made)) => (made, copy),
+            // Busy with another copy, or reconnected meanwhile: use the token object this
+            // time and copy on a later call.
+            Err((Failure::Session, _)) => return Ok(token),
             Err((_, message)) => {
                 tracing::debug!(?material, %message, "no session copy; using the token object");
                 (generation, token)
