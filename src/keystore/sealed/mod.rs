@@ -21,6 +21,7 @@ pub struct SealedKeyStore {
     master: Arc<MasterKey>,
     store: Arc<Store>,
     ciphers: RwLock<HashMap<MaterialRef, Arc<Aes256Gcm>>>,
+    cache_limit: usize,
 }
 
 /// The store key of a version's wrapped material; also the AAD that binds the wrap to it.
@@ -38,7 +39,19 @@ impl SealedKeyStore {
             master,
             store,
             ciphers: RwLock::new(HashMap::new()),
+            cache_limit: CIPHER_CACHE,
         }
+    }
+
+    /// The same, keeping at most `limit` unwrapped ciphers (at least one).
+    pub fn with_cache_limit(mut self, limit: usize) -> Self {
+        self.cache_limit = limit.max(1);
+        self
+    }
+
+    /// How many unwrapped ciphers are in memory.
+    pub fn cached(&self) -> usize {
+        self.ciphers.read().map(|c| c.len()).unwrap_or(0)
     }
 
     fn cipher(&self, material: MaterialRef) -> Result<Arc<Aes256Gcm>, KeyStoreError> {
@@ -47,7 +60,7 @@ impl SealedKeyStore {
         }
         let cipher = Arc::new(self.unwrap(material)?);
         let mut ciphers = self.ciphers.write().map_err(|_| poisoned())?;
-        if ciphers.len() >= CIPHER_CACHE
+        if ciphers.len() >= self.cache_limit
             && let Some(evicted) = ciphers.keys().next().copied()
         {
             ciphers.remove(&evicted);
@@ -166,5 +179,52 @@ impl KeyStore for SealedKeyStore {
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
         // Unwrapped to prove it whole, not kept: a start-up check must not fill the cache.
         self.unwrap(material).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::{self, KdfParams};
+    use crate::secret::SecretString;
+    use crate::store::SledBackend;
+
+    #[test]
+    fn the_cipher_cache_is_bounded_and_the_start_up_check_does_not_fill_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("cache test".into());
+        let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+        let backend = SledBackend::open(&dir.path().join("store")).unwrap();
+        let store = Arc::new(Store::new(Arc::new(backend)));
+        let keystore = SealedKeyStore::new(Arc::new(master), store.clone()).with_cache_limit(3);
+        let materials: Vec<MaterialRef> = (0..5)
+            .map(|_| MaterialRef {
+                key_id: uuid::Uuid::new_v4(),
+                version: 1,
+            })
+            .collect();
+        for material in &materials {
+            store
+                .commit_blocking(keystore.generate(*material).unwrap().records)
+                .unwrap();
+        }
+        for material in &materials {
+            keystore.check(*material).unwrap();
+        }
+        assert_eq!(keystore.cached(), 0, "checking keeps nothing unwrapped");
+        // Every key works, twice over, while at most three are kept unwrapped.
+        for _ in 0..2 {
+            for material in &materials {
+                let sealed = keystore
+                    .encrypt(*material, &[9; 12], b"aad", b"data")
+                    .unwrap();
+                let opened = keystore
+                    .decrypt(*material, &[9; 12], b"aad", &sealed)
+                    .unwrap();
+                assert_eq!(opened.expose(), b"data");
+                assert!(keystore.cached() <= 3, "{} cached", keystore.cached());
+            }
+        }
+        assert_eq!(keystore.cached(), 3);
     }
 }
