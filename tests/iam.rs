@@ -12,37 +12,6 @@ use tonic::Code;
 
 const ALLOW_ENCRYPT_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"EncryptOnly","Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
 
-async fn create_user(d: &TestDaemon, name: &str) -> Client {
-    let iam = d.client.iam();
-    iam.clone()
-        .create_user(d.client.signed_iam(
-            "CreateUser",
-            v1::CreateUserRequest {
-                user_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateUser");
-    let key = iam
-        .clone()
-        .create_access_key(d.client.signed_iam(
-            "CreateAccessKey",
-            v1::CreateAccessKeyRequest {
-                user_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateAccessKey")
-        .into_inner();
-    d.client_with(ClientCredentials {
-        access_key_id: key.access_key.unwrap().access_key_id,
-        secret_access_key: SecretString::new(key.secret_access_key),
-        session_token: None,
-        region: d.config.region.clone(),
-    })
-    .await
-}
-
 async fn put_policy(
     d: &TestDaemon,
     kind: v1::EntityType,
@@ -127,7 +96,7 @@ async fn a_new_user_can_do_nothing_and_learns_nothing() {
     let d = TestDaemon::start(Backend::Sealed).await;
     let key = d.create_key("root's").await;
     let blob = d.encrypt(&key.key_id, b"secret", &[]).await.unwrap();
-    let alice = create_user(&d, "alice").await;
+    let alice = d.create_user("alice", None).await;
     let who = alice
         .iam()
         .get_caller_identity(alice.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}))
@@ -195,7 +164,7 @@ async fn a_new_user_can_do_nothing_and_learns_nothing() {
 async fn encrypt_but_not_decrypt() {
     let d = TestDaemon::start(Backend::Sealed).await;
     let key = d.create_key("shared").await;
-    let alice = create_user(&d, "alice").await;
+    let alice = d.create_user("alice", None).await;
     put_policy(
         &d,
         v1::EntityType::User,
@@ -255,7 +224,7 @@ async fn encrypt_but_not_decrypt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_deny_overrides_a_key_policy_allow() {
     let d = TestDaemon::start(Backend::Sealed).await;
-    let alice = create_user(&d, "alice").await;
+    let alice = d.create_user("alice", None).await;
     let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", d.account_id);
     let policy = format!(
         r#"{{"Statement":[
@@ -327,7 +296,7 @@ async fn a_group_deny_overrides_a_key_policy_allow() {
 async fn an_encryption_context_condition_is_enforced() {
     let d = TestDaemon::start(Backend::Sealed).await;
     let key = d.create_key("tenants").await;
-    let alice = create_user(&d, "alice").await;
+    let alice = d.create_user("alice", None).await;
     put_policy(
         &d,
         v1::EntityType::User,
@@ -360,7 +329,7 @@ async fn an_encryption_context_condition_is_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_keys_inactive_deleted_and_limited() {
     let d = TestDaemon::start(Backend::Sealed).await;
-    let alice = create_user(&d, "alice").await;
+    let alice = d.create_user("alice", None).await;
     let whoami = |c: &Client| {
         let mut iam = c.iam();
         let request = c.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {});
@@ -451,7 +420,7 @@ async fn access_keys_inactive_deleted_and_limited() {
         "UnrecognizedClientException",
     );
     // Deleting the user takes its keys with it.
-    let bob = create_user(&d, "bob").await;
+    let bob = d.create_user("bob", None).await;
     whoami(&bob).await.unwrap();
     iam.clone()
         .delete_user(d.client.signed_iam(
@@ -485,8 +454,8 @@ async fn access_keys_inactive_deleted_and_limited() {
 async fn roles_trust_sessions_and_expiry() {
     let d = TestDaemon::start(Backend::Sealed).await;
     let key = d.create_key("app key").await;
-    let alice = create_user(&d, "alice").await;
-    let bob = create_user(&d, "bob").await;
+    let alice = d.create_user("alice", None).await;
+    let bob = d.create_user("bob", None).await;
     let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", d.account_id);
     let trust = format!(
         r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole"}}]}}"#
@@ -783,7 +752,7 @@ async fn key_policies_lockout_check_and_malformed_documents() {
 async fn the_simulator_names_the_deciding_statement() {
     let d = TestDaemon::start(Backend::Sealed).await;
     let key = d.create_key("simulated").await;
-    let client = create_user(&d, "alice").await;
+    let client = d.create_user("alice", None).await;
     put_policy(
         &d,
         v1::EntityType::User,

@@ -17,7 +17,7 @@ mod common;
 
 use common::{Backend, DAY, TestDaemon};
 use keyhaven::api::reason_of;
-use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::client::Client;
 use keyhaven::crypto::CiphertextBlob;
 use keyhaven::keystore::MaterialRef;
 use keyhaven::keystore::sealed::material_record;
@@ -231,49 +231,6 @@ async fn unknown_forged_and_destroyed_keys_answer_alike(backend: Backend) {
 
 // ------------------------------------------------------------------ callers without rights
 
-async fn create_user(d: &TestDaemon, name: &str, policy: Option<&str>) -> Client {
-    let iam = d.client.iam();
-    iam.clone()
-        .create_user(d.client.signed_iam(
-            "CreateUser",
-            v1::CreateUserRequest {
-                user_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateUser");
-    if let Some(document) = policy {
-        let request = v1::PutEntityPolicyRequest {
-            entity_type: v1::EntityType::User as i32,
-            entity_name: name.into(),
-            policy_name: "tamper".into(),
-            policy_document: document.into(),
-        };
-        iam.clone()
-            .put_entity_policy(d.client.signed_iam("PutEntityPolicy", request))
-            .await
-            .expect("PutEntityPolicy");
-    }
-    let key = iam
-        .clone()
-        .create_access_key(d.client.signed_iam(
-            "CreateAccessKey",
-            v1::CreateAccessKeyRequest {
-                user_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateAccessKey")
-        .into_inner();
-    d.client_with(ClientCredentials {
-        access_key_id: key.access_key.expect("access key").access_key_id,
-        secret_access_key: SecretString::new(key.secret_access_key),
-        session_token: None,
-        region: d.config.region.clone(),
-    })
-    .await
-}
-
 async fn decrypt_as(client: &Client, blob: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let request = v1::DecryptRequest {
         ciphertext_blob: blob.to_vec(),
@@ -336,7 +293,7 @@ async fn blobs_to_probe(d: &TestDaemon) -> Vec<(String, Vec<u8>)> {
 async fn a_caller_without_rights_learns_nothing(backend: Backend) {
     let d = TestDaemon::start(backend).await;
     let probes = blobs_to_probe(&d).await;
-    let mallory = create_user(&d, "mallory", None).await;
+    let mallory = d.create_user("mallory", None).await;
     let mut refusals = BTreeSet::new();
     for (what, blob) in &probes {
         let status = decrypt_as(&mallory, blob)
@@ -358,12 +315,8 @@ async fn a_caller_without_rights_learns_nothing(backend: Backend) {
 async fn a_caller_who_may_decrypt_sees_one_refusal(backend: Backend) {
     let d = TestDaemon::start(backend).await;
     let probes = blobs_to_probe(&d).await;
-    let dora = create_user(
-        &d,
-        "dora",
-        Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}"#),
-    )
-    .await;
+    const DECRYPT_ANYTHING: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}"#;
+    let dora = d.create_user("dora", Some(DECRYPT_ANYTHING)).await;
     let mut refusals: BTreeMap<Refusal, Vec<String>> = BTreeMap::new();
     for (what, blob) in &probes {
         match decrypt_as(&dora, blob).await {

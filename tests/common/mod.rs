@@ -227,6 +227,51 @@ impl TestDaemon {
 
     // ------------------------------------------------------------------ shortcuts
 
+    /// Creates user `name` with an access key (and, if given, an inline policy named
+    /// `inline`), and returns a client signed as that user.
+    pub async fn create_user(&self, name: &str, policy: Option<&str>) -> Client {
+        let iam = self.client.iam();
+        iam.clone()
+            .create_user(self.client.signed_iam(
+                "CreateUser",
+                v1::CreateUserRequest {
+                    user_name: name.into(),
+                },
+            ))
+            .await
+            .expect("CreateUser");
+        if let Some(document) = policy {
+            let request = v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::User as i32,
+                entity_name: name.into(),
+                policy_name: "inline".into(),
+                policy_document: document.into(),
+            };
+            iam.clone()
+                .put_entity_policy(self.client.signed_iam("PutEntityPolicy", request))
+                .await
+                .expect("PutEntityPolicy");
+        }
+        let key = iam
+            .clone()
+            .create_access_key(self.client.signed_iam(
+                "CreateAccessKey",
+                v1::CreateAccessKeyRequest {
+                    user_name: name.into(),
+                },
+            ))
+            .await
+            .expect("CreateAccessKey")
+            .into_inner();
+        self.client_with(ClientCredentials {
+            access_key_id: key.access_key.expect("access key").access_key_id,
+            secret_access_key: SecretString::new(key.secret_access_key),
+            session_token: None,
+            region: self.config.region.clone(),
+        })
+        .await
+    }
+
     pub async fn create_key(&self, description: &str) -> v1::KeyMetadata {
         let request = v1::CreateKeyRequest {
             description: description.into(),
