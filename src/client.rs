@@ -112,7 +112,7 @@ pub struct Client {
     credentials: ClientCredentials,
     clock: Arc<dyn Clock>,
     /// The signing key of the last day signed for, derived once a day.
-    signing: Arc<std::sync::Mutex<Option<DaySigningKey>>>,
+    signing: Arc<std::sync::RwLock<Option<DaySigningKey>>>,
 }
 
 impl Client {
@@ -209,6 +209,28 @@ impl Client {
         self.sign(&format!("{KMS_PATH}{method}"), message, now)
     }
 
+    /// The signing key for `day`: derived on the first request of the day, then reused.
+    fn signing_key(&self, day: String) -> Secret<[u8; 32]> {
+        let cached = self.signing.read().ok().and_then(|cached| {
+            cached
+                .as_ref()
+                .filter(|(d, _)| *d == day)
+                .map(|(_, k)| Secret::new(*k.expose()))
+        });
+        if let Some(key) = cached {
+            return key;
+        }
+        let key = Secret::new(signing_key(
+            self.credentials.secret_access_key.expose(),
+            &day,
+            &self.credentials.region,
+        ));
+        if let Ok(mut cached) = self.signing.write() {
+            *cached = Some((day, Secret::new(*key.expose())));
+        }
+        key
+    }
+
     fn sign<T: Message>(&self, path: &str, message: T, now: i64) -> tonic::Request<T> {
         let body = message.encode_to_vec();
         let mut nonce = [0u8; 16];
@@ -223,25 +245,7 @@ impl Client {
                 .map(|t| t.expose().as_str()),
         };
         let day = format_amz_date(now)[..8].to_owned();
-        let key = match self.signing.lock() {
-            Ok(mut cached) => match cached.as_ref() {
-                Some((d, k)) if *d == day => Secret::new(*k.expose()),
-                _ => {
-                    let k = Secret::new(signing_key(
-                        self.credentials.secret_access_key.expose(),
-                        &day,
-                        &self.credentials.region,
-                    ));
-                    *cached = Some((day, Secret::new(*k.expose())));
-                    k
-                }
-            },
-            Err(_) => Secret::new(signing_key(
-                self.credentials.secret_access_key.expose(),
-                &day,
-                &self.credentials.region,
-            )),
-        };
+        let key = self.signing_key(day);
         let signed = sign_request_with_key(
             credentials,
             key.expose(),

@@ -17,7 +17,7 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// A request's timestamp may be this far from the server's clock.
@@ -107,7 +107,7 @@ struct AccessKeyEntry {
     secret: SecretString,
     /// The signing key of the last (date, region) it signed for: derived once a day rather
     /// than with four HMACs on every request.
-    signing: Mutex<Option<SigningKey>>,
+    signing: RwLock<Option<SigningKey>>,
 }
 
 struct SigningKey {
@@ -118,7 +118,7 @@ struct SigningKey {
 
 impl AccessKeyEntry {
     fn signing_key(&self, date: &str, region: &str) -> Secret<[u8; 32]> {
-        if let Ok(cached) = self.signing.lock()
+        if let Ok(cached) = self.signing.read()
             && let Some(k) = cached.as_ref()
             && k.date == date
             && k.region == region
@@ -126,7 +126,7 @@ impl AccessKeyEntry {
             return Secret::new(*k.key.expose());
         }
         let key = Secret::new(signature::signing_key(self.secret.expose(), date, region));
-        if let Ok(mut cached) = self.signing.lock() {
+        if let Ok(mut cached) = self.signing.write() {
             *cached = Some(SigningKey {
                 date: date.to_owned(),
                 region: region.to_owned(),
@@ -314,7 +314,7 @@ impl CredentialStore {
             record,
             principal: Arc::new(principal),
             secret: SecretString::new(secret),
-            signing: Mutex::new(None),
+            signing: RwLock::new(None),
         })
     }
 
