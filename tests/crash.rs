@@ -31,13 +31,12 @@
 //! `KEYHAVEN_CRASH_SEED=N` replays the same random choices (the kill timing still varies);
 //! `KEYHAVEN_CRASH_VERBOSE=1` prints where each cycle's time goes.
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CryptokiError, RvError};
+use common::device::PrivateToken;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
 use keyhaven::api::reason_of;
 use keyhaven::client::{Client, ClientCredentials};
 use keyhaven::clock::SystemClock;
@@ -99,74 +98,7 @@ enum Keystore {
     Pkcs11,
 }
 
-/// A SoftHSM2 token made for one test run, deleted afterwards.
-struct PrivateToken {
-    module: PathBuf,
-    label: String,
-    pin: String,
-}
-
-const TOKEN_PIN: &str = "12345678";
-const TOKEN_SO_PIN: &str = "87654321";
-
 impl PrivateToken {
-    fn create() -> PrivateToken {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!(
-                    "{name} is not set: the PKCS#11 crash test needs SoftHSM2. \
-                     Run `eval \"$(hsm-sim/setup.sh)\"` first (`make test` does this)."
-                )
-            })
-        };
-        let _ = var("SOFTHSM2_CONF");
-        let module = PathBuf::from(var("KEYHAVEN_PKCS11_MODULE"));
-        // Token labels are at most 32 characters.
-        let label = format!("kh-crash-{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let output = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label])
-            .args(["--so-pin", TOKEN_SO_PIN, "--pin", TOKEN_PIN])
-            .output()
-            .expect("run softhsm2-util (installed by hsm-sim/setup.sh)");
-        assert!(
-            output.status.success(),
-            "softhsm2-util --init-token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        PrivateToken {
-            module,
-            label,
-            pin: TOKEN_PIN.into(),
-        }
-    }
-
-    /// A logged-in session of this process on the token.
-    fn session(&self) -> Session {
-        let module = Pkcs11::new(&self.module).expect("load the PKCS#11 module");
-        match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => panic!("C_Initialize: {e}"),
-        }
-        let slot = module
-            .get_slots_with_token()
-            .expect("slots")
-            .into_iter()
-            .find(|slot| {
-                module
-                    .get_token_info(*slot)
-                    .map(|info| info.label().trim_end() == self.label)
-                    .unwrap_or(false)
-            })
-            .unwrap_or_else(|| panic!("token {} not found", self.label));
-        let session = module.open_ro_session(slot).expect("open a session");
-        let pin = AuthPin::new(self.pin.clone().into_boxed_str());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => panic!("C_Login: {e}"),
-        }
-        session
-    }
-
     /// How many secret-key objects carry each `keyhaven:<uuid>:<version>` label, the labels
     /// that do not parse, and how many objects have no label at all.
     fn objects(&self, account_id: &str) -> TokenObjects {
@@ -210,14 +142,6 @@ struct TokenObjects {
     /// the daemon's fate; here such objects are counted, and must be no more than the key
     /// generations the kill interrupted.
     unlabelled: usize,
-}
-
-impl Drop for PrivateToken {
-    fn drop(&mut self) {
-        let _ = Command::new("softhsm2-util")
-            .args(["--delete-token", "--token", &self.label])
-            .output();
-    }
 }
 
 /// Parses a sealed material record name: `material/<uuid>/` + big-endian u32 version.
@@ -282,7 +206,7 @@ impl Deployment {
             session_token: None,
             region: "local".into(),
         };
-        let token = (keystore == Keystore::Pkcs11).then(PrivateToken::create);
+        let token = (keystore == Keystore::Pkcs11).then(|| PrivateToken::create("kh-crash"));
         Deployment {
             keystore,
             account_id,

@@ -21,6 +21,9 @@
 //! version made adds its record (and, on SoftHSM2, its objects). A steady-state check needs a
 //! warm-up past the five minutes: `KEYHAVEN_SOAK_SECONDS=900 KEYHAVEN_SOAK_WARMUP_SECONDS=330`.
 
+mod common;
+
+use common::device::PrivateToken;
 use keyhaven::api::reason_of;
 use keyhaven::client::{Client, ClientCredentials};
 use keyhaven::clock::SystemClock;
@@ -49,46 +52,6 @@ const KEPT_BLOBS: usize = 64;
 
 fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A SoftHSM2 token made for this run and deleted afterwards.
-struct PrivateToken {
-    label: String,
-}
-
-impl PrivateToken {
-    fn create() -> PrivateToken {
-        for name in ["SOFTHSM2_CONF", "KEYHAVEN_PKCS11_MODULE"] {
-            assert!(
-                setting(name).is_some(),
-                "{name} is not set: KEYHAVEN_SOAK_BACKEND=pkcs11 needs a SoftHSM2 token. Run \
-                 `eval \"$(hsm-sim/setup.sh)\"` first."
-            );
-        }
-        let label = format!(
-            "kh-soak-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let output = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label])
-            .args(["--so-pin", "87654321", "--pin", "12345678"])
-            .output()
-            .expect("run softhsm2-util");
-        assert!(
-            output.status.success(),
-            "softhsm2-util --init-token: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        PrivateToken { label }
-    }
-}
-
-impl Drop for PrivateToken {
-    fn drop(&mut self) {
-        let _ = Command::new("softhsm2-util")
-            .args(["--delete-token", "--token", &self.label])
-            .output();
-    }
 }
 
 /// The daemon process; killed if the test ends early.
@@ -122,12 +85,9 @@ impl Daemon {
         if let Some(token) = token {
             command
                 .args(["--keystore", "pkcs11"])
-                .env(
-                    "KEYHAVEN_PKCS11_MODULE",
-                    setting("KEYHAVEN_PKCS11_MODULE").unwrap_or_default(),
-                )
+                .env("KEYHAVEN_PKCS11_MODULE", &token.module)
                 .env("KEYHAVEN_PKCS11_TOKEN_LABEL", &token.label)
-                .env("KEYHAVEN_PKCS11_PIN", "12345678");
+                .env("KEYHAVEN_PKCS11_PIN", &token.pin);
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -351,7 +311,7 @@ async fn mixed_traffic_for_a_set_time_without_errors_or_memory_growth() {
     let backend = setting("KEYHAVEN_SOAK_BACKEND").unwrap_or_else(|| "sealed".into());
     let token = match backend.as_str() {
         "sealed" => None,
-        "pkcs11" => Some(PrivateToken::create()),
+        "pkcs11" => Some(PrivateToken::create("kh-soak")),
         other => panic!("KEYHAVEN_SOAK_BACKEND={other:?}: sealed or pkcs11"),
     };
 

@@ -7,6 +7,8 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use keyhaven::keystore::pkcs11::TokenSelector;
+use std::path::PathBuf;
+use std::process::Command;
 
 /// A session of our own on the test token, logged in as the user.
 pub fn independent_session() -> Session {
@@ -68,4 +70,84 @@ fn labelled(
             Attribute::Label(format!("keyhaven:{account}:{key}:{version}").into_bytes()),
         ])
         .expect("C_FindObjects")
+}
+
+/// A SoftHSM2 token made for one test run (for tests that need a token no other test
+/// touches), deleted afterwards.
+pub struct PrivateToken {
+    pub module: PathBuf,
+    pub label: String,
+    pub pin: String,
+}
+
+impl PrivateToken {
+    /// A fresh token labelled `<prefix>-<random>`, in the SoftHSM2 `hsm-sim/setup.sh` set up.
+    pub fn create(prefix: &str) -> PrivateToken {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: this test needs SoftHSM2. \
+                     Run `eval \"$(hsm-sim/setup.sh)\"` first (`make test` does this)."
+                )
+            })
+        };
+        let _ = var("SOFTHSM2_CONF");
+        let module = PathBuf::from(var("KEYHAVEN_PKCS11_MODULE"));
+        // Token labels are at most 32 characters.
+        let label = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let pin = "12345678";
+        let output = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &label])
+            .args(["--so-pin", "87654321", "--pin", pin])
+            .output()
+            .expect("run softhsm2-util (installed by hsm-sim/setup.sh)");
+        assert!(
+            output.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PrivateToken {
+            module,
+            label,
+            pin: pin.into(),
+        }
+    }
+
+    /// A logged-in session of this process on the token.
+    pub fn session(&self) -> Session {
+        let module = Pkcs11::new(&self.module).expect("load the PKCS#11 module");
+        match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => panic!("C_Initialize: {e}"),
+        }
+        let slot = module
+            .get_slots_with_token()
+            .expect("slots")
+            .into_iter()
+            .find(|slot| {
+                module
+                    .get_token_info(*slot)
+                    .map(|info| info.label().trim_end() == self.label)
+                    .unwrap_or(false)
+            })
+            .unwrap_or_else(|| panic!("token {} not found", self.label));
+        let session = module.open_ro_session(slot).expect("open a session");
+        let pin = AuthPin::new(self.pin.clone().into_boxed_str());
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => panic!("C_Login: {e}"),
+        }
+        session
+    }
+}
+
+impl Drop for PrivateToken {
+    fn drop(&mut self) {
+        let _ = Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", &self.label])
+            .output();
+    }
 }
