@@ -704,11 +704,13 @@ impl KeyService {
         })
     }
 
-    /// Runs a keystore call, on a blocking thread when the keystore may block.
+    /// Runs a keystore call, on a blocking thread when the keystore may block (waited for up
+    /// to its deadline, when it has one). `generates` names the version `call` generates.
     async fn on_keystore<T, F>(
         &self,
         keystore: &Arc<dyn KeyStore>,
-        operation: &str,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
         call: F,
     ) -> Result<T, KeyError>
     where
@@ -716,7 +718,9 @@ impl KeyService {
         F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
     {
         let started = std::time::Instant::now();
-        let result = if keystore.blocks() {
+        let result = if let Some(bounded) = keystore.deadline() {
+            bounded.run(operation, generates, call).await
+        } else if keystore.blocks() {
             let keystore = keystore.clone();
             tokio::task::spawn_blocking(move || call(&*keystore))
                 .await
@@ -827,7 +831,9 @@ impl KeyService {
             version: 1,
         };
         let generated = self
-            .on_keystore(&keystore, "generate", move |k| k.generate(material))
+            .on_keystore(&keystore, "generate", Some(material), move |k| {
+                k.generate(material)
+            })
             .await?;
         let record = KeyRecord {
             id,
@@ -859,7 +865,7 @@ impl KeyService {
         if let Err(error) = committed {
             let undo = keystore.clone();
             let _ = self
-                .on_keystore(&undo, "discard", move |k| {
+                .on_keystore(&undo, "discard", None, move |k| {
                     k.discard(material);
                     Ok(())
                 })
@@ -985,9 +991,11 @@ impl KeyService {
                 version: version.number,
             };
             let records = self
-                .on_keystore(&keystore, "destroy", move |k| match k.destroy(material) {
-                    Err(KeyStoreError::MaterialNotFound(_)) => Ok(WriteBatch::new()),
-                    other => other,
+                .on_keystore(&keystore, "destroy", None, move |k| {
+                    match k.destroy(material) {
+                        Err(KeyStoreError::MaterialNotFound(_)) => Ok(WriteBatch::new()),
+                        other => other,
+                    }
                 })
                 .await?;
             batch.extend(records);
@@ -1212,7 +1220,9 @@ impl KeyService {
             version: number,
         };
         let generated = self
-            .on_keystore(&keystore, "generate", move |k| k.generate(material))
+            .on_keystore(&keystore, "generate", Some(material), move |k| {
+                k.generate(material)
+            })
             .await?;
         let block = self.config.nonce_reservation_block;
         let result = self
@@ -1240,7 +1250,7 @@ impl KeyService {
             }
             Err(error) => {
                 let _ = self
-                    .on_keystore(&keystore, "discard", move |k| {
+                    .on_keystore(&keystore, "discard", None, move |k| {
                         k.discard(material);
                         Ok(())
                     })
@@ -1480,7 +1490,7 @@ impl KeyService {
         let aad = CiphertextBlob::aad(record.id, version, &nonce, context);
         let sealed = if keystore.blocks() {
             let plaintext = SecretBytes::new(plaintext.to_vec());
-            self.on_keystore(&keystore, "encrypt", move |k| {
+            self.on_keystore(&keystore, "encrypt", None, move |k| {
                 k.encrypt(material, &nonce, &aad, plaintext.expose())
             })
             .await?
@@ -1563,7 +1573,7 @@ impl KeyService {
         let nonce = parsed.nonce;
         let plaintext = if keystore.blocks() {
             let sealed = parsed.sealed.to_vec();
-            self.on_keystore(&keystore, "decrypt", move |k| {
+            self.on_keystore(&keystore, "decrypt", None, move |k| {
                 k.decrypt(material, &nonce, &aad, &sealed)
             })
             .await?

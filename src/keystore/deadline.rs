@@ -7,8 +7,12 @@
 //! on until the device answers, returns its session to the pool as usual, and then undoes what
 //! nobody will record: a version generated after its caller gave up is destroyed again.
 //!
+//! The key service waits for the worker asynchronously ([`DeadlineKeyStore::run`]): one
+//! hand-over per call, to the worker and back. The [`KeyStore`] methods wait on a condition
+//! variable instead, for callers outside the runtime (start-up checks, tests).
+//!
 //! What this costs and bounds:
-//! - one hand-over to another blocking thread per call;
+//! - one hand-over to a blocking thread per call;
 //! - at most [`OVERDUE_LIMIT`] calls running past their deadline at any time: beyond that,
 //!   calls answer `Unavailable` at once without reaching the device, until it answers again,
 //!   so a hung device holds a bounded number of threads and sessions;
@@ -60,7 +64,10 @@ enum Slot<T> {
 
 struct Handoff<T> {
     slot: Mutex<Slot<T>>,
+    /// For a waiting thread.
     ready: Condvar,
+    /// For a waiting task.
+    answered: tokio::sync::Notify,
 }
 
 impl<T> Handoff<T> {
@@ -88,6 +95,7 @@ impl<T> Delivery<T> {
         if matches!(*slot, Slot::Waiting) {
             *slot = Slot::Done(result);
             self.handoff.ready.notify_one();
+            self.handoff.answered.notify_one();
             return;
         }
         drop(slot);
@@ -160,17 +168,13 @@ impl DeadlineKeyStore {
         KeyStoreError::Unavailable(format!("{}: {why}", self.inner.name()))
     }
 
-    /// Runs `work` on a worker thread; waits for it until the deadline.
-    fn call<T, F>(
+    /// Refuses a call at once while too many are overdue, or while the version it would
+    /// generate is still being undone.
+    fn admit(
         &self,
         operation: &'static str,
         generates: Option<MaterialRef>,
-        work: F,
-    ) -> Result<T, KeyStoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
-    {
+    ) -> Result<(), KeyStoreError> {
         let overdue = self.shared.overdue.load(Ordering::Acquire);
         if overdue >= OVERDUE_LIMIT {
             return Err(self.unavailable(format!(
@@ -181,12 +185,28 @@ impl DeadlineKeyStore {
             && self.shared.undoing().contains(&material)
         {
             return Err(self.unavailable(format!(
-                "an abandoned generation of {material:?} is still being undone"
+                "an abandoned generation of {material:?} is still being undone ({operation})"
             )));
         }
+        Ok(())
+    }
+
+    /// Starts `work` on a worker thread; its answer arrives in the returned hand-off.
+    fn dispatch<T, F>(
+        &self,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<Arc<Handoff<T>>, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        self.admit(operation, generates)?;
         let handoff = Arc::new(Handoff {
             slot: Mutex::new(Slot::Waiting),
             ready: Condvar::new(),
+            answered: tokio::sync::Notify::new(),
         });
         let mut delivery = Delivery {
             handoff: handoff.clone(),
@@ -211,23 +231,24 @@ impl DeadlineKeyStore {
                 .spawn(job)
                 .map(drop),
         };
-        if let Err(error) = spawned {
-            return Err(self.unavailable(format!("cannot start a worker thread: {error}")));
+        match spawned {
+            Ok(()) => Ok(handoff),
+            Err(error) => Err(self.unavailable(format!("cannot start a worker thread: {error}"))),
         }
-        let slot = handoff.slot();
-        let (mut slot, _) = handoff
-            .ready
-            .wait_timeout_while(slot, self.timeout, |s| matches!(s, Slot::Waiting))
-            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// Takes the answer from `slot` once the wait is over; a call still running is left to
+    /// its worker, which undoes what it generated.
+    fn collect<T>(
+        &self,
+        mut slot: MutexGuard<'_, Slot<T>>,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+    ) -> Result<T, KeyStoreError> {
         match std::mem::replace(&mut *slot, Slot::Abandoned) {
             Slot::Done(result) => result,
             Slot::Waiting | Slot::Abandoned => {
-                // Counted and recorded under the slot's lock, before the worker can see it.
-                self.shared.overdue.fetch_add(1, Ordering::AcqRel);
-                if let Some(material) = generates {
-                    self.shared.undoing().insert(material);
-                }
-                drop(slot);
+                self.abandon(slot, generates);
                 tracing::warn!(
                     keystore = self.inner.name(),
                     operation,
@@ -240,6 +261,109 @@ impl DeadlineKeyStore {
                 )))
             }
         }
+    }
+
+    /// Leaves a running call to its worker. Counted and recorded under the slot's lock (its
+    /// guard, with the slot already `Abandoned`), before the worker can see it.
+    fn abandon<T>(&self, slot: MutexGuard<'_, Slot<T>>, generates: Option<MaterialRef>) {
+        self.shared.overdue.fetch_add(1, Ordering::AcqRel);
+        if let Some(material) = generates {
+            self.shared.undoing().insert(material);
+        }
+        drop(slot);
+    }
+
+    /// Runs `work` on a worker thread; blocks the calling thread until it answers or the
+    /// deadline passes.
+    fn call<T, F>(
+        &self,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        let handoff = self.dispatch(operation, generates, work)?;
+        let slot = handoff.slot();
+        let (slot, _) = handoff
+            .ready
+            .wait_timeout_while(slot, self.timeout, |s| matches!(s, Slot::Waiting))
+            .unwrap_or_else(|p| p.into_inner());
+        self.collect(slot, operation, generates)
+    }
+
+    /// Runs `work` (given the wrapped keystore) on a worker thread and waits for it, without
+    /// holding a thread, until it answers or the deadline passes. `generates` names the version
+    /// `work` generates, if any, so that a generation nobody waits for any more is undone. A
+    /// caller that stops waiting early (its request cancelled) leaves the call to its worker
+    /// like a caller past the deadline.
+    pub async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        let handoff = self.dispatch(operation, generates, work)?;
+        let mut waiting = Waiting {
+            store: self,
+            handoff: &handoff,
+            operation,
+            generates,
+            done: false,
+        };
+        // The worker stores a permit if it answers before this waits.
+        let _ = tokio::time::timeout(self.timeout, handoff.answered.notified()).await;
+        waiting.done = true;
+        self.collect(handoff.slot(), operation, generates)
+    }
+}
+
+/// A task's wait in [`DeadlineKeyStore::run`]: dropped before its end, it gives the call up.
+struct Waiting<'a, T> {
+    store: &'a DeadlineKeyStore,
+    handoff: &'a Handoff<T>,
+    operation: &'static str,
+    generates: Option<MaterialRef>,
+    done: bool,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut slot = self.handoff.slot();
+        match std::mem::replace(&mut *slot, Slot::Abandoned) {
+            Slot::Waiting | Slot::Abandoned => self.store.abandon(slot, self.generates),
+            Slot::Done(result) => {
+                drop(slot);
+                // Answered, but nobody will record what it generated.
+                if let (Ok(_), Some(material)) = (result, self.generates) {
+                    let (inner, shared) = (self.store.inner.clone(), self.store.shared.clone());
+                    shared.undoing().insert(material);
+                    let job = move || {
+                        undo_generation(&*inner, material);
+                        shared.undoing().remove(&material);
+                    };
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        drop(runtime.spawn_blocking(job));
+                    } else {
+                        job();
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            keystore = self.store.inner.name(),
+            operation = self.operation,
+            "keystore call given up by its caller; it finishes in the background"
+        );
     }
 }
 
@@ -254,6 +378,10 @@ impl KeyStore for DeadlineKeyStore {
 
     fn blocks(&self) -> bool {
         self.inner.blocks()
+    }
+
+    fn deadline(&self) -> Option<&DeadlineKeyStore> {
+        Some(self)
     }
 
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
@@ -406,6 +534,92 @@ mod tests {
         assert_eq!(inner.generated.load(Ordering::SeqCst), 1);
         assert_eq!(inner.destroyed.load(Ordering::SeqCst), 1);
         assert!(store.shared.undoing().is_empty());
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Waits (up to 5 s) until no call is overdue.
+    fn settled(store: &DeadlineKeyStore) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.shared.overdue.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.shared.overdue.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_task_waits_for_the_answer_within_the_deadline() {
+        let inner = slow(20);
+        let store = DeadlineKeyStore::new(inner.clone(), Duration::from_secs(5));
+        let sealed = runtime()
+            .block_on(store.run("encrypt", None, |k| {
+                k.encrypt(MATERIAL, &[0; 12], b"", b"abc")
+            }))
+            .unwrap();
+        assert_eq!(sealed, b"abc");
+        assert_eq!(store.shared.overdue.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_task_past_the_deadline_answers_unavailable_and_the_generation_is_undone() {
+        let inner = slow(300);
+        let store = DeadlineKeyStore::new(inner.clone(), Duration::from_millis(50));
+        let rt = runtime();
+        let started = Instant::now();
+        let error = rt
+            .block_on(store.run("generate", Some(MATERIAL), move |k| k.generate(MATERIAL)))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(250), "{error}");
+        assert!(matches!(error, KeyStoreError::Unavailable(_)), "{error}");
+        assert!(matches!(
+            rt.block_on(store.run("generate", Some(MATERIAL), move |k| k.generate(MATERIAL))),
+            Err(KeyStoreError::Unavailable(_))
+        ));
+        settled(&store);
+        assert_eq!(inner.generated.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.destroyed.load(Ordering::SeqCst), 1);
+        assert!(store.shared.undoing().is_empty());
+    }
+
+    #[test]
+    fn a_generation_whose_task_is_cancelled_is_undone() {
+        let rt = runtime();
+        // Given up while the device works, and after it answered but before the task saw it.
+        for (delay_ms, given_up_after_ms) in [(200, 0), (0, 100)] {
+            let inner = slow(delay_ms);
+            let store = DeadlineKeyStore::new(inner.clone(), Duration::from_secs(5));
+            rt.block_on(async {
+                let mut run = std::pin::pin!(
+                    store.run("generate", Some(MATERIAL), move |k| k.generate(MATERIAL))
+                );
+                // Polled once: the worker starts.
+                let first =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+                assert!(first.is_pending());
+                std::thread::sleep(Duration::from_millis(given_up_after_ms));
+            });
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while inner.destroyed.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            settled(&store);
+            assert_eq!(
+                inner.generated.load(Ordering::SeqCst),
+                1,
+                "delay {delay_ms}"
+            );
+            assert_eq!(
+                inner.destroyed.load(Ordering::SeqCst),
+                1,
+                "delay {delay_ms}"
+            );
+            assert!(store.shared.undoing().is_empty());
+        }
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub trait KeyStore: Send + Sync + 'static {
         false
     }
 
+    /// This keystore as a [`deadline::DeadlineKeyStore`], if it is one: the key service then
+    /// waits for its calls without holding a thread.
+    fn deadline(&self) -> Option<&deadline::DeadlineKeyStore> {
+        None
+    }
+
     /// Generates a fresh 256-bit key for `material`.
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError>;
 
