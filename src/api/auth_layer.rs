@@ -222,7 +222,11 @@ where
         if !request.uri().path().starts_with(AUTHENTICATED_PREFIX) {
             return Box::pin(inner.call(request));
         }
-        let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        // A random (version 4) id from the thread's CSPRNG: no system call per request.
+        let request_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .to_string();
         let operation = operation_name(request.uri().path());
         let span = tracing::info_span!("call", request_id = %request_id, operation = %operation);
         let future = async move {
@@ -274,7 +278,7 @@ where
                     .get(signature::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| signature::parse_authorization(v).ok())
-                    .map(|p| p.access_key_id)
+                    .map(|p| p.access_key_id.to_owned())
             };
             let limit = layer.max_message + FRAME_HEADER;
             let bytes: Bytes = match Limited::new(body, limit).collect().await {

@@ -12,12 +12,13 @@
 //! as for a key they may not use, naming the resource as they gave it.
 
 use super::auth_layer::AuditSlot;
-use crate::auth::{Caller, PrincipalKind};
+use crate::auth::{Caller, Principal, PrincipalKind};
 use crate::clock::{UnixSeconds, rfc3339};
 use crate::iam::IamService;
 use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
 use crate::policy::{
-    Identity, NamedPolicy, PolicyDecision, Request as PolicyRequest, RequestContext, evaluate,
+    DeferredKeys, Identity, NamedPolicy, PolicyDecision, Request as PolicyRequest, RequestContext,
+    evaluate,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -31,6 +32,42 @@ pub struct CallContext {
     pub secure_transport: bool,
     /// Where the keys this call touches are noted for its audit record.
     pub audit: AuditSlot,
+}
+
+/// The facts behind every request's condition keys.
+struct CallKeys {
+    principal: Arc<Principal>,
+    now: UnixSeconds,
+    source_ip: Option<IpAddr>,
+    secure_transport: bool,
+}
+
+impl DeferredKeys for CallKeys {
+    fn fill(&self, context: &mut RequestContext) {
+        let principal = &self.principal;
+        context
+            .set("aws:PrincipalArn", principal.arn.clone())
+            .set("aws:PrincipalAccount", principal.account_id.clone())
+            .set("kms:CallerAccount", principal.account_id.clone())
+            .set("aws:CurrentTime", rfc3339(self.now))
+            .set("aws:EpochTime", self.now.to_string())
+            .set("aws:SecureTransport", self.secure_transport.to_string());
+        if let Some(ip) = self.source_ip {
+            context.set("aws:SourceIp", ip.to_string());
+        }
+        match &principal.kind {
+            PrincipalKind::User { name } => {
+                context.set("aws:username", name.clone());
+                context.set("aws:PrincipalType", "User");
+            }
+            PrincipalKind::AssumedRole { .. } => {
+                context.set("aws:PrincipalType", "AssumedRole");
+            }
+            PrincipalKind::Root => {
+                context.set("aws:PrincipalType", "Account");
+            }
+        }
+    }
 }
 
 pub struct Authorizer {
@@ -47,33 +84,14 @@ impl Authorizer {
         &self.iam
     }
 
-    /// The condition keys every request has.
+    /// The condition keys every request has, spelt out only if a condition asks for one.
     pub fn base_context(&self, call: &CallContext, now: UnixSeconds) -> RequestContext {
-        let principal = &call.caller.principal;
-        let mut context = RequestContext::new();
-        context
-            .set("aws:PrincipalArn", principal.arn.clone())
-            .set("aws:PrincipalAccount", principal.account_id.clone())
-            .set("kms:CallerAccount", principal.account_id.clone())
-            .set("aws:CurrentTime", rfc3339(now))
-            .set("aws:EpochTime", now.to_string())
-            .set("aws:SecureTransport", call.secure_transport.to_string());
-        if let Some(ip) = call.source_ip {
-            context.set("aws:SourceIp", ip.to_string());
-        }
-        match &principal.kind {
-            PrincipalKind::User { name } => {
-                context.set("aws:username", name.clone());
-                context.set("aws:PrincipalType", "User");
-            }
-            PrincipalKind::AssumedRole { .. } => {
-                context.set("aws:PrincipalType", "AssumedRole");
-            }
-            PrincipalKind::Root => {
-                context.set("aws:PrincipalType", "Account");
-            }
-        }
-        context
+        RequestContext::with_deferred(Arc::new(CallKeys {
+            principal: call.caller.principal.clone(),
+            now,
+            source_ip: call.source_ip,
+            secure_transport: call.secure_transport,
+        }))
     }
 
     /// Adds an encryption context's condition keys.

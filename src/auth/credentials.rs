@@ -564,9 +564,9 @@ impl CredentialStore {
         let entry = self
             .entry(&parsed.access_key_id)
             .filter(|e| e.record.status == AccessKeyStatus::Active)
-            .ok_or_else(|| AuthError::UnknownAccessKey(parsed.access_key_id.clone()))?;
+            .ok_or_else(|| AuthError::UnknownAccessKey(parsed.access_key_id.to_owned()))?;
         if entry.record.session_token_sha256.is_some() {
-            if !parsed.signed_headers.iter().any(|h| h == TOKEN_HEADER) {
+            if !parsed.signed_headers.contains(&TOKEN_HEADER) {
                 return Err(AuthError::Malformed(format!(
                     "temporary credentials need {TOKEN_HEADER}, signed"
                 )));
@@ -577,25 +577,26 @@ impl CredentialStore {
             )));
         }
         let mut signed = Vec::with_capacity(parsed.signed_headers.len());
-        for name in &parsed.signed_headers {
+        for &name in &parsed.signed_headers {
             let value = header(name)?
                 .ok_or_else(|| AuthError::Malformed(format!("signed header {name} is missing")))?;
-            signed.push((name.as_str(), value));
+            signed.push((name, value));
         }
         debug_assert!(
             REQUIRED_SIGNED
                 .iter()
                 .all(|r| signed.iter().any(|(n, _)| n == r))
         );
-        let to_sign = signature::string_to_sign(
+        let request = signature::RequestToSign {
             method_path,
-            &signed,
+            headers: &signed,
             body_sha256_hex,
             amz_date,
-            &parsed.scope(),
-        );
-        let key = entry.signing_key(&parsed.date, &parsed.region);
-        if !signature::verify(key.expose(), &to_sign, &parsed.signature) {
+            date: parsed.date,
+            region: parsed.region,
+        };
+        let key = entry.signing_key(parsed.date, parsed.region);
+        if !request.verify(key.expose(), &parsed.signature) {
             return Err(AuthError::BadSignature);
         }
         if let Some(expected) = &entry.record.session_token_sha256 {
@@ -617,7 +618,7 @@ impl CredentialStore {
         }
         Ok(Caller {
             principal: entry.principal.clone(),
-            access_key_id: parsed.access_key_id,
+            access_key_id: parsed.access_key_id.to_owned(),
         })
     }
 }

@@ -95,6 +95,40 @@ pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
     hmac(&k_service, b"aws4_request")
 }
 
+/// The SHA-256 of the canonical request, hashed as it is written out (no copy is built).
+/// `headers` are (lower-case name, value), sorted by name.
+fn canonical_request_sha256(
+    method_path: &str,
+    headers: &[(&str, &str)],
+    body_sha256_hex: &str,
+) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"POST\n");
+    hash.update(method_path);
+    hash.update(b"\n\n");
+    for (name, value) in headers {
+        hash.update(name);
+        hash.update(b":");
+        hash.update(value.trim());
+        hash.update(b"\n");
+    }
+    hash.update(b"\n");
+    for (i, (name, _)) in headers.iter().enumerate() {
+        if i > 0 {
+            hash.update(b";");
+        }
+        hash.update(name);
+    }
+    hash.update(b"\n");
+    hash.update(body_sha256_hex);
+    hash.finalize().into()
+}
+
+/// The credential scope, `<date>/<region>/kms/aws4_request`.
+pub fn scope(date: &str, region: &str) -> String {
+    format!("{date}/{region}/{SERVICE}/aws4_request")
+}
+
 /// The string to sign for a request. `headers` are (lower-case name, value), sorted by name.
 pub fn string_to_sign(
     method_path: &str,
@@ -103,24 +137,63 @@ pub fn string_to_sign(
     amz_date: &str,
     scope: &str,
 ) -> String {
-    let mut canonical = String::with_capacity(256);
-    canonical.push_str("POST\n");
-    canonical.push_str(method_path);
-    canonical.push_str("\n\n");
-    for (name, value) in headers {
-        canonical.push_str(name);
-        canonical.push(':');
-        canonical.push_str(value.trim());
-        canonical.push('\n');
-    }
-    canonical.push('\n');
-    canonical.push_str(&signed_header_names(headers));
-    canonical.push('\n');
-    canonical.push_str(body_sha256_hex);
+    let canonical = canonical_request_sha256(method_path, headers, body_sha256_hex);
     format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical.as_bytes())
+        hex::encode(canonical)
     )
+}
+
+/// What a request is signed over, as [`string_to_sign`] spells it out.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestToSign<'a> {
+    pub method_path: &'a str,
+    /// (lower-case name, value), sorted by name.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body_sha256_hex: &'a str,
+    pub amz_date: &'a str,
+    /// The scope's date (`YYYYMMDD`) and region.
+    pub date: &'a str,
+    pub region: &'a str,
+}
+
+impl RequestToSign<'_> {
+    /// The HMAC of the string to sign under `signing_key`, fed piece by piece.
+    fn mac(&self, signing_key: &[u8; 32]) -> HmacSha256 {
+        let canonical =
+            canonical_request_sha256(self.method_path, self.headers, self.body_sha256_hex);
+        let mut canonical_hex = [0u8; 64];
+        // 32 bytes always fit in 64 hex digits.
+        let _ = hex::encode_to_slice(canonical, &mut canonical_hex);
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(signing_key).unwrap_or_else(|_| unreachable!());
+        for piece in [
+            ALGORITHM.as_bytes(),
+            b"\n",
+            self.amz_date.as_bytes(),
+            b"\n",
+            self.date.as_bytes(),
+            b"/",
+            self.region.as_bytes(),
+            b"/",
+            SERVICE.as_bytes(),
+            b"/aws4_request\n",
+            &canonical_hex,
+        ] {
+            mac.update(piece);
+        }
+        mac
+    }
+
+    /// The signature, as [`sign`] of the string to sign would make it.
+    pub fn sign(&self, signing_key: &[u8; 32]) -> [u8; 32] {
+        self.mac(signing_key).finalize().into_bytes().into()
+    }
+
+    /// Checks `signature` in constant time.
+    pub fn verify(&self, signing_key: &[u8; 32], signature: &[u8; 32]) -> bool {
+        self.mac(signing_key).verify_slice(signature).is_ok()
+    }
 }
 
 fn signed_header_names(headers: &[(&str, &str)]) -> String {
@@ -147,22 +220,22 @@ pub fn verify(signing_key: &[u8; 32], string_to_sign: &str, signature: &[u8; 32]
 
 /// The parts of an `authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedAuthorization {
-    pub access_key_id: String,
-    pub date: String,
-    pub region: String,
-    pub signed_headers: Vec<String>,
+pub struct ParsedAuthorization<'a> {
+    pub access_key_id: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
+    pub signed_headers: Vec<&'a str>,
     pub signature: [u8; 32],
 }
 
-impl ParsedAuthorization {
+impl ParsedAuthorization<'_> {
     pub fn scope(&self) -> String {
-        format!("{}/{}/{SERVICE}/aws4_request", self.date, self.region)
+        scope(self.date, self.region)
     }
 }
 
 /// Parses an `authorization` header value. Hostile input: bounded, never panics.
-pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
+pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, String> {
     if value.len() > MAX_AUTHORIZATION_LEN {
         return Err("authorization header too long".into());
     }
@@ -199,7 +272,7 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
     if access_key_id.is_empty() || date.len() != 8 || region.is_empty() {
         return Err("Credential scope is incomplete".into());
     }
-    let signed_headers: Vec<String> = signed.split(';').map(str::to_owned).collect();
+    let signed_headers: Vec<&str> = signed.split(';').collect();
     if signed_headers.iter().any(|h| {
         h.is_empty()
             || h.bytes()
@@ -209,7 +282,7 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
         return Err("SignedHeaders must be sorted lower-case header names".into());
     }
     for required in REQUIRED_SIGNED {
-        if !signed_headers.iter().any(|h| h == required) {
+        if !signed_headers.contains(&required) {
             return Err(format!("SignedHeaders must include {required}"));
         }
     }
@@ -217,9 +290,9 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization, String> {
     hex::decode_to_slice(signature, &mut bytes)
         .map_err(|_| "Signature must be 64 hex digits".to_string())?;
     Ok(ParsedAuthorization {
-        access_key_id: access_key_id.to_owned(),
-        date: date.to_owned(),
-        region: region.to_owned(),
+        access_key_id,
+        date,
+        region,
         signed_headers,
         signature: bytes,
     })
@@ -316,13 +389,22 @@ pub fn sign_request_with_key(
     }
     headers.sort_by(|a, b| a.0.cmp(b.0));
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
-    let to_sign = string_to_sign(method_path, &pairs, &sha256_hex(body), &amz_date, &scope);
-    let signature = sign(signing_key, &to_sign);
+    let body_sha256 = sha256_hex(body);
+    let signature = RequestToSign {
+        method_path,
+        headers: &pairs,
+        body_sha256_hex: &body_sha256,
+        amz_date: &amz_date,
+        date,
+        region,
+    }
+    .sign(signing_key);
     let authorization = format!(
-        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+        "{ALGORITHM} Credential={}/{date}/{region}/{SERVICE}/aws4_request, SignedHeaders={}, \
+         Signature={}",
         credentials.access_key_id,
-        signed_header_names(&pairs)
+        signed_header_names(&pairs),
+        hex::encode(signature)
     );
     headers.push((AUTHORIZATION, authorization));
     SignedHeaders { headers }
@@ -404,6 +486,24 @@ mod tests {
             verify(key, &s, &parsed.signature)
         };
         assert!(check("/svc/Op", b"body", &headers, &key));
+        // The signature fed piece by piece is the HMAC of the string to sign spelt out.
+        let request = RequestToSign {
+            method_path: "/svc/Op",
+            headers: &headers,
+            body_sha256_hex: &sha256_hex(b"body"),
+            amz_date: "20231114T221320Z",
+            date: parsed.date,
+            region: parsed.region,
+        };
+        assert_eq!(request.sign(&key), parsed.signature);
+        assert!(request.verify(&key, &parsed.signature));
+        assert!(
+            !RequestToSign {
+                amz_date: "20231114T221321Z",
+                ..request
+            }
+            .verify(&key, &parsed.signature)
+        );
         assert!(!check("/svc/Other", b"body", &headers, &key));
         assert!(!check("/svc/Op", b"bodY", &headers, &key));
         assert!(!check(

@@ -9,6 +9,7 @@
 use super::wildcard;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
@@ -165,10 +166,29 @@ fn in_network(ip: IpAddr, network: IpAddr, bits: u8) -> bool {
     }
 }
 
+/// Condition keys every request has but most policies never ask about (the caller, the time,
+/// the source address): a [`RequestContext`] spells them out on the first lookup only.
+pub trait DeferredKeys: Send + Sync {
+    /// Sets the keys in `context`.
+    fn fill(&self, context: &mut RequestContext);
+}
+
 /// The request's condition keys and their values (several for multi-valued keys).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct RequestContext {
     values: HashMap<String, Vec<String>>,
+    /// Keys looked up only when no value set here answers, and computed then, once.
+    deferred: Option<Arc<dyn DeferredKeys>>,
+    filled: OnceLock<HashMap<String, Vec<String>>>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("values", &self.values)
+            .field("deferred", &self.deferred.is_some())
+            .finish()
+    }
 }
 
 /// Condition key names are case-insensitive, except the part after
@@ -198,6 +218,15 @@ impl RequestContext {
         Self::default()
     }
 
+    /// A context whose keys `deferred` sets when a condition first asks for one; keys set
+    /// with [`RequestContext::set`] take precedence.
+    pub fn with_deferred(deferred: Arc<dyn DeferredKeys>) -> Self {
+        Self {
+            deferred: Some(deferred),
+            ..Self::default()
+        }
+    }
+
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
         self.values.insert(normalise_key(key), vec![value.into()]);
         self
@@ -209,11 +238,23 @@ impl RequestContext {
     }
 
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        let found = if is_normalised(key) {
-            self.values.get(key)
+        let normalised;
+        let key = if is_normalised(key) {
+            key
         } else {
-            self.values.get(&normalise_key(key))
+            normalised = normalise_key(key);
+            &normalised
         };
+        let found = self.values.get(key).or_else(|| {
+            let deferred = self.deferred.as_ref()?;
+            self.filled
+                .get_or_init(|| {
+                    let mut spelt_out = RequestContext::new();
+                    deferred.fill(&mut spelt_out);
+                    spelt_out.values
+                })
+                .get(key)
+        });
         found.map(Vec::as_slice)
     }
 }
@@ -281,6 +322,40 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_keys_are_spelt_out_once_and_set_keys_take_precedence() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        struct Counted(AtomicU32);
+        impl DeferredKeys for Counted {
+            fn fill(&self, context: &mut RequestContext) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                context
+                    .set("aws:SourceIp", "10.0.0.1")
+                    .set("aws:username", "alice");
+            }
+        }
+        let deferred = Arc::new(Counted(AtomicU32::new(0)));
+        let mut context = RequestContext::with_deferred(deferred.clone());
+        context.set("aws:username", "bob");
+        assert_eq!(deferred.0.load(Ordering::SeqCst), 0);
+        assert_eq!(context.get("aws:username"), Some(&["bob".to_string()][..]));
+        assert_eq!(
+            deferred.0.load(Ordering::SeqCst),
+            0,
+            "a set key needs no deferred ones"
+        );
+        assert_eq!(
+            context.get("AWS:SOURCEIP"),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(
+            context.get("aws:sourceip"),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(context.get("aws:CurrentTime"), None);
+        assert_eq!(deferred.0.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn normalised_keys_are_recognised_without_copying() {

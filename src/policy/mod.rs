@@ -8,7 +8,9 @@ mod document;
 mod evaluate;
 mod wildcard;
 
-pub use condition::{Condition, Operator, RequestContext, SetQualifier, normalise_key, parse_date};
+pub use condition::{
+    Condition, DeferredKeys, Operator, RequestContext, SetQualifier, normalise_key, parse_date,
+};
 pub use document::{
     Effect, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind, PrincipalMatch,
     Statement, default_key_policy,
