@@ -543,7 +543,7 @@ impl CredentialStore {
             .ok_or_else(|| AuthError::Malformed("x-amz-date is missing".into()))?;
         let request_time = signature::parse_amz_date(amz_date)
             .ok_or_else(|| AuthError::Malformed("x-amz-date is not YYYYMMDDTHHMMSSZ".into()))?;
-        if !amz_date.starts_with(&parsed.date) {
+        if !amz_date.starts_with(parsed.date) {
             return Err(AuthError::Malformed(
                 "the Credential date differs from x-amz-date".into(),
             ));
@@ -562,7 +562,7 @@ impl CredentialStore {
             });
         }
         let entry = self
-            .entry(&parsed.access_key_id)
+            .entry(parsed.access_key_id)
             .filter(|e| e.record.status == AccessKeyStatus::Active)
             .ok_or_else(|| AuthError::UnknownAccessKey(parsed.access_key_id.to_owned()))?;
         if entry.record.session_token_sha256.is_some() {

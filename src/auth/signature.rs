@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(parsed.access_key_id, "KHAKEXAMPLE");
         assert_eq!(parsed.signed_headers, vec![DATE_HEADER, NONCE_HEADER]);
         let headers = [(DATE_HEADER, "20231114T221320Z"), (NONCE_HEADER, "abcd")];
-        let key = signing_key("secret", &parsed.date, &parsed.region);
+        let key = signing_key("secret", parsed.date, parsed.region);
         let check = |path: &str, body: &[u8], headers: &[(&str, &str)], key: &[u8; 32]| {
             let s = string_to_sign(
                 path,
@@ -516,7 +516,7 @@ mod tests {
             "/svc/Op",
             b"body",
             &headers,
-            &signing_key("secreT", &parsed.date, &parsed.region)
+            &signing_key("secreT", parsed.date, parsed.region)
         ));
     }
 
