@@ -258,14 +258,36 @@ impl Client {
         let mut request = tonic::Request::new(message);
         for (name, value) in signed.headers {
             if let Ok(mut value) = MetadataValue::try_from(value.as_str()) {
-                // A session token is a secret: `Debug` shows it as "Sensitive", and HPACK
-                // never indexes it.
-                if name == crate::auth::signature::TOKEN_HEADER {
-                    value.set_sensitive(true);
-                }
+                // HPACK never indexes these: every request's are new, so indexing them would
+                // only evict the headers that repeat (and a session token is a secret, which
+                // `Debug` then shows as "Sensitive").
+                value.set_sensitive(true);
                 request.metadata_mut().insert(name, value);
             }
         }
         request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::signature::{AUTHORIZATION, DATE_HEADER, NONCE_HEADER, TOKEN_HEADER};
+
+    #[tokio::test]
+    async fn signature_headers_are_never_indexed_by_hpack() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let credentials = ClientCredentials {
+            access_key_id: "KHAKEXAMPLE".into(),
+            secret_access_key: crate::secret::SecretString::new("secret".into()),
+            session_token: Some(crate::secret::SecretString::new("token".into())),
+            region: "local".into(),
+        };
+        let client = Client::from_channel(channel, credentials);
+        let request = client.signed("Encrypt", crate::proto::v1::EncryptRequest::default());
+        for name in [AUTHORIZATION, DATE_HEADER, NONCE_HEADER, TOKEN_HEADER] {
+            let value = request.metadata().get(name).expect(name);
+            assert!(value.is_sensitive(), "{name}");
+        }
     }
 }

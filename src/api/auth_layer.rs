@@ -244,7 +244,9 @@ where
                 duration_us: None,
             };
             let with_id = |mut response: http::Response<Body>| {
-                if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                if let Ok(mut value) = http::HeaderValue::from_str(&request_id) {
+                    // New in every answer: HPACK indexing it would only evict what repeats.
+                    value.set_sensitive(true);
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
                 response
