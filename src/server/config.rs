@@ -178,7 +178,7 @@ pub struct DaemonConfig {
     pub pkcs11: Vec<Pkcs11Settings>,
     /// Longest wait for one keystore call to a PKCS#11 token (its retries included); past it
     /// the call answers `UNAVAILABLE` while the device call finishes in the background. Zero:
-    /// no limit (calls run on the caller's thread, without the hand-over the limit costs).
+    /// no limit (a hung device holds its callers until it answers).
     pub pkcs11_call_timeout: Duration,
     pub tls: Option<TlsSettings>,
     pub insecure_no_tls: bool,
