@@ -820,14 +820,14 @@ impl BenchDaemon {
     }
 
     /// The same data directory served by the `keyhaven serve` binary in a process of its own
-    /// (this daemon must be stopped): the time from spawning it to its first answer, and its
-    /// resident memory (VmRSS, VmHWM in KiB) after a 64-way Encrypt load on `key`.
+    /// (this daemon must be stopped): the time from spawning it to its first answer, 64-way
+    /// DescribeKey and Encrypt loads on `key`, and its resident memory after them.
     fn as_process(
         &self,
         client: &Runtime,
         settings: &Settings,
         key: &str,
-    ) -> Result<(Duration, Option<u64>, Option<u64>), String> {
+    ) -> Result<ProcessRun, String> {
         let passphrase = self._dir.path().join("passphrase");
         std::fs::write(&passphrase, PASSPHRASE).map_err(|e| e.to_string())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -864,16 +864,24 @@ impl BenchDaemon {
                 }
             };
             let startup = started.elapsed();
-            let report = client.block_on(bench::run_load(
-                vec![first],
-                spec(Operation::Encrypt, key, settings.shape(64)),
-            ))?;
-            if report.failed > 0 {
-                return Err(format!(
-                    "Encrypt on keyhaven serve: {}",
-                    report.failure_summary()
-                ));
+            let mut reports = Vec::new();
+            for operation in [Operation::DescribeKey, Operation::Encrypt] {
+                let report = client.block_on(bench::run_load(
+                    vec![first.clone()],
+                    spec(operation, key, settings.shape(64)),
+                ))?;
+                if report.failed > 0 {
+                    return Err(format!(
+                        "{} on keyhaven serve: {}",
+                        operation_label(operation),
+                        report.failure_summary()
+                    ));
+                }
+                reports.push(report);
             }
+            let (Some(encrypt), Some(describe)) = (reports.pop(), reports.pop()) else {
+                return Err("no load report".into());
+            };
             let status =
                 std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
             let field = |name: &str| {
@@ -882,7 +890,13 @@ impl BenchDaemon {
                     .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
                     .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             };
-            Ok((startup, field("VmRSS"), field("VmHWM")))
+            Ok(ProcessRun {
+                startup,
+                describe,
+                encrypt,
+                rss_kib: field("VmRSS"),
+                hwm_kib: field("VmHWM"),
+            })
         })();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -890,6 +904,15 @@ impl BenchDaemon {
         let _ = child.wait();
         measured
     }
+}
+
+/// What [`BenchDaemon::as_process`] measured.
+struct ProcessRun {
+    startup: Duration,
+    describe: LoadReport,
+    encrypt: LoadReport,
+    rss_kib: Option<u64>,
+    hwm_kib: Option<u64>,
 }
 
 async fn list_page(client: &Client, limit: u32, marker: &str) -> Result<usize, String> {
@@ -1195,19 +1218,56 @@ fn scale(
             middle.as_secs_f64().max(late.as_secs_f64()),
         ),
     ]);
+    for (name, a, b) in [
+        (
+            "`keyhaven serve` in its own process: DescribeKey, 64 in flight",
+            &few_process.describe,
+            &many_process.describe,
+        ),
+        (
+            "`keyhaven serve` in its own process: Encrypt 32 B, 64 in flight",
+            &few_process.encrypt,
+            &many_process.encrypt,
+        ),
+    ] {
+        let rate = |r: &LoadReport| {
+            format!(
+                "{:.0} ops/s (p99 {})",
+                r.ops_per_second(),
+                format_latency(r.latency.percentile(0.99))
+            )
+        };
+        results.scale.push([
+            name.into(),
+            rate(a),
+            rate(b),
+            change(a.ops_per_second(), b.ops_per_second()),
+        ]);
+    }
     results.scale.push([
         "`keyhaven serve` in its own process: spawn to first answer (unseal with Argon2id defaults, load, check)".into(),
-        format_latency(few_process.0),
-        format_latency(many_process.0),
-        change(few_process.0.as_secs_f64(), many_process.0.as_secs_f64()),
+        format_latency(few_process.startup),
+        format_latency(many_process.startup),
+        change(
+            few_process.startup.as_secs_f64(),
+            many_process.startup.as_secs_f64(),
+        ),
     ]);
     results.scale.push([
-        "`keyhaven serve` in its own process: VmRSS after 64-way Encrypt / peak (VmHWM)".into(),
-        format!("{} / {}", mib(few_process.1), mib(few_process.2)),
-        format!("{} / {}", mib(many_process.1), mib(many_process.2)),
+        "`keyhaven serve` in its own process: VmRSS after its loads / peak (VmHWM)".into(),
+        format!(
+            "{} / {}",
+            mib(few_process.rss_kib),
+            mib(few_process.hwm_kib)
+        ),
+        format!(
+            "{} / {}",
+            mib(many_process.rss_kib),
+            mib(many_process.hwm_kib)
+        ),
         change(
-            few_process.1.unwrap_or(0) as f64,
-            many_process.1.unwrap_or(0) as f64,
+            few_process.rss_kib.unwrap_or(0) as f64,
+            many_process.rss_kib.unwrap_or(0) as f64,
         ),
     ]);
     results.scale.push([
