@@ -4,8 +4,13 @@
 //! disk's write cache nor the file's metadata (sled issue 1452), so it is no barrier against
 //! power loss. After each flush this backend also `fsync`s the data file, and the directory
 //! when its entries changed (sled made, renamed or removed a file: a snapshot, a blob).
+//! sled writes a page too large for its log (a leaf of large values) to a file of its own in
+//! `blobs/` and syncs neither that file nor the folder: new blob files are `fsync`ed here too,
+//! before the log that points to them.
 
 use super::{Entry, StoreBackend, StoreError, WriteBatch};
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,9 +27,59 @@ pub struct SledBackend {
     dir: PathBuf,
     /// sled's log file, kept open for its fsyncs.
     log: File,
-    /// The directory's modification time at its last fsync: it changes with every entry
-    /// made, renamed or removed in it.
-    dir_synced: Mutex<Option<SystemTime>>,
+    /// The data directory.
+    top: WatchedDir,
+    /// sled's `blobs/` folder, and the blob files already synced.
+    blobs: WatchedDir,
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+/// A directory fsynced when its entries changed since its last fsync, as its modification
+/// time tells: it changes with every entry made, renamed or removed in it.
+struct WatchedDir {
+    path: PathBuf,
+    synced: Mutex<Option<SystemTime>>,
+}
+
+impl WatchedDir {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            synced: Mutex::new(None),
+        }
+    }
+
+    fn error(&self, e: std::io::Error) -> StoreError {
+        StoreError(format!("fsync {}: {e}", self.path.display()))
+    }
+
+    /// If the directory changed: `first` (for what is in it), then the directory's fsync.
+    fn sync_if_changed(
+        &self,
+        first: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        // Read before the fsync: a change after this read is seen by the next sync.
+        let modified = match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.error(e)),
+        };
+        if *synced == Some(modified) {
+            return Ok(());
+        }
+        first()?;
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| self.error(e))?;
+        // File times are coarse (a clock tick): a change in the same tick as `modified` would
+        // leave it as it is, so a time that recent is not trusted to skip a sync.
+        let settled = SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age > SETTLED);
+        *synced = settled.then_some(modified);
+        Ok(())
+    }
 }
 
 fn store_error(error: impl std::fmt::Display) -> StoreError {
@@ -46,7 +101,9 @@ impl SledBackend {
             db,
             dir: dir.to_path_buf(),
             log,
-            dir_synced: Mutex::new(None),
+            top: WatchedDir::new(dir.to_path_buf()),
+            blobs: WatchedDir::new(dir.join("blobs")),
+            synced_blobs: Mutex::default(),
         };
         backend.sync()?;
         Ok(backend)
@@ -99,27 +156,32 @@ impl StoreBackend for SledBackend {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(store_error)?;
+        self.blobs.sync_if_changed(|| self.sync_new_blobs())?;
         self.log
             .sync_all()
             .map_err(|e| StoreError(format!("fsync {}: {e}", self.dir.join("db").display())))?;
-        let fsync_dir =
-            |e: std::io::Error| StoreError(format!("fsync {}: {e}", self.dir.display()));
-        let mut synced = self.dir_synced.lock().unwrap_or_else(|p| p.into_inner());
-        // Read before the fsync: a change after this read is seen by the next sync.
-        let modified = std::fs::metadata(&self.dir)
-            .and_then(|m| m.modified())
-            .map_err(fsync_dir)?;
-        if *synced != Some(modified) {
-            File::open(&self.dir)
-                .and_then(|f| f.sync_all())
-                .map_err(fsync_dir)?;
-            // File times are coarse (a clock tick): a change in the same tick as `modified`
-            // would leave it as it is, so a time that recent is not trusted to skip a sync.
-            let settled = SystemTime::now()
-                .duration_since(modified)
-                .is_ok_and(|age| age > SETTLED);
-            *synced = settled.then_some(modified);
+        self.top.sync_if_changed(|| Ok(()))
+    }
+}
+
+impl SledBackend {
+    /// Fsyncs the blob files not synced yet (sled never rewrites one: each is new).
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = HashSet::new();
+        let entries = std::fs::read_dir(&self.blobs.path).map_err(|e| self.blobs.error(e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.blobs.error(e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError(format!("fsync {}: {e}", entry.path().display())))?;
+            }
+            present.insert(name);
         }
+        // Blobs sled removed are forgotten.
+        *synced = present;
         Ok(())
     }
 }
@@ -129,7 +191,7 @@ mod tests {
     use super::*;
 
     fn dir_synced(backend: &SledBackend) -> Option<SystemTime> {
-        *backend.dir_synced.lock().unwrap()
+        *backend.top.synced.lock().unwrap()
     }
 
     #[test]
@@ -152,5 +214,25 @@ mod tests {
         backend.sync().unwrap();
         let after = dir_synced(&backend).expect("kept once old enough");
         assert_ne!(after, settled);
+    }
+
+    #[test]
+    fn pages_sled_writes_as_blob_files_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(dir.path()).unwrap();
+        // Leaves of large values are too big for sled's log: they go to blobs/.
+        let mut batch = WriteBatch::new();
+        for i in 0..16u8 {
+            batch.put(vec![b'k', i], vec![i; 24 * 1024]);
+        }
+        backend.apply(batch).unwrap();
+        backend.sync().unwrap();
+        let on_disk: HashSet<OsString> = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!on_disk.is_empty(), "sled wrote no blob");
+        assert_eq!(*backend.synced_blobs.lock().unwrap(), on_disk);
+        assert_eq!(backend.get(&[b'k', 7]).unwrap(), Some(vec![7; 24 * 1024]));
     }
 }
