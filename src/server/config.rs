@@ -177,8 +177,9 @@ pub struct DaemonConfig {
     /// PKCS#11 keystores, besides the built-in sealed one.
     pub pkcs11: Vec<Pkcs11Settings>,
     /// Longest wait for one keystore call to a PKCS#11 token (its retries included); past it
-    /// the call answers `UNAVAILABLE` while the device call finishes in the background. Zero:
-    /// no limit (a hung device holds its callers until it answers).
+    /// the call answers `UNAVAILABLE` while the device call finishes in the background; the
+    /// connection at start-up gets the same bound. Zero: no limit (a hung device holds its
+    /// callers, and the start, until it answers).
     pub pkcs11_call_timeout: Duration,
     pub tls: Option<TlsSettings>,
     pub insecure_no_tls: bool,

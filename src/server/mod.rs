@@ -153,11 +153,25 @@ impl Daemon {
         for settings in config.pkcs11.clone() {
             let name = format!("pkcs11:{}", settings.name);
             let account = info.account_id.clone();
-            let keystore =
-                tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings, &account))
+            let connecting =
+                tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings, &account));
+            // A device that does not answer must not hang the start for ever either.
+            let connected = if config.pkcs11_call_timeout.is_zero() {
+                connecting.await
+            } else {
+                tokio::time::timeout(config.pkcs11_call_timeout, connecting)
                     .await
-                    .map_err(|e| ServerError::Start(e.to_string()))?
-                    .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
+                    .map_err(|_| {
+                        ServerError::Start(format!(
+                            "keystore {name}: the PKCS#11 token did not answer within {} ms \
+                             (pkcs11_call_timeout_ms)",
+                            config.pkcs11_call_timeout.as_millis()
+                        ))
+                    })?
+            };
+            let keystore = connected
+                .map_err(|e| ServerError::Start(e.to_string()))?
+                .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
             tracing::info!(keystore = %name, "PKCS#11 token connected");
             if config.pkcs11_call_timeout.is_zero() {
                 keystores.push(Arc::new(keystore));
