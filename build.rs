@@ -17,11 +17,23 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.Credentials",
 ];
 
+/// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a
+/// buffer that is wiped once the answer has been encoded and dropped.
+const WIPED_BYTES: &[&str] = &[
+    ".keyhaven.v1.DecryptResponse.plaintext",
+    ".keyhaven.v1.GenerateDataKeyResponse.plaintext",
+    ".keyhaven.v1.GenerateRandomResponse.plaintext",
+];
+
 fn main() -> Result<(), Box<dyn Error>> {
     // SAFETY: a build script is single-threaded; prost-build reads PROTOC below.
     unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure();
+    for path in WIPED_BYTES {
+        builder = builder.bytes(path);
+    }
+    builder
         .file_descriptor_set_path(out_dir.join("keyhaven_descriptor.bin"))
         .skip_debug(REDACTED_DEBUG.iter().copied())
         .compile_protos(

@@ -143,21 +143,21 @@ mod tests {
             format!(
                 "{:?}",
                 v1::DecryptResponse {
-                    plaintext: canary.clone(),
+                    plaintext: canary.clone().into(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 v1::GenerateDataKeyResponse {
-                    plaintext: canary.clone(),
+                    plaintext: canary.clone().into(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 v1::GenerateRandomResponse {
-                    plaintext: canary.clone()
+                    plaintext: canary.clone().into()
                 }
             ),
         ];

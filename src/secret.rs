@@ -49,6 +49,23 @@ pub type SecretBytes = Secret<Vec<u8>>;
 /// Secret text: passphrases, secret access keys, PINs.
 pub type SecretString = Secret<String>;
 
+/// The owner of a [`SecretBytes`] turned into [`bytes::Bytes`].
+struct WipedOnDrop(SecretBytes);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+impl SecretBytes {
+    /// The secret as [`bytes::Bytes`] for a message field, without a copy: wiped when the last
+    /// handle on it is dropped (for an answer, once it has been encoded).
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(WipedOnDrop(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +77,19 @@ mod tests {
         assert!(!nested.contains("hunter2"), "{nested}");
         assert!(nested.contains("[redacted]"));
         assert_eq!(secret.expose(), "hunter2-canary");
+    }
+
+    #[test]
+    fn secret_bytes_become_bytes_without_a_copy() {
+        // The Bytes share the secret's own buffer, which zeroize wipes when the last handle
+        // is dropped: no unwiped copy is made on the way.
+        let secret = SecretBytes::new(b"plaintext".to_vec());
+        let buffer = secret.expose().as_ptr();
+        let bytes = secret.into_bytes();
+        assert_eq!(bytes.as_ptr(), buffer);
+        let shared = bytes.clone();
+        drop(bytes);
+        assert_eq!(&shared[..], b"plaintext");
+        assert_eq!(shared.as_ptr(), buffer);
     }
 }

@@ -329,7 +329,7 @@ mod suite {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(decrypted.plaintext, b"attack at dawn");
+        assert_eq!(decrypted.plaintext, &b"attack at dawn"[..]);
         assert_eq!(decrypted.key_id, key.arn);
         // The same plaintext twice gives different blobs (fresh nonces).
         let again = d
@@ -350,7 +350,10 @@ mod suite {
             };
             let result = kms(&d).decrypt(d.client.signed("Decrypt", request)).await;
             match expected {
-                Ok(()) => assert_eq!(result.unwrap().into_inner().plaintext, b"attack at dawn"),
+                Ok(()) => assert_eq!(
+                    result.unwrap().into_inner().plaintext,
+                    &b"attack at dawn"[..]
+                ),
                 Err(reason) => assert_refused(result, Code::InvalidArgument, reason),
             }
         }

@@ -60,7 +60,8 @@ async fn decrypt_as(client: &Client, blob: &[u8]) -> Result<Vec<u8>, tonic::Stat
         .decrypt(client.signed("Decrypt", request))
         .await?
         .into_inner()
-        .plaintext)
+        .plaintext
+        .to_vec())
 }
 
 async fn describe_as(client: &Client, key: &str) -> Result<v1::KeyMetadata, tonic::Status> {

@@ -237,7 +237,7 @@ async fn traffic(client: Client, keys: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
                     .await
                     .and_then(|r| {
                         let opened = r.into_inner().plaintext;
-                        if &opened == plaintext {
+                        if opened == plaintext {
                             Ok(())
                         } else {
                             Err(tonic::Status::data_loss(

@@ -241,7 +241,8 @@ async fn decrypt_as(client: &Client, blob: &[u8]) -> Result<Vec<u8>, tonic::Stat
         .decrypt(client.signed("Decrypt", request))
         .await?
         .into_inner()
-        .plaintext)
+        .plaintext
+        .to_vec())
 }
 
 /// A refusal with the key id the blob names (which the caller supplied) blanked out.

@@ -525,7 +525,7 @@ impl KeyManagementService for KmsApi {
             .await?;
         Ok(Response::new(v1::DecryptResponse {
             key_id: self.arn(decrypted.key_id),
-            plaintext: decrypted.plaintext.expose().clone(),
+            plaintext: decrypted.plaintext.into_bytes(),
             encryption_algorithm: ALGORITHM.into(),
         }))
     }
@@ -579,7 +579,7 @@ impl KeyManagementService for KmsApi {
         let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(Response::new(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
-            plaintext: plaintext.expose().clone(),
+            plaintext: plaintext.into_bytes(),
             key_id: self.arn(id),
         }))
     }
@@ -615,7 +615,7 @@ impl KeyManagementService for KmsApi {
             .keys
             .generate_random(request.get_ref().number_of_bytes)?;
         Ok(Response::new(v1::GenerateRandomResponse {
-            plaintext: bytes.expose().clone(),
+            plaintext: bytes.into_bytes(),
         }))
     }
 }

@@ -669,7 +669,7 @@ pub async fn decrypt(ctx: Context, args: DecryptArgs) -> CliResult {
         .decrypt(client.signed("Decrypt", request))
         .await?
         .into_inner();
-    let plaintext = SecretBytes::new(r.plaintext);
+    let plaintext = SecretBytes::new(r.plaintext.to_vec());
     if out.json() {
         out.print(
             json!({
@@ -780,7 +780,7 @@ pub async fn data_key(ctx: Context, args: DataKeyArgs) -> CliResult {
             .generate_data_key(client.signed("GenerateDataKey", request))
             .await?
             .into_inner();
-        let plaintext = SecretBytes::new(r.plaintext);
+        let plaintext = SecretBytes::new(r.plaintext.to_vec());
         let blob = B64.encode(&r.ciphertext_blob);
         let shown = B64.encode(plaintext.expose());
         out.print(
@@ -807,7 +807,7 @@ pub async fn random(ctx: Context, args: RandomArgs) -> CliResult {
         .generate_random(client.signed("GenerateRandom", request))
         .await?
         .into_inner();
-    let bytes = SecretBytes::new(r.plaintext);
+    let bytes = SecretBytes::new(r.plaintext.to_vec());
     let shown = B64.encode(bytes.expose());
     out.print(json!({ "Plaintext": shown }), || shown.clone());
     Ok(())

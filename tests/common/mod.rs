@@ -339,7 +339,8 @@ impl TestDaemon {
             .decrypt(self.client.signed("Decrypt", request))
             .await?
             .into_inner()
-            .plaintext)
+            .plaintext
+            .to_vec())
     }
 
     pub async fn enable(&self, key: &str) -> Result<(), tonic::Status> {
