@@ -368,7 +368,7 @@ impl Workload for HealthWorkload {
 }
 
 /// GetCallerIdentity: a signed call that does nothing but pass the daemon's layers (signature,
-/// replay check, audit records): the floor under every Keyhaven call.
+/// replay check, one audit record): the floor under every Keyhaven call.
 struct SignedCallWorkload {
     clients: Vec<Client>,
 }
@@ -1112,7 +1112,7 @@ fn health_through_daemon(
     });
     let report = client.block_on(bench::drive(workload, &settings.shape(64)));
     let ops = results.load(
-        "signed call (GetCallerIdentity: signature, replay check, 2 audit records)",
+        "signed call (GetCallerIdentity: signature, replay check, 1 audit record)",
         "daemon's server stack",
         &report,
     );

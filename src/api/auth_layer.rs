@@ -134,20 +134,26 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
 /// Calls that change no state: one `call` record after the handler is enough, since their
 /// answer is withheld if it cannot be written. Everything else is recorded before it runs.
 pub fn changes_nothing(operation: &str) -> bool {
-    let Some(method) = operation.strip_prefix("kms:") else {
+    let Some((service, method)) = operation.split_once(':') else {
         return false;
     };
-    matches!(
-        method,
-        "Encrypt"
-            | "Decrypt"
-            | "ReEncrypt"
-            | "GenerateDataKey"
-            | "GenerateDataKeyWithoutPlaintext"
-            | "GenerateRandom"
-    ) || ["Describe", "List", "Get"]
-        .iter()
-        .any(|prefix| method.starts_with(prefix))
+    let reads = |prefixes: &[&str]| prefixes.iter().any(|p| method.starts_with(p));
+    match service {
+        "kms" => {
+            matches!(
+                method,
+                "Encrypt"
+                    | "Decrypt"
+                    | "ReEncrypt"
+                    | "GenerateDataKey"
+                    | "GenerateDataKeyWithoutPlaintext"
+                    | "GenerateRandom"
+            ) || reads(&["Describe", "List", "Get"])
+        }
+        "iam" => reads(&["List", "Get", "Simulate"]),
+        "sts" => method == "GetCallerIdentity",
+        _ => false,
+    }
 }
 
 /// `kms:Encrypt`, `iam:CreateUser`, `sts:AssumeRole` for a gRPC path.
@@ -384,6 +390,36 @@ mod tests {
         assert!(frame_payload(&[1, 0, 0, 0, 1, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 3, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn reads_have_one_record_and_changes_two() {
+        for read in [
+            "kms:Encrypt",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:DescribeKey",
+            "kms:ListAliases",
+            "kms:GetKeyPolicy",
+            "iam:ListUsers",
+            "iam:GetEntityPolicy",
+            "iam:SimulatePrincipalPolicy",
+            "sts:GetCallerIdentity",
+        ] {
+            assert!(changes_nothing(read), "{read}");
+        }
+        for change in [
+            "kms:CreateKey",
+            "kms:ScheduleKeyDeletion",
+            "kms:PutKeyPolicy",
+            "iam:CreateAccessKey",
+            "iam:PutEntityPolicy",
+            "sts:AssumeRole",
+            "audit:TailAuditLog",
+            "unknown:GetThing",
+            "GetThing",
+        ] {
+            assert!(!changes_nothing(change), "{change}");
+        }
     }
 
     #[test]

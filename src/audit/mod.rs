@@ -4,9 +4,9 @@
 //! cannot be written the call is refused with `UNAVAILABLE` and nothing happens), and
 //! `response` after, with the keys used, the encryption-context keys (values only as HMACs),
 //! the outcome and the duration. A call that changes nothing (the cryptographic operations,
-//! DescribeKey, ListKeys, …) writes one `call` record after its handler, before its answer
-//! leaves: if it cannot be written the answer is replaced by `UNAVAILABLE`, so no plaintext or
-//! ciphertext is ever handed out unrecorded. A call refused before authentication writes one
+//! DescribeKey, ListKeys, IAM's reads, GetCallerIdentity, …) writes one `call` record after its
+//! handler, before its answer leaves: if it cannot be written the answer is replaced by
+//! `UNAVAILABLE`, so no plaintext or ciphertext is ever handed out unrecorded. A call refused before authentication writes one
 //! `unauthenticated` record.
 //!
 //! Every record carries `prev`, the SHA-256 of the previous record's line, so the log is a
