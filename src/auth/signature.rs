@@ -129,22 +129,9 @@ pub fn scope(date: &str, region: &str) -> String {
     format!("{date}/{region}/{SERVICE}/aws4_request")
 }
 
-/// The string to sign for a request. `headers` are (lower-case name, value), sorted by name.
-pub fn string_to_sign(
-    method_path: &str,
-    headers: &[(&str, &str)],
-    body_sha256_hex: &str,
-    amz_date: &str,
-    scope: &str,
-) -> String {
-    let canonical = canonical_request_sha256(method_path, headers, body_sha256_hex);
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(canonical)
-    )
-}
-
-/// What a request is signed over, as [`string_to_sign`] spells it out.
+/// What a request is signed over. Its string to sign is SigV4's: the algorithm, the request
+/// time, the scope (`<date>/<region>/kms/aws4_request`) and the hex SHA-256 of the canonical
+/// request, a line each; it is fed to the HMAC piece by piece, never built.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestToSign<'a> {
     pub method_path: &'a str,
@@ -185,7 +172,7 @@ impl RequestToSign<'_> {
         mac
     }
 
-    /// The signature, as [`sign`] of the string to sign would make it.
+    /// The signature: the HMAC-SHA256 of the string to sign.
     pub fn sign(&self, signing_key: &[u8; 32]) -> [u8; 32] {
         self.mac(signing_key).finalize().into_bytes().into()
     }
@@ -202,20 +189,6 @@ fn signed_header_names(headers: &[(&str, &str)]) -> String {
         .map(|(n, _)| *n)
         .collect::<Vec<_>>()
         .join(";")
-}
-
-/// The hex signature of a string to sign.
-pub fn sign(signing_key: &[u8; 32], string_to_sign: &str) -> String {
-    hex::encode(hmac(signing_key, string_to_sign.as_bytes()))
-}
-
-/// Checks `signature_hex` in constant time.
-pub fn verify(signing_key: &[u8; 32], string_to_sign: &str, signature: &[u8; 32]) -> bool {
-    let Ok(mut mac) = <HmacSha256 as Mac>::new_from_slice(signing_key) else {
-        return false;
-    };
-    mac.update(string_to_sign.as_bytes());
-    mac.verify_slice(signature).is_ok()
 }
 
 /// The parts of an `authorization` header.
@@ -414,6 +387,22 @@ pub fn sign_request_with_key(
 mod tests {
     use super::*;
 
+    /// The string to sign spelt out, as SigV4 defines it: the reference the streamed HMAC
+    /// must agree with.
+    fn string_to_sign(
+        method_path: &str,
+        headers: &[(&str, &str)],
+        body_sha256_hex: &str,
+        amz_date: &str,
+        scope: &str,
+    ) -> String {
+        let canonical = canonical_request_sha256(method_path, headers, body_sha256_hex);
+        format!(
+            "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+            hex::encode(canonical)
+        )
+    }
+
     #[test]
     fn signing_key_matches_the_aws_documentation_example() {
         // AWS General Reference, "Examples of how to derive a signing key for Signature
@@ -483,7 +472,7 @@ mod tests {
                 "20231114T221320Z",
                 &parsed.scope(),
             );
-            verify(key, &s, &parsed.signature)
+            hmac(key, s.as_bytes()) == parsed.signature
         };
         assert!(check("/svc/Op", b"body", &headers, &key));
         // The signature fed piece by piece is the HMAC of the string to sign spelt out.

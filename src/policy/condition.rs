@@ -184,8 +184,9 @@ pub struct RequestContext {
 
 impl std::fmt::Debug for RequestContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys only: values include encryption-context values, which are never printed.
         f.debug_struct("RequestContext")
-            .field("values", &self.values)
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
             .field("deferred", &self.deferred.is_some())
             .finish()
     }
@@ -355,6 +356,11 @@ mod tests {
         );
         assert_eq!(context.get("aws:CurrentTime"), None);
         assert_eq!(deferred.0.load(Ordering::SeqCst), 1);
+        let printed = format!("{context:?}");
+        assert!(
+            printed.contains("aws:username") && !printed.contains("bob"),
+            "{printed}"
+        );
     }
 
     #[test]

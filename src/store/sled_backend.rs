@@ -24,7 +24,6 @@ const SETTLED: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct SledBackend {
     db: sled::Db,
-    dir: PathBuf,
     /// sled's log file, kept open for its fsyncs.
     log: File,
     /// The data directory.
@@ -99,7 +98,6 @@ impl SledBackend {
             .map_err(|e| StoreError(format!("cannot open {}: {e}", log_path.display())))?;
         let backend = Self {
             db,
-            dir: dir.to_path_buf(),
             log,
             top: WatchedDir::new(dir.to_path_buf()),
             blobs: WatchedDir::new(dir.join("blobs")),
@@ -157,9 +155,10 @@ impl StoreBackend for SledBackend {
     fn sync(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(store_error)?;
         self.blobs.sync_if_changed(|| self.sync_new_blobs())?;
-        self.log
-            .sync_all()
-            .map_err(|e| StoreError(format!("fsync {}: {e}", self.dir.join("db").display())))?;
+        self.log.sync_all().map_err(|e| {
+            let log = self.top.path.join("db");
+            StoreError(format!("fsync {}: {e}", log.display()))
+        })?;
         self.top.sync_if_changed(|| Ok(()))
     }
 }

@@ -7,20 +7,26 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use keyhaven::keystore::pkcs11::TokenSelector;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A session of our own on the test token, logged in as the user.
 pub fn independent_session() -> Session {
     let settings = pkcs11_settings();
-    let module = Pkcs11::new(&settings.module).expect("load the PKCS#11 module");
+    let TokenSelector::Label(label) = &settings.token else {
+        panic!("the test token is chosen by label");
+    };
+    logged_in_session(&settings.module, label, settings.pin.expose(), true)
+}
+
+/// A session of this process on the token labelled `label`, logged in as the user (the
+/// module initialised and the user logged in already, by a daemon in this process, is fine).
+fn logged_in_session(module: &Path, label: &str, pin: &str, read_write: bool) -> Session {
+    let module = Pkcs11::new(module).expect("load the PKCS#11 module");
     match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => panic!("C_Initialize: {e}"),
     }
-    let TokenSelector::Label(label) = &settings.token else {
-        panic!("the test token is chosen by label");
-    };
     let slot = module
         .get_slots_with_token()
         .expect("slots")
@@ -31,9 +37,14 @@ pub fn independent_session() -> Session {
                 .map(|info| info.label().trim_end() == label)
                 .unwrap_or(false)
         })
-        .expect("the test token");
-    let session = module.open_rw_session(slot).expect("open session");
-    let pin = AuthPin::new(settings.pin.expose().clone().into_boxed_str());
+        .unwrap_or_else(|| panic!("token {label} not found"));
+    let session = if read_write {
+        module.open_rw_session(slot)
+    } else {
+        module.open_ro_session(slot)
+    }
+    .expect("open a session");
+    let pin = AuthPin::new(pin.to_owned().into_boxed_str());
     match session.login(UserType::User, Some(&pin)) {
         Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
@@ -118,29 +129,7 @@ impl PrivateToken {
 
     /// A logged-in session of this process on the token.
     pub fn session(&self) -> Session {
-        let module = Pkcs11::new(&self.module).expect("load the PKCS#11 module");
-        match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => panic!("C_Initialize: {e}"),
-        }
-        let slot = module
-            .get_slots_with_token()
-            .expect("slots")
-            .into_iter()
-            .find(|slot| {
-                module
-                    .get_token_info(*slot)
-                    .map(|info| info.label().trim_end() == self.label)
-                    .unwrap_or(false)
-            })
-            .unwrap_or_else(|| panic!("token {} not found", self.label));
-        let session = module.open_ro_session(slot).expect("open a session");
-        let pin = AuthPin::new(self.pin.clone().into_boxed_str());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => panic!("C_Login: {e}"),
-        }
-        session
+        logged_in_session(&self.module, &self.label, &self.pin, false)
     }
 }
 
