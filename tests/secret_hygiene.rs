@@ -34,6 +34,8 @@ use std::fmt::Debug;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use tonic::Code;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 // ------------------------------------------------------------------ captured log output
 
@@ -69,17 +71,21 @@ fn captured() -> Buffer {
             let buffer: Buffer = Arc::default();
             let sink = buffer.clone();
             let filter = if std::env::var_os(UNCAPPED_ENV).is_some() {
-                tracing_subscriber::EnvFilter::new("trace")
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing_subscriber::filter::LevelFilter::TRACE)
             } else {
                 // What `keyhaven serve` installs (src/cli/serve.rs, init_logging) for
                 // `log_level = "trace"`.
                 keyhaven::server::log_filter(Some("trace"))
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_target(true)
-                .with_writer(move || Sink(sink.clone()))
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_target(true)
+                        .with_writer(move || Sink(sink.clone())),
+                )
                 .try_init()
                 .expect("no other global subscriber in this test binary");
             buffer

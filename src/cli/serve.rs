@@ -60,9 +60,16 @@ pub struct ServeArgs {
 }
 
 fn init_logging(level: Option<&str>) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(server::log_filter(level))
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(server::log_filter(level))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours for a terminal only: a log file gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .try_init();
 }
 

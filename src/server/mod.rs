@@ -460,20 +460,61 @@ async fn wait_for_signal() {
 /// session token among them): never more verbose than `info`, whatever level is asked for.
 const CAPPED_TARGETS: [&str; 5] = ["h2", "hyper", "hyper_util", "tonic", "tower"];
 
-/// The daemon's log filter: `RUST_LOG` if set, else `level` (default `info`), with the
-/// transport libraries capped at `info`.
-pub fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-    let base = std::env::var("RUST_LOG")
+/// The daemon's log filter: `RUST_LOG` if set, else `level` (default `info`), as
+/// `target=level` pairs and a bare default level; anything else falls back to `info`. The
+/// transport libraries, and any module of theirs, are capped at `info`.
+///
+/// A filter by target only: unlike `EnvFilter`, it keeps no per-span state, so the span every
+/// call opens costs no shared lock on entering and leaving.
+pub fn log_filter(level: Option<&str>) -> tracing_subscriber::filter::Targets {
+    let spec = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
         .or_else(|| level.map(str::to_owned))
         .unwrap_or_else(|| "info".into());
-    let mut filter = EnvFilter::try_new(&base).unwrap_or_else(|_| EnvFilter::new("info"));
+    capped_filter(&spec)
+}
+
+fn capped_filter(spec: &str) -> tracing_subscriber::filter::Targets {
+    use tracing::Level;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let parsed = spec
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let is_capped = |target: &str| {
+        CAPPED_TARGETS.iter().any(|capped| {
+            target
+                .strip_prefix(capped)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+    };
+    // The most verbose level `parsed` enables for `target`.
+    let level_of = |target: &str| {
+        [
+            Level::TRACE,
+            Level::DEBUG,
+            Level::INFO,
+            Level::WARN,
+            Level::ERROR,
+        ]
+        .into_iter()
+        .find(|level| parsed.would_enable(target, level))
+        .map_or(LevelFilter::OFF, LevelFilter::from_level)
+    };
+    let mut filter = Targets::new();
+    if let Some(default) = parsed.default_level() {
+        filter = filter.with_default(default);
+    }
+    for (target, level) in parsed.iter() {
+        let level = if is_capped(target) {
+            level.min(LevelFilter::INFO)
+        } else {
+            level
+        };
+        filter = filter.with_target(target, level);
+    }
     for target in CAPPED_TARGETS {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
+        filter = filter.with_target(target, level_of(target).min(LevelFilter::INFO));
     }
     filter
 }
@@ -490,4 +531,40 @@ pub fn generate_passphrase() -> SecretString {
 /// The store directory inside a data directory.
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped_filter;
+    use tracing::Level;
+
+    #[test]
+    fn the_log_filter_follows_its_spec_and_caps_the_transport_at_info() {
+        let filter = capped_filter("debug");
+        assert!(filter.would_enable("keyhaven::api", &Level::DEBUG));
+        assert!(!filter.would_enable("keyhaven::api", &Level::TRACE));
+        assert!(filter.would_enable("h2::codec", &Level::INFO));
+        assert!(!filter.would_enable("h2::codec", &Level::DEBUG));
+
+        // Asking for a transport library, or a module of one, by name gets `info` at most.
+        let filter = capped_filter("warn,h2=trace,hyper_util::client=trace,keyhaven=trace");
+        assert!(filter.would_enable("keyhaven::keys", &Level::TRACE));
+        assert!(!filter.would_enable("other", &Level::INFO));
+        for target in ["h2", "h2::proto", "hyper_util::client::legacy", "tonic"] {
+            assert!(!filter.would_enable(target, &Level::DEBUG), "{target}");
+        }
+        assert!(filter.would_enable("h2", &Level::INFO));
+        // A name that only starts like a capped one is not capped.
+        assert!(capped_filter("h2o=trace").would_enable("h2o", &Level::TRACE));
+
+        // Quieter than `info` stays quieter, transport included.
+        let filter = capped_filter("warn");
+        assert!(!filter.would_enable("tonic", &Level::INFO));
+        assert!(filter.would_enable("tonic", &Level::WARN));
+
+        // What cannot be parsed falls back to `info`.
+        let filter = capped_filter("keyhaven[span{x=1}]=trace");
+        assert!(filter.would_enable("keyhaven", &Level::INFO));
+        assert!(!filter.would_enable("keyhaven", &Level::DEBUG));
+    }
 }
