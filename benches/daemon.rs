@@ -5,7 +5,8 @@
 //! In one process, on two Tokio runtimes (one serving, one loading, as `keyhaven serve` and
 //! `keyhaven bench` would on one machine), it measures
 //! - the baselines: an empty unary RPC carrying the same 32-byte payload (an echo service on
-//!   tonic, no authentication), the daemon's own health check, the sealed keystore's
+//!   tonic, no authentication), the daemon's own health check (bare, and carrying a signed
+//!   request's headers it does not check), the sealed keystore's
 //!   AES-256-GCM called directly, and `C_EncryptInit`+`C_Encrypt` (CKM_AES_GCM) on a key in the
 //!   same SoftHSM2 token;
 //! - the daemon, signed and authorised as in production: Encrypt, Decrypt, GenerateDataKey,
@@ -14,6 +15,7 @@
 //! - with `KEYHAVEN_BENCH_KEYS=N`, the same daemon holding N keys against one holding 10:
 //!   DescribeKey and Encrypt throughput, ListKeys page time, start-up and resident memory.
 //!
+//! The daemon logs as `keyhaven serve` does (at `info`, each call in its span), to nowhere.
 //! It prints markdown tables and, last, one `ratio <name> <value>` line per ratio.
 //! Environment: `KEYHAVEN_BENCH_SECONDS` (per measurement, default 2),
 //! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1).
@@ -343,9 +345,12 @@ impl Workload for EchoWorkload {
     }
 }
 
-/// The daemon's own health check: an empty RPC through the daemon's server stack.
+/// The daemon's own health check: an empty RPC through the daemon's server stack. With a
+/// `signer`, each check carries the headers of a freshly signed request, which the health
+/// service does not check: what signing and sending them costs, without any verification.
 struct HealthWorkload {
     channels: Vec<Channel>,
+    signer: Option<Client>,
 }
 
 impl Workload for HealthWorkload {
@@ -358,11 +363,19 @@ impl Workload for HealthWorkload {
     }
 
     async fn call(&self, health: &mut Self::Worker, _: u64) -> Result<(), Failure> {
-        health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
+        let message = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let request = match &self.signer {
+            Some(signer) => {
+                let (headers, _, _) = signer
+                    .signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {})
+                    .into_parts();
+                tonic::Request::from_parts(headers, tonic::Extensions::default(), message)
+            }
+            None => tonic::Request::new(message),
+        };
+        health.check(request).await?;
         Ok(())
     }
 }
@@ -866,7 +879,8 @@ impl BenchDaemon {
             .arg("--passphrase-file")
             .arg(&passphrase)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+            // Logging as `keyhaven serve` does by default (`info`), to nowhere.
+            .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1098,15 +1112,20 @@ fn health_through_daemon(
     settings: &Settings,
     results: &mut Results,
 ) {
-    let workload = Arc::new(HealthWorkload {
-        channels: daemon.channels.clone(),
-    });
-    let report = client.block_on(bench::drive(workload, &settings.shape(64)));
-    results.load(
-        "empty RPC (health Check, 0 B)",
-        "daemon's server stack",
-        &report,
-    );
+    for (signer, operation) in [
+        (None, "empty RPC (health Check, 0 B)"),
+        (
+            daemon.clients.first().cloned(),
+            "empty RPC carrying a signed request's headers (health Check, headers not checked)",
+        ),
+    ] {
+        let workload = Arc::new(HealthWorkload {
+            channels: daemon.channels.clone(),
+            signer,
+        });
+        let report = client.block_on(bench::drive(workload, &settings.shape(64)));
+        results.load(operation, "daemon's server stack", &report);
+    }
     let workload = Arc::new(SignedCallWorkload {
         clients: daemon.clients.clone(),
     });
@@ -1346,7 +1365,23 @@ fn runtime(name: &str) -> Runtime {
         .unwrap_or_else(|e| panic!("cannot start the {name} runtime: {e}"))
 }
 
+/// The daemon's logging, as `keyhaven serve` installs it (its filter, `info` unless `RUST_LOG`
+/// says otherwise: every call opens its span), written nowhere.
+fn discard_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(keyhaven::server::log_filter(None))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::sink),
+        )
+        .try_init();
+}
+
 fn main() {
+    discard_logs();
     let settings = Settings::from_env();
     let started = Instant::now();
     let load_average = std::fs::read_to_string("/proc/loadavg")
