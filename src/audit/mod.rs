@@ -19,6 +19,7 @@
 //! Nothing secret is ever written: no plaintext, key material, passphrase, secret access key,
 //! session token or encryption-context value.
 
+mod recover;
 mod verify;
 
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_files};
@@ -137,8 +138,11 @@ pub struct AuditError {
 
 struct Writer {
     file: File,
+    /// The file's length: where its last complete line ends.
     size: u64,
     head: Head,
+    /// A failed write may have left part of a line after `size`, not yet cut off.
+    torn: bool,
 }
 
 /// The audit log of a daemon.
@@ -172,7 +176,7 @@ impl AuditLog {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| error(e.to_string()))?;
         }
-        let head = match store.get(HEAD_RECORD).map_err(|e| error(e.to_string()))? {
+        let stored = match store.get(HEAD_RECORD).map_err(|e| error(e.to_string()))? {
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| error(format!("chain head: {e}")))?
             }
@@ -211,20 +215,44 @@ impl AuditLog {
                 key
             }
         };
+        let recovered = recover::continue_chain(path, stored).map_err(error)?;
+        if recovered.cut > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = recovered.cut,
+                "cut off an incomplete last line of the audit log (a write that never finished)"
+            );
+        }
+        let head = recovered.head;
+        if head.seq > stored.seq {
+            tracing::info!(
+                seq = head.seq,
+                stored_seq = stored.seq,
+                "the audit log holds records past the stored chain head: continuing after them"
+            );
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| error(format!("cannot open for appending: {e}")))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let size = file
+            .metadata()
+            .map_err(|e| error(format!("cannot read its size: {e}")))?
+            .len();
         let (lines, _) = broadcast::channel(1024);
         Ok(Self {
             path: path.to_path_buf(),
             max_bytes,
             store,
             context_key,
-            writer: Mutex::new(Writer { file, size, head }),
-            stored: Mutex::new(head),
+            writer: Mutex::new(Writer {
+                file,
+                size,
+                head,
+                torn: false,
+            }),
+            stored: Mutex::new(stored),
             lines,
         })
     }
@@ -280,13 +308,25 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&record).map_err(|e| self.error(e.to_string()))?;
         let hash = hex_hash(&line);
         line.push(b'\n');
+        if writer.torn {
+            // Nothing may follow part of a line: the chain would break there for good.
+            let size = writer.size;
+            writer
+                .file
+                .set_len(size)
+                .map_err(|e| self.error(format!("cannot cut off a failed write: {e}")))?;
+            writer.torn = false;
+        }
         if writer.size > 0 && writer.size + line.len() as u64 > self.max_bytes {
             self.rotate(&mut writer)?;
         }
-        writer
-            .file
-            .write_all(&line)
-            .map_err(|e| self.error(format!("write failed: {e}")))?;
+        if let Err(e) = writer.file.write_all(&line) {
+            // A short write (a full disk) leaves part of the line: cut it off now, or before
+            // the next record.
+            let size = writer.size;
+            writer.torn = writer.file.set_len(size).is_err();
+            return Err(self.error(format!("write failed: {e}")));
+        }
         writer.size += line.len() as u64;
         writer.head = Head {
             seq: record.seq,
