@@ -358,13 +358,33 @@ async fn the_log_rotates_by_size_and_the_chain_continues() {
     for _ in 0..60 {
         d.encrypt(&key, b"x", &[]).await.unwrap();
     }
+    // A tail reaches back across the rotated files: the last 40 lines in order, ending with
+    // the tail's own request record (CreateKey's two, 60 Encrypts, then that one: 63).
+    let mut stream = d
+        .client
+        .audit()
+        .tail_audit_log(d.client.signed_audit(
+            "TailAuditLog",
+            v1::TailAuditLogRequest {
+                lines: 40,
+                follow: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(line) = stream.message().await.unwrap() {
+        seqs.push(serde_json::from_str::<AuditRecord>(&line.line).unwrap().seq);
+    }
+    assert_eq!(seqs, (24..=63).collect::<Vec<u64>>());
     d.stop().await;
     let files = chain_files(&d.config.audit_log);
-    assert!(files.len() >= 3, "{files:?}");
+    assert!(files.len() >= 4, "{files:?}");
     let report = verify_files(&files, None).unwrap();
-    // CreateKey's request and response, then one record per Encrypt.
-    assert_eq!(report.records, 62);
-    assert_eq!((report.first_seq, report.last_seq), (1, 62));
+    // The tail's response record last.
+    assert_eq!(report.records, 64);
+    assert_eq!((report.first_seq, report.last_seq), (1, 64));
     let (ok, output) = verify_cli(d.dir.path());
     assert!(ok, "{output}");
 }

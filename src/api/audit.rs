@@ -55,9 +55,11 @@ impl AuditService for AuditApi {
         }
         // Subscribe before reading, so nothing written in between is lost.
         let live = r.follow.then(|| self.audit.subscribe());
-        let backlog = self
-            .audit
-            .tail(r.lines as usize)
+        // File reads: off the async workers.
+        let (audit, lines) = (self.audit.clone(), r.lines as usize);
+        let backlog = tokio::task::spawn_blocking(move || audit.tail(lines))
+            .await
+            .map_err(|e| KeyError::Internal(format!("audit tail task: {e}")))?
             .map_err(|e| KeyError::Internal(e.to_string()))?;
         let (sender, receiver) = mpsc::channel(256);
         tokio::spawn(async move {

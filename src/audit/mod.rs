@@ -19,6 +19,7 @@
 //! Nothing secret is ever written: no plaintext, key material, passphrase, secret access key,
 //! session token or encryption-context value.
 
+mod backward;
 mod recover;
 mod verify;
 
@@ -223,6 +224,14 @@ impl AuditLog {
                 "cut off an incomplete last line of the audit log (a write that never finished)"
             );
         }
+        if let Some(why) = recovered.refused {
+            tracing::warn!(
+                path = %path.display(),
+                stored_seq = stored.seq,
+                "the audit log has records past the stored chain head that were not taken on \
+                 ({why}); the chain goes on from the stored head: run `keyhaven audit verify`"
+            );
+        }
         let head = recovered.head;
         if head.seq > stored.seq {
             tracing::info!(
@@ -290,8 +299,13 @@ impl AuditLog {
             Ok(w) => w,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let seq = writer
+            .head
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| self.error("sequence numbers are exhausted".into()))?;
         let record = AuditRecord {
-            seq: writer.head.seq + 1,
+            seq,
             prev: hex::encode(writer.head.hash),
             time,
             phase: entry.phase,
@@ -322,9 +336,13 @@ impl AuditLog {
         }
         if let Err(e) = writer.file.write_all(&line) {
             // A short write (a full disk) leaves part of the line: cut it off now, or before
-            // the next record.
+            // the next record. Only a regular file has a length to cut back to.
             let size = writer.size;
-            writer.torn = writer.file.set_len(size).is_err();
+            writer.torn = writer
+                .file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() > size)
+                && writer.file.set_len(size).is_err();
             return Err(self.error(format!("write failed: {e}")));
         }
         writer.size += line.len() as u64;
@@ -402,26 +420,23 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The last `n` lines, across rotated files.
+    /// The last `n` lines, across rotated files, read back from the end of the newest.
     pub fn tail(&self, n: usize) -> Result<Vec<String>, AuditError> {
-        let mut files: Vec<PathBuf> = rotated_files(&self.path)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
-        files.push(self.path.clone());
-        let mut lines = std::collections::VecDeque::with_capacity(n.min(10_000));
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| self.error(e.to_string()))?;
-            for line in text.lines() {
-                if lines.len() == n {
-                    lines.pop_front();
-                }
-                if n > 0 {
-                    lines.push_back(line.to_owned());
-                }
+        let mut lines: Vec<String> = Vec::new();
+        for file in chain_files(&self.path).iter().rev() {
+            if lines.len() >= n {
+                break;
             }
+            let older = backward::last_lines(file, n - lines.len())
+                .map_err(|e| self.error(format!("{}: {e}", file.display())))?;
+            let mut older: Vec<String> = older
+                .iter()
+                .map(|line| String::from_utf8_lossy(line).into_owned())
+                .collect();
+            older.append(&mut lines);
+            lines = older;
         }
-        Ok(lines.into_iter().collect())
+        Ok(lines)
     }
 
     /// New lines as they are written.

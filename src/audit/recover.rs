@@ -3,17 +3,22 @@
 //!
 //! The store's copy of the head is written once a second, after the file's fsync, so after a
 //! crash the log can hold records past it. Starting from the stored head would give the next
-//! record a sequence number already used and fork the chain. A crash can also leave the
-//! current file ending in part of a line (a write the daemon never finished, or a short write
-//! on a full disk): that part is cut off before anything is appended after it.
+//! record a sequence number already used and fork the chain. Those records are taken on only
+//! when they link to the stored head (its line hashes to it, and each record after it names
+//! the one before); otherwise the chain goes on from the stored head, and `audit verify`
+//! names where the log departs from it. A crash can also leave the current file ending in part
+//! of a line (a write the daemon never finished, or a short write on a full disk): that part
+//! is cut off before anything is appended after it.
 
+use super::backward::Backward;
 use super::{AuditRecord, Head, hex_hash};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// How far back a read for the last line reaches at a time.
-const CHUNK: u64 = 64 * 1024;
+/// At most this many records past the stored head are taken on (about a minute of a busy
+/// daemon's records; the head is stored every second).
+const MAX_PAST_HEAD: usize = 1_000_000;
 
 /// What a start found at the end of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,103 +27,124 @@ pub(super) struct Recovered {
     pub head: Head,
     /// Bytes of an incomplete last line cut off the current file.
     pub cut: u64,
+    /// Why records past the stored head were not taken on, when there are some.
+    pub refused: Option<&'static str>,
 }
 
 /// The head to continue from: the last record of the log at `current` (or of the last rotated
-/// file, when `current` is empty or missing) when it is past `stored`, else `stored`. An
-/// incomplete last line is cut off `current` first. A last line that is not a record leaves
-/// `stored`: `audit verify` names it.
+/// file, when `current` is empty or missing) when the records up to it link to `stored`, else
+/// `stored`. An incomplete last line is cut off `current` first.
 pub(super) fn continue_chain(current: &Path, stored: Head) -> Result<Recovered, String> {
-    let cut = if current.exists() {
-        cut_incomplete_line(current)
-            .map_err(|e| format!("cannot cut an incomplete last line: {e}"))?
-    } else {
-        0
+    let cut = cut_incomplete_line(current)
+        .map_err(|e| format!("cannot cut an incomplete last line: {e}"))?;
+    let (head, refused) = match past_head(current, stored)? {
+        Ok(Some(head)) => (head, None),
+        Ok(None) => (stored, None),
+        Err(refused) => (stored, Some(refused)),
     };
-    let mut head = stored;
-    for file in super::chain_files(current).iter().rev() {
-        let line = last_line(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let Some(line) = line else { continue };
-        if let Ok(record) = serde_json::from_slice::<AuditRecord>(&line)
-            && record.seq > stored.seq
-        {
-            head = Head {
-                seq: record.seq,
-                hash: hex_hash(&line),
+    Ok(Recovered { head, cut, refused })
+}
+
+/// The last record's head when records past `stored` link to it; `Ok(None)` when there are
+/// none past it; `Err(why)` when there are but they do not link.
+fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'static str>, String> {
+    // The lines after the stored head's, newest first.
+    let mut past: Vec<Vec<u8>> = Vec::new();
+    let mut reached = false;
+    'files: for file in super::chain_files(current).iter().rev() {
+        let failed = |e: std::io::Error| format!("{}: {e}", file.display());
+        let Some(mut lines) = Backward::open(file).map_err(failed)? else {
+            continue;
+        };
+        while let Some(line) = lines.next_line().map_err(failed)? {
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&line) else {
+                return Ok(if past.is_empty() {
+                    // The last line is no record: nothing to take on; verify names it.
+                    Ok(None)
+                } else {
+                    Err("a line among them is not an audit record")
+                });
             };
+            if record.seq <= stored.seq {
+                if past.is_empty() {
+                    return Ok(Ok(None));
+                }
+                if record.seq != stored.seq || hex_hash(&line) != stored.hash {
+                    return Ok(Err("the record at the stored head is not the one stored"));
+                }
+                reached = true;
+                break 'files;
+            }
+            past.push(line);
+            if past.len() > MAX_PAST_HEAD {
+                return Ok(Err("there are too many to check"));
+            }
         }
-        break;
     }
-    Ok(Recovered { head, cut })
+    if past.is_empty() {
+        return Ok(Ok(None));
+    }
+    if !reached && stored.seq > 0 {
+        return Ok(Err("the record at the stored head is missing"));
+    }
+    // Forwards from the stored head (or the chain's start): each names the one before.
+    let mut previous = stored;
+    for line in past.iter().rev() {
+        let Ok(record) = serde_json::from_slice::<AuditRecord>(line) else {
+            return Ok(Err("a line among them is not an audit record"));
+        };
+        if Some(record.seq) != previous.seq.checked_add(1)
+            || record.prev != hex::encode(previous.hash)
+        {
+            return Ok(Err("they do not link to the stored head"));
+        }
+        previous = Head {
+            seq: record.seq,
+            hash: hex_hash(line),
+        };
+    }
+    Ok(Ok(Some(previous)))
 }
 
-/// The position of the last `\n` before `end`, if any.
-fn last_newline_before(file: &mut File, end: u64) -> std::io::Result<Option<u64>> {
-    let mut end = end;
-    let mut buffer = Vec::new();
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        buffer.resize((end - start) as usize, 0);
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buffer)?;
-        if let Some(at) = buffer.iter().rposition(|b| *b == b'\n') {
-            return Ok(Some(start + at as u64));
-        }
-        end = start;
-    }
-    Ok(None)
-}
-
-/// Cuts `path` back to its last complete line, synced; returns how many bytes went.
+/// Cuts the regular file `path` back to its last complete line, synced; returns how many
+/// bytes went. A missing file, or one that is not a regular file, is left as it is.
 fn cut_incomplete_line(path: &Path) -> std::io::Result<u64> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() && metadata.len() > 0 => {}
+        Ok(_) => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    }
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(0);
-    }
     let mut last = [0u8; 1];
     file.seek(SeekFrom::Start(len - 1))?;
     file.read_exact(&mut last)?;
     if last[0] == b'\n' {
         return Ok(0);
     }
-    let keep = last_newline_before(&mut file, len)?.map_or(0, |at| at + 1);
+    // The incomplete line is the last one, as read back.
+    let incomplete = Backward::open(path)?
+        .map(|mut lines| lines.next_line())
+        .transpose()?
+        .flatten()
+        .map_or(0, |line| line.len() as u64);
+    let keep = len - incomplete;
     file.set_len(keep)?;
     file.sync_all()?;
-    Ok(len - keep)
-}
-
-/// The last line of `path` (without its newline), `None` when the file is empty or missing.
-fn last_line(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    let end = if last[0] == b'\n' { len - 1 } else { len };
-    let start = last_newline_before(&mut file, end)?.map_or(0, |at| at + 1);
-    let mut line = vec![0u8; (end - start) as usize];
-    file.seek(SeekFrom::Start(start))?;
-    file.read_exact(&mut line)?;
-    Ok(Some(line))
+    Ok(incomplete)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{GENESIS, Phase};
+    use crate::audit::Phase;
+    use crate::audit::backward::CHUNK;
 
-    fn line(seq: u64, operation: &str) -> Vec<u8> {
+    fn record(seq: u64, prev: &[u8; 32], operation: &str) -> Vec<u8> {
         let record = AuditRecord {
             seq,
-            prev: GENESIS.into(),
+            prev: hex::encode(prev),
             time: "2026-11-29T00:00:00Z".into(),
             phase: Phase::Call,
             request_id: format!("request-{seq}"),
@@ -132,6 +158,18 @@ mod tests {
             duration_us: None,
         };
         serde_json::to_vec(&record).unwrap()
+    }
+
+    /// `n` linked records after `after`.
+    fn chain(after: Head, n: u64, operation: &str) -> Vec<Vec<u8>> {
+        let mut previous = after;
+        (1..=n)
+            .map(|i| {
+                let line = record(after.seq + i, &previous.hash, operation);
+                previous = head(after.seq + i, &line);
+                line
+            })
+            .collect()
     }
 
     fn write_lines(path: &Path, lines: &[Vec<u8>], tail: &[u8]) {
@@ -151,73 +189,162 @@ mod tests {
         }
     }
 
-    const NONE: Head = Head {
+    const GENESIS_HEAD: Head = Head {
         seq: 0,
         hash: [0; 32],
     };
+
+    fn size_of(lines: &[Vec<u8>]) -> usize {
+        lines.iter().map(|l| l.len() + 1).sum()
+    }
 
     #[test]
     fn the_chain_goes_on_from_the_last_record_past_the_stored_head() {
         let dir = tempfile::tempdir().unwrap();
         let current = dir.path().join("audit.log");
-        let lines: Vec<_> = (1..=3).map(|seq| line(seq, "kms:Encrypt")).collect();
+        let lines = chain(GENESIS_HEAD, 3, "kms:Encrypt");
         write_lines(&current, &lines, b"");
 
         let recovered = continue_chain(&current, head(1, &lines[0])).unwrap();
         assert_eq!(recovered.head, head(3, &lines[2]));
-        assert_eq!(recovered.cut, 0);
+        assert_eq!((recovered.cut, recovered.refused), (0, None));
         // Nothing stored yet (a first run killed within its first second): the same.
-        assert_eq!(
-            continue_chain(&current, NONE).unwrap().head,
-            head(3, &lines[2])
-        );
-        // A stored head at or past the log's end is kept: `audit verify` names the cut.
+        let recovered = continue_chain(&current, GENESIS_HEAD).unwrap();
+        assert_eq!(recovered.head, head(3, &lines[2]));
+        // The stored head is the last record: nothing past it.
+        let stored = head(3, &lines[2]);
+        assert_eq!(continue_chain(&current, stored).unwrap().head, stored);
+        // A stored head past the log's end is kept: `audit verify` names the cut.
         let ahead = head(5, b"elsewhere");
-        assert_eq!(continue_chain(&current, ahead).unwrap().head, ahead);
-        assert_eq!(std::fs::read(&current).unwrap().len(), {
-            lines.iter().map(|l| l.len() + 1).sum::<usize>()
-        });
+        let recovered = continue_chain(&current, ahead).unwrap();
+        assert_eq!((recovered.head, recovered.refused), (ahead, None));
+        assert_eq!(std::fs::read(&current).unwrap().len(), size_of(&lines));
+    }
+
+    #[test]
+    fn records_that_do_not_link_to_the_stored_head_are_not_taken_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("audit.log");
+        let lines = chain(GENESIS_HEAD, 4, "kms:Encrypt");
+        let stored = head(2, &lines[1]);
+
+        // The record at the stored head rewritten, and the records after it chained anew.
+        let mut rewritten = lines[..1].to_vec();
+        rewritten.extend(chain(head(1, &lines[0]), 3, "kms:Decrypt"));
+        write_lines(&current, &rewritten, b"");
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        assert_eq!(
+            recovered.refused,
+            Some("the record at the stored head is not the one stored")
+        );
+
+        // A record past the head that does not name the one before.
+        let mut forged = lines[..3].to_vec();
+        forged.push(record(4, &[7; 32], "kms:Encrypt"));
+        write_lines(&current, &forged, b"");
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        assert_eq!(
+            recovered.refused,
+            Some("they do not link to the stored head")
+        );
+
+        // A sequence number skipped past the head.
+        let mut skipped = lines[..2].to_vec();
+        skipped.push(record(4, &head(2, &lines[1]).hash, "kms:Encrypt"));
+        write_lines(&current, &skipped, b"");
+        assert_eq!(continue_chain(&current, stored).unwrap().head, stored);
+
+        // The record at the stored head gone (the log starts after it).
+        write_lines(&current, &lines[2..], b"");
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        assert_eq!(
+            recovered.refused,
+            Some("the record at the stored head is missing")
+        );
+
+        // From the chain's start: the first record must name the genesis hash.
+        write_lines(
+            &current,
+            &chain(head(0, b"not genesis"), 2, "kms:Encrypt"),
+            b"",
+        );
+        let recovered = continue_chain(&current, GENESIS_HEAD).unwrap();
+        assert_eq!(recovered.head, GENESIS_HEAD);
+        assert!(recovered.refused.is_some());
+    }
+
+    #[test]
+    fn verify_names_a_rewritten_head_even_with_records_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("audit.log");
+        let lines = chain(GENESIS_HEAD, 4, "kms:Encrypt");
+        let stored = (2, hex::encode(head(2, &lines[1]).hash));
+        write_lines(&current, &lines, b"");
+        let files = [current.clone()];
+        assert!(crate::audit::verify_files(&files, Some(stored.clone())).is_ok());
+        // Records 2 to 4 rewritten and chained anew: every link holds, but record 2 is not the
+        // head the store recorded.
+        let mut rewritten = lines[..1].to_vec();
+        rewritten.extend(chain(head(1, &lines[0]), 3, "kms:Decrypt"));
+        write_lines(&current, &rewritten, b"");
+        let error = crate::audit::verify_files(&files, Some(stored)).unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.message.contains("altered"), "{error}");
     }
 
     #[test]
     fn an_incomplete_last_line_is_cut_off_before_the_chain_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let current = dir.path().join("audit.log");
-        let lines: Vec<_> = (1..=2).map(|seq| line(seq, "kms:Decrypt")).collect();
-        let torn = &line(3, "kms:Decrypt")[..40];
-        write_lines(&current, &lines, torn);
+        let lines = chain(GENESIS_HEAD, 3, "kms:Decrypt");
+        let torn = &lines[2][..40];
+        write_lines(&current, &lines[..2], torn);
 
-        let recovered = continue_chain(&current, NONE).unwrap();
+        let recovered = continue_chain(&current, GENESIS_HEAD).unwrap();
         assert_eq!(recovered.cut, torn.len() as u64);
         assert_eq!(recovered.head, head(2, &lines[1]));
         let text = std::fs::read(&current).unwrap();
         assert!(text.ends_with(b"\n"));
-        assert_eq!(text.len(), lines.iter().map(|l| l.len() + 1).sum::<usize>());
+        assert_eq!(text.len(), size_of(&lines[..2]));
 
         // A file that is nothing but part of a line is emptied.
         write_lines(&current, &[], torn);
-        let recovered = continue_chain(&current, NONE).unwrap();
-        assert_eq!((recovered.head, recovered.cut), (NONE, torn.len() as u64));
+        let recovered = continue_chain(&current, GENESIS_HEAD).unwrap();
+        assert_eq!(
+            (recovered.head, recovered.cut),
+            (GENESIS_HEAD, torn.len() as u64)
+        );
         assert!(std::fs::read(&current).unwrap().is_empty());
     }
 
     #[test]
-    fn an_empty_current_file_continues_the_last_rotated_one() {
+    fn the_walk_back_crosses_rotated_files_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let current = dir.path().join("audit.log");
-        let rotated = dir.path().join("audit.log.1");
-        let lines: Vec<_> = (7..=9).map(|seq| line(seq, "kms:CreateKey")).collect();
-        write_lines(&rotated, &lines, b"");
+        let lines = chain(GENESIS_HEAD, 9, "kms:CreateKey");
+        // `.2` comes before `.10` (numbers, not names); the current file is newest.
+        write_lines(&dir.path().join("audit.log.2"), &lines[..3], b"");
+        write_lines(&dir.path().join("audit.log.10"), &lines[3..6], b"");
+        write_lines(&current, &lines[6..], b"");
+        let stored = head(2, &lines[1]);
+        assert_eq!(
+            continue_chain(&current, stored).unwrap().head,
+            head(9, &lines[8])
+        );
+        // An empty current file: the last rotated one ends the log.
         std::fs::write(&current, b"").unwrap();
         assert_eq!(
-            continue_chain(&current, NONE).unwrap().head,
-            head(9, &lines[2])
+            continue_chain(&current, stored).unwrap().head,
+            head(6, &lines[5])
         );
-        // Renamed away and not yet made again.
+        // Renamed away and not yet made again: the same.
         std::fs::remove_file(&current).unwrap();
         assert_eq!(
-            continue_chain(&current, NONE).unwrap().head,
-            head(9, &lines[2])
+            continue_chain(&current, stored).unwrap().head,
+            head(6, &lines[5])
         );
     }
 
@@ -225,11 +352,13 @@ mod tests {
     fn a_last_line_longer_than_a_read_is_found_whole() {
         let dir = tempfile::tempdir().unwrap();
         let current = dir.path().join("audit.log");
-        let long = line(2, &"x".repeat(3 * CHUNK as usize));
-        let lines = vec![line(1, "kms:Encrypt"), long.clone()];
-        write_lines(&current, &lines, &long[..CHUNK as usize + 10]);
-        let recovered = continue_chain(&current, NONE).unwrap();
-        assert_eq!(recovered.head, head(2, &long));
+        let first = chain(GENESIS_HEAD, 1, "kms:Encrypt");
+        let long = chain(head(1, &first[0]), 2, &"x".repeat(3 * CHUNK as usize));
+        let mut lines = first.clone();
+        lines.push(long[0].clone());
+        write_lines(&current, &lines, &long[1][..CHUNK as usize + 10]);
+        let recovered = continue_chain(&current, head(1, &first[0])).unwrap();
+        assert_eq!(recovered.head, head(2, &long[0]));
         assert_eq!(recovered.cut, CHUNK + 10);
     }
 
@@ -237,9 +366,10 @@ mod tests {
     fn a_last_line_that_is_no_record_leaves_the_stored_head() {
         let dir = tempfile::tempdir().unwrap();
         let current = dir.path().join("audit.log");
-        let first = line(1, "kms:Encrypt");
-        write_lines(&current, &[first.clone(), b"not a record".to_vec()], b"");
-        let stored = head(1, &first);
-        assert_eq!(continue_chain(&current, stored).unwrap().head, stored);
+        let lines = chain(GENESIS_HEAD, 1, "kms:Encrypt");
+        let stored = head(1, &lines[0]);
+        write_lines(&current, &[lines[0].clone(), b"not a record".to_vec()], b"");
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!((recovered.head, recovered.refused), (stored, None));
     }
 }

@@ -1,6 +1,7 @@
 //! Offline verification of the audit chain: every line parses, sequence numbers follow each
-//! other, every `prev` is the SHA-256 of the line before, and the last line is the chain head
-//! the store recorded (so records cut off the end are noticed too).
+//! other, every `prev` is the SHA-256 of the line before, and the record at the chain head
+//! the store recorded is the one it recorded, and is there (so records cut off the end are
+//! noticed too).
 
 use super::{AuditRecord, GENESIS, hex_hash};
 use std::path::{Path, PathBuf};
@@ -87,7 +88,17 @@ pub fn verify_files(
                     }
                 }
             }
-            previous = Some((record.seq, hex_hash(line)));
+            let hash = hex_hash(line);
+            if let Some((head_seq, head_hash)) = &head
+                && record.seq == *head_seq
+                && hex::encode(hash) != *head_hash
+            {
+                return Err(bad(
+                    number,
+                    "this record is not the chain head the store recorded: it was altered".into(),
+                ));
+            }
+            previous = Some((record.seq, hash));
             records += 1;
             last_place = (file.clone(), number);
         }
