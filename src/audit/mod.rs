@@ -240,11 +240,15 @@ impl AuditLog {
                 "the audit log holds records past the stored chain head: continuing after them"
             );
         }
+        let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| error(format!("cannot open for appending: {e}")))?;
+        if !existed {
+            sync_parent(path).map_err(|e| error(format!("fsync of its directory: {e}")))?;
+        }
         let size = file
             .metadata()
             .map_err(|e| error(format!("cannot read its size: {e}")))?
@@ -385,7 +389,8 @@ impl AuditLog {
             .open(&self.path)
             .map_err(|e| self.error(format!("cannot open a new file: {e}")))?;
         writer.size = 0;
-        Ok(())
+        // The rename and the new file are entries of the directory: durable only with it.
+        sync_parent(&self.path).map_err(|e| self.error(format!("fsync of its directory: {e}")))
     }
 
     /// Makes the log durable, then stores its head (on shutdown and every second). Blocks.
@@ -452,6 +457,16 @@ impl AuditLog {
         };
         (writer.head.seq, hex::encode(writer.head.hash))
     }
+}
+
+/// Fsyncs the directory `path` is in, so that entries made or renamed in it survive a power
+/// loss.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
 }
 
 /// The chain head stored in a data directory's metadata store: (sequence, hex hash).
