@@ -16,9 +16,9 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// At most this many records past the stored head are taken on (about a minute of a busy
-/// daemon's records; the head is stored every second).
-const MAX_PAST_HEAD: usize = 1_000_000;
+/// At most this many records past the stored head are taken on: more than ten seconds of a
+/// busy daemon's records (the head is stored every second), read into memory at start.
+const MAX_PAST_HEAD: usize = 200_000;
 
 /// What a start found at the end of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
