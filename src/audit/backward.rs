@@ -10,16 +10,15 @@ use std::path::Path;
 pub(super) const CHUNK: u64 = 64 * 1024;
 
 /// The lines of a file, last first (without their newlines). A last line without its newline
-/// counts as a line.
+/// counts as a line. Each byte is read once and scanned a bounded number of times, however
+/// long the lines are.
 pub(super) struct Backward {
     file: File,
-    /// Where the bytes not yet read end.
+    /// Bytes read but not yet returned: from `start` to the end of the next line.
+    buffer: Vec<u8>,
     start: u64,
-    /// The bytes read but not yet split off: the front of them may be part of a line.
-    pending: Vec<u8>,
-    empty: bool,
-    /// Whole lines split off, oldest first: returned from the end.
-    lines: Vec<Vec<u8>>,
+    /// Every line has been returned (or the file was empty).
+    done: bool,
 }
 
 impl Backward {
@@ -34,54 +33,78 @@ impl Backward {
         }
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
-        let mut start = len;
-        if start > 0 {
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(start - 1))?;
-            file.read_exact(&mut last)?;
-            if last[0] == b'\n' {
-                start -= 1;
-            }
-        }
+        let start = if len > 0 && last_byte(&mut file, len)? == b'\n' {
+            len - 1
+        } else {
+            len
+        };
         Ok(Some(Self {
             file,
+            buffer: Vec::new(),
             start,
-            pending: Vec::new(),
-            empty: len == 0,
-            lines: Vec::new(),
+            done: len == 0,
         }))
     }
 
     /// The line before the last one returned, `None` once the file's start is passed.
     pub(super) fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        // Where the scan for the line's start begins: bytes already scanned hold no newline.
+        let mut unscanned = self.buffer.len();
         loop {
-            if let Some(line) = self.lines.pop() {
+            if let Some(at) = self.buffer[..unscanned].iter().rposition(|b| *b == b'\n') {
+                let line = self.buffer[at + 1..].to_vec();
+                self.buffer.truncate(at);
                 return Ok(Some(line));
             }
             if self.start == 0 {
-                // What is left begins the file: a whole line, unless the file was empty.
-                return Ok(if self.empty {
-                    None
-                } else {
-                    self.start = u64::MAX;
-                    Some(std::mem::take(&mut self.pending))
-                });
+                self.done = true;
+                return Ok(Some(std::mem::take(&mut self.buffer)));
             }
-            if self.start == u64::MAX {
-                return Ok(None);
-            }
-            let from = self.start.saturating_sub(CHUNK);
-            let mut chunk = vec![0u8; (self.start - from) as usize];
+            // Read further back: at least a chunk, and as much as is held (so a long line costs
+            // a number of reads logarithmic in its length, and copies linear in it).
+            let grow = CHUNK.max(self.buffer.len() as u64).min(self.start);
+            let from = self.start - grow;
+            let mut chunk = vec![0u8; grow as usize];
             self.file.seek(SeekFrom::Start(from))?;
             self.file.read_exact(&mut chunk)?;
-            chunk.append(&mut self.pending);
+            unscanned = chunk.len();
+            chunk.extend_from_slice(&self.buffer);
+            self.buffer = chunk;
             self.start = from;
-            let mut pieces = chunk.split(|b| *b == b'\n');
-            let front = pieces.next().unwrap_or_default().to_vec();
-            self.lines = pieces.map(<[u8]>::to_vec).collect();
-            self.pending = front;
         }
     }
+}
+
+/// The last byte of `file`, of length `len` (> 0).
+fn last_byte(file: &mut File, len: u64) -> std::io::Result<u8> {
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len.saturating_sub(1)))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0])
+}
+
+/// The length of `file` (of length `len`) up to and with its last `\n`: 0 when it has none.
+/// Reads through the given handle, each byte once.
+pub(super) fn complete_length(file: &mut File, len: u64) -> std::io::Result<u64> {
+    if len == 0 || last_byte(file, len)? == b'\n' {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut chunk = Vec::new();
+    while end > 0 {
+        let from = end.saturating_sub(CHUNK);
+        chunk.resize((end - from) as usize, 0);
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(at) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(from + at as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 /// The last `n` lines of `path`, oldest first; fewer when it has fewer.
@@ -113,9 +136,13 @@ mod tests {
     #[test]
     fn lines_read_backwards_are_the_lines_read_forwards() {
         let long = "y".repeat(2 * CHUNK as usize + 17);
+        // A line that ends exactly where a read starts.
+        let at_boundary = format!("{}\n{}\n", "a".repeat(10), "b".repeat(CHUNK as usize - 1));
         for text in [
             String::new(),
             "\n".into(),
+            "\n\n".into(),
+            at_boundary,
             "a".into(),
             "a\n".into(),
             "a\nb".into(),

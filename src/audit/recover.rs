@@ -10,10 +10,9 @@
 //! of a line (a write the daemon never finished, or a short write on a full disk): that part
 //! is cut off before anything is appended after it.
 
-use super::backward::Backward;
+use super::backward::{Backward, complete_length};
 use super::{AuditRecord, Head, hex_hash};
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// At most this many records past the stored head are taken on: more than ten seconds of a
@@ -58,12 +57,11 @@ fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'stat
         };
         while let Some(line) = lines.next_line().map_err(failed)? {
             let Ok(record) = serde_json::from_slice::<AuditRecord>(&line) else {
-                return Ok(if past.is_empty() {
-                    // The last line is no record: nothing to take on; verify names it.
-                    Ok(None)
+                return Ok(Err(if past.is_empty() {
+                    "the last line is not an audit record"
                 } else {
-                    Err("a line among them is not an audit record")
-                });
+                    "a line among them is not an audit record"
+                }));
             };
             if record.seq <= stored.seq {
                 if past.is_empty() {
@@ -110,29 +108,20 @@ fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'stat
 /// bytes went. A missing file, or one that is not a regular file, is left as it is.
 fn cut_incomplete_line(path: &Path) -> std::io::Result<u64> {
     match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_file() && metadata.len() > 0 => {}
+        Ok(metadata) if metadata.is_file() => {}
         Ok(_) => return Ok(0),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     }
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
+    let keep = complete_length(&mut file, len)?;
+    if keep == len {
         return Ok(0);
     }
-    // The incomplete line is the last one, as read back.
-    let incomplete = Backward::open(path)?
-        .map(|mut lines| lines.next_line())
-        .transpose()?
-        .flatten()
-        .map_or(0, |line| line.len() as u64);
-    let keep = len - incomplete;
     file.set_len(keep)?;
     file.sync_all()?;
-    Ok(incomplete)
+    Ok(len - keep)
 }
 
 #[cfg(test)]
@@ -254,7 +243,22 @@ mod tests {
         let mut skipped = lines[..2].to_vec();
         skipped.push(record(4, &head(2, &lines[1]).hash, "kms:Encrypt"));
         write_lines(&current, &skipped, b"");
-        assert_eq!(continue_chain(&current, stored).unwrap().head, stored);
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        assert_eq!(
+            recovered.refused,
+            Some("they do not link to the stored head")
+        );
+
+        // The record at the stored head removed from between its neighbours.
+        let removed = [lines[0].clone(), lines[2].clone(), lines[3].clone()];
+        write_lines(&current, &removed, b"");
+        let recovered = continue_chain(&current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        assert_eq!(
+            recovered.refused,
+            Some("the record at the stored head is not the one stored")
+        );
 
         // The record at the stored head gone (the log starts after it).
         write_lines(&current, &lines[2..], b"");
@@ -370,6 +374,22 @@ mod tests {
         let stored = head(1, &lines[0]);
         write_lines(&current, &[lines[0].clone(), b"not a record".to_vec()], b"");
         let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!((recovered.head, recovered.refused), (stored, None));
+        assert_eq!(
+            (recovered.head, recovered.refused),
+            (stored, Some("the last line is not an audit record"))
+        );
+        // Or among the records past the head.
+        let past = chain(stored, 2, "kms:Encrypt");
+        let lines = [
+            lines[0].clone(),
+            past[0].clone(),
+            b"{}".to_vec(),
+            past[1].clone(),
+        ];
+        write_lines(&current, &lines, b"");
+        assert_eq!(
+            continue_chain(&current, stored).unwrap().refused,
+            Some("a line among them is not an audit record")
+        );
     }
 }
