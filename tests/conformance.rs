@@ -50,6 +50,7 @@ conformance_suite!(
         restart_keeps_keys_states_and_ciphertexts,
         concurrent_creates_are_all_durable,
         authentication_refusals,
+        a_change_replayed_after_a_restart_is_refused,
         oversized_request_is_refused,
         health_and_reflection_are_served,
     ]
@@ -1286,6 +1287,57 @@ mod suite {
             "InvalidSignatureException",
             "expired",
         );
+    }
+
+    /// Signatures of state changes outlive a restart (until they would be stale anyway), so a
+    /// captured DisableKey cannot be sent again once the daemon has restarted.
+    pub async fn a_change_replayed_after_a_restart_is_refused(backend: Backend) {
+        let mut d = TestDaemon::start_with(backend, |c| {
+            c.scheduler_interval = std::time::Duration::from_secs(1);
+        })
+        .await;
+        let key = d.create_key("replayed").await.key_id;
+        let disable = v1::DisableKeyRequest {
+            key_id: key.clone(),
+        };
+        let first = d.client.signed("DisableKey", disable.clone());
+        let mut replayed = tonic::Request::new(disable.clone());
+        *replayed.metadata_mut() = first.metadata().clone();
+        kms(&d).disable_key(first).await.unwrap();
+        d.restart().await;
+        let enable = v1::EnableKeyRequest {
+            key_id: key.clone(),
+        };
+        kms(&d)
+            .enable_key(d.client.signed("EnableKey", enable))
+            .await
+            .unwrap();
+        let status = kms(&d).disable_key(replayed).await.expect_err("a replay");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(
+            keyhaven::api::reason_of(&status).as_deref(),
+            Some("InvalidSignatureException"),
+            "{status:?}"
+        );
+        assert!(status.message().contains("replayed"), "{status:?}");
+        assert_eq!(d.state(&key).await, KeyState::Enabled);
+
+        // Stored while they can still be replayed; swept once they are stale.
+        let seen = |d: &TestDaemon| {
+            let dir = keyhaven::server::store_dir(&d.config.data_dir);
+            let store = keyhaven::store::SledBackend::open(&dir).expect("open the store");
+            keyhaven::store::StoreBackend::scan(&store, b"auth/seen/", None, usize::MAX)
+                .expect("scan")
+                .len()
+        };
+        d.stop().await;
+        // CreateKey, DisableKey and EnableKey.
+        assert_eq!(seen(&d), 3);
+        d.start_again().await;
+        d.clock.advance(keyhaven::auth::MAX_SKEW_SECONDS + 1);
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        d.stop().await;
+        assert_eq!(seen(&d), 0);
     }
 
     pub async fn oversized_request_is_refused(backend: Backend) {

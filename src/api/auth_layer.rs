@@ -321,7 +321,7 @@ where
                     ));
                 }
             };
-            let caller: Caller = match layer.credentials.authenticate(
+            let (caller, used): (Caller, _) = match layer.credentials.authenticate(
                 parts.uri.path(),
                 &parts.headers,
                 &sha256_hex(payload),
@@ -338,6 +338,17 @@ where
             let principal = Some(caller.principal.arn.clone());
             let access_key_id = Some(caller.access_key_id.clone());
             let single = changes_nothing(&operation);
+            if !single && let Err(error) = layer.credentials.remember(&used) {
+                tracing::error!(%error, "cannot store the request's signature: refusing the call");
+                return Ok(with_id(
+                    status(
+                        Code::Unavailable,
+                        "KMSInternalException",
+                        "the request could not be recorded against replay; try again later",
+                    )
+                    .into_http(),
+                ));
+            }
             if !single
                 && let Err(unavailable) = layer.write(entry(
                     Phase::Request,

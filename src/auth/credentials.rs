@@ -20,6 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
+/// Signatures of calls that change state, kept until they would be refused as stale anyway:
+/// `auth/seen/<expiry, 8 bytes big-endian><signature, 32 bytes>`, no value.
+const SEEN_PREFIX: &[u8] = b"auth/seen/";
+/// Expired signature records removed in one sweep, at most.
+const SEEN_SWEEP: usize = 10_000;
 /// A request's timestamp may be this far from the server's clock.
 pub const MAX_SKEW_SECONDS: i64 = 300;
 /// A user holds at most this many access keys.
@@ -222,6 +227,30 @@ fn encode(record: &AccessKeyRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))
 }
 
+/// A signature accepted for a request, and the second after which a replay of it is refused
+/// on its timestamp anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureUse {
+    signature: [u8; 32],
+    expires: UnixSeconds,
+}
+
+fn seen_name(expires: UnixSeconds, signature: &[u8; 32]) -> Vec<u8> {
+    let mut name = SEEN_PREFIX.to_vec();
+    name.extend_from_slice(&expires.to_be_bytes());
+    name.extend_from_slice(signature);
+    name
+}
+
+fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
+    let rest = name.strip_prefix(SEEN_PREFIX)?;
+    let (expires, signature) = rest.split_at_checked(8)?;
+    Some(SignatureUse {
+        expires: i64::from_be_bytes(expires.try_into().ok()?),
+        signature: signature.try_into().ok()?,
+    })
+}
+
 /// The daemon's access keys, and the check of every request's signature.
 pub struct CredentialStore {
     master: Arc<MasterKey>,
@@ -281,6 +310,14 @@ impl CredentialStore {
                 .map_err(|e| StoreError(format!("{label}: {e}")))?;
             keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
         }
+        // The signatures of state changes made before a restart are still refused.
+        let replay = ReplayCache::default();
+        let now = clock.now();
+        for (name, _) in store.scan(SEEN_PREFIX, None, usize::MAX)? {
+            if let Some(used) = parse_seen_name(&name) {
+                replay.first_use(&used.signature, used.expires, now);
+            }
+        }
         Ok(Self {
             master,
             store,
@@ -290,7 +327,7 @@ impl CredentialStore {
             account_id: account_id.to_owned(),
             keys: RwLock::new(keys),
             gate: tokio::sync::Mutex::new(()),
-            replay: ReplayCache::default(),
+            replay,
         })
     }
 
@@ -500,6 +537,36 @@ impl CredentialStore {
     }
 
     /// Removes temporary credentials that have expired. Returns how many.
+    /// Stores `used`, the signature of a call that may change state, so that a restarted
+    /// daemon still refuses its replay. Applied before the call's handler runs: the flush that
+    /// makes the call's change durable makes this durable too.
+    pub fn remember(&self, used: &SignatureUse) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.put(seen_name(used.expires, &used.signature), Vec::new());
+        self.store.apply(batch)
+    }
+
+    /// Removes stored signatures whose requests are refused as stale by now (up to
+    /// `SEEN_SWEEP` of them); returns how many went. Durable with the next flush.
+    pub fn forget_stale_signatures(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut batch = WriteBatch::new();
+        let mut count = 0;
+        for (name, _) in self.store.scan(SEEN_PREFIX, None, SEEN_SWEEP)? {
+            match parse_seen_name(&name) {
+                Some(used) if used.expires >= now => break,
+                _ => {
+                    batch.delete(name);
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            self.store.apply(batch)?;
+        }
+        Ok(count)
+    }
+
     pub async fn remove_expired(&self) -> Result<usize, CredentialError> {
         let now = self.clock.now();
         let _gate = self.gate.lock().await;
@@ -527,7 +594,7 @@ impl CredentialStore {
         method_path: &str,
         headers: &http::HeaderMap,
         body_sha256_hex: &str,
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<(Caller, SignatureUse), AuthError> {
         let header = |name: &str| -> Result<Option<&str>, AuthError> {
             headers
                 .get(name)
@@ -610,22 +677,44 @@ impl CredentialStore {
                 return Err(AuthError::ExpiredToken);
             }
         }
-        if !self
-            .replay
-            .first_use(&parsed.signature, request_time + MAX_SKEW_SECONDS, now)
-        {
+        let used = SignatureUse {
+            signature: parsed.signature,
+            expires: request_time + MAX_SKEW_SECONDS,
+        };
+        if !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);
         }
-        Ok(Caller {
-            principal: entry.principal.clone(),
-            access_key_id: parsed.access_key_id.to_owned(),
-        })
+        Ok((
+            Caller {
+                principal: entry.principal.clone(),
+                access_key_id: parsed.access_key_id.to_owned(),
+            },
+            used,
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_signatures_read_back_and_sort_by_expiry() {
+        let used = |expires, byte| SignatureUse {
+            signature: [byte; 32],
+            expires,
+        };
+        let names: Vec<Vec<u8>> = [used(1_800_000_300, 9), used(1_800_000_301, 1)]
+            .iter()
+            .map(|u| seen_name(u.expires, &u.signature))
+            .collect();
+        assert_eq!(parse_seen_name(&names[0]), Some(used(1_800_000_300, 9)));
+        assert_eq!(parse_seen_name(&names[1]), Some(used(1_800_000_301, 1)));
+        // The sweep stops at the first unexpired one: names must sort by expiry first.
+        assert!(names[0] < names[1]);
+        assert_eq!(parse_seen_name(b"auth/seen/short"), None);
+        assert_eq!(parse_seen_name(&names[0][1..]), None);
+    }
 
     #[test]
     fn principals_are_built_from_stored_names() {

@@ -7,7 +7,7 @@ pub mod signature;
 
 pub use credentials::{
     AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
-    MAX_ACCESS_KEYS_PER_USER, NewAccessKey, principal,
+    MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureUse, principal,
 };
 pub use replay::ReplayCache;
 

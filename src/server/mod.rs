@@ -431,6 +431,9 @@ fn spawn_sweeper(
                 Ok(n) => tracing::info!(removed = n, "expired temporary credentials removed"),
                 Err(error) => tracing::warn!(%error, "could not remove expired credentials"),
             }
+            if let Err(error) = credentials.forget_stale_signatures() {
+                tracing::warn!(%error, "could not remove stale request signatures");
+            }
         }
     })
 }
