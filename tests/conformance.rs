@@ -1292,10 +1292,7 @@ mod suite {
     /// Signatures of state changes outlive a restart (until they would be stale anyway), so a
     /// captured DisableKey cannot be sent again once the daemon has restarted.
     pub async fn a_change_replayed_after_a_restart_is_refused(backend: Backend) {
-        let mut d = TestDaemon::start_with(backend, |c| {
-            c.scheduler_interval = std::time::Duration::from_secs(1);
-        })
-        .await;
+        let mut d = TestDaemon::start(backend).await;
         let key = d.create_key("replayed").await.key_id;
         let disable = v1::DisableKeyRequest {
             key_id: key.clone(),
@@ -1322,7 +1319,7 @@ mod suite {
         assert!(status.message().contains("replayed"), "{status:?}");
         assert_eq!(d.state(&key).await, KeyState::Enabled);
 
-        // Stored while they can still be replayed; swept once they are stale.
+        // Stored while they can still be replayed; swept (every second) once they are stale.
         let seen = |d: &TestDaemon| {
             let dir = keyhaven::server::store_dir(&d.config.data_dir);
             let store = keyhaven::store::SledBackend::open(&dir).expect("open the store");

@@ -23,8 +23,8 @@ const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// Signatures of calls that change state, kept until they would be refused as stale anyway:
 /// `auth/seen/<expiry, 8 bytes big-endian><signature, 32 bytes>`, no value.
 const SEEN_PREFIX: &[u8] = b"auth/seen/";
-/// Expired signature records removed in one sweep, at most.
-const SEEN_SWEEP: usize = 10_000;
+/// Stored signatures read at a time by the sweep.
+const SEEN_SWEEP: usize = 1_000;
 /// A request's timestamp may be this far from the server's clock.
 pub const MAX_SKEW_SECONDS: i64 = 300;
 /// A user holds at most this many access keys.
@@ -546,25 +546,36 @@ impl CredentialStore {
         self.store.apply(batch)
     }
 
-    /// Removes stored signatures whose requests are refused as stale by now (up to
-    /// `SEEN_SWEEP` of them); returns how many went. Durable with the next flush.
+    /// Removes the stored signatures whose requests are refused as stale by now (they sort by
+    /// expiry: the sweep stops at the first that is not); returns how many went. Durable with
+    /// the next flush.
     pub fn forget_stale_signatures(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let mut batch = WriteBatch::new();
         let mut count = 0;
-        for (name, _) in self.store.scan(SEEN_PREFIX, None, SEEN_SWEEP)? {
-            match parse_seen_name(&name) {
-                Some(used) if used.expires >= now => break,
-                _ => {
-                    batch.delete(name);
-                    count += 1;
+        loop {
+            let page = self.store.scan(SEEN_PREFIX, None, SEEN_SWEEP)?;
+            let full = page.len() == SEEN_SWEEP;
+            let mut batch = WriteBatch::new();
+            let mut reached_fresh = false;
+            for (name, _) in page {
+                match parse_seen_name(&name) {
+                    Some(used) if used.expires >= now => {
+                        reached_fresh = true;
+                        break;
+                    }
+                    _ => {
+                        batch.delete(name);
+                        count += 1;
+                    }
                 }
             }
+            if !batch.is_empty() {
+                self.store.apply(batch)?;
+            }
+            if reached_fresh || !full {
+                return Ok(count);
+            }
         }
-        if count > 0 {
-            self.store.apply(batch)?;
-        }
-        Ok(count)
     }
 
     pub async fn remove_expired(&self) -> Result<usize, CredentialError> {

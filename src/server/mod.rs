@@ -421,6 +421,12 @@ fn spawn_sweeper(
             if let Ok(Err(error)) = tokio::task::spawn_blocking(move || for_sync.sync()).await {
                 tracing::error!(%error, "audit log fsync failed");
             }
+            let for_sweep = credentials.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || for_sweep.forget_stale_signatures()).await
+            {
+                tracing::warn!(%error, "could not remove stale request signatures");
+            }
             since_sweep += std::time::Duration::from_secs(1);
             if since_sweep < interval {
                 continue;
@@ -430,9 +436,6 @@ fn spawn_sweeper(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "expired temporary credentials removed"),
                 Err(error) => tracing::warn!(%error, "could not remove expired credentials"),
-            }
-            if let Err(error) = credentials.forget_stale_signatures() {
-                tracing::warn!(%error, "could not remove stale request signatures");
             }
         }
     })
