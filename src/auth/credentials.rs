@@ -235,9 +235,14 @@ pub struct SignatureUse {
     expires: UnixSeconds,
 }
 
+/// An expiry as 8 bytes that sort as the times do (big-endian, sign bit flipped).
+fn sortable(expires: UnixSeconds) -> [u8; 8] {
+    ((expires as u64) ^ (1 << 63)).to_be_bytes()
+}
+
 fn seen_name(expires: UnixSeconds, signature: &[u8; 32]) -> Vec<u8> {
     let mut name = SEEN_PREFIX.to_vec();
-    name.extend_from_slice(&expires.to_be_bytes());
+    name.extend_from_slice(&sortable(expires));
     name.extend_from_slice(signature);
     name
 }
@@ -245,8 +250,9 @@ fn seen_name(expires: UnixSeconds, signature: &[u8; 32]) -> Vec<u8> {
 fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
     let rest = name.strip_prefix(SEEN_PREFIX)?;
     let (expires, signature) = rest.split_at_checked(8)?;
+    let expires = u64::from_be_bytes(expires.try_into().ok()?) ^ (1 << 63);
     Some(SignatureUse {
-        expires: i64::from_be_bytes(expires.try_into().ok()?),
+        expires: expires as i64,
         signature: signature.try_into().ok()?,
     })
 }
@@ -311,11 +317,20 @@ impl CredentialStore {
             keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
         }
         // The signatures of state changes made before a restart are still refused.
+        // Read from the first unexpired one, a page at a time: after a long stop most are stale.
         let replay = ReplayCache::default();
         let now = clock.now();
-        for (name, _) in store.scan(SEEN_PREFIX, None, usize::MAX)? {
-            if let Some(used) = parse_seen_name(&name) {
-                replay.first_use(&used.signature, used.expires, now);
+        let mut after = seen_name(now.saturating_sub(1), &[0xff; 32]);
+        loop {
+            let page = store.scan(SEEN_PREFIX, Some(&after), SEEN_SWEEP)?;
+            for (name, _) in &page {
+                if let Some(used) = parse_seen_name(name) {
+                    replay.first_use(&used.signature, used.expires, now);
+                }
+            }
+            match page.last() {
+                Some((name, _)) if page.len() == SEEN_SWEEP => after = name.clone(),
+                _ => break,
             }
         }
         Ok(Self {
@@ -536,7 +551,6 @@ impl CredentialStore {
         })
     }
 
-    /// Removes temporary credentials that have expired. Returns how many.
     /// Stores `used`, the signature of a call that may change state, so that a restarted
     /// daemon still refuses its replay. Applied before the call's handler runs: the flush that
     /// makes the call's change durable makes this durable too.
@@ -578,6 +592,7 @@ impl CredentialStore {
         }
     }
 
+    /// Removes temporary credentials that have expired. Returns how many.
     pub async fn remove_expired(&self) -> Result<usize, CredentialError> {
         let now = self.clock.now();
         let _gate = self.gate.lock().await;
@@ -715,14 +730,18 @@ mod tests {
             signature: [byte; 32],
             expires,
         };
-        let names: Vec<Vec<u8>> = [used(1_800_000_300, 9), used(1_800_000_301, 1)]
+        let times = [-5, 0, 1_800_000_300, 1_800_000_301];
+        let names: Vec<Vec<u8>> = times
             .iter()
-            .map(|u| seen_name(u.expires, &u.signature))
+            .zip([7, 8, 9, 1])
+            .map(|(t, b)| seen_name(*t, &[b; 32]))
             .collect();
-        assert_eq!(parse_seen_name(&names[0]), Some(used(1_800_000_300, 9)));
-        assert_eq!(parse_seen_name(&names[1]), Some(used(1_800_000_301, 1)));
-        // The sweep stops at the first unexpired one: names must sort by expiry first.
-        assert!(names[0] < names[1]);
+        assert_eq!(parse_seen_name(&names[0]), Some(used(-5, 7)));
+        assert_eq!(parse_seen_name(&names[2]), Some(used(1_800_000_300, 9)));
+        assert_eq!(parse_seen_name(&names[3]), Some(used(1_800_000_301, 1)));
+        // The sweep stops at the first unexpired one, and the start-up load begins there:
+        // names must sort by expiry first, whatever the signature.
+        assert!(names.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(parse_seen_name(b"auth/seen/short"), None);
         assert_eq!(parse_seen_name(&names[0][1..]), None);
     }
