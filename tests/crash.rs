@@ -21,6 +21,8 @@
 //!   version's object is missing and strays number at most the generations the kill cut
 //!   short, and once the daemon is back (it reconciles the token at start-up) the objects
 //!   labelled `keyhaven:<account>:<uuid>:<version>` are exactly the key versions, once each;
+//! - a CreateKey acknowledged before the kill, sent again unchanged after the restart, is
+//!   refused as a replay (its signature was stored with the key it made);
 //! - at the end, `keyhaven audit verify` passes: every restart continued the audit chain from
 //!   the log's last record, though the stored chain head lags it by up to a second.
 //!
@@ -465,6 +467,9 @@ struct WorkerReport {
     encrypted: BTreeSet<(Uuid, u32)>,
     counts: Counts,
     failures: Vec<String>,
+    /// The last acknowledged CreateKey, as it was sent: after the restart, sent again, it must
+    /// be refused as a replay (its signature was stored with the key it made).
+    replayable: Option<(tonic::metadata::MetadataMap, v1::CreateKeyRequest)>,
 }
 
 /// Issues calls on its own keys, one at a time, until the daemon is killed.
@@ -489,12 +494,11 @@ async fn worker(
                     description: DESCRIPTION.into(),
                     ..Default::default()
                 };
-                match kms
-                    .clone()
-                    .create_key(client.signed("CreateKey", request))
-                    .await
-                {
+                let signed = client.signed("CreateKey", request.clone());
+                let sent = (signed.metadata().clone(), request);
+                match kms.clone().create_key(signed).await {
                     Ok(response) => {
+                        report.replayable = Some(sent);
                         let metadata = response.into_inner().key_metadata.unwrap_or_default();
                         match Uuid::parse_str(&metadata.key_id) {
                             Ok(id) => {
@@ -1142,6 +1146,7 @@ async fn run_epoch(
     let mut owner: BTreeMap<Uuid, usize> = BTreeMap::new();
 
     let verbose = std::env::var_os("KEYHAVEN_CRASH_VERBOSE").is_some();
+    let mut replayable: Option<(tonic::metadata::MetadataMap, v1::CreateKeyRequest)> = None;
     for cycle in first..first + cycles {
         deployment.mark_log(&format!("cycle {cycle}: start"));
         let phase = Instant::now();
@@ -1159,6 +1164,26 @@ async fn run_epoch(
         let checked = phase.elapsed();
         if !problems.is_empty() {
             fail(&deployment, seed, cycle, "after restart", &problems);
+        }
+        // A CreateKey acknowledged before the kill, sent again as it was: a replay.
+        if let Some((metadata, message)) = replayable.take() {
+            let mut request = tonic::Request::new(message);
+            *request.metadata_mut() = metadata;
+            match client.kms().create_key(request).await {
+                Err(status)
+                    if status.code() == tonic::Code::Unauthenticated
+                        && status.message().contains("replayed") => {}
+                other => fail(
+                    &deployment,
+                    seed,
+                    cycle,
+                    "replay after restart",
+                    &[format!(
+                        "a CreateKey acknowledged before the kill was not refused as a replay \
+                         after the restart: {other:?}"
+                    )],
+                ),
+            }
         }
 
         // Traffic, then SIGKILL at a random moment.
@@ -1201,6 +1226,7 @@ async fn run_epoch(
             model.interrupted_generations += report.interrupted_generations;
             model.encrypted_since.extend(report.encrypted);
             model.counts.add(report.counts);
+            replayable = report.replayable.or(replayable);
         }
         if !failures.is_empty() {
             fail(&deployment, seed, cycle, "during traffic", &failures);
