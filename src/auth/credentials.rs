@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// Signatures of calls that change state, kept until they would be refused as stale anyway:
-/// `auth/seen/<expiry, 8 bytes big-endian><signature, 32 bytes>`, no value.
+/// `auth/seen/<expiry, 8 bytes><the 9 signature bytes the replay cache looks at>`, no value.
 const SEEN_PREFIX: &[u8] = b"auth/seen/";
 /// Stored signatures read at a time by the sweep.
 const SEEN_SWEEP: usize = 1_000;
@@ -243,17 +243,24 @@ fn sortable(expires: UnixSeconds) -> [u8; 8] {
 fn seen_name(expires: UnixSeconds, signature: &[u8; 32]) -> Vec<u8> {
     let mut name = SEEN_PREFIX.to_vec();
     name.extend_from_slice(&sortable(expires));
-    name.extend_from_slice(signature);
+    name.extend_from_slice(&signature[..ReplayCache::KEPT]);
+    name.push(signature[ReplayCache::SHARD_BYTE]);
     name
 }
 
+/// A stored signature: the bytes the replay cache looks at, zeros elsewhere.
 fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
     let rest = name.strip_prefix(SEEN_PREFIX)?;
-    let (expires, signature) = rest.split_at_checked(8)?;
+    let (expires, kept) = rest.split_at_checked(8)?;
     let expires = u64::from_be_bytes(expires.try_into().ok()?) ^ (1 << 63);
+    let (prefix, shard) = kept.split_at_checked(ReplayCache::KEPT)?;
+    let [shard] = shard else { return None };
+    let mut signature = [0u8; 32];
+    signature[..ReplayCache::KEPT].copy_from_slice(prefix);
+    signature[ReplayCache::SHARD_BYTE] = *shard;
     Some(SignatureUse {
         expires: expires as i64,
-        signature: signature.try_into().ok()?,
+        signature,
     })
 }
 
@@ -726,9 +733,12 @@ mod tests {
 
     #[test]
     fn stored_signatures_read_back_and_sort_by_expiry() {
-        let used = |expires, byte| SignatureUse {
-            signature: [byte; 32],
-            expires,
+        // What is kept of a signature: the bytes the replay cache looks at.
+        let kept = |b: u8| {
+            let mut signature = [0u8; 32];
+            signature[..ReplayCache::KEPT].fill(b);
+            signature[ReplayCache::SHARD_BYTE] = b;
+            signature
         };
         let times = [-5, 0, 1_800_000_300, 1_800_000_301];
         let names: Vec<Vec<u8>> = times
@@ -736,9 +746,15 @@ mod tests {
             .zip([7, 8, 9, 1])
             .map(|(t, b)| seen_name(*t, &[b; 32]))
             .collect();
-        assert_eq!(parse_seen_name(&names[0]), Some(used(-5, 7)));
-        assert_eq!(parse_seen_name(&names[2]), Some(used(1_800_000_300, 9)));
-        assert_eq!(parse_seen_name(&names[3]), Some(used(1_800_000_301, 1)));
+        let read = |name: &[u8]| parse_seen_name(name).map(|u| (u.expires, u.signature));
+        assert_eq!(read(&names[0]), Some((-5, kept(7))));
+        assert_eq!(read(&names[2]), Some((1_800_000_300, kept(9))));
+        assert_eq!(read(&names[3]), Some((1_800_000_301, kept(1))));
+        // A replay cache loaded from what is kept refuses the whole signature.
+        let cache = ReplayCache::default();
+        let stored = parse_seen_name(&names[2]).unwrap();
+        assert!(cache.first_use(&stored.signature, stored.expires, 0));
+        assert!(!cache.first_use(&[9; 32], 1_800_000_300, 0));
         // The sweep stops at the first unexpired one, and the start-up load begins there:
         // names must sort by expiry first, whatever the signature.
         assert!(names.windows(2).all(|w| w[0] < w[1]));

@@ -53,11 +53,16 @@ impl Default for ReplayCache {
 }
 
 impl ReplayCache {
+    /// How many leading bytes of a signature are remembered.
+    pub const KEPT: usize = 8;
+    /// The signature byte that picks the shard.
+    pub const SHARD_BYTE: usize = 16;
+
     /// Records `signature` until `expires`; false when it was already recorded and unexpired.
     /// A signature is always recorded with the same `expires` (its request time, plus the
     /// allowed skew), so only that second's set is looked at.
     pub fn first_use(&self, signature: &[u8; 32], expires: UnixSeconds, now: UnixSeconds) -> bool {
-        let shard = &self.shards[signature[16] as usize % SHARDS];
+        let shard = &self.shards[signature[Self::SHARD_BYTE] as usize % SHARDS];
         let mut shard = match shard.lock() {
             Ok(shard) => shard,
             Err(poisoned) => poisoned.into_inner(),
@@ -72,8 +77,8 @@ impl ReplayCache {
             // Stale already: the caller refuses it on its timestamp; nothing to remember.
             return true;
         }
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&signature[..8]);
+        let mut prefix = [0u8; Self::KEPT];
+        prefix.copy_from_slice(&signature[..Self::KEPT]);
         shard
             .entry(expires)
             .or_default()
