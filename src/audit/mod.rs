@@ -146,6 +146,19 @@ struct Writer {
     torn: bool,
 }
 
+impl Writer {
+    /// Cuts the file back to `size` after a failed write. Only a regular file has a length to
+    /// cut back to; anything else is left as it is.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        let metadata = self.file.metadata()?;
+        if metadata.is_file() && metadata.len() > self.size {
+            self.file.set_len(self.size)?;
+        }
+        self.torn = false;
+        Ok(())
+    }
+}
+
 /// The audit log of a daemon.
 pub struct AuditLog {
     path: PathBuf,
@@ -328,25 +341,18 @@ impl AuditLog {
         line.push(b'\n');
         if writer.torn {
             // Nothing may follow part of a line: the chain would break there for good.
-            let size = writer.size;
             writer
-                .file
-                .set_len(size)
+                .cut_back()
                 .map_err(|e| self.error(format!("cannot cut off a failed write: {e}")))?;
-            writer.torn = false;
         }
         if writer.size > 0 && writer.size + line.len() as u64 > self.max_bytes {
             self.rotate(&mut writer)?;
         }
         if let Err(e) = writer.file.write_all(&line) {
             // A short write (a full disk) leaves part of the line: cut it off now, or before
-            // the next record. Only a regular file has a length to cut back to.
-            let size = writer.size;
-            writer.torn = writer
-                .file
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.len() > size)
-                && writer.file.set_len(size).is_err();
+            // the next record.
+            writer.torn = true;
+            let _ = writer.cut_back();
             return Err(self.error(format!("write failed: {e}")));
         }
         writer.size += line.len() as u64;

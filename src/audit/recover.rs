@@ -37,18 +37,25 @@ pub(super) fn continue_chain(current: &Path, stored: Head) -> Result<Recovered, 
     let cut = cut_incomplete_line(current)
         .map_err(|e| format!("cannot cut an incomplete last line: {e}"))?;
     let (head, refused) = match past_head(current, stored)? {
-        Ok(Some(head)) => (head, None),
-        Ok(None) => (stored, None),
-        Err(refused) => (stored, Some(refused)),
+        Past::Links(head) => (head, None),
+        Past::Nothing => (stored, None),
+        Past::Refused(why) => (stored, Some(why)),
     };
     Ok(Recovered { head, cut, refused })
 }
 
-/// The last record's head when records past `stored` link to it; `Ok(None)` when there are
-/// none past it; `Err(why)` when there are but they do not link.
-fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'static str>, String> {
-    // The lines after the stored head's, newest first.
-    let mut past: Vec<Vec<u8>> = Vec::new();
+/// What the log holds past the stored head.
+enum Past {
+    Nothing,
+    /// Records that link to it, ending at this head.
+    Links(Head),
+    /// Records that do not link to it, and why.
+    Refused(&'static str),
+}
+
+fn past_head(current: &Path, stored: Head) -> Result<Past, String> {
+    // The records after the stored head's, newest first: sequence number, `prev`, line.
+    let mut past: Vec<(u64, String, Vec<u8>)> = Vec::new();
     let mut reached = false;
     'files: for file in super::chain_files(current).iter().rev() {
         let failed = |e: std::io::Error| format!("{}: {e}", file.display());
@@ -57,7 +64,7 @@ fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'stat
         };
         while let Some(line) = lines.next_line().map_err(failed)? {
             let Ok(record) = serde_json::from_slice::<AuditRecord>(&line) else {
-                return Ok(Err(if past.is_empty() {
+                return Ok(Past::Refused(if past.is_empty() {
                     "the last line is not an audit record"
                 } else {
                     "a line among them is not an audit record"
@@ -65,43 +72,40 @@ fn past_head(current: &Path, stored: Head) -> Result<Result<Option<Head>, &'stat
             };
             if record.seq <= stored.seq {
                 if past.is_empty() {
-                    return Ok(Ok(None));
+                    return Ok(Past::Nothing);
                 }
                 if record.seq != stored.seq || hex_hash(&line) != stored.hash {
-                    return Ok(Err("the record at the stored head is not the one stored"));
+                    return Ok(Past::Refused(
+                        "the record at the stored head is not the one stored",
+                    ));
                 }
                 reached = true;
                 break 'files;
             }
-            past.push(line);
+            past.push((record.seq, record.prev, line));
             if past.len() > MAX_PAST_HEAD {
-                return Ok(Err("there are too many to check"));
+                return Ok(Past::Refused("there are too many to check"));
             }
         }
     }
     if past.is_empty() {
-        return Ok(Ok(None));
+        return Ok(Past::Nothing);
     }
     if !reached && stored.seq > 0 {
-        return Ok(Err("the record at the stored head is missing"));
+        return Ok(Past::Refused("the record at the stored head is missing"));
     }
     // Forwards from the stored head (or the chain's start): each names the one before.
     let mut previous = stored;
-    for line in past.iter().rev() {
-        let Ok(record) = serde_json::from_slice::<AuditRecord>(line) else {
-            return Ok(Err("a line among them is not an audit record"));
-        };
-        if Some(record.seq) != previous.seq.checked_add(1)
-            || record.prev != hex::encode(previous.hash)
-        {
-            return Ok(Err("they do not link to the stored head"));
+    for (seq, prev, line) in past.iter().rev() {
+        if Some(*seq) != previous.seq.checked_add(1) || *prev != hex::encode(previous.hash) {
+            return Ok(Past::Refused("they do not link to the stored head"));
         }
         previous = Head {
-            seq: record.seq,
+            seq: *seq,
             hash: hex_hash(line),
         };
     }
-    Ok(Ok(Some(previous)))
+    Ok(Past::Links(previous))
 }
 
 /// Cuts the regular file `path` back to its last complete line, synced; returns how many
@@ -183,6 +187,15 @@ mod tests {
         hash: [0; 32],
     };
 
+    /// Why the records past `stored` were not taken on; the chain goes on from `stored`.
+    fn refusal(current: &Path, stored: Head) -> &'static str {
+        let recovered = continue_chain(current, stored).unwrap();
+        assert_eq!(recovered.head, stored);
+        recovered
+            .refused
+            .expect("the records past the head were refused")
+    }
+
     fn size_of(lines: &[Vec<u8>]) -> usize {
         lines.iter().map(|l| l.len() + 1).sum()
     }
@@ -221,52 +234,42 @@ mod tests {
         let mut rewritten = lines[..1].to_vec();
         rewritten.extend(chain(head(1, &lines[0]), 3, "kms:Decrypt"));
         write_lines(&current, &rewritten, b"");
-        let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!(recovered.head, stored);
         assert_eq!(
-            recovered.refused,
-            Some("the record at the stored head is not the one stored")
+            refusal(&current, stored),
+            "the record at the stored head is not the one stored"
         );
 
         // A record past the head that does not name the one before.
         let mut forged = lines[..3].to_vec();
         forged.push(record(4, &[7; 32], "kms:Encrypt"));
         write_lines(&current, &forged, b"");
-        let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!(recovered.head, stored);
         assert_eq!(
-            recovered.refused,
-            Some("they do not link to the stored head")
+            refusal(&current, stored),
+            "they do not link to the stored head"
         );
 
         // A sequence number skipped past the head.
         let mut skipped = lines[..2].to_vec();
         skipped.push(record(4, &head(2, &lines[1]).hash, "kms:Encrypt"));
         write_lines(&current, &skipped, b"");
-        let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!(recovered.head, stored);
         assert_eq!(
-            recovered.refused,
-            Some("they do not link to the stored head")
+            refusal(&current, stored),
+            "they do not link to the stored head"
         );
 
         // The record at the stored head removed from between its neighbours.
         let removed = [lines[0].clone(), lines[2].clone(), lines[3].clone()];
         write_lines(&current, &removed, b"");
-        let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!(recovered.head, stored);
         assert_eq!(
-            recovered.refused,
-            Some("the record at the stored head is not the one stored")
+            refusal(&current, stored),
+            "the record at the stored head is not the one stored"
         );
 
         // The record at the stored head gone (the log starts after it).
         write_lines(&current, &lines[2..], b"");
-        let recovered = continue_chain(&current, stored).unwrap();
-        assert_eq!(recovered.head, stored);
         assert_eq!(
-            recovered.refused,
-            Some("the record at the stored head is missing")
+            refusal(&current, stored),
+            "the record at the stored head is missing"
         );
 
         // From the chain's start: the first record must name the genesis hash.
