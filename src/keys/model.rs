@@ -184,6 +184,13 @@ impl KeyRecord {
         self.state == KeyState::PendingDeletion && self.deletion_date.is_some_and(|d| d <= now)
     }
 
+    /// Whether the key is enabled and its automatic rotation date has come.
+    pub fn rotation_due(&self, now: UnixSeconds) -> bool {
+        self.state == KeyState::Enabled
+            && self.rotation.enabled
+            && self.rotation.next_rotation.is_some_and(|n| n <= now)
+    }
+
     /// `PendingDeletion → Deleted`, once due. The caller has destroyed the material.
     pub fn mark_deleted(&mut self, now: UnixSeconds) -> Result<(), KeyError> {
         if !self.deletion_due(now) {

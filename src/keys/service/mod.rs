@@ -1,0 +1,646 @@
+//! The key service: lifecycle and cryptographic operations over the keystores and the
+//! metadata store.
+//!
+//! Keys are held in memory (loaded at start-up) and written through to the store. Changes to
+//! one key are serialised by its gate and become visible to readers only once durable, so no
+//! caller ever sees a state that a crash could take back.
+
+use super::model::DEFAULT_PENDING_DAYS;
+use super::reference::{arn_prefix, printable};
+use super::{
+    KeyError, KeyRecord, KeyReference, KeyState, KeyUse, KeyVersion, RotationSchedule, RotationType,
+};
+use crate::clock::{Clock, DAY, UnixSeconds};
+use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
+use crate::keystore::{KeyStore, KeyStoreError, MaterialRef};
+use crate::policy::{NamedPolicy, Policy, PolicyKind, default_key_policy};
+use crate::secret::SecretBytes;
+use crate::store::{Store, WriteBatch};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use uuid::Uuid;
+
+/// Largest plaintext Encrypt accepts.
+pub const MAX_PLAINTEXT: usize = 4096;
+const MAX_DESCRIPTION: usize = 8192;
+const MAX_TAGS: usize = 50;
+const MAX_RANDOM: u32 = 1024;
+const MIN_ROTATION_DAYS: u32 = 90;
+const MAX_ROTATION_DAYS: u32 = 2560;
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+const KEY_PREFIX: &[u8] = b"key/";
+const ALIAS_PREFIX: &[u8] = b"alias/";
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct KeyServiceConfig {
+    pub partition: String,
+    pub region: String,
+    pub account_id: String,
+    /// Most keys the account may hold (all states but Deleted).
+    pub key_quota: usize,
+    pub default_keystore: String,
+    pub default_rotation_period_days: u32,
+    /// A version is rotated once it has done this many encryptions (2^32 by default).
+    pub nonce_limit: u64,
+    /// Encryption counts are reserved on disk this many at a time.
+    pub nonce_reservation_block: u64,
+}
+
+impl KeyServiceConfig {
+    pub fn new(account_id: impl Into<String>) -> Self {
+        Self {
+            partition: "keyhaven".into(),
+            region: "local".into(),
+            account_id: account_id.into(),
+            key_quota: 100_000,
+            default_keystore: crate::keystore::SEALED.into(),
+            default_rotation_period_days: 365,
+            nonce_limit: 1 << 32,
+            nonce_reservation_block: 1 << 20,
+        }
+    }
+}
+
+/// Counts encryptions with the key's current version.
+#[derive(Debug)]
+struct NonceCounter {
+    version: u32,
+    used: AtomicU64,
+    reserved: AtomicU64,
+}
+
+impl NonceCounter {
+    fn new(version: &KeyVersion, used: u64) -> Arc<Self> {
+        Arc::new(Self {
+            version: version.number,
+            used: AtomicU64::new(used),
+            reserved: AtomicU64::new(version.nonces_reserved),
+        })
+    }
+}
+
+struct KeyEntry {
+    /// Serialises changes to this key, across the wait for the disk.
+    gate: tokio::sync::Mutex<()>,
+    record: RwLock<Arc<KeyRecord>>,
+    nonces: RwLock<Option<Arc<NonceCounter>>>,
+    /// The parsed key policy, with the record it was parsed from.
+    policy: std::sync::Mutex<Option<(Arc<KeyRecord>, Arc<Policy>)>>,
+    /// The latest use, kept in memory and written to the record by the scheduler.
+    last_use: std::sync::Mutex<Option<KeyUse>>,
+}
+
+impl KeyEntry {
+    fn new(record: KeyRecord, fresh: bool) -> Self {
+        // After a restart every reserved count is taken as used: counts never go backwards.
+        let nonces = record.versions.last().map(|v| {
+            let used = if fresh { 0 } else { v.nonces_reserved };
+            NonceCounter::new(v, used)
+        });
+        Self {
+            gate: tokio::sync::Mutex::new(()),
+            record: RwLock::new(Arc::new(record)),
+            nonces: RwLock::new(nonces),
+            policy: std::sync::Mutex::new(None),
+            last_use: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn record(&self) -> Arc<KeyRecord> {
+        match self.record.read() {
+            Ok(record) => record.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_record(&self, record: Arc<KeyRecord>) {
+        match self.record.write() {
+            Ok(mut slot) => *slot = record,
+            Err(poisoned) => *poisoned.into_inner() = record,
+        }
+    }
+
+    fn nonces(&self) -> Option<Arc<NonceCounter>> {
+        match self.nonces.read() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_nonces(&self, counter: Option<Arc<NonceCounter>>) {
+        match self.nonces.write() {
+            Ok(mut slot) => *slot = counter,
+            Err(poisoned) => *poisoned.into_inner() = counter,
+        }
+    }
+}
+
+/// An alias as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasEntry {
+    pub name: String,
+    pub target: Uuid,
+    pub created: UnixSeconds,
+    pub updated: UnixSeconds,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    /// Pass back as the marker to get the next page; `None` on the last page.
+    pub next_marker: Option<String>,
+}
+
+/// Size of a generated data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeySize {
+    Aes256,
+    Aes128,
+    Bytes(u32),
+}
+
+impl DataKeySize {
+    /// From the request's `KeySpec` / `NumberOfBytes` (exactly one of them).
+    pub fn from_request(key_spec: &str, number_of_bytes: Option<u32>) -> Result<Self, KeyError> {
+        match (key_spec, number_of_bytes) {
+            ("", None) => Err(KeyError::Validation(
+                "one of KeySpec and NumberOfBytes is required".into(),
+            )),
+            ("", Some(n)) if (1..=MAX_RANDOM).contains(&n) => Ok(DataKeySize::Bytes(n)),
+            ("", Some(n)) => Err(KeyError::Validation(format!(
+                "NumberOfBytes must be between 1 and {MAX_RANDOM}; got {n}"
+            ))),
+            ("AES_256", None) => Ok(DataKeySize::Aes256),
+            ("AES_128", None) => Ok(DataKeySize::Aes128),
+            (_, Some(_)) => Err(KeyError::Validation(
+                "KeySpec and NumberOfBytes are mutually exclusive".into(),
+            )),
+            (other, None) => Err(KeyError::Validation(format!(
+                "KeySpec must be AES_256 or AES_128; got '{}'",
+                printable(other)
+            ))),
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            DataKeySize::Aes256 => 32,
+            DataKeySize::Aes128 => 16,
+            DataKeySize::Bytes(n) => n as usize,
+        }
+    }
+}
+
+/// The result of a decryption.
+#[derive(Debug)]
+pub struct Decrypted {
+    pub key_id: Uuid,
+    pub plaintext: SecretBytes,
+}
+
+/// The key service.
+/// Threads for start-up work that splits well (parsing and checking every key).
+fn parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+pub struct KeyService {
+    config: KeyServiceConfig,
+    arn_prefix: String,
+    clock: Arc<dyn Clock>,
+    store: Arc<Store>,
+    keystores: HashMap<String, Arc<dyn KeyStore>>,
+    keys: RwLock<BTreeMap<Uuid, Arc<KeyEntry>>>,
+    aliases: RwLock<BTreeMap<String, AliasEntry>>,
+    /// The default key policy, parsed once and shared by every key that has no other.
+    default_policy: Option<Arc<Policy>>,
+    /// Serialises alias changes (and alias removal when a key is destroyed).
+    alias_gate: tokio::sync::Mutex<()>,
+    /// Keys in any state but Deleted, for the quota.
+    live_keys: AtomicUsize,
+    /// Keys whose material the start-up check (or a later one) did not find in the keystore.
+    unavailable: RwLock<HashSet<Uuid>>,
+    /// Attempts to use keys pending deletion (operators alert on this before material is gone).
+    pending_deletion_uses: AtomicU64,
+}
+
+fn key_record_name(id: Uuid) -> Vec<u8> {
+    let mut name = KEY_PREFIX.to_vec();
+    name.extend_from_slice(id.hyphenated().to_string().as_bytes());
+    name
+}
+
+fn alias_record_name(alias: &str) -> Vec<u8> {
+    let mut name = ALIAS_PREFIX.to_vec();
+    name.extend_from_slice(alias.as_bytes());
+    name
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
+    serde_json::to_vec(value).map_err(|e| KeyError::Internal(format!("encode: {e}")))
+}
+
+fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
+    if !matches!(error, KeyStoreError::DecryptFailed)
+        && let Some(m) = crate::metrics::metrics()
+    {
+        m.keystore_errors.with_label_values(&[store]).inc();
+    }
+    match error {
+        KeyStoreError::Unavailable(detail) => {
+            tracing::warn!(keystore = store, %detail, "keystore unavailable");
+            KeyError::KeyStoreUnavailable(format!(
+                "keystore {store} is unavailable; try again later"
+            ))
+        }
+        KeyStoreError::MaterialNotFound(material) => {
+            tracing::error!(
+                keystore = store,
+                ?material,
+                "key material is missing from its keystore"
+            );
+            KeyError::KeyStoreUnavailable(format!(
+                "the material of key {} version {} is missing from keystore {store}",
+                material.key_id, material.version
+            ))
+        }
+        KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
+        other => KeyError::Internal(format!("keystore {store}: {other}")),
+    }
+}
+
+fn observe_keystore(keystore: &str, operation: &str, started: std::time::Instant) {
+    if let Some(m) = crate::metrics::metrics() {
+        m.keystore_seconds
+            .with_label_values(&[keystore, operation])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn page_limit(limit: u32) -> Result<usize, KeyError> {
+    match limit {
+        0 => Ok(DEFAULT_PAGE),
+        n if (n as usize) <= MAX_PAGE => Ok(n as usize),
+        n => Err(KeyError::Validation(format!(
+            "Limit must be between 1 and {MAX_PAGE}; got {n}"
+        ))),
+    }
+}
+
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), KeyError> {
+    if tags.len() > MAX_TAGS {
+        return Err(KeyError::LimitExceeded(format!(
+            "a key has at most {MAX_TAGS} tags"
+        )));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(KeyError::Validation(
+                "TagKey must be 1 to 128 characters".into(),
+            ));
+        }
+        if value.chars().count() > 256 {
+            return Err(KeyError::Validation(
+                "TagValue must be at most 256 characters".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_description(description: &str) -> Result<(), KeyError> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(KeyError::Validation(format!(
+            "Description must be at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_alias_name(name: &str) -> Result<(), KeyError> {
+    let Some(rest) = name.strip_prefix("alias/") else {
+        return Err(KeyError::Validation(format!(
+            "alias name '{}' must begin with 'alias/'",
+            printable(name)
+        )));
+    };
+    if rest.is_empty()
+        || name.len() > 256
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
+    {
+        return Err(KeyError::Validation(format!(
+            "alias name '{}' must be 'alias/' followed by 1 to 250 of A-Z a-z 0-9 / _ -",
+            printable(name)
+        )));
+    }
+    if rest.starts_with("aws/") || rest == "aws" {
+        return Err(KeyError::Validation(
+            "alias names beginning with 'alias/aws/' are reserved".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn random_bytes(len: usize) -> SecretBytes {
+    let mut bytes = SecretBytes::new(vec![0u8; len]);
+    rand::rngs::OsRng.fill_bytes(bytes.expose_mut());
+    bytes
+}
+
+impl KeyService {
+    /// Loads every key and alias from the store.
+    pub fn open(
+        config: KeyServiceConfig,
+        clock: Arc<dyn Clock>,
+        store: Arc<Store>,
+        keystores: Vec<Arc<dyn KeyStore>>,
+    ) -> Result<Self, KeyError> {
+        let keystores: HashMap<_, _> = keystores
+            .into_iter()
+            .map(|k| (k.name().to_owned(), k))
+            .collect();
+        if !keystores.contains_key(&config.default_keystore) {
+            return Err(KeyError::KeyStoreNotFound(format!(
+                "the default keystore '{}' is not configured",
+                config.default_keystore
+            )));
+        }
+        let mut keys = BTreeMap::new();
+        let mut live = 0;
+        let stored = store.scan(KEY_PREFIX, None, usize::MAX)?;
+        // Parsing is most of the start-up time of a large store: spread it over the cores.
+        let chunk = stored.len().div_ceil(parallelism()).max(1);
+        let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = stored
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(name, value)| {
+                                serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
+                                    KeyError::Internal(format!(
+                                        "key record {} is damaged: {e}",
+                                        String::from_utf8_lossy(name)
+                                    ))
+                                })
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(KeyError::Internal("key loader failed".into())))
+                })
+                .collect()
+        });
+        drop(stored);
+        for record in parsed
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+        {
+            if record.state != KeyState::Deleted {
+                live += 1;
+                if !keystores.contains_key(&record.keystore) {
+                    tracing::error!(key = %record.id, keystore = %record.keystore,
+                        "key lives in a keystore that is not configured; its operations will fail");
+                }
+            }
+            keys.insert(record.id, Arc::new(KeyEntry::new(record, false)));
+        }
+        let mut aliases = BTreeMap::new();
+        for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
+            let alias: AliasEntry = serde_json::from_slice(&value).map_err(|e| {
+                KeyError::Internal(format!(
+                    "alias record {} is damaged: {e}",
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
+            aliases.insert(alias.name.clone(), alias);
+        }
+        let default_policy = Policy::parse(
+            &default_key_policy(&config.partition, &config.account_id),
+            PolicyKind::Resource,
+        )
+        .ok()
+        .map(Arc::new);
+        Ok(Self {
+            arn_prefix: arn_prefix(&config.partition, &config.region, &config.account_id),
+            default_policy,
+            config,
+            clock,
+            store,
+            keystores,
+            keys: RwLock::new(keys),
+            aliases: RwLock::new(aliases),
+            alias_gate: tokio::sync::Mutex::new(()),
+            live_keys: AtomicUsize::new(live),
+            unavailable: RwLock::new(HashSet::new()),
+            pending_deletion_uses: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &KeyServiceConfig {
+        &self.config
+    }
+
+    pub fn now(&self) -> UnixSeconds {
+        self.clock.now()
+    }
+
+    pub fn key_arn(&self, id: Uuid) -> String {
+        format!("{}key/{}", self.arn_prefix, id.hyphenated())
+    }
+
+    pub fn alias_arn(&self, alias: &str) -> String {
+        format!("{}{alias}", self.arn_prefix)
+    }
+
+    /// How many keys (tombstones included) the service holds.
+    pub fn count(&self) -> usize {
+        self.keys.read().map(|k| k.len()).unwrap_or(0)
+    }
+
+    fn entries(&self) -> Vec<Arc<KeyEntry>> {
+        self.keys
+            .read()
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn entry_by_id(&self, id: Uuid) -> Option<Arc<KeyEntry>> {
+        self.keys.read().ok()?.get(&id).cloned()
+    }
+
+    fn not_found(input: &str) -> KeyError {
+        KeyError::NotFound(format!("key '{}' does not exist", printable(input)))
+    }
+
+    /// Resolves any key form to its entry; Deleted keys only when `include_deleted`.
+    fn resolve(&self, key: &str, include_deleted: bool) -> Result<Arc<KeyEntry>, KeyError> {
+        let id = match KeyReference::parse(key, &self.arn_prefix)? {
+            KeyReference::Id(id) => id,
+            KeyReference::Alias(alias) => self
+                .aliases
+                .read()
+                .map_err(|_| KeyError::Internal("alias lock poisoned".into()))?
+                .get(&alias)
+                .map(|a| a.target)
+                .ok_or_else(|| {
+                    KeyError::NotFound(format!("alias '{}' does not exist", printable(&alias)))
+                })?,
+        };
+        let entry = self.entry_by_id(id).ok_or_else(|| Self::not_found(key))?;
+        if !include_deleted && entry.record().state == KeyState::Deleted {
+            return Err(Self::not_found(key));
+        }
+        Ok(entry)
+    }
+
+    /// The key a reference names, for authorisation before acting (Deleted keys only when
+    /// `include_deleted`).
+    pub fn lookup(&self, key: &str, include_deleted: bool) -> Result<Arc<KeyRecord>, KeyError> {
+        Ok(self.resolve(key, include_deleted)?.record())
+    }
+
+    /// The default key policy of this account, parsed.
+    pub fn default_policy(&self) -> Option<Arc<Policy>> {
+        self.default_policy.clone()
+    }
+
+    /// The key's policy, parsed (cached until the record changes).
+    pub fn key_policy(&self, id: Uuid) -> Option<NamedPolicy> {
+        let entry = self.entry_by_id(id)?;
+        let record = entry.record();
+        let mut cache = entry.policy.lock().ok()?;
+        if let Some((cached_for, policy)) = cache.as_ref()
+            && Arc::ptr_eq(cached_for, &record)
+        {
+            return Some(NamedPolicy {
+                name: "key policy".into(),
+                policy: policy.clone(),
+            });
+        }
+        let policy = match &record.policy {
+            Some(text) => Arc::new(Policy::parse(text, PolicyKind::Resource).ok()?),
+            None => self.default_policy.clone()?,
+        };
+        *cache = Some((record, policy.clone()));
+        Some(NamedPolicy {
+            name: "key policy".into(),
+            policy,
+        })
+    }
+
+    /// GetKeyPolicy: the policy text (the default one for keys made without).
+    pub fn get_key_policy(&self, key: &str) -> Result<String, KeyError> {
+        let record = self.resolve(key, false)?.record();
+        Ok(record
+            .policy
+            .clone()
+            .unwrap_or_else(|| default_key_policy(&self.config.partition, &self.config.account_id)))
+    }
+
+    /// PutKeyPolicy (the lockout check is the caller's: it needs the caller's identity).
+    pub async fn put_key_policy(&self, key: &str, text: String) -> Result<(), KeyError> {
+        Policy::parse(&text, PolicyKind::Resource).map_err(|e| KeyError::MalformedPolicy(e.0))?;
+        let entry = self.resolve(key, false)?;
+        self.change_key(&entry, |record| {
+            record.require_active("PutKeyPolicy")?;
+            record.policy = Some(text);
+            Ok(WriteBatch::new())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The id a key reference names (any form), for callers that need it before acting.
+    pub fn resolve_id(&self, key: &str) -> Result<Uuid, KeyError> {
+        Ok(self.resolve(key, false)?.record().id)
+    }
+
+    fn keystore(&self, name: &str) -> Result<Arc<dyn KeyStore>, KeyError> {
+        self.keystores.get(name).cloned().ok_or_else(|| {
+            KeyError::KeyStoreUnavailable(format!("keystore {name} is not configured"))
+        })
+    }
+
+    /// Runs a keystore call, on a blocking thread when the keystore may block (waited for up
+    /// to its deadline, when it has one). `generates` names the version `call` generates.
+    async fn on_keystore<T, F>(
+        &self,
+        keystore: &Arc<dyn KeyStore>,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        call: F,
+    ) -> Result<T, KeyError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        let result = if let Some(bounded) = keystore.deadline() {
+            bounded.run(operation, generates, call).await
+        } else if keystore.blocks() {
+            let keystore = keystore.clone();
+            tokio::task::spawn_blocking(move || call(&*keystore))
+                .await
+                .map_err(|e| KeyError::Internal(format!("keystore task: {e}")))?
+        } else {
+            call(&**keystore)
+        };
+        observe_keystore(keystore.name(), operation, started);
+        result.map_err(|e| keystore_error(keystore.name(), e))
+    }
+
+    /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
+    /// readers see the new record only once it is durable.
+    async fn change_key<F>(&self, entry: &KeyEntry, change: F) -> Result<Arc<KeyRecord>, KeyError>
+    where
+        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+    {
+        let _gate = entry.gate.lock().await;
+        self.change_key_locked(entry, change).await
+    }
+
+    async fn change_key_locked<F>(
+        &self,
+        entry: &KeyEntry,
+        change: F,
+    ) -> Result<Arc<KeyRecord>, KeyError>
+    where
+        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+    {
+        let mut record = (*entry.record()).clone();
+        let mut batch = change(&mut record)?;
+        batch.put(key_record_name(record.id), encode(&record)?);
+        self.store.commit(batch).await?;
+        let record = Arc::new(record);
+        entry.set_record(record.clone());
+        Ok(record)
+    }
+}
+
+mod aliases;
+mod crypto;
+mod lifecycle;
+mod rotation;
+mod startup;
+mod tags;
+mod usage;

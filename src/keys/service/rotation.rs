@@ -1,0 +1,126 @@
+//! Rotation: new versions on demand, on schedule, and at the nonce limit.
+
+use super::*;
+
+impl KeyService {
+    /// Adds a version; the caller holds the key's gate.
+    pub(super) async fn rotate_locked(
+        &self,
+        entry: &KeyEntry,
+        kind: RotationType,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        let record = entry.record();
+        let keystore = self.keystore(&record.keystore)?;
+        let now = self.now();
+        let number = record.current_version().checked_add(1).ok_or_else(|| {
+            KeyError::LimitExceeded("the key has reached its last version".into())
+        })?;
+        let material = MaterialRef {
+            key_id: record.id,
+            version: number,
+        };
+        let generated = self
+            .on_keystore(&keystore, "generate", Some(material), move |k| {
+                k.generate(material)
+            })
+            .await?;
+        let block = self.config.nonce_reservation_block;
+        let result = self
+            .change_key_locked(entry, move |record| {
+                record.versions.push(KeyVersion {
+                    number,
+                    created: now,
+                    rotation_type: kind,
+                    nonces_reserved: block,
+                });
+                // On-demand rotation leaves the automatic schedule as it was (as AWS KMS does).
+                if let (RotationType::Automatic, Some(days)) = (kind, record.rotation.period_days) {
+                    record.rotation.next_rotation = Some(now + i64::from(days) * DAY);
+                }
+                Ok(generated.records)
+            })
+            .await;
+        match result {
+            Ok(record) => {
+                if let Some(version) = record.versions.last() {
+                    entry.set_nonces(Some(NonceCounter::new(version, 0)));
+                }
+                tracing::info!(key = %record.id, version = number, kind = kind.as_str(), "key rotated");
+                Ok(record)
+            }
+            Err(error) => {
+                let _ = self
+                    .on_keystore(&keystore, "discard", None, move |k| {
+                        k.discard(material);
+                        Ok(())
+                    })
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    /// RotateKeyOnDemand.
+    pub async fn rotate_key(&self, key: &str) -> Result<Arc<KeyRecord>, KeyError> {
+        let entry = self.resolve(key, false)?;
+        let _gate = entry.gate.lock().await;
+        entry.record().require_enabled("RotateKeyOnDemand")?;
+        self.rotate_locked(&entry, RotationType::OnDemand).await
+    }
+
+    /// Automatic rotation, when its date has come (scheduler).
+    pub(crate) async fn rotate_if_due(&self, id: Uuid) -> Result<bool, KeyError> {
+        let Some(entry) = self.entry_by_id(id) else {
+            return Ok(false);
+        };
+        let _gate = entry.gate.lock().await;
+        let record = entry.record();
+        if !record.rotation_due(self.now()) {
+            return Ok(false);
+        }
+        self.rotate_locked(&entry, RotationType::Automatic).await?;
+        Ok(true)
+    }
+
+    pub async fn enable_rotation(
+        &self,
+        key: &str,
+        period_days: Option<u32>,
+    ) -> Result<(), KeyError> {
+        let days = period_days.unwrap_or(self.config.default_rotation_period_days);
+        if !(MIN_ROTATION_DAYS..=MAX_ROTATION_DAYS).contains(&days) {
+            return Err(KeyError::Validation(format!(
+                "RotationPeriodInDays must be between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}; got {days}"
+            )));
+        }
+        let entry = self.resolve(key, false)?;
+        let now = self.now();
+        self.change_key(&entry, |record| {
+            record.require_enabled("EnableKeyRotation")?;
+            record.rotation = RotationSchedule {
+                enabled: true,
+                period_days: Some(days),
+                next_rotation: Some(now + i64::from(days) * DAY),
+            };
+            Ok(WriteBatch::new())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn disable_rotation(&self, key: &str) -> Result<(), KeyError> {
+        let entry = self.resolve(key, false)?;
+        self.change_key(&entry, |record| {
+            record.require_active("DisableKeyRotation")?;
+            record.rotation.enabled = false;
+            record.rotation.next_rotation = None;
+            Ok(WriteBatch::new())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub fn rotation_status(&self, key: &str) -> Result<Arc<KeyRecord>, KeyError> {
+        Ok(self.resolve(key, false)?.record())
+    }
+}

@@ -1,0 +1,128 @@
+//! Start-up checks: every key's material against its keystore, and material no key names.
+
+use super::*;
+
+impl KeyService {
+    /// Checks every key's material against its keystore (run at start-up); returns the keys
+    /// with missing material and marks them unavailable.
+    pub fn check_material(&self) -> Vec<(Uuid, String)> {
+        let ids: Vec<Uuid> = self.entries().iter().map(|e| e.record().id).collect();
+        self.check_keys(&ids)
+    }
+
+    /// Checks again the keys marked unavailable; those whose material is back are cleared.
+    pub fn recheck_unavailable(&self) -> Vec<(Uuid, String)> {
+        let ids: Vec<Uuid> = self
+            .unavailable
+            .read()
+            .map(|u| u.iter().copied().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        self.check_keys(&ids)
+    }
+
+    /// Destroys material the keystores hold that no key version names (left by a create or
+    /// rotation cut short by a crash). Run at start-up, before serving.
+    pub fn remove_orphans(&self) -> Vec<(MaterialRef, Result<(), KeyError>)> {
+        let known: std::collections::HashSet<MaterialRef> = self
+            .entries()
+            .iter()
+            .flat_map(|entry| {
+                let record = entry.record();
+                record
+                    .versions
+                    .iter()
+                    .map(|v| MaterialRef {
+                        key_id: record.id,
+                        version: v.number,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for keystore in self.keystores.values() {
+            let held = match keystore.list() {
+                Ok(held) => held,
+                Err(error) => {
+                    tracing::error!(keystore = keystore.name(), %error, "cannot list key material");
+                    continue;
+                }
+            };
+            for material in held.into_iter().filter(|m| !known.contains(m)) {
+                let result = keystore
+                    .destroy(material)
+                    .map(|_| ())
+                    .map_err(|e| keystore_error(keystore.name(), e));
+                outcomes.push((material, result));
+            }
+        }
+        outcomes
+    }
+
+    /// Whether the key's material was missing when last checked.
+    pub fn is_unavailable(&self, id: Uuid) -> bool {
+        self.unavailable
+            .read()
+            .map(|u| u.contains(&id))
+            .unwrap_or(false)
+    }
+
+    /// Checks `ids` on every core: at start-up that is every key in the store.
+    pub(super) fn check_keys(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+        let chunk = ids.len().div_ceil(parallelism()).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.check_keys_here(part)))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    pub(super) fn check_keys_here(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+        let mut problems = Vec::new();
+        for id in ids {
+            let Some(entry) = self.entry_by_id(*id) else {
+                continue;
+            };
+            let record = entry.record();
+            let before = problems.len();
+            self.check_record(&record, &mut problems);
+            if let Ok(mut unavailable) = self.unavailable.write() {
+                if problems.len() > before {
+                    unavailable.insert(record.id);
+                } else {
+                    unavailable.remove(&record.id);
+                }
+            }
+        }
+        problems
+    }
+
+    pub(super) fn check_record(&self, record: &KeyRecord, problems: &mut Vec<(Uuid, String)>) {
+        if record.state == KeyState::Deleted {
+            return;
+        }
+        let Some(keystore) = self.keystores.get(&record.keystore) else {
+            problems.push((
+                record.id,
+                format!("keystore {} is not configured", record.keystore),
+            ));
+            return;
+        };
+        for version in &record.versions {
+            let material = MaterialRef {
+                key_id: record.id,
+                version: version.number,
+            };
+            if let Err(error) = keystore.check(material) {
+                problems.push((record.id, format!("version {}: {error}", version.number)));
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What the keys are used for: counts by state, uses of keys pending deletion, last use.
+
+use super::*;
+
+impl KeyService {
+    /// Keys by state (for the `keys` gauge).
+    pub fn count_by_state(&self) -> BTreeMap<&'static str, i64> {
+        let mut counts = BTreeMap::new();
+        for state in [
+            KeyState::Enabled,
+            KeyState::Disabled,
+            KeyState::PendingDeletion,
+            KeyState::Deleted,
+        ] {
+            counts.insert(state.as_str(), 0);
+        }
+        for entry in self.entries() {
+            *counts.entry(entry.record().state.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// How many calls tried to use a key pending deletion since start-up.
+    pub fn pending_deletion_uses(&self) -> u64 {
+        self.pending_deletion_uses.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note_use(&self, entry: &KeyEntry, operation: &str) {
+        let now = self.now();
+        if let Ok(mut last) = entry.last_use.lock() {
+            // Same second, same operation: nothing new to say.
+            if last
+                .as_ref()
+                .is_some_and(|u| u.time == now && u.operation == operation)
+            {
+                return;
+            }
+            *last = Some(KeyUse {
+                time: now,
+                operation: operation.to_owned(),
+            });
+        }
+    }
+
+    /// The latest use of a key, recorded or not yet.
+    pub fn last_use(&self, record: &KeyRecord) -> Option<KeyUse> {
+        let in_memory = self
+            .entry_by_id(record.id)
+            .and_then(|e| e.last_use.lock().ok().and_then(|u| u.clone()));
+        match (in_memory, &record.last_used) {
+            (Some(m), Some(r)) if r.time > m.time => Some(r.clone()),
+            (Some(m), _) => Some(m),
+            (None, r) => r.clone(),
+        }
+    }
+
+    /// Writes the uses seen since the last call into the key records (the scheduler does
+    /// this; a use is not worth a disk write per request).
+    pub async fn record_uses(&self) {
+        for entry in self.entries() {
+            let Some(seen) = entry.last_use.lock().ok().and_then(|u| u.clone()) else {
+                continue;
+            };
+            if entry.record().last_used.as_ref() == Some(&seen) {
+                continue;
+            }
+            let result = self
+                .change_key(&entry, |record| {
+                    if record
+                        .last_used
+                        .as_ref()
+                        .is_none_or(|r| r.time <= seen.time)
+                    {
+                        record.last_used = Some(seen.clone());
+                    }
+                    Ok(WriteBatch::new())
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not record a key's last use");
+            }
+        }
+    }
+}

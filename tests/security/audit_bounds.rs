@@ -1,0 +1,1 @@
+//! Unauthenticated traffic has a bounded cost: metrics labels, audit records, disk.

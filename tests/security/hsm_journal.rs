@@ -1,0 +1,1 @@
+//! HSM objects are never destroyed on a guess: pending generations are journalled; orphans are reported.

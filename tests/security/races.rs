@@ -1,0 +1,1 @@
+//! Races between IAM changes and the credentials they govern.
