@@ -13,7 +13,7 @@ use keyhaven::policy::{
 };
 use keyhaven::seal::{self, KdfParams};
 use keyhaven::secret::SecretString;
-use keyhaven::store::{SledBackend, Store};
+use keyhaven::store::{Barrier, SledBackend, Store};
 use std::hint::black_box;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -166,8 +166,10 @@ fn sealed_keystore(c: &mut Criterion) {
     let (_, master) =
         seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).expect("seal");
     let backend = SledBackend::open(&dir.path().join("store")).expect("store");
-    let store = Arc::new(Store::new(Arc::new(backend)));
-    let keystore = SealedKeyStore::new(Arc::new(master), store.clone());
+    let barrier = Barrier::new(master.record_integrity_key());
+    let store = Arc::new(Store::open(Arc::new(backend), barrier).expect("store"));
+    let keystore =
+        SealedKeyStore::open(Arc::new(master), store.clone(), dir.path()).expect("keystore");
     let material = MaterialRef {
         key_id: Uuid::new_v4(),
         version: 1,

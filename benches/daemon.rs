@@ -40,7 +40,7 @@ use keyhaven::proto::v1;
 use keyhaven::seal::{self, KdfParams};
 use keyhaven::secret::SecretString;
 use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
-use keyhaven::store::{SledBackend, Store};
+use keyhaven::store::{Barrier, SledBackend, Store};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -562,8 +562,10 @@ fn raw_sealed_keystore(settings: &Settings, results: &mut Results) -> Result<(),
     let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0)
         .map_err(|e| e.to_string())?;
     let backend = SledBackend::open(&dir.path().join("store")).map_err(|e| e.to_string())?;
-    let store = Arc::new(Store::new(Arc::new(backend)));
-    let keystore = SealedKeyStore::new(Arc::new(master), store.clone());
+    let barrier = Barrier::new(master.record_integrity_key());
+    let store = Arc::new(Store::open(Arc::new(backend), barrier).map_err(|e| e.to_string())?);
+    let keystore = SealedKeyStore::open(Arc::new(master), store.clone(), dir.path())
+        .map_err(|e| e.to_string())?;
     let material = MaterialRef {
         key_id: uuid::Uuid::new_v4(),
         version: 1,

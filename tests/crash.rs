@@ -49,7 +49,7 @@ use keyhaven::keystore::pkcs11::parse_label;
 use keyhaven::proto::v1;
 use keyhaven::seal::KdfParams;
 use keyhaven::secret::SecretString;
-use keyhaven::store::{SledBackend, StoreBackend};
+use keyhaven::store::{SledBackend, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -704,8 +704,9 @@ async fn worker(
 fn check_store(deployment: &Deployment, model: &mut Model) -> Vec<String> {
     let mut problems = Vec::new();
     let store_dir = keyhaven::server::store_dir(&deployment.data_dir);
+    // Read as stored; the restart that follows checks every record's integrity.
     let store = match SledBackend::open(&store_dir) {
-        Ok(store) => store,
+        Ok(backend) => Store::unchecked_reader(std::sync::Arc::new(backend)),
         Err(e) => return vec![format!("the store does not open: {e}")],
     };
     let mut records: BTreeMap<Uuid, KeyRecord> = BTreeMap::new();

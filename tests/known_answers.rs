@@ -24,7 +24,7 @@ use keyhaven::keystore::sealed::{SealedKeyStore, material_record};
 use keyhaven::keystore::{KeyStore, KeyStoreError, MaterialRef};
 use keyhaven::seal::{self, KdfParams};
 use keyhaven::secret::SecretString;
-use keyhaven::store::{SledBackend, Store, WriteBatch};
+use keyhaven::store::{Barrier, SledBackend, Store, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -173,10 +173,13 @@ fn wycheproof_aes_gcm_through_the_sealed_keystore() {
         0,
     )
     .expect("seal");
-    let store = Store::new(Arc::new(
-        SledBackend::open(&dir.path().join("store")).expect("open the store"),
-    ));
-    // What SealedKeyStore::generate returns for the key's batch, with the vector's key.
+    let store = Store::open(
+        Arc::new(SledBackend::open(&dir.path().join("store")).expect("open the store")),
+        Barrier::new(master.record_integrity_key()),
+    )
+    .expect("open the store");
+    // Material records as they were before wrapping epochs (under the master key itself),
+    // which the sealed keystore still reads, with the vector's key.
     let mut batch = WriteBatch::new();
     for (key, material) in &materials {
         let record = material_record(*material);
@@ -186,7 +189,8 @@ fn wycheproof_aes_gcm_through_the_sealed_keystore() {
     store
         .commit_blocking(batch)
         .expect("write the material records");
-    let keystore = SealedKeyStore::new(Arc::new(master), Arc::new(store));
+    let keystore = SealedKeyStore::open(Arc::new(master), Arc::new(store), dir.path())
+        .expect("open the keystore");
     for material in materials.values() {
         keystore.check(*material).expect("material present");
     }

@@ -67,7 +67,7 @@ pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: boo
             let log = dir.join("audit").join("audit.log");
             match SledBackend::open(&crate::server::store_dir(dir)) {
                 Ok(backend) => {
-                    let store = Store::new(Arc::new(backend));
+                    let store = Store::unchecked_reader(Arc::new(backend));
                     let head = stored_head(&store);
                     store.close();
                     match head {

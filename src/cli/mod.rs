@@ -10,6 +10,7 @@ mod commands;
 mod identity;
 mod output;
 mod serve;
+mod store;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -104,6 +105,9 @@ pub enum Command {
     Audit(audit::AuditCommand),
     /// Put a daemon under load; print throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Offline maintenance of a data directory's store (compact, authenticate).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -152,5 +156,6 @@ pub fn run(cli: Cli) -> i32 {
             audit::verify(file, data_dir, client.output == OutputFormat::Json)
         }
         Command::Bench(args) => bench::run(client, args),
+        Command::Store(command) => store::run(command, client.output),
     }
 }

@@ -1,18 +1,30 @@
 //! The background task that carries out due deletions and automatic rotations.
 //!
 //! It runs once at start-up, before the daemon serves (so deadlines that passed while the
-//! daemon was down are met first), then every `interval`.
+//! daemon was down are met first), then every `interval`. What each pass did goes to the
+//! caller's `on_report`, which the daemon turns into audit records.
 
 use super::KeyService;
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// What one pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DueReport {
     pub destroyed: usize,
     pub rotated: usize,
     pub failed: usize,
+    /// The keys destroyed and rotated, for the audit log.
+    pub destroyed_keys: Vec<Uuid>,
+    pub rotated_keys: Vec<Uuid>,
+}
+
+impl DueReport {
+    /// Whether the pass did or tried anything.
+    pub fn is_empty(&self) -> bool {
+        self.destroyed + self.rotated + self.failed == 0
+    }
 }
 
 impl KeyService {
@@ -27,7 +39,10 @@ impl KeyService {
         let mut report = DueReport::default();
         for id in deletions {
             match self.destroy_if_due(id).await {
-                Ok(true) => report.destroyed += 1,
+                Ok(true) => {
+                    report.destroyed += 1;
+                    report.destroyed_keys.push(id);
+                }
                 Ok(false) => {}
                 Err(error) => {
                     report.failed += 1;
@@ -37,7 +52,10 @@ impl KeyService {
         }
         for id in rotations {
             match self.rotate_if_due(id).await {
-                Ok(true) => report.rotated += 1,
+                Ok(true) => {
+                    report.rotated += 1;
+                    report.rotated_keys.push(id);
+                }
                 Ok(false) => {}
                 Err(error) => {
                     report.failed += 1;
@@ -45,14 +63,17 @@ impl KeyService {
                 }
             }
         }
+        self.finish_destructions().await;
         report
     }
 }
 
-/// Runs [`KeyService::run_due_tasks`] every `interval` until the returned handle is aborted.
+/// Runs [`KeyService::run_due_tasks`] every `interval` until the returned handle is aborted,
+/// handing each pass's report to `on_report`.
 pub fn spawn_scheduler(
     service: Arc<KeyService>,
     interval: Duration,
+    on_report: Arc<dyn Fn(&DueReport) + Send + Sync>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -61,9 +82,10 @@ pub fn spawn_scheduler(
         loop {
             ticker.tick().await;
             let report = service.run_due_tasks().await;
-            if report != DueReport::default() {
+            if !report.is_empty() {
                 tracing::info!(?report, "scheduled key tasks ran");
             }
+            on_report(&report);
         }
     })
 }

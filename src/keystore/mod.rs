@@ -97,6 +97,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Destroys the material; returns records to delete in the tombstone's batch.
     fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError>;
 
+    /// Makes the destructions since the last call final where removing a record is not enough
+    /// (the sealed store retires the wrapping epoch: its copies in the store's log no longer
+    /// unwrap). Called by the scheduler after its destructions, on a blocking thread; returns how
+    /// many records it rewrote. A failure is retried on the next pass.
+    fn finish_destruction(&self) -> Result<usize, KeyStoreError> {
+        Ok(0)
+    }
+
     /// Checks that the material is present (start-up check).
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError>;
 

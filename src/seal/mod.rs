@@ -136,10 +136,15 @@ pub fn derive_kek_keyed(
     Ok(kek)
 }
 
-/// The master key: AES-256-GCM that wraps every secret record, each bound to its record name.
+/// The master key: AES-256-GCM that wraps every secret record, each bound to its record name,
+/// and the key every record's integrity tag is made with (derived from it, never stored).
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    record_integrity: Secret<[u8; 32]>,
 }
+
+/// What the record-integrity key is derived for: HMAC-SHA-256(master key, this label).
+const RECORD_INTEGRITY_LABEL: &[u8] = b"keyhaven/seal/v1/record-integrity";
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,10 +153,24 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    fn from_bytes(bytes: &[u8; 32]) -> Self {
-        Self {
+    fn from_bytes(bytes: &[u8; 32]) -> Result<Self, SealError> {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(bytes)
+            .map_err(|_| SealError::Unwrap)?;
+        mac.update(RECORD_INTEGRITY_LABEL);
+        let mut record_integrity = Secret::new([0u8; 32]);
+        record_integrity
+            .expose_mut()
+            .copy_from_slice(&mac.finalize().into_bytes());
+        Ok(Self {
             cipher: Aes256Gcm::new(bytes.into()),
-        }
+            record_integrity,
+        })
+    }
+
+    /// The key the metadata store authenticates its records with (see `store::barrier`).
+    pub fn record_integrity_key(&self) -> Secret<[u8; 32]> {
+        self.record_integrity.clone()
     }
 
     /// Wraps `secret` for the record named `record`: nonce ‖ ciphertext ‖ tag.
@@ -165,7 +184,8 @@ impl MasterKey {
     }
 }
 
-fn wrap_with(cipher: &Aes256Gcm, aad: &[u8], secret: &[u8]) -> Vec<u8> {
+/// Wraps `secret` under `cipher`, bound to `aad`: nonce ‖ ciphertext ‖ tag.
+pub fn wrap_with(cipher: &Aes256Gcm, aad: &[u8], secret: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; WRAP_NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let sealed = cipher
@@ -178,7 +198,12 @@ fn wrap_with(cipher: &Aes256Gcm, aad: &[u8], secret: &[u8]) -> Vec<u8> {
     out
 }
 
-fn unwrap_with(cipher: &Aes256Gcm, aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, SealError> {
+/// Unwraps what [`wrap_with`] made with the same cipher and `aad`.
+pub fn unwrap_with(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    wrapped: &[u8],
+) -> Result<SecretBytes, SealError> {
     if wrapped.len() < WRAP_NONCE_LEN + 16 {
         return Err(SealError::Unwrap);
     }
@@ -267,7 +292,7 @@ pub fn prepare(
     };
     Ok((
         info,
-        MasterKey::from_bytes(master.expose()),
+        MasterKey::from_bytes(master.expose())?,
         PendingSeal { json },
     ))
 }
@@ -362,7 +387,7 @@ pub fn unseal(dir: &Path, passphrase: &SecretString) -> Result<(SealInfo, Master
         created: file.created,
         kdf_params: file.kdf_params,
     };
-    Ok((info, MasterKey::from_bytes(master.expose())))
+    Ok((info, MasterKey::from_bytes(master.expose())?))
 }
 
 #[cfg(test)]

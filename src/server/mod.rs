@@ -14,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
 use crate::iam::IamService;
-use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
+use crate::keys::{DueReport, KeyService, KeyServiceConfig, spawn_scheduler};
 use crate::keystore::KeyStore;
 use crate::keystore::deadline::DeadlineKeyStore;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
@@ -25,7 +25,7 @@ use crate::proto::v1::identity_service_server::IdentityServiceServer;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
 use crate::seal::{self, KdfParams, SealError};
 use crate::secret::SecretString;
-use crate::store::{SledBackend, Store};
+use crate::store::{Barrier, SledBackend, Store};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,9 +85,11 @@ pub fn init_data_dir(
         )));
     }
     seal::create_data_dir(dir)?;
-    let store = Store::new(Arc::new(
-        SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?,
-    ));
+    let store = Store::open(
+        Arc::new(SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?),
+        Barrier::new(master.record_integrity_key()),
+    )
+    .map_err(|e| ServerError::Start(e.to_string()))?;
     let (batch, root) = CredentialStore::new_root_access_key(&master, partition, &account_id, now)
         .map_err(|e| ServerError::Start(e.to_string()))?;
     store
@@ -99,9 +101,53 @@ pub fn init_data_dir(
     Ok(Initialised { account_id, root })
 }
 
+/// Audit records for what the scheduler does on nobody's request: a key destroyed when its
+/// deletion date passed, an automatic rotation. The principal is the daemon itself.
+fn scheduled_task_auditor(
+    audit: Arc<AuditLog>,
+    keys: Arc<KeyService>,
+    clock: Arc<dyn Clock>,
+) -> Arc<dyn Fn(&DueReport) + Send + Sync> {
+    Arc::new(move |report: &DueReport| {
+        let done = report
+            .destroyed_keys
+            .iter()
+            .map(|id| ("DeleteKey", id))
+            .chain(report.rotated_keys.iter().map(|id| ("RotateKey", id)));
+        for (operation, id) in done {
+            let entry = crate::audit::Entry {
+                phase: crate::audit::Phase::Call,
+                request_id: uuid::Uuid::new_v4().to_string(),
+                operation: operation.into(),
+                principal: Some(SCHEDULER_PRINCIPAL.into()),
+                access_key_id: None,
+                source: None,
+                note: crate::audit::AuditNote::key(keys.key_arn(*id)),
+                outcome: Some(crate::audit::Outcome {
+                    code: "OK".into(),
+                    reason: None,
+                }),
+                duration_us: None,
+            };
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            if let Err(error) = audit.append(entry, clock.now(), nanos) {
+                tracing::error!(%error, operation, key = %id, "could not audit a scheduled task");
+            }
+        }
+    })
+}
+
+/// The principal audit records name for the scheduler's own actions.
+pub const SCHEDULER_PRINCIPAL: &str = "keyhaven:scheduler";
+
 /// A running daemon.
 pub struct Daemon {
     local_addr: SocketAddr,
+    /// Writes the audit records of a scheduler pass.
+    audit_scheduled: Arc<dyn Fn(&DueReport) + Send + Sync>,
     keys: Arc<KeyService>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -130,11 +176,16 @@ impl Daemon {
         let unsealed = started.elapsed();
         let master = Arc::new(master);
         let store_dir = config.data_dir.join(STORE_DIR);
-        let backend = tokio::task::spawn_blocking(move || SledBackend::open(&store_dir))
-            .await
-            .map_err(|e| ServerError::Start(e.to_string()))?
-            .map_err(|e| ServerError::Start(e.to_string()))?;
-        let store = Arc::new(Store::new(Arc::new(backend)));
+        let barrier = Barrier::new(master.record_integrity_key());
+        // Every record and the digest of them all are checked before anything is served.
+        let store = tokio::task::spawn_blocking(move || {
+            crate::store::compact::recover(&store_dir)?;
+            Store::open(Arc::new(SledBackend::open(&store_dir)?), barrier)
+        })
+        .await
+        .map_err(|e| ServerError::Start(e.to_string()))?
+        .map_err(|e| ServerError::Start(format!("data directory refused: {e}")))?;
+        let store = Arc::new(store);
         let credentials = Arc::new(
             CredentialStore::open(
                 master.clone(),
@@ -148,8 +199,9 @@ impl Daemon {
         );
         let clock_for_iam = clock.clone();
         let master_for_audit = master.clone();
-        let mut keystores: Vec<Arc<dyn KeyStore>> =
-            vec![Arc::new(SealedKeyStore::new(master, store.clone()))];
+        let sealed = SealedKeyStore::open(master, store.clone(), &config.data_dir)
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+        let mut keystores: Vec<Arc<dyn KeyStore>> = vec![Arc::new(sealed)];
         for settings in config.pkcs11.clone() {
             let name = format!("pkcs11:{}", settings.name);
             let account = info.account_id.clone();
@@ -224,13 +276,6 @@ impl Daemon {
             check_material_ms = (started.elapsed() - loaded).as_millis() as u64,
             "data directory open"
         );
-        let report = keys.run_due_tasks().await;
-        if report.destroyed + report.rotated > 0 {
-            tracing::info!(
-                ?report,
-                "carried out deadlines that passed while the daemon was down"
-            );
-        }
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -270,6 +315,16 @@ impl Daemon {
             .map_err(|e| ServerError::Start(e.to_string()))?
             .map_err(|e| ServerError::Start(e.to_string()))?,
         );
+        let audit_scheduled =
+            scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
+        let report = keys.run_due_tasks().await;
+        if report.destroyed + report.rotated > 0 {
+            tracing::info!(
+                ?report,
+                "carried out deadlines that passed while the daemon was down"
+            );
+        }
+        audit_scheduled(&report);
         let audit_api = AuditServiceServer::new(AuditApi::new(
             audit.clone(),
             authorizer.clone(),
@@ -322,11 +377,16 @@ impl Daemon {
             }
             None => (None, None),
         };
-        let scheduler = spawn_scheduler(keys.clone(), config.scheduler_interval);
+        let scheduler = spawn_scheduler(
+            keys.clone(),
+            config.scheduler_interval,
+            audit_scheduled.clone(),
+        );
         let sweeper = spawn_sweeper(credentials, audit.clone(), config.scheduler_interval);
         tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
+            audit_scheduled,
             keys,
             shutdown: Some(shutdown),
             server,
@@ -345,6 +405,13 @@ impl Daemon {
 
     pub fn keys(&self) -> &Arc<KeyService> {
         &self.keys
+    }
+
+    /// Runs the scheduler's pass now (as its timer would), audit records included.
+    pub async fn run_due_tasks(&self) -> DueReport {
+        let report = self.keys.run_due_tasks().await;
+        (self.audit_scheduled)(&report);
+        report
     }
 
     pub fn audit(&self) -> &Arc<AuditLog> {
@@ -535,6 +602,16 @@ pub fn generate_passphrase() -> SecretString {
 }
 
 /// The store directory inside a data directory.
+/// `keyhaven store authenticate`: unseals `dir` and authenticates the records of a store
+/// written before records were, taking them as they are. Returns how many were adopted.
+pub fn authenticate_store(dir: &Path, passphrase: &SecretString) -> Result<usize, ServerError> {
+    let (_, master) = seal::unseal(dir, passphrase)?;
+    let backend =
+        SledBackend::open(&store_dir(dir)).map_err(|e| ServerError::Start(e.to_string()))?;
+    Store::adopt(&backend, &Barrier::new(master.record_integrity_key()))
+        .map_err(|e| ServerError::Start(e.to_string()))
+}
+
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
 }

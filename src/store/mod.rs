@@ -6,9 +6,16 @@
 //! durable together, so N concurrent CreateKeys cost about one `flush` + `fsync`, not N. When
 //! a flush was shared, the next one waits up to 0.8 ms for as many callers to gather again; a
 //! lone caller never waits.
+//!
+//! Every record passes the [`Barrier`] on its way in and out: it is authenticated under a key
+//! derived from the master key, bound to its name, and the set of records is authenticated as a
+//! whole, so an offline edit of the data directory is refused at load (see `barrier`).
 
+pub mod barrier;
+pub mod compact;
 mod sled_backend;
 
+pub use barrier::{Barrier, IntegrityError};
 pub use sled_backend::SledBackend;
 
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,10 +31,27 @@ pub struct StoreError(pub String);
 /// A stored key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// One change: a value put, or (`None`) a record removed.
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
+/// Something kept alive until a batch is applied or dropped.
+pub type Guard = Arc<dyn Send + Sync>;
+
 /// Changes applied together or not at all.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct WriteBatch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
+    /// Dropped once the batch is applied, or abandoned: whoever made records for it can wait
+    /// until they are in the store or never will be.
+    guards: Vec<Guard>,
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch")
+            .field("ops", &self.ops.len())
+            .field("guards", &self.guards.len())
+            .finish()
+    }
 }
 
 impl WriteBatch {
@@ -45,13 +69,27 @@ impl WriteBatch {
 
     pub fn extend(&mut self, other: WriteBatch) {
         self.ops.extend(other.ops);
+        self.guards.extend(other.guards);
+    }
+
+    /// Keeps `guard` alive until the batch is applied or dropped.
+    pub fn hold(&mut self, guard: Guard) {
+        self.guards.push(guard);
+    }
+
+    pub(crate) fn hold_all(&mut self, guards: Vec<Guard>) {
+        self.guards.extend(guards);
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<Op>, Vec<Guard>) {
+        (self.ops, self.guards)
     }
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub fn into_ops(self) -> Vec<Op> {
         self.ops
     }
 }
@@ -77,15 +115,50 @@ pub trait StoreBackend: Send + Sync + 'static {
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
-/// The metadata store the daemon uses: a backend plus the group-commit flusher.
+/// The metadata store the daemon uses: a backend behind the barrier, plus the group-commit
+/// flusher.
 pub struct Store {
     backend: Arc<dyn StoreBackend>,
+    /// `None` for offline readers without the passphrase: they read unchecked, never write.
+    barrier: Option<Barrier>,
+    /// The digest of every record as stored; changes are folded in under this lock.
+    digest: Mutex<barrier::Tag>,
     flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Records read at a time when the whole store is checked.
+const CHECK_PAGE: usize = 4096;
+
 impl Store {
-    pub fn new(backend: Arc<dyn StoreBackend>) -> Self {
+    /// Opens the store behind `barrier`, after checking every record and the digest of them
+    /// all: a store edited offline is refused here, naming the record where it can.
+    pub fn open(backend: Arc<dyn StoreBackend>, barrier: Barrier) -> Result<Self, StoreError> {
+        let digest = barrier.check_all(every_record(&*backend))?;
+        Ok(Self::with(backend, Some(barrier), digest))
+    }
+
+    /// Authenticates, once, a store written before records were (`keyhaven store
+    /// authenticate`): every record is taken as it is now. Returns how many there were.
+    pub fn adopt(backend: &dyn StoreBackend, barrier: &Barrier) -> Result<usize, StoreError> {
+        let records = every_record(backend).collect::<Result<Vec<_>, _>>()?;
+        let count = records.len();
+        backend.apply(barrier.adopt(records)?)?;
+        backend.sync()?;
+        Ok(count)
+    }
+
+    /// A store for offline reading without the master key: records are read without their
+    /// tags being checked, and nothing may be written.
+    pub fn unchecked_reader(backend: Arc<dyn StoreBackend>) -> Self {
+        Self::with(backend, None, [0; 32])
+    }
+
+    fn with(
+        backend: Arc<dyn StoreBackend>,
+        barrier: Option<Barrier>,
+        digest: barrier::Tag,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let flushing = backend.clone();
         let flusher = std::thread::Builder::new()
@@ -94,13 +167,25 @@ impl Store {
             .ok();
         Self {
             backend,
+            barrier,
+            digest: Mutex::new(digest),
             flush_requests: Mutex::new(Some(sender)),
             flusher: Mutex::new(flusher),
         }
     }
 
+    fn value(&self, name: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.barrier {
+            Some(barrier) => barrier.open(name, stored).map(<[u8]>::to_vec),
+            None => barrier::strip(name, stored),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend.get(key)
+        self.backend
+            .get(key)?
+            .map(|stored| self.value(key, &stored))
+            .transpose()
     }
 
     pub fn scan(
@@ -109,18 +194,45 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.backend.scan(prefix, after, limit)
+        let mut entries = self.backend.scan(prefix, after, limit)?;
+        entries.retain(|(name, _)| name != barrier::DIGEST_RECORD);
+        entries
+            .into_iter()
+            .map(|(name, stored)| {
+                let value = self.value(&name, &stored)?;
+                Ok((name, value))
+            })
+            .collect()
     }
 
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
     /// such as the audit chain's head).
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.backend.apply(batch)
+        let barrier = self
+            .barrier
+            .as_ref()
+            .ok_or_else(|| StoreError("this store was opened for reading only".into()))?;
+        let mut digest = self
+            .digest
+            .lock()
+            .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+        let mut next = *digest;
+        let sealed = barrier.seal_batch(batch, &mut next, |name| self.backend.get(name))?;
+        let (ops, guards) = sealed.into_parts();
+        self.backend.apply(WriteBatch {
+            ops,
+            guards: Vec::new(),
+        })?;
+        *digest = next;
+        drop(digest);
+        // The records are in: whoever waits on them may go on.
+        drop(guards);
+        Ok(())
     }
 
     /// Applies `batch` atomically and returns once it is durable.
     pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.backend.apply(batch)?;
+        self.apply(batch)?;
         self.durable().await
     }
 
@@ -146,7 +258,7 @@ impl Store {
 
     /// Applies and syncs without the flusher thread (start-up and offline commands).
     pub fn commit_blocking(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.backend.apply(batch)?;
+        self.apply(batch)?;
         self.backend.sync()
     }
 
@@ -165,6 +277,37 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Every record of `backend` as stored, a page at a time.
+fn every_record(
+    backend: &dyn StoreBackend,
+) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+    let mut after: Option<Vec<u8>> = None;
+    let mut page = std::vec::IntoIter::default();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(entry) = page.next() {
+                let entry: Entry = entry;
+                after = Some(entry.0.clone());
+                return Some(Ok(entry));
+            }
+            if done {
+                return None;
+            }
+            match backend.scan(&[], after.as_deref(), CHECK_PAGE) {
+                Ok(entries) => {
+                    done = entries.len() < CHECK_PAGE;
+                    page = entries.into_iter();
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    })
 }
 
 /// How long a flush may wait for more callers when the previous one was shared: like
@@ -207,10 +350,18 @@ fn run_flusher(backend: Arc<dyn StoreBackend>, requests: mpsc::Receiver<Waiter>)
 mod tests {
     use super::*;
 
+    pub(crate) fn test_barrier() -> Barrier {
+        Barrier::new(crate::secret::Secret::new([3u8; 32]))
+    }
+
+    fn reopen(dir: &std::path::Path) -> Store {
+        Store::open(Arc::new(SledBackend::open(dir).unwrap()), test_barrier()).unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let backend = SledBackend::open(dir.path()).unwrap();
-        (dir, Store::new(Arc::new(backend)))
+        let store = reopen(dir.path());
+        (dir, store)
     }
 
     #[tokio::test]
@@ -240,12 +391,12 @@ mod tests {
     async fn data_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::new(Arc::new(SledBackend::open(dir.path()).unwrap()));
+            let store = reopen(dir.path());
             let mut batch = WriteBatch::new();
             batch.put(b"key".to_vec(), b"value".to_vec());
             store.commit(batch).await.unwrap();
         }
-        let store = Store::new(Arc::new(SledBackend::open(dir.path()).unwrap()));
+        let store = reopen(dir.path());
         assert_eq!(store.get(b"key").unwrap(), Some(b"value".to_vec()));
     }
 

@@ -176,13 +176,17 @@ impl TestDaemon {
     }
 
     pub async fn start_again(&mut self) {
+        self.try_start_again().await.expect("daemon restarts");
+    }
+
+    /// Starts the stopped daemon again; the error when it refuses to start.
+    pub async fn try_start_again(&mut self) -> Result<(), keyhaven::server::ServerError> {
         let daemon = Daemon::start(
             self.config.clone(),
             SecretString::new(PASSPHRASE.into()),
             Arc::new(self.clock.clone()),
         )
-        .await
-        .expect("daemon restarts");
+        .await?;
         self.client = connect(
             &daemon,
             &self.config,
@@ -192,6 +196,7 @@ impl TestDaemon {
         )
         .await;
         self.daemon = Some(daemon);
+        Ok(())
     }
 
     pub fn endpoint(&self) -> String {
@@ -214,7 +219,7 @@ impl TestDaemon {
 
     /// Runs the scheduler's pass now (deletions and automatic rotations that are due).
     pub async fn run_due_tasks(&self) -> DueReport {
-        self.daemon().keys().run_due_tasks().await
+        self.daemon().run_due_tasks().await
     }
 
     /// A client signed with other credentials.

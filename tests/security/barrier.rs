@@ -1,1 +1,239 @@
-//! Record integrity: offline edits of the data directory are refused at load; destroyed material is gone.
+//! Record integrity: offline edits of the data directory are refused at load; destroyed material
+//! is gone.
+
+use super::common::{Backend, DAY, TestDaemon};
+use keyhaven::keystore::MaterialRef;
+use keyhaven::keystore::sealed::{KEYRING_FILE, material_record};
+use keyhaven::store::{SledBackend, StoreBackend, WriteBatch};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Bytes a record's stored form starts with before its value (format byte and tag).
+const HEADER: usize = 33;
+
+fn store_of(d: &TestDaemon) -> SledBackend {
+    SledBackend::open(&keyhaven::server::store_dir(d.dir.path())).expect("open the stopped store")
+}
+
+fn put_raw(d: &TestDaemon, name: &[u8], stored: Vec<u8>) {
+    let store = store_of(d);
+    let mut batch = WriteBatch::new();
+    batch.put(name.to_vec(), stored);
+    store.apply(batch).unwrap();
+    store.sync().unwrap();
+}
+
+/// The `credential/…` record of the access key whose principal is `principal`.
+fn credential_of(d: &TestDaemon, principal: &str) -> (Vec<u8>, Vec<u8>) {
+    store_of(d)
+        .scan(b"credential/", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|(_, stored)| {
+            serde_json::from_slice::<serde_json::Value>(&stored[HEADER..])
+                .is_ok_and(|v| v["principal"] == principal)
+        })
+        .expect("the access key's record")
+}
+
+async fn refused_start(d: &mut TestDaemon) -> String {
+    d.try_start_again()
+        .await
+        .expect_err("the daemon served an edited store")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_key_edited_into_the_roots_is_refused_at_start() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    d.create_user("app", None).await;
+    d.stop().await;
+
+    // The reviewer's edit: the app user's access key now says it is the root's.
+    let (name, original) = credential_of(&d, "user/app");
+    let text = String::from_utf8(original[HEADER..].to_vec()).unwrap();
+    let escalated = text.replace("\"user/app\"", "\"root\"");
+    assert_ne!(text, escalated);
+    let mut edited = original[..HEADER].to_vec();
+    edited.extend_from_slice(escalated.as_bytes());
+    put_raw(&d, &name, edited);
+
+    let message = refused_start(&mut d).await;
+    assert!(
+        message.contains(&String::from_utf8_lossy(&name).into_owned())
+            && message.contains("integrity"),
+        "{message}"
+    );
+
+    // Put back as it was, the store is served again, the app user still no more than itself.
+    put_raw(&d, &name, original);
+    d.start_again().await;
+    let app = d.create_user("app2", None).await;
+    let denied = app
+        .kms()
+        .create_key(app.signed(
+            "CreateKey",
+            keyhaven::proto::v1::CreateKeyRequest::default(),
+        ))
+        .await;
+    assert_eq!(denied.unwrap_err().code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_rolled_back_or_removed_on_its_own_is_refused_at_start() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("rollback").await.key_id;
+    d.stop().await;
+    let record = format!("key/{key}").into_bytes();
+    let enabled = store_of(&d).get(&record).unwrap().expect("the key record");
+    d.start_again().await;
+    d.disable(&key).await.unwrap();
+    d.stop().await;
+    let disabled = store_of(&d).get(&record).unwrap().expect("the key record");
+
+    // The old record is validly tagged (the daemon wrote it), but the store moved on: the
+    // digest of all records gives it away.
+    put_raw(&d, &record, enabled);
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("rolled back"), "{message}");
+
+    // Put right, the key is served as last written: disabled.
+    put_raw(&d, &record, disabled);
+    d.start_again().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Disabled);
+    d.stop().await;
+
+    // Removed on its own: the same.
+    {
+        let store = store_of(&d);
+        let mut batch = WriteBatch::new();
+        batch.delete(record.clone());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
+    }
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("removed"), "{message}");
+
+    // The digest removed too: refused, never adopted on the quiet.
+    {
+        let store = store_of(&d);
+        let mut batch = WriteBatch::new();
+        batch.delete(b"barrier/digest".to_vec());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
+    }
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("no integrity digest"), "{message}");
+}
+
+fn every_file(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(every_file(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    every_file(dir)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .collect()
+}
+
+/// The wrapped epoch keys in the keyring, decoded, and as the file spells them.
+fn epoch_wraps(data_dir: &Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read_to_string(data_dir.join(KEYRING_FILE)).expect("the keyring");
+    let keyring: serde_json::Value = serde_json::from_str(&text).unwrap();
+    use base64::Engine as _;
+    keyring["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|epoch| {
+            let spelt = epoch["wrapped"].as_str().unwrap().to_owned();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&spelt)
+                .unwrap();
+            [spelt.into_bytes(), raw]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroyed_material_is_gone_from_every_file_after_compaction() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let live = d.create_key("lives on").await.key_id;
+    let doomed = d.create_key("destroyed").await.key_id;
+    let of_live = d.encrypt(&live, b"still readable", &[]).await.unwrap();
+    d.stop().await;
+
+    let doomed_record = material_record(MaterialRef {
+        key_id: Uuid::parse_str(&doomed).unwrap(),
+        version: 1,
+    });
+    let stored = store_of(&d).get(&doomed_record).unwrap().expect("material");
+    // Past the barrier's header and the epoch number: the wrap itself.
+    let wrap = stored[HEADER + 5..].to_vec();
+    let old_epochs = epoch_wraps(d.dir.path());
+    assert!(!files_holding(d.dir.path(), &wrap).is_empty());
+
+    d.start_again().await;
+    d.schedule_deletion(&doomed, Some(7)).await.unwrap();
+    d.clock.advance(8 * DAY);
+    let report = d.run_due_tasks().await;
+    assert_eq!(
+        report.destroyed_keys,
+        vec![Uuid::parse_str(&doomed).unwrap()]
+    );
+    d.stop().await;
+
+    // Right after the destruction, nothing under the data directory unwraps the old wrap any
+    // more: its epoch key is gone from the keyring (the wrap itself may linger in the log).
+    for epoch in &old_epochs {
+        assert_eq!(
+            files_holding(d.dir.path(), epoch),
+            Vec::<PathBuf>::new(),
+            "a retired epoch key is still on disk"
+        );
+    }
+
+    // The documented compaction step removes the lingering copies of the wrap too.
+    let compacted = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .args(["store", "compact", "--data-dir"])
+        .arg(d.dir.path())
+        .output()
+        .expect("run keyhaven store compact");
+    assert!(
+        compacted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compacted.stderr)
+    );
+    assert_eq!(
+        files_holding(d.dir.path(), &wrap),
+        Vec::<PathBuf>::new(),
+        "the destroyed material's wrap survived compaction"
+    );
+
+    // Everything else is as it was, and the destruction is on record.
+    d.start_again().await;
+    assert_eq!(d.decrypt(&of_live, &[]).await.unwrap(), b"still readable");
+    let log = std::fs::read_to_string(&d.config.audit_log).unwrap();
+    let destroyed = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|r| r["operation"] == "DeleteKey")
+        .expect("an audit record of the scheduled destruction");
+    assert_eq!(destroyed["principal"], "keyhaven:scheduler");
+    assert!(destroyed["keys"][0].as_str().unwrap().ends_with(&doomed));
+}

@@ -270,6 +270,24 @@ impl KeyService {
         Ok(true)
     }
 
+    /// Lets every keystore make the destructions so far final (the sealed store retires the
+    /// epoch their wraps were made under). Runs on a blocking thread: it may rewrite every
+    /// material record.
+    pub(crate) async fn finish_destructions(&self) {
+        for keystore in self.keystores.values() {
+            let keystore = keystore.clone();
+            let name = keystore.name().to_owned();
+            let finished = tokio::task::spawn_blocking(move || keystore.finish_destruction()).await;
+            match finished {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(keystore = %name, %error, "could not make destruction final; will retry")
+                }
+                Err(error) => tracing::error!(keystore = %name, %error, "destruction task failed"),
+            }
+        }
+    }
+
     /// Ids of keys whose deletion date has passed, or whose automatic rotation is due.
     pub(crate) fn due_keys(&self, now: UnixSeconds) -> (Vec<Uuid>, Vec<Uuid>) {
         let mut deletions = Vec::new();

@@ -1,0 +1,101 @@
+//! `keyhaven store …`: offline maintenance of a data directory's metadata store (the daemon
+//! stopped).
+
+use super::OutputFormat;
+use crate::server;
+use crate::store::compact;
+use clap::Subcommand;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Rewrite the store with only its live records, so that nothing removed (destroyed key
+    /// material's wraps among it) stays in its files. The daemon must be stopped.
+    Compact {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Authenticate the records of a store written before records were, taking them as they
+    /// are now (once, after an upgrade; only if nobody could have edited them).
+    Authenticate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Read the passphrase from this file's first line (else KEYHAVEN_PASSPHRASE, else a prompt).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+fn fail(message: impl std::fmt::Display) -> i32 {
+    eprintln!("keyhaven: {message}");
+    1
+}
+
+fn initialised(dir: &Path) -> Result<(), String> {
+    if crate::seal::is_initialised(dir) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an initialised Keyhaven data directory",
+            dir.display()
+        ))
+    }
+}
+
+pub fn run(command: StoreCommand, output: OutputFormat) -> i32 {
+    match command {
+        StoreCommand::Compact { data_dir } => {
+            if let Err(e) = initialised(&data_dir) {
+                return fail(e);
+            }
+            match compact::compact(&server::store_dir(&data_dir)) {
+                Ok(report) if output == OutputFormat::Json => {
+                    println!(
+                        "{}",
+                        json!({
+                            "Records": report.records,
+                            "BytesBefore": report.bytes_before,
+                            "BytesAfter": report.bytes_after,
+                        })
+                    );
+                    0
+                }
+                Ok(report) => {
+                    println!(
+                        "compacted {}: {} records, {} bytes → {} bytes",
+                        data_dir.display(),
+                        report.records,
+                        report.bytes_before,
+                        report.bytes_after
+                    );
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+        StoreCommand::Authenticate {
+            data_dir,
+            passphrase_file,
+        } => {
+            let passphrase = match server::read_passphrase(passphrase_file.as_deref(), false) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match server::authenticate_store(&data_dir, &passphrase) {
+                Ok(records) => {
+                    if output == OutputFormat::Json {
+                        println!("{}", json!({ "Records": records }));
+                    } else {
+                        println!(
+                            "authenticated the {records} records of {} as they are",
+                            data_dir.display()
+                        );
+                    }
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Epoch keys: what the sealed keystore wraps key material under, kept outside the metadata
+//! store so that forgetting one is real.
+//!
+//! A record removed from sled stays in its log until the space is reused, so deleting a
+//! material record alone does not destroy the material: the master key would still unwrap the
+//! copy in the log. Material is therefore wrapped under an *epoch key*, and the epoch keys live
+//! in `keyring.json` beside the seal (each wrapped under the master key, bound to its epoch
+//! number), a file rewritten whole on every change. Destroying material retires the epoch it
+//! was wrapped under: a new epoch becomes current, every live record is re-wrapped under it,
+//! and the keyring is rewritten without the old epoch. From then on no file under the data
+//! directory holds anything that unwraps the destroyed material's wrap, wherever a copy of the
+//! wrap itself survives; `keyhaven store compact` removes those copies too.
+
+use crate::seal::MasterKey;
+use crate::secret::Secret;
+use aes_gcm::{Aes256Gcm, KeyInit};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const KEYRING_FILE: &str = "keyring.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("keyring {path}: {message}")]
+pub struct KeyringError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    format: u32,
+    current: u32,
+    epochs: Vec<StoredEpoch>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredEpoch {
+    id: u32,
+    wrapped: String,
+    /// Being retired: its records are re-wrapped under the current epoch, then it is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retiring: bool,
+}
+
+/// One epoch's key, unwrapped. `uses` is cloned into every batch that carries a record wrapped
+/// under it, so retirement can wait until those are in the store (or never will be).
+pub struct Epoch {
+    pub id: u32,
+    pub cipher: Aes256Gcm,
+    pub uses: Arc<()>,
+    wrapped: Vec<u8>,
+    retiring: AtomicBool,
+}
+
+impl Epoch {
+    pub fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+}
+
+/// The epochs in memory, with the file they came from.
+pub struct Keyring {
+    path: PathBuf,
+    pub current: u32,
+    pub epochs: BTreeMap<u32, Arc<Epoch>>,
+}
+
+fn aad(id: u32) -> Vec<u8> {
+    format!("keyring/epoch/{id}").into_bytes()
+}
+
+impl Keyring {
+    /// Reads the keyring of `dir`, or starts one with a first epoch when there is none.
+    pub fn open_or_create(dir: &Path, master: &MasterKey) -> Result<Self, KeyringError> {
+        let path = dir.join(KEYRING_FILE);
+        let error = |message: String| KeyringError {
+            path: path.clone(),
+            message,
+        };
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut keyring = Keyring {
+                    path: path.clone(),
+                    current: 0,
+                    epochs: BTreeMap::new(),
+                };
+                keyring.start_epoch(master);
+                keyring.write()?;
+                return Ok(keyring);
+            }
+            Err(e) => return Err(error(e.to_string())),
+        };
+        let file: KeyringFile =
+            serde_json::from_slice(&bytes).map_err(|e| error(format!("damaged: {e}")))?;
+        if file.format != FORMAT {
+            return Err(error(format!("unsupported format {}", file.format)));
+        }
+        let mut epochs = BTreeMap::new();
+        for stored in file.epochs {
+            let wrapped = B64
+                .decode(&stored.wrapped)
+                .map_err(|e| error(format!("epoch {}: {e}", stored.id)))?;
+            let key = master
+                .unwrap(&aad(stored.id), &wrapped)
+                .map_err(|_| error(format!("epoch {} does not unwrap", stored.id)))?;
+            let cipher = Aes256Gcm::new_from_slice(key.expose())
+                .map_err(|_| error(format!("epoch {} has a bad length", stored.id)))?;
+            epochs.insert(
+                stored.id,
+                Arc::new(Epoch {
+                    id: stored.id,
+                    cipher,
+                    uses: Arc::new(()),
+                    wrapped,
+                    retiring: AtomicBool::new(stored.retiring),
+                }),
+            );
+        }
+        if !epochs.contains_key(&file.current) {
+            return Err(error(format!(
+                "the current epoch {} is missing",
+                file.current
+            )));
+        }
+        Ok(Keyring {
+            path,
+            current: file.current,
+            epochs,
+        })
+    }
+
+    /// Makes a new epoch current (in memory; [`write`](Self::write) makes it durable).
+    pub fn start_epoch(&mut self, master: &MasterKey) -> u32 {
+        let id = self
+            .epochs
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.current)
+            + 1;
+        let mut key = Secret::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.expose_mut());
+        let epoch = Epoch {
+            id,
+            cipher: Aes256Gcm::new(key.expose().into()),
+            uses: Arc::new(()),
+            wrapped: master.wrap(&aad(id), key.expose()),
+            retiring: AtomicBool::new(false),
+        };
+        self.epochs.insert(id, Arc::new(epoch));
+        self.current = id;
+        id
+    }
+
+    pub fn current(&self) -> Option<&Arc<Epoch>> {
+        self.epochs.get(&self.current)
+    }
+
+    /// Marks every epoch but the current one as retiring.
+    pub fn retire_others(&mut self) {
+        for epoch in self.epochs.values() {
+            if epoch.id != self.current {
+                epoch.retiring.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Drops the retiring epochs: their keys are gone from memory and, once written, from disk.
+    pub fn drop_retiring(&mut self) -> Vec<u32> {
+        let gone: Vec<u32> = self
+            .epochs
+            .values()
+            .filter(|e| e.retiring())
+            .map(|e| e.id)
+            .collect();
+        for id in &gone {
+            self.epochs.remove(id);
+        }
+        gone
+    }
+
+    pub fn has_retiring(&self) -> bool {
+        self.epochs.values().any(|e| e.retiring())
+    }
+
+    /// Writes the keyring atomically: beside, fsync, rename, fsync the directory. The file it
+    /// replaces, and with it any epoch key left out, is gone.
+    pub fn write(&self) -> Result<(), KeyringError> {
+        let error = |message: String| KeyringError {
+            path: self.path.clone(),
+            message,
+        };
+        let file = KeyringFile {
+            format: FORMAT,
+            current: self.current,
+            epochs: self
+                .epochs
+                .values()
+                .map(|e| StoredEpoch {
+                    id: e.id,
+                    wrapped: B64.encode(&e.wrapped),
+                    retiring: e.retiring(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| error(e.to_string()))?;
+        let temporary = self.path.with_extension("json.new");
+        {
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut out = options
+                .open(&temporary)
+                .map_err(|e| error(format!("{}: {e}", temporary.display())))?;
+            out.write_all(&json)
+                .and_then(|_| out.sync_all())
+                .map_err(|e| error(format!("{}: {e}", temporary.display())))?;
+        }
+        fs::rename(&temporary, &self.path).map_err(|e| error(e.to_string()))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| error(format!("{}: {e}", dir.display())))
+    }
+}
