@@ -420,6 +420,41 @@ mod tests {
         assert_eq!(store.scan(&[], None, 1000).unwrap().len(), 64);
     }
 
+    #[test]
+    fn a_store_from_before_authentication_is_refused_until_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let mut plain = WriteBatch::new();
+        plain.put(b"key/a".to_vec(), b"{}".to_vec());
+        backend.apply(plain).unwrap();
+        let refused = Store::open(backend.clone(), test_barrier()).err().unwrap();
+        assert_eq!(refused.0, IntegrityError::NoDigest.to_string());
+        assert_eq!(Store::adopt(&*backend, &test_barrier()).unwrap(), 1);
+        let store = Store::open(backend.clone(), test_barrier()).unwrap();
+        assert_eq!(store.get(b"key/a").unwrap(), Some(b"{}".to_vec()));
+        // Once is enough: a second adoption is refused.
+        assert!(Store::adopt(&*backend, &test_barrier()).is_err());
+    }
+
+    #[test]
+    fn a_reader_without_the_key_may_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::unchecked_reader(Arc::new(SledBackend::open(dir.path()).unwrap()));
+        assert!(store.apply(WriteBatch::new()).is_err());
+    }
+
+    #[test]
+    fn guards_are_released_once_their_batch_is_applied() {
+        let (_dir, store) = open();
+        let guard: Guard = Arc::new(());
+        let mut batch = WriteBatch::new();
+        batch.put(b"k".to_vec(), b"v".to_vec());
+        batch.hold(guard.clone());
+        assert_eq!(Arc::strong_count(&guard), 2);
+        store.apply(batch).unwrap();
+        assert_eq!(Arc::strong_count(&guard), 1);
+    }
+
     #[tokio::test]
     async fn a_closed_store_refuses_commits() {
         let (_dir, store) = open();
