@@ -5,12 +5,15 @@
 //! own and its groups'. A role's trust policy says who may assume it; its inline policies
 //! are what its sessions may do.
 
+mod policy_cache;
+
 use crate::auth::{
     CredentialError, CredentialStore, NewAccessKey, Principal, PrincipalDirectory, PrincipalKind,
 };
 use crate::clock::{Clock, UnixSeconds};
 use crate::policy::{MalformedPolicy, NamedPolicy, Policy, PolicyKind};
 use crate::store::{Store, StoreError, WriteBatch};
+use policy_cache::{IdentityPolicies, PolicyCache};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -190,8 +193,8 @@ pub struct IamService {
     entities: Arc<Registry>,
     /// Serialises changes, and the issue of credentials with the deletion of their principal.
     gate: tokio::sync::Mutex<()>,
-    /// Parsed identity policies per principal ARN; cleared on every change.
-    parsed: RwLock<HashMap<String, Arc<Vec<NamedPolicy>>>>,
+    /// Parsed identity policies per principal ARN; emptied after every change.
+    policies: PolicyCache,
 }
 
 impl IamService {
@@ -226,7 +229,7 @@ impl IamService {
             credentials,
             entities,
             gate: tokio::sync::Mutex::new(()),
-            parsed: RwLock::new(HashMap::new()),
+            policies: PolicyCache::default(),
         })
     }
 
@@ -306,9 +309,7 @@ impl IamService {
                 .insert(entity.name.clone(), entity);
         }
         drop(entities);
-        if let Ok(mut parsed) = self.parsed.write() {
-            parsed.clear();
-        }
+        self.policies.invalidate();
         Ok(())
     }
 
@@ -550,13 +551,23 @@ impl IamService {
 
     /// The identity policies of a principal: a user's own and its groups', a role session's
     /// role's. `None` for the account root, whose identity is unrestricted.
-    pub fn identity_policies(&self, principal: &Principal) -> Option<Arc<Vec<NamedPolicy>>> {
+    pub fn identity_policies(&self, principal: &Principal) -> Option<IdentityPolicies> {
         if principal.kind == PrincipalKind::Root {
             return None;
         }
-        if let Some(cached) = self.parsed.read().ok()?.get(&principal.arn) {
-            return Some(cached.clone());
-        }
+        // Asked before the entities are read: a change after this point makes the cache drop
+        // what is read below.
+        let miss = match self.policies.get(&principal.arn) {
+            Ok(cached) => return Some(cached),
+            Err(miss) => miss,
+        };
+        let policies = self.read_identity_policies(principal);
+        self.policies.insert(miss, &principal.arn, policies.clone());
+        Some(policies)
+    }
+
+    /// A principal's identity policies as the entities say now, parsed.
+    fn read_identity_policies(&self, principal: &Principal) -> IdentityPolicies {
         let mut policies = Vec::new();
         let mut add = |owner: String, entity: &Entity| {
             for (name, text) in &entity.policies {
@@ -590,11 +601,7 @@ impl IamService {
                 }
             }
         }
-        let policies = Arc::new(policies);
-        if let Ok(mut parsed) = self.parsed.write() {
-            parsed.insert(principal.arn.clone(), policies.clone());
-        }
-        Some(policies)
+        Arc::new(policies)
     }
 
     /// The principal an ARN names in this account (for the simulator), if it exists.
@@ -733,5 +740,29 @@ mod tests {
             credentials.still_accepted(&caller("assumed-role/app/s2", &session)),
             Ok(())
         );
+    }
+
+    /// A call misses the policy cache and reads alice's policies; DeleteUserPolicy lands;
+    /// the call then stores what it read. The next call must see the policy gone.
+    #[tokio::test]
+    async fn policies_read_before_a_revocation_are_not_kept_after_it() {
+        let (_dir, iam) = service();
+        iam.create(EntityType::User, "alice", None).await.unwrap();
+        let allow = r#"{"Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
+        iam.put_policy(EntityType::User, "alice", "encrypt", allow.into())
+            .await
+            .unwrap();
+        let alice = crate::auth::principal("user/alice", "keyhaven", ACCOUNT).unwrap();
+        // The slow call: missed, and read the policy, before the change.
+        let miss = iam.policies.get(&alice.arn).unwrap_err();
+        let read_before = iam.read_identity_policies(&alice);
+        assert_eq!(read_before.len(), 1);
+        iam.delete_policy(EntityType::User, "alice", "encrypt")
+            .await
+            .unwrap();
+        assert!(!iam.policies.insert(miss, &alice.arn, read_before));
+        assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
+        // Cached from now on, and still without the policy.
+        assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
     }
 }

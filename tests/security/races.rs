@@ -14,6 +14,9 @@ use keyhaven::secret::SecretString;
 use std::time::Instant;
 use tonic::Code;
 
+const ALLOW_ENCRYPT: &str =
+    r#"{"Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
+
 /// Rounds of each race: the fault was seen in 2 of 30 runs of one race each, so every round
 /// races several principals at once.
 const ROUNDS: usize = 30;
@@ -82,6 +85,43 @@ async fn list_access_keys(d: &TestDaemon, user: &str) -> Vec<String> {
         .into_iter()
         .map(|k| k.access_key_id)
         .collect()
+}
+
+async fn put_policy(
+    d: &TestDaemon,
+    kind: v1::EntityType,
+    name: &str,
+    policy_name: &str,
+    document: &str,
+) {
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: kind as i32,
+                entity_name: name.into(),
+                policy_name: policy_name.into(),
+                policy_document: document.into(),
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+}
+
+async fn delete_policy(d: &TestDaemon, kind: v1::EntityType, name: &str, policy_name: &str) {
+    d.client
+        .iam()
+        .delete_entity_policy(d.client.signed_iam(
+            "DeleteEntityPolicy",
+            v1::DeleteEntityPolicyRequest {
+                entity_type: kind as i32,
+                entity_name: name.into(),
+                policy_name: policy_name.into(),
+            },
+        ))
+        .await
+        .expect("DeleteEntityPolicy");
 }
 
 fn role_trusting_root(account_id: &str, name: &str) -> v1::CreateRoleRequest {
@@ -157,6 +197,21 @@ async fn who(client: &Client) -> Result<v1::GetCallerIdentityResponse, tonic::St
         )
         .await
         .map(|r| r.into_inner())
+}
+
+async fn encrypt(client: &Client, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    client
+        .kms()
+        .encrypt(client.signed(
+            "Encrypt",
+            v1::EncryptRequest {
+                key_id: key.into(),
+                plaintext: b"revocation".to_vec(),
+                encryption_context: Default::default(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().ciphertext_blob)
 }
 
 /// Refused as a credential the daemon does not know.
@@ -297,4 +352,147 @@ async fn a_session_issued_while_its_role_is_deleted_never_authenticates() {
         "{ROUNDS} rounds of {RACERS} races, {issued} racing sessions issued, in {:?}",
         started.elapsed()
     );
+}
+
+/// Encrypts until told to stop; IAM changes meanwhile make these calls miss the policy cache.
+fn keep_encrypting(
+    client: Client,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = encrypt(&client, &key).await;
+        }
+    })
+}
+
+/// Changes IAM (a user created and deleted, again and again) until told to stop: each change
+/// empties the policy cache, so the readers above miss it all the time.
+fn keep_changing_iam(
+    root: Client,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = create_user(&root, "churn").await;
+            let _ = delete_user(&root, "churn").await;
+        }
+    })
+}
+
+async fn remove_user_from_group(d: &TestDaemon, group: &str, user: &str) {
+    d.client
+        .iam()
+        .remove_user_from_group(d.client.signed_iam(
+            "RemoveUserFromGroup",
+            v1::RemoveUserFromGroupRequest {
+                group_name: group.into(),
+                user_name: user.into(),
+            },
+        ))
+        .await
+        .expect("RemoveUserFromGroup");
+}
+
+async fn add_user_to_group(d: &TestDaemon, group: &str, user: &str) {
+    d.client
+        .iam()
+        .add_user_to_group(d.client.signed_iam(
+            "AddUserToGroup",
+            v1::AddUserToGroupRequest {
+                group_name: group.into(),
+                user_name: user.into(),
+            },
+        ))
+        .await
+        .expect("AddUserToGroup");
+}
+
+#[track_caller]
+fn assert_denied_encrypt<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, context: &str) {
+    match &answer {
+        Err(status) if status.code() == Code::PermissionDenied => {
+            assert_eq!(
+                reason_of(status).as_deref(),
+                Some("AccessDeniedException"),
+                "{context}"
+            );
+            assert!(status.message().contains("kms:Encrypt"), "{status:?}");
+        }
+        other => panic!("{context}: expected AccessDeniedException, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_taken_away_is_enforced_from_the_next_call() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("revocation").await.key_id;
+    let reader = d.create_user("reader", None).await;
+    d.client
+        .iam()
+        .create_group(d.client.signed_iam(
+            "CreateGroup",
+            v1::CreateGroupRequest {
+                group_name: "encrypters".into(),
+            },
+        ))
+        .await
+        .expect("CreateGroup");
+    put_policy(
+        &d,
+        v1::EntityType::Group,
+        "encrypters",
+        "encrypt",
+        ALLOW_ENCRYPT,
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut busy = vec![keep_changing_iam(d.client.clone(), stop.clone())];
+    for _ in 0..3 {
+        busy.push(keep_encrypting(reader.clone(), key.clone(), stop.clone()));
+    }
+    for round in 0..10 {
+        // The user's own policy deleted.
+        put_policy(&d, v1::EntityType::User, "reader", "encrypt", ALLOW_ENCRYPT).await;
+        encrypt(&reader, &key)
+            .await
+            .expect("allowed by its own policy");
+        delete_policy(&d, v1::EntityType::User, "reader", "encrypt").await;
+        assert_denied_encrypt(
+            encrypt(&reader, &key).await,
+            &format!("round {round}: after DeleteEntityPolicy"),
+        );
+        // The user taken out of a group whose policy allowed it.
+        add_user_to_group(&d, "encrypters", "reader").await;
+        encrypt(&reader, &key).await.expect("allowed by its group");
+        remove_user_from_group(&d, "encrypters", "reader").await;
+        assert_denied_encrypt(
+            encrypt(&reader, &key).await,
+            &format!("round {round}: after RemoveUserFromGroup"),
+        );
+        // The group's policy deleted while the user is in it.
+        add_user_to_group(&d, "encrypters", "reader").await;
+        encrypt(&reader, &key).await.expect("allowed by its group");
+        delete_policy(&d, v1::EntityType::Group, "encrypters", "encrypt").await;
+        assert_denied_encrypt(
+            encrypt(&reader, &key).await,
+            &format!("round {round}: after deleting the group's policy"),
+        );
+        put_policy(
+            &d,
+            v1::EntityType::Group,
+            "encrypters",
+            "encrypt",
+            ALLOW_ENCRYPT,
+        )
+        .await;
+        remove_user_from_group(&d, "encrypters", "reader").await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in busy {
+        task.await.expect("background calls");
+    }
+    // Nothing a reader put back while the changes ran lets the user in afterwards.
+    assert_denied_encrypt(encrypt(&reader, &key).await, "after the churn");
 }
