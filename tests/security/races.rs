@@ -11,9 +11,11 @@ use keyhaven::api::reason_of;
 use keyhaven::client::{Client, ClientCredentials};
 use keyhaven::proto::v1;
 use keyhaven::secret::SecretString;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
+/// Everything, including `audit:ReadAudit`.
+const ALLOW_ALL: &str = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 const ALLOW_ENCRYPT: &str =
     r#"{"Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
 
@@ -495,4 +497,226 @@ async fn a_policy_taken_away_is_enforced_from_the_next_call() {
     }
     // Nothing a reader put back while the changes ran lets the user in afterwards.
     assert_denied_encrypt(encrypt(&reader, &key).await, "after the churn");
+}
+
+/// How long a followed tail may outlive its caller's right to read the log.
+const TAIL_ENDS_WITHIN: Duration = Duration::from_secs(5);
+
+/// A followed tail as seen by its reader: each line as it arrives, and how the stream ended.
+struct FollowedTail {
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ended: tokio::task::JoinHandle<Result<(), tonic::Status>>,
+}
+
+async fn follow(client: &Client) -> FollowedTail {
+    let request = client.signed_audit(
+        "TailAuditLog",
+        v1::TailAuditLogRequest {
+            lines: 0,
+            follow: true,
+        },
+    );
+    let mut stream = client
+        .audit()
+        .tail_audit_log(request)
+        .await
+        .expect("TailAuditLog")
+        .into_inner();
+    let (sender, lines) = tokio::sync::mpsc::unbounded_channel();
+    let ended = tokio::spawn(async move {
+        while let Some(line) = stream.message().await? {
+            let _ = sender.send(line.line);
+        }
+        Ok(())
+    });
+    FollowedTail { lines, ended }
+}
+
+fn operation_and_phase(line: &str) -> (String, String) {
+    let record: serde_json::Value = serde_json::from_str(line).expect("an audit record");
+    (
+        record["operation"].as_str().unwrap_or_default().to_owned(),
+        record["phase"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+impl FollowedTail {
+    /// Waits for the record of `operation` in `phase`.
+    async fn sees(&mut self, operation: &str, phase: &str) {
+        let wanted = (operation.to_owned(), phase.to_owned());
+        tokio::time::timeout(TAIL_ENDS_WITHIN, async {
+            loop {
+                let line = self.lines.recv().await.expect("the tail is still open");
+                if operation_and_phase(&line) == wanted {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the tail never showed {operation} {phase}"));
+    }
+
+    /// Waits (bounded) for the stream to end; returns its final status and the lines it
+    /// delivered after the ones already read.
+    async fn ends(mut self, revoked_at: Instant) -> (tonic::Status, Vec<String>) {
+        let ended = tokio::time::timeout(TAIL_ENDS_WITHIN, self.ended)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the tail outlived its credentials by more than {TAIL_ENDS_WITHIN:?}")
+            })
+            .expect("tail reader");
+        let status = ended.expect_err("the tail ended with an error status");
+        eprintln!(
+            "the tail ended {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+}
+
+/// Lines no longer authorised: the revoking call's own response and anything after it.
+#[track_caller]
+fn assert_nothing_after(lines: &[String], revoking: &str, later: &str) {
+    for line in lines {
+        let (operation, phase) = operation_and_phase(line);
+        assert!(
+            !(operation == revoking && phase == "response") && operation != later,
+            "delivered after the revocation: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_tail_ends_when_its_permission_is_taken_away() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let auditor = d.create_user("auditor", Some(ALLOW_ALL)).await;
+    let mut tail = follow(&auditor).await;
+    d.create_key("seen by the auditor").await;
+    tail.sees("kms:CreateKey", "response").await;
+    delete_policy(&d, v1::EntityType::User, "auditor", "inline").await;
+    let revoked_at = Instant::now();
+    d.create_key("not seen by the auditor").await;
+    let (status, rest) = tail.ends(revoked_at).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(reason_of(&status).as_deref(), Some("AccessDeniedException"));
+    assert!(status.message().contains("audit:ReadAudit"), "{status:?}");
+    assert_nothing_after(&rest, "iam:DeleteEntityPolicy", "kms:CreateKey");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_tail_ends_when_its_access_key_or_user_goes() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let region = d.config.region.clone();
+    create_user(&d.client, "auditor").await.expect("CreateUser");
+    put_policy(&d, v1::EntityType::User, "auditor", "read", ALLOW_ALL).await;
+    for revocation in ["UpdateAccessKey", "DeleteAccessKey", "DeleteUser"] {
+        if revocation == "DeleteUser" {
+            create_user(&d.client, "auditor").await.ok();
+            put_policy(&d, v1::EntityType::User, "auditor", "read", ALLOW_ALL).await;
+        }
+        let key = create_access_key(&d.client, &region, "auditor")
+            .await
+            .expect("CreateAccessKey");
+        let key_id = key.access_key_id.clone();
+        let auditor = d.client_with(key).await;
+        let mut tail = follow(&auditor).await;
+        d.create_key("seen by the auditor").await;
+        tail.sees("kms:CreateKey", "response").await;
+        let iam = d.client.iam();
+        match revocation {
+            "UpdateAccessKey" => {
+                let request = v1::UpdateAccessKeyRequest {
+                    user_name: "auditor".into(),
+                    access_key_id: key_id.clone(),
+                    status: "Inactive".into(),
+                };
+                iam.clone()
+                    .update_access_key(d.client.signed_iam(revocation, request))
+                    .await
+                    .expect("UpdateAccessKey");
+            }
+            "DeleteAccessKey" => {
+                let request = v1::DeleteAccessKeyRequest {
+                    user_name: "auditor".into(),
+                    access_key_id: key_id.clone(),
+                };
+                iam.clone()
+                    .delete_access_key(d.client.signed_iam(revocation, request))
+                    .await
+                    .expect("DeleteAccessKey");
+            }
+            _ => delete_user(&d.client, "auditor").await.expect("DeleteUser"),
+        }
+        let revoked_at = Instant::now();
+        d.create_key("not seen by the auditor").await;
+        let (status, rest) = tail.ends(revoked_at).await;
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{revocation}: {status:?}"
+        );
+        assert_eq!(
+            reason_of(&status).as_deref(),
+            Some("UnrecognizedClientException"),
+            "{revocation}"
+        );
+        assert!(status.message().contains(&key_id), "{status:?}");
+        assert_nothing_after(&rest, &format!("iam:{revocation}"), "kms:CreateKey");
+        // A deactivated key is deleted before the next one is made (two at most).
+        if revocation == "UpdateAccessKey" {
+            let request = v1::DeleteAccessKeyRequest {
+                user_name: "auditor".into(),
+                access_key_id: key_id,
+            };
+            iam.clone()
+                .delete_access_key(d.client.signed_iam("DeleteAccessKey", request))
+                .await
+                .expect("DeleteAccessKey");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_tail_ends_when_its_session_expires_or_its_role_goes() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let (account, region) = (d.account_id.clone(), d.config.region.clone());
+    create_role(&d.client, &account, "auditors")
+        .await
+        .expect("CreateRole");
+    put_policy(&d, v1::EntityType::Role, "auditors", "read", ALLOW_ALL).await;
+    // Expiry: nothing is written to the log meanwhile, so only the periodic check sees it.
+    let session = assume_role(&d.client, &account, &region, "auditors", "expiring")
+        .await
+        .expect("AssumeRole");
+    let mut tail = follow(&d.client_with(session).await).await;
+    d.create_key("seen by the session").await;
+    tail.sees("kms:CreateKey", "response").await;
+    d.clock.advance(3_601);
+    let (status, rest) = tail.ends(Instant::now()).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason_of(&status).as_deref(), Some("ExpiredTokenException"));
+    assert_eq!(rest, Vec::<String>::new());
+    // The role deleted.
+    let session = assume_role(&d.client, &account, &region, "auditors", "ended")
+        .await
+        .expect("AssumeRole");
+    let mut tail = follow(&d.client_with(session).await).await;
+    d.create_key("seen by the session").await;
+    tail.sees("kms:CreateKey", "response").await;
+    delete_role(&d.client, "auditors")
+        .await
+        .expect("DeleteRole");
+    let revoked_at = Instant::now();
+    d.create_key("not seen by the session").await;
+    let (status, rest) = tail.ends(revoked_at).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        reason_of(&status).as_deref(),
+        Some("UnrecognizedClientException")
+    );
+    assert_nothing_after(&rest, "iam:DeleteRole", "kms:CreateKey");
 }
