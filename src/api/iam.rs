@@ -478,8 +478,8 @@ impl IdentityService for IamApi {
         let r = request.get_ref();
         let role = self.role_name(&r.role_arn)?;
         let context = self.authorizer.base_context(&call, self.keys.now());
-        match self.iam.trust_policy(role) {
-            Some(trust) => {
+        let role_id = match self.iam.role_trust(role) {
+            Some((role_id, trust)) => {
                 self.authorizer.require(
                     &call,
                     "sts:AssumeRole",
@@ -487,6 +487,7 @@ impl IdentityService for IamApi {
                     Some(&trust),
                     &context,
                 )?;
+                role_id
             }
             None => {
                 // No such role: only a caller who may read roles learns that.
@@ -500,10 +501,10 @@ impl IdentityService for IamApi {
                     })?;
                 return Err(IamError::NotFound(format!("the role '{role}' does not exist")).into());
             }
-        }
+        };
         let session = self
             .iam
-            .assume_role(role, &r.role_session_name, r.duration_seconds)
+            .assume_role(role, &role_id, &r.role_session_name, r.duration_seconds)
             .await?;
         let credentials = session.credentials;
         Ok(Response::new(v1::AssumeRoleResponse {
@@ -517,14 +518,7 @@ impl IdentityService for IamApi {
                 expiration: session.expires.unwrap_or_default(),
             }),
             assumed_role_arn: session.principal_arn,
-            assumed_role_id: format!(
-                "{}:{}",
-                self.iam
-                    .get(EntityType::Role, role)
-                    .map(|e| e.id)
-                    .unwrap_or_default(),
-                r.role_session_name
-            ),
+            assumed_role_id: format!("{role_id}:{}", r.role_session_name),
         }))
     }
 

@@ -6,7 +6,7 @@
 //! of temporary credentials are stored only as their SHA-256.
 
 use super::signature::{self, REQUIRED_SIGNED, TOKEN_HEADER};
-use super::{AuthError, Caller, Principal, PrincipalKind, ReplayCache};
+use super::{AuthError, Caller, Principal, PrincipalDirectory, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
 use crate::secret::{Secret, SecretString};
@@ -17,7 +17,7 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 const CREDENTIAL_PREFIX: &[u8] = b"credential/";
 /// Signatures of calls that change state, kept until they would be refused as stale anyway:
@@ -104,6 +104,11 @@ struct AccessKeyRecord {
     /// Temporary credentials: hex SHA-256 of the session token.
     #[serde(default)]
     session_token_sha256: Option<String>,
+    /// The unique id of the user or role it was issued to (see [`PrincipalDirectory`]).
+    /// Absent for the root's key, and for keys made before ids were recorded: those are bound
+    /// to the name alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal_id: Option<String>,
 }
 
 struct AccessKeyEntry {
@@ -218,6 +223,7 @@ fn new_record(
             wrapped_secret: B64.encode(wrapped),
             expires: None,
             session_token_sha256: None,
+            principal_id: None,
         },
         secret,
     ))
@@ -273,6 +279,9 @@ pub struct CredentialStore {
     region: String,
     account_id: String,
     keys: RwLock<HashMap<String, Arc<AccessKeyEntry>>>,
+    /// Who exists now: a credential whose principal is gone does not authenticate. Unset only
+    /// where no identity service runs (the root's key needs none).
+    directory: OnceLock<Arc<dyn PrincipalDirectory>>,
     /// Serialises changes (so the per-user limit holds under concurrency).
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
@@ -348,9 +357,56 @@ impl CredentialStore {
             region: region.to_owned(),
             account_id: account_id.to_owned(),
             keys: RwLock::new(keys),
+            directory: OnceLock::new(),
             gate: tokio::sync::Mutex::new(()),
             replay,
         })
+    }
+
+    /// Tells the store who exists, once, when the identity service opens.
+    pub fn bind_directory(&self, directory: Arc<dyn PrincipalDirectory>) {
+        if self.directory.set(directory).is_err() {
+            tracing::warn!("the principal directory was already bound; keeping the first");
+        }
+    }
+
+    /// Whether the principal `entry` was issued to still exists: a user or role of the id it
+    /// was issued to (of its name, for keys older than ids).
+    fn principal_exists(&self, entry: &AccessKeyEntry) -> bool {
+        if entry.principal.kind == PrincipalKind::Root {
+            return true;
+        }
+        let Some(directory) = self.directory.get() else {
+            return true;
+        };
+        match (
+            directory.current_id(&entry.principal.kind),
+            &entry.record.principal_id,
+        ) {
+            (None, _) => false,
+            (Some(current), Some(issued_to)) => current == *issued_to,
+            (Some(_), None) => true,
+        }
+    }
+
+    /// The entry of an access key that may sign requests now: known, active, and its
+    /// principal still there.
+    fn usable_entry(&self, access_key_id: &str) -> Result<Arc<AccessKeyEntry>, AuthError> {
+        self.entry(access_key_id)
+            .filter(|e| e.record.status == AccessKeyStatus::Active && self.principal_exists(e))
+            .ok_or_else(|| AuthError::UnknownAccessKey(access_key_id.to_owned()))
+    }
+
+    /// Whether the credentials `caller` authenticated with would still be accepted now, for
+    /// calls that go on after their request was authenticated (a followed audit tail): the
+    /// access key is still there and active, its principal still exists, and a session has
+    /// not expired. The refusal is the one a new request would get.
+    pub fn still_accepted(&self, caller: &Caller) -> Result<(), AuthError> {
+        let entry = self.usable_entry(&caller.access_key_id)?;
+        if entry.record.expires.is_some_and(|t| t <= self.clock.now()) {
+            return Err(AuthError::ExpiredToken);
+        }
+        Ok(())
     }
 
     fn unwrap_entry(
@@ -423,8 +479,13 @@ impl CredentialStore {
         Ok(())
     }
 
-    /// A new access key for a user; at most [`MAX_ACCESS_KEYS_PER_USER`].
-    pub async fn create_access_key(&self, user: &str) -> Result<NewAccessKey, CredentialError> {
+    /// A new access key for a user, bound to the user's unique id `user_id`; at most
+    /// [`MAX_ACCESS_KEYS_PER_USER`].
+    pub async fn create_access_key(
+        &self,
+        user: &str,
+        user_id: &str,
+    ) -> Result<NewAccessKey, CredentialError> {
         let principal_name = format!("user/{user}");
         let _gate = self.gate.lock().await;
         if self.entries_of(&principal_name).len() >= MAX_ACCESS_KEYS_PER_USER {
@@ -433,7 +494,8 @@ impl CredentialStore {
             )));
         }
         let now = self.clock.now();
-        let (record, secret) = new_record(&self.master, &principal_name, now, "KHAK")?;
+        let (mut record, secret) = new_record(&self.master, &principal_name, now, "KHAK")?;
+        record.principal_id = Some(user_id.to_owned());
         let id = record.access_key_id.clone();
         self.write(vec![record], vec![]).await?;
         Ok(NewAccessKey {
@@ -524,10 +586,12 @@ impl CredentialStore {
         self.write(vec![], doomed).await
     }
 
-    /// Temporary credentials for a role session, valid for `duration` seconds.
+    /// Temporary credentials for a session of the role whose unique id is `role_id`, valid for
+    /// `duration` seconds.
     pub async fn create_session(
         &self,
         role: &str,
+        role_id: &str,
         session_name: &str,
         duration: i64,
     ) -> Result<NewAccessKey, CredentialError> {
@@ -539,6 +603,7 @@ impl CredentialStore {
         let token = SecretString::new(B64URL.encode(token_bytes));
         zeroize::Zeroize::zeroize(&mut token_bytes);
         record.expires = Some(now + duration);
+        record.principal_id = Some(role_id.to_owned());
         record.session_token_sha256 = Some(hex::encode(Sha256::digest(token.expose().as_bytes())));
         let id = record.access_key_id.clone();
         let _gate = self.gate.lock().await;
@@ -661,10 +726,7 @@ impl CredentialStore {
                 server_time: now,
             });
         }
-        let entry = self
-            .entry(parsed.access_key_id)
-            .filter(|e| e.record.status == AccessKeyStatus::Active)
-            .ok_or_else(|| AuthError::UnknownAccessKey(parsed.access_key_id.to_owned()))?;
+        let entry = self.usable_entry(parsed.access_key_id)?;
         if entry.record.session_token_sha256.is_some() {
             if !parsed.signed_headers.contains(&TOKEN_HEADER) {
                 return Err(AuthError::Malformed(format!(

@@ -60,6 +60,17 @@ impl Principal {
     }
 }
 
+/// The users and roles that exist now, each with the unique id it was created with (`AIDA…`,
+/// `AROA…`). An access key or session carries the id of the principal it was issued to and
+/// authenticates only while a principal of that id exists: a credential that outlived its
+/// user or role (made while it was being deleted, say) is refused, even when a new user or
+/// role of the same name exists. Implemented by the identity service, which owns them.
+pub trait PrincipalDirectory: Send + Sync {
+    /// The unique id of the user, or of the role of the session, `kind` names; `None` if there
+    /// is no such user or role (and for the root, which has no id).
+    fn current_id(&self, kind: &PrincipalKind) -> Option<String>;
+}
+
 /// The authenticated caller of one request, handed to the handler.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -5,10 +5,15 @@
 //! own and its groups'. A role's trust policy says who may assume it; its inline policies
 //! are what its sessions may do.
 
-use crate::auth::{CredentialError, CredentialStore, NewAccessKey, Principal, PrincipalKind};
+mod policy_cache;
+
+use crate::auth::{
+    CredentialError, CredentialStore, NewAccessKey, Principal, PrincipalDirectory, PrincipalKind,
+};
 use crate::clock::{Clock, UnixSeconds};
 use crate::policy::{MalformedPolicy, NamedPolicy, Policy, PolicyKind};
 use crate::store::{Store, StoreError, WriteBatch};
+use policy_cache::{IdentityPolicies, PolicyCache};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -127,6 +132,37 @@ impl Entities {
     }
 }
 
+/// The entities in memory, shared with the credential store as its [`PrincipalDirectory`].
+#[derive(Default)]
+struct Registry(RwLock<Entities>);
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entities> {
+        match self.0.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entities> {
+        match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+impl PrincipalDirectory for Registry {
+    fn current_id(&self, kind: &PrincipalKind) -> Option<String> {
+        let (kind, name) = match kind {
+            PrincipalKind::Root => return None,
+            PrincipalKind::User { name } => (EntityType::User, name),
+            PrincipalKind::AssumedRole { role, .. } => (EntityType::Role, role),
+        };
+        self.read().get(kind, name).map(|e| e.id.clone())
+    }
+}
+
 /// IAM names: 1–64 of letters, digits and `+=,.@_-`.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), IamError> {
     let ok = (1..=64).contains(&name.len())
@@ -154,10 +190,11 @@ pub struct IamService {
     clock: Arc<dyn Clock>,
     store: Arc<Store>,
     credentials: Arc<CredentialStore>,
-    entities: RwLock<Entities>,
+    entities: Arc<Registry>,
+    /// Serialises changes, and the issue of credentials with the deletion of their principal.
     gate: tokio::sync::Mutex<()>,
-    /// Parsed identity policies per principal ARN; cleared on every change.
-    parsed: RwLock<HashMap<String, Arc<Vec<NamedPolicy>>>>,
+    /// Parsed identity policies per principal ARN; emptied after every change.
+    policies: PolicyCache,
 }
 
 impl IamService {
@@ -182,15 +219,17 @@ impl IamService {
             }
             entities.by_type.insert(kind, map);
         }
+        let entities = Arc::new(Registry(RwLock::new(entities)));
+        credentials.bind_directory(entities.clone());
         Ok(Self {
             partition: partition.to_owned(),
             account_id: account_id.to_owned(),
             clock,
             store,
             credentials,
-            entities: RwLock::new(entities),
+            entities,
             gate: tokio::sync::Mutex::new(()),
-            parsed: RwLock::new(HashMap::new()),
+            policies: PolicyCache::default(),
         })
     }
 
@@ -220,10 +259,7 @@ impl IamService {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entities> {
-        match self.entities.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        self.entities.read()
     }
 
     pub fn get(&self, kind: EntityType, name: &str) -> Option<Entity> {
@@ -261,10 +297,7 @@ impl IamService {
             batch.delete(format!("{}{name}", kind.prefix()));
         }
         self.store.commit(batch).await?;
-        let mut entities = match self.entities.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut entities = self.entities.write();
         for (kind, name) in deleted {
             entities.by_type.entry(kind).or_default().remove(&name);
         }
@@ -276,9 +309,7 @@ impl IamService {
                 .insert(entity.name.clone(), entity);
         }
         drop(entities);
-        if let Ok(mut parsed) = self.parsed.write() {
-            parsed.clear();
-        }
+        self.policies.invalidate();
         Ok(())
     }
 
@@ -451,25 +482,41 @@ impl IamService {
         Ok(self.require(kind, name)?.policies.keys().cloned().collect())
     }
 
+    /// A new access key for `user`, bound to its unique id. Under the gate, so that a user
+    /// being deleted cannot get a key after its keys were deleted.
     pub async fn create_access_key(&self, user: &str) -> Result<NewAccessKey, IamError> {
-        self.require(EntityType::User, user)?;
-        Ok(self.credentials.create_access_key(user).await?)
+        let _gate = self.gate.lock().await;
+        let entity = self.require(EntityType::User, user)?;
+        Ok(self.credentials.create_access_key(user, &entity.id).await?)
     }
 
     /// A role's trust policy, parsed, for authorising `sts:AssumeRole`.
     pub fn trust_policy(&self, role: &str) -> Option<NamedPolicy> {
-        let text = self.get(EntityType::Role, role)?.trust_policy?;
-        let policy = Policy::parse(&text, PolicyKind::Resource).ok()?;
-        Some(NamedPolicy {
-            name: format!("role/{role}/trust-policy"),
-            policy: Arc::new(policy),
-        })
+        self.role_trust(role).map(|(_, policy)| policy)
     }
 
-    /// Temporary credentials for a session of `role` (authorisation is the caller's job).
+    /// A role's unique id and its trust policy: AssumeRole authorises against the policy and
+    /// then issues the session only to the role of that id, not to one made since under the
+    /// same name.
+    pub fn role_trust(&self, role: &str) -> Option<(String, NamedPolicy)> {
+        let entity = self.get(EntityType::Role, role)?;
+        let policy = Policy::parse(entity.trust_policy.as_deref()?, PolicyKind::Resource).ok()?;
+        Some((
+            entity.id,
+            NamedPolicy {
+                name: format!("role/{role}/trust-policy"),
+                policy: Arc::new(policy),
+            },
+        ))
+    }
+
+    /// Temporary credentials for a session of `role`, whose unique id must be `role_id`
+    /// (authorisation is the caller's job). Under the gate, so that a role being deleted
+    /// cannot get a session after its sessions were ended.
     pub async fn assume_role(
         &self,
         role: &str,
+        role_id: &str,
         session_name: &str,
         duration_seconds: Option<u32>,
     ) -> Result<NewAccessKey, IamError> {
@@ -488,22 +535,39 @@ impl IamService {
                 "RoleSessionName must be 2 to 64 of letters, digits and +=,.@_-".into(),
             ));
         }
-        self.require(EntityType::Role, role)?;
+        let _gate = self.gate.lock().await;
+        let entity = self.require(EntityType::Role, role)?;
+        if entity.id != role_id {
+            // The role authorised was deleted and another made under its name.
+            return Err(IamError::NotFound(format!(
+                "the role '{role}' does not exist"
+            )));
+        }
         Ok(self
             .credentials
-            .create_session(role, session_name, i64::from(duration))
+            .create_session(role, role_id, session_name, i64::from(duration))
             .await?)
     }
 
     /// The identity policies of a principal: a user's own and its groups', a role session's
     /// role's. `None` for the account root, whose identity is unrestricted.
-    pub fn identity_policies(&self, principal: &Principal) -> Option<Arc<Vec<NamedPolicy>>> {
+    pub fn identity_policies(&self, principal: &Principal) -> Option<IdentityPolicies> {
         if principal.kind == PrincipalKind::Root {
             return None;
         }
-        if let Some(cached) = self.parsed.read().ok()?.get(&principal.arn) {
-            return Some(cached.clone());
-        }
+        // Asked before the entities are read: a change after this point makes the cache drop
+        // what is read below.
+        let miss = match self.policies.get(&principal.arn) {
+            Ok(cached) => return Some(cached),
+            Err(miss) => miss,
+        };
+        let policies = self.read_identity_policies(principal);
+        self.policies.insert(miss, &principal.arn, policies.clone());
+        Some(policies)
+    }
+
+    /// A principal's identity policies as the entities say now, parsed.
+    fn read_identity_policies(&self, principal: &Principal) -> IdentityPolicies {
         let mut policies = Vec::new();
         let mut add = |owner: String, entity: &Entity| {
             for (name, text) in &entity.policies {
@@ -537,11 +601,7 @@ impl IamService {
                 }
             }
         }
-        let policies = Arc::new(policies);
-        if let Ok(mut parsed) = self.parsed.write() {
-            parsed.insert(principal.arn.clone(), policies.clone());
-        }
-        Some(policies)
+        Arc::new(policies)
     }
 
     /// The principal an ARN names in this account (for the simulator), if it exists.
@@ -570,5 +630,139 @@ impl IamService {
             return Err(not_found());
         };
         crate::auth::principal(&stored, &self.partition, &self.account_id).ok_or_else(not_found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthError, Caller};
+    use crate::clock::SystemClock;
+    use crate::seal::{self, KdfParams};
+    use crate::secret::SecretString;
+    use crate::store::SledBackend;
+
+    const ACCOUNT: &str = "111122223333";
+
+    /// An identity service over a fresh store, with its credential store.
+    fn service() -> (tempfile::TempDir, IamService) {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("unit test passphrase".into());
+        let (_, master, _) =
+            seal::prepare(dir.path(), &passphrase, KdfParams::MINIMUM, ACCOUNT, 0).unwrap();
+        let backend = SledBackend::open(&dir.path().join("store")).unwrap();
+        let store = Arc::new(Store::new(Arc::new(backend)));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let credentials = CredentialStore::open(
+            Arc::new(master),
+            store.clone(),
+            clock.clone(),
+            "keyhaven",
+            "local",
+            ACCOUNT,
+        )
+        .unwrap();
+        let iam = IamService::open("keyhaven", ACCOUNT, clock, store, Arc::new(credentials));
+        (dir, iam.unwrap())
+    }
+
+    fn caller(stored_principal: &str, key: &NewAccessKey) -> Caller {
+        Caller {
+            principal: Arc::new(
+                crate::auth::principal(stored_principal, "keyhaven", ACCOUNT).unwrap(),
+            ),
+            access_key_id: key.credentials.access_key_id.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_issued_to_an_earlier_principal_of_the_name_are_refused() {
+        let (_dir, iam) = service();
+        let credentials = iam.credentials().clone();
+        let alice = iam.create(EntityType::User, "alice", None).await.unwrap();
+        // A key issued to another user once called alice (as a key made while that one was
+        // being deleted would be): refused, though alice exists.
+        let stale = credentials
+            .create_access_key("alice", "AIDAEARLIERALICE00000")
+            .await
+            .unwrap();
+        let refused = credentials.still_accepted(&caller("user/alice", &stale));
+        assert_eq!(
+            refused,
+            Err(AuthError::UnknownAccessKey(
+                stale.credentials.access_key_id.clone()
+            ))
+        );
+        // Hers works, until she is deleted.
+        let key = iam.create_access_key("alice").await.unwrap();
+        assert_eq!(
+            credentials.still_accepted(&caller("user/alice", &key)),
+            Ok(())
+        );
+        assert_ne!(alice.id, "AIDAEARLIERALICE00000");
+        iam.delete(EntityType::User, "alice").await.unwrap();
+        assert!(matches!(
+            credentials.still_accepted(&caller("user/alice", &key)),
+            Err(AuthError::UnknownAccessKey(_))
+        ));
+        assert!(matches!(
+            iam.create_access_key("alice").await,
+            Err(IamError::NotFound(_))
+        ));
+
+        // A role authorised, then deleted and made again before the session is issued: the
+        // session is refused, not issued to the new role.
+        let trust = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"sts:AssumeRole"}]}"#;
+        iam.create(EntityType::Role, "app", Some(trust.into()))
+            .await
+            .unwrap();
+        let (authorised_id, _) = iam.role_trust("app").unwrap();
+        iam.delete(EntityType::Role, "app").await.unwrap();
+        let again = iam
+            .create(EntityType::Role, "app", Some(trust.into()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            iam.assume_role("app", &authorised_id, "s1", None).await,
+            Err(IamError::NotFound(_))
+        ));
+        // And a session of the earlier role, had one been issued, is refused too.
+        let stale = credentials
+            .create_session("app", &authorised_id, "s1", 900)
+            .await
+            .unwrap();
+        assert!(matches!(
+            credentials.still_accepted(&caller("assumed-role/app/s1", &stale)),
+            Err(AuthError::UnknownAccessKey(_))
+        ));
+        let session = iam.assume_role("app", &again.id, "s2", None).await.unwrap();
+        assert_eq!(
+            credentials.still_accepted(&caller("assumed-role/app/s2", &session)),
+            Ok(())
+        );
+    }
+
+    /// A call misses the policy cache and reads alice's policies; DeleteUserPolicy lands;
+    /// the call then stores what it read. The next call must see the policy gone.
+    #[tokio::test]
+    async fn policies_read_before_a_revocation_are_not_kept_after_it() {
+        let (_dir, iam) = service();
+        iam.create(EntityType::User, "alice", None).await.unwrap();
+        let allow = r#"{"Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
+        iam.put_policy(EntityType::User, "alice", "encrypt", allow.into())
+            .await
+            .unwrap();
+        let alice = crate::auth::principal("user/alice", "keyhaven", ACCOUNT).unwrap();
+        // The slow call: missed, and read the policy, before the change.
+        let miss = iam.policies.get(&alice.arn).unwrap_err();
+        let read_before = iam.read_identity_policies(&alice);
+        assert_eq!(read_before.len(), 1);
+        iam.delete_policy(EntityType::User, "alice", "encrypt")
+            .await
+            .unwrap();
+        assert!(!iam.policies.insert(miss, &alice.arn, read_before));
+        assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
+        // Cached from now on, and still without the policy.
+        assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
     }
 }
