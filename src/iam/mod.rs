@@ -651,7 +651,8 @@ mod tests {
         let (_, master, _) =
             seal::prepare(dir.path(), &passphrase, KdfParams::MINIMUM, ACCOUNT, 0).unwrap();
         let backend = SledBackend::open(&dir.path().join("store")).unwrap();
-        let store = Arc::new(Store::new(Arc::new(backend)));
+        let barrier = crate::store::Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let credentials = CredentialStore::open(
             Arc::new(master),

@@ -134,6 +134,12 @@ impl Store {
     /// Opens the store behind `barrier`, after checking every record and the digest of them
     /// all: a store edited offline is refused here, naming the record where it can.
     pub fn open(backend: Arc<dyn StoreBackend>, barrier: Barrier) -> Result<Self, StoreError> {
+        // A store with records and no digest at all is one from before authentication (or
+        // one whose digest was removed): said as such, before any record is checked.
+        if backend.get(barrier::DIGEST_RECORD)?.is_none() && !backend.scan(&[], None, 1)?.is_empty()
+        {
+            return Err(IntegrityError::NoDigest.into());
+        }
         let digest = barrier.check_all(every_record(&*backend))?;
         Ok(Self::with(backend, Some(barrier), digest))
     }
