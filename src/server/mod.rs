@@ -445,7 +445,7 @@ fn spawn_sweeper(
                 for_sync.sync()
             });
             if let Ok(Err(error)) = synced.await {
-                tracing::error!(%error, "audit log fsync failed");
+                tracing::error!(%error, "audit log sync (fsync, head, retention) failed");
             }
             let for_sweep = credentials.clone();
             if let Ok(Err(error)) =
