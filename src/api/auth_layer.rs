@@ -119,11 +119,11 @@ impl AuthLayer {
         &self,
         entry: Entry,
         source: SourceKey,
-        throttled: bool,
+        was_throttled: bool,
     ) -> Result<(), tonic::Status> {
         let (now, nanos) = self.stamp();
         self.audit
-            .refused_unauthenticated(entry, &source.to_string(), throttled, now, nanos)
+            .refused_unauthenticated(entry, &source.to_string(), was_throttled, now, nanos)
             .map_err(audit_unavailable)
     }
 }

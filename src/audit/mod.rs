@@ -34,7 +34,8 @@ mod verify;
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_chain, verify_files};
 
 use refusals::{RefusalSummary, RefusalWindows};
-use retention::{CHAIN_START, START_RECORD, Start};
+use retention::load_start;
+pub use retention::stored_start;
 
 use crate::clock::UnixSeconds;
 use crate::secret::Secret;
@@ -48,7 +49,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -59,8 +60,6 @@ const HMAC_KEY_RECORD: &[u8] = b"audit/context-hmac-key";
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The mode of every log file: the daemon's user alone reads and writes it.
 const FILE_MODE: u32 = 0o600;
-/// How often a free-space warning is repeated while it holds.
-const SPACE_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Longest operation name written (ours are under 40 characters).
 const MAX_OPERATION: usize = 64;
 /// Longest access key id written (AWS's longest).
@@ -585,120 +584,6 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Removes the rotated files retention no longer keeps, after storing where the kept
-    /// chain starts; returns how many went. Runs at every sync.
-    pub fn apply_retention(&self) -> Result<usize, AuditError> {
-        let rotated: Vec<(PathBuf, std::time::SystemTime)> = rotated_files(&self.path)
-            .into_iter()
-            .map(|(_, path)| {
-                let written = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .unwrap_or_else(|_| std::time::SystemTime::now());
-                (path, written)
-            })
-            .collect();
-        let removed = retention::expired(
-            &rotated,
-            self.settings.max_files,
-            self.settings.max_age,
-            std::time::SystemTime::now(),
-        );
-        if removed == 0 {
-            return Ok(0);
-        }
-        // No rotation meanwhile: the first record kept stays the first.
-        let writer = match self.writer.lock() {
-            Ok(w) => w,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let kept: Vec<PathBuf> = rotated[removed..]
-            .iter()
-            .map(|(path, _)| path.clone())
-            .chain(std::iter::once(self.path.clone()))
-            .collect();
-        let start = match retention::first_of(&kept).map_err(|e| self.error(e))? {
-            Some((_, first)) => Start {
-                seq: first.seq,
-                prev: decode_hash(&first.prev)
-                    .ok_or_else(|| self.error("the first record kept has a bad prev".into()))?,
-            },
-            None => Start {
-                seq: writer.head.seq.saturating_add(1),
-                prev: writer.head.hash,
-            },
-        };
-        let mut batch = WriteBatch::new();
-        batch.put(
-            START_RECORD.to_vec(),
-            serde_json::to_vec(&start).map_err(|e| self.error(e.to_string()))?,
-        );
-        // The start moves first: a crash in between leaves older records than it says, not
-        // fewer.
-        self.store
-            .commit_blocking(batch)
-            .map_err(|e| self.error(e.to_string()))?;
-        for (path, _) in &rotated[..removed] {
-            std::fs::remove_file(path)
-                .map_err(|e| self.error(format!("removing {}: {e}", path.display())))?;
-        }
-        drop(writer);
-        sync_parent(&self.path).map_err(|e| self.error(format!("fsync of its directory: {e}")))?;
-        tracing::info!(
-            removed,
-            start_seq = start.seq,
-            "old audit log files removed (audit_max_files / audit_max_age_days)"
-        );
-        Ok(removed)
-    }
-
-    /// Sets the free-space gauges and warns while the log's file system is under the floor.
-    fn watch_free_space(&self) {
-        let dir = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let free = match retention::free_bytes(dir) {
-            Ok(free) => free,
-            Err(error) => {
-                tracing::debug!(%error, "free space of the audit log's file system unknown");
-                return;
-            }
-        };
-        let low = retention::below_floor(free, self.settings.min_free_bytes);
-        if let Some(m) = crate::metrics::metrics() {
-            let log = self.path.display().to_string();
-            m.audit_disk_free_bytes
-                .with_label_values(&[log.as_str()])
-                .set(i64::try_from(free).unwrap_or(i64::MAX));
-            m.audit_disk_below_floor
-                .with_label_values(&[log.as_str()])
-                .set(i64::from(low));
-        }
-        let was_low = self.space_low.swap(low, Ordering::Relaxed);
-        let mut warned = match self.space_warned.lock() {
-            Ok(w) => w,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if low && warned.is_none_or(|at| at.elapsed() >= SPACE_WARNING_EVERY) {
-            tracing::warn!(
-                free_bytes = free,
-                min_free_bytes = self.settings.min_free_bytes,
-                path = %self.path.display(),
-                "the audit log's disk is nearly full: when it is, every call is refused \
-                 (AuditLogUnavailableException); free space or lower audit_max_files"
-            );
-            *warned = Some(Instant::now());
-        } else if !low && was_low {
-            tracing::info!(free_bytes = free, "the audit log's disk has room again");
-            *warned = None;
-        }
-    }
-
-    /// Whether the log's file system was under the free-space floor at the last sync.
-    pub fn disk_space_low(&self) -> bool {
-        self.space_low.load(Ordering::Relaxed)
-    }
-
     /// The last `n` lines, across rotated files, read back from the end of the newest.
     pub fn tail(&self, n: usize) -> Result<Vec<String>, AuditError> {
         let mut lines: Vec<String> = Vec::new();
@@ -809,20 +694,6 @@ fn rfc3339(seconds: UnixSeconds, nanos: u32) -> String {
 
 fn decode_hash(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
-}
-
-fn load_start(store: &Store) -> Result<Start, String> {
-    match store.get(START_RECORD).map_err(|e| e.to_string())? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("chain start: {e}")),
-        None => Ok(CHAIN_START),
-    }
-}
-
-/// Where the chain kept in a data directory starts, from its metadata store: (sequence, hex
-/// hash the first record names). Sequence 1 and the genesis hash when nothing was removed.
-pub fn stored_start(store: &Store) -> Result<(u64, String), String> {
-    let start = load_start(store)?;
-    Ok((start.seq, hex::encode(start.prev)))
 }
 
 /// The chain head stored in a data directory's metadata store: (sequence, hex hash).

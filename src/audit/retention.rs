@@ -13,12 +13,14 @@
 //! `audit_min_free_bytes` the daemon warns (and the `keyhaven_audit_disk_below_floor` gauge
 //! is 1) while there is still room, since a full disk refuses every call.
 
-use super::AuditRecord;
+use super::{AuditError, AuditLog, AuditRecord, decode_hash, rotated_files, sync_parent};
+use crate::store::{Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 pub(super) const START_RECORD: &[u8] = b"audit/start";
 
@@ -41,6 +43,139 @@ pub(super) const CHAIN_START: Start = Start {
     seq: 1,
     prev: [0; 32],
 };
+
+/// How often a free-space warning is repeated while it holds.
+const SPACE_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl AuditLog {
+    /// Removes the rotated files retention no longer keeps, after storing where the kept
+    /// chain starts; returns how many went. Runs at every sync.
+    pub fn apply_retention(&self) -> Result<usize, AuditError> {
+        let rotated: Vec<(PathBuf, SystemTime)> = rotated_files(&self.path)
+            .into_iter()
+            .map(|(_, path)| {
+                let written = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| SystemTime::now());
+                (path, written)
+            })
+            .collect();
+        let removed = expired(
+            &rotated,
+            self.settings.max_files,
+            self.settings.max_age,
+            SystemTime::now(),
+        );
+        if removed == 0 {
+            return Ok(0);
+        }
+        // No rotation meanwhile: the first record kept stays the first.
+        let writer = match self.writer.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let kept: Vec<PathBuf> = rotated[removed..]
+            .iter()
+            .map(|(path, _)| path.clone())
+            .chain(std::iter::once(self.path.clone()))
+            .collect();
+        let start = match first_of(&kept).map_err(|e| self.error(e))? {
+            Some((_, first)) => Start {
+                seq: first.seq,
+                prev: decode_hash(&first.prev)
+                    .ok_or_else(|| self.error("the first record kept has a bad prev".into()))?,
+            },
+            None => Start {
+                seq: writer.head.seq.saturating_add(1),
+                prev: writer.head.hash,
+            },
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(
+            START_RECORD.to_vec(),
+            serde_json::to_vec(&start).map_err(|e| self.error(e.to_string()))?,
+        );
+        // The start moves first: a crash in between leaves older records than it says, not
+        // fewer.
+        self.store
+            .commit_blocking(batch)
+            .map_err(|e| self.error(e.to_string()))?;
+        for (path, _) in &rotated[..removed] {
+            std::fs::remove_file(path)
+                .map_err(|e| self.error(format!("removing {}: {e}", path.display())))?;
+        }
+        drop(writer);
+        sync_parent(&self.path).map_err(|e| self.error(format!("fsync of its directory: {e}")))?;
+        tracing::info!(
+            removed,
+            start_seq = start.seq,
+            "old audit log files removed (audit_max_files / audit_max_age_days)"
+        );
+        Ok(removed)
+    }
+
+    /// Sets the free-space gauges and warns while the log's file system is under the floor.
+    pub(super) fn watch_free_space(&self) {
+        let dir = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let free = match free_bytes(dir) {
+            Ok(free) => free,
+            Err(error) => {
+                tracing::debug!(%error, "free space of the audit log's file system unknown");
+                return;
+            }
+        };
+        let low = below_floor(free, self.settings.min_free_bytes);
+        if let Some(m) = crate::metrics::metrics() {
+            let log = self.path.display().to_string();
+            m.audit_disk_free_bytes
+                .with_label_values(&[log.as_str()])
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+            m.audit_disk_below_floor
+                .with_label_values(&[log.as_str()])
+                .set(i64::from(low));
+        }
+        let was_low = self.space_low.swap(low, Ordering::Relaxed);
+        let mut warned = match self.space_warned.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if low && warned.is_none_or(|at| at.elapsed() >= SPACE_WARNING_EVERY) {
+            tracing::warn!(
+                free_bytes = free,
+                min_free_bytes = self.settings.min_free_bytes,
+                path = %self.path.display(),
+                "the audit log's disk is nearly full: when it is, every call is refused \
+                 (AuditLogUnavailableException); free space or lower audit_max_files"
+            );
+            *warned = Some(Instant::now());
+        } else if !low && was_low {
+            tracing::info!(free_bytes = free, "the audit log's disk has room again");
+            *warned = None;
+        }
+    }
+
+    /// Whether the log's file system was under the free-space floor at the last sync.
+    pub fn disk_space_low(&self) -> bool {
+        self.space_low.load(Ordering::Relaxed)
+    }
+}
+
+pub(super) fn load_start(store: &Store) -> Result<Start, String> {
+    match store.get(START_RECORD).map_err(|e| e.to_string())? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("chain start: {e}")),
+        None => Ok(CHAIN_START),
+    }
+}
+
+/// Where the chain kept in a data directory starts, from its metadata store: (sequence, hex
+/// hash the first record names). Sequence 1 and the genesis hash when nothing was removed.
+pub fn stored_start(store: &Store) -> Result<(u64, String), String> {
+    let start = load_start(store)?;
+    Ok((start.seq, hex::encode(start.prev)))
+}
 
 /// How many of `rotated` (oldest first, with when each was last written) retention removes:
 /// those past the newest `max_files`, and the oldest ones last written before `now - max_age`.
