@@ -2,6 +2,10 @@
 //!
 //! The registry is process-wide (every daemon in a process shares it), so that code deep in
 //! the store or a keystore can count without being handed a handle.
+//!
+//! Every label value comes from a closed set the daemon defines (its operations, gRPC codes,
+//! key states, keystore names, log paths), never from what a caller sends: each new value is a
+//! series kept for the life of the process.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -20,6 +24,9 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     pub pending_deletion_uses: IntCounter,
     pub audit_records: IntCounter,
+    pub audit_disk_free_bytes: IntGaugeVec,
+    pub audit_disk_below_floor: IntGaugeVec,
+    pub unauthenticated_throttled: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -68,6 +75,25 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Calls that tried to use a key pending deletion",
     )?;
     let audit_records = IntCounter::new("audit_records_total", "Audit records written")?;
+    // By the log's path: one value per configured log, never a caller's choice.
+    let audit_disk_free_bytes = IntGaugeVec::new(
+        Opts::new(
+            "audit_disk_free_bytes",
+            "Free bytes on the audit log's file system, at the last sync",
+        ),
+        &["log"],
+    )?;
+    let audit_disk_below_floor = IntGaugeVec::new(
+        Opts::new(
+            "audit_disk_below_floor",
+            "1 while the audit log's file system has less free space than audit_min_free_bytes",
+        ),
+        &["log"],
+    )?;
+    let unauthenticated_throttled = IntCounter::new(
+        "unauthenticated_throttled_total",
+        "Requests that failed authentication and were refused by their source's rate limit",
+    )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;
     registry.register(Box::new(keystore_seconds.clone()))?;
@@ -76,6 +102,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(flush_batch.clone()))?;
     registry.register(Box::new(pending_deletion_uses.clone()))?;
     registry.register(Box::new(audit_records.clone()))?;
+    registry.register(Box::new(audit_disk_free_bytes.clone()))?;
+    registry.register(Box::new(audit_disk_below_floor.clone()))?;
+    registry.register(Box::new(unauthenticated_throttled.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -86,6 +115,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         flush_batch,
         pending_deletion_uses,
         audit_records,
+        audit_disk_free_bytes,
+        audit_disk_below_floor,
+        unauthenticated_throttled,
     })
 }
 

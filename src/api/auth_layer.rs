@@ -7,18 +7,28 @@
 //! signature and hands the [`Caller`](crate::auth::Caller) to the handler in the request's
 //! extensions, with an [`AuditSlot`] for the handler to name the keys it used. Health and
 //! reflection services pass through untouched.
+//!
+//! What an unauthenticated caller sends has a bounded cost: a method path the daemon does not
+//! serve is named `unknown` (in metrics labels and records alike), an access key id that is
+//! not one's shape is not kept verbatim, repeated refusals from one source are counted into
+//! one record per window by the audit log, and a source's failures past its token bucket
+//! answer `RESOURCE_EXHAUSTED` / `ThrottlingException` with no record of their own.
 
-use super::status::{reason_of, status};
+use super::status::{reason_of, status, throttled};
 use crate::audit::{AuditLog, AuditNote, Entry, Outcome, Phase};
 use crate::auth::signature::{self, sha256_hex};
-use crate::auth::{Caller, CredentialStore};
-use crate::clock::Clock;
+use crate::auth::throttle::{DEFAULT_BURST, DEFAULT_RATE, FailureThrottle, SourceKey};
+use crate::auth::{Caller, CredentialStore, is_well_formed_access_key_id};
+use crate::clock::{Clock, UnixSeconds};
+use crate::proto::FILE_DESCRIPTOR_SET;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use prost::Message;
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::Code;
@@ -64,6 +74,7 @@ pub struct AuthLayer {
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
     max_message: usize,
+    throttle: Arc<FailureThrottle>,
 }
 
 impl AuthLayer {
@@ -78,25 +89,66 @@ impl AuthLayer {
             audit,
             clock,
             max_message,
+            throttle: Arc::new(FailureThrottle::new(DEFAULT_RATE, DEFAULT_BURST)),
         }
     }
 
-    fn write(&self, entry: Entry) -> Result<(), tonic::Status> {
+    /// Rate limits for requests that fail authentication, per source.
+    pub fn with_failure_throttle(mut self, throttle: FailureThrottle) -> Self {
+        self.throttle = Arc::new(throttle);
+        self
+    }
+
+    /// The clock's seconds, and the system clock's nanoseconds within them.
+    fn stamp(&self) -> (UnixSeconds, u32) {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        self.audit
-            .append(entry, self.clock.now(), nanos)
-            .map_err(|error| {
-                tracing::error!(%error, "audit log write failed: refusing the call");
-                status(
-                    Code::Unavailable,
-                    "AuditLogUnavailableException",
-                    "the call cannot be recorded in the audit log; try again later",
-                )
-            })
+        (self.clock.now(), nanos)
     }
+
+    fn write(&self, entry: Entry) -> Result<(), tonic::Status> {
+        let (now, nanos) = self.stamp();
+        self.audit
+            .append(entry, now, nanos)
+            .map_err(audit_unavailable)
+    }
+
+    fn write_refusal(
+        &self,
+        entry: Entry,
+        source: SourceKey,
+        was_throttled: bool,
+    ) -> Result<(), tonic::Status> {
+        let (now, nanos) = self.stamp();
+        self.audit
+            .refused_unauthenticated(entry, &source.to_string(), was_throttled, now, nanos)
+            .map_err(audit_unavailable)
+    }
+}
+
+fn audit_unavailable(error: crate::audit::AuditError) -> tonic::Status {
+    tracing::error!(%error, "audit log write failed: refusing the call");
+    status(
+        Code::Unavailable,
+        "AuditLogUnavailableException",
+        "the call cannot be recorded in the audit log; try again later",
+    )
+}
+
+/// The access key id a refused request named, as the audit log keeps it: verbatim when it
+/// has an access key id's shape, else marked and cut to as many characters as one has.
+fn loggable_access_key_id(id: &str) -> String {
+    if is_well_formed_access_key_id(id) {
+        return id.to_owned();
+    }
+    let shown: String = id
+        .chars()
+        .take(20)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '?' })
+        .collect();
+    format!("malformed:{shown}")
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -156,8 +208,38 @@ pub fn changes_nothing(operation: &str) -> bool {
     }
 }
 
-/// `kms:Encrypt`, `iam:CreateUser`, `sts:AssumeRole` for a gRPC path.
+/// The gRPC methods the daemon serves behind this layer (`/keyhaven.v1.Service/Method`), read
+/// from the wire contract's descriptors once.
+fn served_methods() -> &'static HashSet<String> {
+    static SERVED: OnceLock<HashSet<String>> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+            tracing::error!("the descriptor set does not decode: every method is unknown");
+            return HashSet::new();
+        };
+        set.file
+            .iter()
+            .flat_map(|file| {
+                file.service.iter().flat_map(move |service| {
+                    service.method.iter().map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+                })
+            })
+            .collect()
+    })
+}
+
+/// What a path the daemon does not serve is called, in metrics labels and audit records: the
+/// path is the caller's choice, and a label per value would grow the registry without bound.
+pub const UNKNOWN_OPERATION: &str = "unknown";
+
+/// `kms:Encrypt`, `iam:CreateUser`, `sts:AssumeRole` for a gRPC path; [`UNKNOWN_OPERATION`]
+/// for a path the daemon does not serve, so that the names form a closed set.
 pub fn operation_name(path: &str) -> String {
+    if !served_methods().contains(path) {
+        return UNKNOWN_OPERATION.to_owned();
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
@@ -168,9 +250,9 @@ pub fn operation_name(path: &str) -> String {
             _ => "iam",
         },
         "keyhaven.v1.AuditService" => "audit",
-        _ => "unknown",
+        _ => return UNKNOWN_OPERATION.to_owned(),
     };
-    format!("{prefix}:{}", crate::keys::printable_input(method))
+    format!("{prefix}:{method}")
 }
 
 fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
@@ -237,7 +319,8 @@ where
         let span = tracing::info_span!("call", request_id = %request_id, operation = %operation);
         let future = async move {
             let started = Instant::now();
-            let source = peer(request.extensions()).map(|a| a.to_string());
+            let peer = peer(request.extensions());
+            let source = peer.map(|a| a.to_string());
             let entry = |phase, principal: Option<String>, access_key_id: Option<String>| Entry {
                 phase,
                 request_id: request_id.clone(),
@@ -267,14 +350,25 @@ where
                         .observe(started.elapsed().as_secs_f64());
                 }
             };
-            // Refused before any handler: one record, and the refusal (or the audit failure).
+            // Refused before any handler: the refusal (or the audit failure), recorded or
+            // counted; past the source's rate limit, throttled instead.
             let refuse = |s: tonic::Status, access_key_id: Option<String>| {
+                let from = SourceKey::of(peer.map(|a| a.ip()));
+                let throttled_now = !layer.throttle.allow_failure(from, Instant::now());
+                let s = if throttled_now {
+                    if let Some(m) = crate::metrics::metrics() {
+                        m.unauthenticated_throttled.inc();
+                    }
+                    throttled()
+                } else {
+                    s
+                };
                 let mut record = entry(Phase::Unauthenticated, None, access_key_id);
                 let outcome = refusal(&s);
                 count(&outcome);
                 record.outcome = Some(outcome);
                 record.duration_us = Some(started.elapsed().as_micros() as u64);
-                match layer.write(record) {
+                match layer.write_refusal(record, from, throttled_now) {
                     Ok(()) => with_id(s.into_http()),
                     Err(unavailable) => with_id(unavailable.into_http()),
                 }
@@ -286,7 +380,7 @@ where
                     .get(signature::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| signature::parse_authorization(v).ok())
-                    .map(|p| p.access_key_id.to_owned())
+                    .map(|p| loggable_access_key_id(p.access_key_id))
             };
             let limit = layer.max_message + FRAME_HEADER;
             let bytes: Bytes = match Limited::new(body, limit).collect().await {
@@ -447,6 +541,48 @@ mod tests {
             operation_name("/keyhaven.v1.IdentityService/AssumeRole"),
             "sts:AssumeRole"
         );
-        assert_eq!(operation_name("/other.Service/X"), "unknown:X");
+        assert_eq!(
+            operation_name("/keyhaven.v1.AuditService/TailAuditLog"),
+            "audit:TailAuditLog"
+        );
+        for unserved in [
+            "/other.Service/X",
+            "/keyhaven.v1.KeyManagementService/NoSuchMethod",
+            "/keyhaven.v1.KeyManagementService/Encrypt/more",
+            "/keyhaven.v1.KeyManagementService/Encrypt\u{1b}[2J",
+            "/keyhaven.v1.Nothing/Encrypt",
+            "/",
+            "",
+        ] {
+            assert_eq!(operation_name(unserved), UNKNOWN_OPERATION, "{unserved:?}");
+        }
+    }
+
+    #[test]
+    fn every_served_method_has_a_known_name() {
+        let served = served_methods();
+        assert!(served.len() > 30, "{served:?}");
+        for path in served {
+            let name = operation_name(path);
+            assert_ne!(name, UNKNOWN_OPERATION, "{path}");
+            assert!(!name.starts_with("unknown"), "{path}");
+        }
+    }
+
+    #[test]
+    fn only_access_key_ids_of_their_shape_are_kept_verbatim() {
+        assert_eq!(
+            loggable_access_key_id("KHAKABCDEFGHIJ234567"),
+            "KHAKABCDEFGHIJ234567"
+        );
+        assert_eq!(
+            loggable_access_key_id(&"A".repeat(800)),
+            format!("malformed:{}", "A".repeat(20))
+        );
+        assert_eq!(
+            loggable_access_key_id("KHAK\u{1b}[31mred"),
+            "malformed:KHAK??31mred"
+        );
+        assert_eq!(loggable_access_key_id("short"), "malformed:short");
     }
 }

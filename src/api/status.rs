@@ -19,6 +19,15 @@ pub(crate) fn status(code: Code, reason: &str, message: impl std::fmt::Display) 
     )
 }
 
+/// A request that failed authentication past its source's rate limit.
+pub(crate) fn throttled() -> Status {
+    status(
+        Code::ResourceExhausted,
+        "ThrottlingException",
+        "too many requests that fail authentication from this source; slow down",
+    )
+}
+
 /// The reason name carried by a status, if any.
 pub fn reason_of(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)

@@ -6,24 +6,36 @@
 //! the outcome and the duration. A call that changes nothing (the cryptographic operations,
 //! DescribeKey, ListKeys, IAM's reads, GetCallerIdentity, …) writes one `call` record after its
 //! handler, before its answer leaves: if it cannot be written the answer is replaced by
-//! `UNAVAILABLE`, so no plaintext or ciphertext is ever handed out unrecorded. A call refused before authentication writes one
-//! `unauthenticated` record.
+//! `UNAVAILABLE`, so no plaintext or ciphertext is ever handed out unrecorded. A call refused
+//! before authentication writes one `unauthenticated` record, unless its source was refused
+//! within the last ten seconds: those are counted into one `unauthenticated_summary` record
+//! per source (see [`refusals`]).
 //!
 //! Every record carries `prev`, the SHA-256 of the previous record's line, so the log is a
 //! chain; the chain's head (sequence number and hash of the last line) is also kept in the
 //! metadata store, so cutting records off the end is detected too. The head is stored each
 //! time the log is made durable (every second and at shutdown), after the file's fsync, so
-//! the stored head never runs ahead of what is on disk and the hot path writes no metadata. When a file grows past
-//! its size limit it is renamed `audit.log.<n>` and a new one continues the chain.
+//! the stored head never runs ahead of what is on disk and the hot path writes no metadata.
+//! When a file grows past its size limit it is renamed `audit.log.<n>` and a new one continues
+//! the chain; old files are removed by [`retention`], which moves the stored chain start.
 //!
 //! Nothing secret is ever written: no plaintext, key material, passphrase, secret access key,
-//! session token or encryption-context value.
+//! session token or encryption-context value. What a caller chose (an operation, an access key
+//! id, encryption-context keys) is written capped in length with control characters escaped,
+//! so a record stays small and one line, and shows on a terminal as what it is. Files are
+//! made readable by the daemon's user alone (0600), rotated ones too.
 
 mod backward;
 mod recover;
+pub mod refusals;
+pub mod retention;
 mod verify;
 
-pub use verify::{VerifyError, VerifyReport, chain_files, verify_files};
+pub use verify::{VerifyError, VerifyReport, chain_files, verify_chain, verify_files};
+
+use refusals::{RefusalSummary, RefusalWindows};
+use retention::load_start;
+pub use retention::stored_start;
 
 use crate::clock::UnixSeconds;
 use crate::secret::Secret;
@@ -34,8 +46,11 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// The hash that precedes the first record.
@@ -43,6 +58,16 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const HEAD_RECORD: &[u8] = b"audit/head";
 const HMAC_KEY_RECORD: &[u8] = b"audit/context-hmac-key";
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The mode of every log file: the daemon's user alone reads and writes it.
+const FILE_MODE: u32 = 0o600;
+/// Longest operation name written (ours are under 40 characters).
+const MAX_OPERATION: usize = 64;
+/// Longest access key id written (AWS's longest).
+const MAX_ACCESS_KEY_ID: usize = 128;
+/// Longest principal ARN, key ARN or source written.
+const MAX_NAME: usize = 2048;
+/// Longest encryption-context key written.
+const MAX_CONTEXT_KEY: usize = 256;
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +81,9 @@ pub enum Phase {
     /// written after its handler and before its answer is sent.
     Call,
     Unauthenticated,
+    /// Refusals before authentication from one source that were counted, not recorded one by
+    /// one, in the window that began at `since`.
+    UnauthenticatedSummary,
 }
 
 /// The outcome of a call.
@@ -92,6 +120,39 @@ pub struct AuditRecord {
     pub outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration_us: Option<u64>,
+    /// Of a summary: the refusals it stands for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count: Option<u64>,
+    /// Of a summary: how many of them were throttled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub throttled: Option<u64>,
+    /// Of a summary: when its window began.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub since: Option<String>,
+}
+
+/// How the log is kept: rotation, retention and the free-space floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Size at which the current file is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept; older ones are removed.
+    pub max_files: usize,
+    /// Rotated files last written longer ago than this are removed.
+    pub max_age: Option<Duration>,
+    /// Free space under which the daemon warns.
+    pub min_free_bytes: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_files: retention::DEFAULT_MAX_FILES,
+            max_age: None,
+            min_free_bytes: retention::DEFAULT_MIN_FREE_BYTES,
+        }
+    }
 }
 
 /// What a handler tells the audit log about its call (keys used, encryption context).
@@ -162,13 +223,17 @@ impl Writer {
 /// The audit log of a daemon.
 pub struct AuditLog {
     path: PathBuf,
-    max_bytes: u64,
+    settings: AuditSettings,
     store: std::sync::Arc<Store>,
     context_key: Secret<[u8; 32]>,
     writer: Mutex<Writer>,
     /// The head last written to the store, to skip writing it again when nothing changed.
     stored: Mutex<Head>,
     lines: broadcast::Sender<String>,
+    refusals: RefusalWindows,
+    /// Free space is under the floor; and when that was last said.
+    space_low: AtomicBool,
+    space_warned: Mutex<Option<Instant>>,
 }
 
 fn hex_hash(line: &[u8]) -> [u8; 32] {
@@ -179,7 +244,7 @@ impl AuditLog {
     /// Opens (or creates) the log at `path`, continuing the chain whose head the store holds.
     pub fn open(
         path: &Path,
-        max_bytes: u64,
+        settings: AuditSettings,
         store: std::sync::Arc<Store>,
         master: &crate::seal::MasterKey,
     ) -> Result<Self, AuditError> {
@@ -187,8 +252,12 @@ impl AuditLog {
             path: path.to_path_buf(),
             message,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| error(e.to_string()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| error(e.to_string()))?;
         }
         let stored = match store.get(HEAD_RECORD).map_err(|e| error(e.to_string()))? {
             Some(bytes) => {
@@ -253,11 +322,24 @@ impl AuditLog {
                 "the audit log holds records past the stored chain head: continuing after them"
             );
         }
+        let start = load_start(&store).map_err(error)?;
+        match retention::first_of(&chain_files(path)) {
+            Ok(Some((file, first))) if first.seq > start.seq => tracing::warn!(
+                file = %file.display(),
+                first_seq = first.seq,
+                start_seq = start.seq,
+                "the audit log starts after the stored chain start: records were cut off its \
+                 start; run `keyhaven audit verify`"
+            ),
+            Ok(_) => {}
+            Err(why) => tracing::warn!(%why, "the audit log's first record cannot be read"),
+        }
+        for (_, rotated) in rotated_files(path) {
+            restrict_path(&rotated)
+                .map_err(|e| error(format!("{}: cannot make it 0600: {e}", rotated.display())))?;
+        }
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = open_for_appending(path)
             .map_err(|e| error(format!("cannot open for appending: {e}")))?;
         if !existed {
             sync_parent(path).map_err(|e| error(format!("fsync of its directory: {e}")))?;
@@ -269,7 +351,7 @@ impl AuditLog {
         let (lines, _) = broadcast::channel(1024);
         Ok(Self {
             path: path.to_path_buf(),
-            max_bytes,
+            settings,
             store,
             context_key,
             writer: Mutex::new(Writer {
@@ -280,6 +362,9 @@ impl AuditLog {
             }),
             stored: Mutex::new(stored),
             lines,
+            refusals: RefusalWindows::default(),
+            space_low: AtomicBool::new(false),
+            space_warned: Mutex::new(None),
         })
     }
 
@@ -298,19 +383,78 @@ impl AuditLog {
 
     /// Appends one record; the call it belongs to must fail if this fails.
     pub fn append(&self, entry: Entry, now: UnixSeconds, nanos: u32) -> Result<(), AuditError> {
-        let time = time::OffsetDateTime::from_unix_timestamp(now)
-            .ok()
-            .and_then(|t| t.replace_nanosecond(nanos).ok())
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        self.chain(entry, None, now, nanos)
+    }
+
+    /// A call refused before authentication, from `source` (as rate limits count sources):
+    /// recorded if it is the first from there in its window, else only counted (see
+    /// [`refusals`]). A `throttled` one is only counted. The call must fail if this fails.
+    pub fn refused_unauthenticated(
+        &self,
+        entry: Entry,
+        source: &str,
+        throttled: bool,
+        now: UnixSeconds,
+        nanos: u32,
+    ) -> Result<(), AuditError> {
+        let decision = self.refusals.refused(source, now, throttled);
+        if let Some(summary) = decision.closed {
+            self.summarise(&summary, now, nanos)?;
+        }
+        if decision.record {
+            self.append(entry, now, nanos)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the summaries of the refusal windows closed by `now` (every second); with
+    /// `all`, of every window (at shutdown).
+    pub fn close_refusal_windows(
+        &self,
+        now: UnixSeconds,
+        nanos: u32,
+        all: bool,
+    ) -> Result<(), AuditError> {
+        let closed_by = if all { UnixSeconds::MAX } else { now };
+        for summary in self.refusals.close(closed_by) {
+            self.summarise(&summary, now, nanos)?;
+        }
+        Ok(())
+    }
+
+    fn summarise(
+        &self,
+        summary: &RefusalSummary,
+        now: UnixSeconds,
+        nanos: u32,
+    ) -> Result<(), AuditError> {
+        let entry = Entry {
+            phase: Phase::UnauthenticatedSummary,
+            request_id: String::new(),
+            operation: "*".into(),
+            principal: None,
+            access_key_id: None,
+            source: Some(summary.source.clone()),
+            note: AuditNote::default(),
+            outcome: None,
+            duration_us: None,
+        };
+        self.chain(entry, Some(summary), now, nanos)
+    }
+
+    fn chain(
+        &self,
+        entry: Entry,
+        summary: Option<&RefusalSummary>,
+        now: UnixSeconds,
+        nanos: u32,
+    ) -> Result<(), AuditError> {
+        let time = rfc3339(now, nanos);
         let encryption_context = entry
             .note
             .encryption_context
             .iter()
-            .map(|(k, v)| (k.clone(), self.hmac_value(v)))
+            .map(|(k, v)| (printable(k.clone(), MAX_CONTEXT_KEY), self.hmac_value(v)))
             .collect();
         let mut writer = match self.writer.lock() {
             Ok(w) => w,
@@ -327,14 +471,24 @@ impl AuditLog {
             time,
             phase: entry.phase,
             request_id: entry.request_id,
-            operation: entry.operation,
-            principal: entry.principal,
-            access_key_id: entry.access_key_id,
-            source: entry.source,
-            keys: entry.note.keys,
+            operation: printable(entry.operation, MAX_OPERATION),
+            principal: entry.principal.map(|p| printable(p, MAX_NAME)),
+            access_key_id: entry
+                .access_key_id
+                .map(|id| printable(id, MAX_ACCESS_KEY_ID)),
+            source: entry.source.map(|s| printable(s, MAX_NAME)),
+            keys: entry
+                .note
+                .keys
+                .into_iter()
+                .map(|k| printable(k, MAX_NAME))
+                .collect(),
             encryption_context,
             outcome: entry.outcome,
             duration_us: entry.duration_us,
+            count: summary.map(|s| s.count),
+            throttled: summary.map(|s| s.throttled),
+            since: summary.map(|s| rfc3339(s.since, 0)),
         };
         let mut line = serde_json::to_vec(&record).map_err(|e| self.error(e.to_string()))?;
         let hash = hex_hash(&line);
@@ -345,7 +499,7 @@ impl AuditLog {
                 .cut_back()
                 .map_err(|e| self.error(format!("cannot cut off a failed write: {e}")))?;
         }
-        if writer.size > 0 && writer.size + line.len() as u64 > self.max_bytes {
+        if writer.size > 0 && writer.size + line.len() as u64 > self.settings.max_bytes {
             self.rotate(&mut writer)?;
         }
         if let Err(e) = writer.file.write_all(&line) {
@@ -389,10 +543,7 @@ impl AuditLog {
         let target = PathBuf::from(format!("{}.{next}", self.path.display()));
         std::fs::rename(&self.path, &target)
             .map_err(|e| self.error(format!("rotation to {}: {e}", target.display())))?;
-        writer.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
+        writer.file = open_for_appending(&self.path)
             .map_err(|e| self.error(format!("cannot open a new file: {e}")))?;
         writer.size = 0;
         // The rename and the new file are entries of the directory: durable only with it.
@@ -416,18 +567,20 @@ impl AuditLog {
                 .map_err(|e| self.error(format!("fsync: {e}")))?;
             writer.head
         };
-        if head == *stored {
-            return Ok(());
+        if head != *stored {
+            let mut batch = WriteBatch::new();
+            batch.put(
+                HEAD_RECORD.to_vec(),
+                serde_json::to_vec(&head).map_err(|e| self.error(e.to_string()))?,
+            );
+            self.store
+                .commit_blocking(batch)
+                .map_err(|e| self.error(e.to_string()))?;
+            *stored = head;
         }
-        let mut batch = WriteBatch::new();
-        batch.put(
-            HEAD_RECORD.to_vec(),
-            serde_json::to_vec(&head).map_err(|e| self.error(e.to_string()))?,
-        );
-        self.store
-            .commit_blocking(batch)
-            .map_err(|e| self.error(e.to_string()))?;
-        *stored = head;
+        drop(stored);
+        self.watch_free_space();
+        self.apply_retention()?;
         Ok(())
     }
 
@@ -475,6 +628,74 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
+/// Opens `path` for appending, creating it 0600, and makes an existing file 0600 too.
+fn open_for_appending(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    // Not a device or a pipe someone pointed the log at: only files have our mode to keep.
+    if metadata.is_file() && metadata.permissions().mode() & 0o777 != FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Makes the regular file at `path` 0600.
+fn restrict_path(path: &Path) -> std::io::Result<()> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    if metadata.is_file() && metadata.permissions().mode() & 0o777 != FILE_MODE {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(())
+}
+
+/// `text` with control and invisible formatting characters escaped (`\u{1b}`) and cut to
+/// `max` characters (`…` marks a cut).
+pub fn printable(text: String, max: usize) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if text.len() <= max && !text.chars().any(hidden) {
+        return text;
+    }
+    let mut out = String::with_capacity(max.min(text.len()) + 3);
+    let mut written = 0;
+    for c in text.chars() {
+        let piece = if hidden(c) {
+            format!("\\u{{{:x}}}", c as u32)
+        } else {
+            c.to_string()
+        };
+        let width = piece.chars().count();
+        if written + width > max {
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        written += width;
+    }
+    out
+}
+
+fn rfc3339(seconds: UnixSeconds, nanos: u32) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(nanos).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn decode_hash(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
 /// The chain head stored in a data directory's metadata store: (sequence, hex hash).
 pub fn stored_head(store: &Store) -> Result<Option<(u64, String)>, String> {
     let Some(bytes) = store.get(HEAD_RECORD).map_err(|e| e.to_string())? else {
@@ -513,4 +734,29 @@ pub fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
     .unwrap_or_default();
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_callers_chose_is_written_short_and_on_one_visible_line() {
+        assert_eq!(printable("kms:Encrypt".into(), 64), "kms:Encrypt");
+        assert_eq!(
+            printable("a\u{1b}[2Jb\nc\u{7f}".into(), 64),
+            "a\\u{1b}[2Jb\\u{a}c\\u{7f}"
+        );
+        // Right-to-left overrides and zero-width characters would hide what a line says.
+        assert_eq!(
+            printable("x\u{202e}y\u{200b}".into(), 64),
+            "x\\u{202e}y\\u{200b}"
+        );
+        assert_eq!(
+            printable("é".repeat(100), 10),
+            format!("{}…", "é".repeat(10))
+        );
+        // An escape is never cut in half.
+        assert_eq!(printable("ab\u{1b}".into(), 4), "ab…");
+    }
 }

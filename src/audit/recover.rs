@@ -149,6 +149,9 @@ mod tests {
             encryption_context: Default::default(),
             outcome: None,
             duration_us: None,
+            count: None,
+            throttled: None,
+            since: None,
         };
         serde_json::to_vec(&record).unwrap()
     }

@@ -1,7 +1,7 @@
 //! Offline verification of the audit chain: every line parses, sequence numbers follow each
-//! other, every `prev` is the SHA-256 of the line before, and the record at the chain head
-//! the store recorded is the one it recorded, and is there (so records cut off the end are
-//! noticed too).
+//! other, every `prev` is the SHA-256 of the line before, and the records at the chain start
+//! and the chain head the store recorded are the ones it recorded, and are there (so records
+//! cut off either end are noticed too).
 
 use super::{AuditRecord, GENESIS, hex_hash};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,17 @@ pub struct VerifyReport {
 /// known.
 pub fn verify_files(
     files: &[PathBuf],
+    head: Option<(u64, String)>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_chain(files, None, head)
+}
+
+/// Verifies `files` as one chain, in order, from the stored `start` (sequence, hex hash its
+/// first record names: records before it are ones retention has yet to remove) to the stored
+/// `head` (sequence, hex hash), when known.
+pub fn verify_chain(
+    files: &[PathBuf],
+    start: Option<(u64, String)>,
     head: Option<(u64, String)>,
 ) -> Result<VerifyReport, VerifyError> {
     let mut previous: Option<(u64, [u8; 32])> = None;
@@ -59,6 +70,25 @@ pub fn verify_files(
             let number = index + 1;
             let record: AuditRecord = serde_json::from_slice(line)
                 .map_err(|e| bad(number, format!("not an audit record: {e}")))?;
+            if let Some((start_seq, start_prev)) = &start {
+                if previous.is_none() && record.seq > *start_seq {
+                    return Err(bad(
+                        number,
+                        format!(
+                            "the log starts at sequence {} but the chain starts at {start_seq}: \
+                             records were cut off its start",
+                            record.seq
+                        ),
+                    ));
+                }
+                if record.seq == *start_seq && record.prev != *start_prev {
+                    return Err(bad(
+                        number,
+                        "this record is not the chain start the store recorded: it was altered"
+                            .into(),
+                    ));
+                }
+            }
             match previous {
                 None => {
                     if record.seq == 1 && record.prev != GENESIS {
@@ -104,9 +134,12 @@ pub fn verify_files(
         }
     }
     if let Some((head_seq, head_hash)) = head {
-        let (last_seq, last_hash) = previous
-            .map(|(s, h)| (s, hex::encode(h)))
-            .unwrap_or((0, GENESIS.to_owned()));
+        // No record at all: the chain ends where the kept part would start.
+        let (last_seq, last_hash) = match (previous, &start) {
+            (Some((seq, hash)), _) => (seq, hex::encode(hash)),
+            (None, Some((seq, prev))) => (seq.saturating_sub(1), prev.clone()),
+            (None, None) => (0, GENESIS.to_owned()),
+        };
         if last_seq < head_seq {
             return Err(VerifyError {
                 file: last_place.0,
@@ -142,4 +175,26 @@ pub fn chain_files(path: &Path) -> Vec<PathBuf> {
         files.push(path.to_path_buf());
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_emptied_by_retention_ends_where_its_stored_start_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("audit.log");
+        std::fs::write(&current, b"").unwrap();
+        let files = [current];
+        let hash = "ab".repeat(32);
+        let start = Some((8, hash.clone()));
+        let report = verify_chain(&files, start.clone(), Some((7, hash.clone()))).unwrap();
+        assert_eq!(report.records, 0);
+        // Records the head says exist, and the start says were kept, are missing.
+        let error = verify_chain(&files, start, Some((9, hash.clone()))).unwrap_err();
+        assert!(error.message.contains("cut off"), "{error}");
+        let error = verify_chain(&files, Some((8, GENESIS.into())), Some((7, hash))).unwrap_err();
+        assert!(error.message.contains("altered"), "{error}");
+    }
 }

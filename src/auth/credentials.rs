@@ -192,6 +192,15 @@ pub fn principal(resource: &str, partition: &str, account_id: &str) -> Option<Pr
     })
 }
 
+/// Whether `id` has the shape of an access key id: AWS's, 16 to 128 of A–Z and 0–9 (ours are
+/// 20). Anything else a request names is not worth keeping verbatim in the audit log.
+pub fn is_well_formed_access_key_id(id: &str) -> bool {
+    (16..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 /// A fresh access key id (`prefix` + 16 of A–Z, 2–7, like AWS's `AKIA…`) and secret.
 fn generate_key_pair(prefix: &str) -> (String, SecretString) {
     const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

@@ -1,7 +1,7 @@
 //! `keyhaven audit tail` (through the daemon) and `keyhaven audit verify` (offline).
 
 use super::commands::{CliError, Context};
-use crate::audit::{chain_files, stored_head, verify_files};
+use crate::audit::{chain_files, stored_head, stored_start, verify_chain};
 use crate::proto::v1;
 use crate::store::{SledBackend, Store};
 use clap::Subcommand;
@@ -20,7 +20,9 @@ pub enum AuditCommand {
         #[arg(long)]
         follow: bool,
     },
-    /// Check the hash chain offline; names the first bad line.
+    /// Check the hash chain offline; names the first bad line. With --data-dir, also that
+    /// nothing was cut off either end: the chain start and head stored in the data directory
+    /// must be in the log.
     Verify {
         /// The log file (rotated `<file>.<n>` beside it are checked first).
         #[arg(long)]
@@ -57,11 +59,12 @@ pub async fn tail(ctx: Context, lines: u32, follow: bool) -> Result<(), CliError
 
 /// Runs `audit verify`; returns the exit code.
 pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: bool) -> i32 {
-    let (log, head, head_note) = match (&file, &data_dir) {
+    let (log, start, head, head_note) = match (&file, &data_dir) {
         (Some(file), _) => (
             file.clone(),
             None,
-            "no chain head given (use --data-dir)".to_owned(),
+            None,
+            "no chain start or head given (use --data-dir)".to_owned(),
         ),
         (None, Some(dir)) => {
             let log = dir.join("audit").join("audit.log");
@@ -69,16 +72,28 @@ pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: boo
                 Ok(backend) => {
                     let store = Store::unchecked_reader(Arc::new(backend));
                     let head = stored_head(&store);
+                    let start = stored_start(&store);
                     store.close();
-                    match head {
-                        Ok(head) => (log, head, "chain head compared".to_owned()),
-                        Err(e) => (log, None, format!("chain head unreadable: {e}")),
+                    match (start, head) {
+                        (Ok(start), Ok(head)) => (
+                            log,
+                            Some(start),
+                            head,
+                            "chain head compared, chain start compared".to_owned(),
+                        ),
+                        (Err(e), _) | (_, Err(e)) => (
+                            log,
+                            None,
+                            None,
+                            format!("chain start and head unreadable: {e}"),
+                        ),
                     }
                 }
                 Err(e) => (
                     log,
                     None,
-                    format!("chain head not compared ({e}; is the daemon running?)"),
+                    None,
+                    format!("chain start and head not compared ({e}; is the daemon running?)"),
                 ),
             }
         }
@@ -92,7 +107,7 @@ pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: boo
         eprintln!("keyhaven: no audit log at {}", log.display());
         return 1;
     }
-    match verify_files(&files, head) {
+    match verify_chain(&files, start, head) {
         Ok(report) => {
             if json_output {
                 println!(

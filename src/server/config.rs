@@ -43,6 +43,17 @@ pub struct ConfigFile {
     pub audit_log: Option<PathBuf>,
     /// Size at which the audit log is rotated (default 64 MiB).
     pub audit_max_bytes: Option<u64>,
+    /// Rotated audit files kept; older ones are removed (default 100).
+    pub audit_max_files: Option<usize>,
+    /// Rotated audit files older than this are removed (default: kept by count only).
+    pub audit_max_age_days: Option<u32>,
+    /// Free space on the audit log's file system under which the daemon warns (default
+    /// 256 MiB).
+    pub audit_min_free_bytes: Option<u64>,
+    /// Requests failing authentication allowed per second from one source (default 20).
+    pub unauthenticated_rate_per_second: Option<u32>,
+    /// Burst of requests failing authentication allowed from one source (default 40).
+    pub unauthenticated_burst: Option<u32>,
     /// Prometheus metrics at http://<address>/metrics; none when absent.
     pub metrics_listen: Option<String>,
 }
@@ -185,6 +196,13 @@ pub struct DaemonConfig {
     pub insecure_no_tls: bool,
     pub audit_log: PathBuf,
     pub audit_max_bytes: u64,
+    pub audit_max_files: usize,
+    pub audit_max_age_days: Option<u32>,
+    pub audit_min_free_bytes: u64,
+    /// Per-source token bucket for requests that fail authentication: past it they answer
+    /// `RESOURCE_EXHAUSTED` / `ThrottlingException`.
+    pub unauthenticated_rate_per_second: u32,
+    pub unauthenticated_burst: u32,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -207,6 +225,11 @@ impl DaemonConfig {
             insecure_no_tls: false,
             audit_log: data_dir.join("audit").join("audit.log"),
             audit_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
+            audit_max_files: crate::audit::retention::DEFAULT_MAX_FILES,
+            audit_max_age_days: None,
+            audit_min_free_bytes: crate::audit::retention::DEFAULT_MIN_FREE_BYTES,
+            unauthenticated_rate_per_second: crate::auth::throttle::DEFAULT_RATE,
+            unauthenticated_burst: crate::auth::throttle::DEFAULT_BURST,
             metrics_listen: None,
             data_dir,
         }
@@ -279,11 +302,38 @@ impl DaemonConfig {
         if let Some(bytes) = file.audit_max_bytes {
             config.audit_max_bytes = bytes;
         }
+        if let Some(files) = file.audit_max_files {
+            config.audit_max_files = files;
+        }
+        if file.audit_max_age_days.is_some() {
+            config.audit_max_age_days = file.audit_max_age_days;
+        }
+        if let Some(bytes) = file.audit_min_free_bytes {
+            config.audit_min_free_bytes = bytes;
+        }
+        if let Some(rate) = file.unauthenticated_rate_per_second {
+            config.unauthenticated_rate_per_second = rate;
+        }
+        if let Some(burst) = file.unauthenticated_burst {
+            config.unauthenticated_burst = burst;
+        }
         if let Some(listen) = &file.metrics_listen {
             config.set_metrics_listen(listen)?;
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// How the audit log is rotated, kept and watched.
+    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+        crate::audit::AuditSettings {
+            max_bytes: self.audit_max_bytes,
+            max_files: self.audit_max_files,
+            max_age: self
+                .audit_max_age_days
+                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+            min_free_bytes: self.audit_min_free_bytes,
+        }
     }
 
     pub fn set_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
@@ -337,6 +387,22 @@ impl DaemonConfig {
                 "audit_max_bytes must be at least 4096".into(),
             ));
         }
+        if self.audit_max_files == 0 {
+            return Err(ConfigError::Invalid(
+                "audit_max_files must be at least 1".into(),
+            ));
+        }
+        if self.audit_max_age_days == Some(0) {
+            return Err(ConfigError::Invalid(
+                "audit_max_age_days must be at least 1".into(),
+            ));
+        }
+        if self.unauthenticated_rate_per_second == 0 || self.unauthenticated_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1"
+                    .into(),
+            ));
+        }
         if self.scheduler_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "scheduler_interval_seconds must be at least 1".into(),
@@ -384,6 +450,27 @@ mod tests {
         assert_eq!(config.insecure_no_tls, defaults.insecure_no_tls);
         assert_eq!(config.audit_max_bytes, defaults.audit_max_bytes);
         assert_eq!(config.audit_log, defaults.audit_log);
+        assert_eq!(config.audit_max_files, defaults.audit_max_files);
+        assert_eq!(file.audit_max_files, Some(100));
+        assert_eq!(config.audit_max_age_days, defaults.audit_max_age_days);
+        assert_eq!(config.audit_min_free_bytes, defaults.audit_min_free_bytes);
+        assert_eq!(file.audit_min_free_bytes, Some(268_435_456));
+        assert_eq!(
+            config.unauthenticated_rate_per_second,
+            defaults.unauthenticated_rate_per_second
+        );
+        assert_eq!(config.unauthenticated_burst, defaults.unauthenticated_burst);
+        assert_eq!(
+            (
+                file.unauthenticated_rate_per_second,
+                file.unauthenticated_burst
+            ),
+            (Some(20), Some(40))
+        );
+        assert_eq!(
+            config.audit_settings(),
+            crate::audit::AuditSettings::default()
+        );
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.tls, None);
         // The commented [tls] section is valid once uncommented.
@@ -441,6 +528,19 @@ mod tests {
             ("partition = \"a b\"", "partition 'a b' must be letters"),
             ("region = \"\"", "region '' must be letters"),
             ("key_quota = 0", "key_quota must be at least 1"),
+            ("audit_max_files = 0", "audit_max_files must be at least 1"),
+            (
+                "audit_max_age_days = 0",
+                "audit_max_age_days must be at least 1",
+            ),
+            (
+                "unauthenticated_burst = 0",
+                "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
+            ),
+            (
+                "unauthenticated_rate_per_second = 0",
+                "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
+            ),
             (
                 "rotation_period_days = 30",
                 "rotation_period_days must be between 90 and 2560; got 30",

@@ -11,6 +11,7 @@ use crate::api::{
     AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
 };
 use crate::audit::AuditLog;
+use crate::auth::throttle::FailureThrottle;
 use crate::auth::{CredentialStore, NewAccessKey};
 use crate::clock::Clock;
 use crate::iam::IamService;
@@ -155,6 +156,7 @@ pub struct Daemon {
     sweeper: JoinHandle<()>,
     store: Arc<Store>,
     audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
     metrics: Option<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -306,10 +308,10 @@ impl Daemon {
         let audit_path = config.audit_log.clone();
         let audit_store = store.clone();
         let audit_master = master_for_audit.clone();
-        let audit_limit = config.audit_max_bytes;
+        let audit_settings = config.audit_settings();
         let audit = Arc::new(
             tokio::task::spawn_blocking(move || {
-                AuditLog::open(&audit_path, audit_limit, audit_store, &audit_master)
+                AuditLog::open(&audit_path, audit_settings, audit_store, &audit_master)
             })
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?
@@ -344,12 +346,18 @@ impl Daemon {
                 .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
         }
         let router = builder
-            .layer(AuthLayer::new(
-                credentials.clone(),
-                audit.clone(),
-                clock_for_iam.clone(),
-                MAX_REQUEST_BYTES,
-            ))
+            .layer(
+                AuthLayer::new(
+                    credentials.clone(),
+                    audit.clone(),
+                    clock_for_iam.clone(),
+                    MAX_REQUEST_BYTES,
+                )
+                .with_failure_throttle(FailureThrottle::new(
+                    config.unauthenticated_rate_per_second,
+                    config.unauthenticated_burst,
+                )),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(kms)
@@ -382,7 +390,12 @@ impl Daemon {
             config.scheduler_interval,
             audit_scheduled.clone(),
         );
-        let sweeper = spawn_sweeper(credentials, audit.clone(), config.scheduler_interval);
+        let sweeper = spawn_sweeper(
+            credentials,
+            audit.clone(),
+            clock_for_iam.clone(),
+            config.scheduler_interval,
+        );
         tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
@@ -394,6 +407,7 @@ impl Daemon {
             sweeper,
             store,
             audit,
+            clock: clock_for_iam,
             metrics,
             metrics_addr,
         })
@@ -439,6 +453,9 @@ impl Daemon {
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
         self.keys.record_uses().await;
+        if let Err(error) = self.audit.close_refusal_windows(self.clock.now(), 0, true) {
+            tracing::error!(%error, "summaries of refused requests not written at shutdown");
+        }
         if let Err(error) = self.audit.sync() {
             tracing::error!(%error, "audit log fsync at shutdown failed");
         }
@@ -471,11 +488,13 @@ fn server_tls(
     Ok(tls)
 }
 
-/// Every `interval`: removes expired temporary credentials; every second: makes the audit
-/// log durable.
+/// Every `interval`: removes expired temporary credentials; every second: summarises the
+/// refusal windows that closed and makes the audit log durable (retention and the free-space
+/// watch with it).
 fn spawn_sweeper(
     credentials: Arc<CredentialStore>,
     audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
     interval: std::time::Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -485,8 +504,15 @@ fn spawn_sweeper(
         loop {
             ticker.tick().await;
             let for_sync = audit.clone();
-            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || for_sync.sync()).await {
-                tracing::error!(%error, "audit log fsync failed");
+            let now = clock.now();
+            let synced = tokio::task::spawn_blocking(move || {
+                if let Err(error) = for_sync.close_refusal_windows(now, 0, false) {
+                    tracing::error!(%error, "summaries of refused requests not written");
+                }
+                for_sync.sync()
+            });
+            if let Ok(Err(error)) = synced.await {
+                tracing::error!(%error, "audit log sync (fsync, head, retention) failed");
             }
             let for_sweep = credentials.clone();
             if let Ok(Err(error)) =
