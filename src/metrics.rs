@@ -21,6 +21,7 @@ pub struct Metrics {
     pub keystore_seconds: HistogramVec,
     pub keystore_errors: IntCounterVec,
     pub keys: IntGaugeVec,
+    pub keystore_orphans: IntGaugeVec,
     pub flush_batch: Histogram,
     pub pending_deletion_uses: IntCounter,
     pub audit_records: IntCounter,
@@ -63,6 +64,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["keystore"],
     )?;
     let keys = IntGaugeVec::new(Opts::new("keys", "Keys by state"), &["state"])?;
+    let keystore_orphans = IntGaugeVec::new(
+        Opts::new(
+            "keystore_orphans",
+            "Key material a keystore holds that no key record names (left in place; see \
+             `keyhaven keystore orphans`)",
+        ),
+        &["keystore"],
+    )?;
     let flush_batch = Histogram::with_opts(
         HistogramOpts::new(
             "store_flush_batch_size",
@@ -99,6 +108,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(keystore_seconds.clone()))?;
     registry.register(Box::new(keystore_errors.clone()))?;
     registry.register(Box::new(keys.clone()))?;
+    registry.register(Box::new(keystore_orphans.clone()))?;
     registry.register(Box::new(flush_batch.clone()))?;
     registry.register(Box::new(pending_deletion_uses.clone()))?;
     registry.register(Box::new(audit_records.clone()))?;
@@ -112,6 +122,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         keystore_seconds,
         keystore_errors,
         keys,
+        keystore_orphans,
         flush_batch,
         pending_deletion_uses,
         audit_records,

@@ -19,8 +19,9 @@
 //! - nothing half-created: every sealed key version has its wrapped material record and no
 //!   material record lacks a key version; on PKCS#11, right after the kill no acknowledged
 //!   version's object is missing and strays number at most the generations the kill cut
-//!   short, and once the daemon is back (it reconciles the token at start-up) the objects
-//!   labelled `keyhaven:<account>:<uuid>:<version>` are exactly the key versions, once each;
+//!   short, each named by a pending generation in the journal, and once the daemon is back
+//!   (it destroys what the journal names at start-up) the objects labelled
+//!   `keyhaven:<account>:<uuid>:<version>` are exactly the key versions, once each;
 //! - a CreateKey acknowledged before the kill, sent again unchanged after the restart, is
 //!   refused as a replay (its signature was stored with the key it made);
 //! - at the end, `keyhaven audit verify` passes: every restart continued the audit chain from
@@ -841,13 +842,38 @@ fn check_store(deployment: &Deployment, model: &mut Model) -> Vec<String> {
         },
         Keystore::Pkcs11 => {
             // Right after the kill, a generation cut short may have left an object that no
-            // key version names; the daemon removes those at start-up (checked after the
-            // restart, in `check_device`). Here: nothing acknowledged is missing, and no
-            // more strays than generations were interrupted.
+            // key version names; the journal names every such one, and the daemon destroys
+            // exactly those at start-up (checked after the restart, in `check_device`).
+            // Here: nothing acknowledged is missing, every stray is journalled, and no more
+            // strays than generations were interrupted.
             let found = device_objects(deployment, model, &mut problems);
             let on_token: BTreeSet<(Uuid, u32)> = found.labelled.keys().copied().collect();
             for missing in versions.difference(&on_token) {
                 problems.push(format!("key version {missing:?} has no token object"));
+            }
+            match store.scan(b"generation/", None, usize::MAX) {
+                Ok(entries) => {
+                    let journalled: BTreeSet<(Uuid, u32)> = entries
+                        .iter()
+                        .filter_map(|(_, value)| {
+                            serde_json::from_slice::<keyhaven::keys::PendingGeneration>(value)
+                                .ok()
+                                .map(|p| (p.key_id, p.version))
+                        })
+                        .collect();
+                    if journalled.len() != entries.len() {
+                        problems.push("a generation journal entry does not decode".into());
+                    }
+                    for stray in on_token.difference(&versions) {
+                        if !journalled.contains(stray) {
+                            problems.push(format!(
+                                "token object {stray:?} is named by no key version and no \
+                                 pending generation: start-up would leave it as an orphan"
+                            ));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("cannot scan the generation journal: {e}")),
             }
             let strays = on_token.difference(&versions).count();
             if strays > model.interrupted_generations {
@@ -895,7 +921,7 @@ fn device_objects(
     found
 }
 
-/// After the restart (the daemon has reconciled the token with its metadata before serving):
+/// After the restart (the daemon has undone the generations its journal names before serving):
 /// the token holds exactly one object per key version, and nothing else of this account.
 fn check_device(deployment: &Deployment, model: &mut Model) -> Vec<String> {
     let mut problems = Vec::new();

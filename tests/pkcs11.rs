@@ -256,15 +256,16 @@ async fn keys_choose_their_keystore() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn material_no_key_names_is_removed_at_start_up() {
+async fn material_no_key_names_is_reported_not_destroyed_at_start_up() {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{KeyType, ObjectClass};
     let mut d = TestDaemon::start(Backend::Pkcs11).await;
     let key = d.create_key("kept").await.key_id;
     let blob = d.encrypt(&key, b"still here", &[]).await.unwrap();
     d.stop().await;
-    // What a crash between generating in the device and recording the key leaves behind: a
-    // version of an existing key the record lacks, and a key the metadata never heard of.
+    // Objects no key record and no pending generation names (a metadata backup restored,
+    // another daemon's data directory): a version of an existing key the record lacks, and a
+    // key the metadata never heard of.
     let session = independent_session();
     let stranger = uuid::Uuid::new_v4().hyphenated().to_string();
     let other_account = "999999999999";
@@ -288,12 +289,48 @@ async fn material_no_key_names_is_removed_at_start_up() {
             .expect("make an orphan");
     }
     d.start_again().await;
-    assert!(objects(&session, &d.account_id, &key, 2).is_empty());
-    assert!(objects(&session, &d.account_id, &stranger, 1).is_empty());
-    // Another account's objects on the same token are not ours to touch.
+    // Left in place and reported; another account's objects are not ours to report.
+    assert_eq!(objects(&session, &d.account_id, &key, 2).len(), 1);
+    assert_eq!(objects(&session, &d.account_id, &stranger, 1).len(), 1);
     assert_eq!(objects(&session, other_account, &stranger, 1).len(), 1);
     assert_eq!(objects(&session, &d.account_id, &key, 1).len(), 1);
     assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"still here");
+    let listed = d
+        .client
+        .kms()
+        .list_orphaned_key_material(d.client.signed(
+            "ListOrphanedKeyMaterial",
+            v1::ListOrphanedKeyMaterialRequest {},
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orphans;
+    let mut listed: Vec<(String, u32)> = listed
+        .into_iter()
+        .map(|o| (o.key_id, o.key_version))
+        .collect();
+    listed.sort();
+    let mut expected = vec![(key.clone(), 2), (stranger.clone(), 1)];
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Destroyed only on request.
+    for (id, version) in expected {
+        d.client
+            .kms()
+            .destroy_orphaned_key_material(d.client.signed(
+                "DestroyOrphanedKeyMaterial",
+                v1::DestroyOrphanedKeyMaterialRequest {
+                    keystore: "pkcs11:default".into(),
+                    key_id: id.clone(),
+                    key_version: version,
+                },
+            ))
+            .await
+            .unwrap();
+        assert!(objects(&session, &d.account_id, &id, version).is_empty());
+    }
+    assert_eq!(objects(&session, &d.account_id, &key, 1).len(), 1);
     for handle in objects(&session, other_account, &stranger, 1) {
         session.destroy_object(handle).unwrap();
     }

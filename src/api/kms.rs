@@ -618,6 +618,50 @@ impl KeyManagementService for KmsApi {
             plaintext: bytes.into_bytes(),
         }))
     }
+
+    async fn list_orphaned_key_material(
+        &self,
+        request: Request<v1::ListOrphanedKeyMaterialRequest>,
+    ) -> Answer<v1::ListOrphanedKeyMaterialResponse> {
+        let call = caller(&request)?;
+        self.anywhere(&call, "kms:ListOrphanedKeyMaterial")?;
+        let orphans = self.keys.orphans().await?;
+        Ok(Response::new(v1::ListOrphanedKeyMaterialResponse {
+            orphans: orphans.iter().map(orphan).collect(),
+        }))
+    }
+
+    async fn destroy_orphaned_key_material(
+        &self,
+        request: Request<v1::DestroyOrphanedKeyMaterialRequest>,
+    ) -> Answer<v1::DestroyOrphanedKeyMaterialResponse> {
+        let call = caller(&request)?;
+        let r = request.into_inner();
+        let key_id = uuid::Uuid::try_parse(&r.key_id).map_err(|_| {
+            KeyError::Validation(format!(
+                "KeyId must be a key id (a UUID); got '{}'",
+                crate::keys::printable_input(&r.key_id)
+            ))
+        })?;
+        // The material's key is named in the audit record whether or not the call is allowed.
+        call.audit.add_key(self.arn(key_id));
+        self.anywhere(&call, "kms:DestroyOrphanedKeyMaterial")?;
+        let destroyed = self
+            .keys
+            .destroy_orphan(&r.keystore, key_id, r.key_version)
+            .await?;
+        Ok(Response::new(v1::DestroyOrphanedKeyMaterialResponse {
+            destroyed: Some(orphan(&destroyed)),
+        }))
+    }
+}
+
+fn orphan(orphan: &crate::keys::Orphan) -> v1::OrphanedKeyMaterial {
+    v1::OrphanedKeyMaterial {
+        keystore: orphan.keystore.clone(),
+        key_id: orphan.material.key_id.hyphenated().to_string(),
+        key_version: orphan.material.version,
+    }
 }
 
 /// Key policies have one name, as in AWS KMS.

@@ -8,6 +8,7 @@ mod audit;
 pub mod bench;
 mod commands;
 mod identity;
+mod keystore;
 mod output;
 mod serve;
 mod store;
@@ -103,6 +104,9 @@ pub enum Command {
     /// Read the audit log (tail) or check its hash chain (verify).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Keystore maintenance: orphaned key material (never destroyed automatically).
+    #[command(subcommand)]
+    Keystore(keystore::KeystoreCommand),
     /// Put a daemon under load; print throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// Offline maintenance of a data directory's store (compact, authenticate).
@@ -154,6 +158,9 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Audit(audit::AuditCommand::Verify { file, data_dir }) => {
             audit::verify(file, data_dir, client.output == OutputFormat::Json)
+        }
+        Command::Keystore(command) => {
+            commands::run_client(client, |c| keystore::keystore(c, command))
         }
         Command::Bench(args) => bench::run(client, args),
         Command::Store(command) => store::run(command, client.output),

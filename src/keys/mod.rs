@@ -18,4 +18,5 @@ pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
     AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_PLAINTEXT,
+    Orphan, PendingGeneration, Reconciliation,
 };

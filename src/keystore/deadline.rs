@@ -116,7 +116,7 @@ impl<T> Delivery<T> {
 }
 
 /// Destroys a version nobody will record, retrying while the device fails; what still fails
-/// is left to the start-up reconciliation, which removes material no key names.
+/// is left to the next start-up, which destroys what the generation journal names.
 fn undo_generation(keystore: &dyn KeyStore, material: MaterialRef) {
     for attempt in 1..=UNDO_ATTEMPTS {
         match keystore.destroy(material) {
@@ -136,8 +136,8 @@ fn undo_generation(keystore: &dyn KeyStore, material: MaterialRef) {
                 keystore = keystore.name(),
                 ?material,
                 %error,
-                "could not destroy a version generated after its caller gave up; the next \
-                 start-up removes it"
+                "could not destroy a version generated after its caller gave up; its journal \
+                 entry stays, and the next start-up removes it"
             ),
         }
     }
@@ -382,6 +382,10 @@ impl KeyStore for DeadlineKeyStore {
 
     fn deadline(&self) -> Option<&DeadlineKeyStore> {
         Some(self)
+    }
+
+    fn material_outside_store(&self) -> bool {
+        self.inner.material_outside_store()
     }
 
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {

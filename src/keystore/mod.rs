@@ -5,12 +5,29 @@
 //! blobs look the same whichever keystore made them), and to destroy it.
 //!
 //! ## Partial failure
-//! Creating a key touches two places: the keystore (material) and the metadata store (the key
-//! record). The order is always: [`KeyStore::generate`] first; then the key record is written,
-//! together with the records `generate` returned, in one atomic batch; if that write fails the
-//! service calls [`KeyStore::discard`] so that nothing is left behind. Destruction runs the
-//! other way round: [`KeyStore::destroy`] first (an HSM object that cannot be destroyed keeps
-//! the key pending deletion, to be retried), then the tombstone is written.
+//! Creating a key (or a version of one) touches two places: the keystore (material) and the
+//! metadata store (the key record). For a keystore whose material lives outside the metadata
+//! store (a device: [`KeyStore::material_outside_store`]), the order is:
+//! 1. a *pending generation* naming the keystore, key and version is committed to the
+//!    metadata store (the generation journal);
+//! 2. [`KeyStore::generate`];
+//! 3. the key record is written, together with the records `generate` returned and the removal
+//!    of the journal entry, in one atomic batch; if that write fails the service calls
+//!    [`KeyStore::discard`].
+//!
+//! A crash (or a device that answered too late) between 1 and 3 leaves a journal entry and
+//! maybe an object: at start-up the service destroys exactly the versions the journal names
+//! and no key record has, then clears their entries. Nothing else in a device is ever
+//! destroyed on a guess: material that neither a key record nor the journal names (a metadata
+//! backup restored, a data directory copied to a second daemon on the same token) is an
+//! *orphan*, reported (log, the `keystore_orphans` gauge, `ListOrphanedKeyMaterial`) and
+//! destroyed only by an operator's explicit, authorised and audited
+//! `DestroyOrphanedKeyMaterial`. A keystore that writes its material in the key record's own
+//! batch (sealed) needs no journal.
+//!
+//! Destruction runs the other way round: [`KeyStore::destroy`] first (an HSM object that
+//! cannot be destroyed keeps the key pending deletion, to be retried), then the tombstone is
+//! written.
 
 pub mod deadline;
 pub mod pkcs11;
@@ -108,9 +125,16 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Checks that the material is present (start-up check).
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError>;
 
-    /// Every version this daemon holds in the keystore, for reconciliation at start-up: a
-    /// crash between `generate` and the metadata write leaves material no key names.
-    /// Keystores that write material in the metadata batch itself have none to find.
+    /// Whether generated material lives outside the metadata store (a device), so that a
+    /// generation cut short can leave material behind: the service then journals each
+    /// generation before it starts (see the module docs).
+    fn material_outside_store(&self) -> bool {
+        false
+    }
+
+    /// Every version this daemon holds in the keystore, to find orphans (material that
+    /// neither a key record nor the generation journal names). Keystores that write material
+    /// in the metadata batch itself have none to find.
     fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
         Ok(Vec::new())
     }

@@ -144,6 +144,28 @@ fn scheduled_task_auditor(
 /// The principal audit records name for the scheduler's own actions.
 pub const SCHEDULER_PRINCIPAL: &str = "keyhaven:scheduler";
 
+/// Logs what start-up did with the generation journal, and every orphan it found (orphans
+/// are left in place: see `keystore/mod.rs`).
+fn report_reconciliation(report: crate::keys::Reconciliation) {
+    for pending in &report.cleared {
+        tracing::warn!(keystore = %pending.keystore, key = %pending.key_id, version = pending.version,
+            "a key generation was cut short; its material (if any) was destroyed");
+    }
+    for (pending, why) in &report.kept {
+        tracing::error!(keystore = %pending.keystore, key = %pending.key_id, version = pending.version,
+            %why, "could not undo a key generation that was cut short; retried at the next start");
+    }
+    for (keystore, why) in &report.unlisted {
+        tracing::error!(%keystore, %why, "cannot list key material to look for orphans");
+    }
+    for orphan in &report.orphans {
+        tracing::warn!(keystore = %orphan.keystore, key = %orphan.material.key_id,
+            version = orphan.material.version,
+            "orphaned key material: no key record names it (a metadata backup restored, or \
+             another daemon's data directory?); left in place, see `keyhaven keystore orphans`");
+    }
+}
+
 /// A running daemon.
 pub struct Daemon {
     local_addr: SocketAddr,
@@ -251,22 +273,15 @@ impl Daemon {
         );
         let loaded = started.elapsed();
         let keys_for_check = keys.clone();
-        let problems = tokio::task::spawn_blocking(move || {
-            for (material, outcome) in keys_for_check.remove_orphans() {
-                match outcome {
-                    Ok(()) => tracing::warn!(
-                        ?material,
-                        "removed key material no key names (a create or rotation cut short)"
-                    ),
-                    Err(error) => {
-                        tracing::error!(?material, %error, "could not remove orphaned key material")
-                    }
-                }
-            }
-            keys_for_check.check_material()
+        let (reconciled, problems) = tokio::task::spawn_blocking(move || {
+            let reconciled = keys_for_check.reconcile_keystores();
+            (reconciled, keys_for_check.check_material())
         })
         .await
         .map_err(|e| ServerError::Start(e.to_string()))?;
+        report_reconciliation(
+            reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
+        );
         for (key, problem) in problems {
             tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
         }
@@ -379,6 +394,11 @@ impl Daemon {
                     Arc::new(move |m: &crate::metrics::Metrics| {
                         for (state, count) in counted.count_by_state() {
                             m.keys.with_label_values(&[state]).set(count);
+                        }
+                        for (keystore, count) in counted.orphan_counts() {
+                            m.keystore_orphans
+                                .with_label_values(&[&keystore])
+                                .set(count);
                         }
                     });
                 (Some(crate::metrics::serve(listener, refresh)), bound)

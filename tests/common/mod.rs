@@ -179,6 +179,22 @@ impl TestDaemon {
         self.try_start_again().await.expect("daemon restarts");
     }
 
+    /// The stopped daemon's store, opened as the daemon opens it (unsealed, every record
+    /// checked, writes authenticated): for tests that write what a crash would have left.
+    pub fn open_store(&self) -> keyhaven::store::Store {
+        let (_, master) =
+            keyhaven::seal::unseal(&self.config.data_dir, &SecretString::new(PASSPHRASE.into()))
+                .expect("unseal the stopped daemon's data directory");
+        let backend =
+            keyhaven::store::SledBackend::open(&keyhaven::server::store_dir(&self.config.data_dir))
+                .expect("open the stopped daemon's store");
+        keyhaven::store::Store::open(
+            Arc::new(backend),
+            keyhaven::store::Barrier::new(master.record_integrity_key()),
+        )
+        .expect("the stopped daemon's store passes its checks")
+    }
+
     /// Starts the stopped daemon again; the error when it refuses to start.
     pub async fn try_start_again(&mut self) -> Result<(), keyhaven::server::ServerError> {
         let daemon = Daemon::start(

@@ -72,6 +72,7 @@ impl KeyService {
             key_id: id,
             version: 1,
         };
+        let journalled = self.journal_generation(&keystore, material).await?;
         let generated = self
             .on_keystore(&keystore, "generate", Some(material), move |k| {
                 k.generate(material)
@@ -98,6 +99,7 @@ impl KeyService {
             last_used: None,
         };
         let mut batch = generated.records;
+        Self::clear_generation(&mut batch, journalled, material);
         let committed = async {
             batch.put(key_record_name(id), encode(&record)?);
             self.store.commit(batch).await?;

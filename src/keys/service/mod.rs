@@ -232,6 +232,8 @@ pub struct KeyService {
     unavailable: RwLock<HashSet<Uuid>>,
     /// Attempts to use keys pending deletion (operators alert on this before material is gone).
     pending_deletion_uses: AtomicU64,
+    /// Orphaned material per keystore, as last counted (start-up, or a listing).
+    orphan_counts: RwLock<BTreeMap<String, i64>>,
 }
 
 fn key_record_name(id: Uuid) -> Vec<u8> {
@@ -453,6 +455,7 @@ impl KeyService {
             live_keys: AtomicUsize::new(live),
             unavailable: RwLock::new(HashSet::new()),
             pending_deletion_uses: AtomicU64::new(0),
+            orphan_counts: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -639,8 +642,11 @@ impl KeyService {
 
 mod aliases;
 mod crypto;
+mod journal;
 mod lifecycle;
 mod rotation;
 mod startup;
 mod tags;
 mod usage;
+
+pub use journal::{Orphan, PendingGeneration, Reconciliation};

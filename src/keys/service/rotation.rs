@@ -19,6 +19,7 @@ impl KeyService {
             key_id: record.id,
             version: number,
         };
+        let journalled = self.journal_generation(&keystore, material).await?;
         let generated = self
             .on_keystore(&keystore, "generate", Some(material), move |k| {
                 k.generate(material)
@@ -37,7 +38,9 @@ impl KeyService {
                 if let (RotationType::Automatic, Some(days)) = (kind, record.rotation.period_days) {
                     record.rotation.next_rotation = Some(now + i64::from(days) * DAY);
                 }
-                Ok(generated.records)
+                let mut batch = generated.records;
+                Self::clear_generation(&mut batch, journalled, material);
+                Ok(batch)
             })
             .await;
         match result {

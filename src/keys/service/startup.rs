@@ -1,4 +1,5 @@
-//! Start-up checks: every key's material against its keystore, and material no key names.
+//! Start-up checks: every key's material against its keystore (the generation journal and
+//! orphans are in `journal.rs`).
 
 use super::*;
 
@@ -21,44 +22,6 @@ impl KeyService {
             return Vec::new();
         }
         self.check_keys(&ids)
-    }
-
-    /// Destroys material the keystores hold that no key version names (left by a create or
-    /// rotation cut short by a crash). Run at start-up, before serving.
-    pub fn remove_orphans(&self) -> Vec<(MaterialRef, Result<(), KeyError>)> {
-        let known: std::collections::HashSet<MaterialRef> = self
-            .entries()
-            .iter()
-            .flat_map(|entry| {
-                let record = entry.record();
-                record
-                    .versions
-                    .iter()
-                    .map(|v| MaterialRef {
-                        key_id: record.id,
-                        version: v.number,
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut outcomes = Vec::new();
-        for keystore in self.keystores.values() {
-            let held = match keystore.list() {
-                Ok(held) => held,
-                Err(error) => {
-                    tracing::error!(keystore = keystore.name(), %error, "cannot list key material");
-                    continue;
-                }
-            };
-            for material in held.into_iter().filter(|m| !known.contains(m)) {
-                let result = keystore
-                    .destroy(material)
-                    .map(|_| ())
-                    .map_err(|e| keystore_error(keystore.name(), e));
-                outcomes.push((material, result));
-            }
-        }
-        outcomes
     }
 
     /// Whether the key's material was missing when last checked.

@@ -66,6 +66,54 @@ fn load_module(path: &Path, reload: bool) -> Result<Pkcs11, KeyStoreError> {
     Ok(module)
 }
 
+/// A PIN hashed with a key made for this process: what [`verified_pins`] keeps instead of
+/// the PIN.
+fn pin_tag(pin: &str) -> [u8; 32] {
+    use sha2::Digest;
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        key
+    });
+    let mut hash = sha2::Sha256::new();
+    hash.update(key);
+    hash.update(pin.as_bytes());
+    hash.finalize().into()
+}
+
+/// Which token: manufacturer, model and serial (the same token may be reached through two
+/// modules, such as a forwarding one).
+type TokenIdentity = (String, String, String);
+
+/// PINs a token itself accepted (`C_Login` answered `CKR_OK`) in this process. Login state is
+/// per process and token: a keystore whose PIN is the one accepted need not log everyone out
+/// to have it checked again.
+fn verified_pins() -> MutexGuard<'static, HashMap<TokenIdentity, [u8; 32]>> {
+    static PINS: OnceLock<Mutex<HashMap<TokenIdentity, [u8; 32]>>> = OnceLock::new();
+    let lock = PINS.get_or_init(|| Mutex::new(HashMap::new()));
+    lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn token_identity(module: &Pkcs11, slot: Slot) -> Option<TokenIdentity> {
+    let info = module.get_token_info(slot).ok()?;
+    Some((
+        info.manufacturer_id().trim_end().to_owned(),
+        info.model().trim_end().to_owned(),
+        info.serial_number().trim_end().to_owned(),
+    ))
+}
+
+fn verified_here(module: &Pkcs11, slot: Slot, tag: &[u8; 32]) -> bool {
+    token_identity(module, slot).is_some_and(|token| verified_pins().get(&token) == Some(tag))
+}
+
+fn remember_verified(module: &Pkcs11, slot: Slot, tag: [u8; 32]) {
+    if let Some(token) = token_identity(module, slot) {
+        verified_pins().insert(token, tag);
+    }
+}
+
 /// How a failed call should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -138,7 +186,7 @@ impl Device {
             pool: Mutex::new(None),
             generation: AtomicU64::new(0),
         };
-        let pool = device.open_pool(false)?;
+        let pool = device.open_pool(false, true)?;
         let mechanisms = pool
             .module
             .get_mechanism_list(pool.slot)
@@ -184,15 +232,44 @@ impl Device {
         )))
     }
 
-    fn open_pool(&self, reload: bool) -> Result<Pool, KeyStoreError> {
+    /// Opens the anchor session and logs in. `verify_pin` (at connect) makes sure the token
+    /// checked the PIN even if this process was logged in already; reconnects skip that, so
+    /// that they never log out other sessions of the process.
+    fn open_pool(&self, reload: bool, verify_pin: bool) -> Result<Pool, KeyStoreError> {
         let module = load_module(&self.settings.module, reload)?;
         let slot = self.find_slot(&module)?;
         let anchor = module
             .open_rw_session(slot)
             .map_err(|e| KeyStoreError::Unavailable(format!("cannot open a session: {e}")))?;
         let pin = AuthPin::new(self.settings.pin.expose().clone().into_boxed_str());
-        match anchor.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        let pin_tag = pin_tag(self.settings.pin.expose());
+        let login = match anchor.login(UserType::User, Some(&pin)) {
+            // Login state is per application and token: when another session of this process
+            // logged in (another keystore on the token, a tool sharing the module), the token
+            // never looks at our PIN. At connect, unless the token accepted this very PIN in
+            // this process before, log out and in again so that it does. (A logout also drops
+            // the process's private session objects and handles; keystores find them again.)
+            Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _))
+                if verify_pin && !verified_here(&module, slot, &pin_tag) =>
+            {
+                tracing::info!(
+                    "the token is already logged in by this process; logging in again to check the PIN"
+                );
+                match anchor.logout() {
+                    Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
+                    Err(e) => {
+                        return Err(KeyStoreError::Unavailable(format!(
+                            "cannot log out to check the PIN: {e}"
+                        )));
+                    }
+                }
+                anchor.login(UserType::User, Some(&pin))
+            }
+            other => other,
+        };
+        match login {
+            Ok(()) => remember_verified(&module, slot, pin_tag),
+            Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
                 return Err(KeyStoreError::Internal(
                     "the token refused the PIN (CKR_PIN_INCORRECT)".into(),
@@ -261,7 +338,7 @@ impl Device {
             let mut guard = self.lock();
             let pool = match guard.as_mut() {
                 Some(pool) => pool,
-                None => guard.insert(self.open_pool(false)?),
+                None => guard.insert(self.open_pool(false, false)?),
             };
             if let Some(session) = pool.idle.pop() {
                 return Ok(session);
@@ -289,7 +366,9 @@ impl Device {
             old.anchor.take();
         }
         // Reuse the loaded module; initialise it afresh only if that fails (it was reset).
-        let pool = self.open_pool(false).or_else(|_| self.open_pool(true))?;
+        let pool = self
+            .open_pool(false, false)
+            .or_else(|_| self.open_pool(true, false))?;
         *guard = Some(pool);
         Ok(())
     }

@@ -288,6 +288,10 @@ impl KeyStore for Pkcs11KeyStore {
         true
     }
 
+    fn material_outside_store(&self) -> bool {
+        true
+    }
+
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
