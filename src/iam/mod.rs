@@ -226,6 +226,11 @@ impl IamService {
         }
     }
 
+    /// The unique id of a user, group or role (`AIDA…`, `AROA…`), without copying the rest.
+    pub fn unique_id(&self, kind: EntityType, name: &str) -> Option<String> {
+        self.read().get(kind, name).map(|entity| entity.id.clone())
+    }
+
     pub fn get(&self, kind: EntityType, name: &str) -> Option<Entity> {
         self.read().get(kind, name).cloned()
     }
@@ -459,7 +464,11 @@ impl IamService {
     /// A role's trust policy, parsed, for authorising `sts:AssumeRole`.
     pub fn trust_policy(&self, role: &str) -> Option<NamedPolicy> {
         let text = self.get(EntityType::Role, role)?.trust_policy?;
-        let policy = Policy::parse(&text, PolicyKind::Resource).ok()?;
+        let policy = Policy::parse_stored(&text, PolicyKind::Resource).unwrap_or_else(|e| {
+            tracing::error!(role, error = %e,
+                "a role's stored trust policy cannot be read; nobody may assume the role");
+            Policy::deny_all(PolicyKind::Resource)
+        });
         Some(NamedPolicy {
             name: format!("role/{role}/trust-policy"),
             policy: Arc::new(policy),
@@ -507,13 +516,17 @@ impl IamService {
         let mut policies = Vec::new();
         let mut add = |owner: String, entity: &Entity| {
             for (name, text) in &entity.policies {
-                // Stored policies were validated when put.
-                if let Ok(policy) = Policy::parse(text, PolicyKind::Identity) {
-                    policies.push(NamedPolicy {
-                        name: format!("{owner}/{name}"),
-                        policy: Arc::new(policy),
-                    });
-                }
+                // One that no longer parses fails closed: its Denies may be what kept the
+                // principal out.
+                let policy = Policy::parse_stored(text, PolicyKind::Identity).unwrap_or_else(|e| {
+                    tracing::error!(policy = %format!("{owner}/{name}"), error = %e,
+                        "a stored identity policy cannot be read; it denies everything");
+                    Policy::deny_all(PolicyKind::Identity)
+                });
+                policies.push(NamedPolicy {
+                    name: format!("{owner}/{name}"),
+                    policy: Arc::new(policy),
+                });
             }
         };
         {

@@ -4,8 +4,10 @@
 //! simulator calls it too, so what it answers is what the daemon does.
 
 mod condition;
+mod condition_keys;
 mod document;
 mod evaluate;
+mod variables;
 mod wildcard;
 
 pub use condition::{
@@ -13,7 +15,7 @@ pub use condition::{
 };
 pub use document::{
     Effect, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind, PrincipalMatch,
-    Statement, default_key_policy,
+    Statement, UNREADABLE_SID, default_key_policy,
 };
 pub use evaluate::{
     Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
