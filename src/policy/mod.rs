@@ -1,4 +1,5 @@
-//! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate.
+//! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate; findings
+//! about a document in the manner of IAM Access Analyzer ([`validate`]).
 //!
 //! [`evaluate`] is the one function that authorises every gRPC operation; the policy
 //! simulator calls it too, so what it answers is what the daemon does.
@@ -7,6 +8,7 @@ mod condition;
 mod condition_keys;
 mod document;
 mod evaluate;
+mod validate;
 mod variables;
 mod wildcard;
 
@@ -20,4 +22,5 @@ pub use document::{
 pub use evaluate::{
     Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
 };
+pub use validate::{AUTHORISED_ACTIONS, Finding, FindingType, validate};
 pub use wildcard::matches as wildcard_matches;
