@@ -676,3 +676,66 @@ fn policy_validate_reports_findings_offline() {
     );
     assert_eq!((status, findings), (Some(0), vec![]));
 }
+
+/// Item 12, for identity policies: a stored inline policy that no longer parses denies its
+/// principal everything instead of being skipped (its Deny may be what kept them out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_identity_policy_denies_its_principal() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("guarded by identity").await.key_id;
+    let mallory = d.create_user("mallory", Some(KMS_ALL)).await;
+    let request = v1::PutEntityPolicyRequest {
+        entity_type: v1::EntityType::User as i32,
+        entity_name: "mallory".into(),
+        policy_name: "guard".into(),
+        policy_document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*"}]}"#.into(),
+    };
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam("PutEntityPolicy", request))
+        .await
+        .expect("guard");
+    assert_access_denied(encrypt_as(&mallory, &key, &[]).await, "kms:Encrypt");
+    describe_as(&mallory, &key).await.expect("allowed");
+    drop(mallory);
+
+    d.stop().await;
+    {
+        let store = SledBackend::open(&keyhaven::server::store_dir(&d.config.data_dir))
+            .expect("open the store");
+        let name = "iam/user/mallory";
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
+        record["policies"]["guard"] = serde_json::Value::String(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*","Condition":{"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}}]}"#.into(),
+        );
+        let mut batch = WriteBatch::new();
+        batch.put(name, serde_json::to_vec(&record).unwrap());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
+    }
+    d.start_again().await;
+    // Mallory's access key is the one create_user made; sign as root to make a new one.
+    let request = v1::CreateAccessKeyRequest {
+        user_name: "mallory".into(),
+    };
+    let created = d
+        .client
+        .iam()
+        .create_access_key(d.client.signed_iam("CreateAccessKey", request))
+        .await
+        .expect("access key")
+        .into_inner();
+    let mallory = d
+        .client_with(ClientCredentials {
+            access_key_id: created.access_key.expect("key").access_key_id,
+            secret_access_key: SecretString::new(created.secret_access_key),
+            session_token: None,
+            region: d.config.region.clone(),
+        })
+        .await;
+    assert_access_denied(encrypt_as(&mallory, &key, &[]).await, "kms:Encrypt");
+    assert_access_denied(describe_as(&mallory, &key).await, "kms:DescribeKey");
+    // Others are untouched.
+    encrypt_as(&d.client, &key, &[]).await.expect("root");
+}
