@@ -22,8 +22,10 @@ const VERSIONS: [&str; 2] = ["2012-10-17", "2008-10-17"];
 #[derive(Debug, Clone, Copy)]
 struct Grammar {
     kind: PolicyKind,
-    /// Refuse condition keys and variables of our namespaces that do not exist.
-    known_keys_only: bool,
+    /// The checks made when a policy is put: condition keys and variables of our namespaces
+    /// must exist, and variables must be well formed (a stored policy whose variable is not
+    /// simply matches nothing where it stands).
+    put_checks: bool,
     /// `${…}` are variables (Version 2012-10-17), not literal text.
     variables: bool,
 }
@@ -174,15 +176,14 @@ fn principal_pattern(name: &str, at: &str) -> Result<String, MalformedPolicy> {
 /// The keys a condition may not name when it is put: keys of our namespaces that do not exist,
 /// in the condition's key and in its values' variables.
 fn check_keys(condition: &Condition, key: &str, grammar: Grammar) -> Result<(), String> {
-    if grammar.known_keys_only {
-        condition_keys::check(key)?;
+    if !grammar.put_checks {
+        return Ok(());
     }
+    condition_keys::check(key)?;
     if condition.variables {
         for value in &condition.values {
             for variable in variables::variable_keys(value)? {
-                if grammar.known_keys_only {
-                    condition_keys::check(variable)?;
-                }
+                condition_keys::check(variable)?;
             }
         }
     }
@@ -335,13 +336,10 @@ fn parse_statement(
                 continue;
             }
             variables = true;
-            let keys = variables::variable_keys(pattern)
-                .map_err(|problem| err(format!("{at}.{element}[{i}]: {problem}")))?;
-            for key in keys {
-                if grammar.known_keys_only {
-                    condition_keys::check(key)
-                        .map_err(|problem| err(format!("{at}.{element}[{i}]: {problem}")))?;
-                }
+            if grammar.put_checks {
+                variables::variable_keys(pattern)
+                    .and_then(|keys| keys.into_iter().try_for_each(condition_keys::check))
+                    .map_err(|problem| err(format!("{at}.{element}[{i}]: {problem}")))?;
             }
         }
     }
@@ -391,8 +389,9 @@ impl Policy {
     }
 
     /// Parses a policy that was accepted when it was put and has been stored since: the
-    /// checks added later for policies being put (unknown condition keys of our namespaces)
-    /// are not applied again, so that a stricter release does not lock working keys.
+    /// checks made only when a policy is put (condition keys of our namespaces exist,
+    /// variables are well formed) are not applied again, so that a stricter release does not
+    /// lock working keys. What still fails here fails closed where it is used.
     pub fn parse_stored(text: &str, kind: PolicyKind) -> Result<Self, MalformedPolicy> {
         Self::parse_as(text, kind, false)
     }
@@ -419,11 +418,7 @@ impl Policy {
         }
     }
 
-    fn parse_as(
-        text: &str,
-        kind: PolicyKind,
-        known_keys_only: bool,
-    ) -> Result<Self, MalformedPolicy> {
+    fn parse_as(text: &str, kind: PolicyKind, put_checks: bool) -> Result<Self, MalformedPolicy> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(err(format!(
                 "the policy is {} bytes; at most {MAX_POLICY_BYTES} are allowed",
@@ -435,13 +430,13 @@ impl Policy {
         let Value::Object(map) = value else {
             return Err(err("the policy must be a JSON object"));
         };
-        Self::from_map(&map, kind, known_keys_only)
+        Self::from_map(&map, kind, put_checks)
     }
 
     fn from_map(
         map: &Map<String, Value>,
         kind: PolicyKind,
-        known_keys_only: bool,
+        put_checks: bool,
     ) -> Result<Self, MalformedPolicy> {
         for key in map.keys() {
             if !matches!(key.as_str(), "Version" | "Id" | "Statement") {
@@ -460,7 +455,7 @@ impl Policy {
         };
         let grammar = Grammar {
             kind,
-            known_keys_only,
+            put_checks,
             variables: version == VERSIONS[0],
         };
         let id = match map.get("Id") {
@@ -552,6 +547,40 @@ mod tests {
                 "arn:aws:iam::111122223333:user/a".into()
             ]))
         );
+    }
+
+    #[test]
+    fn put_time_checks_say_where_and_stored_policies_skip_them() {
+        use PolicyKind::*;
+        let typo = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:*","Resource":"*","Condition":{"StringNotEquals":{"kms:EncryptionContex:tenant":"a"}}}]}"#;
+        refuse(
+            typo,
+            Identity,
+            "Statement[0].Condition.StringNotEquals.kms:EncryptionContex:tenant: \"kms:EncryptionContex:tenant\" is not a condition key of the kms: namespace",
+        );
+        let unclosed = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:*","Resource":["*","arn:aws:iam::*:user/${aws:username"]}]}"#;
+        refuse(unclosed, Identity, "Statement[0].Resource[1]: ");
+        let variable_typo = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:*","NotResource":"arn:aws:iam::*:user/${aws:usrname}"}]}"#;
+        refuse(variable_typo, Identity, "Statement[0].NotResource[0]: ");
+        let in_condition = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"kms:EncryptionContext:owner":"${aws:user}"}}}]}"#;
+        refuse(
+            in_condition,
+            Identity,
+            "Statement[0].Condition.StringEquals.kms:EncryptionContext:owner: \"aws:user\"",
+        );
+        for text in [typo, unclosed, variable_typo, in_condition] {
+            assert!(Policy::parse_stored(text, Identity).is_ok(), "{text}");
+        }
+        // In 2008-10-17 `${` is text: nothing to check.
+        let old = unclosed.replace("2012-10-17", "2008-10-17");
+        let policy = Policy::parse(&old, Identity).unwrap();
+        assert!(!policy.statements[0].variables);
+        // Other services' actions and condition keys are accepted.
+        Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","ec2:Describe*","audit:*"],"Resource":"*","Condition":{"StringLike":{"s3:prefix":"home/${aws:username}/*"}}}]}"#,
+            Identity,
+        )
+        .unwrap();
     }
 
     #[test]
