@@ -3,6 +3,7 @@
 //! take effect in Keyhaven, SUGGESTIONs for parts that change nothing. Offline: the document
 //! alone is judged, never a daemon's state.
 
+use super::condition::SetQualifier;
 use super::document::{Matcher, Policy, PolicyKind};
 use super::wildcard;
 use serde_json::Value;
@@ -93,6 +94,22 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
     "sts:AssumeRole",
+];
+
+/// The condition keys Keyhaven puts in a request's context (lower-case); `kms:EncryptionContext:`
+/// keys besides.
+const KEYS_SET: &[&str] = &[
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:principalaccount",
+    "aws:principalarn",
+    "aws:principaltype",
+    "aws:securetransport",
+    "aws:sourceip",
+    "aws:userid",
+    "aws:username",
+    "kms:calleraccount",
+    "kms:encryptioncontextkeys",
 ];
 
 /// The services whose resources Keyhaven's actions name.
@@ -253,6 +270,32 @@ pub fn validate(text: &str, kind: PolicyKind) -> Vec<Finding> {
                 ));
             }
         }
+        for condition in &statement.conditions {
+            let set = KEYS_SET.contains(&condition.key.as_str())
+                || condition.key.starts_with("kms:encryptioncontext:");
+            if set {
+                continue;
+            }
+            let qualifier = match condition.qualifier {
+                SetQualifier::Single => "",
+                SetQualifier::ForAllValues => "ForAllValues:",
+                SetQualifier::ForAnyValue => "ForAnyValue:",
+            };
+            let if_exists = if condition.if_exists { "IfExists" } else { "" };
+            findings.push(finding(
+                Warning,
+                "CONDITION_KEY_NOT_SET",
+                format!(
+                    "{at}.Condition.{qualifier}{:?}{if_exists}.{}",
+                    condition.operator, condition.key
+                ),
+                format!(
+                    "Keyhaven never sets {}: the condition is judged as if the key were absent \
+                     in every request",
+                    condition.key
+                ),
+            ));
+        }
         let same = policy.statements[..i].iter().position(|earlier| {
             earlier.effect == statement.effect
                 && earlier.principal == statement.principal
@@ -331,6 +374,26 @@ mod tests {
         assert_eq!(
             found.last(),
             Some(&(Suggestion, "REDUNDANT_STATEMENT", "Statement[1]".into()))
+        );
+    }
+
+    #[test]
+    fn conditions_on_keys_keyhaven_never_sets_are_named() {
+        let text = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"Bool":{"aws:MultiFactorAuthPresent":"false"},"StringNotEqualsIfExists":{"kms:EncryptionContext:tenant":"a"},"ForAnyValue:StringLike":{"s3:prefix":"x"}}}]}"#;
+        assert_eq!(
+            codes(text, PolicyKind::Resource),
+            [
+                (
+                    FindingType::Warning,
+                    "CONDITION_KEY_NOT_SET",
+                    "Statement[0].Condition.Bool.aws:multifactorauthpresent".into()
+                ),
+                (
+                    FindingType::Warning,
+                    "CONDITION_KEY_NOT_SET",
+                    "Statement[0].Condition.ForAnyValue:StringLike.s3:prefix".into()
+                ),
+            ]
         );
     }
 
