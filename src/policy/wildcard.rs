@@ -33,7 +33,7 @@ pub fn matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
 }
 
 /// Whether `text` matches a pattern whose variables were resolved: only the wildcards the
-/// policy wrote are wildcards (see [`super::variables`]).
+/// policy wrote are wildcards (see the `variables` module).
 pub fn matches_resolved(pattern: &[Glyph], text: &str, ignore_case: bool) -> bool {
     let t: Vec<Glyph> = text.chars().map(Glyph::Char).collect();
     let same = |a: &Glyph, b: &Glyph| match (a, b) {
