@@ -739,3 +739,39 @@ async fn an_unreadable_stored_identity_policy_denies_its_principal() {
     // Others are untouched.
     encrypt_as(&d.client, &key, &[]).await.expect("root");
 }
+
+/// Item 12, for trust policies: a role whose stored trust policy no longer parses can be
+/// assumed by nobody, the root included (AccessDeniedException, not "no such role").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_trust_policy_lets_nobody_assume_the_role() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let (role_arn, _, _) = role_session(&d, "ops", "first").await;
+    d.stop().await;
+    {
+        let store = SledBackend::open(&keyhaven::server::store_dir(&d.config.data_dir))
+            .expect("open the store");
+        let name = "iam/role/ops";
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
+        record["trust_policy"] = serde_json::Value::String(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"Federated":"idp.example"},"Action":"sts:AssumeRoleWithWebIdentity"}]}"#.into(),
+        );
+        let mut batch = WriteBatch::new();
+        batch.put(name, serde_json::to_vec(&record).unwrap());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
+    }
+    d.start_again().await;
+    let request = v1::AssumeRoleRequest {
+        role_arn: role_arn.clone(),
+        role_session_name: "second".into(),
+        duration_seconds: None,
+    };
+    assert_access_denied(
+        d.client
+            .iam()
+            .assume_role(d.client.signed_iam("AssumeRole", request))
+            .await,
+        "sts:AssumeRole",
+    );
+}
