@@ -320,8 +320,18 @@ async fn an_encryption_context_condition_is_enforced() {
         "kms:Encrypt",
         &key.key_id,
     );
+    // Condition keys are case-insensitive, the context key's name too (as AWS documents);
+    // a key spelt two ways must satisfy an Allow with every value.
+    encrypt_as(&alice, &key.key_id, &[("Tenant", "acme")])
+        .await
+        .unwrap();
     assert_denied(
-        encrypt_as(&alice, &key.key_id, &[("Tenant", "acme")]).await,
+        encrypt_as(
+            &alice,
+            &key.key_id,
+            &[("tenant", "acme"), ("Tenant", "globex")],
+        )
+        .await,
         "kms:Encrypt",
         &key.key_id,
     );

@@ -1715,11 +1715,12 @@ fn context_key_cases() -> Vec<Case> {
     const VIA_EC2: &str = r#"{"StringEquals":{"kms:ViaService":"ec2.us-east-1.amazonaws.com"}}"#;
     let mut cases = vec![
         cond("EncryptionContext: pair present", TENANT_BLUE, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
-        cond("EncryptionContext: context key differs in case (case-sensitive)", TENANT_BLUE, &[("kms:EncryptionContext:tenant", &["blue"])], ImplicitDeny),
+        cond("EncryptionContext: context key differs in case (condition keys are case-insensitive)", TENANT_BLUE, &[("kms:EncryptionContext:tenant", &["blue"])], Allowed),
         cond("EncryptionContext: pair absent", TENANT_BLUE, &[], ImplicitDeny),
         cond("EncryptionContext: upper-case prefix in the policy", r#"{"StringEquals":{"KMS:ENCRYPTIONCONTEXT:Tenant":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
         cond("EncryptionContext: lower-case prefix in the policy", r#"{"StringEquals":{"kms:encryptioncontext:Tenant":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
-        cond("EncryptionContext: policy's context key in other case does not match", r#"{"StringEquals":{"kms:EncryptionContext:TENANT":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
+        cond("EncryptionContext: policy's context key in other case matches too", r#"{"StringEquals":{"kms:EncryptionContext:TENANT":"blue"}}"#, &[("kms:EncryptionContext:Tenant", &["blue"])], Allowed),
+        cond("EncryptionContextKeys: how a policy insists on the key's case", r#"{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":"Tenant"}}"#, &[("kms:EncryptionContext:TENANT", &["blue"]), ("kms:EncryptionContextKeys", &["TENANT"])], ImplicitDeny),
         cond("EncryptionContext: prefix case differs on the request side", TENANT_BLUE, &[("Kms:encryptionContext:Tenant", &["blue"])], Allowed),
         cond("EncryptionContext: two pairs both present", TWO_PAIRS, &[("kms:EncryptionContext:Tenant", &["blue"]), ("kms:EncryptionContext:Purpose", &["backup"])], Allowed),
         cond("EncryptionContext: two pairs, one absent", TWO_PAIRS, &[("kms:EncryptionContext:Tenant", &["blue"])], ImplicitDeny),
@@ -1810,6 +1811,77 @@ fn context_key_cases() -> Vec<Case> {
     cases
 }
 
+/// Condition-key case, policy grammar (any `service:Action`) and policy variables.
+#[rustfmt::skip]
+fn grammar_and_variable_cases() -> Vec<Case> {
+    const EC: &str = "kms:EncryptionContext:tenant";
+    const NOT_A: &str = r#"{"StringNotEquals":{"kms:EncryptionContext:tenant":"a"}}"#;
+    let self_service = |version: &str, resource: &str| -> &'static str {
+        leak(format!(
+            r#"{{"Version":"{version}","Statement":[{{"Sid":"OwnKeys","Effect":"Allow","Action":["iam:CreateAccessKey","iam:DeleteAccessKey","iam:ListAccessKeys","iam:UpdateAccessKey"],"Resource":"{resource}"}}]}}"#
+        ))
+    };
+    let own = self_service("2012-10-17", "arn:aws:iam::*:user/${aws:username}");
+    let own_old = self_service("2008-10-17", "arn:aws:iam::*:user/${aws:username}");
+    let own_default = self_service("2012-10-17", "arn:aws:iam::*:user/${aws:username, 'nobody'}");
+    let literal_star = self_service("2012-10-17", "arn:aws:iam::111122223333:user/${*}");
+    let not_own = leak(r#"{"Version":"2012-10-17","Statement":[{"Sid":"NotOthers","Effect":"Allow","Action":"iam:*","NotResource":"arn:aws:iam::*:user/${aws:username}"}]}"#.to_owned());
+    let with_s3 = doc(&[
+        r#"{"Sid":"S3","Effect":"Allow","Action":["s3:GetObject","ec2:Describe*"],"Resource":"arn:aws:s3:::bucket/*"}"#,
+        r#"{"Sid":"S3Deny","Effect":"Deny","Action":"s3:*","Resource":"*"}"#,
+        r#"{"Sid":"KmsAll","Effect":"Allow","Action":"kms:*","Resource":"*"}"#,
+    ]);
+    let only_s3 = doc(&[r#"{"Sid":"S3","Effect":"Allow","Action":"s3:*","Resource":"*"}"#]);
+    let audit_all = doc(&[r#"{"Sid":"Audit","Effect":"Allow","Action":"audit:*","Resource":"*"}"#]);
+    let with = |name: &'static str, identity: &'static str, action: &'static str, resource: &'static str, principals: &'static [&'static str], context: Ctx, expected: Expected| Case {
+        name,
+        key_policy: None,
+        identity: Some(vec![(P_USER, identity)]),
+        principals,
+        action,
+        resource,
+        context,
+        expected,
+    };
+    const ALICE_USER: &[(&str, &[&str])] = &[("aws:username", &["alice"])];
+    vec![
+        // Condition-key case: a Deny written for `tenant` applies to `TENANT`.
+        guard("case: StringNotEquals Deny applies to the key in upper case", NOT_A, &[("kms:EncryptionContext:TENANT", &["b"])], ExplicitDeny),
+        guard("case: StringNotEquals Deny spares the right value in upper case", NOT_A, &[("kms:EncryptionContext:TENANT", &["a"])], Allowed),
+        guard("case: StringNotEqualsIfExists Deny applies to the key in upper case", r#"{"StringNotEqualsIfExists":{"kms:EncryptionContext:tenant":"a"}}"#, &[("kms:EncryptionContext:TENANT", &["b"])], ExplicitDeny),
+        guard("case: Null false Deny sees the key in upper case", r#"{"Null":{"kms:EncryptionContext:tenant":"false"}}"#, &[("kms:EncryptionContext:Tenant", &["x"])], ExplicitDeny),
+        guard("case: two spellings, a Deny holding for one candidate applies", NOT_A, &[(EC, &["a"]), ("kms:EncryptionContext:TENANT", &["b"])], ExplicitDeny),
+        guard("case: two spellings, a ForAnyValue Deny applies", r#"{"ForAnyValue:StringEquals":{"kms:EncryptionContext:tenant":"b"}}"#, &[(EC, &["a"]), ("kms:EncryptionContext:TENANT", &["b"])], ExplicitDeny),
+        cond("case: two spellings, an Allow must hold for every candidate", r#"{"StringEquals":{"kms:EncryptionContext:tenant":"a"}}"#, &[(EC, &["a"]), ("kms:EncryptionContext:TENANT", &["b"])], ImplicitDeny),
+        cond("case: two spellings, an Allow naming both values allows", r#"{"StringEquals":{"kms:EncryptionContext:tenant":["a","b"]}}"#, &[(EC, &["a"]), ("kms:EncryptionContext:TENANT", &["b"])], Allowed),
+        cond("case: two spellings, ForAllValues Allow must hold for every candidate", r#"{"ForAllValues:StringEquals":{"kms:EncryptionContext:tenant":"a"}}"#, &[(EC, &["a"]), ("kms:EncryptionContext:TENANT", &["b"])], ImplicitDeny),
+        // Grammar: other services' actions are accepted and never match.
+        with("grammar: s3 and ec2 statements are accepted beside kms ones", with_s3, "kms:Encrypt", KEY, ALICE, &[], allowed(P_USER, "KmsAll")),
+        with("grammar: an s3 Deny does not touch kms actions", with_s3, "kms:Decrypt", KEY, ALICE, &[], allowed(P_USER, "KmsAll")),
+        with("grammar: s3:* grants nothing in Keyhaven", only_s3, "kms:Encrypt", KEY, ALICE, &[], IMPLICIT),
+        with("grammar: audit:* grants audit:ReadAudit", audit_all, "audit:ReadAudit", "*", ALICE, &[], allowed(P_USER, "Audit")),
+        with("grammar: audit:* grants no kms action", audit_all, "kms:Encrypt", "*", ALICE, &[], IMPLICIT),
+        // Variables.
+        with("variables: ${aws:username} names the caller's own user", own, "iam:CreateAccessKey", ALICE_ARN, ALICE, ALICE_USER, allowed(P_USER, "OwnKeys")),
+        with("variables: ${aws:username} does not name another user", own, "iam:DeleteAccessKey", BOB_ARN, ALICE, ALICE_USER, IMPLICIT),
+        with("variables: a name is matched whole", own, "iam:UpdateAccessKey", "arn:aws:iam::111122223333:user/alice2", ALICE, ALICE_USER, IMPLICIT),
+        with("variables: literal in Version 2008-10-17", own_old, "iam:CreateAccessKey", ALICE_ARN, ALICE, ALICE_USER, IMPLICIT),
+        with("variables: literal in Version 2008-10-17 matches the literal text", own_old, "iam:CreateAccessKey", "arn:aws:iam::111122223333:user/${aws:username}", ALICE, ALICE_USER, allowed(P_USER, "OwnKeys")),
+        with("variables: absent key without default does not match", own, "iam:CreateAccessKey", ALICE_ARN, SESSION, &[], IMPLICIT),
+        with("variables: absent key takes the default", own_default, "iam:ListAccessKeys", "arn:aws:iam::111122223333:user/nobody", SESSION, &[], allowed(P_USER, "OwnKeys")),
+        with("variables: ${*} is a literal asterisk", literal_star, "iam:CreateAccessKey", ALICE_ARN, ALICE, ALICE_USER, IMPLICIT),
+        with("variables: a value is literal, not a wildcard", own, "iam:CreateAccessKey", ALICE_ARN, ALICE, &[("aws:username", &["*"])], IMPLICIT),
+        with("variables: NotResource with an unresolvable variable does not apply", not_own, "iam:CreateUser", BOB_ARN, SESSION, &[], IMPLICIT),
+        with("variables: NotResource spares the caller's own user", not_own, "iam:CreateUser", ALICE_ARN, ALICE, ALICE_USER, IMPLICIT),
+        with("variables: NotResource covers another user", not_own, "iam:CreateUser", BOB_ARN, ALICE, ALICE_USER, allowed(P_USER, "NotOthers")),
+        cond("variables: in a condition value", r#"{"StringEquals":{"kms:EncryptionContext:owner":"${aws:username}"}}"#, &[("kms:EncryptionContext:owner", &["alice"]), ("aws:username", &["alice"])], Allowed),
+        cond("variables: in a condition value, other owner", r#"{"StringEquals":{"kms:EncryptionContext:owner":"${aws:username}"}}"#, &[("kms:EncryptionContext:owner", &["bob"]), ("aws:username", &["alice"])], ImplicitDeny),
+        cond("variables: StringLike keeps the policy's wildcards", r#"{"StringLike":{"kms:EncryptionContext:path":"home/${aws:username}/*"}}"#, &[("kms:EncryptionContext:path", &["home/alice/x"]), ("aws:username", &["alice"])], Allowed),
+        cond("variables: unresolvable in a condition makes it false", r#"{"StringNotEquals":{"kms:EncryptionContext:owner":"${aws:username}"}}"#, &[("kms:EncryptionContext:owner", &["bob"])], ImplicitDeny),
+        cond("variables: a kms request key as a variable", r#"{"StringEquals":{"aws:username":"${kms:EncryptionContext:owner}"}}"#, &[("kms:EncryptionContext:owner", &["alice"]), ("aws:username", &["alice"])], Allowed),
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(delegation_cases());
@@ -1823,6 +1895,7 @@ fn all_cases() -> Vec<Case> {
     cases.extend(and_or_cases());
     cases.extend(set_operator_cases());
     cases.extend(context_key_cases());
+    cases.extend(grammar_and_variable_cases());
     cases
 }
 
@@ -1846,6 +1919,26 @@ fn describe(decision: Decision, statement: Option<&MatchedStatement>) -> String 
         ),
         None => format!("{} (no statement)", decision.as_str()),
     }
+}
+
+/// The request context of a row. Encryption-context pairs are added as the daemon adds them
+/// (two spellings of one key are candidates for it); other keys are set.
+fn request_context(entries: Ctx) -> RequestContext {
+    let mut context = RequestContext::new();
+    for (key, values) in entries {
+        let pair = key
+            .to_ascii_lowercase()
+            .starts_with("kms:encryptioncontext:");
+        match values {
+            [one] if pair => {
+                context.add_spelling(key, *one);
+            }
+            _ => {
+                context.set_all(key, values.iter().map(|v| (*v).to_owned()).collect());
+            }
+        }
+    }
+    context
 }
 
 /// Runs one row; `Err` says how it disagreed.
@@ -1880,10 +1973,7 @@ fn run(case: &Case) -> Result<(), String> {
         Some(_) => Identity::Policies(&identity_policies),
     };
     let principals: Vec<String> = case.principals.iter().map(|p| (*p).to_owned()).collect();
-    let mut context = RequestContext::new();
-    for (key, values) in case.context {
-        context.set_all(key, values.iter().map(|v| (*v).to_owned()).collect());
-    }
+    let context = request_context(case.context);
     let request = Request {
         principals: &principals,
         account_root: ROOT_ARN,
@@ -1941,4 +2031,211 @@ fn policy_evaluation_table() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Randomised invariants
+// ---------------------------------------------------------------------------------------------
+
+mod invariants {
+    //! Random policies and requests over a small vocabulary, checked against invariants that
+    //! hold whatever the policies say.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const ACTIONS: &[&str] = &[
+        "kms:*",
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:Gen*",
+        "*",
+        "kms:?ncrypt",
+    ];
+    const RESOURCES: &[&str] = &["*", KEY, OTHER_KEY, "arn:aws:kms:*:111122223333:key/*"];
+    const OPERATORS: &[&str] = &[
+        "StringEquals",
+        "StringNotEquals",
+        "StringLike",
+        "StringNotLike",
+        "StringEqualsIfExists",
+        "StringNotEqualsIfExists",
+        "StringEqualsIgnoreCase",
+        "ForAnyValue:StringEquals",
+        "ForAllValues:StringEquals",
+    ];
+    const VALUES: &[&str] = &["a", "b", "*", "A"];
+
+    /// One statement: (effect, action, resource, optional (operator, value, null check)).
+    type Spec = (bool, usize, usize, Option<(usize, usize, Option<bool>)>);
+
+    fn statement(spec: &Spec, sid: usize, principal: bool) -> String {
+        let (deny, action, resource, condition) = spec;
+        let condition = match condition {
+            None => String::new(),
+            Some((_, _, Some(absent))) => {
+                format!(r#","Condition":{{"Null":{{"kms:EncryptionContext:tenant":"{absent}"}}}}"#)
+            }
+            Some((operator, value, None)) => format!(
+                r#","Condition":{{"{}":{{"kms:EncryptionContext:tenant":"{}"}}}}"#,
+                OPERATORS[*operator], VALUES[*value]
+            ),
+        };
+        format!(
+            r#"{{"Sid":"S{sid}","Effect":"{}",{}"Action":"{}","Resource":"{}"{condition}}}"#,
+            if *deny { "Deny" } else { "Allow" },
+            if principal { r#""Principal":"*","# } else { "" },
+            ACTIONS[*action],
+            RESOURCES[*resource],
+        )
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            any::<bool>(),
+            0..ACTIONS.len(),
+            0..RESOURCES.len(),
+            proptest::option::of((
+                0..OPERATORS.len(),
+                0..VALUES.len(),
+                proptest::option::of(any::<bool>()),
+            )),
+        )
+    }
+
+    /// A key policy (the root delegation plus random statements) and one identity policy.
+    #[derive(Debug, Clone)]
+    struct World {
+        key_policy: Vec<Spec>,
+        identity: Vec<Spec>,
+        action: &'static str,
+        resource: &'static str,
+        /// The tenant pair's value and the case of each letter of its key.
+        tenant: Option<(&'static str, Vec<bool>)>,
+    }
+
+    fn world() -> impl Strategy<Value = World> {
+        (
+            proptest::collection::vec(spec(), 0..4),
+            proptest::collection::vec(spec(), 0..4),
+            prop::sample::select(vec!["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]),
+            prop::sample::select(vec![KEY, OTHER_KEY]),
+            proptest::option::of((
+                prop::sample::select(vec!["a", "b", "c", "A"]),
+                proptest::collection::vec(any::<bool>(), 6),
+            )),
+        )
+            .prop_map(|(key_policy, identity, action, resource, tenant)| World {
+                key_policy,
+                identity,
+                action,
+                resource,
+                tenant,
+            })
+    }
+
+    fn spelt(upper: &[bool]) -> String {
+        "tenant"
+            .chars()
+            .zip(upper)
+            .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+            .collect()
+    }
+
+    /// The decision for `world`, with `extra_key` / `extra_identity` statements appended.
+    fn decide(world: &World, extra_key: &[String], extra_identity: &[String]) -> Decision {
+        let mut key_statements = vec![ROOT_STMT.to_owned()];
+        key_statements.extend(
+            world
+                .key_policy
+                .iter()
+                .enumerate()
+                .map(|(i, s)| statement(s, i, true)),
+        );
+        key_statements.extend_from_slice(extra_key);
+        let mut identity_statements: Vec<String> = world
+            .identity
+            .iter()
+            .enumerate()
+            .map(|(i, s)| statement(s, i, false))
+            .collect();
+        identity_statements.extend_from_slice(extra_identity);
+        let parse = |statements: &[String], kind| {
+            Arc::new(
+                Policy::parse(
+                    &format!(
+                        r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+                        statements.join(",")
+                    ),
+                    kind,
+                )
+                .expect("generated policies parse"),
+            )
+        };
+        let key_policy = NamedPolicy {
+            name: KP.into(),
+            policy: parse(&key_statements, PolicyKind::Resource),
+        };
+        let identity = if identity_statements.is_empty() {
+            vec![]
+        } else {
+            vec![NamedPolicy {
+                name: P_USER.into(),
+                policy: parse(&identity_statements, PolicyKind::Identity),
+            }]
+        };
+        let mut context = RequestContext::new();
+        if let Some((value, upper)) = &world.tenant {
+            context.add_spelling(&format!("kms:EncryptionContext:{}", spelt(upper)), *value);
+        }
+        let principals = vec![ALICE_ARN.to_owned()];
+        let request = Request {
+            principals: &principals,
+            account_root: ROOT_ARN,
+            action: world.action,
+            resource: world.resource,
+            context: &context,
+        };
+        evaluate(&request, Some(&key_policy), &Identity::Policies(&identity)).decision
+    }
+
+    proptest! {
+        /// An unconditional Deny of the action, in either policy, wins over everything.
+        #[test]
+        fn an_explicit_deny_always_wins(world in world(), in_key_policy in any::<bool>()) {
+            let deny = |principal: bool| format!(
+                r#"{{"Sid":"Wins","Effect":"Deny",{}"Action":"{}","Resource":"*"}}"#,
+                if principal { r#""Principal":"*","# } else { "" },
+                world.action
+            );
+            let decision = if in_key_policy {
+                decide(&world, &[deny(true)], &[])
+            } else {
+                decide(&world, &[], &[deny(false)])
+            };
+            prop_assert_eq!(decision, ExplicitDeny);
+        }
+
+        /// How the request spells the encryption-context key never changes the decision.
+        #[test]
+        fn case_variants_of_the_context_key_evaluate_the_same(world in world(), other_case in proptest::collection::vec(any::<bool>(), 6)) {
+            let mut respelt = world.clone();
+            if let Some((_, upper)) = &mut respelt.tenant {
+                *upper = other_case;
+            }
+            prop_assert_eq!(decide(&world, &[], &[]), decide(&respelt, &[], &[]));
+        }
+
+        /// Statements for another service, Allow or Deny, never change a decision.
+        #[test]
+        fn statements_for_another_service_change_nothing(world in world(), deny in any::<bool>(), star in any::<bool>()) {
+            let effect = if deny { "Deny" } else { "Allow" };
+            let resource = if star { "*" } else { "arn:aws:s3:::bucket/*" };
+            let key = format!(r#"{{"Sid":"S3","Effect":"{effect}","Principal":"*","Action":["s3:*","ec2:Describe*"],"Resource":"{resource}"}}"#);
+            let identity = format!(r#"{{"Sid":"S3","Effect":"{effect}","Action":"s3:GetObject","Resource":"{resource}"}}"#);
+            let before = decide(&world, &[], &[]);
+            prop_assert_eq!(before, decide(&world, &[key], &[]));
+            prop_assert_eq!(before, decide(&world, &[], &[identity]));
+        }
+    }
 }

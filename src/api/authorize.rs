@@ -14,7 +14,7 @@
 use super::auth_layer::AuditSlot;
 use crate::auth::{Caller, Principal, PrincipalKind};
 use crate::clock::{UnixSeconds, rfc3339};
-use crate::iam::IamService;
+use crate::iam::{EntityType, IamService};
 use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
 use crate::policy::{
     DeferredKeys, Identity, NamedPolicy, PolicyDecision, Request as PolicyRequest, RequestContext,
@@ -37,16 +37,23 @@ pub struct CallContext {
 /// The facts behind every request's condition keys.
 struct CallKeys {
     principal: Arc<Principal>,
+    /// For the principal's unique id (`aws:userid`), looked up only when a policy asks.
+    iam: Arc<IamService>,
     now: UnixSeconds,
     source_ip: Option<IpAddr>,
     secure_transport: bool,
 }
 
 impl DeferredKeys for CallKeys {
+    /// The keys as AWS sets them. `aws:PrincipalArn` is the role's ARN for a role session;
+    /// `aws:userid` is the user's unique id (`AIDA…`), `<role id>:<session name>` for a role
+    /// session and the account id for the root. An entity deleted while its credentials are
+    /// in use falls back to its name in `aws:userid`.
     fn fill(&self, context: &mut RequestContext) {
         let principal = &self.principal;
+        let partition = self.iam.partition();
         context
-            .set("aws:PrincipalArn", principal.arn.clone())
+            .set("aws:PrincipalArn", principal.principal_arn(partition))
             .set("aws:PrincipalAccount", principal.account_id.clone())
             .set("kms:CallerAccount", principal.account_id.clone())
             .set("aws:CurrentTime", rfc3339(self.now))
@@ -55,16 +62,30 @@ impl DeferredKeys for CallKeys {
         if let Some(ip) = self.source_ip {
             context.set("aws:SourceIp", ip.to_string());
         }
+        let id = |kind, name: &str| {
+            self.iam
+                .unique_id(kind, name)
+                .unwrap_or_else(|| name.to_owned())
+        };
         match &principal.kind {
             PrincipalKind::User { name } => {
-                context.set("aws:username", name.clone());
-                context.set("aws:PrincipalType", "User");
+                context
+                    .set("aws:username", name.clone())
+                    .set("aws:userid", id(EntityType::User, name))
+                    .set("aws:PrincipalType", "User");
             }
-            PrincipalKind::AssumedRole { .. } => {
-                context.set("aws:PrincipalType", "AssumedRole");
+            PrincipalKind::AssumedRole { role, session } => {
+                context
+                    .set(
+                        "aws:userid",
+                        format!("{}:{session}", id(EntityType::Role, role)),
+                    )
+                    .set("aws:PrincipalType", "AssumedRole");
             }
             PrincipalKind::Root => {
-                context.set("aws:PrincipalType", "Account");
+                context
+                    .set("aws:userid", principal.account_id.clone())
+                    .set("aws:PrincipalType", "Account");
             }
         }
     }
@@ -88,16 +109,18 @@ impl Authorizer {
     pub fn base_context(&self, call: &CallContext, now: UnixSeconds) -> RequestContext {
         RequestContext::with_deferred(Arc::new(CallKeys {
             principal: call.caller.principal.clone(),
+            iam: self.iam.clone(),
             now,
             source_ip: call.source_ip,
             secure_transport: call.secure_transport,
         }))
     }
 
-    /// Adds an encryption context's condition keys.
+    /// Adds an encryption context's condition keys. Pairs whose keys differ only in case are
+    /// one condition key with several candidate values (see `policy::condition`).
     pub fn add_encryption_context(context: &mut RequestContext, pairs: &BTreeMap<String, String>) {
         for (key, value) in pairs {
-            context.set(&format!("kms:EncryptionContext:{key}"), value.clone());
+            context.add_spelling(&format!("kms:EncryptionContext:{key}"), value.clone());
         }
         if !pairs.is_empty() {
             context.set_all("kms:EncryptionContextKeys", pairs.keys().cloned().collect());
@@ -212,7 +235,7 @@ impl Authorizer {
                 let arn = self.keys.key_arn(record.id);
                 call.audit.add_key(arn.clone());
                 if self
-                    .decide(call, action, &arn, policy.as_ref(), context)
+                    .decide(call, action, &arn, Some(&policy), context)
                     .allowed()
                 {
                     Ok(record)

@@ -581,7 +581,7 @@ impl IdentityService for IamApi {
             match self.keys.lookup(&r.resource_arn, false) {
                 Ok(record) => (
                     self.keys.key_arn(record.id),
-                    self.keys.key_policy(record.id),
+                    Some(self.keys.key_policy(record.id)),
                 ),
                 Err(_) => match self.role_name(&r.resource_arn) {
                     Ok(role) if r.action_name.eq_ignore_ascii_case("sts:AssumeRole") => {

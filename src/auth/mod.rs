@@ -52,13 +52,27 @@ impl Principal {
     /// the role's.
     pub fn policy_arns(&self, partition: &str) -> Vec<String> {
         let mut arns = vec![self.arn.clone()];
-        if let PrincipalKind::AssumedRole { role, .. } = &self.kind {
-            arns.push(format!(
-                "arn:{partition}:iam::{}:role/{role}",
-                self.account_id
-            ));
+        if let Some(role) = self.role_arn(partition) {
+            arns.push(role);
         }
         arns
+    }
+
+    /// For a role session, its role's ARN.
+    pub fn role_arn(&self, partition: &str) -> Option<String> {
+        match &self.kind {
+            PrincipalKind::AssumedRole { role, .. } => Some(format!(
+                "arn:{partition}:iam::{}:role/{role}",
+                self.account_id
+            )),
+            _ => None,
+        }
+    }
+
+    /// `aws:PrincipalArn` as AWS sets it: the caller's ARN, but the role's ARN for a role
+    /// session (so that a policy naming a role covers all its sessions).
+    pub fn principal_arn(&self, partition: &str) -> String {
+        self.role_arn(partition).unwrap_or_else(|| self.arn.clone())
     }
 }
 

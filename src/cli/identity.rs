@@ -565,6 +565,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         bypass_policy_lockout_safety_check: bool,
     },
+    /// Check a policy document offline (no daemon): findings as IAM Access Analyzer gives
+    /// them (ERROR where it would be refused, WARNING for parts that never take effect in
+    /// Keyhaven, SUGGESTION for parts that change nothing). Exits 1 when there is an ERROR.
+    Validate {
+        #[arg(long)]
+        policy_file: PathBuf,
+        /// What the document is attached to: a user, group or role (identity), or a key or a
+        /// role's trust (resource).
+        #[arg(long, value_enum, default_value_t = PolicyType::Identity)]
+        policy_type: PolicyType,
+    },
     /// Would PRINCIPAL be allowed ACTION on RESOURCE (with the context given)?
     Simulate {
         #[arg(long)]
@@ -576,6 +587,54 @@ pub enum PolicyCommand {
         #[arg(long = "context", value_name = "KEY=VALUE")]
         context: Vec<String>,
     },
+}
+
+/// `policy validate --policy-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyType {
+    Identity,
+    Resource,
+}
+
+/// `policy validate`: prints the findings (JSON: `{"findings": [...]}`); the exit code.
+pub fn validate_policy(policy_file: &Path, policy_type: PolicyType, out: Output) -> i32 {
+    let text = match read_file(policy_file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("keyhaven: {error}");
+            return 2;
+        }
+    };
+    let kind = match policy_type {
+        PolicyType::Identity => crate::policy::PolicyKind::Identity,
+        PolicyType::Resource => crate::policy::PolicyKind::Resource,
+    };
+    let findings = crate::policy::validate(&text, kind);
+    out.print(json!({ "findings": findings }), || {
+        if findings.is_empty() {
+            return "no findings".into();
+        }
+        findings
+            .iter()
+            .map(|f| {
+                let kind = serde_json::to_value(f.finding_type)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let at = if f.location.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", f.location)
+                };
+                format!("{kind} {}{at}: {}", f.issue_code, f.finding_details)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let refused = findings
+        .iter()
+        .any(|f| f.finding_type == crate::policy::FindingType::Error);
+    i32::from(refused)
 }
 
 pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
@@ -617,6 +676,12 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
                 .put_key_policy(client.signed("PutKeyPolicy", request))
                 .await?;
             done(out, format!("Policy of {key} replaced"));
+        }
+        PolicyCommand::Validate { .. } => {
+            // Dispatched offline before any connection is made.
+            return Err(CliError::Local(
+                "policy validate needs no daemon; it is run on its own".into(),
+            ));
         }
         PolicyCommand::Simulate {
             principal,

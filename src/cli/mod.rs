@@ -136,6 +136,16 @@ pub fn run(cli: Cli) -> i32 {
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
         Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
         Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
+        Command::Policy(identity::PolicyCommand::Validate {
+            policy_file,
+            policy_type,
+        }) => identity::validate_policy(
+            &policy_file,
+            policy_type,
+            Output {
+                format: client.output,
+            },
+        ),
         Command::Policy(command) => commands::run_client(client, |c| identity::policy(c, command)),
         Command::User(command) => commands::run_client(client, |c| {
             identity::entity(c, crate::proto::v1::EntityType::User, command)

@@ -262,6 +262,11 @@ impl IamService {
         self.entities.read()
     }
 
+    /// The unique id of a user, group or role (`AIDA…`, `AROA…`), without copying the rest.
+    pub fn unique_id(&self, kind: EntityType, name: &str) -> Option<String> {
+        self.read().get(kind, name).map(|entity| entity.id.clone())
+    }
+
     pub fn get(&self, kind: EntityType, name: &str) -> Option<Entity> {
         self.read().get(kind, name).cloned()
     }
@@ -500,7 +505,12 @@ impl IamService {
     /// same name.
     pub fn role_trust(&self, role: &str) -> Option<(String, NamedPolicy)> {
         let entity = self.get(EntityType::Role, role)?;
-        let policy = Policy::parse(entity.trust_policy.as_deref()?, PolicyKind::Resource).ok()?;
+        let text = entity.trust_policy.as_deref()?;
+        let policy = Policy::parse_stored(text, PolicyKind::Resource).unwrap_or_else(|e| {
+            tracing::error!(role, error = %e,
+                "a role's stored trust policy cannot be read; nobody may assume the role");
+            Policy::deny_all(PolicyKind::Resource)
+        });
         Some((
             entity.id,
             NamedPolicy {
@@ -571,13 +581,17 @@ impl IamService {
         let mut policies = Vec::new();
         let mut add = |owner: String, entity: &Entity| {
             for (name, text) in &entity.policies {
-                // Stored policies were validated when put.
-                if let Ok(policy) = Policy::parse(text, PolicyKind::Identity) {
-                    policies.push(NamedPolicy {
-                        name: format!("{owner}/{name}"),
-                        policy: Arc::new(policy),
-                    });
-                }
+                // One that no longer parses fails closed: its Denies may be what kept the
+                // principal out.
+                let policy = Policy::parse_stored(text, PolicyKind::Identity).unwrap_or_else(|e| {
+                    tracing::error!(policy = %format!("{owner}/{name}"), error = %e,
+                        "a stored identity policy cannot be read; it denies everything");
+                    Policy::deny_all(PolicyKind::Identity)
+                });
+                policies.push(NamedPolicy {
+                    name: format!("{owner}/{name}"),
+                    policy: Arc::new(policy),
+                });
             }
         };
         {

@@ -5,9 +5,19 @@
 //! one key are ORed. When the request has no value for the key, a condition is false, except
 //! for negated operators (`StringNotEquals`, `StringNotLike`, `NotIpAddress`), `…IfExists`
 //! forms and `ForAllValues:`, which are true; `Null` tests for presence itself.
+//!
+//! Condition key names are case-insensitive, the whole name, as AWS documents:
+//! `kms:EncryptionContext:tenant` also reads a request's `TENANT` pair (a policy that cares
+//! about the pair's case asks `kms:EncryptionContextKeys`). When a request spells one key
+//! several ways (`tenant` and `TENANT`), each value is a candidate for the key, and a
+//! condition on it must hold for some candidate to make a `Deny` apply but for every
+//! candidate to make an `Allow` apply: the ambiguity can only ever refuse more.
 
+use super::document::Effect;
+use super::variables::{self, Glyph};
 use super::wildcard;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -108,8 +118,12 @@ pub struct Condition {
     pub operator: Operator,
     pub if_exists: bool,
     pub qualifier: SetQualifier,
+    /// The key, normalised ([`normalise_key`]).
     pub key: String,
     pub values: Vec<String>,
+    /// Whether the values hold policy variables to resolve (string operators of a
+    /// 2012-10-17 policy only).
+    pub variables: bool,
 }
 
 /// A date as IAM writes them: ISO 8601 / RFC 3339, or seconds since the epoch. Returned as
@@ -177,6 +191,8 @@ pub trait DeferredKeys: Send + Sync {
 #[derive(Clone, Default)]
 pub struct RequestContext {
     values: HashMap<String, Vec<String>>,
+    /// Keys whose values came from differently spelt request keys (see the module docs).
+    ambiguous: Vec<String>,
     /// Keys looked up only when no value set here answers, and computed then, once.
     deferred: Option<Arc<dyn DeferredKeys>>,
     filled: OnceLock<HashMap<String, Vec<String>>>,
@@ -192,26 +208,14 @@ impl std::fmt::Debug for RequestContext {
     }
 }
 
-/// Condition key names are case-insensitive, except the part after
-/// `kms:EncryptionContext:`, which names an encryption-context key as the caller wrote it.
+/// Condition key names are case-insensitive, the part after `kms:EncryptionContext:` too.
 pub fn normalise_key(key: &str) -> String {
-    const PREFIX: &str = "kms:encryptioncontext:";
-    let lower = key.to_ascii_lowercase();
-    if lower.starts_with(PREFIX) && key.len() > PREFIX.len() {
-        format!("{PREFIX}{}", &key[PREFIX.len()..])
-    } else {
-        lower
-    }
+    key.to_lowercase()
 }
 
 /// Whether [`normalise_key`] would leave `key` as it is (so looking it up needs no copy).
 fn is_normalised(key: &str) -> bool {
-    const PREFIX: &str = "kms:encryptioncontext:";
-    let head = match key.get(..PREFIX.len()) {
-        Some(head) if head.eq_ignore_ascii_case(PREFIX) && key.len() > PREFIX.len() => head,
-        _ => key,
-    };
-    !head.bytes().any(|b| b.is_ascii_uppercase())
+    key.is_ascii() && !key.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 impl RequestContext {
@@ -228,17 +232,42 @@ impl RequestContext {
         }
     }
 
+    /// Sets the key's one value, replacing what it had.
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
-        self.values.insert(normalise_key(key), vec![value.into()]);
+        self.set_all(key, vec![value.into()])
+    }
+
+    /// Sets the key's values (several for a multi-valued key), replacing what it had.
+    pub fn set_all(&mut self, key: &str, values: Vec<String>) -> &mut Self {
+        let key = normalise_key(key);
+        self.ambiguous.retain(|k| *k != key);
+        self.values.insert(key, values);
         self
     }
 
-    pub fn set_all(&mut self, key: &str, values: Vec<String>) -> &mut Self {
-        self.values.insert(normalise_key(key), values);
+    /// Adds one value of a request key as the request spelt it. Keys that differ only in case
+    /// are one key: a second spelling adds a candidate value and marks the key ambiguous.
+    pub fn add_spelling(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        match self.values.entry(normalise_key(key)) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().push(value.into());
+                if !self.ambiguous.contains(entry.key()) {
+                    self.ambiguous.push(entry.key().clone());
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(vec![value.into()]);
+            }
+        }
         self
     }
 
     pub fn get(&self, key: &str) -> Option<&[String]> {
+        self.lookup(key).map(|(values, _)| values)
+    }
+
+    /// The key's values, and whether they are candidates from several spellings.
+    fn lookup(&self, key: &str) -> Option<(&[String], bool)> {
         let normalised;
         let key = if is_normalised(key) {
             key
@@ -246,17 +275,19 @@ impl RequestContext {
             normalised = normalise_key(key);
             &normalised
         };
-        let found = self.values.get(key).or_else(|| {
-            let deferred = self.deferred.as_ref()?;
-            self.filled
-                .get_or_init(|| {
-                    let mut spelt_out = RequestContext::new();
-                    deferred.fill(&mut spelt_out);
-                    spelt_out.values
-                })
-                .get(key)
-        });
-        found.map(Vec::as_slice)
+        if let Some(values) = self.values.get(key) {
+            let ambiguous = !self.ambiguous.is_empty() && self.ambiguous.iter().any(|k| k == key);
+            return Some((values.as_slice(), ambiguous));
+        }
+        let deferred = self.deferred.as_ref()?;
+        self.filled
+            .get_or_init(|| {
+                let mut spelt_out = RequestContext::new();
+                deferred.fill(&mut spelt_out);
+                spelt_out.values
+            })
+            .get(key)
+            .map(|values| (values.as_slice(), false))
     }
 }
 
@@ -292,30 +323,63 @@ impl Condition {
         Ok(())
     }
 
-    /// Whether the condition holds for the request.
-    pub fn holds(&self, context: &RequestContext) -> bool {
-        let present = context.get(&self.key).filter(|v| !v.is_empty());
+    /// Whether the condition holds for the request, in a statement of `effect` (which
+    /// matters only for a key the request spelt several ways).
+    pub fn holds(&self, context: &RequestContext, effect: Effect) -> bool {
+        let present = context.lookup(&self.key).filter(|(v, _)| !v.is_empty());
         if self.operator == Operator::Null {
             let wants_absent = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
             return present.is_none() == wants_absent;
         }
-        let Some(request_values) = present else {
+        let Some((request_values, ambiguous)) = present else {
             return self.if_exists
                 || self.qualifier == SetQualifier::ForAllValues
                 || (self.qualifier == SetQualifier::Single && self.operator.negated());
         };
-        let one = |request: &String| {
-            let any = self
+        // Only statements with variables pay for resolving them.
+        let resolved: Option<Vec<(String, Vec<Glyph>)>> = if self.variables {
+            let resolved = self
                 .values
                 .iter()
-                .any(|policy| self.operator.value_matches(request, policy));
+                .map(|v| variables::resolve(v, context).map(|g| (variables::literal(&g), g)))
+                .collect::<Option<Vec<_>>>();
+            match resolved {
+                Some(resolved) => Some(resolved),
+                // An unresolvable variable: the statement does not apply.
+                None => return false,
+            }
+        } else {
+            None
+        };
+        let one = |request: &String| {
+            let any = match &resolved {
+                None => self
+                    .values
+                    .iter()
+                    .any(|policy| self.operator.value_matches(request, policy)),
+                Some(resolved) => resolved.iter().any(|(text, glyphs)| match self.operator {
+                    Operator::StringLike | Operator::StringNotLike => {
+                        wildcard::matches_resolved(glyphs, request, false)
+                    }
+                    _ => self.operator.value_matches(request, text),
+                }),
+            };
             any != self.operator.negated()
         };
-        match self.qualifier {
-            SetQualifier::ForAllValues => request_values.iter().all(one),
-            SetQualifier::ForAnyValue => request_values.iter().any(one),
-            SetQualifier::Single if self.operator.negated() => request_values.iter().all(one),
-            SetQualifier::Single => request_values.iter().any(one),
+        let over = |values: &[String]| match self.qualifier {
+            SetQualifier::ForAllValues => values.iter().all(one),
+            SetQualifier::ForAnyValue => values.iter().any(one),
+            SetQualifier::Single if self.operator.negated() => values.iter().all(one),
+            SetQualifier::Single => values.iter().any(one),
+        };
+        if ambiguous && request_values.len() > 1 {
+            let each = |value: &String| over(std::slice::from_ref(value));
+            match effect {
+                Effect::Deny => request_values.iter().any(each),
+                Effect::Allow => request_values.iter().all(each),
+            }
+        } else {
+            over(request_values)
         }
     }
 }
@@ -369,6 +433,7 @@ mod tests {
             "aws:sourceip",
             "aws:SourceIp",
             "kms:encryptioncontext:Tenant",
+            "kms:encryptioncontext:tenant",
             "kms:EncryptionContext:tenant",
             "kms:encryptioncontext:",
             "KMS:ENCRYPTIONCONTEXTKEYS",
@@ -376,15 +441,22 @@ mod tests {
             "kms:encryptioncontext:É",
             "",
         ] {
-            assert_eq!(is_normalised(key), normalise_key(key) == key, "{key}");
+            assert!(
+                !is_normalised(key) || normalise_key(key) == key,
+                "{key} is taken as normalised but is not"
+            );
         }
+        assert!(is_normalised("kms:encryptioncontext:tenant"));
         let mut context = RequestContext::new();
         context.set("kms:EncryptionContext:Tenant", "blue");
         assert_eq!(
-            context.get("KMS:encryptioncontext:Tenant"),
+            context.get("KMS:encryptioncontext:TENANT"),
             Some(&["blue".to_owned()][..])
         );
-        assert_eq!(context.get("kms:encryptioncontext:tenant"), None);
+        assert_eq!(
+            context.get("kms:encryptioncontext:tenant"),
+            Some(&["blue".to_owned()][..])
+        );
     }
 
     #[test]
@@ -423,12 +495,74 @@ mod tests {
     }
 
     #[test]
-    fn context_keys_are_case_insensitive_but_encryption_context_names_are_not() {
+    fn context_keys_are_case_insensitive_encryption_context_names_too() {
         let mut context = RequestContext::new();
         context.set("aws:SourceIp", "1.2.3.4");
-        context.set("kms:EncryptionContext:Tenant", "a");
+        context.add_spelling("kms:EncryptionContext:TENANT", "a");
         assert!(context.get("AWS:SOURCEIP").is_some());
         assert!(context.get("KMS:ENCRYPTIONCONTEXT:Tenant").is_some());
-        assert!(context.get("kms:EncryptionContext:tenant").is_none());
+        assert_eq!(
+            context.get("kms:EncryptionContext:tenant"),
+            Some(&["a".to_owned()][..])
+        );
+    }
+
+    fn condition(operator: &str, if_exists: bool, key: &str, values: &[&str]) -> Condition {
+        Condition {
+            operator: Operator::from_name(operator).unwrap(),
+            if_exists,
+            qualifier: SetQualifier::Single,
+            key: normalise_key(key),
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+            variables: false,
+        }
+    }
+
+    /// A Deny written for `tenant` must apply to a request that spells the pair `TENANT`.
+    #[test]
+    fn a_deny_on_an_encryption_context_key_applies_whatever_its_case() {
+        let mut context = RequestContext::new();
+        context.add_spelling("kms:EncryptionContext:TENANT", "a");
+        let key = "kms:EncryptionContext:tenant";
+        for deny in [
+            condition("StringNotEquals", false, key, &["b"]),
+            condition("StringNotEquals", true, key, &["b"]),
+            condition("StringEquals", false, key, &["a"]),
+            condition("StringLike", true, key, &["*"]),
+            condition("Null", false, key, &["false"]),
+        ] {
+            assert!(deny.holds(&context, Effect::Deny), "{deny:?}");
+        }
+        assert!(!condition("Null", false, key, &["true"]).holds(&context, Effect::Deny));
+    }
+
+    /// `tenant: a` and `TENANT: b` in one request: each value is a candidate; a Deny applies
+    /// if its condition holds for any, an Allow only if it holds for all.
+    #[test]
+    fn keys_spelt_two_ways_refuse_more_never_less() {
+        let mut context = RequestContext::new();
+        context
+            .add_spelling("kms:EncryptionContext:tenant", "a")
+            .add_spelling("kms:EncryptionContext:TENANT", "b");
+        let key = "kms:EncryptionContext:Tenant";
+        let only_a = condition("StringEquals", false, key, &["a"]);
+        assert!(!only_a.holds(&context, Effect::Allow));
+        assert!(only_a.holds(&context, Effect::Deny));
+        let not_a = condition("StringNotEquals", false, key, &["a"]);
+        assert!(not_a.holds(&context, Effect::Deny));
+        assert!(!not_a.holds(&context, Effect::Allow));
+        let either = condition("StringEquals", false, key, &["a", "b"]);
+        assert!(either.holds(&context, Effect::Allow));
+        let mut any = condition("StringEquals", false, key, &["a"]);
+        any.qualifier = SetQualifier::ForAnyValue;
+        assert!(!any.holds(&context, Effect::Allow));
+        assert!(any.holds(&context, Effect::Deny));
+        let mut all = condition("StringEquals", false, key, &["a"]);
+        all.qualifier = SetQualifier::ForAllValues;
+        assert!(!all.holds(&context, Effect::Allow));
+        assert!(all.holds(&context, Effect::Deny));
+        // Setting the key again (the simulator does) ends the ambiguity.
+        context.set(key, "a");
+        assert!(only_a.holds(&context, Effect::Allow));
     }
 }

@@ -4,12 +4,31 @@
 //! `Action`/`NotAction`, `Resource`/`NotResource`, `Condition`), so a key policy written for
 //! AWS KMS parses here unchanged.
 
-use super::condition::{Condition, Operator, SetQualifier};
+use super::condition::{Condition, Operator, SetQualifier, normalise_key};
+use super::{condition_keys, variables};
 use serde_json::{Map, Value};
+
+/// The `Sid` of [`Policy::deny_all`]'s one statement, which names the cause in audit and
+/// simulator answers.
+pub const UNREADABLE_SID: &str = "PolicyUnreadableDeniesEverything";
 
 /// Largest policy document accepted.
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
 const VERSIONS: [&str; 2] = ["2012-10-17", "2008-10-17"];
+
+/// How a document is read: as one being put (every check), or as one stored by an earlier
+/// version, which passed the checks of its day (later, stricter put-time checks must not
+/// turn a working key policy into a locked key).
+#[derive(Debug, Clone, Copy)]
+struct Grammar {
+    kind: PolicyKind,
+    /// The checks made when a policy is put: condition keys and variables of our namespaces
+    /// must exist, and variables must be well formed (a stored policy whose variable is not
+    /// simply matches nothing where it stands).
+    put_checks: bool,
+    /// `${…}` are variables (Version 2012-10-17), not literal text.
+    variables: bool,
+}
 
 /// Where a policy is used; it decides which elements are required or forbidden.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +76,8 @@ pub struct Statement {
     pub action: Matcher,
     pub resource: Matcher,
     pub conditions: Vec<Condition>,
+    /// Whether `Resource` / `NotResource` hold policy variables to resolve.
+    pub variables: bool,
 }
 
 /// A parsed, valid policy document.
@@ -152,7 +173,28 @@ fn principal_pattern(name: &str, at: &str) -> Result<String, MalformedPolicy> {
     Ok(name.to_owned())
 }
 
-fn parse_conditions(value: &Value, at: &str) -> Result<Vec<Condition>, MalformedPolicy> {
+/// The keys a condition may not name when it is put: keys of our namespaces that do not exist,
+/// in the condition's key and in its values' variables.
+fn check_keys(condition: &Condition, key: &str, grammar: Grammar) -> Result<(), String> {
+    if !grammar.put_checks {
+        return Ok(());
+    }
+    condition_keys::check(key)?;
+    if condition.variables {
+        for value in &condition.values {
+            for variable in variables::variable_keys(value)? {
+                condition_keys::check(variable)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_conditions(
+    value: &Value,
+    at: &str,
+    grammar: Grammar,
+) -> Result<Vec<Condition>, MalformedPolicy> {
     let Value::Object(operators) = value else {
         return Err(err(format!("{at} must be an object")));
     };
@@ -182,15 +224,28 @@ fn parse_conditions(value: &Value, at: &str) -> Result<Vec<Condition>, Malformed
         }
         for (key, values) in keys {
             let values = condition_values(values, &format!("{here}.{key}"))?;
+            let string_operator = matches!(
+                operator,
+                Operator::StringEquals
+                    | Operator::StringNotEquals
+                    | Operator::StringEqualsIgnoreCase
+                    | Operator::StringNotEqualsIgnoreCase
+                    | Operator::StringLike
+                    | Operator::StringNotLike
+            );
             let condition = Condition {
                 operator,
                 if_exists,
                 qualifier,
-                key: key.clone(),
+                key: normalise_key(key),
+                variables: grammar.variables
+                    && string_operator
+                    && values.iter().any(|v| variables::has_variables(v)),
                 values,
             };
             condition
                 .validate()
+                .and_then(|()| check_keys(&condition, key, grammar))
                 .map_err(|problem| err(format!("{here}.{key}: {problem}")))?;
             conditions.push(condition);
         }
@@ -201,8 +256,9 @@ fn parse_conditions(value: &Value, at: &str) -> Result<Vec<Condition>, Malformed
 fn parse_statement(
     value: &Value,
     at: &str,
-    kind: PolicyKind,
+    grammar: Grammar,
 ) -> Result<Statement, MalformedPolicy> {
+    let kind = grammar.kind;
     let Value::Object(map) = value else {
         return Err(err(format!("{at} must be an object")));
     };
@@ -265,9 +321,28 @@ fn parse_statement(
         }
     };
     let conditions = match map.get("Condition") {
-        Some(c) => parse_conditions(c, &format!("{at}.Condition"))?,
+        Some(c) => parse_conditions(c, &format!("{at}.Condition"), grammar)?,
         None => Vec::new(),
     };
+    let mut variables = false;
+    if grammar.variables {
+        let (Matcher::Any(patterns) | Matcher::None(patterns)) = &resource;
+        let element = match &resource {
+            Matcher::Any(_) => "Resource",
+            Matcher::None(_) => "NotResource",
+        };
+        for (i, pattern) in patterns.iter().enumerate() {
+            if !variables::has_variables(pattern) {
+                continue;
+            }
+            variables = true;
+            if grammar.put_checks {
+                variables::variable_keys(pattern)
+                    .and_then(|keys| keys.into_iter().try_for_each(condition_keys::check))
+                    .map_err(|problem| err(format!("{at}.{element}[{i}]: {problem}")))?;
+            }
+        }
+    }
     Ok(Statement {
         sid,
         effect,
@@ -275,15 +350,22 @@ fn parse_statement(
         action,
         resource,
         conditions,
+        variables,
     })
 }
 
+/// Actions as AWS accepts them: `*`, or `<service>:<name>` for any service, the name with
+/// `*` / `?` wildcards. Actions of services Keyhaven does not serve are accepted (a policy
+/// written for AWS keeps its `s3:` statements) and simply never match.
 fn actions(value: &Value, at: &str) -> Result<Vec<String>, MalformedPolicy> {
     let actions = strings(value, at)?;
     for (i, action) in actions.iter().enumerate() {
         let valid = action == "*"
             || action.split_once(':').is_some_and(|(service, name)| {
-                matches!(service.to_ascii_lowercase().as_str(), "kms" | "iam" | "sts")
+                !service.is_empty()
+                    && service
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !name.is_empty()
                     && name
                         .bytes()
@@ -291,7 +373,8 @@ fn actions(value: &Value, at: &str) -> Result<Vec<String>, MalformedPolicy> {
             });
         if !valid {
             return Err(err(format!(
-                "{at}[{i}]: \"{action}\" is not an action (kms:<Operation>, iam:<Operation>, sts:AssumeRole, or *)"
+                "{at}[{i}]: \"{action}\" is not an action (<service>:<Operation>, with * and ? \
+                 wildcards in the operation, or *)"
             )));
         }
     }
@@ -299,8 +382,43 @@ fn actions(value: &Value, at: &str) -> Result<Vec<String>, MalformedPolicy> {
 }
 
 impl Policy {
-    /// Parses and validates a policy document of the given kind.
+    /// Parses and validates a policy document of the given kind, as it is being put: every
+    /// check applies.
     pub fn parse(text: &str, kind: PolicyKind) -> Result<Self, MalformedPolicy> {
+        Self::parse_as(text, kind, true)
+    }
+
+    /// Parses a policy that was accepted when it was put and has been stored since: the
+    /// checks made only when a policy is put (condition keys of our namespaces exist,
+    /// variables are well formed) are not applied again, so that a stricter release does not
+    /// lock working keys. What still fails here fails closed where it is used.
+    pub fn parse_stored(text: &str, kind: PolicyKind) -> Result<Self, MalformedPolicy> {
+        Self::parse_as(text, kind, false)
+    }
+
+    /// The policy that stands in for one that cannot be read: it refuses everyone everything,
+    /// so that an unreadable policy fails closed (its Denies may have been all that kept
+    /// someone out).
+    pub fn deny_all(kind: PolicyKind) -> Self {
+        Self {
+            version: VERSIONS[0].to_owned(),
+            id: None,
+            statements: vec![Statement {
+                sid: Some(UNREADABLE_SID.to_owned()),
+                effect: Effect::Deny,
+                principal: match kind {
+                    PolicyKind::Resource => Some(PrincipalMatch::Anyone),
+                    PolicyKind::Identity => None,
+                },
+                action: Matcher::Any(vec!["*".into()]),
+                resource: Matcher::Any(vec!["*".into()]),
+                conditions: Vec::new(),
+                variables: false,
+            }],
+        }
+    }
+
+    fn parse_as(text: &str, kind: PolicyKind, put_checks: bool) -> Result<Self, MalformedPolicy> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(err(format!(
                 "the policy is {} bytes; at most {MAX_POLICY_BYTES} are allowed",
@@ -312,10 +430,14 @@ impl Policy {
         let Value::Object(map) = value else {
             return Err(err("the policy must be a JSON object"));
         };
-        Self::from_map(&map, kind)
+        Self::from_map(&map, kind, put_checks)
     }
 
-    fn from_map(map: &Map<String, Value>, kind: PolicyKind) -> Result<Self, MalformedPolicy> {
+    fn from_map(
+        map: &Map<String, Value>,
+        kind: PolicyKind,
+        put_checks: bool,
+    ) -> Result<Self, MalformedPolicy> {
         for key in map.keys() {
             if !matches!(key.as_str(), "Version" | "Id" | "Statement") {
                 return Err(err(format!("unknown top-level element \"{key}\"")));
@@ -331,6 +453,11 @@ impl Policy {
             }
             None => VERSIONS[1].to_owned(),
         };
+        let grammar = Grammar {
+            kind,
+            put_checks,
+            variables: version == VERSIONS[0],
+        };
         let id = match map.get("Id") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -340,10 +467,12 @@ impl Policy {
             Some(Value::Array(list)) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, s)| parse_statement(s, &format!("Statement[{i}]"), kind))
+                .map(|(i, s)| parse_statement(s, &format!("Statement[{i}]"), grammar))
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::Array(_)) => return Err(err("Statement must not be empty")),
-            Some(single @ Value::Object(_)) => vec![parse_statement(single, "Statement", kind)?],
+            Some(single @ Value::Object(_)) => {
+                vec![parse_statement(single, "Statement", grammar)?]
+            }
             Some(_) => return Err(err("Statement must be an object or a list of objects")),
             None => return Err(err("Statement is missing")),
         };
@@ -421,6 +550,40 @@ mod tests {
     }
 
     #[test]
+    fn put_time_checks_say_where_and_stored_policies_skip_them() {
+        use PolicyKind::*;
+        let typo = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:*","Resource":"*","Condition":{"StringNotEquals":{"kms:EncryptionContex:tenant":"a"}}}]}"#;
+        refuse(
+            typo,
+            Identity,
+            "Statement[0].Condition.StringNotEquals.kms:EncryptionContex:tenant: \"kms:EncryptionContex:tenant\" is not a condition key of the kms: namespace",
+        );
+        let unclosed = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:*","Resource":["*","arn:aws:iam::*:user/${aws:username"]}]}"#;
+        refuse(unclosed, Identity, "Statement[0].Resource[1]: ");
+        let variable_typo = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:*","NotResource":"arn:aws:iam::*:user/${aws:usrname}"}]}"#;
+        refuse(variable_typo, Identity, "Statement[0].NotResource[0]: ");
+        let in_condition = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"kms:EncryptionContext:owner":"${aws:user}"}}}]}"#;
+        refuse(
+            in_condition,
+            Identity,
+            "Statement[0].Condition.StringEquals.kms:EncryptionContext:owner: \"aws:user\"",
+        );
+        for text in [typo, unclosed, variable_typo, in_condition] {
+            assert!(Policy::parse_stored(text, Identity).is_ok(), "{text}");
+        }
+        // In 2008-10-17 `${` is text: nothing to check.
+        let old = unclosed.replace("2012-10-17", "2008-10-17");
+        let policy = Policy::parse(&old, Identity).unwrap();
+        assert!(!policy.statements[0].variables);
+        // Other services' actions and condition keys are accepted.
+        Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","ec2:Describe*","audit:*"],"Resource":"*","Condition":{"StringLike":{"s3:prefix":"home/${aws:username}/*"}}}]}"#,
+            Identity,
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn malformed_policies_say_where() {
         use PolicyKind::*;
         let cases = [
@@ -467,9 +630,9 @@ mod tests {
                 "not both",
             ),
             (
-                r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#,
+                r#"{"Statement":[{"Effect":"Allow","Action":"s3 GetObject","Resource":"*"}]}"#,
                 Identity,
-                "Statement[0].Action[0]: \"s3:GetObject\" is not an action",
+                "Statement[0].Action[0]: \"s3 GetObject\" is not an action",
             ),
             (
                 r#"{"Statement":[{"Effect":"Allow","Action":[],"Resource":"*"}]}"#,

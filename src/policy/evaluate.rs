@@ -13,7 +13,7 @@
 
 use super::condition::RequestContext;
 use super::document::{Effect, Matcher, Policy, PrincipalMatch, Statement};
-use super::wildcard;
+use super::{variables, wildcard};
 use std::sync::Arc;
 
 /// A policy with the name it is reported under (`key policy`, `user/alice/ReadOnly`, …).
@@ -118,9 +118,29 @@ fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[S
     }
 }
 
+/// The statement's `Resource` / `NotResource` against the request's resource, resolving
+/// policy variables first where the statement has any. A pattern whose variable cannot be
+/// resolved matches nothing, and makes a `NotResource` statement not apply.
+fn resource_applies(statement: &Statement, request: &Request<'_>) -> bool {
+    if !statement.variables {
+        return matcher_applies(&statement.resource, request.resource, false);
+    }
+    let one = |pattern: &String| {
+        if !variables::has_variables(pattern) {
+            return Some(wildcard::matches(pattern, request.resource, false));
+        }
+        variables::resolve(pattern, request.context)
+            .map(|glyphs| wildcard::matches_resolved(&glyphs, request.resource, false))
+    };
+    match &statement.resource {
+        Matcher::Any(patterns) => patterns.iter().any(|p| one(p) == Some(true)),
+        Matcher::None(patterns) => patterns.iter().all(|p| one(p) == Some(false)),
+    }
+}
+
 fn applies(statement: &Statement, request: &Request<'_>, principals: Option<&[String]>) -> bool {
     matcher_applies(&statement.action, request.action, true)
-        && matcher_applies(&statement.resource, request.resource, false)
+        && resource_applies(statement, request)
         && match (&statement.principal, principals) {
             (Some(p), Some(principals)) => principal_applies(p, statement.effect, principals),
             (None, None) => true,
@@ -129,7 +149,7 @@ fn applies(statement: &Statement, request: &Request<'_>, principals: Option<&[St
         && statement
             .conditions
             .iter()
-            .all(|c| c.holds(request.context))
+            .all(|c| c.holds(request.context, statement.effect))
 }
 
 fn first(

@@ -1,11 +1,15 @@
-//! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate.
+//! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate; findings
+//! about a document in the manner of IAM Access Analyzer ([`validate`]).
 //!
 //! [`evaluate`] is the one function that authorises every gRPC operation; the policy
 //! simulator calls it too, so what it answers is what the daemon does.
 
 mod condition;
+mod condition_keys;
 mod document;
 mod evaluate;
+mod validate;
+mod variables;
 mod wildcard;
 
 pub use condition::{
@@ -13,9 +17,10 @@ pub use condition::{
 };
 pub use document::{
     Effect, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind, PrincipalMatch,
-    Statement, default_key_policy,
+    Statement, UNREADABLE_SID, default_key_policy,
 };
 pub use evaluate::{
     Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
 };
+pub use validate::{AUTHORISED_ACTIONS, Finding, FindingType, validate};
 pub use wildcard::matches as wildcard_matches;

@@ -1,6 +1,8 @@
 //! `*` (any run of characters) and `?` (any one character) patterns, as IAM matches actions,
 //! resources, principals and `StringLike` values.
 
+use super::variables::Glyph;
+
 /// Whether `text` matches `pattern`. Linear-time with one backtrack point (no exponential
 /// blow-up on hostile patterns). ASCII (every ARN and action name) is matched byte by byte
 /// without allocating; anything else character by character, with Unicode case folding.
@@ -28,6 +30,17 @@ pub fn matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
         }
     };
     glob(&p, &t, '*', '?', same)
+}
+
+/// Whether `text` matches a pattern whose variables were resolved: only the wildcards the
+/// policy wrote are wildcards (see the `variables` module).
+pub fn matches_resolved(pattern: &[Glyph], text: &str, ignore_case: bool) -> bool {
+    let t: Vec<Glyph> = text.chars().map(Glyph::Char).collect();
+    let same = |a: &Glyph, b: &Glyph| match (a, b) {
+        (Glyph::Char(a), Glyph::Char(b)) if ignore_case => a.to_lowercase().eq(b.to_lowercase()),
+        (a, b) => a == b,
+    };
+    glob(pattern, &t, Glyph::AnyRun, Glyph::AnyOne, same)
 }
 
 fn glob<T: PartialEq>(

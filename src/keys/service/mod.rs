@@ -527,28 +527,40 @@ impl KeyService {
         self.default_policy.clone()
     }
 
-    /// The key's policy, parsed (cached until the record changes).
-    pub fn key_policy(&self, id: Uuid) -> Option<NamedPolicy> {
-        let entry = self.entry_by_id(id)?;
+    /// The key's policy, parsed (cached until the record changes). A stored policy that does
+    /// not parse, or a key that is gone, gives [`Policy::deny_all`]: access fails closed and
+    /// never falls back to identity policies alone.
+    pub fn key_policy(&self, id: Uuid) -> NamedPolicy {
+        let named = |policy| NamedPolicy {
+            name: "key policy".into(),
+            policy,
+        };
+        let Some(entry) = self.entry_by_id(id) else {
+            return named(Arc::new(Policy::deny_all(PolicyKind::Resource)));
+        };
         let record = entry.record();
-        let mut cache = entry.policy.lock().ok()?;
+        let mut cache = match entry.policy.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         if let Some((cached_for, policy)) = cache.as_ref()
             && Arc::ptr_eq(cached_for, &record)
         {
-            return Some(NamedPolicy {
-                name: "key policy".into(),
-                policy: policy.clone(),
-            });
+            return named(policy.clone());
         }
-        let policy = match &record.policy {
-            Some(text) => Arc::new(Policy::parse(text, PolicyKind::Resource).ok()?),
-            None => self.default_policy.clone()?,
+        let parsed = match &record.policy {
+            Some(text) => Policy::parse_stored(text, PolicyKind::Resource).map(Arc::new),
+            None => self.default_policy.clone().ok_or_else(|| {
+                crate::policy::MalformedPolicy("the default key policy does not parse".into())
+            }),
         };
+        let policy = parsed.unwrap_or_else(|e| {
+            tracing::error!(key = %id, error = %e,
+                "the key's stored policy cannot be read; every request on the key is denied");
+            Arc::new(Policy::deny_all(PolicyKind::Resource))
+        });
         *cache = Some((record, policy.clone()));
-        Some(NamedPolicy {
-            name: "key policy".into(),
-            policy,
-        })
+        named(policy)
     }
 
     /// GetKeyPolicy: the policy text (the default one for keys made without).
