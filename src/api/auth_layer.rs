@@ -321,8 +321,20 @@ where
                     ));
                 }
             };
+            // HTTP/2 carries it as `:authority`, HTTP/1.1 as `Host`.
+            let authority = parts
+                .uri
+                .authority()
+                .map(http::uri::Authority::as_str)
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(http::header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                });
             let (caller, used): (Caller, _) = match layer.credentials.authenticate(
                 parts.uri.path(),
+                authority,
                 &parts.headers,
                 &sha256_hex(payload),
             ) {

@@ -5,7 +5,7 @@
 //! like AWS, the verifier needs the secret itself, but the secret never travels. Session tokens
 //! of temporary credentials are stored only as their SHA-256.
 
-use super::signature::{self, REQUIRED_SIGNED, TOKEN_HEADER};
+use super::signature::{self, HOST_HEADER, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
@@ -264,6 +264,22 @@ fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
     })
 }
 
+/// Whether `authority` (`name` or `name:port`) is one of `accepted` (an empty list accepts
+/// all): an entry `name` matches on any port, `name:port` on that port only; case is ignored.
+fn host_accepted(accepted: &[String], authority: &str) -> bool {
+    let authority = authority.to_ascii_lowercase();
+    let name = match authority.rsplit_once(':') {
+        // Not an IPv6 literal's colon: `[::1]:7878` splits at the port, `[::1]` not at all.
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority.as_str(),
+    };
+    accepted.is_empty()
+        || accepted.iter().any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            entry == authority || entry == name
+        })
+}
+
 /// The daemon's access keys, and the check of every request's signature.
 pub struct CredentialStore {
     master: Arc<MasterKey>,
@@ -276,6 +292,12 @@ pub struct CredentialStore {
     /// Serialises changes (so the per-user limit holds under concurrency).
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
+    /// When this run of the daemon opened its credentials: signatures dated earlier are
+    /// refused, since only the signatures of state changes outlive a restart.
+    started: UnixSeconds,
+    /// The `:authority` values requests may be addressed to; empty: any (behind a proxy, the
+    /// name clients use may be one the daemon cannot know). Either way the value is signed.
+    accepted_hosts: Vec<String>,
 }
 
 impl CredentialStore {
@@ -350,7 +372,16 @@ impl CredentialStore {
             keys: RwLock::new(keys),
             gate: tokio::sync::Mutex::new(()),
             replay,
+            started: now,
+            accepted_hosts: Vec::new(),
         })
+    }
+
+    /// Accepts only requests addressed to one of `hosts` (`name` matches `name` on any port;
+    /// `name:port` that port only). Empty: any host, as long as it is signed.
+    pub fn with_accepted_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.accepted_hosts = hosts;
+        self
     }
 
     fn unwrap_entry(
@@ -620,11 +651,13 @@ impl CredentialStore {
         Ok(count)
     }
 
-    /// Verifies a request's signature: `method_path` is the gRPC path, `body_sha256_hex` the
-    /// hash of the request message as received.
+    /// Verifies a request's signature: `method_path` is the gRPC path, `authority` the
+    /// `:authority` (or `Host`) the request arrived with, `body_sha256_hex` the hash of the
+    /// request message as received.
     pub fn authenticate(
         &self,
         method_path: &str,
+        authority: Option<&str>,
         headers: &http::HeaderMap,
         body_sha256_hex: &str,
     ) -> Result<(Caller, SignatureUse), AuthError> {
@@ -676,9 +709,21 @@ impl CredentialStore {
                 "{TOKEN_HEADER} is only for temporary credentials"
             )));
         }
+        // A replay is named as one even when it was sent on to another address.
+        if self
+            .replay
+            .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
+        {
+            return Err(AuthError::Replayed);
+        }
         let mut signed = Vec::with_capacity(parsed.signed_headers.len());
         for &name in &parsed.signed_headers {
-            let value = header(name)?
+            let value = if name == HOST_HEADER {
+                authority
+            } else {
+                header(name)?
+            };
+            let value = value
                 .ok_or_else(|| AuthError::Malformed(format!("signed header {name} is missing")))?;
             signed.push((name, value));
         }
@@ -717,6 +762,20 @@ impl CredentialStore {
         if !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);
         }
+        if request_time < self.started {
+            return Err(AuthError::SignedBeforeStart {
+                request_time,
+                started: self.started,
+            });
+        }
+        if let Some(authority) = authority
+            && !host_accepted(&self.accepted_hosts, authority)
+        {
+            // An authority is visible ASCII (http checks it); a long one is cut for the message.
+            return Err(AuthError::HostNotAccepted(
+                authority.chars().take(255).collect(),
+            ));
+        }
         Ok((
             Caller {
                 principal: entry.principal.clone(),
@@ -730,6 +789,25 @@ impl CredentialStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_hosts_match_by_name_or_by_name_and_port() {
+        let accepted = |list: &[&str], authority: &str| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            host_accepted(&list, authority)
+        };
+        assert!(accepted(&[], "anything:1"));
+        let list = ["kms.example.com", "10.0.0.5:7878", "[::1]"];
+        assert!(accepted(&list, "kms.example.com"));
+        assert!(accepted(&list, "KMS.example.com:443"));
+        assert!(accepted(&list, "10.0.0.5:7878"));
+        assert!(accepted(&list, "[::1]:7878"));
+        assert!(!accepted(&list, "10.0.0.5:7879"));
+        assert!(!accepted(&list, "10.0.0.5"));
+        assert!(!accepted(&list, "kms.example.com.evil"));
+        assert!(!accepted(&list, "evil-kms.example.com"));
+        assert!(!accepted(&list, "[::2]:7878"));
+    }
 
     #[test]
     fn stored_signatures_read_back_and_sort_by_expiry() {

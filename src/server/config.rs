@@ -45,6 +45,8 @@ pub struct ConfigFile {
     pub audit_max_bytes: Option<u64>,
     /// Prometheus metrics at http://<address>/metrics; none when absent.
     pub metrics_listen: Option<String>,
+    /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
+    pub accepted_hosts: Option<Vec<String>>,
 }
 
 /// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
@@ -186,6 +188,9 @@ pub struct DaemonConfig {
     pub audit_log: PathBuf,
     pub audit_max_bytes: u64,
     pub metrics_listen: Option<SocketAddr>,
+    /// The `:authority` values requests may be addressed to (`name` on any port, or
+    /// `name:port`); empty: any. Signatures cover the authority either way.
+    pub accepted_hosts: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -208,6 +213,7 @@ impl DaemonConfig {
             audit_log: data_dir.join("audit").join("audit.log"),
             audit_max_bytes: crate::audit::DEFAULT_MAX_BYTES,
             metrics_listen: None,
+            accepted_hosts: Vec::new(),
             data_dir,
         }
     }
@@ -281,6 +287,16 @@ impl DaemonConfig {
         }
         if let Some(listen) = &file.metrics_listen {
             config.set_metrics_listen(listen)?;
+        }
+        if let Some(hosts) = &file.accepted_hosts {
+            if let Some(bad) = hosts.iter().find(|h| {
+                h.is_empty() || h.contains(['/', '@']) || h.chars().any(|c| c.is_whitespace())
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "accepted_hosts: '{bad}' is not a host name or host:port"
+                )));
+            }
+            config.accepted_hosts = hosts.clone();
         }
         config.validate()?;
         Ok(config)

@@ -144,7 +144,8 @@ impl Daemon {
                 &config.region,
                 &info.account_id,
             )
-            .map_err(|e| ServerError::Start(e.to_string()))?,
+            .map_err(|e| ServerError::Start(e.to_string()))?
+            .with_accepted_hosts(config.accepted_hosts.clone()),
         );
         let clock_for_iam = clock.clone();
         let master_for_audit = master.clone();
