@@ -9,7 +9,7 @@ use super::signature::{self, HOST_HEADER, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
-use crate::secret::{Secret, SecretString};
+use crate::secret::{Locked, LockedText, Secret, SecretString};
 use crate::store::{Store, StoreError, WriteBatch};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -109,7 +109,8 @@ struct AccessKeyRecord {
 struct AccessKeyEntry {
     record: AccessKeyRecord,
     principal: Arc<Principal>,
-    secret: SecretString,
+    /// Long-lived, as is its signing key: both out of core dumps and swap.
+    secret: LockedText,
     /// The signing key of the last (date, region) it signed for: derived once a day rather
     /// than with four HMACs on every request.
     signing: RwLock<Option<SigningKey>>,
@@ -118,7 +119,7 @@ struct AccessKeyEntry {
 struct SigningKey {
     date: String,
     region: String,
-    key: Secret<[u8; 32]>,
+    key: Locked<Secret<[u8; 32]>>,
 }
 
 impl AccessKeyEntry {
@@ -135,7 +136,7 @@ impl AccessKeyEntry {
             *cached = Some(SigningKey {
                 date: date.to_owned(),
                 region: region.to_owned(),
-                key: Secret::new(*key.expose()),
+                key: Locked::new(Secret::new(*key.expose())),
             });
         }
         key
@@ -396,14 +397,15 @@ impl CredentialStore {
         let secret = master
             .unwrap(&record_name(&record.access_key_id), &wrapped)
             .map_err(|_| "failed to unwrap".to_string())?;
-        let secret =
-            String::from_utf8(secret.expose().clone()).map_err(|_| "damaged".to_string())?;
+        let secret = std::str::from_utf8(secret.expose())
+            .map(LockedText::new)
+            .map_err(|_| "damaged".to_string())?;
         let principal = principal(&record.principal, partition, account_id)
             .ok_or_else(|| "names no principal".to_string())?;
         Ok(AccessKeyEntry {
             record,
             principal: Arc::new(principal),
-            secret: SecretString::new(secret),
+            secret,
             signing: RwLock::new(None),
         })
     }

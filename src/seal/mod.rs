@@ -138,7 +138,8 @@ pub fn derive_kek_keyed(
 
 /// The master key: AES-256-GCM that wraps every secret record, each bound to its record name.
 pub struct MasterKey {
-    cipher: Aes256Gcm,
+    /// The key schedule, for the daemon's whole life: out of core dumps and swap.
+    cipher: crate::secret::Locked<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -150,7 +151,7 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     fn from_bytes(bytes: &[u8; 32]) -> Self {
         Self {
-            cipher: Aes256Gcm::new(bytes.into()),
+            cipher: crate::secret::Locked::new(Aes256Gcm::new(bytes.into())),
         }
     }
 

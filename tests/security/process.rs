@@ -189,3 +189,266 @@ async fn a_host_outside_accepted_hosts_is_refused() {
         .into_inner();
     assert_eq!(answer.plaintext.len(), 8);
 }
+
+// ------------------------------------------------------------------ the process (items 19, 20)
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a spawned daemon may take to print its listening line (the default Argon2id
+/// parameters of `--dev` take a moment).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The user the spawned daemon runs as: `nobody` when the tests run as root, so that a
+/// non-dumpable daemon shows (its /proc files then belong to root, not to it).
+const NOBODY: u32 = 65_534;
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .expect("/proc is mounted")
+        .uid()
+        == 0
+}
+
+/// `keyhaven serve --dev` on a port of its own, as a user other than root.
+fn spawn_dev_daemon(wrapper: &[&str], environment: &[(&str, &str)]) -> Child {
+    let binary = env!("CARGO_BIN_EXE_keyhaven");
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    command
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env("TMPDIR", std::env::temp_dir())
+        .envs(environment.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if running_as_root() {
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    command.spawn().expect("spawn keyhaven serve --dev")
+}
+
+/// Reads the child's standard output until its `# listening on` line; None if it exited or
+/// stayed silent for [`START_TIMEOUT`].
+fn wait_until_listening(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match received.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(address) = line.strip_prefix("# listening on ") {
+                    return Some(address.to_owned());
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Stops a daemon this test started, and returns what it wrote to standard error.
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    stderr
+}
+
+fn proc_file(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{name}"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/{name}: {e}"))
+}
+
+/// The value of `Key:` in /proc/<pid>/status, first word.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {key} in /proc/<pid>/status"))
+        .to_owned()
+}
+
+/// A root secret and plaintexts were found in the core of a daemon that had handled calls
+/// (`ulimit -c unlimited`, then SIGABRT). The serving daemon must have core dumps off (limit
+/// 0, not dumpable) and its long-lived secrets in locked pages marked do-not-dump.
+#[test]
+fn serve_runs_without_core_dumps_and_with_secrets_locked_out_of_dumps() {
+    let mut child = spawn_dev_daemon(&[], &[]);
+    let pid = child.id();
+    if wait_until_listening(&mut child).is_none() {
+        panic!("keyhaven serve --dev did not start: {}", stop(child));
+    }
+    let limits = proc_file(pid, "limits");
+    let core = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max core file size"))
+        .map(|rest| rest.split_whitespace().take(2).collect::<Vec<_>>());
+    let status = proc_file(pid, "status");
+    let owner = std::fs::metadata(format!("/proc/{pid}/status"))
+        .expect("stat /proc/<pid>/status")
+        .uid();
+    let uid: u32 = status_field(&status, "Uid:").parse().expect("a uid");
+    let locked_kib: u64 = status_field(&status, "VmLck:")
+        .parse()
+        .expect("VmLck in kB");
+    let smaps = proc_file(pid, "smaps");
+    let do_not_dump = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .filter(|flags| flags.split_whitespace().any(|f| f == "dd"))
+        .count();
+    let stderr = stop(child);
+
+    assert_eq!(
+        core,
+        Some(vec!["0", "0"]),
+        "core file size limit (soft, hard):\n{limits}"
+    );
+    assert_ne!(uid, 0, "the daemon under test must not run as root");
+    // A process that is not dumpable has its /proc files owned by root.
+    assert_eq!(owner, 0, "the daemon (uid {uid}) is still dumpable");
+    assert!(
+        locked_kib > 0,
+        "no memory locked (VmLck {locked_kib} kB)\n{stderr}"
+    );
+    assert!(do_not_dump > 0, "no mapping is marked do-not-dump (dd)");
+    assert!(
+        !stderr.contains("cannot lock secrets"),
+        "warned about locking within the default limit:\n{stderr}"
+    );
+}
+
+/// Below the memory a daemon needs to lock its secrets, it still serves (they stay out of
+/// dumps) and says so once.
+#[test]
+fn a_low_memlock_limit_is_one_clear_warning() {
+    assert!(
+        Path::new("/usr/bin/prlimit").exists(),
+        "this test needs prlimit (Debian package util-linux): apt-get install util-linux"
+    );
+    let mut child = spawn_dev_daemon(&["/usr/bin/prlimit", "--memlock=0:0", "--"], &[]);
+    let listening = wait_until_listening(&mut child);
+    let stderr = stop(child);
+    assert!(listening.is_some(), "did not start:\n{stderr}");
+    assert_eq!(
+        stderr.matches("cannot lock secrets in memory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("LimitMEMLOCK="), "{stderr}");
+}
+
+/// A data directory and its passphrase file, for `serve` without `--dev`.
+fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    keyhaven::server::init_data_dir(
+        &dir.path().join("data"),
+        &SecretString::new(PASSPHRASE.into()),
+        keyhaven::seal::KdfParams::MINIMUM,
+        "keyhaven",
+        &keyhaven::clock::SystemClock,
+    )
+    .expect("init");
+    let passphrase = dir.path().join("passphrase");
+    std::fs::write(&passphrase, PASSPHRASE).expect("passphrase file");
+    (dir, passphrase)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Runs `keyhaven serve` with a self-test made to fail; returns (exit code, stdout, stderr).
+/// A daemon still running after [`START_TIMEOUT`] is stopped and reported as listening.
+fn serve_with_failing_self_test(arguments: &[&str], failing: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .arg("serve")
+        .args(arguments)
+        .env(keyhaven::server::self_test::FAIL_ENV, failing)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyhaven serve");
+    if let Some(address) = wait_until_listening(&mut child) {
+        let stderr = stop(child);
+        panic!("serve listened on {address} although {failing} was made to fail:\n{stderr}");
+    }
+    let code = child.wait().expect("wait").code();
+    let mut output = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_string(&mut output);
+    }
+    (code, output + &stop(child))
+}
+
+/// FIPS 140-style start-up self-tests: a wrong known answer stops `serve` with the name of
+/// the algorithm, before it unseals or listens. Each self-test is made to fail in turn.
+#[test]
+fn a_failed_self_test_stops_serve_before_it_listens() {
+    let (dev_code, dev_output) =
+        serve_with_failing_self_test(&["--dev", "--listen", "127.0.0.1:0"], "AES-256-GCM");
+    assert_eq!(dev_code, Some(1), "{dev_output}");
+    assert!(
+        dev_output.contains("keyhaven: self-test failed: AES-256-GCM known answer"),
+        "{dev_output}"
+    );
+    assert!(
+        !dev_output.contains("KEYHAVEN_SECRET_ACCESS_KEY"),
+        "{dev_output}"
+    );
+
+    let (dir, passphrase) = data_dir();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let arguments = [
+        "--data-dir",
+        data.to_str().expect("a UTF-8 path"),
+        "--passphrase-file",
+        passphrase.to_str().expect("a UTF-8 path"),
+        "--listen",
+        &listen,
+    ];
+    for name in keyhaven::server::self_test::NAMES {
+        let (code, output) = serve_with_failing_self_test(&arguments, name);
+        assert_eq!(code, Some(1), "{name}: {output}");
+        assert!(
+            output.contains(&format!("self-test failed: {name} known answer")),
+            "{name}: {output}"
+        );
+        assert!(!output.contains("listening"), "{name}: {output}");
+        assert!(
+            std::net::TcpStream::connect(&listen).is_err(),
+            "{name}: something listens on {listen}"
+        );
+    }
+    // The audit log was never opened: the daemon stopped before the data directory.
+    assert!(!data.join("audit").join("audit.log").exists());
+}

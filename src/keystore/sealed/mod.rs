@@ -1,12 +1,12 @@
 //! The sealed local keystore: key material generated from the OS's CSPRNG, wrapped under the
 //! master key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and kept in
 //! the metadata store. Unwrapped ciphers are cached in memory after first use, at most
-//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules are zeroized
-//! when dropped.
+//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules live in pages of
+//! their own, out of core dumps and swap ([`Locked`]), and are zeroized when dropped.
 
 use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef, SEALED};
 use crate::seal::MasterKey;
-use crate::secret::{Secret, SecretBytes};
+use crate::secret::{Locked, Secret, SecretBytes};
 use crate::store::{Store, WriteBatch};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -20,7 +20,7 @@ pub const CIPHER_CACHE: usize = 10_000;
 pub struct SealedKeyStore {
     master: Arc<MasterKey>,
     store: Arc<Store>,
-    ciphers: RwLock<HashMap<MaterialRef, Arc<Aes256Gcm>>>,
+    ciphers: RwLock<HashMap<MaterialRef, Arc<Locked<Aes256Gcm>>>>,
     cache_limit: usize,
 }
 
@@ -54,11 +54,11 @@ impl SealedKeyStore {
         self.ciphers.read().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn cipher(&self, material: MaterialRef) -> Result<Arc<Aes256Gcm>, KeyStoreError> {
+    fn cipher(&self, material: MaterialRef) -> Result<Arc<Locked<Aes256Gcm>>, KeyStoreError> {
         if let Some(cipher) = self.ciphers.read().map_err(|_| poisoned())?.get(&material) {
             return Ok(cipher.clone());
         }
-        let cipher = Arc::new(self.unwrap(material)?);
+        let cipher = Arc::new(Locked::new(self.unwrap(material)?));
         let mut ciphers = self.ciphers.write().map_err(|_| poisoned())?;
         if ciphers.len() >= self.cache_limit
             && let Some(evicted) = ciphers.keys().next().copied()
