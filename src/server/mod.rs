@@ -129,7 +129,7 @@ impl Daemon {
         tokio::task::spawn_blocking(self_test::run)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))??;
-        tracing::info!("self-tests passed");
+        tracing::debug!("self-tests passed");
         let started = std::time::Instant::now();
         let dir = config.data_dir.clone();
         let (info, master) = tokio::task::spawn_blocking(move || seal::unseal(&dir, &passphrase))
