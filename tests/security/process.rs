@@ -213,22 +213,37 @@ fn running_as_root() -> bool {
         == 0
 }
 
-/// `keyhaven serve --dev` on a port of its own, as a user other than root.
-fn spawn_dev_daemon(wrapper: &[&str], environment: &[(&str, &str)]) -> Child {
-    let binary = env!("CARGO_BIN_EXE_keyhaven");
+/// A directory the daemon's user can use: the binary is copied there (the checkout may sit
+/// where `nobody` cannot reach, such as under /root), and `--dev` makes its data directory in it.
+fn reachable_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("open the directory to the daemon's user");
+    let binary = dir.path().join("keyhaven");
+    std::fs::copy(env!("CARGO_BIN_EXE_keyhaven"), &binary).expect("copy the binary");
+    (dir, binary)
+}
+
+/// `keyhaven serve --dev` on a port of its own, as a user other than root, from a copy of the
+/// binary in `dir` (see [`reachable_dir`]).
+fn spawn_dev_daemon(dir: &Path, wrapper: &[&str]) -> Child {
+    let binary = dir.join("keyhaven");
     let mut command = match wrapper.split_first() {
         Some((program, arguments)) => {
             let mut command = Command::new(program);
-            command.args(arguments).arg(binary);
+            command.args(arguments).arg(&binary);
             command
         }
-        None => Command::new(binary),
+        None => Command::new(&binary),
     };
     command
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .env("TMPDIR", std::env::temp_dir())
-        .envs(environment.iter().copied())
+        // Nothing from the test's environment (a PKCS#11 token set up for other tests is not
+        // this user's to open).
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -295,7 +310,8 @@ fn status_field(status: &str, key: &str) -> String {
 /// 0, not dumpable) and its long-lived secrets in locked pages marked do-not-dump.
 #[test]
 fn serve_runs_without_core_dumps_and_with_secrets_locked_out_of_dumps() {
-    let mut child = spawn_dev_daemon(&[], &[]);
+    let (dir, _) = reachable_dir();
+    let mut child = spawn_dev_daemon(dir.path(), &[]);
     let pid = child.id();
     if wait_until_listening(&mut child).is_none() {
         panic!("keyhaven serve --dev did not start: {}", stop(child));
@@ -348,7 +364,8 @@ fn a_low_memlock_limit_is_one_clear_warning() {
         Path::new("/usr/bin/prlimit").exists(),
         "this test needs prlimit (Debian package util-linux): apt-get install util-linux"
     );
-    let mut child = spawn_dev_daemon(&["/usr/bin/prlimit", "--memlock=0:0", "--"], &[]);
+    let (dir, _) = reachable_dir();
+    let mut child = spawn_dev_daemon(dir.path(), &["/usr/bin/prlimit", "--memlock=0:0", "--"]);
     let listening = wait_until_listening(&mut child);
     let stderr = stop(child);
     assert!(listening.is_some(), "did not start:\n{stderr}");
@@ -389,8 +406,8 @@ fn serve_with_failing_self_test(arguments: &[&str], failing: &str) -> (Option<i3
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
         .arg("serve")
         .args(arguments)
+        .env_clear()
         .env(keyhaven::server::self_test::FAIL_ENV, failing)
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
