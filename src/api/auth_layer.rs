@@ -379,7 +379,11 @@ where
             let principal = Some(caller.principal.arn.clone());
             let access_key_id = Some(caller.access_key_id.clone());
             let single = changes_nothing(&operation);
-            if !single && let Err(error) = layer.credentials.remember(&used) {
+            // A read is remembered too when it is dated ahead of the daemon's clock: a restart
+            // before its time would otherwise accept it again.
+            if (!single || layer.credentials.outlives_a_restart(&used))
+                && let Err(error) = layer.credentials.remember(&used)
+            {
                 tracing::error!(%error, "cannot store the request's signature: refusing the call");
                 return Ok(with_id(
                     status(

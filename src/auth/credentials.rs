@@ -600,6 +600,14 @@ impl CredentialStore {
         self.store.apply(batch)
     }
 
+    /// Whether `used` would still be accepted by this daemon restarted now: a signature
+    /// dated after the daemon's clock (a client whose clock runs ahead) is not refused as
+    /// dated before the start. A read dated in the current second is not remembered: only a
+    /// daemon restarted within that same second could accept it again.
+    pub fn outlives_a_restart(&self, used: &SignatureUse) -> bool {
+        used.expires - MAX_SKEW_SECONDS > self.clock.now()
+    }
+
     /// Removes the stored signatures whose requests are refused as stale by now (they sort by
     /// expiry: the sweep stops at the first that is not); returns how many went. Durable with
     /// the next flush.

@@ -545,3 +545,31 @@ fn the_systemd_unit_keeps_its_hardening() {
     assert!(!unit.contains(keyhaven::server::PASSPHRASE_ENV));
     assert!(settings.contains(&("LoadCredential", "passphrase:/etc/keyhaven/passphrase")));
 }
+
+/// A client whose clock runs ahead signs a read dated after the daemon's start; kept only in
+/// memory, it would be accepted again after a quick restart. Such reads are remembered as
+/// state changes are.
+#[tokio::test]
+async fn a_read_dated_ahead_of_the_daemon_is_refused_after_a_restart() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("clock-ahead").await.key_id;
+    let ahead = d
+        .client
+        .signed_at("Encrypt", encrypt_request(&key), d.now() + 120);
+    let captured = copy_of(&ahead);
+    d.client
+        .kms()
+        .encrypt(ahead)
+        .await
+        .expect("two minutes ahead is accepted");
+
+    let address = d.endpoint().trim_start_matches("http://").to_owned();
+    d.stop().await;
+    d.config.set_listen(&address).expect("listen");
+    d.clock.advance(10);
+    d.start_again().await;
+
+    let result = d.client.kms().encrypt(captured).await;
+    assert_message(&result, "replayed");
+    assert_refused(result, Code::Unauthenticated, "InvalidSignatureException");
+}
