@@ -4,7 +4,8 @@
 #![no_main]
 
 use keyhaven::auth::signature::{
-    ALGORITHM, DATE_HEADER, HOST_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date, parse_authorization,
+    ALGORITHM, DATE_HEADER, HOST_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date,
+    parse_authorization,
 };
 use libfuzzer_sys::fuzz_target;
 
