@@ -294,7 +294,8 @@ pub struct CredentialStore {
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
     /// When this run of the daemon opened its credentials: signatures dated earlier are
-    /// refused, since only the signatures of state changes outlive a restart.
+    /// refused, since only the stored ones (state changes, reads dated ahead) outlive a
+    /// restart.
     started: UnixSeconds,
     /// The `:authority` values requests may be addressed to; empty: any (behind a proxy, the
     /// name clients use may be one the daemon cannot know). Either way the value is signed.

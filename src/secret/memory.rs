@@ -11,7 +11,8 @@
 //!
 //! Locking is bounded by `RLIMIT_MEMLOCK`; past it a secret is still kept out of dumps, and
 //! one warning says how to raise the limit (`LimitMEMLOCK=` in the systemd unit). Each
-//! secret takes at least one page (4 KiB).
+//! secret takes at least one page (4 KiB): a cached key one, an access key or a session's
+//! credentials two (the secret and its day's signing key).
 //!
 //! This is the one module of the library with `unsafe` code: the system calls, and the page
 //! allocations the secrets live in.
@@ -115,7 +116,8 @@ impl Pages {
                 error = %std::io::Error::last_os_error(),
                 "cannot lock secrets in memory (RLIMIT_MEMLOCK too low?): they may be swapped \
                  out; they are still kept out of core dumps. Raise the limit (`ulimit -l`, or \
-                 LimitMEMLOCK= in the systemd unit) to about 4 KiB per cached key"
+                 LimitMEMLOCK= in the systemd unit) to about 4 KiB per cached key and 8 KiB per \
+                 access key or session"
             );
         }
     }
