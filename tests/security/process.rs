@@ -5,8 +5,13 @@ use keyhaven::client::Client;
 use keyhaven::proto::v1;
 use keyhaven::secret::SecretString;
 use keyhaven::server::Daemon;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 // ------------------------------------------------------------------ signatures (item 16)
@@ -190,13 +195,35 @@ async fn a_host_outside_accepted_hosts_is_refused() {
     assert_eq!(answer.plaintext.len(), 8);
 }
 
-// ------------------------------------------------------------------ the process (items 19, 20)
+/// A client whose clock runs ahead signs a read dated after the daemon's start; kept only in
+/// memory, it would be accepted again after a quick restart. Such reads are remembered as
+/// state changes are.
+#[tokio::test]
+async fn a_read_dated_ahead_of_the_daemon_is_refused_after_a_restart() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("clock-ahead").await.key_id;
+    let ahead = d
+        .client
+        .signed_at("Encrypt", encrypt_request(&key), d.now() + 120);
+    let captured = copy_of(&ahead);
+    d.client
+        .kms()
+        .encrypt(ahead)
+        .await
+        .expect("two minutes ahead is accepted");
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+    let address = d.endpoint().trim_start_matches("http://").to_owned();
+    d.stop().await;
+    d.config.set_listen(&address).expect("listen");
+    d.clock.advance(10);
+    d.start_again().await;
+
+    let result = d.client.kms().encrypt(captured).await;
+    assert_message(&result, "replayed");
+    assert_refused(result, Code::Unauthenticated, "InvalidSignatureException");
+}
+
+// ------------------------------------------------------------------ the process (items 19, 20)
 
 /// How long a spawned daemon may take to print its listening line (the default Argon2id
 /// parameters of `--dev` take a moment).
@@ -215,14 +242,14 @@ fn running_as_root() -> bool {
 
 /// A directory the daemon's user can use: the binary is copied there (the checkout may sit
 /// where `nobody` cannot reach, such as under /root), and `--dev` makes its data directory in it.
-fn reachable_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+fn reachable_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temporary directory");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
         .expect("open the directory to the daemon's user");
     let binary = dir.path().join("keyhaven");
     std::fs::copy(env!("CARGO_BIN_EXE_keyhaven"), &binary).expect("copy the binary");
-    (dir, binary)
+    dir
 }
 
 /// `keyhaven serve --dev` on a port of its own, as a user other than root, from a copy of the
@@ -310,7 +337,7 @@ fn status_field(status: &str, key: &str) -> String {
 /// 0, not dumpable) and its long-lived secrets in locked pages marked do-not-dump.
 #[test]
 fn serve_runs_without_core_dumps_and_with_secrets_locked_out_of_dumps() {
-    let (dir, _) = reachable_dir();
+    let dir = reachable_dir();
     let mut child = spawn_dev_daemon(dir.path(), &[]);
     let pid = child.id();
     if wait_until_listening(&mut child).is_none() {
@@ -364,7 +391,7 @@ fn a_low_memlock_limit_is_one_clear_warning() {
         Path::new("/usr/bin/prlimit").exists(),
         "this test needs prlimit (Debian package util-linux): apt-get install util-linux"
     );
-    let (dir, _) = reachable_dir();
+    let dir = reachable_dir();
     let mut child = spawn_dev_daemon(dir.path(), &["/usr/bin/prlimit", "--memlock=0:0", "--"]);
     let listening = wait_until_listening(&mut child);
     let stderr = stop(child);
@@ -544,32 +571,4 @@ fn the_systemd_unit_keeps_its_hardening() {
     // The passphrase comes as a credential file, never in the environment.
     assert!(!unit.contains(keyhaven::server::PASSPHRASE_ENV));
     assert!(settings.contains(&("LoadCredential", "passphrase:/etc/keyhaven/passphrase")));
-}
-
-/// A client whose clock runs ahead signs a read dated after the daemon's start; kept only in
-/// memory, it would be accepted again after a quick restart. Such reads are remembered as
-/// state changes are.
-#[tokio::test]
-async fn a_read_dated_ahead_of_the_daemon_is_refused_after_a_restart() {
-    let mut d = TestDaemon::start(Backend::Sealed).await;
-    let key = d.create_key("clock-ahead").await.key_id;
-    let ahead = d
-        .client
-        .signed_at("Encrypt", encrypt_request(&key), d.now() + 120);
-    let captured = copy_of(&ahead);
-    d.client
-        .kms()
-        .encrypt(ahead)
-        .await
-        .expect("two minutes ahead is accepted");
-
-    let address = d.endpoint().trim_start_matches("http://").to_owned();
-    d.stop().await;
-    d.config.set_listen(&address).expect("listen");
-    d.clock.advance(10);
-    d.start_again().await;
-
-    let result = d.client.kms().encrypt(captured).await;
-    assert_message(&result, "replayed");
-    assert_refused(result, Code::Unauthenticated, "InvalidSignatureException");
 }
