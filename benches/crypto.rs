@@ -57,7 +57,17 @@ fn signature_verification(c: &mut Criterion) {
     let body = vec![1u8; 64];
     let path = "/keyhaven.v1.KeyManagementService/Encrypt";
     let now = 1_700_000_000;
-    let signed = signature::sign_request(credentials, "local", path, &body, now, "00ff");
+    let signed = signature::sign_request(
+        credentials,
+        "local",
+        signature::RequestTarget {
+            host: "127.0.0.1:7878",
+            method_path: path,
+        },
+        &body,
+        now,
+        "00ff",
+    );
     let authorization = signed
         .headers
         .iter()
@@ -72,6 +82,7 @@ fn signature_verification(c: &mut Criterion) {
             let parsed = signature::parse_authorization(black_box(&authorization)).ok();
             let parsed = parsed.as_ref().map(|p| {
                 let headers = [
+                    (signature::HOST_HEADER, "127.0.0.1:7878"),
                     (signature::DATE_HEADER, date.as_str()),
                     (signature::NONCE_HEADER, "00ff"),
                 ];

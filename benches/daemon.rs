@@ -832,6 +832,7 @@ impl BenchDaemon {
             let channel = client.block_on(channel(address))?;
             self.clients.push(Client::from_channel(
                 channel.clone(),
+                &address.to_string(),
                 self.credentials.clone(),
             ));
             self.channels.push(channel);
@@ -892,7 +893,11 @@ impl BenchDaemon {
             let first = loop {
                 let answered = client.block_on(async {
                     let channel = channel(address).await?;
-                    let c = Client::from_channel(channel, self.credentials.clone());
+                    let c = Client::from_channel(
+                        channel,
+                        &address.to_string(),
+                        self.credentials.clone(),
+                    );
                     list_page(&c, 1, "").await.map(|_| c)
                 });
                 match answered {

@@ -3,7 +3,7 @@
 //! ([`crate::auth::signature`]); the secret itself is never sent.
 
 use crate::auth::signature::{
-    SigningCredentials, format_amz_date, sign_request_with_key, signing_key,
+    RequestTarget, SigningCredentials, format_amz_date, sign_request_with_key, signing_key,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::proto::v1::audit_service_client::AuditServiceClient;
@@ -110,6 +110,9 @@ pub struct Client {
     iam: IdentityServiceClient<Channel>,
     audit: AuditServiceClient<Channel>,
     credentials: ClientCredentials,
+    /// The `:authority` requests go to (`host:port` of the endpoint): signed, so that a
+    /// captured request does not verify at another daemon.
+    authority: String,
     clock: Arc<dyn Clock>,
     /// The signing key of the last day signed for, derived once a day.
     signing: Arc<std::sync::RwLock<Option<DaySigningKey>>>,
@@ -129,8 +132,14 @@ impl Client {
         tls: &ClientTls,
     ) -> Result<Self, String> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let mut builder = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("bad endpoint '{endpoint}': {e}"))?
+        let builder = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| format!("bad endpoint '{endpoint}': {e}"))?;
+        let authority = builder
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| format!("bad endpoint '{endpoint}': no host"))?;
+        let mut builder = builder
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if endpoint.starts_with("https://") {
@@ -154,15 +163,18 @@ impl Client {
             .connect()
             .await
             .map_err(|e| format!("cannot reach the daemon at {endpoint}: {e}"))?;
-        Ok(Self::from_channel(channel, credentials))
+        Ok(Self::from_channel(channel, &authority, credentials))
     }
 
-    pub fn from_channel(channel: Channel, credentials: ClientCredentials) -> Self {
+    /// A client on a channel already made; `authority` is the `host:port` the channel's
+    /// endpoint names (what requests are signed for).
+    pub fn from_channel(channel: Channel, authority: &str, credentials: ClientCredentials) -> Self {
         Self {
             kms: KeyManagementServiceClient::new(channel.clone()),
             iam: IdentityServiceClient::new(channel.clone()),
             audit: AuditServiceClient::new(channel),
             credentials,
+            authority: authority.to_owned(),
             clock: Arc::new(SystemClock),
             signing: Arc::default(),
         }
@@ -250,7 +262,10 @@ impl Client {
             credentials,
             key.expose(),
             &self.credentials.region,
-            path,
+            RequestTarget {
+                host: &self.authority,
+                method_path: path,
+            },
             &body,
             now,
             &hex::encode(nonce),
@@ -283,7 +298,7 @@ mod tests {
             session_token: Some(crate::secret::SecretString::new("token".into())),
             region: "local".into(),
         };
-        let client = Client::from_channel(channel, credentials);
+        let client = Client::from_channel(channel, "127.0.0.1:1", credentials);
         let request = client.signed("Encrypt", crate::proto::v1::EncryptRequest::default());
         for name in [AUTHORIZATION, DATE_HEADER, NONCE_HEADER, TOKEN_HEADER] {
             let value = request.metadata().get(name).expect(name);

@@ -3,6 +3,9 @@
 use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
 
+pub mod memory;
+pub use memory::{Locked, LockedText};
+
 /// A secret value (key material, plaintext, passphrase, secret access key).
 ///
 /// The contents are wiped from memory on drop and never appear in `Debug` output, so a secret

@@ -15,7 +15,8 @@
 //! property: proptest's default (256), or `PROPTEST_CASES=N` for longer runs.
 
 use keyhaven::auth::signature::{
-    ALGORITHM, DATE_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date, parse_authorization,
+    ALGORITHM, DATE_HEADER, HOST_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date,
+    parse_authorization,
 };
 use keyhaven::crypto::{BLOB_HEADER_LEN, BLOB_VERSION, CiphertextBlob, EncryptionContext, TAG_LEN};
 use keyhaven::policy::{
@@ -216,10 +217,11 @@ fn authorization(
     )
 }
 
-/// Sorted, distinct, lower-case header names that include the two required ones.
+/// Sorted, distinct, lower-case header names that include the required ones.
 fn signed_headers() -> impl Strategy<Value = Vec<String>> {
     vec("[a-z0-9-]{1,12}", 0..4).prop_map(|extra| {
         let mut all: Vec<String> = extra;
+        all.push(HOST_HEADER.into());
         all.push(DATE_HEADER.into());
         all.push(NONCE_HEADER.into());
         all.sort();

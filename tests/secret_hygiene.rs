@@ -874,7 +874,10 @@ async fn session(backend: Backend) {
     let headers = keyhaven::auth::signature::sign_request(
         signing,
         &d.config.region,
-        "/keyhaven.v1.KeyManagementService/GenerateRandom",
+        keyhaven::auth::signature::RequestTarget {
+            host: &d.endpoint().replace("http://", ""),
+            method_path: "/keyhaven.v1.KeyManagementService/GenerateRandom",
+        },
         b"",
         d.now(),
         "00112233445566778899aabbccddeeff",

@@ -4,7 +4,8 @@
 #![no_main]
 
 use keyhaven::auth::signature::{
-    ALGORITHM, DATE_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date, parse_authorization,
+    ALGORITHM, DATE_HEADER, HOST_HEADER, NONCE_HEADER, format_amz_date, parse_amz_date,
+    parse_authorization,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!parsed.access_key_id.is_empty());
         assert_eq!(parsed.date.len(), 8);
         assert!(parsed.signed_headers.windows(2).all(|w| w[0] < w[1]));
-        for required in [DATE_HEADER, NONCE_HEADER] {
+        for required in [HOST_HEADER, DATE_HEADER, NONCE_HEADER] {
             assert!(parsed.signed_headers.contains(&required));
         }
     }

@@ -183,6 +183,30 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
     Ok(&body[FRAME_HEADER..])
 }
 
+/// Calls whose request carries plaintext or encryption-context values (the requests
+/// `build.rs` gives a redacted `Debug`).
+fn carries_secrets(operation: &str) -> bool {
+    matches!(
+        operation,
+        "kms:Encrypt"
+            | "kms:Decrypt"
+            | "kms:ReEncrypt"
+            | "kms:GenerateDataKey"
+            | "kms:GenerateDataKeyWithoutPlaintext"
+    )
+}
+
+/// The received request as a buffer wiped when the handler's decoding has dropped it; the
+/// received buffer itself is wiped now when it is ours alone (the transport's own buffers
+/// and the decoder's are freed unwiped: core dumps are off for that).
+fn wiped_copy(received: Bytes) -> Bytes {
+    let copy = crate::secret::SecretBytes::new(received.to_vec()).into_bytes();
+    if let Ok(mut unique) = received.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut unique[..]);
+    }
+    copy
+}
+
 /// Calls that change no state: one `call` record after the handler is enough, since their
 /// answer is withheld if it cannot be written. Everything else is recorded before it runs.
 pub fn changes_nothing(operation: &str) -> bool {
@@ -406,6 +430,11 @@ where
                     ));
                 }
             };
+            let bytes = if carries_secrets(&operation) {
+                wiped_copy(bytes)
+            } else {
+                bytes
+            };
             let payload = match frame_payload(&bytes) {
                 Ok(payload) => payload,
                 Err(problem) => {
@@ -415,8 +444,20 @@ where
                     ));
                 }
             };
+            // HTTP/2 carries it as `:authority`, HTTP/1.1 as `Host`.
+            let authority = parts
+                .uri
+                .authority()
+                .map(http::uri::Authority::as_str)
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(http::header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                });
             let (caller, used): (Caller, _) = match layer.credentials.authenticate(
                 parts.uri.path(),
+                authority,
                 &parts.headers,
                 &sha256_hex(payload),
             ) {
@@ -432,7 +473,11 @@ where
             let principal = Some(caller.principal.arn.clone());
             let access_key_id = Some(caller.access_key_id.clone());
             let single = changes_nothing(&operation);
-            if !single && let Err(error) = layer.credentials.remember(&used) {
+            // A read is remembered too when it is dated ahead of the daemon's clock: a restart
+            // before its time would otherwise accept it again.
+            if (!single || layer.credentials.outlives_a_restart(&used))
+                && let Err(error) = layer.credentials.remember(&used)
+            {
                 tracing::error!(%error, "cannot store the request's signature: refusing the call");
                 return Ok(with_id(
                     status(
@@ -495,6 +540,19 @@ mod tests {
         assert!(frame_payload(&[1, 0, 0, 0, 1, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 3, 7]).is_err());
         assert!(frame_payload(&[0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn requests_with_plaintext_are_copied_into_wiped_buffers() {
+        for operation in ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"] {
+            assert!(carries_secrets(operation), "{operation}");
+        }
+        assert!(!carries_secrets("kms:DescribeKey"));
+        let received = Bytes::from(b"\0\0\0\0\x05plain".to_vec());
+        let at = received.as_ptr();
+        let copy = wiped_copy(received);
+        assert_eq!(&copy[..], b"\0\0\0\0\x05plain");
+        assert_ne!(copy.as_ptr(), at, "a copy, not the received buffer");
     }
 
     #[test]

@@ -225,7 +225,8 @@ pub struct AuditLog {
     path: PathBuf,
     settings: AuditSettings,
     store: std::sync::Arc<Store>,
-    context_key: Secret<[u8; 32]>,
+    /// Long-lived: out of core dumps and swap.
+    context_key: crate::secret::Locked<Secret<[u8; 32]>>,
     writer: Mutex<Writer>,
     /// The head last written to the store, to skip writing it again when nothing changed.
     stored: Mutex<Head>,
@@ -353,7 +354,7 @@ impl AuditLog {
             path: path.to_path_buf(),
             settings,
             store,
-            context_key,
+            context_key: crate::secret::Locked::new(context_key),
             writer: Mutex::new(Writer {
                 file,
                 size,

@@ -5,11 +5,11 @@
 //! like AWS, the verifier needs the secret itself, but the secret never travels. Session tokens
 //! of temporary credentials are stored only as their SHA-256.
 
-use super::signature::{self, REQUIRED_SIGNED, TOKEN_HEADER};
+use super::signature::{self, HOST_HEADER, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalDirectory, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
-use crate::secret::{Secret, SecretString};
+use crate::secret::{Locked, LockedText, Secret, SecretString};
 use crate::store::{Store, StoreError, WriteBatch};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -114,7 +114,8 @@ struct AccessKeyRecord {
 struct AccessKeyEntry {
     record: AccessKeyRecord,
     principal: Arc<Principal>,
-    secret: SecretString,
+    /// Long-lived, as is its signing key: both out of core dumps and swap.
+    secret: LockedText,
     /// The signing key of the last (date, region) it signed for: derived once a day rather
     /// than with four HMACs on every request.
     signing: RwLock<Option<SigningKey>>,
@@ -123,7 +124,7 @@ struct AccessKeyEntry {
 struct SigningKey {
     date: String,
     region: String,
-    key: Secret<[u8; 32]>,
+    key: Locked<Secret<[u8; 32]>>,
 }
 
 impl AccessKeyEntry {
@@ -140,7 +141,7 @@ impl AccessKeyEntry {
             *cached = Some(SigningKey {
                 date: date.to_owned(),
                 region: region.to_owned(),
-                key: Secret::new(*key.expose()),
+                key: Locked::new(Secret::new(*key.expose())),
             });
         }
         key
@@ -279,6 +280,22 @@ fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
     })
 }
 
+/// Whether `authority` (`name` or `name:port`) is one of `accepted` (an empty list accepts
+/// all): an entry `name` matches on any port, `name:port` on that port only; case is ignored.
+fn host_accepted(accepted: &[String], authority: &str) -> bool {
+    let authority = authority.to_ascii_lowercase();
+    let name = match authority.rsplit_once(':') {
+        // Not an IPv6 literal's colon: `[::1]:7878` splits at the port, `[::1]` not at all.
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority.as_str(),
+    };
+    accepted.is_empty()
+        || accepted.iter().any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            entry == authority || entry == name
+        })
+}
+
 /// The daemon's access keys, and the check of every request's signature.
 pub struct CredentialStore {
     master: Arc<MasterKey>,
@@ -294,6 +311,13 @@ pub struct CredentialStore {
     /// Serialises changes (so the per-user limit holds under concurrency).
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
+    /// When this run of the daemon opened its credentials: signatures dated earlier are
+    /// refused, since only the stored ones (state changes, reads dated ahead) outlive a
+    /// restart.
+    started: UnixSeconds,
+    /// The `:authority` values requests may be addressed to; empty: any (behind a proxy, the
+    /// name clients use may be one the daemon cannot know). Either way the value is signed.
+    accepted_hosts: Vec<String>,
 }
 
 impl CredentialStore {
@@ -369,6 +393,8 @@ impl CredentialStore {
             directory: OnceLock::new(),
             gate: tokio::sync::Mutex::new(()),
             replay,
+            started: now,
+            accepted_hosts: Vec::new(),
         })
     }
 
@@ -418,6 +444,13 @@ impl CredentialStore {
         Ok(())
     }
 
+    /// Accepts only requests addressed to one of `hosts` (`name` matches `name` on any port;
+    /// `name:port` that port only). Empty: any host, as long as it is signed.
+    pub fn with_accepted_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.accepted_hosts = hosts;
+        self
+    }
+
     fn unwrap_entry(
         master: &MasterKey,
         record: AccessKeyRecord,
@@ -430,14 +463,15 @@ impl CredentialStore {
         let secret = master
             .unwrap(&record_name(&record.access_key_id), &wrapped)
             .map_err(|_| "failed to unwrap".to_string())?;
-        let secret =
-            String::from_utf8(secret.expose().clone()).map_err(|_| "damaged".to_string())?;
+        let secret = std::str::from_utf8(secret.expose())
+            .map(LockedText::new)
+            .map_err(|_| "damaged".to_string())?;
         let principal = principal(&record.principal, partition, account_id)
             .ok_or_else(|| "names no principal".to_string())?;
         Ok(AccessKeyEntry {
             record,
             principal: Arc::new(principal),
-            secret: SecretString::new(secret),
+            secret,
             signing: RwLock::new(None),
         })
     }
@@ -641,6 +675,14 @@ impl CredentialStore {
         self.store.apply(batch)
     }
 
+    /// Whether `used` would still be accepted by this daemon restarted now: a signature
+    /// dated after the daemon's clock (a client whose clock runs ahead) is not refused as
+    /// dated before the start. A read dated in the current second is not remembered: only a
+    /// daemon restarted within that same second could accept it again.
+    pub fn outlives_a_restart(&self, used: &SignatureUse) -> bool {
+        used.expires - MAX_SKEW_SECONDS > self.clock.now()
+    }
+
     /// Removes the stored signatures whose requests are refused as stale by now (they sort by
     /// expiry: the sweep stops at the first that is not); returns how many went. Durable with
     /// the next flush.
@@ -694,11 +736,13 @@ impl CredentialStore {
         Ok(count)
     }
 
-    /// Verifies a request's signature: `method_path` is the gRPC path, `body_sha256_hex` the
-    /// hash of the request message as received.
+    /// Verifies a request's signature: `method_path` is the gRPC path, `authority` the
+    /// `:authority` (or `Host`) the request arrived with, `body_sha256_hex` the hash of the
+    /// request message as received.
     pub fn authenticate(
         &self,
         method_path: &str,
+        authority: Option<&str>,
         headers: &http::HeaderMap,
         body_sha256_hex: &str,
     ) -> Result<(Caller, SignatureUse), AuthError> {
@@ -747,9 +791,21 @@ impl CredentialStore {
                 "{TOKEN_HEADER} is only for temporary credentials"
             )));
         }
+        // A replay is named as one even when it was sent on to another address.
+        if self
+            .replay
+            .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
+        {
+            return Err(AuthError::Replayed);
+        }
         let mut signed = Vec::with_capacity(parsed.signed_headers.len());
         for &name in &parsed.signed_headers {
-            let value = header(name)?
+            let value = if name == HOST_HEADER {
+                authority
+            } else {
+                header(name)?
+            };
+            let value = value
                 .ok_or_else(|| AuthError::Malformed(format!("signed header {name} is missing")))?;
             signed.push((name, value));
         }
@@ -788,6 +844,20 @@ impl CredentialStore {
         if !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);
         }
+        if request_time < self.started {
+            return Err(AuthError::SignedBeforeStart {
+                request_time,
+                started: self.started,
+            });
+        }
+        if let Some(authority) = authority
+            && !host_accepted(&self.accepted_hosts, authority)
+        {
+            // An authority is visible ASCII (http checks it); a long one is cut for the message.
+            return Err(AuthError::HostNotAccepted(
+                authority.chars().take(255).collect(),
+            ));
+        }
         Ok((
             Caller {
                 principal: entry.principal.clone(),
@@ -801,6 +871,25 @@ impl CredentialStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_hosts_match_by_name_or_by_name_and_port() {
+        let accepted = |list: &[&str], authority: &str| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            host_accepted(&list, authority)
+        };
+        assert!(accepted(&[], "anything:1"));
+        let list = ["kms.example.com", "10.0.0.5:7878", "[::1]"];
+        assert!(accepted(&list, "kms.example.com"));
+        assert!(accepted(&list, "KMS.example.com:443"));
+        assert!(accepted(&list, "10.0.0.5:7878"));
+        assert!(accepted(&list, "[::1]:7878"));
+        assert!(!accepted(&list, "10.0.0.5:7879"));
+        assert!(!accepted(&list, "10.0.0.5"));
+        assert!(!accepted(&list, "kms.example.com.evil"));
+        assert!(!accepted(&list, "evil-kms.example.com"));
+        assert!(!accepted(&list, "[::2]:7878"));
+    }
 
     #[test]
     fn stored_signatures_read_back_and_sort_by_expiry() {

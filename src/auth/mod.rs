@@ -115,6 +115,17 @@ pub enum AuthError {
     },
     #[error("the request signature has been used before (replayed request)")]
     Replayed,
+    /// Dated before this daemon started: its replay cache cannot know whether an earlier run
+    /// accepted it, so it is refused even within the allowed skew.
+    #[error(
+        "signature dated before the daemon started: request time {request_time} is earlier than the start at {started}; sign the request again"
+    )]
+    SignedBeforeStart {
+        request_time: UnixSeconds,
+        started: UnixSeconds,
+    },
+    #[error("the request was addressed to '{0}', which is not one of this daemon's accepted_hosts")]
+    HostNotAccepted(String),
     #[error("the security token included in the request is expired")]
     ExpiredToken,
 }
@@ -127,9 +138,11 @@ impl AuthError {
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::UnknownAccessKey(_) => "UnrecognizedClientException",
             AuthError::ExpiredToken => "ExpiredTokenException",
-            AuthError::BadSignature | AuthError::Expired { .. } | AuthError::Replayed => {
-                "InvalidSignatureException"
-            }
+            AuthError::BadSignature
+            | AuthError::Expired { .. }
+            | AuthError::Replayed
+            | AuthError::SignedBeforeStart { .. }
+            | AuthError::HostNotAccepted(_) => "InvalidSignatureException",
         }
     }
 }

@@ -85,6 +85,22 @@ impl ReplayCache {
             .insert(u64::from_le_bytes(prefix))
     }
 
+    /// Whether `signature` is recorded under `expires`, without recording it: a replay is
+    /// named as such before its signature is checked (a captured request sent on to another
+    /// address no longer verifies, but it is still a replay).
+    pub fn seen(&self, signature: &[u8; 32], expires: UnixSeconds) -> bool {
+        let shard = &self.shards[signature[Self::SHARD_BYTE] as usize % SHARDS];
+        let shard = match shard.lock() {
+            Ok(shard) => shard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut prefix = [0u8; Self::KEPT];
+        prefix.copy_from_slice(&signature[..Self::KEPT]);
+        shard
+            .get(&expires)
+            .is_some_and(|seen| seen.contains(&u64::from_le_bytes(prefix)))
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -116,6 +132,11 @@ mod tests {
         assert!(cache.first_use(&[8u8; 32], 100, 50));
         // The same signature is remembered only under its own expiry.
         assert!(!cache.first_use(&sig, 200, 150));
+        // Looking does not record.
+        assert!(cache.seen(&sig, 200));
+        assert!(!cache.seen(&[9u8; 32], 200));
+        assert!(!cache.seen(&[9u8; 32], 200));
+        assert!(!cache.seen(&sig, 201));
     }
 
     #[test]

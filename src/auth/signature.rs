@@ -7,6 +7,11 @@
 //! - `authorization`: `AWS4-HMAC-SHA256 Credential=<akid>/<date>/<region>/kms/aws4_request,
 //!   SignedHeaders=<names;...>, Signature=<hex>`.
 //!
+//! Every signature also covers `host`: the `:authority` the client addressed (SigV4's `host`
+//! header). It is not sent as metadata; the daemon takes the value from the request's own
+//! `:authority`, so a request captured on its way to one daemon does not verify at another
+//! that shares the credentials (another address, another port, another name).
+//!
 //! The canonical request is `POST`, the gRPC method path, an empty query string, the signed
 //! headers (lower-case `name:value` lines, sorted), the signed header names, and the hex
 //! SHA-256 of the encoded request message (the gRPC frame's payload). The string to sign and
@@ -23,8 +28,10 @@ pub const AUTHORIZATION: &str = "authorization";
 pub const DATE_HEADER: &str = "x-amz-date";
 pub const NONCE_HEADER: &str = "x-keyhaven-nonce";
 pub const TOKEN_HEADER: &str = "x-amz-security-token";
+/// The signed name of the request's `:authority` (never sent as a header of its own).
+pub const HOST_HEADER: &str = "host";
 /// Headers every signature must cover.
-pub const REQUIRED_SIGNED: [&str; 2] = [DATE_HEADER, NONCE_HEADER];
+pub const REQUIRED_SIGNED: [&str; 3] = [HOST_HEADER, DATE_HEADER, NONCE_HEADER];
 const MAX_AUTHORIZATION_LEN: usize = 1024;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -317,11 +324,19 @@ impl std::fmt::Debug for SigningCredentials<'_> {
     }
 }
 
-/// Signs a request: `body` is the encoded request message.
+/// Where a request goes: the `:authority` it is sent to (`127.0.0.1:7878`, `kms.example.com`)
+/// and the gRPC method path.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    pub host: &'a str,
+    pub method_path: &'a str,
+}
+
+/// Signs a request to `target`: `body` is the encoded request message.
 pub fn sign_request(
     credentials: SigningCredentials<'_>,
     region: &str,
-    method_path: &str,
+    target: RequestTarget<'_>,
     body: &[u8],
     now: UnixSeconds,
     nonce: &str,
@@ -329,15 +344,7 @@ pub fn sign_request(
     let date = format_amz_date(now);
     let key =
         crate::secret::Secret::new(signing_key(credentials.secret.expose(), &date[..8], region));
-    sign_request_with_key(
-        credentials,
-        key.expose(),
-        region,
-        method_path,
-        body,
-        now,
-        nonce,
-    )
+    sign_request_with_key(credentials, key.expose(), region, target, body, now, nonce)
 }
 
 /// As [`sign_request`], with the signing key of the request's day and `region` already derived
@@ -346,7 +353,7 @@ pub fn sign_request_with_key(
     credentials: SigningCredentials<'_>,
     signing_key: &[u8; 32],
     region: &str,
-    method_path: &str,
+    target: RequestTarget<'_>,
     body: &[u8],
     now: UnixSeconds,
     nonce: &str,
@@ -360,11 +367,12 @@ pub fn sign_request_with_key(
     if let Some(token) = credentials.session_token {
         headers.push((TOKEN_HEADER, token.to_owned()));
     }
-    headers.sort_by(|a, b| a.0.cmp(b.0));
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    pairs.push((HOST_HEADER, target.host));
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
     let body_sha256 = sha256_hex(body);
     let signature = RequestToSign {
-        method_path,
+        method_path: target.method_path,
         headers: &pairs,
         body_sha256_hex: &body_sha256,
         amz_date: &amz_date,
@@ -448,7 +456,10 @@ mod tests {
         let signed = sign_request(
             credentials,
             "local",
-            "/svc/Op",
+            RequestTarget {
+                host: "kms.example:7878",
+                method_path: "/svc/Op",
+            },
             b"body",
             1_700_000_000,
             "abcd",
@@ -461,8 +472,17 @@ mod tests {
             .1;
         let parsed = parse_authorization(auth).unwrap();
         assert_eq!(parsed.access_key_id, "KHAKEXAMPLE");
-        assert_eq!(parsed.signed_headers, vec![DATE_HEADER, NONCE_HEADER]);
-        let headers = [(DATE_HEADER, "20231114T221320Z"), (NONCE_HEADER, "abcd")];
+        assert_eq!(
+            parsed.signed_headers,
+            vec![HOST_HEADER, DATE_HEADER, NONCE_HEADER]
+        );
+        // The host is signed but not sent: the daemon reads it from the `:authority`.
+        assert!(signed.headers.iter().all(|(n, _)| *n != HOST_HEADER));
+        let headers = [
+            (HOST_HEADER, "kms.example:7878"),
+            (DATE_HEADER, "20231114T221320Z"),
+            (NONCE_HEADER, "abcd"),
+        ];
         let key = signing_key("secret", parsed.date, parsed.region);
         let check = |path: &str, body: &[u8], headers: &[(&str, &str)], key: &[u8; 32]| {
             let s = string_to_sign(
@@ -498,7 +518,22 @@ mod tests {
         assert!(!check(
             "/svc/Op",
             b"body",
-            &[(DATE_HEADER, "20231114T221320Z"), (NONCE_HEADER, "abce")],
+            &[
+                (HOST_HEADER, "kms.example:7878"),
+                (DATE_HEADER, "20231114T221320Z"),
+                (NONCE_HEADER, "abce")
+            ],
+            &key
+        ));
+        // Sent to another daemon (another port of the same host): no longer the same request.
+        assert!(!check(
+            "/svc/Op",
+            b"body",
+            &[
+                (HOST_HEADER, "kms.example:7879"),
+                (DATE_HEADER, "20231114T221320Z"),
+                (NONCE_HEADER, "abcd")
+            ],
             &key
         ));
         assert!(!check(
@@ -513,7 +548,7 @@ mod tests {
     fn malformed_authorizations_are_refused() {
         let sig = "0".repeat(64);
         let good = format!(
-            "{ALGORITHM} Credential=AK/20231114/local/kms/aws4_request, SignedHeaders=x-amz-date;x-keyhaven-nonce, Signature={sig}"
+            "{ALGORITHM} Credential=AK/20231114/local/kms/aws4_request, SignedHeaders=host;x-amz-date;x-keyhaven-nonce, Signature={sig}"
         );
         assert!(parse_authorization(&good).is_ok());
         for bad in [
@@ -521,6 +556,7 @@ mod tests {
             "Basic abc".into(),
             good.replace("kms", "s3"),
             good.replace("x-amz-date;", ""),
+            good.replace("host;", ""),
             good.replace("x-amz-date;x-keyhaven-nonce", "x-keyhaven-nonce;x-amz-date"),
             good.replace(&sig, &"0".repeat(63)),
             good.replace(&sig, &"g".repeat(64)),

@@ -78,6 +78,14 @@ fn fail(message: impl std::fmt::Display) -> i32 {
     1
 }
 
+/// Before any secret is read: no core dumps of this process (a core would hold the master
+/// key, secret access keys and plaintexts), and no debugger attached by another process of
+/// the same user. A process that cannot do this does not go on.
+fn harden_process() -> Result<(), String> {
+    crate::secret::memory::disable_core_dumps()
+        .map_err(|e| format!("cannot turn off core dumps: {e}"))
+}
+
 fn print_credentials(initialised: &Initialised) {
     let credentials = &initialised.root.credentials;
     println!(
@@ -96,6 +104,9 @@ pub fn init(
     partition: &str,
     output: OutputFormat,
 ) -> i32 {
+    if let Err(e) = harden_process() {
+        return fail(e);
+    }
     let passphrase = match server::read_passphrase(passphrase_file, true) {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -140,6 +151,10 @@ pub fn init(
 }
 
 pub fn serve(args: ServeArgs) -> i32 {
+    // First: the config file may hold a PKCS#11 PIN.
+    if let Err(e) = harden_process() {
+        return fail(e);
+    }
     let file = match &args.config {
         Some(path) => match ConfigFile::load(path) {
             Ok(file) => file,

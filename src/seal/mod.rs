@@ -139,7 +139,8 @@ pub fn derive_kek_keyed(
 /// The master key: AES-256-GCM that wraps every secret record, each bound to its record name,
 /// and the key every record's integrity tag is made with (derived from it, never stored).
 pub struct MasterKey {
-    cipher: Aes256Gcm,
+    /// The key schedule, for the daemon's whole life: out of core dumps and swap.
+    cipher: crate::secret::Locked<Aes256Gcm>,
     record_integrity: Secret<[u8; 32]>,
 }
 
@@ -163,7 +164,7 @@ impl MasterKey {
             .expose_mut()
             .copy_from_slice(&mac.finalize().into_bytes());
         Ok(Self {
-            cipher: Aes256Gcm::new(bytes.into()),
+            cipher: crate::secret::Locked::new(Aes256Gcm::new(bytes.into())),
             record_integrity,
         })
     }

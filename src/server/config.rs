@@ -56,6 +56,8 @@ pub struct ConfigFile {
     pub unauthenticated_burst: Option<u32>,
     /// Prometheus metrics at http://<address>/metrics; none when absent.
     pub metrics_listen: Option<String>,
+    /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
+    pub accepted_hosts: Option<Vec<String>>,
 }
 
 /// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
@@ -204,6 +206,9 @@ pub struct DaemonConfig {
     pub unauthenticated_rate_per_second: u32,
     pub unauthenticated_burst: u32,
     pub metrics_listen: Option<SocketAddr>,
+    /// The `:authority` values requests may be addressed to (`name` on any port, or
+    /// `name:port`); empty: any. Signatures cover the authority either way.
+    pub accepted_hosts: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -231,6 +236,7 @@ impl DaemonConfig {
             unauthenticated_rate_per_second: crate::auth::throttle::DEFAULT_RATE,
             unauthenticated_burst: crate::auth::throttle::DEFAULT_BURST,
             metrics_listen: None,
+            accepted_hosts: Vec::new(),
             data_dir,
         }
     }
@@ -319,6 +325,16 @@ impl DaemonConfig {
         }
         if let Some(listen) = &file.metrics_listen {
             config.set_metrics_listen(listen)?;
+        }
+        if let Some(hosts) = &file.accepted_hosts {
+            if let Some(bad) = hosts.iter().find(|h| {
+                h.is_empty() || h.contains(['/', '@']) || h.chars().any(|c| c.is_whitespace())
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "accepted_hosts: '{bad}' is not a host name or host:port"
+                )));
+            }
+            config.accepted_hosts = hosts.clone();
         }
         config.validate()?;
         Ok(config)

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod passphrase;
+pub mod self_test;
 
 pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
@@ -42,6 +43,8 @@ pub enum ServerError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    SelfTest(#[from] self_test::SelfTestFailure),
     #[error("{0}")]
     Start(String),
 }
@@ -65,6 +68,7 @@ pub fn init_data_dir(
     partition: &str,
     clock: &dyn Clock,
 ) -> Result<Initialised, ServerError> {
+    self_test::run()?;
     if seal::is_initialised(dir) {
         return Err(SealError::AlreadyInitialised(dir.to_path_buf()).into());
     }
@@ -184,14 +188,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Unseals `config.data_dir` and starts serving on `config.listen`. A wrong passphrase
-    /// fails before anything on disk is opened.
+    /// Unseals `config.data_dir` and starts serving on `config.listen`. The self-tests run
+    /// first; a wrong passphrase fails before anything on disk is opened.
     pub async fn start(
         mut config: DaemonConfig,
         passphrase: SecretString,
         clock: Arc<dyn Clock>,
     ) -> Result<Daemon, ServerError> {
         config.validate()?;
+        tokio::task::spawn_blocking(self_test::run)
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))??;
+        tracing::debug!("self-tests passed");
         let started = std::time::Instant::now();
         let dir = config.data_dir.clone();
         let (info, master) = tokio::task::spawn_blocking(move || seal::unseal(&dir, &passphrase))
@@ -219,7 +227,8 @@ impl Daemon {
                 &config.region,
                 &info.account_id,
             )
-            .map_err(|e| ServerError::Start(e.to_string()))?,
+            .map_err(|e| ServerError::Start(e.to_string()))?
+            .with_accepted_hosts(config.accepted_hosts.clone()),
         );
         let clock_for_iam = clock.clone();
         let master_for_audit = master.clone();

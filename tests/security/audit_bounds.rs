@@ -64,7 +64,7 @@ const DESCRIBE: &str = "/keyhaven.v1.KeyManagementService/DescribeKey";
 fn long_key_authorization() -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential={}/20261204/local/kms/aws4_request, \
-         SignedHeaders=x-amz-date;x-keyhaven-nonce, Signature={}",
+         SignedHeaders=host;x-amz-date;x-keyhaven-nonce, Signature={}",
         "A".repeat(800),
         "0".repeat(64)
     )

@@ -1,8 +1,8 @@
 //! The sealed local keystore: key material generated from the OS's CSPRNG, wrapped under the
 //! current epoch key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and
 //! kept in the metadata store. Unwrapped ciphers are cached in memory after first use, at most
-//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules are zeroized
-//! when dropped.
+//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules live in pages of
+//! their own, out of core dumps and swap ([`Locked`]), and are zeroized when dropped.
 //!
 //! Destroying material retires the epoch key it was wrapped under (see `keyring`): the
 //! scheduler calls [`KeyStore::finish_destruction`] after destroying, which re-wraps every live
@@ -18,7 +18,7 @@ pub use keyring::KEYRING_FILE;
 
 use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef, SEALED};
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
-use crate::secret::{Secret, SecretBytes};
+use crate::secret::{Locked, Secret, SecretBytes};
 use crate::store::{Store, WriteBatch};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -45,7 +45,7 @@ pub struct SealedKeyStore {
     master: Arc<MasterKey>,
     store: Arc<Store>,
     keyring: RwLock<Keyring>,
-    ciphers: RwLock<HashMap<MaterialRef, Arc<Aes256Gcm>>>,
+    ciphers: RwLock<HashMap<MaterialRef, Arc<Locked<Aes256Gcm>>>>,
     cache_limit: usize,
     /// Material was destroyed since the last retirement.
     retirement_due: AtomicBool,
@@ -106,11 +106,11 @@ impl SealedKeyStore {
         self.ciphers.read().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn cipher(&self, material: MaterialRef) -> Result<Arc<Aes256Gcm>, KeyStoreError> {
+    fn cipher(&self, material: MaterialRef) -> Result<Arc<Locked<Aes256Gcm>>, KeyStoreError> {
         if let Some(cipher) = self.ciphers.read().map_err(|_| poisoned())?.get(&material) {
             return Ok(cipher.clone());
         }
-        let cipher = Arc::new(self.unwrap(material)?);
+        let cipher = Arc::new(Locked::new(self.unwrap(material)?));
         let mut ciphers = self.ciphers.write().map_err(|_| poisoned())?;
         if ciphers.len() >= self.cache_limit
             && let Some(evicted) = ciphers.keys().next().copied()
