@@ -17,5 +17,6 @@ pub use model::{
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
-    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_PLAINTEXT,
+    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_KEY_POLICY,
+    MAX_PLAINTEXT, validate_alias_name,
 };

@@ -25,6 +25,18 @@ impl KeyService {
                 "alias '{alias}' already exists"
             )));
         }
+        // Checked under the gate, so concurrent creates cannot overshoot the quota.
+        let held = self
+            .aliases
+            .read()
+            .map_err(|_| KeyError::Internal("alias lock poisoned".into()))?
+            .len();
+        if held >= self.config.alias_quota {
+            return Err(KeyError::LimitExceeded(format!(
+                "the account already has the most aliases it may hold ({})",
+                self.config.alias_quota
+            )));
+        }
         let now = self.now();
         let record = AliasEntry {
             name: alias.to_owned(),
