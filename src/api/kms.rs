@@ -175,6 +175,7 @@ impl KeyManagementService for KmsApi {
         validate_spec(&r.key_spec, &r.key_usage)?;
         let policy = non_empty(&r.policy).map(str::to_owned);
         if let Some(text) = &policy {
+            crate::keys::validate_key_policy_size(text)?;
             let parsed = Policy::parse(text, PolicyKind::Resource)
                 .map_err(|e| KeyError::MalformedPolicy(e.0))?;
             self.lockout_check(&call, "*", parsed, r.bypass_policy_lockout_safety_check)?;
@@ -492,6 +493,7 @@ impl KeyManagementService for KmsApi {
         let r = request.into_inner();
         policy_name(&r.policy_name)?;
         let key = self.key(&call, "kms:PutKeyPolicy", &r.key_id)?;
+        crate::keys::validate_key_policy_size(&r.policy)?;
         let parsed = Policy::parse(&r.policy, PolicyKind::Resource)
             .map_err(|e| KeyError::MalformedPolicy(e.0))?;
         let arn = self.keys.key_arn(self.keys.resolve_id(&key)?);

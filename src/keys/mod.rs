@@ -18,5 +18,5 @@ pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
     AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_KEY_POLICY,
-    MAX_PLAINTEXT, validate_alias_name,
+    MAX_PLAINTEXT, validate_alias_name, validate_key_policy_size,
 };

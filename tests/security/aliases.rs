@@ -445,3 +445,409 @@ async fn list_aliases_by_key_tells_nothing_of_keys_the_caller_may_not_ask_about(
         "NotFoundException",
     );
 }
+
+// --------------------------------------------------- 6: bounds on what callers can make us keep
+
+/// Asserts `RESOURCE_EXHAUSTED` / `LimitExceededException` with exactly `message`.
+#[track_caller]
+fn assert_limit<T: std::fmt::Debug>(result: Result<T, tonic::Status>, message: &str) {
+    match result {
+        Ok(value) => panic!("expected LimitExceededException: {message}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(
+                status.message(),
+                format!("LimitExceededException: {message}"),
+                "{status:?}"
+            );
+            assert_refused::<()>(
+                Err(status),
+                Code::ResourceExhausted,
+                "LimitExceededException",
+            );
+        }
+    }
+}
+
+/// A policy document of exactly `chars` characters (padded with white space, which counts).
+fn policy_of_size(document: &str, chars: usize) -> String {
+    assert!(document.len() <= chars);
+    format!("{document}{}", " ".repeat(chars - document.len()))
+}
+
+const SMALL_IDENTITY_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
+
+async fn put_policy(
+    d: &TestDaemon,
+    kind: v1::EntityType,
+    name: &str,
+    policy_name: &str,
+    document: &str,
+) -> Result<(), tonic::Status> {
+    let request = v1::PutEntityPolicyRequest {
+        entity_type: kind as i32,
+        entity_name: name.into(),
+        policy_name: policy_name.into(),
+        policy_document: document.into(),
+    };
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam("PutEntityPolicy", request))
+        .await
+        .map(|_| ())
+}
+
+async fn policy_names(d: &TestDaemon, kind: v1::EntityType, name: &str) -> Vec<String> {
+    let request = v1::ListEntityPoliciesRequest {
+        entity_type: kind as i32,
+        entity_name: name.into(),
+    };
+    d.client
+        .iam()
+        .list_entity_policies(d.client.signed_iam("ListEntityPolicies", request))
+        .await
+        .expect("ListEntityPolicies")
+        .into_inner()
+        .policy_names
+}
+
+async fn create_user(d: &TestDaemon, name: &str) -> Result<(), tonic::Status> {
+    let request = v1::CreateUserRequest {
+        user_name: name.into(),
+    };
+    d.client
+        .iam()
+        .create_user(d.client.signed_iam("CreateUser", request))
+        .await
+        .map(|_| ())
+}
+
+async fn create_group(d: &TestDaemon, name: &str) -> Result<(), tonic::Status> {
+    let request = v1::CreateGroupRequest {
+        group_name: name.into(),
+    };
+    d.client
+        .iam()
+        .create_group(d.client.signed_iam("CreateGroup", request))
+        .await
+        .map(|_| ())
+}
+
+fn root_trust(d: &TestDaemon) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:keyhaven:iam::{}:root", d.account_id)},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+    .to_string()
+}
+
+async fn create_role(d: &TestDaemon, name: &str, trust: &str) -> Result<String, tonic::Status> {
+    let request = v1::CreateRoleRequest {
+        role_name: name.into(),
+        assume_role_policy_document: trust.into(),
+    };
+    Ok(d.client
+        .iam()
+        .create_role(d.client.signed_iam("CreateRole", request))
+        .await?
+        .into_inner()
+        .role
+        .map(|r| r.arn)
+        .unwrap_or_default())
+}
+
+async fn names_of(d: &TestDaemon) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let iam = d.client.iam();
+    let users = iam
+        .clone()
+        .list_users(
+            d.client
+                .signed_iam("ListUsers", v1::ListUsersRequest::default()),
+        )
+        .await
+        .expect("ListUsers")
+        .into_inner()
+        .users
+        .into_iter()
+        .map(|u| u.user_name)
+        .collect();
+    let groups = iam
+        .clone()
+        .list_groups(
+            d.client
+                .signed_iam("ListGroups", v1::ListGroupsRequest::default()),
+        )
+        .await
+        .expect("ListGroups")
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| g.group_name)
+        .collect();
+    let roles = iam
+        .clone()
+        .list_roles(
+            d.client
+                .signed_iam("ListRoles", v1::ListRolesRequest::default()),
+        )
+        .await
+        .expect("ListRoles")
+        .into_inner()
+        .roles
+        .into_iter()
+        .map(|r| r.role_name)
+        .collect();
+    (users, groups, roles)
+}
+
+#[tokio::test]
+async fn aliases_past_the_quota_are_refused() {
+    let d = TestDaemon::start_with(Backend::Sealed, |c| c.alias_quota = 2).await;
+    let key = d.create_key("k").await.key_id;
+    d.create_alias("alias/one", &key).await.unwrap();
+    d.create_alias("alias/two", &key).await.unwrap();
+    assert_limit(
+        d.create_alias("alias/three", &key).await,
+        "the account already has the most aliases it may hold (2)",
+    );
+    let held = vec![
+        ("alias/one".to_owned(), key.clone()),
+        ("alias/two".to_owned(), key.clone()),
+    ];
+    assert_eq!(all_aliases(&d).await, held);
+    // Moving an alias adds none; deleting one makes room.
+    update_alias_as(&d.client, "alias/two", &key).await.unwrap();
+    delete_alias_as(&d.client, "alias/two").await.unwrap();
+    d.create_alias("alias/three", &key).await.unwrap();
+}
+
+#[tokio::test]
+async fn users_groups_and_roles_past_their_quotas_are_refused() {
+    let d = TestDaemon::start_with(Backend::Sealed, |c| {
+        c.iam_quotas.users = 2;
+        c.iam_quotas.groups = 1;
+        c.iam_quotas.roles = 1;
+    })
+    .await;
+    create_user(&d, "u1").await.unwrap();
+    create_user(&d, "u2").await.unwrap();
+    assert_limit(
+        create_user(&d, "u3").await,
+        "the account already has the most users it may hold (2)",
+    );
+    create_group(&d, "g1").await.unwrap();
+    assert_limit(
+        create_group(&d, "g2").await,
+        "the account already has the most groups it may hold (1)",
+    );
+    let trust = root_trust(&d);
+    create_role(&d, "r1", &trust).await.unwrap();
+    assert_limit(
+        create_role(&d, "r2", &trust).await,
+        "the account already has the most roles it may hold (1)",
+    );
+    let (users, groups, roles) = names_of(&d).await;
+    assert_eq!(users, ["u1", "u2"]);
+    assert_eq!(groups, ["g1"]);
+    assert_eq!(roles, ["r1"]);
+}
+
+#[tokio::test]
+async fn a_user_joins_at_most_ten_groups() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    create_user(&d, "joiner").await.unwrap();
+    let add = |group: String| {
+        let request = v1::AddUserToGroupRequest {
+            group_name: group,
+            user_name: "joiner".into(),
+        };
+        let mut iam = d.client.iam();
+        let signed = d.client.signed_iam("AddUserToGroup", request);
+        async move { iam.add_user_to_group(signed).await.map(|_| ()) }
+    };
+    for i in 0..11 {
+        create_group(&d, &format!("g{i:02}")).await.unwrap();
+    }
+    for i in 0..10 {
+        add(format!("g{i:02}")).await.unwrap();
+    }
+    // Joining a group again changes nothing and is no new membership.
+    add("g00".into()).await.unwrap();
+    assert_limit(
+        add("g10".into()).await,
+        "user 'joiner' is already in 10 groups, the most a user may join",
+    );
+    let request = v1::ListGroupsRequest {
+        user_name: "joiner".into(),
+    };
+    let groups: Vec<String> = d
+        .client
+        .iam()
+        .list_groups(d.client.signed_iam("ListGroups", request))
+        .await
+        .unwrap()
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| g.group_name)
+        .collect();
+    assert_eq!(
+        groups,
+        (0..10).map(|i| format!("g{i:02}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn inline_policies_are_bounded_in_number_and_size() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    use v1::EntityType::{Group, Role, User};
+    create_user(&d, "u").await.unwrap();
+    create_group(&d, "g").await.unwrap();
+    create_role(&d, "r", &root_trust(&d)).await.unwrap();
+
+    // Size of one document, per kind of entity.
+    for (kind, name, limit, word) in [
+        (User, "u", 6_144, "user"),
+        (Group, "g", 5_120, "group"),
+        (Role, "r", 10_240, "role"),
+    ] {
+        let at_limit = policy_of_size(SMALL_IDENTITY_POLICY, limit);
+        let over = policy_of_size(SMALL_IDENTITY_POLICY, limit + 1);
+        assert_limit(
+            put_policy(&d, kind, name, "big", &over).await,
+            &format!(
+                "the inline policies of a {word} total at most {limit} characters; this one has {}",
+                limit + 1
+            ),
+        );
+        assert!(policy_names(&d, kind, name).await.is_empty());
+        put_policy(&d, kind, name, "big", &at_limit).await.unwrap();
+        // Together with what the entity has: any more is refused; replacing is measured alone.
+        assert_limit(
+            put_policy(&d, kind, name, "more", SMALL_IDENTITY_POLICY).await,
+            &format!(
+                "the inline policies of a {word} total at most {limit} characters; with this one \
+                 they would have {}",
+                limit + SMALL_IDENTITY_POLICY.len()
+            ),
+        );
+        assert_eq!(policy_names(&d, kind, name).await, ["big"]);
+        put_policy(&d, kind, name, "big", SMALL_IDENTITY_POLICY)
+            .await
+            .unwrap();
+    }
+
+    // Number: ten per entity.
+    for i in 1..10 {
+        put_policy(&d, User, "u", &format!("p{i}"), SMALL_IDENTITY_POLICY)
+            .await
+            .unwrap();
+    }
+    assert_limit(
+        put_policy(&d, User, "u", "p10", SMALL_IDENTITY_POLICY).await,
+        "a user has at most 10 inline policies",
+    );
+    assert_eq!(policy_names(&d, User, "u").await.len(), 10);
+}
+
+#[tokio::test]
+async fn trust_and_key_policies_are_bounded_in_size() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let trust = policy_of_size(&root_trust(&d), 2_049);
+    assert_limit(
+        create_role(&d, "wide", &trust).await,
+        "a role's trust policy is at most 2048 characters",
+    );
+    assert!(names_of(&d).await.2.is_empty());
+    create_role(&d, "wide", &policy_of_size(&root_trust(&d), 2_048))
+        .await
+        .unwrap();
+
+    let key_policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:keyhaven:iam::{}:root", d.account_id)},
+            "Action": "kms:*",
+            "Resource": "*"
+        }]
+    })
+    .to_string();
+    let over = policy_of_size(&key_policy, 32 * 1024 + 1);
+    let message = format!(
+        "a key policy is at most 32768 bytes; this one is {}",
+        32 * 1024 + 1
+    );
+    let request = v1::CreateKeyRequest {
+        policy: over.clone(),
+        ..Default::default()
+    };
+    assert_limit(
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await,
+        &message,
+    );
+    assert!(d.list_all_keys().await.is_empty());
+    let key = d.create_key("policy").await.key_id;
+    let get = || {
+        let request = v1::GetKeyPolicyRequest {
+            key_id: key.clone(),
+            policy_name: "default".into(),
+        };
+        let mut kms = d.client.kms();
+        let signed = d.client.signed("GetKeyPolicy", request);
+        async move {
+            kms.get_key_policy(signed)
+                .await
+                .unwrap()
+                .into_inner()
+                .policy
+        }
+    };
+    let before = get().await;
+    let put = |policy: String| {
+        let request = v1::PutKeyPolicyRequest {
+            key_id: key.clone(),
+            policy_name: "default".into(),
+            policy,
+            bypass_policy_lockout_safety_check: false,
+        };
+        let mut kms = d.client.kms();
+        let signed = d.client.signed("PutKeyPolicy", request);
+        async move { kms.put_key_policy(signed).await.map(|_| ()) }
+    };
+    assert_limit(put(over).await, &message);
+    assert_eq!(get().await, before);
+    put(policy_of_size(&key_policy, 32 * 1024)).await.unwrap();
+}
+
+#[tokio::test]
+async fn live_sessions_per_role_are_bounded() {
+    let d = TestDaemon::start_with(Backend::Sealed, |c| c.iam_quotas.sessions_per_role = 2).await;
+    let role = create_role(&d, "batch", &root_trust(&d)).await.unwrap();
+    let assume = |session: &str, duration: u32| {
+        let request = v1::AssumeRoleRequest {
+            role_arn: role.clone(),
+            role_session_name: session.into(),
+            duration_seconds: Some(duration),
+        };
+        let mut iam = d.client.iam();
+        let signed = d.client.signed_iam("AssumeRole", request);
+        async move { iam.assume_role(signed).await.map(|r| r.into_inner()) }
+    };
+    assume("s1", 900).await.unwrap();
+    assume("s2", 900).await.unwrap();
+    let refused = "role batch already has 2 sessions that have not expired; try again when one has";
+    assert_limit(assume("s3", 43_200).await, refused);
+    // Expired sessions no longer count. Had the refused 12-hour session been stored, only one
+    // more would fit now.
+    d.clock.advance(901);
+    assume("s4", 900).await.unwrap();
+    assume("s5", 900).await.unwrap();
+    assert_limit(assume("s6", 900).await, refused);
+}

@@ -332,8 +332,9 @@ fn validate_description(description: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Refuses a key policy past [`MAX_KEY_POLICY`] before it is parsed or stored.
-pub(crate) fn validate_key_policy_size(text: &str) -> Result<(), KeyError> {
+/// Refuses a key policy past [`MAX_KEY_POLICY`] as a quota (`LimitExceededException`), before
+/// it is parsed or stored.
+pub fn validate_key_policy_size(text: &str) -> Result<(), KeyError> {
     if text.len() > MAX_KEY_POLICY {
         return Err(KeyError::LimitExceeded(format!(
             "a key policy is at most {MAX_KEY_POLICY} bytes; this one is {}",
