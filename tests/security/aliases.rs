@@ -851,3 +851,110 @@ async fn live_sessions_per_role_are_bounded() {
     assume("s5", 900).await.unwrap();
     assert_limit(assume("s6", 900).await, refused);
 }
+
+/// The simulator answers for an alias action on an alias ARN as the call decides it: by
+/// identity policies, not by the key policy of the key the alias happens to point at.
+#[tokio::test]
+async fn the_simulator_judges_alias_actions_on_the_alias_name() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("payments").await.key_id;
+    d.create_alias("alias/payments", &key).await.unwrap();
+    d.create_user(
+        "mallory",
+        Some(&allow(&["kms:UpdateAlias"], &[kms_arn(&d, "key/*")])),
+    )
+    .await;
+    let simulate = |resource: String| {
+        let request = v1::SimulatePrincipalPolicyRequest {
+            policy_source_arn: user_arn(&d, "mallory"),
+            action_name: "kms:UpdateAlias".into(),
+            resource_arn: resource,
+            context_entries: vec![],
+        };
+        let mut iam = d.client.iam();
+        let signed = d.client.signed_iam("SimulatePrincipalPolicy", request);
+        async move {
+            iam.simulate_principal_policy(signed)
+                .await
+                .unwrap()
+                .into_inner()
+                .eval_decision
+        }
+    };
+    assert_eq!(
+        simulate(kms_arn(&d, "alias/payments")).await,
+        "implicitDeny"
+    );
+    assert_eq!(simulate(kms_arn(&d, "alias/ghost")).await, "implicitDeny");
+    assert_eq!(
+        simulate(kms_arn(&d, &format!("key/{key}"))).await,
+        "allowed"
+    );
+    assert_denied(
+        update_alias_as(
+            &d.create_user(
+                "mallory2",
+                Some(&allow(&["kms:UpdateAlias"], &[kms_arn(&d, "key/*")])),
+            )
+            .await,
+            "alias/payments",
+            &key,
+        )
+        .await,
+        &d,
+        "mallory2",
+        "kms:UpdateAlias",
+        &kms_arn(&d, "alias/payments"),
+    );
+}
+
+#[tokio::test]
+async fn tags_past_fifty_per_key_are_refused() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let tag = |i: usize| v1::Tag {
+        tag_key: format!("k{i:02}"),
+        tag_value: "v".into(),
+    };
+    let request = v1::CreateKeyRequest {
+        tags: (0..51).map(tag).collect(),
+        ..Default::default()
+    };
+    assert_limit(
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await,
+        "a key has at most 50 tags",
+    );
+    assert!(d.list_all_keys().await.is_empty());
+    let key = d.create_key("tags").await.key_id;
+    let tag_resource = |tags: Vec<v1::Tag>| {
+        let request = v1::TagResourceRequest {
+            key_id: key.clone(),
+            tags,
+        };
+        let mut kms = d.client.kms();
+        let signed = d.client.signed("TagResource", request);
+        async move { kms.tag_resource(signed).await.map(|_| ()) }
+    };
+    tag_resource((0..50).map(tag).collect()).await.unwrap();
+    // Retagging an existing key adds nothing; one more key is refused.
+    tag_resource(vec![tag(0)]).await.unwrap();
+    assert_limit(
+        tag_resource(vec![tag(50)]).await,
+        "a key has at most 50 tags",
+    );
+    let request = v1::ListResourceTagsRequest {
+        key_id: key.clone(),
+    };
+    let listed = d
+        .client
+        .kms()
+        .list_resource_tags(d.client.signed("ListResourceTags", request))
+        .await
+        .unwrap()
+        .into_inner()
+        .tags;
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|t| t.tag_key != "k50"));
+}
