@@ -10,6 +10,7 @@ use crate::proto::v1::{self, key_management_service_server::KeyManagementService
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 use zeroize::Zeroize;
 
 const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
@@ -313,10 +314,15 @@ impl KeyManagementService for KmsApi {
         let r = request.get_ref();
         // The alias itself, then both the key it leaves and the key it joins must allow it.
         self.alias(&call, "kms:UpdateAlias", &r.alias_name)?;
-        self.key(&call, "kms:UpdateAlias", &r.alias_name)?;
+        let mut from = self.alias_key(&call, "kms:UpdateAlias", &r.alias_name)?;
         let key = self.alias_target(&call, "kms:UpdateAlias", &r.target_key_id)?;
-        self.keys.update_alias(&r.alias_name, &key).await?;
-        Ok(Response::new(v1::UpdateAliasResponse {}))
+        for _ in 0..ALIAS_ATTEMPTS {
+            if self.keys.update_alias(&r.alias_name, &key, from).await? {
+                return Ok(Response::new(v1::UpdateAliasResponse {}));
+            }
+            from = self.alias_key(&call, "kms:UpdateAlias", &r.alias_name)?;
+        }
+        Err(alias_kept_moving(&r.alias_name))
     }
 
     async fn delete_alias(
@@ -326,9 +332,13 @@ impl KeyManagementService for KmsApi {
         let call = caller(&request)?;
         let alias = &request.get_ref().alias_name;
         self.alias(&call, "kms:DeleteAlias", alias)?;
-        self.key(&call, "kms:DeleteAlias", alias)?;
-        self.keys.delete_alias(alias).await?;
-        Ok(Response::new(v1::DeleteAliasResponse {}))
+        for _ in 0..ALIAS_ATTEMPTS {
+            let from = self.alias_key(&call, "kms:DeleteAlias", alias)?;
+            if self.keys.delete_alias(alias, from).await? {
+                return Ok(Response::new(v1::DeleteAliasResponse {}));
+            }
+        }
+        Err(alias_kept_moving(alias))
     }
 
     async fn list_aliases(
@@ -633,6 +643,18 @@ impl KeyManagementService for KmsApi {
     }
 }
 
+/// How often UpdateAlias and DeleteAlias authorise again when the alias moved between their
+/// authorisation and their change (another caller's UpdateAlias in between).
+const ALIAS_ATTEMPTS: usize = 3;
+
+fn alias_kept_moving(alias: &str) -> Status {
+    KeyError::InvalidState(format!(
+        "alias '{}' kept moving to other keys while the call was authorised; try again",
+        crate::keys::printable_input(alias)
+    ))
+    .into()
+}
+
 /// Key policies have one name, as in AWS KMS.
 fn policy_name(name: &str) -> Result<(), KeyError> {
     if matches!(name, "" | "default") {
@@ -652,6 +674,16 @@ impl KmsApi {
         crate::keys::validate_alias_name(alias)?;
         let context = self.context(call);
         Ok(self.authorizer.alias(call, action, alias, &context)?)
+    }
+
+    /// The key an alias points at now, authorised for `action`: the change is then made only
+    /// if the alias still points at it.
+    fn alias_key(&self, call: &CallContext, action: &str, alias: &str) -> Result<Uuid, Status> {
+        let context = self.context(call);
+        Ok(self
+            .authorizer
+            .key(call, action, alias, false, &context)?
+            .id)
     }
 
     /// The key a Decrypt or ReEncrypt names beside its ciphertext, authorised before it is

@@ -958,3 +958,30 @@ async fn tags_past_fifty_per_key_are_refused() {
     assert_eq!(listed.len(), 50);
     assert!(listed.iter().all(|t| t.tag_key != "k50"));
 }
+
+/// UpdateAlias and DeleteAlias are authorised on the key the alias points at; if another call
+/// moves the alias before the change is made, the change is not made on the strength of that
+/// authorisation (the handler authorises again on the key it points at now).
+#[tokio::test]
+async fn an_alias_moved_after_authorisation_is_not_changed() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let authorised = d.create_key("authorised").await.key_id;
+    let moved_to = d.create_key("moved to").await.key_id;
+    d.create_alias("alias/app", &moved_to).await.unwrap();
+    let keys = d.key_service();
+    let authorised_id = uuid::Uuid::parse_str(&authorised).unwrap();
+    assert!(
+        !keys
+            .update_alias("alias/app", &authorised, authorised_id)
+            .await
+            .unwrap()
+    );
+    assert!(!keys.delete_alias("alias/app", authorised_id).await.unwrap());
+    assert_eq!(
+        all_aliases(&d).await,
+        vec![("alias/app".to_owned(), moved_to.clone())]
+    );
+    let moved_id = uuid::Uuid::parse_str(&moved_to).unwrap();
+    assert!(keys.delete_alias("alias/app", moved_id).await.unwrap());
+    assert!(all_aliases(&d).await.is_empty());
+}
