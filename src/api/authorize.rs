@@ -10,6 +10,14 @@
 //! action is told `NotFoundException` (`InvalidCiphertextException` for a ciphertext's key),
 //! as a key they could use would answer; everyone else gets the same `AccessDeniedException`
 //! as for a key they may not use, naming the resource as they gave it.
+//!
+//! A key named by an alias is judged on the key the alias points at; a missing alias points at
+//! no key we could name, so it is judged on the key ARN pattern `…:key/*` (a key in general)
+//! rather than on the alias ARN. Judging the two on different resources would let a policy
+//! written for `alias/app-*` tell which aliases exist.
+//!
+//! Aliases themselves (CreateAlias, UpdateAlias, DeleteAlias) are no resource-policy resources:
+//! the alias ARN is decided by the caller's identity policies alone ([`Authorizer::alias`]).
 
 use super::auth_layer::AuditSlot;
 use crate::auth::{Caller, Principal, PrincipalKind};
@@ -204,20 +212,47 @@ impl Authorizer {
             .allowed()
     }
 
-    /// The resource a key reference names, as the caller gave it, in ARN form.
-    fn requested_resource(&self, key: &str) -> String {
-        let prefix = format!(
+    fn arn_prefix(&self) -> String {
+        format!(
             "arn:{}:kms:{}:{}:",
             self.keys.config().partition,
             self.keys.config().region,
             self.keys.config().account_id
-        );
-        match KeyReference::parse(key, &prefix) {
+        )
+    }
+
+    /// The resource a key reference names, as the caller gave it, in ARN form.
+    fn requested_resource(&self, key: &str) -> String {
+        match KeyReference::parse(key, &self.arn_prefix()) {
             _ if key.starts_with("arn:") => key.to_owned(),
             Ok(KeyReference::Id(id)) => self.keys.key_arn(id),
             Ok(KeyReference::Alias(alias)) => self.keys.alias_arn(&alias),
             Err(_) => key.to_owned(),
         }
+    }
+
+    /// The resource a missing key is judged on: its key ARN, or for an alias (which would
+    /// name some key) the pattern of every key ARN, as an existing alias is judged on a key.
+    fn missing_key_resource(&self, key: &str) -> String {
+        match KeyReference::parse(key, &self.arn_prefix()) {
+            Ok(KeyReference::Alias(_)) => format!("{}key/*", self.arn_prefix()),
+            _ => self.requested_resource(key),
+        }
+    }
+
+    /// Authorises `action` on the alias `alias` (its name, `alias/…`) by the caller's identity
+    /// policies alone: aliases have no policy of their own. Whether the alias exists plays no
+    /// part, so the answer says nothing about it.
+    pub fn alias(
+        &self,
+        call: &CallContext,
+        action: &str,
+        alias: &str,
+        context: &RequestContext,
+    ) -> Result<(), KeyError> {
+        let arn = self.keys.alias_arn(alias);
+        call.audit.add_key(arn.clone());
+        self.require(call, action, &arn, None, context)
     }
 
     /// Authorises `action` on the key `key` names; returns the key.
@@ -247,7 +282,8 @@ impl Authorizer {
             Err(KeyError::NotFound(message)) => {
                 let resource = self.requested_resource(key);
                 call.audit.add_key(resource.clone());
-                if self.allowed_by_default_policy(call, action, &resource, context) {
+                let judged = self.missing_key_resource(key);
+                if self.allowed_by_default_policy(call, action, &judged, context) {
                     Err(KeyError::NotFound(message))
                 } else {
                     Err(Self::denied(call, action, &resource))

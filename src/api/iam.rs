@@ -576,9 +576,16 @@ impl IdentityService for IamApi {
         for entry in r.context_entries {
             context.set_all(&entry.key, entry.values);
         }
-        // The resource policy: the key policy of a key, or the trust policy of a role.
+        // The resource policy: the key policy of a key, or the trust policy of a role. An alias
+        // action on an alias ARN has none: identity policies decide it, as the call does.
+        let alias_action = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&r.action_name));
         let (resource, resource_policy): (String, Option<NamedPolicy>) =
             match self.keys.lookup(&r.resource_arn, false) {
+                _ if alias_action && r.resource_arn.contains(":alias/") => {
+                    (r.resource_arn.clone(), None)
+                }
                 Ok(record) => (
                     self.keys.key_arn(record.id),
                     Some(self.keys.key_policy(record.id)),

@@ -10,6 +10,7 @@ use crate::proto::v1::{self, key_management_service_server::KeyManagementService
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 use zeroize::Zeroize;
 
 const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
@@ -175,6 +176,7 @@ impl KeyManagementService for KmsApi {
         validate_spec(&r.key_spec, &r.key_usage)?;
         let policy = non_empty(&r.policy).map(str::to_owned);
         if let Some(text) = &policy {
+            crate::keys::validate_key_policy_size(text)?;
             let parsed = Policy::parse(text, PolicyKind::Resource)
                 .map_err(|e| KeyError::MalformedPolicy(e.0))?;
             self.lockout_check(&call, "*", parsed, r.bypass_policy_lockout_safety_check)?;
@@ -297,6 +299,8 @@ impl KeyManagementService for KmsApi {
     ) -> Answer<v1::CreateAliasResponse> {
         let call = caller(&request)?;
         let r = request.get_ref();
+        // The alias by the caller's identity policies, the key by its key policy (as AWS).
+        self.alias(&call, "kms:CreateAlias", &r.alias_name)?;
         let key = self.alias_target(&call, "kms:CreateAlias", &r.target_key_id)?;
         self.keys.create_alias(&r.alias_name, &key).await?;
         Ok(Response::new(v1::CreateAliasResponse {}))
@@ -308,13 +312,17 @@ impl KeyManagementService for KmsApi {
     ) -> Answer<v1::UpdateAliasResponse> {
         let call = caller(&request)?;
         let r = request.get_ref();
-        // Both the key the alias leaves and the key it joins must allow it.
-        if r.alias_name.starts_with("alias/") {
-            self.key(&call, "kms:UpdateAlias", &r.alias_name)?;
-        }
+        // The alias itself, then both the key it leaves and the key it joins must allow it.
+        self.alias(&call, "kms:UpdateAlias", &r.alias_name)?;
+        let mut from = self.alias_key(&call, "kms:UpdateAlias", &r.alias_name)?;
         let key = self.alias_target(&call, "kms:UpdateAlias", &r.target_key_id)?;
-        self.keys.update_alias(&r.alias_name, &key).await?;
-        Ok(Response::new(v1::UpdateAliasResponse {}))
+        for _ in 0..ALIAS_ATTEMPTS {
+            if self.keys.update_alias(&r.alias_name, &key, from).await? {
+                return Ok(Response::new(v1::UpdateAliasResponse {}));
+            }
+            from = self.alias_key(&call, "kms:UpdateAlias", &r.alias_name)?;
+        }
+        Err(alias_kept_moving(&r.alias_name))
     }
 
     async fn delete_alias(
@@ -323,11 +331,14 @@ impl KeyManagementService for KmsApi {
     ) -> Answer<v1::DeleteAliasResponse> {
         let call = caller(&request)?;
         let alias = &request.get_ref().alias_name;
-        if alias.starts_with("alias/") {
-            self.key(&call, "kms:DeleteAlias", alias)?;
+        self.alias(&call, "kms:DeleteAlias", alias)?;
+        for _ in 0..ALIAS_ATTEMPTS {
+            let from = self.alias_key(&call, "kms:DeleteAlias", alias)?;
+            if self.keys.delete_alias(alias, from).await? {
+                return Ok(Response::new(v1::DeleteAliasResponse {}));
+            }
         }
-        self.keys.delete_alias(alias).await?;
-        Ok(Response::new(v1::DeleteAliasResponse {}))
+        Err(alias_kept_moving(alias))
     }
 
     async fn list_aliases(
@@ -337,9 +348,13 @@ impl KeyManagementService for KmsApi {
         let call = caller(&request)?;
         self.anywhere(&call, "kms:ListAliases")?;
         let r = request.get_ref();
-        let page = self
-            .keys
-            .list_aliases(non_empty(&r.key_id), r.limit, &r.marker)?;
+        // A key named here is authorised as any key is, before it is looked up: whether it
+        // exists is told only to callers allowed on it.
+        let key = match non_empty(&r.key_id) {
+            Some(key) => Some(self.key(&call, "kms:ListAliases", key)?),
+            None => None,
+        };
+        let page = self.keys.list_aliases(key.as_deref(), r.limit, &r.marker)?;
         Ok(Response::new(v1::ListAliasesResponse {
             aliases: page
                 .items
@@ -488,6 +503,7 @@ impl KeyManagementService for KmsApi {
         let r = request.into_inner();
         policy_name(&r.policy_name)?;
         let key = self.key(&call, "kms:PutKeyPolicy", &r.key_id)?;
+        crate::keys::validate_key_policy_size(&r.policy)?;
         let parsed = Policy::parse(&r.policy, PolicyKind::Resource)
             .map_err(|e| KeyError::MalformedPolicy(e.0))?;
         let arn = self.keys.key_arn(self.keys.resolve_id(&key)?);
@@ -519,9 +535,10 @@ impl KeyManagementService for KmsApi {
         let r = request.into_inner();
         let context = context(r.encryption_context)?;
         self.blob_key(&call, "kms:Decrypt", &r.ciphertext_blob, &context)?;
+        let expected = self.expected_key(&call, "kms:Decrypt", &r.key_id, &context)?;
         let decrypted = self
             .keys
-            .decrypt(&r.ciphertext_blob, &context, non_empty(&r.key_id))
+            .decrypt(&r.ciphertext_blob, &context, expected.as_deref())
             .await?;
         Ok(Response::new(v1::DecryptResponse {
             key_id: self.arn(decrypted.key_id),
@@ -544,6 +561,12 @@ impl KeyManagementService for KmsApi {
             &r.ciphertext_blob,
             &source_context,
         )?;
+        let source = self.expected_key(
+            &call,
+            "kms:ReEncryptFrom",
+            &r.source_key_id,
+            &source_context,
+        )?;
         let destination = self.crypto_key(
             &call,
             "kms:ReEncryptTo",
@@ -555,7 +578,7 @@ impl KeyManagementService for KmsApi {
             .re_encrypt(
                 &r.ciphertext_blob,
                 &source_context,
-                non_empty(&r.source_key_id),
+                source.as_deref(),
                 &destination,
                 &destination_context,
             )
@@ -664,6 +687,18 @@ fn orphan(orphan: &crate::keys::Orphan) -> v1::OrphanedKeyMaterial {
     }
 }
 
+/// How often UpdateAlias and DeleteAlias authorise again when the alias moved between their
+/// authorisation and their change (another caller's UpdateAlias in between).
+const ALIAS_ATTEMPTS: usize = 3;
+
+fn alias_kept_moving(alias: &str) -> Status {
+    KeyError::InvalidState(format!(
+        "alias '{}' kept moving to other keys while the call was authorised; try again",
+        crate::keys::printable_input(alias)
+    ))
+    .into()
+}
+
 /// Key policies have one name, as in AWS KMS.
 fn policy_name(name: &str) -> Result<(), KeyError> {
     if matches!(name, "" | "default") {
@@ -677,6 +712,45 @@ fn policy_name(name: &str) -> Result<(), KeyError> {
 }
 
 impl KmsApi {
+    /// Authorises an alias action on the alias name (after checking the name, which tells
+    /// nothing of what exists).
+    fn alias(&self, call: &CallContext, action: &str, alias: &str) -> Result<(), Status> {
+        crate::keys::validate_alias_name(alias)?;
+        let context = self.context(call);
+        Ok(self.authorizer.alias(call, action, alias, &context)?)
+    }
+
+    /// The key an alias points at now, authorised for `action`: the change is then made only
+    /// if the alias still points at it.
+    fn alias_key(&self, call: &CallContext, action: &str, alias: &str) -> Result<Uuid, Status> {
+        let context = self.context(call);
+        Ok(self
+            .authorizer
+            .key(call, action, alias, false, &context)?
+            .id)
+    }
+
+    /// The key a Decrypt or ReEncrypt names beside its ciphertext, authorised before it is
+    /// looked up (so a name the caller may not use answers `AccessDeniedException` whether or
+    /// not it exists); its id, for the operation to compare with the ciphertext's key.
+    fn expected_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        encryption_context: &EncryptionContext,
+    ) -> Result<Option<String>, Status> {
+        match non_empty(key) {
+            Some(key) => Ok(Some(self.crypto_key(
+                call,
+                action,
+                key,
+                encryption_context,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
     /// Aliases point at keys by id or key ARN; the target key must allow the alias action.
     fn alias_target(
         &self,

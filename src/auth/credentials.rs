@@ -630,13 +630,15 @@ impl CredentialStore {
     }
 
     /// Temporary credentials for a session of the role whose unique id is `role_id`, valid for
-    /// `duration` seconds.
+    /// `duration` seconds; refused when the role already has `live_limit` sessions that have
+    /// not expired (expired ones no longer count, whether or not the sweep has removed them).
     pub async fn create_session(
         &self,
         role: &str,
         role_id: &str,
         session_name: &str,
         duration: i64,
+        live_limit: usize,
     ) -> Result<NewAccessKey, CredentialError> {
         let principal_name = format!("assumed-role/{role}/{session_name}");
         let now = self.clock.now();
@@ -650,6 +652,25 @@ impl CredentialStore {
         record.session_token_sha256 = Some(hex::encode(Sha256::digest(token.expose().as_bytes())));
         let id = record.access_key_id.clone();
         let _gate = self.gate.lock().await;
+        let sessions_of_role = format!("assumed-role/{role}/");
+        let live = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.values()
+                    .filter(|e| {
+                        e.record.principal.starts_with(&sessions_of_role)
+                            && e.record.expires.is_some_and(|t| t > now)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if live >= live_limit {
+            return Err(CredentialError::LimitExceeded(format!(
+                "role {role} already has {live_limit} sessions that have not expired; \
+                 try again when one has"
+            )));
+        }
         self.write(vec![record], vec![]).await?;
         Ok(NewAccessKey {
             credentials: Credentials {

@@ -27,6 +27,33 @@ pub const MIN_SESSION_SECONDS: u32 = 900;
 pub const MAX_SESSION_SECONDS: u32 = 43_200;
 pub const DEFAULT_SESSION_SECONDS: u32 = 3_600;
 const MAX_INLINE_POLICIES: usize = 10;
+/// A user belongs to at most this many groups (AWS IAM: 10).
+pub const MAX_GROUPS_PER_USER: usize = 10;
+/// A role's trust policy is at most this many characters (AWS IAM: 2,048).
+pub const MAX_TRUST_POLICY_CHARS: usize = 2_048;
+
+/// How many of each identity the account may hold, and how many live sessions a role may
+/// have. Each bounds what a caller allowed the create action can make the daemon store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IamQuotas {
+    pub users: usize,
+    pub groups: usize,
+    pub roles: usize,
+    /// Temporary credentials of one role that have not expired yet.
+    pub sessions_per_role: usize,
+}
+
+impl Default for IamQuotas {
+    /// AWS IAM's default quotas; 1,000 live sessions per role.
+    fn default() -> Self {
+        Self {
+            users: 5_000,
+            groups: 300,
+            roles: 1_000,
+            sessions_per_role: 1_000,
+        }
+    }
+}
 
 /// Why an identity operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +116,16 @@ impl EntityType {
             EntityType::User => USER_PREFIX,
             EntityType::Group => GROUP_PREFIX,
             EntityType::Role => ROLE_PREFIX,
+        }
+    }
+
+    /// The characters the inline policies of one entity may total (AWS IAM's sizes; every
+    /// character counts, white space too, so that what is stored is bounded).
+    pub fn inline_policy_chars(self) -> usize {
+        match self {
+            EntityType::User => 6_144,
+            EntityType::Group => 5_120,
+            EntityType::Role => 10_240,
         }
     }
 
@@ -190,6 +227,7 @@ pub struct IamService {
     clock: Arc<dyn Clock>,
     store: Arc<Store>,
     credentials: Arc<CredentialStore>,
+    quotas: IamQuotas,
     entities: Arc<Registry>,
     /// Serialises changes, and the issue of credentials with the deletion of their principal.
     gate: tokio::sync::Mutex<()>,
@@ -204,6 +242,7 @@ impl IamService {
         clock: Arc<dyn Clock>,
         store: Arc<Store>,
         credentials: Arc<CredentialStore>,
+        quotas: IamQuotas,
     ) -> Result<Self, IamError> {
         let mut entities = Entities::default();
         for kind in [EntityType::User, EntityType::Group, EntityType::Role] {
@@ -227,6 +266,7 @@ impl IamService {
             clock,
             store,
             credentials,
+            quotas,
             entities,
             gate: tokio::sync::Mutex::new(()),
             policies: PolicyCache::default(),
@@ -349,6 +389,11 @@ impl IamService {
                     "a role needs a trust policy (AssumeRolePolicyDocument)".into(),
                 )
             })?;
+            if trust.chars().count() > MAX_TRUST_POLICY_CHARS {
+                return Err(IamError::LimitExceeded(format!(
+                    "a role's trust policy is at most {MAX_TRUST_POLICY_CHARS} characters"
+                )));
+            }
             Policy::parse(&trust, PolicyKind::Resource)?;
             entity.trust_policy = Some(trust);
         }
@@ -356,6 +401,18 @@ impl IamService {
         if self.get(kind, name).is_some() {
             return Err(IamError::AlreadyExists(format!(
                 "the {} '{name}' already exists",
+                kind.as_str()
+            )));
+        }
+        let quota = match kind {
+            EntityType::User => self.quotas.users,
+            EntityType::Group => self.quotas.groups,
+            EntityType::Role => self.quotas.roles,
+        };
+        // Counted under the gate, so concurrent creates cannot overshoot.
+        if self.read().of(kind).map_or(0, BTreeMap::len) >= quota {
+            return Err(IamError::LimitExceeded(format!(
+                "the account already has the most {}s it may hold ({quota})",
                 kind.as_str()
             )));
         }
@@ -395,6 +452,11 @@ impl IamService {
         let _gate = self.gate.lock().await;
         self.require(EntityType::Group, group)?;
         let mut entity = self.require(EntityType::User, user)?;
+        if !entity.groups.contains(group) && entity.groups.len() >= MAX_GROUPS_PER_USER {
+            return Err(IamError::LimitExceeded(format!(
+                "user '{user}' is already in {MAX_GROUPS_PER_USER} groups, the most a user may join"
+            )));
+        }
         if entity.groups.insert(group.to_owned()) {
             self.commit(vec![(EntityType::User, entity)], vec![])
                 .await?;
@@ -431,6 +493,14 @@ impl IamService {
         document: String,
     ) -> Result<(), IamError> {
         validate_name("policy", policy_name)?;
+        let limit = kind.inline_policy_chars();
+        let size = document.chars().count();
+        if size > limit {
+            return Err(IamError::LimitExceeded(format!(
+                "the inline policies of a {} total at most {limit} characters; this one has {size}",
+                kind.as_str()
+            )));
+        }
         Policy::parse(&document, PolicyKind::Identity)?;
         let _gate = self.gate.lock().await;
         let mut entity = self.require(kind, name)?;
@@ -440,6 +510,20 @@ impl IamService {
             return Err(IamError::LimitExceeded(format!(
                 "a {} has at most {MAX_INLINE_POLICIES} inline policies",
                 kind.as_str()
+            )));
+        }
+        let others: usize = entity
+            .policies
+            .iter()
+            .filter(|(existing, _)| existing.as_str() != policy_name)
+            .map(|(_, text)| text.chars().count())
+            .sum();
+        if others + size > limit {
+            return Err(IamError::LimitExceeded(format!(
+                "the inline policies of a {} total at most {limit} characters; with this one \
+                 they would have {}",
+                kind.as_str(),
+                others + size
             )));
         }
         entity.policies.insert(policy_name.to_owned(), document);
@@ -555,7 +639,13 @@ impl IamService {
         }
         Ok(self
             .credentials
-            .create_session(role, role_id, session_name, i64::from(duration))
+            .create_session(
+                role,
+                role_id,
+                session_name,
+                i64::from(duration),
+                self.quotas.sessions_per_role,
+            )
             .await?)
     }
 
@@ -677,7 +767,14 @@ mod tests {
             ACCOUNT,
         )
         .unwrap();
-        let iam = IamService::open("keyhaven", ACCOUNT, clock, store, Arc::new(credentials));
+        let iam = IamService::open(
+            "keyhaven",
+            ACCOUNT,
+            clock,
+            store,
+            Arc::new(credentials),
+            IamQuotas::default(),
+        );
         (dir, iam.unwrap())
     }
 
@@ -743,7 +840,7 @@ mod tests {
         ));
         // And a session of the earlier role, had one been issued, is refused too.
         let stale = credentials
-            .create_session("app", &authorised_id, "s1", 900)
+            .create_session("app", &authorised_id, "s1", 900, 1_000)
             .await
             .unwrap();
         assert!(matches!(

@@ -17,6 +17,7 @@ pub use model::{
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
-    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_PLAINTEXT,
-    Orphan, PendingGeneration, Reconciliation,
+    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_KEY_POLICY,
+    MAX_PLAINTEXT, Orphan, PendingGeneration, Reconciliation, validate_alias_name,
+    validate_key_policy_size,
 };

@@ -1,5 +1,6 @@
 //! The daemon's configuration: a TOML file (see `keyhaven.example.toml`) overridden by flags.
 
+use crate::iam::IamQuotas;
 use crate::keystore::pkcs11::{PREFIX as PKCS11_PREFIX, Pkcs11Settings, TokenSelector};
 use crate::secret::SecretString;
 use serde::Deserialize;
@@ -26,6 +27,14 @@ pub struct ConfigFile {
     pub partition: Option<String>,
     pub region: Option<String>,
     pub key_quota: Option<usize>,
+    /// Most aliases the account may hold.
+    pub alias_quota: Option<usize>,
+    /// Most IAM users, groups and roles the account may hold.
+    pub user_quota: Option<usize>,
+    pub group_quota: Option<usize>,
+    pub role_quota: Option<usize>,
+    /// Most unexpired sessions (temporary credentials) one role may have.
+    pub role_session_quota: Option<usize>,
     pub rotation_period_days: Option<u32>,
     pub scheduler_interval_seconds: Option<u64>,
     pub log_level: Option<String>,
@@ -182,6 +191,9 @@ pub struct DaemonConfig {
     pub partition: String,
     pub region: String,
     pub key_quota: usize,
+    pub alias_quota: usize,
+    /// Users, groups and roles the account may hold, and live sessions per role.
+    pub iam_quotas: IamQuotas,
     pub rotation_period_days: u32,
     pub scheduler_interval: Duration,
     /// Encryptions per key version before it is rotated (2^32; lowered only in tests).
@@ -220,6 +232,8 @@ impl DaemonConfig {
             partition: "keyhaven".into(),
             region: "local".into(),
             key_quota: 100_000,
+            alias_quota: 50_000,
+            iam_quotas: IamQuotas::default(),
             rotation_period_days: 365,
             scheduler_interval: Duration::from_secs(60),
             nonce_limit: 1 << 32,
@@ -287,6 +301,21 @@ impl DaemonConfig {
         }
         if let Some(quota) = file.key_quota {
             config.key_quota = quota;
+        }
+        if let Some(quota) = file.alias_quota {
+            config.alias_quota = quota;
+        }
+        if let Some(quota) = file.user_quota {
+            config.iam_quotas.users = quota;
+        }
+        if let Some(quota) = file.group_quota {
+            config.iam_quotas.groups = quota;
+        }
+        if let Some(quota) = file.role_quota {
+            config.iam_quotas.roles = quota;
+        }
+        if let Some(quota) = file.role_session_quota {
+            config.iam_quotas.sessions_per_role = quota;
         }
         if let Some(days) = file.rotation_period_days {
             config.rotation_period_days = days;
@@ -389,8 +418,17 @@ impl DaemonConfig {
                 self.region
             )));
         }
-        if self.key_quota == 0 {
-            return Err(ConfigError::Invalid("key_quota must be at least 1".into()));
+        for (name, quota) in [
+            ("key_quota", self.key_quota),
+            ("alias_quota", self.alias_quota),
+            ("user_quota", self.iam_quotas.users),
+            ("group_quota", self.iam_quotas.groups),
+            ("role_quota", self.iam_quotas.roles),
+            ("role_session_quota", self.iam_quotas.sessions_per_role),
+        ] {
+            if quota == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
         }
         if !(90..=2560).contains(&self.rotation_period_days) {
             return Err(ConfigError::Invalid(format!(
@@ -458,6 +496,23 @@ mod tests {
         assert_eq!(config.partition, defaults.partition);
         assert_eq!(config.region, defaults.region);
         assert_eq!(config.key_quota, defaults.key_quota);
+        assert_eq!(config.alias_quota, defaults.alias_quota);
+        assert_eq!(config.iam_quotas, defaults.iam_quotas);
+        for quota in [
+            "alias_quota",
+            "user_quota",
+            "group_quota",
+            "role_quota",
+            "role_session_quota",
+        ] {
+            assert!(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{quota} = "))),
+                "{quota} is missing from the reference config"
+            );
+        }
         assert_eq!(config.rotation_period_days, defaults.rotation_period_days);
         assert_eq!(config.scheduler_interval, defaults.scheduler_interval);
         assert_eq!(config.pkcs11_call_timeout, defaults.pkcs11_call_timeout);
@@ -556,6 +611,14 @@ mod tests {
             (
                 "unauthenticated_rate_per_second = 0",
                 "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
+            ),
+            ("alias_quota = 0", "alias_quota must be at least 1"),
+            ("user_quota = 0", "user_quota must be at least 1"),
+            ("group_quota = 0", "group_quota must be at least 1"),
+            ("role_quota = 0", "role_quota must be at least 1"),
+            (
+                "role_session_quota = 0",
+                "role_session_quota must be at least 1",
             ),
             (
                 "rotation_period_days = 30",

@@ -271,6 +271,7 @@ impl Daemon {
         key_config.partition = config.partition.clone();
         key_config.region = config.region.clone();
         key_config.key_quota = config.key_quota;
+        key_config.alias_quota = config.alias_quota;
         key_config.default_keystore = config.keystore.clone();
         key_config.default_rotation_period_days = config.rotation_period_days;
         key_config.nonce_limit = config.nonce_limit;
@@ -325,6 +326,7 @@ impl Daemon {
                 clock_for_iam.clone(),
                 store.clone(),
                 credentials.clone(),
+                config.iam_quotas,
             )
             .map_err(|e| ServerError::Start(format!("loading identities: {e:?}")))?,
         );

@@ -512,3 +512,11 @@ pub fn assert_refused<T: std::fmt::Debug>(
 }
 
 pub const DAY: i64 = 86_400;
+
+impl TestDaemon {
+    /// The daemon's key service, for contracts no single call can show (such as what a change
+    /// does when the alias it was authorised on has moved in between).
+    pub fn key_service(&self) -> Arc<keyhaven::keys::KeyService> {
+        self.daemon().keys().clone()
+    }
+}

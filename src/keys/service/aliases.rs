@@ -25,6 +25,18 @@ impl KeyService {
                 "alias '{alias}' already exists"
             )));
         }
+        // Checked under the gate, so concurrent creates cannot overshoot the quota.
+        let held = self
+            .aliases
+            .read()
+            .map_err(|_| KeyError::Internal("alias lock poisoned".into()))?
+            .len();
+        if held >= self.config.alias_quota {
+            return Err(KeyError::LimitExceeded(format!(
+                "the account already has the most aliases it may hold ({})",
+                self.config.alias_quota
+            )));
+        }
         let now = self.now();
         let record = AliasEntry {
             name: alias.to_owned(),
@@ -35,26 +47,44 @@ impl KeyService {
         self.write_alias(record).await
     }
 
-    pub async fn update_alias(&self, alias: &str, target: &str) -> Result<(), KeyError> {
+    /// UpdateAlias: points `alias` at `target` if it still points at `from`, the key the
+    /// caller was authorised on. Returns false, changing nothing, when it has moved since: the
+    /// caller must then be authorised on the key it points at now.
+    pub async fn update_alias(
+        &self,
+        alias: &str,
+        target: &str,
+        from: Uuid,
+    ) -> Result<bool, KeyError> {
         validate_alias_name(alias)?;
         let _gate = self.alias_gate.lock().await;
         let entry = self.alias_target(target)?;
         let mut record = self.alias(alias)?.ok_or_else(|| {
             KeyError::NotFound(format!("alias '{}' does not exist", printable(alias)))
         })?;
+        if record.target != from {
+            return Ok(false);
+        }
         record.target = entry.record().id;
         record.updated = self.now();
-        self.write_alias(record).await
+        self.write_alias(record).await?;
+        Ok(true)
     }
 
-    pub async fn delete_alias(&self, alias: &str) -> Result<(), KeyError> {
+    /// DeleteAlias: deletes `alias` if it still points at `from`, the key the caller was
+    /// authorised on; false, changing nothing, when it has moved since.
+    pub async fn delete_alias(&self, alias: &str, from: Uuid) -> Result<bool, KeyError> {
         validate_alias_name(alias)?;
         let _gate = self.alias_gate.lock().await;
-        if self.alias(alias)?.is_none() {
-            return Err(KeyError::NotFound(format!(
-                "alias '{}' does not exist",
-                printable(alias)
-            )));
+        match self.alias(alias)? {
+            None => {
+                return Err(KeyError::NotFound(format!(
+                    "alias '{}' does not exist",
+                    printable(alias)
+                )));
+            }
+            Some(record) if record.target != from => return Ok(false),
+            Some(_) => {}
         }
         let mut batch = WriteBatch::new();
         batch.delete(alias_record_name(alias));
@@ -63,7 +93,7 @@ impl KeyService {
             .write()
             .map_err(|_| KeyError::Internal("alias lock poisoned".into()))?
             .remove(alias);
-        Ok(())
+        Ok(true)
     }
 
     pub(super) fn alias(&self, alias: &str) -> Result<Option<AliasEntry>, KeyError> {

@@ -15,6 +15,7 @@ impl KeyService {
         validate_tags(&tags)?;
         let policy = match policy {
             Some(text) => {
+                validate_key_policy_size(&text)?;
                 Policy::parse(&text, PolicyKind::Resource)
                     .map_err(|e| KeyError::MalformedPolicy(e.0))?;
                 text

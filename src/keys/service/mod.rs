@@ -26,6 +26,8 @@ use uuid::Uuid;
 
 /// Largest plaintext Encrypt accepts.
 pub const MAX_PLAINTEXT: usize = 4096;
+/// Largest key policy document, in bytes (AWS KMS: 32 KB).
+pub const MAX_KEY_POLICY: usize = 32 * 1024;
 const MAX_DESCRIPTION: usize = 8192;
 const MAX_TAGS: usize = 50;
 const MAX_RANDOM: u32 = 1024;
@@ -44,6 +46,8 @@ pub struct KeyServiceConfig {
     pub account_id: String,
     /// Most keys the account may hold (all states but Deleted).
     pub key_quota: usize,
+    /// Most aliases the account may hold.
+    pub alias_quota: usize,
     pub default_keystore: String,
     pub default_rotation_period_days: u32,
     /// A version is rotated once it has done this many encryptions (2^32 by default).
@@ -59,6 +63,7 @@ impl KeyServiceConfig {
             region: "local".into(),
             account_id: account_id.into(),
             key_quota: 100_000,
+            alias_quota: 50_000,
             default_keystore: crate::keystore::SEALED.into(),
             default_rotation_period_days: 365,
             nonce_limit: 1 << 32,
@@ -329,7 +334,20 @@ fn validate_description(description: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn validate_alias_name(name: &str) -> Result<(), KeyError> {
+/// Refuses a key policy past [`MAX_KEY_POLICY`] as a quota (`LimitExceededException`), before
+/// it is parsed or stored.
+pub fn validate_key_policy_size(text: &str) -> Result<(), KeyError> {
+    if text.len() > MAX_KEY_POLICY {
+        return Err(KeyError::LimitExceeded(format!(
+            "a key policy is at most {MAX_KEY_POLICY} bytes; this one is {}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Alias names: `alias/` and 1 to 250 of `A-Z a-z 0-9 / _ -`, not under the reserved `alias/aws/`.
+pub fn validate_alias_name(name: &str) -> Result<(), KeyError> {
     let Some(rest) = name.strip_prefix("alias/") else {
         return Err(KeyError::Validation(format!(
             "alias name '{}' must begin with 'alias/'",
@@ -574,6 +592,7 @@ impl KeyService {
 
     /// PutKeyPolicy (the lockout check is the caller's: it needs the caller's identity).
     pub async fn put_key_policy(&self, key: &str, text: String) -> Result<(), KeyError> {
+        validate_key_policy_size(&text)?;
         Policy::parse(&text, PolicyKind::Resource).map_err(|e| KeyError::MalformedPolicy(e.0))?;
         let entry = self.resolve(key, false)?;
         self.change_key(&entry, |record| {
