@@ -402,6 +402,8 @@ struct Model {
     uncertain_creates: usize,
     /// CreateKeys and rotations in flight at the last kill (key generations cut short).
     interrupted_generations: usize,
+    /// The same, over every kill so far.
+    all_interrupted_generations: usize,
     /// Token objects without a label, as found after the last kill.
     unlabelled_objects: usize,
     /// `nonces_reserved` per key version, as stored after the last kill.
@@ -909,12 +911,15 @@ fn device_objects(
             ));
         }
     }
-    let torn = found.unlabelled.saturating_sub(model.unlabelled_objects);
-    if torn > model.interrupted_generations {
+    // Another process's SoftHSM2 sees a file the killed daemon left half written only once
+    // the token changes again (its object list is refreshed on the token's generation count,
+    // which the kill never bumped), so a torn object may show up a cycle late: count them
+    // against every generation any kill so far cut short.
+    if found.unlabelled > model.all_interrupted_generations {
         problems.push(format!(
-            "{torn} new token objects without a label, but only {} key generations were cut \
-             short by the kill",
-            model.interrupted_generations
+            "{} token objects without a label, but only {} key generations were cut short by \
+             the kills so far",
+            found.unlabelled, model.all_interrupted_generations
         ));
     }
     model.unlabelled_objects = found.unlabelled;
@@ -1163,6 +1168,7 @@ async fn run_epoch(
         ciphertexts: Vec::new(),
         uncertain_creates: 0,
         interrupted_generations: 0,
+        all_interrupted_generations: 0,
         unlabelled_objects: 0,
         reserved: BTreeMap::new(),
         encrypted_since: BTreeSet::new(),
@@ -1251,6 +1257,7 @@ async fn run_epoch(
             model.ciphertexts.extend(report.ciphertexts);
             model.uncertain_creates += report.uncertain_creates;
             model.interrupted_generations += report.interrupted_generations;
+            model.all_interrupted_generations += report.interrupted_generations;
             model.encrypted_since.extend(report.encrypted);
             model.counts.add(report.counts);
             replayable = report.replayable.or(replayable);
