@@ -448,6 +448,7 @@ mod tests {
     /// A keystore whose calls take `delay`; counts generations and destructions.
     struct Slow {
         delay: Duration,
+        started: AtomicU32,
         generated: AtomicU32,
         destroyed: AtomicU32,
     }
@@ -463,6 +464,7 @@ mod tests {
             true
         }
         fn generate(&self, _: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+            self.started.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
             self.generated.fetch_add(1, Ordering::SeqCst);
             Ok(GeneratedMaterial::default())
@@ -499,6 +501,7 @@ mod tests {
     fn slow(delay_ms: u64) -> Arc<Slow> {
         Arc::new(Slow {
             delay: Duration::from_millis(delay_ms),
+            started: AtomicU32::new(0),
             generated: AtomicU32::new(0),
             destroyed: AtomicU32::new(0),
         })
@@ -593,9 +596,12 @@ mod tests {
     #[test]
     fn a_generation_whose_task_is_cancelled_is_undone() {
         let rt = runtime();
-        // Given up while the device works, and after it answered but before the task saw it.
-        for (delay_ms, given_up_after_ms) in [(200, 0), (0, 100)] {
+        // Given up while the device works, and after it answered but before the task saw it:
+        // the test waits for the device call to have started, or to have answered (a loaded
+        // machine may take its time to start the worker).
+        for (delay_ms, answered) in [(200, false), (20, true)] {
             let inner = slow(delay_ms);
+            let reached = inner.clone();
             let store = DeadlineKeyStore::new(inner.clone(), Duration::from_secs(5));
             rt.block_on(async {
                 let mut run = std::pin::pin!(
@@ -605,7 +611,15 @@ mod tests {
                 let first =
                     std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
                 assert!(first.is_pending());
-                std::thread::sleep(Duration::from_millis(given_up_after_ms));
+                let counter = if answered {
+                    &reached.generated
+                } else {
+                    &reached.started
+                };
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while counter.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             });
             let deadline = Instant::now() + Duration::from_secs(5);
             while inner.destroyed.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
