@@ -224,10 +224,15 @@ impl Deployment {
     }
 
     fn serve(&self) -> Daemon {
+        // The traffic rotates keys on demand far more often than the default quota allows.
+        let config = self.log.with_file_name("crash.toml");
+        std::fs::write(&config, "on_demand_rotation_quota = 1000000\n").expect("write the config");
         let mut command = keyhaven();
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
+            .arg("--config")
+            .arg(&config)
             .env("KEYHAVEN_PASSPHRASE", PASSPHRASE);
         if let Some(token) = &self.token {
             command

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub key_quota: Option<usize>,
     /// Most aliases the account may hold.
     pub alias_quota: Option<usize>,
+    /// Most on-demand rotations of one key.
+    pub on_demand_rotation_quota: Option<u32>,
     /// Most IAM users, groups and roles the account may hold.
     pub user_quota: Option<usize>,
     pub group_quota: Option<usize>,
@@ -192,6 +194,7 @@ pub struct DaemonConfig {
     pub region: String,
     pub key_quota: usize,
     pub alias_quota: usize,
+    pub on_demand_rotation_quota: u32,
     /// Users, groups and roles the account may hold, and live sessions per role.
     pub iam_quotas: IamQuotas,
     pub rotation_period_days: u32,
@@ -233,6 +236,7 @@ impl DaemonConfig {
             region: "local".into(),
             key_quota: 100_000,
             alias_quota: 50_000,
+            on_demand_rotation_quota: 25,
             iam_quotas: IamQuotas::default(),
             rotation_period_days: 365,
             scheduler_interval: Duration::from_secs(60),
@@ -304,6 +308,9 @@ impl DaemonConfig {
         }
         if let Some(quota) = file.alias_quota {
             config.alias_quota = quota;
+        }
+        if let Some(quota) = file.on_demand_rotation_quota {
+            config.on_demand_rotation_quota = quota;
         }
         if let Some(quota) = file.user_quota {
             config.iam_quotas.users = quota;
@@ -421,6 +428,10 @@ impl DaemonConfig {
         for (name, quota) in [
             ("key_quota", self.key_quota),
             ("alias_quota", self.alias_quota),
+            (
+                "on_demand_rotation_quota",
+                self.on_demand_rotation_quota as usize,
+            ),
             ("user_quota", self.iam_quotas.users),
             ("group_quota", self.iam_quotas.groups),
             ("role_quota", self.iam_quotas.roles),
@@ -497,9 +508,14 @@ mod tests {
         assert_eq!(config.region, defaults.region);
         assert_eq!(config.key_quota, defaults.key_quota);
         assert_eq!(config.alias_quota, defaults.alias_quota);
+        assert_eq!(
+            config.on_demand_rotation_quota,
+            defaults.on_demand_rotation_quota
+        );
         assert_eq!(config.iam_quotas, defaults.iam_quotas);
         for quota in [
             "alias_quota",
+            "on_demand_rotation_quota",
             "user_quota",
             "group_quota",
             "role_quota",
@@ -613,6 +629,10 @@ mod tests {
                 "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
             ),
             ("alias_quota = 0", "alias_quota must be at least 1"),
+            (
+                "on_demand_rotation_quota = 0",
+                "on_demand_rotation_quota must be at least 1",
+            ),
             ("user_quota = 0", "user_quota must be at least 1"),
             ("group_quota = 0", "group_quota must be at least 1"),
             ("role_quota = 0", "role_quota must be at least 1"),

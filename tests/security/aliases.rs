@@ -978,3 +978,28 @@ async fn an_alias_moved_after_authorisation_is_not_changed() {
     assert!(keys.delete_alias("alias/app", moved_id).await.unwrap());
     assert!(all_aliases(&d).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_rotations_past_the_quota_are_refused() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.on_demand_rotation_quota = 2;
+    })
+    .await;
+    let key = d.create_key("rotated often").await.key_id;
+    assert_eq!(d.rotate(&key).await.unwrap(), 2);
+    assert_eq!(d.rotate(&key).await.unwrap(), 3);
+    let refused = d.rotate(&key).await;
+    let status = refused.as_ref().expect_err("a third on-demand rotation");
+    assert!(
+        status
+            .message()
+            .contains("rotated on demand the most times it may be (2)"),
+        "{status:?}"
+    );
+    assert_refused(refused, Code::ResourceExhausted, "LimitExceededException");
+    // Nothing was added: still version 3, and the key works.
+    let described = d.describe(&key).await.unwrap();
+    assert_eq!(described.current_key_version, 3);
+    let blob = d.encrypt(&key, b"still usable", &[]).await.unwrap();
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"still usable");
+}

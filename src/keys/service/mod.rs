@@ -48,6 +48,8 @@ pub struct KeyServiceConfig {
     pub key_quota: usize,
     /// Most aliases the account may hold.
     pub alias_quota: usize,
+    /// Most on-demand rotations of one key (AWS KMS allows 25).
+    pub on_demand_rotation_quota: u32,
     pub default_keystore: String,
     pub default_rotation_period_days: u32,
     /// A version is rotated once it has done this many encryptions (2^32 by default).
@@ -64,6 +66,7 @@ impl KeyServiceConfig {
             account_id: account_id.into(),
             key_quota: 100_000,
             alias_quota: 50_000,
+            on_demand_rotation_quota: 25,
             default_keystore: crate::keystore::SEALED.into(),
             default_rotation_period_days: 365,
             nonce_limit: 1 << 32,

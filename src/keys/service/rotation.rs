@@ -67,7 +67,20 @@ impl KeyService {
     pub async fn rotate_key(&self, key: &str) -> Result<Arc<KeyRecord>, KeyError> {
         let entry = self.resolve(key, false)?;
         let _gate = entry.gate.lock().await;
-        entry.record().require_enabled("RotateKeyOnDemand")?;
+        let record = entry.record();
+        record.require_enabled("RotateKeyOnDemand")?;
+        // Each rotation adds a version to the record and material to the keystore for good.
+        let on_demand = record
+            .versions
+            .iter()
+            .filter(|v| v.rotation_type == RotationType::OnDemand)
+            .count();
+        if on_demand >= self.config.on_demand_rotation_quota as usize {
+            return Err(KeyError::LimitExceeded(format!(
+                "the key has been rotated on demand the most times it may be ({})",
+                self.config.on_demand_rotation_quota
+            )));
+        }
         self.rotate_locked(&entry, RotationType::OnDemand).await
     }
 
