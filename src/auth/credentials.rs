@@ -736,25 +736,26 @@ impl CredentialStore {
         }
     }
 
-    /// Removes temporary credentials that have expired. Returns how many.
-    pub async fn remove_expired(&self) -> Result<usize, CredentialError> {
+    /// Removes temporary credentials that have expired. Returns their access key ids and
+    /// principals.
+    pub async fn remove_expired(&self) -> Result<Vec<(String, String)>, CredentialError> {
         let now = self.clock.now();
         let _gate = self.gate.lock().await;
-        let expired: Vec<String> = self
+        let expired: Vec<(String, String)> = self
             .keys
             .read()
             .map(|keys| {
                 keys.values()
                     .filter(|e| e.record.expires.is_some_and(|t| t <= now))
-                    .map(|e| e.record.access_key_id.clone())
+                    .map(|e| (e.record.access_key_id.clone(), e.principal.arn.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        let count = expired.len();
-        if count > 0 {
-            self.write(vec![], expired).await?;
+        if !expired.is_empty() {
+            let ids = expired.iter().map(|(id, _)| id.clone()).collect();
+            self.write(vec![], ids).await?;
         }
-        Ok(count)
+        Ok(expired)
     }
 
     /// Verifies a request's signature: `method_path` is the gRPC path, `authority` the

@@ -120,29 +120,41 @@ fn scheduled_task_auditor(
             .map(|id| ("DeleteKey", id))
             .chain(report.rotated_keys.iter().map(|id| ("RotateKey", id)));
         for (operation, id) in done {
-            let entry = crate::audit::Entry {
-                phase: crate::audit::Phase::Call,
-                request_id: uuid::Uuid::new_v4().to_string(),
-                operation: operation.into(),
-                principal: Some(SCHEDULER_PRINCIPAL.into()),
-                access_key_id: None,
-                source: None,
-                note: crate::audit::AuditNote::key(keys.key_arn(*id)),
-                outcome: Some(crate::audit::Outcome {
-                    code: "OK".into(),
-                    reason: None,
-                }),
-                duration_us: None,
-            };
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            if let Err(error) = audit.append(entry, clock.now(), nanos) {
-                tracing::error!(%error, operation, key = %id, "could not audit a scheduled task");
-            }
+            let note = crate::audit::AuditNote::key(keys.key_arn(*id));
+            audit_scheduled_task(&audit, &*clock, operation, None, note);
         }
     })
+}
+
+/// One audit record of something the daemon did on its own, as `keyhaven:scheduler`.
+fn audit_scheduled_task(
+    audit: &AuditLog,
+    clock: &dyn Clock,
+    operation: &str,
+    access_key_id: Option<String>,
+    note: crate::audit::AuditNote,
+) {
+    let entry = crate::audit::Entry {
+        phase: crate::audit::Phase::Call,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        operation: operation.into(),
+        principal: Some(SCHEDULER_PRINCIPAL.into()),
+        access_key_id,
+        source: None,
+        note,
+        outcome: Some(crate::audit::Outcome {
+            code: "OK".into(),
+            reason: None,
+        }),
+        duration_us: None,
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    if let Err(error) = audit.append(entry, clock.now(), nanos) {
+        tracing::error!(%error, operation, "could not audit a scheduled task");
+    }
 }
 
 /// The principal audit records name for the scheduler's own actions.
@@ -558,8 +570,25 @@ fn spawn_sweeper(
             }
             since_sweep = std::time::Duration::ZERO;
             match credentials.remove_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "expired temporary credentials removed"),
+                Ok(removed) if removed.is_empty() => {}
+                Ok(removed) => {
+                    tracing::info!(
+                        removed = removed.len(),
+                        "expired temporary credentials removed"
+                    );
+                    for (access_key_id, principal) in removed {
+                        audit_scheduled_task(
+                            &audit,
+                            &*clock,
+                            "DeleteExpiredCredentials",
+                            Some(access_key_id),
+                            crate::audit::AuditNote {
+                                keys: vec![principal],
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "could not remove expired credentials"),
             }
         }

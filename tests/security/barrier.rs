@@ -237,3 +237,98 @@ async fn destroyed_material_is_gone_from_every_file_after_compaction() {
     assert_eq!(destroyed["principal"], "keyhaven:scheduler");
     assert!(destroyed["keys"][0].as_str().unwrap().ends_with(&doomed));
 }
+
+fn audit_records(d: &TestDaemon, operation: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&d.config.audit_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|r| r["operation"] == operation)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_scheduler_does_on_its_own_is_audited() {
+    use keyhaven::proto::v1;
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.scheduler_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    // An automatic rotation.
+    let key = d.create_key("rotates by itself").await.key_id;
+    d.client
+        .kms()
+        .enable_key_rotation(d.client.signed(
+            "EnableKeyRotation",
+            v1::EnableKeyRotationRequest {
+                key_id: key.clone(),
+                rotation_period_in_days: Some(90),
+            },
+        ))
+        .await
+        .expect("EnableKeyRotation");
+    // A session that will expire.
+    let root_arn = format!("arn:keyhaven:iam::{}:root", d.account_id);
+    let trust = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{root_arn}"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "short".into(),
+                assume_role_policy_document: trust,
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
+    let session = d
+        .client
+        .iam()
+        .assume_role(d.client.signed_iam(
+            "AssumeRole",
+            v1::AssumeRoleRequest {
+                role_arn: role.arn.clone(),
+                role_session_name: "brief".into(),
+                duration_seconds: Some(900),
+            },
+        ))
+        .await
+        .expect("AssumeRole")
+        .into_inner();
+    let session_key = session.credentials.expect("credentials").access_key_id;
+    assert!(audit_records(&d, "RotateKey").is_empty());
+    assert!(audit_records(&d, "DeleteExpiredCredentials").is_empty());
+
+    d.clock.advance(91 * DAY);
+    let report = d.run_due_tasks().await;
+    assert_eq!(report.rotated_keys, vec![Uuid::parse_str(&key).unwrap()]);
+    let rotated = audit_records(&d, "RotateKey");
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert_eq!(rotated[0]["principal"], "keyhaven:scheduler");
+    assert!(rotated[0]["keys"][0].as_str().unwrap().ends_with(&key));
+
+    // The sweep (every second here) removes the expired session and says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = loop {
+        let found = audit_records(&d, "DeleteExpiredCredentials");
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0]["principal"], "keyhaven:scheduler");
+    assert_eq!(expired[0]["access_key_id"], session_key.as_str());
+    assert!(
+        expired[0]["keys"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(":assumed-role/short/brief")
+    );
+}
