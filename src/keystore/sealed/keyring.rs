@@ -18,12 +18,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const KEYRING_FILE: &str = "keyring.json";
 const FORMAT: u32 = 1;
@@ -60,20 +59,17 @@ pub struct Epoch {
     pub cipher: Aes256Gcm,
     pub uses: Arc<()>,
     wrapped: Vec<u8>,
-    retiring: AtomicBool,
 }
 
-impl Epoch {
-    pub fn retiring(&self) -> bool {
-        self.retiring.load(Ordering::Acquire)
-    }
-}
-
-/// The epochs in memory, with the file they came from.
+/// The epochs in memory, with the file they came from. Changes are made on a clone and
+/// installed only once [`write`](Self::write) has made them durable, so memory never holds
+/// an epoch the file may lack (material wrapped under it would not survive a restart).
+#[derive(Clone)]
 pub struct Keyring {
     path: PathBuf,
     pub current: u32,
     pub epochs: BTreeMap<u32, Arc<Epoch>>,
+    retiring: BTreeSet<u32>,
 }
 
 fn aad(id: u32) -> Vec<u8> {
@@ -81,8 +77,13 @@ fn aad(id: u32) -> Vec<u8> {
 }
 
 impl Keyring {
-    /// Reads the keyring of `dir`, or starts one with a first epoch when there is none.
-    pub fn open_or_create(dir: &Path, master: &MasterKey) -> Result<Self, KeyringError> {
+    /// Reads the keyring of `dir`, or starts one with a first epoch when there is none and
+    /// `may_start` (no material in the store is wrapped under an epoch).
+    pub fn open_or_create(
+        dir: &Path,
+        master: &MasterKey,
+        may_start: bool,
+    ) -> Result<Self, KeyringError> {
         let path = dir.join(KEYRING_FILE);
         let error = |message: String| KeyringError {
             path: path.clone(),
@@ -91,10 +92,19 @@ impl Keyring {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !may_start {
+                    return Err(error(
+                        "the keyring is missing, yet the store holds material wrapped under its \
+                         epoch keys: restore keyring.json from the backup this data directory \
+                         came from (keyring.json and store/ are backed up together)"
+                            .into(),
+                    ));
+                }
                 let mut keyring = Keyring {
                     path: path.clone(),
                     current: 0,
                     epochs: BTreeMap::new(),
+                    retiring: BTreeSet::new(),
                 };
                 keyring.start_epoch(master);
                 keyring.write()?;
@@ -108,6 +118,7 @@ impl Keyring {
             return Err(error(format!("unsupported format {}", file.format)));
         }
         let mut epochs = BTreeMap::new();
+        let mut retiring = BTreeSet::new();
         for stored in file.epochs {
             let wrapped = B64
                 .decode(&stored.wrapped)
@@ -117,6 +128,9 @@ impl Keyring {
                 .map_err(|_| error(format!("epoch {} does not unwrap", stored.id)))?;
             let cipher = Aes256Gcm::new_from_slice(key.expose())
                 .map_err(|_| error(format!("epoch {} has a bad length", stored.id)))?;
+            if stored.retiring {
+                retiring.insert(stored.id);
+            }
             epochs.insert(
                 stored.id,
                 Arc::new(Epoch {
@@ -124,7 +138,6 @@ impl Keyring {
                     cipher,
                     uses: Arc::new(()),
                     wrapped,
-                    retiring: AtomicBool::new(stored.retiring),
                 }),
             );
         }
@@ -138,6 +151,7 @@ impl Keyring {
             path,
             current: file.current,
             epochs,
+            retiring,
         })
     }
 
@@ -158,7 +172,6 @@ impl Keyring {
             cipher: Aes256Gcm::new(key.expose().into()),
             uses: Arc::new(()),
             wrapped: master.wrap(&aad(id), key.expose()),
-            retiring: AtomicBool::new(false),
         };
         self.epochs.insert(id, Arc::new(epoch));
         self.current = id;
@@ -171,21 +184,21 @@ impl Keyring {
 
     /// Marks every epoch but the current one as retiring.
     pub fn retire_others(&mut self) {
-        for epoch in self.epochs.values() {
-            if epoch.id != self.current {
-                epoch.retiring.store(true, Ordering::Release);
-            }
-        }
+        let current = self.current;
+        self.retiring
+            .extend(self.epochs.keys().copied().filter(|id| *id != current));
+    }
+
+    /// The epochs being retired.
+    pub fn retiring(&self) -> impl Iterator<Item = &Arc<Epoch>> {
+        self.epochs
+            .values()
+            .filter(|e| self.retiring.contains(&e.id))
     }
 
     /// Drops the retiring epochs: their keys are gone from memory and, once written, from disk.
     pub fn drop_retiring(&mut self) -> Vec<u32> {
-        let gone: Vec<u32> = self
-            .epochs
-            .values()
-            .filter(|e| e.retiring())
-            .map(|e| e.id)
-            .collect();
+        let gone: Vec<u32> = std::mem::take(&mut self.retiring).into_iter().collect();
         for id in &gone {
             self.epochs.remove(id);
         }
@@ -193,7 +206,7 @@ impl Keyring {
     }
 
     pub fn has_retiring(&self) -> bool {
-        self.epochs.values().any(|e| e.retiring())
+        !self.retiring.is_empty()
     }
 
     /// Writes the keyring atomically: beside, fsync, rename, fsync the directory. The file it
@@ -212,7 +225,7 @@ impl Keyring {
                 .map(|e| StoredEpoch {
                     id: e.id,
                     wrapped: B64.encode(&e.wrapped),
-                    retiring: e.retiring(),
+                    retiring: self.retiring.contains(&e.id),
                 })
                 .collect(),
         };

@@ -76,10 +76,17 @@ impl SealedKeyStore {
         store: Arc<Store>,
         dir: &Path,
     ) -> Result<Self, KeyStoreError> {
-        let keyring = Keyring::open_or_create(dir, &master)
+        // A missing keyring may be started afresh only if no material needs one.
+        let may_start = !Self::any_epoch_wrapped(&store)?;
+        let keyring = Keyring::open_or_create(dir, &master, may_start)
             .map_err(|e| KeyStoreError::Internal(e.to_string()))?;
-        // A retirement cut short is finished on the first pass.
-        let retirement_due = keyring.has_retiring();
+        // A retirement cut short, or one a destruction asked for and a crash prevented, is
+        // carried out on the first pass.
+        let asked = store
+            .get(RETIREMENT_DUE)
+            .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?
+            .is_some();
+        let retirement_due = keyring.has_retiring() || asked;
         Ok(Self {
             master,
             store,
@@ -132,7 +139,17 @@ impl SealedKeyStore {
         // A record that does not unwrap (damaged, moved from another record's place, or under
         // an epoch that is gone) is as good as missing: the key is unavailable, never served
         // with other material.
-        let key = self.unwrap_stored(&record, &stored).ok_or_else(|| {
+        // A record read just before a retirement re-wrapped it, and opened after its epoch
+        // was dropped, is read again.
+        let key = match self.unwrap_stored(&record, &stored) {
+            Some(key) => Some(key),
+            None => self
+                .store
+                .get(&record)
+                .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?
+                .and_then(|again| self.unwrap_stored(&record, &again)),
+        };
+        let key = key.ok_or_else(|| {
             tracing::error!(
                 ?material,
                 "sealed key material failed to unwrap: damaged or moved"
@@ -141,6 +158,27 @@ impl SealedKeyStore {
         })?;
         Aes256Gcm::new_from_slice(key.expose())
             .map_err(|_| KeyStoreError::Internal(format!("{material:?} has a bad length")))
+    }
+
+    /// Whether any material record is wrapped under an epoch key (rather than, from before
+    /// epochs, the master key).
+    fn any_epoch_wrapped(store: &Store) -> Result<bool, KeyStoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store
+                .scan(MATERIAL_PREFIX, after.as_deref(), REWRAP_PAGE)
+                .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
+            if page
+                .iter()
+                .any(|(_, stored)| Self::epoch_of(stored).is_some())
+            {
+                return Ok(true);
+            }
+            if page.len() < REWRAP_PAGE {
+                return Ok(false);
+            }
+            after = page.last().map(|(name, _)| name.clone());
+        }
     }
 
     /// The epoch a stored material record is wrapped under (`None`: the master key, before
@@ -211,18 +249,15 @@ impl SealedKeyStore {
         let retiring: Vec<Arc<()>> = {
             let mut keyring = self.keyring.write().map_err(|_| poisoned())?;
             if new_epoch || !keyring.has_retiring() {
-                keyring.start_epoch(&self.master);
-                keyring.retire_others();
-                keyring
-                    .write()
+                // Durable before it is used: never wrap under an epoch the file lacks.
+                let mut next = keyring.clone();
+                next.start_epoch(&self.master);
+                next.retire_others();
+                next.write()
                     .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
+                *keyring = next;
             }
-            keyring
-                .epochs
-                .values()
-                .filter(|e| e.retiring())
-                .map(|e| e.uses.clone())
-                .collect()
+            keyring.retiring().map(|e| e.uses.clone()).collect()
         };
         // Records wrapped under a retiring epoch by a generate whose batch is still on its way.
         for uses in &retiring {
@@ -264,10 +299,19 @@ impl SealedKeyStore {
                 break;
             }
         }
-        let mut keyring = self.keyring.write().map_err(|_| poisoned())?;
-        let gone = keyring.drop_retiring();
-        keyring
-            .write()
+        let gone = {
+            let mut keyring = self.keyring.write().map_err(|_| poisoned())?;
+            let mut next = keyring.clone();
+            let gone = next.drop_retiring();
+            next.write()
+                .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
+            *keyring = next;
+            gone
+        };
+        let mut done = WriteBatch::new();
+        done.delete(RETIREMENT_DUE.to_vec());
+        self.store
+            .commit_blocking(done)
             .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
         tracing::info!(
             retired = ?gone,
@@ -286,6 +330,8 @@ impl SealedKeyStore {
 }
 
 const MATERIAL_PREFIX: &[u8] = b"material/";
+/// Present from a destruction's tombstone until its epoch is retired.
+const RETIREMENT_DUE: &[u8] = b"keystore/sealed/retirement-due";
 
 /// Waits until no batch holds `token` any more (each is applied or dropped): only its owner
 /// and this clone of it are left.
@@ -384,6 +430,8 @@ impl KeyStore for SealedKeyStore {
         // Removed in the tombstone's batch; the copy sled keeps in its log is made useless
         // when `finish_destruction` retires its epoch.
         records.delete(material_record(material));
+        // Durable with the tombstone: a crash before the retirement does not forget it.
+        records.put(RETIREMENT_DUE.to_vec(), Vec::new());
         records.hold(destructions.in_flight.clone());
         self.retirement_due.store(true, Ordering::Release);
         Ok(records)
@@ -408,6 +456,124 @@ mod tests {
     use crate::seal::{self, KdfParams};
     use crate::secret::SecretString;
     use crate::store::SledBackend;
+
+    /// A data directory with its store, and a way to open its sealed keystore (again).
+    struct Sealed {
+        dir: tempfile::TempDir,
+        master: Arc<MasterKey>,
+        store: Arc<Store>,
+    }
+
+    impl Sealed {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let passphrase = SecretString::new("epoch test".into());
+            let (_, master) =
+                seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+            let backend = SledBackend::open(&dir.path().join("store")).unwrap();
+            let barrier = crate::store::Barrier::new(master.record_integrity_key());
+            let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+            Self {
+                dir,
+                master: Arc::new(master),
+                store,
+            }
+        }
+
+        fn keystore(&self) -> Result<SealedKeyStore, KeyStoreError> {
+            SealedKeyStore::open(self.master.clone(), self.store.clone(), self.dir.path())
+        }
+
+        fn create(&self, keystore: &SealedKeyStore) -> MaterialRef {
+            let material = MaterialRef {
+                key_id: uuid::Uuid::new_v4(),
+                version: 1,
+            };
+            self.store
+                .commit_blocking(keystore.generate(material).unwrap().records)
+                .unwrap();
+            material
+        }
+
+        fn destroy(&self, keystore: &SealedKeyStore, material: MaterialRef) {
+            self.store
+                .commit_blocking(keystore.destroy(material).unwrap())
+                .unwrap();
+        }
+
+        fn works(&self, keystore: &SealedKeyStore, material: MaterialRef) -> bool {
+            keystore
+                .encrypt(material, &[1; 12], b"", b"x")
+                .and_then(|sealed| keystore.decrypt(material, &[1; 12], b"", &sealed))
+                .is_ok_and(|opened| opened.expose() == b"x")
+        }
+    }
+
+    #[test]
+    fn a_failed_keyring_write_leaves_no_epoch_only_memory_knows() {
+        let sealed = Sealed::new();
+        let keystore = sealed.keystore().unwrap();
+        let doomed = sealed.create(&keystore);
+        sealed.destroy(&keystore, doomed);
+        // The keyring cannot be written: its temporary file's place is taken.
+        let blocker = sealed.dir.path().join("keyring.json.new");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(keystore.finish_destruction().is_err());
+        // Made meanwhile: wrapped under an epoch the file has.
+        let made_meanwhile = sealed.create(&keystore);
+        let reopened = sealed.keystore().unwrap();
+        assert!(sealed.works(&reopened, made_meanwhile));
+        // The retirement is still owed, and done once the keyring can be written.
+        std::fs::remove_dir(&blocker).unwrap();
+        assert_eq!(reopened.finish_destruction().unwrap(), 1);
+        assert!(sealed.works(&sealed.keystore().unwrap(), made_meanwhile));
+    }
+
+    #[test]
+    fn a_retirement_a_crash_prevented_is_done_after_the_restart() {
+        let sealed = Sealed::new();
+        let keystore = sealed.keystore().unwrap();
+        let live = sealed.create(&keystore);
+        let doomed = sealed.create(&keystore);
+        let first_epoch = std::fs::read_to_string(sealed.dir.path().join(KEYRING_FILE)).unwrap();
+        sealed.destroy(&keystore, doomed);
+        // The crash: no finish_destruction. The tombstone's batch said a retirement is owed.
+        drop(keystore);
+        let restarted = sealed.keystore().unwrap();
+        assert_eq!(
+            restarted.finish_destruction().unwrap(),
+            1,
+            "the live record"
+        );
+        let keyring = std::fs::read_to_string(sealed.dir.path().join(KEYRING_FILE)).unwrap();
+        assert_ne!(keyring, first_epoch);
+        assert!(sealed.works(&restarted, live));
+        assert_eq!(sealed.store.get(RETIREMENT_DUE).unwrap(), None);
+        // Nothing more is owed.
+        assert_eq!(sealed.keystore().unwrap().finish_destruction().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_missing_keyring_is_refused_when_material_needs_it() {
+        let sealed = Sealed::new();
+        let keystore = sealed.keystore().unwrap();
+        let material = sealed.create(&keystore);
+        drop(keystore);
+        let path = sealed.dir.path().join(KEYRING_FILE);
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let refused = sealed
+            .keystore()
+            .err()
+            .expect("a keystore without its keyring");
+        assert!(
+            refused.to_string().contains("the keyring is missing"),
+            "{refused}"
+        );
+        assert!(!path.exists(), "no fresh keyring was started");
+        std::fs::write(&path, saved).unwrap();
+        assert!(sealed.works(&sealed.keystore().unwrap(), material));
+    }
 
     #[test]
     fn the_cipher_cache_is_bounded_and_the_start_up_check_does_not_fill_it() {
