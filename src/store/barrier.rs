@@ -5,12 +5,18 @@
 //! - **Each record** is stored as `0x01 ‖ tag ‖ value`, where `tag` is HMAC-SHA-256 over the
 //!   record name's length, the name and the value. A value changed, or moved to another name,
 //!   fails its tag and is named in the error.
-//! - **The set of records** is authenticated by a digest: the XOR of every record's tag, kept
-//!   in the record [`DIGEST_RECORD`] (itself tagged, and left out of the XOR) and updated in the
-//!   same atomic batch as every change. The tags are keyed, so nobody without the master key can
-//!   make a set whose XOR matches (a keyed XOR-MAC over distinct names). A record rolled back to
+//! - **The set of records** is authenticated by a digest kept in the record
+//!   [`DIGEST_RECORD`] (itself tagged) and written in the same atomic batch as every change.
+//!   The digest is the root of a two-level hash tree over every record's (name, tag): records
+//!   fall into 4,096 buckets by a hash of their name, a bucket hashes its pairs in order, a group
+//!   of 64 buckets hashes their hashes, the root hashes the 64 groups'. A record rolled back to
 //!   an older value, removed, or copied in from elsewhere (a backup of this store included)
-//!   leaves the digest unmatched, and the store refuses to open.
+//!   changes the root, and nobody without the master key can tag a new root, so only a set
+//!   whose root was once stored passes: SHA-256's collision resistance, not the secrecy of the
+//!   tags (which anyone who reads the files sees), makes that the whole store as it once was.
+//!   (An XOR of tags would not do: tags read off the disk combine linearly into any
+//!   difference.) The tree costs about 48 bytes of memory per record; a change rehashes one
+//!   bucket, one group and the root.
 //! - What it cannot see is a rollback of the **whole** store to an earlier consistent state
 //!   (restoring a backup looks exactly like that); see the README's threat model.
 //!
@@ -20,8 +26,8 @@
 use super::{StoreError, WriteBatch};
 use crate::secret::Secret;
 use hmac::{Hmac, Mac};
+use sha2::Digest as _;
 use sha2::Sha256;
-use std::collections::HashMap;
 
 /// The record holding the digest of every other record.
 pub const DIGEST_RECORD: &[u8] = b"barrier/digest";
@@ -108,82 +114,75 @@ impl Barrier {
     }
 
     /// Checks every record and the digest: the store as a whole is what was last written.
+    /// Returns the tree of the records, to keep up to date from here on.
     pub fn check_all<'a>(
         &self,
         records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a,
-    ) -> Result<Tag, StoreError> {
-        let mut digest = [0u8; TAG_LEN];
-        let mut stored_digest = None;
-        let mut any = false;
+    ) -> Result<SetDigest, StoreError> {
+        let mut digest = SetDigest::default();
+        let mut stored_root = None;
         for record in records {
             let (name, stored) = record?;
             if name == DIGEST_RECORD {
                 let value = self.open(&name, &stored)?;
                 let value: Tag = value.try_into().map_err(|_| refused(&name))?;
-                stored_digest = Some(value);
+                stored_root = Some(value);
                 continue;
             }
-            any = true;
             self.open(&name, &stored)?;
             let (tag, _) = split(&stored).ok_or_else(|| refused(&name))?;
-            xor(&mut digest, tag);
+            digest.set(&name, Some(to_tag(tag)));
         }
-        match stored_digest {
-            Some(stored) if stored == digest => Ok(digest),
+        let empty = digest.is_empty();
+        match stored_root {
+            Some(stored) if stored == digest.root() => Ok(digest),
             Some(_) => Err(IntegrityError::Digest.into()),
-            None if !any => Ok(digest),
+            None if empty => Ok(digest),
             None => Err(IntegrityError::NoDigest.into()),
         }
     }
 
-    /// Turns a batch of plain values into stored ones, and folds the change into `digest`:
-    /// the tag of each record replaced or removed out, each new one in. `current` reads a
-    /// record's stored form as it is before the batch.
+    /// Turns a batch of plain values into stored ones, folds the change into `digest` and adds
+    /// the record of its new root. Returns the sealed batch and what to put back in `digest`
+    /// should the batch not be applied; on an error `digest` is as it was.
     pub fn seal_batch(
         &self,
         batch: WriteBatch,
-        digest: &mut Tag,
-        current: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
-    ) -> Result<WriteBatch, StoreError> {
+        digest: &mut SetDigest,
+    ) -> Result<(WriteBatch, Vec<Undo>), StoreError> {
         let (ops, guards) = batch.into_parts();
-        // A name may appear more than once in one batch: later ops see earlier ones.
-        let mut tags: HashMap<Vec<u8>, Option<Tag>> = HashMap::new();
+        let mut undo = Vec::with_capacity(ops.len());
         let mut sealed = WriteBatch::new();
-        for (name, value) in ops {
-            if name == DIGEST_RECORD {
-                return Err(StoreError(format!(
-                    "{} is the store's own record",
-                    printable_name(&name)
-                )));
-            }
-            let old = match tags.get(&name) {
-                Some(tag) => *tag,
-                None => current(&name)?.as_deref().and_then(split).map(|(t, _)| {
-                    let mut tag = [0u8; TAG_LEN];
-                    tag.copy_from_slice(t);
-                    tag
-                }),
-            };
-            if let Some(old) = old {
-                xor(digest, &old);
-            }
-            match value {
-                Some(value) => {
-                    let (stored, tag) = self.seal(&name, &value)?;
-                    xor(digest, &tag);
-                    tags.insert(name.clone(), Some(tag));
-                    sealed.put(name, stored);
+        let seal_all = || {
+            for (name, value) in ops {
+                if name == DIGEST_RECORD {
+                    return Err(StoreError(format!(
+                        "{} is the store's own record",
+                        printable_name(&name)
+                    )));
                 }
-                None => {
-                    tags.insert(name.clone(), None);
-                    sealed.delete(name);
+                match value {
+                    Some(value) => {
+                        let (stored, tag) = self.seal(&name, &value)?;
+                        undo.push((name.clone(), digest.set(&name, Some(tag))));
+                        sealed.put(name, stored);
+                    }
+                    None => {
+                        undo.push((name.clone(), digest.set(&name, None)));
+                        sealed.delete(name);
+                    }
                 }
             }
+            let (stored, _) = self.seal(DIGEST_RECORD, &digest.root())?;
+            sealed.put(DIGEST_RECORD.to_vec(), stored);
+            Ok(())
+        };
+        if let Err(error) = seal_all() {
+            digest.undo(undo);
+            return Err(error);
         }
-        let (stored, _) = self.seal(DIGEST_RECORD, digest)?;
-        sealed.put(DIGEST_RECORD.to_vec(), stored);
         sealed.hold_all(guards);
-        Ok(sealed)
+        Ok((sealed, undo))
     }
 }
 
@@ -196,14 +195,14 @@ impl Barrier {
                 "the store's records are authenticated already".into(),
             ));
         }
-        let mut digest = [0u8; TAG_LEN];
+        let mut digest = SetDigest::default();
         let mut batch = WriteBatch::new();
         for (name, value) in records {
             let (stored, tag) = self.seal(&name, &value)?;
-            xor(&mut digest, &tag);
+            digest.set(&name, Some(tag));
             batch.put(name, stored);
         }
-        let (stored, _) = self.seal(DIGEST_RECORD, &digest)?;
+        let (stored, _) = self.seal(DIGEST_RECORD, &digest.root())?;
         batch.put(DIGEST_RECORD.to_vec(), stored);
         Ok(batch)
     }
@@ -228,9 +227,122 @@ fn refused(name: &[u8]) -> IntegrityError {
     IntegrityError::Record(printable_name(name))
 }
 
-fn xor(digest: &mut Tag, tag: &[u8]) {
-    for (d, t) in digest.iter_mut().zip(tag) {
-        *d ^= t;
+fn to_tag(bytes: &[u8]) -> Tag {
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(bytes);
+    tag
+}
+
+/// A record's former tag (`None`: it was absent), to put back if its batch is not applied.
+pub type Undo = (Vec<u8>, Option<Tag>);
+
+const GROUPS: usize = 64;
+const BUCKETS_PER_GROUP: usize = 64;
+const BUCKETS: usize = GROUPS * BUCKETS_PER_GROUP;
+/// How much of a name's hash places and orders it (internal record names do not collide in
+/// 128 bits).
+type NameHash = [u8; 16];
+
+/// The hash tree over every record's (name, tag); see the module docs.
+#[derive(Debug, Clone)]
+pub struct SetDigest {
+    /// Per bucket, its records' (name hash, tag), sorted.
+    buckets: Vec<Vec<(NameHash, Tag)>>,
+    bucket_hashes: Vec<[u8; 32]>,
+    group_hashes: Vec<[u8; 32]>,
+    /// Buckets changed since the root was last computed.
+    dirty: std::collections::BTreeSet<usize>,
+    records: usize,
+}
+
+impl Default for SetDigest {
+    fn default() -> Self {
+        let empty: [u8; 32] = sha2::Sha256::digest([]).into();
+        let mut digest = Self {
+            buckets: vec![Vec::new(); BUCKETS],
+            bucket_hashes: vec![empty; BUCKETS],
+            group_hashes: vec![[0; 32]; GROUPS],
+            dirty: Default::default(),
+            records: 0,
+        };
+        for group in 0..GROUPS {
+            digest.group_hashes[group] = digest.group_hash(group);
+        }
+        digest
+    }
+}
+
+impl SetDigest {
+    fn place(name: &[u8]) -> (usize, NameHash) {
+        let hash = sha2::Sha256::digest(name);
+        let bucket = ((usize::from(hash[0]) << 8) | usize::from(hash[1])) % BUCKETS;
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash[..16]);
+        (bucket, key)
+    }
+
+    /// Sets (or with `None` removes) a record's tag; returns its former one.
+    pub fn set(&mut self, name: &[u8], tag: Option<Tag>) -> Option<Tag> {
+        let (bucket, key) = Self::place(name);
+        let entries = &mut self.buckets[bucket];
+        let former = match (entries.binary_search_by(|(k, _)| k.cmp(&key)), tag) {
+            (Ok(at), Some(tag)) => Some(std::mem::replace(&mut entries[at].1, tag)),
+            (Ok(at), None) => {
+                self.records -= 1;
+                Some(entries.remove(at).1)
+            }
+            (Err(at), Some(tag)) => {
+                self.records += 1;
+                entries.insert(at, (key, tag));
+                None
+            }
+            (Err(_), None) => None,
+        };
+        self.dirty.insert(bucket);
+        former
+    }
+
+    /// Puts back what [`set`](Self::set) changed, last change first.
+    pub fn undo(&mut self, undo: Vec<Undo>) {
+        for (name, former) in undo.into_iter().rev() {
+            self.set(&name, former);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    fn group_hash(&self, group: usize) -> [u8; 32] {
+        let mut hasher = sha2::Sha256::new();
+        let first = group * BUCKETS_PER_GROUP;
+        for hash in &self.bucket_hashes[first..first + BUCKETS_PER_GROUP] {
+            hasher.update(hash);
+        }
+        hasher.finalize().into()
+    }
+
+    /// The root over every record, bringing the changed buckets' hashes up to date.
+    pub fn root(&mut self) -> Tag {
+        let mut groups = std::collections::BTreeSet::new();
+        for bucket in std::mem::take(&mut self.dirty) {
+            let mut hasher = sha2::Sha256::new();
+            for (key, tag) in &self.buckets[bucket] {
+                hasher.update(key);
+                hasher.update(tag);
+            }
+            self.bucket_hashes[bucket] = hasher.finalize().into();
+            groups.insert(bucket / BUCKETS_PER_GROUP);
+        }
+        for group in groups {
+            self.group_hashes[group] = self.group_hash(group);
+        }
+        let mut hasher = sha2::Sha256::new();
+        hasher.update((self.records as u64).to_be_bytes());
+        for hash in &self.group_hashes {
+            hasher.update(hash);
+        }
+        hasher.finalize().into()
     }
 }
 
@@ -242,120 +354,170 @@ mod tests {
         Barrier::new(Secret::new([7u8; 32]))
     }
 
-    fn stored(b: &Barrier, records: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut digest = [0u8; TAG_LEN];
-        let mut batch = WriteBatch::new();
-        for (k, v) in records {
-            batch.put(k.as_bytes().to_vec(), v.as_bytes().to_vec());
-        }
-        let sealed = b.seal_batch(batch, &mut digest, |_| Ok(None)).unwrap();
-        let mut out: Vec<_> = sealed
-            .into_ops()
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap()))
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn check(b: &Barrier, records: &[(Vec<u8>, Vec<u8>)]) -> Result<Tag, StoreError> {
-        b.check_all(records.iter().cloned().map(Ok))
-    }
-
-    #[test]
-    fn a_record_changed_or_moved_is_named() {
-        let b = barrier();
-        let records = stored(
-            &b,
-            &[("user/app", "{\"arn\":\"app\"}"), ("user/root", "{}")],
-        );
-        check(&b, &records).unwrap();
-        // Sorted: barrier/digest, user/app, user/root.
-        let mut changed = records.clone();
-        let last = changed[1].1.len() - 2;
-        changed[1].1[last] ^= 1;
-        assert_eq!(
-            check(&b, &changed).unwrap_err().0,
-            IntegrityError::Record("user/app".into()).to_string()
-        );
-        // The app user's record put in the root's place.
-        let mut moved = records.clone();
-        moved[2].1 = moved[1].1.clone();
-        assert!(check(&b, &moved).unwrap_err().0.contains("user/root"));
-        // Another key's tags mean nothing here.
-        let other = Barrier::new(Secret::new([8u8; 32]));
-        assert!(check(&other, &records).is_err());
-    }
-
-    #[test]
-    fn a_record_rolled_back_removed_or_added_fails_the_digest() {
-        let b = barrier();
-        let old = stored(&b, &[("key/a", "enabled"), ("key/b", "x")]);
-        let mut digest = [0u8; TAG_LEN];
-        for (name, value) in &old {
-            if name != DIGEST_RECORD {
-                xor(&mut digest, split(value).unwrap().0);
-            }
-        }
-        // key/a changes to "disabled": the new batch carries the new digest.
-        let mut batch = WriteBatch::new();
-        batch.put(b"key/a".to_vec(), b"disabled".to_vec());
-        let lookup = |name: &[u8]| Ok(old.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
-        let change = b.seal_batch(batch, &mut digest, lookup).unwrap();
-        let mut new = old.clone();
-        for (name, value) in change.into_ops() {
-            let slot = new.iter_mut().find(|(n, _)| *n == name).unwrap();
-            slot.1 = value.unwrap();
-        }
-        check(&b, &new).unwrap();
-        // Rolled back alone: key/a's old (validly tagged) value with the new digest.
-        let mut rolled = new.clone();
-        let a = rolled.iter().position(|(n, _)| n == b"key/a").unwrap();
-        rolled[a].1 = old[a].1.clone();
-        assert_eq!(
-            check(&b, &rolled).unwrap_err().0,
-            IntegrityError::Digest.to_string()
-        );
-        // Removed.
-        let mut removed = new.clone();
-        removed.retain(|(n, _)| n != b"key/b");
-        assert_eq!(
-            check(&b, &removed).unwrap_err().0,
-            IntegrityError::Digest.to_string()
-        );
-        // The digest removed: the store is refused, not adopted.
-        let mut no_digest = new.clone();
-        no_digest.retain(|(n, _)| n != DIGEST_RECORD);
-        assert_eq!(
-            check(&b, &no_digest).unwrap_err().0,
-            IntegrityError::NoDigest.to_string()
-        );
-        // An empty store has nothing to check.
-        check(&b, &[]).unwrap();
-    }
-
-    #[test]
-    fn a_name_twice_in_one_batch_counts_once() {
-        let b = barrier();
-        let mut digest = [0u8; TAG_LEN];
-        let mut batch = WriteBatch::new();
-        batch.put(b"material/x".to_vec(), b"one".to_vec());
-        batch.put(b"material/x".to_vec(), b"two".to_vec());
-        batch.put(b"material/y".to_vec(), b"gone".to_vec());
-        batch.delete(b"material/y".to_vec());
-        let ops = b
-            .seal_batch(batch, &mut digest, |_| Ok(None))
-            .unwrap()
-            .into_ops();
-        // Applied in order, as the backend does.
-        let mut state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
-        for (k, v) in ops {
+    /// Applies sealed ops to a stored state, as the backend does.
+    fn apply(state: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, batch: WriteBatch) {
+        for (k, v) in batch.into_ops() {
             match v {
                 Some(v) => state.insert(k, v),
                 None => state.remove(&k),
             };
         }
-        let records: Vec<_> = state.into_iter().collect();
-        assert_eq!(check(&b, &records).unwrap(), digest);
+    }
+
+    fn write(
+        b: &Barrier,
+        digest: &mut SetDigest,
+        state: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        records: &[(&str, Option<&str>)],
+    ) {
+        let mut batch = WriteBatch::new();
+        for (k, v) in records {
+            match v {
+                Some(v) => batch.put(k.as_bytes().to_vec(), v.as_bytes().to_vec()),
+                None => batch.delete(k.as_bytes().to_vec()),
+            }
+        }
+        let (sealed, _) = b.seal_batch(batch, digest).unwrap();
+        apply(state, sealed);
+    }
+
+    fn check(
+        b: &Barrier,
+        state: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<SetDigest, StoreError> {
+        b.check_all(state.clone().into_iter().map(Ok))
+    }
+
+    type State = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+    #[test]
+    fn a_record_changed_or_moved_is_named() {
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        write(
+            &b,
+            &mut digest,
+            &mut state,
+            &[
+                ("user/app", Some("{\"arn\":\"app\"}")),
+                ("user/root", Some("{}")),
+            ],
+        );
+        check(&b, &state).unwrap();
+        let mut changed = state.clone();
+        let app = changed.get_mut(b"user/app".as_slice()).unwrap();
+        let last = app.len() - 2;
+        app[last] ^= 1;
+        assert_eq!(
+            check(&b, &changed).unwrap_err().0,
+            IntegrityError::Record("user/app".into()).to_string()
+        );
+        // The app user's record put in the root's place.
+        let mut moved = state.clone();
+        let app = moved[b"user/app".as_slice()].clone();
+        moved.insert(b"user/root".to_vec(), app);
+        assert!(check(&b, &moved).unwrap_err().0.contains("user/root"));
+        // Another key's tags mean nothing here.
+        let other = Barrier::new(Secret::new([8u8; 32]));
+        assert!(check(&other, &state).is_err());
+    }
+
+    #[test]
+    fn a_record_rolled_back_removed_or_added_fails_the_digest() {
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        write(
+            &b,
+            &mut digest,
+            &mut state,
+            &[("key/a", Some("enabled")), ("key/b", Some("x"))],
+        );
+        let old = state.clone();
+        write(&b, &mut digest, &mut state, &[("key/a", Some("disabled"))]);
+        check(&b, &state).unwrap();
+        // Rolled back alone: key/a's old (validly tagged) value with the new digest.
+        let mut rolled = state.clone();
+        rolled.insert(b"key/a".to_vec(), old[b"key/a".as_slice()].clone());
+        assert_eq!(
+            check(&b, &rolled).unwrap_err().0,
+            IntegrityError::Digest.to_string()
+        );
+        // Removed.
+        let mut removed = state.clone();
+        removed.remove(b"key/b".as_slice());
+        assert_eq!(
+            check(&b, &removed).unwrap_err().0,
+            IntegrityError::Digest.to_string()
+        );
+        // Added from an older copy of the store.
+        write(&b, &mut digest, &mut state, &[("key/b", None)]);
+        let mut added = state.clone();
+        added.insert(b"key/b".to_vec(), old[b"key/b".as_slice()].clone());
+        assert_eq!(
+            check(&b, &added).unwrap_err().0,
+            IntegrityError::Digest.to_string()
+        );
+        // The digest removed: the store is refused, not adopted.
+        let mut no_digest = state.clone();
+        no_digest.remove(DIGEST_RECORD);
+        assert_eq!(
+            check(&b, &no_digest).unwrap_err().0,
+            IntegrityError::NoDigest.to_string()
+        );
+        // An empty store has nothing to check; the whole store as it once was passes.
+        check(&b, &State::new()).unwrap();
+        check(&b, &old).unwrap();
+    }
+
+    #[test]
+    fn tags_read_off_the_disk_do_not_combine_into_a_matching_set() {
+        // What broke an XOR of tags: the same multiset of tags under other names, or a change
+        // and its undoing among other records, must still change the root.
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        let names: Vec<String> = (0..300).map(|i| format!("auth/seen/{i:04}")).collect();
+        let records: Vec<(&str, Option<&str>)> =
+            names.iter().map(|n| (n.as_str(), Some(""))).collect();
+        write(&b, &mut digest, &mut state, &records);
+        let root = digest.clone().root();
+        // Two records removed whose tags XOR with two others' to nothing would keep an XOR;
+        // any removal changes the root.
+        let mut fewer = digest.clone();
+        fewer.set(names[0].as_bytes(), None);
+        fewer.set(names[1].as_bytes(), None);
+        assert_ne!(fewer.root(), root);
+        // Tags swapped between names.
+        let mut swapped = digest.clone();
+        let t0 = swapped.set(names[0].as_bytes(), None).unwrap();
+        let t1 = swapped.set(names[1].as_bytes(), None).unwrap();
+        swapped.set(names[0].as_bytes(), Some(t1));
+        swapped.set(names[1].as_bytes(), Some(t0));
+        assert_ne!(swapped.root(), root);
+    }
+
+    #[test]
+    fn a_name_twice_in_one_batch_counts_once_and_undo_puts_back() {
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        write(
+            &b,
+            &mut digest,
+            &mut state,
+            &[
+                ("material/x", Some("one")),
+                ("material/x", Some("two")),
+                ("material/y", Some("gone")),
+                ("material/y", None),
+            ],
+        );
+        assert_eq!(check(&b, &state).unwrap().root(), digest.root());
+        // A batch not applied: undo leaves the digest as it was.
+        let before = digest.clone().root();
+        let mut batch = WriteBatch::new();
+        batch.put(b"material/z".to_vec(), b"z".to_vec());
+        batch.delete(b"material/x".to_vec());
+        let (_, undo) = b.seal_batch(batch, &mut digest).unwrap();
+        digest.undo(undo);
+        assert_eq!(digest.root(), before);
     }
 }

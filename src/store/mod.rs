@@ -122,7 +122,7 @@ pub struct Store {
     /// `None` for offline readers without the passphrase: they read unchecked, never write.
     barrier: Option<Barrier>,
     /// The digest of every record as stored; changes are folded in under this lock.
-    digest: Mutex<barrier::Tag>,
+    digest: Mutex<barrier::SetDigest>,
     flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -157,13 +157,13 @@ impl Store {
     /// A store for offline reading without the master key: records are read without their
     /// tags being checked, and nothing may be written.
     pub fn unchecked_reader(backend: Arc<dyn StoreBackend>) -> Self {
-        Self::with(backend, None, [0; 32])
+        Self::with(backend, None, barrier::SetDigest::default())
     }
 
     fn with(
         backend: Arc<dyn StoreBackend>,
         barrier: Option<Barrier>,
-        digest: barrier::Tag,
+        digest: barrier::SetDigest,
     ) -> Self {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let flushing = backend.clone();
@@ -222,15 +222,17 @@ impl Store {
             .digest
             .lock()
             .map_err(|_| StoreError("store digest lock poisoned".into()))?;
-        let mut next = *digest;
-        let sealed = barrier.seal_batch(batch, &mut next, |name| self.backend.get(name))?;
+        let (sealed, undo) = barrier.seal_batch(batch, &mut digest)?;
         let (ops, guards) = sealed.into_parts();
-        self.backend.apply(WriteBatch {
+        let applied = self.backend.apply(WriteBatch {
             ops,
             guards: Vec::new(),
-        })?;
-        *digest = next;
+        });
+        if applied.is_err() {
+            digest.undo(undo);
+        }
         drop(digest);
+        applied?;
         // The records are in: whoever waits on them may go on.
         drop(guards);
         Ok(())
