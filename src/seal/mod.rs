@@ -21,6 +21,18 @@ use std::path::{Path, PathBuf};
 pub const SEAL_FILE: &str = "seal.json";
 const SEAL_FORMAT: u32 = 1;
 const MASTER_KEY_AAD: &[u8] = b"keyhaven/seal/v1/master-key";
+/// The master key's wrap in a seal whose store authenticates its records: the flag is bound to
+/// the wrap, so removing it from `seal.json` makes the seal fail to open.
+const MASTER_KEY_AAD_RECORDS_AUTHENTICATED: &[u8] =
+    b"keyhaven/seal/v1/master-key/records-authenticated";
+
+fn master_key_aad(records_authenticated: bool) -> &'static [u8] {
+    if records_authenticated {
+        MASTER_KEY_AAD_RECORDS_AUTHENTICATED
+    } else {
+        MASTER_KEY_AAD
+    }
+}
 const WRAP_NONCE_LEN: usize = 12;
 pub const MIN_PASSPHRASE_LEN: usize = 8;
 
@@ -87,6 +99,10 @@ struct SealFile {
     wrapped_master_key: String,
     account_id: String,
     created: i64,
+    /// The store has authenticated its records since this was set (at `init`, or by `keyhaven
+    /// store authenticate`): a store of this directory without its digest was tampered with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    records_authenticated: bool,
 }
 
 /// What an unsealed data directory tells the daemon.
@@ -95,6 +111,8 @@ pub struct SealInfo {
     pub account_id: String,
     pub created: i64,
     pub kdf_params: KdfParams,
+    /// See [`SealFile`]'s field of the same name.
+    pub records_authenticated: bool,
 }
 
 /// Derives the 32-byte key-encryption key from a passphrase with Argon2id (version 0x13).
@@ -278,9 +296,14 @@ pub fn prepare(
         kdf: "argon2id".into(),
         kdf_params: params,
         salt: B64.encode(salt),
-        wrapped_master_key: B64.encode(wrap_with(&kek_cipher, MASTER_KEY_AAD, master.expose())),
+        wrapped_master_key: B64.encode(wrap_with(
+            &kek_cipher,
+            MASTER_KEY_AAD_RECORDS_AUTHENTICATED,
+            master.expose(),
+        )),
         account_id: account_id.to_owned(),
         created: now,
+        records_authenticated: true,
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| SealError::Damaged {
         path: path.clone(),
@@ -290,6 +313,7 @@ pub fn prepare(
         account_id: file.account_id,
         created: now,
         kdf_params: params,
+        records_authenticated: true,
     };
     Ok((
         info,
@@ -312,6 +336,14 @@ impl PendingSeal {
         if path.exists() {
             return Err(SealError::AlreadyInitialised(dir.to_path_buf()));
         }
+        write_seal(dir, &self.json)
+    }
+}
+
+/// Replaces `seal.json` atomically: beside, fsync, rename, fsync the directory.
+fn write_seal(dir: &Path, json: &[u8]) -> Result<(), SealError> {
+    let path = dir.join(SEAL_FILE);
+    {
         let temporary = dir.join(format!("{SEAL_FILE}.new"));
         {
             let mut out = OpenOptions::new()
@@ -321,14 +353,14 @@ impl PendingSeal {
                 .open(&temporary)
                 .map_err(io_error(&temporary))?;
             restrict_to_owner(&temporary, 0o600)?;
-            out.write_all(&self.json).map_err(io_error(&temporary))?;
+            out.write_all(json).map_err(io_error(&temporary))?;
             out.sync_all().map_err(io_error(&temporary))?;
         }
         fs::rename(&temporary, &path).map_err(io_error(&path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))
     }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 /// Creates and writes the seal of a new data directory in one step.
@@ -346,6 +378,45 @@ pub fn init(
 
 /// Unseals a data directory. Reads `seal.json` only; writes nothing.
 pub fn unseal(dir: &Path, passphrase: &SecretString) -> Result<(SealInfo, MasterKey), SealError> {
+    let (info, master, _) = unseal_file(dir, passphrase)?;
+    Ok((info, MasterKey::from_bytes(master.expose())?))
+}
+
+/// Records in `seal.json`, bound to the master key's wrap, that the store authenticates its
+/// records from now on (after `keyhaven store authenticate` adopted an older store).
+pub fn mark_records_authenticated(dir: &Path, passphrase: &SecretString) -> Result<(), SealError> {
+    let (_, master, mut file) = unseal_file(dir, passphrase)?;
+    if file.records_authenticated {
+        return Ok(());
+    }
+    let salt = B64.decode(&file.salt).map_err(|e| SealError::Damaged {
+        path: dir.join(SEAL_FILE),
+        message: e.to_string(),
+    })?;
+    let kek = derive_kek(passphrase.expose().as_bytes(), &salt, file.kdf_params).map_err(|e| {
+        SealError::Damaged {
+            path: dir.join(SEAL_FILE),
+            message: e.to_string(),
+        }
+    })?;
+    let kek_cipher = Aes256Gcm::new(kek.expose().into());
+    file.records_authenticated = true;
+    file.wrapped_master_key = B64.encode(wrap_with(
+        &kek_cipher,
+        MASTER_KEY_AAD_RECORDS_AUTHENTICATED,
+        master.expose(),
+    ));
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| SealError::Damaged {
+        path: dir.join(SEAL_FILE),
+        message: e.to_string(),
+    })?;
+    write_seal(dir, &json)
+}
+
+fn unseal_file(
+    dir: &Path,
+    passphrase: &SecretString,
+) -> Result<(SealInfo, Secret<[u8; 32]>, SealFile), SealError> {
     let path = dir.join(SEAL_FILE);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -375,8 +446,12 @@ pub fn unseal(dir: &Path, passphrase: &SecretString) -> Result<(SealInfo, Master
     let kek = derive_kek(passphrase.expose().as_bytes(), &salt, file.kdf_params)
         .map_err(|e| damaged(e.to_string()))?;
     let kek_cipher = Aes256Gcm::new(kek.expose().into());
-    let master = unwrap_with(&kek_cipher, MASTER_KEY_AAD, &wrapped)
-        .map_err(|_| SealError::WrongPassphrase(dir.to_path_buf()))?;
+    let master = unwrap_with(
+        &kek_cipher,
+        master_key_aad(file.records_authenticated),
+        &wrapped,
+    )
+    .map_err(|_| SealError::WrongPassphrase(dir.to_path_buf()))?;
     let master: [u8; 32] = master
         .expose()
         .as_slice()
@@ -384,11 +459,12 @@ pub fn unseal(dir: &Path, passphrase: &SecretString) -> Result<(SealInfo, Master
         .map_err(|_| damaged("master key has the wrong length".into()))?;
     let master = Secret::new(master);
     let info = SealInfo {
-        account_id: file.account_id,
+        account_id: file.account_id.clone(),
         created: file.created,
         kdf_params: file.kdf_params,
+        records_authenticated: file.records_authenticated,
     };
-    Ok((info, MasterKey::from_bytes(master.expose())?))
+    Ok((info, master, file))
 }
 
 #[cfg(test)]
@@ -478,6 +554,50 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&data.join(SEAL_FILE)), 0o600);
+    }
+
+    #[test]
+    fn the_records_authenticated_flag_is_bound_to_the_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &pass("passphrase"), fast(), "1", 1).unwrap();
+        let (info, _) = unseal(dir.path(), &pass("passphrase")).unwrap();
+        assert!(info.records_authenticated, "a new seal says so");
+        // Taken out of seal.json, the seal no longer opens.
+        let path = dir.path().join(SEAL_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let stripped = text.replace(",\n  \"records_authenticated\": true", "");
+        assert_ne!(text, stripped);
+        fs::write(&path, stripped).unwrap();
+        assert!(matches!(
+            unseal(dir.path(), &pass("passphrase")),
+            Err(SealError::WrongPassphrase(_))
+        ));
+    }
+
+    #[test]
+    fn an_older_seal_is_marked_once_its_records_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &pass("passphrase"), fast(), "1", 1).unwrap();
+        // A seal as the release before record authentication wrote it.
+        let (_, master, mut file) = unseal_file(dir.path(), &pass("passphrase")).unwrap();
+        let salt = B64.decode(&file.salt).unwrap();
+        let kek = derive_kek(b"passphrase", &salt, file.kdf_params).unwrap();
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        file.records_authenticated = false;
+        file.wrapped_master_key = B64.encode(wrap_with(&cipher, MASTER_KEY_AAD, master.expose()));
+        write_seal(dir.path(), &serde_json::to_vec(&file).unwrap()).unwrap();
+        let (info, _) = unseal(dir.path(), &pass("passphrase")).unwrap();
+        assert!(!info.records_authenticated);
+        mark_records_authenticated(dir.path(), &pass("passphrase")).unwrap();
+        let (info, again) = unseal(dir.path(), &pass("passphrase")).unwrap();
+        assert!(info.records_authenticated);
+        assert_eq!(
+            again.record_integrity_key().expose(),
+            MasterKey::from_bytes(master.expose())
+                .unwrap()
+                .record_integrity_key()
+                .expose()
+        );
     }
 
     #[test]

@@ -230,6 +230,12 @@ impl Daemon {
         .map_err(|e| ServerError::Start(e.to_string()))?
         .map_err(|e| ServerError::Start(format!("data directory refused: {e}")))?;
         let store = Arc::new(store);
+        if config.accepted_hosts.is_empty() && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen,
+                "accepted_hosts is not set: any signed :authority is accepted, so a request \
+                 captured on its way to another daemon sharing these credentials can be sent \
+                 here with that daemon's name; list this daemon's names in accepted_hosts");
+        }
         let credentials = Arc::new(
             CredentialStore::open(
                 master.clone(),
@@ -692,11 +698,21 @@ pub fn generate_passphrase() -> SecretString {
 /// `keyhaven store authenticate`: unseals `dir` and authenticates the records of a store
 /// written before records were, taking them as they are. Returns how many were adopted.
 pub fn authenticate_store(dir: &Path, passphrase: &SecretString) -> Result<usize, ServerError> {
-    let (_, master) = seal::unseal(dir, passphrase)?;
+    let (info, master) = seal::unseal(dir, passphrase)?;
+    if info.records_authenticated {
+        return Err(ServerError::Start(format!(
+            "the records of {} have been authenticated since it was made (its seal says so): a \
+             store of it without its digest was tampered with; restore the data directory from \
+             a backup instead",
+            dir.display()
+        )));
+    }
     let backend =
         SledBackend::open(&store_dir(dir)).map_err(|e| ServerError::Start(e.to_string()))?;
-    Store::adopt(&backend, &Barrier::new(master.record_integrity_key()))
-        .map_err(|e| ServerError::Start(e.to_string()))
+    let adopted = Store::adopt(&backend, &Barrier::new(master.record_integrity_key()))
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    seal::mark_records_authenticated(dir, passphrase)?;
+    Ok(adopted)
 }
 
 pub fn store_dir(data_dir: &Path) -> PathBuf {

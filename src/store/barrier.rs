@@ -60,7 +60,7 @@ pub enum IntegrityError {
     )]
     Digest,
     #[error(
-        "the store holds records but no integrity digest: it was written before records were authenticated, or the digest was removed (run `keyhaven store authenticate` once if you trust it as it is)"
+        "the store holds records but no integrity digest: the digest was removed, or the store was written before records were authenticated (only then, and only if nobody could have edited it, may `keyhaven store authenticate` adopt it)"
     )]
     NoDigest,
 }

@@ -332,3 +332,40 @@ async fn what_the_scheduler_does_on_its_own_is_audited() {
             .ends_with(":assumed-role/short/brief")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_digest_was_removed_is_not_adopted() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    d.create_user("app", None).await;
+    d.stop().await;
+    // The attacker's edit, and the digest removed so that the operator is tempted to adopt.
+    let (name, original) = credential_of(&d, "user/app");
+    let text = String::from_utf8(original[HEADER..].to_vec()).unwrap();
+    let mut edited = original[..HEADER].to_vec();
+    edited.extend_from_slice(text.replace("\"user/app\"", "\"root\"").as_bytes());
+    put_raw(&d, &name, edited);
+    {
+        let store = store_of(&d);
+        let mut batch = WriteBatch::new();
+        batch.delete(b"barrier/digest".to_vec());
+        store.apply(batch).unwrap();
+        store.sync().unwrap();
+    }
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("no integrity digest"), "{message}");
+    let adopted = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .args(["store", "authenticate", "--data-dir"])
+        .arg(d.dir.path())
+        .env("KEYHAVEN_PASSPHRASE", super::common::PASSPHRASE)
+        .output()
+        .expect("run keyhaven store authenticate");
+    assert!(!adopted.status.success());
+    let stderr = String::from_utf8_lossy(&adopted.stderr);
+    assert!(
+        stderr.contains("authenticated since it was made") && stderr.contains("tampered"),
+        "{stderr}"
+    );
+    // Nothing was adopted: the daemon still refuses the store.
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("no integrity digest"), "{message}");
+}
