@@ -126,6 +126,8 @@ fn scheduled_task_auditor(
                 operation: operation.into(),
                 principal: Some(SCHEDULER_PRINCIPAL.into()),
                 access_key_id: None,
+                door: None,
+                certificate: None,
                 source: None,
                 note: crate::audit::AuditNote::key(keys.key_arn(*id)),
                 outcome: Some(crate::audit::Outcome {
