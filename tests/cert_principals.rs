@@ -566,6 +566,58 @@ async fn unbound_unbound_and_orphaned_certificates_are_refused_and_change_nothin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_names_are_bound_to_two_principals_is_refused() {
+    let pki = Pki::new();
+    let d = start(&pki).await;
+    d.create_user("alice", Some(&alice_policy(&alice_arn(&d))))
+        .await;
+    d.create_user("bob", None).await;
+    let key = d.create_key("ambiguous").await.key_id;
+    bind(&d.client, v1::EntityType::User, "alice", uri(APP_URI))
+        .await
+        .unwrap();
+    let both = connect_as(&d, &pki, &pki.client("shared-name", Some(APP_URI))).await;
+    unsigned_encrypt(&both, &key).await.unwrap();
+    // Its common name bound to Bob too: which one the CA meant cannot be known.
+    bind(
+        &d.client,
+        v1::EntityType::User,
+        "bob",
+        subject("shared-name"),
+    )
+    .await
+    .unwrap();
+    assert_refused(
+        unsigned_encrypt(&both, &key).await,
+        Code::Unauthenticated,
+        "UnrecognizedClientException",
+    );
+    // Both names bound to Alice: hers.
+    unbind(
+        &d.client,
+        v1::EntityType::User,
+        "bob",
+        subject("shared-name"),
+    )
+    .await
+    .unwrap();
+    bind(
+        &d.client,
+        v1::EntityType::User,
+        "alice",
+        subject("shared-name"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        unsigned_whoami(&both)
+            .await
+            .unwrap()
+            .ends_with(":user/alice")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_certificates_are_refused() {
     let pki = Pki::new();
     let mut d = start(&pki).await;

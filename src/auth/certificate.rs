@@ -510,6 +510,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn certificates_are_read_uris_first() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "billing");
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://example.org/billing".try_into().unwrap(),
+        )];
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2027, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let read = PeerCertificate::from_der(&der).unwrap();
+        assert_eq!(
+            read.identities,
+            vec![
+                uri("spiffe://example.org/billing"),
+                CertificateIdentity::Subject("billing".into())
+            ]
+        );
+        assert_eq!(read.not_before, 1_767_225_600);
+        assert_eq!(read.not_after, 1_798_761_600);
+        assert!(matches!(
+            PeerCertificate::from_der(b"not a certificate"),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
     fn uri(text: &str) -> CertificateIdentity {
         CertificateIdentity::Uri(text.to_owned())
     }
