@@ -1162,3 +1162,107 @@ async fn a_stock_python_grpc_client_with_only_a_certificate_encrypts_and_is_refu
     assert_eq!(decrypts.len(), 1);
     assert_eq!(decrypts[0].principal.as_deref(), Some(arn.as_str()));
 }
+
+/// Follows the audit log over `client`'s connection, unsigned, until the stream ends; returns
+/// the status it ended with, after checking it saw a `kms:CreateKey` record first.
+async fn tail_until_refused(
+    d: &TestDaemon,
+    client: &Client,
+    revoke: impl std::future::Future<Output = ()>,
+) -> tonic::Status {
+    let mut stream = client
+        .audit()
+        .tail_audit_log(Request::new(v1::TailAuditLogRequest {
+            lines: 0,
+            follow: true,
+        }))
+        .await
+        .expect("TailAuditLog")
+        .into_inner();
+    d.create_key("seen by the tail").await;
+    let within = std::time::Duration::from_secs(10);
+    tokio::time::timeout(within, async {
+        loop {
+            let line = stream.message().await.unwrap().expect("open").line;
+            if line.contains("\"kms:CreateKey\"") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the tail sees the call");
+    revoke.await;
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the tail ended without a refusal"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the tail ends within seconds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_tail_ends_when_its_certificate_is_unbound_or_expires() {
+    let pki = Pki::new();
+    let d = start(&pki).await;
+    d.create_user(
+        "auditor",
+        Some(r#"{"Statement":[{"Effect":"Allow","Action":"audit:ReadAudit","Resource":"*"}]}"#),
+    )
+    .await;
+    bind(
+        &d.client,
+        v1::EntityType::User,
+        "auditor",
+        subject("auditor"),
+    )
+    .await
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let certificate = pki.client_valid(
+        "auditor",
+        None,
+        now - time::Duration::days(1),
+        now + time::Duration::days(1),
+    );
+    let auditor = connect_as(&d, &pki, &certificate).await;
+
+    let unbound = tail_until_refused(&d, &auditor, async {
+        unbind(
+            &d.client,
+            v1::EntityType::User,
+            "auditor",
+            subject("auditor"),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    assert_refused::<()>(
+        Err(unbound),
+        Code::Unauthenticated,
+        "UnrecognizedClientException",
+    );
+
+    bind(
+        &d.client,
+        v1::EntityType::User,
+        "auditor",
+        subject("auditor"),
+    )
+    .await
+    .unwrap();
+    let expired = tail_until_refused(&d, &auditor, async {
+        d.clock.advance(2 * common::DAY);
+    })
+    .await;
+    assert_eq!(expired.code(), Code::Unauthenticated, "{expired:?}");
+    assert!(
+        expired.message().contains("not valid"),
+        "ended for the certificate's expiry: {expired:?}"
+    );
+}

@@ -495,7 +495,7 @@ where
                 .certificate
                 .is_none()
                 .then(|| caller.access_key_id.clone());
-            let authenticated_as = caller.certificate.as_ref().map(ToString::to_string);
+            let authenticated_as = caller.certificate.as_ref().map(|c| c.identity.to_string());
             let single = changes_nothing(&operation);
             // A read is remembered too when it is dated ahead of the daemon's clock: a restart
             // before its time would otherwise accept it again. Certificate calls carry no

@@ -127,6 +127,15 @@ pub fn session_name(identity: &CertificateIdentity) -> String {
     name
 }
 
+/// What a certificate call authenticated by: the bound identity, and when the certificate
+/// stops being valid (a call that outlives its request, such as a followed audit tail, ends
+/// then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateCredential {
+    pub identity: CertificateIdentity,
+    pub not_after: UnixSeconds,
+}
+
 /// The names and validity period of a client certificate the TLS layer verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
@@ -394,7 +403,7 @@ impl CertificateBindings {
         directory: Option<&dyn PrincipalDirectory>,
         partition: &str,
         account_id: &str,
-    ) -> Result<(Arc<Principal>, CertificateIdentity), AuthError> {
+    ) -> Result<(Arc<Principal>, CertificateCredential), AuthError> {
         let shown = || {
             certificate
                 .presented()
@@ -433,12 +442,38 @@ impl CertificateBindings {
         {
             return Err(AuthError::UnknownCertificate(shown()));
         }
-        Ok((Arc::new(principal), identity.clone()))
+        Ok((
+            Arc::new(principal),
+            CertificateCredential {
+                identity: identity.clone(),
+                not_after: certificate.not_after,
+            },
+        ))
     }
 
-    /// Whether `identity` is still bound to the principal a call authenticated as (for
-    /// calls that outlive their request, like a followed audit tail).
-    pub fn still_bound(&self, identity: &CertificateIdentity, principal: &Principal) -> bool {
+    /// Whether a call's certificate would still be accepted at `now` (for calls that outlive
+    /// their request, like a followed audit tail): still valid, and its identity still bound
+    /// to the principal the call authenticated as. The refusal is what a new call would get.
+    pub fn still_accepted(
+        &self,
+        credential: &CertificateCredential,
+        principal: &Principal,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        let identity = &credential.identity;
+        if now > credential.not_after {
+            return Err(AuthError::CertificateNotValid {
+                identity: identity.to_string(),
+                now,
+            });
+        }
+        if !self.still_bound(identity, principal) {
+            return Err(AuthError::UnknownCertificate(identity.to_string()));
+        }
+        Ok(())
+    }
+
+    fn still_bound(&self, identity: &CertificateIdentity, principal: &Principal) -> bool {
         let Some(record) = self.read().get(identity).cloned() else {
             return false;
         };

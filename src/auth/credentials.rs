@@ -414,7 +414,7 @@ impl CredentialStore {
         &self,
         certificate: &PeerCertificate,
     ) -> Result<Caller, AuthError> {
-        let (principal, identity) = self.certificates.authenticate(
+        let (principal, credential) = self.certificates.authenticate(
             certificate,
             self.clock.now(),
             self.directory.get().map(|d| d.as_ref()),
@@ -424,7 +424,7 @@ impl CredentialStore {
         Ok(Caller {
             principal,
             access_key_id: String::new(),
-            certificate: Some(identity),
+            certificate: Some(credential),
         })
     }
 
@@ -467,12 +467,12 @@ impl CredentialStore {
     /// access key is still there and active, its principal still exists, and a session has
     /// not expired. The refusal is the one a new request would get.
     pub fn still_accepted(&self, caller: &Caller) -> Result<(), AuthError> {
-        if let Some(identity) = &caller.certificate {
-            return if self.certificates.still_bound(identity, &caller.principal) {
-                Ok(())
-            } else {
-                Err(AuthError::UnknownCertificate(identity.to_string()))
-            };
+        if let Some(certificate) = &caller.certificate {
+            return self.certificates.still_accepted(
+                certificate,
+                &caller.principal,
+                self.clock.now(),
+            );
         }
         let entry = self.usable_entry(&caller.access_key_id)?;
         if entry.record.expires.is_some_and(|t| t <= self.clock.now()) {

@@ -94,8 +94,8 @@ pub struct Caller {
     pub principal: Arc<Principal>,
     /// The access key that signed the request; empty for a certificate principal's call.
     pub access_key_id: String,
-    /// The client-certificate identity a call without a signature authenticated by.
-    pub certificate: Option<certificate::CertificateIdentity>,
+    /// The client certificate a call without a signature authenticated by.
+    pub certificate: Option<certificate::CertificateCredential>,
 }
 
 /// Why a request was not authenticated. Each maps to `UNAUTHENTICATED` with its reason name;
