@@ -416,16 +416,17 @@ impl CertificateBindings {
                 now,
             });
         }
-        let bindings = self.read();
-        let mut found: Option<(&CertificateIdentity, &BindingRecord)> = None;
+        // Copied out, so that no lock of ours is held while the directory takes its own.
+        let mut found: Option<(CertificateIdentity, BindingRecord)> = None;
         for identity in &certificate.identities {
-            if let Some((bound, record)) = bindings.get_key_value(identity) {
-                match found {
-                    None => found = Some((bound, record)),
-                    Some((_, first)) if first.kind == record.kind && first.name == record.name => {}
-                    // Names bound to two principals: which one the CA meant is unknowable.
-                    Some(_) => return Err(AuthError::UnknownCertificate(shown())),
-                }
+            let Some(record) = self.read().get(identity).cloned() else {
+                continue;
+            };
+            match &found {
+                None => found = Some((identity.clone(), record)),
+                Some((_, first)) if first.kind == record.kind && first.name == record.name => {}
+                // Names bound to two principals: which one the CA meant is unknowable.
+                Some(_) => return Err(AuthError::UnknownCertificate(shown())),
             }
         }
         let Some((identity, record)) = found else {
@@ -433,7 +434,7 @@ impl CertificateBindings {
         };
         let stored = match record.kind {
             BoundKind::User => format!("user/{}", record.name),
-            BoundKind::Role => format!("assumed-role/{}/{}", record.name, session_name(identity)),
+            BoundKind::Role => format!("assumed-role/{}/{}", record.name, session_name(&identity)),
         };
         let principal = principal(&stored, partition, account_id)
             .ok_or_else(|| AuthError::UnknownCertificate(shown()))?;
@@ -445,7 +446,7 @@ impl CertificateBindings {
         Ok((
             Arc::new(principal),
             CertificateCredential {
-                identity: identity.clone(),
+                identity,
                 not_after: certificate.not_after,
             },
         ))
