@@ -14,6 +14,7 @@
 //! one record per window by the audit log, and a source's failures past its token bucket
 //! answer `RESOURCE_EXHAUSTED` / `ThrottlingException` with no record of their own.
 
+use super::certificate_door::{CERTIFICATE_DOOR, unsigned_call_certificate};
 use super::status::{reason_of, status, throttled};
 use crate::audit::{AuditLog, AuditNote, Entry, Outcome, Phase};
 use crate::auth::signature::{self, sha256_hex};
@@ -345,12 +346,20 @@ where
             let started = Instant::now();
             let peer = peer(request.extensions());
             let source = peer.map(|a| a.to_string());
+            let certificate = unsigned_call_certificate(request.headers(), request.extensions());
+            let presented = certificate
+                .as_ref()
+                .and_then(|c| c.as_ref().ok())
+                .and_then(|c| c.presented())
+                .map(ToString::to_string);
             let entry = |phase, principal: Option<String>, access_key_id: Option<String>| Entry {
                 phase,
                 request_id: request_id.clone(),
                 operation: operation.clone(),
                 principal,
                 access_key_id,
+                door: certificate.is_some().then_some(CERTIFICATE_DOOR),
+                certificate: presented.clone(),
                 source: source.clone(),
                 note: AuditNote::default(),
                 outcome: None,
@@ -455,12 +464,23 @@ where
                         .get(http::header::HOST)
                         .and_then(|v| v.to_str().ok())
                 });
-            let (caller, used): (Caller, _) = match layer.credentials.authenticate(
-                parts.uri.path(),
-                authority,
-                &parts.headers,
-                &sha256_hex(payload),
-            ) {
+            let authenticated = match &certificate {
+                Some(Ok(presented)) => layer
+                    .credentials
+                    .authenticate_certificate(presented)
+                    .map(|caller| (caller, None)),
+                Some(Err(unreadable)) => Err(unreadable.clone()),
+                None => layer
+                    .credentials
+                    .authenticate(
+                        parts.uri.path(),
+                        authority,
+                        &parts.headers,
+                        &sha256_hex(payload),
+                    )
+                    .map(|(caller, used)| (caller, Some(used))),
+            };
+            let (caller, used): (Caller, _) = match authenticated {
                 Ok(caller) => caller,
                 Err(error) => {
                     tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
@@ -471,12 +491,18 @@ where
                 }
             };
             let principal = Some(caller.principal.arn.clone());
-            let access_key_id = Some(caller.access_key_id.clone());
+            let access_key_id = caller
+                .certificate
+                .is_none()
+                .then(|| caller.access_key_id.clone());
+            let authenticated_as = caller.certificate.as_ref().map(|c| c.identity.to_string());
             let single = changes_nothing(&operation);
             // A read is remembered too when it is dated ahead of the daemon's clock: a restart
-            // before its time would otherwise accept it again.
-            if (!single || layer.credentials.outlives_a_restart(&used))
-                && let Err(error) = layer.credentials.remember(&used)
+            // before its time would otherwise accept it again. Certificate calls carry no
+            // signature to replay.
+            if let Some(used) = &used
+                && (!single || layer.credentials.outlives_a_restart(used))
+                && let Err(error) = layer.credentials.remember(used)
             {
                 tracing::error!(%error, "cannot store the request's signature: refusing the call");
                 return Ok(with_id(
@@ -488,13 +514,9 @@ where
                     .into_http(),
                 ));
             }
-            if !single
-                && let Err(unavailable) = layer.write(entry(
-                    Phase::Request,
-                    principal.clone(),
-                    access_key_id.clone(),
-                ))
-            {
+            let mut before = entry(Phase::Request, principal.clone(), access_key_id.clone());
+            before.certificate = authenticated_as.clone();
+            if !single && let Err(unavailable) = layer.write(before) {
                 return Ok(with_id(unavailable.into_http()));
             }
             let slot = AuditSlot::default();
@@ -508,6 +530,7 @@ where
                 .await?;
             let phase = if single { Phase::Call } else { Phase::Response };
             let mut record = entry(phase, principal, access_key_id);
+            record.certificate = authenticated_as;
             let outcome = outcome_of(response.headers());
             tracing::debug!(
                 code = %outcome.code,

@@ -4,6 +4,7 @@
 
 use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
+use crate::auth::certificate::{BoundKind, CertificateBinding, CertificateIdentity};
 use crate::auth::{AccessKeyStatus, PrincipalKind};
 use crate::iam::{EntityType, IamError, IamService};
 use crate::keys::{KeyError, KeyService};
@@ -27,6 +28,40 @@ fn entity_type(value: i32) -> Result<EntityType, Status> {
         Ok(v1::EntityType::Group) => Ok(EntityType::Group),
         Ok(v1::EntityType::Role) => Ok(EntityType::Role),
         _ => Err(IamError::Validation("EntityType must be USER, GROUP or ROLE".into()).into()),
+    }
+}
+
+/// Exactly one of a subject or a URI.
+fn certificate_identity(
+    identity: Option<v1::CertificateIdentity>,
+) -> Result<CertificateIdentity, Status> {
+    let identity = identity.unwrap_or_default();
+    let chosen = match (identity.subject.is_empty(), identity.uri.is_empty()) {
+        (false, true) => CertificateIdentity::new_subject(&identity.subject),
+        (true, false) => CertificateIdentity::new_uri(&identity.uri),
+        _ => {
+            return Err(IamError::Validation(
+                "name exactly one of a certificate subject or a certificate URI".into(),
+            )
+            .into());
+        }
+    };
+    Ok(chosen.map_err(IamError::from)?)
+}
+
+fn binding_message(binding: CertificateBinding) -> v1::CertificateBinding {
+    let (subject, uri) = match binding.identity {
+        CertificateIdentity::Subject(name) => (name, String::new()),
+        CertificateIdentity::Uri(uri) => (String::new(), uri),
+    };
+    v1::CertificateBinding {
+        entity_type: match binding.kind {
+            BoundKind::User => v1::EntityType::User,
+            BoundKind::Role => v1::EntityType::Role,
+        } as i32,
+        entity_name: binding.name,
+        identity: Some(v1::CertificateIdentity { subject, uri }),
+        create_date: binding.created,
     }
 }
 
@@ -470,6 +505,69 @@ impl IdentityService for IamApi {
         Ok(Response::new(v1::DeleteAccessKeyResponse {}))
     }
 
+    async fn bind_certificate(
+        &self,
+        request: Request<v1::BindCertificateRequest>,
+    ) -> Answer<v1::BindCertificateResponse> {
+        let call = caller(&request)?;
+        let r = request.into_inner();
+        let kind = entity_type(r.entity_type)?;
+        let identity = certificate_identity(r.identity)?;
+        self.allow(
+            &call,
+            "iam:BindCertificate",
+            &self.iam.arn(kind, &r.entity_name),
+        )?;
+        let binding = self
+            .iam
+            .bind_certificate(kind, &r.entity_name, identity)
+            .await?;
+        Ok(Response::new(v1::BindCertificateResponse {
+            binding: Some(binding_message(binding)),
+        }))
+    }
+
+    async fn unbind_certificate(
+        &self,
+        request: Request<v1::UnbindCertificateRequest>,
+    ) -> Answer<v1::UnbindCertificateResponse> {
+        let call = caller(&request)?;
+        let r = request.into_inner();
+        let kind = entity_type(r.entity_type)?;
+        let identity = certificate_identity(r.identity)?;
+        self.allow(
+            &call,
+            "iam:UnbindCertificate",
+            &self.iam.arn(kind, &r.entity_name),
+        )?;
+        self.iam
+            .unbind_certificate(kind, &r.entity_name, &identity)
+            .await?;
+        Ok(Response::new(v1::UnbindCertificateResponse {}))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<v1::ListCertificatesRequest>,
+    ) -> Answer<v1::ListCertificatesResponse> {
+        let call = caller(&request)?;
+        let r = request.get_ref();
+        let kind = entity_type(r.entity_type)?;
+        self.allow(
+            &call,
+            "iam:ListCertificates",
+            &self.iam.arn(kind, &r.entity_name),
+        )?;
+        Ok(Response::new(v1::ListCertificatesResponse {
+            bindings: self
+                .iam
+                .list_certificates(kind, &r.entity_name)?
+                .into_iter()
+                .map(binding_message)
+                .collect(),
+        }))
+    }
+
     async fn assume_role(
         &self,
         request: Request<v1::AssumeRoleRequest>,
@@ -567,6 +665,7 @@ impl IdentityService for IamApi {
             caller: crate::auth::Caller {
                 principal: Arc::new(principal.clone()),
                 access_key_id: String::new(),
+                certificate: None,
             },
             source_ip: None,
             secure_transport: true,

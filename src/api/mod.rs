@@ -4,6 +4,7 @@
 mod audit;
 mod auth_layer;
 pub mod authorize;
+mod certificate_door;
 mod iam;
 mod kms;
 mod status;

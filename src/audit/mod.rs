@@ -109,6 +109,13 @@ pub struct AuditRecord {
     pub principal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access_key_id: Option<String>,
+    /// How a call without a signature came in: `certificate` for a certificate principal's
+    /// call (absent for signed calls).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub door: Option<String>,
+    /// The client-certificate identity the call authenticated by (or, refused, presented).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub certificate: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -179,6 +186,9 @@ pub struct Entry {
     pub operation: String,
     pub principal: Option<String>,
     pub access_key_id: Option<String>,
+    /// See [`AuditRecord::door`].
+    pub door: Option<&'static str>,
+    pub certificate: Option<String>,
     pub source: Option<String>,
     pub note: AuditNote,
     pub outcome: Option<Outcome>,
@@ -435,6 +445,8 @@ impl AuditLog {
             operation: "*".into(),
             principal: None,
             access_key_id: None,
+            door: None,
+            certificate: None,
             source: Some(summary.source.clone()),
             note: AuditNote::default(),
             outcome: None,
@@ -477,6 +489,8 @@ impl AuditLog {
             access_key_id: entry
                 .access_key_id
                 .map(|id| printable(id, MAX_ACCESS_KEY_ID)),
+            door: entry.door.map(str::to_owned),
+            certificate: entry.certificate.map(|c| printable(c, MAX_NAME)),
             source: entry.source.map(|s| printable(s, MAX_NAME)),
             keys: entry
                 .note

@@ -144,6 +144,8 @@ mod tests {
             operation: operation.into(),
             principal: None,
             access_key_id: None,
+            door: None,
+            certificate: None,
             source: None,
             keys: Vec::new(),
             encryption_context: Default::default(),

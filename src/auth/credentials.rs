@@ -5,6 +5,7 @@
 //! like AWS, the verifier needs the secret itself, but the secret never travels. Session tokens
 //! of temporary credentials are stored only as their SHA-256.
 
+use super::certificate::{CertificateBindings, PeerCertificate};
 use super::signature::{self, HOST_HEADER, REQUIRED_SIGNED, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalDirectory, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
@@ -318,6 +319,8 @@ pub struct CredentialStore {
     /// The `:authority` values requests may be addressed to; empty: any (behind a proxy, the
     /// name clients use may be one the daemon cannot know). Either way the value is signed.
     accepted_hosts: Vec<String>,
+    /// Client-certificate identities bound to users and roles.
+    certificates: CertificateBindings,
 }
 
 impl CredentialStore {
@@ -382,6 +385,7 @@ impl CredentialStore {
                 _ => break,
             }
         }
+        let certificates = CertificateBindings::open(store.clone())?;
         Ok(Self {
             master,
             store,
@@ -395,6 +399,32 @@ impl CredentialStore {
             replay,
             started: now,
             accepted_hosts: Vec::new(),
+            certificates,
+        })
+    }
+
+    /// The client-certificate identities bound to users and roles.
+    pub fn certificates(&self) -> &CertificateBindings {
+        &self.certificates
+    }
+
+    /// Authenticates a call that carries no signature by the client certificate the TLS
+    /// layer verified: see [`CertificateBindings::authenticate`].
+    pub fn authenticate_certificate(
+        &self,
+        certificate: &PeerCertificate,
+    ) -> Result<Caller, AuthError> {
+        let (principal, credential) = self.certificates.authenticate(
+            certificate,
+            self.clock.now(),
+            self.directory.get().map(|d| d.as_ref()),
+            &self.partition,
+            &self.account_id,
+        )?;
+        Ok(Caller {
+            principal,
+            access_key_id: String::new(),
+            certificate: Some(credential),
         })
     }
 
@@ -437,6 +467,13 @@ impl CredentialStore {
     /// access key is still there and active, its principal still exists, and a session has
     /// not expired. The refusal is the one a new request would get.
     pub fn still_accepted(&self, caller: &Caller) -> Result<(), AuthError> {
+        if let Some(certificate) = &caller.certificate {
+            return self.certificates.still_accepted(
+                certificate,
+                &caller.principal,
+                self.clock.now(),
+            );
+        }
         let entry = self.usable_entry(&caller.access_key_id)?;
         if entry.record.expires.is_some_and(|t| t <= self.clock.now()) {
             return Err(AuthError::ExpiredToken);
@@ -884,6 +921,7 @@ impl CredentialStore {
             Caller {
                 principal: entry.principal.clone(),
                 access_key_id: parsed.access_key_id.to_owned(),
+                certificate: None,
             },
             used,
         ))

@@ -1,6 +1,7 @@
 //! Who is calling: request signatures (AWS Signature Version 4, adapted to gRPC), access keys,
 //! and the authenticated [`Caller`] that every handler receives.
 
+pub mod certificate;
 mod credentials;
 mod replay;
 pub mod signature;
@@ -91,7 +92,10 @@ pub trait PrincipalDirectory: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
+    /// The access key that signed the request; empty for a certificate principal's call.
     pub access_key_id: String,
+    /// The client certificate a call without a signature authenticated by.
+    pub certificate: Option<certificate::CertificateCredential>,
 }
 
 /// Why a request was not authenticated. Each maps to `UNAUTHENTICATED` with its reason name;
@@ -128,6 +132,14 @@ pub enum AuthError {
     HostNotAccepted(String),
     #[error("the security token included in the request is expired")]
     ExpiredToken,
+    /// A client certificate whose identities are bound to no principal (or to one that no
+    /// longer exists, or to two).
+    #[error("the client certificate {0} is not bound to a principal")]
+    UnknownCertificate(String),
+    #[error(
+        "the client certificate {identity} is not valid at {now} (outside its validity period)"
+    )]
+    CertificateNotValid { identity: String, now: UnixSeconds },
 }
 
 impl AuthError {
@@ -136,7 +148,9 @@ impl AuthError {
         match self {
             AuthError::Missing => "MissingAuthenticationTokenException",
             AuthError::Malformed(_) => "IncompleteSignatureException",
-            AuthError::UnknownAccessKey(_) => "UnrecognizedClientException",
+            AuthError::UnknownAccessKey(_)
+            | AuthError::UnknownCertificate(_)
+            | AuthError::CertificateNotValid { .. } => "UnrecognizedClientException",
             AuthError::ExpiredToken => "ExpiredTokenException",
             AuthError::BadSignature
             | AuthError::Expired { .. }

@@ -1,6 +1,7 @@
 //! Identity subcommands, mirroring `aws iam` / `aws sts`: users, groups, roles, their inline
 //! policies, access keys, `assume-role`, `whoami`; and key policies and the simulator.
 
+use super::certificates::{self, CertificateArgs};
 use super::commands::{CliError, Context, parse_pairs};
 use super::output::Output;
 use crate::clock::rfc3339;
@@ -68,6 +69,15 @@ pub enum EntityCommand {
     RemoveUser {
         group: String,
         user: String,
+    },
+    /// Users and roles: calls over mutual TLS with a client certificate of this identity
+    /// and no signature act as NAME (`--subject CN` or `--uri URI`).
+    BindCertificate(CertificateArgs),
+    /// Users and roles: certificates of this identity are refused from now on.
+    UnbindCertificate(CertificateArgs),
+    /// Users and roles: the certificate identities bound.
+    ListCertificates {
+        name: String,
     },
 }
 
@@ -360,6 +370,15 @@ pub async fn entity(ctx: Context, kind: v1::EntityType, command: EntityCommand) 
             iam.remove_user_from_group(client.signed_iam("RemoveUserFromGroup", request))
                 .await?;
             done(out, format!("Removed {user} from {group}"));
+        }
+        EntityCommand::BindCertificate(args) => {
+            return certificates::bind(Context { client, out }, kind, args).await;
+        }
+        EntityCommand::UnbindCertificate(args) => {
+            return certificates::unbind(Context { client, out }, kind, args).await;
+        }
+        EntityCommand::ListCertificates { name } => {
+            return certificates::list(Context { client, out }, kind, name).await;
         }
     }
     Ok(())

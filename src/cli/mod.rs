@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod bench;
+mod certificates;
 mod commands;
 mod identity;
 mod keystore;

@@ -5,6 +5,7 @@
 //! own and its groups'. A role's trust policy says who may assume it; its inline policies
 //! are what its sessions may do.
 
+mod certificates;
 mod policy_cache;
 
 use crate::auth::{
@@ -425,6 +426,7 @@ impl IamService {
     pub async fn delete(&self, kind: EntityType, name: &str) -> Result<(), IamError> {
         let _gate = self.gate.lock().await;
         self.require(kind, name)?;
+        self.unbind_all_certificates(kind, name).await?;
         let mut changed = Vec::new();
         match kind {
             EntityType::User => {
@@ -784,6 +786,7 @@ mod tests {
                 crate::auth::principal(stored_principal, "keyhaven", ACCOUNT).unwrap(),
             ),
             access_key_id: key.credentials.access_key_id.clone(),
+            certificate: None,
         }
     }
 

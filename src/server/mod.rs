@@ -140,6 +140,8 @@ fn audit_scheduled_task(
         operation: operation.into(),
         principal: Some(SCHEDULER_PRINCIPAL.into()),
         access_key_id,
+        door: None,
+        certificate: None,
         source: None,
         note,
         outcome: Some(crate::audit::Outcome {
