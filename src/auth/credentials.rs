@@ -428,11 +428,76 @@ impl CredentialStore {
         })
     }
 
-    /// Tells the store who exists, once, when the identity service opens.
-    pub fn bind_directory(&self, directory: Arc<dyn PrincipalDirectory>) {
-        if self.directory.set(directory).is_err() {
+    /// Tells the store who exists, once, when the identity service opens. Keys stored before
+    /// principal ids were recorded are bound then to the id their principal has now, durably:
+    /// bound to a name alone, a key would pass to a namesake made after its user was deleted.
+    /// A key whose principal no longer exists could only ever serve such a namesake: it is
+    /// deleted. Returns how many keys were bound or deleted (none once done).
+    pub fn bind_directory(
+        &self,
+        directory: Arc<dyn PrincipalDirectory>,
+    ) -> Result<usize, StoreError> {
+        if self.directory.set(directory.clone()).is_err() {
             tracing::warn!("the principal directory was already bound; keeping the first");
+            return Ok(0);
         }
+        self.bind_keys_without_ids(&*directory)
+    }
+
+    fn bind_keys_without_ids(
+        &self,
+        directory: &dyn PrincipalDirectory,
+    ) -> Result<usize, StoreError> {
+        let unbound: Vec<Arc<AccessKeyEntry>> = self
+            .keys
+            .read()
+            .map_err(|_| StoreError("access key map lock poisoned".into()))?
+            .values()
+            .filter(|e| e.principal.kind != PrincipalKind::Root && e.record.principal_id.is_none())
+            .cloned()
+            .collect();
+        if unbound.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::new();
+        let mut bound = Vec::new();
+        let mut deleted = Vec::new();
+        for entry in &unbound {
+            let name = record_name(&entry.record.access_key_id);
+            match directory.current_id(&entry.principal.kind) {
+                Some(id) => {
+                    let mut record = entry.record.clone();
+                    record.principal_id = Some(id);
+                    batch.put(name, encode(&record)?);
+                    bound.push(record);
+                }
+                None => {
+                    batch.delete(name);
+                    deleted.push(entry.record.access_key_id.clone());
+                }
+            }
+        }
+        self.store.commit_blocking(batch)?;
+        let (bound_count, deleted_count) = (bound.len(), deleted.len());
+        let mut keys = self
+            .keys
+            .write()
+            .map_err(|_| StoreError("access key map lock poisoned".into()))?;
+        for record in bound {
+            let id = record.access_key_id.clone();
+            let entry = Self::unwrap_entry(&self.master, record, &self.partition, &self.account_id)
+                .map_err(|e| StoreError(format!("access key {id}: {e}")))?;
+            keys.insert(id, Arc::new(entry));
+        }
+        for id in &deleted {
+            keys.remove(id);
+        }
+        tracing::info!(
+            bound = bound_count,
+            deleted = deleted_count,
+            "access keys stored before principal ids were bound to their principal's id"
+        );
+        Ok(unbound.len())
     }
 
     /// Whether the principal `entry` was issued to still exists: a user or role of the id it

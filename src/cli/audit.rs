@@ -3,10 +3,12 @@
 use super::commands::{CliError, Context};
 use crate::audit::{chain_files, stored_head, stored_start, verify_chain};
 use crate::proto::v1;
-use crate::store::{SledBackend, Store};
+use crate::seal;
+use crate::secret::SecretString;
+use crate::store::{Barrier, SledBackend, Store};
 use clap::Subcommand;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +33,12 @@ pub enum AuditCommand {
         /// stopped for the head to be read).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// With --data-dir: unseal with the passphrase in this file's first line (else
+        /// KEYHAVEN_PASSPHRASE when set) and check the stored chain start and head against
+        /// their integrity tags, refusing edited ones. Without a passphrase they are read
+        /// unchecked, and the output says so.
+        #[arg(long, requires = "data_dir")]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -57,8 +65,72 @@ pub async fn tail(ctx: Context, lines: u32, follow: bool) -> Result<(), CliError
     Ok(())
 }
 
+/// The chain start and head stored in a data directory, and how they were read (the `Head`
+/// note of the output).
+struct Anchors {
+    start: Option<(u64, String)>,
+    head: Option<(u64, String)>,
+    note: String,
+}
+
+/// Reads the anchors of `dir`. With a passphrase the store is opened behind its barrier, so
+/// that an edited anchor (or any edited record) is refused: the error names it. Without one
+/// the anchors are read unchecked, and the note says so.
+fn read_anchors(dir: &Path, passphrase: Option<&SecretString>) -> Result<Anchors, String> {
+    let unavailable = |note: String| Anchors {
+        start: None,
+        head: None,
+        note,
+    };
+    let backend = match SledBackend::open(&crate::server::store_dir(dir)) {
+        Ok(backend) => Arc::new(backend),
+        Err(e) => {
+            return Ok(unavailable(format!(
+                "chain start and head not compared ({e}; is the daemon running?)"
+            )));
+        }
+    };
+    let (store, how) = match passphrase {
+        Some(passphrase) => {
+            let (_, master) = seal::unseal(dir, passphrase).map_err(|e| e.to_string())?;
+            let store = Store::open(backend, Barrier::new(master.record_integrity_key()))
+                .map_err(|e| format!("the stored chain start and head cannot be trusted: {e}"))?;
+            (store, "integrity checked")
+        }
+        None => (
+            Store::unchecked_reader(backend),
+            "read unchecked: give --passphrase-file or KEYHAVEN_PASSPHRASE to check their integrity",
+        ),
+    };
+    let head = stored_head(&store);
+    let start = stored_start(&store);
+    store.close();
+    Ok(match (start, head) {
+        (Ok(start), Ok(head)) => Anchors {
+            start: Some(start),
+            head,
+            note: format!("chain head compared, chain start compared ({how})"),
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            unavailable(format!("chain start and head unreadable: {e} ({how})"))
+        }
+    })
+}
+
 /// Runs `audit verify`; returns the exit code.
-pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: bool) -> i32 {
+pub fn verify(
+    file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    json_output: bool,
+) -> i32 {
+    let refuse = |problem: String| {
+        if json_output {
+            println!("{}", json!({ "Valid": false, "Problem": problem }));
+        }
+        eprintln!("keyhaven: {problem}");
+        1
+    };
     let (log, start, head, head_note) = match (&file, &data_dir) {
         (Some(file), _) => (
             file.clone(),
@@ -67,34 +139,25 @@ pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: boo
             "no chain start or head given (use --data-dir)".to_owned(),
         ),
         (None, Some(dir)) => {
-            let log = dir.join("audit").join("audit.log");
-            match SledBackend::open(&crate::server::store_dir(dir)) {
-                Ok(backend) => {
-                    let store = Store::unchecked_reader(Arc::new(backend));
-                    let head = stored_head(&store);
-                    let start = stored_start(&store);
-                    store.close();
-                    match (start, head) {
-                        (Ok(start), Ok(head)) => (
-                            log,
-                            Some(start),
-                            head,
-                            "chain head compared, chain start compared".to_owned(),
-                        ),
-                        (Err(e), _) | (_, Err(e)) => (
-                            log,
-                            None,
-                            None,
-                            format!("chain start and head unreadable: {e}"),
-                        ),
-                    }
+            // A passphrase only when one is given: verify never prompts.
+            let passphrase = if passphrase_file.is_some()
+                || std::env::var_os(crate::server::PASSPHRASE_ENV).is_some()
+            {
+                match crate::server::read_passphrase(passphrase_file.as_deref(), false) {
+                    Ok(passphrase) => Some(passphrase),
+                    Err(e) => return refuse(e),
                 }
-                Err(e) => (
-                    log,
-                    None,
-                    None,
-                    format!("chain start and head not compared ({e}; is the daemon running?)"),
+            } else {
+                None
+            };
+            match read_anchors(dir, passphrase.as_ref()) {
+                Ok(anchors) => (
+                    dir.join("audit").join("audit.log"),
+                    anchors.start,
+                    anchors.head,
+                    anchors.note,
                 ),
+                Err(problem) => return refuse(problem),
             }
         }
         (None, None) => {

@@ -167,9 +167,16 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit(audit::AuditCommand::Tail { lines, follow }) => {
             commands::run_client(client, |c| audit::tail(c, lines, follow))
         }
-        Command::Audit(audit::AuditCommand::Verify { file, data_dir }) => {
-            audit::verify(file, data_dir, client.output == OutputFormat::Json)
-        }
+        Command::Audit(audit::AuditCommand::Verify {
+            file,
+            data_dir,
+            passphrase_file,
+        }) => audit::verify(
+            file,
+            data_dir,
+            passphrase_file,
+            client.output == OutputFormat::Json,
+        ),
         Command::Keystore(command) => {
             commands::run_client(client, |c| keystore::keystore(c, command))
         }

@@ -260,7 +260,7 @@ impl IamService {
             entities.by_type.insert(kind, map);
         }
         let entities = Arc::new(Registry(RwLock::new(entities)));
-        credentials.bind_directory(entities.clone());
+        credentials.bind_directory(entities.clone())?;
         Ok(Self {
             partition: partition.to_owned(),
             account_id: account_id.to_owned(),
@@ -879,5 +879,122 @@ mod tests {
         assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
         // Cached from now on, and still without the policy.
         assert_eq!(iam.identity_policies(&alice).unwrap().len(), 0);
+    }
+
+    /// Keys stored before principal ids were recorded are bound, once and durably, to the id
+    /// their user has when the identity service opens; a key whose user is gone is deleted.
+    #[tokio::test]
+    async fn keys_from_before_principal_ids_are_bound_to_their_users_id_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("unit test passphrase".into());
+        let (_, master, _) =
+            seal::prepare(dir.path(), &passphrase, KdfParams::MINIMUM, ACCOUNT, 0).unwrap();
+        let master = Arc::new(master);
+        let backend = SledBackend::open(&dir.path().join("store")).unwrap();
+        let barrier = crate::store::Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let open = || {
+            let credentials = Arc::new(
+                CredentialStore::open(
+                    master.clone(),
+                    store.clone(),
+                    clock.clone(),
+                    "keyhaven",
+                    "local",
+                    ACCOUNT,
+                )
+                .unwrap(),
+            );
+            IamService::open(
+                "keyhaven",
+                ACCOUNT,
+                clock.clone(),
+                store.clone(),
+                credentials,
+                IamQuotas::default(),
+            )
+            .unwrap()
+        };
+        let credential = |key: &NewAccessKey| {
+            let name = format!("credential/{}", key.credentials.access_key_id);
+            store
+                .get(name.as_bytes())
+                .unwrap()
+                .map(|v| serde_json::from_slice::<serde_json::Value>(&v).unwrap())
+        };
+        let strip_id = |key: &NewAccessKey| {
+            let mut record = credential(key).unwrap();
+            assert!(record["principal_id"].is_string());
+            record.as_object_mut().unwrap().remove("principal_id");
+            let mut batch = WriteBatch::new();
+            batch.put(
+                format!("credential/{}", key.credentials.access_key_id).into_bytes(),
+                serde_json::to_vec(&record).unwrap(),
+            );
+            store.commit_blocking(batch).unwrap();
+        };
+
+        let iam = open();
+        let alice = iam.create(EntityType::User, "alice", None).await.unwrap();
+        let alices = iam.create_access_key("alice").await.unwrap();
+        iam.create(EntityType::User, "carol", None).await.unwrap();
+        let carols = iam.create_access_key("carol").await.unwrap();
+        drop(iam);
+        // As a store from before ids would hold them: no principal_id, and carol's key left
+        // behind by a user record removed without it.
+        strip_id(&alices);
+        strip_id(&carols);
+        let mut batch = WriteBatch::new();
+        batch.delete(format!("{USER_PREFIX}carol").into_bytes());
+        store.commit_blocking(batch).unwrap();
+        assert!(
+            store
+                .get(format!("{USER_PREFIX}carol").as_bytes())
+                .unwrap()
+                .is_none()
+        );
+
+        let iam = open();
+        assert_eq!(
+            credential(&alices).unwrap()["principal_id"],
+            alice.id.as_str()
+        );
+        assert_eq!(
+            credential(&carols),
+            None,
+            "the key of a user who is gone is deleted"
+        );
+        iam.credentials()
+            .still_accepted(&caller("user/alice", &alices))
+            .unwrap();
+        assert!(matches!(
+            iam.credentials()
+                .still_accepted(&caller("user/carol", &carols)),
+            Err(AuthError::UnknownAccessKey(_))
+        ));
+        // Bound by id now: a second open has nothing left to bind, and a user of the name
+        // with another id (one made after alice was deleted) is not served by the key.
+        drop(iam);
+        let credentials = CredentialStore::open(
+            master.clone(),
+            store.clone(),
+            clock.clone(),
+            "keyhaven",
+            "local",
+            ACCOUNT,
+        )
+        .unwrap();
+        struct Everyone;
+        impl PrincipalDirectory for Everyone {
+            fn current_id(&self, _: &crate::auth::PrincipalKind) -> Option<String> {
+                Some("AIDASOMEONEELSE000000".into())
+            }
+        }
+        assert_eq!(credentials.bind_directory(Arc::new(Everyone)).unwrap(), 0);
+        assert_eq!(
+            credential(&alices).unwrap()["principal_id"],
+            alice.id.as_str()
+        );
     }
 }

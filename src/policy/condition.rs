@@ -266,8 +266,13 @@ impl RequestContext {
         self.lookup(key).map(|(values, _)| values)
     }
 
+    /// Whether the request spelt some key several ways.
+    pub(super) fn has_ambiguous_keys(&self) -> bool {
+        !self.ambiguous.is_empty()
+    }
+
     /// The key's values, and whether they are candidates from several spellings.
-    fn lookup(&self, key: &str) -> Option<(&[String], bool)> {
+    pub(super) fn lookup(&self, key: &str) -> Option<(&[String], bool)> {
         let normalised;
         let key = if is_normalised(key) {
             key
@@ -324,8 +329,26 @@ impl Condition {
     }
 
     /// Whether the condition holds for the request, in a statement of `effect` (which
-    /// matters only for a key the request spelt several ways).
+    /// matters only for a key the request spelt several ways: in the condition's key, or in
+    /// a variable its values name).
     pub fn holds(&self, context: &RequestContext, effect: Effect) -> bool {
+        if !self.variables {
+            return self.holds_resolved(context, effect, None);
+        }
+        // Only statements with variables pay for resolving them.
+        variables::Choices::of(self.values.iter().map(String::as_str), context)
+            .decide(effect, |resolver| {
+                self.holds_resolved(context, effect, Some(resolver))
+            })
+    }
+
+    /// [`Condition::holds`], its values' variables (if any) resolved by `resolver`.
+    fn holds_resolved(
+        &self,
+        context: &RequestContext,
+        effect: Effect,
+        resolver: Option<&variables::Resolver<'_>>,
+    ) -> bool {
         let present = context.lookup(&self.key).filter(|(v, _)| !v.is_empty());
         if self.operator == Operator::Null {
             let wants_absent = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
@@ -336,20 +359,20 @@ impl Condition {
                 || self.qualifier == SetQualifier::ForAllValues
                 || (self.qualifier == SetQualifier::Single && self.operator.negated());
         };
-        // Only statements with variables pay for resolving them.
-        let resolved: Option<Vec<(String, Vec<Glyph>)>> = if self.variables {
-            let resolved = self
-                .values
-                .iter()
-                .map(|v| variables::resolve(v, context).map(|g| (variables::literal(&g), g)))
-                .collect::<Option<Vec<_>>>();
-            match resolved {
-                Some(resolved) => Some(resolved),
-                // An unresolvable variable: the statement does not apply.
-                None => return false,
+        let resolved: Option<Vec<(String, Vec<Glyph>)>> = match resolver {
+            Some(resolver) => {
+                let resolved = self
+                    .values
+                    .iter()
+                    .map(|v| resolver.resolve(v).map(|g| (variables::literal(&g), g)))
+                    .collect::<Option<Vec<_>>>();
+                match resolved {
+                    Some(resolved) => Some(resolved),
+                    // An unresolvable variable: the statement does not apply.
+                    None => return false,
+                }
             }
-        } else {
-            None
+            None => None,
         };
         let one = |request: &String| {
             let any = match &resolved {
@@ -564,5 +587,108 @@ mod tests {
         // Setting the key again (the simulator does) ends the ambiguity.
         context.set(key, "a");
         assert!(only_a.holds(&context, Effect::Allow));
+    }
+
+    fn username_is_owner(operator: Operator) -> Condition {
+        Condition {
+            operator,
+            if_exists: false,
+            qualifier: SetQualifier::Single,
+            key: normalise_key("aws:username"),
+            values: vec!["${kms:EncryptionContext:owner}".into()],
+            variables: true,
+        }
+    }
+
+    fn spelt(username: &str, spellings: &[(&str, &str)]) -> RequestContext {
+        let mut context = RequestContext::new();
+        context.set("aws:username", username);
+        for (key, value) in spellings {
+            context.add_spelling(&format!("kms:EncryptionContext:{key}"), *value);
+        }
+        context
+    }
+
+    #[test]
+    fn a_variable_on_a_key_spelt_several_ways_keeps_a_deny_in_force() {
+        let deny = username_is_owner(Operator::StringNotEquals);
+        let one = spelt("mallory", &[("owner", "alice")]);
+        assert!(
+            deny.holds(&one, Effect::Deny),
+            "one spelling: the Deny applies"
+        );
+        let two = spelt("mallory", &[("owner", "alice"), ("OWNER", "alice")]);
+        assert!(
+            deny.holds(&two, Effect::Deny),
+            "two spellings: still applies"
+        );
+        let mixed = spelt("alice", &[("owner", "alice"), ("OWNER", "bob")]);
+        assert!(
+            deny.holds(&mixed, Effect::Deny),
+            "applies when some candidate makes it apply"
+        );
+        let own = spelt("alice", &[("owner", "alice"), ("OWNER", "alice")]);
+        assert!(
+            !deny.holds(&own, Effect::Deny),
+            "no candidate makes it apply"
+        );
+    }
+
+    #[test]
+    fn a_variable_on_a_key_spelt_several_ways_allows_only_if_every_candidate_does() {
+        let allow = username_is_owner(Operator::StringEquals);
+        let own = spelt("alice", &[("owner", "alice"), ("OWNER", "alice")]);
+        assert!(allow.holds(&own, Effect::Allow));
+        let mixed = spelt("alice", &[("owner", "alice"), ("OWNER", "bob")]);
+        assert!(!allow.holds(&mixed, Effect::Allow));
+        let like = Condition {
+            operator: Operator::StringLike,
+            values: vec!["${kms:EncryptionContext:owner}*".into()],
+            ..username_is_owner(Operator::StringLike)
+        };
+        assert!(like.holds(&own, Effect::Allow));
+        assert!(!like.holds(&mixed, Effect::Allow));
+        assert!(like.holds(&mixed, Effect::Deny));
+    }
+
+    #[test]
+    fn too_many_spellings_refuse() {
+        let spellings: Vec<(String, String)> = ["owner", "OWNER", "Owner", "oWner", "owNer"]
+            .iter()
+            .map(|k| (k.to_string(), "alice".to_string()))
+            .collect();
+        let mut context = RequestContext::new();
+        context.set("aws:username", "alicex");
+        for (key, value) in &spellings {
+            for prefix in [
+                "kms:EncryptionContext:",
+                "KMS:ENCRYPTIONCONTEXT:",
+                "Kms:EncryptionContext:",
+            ] {
+                context.add_spelling(&format!("{prefix}{key}"), value.clone());
+            }
+        }
+        context.add_spelling("kms:EncryptionContext:team", "x");
+        let mut both = context.clone();
+        for key in ["TEAM", "Team", "tEam", "teAm"] {
+            both.add_spelling(&format!("kms:EncryptionContext:{key}"), "x");
+        }
+        let allow = Condition {
+            values: vec!["${kms:EncryptionContext:owner}*${kms:EncryptionContext:team}".into()],
+            ..username_is_owner(Operator::StringLike)
+        };
+        // Every one of the 15 × 5 resolutions is `alice*x`, which `alicex` matches, but that is
+        // more resolutions than are tried: an Allow does not apply, a Deny does.
+        assert!(
+            allow.holds(&context, Effect::Allow),
+            "15 resolutions are tried"
+        );
+        assert!(!allow.holds(&both, Effect::Allow));
+        let deny = Condition {
+            values: allow.values.clone(),
+            ..username_is_owner(Operator::StringNotLike)
+        };
+        assert!(!deny.holds(&context, Effect::Deny));
+        assert!(deny.holds(&both, Effect::Deny));
     }
 }

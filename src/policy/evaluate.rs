@@ -120,22 +120,33 @@ fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[S
 
 /// The statement's `Resource` / `NotResource` against the request's resource, resolving
 /// policy variables first where the statement has any. A pattern whose variable cannot be
-/// resolved matches nothing, and makes a `NotResource` statement not apply.
+/// resolved matches nothing, and makes a `NotResource` statement not apply. A variable on a
+/// key the request spelt several ways is resolved once per candidate: a `Deny` applies if
+/// some resolution matches, an `Allow` only if every one does.
 fn resource_applies(statement: &Statement, request: &Request<'_>) -> bool {
     if !statement.variables {
         return matcher_applies(&statement.resource, request.resource, false);
     }
-    let one = |pattern: &String| {
-        if !variables::has_variables(pattern) {
-            return Some(wildcard::matches(pattern, request.resource, false));
-        }
-        variables::resolve(pattern, request.context)
-            .map(|glyphs| wildcard::matches_resolved(&glyphs, request.resource, false))
+    let patterns = match &statement.resource {
+        Matcher::Any(patterns) | Matcher::None(patterns) => patterns,
     };
-    match &statement.resource {
-        Matcher::Any(patterns) => patterns.iter().any(|p| one(p) == Some(true)),
-        Matcher::None(patterns) => patterns.iter().all(|p| one(p) == Some(false)),
-    }
+    variables::Choices::of(patterns.iter().map(String::as_str), request.context).decide(
+        statement.effect,
+        |resolver| {
+            let one = |pattern: &String| {
+                if !variables::has_variables(pattern) {
+                    return Some(wildcard::matches(pattern, request.resource, false));
+                }
+                resolver
+                    .resolve(pattern)
+                    .map(|glyphs| wildcard::matches_resolved(&glyphs, request.resource, false))
+            };
+            match &statement.resource {
+                Matcher::Any(patterns) => patterns.iter().any(|p| one(p) == Some(true)),
+                Matcher::None(patterns) => patterns.iter().all(|p| one(p) == Some(false)),
+            }
+        },
+    )
 }
 
 fn applies(statement: &Statement, request: &Request<'_>, principals: Option<&[String]>) -> bool {
@@ -224,5 +235,82 @@ pub fn evaluate(
             Some(statement) => decided(Decision::Allowed, statement),
             None => decided(Decision::ImplicitDeny, None),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::document::PolicyKind;
+
+    fn decide(identity_policy: &str, resource: &str, context: &RequestContext) -> Decision {
+        let policies = [NamedPolicy {
+            name: "user/mallory/p".into(),
+            policy: Arc::new(Policy::parse(identity_policy, PolicyKind::Identity).unwrap()),
+        }];
+        let principals = ["arn:aws:iam::111122223333:user/mallory".to_string()];
+        let request = Request {
+            principals: &principals,
+            account_root: "arn:aws:iam::111122223333:root",
+            action: "kms:Encrypt",
+            resource,
+            context,
+        };
+        evaluate(&request, None, &Identity::Policies(&policies)).decision
+    }
+
+    fn spelt(spellings: &[(&str, &str)]) -> RequestContext {
+        let mut context = RequestContext::new();
+        for (key, value) in spellings {
+            context.add_spelling(&format!("kms:EncryptionContext:{key}"), *value);
+        }
+        context
+    }
+
+    /// A `Resource` naming a variable on a key the request spelt several ways: the Deny applies
+    /// if some candidate names the resource; the Allow only if every candidate does.
+    #[test]
+    fn a_resource_variable_on_a_key_spelt_several_ways_can_only_refuse_more() {
+        let policy = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"kms:*","Resource":"arn:aws:kms:*:*:key/${kms:EncryptionContext:tenant}-*"},
+            {"Effect":"Deny","Action":"kms:*","Resource":"arn:aws:kms:*:*:key/${kms:EncryptionContext:frozen}"}]}"#;
+        let key = "arn:aws:kms:us-east-1:111122223333:key/a-1";
+        assert_eq!(
+            decide(policy, key, &spelt(&[("tenant", "a")])),
+            Decision::Allowed
+        );
+        assert_eq!(
+            decide(policy, key, &spelt(&[("tenant", "a"), ("TENANT", "a")])),
+            Decision::Allowed
+        );
+        assert_eq!(
+            decide(policy, key, &spelt(&[("tenant", "a"), ("TENANT", "b")])),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            decide(policy, key, &spelt(&[("tenant", "a"), ("frozen", "a-1")])),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            decide(
+                policy,
+                key,
+                &spelt(&[("tenant", "a"), ("frozen", "a-1"), ("FROZEN", "b-2")])
+            ),
+            Decision::ExplicitDeny,
+            "the Deny applies for one of two spellings"
+        );
+        // NotResource: a Deny on every key but the tenant's own.
+        let not_own = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"kms:*","Resource":"*"},
+            {"Effect":"Deny","Action":"kms:*","NotResource":"arn:aws:kms:*:*:key/${kms:EncryptionContext:tenant}-*"}]}"#;
+        assert_eq!(
+            decide(not_own, key, &spelt(&[("tenant", "a")])),
+            Decision::Allowed
+        );
+        assert_eq!(
+            decide(not_own, key, &spelt(&[("tenant", "a"), ("TENANT", "b")])),
+            Decision::ExplicitDeny
+        );
     }
 }

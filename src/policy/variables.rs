@@ -6,8 +6,18 @@
 //! A value put in by a variable is always literal: a user named `a*` could not widen a pattern
 //! written for their own name. A variable whose key the request lacks (or holds several values
 //! for) and that has no default cannot be resolved; the statement then does not apply.
+//!
+//! A key the request spelt several ways (`owner` and `OWNER`, see the condition module) is not
+//! "several values" but several candidates for one: [`Choices`] resolves the templates once per
+//! candidate, and a `Deny` applies if some resolution makes it apply, an `Allow` only if every
+//! one does, so that the ambiguity can only ever refuse more, as it does for conditions.
 
-use super::condition::RequestContext;
+use super::condition::{RequestContext, normalise_key};
+use super::document::Effect;
+
+/// The most resolutions [`Choices::decide`] tries; a request spelling its keys more ways than
+/// that gets the answer that refuses (a `Deny` applies, an `Allow` does not).
+const MOST_RESOLUTIONS: usize = 64;
 
 /// One position of a resolved pattern: a character, or a wildcard the policy itself wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,27 +107,121 @@ pub fn variable_keys(text: &str) -> Result<Vec<&str>, String> {
         .collect())
 }
 
-/// `text` with its variables replaced by the request's values; `None` when one cannot be.
-pub fn resolve(text: &str, context: &RequestContext) -> Option<Vec<Glyph>> {
-    let mut glyphs = Vec::with_capacity(text.len());
-    for part in parts(text).ok()? {
-        match part {
-            Part::Literal(literal) => glyphs.extend(literal.chars().map(|c| match c {
-                '*' => Glyph::AnyRun,
-                '?' => Glyph::AnyOne,
-                c => Glyph::Char(c),
-            })),
-            Part::Escape(c) => glyphs.push(Glyph::Char(c)),
-            Part::Variable { key, default } => {
-                let value = match context.get(key) {
-                    Some([one]) => one.as_str(),
-                    _ => default?,
-                };
-                glyphs.extend(value.chars().map(Glyph::Char));
+/// The candidates a request offers for the keys, among those some templates' variables name,
+/// that it spelt several ways: one resolution of the templates per combination.
+pub struct Choices<'c> {
+    context: &'c RequestContext,
+    /// Normalised key, and its candidate values (at least two).
+    keys: Vec<(String, &'c [String])>,
+}
+
+impl<'c> Choices<'c> {
+    /// The choices for the variables in `templates`. Costs nothing unless the request spelt
+    /// some key several ways.
+    pub fn of<'t>(
+        templates: impl IntoIterator<Item = &'t str>,
+        context: &'c RequestContext,
+    ) -> Self {
+        let mut keys: Vec<(String, &'c [String])> = Vec::new();
+        if context.has_ambiguous_keys() {
+            for template in templates {
+                for key in variable_keys(template).unwrap_or_default() {
+                    let key = normalise_key(key);
+                    if keys.iter().any(|(k, _)| *k == key) {
+                        continue;
+                    }
+                    if let Some((values, true)) = context.lookup(&key)
+                        && values.len() > 1
+                    {
+                        keys.push((key, values));
+                    }
+                }
             }
         }
+        Self { context, keys }
     }
-    Some(glyphs)
+
+    /// Whether a statement of `effect` applies, given whether it does under one resolution:
+    /// for a `Deny`, under some resolution; for an `Allow`, under every one.
+    pub fn decide(&self, effect: Effect, mut applies: impl FnMut(&Resolver<'_>) -> bool) -> bool {
+        if self.keys.is_empty() {
+            return applies(&Resolver {
+                context: self.context,
+                chosen: Vec::new(),
+            });
+        }
+        let combinations = self.keys.iter().try_fold(1usize, |n, (_, values)| {
+            n.checked_mul(values.len())
+                .filter(|&n| n <= MOST_RESOLUTIONS)
+        });
+        let Some(combinations) = combinations else {
+            return effect == Effect::Deny;
+        };
+        for combination in 0..combinations {
+            let mut rest = combination;
+            let chosen = self
+                .keys
+                .iter()
+                .map(|(key, values)| {
+                    let value = &values[rest % values.len()];
+                    rest /= values.len();
+                    (key.as_str(), value.as_str())
+                })
+                .collect();
+            let resolver = Resolver {
+                context: self.context,
+                chosen,
+            };
+            match (effect, applies(&resolver)) {
+                (Effect::Deny, true) => return true,
+                (Effect::Allow, false) => return false,
+                _ => {}
+            }
+        }
+        effect == Effect::Allow
+    }
+}
+
+/// Resolves templates with one candidate chosen for each key the request spelt several ways.
+pub struct Resolver<'c> {
+    context: &'c RequestContext,
+    /// Normalised key and the candidate chosen for it.
+    chosen: Vec<(&'c str, &'c str)>,
+}
+
+impl<'c> Resolver<'c> {
+    /// `text` with its variables replaced; `None` when one cannot be.
+    pub fn resolve(&self, text: &str) -> Option<Vec<Glyph>> {
+        let mut glyphs = Vec::with_capacity(text.len());
+        for part in parts(text).ok()? {
+            match part {
+                Part::Literal(literal) => glyphs.extend(literal.chars().map(|c| match c {
+                    '*' => Glyph::AnyRun,
+                    '?' => Glyph::AnyOne,
+                    c => Glyph::Char(c),
+                })),
+                Part::Escape(c) => glyphs.push(Glyph::Char(c)),
+                Part::Variable { key, default } => {
+                    let chosen = if self.chosen.is_empty() {
+                        None
+                    } else {
+                        let key = normalise_key(key);
+                        self.chosen
+                            .iter()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, value)| *value)
+                    };
+                    let value = match (chosen, self.context.get(key)) {
+                        (Some(value), _) => value,
+                        (None, Some([one])) => one.as_str(),
+                        _ => default?,
+                    };
+                    glyphs.extend(value.chars().map(Glyph::Char));
+                }
+            }
+        }
+        Some(glyphs)
+    }
 }
 
 /// A resolved pattern as text, wildcards written as `*` and `?` (for the equality operators,
@@ -137,6 +241,15 @@ pub fn literal(glyphs: &[Glyph]) -> String {
 mod tests {
     use super::*;
     use crate::policy::wildcard;
+
+    /// `text` resolved with no candidate chosen for any key.
+    fn resolve(text: &str, context: &RequestContext) -> Option<Vec<Glyph>> {
+        Resolver {
+            context,
+            chosen: Vec::new(),
+        }
+        .resolve(text)
+    }
 
     fn context() -> RequestContext {
         let mut context = RequestContext::new();

@@ -28,6 +28,34 @@ use tokio::sync::oneshot;
 #[error("metadata store: {0}")]
 pub struct StoreError(pub String);
 
+/// Why [`Store::try_commit`] failed, and so whether the batch may still reach disk.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The batch was not applied: none of it is in the store, or ever will be.
+    #[error(transparent)]
+    NotApplied(StoreError),
+    /// The batch was applied but the flush after it failed: it is in the store, and may reach
+    /// disk with a later flush (sled also flushes in the background) or be lost in a crash.
+    /// Whatever the batch names must be kept as if it had been committed.
+    #[error(transparent)]
+    DurabilityUnknown(StoreError),
+}
+
+impl CommitError {
+    /// Whether the batch was applied (and may be, or become, durable).
+    pub fn applied(&self) -> bool {
+        matches!(self, CommitError::DurabilityUnknown(_))
+    }
+}
+
+impl From<CommitError> for StoreError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::NotApplied(e) | CommitError::DurabilityUnknown(e) => e,
+        }
+    }
+}
+
 /// A stored key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -240,8 +268,14 @@ impl Store {
 
     /// Applies `batch` atomically and returns once it is durable.
     pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.apply(batch)?;
-        self.durable().await
+        Ok(self.try_commit(batch).await?)
+    }
+
+    /// [`Store::commit`], saying on failure whether the batch was applied: a caller that made
+    /// something outside the store for the batch (a device object) may undo it only if not.
+    pub async fn try_commit(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        self.apply(batch).map_err(CommitError::NotApplied)?;
+        self.durable().await.map_err(CommitError::DurabilityUnknown)
     }
 
     /// Waits until everything applied so far is on disk, sharing the flush with every other

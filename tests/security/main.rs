@@ -11,3 +11,4 @@ mod hsm_journal;
 mod policy_grammar;
 mod process;
 mod races;
+mod reviewfix;

@@ -772,3 +772,36 @@ async fn an_unreadable_stored_trust_policy_lets_nobody_assume_the_role() {
         "sts:AssumeRole",
     );
 }
+
+/// A Deny whose condition names an encryption-context key through a policy variable stays in
+/// force when the request spells that key two ways: each spelling's value is a candidate, and
+/// the Deny applies if any candidate makes it apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variable_on_a_key_spelt_two_ways_cannot_switch_a_deny_off() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("owned").await.key_id;
+    let mallory = d.create_user("mallory", Some(KMS_ALL)).await;
+    let policy = key_policy(
+        &d,
+        &[r#"{"Sid":"OwnerOnly","Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"*","Condition":{"StringNotEquals":{"aws:username":"${kms:EncryptionContext:owner}"}}}"#.into()],
+    );
+    put_key_policy(&d, &key, &policy).await.expect("put");
+    for context in [
+        &[("owner", "alice")][..],
+        &[("owner", "alice"), ("OWNER", "alice")][..],
+        &[("owner", "mallory"), ("OWNER", "alice")][..],
+    ] {
+        let result = encrypt_as(&mallory, &key, context).await;
+        assert!(result.is_err(), "{context:?} slipped past the Deny");
+        assert_access_denied(result, "kms:Encrypt");
+    }
+    // The Deny is not a blanket one: mallory's own context passes, spelt either way or both.
+    for context in [
+        &[("owner", "mallory")][..],
+        &[("owner", "mallory"), ("OWNER", "mallory")][..],
+    ] {
+        encrypt_as(&mallory, &key, context)
+            .await
+            .unwrap_or_else(|e| panic!("{context:?}: {e}"));
+    }
+}

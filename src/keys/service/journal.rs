@@ -117,6 +117,34 @@ impl KeyService {
         Ok(true)
     }
 
+    /// Undoes the generation of `material` whose key record's batch failed: discards the
+    /// material if the batch was not applied. If it was (only its flush failed), the record
+    /// naming the material, and the journal entry's removal with it, may still reach disk,
+    /// so the material is kept, and the journal left as the batch left it: a key that later
+    /// appears without its material would be lost for good, while kept material that no
+    /// record ends up naming is only an orphan for the operator to review.
+    pub(super) async fn undo_generation(
+        &self,
+        keystore: &Arc<dyn KeyStore>,
+        material: MaterialRef,
+        applied: bool,
+    ) {
+        if applied {
+            tracing::error!(
+                keystore = keystore.name(),
+                ?material,
+                "the key record naming new material was written but not flushed; the material is kept"
+            );
+            return;
+        }
+        let _ = self
+            .on_keystore(keystore, "discard", None, move |k| {
+                k.discard(material);
+                Ok(())
+            })
+            .await;
+    }
+
     /// Adds the removal of `material`'s journal entry to the key record's batch.
     pub(super) fn clear_generation(
         batch: &mut WriteBatch,

@@ -102,20 +102,17 @@ impl KeyService {
         let mut batch = generated.records;
         Self::clear_generation(&mut batch, journalled, material);
         let committed = async {
-            batch.put(key_record_name(id), encode(&record)?);
-            self.store.commit(batch).await?;
-            Ok::<_, KeyError>(())
+            batch.put(
+                key_record_name(id),
+                encode(&record).map_err(FailedChange::not_applied)?,
+            );
+            Ok::<_, FailedChange>(self.store.try_commit(batch).await?)
         }
         .await;
-        if let Err(error) = committed {
-            let undo = keystore.clone();
-            let _ = self
-                .on_keystore(&undo, "discard", None, move |k| {
-                    k.discard(material);
-                    Ok(())
-                })
+        if let Err(failed) = committed {
+            self.undo_generation(&keystore, material, failed.applied)
                 .await;
-            return Err(error);
+            return Err(failed.error);
         }
         let entry = Arc::new(KeyEntry::new(record, true));
         let record = entry.record();
@@ -304,5 +301,239 @@ impl KeyService {
             }
         }
         (deletions, rotations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::keystore::GeneratedMaterial;
+    use crate::secret::Secret;
+    use crate::store::{Barrier, Entry, SledBackend, StoreBackend, StoreError};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    /// Sled, except that once `fail` is set a batch writing a key record fails: in `apply`
+    /// (nothing written) or, when `after_apply`, in the `sync` that follows it.
+    struct Failing {
+        sled: SledBackend,
+        fail: AtomicBool,
+        after_apply: AtomicBool,
+        sync_doomed: AtomicBool,
+    }
+
+    impl StoreBackend for Failing {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.sled.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.sled.scan(prefix, after, limit)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            let writes_key = batch
+                .clone()
+                .into_ops()
+                .iter()
+                .any(|(name, _)| name.starts_with(KEY_PREFIX));
+            if writes_key && self.fail.load(Ordering::SeqCst) {
+                if !self.after_apply.load(Ordering::SeqCst) {
+                    return Err(StoreError("apply refused".into()));
+                }
+                self.sync_doomed.store(true, Ordering::SeqCst);
+            }
+            self.sled.apply(batch)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            if self.sync_doomed.swap(false, Ordering::SeqCst) {
+                return Err(StoreError("flush failed".into()));
+            }
+            self.sled.sync()
+        }
+    }
+
+    /// A device-like keystore that counts generations and discards.
+    #[derive(Default)]
+    struct Device {
+        held: Mutex<HashSet<MaterialRef>>,
+        generated: AtomicU32,
+        discarded: AtomicU32,
+    }
+
+    impl KeyStore for Device {
+        fn name(&self) -> &str {
+            crate::keystore::SEALED
+        }
+        fn origin(&self) -> &'static str {
+            "AWS_CLOUDHSM"
+        }
+        fn material_outside_store(&self) -> bool {
+            true
+        }
+        fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
+            self.generated.fetch_add(1, Ordering::SeqCst);
+            self.held.lock().unwrap().insert(material);
+            Ok(GeneratedMaterial::default())
+        }
+        fn discard(&self, material: MaterialRef) {
+            self.discarded.fetch_add(1, Ordering::SeqCst);
+            self.held.lock().unwrap().remove(&material);
+        }
+        fn encrypt(
+            &self,
+            _: MaterialRef,
+            _: &[u8; 12],
+            _: &[u8],
+            plaintext: &[u8],
+        ) -> Result<Vec<u8>, KeyStoreError> {
+            Ok(plaintext.to_vec())
+        }
+        fn decrypt(
+            &self,
+            _: MaterialRef,
+            _: &[u8; 12],
+            _: &[u8],
+            sealed: &[u8],
+        ) -> Result<SecretBytes, KeyStoreError> {
+            Ok(SecretBytes::new(sealed.to_vec()))
+        }
+        fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
+            self.held.lock().unwrap().remove(&material);
+            Ok(WriteBatch::new())
+        }
+        fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
+            match self.held.lock().unwrap().contains(&material) {
+                true => Ok(()),
+                false => Err(KeyStoreError::MaterialNotFound(material)),
+            }
+        }
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        backend: Arc<Failing>,
+        store: Arc<Store>,
+        device: Arc<Device>,
+        service: KeyService,
+    }
+
+    fn harness(after_apply: bool) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Failing {
+            sled: SledBackend::open(dir.path()).unwrap(),
+            fail: AtomicBool::new(false),
+            after_apply: AtomicBool::new(after_apply),
+            sync_doomed: AtomicBool::new(false),
+        });
+        let store =
+            Arc::new(Store::open(backend.clone(), Barrier::new(Secret::new([7u8; 32]))).unwrap());
+        let device = Arc::new(Device::default());
+        let service = KeyService::open(
+            KeyServiceConfig::new("111122223333"),
+            Arc::new(SystemClock),
+            store.clone(),
+            vec![device.clone() as Arc<dyn KeyStore>],
+        )
+        .unwrap();
+        Harness {
+            _dir: dir,
+            backend,
+            store,
+            device,
+            service,
+        }
+    }
+
+    fn stored(store: &Store, prefix: &[u8]) -> usize {
+        store.scan(prefix, None, usize::MAX).unwrap().len()
+    }
+
+    async fn create(service: &KeyService) -> Result<Arc<KeyRecord>, KeyError> {
+        service
+            .create_key(String::new(), None, BTreeMap::new(), None)
+            .await
+    }
+
+    /// The key record was applied, only its flush failed: the record (naming the material)
+    /// may reach disk with a later flush, so the material is kept and the call still fails.
+    #[tokio::test]
+    async fn material_is_kept_when_the_records_flush_fails() {
+        let h = harness(true);
+        let kept = create(&h.service).await.unwrap();
+        h.backend.fail.store(true, Ordering::SeqCst);
+
+        let error = create(&h.service).await.unwrap_err();
+        assert!(
+            matches!(error, KeyError::Internal(ref m) if m.contains("flush failed")),
+            "{error:?}"
+        );
+        assert_eq!(h.device.generated.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            h.device.discarded.load(Ordering::SeqCst),
+            0,
+            "material discarded"
+        );
+        assert_eq!(h.device.held.lock().unwrap().len(), 2);
+        // The applied batch holds the record naming the material and cleared its journal entry.
+        assert_eq!(stored(&h.store, KEY_PREFIX), 2);
+        assert_eq!(stored(&h.store, b"generation/"), 0);
+
+        let error = h
+            .service
+            .rotate_key(&kept.id.to_string())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, KeyError::Internal(_)), "{error:?}");
+        assert_eq!(h.device.generated.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            h.device.discarded.load(Ordering::SeqCst),
+            0,
+            "version discarded"
+        );
+        assert_eq!(h.device.held.lock().unwrap().len(), 3);
+        assert_eq!(stored(&h.store, b"generation/"), 0);
+    }
+
+    /// The key record's batch was not applied at all: the material is discarded, and the
+    /// journal entry stays for start-up to reconcile.
+    #[tokio::test]
+    async fn material_is_discarded_when_the_record_is_not_applied() {
+        let h = harness(false);
+        let kept = create(&h.service).await.unwrap();
+        h.backend.fail.store(true, Ordering::SeqCst);
+
+        let error = create(&h.service).await.unwrap_err();
+        assert!(
+            matches!(error, KeyError::Internal(ref m) if m.contains("apply refused")),
+            "{error:?}"
+        );
+        assert_eq!(h.device.generated.load(Ordering::SeqCst), 2);
+        assert_eq!(h.device.discarded.load(Ordering::SeqCst), 1);
+        assert_eq!(h.device.held.lock().unwrap().len(), 1);
+        assert_eq!(stored(&h.store, KEY_PREFIX), 1);
+        assert_eq!(stored(&h.store, b"generation/"), 1);
+
+        let error = h
+            .service
+            .rotate_key(&kept.id.to_string())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, KeyError::Internal(_)), "{error:?}");
+        assert_eq!(h.device.discarded.load(Ordering::SeqCst), 2);
+        assert_eq!(h.device.held.lock().unwrap().len(), 1);
+        assert_eq!(stored(&h.store, b"generation/"), 2);
+        assert_eq!(
+            h.service
+                .describe_key(&kept.id.to_string())
+                .unwrap()
+                .versions
+                .len(),
+            1
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
 use crate::keystore::{KeyStore, KeyStoreError, MaterialRef};
 use crate::policy::{NamedPolicy, Policy, PolicyKind, default_key_policy};
 use crate::secret::SecretBytes;
-use crate::store::{Store, WriteBatch};
+use crate::store::{CommitError, Store, StoreError, WriteBatch};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -664,13 +664,60 @@ impl KeyService {
     where
         F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
     {
+        self.try_change_key_locked(entry, change)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`KeyService::change_key_locked`], saying on failure whether the batch was applied
+    /// (see [`CommitError`]): material generated for it must then be kept.
+    async fn try_change_key_locked<F>(
+        &self,
+        entry: &KeyEntry,
+        change: F,
+    ) -> Result<Arc<KeyRecord>, FailedChange>
+    where
+        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+    {
         let mut record = (*entry.record()).clone();
-        let mut batch = change(&mut record)?;
-        batch.put(key_record_name(record.id), encode(&record)?);
-        self.store.commit(batch).await?;
+        let mut batch = change(&mut record).map_err(FailedChange::not_applied)?;
+        batch.put(
+            key_record_name(record.id),
+            encode(&record).map_err(FailedChange::not_applied)?,
+        );
+        self.store
+            .try_commit(batch)
+            .await
+            .map_err(FailedChange::from)?;
         let record = Arc::new(record);
         entry.set_record(record.clone());
         Ok(record)
+    }
+}
+
+/// A change to the store that failed, and whether its batch was applied: an applied batch may
+/// still reach disk, so whatever it names (a device object) must be kept.
+#[derive(Debug)]
+pub(super) struct FailedChange {
+    pub error: KeyError,
+    pub applied: bool,
+}
+
+impl FailedChange {
+    fn not_applied(error: KeyError) -> Self {
+        Self {
+            error,
+            applied: false,
+        }
+    }
+}
+
+impl From<CommitError> for FailedChange {
+    fn from(error: CommitError) -> Self {
+        Self {
+            applied: error.applied(),
+            error: StoreError::from(error).into(),
+        }
     }
 }
 

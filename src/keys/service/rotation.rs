@@ -27,7 +27,7 @@ impl KeyService {
             .await?;
         let block = self.config.nonce_reservation_block;
         let result = self
-            .change_key_locked(entry, move |record| {
+            .try_change_key_locked(entry, move |record| {
                 record.versions.push(KeyVersion {
                     number,
                     created: now,
@@ -51,14 +51,10 @@ impl KeyService {
                 tracing::info!(key = %record.id, version = number, kind = kind.as_str(), "key rotated");
                 Ok(record)
             }
-            Err(error) => {
-                let _ = self
-                    .on_keystore(&keystore, "discard", None, move |k| {
-                        k.discard(material);
-                        Ok(())
-                    })
+            Err(failed) => {
+                self.undo_generation(&keystore, material, failed.applied)
                     .await;
-                Err(error)
+                Err(failed.error)
             }
         }
     }
