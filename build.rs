@@ -10,6 +10,8 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.ReEncryptRequest",
     "keyhaven.v1.GenerateDataKeyRequest",
     "keyhaven.v1.GenerateDataKeyWithoutPlaintextRequest",
+    "keyhaven.v1.GenerateMacRequest",
+    "keyhaven.v1.VerifyMacRequest",
     "keyhaven.v1.DecryptResponse",
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",

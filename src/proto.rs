@@ -77,6 +77,28 @@ impl fmt::Debug for v1::GenerateDataKeyWithoutPlaintextRequest {
     }
 }
 
+/// The message a MAC is made of may be secret; the MAC itself is not.
+impl fmt::Debug for v1::GenerateMacRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateMacRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("mac_algorithm", &self.mac_algorithm)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::VerifyMacRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyMacRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("mac_algorithm", &self.mac_algorithm)
+            .field("mac_len", &self.mac.len())
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::DecryptResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecryptResponse")

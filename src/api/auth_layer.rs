@@ -193,6 +193,8 @@ fn carries_secrets(operation: &str) -> bool {
             | "kms:ReEncrypt"
             | "kms:GenerateDataKey"
             | "kms:GenerateDataKeyWithoutPlaintext"
+            | "kms:GenerateMac"
+            | "kms:VerifyMac"
     )
 }
 
@@ -224,6 +226,8 @@ pub fn changes_nothing(operation: &str) -> bool {
                     | "GenerateDataKey"
                     | "GenerateDataKeyWithoutPlaintext"
                     | "GenerateRandom"
+                    | "GenerateMac"
+                    | "VerifyMac"
             ) || reads(&["Describe", "List", "Get"])
         }
         "iam" => reads(&["List", "Get", "Simulate"]),

@@ -136,10 +136,16 @@ fn write_stdout(bytes: &[u8]) -> CliResult {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Create a key (AES-256-GCM, ENCRYPT_DECRYPT).
+    /// Create a key (by default AES-256-GCM, ENCRYPT_DECRYPT).
     Create {
         #[arg(long, default_value = "")]
         description: String,
+        /// SYMMETRIC_DEFAULT (the default), HMAC_224, HMAC_256, HMAC_384 or HMAC_512.
+        #[arg(long, default_value = "")]
+        key_spec: String,
+        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT) or GENERATE_VERIFY_MAC (HMAC).
+        #[arg(long, default_value = "")]
+        key_usage: String,
         /// Also create this alias (alias/NAME) for the new key.
         #[arg(long)]
         alias: Option<String>,
@@ -228,6 +234,8 @@ pub async fn key(ctx: Context, command: KeyCommand) -> CliResult {
     match command {
         KeyCommand::Create {
             description,
+            key_spec,
+            key_usage,
             alias,
             keystore,
             policy_file,
@@ -247,6 +255,8 @@ pub async fn key(ctx: Context, command: KeyCommand) -> CliResult {
                 keystore: keystore.unwrap_or_default(),
                 tags,
                 policy,
+                key_spec,
+                key_usage,
                 ..Default::default()
             };
             let metadata = kms
@@ -645,6 +655,78 @@ pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
         }),
         || blob.clone(),
     );
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MacCommand {
+    /// The HMAC of stdin (1-4096 bytes) under an HMAC key; prints it in base64.
+    Generate {
+        #[arg(long)]
+        key: String,
+        /// HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384 or HMAC_SHA_512 (the key's).
+        #[arg(long)]
+        algorithm: String,
+    },
+    /// Verifies a base64 MAC of stdin; exits non-zero with KMSInvalidMacException if it does
+    /// not verify.
+    Verify {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        algorithm: String,
+        /// The MAC, base64.
+        #[arg(long)]
+        mac: String,
+    },
+}
+
+pub async fn mac(ctx: Context, command: MacCommand) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    match command {
+        MacCommand::Generate { key, algorithm } => {
+            let request = v1::GenerateMacRequest {
+                key_id: key,
+                message: message.expose().clone(),
+                mac_algorithm: algorithm,
+            };
+            let r = client
+                .kms()
+                .generate_mac(client.signed("GenerateMac", request))
+                .await?
+                .into_inner();
+            let mac = B64.encode(&r.mac);
+            out.print(
+                json!({"Mac": mac, "MacAlgorithm": r.mac_algorithm, "KeyId": r.key_id}),
+                || mac.clone(),
+            );
+        }
+        MacCommand::Verify {
+            key,
+            algorithm,
+            mac,
+        } => {
+            let mac = B64
+                .decode(mac.trim())
+                .map_err(|_| CliError::Local("--mac is not base64".into()))?;
+            let request = v1::VerifyMacRequest {
+                key_id: key,
+                message: message.expose().clone(),
+                mac_algorithm: algorithm,
+                mac,
+            };
+            let r = client
+                .kms()
+                .verify_mac(client.signed("VerifyMac", request))
+                .await?
+                .into_inner();
+            out.print(
+                json!({"KeyId": r.key_id, "MacValid": r.mac_valid, "MacAlgorithm": r.mac_algorithm}),
+                || format!("MacValid: {}", r.mac_valid),
+            );
+        }
+    }
     Ok(())
 }
 

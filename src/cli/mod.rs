@@ -82,6 +82,9 @@ pub enum Command {
     DataKey(commands::DataKeyArgs),
     /// N random bytes (1-1024), base64.
     Random(commands::RandomArgs),
+    /// HMACs with HMAC keys: generate, verify.
+    #[command(subcommand)]
+    Mac(commands::MacCommand),
     /// Key policies, and the policy simulator.
     #[command(subcommand)]
     Policy(identity::PolicyCommand),
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
         Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
         Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
+        Command::Mac(command) => commands::run_client(client, |c| commands::mac(c, command)),
         Command::Policy(identity::PolicyCommand::Validate {
             policy_file,
             policy_type,

@@ -2,7 +2,9 @@
 //!
 //! The key service never touches material itself. It asks a keystore to generate a version,
 //! to encrypt or decrypt with it (AES-256-GCM, with the nonce and AAD the service supplies, so
-//! blobs look the same whichever keystore made them), and to destroy it.
+//! blobs look the same whichever keystore made them), and to destroy it. Keys of other specs
+//! (HMAC) are generated with [`KeyStore::generate_spec`] and used with [`KeyStore::mac`]; what
+//! a version is for is the key record's business, and the service checks it before every call.
 //!
 //! ## Partial failure
 //! Creating a key (or a version of one) touches two places: the keystore (material) and the
@@ -58,8 +60,139 @@ pub enum KeyStoreError {
     /// The keystore cannot be reached now; the call may succeed later.
     #[error("keystore unavailable: {0}")]
     Unavailable(String),
+    /// The keystore cannot do this (a key spec or mechanism it lacks); the message names it.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("keystore failure: {0}")]
     Internal(String),
+}
+
+/// What a key's material is, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum KeySpec {
+    /// AES-256-GCM.
+    #[serde(rename = "SYMMETRIC_DEFAULT")]
+    SymmetricDefault,
+    #[serde(rename = "HMAC_224")]
+    Hmac224,
+    #[serde(rename = "HMAC_256")]
+    Hmac256,
+    #[serde(rename = "HMAC_384")]
+    Hmac384,
+    #[serde(rename = "HMAC_512")]
+    Hmac512,
+}
+
+impl KeySpec {
+    pub const ALL: [KeySpec; 5] = [
+        KeySpec::SymmetricDefault,
+        KeySpec::Hmac224,
+        KeySpec::Hmac256,
+        KeySpec::Hmac384,
+        KeySpec::Hmac512,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySpec::SymmetricDefault => "SYMMETRIC_DEFAULT",
+            KeySpec::Hmac224 => "HMAC_224",
+            KeySpec::Hmac256 => "HMAC_256",
+            KeySpec::Hmac384 => "HMAC_384",
+            KeySpec::Hmac512 => "HMAC_512",
+        }
+    }
+
+    /// The spec AWS calls `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Bytes of material generated for the spec (AWS KMS: an HMAC key is as long as its
+    /// digest).
+    pub fn material_len(self) -> usize {
+        match self {
+            KeySpec::SymmetricDefault => 32,
+            KeySpec::Hmac224 => 28,
+            KeySpec::Hmac256 => 32,
+            KeySpec::Hmac384 => 48,
+            KeySpec::Hmac512 => 64,
+        }
+    }
+
+    /// The one MAC algorithm of an HMAC spec.
+    pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
+        match self {
+            KeySpec::SymmetricDefault => None,
+            KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
+            KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
+            KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
+            KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
+        }
+    }
+}
+
+/// An HMAC, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacAlgorithm {
+    HmacSha224,
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl MacAlgorithm {
+    pub const ALL: [MacAlgorithm; 4] = [
+        MacAlgorithm::HmacSha224,
+        MacAlgorithm::HmacSha256,
+        MacAlgorithm::HmacSha384,
+        MacAlgorithm::HmacSha512,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacAlgorithm::HmacSha224 => "HMAC_SHA_224",
+            MacAlgorithm::HmacSha256 => "HMAC_SHA_256",
+            MacAlgorithm::HmacSha384 => "HMAC_SHA_384",
+            MacAlgorithm::HmacSha512 => "HMAC_SHA_512",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Bytes of a MAC.
+    pub fn mac_len(self) -> usize {
+        match self {
+            MacAlgorithm::HmacSha224 => 28,
+            MacAlgorithm::HmacSha256 => 32,
+            MacAlgorithm::HmacSha384 => 48,
+            MacAlgorithm::HmacSha512 => 64,
+        }
+    }
+}
+
+/// HMAC of `message` under `key` (RFC 2104), for keystores that hold the key's bytes.
+pub fn hmac(algorithm: MacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    macro_rules! with {
+        ($digest:ty) => {
+            // HMAC takes keys of any length (longer ones are hashed): this cannot fail.
+            match <Hmac<$digest> as Mac>::new_from_slice(key) {
+                Ok(mut mac) => {
+                    mac.update(message);
+                    mac.finalize().into_bytes().to_vec()
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+    }
+    match algorithm {
+        MacAlgorithm::HmacSha224 => with!(sha2::Sha224),
+        MacAlgorithm::HmacSha256 => with!(sha2::Sha256),
+        MacAlgorithm::HmacSha384 => with!(sha2::Sha384),
+        MacAlgorithm::HmacSha512 => with!(sha2::Sha512),
+    }
 }
 
 /// What [`KeyStore::generate`] made: records to write in the same batch as the key record.
@@ -89,6 +222,64 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Generates a fresh 256-bit key for `material`.
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError>;
+
+    /// Whether this keystore can make and use keys of `spec` (checked before a key is made);
+    /// the refusal names what is missing.
+    fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        match spec {
+            KeySpec::SymmetricDefault => Ok(()),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} cannot make {} keys",
+                self.name(),
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Generates material of `spec` for `material`. AES keys go through [`KeyStore::generate`]
+    /// unchanged; a keystore that makes other specs overrides this.
+    fn generate_spec(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        match spec {
+            KeySpec::SymmetricDefault => self.generate(material),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} cannot make {} keys",
+                self.name(),
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// The MAC of `message` under an HMAC version. The service has checked that the key's
+    /// spec goes with `algorithm`.
+    fn mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = (material, message);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot compute {}",
+            self.name(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// Whether `mac` is the MAC of `message`, compared in constant time.
+    fn verify_mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, KeyStoreError> {
+        let expected = self.mac(material, algorithm, message)?;
+        Ok(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), mac).into())
+    }
 
     /// Undoes a `generate` whose key record could not be written. Best effort.
     fn discard(&self, material: MaterialRef);

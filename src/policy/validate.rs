@@ -77,6 +77,7 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:Encrypt",
     "kms:GenerateDataKey",
     "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateMac",
     "kms:GenerateRandom",
     "kms:GetKeyPolicy",
     "kms:GetKeyRotationStatus",
@@ -93,6 +94,7 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:UntagResource",
     "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
+    "kms:VerifyMac",
     "sts:AssumeRole",
 ];
 
@@ -110,6 +112,9 @@ const KEYS_SET: &[&str] = &[
     "aws:username",
     "kms:calleraccount",
     "kms:encryptioncontextkeys",
+    "kms:keyspec",
+    "kms:keyusage",
+    "kms:macalgorithm",
 ];
 
 /// The services whose resources Keyhaven's actions name.

@@ -8,11 +8,12 @@
 use super::model::DEFAULT_PENDING_DAYS;
 use super::reference::{arn_prefix, printable};
 use super::{
-    KeyError, KeyRecord, KeyReference, KeyState, KeyUse, KeyVersion, RotationSchedule, RotationType,
+    KeyError, KeyRecord, KeyReference, KeyState, KeyUsage, KeyUse, KeyVersion, RotationSchedule,
+    RotationType,
 };
 use crate::clock::{Clock, DAY, UnixSeconds};
 use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
-use crate::keystore::{KeyStore, KeyStoreError, MaterialRef};
+use crate::keystore::{KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
 use crate::policy::{NamedPolicy, Policy, PolicyKind, default_key_policy};
 use crate::secret::SecretBytes;
 use crate::store::{Store, WriteBatch};
@@ -258,8 +259,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
 }
 
 fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
-    if !matches!(error, KeyStoreError::DecryptFailed)
-        && let Some(m) = crate::metrics::metrics()
+    if !matches!(
+        error,
+        KeyStoreError::DecryptFailed | KeyStoreError::Unsupported(_)
+    ) && let Some(m) = crate::metrics::metrics()
     {
         m.keystore_errors.with_label_values(&[store]).inc();
     }
@@ -282,6 +285,7 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
             ))
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
+        KeyStoreError::Unsupported(message) => KeyError::UnsupportedOperation(message),
         other => KeyError::Internal(format!("keystore {store}: {other}")),
     }
 }
@@ -675,9 +679,11 @@ mod aliases;
 mod crypto;
 mod journal;
 mod lifecycle;
+mod mac;
 mod rotation;
 mod startup;
 mod tags;
 mod usage;
 
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
+pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};

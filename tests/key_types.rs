@@ -1,0 +1,782 @@
+//! Key specs and usages end to end: HMAC keys (`HMAC_224` … `HMAC_512`, `GENERATE_VERIFY_MAC`)
+//! beside the AES keys of `SYMMETRIC_DEFAULT`, on a real daemon. What must hold on every
+//! keystore is one suite instantiated per keystore (as tests/conformance.rs does); policy,
+//! audit and the command line are keystore-independent and run on the sealed store.
+
+mod common;
+
+macro_rules! key_type_suite {
+    ([$($name:ident => $backend:expr),* $(,)?], $tests:tt) => {
+        $(key_type_suite!(@backend $name, $backend, $tests);)*
+    };
+    (@backend $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::common::Backend;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::suite::$test($backend).await;
+                }
+            )*
+        }
+    };
+}
+
+key_type_suite!(
+    [sealed => Backend::Sealed],
+    [
+        hmac_keys_are_created_and_described_with_their_algorithms,
+        refused_spec_and_usage_pairs_create_nothing,
+        macs_verify_and_a_flipped_bit_is_refused,
+        mac_requests_out_of_bounds_are_refused,
+        usages_do_not_cross,
+        hmac_keys_do_not_rotate_and_say_so,
+        hmac_keys_follow_the_lifecycle_and_survive_a_restart,
+    ]
+);
+
+/// Every HMAC spec with its MAC algorithm and MAC length.
+const HMAC_SPECS: [(&str, &str, usize); 4] = [
+    ("HMAC_224", "HMAC_SHA_224", 28),
+    ("HMAC_256", "HMAC_SHA_256", 32),
+    ("HMAC_384", "HMAC_SHA_384", 48),
+    ("HMAC_512", "HMAC_SHA_512", 64),
+];
+
+mod suite {
+    use super::HMAC_SPECS;
+    use super::common::*;
+    use keyhaven::crypto::CiphertextBlob;
+    use keyhaven::proto::v1;
+    use tonic::Code;
+
+    pub async fn create(
+        d: &TestDaemon,
+        spec: &str,
+        usage: &str,
+    ) -> Result<v1::KeyMetadata, tonic::Status> {
+        let request = v1::CreateKeyRequest {
+            description: format!("{spec} {usage}"),
+            key_spec: spec.into(),
+            key_usage: usage.into(),
+            ..Default::default()
+        };
+        Ok(d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await?
+            .into_inner()
+            .key_metadata
+            .expect("metadata"))
+    }
+
+    pub async fn hmac_key(d: &TestDaemon, spec: &str) -> v1::KeyMetadata {
+        create(d, spec, "GENERATE_VERIFY_MAC")
+            .await
+            .expect("CreateKey of an HMAC key")
+    }
+
+    pub async fn generate_mac(
+        d: &TestDaemon,
+        key: &str,
+        message: &[u8],
+        algorithm: &str,
+    ) -> Result<v1::GenerateMacResponse, tonic::Status> {
+        let request = v1::GenerateMacRequest {
+            key_id: key.into(),
+            message: message.to_vec(),
+            mac_algorithm: algorithm.into(),
+        };
+        Ok(d.client
+            .kms()
+            .generate_mac(d.client.signed("GenerateMac", request))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn verify_mac(
+        d: &TestDaemon,
+        key: &str,
+        message: &[u8],
+        algorithm: &str,
+        mac: &[u8],
+    ) -> Result<v1::VerifyMacResponse, tonic::Status> {
+        let request = v1::VerifyMacRequest {
+            key_id: key.into(),
+            message: message.to_vec(),
+            mac_algorithm: algorithm.into(),
+            mac: mac.to_vec(),
+        };
+        Ok(d.client
+            .kms()
+            .verify_mac(d.client.signed("VerifyMac", request))
+            .await?
+            .into_inner())
+    }
+
+    /// DescribeKey of a key, without its last use (which a successful call moves).
+    async fn unchanged(d: &TestDaemon, key: &str) -> v1::KeyMetadata {
+        let mut metadata = d.describe(key).await.expect("DescribeKey");
+        metadata.last_used_date = None;
+        metadata.last_used_operation.clear();
+        metadata
+    }
+
+    pub async fn hmac_keys_are_created_and_described_with_their_algorithms(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        for (spec, algorithm, _) in HMAC_SPECS {
+            let created = hmac_key(&d, spec).await;
+            assert_eq!(created.key_spec, spec);
+            assert_eq!(created.key_usage, "GENERATE_VERIFY_MAC");
+            assert_eq!(created.mac_algorithms, vec![algorithm.to_string()]);
+            assert!(created.encryption_algorithms.is_empty(), "{created:?}");
+            assert_eq!(created.key_state(), v1::KeyState::Enabled);
+            assert_eq!(created.keystore, backend.keystore_name());
+            assert_eq!(created.current_key_version, 1);
+            assert_eq!(d.describe(&created.key_id).await.unwrap(), created);
+        }
+        // The default stays an AES key, and says so.
+        for (spec, usage) in [("", ""), ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")] {
+            let aes = create(&d, spec, usage).await.unwrap();
+            assert_eq!(aes.key_spec, "SYMMETRIC_DEFAULT");
+            assert_eq!(aes.key_usage, "ENCRYPT_DECRYPT");
+            assert_eq!(aes.encryption_algorithms, vec!["SYMMETRIC_DEFAULT"]);
+            assert!(aes.mac_algorithms.is_empty());
+        }
+    }
+
+    pub async fn refused_spec_and_usage_pairs_create_nothing(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        let before = d.list_all_keys().await;
+        for (spec, usage, says) in [
+            ("HMAC_256", "", "You must specify a KeyUsage value"),
+            (
+                "HMAC_256",
+                "ENCRYPT_DECRYPT",
+                "KeyUsage ENCRYPT_DECRYPT is not compatible with KeySpec HMAC_256",
+            ),
+            (
+                "",
+                "GENERATE_VERIFY_MAC",
+                "KeyUsage GENERATE_VERIFY_MAC is not compatible with KeySpec SYMMETRIC_DEFAULT",
+            ),
+            (
+                "SYMMETRIC_DEFAULT",
+                "GENERATE_VERIFY_MAC",
+                "KeyUsage GENERATE_VERIFY_MAC is not compatible with KeySpec SYMMETRIC_DEFAULT",
+            ),
+            (
+                "HMAC_128",
+                "GENERATE_VERIFY_MAC",
+                "KeySpec 'HMAC_128' is not supported",
+            ),
+            (
+                "hmac_256",
+                "GENERATE_VERIFY_MAC",
+                "KeySpec 'hmac_256' is not supported",
+            ),
+            (
+                "HMAC_512",
+                "SIGN_VERIFY",
+                "KeyUsage 'SIGN_VERIFY' is not supported",
+            ),
+        ] {
+            let refused = create(&d, spec, usage).await;
+            let message = refused
+                .as_ref()
+                .err()
+                .map(|s| s.message().to_owned())
+                .unwrap_or_default();
+            assert_refused(refused, Code::InvalidArgument, "ValidationException");
+            assert!(message.contains(says), "{spec}/{usage}: {message}");
+        }
+        assert_eq!(
+            d.list_all_keys().await,
+            before,
+            "a refused CreateKey made a key"
+        );
+    }
+
+    pub async fn macs_verify_and_a_flipped_bit_is_refused(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        for (spec, algorithm, len) in HMAC_SPECS {
+            let key = hmac_key(&d, spec).await;
+            let message = b"release 1.4.2 manifest";
+            let made = generate_mac(&d, &key.key_id, message, algorithm)
+                .await
+                .unwrap();
+            assert_eq!(made.mac.len(), len, "{spec}");
+            assert_eq!(made.mac_algorithm, algorithm);
+            assert_eq!(made.key_id, key.arn);
+            // HMAC is deterministic: the same message under the same key, the same MAC.
+            let again = generate_mac(&d, &key.key_id, message, algorithm)
+                .await
+                .unwrap();
+            assert_eq!(again.mac, made.mac);
+            let verified = verify_mac(&d, &key.key_id, message, algorithm, &made.mac)
+                .await
+                .unwrap();
+            assert!(verified.mac_valid);
+            assert_eq!(verified.key_id, key.arn);
+            assert_eq!(verified.mac_algorithm, algorithm);
+            // Every single flipped bit of the MAC, and one of the message, is refused.
+            for bit in [0, 7, 8 * len - 1] {
+                let mut flipped = made.mac.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_refused(
+                    verify_mac(&d, &key.key_id, message, algorithm, &flipped).await,
+                    Code::InvalidArgument,
+                    "KMSInvalidMacException",
+                );
+            }
+            let mut other = message.to_vec();
+            other[0] ^= 1;
+            assert_refused(
+                verify_mac(&d, &key.key_id, &other, algorithm, &made.mac).await,
+                Code::InvalidArgument,
+                "KMSInvalidMacException",
+            );
+            assert_refused(
+                verify_mac(&d, &key.key_id, message, algorithm, &made.mac[..len - 1]).await,
+                Code::InvalidArgument,
+                "KMSInvalidMacException",
+            );
+            // Another key of the same spec makes another MAC, which this key refuses.
+            let second = hmac_key(&d, spec).await;
+            let theirs = generate_mac(&d, &second.key_id, message, algorithm)
+                .await
+                .unwrap();
+            assert_ne!(theirs.mac, made.mac);
+            assert_refused(
+                verify_mac(&d, &key.key_id, message, algorithm, &theirs.mac).await,
+                Code::InvalidArgument,
+                "KMSInvalidMacException",
+            );
+        }
+        // Any key form names the key.
+        let key = hmac_key(&d, "HMAC_256").await;
+        d.create_alias("alias/mac", &key.key_id).await.unwrap();
+        let by_id = generate_mac(&d, &key.key_id, b"m", "HMAC_SHA_256")
+            .await
+            .unwrap();
+        for form in [key.arn.as_str(), "alias/mac"] {
+            let made = generate_mac(&d, form, b"m", "HMAC_SHA_256").await.unwrap();
+            assert_eq!(made.mac, by_id.mac, "{form}");
+            assert!(
+                verify_mac(&d, form, b"m", "HMAC_SHA_256", &made.mac)
+                    .await
+                    .unwrap()
+                    .mac_valid
+            );
+        }
+    }
+
+    pub async fn mac_requests_out_of_bounds_are_refused(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        let key = hmac_key(&d, "HMAC_384").await;
+        let id = key.key_id.as_str();
+        let largest = vec![7u8; 4096];
+        let made = generate_mac(&d, id, &largest, "HMAC_SHA_384")
+            .await
+            .unwrap();
+        assert!(
+            verify_mac(&d, id, &largest, "HMAC_SHA_384", &made.mac)
+                .await
+                .unwrap()
+                .mac_valid
+        );
+        let before = unchanged(&d, id).await;
+        for message in [Vec::new(), vec![7u8; 4097]] {
+            assert_refused(
+                generate_mac(&d, id, &message, "HMAC_SHA_384").await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+            assert_refused(
+                verify_mac(&d, id, &message, "HMAC_SHA_384", &made.mac).await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+        }
+        for algorithm in ["", "HMAC_SHA_1", "hmac_sha_384", "SYMMETRIC_DEFAULT"] {
+            assert_refused(
+                generate_mac(&d, id, b"m", algorithm).await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+        }
+        // An algorithm of another HMAC spec does not go with this key.
+        for algorithm in ["HMAC_SHA_224", "HMAC_SHA_256", "HMAC_SHA_512"] {
+            assert_refused(
+                generate_mac(&d, id, b"m", algorithm).await,
+                Code::InvalidArgument,
+                "InvalidKeyUsageException",
+            );
+            assert_refused(
+                verify_mac(&d, id, &largest, algorithm, &made.mac).await,
+                Code::InvalidArgument,
+                "InvalidKeyUsageException",
+            );
+        }
+        assert_refused(
+            verify_mac(&d, id, b"m", "HMAC_SHA_384", &[]).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+        assert_refused(
+            generate_mac(&d, "alias/none", b"m", "HMAC_SHA_384").await,
+            Code::NotFound,
+            "NotFoundException",
+        );
+        assert_eq!(unchanged(&d, id).await, before);
+    }
+
+    pub async fn usages_do_not_cross(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        let mac_key = hmac_key(&d, "HMAC_256").await;
+        let aes = d.create_key("aes").await;
+        let mac_before = unchanged(&d, &mac_key.key_id).await;
+        let aes_before = unchanged(&d, &aes.key_id).await;
+
+        // Encryption operations on an HMAC key.
+        assert_refused(
+            d.encrypt(&mac_key.key_id, b"data", &[]).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        let refused = d.encrypt(&mac_key.key_id, b"data", &[]).await.unwrap_err();
+        assert!(
+            refused
+                .message()
+                .contains("key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt"),
+            "{}",
+            refused.message()
+        );
+        for without_plaintext in [false, true] {
+            let result = if without_plaintext {
+                d.client
+                    .kms()
+                    .generate_data_key_without_plaintext(d.client.signed(
+                        "GenerateDataKeyWithoutPlaintext",
+                        v1::GenerateDataKeyWithoutPlaintextRequest {
+                            key_id: mac_key.key_id.clone(),
+                            key_spec: "AES_256".into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(|_| ())
+            } else {
+                d.client
+                    .kms()
+                    .generate_data_key(d.client.signed(
+                        "GenerateDataKey",
+                        v1::GenerateDataKeyRequest {
+                            key_id: mac_key.key_id.clone(),
+                            key_spec: "AES_256".into(),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(|_| ())
+            };
+            assert_refused(result, Code::InvalidArgument, "InvalidKeyUsageException");
+        }
+        let blob = d.encrypt(&aes.key_id, b"data", &[]).await.unwrap();
+        let re_encrypt = d
+            .client
+            .kms()
+            .re_encrypt(d.client.signed(
+                "ReEncrypt",
+                v1::ReEncryptRequest {
+                    ciphertext_blob: blob.clone(),
+                    destination_key_id: mac_key.key_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_refused(
+            re_encrypt,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        // A ciphertext made to name the HMAC key is not opened with its material (an HMAC_256
+        // key is as long as an AES-256 one).
+        let parsed = CiphertextBlob::parse(&blob).unwrap();
+        let forged = CiphertextBlob::assemble(
+            mac_key.key_id.parse().unwrap(),
+            1,
+            &parsed.nonce,
+            parsed.sealed,
+        );
+        assert_refused(
+            d.decrypt(&forged, &[]).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+
+        // MAC operations on an AES key.
+        assert_refused(
+            generate_mac(&d, &aes.key_id, b"m", "HMAC_SHA_256").await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        assert_refused(
+            verify_mac(&d, &aes.key_id, b"m", "HMAC_SHA_256", &[0; 32]).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+
+        assert_eq!(unchanged(&d, &mac_key.key_id).await, mac_before);
+        assert_eq!(unchanged(&d, &aes.key_id).await, aes_before);
+        // Both keys still do what they are for.
+        assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"data");
+        let made = generate_mac(&d, &mac_key.key_id, b"m", "HMAC_SHA_256")
+            .await
+            .unwrap();
+        assert!(
+            verify_mac(&d, &mac_key.key_id, b"m", "HMAC_SHA_256", &made.mac)
+                .await
+                .unwrap()
+                .mac_valid
+        );
+    }
+
+    pub async fn hmac_keys_do_not_rotate_and_say_so(backend: Backend) {
+        let d = TestDaemon::start(backend).await;
+        let key = hmac_key(&d, "HMAC_512").await;
+        let id = key.key_id.clone();
+        let mac = generate_mac(&d, &id, b"m", "HMAC_SHA_512")
+            .await
+            .unwrap()
+            .mac;
+        let before = unchanged(&d, &id).await;
+        let kms = d.client.kms();
+        let refusals = [
+            d.rotate(&id).await.map(|_| ()),
+            kms.clone()
+                .enable_key_rotation(d.client.signed(
+                    "EnableKeyRotation",
+                    v1::EnableKeyRotationRequest {
+                        key_id: id.clone(),
+                        rotation_period_in_days: None,
+                    },
+                ))
+                .await
+                .map(|_| ()),
+            kms.clone()
+                .disable_key_rotation(d.client.signed(
+                    "DisableKeyRotation",
+                    v1::DisableKeyRotationRequest { key_id: id.clone() },
+                ))
+                .await
+                .map(|_| ()),
+            kms.clone()
+                .get_key_rotation_status(d.client.signed(
+                    "GetKeyRotationStatus",
+                    v1::GetKeyRotationStatusRequest { key_id: id.clone() },
+                ))
+                .await
+                .map(|_| ()),
+            kms.clone()
+                .list_key_rotations(d.client.signed(
+                    "ListKeyRotations",
+                    v1::ListKeyRotationsRequest { key_id: id.clone() },
+                ))
+                .await
+                .map(|_| ()),
+        ];
+        for refused in refusals {
+            let message = refused
+                .as_ref()
+                .err()
+                .map(|s| s.message().to_owned())
+                .unwrap_or_default();
+            assert_refused(
+                refused,
+                Code::FailedPrecondition,
+                "UnsupportedOperationException",
+            );
+            assert!(message.contains("HMAC_512 keys do not rotate"), "{message}");
+        }
+        assert_eq!(unchanged(&d, &id).await, before);
+        assert_eq!(before.current_key_version, 1);
+        assert_eq!(
+            generate_mac(&d, &id, b"m", "HMAC_SHA_512")
+                .await
+                .unwrap()
+                .mac,
+            mac,
+            "the material changed"
+        );
+        // AES keys rotate as before.
+        let aes = d.create_key("aes").await;
+        assert_eq!(d.rotate(&aes.key_id).await.unwrap(), 2);
+    }
+
+    pub async fn hmac_keys_follow_the_lifecycle_and_survive_a_restart(backend: Backend) {
+        let mut d = TestDaemon::start(backend).await;
+        let key = hmac_key(&d, "HMAC_224").await;
+        let id = key.key_id.clone();
+        let made = generate_mac(&d, &id, b"m", "HMAC_SHA_224").await.unwrap();
+        d.disable(&id).await.unwrap();
+        assert_refused(
+            generate_mac(&d, &id, b"m", "HMAC_SHA_224").await,
+            Code::FailedPrecondition,
+            "KMSInvalidStateException",
+        );
+        assert_refused(
+            verify_mac(&d, &id, b"m", "HMAC_SHA_224", &made.mac).await,
+            Code::FailedPrecondition,
+            "KMSInvalidStateException",
+        );
+        d.enable(&id).await.unwrap();
+        d.restart().await;
+        let described = d.describe(&id).await.unwrap();
+        assert_eq!(described.key_spec, "HMAC_224");
+        assert_eq!(described.key_usage, "GENERATE_VERIFY_MAC");
+        assert_eq!(described.mac_algorithms, vec!["HMAC_SHA_224"]);
+        let again = generate_mac(&d, &id, b"m", "HMAC_SHA_224").await.unwrap();
+        assert_eq!(
+            again.mac, made.mac,
+            "the key's material changed across a restart"
+        );
+        d.schedule_deletion(&id, Some(7)).await.unwrap();
+        assert_refused(
+            generate_mac(&d, &id, b"m", "HMAC_SHA_224").await,
+            Code::FailedPrecondition,
+            "KMSInvalidStateException",
+        );
+        // Its deletion destroys the material as an AES key's does.
+        d.clock.advance(7 * DAY + 1);
+        d.run_due_tasks().await;
+        assert_eq!(d.state(&id).await, v1::KeyState::Deleted);
+        assert_refused(
+            generate_mac(&d, &id, b"m", "HMAC_SHA_224").await,
+            Code::NotFound,
+            "NotFoundException",
+        );
+    }
+}
+
+// ------------------------------------------------------------------ policy, audit, command line
+
+use common::{Backend, TestDaemon, assert_refused};
+use keyhaven::audit::{AuditRecord, chain_files};
+use keyhaven::client::Client;
+use keyhaven::proto::v1;
+use tonic::Code;
+
+async fn generate_mac_as(
+    client: &Client,
+    key: &str,
+    message: &[u8],
+    algorithm: &str,
+) -> Result<v1::GenerateMacResponse, tonic::Status> {
+    let request = v1::GenerateMacRequest {
+        key_id: key.into(),
+        message: message.to_vec(),
+        mac_algorithm: algorithm.into(),
+    };
+    Ok(client
+        .kms()
+        .generate_mac(client.signed("GenerateMac", request))
+        .await?
+        .into_inner())
+}
+
+async fn verify_mac_as(
+    client: &Client,
+    key: &str,
+    message: &[u8],
+    algorithm: &str,
+    mac: &[u8],
+) -> Result<v1::VerifyMacResponse, tonic::Status> {
+    let request = v1::VerifyMacRequest {
+        key_id: key.into(),
+        message: message.to_vec(),
+        mac_algorithm: algorithm.into(),
+        mac: mac.to_vec(),
+    };
+    Ok(client
+        .kms()
+        .verify_mac(client.signed("VerifyMac", request))
+        .await?
+        .into_inner())
+}
+
+async fn create_as(client: &Client, spec: &str, usage: &str) -> Result<String, tonic::Status> {
+    let request = v1::CreateKeyRequest {
+        key_spec: spec.into(),
+        key_usage: usage.into(),
+        ..Default::default()
+    };
+    Ok(client
+        .kms()
+        .create_key(client.signed("CreateKey", request))
+        .await?
+        .into_inner()
+        .key_metadata
+        .expect("metadata")
+        .key_id)
+}
+
+#[track_caller]
+fn assert_denied<T: std::fmt::Debug>(result: Result<T, tonic::Status>, action: &str) {
+    let status = result.expect_err("expected AccessDeniedException");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        keyhaven::api::reason_of(&status).as_deref(),
+        Some("AccessDeniedException")
+    );
+    assert!(status.message().contains(action), "{}", status.message());
+}
+
+/// `kms:GenerateMac` and `kms:VerifyMac` are actions of their own, `kms:MacAlgorithm` is
+/// set on both, and `kms:KeySpec` / `kms:KeyUsage` on CreateKey.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mac_actions_and_their_condition_keys_are_judged() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let sha256 = suite::hmac_key(&d, "HMAC_256").await.key_id;
+    let sha512 = suite::hmac_key(&d, "HMAC_512").await.key_id;
+    // Generate with SHA-256 only; verify anything; create HMAC_256 MAC keys only.
+    let alice = d
+        .create_user(
+            "alice",
+            Some(
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"kms:GenerateMac","Resource":"*",
+                 "Condition":{"StringEquals":{"kms:MacAlgorithm":"HMAC_SHA_256"}}},
+                {"Effect":"Allow","Action":"kms:VerifyMac","Resource":"*"},
+                {"Effect":"Allow","Action":"kms:CreateKey","Resource":"*",
+                 "Condition":{"StringEquals":{"kms:KeySpec":"HMAC_256",
+                                              "kms:KeyUsage":"GENERATE_VERIFY_MAC"}}}]}"#,
+            ),
+        )
+        .await;
+    let made = generate_mac_as(&alice, &sha256, b"m", "HMAC_SHA_256")
+        .await
+        .unwrap();
+    assert!(
+        verify_mac_as(&alice, &sha256, b"m", "HMAC_SHA_256", &made.mac)
+            .await
+            .unwrap()
+            .mac_valid
+    );
+    assert_denied(
+        generate_mac_as(&alice, &sha512, b"m", "HMAC_SHA_512").await,
+        "kms:GenerateMac",
+    );
+    // The condition is judged on the request's algorithm, before the key is asked.
+    assert_denied(
+        generate_mac_as(&alice, &sha256, b"m", "HMAC_SHA_512").await,
+        "kms:GenerateMac",
+    );
+    let root_made = suite::generate_mac(&d, &sha512, b"m", "HMAC_SHA_512")
+        .await
+        .unwrap();
+    assert!(
+        verify_mac_as(&alice, &sha512, b"m", "HMAC_SHA_512", &root_made.mac)
+            .await
+            .unwrap()
+            .mac_valid
+    );
+    let before = d.list_all_keys().await;
+    assert_denied(create_as(&alice, "", "").await, "kms:CreateKey");
+    assert_denied(
+        create_as(&alice, "HMAC_512", "GENERATE_VERIFY_MAC").await,
+        "kms:CreateKey",
+    );
+    assert_eq!(d.list_all_keys().await, before);
+    create_as(&alice, "HMAC_256", "GENERATE_VERIFY_MAC")
+        .await
+        .unwrap();
+
+    // Allowed to generate, not to verify.
+    let bob = d
+        .create_user(
+            "bob",
+            Some(
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"kms:GenerateMac","Resource":"*"}]}"#,
+            ),
+        )
+        .await;
+    let bobs = generate_mac_as(&bob, &sha512, b"m", "HMAC_SHA_512")
+        .await
+        .unwrap();
+    assert_eq!(bobs.mac, root_made.mac);
+    assert_denied(
+        verify_mac_as(&bob, &sha512, b"m", "HMAC_SHA_512", &bobs.mac).await,
+        "kms:VerifyMac",
+    );
+}
+
+fn records(path: &std::path::Path) -> Vec<AuditRecord> {
+    chain_files(path)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<AuditRecord>>()
+        })
+        .collect()
+}
+
+/// MAC calls are audited as other calls, with the key's ARN and the outcome, never the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mac_calls_are_audited_without_their_message() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::hmac_key(&d, "HMAC_256").await;
+    let message = b"canary-mac-message-5521";
+    let made = suite::generate_mac(&d, &key.key_id, message, "HMAC_SHA_256")
+        .await
+        .unwrap();
+    suite::verify_mac(&d, &key.key_id, message, "HMAC_SHA_256", &made.mac)
+        .await
+        .unwrap();
+    assert_refused(
+        suite::verify_mac(&d, &key.key_id, message, "HMAC_SHA_256", &[0; 32]).await,
+        Code::InvalidArgument,
+        "KMSInvalidMacException",
+    );
+    let all = records(&d.config.audit_log);
+    let mac_calls: Vec<_> = all
+        .iter()
+        .filter(|r| r.operation == "kms:GenerateMac" || r.operation == "kms:VerifyMac")
+        .collect();
+    let outcomes: Vec<_> = mac_calls
+        .iter()
+        .map(|r| {
+            let outcome = r.outcome.as_ref().expect("outcome");
+            (
+                r.operation.as_str(),
+                outcome.code.as_str(),
+                outcome.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("kms:GenerateMac", "Ok", None),
+            ("kms:VerifyMac", "Ok", None),
+            (
+                "kms:VerifyMac",
+                "InvalidArgument",
+                Some("KMSInvalidMacException")
+            ),
+        ]
+    );
+    for record in &mac_calls {
+        assert_eq!(record.keys, vec![key.arn.clone()], "{record:?}");
+    }
+    let text = chain_files(&d.config.audit_log)
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect::<String>();
+    assert!(!text.contains("canary-mac-message-5521"));
+}
