@@ -24,7 +24,7 @@ macro_rules! key_type_suite {
 }
 
 key_type_suite!(
-    [sealed => Backend::Sealed],
+    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11],
     [
         hmac_keys_are_created_and_described_with_their_algorithms,
         refused_spec_and_usage_pairs_create_nothing,
@@ -557,6 +557,73 @@ mod suite {
             Code::NotFound,
             "NotFoundException",
         );
+    }
+}
+
+// ------------------------------------------------------------------ PKCS#11
+
+/// An HMAC key is a generic secret made in the device: as long as its digest, sensitive, not
+/// extractable, for signing and verifying only, its value unreadable; the session copy made on
+/// first use keeps all of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_keys_are_generic_secrets_that_stay_in_the_device() {
+    use common::device::{independent_session, objects, session_copies};
+    use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType};
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let session = independent_session();
+    for (spec, algorithm, len) in HMAC_SPECS {
+        let key = suite::hmac_key(&d, spec).await;
+        assert_eq!(key.origin, "AWS_CLOUDHSM");
+        let made = suite::generate_mac(&d, &key.key_id, b"m", algorithm)
+            .await
+            .unwrap();
+        assert_eq!(made.mac.len(), len);
+        let mut found = objects(&session, &d.account_id, &key.key_id, 1);
+        assert_eq!(found.len(), 1, "{spec}: one token object");
+        let copies = session_copies(&session, &d.account_id, &key.key_id, 1);
+        assert_eq!(copies.len(), 1, "{spec}: one session copy in use");
+        found.extend(copies);
+        for object in found {
+            let attributes = session
+                .get_attributes(
+                    object,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::ValueLen,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::Private,
+                        AttributeType::Sign,
+                        AttributeType::Verify,
+                        AttributeType::Encrypt,
+                        AttributeType::Decrypt,
+                    ],
+                )
+                .expect("attributes");
+            for expected in [
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen((len as u64).into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Private(true),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+            ] {
+                assert!(
+                    attributes.contains(&expected),
+                    "{spec}: {expected:?} not in {attributes:?}"
+                );
+            }
+            let value = session
+                .get_attribute_info(object, &[AttributeType::Value])
+                .expect("attribute info");
+            assert!(
+                matches!(value.as_slice(), [AttributeInfo::Sensitive]),
+                "{spec}: the key's value must not be readable: {value:?}"
+            );
+        }
     }
 }
 
