@@ -847,3 +847,154 @@ async fn mac_calls_are_audited_without_their_message() {
         .collect::<String>();
     assert!(!text.contains("canary-mac-message-5521"));
 }
+
+/// `keyhaven` run as a user runs it, against `d`, with `stdin`; its exit status, stdout and
+/// stderr.
+fn run_cli(d: &TestDaemon, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHAVEN_") {
+            command.env_remove(&name);
+        }
+    }
+    let mut child = command
+        .args(args)
+        .env("KEYHAVEN_ENDPOINT", d.endpoint())
+        .env("KEYHAVEN_ACCESS_KEY_ID", &d.credentials.access_key_id)
+        .env(
+            "KEYHAVEN_SECRET_ACCESS_KEY",
+            d.credentials.secret_access_key.expose(),
+        )
+        .env("KEYHAVEN_REGION", &d.credentials.region)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyhaven");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("keyhaven finishes");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `key create --key-spec --key-usage`, `mac generate` and `mac verify`, with JSON in the AWS
+/// CLI's shape, and the refusals on stderr with a non-zero exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_makes_and_checks_macs() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let d = std::sync::Arc::new(d);
+    let cli = {
+        let d = d.clone();
+        move |args: &[&str], stdin: &[u8]| {
+            let d = d.clone();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let stdin = stdin.to_vec();
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli(&d, &args, &stdin)
+            })
+        }
+    };
+    let (ok, out, err) = cli(
+        &[
+            "--output",
+            "json",
+            "key",
+            "create",
+            "--key-spec",
+            "HMAC_256",
+            "--key-usage",
+            "GENERATE_VERIFY_MAC",
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let created = &created["KeyMetadata"];
+    assert_eq!(created["KeySpec"], "HMAC_256");
+    assert_eq!(created["KeyUsage"], "GENERATE_VERIFY_MAC");
+    assert_eq!(
+        created["MacAlgorithms"],
+        serde_json::json!(["HMAC_SHA_256"])
+    );
+    assert!(created.get("EncryptionAlgorithms").is_none(), "{created}");
+    let key = created["KeyId"].as_str().expect("KeyId").to_owned();
+    let key = key.as_str();
+
+    let (ok, out, err) = cli(
+        &[
+            "--output",
+            "json",
+            "mac",
+            "generate",
+            "--key",
+            key,
+            "--algorithm",
+            "HMAC_SHA_256",
+        ],
+        b"signed by the cli",
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(made["MacAlgorithm"], "HMAC_SHA_256");
+    let mac_b64 = made["Mac"].as_str().expect("Mac").to_owned();
+    let mac_b64 = mac_b64.as_str();
+    let mac = B64.decode(mac_b64).unwrap();
+    assert_eq!(mac.len(), 32);
+    // The same MAC as the API gives.
+    let api = suite::generate_mac(&d, key, b"signed by the cli", "HMAC_SHA_256")
+        .await
+        .unwrap();
+    assert_eq!(api.mac, mac);
+
+    let verify = |message: &[u8]| {
+        cli(
+            &[
+                "--output",
+                "json",
+                "mac",
+                "verify",
+                "--key",
+                key,
+                "--algorithm",
+                "HMAC_SHA_256",
+                "--mac",
+                mac_b64,
+            ],
+            message,
+        )
+    };
+    let (ok, out, err) = verify(b"signed by the cli").await.unwrap();
+    assert!(ok, "{err}");
+    let verified: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verified["MacValid"], true);
+    let (ok, out, err) = verify(b"signed by the cli!").await.unwrap();
+    assert!(!ok, "{out}");
+    assert!(err.contains("KMSInvalidMacException"), "{err}");
+
+    let (ok, _, err) = cli(&["key", "create", "--key-spec", "HMAC_256"], &[])
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("ValidationException") && err.contains("KeyUsage"),
+        "{err}"
+    );
+}
