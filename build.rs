@@ -12,6 +12,8 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GenerateDataKeyWithoutPlaintextRequest",
     "keyhaven.v1.GenerateMacRequest",
     "keyhaven.v1.VerifyMacRequest",
+    "keyhaven.v1.SignRequest",
+    "keyhaven.v1.VerifyRequest",
     "keyhaven.v1.DecryptResponse",
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",

@@ -99,6 +99,30 @@ impl fmt::Debug for v1::VerifyMacRequest {
     }
 }
 
+/// A message to sign may be secret; its signature is not.
+impl fmt::Debug for v1::SignRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("message_type", &self.message_type)
+            .field("signing_algorithm", &self.signing_algorithm)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("message_type", &self.message_type)
+            .field("signature_len", &self.signature.len())
+            .field("signing_algorithm", &self.signing_algorithm)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::DecryptResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecryptResponse")

@@ -179,7 +179,12 @@ mod suite {
             (
                 "HMAC_512",
                 "SIGN_VERIFY",
-                "KeyUsage 'SIGN_VERIFY' is not supported",
+                "KeyUsage SIGN_VERIFY is not compatible with KeySpec HMAC_512",
+            ),
+            (
+                "HMAC_512",
+                "KEY_AGREEMENT",
+                "KeyUsage 'KEY_AGREEMENT' is not supported",
             ),
         ] {
             let refused = create(&d, spec, usage).await;
@@ -997,4 +1002,489 @@ async fn the_command_line_makes_and_checks_macs() {
         err.contains("ValidationException") && err.contains("KeyUsage"),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------------ ECC_NIST_P256 (sealed)
+
+async fn sign(
+    d: &TestDaemon,
+    key: &str,
+    message: &[u8],
+    message_type: &str,
+    algorithm: &str,
+) -> Result<v1::SignResponse, tonic::Status> {
+    let request = v1::SignRequest {
+        key_id: key.into(),
+        message: message.to_vec(),
+        message_type: message_type.into(),
+        signing_algorithm: algorithm.into(),
+    };
+    Ok(d.client
+        .kms()
+        .sign(d.client.signed("Sign", request))
+        .await?
+        .into_inner())
+}
+
+async fn verify(
+    d: &TestDaemon,
+    key: &str,
+    message: &[u8],
+    message_type: &str,
+    algorithm: &str,
+    signature: &[u8],
+) -> Result<v1::VerifyResponse, tonic::Status> {
+    let request = v1::VerifyRequest {
+        key_id: key.into(),
+        message: message.to_vec(),
+        message_type: message_type.into(),
+        signing_algorithm: algorithm.into(),
+        signature: signature.to_vec(),
+    };
+    Ok(d.client
+        .kms()
+        .verify(d.client.signed("Verify", request))
+        .await?
+        .into_inner())
+}
+
+async fn public_key(d: &TestDaemon, key: &str) -> Result<v1::GetPublicKeyResponse, tonic::Status> {
+    let request = v1::GetPublicKeyRequest { key_id: key.into() };
+    Ok(d.client
+        .kms()
+        .get_public_key(d.client.signed("GetPublicKey", request))
+        .await?
+        .into_inner())
+}
+
+/// Whether `openssl` (a tool nobody here wrote) accepts `signature` over `message` with the
+/// DER public key.
+fn openssl_verifies(public_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, data, sig) = (
+        dir.path().join("pub.der"),
+        dir.path().join("message"),
+        dir.path().join("sig.der"),
+    );
+    std::fs::write(&key, public_der).unwrap();
+    std::fs::write(&data, message).unwrap();
+    std::fs::write(&sig, signature).unwrap();
+    let output = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-keyform", "DER", "-verify"])
+        .arg(&key)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .expect("the openssl binary is needed (apt-get install openssl)");
+    String::from_utf8_lossy(&output.stdout).contains("Verified OK") && output.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p256_keys_sign_and_openssl_verifies_with_the_public_key() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap();
+    assert_eq!(key.key_spec, "ECC_NIST_P256");
+    assert_eq!(key.key_usage, "SIGN_VERIFY");
+    assert_eq!(key.signing_algorithms, vec!["ECDSA_SHA_256"]);
+    assert!(key.encryption_algorithms.is_empty() && key.mac_algorithms.is_empty());
+    assert_eq!(d.describe(&key.key_id).await.unwrap(), key);
+
+    let public = public_key(&d, &key.key_id).await.unwrap();
+    assert_eq!(public.key_id, key.arn);
+    assert_eq!(public.key_spec, "ECC_NIST_P256");
+    assert_eq!(public.key_usage, "SIGN_VERIFY");
+    assert_eq!(public.signing_algorithms, vec!["ECDSA_SHA_256"]);
+    // DER SubjectPublicKeyInfo of id-ecPublicKey on prime256v1, uncompressed point: 91 bytes.
+    assert_eq!(public.public_key.len(), 91);
+    let parsed = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-noout", "-text"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&public.public_key)?;
+            child.wait_with_output()
+        })
+        .expect("the openssl binary is needed (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&parsed.stdout);
+    assert!(
+        text.contains("prime256v1") || text.contains("P-256"),
+        "{text}"
+    );
+
+    let message = b"release 2.0.0 tarball sha256 manifest";
+    let signed = sign(&d, &key.key_id, message, "RAW", "ECDSA_SHA_256")
+        .await
+        .unwrap();
+    assert_eq!(signed.key_id, key.arn);
+    assert_eq!(signed.signing_algorithm, "ECDSA_SHA_256");
+    assert!(openssl_verifies(
+        &public.public_key,
+        message,
+        &signed.signature
+    ));
+    assert!(!openssl_verifies(
+        &public.public_key,
+        b"another message",
+        &signed.signature
+    ));
+    let verified = verify(
+        &d,
+        &key.key_id,
+        message,
+        "",
+        "ECDSA_SHA_256",
+        &signed.signature,
+    )
+    .await
+    .unwrap();
+    assert!(verified.signature_valid);
+    assert_eq!(verified.key_id, key.arn);
+
+    // DIGEST: the caller's SHA-256 of the message; the signature verifies either way.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(message).to_vec();
+    let from_digest = sign(&d, &key.key_id, &digest, "DIGEST", "ECDSA_SHA_256")
+        .await
+        .unwrap();
+    assert!(openssl_verifies(
+        &public.public_key,
+        message,
+        &from_digest.signature
+    ));
+    assert!(
+        verify(
+            &d,
+            &key.key_id,
+            &digest,
+            "DIGEST",
+            "ECDSA_SHA_256",
+            &signed.signature
+        )
+        .await
+        .unwrap()
+        .signature_valid
+    );
+
+    // Bad signatures are refused, never answered false.
+    let mut flipped = signed.signature.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    for (message, signature) in [
+        (&message[..], &flipped[..]),
+        (&b"another message"[..], &signed.signature[..]),
+        (&message[..], &b"not DER"[..]),
+    ] {
+        assert_refused(
+            verify(&d, &key.key_id, message, "RAW", "ECDSA_SHA_256", signature).await,
+            Code::InvalidArgument,
+            "KMSInvalidSignatureException",
+        );
+    }
+    // Another key's signature does not verify with this one.
+    let other = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap();
+    let theirs = sign(&d, &other.key_id, message, "RAW", "ECDSA_SHA_256")
+        .await
+        .unwrap();
+    assert_refused(
+        verify(
+            &d,
+            &key.key_id,
+            message,
+            "RAW",
+            "ECDSA_SHA_256",
+            &theirs.signature,
+        )
+        .await,
+        Code::InvalidArgument,
+        "KMSInvalidSignatureException",
+    );
+    // The key survives a restart: its public key and signatures stay good.
+    let mut d = d;
+    d.restart().await;
+    assert_eq!(
+        public_key(&d, &key.key_id).await.unwrap().public_key,
+        public.public_key
+    );
+    assert!(
+        verify(
+            &d,
+            &key.key_id,
+            message,
+            "RAW",
+            "ECDSA_SHA_256",
+            &signed.signature
+        )
+        .await
+        .unwrap()
+        .signature_valid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_refusals_are_aws_s_and_change_nothing() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap();
+    let id = key.key_id.as_str();
+    let aes = d.create_key("aes").await;
+    let mac = suite::hmac_key(&d, "HMAC_256").await;
+    let before = d.list_all_keys().await;
+    for (spec, usage) in [
+        ("ECC_NIST_P256", ""),
+        ("ECC_NIST_P256", "ENCRYPT_DECRYPT"),
+        ("ECC_NIST_P256", "GENERATE_VERIFY_MAC"),
+        ("", "SIGN_VERIFY"),
+        ("HMAC_256", "SIGN_VERIFY"),
+        ("RSA_2048", "SIGN_VERIFY"),
+    ] {
+        assert_refused(
+            suite::create(&d, spec, usage).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+    }
+    assert_eq!(d.list_all_keys().await, before);
+
+    let signature = sign(&d, id, b"m", "RAW", "ECDSA_SHA_256")
+        .await
+        .unwrap()
+        .signature;
+    for (message, message_type, algorithm, code, reason) in [
+        (
+            &b""[..],
+            "RAW",
+            "ECDSA_SHA_256",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &[1u8; 4097][..],
+            "RAW",
+            "ECDSA_SHA_256",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &[1u8; 31][..],
+            "DIGEST",
+            "ECDSA_SHA_256",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &[1u8; 33][..],
+            "DIGEST",
+            "ECDSA_SHA_256",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &b"m"[..],
+            "HASHED",
+            "ECDSA_SHA_256",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &b"m"[..],
+            "RAW",
+            "ECDSA_SHA_1",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &b"m"[..],
+            "RAW",
+            "",
+            Code::InvalidArgument,
+            "ValidationException",
+        ),
+        (
+            &b"m"[..],
+            "RAW",
+            "ECDSA_SHA_384",
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        ),
+        (
+            &b"m"[..],
+            "RAW",
+            "RSASSA_PSS_SHA_256",
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        ),
+    ] {
+        assert_refused(
+            sign(&d, id, message, message_type, algorithm).await,
+            code,
+            reason,
+        );
+        assert_refused(
+            verify(&d, id, message, message_type, algorithm, &signature).await,
+            code,
+            reason,
+        );
+    }
+    // Usages do not cross.
+    assert_refused(
+        d.encrypt(id, b"data", &[]).await,
+        Code::InvalidArgument,
+        "InvalidKeyUsageException",
+    );
+    assert_refused(
+        suite::generate_mac(&d, id, b"m", "HMAC_SHA_256").await,
+        Code::InvalidArgument,
+        "InvalidKeyUsageException",
+    );
+    for other in [&aes.key_id, &mac.key_id] {
+        assert_refused(
+            sign(&d, other, b"m", "RAW", "ECDSA_SHA_256").await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        assert_refused(
+            verify(&d, other, b"m", "RAW", "ECDSA_SHA_256", &signature).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        assert_refused(
+            public_key(&d, other).await,
+            Code::FailedPrecondition,
+            "UnsupportedOperationException",
+        );
+    }
+    // Asymmetric keys do not rotate.
+    assert_refused(
+        d.rotate(id).await,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    assert_eq!(d.describe(id).await.unwrap().current_key_version, 1);
+    // A disabled key neither signs nor gives its public key.
+    d.disable(id).await.unwrap();
+    assert_refused(
+        sign(&d, id, b"m", "RAW", "ECDSA_SHA_256").await,
+        Code::FailedPrecondition,
+        "KMSInvalidStateException",
+    );
+    assert_refused(
+        public_key(&d, id).await,
+        Code::FailedPrecondition,
+        "KMSInvalidStateException",
+    );
+    d.enable(id).await.unwrap();
+    assert!(
+        verify(&d, id, b"m", "RAW", "ECDSA_SHA_256", &signature)
+            .await
+            .unwrap()
+            .signature_valid
+    );
+}
+
+/// The PKCS#11 keystore does not make asymmetric keys yet, says so, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let before = d.list_all_keys().await;
+    let refused = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY").await;
+    let message = refused
+        .as_ref()
+        .err()
+        .map(|s| s.message().to_owned())
+        .unwrap_or_default();
+    assert_refused(
+        refused,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    assert!(
+        message.contains("pkcs11:default") && message.contains("ECC_NIST_P256"),
+        "{message}"
+    );
+    assert_eq!(d.list_all_keys().await, before);
+    let orphans = d
+        .client
+        .kms()
+        .list_orphaned_key_material(d.client.signed(
+            "ListOrphanedKeyMaterial",
+            v1::ListOrphanedKeyMaterialRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orphans;
+    assert!(orphans.is_empty(), "{orphans:?}");
+}
+
+/// `kms:Sign`, `kms:Verify` and `kms:GetPublicKey` are separate permissions, and
+/// `kms:SigningAlgorithm` and `kms:MessageType` are judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_actions_and_their_condition_keys_are_judged() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    let carol = d
+        .create_user(
+            "carol",
+            Some(
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"kms:Sign","Resource":"*",
+                 "Condition":{"StringEquals":{"kms:MessageType":"DIGEST",
+                                              "kms:SigningAlgorithm":"ECDSA_SHA_256"}}}]}"#,
+            ),
+        )
+        .await;
+    let sign_as = |message_type: &'static str, message: Vec<u8>| {
+        let carol = &carol;
+        let key = key.clone();
+        async move {
+            let request = v1::SignRequest {
+                key_id: key,
+                message,
+                message_type: message_type.into(),
+                signing_algorithm: "ECDSA_SHA_256".into(),
+            };
+            carol.kms().sign(carol.signed("Sign", request)).await
+        }
+    };
+    sign_as("DIGEST", vec![5; 32]).await.unwrap();
+    assert_denied(sign_as("RAW", b"m".to_vec()).await, "kms:Sign");
+    let verified = carol
+        .kms()
+        .verify(carol.signed(
+            "Verify",
+            v1::VerifyRequest {
+                key_id: key.clone(),
+                message: b"m".to_vec(),
+                message_type: "RAW".into(),
+                signing_algorithm: "ECDSA_SHA_256".into(),
+                signature: vec![0x30, 0],
+            },
+        ))
+        .await;
+    assert_denied(verified, "kms:Verify");
+    let public = carol
+        .kms()
+        .get_public_key(carol.signed(
+            "GetPublicKey",
+            v1::GetPublicKeyRequest {
+                key_id: key.clone(),
+            },
+        ))
+        .await;
+    assert_denied(public, "kms:GetPublicKey");
 }

@@ -195,6 +195,8 @@ fn carries_secrets(operation: &str) -> bool {
             | "kms:GenerateDataKeyWithoutPlaintext"
             | "kms:GenerateMac"
             | "kms:VerifyMac"
+            | "kms:Sign"
+            | "kms:Verify"
     )
 }
 
@@ -228,6 +230,8 @@ pub fn changes_nothing(operation: &str) -> bool {
                     | "GenerateRandom"
                     | "GenerateMac"
                     | "VerifyMac"
+                    | "Sign"
+                    | "Verify"
             ) || reads(&["Describe", "List", "Get"])
         }
         "iam" => reads(&["List", "Get", "Simulate"]),

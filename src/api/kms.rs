@@ -128,6 +128,7 @@ impl KmsApi {
                 .mac_algorithm()
                 .map(|a| vec![a.as_str().into()])
                 .unwrap_or_default(),
+            signing_algorithms: signing_algorithms(record.spec),
         }
     }
 
@@ -729,6 +730,123 @@ impl KeyManagementService for KmsApi {
             mac_algorithm: algorithm.as_str().into(),
         }))
     }
+
+    async fn sign(&self, request: Request<v1::SignRequest>) -> Answer<v1::SignResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let s = signing_key(
+                self,
+                &call,
+                "kms:Sign",
+                &r.key_id,
+                &r.signing_algorithm,
+                &r.message_type,
+            )?;
+            Ok::<_, Status>(
+                self.keys
+                    .sign(&s.key, &r.message, s.message_type, s.algorithm)
+                    .await?,
+            )
+        }
+        .await;
+        r.message.zeroize();
+        let signed = result?;
+        Ok(Response::new(v1::SignResponse {
+            key_id: self.arn(signed.key_id),
+            signature: signed.signature,
+            signing_algorithm: r.signing_algorithm,
+        }))
+    }
+
+    async fn verify(&self, request: Request<v1::VerifyRequest>) -> Answer<v1::VerifyResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let s = signing_key(
+                self,
+                &call,
+                "kms:Verify",
+                &r.key_id,
+                &r.signing_algorithm,
+                &r.message_type,
+            )?;
+            Ok::<_, Status>(
+                self.keys
+                    .verify(
+                        &s.key,
+                        &r.message,
+                        s.message_type,
+                        s.algorithm,
+                        &r.signature,
+                    )
+                    .await?,
+            )
+        }
+        .await;
+        r.message.zeroize();
+        let id = result?;
+        Ok(Response::new(v1::VerifyResponse {
+            key_id: self.arn(id),
+            signature_valid: true,
+            signing_algorithm: r.signing_algorithm,
+        }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<v1::GetPublicKeyRequest>,
+    ) -> Answer<v1::GetPublicKeyResponse> {
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:GetPublicKey", &request.get_ref().key_id)?;
+        let public = self.keys.get_public_key(&key).await?;
+        Ok(Response::new(v1::GetPublicKeyResponse {
+            key_id: self.arn(public.key_id),
+            public_key: public.der,
+            key_spec: public.spec.as_str().into(),
+            key_usage: public.usage.as_str().into(),
+            signing_algorithms: signing_algorithms(public.spec),
+            encryption_algorithms: Vec::new(),
+        }))
+    }
+}
+
+fn signing_algorithms(spec: KeySpec) -> Vec<String> {
+    spec.signing_algorithms()
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect()
+}
+
+/// Authorises a Sign or Verify on a key, with the `kms:SigningAlgorithm` and
+/// `kms:MessageType` condition keys.
+fn signing_key(
+    api: &KmsApi,
+    call: &CallContext,
+    action: &str,
+    key: &str,
+    algorithm: &str,
+    message_type: &str,
+) -> Result<SigningRequest, Status> {
+    let algorithm_name = algorithm;
+    let algorithm = crate::keys::signing_algorithm(algorithm)?;
+    let message_type = crate::keys::MessageType::parse(message_type)?;
+    let mut context = api.context(call);
+    context
+        .set("kms:SigningAlgorithm", algorithm_name)
+        .set("kms:MessageType", message_type.as_str());
+    let record = api.authorizer.key(call, action, key, false, &context)?;
+    Ok(SigningRequest {
+        key: record.id.hyphenated().to_string(),
+        algorithm,
+        message_type,
+    })
+}
+
+struct SigningRequest {
+    key: String,
+    algorithm: Result<crate::keys::SigningAlgorithm, String>,
+    message_type: crate::keys::MessageType,
 }
 
 /// Authorises a MAC action on a key, with the `kms:MacAlgorithm` condition key.

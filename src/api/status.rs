@@ -54,6 +54,7 @@ impl From<KeyError> for Status {
                 (Code::FailedPrecondition, "UnsupportedOperationException")
             }
             KeyError::InvalidMac => (Code::InvalidArgument, "KMSInvalidMacException"),
+            KeyError::InvalidSignature => (Code::InvalidArgument, "KMSInvalidSignatureException"),
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")

@@ -74,6 +74,9 @@ pub fn key_metadata_json(m: &v1::KeyMetadata) -> Value {
     if !m.mac_algorithms.is_empty() {
         object.insert("MacAlgorithms".into(), json!(m.mac_algorithms));
     }
+    if !m.signing_algorithms.is_empty() {
+        object.insert("SigningAlgorithms".into(), json!(m.signing_algorithms));
+    }
     object.insert("MultiRegion".into(), json!(false));
     object.insert("KeyStore".into(), json!(m.keystore));
     object.insert("CurrentKeyVersion".into(), json!(m.current_key_version));

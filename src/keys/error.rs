@@ -40,6 +40,9 @@ pub enum KeyError {
     /// VerifyMac: the MAC does not verify.
     #[error("the MAC is not valid for the message, key and MAC algorithm given")]
     InvalidMac,
+    /// Verify: the signature does not verify.
+    #[error("the signature is not valid for the message, key and signing algorithm given")]
+    InvalidSignature,
     #[error("internal error")]
     Internal(String),
 }

@@ -62,6 +62,8 @@ pub enum KeyUsage {
     EncryptDecrypt,
     #[serde(rename = "GENERATE_VERIFY_MAC")]
     GenerateVerifyMac,
+    #[serde(rename = "SIGN_VERIFY")]
+    SignVerify,
 }
 
 impl KeyUsage {
@@ -69,13 +71,15 @@ impl KeyUsage {
         match self {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
         }
     }
 }
 
 /// The key spec and usage of a new key, from CreateKey's `KeySpec` and `KeyUsage` (empty:
 /// not given), refusing what AWS KMS refuses: an HMAC spec takes `GENERATE_VERIFY_MAC` and
-/// nothing else, `SYMMETRIC_DEFAULT` takes `ENCRYPT_DECRYPT` (the default of both).
+/// nothing else, `SYMMETRIC_DEFAULT` takes `ENCRYPT_DECRYPT` (the default of both),
+/// `ECC_NIST_P256` takes `SIGN_VERIFY` (AWS's `KEY_AGREEMENT` is not offered yet).
 pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage), KeyError> {
     let known_specs = || {
         KeySpec::ALL
@@ -99,15 +103,22 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         "" => {
             return Err(KeyError::Validation(format!(
                 "You must specify a KeyUsage value for all KMS keys except for symmetric \
-                 encryption keys; KeySpec {} takes GENERATE_VERIFY_MAC",
-                spec.as_str()
+                 encryption keys; KeySpec {} takes {}",
+                spec.as_str(),
+                if spec == KeySpec::EccNistP256 {
+                    "SIGN_VERIFY"
+                } else {
+                    "GENERATE_VERIFY_MAC"
+                }
             )));
         }
         "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
         "GENERATE_VERIFY_MAC" => KeyUsage::GenerateVerifyMac,
+        "SIGN_VERIFY" => KeyUsage::SignVerify,
         other => {
             return Err(KeyError::Validation(format!(
-                "KeyUsage '{}' is not supported; supported: ENCRYPT_DECRYPT, GENERATE_VERIFY_MAC",
+                "KeyUsage '{}' is not supported; supported: ENCRYPT_DECRYPT, GENERATE_VERIFY_MAC, \
+                 SIGN_VERIFY",
                 super::printable_input(other)
             )));
         }
@@ -117,6 +128,7 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
             usage == KeyUsage::GenerateVerifyMac
         }
+        KeySpec::EccNistP256 => usage == KeyUsage::SignVerify,
     };
     if !fits {
         return Err(KeyError::Validation(format!(
@@ -414,6 +426,17 @@ mod tests {
             ("SYMMETRIC_DEFAULT", "GENERATE_VERIFY_MAC", None),
             ("HMAC_128", "GENERATE_VERIFY_MAC", None),
             ("hmac_256", "GENERATE_VERIFY_MAC", None),
+            ("HMAC_256", "SIGN_VERIFY", None),
+            (
+                "ECC_NIST_P256",
+                "SIGN_VERIFY",
+                Some((EccNistP256, KeyUsage::SignVerify)),
+            ),
+            ("ECC_NIST_P256", "", None),
+            ("ECC_NIST_P256", "ENCRYPT_DECRYPT", None),
+            ("ECC_NIST_P256", "GENERATE_VERIFY_MAC", None),
+            ("ECC_NIST_P256", "KEY_AGREEMENT", None),
+            ("", "SIGN_VERIFY", None),
             ("HMAC_256", "SIGN_VERIFY", None),
         ] {
             match (key_spec_and_usage(spec, usage), expected) {

@@ -19,7 +19,10 @@
 //! - while the undo of an abandoned generation is pending, generating that same version again
 //!   is refused (objects are found by label, so the undo would destroy the new one too).
 
-use super::{GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
+use super::{
+    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef,
+    SigningAlgorithm,
+};
 use crate::secret::SecretBytes;
 use crate::store::WriteBatch;
 use std::collections::HashSet;
@@ -429,6 +432,23 @@ impl KeyStore for DeadlineKeyStore {
         self.call("verify_mac", None, move |k| {
             k.verify_mac(material, algorithm, message.expose(), &mac)
         })
+    }
+
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let digest = digest.to_vec();
+        self.call("sign", None, move |k| {
+            k.sign(material, spec, algorithm, &digest)
+        })
+    }
+
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        self.call("public_key", None, move |k| k.public_key(material, spec))
     }
 
     fn discard(&self, material: MaterialRef) {

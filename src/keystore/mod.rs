@@ -81,15 +81,19 @@ pub enum KeySpec {
     Hmac384,
     #[serde(rename = "HMAC_512")]
     Hmac512,
+    /// ECDSA on NIST P-256 (secp256r1).
+    #[serde(rename = "ECC_NIST_P256")]
+    EccNistP256,
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 5] = [
+    pub const ALL: [KeySpec; 6] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
         KeySpec::Hmac384,
         KeySpec::Hmac512,
+        KeySpec::EccNistP256,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl KeySpec {
             KeySpec::Hmac256 => "HMAC_256",
             KeySpec::Hmac384 => "HMAC_384",
             KeySpec::Hmac512 => "HMAC_512",
+            KeySpec::EccNistP256 => "ECC_NIST_P256",
         }
     }
 
@@ -108,10 +113,10 @@ impl KeySpec {
     }
 
     /// Bytes of material generated for the spec (AWS KMS: an HMAC key is as long as its
-    /// digest).
+    /// digest; an ECC private key is its scalar).
     pub fn material_len(self) -> usize {
         match self {
-            KeySpec::SymmetricDefault => 32,
+            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
             KeySpec::Hmac224 => 28,
             KeySpec::Hmac256 => 32,
             KeySpec::Hmac384 => 48,
@@ -122,12 +127,94 @@ impl KeySpec {
     /// The one MAC algorithm of an HMAC spec.
     pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
         match self {
-            KeySpec::SymmetricDefault => None,
+            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => None,
             KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
             KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
             KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
             KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
         }
+    }
+
+    /// The signing algorithms of an asymmetric spec.
+    pub fn signing_algorithms(self) -> &'static [SigningAlgorithm] {
+        match self {
+            KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
+            _ => &[],
+        }
+    }
+}
+
+/// A signature scheme, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    EcdsaSha256,
+}
+
+impl SigningAlgorithm {
+    pub const ALL: [SigningAlgorithm; 1] = [SigningAlgorithm::EcdsaSha256];
+
+    /// Every name AWS KMS gives a signing algorithm (also those Keyhaven has no key for yet),
+    /// so that a known name with the wrong key is told from an unknown one.
+    pub const AWS_NAMES: [&'static str; 10] = [
+        "RSASSA_PSS_SHA_256",
+        "RSASSA_PSS_SHA_384",
+        "RSASSA_PSS_SHA_512",
+        "RSASSA_PKCS1_V1_5_SHA_256",
+        "RSASSA_PKCS1_V1_5_SHA_384",
+        "RSASSA_PKCS1_V1_5_SHA_512",
+        "ECDSA_SHA_256",
+        "ECDSA_SHA_384",
+        "ECDSA_SHA_512",
+        "SM2DSA",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The digest a `RAW` message is hashed with, and a `DIGEST` message's length.
+    pub fn digest(self, message: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            SigningAlgorithm::EcdsaSha256 => sha2::Sha256::digest(message).to_vec(),
+        }
+    }
+
+    pub fn digest_len(self) -> usize {
+        match self {
+            SigningAlgorithm::EcdsaSha256 => 32,
+        }
+    }
+}
+
+/// Checks `signature` (DER, as AWS KMS makes them) over `digest` with the public key `spki`
+/// (DER SubjectPublicKeyInfo) of a key of `spec`. Any malformed input is a bad signature.
+pub fn verify_signature(
+    spec: KeySpec,
+    algorithm: SigningAlgorithm,
+    spki: &[u8],
+    digest: &[u8],
+    signature: &[u8],
+) -> bool {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::pkcs8::DecodePublicKey;
+    match (spec, algorithm) {
+        (KeySpec::EccNistP256, SigningAlgorithm::EcdsaSha256) => {
+            let (Ok(key), Ok(signature)) = (
+                p256::ecdsa::VerifyingKey::from_public_key_der(spki),
+                p256::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        _ => false,
     }
 }
 
@@ -266,6 +353,35 @@ pub trait KeyStore: Send + Sync + 'static {
             "keystore {} cannot compute {}",
             self.name(),
             algorithm.as_str()
+        )))
+    }
+
+    /// The DER signature (as AWS KMS makes them) of `digest` with an asymmetric version of
+    /// `spec`. The service has checked that the key's spec goes with `algorithm`, and the
+    /// digest's length.
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = (material, digest);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot sign with {} keys ({})",
+            self.name(),
+            spec.as_str(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// The DER SubjectPublicKeyInfo of an asymmetric version of `spec`.
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = material;
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} has no {} keys",
+            self.name(),
+            spec.as_str()
         )))
     }
 

@@ -81,6 +81,7 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:GenerateRandom",
     "kms:GetKeyPolicy",
     "kms:GetKeyRotationStatus",
+    "kms:GetPublicKey",
     "kms:ListAliases",
     "kms:ListKeyRotations",
     "kms:ListKeys",
@@ -90,10 +91,12 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:ReEncryptTo",
     "kms:RotateKeyOnDemand",
     "kms:ScheduleKeyDeletion",
+    "kms:Sign",
     "kms:TagResource",
     "kms:UntagResource",
     "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
+    "kms:Verify",
     "kms:VerifyMac",
     "sts:AssumeRole",
 ];
@@ -115,6 +118,8 @@ const KEYS_SET: &[&str] = &[
     "kms:keyspec",
     "kms:keyusage",
     "kms:macalgorithm",
+    "kms:messagetype",
+    "kms:signingalgorithm",
 ];
 
 /// The services whose resources Keyhaven's actions name.

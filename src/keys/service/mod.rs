@@ -681,9 +681,11 @@ mod journal;
 mod lifecycle;
 mod mac;
 mod rotation;
+mod sign;
 mod startup;
 mod tags;
 mod usage;
 
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
+pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};

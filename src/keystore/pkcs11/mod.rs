@@ -376,12 +376,25 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
-        let Some(algorithm) = spec.mac_algorithm() else {
-            // AES: checked at connect.
-            return Ok(());
-        };
-        self.require_mechanism(MechanismType::GENERIC_SECRET_KEY_GEN, spec.as_str())?;
-        self.require_mechanism(hmac_mechanism(algorithm).mechanism_type(), spec.as_str())
+        match spec {
+            // Checked at connect.
+            KeySpec::SymmetricDefault => Ok(()),
+            KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
+                self.require_mechanism(MechanismType::GENERIC_SECRET_KEY_GEN, spec.as_str())?;
+                match spec.mac_algorithm() {
+                    Some(algorithm) => self.require_mechanism(
+                        hmac_mechanism(algorithm).mechanism_type(),
+                        spec.as_str(),
+                    ),
+                    None => Ok(()),
+                }
+            }
+            KeySpec::EccNistP256 => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} does not make {} keys yet",
+                self.name,
+                spec.as_str()
+            ))),
+        }
     }
 
     fn generate_spec(

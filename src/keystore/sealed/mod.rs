@@ -17,7 +17,8 @@ mod keyring;
 pub use keyring::KEYRING_FILE;
 
 use super::{
-    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef, SEALED, hmac,
+    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef, SEALED,
+    SigningAlgorithm, hmac,
 };
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
 use crate::secret::{Locked, Secret, SecretBytes};
@@ -151,6 +152,13 @@ impl SealedKeyStore {
             KeyStoreError::MaterialNotFound(material)
         })?;
         Ok(key)
+    }
+
+    /// A P-256 version's signing key (it zeroizes itself when dropped).
+    fn ecc_p256(&self, material: MaterialRef) -> Result<p256::ecdsa::SigningKey, KeyStoreError> {
+        let scalar = self.unwrap_material(material)?;
+        p256::ecdsa::SigningKey::from_slice(scalar.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-256 key")))
     }
 
     /// Wraps `key` as the material of `material`: the records for the key record's batch.
@@ -375,9 +383,56 @@ impl KeyStore for SealedKeyStore {
         if spec == KeySpec::SymmetricDefault {
             return self.generate(material);
         }
+        if spec == KeySpec::EccNistP256 {
+            // The private scalar; the secret key zeroizes itself, and its bytes go straight
+            // into a zeroizing buffer.
+            let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+            let mut bytes = secret.to_bytes();
+            let key = SecretBytes::new(bytes.to_vec());
+            zeroize::Zeroize::zeroize(bytes.as_mut_slice());
+            return self.wrap_material(material, key.expose());
+        }
         let mut key = SecretBytes::new(vec![0u8; spec.material_len()]);
         rand::rngs::OsRng.fill_bytes(key.expose_mut());
         self.wrap_material(material, key.expose())
+    }
+
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        match (spec, algorithm) {
+            (KeySpec::EccNistP256, SigningAlgorithm::EcdsaSha256) => {
+                let key = self.ecc_p256(material)?;
+                let signature: p256::ecdsa::Signature = key
+                    .sign_prehash(digest)
+                    .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            (other, _) => Err(KeyStoreError::Unsupported(format!(
+                "{} keys do not sign with {}",
+                other.as_str(),
+                algorithm.as_str()
+            ))),
+        }
+    }
+
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        use p256::pkcs8::EncodePublicKey;
+        match spec {
+            KeySpec::EccNistP256 => p256::PublicKey::from(self.ecc_p256(material)?.verifying_key())
+                .to_public_key_der()
+                .map(|der| der.as_bytes().to_vec())
+                .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "{} keys have no public key",
+                other.as_str()
+            ))),
+        }
     }
 
     /// Unwrapped for each call and wiped after it: MACs are not the hot path AES is.
