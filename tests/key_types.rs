@@ -1488,3 +1488,105 @@ async fn signing_actions_and_their_condition_keys_are_judged() {
         .await;
     assert_denied(public, "kms:GetPublicKey");
 }
+
+/// `keyhaven sign`, `verify` and `get-public-key` (PEM and DER); openssl verifies the CLI's
+/// signature with the CLI's PEM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_signs_verifies_and_gives_the_public_key() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let d = std::sync::Arc::new(TestDaemon::start(Backend::Sealed).await);
+    let key = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    let cli = |args: Vec<String>, stdin: Vec<u8>| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&d, &args, &stdin)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let message = b"signed on the command line".to_vec();
+    let (ok, out, err) = cli(
+        args(&["sign", "--key", &key, "--algorithm", "ECDSA_SHA_256"]),
+        message.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let signature_b64 = out.trim().to_owned();
+    let signature = B64.decode(&signature_b64).unwrap();
+
+    let (ok, pem, err) = cli(args(&["get-public-key", "--key", &key]), Vec::new())
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+    let dir = tempfile::tempdir().unwrap();
+    let (pem_path, data, sig) = (
+        dir.path().join("pub.pem"),
+        dir.path().join("message"),
+        dir.path().join("sig"),
+    );
+    std::fs::write(&pem_path, &pem).unwrap();
+    std::fs::write(&data, &message).unwrap();
+    std::fs::write(&sig, &signature).unwrap();
+    let checked = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pem_path)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .expect("the openssl binary is needed (apt-get install openssl)");
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("Verified OK"),
+        "{checked:?}"
+    );
+    // DER is the API's bytes.
+    let der = public_key(&d, &key).await.unwrap().public_key;
+    let (ok, json, err) = cli(
+        args(&["--output", "json", "get-public-key", "--key", &key]),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        B64.decode(json["PublicKey"].as_str().unwrap()).unwrap(),
+        der
+    );
+    assert_eq!(json["KeySpec"], "ECC_NIST_P256");
+    assert_eq!(
+        json["SigningAlgorithms"],
+        serde_json::json!(["ECDSA_SHA_256"])
+    );
+
+    let verify_args = |sig: &str| {
+        args(&[
+            "--output",
+            "json",
+            "verify",
+            "--key",
+            &key,
+            "--algorithm",
+            "ECDSA_SHA_256",
+            "--signature",
+            sig,
+        ])
+    };
+    let (ok, out, err) = cli(verify_args(&signature_b64), message.clone())
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    let verified: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verified["SignatureValid"], true);
+    let (ok, _, err) = cli(verify_args(&signature_b64), b"something else".to_vec())
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(err.contains("KMSInvalidSignatureException"), "{err}");
+}

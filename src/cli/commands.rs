@@ -140,10 +140,12 @@ pub enum KeyCommand {
     Create {
         #[arg(long, default_value = "")]
         description: String,
-        /// SYMMETRIC_DEFAULT (the default), HMAC_224, HMAC_256, HMAC_384 or HMAC_512.
+        /// SYMMETRIC_DEFAULT (the default), HMAC_224, HMAC_256, HMAC_384, HMAC_512 or
+        /// ECC_NIST_P256.
         #[arg(long, default_value = "")]
         key_spec: String,
-        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT) or GENERATE_VERIFY_MAC (HMAC).
+        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), GENERATE_VERIFY_MAC (HMAC) or
+        /// SIGN_VERIFY (ECC_NIST_P256).
         #[arg(long, default_value = "")]
         key_usage: String,
         /// Also create this alias (alias/NAME) for the new key.
@@ -728,6 +730,132 @@ pub async fn mac(ctx: Context, command: MacCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[arg(long)]
+    key: String,
+    /// ECDSA_SHA_256 (for ECC_NIST_P256 keys).
+    #[arg(long)]
+    algorithm: String,
+    /// RAW (stdin is the message, at most 4096 bytes) or DIGEST (stdin is its digest).
+    #[arg(long, default_value = "RAW")]
+    message_type: String,
+}
+
+/// `sign`: a DER signature of stdin, base64.
+pub async fn sign(ctx: Context, args: SignArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    let request = v1::SignRequest {
+        key_id: args.key,
+        message: message.expose().clone(),
+        message_type: args.message_type,
+        signing_algorithm: args.algorithm,
+    };
+    let r = client
+        .kms()
+        .sign(client.signed("Sign", request))
+        .await?
+        .into_inner();
+    let signature = B64.encode(&r.signature);
+    out.print(
+        json!({"KeyId": r.key_id, "Signature": signature, "SigningAlgorithm": r.signing_algorithm}),
+        || signature.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    algorithm: String,
+    #[arg(long, default_value = "RAW")]
+    message_type: String,
+    /// The signature, base64.
+    #[arg(long)]
+    signature: String,
+}
+
+/// `verify`: exits non-zero with KMSInvalidSignatureException when the signature is bad.
+pub async fn verify(ctx: Context, args: VerifyArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    let signature = B64
+        .decode(args.signature.trim())
+        .map_err(|_| CliError::Local("--signature is not base64".into()))?;
+    let request = v1::VerifyRequest {
+        key_id: args.key,
+        message: message.expose().clone(),
+        message_type: args.message_type,
+        signature,
+        signing_algorithm: args.algorithm,
+    };
+    let r = client
+        .kms()
+        .verify(client.signed("Verify", request))
+        .await?
+        .into_inner();
+    out.print(
+        json!({"KeyId": r.key_id, "SignatureValid": r.signature_valid, "SigningAlgorithm": r.signing_algorithm}),
+        || format!("SignatureValid: {}", r.signature_valid),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PublicKeyFormat {
+    Pem,
+    Der,
+}
+
+#[derive(Debug, Args)]
+pub struct GetPublicKeyArgs {
+    #[arg(long)]
+    key: String,
+    /// PEM (`-----BEGIN PUBLIC KEY-----`) or the raw DER SubjectPublicKeyInfo.
+    #[arg(long, value_enum, default_value_t = PublicKeyFormat::Pem)]
+    format: PublicKeyFormat,
+}
+
+/// `get-public-key`: PEM or DER on stdout; with `--output json`, the AWS CLI's shape.
+pub async fn get_public_key(ctx: Context, args: GetPublicKeyArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let request = v1::GetPublicKeyRequest { key_id: args.key };
+    let r = client
+        .kms()
+        .get_public_key(client.signed("GetPublicKey", request))
+        .await?
+        .into_inner();
+    if out.json() {
+        out.print(
+            json!({
+                "KeyId": r.key_id,
+                "PublicKey": B64.encode(&r.public_key),
+                "KeySpec": r.key_spec,
+                "KeyUsage": r.key_usage,
+                "SigningAlgorithms": r.signing_algorithms,
+            }),
+            String::new,
+        );
+        return Ok(());
+    }
+    match args.format {
+        PublicKeyFormat::Der => write_stdout(&r.public_key),
+        PublicKeyFormat::Pem => {
+            let encoded = B64.encode(&r.public_key);
+            let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+            for line in encoded.as_bytes().chunks(64) {
+                pem.push_str(&String::from_utf8_lossy(line));
+                pem.push('\n');
+            }
+            pem.push_str("-----END PUBLIC KEY-----\n");
+            write_stdout(pem.as_bytes())
+        }
+    }
 }
 
 #[derive(Debug, Args)]
