@@ -1060,6 +1060,17 @@ async fn public_key(d: &TestDaemon, key: &str) -> Result<v1::GetPublicKeyRespons
 /// Whether `openssl` (a tool nobody here wrote) accepts `signature` over `message` with the
 /// DER public key.
 fn openssl_verifies(public_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    openssl_verifies_with(public_der, message, signature, "-sha256", &[])
+}
+
+/// As [`openssl_verifies`], with the digest option and `-sigopt` settings given.
+fn openssl_verifies_with(
+    public_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    digest: &str,
+    sigopts: &[&str],
+) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let (key, data, sig) = (
         dir.path().join("pub.der"),
@@ -1070,7 +1081,9 @@ fn openssl_verifies(public_der: &[u8], message: &[u8], signature: &[u8]) -> bool
     std::fs::write(&data, message).unwrap();
     std::fs::write(&sig, signature).unwrap();
     let output = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-keyform", "DER", "-verify"])
+        .args(["dgst", digest, "-keyform", "DER"])
+        .args(sigopts.iter().flat_map(|o| ["-sigopt", o]))
+        .arg("-verify")
         .arg(&key)
         .arg("-signature")
         .arg(&sig)
@@ -1247,7 +1260,9 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
         ("ECC_NIST_P256", "GENERATE_VERIFY_MAC"),
         ("", "SIGN_VERIFY"),
         ("HMAC_256", "SIGN_VERIFY"),
-        ("RSA_2048", "SIGN_VERIFY"),
+        // AWS KMS offers these; Keyhaven not yet.
+        ("RSA_2048", "ENCRYPT_DECRYPT"),
+        ("ECC_NIST_P256", "KEY_AGREEMENT"),
     ] {
         assert_refused(
             suite::create(&d, spec, usage).await,
@@ -1398,21 +1413,23 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
 async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
     let d = TestDaemon::start(Backend::Pkcs11).await;
     let before = d.list_all_keys().await;
-    let refused = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY").await;
-    let message = refused
-        .as_ref()
-        .err()
-        .map(|s| s.message().to_owned())
-        .unwrap_or_default();
-    assert_refused(
-        refused,
-        Code::FailedPrecondition,
-        "UnsupportedOperationException",
-    );
-    assert!(
-        message.contains("pkcs11:default") && message.contains("ECC_NIST_P256"),
-        "{message}"
-    );
+    for spec in ["ECC_NIST_P256", "RSA_2048"] {
+        let refused = suite::create(&d, spec, "SIGN_VERIFY").await;
+        let message = refused
+            .as_ref()
+            .err()
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default();
+        assert_refused(
+            refused,
+            Code::FailedPrecondition,
+            "UnsupportedOperationException",
+        );
+        assert!(
+            message.contains("pkcs11:default") && message.contains(spec),
+            "{message}"
+        );
+    }
     assert_eq!(d.list_all_keys().await, before);
     let orphans = d
         .client
@@ -1589,4 +1606,108 @@ async fn the_command_line_signs_verifies_and_gives_the_public_key() {
         .unwrap();
     assert!(!ok);
     assert!(err.contains("KMSInvalidSignatureException"), "{err}");
+}
+
+/// RSA keys sign with RSASSA-PSS (MGF1 with the same hash, salt as long as the digest) and
+/// PKCS#1 v1.5 over SHA-256/384/512; openssl verifies every signature with the public key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_keys_sign_with_every_algorithm_and_openssl_verifies() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::create(&d, "RSA_2048", "SIGN_VERIFY").await.unwrap();
+    assert_eq!(key.key_spec, "RSA_2048");
+    assert_eq!(
+        key.signing_algorithms,
+        vec![
+            "RSASSA_PSS_SHA_256",
+            "RSASSA_PSS_SHA_384",
+            "RSASSA_PSS_SHA_512",
+            "RSASSA_PKCS1_V1_5_SHA_256",
+            "RSASSA_PKCS1_V1_5_SHA_384",
+            "RSASSA_PKCS1_V1_5_SHA_512",
+        ]
+    );
+    let public = public_key(&d, &key.key_id).await.unwrap().public_key;
+    let message = b"an RSA-signed release";
+    let mut checked = 0;
+    for (algorithm, digest, pss_salt, len) in [
+        ("RSASSA_PSS_SHA_256", "-sha256", Some("32"), 32),
+        ("RSASSA_PSS_SHA_384", "-sha384", Some("48"), 48),
+        ("RSASSA_PSS_SHA_512", "-sha512", Some("64"), 64),
+        ("RSASSA_PKCS1_V1_5_SHA_256", "-sha256", None, 32),
+        ("RSASSA_PKCS1_V1_5_SHA_384", "-sha384", None, 48),
+        ("RSASSA_PKCS1_V1_5_SHA_512", "-sha512", None, 64),
+    ] {
+        let signed = sign(&d, &key.key_id, message, "RAW", algorithm)
+            .await
+            .unwrap();
+        assert_eq!(signed.signature.len(), 256, "{algorithm}");
+        // PSS: the salt exactly as long as the digest, MGF1 with the same hash.
+        let pss = pss_salt.map(|salt| {
+            [
+                format!("rsa_pss_saltlen:{salt}"),
+                format!("rsa_mgf1_md:{}", &digest[1..]),
+            ]
+        });
+        let sigopts: Vec<&str> = match &pss {
+            Some([salt, mgf1]) => vec!["rsa_padding_mode:pss", salt.as_str(), mgf1.as_str()],
+            None => vec![],
+        };
+        assert!(
+            openssl_verifies_with(&public, message, &signed.signature, digest, &sigopts),
+            "{algorithm}: openssl refused the signature"
+        );
+        assert!(
+            !openssl_verifies_with(&public, b"other", &signed.signature, digest, &sigopts),
+            "{algorithm}"
+        );
+        assert!(
+            verify(
+                &d,
+                &key.key_id,
+                message,
+                "RAW",
+                algorithm,
+                &signed.signature
+            )
+            .await
+            .unwrap()
+            .signature_valid
+        );
+        let mut flipped = signed.signature.clone();
+        flipped[100] ^= 0x10;
+        assert_refused(
+            verify(&d, &key.key_id, message, "RAW", algorithm, &flipped).await,
+            Code::InvalidArgument,
+            "KMSInvalidSignatureException",
+        );
+        assert_refused(
+            sign(&d, &key.key_id, &vec![1u8; len + 1], "DIGEST", algorithm).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+    assert_refused(
+        sign(&d, &key.key_id, message, "RAW", "ECDSA_SHA_256").await,
+        Code::InvalidArgument,
+        "InvalidKeyUsageException",
+    );
+    // The larger sizes make keys of their size.
+    for (spec, der_len) in [("RSA_3072", 422), ("RSA_4096", 550)] {
+        let key = suite::create(&d, spec, "SIGN_VERIFY").await.unwrap();
+        let public = public_key(&d, &key.key_id).await.unwrap().public_key;
+        assert_eq!(public.len(), der_len, "{spec}");
+        let signed = sign(&d, &key.key_id, message, "RAW", "RSASSA_PSS_SHA_256")
+            .await
+            .unwrap();
+        assert_eq!(signed.signature.len(), der_len - 38, "{spec}");
+        assert!(openssl_verifies_with(
+            &public,
+            message,
+            &signed.signature,
+            "-sha256",
+            &["rsa_padding_mode:pss", "rsa_pss_saltlen:32"],
+        ));
+    }
 }

@@ -79,7 +79,8 @@ impl KeyUsage {
 /// The key spec and usage of a new key, from CreateKey's `KeySpec` and `KeyUsage` (empty:
 /// not given), refusing what AWS KMS refuses: an HMAC spec takes `GENERATE_VERIFY_MAC` and
 /// nothing else, `SYMMETRIC_DEFAULT` takes `ENCRYPT_DECRYPT` (the default of both),
-/// `ECC_NIST_P256` takes `SIGN_VERIFY` (AWS's `KEY_AGREEMENT` is not offered yet).
+/// `ECC_NIST_P256` and `RSA_*` take `SIGN_VERIFY` (AWS's `KEY_AGREEMENT` and RSA
+/// `ENCRYPT_DECRYPT` are not offered yet).
 pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage), KeyError> {
     let known_specs = || {
         KeySpec::ALL
@@ -105,7 +106,7 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
                 "You must specify a KeyUsage value for all KMS keys except for symmetric \
                  encryption keys; KeySpec {} takes {}",
                 spec.as_str(),
-                if spec == KeySpec::EccNistP256 {
+                if !spec.signing_algorithms().is_empty() {
                     "SIGN_VERIFY"
                 } else {
                     "GENERATE_VERIFY_MAC"
@@ -128,7 +129,10 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
             usage == KeyUsage::GenerateVerifyMac
         }
-        KeySpec::EccNistP256 => usage == KeyUsage::SignVerify,
+        // AWS KMS also offers KEY_AGREEMENT for ECC and ENCRYPT_DECRYPT for RSA; not yet here.
+        KeySpec::EccNistP256 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            usage == KeyUsage::SignVerify
+        }
     };
     if !fits {
         return Err(KeyError::Validation(format!(
@@ -436,6 +440,18 @@ mod tests {
             ("ECC_NIST_P256", "ENCRYPT_DECRYPT", None),
             ("ECC_NIST_P256", "GENERATE_VERIFY_MAC", None),
             ("ECC_NIST_P256", "KEY_AGREEMENT", None),
+            (
+                "RSA_2048",
+                "SIGN_VERIFY",
+                Some((Rsa2048, KeyUsage::SignVerify)),
+            ),
+            (
+                "RSA_4096",
+                "SIGN_VERIFY",
+                Some((Rsa4096, KeyUsage::SignVerify)),
+            ),
+            ("RSA_3072", "", None),
+            ("RSA_3072", "GENERATE_VERIFY_MAC", None),
             ("", "SIGN_VERIFY", None),
             ("HMAC_256", "SIGN_VERIFY", None),
         ] {

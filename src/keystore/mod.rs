@@ -84,16 +84,25 @@ pub enum KeySpec {
     /// ECDSA on NIST P-256 (secp256r1).
     #[serde(rename = "ECC_NIST_P256")]
     EccNistP256,
+    #[serde(rename = "RSA_2048")]
+    Rsa2048,
+    #[serde(rename = "RSA_3072")]
+    Rsa3072,
+    #[serde(rename = "RSA_4096")]
+    Rsa4096,
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 6] = [
+    pub const ALL: [KeySpec; 9] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
         KeySpec::Hmac384,
         KeySpec::Hmac512,
         KeySpec::EccNistP256,
+        KeySpec::Rsa2048,
+        KeySpec::Rsa3072,
+        KeySpec::Rsa4096,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +113,19 @@ impl KeySpec {
             KeySpec::Hmac384 => "HMAC_384",
             KeySpec::Hmac512 => "HMAC_512",
             KeySpec::EccNistP256 => "ECC_NIST_P256",
+            KeySpec::Rsa2048 => "RSA_2048",
+            KeySpec::Rsa3072 => "RSA_3072",
+            KeySpec::Rsa4096 => "RSA_4096",
+        }
+    }
+
+    /// An RSA spec's modulus size in bits.
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            KeySpec::Rsa2048 => Some(2048),
+            KeySpec::Rsa3072 => Some(3072),
+            KeySpec::Rsa4096 => Some(4096),
+            _ => None,
         }
     }
 
@@ -113,10 +135,13 @@ impl KeySpec {
     }
 
     /// Bytes of material generated for the spec (AWS KMS: an HMAC key is as long as its
-    /// digest; an ECC private key is its scalar).
+    /// digest; an ECC private key is its scalar; an RSA key's modulus).
     pub fn material_len(self) -> usize {
         match self {
             KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
+            KeySpec::Rsa2048 => 256,
+            KeySpec::Rsa3072 => 384,
+            KeySpec::Rsa4096 => 512,
             KeySpec::Hmac224 => 28,
             KeySpec::Hmac256 => 32,
             KeySpec::Hmac384 => 48,
@@ -127,7 +152,11 @@ impl KeySpec {
     /// The one MAC algorithm of an HMAC spec.
     pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
         match self {
-            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => None,
+            KeySpec::SymmetricDefault
+            | KeySpec::EccNistP256
+            | KeySpec::Rsa2048
+            | KeySpec::Rsa3072
+            | KeySpec::Rsa4096 => None,
             KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
             KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
             KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
@@ -139,6 +168,14 @@ impl KeySpec {
     pub fn signing_algorithms(self) -> &'static [SigningAlgorithm] {
         match self {
             KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[
+                SigningAlgorithm::RsassaPssSha256,
+                SigningAlgorithm::RsassaPssSha384,
+                SigningAlgorithm::RsassaPssSha512,
+                SigningAlgorithm::RsassaPkcs1V15Sha256,
+                SigningAlgorithm::RsassaPkcs1V15Sha384,
+                SigningAlgorithm::RsassaPkcs1V15Sha512,
+            ],
             _ => &[],
         }
     }
@@ -148,10 +185,25 @@ impl KeySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigningAlgorithm {
     EcdsaSha256,
+    /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (as AWS KMS).
+    RsassaPssSha256,
+    RsassaPssSha384,
+    RsassaPssSha512,
+    RsassaPkcs1V15Sha256,
+    RsassaPkcs1V15Sha384,
+    RsassaPkcs1V15Sha512,
 }
 
 impl SigningAlgorithm {
-    pub const ALL: [SigningAlgorithm; 1] = [SigningAlgorithm::EcdsaSha256];
+    pub const ALL: [SigningAlgorithm; 7] = [
+        SigningAlgorithm::EcdsaSha256,
+        SigningAlgorithm::RsassaPssSha256,
+        SigningAlgorithm::RsassaPssSha384,
+        SigningAlgorithm::RsassaPssSha512,
+        SigningAlgorithm::RsassaPkcs1V15Sha256,
+        SigningAlgorithm::RsassaPkcs1V15Sha384,
+        SigningAlgorithm::RsassaPkcs1V15Sha512,
+    ];
 
     /// Every name AWS KMS gives a signing algorithm (also those Keyhaven has no key for yet),
     /// so that a known name with the wrong key is told from an unknown one.
@@ -171,6 +223,12 @@ impl SigningAlgorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
+            SigningAlgorithm::RsassaPssSha256 => "RSASSA_PSS_SHA_256",
+            SigningAlgorithm::RsassaPssSha384 => "RSASSA_PSS_SHA_384",
+            SigningAlgorithm::RsassaPssSha512 => "RSASSA_PSS_SHA_512",
+            SigningAlgorithm::RsassaPkcs1V15Sha256 => "RSASSA_PKCS1_V1_5_SHA_256",
+            SigningAlgorithm::RsassaPkcs1V15Sha384 => "RSASSA_PKCS1_V1_5_SHA_384",
+            SigningAlgorithm::RsassaPkcs1V15Sha512 => "RSASSA_PKCS1_V1_5_SHA_512",
         }
     }
 
@@ -181,16 +239,49 @@ impl SigningAlgorithm {
     /// The digest a `RAW` message is hashed with, and a `DIGEST` message's length.
     pub fn digest(self, message: &[u8]) -> Vec<u8> {
         use sha2::Digest;
-        match self {
-            SigningAlgorithm::EcdsaSha256 => sha2::Sha256::digest(message).to_vec(),
+        match self.digest_len() {
+            48 => sha2::Sha384::digest(message).to_vec(),
+            64 => sha2::Sha512::digest(message).to_vec(),
+            _ => sha2::Sha256::digest(message).to_vec(),
         }
     }
 
     pub fn digest_len(self) -> usize {
         match self {
-            SigningAlgorithm::EcdsaSha256 => 32,
+            SigningAlgorithm::EcdsaSha256
+            | SigningAlgorithm::RsassaPssSha256
+            | SigningAlgorithm::RsassaPkcs1V15Sha256 => 32,
+            SigningAlgorithm::RsassaPssSha384 | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
+            SigningAlgorithm::RsassaPssSha512 | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
         }
     }
+
+    /// The RSA padding of an RSA algorithm (PSS salt: the digest's length, as AWS KMS).
+    pub fn rsa_padding(self) -> Option<RsaPadding> {
+        use rsa::{Pkcs1v15Sign, Pss};
+        use sha2::{Sha256, Sha384, Sha512};
+        Some(match self {
+            SigningAlgorithm::EcdsaSha256 => return None,
+            SigningAlgorithm::RsassaPssSha256 => RsaPadding::Pss(Pss::new_with_salt::<Sha256>(32)),
+            SigningAlgorithm::RsassaPssSha384 => RsaPadding::Pss(Pss::new_with_salt::<Sha384>(48)),
+            SigningAlgorithm::RsassaPssSha512 => RsaPadding::Pss(Pss::new_with_salt::<Sha512>(64)),
+            SigningAlgorithm::RsassaPkcs1V15Sha256 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha256>())
+            }
+            SigningAlgorithm::RsassaPkcs1V15Sha384 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha384>())
+            }
+            SigningAlgorithm::RsassaPkcs1V15Sha512 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha512>())
+            }
+        })
+    }
+}
+
+/// How an RSA signature is padded.
+pub enum RsaPadding {
+    Pss(rsa::Pss),
+    Pkcs1V15(rsa::Pkcs1v15Sign),
 }
 
 /// Checks `signature` (DER, as AWS KMS makes them) over `digest` with the public key `spki`
@@ -213,6 +304,22 @@ pub fn verify_signature(
                 return false;
             };
             digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, _) => {
+            use rsa::pkcs8::DecodePublicKey as _;
+            let (Ok(key), Some(padding)) = (
+                rsa::RsaPublicKey::from_public_key_der(spki),
+                algorithm.rsa_padding(),
+            ) else {
+                return false;
+            };
+            if digest.len() != algorithm.digest_len() {
+                return false;
+            }
+            match padding {
+                RsaPadding::Pss(pss) => key.verify(pss, digest, signature).is_ok(),
+                RsaPadding::Pkcs1V15(pkcs1) => key.verify(pkcs1, digest, signature).is_ok(),
+            }
         }
         _ => false,
     }

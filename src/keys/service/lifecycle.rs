@@ -99,8 +99,9 @@ impl KeyService {
             .supports(spec)
             .map_err(|e| keystore_error(keystore.name(), e))?;
         let journalled = self.journal_generation(&keystore, material).await?;
+        let heavy = spec.rsa_bits().is_some();
         let generated = self
-            .on_keystore(&keystore, "generate", Some(material), move |k| {
+            .on_keystore_heavy(&keystore, "generate", Some(material), heavy, move |k| {
                 // AES keys take the path they always took.
                 match spec {
                     KeySpec::SymmetricDefault => k.generate(material),

@@ -647,6 +647,33 @@ impl KeyService {
         result.map_err(|e| keystore_error(keystore.name(), e))
     }
 
+    /// As [`KeyService::on_keystore`], for a call that takes long even where the keystore does
+    /// not block (RSA key generation and signing in the sealed store): it then runs on a
+    /// blocking thread, not on the thread that serves requests.
+    async fn on_keystore_heavy<T, F>(
+        &self,
+        keystore: &Arc<dyn KeyStore>,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        heavy: bool,
+        call: F,
+    ) -> Result<T, KeyError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        if !heavy || keystore.blocks() || keystore.deadline().is_some() {
+            return self.on_keystore(keystore, operation, generates, call).await;
+        }
+        let started = std::time::Instant::now();
+        let owned = keystore.clone();
+        let result = tokio::task::spawn_blocking(move || call(&*owned))
+            .await
+            .map_err(|e| KeyError::Internal(format!("keystore task: {e}")))?;
+        observe_keystore(keystore.name(), operation, started);
+        result.map_err(|e| keystore_error(keystore.name(), e))
+    }
+
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
     /// readers see the new record only once it is durable.
     async fn change_key<F>(&self, entry: &KeyEntry, change: F) -> Result<Arc<KeyRecord>, KeyError>

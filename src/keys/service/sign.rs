@@ -138,9 +138,13 @@ impl KeyService {
         let keystore = self.keystore(&record.keystore)?;
         let spec = record.spec;
         let signature = self
-            .on_keystore(&keystore, "sign", None, move |k| {
-                k.sign(material, spec, algorithm, &digest)
-            })
+            .on_keystore_heavy(
+                &keystore,
+                "sign",
+                None,
+                spec.rsa_bits().is_some(),
+                move |k| k.sign(material, spec, algorithm, &digest),
+            )
             .await?;
         Ok(Signed {
             key_id: record.id,
@@ -173,9 +177,13 @@ impl KeyService {
         let keystore = self.keystore(&record.keystore)?;
         let spec = record.spec;
         let public = self
-            .on_keystore(&keystore, "public_key", None, move |k| {
-                k.public_key(material, spec)
-            })
+            .on_keystore_heavy(
+                &keystore,
+                "public_key",
+                None,
+                spec.rsa_bits().is_some(),
+                move |k| k.public_key(material, spec),
+            )
             .await?;
         if verify_signature(spec, algorithm, &public, &digest, signature) {
             Ok(record.id)
@@ -203,9 +211,13 @@ impl KeyService {
         };
         let spec = record.spec;
         let der = self
-            .on_keystore(&keystore, "public_key", None, move |k| {
-                k.public_key(material, spec)
-            })
+            .on_keystore_heavy(
+                &keystore,
+                "public_key",
+                None,
+                spec.rsa_bits().is_some(),
+                move |k| k.public_key(material, spec),
+            )
             .await?;
         Ok(PublicKey {
             key_id: record.id,

@@ -17,8 +17,8 @@ mod keyring;
 pub use keyring::KEYRING_FILE;
 
 use super::{
-    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef, SEALED,
-    SigningAlgorithm, hmac,
+    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef, RsaPadding,
+    SEALED, SigningAlgorithm, hmac,
 };
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
 use crate::secret::{Locked, Secret, SecretBytes};
@@ -159,6 +159,14 @@ impl SealedKeyStore {
         let scalar = self.unwrap_material(material)?;
         p256::ecdsa::SigningKey::from_slice(scalar.expose())
             .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-256 key")))
+    }
+
+    /// An RSA version's private key (it zeroizes itself when dropped).
+    fn rsa(&self, material: MaterialRef) -> Result<rsa::RsaPrivateKey, KeyStoreError> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let der = self.unwrap_material(material)?;
+        rsa::RsaPrivateKey::from_pkcs8_der(der.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not an RSA key")))
     }
 
     /// Wraps `key` as the material of `material`: the records for the key record's batch.
@@ -383,6 +391,16 @@ impl KeyStore for SealedKeyStore {
         if spec == KeySpec::SymmetricDefault {
             return self.generate(material);
         }
+        if let Some(bits) = spec.rsa_bits() {
+            // PKCS#8 DER of the private key; both the key and its encoding zeroize themselves.
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits)
+                .map_err(|e| KeyStoreError::Internal(format!("RSA key generation: {e}")))?;
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| KeyStoreError::Internal(format!("RSA key encoding: {e}")))?;
+            return self.wrap_material(material, der.as_bytes());
+        }
         if spec == KeySpec::EccNistP256 {
             // The private scalar; the secret key zeroizes itself, and its bytes go straight
             // into a zeroizing buffer.
@@ -413,6 +431,22 @@ impl KeyStore for SealedKeyStore {
                     .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
                 Ok(signature.to_der().as_bytes().to_vec())
             }
+            (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, _) => {
+                let key = self.rsa(material)?;
+                let signed = match algorithm.rsa_padding() {
+                    Some(RsaPadding::Pss(pss)) => {
+                        key.sign_with_rng(&mut rand::rngs::OsRng, pss, digest)
+                    }
+                    Some(RsaPadding::Pkcs1V15(pkcs1)) => key.sign(pkcs1, digest),
+                    None => {
+                        return Err(KeyStoreError::Unsupported(format!(
+                            "RSA keys do not sign with {}",
+                            algorithm.as_str()
+                        )));
+                    }
+                };
+                signed.map_err(|e| KeyStoreError::Internal(format!("RSA signing: {e}")))
+            }
             (other, _) => Err(KeyStoreError::Unsupported(format!(
                 "{} keys do not sign with {}",
                 other.as_str(),
@@ -428,6 +462,12 @@ impl KeyStore for SealedKeyStore {
                 .to_public_key_der()
                 .map(|der| der.as_bytes().to_vec())
                 .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                rsa::RsaPublicKey::from(&self.rsa(material)?)
+                    .to_public_key_der()
+                    .map(|der| der.as_bytes().to_vec())
+                    .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}")))
+            }
             other => Err(KeyStoreError::Unsupported(format!(
                 "{} keys have no public key",
                 other.as_str()
