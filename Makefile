@@ -4,6 +4,8 @@
 # SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token.
 test:
 	rm -rf target/softhsm
+	# The key-type tests check signatures, public keys and MACs with the openssl binary.
+	command -v openssl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends openssl; }
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked
 
 # What CI checks besides the tests.

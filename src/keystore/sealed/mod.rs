@@ -774,6 +774,47 @@ mod tests {
         );
     }
 
+    /// The keystore's MAC matches `openssl mac` (a tool nobody here wrote) for material of
+    /// each spec's length, imported so that openssl can be given the same key.
+    #[test]
+    fn hmac_matches_openssl_mac() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keystore) = open_keystore(dir.path());
+        let message_file = dir.path().join("message");
+        let message = b"a message both sides MAC";
+        std::fs::write(&message_file, message).unwrap();
+        for (spec, digest) in [
+            (KeySpec::Hmac224, "SHA224"),
+            (KeySpec::Hmac256, "SHA256"),
+            (KeySpec::Hmac384, "SHA384"),
+            (KeySpec::Hmac512, "SHA512"),
+        ] {
+            let mut key = vec![0u8; spec.material_len()];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let material = MaterialRef {
+                key_id: uuid::Uuid::new_v4(),
+                version: 1,
+            };
+            let batch = keystore.wrap_material(material, &key).unwrap();
+            store.commit_blocking(batch.records).unwrap();
+            let algorithm = spec.mac_algorithm().unwrap();
+            let ours = keystore.mac(material, algorithm, message).unwrap();
+            let output = std::process::Command::new("openssl")
+                .args(["mac", "-digest", digest, "-macopt"])
+                .arg(format!("hexkey:{}", hex::encode(&key)))
+                .arg("-in")
+                .arg(&message_file)
+                .arg("HMAC")
+                .output()
+                .expect("the openssl binary is needed (apt-get install openssl)");
+            assert!(output.status.success(), "{output:?}");
+            let theirs = String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .to_lowercase();
+            assert_eq!(hex::encode(&ours), theirs, "{spec:?}");
+        }
+    }
+
     #[test]
     fn hmac_material_is_as_long_as_its_digest_and_fresh_each_time() {
         let dir = tempfile::tempdir().unwrap();
