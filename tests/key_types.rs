@@ -539,6 +539,8 @@ mod suite {
         d.enable(&id).await.unwrap();
         d.restart().await;
         let described = d.describe(&id).await.unwrap();
+        // The start-up check finds the material whole: the key is not reported unavailable.
+        assert_eq!(described.key_state(), v1::KeyState::Enabled);
         assert_eq!(described.key_spec, "HMAC_224");
         assert_eq!(described.key_usage, "GENERATE_VERIFY_MAC");
         assert_eq!(described.mac_algorithms, vec!["HMAC_SHA_224"]);
@@ -1222,9 +1224,14 @@ async fn p256_keys_sign_and_openssl_verifies_with_the_public_key() {
         Code::InvalidArgument,
         "KMSInvalidSignatureException",
     );
-    // The key survives a restart: its public key and signatures stay good.
+    // The key survives a restart: its public key and signatures stay good, and the start-up
+    // check finds its material whole.
+    let rsa = suite::create(&d, "RSA_2048", "SIGN_VERIFY").await.unwrap();
     let mut d = d;
     d.restart().await;
+    for id in [&key.key_id, &rsa.key_id] {
+        assert_eq!(d.state(id).await, v1::KeyState::Enabled);
+    }
     assert_eq!(
         public_key(&d, &key.key_id).await.unwrap().public_key,
         public.public_key

@@ -557,8 +557,9 @@ impl KeyStore for SealedKeyStore {
     }
 
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-        // Unwrapped to prove it whole, not kept: a start-up check must not fill the cache.
-        self.unwrap(material).map(|_| ())
+        // Unwrapped to prove it whole, not kept: a start-up check must not fill the cache. The
+        // material is checked whatever its spec (HMAC and RSA material is no AES key).
+        self.unwrap_material(material).map(|_| ())
     }
 }
 
