@@ -631,6 +631,12 @@ async fn hmac_keys_are_generic_secrets_that_stay_in_the_device() {
                 "{spec}: the key's value must not be readable: {value:?}"
             );
         }
+        // Deletion destroys the object and its session copy in the device.
+        d.schedule_deletion(&key.key_id, Some(7)).await.unwrap();
+        d.clock.advance(7 * common::DAY + 1);
+        assert_eq!(d.run_due_tasks().await.destroyed, 1, "{spec}");
+        assert!(objects(&session, &d.account_id, &key.key_id, 1).is_empty());
+        assert!(session_copies(&session, &d.account_id, &key.key_id, 1).is_empty());
     }
 }
 
