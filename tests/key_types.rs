@@ -702,6 +702,20 @@ async fn create_as(client: &Client, spec: &str, usage: &str) -> Result<String, t
         .key_id)
 }
 
+async fn put_user_policy(d: &TestDaemon, user: &str, name: &str, document: &str) {
+    let request = v1::PutEntityPolicyRequest {
+        entity_type: v1::EntityType::User as i32,
+        entity_name: user.into(),
+        policy_name: name.into(),
+        policy_document: document.into(),
+    };
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam("PutEntityPolicy", request))
+        .await
+        .expect("PutEntityPolicy");
+}
+
 #[track_caller]
 fn assert_denied<T: std::fmt::Debug>(result: Result<T, tonic::Status>, action: &str) {
     let status = result.expect_err("expected AccessDeniedException");
@@ -758,6 +772,27 @@ async fn mac_actions_and_their_condition_keys_are_judged() {
         .unwrap();
     assert!(
         verify_mac_as(&alice, &sha512, b"m", "HMAC_SHA_512", &root_made.mac)
+            .await
+            .unwrap()
+            .mac_valid
+    );
+    // kms:KeySpec and kms:KeyUsage describe an existing key too: a Deny on HMAC_512 keys
+    // stops alice on them whatever the algorithm.
+    put_user_policy(
+        &d,
+        "alice",
+        "no-512",
+        r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Deny","Action":"kms:VerifyMac","Resource":"*",
+         "Condition":{"StringEquals":{"kms:KeySpec":"HMAC_512","kms:KeyUsage":"GENERATE_VERIFY_MAC"}}}]}"#,
+    )
+    .await;
+    assert_denied(
+        verify_mac_as(&alice, &sha512, b"m", "HMAC_SHA_512", &root_made.mac).await,
+        "kms:VerifyMac",
+    );
+    assert!(
+        verify_mac_as(&alice, &sha256, b"m", "HMAC_SHA_256", &made.mac)
             .await
             .unwrap()
             .mac_valid

@@ -115,6 +115,7 @@ const KEYS_SET: &[&str] = &[
     "aws:username",
     "kms:calleraccount",
     "kms:encryptioncontextkeys",
+    "kms:keyorigin",
     "kms:keyspec",
     "kms:keyusage",
     "kms:macalgorithm",
