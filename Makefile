@@ -6,6 +6,8 @@
 test:
 	tests/python/setup.sh
 	rm -rf target/softhsm
+	# The key-type tests check signatures, public keys and MACs with the openssl binary.
+	command -v openssl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends openssl; }
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked
 
 # What CI checks besides the tests.

@@ -77,6 +77,52 @@ impl fmt::Debug for v1::GenerateDataKeyWithoutPlaintextRequest {
     }
 }
 
+/// The message a MAC is made of may be secret; the MAC itself is not.
+impl fmt::Debug for v1::GenerateMacRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateMacRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("mac_algorithm", &self.mac_algorithm)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::VerifyMacRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyMacRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("mac_algorithm", &self.mac_algorithm)
+            .field("mac_len", &self.mac.len())
+            .finish()
+    }
+}
+
+/// A message to sign may be secret; its signature is not.
+impl fmt::Debug for v1::SignRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("message_type", &self.message_type)
+            .field("signing_algorithm", &self.signing_algorithm)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key_id", &self.key_id)
+            .field("message", &REDACTED)
+            .field("message_type", &self.message_type)
+            .field("signature_len", &self.signature.len())
+            .field("signing_algorithm", &self.signing_algorithm)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::DecryptResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecryptResponse")

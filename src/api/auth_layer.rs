@@ -194,6 +194,10 @@ fn carries_secrets(operation: &str) -> bool {
             | "kms:ReEncrypt"
             | "kms:GenerateDataKey"
             | "kms:GenerateDataKeyWithoutPlaintext"
+            | "kms:GenerateMac"
+            | "kms:VerifyMac"
+            | "kms:Sign"
+            | "kms:Verify"
     )
 }
 
@@ -225,6 +229,10 @@ pub fn changes_nothing(operation: &str) -> bool {
                     | "GenerateDataKey"
                     | "GenerateDataKeyWithoutPlaintext"
                     | "GenerateRandom"
+                    | "GenerateMac"
+                    | "VerifyMac"
+                    | "Sign"
+                    | "Verify"
             ) || reads(&["Describe", "List", "Get"])
         }
         "iam" => reads(&["List", "Get", "Simulate"]),

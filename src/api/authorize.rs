@@ -269,8 +269,14 @@ impl Authorizer {
                 let policy = self.keys.key_policy(record.id);
                 let arn = self.keys.key_arn(record.id);
                 call.audit.add_key(arn.clone());
+                // What the key is, as AWS KMS tells policies about an existing key.
+                let mut context = context.clone();
+                context
+                    .set("kms:KeySpec", record.spec.as_str())
+                    .set("kms:KeyUsage", record.usage.as_str())
+                    .set("kms:KeyOrigin", record.origin.clone());
                 if self
-                    .decide(call, action, &arn, Some(&policy), context)
+                    .decide(call, action, &arn, Some(&policy), &context)
                     .allowed()
                 {
                     Ok(record)

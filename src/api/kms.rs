@@ -4,7 +4,7 @@
 use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
-use crate::keys::{DataKeySize, KeyError, KeyRecord, KeyService, KeyState};
+use crate::keys::{DataKeySize, KeyError, KeyRecord, KeyService, KeySpec, KeyState};
 use crate::policy::{NamedPolicy, Policy, PolicyKind, RequestContext};
 use crate::proto::v1::{self, key_management_service_server::KeyManagementService};
 use std::collections::{BTreeMap, HashMap};
@@ -111,15 +111,24 @@ impl KmsApi {
             creation_date: record.created,
             deletion_date: record.deletion_date,
             pending_deletion_window_in_days: record.pending_window_days,
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            key_spec: ALGORITHM.into(),
+            key_usage: record.usage.as_str().into(),
+            key_spec: record.spec.as_str().into(),
             origin: record.origin.clone(),
             key_manager: "CUSTOMER".into(),
             keystore: record.keystore.clone(),
             current_key_version: record.current_version(),
-            encryption_algorithms: vec![ALGORITHM.into()],
+            encryption_algorithms: match record.spec {
+                KeySpec::SymmetricDefault => vec![ALGORITHM.into()],
+                _ => Vec::new(),
+            },
             last_used_date: last_use.as_ref().map(|u| u.time),
             last_used_operation: last_use.map(|u| u.operation).unwrap_or_default(),
+            mac_algorithms: record
+                .spec
+                .mac_algorithm()
+                .map(|a| vec![a.as_str().into()])
+                .unwrap_or_default(),
+            signing_algorithms: signing_algorithms(record.spec),
         }
     }
 
@@ -148,20 +157,6 @@ fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-fn validate_spec(key_spec: &str, key_usage: &str) -> Result<(), KeyError> {
-    if !matches!(key_spec, "" | "SYMMETRIC_DEFAULT") {
-        return Err(KeyError::Validation(format!(
-            "KeySpec '{key_spec}' is not supported; only SYMMETRIC_DEFAULT"
-        )));
-    }
-    if !matches!(key_usage, "" | "ENCRYPT_DECRYPT") {
-        return Err(KeyError::Validation(format!(
-            "KeyUsage '{key_usage}' is not supported; only ENCRYPT_DECRYPT"
-        )));
-    }
-    Ok(())
-}
-
 type Answer<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -171,9 +166,14 @@ impl KeyManagementService for KmsApi {
         request: Request<v1::CreateKeyRequest>,
     ) -> Answer<v1::CreateKeyResponse> {
         let call = caller(&request)?;
-        self.anywhere(&call, "kms:CreateKey")?;
         let r = request.into_inner();
-        validate_spec(&r.key_spec, &r.key_usage)?;
+        let spec = crate::keys::key_spec_and_usage(&r.key_spec, &r.key_usage)?;
+        let mut context = self.context(&call);
+        context
+            .set("kms:KeySpec", spec.0.as_str())
+            .set("kms:KeyUsage", spec.1.as_str());
+        self.authorizer
+            .require(&call, "kms:CreateKey", "*", None, &context)?;
         let policy = non_empty(&r.policy).map(str::to_owned);
         if let Some(text) = &policy {
             crate::keys::validate_key_policy_size(text)?;
@@ -183,7 +183,13 @@ impl KeyManagementService for KmsApi {
         }
         let record = self
             .keys
-            .create_key(r.description, non_empty(&r.keystore), tags(r.tags)?, policy)
+            .create_key_of(
+                r.description,
+                non_empty(&r.keystore),
+                tags(r.tags)?,
+                policy,
+                spec,
+            )
             .await?;
         call.audit.add_key(self.arn(record.id));
         Ok(Response::new(v1::CreateKeyResponse {
@@ -677,6 +683,185 @@ impl KeyManagementService for KmsApi {
             destroyed: Some(orphan(&destroyed)),
         }))
     }
+
+    async fn generate_mac(
+        &self,
+        request: Request<v1::GenerateMacRequest>,
+    ) -> Answer<v1::GenerateMacResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let (key, algorithm) =
+                mac_key(self, &call, "kms:GenerateMac", &r.key_id, &r.mac_algorithm)?;
+            let answer = self.keys.generate_mac(&key, &r.message, algorithm).await?;
+            Ok::<_, Status>((answer, algorithm))
+        }
+        .await;
+        r.message.zeroize();
+        let (answer, algorithm) = result?;
+        Ok(Response::new(v1::GenerateMacResponse {
+            mac: answer.mac,
+            mac_algorithm: algorithm.as_str().into(),
+            key_id: self.arn(answer.key_id),
+        }))
+    }
+
+    async fn verify_mac(
+        &self,
+        request: Request<v1::VerifyMacRequest>,
+    ) -> Answer<v1::VerifyMacResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let (key, algorithm) =
+                mac_key(self, &call, "kms:VerifyMac", &r.key_id, &r.mac_algorithm)?;
+            let id = self
+                .keys
+                .verify_mac(&key, &r.message, algorithm, &r.mac)
+                .await?;
+            Ok::<_, Status>((id, algorithm))
+        }
+        .await;
+        r.message.zeroize();
+        let (id, algorithm) = result?;
+        Ok(Response::new(v1::VerifyMacResponse {
+            key_id: self.arn(id),
+            mac_valid: true,
+            mac_algorithm: algorithm.as_str().into(),
+        }))
+    }
+
+    async fn sign(&self, request: Request<v1::SignRequest>) -> Answer<v1::SignResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let s = signing_key(
+                self,
+                &call,
+                "kms:Sign",
+                &r.key_id,
+                &r.signing_algorithm,
+                &r.message_type,
+            )?;
+            Ok::<_, Status>(
+                self.keys
+                    .sign(&s.key, &r.message, s.message_type, s.algorithm)
+                    .await?,
+            )
+        }
+        .await;
+        r.message.zeroize();
+        let signed = result?;
+        Ok(Response::new(v1::SignResponse {
+            key_id: self.arn(signed.key_id),
+            signature: signed.signature,
+            signing_algorithm: r.signing_algorithm,
+        }))
+    }
+
+    async fn verify(&self, request: Request<v1::VerifyRequest>) -> Answer<v1::VerifyResponse> {
+        let call = caller(&request)?;
+        let mut r = request.into_inner();
+        let result = async {
+            let s = signing_key(
+                self,
+                &call,
+                "kms:Verify",
+                &r.key_id,
+                &r.signing_algorithm,
+                &r.message_type,
+            )?;
+            Ok::<_, Status>(
+                self.keys
+                    .verify(
+                        &s.key,
+                        &r.message,
+                        s.message_type,
+                        s.algorithm,
+                        &r.signature,
+                    )
+                    .await?,
+            )
+        }
+        .await;
+        r.message.zeroize();
+        let id = result?;
+        Ok(Response::new(v1::VerifyResponse {
+            key_id: self.arn(id),
+            signature_valid: true,
+            signing_algorithm: r.signing_algorithm,
+        }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<v1::GetPublicKeyRequest>,
+    ) -> Answer<v1::GetPublicKeyResponse> {
+        let call = caller(&request)?;
+        let key = self.key(&call, "kms:GetPublicKey", &request.get_ref().key_id)?;
+        let public = self.keys.get_public_key(&key).await?;
+        Ok(Response::new(v1::GetPublicKeyResponse {
+            key_id: self.arn(public.key_id),
+            public_key: public.der,
+            key_spec: public.spec.as_str().into(),
+            key_usage: public.usage.as_str().into(),
+            signing_algorithms: signing_algorithms(public.spec),
+            encryption_algorithms: Vec::new(),
+        }))
+    }
+}
+
+fn signing_algorithms(spec: KeySpec) -> Vec<String> {
+    spec.signing_algorithms()
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect()
+}
+
+/// Authorises a Sign or Verify on a key, with the `kms:SigningAlgorithm` and
+/// `kms:MessageType` condition keys.
+fn signing_key(
+    api: &KmsApi,
+    call: &CallContext,
+    action: &str,
+    key: &str,
+    algorithm: &str,
+    message_type: &str,
+) -> Result<SigningRequest, Status> {
+    let algorithm_name = algorithm;
+    let algorithm = crate::keys::signing_algorithm(algorithm)?;
+    let message_type = crate::keys::MessageType::parse(message_type)?;
+    let mut context = api.context(call);
+    context
+        .set("kms:SigningAlgorithm", algorithm_name)
+        .set("kms:MessageType", message_type.as_str());
+    let record = api.authorizer.key(call, action, key, false, &context)?;
+    Ok(SigningRequest {
+        key: record.id.hyphenated().to_string(),
+        algorithm,
+        message_type,
+    })
+}
+
+struct SigningRequest {
+    key: String,
+    algorithm: Result<crate::keys::SigningAlgorithm, String>,
+    message_type: crate::keys::MessageType,
+}
+
+/// Authorises a MAC action on a key, with the `kms:MacAlgorithm` condition key.
+fn mac_key(
+    api: &KmsApi,
+    call: &CallContext,
+    action: &str,
+    key: &str,
+    algorithm: &str,
+) -> Result<(String, crate::keys::MacAlgorithm), Status> {
+    let algorithm = crate::keys::mac_algorithm(algorithm)?;
+    let mut context = api.context(call);
+    context.set("kms:MacAlgorithm", algorithm.as_str());
+    let record = api.authorizer.key(call, action, key, false, &context)?;
+    Ok((record.id.hyphenated().to_string(), algorithm))
 }
 
 fn orphan(orphan: &crate::keys::Orphan) -> v1::OrphanedKeyMaterial {

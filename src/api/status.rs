@@ -49,6 +49,12 @@ impl From<KeyError> for Status {
             }
             KeyError::AccessDenied(_) => (Code::PermissionDenied, "AccessDeniedException"),
             KeyError::KeyStoreUnavailable(_) => (Code::Unavailable, "KeyStoreUnavailableException"),
+            KeyError::InvalidKeyUsage(_) => (Code::InvalidArgument, "InvalidKeyUsageException"),
+            KeyError::UnsupportedOperation(_) => {
+                (Code::FailedPrecondition, "UnsupportedOperationException")
+            }
+            KeyError::InvalidMac => (Code::InvalidArgument, "KMSInvalidMacException"),
+            KeyError::InvalidSignature => (Code::InvalidArgument, "KMSInvalidSignatureException"),
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")

@@ -136,10 +136,18 @@ fn write_stdout(bytes: &[u8]) -> CliResult {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Create a key (AES-256-GCM, ENCRYPT_DECRYPT).
+    /// Create a key (by default AES-256-GCM, ENCRYPT_DECRYPT).
     Create {
         #[arg(long, default_value = "")]
         description: String,
+        /// SYMMETRIC_DEFAULT (the default), HMAC_224, HMAC_256, HMAC_384, HMAC_512 or
+        /// ECC_NIST_P256.
+        #[arg(long, default_value = "")]
+        key_spec: String,
+        /// ENCRYPT_DECRYPT (the default for SYMMETRIC_DEFAULT), GENERATE_VERIFY_MAC (HMAC) or
+        /// SIGN_VERIFY (ECC_NIST_P256).
+        #[arg(long, default_value = "")]
+        key_usage: String,
         /// Also create this alias (alias/NAME) for the new key.
         #[arg(long)]
         alias: Option<String>,
@@ -228,6 +236,8 @@ pub async fn key(ctx: Context, command: KeyCommand) -> CliResult {
     match command {
         KeyCommand::Create {
             description,
+            key_spec,
+            key_usage,
             alias,
             keystore,
             policy_file,
@@ -247,6 +257,8 @@ pub async fn key(ctx: Context, command: KeyCommand) -> CliResult {
                 keystore: keystore.unwrap_or_default(),
                 tags,
                 policy,
+                key_spec,
+                key_usage,
                 ..Default::default()
             };
             let metadata = kms
@@ -646,6 +658,204 @@ pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
         || blob.clone(),
     );
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MacCommand {
+    /// The HMAC of stdin (1-4096 bytes) under an HMAC key; prints it in base64.
+    Generate {
+        #[arg(long)]
+        key: String,
+        /// HMAC_SHA_224, HMAC_SHA_256, HMAC_SHA_384 or HMAC_SHA_512 (the key's).
+        #[arg(long)]
+        algorithm: String,
+    },
+    /// Verifies a base64 MAC of stdin; exits non-zero with KMSInvalidMacException if it does
+    /// not verify.
+    Verify {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        algorithm: String,
+        /// The MAC, base64.
+        #[arg(long)]
+        mac: String,
+    },
+}
+
+pub async fn mac(ctx: Context, command: MacCommand) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    match command {
+        MacCommand::Generate { key, algorithm } => {
+            let request = v1::GenerateMacRequest {
+                key_id: key,
+                message: message.expose().clone(),
+                mac_algorithm: algorithm,
+            };
+            let r = client
+                .kms()
+                .generate_mac(client.signed("GenerateMac", request))
+                .await?
+                .into_inner();
+            let mac = B64.encode(&r.mac);
+            out.print(
+                json!({"Mac": mac, "MacAlgorithm": r.mac_algorithm, "KeyId": r.key_id}),
+                || mac.clone(),
+            );
+        }
+        MacCommand::Verify {
+            key,
+            algorithm,
+            mac,
+        } => {
+            let mac = B64
+                .decode(mac.trim())
+                .map_err(|_| CliError::Local("--mac is not base64".into()))?;
+            let request = v1::VerifyMacRequest {
+                key_id: key,
+                message: message.expose().clone(),
+                mac_algorithm: algorithm,
+                mac,
+            };
+            let r = client
+                .kms()
+                .verify_mac(client.signed("VerifyMac", request))
+                .await?
+                .into_inner();
+            out.print(
+                json!({"KeyId": r.key_id, "MacValid": r.mac_valid, "MacAlgorithm": r.mac_algorithm}),
+                || format!("MacValid: {}", r.mac_valid),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[arg(long)]
+    key: String,
+    /// ECDSA_SHA_256 (for ECC_NIST_P256 keys).
+    #[arg(long)]
+    algorithm: String,
+    /// RAW (stdin is the message, at most 4096 bytes) or DIGEST (stdin is its digest).
+    #[arg(long, default_value = "RAW")]
+    message_type: String,
+}
+
+/// `sign`: a DER signature of stdin, base64.
+pub async fn sign(ctx: Context, args: SignArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    let request = v1::SignRequest {
+        key_id: args.key,
+        message: message.expose().clone(),
+        message_type: args.message_type,
+        signing_algorithm: args.algorithm,
+    };
+    let r = client
+        .kms()
+        .sign(client.signed("Sign", request))
+        .await?
+        .into_inner();
+    let signature = B64.encode(&r.signature);
+    out.print(
+        json!({"KeyId": r.key_id, "Signature": signature, "SigningAlgorithm": r.signing_algorithm}),
+        || signature.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    algorithm: String,
+    #[arg(long, default_value = "RAW")]
+    message_type: String,
+    /// The signature, base64.
+    #[arg(long)]
+    signature: String,
+}
+
+/// `verify`: exits non-zero with KMSInvalidSignatureException when the signature is bad.
+pub async fn verify(ctx: Context, args: VerifyArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let message = read_stdin()?;
+    let signature = B64
+        .decode(args.signature.trim())
+        .map_err(|_| CliError::Local("--signature is not base64".into()))?;
+    let request = v1::VerifyRequest {
+        key_id: args.key,
+        message: message.expose().clone(),
+        message_type: args.message_type,
+        signature,
+        signing_algorithm: args.algorithm,
+    };
+    let r = client
+        .kms()
+        .verify(client.signed("Verify", request))
+        .await?
+        .into_inner();
+    out.print(
+        json!({"KeyId": r.key_id, "SignatureValid": r.signature_valid, "SigningAlgorithm": r.signing_algorithm}),
+        || format!("SignatureValid: {}", r.signature_valid),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PublicKeyFormat {
+    Pem,
+    Der,
+}
+
+#[derive(Debug, Args)]
+pub struct GetPublicKeyArgs {
+    #[arg(long)]
+    key: String,
+    /// PEM (`-----BEGIN PUBLIC KEY-----`) or the raw DER SubjectPublicKeyInfo.
+    #[arg(long, value_enum, default_value_t = PublicKeyFormat::Pem)]
+    format: PublicKeyFormat,
+}
+
+/// `get-public-key`: PEM or DER on stdout; with `--output json`, the AWS CLI's shape.
+pub async fn get_public_key(ctx: Context, args: GetPublicKeyArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let request = v1::GetPublicKeyRequest { key_id: args.key };
+    let r = client
+        .kms()
+        .get_public_key(client.signed("GetPublicKey", request))
+        .await?
+        .into_inner();
+    if out.json() {
+        out.print(
+            json!({
+                "KeyId": r.key_id,
+                "PublicKey": B64.encode(&r.public_key),
+                "KeySpec": r.key_spec,
+                "KeyUsage": r.key_usage,
+                "SigningAlgorithms": r.signing_algorithms,
+            }),
+            String::new,
+        );
+        return Ok(());
+    }
+    match args.format {
+        PublicKeyFormat::Der => write_stdout(&r.public_key),
+        PublicKeyFormat::Pem => {
+            let encoded = B64.encode(&r.public_key);
+            let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+            for line in encoded.as_bytes().chunks(64) {
+                pem.push_str(&String::from_utf8_lossy(line));
+                pem.push('\n');
+            }
+            pem.push_str("-----END PUBLIC KEY-----\n");
+            write_stdout(pem.as_bytes())
+        }
+    }
 }
 
 #[derive(Debug, Args)]

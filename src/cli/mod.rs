@@ -83,6 +83,15 @@ pub enum Command {
     DataKey(commands::DataKeyArgs),
     /// N random bytes (1-1024), base64.
     Random(commands::RandomArgs),
+    /// HMACs with HMAC keys: generate, verify.
+    #[command(subcommand)]
+    Mac(commands::MacCommand),
+    /// Sign stdin with an asymmetric key; prints the base64 DER signature.
+    Sign(commands::SignArgs),
+    /// Verify a base64 signature of stdin; exits non-zero if it does not verify.
+    Verify(commands::VerifyArgs),
+    /// An asymmetric key's public key (PEM, or DER SubjectPublicKeyInfo).
+    GetPublicKey(commands::GetPublicKeyArgs),
     /// Key policies, and the policy simulator.
     #[command(subcommand)]
     Policy(identity::PolicyCommand),
@@ -137,6 +146,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
         Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
         Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
+        Command::Mac(command) => commands::run_client(client, |c| commands::mac(c, command)),
+        Command::Sign(args) => commands::run_client(client, |c| commands::sign(c, args)),
+        Command::Verify(args) => commands::run_client(client, |c| commands::verify(c, args)),
+        Command::GetPublicKey(args) => {
+            commands::run_client(client, |c| commands::get_public_key(c, args))
+        }
         Command::Policy(identity::PolicyCommand::Validate {
             policy_file,
             policy_type,

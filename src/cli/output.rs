@@ -63,10 +63,20 @@ pub fn key_metadata_json(m: &v1::KeyMetadata) -> Value {
     object.insert("KeyManager".into(), json!(m.key_manager));
     object.insert("KeySpec".into(), json!(m.key_spec));
     object.insert("CustomerMasterKeySpec".into(), json!(m.key_spec));
-    object.insert(
-        "EncryptionAlgorithms".into(),
-        json!(m.encryption_algorithms),
-    );
+    // As the AWS CLI: each list only for keys that have one (HMAC keys have no encryption
+    // algorithms, AES keys no MAC algorithms).
+    if !m.encryption_algorithms.is_empty() {
+        object.insert(
+            "EncryptionAlgorithms".into(),
+            json!(m.encryption_algorithms),
+        );
+    }
+    if !m.mac_algorithms.is_empty() {
+        object.insert("MacAlgorithms".into(), json!(m.mac_algorithms));
+    }
+    if !m.signing_algorithms.is_empty() {
+        object.insert("SigningAlgorithms".into(), json!(m.signing_algorithms));
+    }
     object.insert("MultiRegion".into(), json!(false));
     object.insert("KeyStore".into(), json!(m.keystore));
     object.insert("CurrentKeyVersion".into(), json!(m.current_key_version));
@@ -86,6 +96,7 @@ pub fn key_metadata_human(m: &v1::KeyMetadata) -> String {
         format!("Created:      {}", rfc3339(m.creation_date)),
         format!("KeyStore:     {} ({})", m.keystore, m.origin),
         format!("Version:      {}", m.current_key_version),
+        format!("Spec:         {} ({})", m.key_spec, m.key_usage),
     ];
     if let Some(date) = m.deletion_date {
         lines.push(format!("DeletionDate: {}", rfc3339(date)));

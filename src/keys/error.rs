@@ -30,6 +30,19 @@ pub enum KeyError {
     /// The keystore cannot serve the key now (device down, material missing).
     #[error("{0}")]
     KeyStoreUnavailable(String),
+    /// The key's usage (or spec) does not allow the operation or algorithm.
+    #[error("{0}")]
+    InvalidKeyUsage(String),
+    /// The operation is not supported for this key (an HMAC key's rotation, a spec the
+    /// keystore cannot make).
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    /// VerifyMac: the MAC does not verify.
+    #[error("the MAC is not valid for the message, key and MAC algorithm given")]
+    InvalidMac,
+    /// Verify: the signature does not verify.
+    #[error("the signature is not valid for the message, key and signing algorithm given")]
+    InvalidSignature,
     #[error("internal error")]
     Internal(String),
 }

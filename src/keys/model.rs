@@ -7,6 +7,7 @@
 
 use super::KeyError;
 use crate::clock::{DAY, UnixSeconds};
+use crate::keystore::KeySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -54,6 +55,105 @@ impl RotationType {
     }
 }
 
+/// What a key may be used for, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyUsage {
+    #[serde(rename = "ENCRYPT_DECRYPT")]
+    EncryptDecrypt,
+    #[serde(rename = "GENERATE_VERIFY_MAC")]
+    GenerateVerifyMac,
+    #[serde(rename = "SIGN_VERIFY")]
+    SignVerify,
+}
+
+impl KeyUsage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
+        }
+    }
+}
+
+/// The key spec and usage of a new key, from CreateKey's `KeySpec` and `KeyUsage` (empty:
+/// not given), refusing what AWS KMS refuses: an HMAC spec takes `GENERATE_VERIFY_MAC` and
+/// nothing else, `SYMMETRIC_DEFAULT` takes `ENCRYPT_DECRYPT` (the default of both),
+/// `ECC_NIST_P256` and `RSA_*` take `SIGN_VERIFY` (AWS's `KEY_AGREEMENT` and RSA
+/// `ENCRYPT_DECRYPT` are not offered yet).
+pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage), KeyError> {
+    let known_specs = || {
+        KeySpec::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let spec = match spec {
+        "" => KeySpec::SymmetricDefault,
+        name => KeySpec::parse(name).ok_or_else(|| {
+            KeyError::Validation(format!(
+                "KeySpec '{}' is not supported; supported: {}",
+                super::printable_input(name),
+                known_specs()
+            ))
+        })?,
+    };
+    let usage = match usage {
+        "" if spec == KeySpec::SymmetricDefault => KeyUsage::EncryptDecrypt,
+        "" => {
+            return Err(KeyError::Validation(format!(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric \
+                 encryption keys; KeySpec {} takes {}",
+                spec.as_str(),
+                if !spec.signing_algorithms().is_empty() {
+                    "SIGN_VERIFY"
+                } else {
+                    "GENERATE_VERIFY_MAC"
+                }
+            )));
+        }
+        "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
+        "GENERATE_VERIFY_MAC" => KeyUsage::GenerateVerifyMac,
+        "SIGN_VERIFY" => KeyUsage::SignVerify,
+        other => {
+            return Err(KeyError::Validation(format!(
+                "KeyUsage '{}' is not supported; supported: ENCRYPT_DECRYPT, GENERATE_VERIFY_MAC, \
+                 SIGN_VERIFY",
+                super::printable_input(other)
+            )));
+        }
+    };
+    let fits = match spec {
+        KeySpec::SymmetricDefault => usage == KeyUsage::EncryptDecrypt,
+        KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
+            usage == KeyUsage::GenerateVerifyMac
+        }
+        // AWS KMS also offers KEY_AGREEMENT for ECC and ENCRYPT_DECRYPT for RSA; not yet here.
+        KeySpec::EccNistP256
+        | KeySpec::EccNistP384
+        | KeySpec::Rsa2048
+        | KeySpec::Rsa3072
+        | KeySpec::Rsa4096 => usage == KeyUsage::SignVerify,
+    };
+    if !fits {
+        return Err(KeyError::Validation(format!(
+            "KeyUsage {} is not compatible with KeySpec {}",
+            usage.as_str(),
+            spec.as_str()
+        )));
+    }
+    Ok((spec, usage))
+}
+
+fn symmetric_default() -> KeySpec {
+    KeySpec::SymmetricDefault
+}
+
+fn encrypt_decrypt() -> KeyUsage {
+    KeyUsage::EncryptDecrypt
+}
+
 /// One generation of a key's material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVersion {
@@ -90,6 +190,11 @@ pub struct KeyRecord {
     /// When the key was last used for a cryptographic operation, and for which.
     #[serde(default)]
     pub last_used: Option<KeyUse>,
+    /// What the material is; records from before key specs are AES keys.
+    #[serde(default = "symmetric_default")]
+    pub spec: KeySpec,
+    #[serde(default = "encrypt_decrypt")]
+    pub usage: KeyUsage,
 }
 
 /// A use of a key.
@@ -118,6 +223,34 @@ impl KeyRecord {
             self.id,
             self.state.as_str()
         ))
+    }
+
+    /// Refuses an operation of one usage on a key of another, as AWS KMS does.
+    pub fn require_usage(&self, usage: KeyUsage, operation: &str) -> Result<(), KeyError> {
+        if self.usage == usage {
+            Ok(())
+        } else {
+            Err(KeyError::InvalidKeyUsage(format!(
+                "key {} key usage is {} which is not valid for {operation}",
+                self.id,
+                self.usage.as_str()
+            )))
+        }
+    }
+
+    /// Refuses rotation of keys that do not rotate (as AWS KMS: only symmetric encryption
+    /// keys do).
+    pub fn require_rotatable(&self, operation: &str) -> Result<(), KeyError> {
+        if self.spec == KeySpec::SymmetricDefault {
+            Ok(())
+        } else {
+            Err(KeyError::UnsupportedOperation(format!(
+                "{operation} is not supported for key {}: {} keys do not rotate; only \
+                 SYMMETRIC_DEFAULT keys do",
+                self.id,
+                self.spec.as_str()
+            )))
+        }
     }
 
     /// Refuses unless the key may be used for cryptographic operations.
@@ -221,6 +354,8 @@ mod tests {
             policy: None,
             rotation: RotationSchedule::default(),
             last_used: None,
+            spec: KeySpec::SymmetricDefault,
+            usage: KeyUsage::EncryptDecrypt,
         }
     }
 
@@ -264,6 +399,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn key_specs_and_usages_are_aws_s_pairs() {
+        use KeySpec::*;
+        for (spec, usage, expected) in [
+            ("", "", Some((SymmetricDefault, KeyUsage::EncryptDecrypt))),
+            (
+                "SYMMETRIC_DEFAULT",
+                "",
+                Some((SymmetricDefault, KeyUsage::EncryptDecrypt)),
+            ),
+            (
+                "",
+                "ENCRYPT_DECRYPT",
+                Some((SymmetricDefault, KeyUsage::EncryptDecrypt)),
+            ),
+            (
+                "HMAC_224",
+                "GENERATE_VERIFY_MAC",
+                Some((Hmac224, KeyUsage::GenerateVerifyMac)),
+            ),
+            (
+                "HMAC_512",
+                "GENERATE_VERIFY_MAC",
+                Some((Hmac512, KeyUsage::GenerateVerifyMac)),
+            ),
+            ("HMAC_256", "", None),
+            ("HMAC_256", "ENCRYPT_DECRYPT", None),
+            ("", "GENERATE_VERIFY_MAC", None),
+            ("SYMMETRIC_DEFAULT", "GENERATE_VERIFY_MAC", None),
+            ("HMAC_128", "GENERATE_VERIFY_MAC", None),
+            ("hmac_256", "GENERATE_VERIFY_MAC", None),
+            ("HMAC_256", "SIGN_VERIFY", None),
+            (
+                "ECC_NIST_P256",
+                "SIGN_VERIFY",
+                Some((EccNistP256, KeyUsage::SignVerify)),
+            ),
+            ("ECC_NIST_P256", "", None),
+            ("ECC_NIST_P256", "ENCRYPT_DECRYPT", None),
+            ("ECC_NIST_P256", "GENERATE_VERIFY_MAC", None),
+            ("ECC_NIST_P256", "KEY_AGREEMENT", None),
+            (
+                "RSA_2048",
+                "SIGN_VERIFY",
+                Some((Rsa2048, KeyUsage::SignVerify)),
+            ),
+            (
+                "RSA_4096",
+                "SIGN_VERIFY",
+                Some((Rsa4096, KeyUsage::SignVerify)),
+            ),
+            ("RSA_3072", "", None),
+            ("RSA_3072", "GENERATE_VERIFY_MAC", None),
+            ("", "SIGN_VERIFY", None),
+            ("HMAC_256", "SIGN_VERIFY", None),
+        ] {
+            match (key_spec_and_usage(spec, usage), expected) {
+                (Ok(got), Some(want)) => assert_eq!(got, want, "{spec} {usage}"),
+                (Err(KeyError::Validation(_)), None) => {}
+                (other, _) => panic!("{spec} {usage}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn records_from_before_key_specs_are_aes_keys() {
+        let mut value = serde_json::to_value(key(Enabled)).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("spec");
+        object.remove("usage");
+        let old: KeyRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(old.spec, KeySpec::SymmetricDefault);
+        assert_eq!(old.usage, KeyUsage::EncryptDecrypt);
     }
 
     #[test]

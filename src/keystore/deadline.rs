@@ -19,7 +19,10 @@
 //! - while the undo of an abandoned generation is pending, generating that same version again
 //!   is refused (objects are found by label, so the undo would destroy the new one too).
 
-use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef};
+use super::{
+    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef,
+    SigningAlgorithm,
+};
 use crate::secret::SecretBytes;
 use crate::store::WriteBatch;
 use std::collections::HashSet;
@@ -390,6 +393,62 @@ impl KeyStore for DeadlineKeyStore {
 
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
         self.call("generate", Some(material), move |k| k.generate(material))
+    }
+
+    fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        self.inner.supports(spec)
+    }
+
+    fn generate_spec(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        self.call("generate", Some(material), move |k| {
+            k.generate_spec(material, spec)
+        })
+    }
+
+    fn mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let message = SecretBytes::new(message.to_vec());
+        self.call("mac", None, move |k| {
+            k.mac(material, algorithm, message.expose())
+        })
+    }
+
+    fn verify_mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, KeyStoreError> {
+        let (message, mac) = (SecretBytes::new(message.to_vec()), mac.to_vec());
+        self.call("verify_mac", None, move |k| {
+            k.verify_mac(material, algorithm, message.expose(), &mac)
+        })
+    }
+
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let digest = digest.to_vec();
+        self.call("sign", None, move |k| {
+            k.sign(material, spec, algorithm, &digest)
+        })
+    }
+
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        self.call("public_key", None, move |k| k.public_key(material, spec))
     }
 
     fn discard(&self, material: MaterialRef) {

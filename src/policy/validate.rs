@@ -77,9 +77,11 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:Encrypt",
     "kms:GenerateDataKey",
     "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateMac",
     "kms:GenerateRandom",
     "kms:GetKeyPolicy",
     "kms:GetKeyRotationStatus",
+    "kms:GetPublicKey",
     "kms:ListAliases",
     "kms:ListKeyRotations",
     "kms:ListKeys",
@@ -89,10 +91,13 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:ReEncryptTo",
     "kms:RotateKeyOnDemand",
     "kms:ScheduleKeyDeletion",
+    "kms:Sign",
     "kms:TagResource",
     "kms:UntagResource",
     "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
+    "kms:Verify",
+    "kms:VerifyMac",
     "sts:AssumeRole",
 ];
 
@@ -110,6 +115,12 @@ const KEYS_SET: &[&str] = &[
     "aws:username",
     "kms:calleraccount",
     "kms:encryptioncontextkeys",
+    "kms:keyorigin",
+    "kms:keyspec",
+    "kms:keyusage",
+    "kms:macalgorithm",
+    "kms:messagetype",
+    "kms:signingalgorithm",
 ];
 
 /// The services whose resources Keyhaven's actions name.

@@ -77,6 +77,9 @@ impl KeyService {
         context: &EncryptionContext,
         operation: &str,
     ) -> Result<Vec<u8>, KeyError> {
+        let current = entry.record();
+        self.require_usable(&current, operation)?;
+        current.require_usage(KeyUsage::EncryptDecrypt, operation)?;
         let version = self.take_nonce(entry, operation).await?;
         self.note_use(entry, operation);
         let record = entry.record();
@@ -160,6 +163,7 @@ impl KeyService {
             return Err(KeyError::InvalidCiphertext);
         }
         self.require_usable(&record, operation)?;
+        record.require_usage(KeyUsage::EncryptDecrypt, operation)?;
         self.note_use(&entry, operation);
         if record.version(parsed.key_version).is_none() {
             return Err(KeyError::InvalidCiphertext);

@@ -3,13 +3,33 @@
 use super::*;
 
 impl KeyService {
-    /// CreateKey: generates version 1 in the chosen keystore and records the key.
+    /// CreateKey of a symmetric encryption key: generates version 1 in the chosen keystore and
+    /// records the key.
     pub async fn create_key(
         &self,
         description: String,
         keystore: Option<&str>,
         tags: BTreeMap<String, String>,
         policy: Option<String>,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        self.create_key_of(
+            description,
+            keystore,
+            tags,
+            policy,
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt),
+        )
+        .await
+    }
+
+    /// CreateKey of any spec and usage (checked together by [`crate::keys::key_spec_and_usage`]).
+    pub async fn create_key_of(
+        &self,
+        description: String,
+        keystore: Option<&str>,
+        tags: BTreeMap<String, String>,
+        policy: Option<String>,
+        (spec, usage): (KeySpec, KeyUsage),
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_description(&description)?;
         validate_tags(&tags)?;
@@ -52,7 +72,7 @@ impl KeyService {
             )));
         }
         let result = self
-            .create_key_counted(description, keystore, tags, policy)
+            .create_key_counted(description, keystore, tags, policy, (spec, usage))
             .await;
         if result.is_err() {
             self.live_keys.fetch_sub(1, Ordering::SeqCst);
@@ -66,6 +86,7 @@ impl KeyService {
         keystore: Arc<dyn KeyStore>,
         tags: BTreeMap<String, String>,
         policy: Option<String>,
+        (spec, usage): (KeySpec, KeyUsage),
     ) -> Result<Arc<KeyRecord>, KeyError> {
         let now = self.now();
         let id = Uuid::new_v4();
@@ -73,10 +94,19 @@ impl KeyService {
             key_id: id,
             version: 1,
         };
+        // A spec the keystore cannot make is refused before anything is journalled or made.
+        keystore
+            .supports(spec)
+            .map_err(|e| keystore_error(keystore.name(), e))?;
         let journalled = self.journal_generation(&keystore, material).await?;
+        let heavy = spec.rsa_bits().is_some();
         let generated = self
-            .on_keystore(&keystore, "generate", Some(material), move |k| {
-                k.generate(material)
+            .on_keystore_heavy(&keystore, "generate", Some(material), heavy, move |k| {
+                // AES keys take the path they always took.
+                match spec {
+                    KeySpec::SymmetricDefault => k.generate(material),
+                    other => k.generate_spec(material, other),
+                }
             })
             .await?;
         let record = KeyRecord {
@@ -98,6 +128,8 @@ impl KeyService {
             policy,
             rotation: RotationSchedule::default(),
             last_used: None,
+            spec,
+            usage,
         };
         let mut batch = generated.records;
         Self::clear_generation(&mut batch, journalled, material);

@@ -8,11 +8,12 @@
 use super::model::DEFAULT_PENDING_DAYS;
 use super::reference::{arn_prefix, printable};
 use super::{
-    KeyError, KeyRecord, KeyReference, KeyState, KeyUse, KeyVersion, RotationSchedule, RotationType,
+    KeyError, KeyRecord, KeyReference, KeyState, KeyUsage, KeyUse, KeyVersion, RotationSchedule,
+    RotationType,
 };
 use crate::clock::{Clock, DAY, UnixSeconds};
 use crate::crypto::{CiphertextBlob, EncryptionContext, NONCE_LEN};
-use crate::keystore::{KeyStore, KeyStoreError, MaterialRef};
+use crate::keystore::{KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
 use crate::policy::{NamedPolicy, Policy, PolicyKind, default_key_policy};
 use crate::secret::SecretBytes;
 use crate::store::{CommitError, Store, StoreError, WriteBatch};
@@ -261,8 +262,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
 }
 
 fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
-    if !matches!(error, KeyStoreError::DecryptFailed)
-        && let Some(m) = crate::metrics::metrics()
+    if !matches!(
+        error,
+        KeyStoreError::DecryptFailed | KeyStoreError::Unsupported(_)
+    ) && let Some(m) = crate::metrics::metrics()
     {
         m.keystore_errors.with_label_values(&[store]).inc();
     }
@@ -285,6 +288,7 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
             ))
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
+        KeyStoreError::Unsupported(message) => KeyError::UnsupportedOperation(message),
         other => KeyError::Internal(format!("keystore {store}: {other}")),
     }
 }
@@ -646,6 +650,33 @@ impl KeyService {
         result.map_err(|e| keystore_error(keystore.name(), e))
     }
 
+    /// As [`KeyService::on_keystore`], for a call that takes long even where the keystore does
+    /// not block (RSA key generation and signing in the sealed store): it then runs on a
+    /// blocking thread, not on the thread that serves requests.
+    async fn on_keystore_heavy<T, F>(
+        &self,
+        keystore: &Arc<dyn KeyStore>,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        heavy: bool,
+        call: F,
+    ) -> Result<T, KeyError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        if !heavy || keystore.blocks() || keystore.deadline().is_some() {
+            return self.on_keystore(keystore, operation, generates, call).await;
+        }
+        let started = std::time::Instant::now();
+        let owned = keystore.clone();
+        let result = tokio::task::spawn_blocking(move || call(&*owned))
+            .await
+            .map_err(|e| KeyError::Internal(format!("keystore task: {e}")))?;
+        observe_keystore(keystore.name(), operation, started);
+        result.map_err(|e| keystore_error(keystore.name(), e))
+    }
+
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
     /// readers see the new record only once it is durable.
     async fn change_key<F>(&self, entry: &KeyEntry, change: F) -> Result<Arc<KeyRecord>, KeyError>
@@ -725,9 +756,13 @@ mod aliases;
 mod crypto;
 mod journal;
 mod lifecycle;
+mod mac;
 mod rotation;
+mod sign;
 mod startup;
 mod tags;
 mod usage;
 
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
+pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
+pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};

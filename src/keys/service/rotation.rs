@@ -64,6 +64,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         let _gate = entry.gate.lock().await;
         let record = entry.record();
+        record.require_rotatable("RotateKeyOnDemand")?;
         record.require_enabled("RotateKeyOnDemand")?;
         // Each rotation adds a version to the record and material to the keystore for good.
         let on_demand = record
@@ -108,6 +109,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         let now = self.now();
         self.change_key(&entry, |record| {
+            record.require_rotatable("EnableKeyRotation")?;
             record.require_enabled("EnableKeyRotation")?;
             record.rotation = RotationSchedule {
                 enabled: true,
@@ -123,6 +125,7 @@ impl KeyService {
     pub async fn disable_rotation(&self, key: &str) -> Result<(), KeyError> {
         let entry = self.resolve(key, false)?;
         self.change_key(&entry, |record| {
+            record.require_rotatable("DisableKeyRotation")?;
             record.require_active("DisableKeyRotation")?;
             record.rotation.enabled = false;
             record.rotation.next_rotation = None;
@@ -132,7 +135,11 @@ impl KeyService {
         .map(|_| ())
     }
 
+    /// The key, for GetKeyRotationStatus and ListKeyRotations (`operation`): refused for keys
+    /// that do not rotate.
     pub fn rotation_status(&self, key: &str) -> Result<Arc<KeyRecord>, KeyError> {
-        Ok(self.resolve(key, false)?.record())
+        let record = self.resolve(key, false)?.record();
+        record.require_rotatable("Key rotation")?;
+        Ok(record)
     }
 }

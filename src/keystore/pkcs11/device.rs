@@ -175,16 +175,19 @@ pub struct Device {
     pool: Mutex<Option<Pool>>,
     /// The generation of the newest pool; each new connection takes the next one.
     generation: AtomicU64,
+    /// The mechanisms the token offered at connect.
+    mechanisms: Vec<MechanismType>,
 }
 
 impl Device {
     /// Connects to the token: loads the module, finds the slot, logs in, and checks that the
     /// mechanisms Keyhaven needs are there.
     pub fn connect(settings: Pkcs11Settings) -> Result<Self, KeyStoreError> {
-        let device = Self {
+        let mut device = Self {
             settings,
             pool: Mutex::new(None),
             generation: AtomicU64::new(0),
+            mechanisms: Vec::new(),
         };
         let pool = device.open_pool(false, true)?;
         let mechanisms = pool
@@ -198,8 +201,14 @@ impl Device {
                 )));
             }
         }
+        device.mechanisms = mechanisms;
         *device.lock() = Some(pool);
         Ok(device)
+    }
+
+    /// Whether the token offered `mechanism` at connect.
+    pub fn offers(&self, mechanism: MechanismType) -> bool {
+        self.mechanisms.contains(&mechanism)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Pool>> {

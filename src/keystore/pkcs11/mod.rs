@@ -16,18 +16,23 @@
 //! extractable), so the material never leaves the device; it lives as long as the connection's
 //! anchor session and is destroyed with the version. A device that refuses the copy is used
 //! through the token object.
+//!
+//! HMAC keys are generic secrets made in the device (`CKM_GENERIC_SECRET_KEY_GEN`, as long as
+//! the spec's digest, `CKA_SENSITIVE`, not extractable, `CKA_SIGN`/`CKA_VERIFY` only) and used
+//! with `CKM_SHA224_HMAC` … `CKM_SHA512_HMAC`; a token that lacks one of these is refused when
+//! the key is created, and again at use, naming the mechanism.
 
 mod device;
 
 pub use device::{Failure, TokenSelector, classify};
 
-use super::{GeneratedMaterial, KeyStore, KeyStoreError, MaterialRef};
+use super::{GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use device::Device;
@@ -113,6 +118,16 @@ fn tag_failure_as_invalid_data(error: CryptokiError) -> CryptokiError {
             Function::Decrypt,
         ) => CryptokiError::Pkcs11(RvError::EncryptedDataInvalid, Function::Decrypt),
         other => other,
+    }
+}
+
+/// The PKCS#11 mechanism of an HMAC.
+fn hmac_mechanism(algorithm: MacAlgorithm) -> Mechanism<'static> {
+    match algorithm {
+        MacAlgorithm::HmacSha224 => Mechanism::Sha224Hmac,
+        MacAlgorithm::HmacSha256 => Mechanism::Sha256Hmac,
+        MacAlgorithm::HmacSha384 => Mechanism::Sha384Hmac,
+        MacAlgorithm::HmacSha512 => Mechanism::Sha512Hmac,
     }
 }
 
@@ -255,6 +270,54 @@ impl Pkcs11KeyStore {
         Ok(handle)
     }
 
+    /// Generates the version's token object with `mechanism` and `template`. A failed attempt
+    /// may have made the object before its answer was lost: a retry first destroys what the
+    /// label finds, so that one version is never two objects.
+    fn generate_object(
+        &self,
+        material: MaterialRef,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        let mut attempts = 0;
+        let generated = self.device.with_session(|session| {
+            attempts += 1;
+            if attempts > 1 {
+                destroy_labelled(session, &object_label(&self.account_id, material))?;
+            }
+            session.generate_key(mechanism, template)
+        });
+        match generated {
+            Ok(handle) => {
+                self.remember(material, handle);
+                Ok(GeneratedMaterial::default())
+            }
+            Err(failure) => {
+                // Nobody will record this version: leave nothing of it behind.
+                if let Err(error) = self.destroy(material) {
+                    tracing::warn!(?material, %error, "could not clear a failed generation");
+                }
+                Err(unavailable(failure))
+            }
+        }
+    }
+
+    /// Refuses a mechanism the token did not offer, naming it and what needs it.
+    fn require_mechanism(
+        &self,
+        mechanism: MechanismType,
+        for_what: &str,
+    ) -> Result<(), KeyStoreError> {
+        if self.device.offers(mechanism) {
+            Ok(())
+        } else {
+            Err(KeyStoreError::Unsupported(format!(
+                "the token of keystore {} does not offer {mechanism}, which {for_what} needs",
+                self.name
+            )))
+        }
+    }
+
     /// Runs a keyed operation; a stale handle is looked up once more.
     fn with_key<T>(
         &self,
@@ -309,29 +372,98 @@ impl KeyStore for Pkcs11KeyStore {
             Attribute::Label(object_label(&self.account_id, material).into_bytes()),
             Attribute::Id(object_id(material)),
         ];
-        // A failed attempt may have made the object before its answer was lost: a retry first
-        // destroys what the label finds, so that one version is never two objects.
-        let mut attempts = 0;
-        let generated = self.device.with_session(|session| {
-            attempts += 1;
-            if attempts > 1 {
-                destroy_labelled(session, &object_label(&self.account_id, material))?;
-            }
-            session.generate_key(&Mechanism::AesKeyGen, &template)
-        });
-        match generated {
-            Ok(handle) => {
-                self.remember(material, handle);
-                Ok(GeneratedMaterial::default())
-            }
-            Err(failure) => {
-                // Nobody will record this version: leave nothing of it behind.
-                if let Err(error) = self.destroy(material) {
-                    tracing::warn!(?material, %error, "could not clear a failed generation");
+        self.generate_object(material, &Mechanism::AesKeyGen, &template)
+    }
+
+    fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        match spec {
+            // Checked at connect.
+            KeySpec::SymmetricDefault => Ok(()),
+            KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
+                self.require_mechanism(MechanismType::GENERIC_SECRET_KEY_GEN, spec.as_str())?;
+                match spec.mac_algorithm() {
+                    Some(algorithm) => self.require_mechanism(
+                        hmac_mechanism(algorithm).mechanism_type(),
+                        spec.as_str(),
+                    ),
+                    None => Ok(()),
                 }
-                Err(unavailable(failure))
             }
+            KeySpec::EccNistP256
+            | KeySpec::EccNistP384
+            | KeySpec::Rsa2048
+            | KeySpec::Rsa3072
+            | KeySpec::Rsa4096 => Err(KeyStoreError::Unsupported(format!(
+                "keystore {} does not make {} keys yet",
+                self.name,
+                spec.as_str()
+            ))),
         }
+    }
+
+    fn generate_spec(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        if spec == KeySpec::SymmetricDefault {
+            return self.generate(material);
+        }
+        self.supports(spec)?;
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen((spec.material_len() as u64).into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(object_label(&self.account_id, material).into_bytes()),
+            Attribute::Id(object_id(material)),
+        ];
+        self.generate_object(material, &Mechanism::GenericSecretKeyGen, &template)
+    }
+
+    fn mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let mechanism = hmac_mechanism(algorithm);
+        self.require_mechanism(mechanism.mechanism_type(), algorithm.as_str())?;
+        self.with_key(material, |session, handle| {
+            session.sign(&mechanism, handle, message)
+        })
+    }
+
+    /// `C_Verify` in the device: the MAC is compared there, in constant time.
+    fn verify_mac(
+        &self,
+        material: MaterialRef,
+        algorithm: MacAlgorithm,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, KeyStoreError> {
+        let mechanism = hmac_mechanism(algorithm);
+        self.require_mechanism(mechanism.mechanism_type(), algorithm.as_str())?;
+        self.with_key(material, |session, handle| {
+            match session.verify(&mechanism, handle, message, mac) {
+                Ok(()) => Ok(true),
+                Err(CryptokiError::Pkcs11(
+                    RvError::SignatureInvalid | RvError::SignatureLenRange,
+                    _,
+                )) => Ok(false),
+                Err(other) => Err(other),
+            }
+        })
     }
 
     fn discard(&self, material: MaterialRef) {
