@@ -105,6 +105,9 @@ pub struct AuditRecord {
     pub phase: Phase,
     pub request_id: String,
     pub operation: String,
+    /// The front door the call came through (`grpc`, `aws`); none for the daemon's own.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub door: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub principal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -177,6 +180,8 @@ pub struct Entry {
     pub phase: Phase,
     pub request_id: String,
     pub operation: String,
+    /// The front door the call came through.
+    pub door: Option<&'static str>,
     pub principal: Option<String>,
     pub access_key_id: Option<String>,
     pub source: Option<String>,
@@ -433,6 +438,7 @@ impl AuditLog {
             phase: Phase::UnauthenticatedSummary,
             request_id: String::new(),
             operation: "*".into(),
+            door: None,
             principal: None,
             access_key_id: None,
             source: Some(summary.source.clone()),
@@ -473,6 +479,7 @@ impl AuditLog {
             phase: entry.phase,
             request_id: entry.request_id,
             operation: printable(entry.operation, MAX_OPERATION),
+            door: entry.door.map(str::to_owned),
             principal: entry.principal.map(|p| printable(p, MAX_NAME)),
             access_key_id: entry
                 .access_key_id

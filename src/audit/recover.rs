@@ -142,6 +142,7 @@ mod tests {
             phase: Phase::Call,
             request_id: format!("request-{seq}"),
             operation: operation.into(),
+            door: None,
             principal: None,
             access_key_id: None,
             source: None,

@@ -9,7 +9,8 @@ pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
 use crate::api::{
-    AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    AuditApi, AuthLayer, Authorizer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES, aws::AwsDoor, operations::KmsOperations,
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
@@ -124,6 +125,7 @@ fn scheduled_task_auditor(
                 phase: crate::audit::Phase::Call,
                 request_id: uuid::Uuid::new_v4().to_string(),
                 operation: operation.into(),
+                door: None,
                 principal: Some(SCHEDULER_PRINCIPAL.into()),
                 access_key_id: None,
                 source: None,
@@ -185,6 +187,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     metrics: Option<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
+    aws: Option<JoinHandle<()>>,
+    aws_addr: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -358,7 +362,8 @@ impl Daemon {
             authorizer.clone(),
             clock_for_iam.clone(),
         ));
-        let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone(), authorizer.clone()))
+        let kms_operations = KmsOperations::new(keys.clone(), authorizer.clone());
+        let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
@@ -371,19 +376,31 @@ impl Daemon {
                 .tls_config(server_tls(tls)?)
                 .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
         }
-        let router = builder
-            .layer(
-                AuthLayer::new(
-                    credentials.clone(),
-                    audit.clone(),
-                    clock_for_iam.clone(),
+        // One gateway behind both doors: one failure throttle per source for both.
+        let gateway = Gateway::new(credentials.clone(), audit.clone(), clock_for_iam.clone())
+            .with_failure_throttle(FailureThrottle::new(
+                config.unauthenticated_rate_per_second,
+                config.unauthenticated_burst,
+            ));
+        let (aws, aws_addr) = match config.aws_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    ServerError::Start(format!("cannot listen for the AWS API on {address}: {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Start(e.to_string()))?;
+                let door = Arc::new(AwsDoor::new(
+                    gateway.clone(),
+                    kms_operations.clone(),
                     MAX_REQUEST_BYTES,
-                )
-                .with_failure_throttle(FailureThrottle::new(
-                    config.unauthenticated_rate_per_second,
-                    config.unauthenticated_burst,
-                )),
-            )
+                ));
+                (Some(door.serve(listener)), Some(bound))
+            }
+            None => (None, None),
+        };
+        let router = builder
+            .layer(AuthLayer::over(gateway, MAX_REQUEST_BYTES))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(kms)
@@ -427,7 +444,7 @@ impl Daemon {
             clock_for_iam.clone(),
             config.scheduler_interval,
         );
-        tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
+        tracing::info!(%local_addr, aws = ?aws_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
             audit_scheduled,
@@ -441,6 +458,8 @@ impl Daemon {
             clock: clock_for_iam,
             metrics,
             metrics_addr,
+            aws,
+            aws_addr,
         })
     }
 
@@ -463,6 +482,11 @@ impl Daemon {
         &self.audit
     }
 
+    /// Where the AWS door listens, if anywhere.
+    pub fn aws_addr(&self) -> Option<SocketAddr> {
+        self.aws_addr
+    }
+
     /// Where `/metrics` is served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -477,6 +501,9 @@ impl Daemon {
         self.sweeper.abort();
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
+        }
+        if let Some(aws) = self.aws.take() {
+            aws.abort();
         }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;

@@ -1,0 +1,231 @@
+//! The AWS door: the wire protocols the AWS SDKs and CLI speak, over HTTP/1.1 (keep-alive),
+//! signed with standard Signature Version 4. Today the KMS JSON 1.1 protocol: `POST /`,
+//! `X-Amz-Target: TrentService.<Operation>`, a JSON body whose members are AWS's, blobs in
+//! base64, dates in epoch seconds; errors as `{"__type": "<Exception>", "message": "…"}`
+//! with HTTP 400 (500 for the service's own failures).
+//!
+//! The door reads the request and hands the [`Gateway`] what it verifies and records, then
+//! calls the same operation the gRPC method of that name calls; it decides nothing itself.
+
+pub mod blob;
+pub mod key_state;
+mod kms;
+
+use super::authorize::CallContext;
+use super::gateway::{Door, Gateway};
+use super::operations::KmsOperations;
+use super::status::ApiError;
+use crate::audit::Outcome;
+use crate::auth::signature::{canonical_query, sha256_hex};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::Code;
+use tracing::Instrument;
+
+/// The response header AWS names its request id in.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+/// The JSON 1.1 protocol's content type.
+pub const JSON_1_1: &str = "application/x-amz-json-1.1";
+/// How much of an oversized body is read and dropped before the refusal is sent, so that a
+/// client still writing its body reads the answer rather than a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What the AWS door serves with.
+pub struct AwsDoor {
+    gateway: Gateway,
+    kms: KmsOperations,
+    max_body: usize,
+}
+
+impl AwsDoor {
+    pub fn new(gateway: Gateway, kms: KmsOperations, max_body: usize) -> Self {
+        Self {
+            gateway,
+            kms,
+            max_body,
+        }
+    }
+
+    /// Serves `listener` until the task is aborted: HTTP/1.1, a task per connection.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let door = self.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: http::Request<Incoming>| {
+                        let door = door.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(door.handle(request, peer).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    }
+
+    async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> http::Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let operation = kms::operation_name(&target);
+        let call = self.gateway.begin(Door::Aws, operation, Some(peer));
+        let span =
+            tracing::info_span!("call", request_id = %call.request_id, operation = %call.operation);
+        self.admit(call, parts, body, peer, target)
+            .instrument(span)
+            .await
+    }
+
+    async fn admit(
+        &self,
+        mut call: super::gateway::CallInFlight,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        target: String,
+    ) -> http::Response<Full<Bytes>> {
+        let target = target.as_str();
+        let request_id = call.request_id.clone();
+        let answer = |result: Result<Vec<u8>, ApiError>| respond(&request_id, result);
+        let body = match read_body(body, self.max_body).await {
+            Ok(body) => body,
+            Err(refused) => return answer(Err(call.refuse(refused, &parts.headers))),
+        };
+        let authority = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let query = canonical_query(parts.uri.query().unwrap_or_default());
+        let (caller, slot) = match call.authenticate(
+            parts.method.as_str(),
+            parts.uri.path(),
+            &query,
+            authority,
+            &parts.headers,
+            &sha256_hex(&body),
+        ) {
+            Ok(admitted) => admitted,
+            Err(refused) => return answer(Err(refused)),
+        };
+        let context = CallContext {
+            caller,
+            source_ip: Some(peer.ip()),
+            secure_transport: false,
+            audit: slot.clone(),
+        };
+        let result = if parts.method != http::Method::POST || parts.uri.path() != "/" {
+            Err(ApiError::new(
+                Code::Unimplemented,
+                "UnknownOperationException",
+                "the AWS door answers POST / only",
+            ))
+        } else {
+            kms::dispatch(&self.kms, &context, target, &body).await
+        };
+        drop(body);
+        let outcome = match &result {
+            Ok(_) => Outcome {
+                code: "Ok".into(),
+                reason: None,
+            },
+            Err(error) => error.outcome(),
+        };
+        match call.finish(outcome, &slot) {
+            Ok(()) => answer(result),
+            Err(unavailable) => answer(Err(unavailable)),
+        }
+    }
+}
+
+/// The body, at most `limit` bytes, in a buffer wiped when dropped (it may hold plaintext). A
+/// larger body is read on (up to [`DRAIN_LIMIT`]) and dropped, and refused.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            Code::ResourceExhausted,
+            "LimitExceededException",
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    let unreadable = || {
+        ApiError::new(
+            Code::InvalidArgument,
+            "ValidationException",
+            "request body could not be read",
+        )
+    };
+    let mut body = body;
+    let mut received = Vec::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            zeroize::Zeroize::zeroize(&mut received);
+            return Err(unreadable());
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        length = length.saturating_add(data.len());
+        if length > DRAIN_LIMIT {
+            break;
+        }
+        if length <= limit {
+            received.extend_from_slice(data);
+        }
+    }
+    if length > limit {
+        zeroize::Zeroize::zeroize(&mut received);
+        return Err(too_large());
+    }
+    Ok(crate::secret::SecretBytes::new(received).into_bytes())
+}
+
+/// The HTTP answer: the JSON body, or the error in the JSON 1.1 protocol's shape.
+fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> http::Response<Full<Bytes>> {
+    let (status, body) = match result {
+        Ok(body) => (200, body),
+        Err(error) => {
+            let body = serde_json::json!({
+                "__type": error.aws_type(),
+                "message": error.message,
+            });
+            (error.http_status(), body.to_string().into_bytes())
+        }
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(JSON_1_1),
+    );
+    if let Ok(value) = http::HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
