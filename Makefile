@@ -1,9 +1,11 @@
 .PHONY: test lint serve
 
 # The whole test suite: unit tests, the end-to-end conformance suite (sealed store and
-# SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token.
+# SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token;
+# installs boto3 into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh).
 test:
 	rm -rf target/softhsm
+	tests/python/aws-setup.sh >/dev/null
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked
 
 # What CI checks besides the tests.
