@@ -1,6 +1,7 @@
-//! The AWS door end to end, driven by stock AWS clients nobody here wrote: boto3 and botocore
-//! from PyPI (installed into target/aws-venv by tests/python/aws-setup.sh, which `make test`
-//! runs) against a real daemon serving KMS JSON 1.1 on 127.0.0.1:0.
+//! The AWS door end to end, driven by stock AWS clients nobody here wrote: boto3 and botocore,
+//! the AWS CLI and the AWS Encryption SDK from PyPI (installed into target/aws-venv by
+//! tests/python/aws-setup.sh, which `make test` runs) against a real daemon serving KMS JSON
+//! 1.1 on 127.0.0.1:0.
 
 mod common;
 
@@ -9,17 +10,18 @@ use keyhaven::proto::v1;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The venv's python with boto3, or a failure naming the setup step.
+/// The venv's python with boto3, the AWS CLI and the AWS Encryption SDK, or a failure naming
+/// the setup step.
 fn python() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
     let usable = python.exists()
         && Command::new(&python)
-            .args(["-c", "import boto3"])
+            .args(["-c", "import boto3, awscli, aws_encryption_sdk"])
             .status()
             .is_ok_and(|s| s.success());
     assert!(
         usable,
-        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        "boto3, awscli or aws-encryption-sdk is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
         python.display()
     );
     python
@@ -42,32 +44,13 @@ async fn daemon() -> TestDaemon {
     .await
 }
 
-/// Creates IAM user `name` with `policy` through the gRPC API; its access key id and secret.
+/// Creates IAM user `name` with `policy` through the gRPC API, and a second access key of
+/// it for the AWS clients: its id and secret.
 async fn user(daemon: &TestDaemon, name: &str, policy: &str) -> (String, String) {
-    let iam = daemon.client.iam();
-    iam.clone()
-        .create_user(daemon.client.signed_iam(
-            "CreateUser",
-            v1::CreateUserRequest {
-                user_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateUser");
-    iam.clone()
-        .put_entity_policy(daemon.client.signed_iam(
-            "PutEntityPolicy",
-            v1::PutEntityPolicyRequest {
-                entity_type: v1::EntityType::User as i32,
-                entity_name: name.into(),
-                policy_name: "inline".into(),
-                policy_document: policy.into(),
-            },
-        ))
-        .await
-        .expect("PutEntityPolicy");
-    let key = iam
-        .clone()
+    daemon.create_user(name, Some(policy)).await;
+    let key = daemon
+        .client
+        .iam()
         .create_access_key(daemon.client.signed_iam(
             "CreateAccessKey",
             v1::CreateAccessKeyRequest {
@@ -93,9 +76,7 @@ fn audit_lines(daemon: &TestDaemon) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
-    let python = python();
     let daemon = daemon().await;
-    let aws = daemon.aws_addr().expect("the AWS door listens");
     // A key the user may use, made through the gRPC door: both doors share keys and policies.
     let user_key = daemon.create_key("the user's key").await;
     let policy = format!(
@@ -104,30 +85,13 @@ async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
         user_key.arn
     );
     let (user_id, user_secret) = user(&daemon, "aws-door-user", &policy).await;
-    let mut command = Command::new(python);
-    command
-        .arg(script("aws_kms_lifecycle.py"))
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", format!("http://{aws}"))
-        .env("AWS_ACCESS_KEY_ID", &daemon.credentials.access_key_id)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            daemon.credentials.secret_access_key.expose(),
-        )
-        .env("AWS_REGION", &daemon.config.region)
-        .env("USER_ACCESS_KEY_ID", &user_id)
-        .env("USER_SECRET_ACCESS_KEY", &user_secret)
-        .env("USER_KEY_ID", &user_key.key_id);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("lifecycle complete"),
-        "boto3 lifecycle failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let mut env = root_environment(&daemon);
+    env.extend([
+        ("USER_ACCESS_KEY_ID".to_owned(), user_id),
+        ("USER_SECRET_ACCESS_KEY".to_owned(), user_secret),
+        ("USER_KEY_ID".to_owned(), user_key.key_id.clone()),
+    ]);
+    run_script("aws_kms_lifecycle.py", env, "lifecycle complete").await;
 
     // The calls are in the audit log, naming the door they came through.
     let records = audit_lines(&daemon);
@@ -154,4 +118,173 @@ async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
     // The AWS door's records never carry plaintext or context values.
     let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
     assert!(!log.contains("secret payload") && !log.contains("c2VjcmV0IHBheWxvYWQ"));
+}
+
+/// Runs a script of tests/python with the venv's python and `env`; its stdout, or a failure
+/// with both streams.
+async fn run_script(name: &str, env: Vec<(String, String)>, done: &str) -> String {
+    let mut command = Command::new(python());
+    command.arg(script(name)).env_clear().envs(env);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(done),
+        "{name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// The root's AWS_* settings for `daemon`'s AWS door.
+fn root_environment(daemon: &TestDaemon) -> Vec<(String, String)> {
+    let aws = daemon.aws_addr().expect("the AWS door listens");
+    vec![
+        ("AWS_ENDPOINT_URL".into(), format!("http://{aws}")),
+        (
+            "AWS_ACCESS_KEY_ID".into(),
+            daemon.credentials.access_key_id.clone(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            daemon.credentials.secret_access_key.expose().clone(),
+        ),
+        ("AWS_REGION".into(), daemon.config.region.clone()),
+        ("AWS_DEFAULT_REGION".into(), daemon.config.region.clone()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_encryption_sdk_encrypts_and_decrypts_a_100_kb_file() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("files").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_encryption_sdk_file.py", env, "encryption sdk complete").await;
+    let records = audit_lines(&daemon);
+    for operation in ["kms:GenerateDataKey", "kms:Decrypt"] {
+        assert!(
+            records.iter().any(|r| r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["code"] == "Ok"
+                && r["keys"][0] == key.arn.as_str()),
+            "no successful {operation} on the key through the AWS door"
+        );
+    }
+}
+
+/// A `keyhaven serve --dev` child, stopped with SIGTERM when dropped.
+struct DevDaemon(std::process::Child);
+
+impl Drop for DevDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `serve --dev` prints AWS_* lines that, pasted, are all boto3 and the AWS CLI need: the
+/// README's example runs with them and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("TMPDIR", work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keyhaven serve --dev starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _daemon = DevDaemon(child);
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut env = Vec::new();
+    while !env
+        .iter()
+        .any(|(name, _): &(String, String)| name == "AWS_DEFAULT_REGION")
+    {
+        let line = received
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("serve --dev prints export AWS_DEFAULT_REGION=… within a minute");
+        if let Some((name, value)) = line
+            .strip_prefix("export AWS_")
+            .and_then(|rest| rest.split_once('='))
+        {
+            env.push((format!("AWS_{name}"), value.to_owned()));
+        }
+    }
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION"
+        ]
+    );
+    assert!(env[0].1.starts_with("http://127.0.0.1:"), "{env:?}");
+    let stdout = run_script(
+        "aws_readme_example.py",
+        env.clone(),
+        "readme example complete",
+    )
+    .await;
+    let key = stdout
+        .split_whitespace()
+        .last()
+        .expect("the key id")
+        .to_owned();
+
+    // The AWS CLI (from PyPI) with the same settings and nothing else.
+    let aws = python().with_file_name("aws");
+    let output = Command::new(&aws)
+        .args([
+            "kms",
+            "describe-key",
+            "--key-id",
+            "alias/orders",
+            "--output",
+            "json",
+        ])
+        .env_clear()
+        .envs(env.clone())
+        .output()
+        .expect("aws runs");
+    assert!(
+        output.status.success(),
+        "aws kms describe-key: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let described: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the CLI's JSON");
+    assert_eq!(described["KeyMetadata"]["KeyId"], key.as_str());
+    assert_eq!(described["KeyMetadata"]["KeyState"], "Enabled");
+    let output = Command::new(&aws)
+        .args(["kms", "create-key", "--description", "from the cli"])
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("aws runs");
+    assert!(
+        output.status.success(),
+        "aws kms create-key: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

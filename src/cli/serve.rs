@@ -101,7 +101,9 @@ fn print_aws_environment(initialised: &Initialised, aws: SocketAddr, region: &st
         "export AWS_SECRET_ACCESS_KEY={}",
         credentials.secret_access_key.expose()
     );
+    // AWS_REGION for most SDKs; boto3 and the AWS CLI read AWS_DEFAULT_REGION.
     println!("export AWS_REGION={region}");
+    println!("export AWS_DEFAULT_REGION={region}");
 }
 
 fn print_credentials(initialised: &Initialised) {

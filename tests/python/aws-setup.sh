@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs the stock AWS clients the AWS-door tests drive (boto3, from PyPI) into a venv under
+# Installs the stock AWS clients the AWS-door tests drive (boto3, the AWS CLI and the AWS
+# Encryption SDK, from PyPI) into a venv under
 # target/ (tests/python/requirements-aws.txt). Idempotent and quick once installed. Prints the
 # venv's python.
 set -eu
@@ -14,7 +15,7 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip'
 fi
 stamp="$venv/.requirements"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$requirements" "$stamp" \
-    && "$venv/bin/python" -c 'import boto3' >/dev/null 2>&1; then
+    && "$venv/bin/python" -c 'import boto3, awscli, aws_encryption_sdk' >/dev/null 2>&1; then
     echo "$venv/bin/python"
     exit 0
 fi
