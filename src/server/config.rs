@@ -220,8 +220,8 @@ pub struct DaemonConfig {
     pub unauthenticated_rate_per_second: u32,
     pub unauthenticated_burst: u32,
     pub metrics_listen: Option<SocketAddr>,
-    /// Where the AWS door listens, if anywhere. It serves plaintext HTTP only: an address
-    /// other than loopback needs `insecure_no_tls`.
+    /// Where the AWS door listens, if anywhere: HTTPS with `tls`'s certificate (and client
+    /// CA), else plaintext HTTP, which off loopback needs `insecure_no_tls`.
     pub aws_listen: Option<SocketAddr>,
     /// The `:authority` values requests may be addressed to (`name` on any port, or
     /// `name:port`); empty: any. Signatures cover the authority either way.
@@ -487,15 +487,15 @@ impl DaemonConfig {
                 self.listen
             )));
         }
-        // The AWS door has no TLS of its own yet: plaintext off loopback only when waived.
+        // The AWS door serves TLS with the same certificate, and the same rule holds.
         if let Some(aws) = self.aws_listen
+            && self.tls.is_none()
             && !self.insecure_no_tls
             && !aws.ip().is_loopback()
         {
             return Err(ConfigError::Invalid(format!(
-                "refusing to serve the AWS API on {aws} without TLS: the AWS door serves \
-                 plaintext HTTP; listen on loopback behind a TLS proxy, or give \
-                 --insecure-no-tls to accept plaintext on the network"
+                "refusing to serve the AWS API on {aws} without TLS: give --tls-cert and \
+                 --tls-key, or --insecure-no-tls to accept plaintext on the network"
             )));
         }
         let names = self.keystore_names();
@@ -710,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn the_aws_door_off_loopback_needs_an_explicit_waiver() {
+    fn the_aws_door_off_loopback_needs_tls_or_an_explicit_waiver() {
         let load = |text: &str| {
             DaemonConfig::from_file(&ConfigFile::parse(text).unwrap(), Some("/d".into()))
                 .and_then(|mut c| c.validate().map(|()| c))
@@ -722,6 +722,8 @@ mod tests {
                 .contains("refusing to serve the AWS API on 0.0.0.0:4566 without TLS"),
             "{refused}"
         );
+        let tls = "aws_listen = \"0.0.0.0:4566\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+        assert!(load(tls).is_ok());
         let waived = load("aws_listen = \"0.0.0.0:4566\"\ninsecure_no_tls = true\n").unwrap();
         assert_eq!(waived.aws_listen, Some("0.0.0.0:4566".parse().unwrap()));
         assert!(load("aws_listen = \"127.0.0.1:0\"\n").is_ok());

@@ -390,12 +390,13 @@ impl Daemon {
                 let bound = listener
                     .local_addr()
                     .map_err(|e| ServerError::Start(e.to_string()))?;
+                let tls = config.tls.as_ref().map(aws_tls).transpose()?;
                 let door = Arc::new(AwsDoor::new(
                     gateway.clone(),
                     kms_operations.clone(),
                     MAX_REQUEST_BYTES,
                 ));
-                (Some(door.serve(listener)), Some(bound))
+                (Some(door.serve(listener, tls)), Some(bound))
             }
             None => (None, None),
         };
@@ -544,6 +545,52 @@ fn server_tls(
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(tls)
+}
+
+/// The AWS door's TLS: the gRPC listener's certificate, key and client CA, with rustls (ring)
+/// directly, since the door is served by hyper rather than tonic.
+fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let failed = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        ServerError::Start(format!("AWS door TLS: {what} {}: {e}", path.display()))
+    };
+    let certificates = |path: &Path| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| failed("cannot read the certificates in", path, &e))
+    };
+    let chain = certificates(&settings.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key)
+        .map_err(|e| failed("cannot read the private key in", &settings.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+    let builder = match &settings.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots
+                    .add(certificate)
+                    .map_err(|e| failed("a CA certificate is unusable in", ca, &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: summarises the

@@ -1,4 +1,5 @@
-//! The AWS door: the wire protocols the AWS SDKs and CLI speak, over HTTP/1.1 (keep-alive),
+//! The AWS door: the wire protocols the AWS SDKs and CLI speak, over HTTP/1.1 (keep-alive;
+//! TLS with the gRPC listener's certificate when the daemon has one),
 //! signed with standard Signature Version 4. Today the KMS JSON 1.1 protocol: `POST /`,
 //! `X-Amz-Target: TrentService.<Operation>`, a JSON body whose members are AWS's, blobs in
 //! base64, dates in epoch seconds; errors as `{"__type": "<Exception>", "message": "…"}`
@@ -49,13 +50,13 @@ impl AwsDoor {
         }
     }
 
-    /// Serves `listener` until the task is aborted: HTTP/1.1, a task per connection.
+    /// Serves `listener` until the task is aborted: HTTP/1.1 (over TLS when `tls` is given),
+    /// a task per connection.
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> tokio::task::JoinHandle<()> {
-        use hyper::service::service_fn;
-        use hyper_util::rt::TokioIo;
         tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
@@ -63,26 +64,48 @@ impl AwsDoor {
                 };
                 let _ = stream.set_nodelay(true);
                 let door = self.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: http::Request<Incoming>| {
-                        let door = door.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(door.handle(request, peer).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => door.serve_connection(stream, peer, true).await,
+                            Err(error) => {
+                                tracing::debug!(%peer, %error, "AWS door: TLS handshake failed");
+                            }
+                        },
+                        None => door.serve_connection(stream, peer, false).await,
+                    }
                 });
             }
         })
+    }
+
+    /// One connection's requests, kept alive between them.
+    async fn serve_connection<Stream>(
+        self: Arc<Self>,
+        stream: Stream,
+        peer: SocketAddr,
+        secure: bool,
+    ) where
+        Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let door = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(door.handle(request, peer, secure).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     }
 
     async fn handle(
         &self,
         request: http::Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> http::Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         let target = parts
@@ -95,7 +118,7 @@ impl AwsDoor {
         let call = self.gateway.begin(Door::Aws, operation, Some(peer));
         let span =
             tracing::info_span!("call", request_id = %call.request_id, operation = %call.operation);
-        self.admit(call, parts, body, peer, target)
+        self.admit(call, parts, body, (peer, secure), target)
             .instrument(span)
             .await
     }
@@ -105,7 +128,7 @@ impl AwsDoor {
         mut call: super::gateway::CallInFlight,
         parts: http::request::Parts,
         body: Incoming,
-        peer: SocketAddr,
+        (peer, secure): (SocketAddr, bool),
         target: String,
     ) -> http::Response<Full<Bytes>> {
         let target = target.as_str();
@@ -134,7 +157,7 @@ impl AwsDoor {
         let context = CallContext {
             caller,
             source_ip: Some(peer.ip()),
-            secure_transport: false,
+            secure_transport: secure,
             audit: slot.clone(),
         };
         let result = if parts.method != http::Method::POST || parts.uri.path() != "/" {
