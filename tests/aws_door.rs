@@ -374,3 +374,70 @@ async fn the_aws_door_serves_tls_with_the_daemons_certificate() {
         "plaintext HTTP to the TLS port was answered"
     );
 }
+
+/// An assumed role's temporary credentials (made through the gRPC API) work on the AWS door
+/// with their session token, within the role's policy, and not without the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn assumed_role_credentials_work_on_the_aws_door() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("the role's key").await;
+    let alice = daemon.create_user("alice", None).await;
+    let trust = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:keyhaven:iam::{}:user/alice"}},"Action":"sts:AssumeRole"}}]}}"#,
+        daemon.account_id
+    );
+    let iam = daemon.client.iam();
+    iam.clone()
+        .create_role(daemon.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "app".into(),
+                assume_role_policy_document: trust,
+            },
+        ))
+        .await
+        .expect("CreateRole");
+    let policy = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{}"}}]}}"#,
+        key.arn
+    );
+    iam.clone()
+        .put_entity_policy(daemon.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "app".into(),
+                policy_name: "encrypt".into(),
+                policy_document: policy,
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    let session = alice
+        .iam()
+        .assume_role(alice.signed_iam(
+            "AssumeRole",
+            v1::AssumeRoleRequest {
+                role_arn: format!("arn:keyhaven:iam::{}:role/app", daemon.account_id),
+                role_session_name: "aws-door".into(),
+                duration_seconds: None,
+            },
+        ))
+        .await
+        .expect("AssumeRole")
+        .into_inner();
+    let credentials = session.credentials.expect("credentials");
+    let mut env = root_environment(&daemon);
+    env[1].1 = credentials.access_key_id;
+    env[2].1 = credentials.secret_access_key;
+    env.push(("AWS_SESSION_TOKEN".into(), credentials.session_token));
+    env.push(("KEY_ID".into(), key.key_id.clone()));
+    run_script("aws_session.py", env, "session complete").await;
+    let records = audit_lines(&daemon);
+    assert!(
+        records.iter().any(|r| r["door"] == "aws"
+            && r["operation"] == "kms:Encrypt"
+            && r["principal"] == session.assumed_role_arn.as_str()),
+        "no Encrypt by the role session through the AWS door"
+    );
+}
