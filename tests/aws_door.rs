@@ -441,3 +441,89 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
         "no Encrypt by the role session through the AWS door"
     );
 }
+
+/// STS over the Query protocol: boto3's GetCallerIdentity and AssumeRole, the session used on
+/// KMS, the role's trust policy refusing another user, and refusals in `<ErrorResponse>`s.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_uses_sts_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("the role's key").await;
+    let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", daemon.account_id);
+    let (alice_id, alice_secret) = user(
+        &daemon,
+        "alice",
+        r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#,
+    )
+    .await;
+    let (bob_id, bob_secret) = user(
+        &daemon,
+        "bob",
+        r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#,
+    )
+    .await;
+    let trust = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let role = daemon
+        .client
+        .iam()
+        .create_role(daemon.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "app".into(),
+                assume_role_policy_document: trust,
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
+    let policy = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{}"}}]}}"#,
+        key.arn
+    );
+    daemon
+        .client
+        .iam()
+        .put_entity_policy(daemon.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "app".into(),
+                policy_name: "encrypt".into(),
+                policy_document: policy,
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    let mut env = root_environment(&daemon);
+    env.retain(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"));
+    env.extend(
+        [
+            ("ALICE_ACCESS_KEY_ID", alice_id),
+            ("ALICE_SECRET_ACCESS_KEY", alice_secret),
+            ("BOB_ACCESS_KEY_ID", bob_id),
+            ("BOB_SECRET_ACCESS_KEY", bob_secret),
+            ("ALICE_ARN", alice_arn.clone()),
+            ("ROLE_ARN", role.arn.clone()),
+            ("KEY_ID", key.key_id.clone()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    run_script("aws_sts.py", env, "sts complete").await;
+    let records = audit_lines(&daemon);
+    let through = |operation: &str, reason: Option<&str>| {
+        records.iter().any(|r| {
+            r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["reason"].as_str() == reason
+        })
+    };
+    assert!(
+        through("sts:AssumeRole", None),
+        "no AssumeRole through the AWS door"
+    );
+    assert!(through("sts:AssumeRole", Some("AccessDeniedException")));
+    assert!(through("sts:GetCallerIdentity", None));
+}

@@ -19,9 +19,9 @@ pub use super::gateway::AuditSlot;
 use super::gateway::{Door, Gateway};
 use super::status::{ApiError, reason_of};
 use crate::audit::{AuditLog, Outcome};
-use crate::auth::CredentialStore;
 use crate::auth::signature::sha256_hex;
 use crate::auth::throttle::FailureThrottle;
+use crate::auth::{CredentialStore, SignedRequest};
 use crate::clock::Clock;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use bytes::Bytes;
@@ -290,14 +290,17 @@ where
                         .get(http::header::HOST)
                         .and_then(|v| v.to_str().ok())
                 });
-            let (caller, slot) = match call.authenticate(
-                "POST",
-                parts.uri.path(),
-                "",
+            let signed = SignedRequest {
+                door: call.signature_door(),
+                service: crate::auth::signature::SERVICE,
+                method: "POST",
+                path: parts.uri.path(),
+                query: "",
                 authority,
-                &parts.headers,
-                &sha256_hex(payload),
-            ) {
+                headers: &parts.headers,
+                body_sha256_hex: &sha256_hex(payload),
+            };
+            let (caller, slot) = match call.authenticate(&signed) {
                 Ok(admitted) => admitted,
                 Err(refused) => return Ok(answer(refused)),
             };

@@ -273,28 +273,21 @@ impl CallInFlight {
         }
     }
 
+    /// How this call's door signs (for its [`SignedRequest`]).
+    pub fn signature_door(&self) -> SignatureDoor {
+        self.door.signatures().0
+    }
+
     /// Verifies the request's signature by its door's rules; on the gRPC door remembers it
     /// against replay; writes the `request` record of a call that may change state. A refusal
     /// is recorded as [`CallInFlight::refuse`] does and returned as the answer to send.
     pub fn authenticate(
         &mut self,
-        method: &str,
-        path: &str,
-        query: &str,
-        authority: Option<&str>,
-        headers: &http::HeaderMap,
-        body_sha256_hex: &str,
+        request: &SignedRequest<'_>,
     ) -> Result<(Caller, AuditSlot), ApiError> {
         let (door, _) = self.door.signatures();
-        let request = SignedRequest {
-            door,
-            method,
-            path,
-            query,
-            authority,
-            headers,
-            body_sha256_hex,
-        };
+        let request = SignedRequest { door, ..*request };
+        let headers = request.headers;
         let (caller, used) = match self.gateway.credentials.authenticate_request(&request) {
             Ok(accepted) => accepted,
             Err(error) => {

@@ -4,9 +4,10 @@
 
 use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
-use crate::auth::{AccessKeyStatus, PrincipalKind};
+use super::operations::StsOperations;
+use crate::auth::AccessKeyStatus;
 use crate::iam::{EntityType, IamError, IamService};
-use crate::keys::{KeyError, KeyService};
+use crate::keys::KeyService;
 use crate::policy::{Identity, NamedPolicy, Request as PolicyRequest, evaluate};
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub struct IamApi {
     iam: Arc<IamService>,
     keys: Arc<KeyService>,
     authorizer: Arc<Authorizer>,
+    sts: StsOperations,
 }
 
 fn entity_type(value: i32) -> Result<EntityType, Status> {
@@ -41,6 +43,7 @@ fn capitalised(kind: EntityType) -> &'static str {
 impl IamApi {
     pub fn new(iam: Arc<IamService>, keys: Arc<KeyService>, authorizer: Arc<Authorizer>) -> Self {
         Self {
+            sts: StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
             iam,
             keys,
             authorizer,
@@ -475,51 +478,8 @@ impl IdentityService for IamApi {
         request: Request<v1::AssumeRoleRequest>,
     ) -> Answer<v1::AssumeRoleResponse> {
         let call = caller(&request)?;
-        let r = request.get_ref();
-        let role = self.role_name(&r.role_arn)?;
-        let context = self.authorizer.base_context(&call, self.keys.now());
-        let role_id = match self.iam.role_trust(role) {
-            Some((role_id, trust)) => {
-                self.authorizer.require(
-                    &call,
-                    "sts:AssumeRole",
-                    &r.role_arn,
-                    Some(&trust),
-                    &context,
-                )?;
-                role_id
-            }
-            None => {
-                // No such role: only a caller who may read roles learns that.
-                self.authorizer
-                    .require(&call, "iam:GetRole", &r.role_arn, None, &context)
-                    .map_err(|_| {
-                        KeyError::AccessDenied(format!(
-                            "{} is not authorized to perform sts:AssumeRole on resource {}",
-                            call.caller.principal.arn, r.role_arn
-                        ))
-                    })?;
-                return Err(IamError::NotFound(format!("the role '{role}' does not exist")).into());
-            }
-        };
-        let session = self
-            .iam
-            .assume_role(role, &role_id, &r.role_session_name, r.duration_seconds)
-            .await?;
-        let credentials = session.credentials;
-        Ok(Response::new(v1::AssumeRoleResponse {
-            credentials: Some(v1::Credentials {
-                access_key_id: credentials.access_key_id,
-                secret_access_key: credentials.secret_access_key.expose().clone(),
-                session_token: credentials
-                    .session_token
-                    .map(|t| t.expose().clone())
-                    .unwrap_or_default(),
-                expiration: session.expires.unwrap_or_default(),
-            }),
-            assumed_role_arn: session.principal_arn,
-            assumed_role_id: format!("{role_id}:{}", r.role_session_name),
-        }))
+        let answer = self.sts.assume_role(&call, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn get_caller_identity(
@@ -527,27 +487,8 @@ impl IdentityService for IamApi {
         request: Request<v1::GetCallerIdentityRequest>,
     ) -> Answer<v1::GetCallerIdentityResponse> {
         let call = caller(&request)?;
-        let principal = &call.caller.principal;
-        let user_id = match &principal.kind {
-            PrincipalKind::Root => principal.account_id.clone(),
-            PrincipalKind::User { name } => self
-                .iam
-                .get(EntityType::User, name)
-                .map(|u| u.id)
-                .unwrap_or_default(),
-            PrincipalKind::AssumedRole { role, session } => format!(
-                "{}:{session}",
-                self.iam
-                    .get(EntityType::Role, role)
-                    .map(|r| r.id)
-                    .unwrap_or_default()
-            ),
-        };
-        Ok(Response::new(v1::GetCallerIdentityResponse {
-            user_id,
-            account: principal.account_id.clone(),
-            arn: principal.arn.clone(),
-        }))
+        let answer = self.sts.get_caller_identity(&call, request.into_inner())?;
+        Ok(Response::new(answer))
     }
 
     async fn simulate_principal_policy(

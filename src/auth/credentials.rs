@@ -124,23 +124,31 @@ struct AccessKeyEntry {
 struct SigningKey {
     date: String,
     region: String,
+    service: String,
     key: Locked<Secret<[u8; 32]>>,
 }
 
 impl AccessKeyEntry {
-    fn signing_key(&self, date: &str, region: &str) -> Secret<[u8; 32]> {
+    fn signing_key(&self, date: &str, region: &str, service: &str) -> Secret<[u8; 32]> {
         if let Ok(cached) = self.signing.read()
             && let Some(k) = cached.as_ref()
             && k.date == date
             && k.region == region
+            && k.service == service
         {
             return Secret::new(*k.key.expose());
         }
-        let key = Secret::new(signature::signing_key(self.secret.expose(), date, region));
+        let key = Secret::new(signature::signing_key_for(
+            self.secret.expose(),
+            date,
+            region,
+            service,
+        ));
         if let Ok(mut cached) = self.signing.write() {
             *cached = Some(SigningKey {
                 date: date.to_owned(),
                 region: region.to_owned(),
+                service: service.to_owned(),
                 key: Locked::new(Secret::new(*key.expose())),
             });
         }
@@ -311,6 +319,8 @@ pub enum SignatureDoor {
 #[derive(Debug, Clone, Copy)]
 pub struct SignedRequest<'a> {
     pub door: SignatureDoor,
+    /// The service the request is for (`kms`, `sts`): its credential scope must name it.
+    pub service: &'a str,
     pub method: &'a str,
     /// The canonical URI (the gRPC method path, or `/`).
     pub path: &'a str,
@@ -796,6 +806,7 @@ impl CredentialStore {
     ) -> Result<(Caller, SignatureUse), AuthError> {
         self.authenticate_request(&SignedRequest {
             door: SignatureDoor::Grpc,
+            service: signature::SERVICE,
             method: "POST",
             path: method_path,
             query: "",
@@ -834,6 +845,12 @@ impl CredentialStore {
         };
         let parsed = signature::parse_authorization_with(authorization, rules)
             .map_err(AuthError::Malformed)?;
+        if parsed.service != request.service {
+            return Err(AuthError::Malformed(format!(
+                "the Credential should be scoped to the service '{}'",
+                request.service
+            )));
+        }
         let amz_date = header(signature::DATE_HEADER)?
             .ok_or_else(|| AuthError::Malformed("x-amz-date is missing".into()))?;
         let request_time = signature::parse_amz_date(amz_date)
@@ -913,7 +930,7 @@ impl CredentialStore {
             region: parsed.region,
             service: parsed.service,
         };
-        let key = entry.signing_key(parsed.date, parsed.region);
+        let key = entry.signing_key(parsed.date, parsed.region, parsed.service);
         if !to_sign.verify(key.expose(), &parsed.signature) {
             return Err(AuthError::BadSignature);
         }

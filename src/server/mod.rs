@@ -10,7 +10,9 @@ pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
 use crate::api::{
     AuditApi, AuthLayer, Authorizer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES, aws::AwsDoor, operations::KmsOperations,
+    MAX_RESPONSE_BYTES,
+    aws::AwsDoor,
+    operations::{KmsOperations, StsOperations},
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
@@ -363,6 +365,7 @@ impl Daemon {
             clock_for_iam.clone(),
         ));
         let kms_operations = KmsOperations::new(keys.clone(), authorizer.clone());
+        let sts_operations = StsOperations::new(iam.clone(), keys.clone(), authorizer.clone());
         let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -394,6 +397,7 @@ impl Daemon {
                 let door = Arc::new(AwsDoor::new(
                     gateway.clone(),
                     kms_operations.clone(),
+                    sts_operations,
                     MAX_REQUEST_BYTES,
                 ));
                 (Some(door.serve(listener, tls)), Some(bound))

@@ -1,9 +1,10 @@
 //! The AWS door: the wire protocols the AWS SDKs and CLI speak, over HTTP/1.1 (keep-alive;
 //! TLS with the gRPC listener's certificate when the daemon has one),
-//! signed with standard Signature Version 4. Today the KMS JSON 1.1 protocol: `POST /`,
+//! signed with standard Signature Version 4. The KMS JSON 1.1 protocol: `POST /`,
 //! `X-Amz-Target: TrentService.<Operation>`, a JSON body whose members are AWS's, blobs in
 //! base64, dates in epoch seconds; errors as `{"__type": "<Exception>", "message": "…"}`
-//! with HTTP 400 (500 for the service's own failures).
+//! with HTTP 400 (500 for the service's own failures). And STS over the Query protocol
+//! (`query`): a form body `Action=…&Version=2011-06-15`, XML answers and `<ErrorResponse>`s.
 //!
 //! The door reads the request and hands the [`Gateway`] what it verifies and records, then
 //! calls the same operation the gRPC method of that name calls; it decides nothing itself.
@@ -11,12 +12,14 @@
 pub mod blob;
 pub mod key_state;
 mod kms;
+mod query;
 
 use super::authorize::CallContext;
 use super::gateway::{Door, Gateway};
-use super::operations::KmsOperations;
+use super::operations::{KmsOperations, StsOperations};
 use super::status::ApiError;
 use crate::audit::Outcome;
+use crate::auth::SignedRequest;
 use crate::auth::signature::{canonical_query, sha256_hex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,14 +41,16 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 pub struct AwsDoor {
     gateway: Gateway,
     kms: KmsOperations,
+    sts: StsOperations,
     max_body: usize,
 }
 
 impl AwsDoor {
-    pub fn new(gateway: Gateway, kms: KmsOperations, max_body: usize) -> Self {
+    pub fn new(gateway: Gateway, kms: KmsOperations, sts: StsOperations, max_body: usize) -> Self {
         Self {
             gateway,
             kms,
+            sts,
             max_body,
         }
     }
@@ -108,33 +113,50 @@ impl AwsDoor {
         secure: bool,
     ) -> http::Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
+        let protocol = Protocol::of(&parts.headers);
         let target = parts
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let operation = kms::operation_name(&target);
+        let body = read_body(body, self.max_body).await;
+        // The Query protocol names its operation in the body.
+        let operation = match (&protocol, &body) {
+            (Protocol::Json, _) => kms::operation_name(&target),
+            (Protocol::Query, Ok(body)) => query::operation_name(body),
+            (Protocol::Query, Err(_)) => super::auth_layer::UNKNOWN_OPERATION.to_owned(),
+        };
         let call = self.gateway.begin(Door::Aws, operation, Some(peer));
         let span =
             tracing::info_span!("call", request_id = %call.request_id, operation = %call.operation);
-        self.admit(call, parts, body, (peer, secure), target)
-            .instrument(span)
-            .await
+        let arrived = Arrived {
+            parts,
+            body,
+            peer,
+            secure,
+            target,
+            protocol,
+        };
+        self.admit(call, arrived).instrument(span).await
     }
 
     async fn admit(
         &self,
         mut call: super::gateway::CallInFlight,
-        parts: http::request::Parts,
-        body: Incoming,
-        (peer, secure): (SocketAddr, bool),
-        target: String,
+        arrived: Arrived,
     ) -> http::Response<Full<Bytes>> {
-        let target = target.as_str();
+        let Arrived {
+            parts,
+            body,
+            peer,
+            secure,
+            target,
+            protocol,
+        } = arrived;
         let request_id = call.request_id.clone();
-        let answer = |result: Result<Vec<u8>, ApiError>| respond(&request_id, result);
-        let body = match read_body(body, self.max_body).await {
+        let answer = |result: Result<Vec<u8>, ApiError>| protocol.respond(&request_id, result);
+        let body = match body {
             Ok(body) => body,
             Err(refused) => return answer(Err(call.refuse(refused, &parts.headers))),
         };
@@ -143,14 +165,17 @@ impl AwsDoor {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok());
         let query = canonical_query(parts.uri.query().unwrap_or_default());
-        let (caller, slot) = match call.authenticate(
-            parts.method.as_str(),
-            parts.uri.path(),
-            &query,
+        let signed = SignedRequest {
+            door: call.signature_door(),
+            service: protocol.service(),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: &query,
             authority,
-            &parts.headers,
-            &sha256_hex(&body),
-        ) {
+            headers: &parts.headers,
+            body_sha256_hex: &sha256_hex(&body),
+        };
+        let (caller, slot) = match call.authenticate(&signed) {
             Ok(admitted) => admitted,
             Err(refused) => return answer(Err(refused)),
         };
@@ -167,7 +192,10 @@ impl AwsDoor {
                 "the AWS door answers POST / only",
             ))
         } else {
-            kms::dispatch(&self.kms, &context, target, &body).await
+            match protocol {
+                Protocol::Json => kms::dispatch(&self.kms, &context, &target, &body).await,
+                Protocol::Query => query::dispatch(&self.sts, &context, &body, &request_id).await,
+            }
         };
         drop(body);
         let outcome = match &result {
@@ -180,6 +208,56 @@ impl AwsDoor {
         match call.finish(outcome, &slot) {
             Ok(()) => answer(result),
             Err(unavailable) => answer(Err(unavailable)),
+        }
+    }
+}
+
+/// A request as it arrived, its body read (or refused).
+struct Arrived {
+    parts: http::request::Parts,
+    body: Result<Bytes, ApiError>,
+    peer: SocketAddr,
+    secure: bool,
+    target: String,
+    protocol: Protocol,
+}
+
+/// The AWS wire protocol a request speaks, told apart as AWS does: a form body is the Query
+/// protocol (STS), anything else JSON 1.1 (KMS).
+enum Protocol {
+    Json,
+    Query,
+}
+
+impl Protocol {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let form = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            Protocol::Query
+        } else {
+            Protocol::Json
+        }
+    }
+
+    /// The service a request of this protocol must be signed for.
+    fn service(&self) -> &'static str {
+        match self {
+            Protocol::Json => crate::auth::signature::SERVICE,
+            Protocol::Query => "sts",
+        }
+    }
+
+    fn respond(
+        &self,
+        request_id: &str,
+        result: Result<Vec<u8>, ApiError>,
+    ) -> http::Response<Full<Bytes>> {
+        match self {
+            Protocol::Json => respond(request_id, result),
+            Protocol::Query => query::respond(request_id, result),
         }
     }
 }

@@ -2,5 +2,7 @@
 //! whichever door it came through.
 
 mod kms;
+mod sts;
 
 pub use kms::{KmsOperations, Outcome};
+pub use sts::StsOperations;
