@@ -1,571 +1,72 @@
-//! `keyhaven.v1.IdentityService`: users, groups, roles, inline policies, access keys,
-//! AssumeRole, GetCallerIdentity and the policy simulator. Every call is authorised as
-//! `iam:<Operation>` (or `sts:AssumeRole`) on the entity's ARN.
+//! `keyhaven.v1.IdentityService`: each gRPC method is a conversion onto the transport-neutral
+//! [`IamOperations`] or [`StsOperations`]: the authenticated call's context from the request's
+//! extensions, the message in, the answer or the mapped error out.
 
-use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
-use super::operations::StsOperations;
-use crate::auth::AccessKeyStatus;
-use crate::iam::{EntityType, IamError, IamService};
+use super::operations::{IamOperations, StsOperations};
+use crate::api::authorize::Authorizer;
+use crate::iam::IamService;
 use crate::keys::KeyService;
-use crate::policy::{Identity, NamedPolicy, Request as PolicyRequest, evaluate};
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-type Answer<T> = Result<Response<T>, Status>;
-
+/// The gRPC face of the identity service.
 #[derive(Clone)]
 pub struct IamApi {
-    iam: Arc<IamService>,
-    keys: Arc<KeyService>,
-    authorizer: Arc<Authorizer>,
+    iam: IamOperations,
     sts: StsOperations,
-}
-
-fn entity_type(value: i32) -> Result<EntityType, Status> {
-    match v1::EntityType::try_from(value) {
-        Ok(v1::EntityType::User) => Ok(EntityType::User),
-        Ok(v1::EntityType::Group) => Ok(EntityType::Group),
-        Ok(v1::EntityType::Role) => Ok(EntityType::Role),
-        _ => Err(IamError::Validation("EntityType must be USER, GROUP or ROLE".into()).into()),
-    }
-}
-
-fn capitalised(kind: EntityType) -> &'static str {
-    match kind {
-        EntityType::User => "User",
-        EntityType::Group => "Group",
-        EntityType::Role => "Role",
-    }
 }
 
 impl IamApi {
     pub fn new(iam: Arc<IamService>, keys: Arc<KeyService>, authorizer: Arc<Authorizer>) -> Self {
         Self {
             sts: StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
-            iam,
-            keys,
-            authorizer,
+            iam: IamOperations::new(iam, keys, authorizer),
         }
-    }
-
-    /// Authorises `action` on `resource` (no resource policy: identity policies decide).
-    fn allow(&self, call: &CallContext, action: &str, resource: &str) -> Result<(), Status> {
-        let context = self.authorizer.base_context(call, self.keys.now());
-        Ok(self
-            .authorizer
-            .require(call, action, resource, None, &context)?)
-    }
-
-    fn user(&self, entity: &crate::iam::Entity) -> v1::User {
-        v1::User {
-            user_name: entity.name.clone(),
-            user_id: entity.id.clone(),
-            arn: self.iam.arn(EntityType::User, &entity.name),
-            create_date: entity.created,
-        }
-    }
-
-    fn group(&self, entity: &crate::iam::Entity) -> v1::Group {
-        v1::Group {
-            group_name: entity.name.clone(),
-            group_id: entity.id.clone(),
-            arn: self.iam.arn(EntityType::Group, &entity.name),
-            create_date: entity.created,
-            user_names: self.iam.members(&entity.name),
-        }
-    }
-
-    fn role(&self, entity: &crate::iam::Entity) -> v1::Role {
-        v1::Role {
-            role_name: entity.name.clone(),
-            role_id: entity.id.clone(),
-            arn: self.iam.arn(EntityType::Role, &entity.name),
-            create_date: entity.created,
-            assume_role_policy_document: entity.trust_policy.clone().unwrap_or_default(),
-        }
-    }
-
-    /// The role a role ARN of this account names.
-    fn role_name<'a>(&self, arn: &'a str) -> Result<&'a str, Status> {
-        let prefix = format!(
-            "arn:{}:iam::{}:role/",
-            self.iam.partition(),
-            self.iam.account_id()
-        );
-        arn.strip_prefix(&prefix)
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| {
-                IamError::Validation(format!(
-                    "RoleArn must be {prefix}<name>; got '{}'",
-                    crate::keys::printable_input(arn)
-                ))
-                .into()
-            })
     }
 }
 
-#[tonic::async_trait]
-impl IdentityService for IamApi {
-    async fn create_user(
-        &self,
-        request: Request<v1::CreateUserRequest>,
-    ) -> Answer<v1::CreateUserResponse> {
-        let call = caller(&request)?;
-        let name = &request.get_ref().user_name;
-        self.allow(
-            &call,
-            "iam:CreateUser",
-            &self.iam.arn(EntityType::User, name),
-        )?;
-        let user = self.iam.create(EntityType::User, name, None).await?;
-        Ok(Response::new(v1::CreateUserResponse {
-            user: Some(self.user(&user)),
-        }))
-    }
-
-    async fn delete_user(
-        &self,
-        request: Request<v1::DeleteUserRequest>,
-    ) -> Answer<v1::DeleteUserResponse> {
-        let call = caller(&request)?;
-        let name = &request.get_ref().user_name;
-        self.allow(
-            &call,
-            "iam:DeleteUser",
-            &self.iam.arn(EntityType::User, name),
-        )?;
-        self.iam.delete(EntityType::User, name).await?;
-        Ok(Response::new(v1::DeleteUserResponse {}))
-    }
-
-    async fn list_users(
-        &self,
-        request: Request<v1::ListUsersRequest>,
-    ) -> Answer<v1::ListUsersResponse> {
-        let call = caller(&request)?;
-        self.allow(&call, "iam:ListUsers", &self.iam.arn(EntityType::User, "*"))?;
-        Ok(Response::new(v1::ListUsersResponse {
-            users: self
-                .iam
-                .list(EntityType::User)
-                .iter()
-                .map(|u| self.user(u))
-                .collect(),
-        }))
-    }
-
-    async fn create_group(
-        &self,
-        request: Request<v1::CreateGroupRequest>,
-    ) -> Answer<v1::CreateGroupResponse> {
-        let call = caller(&request)?;
-        let name = &request.get_ref().group_name;
-        self.allow(
-            &call,
-            "iam:CreateGroup",
-            &self.iam.arn(EntityType::Group, name),
-        )?;
-        let group = self.iam.create(EntityType::Group, name, None).await?;
-        Ok(Response::new(v1::CreateGroupResponse {
-            group: Some(self.group(&group)),
-        }))
-    }
-
-    async fn delete_group(
-        &self,
-        request: Request<v1::DeleteGroupRequest>,
-    ) -> Answer<v1::DeleteGroupResponse> {
-        let call = caller(&request)?;
-        let name = &request.get_ref().group_name;
-        self.allow(
-            &call,
-            "iam:DeleteGroup",
-            &self.iam.arn(EntityType::Group, name),
-        )?;
-        self.iam.delete(EntityType::Group, name).await?;
-        Ok(Response::new(v1::DeleteGroupResponse {}))
-    }
-
-    async fn list_groups(
-        &self,
-        request: Request<v1::ListGroupsRequest>,
-    ) -> Answer<v1::ListGroupsResponse> {
-        let call = caller(&request)?;
-        let user = &request.get_ref().user_name;
-        let groups = if user.is_empty() {
-            self.allow(
-                &call,
-                "iam:ListGroups",
-                &self.iam.arn(EntityType::Group, "*"),
-            )?;
-            self.iam.list(EntityType::Group)
-        } else {
-            self.allow(
-                &call,
-                "iam:ListGroupsForUser",
-                &self.iam.arn(EntityType::User, user),
-            )?;
-            let entity = self
-                .iam
-                .get(EntityType::User, user)
-                .ok_or_else(|| IamError::NotFound(format!("the user '{user}' does not exist")))?;
-            entity
-                .groups
-                .iter()
-                .filter_map(|g| self.iam.get(EntityType::Group, g))
-                .collect()
-        };
-        Ok(Response::new(v1::ListGroupsResponse {
-            groups: groups.iter().map(|g| self.group(g)).collect(),
-        }))
-    }
-
-    async fn add_user_to_group(
-        &self,
-        request: Request<v1::AddUserToGroupRequest>,
-    ) -> Answer<v1::AddUserToGroupResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        self.allow(
-            &call,
-            "iam:AddUserToGroup",
-            &self.iam.arn(EntityType::Group, &r.group_name),
-        )?;
-        self.iam
-            .add_user_to_group(&r.group_name, &r.user_name)
-            .await?;
-        Ok(Response::new(v1::AddUserToGroupResponse {}))
-    }
-
-    async fn remove_user_from_group(
-        &self,
-        request: Request<v1::RemoveUserFromGroupRequest>,
-    ) -> Answer<v1::RemoveUserFromGroupResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        self.allow(
-            &call,
-            "iam:RemoveUserFromGroup",
-            &self.iam.arn(EntityType::Group, &r.group_name),
-        )?;
-        self.iam
-            .remove_user_from_group(&r.group_name, &r.user_name)
-            .await?;
-        Ok(Response::new(v1::RemoveUserFromGroupResponse {}))
-    }
-
-    async fn create_role(
-        &self,
-        request: Request<v1::CreateRoleRequest>,
-    ) -> Answer<v1::CreateRoleResponse> {
-        let call = caller(&request)?;
-        let r = request.into_inner();
-        self.allow(
-            &call,
-            "iam:CreateRole",
-            &self.iam.arn(EntityType::Role, &r.role_name),
-        )?;
-        let trust =
-            (!r.assume_role_policy_document.is_empty()).then_some(r.assume_role_policy_document);
-        let role = self
-            .iam
-            .create(EntityType::Role, &r.role_name, trust)
-            .await?;
-        Ok(Response::new(v1::CreateRoleResponse {
-            role: Some(self.role(&role)),
-        }))
-    }
-
-    async fn delete_role(
-        &self,
-        request: Request<v1::DeleteRoleRequest>,
-    ) -> Answer<v1::DeleteRoleResponse> {
-        let call = caller(&request)?;
-        let name = &request.get_ref().role_name;
-        self.allow(
-            &call,
-            "iam:DeleteRole",
-            &self.iam.arn(EntityType::Role, name),
-        )?;
-        self.iam.delete(EntityType::Role, name).await?;
-        Ok(Response::new(v1::DeleteRoleResponse {}))
-    }
-
-    async fn list_roles(
-        &self,
-        request: Request<v1::ListRolesRequest>,
-    ) -> Answer<v1::ListRolesResponse> {
-        let call = caller(&request)?;
-        self.allow(&call, "iam:ListRoles", &self.iam.arn(EntityType::Role, "*"))?;
-        Ok(Response::new(v1::ListRolesResponse {
-            roles: self
-                .iam
-                .list(EntityType::Role)
-                .iter()
-                .map(|r| self.role(r))
-                .collect(),
-        }))
-    }
-
-    async fn put_entity_policy(
-        &self,
-        request: Request<v1::PutEntityPolicyRequest>,
-    ) -> Answer<v1::PutEntityPolicyResponse> {
-        let call = caller(&request)?;
-        let r = request.into_inner();
-        let kind = entity_type(r.entity_type)?;
-        self.allow(
-            &call,
-            &format!("iam:Put{}Policy", capitalised(kind)),
-            &self.iam.arn(kind, &r.entity_name),
-        )?;
-        self.iam
-            .put_policy(kind, &r.entity_name, &r.policy_name, r.policy_document)
-            .await?;
-        Ok(Response::new(v1::PutEntityPolicyResponse {}))
-    }
-
-    async fn get_entity_policy(
-        &self,
-        request: Request<v1::GetEntityPolicyRequest>,
-    ) -> Answer<v1::GetEntityPolicyResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        let kind = entity_type(r.entity_type)?;
-        self.allow(
-            &call,
-            &format!("iam:Get{}Policy", capitalised(kind)),
-            &self.iam.arn(kind, &r.entity_name),
-        )?;
-        let document = self.iam.get_policy(kind, &r.entity_name, &r.policy_name)?;
-        Ok(Response::new(v1::GetEntityPolicyResponse {
-            entity_name: r.entity_name.clone(),
-            policy_name: r.policy_name.clone(),
-            policy_document: document,
-        }))
-    }
-
-    async fn delete_entity_policy(
-        &self,
-        request: Request<v1::DeleteEntityPolicyRequest>,
-    ) -> Answer<v1::DeleteEntityPolicyResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        let kind = entity_type(r.entity_type)?;
-        self.allow(
-            &call,
-            &format!("iam:Delete{}Policy", capitalised(kind)),
-            &self.iam.arn(kind, &r.entity_name),
-        )?;
-        self.iam
-            .delete_policy(kind, &r.entity_name, &r.policy_name)
-            .await?;
-        Ok(Response::new(v1::DeleteEntityPolicyResponse {}))
-    }
-
-    async fn list_entity_policies(
-        &self,
-        request: Request<v1::ListEntityPoliciesRequest>,
-    ) -> Answer<v1::ListEntityPoliciesResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        let kind = entity_type(r.entity_type)?;
-        self.allow(
-            &call,
-            &format!("iam:List{}Policies", capitalised(kind)),
-            &self.iam.arn(kind, &r.entity_name),
-        )?;
-        Ok(Response::new(v1::ListEntityPoliciesResponse {
-            policy_names: self.iam.list_policies(kind, &r.entity_name)?,
-        }))
-    }
-
-    async fn create_access_key(
-        &self,
-        request: Request<v1::CreateAccessKeyRequest>,
-    ) -> Answer<v1::CreateAccessKeyResponse> {
-        let call = caller(&request)?;
-        let user = &request.get_ref().user_name;
-        self.allow(
-            &call,
-            "iam:CreateAccessKey",
-            &self.iam.arn(EntityType::User, user),
-        )?;
-        let key = self.iam.create_access_key(user).await?;
-        Ok(Response::new(v1::CreateAccessKeyResponse {
-            access_key: Some(v1::AccessKeyMetadata {
-                user_name: user.clone(),
-                access_key_id: key.credentials.access_key_id.clone(),
-                status: AccessKeyStatus::Active.as_str().into(),
-                create_date: key.created,
-            }),
-            secret_access_key: key.credentials.secret_access_key.expose().clone(),
-        }))
-    }
-
-    async fn list_access_keys(
-        &self,
-        request: Request<v1::ListAccessKeysRequest>,
-    ) -> Answer<v1::ListAccessKeysResponse> {
-        let call = caller(&request)?;
-        let user = &request.get_ref().user_name;
-        self.allow(
-            &call,
-            "iam:ListAccessKeys",
-            &self.iam.arn(EntityType::User, user),
-        )?;
-        if self.iam.get(EntityType::User, user).is_none() {
-            return Err(IamError::NotFound(format!("the user '{user}' does not exist")).into());
-        }
-        let keys = self.iam.credentials().list_access_keys(user);
-        Ok(Response::new(v1::ListAccessKeysResponse {
-            access_key_metadata: keys
-                .into_iter()
-                .map(|k| v1::AccessKeyMetadata {
-                    user_name: user.clone(),
-                    access_key_id: k.access_key_id,
-                    status: k.status.as_str().into(),
-                    create_date: k.created,
-                })
-                .collect(),
-        }))
-    }
-
-    async fn update_access_key(
-        &self,
-        request: Request<v1::UpdateAccessKeyRequest>,
-    ) -> Answer<v1::UpdateAccessKeyResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        self.allow(
-            &call,
-            "iam:UpdateAccessKey",
-            &self.iam.arn(EntityType::User, &r.user_name),
-        )?;
-        let status = AccessKeyStatus::parse(&r.status)
-            .ok_or_else(|| IamError::Validation("Status must be Active or Inactive".into()))?;
-        self.iam
-            .credentials()
-            .update_access_key(&r.user_name, &r.access_key_id, status)
-            .await
-            .map_err(IamError::from)?;
-        Ok(Response::new(v1::UpdateAccessKeyResponse {}))
-    }
-
-    async fn delete_access_key(
-        &self,
-        request: Request<v1::DeleteAccessKeyRequest>,
-    ) -> Answer<v1::DeleteAccessKeyResponse> {
-        let call = caller(&request)?;
-        let r = request.get_ref();
-        self.allow(
-            &call,
-            "iam:DeleteAccessKey",
-            &self.iam.arn(EntityType::User, &r.user_name),
-        )?;
-        self.iam
-            .credentials()
-            .delete_access_key(&r.user_name, &r.access_key_id)
-            .await
-            .map_err(IamError::from)?;
-        Ok(Response::new(v1::DeleteAccessKeyResponse {}))
-    }
-
-    async fn assume_role(
-        &self,
-        request: Request<v1::AssumeRoleRequest>,
-    ) -> Answer<v1::AssumeRoleResponse> {
-        let call = caller(&request)?;
-        let answer = self.sts.assume_role(&call, request.into_inner()).await?;
-        Ok(Response::new(answer))
-    }
-
-    async fn get_caller_identity(
-        &self,
-        request: Request<v1::GetCallerIdentityRequest>,
-    ) -> Answer<v1::GetCallerIdentityResponse> {
-        let call = caller(&request)?;
-        let answer = self.sts.get_caller_identity(&call, request.into_inner())?;
-        Ok(Response::new(answer))
-    }
-
-    async fn simulate_principal_policy(
-        &self,
-        request: Request<v1::SimulatePrincipalPolicyRequest>,
-    ) -> Answer<v1::SimulatePrincipalPolicyResponse> {
-        let call = caller(&request)?;
-        let r = request.into_inner();
-        self.allow(&call, "iam:SimulatePrincipalPolicy", &r.policy_source_arn)?;
-        if r.action_name.is_empty() || r.resource_arn.is_empty() {
-            return Err(
-                IamError::Validation("ActionName and ResourceArn are required".into()).into(),
-            );
-        }
-        let principal = self.iam.principal_for_arn(&r.policy_source_arn)?;
-        let simulated = CallContext {
-            caller: crate::auth::Caller {
-                principal: Arc::new(principal.clone()),
-                access_key_id: String::new(),
-            },
-            source_ip: None,
-            secure_transport: true,
-            audit: call.audit.clone(),
-        };
-        let mut context = self.authorizer.base_context(&simulated, self.keys.now());
-        for entry in r.context_entries {
-            context.set_all(&entry.key, entry.values);
-        }
-        // The resource policy: the key policy of a key, or the trust policy of a role. An alias
-        // action on an alias ARN has none: identity policies decide it, as the call does.
-        let alias_action = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(&r.action_name));
-        let (resource, resource_policy): (String, Option<NamedPolicy>) =
-            match self.keys.lookup(&r.resource_arn, false) {
-                _ if alias_action && r.resource_arn.contains(":alias/") => {
-                    (r.resource_arn.clone(), None)
+/// The trait's methods, each the same three steps onto the operation of its name.
+macro_rules! grpc_methods {
+    ($($name:ident: $request:ident => $response:ident by $operations:ident,)*) => {
+        #[tonic::async_trait]
+        impl IdentityService for IamApi {
+            $(
+                async fn $name(
+                    &self,
+                    request: Request<v1::$request>,
+                ) -> Result<Response<v1::$response>, Status> {
+                    let call = caller(&request)?;
+                    let answer = self.$operations.$name(&call, request.into_inner()).await?;
+                    Ok(Response::new(answer))
                 }
-                Ok(record) => (
-                    self.keys.key_arn(record.id),
-                    Some(self.keys.key_policy(record.id)),
-                ),
-                Err(_) => match self.role_name(&r.resource_arn) {
-                    Ok(role) if r.action_name.eq_ignore_ascii_case("sts:AssumeRole") => {
-                        (r.resource_arn.clone(), self.iam.trust_policy(role))
-                    }
-                    _ => (r.resource_arn.clone(), None),
-                },
-            };
-        let principals = principal.policy_arns(self.iam.partition());
-        let root = self.iam.root_arn();
-        let policy_request = PolicyRequest {
-            principals: &principals,
-            account_root: &root,
-            action: &r.action_name,
-            resource: &resource,
-            context: &context,
-        };
-        let identity = self.iam.identity_policies(&principal);
-        let decision = match &identity {
-            None => evaluate(&policy_request, resource_policy.as_ref(), &Identity::Root),
-            Some(policies) => evaluate(
-                &policy_request,
-                resource_policy.as_ref(),
-                &Identity::Policies(policies),
-            ),
-        };
-        Ok(Response::new(v1::SimulatePrincipalPolicyResponse {
-            eval_decision: decision.decision.as_str().into(),
-            matched_statements: decision
-                .deciding_statement
-                .into_iter()
-                .map(|s| v1::MatchedStatement {
-                    source_policy_id: s.policy,
-                    sid: s.sid.unwrap_or_default(),
-                })
-                .collect(),
-        }))
-    }
+            )*
+        }
+    };
+}
+
+grpc_methods! {
+    create_user: CreateUserRequest => CreateUserResponse by iam,
+    delete_user: DeleteUserRequest => DeleteUserResponse by iam,
+    list_users: ListUsersRequest => ListUsersResponse by iam,
+    create_group: CreateGroupRequest => CreateGroupResponse by iam,
+    delete_group: DeleteGroupRequest => DeleteGroupResponse by iam,
+    list_groups: ListGroupsRequest => ListGroupsResponse by iam,
+    add_user_to_group: AddUserToGroupRequest => AddUserToGroupResponse by iam,
+    remove_user_from_group: RemoveUserFromGroupRequest => RemoveUserFromGroupResponse by iam,
+    create_role: CreateRoleRequest => CreateRoleResponse by iam,
+    delete_role: DeleteRoleRequest => DeleteRoleResponse by iam,
+    list_roles: ListRolesRequest => ListRolesResponse by iam,
+    put_entity_policy: PutEntityPolicyRequest => PutEntityPolicyResponse by iam,
+    get_entity_policy: GetEntityPolicyRequest => GetEntityPolicyResponse by iam,
+    delete_entity_policy: DeleteEntityPolicyRequest => DeleteEntityPolicyResponse by iam,
+    list_entity_policies: ListEntityPoliciesRequest => ListEntityPoliciesResponse by iam,
+    create_access_key: CreateAccessKeyRequest => CreateAccessKeyResponse by iam,
+    list_access_keys: ListAccessKeysRequest => ListAccessKeysResponse by iam,
+    update_access_key: UpdateAccessKeyRequest => UpdateAccessKeyResponse by iam,
+    delete_access_key: DeleteAccessKeyRequest => DeleteAccessKeyResponse by iam,
+    simulate_principal_policy: SimulatePrincipalPolicyRequest => SimulatePrincipalPolicyResponse by iam,
+    assume_role: AssumeRoleRequest => AssumeRoleResponse by sts,
+    get_caller_identity: GetCallerIdentityRequest => GetCallerIdentityResponse by sts,
 }

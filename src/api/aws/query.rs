@@ -135,7 +135,9 @@ pub async fn dispatch(
     }
     match action.as_str() {
         "GetCallerIdentity" => {
-            let who = sts.get_caller_identity(call, v1::GetCallerIdentityRequest {})?;
+            let who = sts
+                .get_caller_identity(call, v1::GetCallerIdentityRequest {})
+                .await?;
             let result = elements(&[
                 ("Arn", &who.arn),
                 ("UserId", &who.user_id),

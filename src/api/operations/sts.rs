@@ -26,23 +26,6 @@ impl StsOperations {
         }
     }
 
-    /// The role name an ARN of this account names.
-    fn role_name<'a>(&self, arn: &'a str) -> Result<&'a str, IamError> {
-        let prefix = format!(
-            "arn:{}:iam::{}:role/",
-            self.iam.partition(),
-            self.iam.account_id()
-        );
-        arn.strip_prefix(&prefix)
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| {
-                IamError::Validation(format!(
-                    "RoleArn must be {prefix}<name>; got '{}'",
-                    crate::keys::printable_input(arn)
-                ))
-            })
-    }
-
     /// `sts:AssumeRole`, judged by the role's trust policy; an unknown role is told only to a
     /// caller who may read roles.
     pub async fn assume_role(
@@ -50,7 +33,7 @@ impl StsOperations {
         call: &CallContext,
         r: v1::AssumeRoleRequest,
     ) -> Outcome<v1::AssumeRoleResponse> {
-        let role = self.role_name(&r.role_arn)?;
+        let role = role_name(&self.iam, &r.role_arn)?;
         let context = self.authorizer.base_context(call, self.keys.now());
         let role_id = match self.iam.role_trust(role) {
             Some((role_id, trust)) => {
@@ -97,7 +80,7 @@ impl StsOperations {
     }
 
     /// Who the caller is; needs no permission, as in AWS.
-    pub fn get_caller_identity(
+    pub async fn get_caller_identity(
         &self,
         call: &CallContext,
         _request: v1::GetCallerIdentityRequest,
@@ -124,4 +107,17 @@ impl StsOperations {
             arn: principal.arn.clone(),
         })
     }
+}
+
+/// The role name an ARN of this account names.
+pub(super) fn role_name<'a>(iam: &IamService, arn: &'a str) -> Result<&'a str, IamError> {
+    let prefix = format!("arn:{}:iam::{}:role/", iam.partition(), iam.account_id());
+    arn.strip_prefix(&prefix)
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| {
+            IamError::Validation(format!(
+                "RoleArn must be {prefix}<name>; got '{}'",
+                crate::keys::printable_input(arn)
+            ))
+        })
 }
