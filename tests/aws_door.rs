@@ -375,19 +375,15 @@ async fn the_aws_door_serves_tls_with_the_daemons_certificate() {
     );
 }
 
-/// An assumed role's temporary credentials (made through the gRPC API) work on the AWS door
-/// with their session token, within the role's policy, and not without the token.
-#[tokio::test(flavor = "multi_thread")]
-async fn assumed_role_credentials_work_on_the_aws_door() {
-    let daemon = daemon().await;
-    let key = daemon.create_key("the role's key").await;
-    let alice = daemon.create_user("alice", None).await;
+/// Creates role `app`, trusting `trusted` and allowed kms:Encrypt and kms:Decrypt on `key_arn`
+/// only; its ARN.
+async fn encrypting_role(daemon: &TestDaemon, trusted: &str, key_arn: &str) -> String {
     let trust = format!(
-        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:keyhaven:iam::{}:user/alice"}},"Action":"sts:AssumeRole"}}]}}"#,
-        daemon.account_id
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{trusted}"}},"Action":"sts:AssumeRole"}}]}}"#
     );
     let iam = daemon.client.iam();
-    iam.clone()
+    let role = iam
+        .clone()
         .create_role(daemon.client.signed_iam(
             "CreateRole",
             v1::CreateRoleRequest {
@@ -396,10 +392,12 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
             },
         ))
         .await
-        .expect("CreateRole");
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
     let policy = format!(
-        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{}"}}]}}"#,
-        key.arn
+        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{key_arn}"}}]}}"#
     );
     iam.clone()
         .put_entity_policy(daemon.client.signed_iam(
@@ -413,6 +411,18 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
         ))
         .await
         .expect("PutEntityPolicy");
+    role.arn
+}
+
+/// An assumed role's temporary credentials (made through the gRPC API) work on the AWS door
+/// with their session token, within the role's policy, and not without the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn assumed_role_credentials_work_on_the_aws_door() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("the role's key").await;
+    let alice = daemon.create_user("alice", None).await;
+    let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", daemon.account_id);
+    encrypting_role(&daemon, &alice_arn, &key.arn).await;
     let session = alice
         .iam()
         .assume_role(alice.signed_iam(
@@ -461,42 +471,7 @@ async fn boto3_uses_sts_over_the_query_protocol() {
         r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#,
     )
     .await;
-    let trust = format!(
-        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole"}}]}}"#
-    );
-    let role = daemon
-        .client
-        .iam()
-        .create_role(daemon.client.signed_iam(
-            "CreateRole",
-            v1::CreateRoleRequest {
-                role_name: "app".into(),
-                assume_role_policy_document: trust,
-            },
-        ))
-        .await
-        .expect("CreateRole")
-        .into_inner()
-        .role
-        .expect("role");
-    let policy = format!(
-        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{}"}}]}}"#,
-        key.arn
-    );
-    daemon
-        .client
-        .iam()
-        .put_entity_policy(daemon.client.signed_iam(
-            "PutEntityPolicy",
-            v1::PutEntityPolicyRequest {
-                entity_type: v1::EntityType::Role as i32,
-                entity_name: "app".into(),
-                policy_name: "encrypt".into(),
-                policy_document: policy,
-            },
-        ))
-        .await
-        .expect("PutEntityPolicy");
+    let role_arn = encrypting_role(&daemon, &alice_arn, &key.arn).await;
     let mut env = root_environment(&daemon);
     env.retain(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"));
     env.extend(
@@ -506,7 +481,7 @@ async fn boto3_uses_sts_over_the_query_protocol() {
             ("BOB_ACCESS_KEY_ID", bob_id),
             ("BOB_SECRET_ACCESS_KEY", bob_secret),
             ("ALICE_ARN", alice_arn.clone()),
-            ("ROLE_ARN", role.arn.clone()),
+            ("ROLE_ARN", role_arn),
             ("KEY_ID", key.key_id.clone()),
         ]
         .map(|(name, value)| (name.to_owned(), value)),
