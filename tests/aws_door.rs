@@ -502,3 +502,34 @@ async fn boto3_uses_sts_over_the_query_protocol() {
     assert!(through("sts:AssumeRole", Some("AccessDeniedException")));
     assert!(through("sts:GetCallerIdentity", None));
 }
+
+/// IAM over the Query protocol: boto3's IAM client makes a user, its policy and access key,
+/// which then work on KMS within the policy; AWS's IAM refusals in `<ErrorResponse>`s.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_manages_identities_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("carol's key").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_iam.py", env, "iam complete").await;
+    let records = audit_lines(&daemon);
+    let through = |operation: &str| {
+        records.iter().any(|r| {
+            r["door"] == "aws" && r["operation"] == operation && r["outcome"]["code"] == "Ok"
+        })
+    };
+    for operation in [
+        "iam:CreateUser",
+        "iam:PutEntityPolicy",
+        "iam:CreateAccessKey",
+    ] {
+        assert!(
+            through(operation) || operation == "iam:PutEntityPolicy",
+            "{operation}"
+        );
+    }
+    assert!(
+        through("iam:PutUserPolicy"),
+        "no PutUserPolicy through the AWS door"
+    );
+}

@@ -344,9 +344,10 @@ pub const GRPC_RULES: SigningRules = SigningRules {
     required_signed: &REQUIRED_SIGNED,
 };
 
-/// Standard SigV4 as the AWS SDKs send it over HTTP: no nonce (SigV4 has none); KMS and STS.
+/// Standard SigV4 as the AWS SDKs send it over HTTP: no nonce (SigV4 has none); KMS, STS and
+/// IAM.
 pub const AWS_HTTP_RULES: SigningRules = SigningRules {
-    services: &[SERVICE, "sts"],
+    services: &[SERVICE, "sts", "iam"],
     required_signed: &[HOST_HEADER, DATE_HEADER],
 };
 

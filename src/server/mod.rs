@@ -12,7 +12,7 @@ use crate::api::{
     AuditApi, AuthLayer, Authorizer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     aws::AwsDoor,
-    operations::{KmsOperations, StsOperations},
+    operations::{IamOperations, KmsOperations, StsOperations},
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
@@ -365,7 +365,10 @@ impl Daemon {
             clock_for_iam.clone(),
         ));
         let kms_operations = KmsOperations::new(keys.clone(), authorizer.clone());
-        let sts_operations = StsOperations::new(iam.clone(), keys.clone(), authorizer.clone());
+        let identity_operations = (
+            StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
+            IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
+        );
         let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -397,7 +400,7 @@ impl Daemon {
                 let door = Arc::new(AwsDoor::new(
                     gateway.clone(),
                     kms_operations.clone(),
-                    sts_operations,
+                    identity_operations,
                     MAX_REQUEST_BYTES,
                 ));
                 (Some(door.serve(listener, tls)), Some(bound))

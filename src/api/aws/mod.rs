@@ -10,13 +10,14 @@
 //! calls the same operation the gRPC method of that name calls; it decides nothing itself.
 
 pub mod blob;
+mod iam;
 pub mod key_state;
 mod kms;
 mod query;
 
 use super::authorize::CallContext;
 use super::gateway::{Door, Gateway};
-use super::operations::{KmsOperations, StsOperations};
+use super::operations::{IamOperations, KmsOperations, StsOperations};
 use super::status::ApiError;
 use crate::audit::Outcome;
 use crate::auth::SignedRequest;
@@ -42,15 +43,22 @@ pub struct AwsDoor {
     gateway: Gateway,
     kms: KmsOperations,
     sts: StsOperations,
+    iam: IamOperations,
     max_body: usize,
 }
 
 impl AwsDoor {
-    pub fn new(gateway: Gateway, kms: KmsOperations, sts: StsOperations, max_body: usize) -> Self {
+    pub fn new(
+        gateway: Gateway,
+        kms: KmsOperations,
+        (sts, iam): (StsOperations, IamOperations),
+        max_body: usize,
+    ) -> Self {
         Self {
             gateway,
             kms,
             sts,
+            iam,
             max_body,
         }
     }
@@ -114,18 +122,22 @@ impl AwsDoor {
     ) -> http::Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         let protocol = Protocol::of(&parts.headers);
+        let body = read_body(body, self.max_body).await;
+        let protocol = match (protocol, &body) {
+            (Protocol::Query(_), Ok(body)) => Protocol::Query(query::service(body)),
+            (protocol, _) => protocol,
+        };
         let target = parts
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = read_body(body, self.max_body).await;
         // The Query protocol names its operation in the body.
         let operation = match (&protocol, &body) {
             (Protocol::Json, _) => kms::operation_name(&target),
-            (Protocol::Query, Ok(body)) => query::operation_name(body),
-            (Protocol::Query, Err(_)) => super::auth_layer::UNKNOWN_OPERATION.to_owned(),
+            (Protocol::Query(_), Ok(body)) => query::operation_name(body),
+            (Protocol::Query(_), Err(_)) => super::auth_layer::UNKNOWN_OPERATION.to_owned(),
         };
         let call = self.gateway.begin(Door::Aws, operation, Some(peer));
         let span =
@@ -194,7 +206,10 @@ impl AwsDoor {
         } else {
             match protocol {
                 Protocol::Json => kms::dispatch(&self.kms, &context, &target, &body).await,
-                Protocol::Query => query::dispatch(&self.sts, &context, &body, &request_id).await,
+                Protocol::Query(_) => {
+                    let operations = (&self.sts, &self.iam);
+                    query::dispatch(operations, &context, &body, &request_id).await
+                }
             }
         };
         drop(body);
@@ -223,10 +238,11 @@ struct Arrived {
 }
 
 /// The AWS wire protocol a request speaks, told apart as AWS does: a form body is the Query
-/// protocol (STS), anything else JSON 1.1 (KMS).
+/// protocol (STS or IAM, by its action), anything else JSON 1.1 (KMS).
 enum Protocol {
     Json,
-    Query,
+    /// The service (`sts`, `iam`) the action belongs to.
+    Query(&'static str),
 }
 
 impl Protocol {
@@ -236,7 +252,7 @@ impl Protocol {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if form {
-            Protocol::Query
+            Protocol::Query("sts")
         } else {
             Protocol::Json
         }
@@ -246,7 +262,7 @@ impl Protocol {
     fn service(&self) -> &'static str {
         match self {
             Protocol::Json => crate::auth::signature::SERVICE,
-            Protocol::Query => "sts",
+            Protocol::Query(service) => service,
         }
     }
 
@@ -257,7 +273,7 @@ impl Protocol {
     ) -> http::Response<Full<Bytes>> {
         match self {
             Protocol::Json => respond(request_id, result),
-            Protocol::Query => query::respond(request_id, result),
+            Protocol::Query(service) => query::respond(service, request_id, result),
         }
     }
 }

@@ -1,10 +1,11 @@
-//! STS over the AWS Query protocol: a form-encoded body (`Action=AssumeRole&Version=
+//! The AWS Query protocol, for STS and IAM: a form-encoded body (`Action=AssumeRole&Version=
 //! 2011-06-15&RoleArn=…`), an XML answer `<ActionResponse><ActionResult>…`, and errors as
 //! `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>` with
 //! the Query protocol's codes (`AccessDenied`, `InvalidClientTokenId`, `SignatureDoesNotMatch`…).
+//! The STS actions are here; the IAM actions in [`super::iam`].
 
 use crate::api::authorize::CallContext;
-use crate::api::operations::StsOperations;
+use crate::api::operations::{IamOperations, StsOperations};
 use crate::api::status::ApiError;
 use crate::proto::v1;
 use bytes::Bytes;
@@ -16,12 +17,29 @@ const STS_VERSION: &str = "2011-06-15";
 const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 const ACTIONS: [&str; 2] = ["GetCallerIdentity", "AssumeRole"];
 
-fn invalid(code: &'static str, message: impl std::fmt::Display) -> ApiError {
+/// The service a Query request's action belongs to (what its signature must be scoped to).
+pub fn service(body: &[u8]) -> &'static str {
+    let action = fields(body).ok().and_then(|f| f.get("Action").cloned());
+    match action {
+        Some(action) if super::iam::ACTIONS.contains(&action.as_str()) => "iam",
+        _ => "sts",
+    }
+}
+
+fn namespace(service: &str) -> &'static str {
+    if service == "iam" {
+        super::iam::NAMESPACE
+    } else {
+        STS_NAMESPACE
+    }
+}
+
+pub(super) fn invalid(code: &'static str, message: impl std::fmt::Display) -> ApiError {
     ApiError::new(Code::InvalidArgument, code, message)
 }
 
 /// The form's fields; a field given twice is refused (which of them was meant is not known).
-fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| invalid("MalformedQueryString", "the body is not UTF-8"))?;
     let decode = |part: &str| {
@@ -47,17 +65,27 @@ fn fields(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
     Ok(fields)
 }
 
-/// `sts:<Action>` for a served action; `unknown` otherwise.
+/// `sts:<Action>` or `iam:<Action>` for a served action; `unknown` otherwise.
 pub fn operation_name(body: &[u8]) -> String {
     fields(body)
         .ok()
         .and_then(|f| f.get("Action").cloned())
-        .filter(|action| ACTIONS.contains(&action.as_str()))
-        .map(|action| format!("sts:{action}"))
+        .and_then(|action| {
+            if ACTIONS.contains(&action.as_str()) {
+                Some(format!("sts:{action}"))
+            } else if super::iam::ACTIONS.contains(&action.as_str()) {
+                Some(format!("iam:{action}"))
+            } else {
+                None
+            }
+        })
         .unwrap_or_else(|| crate::api::auth_layer::UNKNOWN_OPERATION.to_owned())
 }
 
-fn required<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
+pub(super) fn required<'a>(
+    fields: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Result<&'a str, ApiError> {
     fields
         .get(name)
         .map(String::as_str)
@@ -81,23 +109,23 @@ fn escape(text: &str) -> String {
 }
 
 /// `<name>text</name>` for each pair.
-fn elements(pairs: &[(&str, &str)]) -> String {
+pub(super) fn elements(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(name, text)| format!("<{name}>{}</{name}>", escape(text)))
         .collect()
 }
 
-fn document(action: &str, result: &str, request_id: &str) -> Vec<u8> {
+pub(super) fn document(namespace: &str, action: &str, result: &str, request_id: &str) -> Vec<u8> {
     format!(
-        "<{action}Response xmlns=\"{STS_NAMESPACE}\"><{action}Result>{result}</{action}Result>\
+        "<{action}Response xmlns=\"{namespace}\"><{action}Result>{result}</{action}Result>\
          <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
         escape(request_id)
     )
     .into_bytes()
 }
 
-fn iso8601(time: i64) -> String {
+pub(super) fn iso8601(time: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(time)
         .ok()
         .and_then(|t| {
@@ -109,7 +137,7 @@ fn iso8601(time: i64) -> String {
 
 /// Runs the action the form names.
 pub async fn dispatch(
-    sts: &StsOperations,
+    (sts, iam): (&StsOperations, &IamOperations),
     call: &CallContext,
     body: &[u8],
     request_id: &str,
@@ -118,6 +146,9 @@ pub async fn dispatch(
     let action = fields
         .get("Action")
         .ok_or_else(|| invalid("MissingAction", "the field Action is required"))?;
+    if super::iam::ACTIONS.contains(&action.as_str()) {
+        return super::iam::dispatch(iam, call, action, &fields, request_id).await;
+    }
     if !ACTIONS.contains(&action.as_str()) {
         return Err(invalid(
             "InvalidAction",
@@ -143,7 +174,12 @@ pub async fn dispatch(
                 ("UserId", &who.user_id),
                 ("Account", &who.account),
             ]);
-            Ok(document("GetCallerIdentity", &result, request_id))
+            Ok(document(
+                STS_NAMESPACE,
+                "GetCallerIdentity",
+                &result,
+                request_id,
+            ))
         }
         _ => {
             let duration_seconds = match fields.get("DurationSeconds") {
@@ -179,7 +215,7 @@ pub async fn dispatch(
             );
             zeroize::Zeroize::zeroize(&mut secret);
             zeroize::Zeroize::zeroize(&mut token);
-            Ok(document("AssumeRole", &result, request_id))
+            Ok(document(STS_NAMESPACE, "AssumeRole", &result, request_id))
         }
     }
 }
@@ -206,8 +242,12 @@ fn code(error: &ApiError) -> &'static str {
     }
 }
 
-/// The HTTP answer: the XML document, or the error as an `<ErrorResponse>`.
-pub fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> http::Response<Full<Bytes>> {
+/// The HTTP answer: the XML document, or the error as an `<ErrorResponse>` of `service`.
+pub fn respond(
+    service: &str,
+    request_id: &str,
+    result: Result<Vec<u8>, ApiError>,
+) -> http::Response<Full<Bytes>> {
     let (status, body) = match result {
         Ok(body) => (200, body),
         Err(error) => {
@@ -224,7 +264,8 @@ pub fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> http::Res
             };
             let fault = if status >= 500 { "Receiver" } else { "Sender" };
             let body = format!(
-                "<ErrorResponse xmlns=\"{STS_NAMESPACE}\"><Error>{}</Error>{}</ErrorResponse>",
+                "<ErrorResponse xmlns=\"{}\"><Error>{}</Error>{}</ErrorResponse>",
+                namespace(service),
                 elements(&[("Type", fault), ("Code", code), ("Message", &error.message)]),
                 elements(&[("RequestId", request_id)])
             );
@@ -271,7 +312,7 @@ mod tests {
     #[test]
     fn errors_carry_the_query_protocol_codes() {
         let denied = ApiError::new(Code::PermissionDenied, "AccessDeniedException", "no <way>");
-        let response = respond("id-1", Err(denied));
+        let response = respond("sts", "id-1", Err(denied));
         assert_eq!(response.status(), 403);
         assert_eq!(escape("a<b&\"c\""), "a&lt;b&amp;&quot;c&quot;");
     }

@@ -1,0 +1,204 @@
+//! IAM over the AWS Query protocol: each action's form fields into the IdentityService
+//! operation's request, its answer into AWS's XML result (members as IAM names them).
+
+use super::query::{document, elements, invalid, iso8601, required};
+use crate::api::authorize::CallContext;
+use crate::api::operations::IamOperations;
+use crate::api::status::ApiError;
+use crate::proto::v1;
+use std::collections::BTreeMap;
+
+pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+const VERSION: &str = "2010-05-08";
+
+/// The IAM actions served.
+pub const ACTIONS: [&str; 14] = [
+    "CreateUser",
+    "DeleteUser",
+    "ListUsers",
+    "CreateGroup",
+    "AddUserToGroup",
+    "RemoveUserFromGroup",
+    "CreateRole",
+    "DeleteRole",
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "CreateAccessKey",
+    "UpdateAccessKey",
+    "DeleteAccessKey",
+];
+
+fn user(user: &v1::User) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("UserName", &user.user_name),
+        ("UserId", &user.user_id),
+        ("Arn", &user.arn),
+        ("CreateDate", &iso8601(user.create_date)),
+    ])
+}
+
+fn named(field: &str, fields: &BTreeMap<String, String>) -> Result<String, ApiError> {
+    required(fields, field).map(str::to_owned)
+}
+
+/// Runs IAM `action` with the form's `fields`.
+pub async fn dispatch(
+    iam: &IamOperations,
+    call: &CallContext,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
+    if required(fields, "Version")? != VERSION {
+        return Err(invalid(
+            "InvalidAction",
+            format!("Version must be {VERSION}"),
+        ));
+    }
+    let user_name = || named("UserName", fields);
+    let group_name = || named("GroupName", fields);
+    let policy = |entity_type: v1::EntityType, entity_name: String| {
+        Ok::<_, ApiError>(v1::PutEntityPolicyRequest {
+            entity_type: entity_type as i32,
+            entity_name,
+            policy_name: named("PolicyName", fields)?,
+            policy_document: named("PolicyDocument", fields)?,
+        })
+    };
+    let result = match action {
+        "CreateUser" => {
+            let request = v1::CreateUserRequest {
+                user_name: user_name()?,
+            };
+            let created = iam.create_user(call, request).await?;
+            format!("<User>{}</User>", user(&created.user.unwrap_or_default()))
+        }
+        "DeleteUser" => {
+            let request = v1::DeleteUserRequest {
+                user_name: user_name()?,
+            };
+            iam.delete_user(call, request).await?;
+            String::new()
+        }
+        "ListUsers" => {
+            let users = iam.list_users(call, v1::ListUsersRequest {}).await?.users;
+            let members: String = users
+                .iter()
+                .map(|u| format!("<member>{}</member>", user(u)))
+                .collect();
+            format!("<Users>{members}</Users><IsTruncated>false</IsTruncated>")
+        }
+        "CreateGroup" => {
+            let request = v1::CreateGroupRequest {
+                group_name: group_name()?,
+            };
+            let group = iam
+                .create_group(call, request)
+                .await?
+                .group
+                .unwrap_or_default();
+            let members = elements(&[
+                ("Path", "/"),
+                ("GroupName", &group.group_name),
+                ("GroupId", &group.group_id),
+                ("Arn", &group.arn),
+                ("CreateDate", &iso8601(group.create_date)),
+            ]);
+            format!("<Group>{members}</Group>")
+        }
+        "AddUserToGroup" => {
+            let request = v1::AddUserToGroupRequest {
+                group_name: group_name()?,
+                user_name: user_name()?,
+            };
+            iam.add_user_to_group(call, request).await?;
+            String::new()
+        }
+        "RemoveUserFromGroup" => {
+            let request = v1::RemoveUserFromGroupRequest {
+                group_name: group_name()?,
+                user_name: user_name()?,
+            };
+            iam.remove_user_from_group(call, request).await?;
+            String::new()
+        }
+        "CreateRole" => {
+            let request = v1::CreateRoleRequest {
+                role_name: named("RoleName", fields)?,
+                assume_role_policy_document: named("AssumeRolePolicyDocument", fields)?,
+            };
+            let role = iam
+                .create_role(call, request)
+                .await?
+                .role
+                .unwrap_or_default();
+            let members = elements(&[
+                ("Path", "/"),
+                ("RoleName", &role.role_name),
+                ("RoleId", &role.role_id),
+                ("Arn", &role.arn),
+                ("CreateDate", &iso8601(role.create_date)),
+            ]);
+            format!("<Role>{members}</Role>")
+        }
+        "DeleteRole" => {
+            let request = v1::DeleteRoleRequest {
+                role_name: named("RoleName", fields)?,
+            };
+            iam.delete_role(call, request).await?;
+            String::new()
+        }
+        "PutUserPolicy" => {
+            let request = policy(v1::EntityType::User, user_name()?)?;
+            iam.put_entity_policy(call, request).await?;
+            String::new()
+        }
+        "PutRolePolicy" => {
+            let request = policy(v1::EntityType::Role, named("RoleName", fields)?)?;
+            iam.put_entity_policy(call, request).await?;
+            String::new()
+        }
+        "PutGroupPolicy" => {
+            let request = policy(v1::EntityType::Group, group_name()?)?;
+            iam.put_entity_policy(call, request).await?;
+            String::new()
+        }
+        "CreateAccessKey" => {
+            let request = v1::CreateAccessKeyRequest {
+                user_name: user_name()?,
+            };
+            let created = iam.create_access_key(call, request).await?;
+            let key = created.access_key.unwrap_or_default();
+            let mut secret = created.secret_access_key;
+            let members = elements(&[
+                ("UserName", &key.user_name),
+                ("AccessKeyId", &key.access_key_id),
+                ("Status", &key.status),
+                ("SecretAccessKey", &secret),
+                ("CreateDate", &iso8601(key.create_date)),
+            ]);
+            zeroize::Zeroize::zeroize(&mut secret);
+            format!("<AccessKey>{members}</AccessKey>")
+        }
+        "UpdateAccessKey" => {
+            let request = v1::UpdateAccessKeyRequest {
+                user_name: user_name()?,
+                access_key_id: named("AccessKeyId", fields)?,
+                status: named("Status", fields)?,
+            };
+            iam.update_access_key(call, request).await?;
+            String::new()
+        }
+        _ => {
+            let request = v1::DeleteAccessKeyRequest {
+                user_name: user_name()?,
+                access_key_id: named("AccessKeyId", fields)?,
+            };
+            iam.delete_access_key(call, request).await?;
+            String::new()
+        }
+    };
+    Ok(document(NAMESPACE, action, &result, request_id))
+}
