@@ -188,13 +188,18 @@ impl Drop for DevDaemon {
 }
 
 /// `serve --dev` prints AWS_* lines that, pasted, are all boto3 and the AWS CLI need: the
-/// README's example runs with them and nothing else.
+/// README's example runs with them and nothing else, in a region other than the default too
+/// (which the gRPC client's KEYHAVEN_REGION line also names).
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
     use std::io::BufRead;
     let work = tempfile::tempdir().expect("tempdir");
+    // Another region than the default: the printed lines must carry it for signatures to work.
+    let config = work.path().join("keyhaven.toml");
+    std::fs::write(&config, "region = \"eu-west-1\"\n").expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
         .env("TMPDIR", work.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -214,6 +219,7 @@ async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
         }
     });
     let mut env = Vec::new();
+    let mut keyhaven_region = None;
     while !env
         .iter()
         .any(|(name, _): &(String, String)| name == "AWS_DEFAULT_REGION")
@@ -221,6 +227,9 @@ async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
         let line = received
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("serve --dev prints export AWS_DEFAULT_REGION=… within a minute");
+        if let Some(region) = line.strip_prefix("export KEYHAVEN_REGION=") {
+            keyhaven_region = Some(region.to_owned());
+        }
         if let Some((name, value)) = line
             .strip_prefix("export AWS_")
             .and_then(|rest| rest.split_once('='))
@@ -240,6 +249,11 @@ async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
         ]
     );
     assert!(env[0].1.starts_with("http://127.0.0.1:"), "{env:?}");
+    assert_eq!(keyhaven_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        (env[3].1.as_str(), env[4].1.as_str()),
+        ("eu-west-1", "eu-west-1")
+    );
     let stdout = run_script(
         "aws_readme_example.py",
         env.clone(),

@@ -293,6 +293,10 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         };
         println!("export KEYHAVEN_ENDPOINT={scheme}://{addr}");
         print_credentials(initialised);
+        // Clients sign for `local` unless told otherwise: a dev daemon of another region says so.
+        if config.region != server::DaemonConfig::new(PathBuf::new()).region {
+            println!("export {}={}", crate::client::REGION_ENV, config.region);
+        }
         if let Some(aws) = daemon.aws_addr() {
             print_aws_environment(initialised, aws, &config.region);
         }
