@@ -39,6 +39,12 @@ policy = {"Version": "2012-10-17", "Statement": [
 iam.put_user_policy(UserName="carol", PolicyName="encrypt", PolicyDocument=json.dumps(policy))
 refused("MalformedPolicyDocument", iam.put_user_policy, UserName="carol",
         PolicyName="bad", PolicyDocument="{not json")
+stored = iam.get_user_policy(UserName="carol", PolicyName="encrypt")
+assert stored["PolicyDocument"]["Statement"][0]["Resource"] == key_arn, stored
+assert iam.list_user_policies(UserName="carol")["PolicyNames"] == ["encrypt"]
+iam.put_user_policy(UserName="carol", PolicyName="spare", PolicyDocument=json.dumps(policy))
+iam.delete_user_policy(UserName="carol", PolicyName="spare")
+assert iam.list_user_policies(UserName="carol")["PolicyNames"] == ["encrypt"]
 access = iam.create_access_key(UserName="carol")["AccessKey"]
 assert access["Status"] == "Active" and access["SecretAccessKey"], access
 carol = as_key("kms", access)
@@ -50,6 +56,8 @@ assert as_key("sts", access).get_caller_identity()["Arn"] == user["Arn"]
 
 iam.create_access_key(UserName="carol")
 refused("LimitExceeded", iam.create_access_key, UserName="carol")
+listed = iam.list_access_keys(UserName="carol")["AccessKeyMetadata"]
+assert access["AccessKeyId"] in [k["AccessKeyId"] for k in listed] and len(listed) == 2, listed
 iam.update_access_key(UserName="carol", AccessKeyId=access["AccessKeyId"], Status="Inactive")
 refused("UnrecognizedClientException", carol.encrypt, KeyId=key_arn, Plaintext=b"x")
 iam.delete_access_key(UserName="carol", AccessKeyId=access["AccessKeyId"])

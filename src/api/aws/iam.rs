@@ -12,7 +12,7 @@ pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
 
 /// The IAM actions served.
-pub const ACTIONS: [&str; 14] = [
+pub const ACTIONS: [&str; 24] = [
     "CreateUser",
     "DeleteUser",
     "ListUsers",
@@ -24,10 +24,101 @@ pub const ACTIONS: [&str; 14] = [
     "PutUserPolicy",
     "PutRolePolicy",
     "PutGroupPolicy",
+    "GetUserPolicy",
+    "GetRolePolicy",
+    "GetGroupPolicy",
+    "DeleteUserPolicy",
+    "DeleteRolePolicy",
+    "DeleteGroupPolicy",
+    "ListUserPolicies",
+    "ListRolePolicies",
+    "ListGroupPolicies",
     "CreateAccessKey",
+    "ListAccessKeys",
     "UpdateAccessKey",
     "DeleteAccessKey",
 ];
+
+/// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
+/// the field naming the entity, and what is done.
+fn inline_policy_action(action: &str) -> Option<(v1::EntityType, &'static str, &str)> {
+    let (verb, rest) = ["Put", "Get", "Delete", "List"]
+        .iter()
+        .find_map(|verb| action.strip_prefix(verb).map(|rest| (*verb, rest)))?;
+    let kind = ["User", "Role", "Group"]
+        .into_iter()
+        .find(|kind| rest.starts_with(kind))?;
+    if !matches!(&rest[kind.len()..], "Policy" | "Policies") {
+        return None;
+    }
+    Some(match kind {
+        "User" => (v1::EntityType::User, "UserName", verb),
+        "Role" => (v1::EntityType::Role, "RoleName", verb),
+        _ => (v1::EntityType::Group, "GroupName", verb),
+    })
+}
+
+/// The inline-policy actions, on the entity `fields` name.
+async fn inline_policy(
+    iam: &IamOperations,
+    call: &CallContext,
+    (kind, name_field, verb): (v1::EntityType, &str, &str),
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let entity_type = kind as i32;
+    let entity_name = named(name_field, fields)?;
+    match verb {
+        "Put" => {
+            let request = v1::PutEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+                policy_document: named("PolicyDocument", fields)?,
+            };
+            iam.put_entity_policy(call, request).await?;
+            Ok(String::new())
+        }
+        "Get" => {
+            let request = v1::GetEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+            };
+            let policy = iam.get_entity_policy(call, request).await?;
+            // IAM answers the document URL-encoded.
+            let document = percent_encoding::utf8_percent_encode(
+                &policy.policy_document,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            Ok(elements(&[
+                (name_field, &policy.entity_name),
+                ("PolicyName", &policy.policy_name),
+                ("PolicyDocument", &document),
+            ]))
+        }
+        "Delete" => {
+            let request = v1::DeleteEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+            };
+            iam.delete_entity_policy(call, request).await?;
+            Ok(String::new())
+        }
+        _ => {
+            let request = v1::ListEntityPoliciesRequest {
+                entity_type,
+                entity_name,
+            };
+            let names = iam.list_entity_policies(call, request).await?.policy_names;
+            let members: String = names.iter().map(|n| elements(&[("member", n)])).collect();
+            Ok(format!(
+                "<PolicyNames>{members}</PolicyNames><IsTruncated>false</IsTruncated>"
+            ))
+        }
+    }
+}
 
 fn user(user: &v1::User) -> String {
     elements(&[
@@ -59,14 +150,10 @@ pub async fn dispatch(
     }
     let user_name = || named("UserName", fields);
     let group_name = || named("GroupName", fields);
-    let policy = |entity_type: v1::EntityType, entity_name: String| {
-        Ok::<_, ApiError>(v1::PutEntityPolicyRequest {
-            entity_type: entity_type as i32,
-            entity_name,
-            policy_name: named("PolicyName", fields)?,
-            policy_document: named("PolicyDocument", fields)?,
-        })
-    };
+    if let Some(inline) = inline_policy_action(action) {
+        let result = inline_policy(iam, call, inline, fields).await?;
+        return Ok(document(NAMESPACE, action, &result, request_id));
+    }
     let result = match action {
         "CreateUser" => {
             let request = v1::CreateUserRequest {
@@ -150,21 +237,6 @@ pub async fn dispatch(
             iam.delete_role(call, request).await?;
             String::new()
         }
-        "PutUserPolicy" => {
-            let request = policy(v1::EntityType::User, user_name()?)?;
-            iam.put_entity_policy(call, request).await?;
-            String::new()
-        }
-        "PutRolePolicy" => {
-            let request = policy(v1::EntityType::Role, named("RoleName", fields)?)?;
-            iam.put_entity_policy(call, request).await?;
-            String::new()
-        }
-        "PutGroupPolicy" => {
-            let request = policy(v1::EntityType::Group, group_name()?)?;
-            iam.put_entity_policy(call, request).await?;
-            String::new()
-        }
         "CreateAccessKey" => {
             let request = v1::CreateAccessKeyRequest {
                 user_name: user_name()?,
@@ -181,6 +253,30 @@ pub async fn dispatch(
             ]);
             zeroize::Zeroize::zeroize(&mut secret);
             format!("<AccessKey>{members}</AccessKey>")
+        }
+        "ListAccessKeys" => {
+            let request = v1::ListAccessKeysRequest {
+                user_name: user_name()?,
+            };
+            let keys = iam
+                .list_access_keys(call, request)
+                .await?
+                .access_key_metadata;
+            let members: String = keys
+                .iter()
+                .map(|k| {
+                    let member = elements(&[
+                        ("UserName", &k.user_name),
+                        ("AccessKeyId", &k.access_key_id),
+                        ("Status", &k.status),
+                        ("CreateDate", &iso8601(k.create_date)),
+                    ]);
+                    format!("<member>{member}</member>")
+                })
+                .collect();
+            format!(
+                "<AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>"
+            )
         }
         "UpdateAccessKey" => {
             let request = v1::UpdateAccessKeyRequest {
@@ -201,4 +297,32 @@ pub async fn dispatch(
         }
     };
     Ok(document(NAMESPACE, action, &result, request_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_policy_actions_name_their_entity() {
+        assert_eq!(
+            inline_policy_action("PutUserPolicy"),
+            Some((v1::EntityType::User, "UserName", "Put"))
+        );
+        assert_eq!(
+            inline_policy_action("ListGroupPolicies"),
+            Some((v1::EntityType::Group, "GroupName", "List"))
+        );
+        assert_eq!(
+            inline_policy_action("DeleteRolePolicy"),
+            Some((v1::EntityType::Role, "RoleName", "Delete"))
+        );
+        for other in ["PutUser", "GetUserPolicyX", "CreateUser", "ListUsers"] {
+            assert_eq!(inline_policy_action(other), None, "{other}");
+        }
+        for action in ACTIONS {
+            let inline = inline_policy_action(action).is_some();
+            assert_eq!(inline, action.contains("Polic"), "{action}");
+        }
+    }
 }
