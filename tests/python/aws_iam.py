@@ -68,9 +68,14 @@ iam.add_user_to_group(GroupName="ops", UserName="carol")
 iam.put_group_policy(GroupName="ops", PolicyName="read",
                      PolicyDocument=json.dumps({"Statement": [
                          {"Effect": "Allow", "Action": "kms:DescribeKey", "Resource": "*"}]}))
+assert [g["GroupName"] for g in iam.list_groups()["Groups"]] == ["ops"]
 role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument=json.dumps({"Statement": [
     {"Effect": "Allow", "Principal": {"AWS": user["Arn"]}, "Action": "sts:AssumeRole"}]}))["Role"]
 assert role["Arn"].endswith(":role/batch"), role
+assert "batch" in [r["RoleName"] for r in iam.list_roles()["Roles"]]
+iam.create_group(GroupName="spare")
+iam.delete_group(GroupName="spare")
+assert [g["GroupName"] for g in iam.list_groups()["Groups"]] == ["ops"]
 iam.put_role_policy(RoleName="batch", PolicyName="p", PolicyDocument=json.dumps(policy))
 refused("NoSuchEntity", iam.delete_user, UserName="nobody")
 print("iam complete", flush=True)

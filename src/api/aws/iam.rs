@@ -1,7 +1,7 @@
 //! IAM over the AWS Query protocol: each action's form fields into the IdentityService
 //! operation's request, its answer into AWS's XML result (members as IAM names them).
 
-use super::query::{document, elements, invalid, iso8601, required};
+use super::query::{document, elements, escape, invalid, iso8601, required};
 use crate::api::authorize::CallContext;
 use crate::api::operations::IamOperations;
 use crate::api::status::ApiError;
@@ -12,11 +12,14 @@ pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
 
 /// The IAM actions served.
-pub const ACTIONS: [&str; 24] = [
+pub const ACTIONS: [&str; 27] = [
     "CreateUser",
     "DeleteUser",
     "ListUsers",
     "CreateGroup",
+    "DeleteGroup",
+    "ListGroups",
+    "ListRoles",
     "AddUserToGroup",
     "RemoveUserFromGroup",
     "CreateRole",
@@ -112,10 +115,7 @@ async fn inline_policy(
                 entity_name,
             };
             let names = iam.list_entity_policies(call, request).await?.policy_names;
-            let members: String = names.iter().map(|n| elements(&[("member", n)])).collect();
-            Ok(format!(
-                "<PolicyNames>{members}</PolicyNames><IsTruncated>false</IsTruncated>"
-            ))
+            Ok(members("PolicyNames", names.iter().map(|n| escape(n))))
         }
     }
 }
@@ -128,6 +128,34 @@ fn user(user: &v1::User) -> String {
         ("Arn", &user.arn),
         ("CreateDate", &iso8601(user.create_date)),
     ])
+}
+
+fn group(group: &v1::Group) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("GroupName", &group.group_name),
+        ("GroupId", &group.group_id),
+        ("Arn", &group.arn),
+        ("CreateDate", &iso8601(group.create_date)),
+    ])
+}
+
+fn role(role: &v1::Role) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("RoleName", &role.role_name),
+        ("RoleId", &role.role_id),
+        ("Arn", &role.arn),
+        ("CreateDate", &iso8601(role.create_date)),
+    ])
+}
+
+/// `<Name><member>…</member>…</Name><IsTruncated>false</IsTruncated>`: every list is one page.
+fn members(name: &str, items: impl Iterator<Item = String>) -> String {
+    let members: String = items
+        .map(|item| format!("<member>{item}</member>"))
+        .collect();
+    format!("<{name}>{members}</{name}><IsTruncated>false</IsTruncated>")
 }
 
 fn named(field: &str, fields: &BTreeMap<String, String>) -> Result<String, ApiError> {
@@ -171,11 +199,23 @@ pub async fn dispatch(
         }
         "ListUsers" => {
             let users = iam.list_users(call, v1::ListUsersRequest {}).await?.users;
-            let members: String = users
-                .iter()
-                .map(|u| format!("<member>{}</member>", user(u)))
-                .collect();
-            format!("<Users>{members}</Users><IsTruncated>false</IsTruncated>")
+            members("Users", users.iter().map(user))
+        }
+        "ListGroups" => {
+            let request = v1::ListGroupsRequest::default();
+            let groups = iam.list_groups(call, request).await?.groups;
+            members("Groups", groups.iter().map(group))
+        }
+        "ListRoles" => {
+            let roles = iam.list_roles(call, v1::ListRolesRequest {}).await?.roles;
+            members("Roles", roles.iter().map(role))
+        }
+        "DeleteGroup" => {
+            let request = v1::DeleteGroupRequest {
+                group_name: group_name()?,
+            };
+            iam.delete_group(call, request).await?;
+            String::new()
         }
         "CreateGroup" => {
             let request = v1::CreateGroupRequest {

@@ -93,7 +93,7 @@ pub(super) fn required<'a>(
 }
 
 /// Text for XML element content.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
