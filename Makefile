@@ -2,12 +2,14 @@
 
 # The whole test suite: unit tests, the end-to-end conformance suite (sealed store and
 # SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token;
-# installs grpcio for the stock Python gRPC client test (tests/cert_principals.rs) if needed.
+# installs grpcio for the stock Python gRPC client test (tests/cert_principals.rs);
+# installs boto3 into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh).
 test:
 	tests/python/setup.sh
 	rm -rf target/softhsm
 	# The key-type tests check signatures, public keys and MACs with the openssl binary.
 	command -v openssl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends openssl; }
+	tests/python/aws-setup.sh >/dev/null
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked
 
 # What CI checks besides the tests.

@@ -29,6 +29,62 @@ const WIPED_BYTES: &[&str] = &[
     ".keyhaven.v1.GenerateRandomResponse.plaintext",
 ];
 
+/// The KMS messages are also the AWS door's JSON shapes (their members are AWS's, in
+/// PascalCase): every message of `kms.proto` gets serde, its `bytes` members base64, its
+/// `optional` members left out when absent, and its key states AWS's names.
+fn aws_json_shapes(
+    mut builder: tonic_prost_build::Builder,
+    proto: &str,
+) -> Result<tonic_prost_build::Builder, Box<dyn Error>> {
+    let text = std::fs::read_to_string(proto)?;
+    let mut message = None;
+    for line in text.lines() {
+        let line = line.split("//").next().unwrap_or_default().trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["message", name, ..] = words[..] {
+            message = Some(name.to_owned());
+            builder = builder.type_attribute(
+                format!(".keyhaven.v1.{name}"),
+                "#[derive(serde::Serialize, serde::Deserialize)] \
+                 #[serde(rename_all = \"PascalCase\", default)]",
+            );
+        }
+        let Some(owner) = &message else { continue };
+        let field = |name: &str| format!(".keyhaven.v1.{owner}.{name}");
+        // A one-line message has its member after the brace.
+        let member = match words.iter().position(|w| *w == "{") {
+            Some(brace) => &words[brace + 1..],
+            None => &words[..],
+        };
+        match member {
+            ["bytes", name, ..] => {
+                builder = builder
+                    .field_attribute(field(name), "#[serde(with = \"crate::api::aws::blob\")]");
+            }
+            ["optional", _, name, ..] => {
+                builder = builder.field_attribute(
+                    field(name),
+                    "#[serde(skip_serializing_if = \"Option::is_none\")]",
+                );
+            }
+            ["KeyState", name, ..] => {
+                builder = builder.field_attribute(
+                    field(name),
+                    "#[serde(with = \"crate::api::aws::key_state\")]",
+                );
+            }
+            _ => {}
+        }
+        if line.ends_with('}') {
+            message = None;
+        }
+    }
+    Ok(builder.field_attribute(
+        ".keyhaven.v1.KeyMetadata.aws_account_id",
+        "#[serde(rename = \"AWSAccountId\")]",
+    ))
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     // SAFETY: a build script is single-threaded; prost-build reads PROTOC below.
     unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
@@ -37,6 +93,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for path in WIPED_BYTES {
         builder = builder.bytes(path);
     }
+    builder = aws_json_shapes(builder, "proto/keyhaven/v1/kms.proto")?;
     builder
         .file_descriptor_set_path(out_dir.join("keyhaven_descriptor.bin"))
         .skip_debug(REDACTED_DEBUG.iter().copied())

@@ -379,16 +379,16 @@ async fn a_bound_certificate_calls_as_its_user_under_her_policies_and_is_audited
     assert_eq!(encrypt.outcome.as_ref().unwrap().code, "Ok");
     let refused = log
         .iter()
-        .find(|r| r.operation == "kms:GenerateDataKey" && r.door.is_some())
+        .find(|r| r.operation == "kms:GenerateDataKey" && r.door.as_deref() == Some("certificate"))
         .expect("the refused certificate call's record");
     assert_eq!(
         refused.outcome.as_ref().unwrap().reason.as_deref(),
         Some("AccessDeniedException")
     );
-    // Signed calls' records are as before: an access key, no door.
+    // Signed calls' records name the gRPC door and an access key.
     let signed = log
         .iter()
-        .find(|r| r.operation == "kms:GenerateDataKey" && r.door.is_none())
+        .find(|r| r.operation == "kms:GenerateDataKey" && r.door.as_deref() == Some("grpc"))
         .expect("the signed call's record");
     assert!(signed.access_key_id.is_some());
     assert_eq!(signed.certificate, None);

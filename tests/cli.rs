@@ -1089,8 +1089,11 @@ fn serve_dev_prints_working_exports() {
     let stdout = daemon.stdout.join("\n");
 
     let vars = exports(&stdout);
+    // The AWS_* lines that follow are the AWS door's (tests/aws_door.rs).
     assert_eq!(
-        vars.keys().collect::<Vec<_>>(),
+        vars.keys()
+            .filter(|name| name.starts_with("KEYHAVEN_"))
+            .collect::<Vec<_>>(),
         [
             "KEYHAVEN_ACCESS_KEY_ID",
             "KEYHAVEN_ENDPOINT",

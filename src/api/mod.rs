@@ -1,20 +1,27 @@
-//! The gRPC surface: handlers that translate between the wire and the domain, the one mapping
-//! from domain errors to `Status`, and the authentication layer in front of every call.
+//! The front doors and what stands behind them: the [`Gateway`] (authentication, replay,
+//! audit, metrics) every door calls; the transport-neutral KMS operations
+//! ([`operations::KmsOperations`]); the gRPC door (the authentication layer and the tonic
+//! handlers, short conversions onto the operations) and the AWS door (`aws`, the KMS JSON 1.1
+//! protocol over HTTP/1.1); and the one mapping from domain errors to [`ApiError`].
 
 mod audit;
 mod auth_layer;
 pub mod authorize;
+pub mod aws;
 mod certificate_door;
+pub mod gateway;
 mod iam;
 mod kms;
+pub mod operations;
 mod status;
 
 pub use audit::AuditApi;
 pub use auth_layer::{AuditSlot, AuthLayer, REQUEST_ID_HEADER, operation_name};
 pub use authorize::{Authorizer, CallContext};
+pub use gateway::{Door, Gateway};
 pub use iam::IamApi;
 pub use kms::KmsApi;
-pub use status::{ERROR_DOMAIN, reason_of};
+pub use status::{ApiError, ERROR_DOMAIN, reason_of};
 
 /// Largest encoded request message the daemon accepts (plaintext ≤ 4096 bytes plus context).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

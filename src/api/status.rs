@@ -19,25 +19,90 @@ pub(crate) fn status(code: Code, reason: &str, message: impl std::fmt::Display) 
     )
 }
 
-/// A request that failed authentication past its source's rate limit.
-pub(crate) fn throttled() -> Status {
-    status(
-        Code::ResourceExhausted,
-        "ThrottlingException",
-        "too many requests that fail authentication from this source; slow down",
-    )
-}
-
 /// The reason name carried by a status, if any.
 pub fn reason_of(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)
 }
 
-impl From<KeyError> for Status {
+/// A refusal or failure as every door reports it: the reason name (AWS's exception name), the
+/// gRPC code, and a message safe to show the caller. The AWS door's HTTP status follows from
+/// the code; where AWS names an error differently from the gRPC API's reason, `aws_type` says
+/// so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+    /// AWS's name when it differs from `reason` (the gRPC API keeps its older name).
+    pub aws_type: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, reason: &'static str, message: impl std::fmt::Display) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.to_string(),
+            aws_type: None,
+        }
+    }
+
+    /// The `__type` the AWS JSON protocol answers with.
+    pub fn aws_type(&self) -> &'static str {
+        self.aws_type.unwrap_or(self.reason)
+    }
+
+    /// The AWS door's HTTP status: 500 for the service's own failures, 400 for the rest.
+    pub fn http_status(&self) -> u16 {
+        match self.code {
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => 500,
+            _ => 400,
+        }
+    }
+
+    /// What the audit log records of it.
+    pub fn outcome(&self) -> crate::audit::Outcome {
+        crate::audit::Outcome {
+            code: format!("{:?}", self.code),
+            reason: Some(self.reason.to_owned()),
+        }
+    }
+
+    /// A refusal after a source's failures passed its rate limit.
+    pub fn throttled() -> Self {
+        Self::new(
+            Code::ResourceExhausted,
+            "ThrottlingException",
+            "too many requests that fail authentication from this source; slow down",
+        )
+    }
+
+    /// The audit log cannot take the call's record: nothing is done.
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            Code::Unavailable,
+            "AuditLogUnavailableException",
+            "the call cannot be recorded in the audit log; try again later",
+        )
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        status(error.code, error.reason, error.message)
+    }
+}
+
+impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
+        let mut aws_type = None;
         let (code, reason) = match &error {
             KeyError::NotFound(_) => (Code::NotFound, "NotFoundException"),
             KeyError::InvalidState(_) => (Code::FailedPrecondition, "KMSInvalidStateException"),
+            KeyError::Disabled(_) => {
+                aws_type = Some("DisabledException");
+                (Code::FailedPrecondition, "KMSInvalidStateException")
+            }
             KeyError::InvalidCiphertext => (Code::InvalidArgument, "InvalidCiphertextException"),
             KeyError::IncorrectKey(_) => (Code::InvalidArgument, "IncorrectKeyException"),
             KeyError::Validation(_) => (Code::InvalidArgument, "ValidationException"),
@@ -60,11 +125,20 @@ impl From<KeyError> for Status {
                 (Code::Internal, "KMSInternalException")
             }
         };
-        status(code, reason, error)
+        Self {
+            aws_type,
+            ..Self::new(code, reason, error)
+        }
     }
 }
 
-impl From<IamError> for Status {
+impl From<KeyError> for Status {
+    fn from(error: KeyError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<IamError> for ApiError {
     fn from(error: IamError) -> Self {
         let (code, reason) = match &error {
             IamError::NotFound(_) => (Code::NotFound, "NoSuchEntityException"),
@@ -79,13 +153,25 @@ impl From<IamError> for Status {
                 (Code::Internal, "ServiceFailureException")
             }
         };
-        status(code, reason, error)
+        Self::new(code, reason, error)
+    }
+}
+
+impl From<IamError> for Status {
+    fn from(error: IamError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        Self::new(Code::Unauthenticated, error.reason(), &error)
     }
 }
 
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
-        status(Code::Unauthenticated, error.reason(), &error)
+        ApiError::from(error).into()
     }
 }
 
@@ -99,6 +185,17 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert_eq!(reason_of(&s).as_deref(), Some("KMSInvalidStateException"));
         assert_eq!(s.message(), "KMSInvalidStateException: key is Disabled");
+    }
+
+    #[test]
+    fn a_disabled_key_keeps_its_grpc_reason_and_has_its_aws_name() {
+        let e = ApiError::from(KeyError::Disabled("key is Disabled".into()));
+        assert_eq!(e.reason, "KMSInvalidStateException");
+        assert_eq!(e.aws_type(), "DisabledException");
+        assert_eq!(e.http_status(), 400);
+        let internal = ApiError::from(KeyError::Internal("detail".into()));
+        assert_eq!(internal.http_status(), 500);
+        assert_eq!(internal.message, "internal error");
     }
 
     #[test]

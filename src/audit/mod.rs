@@ -105,14 +105,14 @@ pub struct AuditRecord {
     pub phase: Phase,
     pub request_id: String,
     pub operation: String,
+    /// The front door the call came through (`grpc`, `aws`, `certificate` for a certificate
+    /// principal's gRPC call); none for the daemon's own.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub door: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub principal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access_key_id: Option<String>,
-    /// How a call without a signature came in: `certificate` for a certificate principal's
-    /// call (absent for signed calls).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub door: Option<String>,
     /// The client-certificate identity the call authenticated by (or, refused, presented).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub certificate: Option<String>,
@@ -184,10 +184,10 @@ pub struct Entry {
     pub phase: Phase,
     pub request_id: String,
     pub operation: String,
+    /// The front door the call came through.
+    pub door: Option<&'static str>,
     pub principal: Option<String>,
     pub access_key_id: Option<String>,
-    /// See [`AuditRecord::door`].
-    pub door: Option<&'static str>,
     pub certificate: Option<String>,
     pub source: Option<String>,
     pub note: AuditNote,
@@ -443,9 +443,9 @@ impl AuditLog {
             phase: Phase::UnauthenticatedSummary,
             request_id: String::new(),
             operation: "*".into(),
+            door: None,
             principal: None,
             access_key_id: None,
-            door: None,
             certificate: None,
             source: Some(summary.source.clone()),
             note: AuditNote::default(),
@@ -485,11 +485,11 @@ impl AuditLog {
             phase: entry.phase,
             request_id: entry.request_id,
             operation: printable(entry.operation, MAX_OPERATION),
+            door: entry.door.map(str::to_owned),
             principal: entry.principal.map(|p| printable(p, MAX_NAME)),
             access_key_id: entry
                 .access_key_id
                 .map(|id| printable(id, MAX_ACCESS_KEY_ID)),
-            door: entry.door.map(str::to_owned),
             certificate: entry.certificate.map(|c| printable(c, MAX_NAME)),
             source: entry.source.map(|s| printable(s, MAX_NAME)),
             keys: entry

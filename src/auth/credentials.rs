@@ -6,7 +6,7 @@
 //! of temporary credentials are stored only as their SHA-256.
 
 use super::certificate::{CertificateBindings, PeerCertificate};
-use super::signature::{self, HOST_HEADER, REQUIRED_SIGNED, TOKEN_HEADER};
+use super::signature::{self, HOST_HEADER, TOKEN_HEADER};
 use super::{AuthError, Caller, Principal, PrincipalDirectory, PrincipalKind, ReplayCache};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
@@ -125,23 +125,31 @@ struct AccessKeyEntry {
 struct SigningKey {
     date: String,
     region: String,
+    service: String,
     key: Locked<Secret<[u8; 32]>>,
 }
 
 impl AccessKeyEntry {
-    fn signing_key(&self, date: &str, region: &str) -> Secret<[u8; 32]> {
+    fn signing_key(&self, date: &str, region: &str, service: &str) -> Secret<[u8; 32]> {
         if let Ok(cached) = self.signing.read()
             && let Some(k) = cached.as_ref()
             && k.date == date
             && k.region == region
+            && k.service == service
         {
             return Secret::new(*k.key.expose());
         }
-        let key = Secret::new(signature::signing_key(self.secret.expose(), date, region));
+        let key = Secret::new(signature::signing_key_for(
+            self.secret.expose(),
+            date,
+            region,
+            service,
+        ));
         if let Ok(mut cached) = self.signing.write() {
             *cached = Some(SigningKey {
                 date: date.to_owned(),
                 region: region.to_owned(),
+                service: service.to_owned(),
                 key: Locked::new(Secret::new(*key.expose())),
             });
         }
@@ -295,6 +303,35 @@ fn host_accepted(accepted: &[String], authority: &str) -> bool {
             let entry = entry.to_ascii_lowercase();
             entry == authority || entry == name
         })
+}
+
+/// Which door a signed request came through, and so which rules its signature follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureDoor {
+    /// Keyhaven's gRPC signatures: a signed nonce, and each signature accepted once.
+    Grpc,
+    /// Standard SigV4 as the AWS SDKs send it. SigV4 has no nonce, so an identical request
+    /// (an SDK's retry, or two CreateKey calls in one second) is answered again, as AWS does;
+    /// the five-minute window still bounds when it is accepted.
+    AwsHttp,
+}
+
+/// A signed request as its door received it.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub door: SignatureDoor,
+    /// The service the request is for (`kms`, `sts`): its credential scope must name it.
+    pub service: &'a str,
+    pub method: &'a str,
+    /// The canonical URI (the gRPC method path, or `/`).
+    pub path: &'a str,
+    /// The canonical query string.
+    pub query: &'a str,
+    /// The `:authority` or `Host` the request arrived with.
+    pub authority: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    /// The hex SHA-256 of the body as received.
+    pub body_sha256_hex: &'a str,
 }
 
 /// The daemon's access keys, and the check of every request's signature.
@@ -860,7 +897,7 @@ impl CredentialStore {
         Ok(expired)
     }
 
-    /// Verifies a request's signature: `method_path` is the gRPC path, `authority` the
+    /// Verifies a gRPC request's signature: `method_path` is the gRPC path, `authority` the
     /// `:authority` (or `Host`) the request arrived with, `body_sha256_hex` the hash of the
     /// request message as received.
     pub fn authenticate(
@@ -870,6 +907,31 @@ impl CredentialStore {
         headers: &http::HeaderMap,
         body_sha256_hex: &str,
     ) -> Result<(Caller, SignatureUse), AuthError> {
+        self.authenticate_request(&SignedRequest {
+            door: SignatureDoor::Grpc,
+            service: signature::SERVICE,
+            method: "POST",
+            path: method_path,
+            query: "",
+            authority,
+            headers,
+            body_sha256_hex,
+        })
+    }
+
+    /// Verifies a request's signature by its door's rules (see [`SignatureDoor`]).
+    pub fn authenticate_request(
+        &self,
+        request: &SignedRequest<'_>,
+    ) -> Result<(Caller, SignatureUse), AuthError> {
+        let SignedRequest {
+            door,
+            authority,
+            headers,
+            body_sha256_hex,
+            ..
+        } = *request;
+        let replay_checked = door == SignatureDoor::Grpc;
         let header = |name: &str| -> Result<Option<&str>, AuthError> {
             headers
                 .get(name)
@@ -880,7 +942,18 @@ impl CredentialStore {
                 .transpose()
         };
         let authorization = header(signature::AUTHORIZATION)?.ok_or(AuthError::Missing)?;
-        let parsed = signature::parse_authorization(authorization).map_err(AuthError::Malformed)?;
+        let rules = match door {
+            SignatureDoor::Grpc => &signature::GRPC_RULES,
+            SignatureDoor::AwsHttp => &signature::AWS_HTTP_RULES,
+        };
+        let parsed = signature::parse_authorization_with(authorization, rules)
+            .map_err(AuthError::Malformed)?;
+        if parsed.service != request.service {
+            return Err(AuthError::Malformed(format!(
+                "the Credential should be scoped to the service '{}'",
+                request.service
+            )));
+        }
         let amz_date = header(signature::DATE_HEADER)?
             .ok_or_else(|| AuthError::Malformed("x-amz-date is missing".into()))?;
         let request_time = signature::parse_amz_date(amz_date)
@@ -916,9 +989,10 @@ impl CredentialStore {
             )));
         }
         // A replay is named as one even when it was sent on to another address.
-        if self
-            .replay
-            .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
+        if replay_checked
+            && self
+                .replay
+                .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
         {
             return Err(AuthError::Replayed);
         }
@@ -934,20 +1008,33 @@ impl CredentialStore {
             signed.push((name, value));
         }
         debug_assert!(
-            REQUIRED_SIGNED
+            rules
+                .required_signed
                 .iter()
                 .all(|r| signed.iter().any(|(n, _)| n == r))
         );
-        let request = signature::RequestToSign {
-            method_path,
+        // Sent by SDKs that hash the body themselves: it must be this body's hash.
+        if let Some(sent) = header(signature::CONTENT_SHA256_HEADER)?
+            && sent != body_sha256_hex
+        {
+            return Err(AuthError::Malformed(format!(
+                "{} is not the SHA-256 of the body",
+                signature::CONTENT_SHA256_HEADER
+            )));
+        }
+        let to_sign = signature::HttpRequestToSign {
+            method: request.method,
+            path: request.path,
+            query: request.query,
             headers: &signed,
             body_sha256_hex,
             amz_date,
             date: parsed.date,
             region: parsed.region,
+            service: parsed.service,
         };
-        let key = entry.signing_key(parsed.date, parsed.region);
-        if !request.verify(key.expose(), &parsed.signature) {
+        let key = entry.signing_key(parsed.date, parsed.region, parsed.service);
+        if !to_sign.verify(key.expose(), &parsed.signature) {
             return Err(AuthError::BadSignature);
         }
         if let Some(expected) = &entry.record.session_token_sha256 {
@@ -965,10 +1052,10 @@ impl CredentialStore {
             signature: parsed.signature,
             expires: request_time + MAX_SKEW_SECONDS,
         };
-        if !self.replay.first_use(&used.signature, used.expires, now) {
+        if replay_checked && !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);
         }
-        if request_time < self.started {
+        if replay_checked && request_time < self.started {
             return Err(AuthError::SignedBeforeStart {
                 request_time,
                 started: self.started,

@@ -9,8 +9,8 @@ pub mod throttle;
 
 pub use credentials::{
     AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
-    MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureUse,
-    is_well_formed_access_key_id, principal,
+    MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureDoor, SignatureUse,
+    SignedRequest, is_well_formed_access_key_id, principal,
 };
 pub use replay::ReplayCache;
 

@@ -17,6 +17,10 @@
 //! SHA-256 of the encoded request message (the gRPC frame's payload). The string to sign and
 //! the signing key (`AWS4<secret>` → date → region → `kms` → `aws4_request`) are SigV4's, so
 //! one verifier can serve the gRPC API and an AWS-compatible HTTP API alike.
+//!
+//! The AWS door takes standard SigV4 as the AWS SDKs send it ([`HttpRequestToSign`]): the
+//! HTTP method, path and query in the canonical request, any headers the client chose to sign
+//! (at least `host` and `x-amz-date`), and no nonce ([`AWS_HTTP_RULES`]).
 
 use crate::clock::UnixSeconds;
 use hmac::{Hmac, Mac};
@@ -28,6 +32,8 @@ pub const AUTHORIZATION: &str = "authorization";
 pub const DATE_HEADER: &str = "x-amz-date";
 pub const NONCE_HEADER: &str = "x-keyhaven-nonce";
 pub const TOKEN_HEADER: &str = "x-amz-security-token";
+/// The body's SHA-256, sent by some SDKs (checked when present).
+pub const CONTENT_SHA256_HEADER: &str = "x-amz-content-sha256";
 /// The signed name of the request's `:authority` (never sent as a header of its own).
 pub const HOST_HEADER: &str = "host";
 /// Headers every signature must cover.
@@ -92,31 +98,57 @@ pub fn parse_amz_date(text: &str) -> Option<UnixSeconds> {
 
 /// The signing key for one day, region and the `kms` service.
 pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
+    signing_key_for(secret, date, region, SERVICE)
+}
+
+/// The signing key for one day, region and service (`AWS4<secret>` → date → region → service
+/// → `aws4_request`).
+pub fn signing_key_for(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let mut first = Vec::with_capacity(4 + secret.len());
     first.extend_from_slice(b"AWS4");
     first.extend_from_slice(secret.as_bytes());
     let k_date = hmac(&first, date.as_bytes());
     zeroize::Zeroize::zeroize(&mut first);
     let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, SERVICE.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
     hmac(&k_service, b"aws4_request")
 }
 
+/// A header value as SigV4 canonicalises it: trimmed, runs of spaces collapsed to one.
+fn canonical_value(hash: &mut Sha256, value: &str) {
+    let mut space = false;
+    for piece in value.trim().split(' ') {
+        if piece.is_empty() {
+            continue;
+        }
+        if space {
+            hash.update(b" ");
+        }
+        hash.update(piece);
+        space = true;
+    }
+}
+
 /// The SHA-256 of the canonical request, hashed as it is written out (no copy is built).
-/// `headers` are (lower-case name, value), sorted by name.
+/// `headers` are (lower-case name, value), sorted by name; `query` is already canonical.
 fn canonical_request_sha256(
-    method_path: &str,
+    method: &str,
+    path: &str,
+    query: &str,
     headers: &[(&str, &str)],
     body_sha256_hex: &str,
 ) -> [u8; 32] {
     let mut hash = Sha256::new();
-    hash.update(b"POST\n");
-    hash.update(method_path);
-    hash.update(b"\n\n");
+    hash.update(method);
+    hash.update(b"\n");
+    hash.update(path);
+    hash.update(b"\n");
+    hash.update(query);
+    hash.update(b"\n");
     for (name, value) in headers {
         hash.update(name);
         hash.update(b":");
-        hash.update(value.trim());
+        canonical_value(&mut hash, value);
         hash.update(b"\n");
     }
     hash.update(b"\n");
@@ -136,9 +168,41 @@ pub fn scope(date: &str, region: &str) -> String {
     format!("{date}/{region}/{SERVICE}/aws4_request")
 }
 
-/// What a request is signed over. Its string to sign is SigV4's: the algorithm, the request
-/// time, the scope (`<date>/<region>/kms/aws4_request`) and the hex SHA-256 of the canonical
-/// request, a line each; it is fed to the HMAC piece by piece, never built.
+/// The HMAC of SigV4's string to sign (the algorithm, the request time, the scope and the hex
+/// SHA-256 of the canonical request, a line each), fed piece by piece, never built.
+fn string_to_sign_mac(
+    signing_key: &[u8; 32],
+    amz_date: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    canonical: [u8; 32],
+) -> HmacSha256 {
+    let mut canonical_hex = [0u8; 64];
+    // 32 bytes always fit in 64 hex digits.
+    let _ = hex::encode_to_slice(canonical, &mut canonical_hex);
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(signing_key).unwrap_or_else(|_| unreachable!());
+    for piece in [
+        ALGORITHM.as_bytes(),
+        b"\n",
+        amz_date.as_bytes(),
+        b"\n",
+        date.as_bytes(),
+        b"/",
+        region.as_bytes(),
+        b"/",
+        service.as_bytes(),
+        b"/aws4_request\n",
+        &canonical_hex,
+    ] {
+        mac.update(piece);
+    }
+    mac
+}
+
+/// What a gRPC request is signed over: its canonical request is `POST`, the method path, an
+/// empty query and the signed headers; the service is `kms`.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestToSign<'a> {
     pub method_path: &'a str,
@@ -152,31 +216,66 @@ pub struct RequestToSign<'a> {
 }
 
 impl RequestToSign<'_> {
-    /// The HMAC of the string to sign under `signing_key`, fed piece by piece.
-    fn mac(&self, signing_key: &[u8; 32]) -> HmacSha256 {
-        let canonical =
-            canonical_request_sha256(self.method_path, self.headers, self.body_sha256_hex);
-        let mut canonical_hex = [0u8; 64];
-        // 32 bytes always fit in 64 hex digits.
-        let _ = hex::encode_to_slice(canonical, &mut canonical_hex);
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(signing_key).unwrap_or_else(|_| unreachable!());
-        for piece in [
-            ALGORITHM.as_bytes(),
-            b"\n",
-            self.amz_date.as_bytes(),
-            b"\n",
-            self.date.as_bytes(),
-            b"/",
-            self.region.as_bytes(),
-            b"/",
-            SERVICE.as_bytes(),
-            b"/aws4_request\n",
-            &canonical_hex,
-        ] {
-            mac.update(piece);
+    fn http(&self) -> HttpRequestToSign<'_> {
+        HttpRequestToSign {
+            method: "POST",
+            path: self.method_path,
+            query: "",
+            headers: self.headers,
+            body_sha256_hex: self.body_sha256_hex,
+            amz_date: self.amz_date,
+            date: self.date,
+            region: self.region,
+            service: SERVICE,
         }
-        mac
+    }
+
+    /// The signature: the HMAC-SHA256 of the string to sign.
+    pub fn sign(&self, signing_key: &[u8; 32]) -> [u8; 32] {
+        self.http().sign(signing_key)
+    }
+
+    /// Checks `signature` in constant time.
+    pub fn verify(&self, signing_key: &[u8; 32], signature: &[u8; 32]) -> bool {
+        self.http().verify(signing_key, signature)
+    }
+}
+
+/// What a plain HTTP request is signed over, as standard SigV4 defines it (the AWS SDKs' and
+/// CLI's requests).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequestToSign<'a> {
+    pub method: &'a str,
+    /// The canonical URI (`/` for the AWS JSON and Query protocols).
+    pub path: &'a str,
+    /// The canonical query string (see [`canonical_query`]).
+    pub query: &'a str,
+    /// (lower-case name, value), sorted by name.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body_sha256_hex: &'a str,
+    pub amz_date: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+impl HttpRequestToSign<'_> {
+    fn mac(&self, signing_key: &[u8; 32]) -> HmacSha256 {
+        let canonical = canonical_request_sha256(
+            self.method,
+            self.path,
+            self.query,
+            self.headers,
+            self.body_sha256_hex,
+        );
+        string_to_sign_mac(
+            signing_key,
+            self.amz_date,
+            self.date,
+            self.region,
+            self.service,
+            canonical,
+        )
     }
 
     /// The signature: the HMAC-SHA256 of the string to sign.
@@ -188,6 +287,22 @@ impl RequestToSign<'_> {
     pub fn verify(&self, signing_key: &[u8; 32], signature: &[u8; 32]) -> bool {
         self.mac(signing_key).verify_slice(signature).is_ok()
     }
+}
+
+/// A query string in SigV4's canonical order: its `name=value` pairs (as the client encoded
+/// them; a bare `name` becomes `name=`) sorted by name, then value.
+pub fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn signed_header_names(headers: &[(&str, &str)]) -> String {
@@ -204,6 +319,7 @@ pub struct ParsedAuthorization<'a> {
     pub access_key_id: &'a str,
     pub date: &'a str,
     pub region: &'a str,
+    pub service: &'a str,
     pub signed_headers: Vec<&'a str>,
     pub signature: [u8; 32],
 }
@@ -214,8 +330,38 @@ impl ParsedAuthorization<'_> {
     }
 }
 
-/// Parses an `authorization` header value. Hostile input: bounded, never panics.
+/// What signatures a door accepts: the services a scope may name, and the headers every
+/// signature must cover.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningRules {
+    pub services: &'static [&'static str],
+    pub required_signed: &'static [&'static str],
+}
+
+/// Keyhaven's gRPC signatures: scope `kms`, a nonce signed with the host and date.
+pub const GRPC_RULES: SigningRules = SigningRules {
+    services: &[SERVICE],
+    required_signed: &REQUIRED_SIGNED,
+};
+
+/// Standard SigV4 as the AWS SDKs send it over HTTP: no nonce (SigV4 has none); KMS, STS and
+/// IAM.
+pub const AWS_HTTP_RULES: SigningRules = SigningRules {
+    services: &[SERVICE, "sts", "iam"],
+    required_signed: &[HOST_HEADER, DATE_HEADER],
+};
+
+/// Parses an `authorization` header value of a gRPC call. Hostile input: bounded, never
+/// panics.
 pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, String> {
+    parse_authorization_with(value, &GRPC_RULES)
+}
+
+/// Parses an `authorization` header value under `rules`.
+pub fn parse_authorization_with<'a>(
+    value: &'a str,
+    rules: &SigningRules,
+) -> Result<ParsedAuthorization<'a>, String> {
     if value.len() > MAX_AUTHORIZATION_LEN {
         return Err("authorization header too long".into());
     }
@@ -246,7 +392,7 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, Strin
     let [access_key_id, date, region, service, terminator] = scope[..] else {
         return Err("Credential must be <access key id>/<date>/<region>/kms/aws4_request".into());
     };
-    if service != SERVICE || terminator != "aws4_request" {
+    if !rules.services.contains(&service) || terminator != "aws4_request" {
         return Err("Credential scope must end in /kms/aws4_request".into());
     }
     if access_key_id.is_empty() || date.len() != 8 || region.is_empty() {
@@ -261,8 +407,8 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, Strin
     {
         return Err("SignedHeaders must be sorted lower-case header names".into());
     }
-    for required in REQUIRED_SIGNED {
-        if !signed_headers.contains(&required) {
+    for required in rules.required_signed {
+        if !signed_headers.contains(required) {
             return Err(format!("SignedHeaders must include {required}"));
         }
     }
@@ -273,6 +419,7 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, Strin
         access_key_id,
         date,
         region,
+        service,
         signed_headers,
         signature: bytes,
     })
@@ -404,7 +551,7 @@ mod tests {
         amz_date: &str,
         scope: &str,
     ) -> String {
-        let canonical = canonical_request_sha256(method_path, headers, body_sha256_hex);
+        let canonical = canonical_request_sha256("POST", method_path, "", headers, body_sha256_hex);
         format!(
             "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
             hex::encode(canonical)
@@ -425,6 +572,75 @@ mod tests {
             hex::encode(k_signing),
             "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
         );
+    }
+
+    /// AWS's Signature Version 4 test suite, case `get-vanilla`: `GET /` to
+    /// example.amazonaws.com at 20150830T123600Z, credentials AKIDEXAMPLE /
+    /// wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, region us-east-1, service `service`.
+    #[test]
+    fn the_aws_test_suite_get_vanilla_case_verifies() {
+        let headers = [
+            ("host", "example.amazonaws.com"),
+            ("x-amz-date", "20150830T123600Z"),
+        ];
+        let empty = sha256_hex(b"");
+        assert_eq!(
+            hex::encode(canonical_request_sha256("GET", "/", "", &headers, &empty)),
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
+        );
+        let request = HttpRequestToSign {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body_sha256_hex: &empty,
+            amz_date: "20150830T123600Z",
+            date: "20150830",
+            region: "us-east-1",
+            service: "service",
+        };
+        let key = signing_key_for(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "service",
+        );
+        let expected = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+        assert_eq!(hex::encode(request.sign(&key)), expected);
+        let mut signature = [0u8; 32];
+        hex::decode_to_slice(expected, &mut signature).unwrap();
+        assert!(request.verify(&key, &signature));
+        assert!(
+            !HttpRequestToSign {
+                method: "POST",
+                ..request
+            }
+            .verify(&key, &signature)
+        );
+        // get-vanilla-query-order-key-case: parameters are signed in sorted order.
+        let query = canonical_query("Param2=value2&Param1=value1");
+        assert_eq!(query, "Param1=value1&Param2=value2");
+        assert_eq!(
+            hex::encode(
+                HttpRequestToSign {
+                    query: &query,
+                    ..request
+                }
+                .sign(&key)
+            ),
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+        );
+    }
+
+    #[test]
+    fn the_aws_door_needs_no_nonce_but_the_grpc_door_does() {
+        let sig = "0".repeat(64);
+        let standard = format!(
+            "{ALGORITHM} Credential=AK/20231114/local/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={sig}"
+        );
+        assert!(parse_authorization_with(&standard, &AWS_HTTP_RULES).is_ok());
+        assert!(parse_authorization(&standard).is_err());
+        assert!(parse_authorization_with(&standard.replace("host;", ""), &AWS_HTTP_RULES).is_err());
     }
 
     #[test]

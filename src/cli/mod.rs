@@ -66,7 +66,7 @@ pub enum Command {
         partition: String,
     },
     /// Run the daemon.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage keys.
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -138,7 +138,7 @@ pub fn run(cli: Cli) -> i32 {
             &partition,
             client.output,
         ),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Key(command) => commands::run_client(client, |c| commands::key(c, command)),
         Command::Alias(command) => commands::run_client(client, |c| commands::alias(c, command)),
         Command::Encrypt(args) => commands::run_client(client, |c| commands::encrypt(c, args)),

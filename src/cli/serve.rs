@@ -6,6 +6,7 @@ use crate::seal::KdfParams;
 use crate::server::{self, ConfigFile, Daemon, DaemonConfig, Initialised};
 use clap::Args;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,6 +54,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Serve the AWS KMS API (JSON 1.1, standard SigV4) for the AWS SDKs and CLI at
+    /// http://ADDR.
+    #[arg(long)]
+    aws_listen: Option<String>,
     /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
     /// endpoint and root credentials as `export` lines.
     #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
@@ -84,6 +89,21 @@ fn fail(message: impl std::fmt::Display) -> i32 {
 fn harden_process() -> Result<(), String> {
     crate::secret::memory::disable_core_dumps()
         .map_err(|e| format!("cannot turn off core dumps: {e}"))
+}
+
+/// The settings the AWS SDKs and CLI read, for the same root credentials.
+fn print_aws_environment(initialised: &Initialised, aws: SocketAddr, region: &str) {
+    let credentials = &initialised.root.credentials;
+    println!("# For the AWS SDKs and CLI (`aws kms create-key`, boto3.client(\"kms\")):");
+    println!("export AWS_ENDPOINT_URL=http://{aws}");
+    println!("export AWS_ACCESS_KEY_ID={}", credentials.access_key_id);
+    println!(
+        "export AWS_SECRET_ACCESS_KEY={}",
+        credentials.secret_access_key.expose()
+    );
+    // AWS_REGION for most SDKs; boto3 and the AWS CLI read AWS_DEFAULT_REGION.
+    println!("export AWS_REGION={region}");
+    println!("export AWS_DEFAULT_REGION={region}");
 }
 
 fn print_credentials(initialised: &Initialised) {
@@ -227,6 +247,11 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
             .set_metrics_listen(listen)
             .map_err(|e| e.to_string())?;
     }
+    if let Some(listen) = &args.aws_listen {
+        config.set_aws_listen(listen).map_err(|e| e.to_string())?;
+    } else if args.dev && config.aws_listen.is_none() {
+        config.aws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     config.validate().map_err(|e| e.to_string())?;
 
     let (passphrase, initialised) = if dev_dir.is_some() {
@@ -268,8 +293,18 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         };
         println!("export KEYHAVEN_ENDPOINT={scheme}://{addr}");
         print_credentials(initialised);
+        // Clients sign for `local` unless told otherwise: a dev daemon of another region says so.
+        if config.region != server::DaemonConfig::new(PathBuf::new()).region {
+            println!("export {}={}", crate::client::REGION_ENV, config.region);
+        }
+        if let Some(aws) = daemon.aws_addr() {
+            print_aws_environment(initialised, aws, &config.region);
+        }
     } else {
         println!("# listening on {addr}");
+        if let Some(aws) = daemon.aws_addr() {
+            println!("# AWS API on http://{aws}");
+        }
     }
     if let Some(metrics) = daemon.metrics_addr() {
         println!("# metrics on http://{metrics}/metrics");

@@ -8,6 +8,9 @@ pub enum KeyError {
     NotFound(String),
     #[error("{0}")]
     InvalidState(String),
+    /// A cryptographic operation on a Disabled key (AWS: `DisabledException`).
+    #[error("{0}")]
+    Disabled(String),
     #[error(
         "the ciphertext is invalid, was altered, or does not match the key or encryption context"
     )]

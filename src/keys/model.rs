@@ -257,6 +257,10 @@ impl KeyRecord {
     pub fn require_enabled(&self, operation: &str) -> Result<(), KeyError> {
         match self.state {
             KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KeyError::Disabled(format!(
+                "{operation} is not allowed: key {} is Disabled",
+                self.id
+            ))),
             _ => Err(self.invalid_state(operation)),
         }
     }

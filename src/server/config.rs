@@ -67,6 +67,8 @@ pub struct ConfigFile {
     pub unauthenticated_burst: Option<u32>,
     /// Prometheus metrics at http://<address>/metrics; none when absent.
     pub metrics_listen: Option<String>,
+    /// The AWS door (KMS JSON 1.1 over HTTP/1.1, standard SigV4); none when absent.
+    pub aws_listen: Option<String>,
     /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
     pub accepted_hosts: Option<Vec<String>>,
 }
@@ -221,6 +223,9 @@ pub struct DaemonConfig {
     pub unauthenticated_rate_per_second: u32,
     pub unauthenticated_burst: u32,
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the AWS door listens, if anywhere: HTTPS with `tls`'s certificate (and client
+    /// CA), else plaintext HTTP, which off loopback needs `insecure_no_tls`.
+    pub aws_listen: Option<SocketAddr>,
     /// The `:authority` values requests may be addressed to (`name` on any port, or
     /// `name:port`); empty: any. Signatures cover the authority either way.
     pub accepted_hosts: Vec<String>,
@@ -254,6 +259,7 @@ impl DaemonConfig {
             unauthenticated_rate_per_second: crate::auth::throttle::DEFAULT_RATE,
             unauthenticated_burst: crate::auth::throttle::DEFAULT_BURST,
             metrics_listen: None,
+            aws_listen: None,
             accepted_hosts: Vec::new(),
             data_dir,
         }
@@ -362,6 +368,9 @@ impl DaemonConfig {
         if let Some(listen) = &file.metrics_listen {
             config.set_metrics_listen(listen)?;
         }
+        if let Some(listen) = &file.aws_listen {
+            config.set_aws_listen(listen)?;
+        }
         if let Some(hosts) = &file.accepted_hosts {
             if let Some(bad) = hosts.iter().find(|h| {
                 h.is_empty() || h.contains(['/', '@']) || h.chars().any(|c| c.is_whitespace())
@@ -398,6 +407,15 @@ impl DaemonConfig {
     }
 
     /// Checks the settings; `keystore = "pkcs11"` names the one PKCS#11 keystore, if only one.
+    pub fn set_aws_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.aws_listen = Some(listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "AWS listen address '{listen}' is not HOST:PORT (an IP address and port)"
+            ))
+        })?);
+        Ok(())
+    }
+
     pub fn set_metrics_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
         self.metrics_listen = Some(listen.parse().map_err(|_| {
             ConfigError::Invalid(format!(
@@ -480,6 +498,17 @@ impl DaemonConfig {
                 self.listen
             )));
         }
+        // The AWS door serves TLS with the same certificate, and the same rule holds.
+        if let Some(aws) = self.aws_listen
+            && self.tls.is_none()
+            && !self.insecure_no_tls
+            && !aws.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the AWS API on {aws} without TLS: give --tls-cert and \
+                 --tls-key, or --insecure-no-tls to accept plaintext on the network"
+            )));
+        }
         let names = self.keystore_names();
         if !names.contains(&self.keystore) {
             return Err(ConfigError::Invalid(format!(
@@ -559,6 +588,7 @@ mod tests {
             crate::audit::AuditSettings::default()
         );
         assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.aws_listen, None);
         assert_eq!(config.tls, None);
         // The commented [tls] section is valid once uncommented.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -697,6 +727,31 @@ mod tests {
         assert!(wrong_type.contains("key_quota"), "{wrong_type}");
         let no_dir = DaemonConfig::from_file(&ConfigFile::default(), None).unwrap_err();
         assert!(no_dir.to_string().contains("no data directory"), "{no_dir}");
+    }
+
+    #[test]
+    fn the_aws_door_off_loopback_needs_tls_or_an_explicit_waiver() {
+        let load = |text: &str| {
+            DaemonConfig::from_file(&ConfigFile::parse(text).unwrap(), Some("/d".into()))
+                .and_then(|mut c| c.validate().map(|()| c))
+        };
+        let refused = load("aws_listen = \"0.0.0.0:4566\"\n").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("refusing to serve the AWS API on 0.0.0.0:4566 without TLS"),
+            "{refused}"
+        );
+        let tls = "aws_listen = \"0.0.0.0:4566\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+        assert!(load(tls).is_ok());
+        let waived = load("aws_listen = \"0.0.0.0:4566\"\ninsecure_no_tls = true\n").unwrap();
+        assert_eq!(waived.aws_listen, Some("0.0.0.0:4566".parse().unwrap()));
+        assert!(load("aws_listen = \"127.0.0.1:0\"\n").is_ok());
+        let bad = load("aws_listen = \"localhost\"\n").unwrap_err();
+        assert!(
+            bad.to_string().contains("AWS listen address 'localhost'"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@ pub use config::{ConfigError, ConfigFile, DaemonConfig};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
 use crate::api::{
-    AuditApi, AuthLayer, Authorizer, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    AuditApi, AuthLayer, Authorizer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    aws::AwsDoor,
+    operations::{IamOperations, KmsOperations, StsOperations},
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
@@ -199,6 +202,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     metrics: Option<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
+    aws: Option<JoinHandle<()>>,
+    aws_addr: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -379,7 +384,12 @@ impl Daemon {
             authorizer.clone(),
             clock_for_iam.clone(),
         ));
-        let kms = KeyManagementServiceServer::new(KmsApi::new(keys.clone(), authorizer.clone()))
+        let kms_operations = KmsOperations::new(keys.clone(), authorizer.clone());
+        let identity_operations = (
+            StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
+            IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
+        );
+        let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
@@ -392,19 +402,33 @@ impl Daemon {
                 .tls_config(server_tls(tls)?)
                 .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
         }
-        let router = builder
-            .layer(
-                AuthLayer::new(
-                    credentials.clone(),
-                    audit.clone(),
-                    clock_for_iam.clone(),
+        // One gateway behind both doors: one failure throttle per source for both.
+        let gateway = Gateway::new(credentials.clone(), audit.clone(), clock_for_iam.clone())
+            .with_failure_throttle(FailureThrottle::new(
+                config.unauthenticated_rate_per_second,
+                config.unauthenticated_burst,
+            ));
+        let (aws, aws_addr) = match config.aws_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    ServerError::Start(format!("cannot listen for the AWS API on {address}: {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Start(e.to_string()))?;
+                let tls = config.tls.as_ref().map(aws_tls).transpose()?;
+                let door = Arc::new(AwsDoor::new(
+                    gateway.clone(),
+                    kms_operations.clone(),
+                    identity_operations,
                     MAX_REQUEST_BYTES,
-                )
-                .with_failure_throttle(FailureThrottle::new(
-                    config.unauthenticated_rate_per_second,
-                    config.unauthenticated_burst,
-                )),
-            )
+                ));
+                (Some(door.serve(listener, tls)), Some(bound))
+            }
+            None => (None, None),
+        };
+        let router = builder
+            .layer(AuthLayer::over(gateway, MAX_REQUEST_BYTES))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(kms)
@@ -448,7 +472,7 @@ impl Daemon {
             clock_for_iam.clone(),
             config.scheduler_interval,
         );
-        tracing::info!(%local_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
+        tracing::info!(%local_addr, aws = ?aws_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
             audit_scheduled,
@@ -462,6 +486,8 @@ impl Daemon {
             clock: clock_for_iam,
             metrics,
             metrics_addr,
+            aws,
+            aws_addr,
         })
     }
 
@@ -484,6 +510,11 @@ impl Daemon {
         &self.audit
     }
 
+    /// Where the AWS door listens, if anywhere.
+    pub fn aws_addr(&self) -> Option<SocketAddr> {
+        self.aws_addr
+    }
+
     /// Where `/metrics` is served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -498,6 +529,9 @@ impl Daemon {
         self.sweeper.abort();
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
+        }
+        if let Some(aws) = self.aws.take() {
+            aws.abort();
         }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;
@@ -538,6 +572,52 @@ fn server_tls(
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(tls)
+}
+
+/// The AWS door's TLS: the gRPC listener's certificate, key and client CA, with rustls (ring)
+/// directly, since the door is served by hyper rather than tonic.
+fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let failed = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        ServerError::Start(format!("AWS door TLS: {what} {}: {e}", path.display()))
+    };
+    let certificates = |path: &Path| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| failed("cannot read the certificates in", path, &e))
+    };
+    let chain = certificates(&settings.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key)
+        .map_err(|e| failed("cannot read the private key in", &settings.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+    let builder = match &settings.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots
+                    .add(certificate)
+                    .map_err(|e| failed("a CA certificate is unusable in", ca, &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: summarises the

@@ -520,3 +520,10 @@ impl TestDaemon {
         self.daemon().keys().clone()
     }
 }
+
+impl TestDaemon {
+    /// Where the daemon's AWS door listens, if configured.
+    pub fn aws_addr(&self) -> Option<std::net::SocketAddr> {
+        self.daemon().aws_addr()
+    }
+}

@@ -1,0 +1,368 @@
+//! IAM over the AWS Query protocol: each action's form fields into the IdentityService
+//! operation's request, its answer into AWS's XML result (members as IAM names them).
+
+use super::query::{document, elements, escape, invalid, iso8601, required};
+use crate::api::authorize::CallContext;
+use crate::api::operations::IamOperations;
+use crate::api::status::ApiError;
+use crate::proto::v1;
+use std::collections::BTreeMap;
+
+pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+const VERSION: &str = "2010-05-08";
+
+/// The IAM actions served.
+pub const ACTIONS: [&str; 27] = [
+    "CreateUser",
+    "DeleteUser",
+    "ListUsers",
+    "CreateGroup",
+    "DeleteGroup",
+    "ListGroups",
+    "ListRoles",
+    "AddUserToGroup",
+    "RemoveUserFromGroup",
+    "CreateRole",
+    "DeleteRole",
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "GetUserPolicy",
+    "GetRolePolicy",
+    "GetGroupPolicy",
+    "DeleteUserPolicy",
+    "DeleteRolePolicy",
+    "DeleteGroupPolicy",
+    "ListUserPolicies",
+    "ListRolePolicies",
+    "ListGroupPolicies",
+    "CreateAccessKey",
+    "ListAccessKeys",
+    "UpdateAccessKey",
+    "DeleteAccessKey",
+];
+
+/// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
+/// the field naming the entity, and what is done.
+fn inline_policy_action(action: &str) -> Option<(v1::EntityType, &'static str, &str)> {
+    let (verb, rest) = ["Put", "Get", "Delete", "List"]
+        .iter()
+        .find_map(|verb| action.strip_prefix(verb).map(|rest| (*verb, rest)))?;
+    let kind = ["User", "Role", "Group"]
+        .into_iter()
+        .find(|kind| rest.starts_with(kind))?;
+    if !matches!(&rest[kind.len()..], "Policy" | "Policies") {
+        return None;
+    }
+    Some(match kind {
+        "User" => (v1::EntityType::User, "UserName", verb),
+        "Role" => (v1::EntityType::Role, "RoleName", verb),
+        _ => (v1::EntityType::Group, "GroupName", verb),
+    })
+}
+
+/// The inline-policy actions, on the entity `fields` name.
+async fn inline_policy(
+    iam: &IamOperations,
+    call: &CallContext,
+    (kind, name_field, verb): (v1::EntityType, &str, &str),
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let entity_type = kind as i32;
+    let entity_name = named(name_field, fields)?;
+    match verb {
+        "Put" => {
+            let request = v1::PutEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+                policy_document: named("PolicyDocument", fields)?,
+            };
+            iam.put_entity_policy(call, request).await?;
+            Ok(String::new())
+        }
+        "Get" => {
+            let request = v1::GetEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+            };
+            let policy = iam.get_entity_policy(call, request).await?;
+            // IAM answers the document URL-encoded.
+            let document = percent_encoding::utf8_percent_encode(
+                &policy.policy_document,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            Ok(elements(&[
+                (name_field, &policy.entity_name),
+                ("PolicyName", &policy.policy_name),
+                ("PolicyDocument", &document),
+            ]))
+        }
+        "Delete" => {
+            let request = v1::DeleteEntityPolicyRequest {
+                entity_type,
+                entity_name,
+                policy_name: named("PolicyName", fields)?,
+            };
+            iam.delete_entity_policy(call, request).await?;
+            Ok(String::new())
+        }
+        _ => {
+            let request = v1::ListEntityPoliciesRequest {
+                entity_type,
+                entity_name,
+            };
+            let names = iam.list_entity_policies(call, request).await?.policy_names;
+            Ok(members("PolicyNames", names.iter().map(|n| escape(n))))
+        }
+    }
+}
+
+fn user(user: &v1::User) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("UserName", &user.user_name),
+        ("UserId", &user.user_id),
+        ("Arn", &user.arn),
+        ("CreateDate", &iso8601(user.create_date)),
+    ])
+}
+
+fn group(group: &v1::Group) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("GroupName", &group.group_name),
+        ("GroupId", &group.group_id),
+        ("Arn", &group.arn),
+        ("CreateDate", &iso8601(group.create_date)),
+    ])
+}
+
+fn role(role: &v1::Role) -> String {
+    elements(&[
+        ("Path", "/"),
+        ("RoleName", &role.role_name),
+        ("RoleId", &role.role_id),
+        ("Arn", &role.arn),
+        ("CreateDate", &iso8601(role.create_date)),
+    ])
+}
+
+/// `<Name><member>…</member>…</Name><IsTruncated>false</IsTruncated>`: every list is one page.
+fn members(name: &str, items: impl Iterator<Item = String>) -> String {
+    let members: String = items
+        .map(|item| format!("<member>{item}</member>"))
+        .collect();
+    format!("<{name}>{members}</{name}><IsTruncated>false</IsTruncated>")
+}
+
+fn named(field: &str, fields: &BTreeMap<String, String>) -> Result<String, ApiError> {
+    required(fields, field).map(str::to_owned)
+}
+
+/// Runs IAM `action` with the form's `fields`.
+pub async fn dispatch(
+    iam: &IamOperations,
+    call: &CallContext,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
+    if required(fields, "Version")? != VERSION {
+        return Err(invalid(
+            "InvalidAction",
+            format!("Version must be {VERSION}"),
+        ));
+    }
+    let user_name = || named("UserName", fields);
+    let group_name = || named("GroupName", fields);
+    if let Some(inline) = inline_policy_action(action) {
+        let result = inline_policy(iam, call, inline, fields).await?;
+        return Ok(document(NAMESPACE, action, &result, request_id));
+    }
+    let result = match action {
+        "CreateUser" => {
+            let request = v1::CreateUserRequest {
+                user_name: user_name()?,
+            };
+            let created = iam.create_user(call, request).await?;
+            format!("<User>{}</User>", user(&created.user.unwrap_or_default()))
+        }
+        "DeleteUser" => {
+            let request = v1::DeleteUserRequest {
+                user_name: user_name()?,
+            };
+            iam.delete_user(call, request).await?;
+            String::new()
+        }
+        "ListUsers" => {
+            let users = iam.list_users(call, v1::ListUsersRequest {}).await?.users;
+            members("Users", users.iter().map(user))
+        }
+        "ListGroups" => {
+            let request = v1::ListGroupsRequest::default();
+            let groups = iam.list_groups(call, request).await?.groups;
+            members("Groups", groups.iter().map(group))
+        }
+        "ListRoles" => {
+            let roles = iam.list_roles(call, v1::ListRolesRequest {}).await?.roles;
+            members("Roles", roles.iter().map(role))
+        }
+        "DeleteGroup" => {
+            let request = v1::DeleteGroupRequest {
+                group_name: group_name()?,
+            };
+            iam.delete_group(call, request).await?;
+            String::new()
+        }
+        "CreateGroup" => {
+            let request = v1::CreateGroupRequest {
+                group_name: group_name()?,
+            };
+            let group = iam
+                .create_group(call, request)
+                .await?
+                .group
+                .unwrap_or_default();
+            let members = elements(&[
+                ("Path", "/"),
+                ("GroupName", &group.group_name),
+                ("GroupId", &group.group_id),
+                ("Arn", &group.arn),
+                ("CreateDate", &iso8601(group.create_date)),
+            ]);
+            format!("<Group>{members}</Group>")
+        }
+        "AddUserToGroup" => {
+            let request = v1::AddUserToGroupRequest {
+                group_name: group_name()?,
+                user_name: user_name()?,
+            };
+            iam.add_user_to_group(call, request).await?;
+            String::new()
+        }
+        "RemoveUserFromGroup" => {
+            let request = v1::RemoveUserFromGroupRequest {
+                group_name: group_name()?,
+                user_name: user_name()?,
+            };
+            iam.remove_user_from_group(call, request).await?;
+            String::new()
+        }
+        "CreateRole" => {
+            let request = v1::CreateRoleRequest {
+                role_name: named("RoleName", fields)?,
+                assume_role_policy_document: named("AssumeRolePolicyDocument", fields)?,
+            };
+            let role = iam
+                .create_role(call, request)
+                .await?
+                .role
+                .unwrap_or_default();
+            let members = elements(&[
+                ("Path", "/"),
+                ("RoleName", &role.role_name),
+                ("RoleId", &role.role_id),
+                ("Arn", &role.arn),
+                ("CreateDate", &iso8601(role.create_date)),
+            ]);
+            format!("<Role>{members}</Role>")
+        }
+        "DeleteRole" => {
+            let request = v1::DeleteRoleRequest {
+                role_name: named("RoleName", fields)?,
+            };
+            iam.delete_role(call, request).await?;
+            String::new()
+        }
+        "CreateAccessKey" => {
+            let request = v1::CreateAccessKeyRequest {
+                user_name: user_name()?,
+            };
+            let created = iam.create_access_key(call, request).await?;
+            let key = created.access_key.unwrap_or_default();
+            let mut secret = created.secret_access_key;
+            let members = elements(&[
+                ("UserName", &key.user_name),
+                ("AccessKeyId", &key.access_key_id),
+                ("Status", &key.status),
+                ("SecretAccessKey", &secret),
+                ("CreateDate", &iso8601(key.create_date)),
+            ]);
+            zeroize::Zeroize::zeroize(&mut secret);
+            format!("<AccessKey>{members}</AccessKey>")
+        }
+        "ListAccessKeys" => {
+            let request = v1::ListAccessKeysRequest {
+                user_name: user_name()?,
+            };
+            let keys = iam
+                .list_access_keys(call, request)
+                .await?
+                .access_key_metadata;
+            let members: String = keys
+                .iter()
+                .map(|k| {
+                    let member = elements(&[
+                        ("UserName", &k.user_name),
+                        ("AccessKeyId", &k.access_key_id),
+                        ("Status", &k.status),
+                        ("CreateDate", &iso8601(k.create_date)),
+                    ]);
+                    format!("<member>{member}</member>")
+                })
+                .collect();
+            format!(
+                "<AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>"
+            )
+        }
+        "UpdateAccessKey" => {
+            let request = v1::UpdateAccessKeyRequest {
+                user_name: user_name()?,
+                access_key_id: named("AccessKeyId", fields)?,
+                status: named("Status", fields)?,
+            };
+            iam.update_access_key(call, request).await?;
+            String::new()
+        }
+        _ => {
+            let request = v1::DeleteAccessKeyRequest {
+                user_name: user_name()?,
+                access_key_id: named("AccessKeyId", fields)?,
+            };
+            iam.delete_access_key(call, request).await?;
+            String::new()
+        }
+    };
+    Ok(document(NAMESPACE, action, &result, request_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_policy_actions_name_their_entity() {
+        assert_eq!(
+            inline_policy_action("PutUserPolicy"),
+            Some((v1::EntityType::User, "UserName", "Put"))
+        );
+        assert_eq!(
+            inline_policy_action("ListGroupPolicies"),
+            Some((v1::EntityType::Group, "GroupName", "List"))
+        );
+        assert_eq!(
+            inline_policy_action("DeleteRolePolicy"),
+            Some((v1::EntityType::Role, "RoleName", "Delete"))
+        );
+        for other in ["PutUser", "GetUserPolicyX", "CreateUser", "ListUsers"] {
+            assert_eq!(inline_policy_action(other), None, "{other}");
+        }
+        for action in ACTIONS {
+            let inline = inline_policy_action(action).is_some();
+            assert_eq!(inline, action.contains("Polic"), "{action}");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The one pipeline behind every front door: a call is named (its operation and door), its
+//! signature verified by the door's rules, its signature remembered against replay where
+//! those rules refuse replays, its records written to the audit log, and its outcome counted.
+//! The doors (gRPC in [`super::auth_layer`], the AWS HTTP API in [`super::aws`]) only read
+//! their wire format into a [`SignedRequest`] and write the answer back; nothing here knows
+//! either wire.
+//!
+//! Order, for every door: a refusal before authentication is recorded (or, past the source's
+//! rate limit, throttled and counted only); a call that may change state gets its `request`
+//! record before it runs and its `response` record after; a call that changes nothing gets
+//! one `call` record after it runs, before its answer is sent. An answer whose record cannot
+//! be written is withheld and replaced by `AuditLogUnavailableException`.
+
+use super::status::ApiError;
+use crate::audit::{AuditLog, AuditNote, Entry, Outcome, Phase};
+use crate::auth::certificate::PeerCertificate;
+use crate::auth::signature::{self, SigningRules};
+use crate::auth::throttle::{DEFAULT_BURST, DEFAULT_RATE, FailureThrottle, SourceKey};
+use crate::auth::{
+    AuthError, Caller, CredentialStore, SignatureDoor, SignedRequest, is_well_formed_access_key_id,
+};
+use crate::clock::{Clock, UnixSeconds};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::Code;
+
+/// Which front door a call came through; named in its audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The gRPC API with Keyhaven's signatures.
+    Grpc,
+    /// The AWS wire protocols (KMS JSON 1.1) with standard SigV4.
+    Aws,
+    /// The gRPC API without a signature, authenticated by a bound client certificate.
+    Certificate,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Grpc => "grpc",
+            Door::Aws => "aws",
+            Door::Certificate => super::certificate_door::CERTIFICATE_DOOR,
+        }
+    }
+
+    fn signatures(self) -> (SignatureDoor, &'static SigningRules) {
+        match self {
+            Door::Grpc => (SignatureDoor::Grpc, &signature::GRPC_RULES),
+            Door::Aws => (SignatureDoor::AwsHttp, &signature::AWS_HTTP_RULES),
+            // Carries no signature; a header that names a key is read by the gRPC rules.
+            Door::Certificate => (SignatureDoor::Grpc, &signature::GRPC_RULES),
+        }
+    }
+}
+
+/// Where an operation notes what the audit record of its call should name.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<AuditNote>>);
+
+impl AuditSlot {
+    pub fn add_key(&self, key_arn: String) {
+        if let Ok(mut note) = self.0.lock()
+            && !note.keys.contains(&key_arn)
+        {
+            note.keys.push(key_arn);
+        }
+    }
+
+    pub fn add_context(&self, pairs: &std::collections::BTreeMap<String, String>) {
+        if let Ok(mut note) = self.0.lock() {
+            note.encryption_context.extend(pairs.clone());
+        }
+    }
+
+    fn take(&self) -> AuditNote {
+        self.0
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
+    }
+}
+
+/// Calls that change no state: one `call` record after the operation is enough, since their
+/// answer is withheld if it cannot be written. Everything else is recorded before it runs.
+pub fn changes_nothing(operation: &str) -> bool {
+    let Some((service, method)) = operation.split_once(':') else {
+        return false;
+    };
+    let reads = |prefixes: &[&str]| prefixes.iter().any(|p| method.starts_with(p));
+    match service {
+        "kms" => {
+            matches!(
+                method,
+                "Encrypt"
+                    | "Decrypt"
+                    | "ReEncrypt"
+                    | "GenerateDataKey"
+                    | "GenerateDataKeyWithoutPlaintext"
+                    | "GenerateRandom"
+                    | "GenerateMac"
+                    | "VerifyMac"
+                    | "Sign"
+                    | "Verify"
+            ) || reads(&["Describe", "List", "Get"])
+        }
+        "iam" => reads(&["List", "Get", "Simulate"]),
+        "sts" => method == "GetCallerIdentity",
+        _ => false,
+    }
+}
+
+/// The access key id a refused request named, as the audit log keeps it: verbatim when it
+/// has an access key id's shape, else marked and cut to as many characters as one has.
+fn loggable_access_key_id(id: &str) -> String {
+    if is_well_formed_access_key_id(id) {
+        return id.to_owned();
+    }
+    let shown: String = id
+        .chars()
+        .take(20)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '?' })
+        .collect();
+    format!("malformed:{shown}")
+}
+
+/// Authentication, replay, audit and metrics for every door.
+#[derive(Clone)]
+pub struct Gateway {
+    credentials: Arc<CredentialStore>,
+    audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
+    throttle: Arc<FailureThrottle>,
+}
+
+impl Gateway {
+    pub fn new(
+        credentials: Arc<CredentialStore>,
+        audit: Arc<AuditLog>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            credentials,
+            audit,
+            clock,
+            throttle: Arc::new(FailureThrottle::new(DEFAULT_RATE, DEFAULT_BURST)),
+        }
+    }
+
+    /// Rate limits for requests that fail authentication, per source (shared by the doors).
+    pub fn with_failure_throttle(mut self, throttle: FailureThrottle) -> Self {
+        self.throttle = Arc::new(throttle);
+        self
+    }
+
+    /// A call of `operation` (`kms:Encrypt`, or `unknown`) arriving through `door` from
+    /// `peer`, with a new request id.
+    pub fn begin(&self, door: Door, operation: String, peer: Option<SocketAddr>) -> CallInFlight {
+        // A random (version 4) id from the thread's CSPRNG: no system call per request.
+        let request_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .to_string();
+        CallInFlight {
+            gateway: self.clone(),
+            single: changes_nothing(&operation),
+            request_id,
+            operation,
+            door,
+            peer,
+            started: Instant::now(),
+            principal: None,
+            access_key_id: None,
+            certificate: None,
+        }
+    }
+
+    /// The clock's seconds, and the system clock's nanoseconds within them.
+    fn stamp(&self) -> (UnixSeconds, u32) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (self.clock.now(), nanos)
+    }
+
+    fn write(&self, entry: Entry) -> Result<(), ApiError> {
+        let (now, nanos) = self.stamp();
+        self.audit
+            .append(entry, now, nanos)
+            .map_err(audit_unavailable)
+    }
+}
+
+fn audit_unavailable(error: crate::audit::AuditError) -> ApiError {
+    tracing::error!(%error, "audit log write failed: refusing the call");
+    ApiError::audit_unavailable()
+}
+
+/// One call on its way through the gateway.
+pub struct CallInFlight {
+    gateway: Gateway,
+    pub request_id: String,
+    pub operation: String,
+    door: Door,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    principal: Option<String>,
+    access_key_id: Option<String>,
+    /// The client-certificate identity a certificate call presented, then authenticated by.
+    certificate: Option<String>,
+    single: bool,
+}
+
+impl CallInFlight {
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    fn entry(&self, phase: Phase) -> Entry {
+        Entry {
+            phase,
+            request_id: self.request_id.clone(),
+            operation: self.operation.clone(),
+            door: Some(self.door.as_str()),
+            principal: self.principal.clone(),
+            access_key_id: self.access_key_id.clone(),
+            certificate: self.certificate.clone(),
+            source: self.peer.map(|a| a.to_string()),
+            note: AuditNote::default(),
+            outcome: None,
+            duration_us: None,
+        }
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        if let Some(m) = crate::metrics::metrics() {
+            m.requests
+                .with_label_values(&[self.operation.as_str(), outcome.code.as_str()])
+                .inc();
+            m.request_seconds
+                .with_label_values(&[self.operation.as_str()])
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The access key id the request's `authorization` header names, as it may be logged.
+    fn attempted_key(&self, headers: &http::HeaderMap) -> Option<String> {
+        let (_, rules) = self.door.signatures();
+        headers
+            .get(signature::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| signature::parse_authorization_with(v, rules).ok())
+            .map(|p| loggable_access_key_id(p.access_key_id))
+    }
+
+    /// Refuses the call before any operation: the refusal recorded (or, past the source's
+    /// rate limit, throttled instead), counted, and returned as the answer to send.
+    pub fn refuse(&self, error: ApiError, headers: &http::HeaderMap) -> ApiError {
+        let from = SourceKey::of(self.peer.map(|a| a.ip()));
+        let throttled_now = !self.gateway.throttle.allow_failure(from, Instant::now());
+        let error = if throttled_now {
+            if let Some(m) = crate::metrics::metrics() {
+                m.unauthenticated_throttled.inc();
+            }
+            ApiError::throttled()
+        } else {
+            error
+        };
+        let mut record = self.entry(Phase::Unauthenticated);
+        record.access_key_id = self.attempted_key(headers);
+        let outcome = error.outcome();
+        self.count(&outcome);
+        record.outcome = Some(outcome);
+        record.duration_us = Some(self.started.elapsed().as_micros() as u64);
+        let (now, nanos) = self.gateway.stamp();
+        match self.gateway.audit.refused_unauthenticated(
+            record,
+            &from.to_string(),
+            throttled_now,
+            now,
+            nanos,
+        ) {
+            Ok(()) => error,
+            Err(failure) => audit_unavailable(failure),
+        }
+    }
+
+    /// How this call's door signs (for its [`SignedRequest`]).
+    pub fn signature_door(&self) -> SignatureDoor {
+        self.door.signatures().0
+    }
+
+    /// Verifies the request's signature by its door's rules; on the gRPC door remembers it
+    /// against replay; writes the `request` record of a call that may change state. A refusal
+    /// is recorded as [`CallInFlight::refuse`] does and returned as the answer to send.
+    pub fn authenticate(
+        &mut self,
+        request: &SignedRequest<'_>,
+    ) -> Result<(Caller, AuditSlot), ApiError> {
+        let (door, _) = self.door.signatures();
+        let request = SignedRequest { door, ..*request };
+        let headers = request.headers;
+        let (caller, used) = match self.gateway.credentials.authenticate_request(&request) {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
+                return Err(self.refuse(error.into(), headers));
+            }
+        };
+        self.principal = Some(caller.principal.arn.clone());
+        self.access_key_id = Some(caller.access_key_id.clone());
+        // A read is remembered too when it is dated ahead of the daemon's clock: a restart
+        // before its time would otherwise accept it again. The AWS door keeps no record of
+        // signatures: SigV4 has no nonce, and AWS answers an identical request again.
+        let credentials = &self.gateway.credentials;
+        if door == SignatureDoor::Grpc
+            && (!self.single || credentials.outlives_a_restart(&used))
+            && let Err(error) = credentials.remember(&used)
+        {
+            tracing::error!(%error, "cannot store the request's signature: refusing the call");
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "KMSInternalException",
+                "the request could not be recorded against replay; try again later",
+            ));
+        }
+        if !self.single {
+            self.gateway.write(self.entry(Phase::Request))?;
+        }
+        Ok((caller, AuditSlot::default()))
+    }
+
+    /// Authenticates an unsigned gRPC call by the client certificate its connection presented
+    /// (the certificate door): as [`authenticate`](Self::authenticate), with no signature to
+    /// remember against replay.
+    pub fn authenticate_certificate(
+        &mut self,
+        presented: Result<PeerCertificate, AuthError>,
+        headers: &http::HeaderMap,
+    ) -> Result<(Caller, AuditSlot), ApiError> {
+        self.door = Door::Certificate;
+        self.certificate = presented
+            .as_ref()
+            .ok()
+            .and_then(|c| c.presented())
+            .map(ToString::to_string);
+        let authenticated = presented.and_then(|certificate| {
+            self.gateway
+                .credentials
+                .authenticate_certificate(&certificate)
+        });
+        let caller = match authenticated {
+            Ok(caller) => caller,
+            Err(error) => {
+                tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
+                return Err(self.refuse(error.into(), headers));
+            }
+        };
+        self.principal = Some(caller.principal.arn.clone());
+        self.certificate = caller.certificate.as_ref().map(|c| c.identity.to_string());
+        if !self.single {
+            self.gateway.write(self.entry(Phase::Request))?;
+        }
+        Ok((caller, AuditSlot::default()))
+    }
+
+    /// Writes the call's last record (with what the operation noted in `slot`) and counts
+    /// its outcome; the error, if the record cannot be written, replaces the answer.
+    pub fn finish(&self, outcome: Outcome, slot: &AuditSlot) -> Result<(), ApiError> {
+        tracing::debug!(
+            code = %outcome.code,
+            reason = outcome.reason.as_deref().unwrap_or(""),
+            duration_us = self.started.elapsed().as_micros() as u64,
+            "call finished"
+        );
+        self.count(&outcome);
+        let phase = if self.single {
+            Phase::Call
+        } else {
+            Phase::Response
+        };
+        let mut record = self.entry(phase);
+        record.outcome = Some(outcome);
+        record.note = slot.take();
+        record.duration_us = Some(self.started.elapsed().as_micros() as u64);
+        self.gateway.write(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_have_one_record_and_changes_two() {
+        for read in [
+            "kms:Encrypt",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:DescribeKey",
+            "kms:ListAliases",
+            "kms:GetKeyPolicy",
+            "kms:ListOrphanedKeyMaterial",
+            "iam:ListUsers",
+            "iam:GetEntityPolicy",
+            "iam:SimulatePrincipalPolicy",
+            "sts:GetCallerIdentity",
+        ] {
+            assert!(changes_nothing(read), "{read}");
+        }
+        for change in [
+            "kms:CreateKey",
+            "kms:ScheduleKeyDeletion",
+            "kms:PutKeyPolicy",
+            "kms:DestroyOrphanedKeyMaterial",
+            "iam:CreateAccessKey",
+            "iam:PutEntityPolicy",
+            "sts:AssumeRole",
+            "audit:TailAuditLog",
+            "unknown:GetThing",
+            "GetThing",
+        ] {
+            assert!(!changes_nothing(change), "{change}");
+        }
+    }
+
+    #[test]
+    fn only_access_key_ids_of_their_shape_are_kept_verbatim() {
+        assert_eq!(
+            loggable_access_key_id("KHAKABCDEFGHIJ234567"),
+            "KHAKABCDEFGHIJ234567"
+        );
+        assert_eq!(
+            loggable_access_key_id(&"A".repeat(800)),
+            format!("malformed:{}", "A".repeat(20))
+        );
+        assert_eq!(
+            loggable_access_key_id("KHAK\u{1b}[31mred"),
+            "malformed:KHAK??31mred"
+        );
+        assert_eq!(loggable_access_key_id("short"), "malformed:short");
+    }
+}

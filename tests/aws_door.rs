@@ -1,0 +1,549 @@
+//! The AWS door end to end, driven by stock AWS clients nobody here wrote: boto3 and botocore,
+//! the AWS CLI and the AWS Encryption SDK from PyPI (installed into target/aws-venv by
+//! tests/python/aws-setup.sh, which `make test` runs) against a real daemon serving KMS JSON
+//! 1.1 on 127.0.0.1:0.
+
+mod common;
+
+use common::{Backend, TestDaemon};
+use keyhaven::proto::v1;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The venv's python with boto3, the AWS CLI and the AWS Encryption SDK, or a failure naming
+/// the setup step.
+fn python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
+    let usable = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import boto3, awscli, aws_encryption_sdk"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "boto3, awscli or aws-encryption-sdk is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        python.display()
+    );
+    python
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// A daemon with the AWS door on; refusals on purpose are many, so the per-source limit on
+/// failed authentication is raised.
+async fn daemon() -> TestDaemon {
+    TestDaemon::start_with(Backend::Sealed, |config| {
+        config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+        config.unauthenticated_rate_per_second = 1000;
+        config.unauthenticated_burst = 1000;
+    })
+    .await
+}
+
+/// Creates IAM user `name` with `policy` through the gRPC API, and a second access key of
+/// it for the AWS clients: its id and secret.
+async fn user(daemon: &TestDaemon, name: &str, policy: &str) -> (String, String) {
+    daemon.create_user(name, Some(policy)).await;
+    let key = daemon
+        .client
+        .iam()
+        .create_access_key(daemon.client.signed_iam(
+            "CreateAccessKey",
+            v1::CreateAccessKeyRequest {
+                user_name: name.into(),
+            },
+        ))
+        .await
+        .expect("CreateAccessKey")
+        .into_inner();
+    (
+        key.access_key.expect("access key").access_key_id,
+        key.secret_access_key,
+    )
+}
+
+fn audit_lines(daemon: &TestDaemon) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&daemon.config.audit_log)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit record"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
+    let daemon = daemon().await;
+    // A key the user may use, made through the gRPC door: both doors share keys and policies.
+    let user_key = daemon.create_key("the user's key").await;
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow",
+            "Action":["kms:Encrypt","kms:Decrypt","kms:DescribeKey"],"Resource":"{}"}}]}}"#,
+        user_key.arn
+    );
+    let (user_id, user_secret) = user(&daemon, "aws-door-user", &policy).await;
+    let mut env = root_environment(&daemon);
+    env.extend([
+        ("USER_ACCESS_KEY_ID".to_owned(), user_id),
+        ("USER_SECRET_ACCESS_KEY".to_owned(), user_secret),
+        ("USER_KEY_ID".to_owned(), user_key.key_id.clone()),
+    ]);
+    run_script("aws_kms_lifecycle.py", env, "lifecycle complete").await;
+
+    // The calls are in the audit log, naming the door they came through.
+    let records = audit_lines(&daemon);
+    let through = |door: &str, operation: &str| {
+        records
+            .iter()
+            .any(|r| r["door"] == door && r["operation"] == operation)
+    };
+    assert!(through("aws", "kms:Encrypt"), "no AWS-door Encrypt record");
+    assert!(through("aws", "kms:CreateKey"));
+    assert!(through("grpc", "kms:CreateKey"), "no gRPC-door record");
+    let denied = records.iter().any(|r| {
+        r["door"] == "aws"
+            && r["operation"] == "kms:DescribeKey"
+            && r["outcome"]["reason"] == "AccessDeniedException"
+    });
+    assert!(denied, "the user's refusal is not recorded");
+    let unauthenticated = records.iter().any(|r| {
+        r["door"] == "aws"
+            && r["phase"] == "unauthenticated"
+            && r["outcome"]["reason"] == "InvalidSignatureException"
+    });
+    assert!(unauthenticated, "the wrong secret is not recorded");
+    // The AWS door's records never carry plaintext or context values.
+    let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
+    assert!(!log.contains("secret payload") && !log.contains("c2VjcmV0IHBheWxvYWQ"));
+}
+
+/// Runs a script of tests/python with the venv's python and `env`; its stdout, or a failure
+/// with both streams.
+async fn run_script(name: &str, env: Vec<(String, String)>, done: &str) -> String {
+    let mut command = Command::new(python());
+    command.arg(script(name)).env_clear().envs(env);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(done),
+        "{name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// The root's AWS_* settings for `daemon`'s AWS door.
+fn root_environment(daemon: &TestDaemon) -> Vec<(String, String)> {
+    let aws = daemon.aws_addr().expect("the AWS door listens");
+    vec![
+        ("AWS_ENDPOINT_URL".into(), format!("http://{aws}")),
+        (
+            "AWS_ACCESS_KEY_ID".into(),
+            daemon.credentials.access_key_id.clone(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            daemon.credentials.secret_access_key.expose().clone(),
+        ),
+        ("AWS_REGION".into(), daemon.config.region.clone()),
+        ("AWS_DEFAULT_REGION".into(), daemon.config.region.clone()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_encryption_sdk_encrypts_and_decrypts_a_100_kb_file() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("files").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_encryption_sdk_file.py", env, "encryption sdk complete").await;
+    let records = audit_lines(&daemon);
+    for operation in ["kms:GenerateDataKey", "kms:Decrypt"] {
+        assert!(
+            records.iter().any(|r| r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["code"] == "Ok"
+                && r["keys"][0] == key.arn.as_str()),
+            "no successful {operation} on the key through the AWS door"
+        );
+    }
+}
+
+/// A `keyhaven serve --dev` child, stopped with SIGTERM when dropped.
+struct DevDaemon(std::process::Child);
+
+impl Drop for DevDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `serve --dev` prints AWS_* lines that, pasted, are all boto3 and the AWS CLI need: the
+/// README's example runs with them and nothing else, in a region other than the default too
+/// (which the gRPC client's KEYHAVEN_REGION line also names).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().expect("tempdir");
+    // Another region than the default: the printed lines must carry it for signatures to work.
+    let config = work.path().join("keyhaven.toml");
+    std::fs::write(&config, "region = \"eu-west-1\"\n").expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("TMPDIR", work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keyhaven serve --dev starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _daemon = DevDaemon(child);
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut env = Vec::new();
+    let mut keyhaven_region = None;
+    while !env
+        .iter()
+        .any(|(name, _): &(String, String)| name == "AWS_DEFAULT_REGION")
+    {
+        let line = received
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("serve --dev prints export AWS_DEFAULT_REGION=… within a minute");
+        if let Some(region) = line.strip_prefix("export KEYHAVEN_REGION=") {
+            keyhaven_region = Some(region.to_owned());
+        }
+        if let Some((name, value)) = line
+            .strip_prefix("export AWS_")
+            .and_then(|rest| rest.split_once('='))
+        {
+            env.push((format!("AWS_{name}"), value.to_owned()));
+        }
+    }
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION"
+        ]
+    );
+    assert!(env[0].1.starts_with("http://127.0.0.1:"), "{env:?}");
+    assert_eq!(keyhaven_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        (env[3].1.as_str(), env[4].1.as_str()),
+        ("eu-west-1", "eu-west-1")
+    );
+    let stdout = run_script(
+        "aws_readme_example.py",
+        env.clone(),
+        "readme example complete",
+    )
+    .await;
+    let key = stdout
+        .split_whitespace()
+        .last()
+        .expect("the key id")
+        .to_owned();
+
+    // The AWS CLI (from PyPI) with the same settings and nothing else.
+    let aws = python().with_file_name("aws");
+    let output = Command::new(&aws)
+        .args([
+            "kms",
+            "describe-key",
+            "--key-id",
+            "alias/orders",
+            "--output",
+            "json",
+        ])
+        .env_clear()
+        .envs(env.clone())
+        .output()
+        .expect("aws runs");
+    assert!(
+        output.status.success(),
+        "aws kms describe-key: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let described: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the CLI's JSON");
+    assert_eq!(described["KeyMetadata"]["KeyId"], key.as_str());
+    assert_eq!(described["KeyMetadata"]["KeyState"], "Enabled");
+    let output = Command::new(&aws)
+        .args(["kms", "create-key", "--description", "from the cli"])
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("aws runs");
+    assert!(
+        output.status.success(),
+        "aws kms create-key: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA and a certificate for localhost it signed, as PEM files in `dir`: (ca, cert, key).
+fn localhost_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // OpenSSL (Python's) takes a certificate whose issuer is its own subject for self-signed.
+    ca.distinguished_name
+        .push(DnType::CommonName, "Keyhaven test CA");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server = server
+        .signed_by(&server_key, &Issuer::new(ca, ca_key))
+        .expect("server certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_pem).expect("write CA");
+    std::fs::write(&paths.1, server.pem()).expect("write certificate");
+    std::fs::write(&paths.2, server_key.serialize_pem()).expect("write key");
+    paths
+}
+
+/// With TLS configured, the AWS door serves HTTPS with the daemon's certificate: boto3
+/// verifying against the CA works, and plaintext HTTP to the same port gets no answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_door_serves_tls_with_the_daemons_certificate() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = localhost_certificate(files.path());
+    let client_tls = keyhaven::client::ClientTls {
+        ca_cert: Some(std::fs::read(&ca).expect("CA")),
+        identity: None,
+    };
+    let daemon = TestDaemon::start_with_tls(
+        Backend::Sealed,
+        |config| {
+            config.tls = Some(keyhaven::server::config::TlsSettings {
+                cert,
+                key,
+                client_ca: None,
+            });
+            config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+        },
+        client_tls,
+    )
+    .await;
+    let port = daemon.aws_addr().expect("the AWS door listens").port();
+    let mut env = root_environment(&daemon);
+    env[0].1 = format!("https://localhost:{port}");
+    env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
+    run_script(
+        "aws_readme_example.py",
+        env.clone(),
+        "readme example complete",
+    )
+    .await;
+    let records = audit_lines(&daemon);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["door"] == "aws" && r["operation"] == "kms:Encrypt"),
+        "no AWS-door Encrypt over TLS"
+    );
+
+    env[0].1 = format!("http://localhost:{port}");
+    let mut command = Command::new(python());
+    command
+        .arg(script("aws_readme_example.py"))
+        .env_clear()
+        .envs(env);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("python runs");
+    assert!(
+        !output.status.success(),
+        "plaintext HTTP to the TLS port was answered"
+    );
+}
+
+/// Creates role `app`, trusting `trusted` and allowed kms:Encrypt and kms:Decrypt on `key_arn`
+/// only; its ARN.
+async fn encrypting_role(daemon: &TestDaemon, trusted: &str, key_arn: &str) -> String {
+    let trust = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{trusted}"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let iam = daemon.client.iam();
+    let role = iam
+        .clone()
+        .create_role(daemon.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "app".into(),
+                assume_role_policy_document: trust,
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
+    let policy = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"{key_arn}"}}]}}"#
+    );
+    iam.clone()
+        .put_entity_policy(daemon.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "app".into(),
+                policy_name: "encrypt".into(),
+                policy_document: policy,
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    role.arn
+}
+
+/// An assumed role's temporary credentials (made through the gRPC API) work on the AWS door
+/// with their session token, within the role's policy, and not without the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn assumed_role_credentials_work_on_the_aws_door() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("the role's key").await;
+    let alice = daemon.create_user("alice", None).await;
+    let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", daemon.account_id);
+    encrypting_role(&daemon, &alice_arn, &key.arn).await;
+    let session = alice
+        .iam()
+        .assume_role(alice.signed_iam(
+            "AssumeRole",
+            v1::AssumeRoleRequest {
+                role_arn: format!("arn:keyhaven:iam::{}:role/app", daemon.account_id),
+                role_session_name: "aws-door".into(),
+                duration_seconds: None,
+            },
+        ))
+        .await
+        .expect("AssumeRole")
+        .into_inner();
+    let credentials = session.credentials.expect("credentials");
+    let mut env = root_environment(&daemon);
+    env[1].1 = credentials.access_key_id;
+    env[2].1 = credentials.secret_access_key;
+    env.push(("AWS_SESSION_TOKEN".into(), credentials.session_token));
+    env.push(("KEY_ID".into(), key.key_id.clone()));
+    run_script("aws_session.py", env, "session complete").await;
+    let records = audit_lines(&daemon);
+    assert!(
+        records.iter().any(|r| r["door"] == "aws"
+            && r["operation"] == "kms:Encrypt"
+            && r["principal"] == session.assumed_role_arn.as_str()),
+        "no Encrypt by the role session through the AWS door"
+    );
+}
+
+/// STS over the Query protocol: boto3's GetCallerIdentity and AssumeRole, the session used on
+/// KMS, the role's trust policy refusing another user, and refusals in `<ErrorResponse>`s.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_uses_sts_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("the role's key").await;
+    let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", daemon.account_id);
+    let (alice_id, alice_secret) = user(
+        &daemon,
+        "alice",
+        r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#,
+    )
+    .await;
+    let (bob_id, bob_secret) = user(
+        &daemon,
+        "bob",
+        r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#,
+    )
+    .await;
+    let role_arn = encrypting_role(&daemon, &alice_arn, &key.arn).await;
+    let mut env = root_environment(&daemon);
+    env.retain(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"));
+    env.extend(
+        [
+            ("ALICE_ACCESS_KEY_ID", alice_id),
+            ("ALICE_SECRET_ACCESS_KEY", alice_secret),
+            ("BOB_ACCESS_KEY_ID", bob_id),
+            ("BOB_SECRET_ACCESS_KEY", bob_secret),
+            ("ALICE_ARN", alice_arn.clone()),
+            ("ROLE_ARN", role_arn),
+            ("KEY_ID", key.key_id.clone()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    run_script("aws_sts.py", env, "sts complete").await;
+    let records = audit_lines(&daemon);
+    let through = |operation: &str, reason: Option<&str>| {
+        records.iter().any(|r| {
+            r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["reason"].as_str() == reason
+        })
+    };
+    assert!(
+        through("sts:AssumeRole", None),
+        "no AssumeRole through the AWS door"
+    );
+    assert!(through("sts:AssumeRole", Some("AccessDeniedException")));
+    assert!(through("sts:GetCallerIdentity", None));
+}
+
+/// IAM over the Query protocol: boto3's IAM client makes a user, its policy and access key,
+/// which then work on KMS within the policy; AWS's IAM refusals in `<ErrorResponse>`s.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_manages_identities_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("carol's key").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_iam.py", env, "iam complete").await;
+    let records = audit_lines(&daemon);
+    let through = |operation: &str| {
+        records.iter().any(|r| {
+            r["door"] == "aws" && r["operation"] == operation && r["outcome"]["code"] == "Ok"
+        })
+    };
+    for operation in [
+        "iam:CreateUser",
+        "iam:PutEntityPolicy",
+        "iam:CreateAccessKey",
+    ] {
+        assert!(
+            through(operation) || operation == "iam:PutEntityPolicy",
+            "{operation}"
+        );
+    }
+    assert!(
+        through("iam:PutUserPolicy"),
+        "no PutUserPolicy through the AWS door"
+    );
+}
