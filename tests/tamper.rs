@@ -24,7 +24,7 @@ use keyhaven::keystore::sealed::material_record;
 use keyhaven::proto::v1;
 use keyhaven::seal::{self, KdfParams, SealError};
 use keyhaven::secret::SecretString;
-use keyhaven::store::{SledBackend, StoreBackend, WriteBatch};
+use keyhaven::store::{StoreBackend, WriteBatch};
 use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet};
 use tonic::Code;
@@ -440,7 +440,7 @@ async fn a_sealed_record_copied_over_another_is_refused_at_start() {
         version: 1,
     });
     let original = {
-        let store = SledBackend::open(&store_dir).expect("open the stopped daemon's store");
+        let store = common::open_sled(&store_dir);
         let donor_record = material_record(MaterialRef {
             key_id: Uuid::parse_str(&donor).unwrap(),
             version: 1,
@@ -472,7 +472,7 @@ async fn a_sealed_record_copied_over_another_is_refused_at_start() {
 
     // Put back, the store opens again and both keys work.
     {
-        let store = SledBackend::open(&store_dir).expect("open the store");
+        let store = common::open_sled(&store_dir);
         let mut batch = WriteBatch::new();
         batch.put(victim_record, original);
         store.apply(batch).unwrap();

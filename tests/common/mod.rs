@@ -185,9 +185,7 @@ impl TestDaemon {
         let (_, master) =
             keyhaven::seal::unseal(&self.config.data_dir, &SecretString::new(PASSPHRASE.into()))
                 .expect("unseal the stopped daemon's data directory");
-        let backend =
-            keyhaven::store::SledBackend::open(&keyhaven::server::store_dir(&self.config.data_dir))
-                .expect("open the stopped daemon's store");
+        let backend = open_sled(&keyhaven::server::store_dir(&self.config.data_dir));
         keyhaven::store::Store::open(
             Arc::new(backend),
             keyhaven::store::Barrier::new(master.record_integrity_key()),
@@ -525,5 +523,24 @@ impl TestDaemon {
     /// Where the daemon's AWS door listens, if configured.
     pub fn aws_addr(&self) -> Option<std::net::SocketAddr> {
         self.daemon().aws_addr()
+    }
+}
+
+/// Opens a stopped daemon's sled store, waiting (up to 5 s) for the lock a daemon that just
+/// stopped or refused to start may still hold: sled's background threads let go of its files
+/// a moment after the last handle is dropped.
+pub fn open_sled(dir: &std::path::Path) -> keyhaven::store::SledBackend {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match keyhaven::store::SledBackend::open(dir) {
+            Ok(store) => return store,
+            Err(error)
+                if error.0.contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("open the store {}: {error}", dir.display()),
+        }
     }
 }

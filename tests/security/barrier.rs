@@ -12,7 +12,7 @@ use uuid::Uuid;
 const HEADER: usize = 33;
 
 fn store_of(d: &TestDaemon) -> SledBackend {
-    SledBackend::open(&keyhaven::server::store_dir(d.dir.path())).expect("open the stopped store")
+    super::common::open_sled(&keyhaven::server::store_dir(d.dir.path()))
 }
 
 fn put_raw(d: &TestDaemon, name: &[u8], stored: Vec<u8>) {

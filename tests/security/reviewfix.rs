@@ -3,7 +3,7 @@
 //! by name; without one the output says they were read unchecked.
 
 use super::common::{Backend, PASSPHRASE, TestDaemon};
-use keyhaven::store::{SledBackend, StoreBackend, WriteBatch};
+use keyhaven::store::{StoreBackend, WriteBatch};
 use std::path::Path;
 
 /// Runs `keyhaven --output json audit verify --data-dir DIR [--passphrase-file FILE]` with no
@@ -32,7 +32,7 @@ fn json(stdout: &str) -> serde_json::Value {
 /// Writes the stored bytes of `name` in the stopped daemon's store, as an offline edit
 /// would; returns what was there.
 fn write_raw(data_dir: &Path, name: &[u8], stored: Vec<u8>) -> Option<Vec<u8>> {
-    let store = SledBackend::open(&keyhaven::server::store_dir(data_dir)).expect("open store");
+    let store = super::common::open_sled(&keyhaven::server::store_dir(data_dir));
     let before = store.get(name).unwrap();
     let mut batch = WriteBatch::new();
     batch.put(name.to_vec(), stored);
@@ -43,7 +43,7 @@ fn write_raw(data_dir: &Path, name: &[u8], stored: Vec<u8>) -> Option<Vec<u8>> {
 
 /// Removes `name` from the stopped daemon's store.
 fn remove_raw(data_dir: &Path, name: &[u8]) {
-    let store = SledBackend::open(&keyhaven::server::store_dir(data_dir)).expect("open store");
+    let store = super::common::open_sled(&keyhaven::server::store_dir(data_dir));
     let mut batch = WriteBatch::new();
     batch.delete(name.to_vec());
     store.apply(batch).unwrap();
@@ -155,6 +155,6 @@ async fn audit_verify_checks_the_stored_chain_anchors_with_a_passphrase() {
 
 /// The stored bytes of `name`.
 fn write_raw_peek(data_dir: &Path, name: &str) -> Vec<u8> {
-    let store = SledBackend::open(&keyhaven::server::store_dir(data_dir)).unwrap();
+    let store = super::common::open_sled(&keyhaven::server::store_dir(data_dir));
     store.get(name.as_bytes()).unwrap().expect(name)
 }
