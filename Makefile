@@ -1,8 +1,10 @@
 .PHONY: test lint serve
 
-# The whole test suite: unit tests, the end-to-end conformance suite (sealed store and
-# SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token.
+# The whole test suite: unit tests, the end-to-end conformance suite (sealed store, SoftHSM2,
+# and the metadata on etcd), the PKCS#11 and CLI tests. Installs SoftHSM2 and etcd if needed
+# and makes a fresh token.
 test:
+	tests/etcd/setup.sh
 	rm -rf target/softhsm
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked
 

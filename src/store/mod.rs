@@ -1,4 +1,5 @@
-//! Durable metadata: an ordered key-value store behind [`StoreBackend`], sled today.
+//! Durable metadata: an ordered key-value store behind [`StoreBackend`]: sled on one machine
+//! (the default), or etcd (`store = "etcd"`, see `etcd_backend`).
 //!
 //! Every state change goes through [`Store::commit`]: the batch is applied atomically, then the
 //! call waits until it is on disk. Concurrent commits share one flush (group commit): a single
@@ -13,9 +14,11 @@
 
 pub mod barrier;
 pub mod compact;
+mod etcd_backend;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
+pub use etcd_backend::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings};
 pub use sled_backend::SledBackend;
 
 use std::sync::{Arc, Mutex, mpsc};

@@ -1,0 +1,295 @@
+//! The etcd engine: the store's records under one key prefix of an etcd cluster.
+//!
+//! The mapping is direct: a record `name` is the etcd key `<prefix>store/<name>`; `get` is a
+//! range request for one key, `scan` a range request from the first key after `after` to the
+//! end of the prefix, with etcd's own limit; `apply` is one etcd transaction holding every put
+//! and delete of the batch, so a batch is applied entirely or not at all. `<prefix>init` marks
+//! a prefix as initialised (see [`EtcdBackend::claim`]); the rest of `<prefix>` is kept for
+//! what the cluster will share besides the records (the seal, the keyring).
+//!
+//! `sync` does nothing: etcd acknowledges a transaction only once a quorum of members has it in
+//! its Raft log, fsynced (etcd fsyncs its WAL before it acknowledges), so every `apply` that
+//! returned is already as durable as etcd can make it.
+//!
+//! **Bridging the synchronous trait.** [`StoreBackend`] is synchronous and `Store` calls it from
+//! async tasks of the daemon's runtime and from blocking threads alike. The etcd client is async
+//! and lives on a small runtime this backend owns (one worker thread, `keyhaven-etcd`); each call
+//! is spawned there and the caller waits for its answer on a channel. A caller on a worker of a
+//! multi-threaded runtime waits inside `block_in_place`, which hands that worker's other tasks to
+//! another thread first, so the daemon's executor is never stalled by a network round trip; on
+//! a blocking thread (or a single-threaded runtime, as in unit tests) it simply waits. Owning
+//! the client's runtime also means the backend works the same whoever calls it, and never
+//! depends on the caller's runtime being alive.
+
+use super::{Entry, StoreBackend, StoreError, WriteBatch};
+use crate::secret::SecretString;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// The key prefix when the config gives none.
+pub const DEFAULT_PREFIX: &str = "keyhaven/";
+/// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
+/// internal error) rather than hanging on a cluster without quorum.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the store lives in etcd and how to log in.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://host:port` of one or more members.
+    pub endpoints: Vec<String>,
+    /// Every key Keyhaven writes starts with this (ends with `/`).
+    pub prefix: String,
+    /// etcd user name and password, when the cluster has authentication on.
+    pub user: Option<(String, SecretString)>,
+}
+
+pub struct EtcdBackend {
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    kv: KvClient,
+    /// `<prefix>store/`.
+    records: Vec<u8>,
+    /// `<prefix>`.
+    prefix: Vec<u8>,
+}
+
+fn store_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("etcd: {error}"))
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): to the end of the key space.
+    vec![0]
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster (the connection is checked with one request).
+    pub fn connect(settings: &EtcdSettings) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyhaven-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the etcd client's runtime: {e}")))?;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        if let Some((name, password)) = &settings.user {
+            options = options.with_user(name.clone(), password.expose().clone());
+        }
+        let endpoints = settings.endpoints.clone();
+        let client = wait_for(&runtime, async move {
+            let mut client = Client::connect(endpoints, Some(options)).await?;
+            // Connecting is lazy: one request proves the cluster answers.
+            client.get("\0", None).await?;
+            Ok::<_, etcd_client::Error>(client)
+        })?
+        .map_err(|e| {
+            StoreError(format!(
+                "cannot reach etcd at {}: {e}",
+                settings.endpoints.join(", ")
+            ))
+        })?;
+        let prefix = settings.prefix.as_bytes().to_vec();
+        let mut records = prefix.clone();
+        records.extend_from_slice(b"store/");
+        Ok(Self {
+            runtime: Some(runtime),
+            kv: client.kv_client(),
+            records,
+            prefix,
+        })
+    }
+
+    /// Runs `request` on the client's runtime and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        wait_for(runtime, request)?.map_err(store_error)
+    }
+
+    fn record_key(&self, name: &[u8]) -> Vec<u8> {
+        let mut key = self.records.clone();
+        key.extend_from_slice(name);
+        key
+    }
+
+    /// Marks the prefix as initialised (holding `account_id`), in one transaction that fails
+    /// when the mark is already there or the prefix holds anything: two `init`s on one prefix,
+    /// even at the same moment, cannot both succeed.
+    pub fn claim(&self, account_id: &str) -> Result<(), StoreError> {
+        let mut mark = self.prefix.clone();
+        mark.extend_from_slice(b"init");
+        let mut kv = self.kv.clone();
+        let prefix = self.prefix.clone();
+        let value = account_id.as_bytes().to_vec();
+        let (claimed, holds) = self.run(async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(mark.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(mark, value, None)]);
+            let claimed = kv.txn(txn).await?.succeeded();
+            let holds = kv
+                .get(
+                    prefix.clone(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await?
+                .count();
+            Ok((claimed, holds))
+        })?;
+        if !claimed {
+            return Err(StoreError(format!(
+                "etcd prefix '{}' is already initialised: give another etcd_prefix, or remove \
+                 the prefix (etcdctl del --prefix) to start over",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        if holds > 1 {
+            return Err(StoreError(format!(
+                "etcd prefix '{}' already holds keys that are not Keyhaven's: give another \
+                 etcd_prefix",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Spawns `request` on `runtime` and waits for it without stalling the caller's executor.
+fn wait_for<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    request: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = answer.send(request.await);
+    });
+    let wait = move || {
+        answered
+            .recv()
+            .map_err(|_| StoreError("etcd: the request was dropped".into()))
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+impl StoreBackend for EtcdBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut kv = self.kv.clone();
+        let key = self.record_key(key);
+        let mut response = self.run(async move { kv.get(key, None).await })?;
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let first = match after {
+            Some(after) if after >= prefix => {
+                let mut first = self.record_key(after);
+                first.push(0);
+                first
+            }
+            _ => self.record_key(prefix),
+        };
+        let end = prefix_end(&self.record_key(prefix));
+        // etcd reads a limit of 0 as "no limit"; so does a limit past i64.
+        let limit = i64::try_from(limit).unwrap_or(0);
+        let mut kv = self.kv.clone();
+        let mut response = self.run(async move {
+            kv.get(
+                first,
+                Some(GetOptions::new().with_range(end).with_limit(limit)),
+            )
+            .await
+        })?;
+        let skip = self.records.len();
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec()))
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        // etcd refuses a transaction naming a key twice; within a batch the last change to a
+        // record is the one that counts, as it would be applied in order.
+        let mut last = BTreeMap::new();
+        for (name, value) in batch.into_ops() {
+            last.insert(name, value);
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        let operations: Vec<TxnOp> = last
+            .into_iter()
+            .map(|(name, value)| {
+                let key = self.record_key(&name);
+                match value {
+                    Some(value) => TxnOp::put(key, value, None),
+                    None => TxnOp::delete(key, None),
+                }
+            })
+            .collect();
+        let mut kv = self.kv.clone();
+        self.run(async move { kv.txn(Txn::new().and_then(operations)).await })?;
+        Ok(())
+    }
+
+    /// Nothing to do: a transaction etcd acknowledged is already on a quorum's disks.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which panics inside another runtime;
+        // requests still in flight have nobody waiting for them anyway.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key_after_everything_it_starts() {
+        assert_eq!(prefix_end(b"keyhaven/store/"), b"keyhaven/store0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}
