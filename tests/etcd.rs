@@ -1,0 +1,243 @@
+//! The metadata store on etcd, end to end: a real etcd of the test's own (Debian's `etcd`,
+//! `tests/etcd/setup.sh`), real daemons and the real `keyhaven` binary. The behavioural suite
+//! runs on etcd too (`tests/conformance.rs`, instance `etcd`); this file holds what is
+//! particular to etcd: where the records are, one init per prefix, edits made in etcd itself,
+//! and the backend's own mapping of the store trait.
+
+mod common;
+
+use common::etcd::EtcdProcess;
+use common::{Backend, PASSPHRASE, TestDaemon};
+use etcd_client::GetOptions;
+use keyhaven::server::StoreSettings;
+use keyhaven::store::{EtcdBackend, StoreBackend, WriteBatch};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyhaven");
+
+/// Every key and value under `prefix`, in key order.
+async fn dump(etcd: &EtcdProcess, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    etcd.client()
+        .await
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("read etcd")
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn etcd_of(d: &TestDaemon) -> &EtcdProcess {
+    d.etcd.as_ref().expect("the daemon's store is on etcd")
+}
+
+/// The etcd keys under `keyhaven/store/` naming `key_id`.
+async fn records_of(d: &TestDaemon, key_id: &str) -> Vec<(String, Vec<u8>)> {
+    dump(etcd_of(d), "keyhaven/store/")
+        .await
+        .into_iter()
+        .filter(|(name, _)| name.contains(key_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lives_in_etcd_and_survives_a_daemon_restart() {
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let key = d.create_key("durable on etcd").await.key_id;
+    let blob = d.encrypt(&key, b"kept", &[]).await.expect("Encrypt");
+    // The records are in etcd, not in the data directory.
+    assert!(
+        !keyhaven::server::store_dir(&d.config.data_dir).exists(),
+        "a sled store was made beside an etcd one"
+    );
+    let records = records_of(&d, &key).await;
+    assert!(!records.is_empty(), "no record of {key} in etcd");
+    let everything = dump(etcd_of(&d), "keyhaven/").await;
+    assert!(
+        everything
+            .iter()
+            .any(|(name, _)| name == "keyhaven/store/barrier/digest")
+    );
+    assert!(
+        everything
+            .iter()
+            .all(|(name, _)| name == "keyhaven/init" || name.starts_with("keyhaven/store/")),
+        "{:?}",
+        everything.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+
+    d.restart().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
+    assert_eq!(d.decrypt(&blob, &[]).await.expect("Decrypt"), b"kept");
+    assert!(d.list_all_keys().await.contains(&key));
+}
+
+fn keyhaven_init(data_dir: &std::path::Path, endpoint: &str, prefix: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(["init", "--store", "etcd", "--etcd-endpoints", endpoint])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    if let Some(prefix) = prefix {
+        command.args(["--etcd-prefix", prefix]);
+    }
+    command.output().expect("run keyhaven init")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_claims_an_etcd_prefix_once() {
+    let etcd = EtcdProcess::start().await;
+    let top = tempfile::tempdir().unwrap();
+    let first = keyhaven_init(&top.path().join("a"), &etcd.endpoint, None);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("export KEYHAVEN_ACCESS_KEY_ID="));
+    let before = dump(&etcd, "").await;
+    assert!(before.iter().any(|(name, _)| name == "keyhaven/init"));
+
+    // A second installation on the same prefix, from another data directory: refused before
+    // anything is written, in etcd or on disk.
+    let second_dir = top.path().join("b");
+    let second = keyhaven_init(&second_dir, &etcd.endpoint, Some("keyhaven/"));
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&second.stderr),
+        "keyhaven: metadata store: etcd prefix 'keyhaven/' is already initialised: give \
+         another etcd_prefix, \
+         or remove the prefix (etcdctl del --prefix) to start over\n"
+    );
+    assert!(second.stdout.is_empty());
+    assert!(
+        !second_dir.exists(),
+        "the refused init made its data directory"
+    );
+    assert_eq!(dump(&etcd, "").await, before);
+
+    // Another prefix of the same cluster is another installation.
+    let other = keyhaven_init(&top.path().join("c"), &etcd.endpoint, Some("team-b/"));
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let after = dump(&etcd, "keyhaven/").await;
+    assert_eq!(after, before);
+    assert!(!dump(&etcd, "team-b/store/").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_edited_in_etcd_is_refused_at_start() {
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let key = d.create_key("edited behind the daemon's back").await.key_id;
+    d.stop().await;
+    let (name, original) = records_of(&d, &key)
+        .await
+        .into_iter()
+        .find(|(name, _)| name.ends_with(&key))
+        .expect("the key's record");
+    let record = name.trim_start_matches("keyhaven/store/").to_owned();
+    let mut client = etcd_of(&d).client().await;
+
+    // One byte of the value changed (as an operator with etcdctl could).
+    let mut edited = original.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 1;
+    client.put(name.as_str(), edited, None).await.unwrap();
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "etcd store 'keyhaven/' refused: metadata store: record {record} failed its \
+             integrity check: it was changed or moved while the daemon was not looking"
+        )
+    );
+
+    // The record removed: the set no longer matches its digest.
+    client.delete(name.as_str(), None).await.unwrap();
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert_eq!(
+        refused.to_string(),
+        "etcd store 'keyhaven/' refused: metadata store: the store's records do not match its \
+         digest: a record was rolled back, removed or added while the daemon was not looking"
+    );
+
+    // Put back as it was, the store is served again, the key with it.
+    client.put(name.as_str(), original, None).await.unwrap();
+    d.start_again().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
+}
+
+#[tokio::test]
+async fn the_backend_maps_the_store_trait_onto_etcd() {
+    let etcd = EtcdProcess::start().await;
+    let StoreSettings::Etcd(settings) = etcd.store_settings("mapping/") else {
+        unreachable!()
+    };
+    // On a single-threaded runtime the backend's calls simply wait: its client has its own.
+    let backend = EtcdBackend::connect(&settings).expect("connect");
+    let mut client = etcd.client().await;
+    client.put("mapping/store-not", "x", None).await.unwrap();
+    client.put("mappinh", "x", None).await.unwrap();
+
+    // The last change to a record in a batch counts, as in order.
+    let mut batch = WriteBatch::new();
+    for name in ["k/3", "k/1", "k/2", "l/1"] {
+        batch.put(name, name);
+    }
+    batch.put("k/2", "second");
+    batch.delete("l/1");
+    backend.apply(batch).unwrap();
+    assert_eq!(backend.get(b"k/2").unwrap(), Some(b"second".to_vec()));
+    assert_eq!(backend.get(b"l/1").unwrap(), None);
+    let names = |entries: Vec<(Vec<u8>, Vec<u8>)>| {
+        entries
+            .into_iter()
+            .map(|(name, _)| String::from_utf8(name).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(backend.scan(b"k/", None, 10).unwrap()),
+        ["k/1", "k/2", "k/3"]
+    );
+    assert_eq!(
+        names(backend.scan(b"k/", Some(b"k/1"), 1).unwrap()),
+        ["k/2"]
+    );
+    assert_eq!(
+        names(backend.scan(b"k/", Some(b"k/3"), 10).unwrap()),
+        Vec::<String>::new()
+    );
+    // Keys beside the prefix are not the store's.
+    assert_eq!(
+        names(backend.scan(b"", None, 100).unwrap()),
+        ["k/1", "k/2", "k/3"]
+    );
+
+    // A batch is one transaction: one etcd refuses (more operations than its --max-txn-ops,
+    // 128 by default) leaves nothing of it behind.
+    let mut big = WriteBatch::new();
+    for i in 0..200 {
+        big.put(format!("big/{i:03}"), "v");
+    }
+    big.delete("k/1");
+    let error = backend.apply(big).unwrap_err();
+    assert!(
+        error.0.contains("too many operations in txn request"),
+        "{error}"
+    );
+    assert!(backend.scan(b"big/", None, 1000).unwrap().is_empty());
+    assert_eq!(backend.get(b"k/1").unwrap(), Some(b"k/1".to_vec()));
+    backend.sync().unwrap();
+}
