@@ -241,3 +241,86 @@ async fn the_backend_maps_the_store_trait_onto_etcd() {
     assert_eq!(backend.get(b"k/1").unwrap(), Some(b"k/1".to_vec()));
     backend.sync().unwrap();
 }
+
+async fn try_create_key(d: &TestDaemon, description: &str) -> Result<String, tonic::Status> {
+    let request = keyhaven::proto::v1::CreateKeyRequest {
+        description: description.into(),
+        ..Default::default()
+    };
+    Ok(d.client
+        .kms()
+        .create_key(d.client.signed("CreateKey", request))
+        .await?
+        .into_inner()
+        .key_metadata
+        .expect("metadata")
+        .key_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_while_etcd_is_down_and_resume_when_it_is_back() {
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let before = d.create_key("before the outage").await.key_id;
+    d.etcd.as_mut().unwrap().members[0].kill();
+
+    // A change cannot be made durable: refused, promptly, and not acknowledged.
+    let started = std::time::Instant::now();
+    let refused = try_create_key(&d, "during the outage").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // The signature is recorded against replay first: that write is what fails.
+    common::assert_refused(refused, tonic::Code::Unavailable, "KMSInternalException");
+
+    d.etcd.as_mut().unwrap().members[0].restart();
+    d.etcd.as_mut().unwrap().wait_until_serving().await;
+    // The daemon's client reconnects by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let after = loop {
+        match try_create_key(&d, "after the outage").await {
+            Ok(key) => break key,
+            Err(status) if std::time::Instant::now() < deadline => {
+                let _ = status;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("no CreateKey 15 s after etcd came back: {status:?}"),
+        }
+    };
+
+    // Every acknowledged key is there, nothing else, and the store passes its checks.
+    d.restart().await;
+    let mut keys = d.list_all_keys().await;
+    keys.sort();
+    let mut expected = vec![before, after];
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
+    let etcd = EtcdProcess::cluster(3).await;
+    let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    // The leader, so that the cluster has to elect another under load.
+    let killed = d.etcd.as_ref().unwrap().leader().await;
+    let mut acknowledged = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            d.etcd.as_mut().unwrap().members[killed].kill();
+        }
+        if i == 40 {
+            d.etcd.as_mut().unwrap().members[killed].restart();
+        }
+        match try_create_key(&d, &format!("load {i}")).await {
+            Ok(key) => acknowledged.push(key),
+            Err(status) => failed.push((i, status)),
+        }
+    }
+    // Two of three members are a quorum: every call succeeded (the backend tries another
+    // member when one does not answer).
+    assert!(failed.is_empty(), "{failed:?}");
+
+    d.restart().await;
+    let mut keys = d.list_all_keys().await;
+    keys.sort();
+    acknowledged.sort();
+    assert_eq!(keys, acknowledged);
+}

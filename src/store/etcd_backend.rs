@@ -112,16 +112,34 @@ impl EtcdBackend {
         })
     }
 
-    /// Runs `request` on the client's runtime and waits for its answer.
-    fn run<T: Send + 'static>(
+    /// Runs the request `make` makes on the client's runtime and waits for its answer; a
+    /// request that found no member able to answer is made again (see [`ATTEMPTS`]).
+    fn run<T: Send + 'static, F>(
         &self,
-        request: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        make: impl Fn() -> F + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
-        wait_for(runtime, request)?.map_err(store_error)
+        wait_for(runtime, async move {
+            let mut pause = RETRY_PAUSE;
+            for _ in 1..ATTEMPTS {
+                match make().await {
+                    Err(error) if unreachable(&error) => {
+                        tracing::debug!(%error, "etcd request retried");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    answer => return answer,
+                }
+            }
+            make().await
+        })?
+        .map_err(store_error)
     }
 
     fn record_key(&self, name: &[u8]) -> Vec<u8> {
@@ -136,10 +154,16 @@ impl EtcdBackend {
     pub fn claim(&self, account_id: &str) -> Result<(), StoreError> {
         let mut mark = self.prefix.clone();
         mark.extend_from_slice(b"init");
-        let mut kv = self.kv.clone();
+        let kv = self.kv.clone();
         let prefix = self.prefix.clone();
         let value = account_id.as_bytes().to_vec();
-        let (claimed, holds) = self.run(async move {
+        // Not retried: a claim whose answer was lost must not be taken for somebody else's.
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        let (claimed, holds) = wait_for(runtime, async move {
+            let mut kv = kv;
             let txn = Txn::new()
                 .when([Compare::create_revision(mark.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(mark, value, None)]);
@@ -151,8 +175,9 @@ impl EtcdBackend {
                 )
                 .await?
                 .count();
-            Ok((claimed, holds))
-        })?;
+            Ok::<_, etcd_client::Error>((claimed, holds))
+        })?
+        .map_err(store_error)?;
         if !claimed {
             return Err(StoreError(format!(
                 "etcd prefix '{}' is already initialised: give another etcd_prefix, or remove \
@@ -168,6 +193,25 @@ impl EtcdBackend {
             )));
         }
         Ok(())
+    }
+}
+
+/// Tries of one request when no member answers. The client spreads requests over every
+/// endpoint and keeps sending some to a member that is down, so a request that found a dead
+/// member (or one without a leader, during an election) is made again, to whichever member
+/// the client picks next. Making a batch's transaction again is harmless: it sets the same
+/// values, and nothing of this daemon writes in between (`Store` holds its digest lock).
+const ATTEMPTS: u32 = 8;
+/// The first pause between tries, doubled each time (about 2.5 s in all: an election with
+/// etcd's default 1 s timeout fits).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether `error` says no member could take the request (so another try may succeed).
+fn unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
     }
 }
 
@@ -195,9 +239,12 @@ fn wait_for<T: Send + 'static>(
 
 impl StoreBackend for EtcdBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut kv = self.kv.clone();
+        let kv = self.kv.clone();
         let key = self.record_key(key);
-        let mut response = self.run(async move { kv.get(key, None).await })?;
+        let mut response = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, None).await }
+        })?;
         Ok(response
             .take_kvs()
             .into_iter()
@@ -225,13 +272,11 @@ impl StoreBackend for EtcdBackend {
         let end = prefix_end(&self.record_key(prefix));
         // etcd reads a limit of 0 as "no limit"; so does a limit past i64.
         let limit = i64::try_from(limit).unwrap_or(0);
-        let mut kv = self.kv.clone();
-        let mut response = self.run(async move {
-            kv.get(
-                first,
-                Some(GetOptions::new().with_range(end).with_limit(limit)),
-            )
-            .await
+        let kv = self.kv.clone();
+        let mut response = self.run(move || {
+            let (mut kv, first) = (kv.clone(), first.clone());
+            let options = GetOptions::new().with_range(end.clone()).with_limit(limit);
+            async move { kv.get(first, Some(options)).await }
         })?;
         let skip = self.records.len();
         Ok(response
@@ -261,8 +306,12 @@ impl StoreBackend for EtcdBackend {
                 }
             })
             .collect();
-        let mut kv = self.kv.clone();
-        self.run(async move { kv.txn(Txn::new().and_then(operations)).await })?;
+        let kv = self.kv.clone();
+        self.run(move || {
+            let mut kv = kv.clone();
+            let txn = Txn::new().and_then(operations.clone());
+            async move { kv.txn(txn).await }
+        })?;
         Ok(())
     }
 

@@ -21,6 +21,7 @@ pub use barrier::{Barrier, IntegrityError};
 pub use etcd_backend::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings};
 pub use sled_backend::SledBackend;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,6 +127,9 @@ pub struct Store {
     barrier: Option<Barrier>,
     /// The digest of every record as stored; changes are folded in under this lock.
     digest: Mutex<barrier::Tag>,
+    /// A failed `apply` whose outcome could not be read back: the digest is reloaded from the
+    /// store before the next one.
+    digest_uncertain: AtomicBool,
     flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -178,6 +182,7 @@ impl Store {
             backend,
             barrier,
             digest: Mutex::new(digest),
+            digest_uncertain: AtomicBool::new(false),
             flush_requests: Mutex::new(Some(sender)),
             flusher: Mutex::new(flusher),
         }
@@ -225,18 +230,53 @@ impl Store {
             .digest
             .lock()
             .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+        if self.digest_uncertain.load(Ordering::Acquire) {
+            *digest = self.stored_digest(barrier)?;
+            self.digest_uncertain.store(false, Ordering::Release);
+        }
         let mut next = *digest;
         let sealed = barrier.seal_batch(batch, &mut next, |name| self.backend.get(name))?;
         let (ops, guards) = sealed.into_parts();
-        self.backend.apply(WriteBatch {
+        if let Err(error) = self.backend.apply(WriteBatch {
             ops,
             guards: Vec::new(),
-        })?;
+        }) {
+            // An engine reached over the network (etcd) may have applied a batch whose answer
+            // was lost. The digest as stored tells which (batches are atomic, and the digest is
+            // in every one); folding a lost batch's changes in again would make the next start
+            // refuse the store.
+            match self.stored_digest(barrier) {
+                Ok(stored) if stored == next => {
+                    tracing::warn!(%error, "a batch reported as failed was applied");
+                }
+                Ok(stored) => {
+                    *digest = stored;
+                    return Err(error);
+                }
+                Err(_) => {
+                    self.digest_uncertain.store(true, Ordering::Release);
+                    return Err(error);
+                }
+            }
+        }
         *digest = next;
         drop(digest);
         // The records are in: whoever waits on them may go on.
         drop(guards);
         Ok(())
+    }
+
+    /// The digest as the store holds it now (all zeros for an empty store).
+    fn stored_digest(&self, barrier: &Barrier) -> Result<barrier::Tag, StoreError> {
+        match self.backend.get(barrier::DIGEST_RECORD)? {
+            None => Ok([0; 32]),
+            Some(stored) => barrier
+                .open(barrier::DIGEST_RECORD, &stored)?
+                .try_into()
+                .map_err(|_| {
+                    IntegrityError::Record(barrier::printable_name(barrier::DIGEST_RECORD)).into()
+                }),
+        }
     }
 
     /// Applies `batch` atomically and returns once it is durable.
@@ -462,6 +502,96 @@ mod tests {
         assert_eq!(Arc::strong_count(&guard), 2);
         store.apply(batch).unwrap();
         assert_eq!(Arc::strong_count(&guard), 1);
+    }
+
+    /// A backend whose `apply` fails as a network engine's can: `lose_answer` applies the
+    /// batch and then reports a failure; `refuse` applies nothing; `then_fail_reads` makes
+    /// every read fail after the next apply (the engine unreachable just after it).
+    struct Flaky {
+        inner: SledBackend,
+        lose_answer: AtomicBool,
+        refuse: AtomicBool,
+        then_fail_reads: AtomicBool,
+        fail_reads: AtomicBool,
+    }
+
+    impl StoreBackend for Flaky {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            if self.fail_reads.load(Ordering::Acquire) {
+                return Err(StoreError("unreachable".into()));
+            }
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            if self.refuse.load(Ordering::Acquire) {
+                return Err(StoreError("refused".into()));
+            }
+            self.inner.apply(batch)?;
+            if self.then_fail_reads.load(Ordering::Acquire) {
+                self.fail_reads.store(true, Ordering::Release);
+            }
+            if self.lose_answer.load(Ordering::Acquire) {
+                return Err(StoreError("answer lost".into()));
+            }
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_answer_was_lost_is_known_by_the_stored_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            lose_answer: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            then_fail_reads: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
+        });
+        let store = Store::open(flaky.clone(), test_barrier()).unwrap();
+        let put = |name: &str| {
+            let mut batch = WriteBatch::new();
+            batch.put(name.as_bytes().to_vec(), b"v".to_vec());
+            batch
+        };
+        store.commit_blocking(put("a")).unwrap();
+        // Applied, answer lost: taken as applied.
+        flaky.lose_answer.store(true, Ordering::Release);
+        store.commit_blocking(put("b")).unwrap();
+        flaky.lose_answer.store(false, Ordering::Release);
+        // Not applied: a failure, and the digest stays as it was.
+        flaky.refuse.store(true, Ordering::Release);
+        assert!(store.commit_blocking(put("c")).is_err());
+        flaky.refuse.store(false, Ordering::Release);
+        // Applied, answer lost, and the store unreadable meanwhile: the next batch reloads.
+        flaky.lose_answer.store(true, Ordering::Release);
+        flaky.then_fail_reads.store(true, Ordering::Release);
+        assert!(store.commit_blocking(put("d")).is_err());
+        assert!(flaky.fail_reads.load(Ordering::Acquire));
+        flaky.lose_answer.store(false, Ordering::Release);
+        flaky.then_fail_reads.store(false, Ordering::Release);
+        flaky.fail_reads.store(false, Ordering::Release);
+        store.commit_blocking(put("e")).unwrap();
+        drop(store);
+        // Whatever happened, the store as it is passes its checks.
+        let store = Store::open(flaky, test_barrier()).unwrap();
+        let names: Vec<_> = store
+            .scan(&[], None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| String::from_utf8(name).unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "d", "e"]);
     }
 
     #[tokio::test]

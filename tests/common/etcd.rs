@@ -8,13 +8,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One etcd member of the test's own.
-pub struct EtcdProcess {
-    child: Child,
-    pub endpoint: String,
-    pub data: tempfile::TempDir,
-}
-
 fn etcd_binary() -> PathBuf {
     let found = std::env::var_os("PATH")
         .into_iter()
@@ -37,26 +30,36 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl EtcdProcess {
-    /// Starts a single-member cluster and waits until it answers.
-    pub async fn start() -> Self {
+/// One member of a test cluster: its ports and data stay the same across a kill and restart.
+pub struct EtcdMember {
+    name: String,
+    child: Option<Child>,
+    pub endpoint: String,
+    peer_url: String,
+    initial_cluster: String,
+    data: PathBuf,
+}
+
+impl EtcdMember {
+    fn spawn(&mut self, state: &str) {
         let binary = etcd_binary();
-        let data = tempfile::tempdir().expect("etcd data directory");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(data.path().join("etcd.log")).expect("etcd log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("etcd log");
         let child = Command::new(&binary)
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
-                data.path().join("member").display()
+                self.data.join(&self.name).display()
             ))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg(format!("--listen-client-urls={}", self.endpoint))
+            .arg(format!("--advertise-client-urls={}", self.endpoint))
+            .arg(format!("--listen-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg(format!("--initial-cluster-state={state}"))
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=250")
             .stdin(Stdio::null())
@@ -64,22 +67,109 @@ impl EtcdProcess {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.data.join(format!("{}.log", self.name))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the killed member again on its data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        self.spawn("existing");
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for EtcdMember {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of the test's own; a single member for most tests.
+pub struct EtcdProcess {
+    pub members: Vec<EtcdMember>,
+    /// The first member's client URL.
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    /// Starts a single-member cluster and waits until it answers.
+    pub async fn start() -> Self {
+        Self::cluster(1).await
+    }
+
+    /// Starts a cluster of `size` members and waits until it answers.
+    pub async fn cluster(size: usize) -> Self {
+        let data = tempfile::tempdir().expect("etcd data directory");
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<EtcdMember> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| EtcdMember {
+                name: format!("m{i}"),
+                child: None,
+                endpoint: format!("http://127.0.0.1:{client}"),
+                peer_url: format!("http://127.0.0.1:{peer}"),
+                initial_cluster: initial_cluster.clone(),
+                data: data.path().to_path_buf(),
+            })
+            .collect();
+        for member in &mut members {
+            member.spawn("new");
+        }
         let mut etcd = Self {
-            child,
-            endpoint,
-            data,
+            endpoint: members[0].endpoint.clone(),
+            members,
+            _data: data,
         };
         etcd.wait_until_serving().await;
         etcd
     }
 
-    async fn wait_until_serving(&mut self) {
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint.clone()).collect()
+    }
+
+    /// Waits (up to 30 s) until a write through the running members succeeds.
+    pub async fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("etcd exited ({status}): see {}", self.log().display());
+            for member in &mut self.members {
+                if let Some(status) = member.exited() {
+                    panic!("etcd exited ({status}): see {}", member.log().display());
+                }
             }
-            if let Ok(mut client) = etcd_client::Client::connect([&self.endpoint], None).await
+            let running: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .map(|m| m.endpoint.clone())
+                .collect();
+            if let Ok(mut client) = etcd_client::Client::connect(&running, None).await
                 && client.put("keyhaven-test-ready", "", None).await.is_ok()
             {
                 let _ = client.delete("keyhaven-test-ready", None).await;
@@ -88,20 +178,34 @@ impl EtcdProcess {
             assert!(
                 Instant::now() < deadline,
                 "etcd did not serve within 30 s: see {}",
-                self.log().display()
+                self.members[0].log().display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub fn log(&self) -> PathBuf {
-        self.data.path().join("etcd.log")
+    /// The index of the member that is the Raft leader now.
+    pub async fn leader(&self) -> usize {
+        for (i, member) in self.members.iter().enumerate() {
+            let Ok(mut client) = etcd_client::Client::connect([&member.endpoint], None).await
+            else {
+                continue;
+            };
+            if let Ok(status) = client.status().await
+                && status
+                    .header()
+                    .is_some_and(|h| h.member_id() == status.leader())
+            {
+                return i;
+            }
+        }
+        panic!("no etcd member is the leader");
     }
 
-    /// The daemon's store settings for `prefix` of this etcd.
+    /// The daemon's store settings for `prefix`, naming every member.
     pub fn store_settings(&self, prefix: &str) -> StoreSettings {
         StoreSettings::Etcd(EtcdSettings {
-            endpoints: vec![self.endpoint.clone()],
+            endpoints: self.endpoints(),
             prefix: prefix.into(),
             user: None,
         })
@@ -109,15 +213,8 @@ impl EtcdProcess {
 
     /// A client of this etcd, for tests that look at (or edit) what the daemon wrote.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([&self.endpoint], None)
+        etcd_client::Client::connect(self.endpoints(), None)
             .await
             .expect("connect to the test etcd")
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

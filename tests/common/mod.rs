@@ -122,12 +122,35 @@ impl TestDaemon {
         adjust: impl FnOnce(&mut DaemonConfig),
         client_tls: ClientTls,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let clock = OffsetClock::new();
         let etcd = match backend {
             Backend::SealedOnEtcd => Some(etcd::EtcdProcess::start().await),
             _ => None,
         };
+        Self::start_in(backend, etcd, adjust, client_tls).await
+    }
+
+    /// A daemon of the sealed keystore with its store on `etcd` (a cluster the test made).
+    pub async fn start_on_etcd(
+        etcd: etcd::EtcdProcess,
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Self {
+        Self::start_in(
+            Backend::SealedOnEtcd,
+            Some(etcd),
+            adjust,
+            ClientTls::default(),
+        )
+        .await
+    }
+
+    async fn start_in(
+        backend: Backend,
+        etcd: Option<etcd::EtcdProcess>,
+        adjust: impl FnOnce(&mut DaemonConfig),
+        client_tls: ClientTls,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let clock = OffsetClock::new();
         let store = etcd
             .as_ref()
             .map(|etcd| etcd.store_settings("keyhaven/"))
