@@ -125,6 +125,28 @@ async fn init_claims_an_etcd_prefix_once() {
     );
     assert_eq!(dump(&etcd, "").await, before);
 
+    // The offline sled commands refuse it, and make no sled store beside it.
+    for command in [&["store", "compact"][..], &["store", "authenticate"][..]] {
+        let out = Command::new(BIN)
+            .args(command)
+            .arg("--data-dir")
+            .arg(top.path().join("a"))
+            .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "keyhaven: {} has no sled store (its metadata is on etcd?): this command works \
+                 on sled stores only\n",
+                top.path().join("a").display()
+            )
+        );
+    }
+    assert!(!top.path().join("a").join("store").exists());
+
     // Another prefix of the same cluster is another installation.
     let other = keyhaven_init(&top.path().join("c"), &etcd.endpoint, Some("team-b/"));
     assert!(
