@@ -346,3 +346,101 @@ async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
     acknowledged.sort();
     assert_eq!(keys, acknowledged);
 }
+
+/// The operator's path: `keyhaven init --store etcd`, then `keyhaven serve --config` with the
+/// etcd settings in the file; a key created is in etcd at once (the daemon is killed, not
+/// stopped, right after the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_from_etcd_as_its_config_says() {
+    use std::io::BufRead;
+    let etcd = EtcdProcess::start().await;
+    let top = tempfile::tempdir().unwrap();
+    let data_dir = top.path().join("data");
+    let init = keyhaven_init(&data_dir, &etcd.endpoint, Some("ops/"));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let exports: std::collections::HashMap<String, String> = String::from_utf8_lossy(&init.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let config = top.path().join("keyhaven.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"etcd\"\n\
+             etcd_endpoints = [\"{}\"]\netcd_prefix = \"ops/\"\n",
+            data_dir.display(),
+            etcd.endpoint
+        ),
+    )
+    .unwrap();
+    let mut serve = KilledOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn keyhaven serve"),
+    );
+    let stdout = serve.0.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("# listening on ").map(str::to_owned))
+    })
+    .await
+    .unwrap()
+    .expect("the daemon printed its listening line");
+    let client = keyhaven::client::Client::connect(
+        &format!("http://{addr}"),
+        keyhaven::client::ClientCredentials {
+            access_key_id: exports["KEYHAVEN_ACCESS_KEY_ID"].clone(),
+            secret_access_key: keyhaven::secret::SecretString::new(
+                exports["KEYHAVEN_SECRET_ACCESS_KEY"].clone(),
+            ),
+            session_token: None,
+            region: "local".into(),
+        },
+    )
+    .await
+    .expect("connect");
+    let key = client
+        .kms()
+        .create_key(client.signed(
+            "CreateKey",
+            keyhaven::proto::v1::CreateKeyRequest::default(),
+        ))
+        .await
+        .expect("CreateKey")
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    drop(serve);
+    let stored = dump(&etcd, "ops/store/").await;
+    assert!(
+        stored.iter().any(|(name, _)| name.contains(&key)),
+        "{key} is not in etcd"
+    );
+    assert!(!data_dir.join("store").exists());
+}
+
+/// A child process killed (SIGKILL) when the test is done with it, or fails.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
