@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::etcd::EtcdProcess;
+use common::etcd::{EtcdProcess, MemberTls};
 use common::{Backend, PASSPHRASE, TestDaemon};
 use etcd_client::GetOptions;
 use keyhaven::server::StoreSettings;
-use keyhaven::store::{EtcdBackend, StoreBackend, WriteBatch};
+use keyhaven::store::{EtcdBackend, EtcdTls, StoreBackend, WriteBatch};
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyhaven");
@@ -433,6 +433,97 @@ async fn the_binary_serves_from_etcd_as_its_config_says() {
         "{key} is not in etcd"
     );
     assert!(!data_dir.join("store").exists());
+}
+
+/// A CA, a certificate for the etcd member (127.0.0.1) and one for Keyhaven as its client, in
+/// PEM files.
+fn etcd_pki(dir: &std::path::Path) -> MemberTls {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let issue = |name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    };
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let (cert_file, key_file) = issue(
+        "member",
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client = issue(
+        "keyhaven",
+        vec!["keyhaven".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    MemberTls {
+        cert_file,
+        key_file,
+        client_ca_file: dir.join("ca.pem"),
+        client: EtcdTls {
+            ca_file: dir.join("ca.pem"),
+            identity: Some(client),
+        },
+    }
+}
+
+/// etcd serving TLS only, with client certificates required: the daemon connects with its
+/// certificate and verifies the member's; without its certificate, or trusting another CA,
+/// it does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reaches_etcd_over_tls_with_a_client_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start_with_tls(etcd_pki(pki.path())).await;
+    assert!(etcd.endpoint.starts_with("https://"));
+    let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let key = d.create_key("over TLS").await.key_id;
+    assert!(!records_of(&d, &key).await.is_empty());
+
+    d.stop().await;
+    let good = d.config.store.clone();
+    let StoreSettings::Etcd(settings) = &good else {
+        unreachable!()
+    };
+    // No client certificate: the member refuses the handshake.
+    let mut without = settings.clone();
+    without.tls.as_mut().unwrap().identity = None;
+    d.config.store = StoreSettings::Etcd(without);
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert!(
+        refused.to_string().starts_with(&format!(
+            "etcd store 'keyhaven/' refused: metadata store: cannot reach etcd at {}",
+            settings.endpoints[0]
+        )),
+        "{refused}"
+    );
+    // A CA that did not sign the member's certificate: the daemon refuses the member.
+    let other = tempfile::tempdir().unwrap();
+    let mut untrusting = settings.clone();
+    untrusting.tls.as_mut().unwrap().ca_file = etcd_pki(other.path()).client.ca_file;
+    d.config.store = StoreSettings::Etcd(untrusting);
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert!(
+        refused.to_string().contains("cannot reach etcd at")
+            && refused.to_string().contains("invalid peer certificate"),
+        "{refused}"
+    );
+
+    d.config.store = good;
+    d.start_again().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
 }
 
 /// A child process killed (SIGKILL) when the test is done with it, or fails.

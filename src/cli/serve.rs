@@ -116,6 +116,14 @@ pub struct StoreArgs {
     /// A file whose first line is the etcd user's password.
     #[arg(long)]
     etcd_password_file: Option<PathBuf>,
+    /// TLS to etcd (https:// endpoints): the PEM CA the members' certificates chain to.
+    #[arg(long)]
+    etcd_ca_file: Option<PathBuf>,
+    /// A PEM client certificate for etcd (with --etcd-key-file).
+    #[arg(long)]
+    etcd_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    etcd_key_file: Option<PathBuf>,
 }
 
 pub fn init(
@@ -134,6 +142,9 @@ pub fn init(
         etcd_prefix: store.etcd_prefix,
         etcd_user: store.etcd_user,
         etcd_password_file: store.etcd_password_file,
+        etcd_ca_file: store.etcd_ca_file,
+        etcd_cert_file: store.etcd_cert_file,
+        etcd_key_file: store.etcd_key_file,
     })
     .settings()
     {

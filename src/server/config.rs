@@ -3,7 +3,7 @@
 use crate::iam::IamQuotas;
 use crate::keystore::pkcs11::{PREFIX as PKCS11_PREFIX, Pkcs11Settings, TokenSelector};
 use crate::secret::SecretString;
-use crate::store::{DEFAULT_ETCD_PREFIX, EtcdSettings};
+use crate::store::{DEFAULT_ETCD_PREFIX, EtcdSettings, EtcdTls};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,6 +78,11 @@ pub struct ConfigFile {
     pub etcd_user: Option<String>,
     /// A file whose first line is the etcd user's password.
     pub etcd_password_file: Option<PathBuf>,
+    /// PEM CA the etcd members' certificates chain to (`https://` endpoints).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for etcd members that ask for one.
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 /// Where the metadata store lives.
@@ -98,6 +103,9 @@ pub struct StoreChoice {
     pub etcd_prefix: Option<String>,
     pub etcd_user: Option<String>,
     pub etcd_password_file: Option<PathBuf>,
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 impl StoreChoice {
@@ -110,6 +118,9 @@ impl StoreChoice {
                     || self.etcd_prefix.is_some()
                     || self.etcd_user.is_some()
                     || self.etcd_password_file.is_some()
+                    || self.etcd_ca_file.is_some()
+                    || self.etcd_cert_file.is_some()
+                    || self.etcd_key_file.is_some()
                 {
                     return invalid(
                         "etcd_* settings are given but store is \"sled\": set store = \"etcd\""
@@ -126,22 +137,48 @@ impl StoreChoice {
                             .into(),
                     );
                 }
+                let scheme = if self.etcd_ca_file.is_some() {
+                    "https://"
+                } else {
+                    "http://"
+                };
                 for endpoint in &endpoints {
-                    let valid = endpoint.strip_prefix("http://").is_some_and(|rest| {
+                    let valid = endpoint.strip_prefix(scheme).is_some_and(|rest| {
                         !rest.is_empty() && !rest.contains(['/', '@', ' ']) && rest.contains(':')
                     });
-                    if endpoint.starts_with("https://") {
+                    if !valid && endpoint.starts_with("https://") {
                         return invalid(format!(
-                            "etcd_endpoints: '{endpoint}': TLS to etcd is not supported yet; \
-                             use http:// on a trusted network"
+                            "etcd_endpoints: '{endpoint}' is https:// but no etcd_ca_file is given"
                         ));
                     }
                     if !valid {
                         return invalid(format!(
-                            "etcd_endpoints: '{endpoint}' is not http://HOST:PORT"
+                            "etcd_endpoints: '{endpoint}' is not {scheme}HOST:PORT"
                         ));
                     }
                 }
+                let identity = match (&self.etcd_cert_file, &self.etcd_key_file) {
+                    (None, None) => None,
+                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                    _ => {
+                        return invalid(
+                            "give both etcd_cert_file and etcd_key_file, or neither".into(),
+                        );
+                    }
+                };
+                let tls = match (&self.etcd_ca_file, identity) {
+                    (Some(ca_file), identity) => Some(EtcdTls {
+                        ca_file: ca_file.clone(),
+                        identity,
+                    }),
+                    (None, Some(_)) => {
+                        return invalid(
+                            "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)"
+                                .into(),
+                        );
+                    }
+                    (None, None) => None,
+                };
                 let prefix = self
                     .etcd_prefix
                     .clone()
@@ -174,6 +211,7 @@ impl StoreChoice {
                     endpoints,
                     prefix,
                     user,
+                    tls,
                 }))
             }
             other => invalid(format!(
@@ -488,6 +526,9 @@ impl DaemonConfig {
             etcd_prefix: file.etcd_prefix.clone(),
             etcd_user: file.etcd_user.clone(),
             etcd_password_file: file.etcd_password_file.clone(),
+            etcd_ca_file: file.etcd_ca_file.clone(),
+            etcd_cert_file: file.etcd_cert_file.clone(),
+            etcd_key_file: file.etcd_key_file.clone(),
         }
         .settings()?;
         config.validate()?;
@@ -715,6 +756,16 @@ mod tests {
         };
         assert_eq!(etcd.endpoints.len(), 3);
         assert_eq!(etcd.prefix, "keyhaven/");
+        assert_eq!(
+            etcd.tls,
+            Some(EtcdTls {
+                ca_file: "/etc/keyhaven/etcd-ca.pem".into(),
+                identity: Some((
+                    "/etc/keyhaven/etcd-client.pem".into(),
+                    "/etc/keyhaven/etcd-client.key".into()
+                )),
+            })
+        );
         let (user, secret) = etcd.user.unwrap();
         assert_eq!(
             (user.as_str(), secret.expose().as_str()),
@@ -754,7 +805,19 @@ mod tests {
             ),
             (
                 "store = \"etcd\"\netcd_endpoints = [\"https://etcd:2379\"]",
-                "etcd_endpoints: 'https://etcd:2379': TLS to etcd is not supported yet; use http:// on a trusted network",
+                "etcd_endpoints: 'https://etcd:2379' is https:// but no etcd_ca_file is given",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_ca_file = \"/ca.pem\"",
+                "etcd_endpoints: 'http://etcd:2379' is not https://HOST:PORT",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"https://etcd:2379\"]\netcd_ca_file = \"/ca.pem\"\netcd_cert_file = \"/c.pem\"",
+                "give both etcd_cert_file and etcd_key_file, or neither",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_cert_file = \"/c.pem\"\netcd_key_file = \"/c.key\"",
+                "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)",
             ),
             (
                 "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_prefix = \"keyhaven\"",

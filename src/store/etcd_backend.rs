@@ -23,10 +23,15 @@
 
 use super::{Entry, StoreBackend, StoreError, WriteBatch};
 use crate::secret::SecretString;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
+    TlsOptions, Txn, TxnOp,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// The key prefix when the config gives none.
 pub const DEFAULT_PREFIX: &str = "keyhaven/";
@@ -44,6 +49,36 @@ pub struct EtcdSettings {
     pub prefix: String,
     /// etcd user name and password, when the cluster has authentication on.
     pub user: Option<(String, SecretString)>,
+    /// TLS to the members (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// The PEM files of TLS to etcd, read when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA the members' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// A client certificate and its key, for members that ask for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<TlsOptions, StoreError> {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|e| StoreError(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut options = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca_file)?.as_slice()));
+        if let Some((cert, key)) = &self.identity {
+            options = options.identity(Identity::from_pem(
+                read(cert)?.as_slice(),
+                read(key)?.as_slice(),
+            ));
+        }
+        Ok(options)
+    }
 }
 
 pub struct EtcdBackend {
@@ -87,6 +122,9 @@ impl EtcdBackend {
             .with_timeout(REQUEST_TIMEOUT);
         if let Some((name, password)) = &settings.user {
             options = options.with_user(name.clone(), password.expose().clone());
+        }
+        if let Some(tls) = &settings.tls {
+            options = options.with_tls(tls.options()?);
         }
         let endpoints = settings.endpoints.clone();
         let client = wait_for(&runtime, async move {

@@ -18,7 +18,7 @@ mod etcd_backend;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
-pub use etcd_backend::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings};
+pub use etcd_backend::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls};
 pub use sled_backend::SledBackend;
 
 use std::sync::atomic::{AtomicBool, Ordering};

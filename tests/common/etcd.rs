@@ -3,7 +3,7 @@
 //! setup step, never skips.
 
 use keyhaven::server::StoreSettings;
-use keyhaven::store::EtcdSettings;
+use keyhaven::store::{EtcdSettings, EtcdTls};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ pub struct EtcdMember {
     peer_url: String,
     initial_cluster: String,
     data: PathBuf,
+    /// Arguments that turn on TLS for clients.
+    tls_args: Vec<String>,
 }
 
 impl EtcdMember {
@@ -62,6 +64,7 @@ impl EtcdMember {
             .arg(format!("--initial-cluster-state={state}"))
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=250")
+            .args(&self.tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
             .stderr(log)
@@ -106,7 +109,18 @@ pub struct EtcdProcess {
     pub members: Vec<EtcdMember>,
     /// The first member's client URL.
     pub endpoint: String,
+    /// How clients reach the members, when they serve TLS.
+    pub tls: Option<EtcdTls>,
     _data: tempfile::TempDir,
+}
+
+/// TLS for a test member's clients: its certificate and key, and the CA client certificates
+/// must chain to (`--client-cert-auth`); clients connect with `client`.
+pub struct MemberTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+    pub client: EtcdTls,
 }
 
 impl EtcdProcess {
@@ -117,6 +131,25 @@ impl EtcdProcess {
 
     /// Starts a cluster of `size` members and waits until it answers.
     pub async fn cluster(size: usize) -> Self {
+        Self::start_members(size, None).await
+    }
+
+    /// Starts a single member serving its clients TLS only, with client certificates required.
+    pub async fn start_with_tls(tls: MemberTls) -> Self {
+        Self::start_members(1, Some(tls)).await
+    }
+
+    async fn start_members(size: usize, tls: Option<MemberTls>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls_args = match &tls {
+            None => Vec::new(),
+            Some(tls) => vec![
+                format!("--cert-file={}", tls.cert_file.display()),
+                format!("--key-file={}", tls.key_file.display()),
+                format!("--trusted-ca-file={}", tls.client_ca_file.display()),
+                "--client-cert-auth".to_owned(),
+            ],
+        };
         let data = tempfile::tempdir().expect("etcd data directory");
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
@@ -131,10 +164,11 @@ impl EtcdProcess {
             .map(|(i, (client, peer))| EtcdMember {
                 name: format!("m{i}"),
                 child: None,
-                endpoint: format!("http://127.0.0.1:{client}"),
+                endpoint: format!("{scheme}://127.0.0.1:{client}"),
                 peer_url: format!("http://127.0.0.1:{peer}"),
                 initial_cluster: initial_cluster.clone(),
                 data: data.path().to_path_buf(),
+                tls_args: tls_args.clone(),
             })
             .collect();
         for member in &mut members {
@@ -143,6 +177,7 @@ impl EtcdProcess {
         let mut etcd = Self {
             endpoint: members[0].endpoint.clone(),
             members,
+            tls: tls.map(|t| t.client),
             _data: data,
         };
         etcd.wait_until_serving().await;
@@ -169,7 +204,8 @@ impl EtcdProcess {
                 .filter(|m| m.child.is_some())
                 .map(|m| m.endpoint.clone())
                 .collect();
-            if let Ok(mut client) = etcd_client::Client::connect(&running, None).await
+            if let Ok(mut client) =
+                etcd_client::Client::connect(&running, Some(self.options())).await
                 && client.put("keyhaven-test-ready", "", None).await.is_ok()
             {
                 let _ = client.delete("keyhaven-test-ready", None).await;
@@ -187,7 +223,8 @@ impl EtcdProcess {
     /// The index of the member that is the Raft leader now.
     pub async fn leader(&self) -> usize {
         for (i, member) in self.members.iter().enumerate() {
-            let Ok(mut client) = etcd_client::Client::connect([&member.endpoint], None).await
+            let Ok(mut client) =
+                etcd_client::Client::connect([&member.endpoint], Some(self.options())).await
             else {
                 continue;
             };
@@ -202,18 +239,33 @@ impl EtcdProcess {
         panic!("no etcd member is the leader");
     }
 
+    fn options(&self) -> etcd_client::ConnectOptions {
+        let options = etcd_client::ConnectOptions::new();
+        let Some(tls) = &self.tls else {
+            return options;
+        };
+        let read = |path: &PathBuf| std::fs::read(path).expect("read a test PEM file");
+        let mut config = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca_file)));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(etcd_client::Identity::from_pem(read(cert), read(key)));
+        }
+        options.with_tls(config)
+    }
+
     /// The daemon's store settings for `prefix`, naming every member.
     pub fn store_settings(&self, prefix: &str) -> StoreSettings {
         StoreSettings::Etcd(EtcdSettings {
             endpoints: self.endpoints(),
             prefix: prefix.into(),
             user: None,
+            tls: self.tls.clone(),
         })
     }
 
     /// A client of this etcd, for tests that look at (or edit) what the daemon wrote.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect(self.endpoints(), None)
+        etcd_client::Client::connect(self.endpoints(), Some(self.options()))
             .await
             .expect("connect to the test etcd")
     }
