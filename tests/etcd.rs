@@ -526,6 +526,74 @@ async fn the_store_reaches_etcd_over_tls_with_a_client_certificate() {
     assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
 }
 
+/// etcd with authentication on, and a user allowed only the prefix `keyhaven/`: the daemon
+/// logs in with the password from its file; a wrong password does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_logs_in_to_etcd_as_a_user_confined_to_its_prefix() {
+    use etcd_client::Permission;
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let before = d.create_key("before authentication").await.key_id;
+    d.stop().await;
+    let endpoint = etcd_of(&d).endpoint.clone();
+    let mut admin = etcd_of(&d).client().await;
+    admin.user_add("root", "root password", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin
+        .user_add("keyhaven", "keyhaven password", None)
+        .await
+        .unwrap();
+    admin.role_add("keyhaven").await.unwrap();
+    admin
+        .role_grant_permission(
+            "keyhaven",
+            Permission::read_write("keyhaven/").with_prefix(),
+        )
+        .await
+        .unwrap();
+    admin.user_grant_role("keyhaven", "keyhaven").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    drop(admin);
+
+    let secrets = tempfile::tempdir().unwrap();
+    let login = |password: &str| {
+        let password_file = secrets.path().join("etcd-password");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        let file = keyhaven::server::ConfigFile::parse(&format!(
+            "store = \"etcd\"\netcd_endpoints = [\"{endpoint}\"]\netcd_user = \"keyhaven\"\n\
+             etcd_password_file = \"{}\"",
+            password_file.display()
+        ))
+        .unwrap();
+        keyhaven::server::DaemonConfig::from_file(&file, Some("/tmp/unused".into()))
+            .unwrap()
+            .store
+    };
+
+    // Without the login, etcd refuses the daemon.
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert!(
+        refused.to_string().contains("user name is empty"),
+        "{refused}"
+    );
+    let wrong = login("not the password");
+    d.config.store = wrong;
+    let refused = d.try_start_again().await.expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("authentication failed, invalid user ID or password"),
+        "{refused}"
+    );
+
+    d.config.store = login("keyhaven password");
+    d.start_again().await;
+    let after = d.create_key("as a confined user").await.key_id;
+    d.restart().await;
+    for key in [before, after] {
+        assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
+    }
+}
+
 /// A child process killed (SIGKILL) when the test is done with it, or fails.
 struct KilledOnDrop(std::process::Child);
 

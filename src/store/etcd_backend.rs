@@ -127,10 +127,13 @@ impl EtcdBackend {
             options = options.with_tls(tls.options()?);
         }
         let endpoints = settings.endpoints.clone();
+        let mut mark = settings.prefix.as_bytes().to_vec();
+        mark.extend_from_slice(b"init");
         let client = wait_for(&runtime, async move {
             let mut client = Client::connect(endpoints, Some(options)).await?;
-            // Connecting is lazy: one request proves the cluster answers.
-            client.get("\0", None).await?;
+            // Connecting is lazy: one request proves the cluster answers (inside the prefix: a
+            // user may be allowed nothing else).
+            client.get(mark, None).await?;
             Ok::<_, etcd_client::Error>(client)
         })?
         .map_err(|e| {
