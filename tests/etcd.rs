@@ -603,3 +603,32 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Destroying a key retires its epoch and re-wraps every other key's material in pages of
+/// batches; each batch must fit in one etcd transaction (etcd's default --max-txn-ops is 128),
+/// with more keys than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroying_a_key_among_many_fits_etcd_transactions() {
+    const DAY: i64 = 86_400;
+    let d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let doomed = d.create_key("doomed").await.key_id;
+    let mut kept = Vec::new();
+    for i in 0..140 {
+        kept.push(d.create_key(&format!("kept {i}")).await.key_id);
+    }
+    let blob = d.encrypt(&kept[139], b"still readable", &[]).await.unwrap();
+    d.schedule_deletion(&doomed, Some(7)).await.unwrap();
+    d.clock.advance(7 * DAY + 60);
+    let report = d.run_due_tasks().await;
+    assert_eq!((report.destroyed, report.failed), (1, 0));
+    // The retirement is done: every other key re-wrapped, the old epoch key forgotten.
+    let keyring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.config.data_dir.join("keyring.json")).unwrap())
+            .unwrap();
+    assert_eq!(keyring["epochs"].as_array().unwrap().len(), 1, "{keyring}");
+    assert_ne!(keyring["current"], 0, "{keyring}");
+    assert_eq!(
+        d.decrypt(&blob, &[]).await.expect("Decrypt"),
+        b"still readable"
+    );
+}

@@ -35,6 +35,9 @@ use zeroize::Zeroizing;
 
 /// The key prefix when the config gives none.
 pub const DEFAULT_PREFIX: &str = "keyhaven/";
+/// Operations etcd accepts in one transaction by default (`--max-txn-ops`); a cluster must not
+/// be run with less. A bigger transaction is refused whole.
+const MAX_TXN_OPS: usize = 128;
 /// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
 /// internal error) rather than hanging on a cluster without quorum.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -359,6 +362,10 @@ impl StoreBackend for EtcdBackend {
     /// Nothing to do: a transaction etcd acknowledged is already on a quorum's disks.
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn max_batch_ops(&self) -> usize {
+        MAX_TXN_OPS
     }
 }
 

@@ -115,6 +115,11 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// The most changes one `apply` can hold (a network engine bounds its transactions).
+    fn max_batch_ops(&self) -> usize {
+        usize::MAX
+    }
 }
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -217,6 +222,13 @@ impl Store {
                 Ok((name, value))
             })
             .collect()
+    }
+
+    /// The most changes one batch may hold: work that writes many records (re-wrapping every
+    /// material record) splits it into batches of at most this many.
+    pub fn max_batch_ops(&self) -> usize {
+        // The digest record goes into every batch.
+        self.backend.max_batch_ops().saturating_sub(1).max(1)
     }
 
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
