@@ -632,3 +632,26 @@ async fn destroying_a_key_among_many_fits_etcd_transactions() {
         b"still readable"
     );
 }
+
+/// The signatures of state changes are kept against replay, then swept once stale in pages;
+/// each page is one batch and must fit in one etcd transaction, with more than 128 of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_signatures_are_swept_in_batches_etcd_accepts() {
+    let d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    for i in 0..150 {
+        d.create_key(&format!("signed {i}")).await;
+    }
+    let seen = || async { dump(etcd_of(&d), "keyhaven/store/auth/seen/").await.len() };
+    assert_eq!(seen().await, 150);
+    d.clock.advance(keyhaven::auth::MAX_SKEW_SECONDS + 1);
+    // The sweeper runs every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} stale signatures left",
+            seen().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
