@@ -246,6 +246,35 @@ async fn the_backend_maps_the_store_trait_onto_etcd() {
         names(backend.scan(b"", None, 100).unwrap()),
         ["k/1", "k/2", "k/3"]
     );
+    assert_eq!(backend.max_batch_ops(), 128);
+
+    // Scans longer than a range request's page (256) are read page by page, in order.
+    for chunk in 0..5 {
+        let mut batch = WriteBatch::new();
+        for i in 0..120 {
+            batch.put(format!("many/{:03}", chunk * 120 + i), "v");
+        }
+        backend.apply(batch).unwrap();
+    }
+    let all = names(backend.scan(b"many/", None, usize::MAX).unwrap());
+    assert_eq!(all.len(), 600);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    let middle = names(backend.scan(b"many/", Some(b"many/099"), 300).unwrap());
+    assert_eq!(middle.first().map(String::as_str), Some("many/100"));
+    assert_eq!(middle.last().map(String::as_str), Some("many/399"));
+    assert_eq!(middle.len(), 300);
+
+    // A page larger than gRPC's default 4 MiB answer is still read.
+    for chunk in 0..5 {
+        let mut batch = WriteBatch::new();
+        for i in 0..8 {
+            batch.put(format!("large/{chunk}{i}"), vec![b'x'; 128 * 1024]);
+        }
+        backend.apply(batch).unwrap();
+    }
+    let large = backend.scan(b"large/", None, usize::MAX).unwrap();
+    assert_eq!(large.len(), 40);
+    assert!(large.iter().all(|(_, value)| value.len() == 128 * 1024));
 
     // A batch is one transaction: one etcd refuses (more operations than its --max-txn-ops,
     // 128 by default) leaves nothing of it behind.

@@ -38,6 +38,12 @@ pub const DEFAULT_PREFIX: &str = "keyhaven/";
 /// Operations etcd accepts in one transaction by default (`--max-txn-ops`); a cluster must not
 /// be run with less. A bigger transaction is refused whole.
 const MAX_TXN_OPS: usize = 128;
+/// Records read per range request: a scan of the whole store (at start) is paged, so that no
+/// answer comes near the gRPC message bound (`MAX_ANSWER_BYTES`).
+const SCAN_PAGE: usize = 256;
+/// Largest answer the client accepts: a page of records of the largest size the daemon writes
+/// (key policies of 32 KiB and their wraps) with room to spare.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
 /// internal error) rather than hanging on a cluster without quorum.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,7 +156,9 @@ impl EtcdBackend {
         records.extend_from_slice(b"store/");
         Ok(Self {
             runtime: Some(runtime),
-            kv: client.kv_client(),
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_ANSWER_BYTES),
             records,
             prefix,
         })
@@ -314,20 +322,41 @@ impl StoreBackend for EtcdBackend {
             _ => self.record_key(prefix),
         };
         let end = prefix_end(&self.record_key(prefix));
-        // etcd reads a limit of 0 as "no limit"; so does a limit past i64.
-        let limit = i64::try_from(limit).unwrap_or(0);
-        let kv = self.kv.clone();
-        let mut response = self.run(move || {
-            let (mut kv, first) = (kv.clone(), first.clone());
-            let options = GetOptions::new().with_range(end.clone()).with_limit(limit);
-            async move { kv.get(first, Some(options)).await }
-        })?;
         let skip = self.records.len();
-        Ok(response
-            .take_kvs()
-            .into_iter()
-            .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec()))
-            .collect())
+        let mut entries = Vec::new();
+        let mut first = first;
+        // Read at one revision, so that the pages are one consistent view.
+        let mut revision = 0;
+        while entries.len() < limit {
+            let page = (limit - entries.len()).min(SCAN_PAGE);
+            let kv = self.kv.clone();
+            let (from, end_key) = (first.clone(), end.clone());
+            let mut response = self.run(move || {
+                let (mut kv, from) = (kv.clone(), from.clone());
+                let options = GetOptions::new()
+                    .with_range(end_key.clone())
+                    .with_limit(page as i64)
+                    .with_revision(revision);
+                async move { kv.get(from, Some(options)).await }
+            })?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            if let Some(last) = kvs.last() {
+                first = last.key().to_vec();
+                first.push(0);
+            }
+            entries.extend(
+                kvs.into_iter()
+                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
+            );
+            if !more {
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
