@@ -65,9 +65,9 @@ async fn a_key_lives_in_etcd_and_survives_a_daemon_restart() {
             .any(|(name, _)| name == "keyhaven/store/barrier/digest")
     );
     assert!(
-        everything
-            .iter()
-            .all(|(name, _)| name == "keyhaven/init" || name.starts_with("keyhaven/store/")),
+        everything.iter().all(|(name, _)| name == "keyhaven/init"
+            || name == "keyhaven/holder"
+            || name.starts_with("keyhaven/store/")),
         "{:?}",
         everything.iter().map(|(n, _)| n).collect::<Vec<_>>()
     );
@@ -683,4 +683,67 @@ async fn stale_signatures_are_swept_in_batches_etcd_accepts() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// One process holds a prefix at a time (an etcd lease on `<prefix>holder`): a second is
+/// refused while the first runs and let in as soon as it stops; a daemon whose hold another
+/// took writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_holds_a_prefix_and_one_that_lost_it_writes_nothing() {
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let kept = d.create_key("before the takeover").await.key_id;
+    let refused = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+        .err()
+        .expect("a second holder is refused");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "metadata store: etcd prefix 'keyhaven/' is in use by another process ({} pid {}): \
+             one daemon per prefix for now; a daemon that died releases it within 10 s",
+            host.trim(),
+            std::process::id()
+        )
+    );
+
+    // Another process takes the prefix (as it could once this daemon's lease had expired).
+    let mut client = etcd_of(&d).client().await;
+    client.delete("keyhaven/holder", None).await.unwrap();
+    client
+        .put("keyhaven/holder", "intruder", None)
+        .await
+        .unwrap();
+    let before = dump(etcd_of(&d), "keyhaven/store/").await;
+    let refused = try_create_key(&d, "after the takeover").await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(dump(etcd_of(&d), "keyhaven/store/").await, before);
+
+    d.stop().await;
+    client.delete("keyhaven/holder", None).await.unwrap();
+    // A stopped daemon lets go at once.
+    let started = std::time::Instant::now();
+    d.start_again().await;
+    d.stop().await;
+    let backend = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+        .expect("the prefix is free once the daemon stopped");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(backend);
+    d.start_again().await;
+    assert_eq!(d.list_all_keys().await, vec![kept]);
+}
+
+/// The hold's lease is kept alive, across the loss of the member its keep-alive stream was on:
+/// well past the lease's life, the daemon still writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_outlives_its_lease_and_the_loss_of_the_leader() {
+    let etcd = EtcdProcess::cluster(3).await;
+    let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let leader = d.etcd.as_ref().unwrap().leader().await;
+    d.etcd.as_mut().unwrap().members[leader].kill();
+    let ttl = keyhaven::store::HOLD_TTL_SECONDS as u64;
+    tokio::time::sleep(std::time::Duration::from_secs(ttl + 3)).await;
+    let key = try_create_key(&d, "after the lease's life")
+        .await
+        .expect("the daemon still holds its prefix");
+    assert!(!records_of(&d, &key).await.is_empty());
 }

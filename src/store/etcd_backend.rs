@@ -20,12 +20,19 @@
 //! a blocking thread (or a single-threaded runtime, as in unit tests) it simply waits. Owning
 //! the client's runtime also means the backend works the same whoever calls it, and never
 //! depends on the caller's runtime being alive.
+//!
+//! **One writer per prefix.** The store's digest is folded in memory (see `barrier`), so two
+//! processes writing one prefix would corrupt it. Connecting takes `<prefix>holder`, bound to
+//! an etcd lease kept alive while the backend lives and revoked when it is dropped; a second
+//! process is refused while it is held. Every transaction also compares the holder key's
+//! creation revision with the one this backend made: a backend whose lease expired (etcd out of
+//! reach for longer than [`HOLD_TTL_SECONDS`]) and whose hold another took can no longer write.
 
 use super::{Entry, StoreBackend, StoreError, WriteBatch};
 use crate::secret::SecretString;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    TlsOptions, Txn, TxnOp,
+    LeaseClient, PutOptions, TlsOptions, Txn, TxnOp,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,6 +51,8 @@ const SCAN_PAGE: usize = 256;
 /// Largest answer the client accepts: a page of records of the largest size the daemon writes
 /// (key policies of 32 KiB and their wraps) with room to spare.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Life of the lease behind `<prefix>holder`: how long a daemon that died holds the prefix.
+pub const HOLD_TTL_SECONDS: i64 = 10;
 /// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
 /// internal error) rather than hanging on a cluster without quorum.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,10 +103,26 @@ pub struct EtcdBackend {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     kv: KvClient,
+    lease: LeaseClient,
+    hold: Hold,
     /// `<prefix>store/`.
     records: Vec<u8>,
     /// `<prefix>`.
     prefix: Vec<u8>,
+}
+
+/// This backend's hold on its prefix: the holder key, the revision that made it, its lease.
+#[derive(Debug, Clone)]
+struct Hold {
+    key: Vec<u8>,
+    revision: i64,
+    lease: i64,
+}
+
+/// Who holds a prefix, as the holder key says (for the refusal of another).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{} pid {}", host.trim(), std::process::id())
 }
 
 fn store_error(error: impl std::fmt::Display) -> StoreError {
@@ -126,6 +151,34 @@ impl EtcdBackend {
             .enable_all()
             .build()
             .map_err(|e| StoreError(format!("cannot start the etcd client's runtime: {e}")))?;
+        match Self::connect_on(&runtime, settings) {
+            Ok((client, hold)) => {
+                let prefix = settings.prefix.as_bytes().to_vec();
+                let mut records = prefix.clone();
+                records.extend_from_slice(b"store/");
+                Ok(Self {
+                    runtime: Some(runtime),
+                    kv: client
+                        .kv_client()
+                        .max_decoding_message_size(MAX_ANSWER_BYTES),
+                    lease: client.lease_client(),
+                    hold,
+                    records,
+                    prefix,
+                })
+            }
+            Err(error) => {
+                // Dropping a runtime waits for it, which panics inside another runtime.
+                runtime.shutdown_background();
+                Err(error)
+            }
+        }
+    }
+
+    fn connect_on(
+        runtime: &tokio::runtime::Runtime,
+        settings: &EtcdSettings,
+    ) -> Result<(Client, Hold), StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -138,7 +191,7 @@ impl EtcdBackend {
         let endpoints = settings.endpoints.clone();
         let mut mark = settings.prefix.as_bytes().to_vec();
         mark.extend_from_slice(b"init");
-        let client = wait_for(&runtime, async move {
+        let client = wait_for(runtime, async move {
             let mut client = Client::connect(endpoints, Some(options)).await?;
             // Connecting is lazy: one request proves the cluster answers (inside the prefix: a
             // user may be allowed nothing else).
@@ -151,17 +204,66 @@ impl EtcdBackend {
                 settings.endpoints.join(", ")
             ))
         })?;
-        let prefix = settings.prefix.as_bytes().to_vec();
-        let mut records = prefix.clone();
-        records.extend_from_slice(b"store/");
-        Ok(Self {
-            runtime: Some(runtime),
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_ANSWER_BYTES),
-            records,
-            prefix,
-        })
+        let hold = Self::take_hold(runtime, &client, &settings.prefix)?;
+        Ok((client, hold))
+    }
+
+    /// Takes `<prefix>holder` under a new lease, and keeps the lease alive on the runtime.
+    fn take_hold(
+        runtime: &tokio::runtime::Runtime,
+        client: &Client,
+        prefix: &str,
+    ) -> Result<Hold, StoreError> {
+        let key = format!("{prefix}holder").into_bytes();
+        let (mut kv, mut lease) = (client.kv_client(), client.lease_client());
+        let holder = holder_name();
+        let taking = key.clone();
+        let taken = wait_for(runtime, async move {
+            let id = lease.grant(HOLD_TTL_SECONDS, None).await?.id();
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    taking.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([TxnOp::put(
+                    taking.clone(),
+                    holder,
+                    Some(PutOptions::new().with_lease(id)),
+                )])
+                .or_else([TxnOp::get(taking.clone(), None)]);
+            let response = kv.txn(txn).await?;
+            if !response.succeeded() {
+                let _ = lease.revoke(id).await;
+                let other = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|op| match op {
+                        etcd_client::TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                return Ok(Err(other));
+            }
+            let revision = response.header().map_or(0, |h| h.revision());
+            tokio::spawn(keep_alive(lease, id));
+            Ok::<_, etcd_client::Error>(Ok((revision, id)))
+        })?
+        .map_err(store_error)?;
+        match taken {
+            Ok((revision, lease)) => Ok(Hold {
+                key,
+                revision,
+                lease,
+            }),
+            Err(other) => Err(StoreError(format!(
+                "etcd prefix '{prefix}' is in use by another process ({other}): one daemon per \
+                 prefix for now; a daemon that died releases it within {HOLD_TTL_SECONDS} s"
+            ))),
+        }
     }
 
     /// Runs the request `make` makes on the client's runtime and waits for its answer; a
@@ -201,13 +303,13 @@ impl EtcdBackend {
     }
 
     /// Marks the prefix as initialised (holding `account_id`), in one transaction that fails
-    /// when the mark is already there or the prefix holds anything: two `init`s on one prefix,
-    /// even at the same moment, cannot both succeed.
+    /// when the mark is already there; refused too when the prefix holds records: two `init`s
+    /// on one prefix, even at the same moment, cannot both succeed.
     pub fn claim(&self, account_id: &str) -> Result<(), StoreError> {
         let mut mark = self.prefix.clone();
         mark.extend_from_slice(b"init");
         let kv = self.kv.clone();
-        let prefix = self.prefix.clone();
+        let records = self.records.clone();
         let value = account_id.as_bytes().to_vec();
         // Not retried: a claim whose answer was lost must not be taken for somebody else's.
         let runtime = self
@@ -222,7 +324,7 @@ impl EtcdBackend {
             let claimed = kv.txn(txn).await?.succeeded();
             let holds = kv
                 .get(
-                    prefix.clone(),
+                    records,
                     Some(GetOptions::new().with_prefix().with_count_only()),
                 )
                 .await?
@@ -237,14 +339,41 @@ impl EtcdBackend {
                 String::from_utf8_lossy(&self.prefix)
             )));
         }
-        if holds > 1 {
+        if holds > 0 {
             return Err(StoreError(format!(
-                "etcd prefix '{}' already holds keys that are not Keyhaven's: give another \
-                 etcd_prefix",
+                "etcd prefix '{}' already holds records, but was never initialised: give \
+                 another etcd_prefix, or remove the prefix to start over",
                 String::from_utf8_lossy(&self.prefix)
             )));
         }
         Ok(())
+    }
+}
+
+/// Keeps the hold's lease alive for as long as the runtime runs, starting a new stream (to
+/// whichever member answers) whenever one breaks; stops once etcd says the lease is gone.
+async fn keep_alive(mut lease: LeaseClient, id: i64) {
+    let period = Duration::from_secs((HOLD_TTL_SECONDS / 3).max(1) as u64);
+    loop {
+        if let Ok((mut keeper, mut answers)) = lease.keep_alive(id).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match answers.message().await {
+                    Ok(Some(answer)) if answer.ttl() > 0 => tokio::time::sleep(period).await,
+                    Ok(Some(_)) => {
+                        tracing::error!(
+                            "the lease holding the etcd prefix expired: this daemon can no \
+                             longer write to it"
+                        );
+                        return;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE * 10).await;
     }
 }
 
@@ -380,11 +509,20 @@ impl StoreBackend for EtcdBackend {
             })
             .collect();
         let kv = self.kv.clone();
-        self.run(move || {
+        let held =
+            Compare::create_revision(self.hold.key.clone(), CompareOp::Equal, self.hold.revision);
+        let applied = self.run(move || {
             let mut kv = kv.clone();
-            let txn = Txn::new().and_then(operations.clone());
+            let txn = Txn::new().when([held.clone()]).and_then(operations.clone());
             async move { kv.txn(txn).await }
         })?;
+        if !applied.succeeded() {
+            return Err(StoreError(format!(
+                "etcd: this daemon no longer holds prefix '{}' (its lease expired or another \
+                 process took it): nothing was written",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
         Ok(())
     }
 
@@ -403,6 +541,13 @@ impl Drop for EtcdBackend {
         // Dropping a runtime blocks until its tasks end, which panics inside another runtime;
         // requests still in flight have nobody waiting for them anyway.
         if let Some(runtime) = self.runtime.take() {
+            // Released at once rather than when the lease runs out, so the next start (or
+            // another daemon) need not wait.
+            let mut lease = self.lease.clone();
+            let id = self.hold.lease;
+            let _ = wait_for(&runtime, async move {
+                tokio::time::timeout(Duration::from_secs(2), lease.revoke(id)).await
+            });
             runtime.shutdown_background();
         }
     }

@@ -18,7 +18,9 @@ mod etcd_backend;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
-pub use etcd_backend::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls};
+pub use etcd_backend::{
+    DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls, HOLD_TTL_SECONDS,
+};
 pub use sled_backend::SledBackend;
 
 use std::sync::atomic::{AtomicBool, Ordering};
