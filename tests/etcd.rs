@@ -145,6 +145,14 @@ async fn init_claims_an_etcd_prefix_once() {
             )
         );
     }
+    // Nor does `audit verify` make one to read the chain head from.
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(top.path().join("a"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(1));
     assert!(!top.path().join("a").join("store").exists());
 
     // Another prefix of the same cluster is another installation.

@@ -68,7 +68,17 @@ pub fn verify(file: Option<PathBuf>, data_dir: Option<PathBuf>, json_output: boo
         ),
         (None, Some(dir)) => {
             let log = dir.join("audit").join("audit.log");
-            match SledBackend::open(&crate::server::store_dir(dir)) {
+            let store_dir = crate::server::store_dir(dir);
+            // Opening makes a store where there is none: not beside metadata kept in etcd.
+            let opened = if store_dir.exists() {
+                SledBackend::open(&store_dir)
+            } else {
+                Err(crate::store::StoreError(format!(
+                    "no sled store at {}: the metadata is on etcd?",
+                    store_dir.display()
+                )))
+            };
+            match opened {
                 Ok(backend) => {
                     let store = Store::unchecked_reader(Arc::new(backend));
                     let head = stored_head(&store);
