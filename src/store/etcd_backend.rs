@@ -1,11 +1,13 @@
 //! The etcd engine: the store's records under one key prefix of an etcd cluster.
 //!
 //! The mapping is direct: a record `name` is the etcd key `<prefix>store/<name>`; `get` is a
-//! range request for one key, `scan` a range request from the first key after `after` to the
-//! end of the prefix, with etcd's own limit; `apply` is one etcd transaction holding every put
-//! and delete of the batch, so a batch is applied entirely or not at all. `<prefix>init` marks
-//! a prefix as initialised (see [`EtcdBackend::claim`]); the rest of `<prefix>` is kept for
-//! what the cluster will share besides the records (the seal, the keyring).
+//! range request for one key, `scan` range requests from the first key after `after` to the
+//! end of the prefix (pages of [`SCAN_PAGE`], all at the first page's revision); `apply` is one
+//! etcd transaction holding every put and delete of the batch, so a batch is applied entirely
+//! or not at all (and a batch is at most etcd's `--max-txn-ops`, see `max_batch_ops`).
+//! `<prefix>init` marks a prefix as initialised (see [`EtcdBackend::claim`]); the rest of
+//! `<prefix>` is kept for what the cluster will share besides the records (the seal, the
+//! keyring).
 //!
 //! `sync` does nothing: etcd acknowledges a transaction only once a quorum of members has it in
 //! its Raft log, fsynced (etcd fsyncs its WAL before it acknowledges), so every `apply` that
@@ -61,7 +63,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the store lives in etcd and how to log in.
 #[derive(Debug, Clone)]
 pub struct EtcdSettings {
-    /// `http://host:port` of one or more members.
+    /// `http://host:port` (or `https://` with `tls`) of one or more members.
     pub endpoints: Vec<String>,
     /// Every key Keyhaven writes starts with this (ends with `/`).
     pub prefix: String,
@@ -99,6 +101,8 @@ impl EtcdTls {
     }
 }
 
+/// The store's engine on etcd: a connected client, the runtime it runs on, and this process's
+/// hold on the prefix.
 pub struct EtcdBackend {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
