@@ -195,7 +195,9 @@ impl EtcdProcess {
         loop {
             for member in &mut self.members {
                 if let Some(status) = member.exited() {
-                    panic!("etcd exited ({status}): see {}", member.log().display());
+                    let log = std::fs::read_to_string(member.log()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    panic!("etcd exited ({status}); its log ends:\n{}", tail.join("\n"));
                 }
             }
             let running: Vec<String> = self
@@ -263,9 +265,16 @@ impl EtcdProcess {
         })
     }
 
-    /// A client of this etcd, for tests that look at (or edit) what the daemon wrote.
+    /// A client of this etcd's running members, for tests that look at (or edit) what the
+    /// daemon wrote.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect(self.endpoints(), Some(self.options()))
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.endpoint.clone())
+            .collect();
+        etcd_client::Client::connect(running, Some(self.options()))
             .await
             .expect("connect to the test etcd")
     }
