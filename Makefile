@@ -1,9 +1,11 @@
 .PHONY: test lint serve
 
-# The whole test suite: unit tests, the end-to-end conformance suite (sealed store and
-# SoftHSM2), the PKCS#11 and CLI tests. Installs SoftHSM2 if needed and makes a fresh token;
-# installs grpcio for the stock Python gRPC client test (tests/cert_principals.rs) if needed.
+# The whole test suite: unit tests, the end-to-end conformance suite (sealed store, SoftHSM2,
+# and the metadata on etcd), the PKCS#11 and CLI tests. Installs SoftHSM2 and etcd if needed
+# and makes a fresh token; installs grpcio for the stock Python gRPC client test
+# (tests/cert_principals.rs) if needed.
 test:
+	tests/etcd/setup.sh
 	tests/python/setup.sh
 	rm -rf target/softhsm
 	# The key-type tests check signatures, public keys and MACs with the openssl binary.

@@ -1,5 +1,6 @@
-//! The behavioural end-to-end suite: a real daemon on 127.0.0.1:0 with a real sled directory,
-//! driven over gRPC with signed requests. One suite, instantiated once per keystore.
+//! The behavioural end-to-end suite: a real daemon on 127.0.0.1:0 with a real sled directory
+//! (or, for `etcd`, a real etcd of the test's own), driven over gRPC with signed requests. One
+//! suite, instantiated once per keystore and once with the metadata on etcd.
 
 mod common;
 
@@ -22,7 +23,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(
-    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11],
+    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11, etcd => Backend::SealedOnEtcd],
     [
         create_describe_and_list,
         every_key_form_names_the_key,
@@ -1324,9 +1325,10 @@ mod suite {
 
         // Stored while they can still be replayed; swept (every second) once they are stale.
         let seen = |d: &TestDaemon| {
-            let dir = keyhaven::server::store_dir(&d.config.data_dir);
-            let store = keyhaven::store::SledBackend::open(&dir).expect("open the store");
-            keyhaven::store::StoreBackend::scan(&store, b"auth/seen/", None, usize::MAX)
+            let store = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+                .expect("open the store");
+            store
+                .scan(b"auth/seen/", None, usize::MAX)
                 .expect("scan")
                 .len()
         };

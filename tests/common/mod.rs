@@ -14,7 +14,7 @@ use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector};
 use keyhaven::proto::v1;
 use keyhaven::seal::KdfParams;
 use keyhaven::secret::SecretString;
-use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
+use keyhaven::server::{Daemon, DaemonConfig};
 use std::sync::Arc;
 use tonic::Code;
 
@@ -24,12 +24,15 @@ pub enum Backend {
     Sealed,
     /// The SoftHSM2 token `eval "$(hsm-sim/setup.sh)"` prepares (`make test` does).
     Pkcs11,
+    /// The sealed keystore with the metadata store on etcd: a single-member etcd of the
+    /// test's own (`tests/etcd/setup.sh` installs it; `make test` runs it).
+    SealedOnEtcd,
 }
 
 impl Backend {
     pub fn keystore_name(self) -> &'static str {
         match self {
-            Backend::Sealed => "sealed",
+            Backend::Sealed | Backend::SealedOnEtcd => "sealed",
             Backend::Pkcs11 => "pkcs11:default",
         }
     }
@@ -98,6 +101,8 @@ pub struct TestDaemon {
     pub client: Client,
     /// How clients reach a daemon serving TLS.
     pub client_tls: ClientTls,
+    /// The etcd the store lives on (`Backend::SealedOnEtcd`), stopped with the daemon.
+    pub etcd: Option<etcd::EtcdProcess>,
 }
 
 impl TestDaemon {
@@ -117,10 +122,42 @@ impl TestDaemon {
         adjust: impl FnOnce(&mut DaemonConfig),
         client_tls: ClientTls,
     ) -> Self {
+        let etcd = match backend {
+            Backend::SealedOnEtcd => Some(etcd::EtcdProcess::start().await),
+            _ => None,
+        };
+        Self::start_in(backend, etcd, adjust, client_tls).await
+    }
+
+    /// A daemon of the sealed keystore with its store on `etcd` (a cluster the test made).
+    pub async fn start_on_etcd(
+        etcd: etcd::EtcdProcess,
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Self {
+        Self::start_in(
+            Backend::SealedOnEtcd,
+            Some(etcd),
+            adjust,
+            ClientTls::default(),
+        )
+        .await
+    }
+
+    async fn start_in(
+        backend: Backend,
+        etcd: Option<etcd::EtcdProcess>,
+        adjust: impl FnOnce(&mut DaemonConfig),
+        client_tls: ClientTls,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = OffsetClock::new();
-        let initialised = init_data_dir(
+        let store = etcd
+            .as_ref()
+            .map(|etcd| etcd.store_settings("keyhaven/"))
+            .unwrap_or_default();
+        let initialised = keyhaven::server::init_with_store(
             dir.path(),
+            &store,
             &SecretString::new(PASSPHRASE.into()),
             KdfParams::MINIMUM,
             "keyhaven",
@@ -128,6 +165,7 @@ impl TestDaemon {
         )
         .expect("init");
         let mut config = DaemonConfig::new(dir.path().to_path_buf());
+        config.store = store;
         config.set_listen("127.0.0.1:0").expect("listen");
         backend.configure(&mut config);
         adjust(&mut config);
@@ -156,6 +194,7 @@ impl TestDaemon {
             daemon: Some(daemon),
             client,
             client_tls,
+            etcd,
         }
     }
 
@@ -185,11 +224,10 @@ impl TestDaemon {
         let (_, master) =
             keyhaven::seal::unseal(&self.config.data_dir, &SecretString::new(PASSPHRASE.into()))
                 .expect("unseal the stopped daemon's data directory");
-        let backend =
-            keyhaven::store::SledBackend::open(&keyhaven::server::store_dir(&self.config.data_dir))
-                .expect("open the stopped daemon's store");
+        let backend = keyhaven::server::open_backend(&self.config.store, &self.config.data_dir)
+            .expect("open the stopped daemon's store");
         keyhaven::store::Store::open(
-            Arc::new(backend),
+            backend,
             keyhaven::store::Barrier::new(master.record_integrity_key()),
         )
         .expect("the stopped daemon's store passes its checks")
@@ -520,3 +558,5 @@ impl TestDaemon {
         self.daemon().keys().clone()
     }
 }
+
+pub mod etcd;
