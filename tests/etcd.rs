@@ -3,6 +3,11 @@
 //! runs on etcd too (`tests/conformance.rs`, instance `etcd`); this file holds what is
 //! particular to etcd: where the records are, one init per prefix, edits made in etcd itself,
 //! and the backend's own mapping of the store trait.
+//!
+//! Built with the `etcd` feature only (`cargo test --features etcd --test etcd`; `make test`
+//! runs it): without it the backend is not in the crate.
+
+#![cfg(feature = "etcd")]
 
 mod common;
 

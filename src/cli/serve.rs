@@ -101,7 +101,7 @@ fn print_credentials(initialised: &Initialised) {
 /// Where `init` puts the metadata store (the config file's `store` and `etcd_*` settings).
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// `sled` (in the data directory; default) or `etcd`.
+    /// `sled` (in the data directory; default) or `etcd` (built with `--features etcd`).
     #[arg(long)]
     store: Option<String>,
     /// etcd members, http://HOST:PORT, comma-separated.

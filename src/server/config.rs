@@ -3,6 +3,7 @@
 use crate::iam::IamQuotas;
 use crate::keystore::pkcs11::{PREFIX as PKCS11_PREFIX, Pkcs11Settings, TokenSelector};
 use crate::secret::SecretString;
+#[cfg(feature = "etcd")]
 use crate::store::{DEFAULT_ETCD_PREFIX, EtcdSettings, EtcdTls};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -94,8 +95,14 @@ pub enum StoreSettings {
     #[default]
     Sled,
     /// Under a prefix of an etcd cluster.
+    #[cfg(feature = "etcd")]
     Etcd(EtcdSettings),
 }
+
+/// Why `store = "etcd"` is refused by a daemon built without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+pub const NO_ETCD_SUPPORT: &str =
+    "this keyhaven was built without etcd support; build with --features etcd";
 
 /// The store settings as the config file or the command line give them.
 #[derive(Debug, Default, Clone)]
@@ -131,95 +138,99 @@ impl StoreChoice {
                 }
                 Ok(StoreSettings::Sled)
             }
-            "etcd" => {
-                let endpoints = self.etcd_endpoints.clone().unwrap_or_default();
-                if endpoints.is_empty() {
-                    return invalid(
-                        "store = \"etcd\" needs etcd_endpoints (one or more http://HOST:PORT)"
-                            .into(),
-                    );
-                }
-                let scheme = if self.etcd_ca_file.is_some() {
-                    "https://"
-                } else {
-                    "http://"
-                };
-                for endpoint in &endpoints {
-                    let valid = endpoint.strip_prefix(scheme).is_some_and(|rest| {
-                        !rest.is_empty() && !rest.contains(['/', '@', ' ']) && rest.contains(':')
-                    });
-                    if !valid && endpoint.starts_with("https://") {
-                        return invalid(format!(
-                            "etcd_endpoints: '{endpoint}' is https:// but no etcd_ca_file is given"
-                        ));
-                    }
-                    if !valid {
-                        return invalid(format!(
-                            "etcd_endpoints: '{endpoint}' is not {scheme}HOST:PORT"
-                        ));
-                    }
-                }
-                let identity = match (&self.etcd_cert_file, &self.etcd_key_file) {
-                    (None, None) => None,
-                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-                    _ => {
-                        return invalid(
-                            "give both etcd_cert_file and etcd_key_file, or neither".into(),
-                        );
-                    }
-                };
-                let tls = match (&self.etcd_ca_file, identity) {
-                    (Some(ca_file), identity) => Some(EtcdTls {
-                        ca_file: ca_file.clone(),
-                        identity,
-                    }),
-                    (None, Some(_)) => {
-                        return invalid(
-                            "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)"
-                                .into(),
-                        );
-                    }
-                    (None, None) => None,
-                };
-                let prefix = self
-                    .etcd_prefix
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned());
-                if prefix.len() < 2 || !prefix.ends_with('/') {
-                    return invalid(format!(
-                        "etcd_prefix '{prefix}' must be a name ending with '/'"
-                    ));
-                }
-                let user = match (&self.etcd_user, &self.etcd_password_file) {
-                    (None, None) => None,
-                    (Some(user), Some(path)) => {
-                        let text =
-                            SecretString::new(std::fs::read_to_string(path).map_err(|e| {
-                                ConfigError::Invalid(format!(
-                                    "cannot read etcd_password_file {}: {e}",
-                                    path.display()
-                                ))
-                            })?);
-                        let password = text.expose().lines().next().unwrap_or_default();
-                        Some((user.clone(), SecretString::new(password.to_owned())))
-                    }
-                    _ => {
-                        return invalid(
-                            "give both etcd_user and etcd_password_file, or neither".into(),
-                        );
-                    }
-                };
-                Ok(StoreSettings::Etcd(EtcdSettings {
-                    endpoints,
-                    prefix,
-                    user,
-                    tls,
-                }))
-            }
+            "etcd" => self.etcd_settings(),
             other => invalid(format!(
                 "store '{other}' is not known: use \"sled\" or \"etcd\""
             )),
         }
+    }
+
+    /// The etcd settings, checked.
+    #[cfg(feature = "etcd")]
+    fn etcd_settings(&self) -> Result<StoreSettings, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let endpoints = self.etcd_endpoints.clone().unwrap_or_default();
+        if endpoints.is_empty() {
+            return invalid(
+                "store = \"etcd\" needs etcd_endpoints (one or more http://HOST:PORT)".into(),
+            );
+        }
+        let scheme = if self.etcd_ca_file.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        for endpoint in &endpoints {
+            let valid = endpoint.strip_prefix(scheme).is_some_and(|rest| {
+                !rest.is_empty() && !rest.contains(['/', '@', ' ']) && rest.contains(':')
+            });
+            if !valid && endpoint.starts_with("https://") {
+                return invalid(format!(
+                    "etcd_endpoints: '{endpoint}' is https:// but no etcd_ca_file is given"
+                ));
+            }
+            if !valid {
+                return invalid(format!(
+                    "etcd_endpoints: '{endpoint}' is not {scheme}HOST:PORT"
+                ));
+            }
+        }
+        let identity = match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => {
+                return invalid("give both etcd_cert_file and etcd_key_file, or neither".into());
+            }
+        };
+        let tls = match (&self.etcd_ca_file, identity) {
+            (Some(ca_file), identity) => Some(EtcdTls {
+                ca_file: ca_file.clone(),
+                identity,
+            }),
+            (None, Some(_)) => {
+                return invalid(
+                    "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)".into(),
+                );
+            }
+            (None, None) => None,
+        };
+        let prefix = self
+            .etcd_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned());
+        if prefix.len() < 2 || !prefix.ends_with('/') {
+            return invalid(format!(
+                "etcd_prefix '{prefix}' must be a name ending with '/'"
+            ));
+        }
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (None, None) => None,
+            (Some(user), Some(path)) => {
+                let text = SecretString::new(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read etcd_password_file {}: {e}",
+                        path.display()
+                    ))
+                })?);
+                let password = text.expose().lines().next().unwrap_or_default();
+                Some((user.clone(), SecretString::new(password.to_owned())))
+            }
+            _ => {
+                return invalid("give both etcd_user and etcd_password_file, or neither".into());
+            }
+        };
+        Ok(StoreSettings::Etcd(EtcdSettings {
+            endpoints,
+            prefix,
+            user,
+            tls,
+        }))
+    }
+
+    /// Refused: the etcd backend is not in this build (its build needs protoc).
+    #[cfg(not(feature = "etcd"))]
+    fn etcd_settings(&self) -> Result<StoreSettings, ConfigError> {
+        Err(ConfigError::Invalid(NO_ETCD_SUPPORT.into()))
     }
 }
 
@@ -746,6 +757,49 @@ mod tests {
         );
     }
 
+    /// A build without the `etcd` feature (the default, which needs no protoc) refuses an
+    /// etcd store at start, from the config file or `init`'s flags, saying how to get one.
+    #[cfg(not(feature = "etcd"))]
+    #[test]
+    fn without_the_etcd_feature_an_etcd_store_is_refused_saying_how_to_build_one() {
+        let text = "store = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]";
+        let file = ConfigFile::parse(text).unwrap();
+        let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "this keyhaven was built without etcd support; build with --features etcd"
+        );
+        let choice = StoreChoice {
+            store: Some("etcd".into()),
+            etcd_endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+            ..StoreChoice::default()
+        };
+        assert_eq!(choice.settings().unwrap_err().to_string(), error);
+        // The rest is checked as ever: sled by default, unknown stores and stray etcd_* refused.
+        let file = ConfigFile::parse("").unwrap();
+        let config = DaemonConfig::from_file(&file, Some("/tmp/x".into())).unwrap();
+        assert!(matches!(config.store, StoreSettings::Sled));
+        for (text, expected) in [
+            (
+                "store = \"redis\"",
+                "store 'redis' is not known: use \"sled\" or \"etcd\"",
+            ),
+            (
+                "etcd_endpoints = [\"http://127.0.0.1:2379\"]",
+                "etcd_* settings are given but store is \"sled\": set store = \"etcd\"",
+            ),
+        ] {
+            let file = ConfigFile::parse(text).unwrap();
+            let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(error, expected, "{text}");
+        }
+    }
+
+    #[cfg(feature = "etcd")]
     #[test]
     fn the_reference_store_is_sled_and_its_etcd_lines_parse_once_uncommented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("keyhaven.example.toml");
@@ -796,6 +850,7 @@ mod tests {
         assert!(!shown.contains("etcd secret"), "{shown}");
     }
 
+    #[cfg(feature = "etcd")]
     #[test]
     fn bad_store_configs_say_exactly_what_is_wrong() {
         let cases = [

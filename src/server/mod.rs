@@ -27,7 +27,9 @@ use crate::proto::v1::identity_service_server::IdentityServiceServer;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
 use crate::seal::{self, KdfParams, SealError};
 use crate::secret::SecretString;
-use crate::store::{Barrier, EtcdBackend, SledBackend, Store, StoreBackend, StoreError};
+#[cfg(feature = "etcd")]
+use crate::store::EtcdBackend;
+use crate::store::{Barrier, SledBackend, Store, StoreBackend, StoreError};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,7 @@ pub fn open_backend(
             crate::store::compact::recover(&store_dir)?;
             Arc::new(SledBackend::open(&store_dir)?)
         }
+        #[cfg(feature = "etcd")]
         StoreSettings::Etcd(settings) => Arc::new(EtcdBackend::connect(settings)?),
     })
 }
@@ -126,6 +129,7 @@ pub fn init_with_store(
             seal::create_data_dir(dir)?;
             Arc::new(SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?)
         }
+        #[cfg(feature = "etcd")]
         StoreSettings::Etcd(settings) => {
             let backend =
                 EtcdBackend::connect(settings).map_err(|e| ServerError::Start(e.to_string()))?;
@@ -268,6 +272,7 @@ impl Daemon {
         let store_settings = config.store.clone();
         let refused = match &config.store {
             StoreSettings::Sled => "data directory refused".to_owned(),
+            #[cfg(feature = "etcd")]
             StoreSettings::Etcd(etcd) => format!("etcd store '{}' refused", etcd.prefix),
         };
         let data_dir = config.data_dir.clone();

@@ -1,5 +1,5 @@
 //! Durable metadata: an ordered key-value store behind [`StoreBackend`]: sled on one machine
-//! (the default), or etcd (`store = "etcd"`, see `etcd_backend`).
+//! (the default), or etcd (`store = "etcd"`, see `etcd_backend`; built with the `etcd` feature).
 //!
 //! Every state change goes through [`Store::commit`]: the batch is applied atomically, then the
 //! call waits until it is on disk. Concurrent commits share one flush (group commit): a single
@@ -14,10 +14,12 @@
 
 pub mod barrier;
 pub mod compact;
+#[cfg(feature = "etcd")]
 mod etcd_backend;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
+#[cfg(feature = "etcd")]
 pub use etcd_backend::{
     DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls, HOLD_TTL_SECONDS,
 };

@@ -123,13 +123,19 @@ impl TestDaemon {
         client_tls: ClientTls,
     ) -> Self {
         let etcd = match backend {
+            #[cfg(feature = "etcd")]
             Backend::SealedOnEtcd => Some(etcd::EtcdProcess::start().await),
+            #[cfg(not(feature = "etcd"))]
+            Backend::SealedOnEtcd => {
+                panic!("Backend::SealedOnEtcd needs the etcd store: cargo test --features etcd")
+            }
             _ => None,
         };
         Self::start_in(backend, etcd, adjust, client_tls).await
     }
 
     /// A daemon of the sealed keystore with its store on `etcd` (a cluster the test made).
+    #[cfg(feature = "etcd")]
     pub async fn start_on_etcd(
         etcd: etcd::EtcdProcess,
         adjust: impl FnOnce(&mut DaemonConfig),
@@ -151,10 +157,13 @@ impl TestDaemon {
     ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = OffsetClock::new();
+        #[cfg(feature = "etcd")]
         let store = etcd
             .as_ref()
             .map(|etcd| etcd.store_settings("keyhaven/"))
             .unwrap_or_default();
+        #[cfg(not(feature = "etcd"))]
+        let store = keyhaven::server::StoreSettings::default();
         let initialised = keyhaven::server::init_with_store(
             dir.path(),
             &store,
@@ -559,4 +568,10 @@ impl TestDaemon {
     }
 }
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
+/// Without the `etcd` feature there is no etcd to start, so no daemon has one.
+#[cfg(not(feature = "etcd"))]
+pub mod etcd {
+    pub enum EtcdProcess {}
+}
