@@ -1,13 +1,15 @@
-//! The behavioural end-to-end suite: a real daemon on 127.0.0.1:0 with a real sled directory,
-//! driven over gRPC with signed requests. One suite, instantiated once per keystore.
+//! The behavioural end-to-end suite: a real daemon on 127.0.0.1:0 with a real sled directory
+//! (or, for `etcd`, a real etcd of the test's own), driven over gRPC with signed requests. One
+//! suite, instantiated once per keystore and once with the metadata on etcd (feature `etcd`).
 
 mod common;
 
 macro_rules! conformance_suite {
-    ([$($name:ident => $backend:expr),* $(,)?], $tests:tt) => {
-        $(conformance_suite!(@backend $name, $backend, $tests);)*
+    ([$($(#[$attr:meta])* $name:ident => $backend:expr),* $(,)?], $tests:tt) => {
+        $(conformance_suite!(@backend $(#[$attr])* $name, $backend, $tests);)*
     };
-    (@backend $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+    (@backend $(#[$attr:meta])* $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+        $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
             use super::common::Backend;
@@ -22,7 +24,13 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(
-    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11],
+    [
+        sealed => Backend::Sealed,
+        pkcs11 => Backend::Pkcs11,
+        // Built with the `etcd` feature only (its build needs protoc): `make test` has it.
+        #[cfg(feature = "etcd")]
+        etcd => Backend::SealedOnEtcd,
+    ],
     [
         create_describe_and_list,
         every_key_form_names_the_key,
@@ -1324,9 +1332,10 @@ mod suite {
 
         // Stored while they can still be replayed; swept (every second) once they are stale.
         let seen = |d: &TestDaemon| {
-            let dir = keyhaven::server::store_dir(&d.config.data_dir);
-            let store = keyhaven::store::SledBackend::open(&dir).expect("open the store");
-            keyhaven::store::StoreBackend::scan(&store, b"auth/seen/", None, usize::MAX)
+            let store = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+                .expect("open the store");
+            store
+                .scan(b"auth/seen/", None, usize::MAX)
                 .expect("scan")
                 .len()
         };

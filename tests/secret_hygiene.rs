@@ -302,7 +302,7 @@ async fn session(backend: Backend) {
     let started = std::time::Instant::now();
     let buffer = captured();
     let tag = match backend {
-        Backend::Sealed => "sealed",
+        Backend::Sealed | Backend::SealedOnEtcd => "sealed",
         Backend::Pkcs11 => "pkcs11",
     };
     let mut c = Canaries::default();
@@ -1085,7 +1085,7 @@ async fn session(backend: Backend) {
     ev.debug("ClientCredentials (root)", &d.credentials);
     let settings = match backend {
         Backend::Pkcs11 => common::pkcs11_settings(),
-        Backend::Sealed => Pkcs11Settings {
+        Backend::Sealed | Backend::SealedOnEtcd => Pkcs11Settings {
             name: "hygiene".into(),
             module: "/usr/lib/softhsm/libsofthsm2.so".into(),
             token: TokenSelector::Label("keyhaven".into()),

@@ -849,9 +849,11 @@ impl CredentialStore {
     pub fn forget_stale_signatures(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut count = 0;
+        // A page is one batch: no more than the store takes in one (etcd bounds them).
+        let page_size = SEEN_SWEEP.min(self.store.max_batch_ops());
         loop {
-            let page = self.store.scan(SEEN_PREFIX, None, SEEN_SWEEP)?;
-            let full = page.len() == SEEN_SWEEP;
+            let page = self.store.scan(SEEN_PREFIX, None, page_size)?;
+            let full = page.len() == page_size;
             let mut batch = WriteBatch::new();
             let mut reached_fresh = false;
             for (name, _) in page {

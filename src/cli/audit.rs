@@ -82,7 +82,17 @@ fn read_anchors(dir: &Path, passphrase: Option<&SecretString>) -> Result<Anchors
         head: None,
         note,
     };
-    let backend = match SledBackend::open(&crate::server::store_dir(dir)) {
+    let store_dir = crate::server::store_dir(dir);
+    // Opening makes a store where there is none: not beside metadata kept in etcd.
+    let opened = if store_dir.exists() {
+        SledBackend::open(&store_dir)
+    } else {
+        Err(crate::store::StoreError(format!(
+            "no sled store at {}: the metadata is on etcd?",
+            store_dir.display()
+        )))
+    };
+    let backend = match opened {
         Ok(backend) => Arc::new(backend),
         Err(e) => {
             return Ok(unavailable(format!(

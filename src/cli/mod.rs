@@ -64,6 +64,8 @@ pub enum Command {
         /// ARN partition of the root principal shown.
         #[arg(long, default_value = "keyhaven")]
         partition: String,
+        #[command(flatten)]
+        store: serve::StoreArgs,
     },
     /// Run the daemon.
     Serve(Box<serve::ServeArgs>),
@@ -132,10 +134,12 @@ pub fn run(cli: Cli) -> i32 {
             data_dir,
             passphrase_file,
             partition,
+            store,
         } => serve::init(
             &data_dir,
             passphrase_file.as_deref(),
             &partition,
+            store,
             client.output,
         ),
         Command::Serve(args) => serve::serve(*args),

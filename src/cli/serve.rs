@@ -118,21 +118,66 @@ fn print_credentials(initialised: &Initialised) {
     );
 }
 
+/// Where `init` puts the metadata store (the config file's `store` and `etcd_*` settings).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// `sled` (in the data directory; default) or `etcd` (built with `--features etcd`).
+    #[arg(long)]
+    store: Option<String>,
+    /// etcd members, http://HOST:PORT, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Option<Vec<String>>,
+    /// The etcd key prefix to claim (default `keyhaven/`).
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    /// etcd user, with --etcd-password-file.
+    #[arg(long)]
+    etcd_user: Option<String>,
+    /// A file whose first line is the etcd user's password.
+    #[arg(long)]
+    etcd_password_file: Option<PathBuf>,
+    /// TLS to etcd (https:// endpoints): the PEM CA the members' certificates chain to.
+    #[arg(long)]
+    etcd_ca_file: Option<PathBuf>,
+    /// A PEM client certificate for etcd (with --etcd-key-file).
+    #[arg(long)]
+    etcd_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    etcd_key_file: Option<PathBuf>,
+}
+
 pub fn init(
     data_dir: &Path,
     passphrase_file: Option<&Path>,
     partition: &str,
+    store: StoreArgs,
     output: OutputFormat,
 ) -> i32 {
     if let Err(e) = harden_process() {
         return fail(e);
     }
+    let store = match (server::StoreChoice {
+        store: store.store,
+        etcd_endpoints: store.etcd_endpoints,
+        etcd_prefix: store.etcd_prefix,
+        etcd_user: store.etcd_user,
+        etcd_password_file: store.etcd_password_file,
+        etcd_ca_file: store.etcd_ca_file,
+        etcd_cert_file: store.etcd_cert_file,
+        etcd_key_file: store.etcd_key_file,
+    })
+    .settings()
+    {
+        Ok(store) => store,
+        Err(e) => return fail(e),
+    };
     let passphrase = match server::read_passphrase(passphrase_file, true) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let initialised = match server::init_data_dir(
+    let initialised = match server::init_with_store(
         data_dir,
+        &store,
         &passphrase,
         KdfParams::default(),
         partition,
@@ -256,8 +301,9 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
 
     let (passphrase, initialised) = if dev_dir.is_some() {
         let passphrase = server::generate_passphrase();
-        let initialised = server::init_data_dir(
+        let initialised = server::init_with_store(
             &config.data_dir,
+            &config.store,
             &passphrase,
             KdfParams::default(),
             &config.partition,

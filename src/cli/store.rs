@@ -32,15 +32,23 @@ fn fail(message: impl std::fmt::Display) -> i32 {
     1
 }
 
+/// A data directory with a sled store: these commands work on sled's files, and must not
+/// make an empty store beside an installation whose metadata is on etcd.
 fn initialised(dir: &Path) -> Result<(), String> {
-    if crate::seal::is_initialised(dir) {
-        Ok(())
-    } else {
-        Err(format!(
+    if !crate::seal::is_initialised(dir) {
+        return Err(format!(
             "{} is not an initialised Keyhaven data directory",
             dir.display()
-        ))
+        ));
     }
+    if !server::store_dir(dir).exists() {
+        return Err(format!(
+            "{} has no sled store (its metadata is on etcd?): this command works on sled \
+             stores only",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 pub fn run(command: StoreCommand, output: OutputFormat) -> i32 {
@@ -78,6 +86,9 @@ pub fn run(command: StoreCommand, output: OutputFormat) -> i32 {
             data_dir,
             passphrase_file,
         } => {
+            if let Err(e) = initialised(&data_dir) {
+                return fail(e);
+            }
             let passphrase = match server::read_passphrase(passphrase_file.as_deref(), false) {
                 Ok(p) => p,
                 Err(e) => return fail(e),

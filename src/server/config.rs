@@ -3,6 +3,8 @@
 use crate::iam::IamQuotas;
 use crate::keystore::pkcs11::{PREFIX as PKCS11_PREFIX, Pkcs11Settings, TokenSelector};
 use crate::secret::SecretString;
+#[cfg(feature = "etcd")]
+use crate::store::{DEFAULT_ETCD_PREFIX, EtcdSettings, EtcdTls};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,6 +73,167 @@ pub struct ConfigFile {
     pub aws_listen: Option<String>,
     /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
     pub accepted_hosts: Option<Vec<String>>,
+    /// Where the metadata lives: `sled` (the data directory; default) or `etcd`.
+    pub store: Option<String>,
+    /// `http://host:port` of the etcd members (`store = "etcd"`).
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// The etcd key prefix everything of this installation lives under (default `keyhaven/`).
+    pub etcd_prefix: Option<String>,
+    /// etcd user, when the cluster has authentication on (with `etcd_password_file`).
+    pub etcd_user: Option<String>,
+    /// A file whose first line is the etcd user's password.
+    pub etcd_password_file: Option<PathBuf>,
+    /// PEM CA the etcd members' certificates chain to (`https://` endpoints).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for etcd members that ask for one.
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
+}
+
+/// Where the metadata store lives.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// sled in `<data_dir>/store`.
+    #[default]
+    Sled,
+    /// Under a prefix of an etcd cluster.
+    #[cfg(feature = "etcd")]
+    Etcd(EtcdSettings),
+}
+
+/// Why `store = "etcd"` is refused by a daemon built without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+pub const NO_ETCD_SUPPORT: &str =
+    "this keyhaven was built without etcd support; build with --features etcd";
+
+/// The store settings as the config file or the command line give them.
+#[derive(Debug, Default, Clone)]
+pub struct StoreChoice {
+    pub store: Option<String>,
+    pub etcd_endpoints: Option<Vec<String>>,
+    pub etcd_prefix: Option<String>,
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
+}
+
+impl StoreChoice {
+    /// Checks the choice and reads the etcd password.
+    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match self.store.as_deref().unwrap_or("sled") {
+            "sled" => {
+                if self.etcd_endpoints.is_some()
+                    || self.etcd_prefix.is_some()
+                    || self.etcd_user.is_some()
+                    || self.etcd_password_file.is_some()
+                    || self.etcd_ca_file.is_some()
+                    || self.etcd_cert_file.is_some()
+                    || self.etcd_key_file.is_some()
+                {
+                    return invalid(
+                        "etcd_* settings are given but store is \"sled\": set store = \"etcd\""
+                            .into(),
+                    );
+                }
+                Ok(StoreSettings::Sled)
+            }
+            "etcd" => self.etcd_settings(),
+            other => invalid(format!(
+                "store '{other}' is not known: use \"sled\" or \"etcd\""
+            )),
+        }
+    }
+
+    /// The etcd settings, checked.
+    #[cfg(feature = "etcd")]
+    fn etcd_settings(&self) -> Result<StoreSettings, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let endpoints = self.etcd_endpoints.clone().unwrap_or_default();
+        if endpoints.is_empty() {
+            return invalid(
+                "store = \"etcd\" needs etcd_endpoints (one or more http://HOST:PORT)".into(),
+            );
+        }
+        let scheme = if self.etcd_ca_file.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        for endpoint in &endpoints {
+            let valid = endpoint.strip_prefix(scheme).is_some_and(|rest| {
+                !rest.is_empty() && !rest.contains(['/', '@', ' ']) && rest.contains(':')
+            });
+            if !valid && endpoint.starts_with("https://") {
+                return invalid(format!(
+                    "etcd_endpoints: '{endpoint}' is https:// but no etcd_ca_file is given"
+                ));
+            }
+            if !valid {
+                return invalid(format!(
+                    "etcd_endpoints: '{endpoint}' is not {scheme}HOST:PORT"
+                ));
+            }
+        }
+        let identity = match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => {
+                return invalid("give both etcd_cert_file and etcd_key_file, or neither".into());
+            }
+        };
+        let tls = match (&self.etcd_ca_file, identity) {
+            (Some(ca_file), identity) => Some(EtcdTls {
+                ca_file: ca_file.clone(),
+                identity,
+            }),
+            (None, Some(_)) => {
+                return invalid(
+                    "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)".into(),
+                );
+            }
+            (None, None) => None,
+        };
+        let prefix = self
+            .etcd_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned());
+        if prefix.len() < 2 || !prefix.ends_with('/') {
+            return invalid(format!(
+                "etcd_prefix '{prefix}' must be a name ending with '/'"
+            ));
+        }
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (None, None) => None,
+            (Some(user), Some(path)) => {
+                let text = SecretString::new(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read etcd_password_file {}: {e}",
+                        path.display()
+                    ))
+                })?);
+                let password = text.expose().lines().next().unwrap_or_default();
+                Some((user.clone(), SecretString::new(password.to_owned())))
+            }
+            _ => {
+                return invalid("give both etcd_user and etcd_password_file, or neither".into());
+            }
+        };
+        Ok(StoreSettings::Etcd(EtcdSettings {
+            endpoints,
+            prefix,
+            user,
+            tls,
+        }))
+    }
+
+    /// Refused: the etcd backend is not in this build (its build needs protoc).
+    #[cfg(not(feature = "etcd"))]
+    fn etcd_settings(&self) -> Result<StoreSettings, ConfigError> {
+        Err(ConfigError::Invalid(NO_ETCD_SUPPORT.into()))
+    }
 }
 
 /// TLS for the gRPC listener (rustls): the server's certificate chain and key, and optionally
@@ -229,6 +392,8 @@ pub struct DaemonConfig {
     /// The `:authority` values requests may be addressed to (`name` on any port, or
     /// `name:port`); empty: any. Signatures cover the authority either way.
     pub accepted_hosts: Vec<String>,
+    /// Where the metadata store lives (the seal and the audit log stay in `data_dir`).
+    pub store: StoreSettings,
 }
 
 impl DaemonConfig {
@@ -261,6 +426,7 @@ impl DaemonConfig {
             metrics_listen: None,
             aws_listen: None,
             accepted_hosts: Vec::new(),
+            store: StoreSettings::Sled,
             data_dir,
         }
     }
@@ -381,6 +547,17 @@ impl DaemonConfig {
             }
             config.accepted_hosts = hosts.clone();
         }
+        config.store = StoreChoice {
+            store: file.store.clone(),
+            etcd_endpoints: file.etcd_endpoints.clone(),
+            etcd_prefix: file.etcd_prefix.clone(),
+            etcd_user: file.etcd_user.clone(),
+            etcd_password_file: file.etcd_password_file.clone(),
+            etcd_ca_file: file.etcd_ca_file.clone(),
+            etcd_cert_file: file.etcd_cert_file.clone(),
+            etcd_key_file: file.etcd_key_file.clone(),
+        }
+        .settings()?;
         config.validate()?;
         Ok(config)
     }
@@ -608,6 +785,165 @@ mod tests {
             file.tls.map(|t| t.client_ca),
             Some(Some(PathBuf::from("/etc/keyhaven/clients-ca.pem")))
         );
+    }
+
+    /// A build without the `etcd` feature (the default, which needs no protoc) refuses an
+    /// etcd store at start, from the config file or `init`'s flags, saying how to get one.
+    #[cfg(not(feature = "etcd"))]
+    #[test]
+    fn without_the_etcd_feature_an_etcd_store_is_refused_saying_how_to_build_one() {
+        let text = "store = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]";
+        let file = ConfigFile::parse(text).unwrap();
+        let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "this keyhaven was built without etcd support; build with --features etcd"
+        );
+        let choice = StoreChoice {
+            store: Some("etcd".into()),
+            etcd_endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+            ..StoreChoice::default()
+        };
+        assert_eq!(choice.settings().unwrap_err().to_string(), error);
+        // The rest is checked as ever: sled by default, unknown stores and stray etcd_* refused.
+        let file = ConfigFile::parse("").unwrap();
+        let config = DaemonConfig::from_file(&file, Some("/tmp/x".into())).unwrap();
+        assert!(matches!(config.store, StoreSettings::Sled));
+        for (text, expected) in [
+            (
+                "store = \"redis\"",
+                "store 'redis' is not known: use \"sled\" or \"etcd\"",
+            ),
+            (
+                "etcd_endpoints = [\"http://127.0.0.1:2379\"]",
+                "etcd_* settings are given but store is \"sled\": set store = \"etcd\"",
+            ),
+        ] {
+            let file = ConfigFile::parse(text).unwrap();
+            let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(error, expected, "{text}");
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn the_reference_store_is_sled_and_its_etcd_lines_parse_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("keyhaven.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = ConfigFile::parse(&text).unwrap();
+        assert_eq!(file.store.as_deref(), Some("sled"));
+        let config = DaemonConfig::from_file(&file, None).unwrap();
+        assert!(matches!(config.store, StoreSettings::Sled));
+        let password = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(password.path(), "etcd secret\nignored\n").unwrap();
+        let uncommented: String = std::iter::once("store = \"etcd\"".to_owned())
+            .chain(text.lines().filter(|l| l.starts_with("# etcd_")).map(|l| {
+                l[2..].replace(
+                    "/run/secrets/keyhaven-etcd-password",
+                    &password.path().display().to_string(),
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = ConfigFile::parse(&uncommented).unwrap();
+        let config = DaemonConfig::from_file(&file, Some("/tmp/x".into())).unwrap();
+        let StoreSettings::Etcd(etcd) = config.store else {
+            panic!("store = \"etcd\" gives etcd settings");
+        };
+        assert_eq!(etcd.endpoints.len(), 3);
+        assert_eq!(etcd.prefix, "keyhaven/");
+        assert_eq!(
+            etcd.tls,
+            Some(EtcdTls {
+                ca_file: "/etc/keyhaven/etcd-ca.pem".into(),
+                identity: Some((
+                    "/etc/keyhaven/etcd-client.pem".into(),
+                    "/etc/keyhaven/etcd-client.key".into()
+                )),
+            })
+        );
+        let (user, secret) = etcd.user.unwrap();
+        assert_eq!(
+            (user.as_str(), secret.expose().as_str()),
+            ("keyhaven", "etcd secret")
+        );
+        // The password never shows in the settings' Debug.
+        let file = ConfigFile::parse(&uncommented).unwrap();
+        let shown = format!(
+            "{:?}",
+            DaemonConfig::from_file(&file, Some("/tmp/x".into())).unwrap()
+        );
+        assert!(!shown.contains("etcd secret"), "{shown}");
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn bad_store_configs_say_exactly_what_is_wrong() {
+        let cases = [
+            (
+                "store = \"redis\"",
+                "store 'redis' is not known: use \"sled\" or \"etcd\"",
+            ),
+            (
+                "store = \"etcd\"",
+                "store = \"etcd\" needs etcd_endpoints (one or more http://HOST:PORT)",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = []",
+                "store = \"etcd\" needs etcd_endpoints (one or more http://HOST:PORT)",
+            ),
+            (
+                "etcd_endpoints = [\"http://127.0.0.1:2379\"]",
+                "etcd_* settings are given but store is \"sled\": set store = \"etcd\"",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"127.0.0.1:2379\"]",
+                "etcd_endpoints: '127.0.0.1:2379' is not http://HOST:PORT",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"https://etcd:2379\"]",
+                "etcd_endpoints: 'https://etcd:2379' is https:// but no etcd_ca_file is given",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_ca_file = \"/ca.pem\"",
+                "etcd_endpoints: 'http://etcd:2379' is not https://HOST:PORT",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"https://etcd:2379\"]\netcd_ca_file = \"/ca.pem\"\netcd_cert_file = \"/c.pem\"",
+                "give both etcd_cert_file and etcd_key_file, or neither",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_cert_file = \"/c.pem\"\netcd_key_file = \"/c.key\"",
+                "etcd_cert_file needs etcd_ca_file (TLS to etcd, https:// endpoints)",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_prefix = \"keyhaven\"",
+                "etcd_prefix 'keyhaven' must be a name ending with '/'",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_prefix = \"/\"",
+                "etcd_prefix '/' must be a name ending with '/'",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_user = \"k\"",
+                "give both etcd_user and etcd_password_file, or neither",
+            ),
+            (
+                "store = \"etcd\"\netcd_endpoints = [\"http://etcd:2379\"]\netcd_user = \"k\"\netcd_password_file = \"/nonexistent/keyhaven-etcd\"",
+                "cannot read etcd_password_file /nonexistent/keyhaven-etcd: No such file or directory (os error 2)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let file = ConfigFile::parse(text).unwrap();
+            let error = DaemonConfig::from_file(&file, Some("/tmp/x".into()))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(error, expected, "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub mod config;
 mod passphrase;
 pub mod self_test;
 
-pub use config::{ConfigError, ConfigFile, DaemonConfig};
+pub use config::{ConfigError, ConfigFile, DaemonConfig, StoreChoice, StoreSettings};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
 use crate::api::{
@@ -30,7 +30,9 @@ use crate::proto::v1::identity_service_server::IdentityServiceServer;
 use crate::proto::v1::key_management_service_server::KeyManagementServiceServer;
 use crate::seal::{self, KdfParams, SealError};
 use crate::secret::SecretString;
-use crate::store::{Barrier, SledBackend, Store};
+#[cfg(feature = "etcd")]
+use crate::store::EtcdBackend;
+use crate::store::{Barrier, SledBackend, Store, StoreBackend, StoreError};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,9 +65,41 @@ fn start_error(context: &str) -> impl Fn(String) -> ServerError + '_ {
     move |message| ServerError::Start(format!("{context}: {message}"))
 }
 
-/// Creates a data directory: the seal, an account id, and the root access key.
+/// Creates a data directory with its metadata in sled: the seal, an account id, and the root
+/// access key.
 pub fn init_data_dir(
     dir: &Path,
+    passphrase: &SecretString,
+    kdf: KdfParams,
+    partition: &str,
+    clock: &dyn Clock,
+) -> Result<Initialised, ServerError> {
+    init_with_store(dir, &StoreSettings::Sled, passphrase, kdf, partition, clock)
+}
+
+/// Opens the metadata store's engine as `store` says (sled: a compaction cut short is finished
+/// or undone first).
+pub fn open_backend(
+    store: &StoreSettings,
+    data_dir: &Path,
+) -> Result<Arc<dyn StoreBackend>, StoreError> {
+    Ok(match store {
+        StoreSettings::Sled => {
+            let store_dir = store_dir(data_dir);
+            crate::store::compact::recover(&store_dir)?;
+            Arc::new(SledBackend::open(&store_dir)?)
+        }
+        #[cfg(feature = "etcd")]
+        StoreSettings::Etcd(settings) => Arc::new(EtcdBackend::connect(settings)?),
+    })
+}
+
+/// Creates a data directory (the seal) and a metadata store as `store` says (the account's root
+/// access key). An etcd prefix is claimed first: a second `init` on it is refused before
+/// anything is written.
+pub fn init_with_store(
+    dir: &Path,
+    store_settings: &StoreSettings,
     passphrase: &SecretString,
     kdf: KdfParams,
     partition: &str,
@@ -84,20 +118,33 @@ pub fn init_data_dir(
     };
     let now = clock.now();
     let (_, master, seal) = seal::prepare(dir, passphrase, kdf, &account_id, now)?;
-    let store_dir = dir.join(STORE_DIR);
-    if store_dir.exists() {
-        return Err(ServerError::Start(format!(
-            "{} exists but {} has no seal: remove it to start over (a previous init failed?)",
-            store_dir.display(),
-            dir.display()
-        )));
-    }
-    seal::create_data_dir(dir)?;
-    let store = Store::open(
-        Arc::new(SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?),
-        Barrier::new(master.record_integrity_key()),
-    )
-    .map_err(|e| ServerError::Start(e.to_string()))?;
+    let backend: Arc<dyn StoreBackend> = match store_settings {
+        StoreSettings::Sled => {
+            let store_dir = dir.join(STORE_DIR);
+            if store_dir.exists() {
+                return Err(ServerError::Start(format!(
+                    "{} exists but {} has no seal: remove it to start over (a previous init \
+                     failed?)",
+                    store_dir.display(),
+                    dir.display()
+                )));
+            }
+            seal::create_data_dir(dir)?;
+            Arc::new(SledBackend::open(&store_dir).map_err(|e| ServerError::Start(e.to_string()))?)
+        }
+        #[cfg(feature = "etcd")]
+        StoreSettings::Etcd(settings) => {
+            let backend =
+                EtcdBackend::connect(settings).map_err(|e| ServerError::Start(e.to_string()))?;
+            backend
+                .claim(&account_id)
+                .map_err(|e| ServerError::Start(e.to_string()))?;
+            seal::create_data_dir(dir)?;
+            Arc::new(backend)
+        }
+    };
+    let store = Store::open(backend, Barrier::new(master.record_integrity_key()))
+        .map_err(|e| ServerError::Start(e.to_string()))?;
     let (batch, root) = CredentialStore::new_root_access_key(&master, partition, &account_id, now)
         .map_err(|e| ServerError::Start(e.to_string()))?;
     store
@@ -226,16 +273,21 @@ impl Daemon {
             .map_err(|e| ServerError::Start(e.to_string()))??;
         let unsealed = started.elapsed();
         let master = Arc::new(master);
-        let store_dir = config.data_dir.join(STORE_DIR);
         let barrier = Barrier::new(master.record_integrity_key());
+        let store_settings = config.store.clone();
+        let refused = match &config.store {
+            StoreSettings::Sled => "data directory refused".to_owned(),
+            #[cfg(feature = "etcd")]
+            StoreSettings::Etcd(etcd) => format!("etcd store '{}' refused", etcd.prefix),
+        };
+        let data_dir = config.data_dir.clone();
         // Every record and the digest of them all are checked before anything is served.
         let store = tokio::task::spawn_blocking(move || {
-            crate::store::compact::recover(&store_dir)?;
-            Store::open(Arc::new(SledBackend::open(&store_dir)?), barrier)
+            Store::open(open_backend(&store_settings, &data_dir)?, barrier)
         })
         .await
         .map_err(|e| ServerError::Start(e.to_string()))?
-        .map_err(|e| ServerError::Start(format!("data directory refused: {e}")))?;
+        .map_err(|e| ServerError::Start(format!("{refused}: {e}")))?;
         let store = Arc::new(store);
         if config.accepted_hosts.is_empty() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen,

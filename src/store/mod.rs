@@ -1,4 +1,5 @@
-//! Durable metadata: an ordered key-value store behind [`StoreBackend`], sled today.
+//! Durable metadata: an ordered key-value store behind [`StoreBackend`]: sled on one machine
+//! (the default), or etcd (`store = "etcd"`, see `etcd_backend`; built with the `etcd` feature).
 //!
 //! Every state change goes through [`Store::commit`]: the batch is applied atomically, then the
 //! call waits until it is on disk. Concurrent commits share one flush (group commit): a single
@@ -13,11 +14,18 @@
 
 pub mod barrier;
 pub mod compact;
+#[cfg(feature = "etcd")]
+mod etcd_backend;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
+#[cfg(feature = "etcd")]
+pub use etcd_backend::{
+    DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls, HOLD_TTL_SECONDS,
+};
 pub use sled_backend::SledBackend;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -139,6 +147,11 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// The most changes one `apply` can hold (a network engine bounds its transactions).
+    fn max_batch_ops(&self) -> usize {
+        usize::MAX
+    }
 }
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -151,6 +164,9 @@ pub struct Store {
     barrier: Option<Barrier>,
     /// The digest of every record as stored; changes are folded in under this lock.
     digest: Mutex<barrier::SetDigest>,
+    /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
+    /// store before the next one.
+    digest_uncertain: AtomicBool,
     flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -203,6 +219,7 @@ impl Store {
             backend,
             barrier,
             digest: Mutex::new(digest),
+            digest_uncertain: AtomicBool::new(false),
             flush_requests: Mutex::new(Some(sender)),
             flusher: Mutex::new(flusher),
         }
@@ -239,6 +256,13 @@ impl Store {
             .collect()
     }
 
+    /// The most changes one batch may hold: work that writes many records (re-wrapping every
+    /// material record) splits it into batches of at most this many.
+    pub fn max_batch_ops(&self) -> usize {
+        // The digest record goes into every batch.
+        self.backend.max_batch_ops().saturating_sub(1).max(1)
+    }
+
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
     /// such as the audit chain's head).
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -250,20 +274,62 @@ impl Store {
             .digest
             .lock()
             .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+        if self.digest_uncertain.load(Ordering::Acquire) {
+            *digest = barrier.check_all(every_record(&*self.backend))?;
+            self.digest_uncertain.store(false, Ordering::Release);
+        }
         let (sealed, undo) = barrier.seal_batch(batch, &mut digest)?;
+        let next = digest.root();
         let (ops, guards) = sealed.into_parts();
-        let applied = self.backend.apply(WriteBatch {
+        if let Err(error) = self.backend.apply(WriteBatch {
             ops,
             guards: Vec::new(),
-        });
-        if applied.is_err() {
-            digest.undo(undo);
+        }) {
+            // An engine reached over the network (etcd) may have applied a batch whose answer
+            // was lost. The root as stored tells which (batches are atomic, and the root is in
+            // every one); undoing a lost batch's changes in the tree would make the next batch
+            // store a root the records do not have, and the next start refuse the store.
+            match self.stored_root(barrier) {
+                Ok(Some(stored)) if stored == next => {
+                    tracing::warn!(%error, "a batch reported as failed was applied");
+                }
+                Ok(stored) => {
+                    digest.undo(undo);
+                    // Not what this daemon last wrote either: rebuild the tree from the store.
+                    let as_before = match stored {
+                        Some(stored) => stored == digest.root(),
+                        None => digest.is_empty(),
+                    };
+                    if !as_before {
+                        self.digest_uncertain.store(true, Ordering::Release);
+                    }
+                    return Err(error);
+                }
+                Err(_) => {
+                    digest.undo(undo);
+                    self.digest_uncertain.store(true, Ordering::Release);
+                    return Err(error);
+                }
+            }
         }
         drop(digest);
-        applied?;
         // The records are in: whoever waits on them may go on.
         drop(guards);
         Ok(())
+    }
+
+    /// The tree's root as the store holds it now (`None` for a store without records).
+    fn stored_root(&self, barrier: &Barrier) -> Result<Option<barrier::Tag>, StoreError> {
+        match self.backend.get(barrier::DIGEST_RECORD)? {
+            None => Ok(None),
+            Some(stored) => barrier
+                .open(barrier::DIGEST_RECORD, &stored)?
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    IntegrityError::Record(barrier::printable_name(barrier::DIGEST_RECORD)).into()
+                }),
+        }
     }
 
     /// Applies `batch` atomically and returns once it is durable.
@@ -495,6 +561,96 @@ mod tests {
         assert_eq!(Arc::strong_count(&guard), 2);
         store.apply(batch).unwrap();
         assert_eq!(Arc::strong_count(&guard), 1);
+    }
+
+    /// A backend whose `apply` fails as a network engine's can: `lose_answer` applies the
+    /// batch and then reports a failure; `refuse` applies nothing; `then_fail_reads` makes
+    /// every read fail after the next apply (the engine unreachable just after it).
+    struct Flaky {
+        inner: SledBackend,
+        lose_answer: AtomicBool,
+        refuse: AtomicBool,
+        then_fail_reads: AtomicBool,
+        fail_reads: AtomicBool,
+    }
+
+    impl StoreBackend for Flaky {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            if self.fail_reads.load(Ordering::Acquire) {
+                return Err(StoreError("unreachable".into()));
+            }
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            if self.refuse.load(Ordering::Acquire) {
+                return Err(StoreError("refused".into()));
+            }
+            self.inner.apply(batch)?;
+            if self.then_fail_reads.load(Ordering::Acquire) {
+                self.fail_reads.store(true, Ordering::Release);
+            }
+            if self.lose_answer.load(Ordering::Acquire) {
+                return Err(StoreError("answer lost".into()));
+            }
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_answer_was_lost_is_known_by_the_stored_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            lose_answer: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            then_fail_reads: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
+        });
+        let store = Store::open(flaky.clone(), test_barrier()).unwrap();
+        let put = |name: &str| {
+            let mut batch = WriteBatch::new();
+            batch.put(name.as_bytes().to_vec(), b"v".to_vec());
+            batch
+        };
+        store.commit_blocking(put("a")).unwrap();
+        // Applied, answer lost: taken as applied.
+        flaky.lose_answer.store(true, Ordering::Release);
+        store.commit_blocking(put("b")).unwrap();
+        flaky.lose_answer.store(false, Ordering::Release);
+        // Not applied: a failure, and the digest stays as it was.
+        flaky.refuse.store(true, Ordering::Release);
+        assert!(store.commit_blocking(put("c")).is_err());
+        flaky.refuse.store(false, Ordering::Release);
+        // Applied, answer lost, and the store unreadable meanwhile: the next batch reloads.
+        flaky.lose_answer.store(true, Ordering::Release);
+        flaky.then_fail_reads.store(true, Ordering::Release);
+        assert!(store.commit_blocking(put("d")).is_err());
+        assert!(flaky.fail_reads.load(Ordering::Acquire));
+        flaky.lose_answer.store(false, Ordering::Release);
+        flaky.then_fail_reads.store(false, Ordering::Release);
+        flaky.fail_reads.store(false, Ordering::Release);
+        store.commit_blocking(put("e")).unwrap();
+        drop(store);
+        // Whatever happened, the store as it is passes its checks.
+        let store = Store::open(flaky, test_barrier()).unwrap();
+        let names: Vec<_> = store
+            .scan(&[], None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| String::from_utf8(name).unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "d", "e"]);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector};
 use keyhaven::proto::v1;
 use keyhaven::seal::KdfParams;
 use keyhaven::secret::SecretString;
-use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
+use keyhaven::server::{Daemon, DaemonConfig};
 use std::sync::Arc;
 use tonic::Code;
 
@@ -24,12 +24,15 @@ pub enum Backend {
     Sealed,
     /// The SoftHSM2 token `eval "$(hsm-sim/setup.sh)"` prepares (`make test` does).
     Pkcs11,
+    /// The sealed keystore with the metadata store on etcd: a single-member etcd of the
+    /// test's own (`tests/etcd/setup.sh` installs it; `make test` runs it).
+    SealedOnEtcd,
 }
 
 impl Backend {
     pub fn keystore_name(self) -> &'static str {
         match self {
-            Backend::Sealed => "sealed",
+            Backend::Sealed | Backend::SealedOnEtcd => "sealed",
             Backend::Pkcs11 => "pkcs11:default",
         }
     }
@@ -98,6 +101,8 @@ pub struct TestDaemon {
     pub client: Client,
     /// How clients reach a daemon serving TLS.
     pub client_tls: ClientTls,
+    /// The etcd the store lives on (`Backend::SealedOnEtcd`), stopped with the daemon.
+    pub etcd: Option<etcd::EtcdProcess>,
 }
 
 impl TestDaemon {
@@ -117,10 +122,51 @@ impl TestDaemon {
         adjust: impl FnOnce(&mut DaemonConfig),
         client_tls: ClientTls,
     ) -> Self {
+        let etcd = match backend {
+            #[cfg(feature = "etcd")]
+            Backend::SealedOnEtcd => Some(etcd::EtcdProcess::start().await),
+            #[cfg(not(feature = "etcd"))]
+            Backend::SealedOnEtcd => {
+                panic!("Backend::SealedOnEtcd needs the etcd store: cargo test --features etcd")
+            }
+            _ => None,
+        };
+        Self::start_in(backend, etcd, adjust, client_tls).await
+    }
+
+    /// A daemon of the sealed keystore with its store on `etcd` (a cluster the test made).
+    #[cfg(feature = "etcd")]
+    pub async fn start_on_etcd(
+        etcd: etcd::EtcdProcess,
+        adjust: impl FnOnce(&mut DaemonConfig),
+    ) -> Self {
+        Self::start_in(
+            Backend::SealedOnEtcd,
+            Some(etcd),
+            adjust,
+            ClientTls::default(),
+        )
+        .await
+    }
+
+    async fn start_in(
+        backend: Backend,
+        etcd: Option<etcd::EtcdProcess>,
+        adjust: impl FnOnce(&mut DaemonConfig),
+        client_tls: ClientTls,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = OffsetClock::new();
-        let initialised = init_data_dir(
+        #[cfg(feature = "etcd")]
+        let store = etcd
+            .as_ref()
+            .map(|etcd| etcd.store_settings("keyhaven/"))
+            .unwrap_or_default();
+        #[cfg(not(feature = "etcd"))]
+        let store = keyhaven::server::StoreSettings::default();
+        let initialised = keyhaven::server::init_with_store(
             dir.path(),
+            &store,
             &SecretString::new(PASSPHRASE.into()),
             KdfParams::MINIMUM,
             "keyhaven",
@@ -128,6 +174,7 @@ impl TestDaemon {
         )
         .expect("init");
         let mut config = DaemonConfig::new(dir.path().to_path_buf());
+        config.store = store;
         config.set_listen("127.0.0.1:0").expect("listen");
         backend.configure(&mut config);
         adjust(&mut config);
@@ -156,6 +203,7 @@ impl TestDaemon {
             daemon: Some(daemon),
             client,
             client_tls,
+            etcd,
         }
     }
 
@@ -185,9 +233,22 @@ impl TestDaemon {
         let (_, master) =
             keyhaven::seal::unseal(&self.config.data_dir, &SecretString::new(PASSPHRASE.into()))
                 .expect("unseal the stopped daemon's data directory");
-        let backend = open_sled(&keyhaven::server::store_dir(&self.config.data_dir));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // A daemon that just stopped or refused to start may hold sled's lock a moment longer.
+        let backend = loop {
+            match keyhaven::server::open_backend(&self.config.store, &self.config.data_dir) {
+                Ok(backend) => break backend,
+                Err(error)
+                    if error.0.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(error) => panic!("open the stopped daemon's store: {error}"),
+            }
+        };
         keyhaven::store::Store::open(
-            Arc::new(backend),
+            backend,
             keyhaven::store::Barrier::new(master.record_integrity_key()),
         )
         .expect("the stopped daemon's store passes its checks")
@@ -543,4 +604,12 @@ pub fn open_sled(dir: &std::path::Path) -> keyhaven::store::SledBackend {
             Err(error) => panic!("open the store {}: {error}", dir.display()),
         }
     }
+}
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+/// Without the `etcd` feature there is no etcd to start, so no daemon has one.
+#[cfg(not(feature = "etcd"))]
+pub mod etcd {
+    pub enum EtcdProcess {}
 }

@@ -41,7 +41,8 @@ const EPOCH_WRAPPED: u8 = 0xE1;
 const MASTER_WRAPPED_LEN: usize = 12 + 32 + 16;
 /// An epoch-wrapped record of no material: the byte, the epoch, the nonce and the tag.
 const EPOCH_WRAPPED_EMPTY: usize = 5 + 12 + 16;
-/// Records re-wrapped per batch when an epoch is retired.
+/// Records re-wrapped per batch when an epoch is retired (fewer if the store's batches are
+/// bounded: etcd's transactions are).
 const REWRAP_PAGE: usize = 512;
 /// How long retirement waits for writes in flight before trying again on the next pass.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
@@ -325,12 +326,13 @@ impl SealedKeyStore {
         let current = self.keyring.read().map_err(|_| poisoned())?.current;
         let mut rewrapped = 0;
         let mut after: Option<Vec<u8>> = None;
+        let page_size = REWRAP_PAGE.min(self.store.max_batch_ops());
         loop {
             let page = self
                 .store
-                .scan(MATERIAL_PREFIX, after.as_deref(), REWRAP_PAGE)
+                .scan(MATERIAL_PREFIX, after.as_deref(), page_size)
                 .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
-            let last_page = page.len() < REWRAP_PAGE;
+            let last_page = page.len() < page_size;
             after = page.last().map(|(name, _)| name.clone());
             let mut batch = WriteBatch::new();
             for (record, stored) in page {

@@ -1,0 +1,570 @@
+//! The etcd engine: the store's records under one key prefix of an etcd cluster.
+//!
+//! The mapping is direct: a record `name` is the etcd key `<prefix>store/<name>`; `get` is a
+//! range request for one key, `scan` range requests from the first key after `after` to the
+//! end of the prefix (pages of [`SCAN_PAGE`], all at the first page's revision); `apply` is one
+//! etcd transaction holding every put and delete of the batch, so a batch is applied entirely
+//! or not at all (and a batch is at most etcd's `--max-txn-ops`, see `max_batch_ops`).
+//! `<prefix>init` marks a prefix as initialised (see [`EtcdBackend::claim`]); the rest of
+//! `<prefix>` is kept for what the cluster will share besides the records (the seal, the
+//! keyring).
+//!
+//! `sync` does nothing: etcd acknowledges a transaction only once a quorum of members has it in
+//! its Raft log, fsynced (etcd fsyncs its WAL before it acknowledges), so every `apply` that
+//! returned is already as durable as etcd can make it.
+//!
+//! **Bridging the synchronous trait.** [`StoreBackend`] is synchronous and `Store` calls it from
+//! async tasks of the daemon's runtime and from blocking threads alike. The etcd client is async
+//! and lives on a small runtime this backend owns (one worker thread, `keyhaven-etcd`); each call
+//! is spawned there and the caller waits for its answer on a channel. A caller on a worker of a
+//! multi-threaded runtime waits inside `block_in_place`, which hands that worker's other tasks to
+//! another thread first, so the daemon's executor is never stalled by a network round trip; on
+//! a blocking thread (or a single-threaded runtime, as in unit tests) it simply waits. Owning
+//! the client's runtime also means the backend works the same whoever calls it, and never
+//! depends on the caller's runtime being alive.
+//!
+//! **One writer per prefix.** The store's digest is folded in memory (see `barrier`), so two
+//! processes writing one prefix would corrupt it. Connecting takes `<prefix>holder`, bound to
+//! an etcd lease kept alive while the backend lives and revoked when it is dropped; a second
+//! process is refused while it is held. Every transaction also compares the holder key's
+//! creation revision with the one this backend made: a backend whose lease expired (etcd out of
+//! reach for longer than [`HOLD_TTL_SECONDS`]) and whose hold another took can no longer write.
+
+use super::{Entry, StoreBackend, StoreError, WriteBatch};
+use crate::secret::SecretString;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
+    LeaseClient, PutOptions, TlsOptions, Txn, TxnOp,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// The key prefix when the config gives none.
+pub const DEFAULT_PREFIX: &str = "keyhaven/";
+/// Operations etcd accepts in one transaction by default (`--max-txn-ops`); a cluster must not
+/// be run with less. A bigger transaction is refused whole.
+const MAX_TXN_OPS: usize = 128;
+/// Records read per range request: a scan of the whole store (at start) is paged, so that no
+/// answer comes near the gRPC message bound (`MAX_ANSWER_BYTES`).
+const SCAN_PAGE: usize = 256;
+/// Largest answer the client accepts: a page of records of the largest size the daemon writes
+/// (key policies of 32 KiB and their wraps) with room to spare.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Life of the lease behind `<prefix>holder`: how long a daemon that died holds the prefix.
+pub const HOLD_TTL_SECONDS: i64 = 10;
+/// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
+/// internal error) rather than hanging on a cluster without quorum.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the store lives in etcd and how to log in.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://host:port` (or `https://` with `tls`) of one or more members.
+    pub endpoints: Vec<String>,
+    /// Every key Keyhaven writes starts with this (ends with `/`).
+    pub prefix: String,
+    /// etcd user name and password, when the cluster has authentication on.
+    pub user: Option<(String, SecretString)>,
+    /// TLS to the members (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// The PEM files of TLS to etcd, read when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA the members' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// A client certificate and its key, for members that ask for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<TlsOptions, StoreError> {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|e| StoreError(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut options = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca_file)?.as_slice()));
+        if let Some((cert, key)) = &self.identity {
+            options = options.identity(Identity::from_pem(
+                read(cert)?.as_slice(),
+                read(key)?.as_slice(),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+/// The store's engine on etcd: a connected client, the runtime it runs on, and this process's
+/// hold on the prefix.
+pub struct EtcdBackend {
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    kv: KvClient,
+    lease: LeaseClient,
+    hold: Hold,
+    /// `<prefix>store/`.
+    records: Vec<u8>,
+    /// `<prefix>`.
+    prefix: Vec<u8>,
+}
+
+/// This backend's hold on its prefix: the holder key, the revision that made it, its lease.
+#[derive(Debug, Clone)]
+struct Hold {
+    key: Vec<u8>,
+    revision: i64,
+    lease: i64,
+}
+
+/// Who holds a prefix, as the holder key says (for the refusal of another).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{} pid {}", host.trim(), std::process::id())
+}
+
+fn store_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("etcd: {error}"))
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): to the end of the key space.
+    vec![0]
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster (the connection is checked with one request).
+    pub fn connect(settings: &EtcdSettings) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyhaven-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the etcd client's runtime: {e}")))?;
+        match Self::connect_on(&runtime, settings) {
+            Ok((client, hold)) => {
+                let prefix = settings.prefix.as_bytes().to_vec();
+                let mut records = prefix.clone();
+                records.extend_from_slice(b"store/");
+                Ok(Self {
+                    runtime: Some(runtime),
+                    kv: client
+                        .kv_client()
+                        .max_decoding_message_size(MAX_ANSWER_BYTES),
+                    lease: client.lease_client(),
+                    hold,
+                    records,
+                    prefix,
+                })
+            }
+            Err(error) => {
+                // Dropping a runtime waits for it, which panics inside another runtime.
+                runtime.shutdown_background();
+                Err(error)
+            }
+        }
+    }
+
+    fn connect_on(
+        runtime: &tokio::runtime::Runtime,
+        settings: &EtcdSettings,
+    ) -> Result<(Client, Hold), StoreError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        if let Some((name, password)) = &settings.user {
+            options = options.with_user(name.clone(), password.expose().clone());
+        }
+        if let Some(tls) = &settings.tls {
+            options = options.with_tls(tls.options()?);
+        }
+        let endpoints = settings.endpoints.clone();
+        let mut mark = settings.prefix.as_bytes().to_vec();
+        mark.extend_from_slice(b"init");
+        let client = wait_for(runtime, async move {
+            let mut client = Client::connect(endpoints, Some(options)).await?;
+            // Connecting is lazy: one request proves the cluster answers (inside the prefix: a
+            // user may be allowed nothing else).
+            client.get(mark, None).await?;
+            Ok::<_, etcd_client::Error>(client)
+        })?
+        .map_err(|e| {
+            StoreError(format!(
+                "cannot reach etcd at {}: {e}",
+                settings.endpoints.join(", ")
+            ))
+        })?;
+        let hold = Self::take_hold(runtime, &client, &settings.prefix)?;
+        Ok((client, hold))
+    }
+
+    /// Takes `<prefix>holder` under a new lease, and keeps the lease alive on the runtime.
+    fn take_hold(
+        runtime: &tokio::runtime::Runtime,
+        client: &Client,
+        prefix: &str,
+    ) -> Result<Hold, StoreError> {
+        let key = format!("{prefix}holder").into_bytes();
+        let (mut kv, mut lease) = (client.kv_client(), client.lease_client());
+        let holder = holder_name();
+        let taking = key.clone();
+        let taken = wait_for(runtime, async move {
+            let id = lease.grant(HOLD_TTL_SECONDS, None).await?.id();
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    taking.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([TxnOp::put(
+                    taking.clone(),
+                    holder,
+                    Some(PutOptions::new().with_lease(id)),
+                )])
+                .or_else([TxnOp::get(taking.clone(), None)]);
+            let response = kv.txn(txn).await?;
+            if !response.succeeded() {
+                let _ = lease.revoke(id).await;
+                let other = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|op| match op {
+                        etcd_client::TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                return Ok(Err(other));
+            }
+            let revision = response.header().map_or(0, |h| h.revision());
+            tokio::spawn(keep_alive(lease, id));
+            Ok::<_, etcd_client::Error>(Ok((revision, id)))
+        })?
+        .map_err(store_error)?;
+        match taken {
+            Ok((revision, lease)) => Ok(Hold {
+                key,
+                revision,
+                lease,
+            }),
+            Err(other) => Err(StoreError(format!(
+                "etcd prefix '{prefix}' is in use by another process ({other}): one daemon per \
+                 prefix for now; a daemon that died releases it within {HOLD_TTL_SECONDS} s"
+            ))),
+        }
+    }
+
+    /// Runs the request `make` makes on the client's runtime and waits for its answer; a
+    /// request that found no member able to answer is made again (see [`ATTEMPTS`]).
+    fn run<T: Send + 'static, F>(
+        &self,
+        make: impl Fn() -> F + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        wait_for(runtime, async move {
+            let mut pause = RETRY_PAUSE;
+            for _ in 1..ATTEMPTS {
+                match make().await {
+                    Err(error) if unreachable(&error) => {
+                        tracing::debug!(%error, "etcd request retried");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    answer => return answer,
+                }
+            }
+            make().await
+        })?
+        .map_err(store_error)
+    }
+
+    fn record_key(&self, name: &[u8]) -> Vec<u8> {
+        let mut key = self.records.clone();
+        key.extend_from_slice(name);
+        key
+    }
+
+    /// Marks the prefix as initialised (holding `account_id`), in one transaction that fails
+    /// when the mark is already there; refused too when the prefix holds records: two `init`s
+    /// on one prefix, even at the same moment, cannot both succeed.
+    pub fn claim(&self, account_id: &str) -> Result<(), StoreError> {
+        let mut mark = self.prefix.clone();
+        mark.extend_from_slice(b"init");
+        let kv = self.kv.clone();
+        let records = self.records.clone();
+        let value = account_id.as_bytes().to_vec();
+        // Not retried: a claim whose answer was lost must not be taken for somebody else's.
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        let (claimed, holds) = wait_for(runtime, async move {
+            let mut kv = kv;
+            let txn = Txn::new()
+                .when([Compare::create_revision(mark.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(mark, value, None)]);
+            let claimed = kv.txn(txn).await?.succeeded();
+            let holds = kv
+                .get(
+                    records,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await?
+                .count();
+            Ok::<_, etcd_client::Error>((claimed, holds))
+        })?
+        .map_err(store_error)?;
+        if !claimed {
+            return Err(StoreError(format!(
+                "etcd prefix '{}' is already initialised: give another etcd_prefix, or remove \
+                 the prefix (etcdctl del --prefix) to start over",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        if holds > 0 {
+            return Err(StoreError(format!(
+                "etcd prefix '{}' already holds records, but was never initialised: give \
+                 another etcd_prefix, or remove the prefix to start over",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the hold's lease alive for as long as the runtime runs, starting a new stream (to
+/// whichever member answers) whenever one breaks; stops once etcd says the lease is gone.
+async fn keep_alive(mut lease: LeaseClient, id: i64) {
+    let period = Duration::from_secs((HOLD_TTL_SECONDS / 3).max(1) as u64);
+    loop {
+        if let Ok((mut keeper, mut answers)) = lease.keep_alive(id).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match answers.message().await {
+                    Ok(Some(answer)) if answer.ttl() > 0 => tokio::time::sleep(period).await,
+                    Ok(Some(_)) => {
+                        tracing::error!(
+                            "the lease holding the etcd prefix expired: this daemon can no \
+                             longer write to it"
+                        );
+                        return;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE * 10).await;
+    }
+}
+
+/// Tries of one request when no member answers. The client spreads requests over every
+/// endpoint and keeps sending some to a member that is down, so a request that found a dead
+/// member (or one without a leader, during an election) is made again, to whichever member
+/// the client picks next. Making a batch's transaction again is harmless: it sets the same
+/// values, and nothing of this daemon writes in between (`Store` holds its digest lock).
+const ATTEMPTS: u32 = 8;
+/// The first pause between tries, doubled each time (about 2.5 s in all: an election with
+/// etcd's default 1 s timeout fits).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether `error` says no member could take the request (so another try may succeed).
+fn unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Spawns `request` on `runtime` and waits for it without stalling the caller's executor.
+fn wait_for<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    request: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = answer.send(request.await);
+    });
+    let wait = move || {
+        answered
+            .recv()
+            .map_err(|_| StoreError("etcd: the request was dropped".into()))
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+impl StoreBackend for EtcdBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let kv = self.kv.clone();
+        let key = self.record_key(key);
+        let mut response = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, None).await }
+        })?;
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let first = match after {
+            Some(after) if after >= prefix => {
+                let mut first = self.record_key(after);
+                first.push(0);
+                first
+            }
+            _ => self.record_key(prefix),
+        };
+        let end = prefix_end(&self.record_key(prefix));
+        let skip = self.records.len();
+        let mut entries = Vec::new();
+        let mut first = first;
+        // Read at one revision, so that the pages are one consistent view.
+        let mut revision = 0;
+        while entries.len() < limit {
+            let page = (limit - entries.len()).min(SCAN_PAGE);
+            let kv = self.kv.clone();
+            let (from, end_key) = (first.clone(), end.clone());
+            let mut response = self.run(move || {
+                let (mut kv, from) = (kv.clone(), from.clone());
+                let options = GetOptions::new()
+                    .with_range(end_key.clone())
+                    .with_limit(page as i64)
+                    .with_revision(revision);
+                async move { kv.get(from, Some(options)).await }
+            })?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            if let Some(last) = kvs.last() {
+                first = last.key().to_vec();
+                first.push(0);
+            }
+            entries.extend(
+                kvs.into_iter()
+                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
+            );
+            if !more {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        // etcd refuses a transaction naming a key twice; within a batch the last change to a
+        // record is the one that counts, as it would be applied in order.
+        let mut last = BTreeMap::new();
+        for (name, value) in batch.into_ops() {
+            last.insert(name, value);
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        let operations: Vec<TxnOp> = last
+            .into_iter()
+            .map(|(name, value)| {
+                let key = self.record_key(&name);
+                match value {
+                    Some(value) => TxnOp::put(key, value, None),
+                    None => TxnOp::delete(key, None),
+                }
+            })
+            .collect();
+        let kv = self.kv.clone();
+        let held =
+            Compare::create_revision(self.hold.key.clone(), CompareOp::Equal, self.hold.revision);
+        let applied = self.run(move || {
+            let mut kv = kv.clone();
+            let txn = Txn::new().when([held.clone()]).and_then(operations.clone());
+            async move { kv.txn(txn).await }
+        })?;
+        if !applied.succeeded() {
+            return Err(StoreError(format!(
+                "etcd: this daemon no longer holds prefix '{}' (its lease expired or another \
+                 process took it): nothing was written",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: a transaction etcd acknowledged is already on a quorum's disks.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn max_batch_ops(&self) -> usize {
+        MAX_TXN_OPS
+    }
+}
+
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which panics inside another runtime;
+        // requests still in flight have nobody waiting for them anyway.
+        if let Some(runtime) = self.runtime.take() {
+            // Released at once rather than when the lease runs out, so the next start (or
+            // another daemon) need not wait.
+            let mut lease = self.lease.clone();
+            let id = self.hold.lease;
+            let _ = wait_for(&runtime, async move {
+                tokio::time::timeout(Duration::from_secs(2), lease.revoke(id)).await
+            });
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key_after_everything_it_starts() {
+        assert_eq!(prefix_end(b"keyhaven/store/"), b"keyhaven/store0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}
