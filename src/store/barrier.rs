@@ -210,9 +210,9 @@ impl Barrier {
 
 /// The value of a stored record without checking its tag (offline readers without the
 /// master key).
-pub fn strip(name: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub fn strip<'a>(name: &[u8], stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
     split(stored)
-        .map(|(_, value)| value.to_vec())
+        .map(|(_, value)| value)
         .ok_or_else(|| refused(name).into())
 }
 

@@ -225,17 +225,21 @@ impl Store {
         }
     }
 
-    fn value(&self, name: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
-        match &self.barrier {
-            Some(barrier) => barrier.open(name, stored).map(<[u8]>::to_vec),
-            None => barrier::strip(name, stored),
-        }
+    /// The value of a stored record (its tag checked, unless this is an unchecked reader),
+    /// in the buffer the backend returned: no second copy per read.
+    fn value(&self, name: &[u8], mut stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let header = match &self.barrier {
+            Some(barrier) => stored.len() - barrier.open(name, &stored)?.len(),
+            None => stored.len() - barrier::strip(name, &stored)?.len(),
+        };
+        stored.drain(..header);
+        Ok(stored)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.backend
             .get(key)?
-            .map(|stored| self.value(key, &stored))
+            .map(|stored| self.value(key, stored))
             .transpose()
     }
 
@@ -250,7 +254,7 @@ impl Store {
         entries
             .into_iter()
             .map(|(name, stored)| {
-                let value = self.value(&name, &stored)?;
+                let value = self.value(&name, stored)?;
                 Ok((name, value))
             })
             .collect()
