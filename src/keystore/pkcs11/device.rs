@@ -18,7 +18,7 @@ use cryptoki::types::AuthPin;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Attempts per operation before the device is reported unavailable.
@@ -93,6 +93,23 @@ fn verified_pins() -> MutexGuard<'static, HashMap<TokenIdentity, [u8; 32]>> {
     static PINS: OnceLock<Mutex<HashMap<TokenIdentity, [u8; 32]>>> = OnceLock::new();
     let lock = PINS.get_or_init(|| Mutex::new(HashMap::new()));
     lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lock that makes object changes on a SoftHSM2 token take turns with every other use of
+/// its object list, shared by all the keystores of this process on that token; `None` for
+/// other devices. SoftHSM2 keeps one object index per token and process, which a search can
+/// corrupt while another thread creates or destroys an object (see `keystore/pkcs11`).
+fn object_lock(module: &Pkcs11, slot: Slot) -> Option<Arc<RwLock<()>>> {
+    static LOCKS: OnceLock<Mutex<HashMap<TokenIdentity, Arc<RwLock<()>>>>> = OnceLock::new();
+    let identity = token_identity(module, slot)?;
+    if !identity.0.starts_with("SoftHSM") {
+        return None;
+    }
+    let mut locks = LOCKS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    Some(locks.entry(identity).or_default().clone())
 }
 
 fn token_identity(module: &Pkcs11, slot: Slot) -> Option<TokenIdentity> {
@@ -177,6 +194,8 @@ pub struct Device {
     generation: AtomicU64,
     /// The mechanisms the token offered at connect.
     mechanisms: Vec<MechanismType>,
+    /// See [`object_lock`].
+    objects: Option<Arc<RwLock<()>>>,
 }
 
 impl Device {
@@ -188,6 +207,7 @@ impl Device {
             pool: Mutex::new(None),
             generation: AtomicU64::new(0),
             mechanisms: Vec::new(),
+            objects: None,
         };
         let pool = device.open_pool(false, true)?;
         let mechanisms = pool
@@ -202,8 +222,14 @@ impl Device {
             }
         }
         device.mechanisms = mechanisms;
+        device.objects = object_lock(&pool.module, pool.slot);
         *device.lock() = Some(pool);
         Ok(device)
+    }
+
+    /// The lock object changes on this token take turns under, if it needs one.
+    pub fn object_lock(&self) -> Option<&RwLock<()>> {
+        self.objects.as_deref()
     }
 
     /// Whether the token offered `mechanism` at connect.

@@ -17,6 +17,15 @@
 //! anchor session and is destroyed with the version. A device that refuses the copy is used
 //! through the token object.
 //!
+//! On a SoftHSM2 token, calls that create or destroy token objects take turns with every call
+//! that reads the token's object list (finding, listing, copying, using a token object), under
+//! one lock per token and process; calls on session copies are not held up. SoftHSM2's file
+//! object store is not safe otherwise: a search while another thread creates an object can
+//! index the half-made file as a second object, and destroying that one deletes the file of
+//! the first (an acknowledged key version lost at the next start), or wipes an object being
+//! generated (`CKR_TEMPLATE_INCONSISTENT`). Other devices, thread-safe as PKCS#11 requires of
+//! a module initialised with `CKF_OS_LOCKING_OK`, are used without it.
+//!
 //! HMAC keys are generic secrets made in the device (`CKM_GENERIC_SECRET_KEY_GEN`, as long as
 //! the spec's digest, `CKA_SENSITIVE`, not extractable, `CKA_SIGN`/`CKA_VERIFY` only) and used
 //! with `CKM_SHA224_HMAC` … `CKM_SHA512_HMAC`; a token that lacks one of these is refused when
@@ -38,7 +47,7 @@ use cryptoki::session::{Session, SessionState};
 use device::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The prefix of PKCS#11 keystore names: `pkcs11:<name>`.
 pub const PREFIX: &str = "pkcs11:";
@@ -179,6 +188,22 @@ impl Pkcs11KeyStore {
         })
     }
 
+    /// Taken to read the token's objects: on a token that needs it (see the module's
+    /// documentation), no object is created or destroyed meanwhile.
+    fn reading_objects(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        let lock = self.device.object_lock()?;
+        Some(lock.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Taken to create or destroy token objects: alone on a token that needs it.
+    fn changing_objects(&self) -> Option<RwLockWriteGuard<'_, ()>> {
+        let lock = self.device.object_lock()?;
+        Some(
+            lock.write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     fn cached(&self, material: MaterialRef) -> Option<ObjectHandle> {
         self.handles.read().ok()?.get(&material).copied()
     }
@@ -211,10 +236,12 @@ impl Pkcs11KeyStore {
             return Ok(handle);
         }
         let token = self.handle(material)?;
-        let (made, handle) = match self
-            .device
-            .copy_in_session(token, &[Attribute::Token(false)])
-        {
+        let copied = {
+            let _reading = self.reading_objects();
+            self.device
+                .copy_in_session(token, &[Attribute::Token(false)])
+        };
+        let (made, handle) = match copied {
             Ok((copy, made)) => (made, copy),
             // Busy with another copy, or reconnected meanwhile: use the token object this
             // time and copy on a later call.
@@ -249,6 +276,7 @@ impl Pkcs11KeyStore {
         if let Some(handle) = self.cached(material) {
             return Ok(handle);
         }
+        let _reading = self.reading_objects();
         let found = self
             .device
             .with_session(|session| {
@@ -280,6 +308,7 @@ impl Pkcs11KeyStore {
         template: &[Attribute],
     ) -> Result<GeneratedMaterial, KeyStoreError> {
         let mut attempts = 0;
+        let changing = self.changing_objects();
         let generated = self.device.with_session(|session| {
             attempts += 1;
             if attempts > 1 {
@@ -287,6 +316,7 @@ impl Pkcs11KeyStore {
             }
             session.generate_key(mechanism, template)
         });
+        drop(changing);
         match generated {
             Ok(handle) => {
                 self.remember(material, handle);
@@ -325,16 +355,31 @@ impl Pkcs11KeyStore {
         operation: impl Fn(&Session, ObjectHandle) -> Result<T, CryptokiError>,
     ) -> Result<T, KeyStoreError> {
         let handle = self.working_handle(material)?;
-        match self.device.with_session(|s| operation(s, handle)) {
+        match self.run_on(material, handle, &operation) {
             Err((Failure::Handle, _)) => {
                 self.forget(material);
                 let handle = self.working_handle(material)?;
-                self.device
-                    .with_session(|s| operation(s, handle))
+                self.run_on(material, handle, &operation)
                     .map_err(unavailable)
             }
             other => other.map_err(unavailable),
         }
+    }
+
+    /// Runs a keyed operation on `handle`; one on the token object itself (no session copy)
+    /// reads the token's objects.
+    fn run_on<T>(
+        &self,
+        material: MaterialRef,
+        handle: ObjectHandle,
+        operation: &impl Fn(&Session, ObjectHandle) -> Result<T, CryptokiError>,
+    ) -> Result<T, (Failure, String)> {
+        let _reading = if self.cached(material) == Some(handle) {
+            self.reading_objects()
+        } else {
+            None
+        };
+        self.device.with_session(|s| operation(s, handle))
     }
 }
 
@@ -508,6 +553,7 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
         self.forget(material);
+        let _changing = self.changing_objects();
         self.device
             .with_session(|session| {
                 destroy_labelled(session, &object_label(&self.account_id, material))
@@ -523,6 +569,7 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
         let prefix = label_prefix(&self.account_id);
+        let _reading = self.reading_objects();
         self.device
             .with_session(|session| {
                 if !logged_in(session)? {
