@@ -14,10 +14,12 @@ test:
 	tests/python/aws-setup.sh >/dev/null
 	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked --features etcd
 
-# What CI checks besides the tests.
+# What CI checks besides the tests (every feature, as CI does: the etcd feature needs protoc,
+# which tests/etcd/setup.sh installs).
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	tests/etcd/setup.sh
+	cargo clippy --locked --all-targets --all-features -- -D warnings
 
 # A throwaway daemon on 127.0.0.1:7878 (no etcd support needed: builds without protoc).
 serve:
