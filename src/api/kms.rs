@@ -74,4 +74,9 @@ grpc_methods! {
     sign: SignRequest => SignResponse,
     verify: VerifyRequest => VerifyResponse,
     get_public_key: GetPublicKeyRequest => GetPublicKeyResponse,
+    create_grant: CreateGrantRequest => CreateGrantResponse,
+    list_grants: ListGrantsRequest => ListGrantsResponse,
+    list_retirable_grants: ListRetirableGrantsRequest => ListGrantsResponse,
+    retire_grant: RetireGrantRequest => RetireGrantResponse,
+    revoke_grant: RevokeGrantRequest => RevokeGrantResponse,
 }

@@ -120,6 +120,9 @@ pub struct AuditRecord {
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub keys: Vec<String>,
+    /// Grant ids: those that allowed the call, or that it made or ended.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub grants: Vec<String>,
     /// Encryption-context keys with HMAC-SHA256 of their values (hex), never the values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub encryption_context: BTreeMap<String, String>,
@@ -166,6 +169,8 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote {
     pub keys: Vec<String>,
+    /// Grants that allowed the call, or that it made or ended.
+    pub grants: Vec<String>,
     pub encryption_context: BTreeMap<String, String>,
 }
 
@@ -497,6 +502,12 @@ impl AuditLog {
                 .keys
                 .into_iter()
                 .map(|k| printable(k, MAX_NAME))
+                .collect(),
+            grants: entry
+                .note
+                .grants
+                .into_iter()
+                .map(|g| printable(g, MAX_NAME))
                 .collect(),
             encryption_context,
             outcome: entry.outcome,

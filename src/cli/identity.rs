@@ -740,6 +740,8 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
                     "EvalResourceName": resource,
                     "EvalDecision": r.eval_decision,
                     "MatchedStatements": matched,
+                    "DecidingGrantId": (!r.deciding_grant_id.is_empty())
+                        .then(|| r.deciding_grant_id.clone()),
                 }),
                 || {
                     let decided_by = r
@@ -753,7 +755,11 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
                             }
                         })
                         .unwrap_or_default();
-                    format!("{}{decided_by}", r.eval_decision)
+                    if r.deciding_grant_id.is_empty() {
+                        format!("{}{decided_by}", r.eval_decision)
+                    } else {
+                        format!("{} (by grant {})", r.eval_decision, r.deciding_grant_id)
+                    }
                 },
             );
         }

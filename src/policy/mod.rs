@@ -8,6 +8,7 @@ mod condition;
 mod condition_keys;
 mod document;
 mod evaluate;
+pub mod grants;
 mod validate;
 mod variables;
 mod wildcard;
@@ -21,6 +22,8 @@ pub use document::{
 };
 pub use evaluate::{
     Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
+    evaluate_with_grants,
 };
+pub use grants::{GrantAsk, GrantConstraint, GrantRule};
 pub use validate::{AUTHORISED_ACTIONS, Finding, FindingType, validate};
 pub use wildcard::matches as wildcard_matches;
