@@ -888,3 +888,106 @@ async fn grants_survive_a_restart_and_end_with_their_grantee_or_key() {
     let left = store.scan(b"grant/", None, usize::MAX).expect("scan");
     assert!(left.is_empty(), "{} grant records left", left.len());
 }
+
+/// `keyhaven grant create|list|retire|revoke` against the daemon, as a user runs them, with
+/// the AWS CLI's JSON shapes; a refusal exits non-zero naming its reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_creates_lists_retires_and_revokes_grants() {
+    let daemon = TestDaemon::start(Backend::Sealed).await;
+    let key = daemon.create_key("cli").await;
+    daemon.create_user("bob", NO_POLICY).await;
+    let bob = arn(&daemon, "bob");
+    let endpoint = daemon.endpoint();
+    let access_key_id = daemon.credentials.access_key_id.clone();
+    let secret = daemon.credentials.secret_access_key.expose().clone();
+    let region = daemon.config.region.clone();
+    let run = move |args: Vec<String>| {
+        let (endpoint, access_key_id, secret, region) = (
+            endpoint.clone(),
+            access_key_id.clone(),
+            secret.clone(),
+            region.clone(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+                    .args(&args)
+                    .args(["--output", "json"])
+                    .env_clear()
+                    .env("KEYHAVEN_ENDPOINT", endpoint)
+                    .env("KEYHAVEN_ACCESS_KEY_ID", access_key_id)
+                    .env("KEYHAVEN_SECRET_ACCESS_KEY", secret)
+                    .env("KEYHAVEN_REGION", region)
+                    .output()
+                    .expect("keyhaven runs")
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let json = |output: &std::process::Output| -> serde_json::Value {
+        assert!(
+            output.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("one JSON object")
+    };
+    let made = json(
+        &run(args(&[
+            "grant",
+            "create",
+            "--key",
+            &key.key_id,
+            "--grantee",
+            &bob,
+            "--operation",
+            "Encrypt",
+            "--context-subset",
+            "tenant=a",
+            "--name",
+            "cli-grant",
+        ]))
+        .await,
+    );
+    let grant_id = made["GrantId"].as_str().expect("GrantId").to_owned();
+    let token = made["GrantToken"].as_str().expect("GrantToken").to_owned();
+    let listed = json(&run(args(&["grant", "list", "--key", &key.key_id])).await);
+    assert_eq!(listed["Grants"][0]["GrantId"], grant_id.as_str());
+    assert_eq!(listed["Grants"][0]["GranteePrincipal"], bob.as_str());
+    assert_eq!(
+        listed["Grants"][0]["Constraints"]["EncryptionContextSubset"]["tenant"],
+        "a"
+    );
+    json(&run(args(&["grant", "retire", "--token", &token])).await);
+    assert!(grant_ids(&daemon, &key.key_id).await.is_empty());
+    let again = json(
+        &run(args(&[
+            "grant",
+            "create",
+            "--key",
+            &key.key_id,
+            "--grantee",
+            &bob,
+            "--operation",
+            "Decrypt",
+        ]))
+        .await,
+    );
+    let again = again["GrantId"].as_str().expect("GrantId").to_owned();
+    let revoke = args(&[
+        "grant",
+        "revoke",
+        "--key",
+        &key.key_id,
+        "--grant-id",
+        &again,
+    ]);
+    json(&run(revoke.clone()).await);
+    assert!(grant_ids(&daemon, &key.key_id).await.is_empty());
+    let refused = run(revoke).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("NotFoundException"), "{stderr}");
+}

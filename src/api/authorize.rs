@@ -159,11 +159,13 @@ impl Authorizer {
         )
     }
 
-    /// The grants of a key that may speak for a caller now: those whose grantee still is the
-    /// principal the grant was made for (a user or role deleted and made again is another).
-    pub fn grant_rules(&self, key: uuid::Uuid) -> Vec<GrantRule> {
+    /// The grants of a key that may speak for `principal` now: those naming it (or the role
+    /// of its session) whose grantee still is the principal the grant was made for (a user or
+    /// role deleted and made again is another).
+    pub fn grant_rules(&self, key: uuid::Uuid, principal: &Principal) -> Vec<GrantRule> {
+        let principals = principal.policy_arns(self.iam.partition());
         self.keys
-            .grants_of(key)
+            .grants_for(key, &principals)
             .iter()
             .filter(|g| match &g.grantee_unique_id {
                 None => true,
@@ -326,7 +328,7 @@ impl Authorizer {
                     .set("kms:KeySpec", record.spec.as_str())
                     .set("kms:KeyUsage", record.usage.as_str())
                     .set("kms:KeyOrigin", record.origin.clone());
-                let grants = self.grant_rules(record.id);
+                let grants = self.grant_rules(record.id, &call.caller.principal);
                 let decision = self.decide_with_grants(
                     call,
                     action,

@@ -306,7 +306,7 @@ impl KmsOperations {
         let grantee = grant.holds("RetireGrant")
             && self
                 .authorizer
-                .grant_rules(grant.key_id)
+                .grant_rules(grant.key_id, &call.caller.principal)
                 .iter()
                 .any(|g| g.grant_id == grant.grant_id && principals.contains(&g.grantee));
         if !(by_token || retiring || grantee) {

@@ -599,7 +599,7 @@ impl IamOperations {
                     (r.resource_arn.clone(), None)
                 }
                 Ok(record) => {
-                    grants = self.authorizer.grant_rules(record.id);
+                    grants = self.authorizer.grant_rules(record.id, &principal);
                     (
                         self.keys.key_arn(record.id),
                         Some(self.keys.key_policy(record.id)),

@@ -261,6 +261,29 @@ impl KeyService {
             .unwrap_or_default()
     }
 
+    /// The live grants of a key for any of `grantees`: picked under the lock, so that a key
+    /// with many grants costs no copy of them all on every call.
+    pub fn grants_for(&self, key: Uuid, grantees: &[String]) -> Vec<Arc<Grant>> {
+        let live = self
+            .entry_by_id(key)
+            .is_some_and(|e| e.record().state != KeyState::Deleted);
+        if !live {
+            return Vec::new();
+        }
+        self.grant_table()
+            .ok()
+            .and_then(|t| {
+                t.by_key.get(&key).map(|grants| {
+                    grants
+                        .values()
+                        .filter(|g| grantees.contains(&g.grantee))
+                        .cloned()
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
     /// One grant of a key.
     pub fn grant(&self, key: Uuid, grant_id: &str) -> Option<Arc<Grant>> {
         self.grants_of(key)
