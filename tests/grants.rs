@@ -441,6 +441,27 @@ async fn grant_tokens_are_checked_and_retire_their_grant() {
         );
     }
     assert_eq!(grant_ids(&daemon, &key.key_id).await.len(), 2);
+    // A token names its grant: another key or grant id beside it is refused, changing nothing.
+    let other_key = daemon.create_key("another").await;
+    for (key_id, grant_id) in [
+        (other_key.key_id.clone(), String::new()),
+        (String::new(), delegated.grant_id.clone()),
+    ] {
+        assert_refused(
+            retire(
+                &stranger,
+                v1::RetireGrantRequest {
+                    grant_token: made.grant_token.clone(),
+                    key_id,
+                    grant_id,
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+    }
+    assert_eq!(grant_ids(&daemon, &key.key_id).await.len(), 2);
     // Whoever holds the token may retire the grant.
     retire(
         &stranger,

@@ -1015,6 +1015,8 @@ mod tests {
                 "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
             ),
             ("alias_quota = 0", "alias_quota must be at least 1"),
+            ("grants_per_key = 0", "grants_per_key must be at least 1"),
+            ("grant_bytes = 0", "grant_bytes must be at least 1"),
             (
                 "on_demand_rotation_quota = 0",
                 "on_demand_rotation_quota must be at least 1",

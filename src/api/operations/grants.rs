@@ -266,6 +266,11 @@ impl KmsOperations {
                     "GrantId does not name the grant GrantToken is for",
                 ));
             }
+            if !r.key_id.is_empty()
+                && self.keys.lookup(&r.key_id, false).map(|k| k.id).ok() != Some(grant.key_id)
+            {
+                return Err(validation("KeyId does not name the key GrantToken is for"));
+            }
             return Ok(((*grant).clone(), true));
         }
         if r.key_id.is_empty() || r.grant_id.is_empty() {
