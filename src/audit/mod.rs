@@ -2,8 +2,8 @@
 //!
 //! A call that may change state writes two records: `request` before the handler runs (if it
 //! cannot be written the call is refused with `UNAVAILABLE` and nothing happens), and
-//! `response` after, with the keys used, the encryption-context keys (values only as HMACs),
-//! the outcome and the duration. A call that changes nothing (the cryptographic operations,
+//! `response` after, with the keys used, the grants that allowed the call (or that it made or
+//! ended), the encryption-context keys (values only as HMACs), the outcome and the duration. A call that changes nothing (the cryptographic operations,
 //! DescribeKey, ListKeys, IAM's reads, GetCallerIdentity, …) writes one `call` record after its
 //! handler, before its answer leaves: if it cannot be written the answer is replaced by
 //! `UNAVAILABLE`, so no plaintext or ciphertext is ever handed out unrecorded. A call refused
