@@ -1012,3 +1012,55 @@ async fn the_cli_creates_lists_retires_and_revokes_grants() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("NotFoundException"), "{stderr}");
 }
+
+/// On gRPC a grant token travels as `x-keyhaven-grant-token` metadata on any KMS call: a
+/// valid one is accepted, a forged one refused before the operation runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_calls_carry_grant_tokens_in_metadata() {
+    let daemon = TestDaemon::start(Backend::Sealed).await;
+    let key = daemon.create_key("metadata").await;
+    let bob = daemon.create_user("bob", NO_POLICY).await;
+    let made = create_grant(
+        &daemon.client,
+        request(&key.key_id, &arn(&daemon, "bob"), &["Encrypt"]),
+    )
+    .await
+    .unwrap();
+    let with_token = |token: &str| {
+        let mut signed = bob.signed(
+            "Encrypt",
+            v1::EncryptRequest {
+                key_id: key.key_id.clone(),
+                plaintext: b"granted".to_vec(),
+                encryption_context: HashMap::new(),
+            },
+        );
+        signed.metadata_mut().append(
+            keyhaven::api::GRANT_TOKEN_METADATA,
+            token.parse().expect("ascii"),
+        );
+        signed
+    };
+    bob.kms()
+        .encrypt(with_token(&made.grant_token))
+        .await
+        .expect("Encrypt with the grant's token");
+    let mut forged = made.grant_token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_refused(
+        bob.kms().encrypt(with_token(&forged)).await,
+        Code::InvalidArgument,
+        "InvalidGrantTokenException",
+    );
+    let records = audit_lines(&daemon);
+    let encrypts: Vec<_> = records
+        .iter()
+        .filter(|r| r["operation"] == "kms:Encrypt")
+        .collect();
+    assert_eq!(encrypts.len(), 2);
+    assert_eq!(
+        encrypts[1]["outcome"]["reason"], "InvalidGrantTokenException",
+        "the refused call is recorded with its reason"
+    );
+}
