@@ -19,6 +19,9 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GenerateRandomResponse",
     "keyhaven.v1.CreateAccessKeyResponse",
     "keyhaven.v1.Credentials",
+    "keyhaven.v1.CreateGrantRequest",
+    "keyhaven.v1.CreateGrantResponse",
+    "keyhaven.v1.RetireGrantRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a
@@ -78,6 +81,13 @@ fn aws_json_shapes(
         if line.ends_with('}') {
             message = None;
         }
+    }
+    // A grant's constraint names one of its two maps; the other is left out.
+    for map in ["encryption_context_subset", "encryption_context_equals"] {
+        builder = builder.field_attribute(
+            format!(".keyhaven.v1.GrantConstraints.{map}"),
+            "#[serde(skip_serializing_if = \"std::collections::HashMap::is_empty\")]",
+        );
     }
     Ok(builder.field_attribute(
         ".keyhaven.v1.KeyMetadata.aws_account_id",

@@ -170,6 +170,40 @@ impl fmt::Debug for v1::Credentials {
     }
 }
 
+/// Grant tokens let whoever holds one retire its grant: never logged.
+impl fmt::Debug for v1::CreateGrantRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateGrantRequest")
+            .field("key_id", &self.key_id)
+            .field("grantee_principal", &self.grantee_principal)
+            .field("retiring_principal", &self.retiring_principal)
+            .field("operations", &self.operations)
+            .field("constraints", &self.constraints.as_ref().map(|_| REDACTED))
+            .field("grant_tokens", &REDACTED)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::CreateGrantResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateGrantResponse")
+            .field("grant_token", &REDACTED)
+            .field("grant_id", &self.grant_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RetireGrantRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetireGrantRequest")
+            .field("grant_token", &REDACTED)
+            .field("key_id", &self.key_id)
+            .field("grant_id", &self.grant_id)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;

@@ -547,3 +547,56 @@ async fn boto3_manages_identities_over_the_query_protocol() {
         "no PutUserPolicy through the AWS door"
     );
 }
+
+/// Grants through boto3: create_grant with a constraint and an idempotent Name, list_grants
+/// paged, the grantee's calls with and without the token (a forged one refused), and
+/// retire_grant ending the grant; the audit names the grant on the grantee's call.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_creates_lists_and_retires_grants() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("granted through the AWS door").await;
+    let nothing = r#"{"Statement":[{"Effect":"Allow","Action":"iam:GetUser","Resource":"*"}]}"#;
+    let (bob_id, bob_secret) = user(&daemon, "bob", nothing).await;
+    let (carol_id, carol_secret) = user(&daemon, "carol", nothing).await;
+    let bob_arn = format!("arn:keyhaven:iam::{}:user/bob", daemon.account_id);
+    let mut env = root_environment(&daemon);
+    env.extend(
+        [
+            ("KEY_ID", key.key_id.clone()),
+            ("BOB_ACCESS_KEY_ID", bob_id),
+            ("BOB_SECRET_ACCESS_KEY", bob_secret),
+            ("BOB_ARN", bob_arn.clone()),
+            ("CAROL_ACCESS_KEY_ID", carol_id),
+            ("CAROL_SECRET_ACCESS_KEY", carol_secret),
+            (
+                "CAROL_ARN",
+                format!("arn:keyhaven:iam::{}:user/carol", daemon.account_id),
+            ),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    run_script("aws_grants.py", env, "grants complete").await;
+    let records = audit_lines(&daemon);
+    let granted = records
+        .iter()
+        .find(|r| {
+            r["door"] == "aws"
+                && r["operation"] == "kms:Encrypt"
+                && r["principal"] == bob_arn
+                && r["outcome"]["code"] == "Ok"
+        })
+        .expect("bob's Encrypt through the AWS door");
+    assert_eq!(
+        granted["grants"].as_array().map(Vec::len),
+        Some(1),
+        "{granted}"
+    );
+    for operation in ["kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant"] {
+        assert!(
+            records.iter().any(|r| r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["code"] == "Ok"),
+            "{operation}"
+        );
+    }
+}

@@ -16,6 +16,10 @@
 //! rather than on the alias ARN. Judging the two on different resources would let a policy
 //! written for `alias/app-*` tell which aliases exist.
 //!
+//! A key's grants are the third source of an Allow: the grants of the key whose grantee is
+//! the caller (and still the principal the grant was made for) are handed to the evaluator as
+//! data, and a call a grant allowed names the grant in its audit record.
+//!
 //! Aliases themselves (CreateAlias, UpdateAlias, DeleteAlias) are no resource-policy resources:
 //! the alias ARN is decided by the caller's identity policies alone ([`Authorizer::alias`]).
 
@@ -25,8 +29,8 @@ use crate::clock::{UnixSeconds, rfc3339};
 use crate::iam::{EntityType, IamService};
 use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
 use crate::policy::{
-    DeferredKeys, Identity, NamedPolicy, PolicyDecision, Request as PolicyRequest, RequestContext,
-    evaluate,
+    DeferredKeys, GrantAsk, GrantRule, Identity, NamedPolicy, PolicyDecision,
+    Request as PolicyRequest, RequestContext, evaluate_with_grants,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -144,6 +148,47 @@ impl Authorizer {
         resource_policy: Option<&NamedPolicy>,
         context: &RequestContext,
     ) -> PolicyDecision {
+        self.decide_with_grants(
+            call,
+            action,
+            resource,
+            resource_policy,
+            context,
+            &[],
+            &GrantAsk::Plain,
+        )
+    }
+
+    /// The grants of a key that may speak for `principal` now: those naming it (or the role
+    /// of its session) whose grantee still is the principal the grant was made for (a user or
+    /// role deleted and made again is another).
+    pub fn grant_rules(&self, key: uuid::Uuid, principal: &Principal) -> Vec<GrantRule> {
+        let principals = principal.policy_arns(self.iam.partition());
+        self.keys
+            .grants_for(key, &principals)
+            .iter()
+            .filter(|g| match &g.grantee_unique_id {
+                None => true,
+                Some(id) => grantee_entity(&g.grantee)
+                    .and_then(|(kind, name)| self.iam.unique_id(kind, name))
+                    .is_some_and(|now| &now == id),
+            })
+            .map(|g| g.rule())
+            .collect()
+    }
+
+    /// [`Authorizer::decide`] with a key's grants (see [`Authorizer::grant_rules`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_with_grants(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+        resource_policy: Option<&NamedPolicy>,
+        context: &RequestContext,
+        grants: &[GrantRule],
+        ask: &GrantAsk<'_>,
+    ) -> PolicyDecision {
         let principal = &call.caller.principal;
         let principals = principal.policy_arns(self.iam.partition());
         let root = format!(
@@ -159,8 +204,14 @@ impl Authorizer {
             context,
         };
         match self.iam.identity_policies(principal) {
-            None => evaluate(&request, resource_policy, &Identity::Root),
-            Some(policies) => evaluate(&request, resource_policy, &Identity::Policies(&policies)),
+            None => evaluate_with_grants(&request, resource_policy, &Identity::Root, grants, ask),
+            Some(policies) => evaluate_with_grants(
+                &request,
+                resource_policy,
+                &Identity::Policies(&policies),
+                grants,
+                ask,
+            ),
         }
     }
 
@@ -255,7 +306,8 @@ impl Authorizer {
         self.require(call, action, &arn, None, context)
     }
 
-    /// Authorises `action` on the key `key` names; returns the key.
+    /// Authorises `action` on the key `key` names (by its policy, the caller's identity
+    /// policies and the key's grants, asked `ask`); returns the key.
     pub fn key(
         &self,
         call: &CallContext,
@@ -263,6 +315,7 @@ impl Authorizer {
         key: &str,
         include_deleted: bool,
         context: &RequestContext,
+        ask: &GrantAsk<'_>,
     ) -> Result<Arc<KeyRecord>, KeyError> {
         match self.keys.lookup(key, include_deleted) {
             Ok(record) => {
@@ -275,10 +328,20 @@ impl Authorizer {
                     .set("kms:KeySpec", record.spec.as_str())
                     .set("kms:KeyUsage", record.usage.as_str())
                     .set("kms:KeyOrigin", record.origin.clone());
-                if self
-                    .decide(call, action, &arn, Some(&policy), &context)
-                    .allowed()
-                {
+                let grants = self.grant_rules(record.id, &call.caller.principal);
+                let decision = self.decide_with_grants(
+                    call,
+                    action,
+                    &arn,
+                    Some(&policy),
+                    &context,
+                    &grants,
+                    ask,
+                );
+                if decision.allowed() {
+                    if let Some(grant) = decision.deciding_grant {
+                        call.audit.add_grant(grant);
+                    }
                     Ok(record)
                 } else {
                     tracing::info!(principal = %call.caller.principal.arn, action, key = %record.id, "access denied");
@@ -309,9 +372,10 @@ impl Authorizer {
         action: &str,
         key_id: uuid::Uuid,
         context: &RequestContext,
+        ask: &GrantAsk<'_>,
     ) -> Result<(), KeyError> {
         let id = key_id.hyphenated().to_string();
-        match self.key(call, action, &id, false, context) {
+        match self.key(call, action, &id, false, context, ask) {
             Err(KeyError::NotFound(_)) => Err(KeyError::InvalidCiphertext),
             other => other.map(|_| ()),
         }
@@ -328,5 +392,21 @@ impl Authorizer {
     ) -> bool {
         self.decide(call, "kms:PutKeyPolicy", key_arn, Some(policy), context)
             .allowed()
+    }
+}
+
+/// The IAM entity a grantee ARN names in this service's account form (`…:user/NAME`,
+/// `…:role/NAME`, the last path segment being the name), if it names one.
+pub fn grantee_entity(arn: &str) -> Option<(EntityType, &str)> {
+    let resource = arn.splitn(6, ':').nth(5)?;
+    if arn.split(':').nth(2) != Some("iam") {
+        return None;
+    }
+    let (kind, rest) = resource.split_once('/')?;
+    let name = rest.rsplit('/').next()?;
+    match kind {
+        "user" => Some((EntityType::User, name)),
+        "role" => Some((EntityType::Role, name)),
+        _ => None,
     }
 }

@@ -68,6 +68,15 @@ impl AuditSlot {
         }
     }
 
+    /// Names a grant that allowed the call (or that the call made or ended).
+    pub fn add_grant(&self, grant_id: String) {
+        if let Ok(mut note) = self.0.lock()
+            && !note.grants.contains(&grant_id)
+        {
+            note.grants.push(grant_id);
+        }
+    }
+
     pub fn add_context(&self, pairs: &std::collections::BTreeMap<String, String>) {
         if let Ok(mut note) = self.0.lock() {
             note.encryption_context.extend(pairs.clone());
@@ -402,6 +411,8 @@ mod tests {
             "kms:ListAliases",
             "kms:GetKeyPolicy",
             "kms:ListOrphanedKeyMaterial",
+            "kms:ListGrants",
+            "kms:ListRetirableGrants",
             "iam:ListUsers",
             "iam:GetEntityPolicy",
             "iam:SimulatePrincipalPolicy",
@@ -414,6 +425,9 @@ mod tests {
             "kms:ScheduleKeyDeletion",
             "kms:PutKeyPolicy",
             "kms:DestroyOrphanedKeyMaterial",
+            "kms:CreateGrant",
+            "kms:RetireGrant",
+            "kms:RevokeGrant",
             "iam:CreateAccessKey",
             "iam:PutEntityPolicy",
             "sts:AssumeRole",

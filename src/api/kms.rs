@@ -1,6 +1,10 @@
 //! `keyhaven.v1.KeyManagementService`: each gRPC method is a conversion onto the
 //! transport-neutral [`KmsOperations`]: the authenticated call's context from the request's
 //! extensions, the message in, the answer or the mapped error out.
+//!
+//! Grant tokens travel beside the message, as `x-keyhaven-grant-token` metadata (one entry per
+//! token; the messages, shared with the AWS door, carry them only on CreateGrant): every one is
+//! checked before the operation, as the AWS door checks `GrantTokens`.
 
 use super::call_context as caller;
 use super::operations::KmsOperations;
@@ -19,7 +23,20 @@ impl KmsApi {
     }
 }
 
-/// The trait's methods, each the same three steps onto the operation of its name.
+/// The metadata entry a grant token travels in, on any KMS call.
+pub const GRANT_TOKEN_METADATA: &str = "x-keyhaven-grant-token";
+
+/// The grant tokens a call's metadata carries (an entry that is not text is kept as a token
+/// that no grant has, so that it is refused rather than ignored).
+fn grant_tokens(metadata: &tonic::metadata::MetadataMap) -> Vec<String> {
+    metadata
+        .get_all(GRANT_TOKEN_METADATA)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// The trait's methods, each the same steps onto the operation of its name.
 macro_rules! grpc_methods {
     ($($name:ident: $request:ident => $response:ident,)*) => {
         #[tonic::async_trait]
@@ -30,6 +47,8 @@ macro_rules! grpc_methods {
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
                     let call = caller(&request)?;
+                    self.operations
+                        .accept_grant_tokens(&grant_tokens(request.metadata()))?;
                     let answer = self.operations.$name(&call, request.into_inner()).await?;
                     Ok(Response::new(answer))
                 }
@@ -74,4 +93,9 @@ grpc_methods! {
     sign: SignRequest => SignResponse,
     verify: VerifyRequest => VerifyResponse,
     get_public_key: GetPublicKeyRequest => GetPublicKeyResponse,
+    create_grant: CreateGrantRequest => CreateGrantResponse,
+    list_grants: ListGrantsRequest => ListGrantsResponse,
+    list_retirable_grants: ListRetirableGrantsRequest => ListGrantsResponse,
+    retire_grant: RetireGrantRequest => RetireGrantResponse,
+    revoke_grant: RevokeGrantRequest => RevokeGrantResponse,
 }

@@ -20,7 +20,7 @@ pub use auth_layer::{AuditSlot, AuthLayer, REQUEST_ID_HEADER, operation_name};
 pub use authorize::{Authorizer, CallContext};
 pub use gateway::{Door, Gateway};
 pub use iam::IamApi;
-pub use kms::KmsApi;
+pub use kms::{GRANT_TOKEN_METADATA, KmsApi};
 pub use status::{ApiError, ERROR_DOMAIN, reason_of};
 
 /// Largest encoded request message the daemon accepts (plaintext ≤ 4096 bytes plus context).

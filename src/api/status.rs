@@ -118,6 +118,7 @@ impl From<KeyError> for ApiError {
             KeyError::UnsupportedOperation(_) => {
                 (Code::FailedPrecondition, "UnsupportedOperationException")
             }
+            KeyError::InvalidGrantToken(_) => (Code::InvalidArgument, "InvalidGrantTokenException"),
             KeyError::InvalidMac => (Code::InvalidArgument, "KMSInvalidMacException"),
             KeyError::InvalidSignature => (Code::InvalidArgument, "KMSInvalidSignatureException"),
             KeyError::Internal(detail) => {

@@ -2,8 +2,8 @@
 //!
 //! A call that may change state writes two records: `request` before the handler runs (if it
 //! cannot be written the call is refused with `UNAVAILABLE` and nothing happens), and
-//! `response` after, with the keys used, the encryption-context keys (values only as HMACs),
-//! the outcome and the duration. A call that changes nothing (the cryptographic operations,
+//! `response` after, with the keys used, the grants that allowed the call (or that it made or
+//! ended), the encryption-context keys (values only as HMACs), the outcome and the duration. A call that changes nothing (the cryptographic operations,
 //! DescribeKey, ListKeys, IAM's reads, GetCallerIdentity, …) writes one `call` record after its
 //! handler, before its answer leaves: if it cannot be written the answer is replaced by
 //! `UNAVAILABLE`, so no plaintext or ciphertext is ever handed out unrecorded. A call refused
@@ -120,6 +120,9 @@ pub struct AuditRecord {
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub keys: Vec<String>,
+    /// Grant ids: those that allowed the call, or that it made or ended.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub grants: Vec<String>,
     /// Encryption-context keys with HMAC-SHA256 of their values (hex), never the values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub encryption_context: BTreeMap<String, String>,
@@ -166,6 +169,8 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote {
     pub keys: Vec<String>,
+    /// Grants that allowed the call, or that it made or ended.
+    pub grants: Vec<String>,
     pub encryption_context: BTreeMap<String, String>,
 }
 
@@ -497,6 +502,12 @@ impl AuditLog {
                 .keys
                 .into_iter()
                 .map(|k| printable(k, MAX_NAME))
+                .collect(),
+            grants: entry
+                .note
+                .grants
+                .into_iter()
+                .map(|g| printable(g, MAX_NAME))
                 .collect(),
             encryption_context,
             outcome: entry.outcome,

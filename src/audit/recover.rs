@@ -148,6 +148,7 @@ mod tests {
             certificate: None,
             source: None,
             keys: Vec::new(),
+            grants: Vec::new(),
             encryption_context: Default::default(),
             outcome: None,
             duration_us: None,

@@ -50,7 +50,7 @@ impl std::fmt::Display for CliError {
     }
 }
 
-type CliResult = Result<(), CliError>;
+pub(crate) type CliResult = Result<(), CliError>;
 
 /// What every client command gets.
 pub struct Context {

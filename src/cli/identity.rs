@@ -734,28 +734,34 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
                 .iter()
                 .map(|m| json!({ "SourcePolicyId": m.source_policy_id, "Sid": m.sid }))
                 .collect();
-            out.print(
-                json!({
-                    "EvalActionName": action,
-                    "EvalResourceName": resource,
-                    "EvalDecision": r.eval_decision,
-                    "MatchedStatements": matched,
-                }),
-                || {
-                    let decided_by = r
-                        .matched_statements
-                        .first()
-                        .map(|m| {
-                            if m.sid.is_empty() {
-                                format!(" (by {})", m.source_policy_id)
-                            } else {
-                                format!(" (by {}, statement {})", m.source_policy_id, m.sid)
-                            }
-                        })
-                        .unwrap_or_default();
+            let mut answer = json!({
+                "EvalActionName": action,
+                "EvalResourceName": resource,
+                "EvalDecision": r.eval_decision,
+                "MatchedStatements": matched,
+            });
+            // Only when a grant, not a policy, allowed the action.
+            if !r.deciding_grant_id.is_empty() {
+                answer["DecidingGrantId"] = json!(r.deciding_grant_id);
+            }
+            out.print(answer, || {
+                let decided_by = r
+                    .matched_statements
+                    .first()
+                    .map(|m| {
+                        if m.sid.is_empty() {
+                            format!(" (by {})", m.source_policy_id)
+                        } else {
+                            format!(" (by {}, statement {})", m.source_policy_id, m.sid)
+                        }
+                    })
+                    .unwrap_or_default();
+                if r.deciding_grant_id.is_empty() {
                     format!("{}{decided_by}", r.eval_decision)
-                },
-            );
+                } else {
+                    format!("{} (by grant {})", r.eval_decision, r.deciding_grant_id)
+                }
+            });
         }
     }
     Ok(())

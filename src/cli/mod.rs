@@ -8,6 +8,7 @@ mod audit;
 pub mod bench;
 mod certificates;
 mod commands;
+mod grants;
 mod identity;
 mod keystore;
 mod output;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Manage aliases.
     #[command(subcommand)]
     Alias(commands::AliasCommand),
+    /// Manage grants: narrow, revocable use of one key by one principal.
+    #[command(subcommand)]
+    Grant(grants::GrantCommand),
     /// Encrypt stdin (at most 4096 bytes); prints the base64 ciphertext blob.
     Encrypt(commands::EncryptArgs),
     /// Decrypt a base64 ciphertext blob from stdin; prints the plaintext.
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve::serve(*args),
         Command::Key(command) => commands::run_client(client, |c| commands::key(c, command)),
         Command::Alias(command) => commands::run_client(client, |c| commands::alias(c, command)),
+        Command::Grant(command) => commands::run_client(client, |c| grants::grant(c, command)),
         Command::Encrypt(args) => commands::run_client(client, |c| commands::encrypt(c, args)),
         Command::Decrypt(args) => commands::run_client(client, |c| commands::decrypt(c, args)),
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),

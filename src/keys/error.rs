@@ -46,6 +46,9 @@ pub enum KeyError {
     /// Verify: the signature does not verify.
     #[error("the signature is not valid for the message, key and signing algorithm given")]
     InvalidSignature,
+    /// A grant token this service did not make, or for a grant that has ended.
+    #[error("{0}")]
+    InvalidGrantToken(String),
     #[error("internal error")]
     Internal(String),
 }

@@ -18,8 +18,9 @@ pub use model::{
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
-    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_KEY_POLICY,
-    MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE, MacAnswer, MessageType, Orphan,
-    PendingGeneration, PublicKey, Reconciliation, Signed, mac_algorithm, signing_algorithm,
-    validate_alias_name, validate_key_policy_size,
+    AliasEntry, DataKeySize, Decrypted, Grant, KeyService, KeyServiceConfig, ListPage,
+    MAX_GRANT_RECORD, MAX_KEY_POLICY, MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE, MacAnswer,
+    MessageType, NewGrant, Orphan, PendingGeneration, PublicKey, Reconciliation, Signed,
+    mac_algorithm, signing_algorithm, validate_alias_name, validate_key_policy_size,
+    validate_new_grant,
 };

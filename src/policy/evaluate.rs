@@ -8,11 +8,15 @@
 //! 5. Requests without a resource policy (`kms:CreateKey`, `iam:*`, …) are decided by the
 //!    identity policies alone.
 //!
+//! 6. Otherwise a grant of the key (see [`super::grants`]) for the caller, its operation and
+//!    the request's encryption context allows; the grant is named in the decision.
+//!
 //! The account root's identity is unrestricted (like AWS's root user), but a key policy that
 //! does not allow the root keeps even the root out.
 
 use super::condition::RequestContext;
 use super::document::{Effect, Matcher, Policy, PrincipalMatch, Statement};
+use super::grants::{GrantAsk, GrantRule};
 use super::{variables, wildcard};
 use std::sync::Arc;
 
@@ -75,6 +79,8 @@ pub struct PolicyDecision {
     pub decision: Decision,
     /// `None` for an implicit deny, and for what the root's identity allows by itself.
     pub deciding_statement: Option<MatchedStatement>,
+    /// The grant that allowed the request, when no policy did.
+    pub deciding_grant: Option<String>,
 }
 
 impl PolicyDecision {
@@ -184,11 +190,47 @@ fn decided(decision: Decision, statement: Option<MatchedStatement>) -> PolicyDec
     PolicyDecision {
         decision,
         deciding_statement: statement,
+        deciding_grant: None,
     }
 }
 
 /// Decides `request` under an optional resource policy and the caller's identity.
 pub fn evaluate(
+    request: &Request<'_>,
+    resource_policy: Option<&NamedPolicy>,
+    identity: &Identity<'_>,
+) -> PolicyDecision {
+    evaluate_with_grants(request, resource_policy, identity, &[], &GrantAsk::Plain)
+}
+
+/// As [`evaluate`], with the grants of the request's resource: one that allows the request
+/// allows it when no policy does, and never against an explicit `Deny`.
+pub fn evaluate_with_grants(
+    request: &Request<'_>,
+    resource_policy: Option<&NamedPolicy>,
+    identity: &Identity<'_>,
+    grants: &[GrantRule],
+    ask: &GrantAsk<'_>,
+) -> PolicyDecision {
+    let decision = evaluate_policies(request, resource_policy, identity);
+    if decision.decision != Decision::ImplicitDeny {
+        return decision;
+    }
+    // 6. A grant.
+    match grants
+        .iter()
+        .find(|g| g.allows(request.principals, request.action, ask))
+    {
+        Some(grant) => PolicyDecision {
+            decision: Decision::Allowed,
+            deciding_statement: None,
+            deciding_grant: Some(grant.grant_id.clone()),
+        },
+        None => decision,
+    }
+}
+
+fn evaluate_policies(
     request: &Request<'_>,
     resource_policy: Option<&NamedPolicy>,
     identity: &Identity<'_>,
@@ -265,6 +307,102 @@ mod tests {
             context.add_spelling(&format!("kms:EncryptionContext:{key}"), *value);
         }
         context
+    }
+
+    fn grant_decision(
+        key_policy: &str,
+        identity_policy: &str,
+        grants: &[GrantRule],
+        action: &str,
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> PolicyDecision {
+        let policies = [NamedPolicy {
+            name: "user/bob/p".into(),
+            policy: Arc::new(Policy::parse(identity_policy, PolicyKind::Identity).unwrap()),
+        }];
+        let key_policy = NamedPolicy {
+            name: "key policy".into(),
+            policy: Arc::new(Policy::parse(key_policy, PolicyKind::Resource).unwrap()),
+        };
+        let principals = ["arn:aws:iam::111122223333:user/bob".to_string()];
+        let empty = RequestContext::new();
+        let request = Request {
+            principals: &principals,
+            account_root: "arn:aws:iam::111122223333:root",
+            action,
+            resource: "arn:aws:kms:us-east-1:111122223333:key/k",
+            context: &empty,
+        };
+        evaluate_with_grants(
+            &request,
+            Some(&key_policy),
+            &Identity::Policies(&policies),
+            grants,
+            &GrantAsk::Context(context),
+        )
+    }
+
+    /// The evaluation table's grant rows: a grant allows its grantee what no policy does; a
+    /// policy's Allow is reported before a grant; an explicit Deny in the key policy or an
+    /// identity policy overrides the grant; a constraint the request's context does not meet
+    /// leaves the grant out.
+    #[test]
+    fn grants_allow_beside_policies_and_never_against_a_deny() {
+        use crate::policy::grants::GrantConstraint;
+        let root_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+        let deny_decrypt = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},
+            {"Sid":"NoDecrypt","Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}"#;
+        let nothing = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:GetUser","Resource":"*"}]}"#;
+        let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Sid":"All","Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#;
+        let deny_identity = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Stop","Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}]}"#;
+        let tenant: std::collections::BTreeMap<String, String> =
+            [("Tenant".to_string(), "a".to_string())].into();
+        let grant = |constraint| GrantRule {
+            grant_id: "g1".into(),
+            grantee: "arn:aws:iam::111122223333:user/bob".into(),
+            operations: vec!["Decrypt".into()],
+            constraint,
+        };
+        let open = [grant(GrantConstraint::None)];
+        let d = grant_decision(root_only, nothing, &open, "kms:Decrypt", &tenant);
+        assert_eq!(d.decision, Decision::Allowed);
+        assert_eq!(d.deciding_grant.as_deref(), Some("g1"));
+        assert_eq!(d.deciding_statement, None);
+        // Not an operation of the grant.
+        let d = grant_decision(root_only, nothing, &open, "kms:Encrypt", &tenant);
+        assert_eq!(
+            (d.decision, d.deciding_grant),
+            (Decision::ImplicitDeny, None)
+        );
+        // A policy allows first: no grant is named.
+        let d = grant_decision(root_only, allow_all, &open, "kms:Decrypt", &tenant);
+        assert_eq!((d.decision, d.deciding_grant), (Decision::Allowed, None));
+        // Explicit denies win, in the key policy and in an identity policy.
+        let d = grant_decision(deny_decrypt, nothing, &open, "kms:Decrypt", &tenant);
+        assert_eq!(d.decision, Decision::ExplicitDeny);
+        assert_eq!(d.deciding_grant, None);
+        let d = grant_decision(root_only, deny_identity, &open, "kms:Decrypt", &tenant);
+        assert_eq!(d.decision, Decision::ExplicitDeny);
+        // Constraints.
+        let pairs = |v: &str| [("tenant".to_string(), v.to_string())].into();
+        let equals = [grant(GrantConstraint::EncryptionContextEquals(pairs("a")))];
+        let d = grant_decision(root_only, nothing, &equals, "kms:Decrypt", &tenant);
+        assert_eq!(d.decision, Decision::Allowed);
+        let other = [grant(GrantConstraint::EncryptionContextEquals(pairs("b")))];
+        let d = grant_decision(root_only, nothing, &other, "kms:Decrypt", &tenant);
+        assert_eq!(d.decision, Decision::ImplicitDeny);
+        let subset = [grant(GrantConstraint::EncryptionContextSubset(pairs("a")))];
+        let wider: std::collections::BTreeMap<String, String> = [
+            ("TENANT".to_string(), "a".to_string()),
+            ("x".to_string(), "y".to_string()),
+        ]
+        .into();
+        let d = grant_decision(root_only, nothing, &subset, "kms:Decrypt", &wider);
+        assert_eq!(d.decision, Decision::Allowed);
+        let d = grant_decision(root_only, nothing, &equals, "kms:Decrypt", &wider);
+        assert_eq!(d.decision, Decision::ImplicitDeny);
     }
 
     /// A `Resource` naming a variable on a key the request spelt several ways: the Deny applies

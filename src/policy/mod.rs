@@ -1,13 +1,15 @@
 //! Policy documents with AWS IAM semantics: parse, validate, evaluate, simulate; findings
 //! about a document in the manner of IAM Access Analyzer ([`validate`]).
 //!
-//! [`evaluate`] is the one function that authorises every gRPC operation; the policy
-//! simulator calls it too, so what it answers is what the daemon does.
+//! [`evaluate_with_grants`] is the one function that authorises every operation (with a key's
+//! grants as data, see [`grants`]; [`evaluate`] is it without grants); the policy simulator
+//! calls it too, so what it answers is what the daemon does.
 
 mod condition;
 mod condition_keys;
 mod document;
 mod evaluate;
+pub mod grants;
 mod validate;
 mod variables;
 mod wildcard;
@@ -21,6 +23,8 @@ pub use document::{
 };
 pub use evaluate::{
     Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
+    evaluate_with_grants,
 };
+pub use grants::{GrantAsk, GrantConstraint, GrantRule};
 pub use validate::{AUTHORISED_ACTIONS, Finding, FindingType, validate};
 pub use wildcard::matches as wildcard_matches;

@@ -31,6 +31,10 @@ pub struct ConfigFile {
     pub key_quota: Option<usize>,
     /// Most aliases the account may hold.
     pub alias_quota: Option<usize>,
+    /// Most grants one key may hold.
+    pub grants_per_key: Option<usize>,
+    /// Most bytes of grant records the account may hold in all.
+    pub grant_bytes: Option<usize>,
     /// Most on-demand rotations of one key.
     pub on_demand_rotation_quota: Option<u32>,
     /// Most IAM users, groups and roles the account may hold.
@@ -359,6 +363,10 @@ pub struct DaemonConfig {
     pub region: String,
     pub key_quota: usize,
     pub alias_quota: usize,
+    /// Most grants one key may hold (AWS KMS: 50,000).
+    pub grants_per_key: usize,
+    /// Most bytes of grant records in all (a bound AWS does not state; 256 MiB here).
+    pub grant_bytes: usize,
     pub on_demand_rotation_quota: u32,
     /// Users, groups and roles the account may hold, and live sessions per role.
     pub iam_quotas: IamQuotas,
@@ -406,6 +414,8 @@ impl DaemonConfig {
             region: "local".into(),
             key_quota: 100_000,
             alias_quota: 50_000,
+            grants_per_key: 50_000,
+            grant_bytes: 256 << 20,
             on_demand_rotation_quota: 25,
             iam_quotas: IamQuotas::default(),
             rotation_period_days: 365,
@@ -480,6 +490,12 @@ impl DaemonConfig {
         }
         if let Some(quota) = file.alias_quota {
             config.alias_quota = quota;
+        }
+        if let Some(quota) = file.grants_per_key {
+            config.grants_per_key = quota;
+        }
+        if let Some(quota) = file.grant_bytes {
+            config.grant_bytes = quota;
         }
         if let Some(quota) = file.on_demand_rotation_quota {
             config.on_demand_rotation_quota = quota;
@@ -623,6 +639,8 @@ impl DaemonConfig {
         for (name, quota) in [
             ("key_quota", self.key_quota),
             ("alias_quota", self.alias_quota),
+            ("grants_per_key", self.grants_per_key),
+            ("grant_bytes", self.grant_bytes),
             (
                 "on_demand_rotation_quota",
                 self.on_demand_rotation_quota as usize,
@@ -714,6 +732,8 @@ mod tests {
         assert_eq!(config.region, defaults.region);
         assert_eq!(config.key_quota, defaults.key_quota);
         assert_eq!(config.alias_quota, defaults.alias_quota);
+        assert_eq!(config.grants_per_key, defaults.grants_per_key);
+        assert_eq!(config.grant_bytes, defaults.grant_bytes);
         assert_eq!(
             config.on_demand_rotation_quota,
             defaults.on_demand_rotation_quota
@@ -995,6 +1015,8 @@ mod tests {
                 "unauthenticated_rate_per_second and unauthenticated_burst must be at least 1",
             ),
             ("alias_quota = 0", "alias_quota must be at least 1"),
+            ("grants_per_key = 0", "grants_per_key must be at least 1"),
+            ("grant_bytes = 0", "grant_bytes must be at least 1"),
             (
                 "on_demand_rotation_quota = 0",
                 "on_demand_rotation_quota must be at least 1",

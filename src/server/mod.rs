@@ -349,6 +349,8 @@ impl Daemon {
         key_config.region = config.region.clone();
         key_config.key_quota = config.key_quota;
         key_config.alias_quota = config.alias_quota;
+        key_config.grants_per_key = config.grants_per_key;
+        key_config.grant_bytes = config.grant_bytes;
         key_config.on_demand_rotation_quota = config.on_demand_rotation_quota;
         key_config.default_keystore = config.keystore.clone();
         key_config.default_rotation_period_days = config.rotation_period_days;

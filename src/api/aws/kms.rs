@@ -42,6 +42,19 @@ where
     })
 }
 
+/// The `GrantTokens` any KMS request may carry (checked for every operation, as AWS KMS
+/// does); none when the body is not JSON, which the operation then refuses.
+fn grant_tokens(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(rename = "GrantTokens", default)]
+        grant_tokens: Vec<String>,
+    }
+    serde_json::from_slice::<Tokens>(body)
+        .map(|t| t.grant_tokens)
+        .unwrap_or_default()
+}
+
 fn unknown_operation() -> ApiError {
     ApiError::new(
         Code::Unimplemented,
@@ -69,7 +82,10 @@ macro_rules! targets {
             body: &[u8],
         ) -> Result<Vec<u8>, ApiError> {
             match target.strip_prefix(TARGET_PREFIX) {
-                $(Some($target) => run(body, |r| operations.$operation(call, r)).await,)*
+                $(Some($target) => {
+                    operations.accept_grant_tokens(&grant_tokens(body))?;
+                    run(body, |r| operations.$operation(call, r)).await
+                })*
                 _ => Err(unknown_operation()),
             }
         }
@@ -105,6 +121,11 @@ targets! {
     "GenerateDataKey" => generate_data_key,
     "GenerateDataKeyWithoutPlaintext" => generate_data_key_without_plaintext,
     "GenerateRandom" => generate_random,
+    "CreateGrant" => create_grant,
+    "ListGrants" => list_grants,
+    "ListRetirableGrants" => list_retirable_grants,
+    "RetireGrant" => retire_grant,
+    "RevokeGrant" => revoke_grant,
 }
 
 #[cfg(test)]

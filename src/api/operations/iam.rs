@@ -10,7 +10,7 @@ use crate::auth::AccessKeyStatus;
 use crate::auth::certificate::{BoundKind, CertificateBinding, CertificateIdentity};
 use crate::iam::{EntityType, IamError, IamService};
 use crate::keys::KeyService;
-use crate::policy::{Identity, NamedPolicy, Request as PolicyRequest, evaluate};
+use crate::policy::{GrantAsk, NamedPolicy};
 use crate::proto::v1;
 use std::sync::Arc;
 
@@ -573,7 +573,18 @@ impl IamOperations {
             audit: call.audit.clone(),
         };
         let mut context = self.authorizer.base_context(&simulated, self.keys.now());
+        // The encryption context the entries describe, for grant constraints.
+        let mut encryption_context = std::collections::BTreeMap::new();
         for entry in r.context_entries {
+            if let Some(key) = entry
+                .key
+                .get(..22)
+                .filter(|p| p.eq_ignore_ascii_case("kms:EncryptionContext:"))
+                .and_then(|_| entry.key.get(22..))
+                && let Some(value) = entry.values.first()
+            {
+                encryption_context.insert(key.to_owned(), value.clone());
+            }
             context.set_all(&entry.key, entry.values);
         }
         // The resource policy: the key policy of a key, or the trust policy of a role. An alias
@@ -581,15 +592,19 @@ impl IamOperations {
         let alias_action = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
             .iter()
             .any(|a| a.eq_ignore_ascii_case(&r.action_name));
+        let mut grants = Vec::new();
         let (resource, resource_policy): (String, Option<NamedPolicy>) =
             match self.keys.lookup(&r.resource_arn, false) {
                 _ if alias_action && r.resource_arn.contains(":alias/") => {
                     (r.resource_arn.clone(), None)
                 }
-                Ok(record) => (
-                    self.keys.key_arn(record.id),
-                    Some(self.keys.key_policy(record.id)),
-                ),
+                Ok(record) => {
+                    grants = self.authorizer.grant_rules(record.id, &principal);
+                    (
+                        self.keys.key_arn(record.id),
+                        Some(self.keys.key_policy(record.id)),
+                    )
+                }
                 Err(_) => match super::sts::role_name(&self.iam, &r.resource_arn) {
                     Ok(role) if r.action_name.eq_ignore_ascii_case("sts:AssumeRole") => {
                         (r.resource_arn.clone(), self.iam.trust_policy(role))
@@ -597,25 +612,18 @@ impl IamOperations {
                     _ => (r.resource_arn.clone(), None),
                 },
             };
-        let principals = principal.policy_arns(self.iam.partition());
-        let root = self.iam.root_arn();
-        let policy_request = PolicyRequest {
-            principals: &principals,
-            account_root: &root,
-            action: &r.action_name,
-            resource: &resource,
-            context: &context,
-        };
-        let identity = self.iam.identity_policies(&principal);
-        let decision = match &identity {
-            None => evaluate(&policy_request, resource_policy.as_ref(), &Identity::Root),
-            Some(policies) => evaluate(
-                &policy_request,
-                resource_policy.as_ref(),
-                &Identity::Policies(policies),
-            ),
-        };
+        // The decision the call would get: the same evaluation, grants included.
+        let decision = self.authorizer.decide_with_grants(
+            &simulated,
+            &r.action_name,
+            &resource,
+            resource_policy.as_ref(),
+            &context,
+            &grants,
+            &GrantAsk::Context(&encryption_context),
+        );
         Ok(v1::SimulatePrincipalPolicyResponse {
+            deciding_grant_id: decision.deciding_grant.clone().unwrap_or_default(),
             eval_decision: decision.decision.as_str().into(),
             matched_statements: decision
                 .deciding_statement

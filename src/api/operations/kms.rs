@@ -11,7 +11,7 @@ use crate::api::authorize::{Authorizer, CallContext};
 use crate::api::status::ApiError;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
 use crate::keys::{DataKeySize, KeyError, KeyRecord, KeyService, KeySpec, KeyState};
-use crate::policy::{NamedPolicy, Policy, PolicyKind, RequestContext};
+use crate::policy::{GrantAsk, NamedPolicy, Policy, PolicyKind, RequestContext};
 use crate::proto::v1;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,8 +23,8 @@ const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
 /// The KMS operations over the key service, for every door.
 #[derive(Clone)]
 pub struct KmsOperations {
-    keys: Arc<KeyService>,
-    authorizer: Arc<Authorizer>,
+    pub(super) keys: Arc<KeyService>,
+    pub(super) authorizer: Arc<Authorizer>,
 }
 
 impl KmsOperations {
@@ -32,7 +32,7 @@ impl KmsOperations {
         Self { keys, authorizer }
     }
 
-    fn context(&self, call: &CallContext) -> RequestContext {
+    pub(super) fn context(&self, call: &CallContext) -> RequestContext {
         self.authorizer.base_context(call, self.keys.now())
     }
 
@@ -42,7 +42,7 @@ impl KmsOperations {
         let context = self.context(call);
         Ok(self
             .authorizer
-            .key(call, action, key, false, &context)?
+            .key(call, action, key, false, &context, &GrantAsk::Plain)?
             .id
             .hyphenated()
             .to_string())
@@ -65,9 +65,10 @@ impl KmsOperations {
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
         call.audit.add_context(encryption_context.pairs());
+        let ask = GrantAsk::Context(encryption_context.pairs());
         Ok(self
             .authorizer
-            .key(call, action, key, false, &context)?
+            .key(call, action, key, false, &context, &ask)?
             .id
             .hyphenated()
             .to_string())
@@ -88,9 +89,10 @@ impl KmsOperations {
         };
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        let ask = GrantAsk::Context(encryption_context.pairs());
         Ok(self
             .authorizer
-            .ciphertext_key(call, action, parsed.key_id, &context)?)
+            .ciphertext_key(call, action, parsed.key_id, &context, &ask)?)
     }
 
     fn metadata(&self, record: &KeyRecord) -> v1::KeyMetadata {
@@ -137,7 +139,7 @@ impl KmsOperations {
         }
     }
 
-    fn arn(&self, id: uuid::Uuid) -> String {
+    pub(super) fn arn(&self, id: uuid::Uuid) -> String {
         self.keys.key_arn(id)
     }
 }
@@ -208,9 +210,14 @@ impl KmsOperations {
         request: v1::DescribeKeyRequest,
     ) -> Outcome<v1::DescribeKeyResponse> {
         let context = self.context(call);
-        let record =
-            self.authorizer
-                .key(call, "kms:DescribeKey", &request.key_id, true, &context)?;
+        let record = self.authorizer.key(
+            call,
+            "kms:DescribeKey",
+            &request.key_id,
+            true,
+            &context,
+            &GrantAsk::Plain,
+        )?;
         Ok(v1::DescribeKeyResponse {
             key_metadata: Some(self.metadata(&record)),
         })
@@ -842,7 +849,9 @@ fn signing_key(
     context
         .set("kms:SigningAlgorithm", algorithm_name)
         .set("kms:MessageType", message_type.as_str());
-    let record = api.authorizer.key(call, action, key, false, &context)?;
+    let record = api
+        .authorizer
+        .key(call, action, key, false, &context, &GrantAsk::Plain)?;
     Ok(SigningRequest {
         key: record.id.hyphenated().to_string(),
         algorithm,
@@ -867,7 +876,9 @@ fn mac_key(
     let algorithm = crate::keys::mac_algorithm(algorithm)?;
     let mut context = api.context(call);
     context.set("kms:MacAlgorithm", algorithm.as_str());
-    let record = api.authorizer.key(call, action, key, false, &context)?;
+    let record = api
+        .authorizer
+        .key(call, action, key, false, &context, &GrantAsk::Plain)?;
     Ok((record.id.hyphenated().to_string(), algorithm))
 }
 
@@ -918,7 +929,7 @@ impl KmsOperations {
         let context = self.context(call);
         Ok(self
             .authorizer
-            .key(call, action, alias, false, &context)?
+            .key(call, action, alias, false, &context, &GrantAsk::Plain)?
             .id)
     }
 

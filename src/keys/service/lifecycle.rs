@@ -286,6 +286,11 @@ impl KeyService {
         for alias in &doomed {
             batch.delete(alias_record_name(alias));
         }
+        // Destroying the key ends its grants.
+        let _grants = self.grant_gate.lock().await;
+        for grant in self.grant_record_names(id) {
+            batch.delete(grant);
+        }
         self.change_key_locked(&entry, move |record| {
             record.mark_deleted(now)?;
             Ok(batch)
@@ -296,6 +301,7 @@ impl KeyService {
                 aliases.remove(alias);
             }
         }
+        self.forget_grants(id);
         entry.set_nonces(None);
         self.live_keys.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(key = %id, "key material destroyed; tombstone kept");

@@ -57,6 +57,10 @@ pub struct KeyServiceConfig {
     pub nonce_limit: u64,
     /// Encryption counts are reserved on disk this many at a time.
     pub nonce_reservation_block: u64,
+    /// Most grants one key may hold (AWS KMS: 50,000).
+    pub grants_per_key: usize,
+    /// Most bytes of grant records the account may hold in all.
+    pub grant_bytes: usize,
 }
 
 impl KeyServiceConfig {
@@ -72,6 +76,8 @@ impl KeyServiceConfig {
             default_rotation_period_days: 365,
             nonce_limit: 1 << 32,
             nonce_reservation_block: 1 << 20,
+            grants_per_key: 50_000,
+            grant_bytes: 256 << 20,
         }
     }
 }
@@ -243,6 +249,10 @@ pub struct KeyService {
     pending_deletion_uses: AtomicU64,
     /// Orphaned material per keystore, as last counted (start-up, or a listing).
     orphan_counts: RwLock<BTreeMap<String, i64>>,
+    /// Every key's grants.
+    grants: RwLock<grants::GrantTable>,
+    /// Serialises grant changes (so that the quotas hold under concurrent CreateGrant).
+    grant_gate: tokio::sync::Mutex<()>,
 }
 
 fn key_record_name(id: Uuid) -> Vec<u8> {
@@ -461,6 +471,7 @@ impl KeyService {
             })?;
             aliases.insert(alias.name.clone(), alias);
         }
+        let grants = grants::GrantTable::load(&store)?;
         let default_policy = Policy::parse(
             &default_key_policy(&config.partition, &config.account_id),
             PolicyKind::Resource,
@@ -481,6 +492,8 @@ impl KeyService {
             unavailable: RwLock::new(HashSet::new()),
             pending_deletion_uses: AtomicU64::new(0),
             orphan_counts: RwLock::new(BTreeMap::new()),
+            grants: RwLock::new(grants),
+            grant_gate: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -754,6 +767,7 @@ impl From<CommitError> for FailedChange {
 
 mod aliases;
 mod crypto;
+mod grants;
 mod journal;
 mod lifecycle;
 mod mac;
@@ -763,6 +777,7 @@ mod startup;
 mod tags;
 mod usage;
 
+pub use grants::{Grant, MAX_GRANT_RECORD, NewGrant, validate_new_grant};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
 pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};
