@@ -1461,8 +1461,14 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
 async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
     let d = TestDaemon::start(Backend::Pkcs11).await;
     let before = d.list_all_keys().await;
-    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
-        let refused = suite::create(&d, spec, "SIGN_VERIFY").await;
+    for (spec, usage) in [
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+        ("ECC_NIST_P384", "SIGN_VERIFY"),
+        ("ECC_NIST_P521", "SIGN_VERIFY"),
+        ("ECC_SECG_P256K1", "SIGN_VERIFY"),
+        ("RSA_2048", "SIGN_VERIFY"),
+    ] {
+        let refused = suite::create(&d, spec, usage).await;
         let message = refused
             .as_ref()
             .err()
@@ -1824,4 +1830,164 @@ async fn p384_keys_sign_with_ecdsa_sha_384_and_openssl_verifies() {
         Code::InvalidArgument,
         "KMSInvalidSignatureException",
     );
+}
+
+// ------------------------------------------- ECC_NIST_P521, ECC_SECG_P256K1 (sealed)
+
+/// P-521 keys sign with ECDSA_SHA_512 and secp256k1 keys with ECDSA_SHA_256, DER signatures
+/// that `openssl dgst -verify` accepts with the GetPublicKey DER; other algorithms, wrong
+/// digest lengths and flipped bits are refused; the keys survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p521_and_secp256k1_keys_sign_and_openssl_verifies() {
+    use sha2::Digest;
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    // (spec, algorithm, openssl digest, DER SPKI length, curve OID in the SPKI, digest)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        usize,
+        &'static [u8],
+        Vec<u8>,
+    );
+    let cases: [Case; 2] = [
+        (
+            "ECC_NIST_P521",
+            "ECDSA_SHA_512",
+            "-sha512",
+            158,
+            // secp521r1: 1.3.132.0.35
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+            sha2::Sha512::digest(b"a signed message").to_vec(),
+        ),
+        (
+            "ECC_SECG_P256K1",
+            "ECDSA_SHA_256",
+            "-sha256",
+            88,
+            // secp256k1: 1.3.132.0.10
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
+            sha2::Sha256::digest(b"a signed message").to_vec(),
+        ),
+    ];
+    let message = b"a signed message";
+    let mut made = Vec::new();
+    for (spec, algorithm, digest_option, spki_len, oid, digest) in &cases {
+        let key = suite::create(&d, spec, "SIGN_VERIFY").await.unwrap();
+        assert_eq!(key.key_spec, *spec);
+        assert_eq!(key.key_usage, "SIGN_VERIFY");
+        assert_eq!(key.signing_algorithms, vec![algorithm.to_string()]);
+        assert!(key.encryption_algorithms.is_empty(), "{key:?}");
+        let public = public_key(&d, &key.key_id).await.unwrap();
+        assert_eq!(public.signing_algorithms, vec![algorithm.to_string()]);
+        assert_eq!(public.public_key.len(), *spki_len, "{spec}");
+        assert!(
+            public.public_key.windows(oid.len()).any(|w| w == *oid),
+            "{spec}: the curve's OID is not in the public key"
+        );
+        let signed = sign(&d, &key.key_id, message, "RAW", algorithm)
+            .await
+            .unwrap();
+        assert_eq!(signed.signing_algorithm, *algorithm);
+        assert!(
+            openssl_verifies_with(
+                &public.public_key,
+                message,
+                &signed.signature,
+                digest_option,
+                &[]
+            ),
+            "{spec}: openssl refused the signature"
+        );
+        assert!(!openssl_verifies_with(
+            &public.public_key,
+            b"another message",
+            &signed.signature,
+            digest_option,
+            &[]
+        ));
+        // The same digest signed as DIGEST verifies as RAW, and the other way round.
+        let by_digest = sign(&d, &key.key_id, digest, "DIGEST", algorithm)
+            .await
+            .unwrap();
+        assert!(
+            verify(
+                &d,
+                &key.key_id,
+                message,
+                "RAW",
+                algorithm,
+                &by_digest.signature
+            )
+            .await
+            .unwrap()
+            .signature_valid
+        );
+        assert!(
+            verify(
+                &d,
+                &key.key_id,
+                digest,
+                "DIGEST",
+                algorithm,
+                &signed.signature
+            )
+            .await
+            .unwrap()
+            .signature_valid
+        );
+        assert_refused(
+            sign(&d, &key.key_id, &digest[..20], "DIGEST", algorithm).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+        for other in [
+            "ECDSA_SHA_256",
+            "ECDSA_SHA_384",
+            "ECDSA_SHA_512",
+            "RSASSA_PSS_SHA_256",
+        ] {
+            if other == *algorithm {
+                continue;
+            }
+            assert_refused(
+                sign(&d, &key.key_id, message, "RAW", other).await,
+                Code::InvalidArgument,
+                "InvalidKeyUsageException",
+            );
+        }
+        let mut flipped = signed.signature.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        assert_refused(
+            verify(&d, &key.key_id, message, "RAW", algorithm, &flipped).await,
+            Code::InvalidArgument,
+            "KMSInvalidSignatureException",
+        );
+        made.push((key.key_id, public.public_key, signed.signature));
+    }
+    // The two keys' signatures do not cross.
+    assert_refused(
+        verify(&d, &made[1].0, message, "RAW", "ECDSA_SHA_256", &made[0].2).await,
+        Code::InvalidArgument,
+        "KMSInvalidSignatureException",
+    );
+    d.restart().await;
+    for (i, (key, public, signature)) in made.iter().enumerate() {
+        assert_eq!(&public_key(&d, key).await.unwrap().public_key, public);
+        assert!(
+            verify(&d, key, message, "RAW", cases[i].1, signature)
+                .await
+                .unwrap()
+                .signature_valid
+        );
+        let again = sign(&d, key, message, "RAW", cases[i].1).await.unwrap();
+        assert!(openssl_verifies_with(
+            public,
+            message,
+            &again.signature,
+            cases[i].2,
+            &[]
+        ));
+    }
 }

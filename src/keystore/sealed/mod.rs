@@ -186,6 +186,20 @@ impl SealedKeyStore {
             .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-384 key")))
     }
 
+    /// A P-521 version's signing key (it zeroizes itself when dropped).
+    fn ecc_p521(&self, material: MaterialRef) -> Result<p521::ecdsa::SigningKey, KeyStoreError> {
+        let scalar = self.unwrap_material(material)?;
+        p521::ecdsa::SigningKey::from_slice(scalar.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a P-521 key")))
+    }
+
+    /// A secp256k1 version's signing key (it zeroizes itself when dropped).
+    fn ecc_k256(&self, material: MaterialRef) -> Result<k256::ecdsa::SigningKey, KeyStoreError> {
+        let scalar = self.unwrap_material(material)?;
+        k256::ecdsa::SigningKey::from_slice(scalar.expose())
+            .map_err(|_| KeyStoreError::Internal(format!("{material:?} is not a secp256k1 key")))
+    }
+
     /// An RSA version's private key (it zeroizes itself when dropped).
     fn rsa(&self, material: MaterialRef) -> Result<rsa::RsaPrivateKey, KeyStoreError> {
         use rsa::pkcs8::DecodePrivateKey;
@@ -463,6 +477,20 @@ impl KeyStore for SealedKeyStore {
             zeroize::Zeroize::zeroize(bytes.as_mut_slice());
             return self.wrap_material(material, key.expose());
         }
+        if spec == KeySpec::EccNistP521 {
+            let secret = p521::SecretKey::random(&mut rand::rngs::OsRng);
+            let mut bytes = secret.to_bytes();
+            let key = SecretBytes::new(bytes.to_vec());
+            zeroize::Zeroize::zeroize(bytes.as_mut_slice());
+            return self.wrap_material(material, key.expose());
+        }
+        if spec == KeySpec::EccSecgP256k1 {
+            let secret = k256::SecretKey::random(&mut rand::rngs::OsRng);
+            let mut bytes = secret.to_bytes();
+            let key = SecretBytes::new(bytes.to_vec());
+            zeroize::Zeroize::zeroize(bytes.as_mut_slice());
+            return self.wrap_material(material, key.expose());
+        }
         if spec == KeySpec::EccNistP256 {
             // The private scalar; the secret key zeroizes itself, and its bytes go straight
             // into a zeroizing buffer.
@@ -496,6 +524,22 @@ impl KeyStore for SealedKeyStore {
             (KeySpec::EccNistP384, SigningAlgorithm::EcdsaSha384) => {
                 let key = self.ecc_p384(material)?;
                 let signature: p384::ecdsa::Signature = key
+                    .sign_prehash(digest)
+                    .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            (KeySpec::EccNistP521, SigningAlgorithm::EcdsaSha512) => {
+                use p521::ecdsa::signature::hazmat::RandomizedPrehashSigner;
+                let key = self.ecc_p521(material)?;
+                // RFC 6979 with added randomness (`p521` offers no purely deterministic form).
+                let signature: p521::ecdsa::Signature = key
+                    .sign_prehash_with_rng(&mut rand::rngs::OsRng, digest)
+                    .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            (KeySpec::EccSecgP256k1, SigningAlgorithm::EcdsaSha256) => {
+                let key = self.ecc_k256(material)?;
+                let signature: k256::ecdsa::Signature = key
                     .sign_prehash(digest)
                     .map_err(|_| KeyStoreError::Internal("ECDSA signing failed".into()))?;
                 Ok(signature.to_der().as_bytes().to_vec())
@@ -535,6 +579,19 @@ impl KeyStore for SealedKeyStore {
                 .to_public_key_der()
                 .map(|der| der.as_bytes().to_vec())
                 .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
+            KeySpec::EccNistP521 => p521::PublicKey::from_affine(
+                *p521::ecdsa::VerifyingKey::from(&self.ecc_p521(material)?).as_affine(),
+            )
+            .map_err(|e| KeyStoreError::Internal(format!("P-521 public key: {e}")))?
+            .to_public_key_der()
+            .map(|der| der.as_bytes().to_vec())
+            .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}"))),
+            KeySpec::EccSecgP256k1 => {
+                k256::PublicKey::from(self.ecc_k256(material)?.verifying_key())
+                    .to_public_key_der()
+                    .map(|der| der.as_bytes().to_vec())
+                    .map_err(|e| KeyStoreError::Internal(format!("public key encoding: {e}")))
+            }
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 rsa::RsaPublicKey::from(&self.rsa(material)?)
                     .to_public_key_der()
