@@ -74,4 +74,7 @@ grpc_methods! {
     sign: SignRequest => SignResponse,
     verify: VerifyRequest => VerifyResponse,
     get_public_key: GetPublicKeyRequest => GetPublicKeyResponse,
+    derive_shared_secret: DeriveSharedSecretRequest => DeriveSharedSecretResponse,
+    generate_data_key_pair: GenerateDataKeyPairRequest => GenerateDataKeyPairResponse,
+    generate_data_key_pair_without_plaintext: GenerateDataKeyPairWithoutPlaintextRequest => GenerateDataKeyPairWithoutPlaintextResponse,
 }

@@ -642,6 +642,7 @@ pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
         key_id: args.key,
         plaintext: plaintext.expose().clone(),
         encryption_context: parse_pairs(&args.context, "context")?,
+        ..Default::default()
     };
     let r = client
         .kms()
@@ -873,6 +874,7 @@ pub async fn decrypt(ctx: Context, args: DecryptArgs) -> CliResult {
         ciphertext_blob: read_blob_from_stdin()?,
         encryption_context: parse_pairs(&args.context, "context")?,
         key_id: args.key.unwrap_or_default(),
+        ..Default::default()
     };
     let r = client
         .kms()

@@ -105,6 +105,14 @@ targets! {
     "GenerateDataKey" => generate_data_key,
     "GenerateDataKeyWithoutPlaintext" => generate_data_key_without_plaintext,
     "GenerateRandom" => generate_random,
+    "GenerateMac" => generate_mac,
+    "VerifyMac" => verify_mac,
+    "Sign" => sign,
+    "Verify" => verify,
+    "GetPublicKey" => get_public_key,
+    "DeriveSharedSecret" => derive_shared_secret,
+    "GenerateDataKeyPair" => generate_data_key_pair,
+    "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair_without_plaintext,
 }
 
 #[cfg(test)]

@@ -753,6 +753,7 @@ impl From<CommitError> for FailedChange {
 }
 
 mod aliases;
+mod asymmetric;
 mod crypto;
 mod journal;
 mod lifecycle;
@@ -763,6 +764,10 @@ mod startup;
 mod tags;
 mod usage;
 
+pub use asymmetric::{
+    DataKeyPair, encryption_algorithm, encryption_algorithms, key_agreement_algorithm,
+    key_pair_spec,
+};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
 pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};

@@ -17,8 +17,8 @@ mod keyring;
 pub use keyring::KEYRING_FILE;
 
 use super::{
-    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef, RsaPadding,
-    SEALED, SigningAlgorithm, hmac,
+    EncryptionAlgorithm, GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm,
+    MaterialRef, RsaPadding, SEALED, SigningAlgorithm, hmac,
 };
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
 use crate::secret::{Locked, Secret, SecretBytes};
@@ -600,6 +600,59 @@ impl KeyStore for SealedKeyStore {
             }
             other => Err(KeyStoreError::Unsupported(format!(
                 "{} keys have no public key",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Blinded RSA decryption (the `rsa` crate's; see the README on its timing).
+    fn decrypt_asymmetric(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: EncryptionAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let (true, Some(oaep)) = (spec.is_rsa(), algorithm.oaep()) else {
+            return Err(KeyStoreError::Unsupported(format!(
+                "{} keys do not decrypt with {}",
+                spec.as_str(),
+                algorithm.as_str()
+            )));
+        };
+        let key = self.rsa(material)?;
+        key.decrypt_blinded(&mut rand::rngs::OsRng, oaep, ciphertext)
+            .map(SecretBytes::new)
+            .map_err(|_| KeyStoreError::DecryptFailed)
+    }
+
+    fn derive_shared_secret(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        peer: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        use p256::pkcs8::DecodePublicKey;
+        macro_rules! ecdh {
+            ($curve:ident, $name:literal) => {{
+                let scalar = self.unwrap_material(material)?;
+                let secret = $curve::SecretKey::from_slice(scalar.expose()).map_err(|_| {
+                    KeyStoreError::Internal(format!("{material:?} is not a {} key", $name))
+                })?;
+                let peer = $curve::PublicKey::from_public_key_der(peer).map_err(|_| {
+                    KeyStoreError::Internal(format!("the peer key is not a {} key", $name))
+                })?;
+                let shared =
+                    $curve::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+                Ok(SecretBytes::new(shared.raw_secret_bytes().to_vec()))
+            }};
+        }
+        match spec {
+            KeySpec::EccNistP256 => ecdh!(p256, "P-256"),
+            KeySpec::EccNistP384 => ecdh!(p384, "P-384"),
+            KeySpec::EccNistP521 => ecdh!(p521, "P-521"),
+            other => Err(KeyStoreError::Unsupported(format!(
+                "{} keys do not agree on keys",
                 other.as_str()
             ))),
         }
