@@ -2598,3 +2598,282 @@ async fn asymmetric_actions_and_their_condition_keys_are_judged() {
 async fn d_encrypt_as(client: &Client, key: &str) -> Result<v1::EncryptResponse, tonic::Status> {
     encrypt_with(client, key, b"m", "", &[]).await
 }
+
+/// `keyhaven data-key-pair` (AWS CLI JSON; openssl finds the public key in the private key,
+/// and `decrypt` opens the private key's ciphertext), `derive-shared-secret` (openssl derives
+/// the same secret), and `encrypt`/`decrypt --encryption-algorithm` with an RSA key (openssl
+/// encrypts, the command line decrypts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_makes_key_pairs_derives_and_encrypts_with_rsa() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let d = std::sync::Arc::new(TestDaemon::start(Backend::Sealed).await);
+    let cli = |args: Vec<String>, stdin: Vec<u8>| {
+        let d = d.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli(&d, &args, &stdin)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let dir = tempfile::tempdir().unwrap();
+    let aes = d.create_key("pairs").await.key_id;
+
+    // data-key-pair
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "data-key-pair",
+            "--key",
+            &aes,
+            "--key-pair-spec",
+            "ECC_NIST_P384",
+            "--context",
+            "purpose=cli",
+        ]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let pair: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pair["KeyPairSpec"], "ECC_NIST_P384");
+    assert!(pair["KeyId"].as_str().unwrap().ends_with(&aes));
+    let private = B64
+        .decode(pair["PrivateKeyPlaintext"].as_str().unwrap())
+        .unwrap();
+    let public = B64.decode(pair["PublicKey"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.path().join("private.der"), &private).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            "private.der",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "public.der",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("public.der")).unwrap(),
+        public
+    );
+    let (ok, opened, err) = cli(
+        args(&["--output", "json", "decrypt", "--context", "purpose=cli"]),
+        pair["PrivateKeyCiphertextBlob"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let opened: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    assert_eq!(
+        B64.decode(opened["Plaintext"].as_str().unwrap()).unwrap(),
+        private
+    );
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "data-key-pair",
+            "--key",
+            &aes,
+            "--key-pair-spec",
+            "RSA_2048",
+            "--without-plaintext",
+        ]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let without: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(without.get("PrivateKeyPlaintext").is_none(), "{without}");
+    assert_eq!(without["KeyPairSpec"], "RSA_2048");
+    let (ok, _, err) = cli(
+        args(&["data-key-pair", "--key", &aes, "--key-pair-spec", "SM2"]),
+        Vec::new(),
+    )
+    .await;
+    assert!(!ok && err.contains("ValidationException"), "{err}");
+
+    // derive-shared-secret, the peer's key as PEM on stdin
+    let agreeing = suite::create(&d, "ECC_NIST_P256", "KEY_AGREEMENT")
+        .await
+        .unwrap()
+        .key_id;
+    let (ok, pem, err) = cli(args(&["get-public-key", "--key", &agreeing]), Vec::new()).await;
+    assert!(ok, "{err}");
+    std::fs::write(dir.path().join("keyhaven.pem"), &pem).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "peer.pem",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &["pkey", "-in", "peer.pem", "-pubout", "-out", "peer.pub.pem"],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "peer.pem",
+            "-peerkey",
+            "keyhaven.pem",
+            "-out",
+            "secret",
+        ],
+    );
+    let expected = std::fs::read(dir.path().join("secret")).unwrap();
+    let peer_pem = std::fs::read(dir.path().join("peer.pub.pem")).unwrap();
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "derive-shared-secret",
+            "--key",
+            &agreeing,
+        ]),
+        peer_pem.clone(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let derived: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(derived["KeyAgreementAlgorithm"], "ECDH");
+    assert_eq!(derived["KeyOrigin"], "AWS_KMS");
+    assert_eq!(
+        B64.decode(derived["SharedSecret"].as_str().unwrap())
+            .unwrap(),
+        expected
+    );
+    let (ok, text, err) = cli(
+        args(&["derive-shared-secret", "--key", &agreeing]),
+        peer_pem,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(B64.decode(text.trim()).unwrap(), expected);
+
+    // encrypt / decrypt --encryption-algorithm with an RSA key
+    let rsa = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .unwrap()
+        .key_id;
+    let (ok, out, err) = cli(
+        args(&["--output", "json", "get-public-key", "--key", &rsa]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let described: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        described["EncryptionAlgorithms"],
+        serde_json::json!(["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
+    );
+    let rsa_public = B64
+        .decode(described["PublicKey"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(dir.path().join("rsa.der"), &rsa_public).unwrap();
+    std::fs::write(dir.path().join("message"), b"from openssl").unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-keyform",
+            "DER",
+            "-inkey",
+            "rsa.der",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-in",
+            "message",
+            "-out",
+            "ciphertext",
+        ],
+    );
+    let ciphertext = B64.encode(std::fs::read(dir.path().join("ciphertext")).unwrap());
+    let (ok, opened, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_256",
+        ]),
+        ciphertext.clone().into_bytes(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(opened, "from openssl");
+    let (ok, _, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        ciphertext.into_bytes(),
+    )
+    .await;
+    assert!(!ok && err.contains("InvalidCiphertextException"), "{err}");
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "encrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        b"round trip".to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let sealed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sealed["EncryptionAlgorithm"], "RSAES_OAEP_SHA_1");
+    let (ok, opened, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        sealed["CiphertextBlob"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(opened, "round trip");
+    let (ok, _, err) = cli(args(&["encrypt", "--key", &rsa]), b"m".to_vec()).await;
+    assert!(!ok && err.contains("InvalidKeyUsageException"), "{err}");
+}
