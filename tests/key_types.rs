@@ -2877,3 +2877,25 @@ async fn the_command_line_makes_key_pairs_derives_and_encrypts_with_rsa() {
     let (ok, _, err) = cli(args(&["encrypt", "--key", &rsa]), b"m".to_vec()).await;
     assert!(!ok && err.contains("InvalidKeyUsageException"), "{err}");
 }
+
+/// A data key pair's private key can be encrypted under an AES key of the PKCS#11 keystore
+/// too (it is a symmetric data key there), and Decrypt opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_key_pairs_are_wrapped_by_pkcs11_aes_keys() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let aes = d.create_key("pairs in the device").await;
+    assert!(aes.keystore.starts_with("pkcs11:"), "{}", aes.keystore);
+    let pair = data_key_pair(&d.client, &aes.key_id, "ECC_NIST_P256", &[("k", "v")])
+        .await
+        .unwrap();
+    let opened = d
+        .decrypt(&pair.private_key_ciphertext_blob, &[("k", "v")])
+        .await
+        .unwrap();
+    assert_eq!(opened, pair.private_key_plaintext.to_vec());
+    assert_refused(
+        d.decrypt(&pair.private_key_ciphertext_blob, &[]).await,
+        Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
+}
