@@ -254,6 +254,20 @@ mod tests {
                     plaintext: canary.clone().into()
                 }
             ),
+            format!(
+                "{:?}",
+                v1::GenerateDataKeyPairResponse {
+                    private_key_plaintext: canary.clone().into(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::DeriveSharedSecretResponse {
+                    shared_secret: canary.clone().into(),
+                    ..Default::default()
+                }
+            ),
         ];
         let secret = String::from_utf8(canary.clone()).unwrap();
         let printed = printed.into_iter().chain([
