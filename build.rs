@@ -14,6 +14,10 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.VerifyMacRequest",
     "keyhaven.v1.SignRequest",
     "keyhaven.v1.VerifyRequest",
+    "keyhaven.v1.GenerateDataKeyPairRequest",
+    "keyhaven.v1.GenerateDataKeyPairWithoutPlaintextRequest",
+    "keyhaven.v1.GenerateDataKeyPairResponse",
+    "keyhaven.v1.DeriveSharedSecretResponse",
     "keyhaven.v1.DecryptResponse",
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",
@@ -30,6 +34,8 @@ const WIPED_BYTES: &[&str] = &[
     ".keyhaven.v1.DecryptResponse.plaintext",
     ".keyhaven.v1.GenerateDataKeyResponse.plaintext",
     ".keyhaven.v1.GenerateRandomResponse.plaintext",
+    ".keyhaven.v1.GenerateDataKeyPairResponse.private_key_plaintext",
+    ".keyhaven.v1.DeriveSharedSecretResponse.shared_secret",
 ];
 
 /// The KMS messages are also the AWS door's JSON shapes (their members are AWS's, in

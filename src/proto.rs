@@ -77,6 +77,54 @@ impl fmt::Debug for v1::GenerateDataKeyWithoutPlaintextRequest {
     }
 }
 
+impl fmt::Debug for v1::GenerateDataKeyPairRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyPairRequest")
+            .field("key_id", &self.key_id)
+            .field("encryption_context_keys", &self.encryption_context.keys())
+            .field("key_pair_spec", &self.key_pair_spec)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateDataKeyPairWithoutPlaintextRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyPairWithoutPlaintextRequest")
+            .field("key_id", &self.key_id)
+            .field("encryption_context_keys", &self.encryption_context.keys())
+            .field("key_pair_spec", &self.key_pair_spec)
+            .finish()
+    }
+}
+
+/// The private key of a data key pair is the caller's secret.
+impl fmt::Debug for v1::GenerateDataKeyPairResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateDataKeyPairResponse")
+            .field("key_id", &self.key_id)
+            .field("key_pair_spec", &self.key_pair_spec)
+            .field(
+                "private_key_ciphertext_blob_len",
+                &self.private_key_ciphertext_blob.len(),
+            )
+            .field("private_key_plaintext", &REDACTED)
+            .field("public_key_len", &self.public_key.len())
+            .finish()
+    }
+}
+
+/// A shared secret is as secret as a data key.
+impl fmt::Debug for v1::DeriveSharedSecretResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeriveSharedSecretResponse")
+            .field("key_id", &self.key_id)
+            .field("shared_secret", &REDACTED)
+            .field("key_agreement_algorithm", &self.key_agreement_algorithm)
+            .field("key_origin", &self.key_origin)
+            .finish()
+    }
+}
+
 /// The message a MAC is made of may be secret; the MAC itself is not.
 impl fmt::Debug for v1::GenerateMacRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,6 +286,20 @@ mod tests {
                 "{:?}",
                 v1::GenerateRandomResponse {
                     plaintext: canary.clone().into()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::GenerateDataKeyPairResponse {
+                    private_key_plaintext: canary.clone().into(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::DeriveSharedSecretResponse {
+                    shared_secret: canary.clone().into(),
+                    ..Default::default()
                 }
             ),
         ];

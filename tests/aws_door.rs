@@ -600,3 +600,38 @@ async fn boto3_creates_lists_and_retires_grants() {
         );
     }
 }
+
+/// boto3 signs and verifies (P-256, P-521, secp256k1), makes and checks MACs, encrypts and
+/// decrypts with RSA keys, derives shared secrets and makes data key pairs through the AWS
+/// door; the `cryptography` package checks every answer against the public keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_uses_asymmetric_and_hmac_keys_through_the_aws_door() {
+    let daemon = daemon().await;
+    run_script(
+        "aws_key_types.py",
+        root_environment(&daemon),
+        "key types complete",
+    )
+    .await;
+    let records = audit_lines(&daemon);
+    for operation in [
+        "kms:Sign",
+        "kms:Verify",
+        "kms:GetPublicKey",
+        "kms:GenerateMac",
+        "kms:VerifyMac",
+        "kms:DeriveSharedSecret",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["door"] == "aws" && r["operation"] == operation),
+            "no AWS-door record of {operation}"
+        );
+    }
+    // Messages and plaintexts are never in the audit log.
+    let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
+    assert!(!log.contains("for keyhaven only") && !log.contains("round trip"));
+}

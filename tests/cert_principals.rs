@@ -245,6 +245,7 @@ fn encrypt_request(key_id: &str, plaintext: &[u8]) -> v1::EncryptRequest {
         key_id: key_id.into(),
         plaintext: plaintext.to_vec(),
         encryption_context: common::pairs(&[("purpose", "cert-test")]),
+        ..Default::default()
     }
 }
 
@@ -313,6 +314,7 @@ async fn a_bound_certificate_calls_as_its_user_under_her_policies_and_is_audited
             ciphertext_blob: blob.clone(),
             encryption_context: common::pairs(&[("purpose", "cert-test")]),
             key_id: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -332,6 +332,7 @@ mod suite {
             ciphertext_blob: blob.clone(),
             encryption_context: pairs(&[("purpose", "backup"), ("tenant", "acme")]),
             key_id: String::new(),
+            ..Default::default()
         };
         let decrypted = kms(&d)
             .decrypt(d.client.signed("Decrypt", request))
@@ -356,6 +357,7 @@ mod suite {
                 ciphertext_blob: blob.clone(),
                 encryption_context: pairs(&context),
                 key_id: named.into(),
+                ..Default::default()
             };
             let result = kms(&d).decrypt(d.client.signed("Decrypt", request)).await;
             match expected {

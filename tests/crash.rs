@@ -540,6 +540,7 @@ async fn worker(
                     key_id: id.to_string(),
                     plaintext: plaintext.clone(),
                     encryption_context: context.clone(),
+                    ..Default::default()
                 };
                 match kms.clone().encrypt(client.signed("Encrypt", request)).await {
                     Ok(response) => {
@@ -1119,6 +1120,7 @@ async fn check_daemon(
             ciphertext_blob: ciphertext.blob.clone(),
             encryption_context: ciphertext.context.clone(),
             key_id: String::new(),
+            ..Default::default()
         };
         match within(
             "Decrypt",

@@ -65,6 +65,7 @@ async fn encrypt(
         key_id: key.into(),
         plaintext: b"granted".to_vec(),
         encryption_context: pairs(context),
+        ..Default::default()
     };
     Ok(client
         .kms()
@@ -83,6 +84,7 @@ async fn decrypt(
         ciphertext_blob: blob.to_vec(),
         encryption_context: pairs(context),
         key_id: String::new(),
+        ..Default::default()
     };
     Ok(client
         .kms()
@@ -1033,6 +1035,7 @@ async fn grpc_calls_carry_grant_tokens_in_metadata() {
                 key_id: key.key_id.clone(),
                 plaintext: b"granted".to_vec(),
                 encryption_context: HashMap::new(),
+                ..Default::default()
             },
         );
         signed.metadata_mut().append(

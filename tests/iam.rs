@@ -41,6 +41,7 @@ async fn encrypt_as(
         key_id: key.into(),
         plaintext: b"data".to_vec(),
         encryption_context: pairs(context),
+        ..Default::default()
     };
     Ok(client
         .kms()

@@ -184,7 +184,7 @@ mod suite {
             (
                 "HMAC_512",
                 "KEY_AGREEMENT",
-                "KeyUsage 'KEY_AGREEMENT' is not supported",
+                "KeyUsage KEY_AGREEMENT is not compatible with KeySpec HMAC_512",
             ),
         ] {
             let refused = create(&d, spec, usage).await;
@@ -1308,9 +1308,9 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
         ("ECC_NIST_P256", "GENERATE_VERIFY_MAC"),
         ("", "SIGN_VERIFY"),
         ("HMAC_256", "SIGN_VERIFY"),
-        // AWS KMS offers these; Keyhaven not yet.
-        ("RSA_2048", "ENCRYPT_DECRYPT"),
-        ("ECC_NIST_P256", "KEY_AGREEMENT"),
+        // AWS KMS refuses these too: secp256k1 only signs, RSA keys agree on no keys.
+        ("ECC_SECG_P256K1", "KEY_AGREEMENT"),
+        ("RSA_2048", "KEY_AGREEMENT"),
     ] {
         assert_refused(
             suite::create(&d, spec, usage).await,
@@ -1461,8 +1461,17 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
 async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
     let d = TestDaemon::start(Backend::Pkcs11).await;
     let before = d.list_all_keys().await;
-    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
-        let refused = suite::create(&d, spec, "SIGN_VERIFY").await;
+    for (spec, usage) in [
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+        ("ECC_NIST_P384", "SIGN_VERIFY"),
+        ("ECC_NIST_P521", "SIGN_VERIFY"),
+        ("ECC_SECG_P256K1", "SIGN_VERIFY"),
+        ("RSA_2048", "SIGN_VERIFY"),
+        ("RSA_2048", "ENCRYPT_DECRYPT"),
+        ("ECC_NIST_P256", "KEY_AGREEMENT"),
+        ("ECC_NIST_P521", "KEY_AGREEMENT"),
+    ] {
+        let refused = suite::create(&d, spec, usage).await;
         let message = refused
             .as_ref()
             .err()
@@ -1823,5 +1832,1070 @@ async fn p384_keys_sign_with_ecdsa_sha_384_and_openssl_verifies() {
         verify(&d, &key.key_id, message, "RAW", "ECDSA_SHA_384", &flipped).await,
         Code::InvalidArgument,
         "KMSInvalidSignatureException",
+    );
+}
+
+// ------------------------------------------- ECC_NIST_P521, ECC_SECG_P256K1 (sealed)
+
+/// P-521 keys sign with ECDSA_SHA_512 and secp256k1 keys with ECDSA_SHA_256, DER signatures
+/// that `openssl dgst -verify` accepts with the GetPublicKey DER; other algorithms, wrong
+/// digest lengths and flipped bits are refused; the keys survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p521_and_secp256k1_keys_sign_and_openssl_verifies() {
+    use sha2::Digest;
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    // (spec, algorithm, openssl digest, DER SPKI length, curve OID in the SPKI, digest)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        usize,
+        &'static [u8],
+        Vec<u8>,
+    );
+    let cases: [Case; 2] = [
+        (
+            "ECC_NIST_P521",
+            "ECDSA_SHA_512",
+            "-sha512",
+            158,
+            // secp521r1: 1.3.132.0.35
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+            sha2::Sha512::digest(b"a signed message").to_vec(),
+        ),
+        (
+            "ECC_SECG_P256K1",
+            "ECDSA_SHA_256",
+            "-sha256",
+            88,
+            // secp256k1: 1.3.132.0.10
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
+            sha2::Sha256::digest(b"a signed message").to_vec(),
+        ),
+    ];
+    let message = b"a signed message";
+    let mut made = Vec::new();
+    for (spec, algorithm, digest_option, spki_len, oid, digest) in &cases {
+        let key = suite::create(&d, spec, "SIGN_VERIFY").await.unwrap();
+        assert_eq!(key.key_spec, *spec);
+        assert_eq!(key.key_usage, "SIGN_VERIFY");
+        assert_eq!(key.signing_algorithms, vec![algorithm.to_string()]);
+        assert!(key.encryption_algorithms.is_empty(), "{key:?}");
+        let public = public_key(&d, &key.key_id).await.unwrap();
+        assert_eq!(public.signing_algorithms, vec![algorithm.to_string()]);
+        assert_eq!(public.public_key.len(), *spki_len, "{spec}");
+        assert!(
+            public.public_key.windows(oid.len()).any(|w| w == *oid),
+            "{spec}: the curve's OID is not in the public key"
+        );
+        let signed = sign(&d, &key.key_id, message, "RAW", algorithm)
+            .await
+            .unwrap();
+        assert_eq!(signed.signing_algorithm, *algorithm);
+        assert!(
+            openssl_verifies_with(
+                &public.public_key,
+                message,
+                &signed.signature,
+                digest_option,
+                &[]
+            ),
+            "{spec}: openssl refused the signature"
+        );
+        assert!(!openssl_verifies_with(
+            &public.public_key,
+            b"another message",
+            &signed.signature,
+            digest_option,
+            &[]
+        ));
+        // The same digest signed as DIGEST verifies as RAW, and the other way round.
+        let by_digest = sign(&d, &key.key_id, digest, "DIGEST", algorithm)
+            .await
+            .unwrap();
+        assert!(
+            verify(
+                &d,
+                &key.key_id,
+                message,
+                "RAW",
+                algorithm,
+                &by_digest.signature
+            )
+            .await
+            .unwrap()
+            .signature_valid
+        );
+        assert!(
+            verify(
+                &d,
+                &key.key_id,
+                digest,
+                "DIGEST",
+                algorithm,
+                &signed.signature
+            )
+            .await
+            .unwrap()
+            .signature_valid
+        );
+        assert_refused(
+            sign(&d, &key.key_id, &digest[..20], "DIGEST", algorithm).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+        for other in [
+            "ECDSA_SHA_256",
+            "ECDSA_SHA_384",
+            "ECDSA_SHA_512",
+            "RSASSA_PSS_SHA_256",
+        ] {
+            if other == *algorithm {
+                continue;
+            }
+            assert_refused(
+                sign(&d, &key.key_id, message, "RAW", other).await,
+                Code::InvalidArgument,
+                "InvalidKeyUsageException",
+            );
+        }
+        let mut flipped = signed.signature.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        assert_refused(
+            verify(&d, &key.key_id, message, "RAW", algorithm, &flipped).await,
+            Code::InvalidArgument,
+            "KMSInvalidSignatureException",
+        );
+        made.push((key.key_id, public.public_key, signed.signature));
+    }
+    // The two keys' signatures do not cross.
+    assert_refused(
+        verify(&d, &made[1].0, message, "RAW", "ECDSA_SHA_256", &made[0].2).await,
+        Code::InvalidArgument,
+        "KMSInvalidSignatureException",
+    );
+    d.restart().await;
+    for (i, (key, public, signature)) in made.iter().enumerate() {
+        assert_eq!(&public_key(&d, key).await.unwrap().public_key, public);
+        assert!(
+            verify(&d, key, message, "RAW", cases[i].1, signature)
+                .await
+                .unwrap()
+                .signature_valid
+        );
+        let again = sign(&d, key, message, "RAW", cases[i].1).await.unwrap();
+        assert!(openssl_verifies_with(
+            public,
+            message,
+            &again.signature,
+            cases[i].2,
+            &[]
+        ));
+    }
+}
+
+// ------------------------------- RSA ENCRYPT_DECRYPT, KEY_AGREEMENT, data key pairs (sealed)
+
+async fn encrypt_with(
+    client: &Client,
+    key: &str,
+    plaintext: &[u8],
+    algorithm: &str,
+    context: &[(&str, &str)],
+) -> Result<v1::EncryptResponse, tonic::Status> {
+    let request = v1::EncryptRequest {
+        key_id: key.into(),
+        plaintext: plaintext.to_vec(),
+        encryption_context: common::pairs(context),
+        encryption_algorithm: algorithm.into(),
+    };
+    Ok(client
+        .kms()
+        .encrypt(client.signed("Encrypt", request))
+        .await?
+        .into_inner())
+}
+
+async fn decrypt_with(
+    client: &Client,
+    key: &str,
+    ciphertext: &[u8],
+    algorithm: &str,
+    context: &[(&str, &str)],
+) -> Result<v1::DecryptResponse, tonic::Status> {
+    let request = v1::DecryptRequest {
+        key_id: key.into(),
+        ciphertext_blob: ciphertext.to_vec(),
+        encryption_context: common::pairs(context),
+        encryption_algorithm: algorithm.into(),
+    };
+    Ok(client
+        .kms()
+        .decrypt(client.signed("Decrypt", request))
+        .await?
+        .into_inner())
+}
+
+async fn derive(
+    client: &Client,
+    key: &str,
+    peer: &[u8],
+    algorithm: &str,
+) -> Result<v1::DeriveSharedSecretResponse, tonic::Status> {
+    let request = v1::DeriveSharedSecretRequest {
+        key_id: key.into(),
+        key_agreement_algorithm: algorithm.into(),
+        public_key: peer.to_vec(),
+    };
+    Ok(client
+        .kms()
+        .derive_shared_secret(client.signed("DeriveSharedSecret", request))
+        .await?
+        .into_inner())
+}
+
+async fn data_key_pair(
+    client: &Client,
+    key: &str,
+    spec: &str,
+    context: &[(&str, &str)],
+) -> Result<v1::GenerateDataKeyPairResponse, tonic::Status> {
+    let request = v1::GenerateDataKeyPairRequest {
+        key_id: key.into(),
+        key_pair_spec: spec.into(),
+        encryption_context: common::pairs(context),
+    };
+    Ok(client
+        .kms()
+        .generate_data_key_pair(client.signed("GenerateDataKeyPair", request))
+        .await?
+        .into_inner())
+}
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its stderr if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl binary is needed (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Data that `openssl pkeyutl -encrypt` encrypts with the GetPublicKey DER (RSAES-OAEP with
+/// SHA-1 and SHA-256) decrypts in Keyhaven; Keyhaven's own ciphertexts round-trip; AWS's
+/// plaintext limits, algorithm and usage refusals hold, and nothing else opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_encryption_keys_decrypt_what_openssl_encrypts() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let c = &d.client;
+    let dir = tempfile::tempdir().unwrap();
+    // (spec, SHA-1 limit, SHA-256 limit)
+    for (spec, modulus_bytes, sha1_most, sha256_most) in
+        [("RSA_2048", 256, 214, 190), ("RSA_3072", 384, 342, 318)]
+    {
+        let key = suite::create(&d, spec, "ENCRYPT_DECRYPT").await.unwrap();
+        let id = key.key_id.as_str();
+        assert_eq!(key.key_usage, "ENCRYPT_DECRYPT");
+        assert_eq!(
+            key.encryption_algorithms,
+            vec!["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+        );
+        assert!(key.signing_algorithms.is_empty(), "{key:?}");
+        let public = public_key(&d, id).await.unwrap();
+        assert_eq!(
+            public.encryption_algorithms,
+            vec!["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+        );
+        assert!(public.signing_algorithms.is_empty());
+        std::fs::write(dir.path().join("pub.der"), &public.public_key).unwrap();
+        for (algorithm, md, most) in [
+            ("RSAES_OAEP_SHA_1", "sha1", sha1_most),
+            ("RSAES_OAEP_SHA_256", "sha256", sha256_most),
+        ] {
+            let message = vec![0x5a; most];
+            std::fs::write(dir.path().join("message"), &message).unwrap();
+            let md_option = format!("rsa_oaep_md:{md}");
+            openssl(
+                dir.path(),
+                &[
+                    "pkeyutl",
+                    "-encrypt",
+                    "-pubin",
+                    "-keyform",
+                    "DER",
+                    "-inkey",
+                    "pub.der",
+                    "-pkeyopt",
+                    "rsa_padding_mode:oaep",
+                    "-pkeyopt",
+                    &md_option,
+                    "-in",
+                    "message",
+                    "-out",
+                    "ciphertext",
+                ],
+            );
+            let ciphertext = std::fs::read(dir.path().join("ciphertext")).unwrap();
+            let opened = decrypt_with(c, id, &ciphertext, algorithm, &[])
+                .await
+                .unwrap();
+            assert_eq!(opened.plaintext, message, "{spec} {algorithm}");
+            assert_eq!(opened.encryption_algorithm, algorithm);
+            assert!(opened.key_id.ends_with(id));
+            // The other OAEP hash does not open it.
+            let other = if md == "sha1" {
+                "RSAES_OAEP_SHA_256"
+            } else {
+                "RSAES_OAEP_SHA_1"
+            };
+            assert_refused(
+                decrypt_with(c, id, &ciphertext, other, &[]).await,
+                Code::InvalidArgument,
+                "InvalidCiphertextException",
+            );
+            let mut flipped = ciphertext.clone();
+            flipped[7] ^= 1;
+            assert_refused(
+                decrypt_with(c, id, &flipped, algorithm, &[]).await,
+                Code::InvalidArgument,
+                "InvalidCiphertextException",
+            );
+            // Keyhaven's ciphertext: bare RSA, randomised, and it opens again.
+            let sealed = encrypt_with(c, id, &message, algorithm, &[]).await.unwrap();
+            assert_eq!(sealed.encryption_algorithm, algorithm);
+            assert_eq!(sealed.ciphertext_blob.len(), modulus_bytes, "{spec}");
+            let again = encrypt_with(c, id, &message, algorithm, &[]).await.unwrap();
+            assert_ne!(sealed.ciphertext_blob, again.ciphertext_blob);
+            let opened = decrypt_with(c, id, &sealed.ciphertext_blob, algorithm, &[])
+                .await
+                .unwrap();
+            assert_eq!(opened.plaintext, message);
+            // One byte over AWS's limit is refused.
+            assert_refused(
+                encrypt_with(c, id, &vec![1; most + 1], algorithm, &[]).await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+            // No encryption context with RSA, no Decrypt without the key named.
+            assert_refused(
+                encrypt_with(c, id, b"m", algorithm, &[("k", "v")]).await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+            assert_refused(
+                decrypt_with(c, "", &ciphertext, algorithm, &[]).await,
+                Code::InvalidArgument,
+                "ValidationException",
+            );
+        }
+    }
+    let rsa = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .unwrap()
+        .key_id;
+    let signer = suite::create(&d, "RSA_2048", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    let aes = d.create_key("aes").await.key_id;
+    let before = d.list_all_keys().await;
+    let aes_blob = d.encrypt(&aes, b"secret", &[]).await.unwrap();
+    for (result, reason) in [
+        // SYMMETRIC_DEFAULT (the default) with an RSA key, RSA algorithms with an AES key
+        // or an RSA signing key, SM2PKE (AWS's, Keyhaven has no SM2 keys).
+        (
+            encrypt_with(c, &rsa, b"m", "", &[]).await.map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            encrypt_with(c, &rsa, b"m", "SYMMETRIC_DEFAULT", &[])
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            encrypt_with(c, &aes, b"m", "RSAES_OAEP_SHA_256", &[])
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            encrypt_with(c, &signer, b"m", "RSAES_OAEP_SHA_256", &[])
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            encrypt_with(c, &rsa, b"m", "SM2PKE", &[]).await.map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            decrypt_with(c, &aes, &aes_blob, "RSAES_OAEP_SHA_256", &[])
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            sign(&d, &rsa, b"m", "RAW", "RSASSA_PSS_SHA_256")
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            c.kms()
+                .generate_data_key(c.signed(
+                    "GenerateDataKey",
+                    v1::GenerateDataKeyRequest {
+                        key_id: rsa.clone(),
+                        key_spec: "AES_256".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| ()),
+            "InvalidKeyUsageException",
+        ),
+        (
+            encrypt_with(c, &rsa, b"m", "RSAES_OAEP_SHA_512", &[])
+                .await
+                .map(|_| ()),
+            "ValidationException",
+        ),
+        // The symmetric blob of another key with the RSA key's algorithm does not open.
+        (
+            decrypt_with(c, &rsa, &aes_blob, "RSAES_OAEP_SHA_256", &[])
+                .await
+                .map(|_| ()),
+            "InvalidCiphertextException",
+        ),
+    ] {
+        assert_refused(result, Code::InvalidArgument, reason);
+    }
+    // Asymmetric keys do not rotate.
+    assert_refused(
+        d.client
+            .kms()
+            .rotate_key_on_demand(d.client.signed(
+                "RotateKeyOnDemand",
+                v1::RotateKeyOnDemandRequest {
+                    key_id: rsa.clone(),
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    assert_eq!(d.list_all_keys().await, before);
+}
+
+/// ECDH with a KEY_AGREEMENT key: Keyhaven's shared secret with a peer's public key equals
+/// what `openssl pkeyutl -derive` computes with the peer's private key and Keyhaven's public
+/// key, on all three NIST curves; peers on other curves and other usages are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_agreement_keys_derive_what_openssl_derives() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let c = &d.client;
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = Vec::new();
+    for (spec, curve, secret_len) in [
+        ("ECC_NIST_P256", "P-256", 32),
+        ("ECC_NIST_P384", "P-384", 48),
+        ("ECC_NIST_P521", "P-521", 66),
+    ] {
+        let key = suite::create(&d, spec, "KEY_AGREEMENT").await.unwrap();
+        let id = key.key_id.as_str();
+        assert_eq!(key.key_usage, "KEY_AGREEMENT");
+        assert_eq!(key.key_agreement_algorithms, vec!["ECDH"]);
+        assert!(key.signing_algorithms.is_empty() && key.encryption_algorithms.is_empty());
+        let public = public_key(&d, id).await.unwrap();
+        assert_eq!(public.key_agreement_algorithms, vec!["ECDH"]);
+        assert!(public.signing_algorithms.is_empty());
+        std::fs::write(dir.path().join("keyhaven.der"), &public.public_key).unwrap();
+        let curve_option = format!("ec_paramgen_curve:{curve}");
+        openssl(
+            dir.path(),
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                &curve_option,
+                "-out",
+                "peer.pem",
+            ],
+        );
+        openssl(
+            dir.path(),
+            &[
+                "pkey", "-in", "peer.pem", "-pubout", "-outform", "DER", "-out", "peer.der",
+            ],
+        );
+        openssl(
+            dir.path(),
+            &[
+                "pkeyutl",
+                "-derive",
+                "-inkey",
+                "peer.pem",
+                "-peerkey",
+                "keyhaven.der",
+                "-peerform",
+                "DER",
+                "-out",
+                "secret",
+            ],
+        );
+        let expected = std::fs::read(dir.path().join("secret")).unwrap();
+        assert_eq!(expected.len(), secret_len);
+        let peer = std::fs::read(dir.path().join("peer.der")).unwrap();
+        let derived = derive(c, id, &peer, "ECDH").await.unwrap();
+        assert_eq!(derived.shared_secret, expected, "{spec}");
+        assert_eq!(derived.key_agreement_algorithm, "ECDH");
+        assert_eq!(derived.key_origin, "AWS_KMS");
+        assert!(derived.key_id.ends_with(id));
+        // Signing is not this key's usage.
+        let digest = vec![1u8; 32];
+        assert_refused(
+            sign(&d, id, &digest, "DIGEST", "ECDSA_SHA_256").await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        assert_refused(
+            derive(c, id, &peer, "ECDHE").await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+        peers.push((key.key_id.clone(), peer));
+    }
+    // A P-384 peer for the P-256 key, garbage, an RSA public key: refused.
+    let rsa = suite::create(&d, "RSA_2048", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    let rsa_public = public_key(&d, &rsa).await.unwrap().public_key;
+    for peer in [
+        peers[1].1.clone(),
+        vec![0x30, 0x03, 1, 2, 3],
+        rsa_public,
+        Vec::new(),
+    ] {
+        assert_refused(
+            derive(c, &peers[0].0, &peer, "ECDH").await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+    }
+    // Signing keys, AES keys and RSA keys do not agree on keys.
+    let signer = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    let aes = d.create_key("aes").await.key_id;
+    for key in [&signer, &aes, &rsa] {
+        assert_refused(
+            derive(c, key, &peers[0].1, "ECDH").await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+    }
+}
+
+/// GenerateDataKeyPair: the private key is PKCS#8 DER whose public part (computed by openssl)
+/// is the PublicKey answered, and its ciphertext is a blob that Decrypt opens (with the same
+/// encryption context) to the same private key; WithoutPlaintext answers no private key and
+/// its ciphertext opens as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_key_pairs_decrypt_to_a_private_key_whose_public_key_matches() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let c = &d.client;
+    let aes = d.create_key("pairs").await.key_id;
+    let dir = tempfile::tempdir().unwrap();
+    let context = [("purpose", "pairs")];
+    let public_of = |private: &[u8]| {
+        std::fs::write(dir.path().join("private.der"), private).unwrap();
+        openssl(
+            dir.path(),
+            &[
+                "pkey",
+                "-inform",
+                "DER",
+                "-in",
+                "private.der",
+                "-pubout",
+                "-outform",
+                "DER",
+                "-out",
+                "public.der",
+            ],
+        );
+        std::fs::read(dir.path().join("public.der")).unwrap()
+    };
+    for spec in [
+        "RSA_2048",
+        "ECC_NIST_P256",
+        "ECC_NIST_P384",
+        "ECC_NIST_P521",
+        "ECC_SECG_P256K1",
+    ] {
+        let pair = data_key_pair(c, &aes, spec, &context).await.unwrap();
+        assert_eq!(pair.key_pair_spec, spec);
+        assert!(pair.key_id.ends_with(&aes));
+        assert_eq!(
+            public_of(&pair.private_key_plaintext),
+            pair.public_key,
+            "{spec}"
+        );
+        let opened = d
+            .decrypt(&pair.private_key_ciphertext_blob, &context)
+            .await
+            .unwrap();
+        assert_eq!(opened, pair.private_key_plaintext.to_vec(), "{spec}");
+        assert_refused(
+            d.decrypt(&pair.private_key_ciphertext_blob, &[("purpose", "other")])
+                .await,
+            Code::InvalidArgument,
+            "InvalidCiphertextException",
+        );
+        let request = v1::GenerateDataKeyPairWithoutPlaintextRequest {
+            key_id: aes.clone(),
+            key_pair_spec: spec.into(),
+            encryption_context: common::pairs(&context),
+        };
+        let without = c
+            .kms()
+            .generate_data_key_pair_without_plaintext(
+                c.signed("GenerateDataKeyPairWithoutPlaintext", request),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(without.key_pair_spec, spec);
+        let private = d
+            .decrypt(&without.private_key_ciphertext_blob, &context)
+            .await
+            .unwrap();
+        assert_eq!(public_of(&private), without.public_key, "{spec}");
+        assert_ne!(
+            without.public_key, pair.public_key,
+            "{spec}: pairs are fresh"
+        );
+    }
+    let rsa = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .unwrap()
+        .key_id;
+    let mac = suite::hmac_key(&d, "HMAC_256").await.key_id;
+    for key in [&rsa, &mac] {
+        assert_refused(
+            data_key_pair(c, key, "ECC_NIST_P256", &[]).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+    }
+    for spec in ["SM2", "HMAC_256", "SYMMETRIC_DEFAULT", "", "rsa_2048"] {
+        assert_refused(
+            data_key_pair(c, &aes, spec, &[]).await,
+            Code::InvalidArgument,
+            "ValidationException",
+        );
+    }
+}
+
+/// `kms:GenerateDataKeyPair`, `kms:GenerateDataKeyPairWithoutPlaintext` and
+/// `kms:DeriveSharedSecret` are actions of their own; `kms:EncryptionAlgorithm`,
+/// `kms:DataKeyPairSpec`, `kms:KeyAgreementAlgorithm`, `kms:KeySpec` and `kms:KeyUsage` are
+/// judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asymmetric_actions_and_their_condition_keys_are_judged() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let aes = d.create_key("pairs").await.key_id;
+    let rsa = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .unwrap()
+        .key_id;
+    let agreeing = suite::create(&d, "ECC_NIST_P256", "KEY_AGREEMENT")
+        .await
+        .unwrap()
+        .key_id;
+    let peer = public_key(&d, &agreeing).await.unwrap().public_key;
+    let dave = d
+        .create_user(
+            "dave",
+            Some(
+                r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"kms:GenerateDataKeyPair","Resource":"*",
+                 "Condition":{"StringEquals":{"kms:DataKeyPairSpec":"ECC_NIST_P256",
+                                              "kms:EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}}},
+                {"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*",
+                 "Condition":{"StringEquals":{"kms:EncryptionAlgorithm":"RSAES_OAEP_SHA_256",
+                                              "kms:KeyUsage":"ENCRYPT_DECRYPT",
+                                              "kms:KeySpec":"RSA_2048"}}},
+                {"Effect":"Allow","Action":"kms:DeriveSharedSecret","Resource":"*",
+                 "Condition":{"StringEquals":{"kms:KeyAgreementAlgorithm":"ECDH",
+                                              "kms:KeyUsage":"KEY_AGREEMENT"}}}]}"#,
+            ),
+        )
+        .await;
+    data_key_pair(&dave, &aes, "ECC_NIST_P256", &[])
+        .await
+        .unwrap();
+    assert_denied(
+        data_key_pair(&dave, &aes, "ECC_NIST_P384", &[]).await,
+        "kms:GenerateDataKeyPair",
+    );
+    let request = v1::GenerateDataKeyPairWithoutPlaintextRequest {
+        key_id: aes.clone(),
+        key_pair_spec: "ECC_NIST_P256".into(),
+        encryption_context: Default::default(),
+    };
+    assert_denied(
+        dave.kms()
+            .generate_data_key_pair_without_plaintext(
+                dave.signed("GenerateDataKeyPairWithoutPlaintext", request),
+            )
+            .await,
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+    );
+    let sealed = encrypt_with(&dave, &rsa, b"m", "RSAES_OAEP_SHA_256", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        decrypt_with(
+            &dave,
+            &rsa,
+            &sealed.ciphertext_blob,
+            "RSAES_OAEP_SHA_256",
+            &[]
+        )
+        .await
+        .unwrap()
+        .plaintext,
+        b"m".to_vec()
+    );
+    assert_denied(
+        encrypt_with(&dave, &rsa, b"m", "RSAES_OAEP_SHA_1", &[]).await,
+        "kms:Encrypt",
+    );
+    // AES encryption is SYMMETRIC_DEFAULT on an AES key: neither condition holds.
+    assert_denied(d_encrypt_as(&dave, &aes).await, "kms:Encrypt");
+    derive(&dave, &agreeing, &peer, "ECDH").await.unwrap();
+    let signer = suite::create(&d, "ECC_NIST_P256", "SIGN_VERIFY")
+        .await
+        .unwrap()
+        .key_id;
+    assert_denied(
+        derive(&dave, &signer, &peer, "ECDH").await,
+        "kms:DeriveSharedSecret",
+    );
+}
+
+async fn d_encrypt_as(client: &Client, key: &str) -> Result<v1::EncryptResponse, tonic::Status> {
+    encrypt_with(client, key, b"m", "", &[]).await
+}
+
+/// `keyhaven data-key-pair` (AWS CLI JSON; openssl finds the public key in the private key,
+/// and `decrypt` opens the private key's ciphertext), `derive-shared-secret` (openssl derives
+/// the same secret), and `encrypt`/`decrypt --encryption-algorithm` with an RSA key (openssl
+/// encrypts, the command line decrypts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_makes_key_pairs_derives_and_encrypts_with_rsa() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let d = std::sync::Arc::new(TestDaemon::start(Backend::Sealed).await);
+    let cli = |args: Vec<String>, stdin: Vec<u8>| {
+        let d = d.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli(&d, &args, &stdin)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let dir = tempfile::tempdir().unwrap();
+    let aes = d.create_key("pairs").await.key_id;
+
+    // data-key-pair
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "data-key-pair",
+            "--key",
+            &aes,
+            "--key-pair-spec",
+            "ECC_NIST_P384",
+            "--context",
+            "purpose=cli",
+        ]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let pair: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pair["KeyPairSpec"], "ECC_NIST_P384");
+    assert!(pair["KeyId"].as_str().unwrap().ends_with(&aes));
+    let private = B64
+        .decode(pair["PrivateKeyPlaintext"].as_str().unwrap())
+        .unwrap();
+    let public = B64.decode(pair["PublicKey"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.path().join("private.der"), &private).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            "private.der",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "public.der",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("public.der")).unwrap(),
+        public
+    );
+    let (ok, opened, err) = cli(
+        args(&["--output", "json", "decrypt", "--context", "purpose=cli"]),
+        pair["PrivateKeyCiphertextBlob"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let opened: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    assert_eq!(
+        B64.decode(opened["Plaintext"].as_str().unwrap()).unwrap(),
+        private
+    );
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "data-key-pair",
+            "--key",
+            &aes,
+            "--key-pair-spec",
+            "RSA_2048",
+            "--without-plaintext",
+        ]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let without: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(without.get("PrivateKeyPlaintext").is_none(), "{without}");
+    assert_eq!(without["KeyPairSpec"], "RSA_2048");
+    let (ok, _, err) = cli(
+        args(&["data-key-pair", "--key", &aes, "--key-pair-spec", "SM2"]),
+        Vec::new(),
+    )
+    .await;
+    assert!(!ok && err.contains("ValidationException"), "{err}");
+
+    // derive-shared-secret, the peer's key as PEM on stdin
+    let agreeing = suite::create(&d, "ECC_NIST_P256", "KEY_AGREEMENT")
+        .await
+        .unwrap()
+        .key_id;
+    let (ok, pem, err) = cli(args(&["get-public-key", "--key", &agreeing]), Vec::new()).await;
+    assert!(ok, "{err}");
+    std::fs::write(dir.path().join("keyhaven.pem"), &pem).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "peer.pem",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &["pkey", "-in", "peer.pem", "-pubout", "-out", "peer.pub.pem"],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "peer.pem",
+            "-peerkey",
+            "keyhaven.pem",
+            "-out",
+            "secret",
+        ],
+    );
+    let expected = std::fs::read(dir.path().join("secret")).unwrap();
+    let peer_pem = std::fs::read(dir.path().join("peer.pub.pem")).unwrap();
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "derive-shared-secret",
+            "--key",
+            &agreeing,
+        ]),
+        peer_pem.clone(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let derived: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(derived["KeyAgreementAlgorithm"], "ECDH");
+    assert_eq!(derived["KeyOrigin"], "AWS_KMS");
+    assert_eq!(
+        B64.decode(derived["SharedSecret"].as_str().unwrap())
+            .unwrap(),
+        expected
+    );
+    let (ok, text, err) = cli(
+        args(&["derive-shared-secret", "--key", &agreeing]),
+        peer_pem,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(B64.decode(text.trim()).unwrap(), expected);
+
+    // encrypt / decrypt --encryption-algorithm with an RSA key
+    let rsa = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .unwrap()
+        .key_id;
+    let (ok, out, err) = cli(
+        args(&["--output", "json", "get-public-key", "--key", &rsa]),
+        Vec::new(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let described: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        described["EncryptionAlgorithms"],
+        serde_json::json!(["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"])
+    );
+    let rsa_public = B64
+        .decode(described["PublicKey"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(dir.path().join("rsa.der"), &rsa_public).unwrap();
+    std::fs::write(dir.path().join("message"), b"from openssl").unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-keyform",
+            "DER",
+            "-inkey",
+            "rsa.der",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-in",
+            "message",
+            "-out",
+            "ciphertext",
+        ],
+    );
+    let ciphertext = B64.encode(std::fs::read(dir.path().join("ciphertext")).unwrap());
+    let (ok, opened, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_256",
+        ]),
+        ciphertext.clone().into_bytes(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(opened, "from openssl");
+    let (ok, _, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        ciphertext.into_bytes(),
+    )
+    .await;
+    assert!(!ok && err.contains("InvalidCiphertextException"), "{err}");
+    let (ok, out, err) = cli(
+        args(&[
+            "--output",
+            "json",
+            "encrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        b"round trip".to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let sealed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sealed["EncryptionAlgorithm"], "RSAES_OAEP_SHA_1");
+    let (ok, opened, err) = cli(
+        args(&[
+            "decrypt",
+            "--key",
+            &rsa,
+            "--encryption-algorithm",
+            "RSAES_OAEP_SHA_1",
+        ]),
+        sealed["CiphertextBlob"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(opened, "round trip");
+    let (ok, _, err) = cli(args(&["encrypt", "--key", &rsa]), b"m".to_vec()).await;
+    assert!(!ok && err.contains("InvalidKeyUsageException"), "{err}");
+}
+
+/// A data key pair's private key can be encrypted under an AES key of the PKCS#11 keystore
+/// too (it is a symmetric data key there), and Decrypt opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_key_pairs_are_wrapped_by_pkcs11_aes_keys() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let aes = d.create_key("pairs in the device").await;
+    assert!(aes.keystore.starts_with("pkcs11:"), "{}", aes.keystore);
+    let pair = data_key_pair(&d.client, &aes.key_id, "ECC_NIST_P256", &[("k", "v")])
+        .await
+        .unwrap();
+    let opened = d
+        .decrypt(&pair.private_key_ciphertext_blob, &[("k", "v")])
+        .await
+        .unwrap();
+    assert_eq!(opened, pair.private_key_plaintext.to_vec());
+    assert_refused(
+        d.decrypt(&pair.private_key_ciphertext_blob, &[]).await,
+        Code::InvalidArgument,
+        "InvalidCiphertextException",
     );
 }

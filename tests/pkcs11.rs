@@ -167,6 +167,7 @@ async fn many_clients_at_once_through_the_pool() {
                         key_id: key.clone(),
                         plaintext: plaintext.clone(),
                         encryption_context: [("client".to_string(), i.to_string())].into(),
+                        ..Default::default()
                     };
                     let blob = client
                         .kms()
@@ -178,6 +179,7 @@ async fn many_clients_at_once_through_the_pool() {
                         ciphertext_blob: blob,
                         encryption_context: [("client".to_string(), i.to_string())].into(),
                         key_id: String::new(),
+                        ..Default::default()
                     };
                     let decrypted = client
                         .kms()

@@ -382,6 +382,7 @@ async fn session(backend: Backend) {
             key_id: k1.clone(),
             plaintext: p1.clone(),
             encryption_context: pairs(&ctx1),
+            ..Default::default()
         }
     )
     .expect("Encrypt")
@@ -397,6 +398,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: blob1.clone(),
             encryption_context: pairs(&ctx1),
             key_id: String::new(),
+            ..Default::default()
         }
     )
     .expect("Decrypt");
@@ -434,6 +436,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: blob2.clone(),
             encryption_context: pairs(&ctx2),
             key_id: k2.clone(),
+            ..Default::default()
         }
     )
     .expect("Decrypt after ReEncrypt");
@@ -471,6 +474,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: data_key.ciphertext_blob.clone(),
             encryption_context: pairs(&ctx3),
             key_id: String::new(),
+            ..Default::default()
         },
         "Decrypt of a data key"
     )
@@ -519,6 +523,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: without.ciphertext_blob.clone(),
             encryption_context: pairs(&ctx3),
             key_id: String::new(),
+            ..Default::default()
         },
         "Decrypt of a data key made without plaintext"
     )
@@ -561,6 +566,7 @@ async fn session(backend: Backend) {
                     ("purpose", purpose.as_str())
                 ]),
                 key_id: String::new(),
+                ..Default::default()
             },
             "Decrypt with a wrong context"
         ),
@@ -582,6 +588,7 @@ async fn session(backend: Backend) {
                 ciphertext_blob: tampered,
                 encryption_context: pairs(&ctx1),
                 key_id: String::new(),
+                ..Default::default()
             },
             "Decrypt of a tampered blob"
         ),
@@ -600,6 +607,7 @@ async fn session(backend: Backend) {
                 ciphertext_blob: blob1[..40].to_vec(),
                 encryption_context: pairs(&ctx1),
                 key_id: String::new(),
+                ..Default::default()
             },
             "Decrypt of a truncated blob"
         ),
@@ -622,6 +630,7 @@ async fn session(backend: Backend) {
                 key_id: k1.clone(),
                 plaintext: oversized,
                 encryption_context: Default::default(),
+                ..Default::default()
             },
             "Encrypt of a too-large plaintext"
         ),
@@ -653,6 +662,7 @@ async fn session(backend: Backend) {
                 key_id: k2.clone(),
                 plaintext: p_disabled,
                 encryption_context: pairs(&ctx2),
+                ..Default::default()
             },
             "Encrypt under a disabled key"
         ),
@@ -720,6 +730,7 @@ async fn session(backend: Backend) {
                 key_id: k1.clone(),
                 plaintext: p_denied,
                 encryption_context: pairs(&ctx1),
+                ..Default::default()
             },
             "Encrypt by a user without permission"
         ),
@@ -738,6 +749,7 @@ async fn session(backend: Backend) {
                 ciphertext_blob: blob1.clone(),
                 encryption_context: pairs(&ctx1),
                 key_id: String::new(),
+                ..Default::default()
             },
             "Decrypt by a user without permission"
         ),
@@ -828,6 +840,7 @@ async fn session(backend: Backend) {
             key_id: k1.clone(),
             plaintext: p_session.clone(),
             encryption_context: pairs(&ctx1),
+            ..Default::default()
         },
         "Encrypt by a role session"
     )
@@ -844,6 +857,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: session_blob,
             encryption_context: pairs(&ctx1),
             key_id: String::new(),
+            ..Default::default()
         },
         "Decrypt by a role session"
     )
@@ -894,6 +908,7 @@ async fn session(backend: Backend) {
         key_id: k1.clone(),
         plaintext: p_unauthenticated.clone(),
         encryption_context: pairs(&ctx1),
+        ..Default::default()
     };
     let wrong_secret = format!("wrong-secret-canary-{tag}-Vb3nQ8xZ0pLk7Rt2");
     c.text("a wrong secret access key", &wrong_secret);
@@ -1049,6 +1064,7 @@ async fn session(backend: Backend) {
             ciphertext_blob: blob1.clone(),
             encryption_context: pairs(&ctx1),
             key_id: String::new(),
+            ..Default::default()
         },
         "Decrypt after a restart"
     )

@@ -208,6 +208,7 @@ async fn traffic(client: Client, keys: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
                     key_id: key,
                     plaintext: plaintext.clone(),
                     encryption_context: [("round".to_string(), round.to_string())].into(),
+                    ..Default::default()
                 };
                 let outcome = client
                     .kms()
@@ -230,6 +231,7 @@ async fn traffic(client: Client, keys: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
                     ciphertext_blob: blob.clone(),
                     encryption_context: [("round".to_string(), made_in.to_string())].into(),
                     key_id: String::new(),
+                    ..Default::default()
                 };
                 let outcome = client
                     .kms()

@@ -124,6 +124,8 @@ fn carries_secrets(operation: &str) -> bool {
             | "kms:VerifyMac"
             | "kms:Sign"
             | "kms:Verify"
+            | "kms:GenerateDataKeyPair"
+            | "kms:GenerateDataKeyPairWithoutPlaintext"
     )
 }
 

@@ -112,6 +112,9 @@ pub fn changes_nothing(operation: &str) -> bool {
                     | "VerifyMac"
                     | "Sign"
                     | "Verify"
+                    | "DeriveSharedSecret"
+                    | "GenerateDataKeyPair"
+                    | "GenerateDataKeyPairWithoutPlaintext"
             ) || reads(&["Describe", "List", "Get"])
         }
         "iam" => reads(&["List", "Get", "Simulate"]),

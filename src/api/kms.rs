@@ -98,4 +98,7 @@ grpc_methods! {
     list_retirable_grants: ListRetirableGrantsRequest => ListGrantsResponse,
     retire_grant: RetireGrantRequest => RetireGrantResponse,
     revoke_grant: RevokeGrantRequest => RevokeGrantResponse,
+    derive_shared_secret: DeriveSharedSecretRequest => DeriveSharedSecretResponse,
+    generate_data_key_pair: GenerateDataKeyPairRequest => GenerateDataKeyPairResponse,
+    generate_data_key_pair_without_plaintext: GenerateDataKeyPairWithoutPlaintextRequest => GenerateDataKeyPairWithoutPlaintextResponse,
 }

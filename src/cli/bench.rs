@@ -538,6 +538,7 @@ impl KmsWorkload {
             key_id: self.key_id.clone(),
             plaintext: self.plaintext.clone(),
             encryption_context: Default::default(),
+            ..Default::default()
         };
         let blob = client
             .kms()
@@ -561,6 +562,7 @@ impl KmsWorkload {
             ciphertext_blob: self.blob.clone(),
             encryption_context: Default::default(),
             key_id: String::new(),
+            ..Default::default()
         };
         let plaintext = client
             .kms()
@@ -679,6 +681,7 @@ pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport
             key_id: spec.key_id.clone(),
             plaintext: plaintext.clone(),
             encryption_context: Default::default(),
+            ..Default::default()
         };
         first
             .kms()

@@ -633,6 +633,10 @@ pub struct EncryptArgs {
     /// Encryption context pair; repeat for more.
     #[arg(long = "context", value_name = "KEY=VALUE")]
     context: Vec<String>,
+    /// SYMMETRIC_DEFAULT (default), or RSAES_OAEP_SHA_1 / RSAES_OAEP_SHA_256 for RSA keys of
+    /// usage ENCRYPT_DECRYPT (no context then).
+    #[arg(long)]
+    encryption_algorithm: Option<String>,
 }
 
 pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
@@ -642,6 +646,7 @@ pub async fn encrypt(ctx: Context, args: EncryptArgs) -> CliResult {
         key_id: args.key,
         plaintext: plaintext.expose().clone(),
         encryption_context: parse_pairs(&args.context, "context")?,
+        encryption_algorithm: args.encryption_algorithm.unwrap_or_default(),
     };
     let r = client
         .kms()
@@ -838,6 +843,8 @@ pub async fn get_public_key(ctx: Context, args: GetPublicKeyArgs) -> CliResult {
                 "KeySpec": r.key_spec,
                 "KeyUsage": r.key_usage,
                 "SigningAlgorithms": r.signing_algorithms,
+                "EncryptionAlgorithms": r.encryption_algorithms,
+                "KeyAgreementAlgorithms": r.key_agreement_algorithms,
             }),
             String::new,
         );
@@ -859,12 +866,147 @@ pub async fn get_public_key(ctx: Context, args: GetPublicKeyArgs) -> CliResult {
 }
 
 #[derive(Debug, Args)]
+pub struct DataKeyPairArgs {
+    /// The symmetric key the private key is encrypted under.
+    #[arg(long)]
+    key: String,
+    /// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521 or
+    /// ECC_SECG_P256K1.
+    #[arg(long)]
+    key_pair_spec: String,
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
+    /// Only the public key and the private key's ciphertext
+    /// (GenerateDataKeyPairWithoutPlaintext).
+    #[arg(long)]
+    without_plaintext: bool,
+}
+
+/// `data-key-pair`: the AWS CLI's JSON of GenerateDataKeyPair (or its WithoutPlaintext form);
+/// in text, one `Name: base64` line per member.
+pub async fn data_key_pair(ctx: Context, args: DataKeyPairArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let context = parse_pairs(&args.context, "context")?;
+    let (key_id, spec, blob, public, private) = if args.without_plaintext {
+        let request = v1::GenerateDataKeyPairWithoutPlaintextRequest {
+            key_id: args.key,
+            encryption_context: context,
+            key_pair_spec: args.key_pair_spec,
+        };
+        let r = client
+            .kms()
+            .generate_data_key_pair_without_plaintext(
+                client.signed("GenerateDataKeyPairWithoutPlaintext", request),
+            )
+            .await?
+            .into_inner();
+        (
+            r.key_id,
+            r.key_pair_spec,
+            r.private_key_ciphertext_blob,
+            r.public_key,
+            None,
+        )
+    } else {
+        let request = v1::GenerateDataKeyPairRequest {
+            key_id: args.key,
+            encryption_context: context,
+            key_pair_spec: args.key_pair_spec,
+        };
+        let r = client
+            .kms()
+            .generate_data_key_pair(client.signed("GenerateDataKeyPair", request))
+            .await?
+            .into_inner();
+        (
+            r.key_id,
+            r.key_pair_spec,
+            r.private_key_ciphertext_blob,
+            r.public_key,
+            Some(SecretBytes::new(r.private_key_plaintext.to_vec())),
+        )
+    };
+    let mut object = serde_json::Map::new();
+    object.insert("PrivateKeyCiphertextBlob".into(), json!(B64.encode(&blob)));
+    if let Some(private) = &private {
+        object.insert(
+            "PrivateKeyPlaintext".into(),
+            json!(B64.encode(private.expose())),
+        );
+    }
+    object.insert("PublicKey".into(), json!(B64.encode(&public)));
+    object.insert("KeyId".into(), json!(key_id));
+    object.insert("KeyPairSpec".into(), json!(spec));
+    let text = object
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.print(serde_json::Value::Object(object), || text.clone());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DeriveSharedSecretArgs {
+    /// A KEY_AGREEMENT key.
+    #[arg(long)]
+    key: String,
+    /// ECDH (the only one).
+    #[arg(long, default_value = "ECDH")]
+    key_agreement_algorithm: String,
+}
+
+/// `derive-shared-secret`: the peer's public key (DER SubjectPublicKeyInfo, or PEM) on stdin;
+/// the shared secret in base64 (`--output json`: the AWS CLI's shape).
+pub async fn derive_shared_secret(ctx: Context, args: DeriveSharedSecretArgs) -> CliResult {
+    let Context { client, out } = ctx;
+    let input = read_stdin()?;
+    let public_key = match std::str::from_utf8(input.expose()) {
+        Ok(text) if text.contains("-----BEGIN PUBLIC KEY-----") => {
+            let body: String = text
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .flat_map(|l| l.trim().chars())
+                .collect();
+            B64.decode(body.as_bytes())
+                .map_err(|_| CliError::Local("the PEM public key on stdin is not base64".into()))?
+        }
+        _ => input.expose().clone(),
+    };
+    let request = v1::DeriveSharedSecretRequest {
+        key_id: args.key,
+        key_agreement_algorithm: args.key_agreement_algorithm,
+        public_key,
+    };
+    let r = client
+        .kms()
+        .derive_shared_secret(client.signed("DeriveSharedSecret", request))
+        .await?
+        .into_inner();
+    let secret = SecretBytes::new(r.shared_secret.to_vec());
+    let encoded = B64.encode(secret.expose());
+    out.print(
+        json!({
+            "KeyId": r.key_id,
+            "SharedSecret": encoded,
+            "KeyAgreementAlgorithm": r.key_agreement_algorithm,
+            "KeyOrigin": r.key_origin,
+        }),
+        || encoded.clone(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
 pub struct DecryptArgs {
-    /// Refuse unless the ciphertext was made under this key.
+    /// Refuse unless the ciphertext was made under this key (required with an RSA algorithm).
     #[arg(long)]
     key: Option<String>,
     #[arg(long = "context", value_name = "KEY=VALUE")]
     context: Vec<String>,
+    /// SYMMETRIC_DEFAULT (default), or RSAES_OAEP_SHA_1 / RSAES_OAEP_SHA_256 for RSA keys.
+    #[arg(long)]
+    encryption_algorithm: Option<String>,
 }
 
 pub async fn decrypt(ctx: Context, args: DecryptArgs) -> CliResult {
@@ -873,6 +1015,7 @@ pub async fn decrypt(ctx: Context, args: DecryptArgs) -> CliResult {
         ciphertext_blob: read_blob_from_stdin()?,
         encryption_context: parse_pairs(&args.context, "context")?,
         key_id: args.key.unwrap_or_default(),
+        encryption_algorithm: args.encryption_algorithm.unwrap_or_default(),
     };
     let r = client
         .kms()

@@ -87,6 +87,12 @@ pub enum Command {
     ReEncrypt(commands::ReEncryptArgs),
     /// Generate a data key: its plaintext and its ciphertext under KEY.
     DataKey(commands::DataKeyArgs),
+    /// Generate a data key pair (RSA or ECC): its public key, its private key (PKCS#8 DER)
+    /// and the private key's ciphertext under KEY, base64.
+    DataKeyPair(commands::DataKeyPairArgs),
+    /// ECDH of a KEY_AGREEMENT key with a peer's public key (DER or PEM on stdin); prints the
+    /// shared secret, base64.
+    DeriveSharedSecret(commands::DeriveSharedSecretArgs),
     /// N random bytes (1-1024), base64.
     Random(commands::RandomArgs),
     /// HMACs with HMAC keys: generate, verify.
@@ -154,6 +160,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Decrypt(args) => commands::run_client(client, |c| commands::decrypt(c, args)),
         Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
         Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
+        Command::DataKeyPair(args) => {
+            commands::run_client(client, |c| commands::data_key_pair(c, args))
+        }
+        Command::DeriveSharedSecret(args) => {
+            commands::run_client(client, |c| commands::derive_shared_secret(c, args))
+        }
         Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
         Command::Mac(command) => commands::run_client(client, |c| commands::mac(c, command)),
         Command::Sign(args) => commands::run_client(client, |c| commands::sign(c, args)),

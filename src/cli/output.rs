@@ -77,6 +77,12 @@ pub fn key_metadata_json(m: &v1::KeyMetadata) -> Value {
     if !m.signing_algorithms.is_empty() {
         object.insert("SigningAlgorithms".into(), json!(m.signing_algorithms));
     }
+    if !m.key_agreement_algorithms.is_empty() {
+        object.insert(
+            "KeyAgreementAlgorithms".into(),
+            json!(m.key_agreement_algorithms),
+        );
+    }
     object.insert("MultiRegion".into(), json!(false));
     object.insert("KeyStore".into(), json!(m.keystore));
     object.insert("CurrentKeyVersion".into(), json!(m.current_key_version));

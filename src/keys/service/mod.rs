@@ -766,6 +766,7 @@ impl From<CommitError> for FailedChange {
 }
 
 mod aliases;
+mod asymmetric;
 mod crypto;
 mod grants;
 mod journal;
@@ -777,6 +778,10 @@ mod startup;
 mod tags;
 mod usage;
 
+pub use asymmetric::{
+    DataKeyPair, encryption_algorithm, encryption_algorithms, key_agreement_algorithm,
+    key_pair_spec,
+};
 pub use grants::{Grant, MAX_GRANT_RECORD, NewGrant, validate_new_grant};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};

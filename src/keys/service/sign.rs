@@ -197,7 +197,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         let record = entry.record();
         self.require_usable(&record, "GetPublicKey")?;
-        if record.spec.signing_algorithms().is_empty() {
+        if !record.spec.is_asymmetric() {
             return Err(KeyError::UnsupportedOperation(format!(
                 "GetPublicKey is not supported for key {}: {} keys have no public key",
                 record.id,

@@ -436,6 +436,8 @@ impl KeyStore for Pkcs11KeyStore {
             }
             KeySpec::EccNistP256
             | KeySpec::EccNistP384
+            | KeySpec::EccNistP521
+            | KeySpec::EccSecgP256k1
             | KeySpec::Rsa2048
             | KeySpec::Rsa3072
             | KeySpec::Rsa4096 => Err(KeyStoreError::Unsupported(format!(
