@@ -19,6 +19,8 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GenerateRandomResponse",
     "keyhaven.v1.CreateAccessKeyResponse",
     "keyhaven.v1.Credentials",
+    "keyhaven.v1.GetParametersForImportResponse",
+    "keyhaven.v1.ImportKeyMaterialRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a
@@ -79,10 +81,16 @@ fn aws_json_shapes(
             message = None;
         }
     }
-    Ok(builder.field_attribute(
-        ".keyhaven.v1.KeyMetadata.aws_account_id",
-        "#[serde(rename = \"AWSAccountId\")]",
-    ))
+    Ok(builder
+        .field_attribute(
+            ".keyhaven.v1.KeyMetadata.aws_account_id",
+            "#[serde(rename = \"AWSAccountId\")]",
+        )
+        // SDKs send timestamps as seconds with a fraction.
+        .field_attribute(
+            ".keyhaven.v1.ImportKeyMaterialRequest.valid_to",
+            "#[serde(deserialize_with = \"crate::api::aws::timestamp::optional\")]",
+        ))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

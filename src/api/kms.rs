@@ -74,4 +74,7 @@ grpc_methods! {
     sign: SignRequest => SignResponse,
     verify: VerifyRequest => VerifyResponse,
     get_public_key: GetPublicKeyRequest => GetPublicKeyResponse,
+    get_parameters_for_import: GetParametersForImportRequest => GetParametersForImportResponse,
+    import_key_material: ImportKeyMaterialRequest => ImportKeyMaterialResponse,
+    delete_imported_key_material: DeleteImportedKeyMaterialRequest => DeleteImportedKeyMaterialResponse,
 }

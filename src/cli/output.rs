@@ -38,6 +38,7 @@ pub fn key_state_name(state: i32) -> &'static str {
         Ok(v1::KeyState::PendingDeletion) => "PendingDeletion",
         Ok(v1::KeyState::Deleted) => "Deleted",
         Ok(v1::KeyState::Unavailable) => "Unavailable",
+        Ok(v1::KeyState::PendingImport) => "PendingImport",
         _ => "Unknown",
     }
 }

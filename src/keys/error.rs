@@ -46,6 +46,15 @@ pub enum KeyError {
     /// Verify: the signature does not verify.
     #[error("the signature is not valid for the message, key and signing algorithm given")]
     InvalidSignature,
+    /// ImportKeyMaterial: the token is not one this daemon gave for this key.
+    #[error("{0}")]
+    InvalidImportToken(String),
+    /// ImportKeyMaterial: the token's 24 hours have passed.
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    /// ImportKeyMaterial: the material differs from what the key had before.
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     #[error("internal error")]
     Internal(String),
 }

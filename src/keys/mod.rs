@@ -12,14 +12,15 @@ mod service;
 pub use crate::keystore::{KeySpec, MacAlgorithm, SigningAlgorithm};
 pub use error::KeyError;
 pub use model::{
-    KeyRecord, KeyState, KeyUsage, KeyUse, KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS,
-    RotationSchedule, RotationType, key_spec_and_usage,
+    EXTERNAL_ORIGIN, ImportedMaterial, KeyRecord, KeyState, KeyUsage, KeyUse, KeyVersion,
+    MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule, RotationType, key_spec_and_usage,
 };
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
-    AliasEntry, DataKeySize, Decrypted, KeyService, KeyServiceConfig, ListPage, MAX_KEY_POLICY,
-    MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE, MacAnswer, MessageType, Orphan,
-    PendingGeneration, PublicKey, Reconciliation, Signed, mac_algorithm, signing_algorithm,
-    validate_alias_name, validate_key_policy_size,
+    AliasEntry, DataKeySize, Decrypted, IMPORT_PARAMETERS_VALIDITY, ImportParameters, KeyService,
+    KeyServiceConfig, ListPage, MAX_KEY_POLICY, MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE,
+    MacAnswer, MaterialOrigin, MessageType, Orphan, PendingGeneration, PublicKey, Reconciliation,
+    Signed, mac_algorithm, material_expiry, signing_algorithm, validate_alias_name,
+    validate_key_policy_size,
 };

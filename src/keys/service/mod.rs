@@ -264,7 +264,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
 fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
     if !matches!(
         error,
-        KeyStoreError::DecryptFailed | KeyStoreError::Unsupported(_)
+        KeyStoreError::DecryptFailed
+            | KeyStoreError::Unsupported(_)
+            | KeyStoreError::IncorrectMaterial(_)
     ) && let Some(m) = crate::metrics::metrics()
     {
         m.keystore_errors.with_label_values(&[store]).inc();
@@ -289,6 +291,7 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
         KeyStoreError::Unsupported(message) => KeyError::UnsupportedOperation(message),
+        KeyStoreError::IncorrectMaterial(message) => KeyError::IncorrectKeyMaterial(message),
         other => KeyError::Internal(format!("keystore {store}: {other}")),
     }
 }
@@ -754,6 +757,7 @@ impl From<CommitError> for FailedChange {
 
 mod aliases;
 mod crypto;
+mod import;
 mod journal;
 mod lifecycle;
 mod mac;
@@ -763,6 +767,7 @@ mod startup;
 mod tags;
 mod usage;
 
+pub use import::{IMPORT_PARAMETERS_VALIDITY, ImportParameters, MaterialOrigin, material_expiry};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
 pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};
