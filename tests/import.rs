@@ -567,3 +567,97 @@ mod suite {
         assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
     }
 }
+
+/// The `keyhaven` binary against the test daemon, with no `KEYHAVEN_*` of the environment.
+fn keyhaven(d: &common::TestDaemon, args: &[&str]) -> serde_json::Value {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHAVEN_") {
+            command.env_remove(&name);
+        }
+    }
+    let output = command
+        .env("KEYHAVEN_ENDPOINT", d.endpoint())
+        .env("KEYHAVEN_ACCESS_KEY_ID", &d.credentials.access_key_id)
+        .env(
+            "KEYHAVEN_SECRET_ACCESS_KEY",
+            d.credentials.secret_access_key.expose(),
+        )
+        .env("KEYHAVEN_REGION", &d.config.region)
+        .env("NO_COLOR", "1")
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .expect("run keyhaven");
+    assert!(
+        output.status.success(),
+        "keyhaven {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+/// `key create --origin EXTERNAL`, `key import-parameters`, `key import` (with `--valid-to`)
+/// and `key delete-imported-material`, with OpenSSL wrapping in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_imports_and_deletes_material() {
+    use common::*;
+    use keyhaven::proto::v1;
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let created = keyhaven(&d, &["key", "create", "--origin", "EXTERNAL"]);
+    assert_eq!(created["KeyMetadata"]["KeyState"], "PendingImport");
+    assert_eq!(created["KeyMetadata"]["Origin"], "EXTERNAL");
+    let key = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let parameters = keyhaven(
+        &d,
+        &[
+            "key",
+            "import-parameters",
+            &key,
+            "--public-key-file",
+            &path("public.der"),
+            "--token-file",
+            &path("token.bin"),
+        ],
+    );
+    assert!(parameters["ParametersValidTo"].is_string(), "{parameters}");
+    let public_key = std::fs::read(path("public.der")).unwrap();
+    let material: [u8; 32] = rand::random();
+    let wrap_dir = tempfile::tempdir().unwrap();
+    let wrapped = suite::wrap(wrap_dir.path(), &public_key, suite::OAEP, &material);
+    std::fs::write(path("material.bin"), wrapped).unwrap();
+    let valid_to = keyhaven::clock::rfc3339(d.now() + 7 * DAY);
+    keyhaven(
+        &d,
+        &[
+            "key",
+            "import",
+            &key,
+            "--material-file",
+            &path("material.bin"),
+            "--token-file",
+            &path("token.bin"),
+            "--valid-to",
+            &valid_to,
+        ],
+    );
+    let described = keyhaven(&d, &["key", "describe", &key]);
+    assert_eq!(described["KeyMetadata"]["KeyState"], "Enabled");
+    assert_eq!(
+        described["KeyMetadata"]["ExpirationModel"],
+        "KEY_MATERIAL_EXPIRES"
+    );
+    assert_eq!(described["KeyMetadata"]["ValidTo"], valid_to.as_str());
+    let blob = d
+        .encrypt(&key, b"from the command line", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        suite::open_blob(&material, &blob, &[]),
+        b"from the command line"
+    );
+    keyhaven(&d, &["key", "delete-imported-material", &key]);
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingImport);
+}
