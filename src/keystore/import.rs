@@ -65,6 +65,58 @@ pub fn unwrap(
     }
 }
 
+/// MGF1 with SHA-256 (RFC 8017, B.2.1), XORed into `out`.
+fn mgf1_sha256_xor(seed: &[u8], out: &mut [u8]) {
+    use sha2::Digest;
+    for (counter, chunk) in out.chunks_mut(32).enumerate() {
+        let mut hash = sha2::Sha256::new();
+        hash.update(seed);
+        hash.update((counter as u32).to_be_bytes());
+        for (byte, mask) in chunk.iter_mut().zip(hash.finalize()) {
+            *byte ^= mask;
+        }
+    }
+}
+
+/// EME-OAEP decoding with SHA-256, MGF1-SHA-256 and an empty label (RFC 8017, 7.1.2 step 3)
+/// of `block`, the raw RSA result of a `modulus_len`-byte key. For a device whose OAEP takes
+/// only SHA-1 (SoftHSM2 2.6): the device does the private-key operation, this the padding.
+/// The checks are combined without early exit so that a bad block is not told apart by when
+/// it failed.
+pub fn oaep_sha256_decode(block: &[u8], modulus_len: usize) -> Result<SecretBytes, KeyStoreError> {
+    use sha2::Digest;
+    use subtle::{ConditionallySelectable, ConstantTimeEq};
+    const H: usize = 32;
+    if modulus_len < 2 * H + 2 || block.len() > modulus_len {
+        return Err(KeyStoreError::DecryptFailed);
+    }
+    let mut em = SecretBytes::new(vec![0u8; modulus_len]);
+    em.expose_mut()[modulus_len - block.len()..].copy_from_slice(block);
+    let em = em.expose_mut();
+    let (y, rest) = em.split_at_mut(1);
+    let (seed, db) = rest.split_at_mut(H);
+    mgf1_sha256_xor(db, seed);
+    mgf1_sha256_xor(seed, db);
+    let label_hash = sha2::Sha256::digest(b"");
+    let mut good = y[0].ct_eq(&0) & db[..H].ct_eq(label_hash.as_slice());
+    // After the label hash: zeros, then 0x01, then the message.
+    let mut found = subtle::Choice::from(0);
+    let mut start = 0u32;
+    for (i, byte) in db.iter().enumerate().skip(H) {
+        let is_one = byte.ct_eq(&1);
+        let is_zero = byte.ct_eq(&0);
+        let first_one = !found & is_one;
+        start = u32::conditional_select(&start, &((i + 1) as u32), first_one);
+        good &= found | is_zero | is_one;
+        found |= is_one;
+    }
+    good &= found;
+    if !bool::from(good) {
+        return Err(KeyStoreError::DecryptFailed);
+    }
+    Ok(SecretBytes::new(db[start as usize..].to_vec()))
+}
+
 /// AES key unwrap with padding (RFC 5649) under a 256-bit key.
 pub fn key_unwrap_with_padding(key: &[u8], wrapped: &[u8]) -> Result<SecretBytes, KeyStoreError> {
     let kek = aes_kw::KekAes256::try_from(key).map_err(|_| KeyStoreError::DecryptFailed)?;
@@ -128,6 +180,53 @@ mod tests {
         assert_eq!(opened.expose(), &material);
         wrapped[3] ^= 1;
         assert!(key_unwrap_with_padding(&kek, &wrapped).is_err());
+    }
+
+    /// Round trips through the `rsa` crate's OAEP-SHA-256 encryption and its raw private-key
+    /// operation; a damaged block, a wrong label hash and other paddings are refused.
+    #[test]
+    fn oaep_sha256_decoding_opens_what_rsa_oaep_wraps() {
+        use rsa::traits::PublicKeyParts;
+        let mut rng = rand::rngs::OsRng;
+        let private = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let public = private.to_public_key();
+        let k = public.size();
+        let raw = |ciphertext: &[u8]| {
+            use rsa::traits::PrivateKeyParts;
+            rsa::BigUint::from_bytes_be(ciphertext)
+                .modpow(private.d(), private.n())
+                .to_bytes_be()
+        };
+        for message in [&[][..], &[0u8; 1], &[0x42; 32], &[1u8; 190]] {
+            let sealed = public
+                .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), message)
+                .unwrap();
+            let opened = oaep_sha256_decode(&raw(&sealed), k).unwrap();
+            assert_eq!(opened.expose(), message);
+        }
+        let sealed = public
+            .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &[7u8; 32])
+            .unwrap();
+        let mut block = raw(&sealed);
+        let last = block.len() - 1;
+        block[last] ^= 1;
+        assert!(oaep_sha256_decode(&block, k).is_err());
+        let sha384 = public
+            .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha384>(), &[7u8; 32])
+            .unwrap();
+        assert!(oaep_sha256_decode(&raw(&sha384), k).is_err());
+        let labelled = public
+            .encrypt(
+                &mut rng,
+                rsa::Oaep::new_with_label::<sha2::Sha256, _>("label"),
+                &[7u8; 32],
+            )
+            .unwrap();
+        assert!(oaep_sha256_decode(&raw(&labelled), k).is_err());
+        let pkcs1 = public
+            .encrypt(&mut rng, rsa::Pkcs1v15Encrypt, &[7u8; 32])
+            .unwrap();
+        assert!(oaep_sha256_decode(&raw(&pkcs1), k).is_err());
     }
 
     #[test]
