@@ -713,3 +713,100 @@ async fn the_command_line_imports_and_deletes_material() {
     keyhaven(&d, &["key", "delete-imported-material", &key]);
     assert_eq!(d.state(&key).await, v1::KeyState::PendingImport);
 }
+
+/// On the PKCS#11 keystore, looked at through a session of the test's own: the imported
+/// material is one token object with the usual label, sensitive and not extractable (its
+/// value cannot be read); the wrapping key's private half is a sensitive, non-extractable
+/// token object and its public half is not kept; DeleteImportedKeyMaterial destroys the
+/// material object, and the scheduler the wrapping key once the token's 24 hours are over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_material_lives_in_the_device_sensitive_and_not_extractable() {
+    use common::*;
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+    use keyhaven::proto::v1;
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = suite::create_external(&d).await.key_id;
+    let p = suite::parameters(&d, &key, suite::KEY_WRAP, "RSA_2048")
+        .await
+        .unwrap();
+    let material: [u8; 32] = rand::random();
+    let wrapped = suite::wrap(dir.path(), &p.public_key, suite::KEY_WRAP, &material);
+    suite::import(&d, &key, &p.import_token, &wrapped, None)
+        .await
+        .unwrap();
+    let session = device::independent_session();
+    let found = device::objects(&session, &d.account_id, &key, 1);
+    assert_eq!(found.len(), 1, "one token object for the imported version");
+    let attributes = session
+        .get_attributes(
+            found[0],
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Token,
+                AttributeType::KeyType,
+            ],
+        )
+        .unwrap();
+    for expected in [
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Token(true),
+        Attribute::KeyType(KeyType::AES),
+    ] {
+        assert!(
+            attributes.contains(&expected),
+            "{expected:?} in {attributes:?}"
+        );
+    }
+    let value = session
+        .get_attributes(found[0], &[AttributeType::Value])
+        .unwrap_or_default();
+    assert!(
+        !value.iter().any(|a| matches!(a, Attribute::Value(_))),
+        "the imported material's value is readable: {value:?}"
+    );
+    let wrapping_label = |class: ObjectClass| {
+        let prefix = format!("keyhaven-import:{}:", d.account_id);
+        session
+            .find_objects(&[Attribute::Class(class), Attribute::Token(true)])
+            .unwrap()
+            .into_iter()
+            .filter(|h| {
+                session
+                    .get_attributes(*h, &[AttributeType::Label])
+                    .unwrap()
+                    .iter()
+                    .any(|a| matches!(a, Attribute::Label(l) if l.starts_with(prefix.as_bytes())))
+            })
+            .collect::<Vec<_>>()
+    };
+    let private = wrapping_label(ObjectClass::PRIVATE_KEY);
+    assert_eq!(private.len(), 1, "one wrapping key in the device");
+    let attributes = session
+        .get_attributes(
+            private[0],
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
+        .unwrap();
+    assert!(
+        attributes.contains(&Attribute::Sensitive(true)),
+        "{attributes:?}"
+    );
+    assert!(
+        attributes.contains(&Attribute::Extractable(false)),
+        "{attributes:?}"
+    );
+    assert!(wrapping_label(ObjectClass::PUBLIC_KEY).is_empty());
+    // Deleting the material destroys its object; the key waits again.
+    suite::delete_material(&d, &key).await.unwrap();
+    assert!(device::objects(&session, &d.account_id, &key, 1).is_empty());
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingImport);
+    // Within the 24 hours the scheduler keeps the wrapping key; after them it destroys it.
+    d.run_due_tasks().await;
+    assert_eq!(wrapping_label(ObjectClass::PRIVATE_KEY).len(), 1);
+    d.clock.advance(DAY);
+    d.run_due_tasks().await;
+    assert!(wrapping_label(ObjectClass::PRIVATE_KEY).is_empty());
+}
