@@ -560,6 +560,17 @@ mod suite {
         let report = d.run_due_tasks().await;
         assert_eq!(report.expired_keys.len(), 1, "{report:?}");
         assert!(report.expired_keys[0].to_string() == key, "{report:?}");
+        // Audited as the scheduler's other work is: by the daemon itself, naming the key.
+        let log = std::fs::read_to_string(&d.config.audit_log).expect("audit log");
+        let audited = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit record"))
+            .any(|r| {
+                r["operation"] == "DeleteImportedKeyMaterial"
+                    && r["principal"] == keyhaven::server::SCHEDULER_PRINCIPAL
+                    && r.to_string().contains(&key)
+            });
+        assert!(audited, "the expiry is not in the audit log");
         let described = d.describe(&key).await.unwrap();
         assert_eq!(described.key_state(), v1::KeyState::PendingImport);
         assert_eq!(described.valid_to, None);

@@ -405,6 +405,16 @@ impl KeyRecord {
         Ok(())
     }
 
+    /// Whether the keystore holds (or, mid-generation, is about to hold) material for
+    /// `version`: the key is no tombstone, has that version, and, for imported material, has
+    /// it now. A device object of a version the key does not hold is left over from an import
+    /// cut short or a deletion, never material to keep.
+    pub fn holds_version(&self, version: u32) -> bool {
+        self.state != KeyState::Deleted
+            && self.versions.iter().any(|v| v.number == version)
+            && self.imported.as_ref().is_none_or(|i| i.present)
+    }
+
     /// Whether imported material is past its `ValidTo` (and still held).
     pub fn material_expired(&self, now: UnixSeconds) -> bool {
         matches!(self.state, KeyState::Enabled | KeyState::Disabled)
