@@ -821,3 +821,97 @@ async fn imported_material_lives_in_the_device_sensitive_and_not_extractable() {
     d.run_due_tasks().await;
     assert!(wrapping_label(ObjectClass::PRIVATE_KEY).is_empty());
 }
+
+/// On the sealed store HMAC keys take imported material too (of AWS's lengths: 32 to 64 bytes
+/// for HMAC_256): the MAC Keyhaven computes is the test's own HMAC-SHA-256 under the material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_keys_take_imported_material_on_the_sealed_store() {
+    use common::*;
+    use hmac::Mac;
+    use keyhaven::proto::v1;
+    use tonic::Code;
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = v1::CreateKeyRequest {
+        origin: "EXTERNAL".into(),
+        key_spec: "HMAC_256".into(),
+        key_usage: "GENERATE_VERIFY_MAC".into(),
+        ..Default::default()
+    };
+    let key = d
+        .client
+        .kms()
+        .create_key(d.client.signed("CreateKey", request))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.key_state(), v1::KeyState::PendingImport);
+    let p = suite::parameters(&d, &key.key_id, suite::OAEP, "RSA_2048")
+        .await
+        .unwrap();
+    let material: [u8; 48] = std::array::from_fn(|_| rand::random());
+    let wrapped = suite::wrap(dir.path(), &p.public_key, suite::OAEP, &material);
+    suite::import(&d, &key.key_id, &p.import_token, &wrapped, None)
+        .await
+        .unwrap();
+    let request = v1::GenerateMacRequest {
+        key_id: key.key_id.clone(),
+        message: b"imported hmac".to_vec(),
+        mac_algorithm: "HMAC_SHA_256".into(),
+    };
+    let mac = d
+        .client
+        .kms()
+        .generate_mac(d.client.signed("GenerateMac", request))
+        .await
+        .unwrap()
+        .into_inner()
+        .mac;
+    let mut expected = hmac::Hmac::<sha2::Sha256>::new_from_slice(&material).unwrap();
+    expected.update(b"imported hmac");
+    assert_eq!(mac, expected.finalize().into_bytes().to_vec());
+    // Material longer than HMAC_256 takes is refused.
+    let request = v1::CreateKeyRequest {
+        origin: "EXTERNAL".into(),
+        key_spec: "HMAC_256".into(),
+        key_usage: "GENERATE_VERIFY_MAC".into(),
+        ..Default::default()
+    };
+    let long_key = d
+        .client
+        .kms()
+        .create_key(d.client.signed("CreateKey", request))
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let p = suite::parameters(&d, &long_key, suite::KEY_WRAP, "RSA_2048")
+        .await
+        .unwrap();
+    let wrapped = suite::wrap(dir.path(), &p.public_key, suite::KEY_WRAP, &[3u8; 65]);
+    assert_refused(
+        suite::import(&d, &long_key, &p.import_token, &wrapped, None).await,
+        Code::InvalidArgument,
+        "IncorrectKeyMaterialException",
+    );
+    assert_eq!(d.state(&long_key).await, v1::KeyState::PendingImport);
+    // Asymmetric keys cannot be imported here.
+    let request = v1::CreateKeyRequest {
+        origin: "EXTERNAL".into(),
+        key_spec: "ECC_NIST_P256".into(),
+        key_usage: "SIGN_VERIFY".into(),
+        ..Default::default()
+    };
+    assert_refused(
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+}
