@@ -915,3 +915,79 @@ async fn hmac_keys_take_imported_material_on_the_sealed_store() {
         "UnsupportedOperationException",
     );
 }
+
+/// What a crash between the device's unwrap and the key record's write leaves — the journal
+/// entry and an object for version 1 of a key whose material had been deleted (so its record
+/// still names version 1) — is destroyed at start-up: the key stays `PendingImport`, the same
+/// material imports again as one object, and its old ciphertexts decrypt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_short_by_a_crash_is_undone_at_start_up() {
+    use common::*;
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use keyhaven::keys::PendingGeneration;
+    use keyhaven::proto::v1;
+    use keyhaven::store::WriteBatch;
+    let mut d = TestDaemon::start(Backend::Pkcs11).await;
+    let account = d.account_id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let material: [u8; 32] = rand::random();
+    let key = suite::create_external(&d).await.key_id;
+    let p = suite::parameters(&d, &key, suite::KEY_WRAP, "RSA_2048")
+        .await
+        .unwrap();
+    let wrapped = suite::wrap(dir.path(), &p.public_key, suite::KEY_WRAP, &material);
+    suite::import(&d, &key, &p.import_token, &wrapped, None)
+        .await
+        .unwrap();
+    let blob = d.encrypt(&key, b"before the crash", &[]).await.unwrap();
+    suite::delete_material(&d, &key).await.unwrap();
+    d.stop().await;
+
+    let session = device::independent_session();
+    let id = uuid::Uuid::parse_str(&key).unwrap();
+    let entry = PendingGeneration {
+        keystore: Backend::Pkcs11.keystore_name().into(),
+        key_id: id,
+        version: 1,
+        started: d.now(),
+    };
+    let mut batch = WriteBatch::new();
+    batch.put(
+        format!("generation/{}:1", id.hyphenated()).into_bytes(),
+        serde_json::to_vec(&entry).unwrap(),
+    );
+    session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Label(format!("keyhaven:{account}:{key}:1").into_bytes()),
+            ],
+        )
+        .expect("make a half-imported version");
+    d.open_store().commit_blocking(batch).expect("journal");
+
+    d.start_again().await;
+    assert!(device::objects(&session, &account, &key, 1).is_empty());
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingImport);
+    suite::import(&d, &key, &p.import_token, &wrapped, None)
+        .await
+        .unwrap();
+    assert_eq!(device::objects(&session, &account, &key, 1).len(), 1);
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"before the crash");
+    d.stop().await;
+    let journal = d
+        .open_store()
+        .scan(b"generation/", None, usize::MAX)
+        .expect("scan the journal");
+    assert!(
+        journal.is_empty(),
+        "journal entries left: {}",
+        journal.len()
+    );
+}
