@@ -991,3 +991,29 @@ async fn an_import_cut_short_by_a_crash_is_undone_at_start_up() {
         journal.len()
     );
 }
+
+/// A PKCS#11 keystore imports AES material only: an HMAC key of imported material is refused
+/// when it would be made, and no key is left waiting for an import that could not happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs11_keystore_refuses_hmac_keys_of_imported_material_when_made() {
+    use common::*;
+    use keyhaven::proto::v1;
+    use tonic::Code;
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let before = d.list_all_keys().await;
+    let request = v1::CreateKeyRequest {
+        origin: "EXTERNAL".into(),
+        key_spec: "HMAC_256".into(),
+        key_usage: "GENERATE_VERIFY_MAC".into(),
+        ..Default::default()
+    };
+    assert_refused(
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request))
+            .await,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    assert_eq!(d.list_all_keys().await, before);
+}

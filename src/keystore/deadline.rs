@@ -451,6 +451,10 @@ impl KeyStore for DeadlineKeyStore {
         self.call("public_key", None, move |k| k.public_key(material, spec))
     }
 
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        self.inner.supports_import(spec)
+    }
+
     fn make_wrapping_key(
         &self,
         wrapping: uuid::Uuid,

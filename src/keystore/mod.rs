@@ -589,6 +589,16 @@ pub trait KeyStore: Send + Sync + 'static {
         Ok(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), mac).into())
     }
 
+    /// Whether keys of `spec` may have their material imported here (checked when the key is
+    /// made, so that no key waits for an import its keystore would refuse).
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot import {} key material",
+            self.name(),
+            spec.as_str()
+        )))
+    }
+
     /// Makes an RSA key pair of `bits` to unwrap material imported with the import token
     /// `wrapping` names.
     fn make_wrapping_key(&self, wrapping: Uuid, bits: usize) -> Result<WrappingKey, KeyStoreError> {

@@ -169,6 +169,7 @@ impl KeyService {
         }
         keystore
             .supports(spec)
+            .and_then(|()| keystore.supports_import(spec))
             .map_err(|e| keystore_error(keystore.name(), e))?;
         let id = Uuid::new_v4();
         let record = KeyRecord {

@@ -753,6 +753,24 @@ impl KeyStore for Pkcs11KeyStore {
         })
     }
 
+    /// `SYMMETRIC_DEFAULT` material, where the token offers what the import needs.
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        if spec != KeySpec::SymmetricDefault {
+            return Err(KeyStoreError::Unsupported(format!(
+                "keystore {} imports SYMMETRIC_DEFAULT material only, not {}",
+                self.name,
+                spec.as_str()
+            )));
+        }
+        for mechanism in [
+            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            MechanismType::AES_KEY_WRAP_PAD,
+        ] {
+            self.require_mechanism(mechanism, "importing key material")?;
+        }
+        Ok(())
+    }
+
     /// The pair is generated in the device; only the public half's modulus and exponent leave
     /// it, and the public object is destroyed once read.
     fn make_wrapping_key(
@@ -761,12 +779,7 @@ impl KeyStore for Pkcs11KeyStore {
         bits: usize,
     ) -> Result<WrappingKey, KeyStoreError> {
         use rsa::pkcs8::EncodePublicKey;
-        for mechanism in [
-            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
-            MechanismType::AES_KEY_WRAP_PAD,
-        ] {
-            self.require_mechanism(mechanism, "importing key material")?;
-        }
+        self.supports_import(KeySpec::SymmetricDefault)?;
         let label = self.wrapping_label(wrapping);
         let public_template = [
             Attribute::Token(false),
@@ -856,13 +869,7 @@ impl KeyStore for Pkcs11KeyStore {
         spec: KeySpec,
         encrypted: &[u8],
     ) -> Result<ImportedMaterial, KeyStoreError> {
-        if spec != KeySpec::SymmetricDefault {
-            return Err(KeyStoreError::Unsupported(format!(
-                "keystore {} imports SYMMETRIC_DEFAULT material only, not {}",
-                self.name,
-                spec.as_str()
-            )));
-        }
+        self.supports_import(spec)?;
         let label = self.wrapping_label(wrapping);
         let template = self.imported_template(material, spec);
         let mut attempts = 0;

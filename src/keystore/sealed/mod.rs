@@ -571,6 +571,10 @@ impl KeyStore for SealedKeyStore {
         Ok(hmac(algorithm, key.expose(), message))
     }
 
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        super::import::check_length(spec, spec.material_len())
+    }
+
     /// The pair is made here from the OS's CSPRNG; its private half (PKCS#8) is wrapped under
     /// the current epoch like material.
     fn make_wrapping_key(
@@ -607,7 +611,7 @@ impl KeyStore for SealedKeyStore {
         spec: KeySpec,
         encrypted: &[u8],
     ) -> Result<ImportedMaterial, KeyStoreError> {
-        super::import::check_length(spec, spec.material_len())?;
+        self.supports_import(spec)?;
         let private = self.rsa(wrapping_key_ref(wrapping))?;
         let key = super::import::unwrap(&private, algorithm, encrypted)?;
         super::import::check_length(spec, key.expose().len())?;
