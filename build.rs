@@ -26,6 +26,8 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.CreateGrantRequest",
     "keyhaven.v1.CreateGrantResponse",
     "keyhaven.v1.RetireGrantRequest",
+    "keyhaven.v1.GetParametersForImportResponse",
+    "keyhaven.v1.ImportKeyMaterialRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a
@@ -95,10 +97,16 @@ fn aws_json_shapes(
             "#[serde(skip_serializing_if = \"std::collections::HashMap::is_empty\")]",
         );
     }
-    Ok(builder.field_attribute(
-        ".keyhaven.v1.KeyMetadata.aws_account_id",
-        "#[serde(rename = \"AWSAccountId\")]",
-    ))
+    Ok(builder
+        .field_attribute(
+            ".keyhaven.v1.KeyMetadata.aws_account_id",
+            "#[serde(rename = \"AWSAccountId\")]",
+        )
+        // SDKs send timestamps as seconds with a fraction.
+        .field_attribute(
+            ".keyhaven.v1.ImportKeyMaterialRequest.valid_to",
+            "#[serde(deserialize_with = \"crate::api::aws::timestamp::optional\")]",
+        ))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

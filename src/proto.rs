@@ -16,6 +16,33 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keyh
 
 const REDACTED: &str = "[redacted]";
 
+/// The import token is what lets its holder import material into the key.
+impl fmt::Debug for v1::ImportKeyMaterialRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportKeyMaterialRequest")
+            .field("key_id", &self.key_id)
+            .field("import_token", &REDACTED)
+            .field(
+                "encrypted_key_material_len",
+                &self.encrypted_key_material.len(),
+            )
+            .field("valid_to", &self.valid_to)
+            .field("expiration_model", &self.expiration_model)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GetParametersForImportResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetParametersForImportResponse")
+            .field("key_id", &self.key_id)
+            .field("import_token", &REDACTED)
+            .field("public_key_len", &self.public_key.len())
+            .field("parameters_valid_to", &self.parameters_valid_to)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::EncryptRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EncryptRequest")

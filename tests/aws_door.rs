@@ -635,3 +635,31 @@ async fn boto3_uses_asymmetric_and_hmac_keys_through_the_aws_door() {
     let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
     assert!(!log.contains("for keyhaven only") && !log.contains("round trip"));
 }
+
+/// boto3's `get_parameters_for_import`, `import_key_material` (with a `ValidTo` as boto3 sends
+/// it) and `delete_imported_key_material` through the AWS door; the script opens Keyhaven's
+/// ciphertext under the material it imported, and checks the refusals' AWS error codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_imports_key_material_through_the_aws_door() {
+    let daemon = daemon().await;
+    let env = root_environment(&daemon);
+    run_script("aws_kms_import.py", env, "import complete").await;
+    let records = audit_lines(&daemon);
+    for operation in [
+        "kms:GetParametersForImport",
+        "kms:ImportKeyMaterial",
+        "kms:DeleteImportedKeyMaterial",
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["door"] == "aws" && r["operation"] == operation),
+            "no AWS-door {operation} record"
+        );
+    }
+    let refused_token = records.iter().any(|r| {
+        r["operation"] == "kms:ImportKeyMaterial"
+            && r["outcome"]["reason"] == "InvalidImportTokenException"
+    });
+    assert!(refused_token, "the forged token's refusal is not recorded");
+}

@@ -447,6 +447,7 @@ fn choose(rng: &mut StdRng, keys: &[ModelKey]) -> Op {
         KeyState::Disabled => Op::Schedule(key.id, rng.gen_range(7..=30)),
         KeyState::PendingDeletion => Op::Cancel(key.id),
         KeyState::Deleted => unreachable!("the harness never waits out a deletion"),
+        KeyState::PendingImport => unreachable!("the harness makes no keys of imported material"),
     }
 }
 
@@ -456,6 +457,7 @@ fn proto_state(state: KeyState) -> v1::KeyState {
         KeyState::Disabled => v1::KeyState::Disabled,
         KeyState::PendingDeletion => v1::KeyState::PendingDeletion,
         KeyState::Deleted => v1::KeyState::Deleted,
+        KeyState::PendingImport => v1::KeyState::PendingImport,
     }
 }
 

@@ -101,4 +101,7 @@ grpc_methods! {
     derive_shared_secret: DeriveSharedSecretRequest => DeriveSharedSecretResponse,
     generate_data_key_pair: GenerateDataKeyPairRequest => GenerateDataKeyPairResponse,
     generate_data_key_pair_without_plaintext: GenerateDataKeyPairWithoutPlaintextRequest => GenerateDataKeyPairWithoutPlaintextResponse,
+    get_parameters_for_import: GetParametersForImportRequest => GetParametersForImportResponse,
+    import_key_material: ImportKeyMaterialRequest => ImportKeyMaterialResponse,
+    delete_imported_key_material: DeleteImportedKeyMaterialRequest => DeleteImportedKeyMaterialResponse,
 }

@@ -121,6 +121,15 @@ impl From<KeyError> for ApiError {
             KeyError::InvalidGrantToken(_) => (Code::InvalidArgument, "InvalidGrantTokenException"),
             KeyError::InvalidMac => (Code::InvalidArgument, "KMSInvalidMacException"),
             KeyError::InvalidSignature => (Code::InvalidArgument, "KMSInvalidSignatureException"),
+            KeyError::InvalidImportToken(_) => {
+                (Code::InvalidArgument, "InvalidImportTokenException")
+            }
+            KeyError::ExpiredImportToken(_) => {
+                (Code::InvalidArgument, "ExpiredImportTokenException")
+            }
+            KeyError::IncorrectKeyMaterial(_) => {
+                (Code::InvalidArgument, "IncorrectKeyMaterialException")
+            }
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")

@@ -38,6 +38,7 @@ pub fn key_state_name(state: i32) -> &'static str {
         Ok(v1::KeyState::PendingDeletion) => "PendingDeletion",
         Ok(v1::KeyState::Deleted) => "Deleted",
         Ok(v1::KeyState::Unavailable) => "Unavailable",
+        Ok(v1::KeyState::PendingImport) => "PendingImport",
         _ => "Unknown",
     }
 }
@@ -60,6 +61,12 @@ pub fn key_metadata_json(m: &v1::KeyMetadata) -> Value {
         object.insert("PendingDeletionWindowInDays".into(), json!(days));
     }
     object.insert("Origin".into(), json!(m.origin));
+    if let Some(model) = &m.expiration_model {
+        object.insert("ExpirationModel".into(), json!(model));
+    }
+    if let Some(date) = m.valid_to {
+        object.insert("ValidTo".into(), json!(rfc3339(date)));
+    }
     object.insert("KeyManager".into(), json!(m.key_manager));
     object.insert("KeySpec".into(), json!(m.key_spec));
     object.insert("CustomerMasterKeySpec".into(), json!(m.key_spec));

@@ -49,6 +49,15 @@ pub enum KeyError {
     /// A grant token this service did not make, or for a grant that has ended.
     #[error("{0}")]
     InvalidGrantToken(String),
+    /// ImportKeyMaterial: the token is not one this daemon gave for this key.
+    #[error("{0}")]
+    InvalidImportToken(String),
+    /// ImportKeyMaterial: the token's 24 hours have passed.
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    /// ImportKeyMaterial: the material differs from what the key had before.
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     #[error("internal error")]
     Internal(String),
 }

@@ -4,6 +4,9 @@
 //! - `Enabled | Disabled → PendingDeletion` (7–30 days)
 //! - `PendingDeletion → Disabled` (cancel)
 //! - `PendingDeletion → Deleted` once the deletion date has passed (a tombstone remains)
+//! - keys of imported material (origin `EXTERNAL`): made in `PendingImport`;
+//!   `PendingImport → Enabled` when material is imported, `Enabled | Disabled → PendingImport`
+//!   when it is deleted (on request, or by the scheduler once past its `ValidTo`)
 
 use super::KeyError;
 use crate::clock::{DAY, UnixSeconds};
@@ -22,6 +25,8 @@ pub enum KeyState {
     Disabled,
     PendingDeletion,
     Deleted,
+    /// A key of imported material that holds none (not imported yet, deleted, or expired).
+    PendingImport,
 }
 
 impl KeyState {
@@ -31,6 +36,7 @@ impl KeyState {
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::Deleted => "Deleted",
+            KeyState::PendingImport => "PendingImport",
         }
     }
 }
@@ -205,6 +211,26 @@ pub struct KeyRecord {
     pub spec: KeySpec,
     #[serde(default = "encrypt_decrypt")]
     pub usage: KeyUsage,
+    /// Keys of imported material (origin `EXTERNAL`) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedMaterial>,
+}
+
+/// The origin of keys whose material is imported (AWS KMS's name).
+pub const EXTERNAL_ORIGIN: &str = "EXTERNAL";
+
+/// What a key of imported material knows of it. The material itself is the keystore's; this
+/// keeps only what later imports are checked against and when it expires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedMaterial {
+    /// A commitment to the first material imported (an AES-GCM tag its own key makes over a
+    /// fixed message, computed where the material lives), so that a later import of other
+    /// material is refused without the material ever being kept.
+    pub commitment: Option<Vec<u8>>,
+    /// Whether the keystore holds the material now.
+    pub present: bool,
+    /// When the material expires (`KEY_MATERIAL_EXPIRES`); `None`: it does not.
+    pub valid_to: Option<UnixSeconds>,
 }
 
 /// A use of a key.
@@ -251,6 +277,13 @@ impl KeyRecord {
     /// Refuses rotation of keys that do not rotate (as AWS KMS: only symmetric encryption
     /// keys do).
     pub fn require_rotatable(&self, operation: &str) -> Result<(), KeyError> {
+        if self.imported.is_some() {
+            return Err(KeyError::UnsupportedOperation(format!(
+                "{operation} is not supported for key {}: its material is imported (origin \
+                 EXTERNAL) and Keyhaven cannot make more of it",
+                self.id
+            )));
+        }
         if self.spec == KeySpec::SymmetricDefault {
             Ok(())
         } else {
@@ -307,7 +340,10 @@ impl KeyRecord {
                 "PendingWindowInDays must be between {MIN_PENDING_DAYS} and {MAX_PENDING_DAYS}; got {days}"
             )));
         }
-        self.require_active("ScheduleKeyDeletion")?;
+        // A key of imported material may be deleted whether it holds material or not.
+        if self.state != KeyState::PendingImport {
+            self.require_active("ScheduleKeyDeletion")?;
+        }
         let date = now + i64::from(days) * DAY;
         self.state = KeyState::PendingDeletion;
         self.deletion_date = Some(date);
@@ -320,10 +356,82 @@ impl KeyRecord {
         if self.state != KeyState::PendingDeletion {
             return Err(self.invalid_state("CancelKeyDeletion"));
         }
-        self.state = KeyState::Disabled;
+        // A key of imported material without it goes back to waiting for it.
+        self.state = match &self.imported {
+            Some(imported) if !imported.present => KeyState::PendingImport,
+            _ => KeyState::Disabled,
+        };
         self.deletion_date = None;
         self.pending_window_days = None;
         Ok(())
+    }
+
+    /// Refuses unless the key's material is imported (origin `EXTERNAL`).
+    pub fn require_external(&self, operation: &str) -> Result<&ImportedMaterial, KeyError> {
+        self.imported.as_ref().ok_or_else(|| {
+            KeyError::UnsupportedOperation(format!(
+                "{operation} is not supported for key {}: its origin is {}, not EXTERNAL",
+                self.id, self.origin
+            ))
+        })
+    }
+
+    /// `PendingImport → Enabled` with the material just imported (`commitment`).
+    pub fn import_material(
+        &mut self,
+        commitment: Vec<u8>,
+        valid_to: Option<UnixSeconds>,
+    ) -> Result<(), KeyError> {
+        self.require_external("ImportKeyMaterial")?;
+        if self.state != KeyState::PendingImport {
+            return Err(self.invalid_state("ImportKeyMaterial"));
+        }
+        let imported = self.imported.get_or_insert_with(Default::default);
+        match &imported.commitment {
+            Some(earlier) if *earlier != commitment => {
+                return Err(KeyError::IncorrectKeyMaterial(format!(
+                    "the key material does not match the material imported earlier into key {}",
+                    self.id
+                )));
+            }
+            Some(_) => {}
+            None => imported.commitment = Some(commitment),
+        }
+        imported.present = true;
+        imported.valid_to = valid_to;
+        self.state = KeyState::Enabled;
+        Ok(())
+    }
+
+    /// `Enabled | Disabled → PendingImport`: the material is gone (deleted or expired).
+    pub fn remove_material(&mut self, operation: &str) -> Result<(), KeyError> {
+        self.require_external(operation)?;
+        self.require_active(operation)?;
+        if let Some(imported) = self.imported.as_mut() {
+            imported.present = false;
+            imported.valid_to = None;
+        }
+        self.state = KeyState::PendingImport;
+        Ok(())
+    }
+
+    /// Whether the keystore holds (or, mid-generation, is about to hold) material for
+    /// `version`: the key is no tombstone, has that version, and, for imported material, has
+    /// it now. A device object of a version the key does not hold is left over from an import
+    /// cut short or a deletion, never material to keep.
+    pub fn holds_version(&self, version: u32) -> bool {
+        self.state != KeyState::Deleted
+            && self.versions.iter().any(|v| v.number == version)
+            && self.imported.as_ref().is_none_or(|i| i.present)
+    }
+
+    /// Whether imported material is past its `ValidTo` (and still held).
+    pub fn material_expired(&self, now: UnixSeconds) -> bool {
+        matches!(self.state, KeyState::Enabled | KeyState::Disabled)
+            && self
+                .imported
+                .as_ref()
+                .is_some_and(|i| i.present && i.valid_to.is_some_and(|t| t <= now))
     }
 
     /// Whether the deletion date has passed.
@@ -370,6 +478,7 @@ mod tests {
             last_used: None,
             spec: KeySpec::SymmetricDefault,
             usage: KeyUsage::EncryptDecrypt,
+            imported: None,
         }
     }
 
@@ -535,6 +644,76 @@ mod tests {
         assert_eq!(record.pending_window_days, Some(30));
         let mut record = key(Enabled);
         assert_eq!(record.schedule_deletion(10, Some(7)).unwrap(), 10 + 7 * DAY);
+    }
+
+    fn external(state: KeyState) -> KeyRecord {
+        KeyRecord {
+            origin: EXTERNAL_ORIGIN.into(),
+            imported: Some(ImportedMaterial::default()),
+            ..key(state)
+        }
+    }
+
+    #[test]
+    fn imported_material_moves_pending_import_and_back() {
+        let mut record = external(PendingImport);
+        for (name, op) in [
+            (
+                "enable",
+                KeyRecord::enable as fn(&mut KeyRecord) -> Result<(), KeyError>,
+            ),
+            ("disable", KeyRecord::disable),
+        ] {
+            let before = record.clone();
+            assert!(
+                matches!(op(&mut record), Err(KeyError::InvalidState(_))),
+                "{name}"
+            );
+            assert_eq!(record, before);
+        }
+        assert!(matches!(
+            record.remove_material("DeleteImportedKeyMaterial"),
+            Err(KeyError::InvalidState(_))
+        ));
+        record.import_material(vec![1; 16], Some(500)).unwrap();
+        assert_eq!(record.state, Enabled);
+        assert!(record.material_expired(500) && !record.material_expired(499));
+        // Only from PendingImport.
+        let before = record.clone();
+        assert!(matches!(
+            record.import_material(vec![1; 16], None),
+            Err(KeyError::InvalidState(_))
+        ));
+        assert_eq!(record, before);
+        record.disable().unwrap();
+        record.remove_material("DeleteImportedKeyMaterial").unwrap();
+        assert_eq!(record.state, PendingImport);
+        assert!(!record.material_expired(1000));
+        // Other material is refused and changes nothing; the same is taken back.
+        let before = record.clone();
+        assert!(matches!(
+            record.import_material(vec![2; 16], None),
+            Err(KeyError::IncorrectKeyMaterial(_))
+        ));
+        assert_eq!(record, before);
+        record.import_material(vec![1; 16], None).unwrap();
+        assert_eq!(record.state, Enabled);
+        assert!(!record.material_expired(i64::MAX));
+        // Deletion from PendingImport, and cancelling it, return there.
+        let mut waiting = external(PendingImport);
+        waiting.schedule_deletion(0, Some(7)).unwrap();
+        waiting.cancel_deletion().unwrap();
+        assert_eq!(waiting.state, PendingImport);
+        // Generated keys have no imported material to handle.
+        let mut generated = key(Enabled);
+        assert!(matches!(
+            generated.remove_material("DeleteImportedKeyMaterial"),
+            Err(KeyError::UnsupportedOperation(_))
+        ));
+        assert!(matches!(
+            external(Enabled).require_rotatable("RotateKeyOnDemand"),
+            Err(KeyError::UnsupportedOperation(_))
+        ));
     }
 
     #[test]

@@ -18,12 +18,15 @@ pub struct DueReport {
     /// The keys destroyed and rotated, for the audit log.
     pub destroyed_keys: Vec<Uuid>,
     pub rotated_keys: Vec<Uuid>,
+    /// Imported material deleted past its `ValidTo`, and the keys it belonged to.
+    pub expired: usize,
+    pub expired_keys: Vec<Uuid>,
 }
 
 impl DueReport {
     /// Whether the pass did or tried anything.
     pub fn is_empty(&self) -> bool {
-        self.destroyed + self.rotated + self.failed == 0
+        self.destroyed + self.rotated + self.expired + self.failed == 0
     }
 }
 
@@ -63,6 +66,20 @@ impl KeyService {
                 }
             }
         }
+        for id in self.expired_material(self.now()) {
+            match self.expire_material_if_due(id).await {
+                Ok(true) => {
+                    report.expired += 1;
+                    report.expired_keys.push(id);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::error!(key = %id, %error, "expiry of imported material failed; will retry");
+                }
+            }
+        }
+        self.clear_expired_import_tokens().await;
         self.finish_destructions().await;
         report
     }

@@ -451,6 +451,40 @@ impl KeyStore for DeadlineKeyStore {
         self.call("public_key", None, move |k| k.public_key(material, spec))
     }
 
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        self.inner.supports_import(spec)
+    }
+
+    fn make_wrapping_key(
+        &self,
+        wrapping: uuid::Uuid,
+        bits: usize,
+    ) -> Result<super::WrappingKey, KeyStoreError> {
+        self.call("make_wrapping_key", None, move |k| {
+            k.make_wrapping_key(wrapping, bits)
+        })
+    }
+
+    fn import_material(
+        &self,
+        material: MaterialRef,
+        wrapping: uuid::Uuid,
+        algorithm: super::WrappingAlgorithm,
+        spec: KeySpec,
+        encrypted: &[u8],
+    ) -> Result<super::ImportedMaterial, KeyStoreError> {
+        let encrypted = encrypted.to_vec();
+        self.call("import", Some(material), move |k| {
+            k.import_material(material, wrapping, algorithm, spec, &encrypted)
+        })
+    }
+
+    fn destroy_wrapping_key(&self, wrapping: uuid::Uuid) -> Result<WriteBatch, KeyStoreError> {
+        self.call("destroy_wrapping_key", None, move |k| {
+            k.destroy_wrapping_key(wrapping)
+        })
+    }
+
     fn discard(&self, material: MaterialRef) {
         let _ = self.call("discard", None, move |k| {
             k.discard(material);

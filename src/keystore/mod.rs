@@ -32,6 +32,7 @@
 //! written.
 
 pub mod deadline;
+pub mod import;
 pub mod pkcs11;
 pub mod sealed;
 
@@ -63,6 +64,9 @@ pub enum KeyStoreError {
     /// The keystore cannot do this (a key spec or mechanism it lacks); the message names it.
     #[error("{0}")]
     Unsupported(String),
+    /// Imported material that unwrapped but cannot be material of its key's spec (its length).
+    #[error("{0}")]
+    IncorrectMaterial(String),
     #[error("keystore failure: {0}")]
     Internal(String),
 }
@@ -626,6 +630,65 @@ pub fn hmac(algorithm: MacAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
     }
 }
 
+/// How imported material is wrapped for transport, with AWS KMS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum WrappingAlgorithm {
+    /// RSAES-OAEP with SHA-256 (and MGF1 with SHA-256) of the material itself.
+    #[serde(rename = "RSAES_OAEP_SHA_256")]
+    RsaesOaepSha256,
+    /// RSAES-OAEP-SHA-256 of a fresh 256-bit AES key, followed by the material wrapped under
+    /// that key with AES key wrap with padding (RFC 5649).
+    #[serde(rename = "RSA_AES_KEY_WRAP_SHA_256")]
+    RsaAesKeyWrapSha256,
+}
+
+impl WrappingAlgorithm {
+    pub const ALL: [WrappingAlgorithm; 2] = [
+        WrappingAlgorithm::RsaesOaepSha256,
+        WrappingAlgorithm::RsaAesKeyWrapSha256,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrappingAlgorithm::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+            WrappingAlgorithm::RsaAesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// The fixed message imported material commits to: an AES-GCM tag of no plaintext under the
+/// material, with an all-zero nonce and this AAD naming the key. Computed where the material
+/// lives (in the device for a PKCS#11 keystore), so the daemon can tell a later import of
+/// other material without keeping any.
+pub const COMMITMENT_NONCE: [u8; 12] = [0; 12];
+
+pub fn commitment_aad(key_id: Uuid) -> Vec<u8> {
+    let mut aad = b"keyhaven imported material commitment v1 ".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
+/// A wrapping key pair made for an import: its public half, and records to write with the
+/// import token (the sealed store's wrapped private half; none for a device).
+#[derive(Debug, Default)]
+pub struct WrappingKey {
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    pub records: WriteBatch,
+}
+
+/// What [`KeyStore::import_material`] made: records for the key record's batch, and the
+/// material's commitment (see [`COMMITMENT_NONCE`]).
+#[derive(Debug, Default)]
+pub struct ImportedMaterial {
+    pub records: WriteBatch,
+    pub commitment: Vec<u8>,
+}
+
 /// What [`KeyStore::generate`] made: records to write in the same batch as the key record.
 #[derive(Debug, Default)]
 pub struct GeneratedMaterial {
@@ -775,6 +838,49 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<bool, KeyStoreError> {
         let expected = self.mac(material, algorithm, message)?;
         Ok(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), mac).into())
+    }
+
+    /// Whether keys of `spec` may have their material imported here (checked when the key is
+    /// made, so that no key waits for an import its keystore would refuse).
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot import {} key material",
+            self.name(),
+            spec.as_str()
+        )))
+    }
+
+    /// Makes an RSA key pair of `bits` to unwrap material imported with the import token
+    /// `wrapping` names.
+    fn make_wrapping_key(&self, wrapping: Uuid, bits: usize) -> Result<WrappingKey, KeyStoreError> {
+        let _ = (wrapping, bits);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot import key material",
+            self.name()
+        )))
+    }
+
+    /// Unwraps `encrypted` with the wrapping key `wrapping` as the material of `material`
+    /// (of `spec`). A wrap that does not open is [`KeyStoreError::DecryptFailed`].
+    fn import_material(
+        &self,
+        material: MaterialRef,
+        wrapping: Uuid,
+        algorithm: WrappingAlgorithm,
+        spec: KeySpec,
+        encrypted: &[u8],
+    ) -> Result<ImportedMaterial, KeyStoreError> {
+        let _ = (material, wrapping, algorithm, spec, encrypted);
+        Err(KeyStoreError::Unsupported(format!(
+            "keystore {} cannot import key material",
+            self.name()
+        )))
+    }
+
+    /// Destroys a wrapping key pair (its token expired); returns records to delete with it.
+    fn destroy_wrapping_key(&self, wrapping: Uuid) -> Result<WriteBatch, KeyStoreError> {
+        let _ = wrapping;
+        Ok(WriteBatch::new())
     }
 
     /// Undoes a `generate` whose key record could not be written. Best effort.

@@ -71,6 +71,7 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:Decrypt",
     "kms:DeleteAlias",
     "kms:DeriveSharedSecret",
+    "kms:DeleteImportedKeyMaterial",
     "kms:DescribeKey",
     "kms:DisableKey",
     "kms:DisableKeyRotation",
@@ -85,7 +86,9 @@ pub const AUTHORISED_ACTIONS: &[&str] = &[
     "kms:GenerateRandom",
     "kms:GetKeyPolicy",
     "kms:GetKeyRotationStatus",
+    "kms:GetParametersForImport",
     "kms:GetPublicKey",
+    "kms:ImportKeyMaterial",
     "kms:ListAliases",
     "kms:ListGrants",
     "kms:ListKeyRotations",
@@ -130,6 +133,7 @@ const KEYS_SET: &[&str] = &[
     "kms:grantisforawsresource",
     "kms:grantoperations",
     "kms:keyagreementalgorithm",
+    "kms:expirationmodel",
     "kms:keyorigin",
     "kms:keyspec",
     "kms:keyusage",
@@ -137,6 +141,9 @@ const KEYS_SET: &[&str] = &[
     "kms:messagetype",
     "kms:retiringprincipal",
     "kms:signingalgorithm",
+    "kms:validto",
+    "kms:wrappingalgorithm",
+    "kms:wrappingkeyspec",
 ];
 
 /// The services whose resources Keyhaven's actions name.

@@ -168,7 +168,13 @@ fn scheduled_task_auditor(
             .destroyed_keys
             .iter()
             .map(|id| ("DeleteKey", id))
-            .chain(report.rotated_keys.iter().map(|id| ("RotateKey", id)));
+            .chain(report.rotated_keys.iter().map(|id| ("RotateKey", id)))
+            .chain(
+                report
+                    .expired_keys
+                    .iter()
+                    .map(|id| ("DeleteImportedKeyMaterial", id)),
+            );
         for (operation, id) in done {
             let note = crate::audit::AuditNote::key(keys.key_arn(*id));
             audit_scheduled_task(&audit, &*clock, operation, None, note);

@@ -10,6 +10,7 @@ fn name(state: i32) -> &'static str {
         Ok(KeyState::PendingDeletion) => "PendingDeletion",
         Ok(KeyState::Deleted) => "Deleted",
         Ok(KeyState::Unavailable) => "Unavailable",
+        Ok(KeyState::PendingImport) => "PendingImport",
         _ => "Unavailable",
     }
 }
@@ -26,6 +27,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D:
         KeyState::PendingDeletion,
         KeyState::Deleted,
         KeyState::Unavailable,
+        KeyState::PendingImport,
     ]
     .into_iter()
     .find(|s| name(*s as i32) == text)

@@ -134,6 +134,9 @@ targets! {
     "DeriveSharedSecret" => derive_shared_secret,
     "GenerateDataKeyPair" => generate_data_key_pair,
     "GenerateDataKeyPairWithoutPlaintext" => generate_data_key_pair_without_plaintext,
+    "GetParametersForImport" => get_parameters_for_import,
+    "ImportKeyMaterial" => import_key_material,
+    "DeleteImportedKeyMaterial" => delete_imported_key_material,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod iam;
 pub mod key_state;
 mod kms;
 mod query;
+pub mod timestamp;
 
 use super::authorize::CallContext;
 use super::gateway::{Door, Gateway};

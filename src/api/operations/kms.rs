@@ -12,6 +12,7 @@ use crate::api::status::ApiError;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
 use crate::keys::{
     DataKeySize, EncryptionAlgorithm, KeyError, KeyRecord, KeyService, KeySpec, KeyState, KeyUsage,
+    MaterialOrigin,
 };
 use crate::policy::{GrantAsk, NamedPolicy, Policy, PolicyKind, RequestContext};
 use crate::proto::v1;
@@ -136,6 +137,7 @@ impl KmsOperations {
             KeyState::Disabled => v1::KeyState::Disabled,
             KeyState::PendingDeletion => v1::KeyState::PendingDeletion,
             KeyState::Deleted => v1::KeyState::Deleted,
+            KeyState::PendingImport => v1::KeyState::PendingImport,
         };
         v1::KeyMetadata {
             key_id: record.id.hyphenated().to_string(),
@@ -163,6 +165,14 @@ impl KmsOperations {
                 .unwrap_or_default(),
             signing_algorithms: signing_algorithms(record.spec, record.usage),
             key_agreement_algorithms: key_agreement_algorithms(record.usage),
+            valid_to: record.imported.as_ref().and_then(|i| i.valid_to),
+            expiration_model: record.imported.as_ref().map(|i| {
+                if i.valid_to.is_some() {
+                    "KEY_MATERIAL_EXPIRES".into()
+                } else {
+                    "KEY_MATERIAL_DOES_NOT_EXPIRE".into()
+                }
+            }),
         }
     }
 
@@ -202,10 +212,18 @@ impl KmsOperations {
     ) -> Outcome<v1::CreateKeyResponse> {
         let r = request;
         let spec = crate::keys::key_spec_and_usage(&r.key_spec, &r.key_usage)?;
+        let origin = MaterialOrigin::parse(&r.origin)?;
         let mut context = self.context(call);
         context
             .set("kms:KeySpec", spec.0.as_str())
-            .set("kms:KeyUsage", spec.1.as_str());
+            .set("kms:KeyUsage", spec.1.as_str())
+            .set(
+                "kms:KeyOrigin",
+                match origin {
+                    MaterialOrigin::External => "EXTERNAL",
+                    MaterialOrigin::Generated => "AWS_KMS",
+                },
+            );
         self.authorizer
             .require(call, "kms:CreateKey", "*", None, &context)?;
         let policy = non_empty(&r.policy).map(str::to_owned);
@@ -217,12 +235,13 @@ impl KmsOperations {
         }
         let record = self
             .keys
-            .create_key_of(
+            .create_key_from(
                 r.description,
                 non_empty(&r.keystore),
                 tags(r.tags)?,
                 policy,
                 spec,
+                origin,
             )
             .await?;
         call.audit.add_key(self.arn(record.id));
@@ -990,6 +1009,99 @@ impl KmsOperations {
             public_key: pair.public_key,
             key_id: self.arn(pair.key_id),
             key_pair_spec: spec.as_str().into(),
+        })
+    }
+}
+
+impl KmsOperations {
+    pub async fn get_parameters_for_import(
+        &self,
+        call: &CallContext,
+        request: v1::GetParametersForImportRequest,
+    ) -> Outcome<v1::GetParametersForImportResponse> {
+        let r = request;
+        let mut context = self.context(call);
+        context
+            .set("kms:WrappingAlgorithm", r.wrapping_algorithm.clone())
+            .set("kms:WrappingKeySpec", r.wrapping_key_spec.clone());
+        let key = self
+            .authorizer
+            .key(
+                call,
+                "kms:GetParametersForImport",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )?
+            .id
+            .hyphenated()
+            .to_string();
+        let parameters = self
+            .keys
+            .get_parameters_for_import(&key, &r.wrapping_algorithm, &r.wrapping_key_spec)
+            .await?;
+        Ok(v1::GetParametersForImportResponse {
+            key_id: self.arn(parameters.key_id),
+            import_token: parameters.import_token,
+            public_key: parameters.public_key,
+            parameters_valid_to: parameters.valid_to,
+        })
+    }
+
+    pub async fn import_key_material(
+        &self,
+        call: &CallContext,
+        request: v1::ImportKeyMaterialRequest,
+    ) -> Outcome<v1::ImportKeyMaterialResponse> {
+        let r = request;
+        let mut context = self.context(call);
+        let model = match (r.expiration_model.as_str(), r.valid_to) {
+            ("", Some(_)) => "KEY_MATERIAL_EXPIRES",
+            ("", None) => "KEY_MATERIAL_DOES_NOT_EXPIRE",
+            (model, _) => model,
+        };
+        context.set("kms:ExpirationModel", model.to_owned());
+        if let Some(valid_to) = r.valid_to {
+            context.set("kms:ValidTo", valid_to.to_string());
+        }
+        let key = self
+            .authorizer
+            .key(
+                call,
+                "kms:ImportKeyMaterial",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )?
+            .id
+            .hyphenated()
+            .to_string();
+        let record = self
+            .keys
+            .import_key_material(
+                &key,
+                &r.import_token,
+                &r.encrypted_key_material,
+                &r.expiration_model,
+                r.valid_to,
+            )
+            .await?;
+        Ok(v1::ImportKeyMaterialResponse {
+            key_id: self.arn(record.id),
+        })
+    }
+
+    pub async fn delete_imported_key_material(
+        &self,
+        call: &CallContext,
+        request: v1::DeleteImportedKeyMaterialRequest,
+    ) -> Outcome<v1::DeleteImportedKeyMaterialResponse> {
+        let key = self.key(call, "kms:DeleteImportedKeyMaterial", &request.key_id)?;
+        let record = self.keys.delete_imported_key_material(&key).await?;
+        Ok(v1::DeleteImportedKeyMaterialResponse {
+            key_id: self.arn(record.id),
         })
     }
 }

@@ -183,8 +183,7 @@ impl KeyService {
         };
         let record: KeyRecord = serde_json::from_slice(&value)
             .map_err(|e| KeyError::Internal(format!("key record is damaged: {e}")))?;
-        Ok(record.state != KeyState::Deleted
-            && record.versions.iter().any(|v| v.number == material.version))
+        Ok(record.holds_version(material.version))
     }
 
     /// At start-up, before serving: destroys the versions whose generation was cut short
@@ -193,11 +192,9 @@ impl KeyService {
         let mut report = Reconciliation::default();
         for pending in self.pending_generations()? {
             let material = pending.material();
-            let recorded = self.entry_by_id(pending.key_id).is_some_and(|entry| {
-                let record = entry.record();
-                record.state != KeyState::Deleted
-                    && record.versions.iter().any(|v| v.number == pending.version)
-            });
+            let recorded = self
+                .entry_by_id(pending.key_id)
+                .is_some_and(|entry| entry.record().holds_version(pending.version));
             if !recorded {
                 let Some(keystore) = self.keystores.get(&pending.keystore) else {
                     report.kept.push((
@@ -235,6 +232,7 @@ impl KeyService {
                 record
                     .versions
                     .iter()
+                    .filter(|v| record.holds_version(v.number))
                     .map(|v| MaterialRef {
                         key_id: record.id,
                         version: v.number,

@@ -31,6 +31,28 @@ impl KeyService {
         policy: Option<String>,
         (spec, usage): (KeySpec, KeyUsage),
     ) -> Result<Arc<KeyRecord>, KeyError> {
+        self.create_key_from(
+            description,
+            keystore,
+            tags,
+            policy,
+            (spec, usage),
+            MaterialOrigin::Generated,
+        )
+        .await
+    }
+
+    /// CreateKey with the material's origin: generated here, or imported later (`EXTERNAL`:
+    /// the key is made in `PendingImport`, holding nothing).
+    pub async fn create_key_from(
+        &self,
+        description: String,
+        keystore: Option<&str>,
+        tags: BTreeMap<String, String>,
+        policy: Option<String>,
+        (spec, usage): (KeySpec, KeyUsage),
+        origin: MaterialOrigin,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_description(&description)?;
         validate_tags(&tags)?;
         let policy = match policy {
@@ -71,9 +93,16 @@ impl KeyService {
                 self.config.key_quota
             )));
         }
-        let result = self
-            .create_key_counted(description, keystore, tags, policy, (spec, usage))
-            .await;
+        let result = match origin {
+            MaterialOrigin::Generated => {
+                self.create_key_counted(description, keystore, tags, policy, (spec, usage))
+                    .await
+            }
+            MaterialOrigin::External => {
+                self.create_external_key(description, keystore, tags, policy, (spec, usage))
+                    .await
+            }
+        };
         if result.is_err() {
             self.live_keys.fetch_sub(1, Ordering::SeqCst);
         }
@@ -130,6 +159,7 @@ impl KeyService {
             last_used: None,
             spec,
             usage,
+            imported: None,
         };
         let mut batch = generated.records;
         Self::clear_generation(&mut batch, journalled, material);

@@ -274,7 +274,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, KeyError> {
 fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
     if !matches!(
         error,
-        KeyStoreError::DecryptFailed | KeyStoreError::Unsupported(_)
+        KeyStoreError::DecryptFailed
+            | KeyStoreError::Unsupported(_)
+            | KeyStoreError::IncorrectMaterial(_)
     ) && let Some(m) = crate::metrics::metrics()
     {
         m.keystore_errors.with_label_values(&[store]).inc();
@@ -299,6 +301,7 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
         }
         KeyStoreError::DecryptFailed => KeyError::InvalidCiphertext,
         KeyStoreError::Unsupported(message) => KeyError::UnsupportedOperation(message),
+        KeyStoreError::IncorrectMaterial(message) => KeyError::IncorrectKeyMaterial(message),
         other => KeyError::Internal(format!("keystore {store}: {other}")),
     }
 }
@@ -769,6 +772,7 @@ mod aliases;
 mod asymmetric;
 mod crypto;
 mod grants;
+mod import;
 mod journal;
 mod lifecycle;
 mod mac;
@@ -783,6 +787,7 @@ pub use asymmetric::{
     key_pair_spec,
 };
 pub use grants::{Grant, MAX_GRANT_RECORD, NewGrant, validate_new_grant};
+pub use import::{IMPORT_PARAMETERS_VALIDITY, ImportParameters, MaterialOrigin, material_expiry};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
 pub use mac::{MAX_MAC_MESSAGE, MacAnswer, mac_algorithm};
 pub use sign::{MAX_SIGN_MESSAGE, MessageType, PublicKey, Signed, signing_algorithm};

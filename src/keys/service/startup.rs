@@ -68,7 +68,9 @@ impl KeyService {
     }
 
     pub(super) fn check_record(&self, record: &KeyRecord, problems: &mut Vec<(Uuid, String)>) {
-        if record.state == KeyState::Deleted {
+        // A key of imported material that holds none has nothing to find.
+        if record.state == KeyState::Deleted || record.imported.as_ref().is_some_and(|i| !i.present)
+        {
             return;
         }
         let Some(keystore) = self.keystores.get(&record.keystore) else {

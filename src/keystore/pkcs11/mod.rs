@@ -30,17 +30,34 @@
 //! the spec's digest, `CKA_SENSITIVE`, not extractable, `CKA_SIGN`/`CKA_VERIFY` only) and used
 //! with `CKM_SHA224_HMAC` … `CKM_SHA512_HMAC`; a token that lacks one of these is refused when
 //! the key is created, and again at use, naming the mechanism.
+//!
+//! Imported material: the RSA wrapping key pair of an import token is generated in the
+//! device (`C_GenerateKeyPair`; the private half a token object, sensitive, not extractable,
+//! labelled `keyhaven-import:<account>:<token id>`), and the material is unwrapped into the
+//! device with `C_UnwrapKey` as a token object like generated material (sensitive, not
+//! extractable, the usual label), so that it never appears in the daemon's memory:
+//! `RSAES_OAEP_SHA_256` with `CKM_RSA_PKCS_OAEP` (SHA-256, MGF1-SHA-256), where the device's
+//! OAEP takes SHA-256; `RSA_AES_KEY_WRAP_SHA_256` by opening the ephemeral AES key and then
+//! `CKM_AES_KEY_WRAP_PAD` (RFC 5649) in the device. A device whose OAEP takes only SHA-1
+//! (SoftHSM2 2.6) opens the ephemeral key with a raw `CKM_RSA_X_509` decryption whose OAEP
+//! padding the daemon removes: that ephemeral key (not the material) passes through the
+//! daemon's memory, zeroized, and into the device as a session object destroyed after the
+//! unwrap. On such a device `RSAES_OAEP_SHA_256` is refused, naming why.
 
 mod device;
 
 pub use device::{Failure, TokenSelector, classify};
 
-use super::{GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
+use super::{
+    COMMITMENT_NONCE, GeneratedMaterial, ImportedMaterial, KeySpec, KeyStore, KeyStoreError,
+    MacAlgorithm, MaterialRef, WrappingAlgorithm, WrappingKey, commitment_aad,
+};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
@@ -173,7 +190,232 @@ fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError>
     Ok(())
 }
 
+/// What an import in the device came to.
+enum Unwrapped {
+    Made {
+        handle: ObjectHandle,
+        commitment: Vec<u8>,
+    },
+    Refused(KeyStoreError),
+}
+
+/// A device's answer to an unwrap that did not open: the wrap was not made for this key (or
+/// was damaged), reported as such and not as a failing device. SoftHSM2 answers a bad OAEP
+/// block with a general error, as it does a bad GCM tag.
+fn unwrap_refusal(error: &CryptokiError) -> Option<KeyStoreError> {
+    match error {
+        CryptokiError::Pkcs11(
+            RvError::WrappedKeyInvalid
+            | RvError::WrappedKeyLenRange
+            | RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange
+            | RvError::GeneralError
+            | RvError::FunctionFailed,
+            _,
+        ) => Some(KeyStoreError::DecryptFailed),
+        CryptokiError::Pkcs11(
+            RvError::ArgumentsBad | RvError::MechanismParamInvalid | RvError::MechanismInvalid,
+            _,
+        ) => Some(KeyStoreError::Unsupported(
+            "the device cannot unwrap with RSAES-OAEP-SHA-256 (its OAEP takes SHA-1 only); \
+             use the wrapping algorithm RSA_AES_KEY_WRAP_SHA_256"
+                .into(),
+        )),
+        _ => None,
+    }
+}
+
 impl Pkcs11KeyStore {
+    /// The label of an import token's wrapping key pair (outside the label space of key
+    /// material, so listings of material never see it).
+    fn wrapping_label(&self, wrapping: uuid::Uuid) -> Vec<u8> {
+        format!(
+            "keyhaven-import:{}:{}",
+            self.account_id,
+            wrapping.hyphenated()
+        )
+        .into_bytes()
+    }
+
+    /// The template of imported material: as generated material of `spec`, less its length,
+    /// which the unwrapped value sets.
+    fn imported_template(&self, material: MaterialRef, spec: KeySpec) -> Vec<Attribute> {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(object_label(&self.account_id, material).into_bytes()),
+            Attribute::Id(object_id(material)),
+        ];
+        if spec.mac_algorithm().is_some() {
+            template.extend([
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+            ]);
+        } else {
+            template.extend([
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ]);
+        }
+        template
+    }
+
+    /// Opens `encrypted` with the wrapping key `private` into a new token object of
+    /// `template`, in the device.
+    fn unwrap_in_device(
+        &self,
+        session: &Session,
+        private: ObjectHandle,
+        algorithm: WrappingAlgorithm,
+        encrypted: &[u8],
+        template: &[Attribute],
+    ) -> Result<Result<ObjectHandle, KeyStoreError>, CryptokiError> {
+        let answer = match algorithm {
+            WrappingAlgorithm::RsaesOaepSha256 => {
+                let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+                    MechanismType::SHA256,
+                    PkcsMgfType::MGF1_SHA256,
+                    PkcsOaepSource::empty(),
+                ));
+                session.unwrap_key(&oaep, private, encrypted, template)
+            }
+            WrappingAlgorithm::RsaAesKeyWrapSha256 => {
+                let modulus = session
+                    .get_attributes(private, &[AttributeType::Modulus])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::Modulus(n) => Some(n.len()),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                if modulus == 0 || encrypted.len() <= modulus {
+                    return Ok(Err(KeyStoreError::DecryptFailed));
+                }
+                let (wrapped_key, wrapped_material) = encrypted.split_at(modulus);
+                // SoftHSM2 reports no length for unwrapped keys: the wrap's tells it to the
+                // semiblock (25 to 32 bytes for 40), and of those only 32 is an AES key the
+                // commitment's AES-GCM then accepts.
+                if wrapped_material.len() != 8 + 32 {
+                    return Ok(Err(KeyStoreError::IncorrectMaterial(format!(
+                        "imported material for a SYMMETRIC_DEFAULT key must be 32 bytes; this \
+                         wrap holds {} to {}",
+                        wrapped_material.len().saturating_sub(15),
+                        wrapped_material.len().saturating_sub(8)
+                    ))));
+                }
+                let block = match session.decrypt(&Mechanism::RsaX509, private, wrapped_key) {
+                    Ok(block) => SecretBytes::new(block),
+                    Err(error) => {
+                        return match unwrap_refusal(&error) {
+                            Some(_) => Ok(Err(KeyStoreError::DecryptFailed)),
+                            None => Err(error),
+                        };
+                    }
+                };
+                let aes_key = match super::import::oaep_sha256_decode(block.expose(), modulus) {
+                    Ok(key) if key.expose().len() == 32 => key,
+                    _ => return Ok(Err(KeyStoreError::DecryptFailed)),
+                };
+                let mut kek_template = [
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Unwrap(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Value(aes_key.expose().clone()),
+                ];
+                let kek = session.create_object(&kek_template);
+                for attribute in kek_template.iter_mut() {
+                    if let Attribute::Value(value) = attribute {
+                        zeroize::Zeroize::zeroize(value);
+                    }
+                }
+                let kek = kek?;
+                let unwrapped =
+                    session.unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped_material, template);
+                let _ = session.destroy_object(kek);
+                unwrapped
+            }
+        };
+        match answer {
+            Ok(handle) => Ok(Ok(handle)),
+            Err(error) => match unwrap_refusal(&error) {
+                Some(refusal) => Ok(Err(refusal)),
+                None => Err(error),
+            },
+        }
+    }
+
+    /// Checks the length of material just unwrapped, and has the device compute its
+    /// commitment (see [`super::COMMITMENT_NONCE`]).
+    fn commit_to(
+        &self,
+        session: &Session,
+        handle: ObjectHandle,
+        material: MaterialRef,
+        spec: KeySpec,
+        length_known: bool,
+    ) -> Result<Result<Vec<u8>, KeyStoreError>, CryptokiError> {
+        let len = session
+            .get_attributes(handle, &[AttributeType::ValueLen])?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::ValueLen(len) => Some(u64::from(len) as usize),
+                _ => None,
+            })
+            .unwrap_or(0);
+        match (len, length_known) {
+            (0, true) => {}
+            (0, false) => {
+                return Ok(Err(KeyStoreError::Unsupported(
+                    "the device does not report the length of unwrapped material; use the \
+                     wrapping algorithm RSA_AES_KEY_WRAP_SHA_256"
+                        .into(),
+                )));
+            }
+            (len, _) => {
+                if let Err(refusal) = super::import::check_length(spec, len) {
+                    return Ok(Err(refusal));
+                }
+            }
+        }
+        let aad = commitment_aad(material.key_id);
+        let mut iv = COMMITMENT_NONCE;
+        let params = GcmParams::new(&mut iv, &aad, 128.into())?;
+        match session.encrypt(&Mechanism::AesGcm(params), handle, &[]) {
+            Ok(commitment) if commitment.len() == 16 => Ok(Ok(commitment)),
+            Ok(_) => Ok(Err(KeyStoreError::Internal(
+                "the device's AES-GCM tag is not 16 bytes".into(),
+            ))),
+            Err(CryptokiError::Pkcs11(
+                RvError::KeySizeRange
+                | RvError::KeyTypeInconsistent
+                | RvError::GeneralError
+                | RvError::FunctionFailed,
+                _,
+            )) => Ok(Err(KeyStoreError::IncorrectMaterial(
+                "the imported material is not a 256-bit AES key".into(),
+            ))),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Connects to the token (module, slot, login, mechanism check); objects are named in the
     /// namespace of `account_id`.
     pub fn connect(settings: Pkcs11Settings, account_id: &str) -> Result<Self, KeyStoreError> {
@@ -511,6 +753,203 @@ impl KeyStore for Pkcs11KeyStore {
                 Err(other) => Err(other),
             }
         })
+    }
+
+    /// `SYMMETRIC_DEFAULT` material, where the token offers what the import needs.
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        if spec != KeySpec::SymmetricDefault {
+            return Err(KeyStoreError::Unsupported(format!(
+                "keystore {} imports SYMMETRIC_DEFAULT material only, not {}",
+                self.name,
+                spec.as_str()
+            )));
+        }
+        for mechanism in [
+            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            MechanismType::AES_KEY_WRAP_PAD,
+        ] {
+            self.require_mechanism(mechanism, "importing key material")?;
+        }
+        Ok(())
+    }
+
+    /// The pair is generated in the device; only the public half's modulus and exponent leave
+    /// it, and the public object is destroyed once read.
+    fn make_wrapping_key(
+        &self,
+        wrapping: uuid::Uuid,
+        bits: usize,
+    ) -> Result<WrappingKey, KeyStoreError> {
+        use rsa::pkcs8::EncodePublicKey;
+        self.supports_import(KeySpec::SymmetricDefault)?;
+        let label = self.wrapping_label(wrapping);
+        let public_template = [
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::ModulusBits((bits as u64).into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Encrypt(true),
+            Attribute::Verify(false),
+            Attribute::Wrap(false),
+            Attribute::Label(label.clone()),
+        ];
+        let private_template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+            Attribute::Sign(false),
+            Attribute::Derive(false),
+            Attribute::Label(label.clone()),
+            Attribute::Id(wrapping.as_bytes().to_vec()),
+        ];
+        let mut attempts = 0;
+        let changing = self.changing_objects();
+        let made = self.device.with_session(|session| {
+            attempts += 1;
+            if attempts > 1 {
+                for handle in session.find_objects(&[Attribute::Label(label.clone())])? {
+                    session.destroy_object(handle)?;
+                }
+            }
+            let (public, private) = session.generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &public_template,
+                &private_template,
+            )?;
+            let read = session.get_attributes(
+                public,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            );
+            let _ = session.destroy_object(public);
+            match read {
+                Ok(attributes) => Ok(attributes),
+                Err(error) => {
+                    let _ = session.destroy_object(private);
+                    Err(error)
+                }
+            }
+        });
+        drop(changing);
+        let (mut modulus, mut exponent) = (Vec::new(), Vec::new());
+        for attribute in made.map_err(unavailable)? {
+            match attribute {
+                Attribute::Modulus(n) => modulus = n,
+                Attribute::PublicExponent(e) => exponent = e,
+                _ => {}
+            }
+        }
+        let public_key = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(&modulus),
+            rsa::BigUint::from_bytes_be(&exponent),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|key| key.to_public_key_der().map_err(|e| e.to_string()));
+        match public_key {
+            Ok(der) => Ok(WrappingKey {
+                public_key: der.into_vec(),
+                records: WriteBatch::new(),
+            }),
+            Err(error) => {
+                let _ = self.destroy_wrapping_key(wrapping);
+                Err(KeyStoreError::Internal(format!(
+                    "the device's wrapping public key does not encode: {error}"
+                )))
+            }
+        }
+    }
+
+    /// `C_UnwrapKey` into the device (see the module's documentation); the commitment is
+    /// computed there too.
+    fn import_material(
+        &self,
+        material: MaterialRef,
+        wrapping: uuid::Uuid,
+        algorithm: WrappingAlgorithm,
+        spec: KeySpec,
+        encrypted: &[u8],
+    ) -> Result<ImportedMaterial, KeyStoreError> {
+        self.supports_import(spec)?;
+        let label = self.wrapping_label(wrapping);
+        let template = self.imported_template(material, spec);
+        let mut attempts = 0;
+        let changing = self.changing_objects();
+        let answer = self.device.with_session(|session| {
+            attempts += 1;
+            if attempts > 1 {
+                destroy_labelled(session, &object_label(&self.account_id, material))?;
+            }
+            let Some(private) = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Token(true),
+                    Attribute::Label(label.clone()),
+                ])?
+                .first()
+                .copied()
+            else {
+                if !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                return Ok(Unwrapped::Refused(KeyStoreError::Unavailable(
+                    "the wrapping key of this import token is not in the device".into(),
+                )));
+            };
+            let handle =
+                match self.unwrap_in_device(session, private, algorithm, encrypted, &template)? {
+                    Ok(handle) => handle,
+                    Err(refusal) => return Ok(Unwrapped::Refused(refusal)),
+                };
+            let length_known = algorithm == WrappingAlgorithm::RsaAesKeyWrapSha256;
+            match self.commit_to(session, handle, material, spec, length_known) {
+                Ok(Ok(commitment)) => Ok(Unwrapped::Made { handle, commitment }),
+                Ok(Err(refusal)) => {
+                    session.destroy_object(handle)?;
+                    Ok(Unwrapped::Refused(refusal))
+                }
+                Err(error) => {
+                    let _ = session.destroy_object(handle);
+                    Err(error)
+                }
+            }
+        });
+        drop(changing);
+        match answer.map_err(unavailable)? {
+            Unwrapped::Made { handle, commitment } => {
+                self.remember(material, handle);
+                Ok(ImportedMaterial {
+                    records: WriteBatch::new(),
+                    commitment,
+                })
+            }
+            Unwrapped::Refused(refusal) => Err(refusal),
+        }
+    }
+
+    fn destroy_wrapping_key(&self, wrapping: uuid::Uuid) -> Result<WriteBatch, KeyStoreError> {
+        let label = self.wrapping_label(wrapping);
+        let _changing = self.changing_objects();
+        self.device
+            .with_session(|session| {
+                let found = session.find_objects(&[Attribute::Label(label.clone())])?;
+                if found.is_empty() && !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                for handle in found {
+                    session.destroy_object(handle)?;
+                }
+                Ok(())
+            })
+            .map_err(unavailable)?;
+        Ok(WriteBatch::new())
     }
 
     fn discard(&self, material: MaterialRef) {

@@ -17,8 +17,9 @@ mod keyring;
 pub use keyring::KEYRING_FILE;
 
 use super::{
-    EncryptionAlgorithm, GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm,
-    MaterialRef, RsaPadding, SEALED, SigningAlgorithm, hmac,
+    EncryptionAlgorithm, GeneratedMaterial, ImportedMaterial, KeySpec, KeyStore, KeyStoreError,
+    MacAlgorithm, MaterialRef, RsaPadding, SEALED, SigningAlgorithm, WrappingAlgorithm,
+    WrappingKey, hmac,
 };
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
 use crate::secret::{Locked, Secret, SecretBytes};
@@ -64,6 +65,18 @@ pub struct SealedKeyStore {
 struct Destructions {
     in_flight: Arc<()>,
     rewrapping: bool,
+}
+
+/// The version under which an import's wrapping key pair is kept, by its token's id: key
+/// versions start at 1, so it never names key material, and the pair is wrapped, re-wrapped
+/// on epoch retirement and destroyed exactly as material is.
+const WRAPPING_KEY_VERSION: u32 = 0;
+
+fn wrapping_key_ref(wrapping: uuid::Uuid) -> MaterialRef {
+    MaterialRef {
+        key_id: wrapping,
+        version: WRAPPING_KEY_VERSION,
+    }
 }
 
 /// The store key of a version's wrapped material; also the AAD that binds the wrap to it.
@@ -667,6 +680,63 @@ impl KeyStore for SealedKeyStore {
     ) -> Result<Vec<u8>, KeyStoreError> {
         let key = self.unwrap_material(material)?;
         Ok(hmac(algorithm, key.expose(), message))
+    }
+
+    fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        super::import::check_length(spec, spec.material_len())
+    }
+
+    /// The pair is made here from the OS's CSPRNG; its private half (PKCS#8) is wrapped under
+    /// the current epoch like material.
+    fn make_wrapping_key(
+        &self,
+        wrapping: uuid::Uuid,
+        bits: usize,
+    ) -> Result<WrappingKey, KeyStoreError> {
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits)
+            .map_err(|e| KeyStoreError::Internal(format!("RSA key generation: {e}")))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| KeyStoreError::Internal(format!("RSA key encoding: {e}")))?;
+        let public_key = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| KeyStoreError::Internal(format!("RSA key encoding: {e}")))?
+            .into_vec();
+        let records = self
+            .wrap_material(wrapping_key_ref(wrapping), der.as_bytes())?
+            .records;
+        Ok(WrappingKey {
+            public_key,
+            records,
+        })
+    }
+
+    /// Unwrapped in memory (every buffer zeroizing), then wrapped as generated material is.
+    fn import_material(
+        &self,
+        material: MaterialRef,
+        wrapping: uuid::Uuid,
+        algorithm: WrappingAlgorithm,
+        spec: KeySpec,
+        encrypted: &[u8],
+    ) -> Result<ImportedMaterial, KeyStoreError> {
+        self.supports_import(spec)?;
+        let private = self.rsa(wrapping_key_ref(wrapping))?;
+        let key = super::import::unwrap(&private, algorithm, encrypted)?;
+        super::import::check_length(spec, key.expose().len())?;
+        let commitment = super::import::commitment(material, spec, key.expose())?;
+        self.forget(material);
+        let records = self.wrap_material(material, key.expose())?.records;
+        Ok(ImportedMaterial {
+            records,
+            commitment,
+        })
+    }
+
+    fn destroy_wrapping_key(&self, wrapping: uuid::Uuid) -> Result<WriteBatch, KeyStoreError> {
+        self.destroy(wrapping_key_ref(wrapping))
     }
 
     fn discard(&self, material: MaterialRef) {
