@@ -266,6 +266,9 @@ pub struct Pkcs11Section {
     pub pin_env: Option<String>,
     /// Sessions kept open for reuse (default 16).
     pub max_idle_sessions: Option<usize>,
+    /// Passed to the module's `C_Initialize` (`pReserved`): NSS's softoken reads its
+    /// database directory and token names from it. Most modules take none.
+    pub init_parameters: Option<String>,
 }
 
 impl Pkcs11Section {
@@ -318,6 +321,7 @@ impl Pkcs11Section {
             token,
             pin,
             max_idle_sessions,
+            init_parameters: self.init_parameters.clone(),
         })
     }
 }
