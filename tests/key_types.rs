@@ -1456,43 +1456,6 @@ async fn signing_refusals_are_aws_s_and_change_nothing() {
     );
 }
 
-/// The PKCS#11 keystore does not make asymmetric keys yet, says so, and leaves nothing behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pkcs11_keystore_refuses_asymmetric_keys_by_name() {
-    let d = TestDaemon::start(Backend::Pkcs11).await;
-    let before = d.list_all_keys().await;
-    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
-        let refused = suite::create(&d, spec, "SIGN_VERIFY").await;
-        let message = refused
-            .as_ref()
-            .err()
-            .map(|s| s.message().to_owned())
-            .unwrap_or_default();
-        assert_refused(
-            refused,
-            Code::FailedPrecondition,
-            "UnsupportedOperationException",
-        );
-        assert!(
-            message.contains("pkcs11:default") && message.contains(spec),
-            "{message}"
-        );
-    }
-    assert_eq!(d.list_all_keys().await, before);
-    let orphans = d
-        .client
-        .kms()
-        .list_orphaned_key_material(d.client.signed(
-            "ListOrphanedKeyMaterial",
-            v1::ListOrphanedKeyMaterialRequest::default(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .orphans;
-    assert!(orphans.is_empty(), "{orphans:?}");
-}
-
 /// `kms:Sign`, `kms:Verify` and `kms:GetPublicKey` are separate permissions, and
 /// `kms:SigningAlgorithm` and `kms:MessageType` are judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

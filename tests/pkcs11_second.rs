@@ -51,3 +51,41 @@ fn aes_gcm_round_trips_and_a_bad_tag_is_a_decrypt_failure() {
     keystore.destroy(material).expect("destroy");
     assert!(!keystore.list().expect("list").contains(&material));
 }
+
+/// HMAC on NSS's softoken: a MAC verifies in the device; a flipped bit (which NSS answers
+/// `CKR_DEVICE_ERROR`) is a MAC that does not verify, not a device failure; a truncated MAC
+/// (which NSS's `C_Verify` accepts) does not verify.
+#[test]
+fn hmac_verification_refuses_a_flipped_bit_as_a_bad_mac() {
+    use keyhaven::keystore::{KeySpec, MacAlgorithm};
+    let keystore = keystore();
+    let material = fresh();
+    keystore
+        .generate_spec(material, KeySpec::Hmac256)
+        .expect("generate an HMAC key");
+    let mac = keystore
+        .mac(material, MacAlgorithm::HmacSha256, b"m")
+        .expect("mac");
+    assert_eq!(mac.len(), 32);
+    assert!(
+        keystore
+            .verify_mac(material, MacAlgorithm::HmacSha256, b"m", &mac)
+            .expect("verify")
+    );
+    let mut flipped = mac.clone();
+    flipped[0] ^= 0x80;
+    assert!(
+        !keystore
+            .verify_mac(material, MacAlgorithm::HmacSha256, b"m", &flipped)
+            .expect("a flipped bit is a bad MAC, not an error")
+    );
+    // NSS's C_Verify compares only the bytes it is given: its first byte alone would pass.
+    for truncated in [&mac[..31], &mac[..1]] {
+        assert!(
+            !keystore
+                .verify_mac(material, MacAlgorithm::HmacSha256, b"m", truncated)
+                .expect("a truncated MAC is a bad MAC, not an error")
+        );
+    }
+    keystore.destroy(material).expect("destroy");
+}

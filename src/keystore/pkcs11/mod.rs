@@ -30,12 +30,26 @@
 //! the spec's digest, `CKA_SENSITIVE`, not extractable, `CKA_SIGN`/`CKA_VERIFY` only) and used
 //! with `CKM_SHA224_HMAC` … `CKM_SHA512_HMAC`; a token that lacks one of these is refused when
 //! the key is created, and again at use, naming the mechanism.
+//!
+//! Signing keys are key pairs made in the device (`CKM_EC_KEY_PAIR_GEN` on the spec's named
+//! curve, `CKM_RSA_PKCS_KEY_PAIR_GEN` with exponent 65537): the private key a sensitive, never
+//! extractable token object that only signs, the public key a token object under the same
+//! label and id (told apart by its class). The daemon hashes; the device signs the digest
+//! (`CKM_ECDSA`, whose `r ‖ s` is returned as DER; `CKM_RSA_PKCS_PSS` with MGF1 of the same
+//! hash and a digest-long salt; `CKM_RSA_PKCS` over the DigestInfo), so signatures are those
+//! the sealed keystore makes. GetPublicKey reads `CKA_EC_POINT` or `CKA_MODULUS` and answers
+//! DER SubjectPublicKeyInfo. Destruction, listing and the generation journal go by label, so
+//! they take both halves of a pair. A mechanism or curve the token lacks refuses the key.
 
+mod asymmetric;
 mod device;
 
 pub use device::{Failure, TokenSelector, classify};
 
-use super::{GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef};
+use super::{
+    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef,
+    SigningAlgorithm,
+};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
 use cryptoki::context::Function;
@@ -45,7 +59,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType, MessageParam};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use device::Device;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -174,20 +188,26 @@ fn logged_in(session: &Session) -> Result<bool, CryptokiError> {
     ))
 }
 
+/// The token object a version's operations use: its secret key, or the private key of its
+/// key pair.
 fn find(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptokiError> {
-    session.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Token(true),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ])
+    for class in [ObjectClass::SECRET_KEY, ObjectClass::PRIVATE_KEY] {
+        let found = session.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Ok(Vec::new())
 }
 
-/// Destroys every object with this label: the token object and any session copy of it.
+/// Destroys every object with this label, whatever its class: the secret key, or both halves
+/// of a key pair, and any session copy.
 fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError> {
-    let found = session.find_objects(&[
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ])?;
+    let found = session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
     if found.is_empty() && !logged_in(session)? {
         return Err(CryptokiError::Pkcs11(
             RvError::UserNotLoggedIn,
@@ -334,6 +354,19 @@ impl Pkcs11KeyStore {
         mechanism: &Mechanism,
         template: &[Attribute],
     ) -> Result<GeneratedMaterial, KeyStoreError> {
+        self.generate_with(material, |session| {
+            session.generate_key(mechanism, template)
+        })
+    }
+
+    /// Generates a version's object(s) with `make`, which answers the handle operations use.
+    /// A failed attempt may have made them before its answer was lost: a retry first destroys
+    /// what the label finds, so that one version is never two objects (or two pairs).
+    fn generate_with(
+        &self,
+        material: MaterialRef,
+        mut make: impl FnMut(&Session) -> Result<ObjectHandle, CryptokiError>,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
         let mut attempts = 0;
         let changing = self.changing_objects();
         let generated = self.device.with_session(|session| {
@@ -341,7 +374,7 @@ impl Pkcs11KeyStore {
             if attempts > 1 {
                 destroy_labelled(session, &object_label(&self.account_id, material))?;
             }
-            session.generate_key(mechanism, template)
+            make(session)
         });
         drop(changing);
         match generated {
@@ -356,6 +389,124 @@ impl Pkcs11KeyStore {
                 }
                 Err(unavailable(failure))
             }
+        }
+    }
+
+    /// Makes a key pair of `spec` in the device: the private key (what signing uses) and the
+    /// public key, both token objects under the version's label. A curve the token does not
+    /// know is refused by name, as a missing mechanism is.
+    fn generate_pair(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        let label = object_label(&self.account_id, material).into_bytes();
+        let Some((mechanism, public, private)) =
+            asymmetric::templates(spec, label, object_id(material))
+        else {
+            return Err(self.cannot_make(spec));
+        };
+        let mut curve_refused = false;
+        let generated = self.generate_with(material, |session| {
+            session
+                .generate_key_pair(&mechanism, &public, &private)
+                .map(|(_, private)| private)
+                .inspect_err(|error| {
+                    curve_refused |= matches!(
+                        error,
+                        CryptokiError::Pkcs11(
+                            RvError::CurveNotSupported | RvError::DomainParamsInvalid,
+                            _
+                        )
+                    );
+                })
+        });
+        match generated {
+            Err(_) if curve_refused => Err(KeyStoreError::Unsupported(format!(
+                "the token of keystore {} does not offer the curve of {} keys",
+                self.name,
+                spec.as_str()
+            ))),
+            other => other,
+        }
+    }
+
+    fn cannot_make(&self, spec: KeySpec) -> KeyStoreError {
+        KeyStoreError::Unsupported(format!(
+            "keystore {} does not make {} keys",
+            self.name,
+            spec.as_str()
+        ))
+    }
+
+    /// The public key of a version: from its public key object, or where the token kept
+    /// none, from the private key (RSA keys carry their modulus and exponent).
+    fn read_public_key(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let label = object_label(&self.account_id, material).into_bytes();
+        let wanted = if spec.rsa_bits().is_some() {
+            vec![AttributeType::Modulus, AttributeType::PublicExponent]
+        } else {
+            vec![AttributeType::EcParams, AttributeType::EcPoint]
+        };
+        let _reading = self.reading_objects();
+        let attributes = self
+            .device
+            .with_session(|session| {
+                let mut found = Vec::new();
+                for class in [ObjectClass::PUBLIC_KEY, ObjectClass::PRIVATE_KEY] {
+                    found = session.find_objects(&[
+                        Attribute::Class(class),
+                        Attribute::Token(true),
+                        Attribute::Label(label.clone()),
+                    ])?;
+                    if !found.is_empty() {
+                        break;
+                    }
+                }
+                if found.is_empty() && !logged_in(session)? {
+                    return Err(CryptokiError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        Function::FindObjects,
+                    ));
+                }
+                match found.first() {
+                    Some(handle) => session.get_attributes(*handle, &wanted).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .map_err(unavailable)?
+            .ok_or(KeyStoreError::MaterialNotFound(material))?;
+        let mut values: HashMap<AttributeType, Vec<u8>> = HashMap::new();
+        for attribute in attributes {
+            match attribute {
+                Attribute::Modulus(v) => values.insert(AttributeType::Modulus, v),
+                Attribute::PublicExponent(v) => values.insert(AttributeType::PublicExponent, v),
+                Attribute::EcParams(v) => values.insert(AttributeType::EcParams, v),
+                Attribute::EcPoint(v) => values.insert(AttributeType::EcPoint, v),
+                _ => None,
+            };
+        }
+        let value = |kind: AttributeType| {
+            values.get(&kind).ok_or_else(|| {
+                KeyStoreError::Internal(format!(
+                    "the token gave no {kind} for the public key of {material:?}"
+                ))
+            })
+        };
+        if spec.rsa_bits().is_some() {
+            asymmetric::rsa_spki(
+                value(AttributeType::Modulus)?,
+                value(AttributeType::PublicExponent)?,
+            )
+        } else {
+            asymmetric::ec_spki(
+                value(AttributeType::EcParams)?,
+                value(AttributeType::EcPoint)?,
+            )
         }
     }
 
@@ -461,15 +612,10 @@ impl KeyStore for Pkcs11KeyStore {
                     None => Ok(()),
                 }
             }
-            KeySpec::EccNistP256
-            | KeySpec::EccNistP384
-            | KeySpec::Rsa2048
-            | KeySpec::Rsa3072
-            | KeySpec::Rsa4096 => Err(KeyStoreError::Unsupported(format!(
-                "keystore {} does not make {} keys yet",
-                self.name,
-                spec.as_str()
-            ))),
+            other if asymmetric::is_key_pair(other) => asymmetric::mechanisms(other)
+                .into_iter()
+                .try_for_each(|mechanism| self.require_mechanism(mechanism, other.as_str())),
+            other => Err(self.cannot_make(other)),
         }
     }
 
@@ -482,6 +628,9 @@ impl KeyStore for Pkcs11KeyStore {
             return self.generate(material);
         }
         self.supports(spec)?;
+        if asymmetric::is_key_pair(spec) {
+            return self.generate_pair(material, spec);
+        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -516,7 +665,8 @@ impl KeyStore for Pkcs11KeyStore {
         })
     }
 
-    /// `C_Verify` in the device: the MAC is compared there, in constant time.
+    /// `C_Verify` in the device: the MAC is compared there, in constant time (see below for
+    /// tokens that answer a bad MAC as a failure).
     fn verify_mac(
         &self,
         material: MaterialRef,
@@ -526,6 +676,11 @@ impl KeyStore for Pkcs11KeyStore {
     ) -> Result<bool, KeyStoreError> {
         let mechanism = hmac_mechanism(algorithm);
         self.require_mechanism(mechanism.mechanism_type(), algorithm.as_str())?;
+        // A MAC of any other length does not verify, whatever the device says: NSS's softoken
+        // compares only the bytes given, so its C_Verify accepts the MAC's first byte alone.
+        if mac.len() != algorithm.mac_len() {
+            return Ok(false);
+        }
         self.with_key(material, |session, handle| {
             match session.verify(&mechanism, handle, message, mac) {
                 Ok(()) => Ok(true),
@@ -533,9 +688,53 @@ impl KeyStore for Pkcs11KeyStore {
                     RvError::SignatureInvalid | RvError::SignatureLenRange,
                     _,
                 )) => Ok(false),
+                // Some tokens answer a MAC that does not verify with a generic failure (NSS's
+                // softoken: CKR_DEVICE_ERROR), which would otherwise be retried as a broken
+                // device. The device computing the MAC tells the two apart: if it can, the
+                // MAC given is compared with it here, in constant time; if not, the device
+                // really failed.
+                Err(CryptokiError::Pkcs11(
+                    RvError::DeviceError | RvError::GeneralError | RvError::FunctionFailed,
+                    Function::Verify,
+                )) => {
+                    let expected = session.sign(&mechanism, handle, message)?;
+                    Ok(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), mac).into())
+                }
                 Err(other) => Err(other),
             }
         })
+    }
+
+    /// Signs the digest in the device with the version's private key (`CKM_ECDSA`,
+    /// `CKM_RSA_PKCS_PSS`, `CKM_RSA_PKCS` over the DigestInfo); ECDSA's `r ‖ s` comes back as
+    /// DER.
+    fn sign(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        if !asymmetric::is_key_pair(spec) {
+            return Err(self.cannot_make(spec));
+        }
+        let (mechanism, mechanism_type, input) = asymmetric::signing_input(algorithm, digest);
+        self.require_mechanism(mechanism_type, algorithm.as_str())?;
+        let signature = self.with_key(material, |session, handle| {
+            session.sign(&mechanism, handle, &input)
+        })?;
+        if mechanism_type == MechanismType::ECDSA {
+            asymmetric::ecdsa_der(&signature)
+        } else {
+            Ok(signature)
+        }
+    }
+
+    fn public_key(&self, material: MaterialRef, spec: KeySpec) -> Result<Vec<u8>, KeyStoreError> {
+        if !asymmetric::is_key_pair(spec) {
+            return Err(self.cannot_make(spec));
+        }
+        self.read_public_key(material, spec)
     }
 
     fn discard(&self, material: MaterialRef) {
@@ -610,11 +809,10 @@ impl KeyStore for Pkcs11KeyStore {
                         Function::FindObjects,
                     ));
                 }
-                let handles = session.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Token(true),
-                ])?;
-                let mut found = Vec::new();
+                // Every class: a version is a secret key or a key pair (whose halves share
+                // the label), and a pair cut short may have left either half alone.
+                let handles = session.find_objects(&[Attribute::Token(true)])?;
+                let mut found = BTreeSet::new();
                 for handle in handles {
                     for attribute in session.get_attributes(handle, &[AttributeType::Label])? {
                         if let Attribute::Label(label) = attribute {
@@ -622,12 +820,12 @@ impl KeyStore for Pkcs11KeyStore {
                             if label.starts_with(&prefix)
                                 && let Some(material) = parse_label(&self.account_id, &label)
                             {
-                                found.push(material);
+                                found.insert(material);
                             }
                         }
                     }
                 }
-                Ok(found)
+                Ok(found.into_iter().collect())
             })
             .map_err(unavailable)
     }
