@@ -33,6 +33,17 @@ on_both_tokens!(
     ]
 );
 
+#[test]
+fn softhsm2_rsa_oaep_decrypts_in_the_device_what_openssl_encrypts() {
+    // SoftHSM2 2.6 takes CKM_RSA_PKCS_OAEP with SHA-1 only: SHA-256 is refused by name.
+    rsa_oaep_decrypts_in_the_device_what_openssl_encrypts(Backend::Pkcs11, false);
+}
+
+#[test]
+fn nss_rsa_oaep_decrypts_in_the_device_what_openssl_encrypts() {
+    rsa_oaep_decrypts_in_the_device_what_openssl_encrypts(Backend::Pkcs11Second, true);
+}
+
 use common::{Backend, TestDaemon, assert_refused};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -410,15 +421,17 @@ fn labelled(session: &Session, account: &str, key: &str, class: ObjectClass) -> 
 }
 
 /// The private key of a pair is a sensitive, never extractable, private token object that
-/// signs and does nothing else, whose secret parts cannot be read; the public key is a token
+/// signs (RSA: and decrypts) and does nothing else, whose secret parts cannot be read; the public key is a token
 /// object under the same label. Deletion destroys both; a pair nobody records is one orphan
 /// (not two), and destroying it takes both halves.
 async fn private_keys_are_sensitive_token_objects_and_pairs_go_whole(backend: Backend) {
     let d = TestDaemon::start(backend).await;
     let session = inspecting_session(backend);
-    for (spec, secret_part) in [
-        ("ECC_NIST_P256", AttributeType::Value),
-        ("RSA_2048", AttributeType::PrivateExponent),
+    // RSA private keys also decrypt (RSAES-OAEP, for keys of usage ENCRYPT_DECRYPT: the
+    // keystore is not told a key's usage; the service keeps each key to its own).
+    for (spec, secret_part, decrypts) in [
+        ("ECC_NIST_P256", AttributeType::Value, false),
+        ("RSA_2048", AttributeType::PrivateExponent, true),
     ] {
         let key = create(&d, spec, "SIGN_VERIFY").await.unwrap();
         // Sign once, so that any session copy the keystore makes exists too.
@@ -462,7 +475,7 @@ async fn private_keys_are_sensitive_token_objects_and_pairs_go_whole(backend: Ba
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
-            Attribute::Decrypt(false),
+            Attribute::Decrypt(decrypts),
             Attribute::Unwrap(false),
             Attribute::Derive(false),
         ] {
@@ -592,5 +605,91 @@ async fn macs_are_made_and_checked_in_the_device(backend: Backend) {
                 "KMSInvalidMacException",
             );
         }
+    }
+}
+
+/// `openssl pkeyutl` encrypts with RSAES-OAEP (MGF1 of the same hash, no label) to the
+/// public key of an RSA pair made in the device; the device decrypts it; a flipped bit, a
+/// short ciphertext and another key are one refusal (`DecryptFailed`). A hash the token
+/// refuses is `Unsupported`, naming the algorithm.
+fn rsa_oaep_decrypts_in_the_device_what_openssl_encrypts(backend: Backend, sha256: bool) {
+    use keyhaven::keystore::pkcs11::{OaepHash, Pkcs11KeyStore};
+    use keyhaven::keystore::{KeySpec, KeyStore, KeyStoreError, MaterialRef};
+    let settings = match backend {
+        Backend::Pkcs11Second => common::pkcs11_second_settings(),
+        _ => common::pkcs11_settings(),
+    };
+    let keystore = Pkcs11KeyStore::connect(settings, "777788889999").expect("connect");
+    let fresh = || MaterialRef {
+        key_id: uuid::Uuid::new_v4(),
+        version: 1,
+    };
+    let (material, other) = (fresh(), fresh());
+    for m in [material, other] {
+        keystore
+            .generate_spec(m, KeySpec::Rsa2048)
+            .expect("an RSA pair");
+    }
+    let public = keystore
+        .public_key(material, KeySpec::Rsa2048)
+        .expect("public key");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pub.der");
+    std::fs::write(&key, &public).unwrap();
+    let plaintext = b"a data key wrapped to the device's RSA key";
+    std::fs::write(dir.path().join("plain"), plaintext).unwrap();
+    let mut checked = 0;
+    for (hash, md) in [(OaepHash::Sha1, "sha1"), (OaepHash::Sha256, "sha256")] {
+        let output = std::process::Command::new("openssl")
+            .args(["pkeyutl", "-encrypt", "-pubin", "-keyform", "DER", "-inkey"])
+            .arg(&key)
+            .args(["-pkeyopt", "rsa_padding_mode:oaep"])
+            .args(["-pkeyopt", &format!("rsa_oaep_md:{md}")])
+            .args(["-pkeyopt", &format!("rsa_mgf1_md:{md}")])
+            .arg("-in")
+            .arg(dir.path().join("plain"))
+            .output()
+            .expect("the openssl binary is needed (make test installs it)");
+        assert!(output.status.success(), "openssl pkeyutl -encrypt ({md})");
+        let ciphertext = output.stdout;
+        assert_eq!(ciphertext.len(), 256);
+        if hash == OaepHash::Sha256 && !sha256 {
+            match keystore.decrypt_oaep(material, KeySpec::Rsa2048, hash, &ciphertext) {
+                Err(KeyStoreError::Unsupported(message)) => {
+                    assert!(message.contains("RSAES_OAEP_SHA_256"), "{message}")
+                }
+                other => panic!("expected the token to refuse OAEP with SHA-256: {other:?}"),
+            }
+            continue;
+        }
+        let opened = keystore
+            .decrypt_oaep(material, KeySpec::Rsa2048, hash, &ciphertext)
+            .unwrap_or_else(|e| panic!("{md}: {e}"));
+        assert_eq!(opened.expose(), plaintext, "{md}");
+        let mut flipped = ciphertext.clone();
+        flipped[10] ^= 1;
+        for (what, m, bytes) in [
+            ("a flipped bit", material, &flipped[..]),
+            ("a short ciphertext", material, &ciphertext[..255]),
+            ("another key", other, &ciphertext[..]),
+        ] {
+            assert!(
+                matches!(
+                    keystore.decrypt_oaep(m, KeySpec::Rsa2048, hash, bytes),
+                    Err(KeyStoreError::DecryptFailed)
+                ),
+                "{md}: {what} must be refused as a ciphertext that does not open"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, if sha256 { 2 } else { 1 });
+    // An EC key has no OAEP.
+    assert!(matches!(
+        keystore.decrypt_oaep(material, KeySpec::EccNistP256, OaepHash::Sha1, &[0; 256]),
+        Err(KeyStoreError::Unsupported(_))
+    ));
+    for m in [material, other] {
+        keystore.destroy(m).expect("destroy");
     }
 }

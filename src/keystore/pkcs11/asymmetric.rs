@@ -51,8 +51,9 @@ pub fn mechanisms(spec: KeySpec) -> Vec<MechanismType> {
 }
 
 /// The generation mechanism and the public and private templates of a key pair. The private
-/// key is a sensitive, never extractable token object that only signs; the public key is a
-/// token object under the same label and id, told apart by its class.
+/// key is a sensitive, never extractable token object that signs (and for RSA, decrypts
+/// OAEP) and does nothing else; the public key is a token object under the same label and
+/// id, told apart by its class.
 pub fn templates(
     spec: KeySpec,
     label: Vec<u8>,
@@ -80,7 +81,9 @@ pub fn templates(
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
-        Attribute::Encrypt(false),
+        // The public half of a pair that decrypts encrypts (NSS's softoken refuses the pair
+        // otherwise); it is public in any case.
+        Attribute::Encrypt(key_type == KeyType::RSA),
         Attribute::Wrap(false),
         Attribute::Derive(false),
         Attribute::Label(label.clone()),
@@ -94,13 +97,42 @@ pub fn templates(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
-        Attribute::Decrypt(false),
+        // RSA keys of usage ENCRYPT_DECRYPT decrypt with the same kind of pair, and the
+        // keystore is not told a key's usage (the service keeps each key to its own).
+        Attribute::Decrypt(key_type == KeyType::RSA),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
         Attribute::Label(label),
         Attribute::Id(id),
     ];
     Some((mechanism, public, private))
+}
+
+/// The hash of RSAES-OAEP (MGF1 with the same hash, no label), as AWS KMS's
+/// `RSAES_OAEP_SHA_1` and `RSAES_OAEP_SHA_256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+}
+
+impl OaepHash {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OaepHash::Sha1 => "RSAES_OAEP_SHA_1",
+            OaepHash::Sha256 => "RSAES_OAEP_SHA_256",
+        }
+    }
+
+    /// `CKM_RSA_PKCS_OAEP` with this hash, MGF1 of the same hash and an empty label.
+    pub fn mechanism(self) -> Mechanism<'static> {
+        use cryptoki::mechanism::rsa::{PkcsOaepParams, PkcsOaepSource};
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+    }
 }
 
 fn hash_mechanism(digest_len: usize) -> (MechanismType, PkcsMgfType) {

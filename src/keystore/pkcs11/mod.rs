@@ -40,10 +40,13 @@
 //! the sealed keystore makes. GetPublicKey reads `CKA_EC_POINT` or `CKA_MODULUS` and answers
 //! DER SubjectPublicKeyInfo. Destruction, listing and the generation journal go by label, so
 //! they take both halves of a pair. A mechanism or curve the token lacks refuses the key.
+//! RSA private keys also decrypt RSAES-OAEP in the device (`CKM_RSA_PKCS_OAEP`,
+//! [`Pkcs11KeyStore::decrypt_oaep`]): the keystore is not told a key's usage.
 
 mod asymmetric;
 mod device;
 
+pub use asymmetric::OaepHash;
 pub use device::{Failure, TokenSelector, classify};
 
 use super::{
@@ -427,6 +430,55 @@ impl Pkcs11KeyStore {
                 self.name,
                 spec.as_str()
             ))),
+            other => other,
+        }
+    }
+
+    /// RSAES-OAEP decryption in the device (`CKM_RSA_PKCS_OAEP`, MGF1 of the same hash, no
+    /// label) with an RSA version's private key. Any ciphertext that does not open is
+    /// [`KeyStoreError::DecryptFailed`], one answer for every failure; a token that refuses
+    /// the hash (SoftHSM2 2.6 takes SHA-1 only) is `Unsupported`, naming it. The keystore
+    /// trait's asymmetric decryption delegates here.
+    pub fn decrypt_oaep(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        if spec.rsa_bits().is_none() {
+            return Err(self.cannot_make(spec));
+        }
+        self.require_mechanism(MechanismType::RSA_PKCS_OAEP, hash.as_str())?;
+        let mechanism = hash.mechanism();
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let opened = self.with_key(material, |session, handle| {
+            session
+                .decrypt(&mechanism, handle, ciphertext)
+                .map(SecretBytes::new)
+                .map_err(|error| match error {
+                    CryptokiError::Pkcs11(
+                        RvError::MechanismParamInvalid
+                        | RvError::ArgumentsBad
+                        | RvError::MechanismInvalid,
+                        Function::DecryptInit,
+                    ) => {
+                        refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                        error
+                    }
+                    // Whatever the device says of a ciphertext it cannot open (SoftHSM2:
+                    // CKR_GENERAL_ERROR) is one answer, not a broken device to retry.
+                    other => tag_failure_as_invalid_data(other),
+                })
+        });
+        match opened {
+            Err(_) if refused.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(KeyStoreError::Unsupported(format!(
+                    "the token of keystore {} refuses {} (CKM_RSA_PKCS_OAEP with this hash)",
+                    self.name,
+                    hash.as_str()
+                )))
+            }
             other => other,
         }
     }
