@@ -33,6 +33,52 @@ on_both_tokens!(
     ]
 );
 
+/// secp256k1 (AWS's ECC_SECG_P256K1) in the device: SoftHSM2 makes it; NSS's softoken lacks
+/// the curve, and says so with an answer the keystore turns into `UnsupportedOperationException`
+/// naming the spec (CKR_DOMAIN_PARAMS_INVALID, CKR_CURVE_NOT_SUPPORTED,
+/// CKR_ATTRIBUTE_VALUE_INVALID or CKR_TEMPLATE_INCONSISTENT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secp256k1_is_made_by_softhsm2_and_refused_by_name_by_nss() {
+    let secp256k1 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+    for (backend, offered) in [(Backend::Pkcs11, true), (Backend::Pkcs11Second, false)] {
+        let _d = TestDaemon::start(backend).await;
+        let session = inspecting_session(backend);
+        let label = format!("probe:{}", uuid::Uuid::new_v4()).into_bytes();
+        let made = session.generate_key_pair(
+            &cryptoki::mechanism::Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Verify(true),
+                Attribute::EcParams(secp256k1.clone()),
+                Attribute::Label(label.clone()),
+            ],
+            &[
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                Attribute::Label(label),
+            ],
+        );
+        match (made, offered) {
+            (Ok((public, private)), true) => {
+                session.destroy_object(public).unwrap();
+                session.destroy_object(private).unwrap();
+            }
+            (
+                Err(CryptokiError::Pkcs11(
+                    RvError::DomainParamsInvalid
+                    | RvError::CurveNotSupported
+                    | RvError::AttributeValueInvalid
+                    | RvError::TemplateInconsistent,
+                    _,
+                )),
+                false,
+            ) => {}
+            (other, _) => panic!("{backend:?}: secp256k1: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn softhsm2_rsa_oaep_decrypts_in_the_device_what_openssl_encrypts() {
     // SoftHSM2 2.6 takes CKM_RSA_PKCS_OAEP with SHA-1 only: SHA-256 is refused by name.

@@ -976,6 +976,28 @@ mod tests {
     }
 
     #[test]
+    fn init_parameters_reach_the_keystore_settings() {
+        let file = ConfigFile::parse(
+            "[pkcs11.nss]\nmodule = \"/usr/lib/x86_64-linux-gnu/libsoftokn3.so\"\n\
+             token_label = \"keyhaven-nss\"\npin = \"1\"\n\
+             init_parameters = \"configdir='sql:/var/lib/nss' dbTokenDescription='keyhaven-nss'\"",
+        )
+        .unwrap();
+        let settings = file.pkcs11["nss"].settings("nss").unwrap();
+        assert_eq!(
+            settings.init_parameters.as_deref(),
+            Some("configdir='sql:/var/lib/nss' dbTokenDescription='keyhaven-nss'")
+        );
+        let file =
+            ConfigFile::parse("[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin = \"1\"")
+                .unwrap();
+        assert_eq!(
+            file.pkcs11["hsm"].settings("hsm").unwrap().init_parameters,
+            None
+        );
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
             (

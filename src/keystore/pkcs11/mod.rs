@@ -409,28 +409,33 @@ impl Pkcs11KeyStore {
         else {
             return Err(self.cannot_make(spec));
         };
-        let mut curve_refused = false;
+        let mut refusal = None;
         let generated = self.generate_with(material, |session| {
             session
                 .generate_key_pair(&mechanism, &public, &private)
                 .map(|(_, private)| private)
                 .inspect_err(|error| {
-                    curve_refused |= matches!(
-                        error,
-                        CryptokiError::Pkcs11(
-                            RvError::CurveNotSupported | RvError::DomainParamsInvalid,
-                            _
-                        )
-                    );
+                    // How tokens say they cannot make this curve or size.
+                    if let CryptokiError::Pkcs11(
+                        rv @ (RvError::CurveNotSupported
+                        | RvError::DomainParamsInvalid
+                        | RvError::AttributeValueInvalid
+                        | RvError::TemplateInconsistent
+                        | RvError::KeySizeRange),
+                        _,
+                    ) = error
+                    {
+                        refusal = Some(*rv);
+                    }
                 })
         });
-        match generated {
-            Err(_) if curve_refused => Err(KeyStoreError::Unsupported(format!(
-                "the token of keystore {} does not offer the curve of {} keys",
+        match (generated, refusal) {
+            (Err(_), Some(rv)) => Err(KeyStoreError::Unsupported(format!(
+                "the token of keystore {} cannot make {} keys (the curve or size is refused: {rv})",
                 self.name,
                 spec.as_str()
             ))),
-            other => other,
+            (other, _) => other,
         }
     }
 
