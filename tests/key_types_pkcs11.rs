@@ -30,6 +30,7 @@ on_both_tokens!(
         rsa_key_pairs_sign_with_every_algorithm_and_openssl_verifies,
         private_keys_are_sensitive_token_objects_and_pairs_go_whole,
         macs_are_made_and_checked_in_the_device,
+        a_key_pair_generation_cut_short_is_destroyed_whole_at_start_up,
     ]
 );
 
@@ -738,4 +739,67 @@ fn rsa_oaep_decrypts_in_the_device_what_openssl_encrypts(backend: Backend, sha25
     for m in [material, other] {
         keystore.destroy(m).expect("destroy");
     }
+}
+
+/// A key pair the device made while the daemon went down before writing its key record: the
+/// generation journal names the version, and start-up destroys both halves and clears the
+/// entry; nothing is left as an orphan.
+async fn a_key_pair_generation_cut_short_is_destroyed_whole_at_start_up(backend: Backend) {
+    let mut d = TestDaemon::start(backend).await;
+    let session = inspecting_session(backend);
+    d.stop().await;
+    let stray = uuid::Uuid::new_v4();
+    let key = stray.hyphenated().to_string();
+    let label = format!("keyhaven:{}:{key}:1", d.account_id).into_bytes();
+    session
+        .generate_key_pair(
+            &cryptoki::mechanism::Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Label(label.clone()),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                Attribute::Label(label),
+            ],
+        )
+        .expect("the half-made pair");
+    let entry = keyhaven::keys::PendingGeneration {
+        keystore: backend.keystore_name().into(),
+        key_id: stray,
+        version: 1,
+        started: d.now(),
+    };
+    {
+        let store = d.open_store();
+        let mut batch = keyhaven::store::WriteBatch::new();
+        batch.put(
+            format!("generation/{key}:1").into_bytes(),
+            serde_json::to_vec(&entry).unwrap(),
+        );
+        store
+            .commit_blocking(batch)
+            .expect("journal the generation");
+        store.close();
+    }
+    d.start_again().await;
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        assert!(
+            labelled(&session, &d.account_id, &key, class).is_empty(),
+            "{class:?} of the cut-short pair left in the device"
+        );
+    }
+    assert!(orphans(&d).await.is_empty());
+    d.stop().await;
+    let store = d.open_store();
+    let left = store
+        .scan(b"generation/", None, usize::MAX)
+        .expect("scan the journal");
+    assert!(left.is_empty(), "journal entries left: {}", left.len());
 }
