@@ -1,18 +1,19 @@
 .PHONY: test lint serve
 
 # The whole test suite: unit tests, the end-to-end conformance suite (sealed store, SoftHSM2,
-# and the metadata on etcd), the PKCS#11 and CLI tests. Installs SoftHSM2, etcd and protoc
-# (the `etcd` feature's build needs it) if needed and makes a fresh token; installs grpcio for
+# NSS's softoken as a second PKCS#11 token, and the metadata on etcd), the PKCS#11 and CLI
+# tests. Installs SoftHSM2, NSS's softoken and tools, etcd and protoc (the `etcd` feature's
+# build needs it) if needed and makes fresh tokens; installs grpcio for
 # the stock Python gRPC client test (tests/cert_principals.rs), and boto3, the AWS CLI and the
 # AWS Encryption SDK into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh).
 test:
 	tests/etcd/setup.sh
 	tests/python/setup.sh
-	rm -rf target/softhsm
+	rm -rf target/softhsm target/nss-token
 	# The key-type tests check signatures, public keys and MACs with the openssl binary.
 	command -v openssl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends openssl; }
 	tests/python/aws-setup.sh >/dev/null
-	eval "$$(hsm-sim/setup.sh target/softhsm)" && cargo test --locked --features etcd
+	eval "$$(hsm-sim/setup.sh target/softhsm)" && eval "$$(hsm-sim/nss-setup.sh target/nss-token)" && cargo test --locked --features etcd
 
 # What CI checks besides the tests (every feature, as CI does: the etcd feature needs protoc,
 # which tests/etcd/setup.sh installs).

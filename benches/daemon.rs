@@ -741,6 +741,7 @@ fn pkcs11_settings() -> Result<Pkcs11Settings, String> {
         token,
         pin: SecretString::new(pin),
         max_idle_sessions: 16,
+        init_parameters: None,
     })
 }
 

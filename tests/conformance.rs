@@ -27,6 +27,8 @@ conformance_suite!(
     [
         sealed => Backend::Sealed,
         pkcs11 => Backend::Pkcs11,
+        // NSS's softoken: the same behaviour on a second PKCS#11 implementation.
+        pkcs11_second => Backend::Pkcs11Second,
         // Built with the `etcd` feature only (its build needs protoc): `make test` has it.
         #[cfg(feature = "etcd")]
         etcd => Backend::SealedOnEtcd,

@@ -31,6 +31,7 @@ fn generating_while_others_search_and_destroy_loses_nothing() {
             token: TokenSelector::Label(token.label.clone()),
             pin: SecretString::new(token.pin.clone()),
             max_idle_sessions: 16,
+            init_parameters: None,
         },
         ACCOUNT,
     )

@@ -35,6 +35,7 @@ fn daemon_on(dir: &Path, token: &PrivateToken, pin: &str) -> DaemonConfig {
             token: TokenSelector::Label(token.label.clone()),
             pin: SecretString::new(pin.into()),
             max_idle_sessions: 4,
+            init_parameters: None,
         })
         .expect("PKCS#11 keystore");
     config.keystore = "pkcs11:pinned".into();

@@ -303,7 +303,7 @@ async fn session(backend: Backend) {
     let buffer = captured();
     let tag = match backend {
         Backend::Sealed | Backend::SealedOnEtcd => "sealed",
-        Backend::Pkcs11 => "pkcs11",
+        Backend::Pkcs11 | Backend::Pkcs11Second => "pkcs11",
     };
     let mut c = Canaries::default();
     let mut ev = Evidence::default();
@@ -1101,12 +1101,14 @@ async fn session(backend: Backend) {
     ev.debug("ClientCredentials (root)", &d.credentials);
     let settings = match backend {
         Backend::Pkcs11 => common::pkcs11_settings(),
+        Backend::Pkcs11Second => common::pkcs11_second_settings(),
         Backend::Sealed | Backend::SealedOnEtcd => Pkcs11Settings {
             name: "hygiene".into(),
             module: "/usr/lib/softhsm/libsofthsm2.so".into(),
             token: TokenSelector::Label("keyhaven".into()),
             pin: SecretString::new(pin_canary.clone()),
             max_idle_sessions: 4,
+            init_parameters: None,
         },
     };
     assert_eq!(settings.pin.expose(), &pin_canary);

@@ -272,6 +272,7 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
             pin_file: args.pkcs11_pin_file.clone(),
             pin_env: None,
             max_idle_sessions: None,
+            init_parameters: None,
         };
         let settings = section.settings("default").map_err(|e| e.to_string())?;
         config.add_pkcs11(settings).map_err(|e| e.to_string())?;

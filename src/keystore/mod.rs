@@ -717,6 +717,12 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Generates a fresh 256-bit key for `material`.
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError>;
 
+    /// Whether this keystore can make ECC keys of `spec` for key agreement (ECDH) and derive
+    /// with them (checked before a key is made); by default, as for any key of the spec.
+    fn supports_key_agreement(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        self.supports(spec)
+    }
+
     /// Whether this keystore can make and use keys of `spec` (checked before a key is made);
     /// the refusal names what is missing.
     fn supports(&self, spec: KeySpec) -> Result<(), KeyStoreError> {

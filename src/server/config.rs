@@ -270,6 +270,9 @@ pub struct Pkcs11Section {
     pub pin_env: Option<String>,
     /// Sessions kept open for reuse (default 16).
     pub max_idle_sessions: Option<usize>,
+    /// Passed to the module's `C_Initialize` (`pReserved`): NSS's softoken reads its
+    /// database directory and token names from it. Most modules take none.
+    pub init_parameters: Option<String>,
 }
 
 impl Pkcs11Section {
@@ -322,6 +325,7 @@ impl Pkcs11Section {
             token,
             pin,
             max_idle_sessions,
+            init_parameters: self.init_parameters.clone(),
         })
     }
 }
@@ -989,6 +993,28 @@ mod tests {
             Some(Path::new("/run/secrets/keyhaven-pkcs11-pin"))
         );
         assert_eq!(hsm.max_idle_sessions, Some(16));
+    }
+
+    #[test]
+    fn init_parameters_reach_the_keystore_settings() {
+        let file = ConfigFile::parse(
+            "[pkcs11.nss]\nmodule = \"/usr/lib/x86_64-linux-gnu/libsoftokn3.so\"\n\
+             token_label = \"keyhaven-nss\"\npin = \"1\"\n\
+             init_parameters = \"configdir='sql:/var/lib/nss' dbTokenDescription='keyhaven-nss'\"",
+        )
+        .unwrap();
+        let settings = file.pkcs11["nss"].settings("nss").unwrap();
+        assert_eq!(
+            settings.init_parameters.as_deref(),
+            Some("configdir='sql:/var/lib/nss' dbTokenDescription='keyhaven-nss'")
+        );
+        let file =
+            ConfigFile::parse("[pkcs11.hsm]\nmodule = \"/x.so\"\ntoken_label = \"t\"\npin = \"1\"")
+                .unwrap();
+        assert_eq!(
+            file.pkcs11["hsm"].settings("hsm").unwrap().init_parameters,
+            None
+        );
     }
 
     #[test]

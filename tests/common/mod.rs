@@ -24,6 +24,9 @@ pub enum Backend {
     Sealed,
     /// The SoftHSM2 token `eval "$(hsm-sim/setup.sh)"` prepares (`make test` does).
     Pkcs11,
+    /// The second PKCS#11 implementation, NSS's softoken, whose token
+    /// `eval "$(hsm-sim/nss-setup.sh)"` prepares (`make test` does).
+    Pkcs11Second,
     /// The sealed keystore with the metadata store on etcd: a single-member etcd of the
     /// test's own (`tests/etcd/setup.sh` installs it; `make test` runs it).
     SealedOnEtcd,
@@ -34,6 +37,7 @@ impl Backend {
         match self {
             Backend::Sealed | Backend::SealedOnEtcd => "sealed",
             Backend::Pkcs11 => "pkcs11:default",
+            Backend::Pkcs11Second => "pkcs11:second",
         }
     }
 
@@ -43,6 +47,11 @@ impl Backend {
             config
                 .add_pkcs11(pkcs11_settings())
                 .expect("PKCS#11 keystore");
+        }
+        if self == Backend::Pkcs11Second {
+            config
+                .add_pkcs11(pkcs11_second_settings())
+                .expect("second PKCS#11 keystore");
         }
         config.keystore = self.keystore_name().into();
     }
@@ -66,6 +75,7 @@ pub fn pkcs11_settings() -> Pkcs11Settings {
         token: TokenSelector::Label(var("KEYHAVEN_PKCS11_TOKEN_LABEL")),
         pin: SecretString::new(var("KEYHAVEN_PKCS11_PIN")),
         max_idle_sessions: 16,
+        init_parameters: None,
     }
 }
 
@@ -614,4 +624,26 @@ pub mod etcd;
 #[cfg(not(feature = "etcd"))]
 pub mod etcd {
     pub enum EtcdProcess {}
+}
+
+/// The second PKCS#11 token (NSS's softoken), from the environment `hsm-sim/nss-setup.sh`
+/// prints. Missing: a failure that says how to fix it, never a skip.
+pub fn pkcs11_second_settings() -> Pkcs11Settings {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the second-token tests need NSS's softoken. \
+                 Run `eval \"$(hsm-sim/nss-setup.sh target/nss-token)\"` first (`make test` \
+                 does this)."
+            )
+        })
+    };
+    Pkcs11Settings {
+        name: "second".into(),
+        module: var("KEYHAVEN_PKCS11_SECOND_MODULE").into(),
+        token: TokenSelector::Label(var("KEYHAVEN_PKCS11_SECOND_TOKEN_LABEL")),
+        pin: SecretString::new(var("KEYHAVEN_PKCS11_SECOND_PIN")),
+        max_idle_sessions: 16,
+        init_parameters: Some(var("KEYHAVEN_PKCS11_SECOND_INIT_PARAMETERS")),
+    }
 }

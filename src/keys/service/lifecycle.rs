@@ -124,9 +124,11 @@ impl KeyService {
             version: 1,
         };
         // A spec the keystore cannot make is refused before anything is journalled or made.
-        keystore
-            .supports(spec)
-            .map_err(|e| keystore_error(keystore.name(), e))?;
+        match usage {
+            KeyUsage::KeyAgreement => keystore.supports_key_agreement(spec),
+            _ => keystore.supports(spec),
+        }
+        .map_err(|e| keystore_error(keystore.name(), e))?;
         let journalled = self.journal_generation(&keystore, material).await?;
         let heavy = spec.rsa_bits().is_some();
         let generated = self

@@ -8,7 +8,7 @@
 
 use super::Pkcs11Settings;
 use crate::keystore::KeyStoreError;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, ObjectHandle};
@@ -16,7 +16,9 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::collections::HashMap;
+use std::ffi::{CString, c_void};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
@@ -32,8 +34,12 @@ pub enum TokenSelector {
     Serial(String),
 }
 
-fn modules() -> MutexGuard<'static, HashMap<PathBuf, Pkcs11>> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// A loaded module and the parameters it was initialised with. The parameters stay here, for
+/// the life of the process, because a module may keep the pointer it was given.
+type LoadedModule = (Pkcs11, Option<CString>);
+
+fn modules() -> MutexGuard<'static, HashMap<PathBuf, LoadedModule>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, LoadedModule>>> = OnceLock::new();
     let lock = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
     match lock.lock() {
         Ok(guard) => guard,
@@ -41,11 +47,26 @@ fn modules() -> MutexGuard<'static, HashMap<PathBuf, Pkcs11>> {
     }
 }
 
-/// Loads and initialises the module at `path`, once per process.
-fn load_module(path: &Path, reload: bool) -> Result<Pkcs11, KeyStoreError> {
+/// Loads and initialises the module at `path`, once per process, passing `parameters` (if
+/// any) to `C_Initialize`. A module is initialised once per process, so a second keystore
+/// naming it with other parameters is refused rather than silently given the first's.
+fn load_module(
+    path: &Path,
+    parameters: Option<&str>,
+    reload: bool,
+) -> Result<Pkcs11, KeyStoreError> {
     let mut modules = modules();
-    if let (false, Some(module)) = (reload, modules.get(path)) {
-        return Ok(module.clone());
+    if let Some((module, loaded_with)) = modules.get(path) {
+        if loaded_with.as_ref().and_then(|p| p.to_str().ok()) != parameters {
+            return Err(KeyStoreError::Unavailable(format!(
+                "PKCS#11 module {} is already initialised in this process with other \
+                 initialisation parameters",
+                path.display()
+            )));
+        }
+        if !reload {
+            return Ok(module.clone());
+        }
     }
     let module = Pkcs11::new(path).map_err(|e| {
         KeyStoreError::Unavailable(format!(
@@ -53,7 +74,13 @@ fn load_module(path: &Path, reload: bool) -> Result<Pkcs11, KeyStoreError> {
             path.display()
         ))
     })?;
-    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+    let parameters = parameters.map(CString::new).transpose().map_err(|_| {
+        KeyStoreError::Unavailable(format!(
+            "the initialisation parameters of PKCS#11 module {} contain a NUL byte",
+            path.display()
+        ))
+    })?;
+    match module.initialize(initialize_args(parameters.as_ref())) {
         Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => {
             return Err(KeyStoreError::Unavailable(format!(
@@ -62,8 +89,23 @@ fn load_module(path: &Path, reload: bool) -> Result<Pkcs11, KeyStoreError> {
             )));
         }
     }
-    modules.insert(path.to_path_buf(), module.clone());
+    modules.insert(path.to_path_buf(), (module.clone(), parameters));
     Ok(module)
+}
+
+/// `C_Initialize`'s arguments: OS locking, and `parameters` in `pReserved`. The standard
+/// reserves that pointer, but modules such as NSS's softoken read their configuration from it
+/// (a NUL-terminated string: `configdir='sql:/path' …`) and refuse to start without it.
+#[allow(unsafe_code)]
+fn initialize_args(parameters: Option<&CString>) -> CInitializeArgs {
+    let flags = CInitializeFlags::OS_LOCKING_OK;
+    match parameters.and_then(|p| NonNull::new(p.as_ptr().cast_mut().cast::<c_void>())) {
+        // SAFETY: the pointer is to a NUL-terminated string kept alive in `modules()` for the
+        // rest of the process (the caller stores it with the module), which is what a module
+        // reading `pReserved` as its parameter string expects; it is never written through.
+        Some(pointer) => unsafe { CInitializeArgs::new_with_reserved(flags, pointer) },
+        None => CInitializeArgs::new(flags),
+    }
 }
 
 /// A PIN hashed with a key made for this process: what [`verified_pins`] keeps instead of
@@ -196,6 +238,8 @@ pub struct Device {
     mechanisms: Vec<MechanismType>,
     /// See [`object_lock`].
     objects: Option<Arc<RwLock<()>>>,
+    /// Whether the token does AES-GCM through PKCS#11 3.0's message-based encryption.
+    message_gcm: bool,
 }
 
 impl Device {
@@ -208,6 +252,7 @@ impl Device {
             generation: AtomicU64::new(0),
             mechanisms: Vec::new(),
             objects: None,
+            message_gcm: false,
         };
         let pool = device.open_pool(false, true)?;
         let mechanisms = pool
@@ -223,6 +268,13 @@ impl Device {
         }
         device.mechanisms = mechanisms;
         device.objects = object_lock(&pool.module, pool.slot);
+        device.message_gcm = pool.module.is_fn_supported(Function::MessageEncryptInit)
+            && pool.module.is_fn_supported(Function::EncryptMessage)
+            && pool.module.is_fn_supported(Function::MessageEncryptFinal)
+            && pool
+                .module
+                .get_mechanism_info(pool.slot, MechanismType::AES_GCM)
+                .is_ok_and(|info| info.message_encrypt());
         *device.lock() = Some(pool);
         Ok(device)
     }
@@ -230,6 +282,15 @@ impl Device {
     /// The lock object changes on this token take turns under, if it needs one.
     pub fn object_lock(&self) -> Option<&RwLock<()>> {
         self.objects.as_deref()
+    }
+
+    /// Whether AES-GCM encryption should use PKCS#11 3.0's message-based functions: the token
+    /// offers them for `CKM_AES_GCM` (`CKF_MESSAGE_ENCRYPT`). There the tag is an output of its
+    /// own, so no guess of the output's length is involved; NSS's softoken answers
+    /// `C_Encrypt`'s length query for GCM without the tag's 16 bytes, then refuses the buffer
+    /// it asked for (`CKR_BUFFER_TOO_SMALL`).
+    pub fn encrypts_messages(&self) -> bool {
+        self.message_gcm
     }
 
     /// Whether the token offered `mechanism` at connect.
@@ -271,7 +332,11 @@ impl Device {
     /// checked the PIN even if this process was logged in already; reconnects skip that, so
     /// that they never log out other sessions of the process.
     fn open_pool(&self, reload: bool, verify_pin: bool) -> Result<Pool, KeyStoreError> {
-        let module = load_module(&self.settings.module, reload)?;
+        let module = load_module(
+            &self.settings.module,
+            self.settings.init_parameters.as_deref(),
+            reload,
+        )?;
         let slot = self.find_slot(&module)?;
         let anchor = module
             .open_rw_session(slot)
