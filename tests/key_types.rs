@@ -2894,3 +2894,82 @@ async fn the_pkcs11_keystore_refuses_key_agreement_keys_by_name() {
         .orphans;
     assert!(orphans.is_empty(), "{orphans:?}");
 }
+
+/// RSA encryption keys on the PKCS#11 keystore, end to end through the daemon: the key pair is
+/// made in the device, Encrypt uses the public key, and Decrypt is done by the device
+/// (SoftHSM2's OAEP takes SHA-1; SHA-256 is refused by name there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_rsa_encryption_keys_decrypt_in_the_device() {
+    let d = TestDaemon::start(Backend::Pkcs11).await;
+    let key = suite::create(&d, "RSA_2048", "ENCRYPT_DECRYPT")
+        .await
+        .expect("an RSA_2048 ENCRYPT_DECRYPT key on the PKCS#11 keystore")
+        .key_id;
+    let encrypt = |algorithm: &'static str| {
+        let (client, key) = (d.client.clone(), key.clone());
+        async move {
+            client
+                .kms()
+                .encrypt(client.signed(
+                    "Encrypt",
+                    v1::EncryptRequest {
+                        key_id: key,
+                        plaintext: b"opened by the device".to_vec(),
+                        encryption_algorithm: algorithm.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner().ciphertext_blob)
+        }
+    };
+    let decrypt = |algorithm: &'static str, blob: Vec<u8>| {
+        let (client, key) = (d.client.clone(), key.clone());
+        async move {
+            client
+                .kms()
+                .decrypt(client.signed(
+                    "Decrypt",
+                    v1::DecryptRequest {
+                        key_id: key,
+                        ciphertext_blob: blob,
+                        encryption_algorithm: algorithm.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner().plaintext)
+        }
+    };
+    let blob = encrypt("RSAES_OAEP_SHA_1").await.expect("Encrypt");
+    assert_eq!(blob.len(), 256);
+    assert_eq!(
+        decrypt("RSAES_OAEP_SHA_1", blob.clone())
+            .await
+            .expect("Decrypt")
+            .as_ref(),
+        b"opened by the device"
+    );
+    let mut flipped = blob.clone();
+    flipped[100] ^= 1;
+    assert_refused(
+        decrypt("RSAES_OAEP_SHA_1", flipped).await,
+        Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
+    let sha256 = encrypt("RSAES_OAEP_SHA_256")
+        .await
+        .expect("Encrypt with SHA-256");
+    let refused = decrypt("RSAES_OAEP_SHA_256", sha256).await;
+    let message = refused
+        .as_ref()
+        .err()
+        .map(|s| s.message().to_owned())
+        .unwrap_or_default();
+    assert_refused(
+        refused,
+        Code::FailedPrecondition,
+        "UnsupportedOperationException",
+    );
+    assert!(message.contains("RSAES_OAEP_SHA_256"), "{message}");
+}

@@ -20,8 +20,8 @@
 //!   is refused (objects are found by label, so the undo would destroy the new one too).
 
 use super::{
-    GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm, MaterialRef,
-    SigningAlgorithm,
+    EncryptionAlgorithm, GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm,
+    MaterialRef, SigningAlgorithm,
 };
 use crate::secret::SecretBytes;
 use crate::store::WriteBatch;
@@ -453,6 +453,35 @@ impl KeyStore for DeadlineKeyStore {
 
     fn supports_import(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
         self.inner.supports_import(spec)
+    }
+
+    fn supports_key_agreement(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
+        self.inner.supports_key_agreement(spec)
+    }
+
+    fn decrypt_asymmetric(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        algorithm: EncryptionAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let ciphertext = ciphertext.to_vec();
+        self.call("decrypt_asymmetric", None, move |k| {
+            k.decrypt_asymmetric(material, spec, algorithm, &ciphertext)
+        })
+    }
+
+    fn derive_shared_secret(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        peer: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        let peer = peer.to_vec();
+        self.call("derive_shared_secret", None, move |k| {
+            k.derive_shared_secret(material, spec, &peer)
+        })
     }
 
     fn make_wrapping_key(
