@@ -19,6 +19,10 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GenerateRandomResponse",
     "keyhaven.v1.CreateAccessKeyResponse",
     "keyhaven.v1.Credentials",
+    "keyhaven.v1.CreateVirtualMFADeviceResponse",
+    "keyhaven.v1.EnableMFADeviceRequest",
+    "keyhaven.v1.GetSessionTokenRequest",
+    "keyhaven.v1.AssumeRoleRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a

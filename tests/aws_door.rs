@@ -445,6 +445,7 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
                 role_arn: format!("arn:keyhaven:iam::{}:role/app", daemon.account_id),
                 role_session_name: "aws-door".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         ))
         .await

@@ -501,6 +501,7 @@ async fn roles_trust_sessions_and_expiry() {
                 role_arn: role.arn.clone(),
                 role_session_name: "batch-1".into(),
                 duration_seconds: duration,
+                ..Default::default()
             },
         );
         async move { iam.assume_role(request).await.map(|r| r.into_inner()) }
@@ -608,6 +609,7 @@ async fn roles_trust_sessions_and_expiry() {
                 role_arn: ops.arn.clone(),
                 role_session_name: "s1".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         );
         async move { iam.assume_role(request).await }
@@ -888,6 +890,7 @@ async fn secrets_are_stored_only_sealed() {
                 role_arn: role.arn,
                 role_session_name: "s1".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         ))
         .await

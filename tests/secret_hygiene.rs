@@ -791,6 +791,7 @@ async fn session(backend: Backend) {
             role_arn: role.arn.clone(),
             role_session_name: "hygiene".into(),
             duration_seconds: Some(900),
+            ..Default::default()
         }
     )
     .expect("AssumeRole");

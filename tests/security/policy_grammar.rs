@@ -165,6 +165,7 @@ async fn role_session(d: &TestDaemon, name: &str, session: &str) -> (String, Str
         role_arn: role.arn.clone(),
         role_session_name: session.into(),
         duration_seconds: None,
+        ..Default::default()
     };
     let credentials = d
         .client
@@ -763,6 +764,7 @@ async fn an_unreadable_stored_trust_policy_lets_nobody_assume_the_role() {
         role_arn: role_arn.clone(),
         role_session_name: "second".into(),
         duration_seconds: None,
+        ..Default::default()
     };
     assert_access_denied(
         d.client

@@ -17,9 +17,9 @@ use std::sync::Arc;
 /// The IAM operations over the identity service, for every door.
 #[derive(Clone)]
 pub struct IamOperations {
-    iam: Arc<IamService>,
-    keys: Arc<KeyService>,
-    authorizer: Arc<Authorizer>,
+    pub(super) iam: Arc<IamService>,
+    pub(super) keys: Arc<KeyService>,
+    pub(super) authorizer: Arc<Authorizer>,
 }
 
 fn entity_type(value: i32) -> Result<EntityType, ApiError> {
@@ -83,7 +83,12 @@ impl IamOperations {
     }
 
     /// Authorises `action` on `resource` (no resource policy: identity policies decide).
-    fn allow(&self, call: &CallContext, action: &str, resource: &str) -> Result<(), ApiError> {
+    pub(super) fn allow(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), ApiError> {
         let context = self.authorizer.base_context(call, self.keys.now());
         Ok(self
             .authorizer
@@ -567,6 +572,7 @@ impl IamOperations {
                 principal: Arc::new(principal.clone()),
                 access_key_id: String::new(),
                 certificate: None,
+                credential_kind: Default::default(),
             },
             source_ip: None,
             secure_transport: true,

@@ -3,6 +3,7 @@
 
 mod iam;
 mod kms;
+mod mfa;
 mod sts;
 
 pub use iam::IamOperations;
