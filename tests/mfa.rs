@@ -689,3 +689,175 @@ async fn enabled_devices_are_deactivated_before_deletion() {
         "NoSuchEntityException",
     );
 }
+
+// ------------------------------------------------------------------ the CLI
+
+/// Runs the `keyhaven` binary against `d` signed with `credentials`; its exit status, stdout
+/// and stderr. Run off the runtime's threads: the daemon answers on them meanwhile.
+async fn cli(
+    d: &TestDaemon,
+    credentials: &ClientCredentials,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHAVEN_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("KEYHAVEN_ENDPOINT", d.endpoint())
+        .env("KEYHAVEN_REGION", &d.config.region)
+        .env("KEYHAVEN_ACCESS_KEY_ID", &credentials.access_key_id)
+        .env(
+            "KEYHAVEN_SECRET_ACCESS_KEY",
+            credentials.secret_access_key.expose(),
+        )
+        .args(args);
+    if let Some(token) = &credentials.session_token {
+        command.env("KEYHAVEN_SESSION_TOKEN", token.expose());
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("run keyhaven");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The value of `export NAME=value` in `text`.
+fn exported(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("no export {name} in {text}"))
+        .to_owned()
+}
+
+/// `keyhaven mfa create --qr-png`, `mfa enable`, `mfa list`, and `session-token` printing
+/// export lines whose credentials carry MFA: the long-term key is refused the deletion the
+/// MFA session then schedules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_enables_lists_and_signs_in_with_a_code() {
+    let d = daemon().await;
+    let alice = user_credentials(&d, "alice", ALICE_POLICY).await;
+    let key = d.create_key("cli mfa").await.key_id;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("alice-phone.png");
+    let png_arg = png.to_str().unwrap();
+
+    let (ok, out, err) = cli(
+        &d,
+        &d.credentials,
+        &[
+            "--output",
+            "json",
+            "mfa",
+            "create",
+            "alice-phone",
+            "--qr-png",
+            png_arg,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let serial = created["VirtualMFADevice"]["SerialNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let device = Device {
+        serial: serial.clone(),
+        seed: base32_decode(
+            created["VirtualMFADevice"]["Base32StringSeed"]
+                .as_str()
+                .unwrap(),
+        ),
+    };
+    assert!(created["VirtualMFADevice"].get("QRCodePNG").is_none());
+    let written = std::fs::read(&png).unwrap();
+    assert_eq!(&written[..8], b"\x89PNG\r\n\x1a\n");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&png).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let now = to_start_of_step(&d);
+    let (ok, _, err) = cli(
+        &d,
+        &d.credentials,
+        &[
+            "mfa",
+            "enable",
+            &serial,
+            "--user",
+            "alice",
+            "--code1",
+            &device.code_at(now - 30),
+            "--code2",
+            &device.code_at(now),
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&d, &alice, &["--output", "json", "mfa", "list"]).await;
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["MFADevices"][0]["SerialNumber"], serial.as_str());
+    assert_eq!(listed["MFADevices"][0]["UserName"], "alice");
+
+    // Long-term key: refused, and the key stays Enabled.
+    let (ok, _, err) = cli(&d, &alice, &["key", "schedule-deletion", &key]).await;
+    assert!(!ok);
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    // A wrong code: refused, no export lines.
+    d.clock.advance(30);
+    let code = device.code_at(d.now());
+    let wrong = format!(
+        "{:06}",
+        (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let (ok, out, err) = cli(
+        &d,
+        &alice,
+        &["session-token", "--mfa-serial", &serial, "--code", &wrong],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    assert!(!out.contains("export"), "{out}");
+
+    let (ok, out, err) = cli(
+        &d,
+        &alice,
+        &["session-token", "--mfa-serial", &serial, "--code", &code],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let session = ClientCredentials {
+        access_key_id: exported(&out, "KEYHAVEN_ACCESS_KEY_ID"),
+        secret_access_key: SecretString::new(exported(&out, "KEYHAVEN_SECRET_ACCESS_KEY")),
+        session_token: Some(SecretString::new(exported(&out, "KEYHAVEN_SESSION_TOKEN"))),
+        region: d.config.region.clone(),
+    };
+    let (ok, out, err) = cli(&d, &session, &["whoami"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(":user/alice"), "{out}");
+    let (ok, _, err) = cli(
+        &d,
+        &session,
+        &["key", "schedule-deletion", &key, "--pending-days", "7"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    // Deactivated by its user: listed no more.
+    let (ok, _, err) = cli(&d, &alice, &["mfa", "deactivate", &serial]).await;
+    assert!(ok, "{err}");
+    assert!(mfa_devices(&d, "alice").await.is_empty());
+}
