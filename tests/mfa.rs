@@ -614,6 +614,20 @@ async fn wrong_codes_are_throttled_per_device() {
     session_token(&alice, &device.serial, &device.code_at(d.now()))
         .await
         .expect("accepted after the lockout");
+    // Every refused code is in the audit log, with who tried.
+    let refusals = std::fs::read_to_string(&d.config.audit_log)
+        .expect("audit log")
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|r| {
+            r["operation"] == "sts:GetSessionToken"
+                && r["outcome"]["reason"] == "AccessDeniedException"
+                && r["principal"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(":user/alice"))
+        })
+        .count();
+    assert_eq!(refusals, 7);
 }
 
 /// A device enabled for a user keeps the user (DeleteConflict) and itself from deletion;
@@ -860,4 +874,101 @@ async fn the_cli_creates_enables_lists_and_signs_in_with_a_code() {
     let (ok, _, err) = cli(&d, &alice, &["mfa", "deactivate", &serial]).await;
     assert!(ok, "{err}");
     assert!(mfa_devices(&d, "alice").await.is_empty());
+}
+
+/// AssumeRole with SerialNumber and TokenCode: a trust policy requiring MFA refuses the
+/// caller without a code and with a used one, and the role session made with a code carries
+/// MFA into the role's own policy.
+#[tokio::test]
+async fn assume_role_with_a_code_carries_mfa_into_the_role_session() {
+    let d = daemon().await;
+    let alice = d
+        .create_user(
+            "alice",
+            Some(r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#),
+        )
+        .await;
+    let key = d.create_key("the role deletes with MFA").await.key_id;
+    let alice_arn = format!("arn:keyhaven:iam::{}:user/alice", d.account_id);
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "deleter".into(),
+                assume_role_policy_document: format!(
+                    r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole","Condition":{{"Bool":{{"aws:MultiFactorAuthPresent":"true"}}}}}}]}}"#
+                ),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .role
+        .unwrap();
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "deleter".into(),
+                policy_name: "delete".into(),
+                policy_document: ALICE_POLICY.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let (device, _) = create_device(&d, "alice-phone").await;
+    let now = to_start_of_step(&d);
+    enable(
+        &d.client,
+        "alice",
+        &device.serial,
+        &device.code_at(now - 30),
+        &device.code_at(now),
+    )
+    .await
+    .unwrap();
+    let assume = |serial: String, code: String| {
+        let request = alice.signed_iam(
+            "AssumeRole",
+            v1::AssumeRoleRequest {
+                role_arn: role.arn.clone(),
+                role_session_name: "with-mfa".into(),
+                duration_seconds: None,
+                serial_number: serial,
+                token_code: code,
+            },
+        );
+        let mut iam = alice.iam();
+        async move { iam.assume_role(request).await.map(|r| r.into_inner()) }
+    };
+    // No code: the trust policy's condition fails.
+    assert_refused(
+        assume(String::new(), String::new()).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    // A code without its device: a validation error.
+    assert_refused(
+        assume(String::new(), device.code_at(now)).await,
+        Code::InvalidArgument,
+        "ValidationException",
+    );
+    // The enabling step's code: already used.
+    assert_denied_saying(
+        assume(device.serial.clone(), device.code_at(now)).await,
+        "already used",
+    );
+    d.clock.advance(30);
+    let session = assume(device.serial.clone(), device.code_at(d.now()))
+        .await
+        .expect("AssumeRole with a current code");
+    let role_session = session_client(&d, session.credentials.unwrap()).await;
+    schedule_deletion(&role_session, &key)
+        .await
+        .expect("the role session carries MFA");
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
 }

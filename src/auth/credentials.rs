@@ -329,7 +329,8 @@ struct TemporaryIssue {
     /// The stored principal (`assumed-role/<role>/<session>`, `user/<name>`, `root`).
     principal: String,
     principal_id: Option<String>,
-    /// Live sessions whose principal starts with this count against `live_limit`.
+    /// Live sessions of this principal count against `live_limit`; ending in `/`, those of
+    /// every principal it starts (every session of a role).
     live_prefix: String,
     /// Who the sessions are of, for the refusal.
     owner: String,
@@ -919,7 +920,9 @@ impl CredentialStore {
             .map(|keys| {
                 keys.values()
                     .filter(|e| {
-                        e.record.principal.starts_with(&live_prefix)
+                        let principal = &e.record.principal;
+                        (principal == &live_prefix
+                            || (live_prefix.ends_with('/') && principal.starts_with(&live_prefix)))
                             && e.record.session_token_sha256.is_some()
                             && e.record.expires.is_some_and(|t| t > now)
                     })
