@@ -707,7 +707,7 @@ async fn an_unreadable_stored_identity_policy_denies_its_principal() {
         let mut record: serde_json::Value =
             serde_json::from_slice(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
         record["policies"]["guard"] = serde_json::Value::String(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*","Condition":{"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}}]}"#.into(),
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*","Condition":{"BinaryEquals":{"aws:MultiFactorAuthAge":"MzYwMA=="}}}]}"#.into(),
         );
         let mut batch = WriteBatch::new();
         batch.put(name, serde_json::to_vec(&record).unwrap());
