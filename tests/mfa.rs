@@ -414,6 +414,14 @@ async fn a_policy_requiring_mfa_refuses_long_term_keys_and_allows_an_mfa_session
         session_token(&plain, &device.serial, &device.code_at(now + 30)).await,
         "session credentials",
     );
+    // Nor may a session without MFA call IAM, as in AWS: not even what alice's key may.
+    let list_own = |client: &Client| {
+        let request = client.signed_iam("ListMFADevices", v1::ListMfaDevicesRequest::default());
+        let mut iam = client.iam();
+        async move { iam.list_mfa_devices(request).await.map(|r| r.into_inner()) }
+    };
+    assert_eq!(list_own(&alice).await.unwrap().mfa_devices.len(), 1);
+    assert_denied_saying(list_own(&plain).await, "issued without MFA");
 
     // A session from the next step's code: MFA present, age 0.
     d.clock.advance(30);

@@ -6,10 +6,10 @@
 use super::kms::Outcome;
 use crate::api::authorize::{Authorizer, CallContext};
 use crate::api::status::ApiError;
-use crate::auth::AccessKeyStatus;
 use crate::auth::certificate::{BoundKind, CertificateBinding, CertificateIdentity};
+use crate::auth::{AccessKeyStatus, CredentialKind, PrincipalKind};
 use crate::iam::{EntityType, IamError, IamService};
-use crate::keys::KeyService;
+use crate::keys::{KeyError, KeyService};
 use crate::policy::{Identity, NamedPolicy, Request as PolicyRequest, evaluate};
 use crate::proto::v1;
 use std::sync::Arc;
@@ -83,12 +83,29 @@ impl IamOperations {
     }
 
     /// Authorises `action` on `resource` (no resource policy: identity policies decide).
+    /// Temporary credentials of a user or the root themselves (GetSessionToken) made without
+    /// MFA may not call IAM, as in AWS: a stolen session cannot, say, make an access key.
     pub(super) fn allow(
         &self,
         call: &CallContext,
         action: &str,
         resource: &str,
     ) -> Result<(), ApiError> {
+        let own_session_without_mfa = call.caller.credential_kind
+            == (CredentialKind::Temporary {
+                mfa_authenticated: None,
+            })
+            && !matches!(
+                call.caller.principal.kind,
+                PrincipalKind::AssumedRole { .. }
+            );
+        if own_session_without_mfa {
+            return Err(KeyError::AccessDenied(format!(
+                "{} cannot call {action} with session credentials issued without MFA",
+                call.caller.principal.arn
+            ))
+            .into());
+        }
         let context = self.authorizer.base_context(call, self.keys.now());
         Ok(self
             .authorizer
