@@ -10,14 +10,21 @@
 //! role (every session of a role is one identity) or the account root — so neither the
 //! requester nor another session of the same role or user can approve. An approved request is
 //! executed once, within its window; a request is rejected or expires otherwise.
+//!
+//! [`ApprovalSettings`] say which actions need approval, account-wide and per key. Turning
+//! approval off for any action is itself an action that needs approval
+//! ([`PUT_SETTINGS_ACTION`]), so one person cannot switch the control off and then act alone.
 
 use crate::clock::{Clock, UnixSeconds};
 use crate::store::{Store, StoreError, WriteBatch};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 const REQUEST_PREFIX: &[u8] = b"approval/request/";
+const SETTINGS_RECORD: &[u8] = b"approval/settings";
+/// The action that changes what needs approval; narrowing it needs approval itself.
+pub const PUT_SETTINGS_ACTION: &str = "keyhaven:PutApprovalSettings";
 /// How long a request waits for its approval, and an approval for its execution.
 pub const DEFAULT_WINDOW_SECONDS: i64 = 86_400;
 /// The actions that need approval when approval is on and names none.
@@ -27,6 +34,41 @@ pub const DEFAULT_ACTIONS: &[&str] = &[
     "kms:DisableKey",
     "kms:DeleteImportedKeyMaterial",
 ];
+
+/// Which actions need approval: for every key of the account, and per key (by key ARN).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSettings {
+    #[serde(default)]
+    pub account: BTreeSet<String>,
+    #[serde(default)]
+    pub keys: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ApprovalSettings {
+    /// Whether `action` on the key `key_arn` needs approval.
+    pub fn requires(&self, action: &str, key_arn: &str) -> bool {
+        self.account.contains(action)
+            || self
+                .keys
+                .get(key_arn)
+                .is_some_and(|actions| actions.contains(action))
+    }
+
+    /// Whether going from these settings to `new` turns approval off for some action (of the
+    /// account or of a key): that change needs approval itself, adding one does not.
+    pub fn narrowed_by(&self, new: &ApprovalSettings) -> bool {
+        !self.account.is_subset(&new.account)
+            || self
+                .keys
+                .iter()
+                .any(|(key, actions)| actions.iter().any(|a| !new.requires(a, key)))
+    }
+
+    /// The canonical JSON an approval of a change to these settings covers.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
 
 /// Who asked or approved: the principal's ARN, and the identity behind it (the user's ARN,
 /// the role's ARN for any of its sessions, the root's ARN).
@@ -102,6 +144,9 @@ pub enum ApprovalError {
     /// Execution asked for another action, resource or parameters than were approved.
     #[error("the approval request {0} was for another action, resource or parameters")]
     Mismatch(String),
+    /// The settings change turns approval off and came with no approved request.
+    #[error("turning approval off needs an approved request ({PUT_SETTINGS_ACTION})")]
+    ApprovalRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,6 +156,7 @@ pub struct Approvals {
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     requests: Mutex<BTreeMap<String, ApprovalRequest>>,
+    settings: Mutex<ApprovalSettings>,
     /// Serialises changes, so that a request is approved, rejected or executed once.
     gate: tokio::sync::Mutex<()>,
 }
@@ -133,10 +179,16 @@ impl Approvals {
             })?;
             requests.insert(request.id.clone(), request);
         }
+        let settings = match store.get(SETTINGS_RECORD)? {
+            Some(value) => serde_json::from_slice(&value)
+                .map_err(|e| StoreError(format!("approval/settings is damaged: {e}")))?,
+            None => ApprovalSettings::default(),
+        };
         Ok(Self {
             store,
             clock,
             requests: Mutex::new(requests),
+            settings: Mutex::new(settings),
             gate: tokio::sync::Mutex::new(()),
         })
     }
@@ -245,6 +297,40 @@ impl Approvals {
         request.state = ApprovalState::Rejected { by, at: now };
         self.write(&request).await?;
         Ok(request)
+    }
+
+    /// What needs approval now.
+    pub fn settings(&self) -> ApprovalSettings {
+        match self.settings.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the settings. A change that turns approval off for some action needs
+    /// `approval`: an approved request of [`PUT_SETTINGS_ACTION`] for exactly these settings,
+    /// executed by this call.
+    pub async fn put_settings(
+        &self,
+        new: ApprovalSettings,
+        approval: Option<(&str, Person)>,
+    ) -> Result<(), ApprovalError> {
+        if self.settings().narrowed_by(&new) {
+            let Some((id, by)) = approval else {
+                return Err(ApprovalError::ApprovalRequired);
+            };
+            self.take_for_execution(id, PUT_SETTINGS_ACTION, "*", &new.canonical(), by)
+                .await?;
+        }
+        let _gate = self.gate.lock().await;
+        let mut batch = WriteBatch::new();
+        batch.put(SETTINGS_RECORD.to_vec(), new.canonical().into_bytes());
+        self.store.commit(batch).await?;
+        match self.settings.lock() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        Ok(())
     }
 
     /// Marks an approved request executed, once, for exactly the action, resource and
@@ -508,5 +594,67 @@ mod tests {
             approvals.get("no-such-request"),
             Err(ApprovalError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn turning_approval_off_needs_an_approved_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = OffsetClock::new();
+        let master = master_key(dir.path());
+        let (store, approvals) = open(dir.path(), &master, &clock);
+        let on = ApprovalSettings {
+            account: DEFAULT_ACTIONS.iter().map(|a| a.to_string()).collect(),
+            keys: BTreeMap::from([(KEY.to_owned(), BTreeSet::from(["kms:Encrypt".to_owned()]))]),
+        };
+        // Turning it on needs nothing.
+        approvals.put_settings(on.clone(), None).await.unwrap();
+        assert!(
+            approvals
+                .settings()
+                .requires("kms:ScheduleKeyDeletion", KEY)
+        );
+        assert!(approvals.settings().requires("kms:Encrypt", KEY));
+        assert!(!approvals.settings().requires(
+            "kms:Encrypt",
+            "arn:keyhaven:kms:local:111122223333:key/other"
+        ));
+        // Off, or narrower: refused without an approval, and nothing changes.
+        let mut off_for_key = on.clone();
+        off_for_key.keys.clear();
+        for narrower in [ApprovalSettings::default(), off_for_key.clone()] {
+            assert!(matches!(
+                approvals.put_settings(narrower, None).await,
+                Err(ApprovalError::ApprovalRequired)
+            ));
+            assert_eq!(approvals.settings(), on);
+        }
+        // An approval for other settings does not do.
+        let request = approvals
+            .request(
+                PUT_SETTINGS_ACTION,
+                "*",
+                &off_for_key.canonical(),
+                alice(),
+                3_600,
+            )
+            .await
+            .unwrap();
+        approvals.approve(&request.id, bob()).await.unwrap();
+        assert!(matches!(
+            approvals
+                .put_settings(ApprovalSettings::default(), Some((&request.id, alice())))
+                .await,
+            Err(ApprovalError::Mismatch(_))
+        ));
+        approvals
+            .put_settings(off_for_key.clone(), Some((&request.id, alice())))
+            .await
+            .unwrap();
+        assert!(!approvals.settings().requires("kms:Encrypt", KEY));
+        // Durable.
+        drop(approvals);
+        drop(store);
+        let (_store, approvals) = open(dir.path(), &master, &clock);
+        assert_eq!(approvals.settings(), off_for_key);
     }
 }
