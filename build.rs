@@ -28,6 +28,10 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.RetireGrantRequest",
     "keyhaven.v1.GetParametersForImportResponse",
     "keyhaven.v1.ImportKeyMaterialRequest",
+    "keyhaven.v1.CreateVirtualMFADeviceResponse",
+    "keyhaven.v1.EnableMFADeviceRequest",
+    "keyhaven.v1.GetSessionTokenRequest",
+    "keyhaven.v1.AssumeRoleRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a

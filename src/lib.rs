@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod cli;

@@ -279,6 +279,51 @@ impl fmt::Debug for v1::RetireGrantRequest {
     }
 }
 
+impl fmt::Debug for v1::CreateVirtualMfaDeviceResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateVirtualMfaDeviceResponse")
+            .field("serial_number", &self.serial_number)
+            .field("base32_string_seed", &REDACTED)
+            .field("otpauth_uri", &REDACTED)
+            .field("qr_code_png", &REDACTED)
+            .finish()
+    }
+}
+
+/// MFA codes are accepted once, but a logged code is still one an onlooker could try first.
+impl fmt::Debug for v1::EnableMfaDeviceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnableMfaDeviceRequest")
+            .field("user_name", &self.user_name)
+            .field("serial_number", &self.serial_number)
+            .field("authentication_code1", &REDACTED)
+            .field("authentication_code2", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GetSessionTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetSessionTokenRequest")
+            .field("duration_seconds", &self.duration_seconds)
+            .field("serial_number", &self.serial_number)
+            .field("token_code", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::AssumeRoleRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssumeRoleRequest")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("duration_seconds", &self.duration_seconds)
+            .field("serial_number", &self.serial_number)
+            .field("token_code", &REDACTED)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -344,6 +389,15 @@ mod tests {
                 v1::Credentials {
                     secret_access_key: secret.clone(),
                     session_token: secret.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::CreateVirtualMfaDeviceResponse {
+                    base32_string_seed: secret.clone(),
+                    otpauth_uri: secret.clone(),
+                    qr_code_png: canary.clone(),
                     ..Default::default()
                 }
             ),

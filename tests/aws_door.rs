@@ -445,6 +445,7 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
                 role_arn: format!("arn:keyhaven:iam::{}:role/app", daemon.account_id),
                 role_session_name: "aws-door".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         ))
         .await
@@ -662,4 +663,39 @@ async fn boto3_imports_key_material_through_the_aws_door() {
             && r["outcome"]["reason"] == "InvalidImportTokenException"
     });
     assert!(refused_token, "the forged token's refusal is not recorded");
+}
+
+/// Virtual MFA over the Query protocol with boto3: create_virtual_mfa_device (the seed and
+/// QR code as IAM's blobs), enable_mfa_device with two codes, list_*mfa_devices, and STS
+/// get_session_token with SerialNumber and TokenCode, whose session may schedule the deletion
+/// the user's long-term key is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_enables_a_virtual_mfa_device_and_signs_in_with_a_code() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("needs MFA to delete").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ID".into(), key.key_id.clone()));
+    run_script("aws_mfa.py", env, "mfa complete").await;
+    assert_eq!(
+        daemon.state(&key.key_id).await,
+        v1::KeyState::PendingDeletion
+    );
+    let records = audit_lines(&daemon);
+    let through = |operation: &str, reason: Option<&str>| {
+        records.iter().any(|r| {
+            r["door"] == "aws"
+                && r["operation"] == operation
+                && r["outcome"]["reason"].as_str() == reason
+        })
+    };
+    assert!(through("iam:EnableMFADevice", None));
+    assert!(through(
+        "iam:EnableMFADevice",
+        Some("InvalidAuthenticationCodeException")
+    ));
+    assert!(through("sts:GetSessionToken", None));
+    assert!(
+        through("sts:GetSessionToken", Some("AccessDeniedException")),
+        "the replayed code is not in the audit log"
+    );
 }

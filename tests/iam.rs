@@ -502,6 +502,7 @@ async fn roles_trust_sessions_and_expiry() {
                 role_arn: role.arn.clone(),
                 role_session_name: "batch-1".into(),
                 duration_seconds: duration,
+                ..Default::default()
             },
         );
         async move { iam.assume_role(request).await.map(|r| r.into_inner()) }
@@ -609,6 +610,7 @@ async fn roles_trust_sessions_and_expiry() {
                 role_arn: ops.arn.clone(),
                 role_session_name: "s1".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         );
         async move { iam.assume_role(request).await }
@@ -889,6 +891,7 @@ async fn secrets_are_stored_only_sealed() {
                 role_arn: role.arn,
                 role_session_name: "s1".into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         ))
         .await

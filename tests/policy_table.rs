@@ -1882,6 +1882,132 @@ fn grammar_and_variable_cases() -> Vec<Case> {
     ]
 }
 
+/// MFA: `aws:MultiFactorAuthPresent` is absent for long-term keys, `false` for a session
+/// without MFA, `true` with MFA; `aws:MultiFactorAuthAge` is seconds since the code (absent
+/// without MFA). The AWS idioms, and IAM's `Numeric*` operators on the age.
+fn mfa_cases() -> Vec<Case> {
+    const LONG_TERM: Ctx = &[];
+    const NO_MFA: Ctx = &[("aws:MultiFactorAuthPresent", &["false"])];
+    const FRESH: Ctx = &[
+        ("aws:MultiFactorAuthPresent", &["true"]),
+        ("aws:MultiFactorAuthAge", &["60"]),
+    ];
+    const STALE: Ctx = &[
+        ("aws:MultiFactorAuthPresent", &["true"]),
+        ("aws:MultiFactorAuthAge", &["7200"]),
+    ];
+    const DENY_WITHOUT_MFA: &str = r#"{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}"#;
+    const DENY_SESSION_WITHOUT_MFA: &str = r#"{"Bool":{"aws:MultiFactorAuthPresent":"false"}}"#;
+    const ALLOW_WITH_MFA: &str = r#"{"Bool":{"aws:MultiFactorAuthPresent":"true"}}"#;
+    const ALLOW_RECENT: &str = r#"{"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}"#;
+    const DENY_OLD: &str = r#"{"NumericGreaterThanIfExists":{"aws:MultiFactorAuthAge":"600"}}"#;
+    const DENY_UNLESS_ZERO: &str = r#"{"NumericNotEquals":{"aws:MultiFactorAuthAge":"60"}}"#;
+    vec![
+        guard(
+            "mfa: BoolIfExists false denies long-term keys",
+            DENY_WITHOUT_MFA,
+            LONG_TERM,
+            ExplicitDeny,
+        ),
+        guard(
+            "mfa: BoolIfExists false denies a session without MFA",
+            DENY_WITHOUT_MFA,
+            NO_MFA,
+            ExplicitDeny,
+        ),
+        guard(
+            "mfa: BoolIfExists false lets an MFA session through",
+            DENY_WITHOUT_MFA,
+            FRESH,
+            Allowed,
+        ),
+        guard(
+            "mfa: Bool false misses long-term keys (AWS's warning)",
+            DENY_SESSION_WITHOUT_MFA,
+            LONG_TERM,
+            Allowed,
+        ),
+        guard(
+            "mfa: Bool false denies a session without MFA",
+            DENY_SESSION_WITHOUT_MFA,
+            NO_MFA,
+            ExplicitDeny,
+        ),
+        cond(
+            "mfa: Bool true allows an MFA session",
+            ALLOW_WITH_MFA,
+            FRESH,
+            Allowed,
+        ),
+        cond(
+            "mfa: Bool true does not allow long-term keys",
+            ALLOW_WITH_MFA,
+            LONG_TERM,
+            ImplicitDeny,
+        ),
+        cond(
+            "mfa: Bool true does not allow a session without MFA",
+            ALLOW_WITH_MFA,
+            NO_MFA,
+            ImplicitDeny,
+        ),
+        cond(
+            "mfa: NumericLessThan age allows a recent sign-in",
+            ALLOW_RECENT,
+            FRESH,
+            Allowed,
+        ),
+        cond(
+            "mfa: NumericLessThan age refuses an old sign-in",
+            ALLOW_RECENT,
+            STALE,
+            ImplicitDeny,
+        ),
+        cond(
+            "mfa: NumericLessThan age refuses without MFA",
+            ALLOW_RECENT,
+            NO_MFA,
+            ImplicitDeny,
+        ),
+        guard(
+            "mfa: NumericGreaterThanIfExists age denies an old sign-in",
+            DENY_OLD,
+            STALE,
+            ExplicitDeny,
+        ),
+        guard(
+            "mfa: NumericGreaterThanIfExists age lets a recent sign-in through",
+            DENY_OLD,
+            FRESH,
+            Allowed,
+        ),
+        guard(
+            "mfa: NumericGreaterThanIfExists age denies long-term keys",
+            DENY_OLD,
+            LONG_TERM,
+            ExplicitDeny,
+        ),
+        guard(
+            "mfa: NumericNotEquals holds when the key is absent",
+            DENY_UNLESS_ZERO,
+            LONG_TERM,
+            ExplicitDeny,
+        ),
+        guard(
+            "mfa: NumericNotEquals is false on an equal number",
+            DENY_UNLESS_ZERO,
+            FRESH,
+            Allowed,
+        ),
+        guard(
+            "mfa: NumericNotEquals holds on another number",
+            DENY_UNLESS_ZERO,
+            STALE,
+            ExplicitDeny,
+        ),
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(delegation_cases());
@@ -1896,6 +2022,7 @@ fn all_cases() -> Vec<Case> {
     cases.extend(set_operator_cases());
     cases.extend(context_key_cases());
     cases.extend(grammar_and_variable_cases());
+    cases.extend(mfa_cases());
     cases
 }
 

@@ -803,6 +803,7 @@ async fn session(backend: Backend) {
             role_arn: role.arn.clone(),
             role_session_name: "hygiene".into(),
             duration_seconds: Some(900),
+            ..Default::default()
         }
     )
     .expect("AssumeRole");
@@ -816,6 +817,80 @@ async fn session(backend: Backend) {
         "the role session's token",
         &session_credentials.session_token,
     );
+
+    // ---- a virtual MFA device (its seed, URI and QR code shown once) and an MFA session
+    let device = call!(
+        ev,
+        d.client,
+        iam,
+        signed_iam,
+        "CreateVirtualMFADevice",
+        create_virtual_mfa_device,
+        v1::CreateVirtualMfaDeviceRequest {
+            virtual_mfa_device_name: format!("hygiene-mfa-{tag}"),
+        }
+    )
+    .expect("CreateVirtualMFADevice");
+    ev.debug("CreateVirtualMfaDeviceResponse", &device);
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(device.base32_string_seed.as_bytes())
+        .expect("a Base32 seed");
+    c.text("a TOTP seed (Base32)", &device.base32_string_seed);
+    c.bytes("a TOTP seed", &seed);
+    c.text("a TOTP otpauth URI", &device.otpauth_uri);
+    c.bytes("a TOTP QR code", &device.qr_code_png);
+    let step = keyhaven::auth::totp::step_at(d.now());
+    call!(
+        ev,
+        d.client,
+        iam,
+        signed_iam,
+        "EnableMFADevice",
+        enable_mfa_device,
+        v1::EnableMfaDeviceRequest {
+            user_name: user.clone(),
+            serial_number: device.serial_number.clone(),
+            authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
+            authentication_code2: keyhaven::auth::totp::code(&seed, step),
+        }
+    )
+    .expect("EnableMFADevice");
+    let mfa_session = call!(
+        ev,
+        alice,
+        iam,
+        signed_iam,
+        "GetSessionToken",
+        get_session_token,
+        v1::GetSessionTokenRequest {
+            duration_seconds: Some(900),
+            serial_number: device.serial_number.clone(),
+            token_code: keyhaven::auth::totp::code(&seed, step + 1),
+        }
+    )
+    .expect("GetSessionToken")
+    .credentials
+    .expect("credentials");
+    ev.debug("Credentials (GetSessionToken)", &mfa_session);
+    c.text(
+        "the MFA session's secret access key",
+        &mfa_session.secret_access_key,
+    );
+    c.text("the MFA session's token", &mfa_session.session_token);
+    // Deactivated: the device is unassigned again, its seed kept wrapped.
+    call!(
+        ev,
+        d.client,
+        iam,
+        signed_iam,
+        "DeactivateMFADevice",
+        deactivate_mfa_device,
+        v1::DeactivateMfaDeviceRequest {
+            user_name: user.clone(),
+            serial_number: device.serial_number.clone(),
+        }
+    )
+    .expect("DeactivateMFADevice");
     let session_client_credentials = credentials(
         &d,
         &session_credentials.access_key_id,

@@ -178,7 +178,7 @@ pub fn operation_name(path: &str) -> String {
     let prefix = match service {
         "keyhaven.v1.KeyManagementService" => "kms",
         "keyhaven.v1.IdentityService" => match method {
-            "AssumeRole" | "GetCallerIdentity" => "sts",
+            "AssumeRole" | "GetCallerIdentity" | "GetSessionToken" => "sts",
             _ => "iam",
         },
         "keyhaven.v1.AuditService" => "audit",

@@ -24,7 +24,7 @@
 //! the alias ARN is decided by the caller's identity policies alone ([`Authorizer::alias`]).
 
 use super::auth_layer::AuditSlot;
-use crate::auth::{Caller, Principal, PrincipalKind};
+use crate::auth::{Caller, CredentialKind, Principal, PrincipalKind};
 use crate::clock::{UnixSeconds, rfc3339};
 use crate::iam::{EntityType, IamService};
 use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
@@ -54,6 +54,7 @@ struct CallKeys {
     now: UnixSeconds,
     source_ip: Option<IpAddr>,
     secure_transport: bool,
+    credential_kind: CredentialKind,
 }
 
 impl DeferredKeys for CallKeys {
@@ -73,6 +74,19 @@ impl DeferredKeys for CallKeys {
             .set("aws:SecureTransport", self.secure_transport.to_string());
         if let Some(ip) = self.source_ip {
             context.set("aws:SourceIp", ip.to_string());
+        }
+        // Absent for long-term credentials, as in AWS; `false` for temporary ones without MFA.
+        if let CredentialKind::Temporary { mfa_authenticated } = self.credential_kind {
+            context.set(
+                "aws:MultiFactorAuthPresent",
+                mfa_authenticated.is_some().to_string(),
+            );
+            if let Some(at) = mfa_authenticated {
+                context.set(
+                    "aws:MultiFactorAuthAge",
+                    self.now.saturating_sub(at).max(0).to_string(),
+                );
+            }
         }
         let id = |kind, name: &str| {
             self.iam
@@ -125,6 +139,7 @@ impl Authorizer {
             now,
             source_ip: call.source_ip,
             secure_transport: call.secure_transport,
+            credential_kind: call.caller.credential_kind,
         }))
     }
 

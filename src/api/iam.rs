@@ -70,6 +70,13 @@ grpc_methods! {
     bind_certificate: BindCertificateRequest => BindCertificateResponse by iam,
     unbind_certificate: UnbindCertificateRequest => UnbindCertificateResponse by iam,
     list_certificates: ListCertificatesRequest => ListCertificatesResponse by iam,
+    create_virtual_mfa_device: CreateVirtualMfaDeviceRequest => CreateVirtualMfaDeviceResponse by iam,
+    enable_mfa_device: EnableMfaDeviceRequest => EnableMfaDeviceResponse by iam,
+    deactivate_mfa_device: DeactivateMfaDeviceRequest => DeactivateMfaDeviceResponse by iam,
+    delete_virtual_mfa_device: DeleteVirtualMfaDeviceRequest => DeleteVirtualMfaDeviceResponse by iam,
+    list_mfa_devices: ListMfaDevicesRequest => ListMfaDevicesResponse by iam,
+    list_virtual_mfa_devices: ListVirtualMfaDevicesRequest => ListVirtualMfaDevicesResponse by iam,
     assume_role: AssumeRoleRequest => AssumeRoleResponse by sts,
+    get_session_token: GetSessionTokenRequest => GetSessionTokenResponse by sts,
     get_caller_identity: GetCallerIdentityRequest => GetCallerIdentityResponse by sts,
 }

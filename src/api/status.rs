@@ -158,6 +158,10 @@ impl From<IamError> for ApiError {
             IamError::MalformedPolicy(_) => {
                 (Code::InvalidArgument, "MalformedPolicyDocumentException")
             }
+            IamError::InvalidAuthenticationCode(_) => {
+                (Code::PermissionDenied, "InvalidAuthenticationCodeException")
+            }
+            IamError::DeleteConflict(_) => (Code::FailedPrecondition, "DeleteConflictException"),
             IamError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "ServiceFailureException")

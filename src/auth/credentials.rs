@@ -6,8 +6,11 @@
 //! of temporary credentials are stored only as their SHA-256.
 
 use super::certificate::{CertificateBindings, PeerCertificate};
+use super::mfa::MfaDevices;
 use super::signature::{self, HOST_HEADER, TOKEN_HEADER};
-use super::{AuthError, Caller, Principal, PrincipalDirectory, PrincipalKind, ReplayCache};
+use super::{
+    AuthError, Caller, CredentialKind, Principal, PrincipalDirectory, PrincipalKind, ReplayCache,
+};
 use crate::clock::{Clock, UnixSeconds};
 use crate::seal::MasterKey;
 use crate::secret::{Locked, LockedText, Secret, SecretString};
@@ -110,6 +113,21 @@ struct AccessKeyRecord {
     /// to the name alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     principal_id: Option<String>,
+    /// Temporary credentials issued against an MFA code: when the code was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mfa_authenticated: Option<UnixSeconds>,
+}
+
+impl AccessKeyRecord {
+    fn credential_kind(&self) -> CredentialKind {
+        if self.session_token_sha256.is_some() {
+            CredentialKind::Temporary {
+                mfa_authenticated: self.mfa_authenticated,
+            }
+        } else {
+            CredentialKind::LongTerm
+        }
+    }
 }
 
 struct AccessKeyEntry {
@@ -243,6 +261,7 @@ fn new_record(
             expires: None,
             session_token_sha256: None,
             principal_id: None,
+            mfa_authenticated: None,
         },
         secret,
     ))
@@ -305,6 +324,23 @@ fn host_accepted(accepted: &[String], authority: &str) -> bool {
         })
 }
 
+/// What [`CredentialStore::issue_temporary`] is asked to issue.
+struct TemporaryIssue {
+    /// The stored principal (`assumed-role/<role>/<session>`, `user/<name>`, `root`).
+    principal: String,
+    principal_id: Option<String>,
+    /// Live sessions of this principal count against `live_limit`; ending in `/`, those of
+    /// every principal it starts (every session of a role).
+    live_prefix: String,
+    /// Who the sessions are of, for the refusal.
+    owner: String,
+    /// `sts` for role sessions, `iam` for a user's own.
+    arn_service: &'static str,
+    duration: i64,
+    mfa_authenticated: Option<UnixSeconds>,
+    live_limit: usize,
+}
+
 /// Which door a signed request came through, and so which rules its signature follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureDoor {
@@ -358,6 +394,8 @@ pub struct CredentialStore {
     accepted_hosts: Vec<String>,
     /// Client-certificate identities bound to users and roles.
     certificates: CertificateBindings,
+    /// The account's virtual MFA devices.
+    mfa: MfaDevices,
 }
 
 impl CredentialStore {
@@ -423,6 +461,13 @@ impl CredentialStore {
             }
         }
         let certificates = CertificateBindings::open(store.clone())?;
+        let mfa = MfaDevices::open(
+            master.clone(),
+            store.clone(),
+            clock.clone(),
+            partition,
+            account_id,
+        )?;
         Ok(Self {
             master,
             store,
@@ -437,7 +482,13 @@ impl CredentialStore {
             started: now,
             accepted_hosts: Vec::new(),
             certificates,
+            mfa,
         })
+    }
+
+    /// The account's virtual MFA devices.
+    pub fn mfa(&self) -> &MfaDevices {
+        &self.mfa
     }
 
     /// The client-certificate identities bound to users and roles.
@@ -462,6 +513,7 @@ impl CredentialStore {
             principal,
             access_key_id: String::new(),
             certificate: Some(credential),
+            credential_kind: CredentialKind::LongTerm,
         })
     }
 
@@ -624,7 +676,9 @@ impl CredentialStore {
             .read()
             .map(|keys| {
                 keys.values()
-                    .filter(|e| e.record.principal == principal)
+                    .filter(|e| {
+                        e.record.principal == principal && e.record.session_token_sha256.is_none()
+                    })
                     .cloned()
                     .collect()
             })
@@ -779,7 +833,75 @@ impl CredentialStore {
         duration: i64,
         live_limit: usize,
     ) -> Result<NewAccessKey, CredentialError> {
-        let principal_name = format!("assumed-role/{role}/{session_name}");
+        self.create_role_session(role, role_id, session_name, duration, None, live_limit)
+            .await
+    }
+
+    /// As [`create_session`](Self::create_session), for a session issued against an MFA code
+    /// accepted at `mfa_authenticated`.
+    pub async fn create_role_session(
+        &self,
+        role: &str,
+        role_id: &str,
+        session_name: &str,
+        duration: i64,
+        mfa_authenticated: Option<UnixSeconds>,
+        live_limit: usize,
+    ) -> Result<NewAccessKey, CredentialError> {
+        let session = TemporaryIssue {
+            principal: format!("assumed-role/{role}/{session_name}"),
+            principal_id: Some(role_id.to_owned()),
+            live_prefix: format!("assumed-role/{role}/"),
+            owner: format!("role {role}"),
+            arn_service: "sts",
+            duration,
+            mfa_authenticated,
+            live_limit,
+        };
+        self.issue_temporary(session).await
+    }
+
+    /// Temporary credentials of a user themselves (STS `GetSessionToken`): the same principal
+    /// as the user's access keys, for `duration` seconds, issued against an MFA code when
+    /// `mfa_authenticated` says when it was accepted. `user` `None` is the account root.
+    pub async fn create_user_session(
+        &self,
+        user: Option<(&str, &str)>,
+        duration: i64,
+        mfa_authenticated: Option<UnixSeconds>,
+        live_limit: usize,
+    ) -> Result<NewAccessKey, CredentialError> {
+        let (principal, principal_id) = match user {
+            Some((name, id)) => (format!("user/{name}"), Some(id.to_owned())),
+            None => ("root".to_owned(), None),
+        };
+        let session = TemporaryIssue {
+            live_prefix: principal.clone(),
+            owner: principal.clone(),
+            principal,
+            principal_id,
+            arn_service: "iam",
+            duration,
+            mfa_authenticated,
+            live_limit,
+        };
+        self.issue_temporary(session).await
+    }
+
+    async fn issue_temporary(
+        &self,
+        issue: TemporaryIssue,
+    ) -> Result<NewAccessKey, CredentialError> {
+        let TemporaryIssue {
+            principal: principal_name,
+            principal_id,
+            live_prefix,
+            owner,
+            arn_service,
+            duration,
+            mfa_authenticated,
+            live_limit,
+        } = issue;
         let now = self.clock.now();
         let (mut record, secret) = new_record(&self.master, &principal_name, now, "KHAS")?;
         let mut token_bytes = [0u8; 48];
@@ -787,18 +909,21 @@ impl CredentialStore {
         let token = SecretString::new(B64URL.encode(token_bytes));
         zeroize::Zeroize::zeroize(&mut token_bytes);
         record.expires = Some(now + duration);
-        record.principal_id = Some(role_id.to_owned());
+        record.principal_id = principal_id;
+        record.mfa_authenticated = mfa_authenticated;
         record.session_token_sha256 = Some(hex::encode(Sha256::digest(token.expose().as_bytes())));
         let id = record.access_key_id.clone();
         let _gate = self.gate.lock().await;
-        let sessions_of_role = format!("assumed-role/{role}/");
         let live = self
             .keys
             .read()
             .map(|keys| {
                 keys.values()
                     .filter(|e| {
-                        e.record.principal.starts_with(&sessions_of_role)
+                        let principal = &e.record.principal;
+                        (principal == &live_prefix
+                            || (live_prefix.ends_with('/') && principal.starts_with(&live_prefix)))
+                            && e.record.session_token_sha256.is_some()
                             && e.record.expires.is_some_and(|t| t > now)
                     })
                     .count()
@@ -806,7 +931,7 @@ impl CredentialStore {
             .unwrap_or(0);
         if live >= live_limit {
             return Err(CredentialError::LimitExceeded(format!(
-                "role {role} already has {live_limit} sessions that have not expired; \
+                "{owner} already has {live_limit} sessions that have not expired; \
                  try again when one has"
             )));
         }
@@ -818,7 +943,7 @@ impl CredentialStore {
                 session_token: Some(token),
             },
             principal_arn: format!(
-                "arn:{}:sts::{}:{principal_name}",
+                "arn:{}:{arn_service}::{}:{principal_name}",
                 self.partition, self.account_id
             ),
             created: now,
@@ -1076,6 +1201,7 @@ impl CredentialStore {
                 principal: entry.principal.clone(),
                 access_key_id: parsed.access_key_id.to_owned(),
                 certificate: None,
+                credential_kind: entry.record.credential_kind(),
             },
             used,
         ))

@@ -3,9 +3,11 @@
 
 pub mod certificate;
 mod credentials;
+pub mod mfa;
 mod replay;
 pub mod signature;
 pub mod throttle;
+pub mod totp;
 
 pub use credentials::{
     AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
@@ -96,6 +98,24 @@ pub struct Caller {
     pub access_key_id: String,
     /// The client certificate a call without a signature authenticated by.
     pub certificate: Option<certificate::CertificateCredential>,
+    /// Long-term or temporary credentials, and whether MFA stood behind them.
+    pub credential_kind: CredentialKind,
+}
+
+/// What the credentials of a call are, for `aws:MultiFactorAuthPresent` and
+/// `aws:MultiFactorAuthAge`: AWS leaves both keys out for long-term credentials (so that
+/// `BoolIfExists` idioms treat them as without MFA) and sets `false` for temporary
+/// credentials issued without MFA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialKind {
+    /// An access key, a client certificate, the root's key.
+    #[default]
+    LongTerm,
+    /// Temporary credentials; `mfa_authenticated` is when the MFA code they were issued
+    /// against was accepted.
+    Temporary {
+        mfa_authenticated: Option<UnixSeconds>,
+    },
 }
 
 /// Why a request was not authenticated. Each maps to `UNAUTHENTICATED` with its reason name;

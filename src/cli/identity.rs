@@ -513,6 +513,12 @@ pub struct AssumeRoleArgs {
     /// 900-43200 (default 3600).
     #[arg(long)]
     duration_seconds: Option<u32>,
+    /// The caller's MFA device (its serial number, `arn:…:mfa/NAME`), with --code.
+    #[arg(long, requires = "code")]
+    mfa_serial: Option<String>,
+    /// The device's current six-digit code.
+    #[arg(long, requires = "mfa_serial")]
+    code: Option<String>,
 }
 
 pub async fn assume_role(ctx: Context, args: AssumeRoleArgs) -> CliResult {
@@ -521,6 +527,8 @@ pub async fn assume_role(ctx: Context, args: AssumeRoleArgs) -> CliResult {
         role_arn: args.role_arn,
         role_session_name: args.session_name,
         duration_seconds: args.duration_seconds,
+        serial_number: args.mfa_serial.unwrap_or_default(),
+        token_code: args.code.unwrap_or_default(),
     };
     let r = client
         .iam()

@@ -11,6 +11,7 @@ mod commands;
 mod grants;
 mod identity;
 mod keystore;
+mod mfa;
 mod output;
 mod serve;
 mod store;
@@ -121,6 +122,12 @@ pub enum Command {
     AccessKey(identity::AccessKeyCommand),
     /// Temporary credentials for a role; prints them and `export` lines.
     AssumeRole(identity::AssumeRoleArgs),
+    /// Virtual MFA devices (TOTP): create, enable, list, deactivate, delete.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCommand),
+    /// Temporary credentials of the caller (with an MFA code for MFA-protected actions);
+    /// prints them and `export` lines.
+    SessionToken(mfa::SessionTokenArgs),
     /// Who the credentials in use belong to.
     Whoami,
     /// Read the audit log (tail) or check its hash chain (verify).
@@ -198,6 +205,10 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::AssumeRole(args) => {
             commands::run_client(client, |c| identity::assume_role(c, args))
+        }
+        Command::Mfa(command) => commands::run_client(client, |c| mfa::mfa(c, command)),
+        Command::SessionToken(args) => {
+            commands::run_client(client, |c| mfa::session_token(c, args))
         }
         Command::Whoami => commands::run_client(client, identity::whoami),
         Command::Audit(audit::AuditCommand::Tail { lines, follow }) => {

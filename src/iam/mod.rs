@@ -6,6 +6,7 @@
 //! are what its sessions may do.
 
 mod certificates;
+mod mfa;
 mod policy_cache;
 
 use crate::auth::{
@@ -69,6 +70,12 @@ pub enum IamError {
     LimitExceeded(String),
     #[error("{0}")]
     MalformedPolicy(String),
+    /// MFA codes that are not current codes of the device (or are refused for now).
+    #[error("{0}")]
+    InvalidAuthenticationCode(String),
+    /// The entity is still in use (a user with an MFA device, a device enabled for a user).
+    #[error("{0}")]
+    DeleteConflict(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -426,6 +433,11 @@ impl IamService {
     pub async fn delete(&self, kind: EntityType, name: &str) -> Result<(), IamError> {
         let _gate = self.gate.lock().await;
         self.require(kind, name)?;
+        if kind == EntityType::User && self.credentials.mfa().has_devices(name) {
+            return Err(IamError::DeleteConflict(format!(
+                "user '{name}' has an MFA device enabled; deactivate it first"
+            )));
+        }
         self.unbind_all_certificates(kind, name).await?;
         let mut changed = Vec::new();
         match kind {
@@ -616,6 +628,20 @@ impl IamService {
         session_name: &str,
         duration_seconds: Option<u32>,
     ) -> Result<NewAccessKey, IamError> {
+        self.assume_role_with_mfa(role, role_id, session_name, duration_seconds, None)
+            .await
+    }
+
+    /// As [`assume_role`](Self::assume_role), for a session issued against an MFA code
+    /// accepted at `mfa_authenticated`.
+    pub async fn assume_role_with_mfa(
+        &self,
+        role: &str,
+        role_id: &str,
+        session_name: &str,
+        duration_seconds: Option<u32>,
+        mfa_authenticated: Option<UnixSeconds>,
+    ) -> Result<NewAccessKey, IamError> {
         let duration = duration_seconds.unwrap_or(DEFAULT_SESSION_SECONDS);
         if !(MIN_SESSION_SECONDS..=MAX_SESSION_SECONDS).contains(&duration) {
             return Err(IamError::Validation(format!(
@@ -641,11 +667,12 @@ impl IamService {
         }
         Ok(self
             .credentials
-            .create_session(
+            .create_role_session(
                 role,
                 role_id,
                 session_name,
                 i64::from(duration),
+                mfa_authenticated,
                 self.quotas.sessions_per_role,
             )
             .await?)
@@ -787,6 +814,7 @@ mod tests {
             ),
             access_key_id: key.credentials.access_key_id.clone(),
             certificate: None,
+            credential_kind: Default::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Semantics (IAM's): operators in a block and keys under an operator are ANDed; the values of
 //! one key are ORed. When the request has no value for the key, a condition is false, except
-//! for negated operators (`StringNotEquals`, `StringNotLike`, `NotIpAddress`), `…IfExists`
+//! for negated operators (`StringNotEquals`, `StringNotLike`, `NotIpAddress`,
+//! `NumericNotEquals`), `…IfExists`
 //! forms and `ForAllValues:`, which are true; `Null` tests for presence itself.
 //!
 //! Condition key names are case-insensitive, the whole name, as AWS documents:
@@ -37,6 +38,12 @@ pub enum Operator {
     DateGreaterThanEquals,
     IpAddress,
     NotIpAddress,
+    NumericEquals,
+    NumericNotEquals,
+    NumericLessThan,
+    NumericLessThanEquals,
+    NumericGreaterThan,
+    NumericGreaterThanEquals,
     Null,
 }
 
@@ -58,6 +65,12 @@ impl Operator {
             "DateGreaterThanEquals" => DateGreaterThanEquals,
             "IpAddress" => IpAddress,
             "NotIpAddress" => NotIpAddress,
+            "NumericEquals" => NumericEquals,
+            "NumericNotEquals" => NumericNotEquals,
+            "NumericLessThan" => NumericLessThan,
+            "NumericLessThanEquals" => NumericLessThanEquals,
+            "NumericGreaterThan" => NumericGreaterThan,
+            "NumericGreaterThanEquals" => NumericGreaterThanEquals,
             "Null" => Null,
             _ => return None,
         })
@@ -70,6 +83,7 @@ impl Operator {
                 | Operator::StringNotEqualsIgnoreCase
                 | Operator::StringNotLike
                 | Operator::NotIpAddress
+                | Operator::NumericNotEquals
         )
     }
 
@@ -93,6 +107,21 @@ impl Operator {
                     DateLessThan => r < p,
                     DateLessThanEquals => r <= p,
                     DateGreaterThan => r > p,
+                    _ => r >= p,
+                },
+                _ => false,
+            },
+            NumericEquals
+            | NumericNotEquals
+            | NumericLessThan
+            | NumericLessThanEquals
+            | NumericGreaterThan
+            | NumericGreaterThanEquals => match (parse_number(request), parse_number(policy)) {
+                (Some(r), Some(p)) => match self {
+                    NumericEquals | NumericNotEquals => r == p,
+                    NumericLessThan => r < p,
+                    NumericLessThanEquals => r <= p,
+                    NumericGreaterThan => r > p,
                     _ => r >= p,
                 },
                 _ => false,
@@ -142,6 +171,11 @@ pub fn parse_date(text: &str) -> Option<i128> {
     time::Date::parse(text, &format)
         .ok()
         .map(|d| d.midnight().assume_utc().unix_timestamp_nanos())
+}
+
+/// A number as IAM's numeric operators take them: an integer or a decimal.
+fn parse_number(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
 fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
@@ -314,12 +348,24 @@ impl Condition {
                 | DateGreaterThan
                 | DateGreaterThanEquals => parse_date(value).is_some(),
                 IpAddress | NotIpAddress => parse_cidr(value).is_some(),
+                NumericEquals
+                | NumericNotEquals
+                | NumericLessThan
+                | NumericLessThanEquals
+                | NumericGreaterThan
+                | NumericGreaterThanEquals => parse_number(value).is_some(),
                 _ => true,
             };
             if !ok {
                 let what = match self.operator {
                     Bool | Null => "true or false",
                     IpAddress | NotIpAddress => "an IP address or CIDR block",
+                    NumericEquals
+                    | NumericNotEquals
+                    | NumericLessThan
+                    | NumericLessThanEquals
+                    | NumericGreaterThan
+                    | NumericGreaterThanEquals => "a number",
                     _ => "a date",
                 };
                 return Err(format!("\"{value}\" is not {what}"));

@@ -451,4 +451,78 @@ mod tests {
             Decision::ExplicitDeny
         );
     }
+
+    /// The MFA idioms AWS documents, on the three kinds of credentials: long-term keys (no
+    /// MFA keys at all), a session without MFA (`false`) and an MFA session (`true`, with an
+    /// age).
+    #[test]
+    fn mfa_condition_keys_decide_as_aws_documents() {
+        let policy = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"kms:*","Resource":"*"},
+            {"Sid":"NoDeletionWithoutMfa","Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*",
+             "Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}},
+            {"Sid":"FreshMfaToDisable","Effect":"Deny","Action":"kms:DisableKey","Resource":"*",
+             "Condition":{"NumericGreaterThanIfExists":{"aws:MultiFactorAuthAge":"3600"}}},
+            {"Sid":"StrictMfaToTag","Effect":"Deny","Action":"kms:TagResource","Resource":"*",
+             "Condition":{"Bool":{"aws:MultiFactorAuthPresent":"false"}}}]}"#;
+        let policies = [NamedPolicy {
+            name: "user/alice/p".into(),
+            policy: Arc::new(Policy::parse(policy, PolicyKind::Identity).unwrap()),
+        }];
+        let principals = ["arn:aws:iam::111122223333:user/alice".to_string()];
+        let judge = |action: &str, context: &RequestContext| {
+            let request = Request {
+                principals: &principals,
+                account_root: "arn:aws:iam::111122223333:root",
+                action,
+                resource: "arn:aws:kms:us-east-1:111122223333:key/k",
+                context,
+            };
+            let decision = evaluate(&request, None, &Identity::Policies(&policies));
+            (
+                decision.decision,
+                decision.deciding_statement.and_then(|s| s.sid),
+            )
+        };
+        let long_term = RequestContext::new();
+        let mut without_mfa = RequestContext::new();
+        without_mfa.set("aws:MultiFactorAuthPresent", "false");
+        let mut with_mfa = RequestContext::new();
+        with_mfa
+            .set("aws:MultiFactorAuthPresent", "true")
+            .set("aws:MultiFactorAuthAge", "120");
+        let mut stale_mfa = RequestContext::new();
+        stale_mfa
+            .set("aws:MultiFactorAuthPresent", "true")
+            .set("aws:MultiFactorAuthAge", "7200");
+
+        let deny = |sid: &str| (Decision::ExplicitDeny, Some(sid.to_owned()));
+        // BoolIfExists: long-term keys (key absent) and sessions without MFA are refused.
+        assert_eq!(
+            judge("kms:ScheduleKeyDeletion", &long_term),
+            deny("NoDeletionWithoutMfa")
+        );
+        assert_eq!(
+            judge("kms:ScheduleKeyDeletion", &without_mfa),
+            deny("NoDeletionWithoutMfa")
+        );
+        assert_eq!(
+            judge("kms:ScheduleKeyDeletion", &with_mfa).0,
+            Decision::Allowed
+        );
+        // Bool without IfExists: the absent key of long-term keys does not match, as AWS
+        // warns; only the session without MFA is refused.
+        assert_eq!(judge("kms:TagResource", &long_term).0, Decision::Allowed);
+        assert_eq!(
+            judge("kms:TagResource", &without_mfa),
+            deny("StrictMfaToTag")
+        );
+        assert_eq!(judge("kms:TagResource", &with_mfa).0, Decision::Allowed);
+        // The age: an hour-old authentication is too old for DisableKey.
+        assert_eq!(judge("kms:DisableKey", &with_mfa).0, Decision::Allowed);
+        assert_eq!(
+            judge("kms:DisableKey", &stale_mfa),
+            deny("FreshMfaToDisable")
+        );
+    }
 }

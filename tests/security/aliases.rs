@@ -835,6 +835,7 @@ async fn live_sessions_per_role_are_bounded() {
             role_arn: role.clone(),
             role_session_name: session.into(),
             duration_seconds: Some(duration),
+            ..Default::default()
         };
         let mut iam = d.client.iam();
         let signed = d.client.signed_iam("AssumeRole", request);

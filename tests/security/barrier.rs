@@ -296,6 +296,7 @@ async fn what_the_scheduler_does_on_its_own_is_audited() {
                 role_arn: role.arn.clone(),
                 role_session_name: "brief".into(),
                 duration_seconds: Some(900),
+                ..Default::default()
             },
         ))
         .await

@@ -166,6 +166,7 @@ async fn role_session(d: &TestDaemon, name: &str, session: &str) -> (String, Str
         role_arn: role.arn.clone(),
         role_session_name: session.into(),
         duration_seconds: None,
+        ..Default::default()
     };
     let credentials = d
         .client
@@ -707,7 +708,7 @@ async fn an_unreadable_stored_identity_policy_denies_its_principal() {
         let mut record: serde_json::Value =
             serde_json::from_slice(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
         record["policies"]["guard"] = serde_json::Value::String(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*","Condition":{"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}}]}"#.into(),
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Encrypt","Resource":"*","Condition":{"BinaryEquals":{"aws:MultiFactorAuthAge":"MzYwMA=="}}}]}"#.into(),
         );
         let mut batch = WriteBatch::new();
         batch.put(name, serde_json::to_vec(&record).unwrap());
@@ -764,6 +765,7 @@ async fn an_unreadable_stored_trust_policy_lets_nobody_assume_the_role() {
         role_arn: role_arn.clone(),
         role_session_name: "second".into(),
         duration_seconds: None,
+        ..Default::default()
     };
     assert_access_denied(
         d.client

@@ -178,6 +178,7 @@ async fn assume_role(
                 role_arn: format!("arn:keyhaven:iam::{account_id}:role/{role}"),
                 role_session_name: session.into(),
                 duration_seconds: None,
+                ..Default::default()
             },
         ))
         .await?

@@ -12,7 +12,7 @@ pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
 
 /// The IAM actions served.
-pub const ACTIONS: [&str; 27] = [
+pub const ACTIONS: [&str; 33] = [
     "CreateUser",
     "DeleteUser",
     "ListUsers",
@@ -40,6 +40,12 @@ pub const ACTIONS: [&str; 27] = [
     "ListAccessKeys",
     "UpdateAccessKey",
     "DeleteAccessKey",
+    "CreateVirtualMFADevice",
+    "EnableMFADevice",
+    "DeactivateMFADevice",
+    "DeleteVirtualMFADevice",
+    "ListMFADevices",
+    "ListVirtualMFADevices",
 ];
 
 /// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
@@ -327,6 +333,12 @@ pub async fn dispatch(
             iam.update_access_key(call, request).await?;
             String::new()
         }
+        "CreateVirtualMFADevice"
+        | "EnableMFADevice"
+        | "DeactivateMFADevice"
+        | "DeleteVirtualMFADevice"
+        | "ListMFADevices"
+        | "ListVirtualMFADevices" => mfa_device_action(iam, call, action, fields).await?,
         _ => {
             let request = v1::DeleteAccessKeyRequest {
                 user_name: user_name()?,
@@ -337,6 +349,105 @@ pub async fn dispatch(
         }
     };
     Ok(document(NAMESPACE, action, &result, request_id))
+}
+
+/// The virtual MFA device actions. `Base32StringSeed` and `QRCodePNG` are blobs in IAM's
+/// model: base64 in the XML, the first of the Base32 text.
+async fn mfa_device_action(
+    iam: &IamOperations,
+    call: &CallContext,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let optional = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let serial_number = || named("SerialNumber", fields);
+    Ok(match action {
+        "CreateVirtualMFADevice" => {
+            let request = v1::CreateVirtualMfaDeviceRequest {
+                virtual_mfa_device_name: named("VirtualMFADeviceName", fields)?,
+            };
+            let created = iam.create_virtual_mfa_device(call, request).await?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut seed = b64.encode(created.base32_string_seed.as_bytes());
+            let mut qr = b64.encode(&created.qr_code_png);
+            let result = format!(
+                "<VirtualMFADevice>{}</VirtualMFADevice>",
+                elements(&[
+                    ("SerialNumber", &created.serial_number),
+                    ("Base32StringSeed", &seed),
+                    ("QRCodePNG", &qr),
+                ])
+            );
+            zeroize::Zeroize::zeroize(&mut seed);
+            zeroize::Zeroize::zeroize(&mut qr);
+            result
+        }
+        "EnableMFADevice" => {
+            let request = v1::EnableMfaDeviceRequest {
+                user_name: named("UserName", fields)?,
+                serial_number: serial_number()?,
+                authentication_code1: named("AuthenticationCode1", fields)?,
+                authentication_code2: named("AuthenticationCode2", fields)?,
+            };
+            iam.enable_mfa_device(call, request).await?;
+            String::new()
+        }
+        "DeactivateMFADevice" => {
+            let request = v1::DeactivateMfaDeviceRequest {
+                user_name: optional("UserName"),
+                serial_number: serial_number()?,
+            };
+            iam.deactivate_mfa_device(call, request).await?;
+            String::new()
+        }
+        "DeleteVirtualMFADevice" => {
+            let request = v1::DeleteVirtualMfaDeviceRequest {
+                serial_number: serial_number()?,
+            };
+            iam.delete_virtual_mfa_device(call, request).await?;
+            String::new()
+        }
+        "ListMFADevices" => {
+            let request = v1::ListMfaDevicesRequest {
+                user_name: optional("UserName"),
+            };
+            let devices = iam.list_mfa_devices(call, request).await?.mfa_devices;
+            members(
+                "MFADevices",
+                devices.iter().map(|d| {
+                    elements(&[
+                        ("UserName", &d.user_name),
+                        ("SerialNumber", &d.serial_number),
+                        ("EnableDate", &iso8601(d.enable_date)),
+                    ])
+                }),
+            )
+        }
+        _ => {
+            let request = v1::ListVirtualMfaDevicesRequest {
+                assignment_status: optional("AssignmentStatus"),
+            };
+            let devices = iam
+                .list_virtual_mfa_devices(call, request)
+                .await?
+                .virtual_mfa_devices;
+            members(
+                "VirtualMFADevices",
+                devices.iter().map(|d| {
+                    let mut member = elements(&[("SerialNumber", &d.serial_number)]);
+                    if !d.user_name.is_empty() {
+                        member.push_str(&format!(
+                            "<User>{}</User>{}",
+                            elements(&[("UserName", &d.user_name)]),
+                            elements(&[("EnableDate", &iso8601(d.enable_date))])
+                        ));
+                    }
+                    member
+                }),
+            )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tonic::Code;
 
 const STS_VERSION: &str = "2011-06-15";
 const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-const ACTIONS: [&str; 2] = ["GetCallerIdentity", "AssumeRole"];
+const ACTIONS: [&str; 3] = ["GetCallerIdentity", "AssumeRole", "GetSessionToken"];
 
 /// The service a Query request's action belongs to (what its signature must be scoped to).
 pub fn service(body: &[u8]) -> &'static str {
@@ -135,6 +135,40 @@ pub(super) fn iso8601(time: i64) -> String {
         .unwrap_or_default()
 }
 
+fn optional(fields: &BTreeMap<String, String>, name: &str) -> String {
+    fields.get(name).cloned().unwrap_or_default()
+}
+
+fn duration_seconds(fields: &BTreeMap<String, String>) -> Result<Option<u32>, ApiError> {
+    match fields.get("DurationSeconds") {
+        Some(text) => Ok(Some(text.parse().map_err(|_| {
+            invalid(
+                "ValidationError",
+                "DurationSeconds must be a number of seconds",
+            )
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// `<Credentials>…</Credentials>`; the secrets are wiped from the message once written.
+fn credentials(credentials: v1::Credentials) -> String {
+    let mut secret = credentials.secret_access_key;
+    let mut token = credentials.session_token;
+    let result = format!(
+        "<Credentials>{}</Credentials>",
+        elements(&[
+            ("AccessKeyId", &credentials.access_key_id),
+            ("SecretAccessKey", &secret),
+            ("SessionToken", &token),
+            ("Expiration", &iso8601(credentials.expiration)),
+        ])
+    );
+    zeroize::Zeroize::zeroize(&mut secret);
+    zeroize::Zeroize::zeroize(&mut token);
+    result
+}
+
 /// Runs the action the form names.
 pub async fn dispatch(
     (sts, iam): (&StsOperations, &IamOperations),
@@ -181,40 +215,38 @@ pub async fn dispatch(
                 request_id,
             ))
         }
-        _ => {
-            let duration_seconds = match fields.get("DurationSeconds") {
-                Some(text) => Some(text.parse().map_err(|_| {
-                    invalid(
-                        "ValidationError",
-                        "DurationSeconds must be a number of seconds",
-                    )
-                })?),
-                None => None,
+        "GetSessionToken" => {
+            let request = v1::GetSessionTokenRequest {
+                duration_seconds: duration_seconds(&fields)?,
+                serial_number: optional(&fields, "SerialNumber"),
+                token_code: optional(&fields, "TokenCode"),
             };
+            let session = sts.get_session_token(call, request).await?;
+            let result = credentials(session.credentials.unwrap_or_default());
+            Ok(document(
+                STS_NAMESPACE,
+                "GetSessionToken",
+                &result,
+                request_id,
+            ))
+        }
+        _ => {
             let request = v1::AssumeRoleRequest {
                 role_arn: required(&fields, "RoleArn")?.to_owned(),
                 role_session_name: required(&fields, "RoleSessionName")?.to_owned(),
-                duration_seconds,
+                duration_seconds: duration_seconds(&fields)?,
+                serial_number: optional(&fields, "SerialNumber"),
+                token_code: optional(&fields, "TokenCode"),
             };
             let session = sts.assume_role(call, request).await?;
-            let credentials = session.credentials.unwrap_or_default();
-            let mut secret = credentials.secret_access_key;
-            let mut token = credentials.session_token;
             let result = format!(
-                "<Credentials>{}</Credentials><AssumedRoleUser>{}</AssumedRoleUser>",
-                elements(&[
-                    ("AccessKeyId", &credentials.access_key_id),
-                    ("SecretAccessKey", &secret),
-                    ("SessionToken", &token),
-                    ("Expiration", &iso8601(credentials.expiration)),
-                ]),
+                "{}<AssumedRoleUser>{}</AssumedRoleUser>",
+                credentials(session.credentials.unwrap_or_default()),
                 elements(&[
                     ("Arn", &session.assumed_role_arn),
                     ("AssumedRoleId", &session.assumed_role_id),
                 ])
             );
-            zeroize::Zeroize::zeroize(&mut secret);
-            zeroize::Zeroize::zeroize(&mut token);
             Ok(document(STS_NAMESPACE, "AssumeRole", &result, request_id))
         }
     }
@@ -234,6 +266,8 @@ fn code(error: &ApiError) -> &'static str {
         "EntityAlreadyExistsException" => "EntityAlreadyExists",
         "ValidationException" => "ValidationError",
         "LimitExceededException" => "LimitExceeded",
+        "InvalidAuthenticationCodeException" => "InvalidAuthenticationCode",
+        "DeleteConflictException" => "DeleteConflict",
         "MalformedPolicyDocumentException" => "MalformedPolicyDocument",
         "ThrottlingException" => "Throttling",
         "UnknownOperationException" => "InvalidAction",
@@ -258,8 +292,10 @@ pub fn respond(
                 | "SignatureDoesNotMatch"
                 | "MissingAuthenticationToken"
                 | "IncompleteSignature"
-                | "ExpiredToken" => 403,
+                | "ExpiredToken"
+                | "InvalidAuthenticationCode" => 403,
                 "NoSuchEntity" => 404,
+                "DeleteConflict" => 409,
                 _ => error.http_status(),
             };
             let fault = if status >= 500 { "Receiver" } else { "Sender" };

@@ -6,10 +6,10 @@
 use super::kms::Outcome;
 use crate::api::authorize::{Authorizer, CallContext};
 use crate::api::status::ApiError;
-use crate::auth::AccessKeyStatus;
 use crate::auth::certificate::{BoundKind, CertificateBinding, CertificateIdentity};
+use crate::auth::{AccessKeyStatus, CredentialKind, PrincipalKind};
 use crate::iam::{EntityType, IamError, IamService};
-use crate::keys::KeyService;
+use crate::keys::{KeyError, KeyService};
 use crate::policy::{GrantAsk, NamedPolicy};
 use crate::proto::v1;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use std::sync::Arc;
 /// The IAM operations over the identity service, for every door.
 #[derive(Clone)]
 pub struct IamOperations {
-    iam: Arc<IamService>,
-    keys: Arc<KeyService>,
-    authorizer: Arc<Authorizer>,
+    pub(super) iam: Arc<IamService>,
+    pub(super) keys: Arc<KeyService>,
+    pub(super) authorizer: Arc<Authorizer>,
 }
 
 fn entity_type(value: i32) -> Result<EntityType, ApiError> {
@@ -83,7 +83,29 @@ impl IamOperations {
     }
 
     /// Authorises `action` on `resource` (no resource policy: identity policies decide).
-    fn allow(&self, call: &CallContext, action: &str, resource: &str) -> Result<(), ApiError> {
+    /// Temporary credentials of a user or the root themselves (GetSessionToken) made without
+    /// MFA may not call IAM, as in AWS: a stolen session cannot, say, make an access key.
+    pub(super) fn allow(
+        &self,
+        call: &CallContext,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), ApiError> {
+        let own_session_without_mfa = call.caller.credential_kind
+            == (CredentialKind::Temporary {
+                mfa_authenticated: None,
+            })
+            && !matches!(
+                call.caller.principal.kind,
+                PrincipalKind::AssumedRole { .. }
+            );
+        if own_session_without_mfa {
+            return Err(KeyError::AccessDenied(format!(
+                "{} cannot call {action} with session credentials issued without MFA",
+                call.caller.principal.arn
+            ))
+            .into());
+        }
         let context = self.authorizer.base_context(call, self.keys.now());
         Ok(self
             .authorizer
@@ -567,6 +589,7 @@ impl IamOperations {
                 principal: Arc::new(principal.clone()),
                 access_key_id: String::new(),
                 certificate: None,
+                credential_kind: Default::default(),
             },
             source_ip: None,
             secure_transport: true,

@@ -4,6 +4,7 @@
 mod grants;
 mod iam;
 mod kms;
+mod mfa;
 mod sts;
 
 pub use iam::IamOperations;

@@ -1,9 +1,16 @@
-//! The STS operations (`AssumeRole`, `GetCallerIdentity`), transport-neutral: the gRPC
-//! IdentityService and the AWS door's Query protocol are conversions onto these.
+//! The STS operations (`AssumeRole`, `GetSessionToken`, `GetCallerIdentity`),
+//! transport-neutral: the gRPC IdentityService and the AWS door's Query protocol are
+//! conversions onto these.
+//!
+//! `AssumeRole` and `GetSessionToken` take an MFA device's serial number and current code;
+//! the credentials they issue then carry when the code was accepted, which
+//! `aws:MultiFactorAuthPresent` and `aws:MultiFactorAuthAge` report on every later call. A
+//! wrong, stale or reused code is `AccessDenied`, as in AWS STS, and changes nothing.
 
 use super::kms::Outcome;
 use crate::api::authorize::{Authorizer, CallContext};
-use crate::auth::PrincipalKind;
+use crate::auth::{CredentialKind, NewAccessKey, PrincipalKind};
+use crate::clock::UnixSeconds;
 use crate::iam::{EntityType, IamError, IamService};
 use crate::keys::{KeyError, KeyService};
 use crate::proto::v1;
@@ -34,6 +41,15 @@ impl StsOperations {
         r: v1::AssumeRoleRequest,
     ) -> Outcome<v1::AssumeRoleResponse> {
         let role = role_name(&self.iam, &r.role_arn)?;
+        let mfa_authenticated = self
+            .accept_mfa_code(call, &r.serial_number, &r.token_code)
+            .await?;
+        // The trust policy sees the MFA the request brings.
+        let judged = match mfa_authenticated {
+            Some(at) => &with_mfa(call, at),
+            None => call,
+        };
+        let call = judged;
         let context = self.authorizer.base_context(call, self.keys.now());
         let role_id = match self.iam.role_trust(role) {
             Some((role_id, trust)) => {
@@ -61,22 +77,78 @@ impl StsOperations {
         };
         let session = self
             .iam
-            .assume_role(role, &role_id, &r.role_session_name, r.duration_seconds)
+            .assume_role_with_mfa(
+                role,
+                &role_id,
+                &r.role_session_name,
+                r.duration_seconds,
+                mfa_authenticated,
+            )
             .await?;
-        let credentials = session.credentials;
         Ok(v1::AssumeRoleResponse {
-            credentials: Some(v1::Credentials {
-                access_key_id: credentials.access_key_id,
-                secret_access_key: credentials.secret_access_key.expose().clone(),
-                session_token: credentials
-                    .session_token
-                    .map(|t| t.expose().clone())
-                    .unwrap_or_default(),
-                expiration: session.expires.unwrap_or_default(),
-            }),
+            credentials: Some(credentials(&session)),
             assumed_role_arn: session.principal_arn,
             assumed_role_id: format!("{role_id}:{}", r.role_session_name),
         })
+    }
+
+    /// Temporary credentials of the caller itself, with MFA context when a code is given.
+    /// Needs no permission, as in AWS, but only long-term credentials may ask.
+    pub async fn get_session_token(
+        &self,
+        call: &CallContext,
+        r: v1::GetSessionTokenRequest,
+    ) -> Outcome<v1::GetSessionTokenResponse> {
+        if call.caller.credential_kind != CredentialKind::LongTerm {
+            return Err(KeyError::AccessDenied(
+                "Cannot call GetSessionToken with session credentials".into(),
+            )
+            .into());
+        }
+        let mfa_authenticated = self
+            .accept_mfa_code(call, &r.serial_number, &r.token_code)
+            .await?;
+        let session = self
+            .iam
+            .get_session_token(
+                &call.caller.principal,
+                r.duration_seconds,
+                mfa_authenticated,
+            )
+            .await?;
+        Ok(v1::GetSessionTokenResponse {
+            credentials: Some(credentials(&session)),
+        })
+    }
+
+    /// Accepts the caller's MFA code when the request brings one: when it was accepted, or
+    /// `AccessDenied` saying why not.
+    async fn accept_mfa_code(
+        &self,
+        call: &CallContext,
+        serial_number: &str,
+        token_code: &str,
+    ) -> Result<Option<UnixSeconds>, crate::api::status::ApiError> {
+        let Some((serial, code)) = super::mfa::mfa_pair(serial_number, token_code)? else {
+            return Ok(None);
+        };
+        match self
+            .iam
+            .verify_mfa_code(&call.caller.principal, serial, code)
+            .await
+        {
+            Ok(at) => Ok(Some(at)),
+            Err(IamError::InvalidAuthenticationCode(why)) => {
+                tracing::warn!(principal = %call.caller.principal.arn,
+                    serial = %crate::keys::printable_input(serial), %why,
+                    "an MFA code was refused");
+                Err(
+                    KeyError::AccessDenied(format!("MultiFactorAuthentication failed: {why}"))
+                        .into(),
+                )
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Who the caller is; needs no permission, as in AWS.
@@ -106,6 +178,29 @@ impl StsOperations {
             account: principal.account_id.clone(),
             arn: principal.arn.clone(),
         })
+    }
+}
+
+/// The call as judged once its MFA code was accepted at `at`.
+fn with_mfa(call: &CallContext, at: UnixSeconds) -> CallContext {
+    let mut judged = call.clone();
+    judged.caller.credential_kind = CredentialKind::Temporary {
+        mfa_authenticated: Some(at),
+    };
+    judged
+}
+
+fn credentials(session: &NewAccessKey) -> v1::Credentials {
+    let credentials = &session.credentials;
+    v1::Credentials {
+        access_key_id: credentials.access_key_id.clone(),
+        secret_access_key: credentials.secret_access_key.expose().clone(),
+        session_token: credentials
+            .session_token
+            .as_ref()
+            .map(|t| t.expose().clone())
+            .unwrap_or_default(),
+        expiration: session.expires.unwrap_or_default(),
     }
 }
 
