@@ -547,3 +547,43 @@ async fn boto3_manages_identities_over_the_query_protocol() {
         "no PutUserPolicy through the AWS door"
     );
 }
+
+/// Sign, Verify, GetPublicKey, GenerateMac and VerifyMac through the AWS door with boto3;
+/// Keyhaven's signatures verified by the `cryptography` package against GetPublicKey's key;
+/// AWS's refusals (`KMSInvalidSignatureException`, `KMSInvalidMacException`,
+/// `InvalidKeyUsageException`, `DisabledException`, `UnsupportedOperationException`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_signs_verifies_and_macs_through_the_aws_door() {
+    let daemon = daemon().await;
+    run_script(
+        "aws_sign_mac.py",
+        root_environment(&daemon),
+        "sign and mac complete",
+    )
+    .await;
+    let records = audit_lines(&daemon);
+    let outcome = |operation: &str, reason: Option<&str>| {
+        records.iter().any(|r| {
+            r["door"] == "aws"
+                && r["operation"] == operation
+                && match reason {
+                    None => r["outcome"]["code"] == "Ok",
+                    Some(reason) => r["outcome"]["reason"] == reason,
+                }
+        })
+    };
+    for operation in [
+        "kms:Sign",
+        "kms:Verify",
+        "kms:GetPublicKey",
+        "kms:GenerateMac",
+        "kms:VerifyMac",
+    ] {
+        assert!(outcome(operation, None), "no served {operation} record");
+    }
+    assert!(outcome("kms:Verify", Some("KMSInvalidSignatureException")));
+    assert!(outcome("kms:VerifyMac", Some("KMSInvalidMacException")));
+    // The messages signed and MACed never reach the audit log.
+    let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
+    assert!(!log.contains("release v1.2.3") && !log.contains("cmVsZWFzZSB2MS4yLjM"));
+}

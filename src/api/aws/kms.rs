@@ -105,6 +105,11 @@ targets! {
     "GenerateDataKey" => generate_data_key,
     "GenerateDataKeyWithoutPlaintext" => generate_data_key_without_plaintext,
     "GenerateRandom" => generate_random,
+    "Sign" => sign,
+    "Verify" => verify,
+    "GetPublicKey" => get_public_key,
+    "GenerateMac" => generate_mac,
+    "VerifyMac" => verify_mac,
 }
 
 #[cfg(test)]
