@@ -74,4 +74,7 @@ grpc_methods! {
     sign: SignRequest => SignResponse,
     verify: VerifyRequest => VerifyResponse,
     get_public_key: GetPublicKeyRequest => GetPublicKeyResponse,
+    encrypt_batch: EncryptBatchRequest => EncryptBatchResponse,
+    decrypt_batch: DecryptBatchRequest => DecryptBatchResponse,
+    generate_data_key_batch: GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse,
 }

@@ -150,6 +150,7 @@ mod tests {
             keys: Vec::new(),
             encryption_context: Default::default(),
             outcome: None,
+            items: Vec::new(),
             duration_us: None,
             count: None,
             throttled: None,

@@ -441,9 +441,10 @@ impl Daemon {
             StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
             IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
         );
+        // The auth layer holds every other call to MAX_REQUEST_BYTES.
         let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+            .max_decoding_message_size(crate::api::MAX_BATCH_REQUEST_BYTES)
+            .max_encoding_message_size(crate::api::MAX_BATCH_RESPONSE_BYTES);
         let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);

@@ -1,10 +1,12 @@
 //! Transport-neutral operations: what a call does once the gateway has authenticated it,
 //! whichever door it came through.
 
+mod batch;
 mod iam;
 mod kms;
 mod sts;
 
+pub use batch::{MAX_BATCH_ITEMS, is_batch};
 pub use iam::IamOperations;
 pub use kms::{KmsOperations, Outcome};
 pub use sts::StsOperations;
