@@ -251,6 +251,8 @@ pub struct Daemon {
     metrics_addr: Option<SocketAddr>,
     aws: Option<JoinHandle<()>>,
     aws_addr: Option<SocketAddr>,
+    /// Tells the AWS door to drain.
+    aws_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -461,6 +463,7 @@ impl Daemon {
                 config.unauthenticated_rate_per_second,
                 config.unauthenticated_burst,
             ));
+        let (aws_closing, closing) = tokio::sync::watch::channel(false);
         let (aws, aws_addr) = match config.aws_listen {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -476,7 +479,7 @@ impl Daemon {
                     identity_operations,
                     MAX_REQUEST_BYTES,
                 ));
-                (Some(door.serve(listener, tls)), Some(bound))
+                (Some(door.serve(listener, tls, closing)), Some(bound))
             }
             None => (None, None),
         };
@@ -541,6 +544,7 @@ impl Daemon {
             metrics_addr,
             aws,
             aws_addr,
+            aws_closing,
         })
     }
 
@@ -573,18 +577,20 @@ impl Daemon {
         self.metrics_addr
     }
 
-    /// Stops accepting calls, lets running ones finish, and closes the store.
+    /// Stops accepting calls on every door, lets running ones finish (on the AWS door for at
+    /// most its drain deadline), and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        let _ = self.aws_closing.send(true);
         self.scheduler.abort();
         self.sweeper.abort();
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
         }
         if let Some(aws) = self.aws.take() {
-            aws.abort();
+            let _ = aws.await;
         }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;
