@@ -746,3 +746,23 @@ async fn the_aws_doors_drain_is_bounded() {
         "no answer: dropped"
     );
 }
+
+/// IAM's SimulatePrincipalPolicy over the Query protocol: boto3 reads its decisions, the
+/// statements that decided and the effect of context entries, and IAM's refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_simulates_principal_policies_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("simulated").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_simulate.py", env, "simulate complete").await;
+    let records = audit_lines(&daemon);
+    let simulated = records.iter().any(|r| {
+        r["door"] == "aws"
+            && r["operation"] == "iam:SimulatePrincipalPolicy"
+            && r["outcome"]["code"] == "Ok"
+    });
+    assert!(simulated, "no SimulatePrincipalPolicy record");
+    // A simulation changes nothing: the key is as it was.
+    assert_eq!(daemon.state(&key.key_id).await, v1::KeyState::Enabled);
+}

@@ -12,7 +12,7 @@ pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
 
 /// The IAM actions served.
-pub const ACTIONS: [&str; 27] = [
+pub const ACTIONS: &[&str] = &[
     "CreateUser",
     "DeleteUser",
     "ListUsers",
@@ -40,6 +40,7 @@ pub const ACTIONS: [&str; 27] = [
     "ListAccessKeys",
     "UpdateAccessKey",
     "DeleteAccessKey",
+    "SimulatePrincipalPolicy",
 ];
 
 /// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
@@ -318,6 +319,7 @@ pub async fn dispatch(
                 "<AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>"
             )
         }
+        "SimulatePrincipalPolicy" => simulate_principal_policy(iam, call, fields).await?,
         "UpdateAccessKey" => {
             let request = v1::UpdateAccessKeyRequest {
                 user_name: user_name()?,
@@ -339,9 +341,97 @@ pub async fn dispatch(
     Ok(document(NAMESPACE, action, &result, request_id))
 }
 
+/// `Name.member.1`, `Name.member.2`, … in order, up to the first missing number.
+fn member_list(fields: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    (1..)
+        .map_while(|n| fields.get(&format!("{name}.member.{n}")).cloned())
+        .collect()
+}
+
+/// SimulatePrincipalPolicy: every action in `ActionNames` on every resource in `ResourceArns`
+/// (`*` when none), each judged by the operation the gRPC API's simulation runs, with the
+/// `ContextEntries` given; IAM's `EvaluationResults`.
+async fn simulate_principal_policy(
+    iam: &IamOperations,
+    call: &CallContext,
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let source = named("PolicySourceArn", fields)?;
+    let actions = member_list(fields, "ActionNames");
+    if actions.is_empty() {
+        return Err(invalid(
+            "MissingParameter",
+            "ActionNames.member.1 is required",
+        ));
+    }
+    let mut resources = member_list(fields, "ResourceArns");
+    if resources.is_empty() {
+        resources.push("*".into());
+    }
+    let context_entries: Vec<v1::ContextEntry> = (1..)
+        .map_while(|n| {
+            let entry = format!("ContextEntries.member.{n}");
+            let key = fields.get(&format!("{entry}.ContextKeyName"))?;
+            Some(v1::ContextEntry {
+                key: key.clone(),
+                values: member_list(fields, &format!("{entry}.ContextKeyValues")),
+            })
+        })
+        .collect();
+    let mut results = String::new();
+    for action in &actions {
+        for resource in &resources {
+            let request = v1::SimulatePrincipalPolicyRequest {
+                policy_source_arn: source.clone(),
+                action_name: action.clone(),
+                resource_arn: resource.clone(),
+                context_entries: context_entries.clone(),
+            };
+            let answer = iam.simulate_principal_policy(call, request).await?;
+            let matched: String = answer
+                .matched_statements
+                .iter()
+                .map(|s| {
+                    let statement = elements(&[("SourcePolicyId", &s.source_policy_id)]);
+                    format!("<member>{statement}</member>")
+                })
+                .collect();
+            let result = elements(&[
+                ("EvalActionName", action),
+                ("EvalResourceName", resource),
+                ("EvalDecision", &answer.eval_decision),
+            ]);
+            results.push_str(&format!(
+                "<member>{result}<MatchedStatements>{matched}</MatchedStatements>\
+                 <MissingContextValues></MissingContextValues></member>"
+            ));
+        }
+    }
+    Ok(format!(
+        "<EvaluationResults>{results}</EvaluationResults><IsTruncated>false</IsTruncated>"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_lists_are_read_in_order_up_to_a_gap() {
+        let fields: BTreeMap<String, String> = [
+            ("ActionNames.member.1", "kms:Encrypt"),
+            ("ActionNames.member.2", "kms:Decrypt"),
+            ("ActionNames.member.4", "kms:Sign"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            member_list(&fields, "ActionNames"),
+            ["kms:Encrypt", "kms:Decrypt"]
+        );
+        assert!(member_list(&fields, "ResourceArns").is_empty());
+    }
 
     #[test]
     fn inline_policy_actions_name_their_entity() {
@@ -360,7 +450,7 @@ mod tests {
         for other in ["PutUser", "GetUserPolicyX", "CreateUser", "ListUsers"] {
             assert_eq!(inline_policy_action(other), None, "{other}");
         }
-        for action in ACTIONS {
+        for action in ACTIONS.iter().copied() {
             let inline = inline_policy_action(action).is_some();
             assert_eq!(inline, action.contains("Polic"), "{action}");
         }
