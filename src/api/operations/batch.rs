@@ -74,87 +74,48 @@ impl KmsOperations {
         }
         Ok(answers)
     }
+}
 
-    pub async fn encrypt_batch(
-        &self,
-        call: &CallContext,
-        request: v1::EncryptBatchRequest,
-    ) -> Outcome<v1::EncryptBatchResponse> {
-        let answers = self
-            .each_item(call, request.items, |c, item| async move {
-                self.encrypt(&c, item).await
-            })
-            .await?;
-        Ok(v1::EncryptBatchResponse {
-            results: answers
-                .into_iter()
-                .map(|answer| match answer {
-                    Ok(result) => v1::EncryptBatchResult {
-                        result: Some(result),
-                        error: None,
-                    },
-                    Err(error) => v1::EncryptBatchResult {
-                        result: None,
-                        error: Some(error),
-                    },
-                })
-                .collect(),
-        })
-    }
+/// A batch operation: `single` on every item, each answer or error in its position.
+macro_rules! batch_operations {
+    ($($name:ident: $single:ident, $request:ident => $response:ident of $result:ident,)*) => {
+        impl KmsOperations {
+            $(
+                pub async fn $name(
+                    &self,
+                    call: &CallContext,
+                    request: v1::$request,
+                ) -> Outcome<v1::$response> {
+                    let answers = self
+                        .each_item(call, request.items, |c, item| async move {
+                            self.$single(&c, item).await
+                        })
+                        .await?;
+                    let results = answers
+                        .into_iter()
+                        .map(|answer| match answer {
+                            Ok(result) => v1::$result {
+                                result: Some(result),
+                                error: None,
+                            },
+                            Err(error) => v1::$result {
+                                result: None,
+                                error: Some(error),
+                            },
+                        })
+                        .collect();
+                    Ok(v1::$response { results })
+                }
+            )*
+        }
+    };
+}
 
-    pub async fn decrypt_batch(
-        &self,
-        call: &CallContext,
-        request: v1::DecryptBatchRequest,
-    ) -> Outcome<v1::DecryptBatchResponse> {
-        let answers = self
-            .each_item(call, request.items, |c, item| async move {
-                self.decrypt(&c, item).await
-            })
-            .await?;
-        Ok(v1::DecryptBatchResponse {
-            results: answers
-                .into_iter()
-                .map(|answer| match answer {
-                    Ok(result) => v1::DecryptBatchResult {
-                        result: Some(result),
-                        error: None,
-                    },
-                    Err(error) => v1::DecryptBatchResult {
-                        result: None,
-                        error: Some(error),
-                    },
-                })
-                .collect(),
-        })
-    }
-
-    pub async fn generate_data_key_batch(
-        &self,
-        call: &CallContext,
-        request: v1::GenerateDataKeyBatchRequest,
-    ) -> Outcome<v1::GenerateDataKeyBatchResponse> {
-        let answers = self
-            .each_item(call, request.items, |c, item| async move {
-                self.generate_data_key(&c, item).await
-            })
-            .await?;
-        Ok(v1::GenerateDataKeyBatchResponse {
-            results: answers
-                .into_iter()
-                .map(|answer| match answer {
-                    Ok(result) => v1::GenerateDataKeyBatchResult {
-                        result: Some(result),
-                        error: None,
-                    },
-                    Err(error) => v1::GenerateDataKeyBatchResult {
-                        result: None,
-                        error: Some(error),
-                    },
-                })
-                .collect(),
-        })
-    }
+batch_operations! {
+    encrypt_batch: encrypt, EncryptBatchRequest => EncryptBatchResponse of EncryptBatchResult,
+    decrypt_batch: decrypt, DecryptBatchRequest => DecryptBatchResponse of DecryptBatchResult,
+    generate_data_key_batch: generate_data_key,
+        GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse of GenerateDataKeyBatchResult,
 }
 
 #[cfg(test)]
