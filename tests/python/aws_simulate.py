@@ -75,4 +75,25 @@ as_user = boto3.client("iam", aws_access_key_id=access["AccessKeyId"],
                        aws_secret_access_key=access["SecretAccessKey"], config=CONFIG)
 refused("AccessDenied", as_user.simulate_principal_policy, PolicySourceArn=user["Arn"],
         ActionNames=["kms:Encrypt"], ResourceArns=[key_arn])
+
+# SimulateCustomPolicy: the documents given, as the caller's only identity policies.
+custom = iam.simulate_custom_policy(
+    PolicyInputList=[json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn}]}),
+        json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Sid": "NoEncrypt", "Effect": "Deny", "Action": "kms:Encrypt", "Resource": "*"}]})],
+    ActionNames=["kms:Decrypt", "kms:Encrypt", "kms:Sign"], ResourceArns=[key_arn])
+by_action = {r["EvalActionName"]: r for r in custom["EvaluationResults"]}
+assert by_action["kms:Decrypt"]["EvalDecision"] == "allowed", by_action
+assert [m["SourcePolicyId"] for m in by_action["kms:Decrypt"]["MatchedStatements"]] == [
+    "PolicyInputList.1"], by_action
+assert by_action["kms:Encrypt"]["EvalDecision"] == "explicitDeny", by_action
+assert [m["SourcePolicyId"] for m in by_action["kms:Encrypt"]["MatchedStatements"]] == [
+    "PolicyInputList.2"], by_action
+assert by_action["kms:Sign"]["EvalDecision"] == "implicitDeny", by_action
+refused("MalformedPolicyDocument", iam.simulate_custom_policy, PolicyInputList=["{not json"],
+        ActionNames=["kms:Encrypt"], ResourceArns=[key_arn])
+refused("AccessDenied", as_user.simulate_custom_policy, PolicyInputList=["{}"],
+        ActionNames=["kms:Encrypt"], ResourceArns=[key_arn])
+print("ok: custom policies")
 print("simulate complete")

@@ -41,6 +41,7 @@ pub const ACTIONS: &[&str] = &[
     "UpdateAccessKey",
     "DeleteAccessKey",
     "SimulatePrincipalPolicy",
+    "SimulateCustomPolicy",
 ];
 
 /// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
@@ -319,7 +320,9 @@ pub async fn dispatch(
                 "<AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>"
             )
         }
-        "SimulatePrincipalPolicy" => simulate_principal_policy(iam, call, fields).await?,
+        "SimulatePrincipalPolicy" | "SimulateCustomPolicy" => {
+            simulate(iam, call, action, fields).await?
+        }
         "UpdateAccessKey" => {
             let request = v1::UpdateAccessKeyRequest {
                 user_name: user_name()?,
@@ -348,15 +351,29 @@ fn member_list(fields: &BTreeMap<String, String>, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// SimulatePrincipalPolicy: every action in `ActionNames` on every resource in `ResourceArns`
-/// (`*` when none), each judged by the operation the gRPC API's simulation runs, with the
-/// `ContextEntries` given; IAM's `EvaluationResults`.
-async fn simulate_principal_policy(
+/// SimulatePrincipalPolicy (of `PolicySourceArn`) and SimulateCustomPolicy (of the
+/// `PolicyInputList` documents): every action in `ActionNames` on every resource in
+/// `ResourceArns` (`*` when none), each judged by the operation the gRPC API's simulation
+/// runs, with the `ContextEntries` given; IAM's `EvaluationResults`.
+async fn simulate(
     iam: &IamOperations,
     call: &CallContext,
+    action: &str,
     fields: &BTreeMap<String, String>,
 ) -> Result<String, ApiError> {
-    let source = named("PolicySourceArn", fields)?;
+    let custom = action == "SimulateCustomPolicy";
+    let (source, documents) = if custom {
+        let documents = member_list(fields, "PolicyInputList");
+        if documents.is_empty() {
+            return Err(invalid(
+                "MissingParameter",
+                "PolicyInputList.member.1 is required",
+            ));
+        }
+        (String::new(), documents)
+    } else {
+        (named("PolicySourceArn", fields)?, Vec::new())
+    };
     let actions = member_list(fields, "ActionNames");
     if actions.is_empty() {
         return Err(invalid(
@@ -381,13 +398,23 @@ async fn simulate_principal_policy(
     let mut results = String::new();
     for action in &actions {
         for resource in &resources {
-            let request = v1::SimulatePrincipalPolicyRequest {
-                policy_source_arn: source.clone(),
-                action_name: action.clone(),
-                resource_arn: resource.clone(),
-                context_entries: context_entries.clone(),
+            let answer = if custom {
+                let request = v1::SimulateCustomPolicyRequest {
+                    policy_input_list: documents.clone(),
+                    action_name: action.clone(),
+                    resource_arn: resource.clone(),
+                    context_entries: context_entries.clone(),
+                };
+                iam.simulate_custom_policy(call, request).await?
+            } else {
+                let request = v1::SimulatePrincipalPolicyRequest {
+                    policy_source_arn: source.clone(),
+                    action_name: action.clone(),
+                    resource_arn: resource.clone(),
+                    context_entries: context_entries.clone(),
+                };
+                iam.simulate_principal_policy(call, request).await?
             };
-            let answer = iam.simulate_principal_policy(call, request).await?;
             let matched: String = answer
                 .matched_statements
                 .iter()
