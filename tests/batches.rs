@@ -123,7 +123,17 @@ async fn user_allowed_on(daemon: &TestDaemon, name: &str, allowed: &[&str]) -> C
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_item_is_answered_as_its_single_call_would_be() {
-    let daemon = TestDaemon::start(Backend::Sealed).await;
+    each_item_as_its_single_call(Backend::Sealed).await;
+}
+
+/// The same on a PKCS#11 token (SoftHSM2): batches are keystore-neutral.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_item_is_answered_as_its_single_call_would_be_on_pkcs11() {
+    each_item_as_its_single_call(Backend::Pkcs11).await;
+}
+
+async fn each_item_as_its_single_call(backend: Backend) {
+    let daemon = TestDaemon::start(backend).await;
     let good = daemon.create_key("batch good").await;
     let off = daemon.create_key("batch disabled").await;
     let forbidden = daemon.create_key("batch forbidden").await;
