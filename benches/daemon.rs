@@ -12,8 +12,9 @@
 //! - the daemon, signed and authorised as in production: Encrypt, Decrypt, GenerateDataKey,
 //!   CreateKey and a mixed workload at 1, 16 and 64 requests in flight, on the sealed store
 //!   and on PKCS#11;
-//! - batches on the sealed store: EncryptBatch of 1,000 32-byte items at 4 calls in flight,
-//!   in items per second against single Encrypt calls at 64 in flight;
+//! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
+//!   on the sealed store against single Encrypt calls at 64 in flight, and on PKCS#11 against
+//!   the raw device;
 //! - with `KEYHAVEN_BENCH_KEYS=N`, the same daemon holding N keys against one holding 10:
 //!   DescribeKey and Encrypt throughput, ListKeys page time, start-up and resident memory.
 //!
@@ -1155,11 +1156,12 @@ fn sweep(
     Ok(())
 }
 
-/// Encrypt through batches on the sealed daemon, in items per second.
+/// Encrypt through batches, in items per second.
 fn batches(
     daemon: &BenchDaemon,
     client: &Runtime,
     settings: &Settings,
+    backend: Backend,
     results: &mut Results,
 ) -> Result<(), String> {
     let key = client
@@ -1179,16 +1181,21 @@ fn batches(
     let report = client.block_on(bench::drive(workload, &settings.shape(BATCHES_IN_FLIGHT)));
     let calls = results.load(
         &format!("EncryptBatch ({BATCH_ITEMS} × {PAYLOAD} B items; calls/s)"),
-        Backend::Sealed.name(),
+        backend.name(),
         &report,
     );
     let items = calls * BATCH_ITEMS as f64;
     results.notes.push(format!(
-        "EncryptBatch on the sealed store, {BATCH_ITEMS} items of {PAYLOAD} B per call, {BATCHES_IN_FLIGHT} calls in flight: {items:.0} items/s."
+        "EncryptBatch on {}, {BATCH_ITEMS} items of {PAYLOAD} B per call, {BATCHES_IN_FLIGHT} calls in flight: {items:.0} items/s.",
+        backend.name()
     ));
+    let prefix = match backend {
+        Backend::Sealed => "sealed",
+        Backend::Pkcs11 => "pkcs11",
+    };
     results
         .throughput
-        .insert("encrypt_batch_items_sealed".into(), items);
+        .insert(format!("encrypt_batch_items_{prefix}"), items);
     Ok(())
 }
 
@@ -1506,7 +1513,7 @@ fn main() {
                 &single,
             );
             results.throughput.insert("encrypt_sealed_c64".into(), ops);
-            batches(&daemon, &client, &settings, &mut results)?;
+            batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
             daemon.stop(&server)
         })();
         attempt("the batch rows", outcome, &mut problems);
@@ -1545,7 +1552,7 @@ fn main() {
         )?;
         health_through_daemon(&daemon, &client, &settings, &mut results);
         sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
-        batches(&daemon, &client, &settings, &mut results)?;
+        batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         results.notes.push(format!(
             "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
             format_latency(daemon.startup),
@@ -1572,7 +1579,10 @@ fn main() {
                         .notes
                         .push(format!("Raw device baseline failed: {e}"));
                 }
-                let swept = sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results);
+                let swept = sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                    .and_then(|()| {
+                        batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                    });
                 // The data directory goes away with the run; the token objects must too.
                 let keys = client.block_on(all_keys(&daemon.clients[0]));
                 daemon.stop(&server)?;
@@ -1651,6 +1661,11 @@ fn main() {
             "encrypt_batch_items_vs_single_calls",
             "encrypt_batch_items_sealed",
             "encrypt_sealed_c64",
+        ),
+        (
+            "encrypt_batch_items_pkcs11_vs_raw_device",
+            "encrypt_batch_items_pkcs11",
+            "raw_device",
         ),
     ];
     for (name, numerator, denominator) in ratios {
