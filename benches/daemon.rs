@@ -12,13 +12,18 @@
 //! - the daemon, signed and authorised as in production: Encrypt, Decrypt, GenerateDataKey,
 //!   CreateKey and a mixed workload at 1, 16 and 64 requests in flight, on the sealed store
 //!   and on PKCS#11;
+//! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
+//!   on the sealed store against single Encrypt calls at 64 in flight, and on PKCS#11 against
+//!   the raw device;
 //! - with `KEYHAVEN_BENCH_KEYS=N`, the same daemon holding N keys against one holding 10:
 //!   DescribeKey and Encrypt throughput, ListKeys page time, start-up and resident memory.
 //!
 //! The daemon logs as `keyhaven serve` does (at `info`, each call in its span), to nowhere.
 //! It prints markdown tables and, last, one `ratio <name> <value>` line per ratio.
 //! Environment: `KEYHAVEN_BENCH_SECONDS` (per measurement, default 2),
-//! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1).
+//! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1),
+//! `KEYHAVEN_BENCH_ONLY=batches` (only the batch rows, the sealed daemon's Encrypt at 64 in
+//! flight and the raw device, for a quick look at the batch ratios).
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -55,6 +60,9 @@ use tower::Service;
 const PASSPHRASE: &str = "daemon benchmark passphrase, not a secret";
 const PAYLOAD: usize = 32;
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// Items per batch call, and batch calls in flight, in the batch rows.
+const BATCH_ITEMS: usize = 1000;
+const BATCHES_IN_FLIGHT: usize = 4;
 const OPERATIONS: [Operation; 5] = [
     Operation::Encrypt,
     Operation::Decrypt,
@@ -400,6 +408,41 @@ impl Workload for SignedCallWorkload {
                 client.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// EncryptBatch of [`BATCH_ITEMS`] items of [`PAYLOAD`] bytes under one key: every item must
+/// come back encrypted.
+struct EncryptBatchWorkload {
+    clients: Vec<Client>,
+    items: Vec<v1::EncryptRequest>,
+}
+
+impl Workload for EncryptBatchWorkload {
+    type Worker = Client;
+
+    fn worker(&self, index: usize) -> Client {
+        self.clients[index % self.clients.len()].clone()
+    }
+
+    async fn call(&self, client: &mut Client, _: u64) -> Result<(), Failure> {
+        let request = v1::EncryptBatchRequest {
+            items: self.items.clone(),
+        };
+        let results = client
+            .kms()
+            .encrypt_batch(client.signed("EncryptBatch", request))
+            .await?
+            .into_inner()
+            .results;
+        let encrypted = results.iter().filter(|r| r.result.is_some()).count();
+        if encrypted != self.items.len() {
+            return Err(Failure {
+                kind: "BatchItemFailed".into(),
+                message: format!("{encrypted} of {} items encrypted", self.items.len()),
+            });
+        }
         Ok(())
     }
 }
@@ -1114,6 +1157,69 @@ fn sweep(
     Ok(())
 }
 
+/// Encrypt through batches, in items per second.
+fn batches(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    backend: Backend,
+    results: &mut Results,
+) -> Result<(), String> {
+    let key = client
+        .block_on(bench::create_key(&daemon.clients[0]))
+        .map_err(|status| format!("CreateKey: {status}"))?;
+    let workload = Arc::new(EncryptBatchWorkload {
+        clients: daemon.clients.clone(),
+        items: vec![
+            v1::EncryptRequest {
+                key_id: key,
+                plaintext: vec![0x5a; PAYLOAD],
+                ..Default::default()
+            };
+            BATCH_ITEMS
+        ],
+    });
+    let report = client.block_on(bench::drive(workload, &settings.shape(BATCHES_IN_FLIGHT)));
+    let calls = results.load(
+        &format!("EncryptBatch ({BATCH_ITEMS} × {PAYLOAD} B items; calls/s)"),
+        backend.name(),
+        &report,
+    );
+    let items = calls * BATCH_ITEMS as f64;
+    results.notes.push(format!(
+        "EncryptBatch on {}, {BATCH_ITEMS} items of {PAYLOAD} B per call, {BATCHES_IN_FLIGHT} calls in flight: {items:.0} items/s.",
+        backend.name()
+    ));
+    let prefix = match backend {
+        Backend::Sealed => "sealed",
+        Backend::Pkcs11 => "pkcs11",
+    };
+    results
+        .throughput
+        .insert(format!("encrypt_batch_items_{prefix}"), items);
+    Ok(())
+}
+
+/// Single Encrypt calls at 64 in flight on the sealed daemon (what batches are compared with).
+fn encrypt_c64(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    let key = client
+        .block_on(bench::create_key(&daemon.clients[0]))
+        .map_err(|status| format!("CreateKey: {status}"))?;
+    let report = daemon.run(client, spec(Operation::Encrypt, &key, settings.shape(64)))?;
+    let ops = results.load(
+        operation_label(Operation::Encrypt),
+        Backend::Sealed.name(),
+        &report,
+    );
+    results.throughput.insert("encrypt_sealed_c64".into(), ops);
+    Ok(())
+}
+
 fn health_through_daemon(
     daemon: &BenchDaemon,
     client: &Runtime,
@@ -1408,16 +1514,22 @@ fn main() {
         }
     };
 
-    attempt(
-        "the raw sealed keystore baseline",
-        raw_sealed_keystore(&settings, &mut results),
-        &mut problems,
-    );
-    attempt(
-        "the empty RPC baseline",
-        empty_rpc_baseline(&server, &client, &settings, &mut results),
-        &mut problems,
-    );
+    // A quick look at the batch rows alone: the single-call Encrypt they are compared with,
+    // the raw device, and nothing else.
+    let only_batches = std::env::var("KEYHAVEN_BENCH_ONLY").as_deref() == Ok("batches");
+
+    if !only_batches {
+        attempt(
+            "the raw sealed keystore baseline",
+            raw_sealed_keystore(&settings, &mut results),
+            &mut problems,
+        );
+        attempt(
+            "the empty RPC baseline",
+            empty_rpc_baseline(&server, &client, &settings, &mut results),
+            &mut problems,
+        );
+    }
 
     let sealed = (|| {
         let mut daemon = BenchDaemon::start(
@@ -1428,8 +1540,13 @@ fn main() {
             None,
             10_000_000,
         )?;
-        health_through_daemon(&daemon, &client, &settings, &mut results);
-        sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        if only_batches {
+            encrypt_c64(&daemon, &client, &settings, &mut results)?;
+        } else {
+            health_through_daemon(&daemon, &client, &settings, &mut results);
+            sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        }
+        batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         results.notes.push(format!(
             "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
             format_latency(daemon.startup),
@@ -1456,7 +1573,14 @@ fn main() {
                         .notes
                         .push(format!("Raw device baseline failed: {e}"));
                 }
-                let swept = sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results);
+                let swept = if only_batches {
+                    Ok(())
+                } else {
+                    sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                };
+                let swept = swept.and_then(|()| {
+                    batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                });
                 // The data directory goes away with the run; the token objects must too.
                 let keys = client.block_on(all_keys(&daemon.clients[0]));
                 daemon.stop(&server)?;
@@ -1481,7 +1605,7 @@ fn main() {
         }
     }
 
-    if settings.keys > 0 {
+    if settings.keys > 0 && !only_batches {
         attempt(
             "the scale run",
             scale(&server, &client, &settings, &mut results),
@@ -1530,6 +1654,16 @@ fn main() {
             "create_key_c64_vs_c1",
             "create_key_sealed_c64",
             "create_key_sealed_c1",
+        ),
+        (
+            "encrypt_batch_items_vs_single_calls",
+            "encrypt_batch_items_sealed",
+            "encrypt_sealed_c64",
+        ),
+        (
+            "encrypt_batch_items_pkcs11_vs_raw_device",
+            "encrypt_batch_items_pkcs11",
+            "raw_device",
         ),
     ];
     for (name, numerator, denominator) in ratios {

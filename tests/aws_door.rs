@@ -699,3 +699,222 @@ async fn boto3_enables_a_virtual_mfa_device_and_signs_in_with_a_code() {
         "the replayed code is not in the audit log"
     );
 }
+
+/// Sign, Verify, GetPublicKey, GenerateMac and VerifyMac through the AWS door with boto3;
+/// Keyhaven's signatures verified by the `cryptography` package against GetPublicKey's key;
+/// AWS's refusals (`KMSInvalidSignatureException`, `KMSInvalidMacException`,
+/// `InvalidKeyUsageException`, `DisabledException`, `UnsupportedOperationException`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_signs_verifies_and_macs_through_the_aws_door() {
+    let daemon = daemon().await;
+    run_script(
+        "aws_sign_mac.py",
+        root_environment(&daemon),
+        "sign and mac complete",
+    )
+    .await;
+    let records = audit_lines(&daemon);
+    let outcome = |operation: &str, reason: Option<&str>| {
+        records.iter().any(|r| {
+            r["door"] == "aws"
+                && r["operation"] == operation
+                && match reason {
+                    None => r["outcome"]["code"] == "Ok",
+                    Some(reason) => r["outcome"]["reason"] == reason,
+                }
+        })
+    };
+    for operation in [
+        "kms:Sign",
+        "kms:Verify",
+        "kms:GetPublicKey",
+        "kms:GenerateMac",
+        "kms:VerifyMac",
+    ] {
+        assert!(outcome(operation, None), "no served {operation} record");
+    }
+    assert!(outcome("kms:Verify", Some("KMSInvalidSignatureException")));
+    assert!(outcome("kms:VerifyMac", Some("KMSInvalidMacException")));
+    // The messages signed and MACed never reach the audit log.
+    let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
+    assert!(!log.contains("release v1.2.3") && !log.contains("cmVsZWFzZSB2MS4yLjM"));
+}
+
+/// A signed Encrypt request for the AWS door, made by botocore's own SigV4 signer: its
+/// header lines (with `Host` and `Content-Length`) and its body, to be written by hand.
+fn presigned_encrypt(daemon: &TestDaemon, key_id: &str) -> (String, Vec<u8>) {
+    const SIGN: &str = r#"
+import json, os
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+body = json.dumps({"KeyId": os.environ["KEY_ID"], "Plaintext": "aW4gZmxpZ2h0"})
+request = AWSRequest(method="POST", url=os.environ["AWS_ENDPOINT_URL"] + "/", data=body,
+                     headers={"X-Amz-Target": "TrentService.Encrypt",
+                              "Content-Type": "application/x-amz-json-1.1"})
+credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+SigV4Auth(credentials, "kms", os.environ["AWS_REGION"]).add_auth(request)
+print(json.dumps({"headers": dict(request.headers.items()), "body": body}))
+"#;
+    let output = Command::new(python())
+        .args(["-c", SIGN])
+        .env_clear()
+        .envs(root_environment(daemon))
+        .env("KEY_ID", key_id)
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{output:?}");
+    let signed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let body = signed["body"].as_str().expect("body").as_bytes().to_vec();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+        daemon.aws_addr().expect("AWS door"),
+        body.len()
+    );
+    for (name, value) in signed["headers"].as_object().expect("headers") {
+        head.push_str(&format!("{name}: {}\r\n", value.as_str().expect("text")));
+    }
+    head.push_str("\r\n");
+    (head, body)
+}
+
+/// Reads an HTTP answer until the daemon closes the connection.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Shutting down drains the AWS door: it stops accepting at once, a request in flight (its
+/// body still arriving) is answered and recorded, an idle keep-alive connection is closed,
+/// and shutdown then completes without waiting for the drain deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_aws_requests_in_flight_and_refuses_new_ones() {
+    use tokio::io::AsyncWriteExt;
+    let mut daemon = daemon().await;
+    let key = daemon.create_key("drain").await;
+    let aws = daemon.aws_addr().expect("AWS door");
+    let audit_log = daemon.config.audit_log.clone();
+    let (head, body) = presigned_encrypt(&daemon, &key.key_id);
+
+    // An idle keep-alive connection that has had its answer.
+    let mut idle = tokio::net::TcpStream::connect(aws).await.expect("connect");
+    idle.write_all(head.as_bytes()).await.expect("write");
+    idle.write_all(&body).await.expect("write");
+    let mut first = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut idle, &mut first)
+        .await
+        .expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // A request in flight: its head and half its body sent.
+    let mut in_flight = tokio::net::TcpStream::connect(aws).await.expect("connect");
+    in_flight.write_all(head.as_bytes()).await.expect("write");
+    let half = body.len() / 2;
+    in_flight.write_all(&body[..half]).await.expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(async move {
+        daemon.stop().await;
+        daemon
+    });
+    // New connections are refused at once.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(aws).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the AWS door still accepts connections while draining"
+    );
+    // The idle connection is closed; the daemon waits for the request in flight.
+    // (The rest of its first answer, then nothing more.)
+    let rest = read_until_closed(&mut idle).await;
+    assert!(rest.ends_with("\"SYMMETRIC_DEFAULT\"}"), "{rest}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown did not wait for the request in flight"
+    );
+
+    in_flight.write_all(&body[half..]).await.expect("write");
+    let answer = read_until_closed(&mut in_flight).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"CiphertextBlob\""), "{answer}");
+    let _daemon = stopping.await.expect("shutdown");
+    assert!(
+        started.elapsed() < keyhaven::api::aws::DRAIN_DEADLINE,
+        "shutdown waited for the deadline: {:?}",
+        started.elapsed()
+    );
+    let encrypts = std::fs::read_to_string(&audit_log)
+        .expect("audit log")
+        .lines()
+        .filter(|l| l.contains("\"operation\":\"kms:Encrypt\"") && l.contains("\"code\":\"Ok\""))
+        .count();
+    assert_eq!(encrypts, 2, "both answered Encrypts are recorded");
+}
+
+/// The drain is bounded: a request whose body never finishes arriving holds shutdown for the
+/// drain deadline and no longer; its connection is then dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_doors_drain_is_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let mut daemon = daemon().await;
+    let key = daemon.create_key("stalled").await;
+    let (head, body) = presigned_encrypt(&daemon, &key.key_id);
+    let mut stalled = tokio::net::TcpStream::connect(daemon.aws_addr().expect("AWS door"))
+        .await
+        .expect("connect");
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    stalled.write_all(&body[..4]).await.expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    daemon.stop().await;
+    let took = started.elapsed();
+    let deadline = keyhaven::api::aws::DRAIN_DEADLINE;
+    assert!(
+        took >= deadline - std::time::Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert!(
+        took < deadline + std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        read_until_closed(&mut stalled).await,
+        "",
+        "no answer: dropped"
+    );
+}
+
+/// IAM's SimulatePrincipalPolicy over the Query protocol: boto3 reads its decisions, the
+/// statements that decided and the effect of context entries, and IAM's refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_simulates_principal_policies_over_the_query_protocol() {
+    let daemon = daemon().await;
+    let key = daemon.create_key("simulated").await;
+    let mut env = root_environment(&daemon);
+    env.push(("KEY_ARN".into(), key.arn.clone()));
+    run_script("aws_simulate.py", env, "simulate complete").await;
+    let records = audit_lines(&daemon);
+    let simulated = records.iter().any(|r| {
+        r["door"] == "aws"
+            && r["operation"] == "iam:SimulatePrincipalPolicy"
+            && r["outcome"]["code"] == "Ok"
+    });
+    assert!(simulated, "no SimulatePrincipalPolicy record");
+    // A simulation changes nothing: the key is as it was.
+    assert_eq!(daemon.state(&key.key_id).await, v1::KeyState::Enabled);
+}

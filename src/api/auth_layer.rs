@@ -18,6 +18,7 @@
 use super::certificate_door::unsigned_call_certificate;
 pub use super::gateway::AuditSlot;
 use super::gateway::{Door, Gateway};
+use super::operations;
 use super::status::{ApiError, reason_of};
 use crate::audit::{AuditLog, Outcome};
 use crate::auth::signature::sha256_hex;
@@ -116,6 +117,9 @@ fn carries_secrets(operation: &str) -> bool {
     matches!(
         operation,
         "kms:Encrypt"
+            | "kms:EncryptBatch"
+            | "kms:DecryptBatch"
+            | "kms:GenerateDataKeyBatch"
             | "kms:Decrypt"
             | "kms:ReEncrypt"
             | "kms:GenerateDataKey"
@@ -253,14 +257,19 @@ where
             };
             let answer = |error: ApiError| with_id(tonic::Status::from(error).into_http());
             let (mut parts, body) = request.into_parts();
-            let limit = layer.max_message + FRAME_HEADER;
+            let max_message = if operations::is_batch(&call.operation) {
+                layer.max_message.max(super::MAX_BATCH_REQUEST_BYTES)
+            } else {
+                layer.max_message
+            };
+            let limit = max_message + FRAME_HEADER;
             let bytes: Bytes = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
                     let refused = ApiError::new(
                         Code::ResourceExhausted,
                         "LimitExceededException",
-                        format!("request message larger than {} bytes", layer.max_message),
+                        format!("request message larger than {max_message} bytes"),
                     );
                     return Ok(answer(call.refuse(refused, &parts.headers)));
                 }

@@ -83,6 +83,22 @@ impl AuditSlot {
         }
     }
 
+    /// Notes one item of a batch: what the item's own slot gathered (its keys and encryption
+    /// context) and its outcome. Its keys are also the call's.
+    pub fn add_item(&self, item: &AuditSlot, outcome: Outcome) {
+        let note = item.take();
+        for key in &note.keys {
+            self.add_key(key.clone());
+        }
+        if let Ok(mut call) = self.0.lock() {
+            call.items.push(crate::audit::ItemNote {
+                keys: note.keys,
+                encryption_context: note.encryption_context,
+                outcome,
+            });
+        }
+    }
+
     fn take(&self) -> AuditNote {
         self.0
             .lock()
@@ -103,6 +119,9 @@ pub fn changes_nothing(operation: &str) -> bool {
             matches!(
                 method,
                 "Encrypt"
+                    | "EncryptBatch"
+                    | "DecryptBatch"
+                    | "GenerateDataKeyBatch"
                     | "Decrypt"
                     | "ReEncrypt"
                     | "GenerateDataKey"

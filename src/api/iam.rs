@@ -67,6 +67,7 @@ grpc_methods! {
     update_access_key: UpdateAccessKeyRequest => UpdateAccessKeyResponse by iam,
     delete_access_key: DeleteAccessKeyRequest => DeleteAccessKeyResponse by iam,
     simulate_principal_policy: SimulatePrincipalPolicyRequest => SimulatePrincipalPolicyResponse by iam,
+    simulate_custom_policy: SimulateCustomPolicyRequest => SimulatePrincipalPolicyResponse by iam,
     bind_certificate: BindCertificateRequest => BindCertificateResponse by iam,
     unbind_certificate: UnbindCertificateRequest => UnbindCertificateResponse by iam,
     list_certificates: ListCertificatesRequest => ListCertificatesResponse by iam,

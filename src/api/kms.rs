@@ -104,4 +104,7 @@ grpc_methods! {
     get_parameters_for_import: GetParametersForImportRequest => GetParametersForImportResponse,
     import_key_material: ImportKeyMaterialRequest => ImportKeyMaterialResponse,
     delete_imported_key_material: DeleteImportedKeyMaterialRequest => DeleteImportedKeyMaterialResponse,
+    encrypt_batch: EncryptBatchRequest => EncryptBatchResponse,
+    decrypt_batch: DecryptBatchRequest => DecryptBatchResponse,
+    generate_data_key_batch: GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse,
 }

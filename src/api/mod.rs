@@ -29,6 +29,12 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest encoded answer: a full page of 1,000 keys or aliases with their ARNs is ~100 KB.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest encoded batch request: 1,000 items of 4096 bytes with their keys and contexts.
+pub const MAX_BATCH_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+
+/// Largest encoded batch answer: 1,000 ciphertexts or plaintexts of 4096 bytes and their ARNs.
+pub const MAX_BATCH_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The authenticated caller the auth layer attached, and where the call came from.
 pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext, tonic::Status> {
     let caller = request

@@ -128,6 +128,9 @@ pub struct AuditRecord {
     pub encryption_context: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub outcome: Option<Outcome>,
+    /// Of a batch call: every item, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub items: Vec<AuditItem>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration_us: Option<u64>,
     /// Of a summary: the refusals it stands for.
@@ -172,6 +175,27 @@ pub struct AuditNote {
     /// Grants that allowed the call, or that it made or ended.
     pub grants: Vec<String>,
     pub encryption_context: BTreeMap<String, String>,
+    /// A batch's items, in order.
+    pub items: Vec<ItemNote>,
+}
+
+/// One item of a batch call, as its handler noted it.
+#[derive(Debug, Clone)]
+pub struct ItemNote {
+    pub keys: Vec<String>,
+    pub encryption_context: BTreeMap<String, String>,
+    pub outcome: Outcome,
+}
+
+/// One item of a batch call in its record: the keys it named, its encryption-context keys
+/// with HMAC-SHA256 of their values (as the record's own), and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditItem {
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub keys: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub encryption_context: BTreeMap<String, String>,
+    pub outcome: Outcome,
 }
 
 impl AuditNote {
@@ -468,11 +492,26 @@ impl AuditLog {
         nanos: u32,
     ) -> Result<(), AuditError> {
         let time = rfc3339(now, nanos);
-        let encryption_context = entry
+        let hashed = |context: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            context
+                .iter()
+                .map(|(k, v)| (printable(k.clone(), MAX_CONTEXT_KEY), self.hmac_value(v)))
+                .collect()
+        };
+        let encryption_context = hashed(&entry.note.encryption_context);
+        let items = entry
             .note
-            .encryption_context
+            .items
             .iter()
-            .map(|(k, v)| (printable(k.clone(), MAX_CONTEXT_KEY), self.hmac_value(v)))
+            .map(|item| AuditItem {
+                keys: item
+                    .keys
+                    .iter()
+                    .map(|k| printable(k.clone(), MAX_NAME))
+                    .collect(),
+                encryption_context: hashed(&item.encryption_context),
+                outcome: item.outcome.clone(),
+            })
             .collect();
         let mut writer = match self.writer.lock() {
             Ok(w) => w,
@@ -511,6 +550,7 @@ impl AuditLog {
                 .collect(),
             encryption_context,
             outcome: entry.outcome,
+            items,
             duration_us: entry.duration_us,
             count: summary.map(|s| s.count),
             throttled: summary.map(|s| s.throttled),

@@ -151,6 +151,7 @@ mod tests {
             grants: Vec::new(),
             encryption_context: Default::default(),
             outcome: None,
+            items: Vec::new(),
             duration_us: None,
             count: None,
             throttled: None,

@@ -5,6 +5,7 @@
 //! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
 
 mod audit;
+mod batch;
 pub mod bench;
 mod certificates;
 mod commands;
@@ -105,6 +106,9 @@ pub enum Command {
     Verify(commands::VerifyArgs),
     /// An asymmetric key's public key (PEM, or DER SubjectPublicKeyInfo).
     GetPublicKey(commands::GetPublicKeyArgs),
+    /// Batches of Encrypt, Decrypt or GenerateDataKey items, as JSON lines on stdin.
+    #[command(flatten)]
+    Batch(batch::BatchCommand),
     /// Key policies, and the policy simulator.
     #[command(subcommand)]
     Policy(identity::PolicyCommand),
@@ -180,6 +184,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::GetPublicKey(args) => {
             commands::run_client(client, |c| commands::get_public_key(c, args))
         }
+        Command::Batch(command) => commands::run_client(client, |c| batch::batch(c, command)),
         Command::Policy(identity::PolicyCommand::Validate {
             policy_file,
             policy_type,

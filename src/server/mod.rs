@@ -257,6 +257,8 @@ pub struct Daemon {
     metrics_addr: Option<SocketAddr>,
     aws: Option<JoinHandle<()>>,
     aws_addr: Option<SocketAddr>,
+    /// Tells the AWS door to drain.
+    aws_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -449,9 +451,10 @@ impl Daemon {
             StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
             IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
         );
+        // The auth layer holds every other call to MAX_REQUEST_BYTES.
         let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+            .max_decoding_message_size(crate::api::MAX_BATCH_REQUEST_BYTES)
+            .max_encoding_message_size(crate::api::MAX_BATCH_RESPONSE_BYTES);
         let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -468,6 +471,7 @@ impl Daemon {
                 config.unauthenticated_rate_per_second,
                 config.unauthenticated_burst,
             ));
+        let (aws_closing, closing) = tokio::sync::watch::channel(false);
         let (aws, aws_addr) = match config.aws_listen {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -483,7 +487,7 @@ impl Daemon {
                     identity_operations,
                     MAX_REQUEST_BYTES,
                 ));
-                (Some(door.serve(listener, tls)), Some(bound))
+                (Some(door.serve(listener, tls, closing)), Some(bound))
             }
             None => (None, None),
         };
@@ -548,6 +552,7 @@ impl Daemon {
             metrics_addr,
             aws,
             aws_addr,
+            aws_closing,
         })
     }
 
@@ -580,18 +585,20 @@ impl Daemon {
         self.metrics_addr
     }
 
-    /// Stops accepting calls, lets running ones finish, and closes the store.
+    /// Stops accepting calls on every door, lets running ones finish (on the AWS door for at
+    /// most its drain deadline), and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        let _ = self.aws_closing.send(true);
         self.scheduler.abort();
         self.sweeper.abort();
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
         }
         if let Some(aws) = self.aws.take() {
-            aws.abort();
+            let _ = aws.await;
         }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;

@@ -12,7 +12,7 @@ pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
 
 /// The IAM actions served.
-pub const ACTIONS: [&str; 33] = [
+pub const ACTIONS: &[&str] = &[
     "CreateUser",
     "DeleteUser",
     "ListUsers",
@@ -46,6 +46,8 @@ pub const ACTIONS: [&str; 33] = [
     "DeleteVirtualMFADevice",
     "ListMFADevices",
     "ListVirtualMFADevices",
+    "SimulatePrincipalPolicy",
+    "SimulateCustomPolicy",
 ];
 
 /// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
@@ -324,6 +326,9 @@ pub async fn dispatch(
                 "<AccessKeyMetadata>{members}</AccessKeyMetadata><IsTruncated>false</IsTruncated>"
             )
         }
+        "SimulatePrincipalPolicy" | "SimulateCustomPolicy" => {
+            simulate(iam, call, action, fields).await?
+        }
         "UpdateAccessKey" => {
             let request = v1::UpdateAccessKeyRequest {
                 user_name: user_name()?,
@@ -450,9 +455,121 @@ async fn mfa_device_action(
     })
 }
 
+/// `Name.member.1`, `Name.member.2`, … in order, up to the first missing number.
+fn member_list(fields: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    (1..)
+        .map_while(|n| fields.get(&format!("{name}.member.{n}")).cloned())
+        .collect()
+}
+
+/// SimulatePrincipalPolicy (of `PolicySourceArn`) and SimulateCustomPolicy (of the
+/// `PolicyInputList` documents): every action in `ActionNames` on every resource in
+/// `ResourceArns` (`*` when none), each judged by the operation the gRPC API's simulation
+/// runs, with the `ContextEntries` given; IAM's `EvaluationResults`.
+async fn simulate(
+    iam: &IamOperations,
+    call: &CallContext,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let custom = action == "SimulateCustomPolicy";
+    let (source, documents) = if custom {
+        let documents = member_list(fields, "PolicyInputList");
+        if documents.is_empty() {
+            return Err(invalid(
+                "MissingParameter",
+                "PolicyInputList.member.1 is required",
+            ));
+        }
+        (String::new(), documents)
+    } else {
+        (named("PolicySourceArn", fields)?, Vec::new())
+    };
+    let actions = member_list(fields, "ActionNames");
+    if actions.is_empty() {
+        return Err(invalid(
+            "MissingParameter",
+            "ActionNames.member.1 is required",
+        ));
+    }
+    let mut resources = member_list(fields, "ResourceArns");
+    if resources.is_empty() {
+        resources.push("*".into());
+    }
+    let context_entries: Vec<v1::ContextEntry> = (1..)
+        .map_while(|n| {
+            let entry = format!("ContextEntries.member.{n}");
+            let key = fields.get(&format!("{entry}.ContextKeyName"))?;
+            Some(v1::ContextEntry {
+                key: key.clone(),
+                values: member_list(fields, &format!("{entry}.ContextKeyValues")),
+            })
+        })
+        .collect();
+    let mut results = String::new();
+    for action in &actions {
+        for resource in &resources {
+            let answer = if custom {
+                let request = v1::SimulateCustomPolicyRequest {
+                    policy_input_list: documents.clone(),
+                    action_name: action.clone(),
+                    resource_arn: resource.clone(),
+                    context_entries: context_entries.clone(),
+                };
+                iam.simulate_custom_policy(call, request).await?
+            } else {
+                let request = v1::SimulatePrincipalPolicyRequest {
+                    policy_source_arn: source.clone(),
+                    action_name: action.clone(),
+                    resource_arn: resource.clone(),
+                    context_entries: context_entries.clone(),
+                };
+                iam.simulate_principal_policy(call, request).await?
+            };
+            let matched: String = answer
+                .matched_statements
+                .iter()
+                .map(|s| {
+                    let statement = elements(&[("SourcePolicyId", &s.source_policy_id)]);
+                    format!("<member>{statement}</member>")
+                })
+                .collect();
+            let result = elements(&[
+                ("EvalActionName", action),
+                ("EvalResourceName", resource),
+                ("EvalDecision", &answer.eval_decision),
+            ]);
+            results.push_str(&format!(
+                "<member>{result}<MatchedStatements>{matched}</MatchedStatements>\
+                 <MissingContextValues></MissingContextValues></member>"
+            ));
+        }
+    }
+    Ok(format!(
+        "<EvaluationResults>{results}</EvaluationResults><IsTruncated>false</IsTruncated>"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_lists_are_read_in_order_up_to_a_gap() {
+        let fields: BTreeMap<String, String> = [
+            ("ActionNames.member.1", "kms:Encrypt"),
+            ("ActionNames.member.2", "kms:Decrypt"),
+            ("ActionNames.member.4", "kms:Sign"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            member_list(&fields, "ActionNames"),
+            ["kms:Encrypt", "kms:Decrypt"]
+        );
+        assert!(member_list(&fields, "ResourceArns").is_empty());
+    }
 
     #[test]
     fn inline_policy_actions_name_their_entity() {
@@ -471,9 +588,10 @@ mod tests {
         for other in ["PutUser", "GetUserPolicyX", "CreateUser", "ListUsers"] {
             assert_eq!(inline_policy_action(other), None, "{other}");
         }
-        for action in ACTIONS {
+        for action in ACTIONS.iter().copied() {
             let inline = inline_policy_action(action).is_some();
-            assert_eq!(inline, action.contains("Polic"), "{action}");
+            let names_a_policy = action.contains("Polic") && !action.starts_with("Simulate");
+            assert_eq!(inline, names_a_policy, "{action}");
         }
     }
 }

@@ -38,6 +38,8 @@ pub const JSON_1_1: &str = "application/x-amz-json-1.1";
 /// How much of an oversized body is read and dropped before the refusal is sent, so that a
 /// client still writing its body reads the answer rather than a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a shutting-down door waits for the requests in flight to be answered.
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the AWS door serves with.
 pub struct AwsDoor {
@@ -64,42 +66,69 @@ impl AwsDoor {
         }
     }
 
-    /// Serves `listener` until the task is aborted: HTTP/1.1 (over TLS when `tls` is given),
-    /// a task per connection.
+    /// Serves `listener` (HTTP/1.1, over TLS when `tls` is given, a task per connection)
+    /// until `closing` turns true; then drains: stops accepting, lets the requests in flight
+    /// finish and closes each connection after its answer, for at most [`DRAIN_DEADLINE`],
+    /// after which the connections left are dropped. The task ends when the door is drained.
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        mut closing: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let door = self.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(stream) => door.serve_connection(stream, peer, true).await,
-                            Err(error) => {
-                                tracing::debug!(%peer, %error, "AWS door: TLS handshake failed");
+                tokio::select! {
+                    _ = until_closing(&mut closing) => break,
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    accepted = listener.accept() => {
+                        let Ok((stream, peer)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        let door = self.clone();
+                        let tls = tls.clone();
+                        let closing = closing.clone();
+                        connections.spawn(async move {
+                            match tls {
+                                Some(acceptor) => match acceptor.accept(stream).await {
+                                    Ok(stream) => {
+                                        door.serve_connection(stream, peer, true, closing).await
+                                    }
+                                    Err(error) => {
+                                        tracing::debug!(%peer, %error, "AWS door: TLS handshake failed");
+                                    }
+                                },
+                                None => door.serve_connection(stream, peer, false, closing).await,
                             }
-                        },
-                        None => door.serve_connection(stream, peer, false).await,
+                        });
                     }
-                });
+                }
             }
+            drop(listener);
+            let in_flight = connections.len();
+            let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+                while connections.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    left = connections.len(),
+                    "AWS door: connections still busy after the drain deadline; dropping them"
+                );
+                connections.shutdown().await;
+            }
+            tracing::info!(connections = in_flight, "AWS door drained");
         })
     }
 
-    /// One connection's requests, kept alive between them.
+    /// One connection's requests, kept alive between them until the door closes: then the
+    /// request in flight, if any, is answered and the connection closed.
     async fn serve_connection<Stream>(
         self: Arc<Self>,
         stream: Stream,
         peer: SocketAddr,
         secure: bool,
+        mut closing: tokio::sync::watch::Receiver<bool>,
     ) where
         Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -109,10 +138,17 @@ impl AwsDoor {
             let door = self.clone();
             async move { Ok::<_, std::convert::Infallible>(door.handle(request, peer, secure).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let connection = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = until_closing(&mut closing) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
     }
 
     async fn handle(
@@ -226,6 +262,11 @@ impl AwsDoor {
             Err(unavailable) => answer(Err(unavailable)),
         }
     }
+}
+
+/// Resolves once the door is told to close (or its daemon is gone).
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
 }
 
 /// A request as it arrived, its body read (or refused).

@@ -10,7 +10,7 @@ use crate::auth::certificate::{BoundKind, CertificateBinding, CertificateIdentit
 use crate::auth::{AccessKeyStatus, CredentialKind, PrincipalKind};
 use crate::iam::{EntityType, IamError, IamService};
 use crate::keys::{KeyError, KeyService};
-use crate::policy::{GrantAsk, NamedPolicy};
+use crate::policy::{GrantAsk, Identity, NamedPolicy, Request as PolicyRequest, evaluate};
 use crate::proto::v1;
 use std::sync::Arc;
 
@@ -657,5 +657,70 @@ impl IamOperations {
                 })
                 .collect(),
         })
+    }
+
+    /// What the caller would be allowed if the given identity policies were its only ones (no
+    /// resource policy), with the context entries given.
+    pub async fn simulate_custom_policy(
+        &self,
+        call: &CallContext,
+        request: v1::SimulateCustomPolicyRequest,
+    ) -> Outcome<v1::SimulatePrincipalPolicyResponse> {
+        let r = request;
+        self.allow(call, "iam:SimulateCustomPolicy", "*")?;
+        if r.action_name.is_empty() || r.resource_arn.is_empty() || r.policy_input_list.is_empty() {
+            return Err(IamError::Validation(
+                "PolicyInputList, ActionName and ResourceArn are required".into(),
+            )
+            .into());
+        }
+        let policies = r
+            .policy_input_list
+            .iter()
+            .enumerate()
+            .map(|(n, text)| {
+                let policy =
+                    crate::policy::Policy::parse(text, crate::policy::PolicyKind::Identity)
+                        .map_err(|e| IamError::MalformedPolicy(e.0))?;
+                Ok(NamedPolicy {
+                    name: format!("PolicyInputList.{}", n + 1),
+                    policy: Arc::new(policy),
+                })
+            })
+            .collect::<Result<Vec<_>, IamError>>()?;
+        let mut context = self.authorizer.base_context(call, self.keys.now());
+        for entry in r.context_entries {
+            context.set_all(&entry.key, entry.values);
+        }
+        let principals = call.caller.principal.policy_arns(self.iam.partition());
+        let root = self.iam.root_arn();
+        let policy_request = PolicyRequest {
+            principals: &principals,
+            account_root: &root,
+            action: &r.action_name,
+            resource: &r.resource_arn,
+            context: &context,
+        };
+        Ok(simulation(evaluate(
+            &policy_request,
+            None,
+            &Identity::Policies(&policies),
+        )))
+    }
+}
+
+/// A simulation's answer: the decision and the statement that made it.
+fn simulation(decision: crate::policy::PolicyDecision) -> v1::SimulatePrincipalPolicyResponse {
+    v1::SimulatePrincipalPolicyResponse {
+        deciding_grant_id: decision.deciding_grant.clone().unwrap_or_default(),
+        eval_decision: decision.decision.as_str().into(),
+        matched_statements: decision
+            .deciding_statement
+            .into_iter()
+            .map(|s| v1::MatchedStatement {
+                source_policy_id: s.policy,
+                sid: s.sid.unwrap_or_default(),
+            })
+            .collect(),
     }
 }

@@ -1,12 +1,14 @@
 //! Transport-neutral operations: what a call does once the gateway has authenticated it,
 //! whichever door it came through.
 
+mod batch;
 mod grants;
 mod iam;
 mod kms;
 mod mfa;
 mod sts;
 
+pub use batch::{MAX_BATCH_ITEMS, is_batch};
 pub use iam::IamOperations;
 pub use kms::{KmsOperations, Outcome};
 pub use sts::StsOperations;

@@ -1,0 +1,152 @@
+//! Batches: many Encrypt, Decrypt or GenerateDataKey items in one call, so that the cost of
+//! the transport, the signature and the audit record is paid once per call rather than once
+//! per item. Each item runs through the single operation of its kind (its own authorisation
+//! with its own key and encryption context, its own checks), with an audit slot of its own;
+//! what the slot gathered and the item's outcome become one entry of the call's record. An
+//! item's refusal is its answer, in its position: it never fails the batch.
+
+use super::kms::{KmsOperations, Outcome};
+use crate::api::authorize::CallContext;
+use crate::api::gateway::AuditSlot;
+use crate::api::status::ApiError;
+use crate::keys::KeyError;
+use crate::proto::v1;
+use std::future::Future;
+
+/// Most items one batch call may carry.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// Whether `operation` is a batch call (its requests may be larger).
+pub fn is_batch(operation: &str) -> bool {
+    matches!(
+        operation,
+        "kms:EncryptBatch" | "kms:DecryptBatch" | "kms:GenerateDataKeyBatch"
+    )
+}
+
+fn item_error(error: ApiError) -> v1::BatchItemError {
+    v1::BatchItemError {
+        code: format!("{:?}", error.code),
+        reason: error.reason.to_owned(),
+        message: error.message,
+    }
+}
+
+impl KmsOperations {
+    /// Runs `item` on each of `items` in order, each with its own audit slot, noting each in
+    /// the call's record; refuses an empty or oversized batch before any item runs.
+    async fn each_item<Item, Answer, Run, Running>(
+        &self,
+        call: &CallContext,
+        items: Vec<Item>,
+        item: Run,
+    ) -> Outcome<Vec<Result<Answer, v1::BatchItemError>>>
+    where
+        Run: Fn(CallContext, Item) -> Running,
+        Running: Future<Output = Outcome<Answer>>,
+    {
+        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+            return Err(KeyError::Validation(format!(
+                "a batch carries 1 to {MAX_BATCH_ITEMS} items; got {}",
+                items.len()
+            ))
+            .into());
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        for one in items {
+            let slot = AuditSlot::default();
+            let item_call = CallContext {
+                caller: call.caller.clone(),
+                source_ip: call.source_ip,
+                secure_transport: call.secure_transport,
+                audit: slot.clone(),
+            };
+            let answer = item(item_call, one).await;
+            let outcome = match &answer {
+                Ok(_) => crate::audit::Outcome {
+                    code: "Ok".into(),
+                    reason: None,
+                },
+                Err(error) => error.outcome(),
+            };
+            call.audit.add_item(&slot, outcome);
+            answers.push(answer.map_err(item_error));
+        }
+        Ok(answers)
+    }
+}
+
+/// A batch operation: `single` on every item, each answer or error in its position.
+macro_rules! batch_operations {
+    ($($name:ident: $single:ident, $request:ident => $response:ident of $result:ident,)*) => {
+        impl KmsOperations {
+            $(
+                pub async fn $name(
+                    &self,
+                    call: &CallContext,
+                    request: v1::$request,
+                ) -> Outcome<v1::$response> {
+                    let answers = self
+                        .each_item(call, request.items, |c, item| async move {
+                            self.$single(&c, item).await
+                        })
+                        .await?;
+                    let results = answers
+                        .into_iter()
+                        .map(|answer| match answer {
+                            Ok(result) => v1::$result {
+                                result: Some(result),
+                                error: None,
+                            },
+                            Err(error) => v1::$result {
+                                result: None,
+                                error: Some(error),
+                            },
+                        })
+                        .collect();
+                    Ok(v1::$response { results })
+                }
+            )*
+        }
+    };
+}
+
+batch_operations! {
+    encrypt_batch: encrypt, EncryptBatchRequest => EncryptBatchResponse of EncryptBatchResult,
+    decrypt_batch: decrypt, DecryptBatchRequest => DecryptBatchResponse of DecryptBatchResult,
+    generate_data_key_batch: generate_data_key,
+        GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse of GenerateDataKeyBatchResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_batch_calls_are_batches() {
+        for batch in [
+            "kms:EncryptBatch",
+            "kms:DecryptBatch",
+            "kms:GenerateDataKeyBatch",
+        ] {
+            assert!(is_batch(batch), "{batch}");
+        }
+        for single in ["kms:Encrypt", "kms:Decrypt", "unknown", "kms:EncryptBatch2"] {
+            assert!(!is_batch(single), "{single}");
+        }
+    }
+
+    #[test]
+    fn an_item_error_keeps_code_reason_and_message() {
+        let error = item_error(ApiError::from(KeyError::NotFound(
+            "key 'x' not found".into(),
+        )));
+        assert_eq!(error.code, "NotFound");
+        assert_eq!(error.reason, "NotFoundException");
+        assert!(
+            error.message.contains("key 'x' not found"),
+            "{}",
+            error.message
+        );
+    }
+}
