@@ -23,7 +23,8 @@
 //! Environment: `KEYHAVEN_BENCH_SECONDS` (per measurement, default 2),
 //! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1),
 //! `KEYHAVEN_BENCH_ONLY=batches` (only the batch rows, the sealed daemon's Encrypt at 64 in
-//! flight and the raw device, for a quick look at the batch ratios).
+//! flight and the raw device, for a quick look at the batch ratios), `KEYHAVEN_BENCH_ONLY=aws`
+//! (only Encrypt through the AWS door and the gRPC Encrypt at 64 in flight).
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -447,6 +448,152 @@ impl Workload for EncryptBatchWorkload {
     }
 }
 
+/// Encrypt through the AWS door as an AWS SDK sends it: `POST /` with
+/// `X-Amz-Target: TrentService.Encrypt`, a JSON 1.1 body, standard SigV4 (signed anew for
+/// every request), over one HTTP/1.1 keep-alive connection per worker.
+struct AwsEncryptWorkload {
+    address: std::net::SocketAddr,
+    key_id: String,
+    access_key_id: String,
+    secret_access_key: SecretString,
+    region: String,
+}
+
+impl AwsEncryptWorkload {
+    fn request(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        use keyhaven::auth::signature::{
+            HttpRequestToSign, format_amz_date, sha256_hex, signing_key_for,
+        };
+        let body = format!(
+            r#"{{"KeyId":"{}","Plaintext":"{}"}}"#,
+            self.key_id,
+            base64::engine::general_purpose::STANDARD.encode([0x5a; PAYLOAD])
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let amz_date = format_amz_date(now);
+        let host = self.address.to_string();
+        let content_type = "application/x-amz-json-1.1";
+        let target = "TrentService.Encrypt";
+        let body_sha256 = sha256_hex(body.as_bytes());
+        let headers = [
+            ("content-type", content_type),
+            ("host", host.as_str()),
+            ("x-amz-date", amz_date.as_str()),
+            ("x-amz-target", target),
+        ];
+        let to_sign = HttpRequestToSign {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body_sha256_hex: &body_sha256,
+            amz_date: &amz_date,
+            date: &amz_date[..8],
+            region: &self.region,
+            service: "kms",
+        };
+        let key = signing_key_for(
+            self.secret_access_key.expose(),
+            &amz_date[..8],
+            &self.region,
+            "kms",
+        );
+        let signature = hex::encode(to_sign.sign(&key));
+        format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
+             X-Amz-Date: {amz_date}\r\nX-Amz-Target: {target}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential={}/{}/{}/kms/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={signature}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.access_key_id,
+            &amz_date[..8],
+            self.region,
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` body; returns its status.
+async fn read_answer(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    Ok(status)
+}
+
+impl Workload for AwsEncryptWorkload {
+    type Worker = Option<tokio::io::BufReader<tokio::net::TcpStream>>;
+
+    fn worker(&self, _: usize) -> Self::Worker {
+        None
+    }
+
+    async fn call(&self, worker: &mut Self::Worker, _: u64) -> Result<(), Failure> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| Failure {
+            kind: "Io".into(),
+            message: e.to_string(),
+        };
+        if worker.is_none() {
+            let stream = tokio::net::TcpStream::connect(self.address)
+                .await
+                .map_err(io)?;
+            stream.set_nodelay(true).map_err(io)?;
+            *worker = Some(tokio::io::BufReader::new(stream));
+        }
+        let Some(stream) = worker.as_mut() else {
+            return Err(io(std::io::ErrorKind::NotConnected.into()));
+        };
+        let request = self.request();
+        let answered = async {
+            stream.get_mut().write_all(&request).await?;
+            read_answer(stream).await
+        }
+        .await;
+        match answered {
+            Ok(200) => Ok(()),
+            Ok(status) => Err(Failure {
+                kind: format!("HTTP {status}"),
+                message: "the AWS door refused the Encrypt".into(),
+            }),
+            Err(error) => {
+                *worker = None;
+                Err(io(error))
+            }
+        }
+    }
+}
+
 async fn channel(address: std::net::SocketAddr) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
@@ -825,6 +972,8 @@ impl BenchDaemon {
             .set_listen("127.0.0.1:0")
             .map_err(|e| e.to_string())?;
         config.key_quota = key_quota;
+        // The AWS door too, for the row of Encrypt through it.
+        config.aws_listen = Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?);
         if backend == Backend::Pkcs11 {
             let pkcs11 = pkcs11.ok_or("no PKCS#11 settings")?;
             config
@@ -1220,6 +1369,45 @@ fn encrypt_c64(
     Ok(())
 }
 
+/// Encrypt through the AWS door (HTTP/1.1 keep-alive, SigV4), beside the gRPC rows of the same
+/// daemon.
+fn aws_door_encrypt(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    backend: Backend,
+    results: &mut Results,
+) -> Result<(), String> {
+    let address = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.aws_addr())
+        .ok_or("the AWS door is not listening")?;
+    let key = client
+        .block_on(bench::create_key(&daemon.clients[0]))
+        .map_err(|status| format!("CreateKey: {status}"))?;
+    for concurrency in [1, 16, 64] {
+        let workload = Arc::new(AwsEncryptWorkload {
+            address,
+            key_id: key.clone(),
+            access_key_id: daemon.credentials.access_key_id.clone(),
+            secret_access_key: daemon.credentials.secret_access_key.clone(),
+            region: daemon.config.region.clone(),
+        });
+        let report = client.block_on(bench::drive(workload, &settings.shape(concurrency)));
+        let ops = results.load(
+            "Encrypt 32 B through the AWS door (HTTP/1.1 keep-alive, SigV4)",
+            backend.name(),
+            &report,
+        );
+        results.throughput.insert(
+            format!("aws_encrypt_{}_c{concurrency}", backend.name()),
+            ops,
+        );
+    }
+    Ok(())
+}
+
 fn health_through_daemon(
     daemon: &BenchDaemon,
     client: &Runtime,
@@ -1517,8 +1705,10 @@ fn main() {
     // A quick look at the batch rows alone: the single-call Encrypt they are compared with,
     // the raw device, and nothing else.
     let only_batches = std::env::var("KEYHAVEN_BENCH_ONLY").as_deref() == Ok("batches");
+    // Likewise the AWS door's rows and the gRPC Encrypt they are compared with.
+    let only_aws = std::env::var("KEYHAVEN_BENCH_ONLY").as_deref() == Ok("aws");
 
-    if !only_batches {
+    if !only_batches && !only_aws {
         attempt(
             "the raw sealed keystore baseline",
             raw_sealed_keystore(&settings, &mut results),
@@ -1540,11 +1730,17 @@ fn main() {
             None,
             10_000_000,
         )?;
+        if only_aws {
+            encrypt_c64(&daemon, &client, &settings, &mut results)?;
+            aws_door_encrypt(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+            return daemon.stop(&server);
+        }
         if only_batches {
             encrypt_c64(&daemon, &client, &settings, &mut results)?;
         } else {
             health_through_daemon(&daemon, &client, &settings, &mut results);
             sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+            aws_door_encrypt(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         }
         batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         results.notes.push(format!(
@@ -1557,6 +1753,7 @@ fn main() {
     attempt("the sealed daemon", sealed, &mut problems);
 
     match pkcs11_settings() {
+        Ok(_) if only_aws => {}
         Ok(pkcs11) => {
             let outcome = (|| {
                 let mut daemon = BenchDaemon::start(
@@ -1605,7 +1802,7 @@ fn main() {
         }
     }
 
-    if settings.keys > 0 && !only_batches {
+    if settings.keys > 0 && !only_batches && !only_aws {
         attempt(
             "the scale run",
             scale(&server, &client, &settings, &mut results),
@@ -1674,6 +1871,11 @@ fn main() {
     println!(
         "ratio encrypt_sealed_vs_signed_call {:.3}",
         results.ratio("encrypt_sealed_c64", "signed_call_c64")
+    );
+    // The AWS door against the gRPC door, Encrypt at 64 in flight on the same daemon.
+    println!(
+        "ratio encrypt_aws_door_vs_grpc {:.3}",
+        results.ratio("aws_encrypt_sealed_c64", "encrypt_sealed_c64")
     );
     drop(client);
     server.shutdown_timeout(Duration::from_secs(5));
