@@ -263,6 +263,18 @@ async fn each_constraint_type_allows_and_refuses_on_pkcs11() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_constraint_type_allows_and_refuses_on_the_second_pkcs11_token() {
+    constraints_allow_and_refuse(Backend::Pkcs11Second).await;
+}
+
+/// Grants are records like any other: on etcd they are durable and judged the same.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread")]
+async fn each_constraint_type_allows_and_refuses_on_etcd() {
+    constraints_allow_and_refuse(Backend::SealedOnEtcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retiring_and_revoking_end_a_grant_on_the_next_call() {
     let daemon = TestDaemon::start(Backend::Sealed).await;
     let key = daemon.create_key("retire").await;

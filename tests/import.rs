@@ -9,10 +9,11 @@
 mod common;
 
 macro_rules! import_suite {
-    ([$($name:ident => $backend:expr),* $(,)?], $tests:tt) => {
-        $(import_suite!(@backend $name, $backend, $tests);)*
+    ([$($(#[$attr:meta])* $name:ident => $backend:expr),* $(,)?], $tests:tt) => {
+        $(import_suite!(@backend $(#[$attr])* $name, $backend, $tests);)*
     };
-    (@backend $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+    (@backend $(#[$attr:meta])* $name:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+        $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
             use super::common::Backend;
@@ -27,7 +28,13 @@ macro_rules! import_suite {
 }
 
 import_suite!(
-    [sealed => Backend::Sealed, pkcs11 => Backend::Pkcs11],
+    [
+        sealed => Backend::Sealed,
+        pkcs11 => Backend::Pkcs11,
+        // The metadata (import tokens, commitments) on etcd.
+        #[cfg(feature = "etcd")]
+        etcd => Backend::SealedOnEtcd,
+    ],
     [
         external_keys_wait_for_material_and_refuse_use,
         imported_material_is_the_material_that_encrypts,
