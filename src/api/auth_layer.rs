@@ -180,7 +180,15 @@ pub fn operation_name(path: &str) -> String {
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
     let prefix = match service {
-        "keyhaven.v1.KeyManagementService" => "kms",
+        "keyhaven.v1.KeyManagementService" => match method {
+            "ListApprovalRequests"
+            | "GetApprovalRequest"
+            | "ApproveRequest"
+            | "RejectRequest"
+            | "GetApprovalSettings"
+            | "PutApprovalSettings" => "keyhaven",
+            _ => "kms",
+        },
         "keyhaven.v1.IdentityService" => match method {
             "AssumeRole" | "GetCallerIdentity" | "GetSessionToken" => "sts",
             _ => "iam",

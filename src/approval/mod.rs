@@ -1,8 +1,7 @@
 //! Two-person approval of destructive actions: the lifecycle of an approval request, durable
-//! in the store. Not yet consulted by any operation: the KMS operations will ask
-//! [`Approvals::request`] when an action that needs approval is otherwise allowed, answer
-//! `ApprovalRequiredException` with the request's id, and run the action only through
-//! [`Approvals::take_for_execution`].
+//! in the store. The KMS operations ask [`Approvals::request`] when an action that needs
+//! approval is otherwise allowed, answer `ApprovalRequiredException` with the request's id,
+//! and run the action only through [`Approvals::take_for_execution`].
 //!
 //! A request names the action, the resource and the request's parameters (as canonical JSON),
 //! so that an approval covers exactly what was asked and nothing else. Its approver must be
@@ -113,6 +112,9 @@ pub struct ApprovalRequest {
     /// After this, a pending or approved request is expired.
     pub expires: UnixSeconds,
     pub state: ApprovalState,
+    /// Who approved it: kept once it is executed, so that its execution names both people.
+    #[serde(default)]
+    pub approved_by: Option<Person>,
 }
 
 impl ApprovalRequest {
@@ -235,6 +237,7 @@ impl Approvals {
             created: now,
             expires: now + window_seconds,
             state: ApprovalState::Pending,
+            approved_by: None,
         };
         let _gate = self.gate.lock().await;
         self.write(&request).await?;
@@ -284,6 +287,7 @@ impl Approvals {
         if by.identity == request.requester.identity {
             return Err(ApprovalError::SameIdentity(request.id));
         }
+        request.approved_by = Some(by.clone());
         request.state = ApprovalState::Approved { by, at: now };
         self.write(&request).await?;
         Ok(request)
