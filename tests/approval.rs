@@ -1,0 +1,513 @@
+//! Two-person approval end to end, against a real daemon: an action that needs approval
+//! answers `ApprovalRequiredException` and changes nothing; another person approves; the
+//! same call naming the approval runs once; the requester, and another session of the same
+//! role, cannot approve; rejected, expired and mismatched executions are refused; the audit
+//! log names both people; turning approval off needs approval itself.
+
+mod common;
+
+use common::{Backend, DAY, TestDaemon, assert_refused};
+use keyhaven::api::APPROVAL_ID_HEADER;
+use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::proto::v1;
+use keyhaven::secret::SecretString;
+use tonic::Code;
+
+const EVERYTHING: &str =
+    r#"{"Statement":[{"Effect":"Allow","Action":["kms:*","keyhaven:*"],"Resource":"*"}]}"#;
+const KMS_ONLY: &str = r#"{"Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#;
+
+fn user_arn(d: &TestDaemon, user: &str) -> String {
+    format!("arn:keyhaven:iam::{}:user/{user}", d.account_id)
+}
+
+fn with_approval<T>(mut request: tonic::Request<T>, id: Option<&str>) -> tonic::Request<T> {
+    if let Some(id) = id {
+        request
+            .metadata_mut()
+            .insert(APPROVAL_ID_HEADER, id.parse().expect("metadata value"));
+    }
+    request
+}
+
+async fn schedule(
+    client: &Client,
+    key: &str,
+    days: u32,
+    approval: Option<&str>,
+) -> Result<v1::ScheduleKeyDeletionResponse, tonic::Status> {
+    let request = v1::ScheduleKeyDeletionRequest {
+        key_id: key.into(),
+        pending_window_in_days: Some(days),
+    };
+    client
+        .kms()
+        .schedule_key_deletion(with_approval(
+            client.signed("ScheduleKeyDeletion", request),
+            approval,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn disable(client: &Client, key: &str, approval: Option<&str>) -> Result<(), tonic::Status> {
+    let request = v1::DisableKeyRequest { key_id: key.into() };
+    client
+        .kms()
+        .disable_key(with_approval(
+            client.signed("DisableKey", request),
+            approval,
+        ))
+        .await
+        .map(|_| ())
+}
+
+async fn approve(client: &Client, id: &str) -> Result<v1::ApprovalRequest, tonic::Status> {
+    let request = v1::ApproveRequestRequest {
+        request_id: id.into(),
+    };
+    client
+        .kms()
+        .approve_request(client.signed("ApproveRequest", request))
+        .await
+        .map(|r| r.into_inner().request.expect("request"))
+}
+
+async fn reject(client: &Client, id: &str) -> Result<v1::ApprovalRequest, tonic::Status> {
+    let request = v1::RejectRequestRequest {
+        request_id: id.into(),
+    };
+    client
+        .kms()
+        .reject_request(client.signed("RejectRequest", request))
+        .await
+        .map(|r| r.into_inner().request.expect("request"))
+}
+
+async fn show(client: &Client, id: &str) -> v1::ApprovalRequest {
+    let request = v1::GetApprovalRequestRequest {
+        request_id: id.into(),
+    };
+    client
+        .kms()
+        .get_approval_request(client.signed("GetApprovalRequest", request))
+        .await
+        .expect("GetApprovalRequest")
+        .into_inner()
+        .request
+        .expect("request")
+}
+
+async fn put_settings(
+    client: &Client,
+    account: &[&str],
+    keys: &[(&str, &[&str])],
+    approval: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let request = v1::PutApprovalSettingsRequest {
+        account_actions: account.iter().map(|a| a.to_string()).collect(),
+        keys: keys
+            .iter()
+            .map(|(key, actions)| v1::KeyApprovalActions {
+                key_id: key.to_string(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect(),
+    };
+    client
+        .kms()
+        .put_approval_settings(with_approval(
+            client.signed("PutApprovalSettings", request),
+            approval,
+        ))
+        .await
+        .map(|_| ())
+}
+
+async fn settings(client: &Client) -> v1::GetApprovalSettingsResponse {
+    client
+        .kms()
+        .get_approval_settings(
+            client.signed("GetApprovalSettings", v1::GetApprovalSettingsRequest {}),
+        )
+        .await
+        .expect("GetApprovalSettings")
+        .into_inner()
+}
+
+const DEFAULT_SET: &[&str] = &[
+    "kms:ScheduleKeyDeletion",
+    "kms:PutKeyPolicy",
+    "kms:DisableKey",
+    "kms:DeleteImportedKeyMaterial",
+];
+
+/// Asserts `result` is `ApprovalRequiredException` (FAILED_PRECONDITION) and returns the id
+/// of the request its message names.
+#[track_caller]
+fn approval_required<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> String {
+    let status = result.expect_err("expected ApprovalRequiredException");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        keyhaven::api::reason_of(&status).as_deref(),
+        Some("ApprovalRequiredException"),
+        "{status:?}"
+    );
+    let message = status.message();
+    let id = message
+        .split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no request id in {message}"));
+    assert!(message.contains(APPROVAL_ID_HEADER), "{message}");
+    id.to_owned()
+}
+
+fn audit_lines(d: &TestDaemon) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&d.config.audit_log)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit record"))
+        .collect()
+}
+
+/// A daemon with the default set needing approval account-wide, and users alice and bob who
+/// may do every key action and every approval action, and carol who may do key actions only.
+async fn daemon_with_people() -> (TestDaemon, Client, Client, Client) {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    put_settings(&d.client, DEFAULT_SET, &[], None)
+        .await
+        .expect("turning approval on needs no approval");
+    let alice = d.create_user("alice", Some(EVERYTHING)).await;
+    let bob = d.create_user("bob", Some(EVERYTHING)).await;
+    let carol = d.create_user("carol", Some(KMS_ONLY)).await;
+    (d, alice, bob, carol)
+}
+
+#[tokio::test]
+async fn a_deletion_waits_for_another_persons_approval_and_runs_once() {
+    let (d, alice, bob, carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+    let other = d.create_key("other").await.key_id;
+
+    // Alice's call is allowed but needs approval: nothing changes.
+    let id = approval_required(schedule(&alice, &key, 7, None).await);
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    let pending = show(&bob, &id).await;
+    assert_eq!(pending.state, "Pending");
+    assert_eq!(pending.action, "kms:ScheduleKeyDeletion");
+    assert_eq!(pending.requester, user_arn(&d, "alice"));
+    assert_eq!(pending.expiration_date - pending.creation_date, DAY);
+
+    // Not approved yet: the call naming it is refused.
+    assert_refused(
+        schedule(&alice, &key, 7, Some(&id)).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    // Alice cannot approve her own request; carol may not approve at all.
+    assert_refused(
+        approve(&alice, &id).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    assert_refused(
+        approve(&carol, &id).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    assert_eq!(show(&bob, &id).await.state, "Pending");
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+
+    let approved = approve(&bob, &id).await.expect("bob approves");
+    assert_eq!(approved.state, "Approved");
+    assert_eq!(approved.decided_by, user_arn(&d, "bob"));
+
+    // Another window, or another key, is not what bob approved: refused, nothing changes.
+    assert_refused(
+        schedule(&alice, &key, 30, Some(&id)).await,
+        Code::PermissionDenied,
+        "ApprovalMismatchException",
+    );
+    assert_refused(
+        schedule(&alice, &other, 7, Some(&id)).await,
+        Code::PermissionDenied,
+        "ApprovalMismatchException",
+    );
+    assert_refused(
+        disable(&alice, &key, Some(&id)).await,
+        Code::PermissionDenied,
+        "ApprovalMismatchException",
+    );
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    assert_eq!(d.state(&other).await, v1::KeyState::Enabled);
+    assert_eq!(show(&bob, &id).await.state, "Approved");
+
+    // Exactly the approved call runs, once.
+    let done = schedule(&alice, &key, 7, Some(&id))
+        .await
+        .expect("the approved call runs");
+    assert_eq!(done.pending_window_in_days, 7);
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    let executed = show(&bob, &id).await;
+    assert_eq!(executed.state, "Executed");
+    assert_eq!(executed.executed_by, user_arn(&d, "alice"));
+    assert_eq!(executed.decided_by, user_arn(&d, "bob"));
+    d.cancel_deletion(&key).await.expect("cancel");
+    assert_refused(
+        schedule(&alice, &key, 7, Some(&id)).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
+
+    // The list shows it; the audit log names both people on the approval and the execution.
+    let listed = d
+        .client
+        .kms()
+        .list_approval_requests(
+            d.client
+                .signed("ListApprovalRequests", v1::ListApprovalRequestsRequest {}),
+        )
+        .await
+        .expect("list")
+        .into_inner()
+        .requests;
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.request_id == id && r.state == "Executed")
+    );
+    let records = audit_lines(&d);
+    let names_both = |operation: &str, principal: &str| {
+        records.iter().any(|r| {
+            r["operation"] == operation
+                && r["phase"] == "response"
+                && r["outcome"]["code"] == "Ok"
+                && r["principal"] == user_arn(&d, principal)
+                && r["approval"]["request_id"] == id.as_str()
+                && r["approval"]["requester"] == user_arn(&d, "alice")
+                && r["approval"]["approver"] == user_arn(&d, "bob")
+        })
+    };
+    assert!(names_both("keyhaven:ApproveRequest", "bob"), "{records:#?}");
+    assert!(
+        names_both("kms:ScheduleKeyDeletion", "alice"),
+        "{records:#?}"
+    );
+    // The first call's record names the request it made, with its requester.
+    assert!(records.iter().any(|r| {
+        r["operation"] == "kms:ScheduleKeyDeletion"
+            && r["outcome"]["reason"] == "ApprovalRequiredException"
+            && r["approval"]["request_id"] == id.as_str()
+            && r["approval"]["requester"] == user_arn(&d, "alice")
+    }));
+}
+
+#[tokio::test]
+async fn another_session_of_the_requesters_role_cannot_approve() {
+    let (d, alice, bob, _carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+    let alice_arn = user_arn(&d, "alice");
+    let trust = format!(
+        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{alice_arn}"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "ops".into(),
+                assume_role_policy_document: trust,
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "ops".into(),
+                policy_name: "everything".into(),
+                policy_document: EVERYTHING.into(),
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    let mut sessions = Vec::new();
+    for name in ["one", "two"] {
+        let credentials = alice
+            .iam()
+            .assume_role(alice.signed_iam(
+                "AssumeRole",
+                v1::AssumeRoleRequest {
+                    role_arn: role.arn.clone(),
+                    role_session_name: name.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("AssumeRole")
+            .into_inner()
+            .credentials
+            .expect("credentials");
+        sessions.push(
+            d.client_with(ClientCredentials {
+                access_key_id: credentials.access_key_id,
+                secret_access_key: SecretString::new(credentials.secret_access_key),
+                session_token: Some(SecretString::new(credentials.session_token)),
+                region: d.config.region.clone(),
+            })
+            .await,
+        );
+    }
+    let id = approval_required(disable(&sessions[0], &key, None).await);
+    assert_eq!(
+        show(&bob, &id).await.requester,
+        format!("arn:keyhaven:sts::{}:assumed-role/ops/one", d.account_id)
+    );
+    assert_refused(
+        approve(&sessions[1], &id).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    assert_eq!(show(&bob, &id).await.state, "Pending");
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    // Another person approves; any allowed principal (here the other session) executes.
+    approve(&bob, &id).await.expect("bob approves");
+    disable(&sessions[1], &key, Some(&id))
+        .await
+        .expect("the approved call runs");
+    assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
+}
+
+#[tokio::test]
+async fn rejected_and_expired_requests_cannot_execute() {
+    let (d, alice, bob, _carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+
+    let rejected = approval_required(disable(&alice, &key, None).await);
+    let expiring = approval_required(disable(&alice, &key, None).await);
+    let unused = approval_required(disable(&alice, &key, None).await);
+    assert_eq!(reject(&bob, &rejected).await.unwrap().state, "Rejected");
+    assert_refused(
+        approve(&bob, &rejected).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    assert_refused(
+        disable(&alice, &key, Some(&rejected)).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    approve(&bob, &unused).await.expect("approve");
+
+    // A day later both the pending and the approved request have expired.
+    d.clock.advance(DAY);
+    assert_eq!(show(&bob, &expiring).await.state, "Expired");
+    assert_eq!(show(&bob, &unused).await.state, "Expired");
+    assert_refused(
+        approve(&bob, &expiring).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    assert_refused(
+        disable(&alice, &key, Some(&unused)).await,
+        Code::FailedPrecondition,
+        "ApprovalStateException",
+    );
+    assert_refused(
+        disable(&alice, &key, Some("no-such-request")).await,
+        Code::NotFound,
+        "NotFoundException",
+    );
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+
+    // The requester may withdraw their own request without keyhaven:RejectRequest.
+    let withdrawn = approval_required(disable(&alice, &key, None).await);
+    assert_eq!(reject(&alice, &withdrawn).await.unwrap().state, "Rejected");
+}
+
+#[tokio::test]
+async fn turning_approval_off_needs_approval() {
+    let (d, alice, bob, _carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+    let other = d.create_key("other").await.key_id;
+    let before = settings(&d.client).await;
+    assert_eq!(before.account_actions.len(), DEFAULT_SET.len());
+
+    // Off, or narrower, is refused without an approval, and nothing changes.
+    let id = approval_required(put_settings(&alice, &[], &[], None).await);
+    approval_required(put_settings(&alice, &["kms:DisableKey"], &[], None).await);
+    assert_eq!(settings(&d.client).await, before);
+    approval_required(disable(&alice, &key, None).await);
+    // Adding is free; naming an action no operation consults is refused.
+    put_settings(
+        &alice,
+        DEFAULT_SET,
+        &[(key.as_str(), &["kms:DisableKey"])],
+        None,
+    )
+    .await
+    .expect("adding needs no approval");
+    assert_refused(
+        put_settings(&alice, &["kms:Encrypt"], &[], None).await,
+        Code::InvalidArgument,
+        "ValidationException",
+    );
+
+    // Approved for "nothing at all": other settings with that id are refused.
+    approve(&bob, &id).await.expect("approve");
+    assert_refused(
+        put_settings(&alice, &["kms:DisableKey"], &[], Some(&id)).await,
+        Code::PermissionDenied,
+        "ApprovalMismatchException",
+    );
+    assert_eq!(settings(&d.client).await.account_actions.len(), 4);
+    put_settings(&alice, &[], &[], Some(&id))
+        .await
+        .expect("the approved change runs");
+    let now = settings(&d.client).await;
+    assert!(
+        now.account_actions.is_empty() && now.keys.is_empty(),
+        "{now:?}"
+    );
+    disable(&alice, &other, None)
+        .await
+        .expect("no approval needed any more");
+    assert_eq!(d.state(&other).await, v1::KeyState::Disabled);
+
+    // Per key: only that key's action needs approval, and turning it off needs approval too.
+    put_settings(&alice, &[], &[(key.as_str(), &["kms:DisableKey"])], None)
+        .await
+        .unwrap();
+    d.enable(&other).await.unwrap();
+    disable(&alice, &other, None).await.expect("other key");
+    approval_required(disable(&alice, &key, None).await);
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    approval_required(put_settings(&alice, &[], &[], None).await);
+    assert_eq!(settings(&d.client).await.keys.len(), 1);
+}
+
+#[tokio::test]
+async fn approval_requests_and_settings_survive_a_restart() {
+    let (mut d, _alice, bob, _carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+    let id = approval_required(disable(&d.client, &key, None).await);
+    approve(&bob, &id)
+        .await
+        .expect("bob approves the root's request");
+    d.restart().await;
+    assert_eq!(settings(&d.client).await.account_actions.len(), 4);
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    disable(&d.client, &key, Some(&id))
+        .await
+        .expect("the approval outlives a restart");
+    assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
+}
