@@ -511,3 +511,175 @@ async fn approval_requests_and_settings_survive_a_restart() {
         .expect("the approval outlives a restart");
     assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
 }
+
+// ------------------------------------------------------------------ the CLI
+
+/// Creates user `name` with `policy` and returns its access key.
+async fn user_credentials(d: &TestDaemon, name: &str, policy: &str) -> ClientCredentials {
+    let iam = d.client.iam();
+    iam.clone()
+        .create_user(d.client.signed_iam(
+            "CreateUser",
+            v1::CreateUserRequest {
+                user_name: name.into(),
+            },
+        ))
+        .await
+        .expect("CreateUser");
+    iam.clone()
+        .put_entity_policy(d.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::User as i32,
+                entity_name: name.into(),
+                policy_name: "inline".into(),
+                policy_document: policy.into(),
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    let key = iam
+        .clone()
+        .create_access_key(d.client.signed_iam(
+            "CreateAccessKey",
+            v1::CreateAccessKeyRequest {
+                user_name: name.into(),
+            },
+        ))
+        .await
+        .expect("CreateAccessKey")
+        .into_inner();
+    ClientCredentials {
+        access_key_id: key.access_key.expect("access key").access_key_id,
+        secret_access_key: SecretString::new(key.secret_access_key),
+        session_token: None,
+        region: d.config.region.clone(),
+    }
+}
+
+/// Runs the `keyhaven` binary against `d` signed with `credentials`; its exit status, stdout
+/// and stderr. Run off the runtime's threads: the daemon answers on them meanwhile.
+async fn cli(
+    d: &TestDaemon,
+    credentials: &ClientCredentials,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHAVEN_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("KEYHAVEN_ENDPOINT", d.endpoint())
+        .env("KEYHAVEN_REGION", &d.config.region)
+        .env("KEYHAVEN_ACCESS_KEY_ID", &credentials.access_key_id)
+        .env(
+            "KEYHAVEN_SECRET_ACCESS_KEY",
+            credentials.secret_access_key.expose(),
+        )
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("run keyhaven");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The request id an `ApprovalRequiredException` on stderr names.
+#[track_caller]
+fn required_id((ok, out, err): (bool, String, String)) -> String {
+    assert!(!ok, "expected ApprovalRequiredException; got {out}");
+    assert!(err.contains("ApprovalRequiredException"), "{err}");
+    err.split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no request id in {err}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_cli_requires_lists_approves_rejects_and_releases() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let root = d.credentials.clone();
+    let alice = user_credentials(&d, "alice", EVERYTHING).await;
+    let bob = user_credentials(&d, "bob", EVERYTHING).await;
+    let key = d.create_key("guarded").await.key_id;
+
+    let (ok, _, err) = cli(&d, &root, &["approval", "require"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&d, &root, &["--output", "json", "approval", "settings"]).await;
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        shown["AccountActions"].as_array().unwrap().len(),
+        4,
+        "{out}"
+    );
+
+    let schedule = [
+        "key",
+        "schedule-deletion",
+        key.as_str(),
+        "--pending-days",
+        "7",
+    ];
+    let id = required_id(cli(&d, &alice, &schedule).await);
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    let (ok, out, err) = cli(&d, &bob, &["--output", "json", "approval", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("Pending"), "{out}");
+    let (ok, _, err) = cli(&d, &alice, &["approval", "approve", &id]).await;
+    assert!(!ok && err.contains("AccessDeniedException"), "{err}");
+    let (ok, out, err) = cli(&d, &bob, &["approval", "approve", &id]).await;
+    assert!(ok && out.contains("Approved"), "{out}{err}");
+    let with_id: Vec<&str> = ["--approval-id", id.as_str()]
+        .into_iter()
+        .chain(schedule)
+        .collect();
+    let (ok, _, err) = cli(&d, &alice, &with_id).await;
+    assert!(ok, "{err}");
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    let (ok, _, err) = cli(&d, &alice, &with_id).await;
+    assert!(!ok && err.contains("ApprovalStateException"), "{err}");
+    let (ok, out, err) = cli(&d, &bob, &["--output", "json", "approval", "show", &id]).await;
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["Request"]["State"], "Executed");
+    assert_eq!(shown["Request"]["DecidedBy"], user_arn(&d, "bob"));
+    assert_eq!(shown["Request"]["ExecutedBy"], user_arn(&d, "alice"));
+
+    // Reject: the request cannot run.
+    let other = d.create_key("other").await.key_id;
+    let rejected = required_id(cli(&d, &alice, &["key", "disable", &other]).await);
+    let (ok, out, err) = cli(&d, &bob, &["approval", "reject", &rejected]).await;
+    assert!(ok && out.contains("Rejected"), "{out}{err}");
+    let (ok, _, err) = cli(
+        &d,
+        &alice,
+        &["--approval-id", &rejected, "key", "disable", &other],
+    )
+    .await;
+    assert!(!ok && err.contains("ApprovalStateException"), "{err}");
+    assert_eq!(d.state(&other).await, v1::KeyState::Enabled);
+
+    // Release needs approval; once approved, the same command with the id runs.
+    let release = required_id(cli(&d, &root, &["approval", "release"]).await);
+    let (ok, _, err) = cli(&d, &alice, &["approval", "approve", &release]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &d,
+        &root,
+        &["--approval-id", &release, "approval", "release"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&d, &alice, &["key", "disable", &other]).await;
+    assert!(ok, "{err}");
+    assert_eq!(d.state(&other).await, v1::KeyState::Disabled);
+}
