@@ -683,3 +683,89 @@ async fn the_cli_requires_lists_approves_rejects_and_releases() {
     assert!(ok, "{err}");
     assert_eq!(d.state(&other).await, v1::KeyState::Disabled);
 }
+
+// ------------------------------------------------------------------ the AWS door
+
+/// The venv's python with boto3, or a failure naming the setup step.
+fn python() -> std::path::PathBuf {
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
+    let usable = python.exists()
+        && std::process::Command::new(&python)
+            .args(["-c", "import boto3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        python.display()
+    );
+    python
+}
+
+async fn run_approval_script(env: Vec<(String, String)>) -> String {
+    let mut command = std::process::Command::new(python());
+    command
+        .arg(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python/aws_approval.py"),
+        )
+        .env_clear()
+        .envs(env);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("approval complete"),
+        "aws_approval.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_meets_approval_required_and_executes_with_the_header() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+    })
+    .await;
+    put_settings(&d.client, DEFAULT_SET, &[], None)
+        .await
+        .expect("settings");
+    let alice = user_credentials(&d, "alice", EVERYTHING).await;
+    let bob = d.create_user("bob", Some(EVERYTHING)).await;
+    let key = d.create_key("guarded").await.key_id;
+    let aws = d.aws_addr().expect("the AWS door listens");
+    let env = |phase: &str, id: &str| {
+        vec![
+            ("AWS_ENDPOINT_URL".to_owned(), format!("http://{aws}")),
+            ("AWS_ACCESS_KEY_ID".into(), alice.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                alice.secret_access_key.expose().clone(),
+            ),
+            ("AWS_REGION".into(), d.config.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), d.config.region.clone()),
+            ("KEY_ID".into(), key.clone()),
+            ("PHASE".into(), phase.into()),
+            ("APPROVAL_ID".into(), id.into()),
+        ]
+    };
+    let out = run_approval_script(env("request", "")).await;
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("REQUEST "))
+        .expect("the request id")
+        .to_owned();
+    assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
+    assert_eq!(show(&bob, &id).await.requester, user_arn(&d, "alice"));
+    approve(&bob, &id).await.expect("bob approves");
+    run_approval_script(env("execute", &id)).await;
+    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    assert!(audit_lines(&d).iter().any(|r| r["door"] == "aws"
+        && r["operation"] == "kms:ScheduleKeyDeletion"
+        && r["outcome"]["code"] == "Ok"
+        && r["approval"]["approver"] == user_arn(&d, "bob")));
+}
