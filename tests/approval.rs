@@ -98,6 +98,18 @@ async fn show(client: &Client, id: &str) -> v1::ApprovalRequest {
         .expect("request")
 }
 
+async fn list(client: &Client) -> Vec<v1::ApprovalRequest> {
+    client
+        .kms()
+        .list_approval_requests(
+            client.signed("ListApprovalRequests", v1::ListApprovalRequestsRequest {}),
+        )
+        .await
+        .expect("ListApprovalRequests")
+        .into_inner()
+        .requests
+}
+
 async fn put_settings(
     client: &Client,
     account: &[&str],
@@ -190,6 +202,14 @@ async fn a_deletion_waits_for_another_persons_approval_and_runs_once() {
     let key = d.create_key("guarded").await.key_id;
     let other = d.create_key("other").await.key_id;
 
+    // A call that would be refused anyway is refused, and makes no request.
+    assert_refused(
+        schedule(&alice, &key, 3, None).await,
+        Code::InvalidArgument,
+        "ValidationException",
+    );
+    assert!(list(&d.client).await.is_empty());
+
     // Alice's call is allowed but needs approval: nothing changes.
     let id = approval_required(schedule(&alice, &key, 7, None).await);
     assert_eq!(d.state(&key).await, v1::KeyState::Enabled);
@@ -262,17 +282,7 @@ async fn a_deletion_waits_for_another_persons_approval_and_runs_once() {
     assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
 
     // The list shows it; the audit log names both people on the approval and the execution.
-    let listed = d
-        .client
-        .kms()
-        .list_approval_requests(
-            d.client
-                .signed("ListApprovalRequests", v1::ListApprovalRequestsRequest {}),
-        )
-        .await
-        .expect("list")
-        .into_inner()
-        .requests;
+    let listed = list(&d.client).await;
     assert!(
         listed
             .iter()
@@ -645,8 +655,10 @@ async fn the_cli_requires_lists_approves_rejects_and_releases() {
     let (ok, _, err) = cli(&d, &alice, &with_id).await;
     assert!(ok, "{err}");
     assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    d.cancel_deletion(&key).await.expect("cancel");
     let (ok, _, err) = cli(&d, &alice, &with_id).await;
     assert!(!ok && err.contains("ApprovalStateException"), "{err}");
+    assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
     let (ok, out, err) = cli(&d, &bob, &["--output", "json", "approval", "show", &id]).await;
     assert!(ok, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -763,7 +775,8 @@ async fn boto3_meets_approval_required_and_executes_with_the_header() {
     assert_eq!(show(&bob, &id).await.requester, user_arn(&d, "alice"));
     approve(&bob, &id).await.expect("bob approves");
     run_approval_script(env("execute", &id)).await;
-    assert_eq!(d.state(&key).await, v1::KeyState::PendingDeletion);
+    // Scheduled once by the approved call, then cancelled by the script.
+    assert_eq!(d.state(&key).await, v1::KeyState::Disabled);
     assert!(audit_lines(&d).iter().any(|r| r["door"] == "aws"
         && r["operation"] == "kms:ScheduleKeyDeletion"
         && r["outcome"]["code"] == "Ok"

@@ -424,6 +424,23 @@ mod tests {
     }
 
     #[test]
+    fn approval_methods_are_keyhaven_actions() {
+        for method in [
+            "ListApprovalRequests",
+            "GetApprovalRequest",
+            "ApproveRequest",
+            "RejectRequest",
+            "GetApprovalSettings",
+            "PutApprovalSettings",
+        ] {
+            assert_eq!(
+                operation_name(&format!("/keyhaven.v1.KeyManagementService/{method}")),
+                format!("keyhaven:{method}")
+            );
+        }
+    }
+
+    #[test]
     fn every_served_method_has_a_known_name() {
         let served = served_methods();
         assert!(served.len() > 30, "{served:?}");

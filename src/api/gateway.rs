@@ -447,6 +447,9 @@ mod tests {
             "iam:GetEntityPolicy",
             "iam:SimulatePrincipalPolicy",
             "sts:GetCallerIdentity",
+            "keyhaven:ListApprovalRequests",
+            "keyhaven:GetApprovalRequest",
+            "keyhaven:GetApprovalSettings",
         ] {
             assert!(changes_nothing(read), "{read}");
         }
@@ -461,6 +464,9 @@ mod tests {
             "iam:CreateAccessKey",
             "iam:PutEntityPolicy",
             "sts:AssumeRole",
+            "keyhaven:ApproveRequest",
+            "keyhaven:RejectRequest",
+            "keyhaven:PutApprovalSettings",
             "audit:TailAuditLog",
             "unknown:GetThing",
             "GetThing",

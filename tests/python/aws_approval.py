@@ -5,7 +5,8 @@ Phase `request`: schedule_key_deletion (7 days) answers ApprovalRequiredExceptio
 `REQUEST <id>` (the id the message names) and `approval complete`.
 Phase `execute`: the same call with the header x-keyhaven-approval-id (signed, as any header
 boto3 sends) but another window is refused (ApprovalMismatchException); exactly the approved
-call runs; repeating it is refused (ApprovalStateException); prints `approval complete`."""
+call runs; once cancelled, repeating it is refused (ApprovalStateException); prints
+`approval complete`."""
 
 import os
 import re
@@ -56,6 +57,8 @@ else:
     )
     answer = kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
     assert answer["KeyState"] == "PendingDeletion", answer
+    # Cancelled, the key could be scheduled again: the approval still cannot be used twice.
+    kms.cancel_key_deletion(KeyId=key)
     refused(
         "ApprovalStateException",
         kms.schedule_key_deletion,

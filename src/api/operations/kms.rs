@@ -330,6 +330,8 @@ impl KmsOperations {
         request: v1::DisableKeyRequest,
     ) -> Outcome<v1::DisableKeyResponse> {
         let key = self.key(call, "kms:DisableKey", &request.key_id)?;
+        // A call the key's state refuses is refused now, not made an approval request.
+        (*self.keys.lookup(&key, false)?).clone().disable()?;
         let parameters = serde_json::json!({ "KeyId": self.key_arn(&key)? });
         self.approval_gate(call, "kms:DisableKey", &key, parameters)
             .await?;
@@ -344,6 +346,11 @@ impl KmsOperations {
     ) -> Outcome<v1::ScheduleKeyDeletionResponse> {
         let r = &request;
         let key = self.key(call, "kms:ScheduleKeyDeletion", &r.key_id)?;
+        // A call the key's state or the window refuses is refused now, not made an approval
+        // request (this changes a copy only).
+        (*self.keys.lookup(&key, false)?)
+            .clone()
+            .schedule_deletion(self.keys.now(), r.pending_window_in_days)?;
         let parameters = serde_json::json!({
             "KeyId": self.key_arn(&key)?,
             "PendingWindowInDays": r.pending_window_in_days,
