@@ -118,6 +118,7 @@ impl From<crate::approval::ApprovalError> for ApiError {
             E::WrongState { .. } => (Code::FailedPrecondition, "ApprovalStateException"),
             E::Mismatch(_) => (Code::PermissionDenied, "ApprovalMismatchException"),
             E::ApprovalRequired => (Code::FailedPrecondition, "ApprovalRequiredException"),
+            E::TooManyPending(_) => (Code::ResourceExhausted, "LimitExceededException"),
             E::Store(_) => (Code::Unavailable, "KMSInternalException"),
         };
         if let E::Store(e) = &error {
