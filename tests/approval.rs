@@ -782,3 +782,55 @@ async fn boto3_meets_approval_required_and_executes_with_the_header() {
         && r["outcome"]["code"] == "Ok"
         && r["approval"]["approver"] == user_arn(&d, "bob")));
 }
+
+#[tokio::test]
+async fn a_key_policy_change_runs_only_as_approved() {
+    let (d, alice, bob, _carol) = daemon_with_people().await;
+    let key = d.create_key("guarded").await.key_id;
+    let policy = |sid: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"{sid}","Effect":"Allow","Principal":{{"AWS":"arn:keyhaven:iam::{}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#,
+            d.account_id
+        )
+    };
+    let put = |text: String, approval: Option<String>| {
+        let request = v1::PutKeyPolicyRequest {
+            key_id: key.clone(),
+            policy_name: "default".into(),
+            policy: text,
+            ..Default::default()
+        };
+        let signed = with_approval(alice.signed("PutKeyPolicy", request), approval.as_deref());
+        let mut kms = alice.kms();
+        async move { kms.put_key_policy(signed).await.map(|_| ()) }
+    };
+    let get = || async {
+        d.client
+            .kms()
+            .get_key_policy(d.client.signed(
+                "GetKeyPolicy",
+                v1::GetKeyPolicyRequest {
+                    key_id: key.clone(),
+                    policy_name: "default".into(),
+                },
+            ))
+            .await
+            .expect("GetKeyPolicy")
+            .into_inner()
+            .policy
+    };
+    let before = get().await;
+    let id = approval_required(put(policy("approved"), None).await);
+    assert_eq!(get().await, before);
+    approve(&bob, &id).await.expect("approve");
+    assert_refused(
+        put(policy("other"), Some(id.clone())).await,
+        Code::PermissionDenied,
+        "ApprovalMismatchException",
+    );
+    assert_eq!(get().await, before);
+    put(policy("approved"), Some(id.clone()))
+        .await
+        .expect("the approved policy is put");
+    assert!(get().await.contains("\"approved\""));
+}
