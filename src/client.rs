@@ -116,6 +116,8 @@ pub struct Client {
     clock: Arc<dyn Clock>,
     /// The signing key of the last day signed for, derived once a day.
     signing: Arc<std::sync::RwLock<Option<DaySigningKey>>>,
+    /// The approved request every call executes (`x-keyhaven-approval-id`), if any.
+    approval_id: Option<String>,
 }
 
 impl Client {
@@ -177,7 +179,14 @@ impl Client {
             authority: authority.to_owned(),
             clock: Arc::new(SystemClock),
             signing: Arc::default(),
+            approval_id: None,
         }
+    }
+
+    /// Names the approved request `id` on every call (the call must be the one approved).
+    pub fn with_approval_id(mut self, id: Option<String>) -> Self {
+        self.approval_id = id;
+        self
     }
 
     /// Signs with `clock`'s time instead of the system's (tests that move time).
@@ -279,6 +288,13 @@ impl Client {
                 value.set_sensitive(true);
                 request.metadata_mut().insert(name, value);
             }
+        }
+        if let Some(id) = &self.approval_id
+            && let Ok(value) = MetadataValue::try_from(id.as_str())
+        {
+            request
+                .metadata_mut()
+                .insert(crate::api::APPROVAL_ID_HEADER, value);
         }
         request
     }

@@ -180,7 +180,15 @@ pub fn operation_name(path: &str) -> String {
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
     let prefix = match service {
-        "keyhaven.v1.KeyManagementService" => "kms",
+        "keyhaven.v1.KeyManagementService" => match method {
+            "ListApprovalRequests"
+            | "GetApprovalRequest"
+            | "ApproveRequest"
+            | "RejectRequest"
+            | "GetApprovalSettings"
+            | "PutApprovalSettings" => "keyhaven",
+            _ => "kms",
+        },
         "keyhaven.v1.IdentityService" => match method {
             "AssumeRole" | "GetCallerIdentity" | "GetSessionToken" => "sts",
             _ => "iam",
@@ -412,6 +420,23 @@ mod tests {
             "",
         ] {
             assert_eq!(operation_name(unserved), UNKNOWN_OPERATION, "{unserved:?}");
+        }
+    }
+
+    #[test]
+    fn approval_methods_are_keyhaven_actions() {
+        for method in [
+            "ListApprovalRequests",
+            "GetApprovalRequest",
+            "ApproveRequest",
+            "RejectRequest",
+            "GetApprovalSettings",
+            "PutApprovalSettings",
+        ] {
+            assert_eq!(
+                operation_name(&format!("/keyhaven.v1.KeyManagementService/{method}")),
+                format!("keyhaven:{method}")
+            );
         }
     }
 

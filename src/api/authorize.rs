@@ -44,6 +44,8 @@ pub struct CallContext {
     pub secure_transport: bool,
     /// Where the keys this call touches are noted for its audit record.
     pub audit: AuditSlot,
+    /// The approved request this call executes (`x-keyhaven-approval-id`), if it names one.
+    pub approval_id: Option<String>,
 }
 
 /// The facts behind every request's condition keys.

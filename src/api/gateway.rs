@@ -99,6 +99,13 @@ impl AuditSlot {
         }
     }
 
+    /// Names the approval request the call asked for, decided or executed.
+    pub fn set_approval(&self, approval: crate::audit::ApprovalNote) {
+        if let Ok(mut note) = self.0.lock() {
+            note.approval = Some(approval);
+        }
+    }
+
     fn take(&self) -> AuditNote {
         self.0
             .lock()
@@ -138,6 +145,7 @@ pub fn changes_nothing(operation: &str) -> bool {
         }
         "iam" => reads(&["List", "Get", "Simulate"]),
         "sts" => method == "GetCallerIdentity",
+        "keyhaven" => reads(&["List", "Get"]),
         _ => false,
     }
 }
@@ -439,6 +447,9 @@ mod tests {
             "iam:GetEntityPolicy",
             "iam:SimulatePrincipalPolicy",
             "sts:GetCallerIdentity",
+            "keyhaven:ListApprovalRequests",
+            "keyhaven:GetApprovalRequest",
+            "keyhaven:GetApprovalSettings",
         ] {
             assert!(changes_nothing(read), "{read}");
         }
@@ -453,6 +464,9 @@ mod tests {
             "iam:CreateAccessKey",
             "iam:PutEntityPolicy",
             "sts:AssumeRole",
+            "keyhaven:ApproveRequest",
+            "keyhaven:RejectRequest",
+            "keyhaven:PutApprovalSettings",
             "audit:TailAuditLog",
             "unknown:GetThing",
             "GetThing",

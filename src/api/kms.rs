@@ -107,4 +107,10 @@ grpc_methods! {
     encrypt_batch: EncryptBatchRequest => EncryptBatchResponse,
     decrypt_batch: DecryptBatchRequest => DecryptBatchResponse,
     generate_data_key_batch: GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse,
+    list_approval_requests: ListApprovalRequestsRequest => ListApprovalRequestsResponse,
+    get_approval_request: GetApprovalRequestRequest => GetApprovalRequestResponse,
+    approve_request: ApproveRequestRequest => ApproveRequestResponse,
+    reject_request: RejectRequestRequest => RejectRequestResponse,
+    get_approval_settings: GetApprovalSettingsRequest => GetApprovalSettingsResponse,
+    put_approval_settings: PutApprovalSettingsRequest => PutApprovalSettingsResponse,
 }

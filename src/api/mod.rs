@@ -23,6 +23,10 @@ pub use iam::IamApi;
 pub use kms::{GRANT_TOKEN_METADATA, KmsApi};
 pub use status::{ApiError, ERROR_DOMAIN, reason_of};
 
+/// The metadata entry (gRPC) or header (AWS door) naming the approved request a call
+/// executes: the call must be exactly the one approved.
+pub const APPROVAL_ID_HEADER: &str = "x-keyhaven-approval-id";
+
 /// Largest encoded request message the daemon accepts (plaintext ≤ 4096 bytes plus context).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -56,5 +60,9 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
             .get::<AuditSlot>()
             .cloned()
             .unwrap_or_default(),
+        approval_id: request
+            .metadata()
+            .get(APPROVAL_ID_HEADER)
+            .map(|v| v.to_str().unwrap_or("?").to_owned()),
     })
 }

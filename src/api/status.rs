@@ -93,6 +93,42 @@ impl From<ApiError> for Status {
     }
 }
 
+impl ApiError {
+    /// The call needs another person's approval: nothing was done, and the request `id` now
+    /// waits for it. The id leads the message after the reason, for tools that show only that.
+    pub fn approval_required(id: &str, action: &str) -> Self {
+        Self::new(
+            Code::FailedPrecondition,
+            "ApprovalRequiredException",
+            format!(
+                "approval request {id}: {action} needs the approval of another person; once \
+                 approved, repeat the same call with {} {id}",
+                super::APPROVAL_ID_HEADER
+            ),
+        )
+    }
+}
+
+impl From<crate::approval::ApprovalError> for ApiError {
+    fn from(error: crate::approval::ApprovalError) -> Self {
+        use crate::approval::ApprovalError as E;
+        let (code, reason) = match &error {
+            E::NotFound(_) => (Code::NotFound, "NotFoundException"),
+            E::SameIdentity(_) => (Code::PermissionDenied, "AccessDeniedException"),
+            E::WrongState { .. } => (Code::FailedPrecondition, "ApprovalStateException"),
+            E::Mismatch(_) => (Code::PermissionDenied, "ApprovalMismatchException"),
+            E::ApprovalRequired => (Code::FailedPrecondition, "ApprovalRequiredException"),
+            E::TooManyPending(_) => (Code::ResourceExhausted, "LimitExceededException"),
+            E::Store(_) => (Code::Unavailable, "KMSInternalException"),
+        };
+        if let E::Store(e) = &error {
+            tracing::error!(error = %e, "approval request could not be stored");
+            return Self::new(code, reason, "the approval request could not be stored");
+        }
+        Self::new(code, reason, error)
+    }
+}
+
 impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
         let mut aws_type = None;

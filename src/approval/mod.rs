@@ -1,8 +1,7 @@
 //! Two-person approval of destructive actions: the lifecycle of an approval request, durable
-//! in the store. Not yet consulted by any operation: the KMS operations will ask
-//! [`Approvals::request`] when an action that needs approval is otherwise allowed, answer
-//! `ApprovalRequiredException` with the request's id, and run the action only through
-//! [`Approvals::take_for_execution`].
+//! in the store. The KMS operations ask [`Approvals::request`] when an action that needs
+//! approval is otherwise allowed, answer `ApprovalRequiredException` with the request's id,
+//! and run the action only through [`Approvals::take_for_execution`].
 //!
 //! A request names the action, the resource and the request's parameters (as canonical JSON),
 //! so that an approval covers exactly what was asked and nothing else. Its approver must be
@@ -27,6 +26,9 @@ const SETTINGS_RECORD: &[u8] = b"approval/settings";
 pub const PUT_SETTINGS_ACTION: &str = "keyhaven:PutApprovalSettings";
 /// How long a request waits for its approval, and an approval for its execution.
 pub const DEFAULT_WINDOW_SECONDS: i64 = 86_400;
+/// Most requests that may wait (pending) at once: asking for approval costs the asker nothing,
+/// so the store and the approvers' list are bounded.
+pub const DEFAULT_PENDING_LIMIT: usize = 1_000;
 /// The actions that need approval when approval is on and names none.
 pub const DEFAULT_ACTIONS: &[&str] = &[
     "kms:ScheduleKeyDeletion",
@@ -113,6 +115,9 @@ pub struct ApprovalRequest {
     /// After this, a pending or approved request is expired.
     pub expires: UnixSeconds,
     pub state: ApprovalState,
+    /// Who approved it: kept once it is executed, so that its execution names both people.
+    #[serde(default)]
+    pub approved_by: Option<Person>,
 }
 
 impl ApprovalRequest {
@@ -147,6 +152,8 @@ pub enum ApprovalError {
     /// The settings change turns approval off and came with no approved request.
     #[error("turning approval off needs an approved request ({PUT_SETTINGS_ACTION})")]
     ApprovalRequired,
+    #[error("{0} approval requests are pending already; approve, reject or let some expire")]
+    TooManyPending(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -159,6 +166,7 @@ pub struct Approvals {
     settings: Mutex<ApprovalSettings>,
     /// Serialises changes, so that a request is approved, rejected or executed once.
     gate: tokio::sync::Mutex<()>,
+    pending_limit: usize,
 }
 
 fn record_name(id: &str) -> Vec<u8> {
@@ -190,7 +198,14 @@ impl Approvals {
             requests: Mutex::new(requests),
             settings: Mutex::new(settings),
             gate: tokio::sync::Mutex::new(()),
+            pending_limit: DEFAULT_PENDING_LIMIT,
         })
+    }
+
+    /// At most `limit` pending requests at once (instead of [`DEFAULT_PENDING_LIMIT`]).
+    pub fn with_pending_limit(mut self, limit: usize) -> Self {
+        self.pending_limit = limit;
+        self
     }
 
     fn requests(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ApprovalRequest>> {
@@ -235,8 +250,17 @@ impl Approvals {
             created: now,
             expires: now + window_seconds,
             state: ApprovalState::Pending,
+            approved_by: None,
         };
         let _gate = self.gate.lock().await;
+        let pending = self
+            .requests()
+            .values()
+            .filter(|r| r.state_at(now) == ApprovalState::Pending)
+            .count();
+        if pending >= self.pending_limit {
+            return Err(ApprovalError::TooManyPending(pending));
+        }
         self.write(&request).await?;
         Ok(request)
     }
@@ -284,6 +308,7 @@ impl Approvals {
         if by.identity == request.requester.identity {
             return Err(ApprovalError::SameIdentity(request.id));
         }
+        request.approved_by = Some(by.clone());
         request.state = ApprovalState::Approved { by, at: now };
         self.write(&request).await?;
         Ok(request)
@@ -530,6 +555,41 @@ mod tests {
             Err(ApprovalError::SameIdentity(_))
         ));
         approvals.approve(&request.id, alice()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn pending_requests_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = OffsetClock::new();
+        let master = master_key(dir.path());
+        let (_store, approvals) = open(dir.path(), &master, &clock);
+        let approvals = approvals.with_pending_limit(2);
+        let first = approvals
+            .request("kms:DisableKey", KEY, "{}", alice(), 3_600)
+            .await
+            .unwrap();
+        approvals
+            .request("kms:DisableKey", KEY, "{}", alice(), 3_600)
+            .await
+            .unwrap();
+        assert!(matches!(
+            approvals
+                .request("kms:DisableKey", KEY, "{}", alice(), 3_600)
+                .await,
+            Err(ApprovalError::TooManyPending(2))
+        ));
+        assert_eq!(approvals.list().len(), 2);
+        // A decided request no longer counts; nor does an expired one.
+        approvals.reject(&first.id, bob()).await.unwrap();
+        approvals
+            .request("kms:DisableKey", KEY, "{}", alice(), 3_600)
+            .await
+            .unwrap();
+        clock.advance(3_600);
+        approvals
+            .request("kms:DisableKey", KEY, "{}", alice(), 3_600)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

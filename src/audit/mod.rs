@@ -131,6 +131,10 @@ pub struct AuditRecord {
     /// Of a batch call: every item, in order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub items: Vec<AuditItem>,
+    /// Of a call that asked for, decided or executed a two-person approval: the request and
+    /// both people.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<ApprovalNote>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration_us: Option<u64>,
     /// Of a summary: the refusals it stands for.
@@ -177,6 +181,17 @@ pub struct AuditNote {
     pub encryption_context: BTreeMap<String, String>,
     /// A batch's items, in order.
     pub items: Vec<ItemNote>,
+    pub approval: Option<ApprovalNote>,
+}
+
+/// The approval request a call asked for, decided or executed, with its requester and (once
+/// approved) its approver, by principal ARN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalNote {
+    pub request_id: String,
+    pub requester: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approver: Option<String>,
 }
 
 /// One item of a batch call, as its handler noted it.
@@ -551,6 +566,11 @@ impl AuditLog {
             encryption_context,
             outcome: entry.outcome,
             items,
+            approval: entry.note.approval.map(|a| ApprovalNote {
+                request_id: printable(a.request_id, MAX_NAME),
+                requester: printable(a.requester, MAX_NAME),
+                approver: a.approver.map(|p| printable(p, MAX_NAME)),
+            }),
             duration_us: entry.duration_us,
             count: summary.map(|s| s.count),
             throttled: summary.map(|s| s.throttled),

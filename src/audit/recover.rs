@@ -152,6 +152,7 @@ mod tests {
             encryption_context: Default::default(),
             outcome: None,
             items: Vec::new(),
+            approval: None,
             duration_us: None,
             count: None,
             throttled: None,

@@ -80,7 +80,9 @@ where
     let result = runtime.block_on(async {
         let credentials = ClientCredentials::from_env()?;
         let tls = ClientTls::from_env(args.ca_cert.as_deref())?;
-        let client = Client::connect_with_tls(&args.endpoint, credentials, &tls).await?;
+        let client = Client::connect_with_tls(&args.endpoint, credentials, &tls)
+            .await?
+            .with_approval_id(args.approval_id.clone());
         command(Context { client, out }).await
     });
     match result {

@@ -4,6 +4,7 @@
 //! in the shape the AWS CLI gives for the same operation (`KeyMetadata.KeyId`,
 //! `CiphertextBlob`, …). Errors go to stderr with their reason name, and exit non-zero.
 
+mod approval;
 mod audit;
 mod batch;
 pub mod bench;
@@ -53,6 +54,9 @@ pub struct ClientArgs {
     /// certificate for mutual TLS.
     #[arg(long, global = true)]
     pub ca_cert: Option<PathBuf>,
+    /// Execute the approved request ID: the call must be exactly the one approved.
+    #[arg(long, env = "KEYHAVEN_APPROVAL_ID", global = true)]
+    pub approval_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +136,9 @@ pub enum Command {
     /// Temporary credentials of the caller (with an MFA code for MFA-protected actions);
     /// prints them and `export` lines.
     SessionToken(mfa::SessionTokenArgs),
+    /// Two-person approval: requests (list, show, approve, reject) and which actions need it.
+    #[command(subcommand)]
+    Approval(approval::ApprovalCommand),
     /// Who the credentials in use belong to.
     Whoami,
     /// Read the audit log (tail) or check its hash chain (verify).
@@ -214,6 +221,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Mfa(command) => commands::run_client(client, |c| mfa::mfa(c, command)),
         Command::SessionToken(args) => {
             commands::run_client(client, |c| mfa::session_token(c, args))
+        }
+        Command::Approval(command) => {
+            commands::run_client(client, |c| approval::approval(c, command))
         }
         Command::Whoami => commands::run_client(client, identity::whoami),
         Command::Audit(audit::AuditCommand::Tail { lines, follow }) => {

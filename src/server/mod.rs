@@ -446,7 +446,12 @@ impl Daemon {
             authorizer.clone(),
             clock_for_iam.clone(),
         ));
-        let kms_operations = KmsOperations::new(keys.clone(), authorizer.clone());
+        let approvals = Arc::new(
+            crate::approval::Approvals::open(store.clone(), clock_for_iam.clone())
+                .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
+        );
+        let kms_operations =
+            KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals);
         let identity_operations = (
             StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
             IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),

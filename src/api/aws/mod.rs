@@ -233,6 +233,10 @@ impl AwsDoor {
             source_ip: Some(peer.ip()),
             secure_transport: secure,
             audit: slot.clone(),
+            approval_id: parts
+                .headers
+                .get(crate::api::APPROVAL_ID_HEADER)
+                .map(|v| v.to_str().unwrap_or("?").to_owned()),
         };
         let result = if parts.method != http::Method::POST || parts.uri.path() != "/" {
             Err(ApiError::new(

@@ -60,6 +60,7 @@ impl KmsOperations {
                 source_ip: call.source_ip,
                 secure_transport: call.secure_transport,
                 audit: slot.clone(),
+                approval_id: None,
             };
             let answer = item(item_call, one).await;
             let outcome = match &answer {

@@ -594,6 +594,7 @@ impl IamOperations {
             source_ip: None,
             secure_transport: true,
             audit: call.audit.clone(),
+            approval_id: None,
         };
         let mut context = self.authorizer.base_context(&simulated, self.keys.now());
         // The encryption context the entries describe, for grant constraints.

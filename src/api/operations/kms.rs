@@ -28,11 +28,23 @@ const ALGORITHM: &str = "SYMMETRIC_DEFAULT";
 pub struct KmsOperations {
     pub(super) keys: Arc<KeyService>,
     pub(super) authorizer: Arc<Authorizer>,
+    /// Two-person approval of chosen actions; none: no action needs approval.
+    pub(super) approvals: Option<Arc<crate::approval::Approvals>>,
 }
 
 impl KmsOperations {
     pub fn new(keys: Arc<KeyService>, authorizer: Arc<Authorizer>) -> Self {
-        Self { keys, authorizer }
+        Self {
+            keys,
+            authorizer,
+            approvals: None,
+        }
+    }
+
+    /// The operations with two-person approval of the actions `approvals` names.
+    pub fn with_approvals(mut self, approvals: Arc<crate::approval::Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
     }
 
     pub(super) fn context(&self, call: &CallContext) -> RequestContext {
@@ -318,6 +330,11 @@ impl KmsOperations {
         request: v1::DisableKeyRequest,
     ) -> Outcome<v1::DisableKeyResponse> {
         let key = self.key(call, "kms:DisableKey", &request.key_id)?;
+        // A call the key's state refuses is refused now, not made an approval request.
+        (*self.keys.lookup(&key, false)?).clone().disable()?;
+        let parameters = serde_json::json!({ "KeyId": self.key_arn(&key)? });
+        self.approval_gate(call, "kms:DisableKey", &key, parameters)
+            .await?;
         self.keys.disable_key(&key).await?;
         Ok(v1::DisableKeyResponse {})
     }
@@ -329,6 +346,17 @@ impl KmsOperations {
     ) -> Outcome<v1::ScheduleKeyDeletionResponse> {
         let r = &request;
         let key = self.key(call, "kms:ScheduleKeyDeletion", &r.key_id)?;
+        // A call the key's state or the window refuses is refused now, not made an approval
+        // request (this changes a copy only).
+        (*self.keys.lookup(&key, false)?)
+            .clone()
+            .schedule_deletion(self.keys.now(), r.pending_window_in_days)?;
+        let parameters = serde_json::json!({
+            "KeyId": self.key_arn(&key)?,
+            "PendingWindowInDays": r.pending_window_in_days,
+        });
+        self.approval_gate(call, "kms:ScheduleKeyDeletion", &key, parameters)
+            .await?;
         let record = self
             .keys
             .schedule_deletion(&key, r.pending_window_in_days)
@@ -568,6 +596,13 @@ impl KmsOperations {
             .map_err(|e| KeyError::MalformedPolicy(e.0))?;
         let arn = self.keys.key_arn(self.keys.resolve_id(&key)?);
         self.lockout_check(call, &arn, parsed, r.bypass_policy_lockout_safety_check)?;
+        let parameters = serde_json::json!({
+            "KeyId": arn,
+            "Policy": r.policy,
+            "BypassPolicyLockoutSafetyCheck": r.bypass_policy_lockout_safety_check,
+        });
+        self.approval_gate(call, "kms:PutKeyPolicy", &key, parameters)
+            .await?;
         self.keys.put_key_policy(&key, r.policy).await?;
         Ok(v1::PutKeyPolicyResponse {})
     }
@@ -1099,6 +1134,9 @@ impl KmsOperations {
         request: v1::DeleteImportedKeyMaterialRequest,
     ) -> Outcome<v1::DeleteImportedKeyMaterialResponse> {
         let key = self.key(call, "kms:DeleteImportedKeyMaterial", &request.key_id)?;
+        let parameters = serde_json::json!({ "KeyId": self.key_arn(&key)? });
+        self.approval_gate(call, "kms:DeleteImportedKeyMaterial", &key, parameters)
+            .await?;
         let record = self.keys.delete_imported_key_material(&key).await?;
         Ok(v1::DeleteImportedKeyMaterialResponse {
             key_id: self.arn(record.id),

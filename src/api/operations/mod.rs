@@ -1,6 +1,7 @@
 //! Transport-neutral operations: what a call does once the gateway has authenticated it,
 //! whichever door it came through.
 
+mod approval;
 mod batch;
 mod grants;
 mod iam;
