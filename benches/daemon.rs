@@ -15,6 +15,11 @@
 //! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
 //!   on the sealed store against single Encrypt calls at 64 in flight, and on PKCS#11 against
 //!   the raw device;
+//! - signatures and MACs: Sign (ECC_NIST_P256 with ECDSA_SHA_256, RSA_2048 with
+//!   RSASSA_PSS_SHA_256, over a 32-byte digest) and GenerateMac (HMAC_256, 32 B) at 1 and 16
+//!   in flight on both daemons, beside the same operations called directly: the `p256`,
+//!   `rsa` and `hmac` crates in-process, and `C_SignInit`+`C_Sign` (CKM_ECDSA,
+//!   CKM_RSA_PKCS_PSS, CKM_SHA256_HMAC) on keys in the same SoftHSM2 token;
 //! - with `KEYHAVEN_BENCH_KEYS=N`, the same daemon holding N keys against one holding 10:
 //!   DescribeKey and Encrypt throughput, ListKeys page time, start-up and resident memory.
 //!
@@ -24,7 +29,8 @@
 //! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1),
 //! `KEYHAVEN_BENCH_ONLY=batches` (only the batch rows, the sealed daemon's Encrypt at 64 in
 //! flight and the raw device, for a quick look at the batch ratios), `KEYHAVEN_BENCH_ONLY=aws`
-//! (only Encrypt through the AWS door and the gRPC Encrypt at 64 in flight).
+//! (only Encrypt through the AWS door and the gRPC Encrypt at 64 in flight),
+//! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines).
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -71,6 +77,10 @@ const OPERATIONS: [Operation; 5] = [
     Operation::CreateKey,
     Operation::Mixed,
 ];
+/// Concurrencies of the Sign and GenerateMac rows.
+const SIGN_CONCURRENCIES: [usize; 2] = [1, 16];
+/// What the Sign rows sign (a SHA-256 digest, `MessageType` `DIGEST`).
+const DIGEST: [u8; 32] = [0x5a; 32];
 /// Every measurement stops at its duration or at this many requests, whichever comes first.
 const MAX_REQUESTS: u64 = 50_000_000;
 /// AAD as the daemon builds it for an empty encryption context: the blob's first 33 bytes.
@@ -594,6 +604,59 @@ impl Workload for AwsEncryptWorkload {
     }
 }
 
+/// Sign of [`DIGEST`] (`MessageType` `DIGEST`) with one key and algorithm.
+struct SignWorkload {
+    clients: Vec<Client>,
+    key: String,
+    algorithm: &'static str,
+}
+
+impl Workload for SignWorkload {
+    type Worker = Client;
+
+    fn worker(&self, index: usize) -> Client {
+        self.clients[index % self.clients.len()].clone()
+    }
+
+    async fn call(&self, client: &mut Client, _: u64) -> Result<(), Failure> {
+        let request = v1::SignRequest {
+            key_id: self.key.clone(),
+            message: DIGEST.to_vec(),
+            message_type: "DIGEST".into(),
+            signing_algorithm: self.algorithm.into(),
+        };
+        client.kms().sign(client.signed("Sign", request)).await?;
+        Ok(())
+    }
+}
+
+/// GenerateMac (HMAC_SHA_256) of a [`PAYLOAD`]-byte message with one key.
+struct GenerateMacWorkload {
+    clients: Vec<Client>,
+    key: String,
+}
+
+impl Workload for GenerateMacWorkload {
+    type Worker = Client;
+
+    fn worker(&self, index: usize) -> Client {
+        self.clients[index % self.clients.len()].clone()
+    }
+
+    async fn call(&self, client: &mut Client, _: u64) -> Result<(), Failure> {
+        let request = v1::GenerateMacRequest {
+            key_id: self.key.clone(),
+            message: vec![0x5a; PAYLOAD],
+            mac_algorithm: "HMAC_SHA_256".into(),
+        };
+        client
+            .kms()
+            .generate_mac(client.signed("GenerateMac", request))
+            .await?;
+        Ok(())
+    }
+}
+
 async fn channel(address: std::net::SocketAddr) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
@@ -886,6 +949,198 @@ fn raw_device(
         results.notes.push(format!(
             "Could not destroy the raw baseline's token key: {e}"
         ));
+    }
+    Ok(())
+}
+
+/// ECDSA P-256, RSASSA-PSS 2048 and HMAC-SHA-256 called straight on the crates Keyhaven's
+/// sealed store uses, in-process, one thread: what the Sign and GenerateMac rows of the
+/// sealed daemon compare with.
+fn raw_sign_crates(settings: &Settings, results: &mut Results) -> Result<(), String> {
+    use hmac::Mac;
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let duration = settings.seconds.min(Duration::from_secs(1));
+    let ecdsa = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let p256 = raw_loop(1, duration, true, |_| {
+        Ok(|_| {
+            let signature: p256::ecdsa::Signature = ecdsa
+                .sign_prehash(std::hint::black_box(&DIGEST))
+                .map_err(|e| e.to_string())?;
+            std::hint::black_box(signature.to_der());
+            Ok(())
+        })
+    });
+    let ops = results.raw(
+        "raw ECDSA P-256 sign (32 B digest, DER)",
+        "p256 crate, in-process",
+        1,
+        &p256,
+    );
+    results.throughput.insert("raw_sign_p256".into(), ops);
+
+    let rsa_key =
+        rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| e.to_string())?;
+    let pss = raw_loop(1, duration, true, |_| {
+        Ok(|_| {
+            rsa_key
+                .sign_with_rng(
+                    &mut rand::rngs::OsRng,
+                    rsa::Pss::new_with_salt::<sha2::Sha256>(32),
+                    std::hint::black_box(&DIGEST),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    let ops = results.raw(
+        "raw RSASSA-PSS 2048 sign (32 B digest)",
+        "rsa crate, in-process",
+        1,
+        &pss,
+    );
+    results.throughput.insert("raw_sign_rsa2048".into(), ops);
+
+    let hmac_key = [0x11u8; 32];
+    let message = [0x5au8; PAYLOAD];
+    let mac = raw_loop(1, duration, false, |_| {
+        Ok(|_| {
+            let mut mac =
+                <hmac::Hmac<sha2::Sha256>>::new_from_slice(&hmac_key).map_err(|e| e.to_string())?;
+            mac.update(std::hint::black_box(&message));
+            std::hint::black_box(mac.finalize().into_bytes());
+            Ok(())
+        })
+    });
+    let ops = results.raw(
+        &format!("raw HMAC-SHA-256 {PAYLOAD} B"),
+        "hmac crate, in-process",
+        1,
+        &mac,
+    );
+    results.throughput.insert("raw_mac".into(), ops);
+    Ok(())
+}
+
+/// `C_SignInit`+`C_Sign` on the daemon's token, one thread each, on session keys (what the
+/// daemon signs with: its session copies of the token keys): CKM_ECDSA on P-256,
+/// CKM_RSA_PKCS_PSS (SHA-256, MGF1-SHA-256, 32-byte salt) on RSA 2048, CKM_SHA256_HMAC on a
+/// 32-byte generic secret.
+fn raw_device_sign(
+    pkcs11: &Pkcs11Settings,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    use cryptoki::mechanism::MechanismType;
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+    let (module, slot, session) = token_session(pkcs11)?;
+    let label = Attribute::Label(b"keyhaven-bench:raw-device-sign".to_vec());
+    let pair = |mechanism: &Mechanism, public: Vec<Attribute>| {
+        let mut public = public;
+        public.extend([
+            Attribute::Token(false),
+            Attribute::Verify(true),
+            label.clone(),
+        ]);
+        session
+            .generate_key_pair(
+                mechanism,
+                &public,
+                &[
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    label.clone(),
+                ],
+            )
+            .map(|(_, private)| private)
+            .map_err(|e| format!("generate a key pair: {e}"))
+    };
+    let ec_key = pair(
+        &Mechanism::EccKeyPairGen,
+        vec![Attribute::EcParams(vec![
+            0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        ])],
+    )?;
+    let rsa_key = pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        vec![
+            Attribute::ModulusBits(2048.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+        ],
+    )?;
+    let mac_key = session
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                label.clone(),
+            ],
+        )
+        .map_err(|e| format!("generate an HMAC key: {e}"))?;
+    // Mechanisms are made for each call (they are neither `Clone` nor `Send`).
+    fn ecdsa() -> Mechanism<'static> {
+        Mechanism::Ecdsa
+    }
+    fn pss() -> Mechanism<'static> {
+        Mechanism::RsaPkcsPss(PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: 32.into(),
+        })
+    }
+    fn hmac() -> Mechanism<'static> {
+        Mechanism::Sha256Hmac
+    }
+    let message = [0x5au8; PAYLOAD];
+    for (operation, throughput, mechanism, key, input) in [
+        (
+            "raw C_SignInit+C_Sign CKM_ECDSA P-256 (32 B digest)",
+            "raw_device_sign_p256",
+            ecdsa as fn() -> Mechanism<'static>,
+            ec_key,
+            &DIGEST[..],
+        ),
+        (
+            "raw C_SignInit+C_Sign CKM_RSA_PKCS_PSS 2048 (32 B digest)",
+            "raw_device_sign_rsa2048",
+            pss,
+            rsa_key,
+            &DIGEST[..],
+        ),
+        (
+            "raw C_SignInit+C_Sign CKM_SHA256_HMAC 32 B",
+            "raw_device_mac",
+            hmac,
+            mac_key,
+            &message[..],
+        ),
+    ] {
+        let run = raw_loop(1, settings.seconds, true, |_| {
+            let own = module
+                .open_ro_session(slot)
+                .map_err(|e| format!("open session: {e}"))?;
+            Ok(move |_| {
+                own.sign(&mechanism(), key, input)
+                    .map(|_| ())
+                    .map_err(|e| format!("C_Sign: {e}"))
+            })
+        });
+        let ops = results.raw(operation, "pkcs11 session key (SoftHSM2)", 1, &run);
+        if run.failure.is_none() {
+            results.throughput.insert(throughput.into(), ops);
+        }
+    }
+    // Session objects go with the session; destroyed now so that nothing outlives the rows.
+    for key in [ec_key, rsa_key, mac_key] {
+        let _ = session.destroy_object(key);
     }
     Ok(())
 }
@@ -1225,7 +1480,8 @@ fn token_session(
     Ok((module, slot, session))
 }
 
-/// Destroys the token objects of `keys` (version 1: the benchmark never rotates).
+/// Destroys the token objects of `keys` (version 1: the benchmark never rotates), whatever
+/// their class.
 fn destroy_token_objects(
     pkcs11: &Pkcs11Settings,
     account_id: &str,
@@ -1241,12 +1497,9 @@ fn destroy_token_objects(
                 version: 1,
             },
         );
+        // Every class: AES and HMAC keys are secret keys, signing keys a pair of objects.
         let found = session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-                Attribute::Label(label.into_bytes()),
-            ])
+            .find_objects(&[Attribute::Token(true), Attribute::Label(label.into_bytes())])
             .map_err(|e| format!("C_FindObjects: {e}"))?;
         for handle in found {
             session
@@ -1404,6 +1657,80 @@ fn aws_door_encrypt(
             format!("aws_encrypt_{}_c{concurrency}", backend.name()),
             ops,
         );
+    }
+    Ok(())
+}
+
+/// Creates a key of `spec` and `usage` for the Sign and GenerateMac rows.
+async fn create_typed_key(client: &Client, spec: &str, usage: &str) -> Result<String, String> {
+    let request = v1::CreateKeyRequest {
+        description: "daemon benchmark".into(),
+        key_spec: spec.into(),
+        key_usage: usage.into(),
+        ..Default::default()
+    };
+    client
+        .kms()
+        .create_key(client.signed("CreateKey", request))
+        .await
+        .map_err(|status| format!("CreateKey {spec}: {status}"))?
+        .into_inner()
+        .key_metadata
+        .map(|metadata| metadata.key_id)
+        .ok_or_else(|| format!("CreateKey {spec}: no metadata"))
+}
+
+/// Sign (P-256, RSA 2048) and GenerateMac (HMAC_256) at 1 and 16 in flight.
+fn sign_and_mac(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    backend: Backend,
+    results: &mut Results,
+) -> Result<(), String> {
+    let prefix = match backend {
+        Backend::Sealed => "sealed",
+        Backend::Pkcs11 => "pkcs11",
+    };
+    let first = &daemon.clients[0];
+    for (spec, algorithm, name) in [
+        ("ECC_NIST_P256", "ECDSA_SHA_256", "p256"),
+        ("RSA_2048", "RSASSA_PSS_SHA_256", "rsa2048"),
+    ] {
+        let key = client.block_on(create_typed_key(first, spec, "SIGN_VERIFY"))?;
+        let workload = Arc::new(SignWorkload {
+            clients: daemon.clients.clone(),
+            key,
+            algorithm,
+        });
+        for concurrency in SIGN_CONCURRENCIES {
+            let report =
+                client.block_on(bench::drive(workload.clone(), &settings.shape(concurrency)));
+            let ops = results.load(
+                &format!("Sign {spec} {algorithm} (32 B digest)"),
+                backend.name(),
+                &report,
+            );
+            results
+                .throughput
+                .insert(format!("sign_{name}_{prefix}_c{concurrency}"), ops);
+        }
+    }
+    let key = client.block_on(create_typed_key(first, "HMAC_256", "GENERATE_VERIFY_MAC"))?;
+    let workload = Arc::new(GenerateMacWorkload {
+        clients: daemon.clients.clone(),
+        key,
+    });
+    for concurrency in SIGN_CONCURRENCIES {
+        let report = client.block_on(bench::drive(workload.clone(), &settings.shape(concurrency)));
+        let ops = results.load(
+            &format!("GenerateMac HMAC_256 {PAYLOAD} B"),
+            backend.name(),
+            &report,
+        );
+        results
+            .throughput
+            .insert(format!("generate_mac_{prefix}_c{concurrency}"), ops);
     }
     Ok(())
 }
@@ -1704,11 +2031,21 @@ fn main() {
 
     // A quick look at the batch rows alone: the single-call Encrypt they are compared with,
     // the raw device, and nothing else.
-    let only_batches = std::env::var("KEYHAVEN_BENCH_ONLY").as_deref() == Ok("batches");
+    let only = std::env::var("KEYHAVEN_BENCH_ONLY").unwrap_or_default();
+    let only_batches = only == "batches";
     // Likewise the AWS door's rows and the gRPC Encrypt they are compared with.
-    let only_aws = std::env::var("KEYHAVEN_BENCH_ONLY").as_deref() == Ok("aws");
+    let only_aws = only == "aws";
+    // The Sign and GenerateMac rows alone, with their raw baselines.
+    let only_sign = only == "sign";
 
     if !only_batches && !only_aws {
+        attempt(
+            "the raw signing and MAC baselines",
+            raw_sign_crates(&settings, &mut results),
+            &mut problems,
+        );
+    }
+    if !only_batches && !only_sign && !only_aws {
         attempt(
             "the raw sealed keystore baseline",
             raw_sealed_keystore(&settings, &mut results),
@@ -1737,12 +2074,17 @@ fn main() {
         }
         if only_batches {
             encrypt_c64(&daemon, &client, &settings, &mut results)?;
-        } else {
+        } else if !only_sign {
             health_through_daemon(&daemon, &client, &settings, &mut results);
             sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
             aws_door_encrypt(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         }
-        batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        if !only_batches {
+            sign_and_mac(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        }
+        if !only_sign {
+            batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+        }
         results.notes.push(format!(
             "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
             format_latency(daemon.startup),
@@ -1765,18 +2107,34 @@ fn main() {
                     10_000_000,
                 )?;
                 // On the daemon's token, while the daemon holds its sessions and login.
-                if let Err(e) = raw_device(&pkcs11, &settings, &mut results) {
+                if !only_sign && let Err(e) = raw_device(&pkcs11, &settings, &mut results) {
                     results
                         .notes
                         .push(format!("Raw device baseline failed: {e}"));
                 }
-                let swept = if only_batches {
+                if !only_batches && let Err(e) = raw_device_sign(&pkcs11, &settings, &mut results) {
+                    results
+                        .notes
+                        .push(format!("Raw device signing baseline failed: {e}"));
+                }
+                let swept = if only_batches || only_sign {
                     Ok(())
                 } else {
                     sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                 };
                 let swept = swept.and_then(|()| {
-                    batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                    if only_batches {
+                        Ok(())
+                    } else {
+                        sign_and_mac(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                    }
+                });
+                let swept = swept.and_then(|()| {
+                    if only_sign {
+                        Ok(())
+                    } else {
+                        batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
+                    }
                 });
                 // The data directory goes away with the run; the token objects must too.
                 let keys = client.block_on(all_keys(&daemon.clients[0]));
@@ -1802,7 +2160,7 @@ fn main() {
         }
     }
 
-    if settings.keys > 0 && !only_batches && !only_aws {
+    if settings.keys > 0 && !only_batches && !only_aws && !only_sign {
         attempt(
             "the scale run",
             scale(&server, &client, &settings, &mut results),
@@ -1861,6 +2219,36 @@ fn main() {
             "encrypt_batch_items_pkcs11_vs_raw_device",
             "encrypt_batch_items_pkcs11",
             "raw_device",
+        ),
+        (
+            "sign_p256_sealed_vs_raw_crate",
+            "sign_p256_sealed_c16",
+            "raw_sign_p256",
+        ),
+        (
+            "sign_rsa2048_sealed_vs_raw_crate",
+            "sign_rsa2048_sealed_c16",
+            "raw_sign_rsa2048",
+        ),
+        (
+            "generate_mac_sealed_vs_raw_crate",
+            "generate_mac_sealed_c16",
+            "raw_mac",
+        ),
+        (
+            "sign_p256_pkcs11_vs_raw_device",
+            "sign_p256_pkcs11_c16",
+            "raw_device_sign_p256",
+        ),
+        (
+            "sign_rsa2048_pkcs11_vs_raw_device",
+            "sign_rsa2048_pkcs11_c16",
+            "raw_device_sign_rsa2048",
+        ),
+        (
+            "generate_mac_pkcs11_vs_raw_device",
+            "generate_mac_pkcs11_c16",
+            "raw_device_mac",
         ),
     ];
     for (name, numerator, denominator) in ratios {

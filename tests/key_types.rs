@@ -2854,47 +2854,6 @@ async fn data_key_pairs_are_wrapped_by_pkcs11_aes_keys() {
     );
 }
 
-/// The PKCS#11 keystore makes key pairs in the device but does no ECDH there yet: a
-/// KEY_AGREEMENT key is refused by name when it would be made, not made and then unusable,
-/// and nothing is left behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pkcs11_keystore_refuses_key_agreement_keys_by_name() {
-    let d = TestDaemon::start(Backend::Pkcs11).await;
-    let before = d.list_all_keys().await;
-    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"] {
-        let refused = suite::create(&d, spec, "KEY_AGREEMENT").await;
-        let message = refused
-            .as_ref()
-            .err()
-            .map(|s| s.message().to_owned())
-            .unwrap_or_default();
-        assert_refused(
-            refused,
-            Code::FailedPrecondition,
-            "UnsupportedOperationException",
-        );
-        assert!(
-            message.contains("pkcs11:default")
-                && message.contains(spec)
-                && message.contains("KEY_AGREEMENT"),
-            "{message}"
-        );
-    }
-    assert_eq!(d.list_all_keys().await, before);
-    let orphans = d
-        .client
-        .kms()
-        .list_orphaned_key_material(d.client.signed(
-            "ListOrphanedKeyMaterial",
-            v1::ListOrphanedKeyMaterialRequest::default(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .orphans;
-    assert!(orphans.is_empty(), "{orphans:?}");
-}
-
 /// RSA encryption keys on the PKCS#11 keystore, end to end through the daemon: the key pair is
 /// made in the device, Encrypt uses the public key, and Decrypt is done by the device
 /// (SoftHSM2's OAEP takes SHA-1; SHA-256 is refused by name there).

@@ -2,7 +2,8 @@
 //! softoken): key pairs made in the device that sign there (ECDSA, RSASSA-PSS, RSASSA-PKCS1
 //! v1.5) with signatures `openssl` verifies on the GetPublicKey DER, private keys that are
 //! sensitive, never extractable token objects, both halves of a pair destroyed together, and
-//! HMAC keys on the second token.
+//! HMAC keys on the second token; ECDH (`KEY_AGREEMENT`) in the device, whose shared secrets
+//! are those `openssl pkeyutl -derive` computes on the other side.
 
 mod common;
 
@@ -31,6 +32,7 @@ on_both_tokens!(
         private_keys_are_sensitive_token_objects_and_pairs_go_whole,
         macs_are_made_and_checked_in_the_device,
         a_key_pair_generation_cut_short_is_destroyed_whole_at_start_up,
+        key_agreement_keys_derive_in_the_device_what_openssl_derives,
     ]
 );
 
@@ -802,4 +804,220 @@ async fn a_key_pair_generation_cut_short_is_destroyed_whole_at_start_up(backend:
         .scan(b"generation/", None, usize::MAX)
         .expect("scan the journal");
     assert!(left.is_empty(), "journal entries left: {}", left.len());
+}
+
+async fn derive(
+    d: &TestDaemon,
+    key: &str,
+    peer: &[u8],
+) -> Result<v1::DeriveSharedSecretResponse, tonic::Status> {
+    let request = v1::DeriveSharedSecretRequest {
+        key_id: key.into(),
+        key_agreement_algorithm: "ECDH".into(),
+        public_key: peer.to_vec(),
+    };
+    Ok(d.client
+        .kms()
+        .derive_shared_secret(d.client.signed("DeriveSharedSecret", request))
+        .await?
+        .into_inner())
+}
+
+/// Runs `openssl` (a tool nobody here wrote) in `dir`; panics naming the command if it fails.
+fn openssl_in(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl binary is needed (make test installs it)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A fresh peer key pair on `curve` made by openssl: its DER SubjectPublicKeyInfo, and the
+/// shared secret openssl derives with its private key and `public_der` (the other side's
+/// public key).
+fn openssl_peer_and_secret(
+    dir: &std::path::Path,
+    curve: &str,
+    public_der: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    std::fs::write(dir.join("keyhaven.der"), public_der).unwrap();
+    let curve_option = format!("ec_paramgen_curve:{curve}");
+    openssl_in(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            &curve_option,
+            "-out",
+            "peer.pem",
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "pkey", "-in", "peer.pem", "-pubout", "-outform", "DER", "-out", "peer.der",
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "peer.pem",
+            "-peerkey",
+            "keyhaven.der",
+            "-peerform",
+            "DER",
+            "-out",
+            "secret",
+        ],
+    );
+    (
+        std::fs::read(dir.join("peer.der")).unwrap(),
+        std::fs::read(dir.join("secret")).unwrap(),
+    )
+}
+
+/// KEY_AGREEMENT keys on P-256, P-384 and P-521 are made in the device with a private key that
+/// derives and does not sign (sensitive, not extractable, its scalar unreadable); the shared
+/// secret DeriveSharedSecret answers (`CKM_ECDH1_DERIVE`) is the one `openssl pkeyutl -derive`
+/// computes with the peer's private key and the GetPublicKey DER; another peer gives another
+/// secret; signing with the key is refused; the keys derive the same after a restart, and
+/// deletion takes both halves.
+async fn key_agreement_keys_derive_in_the_device_what_openssl_derives(backend: Backend) {
+    let mut d = TestDaemon::start(backend).await;
+    let session = inspecting_session(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut kept = Vec::new();
+    for (spec, curve, secret_len, spki_len) in [
+        ("ECC_NIST_P256", "P-256", 32, 91),
+        ("ECC_NIST_P384", "P-384", 48, 120),
+        ("ECC_NIST_P521", "P-521", 66, 158),
+    ] {
+        let key = create(&d, spec, "KEY_AGREEMENT")
+            .await
+            .unwrap_or_else(|e| panic!("{spec} KEY_AGREEMENT on {backend:?}: {e:?}"));
+        assert_eq!(key.origin, "AWS_CLOUDHSM", "{spec}");
+        assert_eq!(key.keystore, backend.keystore_name(), "{spec}");
+        assert_eq!(key.key_usage, "KEY_AGREEMENT");
+        assert_eq!(key.key_agreement_algorithms, vec!["ECDH"]);
+        assert!(key.signing_algorithms.is_empty(), "{spec}");
+        let public = public_key(&d, &key.key_id).await;
+        assert_eq!(public.len(), spki_len, "{spec}");
+
+        let (peer, expected) = openssl_peer_and_secret(dir.path(), curve, &public);
+        assert_eq!(expected.len(), secret_len, "{spec}");
+        let derived = derive(&d, &key.key_id, &peer).await.unwrap();
+        assert_eq!(
+            derived.shared_secret, expected,
+            "{spec}: not openssl's secret"
+        );
+        assert_eq!(derived.key_agreement_algorithm, "ECDH");
+        assert_eq!(derived.key_origin, "AWS_CLOUDHSM");
+        assert!(derived.key_id.ends_with(&key.key_id));
+        // ECDH is deterministic; another peer agrees on another secret.
+        assert_eq!(
+            derive(&d, &key.key_id, &peer).await.unwrap().shared_secret,
+            expected
+        );
+        let (other_peer, other_expected) = openssl_peer_and_secret(dir.path(), curve, &public);
+        let other = derive(&d, &key.key_id, &other_peer).await.unwrap();
+        assert_eq!(other.shared_secret, other_expected, "{spec}");
+        assert_ne!(other.shared_secret, expected, "{spec}");
+
+        // Signing is not this key's usage: refused by the service; and the device's private
+        // key could not sign anyway.
+        let algorithm = match spec {
+            "ECC_NIST_P256" => "ECDSA_SHA_256",
+            "ECC_NIST_P384" => "ECDSA_SHA_384",
+            _ => "ECDSA_SHA_512",
+        };
+        assert_refused(
+            sign(&d, &key.key_id, b"not for signing", "RAW", algorithm).await,
+            Code::InvalidArgument,
+            "InvalidKeyUsageException",
+        );
+        let private = labelled(
+            &session,
+            &d.account_id,
+            &key.key_id,
+            ObjectClass::PRIVATE_KEY,
+        );
+        let public_objects = labelled(
+            &session,
+            &d.account_id,
+            &key.key_id,
+            ObjectClass::PUBLIC_KEY,
+        );
+        assert_eq!(
+            (private.len(), public_objects.len()),
+            (1, 1),
+            "{spec}: one pair"
+        );
+        let attributes = session
+            .get_attributes(
+                private[0],
+                &[
+                    AttributeType::Token,
+                    AttributeType::Private,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Sign,
+                    AttributeType::Decrypt,
+                    AttributeType::Unwrap,
+                    AttributeType::Derive,
+                ],
+            )
+            .expect("attributes");
+        for expected in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(true),
+        ] {
+            assert!(
+                attributes.contains(&expected),
+                "{spec}: {expected:?} not in {attributes:?}"
+            );
+        }
+        let scalar = session
+            .get_attribute_info(private[0], &[AttributeType::Value])
+            .expect("attribute info");
+        assert!(
+            matches!(scalar.as_slice(), [AttributeInfo::Sensitive]),
+            "{spec}: the private scalar must not be readable: {scalar:?}"
+        );
+        kept.push((key.key_id, curve, public, peer, expected));
+    }
+
+    d.restart().await;
+    for (key, _, public, peer, expected) in &kept {
+        assert_eq!(&public_key(&d, key).await, public);
+        assert_eq!(
+            &derive(&d, key, peer).await.unwrap().shared_secret,
+            expected
+        );
+    }
+    assert!(orphans(&d).await.is_empty());
+
+    // Deleted: both halves are gone from the token.
+    let (key, ..) = &kept[0];
+    d.schedule_deletion(key, Some(7)).await.unwrap();
+    d.clock.advance(7 * common::DAY + 1);
+    assert_eq!(d.run_due_tasks().await.destroyed, 1);
+    for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        assert!(labelled(&session, &d.account_id, key, class).is_empty());
+    }
 }

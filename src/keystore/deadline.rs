@@ -21,7 +21,7 @@
 
 use super::{
     EncryptionAlgorithm, GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm,
-    MaterialRef, SigningAlgorithm,
+    MaterialRef, MaterialUse, SigningAlgorithm,
 };
 use crate::secret::SecretBytes;
 use crate::store::WriteBatch;
@@ -406,6 +406,17 @@ impl KeyStore for DeadlineKeyStore {
     ) -> Result<GeneratedMaterial, KeyStoreError> {
         self.call("generate", Some(material), move |k| {
             k.generate_spec(material, spec)
+        })
+    }
+
+    fn generate_for(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        purpose: MaterialUse,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        self.call("generate", Some(material), move |k| {
+            k.generate_for(material, spec, purpose)
         })
     }
 

@@ -689,6 +689,19 @@ pub struct ImportedMaterial {
     pub commitment: Vec<u8>,
 }
 
+/// What a key's material is made for, where a keystore makes it accordingly (a device gives a
+/// key-agreement private key `CKA_DERIVE` and not `CKA_SIGN`, so that the device itself keeps
+/// it to its use). The keystore knows nothing of the key service's usages: the service says
+/// which of these a key's usage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterialUse {
+    /// What keys of the spec do: AES keys encrypt, HMAC keys MAC, key pairs sign (RSA pairs
+    /// also decrypt).
+    Default,
+    /// ECDH only: the private key derives shared secrets and does nothing else.
+    KeyAgreement,
+}
+
 /// What [`KeyStore::generate`] made: records to write in the same batch as the key record.
 #[derive(Debug, Default)]
 pub struct GeneratedMaterial {
@@ -751,6 +764,20 @@ pub trait KeyStore: Send + Sync + 'static {
                 other.as_str()
             ))),
         }
+    }
+
+    /// Generates material of `spec` made for `purpose`. By default as
+    /// [`KeyStore::generate_spec`]: material the keystore uses in the daemon serves any use
+    /// (the service keeps each key to its own); a device that gives its objects only their use
+    /// overrides this.
+    fn generate_for(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        purpose: MaterialUse,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        let _ = purpose;
+        self.generate_spec(material, spec)
     }
 
     /// The MAC of `message` under an HMAC version. The service has checked that the key's

@@ -131,12 +131,17 @@ impl KeyService {
         .map_err(|e| keystore_error(keystore.name(), e))?;
         let journalled = self.journal_generation(&keystore, material).await?;
         let heavy = spec.rsa_bits().is_some();
+        // A device makes a key-agreement private key that derives and does not sign.
+        let purpose = match usage {
+            KeyUsage::KeyAgreement => crate::keystore::MaterialUse::KeyAgreement,
+            _ => crate::keystore::MaterialUse::Default,
+        };
         let generated = self
             .on_keystore_heavy(&keystore, "generate", Some(material), heavy, move |k| {
                 // AES keys take the path they always took.
                 match spec {
                     KeySpec::SymmetricDefault => k.generate(material),
-                    other => k.generate_spec(material, other),
+                    other => k.generate_for(material, other, purpose),
                 }
             })
             .await?;

@@ -50,15 +50,25 @@ pub fn mechanisms(spec: KeySpec) -> Vec<MechanismType> {
     }
 }
 
+/// The mechanisms making and using an ECC key pair of `spec` for key agreement take.
+pub fn agreement_mechanisms() -> [MechanismType; 2] {
+    [MechanismType::ECC_KEY_PAIR_GEN, MechanismType::ECDH1_DERIVE]
+}
+
 /// The generation mechanism and the public and private templates of a key pair. The private
 /// key is a sensitive, never extractable token object that signs (and for RSA, decrypts
-/// OAEP) and does nothing else; the public key is a token object under the same label and
-/// id, told apart by its class.
+/// OAEP) and does nothing else, or, made for key agreement (`agreement`, ECC only), derives
+/// (`CKM_ECDH1_DERIVE`) and does nothing else; the public key is a token object under the
+/// same label and id, told apart by its class.
 pub fn templates(
     spec: KeySpec,
     label: Vec<u8>,
     id: Vec<u8>,
+    agreement: bool,
 ) -> Option<(Mechanism<'static>, Vec<Attribute>, Vec<Attribute>)> {
+    if agreement && ec_params(spec).is_none() {
+        return None;
+    }
     let (mechanism, key_type, mut public) = if let Some(bits) = spec.rsa_bits() {
         (
             Mechanism::RsaPkcsKeyPairGen,
@@ -80,7 +90,7 @@ pub fn templates(
         Attribute::KeyType(key_type),
         Attribute::Token(true),
         Attribute::Private(false),
-        Attribute::Verify(true),
+        Attribute::Verify(!agreement),
         // The public half of a pair that decrypts encrypts (NSS's softoken refuses the pair
         // otherwise); it is public in any case.
         Attribute::Encrypt(key_type == KeyType::RSA),
@@ -96,12 +106,13 @@ pub fn templates(
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Sign(true),
+        Attribute::Sign(!agreement),
         // RSA keys of usage ENCRYPT_DECRYPT decrypt with the same kind of pair, and the
-        // keystore is not told a key's usage (the service keeps each key to its own).
+        // keystore is not told whether an RSA key signs or decrypts (the service keeps each
+        // key to its own).
         Attribute::Decrypt(key_type == KeyType::RSA),
         Attribute::Unwrap(false),
-        Attribute::Derive(false),
+        Attribute::Derive(agreement),
         Attribute::Label(label),
         Attribute::Id(id),
     ];
@@ -133,6 +144,39 @@ impl OaepHash {
         };
         Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
     }
+}
+
+/// The peer's EC point, uncompressed (`04 ‖ x ‖ y`), from its DER SubjectPublicKeyInfo on the
+/// curve of `spec`: what `CKM_ECDH1_DERIVE` takes as its public data. The point is decoded
+/// (and so checked on the curve) here, so that a compressed point reaches the device in the
+/// one form every token takes.
+pub fn peer_point(spec: KeySpec, spki: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
+    let refused = || {
+        KeyStoreError::Internal(format!(
+            "the peer key is not a {} public key",
+            spec.as_str()
+        ))
+    };
+    macro_rules! uncompressed {
+        ($curve:ident) => {
+            $curve::PublicKey::from_public_key_der(spki)
+                .map(|key| key.to_encoded_point(false).as_bytes().to_vec())
+                .map_err(|_| refused())
+        };
+    }
+    match spec {
+        KeySpec::EccNistP256 => uncompressed!(p256),
+        KeySpec::EccNistP384 => uncompressed!(p384),
+        KeySpec::EccNistP521 => uncompressed!(p521),
+        _ => Err(refused()),
+    }
+}
+
+/// Bytes of an ECDH shared secret on the curve of `spec` (the field's size: 32, 48, 66).
+pub fn shared_secret_len(spec: KeySpec) -> usize {
+    spec.material_len()
 }
 
 fn hash_mechanism(digest_len: usize) -> (MechanismType, PkcsMgfType) {
@@ -243,6 +287,54 @@ mod tests {
         let parsed = p256::ecdsa::Signature::from_der(&der).unwrap();
         assert_eq!(parsed.to_bytes().as_slice(), raw.as_slice());
         assert!(ecdsa_der(&raw[..63]).is_err());
+    }
+
+    #[test]
+    fn peer_points_are_uncompressed_whatever_the_spki_holds() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePublicKey;
+        let secret = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
+        let public = secret.public_key();
+        let uncompressed = public.to_encoded_point(false).as_bytes().to_vec();
+        assert_eq!(uncompressed.len(), 65);
+        let der = public.to_public_key_der().unwrap();
+        assert_eq!(
+            peer_point(KeySpec::EccNistP256, der.as_bytes()).unwrap(),
+            uncompressed
+        );
+        // The same point in compressed form, in a hand-made SPKI.
+        let compressed = public.to_encoded_point(true);
+        let params = ec_params(KeySpec::EccNistP256).unwrap();
+        let spki = ec_spki(params, compressed.as_bytes()).unwrap();
+        assert_eq!(
+            peer_point(KeySpec::EccNistP256, &spki).unwrap(),
+            uncompressed
+        );
+        // Another curve, or a spec that does not agree on keys, is refused.
+        assert!(peer_point(KeySpec::EccNistP384, der.as_bytes()).is_err());
+        assert!(peer_point(KeySpec::EccSecgP256k1, der.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn key_agreement_private_keys_derive_and_do_not_sign() {
+        let (_, public, private) =
+            templates(KeySpec::EccNistP256, b"l".to_vec(), b"i".to_vec(), true).unwrap();
+        for expected in [
+            Attribute::Derive(true),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+        ] {
+            assert!(private.contains(&expected), "{expected:?}");
+        }
+        assert!(public.contains(&Attribute::Verify(false)));
+        let (_, _, signing) =
+            templates(KeySpec::EccNistP256, b"l".to_vec(), b"i".to_vec(), false).unwrap();
+        assert!(
+            signing.contains(&Attribute::Sign(true)) && signing.contains(&Attribute::Derive(false))
+        );
+        assert!(templates(KeySpec::Rsa2048, b"l".to_vec(), b"i".to_vec(), true).is_none());
     }
 
     #[test]

@@ -54,7 +54,16 @@
 //! DER SubjectPublicKeyInfo. Destruction, listing and the generation journal go by label, so
 //! they take both halves of a pair. A mechanism or curve the token lacks refuses the key.
 //! RSA private keys also decrypt RSAES-OAEP in the device (`CKM_RSA_PKCS_OAEP`,
-//! [`Pkcs11KeyStore::decrypt_oaep`]): the keystore is not told a key's usage.
+//! [`Pkcs11KeyStore::decrypt_oaep`]): the keystore is not told whether an RSA key signs or
+//! decrypts.
+//!
+//! Key-agreement keys (made for [`MaterialUse::KeyAgreement`]) are ECC pairs made the same way
+//! whose private key derives (`CKA_DERIVE`) and does not sign. ECDH is `CKM_ECDH1_DERIVE` with
+//! no KDF (`CKD_NULL`) and the peer's uncompressed point, into a generic-secret session
+//! object: the one object whose value the daemon reads (not sensitive, extractable), since the
+//! shared secret is the operation's answer. It is read and destroyed at once, under the
+//! object lock as every object change is. A token lacking `CKM_EC_KEY_PAIR_GEN` or
+//! `CKM_ECDH1_DERIVE` refuses such keys when they would be made, naming the mechanism.
 
 mod asymmetric;
 mod device;
@@ -64,8 +73,8 @@ pub use device::{Failure, TokenSelector, classify};
 
 use super::{
     COMMITMENT_NONCE, EncryptionAlgorithm, GeneratedMaterial, ImportedMaterial, KeySpec, KeyStore,
-    KeyStoreError, MacAlgorithm, MaterialRef, SigningAlgorithm, WrappingAlgorithm, WrappingKey,
-    commitment_aad,
+    KeyStoreError, MacAlgorithm, MaterialRef, MaterialUse, SigningAlgorithm, WrappingAlgorithm,
+    WrappingKey, commitment_aad,
 };
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
@@ -236,6 +245,54 @@ fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError>
         session.destroy_object(handle)?;
     }
     Ok(())
+}
+
+/// ECDH of the private key `handle` with the peer's uncompressed `point` (`CKD_NULL`): the
+/// shared secret's x-coordinate, `len` bytes. The derived session object is destroyed
+/// whatever happens once it is made.
+fn derive_secret(
+    session: &Session,
+    handle: ObjectHandle,
+    point: &[u8],
+    len: usize,
+) -> Result<SecretBytes, CryptokiError> {
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    let params = Ecdh1DeriveParams::new(EcKdf::null(), point);
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen((len as u64).into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        // The one object Keyhaven reads a value from: the secret is the answer.
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    let derived = session.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
+    let read = session.get_attributes(derived, &[AttributeType::Value]);
+    let destroyed = session.destroy_object(derived);
+    let mut secret = None;
+    for attribute in read? {
+        if let Attribute::Value(value) = attribute {
+            secret = Some(SecretBytes::new(value));
+        }
+    }
+    destroyed?;
+    match secret {
+        Some(secret) if secret.expose().len() == len => Ok(secret),
+        // Not a failing device to retry: a token answering another length is refused.
+        _ => Err(CryptokiError::Pkcs11(
+            RvError::AttributeValueInvalid,
+            Function::GetAttributeValue,
+        )),
+    }
 }
 
 /// What an import in the device came to.
@@ -635,17 +692,18 @@ impl Pkcs11KeyStore {
         }
     }
 
-    /// Makes a key pair of `spec` in the device: the private key (what signing uses) and the
-    /// public key, both token objects under the version's label. A curve the token does not
-    /// know is refused by name, as a missing mechanism is.
+    /// Makes a key pair of `spec` in the device: the private key (what signing, or for a key
+    /// of `agreement`, ECDH uses) and the public key, both token objects under the version's
+    /// label. A curve the token does not know is refused by name, as a missing mechanism is.
     fn generate_pair(
         &self,
         material: MaterialRef,
         spec: KeySpec,
+        agreement: bool,
     ) -> Result<GeneratedMaterial, KeyStoreError> {
         let label = object_label(&self.account_id, material).into_bytes();
         let Some((mechanism, public, private)) =
-            asymmetric::templates(spec, label, object_id(material))
+            asymmetric::templates(spec, label, object_id(material), agreement)
         else {
             return Err(self.cannot_make(spec));
         };
@@ -895,14 +953,68 @@ impl KeyStore for Pkcs11KeyStore {
         self.generate_object(material, &Mechanism::AesKeyGen, &template)
     }
 
-    /// ECDH (`KEY_AGREEMENT`) is not done in the device yet: such keys are refused by name
-    /// rather than made and then unusable.
+    /// ECDH in the device: a named curve this keystore knows, and a token offering
+    /// `CKM_EC_KEY_PAIR_GEN` and `CKM_ECDH1_DERIVE` (a missing one is named).
     fn supports_key_agreement(&self, spec: KeySpec) -> Result<(), KeyStoreError> {
-        Err(KeyStoreError::Unsupported(format!(
-            "keystore {} does not make {} keys for KEY_AGREEMENT yet",
-            self.name,
-            spec.as_str()
-        )))
+        if !spec.agrees_keys() || asymmetric::ec_params(spec).is_none() {
+            return Err(KeyStoreError::Unsupported(format!(
+                "keystore {} does not make {} keys for KEY_AGREEMENT",
+                self.name,
+                spec.as_str()
+            )));
+        }
+        let for_what = format!("{} KEY_AGREEMENT keys", spec.as_str());
+        asymmetric::agreement_mechanisms()
+            .into_iter()
+            .try_for_each(|mechanism| self.require_mechanism(mechanism, &for_what))
+    }
+
+    /// Key-agreement pairs are made with a private key that derives and does not sign.
+    fn generate_for(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        purpose: MaterialUse,
+    ) -> Result<GeneratedMaterial, KeyStoreError> {
+        match purpose {
+            MaterialUse::KeyAgreement => {
+                self.supports_key_agreement(spec)?;
+                self.generate_pair(material, spec, true)
+            }
+            MaterialUse::Default => self.generate_spec(material, spec),
+        }
+    }
+
+    /// `CKM_ECDH1_DERIVE` in the device (no KDF: the raw x-coordinate AWS KMS answers) into a
+    /// generic secret session object whose value is read out and which is destroyed at once.
+    /// That object alone is extractable and not sensitive: the shared secret is the
+    /// operation's answer; the private key stays as it was made.
+    fn derive_shared_secret(
+        &self,
+        material: MaterialRef,
+        spec: KeySpec,
+        peer: &[u8],
+    ) -> Result<SecretBytes, KeyStoreError> {
+        self.supports_key_agreement(spec)?;
+        let point = asymmetric::peer_point(spec, peer)?;
+        let secret_len = asymmetric::shared_secret_len(spec);
+        let derive = |handle: ObjectHandle| {
+            // The derived object is created and destroyed in the device: under the token's
+            // object lock, as every object change is.
+            let _changing = self.changing_objects();
+            self.device
+                .with_session(|session| derive_secret(session, handle, &point, secret_len))
+        };
+        // The handle is looked up before the lock is taken (finding reads the objects).
+        let handle = self.working_handle(material)?;
+        match derive(handle) {
+            Err((Failure::Handle, _)) => {
+                self.forget(material);
+                let handle = self.working_handle(material)?;
+                derive(handle).map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
     }
 
     /// RSAES-OAEP in the device ([`Pkcs11KeyStore::decrypt_oaep`]).
@@ -959,7 +1071,7 @@ impl KeyStore for Pkcs11KeyStore {
         }
         self.supports(spec)?;
         if asymmetric::is_key_pair(spec) {
-            return self.generate_pair(material, spec);
+            return self.generate_pair(material, spec, false);
         }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
