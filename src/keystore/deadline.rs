@@ -30,6 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// The deadline of calls that are slow on a healthy device (RSA key pairs), unless the
+/// configured deadline is longer.
+pub const SLOW_CALL_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Calls that may run past their deadline before new calls are refused outright.
 pub const OVERDUE_LIMIT: usize = 32;
 /// Tries to destroy a version generated after its caller gave up, a second apart.
@@ -247,6 +251,7 @@ impl DeadlineKeyStore {
         mut slot: MutexGuard<'_, Slot<T>>,
         operation: &'static str,
         generates: Option<MaterialRef>,
+        timeout: Duration,
     ) -> Result<T, KeyStoreError> {
         match std::mem::replace(&mut *slot, Slot::Abandoned) {
             Slot::Done(result) => result,
@@ -255,12 +260,12 @@ impl DeadlineKeyStore {
                 tracing::warn!(
                     keystore = self.inner.name(),
                     operation,
-                    timeout_ms = self.timeout.as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
                     "keystore call past its deadline; answering Unavailable"
                 );
                 Err(self.unavailable(format!(
                     "{operation} did not finish within {} ms",
-                    self.timeout.as_millis()
+                    timeout.as_millis()
                 )))
             }
         }
@@ -294,7 +299,7 @@ impl DeadlineKeyStore {
             .ready
             .wait_timeout_while(slot, self.timeout, |s| matches!(s, Slot::Waiting))
             .unwrap_or_else(|p| p.into_inner());
-        self.collect(slot, operation, generates)
+        self.collect(slot, operation, generates, self.timeout)
     }
 
     /// Runs `work` (given the wrapped keystore) on a worker thread and waits for it, without
@@ -312,6 +317,43 @@ impl DeadlineKeyStore {
         T: Send + 'static,
         F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
     {
+        self.run_within(self.timeout, operation, generates, work)
+            .await
+    }
+
+    /// As [`DeadlineKeyStore::run`], for a call that takes long on a healthy device (an RSA
+    /// key pair: a prime search of seconds, more under load): it waits up to
+    /// [`SLOW_CALL_DEADLINE`], or the configured deadline if that is longer.
+    pub async fn run_slow<T, F>(
+        &self,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
+        self.run_within(
+            self.timeout.max(SLOW_CALL_DEADLINE),
+            operation,
+            generates,
+            work,
+        )
+        .await
+    }
+
+    async fn run_within<T, F>(
+        &self,
+        timeout: Duration,
+        operation: &'static str,
+        generates: Option<MaterialRef>,
+        work: F,
+    ) -> Result<T, KeyStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
+    {
         let handoff = self.dispatch(operation, generates, work)?;
         let mut waiting = Waiting {
             store: self,
@@ -321,9 +363,9 @@ impl DeadlineKeyStore {
             done: false,
         };
         // The worker stores a permit if it answers before this waits.
-        let _ = tokio::time::timeout(self.timeout, handoff.answered.notified()).await;
+        let _ = tokio::time::timeout(timeout, handoff.answered.notified()).await;
         waiting.done = true;
-        self.collect(handoff.slot(), operation, generates)
+        self.collect(handoff.slot(), operation, generates, timeout)
     }
 }
 

@@ -681,6 +681,13 @@ impl KeyService {
         T: Send + 'static,
         F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
     {
+        if heavy && let Some(bounded) = keystore.deadline() {
+            // A device's RSA key pair: a longer deadline than other device calls.
+            let started = std::time::Instant::now();
+            let result = bounded.run_slow(operation, generates, call).await;
+            observe_keystore(keystore.name(), operation, started);
+            return result.map_err(|e| keystore_error(keystore.name(), e));
+        }
         if !heavy || keystore.blocks() || keystore.deadline().is_some() {
             return self.on_keystore(keystore, operation, generates, call).await;
         }
