@@ -770,6 +770,7 @@ impl From<CommitError> for FailedChange {
 
 mod aliases;
 mod asymmetric;
+mod batch;
 mod crypto;
 mod grants;
 mod import;
@@ -786,6 +787,7 @@ pub use asymmetric::{
     DataKeyPair, encryption_algorithm, encryption_algorithms, key_agreement_algorithm,
     key_pair_spec,
 };
+pub use batch::EncryptItem;
 pub use grants::{Grant, MAX_GRANT_RECORD, NewGrant, validate_new_grant};
 pub use import::{IMPORT_PARAMETERS_VALIDITY, ImportParameters, MaterialOrigin, material_expiry};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};
