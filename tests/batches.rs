@@ -706,6 +706,48 @@ async fn a_batch_mixing_keys_of_both_keystores_answers_every_item_in_place() {
         Some("ValidationException")
     );
 
+    // GenerateDataKeyBatch over both keystores: each data key opens from its blob with a
+    // single Decrypt under the key that sealed it.
+    let items = [
+        (&device, "AES_256"),
+        (&sealed, "AES_128"),
+        (&device, "AES_512"),
+    ]
+    .into_iter()
+    .map(|(key, spec)| v1::GenerateDataKeyRequest {
+        key_id: key.key_id.clone(),
+        key_spec: spec.into(),
+        ..Default::default()
+    })
+    .collect();
+    let data_keys = daemon
+        .client
+        .kms()
+        .generate_data_key_batch(daemon.client.signed(
+            "GenerateDataKeyBatch",
+            v1::GenerateDataKeyBatchRequest { items },
+        ))
+        .await
+        .expect("GenerateDataKeyBatch")
+        .into_inner()
+        .results;
+    for (result, (owner, len)) in data_keys.iter().take(2).zip([(&device, 32), (&sealed, 16)]) {
+        let answer = result.result.as_ref().expect("a data key");
+        assert_eq!(answer.key_id, owner.arn);
+        assert_eq!(answer.plaintext.len(), len);
+        assert_eq!(
+            daemon
+                .decrypt(&answer.ciphertext_blob, &[])
+                .await
+                .expect("single Decrypt"),
+            answer.plaintext
+        );
+    }
+    assert_eq!(
+        data_keys[2].error.as_ref().map(|e| e.reason.as_str()),
+        Some("ValidationException")
+    );
+
     let records = audit_records(&daemon);
     let batch = records_of(&records, "kms:EncryptBatch");
     assert_eq!(batch.len(), 1);

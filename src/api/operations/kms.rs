@@ -740,16 +740,26 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GenerateDataKeyRequest,
     ) -> Outcome<v1::GenerateDataKeyResponse> {
-        let r = request;
-        let context = context(r.encryption_context)?;
-        let key = self.crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context)?;
-        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        let (key, size, context) = self.plan_generate_data_key(call, request)?;
         let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
             plaintext: plaintext.into_bytes(),
             key_id: self.arn(id),
         })
+    }
+
+    /// Reads and authorises a GenerateDataKey request: the key id, the data key's size and
+    /// the context to seal it with.
+    pub(super) fn plan_generate_data_key(
+        &self,
+        call: &CallContext,
+        r: v1::GenerateDataKeyRequest,
+    ) -> Result<(String, DataKeySize, EncryptionContext), ApiError> {
+        let context = context(r.encryption_context)?;
+        let key = self.crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context)?;
+        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        Ok((key, size, context))
     }
 
     pub async fn generate_data_key_without_plaintext(

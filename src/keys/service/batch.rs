@@ -24,13 +24,46 @@ impl KeyService {
     /// Encrypt of every item, each answered in its position exactly as its single call would
     /// be (blob and key id, or its own error).
     pub async fn encrypt_many(&self, items: &[EncryptItem<'_>]) -> Vec<Sealed> {
+        self.seal_many(items, "Encrypt").await
+    }
+
+    /// GenerateDataKey of every item (key, size, context), each answered in its position as
+    /// its single call would be: the data key, its blob and the key's id, or its own error.
+    pub async fn generate_data_keys(
+        &self,
+        items: &[(&str, DataKeySize, &EncryptionContext)],
+    ) -> Vec<Result<(SecretBytes, Vec<u8>, Uuid), KeyError>> {
+        let data_keys: Vec<SecretBytes> = items
+            .iter()
+            .map(|(_, size, _)| random_bytes(size.len()))
+            .collect();
+        let sealing = items
+            .iter()
+            .zip(&data_keys)
+            .map(|((key, _, context), data_key)| EncryptItem {
+                key,
+                plaintext: data_key.expose(),
+                context,
+            })
+            .collect::<Vec<_>>();
+        let sealed = self.seal_many(&sealing, "GenerateDataKey").await;
+        drop(sealing);
+        data_keys
+            .into_iter()
+            .zip(sealed)
+            .map(|(data_key, sealed)| sealed.map(|(blob, id)| (data_key, blob, id)))
+            .collect()
+    }
+
+    /// Seals every item under its key for `operation` (the name the key's checks give).
+    async fn seal_many(&self, items: &[EncryptItem<'_>], operation: &str) -> Vec<Sealed> {
         let mut answers: Vec<Option<Sealed>> = items.iter().map(|_| None).collect();
         let mut by_keystore: Vec<KeystoreItems> = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let prepared = async {
                 require_plaintext(item.plaintext)?;
                 let entry = self.resolve(item.key, false)?;
-                self.prepare_seal(&entry, item.context, "Encrypt").await
+                self.prepare_seal(&entry, item.context, operation).await
             }
             .await;
             match prepared {
