@@ -30,7 +30,13 @@
 //! `KEYHAVEN_BENCH_ONLY=batches` (only the batch rows, the sealed daemon's Encrypt at 64 in
 //! flight and the raw device, for a quick look at the batch ratios), `KEYHAVEN_BENCH_ONLY=aws`
 //! (only Encrypt through the AWS door and the gRPC Encrypt at 64 in flight),
-//! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines).
+//! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines),
+//! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows).
+//!
+//! Server CPU per call: after each daemon's rows, `keyhaven serve` runs on the same data
+//! directory in a process of its own, and the CPU it spends (utime + stime from
+//! `/proc/<pid>/stat`) is divided by the calls answered, at 16 in flight: the health check,
+//! a signed call (GetCallerIdentity) and Encrypt on the sealed store, Encrypt on PKCS#11.
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
@@ -138,6 +144,9 @@ struct Row {
     ops_per_second: f64,
     p50: Option<Duration>,
     p99: Option<Duration>,
+    /// CPU the server process spent per call, in microseconds (rows of `keyhaven serve` in
+    /// its own process).
+    server_cpu_us: Option<f64>,
     errors: String,
 }
 
@@ -178,6 +187,7 @@ impl Results {
             ops_per_second: ops,
             p50: Some(report.latency.percentile(0.5)),
             p99: Some(report.latency.percentile(0.99)),
+            server_cpu_us: None,
             errors,
         });
         ops
@@ -203,6 +213,7 @@ impl Results {
             ops_per_second: ops,
             p50: latency.map(|h| h.percentile(0.5)),
             p99: latency.map(|h| h.percentile(0.99)),
+            server_cpu_us: None,
             errors,
         });
         ops
@@ -219,17 +230,22 @@ impl Results {
             if settings.connections == 1 { "" } else { "s" }
         );
         println!();
-        println!("| operation | backend | concurrency | ops/s | p50 | p99 | errors |");
-        println!("|---|---|---|---:|---:|---:|---|");
+        println!(
+            "| operation | backend | concurrency | ops/s | p50 | p99 | server CPU/call | errors |"
+        );
+        println!("|---|---|---|---:|---:|---:|---:|---|");
         for row in &self.rows {
             println!(
-                "| {} | {} | {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} |",
                 row.operation,
                 row.backend,
                 row.concurrency,
                 row.ops_per_second,
                 row.p50.map(format_latency).unwrap_or_else(|| "—".into()),
                 row.p99.map(format_latency).unwrap_or_else(|| "—".into()),
+                row.server_cpu_us
+                    .map(|us| format!("{us:.1} µs"))
+                    .unwrap_or_else(|| "—".into()),
                 row.errors
             );
         }
@@ -934,12 +950,17 @@ fn raw_device(
                     .map_err(|e| format!("open session: {e}"))?;
                 Ok(move |n| encrypt(&own, session_key, n))
             });
-            results.raw(
+            let ops = results.raw(
                 &format!("raw C_EncryptInit+C_Encrypt {PAYLOAD} B"),
                 "pkcs11 session key (SoftHSM2)",
                 1,
                 &run,
             );
+            if run.failure.is_none() {
+                results
+                    .throughput
+                    .insert("raw_device_session_key".into(), ops);
+            }
         }
         Err(e) => results
             .notes
@@ -1397,6 +1418,223 @@ impl BenchDaemon {
         let _ = child.wait();
         measured
     }
+}
+
+/// `keyhaven serve` in a process of its own, answering; stopped (SIGTERM) when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    client: Client,
+    channel: Channel,
+}
+
+impl ServeProcess {
+    /// Serves `daemon`'s data directory (the in-process daemon must be stopped); `pkcs11`
+    /// keeps the token's settings from the environment (`hsm-sim/setup.sh`'s), else they are
+    /// removed so that the process serves the sealed store alone.
+    fn spawn(daemon: &BenchDaemon, client: &Runtime, pkcs11: bool) -> Result<Self, String> {
+        let passphrase = daemon._dir.path().join("passphrase");
+        std::fs::write(&passphrase, PASSPHRASE).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&daemon.config.data_dir)
+            .arg("--passphrase-file")
+            .arg(&passphrase)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Logging as `keyhaven serve` does by default (`info`), to nowhere.
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if pkcs11 {
+            command.args(["--keystore", "pkcs11:default"]);
+        } else {
+            for name in [
+                "KEYHAVEN_PKCS11_MODULE",
+                "KEYHAVEN_PKCS11_TOKEN_LABEL",
+                "KEYHAVEN_PKCS11_TOKEN_SERIAL",
+            ] {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start keyhaven serve: {e}"))?;
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let started = Instant::now();
+        let answered = loop {
+            let answered = client.block_on(async {
+                let channel = channel(address).await?;
+                let c = Client::from_channel(
+                    channel.clone(),
+                    &address.to_string(),
+                    daemon.credentials.clone(),
+                );
+                list_page(&c, 1, "").await.map(|_| (c, channel))
+            });
+            match answered {
+                Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => break Err(format!("keyhaven serve never answered: {e}")),
+                Ok(answered) => break Ok(answered),
+            }
+        };
+        let mut child = child;
+        match answered {
+            Ok((client, channel)) => Ok(ServeProcess {
+                child,
+                client,
+                channel,
+            }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    fn cpu(&self) -> Result<Duration, String> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map_err(|e| format!("/proc/<pid>/stat: {e}"))?;
+        // After the command name (in parentheses, which may hold spaces): state is field 3,
+        // utime 14 and stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |index: usize| -> Result<u64, String> {
+            fields
+                .get(index)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| format!("/proc/<pid>/stat has no field {}", index + 3))
+        };
+        let total = ticks(11)? + ticks(12)?;
+        // SAFETY: sysconf only reads a system constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_second = if per_second > 0 {
+            per_second as u64
+        } else {
+            100
+        };
+        Ok(Duration::from_secs_f64(total as f64 / per_second as f64))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The in-flight count of the server-CPU rows.
+const CPU_IN_FLIGHT: usize = 16;
+
+/// One server-CPU row: a warm-up, then a measured load whose server CPU is divided by its
+/// calls (succeeded and failed). Records the row and `throughput[name]` = µs per call.
+fn server_cpu_row(
+    process: &ServeProcess,
+    settings: &Settings,
+    results: &mut Results,
+    (operation, backend, name): (&str, &str, &str),
+    run: impl Fn(&LoadShape) -> Result<LoadReport, String>,
+) -> Result<(), String> {
+    let mut warm = settings.shape(CPU_IN_FLIGHT);
+    warm.duration = Some(settings.warmup.max(Duration::from_millis(100)));
+    warm.warmup = Duration::ZERO;
+    run(&warm)?;
+    let mut shape = settings.shape(CPU_IN_FLIGHT);
+    shape.warmup = Duration::ZERO;
+    let before = process.cpu()?;
+    let report = run(&shape)?;
+    let used = process.cpu()?.saturating_sub(before);
+    let calls = (report.succeeded + report.failed).max(1);
+    let per_call = used.as_secs_f64() * 1e6 / calls as f64;
+    results.load(operation, backend, &report);
+    if let Some(row) = results.rows.last_mut() {
+        row.server_cpu_us = Some(per_call);
+    }
+    eprintln!("daemon bench: {name}: server CPU {per_call:.1} µs per call");
+    results.throughput.insert(name.into(), per_call);
+    Ok(())
+}
+
+/// Server CPU per call, `keyhaven serve` in its own process on `daemon`'s data directory
+/// (stopped first): on the sealed store the health check, a signed call and Encrypt; on
+/// PKCS#11 Encrypt on `key` (a key of the daemon's default keystore, made before).
+fn server_cpu(
+    daemon: &mut BenchDaemon,
+    server: &Runtime,
+    client: &Runtime,
+    settings: &Settings,
+    backend: Backend,
+    key: &str,
+    results: &mut Results,
+) -> Result<(), String> {
+    daemon.stop(server)?;
+    // The stopped daemon's clients are gone; the process gets its own.
+    let process = ServeProcess::spawn(daemon, client, backend == Backend::Pkcs11)?;
+    let label = format!("{} (`keyhaven serve` in its own process)", backend.name());
+    if backend == Backend::Sealed {
+        server_cpu_row(
+            &process,
+            settings,
+            results,
+            ("empty RPC (health Check, 0 B)", &label, "server_cpu_health"),
+            |shape| {
+                let workload = Arc::new(HealthWorkload {
+                    channels: vec![process.channel.clone()],
+                    signer: None,
+                });
+                Ok(client.block_on(bench::drive(workload, shape)))
+            },
+        )?;
+        server_cpu_row(
+            &process,
+            settings,
+            results,
+            (
+                "signed call (GetCallerIdentity: signature, replay check, 1 audit record)",
+                &label,
+                "server_cpu_signed_call",
+            ),
+            |shape| {
+                let workload = Arc::new(SignedCallWorkload {
+                    clients: vec![process.client.clone()],
+                });
+                Ok(client.block_on(bench::drive(workload, shape)))
+            },
+        )?;
+    }
+    let prefix = match backend {
+        Backend::Sealed => "sealed",
+        Backend::Pkcs11 => "pkcs11",
+    };
+    server_cpu_row(
+        &process,
+        settings,
+        results,
+        (
+            operation_label(Operation::Encrypt),
+            &label,
+            &format!("server_cpu_encrypt_{prefix}"),
+        ),
+        |shape| {
+            client.block_on(bench::run_load(
+                vec![process.client.clone()],
+                spec(Operation::Encrypt, key, shape.clone()),
+            ))
+        },
+    )
 }
 
 /// What [`BenchDaemon::as_process`] measured.
@@ -2037,15 +2275,17 @@ fn main() {
     let only_aws = only == "aws";
     // The Sign and GenerateMac rows alone, with their raw baselines.
     let only_sign = only == "sign";
+    // Only the server-CPU rows: `keyhaven serve` in its own process.
+    let only_cpu = only == "cpu";
 
-    if !only_batches && !only_aws {
+    if !only_batches && !only_aws && !only_cpu {
         attempt(
             "the raw signing and MAC baselines",
             raw_sign_crates(&settings, &mut results),
             &mut problems,
         );
     }
-    if !only_batches && !only_sign && !only_aws {
+    if !only_batches && !only_sign && !only_aws && !only_cpu {
         attempt(
             "the raw sealed keystore baseline",
             raw_sealed_keystore(&settings, &mut results),
@@ -2074,23 +2314,37 @@ fn main() {
         }
         if only_batches {
             encrypt_c64(&daemon, &client, &settings, &mut results)?;
-        } else if !only_sign {
+        } else if !only_sign && !only_cpu {
             health_through_daemon(&daemon, &client, &settings, &mut results);
             sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
             aws_door_encrypt(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         }
-        if !only_batches {
+        if !only_batches && !only_cpu {
             sign_and_mac(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
         }
-        if !only_sign {
+        if !only_sign && !only_cpu {
             batches(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+            results.notes.push(format!(
+                "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
+                format_latency(daemon.startup),
+                mib(vm_status("VmRSS"))
+            ));
         }
-        results.notes.push(format!(
-            "Sealed daemon: start-up (unseal with default Argon2id, then the first answer) {}; VmRSS after its runs {} (the daemon runs in this process: the figure includes the load generator).",
-            format_latency(daemon.startup),
-            mib(vm_status("VmRSS"))
-        ));
-        daemon.stop(&server)
+        if only_batches || only_sign {
+            return daemon.stop(&server);
+        }
+        let key = client
+            .block_on(bench::create_key(&daemon.clients[0]))
+            .map_err(|status| format!("CreateKey: {status}"))?;
+        server_cpu(
+            &mut daemon,
+            &server,
+            &client,
+            &settings,
+            Backend::Sealed,
+            &key,
+            &mut results,
+        )
     })();
     attempt("the sealed daemon", sealed, &mut problems);
 
@@ -2107,37 +2361,63 @@ fn main() {
                     10_000_000,
                 )?;
                 // On the daemon's token, while the daemon holds its sessions and login.
-                if !only_sign && let Err(e) = raw_device(&pkcs11, &settings, &mut results) {
+                if !only_sign
+                    && !only_cpu
+                    && let Err(e) = raw_device(&pkcs11, &settings, &mut results)
+                {
                     results
                         .notes
                         .push(format!("Raw device baseline failed: {e}"));
                 }
-                if !only_batches && let Err(e) = raw_device_sign(&pkcs11, &settings, &mut results) {
+                if !only_batches
+                    && !only_cpu
+                    && let Err(e) = raw_device_sign(&pkcs11, &settings, &mut results)
+                {
                     results
                         .notes
                         .push(format!("Raw device signing baseline failed: {e}"));
                 }
-                let swept = if only_batches || only_sign {
+                let swept = if only_batches || only_sign || only_cpu {
                     Ok(())
                 } else {
                     sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                 };
                 let swept = swept.and_then(|()| {
-                    if only_batches {
+                    if only_batches || only_cpu {
                         Ok(())
                     } else {
                         sign_and_mac(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                     }
                 });
                 let swept = swept.and_then(|()| {
-                    if only_sign {
+                    if only_sign || only_cpu {
                         Ok(())
                     } else {
                         batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                     }
                 });
+                let cpu_key = if only_batches || only_sign {
+                    None
+                } else {
+                    client.block_on(bench::create_key(&daemon.clients[0])).ok()
+                };
                 // The data directory goes away with the run; the token objects must too.
                 let keys = client.block_on(all_keys(&daemon.clients[0]));
+                let swept = match (&cpu_key, swept) {
+                    (Some(key), Ok(())) => server_cpu(
+                        &mut daemon,
+                        &server,
+                        &client,
+                        &settings,
+                        Backend::Pkcs11,
+                        key,
+                        &mut results,
+                    ),
+                    (None, Ok(())) if !only_batches && !only_sign => {
+                        Err("CreateKey for the server-CPU rows failed".into())
+                    }
+                    (_, swept) => swept,
+                };
                 daemon.stop(&server)?;
                 match keys.and_then(|keys| destroy_token_objects(&pkcs11, &daemon.account_id, &keys)) {
                     Ok(destroyed) => results.notes.push(format!(
@@ -2160,7 +2440,7 @@ fn main() {
         }
     }
 
-    if settings.keys > 0 && !only_batches && !only_aws && !only_sign {
+    if settings.keys > 0 && !only_batches && !only_aws && !only_sign && !only_cpu {
         attempt(
             "the scale run",
             scale(&server, &client, &settings, &mut results),
@@ -2249,6 +2529,21 @@ fn main() {
             "generate_mac_pkcs11_vs_raw_device",
             "generate_mac_pkcs11_c16",
             "raw_device_mac",
+        ),
+        (
+            "encrypt_batch_items_pkcs11_vs_session_key",
+            "encrypt_batch_items_pkcs11",
+            "raw_device_session_key",
+        ),
+        (
+            "server_cpu_encrypt_sealed_vs_health",
+            "server_cpu_encrypt_sealed",
+            "server_cpu_health",
+        ),
+        (
+            "server_cpu_encrypt_pkcs11_vs_sealed",
+            "server_cpu_encrypt_pkcs11",
+            "server_cpu_encrypt_sealed",
         ),
     ];
     for (name, numerator, denominator) in ratios {

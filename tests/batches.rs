@@ -515,3 +515,252 @@ fn run_cli(d: &TestDaemon, args: &[&str], stdin: &[u8]) -> (bool, String, String
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The version and nonce a blob names (its header, as `CiphertextBlob::parse` reads it).
+fn version_and_nonce(blob: &[u8]) -> (u32, [u8; 12]) {
+    let parsed = keyhaven::crypto::CiphertextBlob::parse(blob).expect("a ciphertext blob");
+    (parsed.key_version, parsed.nonce)
+}
+
+/// A PKCS#11 batch is sealed by the device in one pass, yet each item takes its own count of
+/// its version's nonce limit (reserved on disk before the answer, so a restart does not hand
+/// the counts out again): with a limit of 5, the versions rotate inside the batch, no version
+/// seals more than 5 items across batches, single calls and a restart, no nonce repeats, and
+/// every ciphertext opens with a single Decrypt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pkcs11_batch_opens_with_single_decrypts_and_never_reuses_a_nonce() {
+    let mut daemon = TestDaemon::start_with(Backend::Pkcs11, |c| {
+        c.nonce_limit = 5;
+        c.nonce_reservation_block = 2;
+    })
+    .await;
+    let key = daemon.create_key("pkcs11 batch nonces").await;
+    let context = [("tenant", "7")];
+    let mut sealed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for i in 0..2u8 {
+        let plaintext = vec![b's', i];
+        let blob = daemon
+            .encrypt(&key.key_id, &plaintext, &context)
+            .await
+            .expect("Encrypt");
+        sealed.push((blob, plaintext));
+    }
+    let batch = |first: u8, count: u8| {
+        (first..first + count)
+            .map(|i| encrypt_item(&key.key_id, &[b'b', i], &context))
+            .collect::<Vec<_>>()
+    };
+    let take = |sealed: &mut Vec<(Vec<u8>, Vec<u8>)>,
+                results: Vec<v1::EncryptBatchResult>,
+                items: Vec<v1::EncryptRequest>| {
+        for (result, item) in results.into_iter().zip(items) {
+            let answer = result.result.expect("every item sealed");
+            assert_eq!(answer.key_id, key.arn);
+            sealed.push((answer.ciphertext_blob, item.plaintext));
+        }
+    };
+    let items = batch(0, 12);
+    take(
+        &mut sealed,
+        encrypt_batch(&daemon.client, items.clone())
+            .await
+            .expect("EncryptBatch"),
+        items,
+    );
+    for i in 2..4u8 {
+        let plaintext = vec![b's', i];
+        let blob = daemon
+            .encrypt(&key.key_id, &plaintext, &context)
+            .await
+            .expect("Encrypt");
+        sealed.push((blob, plaintext));
+    }
+    daemon.restart().await;
+    let items = batch(12, 9);
+    take(
+        &mut sealed,
+        encrypt_batch(&daemon.client, items.clone())
+            .await
+            .expect("EncryptBatch after a restart"),
+        items,
+    );
+
+    let versions: Vec<u32> = sealed.iter().map(|(b, _)| version_and_nonce(b).0).collect();
+    // Two singles and three batch items on version 1; then five items a version, the batch
+    // rotating twice inside itself.
+    assert_eq!(
+        &versions[..16],
+        &[1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4]
+    );
+    assert!(
+        versions.windows(2).all(|w| w[0] <= w[1]),
+        "versions only move forward: {versions:?}"
+    );
+    for version in 1..=*versions.last().expect("versions") {
+        let uses = versions.iter().filter(|v| **v == version).count();
+        assert!(
+            uses <= 5,
+            "version {version} sealed {uses} items: {versions:?}"
+        );
+    }
+    let nonces: std::collections::HashSet<[u8; 12]> =
+        sealed.iter().map(|(b, _)| version_and_nonce(b).1).collect();
+    assert_eq!(nonces.len(), sealed.len(), "a nonce was used twice");
+    for (blob, plaintext) in &sealed {
+        assert_eq!(
+            &daemon
+                .decrypt(blob, &context)
+                .await
+                .expect("single Decrypt"),
+            plaintext
+        );
+        // The context is bound: without it the blob does not open.
+        assert_eq!(
+            daemon
+                .decrypt(blob, &[])
+                .await
+                .expect_err("no context")
+                .code(),
+            Code::InvalidArgument
+        );
+    }
+}
+
+/// A batch mixing keys of the PKCS#11 keystore and of the sealed store: each keystore seals
+/// its own items, every item is answered in its position under its own key, a bad item in
+/// between fails only itself, one audit record lists them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_mixing_keys_of_both_keystores_answers_every_item_in_place() {
+    let daemon = TestDaemon::start(Backend::Pkcs11).await;
+    let device = daemon.create_key("batch on the device").await;
+    let request = v1::CreateKeyRequest {
+        description: "batch on the sealed store".into(),
+        keystore: "sealed".into(),
+        ..Default::default()
+    };
+    let sealed = daemon
+        .client
+        .kms()
+        .create_key(daemon.client.signed("CreateKey", request))
+        .await
+        .expect("CreateKey on the sealed store")
+        .into_inner()
+        .key_metadata
+        .expect("metadata");
+    assert_eq!(device.keystore, "pkcs11:default");
+    assert_eq!(sealed.keystore, "sealed");
+    let unknown = "0b6c3f2e-1d4a-4b8e-9f00-000000000003";
+    let items = vec![
+        encrypt_item(&device.key_id, b"device one", &[("k", "1")]),
+        encrypt_item(&sealed.key_id, b"sealed one", &[("k", "2")]),
+        encrypt_item(unknown, b"nowhere", &[]),
+        encrypt_item(&device.arn, b"device two", &[]),
+        encrypt_item(&sealed.arn, b"sealed two", &[("k", "3")]),
+        encrypt_item(&device.key_id, b"", &[]),
+    ];
+    let contexts: [&[(&str, &str)]; 6] =
+        [&[("k", "1")], &[("k", "2")], &[], &[], &[("k", "3")], &[]];
+    let results = encrypt_batch(&daemon.client, items.clone())
+        .await
+        .expect("EncryptBatch");
+    assert_eq!(results.len(), items.len());
+    let owners = [
+        Some(&device),
+        Some(&sealed),
+        None,
+        Some(&device),
+        Some(&sealed),
+        None,
+    ];
+    for (((result, item), owner), context) in results.iter().zip(&items).zip(owners).zip(contexts) {
+        match owner {
+            Some(owner) => {
+                let answer = result.result.as_ref().expect("sealed");
+                assert_eq!(answer.key_id, owner.arn);
+                let blob = &answer.ciphertext_blob;
+                assert_eq!(
+                    keyhaven::crypto::CiphertextBlob::parse(blob)
+                        .unwrap()
+                        .key_id
+                        .to_string(),
+                    owner.key_id
+                );
+                assert_eq!(
+                    daemon.decrypt(blob, context).await.expect("single Decrypt"),
+                    item.plaintext
+                );
+            }
+            None => {
+                let error = result.error.clone().expect("refused");
+                let single = single_encrypt(&daemon.client, item.clone()).await;
+                assert_eq!(error, as_item_error(single.expect_err("refused")));
+            }
+        }
+    }
+    assert_eq!(
+        results[2].error.as_ref().map(|e| e.reason.as_str()),
+        Some("NotFoundException")
+    );
+    assert_eq!(
+        results[5].error.as_ref().map(|e| e.reason.as_str()),
+        Some("ValidationException")
+    );
+
+    // GenerateDataKeyBatch over both keystores: each data key opens from its blob with a
+    // single Decrypt under the key that sealed it.
+    let items = [
+        (&device, "AES_256"),
+        (&sealed, "AES_128"),
+        (&device, "AES_512"),
+    ]
+    .into_iter()
+    .map(|(key, spec)| v1::GenerateDataKeyRequest {
+        key_id: key.key_id.clone(),
+        key_spec: spec.into(),
+        ..Default::default()
+    })
+    .collect();
+    let data_keys = daemon
+        .client
+        .kms()
+        .generate_data_key_batch(daemon.client.signed(
+            "GenerateDataKeyBatch",
+            v1::GenerateDataKeyBatchRequest { items },
+        ))
+        .await
+        .expect("GenerateDataKeyBatch")
+        .into_inner()
+        .results;
+    for (result, (owner, len)) in data_keys.iter().take(2).zip([(&device, 32), (&sealed, 16)]) {
+        let answer = result.result.as_ref().expect("a data key");
+        assert_eq!(answer.key_id, owner.arn);
+        assert_eq!(answer.plaintext.len(), len);
+        assert_eq!(
+            daemon
+                .decrypt(&answer.ciphertext_blob, &[])
+                .await
+                .expect("single Decrypt"),
+            answer.plaintext
+        );
+    }
+    assert_eq!(
+        data_keys[2].error.as_ref().map(|e| e.reason.as_str()),
+        Some("ValidationException")
+    );
+
+    let records = audit_records(&daemon);
+    let batch = records_of(&records, "kms:EncryptBatch");
+    assert_eq!(batch.len(), 1);
+    let outcomes: Vec<&str> = batch[0]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["outcome"]["code"].as_str().expect("code"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["Ok", "Ok", "NotFound", "Ok", "Ok", "InvalidArgument"]
+    );
+    let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
+    assert!(!log.contains("device one") && !log.contains("sealed two"));
+}

@@ -21,7 +21,7 @@
 
 use super::{
     EncryptionAlgorithm, GeneratedMaterial, KeySpec, KeyStore, KeyStoreError, MacAlgorithm,
-    MaterialRef, MaterialUse, SigningAlgorithm,
+    MaterialRef, MaterialUse, SealItem, SigningAlgorithm,
 };
 use crate::secret::SecretBytes;
 use crate::store::WriteBatch;
@@ -586,6 +586,14 @@ impl KeyStore for DeadlineKeyStore {
         self.call("encrypt", None, move |k| {
             k.encrypt(material, &nonce, &aad, plaintext.expose())
         })
+    }
+
+    /// The whole batch is one call to the device's worker, under one deadline.
+    fn encrypt_many(
+        &self,
+        items: Vec<SealItem>,
+    ) -> Result<Vec<Result<Vec<u8>, KeyStoreError>>, KeyStoreError> {
+        self.call("encrypt_batch", None, move |k| k.encrypt_many(items))
     }
 
     fn decrypt(

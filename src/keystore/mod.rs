@@ -708,6 +708,16 @@ pub struct GeneratedMaterial {
     pub records: WriteBatch,
 }
 
+/// One AES-256-GCM encryption of a batch handed to [`KeyStore::encrypt_many`]: the item's
+/// nonce was taken (and its reservation made durable) before it is handed over.
+#[derive(Debug)]
+pub struct SealItem {
+    pub material: MaterialRef,
+    pub nonce: [u8; 12],
+    pub aad: Vec<u8>,
+    pub plaintext: SecretBytes,
+}
+
 /// A backend that holds key material and does AES-256-GCM with it.
 pub trait KeyStore: Send + Sync + 'static {
     /// `sealed` or `pkcs11:<name>`, as DescribeKey reports it.
@@ -927,6 +937,26 @@ pub trait KeyStore: Send + Sync + 'static {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KeyStoreError>;
+
+    /// [`KeyStore::encrypt`] of every item, each answered in its position: one item's failure
+    /// is its own answer. The whole call fails only when the keystore could not be asked at all
+    /// (a deadline passed). A device keystore does the items in one hand-off, on one session.
+    fn encrypt_many(
+        &self,
+        items: Vec<SealItem>,
+    ) -> Result<Vec<Result<Vec<u8>, KeyStoreError>>, KeyStoreError> {
+        Ok(items
+            .iter()
+            .map(|item| {
+                self.encrypt(
+                    item.material,
+                    &item.nonce,
+                    &item.aad,
+                    item.plaintext.expose(),
+                )
+            })
+            .collect())
+    }
 
     /// AES-256-GCM open of ciphertext ‖ tag; [`KeyStoreError::DecryptFailed`] when the tag fails.
     fn decrypt(

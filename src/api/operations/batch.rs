@@ -5,13 +5,14 @@
 //! what the slot gathered and the item's outcome become one entry of the call's record. An
 //! item's refusal is its answer, in its position: it never fails the batch.
 
-use super::kms::{KmsOperations, Outcome};
+use super::kms::{KmsOperations, Outcome, Sealing};
 use crate::api::authorize::CallContext;
 use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
-use crate::keys::KeyError;
+use crate::keys::{EncryptItem, EncryptionAlgorithm, KeyError};
 use crate::proto::v1;
 use std::future::Future;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Most items one batch call may carry.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -45,36 +46,194 @@ impl KmsOperations {
         Run: Fn(CallContext, Item) -> Running,
         Running: Future<Output = Outcome<Answer>>,
     {
-        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
-            return Err(KeyError::Validation(format!(
-                "a batch carries 1 to {MAX_BATCH_ITEMS} items; got {}",
-                items.len()
-            ))
-            .into());
-        }
+        require_batch_size(items.len())?;
         let mut answers = Vec::with_capacity(items.len());
         for one in items {
             let slot = AuditSlot::default();
-            let item_call = CallContext {
-                caller: call.caller.clone(),
-                source_ip: call.source_ip,
-                secure_transport: call.secure_transport,
-                audit: slot.clone(),
-                approval_id: None,
-            };
-            let answer = item(item_call, one).await;
-            let outcome = match &answer {
-                Ok(_) => crate::audit::Outcome {
-                    code: "Ok".into(),
-                    reason: None,
-                },
-                Err(error) => error.outcome(),
-            };
-            call.audit.add_item(&slot, outcome);
-            answers.push(answer.map_err(item_error));
+            let answer = item(item_call(call, &slot), one).await;
+            answers.push(note_item(call, &slot, answer));
         }
         Ok(answers)
     }
+
+    /// EncryptBatch: every item authorised and given its nonce first, as its single Encrypt
+    /// would be; then the items' keystores seal them together (a device keystore in one
+    /// hand-off, on one session) through [`crate::keys::KeyService::encrypt_many`]. Items of
+    /// other algorithms (RSA) run as their single call.
+    pub async fn encrypt_batch(
+        &self,
+        call: &CallContext,
+        request: v1::EncryptBatchRequest,
+    ) -> Outcome<v1::EncryptBatchResponse> {
+        require_batch_size(request.items.len())?;
+        let mut slots = Vec::with_capacity(request.items.len());
+        let mut answers: Vec<Option<Outcome<v1::EncryptResponse>>> =
+            Vec::with_capacity(request.items.len());
+        let mut sealing = Vec::new();
+        for (index, mut r) in request.items.into_iter().enumerate() {
+            let slot = AuditSlot::default();
+            let item_call = item_call(call, &slot);
+            let answer = match self.plan_encrypt(&item_call, &mut r) {
+                Ok(Sealing::Symmetric { key, context }) => {
+                    let plaintext = Zeroizing::new(std::mem::take(&mut r.plaintext));
+                    sealing.push((index, key, context, plaintext));
+                    None
+                }
+                Ok(Sealing::Other { context, algorithm }) => Some(
+                    self.encrypt_other(&item_call, &r, context, algorithm)
+                        .await
+                        .map(|(blob, id, algorithm)| self.encrypted(blob, id, algorithm)),
+                ),
+                Err(error) => Some(Err(error)),
+            };
+            r.plaintext.zeroize();
+            answers.push(answer);
+            slots.push(slot);
+        }
+        let items = sealing
+            .iter()
+            .map(|(_, key, context, plaintext)| EncryptItem {
+                key,
+                plaintext,
+                context,
+            })
+            .collect::<Vec<_>>();
+        let sealed = self.keys.encrypt_many(&items).await;
+        for ((index, ..), sealed) in sealing.iter().zip(sealed) {
+            answers[*index] = Some(
+                sealed
+                    .map(|(blob, id)| {
+                        self.encrypted(blob, id, EncryptionAlgorithm::SymmetricDefault)
+                    })
+                    .map_err(ApiError::from),
+            );
+        }
+        let results = answers
+            .into_iter()
+            .zip(slots)
+            .map(|(answer, slot)| {
+                let answer = answer.unwrap_or_else(|| {
+                    Err(KeyError::Internal("batch item not answered".into()).into())
+                });
+                match note_item(call, &slot, answer) {
+                    Ok(result) => v1::EncryptBatchResult {
+                        result: Some(result),
+                        error: None,
+                    },
+                    Err(error) => v1::EncryptBatchResult {
+                        result: None,
+                        error: Some(error),
+                    },
+                }
+            })
+            .collect();
+        Ok(v1::EncryptBatchResponse { results })
+    }
+}
+
+impl KmsOperations {
+    /// GenerateDataKeyBatch: every item authorised as its single GenerateDataKey would be,
+    /// then all data keys sealed together through
+    /// [`crate::keys::KeyService::generate_data_keys`] (a device keystore in one hand-off).
+    pub async fn generate_data_key_batch(
+        &self,
+        call: &CallContext,
+        request: v1::GenerateDataKeyBatchRequest,
+    ) -> Outcome<v1::GenerateDataKeyBatchResponse> {
+        require_batch_size(request.items.len())?;
+        let mut slots = Vec::with_capacity(request.items.len());
+        let mut answers: Vec<Option<Outcome<v1::GenerateDataKeyResponse>>> =
+            Vec::with_capacity(request.items.len());
+        let mut sealing = Vec::new();
+        for (index, r) in request.items.into_iter().enumerate() {
+            let slot = AuditSlot::default();
+            let item_call = item_call(call, &slot);
+            match self.plan_generate_data_key(&item_call, r) {
+                Ok((key, size, context)) => {
+                    sealing.push((index, key, size, context));
+                    answers.push(None);
+                }
+                Err(error) => answers.push(Some(Err(error))),
+            }
+            slots.push(slot);
+        }
+        let items = sealing
+            .iter()
+            .map(|(_, key, size, context)| (key.as_str(), *size, context))
+            .collect::<Vec<_>>();
+        let sealed = self.keys.generate_data_keys(&items).await;
+        for ((index, ..), sealed) in sealing.iter().zip(sealed) {
+            answers[*index] = Some(
+                sealed
+                    .map(|(plaintext, blob, id)| v1::GenerateDataKeyResponse {
+                        ciphertext_blob: blob,
+                        plaintext: plaintext.into_bytes(),
+                        key_id: self.arn(id),
+                    })
+                    .map_err(ApiError::from),
+            );
+        }
+        let results = answers
+            .into_iter()
+            .zip(slots)
+            .map(|(answer, slot)| {
+                let answer = answer.unwrap_or_else(|| {
+                    Err(KeyError::Internal("batch item not answered".into()).into())
+                });
+                match note_item(call, &slot, answer) {
+                    Ok(result) => v1::GenerateDataKeyBatchResult {
+                        result: Some(result),
+                        error: None,
+                    },
+                    Err(error) => v1::GenerateDataKeyBatchResult {
+                        result: None,
+                        error: Some(error),
+                    },
+                }
+            })
+            .collect();
+        Ok(v1::GenerateDataKeyBatchResponse { results })
+    }
+}
+
+/// Refuses an empty or oversized batch, before any item runs.
+fn require_batch_size(items: usize) -> Result<(), ApiError> {
+    if items == 0 || items > MAX_BATCH_ITEMS {
+        return Err(KeyError::Validation(format!(
+            "a batch carries 1 to {MAX_BATCH_ITEMS} items; got {items}"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// An item's own call: the batch's caller, source and transport, with its own audit slot.
+fn item_call(call: &CallContext, slot: &AuditSlot) -> CallContext {
+    CallContext {
+        caller: call.caller.clone(),
+        source_ip: call.source_ip,
+        secure_transport: call.secure_transport,
+        audit: slot.clone(),
+        // An approval covers one call, not the items of a batch.
+        approval_id: None,
+    }
+}
+
+/// Notes an item's slot and outcome in the call's record; its answer or error.
+fn note_item<Answer>(
+    call: &CallContext,
+    slot: &AuditSlot,
+    answer: Outcome<Answer>,
+) -> Result<Answer, v1::BatchItemError> {
+    let outcome = match &answer {
+        Ok(_) => crate::audit::Outcome {
+            code: "Ok".into(),
+            reason: None,
+        },
+        Err(error) => error.outcome(),
+    };
+    call.audit.add_item(slot, outcome);
+    answer.map_err(item_error)
 }
 
 /// A batch operation: `single` on every item, each answer or error in its position.
@@ -113,10 +272,7 @@ macro_rules! batch_operations {
 }
 
 batch_operations! {
-    encrypt_batch: encrypt, EncryptBatchRequest => EncryptBatchResponse of EncryptBatchResult,
     decrypt_batch: decrypt, DecryptBatchRequest => DecryptBatchResponse of DecryptBatchResult,
-    generate_data_key_batch: generate_data_key,
-        GenerateDataKeyBatchRequest => GenerateDataKeyBatchResponse of GenerateDataKeyBatchResult,
 }
 
 #[cfg(test)]

@@ -193,6 +193,19 @@ impl KmsOperations {
     }
 }
 
+/// What an Encrypt request asks once read: a symmetric encryption already authorised (the key
+/// id to seal with), or another algorithm still to authorise.
+pub(super) enum Sealing {
+    Symmetric {
+        key: String,
+        context: EncryptionContext,
+    },
+    Other {
+        context: EncryptionContext,
+        algorithm: Result<EncryptionAlgorithm, String>,
+    },
+}
+
 fn context(map: HashMap<String, String>) -> Result<EncryptionContext, ApiError> {
     EncryptionContext::from_map(map).map_err(|e| KeyError::Validation(e.to_string()).into())
 }
@@ -614,28 +627,66 @@ impl KmsOperations {
     ) -> Outcome<v1::EncryptResponse> {
         let mut r = request;
         let result = async {
-            let context = context(std::mem::take(&mut r.encryption_context))?;
-            let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
-            if algorithm == Ok(EncryptionAlgorithm::SymmetricDefault) {
-                let key = self.crypto_key(call, "kms:Encrypt", &r.key_id, &context)?;
-                let (blob, id) = self.keys.encrypt(&key, &r.plaintext, &context).await?;
-                return Ok::<_, ApiError>((blob, id, EncryptionAlgorithm::SymmetricDefault));
+            match self.plan_encrypt(call, &mut r)? {
+                Sealing::Symmetric { key, context } => {
+                    let (blob, id) = self.keys.encrypt(&key, &r.plaintext, &context).await?;
+                    Ok((blob, id, EncryptionAlgorithm::SymmetricDefault))
+                }
+                Sealing::Other { context, algorithm } => {
+                    self.encrypt_other(call, &r, context, algorithm).await
+                }
             }
-            call.audit.add_context(context.pairs());
-            let key = self.asymmetric_key(call, "kms:Encrypt", &r.key_id, &algorithm)?;
-            Ok(self
-                .keys
-                .encrypt_asymmetric(&key, &r.plaintext, algorithm, &context)
-                .await?)
         }
         .await;
         r.plaintext.zeroize();
         let (blob, id, algorithm) = result?;
-        Ok(v1::EncryptResponse {
+        Ok(self.encrypted(blob, id, algorithm))
+    }
+
+    /// Reads an Encrypt request's context and algorithm (taking the context out of it) and,
+    /// for the symmetric default, authorises it: what is left is to seal.
+    pub(super) fn plan_encrypt(
+        &self,
+        call: &CallContext,
+        r: &mut v1::EncryptRequest,
+    ) -> Result<Sealing, ApiError> {
+        let context = context(std::mem::take(&mut r.encryption_context))?;
+        let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
+        if algorithm == Ok(EncryptionAlgorithm::SymmetricDefault) {
+            let key = self.crypto_key(call, "kms:Encrypt", &r.key_id, &context)?;
+            return Ok(Sealing::Symmetric { key, context });
+        }
+        Ok(Sealing::Other { context, algorithm })
+    }
+
+    /// Encrypt with an algorithm other than the symmetric default (RSA): authorised and done.
+    pub(super) async fn encrypt_other(
+        &self,
+        call: &CallContext,
+        r: &v1::EncryptRequest,
+        context: EncryptionContext,
+        algorithm: Result<EncryptionAlgorithm, String>,
+    ) -> Result<(Vec<u8>, Uuid, EncryptionAlgorithm), ApiError> {
+        call.audit.add_context(context.pairs());
+        let key = self.asymmetric_key(call, "kms:Encrypt", &r.key_id, &algorithm)?;
+        Ok(self
+            .keys
+            .encrypt_asymmetric(&key, &r.plaintext, algorithm, &context)
+            .await?)
+    }
+
+    /// Encrypt's answer.
+    pub(super) fn encrypted(
+        &self,
+        blob: Vec<u8>,
+        id: Uuid,
+        algorithm: EncryptionAlgorithm,
+    ) -> v1::EncryptResponse {
+        v1::EncryptResponse {
             ciphertext_blob: blob,
             key_id: self.arn(id),
             encryption_algorithm: algorithm.as_str().into(),
-        })
+        }
     }
 
     pub async fn decrypt(
@@ -724,16 +775,26 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GenerateDataKeyRequest,
     ) -> Outcome<v1::GenerateDataKeyResponse> {
-        let r = request;
-        let context = context(r.encryption_context)?;
-        let key = self.crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context)?;
-        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        let (key, size, context) = self.plan_generate_data_key(call, request)?;
         let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
             plaintext: plaintext.into_bytes(),
             key_id: self.arn(id),
         })
+    }
+
+    /// Reads and authorises a GenerateDataKey request: the key id, the data key's size and
+    /// the context to seal it with.
+    pub(super) fn plan_generate_data_key(
+        &self,
+        call: &CallContext,
+        r: v1::GenerateDataKeyRequest,
+    ) -> Result<(String, DataKeySize, EncryptionContext), ApiError> {
+        let context = context(r.encryption_context)?;
+        let key = self.crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context)?;
+        let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
+        Ok((key, size, context))
     }
 
     pub async fn generate_data_key_without_plaintext(

@@ -69,14 +69,14 @@ impl KeyService {
         }
     }
 
-    /// Encrypts under the key's current version; returns the blob.
-    pub(super) async fn encrypt_with(
+    /// Everything an encryption under the key's current version needs before its keystore
+    /// seals: the key's checks, one nonce taken (its reservation durable), the AAD.
+    pub(super) async fn prepare_seal(
         &self,
         entry: &KeyEntry,
-        plaintext: &[u8],
         context: &EncryptionContext,
         operation: &str,
-    ) -> Result<Vec<u8>, KeyError> {
+    ) -> Result<PreparedSeal, KeyError> {
         let current = entry.record();
         self.require_usable(&current, operation)?;
         current.require_usage(KeyUsage::EncryptDecrypt, operation)?;
@@ -87,11 +87,32 @@ impl KeyService {
         let keystore = self.keystore(&record.keystore)?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let material = MaterialRef {
-            key_id: record.id,
-            version,
-        };
         let aad = CiphertextBlob::aad(record.id, version, &nonce, context);
+        Ok(PreparedSeal {
+            keystore,
+            material: MaterialRef {
+                key_id: record.id,
+                version,
+            },
+            nonce,
+            aad,
+        })
+    }
+
+    /// Encrypts under the key's current version; returns the blob.
+    pub(super) async fn encrypt_with(
+        &self,
+        entry: &KeyEntry,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+        operation: &str,
+    ) -> Result<Vec<u8>, KeyError> {
+        let PreparedSeal {
+            keystore,
+            material,
+            nonce,
+            aad,
+        } = self.prepare_seal(entry, context, operation).await?;
         let sealed = if keystore.blocks() {
             let plaintext = SecretBytes::new(plaintext.to_vec());
             self.on_keystore(&keystore, "encrypt", None, move |k| {
@@ -105,7 +126,10 @@ impl KeyService {
             sealed.map_err(|e| keystore_error(keystore.name(), e))?
         };
         Ok(CiphertextBlob::assemble(
-            record.id, version, &nonce, &sealed,
+            material.key_id,
+            material.version,
+            &nonce,
+            &sealed,
         ))
     }
 
@@ -116,12 +140,7 @@ impl KeyService {
         plaintext: &[u8],
         context: &EncryptionContext,
     ) -> Result<(Vec<u8>, Uuid), KeyError> {
-        if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
-            return Err(KeyError::Validation(format!(
-                "Plaintext must be 1 to {MAX_PLAINTEXT} bytes; got {}",
-                plaintext.len()
-            )));
-        }
+        require_plaintext(plaintext)?;
         let entry = self.resolve(key, false)?;
         let blob = self
             .encrypt_with(&entry, plaintext, context, "Encrypt")
@@ -244,6 +263,25 @@ impl KeyService {
         }
         Ok(random_bytes(number_of_bytes as usize))
     }
+}
+
+/// An encryption prepared by [`KeyService::prepare_seal`], waiting for its keystore.
+pub(super) struct PreparedSeal {
+    pub(super) keystore: Arc<dyn KeyStore>,
+    pub(super) material: MaterialRef,
+    pub(super) nonce: [u8; NONCE_LEN],
+    pub(super) aad: Vec<u8>,
+}
+
+/// Refuses a plaintext Encrypt does not take.
+pub(super) fn require_plaintext(plaintext: &[u8]) -> Result<(), KeyError> {
+    if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
+        return Err(KeyError::Validation(format!(
+            "Plaintext must be 1 to {MAX_PLAINTEXT} bytes; got {}",
+            plaintext.len()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

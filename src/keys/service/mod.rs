@@ -777,6 +777,7 @@ impl From<CommitError> for FailedChange {
 
 mod aliases;
 mod asymmetric;
+mod batch;
 mod crypto;
 mod grants;
 mod import;
@@ -793,6 +794,7 @@ pub use asymmetric::{
     DataKeyPair, encryption_algorithm, encryption_algorithms, key_agreement_algorithm,
     key_pair_spec,
 };
+pub use batch::EncryptItem;
 pub use grants::{Grant, MAX_GRANT_RECORD, NewGrant, validate_new_grant};
 pub use import::{IMPORT_PARAMETERS_VALIDITY, ImportParameters, MaterialOrigin, material_expiry};
 pub use journal::{Orphan, PendingGeneration, Reconciliation};

@@ -73,8 +73,8 @@ pub use device::{Failure, TokenSelector, classify};
 
 use super::{
     COMMITMENT_NONCE, EncryptionAlgorithm, GeneratedMaterial, ImportedMaterial, KeySpec, KeyStore,
-    KeyStoreError, MacAlgorithm, MaterialRef, MaterialUse, SigningAlgorithm, WrappingAlgorithm,
-    WrappingKey, commitment_aad,
+    KeyStoreError, MacAlgorithm, MaterialRef, MaterialUse, SealItem, SigningAlgorithm,
+    WrappingAlgorithm, WrappingKey, commitment_aad,
 };
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::WriteBatch;
@@ -196,6 +196,23 @@ fn encrypt_message(
     finished?;
     sealed.extend_from_slice(&tag);
     Ok(sealed)
+}
+
+/// AES-256-GCM of one plaintext on `session` with `handle`: ciphertext ‖ tag.
+fn seal(
+    session: &Session,
+    handle: ObjectHandle,
+    messages: bool,
+    nonce: &[u8; 12],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptokiError> {
+    if messages {
+        return encrypt_message(session, handle, nonce, aad, plaintext);
+    }
+    let mut iv = *nonce;
+    let params = GcmParams::new(&mut iv, aad, 128.into())?;
+    session.encrypt(&Mechanism::AesGcm(params), handle, plaintext)
 }
 
 /// The PKCS#11 mechanism of an HMAC.
@@ -1389,16 +1406,82 @@ impl KeyStore for Pkcs11KeyStore {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KeyStoreError> {
-        if self.device.encrypts_messages() {
-            return self.with_key(material, |session, handle| {
-                encrypt_message(session, handle, nonce, aad, plaintext)
-            });
-        }
+        let messages = self.device.encrypts_messages();
         self.with_key(material, |session, handle| {
-            let mut iv = *nonce;
-            let params = GcmParams::new(&mut iv, aad, 128.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), handle, plaintext)
+            seal(session, handle, messages, nonce, aad, plaintext)
         })
+    }
+
+    /// Every item on one session, in one pass: the versions' handles are found (or copied into
+    /// sessions) once each, then the items are sealed one after another without giving the
+    /// session back. An item the pass could not do (a handle gone stale, a version not found)
+    /// is done again on its own through [`KeyStore::encrypt`], which looks the handle up afresh
+    /// and answers the item's own error. A session lost mid-pass is retried as a whole by
+    /// `with_session`: an item sealed twice with its own nonce, key, AAD and plaintext gives the
+    /// same ciphertext, and only one is answered. A device still failing after the retries
+    /// answers every item unavailable.
+    fn encrypt_many(
+        &self,
+        items: Vec<SealItem>,
+    ) -> Result<Vec<Result<Vec<u8>, KeyStoreError>>, KeyStoreError> {
+        let mut handles: HashMap<MaterialRef, Option<ObjectHandle>> = HashMap::new();
+        for item in &items {
+            handles
+                .entry(item.material)
+                .or_insert_with(|| self.working_handle(item.material).ok());
+        }
+        // Sealing with a token object itself (no session copy) reads the token's objects.
+        let on_token = handles
+            .iter()
+            .any(|(material, handle)| handle.is_some() && *handle == self.cached(*material));
+        let messages = self.device.encrypts_messages();
+        let pass = {
+            let _reading = if on_token {
+                self.reading_objects()
+            } else {
+                None
+            };
+            self.device.with_session(|session| {
+                let mut sealed = Vec::with_capacity(items.len());
+                for item in &items {
+                    let Some(handle) = handles.get(&item.material).copied().flatten() else {
+                        sealed.push(None);
+                        continue;
+                    };
+                    let plaintext = item.plaintext.expose();
+                    match seal(session, handle, messages, &item.nonce, &item.aad, plaintext) {
+                        Ok(one) => sealed.push(Some(one)),
+                        Err(error) => match classify(&error) {
+                            Failure::Session | Failure::Device => return Err(error),
+                            _ => sealed.push(None),
+                        },
+                    }
+                }
+                Ok(sealed)
+            })
+        };
+        let sealed = match pass {
+            Ok(sealed) => sealed,
+            Err(failure) => {
+                return Ok(items
+                    .iter()
+                    .map(|_| Err(unavailable(failure.clone())))
+                    .collect());
+            }
+        };
+        Ok(items
+            .iter()
+            .zip(sealed)
+            .map(|(item, sealed)| match sealed {
+                Some(one) => Ok(one),
+                None => self.encrypt(
+                    item.material,
+                    &item.nonce,
+                    &item.aad,
+                    item.plaintext.expose(),
+                ),
+            })
+            .collect())
     }
 
     fn decrypt(
