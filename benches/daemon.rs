@@ -28,8 +28,9 @@
 //! Environment: `KEYHAVEN_BENCH_SECONDS` (per measurement, default 2),
 //! `KEYHAVEN_BENCH_KEYS` (default 0: no scale rows), `KEYHAVEN_BENCH_CONNECTIONS` (default 1),
 //! `KEYHAVEN_BENCH_ONLY=batches` (only the batch rows, the sealed daemon's Encrypt at 64 in
-//! flight and the raw device, for a quick look at the batch ratios), `KEYHAVEN_BENCH_ONLY=aws`
-//! (only Encrypt through the AWS door and the gRPC Encrypt at 64 in flight),
+//! flight and the raw device, for a quick look at the batch ratios), `KEYHAVEN_BENCH_ONLY=doors`
+//! (or `aws`: only Encrypt through the AWS door, the gRPC Encrypt at 64 in flight, and the
+//! certificate door's rows),
 //! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines),
 //! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows).
 //!
@@ -45,18 +46,20 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use keyhaven::cli::bench::aws::AwsDoor;
 use keyhaven::cli::bench::{
-    self, Failure, LatencyHistogram, LoadReport, LoadShape, LoadSpec, Operation, Workload,
+    self, Door, Failure, LatencyHistogram, LoadReport, LoadShape, LoadSpec, Operation, Workload,
     format_latency,
 };
-use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::client::{Client, ClientCredentials, ClientTls};
 use keyhaven::clock::SystemClock;
 use keyhaven::keystore::pkcs11::{Pkcs11Settings, TokenSelector, object_label};
 use keyhaven::keystore::sealed::SealedKeyStore;
 use keyhaven::keystore::{KeyStore, MaterialRef};
 use keyhaven::proto::v1;
 use keyhaven::seal::{self, KdfParams};
-use keyhaven::secret::SecretString;
+use keyhaven::secret::{SecretBytes, SecretString};
+use keyhaven::server::config::TlsSettings;
 use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
 use keyhaven::store::{Barrier, SledBackend, Store};
 use std::collections::BTreeMap;
@@ -471,152 +474,6 @@ impl Workload for EncryptBatchWorkload {
             });
         }
         Ok(())
-    }
-}
-
-/// Encrypt through the AWS door as an AWS SDK sends it: `POST /` with
-/// `X-Amz-Target: TrentService.Encrypt`, a JSON 1.1 body, standard SigV4 (signed anew for
-/// every request), over one HTTP/1.1 keep-alive connection per worker.
-struct AwsEncryptWorkload {
-    address: std::net::SocketAddr,
-    key_id: String,
-    access_key_id: String,
-    secret_access_key: SecretString,
-    region: String,
-}
-
-impl AwsEncryptWorkload {
-    fn request(&self) -> Vec<u8> {
-        use base64::Engine as _;
-        use keyhaven::auth::signature::{
-            HttpRequestToSign, format_amz_date, sha256_hex, signing_key_for,
-        };
-        let body = format!(
-            r#"{{"KeyId":"{}","Plaintext":"{}"}}"#,
-            self.key_id,
-            base64::engine::general_purpose::STANDARD.encode([0x5a; PAYLOAD])
-        );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let amz_date = format_amz_date(now);
-        let host = self.address.to_string();
-        let content_type = "application/x-amz-json-1.1";
-        let target = "TrentService.Encrypt";
-        let body_sha256 = sha256_hex(body.as_bytes());
-        let headers = [
-            ("content-type", content_type),
-            ("host", host.as_str()),
-            ("x-amz-date", amz_date.as_str()),
-            ("x-amz-target", target),
-        ];
-        let to_sign = HttpRequestToSign {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            body_sha256_hex: &body_sha256,
-            amz_date: &amz_date,
-            date: &amz_date[..8],
-            region: &self.region,
-            service: "kms",
-        };
-        let key = signing_key_for(
-            self.secret_access_key.expose(),
-            &amz_date[..8],
-            &self.region,
-            "kms",
-        );
-        let signature = hex::encode(to_sign.sign(&key));
-        format!(
-            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
-             X-Amz-Date: {amz_date}\r\nX-Amz-Target: {target}\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential={}/{}/{}/kms/aws4_request, \
-             SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={signature}\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            self.access_key_id,
-            &amz_date[..8],
-            self.region,
-            body.len()
-        )
-        .into_bytes()
-    }
-}
-
-/// Reads one HTTP/1.1 answer with a `Content-Length` body; returns its status.
-async fn read_answer(
-    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-) -> std::io::Result<u16> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut line = String::new();
-    stream.read_line(&mut line).await?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if stream.read_line(&mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await?;
-    Ok(status)
-}
-
-impl Workload for AwsEncryptWorkload {
-    type Worker = Option<tokio::io::BufReader<tokio::net::TcpStream>>;
-
-    fn worker(&self, _: usize) -> Self::Worker {
-        None
-    }
-
-    async fn call(&self, worker: &mut Self::Worker, _: u64) -> Result<(), Failure> {
-        use tokio::io::AsyncWriteExt;
-        let io = |e: std::io::Error| Failure {
-            kind: "Io".into(),
-            message: e.to_string(),
-        };
-        if worker.is_none() {
-            let stream = tokio::net::TcpStream::connect(self.address)
-                .await
-                .map_err(io)?;
-            stream.set_nodelay(true).map_err(io)?;
-            *worker = Some(tokio::io::BufReader::new(stream));
-        }
-        let Some(stream) = worker.as_mut() else {
-            return Err(io(std::io::ErrorKind::NotConnected.into()));
-        };
-        let request = self.request();
-        let answered = async {
-            stream.get_mut().write_all(&request).await?;
-            read_answer(stream).await
-        }
-        .await;
-        match answered {
-            Ok(200) => Ok(()),
-            Ok(status) => Err(Failure {
-                kind: format!("HTTP {status}"),
-                message: "the AWS door refused the Encrypt".into(),
-            }),
-            Err(error) => {
-                *worker = None;
-                Err(io(error))
-            }
-        }
     }
 }
 
@@ -1752,6 +1609,7 @@ fn destroy_token_objects(
 fn spec(operation: Operation, key: &str, shape: LoadShape) -> LoadSpec {
     LoadSpec {
         operation,
+        door: Door::Grpc,
         key_id: key.into(),
         payload_size: PAYLOAD,
         shape,
@@ -1778,7 +1636,7 @@ fn sweep(
     results: &mut Results,
 ) -> Result<(), String> {
     let key = client
-        .block_on(bench::create_key(&daemon.clients[0]))
+        .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
         .map_err(|status| format!("CreateKey: {status}"))?;
     let prefix = match backend {
         Backend::Sealed => "sealed",
@@ -1806,7 +1664,7 @@ fn batches(
     results: &mut Results,
 ) -> Result<(), String> {
     let key = client
-        .block_on(bench::create_key(&daemon.clients[0]))
+        .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
         .map_err(|status| format!("CreateKey: {status}"))?;
     let workload = Arc::new(EncryptBatchWorkload {
         clients: daemon.clients.clone(),
@@ -1848,7 +1706,7 @@ fn encrypt_c64(
     results: &mut Results,
 ) -> Result<(), String> {
     let key = client
-        .block_on(bench::create_key(&daemon.clients[0]))
+        .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
         .map_err(|status| format!("CreateKey: {status}"))?;
     let report = daemon.run(client, spec(Operation::Encrypt, &key, settings.shape(64)))?;
     let ops = results.load(
@@ -1875,17 +1733,15 @@ fn aws_door_encrypt(
         .and_then(|d| d.aws_addr())
         .ok_or("the AWS door is not listening")?;
     let key = client
-        .block_on(bench::create_key(&daemon.clients[0]))
+        .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
         .map_err(|status| format!("CreateKey: {status}"))?;
     for concurrency in [1, 16, 64] {
-        let workload = Arc::new(AwsEncryptWorkload {
-            address,
-            key_id: key.clone(),
-            access_key_id: daemon.credentials.access_key_id.clone(),
-            secret_access_key: daemon.credentials.secret_access_key.clone(),
-            region: daemon.config.region.clone(),
-        });
-        let report = client.block_on(bench::drive(workload, &settings.shape(concurrency)));
+        let door = client.block_on(AwsDoor::new(
+            &format!("http://{address}"),
+            daemon.credentials.clone(),
+        ))?;
+        let spec = spec(Operation::Encrypt, &key, settings.shape(concurrency));
+        let report = client.block_on(bench::aws::run_load(door, spec))?;
         let ops = results.load(
             "Encrypt 32 B through the AWS door (HTTP/1.1 keep-alive, SigV4)",
             backend.name(),
@@ -1895,6 +1751,189 @@ fn aws_door_encrypt(
             format!("aws_encrypt_{}_c{concurrency}", backend.name()),
             ops,
         );
+    }
+    Ok(())
+}
+
+/// A client CA, and certificates it signs for the certificate door's rows (PEM).
+struct BenchPki {
+    ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl BenchPki {
+    fn new() -> Result<Self, String> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.distinguished_name = common_name("Keyhaven bench client CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).map_err(|e| e.to_string())?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// (certificate, key) named `name` (subject common name; DNS name too for `server`).
+    fn issue(&self, name: &str, server: bool) -> Result<(String, String), String> {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let names = if server {
+            vec![name.to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
+        params.distinguished_name = common_name(name);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| e.to_string())?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn client_tls(&self, name: &str) -> Result<ClientTls, String> {
+        let (cert, key) = self.issue(name, false)?;
+        Ok(ClientTls {
+            ca_cert: Some(self.ca_pem.clone().into_bytes()),
+            identity: Some((cert.into_bytes(), SecretBytes::new(key.into_bytes()))),
+        })
+    }
+}
+
+fn common_name(name: &str) -> rcgen::DistinguishedName {
+    let mut distinguished = rcgen::DistinguishedName::new();
+    distinguished.push(rcgen::DnType::CommonName, name);
+    distinguished
+}
+
+/// Encrypt through the certificate door (gRPC over mutual TLS, unsigned: the client
+/// certificate is bound to a user) beside signed Encrypt over the same mutual TLS, on a
+/// sealed daemon of its own that requires client certificates.
+fn certificate_door_encrypt(
+    server: &Runtime,
+    client: &Runtime,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let pki = BenchPki::new()?;
+    let (server_cert, server_key) = pki.issue("localhost", true)?;
+    let write = |name: &str, contents: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+        Ok::<_, String>(path)
+    };
+    let tls = TlsSettings {
+        cert: write("server.pem", &server_cert)?,
+        key: write("server.key", &server_key)?,
+        client_ca: Some(write("ca.pem", &pki.ca_pem)?),
+    };
+    let data = dir.path().join("data");
+    let initialised = init_data_dir(
+        &data,
+        &SecretString::new(PASSPHRASE.into()),
+        KdfParams::default(),
+        "keyhaven",
+        &SystemClock,
+    )
+    .map_err(|e| format!("init: {e}"))?;
+    let mut config = DaemonConfig::new(data);
+    config
+        .set_listen("127.0.0.1:0")
+        .map_err(|e| e.to_string())?;
+    config.tls = Some(tls);
+    let daemon = server
+        .block_on(Daemon::start(
+            config.clone(),
+            SecretString::new(PASSPHRASE.into()),
+            Arc::new(SystemClock),
+        ))
+        .map_err(|e| format!("daemon start: {e}"))?;
+    let endpoint = format!("https://localhost:{}", daemon.local_addr().port());
+    let root = initialised.root.credentials;
+    let credentials = ClientCredentials {
+        access_key_id: root.access_key_id,
+        secret_access_key: root.secret_access_key,
+        session_token: None,
+        region: config.region.clone(),
+    };
+    let outcome = client.block_on(async {
+        // Every client of a mutual-TLS daemon presents a certificate; the operator's is bound
+        // to nothing, so its calls are judged by their signatures.
+        let operator = pki.client_tls("operator")?;
+        let app = pki.client_tls("bench-app")?;
+        let mut signed = Vec::new();
+        let mut unsigned = Vec::new();
+        for _ in 0..settings.connections {
+            signed.push(Client::connect_with_tls(&endpoint, credentials.clone(), &operator).await?);
+            unsigned.push(Client::connect_with_tls(&endpoint, credentials.clone(), &app).await?);
+        }
+        let root = &signed[0];
+        fn status(what: &'static str) -> impl Fn(tonic::Status) -> String {
+            move |e| format!("{what}: {e}")
+        }
+        root.iam()
+            .create_user(root.signed_iam(
+                "CreateUser",
+                v1::CreateUserRequest {
+                    user_name: "bench-app".into(),
+                },
+            ))
+            .await
+            .map_err(status("CreateUser"))?;
+        let policy = v1::PutEntityPolicyRequest {
+            entity_type: v1::EntityType::User as i32,
+            entity_name: "bench-app".into(),
+            policy_name: "encrypt".into(),
+            policy_document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#.into(),
+        };
+        root.iam()
+            .put_entity_policy(root.signed_iam("PutEntityPolicy", policy))
+            .await
+            .map_err(status("PutEntityPolicy"))?;
+        let binding = v1::BindCertificateRequest {
+            entity_type: v1::EntityType::User as i32,
+            entity_name: "bench-app".into(),
+            identity: Some(v1::CertificateIdentity {
+                subject: "bench-app".into(),
+                uri: String::new(),
+            }),
+        };
+        root.iam()
+            .bind_certificate(root.signed_iam("BindCertificate", binding))
+            .await
+            .map_err(status("BindCertificate"))?;
+        let key = bench::create_key(root, Door::Grpc)
+            .await
+            .map_err(status("CreateKey"))?;
+        let mut reports = Vec::new();
+        for concurrency in CONCURRENCIES {
+            let shape = settings.shape(concurrency);
+            let mut spec = spec(Operation::Encrypt, &key, shape);
+            reports.push(("signed", bench::run_load(signed.clone(), spec.clone()).await?));
+            spec.door = Door::Certificate;
+            reports.push(("certificate", bench::run_load(unsigned.clone(), spec).await?));
+        }
+        Ok::<_, String>(reports)
+    });
+    server
+        .block_on(daemon.shutdown())
+        .map_err(|e| format!("shutdown: {e}"))?;
+    for (door, report) in outcome? {
+        let operation = match door {
+            "signed" => "Encrypt 32 B, signed, over mutual TLS",
+            _ => "Encrypt 32 B, certificate principal (mutual TLS, unsigned)",
+        };
+        let ops = results.load(operation, Backend::Sealed.name(), &report);
+        results
+            .throughput
+            .insert(format!("tls_{door}_encrypt_c{}", report.concurrency), ops);
     }
     Ok(())
 }
@@ -2056,7 +2095,7 @@ fn scale(
     for _ in 0..10 {
         keys.push(
             client
-                .block_on(bench::create_key(&daemon.clients[0]))
+                .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
                 .map_err(|status| format!("CreateKey: {status}"))?,
         );
     }
@@ -2271,8 +2310,9 @@ fn main() {
     // the raw device, and nothing else.
     let only = std::env::var("KEYHAVEN_BENCH_ONLY").unwrap_or_default();
     let only_batches = only == "batches";
-    // Likewise the AWS door's rows and the gRPC Encrypt they are compared with.
-    let only_aws = only == "aws";
+    // Likewise the doors' rows (the AWS door and the certificate door) and the gRPC Encrypt
+    // they are compared with.
+    let only_aws = only == "aws" || only == "doors";
     // The Sign and GenerateMac rows alone, with their raw baselines.
     let only_sign = only == "sign";
     // Only the server-CPU rows: `keyhaven serve` in its own process.
@@ -2334,7 +2374,7 @@ fn main() {
             return daemon.stop(&server);
         }
         let key = client
-            .block_on(bench::create_key(&daemon.clients[0]))
+            .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
             .map_err(|status| format!("CreateKey: {status}"))?;
         server_cpu(
             &mut daemon,
@@ -2347,6 +2387,13 @@ fn main() {
         )
     })();
     attempt("the sealed daemon", sealed, &mut problems);
+    if !only_batches && !only_sign && !only_cpu {
+        attempt(
+            "the certificate door",
+            certificate_door_encrypt(&server, &client, &settings, &mut results),
+            &mut problems,
+        );
+    }
 
     match pkcs11_settings() {
         Ok(_) if only_aws => {}
@@ -2399,7 +2446,9 @@ fn main() {
                 let cpu_key = if only_batches || only_sign {
                     None
                 } else {
-                    client.block_on(bench::create_key(&daemon.clients[0])).ok()
+                    client
+                        .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
+                        .ok()
                 };
                 // The data directory goes away with the run; the token objects must too.
                 let keys = client.block_on(all_keys(&daemon.clients[0]));
@@ -2559,6 +2608,11 @@ fn main() {
     println!(
         "ratio encrypt_aws_door_vs_grpc {:.3}",
         results.ratio("aws_encrypt_sealed_c64", "encrypt_sealed_c64")
+    );
+    // The certificate door against signed calls over the same mutual TLS, 64 in flight.
+    println!(
+        "ratio encrypt_certificate_vs_signed_tls {:.3}",
+        results.ratio("tls_certificate_encrypt_c64", "tls_signed_encrypt_c64")
     );
     drop(client);
     server.shutdown_timeout(Duration::from_secs(5));

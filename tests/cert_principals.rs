@@ -1268,3 +1268,95 @@ async fn a_followed_tail_ends_when_its_certificate_is_unbound_or_expires() {
         "ended for the certificate's expiry: {expired:?}"
     );
 }
+
+/// `keyhaven bench --door certificate`: the load runs unsigned as the principal the client
+/// certificate is bound to, under her policies. What they allow succeeds; what they do not is
+/// counted under its code and reason (exit 1); a certificate bound to nothing is refused
+/// UNAUTHENTICATED on every request; a key it may not create is reported before any load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyhaven_bench_loads_the_certificate_door_as_the_bound_principal() {
+    let pki = Pki::new();
+    let d = start(&pki).await;
+    let files = pki.files.path().to_path_buf();
+    for (name, certificate) in [
+        ("operator", pki.client("operator", None)),
+        ("app", pki.client("app", Some(APP_URI))),
+    ] {
+        std::fs::write(files.join(format!("{name}.pem")), &certificate.cert).unwrap();
+        std::fs::write(files.join(format!("{name}.key")), &certificate.key).unwrap();
+    }
+    d.create_user("alice", Some(&alice_policy(&alice_arn(&d))))
+        .await;
+    bind(&d.client, v1::EntityType::User, "alice", uri(APP_URI))
+        .await
+        .unwrap();
+    let key = d.create_key("bench").await.key_id;
+    let bench = |certificate: &str, args: &[&str]| {
+        let mut command = keyhaven(&d, &pki, &files);
+        command
+            .env(
+                "KEYHAVEN_CLIENT_CERT",
+                files.join(format!("{certificate}.pem")),
+            )
+            .env(
+                "KEYHAVEN_CLIENT_KEY",
+                files.join(format!("{certificate}.key")),
+            )
+            // Nothing is signed on this door: no credentials are needed.
+            .env_remove("KEYHAVEN_ACCESS_KEY_ID")
+            .env_remove("KEYHAVEN_SECRET_ACCESS_KEY")
+            .args([
+                "--output",
+                "json",
+                "bench",
+                "--door",
+                "certificate",
+                "--quiet",
+            ])
+            .args(["--requests", "30", "--concurrency", "3"])
+            .args(args);
+        let (ok, out, err) = run(command);
+        let report = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        (ok, report, err)
+    };
+
+    for operation in ["encrypt", "decrypt"] {
+        let (ok, report, err) = bench("app", &["--key", &key, "--operation", operation]);
+        assert!(ok, "{operation}: {report}{err}");
+        assert_eq!(report["Door"], "certificate", "{report}");
+        assert_eq!(report["Succeeded"], 30, "{operation}: {report}");
+        assert_eq!(report["Failed"], 0, "{operation}: {report}");
+    }
+    // Her policies allow GenerateDataKey only from 10.0.0.0/8.
+    let (ok, report, err) = bench("app", &["--key", &key, "--operation", "generate-data-key"]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["Failed"], 30, "{report}");
+    assert_eq!(
+        report["Failures"][0]["Kind"], "PermissionDenied AccessDeniedException",
+        "{report}"
+    );
+    assert_eq!(
+        err.trim_end(),
+        "keyhaven: bench: 30 requests failed (see above)"
+    );
+    // A certificate bound to nothing is nobody.
+    let (ok, report, _) = bench("operator", &["--key", &key]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["Succeeded"], 0, "{report}");
+    assert_eq!(
+        report["Failures"][0]["Kind"]
+            .as_str()
+            .map(|kind| kind.starts_with("Unauthenticated")),
+        Some(true),
+        "{report}"
+    );
+    // Without --key the bench creates one, which her policies do not allow: nothing runs.
+    let keys = key_count(&d).await;
+    let (ok, report, err) = bench("app", &[]);
+    assert!(!ok && report.is_null(), "{report}");
+    assert!(
+        err.starts_with("keyhaven: bench: cannot create a key to use: AccessDeniedException"),
+        "{err}"
+    );
+    assert_eq!(key_count(&d).await, keys);
+}

@@ -1471,3 +1471,127 @@ fn access_control_from_the_command_line() {
         .run(&["whoami"], b"")
         .fails_with("UnrecognizedClientException");
 }
+
+/// `keyhaven bench` through the gRPC door (signed) and the AWS door (JSON 1.1, SigV4) of a
+/// dev daemon: every request succeeds and the report names the door; what it cannot run is
+/// refused before anything is sent, saying what to set; failures through the AWS door are
+/// counted under the HTTP status and AWS exception name, and the run exits 1. (The
+/// certificate door's run is in tests/cert_principals.rs, which has a mutual-TLS daemon.)
+#[test]
+fn bench_through_each_door() {
+    let work = TempDir::new().expect("tempdir");
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).expect("mkdir tmp");
+    let mut command = keyhaven();
+    command
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("TMPDIR", &tmp);
+    let mut daemon = Daemon::spawn(command, &work.path().join("serve.log"));
+    daemon.wait_for_line(|line| line.starts_with("export AWS_DEFAULT_REGION="));
+    let vars = exports(&daemon.stdout.join("\n"));
+    let bench = |door: &str, operation: &str, secret: &str, aws_endpoint: Option<&str>| {
+        let mut command = keyhaven();
+        command
+            .args(["bench", "--door", door, "--operation", operation])
+            .args(["--requests", "40", "--concurrency", "4", "--quiet"])
+            .args(["--output", "json"])
+            .env("KEYHAVEN_ENDPOINT", &vars["KEYHAVEN_ENDPOINT"])
+            .env("KEYHAVEN_ACCESS_KEY_ID", &vars["KEYHAVEN_ACCESS_KEY_ID"])
+            .env("KEYHAVEN_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_ENDPOINT_URL");
+        if let Some(endpoint) = aws_endpoint {
+            command.env("AWS_ENDPOINT_URL", endpoint);
+        }
+        run(command, b"")
+    };
+    let secret = vars["KEYHAVEN_SECRET_ACCESS_KEY"].as_str();
+    let aws = vars["AWS_ENDPOINT_URL"].as_str();
+
+    for (door, operation, endpoint) in [
+        ("grpc", "encrypt", None),
+        ("aws", "encrypt", Some(aws)),
+        ("aws", "decrypt", Some(aws)),
+        ("aws", "generate-data-key", Some(aws)),
+        ("aws", "mixed", Some(aws)),
+    ] {
+        let report = bench(door, operation, secret, endpoint).success().json();
+        assert_eq!(report["Door"], door, "{report}");
+        assert_eq!(report["Succeeded"], 40, "{door} {operation}: {report}");
+        assert_eq!(report["Failed"], 0, "{door} {operation}: {report}");
+        assert_eq!(report["KeyCreated"], true, "{report}");
+    }
+    // Through the AWS door, the key it made is an ordinary key of the daemon.
+    let report = bench("aws", "describe-key", secret, Some(aws))
+        .success()
+        .json();
+    let kh = Client {
+        endpoint: vars["KEYHAVEN_ENDPOINT"].clone(),
+        access_key_id: vars["KEYHAVEN_ACCESS_KEY_ID"].clone(),
+        secret_access_key: secret.to_owned(),
+    };
+    let key = report["KeyId"].as_str().expect("KeyId").to_owned();
+    assert_eq!(
+        kh.describe(&key)["Description"],
+        "created by keyhaven bench"
+    );
+
+    // Refused before anything is sent.
+    let keys_before = kh.json(&["key", "list"], b"")["Keys"]
+        .as_array()
+        .map(Vec::len);
+    let refused = bench("aws", "encrypt", secret, None);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert_eq!(
+        refused.stderr.trim_end(),
+        "keyhaven: bench: --door aws needs the AWS door's address: --aws-endpoint \
+         http://HOST:PORT or AWS_ENDPOINT_URL (`keyhaven serve --dev` prints it)"
+    );
+    let https = aws.replace("http://", "https://");
+    let refused = bench("aws", "encrypt", secret, Some(&https));
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert_eq!(
+        refused.stderr.trim_end(),
+        format!(
+            "keyhaven: bench: --door aws sends plain HTTP; '{https}' is https (load the AWS door \
+             over loopback without TLS, or use an AWS SDK's own benchmark)"
+        )
+    );
+    let refused = bench("certificate", "encrypt", secret, None);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert_eq!(
+        refused.stderr.trim_end(),
+        "keyhaven: bench: --door certificate needs a client certificate: set \
+         KEYHAVEN_CLIENT_CERT and KEYHAVEN_CLIENT_KEY"
+    );
+    assert_eq!(
+        kh.json(&["key", "list"], b"")["Keys"]
+            .as_array()
+            .map(Vec::len),
+        keys_before,
+        "a refused bench created a key"
+    );
+
+    // A wrong secret: every request fails, counted under the AWS door's answer.
+    let mut command = keyhaven();
+    command
+        .args(["bench", "--door", "aws", "--key", &key])
+        .args(["--requests", "10", "--concurrency", "2", "--quiet"])
+        .args(["--output", "json"])
+        .env("KEYHAVEN_ACCESS_KEY_ID", &vars["KEYHAVEN_ACCESS_KEY_ID"])
+        .env("KEYHAVEN_SECRET_ACCESS_KEY", "not-the-secret")
+        .env("AWS_ENDPOINT_URL", aws);
+    let failed = run(command, b"");
+    assert_eq!(failed.code, Some(1), "{failed:?}");
+    let report = failed.json();
+    assert_eq!(report["Succeeded"], 0, "{report}");
+    assert_eq!(report["Failed"], 10, "{report}");
+    assert_eq!(
+        report["Failures"][0]["Kind"], "HTTP 400 InvalidSignatureException",
+        "{report}"
+    );
+    assert_eq!(
+        failed.stderr.trim_end(),
+        "keyhaven: bench: 10 requests failed (see above)"
+    );
+    assert_eq!(daemon.terminate().code(), Some(0));
+}

@@ -1,16 +1,21 @@
 //! `keyhaven bench`: a load generator for any Keyhaven endpoint, and the load-running core
 //! that `cargo bench --bench daemon` drives against in-process daemons.
 //!
-//! Requests are signed like every other client's. `--concurrency` requests are kept in flight
-//! over `--connections` HTTP/2 channels until `--duration` or `--requests` runs out, whichever
+//! Requests go through one of the daemon's doors (`--door`): signed gRPC like every other
+//! client's (the default), gRPC over mutual TLS as a certificate principal with no signature,
+//! or the AWS door's JSON 1.1 with standard SigV4 ([`aws`]). `--concurrency` requests are kept
+//! in flight over `--connections` HTTP/2 channels (on the AWS door, one HTTP/1.1 keep-alive
+//! connection per request in flight) until `--duration` or `--requests` runs out, whichever
 //! comes first. Latencies go into a log-linear histogram (under 1% error, constant memory,
 //! however long the run). Every failed request is counted under its gRPC code and reason name:
 //! a run with failures says so, and the command exits non-zero.
 
+pub mod aws;
+
 use super::commands::CliError;
 use super::{ClientArgs, OutputFormat};
 use crate::api::reason_of;
-use crate::client::{Client, ClientCredentials, ClientTls};
+use crate::client::{CLIENT_CERT_ENV, CLIENT_KEY_ENV, Client, ClientCredentials, ClientTls};
 use crate::proto::v1;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -71,6 +76,28 @@ impl Operation {
     }
 }
 
+/// Which of the daemon's doors the load goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Door {
+    /// gRPC, every request signed (Keyhaven's request signature).
+    Grpc,
+    /// gRPC over mutual TLS, requests unsigned: the caller is the principal its client
+    /// certificate (KEYHAVEN_CLIENT_CERT, KEYHAVEN_CLIENT_KEY) is bound to.
+    Certificate,
+    /// The AWS door (`--aws-endpoint`): JSON 1.1 over HTTP/1.1 keep-alive, standard SigV4.
+    Aws,
+}
+
+impl Door {
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Grpc => "grpc",
+            Door::Certificate => "certificate",
+            Door::Aws => "aws",
+        }
+    }
+}
+
 /// `keyhaven bench`'s flags.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -102,6 +129,12 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// The door the requests go through.
+    #[arg(long, value_enum, default_value_t = Door::Grpc)]
+    pub door: Door,
+    /// The AWS door's address, for `--door aws` (`serve --dev` prints it).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "http://HOST:PORT")]
+    pub aws_endpoint: Option<String>,
 }
 
 /// How long and how hard a load runs.
@@ -139,6 +172,9 @@ impl LoadShape {
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub operation: Operation,
+    /// Grpc signs every request; Certificate sends them unsigned. (Aws runs through
+    /// [`aws::run_load`].)
+    pub door: Door,
     /// Any key form; used by every operation but CreateKey.
     pub key_id: String,
     pub payload_size: usize,
@@ -526,6 +562,8 @@ async fn report_progress(
 /// (one per connection).
 struct KmsWorkload {
     clients: Vec<Client>,
+    /// False on the certificate door: requests go unsigned.
+    signed: bool,
     operation: Operation,
     key_id: String,
     plaintext: Vec<u8>,
@@ -533,6 +571,21 @@ struct KmsWorkload {
 }
 
 impl KmsWorkload {
+    /// `message` as a request of `method`, signed unless the load is a certificate
+    /// principal's.
+    fn request<T: prost::Message>(
+        &self,
+        client: &Client,
+        method: &str,
+        message: T,
+    ) -> tonic::Request<T> {
+        if self.signed {
+            client.signed(method, message)
+        } else {
+            tonic::Request::new(message)
+        }
+    }
+
     async fn encrypt(&self, client: &mut Client) -> Result<(), Failure> {
         let request = v1::EncryptRequest {
             key_id: self.key_id.clone(),
@@ -542,7 +595,7 @@ impl KmsWorkload {
         };
         let blob = client
             .kms()
-            .encrypt(client.signed("Encrypt", request))
+            .encrypt(self.request(client, "Encrypt", request))
             .await?
             .into_inner()
             .ciphertext_blob;
@@ -566,7 +619,7 @@ impl KmsWorkload {
         };
         let plaintext = client
             .kms()
-            .decrypt(client.signed("Decrypt", request))
+            .decrypt(self.request(client, "Decrypt", request))
             .await?
             .into_inner()
             .plaintext;
@@ -586,7 +639,7 @@ impl KmsWorkload {
         };
         let answer = client
             .kms()
-            .generate_data_key(client.signed("GenerateDataKey", request))
+            .generate_data_key(self.request(client, "GenerateDataKey", request))
             .await?
             .into_inner();
         if answer.plaintext.len() != 32 {
@@ -605,7 +658,7 @@ impl KmsWorkload {
         };
         client
             .kms()
-            .create_key(client.signed("CreateKey", request))
+            .create_key(self.request(client, "CreateKey", request))
             .await?;
         Ok(())
     }
@@ -616,7 +669,7 @@ impl KmsWorkload {
         };
         client
             .kms()
-            .describe_key(client.signed("DescribeKey", request))
+            .describe_key(self.request(client, "DescribeKey", request))
             .await?;
         Ok(())
     }
@@ -671,6 +724,11 @@ pub fn validate(spec: &LoadSpec, connections: usize) -> Result<(), String> {
 /// and mixed loads first encrypt one plaintext of `payload_size` bytes to decrypt.
 pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport, String> {
     validate(&spec, clients.len().max(1))?;
+    let signed = match spec.door {
+        Door::Grpc => true,
+        Door::Certificate => false,
+        Door::Aws => return Err("the AWS door's load runs through bench::aws::run_load".into()),
+    };
     let first = clients
         .first()
         .cloned()
@@ -685,7 +743,11 @@ pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport
         };
         first
             .kms()
-            .encrypt(first.signed("Encrypt", request))
+            .encrypt(if signed {
+                first.signed("Encrypt", request)
+            } else {
+                tonic::Request::new(request)
+            })
             .await
             .map_err(|status| {
                 format!(
@@ -700,6 +762,7 @@ pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport
     };
     let workload = Arc::new(KmsWorkload {
         clients,
+        signed,
         operation: spec.operation,
         key_id: spec.key_id,
         plaintext,
@@ -708,15 +771,19 @@ pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport
     Ok(drive(workload, &spec.shape).await)
 }
 
-/// Creates a key for a load to use; returns its id.
-pub async fn create_key(client: &Client) -> Result<String, tonic::Status> {
+/// Creates a key for a load to use (signed, or on the certificate door not); returns its id.
+pub async fn create_key(client: &Client, door: Door) -> Result<String, tonic::Status> {
     let request = v1::CreateKeyRequest {
         description: DESCRIPTION.into(),
         ..Default::default()
     };
+    let request = match door {
+        Door::Certificate => tonic::Request::new(request),
+        Door::Grpc | Door::Aws => client.signed("CreateKey", request),
+    };
     Ok(client
         .kms()
-        .create_key(client.signed("CreateKey", request))
+        .create_key(request)
         .await?
         .into_inner()
         .key_metadata
@@ -759,6 +826,7 @@ fn run_bench(client_args: ClientArgs, args: BenchArgs) -> Result<u64, String> {
     };
     let mut spec = LoadSpec {
         operation: args.operation,
+        door: args.door,
         key_id: args.key.clone().unwrap_or_default(),
         payload_size: args.payload_size,
         shape,
@@ -770,32 +838,76 @@ fn run_bench(client_args: ClientArgs, args: BenchArgs) -> Result<u64, String> {
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
-        let credentials = ClientCredentials::from_env()?;
-        let tls = ClientTls::from_env(client_args.ca_cert.as_deref())?;
-        let mut clients = Vec::with_capacity(args.connections);
-        for _ in 0..args.connections {
-            clients.push(
-                Client::connect_with_tls(&client_args.endpoint, credentials.clone(), &tls).await?,
-            );
-        }
         let created = spec.key_id.is_empty() && spec.operation != Operation::CreateKey;
-        if created {
-            spec.key_id = create_key(&clients[0]).await.map_err(|status| {
-                format!("cannot create a key to use: {}", CliError::Status(status))
-            })?;
-            if !args.quiet {
-                eprintln!("bench: created key {} to use", spec.key_id);
+        let (endpoint, connections, report) = match args.door {
+            Door::Aws => {
+                let endpoint = args.aws_endpoint.clone().ok_or(
+                    "--door aws needs the AWS door's address: --aws-endpoint http://HOST:PORT \
+                     or AWS_ENDPOINT_URL (`keyhaven serve --dev` prints it)",
+                )?;
+                let door = aws::AwsDoor::new(&endpoint, ClientCredentials::from_env()?).await?;
+                if created {
+                    spec.key_id = door.create_key().await.map_err(|failure| {
+                        format!("cannot create a key to use: {}", failure.message)
+                    })?;
+                }
+                announce(created, &spec.key_id, args.quiet);
+                let connections = spec.shape.concurrency;
+                (
+                    endpoint,
+                    connections,
+                    aws::run_load(door, spec.clone()).await?,
+                )
             }
-        }
+            Door::Grpc | Door::Certificate => {
+                let tls = ClientTls::from_env(client_args.ca_cert.as_deref())?;
+                let credentials = if args.door == Door::Certificate {
+                    if tls.identity.is_none() {
+                        return Err(format!(
+                            "--door certificate needs a client certificate: set \
+                             {CLIENT_CERT_ENV} and {CLIENT_KEY_ENV}"
+                        ));
+                    }
+                    // Nothing is signed: the certificate is the caller.
+                    ClientCredentials {
+                        access_key_id: String::new(),
+                        secret_access_key: crate::secret::SecretString::new(String::new()),
+                        session_token: None,
+                        region: String::new(),
+                    }
+                } else {
+                    ClientCredentials::from_env()?
+                };
+                let mut clients = Vec::with_capacity(args.connections);
+                for _ in 0..args.connections {
+                    clients.push(
+                        Client::connect_with_tls(&client_args.endpoint, credentials.clone(), &tls)
+                            .await?,
+                    );
+                }
+                if created {
+                    spec.key_id = create_key(&clients[0], args.door).await.map_err(|status| {
+                        format!("cannot create a key to use: {}", CliError::Status(status))
+                    })?;
+                }
+                announce(created, &spec.key_id, args.quiet);
+                let endpoint = client_args.endpoint.clone();
+                (
+                    endpoint,
+                    args.connections,
+                    run_load(clients, spec.clone()).await?,
+                )
+            }
+        };
         let description = Description {
-            endpoint: client_args.endpoint.clone(),
+            endpoint,
+            door: args.door,
             operation: spec.operation,
             key_id: spec.key_id.clone(),
             key_created: created,
             payload_size: spec.payload_size,
-            connections: args.connections,
+            connections,
         };
-        let report = run_load(clients, spec).await?;
         match client_args.output {
             OutputFormat::Json => println!(
                 "{}",
@@ -808,9 +920,16 @@ fn run_bench(client_args: ClientArgs, args: BenchArgs) -> Result<u64, String> {
     })
 }
 
+fn announce(created: bool, key_id: &str, quiet: bool) {
+    if created && !quiet {
+        eprintln!("bench: created key {key_id} to use");
+    }
+}
+
 /// What was run, for the report.
 struct Description {
     endpoint: String,
+    door: Door,
     operation: Operation,
     key_id: String,
     key_created: bool,
@@ -828,6 +947,7 @@ fn report_json(description: &Description, report: &LoadReport) -> Value {
         .collect();
     let mut value = json!({
         "Endpoint": description.endpoint,
+        "Door": description.door.name(),
         "Operation": description.operation.name(),
         "PayloadSize": description.payload_size,
         "Concurrency": report.concurrency,
@@ -870,9 +990,10 @@ fn report_human(description: &Description, report: &LoadReport) -> String {
     };
     let mut lines = vec![
         format!(
-            "{}{on} at {}: {} in flight over {} connection{}{payload}",
+            "{}{on} at {} ({} door): {} in flight over {} connection{}{payload}",
             description.operation.name(),
             description.endpoint,
+            description.door.name(),
             report.concurrency,
             description.connections,
             if description.connections == 1 {
