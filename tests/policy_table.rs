@@ -17,9 +17,10 @@
 //! the first.
 
 use keyhaven::policy::{
-    Decision, Identity, MatchedStatement, NamedPolicy, Policy, PolicyKind, Request, RequestContext,
-    evaluate,
+    Decision, GrantAsk, GrantConstraint, GrantRule, Identity, MatchedStatement, NamedPolicy,
+    Policy, PolicyKind, Request, RequestContext, evaluate_with_grants,
 };
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -80,7 +81,40 @@ struct Case {
     action: &'static str,
     resource: &'static str,
     context: Ctx,
+    /// The key's grants, and what the request asks of them (see [`grant_cases`]).
+    grants: &'static [Grant],
+    ask: Ask,
     expected: Expected,
+    /// The grant expected to allow the request, when no policy does.
+    by_grant: Option<&'static str>,
+}
+
+type Pairs = &'static [(&'static str, &'static str)];
+
+/// A grant of a row's key.
+struct Grant {
+    id: &'static str,
+    grantee: &'static str,
+    operations: &'static [&'static str],
+    constraint: Constraint,
+}
+
+#[derive(Clone, Copy)]
+enum Constraint {
+    None,
+    Equals(Pairs),
+    Subset(Pairs),
+}
+
+/// What a request asks of a grant (the evaluator's `GrantAsk`).
+#[derive(Clone, Copy)]
+enum Ask {
+    /// No encryption context in the request.
+    Plain,
+    /// A cryptographic request with this encryption context.
+    Context(Pairs),
+    /// `CreateGrant` of a grant with these operations and constraint.
+    NewGrant(&'static [&'static str], Constraint),
 }
 
 /// Defaults for the fields a row does not care about: alice calls kms:Encrypt on KEY with an
@@ -93,7 +127,10 @@ const BASE: Case = Case {
     action: "kms:Encrypt",
     resource: KEY,
     context: &[],
+    grants: &[],
+    ask: Ask::Plain,
     expected: IMPLICIT,
+    by_grant: None,
 };
 
 const IMPLICIT: Expected = (ImplicitDeny, None);
@@ -1842,6 +1879,7 @@ fn grammar_and_variable_cases() -> Vec<Case> {
         resource,
         context,
         expected,
+        ..BASE
     };
     const ALICE_USER: &[(&str, &[&str])] = &[("aws:username", &["alice"])];
     vec![
@@ -2008,6 +2046,309 @@ fn mfa_cases() -> Vec<Case> {
     ]
 }
 
+/// Grants (AWS KMS's rules): a grant allows its operations on its key to its grantee when no
+/// policy does, never against an explicit Deny; a constraint's keys match without regard to
+/// case, its values exactly; `EncryptionContextEquals` wants the whole context,
+/// `EncryptionContextSubset` its pairs among the request's; a constrained grant allows no
+/// request without an encryption context; `CreateGrant` through a grant hands on a subset of
+/// its operations under a constraint at least as narrow. A policy that allows decides before
+/// any grant (the grant is then not what allowed the call).
+fn grant_cases() -> Vec<Case> {
+    const TENANT_A: Pairs = &[("tenant", "a")];
+    const ENCRYPT: &[Grant] = &[Grant {
+        id: "g-encrypt",
+        grantee: ALICE_ARN,
+        operations: &["Encrypt", "Decrypt"],
+        constraint: Constraint::None,
+    }];
+    const EQUALS: &[Grant] = &[Grant {
+        id: "g-equals",
+        grantee: ALICE_ARN,
+        operations: &["Encrypt", "Decrypt", "DescribeKey"],
+        constraint: Constraint::Equals(TENANT_A),
+    }];
+    const SUBSET: &[Grant] = &[Grant {
+        id: "g-subset",
+        grantee: ALICE_ARN,
+        operations: &["Encrypt", "Decrypt", "CreateGrant"],
+        constraint: Constraint::Subset(TENANT_A),
+    }];
+    const DELEGATE: &[Grant] = &[Grant {
+        id: "g-delegate",
+        grantee: ALICE_ARN,
+        operations: &["Encrypt", "DescribeKey", "CreateGrant"],
+        constraint: Constraint::None,
+    }];
+    const TO_ROLE: &[Grant] = &[Grant {
+        id: "g-role",
+        grantee: ROLE_ARN,
+        operations: &["Decrypt"],
+        constraint: Constraint::None,
+    }];
+    const TWO: &[Grant] = &[
+        Grant {
+            id: "g-bob",
+            grantee: BOB_ARN,
+            operations: &["Encrypt"],
+            constraint: Constraint::None,
+        },
+        Grant {
+            id: "g-alice",
+            grantee: ALICE_ARN,
+            operations: &["Encrypt"],
+            constraint: Constraint::None,
+        },
+    ];
+    let no_identity = || Some(vec![]);
+    let by = |grant: &'static str| (Some(grant), (Allowed, None));
+    let row = |name: &'static str,
+               grants: &'static [Grant],
+               action: &'static str,
+               ask: Ask,
+               (by_grant, expected): (Option<&'static str>, Expected)| Case {
+        name,
+        key_policy: Some(KP_DEFAULT),
+        identity: no_identity(),
+        action,
+        grants,
+        ask,
+        expected,
+        by_grant,
+        ..BASE
+    };
+    let none = (None, IMPLICIT);
+    vec![
+        row(
+            "grant: allows its operation to its grantee",
+            ENCRYPT,
+            "kms:Encrypt",
+            Ask::Context(&[]),
+            by("g-encrypt"),
+        ),
+        row(
+            "grant: the action's case does not matter",
+            ENCRYPT,
+            "kms:encrypt",
+            Ask::Context(&[]),
+            by("g-encrypt"),
+        ),
+        row(
+            "grant: not an operation it holds",
+            ENCRYPT,
+            "kms:GenerateDataKey",
+            Ask::Context(&[]),
+            none,
+        ),
+        row(
+            "grant: not a kms action",
+            ENCRYPT,
+            "iam:Encrypt",
+            Ask::Context(&[]),
+            none,
+        ),
+        row(
+            "grant: unconstrained, any encryption context",
+            ENCRYPT,
+            "kms:Decrypt",
+            Ask::Context(&[("x", "y")]),
+            by("g-encrypt"),
+        ),
+        Case {
+            principals: BOB,
+            ..row(
+                "grant: another principal's grant allows nothing",
+                ENCRYPT,
+                "kms:Encrypt",
+                Ask::Context(&[]),
+                none,
+            )
+        },
+        row(
+            "grant: the second of two grants is the one that allows",
+            TWO,
+            "kms:Encrypt",
+            Ask::Context(&[]),
+            by("g-alice"),
+        ),
+        Case {
+            principals: SESSION,
+            ..row(
+                "grant: to a role, allows its sessions",
+                TO_ROLE,
+                "kms:Decrypt",
+                Ask::Context(&[]),
+                by("g-role"),
+            )
+        },
+        Case {
+            identity: Some(vec![(
+                P_USER,
+                doc(&[
+                    r#"{"Sid":"NoEncrypt","Effect":"Deny","Action":"kms:Encrypt","Resource":"*"}"#,
+                ]),
+            )]),
+            ..row(
+                "grant: an identity policy's Deny wins over a grant",
+                ENCRYPT,
+                "kms:Encrypt",
+                Ask::Context(&[]),
+                (None, denied(P_USER, "NoEncrypt")),
+            )
+        },
+        Case {
+            key_policy: Some(doc(&[
+                ROOT_STMT,
+                r#"{"Sid":"KeyDeny","Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*"}"#,
+            ])),
+            ..row(
+                "grant: a key policy's Deny wins over a grant",
+                ENCRYPT,
+                "kms:Decrypt",
+                Ask::Context(&[]),
+                (None, denied(KP, "KeyDeny")),
+            )
+        },
+        Case {
+            identity: Some(vec![(P_USER, allow_action("kms:Encrypt"))]),
+            ..row(
+                "grant: a policy that allows decides first",
+                ENCRYPT,
+                "kms:Encrypt",
+                Ask::Context(&[]),
+                (None, allowed(P_USER, "Act")),
+            )
+        },
+        Case {
+            identity: Some(vec![(
+                P_COND,
+                allow_if(r#"{"StringEquals":{"aws:SourceIp":"10.0.0.1"}}"#),
+            )]),
+            ..row(
+                "grant: allows where a conditional Allow does not",
+                ENCRYPT,
+                "kms:Encrypt",
+                Ask::Context(&[]),
+                by("g-encrypt"),
+            )
+        },
+        row(
+            "grant: Equals, keys without regard to case",
+            EQUALS,
+            "kms:Encrypt",
+            Ask::Context(&[("TENANT", "a")]),
+            by("g-equals"),
+        ),
+        row(
+            "grant: Equals, values exactly",
+            EQUALS,
+            "kms:Encrypt",
+            Ask::Context(&[("tenant", "A")]),
+            none,
+        ),
+        row(
+            "grant: Equals, no more pairs",
+            EQUALS,
+            "kms:Encrypt",
+            Ask::Context(&[("tenant", "a"), ("x", "y")]),
+            none,
+        ),
+        row(
+            "grant: Equals, no fewer pairs",
+            EQUALS,
+            "kms:Decrypt",
+            Ask::Context(&[]),
+            none,
+        ),
+        row(
+            "grant: Subset, more pairs allowed",
+            SUBSET,
+            "kms:Decrypt",
+            Ask::Context(&[("Tenant", "a"), ("x", "y")]),
+            by("g-subset"),
+        ),
+        row(
+            "grant: Subset, its pair missing",
+            SUBSET,
+            "kms:Decrypt",
+            Ask::Context(&[("x", "y")]),
+            none,
+        ),
+        row(
+            "grant: constrained, allows nothing without a context",
+            EQUALS,
+            "kms:DescribeKey",
+            Ask::Plain,
+            none,
+        ),
+        row(
+            "grant: unconstrained, allows a call without a context",
+            DELEGATE,
+            "kms:DescribeKey",
+            Ask::Plain,
+            by("g-delegate"),
+        ),
+        row(
+            "grant: CreateGrant of a subset of its operations",
+            DELEGATE,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Encrypt"], Constraint::None),
+            by("g-delegate"),
+        ),
+        row(
+            "grant: CreateGrant of an operation it lacks",
+            DELEGATE,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Encrypt", "Decrypt"], Constraint::None),
+            none,
+        ),
+        row(
+            "grant: CreateGrant without CreateGrant in it",
+            ENCRYPT,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Encrypt"], Constraint::None),
+            none,
+        ),
+        row(
+            "grant: CreateGrant under a narrower Subset",
+            SUBSET,
+            "kms:CreateGrant",
+            Ask::NewGrant(
+                &["Decrypt"],
+                Constraint::Subset(&[("tenant", "a"), ("x", "y")]),
+            ),
+            by("g-subset"),
+        ),
+        row(
+            "grant: CreateGrant of Equals within its Subset",
+            SUBSET,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Decrypt"], Constraint::Equals(TENANT_A)),
+            by("g-subset"),
+        ),
+        row(
+            "grant: CreateGrant dropping its constraint",
+            SUBSET,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Decrypt"], Constraint::None),
+            none,
+        ),
+        row(
+            "grant: CreateGrant under another tenant",
+            SUBSET,
+            "kms:CreateGrant",
+            Ask::NewGrant(&["Decrypt"], Constraint::Subset(&[("tenant", "b")])),
+            none,
+        ),
+        row(
+            "grant: CreateGrant asked of an Encrypt",
+            DELEGATE,
+            "kms:Encrypt",
+            Ask::NewGrant(&["Encrypt"], Constraint::None),
+            none,
+        ),
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(delegation_cases());
@@ -2023,6 +2364,7 @@ fn all_cases() -> Vec<Case> {
     cases.extend(context_key_cases());
     cases.extend(grammar_and_variable_cases());
     cases.extend(mfa_cases());
+    cases.extend(grant_cases());
     cases
 }
 
@@ -2108,7 +2450,44 @@ fn run(case: &Case) -> Result<(), String> {
         resource: case.resource,
         context: &context,
     };
-    let outcome = evaluate(&request, key_policy.as_ref(), &identity);
+    let grants: Vec<GrantRule> = case
+        .grants
+        .iter()
+        .map(|g| GrantRule {
+            grant_id: g.id.to_owned(),
+            grantee: g.grantee.to_owned(),
+            operations: g.operations.iter().map(|o| (*o).to_owned()).collect(),
+            constraint: constraint(g.constraint),
+        })
+        .collect();
+    let (asked_context, new_operations, new_constraint);
+    let ask = match case.ask {
+        Ask::Plain => GrantAsk::Plain,
+        Ask::Context(pairs) => {
+            asked_context = map(pairs);
+            GrantAsk::Context(&asked_context)
+        }
+        Ask::NewGrant(operations, wanted) => {
+            new_operations = operations
+                .iter()
+                .map(|o| (*o).to_owned())
+                .collect::<Vec<_>>();
+            new_constraint = constraint(wanted);
+            GrantAsk::NewGrant {
+                operations: &new_operations,
+                constraint: &new_constraint,
+            }
+        }
+    };
+    let outcome = evaluate_with_grants(&request, key_policy.as_ref(), &identity, &grants, &ask);
+    if outcome.deciding_grant.as_deref() != case.by_grant {
+        return Err(format!(
+            "expected the deciding grant {:?}, got {:?} ({})",
+            case.by_grant,
+            outcome.deciding_grant,
+            describe(outcome.decision, outcome.deciding_statement.as_ref())
+        ));
+    }
 
     let (decision, statement) = case.expected;
     let expected_statement = statement.map(|(policy, sid)| MatchedStatement {
@@ -2123,6 +2502,21 @@ fn run(case: &Case) -> Result<(), String> {
             describe(decision, expected_statement.as_ref()),
             describe(outcome.decision, outcome.deciding_statement.as_ref())
         ))
+    }
+}
+
+fn map(pairs: Pairs) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn constraint(constraint: Constraint) -> GrantConstraint {
+    match constraint {
+        Constraint::None => GrantConstraint::None,
+        Constraint::Equals(pairs) => GrantConstraint::EncryptionContextEquals(map(pairs)),
+        Constraint::Subset(pairs) => GrantConstraint::EncryptionContextSubset(map(pairs)),
     }
 }
 
@@ -2323,7 +2717,8 @@ mod invariants {
             resource: world.resource,
             context: &context,
         };
-        evaluate(&request, Some(&key_policy), &Identity::Policies(&identity)).decision
+        keyhaven::policy::evaluate(&request, Some(&key_policy), &Identity::Policies(&identity))
+            .decision
     }
 
     proptest! {
