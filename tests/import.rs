@@ -31,6 +31,9 @@ import_suite!(
     [
         sealed => Backend::Sealed,
         pkcs11 => Backend::Pkcs11,
+        // NSS's softoken: OAEP with SHA-256 in the device, and its CKM_AES_KEY_WRAP_PAD not
+        // RFC 5649 (the keystore unwraps RFC 5649 there by RFC 3394 with its initial value).
+        pkcs11_second => Backend::Pkcs11Second,
         // The metadata (import tokens, commitments) on etcd.
         #[cfg(feature = "etcd")]
         etcd => Backend::SealedOnEtcd,

@@ -82,6 +82,7 @@ use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::aead::{GcmMessageParams, GcmParams, GeneratorFunction};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType, MessageParam};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
@@ -321,6 +322,10 @@ enum Unwrapped {
     Refused(KeyStoreError),
 }
 
+/// RFC 5649's alternative initial value for 32 bytes of key data: `A65959A6`, then the
+/// length as four big-endian bytes.
+const RFC5649_IV_32: [u8; 8] = [0xA6, 0x59, 0x59, 0xA6, 0, 0, 0, 32];
+
 /// A device's answer to an unwrap that did not open: the wrap was not made for this key (or
 /// was damaged), reported as such and not as a failing device. SoftHSM2 answers a bad OAEP
 /// block with a general error, as it does a bad GCM tag.
@@ -469,8 +474,23 @@ impl Pkcs11KeyStore {
                     }
                 }
                 let kek = kek?;
-                let unwrapped =
+                let mut unwrapped =
                     session.unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped_material, template);
+                if unwrapped
+                    .as_ref()
+                    .is_err_and(|e| unwrap_refusal(e).is_some())
+                {
+                    // Not every token's CKM_AES_KEY_WRAP_PAD is RFC 5649: NSS's softoken pads
+                    // RFC 3394 PKCS #7-wise under that name. RFC 5649 of 32 bytes is RFC 3394
+                    // under its alternative initial value (RFC 5649, section 4.1), which
+                    // CKM_AES_KEY_WRAP takes as its parameter. A wrap that opens under neither
+                    // was not made for this key.
+                    let rfc5649 = Mechanism::VendorDefined(VendorDefinedMechanism::new(
+                        MechanismType::AES_KEY_WRAP,
+                        Some(&RFC5649_IV_32),
+                    ));
+                    unwrapped = session.unwrap_key(&rfc5649, kek, wrapped_material, template);
+                }
                 let _ = session.destroy_object(kek);
                 unwrapped
             }
@@ -518,9 +538,10 @@ impl Pkcs11KeyStore {
             }
         }
         let aad = commitment_aad(material.key_id);
-        let mut iv = COMMITMENT_NONCE;
-        let params = GcmParams::new(&mut iv, &aad, 128.into())?;
-        match session.encrypt(&Mechanism::AesGcm(params), handle, &[]) {
+        // As every encryption on this token: message-based where the token offers it (NSS's
+        // softoken answers a single-part GCM length query without the tag).
+        let messages = self.device.encrypts_messages();
+        match seal(session, handle, messages, &COMMITMENT_NONCE, &aad, &[]) {
             Ok(commitment) if commitment.len() == 16 => Ok(Ok(commitment)),
             Ok(_) => Ok(Err(KeyStoreError::Internal(
                 "the device's AES-GCM tag is not 16 bytes".into(),
