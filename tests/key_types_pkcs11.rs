@@ -44,7 +44,31 @@ on_both_tokens!(
 async fn secp256k1_is_made_by_softhsm2_and_refused_by_name_by_nss() {
     let secp256k1 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
     for (backend, offered) in [(Backend::Pkcs11, true), (Backend::Pkcs11Second, false)] {
-        let _d = TestDaemon::start(backend).await;
+        let d = TestDaemon::start(backend).await;
+        // End to end: CreateKey of the spec on the keystore.
+        let keys = d.list_all_keys().await.len();
+        let created = create(&d, "ECC_SECG_P256K1", "SIGN_VERIFY").await;
+        if offered {
+            let key = created.expect("SoftHSM2 makes secp256k1 key pairs");
+            assert_eq!(key.key_spec, "ECC_SECG_P256K1");
+        } else {
+            let status = created.expect_err("NSS's softoken lacks secp256k1");
+            assert_refused::<()>(
+                Err(status.clone()),
+                Code::FailedPrecondition,
+                "UnsupportedOperationException",
+            );
+            assert!(
+                status.message().contains("ECC_SECG_P256K1"),
+                "the refusal names the spec: {}",
+                status.message()
+            );
+            assert_eq!(
+                d.list_all_keys().await.len(),
+                keys,
+                "a refused CreateKey made a key"
+            );
+        }
         let session = inspecting_session(backend);
         let label = format!("probe:{}", uuid::Uuid::new_v4()).into_bytes();
         let made = session.generate_key_pair(
