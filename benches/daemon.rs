@@ -12,6 +12,9 @@
 //! - the daemon, signed and authorised as in production: Encrypt, Decrypt, GenerateDataKey,
 //!   CreateKey and a mixed workload at 1, 16 and 64 requests in flight, on the sealed store
 //!   and on PKCS#11;
+//! - the doors: Encrypt through the AWS door (HTTP/1.1 keep-alive, SigV4) on the sealed
+//!   daemon, and on a sealed daemon requiring client certificates, Encrypt as a certificate
+//!   principal (unsigned) beside signed Encrypt over the same mutual TLS;
 //! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
 //!   on the sealed store against single Encrypt calls at 64 in flight, and on PKCS#11 against
 //!   the raw device;
