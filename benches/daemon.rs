@@ -1197,46 +1197,28 @@ impl BenchDaemon {
         settings: &Settings,
         key: &str,
     ) -> Result<ProcessRun, String> {
-        let passphrase = self._dir.path().join("passphrase");
-        std::fs::write(&passphrase, PASSPHRASE).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let started = Instant::now();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.config.data_dir)
-            .arg("--passphrase-file")
-            .arg(&passphrase)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            // Logging as `keyhaven serve` does by default (`info`), to nowhere.
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start keyhaven serve: {e}"))?;
-        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let measured = (|| {
-            let first = loop {
-                let answered = client.block_on(async {
+        let process = ServeProcess::spawn_with(
+            &self.config.data_dir,
+            self._dir.path(),
+            &["--listen".to_owned(), address.to_string()],
+            false,
+            || {
+                client.block_on(async {
                     let channel = channel(address).await?;
                     let c = Client::from_channel(
                         channel,
                         &address.to_string(),
                         self.credentials.clone(),
                     );
-                    list_page(&c, 1, "").await.map(|_| c)
-                });
-                match answered {
-                    Ok(c) => break c,
-                    Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => return Err(format!("keyhaven serve never answered: {e}")),
-                }
-            };
+                    list_page(&c, 1, "").await.map(|_| (c, None))
+                })
+            },
+        )?;
+        let first = process.client.clone();
+        let child = &process.child;
+        let measured = (|| {
             let startup = started.elapsed();
             let mut reports = Vec::new();
             for operation in [Operation::DescribeKey, Operation::Encrypt] {
@@ -1272,10 +1254,7 @@ impl BenchDaemon {
                 hwm_kib: field("VmHWM"),
             })
         })();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
+        drop(process);
         measured
     }
 }
@@ -1284,35 +1263,82 @@ impl BenchDaemon {
 struct ServeProcess {
     child: std::process::Child,
     client: Client,
-    channel: Channel,
+    /// The plain channel of the health check rows (none over TLS).
+    channel: Option<Channel>,
+    /// Where its AWS door listens, if it has one.
+    aws: Option<std::net::SocketAddr>,
+}
+
+/// A loopback port free now.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
 }
 
 impl ServeProcess {
-    /// Serves `daemon`'s data directory (the in-process daemon must be stopped); `pkcs11`
-    /// keeps the token's settings from the environment (`hsm-sim/setup.sh`'s), else they are
-    /// removed so that the process serves the sealed store alone.
+    /// Serves `daemon`'s data directory (the in-process daemon must be stopped), with its AWS
+    /// door; `pkcs11` keeps the token's settings from the environment (`hsm-sim/setup.sh`'s),
+    /// else they are removed so that the process serves the sealed store alone.
     fn spawn(daemon: &BenchDaemon, client: &Runtime, pkcs11: bool) -> Result<Self, String> {
-        let passphrase = daemon._dir.path().join("passphrase");
+        let port = free_port()?;
+        let aws: std::net::SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut args = vec![
+            "--listen".to_owned(),
+            address.to_string(),
+            "--aws-listen".to_owned(),
+            aws.to_string(),
+        ];
+        if pkcs11 {
+            args.extend(["--keystore".to_owned(), "pkcs11:default".to_owned()]);
+        }
+        let mut process = Self::spawn_with(
+            &daemon.config.data_dir,
+            daemon._dir.path(),
+            &args,
+            pkcs11,
+            || {
+                client.block_on(async {
+                    let channel = channel(address).await?;
+                    let c = Client::from_channel(
+                        channel.clone(),
+                        &address.to_string(),
+                        daemon.credentials.clone(),
+                    );
+                    list_page(&c, 1, "").await.map(|_| (c, Some(channel)))
+                })
+            },
+        )?;
+        process.aws = Some(aws);
+        Ok(process)
+    }
+
+    /// `keyhaven serve --data-dir DATA` with the bench's passphrase (written into `dir`) and
+    /// `args`, then `connect` until it answers (at most a minute).
+    fn spawn_with(
+        data: &std::path::Path,
+        dir: &std::path::Path,
+        args: &[String],
+        pkcs11: bool,
+        connect: impl Fn() -> Result<(Client, Option<Channel>), String>,
+    ) -> Result<Self, String> {
+        let passphrase = dir.join("passphrase");
         std::fs::write(&passphrase, PASSPHRASE).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyhaven"));
         command
             .arg("serve")
             .arg("--data-dir")
-            .arg(&daemon.config.data_dir)
+            .arg(data)
             .arg("--passphrase-file")
             .arg(&passphrase)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             // Logging as `keyhaven serve` does by default (`info`), to nowhere.
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if pkcs11 {
-            command.args(["--keystore", "pkcs11:default"]);
-        } else {
+        if !pkcs11 {
             for name in [
                 "KEYHAVEN_PKCS11_MODULE",
                 "KEYHAVEN_PKCS11_TOKEN_LABEL",
@@ -1321,22 +1347,12 @@ impl ServeProcess {
                 command.env_remove(name);
             }
         }
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start keyhaven serve: {e}"))?;
-        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let started = Instant::now();
         let answered = loop {
-            let answered = client.block_on(async {
-                let channel = channel(address).await?;
-                let c = Client::from_channel(
-                    channel.clone(),
-                    &address.to_string(),
-                    daemon.credentials.clone(),
-                );
-                list_page(&c, 1, "").await.map(|_| (c, channel))
-            });
-            match answered {
+            match connect() {
                 Err(_) if started.elapsed() < Duration::from_secs(60) => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -1344,12 +1360,12 @@ impl ServeProcess {
                 Ok(answered) => break Ok(answered),
             }
         };
-        let mut child = child;
         match answered {
             Ok((client, channel)) => Ok(ServeProcess {
                 child,
                 client,
                 channel,
+                aws: None,
             }),
             Err(e) => {
                 let _ = child.kill();
@@ -1451,8 +1467,9 @@ fn server_cpu(
             results,
             ("empty RPC (health Check, 0 B)", &label, "server_cpu_health"),
             |shape| {
+                let channel = process.channel.clone().ok_or("no plain channel")?;
                 let workload = Arc::new(HealthWorkload {
-                    channels: vec![process.channel.clone()],
+                    channels: vec![channel],
                     signer: None,
                 });
                 Ok(client.block_on(bench::drive(workload, shape)))
@@ -1493,6 +1510,26 @@ fn server_cpu(
                 vec![process.client.clone()],
                 spec(Operation::Encrypt, key, shape.clone()),
             ))
+        },
+    )?;
+    let Some(aws) = process.aws.filter(|_| backend == Backend::Sealed) else {
+        return Ok(());
+    };
+    server_cpu_row(
+        &process,
+        settings,
+        results,
+        (
+            "Encrypt 32 B through the AWS door (HTTP/1.1 keep-alive, SigV4)",
+            &label,
+            "server_cpu_encrypt_aws",
+        ),
+        |shape| {
+            client.block_on(async {
+                let door =
+                    AwsDoor::new(&format!("http://{aws}"), daemon.credentials.clone()).await?;
+                bench::aws::run_load(door, spec(Operation::Encrypt, key, shape.clone())).await
+            })
         },
     )
 }
@@ -1923,12 +1960,13 @@ fn certificate_door_encrypt(
             spec.door = Door::Certificate;
             reports.push(("certificate", bench::run_load(unsigned.clone(), spec).await?));
         }
-        Ok::<_, String>(reports)
+        Ok::<_, String>((key, reports))
     });
     server
         .block_on(daemon.shutdown())
         .map_err(|e| format!("shutdown: {e}"))?;
-    for (door, report) in outcome? {
+    let (key, reports) = outcome?;
+    for (door, report) in reports {
         let operation = match door {
             "signed" => "Encrypt 32 B, signed, over mutual TLS",
             _ => "Encrypt 32 B, certificate principal (mutual TLS, unsigned)",
@@ -1937,6 +1975,61 @@ fn certificate_door_encrypt(
         results
             .throughput
             .insert(format!("tls_{door}_encrypt_c{}", report.concurrency), ops);
+    }
+
+    // Server CPU per call: the same data directory served by `keyhaven serve` in a process of
+    // its own, with the same certificates.
+    let port = free_port()?;
+    let endpoint = format!("https://localhost:{port}");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let args = [
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--tls-cert".to_owned(),
+        path("server.pem"),
+        "--tls-key".to_owned(),
+        path("server.key"),
+        "--tls-client-ca".to_owned(),
+        path("ca.pem"),
+    ];
+    let operator = pki.client_tls("operator")?;
+    let process = ServeProcess::spawn_with(&config.data_dir, dir.path(), &args, false, || {
+        client.block_on(async {
+            let c = Client::connect_with_tls(&endpoint, credentials.clone(), &operator).await?;
+            list_page(&c, 1, "").await.map(|_| (c, None))
+        })
+    })?;
+    let app = client.block_on(Client::connect_with_tls(
+        &endpoint,
+        credentials.clone(),
+        &pki.client_tls("bench-app")?,
+    ))?;
+    let label = "sealed (`keyhaven serve` in its own process, mutual TLS)";
+    for (door, clients, operation, name) in [
+        (
+            Door::Grpc,
+            &process.client,
+            "Encrypt 32 B, signed, over mutual TLS",
+            "server_cpu_encrypt_signed_tls",
+        ),
+        (
+            Door::Certificate,
+            &app,
+            "Encrypt 32 B, certificate principal (mutual TLS, unsigned)",
+            "server_cpu_encrypt_certificate",
+        ),
+    ] {
+        server_cpu_row(
+            &process,
+            settings,
+            results,
+            (operation, label, name),
+            |shape| {
+                let mut spec = spec(Operation::Encrypt, &key, shape.clone());
+                spec.door = door;
+                client.block_on(bench::run_load(vec![clients.clone()], spec))
+            },
+        )?;
     }
     Ok(())
 }
@@ -2390,7 +2483,7 @@ fn main() {
         )
     })();
     attempt("the sealed daemon", sealed, &mut problems);
-    if !only_batches && !only_sign && !only_cpu {
+    if !only_batches && !only_sign {
         attempt(
             "the certificate door",
             certificate_door_encrypt(&server, &client, &settings, &mut results),
@@ -2612,6 +2705,21 @@ fn main() {
         "ratio encrypt_aws_door_vs_grpc {:.3}",
         results.ratio("aws_encrypt_sealed_c64", "encrypt_sealed_c64")
     );
+    // Server CPU per call of the doors against the signed gRPC Encrypt's.
+    for (name, numerator, denominator) in [
+        (
+            "server_cpu_encrypt_aws_vs_grpc",
+            "server_cpu_encrypt_aws",
+            "server_cpu_encrypt_sealed",
+        ),
+        (
+            "server_cpu_encrypt_certificate_vs_signed_tls",
+            "server_cpu_encrypt_certificate",
+            "server_cpu_encrypt_signed_tls",
+        ),
+    ] {
+        println!("ratio {name} {:.3}", results.ratio(numerator, denominator));
+    }
     // The certificate door against signed calls over the same mutual TLS, 64 in flight.
     println!(
         "ratio encrypt_certificate_vs_signed_tls {:.3}",
