@@ -1118,12 +1118,11 @@ impl BenchDaemon {
             config.keystore = "pkcs11:default".into();
         }
         let root = initialised.root.credentials;
-        let credentials = ClientCredentials {
-            access_key_id: root.access_key_id,
-            secret_access_key: root.secret_access_key,
-            session_token: None,
-            region: config.region.clone(),
-        };
+        let credentials = ClientCredentials::long_term(
+            root.access_key_id,
+            root.secret_access_key,
+            &config.region,
+        );
         let mut daemon = Self {
             _dir: dir,
             account_id: initialised.account_id,
@@ -1897,12 +1896,8 @@ fn certificate_door_encrypt(
         .map_err(|e| format!("daemon start: {e}"))?;
     let endpoint = format!("https://localhost:{}", daemon.local_addr().port());
     let root = initialised.root.credentials;
-    let credentials = ClientCredentials {
-        access_key_id: root.access_key_id,
-        secret_access_key: root.secret_access_key,
-        session_token: None,
-        region: config.region.clone(),
-    };
+    let credentials =
+        ClientCredentials::long_term(root.access_key_id, root.secret_access_key, &config.region);
     let outcome = client.block_on(async {
         // Every client of a mutual-TLS daemon presents a certificate; the operator's is bound
         // to nothing, so its calls are judged by their signatures.

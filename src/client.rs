@@ -83,6 +83,16 @@ pub struct ClientCredentials {
 }
 
 impl ClientCredentials {
+    /// Long-term credentials (an access key and its secret, no session token) for `region`.
+    pub fn long_term(access_key_id: String, secret_access_key: SecretString, region: &str) -> Self {
+        Self {
+            access_key_id,
+            secret_access_key,
+            session_token: None,
+            region: region.to_owned(),
+        }
+    }
+
     /// From `KEYHAVEN_ACCESS_KEY_ID`, `KEYHAVEN_SECRET_ACCESS_KEY`, `KEYHAVEN_SESSION_TOKEN`
     /// and `KEYHAVEN_REGION` (default `local`).
     pub fn from_env() -> Result<Self, String> {

@@ -1074,10 +1074,9 @@ fn wrong_passphrase_refuses_to_start_and_changes_nothing() {
     assert_eq!(kh.describe("alias/sealed")["KeyId"], key.as_str());
 }
 
-/// `serve --dev`: a throwaway daemon whose export lines are all a client needs.
-#[test]
-fn serve_dev_prints_working_exports() {
-    let work = TempDir::new().expect("tempdir");
+/// `serve --dev` with TMPDIR `work/tmp` (its data directory goes there) and its log in
+/// `work/serve.log`, once it has printed a line starting with `last`.
+fn dev_daemon(work: &TempDir, last: &str) -> Daemon {
     let tmp = work.path().join("tmp");
     fs::create_dir(&tmp).expect("mkdir tmp");
     let mut command = keyhaven();
@@ -1085,7 +1084,16 @@ fn serve_dev_prints_working_exports() {
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .env("TMPDIR", &tmp);
     let mut daemon = Daemon::spawn(command, &work.path().join("serve.log"));
-    daemon.wait_for_line(|line| line.starts_with("export KEYHAVEN_SECRET_ACCESS_KEY="));
+    daemon.wait_for_line(|line| line.starts_with(last));
+    daemon
+}
+
+/// `serve --dev`: a throwaway daemon whose export lines are all a client needs.
+#[test]
+fn serve_dev_prints_working_exports() {
+    let work = TempDir::new().expect("tempdir");
+    let tmp = work.path().join("tmp");
+    let daemon = dev_daemon(&work, "export KEYHAVEN_SECRET_ACCESS_KEY=");
     let stdout = daemon.stdout.join("\n");
 
     let vars = exports(&stdout);
@@ -1480,14 +1488,7 @@ fn access_control_from_the_command_line() {
 #[test]
 fn bench_through_each_door() {
     let work = TempDir::new().expect("tempdir");
-    let tmp = work.path().join("tmp");
-    fs::create_dir(&tmp).expect("mkdir tmp");
-    let mut command = keyhaven();
-    command
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .env("TMPDIR", &tmp);
-    let mut daemon = Daemon::spawn(command, &work.path().join("serve.log"));
-    daemon.wait_for_line(|line| line.starts_with("export AWS_DEFAULT_REGION="));
+    let daemon = dev_daemon(&work, "export AWS_DEFAULT_REGION=");
     let vars = exports(&daemon.stdout.join("\n"));
     let bench = |door: &str, operation: &str, secret: &str, aws_endpoint: Option<&str>| {
         let mut command = keyhaven();

@@ -189,12 +189,11 @@ impl TestDaemon {
         backend.configure(&mut config);
         adjust(&mut config);
         let root = initialised.root.credentials;
-        let credentials = ClientCredentials {
-            access_key_id: root.access_key_id,
-            secret_access_key: root.secret_access_key,
-            session_token: None,
-            region: config.region.clone(),
-        };
+        let credentials = ClientCredentials::long_term(
+            root.access_key_id,
+            root.secret_access_key,
+            &config.region,
+        );
         let daemon = Daemon::start(
             config.clone(),
             SecretString::new(PASSPHRASE.into()),
