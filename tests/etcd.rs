@@ -760,3 +760,186 @@ async fn the_hold_outlives_its_lease_and_the_loss_of_the_leader() {
         .expect("the daemon still holds its prefix");
     assert!(!records_of(&d, &key).await.is_empty());
 }
+
+/// `keyhaven store migrate` of the stopped daemon's data directory with `args` (the etcd
+/// settings), and `passphrase`; retried while the daemon that just stopped still holds sled.
+fn migrate(data_dir: &std::path::Path, passphrase: &str, args: &[&str]) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new(BIN)
+            .args(["store", "migrate", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("KEYHAVEN_PASSPHRASE", passphrase)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyhaven store migrate");
+        let held = String::from_utf8_lossy(&out.stderr).contains("could not acquire lock");
+        if !held || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A single-node installation on sled moves into an etcd prefix with nothing lost: keys in
+/// every state, rotated versions, aliases, users with their policies and access keys; every
+/// old ciphertext decrypts from etcd. A wrong passphrase, a prefix another installation holds
+/// and a second migration are refused, changing nothing in etcd or on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_moves_a_sled_installation_into_etcd_with_nothing_lost() {
+    let etcd = EtcdProcess::start().await;
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("moves to etcd").await.key_id;
+    d.create_alias("alias/moved", &key).await.unwrap();
+    let context = [("app", "migration")];
+    let old = d
+        .encrypt(&key, b"before the rotation", &context)
+        .await
+        .unwrap();
+    d.rotate(&key).await.unwrap();
+    let new = d
+        .encrypt("alias/moved", b"after the rotation", &context)
+        .await
+        .unwrap();
+    let disabled = d.create_key("disabled").await.key_id;
+    d.disable(&disabled).await.unwrap();
+    d.create_user(
+        "alice",
+        Some(r#"{"Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#),
+    )
+    .await;
+    let alice_key = d
+        .client
+        .iam()
+        .create_access_key(d.client.signed_iam(
+            "CreateAccessKey",
+            keyhaven::proto::v1::CreateAccessKeyRequest {
+                user_name: "alice".into(),
+            },
+        ))
+        .await
+        .expect("CreateAccessKey")
+        .into_inner();
+    let alice_credentials = keyhaven::client::ClientCredentials::long_term(
+        alice_key.access_key.expect("access key").access_key_id,
+        keyhaven::secret::SecretString::new(alice_key.secret_access_key),
+        &d.config.region,
+    );
+    let keys = d.list_all_keys().await;
+    d.stop().await;
+    let data_dir = d.config.data_dir.clone();
+    let to = [
+        "--etcd-endpoints",
+        etcd.endpoint.as_str(),
+        "--etcd-prefix",
+        "moved/",
+    ];
+
+    // A wrong passphrase: nothing is claimed or copied, the sled store stays.
+    let refused = migrate(&data_dir, "not the passphrase", &to);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).starts_with("keyhaven: "),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(dump(&etcd, "").await.is_empty());
+    assert!(data_dir.join("store").is_dir());
+
+    // A prefix another installation holds: refused before anything is copied.
+    let top = tempfile::tempdir().unwrap();
+    let other = keyhaven_init(&top.path().join("other"), &etcd.endpoint, Some("taken/"));
+    assert!(other.status.success());
+    let taken = dump(&etcd, "").await;
+    let refused = migrate(
+        &data_dir,
+        PASSPHRASE,
+        &[
+            "--etcd-endpoints",
+            &etcd.endpoint,
+            "--etcd-prefix",
+            "taken/",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "keyhaven: metadata store: etcd prefix 'taken/' is already initialised: give another \
+         etcd_prefix, or remove the prefix (etcdctl del --prefix) to start over\n"
+    );
+    assert_eq!(dump(&etcd, "").await, taken);
+    assert!(data_dir.join("store").is_dir());
+
+    let moved = migrate(&data_dir, PASSPHRASE, &to);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&moved.stdout);
+    assert!(stdout.starts_with("migrated the "), "{stdout}");
+    assert!(!data_dir.join("store").exists());
+    assert!(data_dir.join("store.migrated-to-etcd").is_dir());
+    let records = dump(&etcd, "moved/store/").await;
+    assert!(records.iter().any(|(name, _)| name.contains(&key)));
+    assert!(
+        records
+            .iter()
+            .any(|(name, _)| name == "moved/store/barrier/digest")
+    );
+    // Once is enough: the data directory has no sled store left to move.
+    let again = migrate(&data_dir, PASSPHRASE, &to);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        format!(
+            "keyhaven: {} has no sled store to migrate (it was migrated already)\n",
+            data_dir.display()
+        )
+    );
+    assert_eq!(dump(&etcd, "moved/store/").await, records);
+
+    // The same data directory served from etcd: everything is there.
+    d.config.store = etcd.store_settings("moved/");
+    d.start_again().await;
+    assert_eq!(d.list_all_keys().await, keys);
+    assert_eq!(
+        d.decrypt(&old, &context).await.unwrap(),
+        b"before the rotation"
+    );
+    assert_eq!(
+        d.decrypt(&new, &context).await.unwrap(),
+        b"after the rotation"
+    );
+    assert_eq!(
+        d.state(&disabled).await,
+        keyhaven::proto::v1::KeyState::Disabled
+    );
+    assert_eq!(d.describe("alias/moved").await.unwrap().key_id, key);
+    assert_eq!(d.describe(&key).await.unwrap().current_key_version, 2);
+    // Alice's access key and policy came along.
+    let alice = d.client_with(alice_credentials).await;
+    alice
+        .kms()
+        .encrypt(alice.signed(
+            "Encrypt",
+            keyhaven::proto::v1::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: b"alice, after".to_vec(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("alice encrypts after the migration");
+    // And what changes now goes to etcd.
+    let made = d.create_key("made on etcd").await.key_id;
+    assert!(
+        dump(&etcd, "moved/store/")
+            .await
+            .iter()
+            .any(|(name, _)| name.contains(&made))
+    );
+    assert!(!data_dir.join("store").exists());
+}

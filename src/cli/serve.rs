@@ -146,6 +146,24 @@ pub struct StoreArgs {
     etcd_key_file: Option<PathBuf>,
 }
 
+impl StoreArgs {
+    /// The store these flags name; without `--store`, `default` (`sled` for `init`).
+    pub fn settings(self, default: &str) -> Result<server::StoreSettings, String> {
+        server::StoreChoice {
+            store: Some(self.store.unwrap_or_else(|| default.to_owned())),
+            etcd_endpoints: self.etcd_endpoints,
+            etcd_prefix: self.etcd_prefix,
+            etcd_user: self.etcd_user,
+            etcd_password_file: self.etcd_password_file,
+            etcd_ca_file: self.etcd_ca_file,
+            etcd_cert_file: self.etcd_cert_file,
+            etcd_key_file: self.etcd_key_file,
+        }
+        .settings()
+        .map_err(|e| e.to_string())
+    }
+}
+
 pub fn init(
     data_dir: &Path,
     passphrase_file: Option<&Path>,
@@ -156,18 +174,7 @@ pub fn init(
     if let Err(e) = harden_process() {
         return fail(e);
     }
-    let store = match (server::StoreChoice {
-        store: store.store,
-        etcd_endpoints: store.etcd_endpoints,
-        etcd_prefix: store.etcd_prefix,
-        etcd_user: store.etcd_user,
-        etcd_password_file: store.etcd_password_file,
-        etcd_ca_file: store.etcd_ca_file,
-        etcd_cert_file: store.etcd_cert_file,
-        etcd_key_file: store.etcd_key_file,
-    })
-    .settings()
-    {
+    let store = match store.settings("sled") {
         Ok(store) => store,
         Err(e) => return fail(e),
     };

@@ -25,6 +25,21 @@ pub enum StoreCommand {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Move a single-node installation's metadata from its sled store into an etcd prefix
+    /// (claimed as `init --store etcd` claims one): every record is checked, copied as it is
+    /// and checked again in etcd; the sled store is then kept aside as
+    /// `store.migrated-to-etcd`. The daemon must be stopped; serve it afterwards with
+    /// `store = "etcd"` and the same etcd settings.
+    Migrate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Read the passphrase from this file's first line (else KEYHAVEN_PASSPHRASE, else a prompt).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Where to: `--store etcd` (the default here) and the `--etcd-*` settings.
+        #[command(flatten)]
+        to: super::serve::StoreArgs,
+    },
 }
 
 fn fail(message: impl std::fmt::Display) -> i32 {
@@ -101,6 +116,44 @@ pub fn run(command: StoreCommand, output: OutputFormat) -> i32 {
                         println!(
                             "authenticated the {records} records of {} as they are",
                             data_dir.display()
+                        );
+                    }
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+        StoreCommand::Migrate {
+            data_dir,
+            passphrase_file,
+            to,
+        } => {
+            let store = match to.settings("etcd") {
+                Ok(store) => store,
+                Err(e) => return fail(e),
+            };
+            let passphrase = match server::read_passphrase(passphrase_file.as_deref(), false) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match server::migrate_store(&data_dir, &store, &passphrase) {
+                Ok(migrated) => {
+                    if output == OutputFormat::Json {
+                        println!(
+                            "{}",
+                            json!({
+                                "Records": migrated.records,
+                                "SledStoreKeptAt": migrated.kept.display().to_string(),
+                            })
+                        );
+                    } else {
+                        println!(
+                            "migrated the {} records of {} to etcd; the sled store is kept at {} \
+                             (no longer used). Serve with store = \"etcd\" and the same etcd \
+                             settings.",
+                            migrated.records,
+                            data_dir.display(),
+                            migrated.kept.display()
                         );
                     }
                     0

@@ -869,6 +869,101 @@ pub fn authenticate_store(dir: &Path, passphrase: &SecretString) -> Result<usize
     Ok(adopted)
 }
 
+/// Where `keyhaven store migrate` keeps a migrated data directory's sled store.
+pub const MIGRATED_STORE_DIR: &str = "store.migrated-to-etcd";
+
+/// What `keyhaven store migrate` did.
+#[derive(Debug)]
+pub struct Migrated {
+    /// Records copied (the barrier's digest among them).
+    pub records: usize,
+    /// Where the sled store now is (kept, no longer used).
+    pub kept: PathBuf,
+}
+
+/// Moves the metadata of a single-node installation (sled, in `dir`) into the etcd prefix of
+/// `store`, which this claims as `init` does: every record is checked first (as at a start),
+/// copied as it is (authenticated under the same master key, so no record changes), and the
+/// copy is opened and checked whole before the sled store is set aside as
+/// [`MIGRATED_STORE_DIR`]. The seal, keyring and audit log stay in `dir`. Refused, with etcd
+/// untouched, when the daemon still holds the store, the passphrase is wrong or the store
+/// does not pass its checks; refused before anything is copied when the prefix is claimed.
+pub fn migrate_store(
+    dir: &Path,
+    store: &StoreSettings,
+    passphrase: &SecretString,
+) -> Result<Migrated, ServerError> {
+    #[cfg(feature = "etcd")]
+    let StoreSettings::Etcd(settings) = store else {
+        return Err(ServerError::Start(
+            "store migrate moves a sled store to etcd: give --store etcd and its \
+             --etcd-* settings"
+                .into(),
+        ));
+    };
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (dir, store, passphrase);
+        Err(ServerError::Start(
+            "this keyhaven was built without etcd support; build with --features etcd".into(),
+        ))
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let start = |e: &dyn std::fmt::Display| ServerError::Start(e.to_string());
+        if !seal::is_initialised(dir) {
+            return Err(ServerError::Start(format!(
+                "{} is not an initialised Keyhaven data directory",
+                dir.display()
+            )));
+        }
+        let kept = dir.join(MIGRATED_STORE_DIR);
+        if !store_dir(dir).exists() {
+            return Err(ServerError::Start(format!(
+                "{} has no sled store to migrate{}",
+                dir.display(),
+                if kept.exists() {
+                    " (it was migrated already)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let (info, master) = seal::unseal(dir, passphrase)?;
+        let sled = open_backend(&StoreSettings::Sled, dir).map_err(|e| {
+            ServerError::Start(format!(
+                "cannot open the sled store of {} (stop the daemon first): {e}",
+                dir.display()
+            ))
+        })?;
+        let source = Store::open(sled.clone(), Barrier::new(master.record_integrity_key()))
+            .map_err(|e| start(&e))?;
+        let etcd = Arc::new(EtcdBackend::connect(settings).map_err(|e| start(&e))?);
+        etcd.claim(&info.account_id).map_err(|e| start(&e))?;
+        let records = crate::store::copy_records(&*sled, &*etcd).map_err(|e| {
+            ServerError::Start(format!(
+                "the copy to etcd prefix '{}' was cut short ({e}); it holds no digest and will \
+                 not open: remove the prefix (etcdctl del --prefix {}) and migrate again",
+                settings.prefix, settings.prefix
+            ))
+        })?;
+        let target = Store::open(etcd, Barrier::new(master.record_integrity_key()))
+            .map_err(|e| start(&format!("the copy in etcd does not pass its checks: {e}")))?;
+        target.close();
+        source.close();
+        drop(source);
+        drop(sled);
+        std::fs::rename(store_dir(dir), &kept).map_err(|e| {
+            ServerError::Start(format!(
+                "copied, but cannot set the sled store aside as {}: {e}; move it away before \
+                 serving from etcd",
+                kept.display()
+            ))
+        })?;
+        Ok(Migrated { records, kept })
+    }
+}
+
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
 }

@@ -392,6 +392,41 @@ impl Drop for Store {
 }
 
 /// Every record of `backend` as stored, a page at a time.
+/// Copies every record of `from`, as stored (its authenticated form included), into `to`, in
+/// batches `to` accepts, the barrier's digest last: a copy cut short holds no digest and is
+/// refused when opened, naming why. Returns how many records were copied. `to` must hold none
+/// of them yet.
+pub fn copy_records(from: &dyn StoreBackend, to: &dyn StoreBackend) -> Result<usize, StoreError> {
+    let room = to.max_batch_ops().clamp(1, 4096);
+    let mut batch = WriteBatch::new();
+    let mut digest = None;
+    let mut copied = 0;
+    for entry in every_record(from) {
+        let (name, value) = entry?;
+        if name == barrier::DIGEST_RECORD {
+            digest = Some(value);
+            continue;
+        }
+        batch.put(name, value);
+        copied += 1;
+        if batch.ops.len() == room {
+            to.apply(std::mem::take(&mut batch))?;
+        }
+    }
+    if let Some(value) = digest {
+        if batch.ops.len() == room {
+            to.apply(std::mem::take(&mut batch))?;
+        }
+        batch.put(barrier::DIGEST_RECORD, value);
+        copied += 1;
+    }
+    if !batch.is_empty() {
+        to.apply(batch)?;
+    }
+    to.sync()?;
+    Ok(copied)
+}
+
 fn every_record(
     backend: &dyn StoreBackend,
 ) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
@@ -655,6 +690,79 @@ mod tests {
             .map(|(name, _)| String::from_utf8(name).unwrap())
             .collect();
         assert_eq!(names, ["a", "b", "d", "e"]);
+    }
+
+    use std::sync::atomic::AtomicUsize;
+
+    /// A backend that takes `room` changes per batch and refuses every batch after `applies`.
+    struct Narrow {
+        inner: SledBackend,
+        room: usize,
+        applies: AtomicUsize,
+    }
+
+    impl StoreBackend for Narrow {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            assert!(
+                batch.ops.len() <= self.room,
+                "a batch past the backend's room"
+            );
+            let left = self.applies.load(Ordering::Acquire);
+            if left == 0 {
+                return Err(StoreError("refused".into()));
+            }
+            self.applies.store(left - 1, Ordering::Release);
+            self.inner.apply(batch)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+        fn max_batch_ops(&self) -> usize {
+            self.room
+        }
+    }
+
+    #[test]
+    fn a_copy_holds_every_record_and_one_cut_short_does_not_open() {
+        let (_dir, source) = open();
+        let mut batch = WriteBatch::new();
+        for i in 0..20u8 {
+            batch.put(vec![b'r', i], vec![i; 3]);
+        }
+        source.commit_blocking(batch).unwrap();
+        let narrow = |applies| {
+            let dir = tempfile::tempdir().unwrap();
+            let backend = Arc::new(Narrow {
+                inner: SledBackend::open(dir.path()).unwrap(),
+                room: 6,
+                applies: AtomicUsize::new(applies),
+            });
+            (dir, backend)
+        };
+        // Whole: 20 records and the digest, in batches of at most 6, and it opens.
+        let (_whole_dir, whole) = narrow(usize::MAX);
+        assert_eq!(copy_records(&*source.backend, &*whole).unwrap(), 21);
+        let copy = Store::open(whole, test_barrier()).unwrap();
+        assert_eq!(copy.scan(b"r", None, 100).unwrap().len(), 20);
+        // Cut short after two batches: no digest, refused at open as such.
+        let (_cut_dir, cut) = narrow(2);
+        assert!(copy_records(&*source.backend, &*cut).is_err());
+        assert_eq!(cut.scan(&[], None, 100).unwrap().len(), 12);
+        assert!(matches!(
+            Store::open(cut, test_barrier()),
+            Err(e) if e.to_string().contains("digest")
+        ));
     }
 
     #[tokio::test]
