@@ -943,3 +943,64 @@ async fn store_migrate_moves_a_sled_installation_into_etcd_with_nothing_lost() {
     );
     assert!(!data_dir.join("store").exists());
 }
+
+/// `keyhaven audit verify --data-dir` of an installation on etcd reads the chain start and
+/// head from etcd (with `--store etcd` and its settings), checked under the barrier with the
+/// passphrase; while the daemon holds the prefix it says so and checks the log alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_reads_the_chain_anchors_from_etcd() {
+    let etcd = EtcdProcess::start().await;
+    let endpoint = etcd.endpoint.clone();
+    let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let key = d.create_key("audited").await.key_id;
+    d.encrypt(&key, b"audited", &[]).await.unwrap();
+    let data_dir = d.config.data_dir.clone();
+    let verify = |store: &[&str]| {
+        Command::new(BIN)
+            .args(["--output", "json", "audit", "verify", "--data-dir"])
+            .arg(&data_dir)
+            .args(store)
+            .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyhaven audit verify")
+    };
+    let on_etcd = ["--store", "etcd", "--etcd-endpoints", endpoint.as_str()];
+    let json = |out: &Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "not JSON: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    // The daemon holds the prefix: the log alone, and the note says why.
+    let held = verify(&on_etcd);
+    assert!(held.status.success());
+    let note = json(&held)["Head"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        note.starts_with("chain start and head not compared") && note.contains("daemon running"),
+        "{note}"
+    );
+    d.stop().await;
+    let checked = verify(&on_etcd);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let report = json(&checked);
+    assert_eq!(report["Valid"], true);
+    assert_eq!(
+        report["Head"],
+        "chain head compared, chain start compared (integrity checked)"
+    );
+    assert!(report["Records"].as_u64().unwrap_or(0) >= 2, "{report}");
+    // Without --store etcd it is told where to look.
+    let sled = verify(&[]);
+    let note = json(&sled)["Head"].as_str().unwrap_or_default().to_owned();
+    assert!(note.contains("give --store etcd"), "{note}");
+    assert!(!data_dir.join("store").exists());
+}

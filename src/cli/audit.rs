@@ -5,7 +5,8 @@ use crate::audit::{chain_files, stored_head, stored_start, verify_chain};
 use crate::proto::v1;
 use crate::seal;
 use crate::secret::SecretString;
-use crate::store::{Barrier, SledBackend, Store};
+use crate::server::StoreSettings;
+use crate::store::{Barrier, SledBackend, Store, StoreBackend, StoreError};
 use clap::Subcommand;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,10 @@ pub enum AuditCommand {
         /// unchecked, and the output says so.
         #[arg(long, requires = "data_dir")]
         passphrase_file: Option<PathBuf>,
+        /// With --data-dir of an installation whose metadata is on etcd: `--store etcd` and
+        /// its `--etcd-*` settings, to read the chain start and head there.
+        #[command(flatten)]
+        store: Box<super::serve::StoreArgs>,
     },
 }
 
@@ -76,24 +81,30 @@ struct Anchors {
 /// Reads the anchors of `dir`. With a passphrase the store is opened behind its barrier, so
 /// that an edited anchor (or any edited record) is refused: the error names it. Without one
 /// the anchors are read unchecked, and the note says so.
-fn read_anchors(dir: &Path, passphrase: Option<&SecretString>) -> Result<Anchors, String> {
+fn read_anchors(
+    dir: &Path,
+    store: &StoreSettings,
+    passphrase: Option<&SecretString>,
+) -> Result<Anchors, String> {
     let unavailable = |note: String| Anchors {
         start: None,
         head: None,
         note,
     };
     let store_dir = crate::server::store_dir(dir);
-    // Opening makes a store where there is none: not beside metadata kept in etcd.
-    let opened = if store_dir.exists() {
-        SledBackend::open(&store_dir)
-    } else {
-        Err(crate::store::StoreError(format!(
-            "no sled store at {}: the metadata is on etcd?",
+    let opened: Result<Arc<dyn StoreBackend>, StoreError> = match store {
+        // Opening makes a store where there is none: not beside metadata kept in etcd.
+        StoreSettings::Sled if !store_dir.exists() => Err(StoreError(format!(
+            "no sled store at {}: the metadata is on etcd? give --store etcd and its --etcd-* \
+             settings",
             store_dir.display()
-        )))
+        ))),
+        StoreSettings::Sled => SledBackend::open(&store_dir).map(|b| Arc::new(b) as _),
+        #[cfg(feature = "etcd")]
+        StoreSettings::Etcd(_) => crate::server::open_backend(store, dir),
     };
     let backend = match opened {
-        Ok(backend) => Arc::new(backend),
+        Ok(backend) => backend,
         Err(e) => {
             return Ok(unavailable(format!(
                 "chain start and head not compared ({e}; is the daemon running?)"
@@ -132,6 +143,7 @@ pub fn verify(
     file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     passphrase_file: Option<PathBuf>,
+    store: super::serve::StoreArgs,
     json_output: bool,
 ) -> i32 {
     let refuse = |problem: String| {
@@ -140,6 +152,10 @@ pub fn verify(
         }
         eprintln!("keyhaven: {problem}");
         1
+    };
+    let store = match store.settings("sled") {
+        Ok(store) => store,
+        Err(problem) => return refuse(problem),
     };
     let (log, start, head, head_note) = match (&file, &data_dir) {
         (Some(file), _) => (
@@ -160,7 +176,7 @@ pub fn verify(
             } else {
                 None
             };
-            match read_anchors(dir, passphrase.as_ref()) {
+            match read_anchors(dir, &store, passphrase.as_ref()) {
                 Ok(anchors) => (
                     dir.join("audit").join("audit.log"),
                     anchors.start,

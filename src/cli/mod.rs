@@ -233,10 +233,12 @@ pub fn run(cli: Cli) -> i32 {
             file,
             data_dir,
             passphrase_file,
+            store,
         }) => audit::verify(
             file,
             data_dir,
             passphrase_file,
+            *store,
             client.output == OutputFormat::Json,
         ),
         Command::Keystore(command) => {

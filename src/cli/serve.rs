@@ -127,7 +127,7 @@ pub struct StoreArgs {
     /// etcd members, http://HOST:PORT, comma-separated.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Option<Vec<String>>,
-    /// The etcd key prefix to claim (default `keyhaven/`).
+    /// The etcd key prefix (default `keyhaven/`).
     #[arg(long)]
     etcd_prefix: Option<String>,
     /// etcd user, with --etcd-password-file.
