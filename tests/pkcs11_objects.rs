@@ -106,3 +106,68 @@ fn generating_while_others_search_and_destroy_loses_nothing() {
     expected.sort();
     assert_eq!(listed, expected);
 }
+
+/// On NSS's softoken (the second token), key pairs generated while other threads generate
+/// and destroy objects: every call returns. NSS keeps its objects in SQLite, and a key pair
+/// generated while another thread destroyed an object deadlocked both (each waiting for a
+/// lock the other held, one in SQLite's busy loop for ever); the keystore keeps object
+/// changes on this token apart as it does on SoftHSM2. A watchdog fails the test rather than
+/// letting it hang.
+#[test]
+fn nss_key_pairs_made_while_objects_are_destroyed_all_return() {
+    use keyhaven::keys::KeySpec;
+    use keyhaven::keystore::pkcs11::Pkcs11KeyStore;
+    use keyhaven::keystore::{KeyStore, MaterialRef};
+    use std::sync::Mutex;
+
+    const ACCOUNT: &str = "111122223333";
+    const ROUNDS: usize = 12;
+    let keystore = Pkcs11KeyStore::connect(common::pkcs11_second_settings(), ACCOUNT)
+        .expect("connect to NSS's softoken (hsm-sim/nss-setup.sh)");
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let failures = Mutex::new(Vec::<String>::new());
+        let fail = |what: String| failures.lock().unwrap().push(what);
+        let fresh = || MaterialRef {
+            key_id: Uuid::new_v4(),
+            version: 1,
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        let material = fresh();
+                        if let Err(e) = keystore.generate_spec(material, KeySpec::EccNistP256) {
+                            fail(format!("generate a P-256 pair: {e}"));
+                            continue;
+                        }
+                        if let Err(e) = keystore.destroy(material) {
+                            fail(format!("destroy a P-256 pair: {e}"));
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..ROUNDS * 2 {
+                    let material = fresh();
+                    if let Err(e) = keystore.generate(material) {
+                        fail(format!("generate an AES key: {e}"));
+                        continue;
+                    }
+                    if let Err(e) = keystore.destroy(material) {
+                        fail(format!("destroy an AES key: {e}"));
+                    }
+                }
+            });
+        });
+        let _ = done.send(failures.into_inner().unwrap());
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(180)) {
+        Ok(failures) => assert_eq!(failures, Vec::<String>::new()),
+        Err(_) => panic!(
+            "generating key pairs while destroying objects on NSS's softoken did not return \
+             within 3 minutes: a deadlock in the token"
+        ),
+    }
+    worker.join().expect("the worker finished");
+}

@@ -137,14 +137,17 @@ fn verified_pins() -> MutexGuard<'static, HashMap<TokenIdentity, [u8; 32]>> {
     lock.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The lock that makes object changes on a SoftHSM2 token take turns with every other use of
-/// its object list, shared by all the keystores of this process on that token; `None` for
+/// The lock that makes object changes on a software token take turns with every other use
+/// of its object list, shared by all the keystores of this process on that token; `None` for
 /// other devices. SoftHSM2 keeps one object index per token and process, which a search can
-/// corrupt while another thread creates or destroys an object (see `keystore/pkcs11`).
+/// corrupt while another thread creates or destroys an object (see `keystore/pkcs11`). NSS's
+/// softoken (manufacturer "Mozilla Foundation") keeps its objects in SQLite and deadlocks
+/// when one thread generates a key pair while another destroys an object: each waits for a
+/// lock the other holds, the one in SQLite's busy loop for ever.
 fn object_lock(module: &Pkcs11, slot: Slot) -> Option<Arc<RwLock<()>>> {
     static LOCKS: OnceLock<Mutex<HashMap<TokenIdentity, Arc<RwLock<()>>>>> = OnceLock::new();
     let identity = token_identity(module, slot)?;
-    if !identity.0.starts_with("SoftHSM") {
+    if !identity.0.starts_with("SoftHSM") && identity.0 != "Mozilla Foundation" {
         return None;
     }
     let mut locks = LOCKS

@@ -23,8 +23,10 @@
 //! object store is not safe otherwise: a search while another thread creates an object can
 //! index the half-made file as a second object, and destroying that one deletes the file of
 //! the first (an acknowledged key version lost at the next start), or wipes an object being
-//! generated (`CKR_TEMPLATE_INCONSISTENT`). Other devices, thread-safe as PKCS#11 requires of
-//! a module initialised with `CKF_OS_LOCKING_OK`, are used without it.
+//! generated (`CKR_TEMPLATE_INCONSISTENT`). NSS's softoken takes the same lock: a key pair
+//! generated there while another thread destroys an object deadlocks both inside its SQLite
+//! store. Other devices, thread-safe as PKCS#11 requires of a module initialised with
+//! `CKF_OS_LOCKING_OK`, are used without it.
 //!
 //! HMAC keys are generic secrets made in the device (`CKM_GENERIC_SECRET_KEY_GEN`, as long as
 //! the spec's digest, `CKA_SENSITIVE`, not extractable, `CKA_SIGN`/`CKA_VERIFY` only) and used
@@ -806,6 +808,11 @@ impl Pkcs11KeyStore {
                     ) => {
                         refused.store(true, std::sync::atomic::Ordering::Relaxed);
                         error
+                    }
+                    // NSS's softoken answers a ciphertext whose value is not below the
+                    // modulus with CKR_ARGUMENTS_BAD from C_Decrypt: one that does not open.
+                    CryptokiError::Pkcs11(RvError::ArgumentsBad, Function::Decrypt) => {
+                        CryptokiError::Pkcs11(RvError::EncryptedDataInvalid, Function::Decrypt)
                     }
                     // Whatever the device says of a ciphertext it cannot open (SoftHSM2:
                     // CKR_GENERAL_ERROR) is one answer, not a broken device to retry.
