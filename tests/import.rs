@@ -624,6 +624,17 @@ mod suite {
             Code::InvalidArgument,
             "InvalidCiphertextException",
         );
+        // A wrapped value past the modulus (RSA_2048: 256 bytes of 0xff), then for the key
+        // wrap the 40 bytes of a wrapped 32-byte key: a ciphertext that does not open.
+        let mut past = vec![0xff; 256];
+        if alg(backend) == KEY_WRAP {
+            past.extend_from_slice(&[0x11; 40]);
+        }
+        assert_refused(
+            import(&d, &key, &p.import_token, &past, None).await,
+            Code::InvalidArgument,
+            "InvalidCiphertextException",
+        );
         let good = wrap(dir.path(), &p.public_key, alg(backend), &[5u8; 32]);
         assert_refused(
             import(&d, &key, &p.import_token, &good, Some(d.now() - 1)).await,

@@ -413,6 +413,20 @@ impl Pkcs11KeyStore {
     ) -> Result<Result<ObjectHandle, KeyStoreError>, CryptokiError> {
         let answer = match algorithm {
             WrappingAlgorithm::RsaesOaepSha256 => {
+                // A value the modulus does not bound opens under no key: said here, as a
+                // ciphertext that does not open, rather than by the device (NSS's softoken
+                // answers it CKR_ARGUMENTS_BAD, which reads as a mechanism it lacks).
+                let modulus = session
+                    .get_attributes(private, &[AttributeType::Modulus])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::Modulus(n) => Some(n),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if encrypted.len() != modulus.len() || encrypted >= &modulus[..] {
+                    return Ok(Err(KeyStoreError::DecryptFailed));
+                }
                 let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
                     MechanismType::SHA256,
                     PkcsMgfType::MGF1_SHA256,
