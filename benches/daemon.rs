@@ -1341,10 +1341,15 @@ impl ServeProcess {
             .arg("--passphrase-file")
             .arg(&passphrase)
             .args(args)
-            // Logging as `keyhaven serve` does by default (`info`), to nowhere.
+            // Logging as `keyhaven serve` does by default (`info`), to a file read only when
+            // the process never answers.
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stderr(
+                std::fs::File::create(dir.join("serve.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            );
         if !pkcs11 {
             for name in [
                 "KEYHAVEN_PKCS11_MODULE",
@@ -1363,7 +1368,15 @@ impl ServeProcess {
                 Err(_) if started.elapsed() < Duration::from_secs(60) => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(e) => break Err(format!("keyhaven serve never answered: {e}")),
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    break Err(format!(
+                        "keyhaven serve never answered: {e}\n{}",
+                        tail.join("\n")
+                    ));
+                }
                 Ok(answered) => break Ok(answered),
             }
         };

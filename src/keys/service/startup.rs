@@ -6,9 +6,24 @@ use super::*;
 impl KeyService {
     /// Checks every key's material against its keystore (run at start-up); returns the keys
     /// with missing material and marks them unavailable.
+    ///
+    /// A device keystore is asked for the list of its objects once, and the secret-key
+    /// versions it lists are taken as there: only the others (key pairs, whose halves the
+    /// list does not tell apart, and versions it does not list, which the lookup then names)
+    /// are looked up one by one. One lookup per version made start-up quadratic on a software
+    /// token, whose searches read every object (SoftHSM2: minutes for a few thousand keys).
     pub fn check_material(&self) -> Vec<(Uuid, String)> {
         let ids: Vec<Uuid> = self.entries().iter().map(|e| e.record().id).collect();
-        self.check_keys(&ids)
+        let listed: HashMap<String, HashSet<MaterialRef>> = self
+            .keystores
+            .iter()
+            .filter(|(_, keystore)| keystore.blocks())
+            .filter_map(|(name, keystore)| {
+                let listed = keystore.list().ok()?;
+                Some((name.clone(), listed.into_iter().collect()))
+            })
+            .collect();
+        self.check_keys_with(&ids, &listed)
     }
 
     /// Checks again the keys marked unavailable; those whose material is back are cleared.
@@ -34,11 +49,21 @@ impl KeyService {
 
     /// Checks `ids` on every core: at start-up that is every key in the store.
     pub(super) fn check_keys(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+        self.check_keys_with(ids, &HashMap::new())
+    }
+
+    /// As [`Self::check_keys`], taking the secret-key versions in `listed` (by keystore) as
+    /// there.
+    fn check_keys_with(
+        &self,
+        ids: &[Uuid],
+        listed: &HashMap<String, HashSet<MaterialRef>>,
+    ) -> Vec<(Uuid, String)> {
         let chunk = ids.len().div_ceil(parallelism()).max(1);
         std::thread::scope(|scope| {
             let workers: Vec<_> = ids
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || self.check_keys_here(part)))
+                .map(|part| scope.spawn(move || self.check_keys_here(part, listed)))
                 .collect();
             workers
                 .into_iter()
@@ -47,7 +72,11 @@ impl KeyService {
         })
     }
 
-    pub(super) fn check_keys_here(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
+    pub(super) fn check_keys_here(
+        &self,
+        ids: &[Uuid],
+        listed: &HashMap<String, HashSet<MaterialRef>>,
+    ) -> Vec<(Uuid, String)> {
         let mut problems = Vec::new();
         for id in ids {
             let Some(entry) = self.entry_by_id(*id) else {
@@ -55,7 +84,7 @@ impl KeyService {
             };
             let record = entry.record();
             let before = problems.len();
-            self.check_record(&record, &mut problems);
+            self.check_record(&record, listed.get(&record.keystore), &mut problems);
             if let Ok(mut unavailable) = self.unavailable.write() {
                 if problems.len() > before {
                     unavailable.insert(record.id);
@@ -67,7 +96,14 @@ impl KeyService {
         problems
     }
 
-    pub(super) fn check_record(&self, record: &KeyRecord, problems: &mut Vec<(Uuid, String)>) {
+    pub(super) fn check_record(
+        &self,
+        record: &KeyRecord,
+        listed: Option<&HashSet<MaterialRef>>,
+        problems: &mut Vec<(Uuid, String)>,
+    ) {
+        // Only a secret key is the one object of its label; a pair has two halves.
+        let listed = listed.filter(|_| !record.spec.is_asymmetric());
         // A key of imported material that holds none has nothing to find.
         if record.state == KeyState::Deleted || record.imported.as_ref().is_some_and(|i| !i.present)
         {
@@ -85,6 +121,9 @@ impl KeyService {
                 key_id: record.id,
                 version: version.number,
             };
+            if listed.is_some_and(|listed| listed.contains(&material)) {
+                continue;
+            }
             if let Err(error) = keystore.check(material) {
                 problems.push((record.id, format!("version {}: {error}", version.number)));
             }
