@@ -837,13 +837,36 @@ async fn store_migrate_moves_a_sled_installation_into_etcd_with_nothing_lost() {
         "moved/",
     ];
 
+    // Where to is etcd: a sled target is refused before anything is read.
+    let refused = migrate(&data_dir, PASSPHRASE, &["--store", "sled"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "keyhaven: store migrate moves a sled store to etcd: give --store etcd and its \
+         --etcd-* settings\n"
+    );
+    // A directory that is no installation.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = migrate(empty.path(), PASSPHRASE, &to);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        format!(
+            "keyhaven: {} is not an initialised Keyhaven data directory\n",
+            empty.path().display()
+        )
+    );
+    assert!(dump(&etcd, "").await.is_empty());
+
     // A wrong passphrase: nothing is claimed or copied, the sled store stays.
     let refused = migrate(&data_dir, "not the passphrase", &to);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).starts_with("keyhaven: "),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        format!(
+            "keyhaven: the passphrase does not unseal {} (wrong passphrase?)\n",
+            data_dir.display()
+        )
     );
     assert!(dump(&etcd, "").await.is_empty());
     assert!(data_dir.join("store").is_dir());

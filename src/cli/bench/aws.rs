@@ -214,6 +214,8 @@ pub struct AwsWorkload {
     key_id: String,
     /// Base64 of the plaintext Encrypt sends and Decrypt expects back.
     plaintext: String,
+    /// The plaintext's length in bytes: an Encrypt's blob is 49 bytes longer.
+    plaintext_len: usize,
     /// Base64 of the ciphertext Decrypt sends.
     blob: String,
 }
@@ -226,7 +228,8 @@ impl AwsWorkload {
             door,
             operation: spec.operation,
             key_id: spec.key_id.clone(),
-            plaintext: B64.encode(plaintext),
+            plaintext: B64.encode(&plaintext),
+            plaintext_len: plaintext.len(),
             blob: String::new(),
         };
         if matches!(spec.operation, Operation::Decrypt | Operation::Mixed) {
@@ -267,10 +270,9 @@ impl Workload for AwsWorkload {
                     .call(connection, "Encrypt", self.encrypt_body())
                     .await?;
                 let blob = answer["CiphertextBlob"].as_str().unwrap_or_default();
-                let plaintext = B64.decode(&self.plaintext).map_or(0, |p| p.len());
                 // Version, key id, key version and nonce (33 bytes), then ciphertext and tag.
                 match B64.decode(blob) {
-                    Ok(blob) if blob.len() == 33 + plaintext + 16 => Ok(()),
+                    Ok(blob) if blob.len() == 33 + self.plaintext_len + 16 => Ok(()),
                     _ => Err(Failure::unexpected(
                         "Encrypt answered no ciphertext of the expected length",
                     )),

@@ -11,6 +11,13 @@
 //! a run with failures says so, and the command exits non-zero.
 
 pub mod aws;
+mod histogram;
+mod report;
+
+pub use histogram::LatencyHistogram;
+
+pub use report::format_latency;
+use report::{Description, report_human, report_json};
 
 use super::commands::CliError;
 use super::{ClientArgs, OutputFormat};
@@ -89,6 +96,12 @@ pub enum Door {
 }
 
 impl Door {
+    /// Whether requests through this door carry Keyhaven's signature (the certificate door's
+    /// caller is its certificate).
+    pub fn signs(self) -> bool {
+        self != Door::Certificate
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Door::Grpc => "grpc",
@@ -273,108 +286,6 @@ impl LoadReport {
             "Max": ms(self.latency.max()),
             "Mean": ms(self.latency.mean()),
         })
-    }
-}
-
-/// Latencies in nanoseconds, in buckets 1/128 of a power of two wide: percentiles are
-/// within 0.8% of the exact value, in constant memory.
-#[derive(Debug, Clone)]
-pub struct LatencyHistogram {
-    counts: Vec<u64>,
-    total: u64,
-    sum_ns: u128,
-    max_ns: u64,
-}
-
-const SUB_BUCKET_BITS: u32 = 7;
-/// Latencies are capped at 2^40 ns (about 18 minutes).
-const MAX_EXPONENT: u32 = 40;
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LatencyHistogram {
-    pub fn new() -> Self {
-        let buckets = ((MAX_EXPONENT - SUB_BUCKET_BITS + 1) << SUB_BUCKET_BITS) as usize;
-        Self {
-            counts: vec![0; buckets],
-            total: 0,
-            sum_ns: 0,
-            max_ns: 0,
-        }
-    }
-
-    fn index(ns: u64) -> usize {
-        let ns = ns.min((1 << MAX_EXPONENT) - 1);
-        if ns < (1 << SUB_BUCKET_BITS) {
-            return ns as usize;
-        }
-        let exponent = 63 - ns.leading_zeros();
-        let shift = exponent - SUB_BUCKET_BITS;
-        let mantissa = (ns >> shift) as usize - (1 << SUB_BUCKET_BITS);
-        (((shift + 1) as usize) << SUB_BUCKET_BITS) + mantissa
-    }
-
-    /// The largest value that falls in bucket `index`.
-    fn highest(index: usize) -> u64 {
-        let octave = (index >> SUB_BUCKET_BITS) as u32;
-        if octave == 0 {
-            return index as u64;
-        }
-        let shift = octave - 1;
-        let mantissa = (index as u64 & ((1 << SUB_BUCKET_BITS) - 1)) + (1 << SUB_BUCKET_BITS);
-        ((mantissa + 1) << shift) - 1
-    }
-
-    pub fn record(&mut self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.counts[Self::index(ns)] += 1;
-        self.total += 1;
-        self.sum_ns += u128::from(ns);
-        self.max_ns = self.max_ns.max(ns);
-    }
-
-    pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
-        }
-        self.total += other.total;
-        self.sum_ns += other.sum_ns;
-        self.max_ns = self.max_ns.max(other.max_ns);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.total
-    }
-
-    /// The latency `quantile` (0.0-1.0) of the recorded ones were at or under.
-    pub fn percentile(&self, quantile: f64) -> Duration {
-        if self.total == 0 {
-            return Duration::ZERO;
-        }
-        let rank = ((quantile.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (index, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Duration::from_nanos(Self::highest(index).min(self.max_ns));
-            }
-        }
-        self.max()
-    }
-
-    pub fn max(&self) -> Duration {
-        Duration::from_nanos(self.max_ns)
-    }
-
-    pub fn mean(&self) -> Duration {
-        match self.total {
-            0 => Duration::ZERO,
-            n => Duration::from_nanos((self.sum_ns / u128::from(n)) as u64),
-        }
     }
 }
 
@@ -570,20 +481,29 @@ struct KmsWorkload {
     blob: Vec<u8>,
 }
 
+/// `message` as a request of `method` on `client`: signed, or (a certificate principal's)
+/// not.
+fn request<T: prost::Message>(
+    client: &Client,
+    signed: bool,
+    method: &str,
+    message: T,
+) -> tonic::Request<T> {
+    if signed {
+        client.signed(method, message)
+    } else {
+        tonic::Request::new(message)
+    }
+}
+
 impl KmsWorkload {
-    /// `message` as a request of `method`, signed unless the load is a certificate
-    /// principal's.
     fn request<T: prost::Message>(
         &self,
         client: &Client,
         method: &str,
         message: T,
     ) -> tonic::Request<T> {
-        if self.signed {
-            client.signed(method, message)
-        } else {
-            tonic::Request::new(message)
-        }
+        request(client, self.signed, method, message)
     }
 
     async fn encrypt(&self, client: &mut Client) -> Result<(), Failure> {
@@ -724,11 +644,10 @@ pub fn validate(spec: &LoadSpec, connections: usize) -> Result<(), String> {
 /// and mixed loads first encrypt one plaintext of `payload_size` bytes to decrypt.
 pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport, String> {
     validate(&spec, clients.len().max(1))?;
-    let signed = match spec.door {
-        Door::Grpc => true,
-        Door::Certificate => false,
-        Door::Aws => return Err("the AWS door's load runs through bench::aws::run_load".into()),
-    };
+    if spec.door == Door::Aws {
+        return Err("the AWS door's load runs through bench::aws::run_load".into());
+    }
+    let signed = spec.door.signs();
     let first = clients
         .first()
         .cloned()
@@ -743,11 +662,7 @@ pub async fn run_load(clients: Vec<Client>, spec: LoadSpec) -> Result<LoadReport
         };
         first
             .kms()
-            .encrypt(if signed {
-                first.signed("Encrypt", request)
-            } else {
-                tonic::Request::new(request)
-            })
+            .encrypt(self::request(&first, signed, "Encrypt", request))
             .await
             .map_err(|status| {
                 format!(
@@ -777,13 +692,9 @@ pub async fn create_key(client: &Client, door: Door) -> Result<String, tonic::St
         description: DESCRIPTION.into(),
         ..Default::default()
     };
-    let request = match door {
-        Door::Certificate => tonic::Request::new(request),
-        Door::Grpc | Door::Aws => client.signed("CreateKey", request),
-    };
     Ok(client
         .kms()
-        .create_key(request)
+        .create_key(self::request(client, door.signs(), "CreateKey", request))
         .await?
         .into_inner()
         .key_metadata
@@ -869,12 +780,11 @@ fn run_bench(client_args: ClientArgs, args: BenchArgs) -> Result<u64, String> {
                         ));
                     }
                     // Nothing is signed: the certificate is the caller.
-                    ClientCredentials {
-                        access_key_id: String::new(),
-                        secret_access_key: crate::secret::SecretString::new(String::new()),
-                        session_token: None,
-                        region: String::new(),
-                    }
+                    ClientCredentials::long_term(
+                        String::new(),
+                        crate::secret::SecretString::new(String::new()),
+                        "",
+                    )
                 } else {
                     ClientCredentials::from_env()?
                 };
@@ -926,165 +836,9 @@ fn announce(created: bool, key_id: &str, quiet: bool) {
     }
 }
 
-/// What was run, for the report.
-struct Description {
-    endpoint: String,
-    door: Door,
-    operation: Operation,
-    key_id: String,
-    key_created: bool,
-    payload_size: usize,
-    connections: usize,
-}
-
-fn report_json(description: &Description, report: &LoadReport) -> Value {
-    let failures: Vec<Value> = report
-        .failures
-        .iter()
-        .map(|(kind, failure)| {
-            json!({"Kind": kind, "Count": failure.count, "Example": failure.example})
-        })
-        .collect();
-    let mut value = json!({
-        "Endpoint": description.endpoint,
-        "Door": description.door.name(),
-        "Operation": description.operation.name(),
-        "PayloadSize": description.payload_size,
-        "Concurrency": report.concurrency,
-        "Connections": description.connections,
-        "Seconds": (report.elapsed.as_secs_f64() * 1e3).round() / 1e3,
-        "Requests": report.succeeded + report.failed,
-        "Succeeded": report.succeeded,
-        "Failed": report.failed,
-        "Failures": failures,
-        "OpsPerSecond": (report.ops_per_second() * 10.0).round() / 10.0,
-        "LatencyMs": report.latency_json(),
-    });
-    if description.operation != Operation::CreateKey {
-        value["KeyId"] = json!(description.key_id);
-        value["KeyCreated"] = json!(description.key_created);
-    }
-    value
-}
-
-/// "1.23 ms", "456 µs".
-pub fn format_latency(latency: Duration) -> String {
-    let micros = latency.as_secs_f64() * 1e6;
-    if micros >= 1000.0 {
-        format!("{:.2} ms", micros / 1000.0)
-    } else {
-        format!("{micros:.0} µs")
-    }
-}
-
-fn report_human(description: &Description, report: &LoadReport) -> String {
-    let on = if description.operation == Operation::CreateKey {
-        String::new()
-    } else {
-        format!(" on key {}", description.key_id)
-    };
-    let payload = if description.operation.needs_plaintext() {
-        format!(", {}-byte plaintext", description.payload_size)
-    } else {
-        String::new()
-    };
-    let mut lines = vec![
-        format!(
-            "{}{on} at {} ({} door): {} in flight over {} connection{}{payload}",
-            description.operation.name(),
-            description.endpoint,
-            description.door.name(),
-            report.concurrency,
-            description.connections,
-            if description.connections == 1 {
-                ""
-            } else {
-                "s"
-            },
-        ),
-        format!(
-            "  requests    {} in {:.2} s: {} succeeded, {} failed",
-            report.succeeded + report.failed,
-            report.elapsed.as_secs_f64(),
-            report.succeeded,
-            report.failed
-        ),
-        format!("  throughput  {:.1} ops/s", report.ops_per_second()),
-        format!(
-            "  latency     p50 {}  p90 {}  p99 {}  max {}  (mean {})",
-            format_latency(report.latency.percentile(0.50)),
-            format_latency(report.latency.percentile(0.90)),
-            format_latency(report.latency.percentile(0.99)),
-            format_latency(report.latency.max()),
-            format_latency(report.latency.mean()),
-        ),
-    ];
-    if report.failed > 0 {
-        lines.push(format!("  FAILURES    {}", report.failure_summary()));
-        for (kind, failure) in &report.failures {
-            lines.push(format!("    {kind}: {}", failure.example));
-        }
-    }
-    lines.join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_continuous_and_tight() {
-        let check = |ns: u64| {
-            let index = LatencyHistogram::index(ns);
-            let highest = LatencyHistogram::highest(index);
-            assert!(highest >= ns, "{ns} -> {index} -> {highest}");
-            assert!(
-                highest as f64 <= ns as f64 * 1.008 + 1.0,
-                "{ns} -> {highest}"
-            );
-            index
-        };
-        let mut previous = 0;
-        for ns in 0..100_000u64 {
-            let index = check(ns);
-            assert!(
-                index == previous || index == previous + 1,
-                "{ns} -> {index}"
-            );
-            previous = index;
-        }
-        for exponent in 17..MAX_EXPONENT {
-            for ns in [
-                (1u64 << exponent) - 1,
-                1 << exponent,
-                (1 << exponent) + 12_345,
-            ] {
-                check(ns);
-            }
-        }
-        let top = LatencyHistogram::index(u64::MAX);
-        assert_eq!(top, LatencyHistogram::new().counts.len() - 1);
-    }
-
-    #[test]
-    fn percentiles() {
-        let mut histogram = LatencyHistogram::new();
-        for micros in 1..=1000u64 {
-            histogram.record(Duration::from_micros(micros));
-        }
-        let near = |d: Duration, micros: f64| {
-            let got = d.as_secs_f64() * 1e6;
-            (got - micros).abs() <= micros * 0.008 + 0.001
-        };
-        assert!(near(histogram.percentile(0.5), 500.0));
-        assert!(near(histogram.percentile(0.99), 990.0));
-        assert_eq!(histogram.max(), Duration::from_micros(1000));
-        assert_eq!(histogram.count(), 1000);
-        let mut other = LatencyHistogram::new();
-        other.record(Duration::from_secs(2));
-        histogram.merge(&other);
-        assert_eq!(histogram.percentile(1.0), Duration::from_secs(2));
-    }
 
     #[test]
     fn mixed_workload_proportions() {

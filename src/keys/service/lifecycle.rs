@@ -383,11 +383,10 @@ impl KeyService {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::keystore::GeneratedMaterial;
+    use crate::keys::service::test_device::Device;
     use crate::secret::Secret;
     use crate::store::{Barrier, Entry, SledBackend, StoreBackend, StoreError};
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::sync::atomic::AtomicBool;
 
     /// Sled, except that once `fail` is set a batch writing a key record fails: in `apply`
     /// (nothing written) or, when `after_apply`, in the `sync` that follows it.
@@ -429,63 +428,6 @@ mod tests {
                 return Err(StoreError("flush failed".into()));
             }
             self.sled.sync()
-        }
-    }
-
-    /// A device-like keystore that counts generations and discards.
-    #[derive(Default)]
-    struct Device {
-        held: Mutex<HashSet<MaterialRef>>,
-        generated: AtomicU32,
-        discarded: AtomicU32,
-    }
-
-    impl KeyStore for Device {
-        fn name(&self) -> &str {
-            crate::keystore::SEALED
-        }
-        fn origin(&self) -> &'static str {
-            "AWS_CLOUDHSM"
-        }
-        fn material_outside_store(&self) -> bool {
-            true
-        }
-        fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
-            self.generated.fetch_add(1, Ordering::SeqCst);
-            self.held.lock().unwrap().insert(material);
-            Ok(GeneratedMaterial::default())
-        }
-        fn discard(&self, material: MaterialRef) {
-            self.discarded.fetch_add(1, Ordering::SeqCst);
-            self.held.lock().unwrap().remove(&material);
-        }
-        fn encrypt(
-            &self,
-            _: MaterialRef,
-            _: &[u8; 12],
-            _: &[u8],
-            plaintext: &[u8],
-        ) -> Result<Vec<u8>, KeyStoreError> {
-            Ok(plaintext.to_vec())
-        }
-        fn decrypt(
-            &self,
-            _: MaterialRef,
-            _: &[u8; 12],
-            _: &[u8],
-            sealed: &[u8],
-        ) -> Result<SecretBytes, KeyStoreError> {
-            Ok(SecretBytes::new(sealed.to_vec()))
-        }
-        fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
-            self.held.lock().unwrap().remove(&material);
-            Ok(WriteBatch::new())
-        }
-        fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-            match self.held.lock().unwrap().contains(&material) {
-                true => Ok(()),
-                false => Err(KeyStoreError::MaterialNotFound(material)),
-            }
         }
     }
 

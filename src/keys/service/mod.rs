@@ -788,6 +788,8 @@ mod rotation;
 mod sign;
 mod startup;
 mod tags;
+#[cfg(test)]
+mod test_device;
 mod usage;
 
 pub use asymmetric::{

@@ -135,82 +135,9 @@ impl KeyService {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::keystore::GeneratedMaterial;
+    use crate::keys::service::test_device::Device;
     use crate::secret::Secret;
     use crate::store::{Barrier, SledBackend};
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicU32;
-
-    /// A device-like keystore that lists what it holds, except `unlisted`, and counts the
-    /// versions it is asked to look up one by one.
-    #[derive(Default)]
-    struct Listed {
-        held: Mutex<HashSet<MaterialRef>>,
-        unlisted: Mutex<HashSet<MaterialRef>>,
-        checks: AtomicU32,
-    }
-
-    impl KeyStore for Listed {
-        fn name(&self) -> &str {
-            crate::keystore::SEALED
-        }
-        fn origin(&self) -> &'static str {
-            "AWS_CLOUDHSM"
-        }
-        fn blocks(&self) -> bool {
-            true
-        }
-        fn material_outside_store(&self) -> bool {
-            true
-        }
-        fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
-            self.held.lock().unwrap().insert(material);
-            Ok(GeneratedMaterial::default())
-        }
-        fn discard(&self, material: MaterialRef) {
-            self.held.lock().unwrap().remove(&material);
-        }
-        fn encrypt(
-            &self,
-            _: MaterialRef,
-            _: &[u8; 12],
-            _: &[u8],
-            plaintext: &[u8],
-        ) -> Result<Vec<u8>, KeyStoreError> {
-            Ok(plaintext.to_vec())
-        }
-        fn decrypt(
-            &self,
-            _: MaterialRef,
-            _: &[u8; 12],
-            _: &[u8],
-            sealed: &[u8],
-        ) -> Result<SecretBytes, KeyStoreError> {
-            Ok(SecretBytes::new(sealed.to_vec()))
-        }
-        fn destroy(&self, material: MaterialRef) -> Result<WriteBatch, KeyStoreError> {
-            self.held.lock().unwrap().remove(&material);
-            Ok(WriteBatch::new())
-        }
-        fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-            self.checks.fetch_add(1, Ordering::SeqCst);
-            match self.held.lock().unwrap().contains(&material) {
-                true => Ok(()),
-                false => Err(KeyStoreError::MaterialNotFound(material)),
-            }
-        }
-        fn list(&self) -> Result<Vec<MaterialRef>, KeyStoreError> {
-            let unlisted = self.unlisted.lock().unwrap();
-            Ok(self
-                .held
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|m| !unlisted.contains(m))
-                .copied()
-                .collect())
-        }
-    }
 
     /// At start-up a device keystore is listed once: the versions it lists are not looked up
     /// again; one it does not list is looked up (and found), one it does not hold is looked up
@@ -225,7 +152,10 @@ mod tests {
             )
             .unwrap(),
         );
-        let device = Arc::new(Listed::default());
+        let device = Arc::new(Device {
+            blocking: true,
+            ..Device::default()
+        });
         let service = KeyService::open(
             KeyServiceConfig::new("111122223333"),
             Arc::new(SystemClock),

@@ -324,6 +324,18 @@ enum Unwrapped {
     Refused(KeyStoreError),
 }
 
+/// The modulus of an RSA key (big-endian); empty when the token reports none.
+fn modulus(session: &Session, key: ObjectHandle) -> Result<Vec<u8>, CryptokiError> {
+    Ok(session
+        .get_attributes(key, &[AttributeType::Modulus])?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Modulus(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
 /// RFC 5649's alternative initial value for 32 bytes of key data: `A65959A6`, then the
 /// length as four big-endian bytes.
 const RFC5649_IV_32: [u8; 8] = [0xA6, 0x59, 0x59, 0xA6, 0, 0, 0, 32];
@@ -416,14 +428,7 @@ impl Pkcs11KeyStore {
                 // A value the modulus does not bound opens under no key: said here, as a
                 // ciphertext that does not open, rather than by the device (NSS's softoken
                 // answers it CKR_ARGUMENTS_BAD, which reads as a mechanism it lacks).
-                let modulus = session
-                    .get_attributes(private, &[AttributeType::Modulus])?
-                    .into_iter()
-                    .find_map(|a| match a {
-                        Attribute::Modulus(n) => Some(n),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
+                let modulus = modulus(session, private)?;
                 if encrypted.len() != modulus.len() || encrypted >= &modulus[..] {
                     return Ok(Err(KeyStoreError::DecryptFailed));
                 }
@@ -435,14 +440,7 @@ impl Pkcs11KeyStore {
                 session.unwrap_key(&oaep, private, encrypted, template)
             }
             WrappingAlgorithm::RsaAesKeyWrapSha256 => {
-                let modulus = session
-                    .get_attributes(private, &[AttributeType::Modulus])?
-                    .into_iter()
-                    .find_map(|a| match a {
-                        Attribute::Modulus(n) => Some(n.len()),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
+                let modulus = modulus(session, private)?.len();
                 if modulus == 0 || encrypted.len() <= modulus {
                     return Ok(Err(KeyStoreError::DecryptFailed));
                 }
