@@ -132,6 +132,11 @@ pub struct Client {
 
 impl Client {
     /// Connects to `endpoint` (`http://host:port`).
+    /// The credentials the client signs with.
+    pub fn credentials(&self) -> &ClientCredentials {
+        &self.credentials
+    }
+
     pub async fn connect(endpoint: &str, credentials: ClientCredentials) -> Result<Self, String> {
         Self::connect_with_tls(endpoint, credentials, &ClientTls::default()).await
     }

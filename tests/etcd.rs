@@ -14,6 +14,7 @@ mod common;
 use common::etcd::{EtcdProcess, MemberTls};
 use common::{Backend, PASSPHRASE, TestDaemon};
 use etcd_client::GetOptions;
+use keyhaven::proto::v1;
 use keyhaven::server::StoreSettings;
 use keyhaven::store::{EtcdBackend, EtcdTls, StoreBackend, WriteBatch};
 use std::process::{Command, Output, Stdio};
@@ -71,7 +72,9 @@ async fn a_key_lives_in_etcd_and_survives_a_daemon_restart() {
     );
     assert!(
         everything.iter().all(|(name, _)| name == "keyhaven/init"
-            || name == "keyhaven/holder"
+            || name == "keyhaven/seal"
+            || name.starts_with("keyhaven/daemons/")
+            || name.starts_with("keyhaven/leader/")
             || name.starts_with("keyhaven/store/")),
         "{:?}",
         everything.iter().map(|(n, _)| n).collect::<Vec<_>>()
@@ -326,13 +329,29 @@ async fn calls_fail_while_etcd_is_down_and_resume_when_it_is_back() {
     let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
     let before = d.create_key("before the outage").await.key_id;
     d.etcd.as_mut().unwrap().members[0].kill();
+    // The watch breaks at once: the daemon knows its view may be out of date.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
-    // A change cannot be made durable: refused, promptly, and not acknowledged.
+    // Refused, promptly, before anything is tried: nothing served from a view that may be old.
     let started = std::time::Instant::now();
     let refused = try_create_key(&d, "during the outage").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
-    // The signature is recorded against replay first: that write is what fails.
-    common::assert_refused(refused, tonic::Code::Unavailable, "KMSInternalException");
+    assert!(
+        refused.as_ref().is_err_and(|s| s
+            .message()
+            .contains("view of the cluster's store may be out of date")),
+        "{refused:?}"
+    );
+    common::assert_refused(
+        refused,
+        tonic::Code::Unavailable,
+        "DependencyTimeoutException",
+    );
+    common::assert_refused(
+        d.describe(&before).await,
+        tonic::Code::Unavailable,
+        "DependencyTimeoutException",
+    );
 
     d.etcd.as_mut().unwrap().members[0].restart();
     d.etcd.as_mut().unwrap().wait_until_serving().await;
@@ -664,9 +683,10 @@ async fn destroying_a_key_among_many_fits_etcd_transactions() {
     let report = d.run_due_tasks().await;
     assert_eq!((report.destroyed, report.failed), (1, 0));
     // The retirement is done: every other key re-wrapped, the old epoch key forgotten.
-    let keyring: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.config.data_dir.join("keyring.json")).unwrap())
-            .unwrap();
+    // On etcd the keyring is a record of the store (behind its 33-byte integrity header).
+    assert!(!d.config.data_dir.join("keyring.json").exists());
+    let stored = dump(etcd_of(&d), "keyhaven/store/keystore/sealed/keyring").await;
+    let keyring: serde_json::Value = serde_json::from_slice(&stored[0].1[33..]).unwrap();
     assert_eq!(keyring["epochs"].as_array().unwrap().len(), 1, "{keyring}");
     assert_ne!(keyring["current"], 0, "{keyring}");
     assert_eq!(
@@ -698,67 +718,397 @@ async fn stale_signatures_are_swept_in_batches_etcd_accepts() {
     }
 }
 
-/// One process holds a prefix at a time (an etcd lease on `<prefix>holder`): a second is
-/// refused while the first runs and let in as soon as it stops; a daemon whose hold another
-/// took writes nothing more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_process_holds_a_prefix_and_one_that_lost_it_writes_nothing() {
-    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
-    let kept = d.create_key("before the takeover").await.key_id;
-    let refused = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
-        .err()
-        .expect("a second holder is refused");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert_eq!(
-        refused.to_string(),
-        format!(
-            "metadata store: etcd prefix 'keyhaven/' is in use by another process ({} pid {}): \
-             one daemon per prefix for now; a daemon that died releases it within 10 s",
-            host.trim(),
-            std::process::id()
-        )
-    );
-
-    // Another process takes the prefix (as it could once this daemon's lease had expired).
-    let mut client = etcd_of(&d).client().await;
-    client.delete("keyhaven/holder", None).await.unwrap();
-    client
-        .put("keyhaven/holder", "intruder", None)
-        .await
-        .unwrap();
-    let before = dump(etcd_of(&d), "keyhaven/store/").await;
-    let refused = try_create_key(&d, "after the takeover").await;
-    assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(dump(etcd_of(&d), "keyhaven/store/").await, before);
-
-    d.stop().await;
-    client.delete("keyhaven/holder", None).await.unwrap();
-    // A stopped daemon lets go at once.
+/// Polls `check` every 10 ms until it holds; returns how long that took (failing past 5 s).
+async fn within<F, Fut>(what: &str, mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let started = std::time::Instant::now();
-    d.start_again().await;
-    d.stop().await;
-    let backend = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
-        .expect("the prefix is free once the daemon stopped");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    drop(backend);
-    d.start_again().await;
-    assert_eq!(d.list_all_keys().await, vec![kept]);
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
-/// The hold's lease is kept alive, across the loss of the member its keep-alive stream was on:
-/// well past the lease's life, the daemon still writes.
+/// Two daemons on one prefix serve one set of keys: what one makes, the other uses; what one
+/// disables, the other refuses within the bound (1 s, measured); identities made on one sign
+/// in on the other; the second daemon's data directory was made from the seal etcd keeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hold_outlives_its_lease_and_the_loss_of_the_leader() {
+async fn two_daemons_on_one_prefix_serve_the_same_keys() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    // B's data directory holds its seal (from etcd), its id, its audit log: no keyring, no store.
+    let mut files: Vec<String> = std::fs::read_dir(&b.config.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["audit", "daemon-id", "seal.json"]);
+
+    let key = a.create_key("made on A").await.key_id;
+    let seen = within("B knows A's key", || async {
+        b.describe(&key).await.is_ok()
+    })
+    .await;
+    assert!(seen < std::time::Duration::from_secs(1), "{seen:?}");
+    let from_b = b
+        .encrypt(&key, b"sealed on B", &[])
+        .await
+        .expect("Encrypt on B");
+    assert_eq!(a.decrypt(&from_b, &[]).await.unwrap(), b"sealed on B");
+    let from_a = a.encrypt(&key, b"sealed on A", &[]).await.unwrap();
+    assert_eq!(b.decrypt(&from_a, &[]).await.unwrap(), b"sealed on A");
+
+    // An alias made on B resolves on A.
+    b.create_alias("alias/shared", &key).await.unwrap();
+    within("A resolves B's alias", || async {
+        a.describe("alias/shared").await.is_ok()
+    })
+    .await;
+
+    // A user (and access key) made on A signs in on B.
+    let user = a.create_user("operator", None).await;
+    let on_b = b.client_with(user.credentials().clone()).await;
+    within("B authenticates A's user", || async {
+        on_b.kms()
+            .list_keys(on_b.signed("ListKeys", v1::ListKeysRequest::default()))
+            .await
+            .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
+    })
+    .await;
+
+    // Disabled on A: refused on B within the bound.
+    a.disable(&key).await.unwrap();
+    let disabled = std::time::Instant::now();
+    let refused_after = within("B refuses the disabled key", || async {
+        b.encrypt(&key, b"x", &[]).await.is_err_and(|s| {
+            s.message().contains("DisabledException") || s.code() == tonic::Code::FailedPrecondition
+        })
+    })
+    .await;
+    assert!(
+        disabled.elapsed() < std::time::Duration::from_secs(1),
+        "B served a key disabled {refused_after:?} ago"
+    );
+    common::assert_refused(
+        b.encrypt(&key, b"x", &[]).await,
+        tonic::Code::FailedPrecondition,
+        "KMSInvalidStateException",
+    );
+}
+
+/// Both daemons change the same key at once (a tag each, 2 × 20 calls in flight): every change
+/// is kept, none lost to the other daemon's, and both read the same record afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_on_two_daemons_lose_no_update() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let key = a.create_key("contended").await.key_id;
+    within("B knows the key", || async {
+        b.describe(&key).await.is_ok()
+    })
+    .await;
+    let tag = |d: &TestDaemon, n: usize| {
+        let client = d.client.clone();
+        let key = key.clone();
+        async move {
+            client
+                .kms()
+                .tag_resource(client.signed(
+                    "TagResource",
+                    v1::TagResourceRequest {
+                        key_id: key,
+                        tags: vec![v1::Tag {
+                            tag_key: format!("t{n:02}"),
+                            tag_value: "v".into(),
+                        }],
+                    },
+                ))
+                .await
+        }
+    };
+    let mut calls = Vec::new();
+    for n in 0..20 {
+        calls.push(tokio::spawn(tag(&a, n)));
+        calls.push(tokio::spawn(tag(&b, 20 + n)));
+    }
+    for call in calls {
+        call.await.unwrap().expect("TagResource");
+    }
+    let tags = |d: &TestDaemon| {
+        let client = d.client.clone();
+        let key = key.clone();
+        async move {
+            let mut tags: Vec<String> = client
+                .kms()
+                .list_resource_tags(client.signed(
+                    "ListResourceTags",
+                    v1::ListResourceTagsRequest { key_id: key },
+                ))
+                .await
+                .expect("ListResourceTags")
+                .into_inner()
+                .tags
+                .into_iter()
+                .map(|t| t.tag_key)
+                .collect();
+            tags.sort();
+            tags
+        }
+    };
+    let expected: Vec<String> = (0..40).map(|n| format!("t{n:02}")).collect();
+    assert_eq!(tags(&a).await, expected);
+    within("B reads every tag", || async { tags(&b).await == expected }).await;
+
+    // Keys made on both at once are all there, on both.
+    let mut made = Vec::new();
+    for n in 0..10 {
+        made.push(tokio::spawn({
+            let (a, b) = (a.client.clone(), b.client.clone());
+            async move {
+                let client = if n % 2 == 0 { a } else { b };
+                client
+                    .kms()
+                    .create_key(client.signed("CreateKey", v1::CreateKeyRequest::default()))
+                    .await
+                    .expect("CreateKey")
+                    .into_inner()
+                    .key_metadata
+                    .unwrap()
+                    .key_id
+            }
+        }));
+    }
+    let mut made: Vec<String> = futures_collect(made).await;
+    made.push(key.clone());
+    made.sort();
+    let listed = |d: &TestDaemon| {
+        let d = d.client.clone();
+        let made = made.clone();
+        async move {
+            let mut keys: Vec<String> = d
+                .kms()
+                .list_keys(d.signed(
+                    "ListKeys",
+                    v1::ListKeysRequest {
+                        limit: 1000,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .keys
+                .into_iter()
+                .map(|k| k.key_id)
+                .collect();
+            keys.sort();
+            keys == made
+        }
+    };
+    within("A lists every key", || listed(&a)).await;
+    within("B lists every key", || listed(&b)).await;
+}
+
+async fn futures_collect<T: std::fmt::Debug>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+/// A state change captured on its way to one daemon is refused as a replay by another:
+/// after the first answered, and when both are sent at once (exactly one is carried out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_sent_to_two_daemons_is_carried_out_once() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let key = a.create_key("replayed across daemons").await.key_id;
+    within("B knows the key", || async {
+        b.describe(&key).await.is_ok()
+    })
+    .await;
+    // Behind a load balancer every daemon is reached by one name, and a signature made for
+    // it verifies on each of them.
+    let (on_a, on_b) = (balanced(&a).await, balanced(&b).await);
+    let captured = |request: &tonic::Request<v1::DisableKeyRequest>| {
+        let mut copy = tonic::Request::new(request.get_ref().clone());
+        *copy.metadata_mut() = request.metadata().clone();
+        copy
+    };
+    let first = on_a.signed(
+        "DisableKey",
+        v1::DisableKeyRequest {
+            key_id: key.clone(),
+        },
+    );
+    let replayed = captured(&first);
+    on_a.kms()
+        .disable_key(first)
+        .await
+        .expect("DisableKey on A");
+    let refused = on_b.kms().disable_key(replayed).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|s| s.message().contains("replayed")),
+        "{refused:?}"
+    );
+    common::assert_refused(
+        refused,
+        tonic::Code::Unauthenticated,
+        "InvalidSignatureException",
+    );
+
+    // Both at once, ten times over: one is carried out, the other refused as a replay.
+    for _ in 0..10 {
+        let request = on_a.signed(
+            "EnableKey",
+            v1::EnableKeyRequest {
+                key_id: key.clone(),
+            },
+        );
+        let mut copy = tonic::Request::new(request.get_ref().clone());
+        *copy.metadata_mut() = request.metadata().clone();
+        let (to_a, to_b) = (on_a.kms(), on_b.kms());
+        let (x, y) = tokio::join!(
+            async move { to_a.clone().enable_key(request).await },
+            async move { to_b.clone().enable_key(copy).await }
+        );
+        let carried_out = [x.is_ok(), y.is_ok()];
+        assert_eq!(
+            carried_out.iter().filter(|ok| **ok).count(),
+            1,
+            "{x:?} {y:?}"
+        );
+        for answer in [x, y] {
+            if let Err(status) = answer {
+                assert!(status.message().contains("replayed"), "{status:?}");
+            }
+        }
+    }
+}
+
+/// A root client of `d` that addresses it as `kms.cluster.test`, the name a load balancer in
+/// front of the cluster would have.
+async fn balanced(d: &TestDaemon) -> keyhaven::client::Client {
+    let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
+        .unwrap()
+        .origin("http://kms.cluster.test".parse().unwrap())
+        .connect()
+        .await
+        .expect("connect");
+    keyhaven::client::Client::from_channel(channel, "kms.cluster.test", d.credentials.clone())
+        .with_clock(std::sync::Arc::new(d.clock.clone()))
+}
+
+/// The scheduler runs on one daemon of the prefix (its leader, an etcd lease): a deletion
+/// that falls due is carried out there once, and when the leader stops another daemon takes
+/// over and carries out the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_runs_the_scheduler_and_another_takes_over() {
+    const DAY: i64 = 86_400;
+    let fast = |config: &mut keyhaven::server::DaemonConfig| {
+        config.scheduler_interval = std::time::Duration::from_millis(200);
+    };
+    let mut a = TestDaemon::start_with(Backend::SealedOnEtcd, fast).await;
+    let b = a.join().await;
+    let id = |d: &TestDaemon| {
+        std::fs::read_to_string(d.config.data_dir.join("daemon-id"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let etcd_client = etcd_of(&a).client().await;
+    let leader = || async {
+        etcd_client
+            .clone()
+            .get("keyhaven/leader/scheduler", None)
+            .await
+            .unwrap()
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+    };
+    assert_eq!(leader().await, Some(id(&a)));
+    let audited = |d: &TestDaemon, key: &str| {
+        std::fs::read_to_string(&d.config.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("keyhaven:scheduler") && line.contains("DeleteKey"))
+            .filter(|line| line.contains(key))
+            .count()
+    };
+
+    let first = a.create_key("due while A leads").await.key_id;
+    b.schedule_deletion(&first, Some(7)).await.unwrap();
+    a.clock.advance(7 * DAY + 60);
+    within("the first deletion is carried out", || async {
+        b.state(&first).await == v1::KeyState::Deleted
+    })
+    .await;
+    within("A audits the deletion it carried out", || async {
+        audited(&a, &first) == 1
+    })
+    .await;
+    // Several passes of both schedulers later, still once.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(audited(&a, &first), 1);
+    assert_eq!(audited(&b, &first), 0, "B carried it out too");
+
+    let b_id = id(&b);
+    a.stop().await;
+    let second = b.create_key("due once A is gone").await.key_id;
+    b.schedule_deletion(&second, Some(7)).await.unwrap();
+    b.clock.advance(7 * DAY + 60);
+    within("B takes the lead and carries out the second", || async {
+        b.state(&second).await == v1::KeyState::Deleted
+    })
+    .await;
+    assert_eq!(leader().await, Some(b_id));
+    within("B audits the deletion it carried out", || async {
+        audited(&b, &second) == 1
+    })
+    .await;
+}
+
+/// A daemon's lease (its listing, its lead) is kept alive across the loss of the member its
+/// keep-alive stream was on: well past the lease's life, it is still listed and still writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_outlives_its_life_and_the_loss_of_the_leader() {
     let etcd = EtcdProcess::cluster(3).await;
     let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
     let leader = d.etcd.as_ref().unwrap().leader().await;
     d.etcd.as_mut().unwrap().members[leader].kill();
     let ttl = keyhaven::store::HOLD_TTL_SECONDS as u64;
     tokio::time::sleep(std::time::Duration::from_secs(ttl + 3)).await;
-    let key = try_create_key(&d, "after the lease's life")
-        .await
-        .expect("the daemon still holds its prefix");
+    let key = within_key(&d).await;
     assert!(!records_of(&d, &key).await.is_empty());
+    let listed = dump(etcd_of(&d), "keyhaven/daemons/").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+/// A CreateKey that succeeds within 5 s (the watch of the killed member moves to another).
+async fn within_key(d: &TestDaemon) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match try_create_key(d, "after the lease's life").await {
+            Ok(key) => return key,
+            Err(status) if std::time::Instant::now() < deadline => {
+                let _ = status;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("the daemon no longer writes: {status:?}"),
+        }
+    }
 }
 
 /// `keyhaven store migrate` of the stopped daemon's data directory with `args` (the etcd
@@ -975,13 +1325,18 @@ async fn audit_verify_reads_the_chain_anchors_from_etcd() {
     let etcd = EtcdProcess::start().await;
     let endpoint = etcd.endpoint.clone();
     let mut d = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let mut joined = d.join().await;
     let key = d.create_key("audited").await.key_id;
     d.encrypt(&key, b"audited", &[]).await.unwrap();
-    let data_dir = d.config.data_dir.clone();
-    let verify = |store: &[&str]| {
+    within("the joined daemon knows the key", || async {
+        joined.describe(&key).await.is_ok()
+    })
+    .await;
+    joined.encrypt(&key, b"audited there", &[]).await.unwrap();
+    let verify = |data_dir: &std::path::Path, store: &[&str]| {
         Command::new(BIN)
             .args(["--output", "json", "audit", "verify", "--data-dir"])
-            .arg(&data_dir)
+            .arg(data_dir)
             .args(store)
             .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
             .env_remove("RUST_LOG")
@@ -999,31 +1354,49 @@ async fn audit_verify_reads_the_chain_anchors_from_etcd() {
             )
         })
     };
-    // The daemon holds the prefix: the log alone, and the note says why.
-    let held = verify(&on_etcd);
-    assert!(held.status.success());
-    let note = json(&held)["Head"].as_str().unwrap_or_default().to_owned();
-    assert!(
-        note.starts_with("chain start and head not compared") && note.contains("daemon running"),
-        "{note}"
-    );
-    d.stop().await;
-    let checked = verify(&on_etcd);
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    let report = json(&checked);
-    assert_eq!(report["Valid"], true);
-    assert_eq!(
-        report["Head"],
-        "chain head compared, chain start compared (integrity checked)"
-    );
-    assert!(report["Records"].as_u64().unwrap_or(0) >= 2, "{report}");
+    // Each daemon writes its own chain, its anchors under its id; both are checked while the
+    // daemons run (a shared prefix is never held by one process) and once they stopped.
+    for running in [true, false] {
+        if !running {
+            d.stop().await;
+            joined.stop().await;
+        }
+        for dir in [&d.config.data_dir, &joined.config.data_dir] {
+            let checked = verify(dir, &on_etcd);
+            assert!(
+                checked.status.success(),
+                "{}",
+                String::from_utf8_lossy(&checked.stderr)
+            );
+            let report = json(&checked);
+            assert_eq!(report["Valid"], true);
+            assert_eq!(
+                report["Head"],
+                "chain head compared, chain start compared (integrity checked)"
+            );
+            assert!(report["Records"].as_u64().unwrap_or(0) >= 2, "{report}");
+        }
+    }
+    let heads: Vec<String> = dump(etcd_of(&d), "keyhaven/store/audit/head")
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let id = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("daemon-id"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let mut expected = vec![
+        format!("keyhaven/store/audit/head/{}", id(&d.config.data_dir)),
+        format!("keyhaven/store/audit/head/{}", id(&joined.config.data_dir)),
+    ];
+    expected.sort();
+    assert_eq!(heads, expected);
     // Without --store etcd it is told where to look.
-    let sled = verify(&[]);
+    let sled = verify(&d.config.data_dir, &[]);
     let note = json(&sled)["Head"].as_str().unwrap_or_default().to_owned();
     assert!(note.contains("give --store etcd"), "{note}");
-    assert!(!data_dir.join("store").exists());
+    assert!(!d.config.data_dir.join("store").exists());
 }

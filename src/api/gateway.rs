@@ -224,6 +224,14 @@ impl Gateway {
         (self.clock.now(), nanos)
     }
 
+    /// Refuses every call while the daemon's view of a shared store may be out of date.
+    fn require_up_to_date(&self) -> Result<(), ApiError> {
+        match self.credentials.store().out_of_date() {
+            Some(why) => Err(ApiError::out_of_date(&why)),
+            None => Ok(()),
+        }
+    }
+
     fn write(&self, entry: Entry) -> Result<(), ApiError> {
         let (now, nanos) = self.stamp();
         self.audit
@@ -338,6 +346,7 @@ impl CallInFlight {
         &mut self,
         request: &SignedRequest<'_>,
     ) -> Result<(Caller, AuditSlot), ApiError> {
+        self.gateway.require_up_to_date()?;
         let (door, _) = self.door.signatures();
         let request = SignedRequest { door, ..*request };
         let headers = request.headers;
@@ -354,16 +363,22 @@ impl CallInFlight {
         // before its time would otherwise accept it again. The AWS door keeps no record of
         // signatures: SigV4 has no nonce, and AWS answers an identical request again.
         let credentials = &self.gateway.credentials;
-        if door == SignatureDoor::Grpc
-            && (!self.single || credentials.outlives_a_restart(&used))
-            && let Err(error) = credentials.remember(&used)
-        {
-            tracing::error!(%error, "cannot store the request's signature: refusing the call");
-            return Err(ApiError::new(
-                Code::Unavailable,
-                "KMSInternalException",
-                "the request could not be recorded against replay; try again later",
-            ));
+        if door == SignatureDoor::Grpc && (!self.single || credentials.outlives_a_restart(&used)) {
+            match credentials.remember(&used) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!("request refused: replayed (on another daemon of the cluster)");
+                    return Err(self.refuse(crate::auth::AuthError::Replayed.into(), headers));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot store the request's signature: refusing the call");
+                    return Err(ApiError::new(
+                        Code::Unavailable,
+                        "KMSInternalException",
+                        "the request could not be recorded against replay; try again later",
+                    ));
+                }
+            }
         }
         if !self.single {
             self.gateway.write(self.entry(Phase::Request))?;
@@ -379,6 +394,7 @@ impl CallInFlight {
         presented: Result<PeerCertificate, AuthError>,
         headers: &http::HeaderMap,
     ) -> Result<(Caller, AuditSlot), ApiError> {
+        self.gateway.require_up_to_date()?;
         self.door = Door::Certificate;
         self.certificate = presented
             .as_ref()

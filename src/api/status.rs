@@ -78,6 +78,19 @@ impl ApiError {
     }
 
     /// The audit log cannot take the call's record: nothing is done.
+    /// This daemon's view of a store it shares with others may be out of date: it serves
+    /// nothing from it until it has caught up (AWS's `DependencyTimeoutException`, retryable).
+    pub fn out_of_date(why: &str) -> Self {
+        Self::new(
+            Code::Unavailable,
+            "DependencyTimeoutException",
+            format!(
+                "this daemon cannot serve now: its view of the cluster's store may be out of date \
+                 ({why}); try again, or another daemon"
+            ),
+        )
+    }
+
     pub fn audit_unavailable() -> Self {
         Self::new(
             Code::Unavailable,
@@ -166,6 +179,7 @@ impl From<KeyError> for ApiError {
             KeyError::IncorrectKeyMaterial(_) => {
                 (Code::InvalidArgument, "IncorrectKeyMaterialException")
             }
+            KeyError::Contended(_) => (Code::Unavailable, "KMSInternalException"),
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")

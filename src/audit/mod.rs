@@ -55,7 +55,16 @@ use tokio::sync::broadcast;
 
 /// The hash that precedes the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-const HEAD_RECORD: &[u8] = b"audit/head";
+const HEAD_RECORD: &str = "audit/head";
+
+/// The record holding a chain's head: `audit/head`, or `audit/head/<daemon id>` for one of the
+/// chains of a store several daemons share (each daemon writes its own chain).
+pub fn head_record(chain: Option<&str>) -> Vec<u8> {
+    match chain {
+        None => HEAD_RECORD.as_bytes().to_vec(),
+        Some(id) => format!("{HEAD_RECORD}/{id}").into_bytes(),
+    }
+}
 const HMAC_KEY_RECORD: &[u8] = b"audit/context-hmac-key";
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The mode of every log file: the daemon's user alone reads and writes it.
@@ -149,7 +158,7 @@ pub struct AuditRecord {
 }
 
 /// How the log is kept: rotation, retention and the free-space floor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
     /// Size at which the current file is rotated.
     pub max_bytes: u64,
@@ -159,6 +168,8 @@ pub struct AuditSettings {
     pub max_age: Option<Duration>,
     /// Free space under which the daemon warns.
     pub min_free_bytes: u64,
+    /// The daemon's id on a store several daemons share: its chain's anchors are its own.
+    pub chain: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -168,6 +179,7 @@ impl Default for AuditSettings {
             max_files: retention::DEFAULT_MAX_FILES,
             max_age: None,
             min_free_bytes: retention::DEFAULT_MIN_FREE_BYTES,
+            chain: None,
         }
     }
 }
@@ -314,7 +326,11 @@ impl AuditLog {
                 .create(parent)
                 .map_err(|e| error(e.to_string()))?;
         }
-        let stored = match store.get(HEAD_RECORD).map_err(|e| error(e.to_string()))? {
+        let chain = settings.chain.clone();
+        let stored = match store
+            .get(&head_record(chain.as_deref()))
+            .map_err(|e| error(e.to_string()))?
+        {
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| error(format!("chain head: {e}")))?
             }
@@ -377,7 +393,7 @@ impl AuditLog {
                 "the audit log holds records past the stored chain head: continuing after them"
             );
         }
-        let start = load_start(&store).map_err(error)?;
+        let start = load_start(&store, chain.as_deref()).map_err(error)?;
         match retention::first_of(&chain_files(path)) {
             Ok(Some((file, first))) if first.seq > start.seq => tracing::warn!(
                 file = %file.display(),
@@ -656,7 +672,7 @@ impl AuditLog {
         if head != *stored {
             let mut batch = WriteBatch::new();
             batch.put(
-                HEAD_RECORD.to_vec(),
+                head_record(self.settings.chain.as_deref()),
                 serde_json::to_vec(&head).map_err(|e| self.error(e.to_string()))?,
             );
             self.store
@@ -783,8 +799,8 @@ fn decode_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 /// The chain head stored in a data directory's metadata store: (sequence, hex hash).
-pub fn stored_head(store: &Store) -> Result<Option<(u64, String)>, String> {
-    let Some(bytes) = store.get(HEAD_RECORD).map_err(|e| e.to_string())? else {
+pub fn stored_head(store: &Store, chain: Option<&str>) -> Result<Option<(u64, String)>, String> {
+    let Some(bytes) = store.get(&head_record(chain)).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let head: Head = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;

@@ -22,7 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-pub(super) const START_RECORD: &[u8] = b"audit/start";
+const START_RECORD: &str = "audit/start";
+
+/// The record holding where a chain's kept records start (see [`super::head_record`]).
+pub(super) fn start_record(chain: Option<&str>) -> Vec<u8> {
+    match chain {
+        None => START_RECORD.as_bytes().to_vec(),
+        Some(id) => format!("{START_RECORD}/{id}").into_bytes(),
+    }
+}
 
 /// Rotated files kept by default.
 pub const DEFAULT_MAX_FILES: usize = 100;
@@ -92,7 +100,7 @@ impl AuditLog {
         };
         let mut batch = WriteBatch::new();
         batch.put(
-            START_RECORD.to_vec(),
+            start_record(self.settings.chain.as_deref()),
             serde_json::to_vec(&start).map_err(|e| self.error(e.to_string()))?,
         );
         // The start moves first: a crash in between leaves older records than it says, not
@@ -163,8 +171,8 @@ impl AuditLog {
     }
 }
 
-pub(super) fn load_start(store: &Store) -> Result<Start, String> {
-    match store.get(START_RECORD).map_err(|e| e.to_string())? {
+pub(super) fn load_start(store: &Store, chain: Option<&str>) -> Result<Start, String> {
+    match store.get(&start_record(chain)).map_err(|e| e.to_string())? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("chain start: {e}")),
         None => Ok(CHAIN_START),
     }
@@ -172,8 +180,8 @@ pub(super) fn load_start(store: &Store) -> Result<Start, String> {
 
 /// Where the chain kept in a data directory starts, from its metadata store: (sequence, hex
 /// hash the first record names). Sequence 1 and the genesis hash when nothing was removed.
-pub fn stored_start(store: &Store) -> Result<(u64, String), String> {
-    let start = load_start(store)?;
+pub fn stored_start(store: &Store, chain: Option<&str>) -> Result<(u64, String), String> {
+    let start = load_start(store, chain)?;
     Ok((start.seq, hex::encode(start.prev)))
 }
 

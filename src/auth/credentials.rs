@@ -277,6 +277,9 @@ fn encode(record: &AccessKeyRecord) -> Result<Vec<u8>, StoreError> {
 pub struct SignatureUse {
     signature: [u8; 32],
     expires: UnixSeconds,
+    /// The store's view when the replay cache was asked (see `Store::view`): on a store other
+    /// daemons share, the signature must not have been stored by another since.
+    view: i64,
 }
 
 /// An expiry as 8 bytes that sort as the times do (big-endian, sign bit flipped).
@@ -305,6 +308,7 @@ fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
     Some(SignatureUse {
         expires: expires as i64,
         signature,
+        view: 0,
     })
 }
 
@@ -954,10 +958,92 @@ impl CredentialStore {
     /// Stores `used`, the signature of a call that may change state, so that a restarted
     /// daemon still refuses its replay. Applied before the call's handler runs: the flush that
     /// makes the call's change durable makes this durable too.
-    pub fn remember(&self, used: &SignatureUse) -> Result<(), StoreError> {
+    ///
+    /// Returns `false` when another daemon sharing the store stored the signature first: the
+    /// call is a replay there.
+    pub fn remember(&self, used: &SignatureUse) -> Result<bool, StoreError> {
         let mut batch = WriteBatch::new();
-        batch.put(seen_name(used.expires, &used.signature), Vec::new());
-        self.store.apply(batch)
+        let name = seen_name(used.expires, &used.signature);
+        batch.put(name.clone(), Vec::new());
+        batch.require_unchanged(name, used.view);
+        match self.store.try_apply(batch) {
+            Ok(()) => Ok(true),
+            Err(crate::store::CommitError::Stale) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The metadata store the credentials live in.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Takes in a change another daemon made to the store: a signature it remembered, an
+    /// access key it made, changed or deleted.
+    pub fn heard(&self, changed: crate::store::Changed<'_>) {
+        let names: Vec<Vec<u8>> = match changed {
+            crate::store::Changed::Records(names, _) => names.to_vec(),
+            crate::store::Changed::All(_) => {
+                match self.store.scan(CREDENTIAL_PREFIX, None, usize::MAX) {
+                    Ok(entries) => {
+                        let mut names: Vec<Vec<u8>> = entries.into_iter().map(|(n, _)| n).collect();
+                        let known: Vec<Vec<u8>> = match self.keys.read() {
+                            Ok(keys) => keys
+                                .keys()
+                                .map(|id| [CREDENTIAL_PREFIX, id.as_bytes()].concat())
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        names.extend(known);
+                        names
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the access keys again");
+                        return;
+                    }
+                }
+            }
+        };
+        let now = self.clock.now();
+        for name in names {
+            if let Some(used) = parse_seen_name(&name) {
+                self.replay.first_use(&used.signature, used.expires, now);
+            } else if let Some(id) = name.strip_prefix(CREDENTIAL_PREFIX) {
+                let id = String::from_utf8_lossy(id).into_owned();
+                if let Err(error) = self.reload_key(&id) {
+                    tracing::error!(%error, access_key_id = %id, "cannot read an access key again");
+                }
+            }
+        }
+    }
+
+    fn reload_key(&self, id: &str) -> Result<(), StoreError> {
+        let mut name = CREDENTIAL_PREFIX.to_vec();
+        name.extend_from_slice(id.as_bytes());
+        let entry = match self.store.get(&name)? {
+            Some(value) => {
+                let record: AccessKeyRecord = serde_json::from_slice(&value)
+                    .map_err(|e| StoreError(format!("{id} is damaged: {e}")))?;
+                Some(
+                    Self::unwrap_entry(&self.master, record, &self.partition, &self.account_id)
+                        .map_err(|e| StoreError(format!("{id}: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let mut keys = self
+            .keys
+            .write()
+            .map_err(|_| StoreError("credential lock poisoned".into()))?;
+        match entry {
+            Some(entry) => {
+                keys.insert(id.to_owned(), Arc::new(entry));
+            }
+            None => {
+                keys.remove(id);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `used` would still be accepted by this daemon restarted now: a signature
@@ -1178,6 +1264,7 @@ impl CredentialStore {
         let used = SignatureUse {
             signature: parsed.signature,
             expires: request_time + MAX_SKEW_SECONDS,
+            view: self.store.view(),
         };
         if replay_checked && !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);

@@ -81,9 +81,13 @@ struct Anchors {
 /// Reads the anchors of `dir`. With a passphrase the store is opened behind its barrier, so
 /// that an edited anchor (or any edited record) is refused: the error names it. Without one
 /// the anchors are read unchecked, and the note says so.
+fn store_settings_shared(store: &StoreSettings) -> bool {
+    !matches!(store, StoreSettings::Sled)
+}
+
 fn read_anchors(
     dir: &Path,
-    store: &StoreSettings,
+    store_settings: &StoreSettings,
     passphrase: Option<&SecretString>,
 ) -> Result<Anchors, String> {
     let unavailable = |note: String| Anchors {
@@ -92,6 +96,7 @@ fn read_anchors(
         note,
     };
     let store_dir = crate::server::store_dir(dir);
+    let store = store_settings;
     let opened: Result<Arc<dyn StoreBackend>, StoreError> = match store {
         // Opening makes a store where there is none: not beside metadata kept in etcd.
         StoreSettings::Sled if !store_dir.exists() => Err(StoreError(format!(
@@ -123,8 +128,13 @@ fn read_anchors(
             "read unchecked: give --passphrase-file or KEYHAVEN_PASSPHRASE to check their integrity",
         ),
     };
-    let head = stored_head(&store);
-    let start = stored_start(&store);
+    // A daemon of a shared store keeps its chain's anchors under its own id.
+    let chain = match store_settings_shared(store_settings) {
+        true => crate::server::daemon_id(dir, false).map_err(|e| e.to_string())?,
+        false => None,
+    };
+    let head = stored_head(&store, chain.as_deref());
+    let start = stored_start(&store, chain.as_deref());
     store.close();
     Ok(match (start, head) {
         (Ok(start), Ok(head)) => Anchors {

@@ -336,6 +336,78 @@ impl IamService {
         })
     }
 
+    /// Takes in a change another daemon made to the store: the users, groups and roles it
+    /// changed are read again.
+    pub fn heard(&self, changed: crate::store::Changed<'_>) {
+        let kinds = [EntityType::User, EntityType::Group, EntityType::Role];
+        let mut reread = Vec::new();
+        match changed {
+            crate::store::Changed::Records(names, _) => {
+                for name in names {
+                    for kind in kinds {
+                        if let Some(entity) = name.strip_prefix(kind.prefix().as_bytes()) {
+                            reread.push((kind, String::from_utf8_lossy(entity).into_owned()));
+                        }
+                    }
+                }
+            }
+            crate::store::Changed::All(_) => {
+                let entities = self.entities.read();
+                for kind in kinds {
+                    if let Some(known) = entities.of(kind) {
+                        reread.extend(known.keys().map(|name| (kind, name.clone())));
+                    }
+                }
+                drop(entities);
+                for kind in kinds {
+                    match self.store.scan(kind.prefix().as_bytes(), None, usize::MAX) {
+                        Ok(stored) => reread.extend(stored.into_iter().map(|(name, _)| {
+                            let entity = name.get(kind.prefix().len()..).unwrap_or_default();
+                            (kind, String::from_utf8_lossy(entity).into_owned())
+                        })),
+                        Err(error) => tracing::error!(%error, "cannot read identities again"),
+                    }
+                }
+            }
+        }
+        if reread.is_empty() {
+            return;
+        }
+        for (kind, name) in reread {
+            let stored = match self
+                .store
+                .get(format!("{}{name}", kind.prefix()).as_bytes())
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::error!(%error, %name, "cannot read an identity again");
+                    continue;
+                }
+            };
+            let entity = match stored
+                .map(|v| serde_json::from_slice::<Entity>(&v))
+                .transpose()
+            {
+                Ok(entity) => entity,
+                Err(error) => {
+                    tracing::error!(%error, %name, "an identity record is damaged");
+                    continue;
+                }
+            };
+            let mut entities = self.entities.write();
+            let map = entities.by_type.entry(kind).or_default();
+            match entity {
+                Some(entity) => {
+                    map.insert(name, entity);
+                }
+                None => {
+                    map.remove(&name);
+                }
+            }
+        }
+        self.policies.invalidate();
+    }
+
     /// Writes `changed` entities and deletes `deleted` ones, durably, then updates memory.
     async fn commit(
         &self,

@@ -58,6 +58,10 @@ pub enum KeyError {
     /// ImportKeyMaterial: the material differs from what the key had before.
     #[error("{0}")]
     IncorrectKeyMaterial(String),
+    /// Another daemon sharing the store changed what this call read, and the call gave up
+    /// trying again (retryable).
+    #[error("{0}")]
+    Contended(String),
     #[error("internal error")]
     Internal(String),
 }

@@ -91,6 +91,7 @@ pub fn spawn_scheduler(
     service: Arc<KeyService>,
     interval: Duration,
     on_report: Arc<dyn Fn(&DueReport) + Send + Sync>,
+    leads: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -98,6 +99,14 @@ pub fn spawn_scheduler(
         ticker.tick().await;
         loop {
             ticker.tick().await;
+            // Among daemons sharing a store, one runs the deadlines.
+            let leading = leads.clone();
+            if !tokio::task::spawn_blocking(move || leading())
+                .await
+                .unwrap_or(false)
+            {
+                continue;
+            }
             let report = service.run_due_tasks().await;
             if !report.is_empty() {
                 tracing::info!(?report, "scheduled key tasks ran");

@@ -567,6 +567,10 @@ impl KeyStore for DeadlineKeyStore {
         })
     }
 
+    fn heard(&self, name: &[u8], revision: i64) {
+        self.inner.heard(name, revision);
+    }
+
     fn discard(&self, material: MaterialRef) {
         let _ = self.call("discard", None, move |k| {
             k.discard(material);

@@ -929,6 +929,13 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Undoes a `generate` whose key record could not be written. Best effort.
     fn discard(&self, material: MaterialRef);
 
+    /// Another daemon sharing the store changed or removed the record `name` (the view moves
+    /// to `revision` once this returns): the keystore drops or reads again what it keeps of
+    /// it; `name` a prefix of record names stands for all of them.
+    fn heard(&self, name: &[u8], revision: i64) {
+        let _ = (name, revision);
+    }
+
     /// AES-256-GCM: returns ciphertext ‖ 16-byte tag.
     fn encrypt(
         &self,

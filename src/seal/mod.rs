@@ -329,6 +329,17 @@ pub fn create_data_dir(dir: &Path) -> Result<(), SealError> {
 }
 
 impl PendingSeal {
+    /// The seal as `seal.json` holds it (a store shared by several daemons keeps a copy, from
+    /// which each daemon's data directory is made: see `keyhaven join`).
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// A seal read from where it was kept, to be written into a data directory.
+    pub fn from_json(json: Vec<u8>) -> Self {
+        Self { json }
+    }
+
     /// Writes `seal.json` atomically: beside, fsync, rename, fsync the directory.
     pub fn write(self, dir: &Path) -> Result<(), SealError> {
         create_data_dir(dir)?;

@@ -591,6 +591,7 @@ impl DaemonConfig {
                 .audit_max_age_days
                 .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
             min_free_bytes: self.audit_min_free_bytes,
+            chain: None,
         }
     }
 

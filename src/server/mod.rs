@@ -118,6 +118,8 @@ pub fn init_with_store(
     };
     let now = clock.now();
     let (_, master, seal) = seal::prepare(dir, passphrase, kdf, &account_id, now)?;
+    #[cfg(feature = "etcd")]
+    let mut shared_seal: Option<Arc<EtcdBackend>> = None;
     let backend: Arc<dyn StoreBackend> = match store_settings {
         StoreSettings::Sled => {
             let store_dir = dir.join(STORE_DIR);
@@ -140,7 +142,9 @@ pub fn init_with_store(
                 .claim(&account_id)
                 .map_err(|e| ServerError::Start(e.to_string()))?;
             seal::create_data_dir(dir)?;
-            Arc::new(backend)
+            let backend = Arc::new(backend);
+            shared_seal = Some(backend.clone());
+            backend
         }
     };
     let store = Store::open(backend, Barrier::new(master.record_integrity_key()))
@@ -151,9 +155,64 @@ pub fn init_with_store(
         .commit_blocking(batch)
         .map_err(|e| ServerError::Start(e.to_string()))?;
     store.close();
+    // The prefix keeps the seal for the daemons that join it (claimed above: nobody else
+    // wrote one).
+    #[cfg(feature = "etcd")]
+    if let Some(backend) = shared_seal {
+        backend
+            .keep_seal(seal.json())
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+    }
     // Last: only a directory whose root credentials exist is sealed.
     seal.write(dir)?;
     Ok(Initialised { account_id, root })
+}
+
+/// Makes the data directory of a daemon joining an etcd prefix another daemon initialised:
+/// the seal the prefix keeps, written into `dir` once the passphrase opens it. Nothing else is
+/// needed: the keys, the keyring and the identities are in etcd.
+pub fn join_data_dir(
+    dir: &Path,
+    store_settings: &StoreSettings,
+    passphrase: &SecretString,
+) -> Result<String, ServerError> {
+    if seal::is_initialised(dir) {
+        return Err(SealError::AlreadyInitialised(dir.to_path_buf()).into());
+    }
+    #[cfg(not(feature = "etcd"))]
+    let _ = passphrase;
+    match store_settings {
+        StoreSettings::Sled => Err(ServerError::Start(
+            "join makes a daemon of a cluster on etcd: give --store etcd and its --etcd-* \
+             settings (a data directory of its own is made with `keyhaven init`)"
+                .into(),
+        )),
+        #[cfg(feature = "etcd")]
+        StoreSettings::Etcd(settings) => {
+            let backend =
+                EtcdBackend::connect(settings).map_err(|e| ServerError::Start(e.to_string()))?;
+            let json = backend
+                .kept_seal()
+                .map_err(|e| ServerError::Start(e.to_string()))?
+                .ok_or_else(|| {
+                    ServerError::Start(format!(
+                        "etcd prefix '{}' keeps no seal: initialise it first (keyhaven init \
+                         --store etcd), or give the prefix it was initialised on",
+                        settings.prefix
+                    ))
+                })?;
+            drop(backend);
+            seal::PendingSeal::from_json(json).write(dir)?;
+            // The passphrase must open it: a daemon that cannot unseal is not made.
+            match seal::unseal(dir, passphrase) {
+                Ok((info, _)) => Ok(info.account_id),
+                Err(error) => {
+                    let _ = std::fs::remove_file(dir.join(seal::SEAL_FILE));
+                    Err(error.into())
+                }
+            }
+        }
+    }
 }
 
 /// Audit records for what the scheduler does on nobody's request: a key destroyed when its
@@ -297,6 +356,12 @@ impl Daemon {
         .map_err(|e| ServerError::Start(e.to_string()))?
         .map_err(|e| ServerError::Start(format!("{refused}: {e}")))?;
         let store = Arc::new(store);
+        // Among daemons sharing a store, each has an id: its listing, its audit chain.
+        let daemon_id = if store.is_shared() {
+            daemon_id(&config.data_dir, true)?
+        } else {
+            None
+        };
         if config.accepted_hosts.is_empty() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen,
                 "accepted_hosts is not set: any signed :authority is accepted, so a request \
@@ -422,7 +487,8 @@ impl Daemon {
         let audit_path = config.audit_log.clone();
         let audit_store = store.clone();
         let audit_master = master_for_audit.clone();
-        let audit_settings = config.audit_settings();
+        let mut audit_settings = config.audit_settings();
+        audit_settings.chain = daemon_id.clone();
         let audit = Arc::new(
             tokio::task::spawn_blocking(move || {
                 AuditLog::open(&audit_path, audit_settings, audit_store, &audit_master)
@@ -433,7 +499,33 @@ impl Daemon {
         );
         let audit_scheduled =
             scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
-        let report = keys.run_due_tasks().await;
+        // From here on, other daemons' changes reach the caches (and what changed while they
+        // were loading, at once).
+        if store.is_shared() {
+            // Weak: the store keeps its listener, and the services keep the store.
+            let (heard_keys, heard_iam, heard_credentials) = (
+                Arc::downgrade(&keys),
+                Arc::downgrade(&iam),
+                Arc::downgrade(&credentials),
+            );
+            store.listen(Arc::new(move |changed| {
+                if let Some(keys) = heard_keys.upgrade() {
+                    keys.heard(changed);
+                }
+                if let Some(iam) = heard_iam.upgrade() {
+                    iam.heard(changed);
+                }
+                if let Some(credentials) = heard_credentials.upgrade() {
+                    credentials.heard(changed);
+                }
+            }));
+        }
+        let leads = scheduler_lead(store.clone(), daemon_id.clone());
+        let report = if leads() {
+            keys.run_due_tasks().await
+        } else {
+            Default::default()
+        };
         if report.destroyed + report.rotated > 0 {
             tracing::info!(
                 ?report,
@@ -534,7 +626,21 @@ impl Daemon {
             keys.clone(),
             config.scheduler_interval,
             audit_scheduled.clone(),
+            leads,
         );
+        if let (Some(id), Some(shared)) = (&daemon_id, store.shared_engine()) {
+            let details = serde_json::json!({
+                "id": id,
+                "address": local_addr.to_string(),
+                "aws_address": aws_addr.map(|a| a.to_string()),
+                "version": env!("CARGO_PKG_VERSION"),
+                "process": process_name(),
+                "started": clock_for_iam.now(),
+            });
+            shared
+                .announce(id, &details.to_string())
+                .map_err(|e| ServerError::Start(format!("cannot list this daemon: {e}")))?;
+        }
         let sweeper = spawn_sweeper(
             credentials,
             audit.clone(),
@@ -961,6 +1067,74 @@ pub fn migrate_store(
             ))
         })?;
         Ok(Migrated { records, kept })
+    }
+}
+
+/// Whether this daemon runs the scheduled key tasks now: always on a store of its own; on a
+/// shared one, when it leads the scheduler (taking the lead when nobody has it).
+fn scheduler_lead(store: Arc<Store>, id: Option<String>) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    let store = Arc::downgrade(&store);
+    Arc::new(move || match (&id, store.upgrade()) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(id), Some(store)) => match store.lead(SCHEDULER_ROLE, id) {
+            Ok(leads) => leads,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell who leads the scheduler: not running it now");
+                false
+            }
+        },
+    })
+}
+
+/// The role of the daemon that runs deletions, rotations and expiries on a shared store.
+pub const SCHEDULER_ROLE: &str = "scheduler";
+
+/// This process as a daemon listing names it: host and process id.
+fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{} pid {}", host.trim(), std::process::id())
+}
+
+/// The file naming the daemon a data directory belongs to, among those sharing a store.
+pub const DAEMON_ID_FILE: &str = "daemon-id";
+
+/// The id of the daemon of `data_dir` (made, and kept in [`DAEMON_ID_FILE`], at its first
+/// start when `make`): its name among the daemons sharing an etcd prefix, and its audit
+/// chain's.
+pub fn daemon_id(data_dir: &Path, make: bool) -> Result<Option<String>, ServerError> {
+    let path = data_dir.join(DAEMON_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ServerError::Start(format!(
+                    "{} does not hold a daemon id (1 to 64 of A-Z a-z 0-9 - _)",
+                    path.display()
+                )));
+            }
+            Ok(Some(id.to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && make => {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            let written = (|| {
+                let temporary = data_dir.join(format!("{DAEMON_ID_FILE}.new"));
+                let mut file = std::fs::File::create(&temporary)?;
+                std::io::Write::write_all(&mut file, id.as_bytes())?;
+                file.sync_all()?;
+                std::fs::rename(&temporary, &path)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            })();
+            written.map_err(|e| ServerError::Start(format!("{}: {e}", path.display())))?;
+            Ok(Some(id))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ServerError::Start(format!("{}: {e}", path.display()))),
     }
 }
 

@@ -187,6 +187,37 @@ impl Barrier {
 }
 
 impl Barrier {
+    /// Folds a change another process made into `digest`, once its stored form passes its
+    /// tag (`None`: the record was removed). The digest record itself is not folded: see
+    /// [`Barrier::stored_root`].
+    pub fn fold(
+        &self,
+        name: &[u8],
+        stored: Option<&[u8]>,
+        digest: &mut SetDigest,
+    ) -> Result<(), StoreError> {
+        match stored {
+            Some(stored) => {
+                self.open(name, stored)?;
+                let (tag, _) = split(stored).ok_or_else(|| refused(name))?;
+                digest.set(name, Some(to_tag(tag)));
+            }
+            None => {
+                digest.set(name, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// The root a stored digest record holds, once its tag is checked.
+    pub fn stored_root(&self, stored: &[u8]) -> Result<Tag, StoreError> {
+        self.open(DIGEST_RECORD, stored)?
+            .try_into()
+            .map_err(|_| refused(DIGEST_RECORD).into())
+    }
+}
+
+impl Barrier {
     /// Authenticates a store written before records were: every record taken as it is, and
     /// the digest of them all. Refuses a store that has a digest already.
     pub fn adopt(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<WriteBatch, StoreError> {

@@ -23,18 +23,20 @@
 //! the client's runtime also means the backend works the same whoever calls it, and never
 //! depends on the caller's runtime being alive.
 //!
-//! **One writer per prefix.** The store's digest is folded in memory (see `barrier`), so two
-//! processes writing one prefix would corrupt it. Connecting takes `<prefix>holder`, bound to
-//! an etcd lease kept alive while the backend lives and revoked when it is dropped; a second
-//! process is refused while it is held. Every transaction also compares the holder key's
-//! creation revision with the one this backend made: a backend whose lease expired (etcd out of
-//! reach for longer than [`HOLD_TTL_SECONDS`]) and whose hold another took can no longer write.
+//! **Several daemons per prefix.** Every daemon on a prefix writes it; `shared` says how
+//! their views stay one (every transaction is fenced on the digest record's revision, and a
+//! watch on `<prefix>store/` brings every daemon the others' changes). Each backend holds an
+//! etcd lease, kept alive while it lives and revoked when it is dropped: the daemon's entry
+//! under `<prefix>daemons/` (what `keyhaven cluster status` lists) and its leadership of the
+//! scheduler (`<prefix>leader/scheduler`) are bound to it, so a daemon that died leaves both
+//! within [`HOLD_TTL_SECONDS`].
 
-use super::{Entry, StoreBackend, StoreError, WriteBatch};
+use super::shared::{FeedEvent, Fenced, SharedEngine, Snapshot};
+use super::{Entry, Op, StoreBackend, StoreError, WriteBatch};
 use crate::secret::SecretString;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    LeaseClient, PutOptions, TlsOptions, Txn, TxnOp,
+    LeaseClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -53,7 +55,7 @@ const SCAN_PAGE: usize = 256;
 /// Largest answer the client accepts: a page of records of the largest size the daemon writes
 /// (key policies of 32 KiB and their wraps) with room to spare.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
-/// Life of the lease behind `<prefix>holder`: how long a daemon that died holds the prefix.
+/// Life of a daemon's lease: how long a daemon that died stays listed, and leads.
 pub const HOLD_TTL_SECONDS: i64 = 10;
 /// Longest wait for one etcd request; past it the call fails (and the daemon's caller gets an
 /// internal error) rather than hanging on a cluster without quorum.
@@ -107,26 +109,14 @@ pub struct EtcdBackend {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     kv: KvClient,
+    watch: WatchClient,
     lease: LeaseClient,
-    hold: Hold,
+    /// This backend's lease (its listing and leadership are bound to it).
+    lease_id: i64,
     /// `<prefix>store/`.
     records: Vec<u8>,
     /// `<prefix>`.
     prefix: Vec<u8>,
-}
-
-/// This backend's hold on its prefix: the holder key, the revision that made it, its lease.
-#[derive(Debug, Clone)]
-struct Hold {
-    key: Vec<u8>,
-    revision: i64,
-    lease: i64,
-}
-
-/// Who holds a prefix, as the holder key says (for the refusal of another).
-fn holder_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{} pid {}", host.trim(), std::process::id())
 }
 
 fn store_error(error: impl std::fmt::Display) -> StoreError {
@@ -156,7 +146,7 @@ impl EtcdBackend {
             .build()
             .map_err(|e| StoreError(format!("cannot start the etcd client's runtime: {e}")))?;
         match Self::connect_on(&runtime, settings) {
-            Ok((client, hold)) => {
+            Ok((client, lease_id)) => {
                 let prefix = settings.prefix.as_bytes().to_vec();
                 let mut records = prefix.clone();
                 records.extend_from_slice(b"store/");
@@ -165,8 +155,9 @@ impl EtcdBackend {
                     kv: client
                         .kv_client()
                         .max_decoding_message_size(MAX_ANSWER_BYTES),
+                    watch: client.watch_client(),
                     lease: client.lease_client(),
-                    hold,
+                    lease_id,
                     records,
                     prefix,
                 })
@@ -182,7 +173,7 @@ impl EtcdBackend {
     fn connect_on(
         runtime: &tokio::runtime::Runtime,
         settings: &EtcdSettings,
-    ) -> Result<(Client, Hold), StoreError> {
+    ) -> Result<(Client, i64), StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -208,66 +199,14 @@ impl EtcdBackend {
                 settings.endpoints.join(", ")
             ))
         })?;
-        let hold = Self::take_hold(runtime, &client, &settings.prefix)?;
-        Ok((client, hold))
-    }
-
-    /// Takes `<prefix>holder` under a new lease, and keeps the lease alive on the runtime.
-    fn take_hold(
-        runtime: &tokio::runtime::Runtime,
-        client: &Client,
-        prefix: &str,
-    ) -> Result<Hold, StoreError> {
-        let key = format!("{prefix}holder").into_bytes();
-        let (mut kv, mut lease) = (client.kv_client(), client.lease_client());
-        let holder = holder_name();
-        let taking = key.clone();
-        let taken = wait_for(runtime, async move {
+        let mut lease = client.lease_client();
+        let lease_id = wait_for(runtime, async move {
             let id = lease.grant(HOLD_TTL_SECONDS, None).await?.id();
-            let txn = Txn::new()
-                .when([Compare::create_revision(
-                    taking.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then([TxnOp::put(
-                    taking.clone(),
-                    holder,
-                    Some(PutOptions::new().with_lease(id)),
-                )])
-                .or_else([TxnOp::get(taking.clone(), None)]);
-            let response = kv.txn(txn).await?;
-            if !response.succeeded() {
-                let _ = lease.revoke(id).await;
-                let other = response
-                    .op_responses()
-                    .into_iter()
-                    .find_map(|op| match op {
-                        etcd_client::TxnOpResponse::Get(get) => get
-                            .kvs()
-                            .first()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                return Ok(Err(other));
-            }
-            let revision = response.header().map_or(0, |h| h.revision());
             tokio::spawn(keep_alive(lease, id));
-            Ok::<_, etcd_client::Error>(Ok((revision, id)))
+            Ok::<_, etcd_client::Error>(id)
         })?
         .map_err(store_error)?;
-        match taken {
-            Ok((revision, lease)) => Ok(Hold {
-                key,
-                revision,
-                lease,
-            }),
-            Err(other) => Err(StoreError(format!(
-                "etcd prefix '{prefix}' is in use by another process ({other}): one daemon per \
-                 prefix for now; a daemon that died releases it within {HOLD_TTL_SECONDS} s"
-            ))),
-        }
+        Ok((client, lease_id))
     }
 
     /// Runs the request `make` makes on the client's runtime and waits for its answer; a
@@ -368,8 +307,8 @@ async fn keep_alive(mut lease: LeaseClient, id: i64) {
                     Ok(Some(answer)) if answer.ttl() > 0 => tokio::time::sleep(period).await,
                     Ok(Some(_)) => {
                         tracing::error!(
-                            "the lease holding the etcd prefix expired: this daemon can no \
-                             longer write to it"
+                            "this daemon's etcd lease expired: it is no longer listed, nor \
+                             leads the scheduler"
                         );
                         return;
                     }
@@ -513,20 +452,11 @@ impl StoreBackend for EtcdBackend {
             })
             .collect();
         let kv = self.kv.clone();
-        let held =
-            Compare::create_revision(self.hold.key.clone(), CompareOp::Equal, self.hold.revision);
-        let applied = self.run(move || {
+        self.run(move || {
             let mut kv = kv.clone();
-            let txn = Txn::new().when([held.clone()]).and_then(operations.clone());
+            let txn = Txn::new().and_then(operations.clone());
             async move { kv.txn(txn).await }
         })?;
-        if !applied.succeeded() {
-            return Err(StoreError(format!(
-                "etcd: this daemon no longer holds prefix '{}' (its lease expired or another \
-                 process took it): nothing was written",
-                String::from_utf8_lossy(&self.prefix)
-            )));
-        }
         Ok(())
     }
 
@@ -538,6 +468,403 @@ impl StoreBackend for EtcdBackend {
     fn max_batch_ops(&self) -> usize {
         MAX_TXN_OPS
     }
+
+    fn shared(&self) -> Option<&dyn SharedEngine> {
+        Some(self)
+    }
+}
+
+impl EtcdBackend {
+    /// `<prefix>` followed by `rest`.
+    fn under_prefix(&self, rest: &str) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(rest.as_bytes());
+        key
+    }
+
+    /// Lists this daemon under `<prefix>daemons/<id>` with `details`, for as long as its lease
+    /// lives.
+    pub fn announce(&self, id: &str, details: &str) -> Result<(), StoreError> {
+        let (kv, key, value, lease) = (
+            self.kv.clone(),
+            self.under_prefix(&format!("daemons/{id}")),
+            details.as_bytes().to_vec(),
+            self.lease_id,
+        );
+        self.run(move || {
+            let (mut kv, key, value) = (kv.clone(), key.clone(), value.clone());
+            async move {
+                kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Every daemon listed on the prefix: its id and what it said of itself.
+    pub fn daemons(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let (kv, key) = (self.kv.clone(), self.under_prefix("daemons/"));
+        let skip = key.len();
+        let mut response = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key()[skip..]).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Who leads `role` now (taking the lead for `id` when given and nobody has it).
+    pub fn leader(&self, role: &str, id: Option<&str>) -> Result<Option<String>, StoreError> {
+        let (kv, key, lease) = (
+            self.kv.clone(),
+            self.under_prefix(&format!("leader/{role}")),
+            self.lease_id,
+        );
+        let id = id.map(str::to_owned);
+        let response = self.run(move || {
+            let (mut kv, key, id) = (kv.clone(), key.clone(), id.clone());
+            async move {
+                let mut take = Vec::new();
+                if let Some(id) = id {
+                    take.push(TxnOp::put(
+                        key.clone(),
+                        id,
+                        Some(PutOptions::new().with_lease(lease)),
+                    ));
+                }
+                take.push(TxnOp::get(key.clone(), None));
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then(take)
+                    .or_else([TxnOp::get(key, None)]);
+                kv.txn(txn).await
+            }
+        })?;
+        Ok(response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        }))
+    }
+
+    /// Keeps the seal (`seal.json`'s content) at `<prefix>seal`, once: every daemon joining
+    /// the prefix makes its data directory from it.
+    pub fn keep_seal(&self, json: &[u8]) -> Result<(), StoreError> {
+        let (kv, key, value) = (self.kv.clone(), self.under_prefix("seal"), json.to_vec());
+        let response = self.run(move || {
+            let (mut kv, key, value) = (kv.clone(), key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                kv.txn(txn).await
+            }
+        })?;
+        if !response.succeeded() {
+            return Err(StoreError(format!(
+                "etcd prefix '{}' holds a seal already",
+                String::from_utf8_lossy(&self.prefix)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The seal kept at `<prefix>seal`, if any.
+    pub fn kept_seal(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let (kv, key) = (self.kv.clone(), self.under_prefix("seal"));
+        let mut response = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, None).await }
+        })?;
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.value().to_vec()))
+    }
+
+    fn digest_key(&self) -> Vec<u8> {
+        self.record_key(super::barrier::DIGEST_RECORD)
+    }
+}
+
+/// The digest record's revision in a transaction's `or_else` answer (0: there is none).
+fn fence_in(response: &etcd_client::TxnResponse) -> i64 {
+    response
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map_or(0, |kv| kv.mod_revision())),
+            TxnOpResponse::Txn(inner) => Some(fence_in(&inner)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+impl SharedEngine for EtcdBackend {
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // The digest's revision first, then every record at one revision from a read that
+        // starts after it.
+        let fence_key = self.digest_key();
+        let (kv, from, end) = (
+            self.kv.clone(),
+            self.records.clone(),
+            prefix_end(&self.records),
+        );
+        let skip = self.records.len();
+        let mut entries = Vec::new();
+        let mut first = from;
+        let mut revision = 0;
+        let mut fence = 0;
+        loop {
+            let (kv, start, end_key, fence_key) =
+                (kv.clone(), first.clone(), end.clone(), fence_key.clone());
+            let mut response = self.run(move || {
+                let (mut kv, start) = (kv.clone(), start.clone());
+                let options = GetOptions::new()
+                    .with_range(end_key.clone())
+                    .with_limit(SCAN_PAGE as i64)
+                    .with_revision(revision);
+                let fence_key = fence_key.clone();
+                async move {
+                    let page = kv.get(start, Some(options)).await?;
+                    let digest = kv
+                        .get(fence_key, Some(GetOptions::new().with_revision(revision)))
+                        .await?;
+                    Ok((page, digest))
+                }
+            })?;
+            if revision == 0 {
+                revision = response.0.header().map_or(0, |h| h.revision());
+                fence = response.1.kvs().first().map_or(0, |kv| kv.mod_revision());
+                if revision == 0 {
+                    return Err(StoreError("etcd answered without a revision".into()));
+                }
+            }
+            let more = response.0.more();
+            let kvs = response.0.take_kvs();
+            if let Some(last) = kvs.last() {
+                first = last.key().to_vec();
+                first.push(0);
+            }
+            entries.extend(
+                kvs.into_iter()
+                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
+            );
+            if !more {
+                break;
+            }
+        }
+        Ok(Snapshot {
+            revision,
+            fence,
+            entries,
+        })
+    }
+
+    fn fence(&self) -> Result<i64, StoreError> {
+        let (kv, key) = (self.kv.clone(), self.digest_key());
+        let response = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, None).await }
+        })?;
+        Ok(response.kvs().first().map_or(0, |kv| kv.mod_revision()))
+    }
+
+    fn apply_fenced(
+        &self,
+        ops: Vec<Op>,
+        view: i64,
+        unchanged: &[Vec<u8>],
+        since: i64,
+    ) -> Result<Fenced, StoreError> {
+        let mut last = BTreeMap::new();
+        for (name, value) in ops {
+            last.insert(name, value);
+        }
+        let operations: Vec<TxnOp> = last
+            .into_iter()
+            .map(|(name, value)| {
+                let key = self.record_key(&name);
+                match value {
+                    Some(value) => TxnOp::put(key, value, None),
+                    None => TxnOp::delete(key, None),
+                }
+            })
+            .collect();
+        let digest = self.digest_key();
+        let fenced = Txn::new()
+            .when([Compare::mod_revision(
+                digest.clone(),
+                CompareOp::Equal,
+                view,
+            )])
+            .and_then(operations)
+            .or_else([TxnOp::get(digest, None)]);
+        let txn = if unchanged.is_empty() {
+            fenced
+        } else {
+            // The records first: if one changed, nothing is written whatever the digest says.
+            let compares: Vec<Compare> = unchanged
+                .iter()
+                .map(|name| {
+                    Compare::mod_revision(
+                        self.record_key(name),
+                        CompareOp::Less,
+                        since.saturating_add(1),
+                    )
+                })
+                .collect();
+            Txn::new().when(compares).and_then([TxnOp::txn(fenced)])
+        };
+        let kv = self.kv.clone();
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        // Sent once: a transaction whose answer was lost must not be sent again blind (the
+        // store reads the digest to know whether it was applied).
+        let response = wait_for(runtime, async move {
+            let mut kv = kv;
+            tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn)).await
+        })?
+        .map_err(|_| StoreError("etcd: the transaction was not answered in time".into()))?
+        .map_err(store_error)?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        if !response.succeeded() {
+            return Ok(if unchanged.is_empty() {
+                Fenced::Behind(fence_in(&response))
+            } else {
+                Fenced::Stale
+            });
+        }
+        if unchanged.is_empty() {
+            return Ok(Fenced::Applied(revision));
+        }
+        let inner = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Txn(inner) => Some(inner),
+            _ => None,
+        });
+        match inner {
+            Some(inner) if inner.succeeded() => Ok(Fenced::Applied(revision)),
+            Some(inner) => Ok(Fenced::Behind(fence_in(&inner))),
+            None => Err(StoreError(
+                "etcd answered a transaction without its part".into(),
+            )),
+        }
+    }
+
+    fn announce(&self, id: &str, details: &str) -> Result<(), StoreError> {
+        EtcdBackend::announce(self, id, details)
+    }
+
+    fn daemons(&self) -> Result<Vec<(String, String)>, StoreError> {
+        EtcdBackend::daemons(self)
+    }
+
+    fn leader(&self, role: &str, id: Option<&str>) -> Result<Option<String>, StoreError> {
+        EtcdBackend::leader(self, role, id)
+    }
+
+    fn follow(
+        &self,
+        revision: i64,
+        sink: std::sync::mpsc::Sender<FeedEvent>,
+    ) -> Result<(), StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("etcd: the client has stopped".into()))?;
+        runtime.spawn(feed(
+            self.watch.clone(),
+            self.records.clone(),
+            revision.saturating_add(1),
+            sink,
+        ));
+        Ok(())
+    }
+}
+
+/// Watches `records` from `next` on, sending every transaction's changes to `sink`; starts the
+/// watch again (from the first revision not yet sent) whenever it breaks. Ends when `sink` is
+/// gone or the history it needs was compacted away.
+async fn feed(
+    mut watch: WatchClient,
+    records: Vec<u8>,
+    mut next: i64,
+    sink: std::sync::mpsc::Sender<FeedEvent>,
+) {
+    let skip = records.len();
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(next)
+            .with_progress_notify();
+        let why = match watch.watch(records.clone(), Some(options)).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(answer)) => {
+                        if answer.canceled() {
+                            if answer.compact_revision() > 0 {
+                                let _ = sink.send(FeedEvent::Lost(format!(
+                                    "etcd compacted its history past revision {next}"
+                                )));
+                                return;
+                            }
+                            break format!("etcd ended the watch: {}", answer.cancel_reason());
+                        }
+                        if answer.created() && sink.send(FeedEvent::Resumed).is_err() {
+                            return;
+                        }
+                        let mut group: Option<(i64, Vec<Op>)> = None;
+                        for event in answer.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let revision = kv.mod_revision();
+                            let name = kv.key().get(skip..).unwrap_or_default().to_vec();
+                            let value = match event.event_type() {
+                                etcd_client::EventType::Put => Some(kv.value().to_vec()),
+                                etcd_client::EventType::Delete => None,
+                            };
+                            match &mut group {
+                                Some((at, ops)) if *at == revision => ops.push((name, value)),
+                                _ => {
+                                    if let Some((revision, ops)) = group.take()
+                                        && sink.send(FeedEvent::Changes { revision, ops }).is_err()
+                                    {
+                                        return;
+                                    }
+                                    group = Some((revision, vec![(name, value)]));
+                                }
+                            }
+                        }
+                        if let Some((revision, ops)) = group {
+                            next = revision + 1;
+                            if sink.send(FeedEvent::Changes { revision, ops }).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => break "the watch stream ended".to_owned(),
+                    Err(error) => break error.to_string(),
+                }
+            },
+            Err(error) => error.to_string(),
+        };
+        if sink.send(FeedEvent::Interrupted(why)).is_err() {
+            return;
+        }
+        tokio::time::sleep(RETRY_PAUSE * 10).await;
+    }
 }
 
 impl Drop for EtcdBackend {
@@ -548,7 +875,7 @@ impl Drop for EtcdBackend {
             // Released at once rather than when the lease runs out, so the next start (or
             // another daemon) need not wait.
             let mut lease = self.lease.clone();
-            let id = self.hold.lease;
+            let id = self.lease_id;
             let _ = wait_for(&runtime, async move {
                 tokio::time::timeout(Duration::from_secs(2), lease.revoke(id)).await
             });

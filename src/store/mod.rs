@@ -16,6 +16,7 @@ pub mod barrier;
 pub mod compact;
 #[cfg(feature = "etcd")]
 mod etcd_backend;
+pub mod shared;
 mod sled_backend;
 
 pub use barrier::{Barrier, IntegrityError};
@@ -23,6 +24,9 @@ pub use barrier::{Barrier, IntegrityError};
 pub use etcd_backend::{
     DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdBackend, EtcdSettings, EtcdTls, HOLD_TTL_SECONDS,
 };
+pub use shared::SharedEngine;
+pub use shared::{Changed, Listener};
+use shared::{Fenced, Follow, View};
 pub use sled_backend::SledBackend;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +51,11 @@ pub enum CommitError {
     /// Whatever the batch names must be kept as if it had been committed.
     #[error(transparent)]
     DurabilityUnknown(StoreError),
+    /// The batch was not applied: a record it required unchanged
+    /// ([`WriteBatch::require_unchanged`]) was changed by another daemon after the caller's view.
+    /// Wait for the view to catch up ([`Store::catch_up`]) and make the change again.
+    #[error("a record changed on another daemon; nothing was written")]
+    Stale,
 }
 
 impl CommitError {
@@ -60,6 +69,7 @@ impl From<CommitError> for StoreError {
     fn from(error: CommitError) -> Self {
         match error {
             CommitError::NotApplied(e) | CommitError::DurabilityUnknown(e) => e,
+            CommitError::Stale => StoreError(CommitError::Stale.to_string()),
         }
     }
 }
@@ -79,6 +89,9 @@ pub struct WriteBatch {
     /// Dropped once the batch is applied, or abandoned: whoever made records for it can wait
     /// until they are in the store or never will be.
     guards: Vec<Guard>,
+    /// Records that must not have changed after the view `since` (on a shared store).
+    unchanged: Vec<Vec<u8>>,
+    since: i64,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -86,6 +99,7 @@ impl std::fmt::Debug for WriteBatch {
         f.debug_struct("WriteBatch")
             .field("ops", &self.ops.len())
             .field("guards", &self.guards.len())
+            .field("unchanged", &self.unchanged.len())
             .finish()
     }
 }
@@ -106,6 +120,21 @@ impl WriteBatch {
     pub fn extend(&mut self, other: WriteBatch) {
         self.ops.extend(other.ops);
         self.guards.extend(other.guards);
+        for name in other.unchanged {
+            self.require_unchanged(name, other.since);
+        }
+    }
+
+    /// Applies the batch only if no other daemon changed `name` after the view `since` (read
+    /// with [`Store::view`] before the record was): otherwise the commit fails as
+    /// [`CommitError::Stale`]. Nothing to check on a store no other daemon writes.
+    pub fn require_unchanged(&mut self, name: impl Into<Vec<u8>>, since: i64) {
+        self.unchanged.push(name.into());
+        self.since = if self.unchanged.len() == 1 {
+            since
+        } else {
+            self.since.min(since)
+        };
     }
 
     /// Keeps `guard` alive until the batch is applied or dropped.
@@ -152,6 +181,11 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn max_batch_ops(&self) -> usize {
         usize::MAX
     }
+
+    /// The engine as other processes share it (etcd), when they may write it too.
+    fn shared(&self) -> Option<&dyn SharedEngine> {
+        None
+    }
 }
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -161,14 +195,56 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 pub struct Store {
     backend: Arc<dyn StoreBackend>,
     /// `None` for offline readers without the passphrase: they read unchecked, never write.
-    barrier: Option<Barrier>,
+    barrier: Option<Arc<Barrier>>,
     /// The digest of every record as stored; changes are folded in under this lock.
-    digest: Mutex<barrier::SetDigest>,
+    digest: Arc<Mutex<View>>,
+    /// On a shared store: the follower of other daemons' changes (see `shared`).
+    follow: Option<Arc<Follow>>,
     /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
     /// store before the next one.
     digest_uncertain: AtomicBool,
     flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Why one try at applying a batch did not.
+enum Attempt {
+    Failed(StoreError),
+    /// The view is behind the store's digest, which is at this revision now.
+    Behind(i64),
+    /// The engine did not take the batch, and nothing else changed: it may be tried again.
+    Retry(StoreError),
+    Stale,
+}
+
+impl Attempt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::Failed(error) | Attempt::Retry(error) => error,
+            Attempt::Behind(revision) => StoreError(format!(
+                "the store kept moving past this daemon's view (revision {revision}): too many \
+                 daemons writing at once?"
+            )),
+            Attempt::Stale => CommitError::Stale.into(),
+        }
+    }
+}
+
+/// Catch-ups one batch waits for before it fails (other daemons writing all the while).
+const MAX_TRIES: u32 = 64;
+/// Tries of a batch the engine did not take (a member down, an election under way).
+const MAX_RETRIES: u32 = 8;
+
+/// The pause before try `n` + 1 of a batch the engine did not take: 20 ms, doubling (about
+/// 2.5 s in all, long enough for an election with etcd's default timeouts).
+fn retry_pause(n: u32) -> Duration {
+    Duration::from_millis(20u64 << n.min(7))
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Attempt::Failed(error)
+    }
 }
 
 /// Records read at a time when the whole store is checked.
@@ -184,8 +260,94 @@ impl Store {
         {
             return Err(IntegrityError::NoDigest.into());
         }
-        let digest = barrier.check_all(every_record(&*backend))?;
-        Ok(Self::with(backend, Some(barrier), digest))
+        let Some(shared) = backend.shared() else {
+            let digest = barrier.check_all(every_record(&*backend))?;
+            return Ok(Self::with(backend, Some(barrier), digest));
+        };
+        // Other daemons write while this one reads: every record at one revision, and the
+        // feed of changes from the next.
+        let snapshot = shared.snapshot()?;
+        let tree = barrier.check_all(snapshot.entries.into_iter().map(Ok))?;
+        let (sink, events) = mpsc::channel();
+        shared.follow(snapshot.revision, sink)?;
+        let mut store = Self::with(backend.clone(), Some(barrier), tree);
+        let follow = Follow::new(snapshot.fence);
+        if let Ok(mut view) = store.digest.lock() {
+            view.revision = snapshot.fence;
+        }
+        let engine = Arc::downgrade(&backend);
+        let (barrier, view, following) = (
+            store
+                .barrier
+                .clone()
+                .ok_or_else(|| StoreError("no barrier".into()))?,
+            store.digest.clone(),
+            follow.clone(),
+        );
+        std::thread::Builder::new()
+            .name("keyhaven-follow".into())
+            .spawn(move || shared::run(engine, barrier, view, following, events))
+            .map_err(|e| StoreError(format!("cannot start the store's follower: {e}")))?;
+        store.follow = Some(follow);
+        Ok(store)
+    }
+
+    /// The revision this daemon's view of a shared store is current at (0 on a store no other
+    /// daemon writes): read it before reading what a batch will require unchanged.
+    pub fn view(&self) -> i64 {
+        self.follow.as_ref().map_or(0, |f| f.view())
+    }
+
+    /// Why this daemon's view of a shared store may be out of date (its change feed is broken,
+    /// or a change failed its checks): while it is, nothing should be served from caches.
+    pub fn out_of_date(&self) -> Option<String> {
+        self.follow.as_ref().and_then(|f| f.problem())
+    }
+
+    /// The engine other daemons share, when they do.
+    pub fn shared_engine(&self) -> Option<&dyn SharedEngine> {
+        self.backend.shared()
+    }
+
+    /// Whether the daemon `id` leads `role` (taking the lead when nobody has it); on a store
+    /// no other daemon writes, it always does.
+    pub fn lead(&self, role: &str, id: &str) -> Result<bool, StoreError> {
+        match self.backend.shared() {
+            Some(shared) => Ok(shared.leader(role, Some(id))?.as_deref() == Some(id)),
+            None => Ok(true),
+        }
+    }
+
+    /// Whether other daemons write this store too.
+    pub fn is_shared(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// Hears every change another daemon makes, before the view moves past it (and at once,
+    /// what changed since the store was opened).
+    pub fn listen(&self, listener: Listener) {
+        if let Some(follow) = &self.follow {
+            follow.listen(listener);
+        }
+    }
+
+    /// Waits until the view has caught up with everything the store holds now (after a
+    /// [`CommitError::Stale`]).
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
+        let Some(follow) = &self.follow else {
+            return Ok(());
+        };
+        let fence = self.fence_now()?;
+        follow.caught_up(fence).await
+    }
+
+    /// The digest record's revision as the engine holds it now.
+    fn fence_now(&self) -> Result<i64, StoreError> {
+        let shared = self
+            .backend
+            .shared()
+            .ok_or_else(|| StoreError("not a shared store".into()))?;
+        shared.fence()
     }
 
     /// Authenticates, once, a store written before records were (`keyhaven store
@@ -217,8 +379,12 @@ impl Store {
             .ok();
         Self {
             backend,
-            barrier,
-            digest: Mutex::new(digest),
+            barrier: barrier.map(Arc::new),
+            digest: Arc::new(Mutex::new(View {
+                tree: digest,
+                revision: 0,
+            })),
+            follow: None,
             digest_uncertain: AtomicBool::new(false),
             flush_requests: Mutex::new(Some(sender)),
             flusher: Mutex::new(flusher),
@@ -270,24 +436,113 @@ impl Store {
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
     /// such as the audit chain's head).
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let barrier = self
-            .barrier
-            .as_ref()
-            .ok_or_else(|| StoreError("this store was opened for reading only".into()))?;
-        let mut digest = self
+        Ok(self.try_apply(batch)?)
+    }
+
+    /// [`Store::apply`], telling a batch refused as [`CommitError::Stale`] from a failure.
+    pub fn try_apply(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match self.apply_once(batch.clone()) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Behind(revision)) if tries < MAX_TRIES => self
+                    .wait_blocking(revision)
+                    .map_err(CommitError::NotApplied)?,
+                Err(Attempt::Retry(_)) if tries < MAX_RETRIES => {
+                    std::thread::sleep(retry_pause(tries))
+                }
+                Err(Attempt::Stale) => return Err(CommitError::Stale),
+                Err(other) => return Err(CommitError::NotApplied(other.into_error())),
+            }
+        }
+    }
+
+    fn wait_blocking(&self, revision: i64) -> Result<(), StoreError> {
+        match &self.follow {
+            Some(follow) => follow.caught_up_blocking(revision),
+            None => Err(StoreError("not a shared store".into())),
+        }
+    }
+
+    /// One try at applying `batch`: on a shared store it may find the view behind.
+    fn apply_once(&self, mut batch: WriteBatch) -> Result<(), Attempt> {
+        let barrier = self.barrier.as_ref().ok_or_else(|| {
+            Attempt::Failed(StoreError("this store was opened for reading only".into()))
+        })?;
+        let mut view = self
             .digest
             .lock()
-            .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+            .map_err(|_| Attempt::Failed(StoreError("store digest lock poisoned".into())))?;
         if self.digest_uncertain.load(Ordering::Acquire) {
-            *digest = barrier.check_all(every_record(&*self.backend))?;
+            view.tree = barrier.check_all(every_record(&*self.backend))?;
             self.digest_uncertain.store(false, Ordering::Release);
         }
-        let (sealed, undo) = barrier.seal_batch(batch, &mut digest)?;
-        let next = digest.root();
+        let unchanged = std::mem::take(&mut batch.unchanged);
+        let since = batch.since;
+        let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
+        let next = view.tree.root();
         let (ops, guards) = sealed.into_parts();
+        if let Some(shared) = self.backend.shared() {
+            match shared.apply_fenced(ops, view.revision, &unchanged, since) {
+                Ok(Fenced::Applied(revision)) => {
+                    view.revision = revision;
+                    if let Some(follow) = &self.follow {
+                        follow.publish(revision);
+                    }
+                    drop(view);
+                    drop(guards);
+                    return Ok(());
+                }
+                Ok(Fenced::Behind(revision)) => {
+                    view.tree.undo(undo);
+                    return Err(Attempt::Behind(revision));
+                }
+                Ok(Fenced::Stale) => {
+                    view.tree.undo(undo);
+                    return Err(Attempt::Stale);
+                }
+                Err(error) => {
+                    // Applied with its answer lost, or not: the stored root tells. A batch
+                    // applied is delivered by the feed like another daemon's (its records
+                    // pass their tags, folding them again changes nothing) and moves the view.
+                    match self.stored_root(barrier) {
+                        Ok(Some(stored)) if stored == next => {
+                            tracing::warn!(%error, "a batch reported as failed was applied");
+                            drop(view);
+                            drop(guards);
+                            return Ok(());
+                        }
+                        Ok(stored) => {
+                            view.tree.undo(undo);
+                            let before = match stored {
+                                Some(stored) => stored == view.tree.root(),
+                                None => view.tree.is_empty(),
+                            };
+                            // Not applied, and nobody else wrote: the same batch may be tried
+                            // again (a member down or an election under way). Another daemon
+                            // wrote: catch up first.
+                            return Err(if before {
+                                tracing::debug!(%error, "a batch etcd did not take is tried again");
+                                Attempt::Retry(error)
+                            } else {
+                                match shared.fence() {
+                                    Ok(revision) => Attempt::Behind(revision),
+                                    Err(_) => Attempt::Failed(error),
+                                }
+                            });
+                        }
+                        Err(_) => {
+                            view.tree.undo(undo);
+                            return Err(Attempt::Failed(error));
+                        }
+                    }
+                }
+            }
+        }
         if let Err(error) = self.backend.apply(WriteBatch {
             ops,
-            guards: Vec::new(),
+            ..WriteBatch::default()
         }) {
             // An engine reached over the network (etcd) may have applied a batch whose answer
             // was lost. The root as stored tells which (batches are atomic, and the root is in
@@ -298,25 +553,25 @@ impl Store {
                     tracing::warn!(%error, "a batch reported as failed was applied");
                 }
                 Ok(stored) => {
-                    digest.undo(undo);
+                    view.tree.undo(undo);
                     // Not what this daemon last wrote either: rebuild the tree from the store.
                     let as_before = match stored {
-                        Some(stored) => stored == digest.root(),
-                        None => digest.is_empty(),
+                        Some(stored) => stored == view.tree.root(),
+                        None => view.tree.is_empty(),
                     };
                     if !as_before {
                         self.digest_uncertain.store(true, Ordering::Release);
                     }
-                    return Err(error);
+                    return Err(Attempt::Failed(error));
                 }
                 Err(_) => {
-                    digest.undo(undo);
+                    view.tree.undo(undo);
                     self.digest_uncertain.store(true, Ordering::Release);
-                    return Err(error);
+                    return Err(Attempt::Failed(error));
                 }
             }
         }
-        drop(digest);
+        drop(view);
         // The records are in: whoever waits on them may go on.
         drop(guards);
         Ok(())
@@ -344,7 +599,26 @@ impl Store {
     /// [`Store::commit`], saying on failure whether the batch was applied: a caller that made
     /// something outside the store for the batch (a device object) may undo it only if not.
     pub async fn try_commit(&self, batch: WriteBatch) -> Result<(), CommitError> {
-        self.apply(batch).map_err(CommitError::NotApplied)?;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match self.apply_once(batch.clone()) {
+                Ok(()) => break,
+                Err(Attempt::Behind(revision)) if tries < MAX_TRIES => match &self.follow {
+                    Some(follow) => follow
+                        .caught_up(revision)
+                        .await
+                        .map_err(CommitError::NotApplied)?,
+                    None => return Err(CommitError::NotApplied(StoreError("not shared".into()))),
+                },
+                Err(Attempt::Retry(_)) if tries < MAX_RETRIES => {
+                    tokio::time::sleep(retry_pause(tries)).await
+                }
+                Err(Attempt::Stale) => return Err(CommitError::Stale),
+                Err(other) => return Err(CommitError::NotApplied(other.into_error())),
+            }
+        }
+        drop(batch);
         self.durable().await.map_err(CommitError::DurabilityUnknown)
     }
 

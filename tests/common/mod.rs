@@ -216,6 +216,49 @@ impl TestDaemon {
         }
     }
 
+    /// Another daemon on this one's etcd prefix (a cluster of two): its own data directory
+    /// holding only what a joining daemon is given, the same credentials, the same clock.
+    #[cfg(feature = "etcd")]
+    pub async fn join(&self) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        keyhaven::server::join_data_dir(
+            dir.path(),
+            &self.config.store,
+            &SecretString::new(PASSPHRASE.into()),
+        )
+        .expect("the joining daemon's data directory");
+        let mut config = self.config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        config.audit_log = dir.path().join("audit").join("audit.log");
+        let daemon = Daemon::start(
+            config.clone(),
+            SecretString::new(PASSPHRASE.into()),
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .expect("the joining daemon starts");
+        let client = connect(
+            &daemon,
+            &config,
+            self.credentials.clone(),
+            &self.clock,
+            &self.client_tls,
+        )
+        .await;
+        TestDaemon {
+            backend: self.backend,
+            dir,
+            config,
+            clock: self.clock.clone(),
+            credentials: self.credentials.clone(),
+            account_id: self.account_id.clone(),
+            daemon: Some(daemon),
+            client,
+            client_tls: self.client_tls.clone(),
+            etcd: None,
+        }
+    }
+
     fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("daemon running")
     }

@@ -42,28 +42,45 @@ impl KeyService {
                 }
                 continue;
             }
-            if count < counter.reserved.load(Ordering::Acquire) {
+            if count < counter.reserved.load(Ordering::Acquire)
+                && count >= counter.floor.load(Ordering::Acquire)
+            {
                 return Ok(counter.version);
             }
             let _gate = entry.gate.lock().await;
             if !entry.nonces().is_some_and(|c| Arc::ptr_eq(&c, &counter)) {
                 continue;
             }
+            if count < counter.floor.load(Ordering::Acquire) {
+                // Taken before the count jumped past another daemon's reservation.
+                continue;
+            }
             if count >= counter.reserved.load(Ordering::Acquire) {
-                let reserved = count
-                    .saturating_add(1)
-                    .saturating_add(self.config.nonce_reservation_block)
-                    .min(self.config.nonce_limit);
                 let version = counter.version;
+                let (block, limit) = (self.config.nonce_reservation_block, self.config.nonce_limit);
+                let mut granted = (count, count);
                 self.change_key_locked(entry, |record| {
                     let stored = record.version_mut(version).ok_or_else(|| {
                         KeyError::Internal("current version missing from record".into())
                     })?;
-                    stored.nonces_reserved = stored.nonces_reserved.max(reserved);
+                    // Counts reserved on the record are taken (by this daemon, or another
+                    // sharing the store): this block starts past them.
+                    let from = stored.nonces_reserved.max(count);
+                    let until = from.saturating_add(1).saturating_add(block).min(limit);
+                    stored.nonces_reserved = stored.nonces_reserved.max(until);
+                    granted = (from, until);
                     Ok(WriteBatch::new())
                 })
                 .await?;
-                counter.reserved.fetch_max(reserved, Ordering::AcqRel);
+                let (from, until) = granted;
+                counter.reserved.fetch_max(until, Ordering::AcqRel);
+                if from > count {
+                    // Another daemon holds the counts up to `from`: every count below it is
+                    // void here, this one's included.
+                    counter.used.fetch_max(from, Ordering::AcqRel);
+                    counter.floor.fetch_max(from, Ordering::AcqRel);
+                    continue;
+                }
             }
             return Ok(counter.version);
         }

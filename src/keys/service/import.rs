@@ -364,7 +364,7 @@ impl KeyService {
         let commitment = imported.commitment;
         let changed = self
             .try_change_key_locked(&entry, move |record| {
-                record.import_material(commitment, expires)?;
+                record.import_material(commitment.clone(), expires)?;
                 if record.versions.is_empty() {
                     record.versions.push(KeyVersion {
                         number: 1,
@@ -373,7 +373,7 @@ impl KeyService {
                         nonces_reserved: block,
                     });
                 }
-                Ok(batch)
+                Ok(batch.clone())
             })
             .await;
         match changed {
@@ -458,7 +458,7 @@ impl KeyService {
         let changed = self
             .change_key_locked(entry, move |record| {
                 record.remove_material(operation)?;
-                Ok(batch)
+                Ok(batch.clone())
             })
             .await?;
         entry.set_nonces(None);

@@ -95,8 +95,27 @@ impl KeyService {
         }
         let result = match origin {
             MaterialOrigin::Generated => {
-                self.create_key_counted(description, keystore, tags, policy, (spec, usage))
-                    .await
+                let mut tries = 0;
+                loop {
+                    // Material wrapped under an epoch another daemon retired meanwhile is
+                    // made again under the current one.
+                    match self
+                        .create_key_counted(
+                            description.clone(),
+                            keystore.clone(),
+                            tags.clone(),
+                            policy.clone(),
+                            (spec, usage),
+                        )
+                        .await
+                    {
+                        Err(KeyError::Contended(_)) if tries < super::MAX_STALE_TRIES => {
+                            tries += 1;
+                            self.store.catch_up().await?;
+                        }
+                        other => break other,
+                    }
+                }
             }
             MaterialOrigin::External => {
                 self.create_external_key(description, keystore, tags, policy, (spec, usage))
@@ -237,7 +256,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         self.change_key(&entry, |record| {
             record.require_active("UpdateKeyDescription")?;
-            record.description = description;
+            record.description = description.clone();
             Ok(WriteBatch::new())
         })
         .await
@@ -330,7 +349,7 @@ impl KeyService {
         }
         self.change_key_locked(&entry, move |record| {
             record.mark_deleted(now)?;
-            Ok(batch)
+            Ok(batch.clone())
         })
         .await?;
         if let Ok(mut aliases) = self.aliases.write() {

@@ -88,6 +88,8 @@ struct NonceCounter {
     version: u32,
     used: AtomicU64,
     reserved: AtomicU64,
+    /// Counts below this are not this daemon's (another sharing the store reserved them).
+    floor: AtomicU64,
 }
 
 impl NonceCounter {
@@ -96,6 +98,7 @@ impl NonceCounter {
             version: version.number,
             used: AtomicU64::new(used),
             reserved: AtomicU64::new(version.nonces_reserved),
+            floor: AtomicU64::new(0),
         })
     }
 }
@@ -620,7 +623,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         self.change_key(&entry, |record| {
             record.require_active("PutKeyPolicy")?;
-            record.policy = Some(text);
+            record.policy = Some(text.clone());
             Ok(WriteBatch::new())
         })
         .await
@@ -701,10 +704,12 @@ impl KeyService {
     }
 
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
-    /// readers see the new record only once it is durable.
+    /// readers see the new record only once it is durable. On a store other daemons share,
+    /// the record must not have changed elsewhere meanwhile: if it did, `change` is made
+    /// again on the record as it is now.
     async fn change_key<F>(&self, entry: &KeyEntry, change: F) -> Result<Arc<KeyRecord>, KeyError>
     where
-        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+        F: FnMut(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
     {
         let _gate = entry.gate.lock().await;
         self.change_key_locked(entry, change).await
@@ -716,7 +721,7 @@ impl KeyService {
         change: F,
     ) -> Result<Arc<KeyRecord>, KeyError>
     where
-        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+        F: FnMut(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
     {
         self.try_change_key_locked(entry, change)
             .await
@@ -728,26 +733,45 @@ impl KeyService {
     async fn try_change_key_locked<F>(
         &self,
         entry: &KeyEntry,
-        change: F,
+        mut change: F,
     ) -> Result<Arc<KeyRecord>, FailedChange>
     where
-        F: FnOnce(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
+        F: FnMut(&mut KeyRecord) -> Result<WriteBatch, KeyError>,
     {
-        let mut record = (*entry.record()).clone();
-        let mut batch = change(&mut record).map_err(FailedChange::not_applied)?;
-        batch.put(
-            key_record_name(record.id),
-            encode(&record).map_err(FailedChange::not_applied)?,
-        );
-        self.store
-            .try_commit(batch)
-            .await
-            .map_err(FailedChange::from)?;
-        let record = Arc::new(record);
-        entry.set_record(record.clone());
-        Ok(record)
+        let mut tries = 0;
+        loop {
+            // The view first: the record read after it is at least as new.
+            let view = self.store.view();
+            let mut record = (*entry.record()).clone();
+            let mut batch = change(&mut record).map_err(FailedChange::not_applied)?;
+            let name = key_record_name(record.id);
+            batch.put(
+                name.clone(),
+                encode(&record).map_err(FailedChange::not_applied)?,
+            );
+            batch.require_unchanged(name, view);
+            match self.store.try_commit(batch).await {
+                Ok(()) => {
+                    let record = Arc::new(record);
+                    entry.set_record(record.clone());
+                    return Ok(record);
+                }
+                Err(CommitError::Stale) if tries < MAX_STALE_TRIES => {
+                    // Made again on the record as the store holds it now.
+                    tries += 1;
+                    self.store
+                        .catch_up()
+                        .await
+                        .map_err(|e| FailedChange::not_applied(e.into()))?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 }
+
+/// Times a change is made again because another daemon changed its key meanwhile.
+const MAX_STALE_TRIES: u32 = 16;
 
 /// A change to the store that failed, and whether its batch was applied: an applied batch may
 /// still reach disk, so whatever it names (a device object) must be kept.
@@ -770,7 +794,12 @@ impl From<CommitError> for FailedChange {
     fn from(error: CommitError) -> Self {
         Self {
             applied: error.applied(),
-            error: StoreError::from(error).into(),
+            error: match error {
+                CommitError::Stale => KeyError::Contended(
+                    "another daemon changed the key at the same time; try again".into(),
+                ),
+                other => StoreError::from(other).into(),
+            },
         }
     }
 }
@@ -779,6 +808,7 @@ mod aliases;
 mod asymmetric;
 mod batch;
 mod crypto;
+mod follow;
 mod grants;
 mod import;
 mod journal;

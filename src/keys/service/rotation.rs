@@ -28,6 +28,15 @@ impl KeyService {
         let block = self.config.nonce_reservation_block;
         let result = self
             .try_change_key_locked(entry, move |record| {
+                if record.current_version().checked_add(1) != Some(number) {
+                    // Rotated on another daemon meanwhile: this version's material is not
+                    // the key's, and is undone below.
+                    return Err(KeyError::InvalidState(format!(
+                        "key {} was rotated elsewhere at the same time; rotate it again if a \
+                         new version is still wanted",
+                        record.id
+                    )));
+                }
                 record.versions.push(KeyVersion {
                     number,
                     created: now,
@@ -38,7 +47,7 @@ impl KeyService {
                 if let (RotationType::Automatic, Some(days)) = (kind, record.rotation.period_days) {
                     record.rotation.next_rotation = Some(now + i64::from(days) * DAY);
                 }
-                let mut batch = generated.records;
+                let mut batch = generated.records.clone();
                 Self::clear_generation(&mut batch, journalled, material);
                 Ok(batch)
             })

@@ -8,7 +8,7 @@ impl KeyService {
         let entry = self.resolve(key, false)?;
         self.change_key(&entry, |record| {
             record.require_active("TagResource")?;
-            record.tags.extend(tags);
+            record.tags.extend(tags.clone());
             validate_tags(&record.tags)?;
             Ok(WriteBatch::new())
         })

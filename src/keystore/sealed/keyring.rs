@@ -10,6 +10,15 @@
 //! and the keyring is rewritten without the old epoch. From then on no file under the data
 //! directory holds anything that unwraps the destroyed material's wrap, wherever a copy of the
 //! wrap itself survives; `keyhaven store compact` removes those copies too.
+//!
+//! On a store several daemons share (etcd), every daemon must unwrap what any of them wrapped,
+//! so the keyring is a record of that store ([`KEYRING_RECORD`], the same JSON, its epoch keys
+//! wrapped under the master key as in the file) instead of a file. A daemon that changes it
+//! does so only if nobody changed it since it read it; the others read it again as soon as
+//! they hear of the change, and a batch carrying material wrapped under an epoch is applied
+//! only if the keyring did not change since that epoch was chosen (see `SealedKeyStore`). A
+//! retired epoch key is then gone from the current record at once, and from etcd's history
+//! once the cluster is compacted: destruction on etcd is complete at its next compaction.
 
 use crate::seal::MasterKey;
 use crate::secret::Secret;
@@ -25,6 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const KEYRING_FILE: &str = "keyring.json";
+/// The keyring's record on a shared store.
+pub const KEYRING_RECORD: &[u8] = b"keystore/sealed/keyring";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +78,8 @@ pub struct Epoch {
 #[derive(Clone)]
 pub struct Keyring {
     path: PathBuf,
+    /// On a shared store: the store, and the view the keyring was read (or last written) at.
+    shared: Option<(Arc<crate::store::Store>, i64)>,
     pub current: u32,
     pub epochs: BTreeMap<u32, Arc<Epoch>>,
     retiring: BTreeSet<u32>,
@@ -102,6 +115,7 @@ impl Keyring {
                 }
                 let mut keyring = Keyring {
                     path: path.clone(),
+                    shared: None,
                     current: 0,
                     epochs: BTreeMap::new(),
                     retiring: BTreeSet::new(),
@@ -112,8 +126,102 @@ impl Keyring {
             }
             Err(e) => return Err(error(e.to_string())),
         };
+        Self::parse(&bytes, path, master, None)
+    }
+
+    /// Reads the keyring a shared store keeps, or starts one when there is none and
+    /// `may_start`. A store moved from one machine (whose keyring is still the file of `dir`)
+    /// takes that file in.
+    pub fn open_shared(
+        store: Arc<crate::store::Store>,
+        dir: &Path,
+        master: &MasterKey,
+        may_start: bool,
+    ) -> Result<Self, KeyringError> {
+        let path = PathBuf::from(String::from_utf8_lossy(KEYRING_RECORD).into_owned());
+        let error = |message: String| KeyringError {
+            path: path.clone(),
+            message,
+        };
+        let view = store.view();
+        match store
+            .get(KEYRING_RECORD)
+            .map_err(|e| error(e.to_string()))?
+        {
+            Some(bytes) => Self::parse(&bytes, path.clone(), master, Some((store, view))),
+            None => {
+                let file = dir.join(KEYRING_FILE);
+                let mut keyring = if file.exists() {
+                    let mut keyring = Self::open_or_create(dir, master, false)?;
+                    keyring.path = path.clone();
+                    keyring
+                } else if may_start {
+                    let mut keyring = Keyring {
+                        path: path.clone(),
+                        shared: None,
+                        current: 0,
+                        epochs: BTreeMap::new(),
+                        retiring: BTreeSet::new(),
+                    };
+                    keyring.start_epoch(master);
+                    keyring
+                } else {
+                    return Err(error(
+                        "the shared store keeps no keyring, yet holds material wrapped under its \
+                         epoch keys"
+                            .into(),
+                    ));
+                };
+                keyring.shared = Some((store, view));
+                keyring.write()?;
+                Ok(keyring)
+            }
+        }
+    }
+
+    /// Reads the keyring again, as the shared store keeps it now: at least as new as
+    /// `revision`, the view it is current at.
+    pub fn reread(&self, master: &MasterKey, revision: i64) -> Result<Option<Self>, KeyringError> {
+        let Some((store, _)) = &self.shared else {
+            return Ok(None);
+        };
+        let view = revision;
+        let error = |message: String| KeyringError {
+            path: self.path.clone(),
+            message,
+        };
+        match store
+            .get(KEYRING_RECORD)
+            .map_err(|e| error(e.to_string()))?
+        {
+            Some(bytes) => Self::parse(
+                &bytes,
+                self.path.clone(),
+                master,
+                Some((store.clone(), view)),
+            )
+            .map(Some),
+            None => Err(error("the keyring record is gone".into())),
+        }
+    }
+
+    /// The view of the shared store the keyring is current at (0 for a file).
+    pub fn view(&self) -> i64 {
+        self.shared.as_ref().map_or(0, |(_, view)| *view)
+    }
+
+    fn parse(
+        bytes: &[u8],
+        path: PathBuf,
+        master: &MasterKey,
+        shared: Option<(Arc<crate::store::Store>, i64)>,
+    ) -> Result<Self, KeyringError> {
+        let error = |message: String| KeyringError {
+            path: path.clone(),
+            message,
+        };
         let file: KeyringFile =
-            serde_json::from_slice(&bytes).map_err(|e| error(format!("damaged: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| error(format!("damaged: {e}")))?;
         if file.format != FORMAT {
             return Err(error(format!("unsupported format {}", file.format)));
         }
@@ -149,6 +257,7 @@ impl Keyring {
         }
         Ok(Keyring {
             path,
+            shared,
             current: file.current,
             epochs,
             retiring,
@@ -211,7 +320,10 @@ impl Keyring {
 
     /// Writes the keyring atomically: beside, fsync, rename, fsync the directory. The file it
     /// replaces, and with it any epoch key left out, is gone.
-    pub fn write(&self) -> Result<(), KeyringError> {
+    ///
+    /// On a shared store: one batch, applied only if no other daemon changed the keyring since
+    /// it was read here.
+    pub fn write(&mut self) -> Result<(), KeyringError> {
         let error = |message: String| KeyringError {
             path: self.path.clone(),
             message,
@@ -230,6 +342,32 @@ impl Keyring {
                 .collect(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| error(e.to_string()))?;
+        if let Some((store, view)) = &mut self.shared {
+            let mut batch = crate::store::WriteBatch::new();
+            batch.put(KEYRING_RECORD.to_vec(), json.clone());
+            batch.require_unchanged(KEYRING_RECORD.to_vec(), *view);
+            store.try_apply(batch).map_err(|e| match e {
+                crate::store::CommitError::Stale => error(
+                    "another daemon changed the keyring at the same time; nothing was written"
+                        .into(),
+                ),
+                other => error(other.to_string()),
+            })?;
+            // Durable: etcd acknowledges what a quorum has on disk. The view the keyring is
+            // current at: one at which the record still is what was written.
+            let now = store.view();
+            if store
+                .get(KEYRING_RECORD)
+                .map_err(|e| error(e.to_string()))?
+                != Some(json)
+            {
+                return Err(error(
+                    "another daemon changed the keyring just after this one wrote it".into(),
+                ));
+            }
+            *view = now;
+            return Ok(());
+        }
         let temporary = self.path.with_extension("json.new");
         {
             let mut options = OpenOptions::new();

@@ -14,7 +14,7 @@
 
 mod keyring;
 
-pub use keyring::KEYRING_FILE;
+pub use keyring::{KEYRING_FILE, KEYRING_RECORD};
 
 use super::{
     EncryptionAlgorithm, GeneratedMaterial, ImportedMaterial, KeySpec, KeyStore, KeyStoreError,
@@ -97,8 +97,13 @@ impl SealedKeyStore {
     ) -> Result<Self, KeyStoreError> {
         // A missing keyring may be started afresh only if no material needs one.
         let may_start = !Self::any_epoch_wrapped(&store)?;
-        let keyring = Keyring::open_or_create(dir, &master, may_start)
-            .map_err(|e| KeyStoreError::Internal(e.to_string()))?;
+        // On a store other daemons share, the keyring is theirs too.
+        let keyring = if store.is_shared() {
+            Keyring::open_shared(store.clone(), dir, &master, may_start)
+        } else {
+            Keyring::open_or_create(dir, &master, may_start)
+        }
+        .map_err(|e| KeyStoreError::Internal(e.to_string()))?;
         // A retirement cut short, or one a destruction asked for and a crash prevented, is
         // carried out on the first pass.
         let asked = store
@@ -235,10 +240,14 @@ impl SealedKeyStore {
             )));
         }
         let record = material_record(material);
-        let (wrapped, epoch_in_use) = self.wrap_current(&record, key)?;
+        let (wrapped, epoch_in_use, keyring_view) = self.wrap_current(&record, key)?;
         let mut records = WriteBatch::new();
         records.put(record, wrapped);
         records.hold(epoch_in_use);
+        // On a shared store: applied only while the epoch is still the keyring's current one.
+        if self.store.is_shared() {
+            records.require_unchanged(KEYRING_RECORD.to_vec(), keyring_view);
+        }
         Ok(GeneratedMaterial { records })
     }
 
@@ -291,7 +300,12 @@ impl SealedKeyStore {
     }
 
     /// Wraps `key` for `record` under the current epoch; the guard goes with the batch.
-    fn wrap_current(&self, record: &[u8], key: &[u8]) -> Result<(Vec<u8>, Arc<()>), KeyStoreError> {
+    /// Also returns the view the keyring was current at.
+    fn wrap_current(
+        &self,
+        record: &[u8],
+        key: &[u8],
+    ) -> Result<(Vec<u8>, Arc<()>, i64), KeyStoreError> {
         let keyring = self.keyring.read().map_err(|_| poisoned())?;
         let epoch = keyring
             .current()
@@ -300,7 +314,7 @@ impl SealedKeyStore {
         stored.push(EPOCH_WRAPPED);
         stored.extend_from_slice(&epoch.id.to_be_bytes());
         stored.extend_from_slice(&wrap_with(&epoch.cipher, record, key));
-        Ok((stored, epoch.uses.clone()))
+        Ok((stored, epoch.uses.clone(), keyring.view()))
     }
 
     /// Retires every epoch but a new current one: re-wraps the live records, then forgets
@@ -373,7 +387,7 @@ impl SealedKeyStore {
                     );
                     continue;
                 };
-                let (wrapped, _) = self.wrap_current(&record, key.expose())?;
+                let (wrapped, _, _) = self.wrap_current(&record, key.expose())?;
                 batch.put(record, wrapped);
                 rewrapped += 1;
             }
@@ -416,7 +430,8 @@ impl SealedKeyStore {
     }
 }
 
-const MATERIAL_PREFIX: &[u8] = b"material/";
+/// Where the wrapped material records are.
+pub const MATERIAL_PREFIX: &[u8] = b"material/";
 /// Present from a destruction's tombstone until its epoch is retired.
 const RETIREMENT_DUE: &[u8] = b"keystore/sealed/retirement-due";
 
@@ -451,12 +466,7 @@ impl KeyStore for SealedKeyStore {
     fn generate(&self, material: MaterialRef) -> Result<GeneratedMaterial, KeyStoreError> {
         let mut key = Secret::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.expose_mut());
-        let record = material_record(material);
-        let (wrapped, epoch_in_use) = self.wrap_current(&record, key.expose())?;
-        let mut records = WriteBatch::new();
-        records.put(record, wrapped);
-        records.hold(epoch_in_use);
-        Ok(GeneratedMaterial { records })
+        self.wrap_material(material, key.expose())
     }
 
     fn supports(&self, _: KeySpec) -> Result<(), KeyStoreError> {
@@ -737,6 +747,33 @@ impl KeyStore for SealedKeyStore {
 
     fn destroy_wrapping_key(&self, wrapping: uuid::Uuid) -> Result<WriteBatch, KeyStoreError> {
         self.destroy(wrapping_key_ref(wrapping))
+    }
+
+    fn heard(&self, name: &[u8], revision: i64) {
+        if name == KEYRING_RECORD {
+            // Another daemon started or retired an epoch: read the keyring again.
+            let reread = match self.keyring.read() {
+                Ok(keyring) => keyring.reread(&self.master, revision),
+                Err(_) => return,
+            };
+            match reread {
+                Ok(Some(fresh)) => {
+                    if let Ok(mut keyring) = self.keyring.write() {
+                        *keyring = fresh;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "cannot read the shared keyring again"),
+            }
+            return;
+        }
+        if let Ok(mut ciphers) = self.ciphers.write() {
+            if name == MATERIAL_PREFIX {
+                ciphers.clear();
+            } else {
+                ciphers.retain(|material, _| material_record(*material) != name);
+            }
+        }
     }
 
     fn discard(&self, material: MaterialRef) {

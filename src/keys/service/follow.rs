@@ -1,0 +1,178 @@
+//! Changes other daemons make to a shared store, taken into this daemon's caches (see
+//! `store::shared`): a key record, an alias or a grant changed elsewhere is read again, so
+//! that this daemon answers as the one that made the change does.
+
+use super::{
+    ALIAS_PREFIX, AliasEntry, KEY_PREFIX, KeyEntry, KeyService, NonceCounter, grants,
+    key_record_name,
+};
+use crate::keys::{KeyError, KeyRecord, KeyState};
+use crate::store::Changed;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use uuid::Uuid;
+
+impl KeyService {
+    /// Takes in what another daemon changed. Runs before this daemon's view of the store moves
+    /// past the change, so a call that reads the view afterwards sees it.
+    pub fn heard(&self, changed: Changed<'_>) {
+        let result = match changed {
+            Changed::All(revision) => self.reload_everything(revision),
+            Changed::Records(names, revision) => self.reload_records(names, revision),
+        };
+        if let Err(error) = result {
+            tracing::error!(?error, "a change another daemon made could not be read");
+        }
+    }
+
+    fn reload_records(&self, names: &[Vec<u8>], revision: i64) -> Result<(), KeyError> {
+        let mut grants_changed = false;
+        for name in names {
+            if let Some(id) = name.strip_prefix(KEY_PREFIX) {
+                if let Some(id) = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|id| Uuid::try_parse(id).ok())
+                {
+                    self.reload_key(id)?;
+                }
+            } else if let Some(alias) = name.strip_prefix(ALIAS_PREFIX) {
+                self.reload_alias(&String::from_utf8_lossy(alias))?;
+            } else if name.starts_with(grants::GRANT_PREFIX) {
+                grants_changed = true;
+            } else if name.starts_with(crate::keystore::sealed::MATERIAL_PREFIX)
+                || name.starts_with(b"keystore/")
+            {
+                // Material destroyed or re-wrapped elsewhere, a keyring changed: the keystores
+                // drop or read again what they keep of it.
+                for keystore in self.keystores.values() {
+                    keystore.heard(name, revision);
+                }
+            }
+        }
+        if grants_changed {
+            self.reload_grants()?;
+        }
+        Ok(())
+    }
+
+    fn reload_everything(&self, revision: i64) -> Result<(), KeyError> {
+        for (name, _) in self.store.scan(KEY_PREFIX, None, usize::MAX)? {
+            self.reload_records(&[name], revision)?;
+        }
+        let known: Vec<Uuid> = self.read_keys()?.keys().copied().collect();
+        for id in known {
+            self.reload_key(id)?;
+        }
+        let aliases: Vec<String> = self
+            .aliases
+            .read()
+            .map_err(|_| poisoned())?
+            .keys()
+            .cloned()
+            .collect();
+        for (name, _) in self.store.scan(ALIAS_PREFIX, None, usize::MAX)? {
+            self.reload_records(&[name], revision)?;
+        }
+        for alias in aliases {
+            self.reload_alias(&alias)?;
+        }
+        for keystore in self.keystores.values() {
+            keystore.heard(crate::keystore::sealed::MATERIAL_PREFIX, revision);
+            keystore.heard(crate::keystore::sealed::KEYRING_RECORD, revision);
+        }
+        self.reload_grants()
+    }
+
+    fn read_keys(
+        &self,
+    ) -> Result<
+        std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<Uuid, Arc<KeyEntry>>>,
+        KeyError,
+    > {
+        self.keys.read().map_err(|_| poisoned())
+    }
+
+    /// Reads a key's record again, as stored now.
+    fn reload_key(&self, id: Uuid) -> Result<(), KeyError> {
+        let stored = self.store.get(&key_record_name(id))?;
+        let record = stored
+            .map(|bytes| {
+                serde_json::from_slice::<KeyRecord>(&bytes)
+                    .map_err(|e| KeyError::Internal(format!("key record {id} is damaged: {e}")))
+            })
+            .transpose()?;
+        let entry = self.read_keys()?.get(&id).cloned();
+        let live = |record: &KeyRecord| record.state != KeyState::Deleted;
+        match (entry, record) {
+            (Some(entry), Some(record)) => {
+                let before = entry.record();
+                if live(&before) != live(&record) {
+                    if live(&record) {
+                        self.live_keys.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        self.live_keys.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                // A new current version (rotated elsewhere) starts its count as after a
+                // restart: whatever is reserved is taken as used.
+                let current = record.versions.last();
+                let counted = entry.nonces().map(|c| c.version);
+                if current.map(|v| v.number) != counted {
+                    entry.set_nonces(current.map(|v| NonceCounter::new(v, v.nonces_reserved)));
+                }
+                entry.set_record(Arc::new(record));
+            }
+            (None, Some(record)) => {
+                if live(&record) {
+                    self.live_keys.fetch_add(1, Ordering::AcqRel);
+                }
+                self.keys
+                    .write()
+                    .map_err(|_| poisoned())?
+                    .insert(id, Arc::new(KeyEntry::new(record, false)));
+            }
+            (Some(entry), None) => {
+                if live(&entry.record()) {
+                    self.live_keys.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.keys.write().map_err(|_| poisoned())?.remove(&id);
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn reload_alias(&self, alias: &str) -> Result<(), KeyError> {
+        let mut name = ALIAS_PREFIX.to_vec();
+        name.extend_from_slice(alias.as_bytes());
+        let stored = self
+            .store
+            .get(&name)?
+            .map(|bytes| {
+                serde_json::from_slice::<AliasEntry>(&bytes).map_err(|e| {
+                    KeyError::Internal(format!("alias record {alias} is damaged: {e}"))
+                })
+            })
+            .transpose()?;
+        let mut aliases = self.aliases.write().map_err(|_| poisoned())?;
+        match stored {
+            Some(entry) => {
+                aliases.insert(alias.to_owned(), entry);
+            }
+            None => {
+                aliases.remove(alias);
+            }
+        }
+        Ok(())
+    }
+
+    fn reload_grants(&self) -> Result<(), KeyError> {
+        let table = grants::GrantTable::load(&self.store)?;
+        *self.grants.write().map_err(|_| poisoned())? = table;
+        Ok(())
+    }
+}
+
+fn poisoned() -> KeyError {
+    KeyError::Internal("key service lock poisoned".into())
+}

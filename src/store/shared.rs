@@ -1,0 +1,398 @@
+//! A store that other daemons write too (etcd): how this daemon's view follows theirs.
+//!
+//! Every batch of every daemon writes the digest record (see `barrier`), so the digest
+//! record's last revision names the state of the whole store. Each daemon keeps the revision
+//! its view (its digest tree, and the caches of the services above the store) is current at:
+//! its **view**. A batch is applied only if the digest record is still at the view
+//! ([`SharedEngine::apply_fenced`]); otherwise nothing is written, the daemon catches up and the
+//! store seals the batch again over the new tree. So no daemon ever stores a digest that
+//! leaves out another's change.
+//!
+//! That fence makes the digest right, not the records: a caller that read a record and writes
+//! a new version of it names the record with [`super::WriteBatch::require_unchanged`], and its
+//! batch is refused as [`super::CommitError::Stale`] if another daemon changed the record after
+//! the view the caller read at. The caller then waits for the view to catch up and does its
+//! change again on the fresh record.
+//!
+//! **Catching up.** The engine's change feed ([`SharedEngine::follow`], an etcd watch on the
+//! prefix) delivers every transaction in order. The follower thread checks each record's tag,
+//! folds it into the tree, checks that the tree's root is the digest the transaction stored
+//! (a change made without the master key is refused here, as it would be at start-up), hands
+//! the changed record names to the daemon's listener — which refreshes its caches from the
+//! store — and only then moves the view on. So a view never runs ahead of the caches: a caller
+//! that reads the view and then a cache sees at least the state of that view.
+//!
+//! While the feed is broken (etcd out of reach, a member restarting) or after a change failed
+//! its checks, [`super::Store::out_of_date`] says why, and the daemon refuses to serve from its
+//! caches until the feed is back.
+
+use super::barrier::{Barrier, DIGEST_RECORD, SetDigest};
+use super::{Entry, Op, StoreError};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A transaction's changes, as the change feed delivers them.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// Every change one transaction made, at `revision` (record names as the store knows them).
+    Changes { revision: i64, ops: Vec<Op> },
+    /// The feed broke: changes may go unseen until it is back.
+    Interrupted(String),
+    /// The feed is back and delivers everything since the last change it delivered.
+    Resumed,
+    /// The changes after the last one delivered are gone from the engine's history: the view
+    /// must be read again whole.
+    Lost(String),
+}
+
+/// Every record at one revision.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The revision read at: the feed follows from the next one.
+    pub revision: i64,
+    /// The revision of the digest record's last change (0 when there is none).
+    pub fence: i64,
+    pub entries: Vec<Entry>,
+}
+
+/// What became of a fenced batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// Applied, at this revision.
+    Applied(i64),
+    /// Not applied: the digest record moved on (to this revision) since the view.
+    Behind(i64),
+    /// Not applied: a record the batch required unchanged was changed after the caller's view.
+    Stale,
+}
+
+/// An engine other processes write too.
+pub trait SharedEngine: Send + Sync {
+    /// Every record, read at one revision.
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Applies `ops` only if the digest record's last change is at `view`, and none of
+    /// `unchanged` changed after `since`.
+    fn apply_fenced(
+        &self,
+        ops: Vec<Op>,
+        view: i64,
+        unchanged: &[Vec<u8>],
+        since: i64,
+    ) -> Result<Fenced, StoreError>;
+
+    /// The revision of the digest record's last change, as the engine holds it now (a read
+    /// that sees every change acknowledged before it).
+    fn fence(&self) -> Result<i64, StoreError>;
+
+    /// Lists the daemon `id` with `details` for as long as this process lives.
+    fn announce(&self, id: &str, details: &str) -> Result<(), StoreError>;
+
+    /// Every daemon listed: its id and what it said of itself.
+    fn daemons(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Who leads `role` now; with `id`, taking the lead for it when nobody has it. A lead ends
+    /// with the life of the process that took it.
+    fn leader(&self, role: &str, id: Option<&str>) -> Result<Option<String>, StoreError>;
+
+    /// Starts delivering every change after `revision` to `sink`, in order, until `sink` is
+    /// dropped.
+    fn follow(
+        &self,
+        revision: i64,
+        sink: std::sync::mpsc::Sender<FeedEvent>,
+    ) -> Result<(), StoreError>;
+}
+
+/// What changed, as a listener hears it, and the revision the view moves to once the
+/// listener has taken it in (what a listener reads of the store is at least that new).
+#[derive(Debug, Clone, Copy)]
+pub enum Changed<'a> {
+    /// These records (names as the store knows them).
+    Records(&'a [Vec<u8>], i64),
+    /// Anything: the view was read again whole.
+    All(i64),
+}
+
+/// Hears every change another daemon made, before the view moves past it.
+pub type Listener = Arc<dyn Fn(Changed<'_>) + Send + Sync>;
+
+/// The digest tree and the revision it is current at.
+#[derive(Debug)]
+pub struct View {
+    pub tree: SetDigest,
+    pub revision: i64,
+}
+
+/// The follower's state, shared with the store.
+pub struct Follow {
+    /// The view's revision, published once the listener has heard everything up to it.
+    published: tokio::sync::watch::Sender<i64>,
+    listener: Mutex<Hearing>,
+    /// Why the view may be out of date (`None`: it is not).
+    problem: Mutex<Option<String>>,
+    /// Whether `problem` holds one (read on every call, without the lock).
+    troubled: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Hearing {
+    listener: Option<Listener>,
+    /// Changed before a listener was there: heard by the first one.
+    pending: BTreeSet<Vec<u8>>,
+    pending_all: bool,
+    pending_revision: i64,
+}
+
+/// How long a caller waits for its view to catch up before it fails.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+impl Follow {
+    pub fn new(revision: i64) -> Arc<Self> {
+        Arc::new(Self {
+            published: tokio::sync::watch::Sender::new(revision),
+            listener: Mutex::new(Hearing::default()),
+            problem: Mutex::new(None),
+            troubled: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn view(&self) -> i64 {
+        *self.published.borrow()
+    }
+
+    pub fn publish(&self, revision: i64) {
+        self.published.send_if_modified(|current| {
+            if revision > *current {
+                *current = revision;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        if !self.troubled.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut slot) = self.problem.lock() {
+            self.troubled
+                .store(problem.is_some(), std::sync::atomic::Ordering::Release);
+            *slot = problem;
+        }
+    }
+
+    /// Waits until the view is at `revision` or later.
+    pub async fn caught_up(&self, revision: i64) -> Result<(), StoreError> {
+        let mut receiver = self.published.subscribe();
+        match tokio::time::timeout(CATCH_UP, receiver.wait_for(|seen| *seen >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.behind(revision)),
+        }
+    }
+
+    /// [`Follow::caught_up`], for callers outside the runtime (start-up, offline commands).
+    pub fn caught_up_blocking(&self, revision: i64) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + CATCH_UP;
+        while self.view() < revision {
+            if std::time::Instant::now() > deadline {
+                return Err(self.behind(revision));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn behind(&self, revision: i64) -> StoreError {
+        StoreError(format!(
+            "this daemon's view of the shared store did not catch up with revision {revision} \
+             within {} s{}",
+            CATCH_UP.as_secs(),
+            self.problem()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// Installs the listener; it hears at once what changed before it was there.
+    pub fn listen(&self, listener: Listener) {
+        let (pending, all, revision) = match self.listener.lock() {
+            Ok(mut hearing) => {
+                hearing.listener = Some(listener.clone());
+                (
+                    std::mem::take(&mut hearing.pending),
+                    std::mem::take(&mut hearing.pending_all),
+                    hearing.pending_revision,
+                )
+            }
+            Err(_) => return,
+        };
+        if all {
+            listener(Changed::All(revision));
+        } else if !pending.is_empty() {
+            let names: Vec<_> = pending.into_iter().collect();
+            listener(Changed::Records(&names, revision));
+        }
+    }
+
+    fn tell(&self, changed: Changed<'_>) {
+        let listener = match self.listener.lock() {
+            Ok(mut hearing) => match &hearing.listener {
+                Some(listener) => listener.clone(),
+                None => {
+                    match changed {
+                        Changed::All(revision) => {
+                            hearing.pending_all = true;
+                            hearing.pending_revision = revision;
+                        }
+                        Changed::Records(names, revision) => {
+                            hearing.pending.extend(names.iter().cloned());
+                            hearing.pending_revision = revision;
+                        }
+                    }
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        listener(changed);
+    }
+}
+
+/// Follows the engine's feed for the store: folds other daemons' changes into `view`, tells
+/// the listener, publishes the view. Runs until the feed ends (the store is dropped).
+pub fn run(
+    engine: std::sync::Weak<dyn super::StoreBackend>,
+    barrier: Arc<Barrier>,
+    view: Arc<Mutex<View>>,
+    follow: Arc<Follow>,
+    mut events: std::sync::mpsc::Receiver<FeedEvent>,
+) {
+    let mut broken = false;
+    while let Ok(event) = events.recv() {
+        match event {
+            FeedEvent::Changes { revision, ops } if !broken => {
+                match fold(&barrier, &view, revision, &ops) {
+                    Ok(None) => {}
+                    Ok(Some(names)) => {
+                        follow.tell(Changed::Records(&names, revision));
+                        follow.publish(revision);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, revision,
+                            "a change in the shared store failed its checks: this daemon stops \
+                             serving until it is restarted on a store that passes them");
+                        follow.set_problem(Some(format!(
+                            "a change at revision {revision} failed its integrity checks"
+                        )));
+                        broken = true;
+                    }
+                }
+            }
+            FeedEvent::Changes { .. } => {}
+            FeedEvent::Interrupted(why) if !broken => {
+                tracing::warn!(%why, "the shared store's change feed broke; serving stops until it is back");
+                follow.set_problem(Some(format!("the change feed broke: {why}")));
+            }
+            FeedEvent::Resumed if !broken => {
+                if follow.problem().is_some() {
+                    tracing::info!("the shared store's change feed is back");
+                }
+                follow.set_problem(None);
+            }
+            FeedEvent::Lost(why) if !broken => {
+                tracing::warn!(%why, "the shared store's history moved past this daemon's view: reading it again whole");
+                follow.set_problem(Some(format!("reading the store again: {why}")));
+                // The store is gone (the daemon stopping): nothing to follow.
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                match reread(&*engine, &barrier, &view) {
+                    Ok((revision, fence)) => {
+                        follow.tell(Changed::All(fence));
+                        follow.publish(fence);
+                        // The old feed has ended; a new one follows from the snapshot.
+                        let (sink, fresh) = std::sync::mpsc::channel();
+                        let followed = engine
+                            .shared()
+                            .ok_or_else(|| StoreError("not a shared store".into()))
+                            .and_then(|shared| shared.follow(revision, sink));
+                        if let Err(error) = followed {
+                            tracing::error!(%error, "cannot follow the shared store again");
+                            follow.set_problem(Some(error.to_string()));
+                            broken = true;
+                            continue;
+                        }
+                        events = fresh;
+                        follow.set_problem(None);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the shared store does not pass its checks");
+                        follow.set_problem(Some(error.to_string()));
+                        broken = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Folds one transaction into the view. `None`: it was this daemon's own (already in the view).
+fn fold(
+    barrier: &Barrier,
+    view: &Mutex<View>,
+    revision: i64,
+    ops: &[Op],
+) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let mut view = view
+        .lock()
+        .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+    if revision <= view.revision {
+        return Ok(None);
+    }
+    let mut names = Vec::with_capacity(ops.len());
+    let mut stored_root = None;
+    for (name, stored) in ops {
+        if name == DIGEST_RECORD {
+            let stored = stored
+                .as_deref()
+                .ok_or_else(|| StoreError("the store's digest record was removed".into()))?;
+            stored_root = Some(barrier.stored_root(stored)?);
+            continue;
+        }
+        barrier.fold(name, stored.as_deref(), &mut view.tree)?;
+        names.push(name.clone());
+    }
+    match stored_root {
+        Some(root) if root == view.tree.root() => {}
+        _ => return Err(super::IntegrityError::Digest.into()),
+    }
+    view.revision = revision;
+    Ok(Some(names))
+}
+
+/// Reads the whole store again into `view`; returns the snapshot's revision and the fence.
+fn reread(
+    engine: &dyn super::StoreBackend,
+    barrier: &Barrier,
+    view: &Mutex<View>,
+) -> Result<(i64, i64), StoreError> {
+    let shared = engine
+        .shared()
+        .ok_or_else(|| StoreError("not a shared store".into()))?;
+    let snapshot = shared.snapshot()?;
+    let tree = barrier.check_all(snapshot.entries.into_iter().map(Ok))?;
+    let mut view = view
+        .lock()
+        .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+    view.tree = tree;
+    view.revision = snapshot.fence;
+    Ok((snapshot.revision, snapshot.fence))
+}
