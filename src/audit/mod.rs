@@ -35,7 +35,7 @@ pub use verify::{VerifyError, VerifyReport, chain_files, verify_chain, verify_fi
 
 use refusals::{RefusalSummary, RefusalWindows};
 use retention::load_start;
-pub use retention::stored_start;
+pub use retention::{start_record, stored_start};
 
 use crate::clock::UnixSeconds;
 use crate::secret::Secret;

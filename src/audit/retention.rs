@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 const START_RECORD: &str = "audit/start";
 
 /// The record holding where a chain's kept records start (see [`super::head_record`]).
-pub(super) fn start_record(chain: Option<&str>) -> Vec<u8> {
+pub fn start_record(chain: Option<&str>) -> Vec<u8> {
     match chain {
         None => START_RECORD.as_bytes().to_vec(),
         Some(id) => format!("{START_RECORD}/{id}").into_bytes(),

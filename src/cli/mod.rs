@@ -9,6 +9,7 @@ mod audit;
 mod batch;
 pub mod bench;
 mod certificates;
+mod cluster;
 mod commands;
 mod grants;
 mod identity;
@@ -152,6 +153,9 @@ pub enum Command {
     /// Offline maintenance of a data directory's store (compact, authenticate).
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Several daemons on one etcd prefix: join one, list them.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -246,5 +250,6 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Bench(args) => bench::run(client, args),
         Command::Store(command) => store::run(command, client.output),
+        Command::Cluster(command) => cluster::run(command, client.output),
     }
 }

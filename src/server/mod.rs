@@ -168,6 +168,42 @@ pub fn init_with_store(
     Ok(Initialised { account_id, root })
 }
 
+/// The daemons serving from the etcd prefix `store_settings` names, as `keyhaven cluster
+/// status` shows them: what each said of itself when it started, whether it leads the
+/// scheduler, and how long ago it last renewed its lease.
+pub fn cluster_status(
+    store_settings: &StoreSettings,
+) -> Result<Vec<serde_json::Value>, ServerError> {
+    match store_settings {
+        StoreSettings::Sled => Err(ServerError::Start(
+            "a cluster shares an etcd prefix: give --store etcd and its --etcd-* settings".into(),
+        )),
+        #[cfg(feature = "etcd")]
+        StoreSettings::Etcd(settings) => {
+            let backend =
+                EtcdBackend::connect(settings).map_err(|e| ServerError::Start(e.to_string()))?;
+            let failed = |e: StoreError| ServerError::Start(e.to_string());
+            let leader = backend.leader(SCHEDULER_ROLE, None).map_err(failed)?;
+            let mut daemons = Vec::new();
+            for (id, details, left) in backend.daemons().map_err(failed)? {
+                let said: serde_json::Value =
+                    serde_json::from_str(&details).unwrap_or(serde_json::Value::Null);
+                daemons.push(serde_json::json!({
+                    "Id": id,
+                    "Address": said["address"],
+                    "AwsAddress": said["aws_address"],
+                    "Version": said["version"],
+                    "Process": said["process"],
+                    "Started": said["started"].as_i64().map(crate::clock::rfc3339),
+                    "Scheduler": leader.as_deref() == Some(id.as_str()),
+                    "LastHeartbeatSecondsAgo": (crate::store::HOLD_TTL_SECONDS - left).max(0),
+                }));
+            }
+            Ok(daemons)
+        }
+    }
+}
+
 /// Makes the data directory of a daemon joining an etcd prefix another daemon initialised:
 /// the seal the prefix keeps, written into `dir` once the passphrase opens it. Nothing else is
 /// needed: the keys, the keyring and the identities are in etcd.
@@ -1053,9 +1089,34 @@ pub fn migrate_store(
                 settings.prefix, settings.prefix
             ))
         })?;
-        let target = Store::open(etcd, Barrier::new(master.record_integrity_key()))
+        let target = Store::open(etcd.clone(), Barrier::new(master.record_integrity_key()))
             .map_err(|e| start(&format!("the copy in etcd does not pass its checks: {e}")))?;
+        // This daemon's audit chain: its anchors under its id, as every daemon of a shared
+        // store keeps them.
+        let id = daemon_id(dir, true)?.ok_or_else(|| start(&"no daemon id"))?;
+        let mut renamed = crate::store::WriteBatch::new();
+        for (shared, own) in [
+            (
+                crate::audit::head_record(None),
+                crate::audit::head_record(Some(&id)),
+            ),
+            (
+                crate::audit::start_record(None),
+                crate::audit::start_record(Some(&id)),
+            ),
+        ] {
+            if let Some(value) = target.get(&shared).map_err(|e| start(&e))? {
+                renamed.put(own, value);
+                renamed.delete(shared);
+            }
+        }
+        target.commit_blocking(renamed).map_err(|e| start(&e))?;
         target.close();
+        drop(target);
+        // The seal, for the daemons that join the prefix later.
+        etcd.keep_seal(&std::fs::read(dir.join(seal::SEAL_FILE)).map_err(|e| start(&e))?)
+            .map_err(|e| start(&e))?;
+        drop(etcd);
         source.close();
         drop(source);
         drop(sled);

@@ -501,24 +501,32 @@ impl EtcdBackend {
         Ok(())
     }
 
-    /// Every daemon listed on the prefix: its id and what it said of itself.
-    pub fn daemons(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let (kv, key) = (self.kv.clone(), self.under_prefix("daemons/"));
+    /// Every daemon listed on the prefix: its id, what it said of itself, and the seconds
+    /// left of its lease (what a heartbeat renews to [`HOLD_TTL_SECONDS`]).
+    pub fn daemons(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let (kv, lease, key) = (
+            self.kv.clone(),
+            self.lease.clone(),
+            self.under_prefix("daemons/"),
+        );
         let skip = key.len();
-        let mut response = self.run(move || {
-            let (mut kv, key) = (kv.clone(), key.clone());
-            async move { kv.get(key, Some(GetOptions::new().with_prefix())).await }
-        })?;
-        Ok(response
-            .take_kvs()
-            .into_iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(&kv.key()[skip..]).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
-            .collect())
+        self.run(move || {
+            let (mut kv, mut lease, key) = (kv.clone(), lease.clone(), key.clone());
+            async move {
+                let listed = kv.get(key, Some(GetOptions::new().with_prefix())).await?;
+                let mut daemons = Vec::new();
+                for kv in listed.kvs() {
+                    let left = lease.time_to_live(kv.lease(), None).await?.ttl();
+                    daemons.push((
+                        String::from_utf8_lossy(kv.key().get(skip..).unwrap_or_default())
+                            .into_owned(),
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                        left,
+                    ));
+                }
+                Ok(daemons)
+            }
+        })
     }
 
     /// Who leads `role` now (taking the lead for `id` when given and nobody has it).
@@ -768,7 +776,7 @@ impl SharedEngine for EtcdBackend {
         EtcdBackend::announce(self, id, details)
     }
 
-    fn daemons(&self) -> Result<Vec<(String, String)>, StoreError> {
+    fn daemons(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         EtcdBackend::daemons(self)
     }
 
@@ -805,6 +813,7 @@ async fn feed(
     sink: std::sync::mpsc::Sender<FeedEvent>,
 ) {
     let skip = records.len();
+    let mut failures = 0u32;
     loop {
         let options = WatchOptions::new()
             .with_prefix()
@@ -823,8 +832,11 @@ async fn feed(
                             }
                             break format!("etcd ended the watch: {}", answer.cancel_reason());
                         }
-                        if answer.created() && sink.send(FeedEvent::Resumed).is_err() {
-                            return;
+                        if answer.created() {
+                            failures = 0;
+                            if sink.send(FeedEvent::Resumed).is_err() {
+                                return;
+                            }
                         }
                         let mut group: Option<(i64, Vec<Op>)> = None;
                         for event in answer.events() {
@@ -863,7 +875,11 @@ async fn feed(
         if sink.send(FeedEvent::Interrupted(why)).is_err() {
             return;
         }
-        tokio::time::sleep(RETRY_PAUSE * 10).await;
+        // At once the first time (another member answers), then every 200 ms.
+        if failures > 0 {
+            tokio::time::sleep(RETRY_PAUSE * 10).await;
+        }
+        failures += 1;
     }
 }
 

@@ -89,8 +89,8 @@ pub trait SharedEngine: Send + Sync {
     /// Lists the daemon `id` with `details` for as long as this process lives.
     fn announce(&self, id: &str, details: &str) -> Result<(), StoreError>;
 
-    /// Every daemon listed: its id and what it said of itself.
-    fn daemons(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every daemon listed: its id, what it said of itself, and the seconds left of its lease.
+    fn daemons(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
 
     /// Who leads `role` now; with `id`, taking the lead for it when nobody has it. A lead ends
     /// with the life of the process that took it.
@@ -134,7 +134,14 @@ pub struct Follow {
     problem: Mutex<Option<String>>,
     /// Whether `problem` holds one (read on every call, without the lock).
     troubled: std::sync::atomic::AtomicBool,
+    /// When the feed broke, while it is broken: a break mended within [`GRACE`] (the watch
+    /// moved to another member) stops nothing.
+    broken_since: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a broken feed may take to come back before the daemon stops serving: well within
+/// the one-second bound on how stale a view may be.
+pub const GRACE: Duration = Duration::from_millis(400);
 
 #[derive(Default)]
 struct Hearing {
@@ -155,6 +162,7 @@ impl Follow {
             listener: Mutex::new(Hearing::default()),
             problem: Mutex::new(None),
             troubled: std::sync::atomic::AtomicBool::new(false),
+            broken_since: Mutex::new(None),
         })
     }
 
@@ -177,7 +185,24 @@ impl Follow {
         if !self.troubled.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
+        let broken_since = self.broken_since.lock().ok().and_then(|b| *b);
+        if broken_since.is_some_and(|since| since.elapsed() < GRACE) {
+            return None;
+        }
         self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// The feed broke (`Some`, why) or is back (`None`).
+    fn set_broken(&self, why: Option<String>) {
+        if let Ok(mut since) = self.broken_since.lock() {
+            // Broken since the first break not mended, however often it is tried again.
+            *since = match (&why, *since) {
+                (None, _) => None,
+                (Some(_), Some(first)) => Some(first),
+                (Some(_), None) => Some(std::time::Instant::now()),
+            };
+        }
+        self.set_problem(why);
     }
 
     fn set_problem(&self, problem: Option<String>) {
@@ -297,14 +322,14 @@ pub fn run(
             }
             FeedEvent::Changes { .. } => {}
             FeedEvent::Interrupted(why) if !broken => {
-                tracing::warn!(%why, "the shared store's change feed broke; serving stops until it is back");
-                follow.set_problem(Some(format!("the change feed broke: {why}")));
+                tracing::warn!(%why, "the shared store's change feed broke; serving stops unless it is back within the grace");
+                follow.set_broken(Some(format!("the change feed broke: {why}")));
             }
             FeedEvent::Resumed if !broken => {
-                if follow.problem().is_some() {
+                if follow.troubled.load(std::sync::atomic::Ordering::Acquire) {
                     tracing::info!("the shared store's change feed is back");
                 }
-                follow.set_problem(None);
+                follow.set_broken(None);
             }
             FeedEvent::Lost(why) if !broken => {
                 tracing::warn!(%why, "the shared store's history moved past this daemon's view: reading it again whole");

@@ -174,6 +174,14 @@ impl Keyring {
                 };
                 keyring.shared = Some((store, view));
                 keyring.write()?;
+                // Taken in: the file must not keep epoch keys the shared keyring retires.
+                if file.exists() {
+                    fs::remove_file(&file)
+                        .map_err(|e| error(format!("{}: {e}", file.display())))?;
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| error(format!("{}: {e}", dir.display())))?;
+                }
                 Ok(keyring)
             }
         }
