@@ -334,7 +334,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 fn unreachable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        // A connection cut under a request comes back as Unknown ("transport error", "h2
+        // protocol error"): etcd itself answers with the codes it means.
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ),
         _ => false,
     }
 }
@@ -693,8 +698,7 @@ impl SharedEngine for EtcdBackend {
         &self,
         ops: Vec<Op>,
         view: i64,
-        unchanged: &[Vec<u8>],
-        since: i64,
+        unchanged: &[(Vec<u8>, i64)],
     ) -> Result<Fenced, StoreError> {
         let mut last = BTreeMap::new();
         for (name, value) in ops {
@@ -725,7 +729,7 @@ impl SharedEngine for EtcdBackend {
             // The records first: if one changed, nothing is written whatever the digest says.
             let compares: Vec<Compare> = unchanged
                 .iter()
-                .map(|name| {
+                .map(|(name, since)| {
                     Compare::mod_revision(
                         self.record_key(name),
                         CompareOp::Less,

@@ -89,9 +89,9 @@ pub struct WriteBatch {
     /// Dropped once the batch is applied, or abandoned: whoever made records for it can wait
     /// until they are in the store or never will be.
     guards: Vec<Guard>,
-    /// Records that must not have changed after the view `since` (on a shared store).
-    unchanged: Vec<Vec<u8>>,
-    since: i64,
+    /// Records that must not have changed after a view, each with its view (on a shared
+    /// store).
+    unchanged: Vec<(Vec<u8>, i64)>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -120,21 +120,14 @@ impl WriteBatch {
     pub fn extend(&mut self, other: WriteBatch) {
         self.ops.extend(other.ops);
         self.guards.extend(other.guards);
-        for name in other.unchanged {
-            self.require_unchanged(name, other.since);
-        }
+        self.unchanged.extend(other.unchanged);
     }
 
     /// Applies the batch only if no other daemon changed `name` after the view `since` (read
     /// with [`Store::view`] before the record was): otherwise the commit fails as
     /// [`CommitError::Stale`]. Nothing to check on a store no other daemon writes.
     pub fn require_unchanged(&mut self, name: impl Into<Vec<u8>>, since: i64) {
-        self.unchanged.push(name.into());
-        self.since = if self.unchanged.len() == 1 {
-            since
-        } else {
-            self.since.min(since)
-        };
+        self.unchanged.push((name.into(), since));
     }
 
     /// Keeps `guard` alive until the batch is applied or dropped.
@@ -200,6 +193,9 @@ pub struct Store {
     digest: Arc<Mutex<View>>,
     /// On a shared store: the follower of other daemons' changes (see `shared`).
     follow: Option<Arc<Follow>>,
+    /// On a shared store: this daemon's batches go out one at a time (each is fenced on the
+    /// view, so two at once would only refuse each other), without holding the view.
+    sending: Mutex<()>,
     /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
     /// store before the next one.
     digest_uncertain: AtomicBool,
@@ -288,6 +284,11 @@ impl Store {
             .name("keyhaven-follow".into())
             .spawn(move || shared::run(engine, barrier, view, following, events))
             .map_err(|e| StoreError(format!("cannot start the store's follower: {e}")))?;
+        let (engine, following) = (Arc::downgrade(&backend), follow.clone());
+        std::thread::Builder::new()
+            .name("keyhaven-fresh".into())
+            .spawn(move || shared::watch_freshness(engine, following))
+            .map_err(|e| StoreError(format!("cannot start the store's freshness check: {e}")))?;
         store.follow = Some(follow);
         Ok(store)
     }
@@ -385,6 +386,7 @@ impl Store {
                 revision: 0,
             })),
             follow: None,
+            sending: Mutex::new(()),
             digest_uncertain: AtomicBool::new(false),
             flush_requests: Mutex::new(Some(sender)),
             flusher: Mutex::new(flusher),
@@ -445,7 +447,7 @@ impl Store {
         loop {
             tries += 1;
             match self.apply_once(batch.clone()) {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(Attempt::Behind(revision)) if tries < MAX_TRIES => self
                     .wait_blocking(revision)
                     .map_err(CommitError::NotApplied)?,
@@ -466,10 +468,20 @@ impl Store {
     }
 
     /// One try at applying `batch`: on a shared store it may find the view behind.
-    fn apply_once(&self, mut batch: WriteBatch) -> Result<(), Attempt> {
+    /// Returns the revision the batch was applied at on a shared store (0 elsewhere, and where
+    /// it is not known: an answer lost, the batch applied all the same).
+    fn apply_once(&self, mut batch: WriteBatch) -> Result<i64, Attempt> {
         let barrier = self.barrier.as_ref().ok_or_else(|| {
             Attempt::Failed(StoreError("this store was opened for reading only".into()))
         })?;
+        let _one_at_a_time = match self.backend.shared() {
+            Some(_) => Some(
+                self.sending
+                    .lock()
+                    .map_err(|_| Attempt::Failed(StoreError("store lock poisoned".into())))?,
+            ),
+            None => None,
+        };
         let mut view = self
             .digest
             .lock()
@@ -479,75 +491,39 @@ impl Store {
             self.digest_uncertain.store(false, Ordering::Release);
         }
         let unchanged = std::mem::take(&mut batch.unchanged);
-        let since = batch.since;
+        if let Some(shared) = self.backend.shared() {
+            // The view is not held across the round trip: the follower goes on folding other
+            // daemons' changes meanwhile (one of which makes this batch's fence fail).
+            let before = (view.tree.root(), view.tree.is_empty());
+            let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
+            let next = view.tree.root();
+            view.tree.undo(undo);
+            let fence = view.revision;
+            if let Some(follow) = &self.follow {
+                follow.sending(next);
+            }
+            drop(view);
+            let (ops, guards) = sealed.into_parts();
+            let answer = shared.apply_fenced(ops.clone(), fence, &unchanged);
+            let result = self.taken_in(barrier, shared, answer, &ops, (before, next));
+            if let Some(follow) = &self.follow {
+                follow.sent(&next);
+            }
+            // The records are in (or never will be): whoever waits on them may go on.
+            drop(guards);
+            return result;
+        }
         let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
         let next = view.tree.root();
         let (ops, guards) = sealed.into_parts();
-        if let Some(shared) = self.backend.shared() {
-            match shared.apply_fenced(ops, view.revision, &unchanged, since) {
-                Ok(Fenced::Applied(revision)) => {
-                    view.revision = revision;
-                    if let Some(follow) = &self.follow {
-                        follow.publish(revision);
-                    }
-                    drop(view);
-                    drop(guards);
-                    return Ok(());
-                }
-                Ok(Fenced::Behind(revision)) => {
-                    view.tree.undo(undo);
-                    return Err(Attempt::Behind(revision));
-                }
-                Ok(Fenced::Stale) => {
-                    view.tree.undo(undo);
-                    return Err(Attempt::Stale);
-                }
-                Err(error) => {
-                    // Applied with its answer lost, or not: the stored root tells. A batch
-                    // applied is delivered by the feed like another daemon's (its records
-                    // pass their tags, folding them again changes nothing) and moves the view.
-                    match self.stored_root(barrier) {
-                        Ok(Some(stored)) if stored == next => {
-                            tracing::warn!(%error, "a batch reported as failed was applied");
-                            drop(view);
-                            drop(guards);
-                            return Ok(());
-                        }
-                        Ok(stored) => {
-                            view.tree.undo(undo);
-                            let before = match stored {
-                                Some(stored) => stored == view.tree.root(),
-                                None => view.tree.is_empty(),
-                            };
-                            // Not applied, and nobody else wrote: the same batch may be tried
-                            // again (a member down or an election under way). Another daemon
-                            // wrote: catch up first.
-                            return Err(if before {
-                                tracing::debug!(%error, "a batch etcd did not take is tried again");
-                                Attempt::Retry(error)
-                            } else {
-                                match shared.fence() {
-                                    Ok(revision) => Attempt::Behind(revision),
-                                    Err(_) => Attempt::Failed(error),
-                                }
-                            });
-                        }
-                        Err(_) => {
-                            view.tree.undo(undo);
-                            return Err(Attempt::Failed(error));
-                        }
-                    }
-                }
-            }
-        }
         if let Err(error) = self.backend.apply(WriteBatch {
             ops,
             ..WriteBatch::default()
         }) {
-            // An engine reached over the network (etcd) may have applied a batch whose answer
-            // was lost. The root as stored tells which (batches are atomic, and the root is in
-            // every one); undoing a lost batch's changes in the tree would make the next batch
-            // store a root the records do not have, and the next start refuse the store.
+            // An engine that may apply a batch whose answer is lost: the root as stored tells
+            // which (batches are atomic, and the root is in every one); undoing a lost batch's
+            // changes in the tree would make the next batch store a root the records do not
+            // have, and the next start refuse the store.
             match self.stored_root(barrier) {
                 Ok(Some(stored)) if stored == next => {
                     tracing::warn!(%error, "a batch reported as failed was applied");
@@ -574,7 +550,69 @@ impl Store {
         drop(view);
         // The records are in: whoever waits on them may go on.
         drop(guards);
-        Ok(())
+        Ok(0)
+    }
+
+    /// What a fenced batch's answer means for the view: `before` is the tree's root (and
+    /// whether it was empty) before the batch, `next` the root the batch stores.
+    fn taken_in(
+        &self,
+        barrier: &Barrier,
+        shared: &dyn SharedEngine,
+        answer: Result<Fenced, StoreError>,
+        ops: &[Op],
+        (before, next): ((barrier::Tag, bool), barrier::Tag),
+    ) -> Result<i64, Attempt> {
+        match answer {
+            Ok(Fenced::Applied(revision)) => {
+                let mut view = self.digest.lock().map_err(|_| {
+                    Attempt::Failed(StoreError("store digest lock poisoned".into()))
+                })?;
+                // Unless the feed brought it first, the batch goes into the tree now (nothing
+                // came between the fence and it).
+                if view.revision < revision {
+                    for (name, stored) in ops {
+                        if name != barrier::DIGEST_RECORD {
+                            barrier.fold(name, stored.as_deref(), &mut view.tree)?;
+                        }
+                    }
+                    view.revision = revision;
+                    if let Some(follow) = &self.follow {
+                        follow.publish(revision);
+                    }
+                }
+                Ok(revision)
+            }
+            Ok(Fenced::Behind(revision)) => Err(Attempt::Behind(revision)),
+            Ok(Fenced::Stale) => Err(Attempt::Stale),
+            // Applied with its answer lost, or not: the stored root tells. A batch applied is
+            // delivered by the feed like another daemon's (its records pass their tags) and
+            // moves the view.
+            Err(error) => match self.stored_root(barrier) {
+                Ok(Some(stored)) if stored == next => {
+                    tracing::warn!(%error, "a batch reported as failed was applied");
+                    Ok(0)
+                }
+                Ok(stored) => {
+                    let not_applied = match stored {
+                        Some(stored) => stored == before.0,
+                        None => before.1,
+                    };
+                    // Not applied, and nobody else wrote: the same batch may be tried again (a
+                    // member down, an election under way). Another daemon wrote: catch up first.
+                    Err(if not_applied {
+                        tracing::debug!(%error, "a batch etcd did not take is tried again");
+                        Attempt::Retry(error)
+                    } else {
+                        match shared.fence() {
+                            Ok(revision) => Attempt::Behind(revision),
+                            Err(_) => Attempt::Failed(error),
+                        }
+                    })
+                }
+                Err(_) => Err(Attempt::Failed(error)),
+            },
+        }
     }
 
     /// The tree's root as the store holds it now (`None` for a store without records).
@@ -599,11 +637,18 @@ impl Store {
     /// [`Store::commit`], saying on failure whether the batch was applied: a caller that made
     /// something outside the store for the batch (a device object) may undo it only if not.
     pub async fn try_commit(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        self.try_commit_at(batch).await.map(|_| ())
+    }
+
+    /// [`Store::try_commit`], returning the revision the batch was applied at on a shared
+    /// store (0 elsewhere, or when not known): what a cache of the records it wrote is then
+    /// current at.
+    pub async fn try_commit_at(&self, batch: WriteBatch) -> Result<i64, CommitError> {
         let mut tries = 0u32;
-        loop {
+        let revision = loop {
             tries += 1;
             match self.apply_once(batch.clone()) {
-                Ok(()) => break,
+                Ok(revision) => break revision,
                 Err(Attempt::Behind(revision)) if tries < MAX_TRIES => match &self.follow {
                     Some(follow) => follow
                         .caught_up(revision)
@@ -617,9 +662,12 @@ impl Store {
                 Err(Attempt::Stale) => return Err(CommitError::Stale),
                 Err(other) => return Err(CommitError::NotApplied(other.into_error())),
             }
-        }
+        };
         drop(batch);
-        self.durable().await.map_err(CommitError::DurabilityUnknown)
+        self.durable()
+            .await
+            .map_err(CommitError::DurabilityUnknown)?;
+        Ok(revision)
     }
 
     /// Waits until everything applied so far is on disk, sharing the flush with every other

@@ -72,14 +72,13 @@ pub trait SharedEngine: Send + Sync {
     /// Every record, read at one revision.
     fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
-    /// Applies `ops` only if the digest record's last change is at `view`, and none of
-    /// `unchanged` changed after `since`.
+    /// Applies `ops` only if the digest record's last change is at `view`, and none of the
+    /// records `unchanged` names changed after the view given with it.
     fn apply_fenced(
         &self,
         ops: Vec<Op>,
         view: i64,
-        unchanged: &[Vec<u8>],
-        since: i64,
+        unchanged: &[(Vec<u8>, i64)],
     ) -> Result<Fenced, StoreError>;
 
     /// The revision of the digest record's last change, as the engine holds it now (a read
@@ -115,7 +114,8 @@ pub enum Changed<'a> {
     All(i64),
 }
 
-/// Hears every change another daemon made, before the view moves past it.
+/// Hears every change another daemon made, before the view moves past it. It runs while the
+/// view is locked: it may read the store, never write it.
 pub type Listener = Arc<dyn Fn(Changed<'_>) + Send + Sync>;
 
 /// The digest tree and the revision it is current at.
@@ -137,7 +137,16 @@ pub struct Follow {
     /// When the feed broke, while it is broken: a break mended within [`GRACE`] (the watch
     /// moved to another member) stops nothing.
     broken_since: Mutex<Option<std::time::Instant>>,
+    /// Since when the view has been behind what the store held at a check (see
+    /// [`watch_freshness`]), and the revision it must reach.
+    behind: Mutex<Option<(std::time::Instant, i64)>>,
+    /// The digest roots of this daemon's batches on their way to the engine: the feed may bring
+    /// one back before its sender has taken it in, and nobody need hear of it.
+    own: Mutex<Vec<super::barrier::Tag>>,
 }
+
+/// How often a daemon compares its view with the store's revision read from a quorum.
+pub const FRESHNESS_CHECK: Duration = Duration::from_millis(200);
 
 /// How long a broken feed may take to come back before the daemon stops serving: well within
 /// the one-second bound on how stale a view may be.
@@ -163,7 +172,29 @@ impl Follow {
             problem: Mutex::new(None),
             troubled: std::sync::atomic::AtomicBool::new(false),
             broken_since: Mutex::new(None),
+            behind: Mutex::new(None),
+            own: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Marks a batch of this daemon (by the root it stores) as on its way.
+    pub fn sending(&self, root: super::barrier::Tag) {
+        if let Ok(mut own) = self.own.lock() {
+            own.push(root);
+        }
+    }
+
+    /// The batch marked by `root` has its answer.
+    pub fn sent(&self, root: &super::barrier::Tag) {
+        if let Ok(mut own) = self.own.lock()
+            && let Some(at) = own.iter().position(|r| r == root)
+        {
+            own.swap_remove(at);
+        }
+    }
+
+    fn is_own(&self, root: &super::barrier::Tag) -> bool {
+        self.own.lock().is_ok_and(|own| own.contains(root))
     }
 
     pub fn view(&self) -> i64 {
@@ -185,11 +216,46 @@ impl Follow {
         if !self.troubled.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
+        if let Some((since, revision)) = self.behind.lock().ok().and_then(|b| *b) {
+            if self.view() >= revision {
+                // Caught up since the check.
+            } else if since.elapsed() >= GRACE {
+                return Some(format!(
+                    "its view is at revision {}, the store was at {revision} {} ms ago (a \
+                     change feed from a member that lags?)",
+                    self.view(),
+                    since.elapsed().as_millis()
+                ));
+            }
+        }
         let broken_since = self.broken_since.lock().ok().and_then(|b| *b);
         if broken_since.is_some_and(|since| since.elapsed() < GRACE) {
             return None;
         }
         self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Compares the view with `fence`, the digest's revision a quorum read just gave: a view
+    /// that stays behind it past the grace stops the daemon serving (the feed may be alive and
+    /// still late: a member that restarted serves its watches from its own, older state).
+    pub fn compare(&self, fence: i64) {
+        let Ok(mut behind) = self.behind.lock() else {
+            return;
+        };
+        if self.view() >= fence {
+            *behind = None;
+        } else if behind.is_none_or(|(_, revision)| self.view() >= revision) {
+            *behind = Some((std::time::Instant::now(), fence));
+        }
+        let behind_now = behind.is_some();
+        drop(behind);
+        self.refresh_trouble(behind_now);
+    }
+
+    fn refresh_trouble(&self, behind: bool) {
+        let problem = self.problem.lock().ok().is_some_and(|p| p.is_some());
+        self.troubled
+            .store(behind || problem, std::sync::atomic::Ordering::Release);
     }
 
     /// The feed broke (`Some`, why) or is back (`None`).
@@ -207,10 +273,10 @@ impl Follow {
 
     fn set_problem(&self, problem: Option<String>) {
         if let Ok(mut slot) = self.problem.lock() {
-            self.troubled
-                .store(problem.is_some(), std::sync::atomic::Ordering::Release);
             *slot = problem;
         }
+        let behind = self.behind.lock().ok().is_some_and(|b| b.is_some());
+        self.refresh_trouble(behind);
     }
 
     /// Waits until the view is at `revision` or later.
@@ -303,10 +369,22 @@ pub fn run(
     while let Ok(event) = events.recv() {
         match event {
             FeedEvent::Changes { revision, ops } if !broken => {
-                match fold(&barrier, &view, revision, &ops) {
+                // The view's lock is held from the fold to the publication: no batch of this
+                // daemon is applied (and publishes a later view) while the caches still lack
+                // the change.
+                let Ok(mut locked) = view.lock() else {
+                    broken = true;
+                    continue;
+                };
+                match fold(&barrier, &mut locked, revision, &ops) {
                     Ok(None) => {}
-                    Ok(Some(names)) => {
-                        follow.tell(Changed::Records(&names, revision));
+                    Ok(Some((names, root))) => {
+                        // This daemon's own batch, back before its sender took it in: its
+                        // caches are the sender's to update.
+                        if !follow.is_own(&root) {
+                            follow.tell(Changed::Records(&names, revision));
+                        }
+                        locked.revision = revision;
                         follow.publish(revision);
                     }
                     Err(error) => {
@@ -338,10 +416,15 @@ pub fn run(
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                match reread(&*engine, &barrier, &view) {
+                let Ok(mut locked) = view.lock() else {
+                    broken = true;
+                    continue;
+                };
+                match reread(&*engine, &barrier, &mut locked) {
                     Ok((revision, fence)) => {
                         follow.tell(Changed::All(fence));
                         follow.publish(fence);
+                        drop(locked);
                         // The old feed has ended; a new one follows from the snapshot.
                         let (sink, fresh) = std::sync::mpsc::channel();
                         let followed = engine
@@ -369,16 +452,36 @@ pub fn run(
     }
 }
 
-/// Folds one transaction into the view. `None`: it was this daemon's own (already in the view).
+/// Every [`FRESHNESS_CHECK`], reads the digest's revision from a quorum and compares the view
+/// with it; ends when the store is gone.
+pub fn watch_freshness(engine: std::sync::Weak<dyn super::StoreBackend>, follow: Arc<Follow>) {
+    loop {
+        std::thread::sleep(FRESHNESS_CHECK);
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let Some(shared) = engine.shared() else {
+            return;
+        };
+        match shared.fence() {
+            Ok(fence) => follow.compare(fence),
+            // Unreachable: the feed says so too, and the next check tries again.
+            Err(error) => tracing::debug!(%error, "cannot read the store's revision"),
+        }
+    }
+}
+
+/// A transaction folded in: the records it named, and the root it stored.
+type Folded = (Vec<Vec<u8>>, super::barrier::Tag);
+
+/// Folds one transaction into the view's tree (the caller moves the view's revision once the
+/// listener has heard it). `None`: it was this daemon's own (already in the view).
 fn fold(
     barrier: &Barrier,
-    view: &Mutex<View>,
+    view: &mut View,
     revision: i64,
     ops: &[Op],
-) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
-    let mut view = view
-        .lock()
-        .map_err(|_| StoreError("store digest lock poisoned".into()))?;
+) -> Result<Option<Folded>, StoreError> {
     if revision <= view.revision {
         return Ok(None);
     }
@@ -396,28 +499,22 @@ fn fold(
         names.push(name.clone());
     }
     match stored_root {
-        Some(root) if root == view.tree.root() => {}
-        _ => return Err(super::IntegrityError::Digest.into()),
+        Some(root) if root == view.tree.root() => Ok(Some((names, root))),
+        _ => Err(super::IntegrityError::Digest.into()),
     }
-    view.revision = revision;
-    Ok(Some(names))
 }
 
 /// Reads the whole store again into `view`; returns the snapshot's revision and the fence.
 fn reread(
     engine: &dyn super::StoreBackend,
     barrier: &Barrier,
-    view: &Mutex<View>,
+    view: &mut View,
 ) -> Result<(i64, i64), StoreError> {
     let shared = engine
         .shared()
         .ok_or_else(|| StoreError("not a shared store".into()))?;
     let snapshot = shared.snapshot()?;
-    let tree = barrier.check_all(snapshot.entries.into_iter().map(Ok))?;
-    let mut view = view
-        .lock()
-        .map_err(|_| StoreError("store digest lock poisoned".into()))?;
-    view.tree = tree;
+    view.tree = barrier.check_all(snapshot.entries.into_iter().map(Ok))?;
     view.revision = snapshot.fence;
     Ok((snapshot.revision, snapshot.fence))
 }

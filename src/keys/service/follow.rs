@@ -33,7 +33,7 @@ impl KeyService {
                     .ok()
                     .and_then(|id| Uuid::try_parse(id).ok())
                 {
-                    self.reload_key(id)?;
+                    self.reload_key(id, revision)?;
                 }
             } else if let Some(alias) = name.strip_prefix(ALIAS_PREFIX) {
                 self.reload_alias(&String::from_utf8_lossy(alias))?;
@@ -61,7 +61,7 @@ impl KeyService {
         }
         let known: Vec<Uuid> = self.read_keys()?.keys().copied().collect();
         for id in known {
-            self.reload_key(id)?;
+            self.reload_key(id, revision)?;
         }
         let aliases: Vec<String> = self
             .aliases
@@ -93,7 +93,8 @@ impl KeyService {
     }
 
     /// Reads a key's record again, as stored now.
-    fn reload_key(&self, id: Uuid) -> Result<(), KeyError> {
+    /// `revision`: the change heard (what is read is at least as new).
+    fn reload_key(&self, id: Uuid, revision: i64) -> Result<(), KeyError> {
         let stored = self.store.get(&key_record_name(id))?;
         let record = stored
             .map(|bytes| {
@@ -120,7 +121,7 @@ impl KeyService {
                 if current.map(|v| v.number) != counted {
                     entry.set_nonces(current.map(|v| NonceCounter::new(v, v.nonces_reserved)));
                 }
-                entry.set_record(Arc::new(record));
+                entry.set_record(Arc::new(record), revision);
             }
             (None, Some(record)) => {
                 if live(&record) {
@@ -129,7 +130,7 @@ impl KeyService {
                 self.keys
                     .write()
                     .map_err(|_| poisoned())?
-                    .insert(id, Arc::new(KeyEntry::new(record, false)));
+                    .insert(id, Arc::new(KeyEntry::new(record, false, revision)));
             }
             (Some(entry), None) => {
                 if live(&entry.record()) {

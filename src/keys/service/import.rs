@@ -192,14 +192,12 @@ impl KeyService {
         };
         let mut batch = WriteBatch::new();
         batch.put(key_record_name(id), encode(&record)?);
-        self.store.commit(batch).await?;
-        let entry = Arc::new(KeyEntry::new(record, true));
-        let record = entry.record();
-        self.keys
-            .write()
-            .map_err(|_| KeyError::Internal("key map lock poisoned".into()))?
-            .insert(id, entry);
-        Ok(record)
+        let revision = self
+            .store
+            .try_commit_at(batch)
+            .await
+            .map_err(StoreError::from)?;
+        self.insert_created(KeyEntry::new(record, true, revision))
     }
 
     /// GetParametersForImport: a wrapping key pair made in the key's keystore and a token bound

@@ -194,21 +194,18 @@ impl KeyService {
                 key_record_name(id),
                 encode(&record).map_err(FailedChange::not_applied)?,
             );
-            Ok::<_, FailedChange>(self.store.try_commit(batch).await?)
+            Ok::<_, FailedChange>(self.store.try_commit_at(batch).await?)
         }
         .await;
-        if let Err(failed) = committed {
-            self.undo_generation(&keystore, material, failed.applied)
-                .await;
-            return Err(failed.error);
-        }
-        let entry = Arc::new(KeyEntry::new(record, true));
-        let record = entry.record();
-        self.keys
-            .write()
-            .map_err(|_| KeyError::Internal("key map lock poisoned".into()))?
-            .insert(id, entry);
-        Ok(record)
+        let revision = match committed {
+            Ok(revision) => revision,
+            Err(failed) => {
+                self.undo_generation(&keystore, material, failed.applied)
+                    .await;
+                return Err(failed.error);
+            }
+        };
+        self.insert_created(KeyEntry::new(record, true, revision))
     }
 
     /// DescribeKey: also answers for Deleted keys (their tombstone).

@@ -106,7 +106,9 @@ impl NonceCounter {
 struct KeyEntry {
     /// Serialises changes to this key, across the wait for the disk.
     gate: tokio::sync::Mutex<()>,
-    record: RwLock<Arc<KeyRecord>>,
+    /// The record, and the store revision it is current at (0 on a store of one daemon):
+    /// a record is replaced only by one at least as new.
+    record: RwLock<(Arc<KeyRecord>, i64)>,
     nonces: RwLock<Option<Arc<NonceCounter>>>,
     /// The parsed key policy, with the record it was parsed from.
     policy: std::sync::Mutex<Option<(Arc<KeyRecord>, Arc<Policy>)>>,
@@ -115,7 +117,7 @@ struct KeyEntry {
 }
 
 impl KeyEntry {
-    fn new(record: KeyRecord, fresh: bool) -> Self {
+    fn new(record: KeyRecord, fresh: bool, revision: i64) -> Self {
         // After a restart every reserved count is taken as used: counts never go backwards.
         let nonces = record.versions.last().map(|v| {
             let used = if fresh { 0 } else { v.nonces_reserved };
@@ -123,7 +125,7 @@ impl KeyEntry {
         });
         Self {
             gate: tokio::sync::Mutex::new(()),
-            record: RwLock::new(Arc::new(record)),
+            record: RwLock::new((Arc::new(record), revision)),
             nonces: RwLock::new(nonces),
             policy: std::sync::Mutex::new(None),
             last_use: std::sync::Mutex::new(None),
@@ -132,16 +134,23 @@ impl KeyEntry {
 
     fn record(&self) -> Arc<KeyRecord> {
         match self.record.read() {
-            Ok(record) => record.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(record) => record.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
         }
     }
 
-    fn set_record(&self, record: Arc<KeyRecord>) {
-        match self.record.write() {
-            Ok(mut slot) => *slot = record,
-            Err(poisoned) => *poisoned.into_inner() = record,
+    /// Installs `record`, current at `revision`, unless the entry holds a newer one already
+    /// (another daemon's change heard meanwhile). Returns whether it did.
+    fn set_record(&self, record: Arc<KeyRecord>, revision: i64) -> bool {
+        let mut slot = match self.record.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if revision < slot.1 {
+            return false;
         }
+        *slot = (record, revision);
+        true
     }
 
     fn nonces(&self) -> Option<Arc<NonceCounter>> {
@@ -465,7 +474,7 @@ impl KeyService {
                         "key lives in a keystore that is not configured; its operations will fail");
                 }
             }
-            keys.insert(record.id, Arc::new(KeyEntry::new(record, false)));
+            keys.insert(record.id, Arc::new(KeyEntry::new(record, false, 0)));
         }
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
@@ -703,6 +712,17 @@ impl KeyService {
         result.map_err(|e| keystore_error(keystore.name(), e))
     }
 
+    /// Holds a key this daemon just created, unless another daemon's change to it was heard
+    /// first (its entry, newer, is kept). Returns the record held.
+    fn insert_created(&self, entry: KeyEntry) -> Result<Arc<KeyRecord>, KeyError> {
+        let mut keys = self
+            .keys
+            .write()
+            .map_err(|_| KeyError::Internal("key map lock poisoned".into()))?;
+        let id = entry.record().id;
+        Ok(keys.entry(id).or_insert_with(|| Arc::new(entry)).record())
+    }
+
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
     /// readers see the new record only once it is durable. On a store other daemons share,
     /// the record must not have changed elsewhere meanwhile: if it did, `change` is made
@@ -750,10 +770,10 @@ impl KeyService {
                 encode(&record).map_err(FailedChange::not_applied)?,
             );
             batch.require_unchanged(name, view);
-            match self.store.try_commit(batch).await {
-                Ok(()) => {
+            match self.store.try_commit_at(batch).await {
+                Ok(revision) => {
                     let record = Arc::new(record);
-                    entry.set_record(record.clone());
+                    entry.set_record(record.clone(), revision);
                     return Ok(record);
                 }
                 Err(CommitError::Stale) if tries < MAX_STALE_TRIES => {

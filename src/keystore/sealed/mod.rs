@@ -346,19 +346,28 @@ impl SealedKeyStore {
             .in_flight
             .clone();
         wait_for_writes(&destroying)?;
-        let retiring: Vec<Arc<()>> = {
-            let mut keyring = self.keyring.write().map_err(|_| poisoned())?;
-            if new_epoch || !keyring.has_retiring() {
-                // Durable before it is used: never wrap under an epoch the file lacks.
-                let mut next = keyring.clone();
-                next.start_epoch(&self.master);
-                next.retire_others();
-                next.write()
-                    .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
-                *keyring = next;
-            }
-            keyring.retiring().map(|e| e.uses.clone()).collect()
+        let starts = {
+            let keyring = self.keyring.read().map_err(|_| poisoned())?;
+            (new_epoch || !keyring.has_retiring()).then(|| keyring.clone())
         };
+        if let Some(mut next) = starts {
+            // Durable before it is used: never wrap under an epoch the keyring lacks. Written
+            // without holding the keyring (on a shared store the write waits for the view,
+            // whose follower may be reading the keyring); a wrap under the old epoch meanwhile
+            // is waited for below, or (shared) refused because the keyring changed.
+            next.start_epoch(&self.master);
+            next.retire_others();
+            next.write()
+                .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
+            *self.keyring.write().map_err(|_| poisoned())? = next;
+        }
+        let retiring: Vec<Arc<()>> = self
+            .keyring
+            .read()
+            .map_err(|_| poisoned())?
+            .retiring()
+            .map(|e| e.uses.clone())
+            .collect();
         // Records wrapped under a retiring epoch by a generate whose batch is still on its way.
         for uses in &retiring {
             wait_for_writes(uses)?;
@@ -401,12 +410,11 @@ impl SealedKeyStore {
             }
         }
         let gone = {
-            let mut keyring = self.keyring.write().map_err(|_| poisoned())?;
-            let mut next = keyring.clone();
+            let mut next = self.keyring.read().map_err(|_| poisoned())?.clone();
             let gone = next.drop_retiring();
             next.write()
                 .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
-            *keyring = next;
+            *self.keyring.write().map_err(|_| poisoned())? = next;
             gone
         };
         let mut done = WriteBatch::new();
