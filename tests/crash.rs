@@ -27,6 +27,11 @@
 //! - at the end, `keyhaven audit verify` passes: every restart continued the audit chain from
 //!   the log's last record, though the stored chain head lags it by up to a second.
 //!
+//! The cluster variant (built with `--features etcd`) keeps the store on an etcd of its own with
+//! a second daemon of the cluster serving beside the one that is killed, untouched all along:
+//! after every kill the store is read from etcd, and at the end every acknowledged ciphertext
+//! decrypts through the other daemon too.
+//!
 //! The PKCS#11 variant makes a token of its own (beside the one `hsm-sim/setup.sh` made, in
 //! the same SoftHSM2 configuration) so that every object on it belongs to this daemon, and
 //! starts afresh (token and data directory) every 25 cycles: SoftHSM2 slows down with the
@@ -50,13 +55,13 @@ use keyhaven::keystore::pkcs11::parse_label;
 use keyhaven::proto::v1;
 use keyhaven::seal::KdfParams;
 use keyhaven::secret::SecretString;
-use keyhaven::store::{SledBackend, Store};
+use keyhaven::store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -101,6 +106,9 @@ fn seed() -> u64 {
 enum Keystore {
     Sealed,
     Pkcs11,
+    /// The sealed keystore, the store on etcd, a second daemon of the cluster beside.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    SealedCluster,
 }
 
 impl PrivateToken {
@@ -184,25 +192,54 @@ struct Deployment {
     log: PathBuf,
     token: Option<PrivateToken>,
     credentials: ClientCredentials,
+    /// Where the metadata is (sled in the data directory, or an etcd prefix).
+    store: keyhaven::server::StoreSettings,
+    /// The cluster variant's etcd, and the other daemon's data directory and log.
+    #[cfg(feature = "etcd")]
+    cluster: Option<(common::etcd::EtcdProcess, PathBuf, PathBuf)>,
 }
 
 impl Deployment {
-    fn new(keystore: Keystore) -> Deployment {
+    async fn new(keystore: Keystore) -> Deployment {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data_dir = dir.path().join("data");
         let log = dir.path().join("daemon.log");
+        #[cfg(feature = "etcd")]
+        let etcd = match keystore {
+            Keystore::SealedCluster => Some(common::etcd::EtcdProcess::start().await),
+            _ => None,
+        };
+        #[cfg(feature = "etcd")]
+        let store = etcd
+            .as_ref()
+            .map(|etcd| etcd.store_settings("keyhaven/"))
+            .unwrap_or_default();
+        #[cfg(not(feature = "etcd"))]
+        let store = match keystore {
+            Keystore::SealedCluster => panic!("the cluster variant needs --features etcd"),
+            _ => keyhaven::server::StoreSettings::default(),
+        };
         // The library's init rather than `keyhaven init`: the command always seals with the
         // production Argon2id parameters (64 MiB, 3 passes), and every one of the cycles'
         // restarts pays for that again — about half of this test's time. The daemon itself is
         // the real binary, unsealing the way it always does (`tests/cli.rs` covers `init`).
-        let initialised = keyhaven::server::init_data_dir(
+        let initialised = keyhaven::server::init_with_store(
             &data_dir,
+            &store,
             &SecretString::new(PASSPHRASE.into()),
             KdfParams::MINIMUM,
             "keyhaven",
             &SystemClock,
         )
         .expect("initialise the data directory");
+        // The other daemon of the cluster: its data directory made from what etcd keeps.
+        #[cfg(feature = "etcd")]
+        let cluster = etcd.map(|etcd| {
+            let other = dir.path().join("other");
+            keyhaven::server::join_data_dir(&other, &store, &SecretString::new(PASSPHRASE.into()))
+                .expect("join the cluster");
+            (etcd, other, dir.path().join("other.log"))
+        });
         let account_id = initialised.account_id;
         let root = initialised.root.credentials;
         let credentials = ClientCredentials {
@@ -220,17 +257,40 @@ impl Deployment {
             log,
             token,
             credentials,
+            store,
+            #[cfg(feature = "etcd")]
+            cluster,
         }
     }
 
     fn serve(&self) -> Daemon {
+        self.serve_dir(&self.data_dir, &self.log)
+    }
+
+    /// The other daemon of the cluster variant, serving until dropped.
+    #[cfg(feature = "etcd")]
+    fn serve_other(&self) -> Option<Daemon> {
+        let (_, dir, log) = self.cluster.as_ref()?;
+        Some(self.serve_dir(dir, log))
+    }
+
+    fn serve_dir(&self, data_dir: &Path, log_path: &Path) -> Daemon {
         // The traffic rotates keys on demand far more often than the default quota allows.
-        let config = self.log.with_file_name("crash.toml");
-        std::fs::write(&config, "on_demand_rotation_quota = 1000000\n").expect("write the config");
+        let config = log_path.with_extension("toml");
+        #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+        let mut settings = String::from("on_demand_rotation_quota = 1000000\n");
+        #[cfg(feature = "etcd")]
+        if let Some((etcd, _, _)) = &self.cluster {
+            settings.push_str(&format!(
+                "store = \"etcd\"\netcd_endpoints = [\"{}\"]\n",
+                etcd.endpoint
+            ));
+        }
+        std::fs::write(&config, settings).expect("write the config");
         let mut command = keyhaven();
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&self.data_dir)
+            .arg(data_dir)
             .arg("--config")
             .arg(&config)
             .env("KEYHAVEN_PASSPHRASE", PASSPHRASE);
@@ -244,7 +304,7 @@ impl Deployment {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(log_path)
             .expect("open the daemon log");
         let mut child = command
             .stdin(Stdio::null())
@@ -714,10 +774,9 @@ async fn worker(
 /// in flight at the kill. Returns the problems found.
 fn check_store(deployment: &Deployment, model: &mut Model) -> Vec<String> {
     let mut problems = Vec::new();
-    let store_dir = keyhaven::server::store_dir(&deployment.data_dir);
     // Read as stored; the restart that follows checks every record's integrity.
-    let store = match SledBackend::open(&store_dir) {
-        Ok(backend) => Store::unchecked_reader(std::sync::Arc::new(backend)),
+    let store = match keyhaven::server::open_backend(&deployment.store, &deployment.data_dir) {
+        Ok(backend) => Store::unchecked_reader(backend),
         Err(e) => return vec![format!("the store does not open: {e}")],
     };
     let mut records: BTreeMap<Uuid, KeyRecord> = BTreeMap::new();
@@ -825,31 +884,33 @@ fn check_store(deployment: &Deployment, model: &mut Model) -> Vec<String> {
         .flat_map(|r| r.versions.iter().map(move |v| (r.id, v.number)))
         .collect();
     match deployment.keystore {
-        Keystore::Sealed => match store.scan(b"material/", None, usize::MAX) {
-            Ok(entries) => {
-                let mut material = BTreeSet::new();
-                for (name, _) in entries {
-                    match parse_material_record(&name) {
-                        Some(version) => {
-                            material.insert(version);
+        Keystore::Sealed | Keystore::SealedCluster => {
+            match store.scan(b"material/", None, usize::MAX) {
+                Ok(entries) => {
+                    let mut material = BTreeSet::new();
+                    for (name, _) in entries {
+                        match parse_material_record(&name) {
+                            Some(version) => {
+                                material.insert(version);
+                            }
+                            None => problems.push(format!(
+                                "a material record with a strange name: {}",
+                                String::from_utf8_lossy(&name)
+                            )),
                         }
-                        None => problems.push(format!(
-                            "a material record with a strange name: {}",
-                            String::from_utf8_lossy(&name)
-                        )),
+                    }
+                    for missing in versions.difference(&material) {
+                        problems.push(format!("key version {missing:?} has no material record"));
+                    }
+                    for orphan in material.difference(&versions) {
+                        problems.push(format!(
+                            "material record {orphan:?} belongs to no key version"
+                        ));
                     }
                 }
-                for missing in versions.difference(&material) {
-                    problems.push(format!("key version {missing:?} has no material record"));
-                }
-                for orphan in material.difference(&versions) {
-                    problems.push(format!(
-                        "material record {orphan:?} belongs to no key version"
-                    ));
-                }
+                Err(e) => problems.push(format!("cannot scan the material records: {e}")),
             }
-            Err(e) => problems.push(format!("cannot scan the material records: {e}")),
-        },
+        }
         Keystore::Pkcs11 => {
             // Right after the kill, a generation cut short may have left an object that no
             // key version names; the journal names every such one, and the daemon destroys
@@ -1180,7 +1241,10 @@ async fn run_epoch(
     seed: u64,
     rng: &mut StdRng,
 ) -> (Counts, usize, usize) {
-    let deployment = Deployment::new(keystore);
+    let deployment = Deployment::new(keystore).await;
+    // The cluster variant: the other daemon serves throughout, never killed.
+    #[cfg(feature = "etcd")]
+    let other = tokio::task::block_in_place(|| deployment.serve_other());
     let mut model = Model {
         keys: BTreeMap::new(),
         ciphertexts: Vec::new(),
@@ -1322,6 +1386,24 @@ async fn run_epoch(
     if !problems.is_empty() {
         fail(&deployment, seed, first + cycles, "final check", &problems);
     }
+    // Through the other daemon of the cluster: every acknowledged key and ciphertext too.
+    #[cfg(feature = "etcd")]
+    if let Some(other) = &other {
+        let client = connect(other, &deployment).await;
+        for ciphertext in &mut model.ciphertexts {
+            ciphertext.verified = false;
+        }
+        let problems = check_daemon(&client, &mut model, rng, true).await;
+        if !problems.is_empty() {
+            fail(
+                &deployment,
+                seed,
+                first + cycles,
+                "final check on the other daemon",
+                &problems,
+            );
+        }
+    }
     let status = daemon.terminate();
     assert!(
         status.success(),
@@ -1334,11 +1416,17 @@ async fn run_epoch(
     );
     // The audit chain survived every kill: the records written after the last stored chain
     // head are continued, not forked.
-    let verified = keyhaven()
+    let mut verify = keyhaven();
+    verify
         .args(["audit", "verify", "--data-dir"])
-        .arg(&deployment.data_dir)
-        .output()
-        .expect("run keyhaven audit verify");
+        .arg(&deployment.data_dir);
+    #[cfg(feature = "etcd")]
+    if let Some((etcd, _, _)) = &deployment.cluster {
+        verify
+            .args(["--store", "etcd", "--etcd-endpoints", &etcd.endpoint])
+            .env("KEYHAVEN_PASSPHRASE", PASSPHRASE);
+    }
+    let verified = verify.output().expect("run keyhaven audit verify");
     assert!(
         verified.status.success(),
         "audit verify after the crashes: {}{}",
@@ -1355,13 +1443,21 @@ async fn run_epoch(
 /// store keeps one data directory for the whole run.
 const PKCS11_CYCLES_PER_TOKEN: usize = 25;
 
+/// The cluster variant runs at most this many cycles (it shares CI time with the others;
+/// `KEYHAVEN_CRASH_CYCLES` lowers it, never raises it past this).
+const CLUSTER_CYCLES: usize = 20;
+
 async fn crash_cycles(keystore: Keystore) {
     let started = Instant::now();
-    let cycles = cycles();
+    let cycles = match keystore {
+        Keystore::SealedCluster => cycles().min(CLUSTER_CYCLES),
+        _ => cycles(),
+    };
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let per_epoch = match keystore {
         Keystore::Sealed => cycles.max(1),
+        Keystore::SealedCluster => cycles.max(1),
         Keystore::Pkcs11 => PKCS11_CYCLES_PER_TOKEN,
     };
     let mut counts = Counts::default();
@@ -1401,6 +1497,13 @@ async fn sealed_keystore_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkcs11_keystore_survives_sigkill() {
     crash_cycles(Keystore::Pkcs11).await;
+}
+
+/// A daemon of a two-daemon cluster on etcd, killed again and again while the other serves.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_of_a_cluster_survives_sigkill() {
+    crash_cycles(Keystore::SealedCluster).await;
 }
 
 #[test]

@@ -1456,6 +1456,13 @@ async fn audit_verify_reads_the_chain_anchors_from_etcd() {
             .trim()
             .to_owned()
     };
+    // Every record names its daemon.
+    for dir in [&d.config.data_dir, &joined.config.data_dir] {
+        let log = std::fs::read_to_string(dir.join("audit").join("audit.log")).unwrap();
+        let daemon = format!("\"daemon\":\"{}\"", id(dir));
+        assert!(log.lines().count() >= 2);
+        assert!(log.lines().all(|line| line.contains(&daemon)), "{log}");
+    }
     let mut expected = vec![
         format!("keyhaven/store/audit/head/{}", id(&d.config.data_dir)),
         format!("keyhaven/store/audit/head/{}", id(&joined.config.data_dir)),

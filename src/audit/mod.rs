@@ -110,6 +110,9 @@ pub struct Outcome {
 pub struct AuditRecord {
     pub seq: u64,
     pub prev: String,
+    /// The daemon whose chain this is, among daemons sharing a store (none on a store of one).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub daemon: Option<String>,
     pub time: String,
     pub phase: Phase,
     pub request_id: String,
@@ -556,6 +559,7 @@ impl AuditLog {
         let record = AuditRecord {
             seq,
             prev: hex::encode(writer.head.hash),
+            daemon: self.settings.chain.clone(),
             time,
             phase: entry.phase,
             request_id: entry.request_id,

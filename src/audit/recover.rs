@@ -138,6 +138,7 @@ mod tests {
         let record = AuditRecord {
             seq,
             prev: hex::encode(prev),
+            daemon: None,
             time: "2026-11-29T00:00:00Z".into(),
             phase: Phase::Call,
             request_id: format!("request-{seq}"),
