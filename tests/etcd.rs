@@ -812,6 +812,44 @@ async fn two_daemons_on_one_prefix_serve_the_same_keys() {
         tonic::Code::FailedPrecondition,
         "KMSInvalidStateException",
     );
+
+    // Two-person approval turned on for the account on A: B asks for approval too, and the
+    // request it makes is listed on A.
+    a.client
+        .kms()
+        .put_approval_settings(a.client.signed(
+            "PutApprovalSettings",
+            v1::PutApprovalSettingsRequest {
+                account_actions: vec!["kms:ScheduleKeyDeletion".into()],
+                keys: Vec::new(),
+            },
+        ))
+        .await
+        .expect("PutApprovalSettings on A");
+    within("B requires approval", || async {
+        b.schedule_deletion(&key, Some(7))
+            .await
+            .is_err_and(|s| s.message().contains("ApprovalRequiredException"))
+    })
+    .await;
+    let listed = || async {
+        a.client
+            .kms()
+            .list_approval_requests(a.client.signed(
+                "ListApprovalRequests",
+                v1::ListApprovalRequestsRequest::default(),
+            ))
+            .await
+            .expect("ListApprovalRequests on A")
+            .into_inner()
+            .requests
+            .len()
+    };
+    within("A lists the request B made", || async {
+        listed().await == 1
+    })
+    .await;
+    assert_eq!(b.state(&key).await, v1::KeyState::Disabled);
 }
 
 /// Both daemons change the same key at once (a tag each, 2 × 20 calls in flight): every change
@@ -1897,4 +1935,46 @@ async fn three_daemons_under_load_lose_nothing_when_a_member_dies() {
         let plaintext = other.decrypt(&blob, &[]).await.expect("Decrypt elsewhere");
         assert_eq!(plaintext, format!("from {n} #{i}").into_bytes());
     }
+}
+
+/// Two daemons of a cluster with their key material in one PKCS#11 token both reach (one
+/// SoftHSM2 token directory): a key made in the token by one daemon encrypts and decrypts on
+/// the other, and a version rotated on the other is found by the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_a_pkcs11_token() {
+    let etcd = EtcdProcess::start().await;
+    let a = TestDaemon::start_on_etcd(etcd, |config| {
+        config
+            .add_pkcs11(common::pkcs11_settings())
+            .expect("PKCS#11 keystore");
+        config.keystore = "pkcs11:default".into();
+    })
+    .await;
+    let b = a.join().await;
+    let key = a.create_key("in the shared token").await.key_id;
+    within("B knows the key", || async {
+        b.describe(&key).await.is_ok()
+    })
+    .await;
+    assert_eq!(b.describe(&key).await.unwrap().origin, "AWS_CLOUDHSM");
+    let from_b = b
+        .encrypt(&key, b"sealed by B's session", &[])
+        .await
+        .expect("Encrypt on B");
+    assert_eq!(
+        a.decrypt(&from_b, &[]).await.unwrap(),
+        b"sealed by B's session"
+    );
+    let version = b.rotate(&key).await.expect("rotate on B");
+    assert_eq!(version, 2);
+    within("A sees the rotation", || async {
+        a.describe(&key).await.unwrap().current_key_version == 2
+    })
+    .await;
+    let from_a = a
+        .encrypt(&key, b"under version 2", &[])
+        .await
+        .expect("Encrypt on A");
+    assert_eq!(&from_a[17..21], &2u32.to_be_bytes());
+    assert_eq!(b.decrypt(&from_a, &[]).await.unwrap(), b"under version 2");
 }

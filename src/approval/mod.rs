@@ -177,6 +177,46 @@ fn record_name(id: &str) -> Vec<u8> {
 
 impl Approvals {
     pub fn open(store: Arc<Store>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let (requests, settings) = Self::load(&store)?;
+        Ok(Self {
+            store,
+            clock,
+            requests: Mutex::new(requests),
+            settings: Mutex::new(settings),
+            gate: tokio::sync::Mutex::new(()),
+            pending_limit: DEFAULT_PENDING_LIMIT,
+        })
+    }
+
+    /// Takes in a change another daemon sharing the store made: the requests and settings are
+    /// read again when one of them changed.
+    pub fn heard(&self, changed: crate::store::Changed<'_>) {
+        let relevant = match changed {
+            crate::store::Changed::All(_) => true,
+            crate::store::Changed::Records(names, _) => names
+                .iter()
+                .any(|n| n.starts_with(REQUEST_PREFIX) || n == SETTINGS_RECORD),
+        };
+        if !relevant {
+            return;
+        }
+        match Self::load(&self.store) {
+            Ok((requests, settings)) => {
+                if let Ok(mut slot) = self.requests.lock() {
+                    *slot = requests;
+                }
+                if let Ok(mut slot) = self.settings.lock() {
+                    *slot = settings;
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read approval requests again"),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load(
+        store: &Store,
+    ) -> Result<(BTreeMap<String, ApprovalRequest>, ApprovalSettings), StoreError> {
         let mut requests = BTreeMap::new();
         for (name, value) in store.scan(REQUEST_PREFIX, None, usize::MAX)? {
             let request: ApprovalRequest = serde_json::from_slice(&value).map_err(|e| {
@@ -192,14 +232,7 @@ impl Approvals {
                 .map_err(|e| StoreError(format!("approval/settings is damaged: {e}")))?,
             None => ApprovalSettings::default(),
         };
-        Ok(Self {
-            store,
-            clock,
-            requests: Mutex::new(requests),
-            settings: Mutex::new(settings),
-            gate: tokio::sync::Mutex::new(()),
-            pending_limit: DEFAULT_PENDING_LIMIT,
-        })
+        Ok((requests, settings))
     }
 
     /// At most `limit` pending requests at once (instead of [`DEFAULT_PENDING_LIMIT`]).

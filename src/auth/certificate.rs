@@ -233,6 +233,30 @@ pub struct CertificateBindings {
 
 impl CertificateBindings {
     pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
+        let bindings = Self::load(&store)?;
+        Ok(Self {
+            store,
+            bindings: RwLock::new(bindings),
+            gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads every binding again (another daemon sharing the store changed one).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let bindings = Self::load(&self.store)?;
+        match self.bindings.write() {
+            Ok(mut slot) => *slot = bindings,
+            Err(poisoned) => *poisoned.into_inner() = bindings,
+        }
+        Ok(())
+    }
+
+    /// Whether the store record `name` is a certificate binding's.
+    pub fn holds(name: &[u8]) -> bool {
+        name.starts_with(BINDING_PREFIX.as_bytes())
+    }
+
+    fn load(store: &Store) -> Result<BTreeMap<CertificateIdentity, BindingRecord>, StoreError> {
         let mut bindings = BTreeMap::new();
         for (name, value) in store.scan(BINDING_PREFIX.as_bytes(), None, usize::MAX)? {
             let label = String::from_utf8_lossy(&name).into_owned();
@@ -244,11 +268,7 @@ impl CertificateBindings {
                 .map_err(|e| StoreError(format!("{label} is damaged: {e}")))?;
             bindings.insert(identity, record);
         }
-        Ok(Self {
-            store,
-            bindings: RwLock::new(bindings),
-            gate: tokio::sync::Mutex::new(()),
-        })
+        Ok(bindings)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<CertificateIdentity, BindingRecord>> {

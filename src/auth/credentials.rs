@@ -981,6 +981,7 @@ impl CredentialStore {
     /// Takes in a change another daemon made to the store: a signature it remembered, an
     /// access key it made, changed or deleted.
     pub fn heard(&self, changed: crate::store::Changed<'_>) {
+        let everything = matches!(changed, crate::store::Changed::All(_));
         let names: Vec<Vec<u8>> = match changed {
             crate::store::Changed::Records(names, _) => names.to_vec(),
             crate::store::Changed::All(_) => {
@@ -1005,6 +1006,16 @@ impl CredentialStore {
             }
         };
         let now = self.clock.now();
+        if (everything || names.iter().any(|n| MfaDevices::holds(n)))
+            && let Err(error) = self.mfa.reload()
+        {
+            tracing::error!(%error, "cannot read the MFA devices again");
+        }
+        if (everything || names.iter().any(|n| CertificateBindings::holds(n)))
+            && let Err(error) = self.certificates.reload()
+        {
+            tracing::error!(%error, "cannot read the certificate bindings again");
+        }
         for name in names {
             if let Some(used) = parse_seen_name(&name) {
                 self.replay.first_use(&used.signature, used.expires, now);

@@ -178,6 +178,35 @@ impl MfaDevices {
         partition: &str,
         account_id: &str,
     ) -> Result<Self, StoreError> {
+        let devices = Self::load(&master, &store)?;
+        Ok(Self {
+            master,
+            store,
+            clock,
+            partition: partition.to_owned(),
+            account_id: account_id.to_owned(),
+            devices: Mutex::new(devices),
+            failures: Mutex::new(HashMap::new()),
+            gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads every device again (another daemon sharing the store changed one).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let devices = Self::load(&self.master, &self.store)?;
+        *self
+            .devices
+            .lock()
+            .map_err(|_| StoreError("MFA device lock poisoned".into()))? = devices;
+        Ok(())
+    }
+
+    /// Whether the store record `name` is an MFA device's.
+    pub fn holds(name: &[u8]) -> bool {
+        name.starts_with(DEVICE_PREFIX)
+    }
+
+    fn load(master: &MasterKey, store: &Store) -> Result<BTreeMap<String, Device>, StoreError> {
         let mut devices = BTreeMap::new();
         for (name, value) in store.scan(DEVICE_PREFIX, None, usize::MAX)? {
             let label = String::from_utf8_lossy(&name).into_owned();
@@ -192,16 +221,7 @@ impl MfaDevices {
             let seed = Secret::new(seed.expose().clone());
             devices.insert(record.name.clone(), Device { record, seed });
         }
-        Ok(Self {
-            master,
-            store,
-            clock,
-            partition: partition.to_owned(),
-            account_id: account_id.to_owned(),
-            devices: Mutex::new(devices),
-            failures: Mutex::new(HashMap::new()),
-            gate: tokio::sync::Mutex::new(()),
-        })
+        Ok(devices)
     }
 
     /// `arn:<partition>:iam::<account>:mfa/<name>`.

@@ -535,27 +535,6 @@ impl Daemon {
         );
         let audit_scheduled =
             scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
-        // From here on, other daemons' changes reach the caches (and what changed while they
-        // were loading, at once).
-        if store.is_shared() {
-            // Weak: the store keeps its listener, and the services keep the store.
-            let (heard_keys, heard_iam, heard_credentials) = (
-                Arc::downgrade(&keys),
-                Arc::downgrade(&iam),
-                Arc::downgrade(&credentials),
-            );
-            store.listen(Arc::new(move |changed| {
-                if let Some(keys) = heard_keys.upgrade() {
-                    keys.heard(changed);
-                }
-                if let Some(iam) = heard_iam.upgrade() {
-                    iam.heard(changed);
-                }
-                if let Some(credentials) = heard_credentials.upgrade() {
-                    credentials.heard(changed);
-                }
-            }));
-        }
         let leads = scheduler_lead(store.clone(), daemon_id.clone());
         let report = if leads() {
             keys.run_due_tasks().await
@@ -578,6 +557,31 @@ impl Daemon {
             crate::approval::Approvals::open(store.clone(), clock_for_iam.clone())
                 .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
         );
+        // From here on, other daemons' changes reach the caches (and what changed while they
+        // were loading, at once).
+        if store.is_shared() {
+            // Weak: the store keeps its listener, and the services keep the store.
+            let (heard_keys, heard_iam, heard_credentials, heard_approvals) = (
+                Arc::downgrade(&keys),
+                Arc::downgrade(&iam),
+                Arc::downgrade(&credentials),
+                Arc::downgrade(&approvals),
+            );
+            store.listen(Arc::new(move |changed| {
+                if let Some(keys) = heard_keys.upgrade() {
+                    keys.heard(changed);
+                }
+                if let Some(iam) = heard_iam.upgrade() {
+                    iam.heard(changed);
+                }
+                if let Some(credentials) = heard_credentials.upgrade() {
+                    credentials.heard(changed);
+                }
+                if let Some(approvals) = heard_approvals.upgrade() {
+                    approvals.heard(changed);
+                }
+            }));
+        }
         let kms_operations =
             KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals);
         let identity_operations = (
