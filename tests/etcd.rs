@@ -1978,3 +1978,69 @@ async fn two_daemons_share_a_pkcs11_token() {
     assert_eq!(&from_a[17..21], &2u32.to_be_bytes());
     assert_eq!(b.decrypt(&from_a, &[]).await.unwrap(), b"under version 2");
 }
+
+/// The same user made on two daemons at the same moment, ten times over: once each time, the
+/// other daemon refusing (`EntityAlreadyExistsException`, or `ConcurrentModificationException`
+/// when the two met in the store); no user is made twice or half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_changed_on_two_daemons_at_once_are_made_once() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let create = |d: &TestDaemon, name: String| {
+        let client = d.client.clone();
+        async move {
+            client
+                .iam()
+                .create_user(
+                    client.signed_iam("CreateUser", v1::CreateUserRequest { user_name: name }),
+                )
+                .await
+                .map(|answer| answer.into_inner().user.unwrap().user_id)
+        }
+    };
+    let mut made = Vec::new();
+    for i in 0..10 {
+        let name = format!("twice-{i}");
+        let (x, y) = tokio::join!(create(&a, name.clone()), create(&b, name.clone()));
+        let answers = [x, y];
+        let ok: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(ok.len(), 1, "{answers:?}");
+        made.push((name, ok[0].clone()));
+        for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
+            let reason = keyhaven::api::reason_of(refused).unwrap_or_default();
+            assert!(
+                reason == "EntityAlreadyExistsException"
+                    || reason == "ConcurrentModificationException",
+                "{refused:?}"
+            );
+            if reason == "ConcurrentModificationException" {
+                assert_eq!(refused.code(), tonic::Code::Aborted);
+            }
+        }
+    }
+    // Both daemons hold each user with the id the one that made it answered.
+    made.sort();
+    for d in [&a, &b] {
+        let client = d.client.clone();
+        let made = made.clone();
+        within("every user is there, once, as made", || {
+            let (client, made) = (client.clone(), made.clone());
+            async move {
+                let mut users: Vec<(String, String)> = client
+                    .iam()
+                    .list_users(client.signed_iam("ListUsers", v1::ListUsersRequest {}))
+                    .await
+                    .expect("ListUsers")
+                    .into_inner()
+                    .users
+                    .into_iter()
+                    .filter(|u| u.user_name.starts_with("twice-"))
+                    .map(|u| (u.user_name, u.user_id))
+                    .collect();
+                users.sort();
+                users == made
+            }
+        })
+        .await;
+    }
+}

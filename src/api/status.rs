@@ -212,6 +212,9 @@ impl From<IamError> for ApiError {
                 (Code::PermissionDenied, "InvalidAuthenticationCodeException")
             }
             IamError::DeleteConflict(_) => (Code::FailedPrecondition, "DeleteConflictException"),
+            IamError::ConcurrentModification(_) => {
+                (Code::Aborted, "ConcurrentModificationException")
+            }
             IamError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "ServiceFailureException")

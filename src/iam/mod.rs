@@ -76,6 +76,10 @@ pub enum IamError {
     /// The entity is still in use (a user with an MFA device, a device enabled for a user).
     #[error("{0}")]
     DeleteConflict(String),
+    /// Another daemon sharing the store changed the entity at the same time (AWS IAM's
+    /// `ConcurrentModification`, retryable).
+    #[error("{0}")]
+    ConcurrentModification(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -239,6 +243,9 @@ pub struct IamService {
     entities: Arc<Registry>,
     /// Serialises changes, and the issue of credentials with the deletion of their principal.
     gate: tokio::sync::Mutex<()>,
+    /// The store's view when the gate was last taken: a change is written only if the entities
+    /// it read were not changed by another daemon since (see `commit`).
+    gate_view: std::sync::atomic::AtomicI64,
     /// Parsed identity policies per principal ARN; emptied after every change.
     policies: PolicyCache,
 }
@@ -277,6 +284,7 @@ impl IamService {
             quotas,
             entities,
             gate: tokio::sync::Mutex::new(()),
+            gate_view: std::sync::atomic::AtomicI64::new(0),
             policies: PolicyCache::default(),
         })
     }
@@ -408,20 +416,43 @@ impl IamService {
         self.policies.invalidate();
     }
 
-    /// Writes `changed` entities and deletes `deleted` ones, durably, then updates memory.
+    /// Takes the gate that serialises changes, noting the view the change will read at.
+    async fn lock_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let gate = self.gate.lock().await;
+        self.gate_view
+            .store(self.store.view(), std::sync::atomic::Ordering::Release);
+        gate
+    }
+
+    /// Writes `changed` entities and deletes `deleted` ones, durably, then updates memory;
+    /// refused as [`IamError::ConcurrentModification`] when another daemon changed one of them
+    /// since the gate was taken.
     async fn commit(
         &self,
         changed: Vec<(EntityType, Entity)>,
         deleted: Vec<(EntityType, String)>,
     ) -> Result<(), IamError> {
         let mut batch = WriteBatch::new();
+        let view = self.gate_view.load(std::sync::atomic::Ordering::Acquire);
         for (kind, entity) in &changed {
-            batch.put(format!("{}{}", kind.prefix(), entity.name), encode(entity)?);
+            let name = format!("{}{}", kind.prefix(), entity.name);
+            batch.put(name.clone(), encode(entity)?);
+            batch.require_unchanged(name, view);
         }
         for (kind, name) in &deleted {
-            batch.delete(format!("{}{name}", kind.prefix()));
+            let name = format!("{}{name}", kind.prefix());
+            batch.delete(name.clone());
+            batch.require_unchanged(name, view);
         }
-        self.store.commit(batch).await?;
+        match self.store.try_commit(batch).await {
+            Ok(()) => {}
+            Err(crate::store::CommitError::Stale) => {
+                return Err(IamError::ConcurrentModification(
+                    "another daemon changed the entity at the same time; try again".into(),
+                ));
+            }
+            Err(error) => return Err(crate::store::StoreError::from(error).into()),
+        }
         let mut entities = self.entities.write();
         for (kind, name) in deleted {
             entities.by_type.entry(kind).or_default().remove(&name);
@@ -477,7 +508,7 @@ impl IamService {
             Policy::parse(&trust, PolicyKind::Resource)?;
             entity.trust_policy = Some(trust);
         }
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         if self.get(kind, name).is_some() {
             return Err(IamError::AlreadyExists(format!(
                 "the {} '{name}' already exists",
@@ -503,7 +534,7 @@ impl IamService {
     /// Deletes a user (with its access keys and group memberships), a group (leaving its
     /// users) or a role (ending its sessions).
     pub async fn delete(&self, kind: EntityType, name: &str) -> Result<(), IamError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         self.require(kind, name)?;
         if kind == EntityType::User && self.credentials.mfa().has_devices(name) {
             return Err(IamError::DeleteConflict(format!(
@@ -535,7 +566,7 @@ impl IamService {
     }
 
     pub async fn add_user_to_group(&self, group: &str, user: &str) -> Result<(), IamError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         self.require(EntityType::Group, group)?;
         let mut entity = self.require(EntityType::User, user)?;
         if !entity.groups.contains(group) && entity.groups.len() >= MAX_GROUPS_PER_USER {
@@ -551,7 +582,7 @@ impl IamService {
     }
 
     pub async fn remove_user_from_group(&self, group: &str, user: &str) -> Result<(), IamError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         self.require(EntityType::Group, group)?;
         let mut entity = self.require(EntityType::User, user)?;
         if !entity.groups.remove(group) {
@@ -588,7 +619,7 @@ impl IamService {
             )));
         }
         Policy::parse(&document, PolicyKind::Identity)?;
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let mut entity = self.require(kind, name)?;
         if !entity.policies.contains_key(policy_name)
             && entity.policies.len() >= MAX_INLINE_POLICIES
@@ -641,7 +672,7 @@ impl IamService {
         name: &str,
         policy_name: &str,
     ) -> Result<(), IamError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let mut entity = self.require(kind, name)?;
         if entity.policies.remove(policy_name).is_none() {
             return Err(IamError::NotFound(format!(
@@ -660,7 +691,7 @@ impl IamService {
     /// A new access key for `user`, bound to its unique id. Under the gate, so that a user
     /// being deleted cannot get a key after its keys were deleted.
     pub async fn create_access_key(&self, user: &str) -> Result<NewAccessKey, IamError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let entity = self.require(EntityType::User, user)?;
         Ok(self.credentials.create_access_key(user, &entity.id).await?)
     }
@@ -729,7 +760,7 @@ impl IamService {
                 "RoleSessionName must be 2 to 64 of letters, digits and +=,.@_-".into(),
             ));
         }
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let entity = self.require(EntityType::Role, role)?;
         if entity.id != role_id {
             // The role authorised was deleted and another made under its name.

@@ -268,6 +268,7 @@ fn code(error: &ApiError) -> &'static str {
         "LimitExceededException" => "LimitExceeded",
         "InvalidAuthenticationCodeException" => "InvalidAuthenticationCode",
         "DeleteConflictException" => "DeleteConflict",
+        "ConcurrentModificationException" => "ConcurrentModification",
         "MalformedPolicyDocumentException" => "MalformedPolicyDocument",
         "ThrottlingException" => "Throttling",
         "UnknownOperationException" => "InvalidAction",
@@ -295,7 +296,7 @@ pub fn respond(
                 | "ExpiredToken"
                 | "InvalidAuthenticationCode" => 403,
                 "NoSuchEntity" => 404,
-                "DeleteConflict" => 409,
+                "DeleteConflict" | "ConcurrentModification" => 409,
                 _ => error.http_status(),
             };
             let fault = if status >= 500 { "Receiver" } else { "Sender" };
