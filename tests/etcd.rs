@@ -2044,3 +2044,39 @@ async fn identities_changed_on_two_daemons_at_once_are_made_once() {
         .await;
     }
 }
+
+/// A daemon whose etcd lease ran out (here revoked, as etcd does once a daemon was out of its
+/// reach for longer than the lease's life) takes a new lease and is listed again under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_lease_ran_out_is_listed_again() {
+    let d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let mut client = etcd_of(&d).client().await;
+    let listing = |client: etcd_client::Client| async move {
+        let mut client = client;
+        client
+            .get("keyhaven/daemons/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap()
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_owned(), kv.lease()))
+            .collect::<Vec<_>>()
+    };
+    let before = listing(client.clone()).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    client
+        .lease_revoke(before[0].1)
+        .await
+        .expect("revoke the lease");
+    assert!(listing(client.clone()).await.is_empty());
+    within_secs(10, "listed again under a new lease", || {
+        let client = client.clone();
+        let before = before.clone();
+        async move {
+            let now = listing(client).await;
+            now.len() == 1 && now[0].0 == before[0].0 && now[0].1 != before[0].1
+        }
+    })
+    .await;
+    d.create_key("after a new lease").await;
+}

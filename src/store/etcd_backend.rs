@@ -41,6 +41,7 @@ use etcd_client::{
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -110,9 +111,9 @@ pub struct EtcdBackend {
     runtime: Option<tokio::runtime::Runtime>,
     kv: KvClient,
     watch: WatchClient,
-    lease: LeaseClient,
+    lease_client: LeaseClient,
     /// This backend's lease (its listing and leadership are bound to it).
-    lease_id: i64,
+    lease: Arc<Lease>,
     /// `<prefix>store/`.
     records: Vec<u8>,
     /// `<prefix>`.
@@ -146,7 +147,7 @@ impl EtcdBackend {
             .build()
             .map_err(|e| StoreError(format!("cannot start the etcd client's runtime: {e}")))?;
         match Self::connect_on(&runtime, settings) {
-            Ok((client, lease_id)) => {
+            Ok((client, lease)) => {
                 let prefix = settings.prefix.as_bytes().to_vec();
                 let mut records = prefix.clone();
                 records.extend_from_slice(b"store/");
@@ -156,8 +157,8 @@ impl EtcdBackend {
                         .kv_client()
                         .max_decoding_message_size(MAX_ANSWER_BYTES),
                     watch: client.watch_client(),
-                    lease: client.lease_client(),
-                    lease_id,
+                    lease_client: client.lease_client(),
+                    lease,
                     records,
                     prefix,
                 })
@@ -173,7 +174,7 @@ impl EtcdBackend {
     fn connect_on(
         runtime: &tokio::runtime::Runtime,
         settings: &EtcdSettings,
-    ) -> Result<(Client, i64), StoreError> {
+    ) -> Result<(Client, Arc<Lease>), StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -199,14 +200,18 @@ impl EtcdBackend {
                 settings.endpoints.join(", ")
             ))
         })?;
-        let mut lease = client.lease_client();
-        let lease_id = wait_for(runtime, async move {
-            let id = lease.grant(HOLD_TTL_SECONDS, None).await?.id();
-            tokio::spawn(keep_alive(lease, id));
-            Ok::<_, etcd_client::Error>(id)
+        let (mut lease_client, kv) = (client.lease_client(), client.kv_client());
+        let lease = wait_for(runtime, async move {
+            let id = lease_client.grant(HOLD_TTL_SECONDS, None).await?.id();
+            let lease = Arc::new(Lease {
+                id: std::sync::atomic::AtomicI64::new(id),
+                announced: std::sync::Mutex::new(None),
+            });
+            tokio::spawn(keep_alive(lease_client, kv, lease.clone()));
+            Ok::<_, etcd_client::Error>(lease)
         })?
         .map_err(store_error)?;
-        Ok((client, lease_id))
+        Ok((client, lease))
     }
 
     /// Runs the request `make` makes on the client's runtime and waits for its answer; a
@@ -293,12 +298,29 @@ impl EtcdBackend {
     }
 }
 
-/// Keeps the hold's lease alive for as long as the runtime runs, starting a new stream (to
-/// whichever member answers) whenever one breaks; stops once etcd says the lease is gone.
-async fn keep_alive(mut lease: LeaseClient, id: i64) {
+/// A backend's etcd lease, and what it listed under it.
+pub struct Lease {
+    id: std::sync::atomic::AtomicI64,
+    /// The daemon's entry under `<prefix>daemons/`, listed again under a new lease.
+    announced: std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Lease {
+    fn id(&self) -> i64 {
+        self.id.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Keeps the backend's lease alive for as long as the runtime runs, starting a new stream (to
+/// whichever member answers) whenever one breaks. A lease that expired (etcd out of reach for
+/// longer than its life) is replaced by a new one and the daemon listed again under it; its
+/// lead of the scheduler is gone, and taken again at a pass if nobody else took it.
+async fn keep_alive(mut client: LeaseClient, mut kv: KvClient, lease: Arc<Lease>) {
     let period = Duration::from_secs((HOLD_TTL_SECONDS / 3).max(1) as u64);
     loop {
-        if let Ok((mut keeper, mut answers)) = lease.keep_alive(id).await {
+        let id = lease.id();
+        let mut expired = false;
+        if let Ok((mut keeper, mut answers)) = client.keep_alive(id).await {
             loop {
                 if keeper.keep_alive().await.is_err() {
                     break;
@@ -306,14 +328,32 @@ async fn keep_alive(mut lease: LeaseClient, id: i64) {
                 match answers.message().await {
                     Ok(Some(answer)) if answer.ttl() > 0 => tokio::time::sleep(period).await,
                     Ok(Some(_)) => {
-                        tracing::error!(
-                            "this daemon's etcd lease expired: it is no longer listed, nor \
-                             leads the scheduler"
-                        );
-                        return;
+                        expired = true;
+                        break;
                     }
                     _ => break,
                 }
+            }
+        }
+        if expired {
+            match client.grant(HOLD_TTL_SECONDS, None).await {
+                Ok(granted) => {
+                    lease
+                        .id
+                        .store(granted.id(), std::sync::atomic::Ordering::Release);
+                    let announced = lease.announced.lock().ok().and_then(|a| a.clone());
+                    if let Some((key, value)) = announced {
+                        let _ = kv
+                            .put(key, value, Some(PutOptions::new().with_lease(granted.id())))
+                            .await;
+                    }
+                    tracing::warn!(
+                        "this daemon's etcd lease expired (etcd out of reach for longer than \
+                         its life): listed again under a new one"
+                    );
+                    continue;
+                }
+                Err(error) => tracing::debug!(%error, "cannot grant a new etcd lease yet"),
             }
         }
         tokio::time::sleep(RETRY_PAUSE * 10).await;
@@ -494,8 +534,11 @@ impl EtcdBackend {
             self.kv.clone(),
             self.under_prefix(&format!("daemons/{id}")),
             details.as_bytes().to_vec(),
-            self.lease_id,
+            self.lease.id(),
         );
+        if let Ok(mut announced) = self.lease.announced.lock() {
+            *announced = Some((key.clone(), value.clone()));
+        }
         self.run(move || {
             let (mut kv, key, value) = (kv.clone(), key.clone(), value.clone());
             async move {
@@ -511,7 +554,7 @@ impl EtcdBackend {
     pub fn daemons(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let (kv, lease, key) = (
             self.kv.clone(),
-            self.lease.clone(),
+            self.lease_client.clone(),
             self.under_prefix("daemons/"),
         );
         let skip = key.len();
@@ -539,7 +582,7 @@ impl EtcdBackend {
         let (kv, key, lease) = (
             self.kv.clone(),
             self.under_prefix(&format!("leader/{role}")),
-            self.lease_id,
+            self.lease.id(),
         );
         let id = id.map(str::to_owned);
         let response = self.run(move || {
@@ -894,8 +937,8 @@ impl Drop for EtcdBackend {
         if let Some(runtime) = self.runtime.take() {
             // Released at once rather than when the lease runs out, so the next start (or
             // another daemon) need not wait.
-            let mut lease = self.lease.clone();
-            let id = self.lease_id;
+            let mut lease = self.lease_client.clone();
+            let id = self.lease.id();
             let _ = wait_for(&runtime, async move {
                 tokio::time::timeout(Duration::from_secs(2), lease.revoke(id)).await
             });
