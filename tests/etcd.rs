@@ -2080,3 +2080,42 @@ async fn a_daemon_whose_lease_ran_out_is_listed_again() {
     .await;
     d.create_key("after a new lease").await;
 }
+
+/// Nonce reservations are taken by transaction on the key record: two daemons encrypting
+/// under one key (blocks of 3 counts, a version retired after 10) never share a block, so no
+/// version encrypts more than its bound however the calls alternate, and the key rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_never_share_a_nonce_block() {
+    let limit = 10u64;
+    let a = TestDaemon::start_with(Backend::SealedOnEtcd, |config| {
+        config.nonce_limit = limit;
+        config.nonce_reservation_block = 3;
+    })
+    .await;
+    let b = a.join().await;
+    let key = a.create_key("counted on both").await.key_id;
+    within("B knows the key", || async {
+        b.describe(&key).await.is_ok()
+    })
+    .await;
+    let mut per_version: std::collections::BTreeMap<u32, u64> = Default::default();
+    for i in 0..40u32 {
+        let d = if i % 3 == 0 { &a } else { &b };
+        let blob = d
+            .encrypt(&key, &i.to_be_bytes(), &[])
+            .await
+            .expect("Encrypt");
+        let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
+        *per_version.entry(version).or_default() += 1;
+        // Every ciphertext decrypts on the other daemon.
+        let other = if i % 3 == 0 { &b } else { &a };
+        assert_eq!(other.decrypt(&blob, &[]).await.unwrap(), i.to_be_bytes());
+    }
+    assert!(per_version.len() >= 4, "{per_version:?}");
+    for (version, count) in &per_version {
+        assert!(
+            *count <= limit,
+            "version {version} encrypted {count} times: {per_version:?}"
+        );
+    }
+}

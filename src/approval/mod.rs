@@ -166,6 +166,9 @@ pub struct Approvals {
     settings: Mutex<ApprovalSettings>,
     /// Serialises changes, so that a request is approved, rejected or executed once.
     gate: tokio::sync::Mutex<()>,
+    /// The store's view when the gate was taken: a request another daemon sharing the store
+    /// changed since (approved, executed there) is not written over.
+    gate_view: std::sync::atomic::AtomicI64,
     pending_limit: usize,
 }
 
@@ -184,6 +187,7 @@ impl Approvals {
             requests: Mutex::new(requests),
             settings: Mutex::new(settings),
             gate: tokio::sync::Mutex::new(()),
+            gate_view: std::sync::atomic::AtomicI64::new(0),
             pending_limit: DEFAULT_PENDING_LIMIT,
         })
     }
@@ -248,11 +252,41 @@ impl Approvals {
         }
     }
 
+    /// Takes the gate, noting the store's view the change reads at.
+    async fn lock_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let gate = self.gate.lock().await;
+        self.gate_view
+            .store(self.store.view(), std::sync::atomic::Ordering::Release);
+        gate
+    }
+
+    /// Commits `batch`, unless another daemon sharing the store changed the record `name`
+    /// since the gate was taken: a request is approved, rejected or executed once, cluster-wide.
+    async fn commit_guarded(
+        &self,
+        mut batch: WriteBatch,
+        name: Vec<u8>,
+    ) -> Result<(), ApprovalError> {
+        batch.require_unchanged(
+            name,
+            self.gate_view.load(std::sync::atomic::Ordering::Acquire),
+        );
+        match self.store.try_commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::CommitError::Stale) => Err(ApprovalError::Store(StoreError(
+                "the approval request changed on another daemon at the same moment; nothing \
+                 was written (look at it again)"
+                    .into(),
+            ))),
+            Err(error) => Err(StoreError::from(error).into()),
+        }
+    }
+
     async fn write(&self, request: &ApprovalRequest) -> Result<(), ApprovalError> {
         let value = serde_json::to_vec(request).map_err(|e| StoreError(e.to_string()))?;
         let mut batch = WriteBatch::new();
         batch.put(record_name(&request.id), value);
-        self.store.commit(batch).await?;
+        self.commit_guarded(batch, record_name(&request.id)).await?;
         self.requests().insert(request.id.clone(), request.clone());
         Ok(())
     }
@@ -285,7 +319,7 @@ impl Approvals {
             state: ApprovalState::Pending,
             approved_by: None,
         };
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let pending = self
             .requests()
             .values()
@@ -335,7 +369,7 @@ impl Approvals {
 
     /// Approves a pending request by another identity than its requester's.
     pub async fn approve(&self, id: &str, by: Person) -> Result<ApprovalRequest, ApprovalError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let now = self.clock.now();
         let mut request = self.pending(id, now)?;
         if by.identity == request.requester.identity {
@@ -349,7 +383,7 @@ impl Approvals {
 
     /// Rejects a pending request (its requester may withdraw it so).
     pub async fn reject(&self, id: &str, by: Person) -> Result<ApprovalRequest, ApprovalError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let now = self.clock.now();
         let mut request = self.pending(id, now)?;
         request.state = ApprovalState::Rejected { by, at: now };
@@ -380,10 +414,10 @@ impl Approvals {
             self.take_for_execution(id, PUT_SETTINGS_ACTION, "*", &new.canonical(), by)
                 .await?;
         }
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let mut batch = WriteBatch::new();
         batch.put(SETTINGS_RECORD.to_vec(), new.canonical().into_bytes());
-        self.store.commit(batch).await?;
+        self.commit_guarded(batch, SETTINGS_RECORD.to_vec()).await?;
         match self.settings.lock() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,
@@ -402,7 +436,7 @@ impl Approvals {
         parameters: &str,
         by: Person,
     ) -> Result<ApprovalRequest, ApprovalError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let now = self.clock.now();
         let mut request = self.find(id)?;
         match request.state_at(now) {

@@ -118,6 +118,9 @@ pub struct MfaDevices {
     failures: Mutex<HashMap<String, Failures>>,
     /// Serialises changes, so that a code is checked and its step stored as one step.
     gate: tokio::sync::Mutex<()>,
+    /// The store's view when the gate was taken: a device another daemon sharing the store
+    /// changed since (a code accepted there) is not written over.
+    gate_view: std::sync::atomic::AtomicI64,
 }
 
 fn record_name(device: &str) -> Vec<u8> {
@@ -188,6 +191,7 @@ impl MfaDevices {
             devices: Mutex::new(devices),
             failures: Mutex::new(HashMap::new()),
             gate: tokio::sync::Mutex::new(()),
+            gate_view: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -243,12 +247,37 @@ impl MfaDevices {
             })
     }
 
+    /// Takes the gate, noting the store's view the change reads at.
+    async fn lock_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let gate = self.gate.lock().await;
+        self.gate_view
+            .store(self.store.view(), std::sync::atomic::Ordering::Release);
+        gate
+    }
+
     async fn write(&self, record: &DeviceRecord) -> Result<(), MfaError> {
         let mut batch = WriteBatch::new();
         let value = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
         batch.put(record_name(&record.name), value);
-        self.store.commit(batch).await?;
-        Ok(())
+        self.commit_guarded(batch, &record.name).await
+    }
+
+    /// Commits a change to the device `name`, unless another daemon sharing the store changed
+    /// it since the gate was taken (then a code it accepted there is refused here).
+    async fn commit_guarded(&self, mut batch: WriteBatch, name: &str) -> Result<(), MfaError> {
+        batch.require_unchanged(
+            record_name(name),
+            self.gate_view.load(std::sync::atomic::Ordering::Acquire),
+        );
+        match self.store.try_commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::CommitError::Stale) => Err(MfaError::InvalidCode(
+                "the MFA device changed on another daemon at the same moment (the code used \
+                 there?); try again with the next code"
+                    .into(),
+            )),
+            Err(error) => Err(StoreError::from(error).into()),
+        }
     }
 
     /// A new, unassigned virtual device named `name` (validated by the caller).
@@ -277,7 +306,7 @@ impl MfaDevices {
             enabled: None,
             last_step: None,
         };
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         {
             let devices = lock(&self.devices);
             if devices.contains_key(name) {
@@ -391,7 +420,7 @@ impl MfaDevices {
                 )));
             }
         }
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let (mut record, seed) = self.device(serial)?;
         if let Some(owner) = &record.user {
             return Err(MfaError::AlreadyExists(format!(
@@ -438,7 +467,7 @@ impl MfaDevices {
         serial: &str,
         code: &str,
     ) -> Result<UnixSeconds, MfaError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let not_theirs = || {
             MfaError::InvalidCode(format!(
                 "{} is not an MFA device enabled for the caller",
@@ -476,7 +505,7 @@ impl MfaDevices {
 
     /// Detaches the device from `user`; it stays, unassigned, until deleted.
     pub async fn deactivate(&self, user: &str, serial: &str) -> Result<(), MfaError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let (mut record, _) = self.device(serial)?;
         if record.user.as_deref() != Some(user) {
             return Err(MfaError::NotFound(format!(
@@ -496,7 +525,7 @@ impl MfaDevices {
 
     /// Deletes an unassigned device and its seed.
     pub async fn delete(&self, serial: &str) -> Result<(), MfaError> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.lock_gate().await;
         let (record, _) = self.device(serial)?;
         if let Some(user) = &record.user {
             return Err(MfaError::InUse(format!(
@@ -505,7 +534,7 @@ impl MfaDevices {
         }
         let mut batch = WriteBatch::new();
         batch.delete(record_name(&record.name));
-        self.store.commit(batch).await?;
+        self.commit_guarded(batch, &record.name).await?;
         lock(&self.devices).remove(&record.name);
         lock(&self.failures).remove(&record.name);
         Ok(())
