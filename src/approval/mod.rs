@@ -172,6 +172,9 @@ pub struct Approvals {
     pending_limit: usize,
 }
 
+/// The requests and the settings, as the store holds them.
+type Loaded = (BTreeMap<String, ApprovalRequest>, ApprovalSettings);
+
 fn record_name(id: &str) -> Vec<u8> {
     let mut name = REQUEST_PREFIX.to_vec();
     name.extend_from_slice(id.as_bytes());
@@ -217,10 +220,7 @@ impl Approvals {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn load(
-        store: &Store,
-    ) -> Result<(BTreeMap<String, ApprovalRequest>, ApprovalSettings), StoreError> {
+    fn load(store: &Store) -> Result<Loaded, StoreError> {
         let mut requests = BTreeMap::new();
         for (name, value) in store.scan(REQUEST_PREFIX, None, usize::MAX)? {
             let request: ApprovalRequest = serde_json::from_slice(&value).map_err(|e| {
