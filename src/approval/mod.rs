@@ -266,11 +266,14 @@ impl Approvals {
         &self,
         mut batch: WriteBatch,
         name: Vec<u8>,
+        present: bool,
     ) -> Result<(), ApprovalError> {
-        batch.require_unchanged(
-            name,
-            self.gate_view.load(std::sync::atomic::Ordering::Acquire),
-        );
+        let view = self.gate_view.load(std::sync::atomic::Ordering::Acquire);
+        if present {
+            batch.require_present_unchanged(name, view);
+        } else {
+            batch.require_unchanged(name, view);
+        }
         match self.store.try_commit(batch).await {
             Ok(()) => Ok(()),
             Err(crate::store::CommitError::Stale) => Err(ApprovalError::Store(StoreError(
@@ -286,7 +289,9 @@ impl Approvals {
         let value = serde_json::to_vec(request).map_err(|e| StoreError(e.to_string()))?;
         let mut batch = WriteBatch::new();
         batch.put(record_name(&request.id), value);
-        self.commit_guarded(batch, record_name(&request.id)).await?;
+        let present = self.requests().contains_key(&request.id);
+        self.commit_guarded(batch, record_name(&request.id), present)
+            .await?;
         self.requests().insert(request.id.clone(), request.clone());
         Ok(())
     }
@@ -417,7 +422,8 @@ impl Approvals {
         let _gate = self.lock_gate().await;
         let mut batch = WriteBatch::new();
         batch.put(SETTINGS_RECORD.to_vec(), new.canonical().into_bytes());
-        self.commit_guarded(batch, SETTINGS_RECORD.to_vec()).await?;
+        self.commit_guarded(batch, SETTINGS_RECORD.to_vec(), false)
+            .await?;
         match self.settings.lock() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,

@@ -265,10 +265,12 @@ impl MfaDevices {
     /// Commits a change to the device `name`, unless another daemon sharing the store changed
     /// it since the gate was taken (then a code it accepted there is refused here).
     async fn commit_guarded(&self, mut batch: WriteBatch, name: &str) -> Result<(), MfaError> {
-        batch.require_unchanged(
-            record_name(name),
-            self.gate_view.load(std::sync::atomic::Ordering::Acquire),
-        );
+        let view = self.gate_view.load(std::sync::atomic::Ordering::Acquire);
+        if lock(&self.devices).contains_key(name) {
+            batch.require_present_unchanged(record_name(name), view);
+        } else {
+            batch.require_unchanged(record_name(name), view);
+        }
         match self.store.try_commit(batch).await {
             Ok(()) => Ok(()),
             Err(crate::store::CommitError::Stale) => Err(MfaError::InvalidCode(

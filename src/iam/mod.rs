@@ -434,15 +434,25 @@ impl IamService {
     ) -> Result<(), IamError> {
         let mut batch = WriteBatch::new();
         let view = self.gate_view.load(std::sync::atomic::Ordering::Acquire);
+        let known = |kind: EntityType, name: &str| {
+            self.entities
+                .read()
+                .of(kind)
+                .is_some_and(|map| map.contains_key(name))
+        };
         for (kind, entity) in &changed {
             let name = format!("{}{}", kind.prefix(), entity.name);
             batch.put(name.clone(), encode(entity)?);
-            batch.require_unchanged(name, view);
+            if known(*kind, &entity.name) {
+                batch.require_present_unchanged(name, view);
+            } else {
+                batch.require_unchanged(name, view);
+            }
         }
-        for (kind, name) in &deleted {
-            let name = format!("{}{name}", kind.prefix());
+        for (kind, entity) in &deleted {
+            let name = format!("{}{entity}", kind.prefix());
             batch.delete(name.clone());
-            batch.require_unchanged(name, view);
+            batch.require_present_unchanged(name, view);
         }
         match self.store.try_commit(batch).await {
             Ok(()) => {}

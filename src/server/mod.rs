@@ -535,30 +535,12 @@ impl Daemon {
         );
         let audit_scheduled =
             scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
-        let leads = scheduler_lead(store.clone(), daemon_id.clone());
-        let report = if leads() {
-            keys.run_due_tasks().await
-        } else {
-            Default::default()
-        };
-        if report.destroyed + report.rotated > 0 {
-            tracing::info!(
-                ?report,
-                "carried out deadlines that passed while the daemon was down"
-            );
-        }
-        audit_scheduled(&report);
-        let audit_api = AuditServiceServer::new(AuditApi::new(
-            audit.clone(),
-            authorizer.clone(),
-            clock_for_iam.clone(),
-        ));
         let approvals = Arc::new(
             crate::approval::Approvals::open(store.clone(), clock_for_iam.clone())
                 .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
         );
         // From here on, other daemons' changes reach the caches (and what changed while they
-        // were loading, at once).
+        // were loading, at once), before anything here changes a key.
         if store.is_shared() {
             // Weak: the store keeps its listener, and the services keep the store.
             let (heard_keys, heard_iam, heard_credentials, heard_approvals) = (
@@ -582,6 +564,24 @@ impl Daemon {
                 }
             }));
         }
+        let leads = scheduler_lead(store.clone(), daemon_id.clone());
+        let report = if leads() {
+            keys.run_due_tasks().await
+        } else {
+            Default::default()
+        };
+        if report.destroyed + report.rotated > 0 {
+            tracing::info!(
+                ?report,
+                "carried out deadlines that passed while the daemon was down"
+            );
+        }
+        audit_scheduled(&report);
+        let audit_api = AuditServiceServer::new(AuditApi::new(
+            audit.clone(),
+            authorizer.clone(),
+            clock_for_iam.clone(),
+        ));
         let kms_operations =
             KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals);
         let identity_operations = (

@@ -741,7 +741,7 @@ impl SharedEngine for EtcdBackend {
         &self,
         ops: Vec<Op>,
         view: i64,
-        unchanged: &[(Vec<u8>, i64)],
+        unchanged: &[(Vec<u8>, i64, bool)],
     ) -> Result<Fenced, StoreError> {
         let mut last = BTreeMap::new();
         for (name, value) in ops {
@@ -770,16 +770,19 @@ impl SharedEngine for EtcdBackend {
             fenced
         } else {
             // The records first: if one changed, nothing is written whatever the digest says.
-            let compares: Vec<Compare> = unchanged
-                .iter()
-                .map(|(name, since)| {
-                    Compare::mod_revision(
-                        self.record_key(name),
-                        CompareOp::Less,
-                        since.saturating_add(1),
-                    )
-                })
-                .collect();
+            let mut compares = Vec::with_capacity(unchanged.len() * 2);
+            for (name, since, present) in unchanged {
+                let key = self.record_key(name);
+                // A removed key compares as revision 0: one read as present must still be.
+                if *present {
+                    compares.push(Compare::version(key.clone(), CompareOp::Greater, 0));
+                }
+                compares.push(Compare::mod_revision(
+                    key,
+                    CompareOp::Less,
+                    since.saturating_add(1),
+                ));
+            }
             Txn::new().when(compares).and_then([TxnOp::txn(fenced)])
         };
         let kv = self.kv.clone();

@@ -89,9 +89,9 @@ pub struct WriteBatch {
     /// Dropped once the batch is applied, or abandoned: whoever made records for it can wait
     /// until they are in the store or never will be.
     guards: Vec<Guard>,
-    /// Records that must not have changed after a view, each with its view (on a shared
-    /// store).
-    unchanged: Vec<(Vec<u8>, i64)>,
+    /// Records that must not have changed after a view, each with its view and whether the
+    /// caller read it as present (on a shared store).
+    unchanged: Vec<(Vec<u8>, i64, bool)>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -127,7 +127,14 @@ impl WriteBatch {
     /// with [`Store::view`] before the record was): otherwise the commit fails as
     /// [`CommitError::Stale`]. Nothing to check on a store no other daemon writes.
     pub fn require_unchanged(&mut self, name: impl Into<Vec<u8>>, since: i64) {
-        self.unchanged.push((name.into(), since));
+        self.unchanged.push((name.into(), since, false));
+    }
+
+    /// [`WriteBatch::require_unchanged`] for a record the caller read as present: also
+    /// refused when another daemon removed it since (a removed record has no revision to
+    /// compare).
+    pub fn require_present_unchanged(&mut self, name: impl Into<Vec<u8>>, since: i64) {
+        self.unchanged.push((name.into(), since, true));
     }
 
     /// Keeps `guard` alive until the batch is applied or dropped.
@@ -210,13 +217,15 @@ enum Attempt {
     Behind(i64),
     /// The engine did not take the batch, and nothing else changed: it may be tried again.
     Retry(StoreError),
+    /// The batch may have been applied, or not (its answer was lost).
+    Unknown(StoreError),
     Stale,
 }
 
 impl Attempt {
     fn into_error(self) -> StoreError {
         match self {
-            Attempt::Failed(error) | Attempt::Retry(error) => error,
+            Attempt::Failed(error) | Attempt::Retry(error) | Attempt::Unknown(error) => error,
             Attempt::Behind(revision) => StoreError(format!(
                 "the store kept moving past this daemon's view (revision {revision}): too many \
                  daemons writing at once?"
@@ -455,6 +464,7 @@ impl Store {
                     std::thread::sleep(retry_pause(tries))
                 }
                 Err(Attempt::Stale) => return Err(CommitError::Stale),
+                Err(Attempt::Unknown(error)) => return Err(CommitError::DurabilityUnknown(error)),
                 Err(other) => return Err(CommitError::NotApplied(other.into_error())),
             }
         }
@@ -553,6 +563,33 @@ impl Store {
         Ok(0)
     }
 
+    /// The revision of this daemon's batch whose answer was lost (it stores the root `next`,
+    /// which the store holds now): the digest's revision, when nothing was written between the
+    /// two reads. Otherwise the caches are told of the batch's records as of the view (they
+    /// read them again), and 0 is answered.
+    fn own_revision(
+        &self,
+        barrier: &Barrier,
+        shared: &dyn SharedEngine,
+        ops: &[Op],
+        next: barrier::Tag,
+    ) -> i64 {
+        if let Ok(revision) = shared.fence()
+            && matches!(self.stored_root(barrier), Ok(Some(root)) if root == next)
+        {
+            return revision;
+        }
+        if let (Some(follow), Ok(view)) = (&self.follow, self.digest.lock()) {
+            let names: Vec<Vec<u8>> = ops
+                .iter()
+                .map(|(name, _)| name.clone())
+                .filter(|name| name != barrier::DIGEST_RECORD)
+                .collect();
+            follow.tell_own(&names, view.revision);
+        }
+        0
+    }
+
     /// What a fenced batch's answer means for the view: `before` is the tree's root (and
     /// whether it was empty) before the batch, `next` the root the batch stores.
     fn taken_in(
@@ -591,7 +628,7 @@ impl Store {
             Err(error) => match self.stored_root(barrier) {
                 Ok(Some(stored)) if stored == next => {
                     tracing::warn!(%error, "a batch reported as failed was applied");
-                    Ok(0)
+                    Ok(self.own_revision(barrier, shared, ops, next))
                 }
                 Ok(stored) => {
                     let not_applied = match stored {
@@ -599,16 +636,31 @@ impl Store {
                         None => before.1,
                     };
                     // Not applied, and nobody else wrote: the same batch may be tried again (a
-                    // member down, an election under way). Another daemon wrote: catch up first.
-                    Err(if not_applied {
+                    // member down, an election under way).
+                    if not_applied {
                         tracing::debug!(%error, "a batch etcd did not take is tried again");
-                        Attempt::Retry(error)
-                    } else {
-                        match shared.fence() {
-                            Ok(revision) => Attempt::Behind(revision),
-                            Err(_) => Attempt::Failed(error),
-                        }
-                    })
+                        return Err(Attempt::Retry(error));
+                    }
+                    // Another daemon wrote since: whether this batch came before it, the feed
+                    // tells once the view has caught up with the store (sending it again
+                    // blind could write over that daemon's change).
+                    let unknown = |why: String| {
+                        Attempt::Unknown(StoreError(format!(
+                            "the store's answer was lost and other daemons wrote since: the \
+                             change may or may not have been made ({why})"
+                        )))
+                    };
+                    let Some(follow) = &self.follow else {
+                        return Err(unknown(error.to_string()));
+                    };
+                    let fence = shared.fence().map_err(|e| unknown(e.to_string()))?;
+                    follow
+                        .caught_up_blocking(fence)
+                        .map_err(|e| unknown(e.to_string()))?;
+                    match follow.own_seen(&next) {
+                        Some(revision) => Ok(revision),
+                        None => Err(Attempt::Behind(fence)),
+                    }
                 }
                 Err(_) => Err(Attempt::Failed(error)),
             },
@@ -660,6 +712,7 @@ impl Store {
                     tokio::time::sleep(retry_pause(tries)).await
                 }
                 Err(Attempt::Stale) => return Err(CommitError::Stale),
+                Err(Attempt::Unknown(error)) => return Err(CommitError::DurabilityUnknown(error)),
                 Err(other) => return Err(CommitError::NotApplied(other.into_error())),
             }
         };

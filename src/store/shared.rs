@@ -78,7 +78,7 @@ pub trait SharedEngine: Send + Sync {
         &self,
         ops: Vec<Op>,
         view: i64,
-        unchanged: &[(Vec<u8>, i64)],
+        unchanged: &[(Vec<u8>, i64, bool)],
     ) -> Result<Fenced, StoreError>;
 
     /// The revision of the digest record's last change, as the engine holds it now (a read
@@ -140,10 +140,21 @@ pub struct Follow {
     /// Since when the view has been behind what the store held at a check (see
     /// [`watch_freshness`]), and the revision it must reach.
     behind: Mutex<Option<(std::time::Instant, i64)>>,
+    /// When a quorum read of the digest's revision last succeeded, in milliseconds since
+    /// `born` (a daemon cut off from the quorum may still have a watch that says nothing).
+    checked_ms: std::sync::atomic::AtomicU64,
+    born: std::time::Instant,
     /// The digest roots of this daemon's batches on their way to the engine: the feed may bring
-    /// one back before its sender has taken it in, and nobody need hear of it.
+    /// one back before its sender has taken it in, and its sender updates the caches.
     own: Mutex<Vec<super::barrier::Tag>>,
+    /// Of those, the ones the feed brought back, and at which revision.
+    own_seen: Mutex<Vec<(super::barrier::Tag, i64)>>,
 }
+
+/// How long a daemon serves without one successful quorum read of the store's revision: long
+/// enough for an etcd election (about a second with etcd's defaults), short enough that a
+/// daemon cut off from the quorum stops soon.
+pub const UNCHECKED: Duration = Duration::from_secs(3);
 
 /// How often a daemon compares its view with the store's revision read from a quorum.
 pub const FRESHNESS_CHECK: Duration = Duration::from_millis(200);
@@ -173,8 +184,21 @@ impl Follow {
             troubled: std::sync::atomic::AtomicBool::new(false),
             broken_since: Mutex::new(None),
             behind: Mutex::new(None),
+            checked_ms: std::sync::atomic::AtomicU64::new(0),
+            born: std::time::Instant::now(),
             own: Mutex::new(Vec::new()),
+            own_seen: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The revision at which the feed brought back this daemon's batch storing `root`.
+    pub fn own_seen(&self, root: &super::barrier::Tag) -> Option<i64> {
+        self.own_seen
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(r, _)| r == root)
+            .map(|(_, revision)| *revision)
     }
 
     /// Marks a batch of this daemon (by the root it stores) as on its way.
@@ -191,10 +215,19 @@ impl Follow {
         {
             own.swap_remove(at);
         }
+        if let Ok(mut seen) = self.own_seen.lock() {
+            seen.retain(|(r, _)| r != root);
+        }
     }
 
     fn is_own(&self, root: &super::barrier::Tag) -> bool {
         self.own.lock().is_ok_and(|own| own.contains(root))
+    }
+
+    /// Tells the listener of changes to `names` at `revision` (this daemon's own batch, whose
+    /// revision its sender could not learn): the caller holds the view.
+    pub fn tell_own(&self, names: &[Vec<u8>], revision: i64) {
+        self.tell(Changed::Records(names, revision));
     }
 
     pub fn view(&self) -> i64 {
@@ -213,6 +246,13 @@ impl Follow {
     }
 
     pub fn problem(&self) -> Option<String> {
+        let unchecked = (self.born.elapsed().as_millis() as u64)
+            .saturating_sub(self.checked_ms.load(std::sync::atomic::Ordering::Acquire));
+        if unchecked > UNCHECKED.as_millis() as u64 {
+            return Some(format!(
+                "no read of the store's revision from a quorum has succeeded for {unchecked} ms"
+            ));
+        }
         if !self.troubled.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
@@ -239,6 +279,10 @@ impl Follow {
     /// that stays behind it past the grace stops the daemon serving (the feed may be alive and
     /// still late: a member that restarted serves its watches from its own, older state).
     pub fn compare(&self, fence: i64) {
+        self.checked_ms.store(
+            self.born.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Release,
+        );
         let Ok(mut behind) = self.behind.lock() else {
             return;
         };
@@ -379,9 +423,13 @@ pub fn run(
                 match fold(&barrier, &mut locked, revision, &ops) {
                     Ok(None) => {}
                     Ok(Some((names, root))) => {
-                        // This daemon's own batch, back before its sender took it in: its
-                        // caches are the sender's to update.
-                        if !follow.is_own(&root) {
+                        // This daemon's own batch, back before its sender took it in: the
+                        // sender updates the caches (with the revision it learns).
+                        if follow.is_own(&root) {
+                            if let Ok(mut seen) = follow.own_seen.lock() {
+                                seen.push((root, revision));
+                            }
+                        } else {
                             follow.tell(Changed::Records(&names, revision));
                         }
                         locked.revision = revision;

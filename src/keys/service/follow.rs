@@ -124,13 +124,19 @@ impl KeyService {
                 entry.set_record(Arc::new(record), revision);
             }
             (None, Some(record)) => {
-                if live(&record) {
-                    self.live_keys.fetch_add(1, Ordering::AcqRel);
+                let mut keys = self.keys.write().map_err(|_| poisoned())?;
+                match keys.get(&id) {
+                    // Made here meanwhile (its creator holds it): newer wins, as for any entry.
+                    Some(entry) => {
+                        entry.set_record(Arc::new(record), revision);
+                    }
+                    None => {
+                        if live(&record) {
+                            self.live_keys.fetch_add(1, Ordering::AcqRel);
+                        }
+                        keys.insert(id, Arc::new(KeyEntry::new(record, false, revision)));
+                    }
                 }
-                self.keys
-                    .write()
-                    .map_err(|_| poisoned())?
-                    .insert(id, Arc::new(KeyEntry::new(record, false, revision)));
             }
             (Some(entry), None) => {
                 if live(&entry.record()) {

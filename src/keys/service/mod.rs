@@ -769,7 +769,7 @@ impl KeyService {
                 name.clone(),
                 encode(&record).map_err(FailedChange::not_applied)?,
             );
-            batch.require_unchanged(name, view);
+            batch.require_present_unchanged(name, view);
             match self.store.try_commit_at(batch).await {
                 Ok(revision) => {
                     let record = Arc::new(record);

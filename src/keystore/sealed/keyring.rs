@@ -213,6 +213,14 @@ impl Keyring {
         }
     }
 
+    /// Installs `next` in `slot` unless the slot holds a keyring read at a later view (another
+    /// daemon's change heard meanwhile).
+    pub fn install(slot: &mut Keyring, next: Keyring) {
+        if next.view() >= slot.view() {
+            *slot = next;
+        }
+    }
+
     /// The view of the shared store the keyring is current at (0 for a file).
     pub fn view(&self) -> i64 {
         self.shared.as_ref().map_or(0, |(_, view)| *view)

@@ -246,7 +246,7 @@ impl SealedKeyStore {
         records.hold(epoch_in_use);
         // On a shared store: applied only while the epoch is still the keyring's current one.
         if self.store.is_shared() {
-            records.require_unchanged(KEYRING_RECORD.to_vec(), keyring_view);
+            records.require_present_unchanged(KEYRING_RECORD.to_vec(), keyring_view);
         }
         Ok(GeneratedMaterial { records })
     }
@@ -359,7 +359,7 @@ impl SealedKeyStore {
             next.retire_others();
             next.write()
                 .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
-            *self.keyring.write().map_err(|_| poisoned())? = next;
+            Keyring::install(&mut *self.keyring.write().map_err(|_| poisoned())?, next);
         }
         let retiring: Vec<Arc<()>> = self
             .keyring
@@ -414,7 +414,7 @@ impl SealedKeyStore {
             let gone = next.drop_retiring();
             next.write()
                 .map_err(|e| KeyStoreError::Unavailable(e.to_string()))?;
-            *self.keyring.write().map_err(|_| poisoned())? = next;
+            Keyring::install(&mut *self.keyring.write().map_err(|_| poisoned())?, next);
             gone
         };
         let mut done = WriteBatch::new();
