@@ -414,7 +414,6 @@ async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
 /// stopped, right after the answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_from_etcd_as_its_config_says() {
-    use std::io::BufRead;
     let etcd = EtcdProcess::start().await;
     let top = tempfile::tempdir().unwrap();
     let data_dir = top.path().join("data");
@@ -424,45 +423,8 @@ async fn the_binary_serves_from_etcd_as_its_config_says() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let exports: std::collections::HashMap<String, String> = String::from_utf8_lossy(&init.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let config = top.path().join("keyhaven.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"etcd\"\n\
-             etcd_endpoints = [\"{}\"]\netcd_prefix = \"ops/\"\n",
-            data_dir.display(),
-            etcd.endpoint
-        ),
-    )
-    .unwrap();
-    let mut serve = KilledOnDrop(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("KEYHAVEN_PASSPHRASE", PASSPHRASE)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn keyhaven serve"),
-    );
-    let stdout = serve.0.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("# listening on ").map(str::to_owned))
-    })
-    .await
-    .unwrap()
-    .expect("the daemon printed its listening line");
+    let exports = exports_of(&init);
+    let (serve, addr) = serve_on_etcd(top.path(), &data_dir, &etcd.endpoint, "ops/").await;
     let client = keyhaven::client::Client::connect(
         &format!("http://{addr}"),
         keyhaven::client::ClientCredentials {
@@ -1514,6 +1476,16 @@ async fn audit_verify_reads_the_chain_anchors_from_etcd() {
     assert!(!d.config.data_dir.join("store").exists());
 }
 
+/// The `export NAME=VALUE` lines `keyhaven init` printed.
+fn exports_of(init: &Output) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(&init.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// `keyhaven serve` of a data directory on the etcd prefix `prefix`; the process (killed when
 /// dropped) and the address it listens on.
 async fn serve_on_etcd(
@@ -1576,12 +1548,7 @@ async fn the_binary_joins_a_daemon_and_lists_the_cluster() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let exports: std::collections::HashMap<String, String> = String::from_utf8_lossy(&init.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let exports = exports_of(&init);
     let cluster = |args: &[&str], passphrase: &str| {
         Command::new(BIN)
             .args(["--output", "json", "cluster"])

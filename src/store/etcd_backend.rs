@@ -427,53 +427,7 @@ impl StoreBackend for EtcdBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let first = match after {
-            Some(after) if after >= prefix => {
-                let mut first = self.record_key(after);
-                first.push(0);
-                first
-            }
-            _ => self.record_key(prefix),
-        };
-        let end = prefix_end(&self.record_key(prefix));
-        let skip = self.records.len();
-        let mut entries = Vec::new();
-        let mut first = first;
-        // Read at one revision, so that the pages are one consistent view.
-        let mut revision = 0;
-        while entries.len() < limit {
-            let page = (limit - entries.len()).min(SCAN_PAGE);
-            let kv = self.kv.clone();
-            let (from, end_key) = (first.clone(), end.clone());
-            let mut response = self.run(move || {
-                let (mut kv, from) = (kv.clone(), from.clone());
-                let options = GetOptions::new()
-                    .with_range(end_key.clone())
-                    .with_limit(page as i64)
-                    .with_revision(revision);
-                async move { kv.get(from, Some(options)).await }
-            })?;
-            if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
-            }
-            let more = response.more();
-            let kvs = response.take_kvs();
-            if let Some(last) = kvs.last() {
-                first = last.key().to_vec();
-                first.push(0);
-            }
-            entries.extend(
-                kvs.into_iter()
-                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
-            );
-            if !more {
-                break;
-            }
-        }
-        Ok(entries)
+        Ok(self.scan_at(prefix, after, limit)?.0)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -649,6 +603,61 @@ impl EtcdBackend {
             .map(|kv| kv.value().to_vec()))
     }
 
+    /// [`StoreBackend::scan`], every page read at one revision (so that the pages are one
+    /// consistent view), and that revision (0 when nothing was read).
+    fn scan_at(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, i64), StoreError> {
+        if limit == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let mut first = match after {
+            Some(after) if after >= prefix => {
+                let mut first = self.record_key(after);
+                first.push(0);
+                first
+            }
+            _ => self.record_key(prefix),
+        };
+        let end = prefix_end(&self.record_key(prefix));
+        let skip = self.records.len();
+        let mut entries = Vec::new();
+        let mut revision = 0;
+        while entries.len() < limit {
+            let page = (limit - entries.len()).min(SCAN_PAGE);
+            let kv = self.kv.clone();
+            let (from, end_key) = (first.clone(), end.clone());
+            let mut response = self.run(move || {
+                let (mut kv, from) = (kv.clone(), from.clone());
+                let options = GetOptions::new()
+                    .with_range(end_key.clone())
+                    .with_limit(page as i64)
+                    .with_revision(revision);
+                async move { kv.get(from, Some(options)).await }
+            })?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            if let Some(last) = kvs.last() {
+                first = last.key().to_vec();
+                first.push(0);
+            }
+            entries.extend(
+                kvs.into_iter()
+                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
+            );
+            if !more {
+                break;
+            }
+        }
+        Ok((entries, revision))
+    }
+
     fn digest_key(&self) -> Vec<u8> {
         self.record_key(super::barrier::DIGEST_RECORD)
     }
@@ -669,61 +678,22 @@ fn fence_in(response: &etcd_client::TxnResponse) -> i64 {
 
 impl SharedEngine for EtcdBackend {
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        // The digest's revision first, then every record at one revision from a read that
-        // starts after it.
-        let fence_key = self.digest_key();
-        let (kv, from, end) = (
-            self.kv.clone(),
-            self.records.clone(),
-            prefix_end(&self.records),
-        );
-        let skip = self.records.len();
-        let mut entries = Vec::new();
-        let mut first = from;
-        let mut revision = 0;
-        let mut fence = 0;
-        loop {
-            let (kv, start, end_key, fence_key) =
-                (kv.clone(), first.clone(), end.clone(), fence_key.clone());
-            let mut response = self.run(move || {
-                let (mut kv, start) = (kv.clone(), start.clone());
-                let options = GetOptions::new()
-                    .with_range(end_key.clone())
-                    .with_limit(SCAN_PAGE as i64)
-                    .with_revision(revision);
-                let fence_key = fence_key.clone();
-                async move {
-                    let page = kv.get(start, Some(options)).await?;
-                    let digest = kv
-                        .get(fence_key, Some(GetOptions::new().with_revision(revision)))
-                        .await?;
-                    Ok((page, digest))
-                }
-            })?;
-            if revision == 0 {
-                revision = response.0.header().map_or(0, |h| h.revision());
-                fence = response.1.kvs().first().map_or(0, |kv| kv.mod_revision());
-                if revision == 0 {
-                    return Err(StoreError("etcd answered without a revision".into()));
-                }
-            }
-            let more = response.0.more();
-            let kvs = response.0.take_kvs();
-            if let Some(last) = kvs.last() {
-                first = last.key().to_vec();
-                first.push(0);
-            }
-            entries.extend(
-                kvs.into_iter()
-                    .map(|kv| (kv.key()[skip..].to_vec(), kv.value().to_vec())),
-            );
-            if !more {
-                break;
-            }
+        // Every record at one revision, then the digest record's last change as of it.
+        let (entries, revision) = self.scan_at(&[], None, usize::MAX)?;
+        if revision == 0 {
+            return Err(StoreError("etcd answered without a revision".into()));
         }
+        let (kv, key) = (self.kv.clone(), self.digest_key());
+        let digest = self.run(move || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move {
+                kv.get(key, Some(GetOptions::new().with_revision(revision)))
+                    .await
+            }
+        })?;
         Ok(Snapshot {
             revision,
-            fence,
+            fence: digest.kvs().first().map_or(0, |kv| kv.mod_revision()),
             entries,
         })
     }

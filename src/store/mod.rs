@@ -585,7 +585,7 @@ impl Store {
                 .map(|(name, _)| name.clone())
                 .filter(|name| name != barrier::DIGEST_RECORD)
                 .collect();
-            follow.tell_own(&names, view.revision);
+            follow.tell(Changed::Records(&names, view.revision));
         }
         0
     }

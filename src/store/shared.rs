@@ -224,12 +224,6 @@ impl Follow {
         self.own.lock().is_ok_and(|own| own.contains(root))
     }
 
-    /// Tells the listener of changes to `names` at `revision` (this daemon's own batch, whose
-    /// revision its sender could not learn): the caller holds the view.
-    pub fn tell_own(&self, names: &[Vec<u8>], revision: i64) {
-        self.tell(Changed::Records(names, revision));
-    }
-
     pub fn view(&self) -> i64 {
         *self.published.borrow()
     }
@@ -376,7 +370,8 @@ impl Follow {
         }
     }
 
-    fn tell(&self, changed: Changed<'_>) {
+    /// Tells the listener (or keeps for it) what changed; the caller holds the view.
+    pub fn tell(&self, changed: Changed<'_>) {
         let listener = match self.listener.lock() {
             Ok(mut hearing) => match &hearing.listener {
                 Some(listener) => listener.clone(),

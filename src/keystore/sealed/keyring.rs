@@ -113,14 +113,7 @@ impl Keyring {
                             .into(),
                     ));
                 }
-                let mut keyring = Keyring {
-                    path: path.clone(),
-                    shared: None,
-                    current: 0,
-                    epochs: BTreeMap::new(),
-                    retiring: BTreeSet::new(),
-                };
-                keyring.start_epoch(master);
+                let mut keyring = Self::fresh(path.clone(), master);
                 keyring.write()?;
                 return Ok(keyring);
             }
@@ -156,15 +149,7 @@ impl Keyring {
                     keyring.path = path.clone();
                     keyring
                 } else if may_start {
-                    let mut keyring = Keyring {
-                        path: path.clone(),
-                        shared: None,
-                        current: 0,
-                        epochs: BTreeMap::new(),
-                        retiring: BTreeSet::new(),
-                    };
-                    keyring.start_epoch(master);
-                    keyring
+                    Self::fresh(path.clone(), master)
                 } else {
                     return Err(error(
                         "the shared store keeps no keyring, yet holds material wrapped under its \
@@ -278,6 +263,19 @@ impl Keyring {
             epochs,
             retiring,
         })
+    }
+
+    /// A keyring of one new epoch, not written yet.
+    fn fresh(path: PathBuf, master: &MasterKey) -> Self {
+        let mut keyring = Keyring {
+            path,
+            shared: None,
+            current: 0,
+            epochs: BTreeMap::new(),
+            retiring: BTreeSet::new(),
+        };
+        keyring.start_epoch(master);
+        keyring
     }
 
     /// Makes a new epoch current (in memory; [`write`](Self::write) makes it durable).
