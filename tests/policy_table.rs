@@ -17,8 +17,8 @@
 //! the first.
 
 use keyhaven::policy::{
-    Decision, GrantAsk, GrantConstraint, GrantRule, Identity, MatchedStatement, NamedPolicy,
-    Policy, PolicyKind, Request, RequestContext, evaluate_with_grants,
+    Decision, GrantAsk, GrantConstraint, GrantRule, GuardrailLevel, Identity, MatchedStatement,
+    NamedPolicy, Policy, PolicyKind, Request, RequestContext, evaluate_within,
 };
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -87,7 +87,16 @@ struct Case {
     expected: Expected,
     /// The grant expected to allow the request, when no policy does.
     by_grant: Option<&'static str>,
+    /// The caller's account root (another account's for cross-account rows).
+    caller_root: &'static str,
+    /// The guardrail levels on the caller's path (none: the management account, or no
+    /// organisation), and the level expected to refuse the request.
+    guardrails: Levels,
+    capped_by: Option<&'static str>,
 }
+
+/// Guardrail levels: each a name and its `(policy name, JSON)` policies.
+type Levels = &'static [(&'static str, &'static [(&'static str, &'static str)])];
 
 type Pairs = &'static [(&'static str, &'static str)];
 
@@ -131,6 +140,9 @@ const BASE: Case = Case {
     ask: Ask::Plain,
     expected: IMPLICIT,
     by_grant: None,
+    caller_root: ROOT_ARN,
+    guardrails: &[],
+    capped_by: None,
 };
 
 const IMPLICIT: Expected = (ImplicitDeny, None);
@@ -2349,6 +2361,422 @@ fn grant_cases() -> Vec<Case> {
     ]
 }
 
+// ---------------------------------------------------------------------------------------------
+// Guardrails (service control policies), cross-account pairs, approvals
+// ---------------------------------------------------------------------------------------------
+
+const ORG: &str = "organisation root";
+const ACCOUNT: &str = "account 111122223333";
+const G_FULL: &str = "guardrail/FullAccess";
+const G_FULL_DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"All","Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+const G_ENCRYPT: &str = "guardrail/EncryptOnly";
+const G_ENCRYPT_DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Enc","Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#;
+const G_WINDOW: &str = "guardrail/MinimumDeletionWindow";
+const G_WINDOW_DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Window","Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*","Condition":{"NumericLessThan":{"kms:ScheduleKeyDeletionPendingWindowInDays":"30"}}}]}"#;
+const G_HSM: &str = "guardrail/HsmOnly";
+const G_HSM_DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Hsm","Effect":"Deny","Action":"kms:CreateKey","Resource":"*","Condition":{"StringNotLike":{"keyhaven:KeyStore":"pkcs11:*"}}}]}"#;
+
+/// Full access at both levels: the path caps nothing.
+const OPEN: Levels = &[
+    (ORG, &[(G_FULL, G_FULL_DOC)]),
+    (ACCOUNT, &[(G_FULL, G_FULL_DOC)]),
+];
+/// Full access at the root, Encrypt only at the account.
+const ENCRYPT_ONLY: Levels = &[
+    (ORG, &[(G_FULL, G_FULL_DOC)]),
+    (ACCOUNT, &[(G_FULL, G_ENCRYPT_DOC)]),
+];
+/// The account level has no policy at all.
+const EMPTY_ACCOUNT: Levels = &[(ORG, &[(G_FULL, G_FULL_DOC)]), (ACCOUNT, &[])];
+/// The deletion-window and HSM guardrails at the root, beside full access.
+const WINDOW: Levels = &[
+    (
+        ORG,
+        &[
+            (G_FULL, G_FULL_DOC),
+            (G_WINDOW, G_WINDOW_DOC),
+            (G_HSM, G_HSM_DOC),
+        ],
+    ),
+    (ACCOUNT, &[(G_FULL, G_FULL_DOC)]),
+];
+const SEVEN_DAYS: Ctx = &[("kms:ScheduleKeyDeletionPendingWindowInDays", &["7"])];
+const THIRTY_DAYS: Ctx = &[("kms:ScheduleKeyDeletionPendingWindowInDays", &["30"])];
+
+fn guardrail_cases() -> Vec<Case> {
+    let alice = Some(vec![(P_USER, ID_KMS_ALL)]);
+    vec![
+        Case {
+            name: "guardrail: full access at every level decides as without guardrails",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            guardrails: OPEN,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: an allow of a guardrail allows nothing by itself",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, allow_action("kms:Decrypt"))]),
+            guardrails: OPEN,
+            expected: IMPLICIT,
+            ..BASE
+        },
+        Case {
+            name: "guardrail: an action the account level allows goes through",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            guardrails: ENCRYPT_ONLY,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: an action the account level does not allow is refused there",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            action: "kms:Decrypt",
+            guardrails: ENCRYPT_ONLY,
+            expected: IMPLICIT,
+            capped_by: Some(ACCOUNT),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: a level without policies refuses everything",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            guardrails: EMPTY_ACCOUNT,
+            expected: IMPLICIT,
+            capped_by: Some(ACCOUNT),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: the root level refuses before the account level",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            action: "kms:Decrypt",
+            guardrails: &[(ORG, &[(G_ENCRYPT, G_ENCRYPT_DOC)]), (ACCOUNT, &[])],
+            expected: IMPLICIT,
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: a deletion window under 30 days is denied",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            action: "kms:ScheduleKeyDeletion",
+            context: SEVEN_DAYS,
+            guardrails: WINDOW,
+            expected: denied(G_WINDOW, "Window"),
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: a deletion window of 30 days goes through",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            action: "kms:ScheduleKeyDeletion",
+            context: THIRTY_DAYS,
+            guardrails: WINDOW,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: the management account (no levels) is exempt",
+            key_policy: Some(KP_DEFAULT),
+            identity: alice.clone(),
+            action: "kms:ScheduleKeyDeletion",
+            context: SEVEN_DAYS,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: the root of a member account is capped by a deny",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: ROOT,
+            action: "kms:ScheduleKeyDeletion",
+            context: SEVEN_DAYS,
+            guardrails: WINDOW,
+            expected: denied(G_WINDOW, "Window"),
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: the root of a member account is capped by a missing allow",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: ROOT,
+            action: "kms:Decrypt",
+            guardrails: ENCRYPT_ONLY,
+            expected: IMPLICIT,
+            capped_by: Some(ACCOUNT),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: the root without a resource policy is capped too",
+            identity: None,
+            principals: ROOT,
+            action: "kms:CreateKey",
+            resource: "*",
+            context: &[("keyhaven:KeyStore", &["sealed"])],
+            guardrails: WINDOW,
+            expected: denied(G_HSM, "Hsm"),
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: keys made in a PKCS#11 keystore go through the HSM guardrail",
+            identity: alice.clone(),
+            action: "kms:CreateKey",
+            resource: "*",
+            context: &[("keyhaven:KeyStore", &["pkcs11:hsm"])],
+            guardrails: WINDOW,
+            expected: allowed(P_USER, "KmsAll"),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: a key policy allowing the caller directly is still capped",
+            key_policy: Some(doc(&[
+                r#"{"Sid":"Alice","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/alice"},"Action":"kms:*","Resource":"*"}"#,
+            ])),
+            identity: Some(vec![]),
+            action: "kms:Decrypt",
+            guardrails: ENCRYPT_ONLY,
+            expected: IMPLICIT,
+            capped_by: Some(ACCOUNT),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: a grant does not pass a guardrail's deny",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![]),
+            action: "kms:ScheduleKeyDeletion",
+            context: SEVEN_DAYS,
+            grants: &[Grant {
+                id: "g-all",
+                grantee: ALICE_ARN,
+                operations: &["ScheduleKeyDeletion"],
+                constraint: Constraint::None,
+            }],
+            guardrails: WINDOW,
+            expected: denied(G_WINDOW, "Window"),
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: its deny is named before an identity policy's",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(
+                P_USER,
+                doc(&[
+                    r#"{"Sid":"NoDelete","Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*"}"#,
+                ]),
+            )]),
+            action: "kms:ScheduleKeyDeletion",
+            context: SEVEN_DAYS,
+            guardrails: WINDOW,
+            expected: denied(G_WINDOW, "Window"),
+            capped_by: Some(ORG),
+            ..BASE
+        },
+        Case {
+            name: "guardrail: what it lets through is still denied by an identity policy",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(
+                P_USER,
+                doc(&[
+                    r#"{"Sid":"NoDelete","Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*"}"#,
+                ]),
+            )]),
+            action: "kms:ScheduleKeyDeletion",
+            context: THIRTY_DAYS,
+            guardrails: WINDOW,
+            expected: denied(P_USER, "NoDelete"),
+            ..BASE
+        },
+    ]
+}
+
+const MEMBER_ROOT: &str = "arn:aws:iam::444455556666:root";
+const DAVE_ARN: &str = "arn:aws:iam::444455556666:user/dave";
+const DAVE: &[&str] = &[DAVE_ARN];
+const MEMBER_ROOT_ONLY: &[&str] = &[MEMBER_ROOT];
+const P_DAVE: &str = "user/dave/Main";
+/// The key's account delegates to its own account and to 444455556666.
+const KP_SHARED: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"EnableIAM","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},{"Sid":"Partner","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}]}"#;
+/// The key policy names dave himself.
+const KP_DAVE: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"EnableIAM","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},{"Sid":"Dave","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:user/dave"},"Action":"kms:Encrypt","Resource":"*"}]}"#;
+
+fn cross_account_cases() -> Vec<Case> {
+    let cross = Case {
+        principals: DAVE,
+        caller_root: MEMBER_ROOT,
+        ..BASE
+    };
+    vec![
+        Case {
+            name: "cross-account: key policy delegates to the account and dave's policy allows",
+            key_policy: Some(KP_SHARED),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            expected: allowed(P_DAVE, "KmsAll"),
+            ..cross
+        },
+        Case {
+            name: "cross-account: key policy delegates but dave's policies are silent",
+            key_policy: Some(KP_SHARED),
+            identity: Some(vec![]),
+            ..cross
+        },
+        Case {
+            name: "cross-account: dave's policy allows but the key policy names only its own account",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            ..cross
+        },
+        Case {
+            name: "cross-account: an action the key policy does not share is refused",
+            key_policy: Some(KP_SHARED),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            action: "kms:ScheduleKeyDeletion",
+            ..cross
+        },
+        Case {
+            name: "cross-account: the key policy naming dave is not enough alone",
+            key_policy: Some(KP_DAVE),
+            identity: Some(vec![]),
+            ..cross
+        },
+        Case {
+            name: "cross-account: the key policy naming dave and dave's policy allow",
+            key_policy: Some(KP_DAVE),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            expected: allowed(KP, "Dave"),
+            ..cross
+        },
+        Case {
+            name: "cross-account: the other account's root uses what the key policy shares",
+            key_policy: Some(KP_SHARED),
+            identity: None,
+            principals: MEMBER_ROOT_ONLY,
+            expected: allowed(KP, "Partner"),
+            ..cross
+        },
+        Case {
+            name: "cross-account: the other account's root is refused what it does not share",
+            key_policy: Some(KP_DEFAULT),
+            identity: None,
+            principals: MEMBER_ROOT_ONLY,
+            ..cross
+        },
+        Case {
+            name: "cross-account: a key policy deny naming the account covers dave",
+            key_policy: Some(doc(&[
+                r#"{"Sid":"Partner","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":"kms:*","Resource":"*"}"#,
+                r#"{"Sid":"NotThem","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":"kms:Encrypt","Resource":"*"}"#,
+            ])),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            expected: denied(KP, "NotThem"),
+            ..cross
+        },
+        Case {
+            name: "cross-account: the caller's guardrails apply to another account's key",
+            key_policy: Some(KP_SHARED),
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            action: "kms:Decrypt",
+            guardrails: &[
+                (ORG, &[(G_FULL, G_FULL_DOC)]),
+                ("account 444455556666", &[(G_ENCRYPT, G_ENCRYPT_DOC)]),
+            ],
+            capped_by: Some("account 444455556666"),
+            ..cross
+        },
+        Case {
+            name: "cross-account: a resource without an account is the caller's own",
+            identity: Some(vec![(P_DAVE, ID_KMS_ALL)]),
+            action: "kms:CreateKey",
+            resource: "*",
+            expected: allowed(P_DAVE, "KmsAll"),
+            ..cross
+        },
+    ]
+}
+
+/// `keyhaven:ApproveRequest` is an action of its own: `kms:*` does not cover it, and the key
+/// policy decides it like any key action.
+fn approval_cases() -> Vec<Case> {
+    const APPROVE: &str = "keyhaven:ApproveRequest";
+    vec![
+        Case {
+            name: "approval: kms:* does not allow approving",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_USER, ID_KMS_ALL)]),
+            action: APPROVE,
+            ..BASE
+        },
+        Case {
+            name: "approval: an identity policy naming the action allows it through delegation",
+            key_policy: Some(doc(&[
+                r#"{"Sid":"EnableIAM","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":["kms:*","keyhaven:ApproveRequest"],"Resource":"*"}"#,
+            ])),
+            identity: Some(vec![(P_BOB, allow_action(APPROVE))]),
+            principals: BOB,
+            action: APPROVE,
+            expected: allowed(P_BOB, "Act"),
+            ..BASE
+        },
+        Case {
+            name: "approval: a key policy delegating kms:* only keeps approving out",
+            key_policy: Some(KP_DEFAULT),
+            identity: Some(vec![(P_BOB, allow_action(APPROVE))]),
+            principals: BOB,
+            action: APPROVE,
+            ..BASE
+        },
+        Case {
+            name: "approval: a key policy naming the approver allows",
+            key_policy: Some(doc(&[
+                ROOT_STMT,
+                r#"{"Sid":"Approver","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/bob"},"Action":"keyhaven:ApproveRequest","Resource":"*"}"#,
+            ])),
+            identity: Some(vec![]),
+            principals: BOB,
+            action: APPROVE,
+            expected: allowed(KP, "Approver"),
+            ..BASE
+        },
+        Case {
+            name: "approval: a deny of approving wins over the key policy",
+            key_policy: Some(doc(&[
+                ROOT_STMT,
+                r#"{"Sid":"Approver","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/bob"},"Action":"keyhaven:ApproveRequest","Resource":"*"}"#,
+            ])),
+            identity: Some(vec![(
+                P_BOB,
+                doc(&[
+                    r#"{"Sid":"NoApprove","Effect":"Deny","Action":"keyhaven:*","Resource":"*"}"#,
+                ]),
+            )]),
+            principals: BOB,
+            action: APPROVE,
+            expected: denied(P_BOB, "NoApprove"),
+            ..BASE
+        },
+        Case {
+            name: "approval: a guardrail can keep a member account from approving",
+            key_policy: Some(doc(&[
+                ROOT_STMT,
+                r#"{"Sid":"Approver","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/bob"},"Action":"keyhaven:ApproveRequest","Resource":"*"}"#,
+            ])),
+            identity: Some(vec![]),
+            principals: BOB,
+            action: APPROVE,
+            guardrails: ENCRYPT_ONLY,
+            capped_by: Some(ACCOUNT),
+            ..BASE
+        },
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(delegation_cases());
@@ -2365,6 +2793,9 @@ fn all_cases() -> Vec<Case> {
     cases.extend(grammar_and_variable_cases());
     cases.extend(mfa_cases());
     cases.extend(grant_cases());
+    cases.extend(guardrail_cases());
+    cases.extend(cross_account_cases());
+    cases.extend(approval_cases());
     cases
 }
 
@@ -2434,8 +2865,8 @@ fn run(case: &Case) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let identity = match case.identity {
         None => {
-            if case.principals != ROOT {
-                return Err("table error: the root caller must have principals ROOT".into());
+            if case.principals != [case.caller_root] {
+                return Err("table error: the root caller must have its root as principals".into());
             }
             Identity::Root
         }
@@ -2445,7 +2876,7 @@ fn run(case: &Case) -> Result<(), String> {
     let context = request_context(case.context);
     let request = Request {
         principals: &principals,
-        account_root: ROOT_ARN,
+        account_root: case.caller_root,
         action: case.action,
         resource: case.resource,
         context: &context,
@@ -2479,7 +2910,41 @@ fn run(case: &Case) -> Result<(), String> {
             }
         }
     };
-    let outcome = evaluate_with_grants(&request, key_policy.as_ref(), &identity, &grants, &ask);
+    let guardrails = case
+        .guardrails
+        .iter()
+        .map(|(level, policies)| {
+            let policies = policies
+                .iter()
+                .map(|(name, text)| {
+                    parse(text, PolicyKind::Identity, name).map(|policy| NamedPolicy {
+                        name: (*name).to_owned(),
+                        policy,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(GuardrailLevel {
+                name: (*level).to_owned(),
+                policies,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let outcome = evaluate_within(
+        &request,
+        &guardrails,
+        key_policy.as_ref(),
+        &identity,
+        &grants,
+        &ask,
+    );
+    if outcome.guardrail.as_deref() != case.capped_by {
+        return Err(format!(
+            "expected the refusing guardrail level {:?}, got {:?} ({})",
+            case.capped_by,
+            outcome.guardrail,
+            describe(outcome.decision, outcome.deciding_statement.as_ref())
+        ));
+    }
     if outcome.deciding_grant.as_deref() != case.by_grant {
         return Err(format!(
             "expected the deciding grant {:?}, got {:?} ({})",

@@ -2,7 +2,11 @@
 //!
 //! 1. Every request starts denied (implicit deny).
 //! 2. An explicit `Deny` that applies, in the resource policy or any identity policy, wins.
-//! 3. An `Allow` in the resource policy (key policy, role trust policy) for the caller allows.
+//! 0. Guardrails (service control policies) on the caller's path, when it has any, refuse
+//!    what they deny or do not allow at some level ([`guardrails_refuse`]); they never allow.
+//! 3. An `Allow` in the resource policy (key policy, role trust policy) for the caller allows;
+//!    for a caller from another account than the resource's, only if the caller's identity
+//!    policies allow it too (cross-account access needs both accounts' consent, as in AWS).
 //! 4. When the resource policy allows the caller's account root for the request, it delegates
 //!    to the account: an `Allow` in the caller's identity policies then allows.
 //! 5. Requests without a resource policy (`kms:CreateKey`, `iam:*`, …) are decided by the
@@ -81,6 +85,9 @@ pub struct PolicyDecision {
     pub deciding_statement: Option<MatchedStatement>,
     /// The grant that allowed the request, when no policy did.
     pub deciding_grant: Option<String>,
+    /// The guardrail level that refused the request: by a `Deny` of one of its policies (also
+    /// named in `deciding_statement`), or because none of its policies allows it.
+    pub guardrail: Option<String>,
 }
 
 impl PolicyDecision {
@@ -108,6 +115,15 @@ fn account_root(pattern: &str) -> Option<&str> {
 
 fn account_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(4)
+}
+
+/// Whether the request's resource belongs to another account than the caller's (a resource
+/// without an account, such as `*`, belongs to none).
+fn cross_account(request: &Request<'_>) -> bool {
+    match account_of(request.resource) {
+        Some(account) if !account.is_empty() => account_of(request.account_root) != Some(account),
+        _ => false,
+    }
 }
 
 fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[String]) -> bool {
@@ -191,7 +207,51 @@ fn decided(decision: Decision, statement: Option<MatchedStatement>) -> PolicyDec
         decision,
         deciding_statement: statement,
         deciding_grant: None,
+        guardrail: None,
     }
+}
+
+/// The guardrail policies (service control policies) attached at one level of the path from
+/// the organisation's root to the caller's account.
+#[derive(Debug, Clone)]
+pub struct GuardrailLevel {
+    /// How the level is reported: `organisation root`, `account 222233334444`.
+    pub name: String,
+    pub policies: Vec<NamedPolicy>,
+}
+
+/// Whether the guardrails on the caller's path let `request` through: `None` when they do,
+/// else the refusal. As AWS's service control policies: a `Deny` of any guardrail refuses
+/// (explicitly); and every level must have a policy whose `Allow` covers the request, or the
+/// request is refused there (implicitly). A path without levels (the management account,
+/// a daemon without an organisation) caps nothing.
+pub fn guardrails_refuse(
+    request: &Request<'_>,
+    guardrails: &[GuardrailLevel],
+) -> Option<PolicyDecision> {
+    for level in guardrails {
+        if let Some(statement) = level
+            .policies
+            .iter()
+            .find_map(|p| first(p, Effect::Deny, request, None))
+        {
+            let mut refused = decided(Decision::ExplicitDeny, Some(statement));
+            refused.guardrail = Some(level.name.clone());
+            return Some(refused);
+        }
+    }
+    for level in guardrails {
+        if !level
+            .policies
+            .iter()
+            .any(|p| first(p, Effect::Allow, request, None).is_some())
+        {
+            let mut refused = decided(Decision::ImplicitDeny, None);
+            refused.guardrail = Some(level.name.clone());
+            return Some(refused);
+        }
+    }
+    None
 }
 
 /// Decides `request` under an optional resource policy and the caller's identity.
@@ -212,6 +272,24 @@ pub fn evaluate_with_grants(
     grants: &[GrantRule],
     ask: &GrantAsk<'_>,
 ) -> PolicyDecision {
+    evaluate_within(request, &[], resource_policy, identity, grants, ask)
+}
+
+/// As [`evaluate_with_grants`], within the guardrails on the caller's path (see
+/// [`guardrails_refuse`]): they only take away. What they refuse is refused whatever the
+/// policies and grants allow, the account root's identity included; what they let through is
+/// decided as without them.
+pub fn evaluate_within(
+    request: &Request<'_>,
+    guardrails: &[GuardrailLevel],
+    resource_policy: Option<&NamedPolicy>,
+    identity: &Identity<'_>,
+    grants: &[GrantRule],
+    ask: &GrantAsk<'_>,
+) -> PolicyDecision {
+    if let Some(refused) = guardrails_refuse(request, guardrails) {
+        return refused;
+    }
     let decision = evaluate_policies(request, resource_policy, identity);
     if decision.decision != Decision::ImplicitDeny {
         return decision;
@@ -225,6 +303,7 @@ pub fn evaluate_with_grants(
             decision: Decision::Allowed,
             deciding_statement: None,
             deciding_grant: Some(grant.grant_id.clone()),
+            guardrail: None,
         },
         None => decision,
     }
@@ -259,8 +338,11 @@ fn evaluate_policies(
     };
     match resource_policy {
         Some(rp) => {
-            // 3. The resource policy allows the caller itself.
-            if let Some(statement) = first(rp, Effect::Allow, request, Some(request.principals)) {
+            // 3. The resource policy allows the caller itself (from another account, only
+            // if the caller's own policies allow it too: both accounts must agree).
+            if let Some(statement) = first(rp, Effect::Allow, request, Some(request.principals))
+                && (!cross_account(request) || identity_allow().is_some())
+            {
                 return decided(Decision::Allowed, Some(statement));
             }
             // 4. It allows the account, which delegates to identity policies.

@@ -22,8 +22,8 @@ pub use document::{
     Statement, UNREADABLE_SID, default_key_policy,
 };
 pub use evaluate::{
-    Decision, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request, evaluate,
-    evaluate_with_grants,
+    Decision, GuardrailLevel, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request,
+    evaluate, evaluate_with_grants, evaluate_within, guardrails_refuse,
 };
 pub use grants::{GrantAsk, GrantConstraint, GrantRule};
 pub use validate::{AUTHORISED_ACTIONS, Finding, FindingType, validate};
