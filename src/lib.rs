@@ -27,6 +27,7 @@ pub mod iam;
 pub mod keys;
 pub mod keystore;
 pub mod metrics;
+pub mod org;
 pub mod policy;
 pub mod proto;
 pub mod seal;

@@ -29,8 +29,8 @@ use crate::clock::{UnixSeconds, rfc3339};
 use crate::iam::{EntityType, IamService};
 use crate::keys::{KeyError, KeyRecord, KeyReference, KeyService, printable_input};
 use crate::policy::{
-    DeferredKeys, GrantAsk, GrantRule, Identity, NamedPolicy, PolicyDecision,
-    Request as PolicyRequest, RequestContext, evaluate_with_grants,
+    DeferredKeys, GrantAsk, GrantRule, GuardrailLevel, Identity, NamedPolicy, PolicyDecision,
+    Request as PolicyRequest, RequestContext, evaluate_within,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -119,14 +119,60 @@ impl DeferredKeys for CallKeys {
     }
 }
 
+/// What an authoriser learns of the other accounts of the organisation: a caller's own
+/// identity policies live in its own account, and the guardrails on its path cap it.
+pub trait AccountDirectory: Send + Sync {
+    /// The identity service of `account`, if the daemon serves it.
+    fn iam(&self, account: &str) -> Option<Arc<IamService>>;
+    /// The guardrail levels on the path of `account` (none for the management account).
+    fn guardrails(&self, account: &str) -> Vec<GuardrailLevel>;
+}
+
 pub struct Authorizer {
     iam: Arc<IamService>,
     keys: Arc<KeyService>,
+    /// The organisation's accounts (which hold this authoriser: weak); none on a daemon
+    /// without one.
+    accounts: Option<std::sync::Weak<dyn AccountDirectory>>,
 }
 
 impl Authorizer {
     pub fn new(iam: Arc<IamService>, keys: Arc<KeyService>) -> Self {
-        Self { iam, keys }
+        Self {
+            iam,
+            keys,
+            accounts: None,
+        }
+    }
+
+    /// The authoriser of one account of an organisation.
+    pub fn in_organisation(mut self, accounts: &Arc<dyn AccountDirectory>) -> Self {
+        self.accounts = Some(Arc::downgrade(accounts));
+        self
+    }
+
+    /// The identity service of the caller's account: this one's, or another's of the
+    /// organisation (cross-account calls); none for an account the daemon does not serve.
+    fn iam_of(&self, account: &str) -> Option<Arc<IamService>> {
+        if account == self.iam.account_id() {
+            return Some(self.iam.clone());
+        }
+        self.accounts.as_ref()?.upgrade()?.iam(account)
+    }
+
+    /// The guardrails on the path of `account`. An organisation no longer there (the daemon
+    /// is shutting down) lifts none: a level without policies refuses everything.
+    fn guardrails_of(&self, account: &str) -> Vec<GuardrailLevel> {
+        match &self.accounts {
+            None => Vec::new(),
+            Some(accounts) => match accounts.upgrade() {
+                Some(accounts) => accounts.guardrails(account),
+                None => vec![GuardrailLevel {
+                    name: "organisation root".into(),
+                    policies: Vec::new(),
+                }],
+            },
+        }
     }
 
     pub fn iam(&self) -> &Arc<IamService> {
@@ -137,7 +183,9 @@ impl Authorizer {
     pub fn base_context(&self, call: &CallContext, now: UnixSeconds) -> RequestContext {
         RequestContext::with_deferred(Arc::new(CallKeys {
             principal: call.caller.principal.clone(),
-            iam: self.iam.clone(),
+            iam: self
+                .iam_of(&call.caller.principal.account_id)
+                .unwrap_or_else(|| self.iam.clone()),
             now,
             source_ip: call.source_ip,
             secure_transport: call.secure_transport,
@@ -187,7 +235,10 @@ impl Authorizer {
             .filter(|g| match &g.grantee_unique_id {
                 None => true,
                 Some(id) => grantee_entity(&g.grantee)
-                    .and_then(|(kind, name)| self.iam.unique_id(kind, name))
+                    .and_then(|(kind, name)| {
+                        let account = g.grantee.split(':').nth(4)?;
+                        self.iam_of(account)?.unique_id(kind, name)
+                    })
                     .is_some_and(|now| &now == id),
             })
             .map(|g| g.rule())
@@ -220,10 +271,24 @@ impl Authorizer {
             resource,
             context,
         };
-        match self.iam.identity_policies(principal) {
-            None => evaluate_with_grants(&request, resource_policy, &Identity::Root, grants, ask),
-            Some(policies) => evaluate_with_grants(
+        let guardrails = self.guardrails_of(&principal.account_id);
+        // A caller of an account the daemon does not serve has no policies of its own.
+        let policies = match self.iam_of(&principal.account_id) {
+            Some(iam) => iam.identity_policies(principal),
+            None => Some(Vec::new().into()),
+        };
+        match policies {
+            None => evaluate_within(
                 &request,
+                &guardrails,
+                resource_policy,
+                &Identity::Root,
+                grants,
+                ask,
+            ),
+            Some(policies) => evaluate_within(
+                &request,
+                &guardrails,
                 resource_policy,
                 &Identity::Policies(&policies),
                 grants,

@@ -17,7 +17,8 @@ use crate::auth::certificate::PeerCertificate;
 use crate::auth::signature::{self, SigningRules};
 use crate::auth::throttle::{DEFAULT_BURST, DEFAULT_RATE, FailureThrottle, SourceKey};
 use crate::auth::{
-    AuthError, Caller, CredentialStore, SignatureDoor, SignedRequest, is_well_formed_access_key_id,
+    AuthError, Caller, CredentialDirectory, CredentialStore, SignatureDoor, SignedRequest,
+    is_well_formed_access_key_id,
 };
 use crate::clock::{Clock, UnixSeconds};
 use std::net::SocketAddr;
@@ -167,7 +168,7 @@ fn loggable_access_key_id(id: &str) -> String {
 /// Authentication, replay, audit and metrics for every door.
 #[derive(Clone)]
 pub struct Gateway {
-    credentials: Arc<CredentialStore>,
+    credentials: Arc<CredentialDirectory>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
     throttle: Arc<FailureThrottle>,
@@ -176,6 +177,19 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         credentials: Arc<CredentialStore>,
+        audit: Arc<AuditLog>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::for_accounts(
+            Arc::new(CredentialDirectory::new(credentials)),
+            audit,
+            clock,
+        )
+    }
+
+    /// The gateway of every account `credentials` holds (see [`CredentialDirectory`]).
+    pub fn for_accounts(
+        credentials: Arc<CredentialDirectory>,
         audit: Arc<AuditLog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -226,7 +240,7 @@ impl Gateway {
 
     /// Refuses every call while the daemon's view of a shared store may be out of date.
     fn require_up_to_date(&self) -> Result<(), ApiError> {
-        match self.credentials.store().out_of_date() {
+        match self.credentials.management().store().out_of_date() {
             Some(why) => Err(ApiError::out_of_date(&why)),
             None => Ok(()),
         }
@@ -350,7 +364,12 @@ impl CallInFlight {
         let (door, _) = self.door.signatures();
         let request = SignedRequest { door, ..*request };
         let headers = request.headers;
-        let (caller, used) = match self.gateway.credentials.authenticate_request(&request) {
+        let credentials = self.gateway.credentials.for_authorization(
+            headers
+                .get(signature::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let (caller, used) = match credentials.authenticate_request(&request) {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");
@@ -362,7 +381,6 @@ impl CallInFlight {
         // A read is remembered too when it is dated ahead of the daemon's clock: a restart
         // before its time would otherwise accept it again. The AWS door keeps no record of
         // signatures: SigV4 has no nonce, and AWS answers an identical request again.
-        let credentials = &self.gateway.credentials;
         if door == SignatureDoor::Grpc && (!self.single || credentials.outlives_a_restart(&used)) {
             match credentials.remember(&used) {
                 Ok(true) => {}
@@ -404,6 +422,7 @@ impl CallInFlight {
         let authenticated = presented.and_then(|certificate| {
             self.gateway
                 .credentials
+                .for_certificate(&certificate)
                 .authenticate_certificate(&certificate)
         });
         let caller = match authenticated {

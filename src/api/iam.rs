@@ -2,11 +2,8 @@
 //! [`IamOperations`] or [`StsOperations`]: the authenticated call's context from the request's
 //! extensions, the message in, the answer or the mapped error out.
 
+use super::accounts::Accounts;
 use super::call_context as caller;
-use super::operations::{IamOperations, StsOperations};
-use crate::api::authorize::Authorizer;
-use crate::iam::IamService;
-use crate::keys::KeyService;
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -14,16 +11,12 @@ use tonic::{Request, Response, Status};
 /// The gRPC face of the identity service.
 #[derive(Clone)]
 pub struct IamApi {
-    iam: IamOperations,
-    sts: StsOperations,
+    accounts: Arc<Accounts>,
 }
 
 impl IamApi {
-    pub fn new(iam: Arc<IamService>, keys: Arc<KeyService>, authorizer: Arc<Authorizer>) -> Self {
-        Self {
-            sts: StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
-            iam: IamOperations::new(iam, keys, authorizer),
-        }
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        Self { accounts }
     }
 }
 
@@ -38,7 +31,8 @@ macro_rules! grpc_methods {
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
                     let call = caller(&request)?;
-                    let answer = self.$operations.$name(&call, request.into_inner()).await?;
+                    let account = self.accounts.of(&call)?;
+                    let answer = account.$operations.$name(&call, request.into_inner()).await?;
                     Ok(Response::new(answer))
                 }
             )*

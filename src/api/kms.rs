@@ -6,20 +6,21 @@
 //! token; the messages, shared with the AWS door, carry them only on CreateGrant): every one is
 //! checked before the operation, as the AWS door checks `GrantTokens`.
 
+use super::accounts::Accounts;
 use super::call_context as caller;
-use super::operations::KmsOperations;
 use crate::proto::v1::{self, key_management_service_server::KeyManagementService};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The gRPC face of the key service.
 #[derive(Clone)]
 pub struct KmsApi {
-    operations: KmsOperations,
+    accounts: Arc<Accounts>,
 }
 
 impl KmsApi {
-    pub fn new(operations: KmsOperations) -> Self {
-        Self { operations }
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        Self { accounts }
     }
 }
 
@@ -47,9 +48,11 @@ macro_rules! grpc_methods {
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
                     let call = caller(&request)?;
-                    self.operations
-                        .accept_grant_tokens(&grant_tokens(request.metadata()))?;
-                    let answer = self.operations.$name(&call, request.into_inner()).await?;
+                    let tokens = grant_tokens(request.metadata());
+                    let request = request.into_inner();
+                    let account = self.accounts.for_request(&call, &request)?;
+                    account.kms.accept_grant_tokens(&tokens)?;
+                    let answer = account.kms.$name(&call, request).await?;
                     Ok(Response::new(answer))
                 }
             )*

@@ -4,6 +4,7 @@
 //! handlers, short conversions onto the operations) and the AWS door (`aws`, the KMS JSON 1.1
 //! protocol over HTTP/1.1); and the one mapping from domain errors to [`ApiError`].
 
+pub mod accounts;
 mod audit;
 mod auth_layer;
 pub mod authorize;

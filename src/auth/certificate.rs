@@ -271,6 +271,15 @@ impl CertificateBindings {
         Ok(bindings)
     }
 
+    /// Whether one of the certificate's identities is bound here.
+    pub fn binds_any(&self, certificate: &PeerCertificate) -> bool {
+        let bindings = self.read();
+        certificate
+            .identities
+            .iter()
+            .any(|identity| bindings.contains_key(identity))
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<CertificateIdentity, BindingRecord>> {
         match self.bindings.read() {
             Ok(g) => g,

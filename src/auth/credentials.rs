@@ -974,6 +974,17 @@ impl CredentialStore {
     }
 
     /// The metadata store the credentials live in.
+    /// Whether `access_key_id` is one of this account's keys (long-term or temporary).
+    pub fn holds_access_key(&self, access_key_id: &str) -> bool {
+        self.keys
+            .read()
+            .is_ok_and(|keys| keys.contains_key(access_key_id))
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

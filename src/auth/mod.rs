@@ -3,6 +3,7 @@
 
 pub mod certificate;
 mod credentials;
+mod directory;
 pub mod mfa;
 mod replay;
 pub mod signature;
@@ -14,6 +15,7 @@ pub use credentials::{
     MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureDoor, SignatureUse,
     SignedRequest, is_well_formed_access_key_id, principal,
 };
+pub use directory::CredentialDirectory;
 pub use replay::ReplayCache;
 
 use crate::clock::UnixSeconds;

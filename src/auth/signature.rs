@@ -358,6 +358,14 @@ pub fn parse_authorization(value: &str) -> Result<ParsedAuthorization<'_>, Strin
 }
 
 /// Parses an `authorization` header value under `rules`.
+/// The access key id an `authorization` header's `Credential=` names, read without checking
+/// the rest (to pick whose credentials check it).
+pub fn credential_access_key_id(authorization: &str) -> Option<&str> {
+    let (_, rest) = authorization.split_once("Credential=")?;
+    let (id, _) = rest.split_once('/')?;
+    (!id.is_empty()).then_some(id)
+}
+
 pub fn parse_authorization_with<'a>(
     value: &'a str,
     rules: &SigningRules,

@@ -12,8 +12,9 @@ mod service;
 pub use crate::keystore::{EncryptionAlgorithm, KeySpec, MacAlgorithm, SigningAlgorithm};
 pub use error::KeyError;
 pub use model::{
-    EXTERNAL_ORIGIN, ImportedMaterial, KeyRecord, KeyState, KeyUsage, KeyUse, KeyVersion,
-    MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule, RotationType, key_spec_and_usage,
+    DEFAULT_PENDING_DAYS, EXTERNAL_ORIGIN, ImportedMaterial, KeyRecord, KeyState, KeyUsage, KeyUse,
+    KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule, RotationType,
+    key_spec_and_usage,
 };
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};

@@ -95,8 +95,11 @@ const KMS_KEYS: &[&str] = &[
 /// AWS KMS's keys that take a name after a colon (`kms:EncryptionContext:tenant`).
 const KMS_PREFIXES: &[&str] = &["kms:encryptioncontext:", "kms:recipientattestation:"];
 
+/// Keyhaven's own keys: the keystore a key is made in (`pkcs11:hsm`, `sealed`).
+const KEYHAVEN_KEYS: &[&str] = &["keyhaven:keystore"];
+
 /// The namespaces whose keys Keyhaven vouches for.
-const OWNED: &[&str] = &["aws", "kms", "audit"];
+const OWNED: &[&str] = &["aws", "kms", "audit", "keyhaven"];
 
 /// `Ok` when `key` is a key Keyhaven knows or belongs to another service; otherwise why not.
 pub fn check(key: &str) -> Result<(), String> {
@@ -109,6 +112,7 @@ pub fn check(key: &str) -> Result<(), String> {
     }
     let known = AWS_KEYS.contains(&lower.as_str())
         || KMS_KEYS.contains(&lower.as_str())
+        || KEYHAVEN_KEYS.contains(&lower.as_str())
         || AWS_PREFIXES
             .iter()
             .chain(KMS_PREFIXES)

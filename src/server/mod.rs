@@ -1,6 +1,7 @@
 //! The daemon: data-directory initialisation, unsealing, start-up checks, service wiring,
 //! the scheduler, and graceful shutdown.
 
+mod accounts;
 pub mod config;
 mod passphrase;
 pub mod self_test;
@@ -8,22 +9,17 @@ pub mod self_test;
 pub use config::{ConfigError, ConfigFile, DaemonConfig, StoreChoice, StoreSettings};
 pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 
+use crate::api::accounts::Accounts;
 use crate::api::{
-    AuditApi, AuthLayer, Authorizer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES,
+    AuditApi, AuthLayer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
     aws::AwsDoor,
-    operations::{IamOperations, KmsOperations, StsOperations},
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
-use crate::auth::{CredentialStore, NewAccessKey};
+use crate::auth::{CredentialDirectory, CredentialStore, NewAccessKey};
 use crate::clock::Clock;
-use crate::iam::IamService;
-use crate::keys::{DueReport, KeyService, KeyServiceConfig, spawn_scheduler};
-use crate::keystore::KeyStore;
-use crate::keystore::deadline::DeadlineKeyStore;
-use crate::keystore::pkcs11::Pkcs11KeyStore;
-use crate::keystore::sealed::SealedKeyStore;
+use crate::keys::{DueReport, KeyService, spawn_scheduler};
+use crate::org::Organisation;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::identity_service_server::IdentityServiceServer;
@@ -354,6 +350,8 @@ pub struct Daemon {
     aws_addr: Option<SocketAddr>,
     /// Tells the AWS door to drain.
     aws_closing: tokio::sync::watch::Sender<bool>,
+    /// The member accounts' services and tasks.
+    members: Arc<accounts::Members>,
 }
 
 impl Daemon {
@@ -404,92 +402,40 @@ impl Daemon {
                  captured on its way to another daemon sharing these credentials can be sent \
                  here with that daemon's name; list this daemon's names in accepted_hosts");
         }
-        let credentials = Arc::new(
-            CredentialStore::open(
-                master.clone(),
-                store.clone(),
-                clock.clone(),
-                &config.partition,
-                &config.region,
-                &info.account_id,
-            )
-            .map_err(|e| ServerError::Start(e.to_string()))?
-            .with_accepted_hosts(config.accepted_hosts.clone()),
-        );
         let clock_for_iam = clock.clone();
         let master_for_audit = master.clone();
-        let sealed = SealedKeyStore::open(master, store.clone(), &config.data_dir)
-            .map_err(|e| ServerError::Start(e.to_string()))?;
-        let mut keystores: Vec<Arc<dyn KeyStore>> = vec![Arc::new(sealed)];
-        for settings in config.pkcs11.clone() {
-            let name = format!("pkcs11:{}", settings.name);
-            let account = info.account_id.clone();
-            let connecting =
-                tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings, &account));
-            // A device that does not answer must not hang the start for ever either.
-            let connected = if config.pkcs11_call_timeout.is_zero() {
-                connecting.await
-            } else {
-                tokio::time::timeout(config.pkcs11_call_timeout, connecting)
-                    .await
-                    .map_err(|_| {
-                        ServerError::Start(format!(
-                            "keystore {name}: the PKCS#11 token did not answer within {} ms \
-                             (pkcs11_call_timeout_ms)",
-                            config.pkcs11_call_timeout.as_millis()
-                        ))
-                    })?
-            };
-            let keystore = connected
-                .map_err(|e| ServerError::Start(e.to_string()))?
-                .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
-            tracing::info!(keystore = %name, "PKCS#11 token connected");
-            if config.pkcs11_call_timeout.is_zero() {
-                keystores.push(Arc::new(keystore));
-            } else {
-                keystores.push(Arc::new(DeadlineKeyStore::new(
-                    Arc::new(keystore),
-                    config.pkcs11_call_timeout,
-                )));
-            }
-        }
-        let mut key_config = KeyServiceConfig::new(info.account_id.clone());
-        key_config.partition = config.partition.clone();
-        key_config.region = config.region.clone();
-        key_config.key_quota = config.key_quota;
-        key_config.alias_quota = config.alias_quota;
-        key_config.grants_per_key = config.grants_per_key;
-        key_config.grant_bytes = config.grant_bytes;
-        key_config.on_demand_rotation_quota = config.on_demand_rotation_quota;
-        key_config.default_keystore = config.keystore.clone();
-        key_config.default_rotation_period_days = config.rotation_period_days;
-        key_config.nonce_limit = config.nonce_limit;
-        key_config.nonce_reservation_block = config.nonce_reservation_block;
         let opened = started.elapsed();
-        let keys = Arc::new(
-            KeyService::open(key_config, clock, store.clone(), keystores)
-                .map_err(|e| ServerError::Start(format!("loading keys: {e:?}")))?,
+        let org = Arc::new(
+            Organisation::open(store.clone(), &info.account_id, clock.clone())
+                .map_err(|e| ServerError::Start(format!("loading the organisation: {e}")))?,
         );
-        let loaded = started.elapsed();
-        let keys_for_check = keys.clone();
-        let (reconciled, problems) = tokio::task::spawn_blocking(move || {
-            let reconciled = keys_for_check.reconcile_keystores();
-            (reconciled, keys_for_check.check_material())
-        })
-        .await
-        .map_err(|e| ServerError::Start(e.to_string()))?;
-        report_reconciliation(
-            reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
+        let accounts = Accounts::new(&info.account_id, Some(org.clone()));
+        let setup = Arc::new(accounts::AccountSetup {
+            master,
+            clock,
+            config: config.clone(),
+        });
+        let management = accounts::open_account(
+            &setup,
+            &info.account_id,
+            store.clone(),
+            &config.data_dir,
+            &accounts,
+        )
+        .await?;
+        accounts.add(management.operations.clone());
+        let (credentials, keys, iam, approvals, authorizer) = (
+            management.credentials.clone(),
+            management.keys.clone(),
+            management.iam.clone(),
+            management.approvals.clone(),
+            management.operations.authorizer.clone(),
         );
-        for (key, problem) in problems {
-            tracing::error!(%key, %problem, "key material missing: operations on this key will fail");
-        }
         tracing::info!(
             keys = keys.count(),
             unseal_ms = unsealed.as_millis() as u64,
             open_ms = (opened - unsealed).as_millis() as u64,
-            load_keys_ms = (loaded - opened).as_millis() as u64,
-            check_material_ms = (started.elapsed() - loaded).as_millis() as u64,
+            load_keys_ms = (started.elapsed() - opened).as_millis() as u64,
             "data directory open"
         );
 
@@ -508,18 +454,6 @@ impl Daemon {
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| start_error("reflection")(e.to_string()))?;
-        let iam = Arc::new(
-            IamService::open(
-                &config.partition,
-                &info.account_id,
-                clock_for_iam.clone(),
-                store.clone(),
-                credentials.clone(),
-                config.iam_quotas,
-            )
-            .map_err(|e| ServerError::Start(format!("loading identities: {e:?}")))?,
-        );
-        let authorizer = Arc::new(Authorizer::new(iam.clone(), keys.clone()));
         let audit_path = config.audit_log.clone();
         let audit_store = store.clone();
         let audit_master = master_for_audit.clone();
@@ -535,10 +469,23 @@ impl Daemon {
         );
         let audit_scheduled =
             scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
-        let approvals = Arc::new(
-            crate::approval::Approvals::open(store.clone(), clock_for_iam.clone())
-                .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
-        );
+        let credential_directory = Arc::new(CredentialDirectory::new(credentials.clone()));
+        let members = Arc::new(accounts::Members {
+            setup: setup.clone(),
+            store: store.clone(),
+            accounts: accounts.clone(),
+            org: org.clone(),
+            credentials: credential_directory.clone(),
+            audit: audit.clone(),
+            daemon_id: daemon_id.clone(),
+            opened: Default::default(),
+            tasks: Default::default(),
+            opening: Default::default(),
+        });
+        for member in org.accounts() {
+            members.start(&member.id).await?;
+        }
+        accounts.set_opener(Arc::new(accounts::NewAccounts(Arc::downgrade(&members))));
         // From here on, other daemons' changes reach the caches (and what changed while they
         // were loading, at once), before anything here changes a key.
         if store.is_shared() {
@@ -549,7 +496,31 @@ impl Daemon {
                 Arc::downgrade(&credentials),
                 Arc::downgrade(&approvals),
             );
+            let (heard_org, heard_members) = (Arc::downgrade(&org), Arc::downgrade(&members));
+            let runtime = tokio::runtime::Handle::current();
             store.listen(Arc::new(move |changed| {
+                // What members changed goes to their services only.
+                let own: Vec<Vec<u8>>;
+                let changed_here = match changed {
+                    crate::store::Changed::Records(names, revision) => {
+                        own = names
+                            .iter()
+                            .filter(|n| accounts::management_record(n))
+                            .cloned()
+                            .collect();
+                        crate::store::Changed::Records(&own, revision)
+                    }
+                    all => all,
+                };
+                let changed_members = changed;
+                let changed = changed_here;
+                if let Some(org) = heard_org.upgrade() {
+                    org.heard(changed);
+                }
+                if let Some(members) = heard_members.upgrade() {
+                    let _entered = runtime.enter();
+                    members.heard(changed_members);
+                }
                 if let Some(keys) = heard_keys.upgrade() {
                     keys.heard(changed);
                 }
@@ -582,17 +553,11 @@ impl Daemon {
             authorizer.clone(),
             clock_for_iam.clone(),
         ));
-        let kms_operations =
-            KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals);
-        let identity_operations = (
-            StsOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
-            IamOperations::new(iam.clone(), keys.clone(), authorizer.clone()),
-        );
         // The auth layer holds every other call to MAX_REQUEST_BYTES.
-        let kms = KeyManagementServiceServer::new(KmsApi::new(kms_operations.clone()))
+        let kms = KeyManagementServiceServer::new(KmsApi::new(accounts.clone()))
             .max_decoding_message_size(crate::api::MAX_BATCH_REQUEST_BYTES)
             .max_encoding_message_size(crate::api::MAX_BATCH_RESPONSE_BYTES);
-        let identity = IdentityServiceServer::new(IamApi::new(iam, keys.clone(), authorizer))
+        let identity = IdentityServiceServer::new(IamApi::new(accounts.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
@@ -603,11 +568,15 @@ impl Daemon {
                 .map_err(|e| ServerError::Start(format!("TLS: {e}")))?;
         }
         // One gateway behind both doors: one failure throttle per source for both.
-        let gateway = Gateway::new(credentials.clone(), audit.clone(), clock_for_iam.clone())
-            .with_failure_throttle(FailureThrottle::new(
-                config.unauthenticated_rate_per_second,
-                config.unauthenticated_burst,
-            ));
+        let gateway = Gateway::for_accounts(
+            credential_directory.clone(),
+            audit.clone(),
+            clock_for_iam.clone(),
+        )
+        .with_failure_throttle(FailureThrottle::new(
+            config.unauthenticated_rate_per_second,
+            config.unauthenticated_burst,
+        ));
         let (aws_closing, closing) = tokio::sync::watch::channel(false);
         let (aws, aws_addr) = match config.aws_listen {
             Some(address) => {
@@ -620,8 +589,7 @@ impl Daemon {
                 let tls = config.tls.as_ref().map(aws_tls).transpose()?;
                 let door = Arc::new(AwsDoor::new(
                     gateway.clone(),
-                    kms_operations.clone(),
-                    identity_operations,
+                    accounts.clone(),
                     MAX_REQUEST_BYTES,
                 ));
                 (Some(door.serve(listener, tls, closing)), Some(bound))
@@ -686,6 +654,7 @@ impl Daemon {
             audit.clone(),
             clock_for_iam.clone(),
             config.scheduler_interval,
+            true,
         );
         tracing::info!(%local_addr, aws = ?aws_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
@@ -704,6 +673,7 @@ impl Daemon {
             aws,
             aws_addr,
             aws_closing,
+            members,
         })
     }
 
@@ -745,6 +715,7 @@ impl Daemon {
         let _ = self.aws_closing.send(true);
         self.scheduler.abort();
         self.sweeper.abort();
+        self.members.stop();
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
         }
@@ -838,14 +809,15 @@ fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Every `interval`: removes expired temporary credentials; every second: summarises the
-/// refusal windows that closed and makes the audit log durable (retention and the free-space
-/// watch with it).
+/// Every `interval`: removes expired temporary credentials; every second: forgets stale
+/// signatures and (with `audit_sync`, for the daemon's one log) summarises the refusal windows
+/// that closed and makes the audit log durable (retention and the free-space watch with it).
 fn spawn_sweeper(
     credentials: Arc<CredentialStore>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
     interval: std::time::Duration,
+    audit_sync: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -853,16 +825,18 @@ fn spawn_sweeper(
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            let for_sync = audit.clone();
-            let now = clock.now();
-            let synced = tokio::task::spawn_blocking(move || {
-                if let Err(error) = for_sync.close_refusal_windows(now, 0, false) {
-                    tracing::error!(%error, "summaries of refused requests not written");
+            if audit_sync {
+                let for_sync = audit.clone();
+                let now = clock.now();
+                let synced = tokio::task::spawn_blocking(move || {
+                    if let Err(error) = for_sync.close_refusal_windows(now, 0, false) {
+                        tracing::error!(%error, "summaries of refused requests not written");
+                    }
+                    for_sync.sync()
+                });
+                if let Ok(Err(error)) = synced.await {
+                    tracing::error!(%error, "audit log sync (fsync, head, retention) failed");
                 }
-                for_sync.sync()
-            });
-            if let Ok(Err(error)) = synced.await {
-                tracing::error!(%error, "audit log sync (fsync, head, retention) failed");
             }
             let for_sweep = credentials.clone();
             if let Ok(Err(error)) =

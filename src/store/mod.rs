@@ -157,6 +157,21 @@ impl WriteBatch {
     pub fn into_ops(self) -> Vec<Op> {
         self.ops
     }
+
+    /// The batch with every name it writes or requires unchanged under `scope`.
+    fn within(mut self, scope: &[u8]) -> WriteBatch {
+        if scope.is_empty() {
+            return self;
+        }
+        let scoped = |name: &mut Vec<u8>| {
+            name.splice(0..0, scope.iter().copied());
+        };
+        self.ops.iter_mut().for_each(|(name, _)| scoped(name));
+        self.unchanged
+            .iter_mut()
+            .for_each(|(name, _, _)| scoped(name));
+        self
+    }
 }
 
 /// An ordered key-value engine. Implementations must make `apply` atomic and `sync` a real
@@ -202,12 +217,15 @@ pub struct Store {
     follow: Option<Arc<Follow>>,
     /// On a shared store: this daemon's batches go out one at a time (each is fenced on the
     /// view, so two at once would only refuse each other), without holding the view.
-    sending: Mutex<()>,
+    sending: Arc<Mutex<()>>,
     /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
     /// store before the next one.
-    digest_uncertain: AtomicBool,
-    flush_requests: Mutex<Option<mpsc::Sender<Waiter>>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    digest_uncertain: Arc<AtomicBool>,
+    flush_requests: Arc<Mutex<Option<mpsc::Sender<Waiter>>>>,
+    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// What every name this handle reads and writes starts with (empty for the whole store;
+    /// see [`Store::scoped`]).
+    scope: Vec<u8>,
 }
 
 /// Why one try at applying a batch did not.
@@ -395,10 +413,11 @@ impl Store {
                 revision: 0,
             })),
             follow: None,
-            sending: Mutex::new(()),
-            digest_uncertain: AtomicBool::new(false),
-            flush_requests: Mutex::new(Some(sender)),
-            flusher: Mutex::new(flusher),
+            sending: Arc::new(Mutex::new(())),
+            digest_uncertain: Arc::new(AtomicBool::new(false)),
+            flush_requests: Arc::new(Mutex::new(Some(sender))),
+            flusher: Arc::new(Mutex::new(flusher)),
+            scope: Vec::new(),
         }
     }
 
@@ -413,7 +432,43 @@ impl Store {
         Ok(stored)
     }
 
+    /// The same store, every name read and written through the handle under `prefix`
+    /// (within this handle's own scope): what is outside is out of its sight, and what it
+    /// writes is tagged under the whole name, so a record cannot be moved between scopes. One
+    /// digest, one view and one flusher for all: a scoped handle's batches are the store's.
+    pub fn scoped(&self, prefix: &str) -> Store {
+        let mut scope = self.scope.clone();
+        scope.extend_from_slice(prefix.as_bytes());
+        Store {
+            backend: self.backend.clone(),
+            barrier: self.barrier.clone(),
+            digest: self.digest.clone(),
+            follow: self.follow.clone(),
+            sending: self.sending.clone(),
+            digest_uncertain: self.digest_uncertain.clone(),
+            flush_requests: self.flush_requests.clone(),
+            flusher: self.flusher.clone(),
+            scope,
+        }
+    }
+
+    /// The name a record has in the whole store.
+    fn full_name(&self, name: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.scope.len() + name.len());
+        full.extend_from_slice(&self.scope);
+        full.extend_from_slice(name);
+        full
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.scope.is_empty() {
+            let name = self.full_name(key);
+            return self
+                .backend
+                .get(&name)?
+                .map(|stored| self.value(&name, stored))
+                .transpose();
+        }
         self.backend
             .get(key)?
             .map(|stored| self.value(key, stored))
@@ -426,13 +481,14 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut entries = self.backend.scan(prefix, after, limit)?;
+        let (prefix, after) = (self.full_name(prefix), after.map(|a| self.full_name(a)));
+        let mut entries = self.backend.scan(&prefix, after.as_deref(), limit)?;
         entries.retain(|(name, _)| name != barrier::DIGEST_RECORD);
         entries
             .into_iter()
             .map(|(name, stored)| {
                 let value = self.value(&name, stored)?;
-                Ok((name, value))
+                Ok((name[self.scope.len()..].to_vec(), value))
             })
             .collect()
     }
@@ -452,6 +508,7 @@ impl Store {
 
     /// [`Store::apply`], telling a batch refused as [`CommitError::Stale`] from a failure.
     pub fn try_apply(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        let batch = batch.within(&self.scope);
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -696,6 +753,7 @@ impl Store {
     /// store (0 elsewhere, or when not known): what a cache of the records it wrote is then
     /// current at.
     pub async fn try_commit_at(&self, batch: WriteBatch) -> Result<i64, CommitError> {
+        let batch = batch.within(&self.scope);
         let mut tries = 0u32;
         let revision = loop {
             tries += 1;
@@ -761,8 +819,11 @@ impl Store {
 }
 
 impl Drop for Store {
+    /// The last handle of a store closes it (a scoped handle dropped leaves it open).
     fn drop(&mut self) {
-        self.close();
+        if Arc::strong_count(&self.flush_requests) == 1 {
+            self.close();
+        }
     }
 }
 
@@ -905,6 +966,66 @@ mod tests {
         store.commit(delete).await.unwrap();
         assert_eq!(store.get(&[b'k', 2]).unwrap(), None);
         assert_eq!(store.get(b"other").unwrap(), Some(b"x".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_scoped_handle_sees_and_writes_only_its_part() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = reopen(dir.path());
+            let mut outside = WriteBatch::new();
+            outside.put(b"keys/a".to_vec(), b"root".to_vec());
+            store.commit(outside).await.unwrap();
+            let member = store.scoped("accounts/1/");
+            let mut inside = WriteBatch::new();
+            inside.put(b"keys/a".to_vec(), b"member".to_vec());
+            inside.put(b"keys/b".to_vec(), b"member-b".to_vec());
+            member.commit(inside).await.unwrap();
+            // Each handle reads its own record under the same name.
+            assert_eq!(store.get(b"keys/a").unwrap(), Some(b"root".to_vec()));
+            assert_eq!(member.get(b"keys/a").unwrap(), Some(b"member".to_vec()));
+            let names =
+                |entries: Vec<Entry>| entries.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+            assert_eq!(
+                names(store.scan(b"keys/", None, 10).unwrap()),
+                vec![b"keys/a".to_vec()]
+            );
+            assert_eq!(
+                names(member.scan(b"keys/", Some(b"keys/a"), 10).unwrap()),
+                vec![b"keys/b".to_vec()]
+            );
+            assert_eq!(
+                names(store.scan(b"accounts/1/keys/", None, 10).unwrap()),
+                vec![b"accounts/1/keys/a".to_vec(), b"accounts/1/keys/b".to_vec()]
+            );
+            // A scoped handle dropped leaves the store open.
+            drop(member);
+            let mut after = WriteBatch::new();
+            after.put(b"keys/c".to_vec(), b"root".to_vec());
+            store.commit(after).await.unwrap();
+        }
+        // One digest covers both parts: the store reopens, every record checked.
+        let store = reopen(dir.path());
+        assert_eq!(
+            store.scoped("accounts/1/").get(b"keys/b").unwrap(),
+            Some(b"member-b".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_record_moved_into_another_scope_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn StoreBackend> = Arc::new(SledBackend::open(dir.path()).unwrap());
+        let store = Store::open(backend.clone(), test_barrier()).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(b"keys/a".to_vec(), b"member one".to_vec());
+        store.scoped("accounts/1/").commit_blocking(batch).unwrap();
+        // Copied as stored (tag and all) to the same name in another account's part.
+        let stored = backend.get(b"accounts/1/keys/a").unwrap().unwrap();
+        let mut moved = WriteBatch::new();
+        moved.put(b"accounts/2/keys/a".to_vec(), stored);
+        backend.apply(moved).unwrap();
+        assert!(store.scoped("accounts/2/").get(b"keys/a").is_err());
     }
 
     #[tokio::test]

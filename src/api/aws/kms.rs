@@ -1,8 +1,9 @@
 //! The KMS JSON 1.1 targets: `TrentService.<Operation>` onto the operation of that name, the
 //! body read into the operation's request shape and its answer written back.
 
+use crate::api::accounts::Accounts;
 use crate::api::authorize::CallContext;
-use crate::api::operations::{KmsOperations, Outcome};
+use crate::api::operations::Outcome;
 use crate::api::status::ApiError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -76,15 +77,19 @@ macro_rules! targets {
 
         /// Runs the operation `target` names on `body`.
         pub async fn dispatch(
-            operations: &KmsOperations,
+            accounts: &Accounts,
             call: &CallContext,
             target: &str,
             body: &[u8],
         ) -> Result<Vec<u8>, ApiError> {
             match target.strip_prefix(TARGET_PREFIX) {
                 $(Some($target) => {
-                    operations.accept_grant_tokens(&grant_tokens(body))?;
-                    run(body, |r| operations.$operation(call, r)).await
+                    run(body, |r| async move {
+                        let account = accounts.for_request(call, &r)?;
+                        account.kms.accept_grant_tokens(&grant_tokens(body))?;
+                        account.kms.$operation(call, r).await
+                    })
+                    .await
                 })*
                 _ => Err(unknown_operation()),
             }

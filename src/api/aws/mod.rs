@@ -16,9 +16,9 @@ mod kms;
 mod query;
 pub mod timestamp;
 
+use super::accounts::Accounts;
 use super::authorize::CallContext;
 use super::gateway::{Door, Gateway};
-use super::operations::{IamOperations, KmsOperations, StsOperations};
 use super::status::ApiError;
 use crate::audit::Outcome;
 use crate::auth::SignedRequest;
@@ -44,24 +44,15 @@ pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1
 /// What the AWS door serves with.
 pub struct AwsDoor {
     gateway: Gateway,
-    kms: KmsOperations,
-    sts: StsOperations,
-    iam: IamOperations,
+    accounts: Arc<Accounts>,
     max_body: usize,
 }
 
 impl AwsDoor {
-    pub fn new(
-        gateway: Gateway,
-        kms: KmsOperations,
-        (sts, iam): (StsOperations, IamOperations),
-        max_body: usize,
-    ) -> Self {
+    pub fn new(gateway: Gateway, accounts: Arc<Accounts>, max_body: usize) -> Self {
         Self {
             gateway,
-            kms,
-            sts,
-            iam,
+            accounts,
             max_body,
         }
     }
@@ -246,11 +237,14 @@ impl AwsDoor {
             ))
         } else {
             match protocol {
-                Protocol::Json => kms::dispatch(&self.kms, &context, &target, &body).await,
-                Protocol::Query(_) => {
-                    let operations = (&self.sts, &self.iam);
-                    query::dispatch(operations, &context, &body, &request_id).await
-                }
+                Protocol::Json => kms::dispatch(&self.accounts, &context, &target, &body).await,
+                Protocol::Query(_) => match self.accounts.of(&context) {
+                    Ok(account) => {
+                        let operations = (&account.sts, &account.iam);
+                        query::dispatch(operations, &context, &body, &request_id).await
+                    }
+                    Err(refused) => Err(refused),
+                },
             }
         };
         drop(body);

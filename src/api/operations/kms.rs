@@ -47,6 +47,10 @@ impl KmsOperations {
         self
     }
 
+    pub fn keys(&self) -> &Arc<KeyService> {
+        &self.keys
+    }
+
     pub(super) fn context(&self, call: &CallContext) -> RequestContext {
         self.authorizer.base_context(call, self.keys.now())
     }
@@ -249,6 +253,11 @@ impl KmsOperations {
                     MaterialOrigin::Generated => "AWS_KMS",
                 },
             );
+        // The keystore the key would be made in, named as in `keyhaven keystore list`.
+        context.set(
+            "keyhaven:KeyStore",
+            non_empty(&r.keystore).unwrap_or(&self.keys.config().default_keystore),
+        );
         self.authorizer
             .require(call, "kms:CreateKey", "*", None, &context)?;
         let policy = non_empty(&r.policy).map(str::to_owned);
@@ -358,7 +367,26 @@ impl KmsOperations {
         request: v1::ScheduleKeyDeletionRequest,
     ) -> Outcome<v1::ScheduleKeyDeletionResponse> {
         let r = &request;
-        let key = self.key(call, "kms:ScheduleKeyDeletion", &r.key_id)?;
+        let mut context = self.context(call);
+        context.set(
+            "kms:ScheduleKeyDeletionPendingWindowInDays",
+            r.pending_window_in_days
+                .unwrap_or(crate::keys::DEFAULT_PENDING_DAYS)
+                .to_string(),
+        );
+        let key = self
+            .authorizer
+            .key(
+                call,
+                "kms:ScheduleKeyDeletion",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )?
+            .id
+            .hyphenated()
+            .to_string();
         // A call the key's state or the window refuses is refused now, not made an approval
         // request (this changes a copy only).
         (*self.keys.lookup(&key, false)?)

@@ -540,6 +540,11 @@ impl KeyService {
             .unwrap_or_default()
     }
 
+    /// Whether the key `id` is this service's (in any state).
+    pub fn holds_key(&self, id: Uuid) -> bool {
+        self.entry_by_id(id).is_some()
+    }
+
     fn entry_by_id(&self, id: Uuid) -> Option<Arc<KeyEntry>> {
         self.keys.read().ok()?.get(&id).cloned()
     }

@@ -1,0 +1,244 @@
+//! The accounts one daemon serves (the management account and the members of its
+//! organisation, see `crate::org`), and which of them a call is for.
+//!
+//! Every account has its own services and so its own operations ([`AccountOperations`]): a
+//! call is run by the caller's account, except a cryptographic or read call naming another
+//! account's key (by ARN, or by a ciphertext made under it), which is run by the key's account
+//! with the caller's own identity policies and guardrails (see [`Authorizer`]), as AWS KMS
+//! runs cross-account calls. Calls that manage a key (enable, tag, alias, delete, policy) are
+//! never cross-account, as in AWS.
+
+use super::authorize::{AccountDirectory, Authorizer, CallContext};
+use super::operations::{IamOperations, KmsOperations, StsOperations};
+use super::status::ApiError;
+use crate::iam::IamService;
+use crate::keys::KeyService;
+use crate::org::{MemberAccount, Organisation};
+use crate::policy::GuardrailLevel;
+use crate::proto::v1;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+use tonic::Code;
+
+/// One account's operations, for every door.
+pub struct AccountOperations {
+    pub id: String,
+    pub kms: KmsOperations,
+    pub iam: IamOperations,
+    pub sts: StsOperations,
+    pub authorizer: Arc<Authorizer>,
+    keys: Arc<KeyService>,
+    identities: Arc<IamService>,
+}
+
+impl AccountOperations {
+    pub fn new(kms: KmsOperations, authorizer: Arc<Authorizer>) -> Self {
+        let keys = kms.keys().clone();
+        let identities = authorizer.iam().clone();
+        Self {
+            id: identities.account_id().to_owned(),
+            iam: IamOperations::new(identities.clone(), keys.clone(), authorizer.clone()),
+            sts: StsOperations::new(identities.clone(), keys.clone(), authorizer.clone()),
+            kms,
+            authorizer,
+            keys,
+            identities,
+        }
+    }
+}
+
+/// A new member account's root access key, shown once.
+pub struct NewMember {
+    pub account: MemberAccount,
+    pub root: crate::auth::NewAccessKey,
+}
+
+pub type Opening<'a> = Pin<Box<dyn Future<Output = Result<NewMember, String>> + Send + 'a>>;
+
+/// Makes a member account's services (the daemon's start-up knows how): its root access key
+/// stored and its operations added to [`Accounts`] before the account is listed.
+pub trait AccountOpener: Send + Sync {
+    fn open_new<'a>(&'a self, account: MemberAccount) -> Opening<'a>;
+}
+
+/// Where a call's account is found.
+pub enum Route<'a> {
+    /// The caller's own account.
+    Caller,
+    /// The account of the key a key id, alias or ARN names.
+    Key(&'a str),
+    /// The account of the key named, or else of the key the ciphertext was made under.
+    KeyOrBlob(&'a str, &'a [u8]),
+}
+
+/// What a request says of the account it is for.
+pub trait Routed {
+    fn route(&self) -> Route<'_> {
+        Route::Caller
+    }
+}
+
+macro_rules! routed {
+    (caller: $($caller:ident),* ; key: $($key:ident),* ; blob: $($blob:ident),* $(;)?) => {
+        $(impl Routed for v1::$caller {})*
+        $(impl Routed for v1::$key {
+            fn route(&self) -> Route<'_> {
+                Route::Key(&self.key_id)
+            }
+        })*
+        $(impl Routed for v1::$blob {
+            fn route(&self) -> Route<'_> {
+                Route::KeyOrBlob(&self.key_id, &self.ciphertext_blob)
+            }
+        })*
+    };
+}
+
+routed! {
+    caller: CreateKeyRequest, ListKeysRequest, UpdateKeyDescriptionRequest, EnableKeyRequest,
+        DisableKeyRequest, ScheduleKeyDeletionRequest, CancelKeyDeletionRequest,
+        CreateAliasRequest, UpdateAliasRequest, DeleteAliasRequest, ListAliasesRequest,
+        TagResourceRequest, UntagResourceRequest, ListResourceTagsRequest,
+        RotateKeyOnDemandRequest, EnableKeyRotationRequest, DisableKeyRotationRequest,
+        ListKeyRotationsRequest, GetKeyPolicyRequest, PutKeyPolicyRequest, GenerateRandomRequest,
+        ListRetirableGrantsRequest, GetParametersForImportRequest, ImportKeyMaterialRequest,
+        DeleteImportedKeyMaterialRequest, ReEncryptRequest, EncryptBatchRequest,
+        DecryptBatchRequest, GenerateDataKeyBatchRequest,
+        ListOrphanedKeyMaterialRequest, DestroyOrphanedKeyMaterialRequest,
+        ListApprovalRequestsRequest, GetApprovalRequestRequest, ApproveRequestRequest,
+        RejectRequestRequest, GetApprovalSettingsRequest, PutApprovalSettingsRequest;
+    key: DescribeKeyRequest, GetKeyRotationStatusRequest, EncryptRequest,
+        GenerateDataKeyRequest, GenerateDataKeyWithoutPlaintextRequest, GenerateMacRequest,
+        VerifyMacRequest, SignRequest, VerifyRequest, GetPublicKeyRequest,
+        DeriveSharedSecretRequest, GenerateDataKeyPairRequest,
+        GenerateDataKeyPairWithoutPlaintextRequest, CreateGrantRequest, ListGrantsRequest,
+        RevokeGrantRequest;
+    blob: DecryptRequest;
+}
+
+impl Routed for v1::RetireGrantRequest {
+    fn route(&self) -> Route<'_> {
+        Route::Key(&self.key_id)
+    }
+}
+
+/// Every account the daemon serves.
+pub struct Accounts {
+    management: String,
+    org: Option<Arc<Organisation>>,
+    by_id: RwLock<HashMap<String, Arc<AccountOperations>>>,
+    opener: OnceLock<Arc<dyn AccountOpener>>,
+}
+
+fn no_account(account: &str) -> ApiError {
+    ApiError::new(
+        Code::Unavailable,
+        "KMSInternalException",
+        format!("account {account} is not served by this daemon yet; try again"),
+    )
+}
+
+impl Accounts {
+    /// The accounts of a daemon whose management account is `management`, with its
+    /// organisation (none: the management account alone).
+    pub fn new(management: &str, org: Option<Arc<Organisation>>) -> Arc<Self> {
+        Arc::new(Self {
+            management: management.to_owned(),
+            org,
+            by_id: RwLock::new(HashMap::new()),
+            opener: OnceLock::new(),
+        })
+    }
+
+    pub fn set_opener(&self, opener: Arc<dyn AccountOpener>) {
+        let _ = self.opener.set(opener);
+    }
+
+    pub fn opener(&self) -> Option<&Arc<dyn AccountOpener>> {
+        self.opener.get()
+    }
+
+    pub fn organisation(&self) -> Option<&Arc<Organisation>> {
+        self.org.as_ref()
+    }
+
+    pub fn management_id(&self) -> &str {
+        &self.management
+    }
+
+    pub fn add(&self, operations: Arc<AccountOperations>) {
+        if let Ok(mut accounts) = self.by_id.write() {
+            accounts.insert(operations.id.clone(), operations);
+        }
+    }
+
+    pub fn serves(&self, account: &str) -> bool {
+        self.get(account).is_some()
+    }
+
+    fn get(&self, account: &str) -> Option<Arc<AccountOperations>> {
+        self.by_id.read().ok()?.get(account).cloned()
+    }
+
+    /// The management account's operations.
+    pub fn management(&self) -> Result<Arc<AccountOperations>, ApiError> {
+        self.get(&self.management)
+            .ok_or_else(|| no_account(&self.management))
+    }
+
+    /// The caller's account's operations.
+    pub fn of(&self, call: &CallContext) -> Result<Arc<AccountOperations>, ApiError> {
+        let account = &call.caller.principal.account_id;
+        self.get(account).ok_or_else(|| no_account(account))
+    }
+
+    /// The operations a KMS request is run by (see the module's introduction).
+    pub fn for_request(
+        &self,
+        call: &CallContext,
+        request: &impl Routed,
+    ) -> Result<Arc<AccountOperations>, ApiError> {
+        let own = self.of(call)?;
+        let by_key = |key: &str| {
+            let account = key
+                .strip_prefix("arn:")
+                .and_then(|_| key.split(':').nth(4))?;
+            (account != own.id).then(|| self.get(account)).flatten()
+        };
+        let other = match request.route() {
+            Route::Caller => None,
+            Route::Key(key) => by_key(key),
+            Route::KeyOrBlob(key, _) if !key.is_empty() => by_key(key),
+            Route::KeyOrBlob(_, blob) => self.holder_of(&own, blob),
+        };
+        Ok(other.unwrap_or(own))
+    }
+
+    /// The account holding the key a ciphertext was made under, when it is not `own`.
+    fn holder_of(&self, own: &AccountOperations, blob: &[u8]) -> Option<Arc<AccountOperations>> {
+        let parsed = crate::crypto::CiphertextBlob::parse(blob).ok()?;
+        if own.keys.holds_key(parsed.key_id) {
+            return None;
+        }
+        let accounts = self.by_id.read().ok()?;
+        accounts
+            .values()
+            .find(|a| a.keys.holds_key(parsed.key_id))
+            .cloned()
+    }
+}
+
+impl AccountDirectory for Accounts {
+    fn iam(&self, account: &str) -> Option<Arc<IamService>> {
+        self.get(account).map(|a| a.identities.clone())
+    }
+
+    fn guardrails(&self, account: &str) -> Vec<GuardrailLevel> {
+        match &self.org {
+            Some(org) => org.guardrails_for(account),
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Every account's services: the management account's (the data directory's own) and each
+//! member account's of the organisation, made the same way over the account's part of the
+//! store (`crate::org::member_scope`), with the account's own keystores (a sealed keyring of
+//! its own; on a PKCS#11 token, objects labelled with its id).
+
+use super::{
+    DaemonConfig, ServerError, report_reconciliation, scheduled_task_auditor, scheduler_lead,
+    spawn_sweeper,
+};
+use crate::api::accounts::{AccountOpener, AccountOperations, Accounts, NewMember, Opening};
+use crate::api::{Authorizer, operations::KmsOperations};
+use crate::approval::Approvals;
+use crate::audit::AuditLog;
+use crate::auth::{CredentialDirectory, CredentialStore};
+use crate::clock::Clock;
+use crate::iam::IamService;
+use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
+use crate::keystore::KeyStore;
+use crate::keystore::deadline::DeadlineKeyStore;
+use crate::keystore::pkcs11::Pkcs11KeyStore;
+use crate::keystore::sealed::SealedKeyStore;
+use crate::org::{MEMBERS_PREFIX, MemberAccount, Organisation, member_scope};
+use crate::seal::MasterKey;
+use crate::store::{Changed, Store};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// What every account's services are made with.
+pub(super) struct AccountSetup {
+    pub master: Arc<MasterKey>,
+    pub clock: Arc<dyn Clock>,
+    pub config: DaemonConfig,
+}
+
+/// One account's services.
+pub(super) struct AccountServices {
+    pub credentials: Arc<CredentialStore>,
+    pub keys: Arc<KeyService>,
+    pub iam: Arc<IamService>,
+    pub approvals: Arc<Approvals>,
+    pub operations: Arc<AccountOperations>,
+}
+
+impl AccountServices {
+    /// Tells the services what another daemon changed (names within the account's part).
+    fn heard(&self, changed: Changed<'_>) {
+        self.keys.heard(changed);
+        self.iam.heard(changed);
+        self.credentials.heard(changed);
+        self.approvals.heard(changed);
+    }
+}
+
+/// Connects the PKCS#11 keystores of the configuration for `account` (its objects are
+/// labelled with its id), each behind the call deadline when one is set.
+async fn pkcs11_keystores(
+    config: &DaemonConfig,
+    account: &str,
+) -> Result<Vec<Arc<dyn KeyStore>>, ServerError> {
+    let mut keystores: Vec<Arc<dyn KeyStore>> = Vec::new();
+    for settings in config.pkcs11.clone() {
+        let name = format!("pkcs11:{}", settings.name);
+        let owner = account.to_owned();
+        let connecting =
+            tokio::task::spawn_blocking(move || Pkcs11KeyStore::connect(settings, &owner));
+        // A device that does not answer must not hang the start for ever either.
+        let connected = if config.pkcs11_call_timeout.is_zero() {
+            connecting.await
+        } else {
+            tokio::time::timeout(config.pkcs11_call_timeout, connecting)
+                .await
+                .map_err(|_| {
+                    ServerError::Start(format!(
+                        "keystore {name}: the PKCS#11 token did not answer within {} ms \
+                         (pkcs11_call_timeout_ms)",
+                        config.pkcs11_call_timeout.as_millis()
+                    ))
+                })?
+        };
+        let keystore = connected
+            .map_err(|e| ServerError::Start(e.to_string()))?
+            .map_err(|e| ServerError::Start(format!("keystore {name}: {e}")))?;
+        tracing::info!(keystore = %name, %account, "PKCS#11 token connected");
+        if config.pkcs11_call_timeout.is_zero() {
+            keystores.push(Arc::new(keystore));
+        } else {
+            keystores.push(Arc::new(DeadlineKeyStore::new(
+                Arc::new(keystore),
+                config.pkcs11_call_timeout,
+            )));
+        }
+    }
+    Ok(keystores)
+}
+
+/// Opens the services of `account` over `store` (the account's part of the store), its
+/// sealed keyring kept in `keyring_dir` on a store of its own.
+pub(super) async fn open_account(
+    setup: &AccountSetup,
+    account: &str,
+    store: Arc<Store>,
+    keyring_dir: &Path,
+    accounts: &Arc<Accounts>,
+) -> Result<AccountServices, ServerError> {
+    let config = &setup.config;
+    let credentials = Arc::new(
+        CredentialStore::open(
+            setup.master.clone(),
+            store.clone(),
+            setup.clock.clone(),
+            &config.partition,
+            &config.region,
+            account,
+        )
+        .map_err(|e| ServerError::Start(e.to_string()))?
+        .with_accepted_hosts(config.accepted_hosts.clone()),
+    );
+    let sealed = SealedKeyStore::open(setup.master.clone(), store.clone(), keyring_dir)
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    let mut keystores: Vec<Arc<dyn KeyStore>> = vec![Arc::new(sealed)];
+    keystores.extend(pkcs11_keystores(config, account).await?);
+    let mut key_config = KeyServiceConfig::new(account.to_owned());
+    key_config.partition = config.partition.clone();
+    key_config.region = config.region.clone();
+    key_config.key_quota = config.key_quota;
+    key_config.alias_quota = config.alias_quota;
+    key_config.grants_per_key = config.grants_per_key;
+    key_config.grant_bytes = config.grant_bytes;
+    key_config.on_demand_rotation_quota = config.on_demand_rotation_quota;
+    key_config.default_keystore = config.keystore.clone();
+    key_config.default_rotation_period_days = config.rotation_period_days;
+    key_config.nonce_limit = config.nonce_limit;
+    key_config.nonce_reservation_block = config.nonce_reservation_block;
+    let keys = Arc::new(
+        KeyService::open(key_config, setup.clock.clone(), store.clone(), keystores)
+            .map_err(|e| ServerError::Start(format!("loading keys of {account}: {e:?}")))?,
+    );
+    let keys_for_check = keys.clone();
+    let (reconciled, problems) = tokio::task::spawn_blocking(move || {
+        let reconciled = keys_for_check.reconcile_keystores();
+        (reconciled, keys_for_check.check_material())
+    })
+    .await
+    .map_err(|e| ServerError::Start(e.to_string()))?;
+    report_reconciliation(
+        reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
+    );
+    for (key, problem) in problems {
+        tracing::error!(%key, %problem, %account, "key material missing: operations on this key will fail");
+    }
+    let iam = Arc::new(
+        IamService::open(
+            &config.partition,
+            account,
+            setup.clock.clone(),
+            store.clone(),
+            credentials.clone(),
+            config.iam_quotas,
+        )
+        .map_err(|e| ServerError::Start(format!("loading identities of {account}: {e:?}")))?,
+    );
+    let directory: Arc<dyn crate::api::authorize::AccountDirectory> = accounts.clone();
+    let authorizer =
+        Arc::new(Authorizer::new(iam.clone(), keys.clone()).in_organisation(&directory));
+    let approvals = Arc::new(
+        Approvals::open(store.clone(), setup.clock.clone())
+            .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
+    );
+    let kms =
+        KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals.clone());
+    let operations = Arc::new(AccountOperations::new(kms, authorizer));
+    Ok(AccountServices {
+        credentials,
+        keys,
+        iam,
+        approvals,
+        operations,
+    })
+}
+
+/// The member accounts' services: opened at start-up, when an account is made, and when
+/// another daemon of the cluster made one.
+pub(super) struct Members {
+    pub setup: Arc<AccountSetup>,
+    /// The whole store (members' parts are scoped from it).
+    pub store: Arc<Store>,
+    pub accounts: Arc<Accounts>,
+    pub org: Arc<Organisation>,
+    pub credentials: Arc<CredentialDirectory>,
+    pub audit: Arc<AuditLog>,
+    pub daemon_id: Option<String>,
+    pub opened: Mutex<Vec<(Vec<u8>, Arc<AccountServices>)>>,
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Serialises openings (start-up, a new account, a heard one).
+    pub opening: tokio::sync::Mutex<()>,
+}
+
+impl Members {
+    fn keyring_dir(&self, account: &str) -> PathBuf {
+        self.setup.config.data_dir.join("accounts").join(account)
+    }
+
+    /// Opens the services of the member `account` (unless they are open) and starts its
+    /// scheduler and credential sweeper.
+    pub async fn start(&self, account: &str) -> Result<(), ServerError> {
+        let _opening = self.opening.lock().await;
+        if self.accounts.serves(account) {
+            return Ok(());
+        }
+        let dir = self.keyring_dir(account);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServerError::Start(format!("{}: {e}", dir.display())))?;
+        let scope = member_scope(account);
+        let store = Arc::new(self.store.scoped(&scope));
+        let services =
+            Arc::new(open_account(&self.setup, account, store, &dir, &self.accounts).await?);
+        let config = &self.setup.config;
+        let auditor = scheduled_task_auditor(
+            self.audit.clone(),
+            services.keys.clone(),
+            self.setup.clock.clone(),
+        );
+        let scheduler = spawn_scheduler(
+            services.keys.clone(),
+            config.scheduler_interval,
+            auditor,
+            scheduler_lead(self.store.clone(), self.daemon_id.clone()),
+        );
+        let sweeper = spawn_sweeper(
+            services.credentials.clone(),
+            self.audit.clone(),
+            self.setup.clock.clone(),
+            config.scheduler_interval,
+            false,
+        );
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.extend([scheduler, sweeper]);
+        }
+        self.credentials.add_member(services.credentials.clone());
+        self.accounts.add(services.operations.clone());
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push((scope.into_bytes(), services));
+        }
+        tracing::info!(%account, "member account served");
+        Ok(())
+    }
+
+    /// Tells every member's services what another daemon changed in its part of the store,
+    /// and opens the accounts another daemon made.
+    pub fn heard(self: &Arc<Self>, changed: Changed<'_>) {
+        let opened: Vec<(Vec<u8>, Arc<AccountServices>)> =
+            self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+        match changed {
+            Changed::All(revision) => {
+                for (_, services) in &opened {
+                    services.heard(Changed::All(revision));
+                }
+            }
+            Changed::Records(names, revision) => {
+                for (scope, services) in &opened {
+                    let within: Vec<Vec<u8>> = names
+                        .iter()
+                        .filter_map(|n| n.strip_prefix(scope.as_slice()))
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    if !within.is_empty() {
+                        services.heard(Changed::Records(&within, revision));
+                    }
+                }
+            }
+        }
+        // The organisation is read again first (by the caller): accounts it lists now and
+        // this daemon does not serve were made by another daemon.
+        for account in self.org.accounts() {
+            if !self.accounts.serves(&account.id) {
+                let members = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = members.start(&account.id).await {
+                        tracing::error!(%error, account = %account.id,
+                            "cannot serve a member account another daemon made");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Stops every member's scheduler and sweeper.
+    pub fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Whether a record name belongs to the management account's part of the store.
+pub(super) fn management_record(name: &[u8]) -> bool {
+    !name.starts_with(MEMBERS_PREFIX)
+}
+
+/// Makes new member accounts for the organisation's `CreateAccount`.
+pub(super) struct NewAccounts(pub std::sync::Weak<Members>);
+
+impl AccountOpener for NewAccounts {
+    fn open_new<'a>(&'a self, account: MemberAccount) -> Opening<'a> {
+        Box::pin(async move {
+            let members = self
+                .0
+                .upgrade()
+                .ok_or_else(|| "the daemon is shutting down".to_owned())?;
+            let setup = &members.setup;
+            let (batch, root) = CredentialStore::new_root_access_key(
+                &setup.master,
+                &setup.config.partition,
+                &account.id,
+                setup.clock.now(),
+            )
+            .map_err(|e| e.to_string())?;
+            // The root key first, then the services, then the account's record: an account
+            // is listed only once it can be signed in to.
+            let scoped = members.store.scoped(&member_scope(&account.id));
+            scoped.commit(batch).await.map_err(|e| e.to_string())?;
+            members
+                .start(&account.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            members
+                .org
+                .add_account(&account)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(NewMember { account, root })
+        })
+    }
+}
