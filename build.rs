@@ -22,6 +22,7 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GenerateDataKeyResponse",
     "keyhaven.v1.GenerateRandomResponse",
     "keyhaven.v1.CreateAccessKeyResponse",
+    "keyhaven.v1.CreateAccountResponse",
     "keyhaven.v1.Credentials",
     "keyhaven.v1.CreateGrantRequest",
     "keyhaven.v1.CreateGrantResponse",

@@ -234,6 +234,16 @@ impl fmt::Debug for v1::CreateAccessKeyResponse {
     }
 }
 
+impl fmt::Debug for v1::CreateAccountResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateAccountResponse")
+            .field("account", &self.account)
+            .field("root_access_key_id", &self.root_access_key_id)
+            .field("root_secret_access_key", &REDACTED)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

@@ -1596,3 +1596,108 @@ fn bench_through_each_door() {
     );
     assert_eq!(daemon.terminate().code(), Some(0));
 }
+
+/// The organisation from the command line: a member account made with `org create-account`
+/// (its root credentials printed once), a guardrail made, attached and shown deciding in
+/// `policy simulate`, and its refusal of the member's root.
+#[test]
+fn an_organisation_from_the_command_line() {
+    let work = TempDir::new().expect("tempdir");
+    let data = work.path().join("data");
+    let root = init(&data);
+    let daemon = Daemon::start(&data, PASSPHRASE, &work.path().join("serve.log"));
+    let kh = Client::new(&daemon, &root);
+
+    // Human output: export lines for the member's root.
+    let text = String::from_utf8(kh.ok(&["org", "create-account", "payments"], b"")).unwrap();
+    let vars = exports(&text);
+    let member = Client {
+        endpoint: daemon.endpoint(),
+        access_key_id: vars["KEYHAVEN_ACCESS_KEY_ID"].clone(),
+        secret_access_key: vars["KEYHAVEN_SECRET_ACCESS_KEY"].clone(),
+    };
+    let whoami = member.json(&["whoami"], b"");
+    let member_id = whoami["Account"].as_str().unwrap().to_owned();
+    assert_eq!(whoami["Arn"], format!("arn:keyhaven:iam::{member_id}:root"));
+    let listed = kh.json(&["org", "list-accounts"], b"");
+    assert_eq!(listed["Accounts"][0]["Id"], member_id.as_str());
+    assert_eq!(listed["Accounts"][0]["Name"], "payments");
+    assert_eq!(listed["RootGuardrailPolicies"][0], "FullAccess");
+
+    let key = member.create_key(&[]);
+    let key_arn = member.describe(&key)["Arn"].as_str().unwrap().to_owned();
+    assert!(key_arn.contains(&member_id), "{key_arn}");
+
+    let document = work.path().join("window.json");
+    fs::write(
+        &document,
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"Window","Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*","Condition":{"NumericLessThan":{"kms:ScheduleKeyDeletionPendingWindowInDays":"30"}}}]}"#,
+    )
+    .unwrap();
+    let created = kh.json(
+        &[
+            "org",
+            "guardrail",
+            "create",
+            "MinimumWindow",
+            document.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(created["Policy"]["PolicyName"], "MinimumWindow");
+    kh.ok(
+        &["org", "guardrail", "attach", "MinimumWindow", "root"],
+        b"",
+    );
+    let shown = kh.json(&["org", "guardrail", "show", "MinimumWindow"], b"");
+    assert_eq!(shown["Policy"]["Targets"][0], "root");
+
+    let refused = member
+        .run(
+            &["key", "schedule-deletion", &key, "--pending-days", "7"],
+            b"",
+        )
+        .fails_with("AccessDeniedException");
+    assert!(refused.contains("kms:ScheduleKeyDeletion"), "{refused}");
+    assert_eq!(member.describe(&key)["KeyState"], "Enabled");
+
+    let simulated = member.json(
+        &[
+            "policy",
+            "simulate",
+            "--principal",
+            &format!("arn:keyhaven:iam::{member_id}:root"),
+            "--action",
+            "kms:ScheduleKeyDeletion",
+            "--resource",
+            &key_arn,
+            "--context",
+            "kms:ScheduleKeyDeletionPendingWindowInDays=7",
+        ],
+        b"",
+    );
+    assert_eq!(simulated["EvalDecision"], "explicitDeny");
+    assert_eq!(simulated["DecidingGuardrail"], "organisation root");
+    assert_eq!(
+        simulated["MatchedStatements"][0]["SourcePolicyId"],
+        "guardrail/MinimumWindow"
+    );
+
+    // The member cannot make accounts; a guardrail in use cannot be deleted.
+    member
+        .run(&["org", "create-account", "rogue"], b"")
+        .fails_with("AccessDeniedException");
+    kh.run(&["org", "guardrail", "delete", "MinimumWindow"], b"")
+        .fails_with("PolicyInUseException");
+    kh.ok(
+        &["org", "guardrail", "detach", "MinimumWindow", "root"],
+        b"",
+    );
+    kh.ok(&["org", "guardrail", "delete", "MinimumWindow"], b"");
+    let left = kh.json(&["org", "guardrail", "list"], b"");
+    assert_eq!(left["Policies"].as_array().unwrap().len(), 1, "{left}");
+    member.ok(
+        &["key", "schedule-deletion", &key, "--pending-days", "7"],
+        b"",
+    );
+}

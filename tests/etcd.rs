@@ -2086,3 +2086,82 @@ async fn two_daemons_never_share_a_nonce_block() {
         );
     }
 }
+
+/// An account one daemon of a cluster makes is served by the others: its root signs in on
+/// them, its keys are its own there too, and a guardrail attached on one daemon caps the
+/// member on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_made_on_one_daemon_is_served_by_the_others() {
+    let etcd = EtcdProcess::start().await;
+    let a = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let b = a.join().await;
+    let made = a
+        .client
+        .iam()
+        .create_account(a.client.signed_iam(
+            "CreateAccount",
+            v1::CreateAccountRequest {
+                account_name: "on-a".into(),
+            },
+        ))
+        .await
+        .expect("CreateAccount")
+        .into_inner();
+    let credentials = keyhaven::client::ClientCredentials {
+        access_key_id: made.root_access_key_id.clone(),
+        secret_access_key: keyhaven::secret::SecretString::new(made.root_secret_access_key),
+        session_token: None,
+        region: a.config.region.clone(),
+    };
+    let on_b = b.client_with(credentials).await;
+    let list = |client: keyhaven::client::Client| async move {
+        client
+            .kms()
+            .list_keys(client.signed("ListKeys", v1::ListKeysRequest::default()))
+            .await
+            .map(|r| r.into_inner().keys.len())
+    };
+    within("daemon b serves the account daemon a made", || {
+        let on_b = on_b.clone();
+        async move { list(on_b).await.is_ok() }
+    })
+    .await;
+    let key = on_b
+        .kms()
+        .create_key(on_b.signed("CreateKey", v1::CreateKeyRequest::default()))
+        .await
+        .expect("CreateKey on b")
+        .into_inner()
+        .key_metadata
+        .expect("metadata");
+    let member_id = made.account.expect("account").id;
+    assert!(key.arn.contains(&member_id), "{}", key.arn);
+    assert_eq!(list(on_b.clone()).await.unwrap(), 1);
+    assert_eq!(
+        list(a.client.clone()).await.unwrap(),
+        0,
+        "the member's key is not a's"
+    );
+
+    // A guardrail detached on a caps the member on b within a second.
+    a.client
+        .iam()
+        .detach_guardrail_policy(a.client.signed_iam(
+            "DetachGuardrailPolicy",
+            v1::DetachGuardrailPolicyRequest {
+                policy_name: "FullAccess".into(),
+                target_id: member_id,
+            },
+        ))
+        .await
+        .expect("DetachGuardrailPolicy");
+    within("daemon b caps the member", || {
+        let on_b = on_b.clone();
+        async move {
+            list(on_b)
+                .await
+                .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
+        }
+    })
+    .await;
+}

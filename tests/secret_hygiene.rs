@@ -818,6 +818,43 @@ async fn session(backend: Backend) {
         &session_credentials.session_token,
     );
 
+    // ---- a member account: its root secret shown once, then used
+    let member = call!(
+        ev,
+        d.client,
+        iam,
+        signed_iam,
+        "CreateAccount",
+        create_account,
+        v1::CreateAccountRequest {
+            account_name: format!("hygiene-member-{tag}"),
+        }
+    )
+    .expect("CreateAccount");
+    ev.debug("CreateAccountResponse", &member);
+    c.text(
+        "a member account's root secret access key",
+        &member.root_secret_access_key,
+    );
+    let member_root = credentials(
+        &d,
+        &member.root_access_key_id,
+        &member.root_secret_access_key,
+        None,
+    );
+    ev.debug("ClientCredentials (member root)", &member_root);
+    let member_client = d.client_with(member_root).await;
+    call!(
+        ev,
+        member_client,
+        kms,
+        signed,
+        "CreateKey",
+        create_key,
+        v1::CreateKeyRequest::default()
+    )
+    .expect("CreateKey in the member account");
+
     // ---- a virtual MFA device (its seed, URI and QR code shown once) and an MFA session
     let device = call!(
         ev,

@@ -41,7 +41,22 @@ impl AuditApi {
 /// accepted (the key still there and active, its user or role still there, a session not
 /// expired) and its policies still allow [`READ_AUDIT`]. A tail outlives the request that
 /// opened it, so it asks again as it goes; the refusal is what a new request would get.
+///
+/// The log holds every account's calls: only the management account's principals read it.
 fn may_read(authorizer: &Authorizer, clock: &dyn Clock, call: &CallContext) -> Result<(), Status> {
+    let principal = &call.caller.principal;
+    if principal.account_id != authorizer.iam().account_id() {
+        return Err(crate::api::ApiError::new(
+            tonic::Code::PermissionDenied,
+            "AccessDeniedException",
+            format!(
+                "{} is not authorized to perform {READ_AUDIT}: the audit log holds every \
+                 account's calls and is read by the management account's principals",
+                principal.arn
+            ),
+        )
+        .into());
+    }
     authorizer
         .iam()
         .credentials()

@@ -191,6 +191,14 @@ pub fn operation_name(path: &str) -> String {
         },
         "keyhaven.v1.IdentityService" => match method {
             "AssumeRole" | "GetCallerIdentity" | "GetSessionToken" => "sts",
+            "CreateAccount"
+            | "ListAccounts"
+            | "CreateGuardrailPolicy"
+            | "GetGuardrailPolicy"
+            | "DeleteGuardrailPolicy"
+            | "ListGuardrailPolicies"
+            | "AttachGuardrailPolicy"
+            | "DetachGuardrailPolicy" => "organizations",
             _ => "iam",
         },
         "keyhaven.v1.AuditService" => "audit",

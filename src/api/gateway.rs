@@ -146,7 +146,7 @@ pub fn changes_nothing(operation: &str) -> bool {
         }
         "iam" => reads(&["List", "Get", "Simulate"]),
         "sts" => method == "GetCallerIdentity",
-        "keyhaven" => reads(&["List", "Get"]),
+        "keyhaven" | "organizations" => reads(&["List", "Get"]),
         _ => false,
     }
 }

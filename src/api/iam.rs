@@ -4,6 +4,7 @@
 
 use super::accounts::Accounts;
 use super::call_context as caller;
+use super::operations::OrgOperations;
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -20,6 +21,22 @@ impl IamApi {
     }
 }
 
+/// Runs a method on the caller's account's operations, or (`org`) on the organisation's.
+macro_rules! run_on {
+    ($api:ident, org, $name:ident, $call:ident, $request:expr) => {
+        OrgOperations::new(&$api.accounts)
+            .$name(&$call, $request)
+            .await
+    };
+    ($api:ident, $operations:ident, $name:ident, $call:ident, $request:expr) => {
+        $api.accounts
+            .of(&$call)?
+            .$operations
+            .$name(&$call, $request)
+            .await
+    };
+}
+
 /// The trait's methods, each the same three steps onto the operation of its name.
 macro_rules! grpc_methods {
     ($($name:ident: $request:ident => $response:ident by $operations:ident,)*) => {
@@ -31,8 +48,7 @@ macro_rules! grpc_methods {
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
                     let call = caller(&request)?;
-                    let account = self.accounts.of(&call)?;
-                    let answer = account.$operations.$name(&call, request.into_inner()).await?;
+                    let answer = run_on!(self, $operations, $name, call, request.into_inner())?;
                     Ok(Response::new(answer))
                 }
             )*
@@ -62,6 +78,14 @@ grpc_methods! {
     delete_access_key: DeleteAccessKeyRequest => DeleteAccessKeyResponse by iam,
     simulate_principal_policy: SimulatePrincipalPolicyRequest => SimulatePrincipalPolicyResponse by iam,
     simulate_custom_policy: SimulateCustomPolicyRequest => SimulatePrincipalPolicyResponse by iam,
+    create_account: CreateAccountRequest => CreateAccountResponse by org,
+    list_accounts: ListAccountsRequest => ListAccountsResponse by org,
+    create_guardrail_policy: CreateGuardrailPolicyRequest => GuardrailPolicyResponse by org,
+    get_guardrail_policy: GetGuardrailPolicyRequest => GuardrailPolicyResponse by org,
+    delete_guardrail_policy: DeleteGuardrailPolicyRequest => DeleteGuardrailPolicyResponse by org,
+    list_guardrail_policies: ListGuardrailPoliciesRequest => ListGuardrailPoliciesResponse by org,
+    attach_guardrail_policy: AttachGuardrailPolicyRequest => AttachGuardrailPolicyResponse by org,
+    detach_guardrail_policy: DetachGuardrailPolicyRequest => DetachGuardrailPolicyResponse by org,
     bind_certificate: BindCertificateRequest => BindCertificateResponse by iam,
     unbind_certificate: UnbindCertificateRequest => UnbindCertificateResponse by iam,
     list_certificates: ListCertificatesRequest => ListCertificatesResponse by iam,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 type CliResult = Result<(), CliError>;
 
-fn read_file(path: &Path) -> Result<String, CliError> {
+pub(super) fn read_file(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path)
         .map_err(|e| CliError::Local(format!("cannot read {}: {e}", path.display())))
 }
@@ -752,6 +752,10 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
             if !r.deciding_grant_id.is_empty() {
                 answer["DecidingGrantId"] = json!(r.deciding_grant_id);
             }
+            // Only when a guardrail refused the action.
+            if !r.deciding_guardrail.is_empty() {
+                answer["DecidingGuardrail"] = json!(r.deciding_guardrail);
+            }
             out.print(answer, || {
                 let decided_by = r
                     .matched_statements
@@ -764,7 +768,12 @@ pub async fn policy(ctx: Context, command: PolicyCommand) -> CliResult {
                         }
                     })
                     .unwrap_or_default();
-                if r.deciding_grant_id.is_empty() {
+                if !r.deciding_guardrail.is_empty() && decided_by.is_empty() {
+                    format!(
+                        "{} (by the guardrails of the {}: none allows it)",
+                        r.eval_decision, r.deciding_guardrail
+                    )
+                } else if r.deciding_grant_id.is_empty() {
                     format!("{}{decided_by}", r.eval_decision)
                 } else {
                     format!("{} (by grant {})", r.eval_decision, r.deciding_grant_id)

@@ -15,6 +15,7 @@ mod grants;
 mod identity;
 mod keystore;
 mod mfa;
+mod org;
 mod output;
 mod serve;
 mod store;
@@ -134,6 +135,9 @@ pub enum Command {
     /// Virtual MFA devices (TOTP): create, enable, list, deactivate, delete.
     #[command(subcommand)]
     Mfa(mfa::MfaCommand),
+    /// The organisation (management account): member accounts and guardrail policies.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
     /// Temporary credentials of the caller (with an MFA code for MFA-protected actions);
     /// prints them and `export` lines.
     SessionToken(mfa::SessionTokenArgs),
@@ -223,6 +227,7 @@ pub fn run(cli: Cli) -> i32 {
             commands::run_client(client, |c| identity::assume_role(c, args))
         }
         Command::Mfa(command) => commands::run_client(client, |c| mfa::mfa(c, command)),
+        Command::Org(command) => commands::run_client(client, |c| org::org(c, command)),
         Command::SessionToken(args) => {
             commands::run_client(client, |c| mfa::session_token(c, args))
         }

@@ -646,18 +646,7 @@ impl IamOperations {
             &grants,
             &GrantAsk::Context(&encryption_context),
         );
-        Ok(v1::SimulatePrincipalPolicyResponse {
-            deciding_grant_id: decision.deciding_grant.clone().unwrap_or_default(),
-            eval_decision: decision.decision.as_str().into(),
-            matched_statements: decision
-                .deciding_statement
-                .into_iter()
-                .map(|s| v1::MatchedStatement {
-                    source_policy_id: s.policy,
-                    sid: s.sid.unwrap_or_default(),
-                })
-                .collect(),
-        })
+        Ok(simulation(decision))
     }
 
     /// What the caller would be allowed if the given identity policies were its only ones (no
@@ -714,6 +703,7 @@ impl IamOperations {
 fn simulation(decision: crate::policy::PolicyDecision) -> v1::SimulatePrincipalPolicyResponse {
     v1::SimulatePrincipalPolicyResponse {
         deciding_grant_id: decision.deciding_grant.clone().unwrap_or_default(),
+        deciding_guardrail: decision.guardrail.clone().unwrap_or_default(),
         eval_decision: decision.decision.as_str().into(),
         matched_statements: decision
             .deciding_statement

@@ -7,9 +7,11 @@ mod grants;
 mod iam;
 mod kms;
 mod mfa;
+mod org;
 mod sts;
 
 pub use batch::{MAX_BATCH_ITEMS, is_batch};
 pub use iam::IamOperations;
 pub use kms::{KmsOperations, Outcome};
+pub use org::OrgOperations;
 pub use sts::StsOperations;
