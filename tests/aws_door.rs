@@ -918,3 +918,94 @@ async fn boto3_simulates_principal_policies_over_the_query_protocol() {
     // A simulation changes nothing: the key is as it was.
     assert_eq!(daemon.state(&key.key_id).await, v1::KeyState::Enabled);
 }
+
+/// A member account of the organisation through the AWS door (see `aws_accounts.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_in_a_member_account_meets_its_keys_a_shared_key_and_its_guardrails() {
+    let daemon = daemon().await;
+    let made = daemon
+        .client
+        .iam()
+        .create_account(daemon.client.signed_iam(
+            "CreateAccount",
+            v1::CreateAccountRequest {
+                account_name: "boto3".into(),
+            },
+        ))
+        .await
+        .expect("CreateAccount")
+        .into_inner();
+    let member_id = made.account.expect("account").id;
+    let shared = daemon.create_key("shared").await;
+    let private = daemon.create_key("private").await;
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Principal":{{"AWS":"arn:keyhaven:iam::{own}:root"}},"Action":"kms:*","Resource":"*"}},
+            {{"Effect":"Allow","Principal":{{"AWS":"arn:keyhaven:iam::{member_id}:root"}},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}}]}}"#,
+        own = daemon.account_id
+    );
+    daemon
+        .client
+        .kms()
+        .put_key_policy(daemon.client.signed(
+            "PutKeyPolicy",
+            v1::PutKeyPolicyRequest {
+                key_id: shared.key_id.clone(),
+                policy,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("PutKeyPolicy");
+    daemon
+        .client
+        .iam()
+        .create_guardrail_policy(daemon.client.signed_iam(
+            "CreateGuardrailPolicy",
+            v1::CreateGuardrailPolicyRequest {
+                policy_name: "MinimumWindow".into(),
+                description: String::new(),
+                document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:ScheduleKeyDeletion","Resource":"*","Condition":{"NumericLessThan":{"kms:ScheduleKeyDeletionPendingWindowInDays":"30"}}}]}"#.into(),
+            },
+        ))
+        .await
+        .expect("CreateGuardrailPolicy");
+    daemon
+        .client
+        .iam()
+        .attach_guardrail_policy(daemon.client.signed_iam(
+            "AttachGuardrailPolicy",
+            v1::AttachGuardrailPolicyRequest {
+                policy_name: "MinimumWindow".into(),
+                target_id: "root".into(),
+            },
+        ))
+        .await
+        .expect("AttachGuardrailPolicy");
+    let mut env = root_environment(&daemon);
+    for (name, value) in env.iter_mut() {
+        match name.as_str() {
+            "AWS_ACCESS_KEY_ID" => *value = made.root_access_key_id.clone(),
+            "AWS_SECRET_ACCESS_KEY" => *value = made.root_secret_access_key.clone(),
+            _ => {}
+        }
+    }
+    env.push(("MEMBER_ID".into(), member_id.clone()));
+    env.push(("SHARED_KEY_ARN".into(), shared.arn.clone()));
+    env.push(("PRIVATE_KEY_ARN".into(), private.arn.clone()));
+    run_script("aws_accounts.py", env, "accounts complete").await;
+    // What the member did is in the organisation's log under its own ARNs.
+    let records = audit_lines(&daemon);
+    let member_root = format!("arn:keyhaven:iam::{member_id}:root");
+    let across = records.iter().any(|r| {
+        r["door"] == "aws"
+            && r["operation"] == "kms:Encrypt"
+            && r["principal"] == member_root.as_str()
+            && r["outcome"]["code"] == "Ok"
+    });
+    assert!(
+        across,
+        "no record of the member's Encrypt with the shared key"
+    );
+    assert_eq!(daemon.state(&shared.key_id).await, v1::KeyState::Enabled);
+}
