@@ -520,9 +520,14 @@ async fn guardrails_cap_member_accounts_and_never_the_management_account() {
         .await
         .expect("in the HSM");
     assert_eq!(hsm.keystore, "pkcs11:default");
+    // `pkcs11` names the one PKCS#11 keystore: the guardrail sees the name it resolves to.
+    let short = create_key(&member_root, "pkcs11")
+        .await
+        .expect("in the HSM, by its short name");
+    assert_eq!(short.keystore, "pkcs11:default");
     assert_eq!(
         list_keys(&member_root).await.unwrap().len(),
-        2,
+        3,
         "the refused key was not made"
     );
 
@@ -567,7 +572,7 @@ async fn guardrails_cap_member_accounts_and_never_the_management_account() {
     attach(&d, "FullAccess", &member_id)
         .await
         .expect("attach again");
-    assert_eq!(list_keys(&member_root).await.unwrap().len(), 2);
+    assert_eq!(list_keys(&member_root).await.unwrap().len(), 3);
     assert!(!list_keys(&d.client).await.unwrap().is_empty());
 }
 
@@ -644,4 +649,107 @@ async fn guardrail_policies_refuse_what_breaks_their_rules_and_change_nothing() 
             .map(|p| p.targets.clone()),
         Some(vec!["root".to_string()])
     );
+}
+
+#[tokio::test]
+async fn a_certificate_identity_names_one_principal_of_the_whole_organisation() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let (_, member_root) = member(&d, "workloads").await;
+    let bind = |client: Client| async move {
+        client
+            .iam()
+            .bind_certificate(client.signed_iam(
+                "BindCertificate",
+                v1::BindCertificateRequest {
+                    entity_type: v1::EntityType::User as i32,
+                    entity_name: "app".into(),
+                    identity: Some(v1::CertificateIdentity {
+                        uri: "spiffe://example.org/payments".into(),
+                        subject: String::new(),
+                    }),
+                },
+            ))
+            .await
+            .map(|_| ())
+    };
+    user(&d, &d.client, "app", None).await;
+    user(&d, &member_root, "app", None).await;
+    bind(d.client.clone())
+        .await
+        .expect("bound in the management account");
+    // The member may not bind the identity the management account binds (else the
+    // management account's workload would sign in as the member's user, or be refused).
+    assert_refused(
+        bind(member_root.clone()).await,
+        Code::AlreadyExists,
+        "EntityAlreadyExistsException",
+    );
+    let listed = member_root
+        .iam()
+        .list_certificates(member_root.signed_iam(
+            "ListCertificates",
+            v1::ListCertificatesRequest {
+                entity_type: v1::EntityType::User as i32,
+                entity_name: "app".into(),
+            },
+        ))
+        .await
+        .expect("ListCertificates")
+        .into_inner();
+    assert!(
+        !format!("{listed:?}").contains("spiffe://"),
+        "nothing bound: {listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_made_without_mfa_may_not_manage_the_organisation() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let session = d
+        .client
+        .iam()
+        .get_session_token(d.client.signed_iam(
+            "GetSessionToken",
+            v1::GetSessionTokenRequest {
+                duration_seconds: Some(900),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("GetSessionToken")
+        .into_inner()
+        .credentials
+        .expect("credentials");
+    let temporary = d
+        .client_with(ClientCredentials {
+            access_key_id: session.access_key_id,
+            secret_access_key: SecretString::new(session.secret_access_key),
+            session_token: Some(SecretString::new(session.session_token)),
+            region: d.config.region.clone(),
+        })
+        .await;
+    assert_refused(
+        temporary
+            .iam()
+            .create_account(temporary.signed_iam(
+                "CreateAccount",
+                v1::CreateAccountRequest {
+                    account_name: "from a session".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    let accounts = d
+        .client
+        .iam()
+        .list_accounts(
+            d.client
+                .signed_iam("ListAccounts", v1::ListAccountsRequest {}),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accounts.accounts.is_empty(), "nothing was made");
 }

@@ -153,7 +153,7 @@ impl Authorizer {
 
     /// The identity service of the caller's account: this one's, or another's of the
     /// organisation (cross-account calls); none for an account the daemon does not serve.
-    fn iam_of(&self, account: &str) -> Option<Arc<IamService>> {
+    pub fn iam_of(&self, account: &str) -> Option<Arc<IamService>> {
         if account == self.iam.account_id() {
             return Some(self.iam.clone());
         }

@@ -180,11 +180,7 @@ impl Gateway {
         audit: Arc<AuditLog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self::for_accounts(
-            Arc::new(CredentialDirectory::new(credentials)),
-            audit,
-            clock,
-        )
+        Self::for_accounts(CredentialDirectory::new(credentials), audit, clock)
     }
 
     /// The gateway of every account `credentials` holds (see [`CredentialDirectory`]).
@@ -422,7 +418,7 @@ impl CallInFlight {
         let authenticated = presented.and_then(|certificate| {
             self.gateway
                 .credentials
-                .for_certificate(&certificate)
+                .for_certificate(&certificate)?
                 .authenticate_certificate(&certificate)
         });
         let caller = match authenticated {

@@ -229,7 +229,13 @@ pub struct CertificateBindings {
     bindings: RwLock<BTreeMap<CertificateIdentity, BindingRecord>>,
     /// Serialises changes, so that quotas hold under concurrency.
     gate: tokio::sync::Mutex<()>,
+    /// Whether another account of the organisation binds an identity: an identity names one
+    /// principal of the whole organisation.
+    elsewhere: std::sync::OnceLock<BoundElsewhere>,
 }
+
+/// Tells whether an identity is bound in another account.
+pub type BoundElsewhere = Arc<dyn Fn(&CertificateIdentity) -> bool + Send + Sync>;
 
 impl CertificateBindings {
     pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
@@ -238,6 +244,7 @@ impl CertificateBindings {
             store,
             bindings: RwLock::new(bindings),
             gate: tokio::sync::Mutex::new(()),
+            elsewhere: std::sync::OnceLock::new(),
         })
     }
 
@@ -269,6 +276,16 @@ impl CertificateBindings {
             bindings.insert(identity, record);
         }
         Ok(bindings)
+    }
+
+    /// Sets how to tell an identity another account binds (once).
+    pub fn watch_elsewhere(&self, elsewhere: BoundElsewhere) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
+    /// Whether `identity` is bound here.
+    pub fn binds(&self, identity: &CertificateIdentity) -> bool {
+        self.read().contains_key(identity)
     }
 
     /// Whether one of the certificate's identities is bound here.
@@ -315,6 +332,13 @@ impl CertificateBindings {
                     crate::keys::printable_input(&identity.to_string()),
                     kind_label(existing.kind),
                     existing.name
+                )));
+            }
+            if self.elsewhere.get().is_some_and(|bound| bound(&identity)) {
+                return Err(CertificateError::AlreadyExists(format!(
+                    "the certificate identity '{}' is already bound in another account of the \
+                     organisation",
+                    crate::keys::printable_input(&identity.to_string()),
                 )));
             }
             if bindings.len() >= MAX_CERTIFICATE_BINDINGS {

@@ -3,7 +3,8 @@
 //! access key (or certificate binding) it presents; with no member accounts, that is always
 //! the management account, and nothing is looked up.
 
-use super::certificate::PeerCertificate;
+use super::AuthError;
+use super::certificate::{CertificateIdentity, PeerCertificate};
 use super::credentials::CredentialStore;
 use super::signature;
 use std::collections::HashMap;
@@ -15,11 +16,38 @@ pub struct CredentialDirectory {
 }
 
 impl CredentialDirectory {
-    pub fn new(management: Arc<CredentialStore>) -> Self {
-        Self {
+    pub fn new(management: Arc<CredentialStore>) -> Arc<Self> {
+        let directory = Arc::new(Self {
             management,
             members: RwLock::new(HashMap::new()),
-        }
+        });
+        directory.guard(&directory.management);
+        directory
+    }
+
+    /// Refuses, in `credentials`, certificate bindings another account holds.
+    fn guard(self: &Arc<Self>, credentials: &CredentialStore) {
+        let directory = Arc::downgrade(self);
+        let account = credentials.account_id().to_owned();
+        credentials
+            .certificates()
+            .watch_elsewhere(Arc::new(move |identity| {
+                directory
+                    .upgrade()
+                    .is_some_and(|d| d.bound_elsewhere(&account, identity))
+            }));
+    }
+
+    fn bound_elsewhere(&self, account: &str, identity: &CertificateIdentity) -> bool {
+        let others = self
+            .members
+            .read()
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        std::iter::once(self.management.clone())
+            .chain(others)
+            .filter(|c| c.account_id() != account)
+            .any(|c| c.certificates().binds(identity))
     }
 
     pub fn management(&self) -> &Arc<CredentialStore> {
@@ -27,7 +55,8 @@ impl CredentialDirectory {
     }
 
     /// Adds (or replaces) a member account's credentials.
-    pub fn add_member(&self, credentials: Arc<CredentialStore>) {
+    pub fn add_member(self: &Arc<Self>, credentials: Arc<CredentialStore>) {
+        self.guard(&credentials);
         if let Ok(mut members) = self.members.write() {
             members.insert(credentials.account_id().to_owned(), credentials);
         }
@@ -56,21 +85,31 @@ impl CredentialDirectory {
             .unwrap_or_else(|| self.management.clone())
     }
 
-    /// The account that binds one of the certificate's identities: the management account
-    /// first, then the members; the management account's when none does.
-    pub fn for_certificate(&self, certificate: &PeerCertificate) -> Arc<CredentialStore> {
-        if self.management.certificates().binds_any(certificate) {
-            return self.management.clone();
-        }
-        self.members
+    /// The account that binds one of the certificate's identities; the management
+    /// account's when none does. A certificate two accounts bind (which binding refuses, but
+    /// two daemons of a cluster could each have let through) is refused: which account the
+    /// CA meant is unknowable.
+    pub fn for_certificate(
+        &self,
+        certificate: &PeerCertificate,
+    ) -> Result<Arc<CredentialStore>, AuthError> {
+        let members = self
+            .members
             .read()
-            .ok()
-            .and_then(|members| {
-                members
-                    .values()
-                    .find(|m| m.certificates().binds_any(certificate))
-                    .cloned()
-            })
-            .unwrap_or_else(|| self.management.clone())
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut binding = std::iter::once(self.management.clone())
+            .chain(members)
+            .filter(|c| c.certificates().binds_any(certificate));
+        match (binding.next(), binding.next()) {
+            (Some(one), None) => Ok(one),
+            (None, _) => Ok(self.management.clone()),
+            (Some(_), Some(_)) => Err(AuthError::UnknownCertificate(
+                certificate
+                    .presented()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "(no name)".to_owned()),
+            )),
+        }
     }
 }

@@ -318,7 +318,10 @@ impl Organisation {
         let mut batch = WriteBatch::new();
         let value = serde_json::to_vec(account).map_err(|e| OrgError::Store(e.to_string()))?;
         batch.put(account_name(&account.id), value);
-        let first = self.read()?.accounts.is_empty() && !self.has_policy(FULL_ACCESS);
+        let first = {
+            let state = self.read()?;
+            state.accounts.is_empty() && !state.policies.contains_key(FULL_ACCESS)
+        };
         if first {
             batch.put(policy_name(FULL_ACCESS), self.full_access_record()?);
             batch.put(attached_name(ROOT_TARGET, FULL_ACCESS), Vec::new());
@@ -326,10 +329,6 @@ impl Organisation {
         batch.put(attached_name(&account.id, FULL_ACCESS), Vec::new());
         self.store.commit(batch).await?;
         self.reload()
-    }
-
-    fn has_policy(&self, name: &str) -> bool {
-        self.read().is_ok_and(|s| s.policies.contains_key(name))
     }
 
     fn full_access_record(&self) -> Result<Vec<u8>, OrgError> {
@@ -500,8 +499,8 @@ impl Organisation {
     }
 
     /// The guardrail levels on the path of `account`: the root's policies, then the
-    /// account's. None for the management account (exempt) and for an account the
-    /// organisation does not have.
+    /// account's. None for the management account (exempt); one refusing everything for an
+    /// account the organisation does not list.
     pub fn guardrails_for(&self, account: &str) -> Vec<GuardrailLevel> {
         let Ok(state) = self.read() else {
             // A poisoned lock must not lift the guardrails: a level without policies
@@ -511,8 +510,16 @@ impl Organisation {
                 policies: Vec::new(),
             }];
         };
-        if account == self.management || !state.accounts.contains_key(account) {
+        if account == self.management {
             return Vec::new();
+        }
+        // An account the organisation does not list (one being made, or whose making
+        // failed) is capped whole: a level without policies refuses everything.
+        if !state.accounts.contains_key(account) {
+            return vec![GuardrailLevel {
+                name: format!("account {account}"),
+                policies: Vec::new(),
+            }];
         }
         let level = |target: &str, name: String| GuardrailLevel {
             name,

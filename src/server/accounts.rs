@@ -191,6 +191,8 @@ pub(super) struct Members {
     pub audit: Arc<AuditLog>,
     pub daemon_id: Option<String>,
     pub opened: Mutex<Vec<(Vec<u8>, Arc<AccountServices>)>>,
+    /// Accounts being opened now (heard changes start no second opening of one).
+    pub starting: Mutex<std::collections::HashSet<String>>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Serialises openings (start-up, a new account, a heard one).
     pub opening: tokio::sync::Mutex<()>,
@@ -209,8 +211,7 @@ impl Members {
             return Ok(());
         }
         let dir = self.keyring_dir(account);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ServerError::Start(format!("{}: {e}", dir.display())))?;
+        make_durable_dir(&dir)?;
         let scope = member_scope(account);
         let store = Arc::new(self.store.scoped(&scope));
         let services =
@@ -240,7 +241,12 @@ impl Members {
         self.credentials.add_member(services.credentials.clone());
         self.accounts.add(services.operations.clone());
         if let Ok(mut opened) = self.opened.lock() {
-            opened.push((scope.into_bytes(), services));
+            opened.push((scope.into_bytes(), services.clone()));
+        }
+        // What other daemons changed while the services loaded, and before they could hear
+        // it, is read now.
+        if self.store.is_shared() {
+            services.heard(Changed::All(self.store.view()));
         }
         tracing::info!(%account, "member account served");
         Ok(())
@@ -273,26 +279,70 @@ impl Members {
         // The organisation is read again first (by the caller): accounts it lists now and
         // this daemon does not serve were made by another daemon.
         for account in self.org.accounts() {
-            if !self.accounts.serves(&account.id) {
-                let members = self.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = members.start(&account.id).await {
-                        tracing::error!(%error, account = %account.id,
-                            "cannot serve a member account another daemon made");
-                    }
-                });
+            let fresh = self
+                .starting
+                .lock()
+                .is_ok_and(|mut starting| starting.insert(account.id.clone()));
+            if !fresh || self.accounts.serves(&account.id) {
+                if fresh && let Ok(mut starting) = self.starting.lock() {
+                    starting.remove(&account.id);
+                }
+                continue;
             }
+            let members = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = members.start(&account.id).await {
+                    tracing::error!(%error, account = %account.id,
+                        "cannot serve a member account another daemon made");
+                }
+                if let Ok(mut starting) = members.starting.lock() {
+                    starting.remove(&account.id);
+                }
+            });
         }
     }
 
-    /// Stops every member's scheduler and sweeper.
-    pub fn stop(&self) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for task in tasks.drain(..) {
-                task.abort();
-            }
+    /// Stops every member's scheduler and sweeper, and records their keys' last uses.
+    pub async fn stop(&self) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let opened: Vec<Arc<AccountServices>> = self
+            .opened
+            .lock()
+            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
+        for services in opened {
+            services.keys.record_uses().await;
         }
     }
+}
+
+/// Makes `dir` (and its parents) durably: each new directory's parent is synced, so that a
+/// keyring written into it is not lost with its directory entry.
+fn make_durable_dir(dir: &Path) -> Result<(), ServerError> {
+    let failed = |e: std::io::Error| ServerError::Start(format!("{}: {e}", dir.display()));
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_durable_dir(parent)?;
+    }
+    std::fs::create_dir(dir).map_err(failed)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Whether a record name belongs to the management account's part of the store.

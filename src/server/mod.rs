@@ -469,7 +469,7 @@ impl Daemon {
         );
         let audit_scheduled =
             scheduled_task_auditor(audit.clone(), keys.clone(), clock_for_iam.clone());
-        let credential_directory = Arc::new(CredentialDirectory::new(credentials.clone()));
+        let credential_directory = CredentialDirectory::new(credentials.clone());
         let members = Arc::new(accounts::Members {
             setup: setup.clone(),
             store: store.clone(),
@@ -479,6 +479,7 @@ impl Daemon {
             audit: audit.clone(),
             daemon_id: daemon_id.clone(),
             opened: Default::default(),
+            starting: Default::default(),
             tasks: Default::default(),
             opening: Default::default(),
         });
@@ -715,7 +716,7 @@ impl Daemon {
         let _ = self.aws_closing.send(true);
         self.scheduler.abort();
         self.sweeper.abort();
-        self.members.stop();
+        self.members.stop().await;
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
         }

@@ -137,16 +137,19 @@ impl KmsOperations {
         context
     }
 
-    /// The unique id of a grantee that is a user or role of this account (which must
-    /// exist); `None` for other principals.
+    /// The unique id of a grantee that is a user or role of an account this daemon serves
+    /// (which must exist): this account's or another of the organisation's; `None` for
+    /// other principals.
     fn grantee_unique_id(&self, grantee: &str) -> Result<Option<String>, ApiError> {
-        let iam = self.authorizer.iam();
-        let ours = grantee.split(':').nth(4) == Some(iam.account_id());
-        match grantee_entity(grantee) {
-            Some((kind, name)) if ours => match iam.unique_id(kind, name) {
+        let served = grantee
+            .split(':')
+            .nth(4)
+            .and_then(|account| self.authorizer.iam_of(account));
+        match (grantee_entity(grantee), served) {
+            (Some((kind, name)), Some(iam)) => match iam.unique_id(kind, name) {
                 Some(id) => Ok(Some(id)),
                 None => Err(validation(format!(
-                    "GranteePrincipal '{}' names no principal of this account",
+                    "GranteePrincipal '{}' names no principal of its account",
                     printable_input(grantee)
                 ))),
             },

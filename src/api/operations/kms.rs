@@ -256,7 +256,7 @@ impl KmsOperations {
         // The keystore the key would be made in, named as in `keyhaven keystore list`.
         context.set(
             "keyhaven:KeyStore",
-            non_empty(&r.keystore).unwrap_or(&self.keys.config().default_keystore),
+            self.keys.keystore_named(non_empty(&r.keystore)),
         );
         self.authorizer
             .require(call, "kms:CreateKey", "*", None, &context)?;

@@ -3,6 +3,23 @@
 use super::*;
 
 impl KeyService {
+    /// The keystore a key asked for in `keystore` would be made in (what `keyhaven:KeyStore`
+    /// tells policies): the default when none is named, and for `pkcs11` the PKCS#11
+    /// keystore when there is exactly one. A name no keystore has is returned as it is.
+    pub fn keystore_named(&self, keystore: Option<&str>) -> String {
+        match keystore {
+            Some("pkcs11") => {
+                let mut hsms = self.keystores.keys().filter(|k| k.starts_with("pkcs11:"));
+                match (hsms.next(), hsms.next()) {
+                    (Some(only), None) => only.clone(),
+                    _ => "pkcs11".to_owned(),
+                }
+            }
+            Some(name) => name.to_owned(),
+            None => self.config.default_keystore.clone(),
+        }
+    }
+
     /// CreateKey of a symmetric encryption key: generates version 1 in the chosen keystore and
     /// records the key.
     pub async fn create_key(
@@ -65,27 +82,20 @@ impl KeyService {
             None => default_key_policy(&self.config.partition, &self.config.account_id),
         };
         let policy = Some(policy);
-        let keystore_name = match keystore {
-            // `pkcs11` names the PKCS#11 keystore when there is exactly one.
-            Some("pkcs11") => {
-                let mut hsms = self.keystores.keys().filter(|k| k.starts_with("pkcs11:"));
-                match (hsms.next(), hsms.next()) {
-                    (Some(only), None) => only.as_str(),
-                    _ => "pkcs11",
-                }
-            }
-            Some(name) => name,
-            None => &self.config.default_keystore,
-        };
-        let keystore = self.keystores.get(keystore_name).cloned().ok_or_else(|| {
-            let mut known: Vec<_> = self.keystores.keys().cloned().collect();
-            known.sort();
-            KeyError::KeyStoreNotFound(format!(
-                "keystore '{}' is not configured; configured: {}",
-                printable(keystore_name),
-                known.join(", ")
-            ))
-        })?;
+        let keystore_name = &self.keystore_named(keystore);
+        let keystore = self
+            .keystores
+            .get(keystore_name.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                let mut known: Vec<_> = self.keystores.keys().cloned().collect();
+                known.sort();
+                KeyError::KeyStoreNotFound(format!(
+                    "keystore '{}' is not configured; configured: {}",
+                    printable(keystore_name),
+                    known.join(", ")
+                ))
+            })?;
         if self.live_keys.fetch_add(1, Ordering::SeqCst) >= self.config.key_quota {
             self.live_keys.fetch_sub(1, Ordering::SeqCst);
             return Err(KeyError::LimitExceeded(format!(
