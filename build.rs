@@ -33,6 +33,7 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.EnableMFADeviceRequest",
     "keyhaven.v1.GetSessionTokenRequest",
     "keyhaven.v1.AssumeRoleRequest",
+    "keyhaven.v1.AssumeRoleWithWebIdentityRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a

@@ -334,6 +334,17 @@ impl fmt::Debug for v1::AssumeRoleRequest {
     }
 }
 
+impl fmt::Debug for v1::AssumeRoleWithWebIdentityRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssumeRoleWithWebIdentityRequest")
+            .field("role_arn", &self.role_arn)
+            .field("role_session_name", &self.role_session_name)
+            .field("web_identity_token", &REDACTED)
+            .field("duration_seconds", &self.duration_seconds)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;

@@ -34,6 +34,11 @@ pub struct AccountOperations {
 }
 
 impl AccountOperations {
+    /// The account's identity service.
+    pub fn identities(&self) -> &Arc<IamService> {
+        &self.identities
+    }
+
     pub fn new(kms: KmsOperations, authorizer: Arc<Authorizer>) -> Self {
         let keys = kms.keys().clone();
         let identities = authorizer.iam().clone();
@@ -172,6 +177,11 @@ impl Accounts {
         if let Ok(mut accounts) = self.by_id.write() {
             accounts.insert(operations.id.clone(), operations);
         }
+    }
+
+    /// The operations of `account`, if the daemon serves it.
+    pub fn account(&self, account: &str) -> Option<Arc<AccountOperations>> {
+        self.get(account)
     }
 
     pub fn serves(&self, account: &str) -> bool {

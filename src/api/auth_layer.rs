@@ -113,10 +113,14 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
 
 /// Calls whose request carries plaintext or encryption-context values (the requests
 /// `build.rs` gives a redacted `Debug`).
+/// The one operation admitted without a signature: its token is its credential.
+pub const WEB_IDENTITY_OPERATION: &str = "sts:AssumeRoleWithWebIdentity";
+
 fn carries_secrets(operation: &str) -> bool {
     matches!(
         operation,
         "kms:Encrypt"
+            | "sts:AssumeRoleWithWebIdentity"
             | "kms:EncryptBatch"
             | "kms:DecryptBatch"
             | "kms:GenerateDataKeyBatch"
@@ -190,7 +194,10 @@ pub fn operation_name(path: &str) -> String {
             _ => "kms",
         },
         "keyhaven.v1.IdentityService" => match method {
-            "AssumeRole" | "GetCallerIdentity" | "GetSessionToken" => "sts",
+            "AssumeRole"
+            | "AssumeRoleWithWebIdentity"
+            | "GetCallerIdentity"
+            | "GetSessionToken" => "sts",
             "CreateAccount"
             | "ListAccounts"
             | "CreateGuardrailPolicy"
@@ -322,6 +329,28 @@ where
                         .get(http::header::HOST)
                         .and_then(|v| v.to_str().ok())
                 });
+            // A call whose operation checks its own credential: admitted unsigned.
+            if call.operation == WEB_IDENTITY_OPERATION
+                && !parts
+                    .headers
+                    .contains_key(crate::auth::signature::AUTHORIZATION)
+            {
+                let slot = match call.admit_unsigned() {
+                    Ok(slot) => slot,
+                    Err(refused) => return Ok(answer(refused)),
+                };
+                parts.extensions.insert(slot.clone());
+                let response = inner
+                    .call(http::Request::from_parts(
+                        parts,
+                        Body::new(Full::new(bytes)),
+                    ))
+                    .await?;
+                return match call.finish(outcome_of(response.headers()), &slot) {
+                    Ok(()) => Ok(with_id(response)),
+                    Err(unavailable) => Ok(answer(unavailable)),
+                };
+            }
             // An unsigned call over mutual TLS: the certificate door.
             if let Some(presented) = unsigned_call_certificate(&parts.headers, &parts.extensions) {
                 let (caller, slot) = match call.authenticate_certificate(presented, &parts.headers)

@@ -100,6 +100,13 @@ impl AuditSlot {
         }
     }
 
+    /// Names who an unsigned call turned out to be (see [`AuditNote::principal`]).
+    pub fn set_principal(&self, principal: String) {
+        if let Ok(mut note) = self.0.lock() {
+            note.principal = Some(principal);
+        }
+    }
+
     /// Names the approval request the call asked for, decided or executed.
     pub fn set_approval(&self, approval: crate::audit::ApprovalNote) {
         if let Ok(mut note) = self.0.lock() {
@@ -400,6 +407,17 @@ impl CallInFlight {
         Ok((caller, AuditSlot::default()))
     }
 
+    /// Admits, unsigned, a call whose operation checks the credential it carries itself (STS
+    /// `AssumeRoleWithWebIdentity`: the web identity token is the credential). Its `request`
+    /// record names no principal; its `response` record names the one the operation found.
+    pub fn admit_unsigned(&mut self) -> Result<AuditSlot, ApiError> {
+        self.gateway.require_up_to_date()?;
+        if !self.single {
+            self.gateway.write(self.entry(Phase::Request))?;
+        }
+        Ok(AuditSlot::default())
+    }
+
     /// Authenticates an unsigned gRPC call by the client certificate its connection presented
     /// (the certificate door): as [`authenticate`](Self::authenticate), with no signature to
     /// remember against replay.
@@ -454,6 +472,9 @@ impl CallInFlight {
         let mut record = self.entry(phase);
         record.outcome = Some(outcome);
         record.note = slot.take();
+        if record.principal.is_none() {
+            record.principal = record.note.principal.take();
+        }
         record.duration_us = Some(self.started.elapsed().as_micros() as u64);
         self.gateway.write(record)
     }

@@ -4,7 +4,7 @@
 
 use super::accounts::Accounts;
 use super::call_context as caller;
-use super::operations::OrgOperations;
+use super::operations::{OrgOperations, WebIdentityOperations};
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -21,8 +21,37 @@ impl IamApi {
     }
 }
 
+/// The call's context: for the unsigned web identity call, only where it came from and its
+/// audit slot.
+macro_rules! unsigned_or_caller {
+    (web, $request:ident) => {
+        WebCall {
+            source_ip: $request.remote_addr().map(|a| a.ip()),
+            audit: $request
+                .extensions()
+                .get::<crate::api::AuditSlot>()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    };
+    ($operations:ident, $request:ident) => {
+        caller(&$request)?
+    };
+}
+
+/// Where an unsigned call came from, and where its audit record's notes go.
+struct WebCall {
+    source_ip: Option<std::net::IpAddr>,
+    audit: crate::api::AuditSlot,
+}
+
 /// Runs a method on the caller's account's operations, or (`org`) on the organisation's.
 macro_rules! run_on {
+    ($api:ident, web, $name:ident, $call:ident, $request:expr) => {
+        WebIdentityOperations::new(&$api.accounts)
+            .$name($call.source_ip, &$call.audit, $request)
+            .await
+    };
     ($api:ident, org, $name:ident, $call:ident, $request:expr) => {
         OrgOperations::new(&$api.accounts)
             .$name(&$call, $request)
@@ -47,7 +76,7 @@ macro_rules! grpc_methods {
                     &self,
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
-                    let call = caller(&request)?;
+                    let call = unsigned_or_caller!($operations, request);
                     let answer = run_on!(self, $operations, $name, call, request.into_inner())?;
                     Ok(Response::new(answer))
                 }
@@ -96,6 +125,11 @@ grpc_methods! {
     list_mfa_devices: ListMfaDevicesRequest => ListMfaDevicesResponse by iam,
     list_virtual_mfa_devices: ListVirtualMfaDevicesRequest => ListVirtualMfaDevicesResponse by iam,
     assume_role: AssumeRoleRequest => AssumeRoleResponse by sts,
+    assume_role_with_web_identity: AssumeRoleWithWebIdentityRequest => AssumeRoleWithWebIdentityResponse by web,
+    create_open_id_connect_provider: CreateOpenIdConnectProviderRequest => CreateOpenIdConnectProviderResponse by iam,
+    get_open_id_connect_provider: GetOpenIdConnectProviderRequest => GetOpenIdConnectProviderResponse by iam,
+    list_open_id_connect_providers: ListOpenIdConnectProvidersRequest => ListOpenIdConnectProvidersResponse by iam,
+    delete_open_id_connect_provider: DeleteOpenIdConnectProviderRequest => DeleteOpenIdConnectProviderResponse by iam,
     get_session_token: GetSessionTokenRequest => GetSessionTokenResponse by sts,
     get_caller_identity: GetCallerIdentityRequest => GetCallerIdentityResponse by sts,
 }

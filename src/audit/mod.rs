@@ -197,6 +197,9 @@ pub struct AuditNote {
     /// A batch's items, in order.
     pub items: Vec<ItemNote>,
     pub approval: Option<ApprovalNote>,
+    /// Who an unsigned call turned out to be, once its operation checked the credential it
+    /// carried (a web identity: `<provider ARN>:<subject>`).
+    pub principal: Option<String>,
 }
 
 /// The approval request a call asked for, decided or executed, with its requester and (once

@@ -11,6 +11,7 @@ pub mod bench;
 mod certificates;
 mod cluster;
 mod commands;
+mod federation;
 mod grants;
 mod identity;
 mod keystore;
@@ -135,6 +136,12 @@ pub enum Command {
     /// Virtual MFA devices (TOTP): create, enable, list, deactivate, delete.
     #[command(subcommand)]
     Mfa(mfa::MfaCommand),
+    /// OpenID Connect identity providers, for federation.
+    #[command(subcommand)]
+    OidcProvider(federation::OidcProviderCommand),
+    /// A role's session for a web identity token (no credentials needed: the token is one);
+    /// prints export lines.
+    AssumeRoleWithWebIdentity(federation::WebIdentityArgs),
     /// The organisation (management account): member accounts and guardrail policies.
     #[command(subcommand)]
     Org(org::OrgCommand),
@@ -228,6 +235,12 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Mfa(command) => commands::run_client(client, |c| mfa::mfa(c, command)),
         Command::Org(command) => commands::run_client(client, |c| org::org(c, command)),
+        Command::OidcProvider(command) => {
+            commands::run_client(client, |c| federation::oidc_provider(c, command))
+        }
+        Command::AssumeRoleWithWebIdentity(args) => commands::run_unsigned(client, |c| {
+            federation::assume_role_with_web_identity(c, args)
+        }),
         Command::SessionToken(args) => {
             commands::run_client(client, |c| mfa::session_token(c, args))
         }

@@ -7,6 +7,7 @@
 
 mod certificates;
 mod mfa;
+pub mod oidc;
 mod policy_cache;
 
 use crate::auth::{
@@ -248,6 +249,8 @@ pub struct IamService {
     gate_view: std::sync::atomic::AtomicI64,
     /// Parsed identity policies per principal ARN; emptied after every change.
     policies: PolicyCache,
+    /// The account's OpenID Connect identity providers.
+    oidc: oidc::OidcProviders,
 }
 
 impl IamService {
@@ -275,7 +278,10 @@ impl IamService {
         }
         let entities = Arc::new(Registry(RwLock::new(entities)));
         credentials.bind_directory(entities.clone())?;
+        let oidc = oidc::OidcProviders::open(store.clone())
+            .map_err(|e| IamError::Internal(e.to_string()))?;
         Ok(Self {
+            oidc,
             partition: partition.to_owned(),
             account_id: account_id.to_owned(),
             clock,
@@ -295,6 +301,23 @@ impl IamService {
 
     pub fn account_id(&self) -> &str {
         &self.account_id
+    }
+
+    /// The account's OpenID Connect identity providers.
+    pub fn oidc(&self) -> &oidc::OidcProviders {
+        &self.oidc
+    }
+
+    /// The ARN of the OIDC provider `name` (its issuer URL without the scheme).
+    pub fn oidc_provider_arn(&self, name: &str) -> String {
+        format!(
+            "arn:{}:iam::{}:oidc-provider/{name}",
+            self.partition, self.account_id
+        )
+    }
+
+    pub fn now(&self) -> UnixSeconds {
+        self.clock.now()
     }
 
     pub fn credentials(&self) -> &Arc<CredentialStore> {
@@ -347,6 +370,7 @@ impl IamService {
     /// Takes in a change another daemon made to the store: the users, groups and roles it
     /// changed are read again.
     pub fn heard(&self, changed: crate::store::Changed<'_>) {
+        self.oidc.heard(changed);
         let kinds = [EntityType::User, EntityType::Group, EntityType::Role];
         let mut reread = Vec::new();
         match changed {

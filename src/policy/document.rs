@@ -135,9 +135,27 @@ fn parse_principal(value: &Value, at: &str) -> Result<PrincipalMatch, MalformedP
         Value::Object(map) => {
             let mut arns = Vec::new();
             for (kind, names) in map {
+                if kind == "Federated" {
+                    // An identity provider (`arn:…:iam::<account>:oidc-provider/<issuer>`):
+                    // web identities it vouches for (AssumeRoleWithWebIdentity).
+                    for (i, name) in strings(names, &format!("{at}.Federated"))?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        if name.is_empty() || name.contains('*') {
+                            return Err(err(format!(
+                                "{at}.Federated[{i}] must name an identity provider, without \
+                                 wildcards"
+                            )));
+                        }
+                        arns.push(name);
+                    }
+                    continue;
+                }
                 if kind != "AWS" {
                     return Err(err(format!(
-                        "{at}: principal type \"{kind}\" is not supported; use \"AWS\""
+                        "{at}: principal type \"{kind}\" is not supported; use \"AWS\" or \
+                         \"Federated\""
                     )));
                 }
                 for (i, name) in strings(names, &format!("{at}.AWS"))?

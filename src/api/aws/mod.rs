@@ -200,6 +200,35 @@ impl AwsDoor {
             Ok(body) => body,
             Err(refused) => return answer(Err(call.refuse(refused, &parts.headers))),
         };
+        // Its token is its credential: admitted unsigned, run by the role's account.
+        if call.operation == super::auth_layer::WEB_IDENTITY_OPERATION
+            && matches!(protocol, Protocol::Query(_))
+            && parts.method == http::Method::POST
+        {
+            let slot = match call.admit_unsigned() {
+                Ok(slot) => slot,
+                Err(refused) => return answer(Err(refused)),
+            };
+            let result = query::dispatch_web_identity(
+                &self.accounts,
+                Some(peer.ip()),
+                &slot,
+                &body,
+                &request_id,
+            )
+            .await;
+            let outcome = match &result {
+                Ok(_) => Outcome {
+                    code: "Ok".into(),
+                    reason: None,
+                },
+                Err(error) => error.outcome(),
+            };
+            return match call.finish(outcome, &slot) {
+                Ok(()) => answer(result),
+                Err(unavailable) => answer(Err(unavailable)),
+            };
+        }
         let authority = parts
             .headers
             .get(http::header::HOST)

@@ -5,7 +5,7 @@
 //! The STS actions are here; the IAM actions in [`super::iam`].
 
 use crate::api::authorize::CallContext;
-use crate::api::operations::{IamOperations, StsOperations};
+use crate::api::operations::{IamOperations, StsOperations, WebIdentityOperations};
 use crate::api::status::ApiError;
 use crate::proto::v1;
 use bytes::Bytes;
@@ -15,7 +15,12 @@ use tonic::Code;
 
 const STS_VERSION: &str = "2011-06-15";
 const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-const ACTIONS: [&str; 3] = ["GetCallerIdentity", "AssumeRole", "GetSessionToken"];
+const ACTIONS: [&str; 4] = [
+    "GetCallerIdentity",
+    "AssumeRole",
+    "GetSessionToken",
+    "AssumeRoleWithWebIdentity",
+];
 
 /// The service a Query request's action belongs to (what its signature must be scoped to).
 pub fn service(body: &[u8]) -> &'static str {
@@ -169,6 +174,52 @@ fn credentials(credentials: v1::Credentials) -> String {
     result
 }
 
+/// Runs STS `AssumeRoleWithWebIdentity`, admitted unsigned (its token is its credential).
+pub async fn dispatch_web_identity(
+    accounts: &crate::api::accounts::Accounts,
+    source_ip: Option<std::net::IpAddr>,
+    audit: &crate::api::AuditSlot,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let fields = fields(body)?;
+    if required(&fields, "Version")? != STS_VERSION {
+        return Err(invalid(
+            "InvalidAction",
+            format!("Version must be {STS_VERSION}"),
+        ));
+    }
+    let request = v1::AssumeRoleWithWebIdentityRequest {
+        role_arn: required(&fields, "RoleArn")?.to_owned(),
+        role_session_name: required(&fields, "RoleSessionName")?.to_owned(),
+        web_identity_token: required(&fields, "WebIdentityToken")?.to_owned(),
+        duration_seconds: duration_seconds(&fields)?,
+    };
+    let session = WebIdentityOperations::new(accounts)
+        .assume_role_with_web_identity(source_ip, audit, request)
+        .await?;
+    let result = format!(
+        "{}<SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken>\
+         <AssumedRoleUser>{}</AssumedRoleUser>{}",
+        credentials(session.credentials.unwrap_or_default()),
+        escape(&session.subject_from_web_identity_token),
+        elements(&[
+            ("Arn", &session.assumed_role_arn),
+            ("AssumedRoleId", &session.assumed_role_id),
+        ]),
+        elements(&[
+            ("Provider", &session.provider),
+            ("Audience", &session.audience),
+        ]),
+    );
+    Ok(document(
+        STS_NAMESPACE,
+        "AssumeRoleWithWebIdentity",
+        &result,
+        request_id,
+    ))
+}
+
 /// Runs the action the form names.
 pub async fn dispatch(
     (sts, iam): (&StsOperations, &IamOperations),
@@ -230,6 +281,12 @@ pub async fn dispatch(
                 request_id,
             ))
         }
+        // Admitted unsigned and run before the caller's account is known (see
+        // `dispatch_web_identity`); never here.
+        "AssumeRoleWithWebIdentity" => Err(invalid(
+            "InvalidAction",
+            "AssumeRoleWithWebIdentity is not signed",
+        )),
         _ => {
             let request = v1::AssumeRoleRequest {
                 role_arn: required(&fields, "RoleArn")?.to_owned(),

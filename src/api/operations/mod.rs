@@ -3,6 +3,7 @@
 
 mod approval;
 mod batch;
+mod federation;
 mod grants;
 mod iam;
 mod kms;
@@ -11,6 +12,7 @@ mod org;
 mod sts;
 
 pub use batch::{MAX_BATCH_ITEMS, is_batch};
+pub use federation::WebIdentityOperations;
 pub use iam::IamOperations;
 pub use kms::{KmsOperations, Outcome};
 pub use org::OrgOperations;

@@ -190,7 +190,7 @@ fn with_mfa(call: &CallContext, at: UnixSeconds) -> CallContext {
     judged
 }
 
-fn credentials(session: &NewAccessKey) -> v1::Credentials {
+pub(super) fn credentials(session: &NewAccessKey) -> v1::Credentials {
     let credentials = &session.credentials;
     v1::Credentials {
         access_key_id: credentials.access_key_id.clone(),

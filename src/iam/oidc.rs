@@ -1,0 +1,393 @@
+//! OpenID Connect identity providers (IAM's `CreateOpenIDConnectProvider`) and the check of
+//! the web identity tokens they issue (STS `AssumeRoleWithWebIdentity`).
+//!
+//! A provider is named by its issuer URL without the scheme (`issuer.example/path`), as AWS
+//! names it; its ARN is `arn:<partition>:iam::<account>:oidc-provider/<name>`. It holds the
+//! audiences (client ids) its tokens may be for and its signing keys as a JWKS document (given
+//! when the provider is registered: Keyhaven fetches nothing at run time).
+//!
+//! A token is accepted when: its header names `RS256` or `ES256` (never `none`, nor a MAC
+//! algorithm a public key could be misused as the secret of) and a `kid` of the provider's
+//! JWKS; its signature verifies under that key; its `iss` is the provider's URL, its `aud`
+//! one of the provider's audiences; it is not expired (`exp`) nor early (`nbf`), with 60
+//! seconds of clock skew allowed; and it names a subject (`sub`).
+
+use crate::clock::UnixSeconds;
+use crate::store::{Changed, Store, StoreError, WriteBatch};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+const PROVIDER_PREFIX: &str = "iam/oidc-provider/";
+/// How far a token's times may be off the daemon's clock.
+pub const CLOCK_SKEW_SECONDS: u64 = 60;
+/// The most providers an account registers (AWS: 100).
+pub const MAX_PROVIDERS: usize = 100;
+/// The most audiences a provider lists (AWS: 100).
+pub const MAX_AUDIENCES: usize = 100;
+/// The largest JWKS document a provider holds.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+/// The largest token accepted.
+pub const MAX_TOKEN_BYTES: usize = 20_000;
+
+/// A registered provider, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OidcProvider {
+    /// The issuer URL, as tokens name it in `iss`.
+    pub url: String,
+    pub client_ids: Vec<String>,
+    /// The provider's signing keys (a JWKS document).
+    pub jwks: String,
+    pub created: UnixSeconds,
+}
+
+impl OidcProvider {
+    /// The provider's name: its URL without the scheme.
+    pub fn name(&self) -> &str {
+        provider_name(&self.url)
+    }
+}
+
+/// The name of the provider of issuer `url` (the URL without `https://`).
+pub fn provider_name(url: &str) -> &str {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
+}
+
+/// Why a registration or a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OidcError {
+    /// The provider does not exist.
+    NotFound(String),
+    AlreadyExists(String),
+    Validation(String),
+    LimitExceeded(String),
+    /// The token cannot be trusted (STS `InvalidIdentityToken`).
+    InvalidToken(String),
+    /// The token's time is over (STS `ExpiredTokenException`).
+    Expired(String),
+    /// The token is genuine but a claim is refused (STS `IDPRejectedClaim`).
+    RejectedClaim(String),
+    Store(String),
+}
+
+impl From<StoreError> for OidcError {
+    fn from(error: StoreError) -> Self {
+        OidcError::Store(error.to_string())
+    }
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentity {
+    /// The provider's name (`issuer.example/path`).
+    pub provider: String,
+    pub subject: String,
+    pub audience: String,
+    pub issued_at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The providers of one account.
+pub struct OidcProviders {
+    store: Arc<Store>,
+    providers: RwLock<BTreeMap<String, OidcProvider>>,
+}
+
+fn record_name(name: &str) -> String {
+    format!("{PROVIDER_PREFIX}{name}")
+}
+
+/// The keys of a JWKS document, each usable for RS256 or ES256.
+fn parse_jwks(text: &str) -> Result<JwkSet, OidcError> {
+    if text.len() > MAX_JWKS_BYTES {
+        return Err(OidcError::Validation(format!(
+            "the JWKS document is larger than {MAX_JWKS_BYTES} bytes"
+        )));
+    }
+    let set: JwkSet = serde_json::from_str(text)
+        .map_err(|e| OidcError::Validation(format!("the JWKS document does not parse: {e}")))?;
+    if set.keys.is_empty() {
+        return Err(OidcError::Validation(
+            "the JWKS document has no keys".into(),
+        ));
+    }
+    for key in &set.keys {
+        if key.common.key_id.as_deref().is_none_or(str::is_empty) {
+            return Err(OidcError::Validation(
+                "every key of the JWKS document needs a kid".into(),
+            ));
+        }
+        DecodingKey::from_jwk(key).map_err(|e| {
+            OidcError::Validation(format!(
+                "key {} of the JWKS document is not an RSA or EC public key: {e}",
+                key.common.key_id.as_deref().unwrap_or_default()
+            ))
+        })?;
+    }
+    Ok(set)
+}
+
+impl OidcProviders {
+    pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
+        let providers = Self::load(&store)?;
+        Ok(Self {
+            store,
+            providers: RwLock::new(providers),
+        })
+    }
+
+    fn load(store: &Store) -> Result<BTreeMap<String, OidcProvider>, StoreError> {
+        let mut providers = BTreeMap::new();
+        for (_, value) in store.scan(PROVIDER_PREFIX.as_bytes(), None, usize::MAX)? {
+            let provider: OidcProvider = serde_json::from_slice(&value)
+                .map_err(|e| StoreError(format!("an OIDC provider record does not parse: {e}")))?;
+            providers.insert(provider.name().to_owned(), provider);
+        }
+        Ok(providers)
+    }
+
+    /// Reads the providers again when another daemon changed one.
+    pub fn heard(&self, changed: Changed<'_>) {
+        let relevant = match changed {
+            Changed::All(_) => true,
+            Changed::Records(names, _) => names
+                .iter()
+                .any(|n| n.starts_with(PROVIDER_PREFIX.as_bytes())),
+        };
+        if relevant {
+            match Self::load(&self.store) {
+                Ok(providers) => {
+                    if let Ok(mut slot) = self.providers.write() {
+                        *slot = providers;
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot read the OIDC providers again"),
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<OidcProvider> {
+        self.providers
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<OidcProvider> {
+        self.providers.read().ok()?.get(name).cloned()
+    }
+
+    /// Registers a provider.
+    pub async fn create(
+        &self,
+        url: &str,
+        client_ids: Vec<String>,
+        jwks: &str,
+        now: UnixSeconds,
+    ) -> Result<OidcProvider, OidcError> {
+        let https = url.strip_prefix("https://").unwrap_or_default();
+        if https.is_empty()
+            || https.len() > 255
+            || https.contains(['?', '#', ' '])
+            || https.ends_with('/')
+        {
+            return Err(OidcError::Validation(format!(
+                "Url must be an https:// URL without query, fragment or trailing slash; got {:?}",
+                crate::keys::printable_input(url)
+            )));
+        }
+        if client_ids.is_empty() || client_ids.len() > MAX_AUDIENCES {
+            return Err(OidcError::Validation(format!(
+                "ClientIDList must name 1 to {MAX_AUDIENCES} audiences"
+            )));
+        }
+        if client_ids.iter().any(|c| c.is_empty() || c.len() > 255) {
+            return Err(OidcError::Validation(
+                "an audience (client id) is 1 to 255 characters".into(),
+            ));
+        }
+        parse_jwks(jwks)?;
+        let provider = OidcProvider {
+            url: url.to_owned(),
+            client_ids,
+            jwks: jwks.to_owned(),
+            created: now,
+        };
+        {
+            let providers = self
+                .providers
+                .read()
+                .map_err(|_| OidcError::Store("lock poisoned".into()))?;
+            if providers.contains_key(provider.name()) {
+                return Err(OidcError::AlreadyExists(format!(
+                    "an OIDC provider for {url} exists already"
+                )));
+            }
+            if providers.len() >= MAX_PROVIDERS {
+                return Err(OidcError::LimitExceeded(format!(
+                    "the account has {MAX_PROVIDERS} OIDC providers, its most"
+                )));
+            }
+        }
+        let mut batch = WriteBatch::new();
+        let name = record_name(provider.name());
+        batch.put(
+            name.clone(),
+            serde_json::to_vec(&provider).map_err(|e| OidcError::Store(e.to_string()))?,
+        );
+        batch.require_unchanged(name, self.store.view());
+        self.commit(batch).await?;
+        if let Ok(mut providers) = self.providers.write() {
+            providers.insert(provider.name().to_owned(), provider.clone());
+        }
+        Ok(provider)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), OidcError> {
+        if self.get(name).is_none() {
+            return Err(OidcError::NotFound(format!(
+                "no OIDC provider named {}",
+                crate::keys::printable_input(name)
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(record_name(name));
+        self.commit(batch).await?;
+        if let Ok(mut providers) = self.providers.write() {
+            providers.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), OidcError> {
+        match self.store.try_commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::CommitError::Stale) => Err(OidcError::AlreadyExists(
+                "another daemon registered the provider at the same time".into(),
+            )),
+            Err(error) => Err(StoreError::from(error).into()),
+        }
+    }
+
+    /// Verifies `token` (see the module's introduction) at `now`.
+    pub fn verify(&self, token: &str, now: UnixSeconds) -> Result<WebIdentity, OidcError> {
+        let invalid = |why: &str| OidcError::InvalidToken(why.to_owned());
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid("the token is too long"));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| invalid("the token is not a signed JWT"))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(invalid("the token's algorithm must be RS256 or ES256"));
+        }
+        // The issuer, read before the signature is checked, only picks the provider whose
+        // keys must then verify it.
+        let issuer = unverified_issuer(token).ok_or_else(|| invalid("the token names no iss"))?;
+        let provider = self.get(provider_name(&issuer)).ok_or_else(|| {
+            invalid("no OpenID Connect provider of this account issues tokens for this iss")
+        })?;
+        if provider.url != issuer {
+            return Err(invalid("the token's iss is not the provider's URL"));
+        }
+        let jwks = parse_jwks(&provider.jwks)?;
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| invalid("the token's header names no kid"))?;
+        let jwk = jwks
+            .find(kid)
+            .ok_or_else(|| invalid("the token's kid is not a key of the provider"))?;
+        let key =
+            DecodingKey::from_jwk(jwk).map_err(|_| invalid("the provider's key is unusable"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = CLOCK_SKEW_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&provider.url]);
+        validation.set_audience(&provider.client_ids);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // The expiry is judged below on the daemon's clock, not the system's.
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    invalid("the token's aud is not an audience of the provider")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    invalid("the token's iss is not the provider's URL")
+                }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    OidcError::RejectedClaim("the token is not valid yet (nbf)".into())
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    invalid("the token's signature does not verify")
+                }
+                _ => invalid("the token cannot be verified"),
+            },
+        )?;
+        let exp = data.claims.get("exp").and_then(serde_json::Value::as_i64);
+        match exp {
+            Some(exp) if exp + CLOCK_SKEW_SECONDS as i64 >= now => {}
+            Some(_) => return Err(OidcError::Expired("the token has expired".into())),
+            None => return Err(invalid("the token's exp is not a number")),
+        }
+        if let Some(nbf) = data.claims.get("nbf").and_then(serde_json::Value::as_i64)
+            && nbf > now + CLOCK_SKEW_SECONDS as i64
+        {
+            return Err(OidcError::RejectedClaim(
+                "the token is not valid yet (nbf)".into(),
+            ));
+        }
+        let claims: Claims = serde_json::from_value(data.claims)
+            .map_err(|_| invalid("the token's claims do not parse"))?;
+        let subject = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OidcError::RejectedClaim("the token names no subject (sub)".into()))?;
+        let audience = match claims.aud {
+            Some(Audience::One(one)) => one,
+            Some(Audience::Many(many)) => many
+                .into_iter()
+                .find(|a| provider.client_ids.contains(a))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(WebIdentity {
+            provider: provider.name().to_owned(),
+            subject,
+            audience,
+            issued_at: claims.iat,
+        })
+    }
+}
+
+/// The `iss` of a JWT's payload, read without checking anything.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_owned)
+}

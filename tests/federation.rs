@@ -1,0 +1,621 @@
+//! Federation (issue 20): workloads from an OpenID Connect provider get a role's session with
+//! no stored secret. Tokens are made here, independently of the daemon: RS256 signed by the
+//! `openssl` command line, ES256 with the `p256` crate; the provider's JWKS is written from
+//! those keys. Each refusal is the AWS error, and a refused token gets no session.
+
+mod common;
+
+use base64::Engine as _;
+use common::{Backend, TestDaemon, assert_refused};
+use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::proto::v1;
+use keyhaven::secret::SecretString;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tonic::Code;
+
+const ISSUER: &str = "https://issuer.keyhaven.test/ci";
+const PROVIDER: &str = "issuer.keyhaven.test/ci";
+const AUDIENCE: &str = "keyhaven";
+const MAIN: &str = "repo:acme/app:ref:refs/heads/main";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is not installed: run `make test`, which installs it");
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The token issuer of the tests: an RSA key (kid `rsa-1`, signed by openssl) and a P-256
+/// key (kid `ec-1`).
+struct Issuer {
+    _dir: tempfile::TempDir,
+    rsa_key: PathBuf,
+    ec_key: p256::ecdsa::SigningKey,
+    jwks: String,
+}
+
+impl Issuer {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rsa_key = dir.path().join("rsa.pem");
+        openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                rsa_key.to_str().unwrap(),
+            ],
+            None,
+        );
+        let modulus = String::from_utf8(openssl(
+            &[
+                "rsa",
+                "-in",
+                rsa_key.to_str().unwrap(),
+                "-noout",
+                "-modulus",
+            ],
+            None,
+        ))
+        .unwrap();
+        let modulus = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+        let ec_key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let point = ec_key.verifying_key().to_encoded_point(false);
+        let jwks = json!({"keys": [
+            {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": b64(&modulus), "e": "AQAB"},
+            {"kty": "EC", "kid": "ec-1", "use": "sig", "alg": "ES256", "crv": "P-256",
+             "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())},
+        ]})
+        .to_string();
+        Self {
+            _dir: dir,
+            rsa_key,
+            ec_key,
+            jwks,
+        }
+    }
+
+    fn rsa_sign(&self, input: &[u8]) -> Vec<u8> {
+        openssl(
+            &["dgst", "-sha256", "-sign", self.rsa_key.to_str().unwrap()],
+            Some(input),
+        )
+    }
+
+    /// A token with `header` and `claims`, signed as its `alg` says (`none`: unsigned).
+    fn token(&self, header: Value, claims: Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = match header["alg"].as_str() {
+            Some("RS256") => self.rsa_sign(input.as_bytes()),
+            Some("ES256") => {
+                use p256::ecdsa::signature::Signer as _;
+                let signature: p256::ecdsa::Signature = self.ec_key.sign(input.as_bytes());
+                signature.to_bytes().to_vec()
+            }
+            Some("HS256") => {
+                // The RSA public key misused as an HMAC secret (algorithm confusion).
+                use hmac::Mac as _;
+                let public = openssl(
+                    &["rsa", "-in", self.rsa_key.to_str().unwrap(), "-pubout"],
+                    None,
+                );
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&public).unwrap();
+                mac.update(input.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            _ => Vec::new(),
+        };
+        format!("{input}.{}", b64(&signature))
+    }
+
+    /// A good token for `sub`, signed with `alg`, issued at `now`.
+    fn good(&self, alg: &str, sub: &str, now: i64) -> String {
+        let kid = if alg == "RS256" { "rsa-1" } else { "ec-1" };
+        self.token(
+            json!({"alg": alg, "typ": "JWT", "kid": kid}),
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "nbf": now - 5, "exp": now + 600}),
+        )
+    }
+}
+
+async fn register(d: &TestDaemon, issuer: &Issuer) -> String {
+    d.client
+        .iam()
+        .create_open_id_connect_provider(d.client.signed_iam(
+            "CreateOpenIDConnectProvider",
+            v1::CreateOpenIdConnectProviderRequest {
+                url: ISSUER.into(),
+                client_id_list: vec![AUDIENCE.into()],
+                thumbprint_list: Vec::new(),
+                jwks: issuer.jwks.clone(),
+            },
+        ))
+        .await
+        .expect("CreateOpenIDConnectProvider")
+        .into_inner()
+        .open_id_connect_provider_arn
+}
+
+/// Role `deployer`, trusting the provider for the main branch's workload only, allowed to
+/// encrypt.
+async fn deployer(d: &TestDaemon, provider_arn: &str) -> String {
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {
+            format!("{PROVIDER}:sub"): MAIN,
+            format!("{PROVIDER}:aud"): AUDIENCE,
+        }}
+    }]});
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "deployer".into(),
+                assume_role_policy_document: trust.to_string(),
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role");
+    d.client
+        .iam()
+        .put_entity_policy(d.client.signed_iam(
+            "PutEntityPolicy",
+            v1::PutEntityPolicyRequest {
+                entity_type: v1::EntityType::Role as i32,
+                entity_name: "deployer".into(),
+                policy_name: "encrypt".into(),
+                policy_document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Encrypt","Resource":"*"}]}"#.into(),
+            },
+        ))
+        .await
+        .expect("PutEntityPolicy");
+    role.arn
+}
+
+async fn assume(
+    d: &TestDaemon,
+    role_arn: &str,
+    token: &str,
+) -> Result<v1::AssumeRoleWithWebIdentityResponse, tonic::Status> {
+    // Unsigned: the token is the credential.
+    Ok(d.client
+        .iam()
+        .assume_role_with_web_identity(tonic::Request::new(v1::AssumeRoleWithWebIdentityRequest {
+            role_arn: role_arn.into(),
+            role_session_name: "ci-run-42".into(),
+            web_identity_token: token.into(),
+            duration_seconds: Some(900),
+        }))
+        .await?
+        .into_inner())
+}
+
+async fn session_client(d: &TestDaemon, answer: v1::AssumeRoleWithWebIdentityResponse) -> Client {
+    let c = answer.credentials.expect("credentials");
+    d.client_with(ClientCredentials {
+        access_key_id: c.access_key_id,
+        secret_access_key: SecretString::new(c.secret_access_key),
+        session_token: Some(SecretString::new(c.session_token)),
+        region: d.config.region.clone(),
+    })
+    .await
+}
+
+fn audit_lines(d: &TestDaemon) -> Vec<Value> {
+    std::fs::read_to_string(&d.config.audit_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_workloads_token_becomes_a_role_session_and_every_bad_token_is_refused() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let issuer = Issuer::new();
+    let provider_arn = register(&d, &issuer).await;
+    assert_eq!(
+        provider_arn,
+        format!(
+            "arn:keyhaven:iam::{}:oidc-provider/{PROVIDER}",
+            d.account_id
+        )
+    );
+    let role_arn = deployer(&d, &provider_arn).await;
+    let key = d.create_key("deployments").await;
+    let now = d.now();
+
+    // A good token, either algorithm: a session of the role, which encrypts as the role may.
+    for alg in ["RS256", "ES256"] {
+        let answer = assume(&d, &role_arn, &issuer.good(alg, MAIN, now))
+            .await
+            .unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+        assert_eq!(answer.subject_from_web_identity_token, MAIN);
+        assert_eq!(answer.provider, PROVIDER);
+        assert_eq!(answer.audience, AUDIENCE);
+        assert!(
+            answer
+                .assumed_role_arn
+                .ends_with(":assumed-role/deployer/ci-run-42")
+        );
+        let session = session_client(&d, answer).await;
+        session
+            .kms()
+            .encrypt(session.signed(
+                "Encrypt",
+                v1::EncryptRequest {
+                    key_id: key.key_id.clone(),
+                    plaintext: b"built".to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("the session encrypts");
+        assert_refused(
+            session
+                .kms()
+                .schedule_key_deletion(session.signed(
+                    "ScheduleKeyDeletion",
+                    v1::ScheduleKeyDeletionRequest {
+                        key_id: key.key_id.clone(),
+                        pending_window_in_days: Some(7),
+                    },
+                ))
+                .await,
+            Code::PermissionDenied,
+            "AccessDeniedException",
+        );
+    }
+    let records = audit_lines(&d);
+    let named = records.iter().any(|r| {
+        r["operation"] == "sts:AssumeRoleWithWebIdentity"
+            && r["outcome"]["code"] == "Ok"
+            && r["principal"] == format!("{provider_arn}:{MAIN}").as_str()
+    });
+    assert!(named, "the response record names the web identity");
+    let sessions_before = records
+        .iter()
+        .filter(|r| {
+            r["operation"] == "sts:AssumeRoleWithWebIdentity" && r["outcome"]["code"] == "Ok"
+        })
+        .count();
+
+    // Another workload of the same provider: the trust policy's condition on sub refuses it.
+    let other = issuer.good("RS256", "repo:acme/other:ref:refs/heads/main", now);
+    assert_refused(
+        assume(&d, &role_arn, &other).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    let claims = |changes: Value| {
+        let mut base =
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": MAIN, "iat": now, "exp": now + 600});
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base
+    };
+    let rs = json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"});
+    let cases: Vec<(&str, String, Code, &str)> = vec![
+        (
+            "wrong audience",
+            issuer.token(rs.clone(), claims(json!({"aud": "someone-else"}))),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+        (
+            "expired",
+            issuer.token(rs.clone(), claims(json!({"exp": now - 3600}))),
+            Code::Unauthenticated,
+            "ExpiredTokenException",
+        ),
+        (
+            "wrong issuer",
+            issuer.token(
+                rs.clone(),
+                claims(json!({"iss": "https://evil.example/ci"})),
+            ),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+        (
+            "unknown key id",
+            issuer.token(json!({"alg": "RS256", "kid": "rsa-2"}), claims(json!({}))),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+        (
+            "alg none",
+            issuer.token(json!({"alg": "none", "kid": "rsa-1"}), claims(json!({}))),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+        (
+            "HS256 keyed with the public key",
+            issuer.token(json!({"alg": "HS256", "kid": "rsa-1"}), claims(json!({}))),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+        (
+            "not valid yet",
+            issuer.token(rs.clone(), claims(json!({"nbf": now + 3600}))),
+            Code::PermissionDenied,
+            "IDPRejectedClaim",
+        ),
+        (
+            "no subject",
+            issuer.token(rs.clone(), claims(json!({"sub": null}))),
+            Code::PermissionDenied,
+            "IDPRejectedClaim",
+        ),
+        (
+            "not a token",
+            "not.a.jwt".into(),
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        ),
+    ];
+    // A valid token whose payload is changed after signing: the signature fails.
+    let good = issuer.good("RS256", MAIN, now);
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    parts[1] = b64(claims(json!({"sub": "repo:acme/app:ref:refs/heads/evil"}))
+        .to_string()
+        .as_bytes());
+    let tampered = parts.join(".");
+    let mut cases = cases;
+    cases.push((
+        "tampered payload",
+        tampered,
+        Code::Unauthenticated,
+        "InvalidIdentityToken",
+    ));
+    for (what, token, code, reason) in cases {
+        let result = assume(&d, &role_arn, &token).await;
+        match result {
+            Ok(answer) => panic!(
+                "{what}: expected {reason}, got a session {:?}",
+                answer.assumed_role_arn
+            ),
+            Err(status) => {
+                assert_eq!(status.code(), code, "{what}: {status:?}");
+                assert_eq!(
+                    keyhaven::api::reason_of(&status).as_deref(),
+                    Some(reason),
+                    "{what}: {status:?}"
+                );
+            }
+        }
+    }
+    // A token for a role of no served account, or a role that does not exist: refused alike.
+    assert_refused(
+        assume(
+            &d,
+            "arn:keyhaven:iam::999999999999:role/deployer",
+            &issuer.good("RS256", MAIN, now),
+        )
+        .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    // Nothing refused made a session.
+    let sessions_after = audit_lines(&d)
+        .iter()
+        .filter(|r| {
+            r["operation"] == "sts:AssumeRoleWithWebIdentity" && r["outcome"]["code"] == "Ok"
+        })
+        .count();
+    assert_eq!(sessions_after, sessions_before);
+}
+
+#[tokio::test]
+async fn providers_refuse_what_breaks_their_rules() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let issuer = Issuer::new();
+    let create = |url: &str, ids: Vec<String>, jwks: String| {
+        let request = v1::CreateOpenIdConnectProviderRequest {
+            url: url.into(),
+            client_id_list: ids,
+            thumbprint_list: Vec::new(),
+            jwks,
+        };
+        let client = d.client.clone();
+        async move {
+            client
+                .iam()
+                .create_open_id_connect_provider(
+                    client.signed_iam("CreateOpenIDConnectProvider", request),
+                )
+                .await
+                .map(|r| r.into_inner().open_id_connect_provider_arn)
+        }
+    };
+    let ids = || vec![AUDIENCE.to_string()];
+    assert_refused(
+        create("http://plain.example", ids(), issuer.jwks.clone()).await,
+        Code::InvalidArgument,
+        "InvalidInputException",
+    );
+    assert_refused(
+        create(ISSUER, Vec::new(), issuer.jwks.clone()).await,
+        Code::InvalidArgument,
+        "InvalidInputException",
+    );
+    assert_refused(
+        create(ISSUER, ids(), "{}".into()).await,
+        Code::InvalidArgument,
+        "InvalidInputException",
+    );
+    assert_refused(
+        create(
+            ISSUER,
+            ids(),
+            r#"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}"#.into(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "InvalidInputException",
+    );
+    let list = || async {
+        d.client
+            .iam()
+            .list_open_id_connect_providers(d.client.signed_iam(
+                "ListOpenIDConnectProviders",
+                v1::ListOpenIdConnectProvidersRequest {},
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .open_id_connect_provider_arns
+    };
+    assert!(list().await.is_empty(), "nothing was registered");
+    let arn = create(ISSUER, ids(), issuer.jwks.clone())
+        .await
+        .expect("registered");
+    assert_refused(
+        create(ISSUER, ids(), issuer.jwks.clone()).await,
+        Code::AlreadyExists,
+        "EntityAlreadyExistsException",
+    );
+    assert_eq!(list().await, vec![arn.clone()]);
+    d.client
+        .iam()
+        .delete_open_id_connect_provider(d.client.signed_iam(
+            "DeleteOpenIDConnectProvider",
+            v1::DeleteOpenIdConnectProviderRequest {
+                open_id_connect_provider_arn: arn.clone(),
+            },
+        ))
+        .await
+        .expect("deleted");
+    assert!(list().await.is_empty());
+    // A user without iam:CreateOpenIDConnectProvider may not register one.
+    let mallory = d.create_user("mallory", None).await;
+    assert_refused(
+        mallory
+            .iam()
+            .create_open_id_connect_provider(mallory.signed_iam(
+                "CreateOpenIDConnectProvider",
+                v1::CreateOpenIdConnectProviderRequest {
+                    url: ISSUER.into(),
+                    client_id_list: ids(),
+                    thumbprint_list: Vec::new(),
+                    jwks: issuer.jwks.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    assert!(list().await.is_empty());
+}
+
+/// The command line: `keyhaven assume-role-with-web-identity` with no credentials in the
+/// environment prints a session's export lines, and those credentials work.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_turns_a_token_file_into_exports_without_credentials() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let issuer = Issuer::new();
+    let provider_arn = register(&d, &issuer).await;
+    let role_arn = deployer(&d, &provider_arn).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, issuer.good("ES256", MAIN, d.now())).unwrap();
+    let endpoint = d.endpoint();
+    let output = tokio::task::spawn_blocking(move || run_cli(&endpoint, &role_arn, &token_file))
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let vars: std::collections::BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let session = d
+        .client_with(ClientCredentials {
+            access_key_id: vars["KEYHAVEN_ACCESS_KEY_ID"].clone(),
+            secret_access_key: SecretString::new(vars["KEYHAVEN_SECRET_ACCESS_KEY"].clone()),
+            session_token: Some(SecretString::new(vars["KEYHAVEN_SESSION_TOKEN"].clone())),
+            region: d.config.region.clone(),
+        })
+        .await;
+    let who = session
+        .iam()
+        .get_caller_identity(
+            session.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
+        )
+        .await
+        .expect("GetCallerIdentity")
+        .into_inner();
+    assert!(
+        who.arn.ends_with(":assumed-role/deployer/cli"),
+        "{}",
+        who.arn
+    );
+}
+
+fn run_cli(endpoint: &str, role_arn: &str, token_file: &Path) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyhaven"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYHAVEN_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .args([
+            "assume-role-with-web-identity",
+            "--role-arn",
+            role_arn,
+            "--session-name",
+            "cli",
+            "--token-file",
+        ])
+        .arg(token_file)
+        .env("KEYHAVEN_ENDPOINT", endpoint)
+        .output()
+        .expect("keyhaven runs")
+}
