@@ -619,3 +619,66 @@ fn run_cli(endpoint: &str, role_arn: &str, token_file: &Path) -> std::process::O
         .output()
         .expect("keyhaven runs")
 }
+
+/// The AWS door: boto3's unsigned AssumeRoleWithWebIdentity (see `aws_web_identity.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_assumes_a_role_with_a_web_identity_over_the_query_protocol() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+    })
+    .await;
+    let issuer = Issuer::new();
+    let provider_arn = register(&d, &issuer).await;
+    let role_arn = deployer(&d, &provider_arn).await;
+    let key = d.create_key("boto3").await;
+    let now = d.now();
+    let good = issuer.good("RS256", MAIN, now);
+    let other = issuer.good("ES256", "repo:acme/other:ref:refs/heads/main", now);
+    let mut bad: Vec<String> = good.split('.').map(str::to_owned).collect();
+    bad[2] = b64(b"not the signature");
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
+    let usable = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import boto3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        python.display()
+    );
+    let aws = d.aws_addr().expect("the AWS door listens");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/aws_web_identity.py");
+    let mut command = Command::new(&python);
+    command.arg(script).env_clear().envs([
+        ("AWS_ENDPOINT_URL", format!("http://{aws}")),
+        ("AWS_REGION", d.config.region.clone()),
+        ("AWS_DEFAULT_REGION", d.config.region.clone()),
+        ("ROLE_ARN", role_arn),
+        ("KEY_ARN", key.arn),
+        ("GOOD_TOKEN", good),
+        ("OTHER_TOKEN", other),
+        ("BAD_TOKEN", bad.join(".")),
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("web identity complete"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let through_aws = audit_lines(&d).iter().any(|r| {
+        r["door"] == "aws"
+            && r["operation"] == "sts:AssumeRoleWithWebIdentity"
+            && r["outcome"]["code"] == "Ok"
+    });
+    assert!(
+        through_aws,
+        "no record of the AWS door's AssumeRoleWithWebIdentity"
+    );
+}
