@@ -34,6 +34,10 @@ const REDACTED_DEBUG: &[&str] = &[
     "keyhaven.v1.GetSessionTokenRequest",
     "keyhaven.v1.AssumeRoleRequest",
     "keyhaven.v1.AssumeRoleWithWebIdentityRequest",
+    "keyhaven.v1.CreateLoginProfileRequest",
+    "keyhaven.v1.UpdateLoginProfileRequest",
+    "keyhaven.v1.ChangePasswordRequest",
+    "keyhaven.v1.SignInRequest",
 ];
 
 /// Response fields that carry plaintext: `bytes::Bytes`, so that the daemon can hand them a

@@ -345,6 +345,47 @@ impl fmt::Debug for v1::AssumeRoleWithWebIdentityRequest {
     }
 }
 
+impl fmt::Debug for v1::CreateLoginProfileRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateLoginProfileRequest")
+            .field("user_name", &self.user_name)
+            .field("password", &REDACTED)
+            .field("password_reset_required", &self.password_reset_required)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::UpdateLoginProfileRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateLoginProfileRequest")
+            .field("user_name", &self.user_name)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("password_reset_required", &self.password_reset_required)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::ChangePasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangePasswordRequest")
+            .field("old_password", &REDACTED)
+            .field("new_password", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::SignInRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignInRequest")
+            .field("account_id", &self.account_id)
+            .field("user_name", &self.user_name)
+            .field("password", &REDACTED)
+            .field("mfa_code", &REDACTED)
+            .field("new_password", &REDACTED)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;

@@ -818,6 +818,46 @@ async fn session(backend: Backend) {
         &session_credentials.session_token,
     );
 
+    // ---- a password: given, used to sign in, and tried wrong
+    let password = format!("Password-canary-{tag}-6c1e!");
+    c.text("a user's password", &password);
+    call!(
+        ev,
+        d.client,
+        iam,
+        signed_iam,
+        "CreateLoginProfile",
+        create_login_profile,
+        v1::CreateLoginProfileRequest {
+            user_name: user.clone(),
+            password: password.clone(),
+            password_reset_required: false,
+        }
+    )
+    .expect("CreateLoginProfile");
+    let wrong_password = format!("Wrong-password-canary-{tag}-0b7d!");
+    c.text("a wrong password tried", &wrong_password);
+    for attempt in [&wrong_password, &password] {
+        let request = v1::SignInRequest {
+            account_id: d.account_id.clone(),
+            user_name: user.clone(),
+            password: attempt.clone(),
+            ..Default::default()
+        };
+        ev.debug("SignInRequest", &request);
+        let result = d.client.iam().sign_in(tonic::Request::new(request)).await;
+        ev.outcome("SignIn", &result);
+        if attempt == &password {
+            let signed_in = result.expect("SignIn").into_inner();
+            let credentials = signed_in.credentials.expect("credentials");
+            c.text(
+                "a signed-in session's secret access key",
+                &credentials.secret_access_key,
+            );
+            c.text("a signed-in session's token", &credentials.session_token);
+        }
+    }
+
     // ---- a member account: its root secret shown once, then used
     let member = call!(
         ev,

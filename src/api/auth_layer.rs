@@ -111,16 +111,24 @@ fn frame_payload(body: &[u8]) -> Result<&[u8], &'static str> {
     Ok(&body[FRAME_HEADER..])
 }
 
-/// Calls whose request carries plaintext or encryption-context values (the requests
-/// `build.rs` gives a redacted `Debug`).
-/// The one operation admitted without a signature: its token is its credential.
+/// The one operation of the AWS door admitted without a signature: its token is its
+/// credential.
 pub const WEB_IDENTITY_OPERATION: &str = "sts:AssumeRoleWithWebIdentity";
+/// The operations admitted without a signature on the gRPC door: each carries its own
+/// credential (a web identity token, a password), which the operation checks.
+pub const UNSIGNED_OPERATIONS: [&str; 2] = [WEB_IDENTITY_OPERATION, "signin:SignIn"];
 
+/// Calls whose request carries plaintext, encryption-context values or credentials (the
+/// requests `build.rs` gives a redacted `Debug`).
 fn carries_secrets(operation: &str) -> bool {
     matches!(
         operation,
         "kms:Encrypt"
             | "sts:AssumeRoleWithWebIdentity"
+            | "signin:SignIn"
+            | "iam:CreateLoginProfile"
+            | "iam:UpdateLoginProfile"
+            | "iam:ChangePassword"
             | "kms:EncryptBatch"
             | "kms:DecryptBatch"
             | "kms:GenerateDataKeyBatch"
@@ -198,6 +206,7 @@ pub fn operation_name(path: &str) -> String {
             | "AssumeRoleWithWebIdentity"
             | "GetCallerIdentity"
             | "GetSessionToken" => "sts",
+            "SignIn" => "signin",
             "CreateAccount"
             | "ListAccounts"
             | "CreateGuardrailPolicy"
@@ -330,7 +339,7 @@ where
                         .and_then(|v| v.to_str().ok())
                 });
             // A call whose operation checks its own credential: admitted unsigned.
-            if call.operation == WEB_IDENTITY_OPERATION
+            if UNSIGNED_OPERATIONS.contains(&call.operation.as_str())
                 && !parts
                     .headers
                     .contains_key(crate::auth::signature::AUTHORIZATION)

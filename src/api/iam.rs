@@ -4,7 +4,7 @@
 
 use super::accounts::Accounts;
 use super::call_context as caller;
-use super::operations::{OrgOperations, WebIdentityOperations};
+use super::operations::{OrgOperations, SignInOperations, WebIdentityOperations};
 use crate::proto::v1::{self, identity_service_server::IdentityService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -25,6 +25,9 @@ impl IamApi {
 /// audit slot.
 macro_rules! unsigned_or_caller {
     (web, $request:ident) => {
+        unsigned_or_caller!(signin, $request)
+    };
+    (signin, $request:ident) => {
         WebCall {
             source_ip: $request.remote_addr().map(|a| a.ip()),
             audit: $request
@@ -49,6 +52,11 @@ struct WebCall {
 macro_rules! run_on {
     ($api:ident, web, $name:ident, $call:ident, $request:expr) => {
         WebIdentityOperations::new(&$api.accounts)
+            .$name($call.source_ip, &$call.audit, $request)
+            .await
+    };
+    ($api:ident, signin, $name:ident, $call:ident, $request:expr) => {
+        SignInOperations::new(&$api.accounts)
             .$name($call.source_ip, &$call.audit, $request)
             .await
     };
@@ -126,6 +134,15 @@ grpc_methods! {
     list_virtual_mfa_devices: ListVirtualMfaDevicesRequest => ListVirtualMfaDevicesResponse by iam,
     assume_role: AssumeRoleRequest => AssumeRoleResponse by sts,
     assume_role_with_web_identity: AssumeRoleWithWebIdentityRequest => AssumeRoleWithWebIdentityResponse by web,
+    create_login_profile: CreateLoginProfileRequest => LoginProfileResponse by iam,
+    get_login_profile: GetLoginProfileRequest => LoginProfileResponse by iam,
+    update_login_profile: UpdateLoginProfileRequest => UpdateLoginProfileResponse by iam,
+    delete_login_profile: DeleteLoginProfileRequest => DeleteLoginProfileResponse by iam,
+    change_password: ChangePasswordRequest => ChangePasswordResponse by iam,
+    update_account_password_policy: PasswordPolicy => UpdateAccountPasswordPolicyResponse by iam,
+    get_account_password_policy: GetAccountPasswordPolicyRequest => GetAccountPasswordPolicyResponse by iam,
+    delete_account_password_policy: DeleteAccountPasswordPolicyRequest => DeleteAccountPasswordPolicyResponse by iam,
+    sign_in: SignInRequest => SignInResponse by signin,
     create_open_id_connect_provider: CreateOpenIdConnectProviderRequest => CreateOpenIdConnectProviderResponse by iam,
     get_open_id_connect_provider: GetOpenIdConnectProviderRequest => GetOpenIdConnectProviderResponse by iam,
     list_open_id_connect_providers: ListOpenIdConnectProvidersRequest => ListOpenIdConnectProvidersResponse by iam,

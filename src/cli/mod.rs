@@ -18,6 +18,7 @@ mod keystore;
 mod mfa;
 mod org;
 mod output;
+mod passwords;
 mod serve;
 mod store;
 
@@ -136,6 +137,17 @@ pub enum Command {
     /// Virtual MFA devices (TOTP): create, enable, list, deactivate, delete.
     #[command(subcommand)]
     Mfa(mfa::MfaCommand),
+    /// Users' passwords (login profiles).
+    #[command(subcommand)]
+    LoginProfile(passwords::LoginProfileCommand),
+    /// The account's password policy.
+    #[command(subcommand)]
+    PasswordPolicy(passwords::PasswordPolicyCommand),
+    /// Change your own password.
+    ChangePassword(passwords::ChangePasswordArgs),
+    /// Sign in with a user's password (no credentials needed); prints export lines of a
+    /// one-hour session.
+    SignIn(passwords::SignInArgs),
     /// OpenID Connect identity providers, for federation.
     #[command(subcommand)]
     OidcProvider(federation::OidcProviderCommand),
@@ -235,6 +247,16 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Mfa(command) => commands::run_client(client, |c| mfa::mfa(c, command)),
         Command::Org(command) => commands::run_client(client, |c| org::org(c, command)),
+        Command::LoginProfile(command) => {
+            commands::run_client(client, |c| passwords::login_profile(c, command))
+        }
+        Command::PasswordPolicy(command) => {
+            commands::run_client(client, |c| passwords::password_policy(c, command))
+        }
+        Command::ChangePassword(args) => {
+            commands::run_client(client, |c| passwords::change_password(c, args))
+        }
+        Command::SignIn(args) => commands::run_unsigned(client, |c| passwords::sign_in(c, args)),
         Command::OidcProvider(command) => {
             commands::run_client(client, |c| federation::oidc_provider(c, command))
         }

@@ -8,6 +8,7 @@
 mod certificates;
 mod mfa;
 pub mod oidc;
+pub mod passwords;
 mod policy_cache;
 
 use crate::auth::{
@@ -251,6 +252,8 @@ pub struct IamService {
     policies: PolicyCache,
     /// The account's OpenID Connect identity providers.
     oidc: oidc::OidcProviders,
+    /// Users' login profiles and the account's password policy.
+    passwords: passwords::Passwords,
 }
 
 impl IamService {
@@ -280,8 +283,11 @@ impl IamService {
         credentials.bind_directory(entities.clone())?;
         let oidc = oidc::OidcProviders::open(store.clone())
             .map_err(|e| IamError::Internal(e.to_string()))?;
+        let passwords = passwords::Passwords::open(store.clone())
+            .map_err(|e| IamError::Internal(e.to_string()))?;
         Ok(Self {
             oidc,
+            passwords,
             partition: partition.to_owned(),
             account_id: account_id.to_owned(),
             clock,
@@ -306,6 +312,11 @@ impl IamService {
     /// The account's OpenID Connect identity providers.
     pub fn oidc(&self) -> &oidc::OidcProviders {
         &self.oidc
+    }
+
+    /// Users' login profiles and the account's password policy.
+    pub fn passwords(&self) -> &passwords::Passwords {
+        &self.passwords
     }
 
     /// The ARN of the OIDC provider `name` (its issuer URL without the scheme).
@@ -357,7 +368,7 @@ impl IamService {
             .unwrap_or_default()
     }
 
-    fn require(&self, kind: EntityType, name: &str) -> Result<Entity, IamError> {
+    pub fn require(&self, kind: EntityType, name: &str) -> Result<Entity, IamError> {
         self.get(kind, name).ok_or_else(|| {
             IamError::NotFound(format!(
                 "the {} '{}' does not exist",
@@ -371,6 +382,7 @@ impl IamService {
     /// changed are read again.
     pub fn heard(&self, changed: crate::store::Changed<'_>) {
         self.oidc.heard(changed);
+        self.passwords.heard(changed);
         let kinds = [EntityType::User, EntityType::Group, EntityType::Role];
         let mut reread = Vec::new();
         match changed {
@@ -581,7 +593,16 @@ impl IamService {
             EntityType::User => {
                 self.credentials
                     .delete_all_of(&format!("user/{name}"))
-                    .await?
+                    .await?;
+                // Its password goes with it (bound to its id, it would open nothing anyway).
+                match self.passwords.delete(name).await {
+                    Ok(()) | Err(passwords::PasswordError::NotFound(_)) => {}
+                    Err(error) => {
+                        return Err(IamError::Internal(format!(
+                            "the user's login profile could not be deleted: {error:?}"
+                        )));
+                    }
+                }
             }
             EntityType::Role => {
                 self.credentials

@@ -9,6 +9,7 @@ mod iam;
 mod kms;
 mod mfa;
 mod org;
+mod passwords;
 mod sts;
 
 pub use batch::{MAX_BATCH_ITEMS, is_batch};
@@ -16,4 +17,5 @@ pub use federation::WebIdentityOperations;
 pub use iam::IamOperations;
 pub use kms::{KmsOperations, Outcome};
 pub use org::OrgOperations;
+pub use passwords::SignInOperations;
 pub use sts::StsOperations;

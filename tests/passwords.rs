@@ -1,0 +1,467 @@
+//! Passwords (issue 20): login profiles under the account's password policy, and sign-in
+//! (unsigned: the password is the credential) for a one-hour session with the user's
+//! permissions, MFA when the user has a device, failures throttled and audited.
+
+mod common;
+
+use common::{Backend, TestDaemon, assert_refused};
+use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::proto::v1;
+use keyhaven::secret::SecretString;
+use serde_json::Value;
+use tonic::Code;
+
+const STRONG: &str = "Correct-horse-7-battery";
+const ALICE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:Encrypt","iam:ListUsers"],"Resource":"*"}]}"#;
+
+async fn sign_in(
+    d: &TestDaemon,
+    account: &str,
+    user: &str,
+    password: &str,
+    mfa_code: &str,
+    new_password: &str,
+) -> Result<v1::SignInResponse, tonic::Status> {
+    Ok(d.client
+        .iam()
+        .sign_in(tonic::Request::new(v1::SignInRequest {
+            account_id: account.into(),
+            user_name: user.into(),
+            password: password.into(),
+            mfa_code: mfa_code.into(),
+            new_password: new_password.into(),
+        }))
+        .await?
+        .into_inner())
+}
+
+async fn session(d: &TestDaemon, answer: v1::SignInResponse) -> Client {
+    let c = answer.credentials.expect("credentials");
+    d.client_with(ClientCredentials {
+        access_key_id: c.access_key_id,
+        secret_access_key: SecretString::new(c.secret_access_key),
+        session_token: Some(SecretString::new(c.session_token)),
+        region: d.config.region.clone(),
+    })
+    .await
+}
+
+async fn create_profile(
+    d: &TestDaemon,
+    user: &str,
+    password: &str,
+    reset: bool,
+) -> Result<(), tonic::Status> {
+    d.client
+        .iam()
+        .create_login_profile(d.client.signed_iam(
+            "CreateLoginProfile",
+            v1::CreateLoginProfileRequest {
+                user_name: user.into(),
+                password: password.into(),
+                password_reset_required: reset,
+            },
+        ))
+        .await
+        .map(|_| ())
+}
+
+async fn set_policy(d: &TestDaemon, policy: v1::PasswordPolicy) {
+    d.client
+        .iam()
+        .update_account_password_policy(d.client.signed_iam("UpdateAccountPasswordPolicy", policy))
+        .await
+        .expect("UpdateAccountPasswordPolicy");
+}
+
+async fn encrypt(client: &Client, key: &str) -> Result<(), tonic::Status> {
+    client
+        .kms()
+        .encrypt(client.signed(
+            "Encrypt",
+            v1::EncryptRequest {
+                key_id: key.into(),
+                plaintext: b"x".to_vec(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|_| ())
+}
+
+async fn list_users(client: &Client) -> Result<(), tonic::Status> {
+    client
+        .iam()
+        .list_users(client.signed_iam("ListUsers", v1::ListUsersRequest::default()))
+        .await
+        .map(|_| ())
+}
+
+fn audit_lines(d: &TestDaemon) -> Vec<Value> {
+    std::fs::read_to_string(&d.config.audit_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_user_signs_in_with_a_password_and_acts_with_its_own_permissions() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let key = d.create_key("signed in").await;
+    d.create_user("alice", Some(ALICE_POLICY)).await;
+    d.create_user("bob", None).await;
+    create_profile(&d, "alice", STRONG, false).await.unwrap();
+    let answer = sign_in(&d, &d.account_id, "alice", STRONG, "", "")
+        .await
+        .expect("sign-in");
+    assert_eq!(
+        answer.user_arn,
+        format!("arn:keyhaven:iam::{}:user/alice", d.account_id)
+    );
+    let expires = answer.credentials.as_ref().unwrap().expiration;
+    assert!((expires - d.now() - 3_600).abs() <= 5, "a one-hour session");
+    let alice = session(&d, answer).await;
+    encrypt(&alice, &key.key_id)
+        .await
+        .expect("alice's permission");
+    assert_refused(
+        alice
+            .kms()
+            .disable_key(alice.signed(
+                "DisableKey",
+                v1::DisableKeyRequest {
+                    key_id: key.key_id.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    // A session made with a password alone may not call IAM (as GetSessionToken's).
+    assert_refused(
+        list_users(&alice).await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+
+    // Wrong password, a user without one, an unknown user or account: one answer.
+    for (account, user, password) in [
+        (d.account_id.as_str(), "alice", "Wrong-password-1"),
+        (d.account_id.as_str(), "bob", STRONG),
+        (d.account_id.as_str(), "nobody", STRONG),
+        ("999999999999", "alice", STRONG),
+    ] {
+        assert_refused(
+            sign_in(&d, account, user, password, "", "").await,
+            Code::Unauthenticated,
+            "SignInFailedException",
+        );
+    }
+    let records = audit_lines(&d);
+    let signed_in = records.iter().any(|r| {
+        r["operation"] == "signin:SignIn"
+            && r["outcome"]["code"] == "Ok"
+            && r["principal"] == format!("arn:keyhaven:iam::{}:user/alice", d.account_id).as_str()
+    });
+    assert!(signed_in, "the sign-in's record names alice");
+    let failed = records
+        .iter()
+        .filter(|r| r["operation"] == "signin:SignIn" && r["outcome"]["code"] == "Unauthenticated")
+        .count();
+    assert_eq!(failed, 4, "every failed sign-in is audited");
+    let log = std::fs::read_to_string(&d.config.audit_log).unwrap();
+    assert!(!log.contains(STRONG), "no password in the audit log");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_user_and_source() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    d.create_user("carol", None).await;
+    create_profile(&d, "carol", STRONG, false).await.unwrap();
+    for _ in 0..5 {
+        assert_refused(
+            sign_in(&d, &d.account_id, "carol", "Not-her-password-9", "", "").await,
+            Code::Unauthenticated,
+            "SignInFailedException",
+        );
+    }
+    // Past the failures allowed: refused without the password being checked.
+    assert_refused(
+        sign_in(&d, &d.account_id, "carol", STRONG, "", "").await,
+        Code::ResourceExhausted,
+        "ThrottlingException",
+    );
+    d.clock.advance(301);
+    sign_in(&d, &d.account_id, "carol", STRONG, "", "")
+        .await
+        .expect("the window has passed");
+}
+
+#[tokio::test]
+async fn the_password_policy_is_kept_in_every_rule() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    d.create_user("dave", None).await;
+    set_policy(
+        &d,
+        v1::PasswordPolicy {
+            minimum_password_length: 12,
+            require_symbols: true,
+            require_numbers: true,
+            require_uppercase_characters: true,
+            require_lowercase_characters: true,
+            allow_users_to_change_password: true,
+            max_password_age: 30,
+            password_reuse_prevention: 2,
+            hard_expiry: false,
+        },
+    )
+    .await;
+    let get = || async {
+        d.client
+            .iam()
+            .get_login_profile(d.client.signed_iam(
+                "GetLoginProfile",
+                v1::GetLoginProfileRequest {
+                    user_name: "dave".into(),
+                },
+            ))
+            .await
+    };
+    for weak in [
+        "Sh0rt-pw",
+        "no-uppercase-77",
+        "NO-LOWERCASE-77",
+        "No-Numbers-Here",
+        "NoSymbols1234",
+    ] {
+        let refused = create_profile(&d, "dave", weak, false).await;
+        assert_refused(
+            refused,
+            Code::InvalidArgument,
+            "PasswordPolicyViolationException",
+        );
+    }
+    assert_refused(get().await, Code::NotFound, "NoSuchEntityException");
+    create_profile(&d, "dave", STRONG, false).await.unwrap();
+    // The same password again: reuse prevention.
+    let update = |password: &str| {
+        let request = v1::UpdateLoginProfileRequest {
+            user_name: "dave".into(),
+            password: Some(password.into()),
+            password_reset_required: None,
+        };
+        let client = d.client.clone();
+        async move {
+            client
+                .iam()
+                .update_login_profile(client.signed_iam("UpdateLoginProfile", request))
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_refused(
+        update(STRONG).await,
+        Code::InvalidArgument,
+        "PasswordPolicyViolationException",
+    );
+    sign_in(&d, &d.account_id, "dave", STRONG, "", "")
+        .await
+        .expect("unchanged");
+
+    // Expired after 30 days: the sign-in must set a new password, which the policy checks.
+    d.clock.advance(31 * 86_400);
+    assert_refused(
+        sign_in(&d, &d.account_id, "dave", STRONG, "", "").await,
+        Code::FailedPrecondition,
+        "PasswordResetRequiredException",
+    );
+    assert_refused(
+        sign_in(&d, &d.account_id, "dave", STRONG, "", "weak").await,
+        Code::InvalidArgument,
+        "PasswordPolicyViolationException",
+    );
+    let renewed = "Another-strong-8-password";
+    sign_in(&d, &d.account_id, "dave", STRONG, "", renewed)
+        .await
+        .expect("signed in with a new password");
+    sign_in(&d, &d.account_id, "dave", renewed, "", "")
+        .await
+        .expect("the new one works");
+    assert_refused(
+        sign_in(&d, &d.account_id, "dave", STRONG, "", "").await,
+        Code::Unauthenticated,
+        "SignInFailedException",
+    );
+
+    // Hard expiry: only an administrator resets an expired password.
+    set_policy(
+        &d,
+        v1::PasswordPolicy {
+            minimum_password_length: 12,
+            max_password_age: 30,
+            hard_expiry: true,
+            allow_users_to_change_password: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.clock.advance(31 * 86_400);
+    assert_refused(
+        sign_in(
+            &d,
+            &d.account_id,
+            "dave",
+            renewed,
+            "",
+            "Yet-another-strong-9",
+        )
+        .await,
+        Code::FailedPrecondition,
+        "PasswordResetRequiredException",
+    );
+    update("Reset-by-the-admin-1")
+        .await
+        .expect("an administrator's reset");
+    sign_in(&d, &d.account_id, "dave", "Reset-by-the-admin-1", "", "")
+        .await
+        .expect("signed in after the reset");
+}
+
+#[tokio::test]
+async fn mfa_users_sign_in_with_a_code_and_users_change_their_own_password() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    d.create_user("erin", Some(ALICE_POLICY)).await;
+    create_profile(&d, "erin", STRONG, true).await.unwrap();
+    // Reset required from the start: the first sign-in sets the password.
+    assert_refused(
+        sign_in(&d, &d.account_id, "erin", STRONG, "", "").await,
+        Code::FailedPrecondition,
+        "PasswordResetRequiredException",
+    );
+    let own = "Erins-own-password-42";
+    sign_in(&d, &d.account_id, "erin", STRONG, "", own)
+        .await
+        .expect("first sign-in");
+
+    let device = d
+        .client
+        .iam()
+        .create_virtual_mfa_device(d.client.signed_iam(
+            "CreateVirtualMFADevice",
+            v1::CreateVirtualMfaDeviceRequest {
+                virtual_mfa_device_name: "erin-phone".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(device.base32_string_seed.as_bytes())
+        .unwrap();
+    let step = d.now() / 30;
+    d.client
+        .iam()
+        .enable_mfa_device(d.client.signed_iam(
+            "EnableMFADevice",
+            v1::EnableMfaDeviceRequest {
+                user_name: "erin".into(),
+                serial_number: device.serial_number.clone(),
+                authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
+                authentication_code2: keyhaven::auth::totp::code(&seed, step),
+            },
+        ))
+        .await
+        .expect("EnableMFADevice");
+    assert_refused(
+        sign_in(&d, &d.account_id, "erin", own, "", "").await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    d.clock.advance(30);
+    let code = keyhaven::auth::totp::code(&seed, d.now() / 30);
+    let with_mfa = session(
+        &d,
+        sign_in(&d, &d.account_id, "erin", own, &code, "")
+            .await
+            .expect("sign-in with the code"),
+    )
+    .await;
+    // A session made with MFA calls IAM as the user may.
+    list_users(&with_mfa).await.expect("ListUsers with MFA");
+
+    // Erin changes her own password; the old one is needed, the new one checked.
+    let change = |old: &str, new: &str| {
+        let request = v1::ChangePasswordRequest {
+            old_password: old.into(),
+            new_password: new.into(),
+        };
+        let client = with_mfa.clone();
+        async move {
+            client
+                .iam()
+                .change_password(client.signed_iam("ChangePassword", request))
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_refused(
+        change("not-it", "Whatever-strong-1").await,
+        Code::Unauthenticated,
+        "SignInFailedException",
+    );
+    assert_refused(
+        change(own, "weak").await,
+        Code::InvalidArgument,
+        "PasswordPolicyViolationException",
+    );
+    change(own, "Erins-next-password-43")
+        .await
+        .expect("changed");
+    d.clock.advance(30);
+    let code = keyhaven::auth::totp::code(&seed, d.now() / 30);
+    assert_refused(
+        sign_in(&d, &d.account_id, "erin", own, &code, "").await,
+        Code::Unauthenticated,
+        "SignInFailedException",
+    );
+    sign_in(
+        &d,
+        &d.account_id,
+        "erin",
+        "Erins-next-password-43",
+        &code,
+        "",
+    )
+    .await
+    .expect("the new password");
+
+    // Deleting the user deletes its password: a namesake made later has none.
+    d.client
+        .iam()
+        .deactivate_mfa_device(d.client.signed_iam(
+            "DeactivateMFADevice",
+            v1::DeactivateMfaDeviceRequest {
+                user_name: "erin".into(),
+                serial_number: device.serial_number.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    d.client
+        .iam()
+        .delete_user(d.client.signed_iam(
+            "DeleteUser",
+            v1::DeleteUserRequest {
+                user_name: "erin".into(),
+            },
+        ))
+        .await
+        .expect("DeleteUser");
+    d.create_user("erin", None).await;
+    assert_refused(
+        sign_in(&d, &d.account_id, "erin", "Erins-next-password-43", "", "").await,
+        Code::Unauthenticated,
+        "SignInFailedException",
+    );
+}
