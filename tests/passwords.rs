@@ -465,3 +465,50 @@ async fn mfa_users_sign_in_with_a_code_and_users_change_their_own_password() {
         "SignInFailedException",
     );
 }
+
+/// The AWS door: IAM's password calls with boto3 (see `aws_passwords.py`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_manages_passwords_over_the_query_protocol() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+    })
+    .await;
+    d.create_user("frank", None).await;
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
+    let usable = python.exists()
+        && std::process::Command::new(&python)
+            .args(["-c", "import boto3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        python.display()
+    );
+    let aws = d.aws_addr().expect("the AWS door listens");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/aws_passwords.py");
+    let mut command = std::process::Command::new(&python);
+    command.arg(script).env_clear().envs([
+        ("AWS_ENDPOINT_URL", format!("http://{aws}")),
+        ("AWS_ACCESS_KEY_ID", d.credentials.access_key_id.clone()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            d.credentials.secret_access_key.expose().clone(),
+        ),
+        ("AWS_REGION", d.config.region.clone()),
+        ("AWS_DEFAULT_REGION", d.config.region.clone()),
+        ("USER_NAME", "frank".to_string()),
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("passwords complete"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,6 +7,7 @@ use crate::api::operations::IamOperations;
 use crate::api::status::ApiError;
 use crate::proto::v1;
 use std::collections::BTreeMap;
+use tonic::Code;
 
 pub const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const VERSION: &str = "2010-05-08";
@@ -48,6 +49,14 @@ pub const ACTIONS: &[&str] = &[
     "ListVirtualMFADevices",
     "SimulatePrincipalPolicy",
     "SimulateCustomPolicy",
+    "CreateLoginProfile",
+    "GetLoginProfile",
+    "UpdateLoginProfile",
+    "DeleteLoginProfile",
+    "ChangePassword",
+    "UpdateAccountPasswordPolicy",
+    "GetAccountPasswordPolicy",
+    "DeleteAccountPasswordPolicy",
 ];
 
 /// For the inline-policy actions (`PutUserPolicy`, `ListRolePolicies`, …): the entity kind,
@@ -344,6 +353,14 @@ pub async fn dispatch(
         | "DeleteVirtualMFADevice"
         | "ListMFADevices"
         | "ListVirtualMFADevices" => mfa_device_action(iam, call, action, fields).await?,
+        "CreateLoginProfile"
+        | "GetLoginProfile"
+        | "UpdateLoginProfile"
+        | "DeleteLoginProfile"
+        | "ChangePassword"
+        | "UpdateAccountPasswordPolicy"
+        | "GetAccountPasswordPolicy"
+        | "DeleteAccountPasswordPolicy" => password_action(iam, call, action, fields).await?,
         _ => {
             let request = v1::DeleteAccessKeyRequest {
                 user_name: user_name()?,
@@ -354,6 +371,162 @@ pub async fn dispatch(
         }
     };
     Ok(document(NAMESPACE, action, &result, request_id))
+}
+
+/// A boolean field (`true`/`false`), if given.
+fn flag(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
+    match fields.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::new(
+            Code::InvalidArgument,
+            "ValidationException",
+            format!("{name} must be true or false"),
+        )),
+    }
+}
+
+/// A number field, if given.
+fn number(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<u32>, ApiError> {
+    fields
+        .get(name)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::new(
+                    Code::InvalidArgument,
+                    "ValidationException",
+                    format!("{name} must be a whole number"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The login-profile and password-policy actions. Passwords travel in the form, as IAM's.
+async fn password_action(
+    iam: &IamOperations,
+    call: &CallContext,
+    action: &str,
+    fields: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let profile = |p: Option<v1::LoginProfile>| {
+        let p = p.unwrap_or_default();
+        format!(
+            "<LoginProfile>{}</LoginProfile>",
+            elements(&[
+                ("UserName", &p.user_name),
+                ("CreateDate", &iso8601(p.create_date)),
+                (
+                    "PasswordResetRequired",
+                    &p.password_reset_required.to_string()
+                ),
+            ])
+        )
+    };
+    Ok(match action {
+        "CreateLoginProfile" => {
+            let request = v1::CreateLoginProfileRequest {
+                user_name: named("UserName", fields)?,
+                password: named("Password", fields)?,
+                password_reset_required: flag(fields, "PasswordResetRequired")?.unwrap_or(false),
+            };
+            profile(iam.create_login_profile(call, request).await?.login_profile)
+        }
+        "GetLoginProfile" => {
+            let request = v1::GetLoginProfileRequest {
+                user_name: named("UserName", fields)?,
+            };
+            profile(iam.get_login_profile(call, request).await?.login_profile)
+        }
+        "UpdateLoginProfile" => {
+            let request = v1::UpdateLoginProfileRequest {
+                user_name: named("UserName", fields)?,
+                password: fields.get("Password").cloned(),
+                password_reset_required: flag(fields, "PasswordResetRequired")?,
+            };
+            iam.update_login_profile(call, request).await?;
+            String::new()
+        }
+        "DeleteLoginProfile" => {
+            let request = v1::DeleteLoginProfileRequest {
+                user_name: named("UserName", fields)?,
+            };
+            iam.delete_login_profile(call, request).await?;
+            String::new()
+        }
+        "ChangePassword" => {
+            let request = v1::ChangePasswordRequest {
+                old_password: named("OldPassword", fields)?,
+                new_password: named("NewPassword", fields)?,
+            };
+            iam.change_password(call, request).await?;
+            String::new()
+        }
+        "UpdateAccountPasswordPolicy" => {
+            let request = v1::PasswordPolicy {
+                minimum_password_length: number(fields, "MinimumPasswordLength")?.unwrap_or(0),
+                require_symbols: flag(fields, "RequireSymbols")?.unwrap_or(false),
+                require_numbers: flag(fields, "RequireNumbers")?.unwrap_or(false),
+                require_uppercase_characters: flag(fields, "RequireUppercaseCharacters")?
+                    .unwrap_or(false),
+                require_lowercase_characters: flag(fields, "RequireLowercaseCharacters")?
+                    .unwrap_or(false),
+                allow_users_to_change_password: flag(fields, "AllowUsersToChangePassword")?
+                    .unwrap_or(false),
+                max_password_age: number(fields, "MaxPasswordAge")?.unwrap_or(0),
+                password_reuse_prevention: number(fields, "PasswordReusePrevention")?.unwrap_or(0),
+                hard_expiry: flag(fields, "HardExpiry")?.unwrap_or(false),
+            };
+            iam.update_account_password_policy(call, request).await?;
+            String::new()
+        }
+        "GetAccountPasswordPolicy" => {
+            let p = iam
+                .get_account_password_policy(call, v1::GetAccountPasswordPolicyRequest {})
+                .await?
+                .password_policy
+                .unwrap_or_default();
+            let mut members = vec![
+                (
+                    "MinimumPasswordLength",
+                    p.minimum_password_length.to_string(),
+                ),
+                ("RequireSymbols", p.require_symbols.to_string()),
+                ("RequireNumbers", p.require_numbers.to_string()),
+                (
+                    "RequireUppercaseCharacters",
+                    p.require_uppercase_characters.to_string(),
+                ),
+                (
+                    "RequireLowercaseCharacters",
+                    p.require_lowercase_characters.to_string(),
+                ),
+                (
+                    "AllowUsersToChangePassword",
+                    p.allow_users_to_change_password.to_string(),
+                ),
+                ("ExpirePasswords", (p.max_password_age > 0).to_string()),
+                ("HardExpiry", p.hard_expiry.to_string()),
+            ];
+            if p.max_password_age > 0 {
+                members.push(("MaxPasswordAge", p.max_password_age.to_string()));
+            }
+            if p.password_reuse_prevention > 0 {
+                members.push((
+                    "PasswordReusePrevention",
+                    p.password_reuse_prevention.to_string(),
+                ));
+            }
+            let pairs: Vec<(&str, &str)> = members.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            format!("<PasswordPolicy>{}</PasswordPolicy>", elements(&pairs))
+        }
+        _ => {
+            iam.delete_account_password_policy(call, v1::DeleteAccountPasswordPolicyRequest {})
+                .await?;
+            String::new()
+        }
+    })
 }
 
 /// The virtual MFA device actions. `Base32StringSeed` and `QRCodePNG` are blobs in IAM's
@@ -590,7 +763,9 @@ mod tests {
         }
         for action in ACTIONS.iter().copied() {
             let inline = inline_policy_action(action).is_some();
-            let names_a_policy = action.contains("Polic") && !action.starts_with("Simulate");
+            let names_a_policy = action.contains("Polic")
+                && !action.starts_with("Simulate")
+                && !action.contains("AccountPasswordPolicy");
             assert_eq!(inline, names_a_policy, "{action}");
         }
     }

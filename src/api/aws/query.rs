@@ -327,6 +327,7 @@ fn code(error: &ApiError) -> &'static str {
         "DeleteConflictException" => "DeleteConflict",
         "ConcurrentModificationException" => "ConcurrentModification",
         "MalformedPolicyDocumentException" => "MalformedPolicyDocument",
+        "PasswordPolicyViolationException" => "PasswordPolicyViolation",
         "ThrottlingException" => "Throttling",
         "UnknownOperationException" => "InvalidAction",
         "SerializationException" => "MalformedQueryString",
