@@ -512,3 +512,118 @@ async fn boto3_manages_passwords_over_the_query_protocol() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A stolen password alone changes nothing for a user with an MFA device (not even an
+/// expired one); a Deny keeps a user from changing its own password whatever the account's
+/// policy allows; and failed sign-ins count against their source's rate limit for failed
+/// authentication, past which the daemon refuses before checking anything.
+#[tokio::test]
+async fn mfa_comes_before_any_change_and_failures_count_against_their_source() {
+    let d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.unauthenticated_rate_per_second = 1;
+        config.unauthenticated_burst = 4;
+    })
+    .await;
+    let deny_change = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:ListUsers","Resource":"*"},{"Effect":"Deny","Action":"iam:ChangePassword","Resource":"*"}]}"#;
+    d.create_user("gina", Some(deny_change)).await;
+    create_profile(&d, "gina", STRONG, true).await.unwrap();
+    let device = d
+        .client
+        .iam()
+        .create_virtual_mfa_device(d.client.signed_iam(
+            "CreateVirtualMFADevice",
+            v1::CreateVirtualMfaDeviceRequest {
+                virtual_mfa_device_name: "gina-phone".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(device.base32_string_seed.as_bytes())
+        .unwrap();
+    let step = d.now() / 30;
+    d.client
+        .iam()
+        .enable_mfa_device(d.client.signed_iam(
+            "EnableMFADevice",
+            v1::EnableMfaDeviceRequest {
+                user_name: "gina".into(),
+                serial_number: device.serial_number.clone(),
+                authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
+                authentication_code2: keyhaven::auth::totp::code(&seed, step),
+            },
+        ))
+        .await
+        .unwrap();
+    // The password is right and must be reset, but without the code nothing is set.
+    assert_refused(
+        sign_in(&d, &d.account_id, "gina", STRONG, "", "Attackers-choice-99").await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+    d.clock.advance(30);
+    let code = keyhaven::auth::totp::code(&seed, d.now() / 30);
+    assert_refused(
+        sign_in(&d, &d.account_id, "gina", "Attackers-choice-99", &code, "").await,
+        Code::Unauthenticated,
+        "SignInFailedException",
+    );
+    let gina = session(
+        &d,
+        sign_in(
+            &d,
+            &d.account_id,
+            "gina",
+            STRONG,
+            &code,
+            "Ginas-own-pass-77",
+        )
+        .await
+        .expect("her own sign-in sets her password"),
+    )
+    .await;
+    // Her Deny holds although the account lets users change their passwords.
+    assert_refused(
+        gina.iam()
+            .change_password(gina.signed_iam(
+                "ChangePassword",
+                v1::ChangePasswordRequest {
+                    old_password: "Ginas-own-pass-77".into(),
+                    new_password: "Ginas-next-pass-78".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+
+    // Failed sign-ins from one source: past the daemon's burst, refused before any check.
+    d.create_user("hank", None).await;
+    create_profile(&d, "hank", STRONG, false).await.unwrap();
+    let mut throttled = false;
+    let mut failed = 0;
+    for _ in 0..8 {
+        match sign_in(&d, &d.account_id, "hank", "Wrong-password-1", "", "").await {
+            Err(status)
+                if keyhaven::api::reason_of(&status).as_deref() == Some("ThrottlingException") =>
+            {
+                throttled = true;
+                break;
+            }
+            Err(status) => {
+                assert_eq!(
+                    keyhaven::api::reason_of(&status).as_deref(),
+                    Some("SignInFailedException"),
+                    "{status:?}"
+                );
+                failed += 1;
+            }
+            Ok(_) => panic!("a wrong password signed in"),
+        }
+    }
+    assert!(throttled, "the source's failures are rate limited");
+    // Before the per-user limit (5): the daemon's per-source limit for failed
+    // authentication (a burst of 4, which gina's refusals began to use) refused it.
+    assert!(failed < 5, "{failed} failures before the throttle");
+}

@@ -2777,6 +2777,97 @@ fn approval_cases() -> Vec<Case> {
     ]
 }
 
+const PROVIDER_ARN: &str = "arn:aws:iam::111122223333:oidc-provider/issuer.example/ci";
+const WEB: &[&str] = &["federated:arn:aws:iam::111122223333:oidc-provider/issuer.example/ci"];
+const ROLE_DEPLOY: &str = "arn:aws:iam::111122223333:role/deployer";
+
+/// Trust policies judging web identities (`AssumeRoleWithWebIdentity`): the provider is the
+/// principal, named by `Federated` only.
+fn federated_cases() -> Vec<Case> {
+    let web = || Case {
+        principals: WEB,
+        identity: Some(vec![]),
+        action: "sts:AssumeRoleWithWebIdentity",
+        resource: ROLE_DEPLOY,
+        ..BASE
+    };
+    let trust = |principal: &str, condition: &str| {
+        doc(&[&format!(
+            r#"{{"Sid":"Trust","Effect":"Allow","Principal":{principal},"Action":"sts:AssumeRoleWithWebIdentity"{condition}}}"#
+        )])
+    };
+    let federated = leak(format!(r#"{{"Federated":"{PROVIDER_ARN}"}}"#));
+    vec![
+        Case {
+            name: "federated: the provider named in the trust policy is let in",
+            key_policy: Some(trust(federated, "")),
+            expected: allowed(KP, "Trust"),
+            ..web()
+        },
+        Case {
+            name: "federated: a condition on the token's sub lets its workload in",
+            key_policy: Some(trust(
+                federated,
+                r#","Condition":{"StringEquals":{"issuer.example/ci:sub":"repo:acme/app"}}"#,
+            )),
+            context: &[("issuer.example/ci:sub", &["repo:acme/app"])],
+            expected: allowed(KP, "Trust"),
+            ..web()
+        },
+        Case {
+            name: "federated: a condition on the token's sub keeps another workload out",
+            key_policy: Some(trust(
+                federated,
+                r#","Condition":{"StringEquals":{"issuer.example/ci:sub":"repo:acme/app"}}"#,
+            )),
+            context: &[("issuer.example/ci:sub", &["repo:acme/other"])],
+            ..web()
+        },
+        Case {
+            name: "federated: Principal * does not let a web identity in",
+            key_policy: Some(trust(r#""*""#, "")),
+            ..web()
+        },
+        Case {
+            name: "federated: an AWS principal pattern does not match a provider",
+            key_policy: Some(trust(r#"{"AWS":"arn:aws:iam::111122223333:*"}"#, "")),
+            ..web()
+        },
+        Case {
+            name: "federated: trusting the account root does not let a web identity in",
+            key_policy: Some(trust(r#"{"AWS":"arn:aws:iam::111122223333:root"}"#, "")),
+            ..web()
+        },
+        Case {
+            name: "federated: another provider of the account is not let in",
+            key_policy: Some(trust(
+                r#"{"Federated":"arn:aws:iam::111122223333:oidc-provider/other.example"}"#,
+                "",
+            )),
+            ..web()
+        },
+        Case {
+            name: "federated: a Deny of everyone covers a web identity",
+            key_policy: Some(doc(&[
+                &format!(
+                    r#"{{"Sid":"Trust","Effect":"Allow","Principal":{federated},"Action":"sts:AssumeRoleWithWebIdentity"}}"#
+                ),
+                r#"{"Sid":"Nobody","Effect":"Deny","Principal":"*","Action":"sts:*"}"#,
+            ])),
+            expected: denied(KP, "Nobody"),
+            ..web()
+        },
+        Case {
+            name: "federated: a provider named in a key policy lets no AWS caller in",
+            key_policy: Some(doc(&[&format!(
+                r#"{{"Sid":"Odd","Effect":"Allow","Principal":{federated},"Action":"kms:*","Resource":"*"}}"#
+            )])),
+            identity: Some(vec![]),
+            ..BASE
+        },
+    ]
+}
+
 fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(delegation_cases());
@@ -2796,6 +2887,7 @@ fn all_cases() -> Vec<Case> {
     cases.extend(guardrail_cases());
     cases.extend(cross_account_cases());
     cases.extend(approval_cases());
+    cases.extend(federated_cases());
     cases
 }
 

@@ -135,6 +135,8 @@ pub struct Accounts {
     org: Option<Arc<Organisation>>,
     by_id: RwLock<HashMap<String, Arc<AccountOperations>>>,
     opener: OnceLock<Arc<dyn AccountOpener>>,
+    /// Failed sign-ins of every account, per user and per source.
+    sign_in_failures: crate::iam::passwords::SignInFailures,
 }
 
 fn no_account(account: &str) -> ApiError {
@@ -154,7 +156,12 @@ impl Accounts {
             org,
             by_id: RwLock::new(HashMap::new()),
             opener: OnceLock::new(),
+            sign_in_failures: Default::default(),
         })
+    }
+
+    pub fn sign_in_failures(&self) -> &crate::iam::passwords::SignInFailures {
+        &self.sign_in_failures
     }
 
     pub fn set_opener(&self, opener: Arc<dyn AccountOpener>) {

@@ -344,7 +344,7 @@ where
                     .headers
                     .contains_key(crate::auth::signature::AUTHORIZATION)
             {
-                let slot = match call.admit_unsigned() {
+                let slot = match call.admit_unsigned(&parts.headers) {
                     Ok(slot) => slot,
                     Err(refused) => return Ok(answer(refused)),
                 };

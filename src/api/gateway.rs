@@ -229,6 +229,7 @@ impl Gateway {
             principal: None,
             access_key_id: None,
             certificate: None,
+            unsigned: false,
         }
     }
 
@@ -275,6 +276,8 @@ pub struct CallInFlight {
     /// The client-certificate identity a certificate call presented, then authenticated by.
     certificate: Option<String>,
     single: bool,
+    /// Admitted without a signature: a failure counts against its source.
+    unsigned: bool,
 }
 
 impl CallInFlight {
@@ -410,8 +413,16 @@ impl CallInFlight {
     /// Admits, unsigned, a call whose operation checks the credential it carries itself (STS
     /// `AssumeRoleWithWebIdentity`: the web identity token is the credential). Its `request`
     /// record names no principal; its `response` record names the one the operation found.
-    pub fn admit_unsigned(&mut self) -> Result<AuditSlot, ApiError> {
+    ///
+    /// A source past its failure rate limit (failed unsigned calls count as failed
+    /// authentications) is refused before anything runs, as [`CallInFlight::refuse`] does.
+    pub fn admit_unsigned(&mut self, headers: &http::HeaderMap) -> Result<AuditSlot, ApiError> {
         self.gateway.require_up_to_date()?;
+        let from = SourceKey::of(self.peer.map(|a| a.ip()));
+        if self.gateway.throttle.exhausted(from, Instant::now()) {
+            return Err(self.refuse(ApiError::throttled(), headers));
+        }
+        self.unsigned = true;
         if !self.single {
             self.gateway.write(self.entry(Phase::Request))?;
         }
@@ -464,6 +475,12 @@ impl CallInFlight {
             "call finished"
         );
         self.count(&outcome);
+        if self.unsigned && outcome.code != "Ok" {
+            // The credential it carried was refused (or the call failed): a failure of its
+            // source's, as a bad signature is.
+            let from = SourceKey::of(self.peer.map(|a| a.ip()));
+            let _ = self.gateway.throttle.allow_failure(from, Instant::now());
+        }
         let phase = if self.single {
             Phase::Call
         } else {

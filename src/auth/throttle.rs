@@ -105,6 +105,17 @@ impl FailureThrottle {
         }
     }
 
+    /// Whether `source` has no failure left now (without taking one).
+    pub fn exhausted(&self, source: SourceKey, now: Instant) -> bool {
+        let buckets = match self.buckets.lock() {
+            Ok(buckets) => buckets,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        buckets
+            .get(&source)
+            .is_some_and(|b| level(b, self.rate, self.burst, now) < 1.0)
+    }
+
     /// Sources with a bucket of their own (or the shared one).
     pub fn len(&self) -> usize {
         self.buckets.lock().map(|b| b.len()).unwrap_or(0)

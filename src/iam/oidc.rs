@@ -133,6 +133,17 @@ fn parse_jwks(text: &str) -> Result<JwkSet, OidcError> {
         ));
     }
     for key in &set.keys {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+        let usable = match &key.algorithm {
+            AlgorithmParameters::RSA(_) => true,
+            AlgorithmParameters::EllipticCurve(ec) => ec.curve == EllipticCurve::P256,
+            _ => false,
+        };
+        if !usable {
+            return Err(OidcError::Validation(
+                "the JWKS document may hold RSA and EC P-256 public keys only".into(),
+            ));
+        }
         if key.common.key_id.as_deref().is_none_or(str::is_empty) {
             return Err(OidcError::Validation(
                 "every key of the JWKS document needs a kid".into(),
@@ -322,11 +333,11 @@ impl OidcProviders {
             DecodingKey::from_jwk(jwk).map_err(|_| invalid("the provider's key is unusable"))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = CLOCK_SKEW_SECONDS;
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are judged below on the daemon's clock, not the system's.
+        validation.validate_nbf = false;
         validation.set_issuer(&[&provider.url]);
         validation.set_audience(&provider.client_ids);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        // The expiry is judged below on the daemon's clock, not the system's.
         validation.validate_exp = false;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
             |e| match e.kind() {
@@ -347,12 +358,12 @@ impl OidcProviders {
         )?;
         let exp = data.claims.get("exp").and_then(serde_json::Value::as_i64);
         match exp {
-            Some(exp) if exp + CLOCK_SKEW_SECONDS as i64 >= now => {}
+            Some(exp) if exp.saturating_add(CLOCK_SKEW_SECONDS as i64) >= now => {}
             Some(_) => return Err(OidcError::Expired("the token has expired".into())),
             None => return Err(invalid("the token's exp is not a number")),
         }
         if let Some(nbf) = data.claims.get("nbf").and_then(serde_json::Value::as_i64)
-            && nbf > now + CLOCK_SKEW_SECONDS as i64
+            && nbf > now.saturating_add(CLOCK_SKEW_SECONDS as i64)
         {
             return Err(OidcError::RejectedClaim(
                 "the token is not valid yet (nbf)".into(),

@@ -4,9 +4,11 @@
 //! A password is kept only as an Argon2id hash (19 MiB, 2 passes, as OWASP recommends), with
 //! its salt, in the user's login profile, bound to the user's unique id (a user deleted and
 //! made again under its name has no password). The hashes of earlier passwords are kept as
-//! the policy's reuse prevention asks. Failed sign-ins are counted per user and per source:
-//! past [`FAILURES_ALLOWED`] in [`FAILURE_WINDOW_SECONDS`], further attempts are refused
-//! (throttled) without checking the password, until the window has passed.
+//! the policy's reuse prevention asks. Hashing runs on blocking threads, at most two at a
+//! time, never on the threads that serve calls. Failed sign-ins are counted by
+//! [`SignInFailures`] (one table for the daemon): past [`FAILURES_ALLOWED`] per user or per
+//! source in [`FAILURE_WINDOW_SECONDS`], further attempts are refused (throttled) without the
+//! password being checked, until the window has passed.
 
 use crate::clock::UnixSeconds;
 use crate::secret::SecretString;
@@ -147,6 +149,37 @@ fn hash_with(password: &str, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Passwor
     Ok(out)
 }
 
+/// At most two hashes at a time (each 19 MiB and tens of milliseconds of CPU).
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(2))
+}
+
+/// Runs `work` (a hash) on a blocking thread, within the permits.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PasswordError> {
+    let _permit = hashing()
+        .acquire()
+        .await
+        .map_err(|_| PasswordError::Internal("hashing stopped".into()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| PasswordError::Internal(e.to_string()))
+}
+
+/// A new hash of `password`, off the serving threads.
+async fn hash_new(password: &SecretString) -> Result<Hashed, PasswordError> {
+    let password = password.clone();
+    off_thread(move || Hashed::new(password.expose())).await?
+}
+
+/// Whether `hashed` is the hash of `password`, off the serving threads.
+async fn matches(hashed: &Hashed, password: &SecretString) -> Result<bool, PasswordError> {
+    let (hashed, password) = (hashed.clone(), password.clone());
+    off_thread(move || hashed.matches(password.expose())).await
+}
+
 impl Hashed {
     fn new(password: &str) -> Result<Self, PasswordError> {
         let salt: [u8; 16] = rand::random();
@@ -205,30 +238,46 @@ impl From<StoreError> for PasswordError {
     }
 }
 
-/// Failures within the current window.
+/// Failed sign-ins, per user and per source, within the current window: one table for the
+/// daemon (every account's sign-ins), so that a source cannot try every account in turn.
 #[derive(Default)]
-struct Failures {
-    by_key: HashMap<String, (UnixSeconds, u32)>,
+pub struct SignInFailures {
+    by_key: Mutex<HashMap<String, (UnixSeconds, u32)>>,
 }
 
-impl Failures {
-    fn over(&self, key: &str, now: UnixSeconds) -> bool {
-        self.by_key.get(key).is_some_and(|(since, count)| {
-            now - since < FAILURE_WINDOW_SECONDS && *count >= FAILURES_ALLOWED
+impl SignInFailures {
+    /// Whether `key` is past the failures allowed now.
+    pub fn over(&self, key: &str, now: UnixSeconds) -> bool {
+        self.by_key.lock().is_ok_and(|keys| {
+            keys.get(key).is_some_and(|(since, count)| {
+                now - since < FAILURE_WINDOW_SECONDS && *count >= FAILURES_ALLOWED
+            })
         })
     }
 
-    fn note(&mut self, key: String, now: UnixSeconds) {
-        let entry = self.by_key.entry(key).or_insert((now, 0));
+    /// Counts one failure of `key`.
+    pub fn note(&self, key: String, now: UnixSeconds) {
+        let Ok(mut keys) = self.by_key.lock() else {
+            return;
+        };
+        let entry = keys.entry(key).or_insert((now, 0));
         if now - entry.0 >= FAILURE_WINDOW_SECONDS {
             *entry = (now, 0);
         }
         entry.1 += 1;
-        if self.by_key.len() > 100_000 {
-            self.by_key
-                .retain(|_, (since, _)| now - *since < FAILURE_WINDOW_SECONDS);
+        if keys.len() > 100_000 {
+            keys.retain(|_, (since, _)| now - *since < FAILURE_WINDOW_SECONDS);
         }
     }
+}
+
+/// What a right password at sign-in still asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInCheck {
+    /// Nothing: the session may be made.
+    Good,
+    /// A new password, set in the same sign-in (once any MFA code is checked too).
+    NewPasswordNeeded,
 }
 
 /// The login profiles and password policy of one account.
@@ -236,7 +285,8 @@ pub struct Passwords {
     store: Arc<Store>,
     profiles: RwLock<BTreeMap<String, LoginProfile>>,
     policy: RwLock<Option<PasswordPolicy>>,
-    failures: Mutex<Failures>,
+    /// Failed changes of a user's own password (the old one wrong), per user.
+    failures: SignInFailures,
 }
 
 fn profile_name(user: &str) -> String {
@@ -250,7 +300,7 @@ impl Passwords {
             store,
             profiles: RwLock::new(profiles),
             policy: RwLock::new(policy),
-            failures: Mutex::new(Failures::default()),
+            failures: SignInFailures::default(),
         })
     }
 
@@ -344,13 +394,25 @@ impl Passwords {
             .cloned()
     }
 
-    async fn store_profile(&self, profile: LoginProfile) -> Result<(), PasswordError> {
+    /// Stores `profile` if its record did not change since the view `since` (another daemon,
+    /// or another call here, may have set a password meanwhile: then try again).
+    async fn store_profile(&self, profile: LoginProfile, since: i64) -> Result<(), PasswordError> {
         let mut batch = WriteBatch::new();
+        let name = profile_name(&profile.user);
         batch.put(
-            profile_name(&profile.user),
+            name.clone(),
             serde_json::to_vec(&profile).map_err(|e| PasswordError::Internal(e.to_string()))?,
         );
-        self.store.commit(batch).await?;
+        batch.require_unchanged(name, since);
+        match self.store.try_commit(batch).await {
+            Ok(()) => {}
+            Err(crate::store::CommitError::Stale) => {
+                return Err(PasswordError::Validation(
+                    "the login profile was changed at the same time; try again".into(),
+                ));
+            }
+            Err(error) => return Err(StoreError::from(error).into()),
+        }
         if let Ok(mut profiles) = self.profiles.write() {
             profiles.insert(profile.user.clone(), profile);
         }
@@ -366,6 +428,7 @@ impl Passwords {
         reset_required: bool,
         now: UnixSeconds,
     ) -> Result<LoginProfile, PasswordError> {
+        let since = self.store.view();
         if self.profile(user, user_id).is_some() {
             return Err(PasswordError::AlreadyExists(format!(
                 "the user '{user}' has a login profile already"
@@ -380,10 +443,10 @@ impl Passwords {
             created: now,
             changed: now,
             password_reset_required: reset_required,
-            password: Hashed::new(password.expose())?,
+            password: hash_new(password).await?,
             previous: Vec::new(),
         };
-        self.store_profile(profile.clone()).await?;
+        self.store_profile(profile.clone(), since).await?;
         Ok(profile)
     }
 
@@ -397,6 +460,7 @@ impl Passwords {
         reset_required: Option<bool>,
         now: UnixSeconds,
     ) -> Result<LoginProfile, PasswordError> {
+        let since = self.store.view();
         let mut profile = self
             .profile(user, user_id)
             .ok_or_else(|| no_profile(user))?;
@@ -406,18 +470,19 @@ impl Passwords {
                 return Err(PasswordError::PolicyViolation(why));
             }
             let remembered = policy.password_reuse_prevention as usize;
-            let reused = remembered > 0
-                && std::iter::once(&profile.password)
-                    .chain(profile.previous.iter())
-                    .take(remembered)
-                    .any(|h| h.matches(password.expose()));
-            if reused {
-                return Err(PasswordError::PolicyViolation(format!(
-                    "the password was one of the last {remembered} of this user: the account's \
-                     password policy prevents its reuse"
-                )));
+            let earlier: Vec<Hashed> = std::iter::once(profile.password.clone())
+                .chain(profile.previous.iter().cloned())
+                .take(remembered)
+                .collect();
+            for hashed in &earlier {
+                if matches(hashed, password).await? {
+                    return Err(PasswordError::PolicyViolation(format!(
+                        "the password was one of the last {remembered} of this user: the \
+                         account's password policy prevents its reuse"
+                    )));
+                }
             }
-            let old = std::mem::replace(&mut profile.password, Hashed::new(password.expose())?);
+            let old = std::mem::replace(&mut profile.password, hash_new(password).await?);
             profile.previous.insert(0, old);
             profile.previous.truncate(24);
             profile.changed = now;
@@ -426,7 +491,7 @@ impl Passwords {
         if let Some(required) = reset_required {
             profile.password_reset_required = required;
         }
-        self.store_profile(profile.clone()).await?;
+        self.store_profile(profile.clone(), since).await?;
         Ok(profile)
     }
 
@@ -448,8 +513,16 @@ impl Passwords {
         Ok(())
     }
 
+    /// Whether the profile's password has expired under the policy in force.
+    fn expired(&self, profile: &LoginProfile, now: UnixSeconds) -> bool {
+        let policy = self.in_force();
+        policy.max_password_age > 0
+            && now - profile.changed > i64::from(policy.max_password_age) * 86_400
+    }
+
     /// The user's own change of password: the old one must be right (a wrong one counts as
-    /// a failed sign-in), the new one is checked as any.
+    /// a failure of the user's), the new one is checked as any; an expired password under
+    /// hard expiry is an administrator's to reset.
     pub async fn change(
         &self,
         user: &str,
@@ -458,23 +531,23 @@ impl Passwords {
         new: &SecretString,
         now: UnixSeconds,
     ) -> Result<(), PasswordError> {
-        let by_user = format!("user:{user}");
-        if self
-            .failures
-            .lock()
-            .map_err(|_| PasswordError::Internal("lock poisoned".into()))?
-            .over(&by_user, now)
-        {
+        let by_user = format!("change:{user}");
+        if self.failures.over(&by_user, now) {
             return Err(PasswordError::Throttled);
         }
         let profile = self
             .profile(user, user_id)
             .ok_or_else(|| no_profile(user))?;
-        if !profile.password.matches(old.expose()) {
-            if let Ok(mut failures) = self.failures.lock() {
-                failures.note(by_user, now);
-            }
+        if !matches(&profile.password, old).await? {
+            self.failures.note(by_user, now);
             return Err(PasswordError::SignInFailed);
+        }
+        if self.in_force().hard_expiry && self.expired(&profile, now) {
+            return Err(PasswordError::ResetRequired(
+                "the password has expired and the account's policy has hard expiry: an \
+                 administrator must reset it"
+                    .into(),
+            ));
         }
         self.update(user, user_id, Some(new), None, now).await?;
         Ok(())
@@ -485,67 +558,44 @@ impl Passwords {
         self.in_force().allow_users_to_change_password
     }
 
-    /// Checks `password` for the user of id `user_id` signing in from `source`: throttled
-    /// past the failures allowed, refused alike for a user without a password and a wrong
-    /// one. An expired password (or one an administrator marked) must be replaced in the
-    /// same sign-in by `new_password` (which is checked as a change), unless the policy's
-    /// hard expiry leaves that to an administrator.
-    pub async fn sign_in(
+    /// Checks `password` for the user of id `user_id` (none: no such user) at sign-in,
+    /// refused alike for a user without a password and a wrong one, after the same work.
+    /// A right but expired password (or one an administrator marked) asks for a new one,
+    /// unless the policy's hard expiry leaves that to an administrator. Nothing is written:
+    /// the caller checks MFA before it sets a new password.
+    pub async fn check(
         &self,
         user: &str,
         user_id: Option<&str>,
         password: &SecretString,
-        new_password: Option<&SecretString>,
-        source: &str,
         now: UnixSeconds,
-    ) -> Result<(), PasswordError> {
-        let (by_user, by_source) = (format!("user:{user}"), format!("source:{source}"));
-        {
-            let failures = self
-                .failures
-                .lock()
-                .map_err(|_| PasswordError::Internal("lock poisoned".into()))?;
-            if failures.over(&by_user, now) || failures.over(&by_source, now) {
-                return Err(PasswordError::Throttled);
-            }
-        }
+    ) -> Result<SignInCheck, PasswordError> {
         let profile = user_id.and_then(|id| self.profile(user, id));
-        // A user without a password costs the same hash as a wrong one: the answer's time
-        // does not tell which users have passwords.
         let matched = match &profile {
-            Some(profile) => profile.password.matches(password.expose()),
+            Some(profile) => matches(&profile.password, password).await?,
             None => {
-                let _ = hash_with(password.expose(), b"no such user salt");
+                // The same work as a wrong password: the time does not tell who has one.
+                let decoy = SecretString::new(String::new());
+                let _ = hash_new(&decoy).await;
                 false
             }
         };
         let Some(profile) = profile.filter(|_| matched) else {
-            if let Ok(mut failures) = self.failures.lock() {
-                failures.note(by_user, now);
-                failures.note(by_source, now);
-            }
             return Err(PasswordError::SignInFailed);
         };
-        let policy = self.in_force();
-        let expired = policy.max_password_age > 0
-            && now - profile.changed > i64::from(policy.max_password_age) * 86_400;
-        if expired || profile.password_reset_required {
-            if expired && policy.hard_expiry {
-                return Err(PasswordError::ResetRequired(
-                    "the password has expired and the account's policy has hard expiry: an \
-                     administrator must reset it"
-                        .into(),
-                ));
-            }
-            let Some(new_password) = new_password else {
-                return Err(PasswordError::ResetRequired(
-                    "the password must be changed: sign in again with a new password".into(),
-                ));
-            };
-            self.update(user, &profile.user_id, Some(new_password), None, now)
-                .await?;
+        let expired = self.expired(&profile, now);
+        if expired && self.in_force().hard_expiry {
+            return Err(PasswordError::ResetRequired(
+                "the password has expired and the account's policy has hard expiry: an \
+                 administrator must reset it"
+                    .into(),
+            ));
         }
-        Ok(())
+        Ok(if expired || profile.password_reset_required {
+            SignInCheck::NewPasswordNeeded
+        } else {
+            SignInCheck::Good
+        })
     }
 }
 

@@ -137,18 +137,19 @@ fn parse_principal(value: &Value, at: &str) -> Result<PrincipalMatch, MalformedP
             for (kind, names) in map {
                 if kind == "Federated" {
                     // An identity provider (`arn:…:iam::<account>:oidc-provider/<issuer>`):
-                    // web identities it vouches for (AssumeRoleWithWebIdentity).
+                    // web identities it vouches for (AssumeRoleWithWebIdentity). Kept apart
+                    // from AWS principals: no AWS pattern matches one, nor one an AWS caller.
                     for (i, name) in strings(names, &format!("{at}.Federated"))?
                         .into_iter()
                         .enumerate()
                     {
-                        if name.is_empty() || name.contains('*') {
+                        if !is_provider_arn(&name) {
                             return Err(err(format!(
-                                "{at}.Federated[{i}] must name an identity provider, without \
-                                 wildcards"
+                                "{at}.Federated[{i}] must be an identity provider's ARN \
+                                 (arn:…:iam::<account>:oidc-provider/<issuer>), without wildcards"
                             )));
                         }
-                        arns.push(name);
+                        arns.push(format!("{FEDERATED_PREFIX}{name}"));
                     }
                     continue;
                 }
@@ -175,6 +176,27 @@ fn parse_principal(value: &Value, at: &str) -> Result<PrincipalMatch, MalformedP
         }
         _ => Err(err(format!("{at} must be \"*\" or an object"))),
     }
+}
+
+/// How a `Federated` principal is kept among a statement's principals, and how a web
+/// identity's provider is named in a request: never the spelling of an AWS principal.
+pub const FEDERATED_PREFIX: &str = "federated:";
+
+/// `arn:<partition>:iam::<account>:oidc-provider/<issuer>` (or `saml-provider/<name>`),
+/// without wildcards.
+fn is_provider_arn(name: &str) -> bool {
+    let parts: Vec<&str> = name.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && ["oidc-provider/", "saml-provider/"].iter().any(|kind| {
+            parts[5]
+                .strip_prefix(kind)
+                .is_some_and(|rest| !rest.is_empty())
+        })
+        && !name.contains(['*', '?'])
 }
 
 /// An ARN, or an account id meaning that account's root.
@@ -676,6 +698,16 @@ mod tests {
                 r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"x"},"Action":"kms:*"}]}"#,
                 Resource,
                 "principal type \"Service\" is not supported",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"Federated":"arn:aws:iam::111122223333:oidc-provider/*"},"Action":"sts:*"}]}"#,
+                Resource,
+                "must be an identity provider's ARN",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"Federated":"arn:aws:iam::111122223333:root"},"Action":"sts:*"}]}"#,
+                Resource,
+                "must be an identity provider's ARN",
             ),
             (
                 r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"kms:*"}]}"#,

@@ -128,7 +128,14 @@ fn cross_account(request: &Request<'_>) -> bool {
 
 fn principal_applies(principal: &PrincipalMatch, effect: Effect, principals: &[String]) -> bool {
     match principal {
-        PrincipalMatch::Anyone => true,
+        // `*` is any AWS principal; a web identity is let in only by its provider's name
+        // (but a Deny of everyone covers it too).
+        PrincipalMatch::Anyone => {
+            effect == Effect::Deny
+                || principals
+                    .iter()
+                    .any(|p| !p.starts_with(super::document::FEDERATED_PREFIX))
+        }
         PrincipalMatch::Arns(patterns) => patterns.iter().any(|pattern| {
             principals.iter().any(|arn| {
                 wildcard::matches(pattern, arn, false)

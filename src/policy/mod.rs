@@ -18,8 +18,8 @@ pub use condition::{
     Condition, DeferredKeys, Operator, RequestContext, SetQualifier, normalise_key, parse_date,
 };
 pub use document::{
-    Effect, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind, PrincipalMatch,
-    Statement, UNREADABLE_SID, default_key_policy,
+    Effect, FEDERATED_PREFIX, MAX_POLICY_BYTES, MalformedPolicy, Matcher, Policy, PolicyKind,
+    PrincipalMatch, Statement, UNREADABLE_SID, default_key_policy,
 };
 pub use evaluate::{
     Decision, GuardrailLevel, Identity, MatchedStatement, NamedPolicy, PolicyDecision, Request,

@@ -205,7 +205,7 @@ impl AwsDoor {
             && matches!(protocol, Protocol::Query(_))
             && parts.method == http::Method::POST
         {
-            let slot = match call.admit_unsigned() {
+            let slot = match call.admit_unsigned(&parts.headers) {
                 Ok(slot) => slot,
                 Err(refused) => return answer(Err(refused)),
             };

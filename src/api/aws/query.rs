@@ -189,6 +189,16 @@ pub async fn dispatch_web_identity(
             format!("Version must be {STS_VERSION}"),
         ));
     }
+    // A session policy would narrow the session: refused rather than ignored.
+    if fields
+        .keys()
+        .any(|k| k == "Policy" || k.starts_with("PolicyArns."))
+    {
+        return Err(invalid(
+            "ValidationError",
+            "session policies (Policy, PolicyArns) are not supported",
+        ));
+    }
     let request = v1::AssumeRoleWithWebIdentityRequest {
         role_arn: required(&fields, "RoleArn")?.to_owned(),
         role_session_name: required(&fields, "RoleSessionName")?.to_owned(),

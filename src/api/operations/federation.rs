@@ -18,7 +18,9 @@ use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
 use crate::clock::rfc3339;
 use crate::iam::oidc::{OidcError, provider_name};
-use crate::policy::{Identity, Request as PolicyRequest, RequestContext, evaluate};
+use crate::policy::{
+    FEDERATED_PREFIX, Identity, Request as PolicyRequest, RequestContext, evaluate,
+};
 use crate::proto::v1;
 use std::net::IpAddr;
 use tonic::Code;
@@ -103,7 +105,7 @@ impl<'a> WebIdentityOperations<'a> {
         if let Some(ip) = source_ip {
             context.set("aws:SourceIp", ip.to_string());
         }
-        let principals = [provider_arn];
+        let principals = [format!("{FEDERATED_PREFIX}{provider_arn}")];
         let root = format!("arn:{}:iam::{}:root", iam.partition(), iam.account_id());
         let request = PolicyRequest {
             principals: &principals,

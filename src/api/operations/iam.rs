@@ -91,6 +91,19 @@ impl IamOperations {
         action: &str,
         resource: &str,
     ) -> Result<(), ApiError> {
+        self.session_may_call(call, action)?;
+        let context = self.authorizer.base_context(call, self.keys.now());
+        Ok(self
+            .authorizer
+            .require(call, action, resource, None, &context)?)
+    }
+
+    /// Refuses IAM calls with a user's or the root's own session made without MFA.
+    pub(super) fn session_may_call(
+        &self,
+        call: &CallContext,
+        action: &str,
+    ) -> Result<(), ApiError> {
         let own_session_without_mfa = call.caller.credential_kind
             == (CredentialKind::Temporary {
                 mfa_authenticated: None,
@@ -106,10 +119,7 @@ impl IamOperations {
             ))
             .into());
         }
-        let context = self.authorizer.base_context(call, self.keys.now());
-        Ok(self
-            .authorizer
-            .require(call, action, resource, None, &context)?)
+        Ok(())
     }
 
     fn user(&self, entity: &crate::iam::Entity) -> v1::User {

@@ -12,9 +12,11 @@ use crate::api::accounts::Accounts;
 use crate::api::authorize::CallContext;
 use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
+use crate::auth::throttle::SourceKey;
 use crate::auth::{Principal, PrincipalKind};
 use crate::iam::EntityType;
-use crate::iam::passwords::{PasswordError, PasswordPolicy};
+use crate::iam::passwords::{PasswordError, PasswordPolicy, SignInCheck};
+use crate::policy::Decision;
 use crate::proto::v1;
 use crate::secret::SecretString;
 use tonic::Code;
@@ -182,12 +184,27 @@ impl IamOperations {
                 "only an IAM user changes its own password",
             ));
         };
-        if !self.iam.passwords().users_may_change() {
-            self.allow(
-                call,
-                "iam:ChangePassword",
-                &self.iam.arn(EntityType::User, name),
-            )?;
+        // The account's policy stands in for an Allow; a Deny, a guardrail and the rule on
+        // sessions made without MFA hold as for any IAM call.
+        self.session_may_call(call, "iam:ChangePassword")?;
+        let arn = self.iam.arn(EntityType::User, name);
+        let context = self.authorizer.base_context(call, self.iam.now());
+        let decision = self
+            .authorizer
+            .decide(call, "iam:ChangePassword", &arn, None, &context);
+        let allowed = decision.allowed()
+            || (decision.decision == Decision::ImplicitDeny
+                && decision.guardrail.is_none()
+                && self.iam.passwords().users_may_change());
+        if !allowed {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                "AccessDeniedException",
+                format!(
+                    "{} is not authorized to perform iam:ChangePassword on resource {arn}",
+                    call.caller.principal.arn
+                ),
+            ));
         }
         let id = self.iam.require(EntityType::User, name)?.id;
         let (old, new) = (
@@ -265,7 +282,6 @@ impl<'a> SignInOperations<'a> {
     ) -> Outcome<v1::SignInResponse> {
         let password = SecretString::new(r.password);
         let new_password = (!r.new_password.is_empty()).then(|| SecretString::new(r.new_password));
-        let source = source_ip.map(|ip| ip.to_string()).unwrap_or_default();
         // An account the daemon does not serve is checked against the management account's
         // passwords for no user: the same answer, after the same work.
         let (account, known) = match self.accounts.account(&r.account_id) {
@@ -273,22 +289,31 @@ impl<'a> SignInOperations<'a> {
             None => (self.accounts.management()?, false),
         };
         let iam = account.identities();
+        let now = iam.now();
+        let failures = self.accounts.sign_in_failures();
+        let by_user = format!("user:{}:{}", r.account_id, r.user_name);
+        let by_source = format!("source:{}", SourceKey::of(source_ip));
+        if failures.over(&by_user, now) || failures.over(&by_source, now) {
+            return Err(PasswordError::Throttled.into());
+        }
         let user_id = if known {
             iam.unique_id(EntityType::User, &r.user_name)
         } else {
             None
         };
-        let now = iam.now();
-        iam.passwords()
-            .sign_in(
-                &r.user_name,
-                user_id.as_deref(),
-                &password,
-                new_password.as_ref(),
-                &source,
-                now,
-            )
-            .await?;
+        let check = match iam
+            .passwords()
+            .check(&r.user_name, user_id.as_deref(), &password, now)
+            .await
+        {
+            Ok(check) => check,
+            Err(PasswordError::SignInFailed) => {
+                failures.note(by_user, now);
+                failures.note(by_source, now);
+                return Err(PasswordError::SignInFailed.into());
+            }
+            Err(other) => return Err(other.into()),
+        };
         let principal = Principal {
             arn: iam.arn(EntityType::User, &r.user_name),
             account_id: iam.account_id().to_owned(),
@@ -297,7 +322,7 @@ impl<'a> SignInOperations<'a> {
             },
         };
         audit.set_principal(principal.arn.clone());
-        // A user with an MFA device signs in with its code.
+        // A user with an MFA device signs in with its code, before anything is changed.
         let devices = iam
             .list_mfa_devices(&r.user_name)?
             .into_iter()
@@ -317,6 +342,18 @@ impl<'a> SignInOperations<'a> {
                     .await?,
             ),
         };
+        if check == SignInCheck::NewPasswordNeeded {
+            let Some(new_password) = new_password else {
+                return Err(PasswordError::ResetRequired(
+                    "the password must be changed: sign in again with a new password".into(),
+                )
+                .into());
+            };
+            let id = user_id.ok_or(PasswordError::SignInFailed)?;
+            iam.passwords()
+                .update(&r.user_name, &id, Some(&new_password), None, now)
+                .await?;
+        }
         let session = iam
             .get_session_token(&principal, Some(SIGN_IN_SESSION_SECONDS), mfa_authenticated)
             .await?;
