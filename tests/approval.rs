@@ -698,43 +698,8 @@ async fn the_cli_requires_lists_approves_rejects_and_releases() {
 
 // ------------------------------------------------------------------ the AWS door
 
-/// The venv's python with boto3, or a failure naming the setup step.
-fn python() -> std::path::PathBuf {
-    let python =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
-    let usable = python.exists()
-        && std::process::Command::new(&python)
-            .args(["-c", "import boto3"])
-            .status()
-            .is_ok_and(|s| s.success());
-    assert!(
-        usable,
-        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
-        python.display()
-    );
-    python
-}
-
 async fn run_approval_script(env: Vec<(String, String)>) -> String {
-    let mut command = std::process::Command::new(python());
-    command
-        .arg(
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/python/aws_approval.py"),
-        )
-        .env_clear()
-        .envs(env);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success() && stdout.contains("approval complete"),
-        "aws_approval.py failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::run_aws_script("aws_approval.py", env, "approval complete").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

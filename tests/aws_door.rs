@@ -123,19 +123,7 @@ async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
 /// Runs a script of tests/python with the venv's python and `env`; its stdout, or a failure
 /// with both streams.
 async fn run_script(name: &str, env: Vec<(String, String)>, done: &str) -> String {
-    let mut command = Command::new(python());
-    command.arg(script(name)).env_clear().envs(env);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains(done),
-        "{name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+    common::run_aws_script(name, env, done).await
 }
 
 /// The root's AWS_* settings for `daemon`'s AWS door.

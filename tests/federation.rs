@@ -636,23 +636,8 @@ async fn boto3_assumes_a_role_with_a_web_identity_over_the_query_protocol() {
     let other = issuer.good("ES256", "repo:acme/other:ref:refs/heads/main", now);
     let mut bad: Vec<String> = good.split('.').map(str::to_owned).collect();
     bad[2] = b64(b"not the signature");
-    let python =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
-    let usable = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import boto3"])
-            .status()
-            .is_ok_and(|s| s.success());
-    assert!(
-        usable,
-        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
-        python.display()
-    );
     let aws = d.aws_addr().expect("the AWS door listens");
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python/aws_web_identity.py");
-    let mut command = Command::new(&python);
-    command.arg(script).env_clear().envs([
+    let env = [
         ("AWS_ENDPOINT_URL", format!("http://{aws}")),
         ("AWS_REGION", d.config.region.clone()),
         ("AWS_DEFAULT_REGION", d.config.region.clone()),
@@ -661,17 +646,13 @@ async fn boto3_assumes_a_role_with_a_web_identity_over_the_query_protocol() {
         ("GOOD_TOKEN", good),
         ("OTHER_TOKEN", other),
         ("BAD_TOKEN", bad.join(".")),
-    ]);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("web identity complete"),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ];
+    common::run_aws_script(
+        "aws_web_identity.py",
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        "web identity complete",
+    )
+    .await;
     let through_aws = audit_lines(&d).iter().any(|r| {
         r["door"] == "aws"
             && r["operation"] == "sts:AssumeRoleWithWebIdentity"

@@ -474,23 +474,8 @@ async fn boto3_manages_passwords_over_the_query_protocol() {
     })
     .await;
     d.create_user("frank", None).await;
-    let python =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
-    let usable = python.exists()
-        && std::process::Command::new(&python)
-            .args(["-c", "import boto3"])
-            .status()
-            .is_ok_and(|s| s.success());
-    assert!(
-        usable,
-        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
-        python.display()
-    );
     let aws = d.aws_addr().expect("the AWS door listens");
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/aws_passwords.py");
-    let mut command = std::process::Command::new(&python);
-    command.arg(script).env_clear().envs([
+    let env = [
         ("AWS_ENDPOINT_URL", format!("http://{aws}")),
         ("AWS_ACCESS_KEY_ID", d.credentials.access_key_id.clone()),
         (
@@ -500,17 +485,13 @@ async fn boto3_manages_passwords_over_the_query_protocol() {
         ("AWS_REGION", d.config.region.clone()),
         ("AWS_DEFAULT_REGION", d.config.region.clone()),
         ("USER_NAME", "frank".to_string()),
-    ]);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("passwords complete"),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ];
+    common::run_aws_script(
+        "aws_passwords.py",
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        "passwords complete",
+    )
+    .await;
 }
 
 /// A stolen password alone changes nothing for a user with an MFA device (not even an

@@ -338,63 +338,40 @@ where
                         .get(http::header::HOST)
                         .and_then(|v| v.to_str().ok())
                 });
-            // A call whose operation checks its own credential: admitted unsigned.
-            if UNSIGNED_OPERATIONS.contains(&call.operation.as_str())
+            // Admitted one of three ways: a call whose operation checks its own credential,
+            // unsigned; an unsigned call over mutual TLS (the certificate door); a signed call.
+            let admitted = if UNSIGNED_OPERATIONS.contains(&call.operation.as_str())
                 && !parts
                     .headers
                     .contains_key(crate::auth::signature::AUTHORIZATION)
             {
-                let slot = match call.admit_unsigned(&parts.headers) {
-                    Ok(slot) => slot,
-                    Err(refused) => return Ok(answer(refused)),
+                call.admit_unsigned(&parts.headers).map(|slot| (None, slot))
+            } else if let Some(presented) =
+                unsigned_call_certificate(&parts.headers, &parts.extensions)
+            {
+                call.authenticate_certificate(presented, &parts.headers)
+                    .map(|(caller, slot)| (Some(caller), slot))
+            } else {
+                let signed = SignedRequest {
+                    door: call.signature_door(),
+                    service: crate::auth::signature::SERVICE,
+                    method: "POST",
+                    path: parts.uri.path(),
+                    query: "",
+                    authority,
+                    headers: &parts.headers,
+                    body_sha256_hex: &sha256_hex(payload),
                 };
-                parts.extensions.insert(slot.clone());
-                let response = inner
-                    .call(http::Request::from_parts(
-                        parts,
-                        Body::new(Full::new(bytes)),
-                    ))
-                    .await?;
-                return match call.finish(outcome_of(response.headers()), &slot) {
-                    Ok(()) => Ok(with_id(response)),
-                    Err(unavailable) => Ok(answer(unavailable)),
-                };
-            }
-            // An unsigned call over mutual TLS: the certificate door.
-            if let Some(presented) = unsigned_call_certificate(&parts.headers, &parts.extensions) {
-                let (caller, slot) = match call.authenticate_certificate(presented, &parts.headers)
-                {
-                    Ok(admitted) => admitted,
-                    Err(refused) => return Ok(answer(refused)),
-                };
-                parts.extensions.insert(caller);
-                parts.extensions.insert(slot.clone());
-                let response = inner
-                    .call(http::Request::from_parts(
-                        parts,
-                        Body::new(Full::new(bytes)),
-                    ))
-                    .await?;
-                return match call.finish(outcome_of(response.headers()), &slot) {
-                    Ok(()) => Ok(with_id(response)),
-                    Err(unavailable) => Ok(answer(unavailable)),
-                };
-            }
-            let signed = SignedRequest {
-                door: call.signature_door(),
-                service: crate::auth::signature::SERVICE,
-                method: "POST",
-                path: parts.uri.path(),
-                query: "",
-                authority,
-                headers: &parts.headers,
-                body_sha256_hex: &sha256_hex(payload),
+                call.authenticate(&signed)
+                    .map(|(caller, slot)| (Some(caller), slot))
             };
-            let (caller, slot) = match call.authenticate(&signed) {
+            let (caller, slot) = match admitted {
                 Ok(admitted) => admitted,
                 Err(refused) => return Ok(answer(refused)),
             };
-            parts.extensions.insert(caller);
+            if let Some(caller) = caller {
+                parts.extensions.insert(caller);
+            }
             parts.extensions.insert(slot.clone());
             let response = inner
                 .call(http::Request::from_parts(

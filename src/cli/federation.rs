@@ -136,30 +136,19 @@ pub async fn assume_role_with_web_identity(ctx: Context, args: WebIdentityArgs) 
         .await?
         .into_inner();
     let c = r.credentials.unwrap_or_default();
-    out.print(
-        json!({
-            "Credentials": {
-                "AccessKeyId": c.access_key_id,
-                "SecretAccessKey": c.secret_access_key,
-                "SessionToken": c.session_token,
-                "Expiration": rfc3339(c.expiration),
-            },
-            "AssumedRoleUser": { "Arn": r.assumed_role_arn, "AssumedRoleId": r.assumed_role_id },
-            "SubjectFromWebIdentityToken": r.subject_from_web_identity_token,
-            "Provider": r.provider,
-            "Audience": r.audience,
-        }),
-        || {
-            format!(
-                "# {} for {} until {}\nexport KEYHAVEN_ACCESS_KEY_ID={}\nexport KEYHAVEN_SECRET_ACCESS_KEY={}\nexport KEYHAVEN_SESSION_TOKEN={}",
-                r.assumed_role_arn,
-                r.subject_from_web_identity_token,
-                rfc3339(c.expiration),
-                c.access_key_id,
-                c.secret_access_key,
-                c.session_token
-            )
-        },
+    let more = json!({
+        "AssumedRoleUser": { "Arn": r.assumed_role_arn, "AssumedRoleId": r.assumed_role_id },
+        "SubjectFromWebIdentityToken": r.subject_from_web_identity_token,
+        "Provider": r.provider,
+        "Audience": r.audience,
+    });
+    out.print_session(
+        &c,
+        &format!(
+            "{} for {}",
+            r.assumed_role_arn, r.subject_from_web_identity_token
+        ),
+        more.as_object().cloned().unwrap_or_default(),
     );
     Ok(())
 }

@@ -536,29 +536,16 @@ pub async fn assume_role(ctx: Context, args: AssumeRoleArgs) -> CliResult {
         .await?
         .into_inner();
     let c = r.credentials.unwrap_or_default();
-    out.print(
-        json!({
-            "Credentials": {
-                "AccessKeyId": c.access_key_id,
-                "SecretAccessKey": c.secret_access_key,
-                "SessionToken": c.session_token,
-                "Expiration": rfc3339(c.expiration),
-            },
-            "AssumedRoleUser": {
-                "AssumedRoleId": r.assumed_role_id,
-                "Arn": r.assumed_role_arn,
-            },
-        }),
-        || {
-            format!(
-                "# {} until {}\nexport KEYHAVEN_ACCESS_KEY_ID={}\nexport KEYHAVEN_SECRET_ACCESS_KEY={}\nexport KEYHAVEN_SESSION_TOKEN={}",
-                r.assumed_role_arn,
-                rfc3339(c.expiration),
-                c.access_key_id,
-                c.secret_access_key,
-                c.session_token
-            )
+    let more = json!({
+        "AssumedRoleUser": {
+            "AssumedRoleId": r.assumed_role_id,
+            "Arn": r.assumed_role_arn,
         },
+    });
+    out.print_session(
+        &c,
+        &r.assumed_role_arn,
+        more.as_object().cloned().unwrap_or_default(),
     );
     Ok(())
 }

@@ -238,24 +238,6 @@ pub async fn session_token(ctx: Context, args: SessionTokenArgs) -> CliResult {
         .into_inner()
         .credentials
         .unwrap_or_default();
-    out.print(
-        json!({
-            "Credentials": {
-                "AccessKeyId": c.access_key_id,
-                "SecretAccessKey": c.secret_access_key,
-                "SessionToken": c.session_token,
-                "Expiration": rfc3339(c.expiration),
-            },
-        }),
-        || {
-            format!(
-                "# Session until {}\nexport KEYHAVEN_ACCESS_KEY_ID={}\nexport KEYHAVEN_SECRET_ACCESS_KEY={}\nexport KEYHAVEN_SESSION_TOKEN={}",
-                rfc3339(c.expiration),
-                c.access_key_id,
-                c.secret_access_key,
-                c.session_token
-            )
-        },
-    );
+    out.print_session(&c, "Session", serde_json::Map::new());
     Ok(())
 }

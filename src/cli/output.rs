@@ -15,6 +15,31 @@ impl Output {
         self.format == OutputFormat::Json
     }
 
+    /// Prints temporary credentials: as JSON, `{"Credentials": …}` with the members of
+    /// `more`; as text, `# <who> until <expiration>` and the `export` lines a shell can `eval`.
+    pub fn print_session(&self, c: &v1::Credentials, who: &str, more: Map<String, Value>) {
+        let mut value = Map::new();
+        value.insert(
+            "Credentials".into(),
+            json!({
+                "AccessKeyId": c.access_key_id,
+                "SecretAccessKey": c.secret_access_key,
+                "SessionToken": c.session_token,
+                "Expiration": rfc3339(c.expiration),
+            }),
+        );
+        value.extend(more);
+        self.print(Value::Object(value), || {
+            format!(
+                "# {who} until {}\nexport KEYHAVEN_ACCESS_KEY_ID={}\nexport KEYHAVEN_SECRET_ACCESS_KEY={}\nexport KEYHAVEN_SESSION_TOKEN={}",
+                rfc3339(c.expiration),
+                c.access_key_id,
+                c.secret_access_key,
+                c.session_token
+            )
+        });
+    }
+
     /// Prints `value` as JSON, or `human` as text.
     pub fn print(&self, value: Value, human: impl FnOnce() -> String) {
         if self.json() {

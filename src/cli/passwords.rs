@@ -304,26 +304,11 @@ pub async fn sign_in(ctx: Context, args: SignInArgs) -> CliResult {
         .await?
         .into_inner();
     let c = r.credentials.unwrap_or_default();
-    out.print(
-        json!({
-            "UserArn": r.user_arn,
-            "Credentials": {
-                "AccessKeyId": c.access_key_id,
-                "SecretAccessKey": c.secret_access_key,
-                "SessionToken": c.session_token,
-                "Expiration": rfc3339(c.expiration),
-            },
-        }),
-        || {
-            format!(
-                "# {} until {}\nexport KEYHAVEN_ACCESS_KEY_ID={}\nexport KEYHAVEN_SECRET_ACCESS_KEY={}\nexport KEYHAVEN_SESSION_TOKEN={}",
-                r.user_arn,
-                rfc3339(c.expiration),
-                c.access_key_id,
-                c.secret_access_key,
-                c.session_token
-            )
-        },
+    let more = json!({ "UserArn": r.user_arn });
+    out.print_session(
+        &c,
+        &r.user_arn,
+        more.as_object().cloned().unwrap_or_default(),
     );
     Ok(())
 }

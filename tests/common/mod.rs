@@ -689,3 +689,42 @@ pub fn pkcs11_second_settings() -> Pkcs11Settings {
         init_parameters: Some(var("KEYHAVEN_PKCS11_SECOND_INIT_PARAMETERS")),
     }
 }
+
+/// The venv's python with boto3 (`tests/python/aws-setup.sh` makes it), or a failure naming
+/// the setup step.
+pub fn aws_python() -> std::path::PathBuf {
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/aws-venv/bin/python");
+    let usable = python.exists()
+        && std::process::Command::new(&python)
+            .args(["-c", "import boto3"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        usable,
+        "boto3 is not installed in {}: run tests/python/aws-setup.sh (make test runs it)",
+        python.display()
+    );
+    python
+}
+
+/// Runs the script `name` of tests/python with the venv's python and only `env`; its stdout,
+/// or a failure with both streams unless it succeeded and printed `done`.
+pub async fn run_aws_script(name: &str, env: Vec<(String, String)>, done: &str) -> String {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name);
+    let mut command = std::process::Command::new(aws_python());
+    command.arg(script).env_clear().envs(env);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains(done),
+        "{name} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
