@@ -2165,3 +2165,61 @@ async fn an_account_made_on_one_daemon_is_served_by_the_others() {
     })
     .await;
 }
+
+/// Two daemons making an account of one name, and a guardrail of one name, at the same
+/// moment: one of each is made, the other refused, and both daemons see the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_never_make_two_accounts_or_guardrails_of_one_name() {
+    let etcd = EtcdProcess::start().await;
+    let a = TestDaemon::start_on_etcd(etcd, |_| {}).await;
+    let b = a.join().await;
+    let make = |d: &TestDaemon| {
+        let client = d.client.clone();
+        async move {
+            client
+                .iam()
+                .create_account(client.signed_iam(
+                    "CreateAccount",
+                    v1::CreateAccountRequest {
+                        account_name: "twice".into(),
+                    },
+                ))
+                .await
+        }
+    };
+    let (on_a, on_b) = tokio::join!(make(&a), make(&b));
+    let made = [&on_a, &on_b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(made, 1, "a: {on_a:?}\nb: {on_b:?}");
+    let policy = |d: &TestDaemon| {
+        let client = d.client.clone();
+        async move {
+            client
+                .iam()
+                .create_guardrail_policy(client.signed_iam(
+                    "CreateGuardrailPolicy",
+                    v1::CreateGuardrailPolicyRequest {
+                        policy_name: "Once".into(),
+                        description: String::new(),
+                        document: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}]}"#.into(),
+                    },
+                ))
+                .await
+        }
+    };
+    let (on_a, on_b) = tokio::join!(policy(&a), policy(&b));
+    let made = [&on_a, &on_b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(made, 1, "a: {on_a:?}\nb: {on_b:?}");
+    for d in [&a, &b] {
+        within("both daemons list one account", || async {
+            d.client
+                .iam()
+                .list_accounts(
+                    d.client
+                        .signed_iam("ListAccounts", v1::ListAccountsRequest {}),
+                )
+                .await
+                .is_ok_and(|r| r.into_inner().accounts.len() == 1)
+        })
+        .await;
+    }
+}

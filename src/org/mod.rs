@@ -9,7 +9,12 @@
 //!
 //! - `org/accounts/<id>`: a member account (its name, when it joined);
 //! - `org/policies/<name>`: a guardrail policy (its document, as given);
-//! - `org/attached/<target>/<name>`: the policy `name` attached to `root` or to an account.
+//! - `org/attached/<target>/<name>`: the policy `name` attached to `root` or to an account;
+//! - `org/account-names/<name>`: the id of the account of that name.
+//!
+//! On a store several daemons share, each change is written only if what it read did not
+//! change since (`ConcurrentModificationException` otherwise): two daemons cannot both make
+//! an account or a policy of one name, nor delete a policy while the other attaches it.
 //!
 //! Guardrails cap what the principals of member accounts may do, their roots included, and
 //! never the management account's ([`Organisation::guardrails_for`]). As in AWS, a policy
@@ -26,6 +31,9 @@ use std::sync::{Arc, RwLock};
 const ACCOUNT_PREFIX: &[u8] = b"org/accounts/";
 const POLICY_PREFIX: &[u8] = b"org/policies/";
 const ATTACHED_PREFIX: &[u8] = b"org/attached/";
+/// An account's name, taken: written with the account, so that two daemons of a cluster
+/// cannot both make an account of one name.
+const ACCOUNT_NAME_PREFIX: &[u8] = b"org/account-names/";
 /// Where every record of the organisation lives.
 const ORG_PREFIX: &[u8] = b"org/";
 /// The target naming the organisation's root.
@@ -315,20 +323,71 @@ impl Organisation {
     /// Stores a member account made by [`Organisation::new_account`], with the full-access
     /// guardrail attached to it (and to the root, the first time).
     pub async fn add_account(&self, account: &MemberAccount) -> Result<(), OrgError> {
+        let view = self.store.view();
         let mut batch = WriteBatch::new();
         let value = serde_json::to_vec(account).map_err(|e| OrgError::Store(e.to_string()))?;
-        batch.put(account_name(&account.id), value);
         let first = {
             let state = self.read()?;
+            if state
+                .accounts
+                .values()
+                .any(|a| a.name == account.name && a.id != account.id)
+            {
+                return Err(OrgError::Duplicate(
+                    "DuplicateAccountException",
+                    format!("an account named {:?} exists already", account.name),
+                ));
+            }
             state.accounts.is_empty() && !state.policies.contains_key(FULL_ACCESS)
         };
+        let taken = [ACCOUNT_NAME_PREFIX, account.name.as_bytes()].concat();
+        batch.put(taken.clone(), account.id.as_bytes().to_vec());
+        batch.require_unchanged(taken, view);
+        batch.put(account_name(&account.id), value);
+        batch.require_unchanged(account_name(&account.id), view);
         if first {
             batch.put(policy_name(FULL_ACCESS), self.full_access_record()?);
+            batch.require_unchanged(policy_name(FULL_ACCESS), view);
             batch.put(attached_name(ROOT_TARGET, FULL_ACCESS), Vec::new());
         }
         batch.put(attached_name(&account.id, FULL_ACCESS), Vec::new());
-        self.store.commit(batch).await?;
+        self.commit(batch).await?;
         self.reload()
+    }
+
+    /// Commits a change of the organisation, refused when another daemon changed what it
+    /// read since (then nothing is written: try again).
+    async fn commit(&self, batch: WriteBatch) -> Result<(), OrgError> {
+        match self.store.try_commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::CommitError::Stale) => {
+                // What the other daemon did is read before the answer.
+                let _ = self.reload();
+                Err(OrgError::Constraint(
+                    "ConcurrentModificationException",
+                    "another daemon changed the organisation at the same time; try again".into(),
+                ))
+            }
+            Err(error) => Err(StoreError::from(error).into()),
+        }
+    }
+
+    /// The stored form of the policy `name`, written again (unchanged) by a change of its
+    /// attachments: a deletion and an attachment on two daemons at once refuse each other.
+    fn touch_policy(&self, batch: &mut WriteBatch, name: &str, view: i64) -> Result<(), OrgError> {
+        let policy = self.policy(name)?;
+        let stored = StoredPolicy {
+            name: policy.name,
+            description: policy.description,
+            document: policy.document,
+            created: policy.created,
+        };
+        batch.put(
+            policy_name(name),
+            serde_json::to_vec(&stored).map_err(|e| OrgError::Store(e.to_string()))?,
+        );
+        batch.require_present_unchanged(policy_name(name), view);
+        Ok(())
     }
 
     fn full_access_record(&self) -> Result<Vec<u8>, OrgError> {
@@ -372,6 +431,7 @@ impl Organisation {
     ) -> Result<GuardrailPolicy, OrgError> {
         check_policy_name(name)?;
         let policy = parse_guardrail(document)?;
+        let view = self.store.view();
         {
             let state = self.read()?;
             if state.policies.contains_key(name) {
@@ -398,7 +458,8 @@ impl Organisation {
             policy_name(name),
             serde_json::to_vec(&stored).map_err(|e| OrgError::Store(e.to_string()))?,
         );
-        self.store.commit(batch).await?;
+        batch.require_unchanged(policy_name(name), view);
+        self.commit(batch).await?;
         self.reload()?;
         Ok(GuardrailPolicy {
             name: stored.name,
@@ -411,6 +472,7 @@ impl Organisation {
 
     /// Deletes a guardrail policy attached to nothing.
     pub async fn delete_policy(&self, name: &str) -> Result<(), OrgError> {
+        let view = self.store.view();
         self.policy(name)?;
         if let Some(target) = self
             .read()?
@@ -426,7 +488,8 @@ impl Organisation {
         }
         let mut batch = WriteBatch::new();
         batch.delete(policy_name(name));
-        self.store.commit(batch).await?;
+        batch.require_present_unchanged(policy_name(name), view);
+        self.commit(batch).await?;
         self.reload()
     }
 
@@ -453,6 +516,7 @@ impl Organisation {
 
     /// Attaches the policy `name` to `target` (`root` or a member account id).
     pub async fn attach(&self, name: &str, target: &str) -> Result<(), OrgError> {
+        let view = self.store.view();
         self.policy(name)?;
         self.check_target(target)?;
         let attached = self.attached(target);
@@ -470,12 +534,15 @@ impl Organisation {
         }
         let mut batch = WriteBatch::new();
         batch.put(attached_name(target, name), Vec::new());
-        self.store.commit(batch).await?;
+        batch.require_unchanged(attached_name(target, name), view);
+        self.touch_policy(&mut batch, name, view)?;
+        self.commit(batch).await?;
         self.reload()
     }
 
     /// Detaches the policy `name` from `target`.
     pub async fn detach(&self, name: &str, target: &str) -> Result<(), OrgError> {
+        let view = self.store.view();
         self.policy(name)?;
         self.check_target(target)?;
         if !self.attached(target).iter().any(|n| n == name) {
@@ -486,7 +553,9 @@ impl Organisation {
         }
         let mut batch = WriteBatch::new();
         batch.delete(attached_name(target, name));
-        self.store.commit(batch).await?;
+        batch.require_present_unchanged(attached_name(target, name), view);
+        self.touch_policy(&mut batch, name, view)?;
+        self.commit(batch).await?;
         self.reload()
     }
 
