@@ -351,18 +351,54 @@ async fn a_member_account_is_a_world_of_its_own() {
         .into_inner();
     assert_eq!(accounts.accounts.len(), 1, "{accounts:?}");
     assert_eq!(accounts.management_account_id, d.account_id);
-    let tail = member_root
-        .audit()
-        .tail_audit_log(member_root.signed_audit(
-            "TailAuditLog",
-            v1::TailAuditLogRequest {
-                follow: false,
-                ..Default::default()
-            },
-        ))
-        .await;
+    // The member reads its own account's records of the organisation's log, and no other's.
+    let read_log = |client: Client| async move {
+        let mut stream = client
+            .audit()
+            .tail_audit_log(client.signed_audit(
+                "TailAuditLog",
+                v1::TailAuditLogRequest {
+                    lines: 10_000,
+                    follow: false,
+                },
+            ))
+            .await?
+            .into_inner();
+        let mut lines = Vec::new();
+        while let Some(line) = stream.message().await? {
+            lines.push(serde_json::from_str::<serde_json::Value>(&line.line).unwrap());
+        }
+        Ok::<_, tonic::Status>(lines)
+    };
+    let own = read_log(member_root.clone())
+        .await
+        .expect("the member reads its records");
+    let of_member = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|arn| arn.split(':').nth(4) == Some(member_id.as_str()))
+    };
+    assert!(
+        own.iter().any(|r| r["operation"] == "kms:CreateKey"
+            && r["principal"]
+                .as_str()
+                .is_some_and(|p| p.contains(&member_id))),
+        "the member's own CreateKey is there"
+    );
+    for record in &own {
+        let keys = record["keys"].as_array().cloned().unwrap_or_default();
+        assert!(
+            of_member(&record["principal"]) || keys.iter().any(of_member),
+            "a record of another account was shown: {record}"
+        );
+    }
+    let whole = read_log(d.client.clone()).await.expect("the whole log");
+    assert!(
+        whole.len() > own.len(),
+        "the management account reads every account's records"
+    );
+    // A member user without audit:ReadAudit reads nothing.
     assert_refused(
-        tail.map(|_| ()),
+        read_log(member_alice.clone()).await.map(|_| ()),
         Code::PermissionDenied,
         "AccessDeniedException",
     );

@@ -1,5 +1,11 @@
 //! `keyhaven.v1.AuditService`: the audit log read through the daemon.
+//!
+//! The log holds every account's calls. The management account's principals read it whole;
+//! a member account's principals, allowed `audit:ReadAudit` by their own account's policies
+//! (and guardrails), read the records of their account: those whose principal, or one of
+//! whose keys, is of the account.
 
+use super::accounts::Accounts;
 use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
 use crate::audit::AuditLog;
@@ -25,6 +31,8 @@ pub struct AuditApi {
     audit: Arc<AuditLog>,
     authorizer: Arc<Authorizer>,
     clock: Arc<dyn Clock>,
+    /// The organisation's accounts: a member's principals read their account's records.
+    accounts: Option<Arc<Accounts>>,
 }
 
 impl AuditApi {
@@ -33,30 +41,61 @@ impl AuditApi {
             audit,
             authorizer,
             clock,
+            accounts: None,
         }
     }
+
+    /// The log read by every account of the organisation, each its own records.
+    pub fn for_accounts(mut self, accounts: Arc<Accounts>) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    /// The authoriser of the caller's account, and the account whose records alone it may
+    /// read (none: the whole log, for the management account's principals).
+    fn reader(&self, call: &CallContext) -> Result<(Arc<Authorizer>, Option<String>), Status> {
+        let account = &call.caller.principal.account_id;
+        if account == self.authorizer.iam().account_id() {
+            return Ok((self.authorizer.clone(), None));
+        }
+        match self.accounts.as_ref().and_then(|a| a.account(account)) {
+            Some(member) => Ok((member.authorizer.clone(), Some(account.clone()))),
+            None => Err(crate::api::ApiError::new(
+                tonic::Code::PermissionDenied,
+                "AccessDeniedException",
+                format!(
+                    "{} is not authorized to perform {READ_AUDIT}",
+                    call.caller.principal.arn
+                ),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Whether an audit line concerns `account`: its principal, or one of its keys, is of it.
+fn concerns(line: &str, account: &str) -> bool {
+    let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    let of_account = |arn: &serde_json::Value| {
+        arn.as_str()
+            .and_then(|arn| arn.strip_prefix("arn:"))
+            .and_then(|rest| rest.split(':').nth(3))
+            == Some(account)
+    };
+    record.get("principal").is_some_and(of_account)
+        || record
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|keys| keys.iter().any(of_account))
 }
 
 /// Whether the caller may read the log now: the credentials it signed with would still be
 /// accepted (the key still there and active, its user or role still there, a session not
 /// expired) and its policies still allow [`READ_AUDIT`]. A tail outlives the request that
 /// opened it, so it asks again as it goes; the refusal is what a new request would get.
-///
-/// The log holds every account's calls: only the management account's principals read it.
 fn may_read(authorizer: &Authorizer, clock: &dyn Clock, call: &CallContext) -> Result<(), Status> {
-    let principal = &call.caller.principal;
-    if principal.account_id != authorizer.iam().account_id() {
-        return Err(crate::api::ApiError::new(
-            tonic::Code::PermissionDenied,
-            "AccessDeniedException",
-            format!(
-                "{} is not authorized to perform {READ_AUDIT}: the audit log holds every \
-                 account's calls and is read by the management account's principals",
-                principal.arn
-            ),
-        )
-        .into());
-    }
     authorizer
         .iam()
         .credentials()
@@ -98,7 +137,8 @@ impl AuditService for AuditApi {
         request: Request<v1::TailAuditLogRequest>,
     ) -> Result<Response<Self::TailAuditLogStream>, Status> {
         let call = caller(&request)?;
-        may_read(&self.authorizer, self.clock.as_ref(), &call)?;
+        let (authorizer, only) = self.reader(&call)?;
+        may_read(&authorizer, self.clock.as_ref(), &call)?;
         let r = request.get_ref();
         if r.lines > MAX_TAIL {
             return Err(KeyError::Validation(format!("Lines must be at most {MAX_TAIL}")).into());
@@ -112,7 +152,8 @@ impl AuditService for AuditApi {
             .map_err(|e| KeyError::Internal(format!("audit tail task: {e}")))?
             .map_err(|e| KeyError::Internal(e.to_string()))?;
         let (sender, receiver) = mpsc::channel(BATCH);
-        let (authorizer, clock) = (self.authorizer.clone(), self.clock.clone());
+        let clock = self.clock.clone();
+        let shown = move |line: &str| only.as_deref().is_none_or(|a| concerns(line, a));
         tokio::spawn(async move {
             let mut last = 0;
             for (i, line) in backlog.into_iter().enumerate() {
@@ -123,6 +164,9 @@ impl AuditService for AuditApi {
                     return refuse(&sender, &call, status).await;
                 }
                 last = seq_of(&line).unwrap_or(last);
+                if !shown(&line) {
+                    continue;
+                }
                 if sender.send(Ok(v1::AuditLine { line })).await.is_err() {
                     return;
                 }
@@ -161,7 +205,7 @@ impl AuditService for AuditApi {
                 }
                 for item in batch {
                     let message = match item {
-                        Ok(line) if seq_of(&line).is_some_and(|s| s > last) => {
+                        Ok(line) if seq_of(&line).is_some_and(|s| s > last) && shown(&line) => {
                             Ok(v1::AuditLine { line })
                         }
                         Ok(_) => continue,

@@ -549,11 +549,10 @@ impl Daemon {
             );
         }
         audit_scheduled(&report);
-        let audit_api = AuditServiceServer::new(AuditApi::new(
-            audit.clone(),
-            authorizer.clone(),
-            clock_for_iam.clone(),
-        ));
+        let audit_api = AuditServiceServer::new(
+            AuditApi::new(audit.clone(), authorizer.clone(), clock_for_iam.clone())
+                .for_accounts(accounts.clone()),
+        );
         // The auth layer holds every other call to MAX_REQUEST_BYTES.
         let kms = KeyManagementServiceServer::new(KmsApi::new(accounts.clone()))
             .max_decoding_message_size(crate::api::MAX_BATCH_REQUEST_BYTES)
