@@ -425,6 +425,18 @@ async fn a_workloads_token_becomes_a_role_session_and_every_bad_token_is_refused
             }
         }
     }
+    // A session name IAM would refuse: refused as invalid, and no session.
+    let bad_session = d
+        .client
+        .iam()
+        .assume_role_with_web_identity(tonic::Request::new(v1::AssumeRoleWithWebIdentityRequest {
+            role_arn: role_arn.clone(),
+            role_session_name: "no spaces allowed".into(),
+            web_identity_token: issuer.good("RS256", MAIN, now),
+            duration_seconds: Some(900),
+        }))
+        .await;
+    assert_refused(bad_session, Code::InvalidArgument, "ValidationException");
     // A token for a role of no served account, or a role that does not exist: refused alike.
     assert_refused(
         assume(

@@ -608,3 +608,84 @@ async fn mfa_comes_before_any_change_and_failures_count_against_their_source() {
     // authentication (a burst of 4, which gina's refusals began to use) refused it.
     assert!(failed < 5, "{failed} failures before the throttle");
 }
+
+/// Bad input to the password calls: the exact refusal, and nothing changed.
+#[tokio::test]
+async fn bad_password_calls_are_refused_and_change_nothing() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let get_policy = || async {
+        d.client
+            .iam()
+            .get_account_password_policy(d.client.signed_iam(
+                "GetAccountPasswordPolicy",
+                v1::GetAccountPasswordPolicyRequest {},
+            ))
+            .await
+    };
+    for bad in [
+        v1::PasswordPolicy {
+            minimum_password_length: 5,
+            ..Default::default()
+        },
+        v1::PasswordPolicy {
+            max_password_age: 1096,
+            ..Default::default()
+        },
+        v1::PasswordPolicy {
+            password_reuse_prevention: 25,
+            ..Default::default()
+        },
+    ] {
+        let refused = d
+            .client
+            .iam()
+            .update_account_password_policy(d.client.signed_iam("UpdateAccountPasswordPolicy", bad))
+            .await;
+        assert_refused(refused, Code::InvalidArgument, "ValidationException");
+    }
+    assert_refused(get_policy().await, Code::NotFound, "NoSuchEntityException");
+    assert_refused(
+        create_profile(&d, "nobody", STRONG, false).await,
+        Code::NotFound,
+        "NoSuchEntityException",
+    );
+    d.create_user("ivy", None).await;
+    create_profile(&d, "ivy", STRONG, false).await.unwrap();
+    assert_refused(
+        create_profile(&d, "ivy", "Another-strong-pass-2", false).await,
+        Code::AlreadyExists,
+        "EntityAlreadyExistsException",
+    );
+    // The first password stands.
+    sign_in(&d, &d.account_id, "ivy", STRONG, "", "")
+        .await
+        .expect("unchanged");
+    let delete = || async {
+        d.client
+            .iam()
+            .delete_login_profile(d.client.signed_iam(
+                "DeleteLoginProfile",
+                v1::DeleteLoginProfileRequest {
+                    user_name: "ivy".into(),
+                },
+            ))
+            .await
+    };
+    delete().await.expect("deleted");
+    assert_refused(delete().await, Code::NotFound, "NoSuchEntityException");
+    // The root has no password to change.
+    assert_refused(
+        d.client
+            .iam()
+            .change_password(d.client.signed_iam(
+                "ChangePassword",
+                v1::ChangePasswordRequest {
+                    old_password: STRONG.into(),
+                    new_password: "Another-strong-pass-2".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
+}

@@ -14,7 +14,6 @@ use super::status::ApiError;
 use crate::iam::IamService;
 use crate::keys::KeyService;
 use crate::org::{MemberAccount, Organisation};
-use crate::policy::GuardrailLevel;
 use crate::proto::v1;
 use std::collections::HashMap;
 use std::future::Future;
@@ -252,10 +251,10 @@ impl AccountDirectory for Accounts {
         self.get(account).map(|a| a.identities.clone())
     }
 
-    fn guardrails(&self, account: &str) -> Vec<GuardrailLevel> {
+    fn guardrails(&self, account: &str) -> crate::org::Guardrails {
         match &self.org {
             Some(org) => org.guardrails_for(account),
-            None => Vec::new(),
+            None => crate::org::no_guardrails(),
         }
     }
 }

@@ -125,7 +125,7 @@ pub trait AccountDirectory: Send + Sync {
     /// The identity service of `account`, if the daemon serves it.
     fn iam(&self, account: &str) -> Option<Arc<IamService>>;
     /// The guardrail levels on the path of `account` (none for the management account).
-    fn guardrails(&self, account: &str) -> Vec<GuardrailLevel>;
+    fn guardrails(&self, account: &str) -> crate::org::Guardrails;
 }
 
 pub struct Authorizer {
@@ -162,15 +162,15 @@ impl Authorizer {
 
     /// The guardrails on the path of `account`. An organisation no longer there (the daemon
     /// is shutting down) lifts none: a level without policies refuses everything.
-    fn guardrails_of(&self, account: &str) -> Vec<GuardrailLevel> {
+    fn guardrails_of(&self, account: &str) -> crate::org::Guardrails {
         match &self.accounts {
-            None => Vec::new(),
+            None => crate::org::no_guardrails(),
             Some(accounts) => match accounts.upgrade() {
                 Some(accounts) => accounts.guardrails(account),
-                None => vec![GuardrailLevel {
+                None => Arc::new(vec![GuardrailLevel {
                     name: "organisation root".into(),
                     policies: Vec::new(),
-                }],
+                }]),
             },
         }
     }

@@ -93,11 +93,11 @@ impl CredentialDirectory {
         &self,
         certificate: &PeerCertificate,
     ) -> Result<Arc<CredentialStore>, AuthError> {
-        let members = self
-            .members
-            .read()
-            .map(|m| m.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let members = match self.members.read() {
+            Ok(members) if members.is_empty() => return Ok(self.management.clone()),
+            Ok(members) => members.values().cloned().collect::<Vec<_>>(),
+            Err(_) => Vec::new(),
+        };
         let mut binding = std::iter::once(self.management.clone())
             .chain(members)
             .filter(|c| c.certificates().binds_any(certificate));

@@ -321,7 +321,9 @@ impl OidcProviders {
         if provider.url != issuer {
             return Err(invalid("the token's iss is not the provider's URL"));
         }
-        let jwks = parse_jwks(&provider.jwks)?;
+        // Checked whole when the provider was registered: here only read.
+        let jwks: JwkSet = serde_json::from_str(&provider.jwks)
+            .map_err(|_| invalid("the provider's JWKS is unreadable"))?;
         let kid = header
             .kid
             .as_deref()

@@ -50,6 +50,12 @@ pub const MAX_ATTACHED_PER_TARGET: usize = 5;
 /// AWS's limit on a service control policy's size.
 pub const MAX_GUARDRAIL_BYTES: usize = 5_120;
 
+/// Whether the store record `name` lists a member account (a change of it may mean an
+/// account another daemon made).
+pub fn lists_account(name: &[u8]) -> bool {
+    name.starts_with(ACCOUNT_PREFIX)
+}
+
 /// Where a member account's records live in the store.
 pub fn member_scope(account_id: &str) -> String {
     format!("accounts/{account_id}/")
@@ -124,6 +130,8 @@ struct State {
     policies: BTreeMap<String, GuardrailPolicy>,
     /// Target (`root` or an account id) → the names of the policies attached to it.
     attached: BTreeMap<String, BTreeSet<String>>,
+    /// Member account → the guardrail levels on its path (derived from the above).
+    paths: BTreeMap<String, Guardrails>,
 }
 
 pub struct Organisation {
@@ -240,7 +248,7 @@ impl Organisation {
                     .insert(policy.to_owned());
             }
         }
-        Ok(state)
+        Ok(state.with_paths())
     }
 
     /// Reads the organisation again when another daemon changed it.
@@ -570,44 +578,73 @@ impl Organisation {
     /// The guardrail levels on the path of `account`: the root's policies, then the
     /// account's. None for the management account (exempt); one refusing everything for an
     /// account the organisation does not list.
-    pub fn guardrails_for(&self, account: &str) -> Vec<GuardrailLevel> {
-        let Ok(state) = self.read() else {
-            // A poisoned lock must not lift the guardrails: a level without policies
-            // refuses everything.
-            return vec![GuardrailLevel {
-                name: "organisation root".into(),
-                policies: Vec::new(),
-            }];
-        };
+    pub fn guardrails_for(&self, account: &str) -> Guardrails {
         if account == self.management {
-            return Vec::new();
+            return no_guardrails();
         }
-        // An account the organisation does not list (one being made, or whose making
-        // failed) is capped whole: a level without policies refuses everything.
-        if !state.accounts.contains_key(account) {
-            return vec![GuardrailLevel {
-                name: format!("account {account}"),
-                policies: Vec::new(),
-            }];
+        match self.read() {
+            Ok(state) => state
+                .paths
+                .get(account)
+                .cloned()
+                // An account the organisation does not list (one being made, or whose making
+                // failed) is capped whole: a level without policies refuses everything.
+                .unwrap_or_else(|| refuse_all(format!("account {account}"))),
+            // A poisoned lock must not lift the guardrails.
+            Err(_) => refuse_all("organisation root".into()),
         }
+    }
+}
+
+/// The guardrail levels on one account's path, shared by every call of the account.
+pub type Guardrails = Arc<Vec<GuardrailLevel>>;
+
+/// The path of the management account, and of every caller without an organisation: no
+/// level (one shared value: no allocation per call).
+pub fn no_guardrails() -> Guardrails {
+    static NONE: std::sync::OnceLock<Guardrails> = std::sync::OnceLock::new();
+    NONE.get_or_init(Guardrails::default).clone()
+}
+
+/// A path of one level without policies: it refuses everything.
+fn refuse_all(name: String) -> Guardrails {
+    Arc::new(vec![GuardrailLevel {
+        name,
+        policies: Vec::new(),
+    }])
+}
+
+impl State {
+    /// Every member account's path (the root's policies, then the account's), made once per
+    /// change of the organisation rather than on every call.
+    fn with_paths(mut self) -> Self {
         let level = |target: &str, name: String| GuardrailLevel {
             name,
-            policies: state
+            policies: self
                 .attached
                 .get(target)
                 .into_iter()
                 .flatten()
-                .filter_map(|policy| state.policies.get(policy))
+                .filter_map(|policy| self.policies.get(policy))
                 .map(|p| NamedPolicy {
                     name: format!("guardrail/{}", p.name),
                     policy: p.policy.clone(),
                 })
                 .collect(),
         };
-        vec![
-            level(ROOT_TARGET, "organisation root".into()),
-            level(account, format!("account {account}")),
-        ]
+        let paths = self
+            .accounts
+            .keys()
+            .map(|account| {
+                let path = vec![
+                    level(ROOT_TARGET, "organisation root".into()),
+                    level(account, format!("account {account}")),
+                ];
+                (account.clone(), Arc::new(path))
+            })
+            .collect();
+        self.paths = paths;
+        self
     }
 }
 

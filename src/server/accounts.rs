@@ -19,9 +19,9 @@ use crate::keystore::KeyStore;
 use crate::keystore::deadline::DeadlineKeyStore;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::SealedKeyStore;
-use crate::org::{MEMBERS_PREFIX, MemberAccount, Organisation, member_scope};
+use crate::org::{MEMBERS_PREFIX, MemberAccount, Organisation, lists_account, member_scope};
 use crate::seal::MasterKey;
-use crate::store::{Changed, Store};
+use crate::store::{Changed, Listener, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
@@ -183,6 +183,9 @@ pub(super) async fn open_account(
 /// another daemon of the cluster made one.
 pub(super) struct Members {
     pub setup: Arc<AccountSetup>,
+    /// The management account's services (kept here for as long as the daemon runs: the
+    /// store's listener holds them weakly).
+    pub management: Arc<AccountServices>,
     /// The whole store (members' parts are scoped from it).
     pub store: Arc<Store>,
     pub accounts: Arc<Accounts>,
@@ -276,8 +279,15 @@ impl Members {
                 }
             }
         }
-        // The organisation is read again first (by the caller): accounts it lists now and
+        // The organisation is read again first (by the listener): accounts it lists now and
         // this daemon does not serve were made by another daemon.
+        let accounts_changed = match changed {
+            Changed::All(_) => true,
+            Changed::Records(names, _) => names.iter().any(|n| lists_account(n)),
+        };
+        if !accounts_changed {
+            return;
+        }
         for account in self.org.accounts() {
             let fresh = self
                 .starting
@@ -346,8 +356,44 @@ fn make_durable_dir(dir: &Path) -> Result<(), ServerError> {
 }
 
 /// Whether a record name belongs to the management account's part of the store.
-pub(super) fn management_record(name: &[u8]) -> bool {
+fn management_record(name: &[u8]) -> bool {
     !name.starts_with(MEMBERS_PREFIX)
+}
+
+/// What a daemon on a shared store hears of other daemons' changes: the organisation's,
+/// the management account's services' (its part of the store), then each member's (see
+/// [`Members::heard`]). Weak: the store keeps its listener, and the services keep the store.
+pub(super) fn listener(members: &Arc<Members>, runtime: tokio::runtime::Handle) -> Listener {
+    let (org, management, members) = (
+        Arc::downgrade(&members.org),
+        Arc::downgrade(&members.management),
+        Arc::downgrade(members),
+    );
+    Arc::new(move |changed| {
+        // What members changed goes to their services only.
+        let own: Vec<Vec<u8>>;
+        let here = match changed {
+            Changed::Records(names, revision) if !names.iter().all(|n| management_record(n)) => {
+                own = names
+                    .iter()
+                    .filter(|n| management_record(n))
+                    .cloned()
+                    .collect();
+                Changed::Records(&own, revision)
+            }
+            unchanged => unchanged,
+        };
+        if let Some(org) = org.upgrade() {
+            org.heard(here);
+        }
+        if let Some(members) = members.upgrade() {
+            let _entered = runtime.enter();
+            members.heard(changed);
+        }
+        if let Some(management) = management.upgrade() {
+            management.heard(here);
+        }
+    })
 }
 
 /// Makes new member accounts for the organisation's `CreateAccount`.

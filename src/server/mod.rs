@@ -415,20 +415,20 @@ impl Daemon {
             clock,
             config: config.clone(),
         });
-        let management = accounts::open_account(
-            &setup,
-            &info.account_id,
-            store.clone(),
-            &config.data_dir,
-            &accounts,
-        )
-        .await?;
+        let management = Arc::new(
+            accounts::open_account(
+                &setup,
+                &info.account_id,
+                store.clone(),
+                &config.data_dir,
+                &accounts,
+            )
+            .await?,
+        );
         accounts.add(management.operations.clone());
-        let (credentials, keys, iam, approvals, authorizer) = (
+        let (credentials, keys, authorizer) = (
             management.credentials.clone(),
             management.keys.clone(),
-            management.iam.clone(),
-            management.approvals.clone(),
             management.operations.authorizer.clone(),
         );
         tracing::info!(
@@ -472,6 +472,7 @@ impl Daemon {
         let credential_directory = CredentialDirectory::new(credentials.clone());
         let members = Arc::new(accounts::Members {
             setup: setup.clone(),
+            management: management.clone(),
             store: store.clone(),
             accounts: accounts.clone(),
             org: org.clone(),
@@ -490,51 +491,10 @@ impl Daemon {
         // From here on, other daemons' changes reach the caches (and what changed while they
         // were loading, at once), before anything here changes a key.
         if store.is_shared() {
-            // Weak: the store keeps its listener, and the services keep the store.
-            let (heard_keys, heard_iam, heard_credentials, heard_approvals) = (
-                Arc::downgrade(&keys),
-                Arc::downgrade(&iam),
-                Arc::downgrade(&credentials),
-                Arc::downgrade(&approvals),
-            );
-            let (heard_org, heard_members) = (Arc::downgrade(&org), Arc::downgrade(&members));
-            let runtime = tokio::runtime::Handle::current();
-            store.listen(Arc::new(move |changed| {
-                // What members changed goes to their services only.
-                let own: Vec<Vec<u8>>;
-                let changed_here = match changed {
-                    crate::store::Changed::Records(names, revision) => {
-                        own = names
-                            .iter()
-                            .filter(|n| accounts::management_record(n))
-                            .cloned()
-                            .collect();
-                        crate::store::Changed::Records(&own, revision)
-                    }
-                    all => all,
-                };
-                let changed_members = changed;
-                let changed = changed_here;
-                if let Some(org) = heard_org.upgrade() {
-                    org.heard(changed);
-                }
-                if let Some(members) = heard_members.upgrade() {
-                    let _entered = runtime.enter();
-                    members.heard(changed_members);
-                }
-                if let Some(keys) = heard_keys.upgrade() {
-                    keys.heard(changed);
-                }
-                if let Some(iam) = heard_iam.upgrade() {
-                    iam.heard(changed);
-                }
-                if let Some(credentials) = heard_credentials.upgrade() {
-                    credentials.heard(changed);
-                }
-                if let Some(approvals) = heard_approvals.upgrade() {
-                    approvals.heard(changed);
-                }
-            }));
+            store.listen(accounts::listener(
+                &members,
+                tokio::runtime::Handle::current(),
+            ));
         }
         let leads = scheduler_lead(store.clone(), daemon_id.clone());
         let report = if leads() {

@@ -217,17 +217,7 @@ impl AwsDoor {
                 &request_id,
             )
             .await;
-            let outcome = match &result {
-                Ok(_) => Outcome {
-                    code: "Ok".into(),
-                    reason: None,
-                },
-                Err(error) => error.outcome(),
-            };
-            return match call.finish(outcome, &slot) {
-                Ok(()) => answer(result),
-                Err(unavailable) => answer(Err(unavailable)),
-            };
+            return answer(finished(&call, &slot, result));
         }
         let authority = parts
             .headers
@@ -277,18 +267,24 @@ impl AwsDoor {
             }
         };
         drop(body);
-        let outcome = match &result {
-            Ok(_) => Outcome {
-                code: "Ok".into(),
-                reason: None,
-            },
-            Err(error) => error.outcome(),
-        };
-        match call.finish(outcome, &slot) {
-            Ok(()) => answer(result),
-            Err(unavailable) => answer(Err(unavailable)),
-        }
+        answer(finished(&call, &slot, result))
     }
+}
+
+/// Records a call's outcome; its answer, or the refusal of a log that could not be written.
+fn finished(
+    call: &super::gateway::CallInFlight,
+    slot: &super::AuditSlot,
+    result: Result<Vec<u8>, ApiError>,
+) -> Result<Vec<u8>, ApiError> {
+    let outcome = match &result {
+        Ok(_) => Outcome {
+            code: "Ok".into(),
+            reason: None,
+        },
+        Err(error) => error.outcome(),
+    };
+    call.finish(outcome, slot).and(result)
 }
 
 /// Resolves once the door is told to close (or its daemon is gone).
