@@ -190,6 +190,20 @@ impl Accounts {
         self.get(account)
     }
 
+    /// The id of the account `id_or_name` names: an account id, or the name a member account
+    /// was created with (as an alias names an AWS account at sign-in). Anything else is
+    /// returned as it is.
+    pub fn named(&self, id_or_name: &str) -> String {
+        if self.serves(id_or_name) {
+            return id_or_name.to_owned();
+        }
+        self.org
+            .as_ref()
+            .and_then(|org| org.accounts().into_iter().find(|a| a.name == id_or_name))
+            .map(|a| a.id)
+            .unwrap_or_else(|| id_or_name.to_owned())
+    }
+
     pub fn serves(&self, account: &str) -> bool {
         self.get(account).is_some()
     }

@@ -8,6 +8,7 @@
 use super::accounts::Accounts;
 use super::authorize::{Authorizer, CallContext};
 use super::call_context as caller;
+use super::status::ApiError;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::keys::KeyError;
@@ -53,23 +54,51 @@ impl AuditApi {
 
     /// The authoriser of the caller's account, and the account whose records alone it may
     /// read (none: the whole log, for the management account's principals).
-    fn reader(&self, call: &CallContext) -> Result<(Arc<Authorizer>, Option<String>), Status> {
+    fn reader(&self, call: &CallContext) -> Result<(Arc<Authorizer>, Option<String>), ApiError> {
         let account = &call.caller.principal.account_id;
         if account == self.authorizer.iam().account_id() {
             return Ok((self.authorizer.clone(), None));
         }
         match self.accounts.as_ref().and_then(|a| a.account(account)) {
             Some(member) => Ok((member.authorizer.clone(), Some(account.clone()))),
-            None => Err(crate::api::ApiError::new(
+            None => Err(ApiError::new(
                 tonic::Code::PermissionDenied,
                 "AccessDeniedException",
                 format!(
                     "{} is not authorized to perform {READ_AUDIT}",
                     call.caller.principal.arn
                 ),
-            )
-            .into()),
+            )),
         }
+    }
+}
+
+impl AuditApi {
+    /// The last `lines` records of the log, read off the async workers.
+    async fn backlog(&self, lines: u32) -> Result<Vec<String>, ApiError> {
+        if lines > MAX_TAIL {
+            return Err(KeyError::Validation(format!("Lines must be at most {MAX_TAIL}")).into());
+        }
+        let audit = self.audit.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || audit.tail(lines as usize))
+                .await
+                .map_err(|e| KeyError::Internal(format!("audit tail task: {e}")))?
+                .map_err(|e| KeyError::Internal(e.to_string()))?,
+        )
+    }
+
+    /// The last `lines` records of the log that the caller may read (all of them for the
+    /// management account's principals, their account's for a member's), as a tail without
+    /// `follow` sends them: the console's audit page.
+    pub async fn recent(&self, call: &CallContext, lines: u32) -> Result<Vec<String>, ApiError> {
+        let (authorizer, only) = self.reader(call)?;
+        may_read(&authorizer, self.clock.as_ref(), call)?;
+        let mut backlog = self.backlog(lines).await?;
+        if let Some(account) = only {
+            backlog.retain(|line| concerns(line, &account));
+        }
+        Ok(backlog)
     }
 }
 
@@ -95,7 +124,11 @@ fn concerns(line: &str, account: &str) -> bool {
 /// accepted (the key still there and active, its user or role still there, a session not
 /// expired) and its policies still allow [`READ_AUDIT`]. A tail outlives the request that
 /// opened it, so it asks again as it goes; the refusal is what a new request would get.
-fn may_read(authorizer: &Authorizer, clock: &dyn Clock, call: &CallContext) -> Result<(), Status> {
+fn may_read(
+    authorizer: &Authorizer,
+    clock: &dyn Clock,
+    call: &CallContext,
+) -> Result<(), ApiError> {
     authorizer
         .iam()
         .credentials()
@@ -140,17 +173,9 @@ impl AuditService for AuditApi {
         let (authorizer, only) = self.reader(&call)?;
         may_read(&authorizer, self.clock.as_ref(), &call)?;
         let r = request.get_ref();
-        if r.lines > MAX_TAIL {
-            return Err(KeyError::Validation(format!("Lines must be at most {MAX_TAIL}")).into());
-        }
         // Subscribe before reading, so nothing written in between is lost.
         let live = r.follow.then(|| self.audit.subscribe());
-        // File reads: off the async workers.
-        let (audit, lines) = (self.audit.clone(), r.lines as usize);
-        let backlog = tokio::task::spawn_blocking(move || audit.tail(lines))
-            .await
-            .map_err(|e| KeyError::Internal(format!("audit tail task: {e}")))?
-            .map_err(|e| KeyError::Internal(e.to_string()))?;
+        let backlog = self.backlog(r.lines).await?;
         let (sender, receiver) = mpsc::channel(BATCH);
         let clock = self.clock.clone();
         let shown = move |line: &str| only.as_deref().is_none_or(|a| concerns(line, a));
@@ -159,9 +184,9 @@ impl AuditService for AuditApi {
             for (i, line) in backlog.into_iter().enumerate() {
                 if i > 0
                     && i % BATCH == 0
-                    && let Err(status) = may_read(&authorizer, clock.as_ref(), &call)
+                    && let Err(refused) = may_read(&authorizer, clock.as_ref(), &call)
                 {
-                    return refuse(&sender, &call, status).await;
+                    return refuse(&sender, &call, refused.into()).await;
                 }
                 last = seq_of(&line).unwrap_or(last);
                 if !shown(&line) {
@@ -182,8 +207,8 @@ impl AuditService for AuditApi {
                 let first = tokio::select! {
                     item = live.recv() => item,
                     _ = recheck.tick() => {
-                        if let Err(status) = may_read(&authorizer, clock.as_ref(), &call) {
-                            return refuse(&sender, &call, status).await;
+                        if let Err(refused) = may_read(&authorizer, clock.as_ref(), &call) {
+                            return refuse(&sender, &call, refused.into()).await;
                         }
                         continue;
                     }
@@ -200,8 +225,8 @@ impl AuditService for AuditApi {
                         Err(_) => break,
                     }
                 }
-                if let Err(status) = may_read(&authorizer, clock.as_ref(), &call) {
-                    return refuse(&sender, &call, status).await;
+                if let Err(refused) = may_read(&authorizer, clock.as_ref(), &call) {
+                    return refuse(&sender, &call, refused.into()).await;
                 }
                 for item in batch {
                     let message = match item {

@@ -78,7 +78,10 @@ impl DeferredKeys for CallKeys {
             context.set("aws:SourceIp", ip.to_string());
         }
         // Absent for long-term credentials, as in AWS; `false` for temporary ones without MFA.
-        if let CredentialKind::Temporary { mfa_authenticated } = self.credential_kind {
+        if let CredentialKind::Temporary {
+            mfa_authenticated, ..
+        } = self.credential_kind
+        {
             context.set(
                 "aws:MultiFactorAuthPresent",
                 mfa_authenticated.is_some().to_string(),

@@ -35,6 +35,8 @@ pub enum Door {
     Aws,
     /// The gRPC API without a signature, authenticated by a bound client certificate.
     Certificate,
+    /// The web console: a signed-in user's session, held by the daemon behind a cookie.
+    Console,
 }
 
 impl Door {
@@ -43,6 +45,7 @@ impl Door {
             Door::Grpc => "grpc",
             Door::Aws => "aws",
             Door::Certificate => super::certificate_door::CERTIFICATE_DOOR,
+            Door::Console => "console",
         }
     }
 
@@ -50,8 +53,8 @@ impl Door {
         match self {
             Door::Grpc => (SignatureDoor::Grpc, &signature::GRPC_RULES),
             Door::Aws => (SignatureDoor::AwsHttp, &signature::AWS_HTTP_RULES),
-            // Carries no signature; a header that names a key is read by the gRPC rules.
-            Door::Certificate => (SignatureDoor::Grpc, &signature::GRPC_RULES),
+            // Carry no signature; a header that names a key is read by the gRPC rules.
+            Door::Certificate | Door::Console => (SignatureDoor::Grpc, &signature::GRPC_RULES),
         }
     }
 }
@@ -336,7 +339,9 @@ impl CallInFlight {
             error
         };
         let mut record = self.entry(Phase::Unauthenticated);
-        record.access_key_id = self.attempted_key(headers);
+        record.access_key_id = self
+            .attempted_key(headers)
+            .or_else(|| self.access_key_id.clone());
         let outcome = error.outcome();
         self.count(&outcome);
         record.outcome = Some(outcome);
@@ -459,6 +464,36 @@ impl CallInFlight {
         };
         self.principal = Some(caller.principal.arn.clone());
         self.certificate = caller.certificate.as_ref().map(|c| c.identity.to_string());
+        if !self.single {
+            self.gateway.write(self.entry(Phase::Request))?;
+        }
+        Ok((caller, AuditSlot::default()))
+    }
+
+    /// Authenticates a console call by the session credentials the daemon holds for the
+    /// signed-in user behind the call's cookie (see `console`): as
+    /// [`authenticate`](Self::authenticate), with no signature to verify or remember.
+    pub fn authenticate_session(
+        &mut self,
+        access_key_id: &str,
+        session_token: &crate::secret::SecretString,
+        headers: &http::HeaderMap,
+    ) -> Result<(Caller, AuditSlot), ApiError> {
+        self.gateway.require_up_to_date()?;
+        self.access_key_id = Some(access_key_id.to_owned());
+        let authenticated = self
+            .gateway
+            .credentials
+            .for_access_key(access_key_id)
+            .authenticate_session(access_key_id, session_token);
+        let caller = match authenticated {
+            Ok(caller) => caller,
+            Err(error) => {
+                tracing::info!(reason = error.reason(), %error, "console call refused: not authenticated");
+                return Err(self.refuse(error.into(), headers));
+            }
+        };
+        self.principal = Some(caller.principal.arn.clone());
         if !self.single {
             self.gateway.write(self.entry(Phase::Request))?;
         }

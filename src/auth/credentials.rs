@@ -116,6 +116,9 @@ struct AccessKeyRecord {
     /// Temporary credentials issued against an MFA code: when the code was accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mfa_authenticated: Option<UnixSeconds>,
+    /// A user's session from a sign-in with a password (a console session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    signed_in: bool,
 }
 
 impl AccessKeyRecord {
@@ -123,6 +126,7 @@ impl AccessKeyRecord {
         if self.session_token_sha256.is_some() {
             CredentialKind::Temporary {
                 mfa_authenticated: self.mfa_authenticated,
+                signed_in: self.signed_in,
             }
         } else {
             CredentialKind::LongTerm
@@ -262,6 +266,7 @@ fn new_record(
             session_token_sha256: None,
             principal_id: None,
             mfa_authenticated: None,
+            signed_in: false,
         },
         secret,
     ))
@@ -342,6 +347,7 @@ struct TemporaryIssue {
     arn_service: &'static str,
     duration: i64,
     mfa_authenticated: Option<UnixSeconds>,
+    signed_in: bool,
     live_limit: usize,
 }
 
@@ -639,6 +645,36 @@ impl CredentialStore {
         Ok(())
     }
 
+    /// Authenticates a call made with temporary credentials that the daemon itself holds for
+    /// its caller (a console session: the browser holds a cookie, the daemon the credentials):
+    /// the access key is a session's, still there and active, its principal still there, the
+    /// token the one it was issued with, and not expired. No signature: the daemon is both
+    /// ends of what a signature would prove.
+    pub fn authenticate_session(
+        &self,
+        access_key_id: &str,
+        session_token: &crate::secret::SecretString,
+    ) -> Result<Caller, AuthError> {
+        let entry = self.usable_entry(access_key_id)?;
+        let Some(expected) = &entry.record.session_token_sha256 else {
+            return Err(AuthError::BadSignature);
+        };
+        let actual = hex::encode(Sha256::digest(session_token.expose().as_bytes()));
+        // Both are hashes: comparing them leaks nothing about the token.
+        if &actual != expected {
+            return Err(AuthError::BadSignature);
+        }
+        if entry.record.expires.is_some_and(|t| t <= self.clock.now()) {
+            return Err(AuthError::ExpiredToken);
+        }
+        Ok(Caller {
+            principal: entry.principal.clone(),
+            access_key_id: access_key_id.to_owned(),
+            certificate: None,
+            credential_kind: entry.record.credential_kind(),
+        })
+    }
+
     /// Accepts only requests addressed to one of `hosts` (`name` matches `name` on any port;
     /// `name:port` that port only). Empty: any host, as long as it is signed.
     pub fn with_accepted_hosts(mut self, hosts: Vec<String>) -> Self {
@@ -860,6 +896,7 @@ impl CredentialStore {
             arn_service: "sts",
             duration,
             mfa_authenticated,
+            signed_in: false,
             live_limit,
         };
         self.issue_temporary(session).await
@@ -868,11 +905,13 @@ impl CredentialStore {
     /// Temporary credentials of a user themselves (STS `GetSessionToken`): the same principal
     /// as the user's access keys, for `duration` seconds, issued against an MFA code when
     /// `mfa_authenticated` says when it was accepted. `user` `None` is the account root.
+    /// `signed_in`: the session of a sign-in with a password.
     pub async fn create_user_session(
         &self,
         user: Option<(&str, &str)>,
         duration: i64,
         mfa_authenticated: Option<UnixSeconds>,
+        signed_in: bool,
         live_limit: usize,
     ) -> Result<NewAccessKey, CredentialError> {
         let (principal, principal_id) = match user {
@@ -887,6 +926,7 @@ impl CredentialStore {
             arn_service: "iam",
             duration,
             mfa_authenticated,
+            signed_in,
             live_limit,
         };
         self.issue_temporary(session).await
@@ -904,6 +944,7 @@ impl CredentialStore {
             arn_service,
             duration,
             mfa_authenticated,
+            signed_in,
             live_limit,
         } = issue;
         let now = self.clock.now();
@@ -915,6 +956,7 @@ impl CredentialStore {
         record.expires = Some(now + duration);
         record.principal_id = principal_id;
         record.mfa_authenticated = mfa_authenticated;
+        record.signed_in = signed_in;
         record.session_token_sha256 = Some(hex::encode(Sha256::digest(token.expose().as_bytes())));
         let id = record.access_key_id.clone();
         let _gate = self.gate.lock().await;

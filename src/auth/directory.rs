@@ -85,6 +85,19 @@ impl CredentialDirectory {
             .unwrap_or_else(|| self.management.clone())
     }
 
+    /// The account holding `access_key_id`: a member's when one holds it, else the
+    /// management account's (which refuses a key nobody holds).
+    pub fn for_access_key(&self, access_key_id: &str) -> Arc<CredentialStore> {
+        let Ok(members) = self.members.read() else {
+            return self.management.clone();
+        };
+        members
+            .values()
+            .find(|m| m.holds_access_key(access_key_id))
+            .cloned()
+            .unwrap_or_else(|| self.management.clone())
+    }
+
     /// The account that binds one of the certificate's identities; the management
     /// account's when none does. A certificate two accounts bind (which binding refuses, but
     /// two daemons of a cluster could each have let through) is refused: which account the

@@ -114,9 +114,10 @@ pub enum CredentialKind {
     #[default]
     LongTerm,
     /// Temporary credentials; `mfa_authenticated` is when the MFA code they were issued
-    /// against was accepted.
+    /// against was accepted; `signed_in`, whether they are a sign-in's (a password's).
     Temporary {
         mfa_authenticated: Option<UnixSeconds>,
+        signed_in: bool,
     },
 }
 

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// http://ADDR.
     #[arg(long)]
     aws_listen: Option<String>,
+    /// Serve the web console at http://ADDR (https with --tls-cert). On by default with
+    /// --dev, on a free loopback port.
+    #[arg(long)]
+    console_listen: Option<String>,
     /// A throwaway daemon: fresh temporary data directory, generated passphrase; prints the
     /// endpoint and root credentials as `export` lines.
     #[arg(long, conflicts_with_all = ["data_dir", "passphrase_file"])]
@@ -104,6 +108,83 @@ fn print_aws_environment(initialised: &Initialised, aws: SocketAddr, region: &st
     // AWS_REGION for most SDKs; boto3 and the AWS CLI read AWS_DEFAULT_REGION.
     println!("export AWS_REGION={region}");
     println!("export AWS_DEFAULT_REGION={region}");
+}
+
+/// The dev daemon's console: a user `admin` allowed everything, with a generated password,
+/// made by ordinary calls signed with the root's key.
+async fn print_console(
+    initialised: &Initialised,
+    endpoint: &str,
+    console: SocketAddr,
+    scheme: &str,
+    region: &str,
+) {
+    use crate::client::{Client, ClientCredentials};
+    use crate::proto::v1;
+    const USER: &str = "admin";
+    const POLICY: &str =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    let password = crate::secret::SecretString::new(format!(
+        "Kh-{}-7a",
+        hex::encode(rand::random::<[u8; 10]>())
+    ));
+    let credentials = &initialised.root.credentials;
+    let made = async {
+        let client = Client::connect(
+            endpoint,
+            ClientCredentials::long_term(
+                credentials.access_key_id.clone(),
+                crate::secret::SecretString::new(credentials.secret_access_key.expose().clone()),
+                region,
+            ),
+        )
+        .await?;
+        let iam = client.iam();
+        let user_name = USER.to_owned();
+        let failed = |e: tonic::Status| e.message().to_owned();
+        iam.clone()
+            .create_user(client.signed_iam(
+                "CreateUser",
+                v1::CreateUserRequest {
+                    user_name: user_name.clone(),
+                },
+            ))
+            .await
+            .map_err(failed)?;
+        iam.clone()
+            .put_entity_policy(client.signed_iam(
+                "PutEntityPolicy",
+                v1::PutEntityPolicyRequest {
+                    entity_type: v1::EntityType::User as i32,
+                    entity_name: user_name.clone(),
+                    policy_name: "AdministratorAccess".into(),
+                    policy_document: POLICY.into(),
+                },
+            ))
+            .await
+            .map_err(failed)?;
+        iam.clone()
+            .create_login_profile(client.signed_iam(
+                "CreateLoginProfile",
+                v1::CreateLoginProfileRequest {
+                    user_name,
+                    password: password.expose().clone(),
+                    password_reset_required: false,
+                },
+            ))
+            .await
+            .map_err(failed)?;
+        Ok::<(), String>(())
+    };
+    println!("# The web console: {scheme}://{console}/");
+    match made.await {
+        Ok(()) => println!(
+            "#   sign in with account {}, user {USER}, password {}",
+            initialised.account_id,
+            password.expose()
+        ),
+        Err(why) => println!("#   (no console user was made: {why})"),
+    }
 }
 
 fn print_credentials(initialised: &Initialised) {
@@ -305,6 +386,13 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
     } else if args.dev && config.aws_listen.is_none() {
         config.aws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
+    if let Some(listen) = &args.console_listen {
+        config
+            .set_console_listen(listen)
+            .map_err(|e| e.to_string())?;
+    } else if args.dev && config.console_listen.is_none() {
+        config.console_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     config.validate().map_err(|e| e.to_string())?;
 
     let (passphrase, initialised) = if dev_dir.is_some() {
@@ -354,11 +442,23 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
         if let Some(aws) = daemon.aws_addr() {
             print_aws_environment(initialised, aws, &config.region);
         }
+        if let Some(console) = daemon.console_addr() {
+            let endpoint = format!("{scheme}://{addr}");
+            print_console(initialised, &endpoint, console, scheme, &config.region).await;
+        }
     } else {
         println!("# listening on {addr}");
         if let Some(aws) = daemon.aws_addr() {
             println!("# AWS API on http://{aws}");
         }
+    }
+    if let (None, Some(console)) = (&initialised, daemon.console_addr()) {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("# console on {scheme}://{console}/");
     }
     if let Some(metrics) = daemon.metrics_addr() {
         println!("# metrics on http://{metrics}/metrics");

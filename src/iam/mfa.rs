@@ -106,6 +106,30 @@ impl IamService {
         duration_seconds: Option<u32>,
         mfa_authenticated: Option<UnixSeconds>,
     ) -> Result<NewAccessKey, IamError> {
+        self.user_session(principal, duration_seconds, mfa_authenticated, false)
+            .await
+    }
+
+    /// The session of a user's sign-in with a password (and MFA code, when
+    /// `mfa_authenticated`): as [`get_session_token`](Self::get_session_token)'s, and also
+    /// allowed the IAM calls the user's policies allow, as the AWS console's session is.
+    pub async fn sign_in_session(
+        &self,
+        principal: &Principal,
+        duration_seconds: u32,
+        mfa_authenticated: Option<UnixSeconds>,
+    ) -> Result<NewAccessKey, IamError> {
+        self.user_session(principal, Some(duration_seconds), mfa_authenticated, true)
+            .await
+    }
+
+    async fn user_session(
+        &self,
+        principal: &Principal,
+        duration_seconds: Option<u32>,
+        mfa_authenticated: Option<UnixSeconds>,
+        signed_in: bool,
+    ) -> Result<NewAccessKey, IamError> {
         let max = match principal.kind {
             PrincipalKind::Root => MAX_ROOT_SESSION_SECONDS,
             _ => MAX_USER_SESSION_SECONDS,
@@ -142,6 +166,7 @@ impl IamService {
                 user.as_ref().map(|(n, id)| (n.as_str(), id.as_str())),
                 i64::from(duration),
                 mfa_authenticated,
+                signed_in,
                 self.quotas.sessions_per_role,
             )
             .await?)

@@ -75,6 +75,8 @@ pub struct ConfigFile {
     pub metrics_listen: Option<String>,
     /// The AWS door (KMS JSON 1.1 over HTTP/1.1, standard SigV4); none when absent.
     pub aws_listen: Option<String>,
+    /// The web console (HTTP/1.1; HTTPS with `tls`'s certificate); none when absent.
+    pub console_listen: Option<String>,
     /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
     pub accepted_hosts: Option<Vec<String>>,
     /// Where the metadata lives: `sled` (the data directory; default) or `etcd`.
@@ -401,6 +403,9 @@ pub struct DaemonConfig {
     /// Where the AWS door listens, if anywhere: HTTPS with `tls`'s certificate (and client
     /// CA), else plaintext HTTP, which off loopback needs `insecure_no_tls`.
     pub aws_listen: Option<SocketAddr>,
+    /// Where the web console listens, if anywhere: as the AWS door, HTTPS with `tls`'s
+    /// certificate, else plaintext HTTP, which off loopback needs `insecure_no_tls`.
+    pub console_listen: Option<SocketAddr>,
     /// The `:authority` values requests may be addressed to (`name` on any port, or
     /// `name:port`); empty: any. Signatures cover the authority either way.
     pub accepted_hosts: Vec<String>,
@@ -439,6 +444,7 @@ impl DaemonConfig {
             unauthenticated_burst: crate::auth::throttle::DEFAULT_BURST,
             metrics_listen: None,
             aws_listen: None,
+            console_listen: None,
             accepted_hosts: Vec::new(),
             store: StoreSettings::Sled,
             data_dir,
@@ -557,6 +563,9 @@ impl DaemonConfig {
         if let Some(listen) = &file.aws_listen {
             config.set_aws_listen(listen)?;
         }
+        if let Some(listen) = &file.console_listen {
+            config.set_console_listen(listen)?;
+        }
         if let Some(hosts) = &file.accepted_hosts {
             if let Some(bad) = hosts.iter().find(|h| {
                 h.is_empty() || h.contains(['/', '@']) || h.chars().any(|c| c.is_whitespace())
@@ -609,6 +618,15 @@ impl DaemonConfig {
         self.aws_listen = Some(listen.parse().map_err(|_| {
             ConfigError::Invalid(format!(
                 "AWS listen address '{listen}' is not HOST:PORT (an IP address and port)"
+            ))
+        })?);
+        Ok(())
+    }
+
+    pub fn set_console_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.console_listen = Some(listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "console listen address '{listen}' is not HOST:PORT (an IP address and port)"
             ))
         })?);
         Ok(())
@@ -706,6 +724,17 @@ impl DaemonConfig {
         {
             return Err(ConfigError::Invalid(format!(
                 "refusing to serve the AWS API on {aws} without TLS: give --tls-cert and \
+                 --tls-key, or --insecure-no-tls to accept plaintext on the network"
+            )));
+        }
+        // Passwords and session cookies: the same rule again.
+        if let Some(console) = self.console_listen
+            && self.tls.is_none()
+            && !self.insecure_no_tls
+            && !console.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the console on {console} without TLS: give --tls-cert and \
                  --tls-key, or --insecure-no-tls to accept plaintext on the network"
             )));
         }

@@ -12,7 +12,7 @@ pub use passphrase::{PASSPHRASE_ENV, read_passphrase};
 use crate::api::accounts::Accounts;
 use crate::api::{
     AuditApi, AuthLayer, Gateway, IamApi, KmsApi, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    aws::AwsDoor,
+    aws::AwsDoor, console::ConsoleDoor,
 };
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
@@ -348,7 +348,9 @@ pub struct Daemon {
     metrics_addr: Option<SocketAddr>,
     aws: Option<JoinHandle<()>>,
     aws_addr: Option<SocketAddr>,
-    /// Tells the AWS door to drain.
+    console: Option<JoinHandle<()>>,
+    console_addr: Option<SocketAddr>,
+    /// Tells the HTTP doors (the AWS door, the console) to drain.
     aws_closing: tokio::sync::watch::Sender<bool>,
     /// The member accounts' services and tasks.
     members: Arc<accounts::Members>,
@@ -509,10 +511,9 @@ impl Daemon {
             );
         }
         audit_scheduled(&report);
-        let audit_api = AuditServiceServer::new(
-            AuditApi::new(audit.clone(), authorizer.clone(), clock_for_iam.clone())
-                .for_accounts(accounts.clone()),
-        );
+        let audit_reader = AuditApi::new(audit.clone(), authorizer.clone(), clock_for_iam.clone())
+            .for_accounts(accounts.clone());
+        let audit_api = AuditServiceServer::new(audit_reader.clone());
         // The auth layer holds every other call to MAX_REQUEST_BYTES.
         let kms = KeyManagementServiceServer::new(KmsApi::new(accounts.clone()))
             .max_decoding_message_size(crate::api::MAX_BATCH_REQUEST_BYTES)
@@ -552,7 +553,33 @@ impl Daemon {
                     accounts.clone(),
                     MAX_REQUEST_BYTES,
                 ));
-                (Some(door.serve(listener, tls, closing)), Some(bound))
+                (
+                    Some(door.serve(listener, tls, closing.clone())),
+                    Some(bound),
+                )
+            }
+            None => (None, None),
+        };
+        let (console, console_addr) = match config.console_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                    ServerError::Start(format!("cannot listen for the console on {address}: {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Start(e.to_string()))?;
+                let tls = config.tls.as_ref().map(aws_tls).transpose()?;
+                let door = Arc::new(ConsoleDoor::new(
+                    gateway.clone(),
+                    accounts.clone(),
+                    audit_reader,
+                    clock_for_iam.clone(),
+                    MAX_REQUEST_BYTES,
+                ));
+                (
+                    Some(door.serve(listener, tls, closing.clone())),
+                    Some(bound),
+                )
             }
             None => (None, None),
         };
@@ -616,7 +643,7 @@ impl Daemon {
             config.scheduler_interval,
             true,
         );
-        tracing::info!(%local_addr, aws = ?aws_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
+        tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         Ok(Daemon {
             local_addr,
             audit_scheduled,
@@ -632,6 +659,8 @@ impl Daemon {
             metrics_addr,
             aws,
             aws_addr,
+            console,
+            console_addr,
             aws_closing,
             members,
         })
@@ -661,6 +690,11 @@ impl Daemon {
         self.aws_addr
     }
 
+    /// Where the web console listens, if anywhere.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
+    }
+
     /// Where `/metrics` is served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -681,6 +715,9 @@ impl Daemon {
         }
         if let Some(aws) = self.aws.take() {
             let _ = aws.await;
+        }
+        if let Some(console) = self.console.take() {
+            let _ = console.await;
         }
         let _ = (&mut self.scheduler).await;
         let _ = (&mut self.sweeper).await;

@@ -38,8 +38,7 @@ pub const JSON_1_1: &str = "application/x-amz-json-1.1";
 /// How much of an oversized body is read and dropped before the refusal is sent, so that a
 /// client still writing its body reads the answer rather than a reset connection.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
-/// How long a shutting-down door waits for the requests in flight to be answered.
-pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+pub use super::http::DRAIN_DEADLINE;
 
 /// What the AWS door serves with.
 pub struct AwsDoor {
@@ -57,93 +56,22 @@ impl AwsDoor {
         }
     }
 
-    /// Serves `listener` (HTTP/1.1, over TLS when `tls` is given, a task per connection)
-    /// until `closing` turns true; then drains: stops accepting, lets the requests in flight
-    /// finish and closes each connection after its answer, for at most [`DRAIN_DEADLINE`],
-    /// after which the connections left are dropped. The task ends when the door is drained.
+    /// Serves `listener` until `closing` turns true, then drains (see [`super::http::serve`]).
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        mut closing: tokio::sync::watch::Receiver<bool>,
+        closing: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = until_closing(&mut closing) => break,
-                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                    accepted = listener.accept() => {
-                        let Ok((stream, peer)) = accepted else { continue };
-                        let _ = stream.set_nodelay(true);
-                        let door = self.clone();
-                        let tls = tls.clone();
-                        let closing = closing.clone();
-                        connections.spawn(async move {
-                            match tls {
-                                Some(acceptor) => match acceptor.accept(stream).await {
-                                    Ok(stream) => {
-                                        door.serve_connection(stream, peer, true, closing).await
-                                    }
-                                    Err(error) => {
-                                        tracing::debug!(%peer, %error, "AWS door: TLS handshake failed");
-                                    }
-                                },
-                                None => door.serve_connection(stream, peer, false, closing).await,
-                            }
-                        });
-                    }
-                }
-            }
-            drop(listener);
-            let in_flight = connections.len();
-            let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-                while connections.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!(
-                    left = connections.len(),
-                    "AWS door: connections still busy after the drain deadline; dropping them"
-                );
-                connections.shutdown().await;
-            }
-            tracing::info!(connections = in_flight, "AWS door drained");
-        })
+        super::http::serve(self, listener, tls, closing)
     }
+}
 
-    /// One connection's requests, kept alive between them until the door closes: then the
-    /// request in flight, if any, is answered and the connection closed.
-    async fn serve_connection<Stream>(
-        self: Arc<Self>,
-        stream: Stream,
-        peer: SocketAddr,
-        secure: bool,
-        mut closing: tokio::sync::watch::Receiver<bool>,
-    ) where
-        Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        use hyper::service::service_fn;
-        use hyper_util::rt::TokioIo;
-        let service = service_fn(move |request: http::Request<Incoming>| {
-            let door = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(door.handle(request, peer, secure).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::pin!(connection);
-        tokio::select! {
-            _ = connection.as_mut() => {}
-            _ = until_closing(&mut closing) => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
-        }
-    }
+impl super::http::HttpDoor for AwsDoor {
+    const NAME: &'static str = "AWS door";
 
     async fn handle(
-        &self,
+        self: Arc<Self>,
         request: http::Request<Incoming>,
         peer: SocketAddr,
         secure: bool,
@@ -180,7 +108,9 @@ impl AwsDoor {
         };
         self.admit(call, arrived).instrument(span).await
     }
+}
 
+impl AwsDoor {
     async fn admit(
         &self,
         mut call: super::gateway::CallInFlight,
@@ -256,14 +186,8 @@ impl AwsDoor {
             ))
         } else {
             match protocol {
-                Protocol::Json => kms::dispatch(&self.accounts, &context, &target, &body).await,
-                Protocol::Query(_) => match self.accounts.of(&context) {
-                    Ok(account) => {
-                        let operations = (&account.sts, &account.iam);
-                        query::dispatch(operations, &context, &body, &request_id).await
-                    }
-                    Err(refused) => Err(refused),
-                },
+                Protocol::Json => run_json(&self.accounts, &context, &target, &body).await,
+                Protocol::Query(_) => run_query(&self.accounts, &context, &body, &request_id).await,
             }
         };
         drop(body);
@@ -271,8 +195,49 @@ impl AwsDoor {
     }
 }
 
+/// Runs an authenticated call of the KMS JSON 1.1 protocol (`target`: its `X-Amz-Target`).
+/// The console runs its user's KMS calls through it too.
+pub(crate) async fn run_json(
+    accounts: &Accounts,
+    context: &CallContext,
+    target: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    kms::dispatch(accounts, context, target, body).await
+}
+
+/// Runs an authenticated call of the Query protocol (STS, IAM) in the caller's account.
+pub(crate) async fn run_query(
+    accounts: &Accounts,
+    context: &CallContext,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let account = accounts.of(context)?;
+    query::dispatch((&account.sts, &account.iam), context, body, request_id).await
+}
+
+/// The operation (`kms:Encrypt`, or `unknown`) a JSON 1.1 call's target names.
+pub(crate) fn json_operation(target: &str) -> String {
+    kms::operation_name(target)
+}
+
+/// The operation (`iam:ListUsers`, or `unknown`) and the service of a Query call's body.
+pub(crate) fn query_operation(body: &[u8]) -> (String, &'static str) {
+    (query::operation_name(body), query::service(body))
+}
+
+/// A Query call's answer: its XML document, or its `<ErrorResponse>`.
+pub(crate) fn respond_query(
+    service: &str,
+    request_id: &str,
+    result: Result<Vec<u8>, ApiError>,
+) -> http::Response<Full<Bytes>> {
+    query::respond(service, request_id, result)
+}
+
 /// Records a call's outcome; its answer, or the refusal of a log that could not be written.
-fn finished(
+pub(crate) fn finished(
     call: &super::gateway::CallInFlight,
     slot: &super::AuditSlot,
     result: Result<Vec<u8>, ApiError>,
@@ -285,11 +250,6 @@ fn finished(
         Err(error) => error.outcome(),
     };
     call.finish(outcome, slot).and(result)
-}
-
-/// Resolves once the door is told to close (or its daemon is gone).
-async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = closing.wait_for(|closing| *closing).await;
 }
 
 /// A request as it arrived, its body read (or refused).
@@ -345,7 +305,7 @@ impl Protocol {
 
 /// The body, at most `limit` bytes, in a buffer wiped when dropped (it may hold plaintext). A
 /// larger body is read on (up to [`DRAIN_LIMIT`]) and dropped, and refused.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::ResourceExhausted,

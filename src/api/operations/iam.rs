@@ -104,9 +104,11 @@ impl IamOperations {
         call: &CallContext,
         action: &str,
     ) -> Result<(), ApiError> {
+        // A sign-in's session may: it is the user at the console, as in AWS.
         let own_session_without_mfa = call.caller.credential_kind
             == (CredentialKind::Temporary {
                 mfa_authenticated: None,
+                signed_in: false,
             })
             && !matches!(
                 call.caller.principal.kind,

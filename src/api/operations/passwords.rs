@@ -284,14 +284,16 @@ impl<'a> SignInOperations<'a> {
         let new_password = (!r.new_password.is_empty()).then(|| SecretString::new(r.new_password));
         // An account the daemon does not serve is checked against the management account's
         // passwords for no user: the same answer, after the same work.
-        let (account, known) = match self.accounts.account(&r.account_id) {
+        // Signed in to by its id or by its name in the organisation.
+        let account_id = self.accounts.named(&r.account_id);
+        let (account, known) = match self.accounts.account(&account_id) {
             Some(account) => (account, true),
             None => (self.accounts.management()?, false),
         };
         let iam = account.identities();
         let now = iam.now();
         let failures = self.accounts.sign_in_failures();
-        let by_user = format!("user:{}:{}", r.account_id, r.user_name);
+        let by_user = format!("user:{account_id}:{}", r.user_name);
         let by_source = format!("source:{}", SourceKey::of(source_ip));
         if failures.over(&by_user, now) || failures.over(&by_source, now) {
             return Err(PasswordError::Throttled.into());
@@ -355,7 +357,7 @@ impl<'a> SignInOperations<'a> {
                 .await?;
         }
         let session = iam
-            .get_session_token(&principal, Some(SIGN_IN_SESSION_SECONDS), mfa_authenticated)
+            .sign_in_session(&principal, SIGN_IN_SESSION_SECONDS, mfa_authenticated)
             .await?;
         Ok(v1::SignInResponse {
             credentials: Some(credentials(&session)),

@@ -184,8 +184,15 @@ impl StsOperations {
 /// The call as judged once its MFA code was accepted at `at`.
 fn with_mfa(call: &CallContext, at: UnixSeconds) -> CallContext {
     let mut judged = call.clone();
-    judged.caller.credential_kind = CredentialKind::Temporary {
-        mfa_authenticated: Some(at),
+    judged.caller.credential_kind = match call.caller.credential_kind {
+        CredentialKind::Temporary { signed_in, .. } => CredentialKind::Temporary {
+            mfa_authenticated: Some(at),
+            signed_in,
+        },
+        CredentialKind::LongTerm => CredentialKind::Temporary {
+            mfa_authenticated: Some(at),
+            signed_in: false,
+        },
     };
     judged
 }
