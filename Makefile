@@ -5,10 +5,13 @@
 # tests. Installs SoftHSM2, NSS's softoken and tools, etcd and protoc (the `etcd` feature's
 # build needs it) if needed and makes fresh tokens; installs grpcio for
 # the stock Python gRPC client test (tests/cert_principals.rs), and boto3, the AWS CLI and the
-# AWS Encryption SDK into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh).
+# AWS Encryption SDK into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh),
+# and Chromium, its WebDriver and Selenium for the console's browser test
+# (tests/python/browser-setup.sh).
 test:
 	tests/etcd/setup.sh
 	tests/python/setup.sh
+	tests/python/browser-setup.sh >/dev/null
 	rm -rf target/softhsm target/nss-token
 	# The key-type tests check signatures, public keys and MACs with the openssl binary.
 	command -v openssl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends openssl; }

@@ -639,6 +639,36 @@ impl TestDaemon {
     pub fn aws_addr(&self) -> Option<std::net::SocketAddr> {
         self.daemon().aws_addr()
     }
+
+    /// Where the daemon's web console listens, if configured.
+    pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
+        self.daemon().console_addr()
+    }
+
+    /// Every record of the daemon's audit log, parsed.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.config.audit_log)
+            .expect("audit log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit record is JSON"))
+            .collect()
+    }
+
+    /// Gives user `name` a password (no reset required).
+    pub async fn create_login_profile(&self, name: &str, password: &str) {
+        self.client
+            .iam()
+            .create_login_profile(self.client.signed_iam(
+                "CreateLoginProfile",
+                v1::CreateLoginProfileRequest {
+                    user_name: name.into(),
+                    password: password.into(),
+                    password_reset_required: false,
+                },
+            ))
+            .await
+            .expect("CreateLoginProfile");
+    }
 }
 
 /// Opens a stopped daemon's sled store, waiting (up to 5 s) for the lock a daemon that just

@@ -347,7 +347,10 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
 }
 
 /// The HTTP answer: the JSON body, or the error in the JSON 1.1 protocol's shape.
-fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> http::Response<Full<Bytes>> {
+pub(crate) fn respond(
+    request_id: &str,
+    result: Result<Vec<u8>, ApiError>,
+) -> http::Response<Full<Bytes>> {
     let (status, body) = match result {
         Ok(body) => (200, body),
         Err(error) => {

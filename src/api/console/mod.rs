@@ -331,12 +331,12 @@ impl ConsoleDoor {
         };
         let mut call = self.gateway.begin(Door::Console, operation, Some(peer));
         let request_id = call.request_id.clone();
-        let answer = |result: Result<Vec<u8>, ApiError>| match route {
-            Route::Iam => aws::respond_query(service, &request_id, result),
-            _ => match result {
-                Ok(body) => json_response(&request_id, 200, body),
-                Err(error) => error_response(&request_id, error),
-            },
+        // Refusals before the call runs carry the console's statuses (401, 403); the call's
+        // own answer is its protocol's, as the AWS door sends it.
+        let answer = |result: Result<Vec<u8>, ApiError>| match (route, result) {
+            (Route::Iam, result) => aws::respond_query(service, &request_id, result),
+            (_, Ok(body)) => json_response(&request_id, 200, body),
+            (_, Err(error)) => error_response(&request_id, error),
         };
         let session = match self.session(headers) {
             Ok(session) => session,
@@ -390,7 +390,10 @@ impl ConsoleDoor {
             set_cookie(&mut response, "", secure, 0);
             return response;
         }
-        answer(result)
+        match route {
+            Route::Kms => aws::respond(&request_id, result),
+            _ => answer(result),
+        }
     }
 
     /// The audit page's records: `{"Records": [...]}`, the last `lines` (default 1,000) the
