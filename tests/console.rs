@@ -5,10 +5,10 @@
 
 mod common;
 
+use common::console::{Session, request, sign_in};
 use common::{Backend, TestDaemon};
 use keyhaven::api::console::{CONSOLE_HEADER, CONTENT_SECURITY_POLICY, CSRF_HEADER, IDLE_TIMEOUT};
 use keyhaven::proto::v1;
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -17,166 +17,6 @@ const PASSWORD: &str = "Console-test-7-password";
 const ALICE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":["kms:CreateKey","kms:ListKeys","kms:DescribeKey","kms:ListAliases",
   "iam:ListUsers","audit:ReadAudit"],"Resource":"*"}]}"#;
-
-/// An HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {self:?}"))
-    }
-
-    /// The `__type` of an error answer.
-    fn error_type(&self) -> String {
-        self.json()["__type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The session id a `Set-Cookie` gives.
-    fn cookie(&self) -> String {
-        let set = self.header("set-cookie").expect("a cookie");
-        set.split(';')
-            .next()
-            .and_then(|pair| pair.split_once('='))
-            .map(|(_, v)| v.to_owned())
-            .expect("name=value")
-    }
-}
-
-/// One request over a fresh connection (`Connection: close`), as a browser on the console's
-/// own page would send it unless `headers` say otherwise.
-async fn request(
-    console: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(console)
-        .await
-        .expect("connect");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    stream.write_all(body.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        stream.read_to_end(&mut raw),
-    )
-    .await
-    .expect("answered in time")
-    .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// A signed-in browser: its cookie and CSRF token.
-struct Session {
-    console: SocketAddr,
-    cookie: String,
-    csrf: String,
-}
-
-impl Session {
-    async fn sign_in(console: SocketAddr, account: &str, user: &str, password: &str) -> Self {
-        let answer = sign_in(console, account, user, password).await;
-        assert_eq!(answer.status, 200, "{answer:?}");
-        Self {
-            console,
-            cookie: answer.cookie(),
-            csrf: answer.json()["CsrfToken"]
-                .as_str()
-                .expect("token")
-                .to_owned(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        format!("keyhaven-console={}", self.cookie)
-    }
-
-    /// A KMS call (`X-Amz-Target: TrentService.<operation>`) with the session's token.
-    async fn kms(&self, operation: &str, body: Value) -> Answer {
-        let target = format!("TrentService.{operation}");
-        let cookie = self.cookie_header();
-        let headers = [
-            (CONSOLE_HEADER, "1"),
-            ("Cookie", cookie.as_str()),
-            (CSRF_HEADER, self.csrf.as_str()),
-            ("X-Amz-Target", target.as_str()),
-            ("Content-Type", "application/x-amz-json-1.1"),
-        ];
-        request(
-            self.console,
-            "POST",
-            "/api/kms",
-            &headers,
-            &body.to_string(),
-        )
-        .await
-    }
-
-    /// A KMS call with `headers` in place of the console's own.
-    async fn kms_with(&self, operation: &str, headers: &[(&str, &str)]) -> Answer {
-        let target = format!("TrentService.{operation}");
-        let cookie = self.cookie_header();
-        let mut all = vec![
-            ("Cookie", cookie.as_str()),
-            ("X-Amz-Target", target.as_str()),
-        ];
-        all.extend_from_slice(headers);
-        request(self.console, "POST", "/api/kms", &all, "{}").await
-    }
-
-    async fn session(&self) -> Answer {
-        let cookie = self.cookie_header();
-        let headers = [(CONSOLE_HEADER, "1"), ("Cookie", cookie.as_str())];
-        request(self.console, "GET", "/api/session", &headers, "").await
-    }
-}
-
-async fn sign_in(console: SocketAddr, account: &str, user: &str, password: &str) -> Answer {
-    let form = serde_json::json!({"Account": account, "UserName": user, "Password": password});
-    let headers = [(CONSOLE_HEADER, "1"), ("Content-Type", "application/json")];
-    request(console, "POST", "/api/sign-in", &headers, &form.to_string()).await
-}
 
 async fn console_daemon() -> TestDaemon {
     TestDaemon::start_with(Backend::Sealed, |config| {

@@ -309,7 +309,11 @@ async fn session(backend: Backend) {
     let mut ev = Evidence::default();
 
     // A small audit log limit, so that the session's records rotate across several files.
-    let mut d = TestDaemon::start_with(backend, |config| config.audit_max_bytes = 4096).await;
+    let mut d = TestDaemon::start_with(backend, |config| {
+        config.audit_max_bytes = 4096;
+        config.console_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
     c.text("the passphrase", PASSPHRASE);
     c.text(
         "the root's secret access key",
@@ -857,6 +861,43 @@ async fn session(backend: Backend) {
             c.text("a signed-in session's token", &credentials.session_token);
         }
     }
+
+    // ---- the web console: a wrong password, a sign-in, a plaintext encrypted, a sign-out
+    let console = d.console_addr().expect("console");
+    let wrong_at_console = format!("Wrong-console-canary-{tag}-5a2c!");
+    c.text("a wrong password tried at the console", &wrong_at_console);
+    let refused = common::console::sign_in(console, &d.account_id, &user, &wrong_at_console).await;
+    assert_eq!(refused.error_type(), "SignInFailedException", "{refused:?}");
+    ev.add(
+        "the console's refusal of a wrong password",
+        format!("{refused:?}"),
+    );
+    let browser = common::console::Session::sign_in(console, &d.account_id, &user, &password).await;
+    c.text("a console session's cookie", &browser.cookie);
+    c.text("a console session's CSRF token", &browser.csrf);
+    let p_console = format!("plaintext-canary-{tag}-console-7e21d0").into_bytes();
+    c.bytes("a plaintext encrypted at the console", &p_console);
+    let encrypted = browser
+        .kms(
+            "Encrypt",
+            serde_json::json!({"KeyId": k1, "Plaintext": base64::engine::general_purpose::STANDARD.encode(&p_console)}),
+        )
+        .await;
+    ev.add("the console's Encrypt answer", format!("{encrypted:?}"));
+    let cookie = browser.cookie_header();
+    let out = common::console::request(
+        console,
+        "POST",
+        "/api/sign-out",
+        &[
+            (keyhaven::api::console::CONSOLE_HEADER, "1"),
+            ("Cookie", cookie.as_str()),
+            (keyhaven::api::console::CSRF_HEADER, browser.csrf.as_str()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status, 204, "{out:?}");
 
     // ---- a member account: its root secret shown once, then used
     let member = call!(

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod console;
 pub mod device;
 
 use keyhaven::api::reason_of;
