@@ -1137,6 +1137,68 @@ fn serve_dev_prints_working_exports() {
     );
 }
 
+/// One HTTP/1.1 request over a fresh connection; the status line and the body.
+fn http(address: &str, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// `serve --dev` prints the console's address and a user to sign in with, who may do
+/// everything there.
+#[test]
+fn serve_dev_prints_a_console_to_sign_in_to() {
+    let work = TempDir::new().expect("tempdir");
+    let daemon = dev_daemon(&work, "#   sign in with");
+    let stdout = daemon.stdout.join("\n");
+    let address = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# The web console: http://"))
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no console address in {stdout}"))
+        .to_owned();
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("#   sign in with account "))
+        .unwrap_or_else(|| panic!("no sign-in line in {stdout}"));
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    assert_eq!(words[1..3], ["user", "admin"], "{line}");
+    let (account, password) = (words[0], words[4]);
+    let form = serde_json::json!({"Account": account, "UserName": "admin", "Password": password})
+        .to_string();
+    let (status, body) = http(
+        &address,
+        &format!(
+            "POST /api/sign-in HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+             X-Keyhaven-Console: 1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let session: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        session["Arn"],
+        format!("arn:keyhaven:iam::{account}:user/admin")
+    );
+    let (status, page) = http(
+        &address,
+        &format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        status.contains(" 200 ") && page.contains("/assets/app.js"),
+        "{status}"
+    );
+    assert_eq!(daemon.terminate().code(), Some(0));
+}
+
 /// Without credentials nothing is sent; with a wrong secret the daemon refuses and does nothing.
 #[test]
 fn missing_or_wrong_credentials_are_refused() {

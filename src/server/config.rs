@@ -1169,6 +1169,37 @@ mod tests {
     }
 
     #[test]
+    fn the_console_off_loopback_needs_tls_or_an_explicit_waiver() {
+        let load = |text: &str| {
+            DaemonConfig::from_file(&ConfigFile::parse(text).unwrap(), Some("/d".into()))
+                .and_then(|mut c| c.validate().map(|()| c))
+        };
+        let refused = load("console_listen = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("refusing to serve the console on 0.0.0.0:8080 without TLS"),
+            "{refused}"
+        );
+        let tls = "console_listen = \"0.0.0.0:8080\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
+        assert!(load(tls).is_ok());
+        let waived = load("console_listen = \"0.0.0.0:8080\"\ninsecure_no_tls = true\n").unwrap();
+        assert_eq!(waived.console_listen, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(
+            load("console_listen = \"127.0.0.1:0\"\n")
+                .unwrap()
+                .console_listen,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        let bad = load("console_listen = \"localhost\"\n").unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("console listen address 'localhost'"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn network_listeners_need_tls_or_an_explicit_waiver() {
         let tls = "listen = \"0.0.0.0:7878\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n";
         let config =
