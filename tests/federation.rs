@@ -138,11 +138,26 @@ impl Issuer {
 
     /// A good token for `sub`, signed with `alg`, issued at `now`.
     fn good(&self, alg: &str, sub: &str, now: i64) -> String {
+        self.good_from(ISSUER, alg, sub, now)
+    }
+
+    /// A good token of issuer `iss`.
+    fn good_from(&self, iss: &str, alg: &str, sub: &str, now: i64) -> String {
         let kid = if alg == "RS256" { "rsa-1" } else { "ec-1" };
         self.token(
             json!({"alg": alg, "typ": "JWT", "kid": kid}),
-            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "nbf": now - 5, "exp": now + 600}),
+            json!({"iss": iss, "aud": AUDIENCE, "sub": sub, "iat": now, "nbf": now - 5, "exp": now + 600}),
         )
+    }
+
+    /// The JWKS with only the key `kid`.
+    fn jwks_of(&self, kid: &str) -> String {
+        let mut set: Value = serde_json::from_str(&self.jwks).unwrap();
+        set["keys"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["kid"] == kid);
+        set.to_string()
     }
 }
 
@@ -674,4 +689,279 @@ async fn boto3_assumes_a_role_with_a_web_identity_over_the_query_protocol() {
         through_aws,
         "no record of the AWS door's AssumeRoleWithWebIdentity"
     );
+}
+
+/// What the test's issuer serves, and how often its keys were fetched.
+#[derive(Default)]
+struct Served {
+    /// The `issuer` of its discovery document.
+    issuer: String,
+    jwks_uri: String,
+    jwks: String,
+    jwks_fetches: usize,
+}
+
+/// An OpenID Connect issuer over HTTPS on loopback (`https://localhost:PORT/ci`), with a
+/// certificate from a CA of the test's (written to `ca.pem` in its directory).
+struct HttpsIssuer {
+    url: String,
+    ca: PathBuf,
+    served: std::sync::Arc<std::sync::Mutex<Served>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsIssuer {
+    async fn start(jwks: String) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use tokio_rustls::rustls;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "issuer CA");
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &Issuer::new(ca, ca_key))
+            .unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca_pem).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("https://localhost:{port}/ci");
+        let served = std::sync::Arc::new(std::sync::Mutex::new(Served {
+            issuer: url.clone(),
+            jwks_uri: format!("{url}/keys"),
+            jwks,
+            jwks_fetches: 0,
+        }));
+        let state = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, state) = (acceptor.clone(), state.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let state = state.clone();
+                            async move {
+                                let mut served = state.lock().unwrap();
+                                let (status, body) = match request.uri().path() {
+                                "/ci/.well-known/openid-configuration" => (
+                                    200,
+                                    json!({"issuer": served.issuer, "jwks_uri": served.jwks_uri})
+                                        .to_string(),
+                                ),
+                                "/ci/keys" => {
+                                    served.jwks_fetches += 1;
+                                    (200, served.jwks.clone())
+                                }
+                                _ => (404, String::new()),
+                            };
+                                let mut answer = http::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from(body),
+                                ));
+                                *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(answer)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url,
+            ca: ca_path,
+            served,
+            _dir: dir,
+        }
+    }
+
+    fn jwks_fetches(&self) -> usize {
+        self.served.lock().unwrap().jwks_fetches
+    }
+}
+
+async fn register_fetching(d: &TestDaemon, url: &str) -> Result<String, tonic::Status> {
+    Ok(d.client
+        .iam()
+        .create_open_id_connect_provider(d.client.signed_iam(
+            "CreateOpenIDConnectProvider",
+            v1::CreateOpenIdConnectProviderRequest {
+                url: url.into(),
+                client_id_list: vec![AUDIENCE.into()],
+                thumbprint_list: Vec::new(),
+                jwks: String::new(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .open_id_connect_provider_arn)
+}
+
+async fn provider_count(d: &TestDaemon) -> usize {
+    d.client
+        .iam()
+        .list_open_id_connect_providers(d.client.signed_iam(
+            "ListOpenIDConnectProviders",
+            v1::ListOpenIdConnectProvidersRequest {},
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .open_id_connect_provider_arns
+        .len()
+}
+
+/// A provider registered without keys has them fetched from its issuer over HTTPS (its
+/// discovery document's jwks_uri); when the issuer rotates in a new key, a token naming it
+/// makes the daemon fetch again, at most once per five minutes. An issuer that cannot be
+/// reached, is not trusted, or whose discovery document names another issuer or a plain-HTTP
+/// jwks_uri is refused, and nothing is registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuers_keys_are_fetched_and_fetched_again_when_it_rotates() {
+    let issuer = Issuer::new();
+    let https = HttpsIssuer::start(issuer.jwks_of("rsa-1")).await;
+
+    // A daemon that does not trust the issuer's CA refuses it.
+    let untrusting = TestDaemon::start(Backend::Sealed).await;
+    assert_refused(
+        register_fetching(&untrusting, &https.url).await,
+        Code::FailedPrecondition,
+        "OpenIdIdpCommunicationErrorException",
+    );
+    assert_eq!(provider_count(&untrusting).await, 0);
+    drop(untrusting);
+
+    let ca = https.ca.clone();
+    let d = TestDaemon::start_with(Backend::Sealed, move |config| {
+        config.oidc_ca_file = Some(ca);
+    })
+    .await;
+
+    // Unreachable, another issuer named, a jwks_uri over plain HTTP: refused, nothing kept.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    assert_refused(
+        register_fetching(&d, &format!("https://localhost:{closed}/ci")).await,
+        Code::FailedPrecondition,
+        "OpenIdIdpCommunicationErrorException",
+    );
+    https.served.lock().unwrap().issuer = "https://elsewhere.example/ci".into();
+    assert_refused(
+        register_fetching(&d, &https.url).await,
+        Code::FailedPrecondition,
+        "OpenIdIdpCommunicationErrorException",
+    );
+    {
+        let mut served = https.served.lock().unwrap();
+        served.issuer = https.url.clone();
+        served.jwks_uri = served.jwks_uri.replace("https://", "http://");
+    }
+    assert_refused(
+        register_fetching(&d, &https.url).await,
+        Code::FailedPrecondition,
+        "OpenIdIdpCommunicationErrorException",
+    );
+    assert_eq!(provider_count(&d).await, 0);
+    assert_eq!(https.jwks_fetches(), 0);
+    {
+        let mut served = https.served.lock().unwrap();
+        served.jwks_uri = served.jwks_uri.replace("http://", "https://");
+    }
+
+    // Registered with the keys fetched.
+    let provider = register_fetching(&d, &https.url).await.expect("registered");
+    assert_eq!(https.jwks_fetches(), 1);
+    let shown = d
+        .client
+        .iam()
+        .get_open_id_connect_provider(d.client.signed_iam(
+            "GetOpenIDConnectProvider",
+            v1::GetOpenIdConnectProviderRequest {
+                open_id_connect_provider_arn: provider.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.jwks.contains("rsa-1") && !shown.jwks.contains("ec-1"));
+
+    let name = https.url.trim_start_matches("https://").to_owned();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": provider},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {format!("{name}:sub"): MAIN}}
+    }]});
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "fetched".into(),
+                assume_role_policy_document: trust.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .role
+        .unwrap()
+        .arn;
+    let now = d.now();
+    assume(&d, &role, &issuer.good_from(&https.url, "RS256", MAIN, now))
+        .await
+        .expect("a token under the fetched key");
+
+    // The issuer rotates in its EC key. Within five minutes of the last fetch, a token under
+    // it is refused without fetching; after, the daemon fetches and accepts it.
+    https.served.lock().unwrap().jwks = issuer.jwks.clone();
+    assert_refused(
+        assume(&d, &role, &issuer.good_from(&https.url, "ES256", MAIN, now)).await,
+        Code::Unauthenticated,
+        "InvalidIdentityToken",
+    );
+    assert_eq!(https.jwks_fetches(), 1);
+    d.clock.advance(301);
+    let now = d.now();
+    assume(&d, &role, &issuer.good_from(&https.url, "ES256", MAIN, now))
+        .await
+        .expect("a token under the rotated-in key");
+    assert_eq!(https.jwks_fetches(), 2);
+    // A key nobody has is refused, and fetches nothing more within the interval.
+    let stranger = issuer.token(
+        json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-9"}),
+        json!({"iss": https.url, "aud": AUDIENCE, "sub": MAIN, "iat": now, "exp": now + 600}),
+    );
+    assert_refused(
+        assume(&d, &role, &stranger).await,
+        Code::Unauthenticated,
+        "InvalidIdentityToken",
+    );
+    assert_eq!(https.jwks_fetches(), 2);
 }

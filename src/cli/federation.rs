@@ -21,9 +21,11 @@ pub enum OidcProviderCommand {
         /// An audience (client id) its tokens may be for; repeat for several.
         #[arg(long = "client-id", required = true)]
         client_ids: Vec<String>,
-        /// The provider's JWKS document (its `jwks_uri`'s content), as a file.
+        /// The provider's JWKS document (its `jwks_uri`'s content), as a file. Without it,
+        /// the daemon fetches the keys from the issuer (its discovery document's jwks_uri),
+        /// and again when a token names a key it has not seen.
         #[arg(long)]
-        jwks_file: PathBuf,
+        jwks_file: Option<PathBuf>,
     },
     List,
     Show {
@@ -58,7 +60,10 @@ pub async fn oidc_provider(ctx: Context, command: OidcProviderCommand) -> CliRes
             client_ids,
             jwks_file,
         } => {
-            let jwks = super::identity::read_file(&jwks_file)?;
+            let jwks = match &jwks_file {
+                Some(file) => super::identity::read_file(file)?,
+                None => String::new(),
+            };
             let r = iam
                 .create_open_id_connect_provider(client.signed_iam(
                     "CreateOpenIDConnectProvider",

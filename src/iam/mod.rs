@@ -6,6 +6,7 @@
 //! are what its sessions may do.
 
 mod certificates;
+pub mod jwks_fetch;
 mod mfa;
 pub mod oidc;
 pub mod passwords;

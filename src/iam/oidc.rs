@@ -3,8 +3,11 @@
 //!
 //! A provider is named by its issuer URL without the scheme (`issuer.example/path`), as AWS
 //! names it; its ARN is `arn:<partition>:iam::<account>:oidc-provider/<name>`. It holds the
-//! audiences (client ids) its tokens may be for and its signing keys as a JWKS document (given
-//! when the provider is registered: Keyhaven fetches nothing at run time).
+//! audiences (client ids) its tokens may be for and its signing keys as a JWKS document: given
+//! when the provider is registered, or fetched then from the issuer (its discovery document's
+//! `jwks_uri`, see [`super::jwks_fetch`]). Keys fetched are fetched again when a token names
+//! a key the provider does not hold (the issuer rotated its keys), at most once per
+//! [`REFETCH_INTERVAL`] seconds.
 //!
 //! A token is accepted when: its header names `RS256` or `ES256` (never `none`, nor a MAC
 //! algorithm a public key could be misused as the secret of) and a `kid` of the provider's
@@ -31,6 +34,8 @@ pub const MAX_AUDIENCES: usize = 100;
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// The largest token accepted.
 pub const MAX_TOKEN_BYTES: usize = 20_000;
+/// The least time between two fetches of a provider's keys for tokens naming unknown keys.
+pub const REFETCH_INTERVAL: UnixSeconds = 300;
 
 /// A registered provider, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +47,12 @@ pub struct OidcProvider {
     /// The provider's signing keys (a JWKS document).
     pub jwks: String,
     pub created: UnixSeconds,
+    /// Where the keys were fetched from, when they were (absent: given at registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// When the keys were last fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<UnixSeconds>,
 }
 
 impl OidcProvider {
@@ -68,6 +79,10 @@ pub enum OidcError {
     LimitExceeded(String),
     /// The token cannot be trusted (STS `InvalidIdentityToken`).
     InvalidToken(String),
+    /// The token names a key the provider does not hold (STS `InvalidIdentityToken`).
+    UnknownKey(String),
+    /// The issuer's keys could not be fetched.
+    Fetch(String),
     /// The token's time is over (STS `ExpiredTokenException`).
     Expired(String),
     /// The token is genuine but a claim is refused (STS `IDPRejectedClaim`).
@@ -112,6 +127,10 @@ enum Audience {
 pub struct OidcProviders {
     store: Arc<Store>,
     providers: RwLock<BTreeMap<String, OidcProvider>>,
+    /// Fetches issuers' keys; none: every provider's keys are given at registration.
+    fetcher: std::sync::OnceLock<super::jwks_fetch::JwksFetcher>,
+    /// One refetch at a time.
+    refetching: tokio::sync::Mutex<()>,
 }
 
 fn record_name(name: &str) -> String {
@@ -165,7 +184,14 @@ impl OidcProviders {
         Ok(Self {
             store,
             providers: RwLock::new(providers),
+            fetcher: std::sync::OnceLock::new(),
+            refetching: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Lets providers be registered without keys: they are fetched from their issuer.
+    pub fn fetch_with(&self, fetcher: super::jwks_fetch::JwksFetcher) {
+        let _ = self.fetcher.set(fetcher);
     }
 
     fn load(store: &Store) -> Result<BTreeMap<String, OidcProvider>, StoreError> {
@@ -209,7 +235,8 @@ impl OidcProviders {
         self.providers.read().ok()?.get(name).cloned()
     }
 
-    /// Registers a provider.
+    /// Registers a provider, with the keys `jwks` holds, or (empty) with the keys fetched
+    /// from the issuer.
     pub async fn create(
         &self,
         url: &str,
@@ -238,12 +265,30 @@ impl OidcProviders {
                 "an audience (client id) is 1 to 255 characters".into(),
             ));
         }
-        parse_jwks(jwks)?;
+        let (jwks, jwks_uri, fetched) = if jwks.is_empty() {
+            let fetcher = self.fetcher.get().ok_or_else(|| {
+                OidcError::Validation(
+                    "give the provider's JWKS: this daemon does not fetch issuers' keys".into(),
+                )
+            })?;
+            if self.get(provider_name(url)).is_some() {
+                return Err(OidcError::AlreadyExists(format!(
+                    "an OIDC provider for {url} exists already"
+                )));
+            }
+            let fetched = fetcher.fetch(url).await?;
+            (fetched.jwks, Some(fetched.jwks_uri), Some(now))
+        } else {
+            (jwks.to_owned(), None, None)
+        };
+        parse_jwks(&jwks)?;
         let provider = OidcProvider {
             url: url.to_owned(),
             client_ids,
-            jwks: jwks.to_owned(),
+            jwks,
             created: now,
+            jwks_uri,
+            fetched,
         };
         {
             let providers = self
@@ -328,9 +373,9 @@ impl OidcProviders {
             .kid
             .as_deref()
             .ok_or_else(|| invalid("the token's header names no kid"))?;
-        let jwk = jwks
-            .find(kid)
-            .ok_or_else(|| invalid("the token's kid is not a key of the provider"))?;
+        let jwk = jwks.find(kid).ok_or_else(|| {
+            OidcError::UnknownKey("the token's kid is not a key of the provider".into())
+        })?;
         let key =
             DecodingKey::from_jwk(jwk).map_err(|_| invalid("the provider's key is unusable"))?;
         let mut validation = Validation::new(header.alg);
@@ -391,6 +436,87 @@ impl OidcProviders {
             audience,
             issued_at: claims.iat,
         })
+    }
+}
+
+impl OidcProviders {
+    /// [`verify`](Self::verify), fetching the provider's keys again first when the token names
+    /// a key it does not hold, its keys were fetched, and not within [`REFETCH_INTERVAL`].
+    pub async fn verify_fetching(
+        &self,
+        token: &str,
+        now: UnixSeconds,
+    ) -> Result<WebIdentity, OidcError> {
+        match self.verify(token, now) {
+            Err(OidcError::UnknownKey(why)) => {
+                let provider =
+                    unverified_issuer(token).and_then(|issuer| self.get(provider_name(&issuer)));
+                match (provider, self.fetcher.get()) {
+                    (Some(provider), Some(fetcher)) => {
+                        if self.refetch(&provider, fetcher, now).await? {
+                            self.verify(token, now)
+                        } else {
+                            Err(OidcError::UnknownKey(why))
+                        }
+                    }
+                    _ => Err(OidcError::UnknownKey(why)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches `provider`'s keys again, if they were fetched and not lately; whether they
+    /// were.
+    async fn refetch(
+        &self,
+        provider: &OidcProvider,
+        fetcher: &super::jwks_fetch::JwksFetcher,
+        now: UnixSeconds,
+    ) -> Result<bool, OidcError> {
+        let Some(jwks_uri) = &provider.jwks_uri else {
+            return Ok(false);
+        };
+        let _one = self.refetching.lock().await;
+        // Read again under the lock: a fetch may just have happened.
+        let since = self.store.view();
+        let Some(current) = self.get(provider.name()) else {
+            return Ok(false);
+        };
+        if current
+            .fetched
+            .is_some_and(|at| now.saturating_sub(at) < REFETCH_INTERVAL)
+        {
+            return Ok(false);
+        }
+        let jwks = fetcher.jwks(jwks_uri).await?;
+        parse_jwks(&jwks).map_err(|e| match e {
+            OidcError::Validation(m) => OidcError::Fetch(format!("{jwks_uri}: {m}")),
+            other => other,
+        })?;
+        let refreshed = OidcProvider {
+            jwks,
+            fetched: Some(now),
+            ..current
+        };
+        let mut batch = WriteBatch::new();
+        let name = record_name(refreshed.name());
+        batch.put(
+            name.clone(),
+            serde_json::to_vec(&refreshed).map_err(|e| OidcError::Store(e.to_string()))?,
+        );
+        // Never brings back a provider another daemon deleted meanwhile.
+        batch.require_present_unchanged(name, since);
+        match self.store.try_commit(batch).await {
+            Ok(()) => {}
+            Err(crate::store::CommitError::Stale) => return Ok(false),
+            Err(error) => return Err(OidcError::Store(StoreError::from(error).to_string())),
+        }
+        tracing::info!(provider = %refreshed.name(), "fetched the OIDC provider's keys again");
+        if let Ok(mut providers) = self.providers.write() {
+            providers.insert(refreshed.name().to_owned(), refreshed);
+        }
+        Ok(true)
     }
 }
 

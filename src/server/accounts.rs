@@ -31,6 +31,8 @@ pub(super) struct AccountSetup {
     pub master: Arc<MasterKey>,
     pub clock: Arc<dyn Clock>,
     pub config: DaemonConfig,
+    /// Fetches OpenID Connect issuers' keys for every account's providers.
+    pub jwks_fetcher: crate::iam::jwks_fetch::JwksFetcher,
 }
 
 /// One account's services.
@@ -160,6 +162,7 @@ pub(super) async fn open_account(
         )
         .map_err(|e| ServerError::Start(format!("loading identities of {account}: {e:?}")))?,
     );
+    iam.oidc().fetch_with(setup.jwks_fetcher.clone());
     let directory: Arc<dyn crate::api::authorize::AccountDirectory> = accounts.clone();
     let authorizer =
         Arc::new(Authorizer::new(iam.clone(), keys.clone()).in_organisation(&directory));

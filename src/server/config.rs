@@ -77,6 +77,9 @@ pub struct ConfigFile {
     pub aws_listen: Option<String>,
     /// The web console (HTTP/1.1; HTTPS with `tls`'s certificate); none when absent.
     pub console_listen: Option<String>,
+    /// A PEM CA certificate OpenID Connect issuers' keys are also fetched under (beside the
+    /// system's CAs).
+    pub oidc_ca_file: Option<PathBuf>,
     /// The names clients may address the daemon by (`name` or `name:port`); absent: any.
     pub accepted_hosts: Option<Vec<String>>,
     /// Where the metadata lives: `sled` (the data directory; default) or `etcd`.
@@ -406,6 +409,8 @@ pub struct DaemonConfig {
     /// Where the web console listens, if anywhere: as the AWS door, HTTPS with `tls`'s
     /// certificate, else plaintext HTTP, which off loopback needs `insecure_no_tls`.
     pub console_listen: Option<SocketAddr>,
+    /// A PEM CA certificate OpenID Connect issuers' keys are also fetched under.
+    pub oidc_ca_file: Option<PathBuf>,
     /// The `:authority` values requests may be addressed to (`name` on any port, or
     /// `name:port`); empty: any. Signatures cover the authority either way.
     pub accepted_hosts: Vec<String>,
@@ -445,6 +450,7 @@ impl DaemonConfig {
             metrics_listen: None,
             aws_listen: None,
             console_listen: None,
+            oidc_ca_file: None,
             accepted_hosts: Vec::new(),
             store: StoreSettings::Sled,
             data_dir,
@@ -566,6 +572,7 @@ impl DaemonConfig {
         if let Some(listen) = &file.console_listen {
             config.set_console_listen(listen)?;
         }
+        config.oidc_ca_file = file.oidc_ca_file.clone();
         if let Some(hosts) = &file.accepted_hosts {
             if let Some(bad) = hosts.iter().find(|h| {
                 h.is_empty() || h.contains(['/', '@']) || h.chars().any(|c| c.is_whitespace())

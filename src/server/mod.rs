@@ -412,10 +412,19 @@ impl Daemon {
                 .map_err(|e| ServerError::Start(format!("loading the organisation: {e}")))?,
         );
         let accounts = Accounts::new(&info.account_id, Some(org.clone()));
+        let extra_ca = match &config.oidc_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ServerError::Start(format!("oidc_ca_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let jwks_fetcher = crate::iam::jwks_fetch::JwksFetcher::new(extra_ca.as_deref())
+            .map_err(ServerError::Start)?;
         let setup = Arc::new(accounts::AccountSetup {
             master,
             clock,
             config: config.clone(),
+            jwks_fetcher,
         });
         let management = Arc::new(
             accounts::open_account(

@@ -32,7 +32,11 @@ impl From<OidcError> for ApiError {
             OidcError::AlreadyExists(m) => (Code::AlreadyExists, "EntityAlreadyExistsException", m),
             OidcError::Validation(m) => (Code::InvalidArgument, "InvalidInputException", m),
             OidcError::LimitExceeded(m) => (Code::ResourceExhausted, "LimitExceededException", m),
-            OidcError::InvalidToken(m) => (Code::Unauthenticated, "InvalidIdentityToken", m),
+            OidcError::InvalidToken(m) | OidcError::UnknownKey(m) => {
+                (Code::Unauthenticated, "InvalidIdentityToken", m)
+            }
+            // STS names it IDPCommunicationError; IAM's registration, OpenIdIdpCommunicationError.
+            OidcError::Fetch(m) => (Code::FailedPrecondition, "IDPCommunicationError", m),
             OidcError::Expired(m) => (Code::Unauthenticated, "ExpiredTokenException", m),
             OidcError::RejectedClaim(m) => (Code::PermissionDenied, "IDPRejectedClaim", m),
             OidcError::Store(m) => (Code::Unavailable, "ServiceFailure", m),
@@ -83,7 +87,10 @@ impl<'a> WebIdentityOperations<'a> {
         let iam = account.identities();
         let role = role_name(iam, &r.role_arn)?;
         let now = iam.now();
-        let identity = iam.oidc().verify(&r.web_identity_token, now)?;
+        let identity = iam
+            .oidc()
+            .verify_fetching(&r.web_identity_token, now)
+            .await?;
         let provider_arn = iam.oidc_provider_arn(&identity.provider);
         audit.set_principal(format!("{provider_arn}:{}", identity.subject));
         let Some((role_id, trust)) = iam.role_trust(role) else {
@@ -165,7 +172,15 @@ impl IamOperations {
             .iam
             .oidc()
             .create(&r.url, r.client_id_list, &r.jwks, self.iam.now())
-            .await?;
+            .await
+            .map_err(|error| match error {
+                OidcError::Fetch(m) => ApiError::new(
+                    Code::FailedPrecondition,
+                    "OpenIdIdpCommunicationErrorException",
+                    m,
+                ),
+                other => other.into(),
+            })?;
         Ok(v1::CreateOpenIdConnectProviderResponse {
             open_id_connect_provider_arn: self.iam.oidc_provider_arn(provider.name()),
         })
