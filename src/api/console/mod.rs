@@ -53,9 +53,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// Largest audit tail the audit page reads.
 const MAX_AUDIT_LINES: u32 = 10_000;
 
-const INDEX_HTML: &str = include_str!("../../console/assets/index.html");
-const APP_JS: &str = include_str!("../../console/assets/app.js");
-const APP_CSS: &str = include_str!("../../console/assets/app.css");
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
 
 /// A signed-in user's session: the credentials the daemon holds for it.
 struct Session {

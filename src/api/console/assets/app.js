@@ -427,17 +427,36 @@
     return byKey;
   }
 
+  // The key id of a key ARN; '' for anything else (an alias ARN, another resource).
   function keyIdOfArn(arn) {
-    const text = String(arn || '');
-    const at = text.lastIndexOf(':key/');
-    return at >= 0 ? text.slice(at + 5) : text;
+    const match = /:key\/([^/]+)$/.exec(String(arn || ''));
+    return match ? match[1] : '';
   }
 
-  function keyLabel(arn) {
+  // Short name of an audit record's resource: the key's alias when known, else the first 8
+  // characters of its id; an alias ARN as "alias/name".
+  function keyLabel(arn, full) {
+    const text = String(arn || '');
+    const id = keyIdOfArn(text);
+    if (id) {
+      const aliases = state.aliasesByKey.get(id);
+      if (aliases && aliases.length) return aliases[0];
+      return (full || id.length <= 8) ? id : id.slice(0, 8);
+    }
+    const alias = /:(alias\/.+)$/.exec(text);
+    if (alias) return alias[1];
+    return text;
+  }
+
+  // A link to the key page for a key ARN of the signed-in account; plain text otherwise.
+  function resourceLink(arn) {
     const id = keyIdOfArn(arn);
-    const aliases = state.aliasesByKey.get(id);
-    if (aliases && aliases.length) return aliases[0];
-    return id.length > 8 ? id.slice(0, 8) : id;
+    const label = keyLabel(arn, true);
+    const account = state.session ? state.session.AccountId : '';
+    if (id && account && String(arn).includes(`:${account}:key/`)) {
+      return el('a', { href: `#/keys/${encodeURIComponent(id)}`, title: arn }, label);
+    }
+    return el('span', { title: arn }, breakable(label));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1479,7 +1498,7 @@
   // Stacked bars: `series` [{label, colour, counts[]}] over buckets of `step` ms from `start`.
   function barChart({ id, start, step, series, label, width, height }) {
     const buckets = series.length ? series[0].counts.length : 0;
-    const margin = { top: 10, right: 10, bottom: 26, left: 36 };
+    const margin = { top: 10, right: 30, bottom: 26, left: 36 };
     const plotW = width - margin.left - margin.right;
     const plotH = height - margin.top - margin.bottom;
     const totals = new Array(buckets).fill(0);
@@ -1521,13 +1540,13 @@
     }
     root.appendChild(svg('line', { x1: margin.left, x2: width - margin.right,
       y1: margin.top + plotH, y2: margin.top + plotH, stroke: '#8a9099', 'stroke-width': 1 }));
-    const labels = Math.min(buckets, Math.max(2, Math.floor(plotW / 130)));
-    for (let k = 0; k < labels && buckets; k++) {
-      const i = labels === 1 ? 0 : Math.round((k * (buckets - 1)) / (labels - 1));
+    // Axis labels at a regular interval of buckets, as many as fit.
+    const every = Math.max(1, Math.ceil(buckets / Math.max(1, Math.floor(plotW / 120))));
+    for (let i = 0; i < buckets; i += every) {
       const x = margin.left + i * slot + slot / 2;
       root.appendChild(svg('text', {
         x: x.toFixed(2), y: height - 8, 'font-size': 11, fill: '#555b63',
-        'text-anchor': k === 0 ? 'start' : (k === labels - 1 ? 'end' : 'middle'),
+        'text-anchor': i === 0 ? 'start' : 'middle',
         text: axisLabel(new Date(start + i * step), step),
       }));
     }
@@ -1936,20 +1955,20 @@
   }
 
   function drawAuditChart(box, shown, range) {
-    const keyed = shown.filter((r) => Array.isArray(r.keys) && r.keys.length &&
-      !Number.isNaN(Date.parse(r.time)));
+    // Key ARNs only: an alias ARN in `keys` (CreateAlias, DeleteAlias) is not a key.
+    const keyed = shown
+      .map((r) => ({ time: Date.parse(r.time),
+        keys: (Array.isArray(r.keys) ? r.keys : []).filter((k) => keyIdOfArn(k)) }))
+      .filter((r) => r.keys.length && !Number.isNaN(r.time));
     if (!keyed.length) {
       fill(box, el('p', { class: 'muted', id: 'audit-chart-empty' },
         'No matching record names a key.'));
       return;
     }
-    const times = keyed.map((r) => Date.parse(r.time));
+    const times = keyed.map((r) => r.time);
     let from = range.from !== null ? range.from : Math.min(...times);
     let to = range.to !== null ? range.to : Math.max(...times);
-    if (to <= from) {
-      from -= 30 * 60000;
-      to += 30 * 60000;
-    }
+    if (to - from < 30000) from = to - 30000; // at least 30 one-second buckets
     const step = bucketStep(to - from);
     const start = Math.floor(from / step) * step;
     const buckets = Math.max(1, Math.floor((to - start) / step) + 1);
@@ -1966,7 +1985,7 @@
     const other = { label: 'other', title: 'every other key', colour: SERIES_COLOURS[8],
       counts: new Array(buckets).fill(0), total: 0 };
     for (const r of keyed) {
-      const b = Math.floor((Date.parse(r.time) - start) / step);
+      const b = Math.floor((r.time - start) / step);
       if (b < 0 || b >= buckets) continue;
       for (const k of r.keys) {
         const s = index.has(k) ? series[index.get(k)] : other;
@@ -2011,8 +2030,7 @@
           ? [' ', el('span', { class: 'phase' }, r.phase)] : null),
       el('td', { class: 'mono break-word',
         title: r.access_key_id ? `access key ${r.access_key_id}` : null }, breakable(r.principal)),
-      el('td', { class: 'mono' }, keys.map((k, i) => [i ? el('br') : null,
-        el('span', { title: k }, keyLabel(k))])),
+      el('td', { class: 'mono' }, keys.map((k, i) => [i ? el('br') : null, resourceLink(k)])),
       el('td', null,
         o ? badge(o.code, o.code === 'Ok' ? 'ok' : 'bad') : outcomeText,
         o && o.reason ? [' ', el('span', { class: 'reason' }, o.reason)] : null,
