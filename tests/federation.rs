@@ -965,3 +965,72 @@ async fn an_issuers_keys_are_fetched_and_fetched_again_when_it_rotates() {
     );
     assert_eq!(https.jwks_fetches(), 2);
 }
+
+/// The token's `amr` (multi-valued) and `azp` are condition keys of the trust policy, as
+/// `<issuer>:amr` and `<issuer>:azp`: a role may demand that the person behind the token used
+/// MFA, or that it was issued to one party.
+#[tokio::test]
+async fn trust_policies_read_the_amr_and_azp_claims() {
+    let d = TestDaemon::start(Backend::Sealed).await;
+    let issuer = Issuer::new();
+    let provider = register(&d, &issuer).await;
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": provider},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "ForAnyValue:StringEquals": {format!("{PROVIDER}:amr"): "mfa"},
+            "StringEquals": {format!("{PROVIDER}:azp"): "deploy-bot"}
+        }
+    }]});
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "strict".into(),
+                assume_role_policy_document: trust.to_string(),
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .unwrap()
+        .arn;
+    let now = d.now();
+    let token = |extra: Value| {
+        let mut claims =
+            json!({"iss": ISSUER, "aud": AUDIENCE, "sub": MAIN, "iat": now, "exp": now + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        issuer.token(json!({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}), claims)
+    };
+    assume(
+        &d,
+        &role,
+        &token(json!({"amr": ["pwd", "mfa"], "azp": "deploy-bot"})),
+    )
+    .await
+    .expect("MFA, issued to deploy-bot");
+    for (case, extra) in [
+        (
+            "no MFA among the methods",
+            json!({"amr": ["pwd"], "azp": "deploy-bot"}),
+        ),
+        ("no amr at all", json!({"azp": "deploy-bot"})),
+        (
+            "another party",
+            json!({"amr": "mfa", "azp": "someone-else"}),
+        ),
+        ("no azp", json!({"amr": ["mfa"]})),
+    ] {
+        let refused = assume(&d, &role, &token(extra)).await;
+        assert!(
+            matches!(&refused, Err(s) if s.code() == Code::PermissionDenied),
+            "{case}: {refused:?}"
+        );
+    }
+}

@@ -104,6 +104,10 @@ pub struct WebIdentity {
     pub subject: String,
     pub audience: String,
     pub issued_at: Option<i64>,
+    /// The token's `amr` (how the user authenticated), when it has one.
+    pub authentication_methods: Vec<String>,
+    /// The token's `azp` (the party it was issued to), when it has one.
+    pub authorized_party: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +118,10 @@ struct Claims {
     aud: Option<Audience>,
     #[serde(default)]
     iat: Option<i64>,
+    #[serde(default)]
+    amr: Option<Audience>,
+    #[serde(default)]
+    azp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -430,11 +438,18 @@ impl OidcProviders {
                 .unwrap_or_default(),
             None => String::new(),
         };
+        let authentication_methods = match claims.amr {
+            Some(Audience::One(one)) => vec![one],
+            Some(Audience::Many(many)) => many,
+            None => Vec::new(),
+        };
         Ok(WebIdentity {
             provider: provider.name().to_owned(),
             subject,
             audience,
             issued_at: claims.iat,
+            authentication_methods,
+            authorized_party: claims.azp.filter(|a| !a.is_empty()),
         })
     }
 }

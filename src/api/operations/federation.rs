@@ -7,7 +7,8 @@
 //! that account's provider for the token's issuer (see [`crate::iam::oidc`]), and the role's
 //! trust policy is judged with the provider as the principal (`"Principal": {"Federated":
 //! "arn:…:oidc-provider/<issuer>"}`) and the token's claims as the condition keys
-//! `<issuer>:sub` and `<issuer>:aud`, with `aws:FederatedProvider`, as AWS does.
+//! `<issuer>:sub` and `<issuer>:aud` (and `<issuer>:amr`, multi-valued, and `<issuer>:azp`
+//! when the token has them), with `aws:FederatedProvider`, as AWS does.
 
 use super::iam::IamOperations;
 use super::kms::Outcome;
@@ -109,6 +110,15 @@ impl<'a> WebIdentityOperations<'a> {
                 &format!("{}:aud", identity.provider),
                 identity.audience.clone(),
             );
+        if !identity.authentication_methods.is_empty() {
+            context.set_all(
+                &format!("{}:amr", identity.provider),
+                identity.authentication_methods.clone(),
+            );
+        }
+        if let Some(azp) = &identity.authorized_party {
+            context.set(&format!("{}:azp", identity.provider), azp.clone());
+        }
         if let Some(ip) = source_ip {
             context.set("aws:SourceIp", ip.to_string());
         }
