@@ -1193,7 +1193,7 @@ fn serve_dev_prints_a_console_to_sign_in_to() {
         &format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
     );
     assert!(
-        status.contains(" 200 ") && page.contains("/assets/app.js"),
+        status.contains(" 200 ") && page.contains("/assets/core.js"),
         "{status}"
     );
     assert_eq!(daemon.terminate().code(), Some(0));

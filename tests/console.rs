@@ -64,20 +64,46 @@ async fn the_console_serves_its_pages_under_a_strict_policy() {
             .unwrap()
             .starts_with("text/html")
     );
-    assert!(page.body.contains("/assets/app.js"), "{}", page.body);
     // No inline script or style for the policy to have to allow.
     assert!(!page.body.contains("<script>") && !page.body.contains("style="));
-    let script = request(console, "GET", "/assets/app.js", &[], "").await;
-    assert_eq!(script.status, 200);
-    assert!(
-        script
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/javascript")
-    );
+    // Every script of the console's assets: the page loads it, and the daemon serves it, as it
+    // is in the tree, under the same policy. The page loads no other script.
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api/console/assets");
+    let mut scripts: Vec<String> = std::fs::read_dir(&assets)
+        .expect("the console's assets")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".js"))
+        .collect();
+    scripts.sort();
+    assert!(!scripts.is_empty());
+    for name in &scripts {
+        let path = format!("/assets/{name}");
+        assert!(
+            page.body
+                .contains(&format!(r#"<script src="{path}" defer></script>"#)),
+            "the page does not load {path}: {}",
+            page.body
+        );
+        let script = request(console, "GET", &path, &[], "").await;
+        assert_eq!(script.status, 200, "{path}");
+        assert_eq!(
+            script.header("content-type"),
+            Some("text/javascript; charset=utf-8"),
+            "{path}"
+        );
+        assert_eq!(
+            script.header("content-security-policy"),
+            Some(CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+        let file = std::fs::read_to_string(assets.join(name)).expect("the script");
+        assert!(script.body == file, "{path} is not assets/{name}");
+    }
     assert_eq!(
-        script.header("content-security-policy"),
-        Some(CONTENT_SECURITY_POLICY)
+        page.body.matches("<script ").count(),
+        scripts.len(),
+        "{}",
+        page.body
     );
     assert_eq!(
         request(console, "GET", "/etc/passwd", &[], "").await.status,

@@ -53,9 +53,35 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// Largest audit tail the audit page reads.
 const MAX_AUDIT_LINES: u32 = 10_000;
 
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const INDEX_HTML: &str = include_str!("assets/index.html");
-const APP_JS: &str = include_str!("assets/app.js");
-const APP_CSS: &str = include_str!("assets/app.css");
+
+/// One of the console's scripts: `assets/<name>`, served at `/assets/<name>`.
+macro_rules! script {
+    ($name:literal) => {
+        (
+            concat!("/assets/", $name),
+            include_str!(concat!("assets/", $name)),
+            JAVASCRIPT,
+        )
+    };
+}
+
+/// The console's files, built into the binary: (path, content, content type). The scripts are
+/// those index.html loads (tests/console.rs checks that every script in `assets/` is here).
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", INDEX_HTML, HTML),
+    ("/index.html", INDEX_HTML, HTML),
+    ("/assets/app.css", include_str!("assets/app.css"), CSS),
+    script!("core.js"),
+    script!("charts.js"),
+    script!("keys.js"),
+    script!("key-page.js"),
+    script!("identities.js"),
+    script!("audit.js"),
+];
 
 /// A signed-in user's session: the credentials the daemon holds for it.
 struct Session {
@@ -451,13 +477,6 @@ impl Route {
         use http::Method;
         let get = method == Method::GET || method == Method::HEAD;
         let post = method == Method::POST;
-        let asset = |body, kind| {
-            if get {
-                Route::Asset(body, kind)
-            } else {
-                Route::MethodNotAllowed
-            }
-        };
         let only = |wanted: bool, route| {
             if wanted {
                 route
@@ -465,10 +484,10 @@ impl Route {
                 Route::MethodNotAllowed
             }
         };
+        if let Some(&(_, content, kind)) = ASSETS.iter().find(|(asset, ..)| *asset == path) {
+            return only(get, Route::Asset(content, kind));
+        }
         match path {
-            "/" | "/index.html" => asset(INDEX_HTML, "text/html; charset=utf-8"),
-            "/assets/app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
-            "/assets/app.css" => asset(APP_CSS, "text/css; charset=utf-8"),
             "/api/session" => only(get, Route::Session),
             "/api/sign-in" => only(post, Route::SignIn),
             "/api/sign-out" => only(post, Route::SignOut),
@@ -763,5 +782,9 @@ mod tests {
         assert_eq!(Route::of(&Method::POST, "/api/kms"), Route::Kms);
         assert_eq!(Route::of(&Method::POST, "/"), Route::MethodNotAllowed);
         assert_eq!(Route::of(&Method::GET, "/etc/passwd"), Route::NotFound);
+        for &(path, content, kind) in ASSETS {
+            assert_eq!(Route::of(&Method::GET, path), Route::Asset(content, kind));
+            assert_eq!(Route::of(&Method::POST, path), Route::MethodNotAllowed);
+        }
     }
 }
