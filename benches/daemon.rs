@@ -35,7 +35,9 @@
 //! (or `aws`: only Encrypt through the AWS door, the gRPC Encrypt at 64 in flight, and the
 //! certificate door's rows),
 //! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines),
-//! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows).
+//! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows), `KEYHAVEN_BENCH_ONLY=sweep` (only the
+//! Encrypt/Decrypt/GenerateDataKey/CreateKey/mixed rows on both keystores and the raw device:
+//! the `*_pkcs11_vs_sealed_c*` ratios).
 //!
 //! Server CPU per call: after each daemon's rows, `keyhaven serve` runs on the same data
 //! directory in a process of its own, and the CPU it spends (utime + stime from
@@ -2491,15 +2493,18 @@ fn main() {
     let only_sign = only == "sign";
     // Only the server-CPU rows: `keyhaven serve` in its own process.
     let only_cpu = only == "cpu";
+    // Only the Encrypt/Decrypt/GenerateDataKey/CreateKey/mixed sweep on both keystores, with
+    // the raw device: the PKCS#11-against-sealed ratios.
+    let only_sweep = only == "sweep";
 
-    if !only_batches && !only_aws && !only_cpu {
+    if !only_batches && !only_aws && !only_cpu && !only_sweep {
         attempt(
             "the raw signing and MAC baselines",
             raw_sign_crates(&settings, &mut results),
             &mut problems,
         );
     }
-    if !only_batches && !only_sign && !only_aws && !only_cpu {
+    if !only_batches && !only_sign && !only_aws && !only_cpu && !only_sweep {
         attempt(
             "the raw sealed keystore baseline",
             raw_sealed_keystore(&settings, &mut results),
@@ -2521,6 +2526,10 @@ fn main() {
             None,
             10_000_000,
         )?;
+        if only_sweep {
+            sweep(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
+            return daemon.stop(&server);
+        }
         if only_aws {
             encrypt_c64(&daemon, &client, &settings, &mut results)?;
             aws_door_encrypt(&daemon, &client, &settings, Backend::Sealed, &mut results)?;
@@ -2561,7 +2570,7 @@ fn main() {
         )
     })();
     attempt("the sealed daemon", sealed, &mut problems);
-    if !only_batches && !only_sign {
+    if !only_batches && !only_sign && !only_sweep {
         attempt(
             "the certificate door",
             certificate_door_encrypt(&server, &client, &settings, &mut results),
@@ -2592,6 +2601,7 @@ fn main() {
                 }
                 if !only_batches
                     && !only_cpu
+                    && !only_sweep
                     && let Err(e) = raw_device_sign(&pkcs11, &settings, &mut results)
                 {
                     results
@@ -2604,20 +2614,20 @@ fn main() {
                     sweep(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                 };
                 let swept = swept.and_then(|()| {
-                    if only_batches || only_cpu {
+                    if only_batches || only_cpu || only_sweep {
                         Ok(())
                     } else {
                         sign_and_mac(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                     }
                 });
                 let swept = swept.and_then(|()| {
-                    if only_sign || only_cpu {
+                    if only_sign || only_cpu || only_sweep {
                         Ok(())
                     } else {
                         batches(&daemon, &client, &settings, Backend::Pkcs11, &mut results)
                     }
                 });
-                let cpu_key = if only_batches || only_sign {
+                let cpu_key = if only_batches || only_sign || only_sweep {
                     None
                 } else {
                     client
@@ -2636,7 +2646,7 @@ fn main() {
                         key,
                         &mut results,
                     ),
-                    (None, Ok(())) if !only_batches && !only_sign => {
+                    (None, Ok(())) if !only_batches && !only_sign && !only_sweep => {
                         Err("CreateKey for the server-CPU rows failed".into())
                     }
                     (_, swept) => swept,
@@ -2663,7 +2673,7 @@ fn main() {
         }
     }
 
-    if settings.keys > 0 && !only_batches && !only_aws && !only_sign && !only_cpu {
+    if settings.keys > 0 && !only_batches && !only_aws && !only_sign && !only_cpu && !only_sweep {
         attempt(
             "the scale run",
             scale(&server, &client, &settings, &mut results),
@@ -2778,6 +2788,19 @@ fn main() {
         "ratio encrypt_sealed_vs_signed_call {:.3}",
         results.ratio("encrypt_sealed_c64", "signed_call_c64")
     );
+    // Issue #19's first target: the PKCS#11 keystore against the sealed one, for each of the
+    // three operations that use a key's material, at each concurrency (≥ 0.90 meets it).
+    for operation in ["encrypt", "decrypt", "generate_data_key"] {
+        for concurrency in CONCURRENCIES {
+            println!(
+                "ratio {operation}_pkcs11_vs_sealed_c{concurrency} {:.3}",
+                results.ratio(
+                    &format!("{operation}_pkcs11_c{concurrency}"),
+                    &format!("{operation}_sealed_c{concurrency}")
+                )
+            );
+        }
+    }
     // The AWS door against the gRPC door, Encrypt at 64 in flight on the same daemon.
     println!(
         "ratio encrypt_aws_door_vs_grpc {:.3}",
