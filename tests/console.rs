@@ -433,6 +433,114 @@ async fn wrong_passwords_are_throttled() {
     assert_eq!(later.status, 200, "{later:?}");
 }
 
+/// Keys beside the one the browser makes, as an operator's console shows them: tagged, used,
+/// disabled, pending deletion, an HMAC key.
+async fn other_keys(d: &TestDaemon) {
+    let kms = d.client.kms();
+    let create = |description: &str, spec: &str, usage: &str, team: &str| v1::CreateKeyRequest {
+        description: description.into(),
+        key_spec: spec.into(),
+        key_usage: usage.into(),
+        tags: vec![v1::Tag {
+            tag_key: "team".into(),
+            tag_value: team.into(),
+        }],
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for (alias, request) in [
+        (
+            "alias/payments",
+            create(
+                "card data envelopes",
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+                "payments",
+            ),
+        ),
+        (
+            "alias/reports",
+            create(
+                "monthly reports",
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+                "finance",
+            ),
+        ),
+        (
+            "alias/old-backups",
+            create(
+                "2024 backups",
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+                "platform",
+            ),
+        ),
+        (
+            "alias/webhooks",
+            create(
+                "webhook signatures",
+                "HMAC_256",
+                "GENERATE_VERIFY_MAC",
+                "platform",
+            ),
+        ),
+    ] {
+        let key = kms
+            .clone()
+            .create_key(d.client.signed("CreateKey", request))
+            .await
+            .expect("CreateKey")
+            .into_inner()
+            .key_metadata
+            .unwrap()
+            .key_id;
+        kms.clone()
+            .create_alias(d.client.signed(
+                "CreateAlias",
+                v1::CreateAliasRequest {
+                    alias_name: alias.into(),
+                    target_key_id: key.clone(),
+                },
+            ))
+            .await
+            .expect("CreateAlias");
+        ids.push(key);
+    }
+    for _ in 0..12 {
+        kms.clone()
+            .encrypt(d.client.signed(
+                "Encrypt",
+                v1::EncryptRequest {
+                    key_id: ids[0].clone(),
+                    plaintext: b"4111 1111 1111 1111".to_vec(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("Encrypt");
+    }
+    kms.clone()
+        .disable_key(d.client.signed(
+            "DisableKey",
+            v1::DisableKeyRequest {
+                key_id: ids[1].clone(),
+            },
+        ))
+        .await
+        .expect("DisableKey");
+    kms.clone()
+        .schedule_key_deletion(d.client.signed(
+            "ScheduleKeyDeletion",
+            v1::ScheduleKeyDeletionRequest {
+                key_id: ids[2].clone(),
+                pending_window_in_days: Some(7),
+            },
+        ))
+        .await
+        .expect("ScheduleKeyDeletion");
+}
+
 /// The browser's python (`tests/python/browser-setup.sh` makes it), or a failure naming the
 /// setup step.
 fn browser_python() -> PathBuf {
@@ -460,6 +568,7 @@ async fn a_browser_signs_in_manages_a_key_and_reads_the_audit_chart() {
     let d = console_daemon().await;
     d.create_user("operator", Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)).await;
     d.create_login_profile("operator", PASSWORD).await;
+    other_keys(&d).await;
     let console = d.console_addr().expect("console");
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     let _ = std::fs::create_dir_all(&shots);
