@@ -12,7 +12,7 @@
 mod common;
 
 use common::etcd::{EtcdProcess, MemberTls};
-use common::{Backend, PASSPHRASE, TestDaemon};
+use common::{Backend, PASSPHRASE, TestDaemon, assert_refused};
 use etcd_client::GetOptions;
 use keyhaven::proto::v1;
 use keyhaven::server::StoreSettings;
@@ -2222,4 +2222,41 @@ async fn two_daemons_never_make_two_accounts_or_guardrails_of_one_name() {
         })
         .await;
     }
+}
+
+/// A ciphertext one daemon answers decrypts on another at once, even under a key or a
+/// version the other has not heard of yet: it catches up with the store rather than refuse
+/// a genuine ciphertext as invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_ciphertext_decrypts_on_another_daemon_at_once() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    for round in 0..15u32 {
+        // A key B may not have heard of, and a version B may not have heard of.
+        let key = a.create_key("fresh").await.key_id;
+        let blob = a.encrypt(&key, b"new key", &[]).await.expect("Encrypt");
+        assert_eq!(
+            b.decrypt(&blob, &[]).await.expect("a new key's ciphertext"),
+            b"new key",
+            "round {round}"
+        );
+        a.rotate(&key).await.expect("RotateKeyOnDemand");
+        let blob = a.encrypt(&key, b"new version", &[]).await.expect("Encrypt");
+        assert_eq!(
+            b.decrypt(&blob, &[])
+                .await
+                .expect("a new version's ciphertext"),
+            b"new version",
+            "round {round}"
+        );
+    }
+    // A version that was never made is still refused, after looking.
+    let key = a.create_key("bounded").await.key_id;
+    let mut blob = a.encrypt(&key, b"x", &[]).await.expect("Encrypt");
+    blob[17..21].copy_from_slice(&9u32.to_be_bytes());
+    assert_refused(
+        b.decrypt(&blob, &[]).await,
+        tonic::Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
 }

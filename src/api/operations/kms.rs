@@ -121,7 +121,7 @@ impl KmsOperations {
 
     /// Authorises an action on the key a ciphertext blob names (unparseable blobs are left to
     /// the operation, which refuses them uniformly).
-    fn blob_key(
+    async fn blob_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -129,6 +129,8 @@ impl KmsOperations {
         encryption_context: &EncryptionContext,
     ) -> Result<(), ApiError> {
         call.audit.add_context(encryption_context.pairs());
+        // A key or version another daemon has just made is heard of before it is judged.
+        self.keys.hear_of_blob_key(blob).await?;
         let Ok(parsed) = CiphertextBlob::parse(blob) else {
             return Ok(());
         };
@@ -746,7 +748,8 @@ impl KmsOperations {
                 encryption_algorithm: algorithm.as_str().into(),
             });
         }
-        self.blob_key(call, "kms:Decrypt", &r.ciphertext_blob, &context)?;
+        self.blob_key(call, "kms:Decrypt", &r.ciphertext_blob, &context)
+            .await?;
         let expected = self.expected_key(call, "kms:Decrypt", &r.key_id, &context)?;
         let decrypted = self
             .keys
@@ -772,7 +775,8 @@ impl KmsOperations {
             "kms:ReEncryptFrom",
             &r.ciphertext_blob,
             &source_context,
-        )?;
+        )
+        .await?;
         let source =
             self.expected_key(call, "kms:ReEncryptFrom", &r.source_key_id, &source_context)?;
         let destination = self.crypto_key(

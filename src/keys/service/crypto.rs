@@ -192,10 +192,9 @@ impl KeyService {
                 ));
             }
         }
-        let entry = self
-            .entry_by_id(parsed.key_id)
-            .ok_or(KeyError::InvalidCiphertext)?;
-        let record = entry.record();
+        let (entry, record) = self
+            .entry_for_version(parsed.key_id, parsed.key_version)
+            .await?;
         if record.state == KeyState::Deleted {
             return Err(KeyError::InvalidCiphertext);
         }
@@ -229,6 +228,53 @@ impl KeyService {
             key_id: record.id,
             plaintext,
         })
+    }
+
+    /// Waits, on a store other daemons write, until this daemon has heard of the key and
+    /// version a ciphertext names, when it has not yet (see
+    /// [`entry_for_version`](Self::entry_for_version)): before a ciphertext's key is
+    /// authorised. A blob that does not parse is left to the call to refuse.
+    pub async fn hear_of_blob_key(&self, blob: &[u8]) -> Result<(), KeyError> {
+        if let Ok(parsed) = CiphertextBlob::parse(blob) {
+            match self
+                .entry_for_version(parsed.key_id, parsed.key_version)
+                .await
+            {
+                Ok(_) | Err(KeyError::InvalidCiphertext) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// The key a ciphertext names, and its record. On a store other daemons write, a key or a
+    /// version this daemon has not heard of yet is looked for again once its view has caught
+    /// up with the store: a ciphertext another daemon has just answered (under a key it just
+    /// made, or a version it just rotated to) decrypts here too.
+    async fn entry_for_version(
+        &self,
+        id: Uuid,
+        version: u32,
+    ) -> Result<(Arc<KeyEntry>, Arc<KeyRecord>), KeyError> {
+        let known = || {
+            self.entry_by_id(id).map(|entry| {
+                let record = entry.record();
+                (entry, record)
+            })
+        };
+        match known() {
+            Some((entry, record)) if record.version(version).is_some() => {
+                return Ok((entry, record));
+            }
+            // A version older than the key's current one that it lacks was never made.
+            Some((entry, record)) if version <= record.current_version() => {
+                return Ok((entry, record));
+            }
+            _ => {}
+        }
+        // Nothing to wait for on a store no other daemon writes.
+        self.store.catch_up().await?;
+        known().ok_or(KeyError::InvalidCiphertext)
     }
 
     /// ReEncrypt: decrypts and encrypts again inside the daemon; returns the new blob, the
