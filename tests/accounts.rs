@@ -777,6 +777,51 @@ async fn a_session_made_without_mfa_may_not_manage_the_organisation() {
         Code::PermissionDenied,
         "AccessDeniedException",
     );
+    // A sign-in's session (a password alone) may call IAM, but not the organisation's calls.
+    d.create_user(
+        "ops",
+        Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["organizations:*","iam:ListUsers"],"Resource":"*"}]}"#),
+    )
+    .await;
+    d.create_login_profile("ops", "Ops-password-7-long").await;
+    let signed_in = d
+        .client
+        .iam()
+        .sign_in(tonic::Request::new(v1::SignInRequest {
+            account_id: d.account_id.clone(),
+            user_name: "ops".into(),
+            password: "Ops-password-7-long".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("SignIn")
+        .into_inner()
+        .credentials
+        .expect("credentials");
+    let ops = d
+        .client_with(ClientCredentials {
+            access_key_id: signed_in.access_key_id,
+            secret_access_key: SecretString::new(signed_in.secret_access_key),
+            session_token: Some(SecretString::new(signed_in.session_token)),
+            region: d.config.region.clone(),
+        })
+        .await;
+    ops.iam()
+        .list_users(ops.signed_iam("ListUsers", v1::ListUsersRequest {}))
+        .await
+        .expect("a sign-in's session calls IAM");
+    assert_refused(
+        ops.iam()
+            .create_account(ops.signed_iam(
+                "CreateAccount",
+                v1::CreateAccountRequest {
+                    account_name: "from a password".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+        "AccessDeniedException",
+    );
     let accounts = d
         .client
         .iam()

@@ -415,6 +415,47 @@ async fn sessions_end_when_idle_expired_or_signed_out() {
     assert_eq!(replayed.error_type(), "NotSignedIn");
 }
 
+/// A password that changes ends the sessions signed in with the old one: an administrator's
+/// reset or removal all of them, the user's own change all but the session that made it.
+#[tokio::test]
+async fn a_changed_password_ends_the_sessions_of_the_old_one() {
+    let (d, console) = with_alice().await;
+    let list = serde_json::json!({});
+    let first = Session::sign_in(console, &d.account_id, "alice", PASSWORD).await;
+    let second = Session::sign_in(console, &d.account_id, "alice", PASSWORD).await;
+    assert_eq!(first.kms("ListKeys", list.clone()).await.status, 200);
+    d.client
+        .iam()
+        .update_login_profile(d.client.signed_iam(
+            "UpdateLoginProfile",
+            v1::UpdateLoginProfileRequest {
+                user_name: "alice".into(),
+                password: Some("Reset-by-admin-8-x".into()),
+                password_reset_required: Some(false),
+            },
+        ))
+        .await
+        .expect("UpdateLoginProfile");
+    for ended in [&first, &second] {
+        let refused = ended.kms("ListKeys", list.clone()).await;
+        assert_eq!(refused.status, 401, "{refused:?}");
+    }
+    // Signed in again with the new password; removing the password ends that session too.
+    let third = Session::sign_in(console, &d.account_id, "alice", "Reset-by-admin-8-x").await;
+    assert_eq!(third.kms("ListKeys", list.clone()).await.status, 200);
+    d.client
+        .iam()
+        .delete_login_profile(d.client.signed_iam(
+            "DeleteLoginProfile",
+            v1::DeleteLoginProfileRequest {
+                user_name: "alice".into(),
+            },
+        ))
+        .await
+        .expect("DeleteLoginProfile");
+    assert_eq!(third.kms("ListKeys", list).await.status, 401);
+}
+
 /// Wrong passwords are throttled per user: past five, even the right one is refused until
 /// the window passes.
 #[tokio::test]

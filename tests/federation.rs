@@ -13,6 +13,7 @@ use keyhaven::secret::SecretString;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 use tonic::Code;
 
 const ISSUER: &str = "https://issuer.keyhaven.test/ci";
@@ -699,6 +700,10 @@ struct Served {
     jwks_uri: String,
     jwks: String,
     jwks_fetches: usize,
+    /// Answers the keys with HTTP 503.
+    keys_fail: bool,
+    /// Waits this long before answering the keys.
+    keys_delay: Duration,
 }
 
 /// An OpenID Connect issuer over HTTPS on loopback (`https://localhost:PORT/ci`), with a
@@ -746,7 +751,7 @@ impl HttpsIssuer {
             issuer: url.clone(),
             jwks_uri: format!("{url}/keys"),
             jwks,
-            jwks_fetches: 0,
+            ..Default::default()
         }));
         let state = served.clone();
         tokio::spawn(async move {
@@ -763,19 +768,29 @@ impl HttpsIssuer {
                         move |request: http::Request<hyper::body::Incoming>| {
                             let state = state.clone();
                             async move {
-                                let mut served = state.lock().unwrap();
-                                let (status, body) = match request.uri().path() {
-                                "/ci/.well-known/openid-configuration" => (
-                                    200,
-                                    json!({"issuer": served.issuer, "jwks_uri": served.jwks_uri})
-                                        .to_string(),
-                                ),
-                                "/ci/keys" => {
-                                    served.jwks_fetches += 1;
-                                    (200, served.jwks.clone())
-                                }
-                                _ => (404, String::new()),
-                            };
+                                let delay = {
+                                    let mut served = state.lock().unwrap();
+                                    if request.uri().path() == "/ci/keys" {
+                                        served.jwks_fetches += 1;
+                                        served.keys_delay
+                                    } else {
+                                        Duration::ZERO
+                                    }
+                                };
+                                tokio::time::sleep(delay).await;
+                                let (status, body) = {
+                                    let served = state.lock().unwrap();
+                                    match request.uri().path() {
+                                        "/ci/.well-known/openid-configuration" => (
+                                            200,
+                                            json!({"issuer": served.issuer, "jwks_uri": served.jwks_uri})
+                                                .to_string(),
+                                        ),
+                                        "/ci/keys" if served.keys_fail => (503, String::new()),
+                                        "/ci/keys" => (200, served.jwks.clone()),
+                                        _ => (404, String::new()),
+                                    }
+                                };
                                 let mut answer = http::Response::new(http_body_util::Full::new(
                                     bytes::Bytes::from(body),
                                 ));
@@ -1033,4 +1048,116 @@ async fn trust_policies_read_the_amr_and_azp_claims() {
             "{case}: {refused:?}"
         );
     }
+}
+
+/// Tokens naming keys the provider lacks need no valid signature, so they must not make the
+/// daemon fetch at will: while the issuer fails, its keys are tried once per interval however
+/// many such tokens come; concurrent ones are judged on the keys held at once rather than
+/// queued behind a fetch; and a fetch finishing after the provider was deleted does not
+/// bring it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn refetches_are_bounded_and_never_bring_a_deleted_provider_back() {
+    let issuer = Issuer::new();
+    let https = HttpsIssuer::start(issuer.jwks_of("rsa-1")).await;
+    let ca = https.ca.clone();
+    let d = TestDaemon::start_with(Backend::Sealed, move |config| {
+        config.oidc_ca_file = Some(ca);
+    })
+    .await;
+    let provider = register_fetching(&d, &https.url).await.expect("registered");
+    let name = https.url.trim_start_matches("https://").to_owned();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": provider},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {format!("{name}:sub"): MAIN}}}]});
+    let role = d
+        .client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: "bounded".into(),
+                assume_role_policy_document: trust.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .role
+        .unwrap()
+        .arn;
+    assert_eq!(https.jwks_fetches(), 1);
+
+    // The issuer fails; past the interval, twenty tokens under an unknown key: one try.
+    https.served.lock().unwrap().keys_fail = true;
+    d.clock.advance(301);
+    let now = d.now();
+    let unknown = issuer.good_from(&https.url, "ES256", MAIN, now);
+    assert_refused(
+        assume(&d, &role, &unknown).await,
+        Code::FailedPrecondition,
+        "IDPCommunicationError",
+    );
+    for _ in 0..19 {
+        assert_refused(
+            assume(&d, &role, &unknown).await,
+            Code::Unauthenticated,
+            "InvalidIdentityToken",
+        );
+    }
+    assert_eq!(https.jwks_fetches(), 2, "one try for twenty tokens");
+
+    // A slow issuer: a token arriving while a fetch runs is answered at once.
+    {
+        let mut served = https.served.lock().unwrap();
+        served.keys_fail = false;
+        served.keys_delay = Duration::from_secs(2);
+    }
+    d.clock.advance(301);
+    let now = d.now();
+    let unknown = issuer.good_from(&https.url, "ES256", MAIN, now);
+    let fetching = {
+        let (client, role, token) = (d.client.clone(), role.clone(), unknown.clone());
+        tokio::spawn(async move {
+            client
+                .iam()
+                .assume_role_with_web_identity(tonic::Request::new(
+                    v1::AssumeRoleWithWebIdentityRequest {
+                        role_arn: role,
+                        role_session_name: "slow".into(),
+                        web_identity_token: token,
+                        duration_seconds: Some(900),
+                    },
+                ))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    assert_refused(
+        assume(&d, &role, &unknown).await,
+        Code::Unauthenticated,
+        "InvalidIdentityToken",
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "a token waited on another's fetch"
+    );
+    // The provider is deleted while that fetch is under way; it stays deleted.
+    d.client
+        .iam()
+        .delete_open_id_connect_provider(d.client.signed_iam(
+            "DeleteOpenIDConnectProvider",
+            v1::DeleteOpenIdConnectProviderRequest {
+                open_id_connect_provider_arn: provider.clone(),
+            },
+        ))
+        .await
+        .expect("DeleteOpenIDConnectProvider");
+    let _ = fetching.await.unwrap();
+    assert_eq!(
+        provider_count(&d).await,
+        0,
+        "the deleted provider came back"
+    );
 }

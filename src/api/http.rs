@@ -10,6 +10,11 @@ use std::sync::Arc;
 
 /// How long a shutting-down door waits for the requests in flight to be answered.
 pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take over its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a request's head (a connection that sends nothing,
+/// or sends slowly, is closed after it).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A door that answers HTTP requests.
 pub trait HttpDoor: Send + Sync + 'static {
@@ -49,10 +54,13 @@ pub fn serve<D: HttpDoor>(
                     let closing = closing.clone();
                     connections.spawn(async move {
                         match tls {
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(stream) => serve_connection(door, stream, peer, true, closing).await,
-                                Err(error) => {
+                            Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_connection(door, stream, peer, true, closing).await,
+                                Ok(Err(error)) => {
                                     tracing::debug!(%peer, %error, door = D::NAME, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, door = D::NAME, "TLS handshake not finished in time");
                                 }
                             },
                             None => serve_connection(door, stream, peer, false, closing).await,
@@ -99,6 +107,8 @@ async fn serve_connection<D, Stream>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {

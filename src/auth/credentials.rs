@@ -862,6 +862,50 @@ impl CredentialStore {
         self.write(vec![], doomed).await
     }
 
+    /// Ends the sign-in sessions of user `user` (their temporary credentials made by signing
+    /// in with a password), but `keep`: the user's password was reset, removed or changed.
+    /// Returns how many ended.
+    pub async fn end_sign_in_sessions(
+        &self,
+        user: &str,
+        keep: Option<&str>,
+    ) -> Result<usize, CredentialError> {
+        let principal = format!("user/{user}");
+        let _gate = self.gate.lock().await;
+        let doomed: Vec<String> = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.values()
+                    .filter(|e| {
+                        e.record.principal == principal
+                            && e.record.signed_in
+                            && Some(e.record.access_key_id.as_str()) != keep
+                    })
+                    .map(|e| e.record.access_key_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ended = doomed.len();
+        if ended > 0 {
+            self.write(vec![], doomed).await?;
+        }
+        Ok(ended)
+    }
+
+    /// Ends one session: its temporary credentials are removed (a sign-out). Long-term access
+    /// keys are not sessions and are left alone; a key already gone is no error.
+    pub async fn end_session(&self, access_key_id: &str) -> Result<(), CredentialError> {
+        let _gate = self.gate.lock().await;
+        let temporary = self
+            .entry(access_key_id)
+            .is_some_and(|e| e.record.session_token_sha256.is_some());
+        if temporary {
+            self.write(vec![], vec![access_key_id.to_owned()]).await?;
+        }
+        Ok(())
+    }
+
     /// Temporary credentials for a session of the role whose unique id is `role_id`, valid for
     /// `duration` seconds; refused when the role already has `live_limit` sessions that have
     /// not expired (expired ones no longer count, whether or not the sweep has removed them).

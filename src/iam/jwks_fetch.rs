@@ -37,8 +37,14 @@ pub struct FetchedKeys {
     pub jwks: String,
 }
 
+/// A failed fetch: why goes to the daemon's log only (it describes the daemon's network: a
+/// caller registering a provider, or holding a token, must not learn hosts and ports from
+/// it); the caller is told the URL it gave or the token named failed.
 fn unreachable(url: &str, why: impl std::fmt::Display) -> OidcError {
-    OidcError::Fetch(format!("cannot fetch {url}: {why}"))
+    tracing::warn!(%url, error = %why, "fetching an OpenID Connect issuer's keys failed");
+    OidcError::Fetch(format!(
+        "cannot fetch {url}: the issuer could not be reached, trusted or read (the daemon's log says why)"
+    ))
 }
 
 impl JwksFetcher {
@@ -86,18 +92,20 @@ impl JwksFetcher {
         let document: serde_json::Value = serde_json::from_slice(&discovery)
             .map_err(|e| unreachable(&discovery_url, format!("not JSON: {e}")))?;
         if document.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
-            return Err(OidcError::Fetch(format!(
-                "the discovery document of {issuer} names another issuer"
-            )));
+            return Err(unreachable(
+                &discovery_url,
+                "the discovery document names another issuer",
+            ));
         }
         let jwks_uri = document
             .get("jwks_uri")
             .and_then(|v| v.as_str())
             .filter(|uri| uri.starts_with("https://"))
             .ok_or_else(|| {
-                OidcError::Fetch(format!(
-                    "the discovery document of {issuer} names no https:// jwks_uri"
-                ))
+                unreachable(
+                    &discovery_url,
+                    "the discovery document names no https:// jwks_uri",
+                )
             })?
             .to_owned();
         let jwks = self.jwks(&jwks_uri).await?;

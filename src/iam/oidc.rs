@@ -137,8 +137,11 @@ pub struct OidcProviders {
     providers: RwLock<BTreeMap<String, OidcProvider>>,
     /// Fetches issuers' keys; none: every provider's keys are given at registration.
     fetcher: std::sync::OnceLock<super::jwks_fetch::JwksFetcher>,
-    /// One refetch at a time.
+    /// One refetch at a time, and never beside a deletion: a fetch finishing after the
+    /// provider was deleted must not bring it back.
     refetching: tokio::sync::Mutex<()>,
+    /// When each provider's keys were last tried (in this daemon), fetched or not.
+    attempts: std::sync::Mutex<std::collections::HashMap<String, UnixSeconds>>,
 }
 
 fn record_name(name: &str) -> String {
@@ -194,6 +197,7 @@ impl OidcProviders {
             providers: RwLock::new(providers),
             fetcher: std::sync::OnceLock::new(),
             refetching: tokio::sync::Mutex::new(()),
+            attempts: Default::default(),
         })
     }
 
@@ -329,6 +333,7 @@ impl OidcProviders {
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), OidcError> {
+        let _no_refetch = self.refetching.lock().await;
         if self.get(name).is_none() {
             return Err(OidcError::NotFound(format!(
                 "no OIDC provider named {}",
@@ -481,8 +486,12 @@ impl OidcProviders {
         }
     }
 
-    /// Fetches `provider`'s keys again, if they were fetched and not lately; whether they
-    /// were.
+    /// Fetches `provider`'s keys again, if they were fetched and were not tried lately;
+    /// whether they were. At most one fetch runs at a time: a token arriving meanwhile is
+    /// judged on the keys held (no caller waits on another's fetch), and a provider is tried
+    /// at most once per [`REFETCH_INTERVAL`] whether the fetch succeeds or not, so tokens
+    /// naming unknown keys, which need no valid signature, cannot make the daemon fetch at
+    /// will.
     async fn refetch(
         &self,
         provider: &OidcProvider,
@@ -492,22 +501,33 @@ impl OidcProviders {
         let Some(jwks_uri) = &provider.jwks_uri else {
             return Ok(false);
         };
-        let _one = self.refetching.lock().await;
-        // Read again under the lock: a fetch may just have happened.
+        let Ok(_one) = self.refetching.try_lock() else {
+            return Ok(false);
+        };
         let since = self.store.view();
+        // Read again under the lock: a fetch may just have happened, here or elsewhere.
         let Some(current) = self.get(provider.name()) else {
             return Ok(false);
         };
-        if current
-            .fetched
-            .is_some_and(|at| now.saturating_sub(at) < REFETCH_INTERVAL)
+        let recent = |at: Option<UnixSeconds>| {
+            at.is_some_and(|at| now.saturating_sub(at) < REFETCH_INTERVAL)
+        };
         {
-            return Ok(false);
+            let Ok(mut attempts) = self.attempts.lock() else {
+                return Ok(false);
+            };
+            if recent(current.fetched) || recent(attempts.get(current.name()).copied()) {
+                return Ok(false);
+            }
+            attempts.insert(current.name().to_owned(), now);
         }
         let jwks = fetcher.jwks(jwks_uri).await?;
-        parse_jwks(&jwks).map_err(|e| match e {
-            OidcError::Validation(m) => OidcError::Fetch(format!("{jwks_uri}: {m}")),
-            other => other,
+        parse_jwks(&jwks).map_err(|e| {
+            tracing::warn!(provider = %current.name(), error = ?e, "the issuer's keys fetched again are unusable");
+            OidcError::Fetch(format!(
+                "the keys of {} could not be fetched again",
+                current.name()
+            ))
         })?;
         let refreshed = OidcProvider {
             jwks,
@@ -520,11 +540,17 @@ impl OidcProviders {
             name.clone(),
             serde_json::to_vec(&refreshed).map_err(|e| OidcError::Store(e.to_string()))?,
         );
-        // Never brings back a provider another daemon deleted meanwhile.
+        // Never brings back a provider another daemon deleted meanwhile (deletions here
+        // wait for the lock held).
         batch.require_present_unchanged(name, since);
         match self.store.try_commit(batch).await {
             Ok(()) => {}
-            Err(crate::store::CommitError::Stale) => return Ok(false),
+            // Another daemon changed it (perhaps fetched the same keys): judge the token on
+            // what it stored.
+            Err(crate::store::CommitError::Stale) => {
+                self.store.catch_up().await?;
+                return Ok(true);
+            }
             Err(error) => return Err(OidcError::Store(StoreError::from(error).to_string())),
         }
         tracing::info!(provider = %refreshed.name(), "fetched the OIDC provider's keys again");

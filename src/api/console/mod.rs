@@ -42,6 +42,8 @@ use tonic::Code;
 pub const IDLE_TIMEOUT: UnixSeconds = 15 * 60;
 /// Most sessions a daemon keeps; the oldest give way.
 const MAX_SESSIONS: usize = 10_000;
+/// Most sessions one user keeps on a daemon; the user's oldest gives way.
+const MAX_SESSIONS_PER_USER: usize = 10;
 /// The header every `/api/` request carries.
 pub const CONSOLE_HEADER: &str = "x-keyhaven-console";
 /// The header carrying the session's CSRF token on every change.
@@ -196,8 +198,8 @@ impl ConsoleDoor {
     }
 
     /// The session the request's cookie names, if it is still alive (its last call is now).
-    fn session(&self, headers: &http::HeaderMap) -> Result<Arc<Session>, NoSession> {
-        let id = cookie(headers).ok_or(NoSession::NotSignedIn)?;
+    fn session(&self, headers: &http::HeaderMap, secure: bool) -> Result<Arc<Session>, NoSession> {
+        let id = cookie(headers, secure).ok_or(NoSession::NotSignedIn)?;
         let key: [u8; 32] = Sha256::digest(id.as_bytes()).into();
         let now = self.clock.now();
         let mut sessions = self.sessions.lock().map_err(|_| NoSession::NotSignedIn)?;
@@ -227,25 +229,35 @@ impl ConsoleDoor {
             sessions.retain(|_, s| {
                 now < s.expires && s.last_call.lock().is_ok_and(|l| now - *l <= IDLE_TIMEOUT)
             });
-            if sessions.len() >= MAX_SESSIONS {
-                let oldest = sessions
+            let last_call = |s: &Session| s.last_call.lock().map(|l| *l).unwrap_or(0);
+            // A user's own sessions give way first: no few users can crowd everyone out.
+            let own = sessions.values().filter(|s| s.arn == session.arn).count();
+            let oldest = if own >= MAX_SESSIONS_PER_USER {
+                sessions
                     .iter()
-                    .min_by_key(|(_, s)| s.last_call.lock().map(|l| *l).unwrap_or(0))
-                    .map(|(k, _)| *k);
-                if let Some(oldest) = oldest {
-                    sessions.remove(&oldest);
-                }
+                    .filter(|(_, s)| s.arn == session.arn)
+                    .min_by_key(|(_, s)| last_call(s))
+                    .map(|(k, _)| *k)
+            } else if sessions.len() >= MAX_SESSIONS {
+                sessions
+                    .iter()
+                    .min_by_key(|(_, s)| last_call(s))
+                    .map(|(k, _)| *k)
+            } else {
+                None
+            };
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
             }
             sessions.insert(key, Arc::new(session));
         }
         cookie
     }
 
-    fn end_session(&self, headers: &http::HeaderMap) {
-        if let (Some(id), Ok(mut sessions)) = (cookie(headers), self.sessions.lock()) {
-            let key: [u8; 32] = Sha256::digest(id.as_bytes()).into();
-            sessions.remove(&key);
-        }
+    fn end_session(&self, headers: &http::HeaderMap, secure: bool) -> Option<Arc<Session>> {
+        let id = cookie(headers, secure)?;
+        let key: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        self.sessions.lock().ok()?.remove(&key)
     }
 
     /// A sign-in: the `SignIn` operation, admitted unsigned (the password is the credential),
@@ -364,7 +376,7 @@ impl ConsoleDoor {
             (_, Ok(body)) => json_response(&request_id, 200, body),
             (_, Err(error)) => error_response(&request_id, error),
         };
-        let session = match self.session(headers) {
+        let session = match self.session(headers, secure) {
             Ok(session) => session,
             Err(none) => return answer(Err(call.refuse(none.error(), headers))),
         };
@@ -386,7 +398,7 @@ impl ConsoleDoor {
             Ok(admitted) => admitted,
             Err(refused) => {
                 // The credentials behind the session are no longer accepted: it is over.
-                self.end_session(headers);
+                self.end_session(headers, secure);
                 return answer(Err(refused));
             }
         };
@@ -404,8 +416,27 @@ impl ConsoleDoor {
             Route::Iam => aws::run_query(&self.accounts, &context, &body, &request_id).await,
             Route::Audit => self.audit_records(&context, parts.uri.query()).await,
             _ => {
-                self.end_session(headers);
-                Ok(Vec::new())
+                // Signed out: the session's credentials end too, on every daemon.
+                self.end_session(headers, secure);
+                let credentials = self
+                    .accounts
+                    .of(&context)
+                    .map(|account| account.identities().credentials().clone());
+                match credentials {
+                    Err(refused) => Err(refused),
+                    Ok(credentials) => credentials
+                    .end_session(&session.access_key_id)
+                    .await
+                    .map(|_| Vec::new())
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "the signed-out session's credentials were not removed");
+                        ApiError::new(
+                            Code::Unavailable,
+                            "ServiceFailure",
+                            "the session ended here, but its credentials could not be removed; try again",
+                        )
+                    }),
+                }
             }
         };
         drop(body);
@@ -537,7 +568,7 @@ impl super::http::HttpDoor for ConsoleDoor {
                         error_response(&call.request_id, call.refuse(refused, &parts.headers))
                     }
                     Ok(body) => match route {
-                        Route::Session => match self.session(&parts.headers) {
+                        Route::Session => match self.session(&parts.headers, secure) {
                             Ok(session) => json_response("", 200, describe(&session).to_string()),
                             Err(none) => error_response("", none.error()),
                         },
@@ -615,17 +646,23 @@ fn cookie_name(secure: bool) -> &'static str {
     }
 }
 
-/// The session id the request's cookie carries.
-fn cookie(headers: &http::HeaderMap) -> Option<String> {
-    headers
+/// The session id the request's cookie carries: the cookie of the console's own name (the
+/// `__Host-` one over TLS, which nothing but this origin can set), and only one of them (a
+/// second, planted by a sibling site with a longer path, makes it none).
+fn cookie(headers: &http::HeaderMap, secure: bool) -> Option<String> {
+    let mut values = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name(true) || *name == cookie_name(false))
-        .map(|(_, value)| value.to_owned())
-        .filter(|value| value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|(name, _)| *name == cookie_name(secure))
+        .map(|(_, value)| value);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    Some(value.to_owned()).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn set_cookie(
@@ -767,12 +804,28 @@ mod tests {
     #[test]
     fn the_cookie_is_read_by_name_and_shape() {
         let id = "ab".repeat(32);
-        let both = headers(&[("cookie", &format!("other=1; keyhaven-console={id}"))]);
-        assert_eq!(cookie(&both), Some(id.clone()));
+        let plain = headers(&[("cookie", &format!("other=1; keyhaven-console={id}"))]);
+        assert_eq!(cookie(&plain, false), Some(id.clone()));
+        // Over TLS only the __Host- cookie counts: a plain one could be set by anyone on the
+        // network or a sibling site.
+        assert_eq!(cookie(&plain, true), None);
         let tls = headers(&[("cookie", &format!("__Host-keyhaven-console={id}"))]);
-        assert_eq!(cookie(&tls), Some(id));
+        assert_eq!(cookie(&tls, true), Some(id.clone()));
+        assert_eq!(cookie(&tls, false), None);
+        let planted = headers(&[(
+            "cookie",
+            &format!(
+                "__Host-keyhaven-console={}; __Host-keyhaven-console={id}",
+                "cd".repeat(32)
+            ),
+        )]);
+        assert_eq!(
+            cookie(&planted, true),
+            None,
+            "two of them: neither is trusted"
+        );
         let odd = headers(&[("cookie", "keyhaven-console=../../etc")]);
-        assert_eq!(cookie(&odd), None);
+        assert_eq!(cookie(&odd, false), None);
     }
 
     #[test]

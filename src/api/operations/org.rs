@@ -7,6 +7,7 @@ use super::kms::Outcome;
 use crate::api::accounts::{AccountOperations, Accounts};
 use crate::api::authorize::CallContext;
 use crate::api::status::ApiError;
+use crate::auth::{CredentialKind, PrincipalKind};
 use crate::org::{GuardrailPolicy, MemberAccount, OrgError, Organisation, ROOT_TARGET};
 use crate::proto::v1;
 use std::sync::Arc;
@@ -66,8 +67,25 @@ impl<'a> OrgOperations<'a> {
                 ),
             ));
         }
+        // Long-term credentials, a role's session or a session made with MFA: a user's or the
+        // root's own session made without MFA may not, a sign-in's included (unlike IAM's
+        // calls, which a sign-in's session may make).
+        if let CredentialKind::Temporary {
+            mfa_authenticated: None,
+            ..
+        } = call.caller.credential_kind
+            && !matches!(principal.kind, PrincipalKind::AssumedRole { .. })
+        {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                "AccessDeniedException",
+                format!(
+                    "{} cannot call {action} with session credentials issued without MFA",
+                    principal.arn
+                ),
+            ));
+        }
         let management = self.accounts.management()?;
-        // As IAM's calls: a session made without MFA by a user or the root may not call.
         management.iam.allow(call, action, "*")?;
         Ok((org, management))
     }

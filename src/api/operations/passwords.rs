@@ -157,6 +157,10 @@ impl IamOperations {
                 self.iam.now(),
             )
             .await?;
+        // A password an administrator replaced ends the sessions signed in with the old one.
+        if password.is_some() {
+            self.end_sign_in_sessions(&r.user_name, None).await?;
+        }
         Ok(v1::UpdateLoginProfileResponse {})
     }
 
@@ -167,6 +171,7 @@ impl IamOperations {
     ) -> Outcome<v1::DeleteLoginProfileResponse> {
         self.user_for(call, "iam:DeleteLoginProfile", &r.user_name)?;
         self.iam.passwords().delete(&r.user_name).await?;
+        self.end_sign_in_sessions(&r.user_name, None).await?;
         Ok(v1::DeleteLoginProfileResponse {})
     }
 
@@ -215,7 +220,31 @@ impl IamOperations {
             .passwords()
             .change(name, &id, &old, &new, self.iam.now())
             .await?;
+        // The user's other sign-ins end; the session that changed it goes on.
+        self.end_sign_in_sessions(name, Some(&call.caller.access_key_id))
+            .await?;
         Ok(v1::ChangePasswordResponse {})
+    }
+
+    /// Ends `user`'s sign-in sessions (but `keep`), on every daemon: their credentials go.
+    async fn end_sign_in_sessions(&self, user: &str, keep: Option<&str>) -> Result<(), ApiError> {
+        let ended = self
+            .iam
+            .credentials()
+            .end_sign_in_sessions(user, keep)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, user, "sign-in sessions not ended");
+                ApiError::new(
+                    Code::Unavailable,
+                    "ServiceFailure",
+                    "the password changed, but the sessions signed in with the old one could not be ended; try again",
+                )
+            })?;
+        if ended > 0 {
+            tracing::info!(user, ended, "sign-in sessions ended: the password changed");
+        }
+        Ok(())
     }
 
     pub async fn update_account_password_policy(

@@ -490,10 +490,34 @@ window.Keyhaven = window.Keyhaven || {};
   async function signOut() {
     const button = document.getElementById('sign-out');
     button.disabled = true;
-    try {
-      await send('/api/sign-out', { method: 'POST', headers: headers() });
-    } catch (_) { /* signed out locally either way */ }
+    // The session ends on the daemon, or the page says it did not: the cookie is HttpOnly,
+    // so only the daemon can end it. A token gone stale (a sign-in in another tab) is read
+    // again once.
+    let ended = false;
+    let failure = null;
+    for (let attempt = 0; attempt < 2 && !ended; attempt++) {
+      try {
+        const { response, text } = await send('/api/sign-out', { method: 'POST', headers: headers() });
+        if (response.ok || response.status === 401) {
+          ended = true;
+        } else {
+          failure = jsonError(response.status, text) || httpError(response.status, response.statusText);
+          if (response.status === 403 && attempt === 0) {
+            const fresh = await send('/api/session', { method: 'GET', headers: headers() });
+            if (fresh.response.ok) setSession(JSON.parse(fresh.text));
+          }
+        }
+      } catch (error) {
+        failure = error;
+      }
+    }
     button.disabled = false;
+    if (!ended) {
+      const type = (failure && failure.type) || 'NetworkError';
+      const message = (failure && failure.message) || 'no answer';
+      showError(`${type}: ${message} (the session may still be open; sign out again)`);
+      return;
+    }
     setSession(null);
     state.view++;
     state.aliasesByKey = new Map();
