@@ -223,6 +223,25 @@ async fn deployer(d: &TestDaemon, provider_arn: &str) -> String {
     role.arn
 }
 
+/// Role `name` with trust policy `trust`; its ARN.
+async fn role_trusting(d: &TestDaemon, name: &str, trust: &Value) -> String {
+    d.client
+        .iam()
+        .create_role(d.client.signed_iam(
+            "CreateRole",
+            v1::CreateRoleRequest {
+                role_name: name.into(),
+                assume_role_policy_document: trust.to_string(),
+            },
+        ))
+        .await
+        .expect("CreateRole")
+        .into_inner()
+        .role
+        .expect("role")
+        .arn
+}
+
 async fn assume(
     d: &TestDaemon,
     role_arn: &str,
@@ -932,22 +951,7 @@ async fn an_issuers_keys_are_fetched_and_fetched_again_when_it_rotates() {
         "Action": "sts:AssumeRoleWithWebIdentity",
         "Condition": {"StringEquals": {format!("{name}:sub"): MAIN}}
     }]});
-    let role = d
-        .client
-        .iam()
-        .create_role(d.client.signed_iam(
-            "CreateRole",
-            v1::CreateRoleRequest {
-                role_name: "fetched".into(),
-                assume_role_policy_document: trust.to_string(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .role
-        .unwrap()
-        .arn;
+    let role = role_trusting(&d, "fetched", &trust).await;
     let now = d.now();
     assume(&d, &role, &issuer.good_from(&https.url, "RS256", MAIN, now))
         .await
@@ -998,22 +1002,7 @@ async fn trust_policies_read_the_amr_and_azp_claims() {
             "StringEquals": {format!("{PROVIDER}:azp"): "deploy-bot"}
         }
     }]});
-    let role = d
-        .client
-        .iam()
-        .create_role(d.client.signed_iam(
-            "CreateRole",
-            v1::CreateRoleRequest {
-                role_name: "strict".into(),
-                assume_role_policy_document: trust.to_string(),
-            },
-        ))
-        .await
-        .expect("CreateRole")
-        .into_inner()
-        .role
-        .unwrap()
-        .arn;
+    let role = role_trusting(&d, "strict", &trust).await;
     let now = d.now();
     let token = |extra: Value| {
         let mut claims =
@@ -1070,22 +1059,7 @@ async fn refetches_are_bounded_and_never_bring_a_deleted_provider_back() {
         "Effect": "Allow", "Principal": {"Federated": provider},
         "Action": "sts:AssumeRoleWithWebIdentity",
         "Condition": {"StringEquals": {format!("{name}:sub"): MAIN}}}]});
-    let role = d
-        .client
-        .iam()
-        .create_role(d.client.signed_iam(
-            "CreateRole",
-            v1::CreateRoleRequest {
-                role_name: "bounded".into(),
-                assume_role_policy_document: trust.to_string(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .role
-        .unwrap()
-        .arn;
+    let role = role_trusting(&d, "bounded", &trust).await;
     assert_eq!(https.jwks_fetches(), 1);
 
     // The issuer fails; past the interval, twenty tokens under an unknown key: one try.
