@@ -355,6 +355,42 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
     assert!(!refusals.is_empty(), "no record of the refusals");
 }
 
+/// A console on loopback answers to `localhost` and IP addresses only: a page of another
+/// site whose name was pointed at loopback (DNS rebinding) cannot even try passwords on it.
+#[tokio::test]
+async fn a_loopback_console_answers_only_to_its_own_names() {
+    let (d, console) = with_alice().await;
+    let form =
+        serde_json::json!({"Account": d.account_id, "UserName": "alice", "Password": PASSWORD})
+            .to_string();
+    let port = console.port();
+    let attempt = |host: String| {
+        let form = form.clone();
+        async move {
+            request(
+                console,
+                "POST",
+                "/api/sign-in",
+                &[
+                    (CONSOLE_HEADER, "1"),
+                    ("Content-Type", "application/json"),
+                    ("Host", host.as_str()),
+                ],
+                &form,
+            )
+            .await
+        }
+    };
+    let rebound = attempt(format!("rebound.example:{port}")).await;
+    assert_eq!(rebound.status, 403, "{rebound:?}");
+    assert_eq!(rebound.error_type(), "InvalidCsrfTokenException");
+    assert!(rebound.header("set-cookie").is_none());
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let own = attempt(host.clone()).await;
+        assert_eq!(own.status, 200, "{host}: {own:?}");
+    }
+}
+
 /// Sessions end after 15 minutes idle, when their credentials expire (an hour), and at
 /// sign-out, on the daemon: the cookie is worth nothing afterwards.
 #[tokio::test]

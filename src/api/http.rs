@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 /// How long a shutting-down door waits for the requests in flight to be answered.
 pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most connections a door holds open at once; past it, new ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
 /// How long a client may take over its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a client may take to send a request's head (a connection that sends nothing,
@@ -42,17 +44,23 @@ pub fn serve<D: HttpDoor>(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             tokio::select! {
                 _ = until_closing(&mut closing) => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
+                    let Ok(permit) = open.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, door = D::NAME, limit = MAX_CONNECTIONS, "too many connections open: closing a new one");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let door = door.clone();
                     let tls = tls.clone();
                     let closing = closing.clone();
                     connections.spawn(async move {
+                        let _open = permit;
                         match tls {
                             Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(stream)) => serve_connection(door, stream, peer, true, closing).await,

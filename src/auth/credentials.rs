@@ -319,7 +319,7 @@ fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
 
 /// Whether `authority` (`name` or `name:port`) is one of `accepted` (an empty list accepts
 /// all): an entry `name` matches on any port, `name:port` on that port only; case is ignored.
-fn host_accepted(accepted: &[String], authority: &str) -> bool {
+pub(crate) fn host_accepted(accepted: &[String], authority: &str) -> bool {
     let authority = authority.to_ascii_lowercase();
     let name = match authority.rsplit_once(':') {
         // Not an IPv6 literal's colon: `[::1]:7878` splits at the port, `[::1]` not at all.

@@ -10,6 +10,7 @@ pub mod signature;
 pub mod throttle;
 pub mod totp;
 
+pub(crate) use credentials::host_accepted;
 pub use credentials::{
     AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
     MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureDoor, SignatureUse,

@@ -578,13 +578,16 @@ impl Daemon {
                     .local_addr()
                     .map_err(|e| ServerError::Start(e.to_string()))?;
                 let tls = config.tls.as_ref().map(aws_tls).transpose()?;
-                let door = Arc::new(ConsoleDoor::new(
-                    gateway.clone(),
-                    accounts.clone(),
-                    audit_reader,
-                    clock_for_iam.clone(),
-                    MAX_REQUEST_BYTES,
-                ));
+                let door = Arc::new(
+                    ConsoleDoor::new(
+                        gateway.clone(),
+                        accounts.clone(),
+                        audit_reader,
+                        clock_for_iam.clone(),
+                        MAX_REQUEST_BYTES,
+                    )
+                    .with_hosts(config.accepted_hosts.clone(), address.ip().is_loopback()),
+                );
                 (
                     Some(door.serve(listener, tls, closing.clone())),
                     Some(bound),

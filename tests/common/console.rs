@@ -55,9 +55,16 @@ pub async fn request(
 ) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    // The console's own address, unless `headers` name another.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {console}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -139,6 +139,10 @@ pub struct ConsoleDoor {
     audit: AuditApi,
     clock: Arc<dyn Clock>,
     max_body: usize,
+    /// The names requests may address the console by (`accepted_hosts`); none: any, or, on
+    /// a console listening on loopback, `localhost` and IP addresses only.
+    accepted_hosts: Vec<String>,
+    loopback: bool,
     /// Sessions by the SHA-256 of their cookie.
     sessions: Mutex<HashMap<[u8; 32], Arc<Session>>>,
 }
@@ -183,8 +187,40 @@ impl ConsoleDoor {
             audit,
             clock,
             max_body,
+            accepted_hosts: Vec::new(),
+            loopback: false,
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accepts only requests addressed to `accepted` (the daemon's `accepted_hosts`); with
+    /// none, a console listening on loopback (`loopback`) accepts only `localhost` and IP
+    /// addresses, so that a page of another site whose name was made to point at loopback
+    /// (DNS rebinding) cannot call it as if it were the console's own.
+    pub fn with_hosts(mut self, accepted: Vec<String>, loopback: bool) -> Self {
+        self.accepted_hosts = accepted;
+        self.loopback = loopback;
+        self
+    }
+
+    /// Whether the request's `Host` is one the console answers to.
+    fn host_allowed(&self, headers: &http::HeaderMap) -> bool {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !self.accepted_hosts.is_empty() {
+            return crate::auth::host_accepted(&self.accepted_hosts, host);
+        }
+        if !self.loopback {
+            return true;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// Serves `listener` until `closing` turns true, then drains (see [`super::http::serve`]).
@@ -549,7 +585,13 @@ impl super::http::HttpDoor for ConsoleDoor {
             Route::Asset(content, kind) => asset_response(content, kind),
             Route::NotFound => plain_error(404, "NotFound", "no such page"),
             Route::MethodNotAllowed => plain_error(405, "MethodNotAllowed", "method not allowed"),
-            _ => match same_origin(&parts.headers, secure) {
+            _ => match same_origin(&parts.headers, secure).and_then(|()| {
+                if self.host_allowed(&parts.headers) {
+                    Ok(())
+                } else {
+                    Err("the request's Host is not a name of this console")
+                }
+            }) {
                 Err(why) => {
                     // A request from another site: refused before anything is read.
                     let call =
