@@ -1,9 +1,10 @@
 //! The one pipeline behind every front door: a call is named (its operation and door), its
 //! signature verified by the door's rules, its signature remembered against replay where
 //! those rules refuse replays, its records written to the audit log, and its outcome counted.
-//! The doors (gRPC in [`super::auth_layer`], the AWS HTTP API in [`super::aws`]) only read
-//! their wire format into a [`SignedRequest`] and write the answer back; nothing here knows
-//! either wire.
+//! The doors (gRPC in [`super::auth_layer`], the AWS HTTP API in [`super::aws`], the web
+//! console in [`super::console`]) only read their wire format into a [`SignedRequest`] (or,
+//! for the console, the session a cookie names) and write the answer back; nothing here knows
+//! any wire.
 //!
 //! Order, for every door: a refusal before authentication is recorded (or, past the source's
 //! rate limit, throttled and counted only); a call that may change state gets its `request`

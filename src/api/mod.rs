@@ -1,8 +1,10 @@
 //! The front doors and what stands behind them: the [`Gateway`] (authentication, replay,
 //! audit, metrics) every door calls; the transport-neutral KMS operations
 //! ([`operations::KmsOperations`]); the gRPC door (the authentication layer and the tonic
-//! handlers, short conversions onto the operations) and the AWS door (`aws`, the KMS JSON 1.1
-//! protocol over HTTP/1.1); and the one mapping from domain errors to [`ApiError`].
+//! handlers, short conversions onto the operations), the AWS door (`aws`, the KMS JSON 1.1
+//! protocol over HTTP/1.1) and the web console (`console`, whose pages call the AWS door's
+//! dispatch as the signed-in user; both HTTP doors share `http`'s server loop); and the one
+//! mapping from domain errors to [`ApiError`].
 
 pub mod accounts;
 mod audit;

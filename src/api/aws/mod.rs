@@ -56,7 +56,7 @@ impl AwsDoor {
         }
     }
 
-    /// Serves `listener` until `closing` turns true, then drains (see [`super::http::serve`]).
+    /// Serves `listener` until `closing` turns true, then drains (see `http::serve`).
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,

@@ -223,7 +223,7 @@ impl ConsoleDoor {
         name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
     }
 
-    /// Serves `listener` until `closing` turns true, then drains (see [`super::http::serve`]).
+    /// Serves `listener` until `closing` turns true, then drains (see `http::serve`).
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,

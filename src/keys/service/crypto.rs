@@ -231,9 +231,9 @@ impl KeyService {
     }
 
     /// Waits, on a store other daemons write, until this daemon has heard of the key and
-    /// version a ciphertext names, when it has not yet (see
-    /// [`entry_for_version`](Self::entry_for_version)): before a ciphertext's key is
-    /// authorised. A blob that does not parse is left to the call to refuse.
+    /// version a ciphertext names, when it has not yet (see `entry_for_version`): before a
+    /// ciphertext's key is authorised. A blob that does not parse is left to the call to
+    /// refuse.
     pub async fn hear_of_blob_key(&self, blob: &[u8]) -> Result<(), KeyError> {
         if let Ok(parsed) = CiphertextBlob::parse(blob) {
             match self
