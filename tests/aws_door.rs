@@ -291,41 +291,12 @@ async fn serve_dev_prints_aws_settings_the_readme_example_runs_with() {
     );
 }
 
-/// A CA and a certificate for localhost it signed, as PEM files in `dir`: (ca, cert, key).
-fn localhost_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // OpenSSL (Python's) takes a certificate whose issuer is its own subject for self-signed.
-    ca.distinguished_name
-        .push(DnType::CommonName, "Keyhaven test CA");
-    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
-    let server_key = KeyPair::generate().expect("server key");
-    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let server = server
-        .signed_by(&server_key, &Issuer::new(ca, ca_key))
-        .expect("server certificate");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_pem).expect("write CA");
-    std::fs::write(&paths.1, server.pem()).expect("write certificate");
-    std::fs::write(&paths.2, server_key.serialize_pem()).expect("write key");
-    paths
-}
-
 /// With TLS configured, the AWS door serves HTTPS with the daemon's certificate: boto3
 /// verifying against the CA works, and plaintext HTTP to the same port gets no answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_aws_door_serves_tls_with_the_daemons_certificate() {
     let files = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = localhost_certificate(files.path());
+    let (ca, cert, key) = common::localhost_certificate(files.path());
     let client_tls = keyhaven::client::ClientTls {
         ca_cert: Some(std::fs::read(&ca).expect("CA")),
         identity: None,

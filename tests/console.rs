@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::console::{Session, request, sign_in};
+use common::console::{Session, request, request_tls, sign_in};
 use common::{Backend, TestDaemon};
 use keyhaven::api::console::{CONSOLE_HEADER, CONTENT_SECURITY_POLICY, CSRF_HEADER, IDLE_TIMEOUT};
 use keyhaven::proto::v1;
@@ -389,6 +389,88 @@ async fn a_loopback_console_answers_only_to_its_own_names() {
         let own = attempt(host.clone()).await;
         assert_eq!(own.status, 200, "{host}: {own:?}");
     }
+}
+
+/// Over TLS the session cookie is `Secure` with the `__Host-` prefix, answers carry HSTS,
+/// and only that cookie names a session: one of the plain name (which a network attacker or a
+/// sibling site could plant) is none, and so are two of the right name.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_only_the_host_prefixed_secure_cookie_is_a_session() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = common::localhost_certificate(files.path());
+    let ca_pem = std::fs::read(&ca).expect("CA");
+    let d = TestDaemon::start_with_tls(
+        Backend::Sealed,
+        |config| {
+            config.tls = Some(keyhaven::server::config::TlsSettings {
+                cert,
+                key,
+                client_ca: None,
+            });
+            config.console_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        },
+        keyhaven::client::ClientTls {
+            ca_cert: Some(ca_pem.clone()),
+            identity: None,
+        },
+    )
+    .await;
+    d.create_user("alice", Some(ALICE_POLICY)).await;
+    d.create_login_profile("alice", PASSWORD).await;
+    let console = d.console_addr().expect("console");
+    let form =
+        serde_json::json!({"Account": d.account_id, "UserName": "alice", "Password": PASSWORD})
+            .to_string();
+    let signed_in = request_tls(
+        console,
+        &ca_pem,
+        "POST",
+        "/api/sign-in",
+        &[(CONSOLE_HEADER, "1"), ("Content-Type", "application/json")],
+        &form,
+    )
+    .await;
+    assert_eq!(signed_in.status, 200, "{signed_in:?}");
+    let set = signed_in.header("set-cookie").expect("a cookie").to_owned();
+    assert!(set.starts_with("__Host-keyhaven-console="), "{set}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(
+        signed_in
+            .header("strict-transport-security")
+            .is_some_and(|v| v.starts_with("max-age=")),
+        "{signed_in:?}"
+    );
+    let id = signed_in.cookie();
+    let session = |cookie: String| {
+        let ca_pem = ca_pem.clone();
+        async move {
+            request_tls(
+                console,
+                &ca_pem,
+                "GET",
+                "/api/session",
+                &[(CONSOLE_HEADER, "1"), ("Cookie", cookie.as_str())],
+                "",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        session(format!("__Host-keyhaven-console={id}"))
+            .await
+            .status,
+        200
+    );
+    let plain = session(format!("keyhaven-console={id}")).await;
+    assert_eq!(plain.status, 401, "the plain name over TLS: {plain:?}");
+    let planted = session(format!(
+        "__Host-keyhaven-console={}; __Host-keyhaven-console={id}",
+        "ab".repeat(32)
+    ))
+    .await;
+    assert_eq!(planted.status, 401, "two cookies: {planted:?}");
 }
 
 /// Sessions end after 15 minutes idle, when their credentials expire (an hour), and at

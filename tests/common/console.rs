@@ -53,12 +53,59 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(console)
+        .await
+        .expect("connect");
+    exchange(stream, &head(console, method, path, headers, body), body).await
+}
+
+/// As [`request`], over TLS to a console whose certificate `ca_pem` signed for `localhost`.
+pub async fn request_tls(
+    console: SocketAddr,
+    ca_pem: &[u8],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("a CA certificate")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(console)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let host = format!("localhost:{}", console.port());
+    let mut all = vec![("Host", host.as_str())];
+    all.extend_from_slice(headers);
+    exchange(stream, &head(console, method, path, &all, body), body).await
+}
+
+/// A request's head: the console's own address as its `Host` unless `headers` name another.
+fn head(
+    console: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    // The console's own address, unless `headers` name another.
     if !headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("host"))
@@ -69,19 +116,25 @@ pub async fn request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(console)
-        .await
-        .expect("connect");
+    head
+}
+
+/// Sends `head` and `body` on `stream` and reads the answer until the console closes it.
+async fn exchange<S>(mut stream: S, head: &str, body: &str) -> Answer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(head.as_bytes()).await.expect("write");
     stream.write_all(body.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
-    tokio::time::timeout(
+    // A TLS peer may close without close_notify once it has answered: what was read counts.
+    let _ = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         stream.read_to_end(&mut raw),
     )
     .await
-    .expect("answered in time")
-    .expect("read");
+    .expect("answered in time");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
     let mut lines = head.lines();

@@ -759,3 +759,34 @@ pub async fn run_aws_script(name: &str, env: Vec<(String, String)>, done: &str) 
     );
     stdout
 }
+
+/// A CA and a certificate for localhost it signed, as PEM files in `dir`: (ca, cert, key).
+pub fn localhost_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // OpenSSL (Python's) takes a certificate whose issuer is its own subject for self-signed.
+    ca.distinguished_name
+        .push(DnType::CommonName, "Keyhaven test CA");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server = server
+        .signed_by(&server_key, &Issuer::new(ca, ca_key))
+        .expect("server certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_pem).expect("write CA");
+    std::fs::write(&paths.1, server.pem()).expect("write certificate");
+    std::fs::write(&paths.2, server_key.serialize_pem()).expect("write key");
+    paths
+}
