@@ -756,14 +756,7 @@ async fn a_session_made_without_mfa_may_not_manage_the_organisation() {
         .into_inner()
         .credentials
         .expect("credentials");
-    let temporary = d
-        .client_with(ClientCredentials {
-            access_key_id: session.access_key_id,
-            secret_access_key: SecretString::new(session.secret_access_key),
-            session_token: Some(SecretString::new(session.session_token)),
-            region: d.config.region.clone(),
-        })
-        .await;
+    let temporary = d.session_client(session).await;
     assert_refused(
         temporary
             .iam()
@@ -798,14 +791,7 @@ async fn a_session_made_without_mfa_may_not_manage_the_organisation() {
         .into_inner()
         .credentials
         .expect("credentials");
-    let ops = d
-        .client_with(ClientCredentials {
-            access_key_id: signed_in.access_key_id,
-            secret_access_key: SecretString::new(signed_in.secret_access_key),
-            session_token: Some(SecretString::new(signed_in.session_token)),
-            region: d.config.region.clone(),
-        })
-        .await;
+    let ops = d.session_client(signed_in).await;
     ops.iam()
         .list_users(ops.signed_iam("ListUsers", v1::ListUsersRequest {}))
         .await

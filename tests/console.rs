@@ -574,6 +574,33 @@ async fn a_changed_password_ends_the_sessions_of_the_old_one() {
     assert_eq!(third.kms("ListKeys", list).await.status, 401);
 }
 
+/// A sign-in form that is not the form is refused with its reason, sets no cookie, and is
+/// recorded as an unauthenticated call.
+#[tokio::test]
+async fn a_malformed_sign_in_is_refused_with_its_reason() {
+    let (d, console) = with_alice().await;
+    for body in [
+        "not json".to_owned(),
+        serde_json::json!({"Account": d.account_id, "UserName": "alice"}).to_string(),
+    ] {
+        let refused = request(
+            console,
+            "POST",
+            "/api/sign-in",
+            &[(CONSOLE_HEADER, "1"), ("Content-Type", "application/json")],
+            &body,
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{body}: {refused:?}");
+        assert_eq!(refused.error_type(), "ValidationException", "{body}");
+        assert!(refused.header("set-cookie").is_none());
+    }
+    assert!(d.audit_records().iter().any(|r| r["door"] == "console"
+        && r["operation"] == "signin:SignIn"
+        && r["phase"] == "unauthenticated"
+        && r["outcome"]["reason"] == "ValidationException"));
+}
+
 /// Wrong passwords are throttled per user: past five, even the right one is refused until
 /// the window passes.
 #[tokio::test]

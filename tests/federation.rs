@@ -261,14 +261,8 @@ async fn assume(
 }
 
 async fn session_client(d: &TestDaemon, answer: v1::AssumeRoleWithWebIdentityResponse) -> Client {
-    let c = answer.credentials.expect("credentials");
-    d.client_with(ClientCredentials {
-        access_key_id: c.access_key_id,
-        secret_access_key: SecretString::new(c.secret_access_key),
-        session_token: Some(SecretString::new(c.session_token)),
-        region: d.config.region.clone(),
-    })
-    .await
+    d.session_client(answer.credentials.expect("credentials"))
+        .await
 }
 
 fn audit_lines(d: &TestDaemon) -> Vec<Value> {

@@ -5,9 +5,8 @@
 mod common;
 
 use common::{Backend, TestDaemon, assert_refused};
-use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::client::Client;
 use keyhaven::proto::v1;
-use keyhaven::secret::SecretString;
 use serde_json::Value;
 use tonic::Code;
 
@@ -36,14 +35,8 @@ async fn sign_in(
 }
 
 async fn session(d: &TestDaemon, answer: v1::SignInResponse) -> Client {
-    let c = answer.credentials.expect("credentials");
-    d.client_with(ClientCredentials {
-        access_key_id: c.access_key_id,
-        secret_access_key: SecretString::new(c.secret_access_key),
-        session_token: Some(SecretString::new(c.session_token)),
-        region: d.config.region.clone(),
-    })
-    .await
+    d.session_client(answer.credentials.expect("credentials"))
+        .await
 }
 
 async fn create_profile(
@@ -343,35 +336,7 @@ async fn mfa_users_sign_in_with_a_code_and_users_change_their_own_password() {
         .await
         .expect("first sign-in");
 
-    let device = d
-        .client
-        .iam()
-        .create_virtual_mfa_device(d.client.signed_iam(
-            "CreateVirtualMFADevice",
-            v1::CreateVirtualMfaDeviceRequest {
-                virtual_mfa_device_name: "erin-phone".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let seed = data_encoding::BASE32_NOPAD
-        .decode(device.base32_string_seed.as_bytes())
-        .unwrap();
-    let step = d.now() / 30;
-    d.client
-        .iam()
-        .enable_mfa_device(d.client.signed_iam(
-            "EnableMFADevice",
-            v1::EnableMfaDeviceRequest {
-                user_name: "erin".into(),
-                serial_number: device.serial_number.clone(),
-                authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
-                authentication_code2: keyhaven::auth::totp::code(&seed, step),
-            },
-        ))
-        .await
-        .expect("EnableMFADevice");
+    let (serial, seed) = d.give_mfa_device("erin", "erin-phone").await;
     assert_refused(
         sign_in(&d, &d.account_id, "erin", own, "", "").await,
         Code::PermissionDenied,
@@ -442,7 +407,7 @@ async fn mfa_users_sign_in_with_a_code_and_users_change_their_own_password() {
             "DeactivateMFADevice",
             v1::DeactivateMfaDeviceRequest {
                 user_name: "erin".into(),
-                serial_number: device.serial_number.clone(),
+                serial_number: serial.clone(),
             },
         ))
         .await
@@ -507,35 +472,7 @@ async fn mfa_comes_before_any_change_and_failures_count_against_their_source() {
     let deny_change = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:ListUsers","Resource":"*"},{"Effect":"Deny","Action":"iam:ChangePassword","Resource":"*"}]}"#;
     d.create_user("gina", Some(deny_change)).await;
     create_profile(&d, "gina", STRONG, true).await.unwrap();
-    let device = d
-        .client
-        .iam()
-        .create_virtual_mfa_device(d.client.signed_iam(
-            "CreateVirtualMFADevice",
-            v1::CreateVirtualMfaDeviceRequest {
-                virtual_mfa_device_name: "gina-phone".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let seed = data_encoding::BASE32_NOPAD
-        .decode(device.base32_string_seed.as_bytes())
-        .unwrap();
-    let step = d.now() / 30;
-    d.client
-        .iam()
-        .enable_mfa_device(d.client.signed_iam(
-            "EnableMFADevice",
-            v1::EnableMfaDeviceRequest {
-                user_name: "gina".into(),
-                serial_number: device.serial_number.clone(),
-                authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
-                authentication_code2: keyhaven::auth::totp::code(&seed, step),
-            },
-        ))
-        .await
-        .unwrap();
+    let (_, seed) = d.give_mfa_device("gina", "gina-phone").await;
     // The password is right and must be reset, but without the code nothing is set.
     assert_refused(
         sign_in(&d, &d.account_id, "gina", STRONG, "", "Attackers-choice-99").await,

@@ -841,25 +841,36 @@ impl CredentialStore {
     /// Deletes every credential of a principal (`user/<name>`, or every session of a role
     /// when given `assumed-role/<role>/`).
     pub async fn delete_all_of(&self, principal_prefix: &str) -> Result<(), CredentialError> {
+        self.delete_where(|record| {
+            record.principal == principal_prefix
+                || (principal_prefix.ends_with('/')
+                    && record.principal.starts_with(principal_prefix))
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes, under the gate, every key whose record `doomed` picks; how many.
+    async fn delete_where(
+        &self,
+        doomed: impl Fn(&AccessKeyRecord) -> bool,
+    ) -> Result<usize, CredentialError> {
         let _gate = self.gate.lock().await;
-        let doomed: Vec<String> = self
+        let ids: Vec<String> = self
             .keys
             .read()
             .map(|keys| {
                 keys.values()
-                    .filter(|e| {
-                        e.record.principal == principal_prefix
-                            || (principal_prefix.ends_with('/')
-                                && e.record.principal.starts_with(principal_prefix))
-                    })
+                    .filter(|e| doomed(&e.record))
                     .map(|e| e.record.access_key_id.clone())
                     .collect()
             })
             .unwrap_or_default();
-        if doomed.is_empty() {
-            return Ok(());
+        let count = ids.len();
+        if count > 0 {
+            self.write(vec![], ids).await?;
         }
-        self.write(vec![], doomed).await
+        Ok(count)
     }
 
     /// Ends the sign-in sessions of user `user` (their temporary credentials made by signing
@@ -871,26 +882,12 @@ impl CredentialStore {
         keep: Option<&str>,
     ) -> Result<usize, CredentialError> {
         let principal = format!("user/{user}");
-        let _gate = self.gate.lock().await;
-        let doomed: Vec<String> = self
-            .keys
-            .read()
-            .map(|keys| {
-                keys.values()
-                    .filter(|e| {
-                        e.record.principal == principal
-                            && e.record.signed_in
-                            && Some(e.record.access_key_id.as_str()) != keep
-                    })
-                    .map(|e| e.record.access_key_id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ended = doomed.len();
-        if ended > 0 {
-            self.write(vec![], doomed).await?;
-        }
-        Ok(ended)
+        self.delete_where(|record| {
+            record.principal == principal
+                && record.signed_in
+                && Some(record.access_key_id.as_str()) != keep
+        })
+        .await
     }
 
     /// Ends one session: its temporary credentials are removed (a sign-out). Long-term access

@@ -33,6 +33,7 @@
 
 pub mod deadline;
 pub mod import;
+mod lanes;
 pub mod pkcs11;
 pub mod sealed;
 

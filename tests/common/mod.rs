@@ -655,6 +655,52 @@ impl TestDaemon {
             .collect()
     }
 
+    /// A client signed with temporary credentials a call gave (a session, a sign-in).
+    pub async fn session_client(&self, credentials: v1::Credentials) -> Client {
+        self.client_with(ClientCredentials {
+            access_key_id: credentials.access_key_id,
+            secret_access_key: SecretString::new(credentials.secret_access_key),
+            session_token: Some(SecretString::new(credentials.session_token)),
+            region: self.config.region.clone(),
+        })
+        .await
+    }
+
+    /// Gives user `user` a virtual MFA device named `name`, enabled with two codes made by the
+    /// daemon's TOTP; its serial number and seed.
+    pub async fn give_mfa_device(&self, user: &str, name: &str) -> (String, Vec<u8>) {
+        let device = self
+            .client
+            .iam()
+            .create_virtual_mfa_device(self.client.signed_iam(
+                "CreateVirtualMFADevice",
+                v1::CreateVirtualMfaDeviceRequest {
+                    virtual_mfa_device_name: name.into(),
+                },
+            ))
+            .await
+            .expect("CreateVirtualMFADevice")
+            .into_inner();
+        let seed = data_encoding::BASE32_NOPAD
+            .decode(device.base32_string_seed.as_bytes())
+            .expect("a base32 seed");
+        let step = self.now() / 30;
+        self.client
+            .iam()
+            .enable_mfa_device(self.client.signed_iam(
+                "EnableMFADevice",
+                v1::EnableMfaDeviceRequest {
+                    user_name: user.into(),
+                    serial_number: device.serial_number.clone(),
+                    authentication_code1: keyhaven::auth::totp::code(&seed, step - 1),
+                    authentication_code2: keyhaven::auth::totp::code(&seed, step),
+                },
+            ))
+            .await
+            .expect("EnableMFADevice");
+        (device.serial_number, seed)
+    }
+
     /// Gives user `name` a password (no reset required).
     pub async fn create_login_profile(&self, name: &str, password: &str) {
         self.client
