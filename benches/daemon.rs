@@ -1548,6 +1548,26 @@ fn server_cpu(
                 Ok(client.block_on(bench::drive(workload, shape)))
             },
         )?;
+        // The transport's share of a signed call: the same health check carrying a signed
+        // request's headers (HPACK-decoded, never checked).
+        server_cpu_row(
+            &process,
+            settings,
+            results,
+            (
+                "empty RPC carrying a signed request's headers (health Check, headers not checked)",
+                &label,
+                "server_cpu_health_signed_headers",
+            ),
+            |shape| {
+                let channel = process.channel.clone().ok_or("no plain channel")?;
+                let workload = Arc::new(HealthWorkload {
+                    channels: vec![channel],
+                    signer: Some(process.client.clone()),
+                });
+                Ok(client.block_on(bench::drive(workload, shape)))
+            },
+        )?;
         server_cpu_row(
             &process,
             settings,
@@ -2818,6 +2838,18 @@ fn main() {
             "server_cpu_encrypt_pkcs11_vs_sealed",
             "server_cpu_encrypt_pkcs11",
             "server_cpu_encrypt_sealed",
+        ),
+        // Not a target: the health check with and without a signed request's headers, and
+        // Encrypt against the former (what the daemon's own layers add to the transport).
+        (
+            "server_cpu_health_signed_headers_vs_health",
+            "server_cpu_health_signed_headers",
+            "server_cpu_health",
+        ),
+        (
+            "server_cpu_encrypt_sealed_vs_health_signed_headers",
+            "server_cpu_encrypt_sealed",
+            "server_cpu_health_signed_headers",
         ),
     ];
     for (name, numerator, denominator) in ratios {
