@@ -41,8 +41,11 @@
 //!
 //! Server CPU per call: after each daemon's rows, `keyhaven serve` runs on the same data
 //! directory in a process of its own, and the CPU it spends (utime + stime from
-//! `/proc/<pid>/stat`) is divided by the calls answered, at 16 in flight: the health check,
-//! a signed call (GetCallerIdentity) and Encrypt on the sealed store, Encrypt on PKCS#11.
+//! `/proc/<pid>/stat`) is divided by the calls answered, at 16 in flight: the health check
+//! bare and carrying a signed request's headers, a signed call (GetCallerIdentity) and
+//! Encrypt on the sealed store, Encrypt on PKCS#11, and the doors' Encrypt. The load
+//! generator's own CPU per call is beside it; at one in flight it is measured twice, on the
+//! bench's two-thread load runtime and on a current-thread runtime of its own.
 
 /// The allocator `keyhaven serve` runs with (src/main.rs), for the rows whose daemon runs in
 /// this process. The load generator shares it: its client-CPU figures are with mimalloc too.
