@@ -50,7 +50,8 @@ pub enum GrantCommand {
         key: Option<String>,
         #[arg(long = "grant-id", required_unless_present = "token")]
         grant_id: Option<String>,
-        #[arg(long)]
+        /// A grant token is URL-safe base64, which may begin with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
     },
     /// Revoke a grant (allowed by kms:RevokeGrant on the key).
@@ -187,4 +188,22 @@ pub async fn grant(ctx: Context, command: GrantCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    use super::GrantCommand;
+
+    #[test]
+    fn a_grant_token_may_begin_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["keyhaven", "grant", "retire", "--token", "-2xY_a"])
+            .expect("a token beginning with '-' is a value");
+        let Command::Grant(GrantCommand::Retire { token, .. }) = cli.command else {
+            panic!("not grant retire: {:?}", cli.command);
+        };
+        assert_eq!(token.as_deref(), Some("-2xY_a"));
+    }
 }
