@@ -4,7 +4,7 @@
 use clap::Parser;
 
 /// mimalloc rather than the system allocator: the daemon allocates per call on every thread,
-/// and glibc's malloc, free and arena locks took about a sixth of its CPU per call.
+/// and glibc's malloc, free and arena locks took about a fifth of its CPU per call.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
