@@ -129,11 +129,13 @@ impl KmsOperations {
         encryption_context: &EncryptionContext,
     ) -> Result<(), ApiError> {
         call.audit.add_context(encryption_context.pairs());
-        // A key or version another daemon has just made is heard of before it is judged.
-        self.keys.hear_of_blob_key(blob).await?;
         let Ok(parsed) = CiphertextBlob::parse(blob) else {
             return Ok(());
         };
+        // A key or version another daemon has just made is heard of before it is judged.
+        self.keys
+            .hear_of_key_version(parsed.key_id, parsed.key_version)
+            .await?;
         let mut context = self.context(call);
         Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
         let ask = GrantAsk::Context(encryption_context.pairs());

@@ -230,21 +230,15 @@ impl KeyService {
         })
     }
 
-    /// Waits, on a store other daemons write, until this daemon has heard of the key and
-    /// version a ciphertext names, when it has not yet (see `entry_for_version`): before a
-    /// ciphertext's key is authorised. A blob that does not parse is left to the call to
-    /// refuse.
-    pub async fn hear_of_blob_key(&self, blob: &[u8]) -> Result<(), KeyError> {
-        if let Ok(parsed) = CiphertextBlob::parse(blob) {
-            match self
-                .entry_for_version(parsed.key_id, parsed.key_version)
-                .await
-            {
-                Ok(_) | Err(KeyError::InvalidCiphertext) => {}
-                Err(other) => return Err(other),
-            }
+    /// Waits, on a store other daemons write, until this daemon has heard of key `id` and its
+    /// `version` (a ciphertext names them), when it has not yet (see `entry_for_version`):
+    /// before a ciphertext's key is authorised. A key still unknown then is left to the call
+    /// to refuse.
+    pub async fn hear_of_key_version(&self, id: Uuid, version: u32) -> Result<(), KeyError> {
+        match self.entry_for_version(id, version).await {
+            Ok(_) | Err(KeyError::InvalidCiphertext) => Ok(()),
+            Err(other) => Err(other),
         }
-        Ok(())
     }
 
     /// The key a ciphertext names, and its record. On a store other daemons write, a key or a
