@@ -1522,3 +1522,60 @@ fn record_names_parse() {
     assert_eq!(parse_label("111122223333", &label), Some(material));
     assert_eq!(parse_label("444455556666", &label), None);
 }
+
+/// A change's signature is on disk when the change is: a daemon SIGKILLed right after it
+/// answered a DisableKey refuses the captured request, sent again after the restart, as a
+/// replay, and the key stays as it was made since. (The restarted daemon listens on another
+/// port, which the signature covers: the refusal must name the replay, not the signature.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_replayed_after_a_sigkill_is_refused() {
+    let deployment = Deployment::new(Keystore::Sealed).await;
+    let daemon = deployment.serve();
+    let client = connect(&daemon, &deployment).await;
+    let key = client
+        .kms()
+        .create_key(client.signed("CreateKey", v1::CreateKeyRequest::default()))
+        .await
+        .expect("CreateKey")
+        .into_inner()
+        .key_metadata
+        .expect("metadata")
+        .key_id;
+    let disable = v1::DisableKeyRequest {
+        key_id: key.clone(),
+    };
+    let first = client.signed("DisableKey", disable.clone());
+    let mut replayed = tonic::Request::new(disable);
+    *replayed.metadata_mut() = first.metadata().clone();
+    client.kms().disable_key(first).await.expect("DisableKey");
+    daemon.kill9();
+
+    let daemon = deployment.serve();
+    let client = connect(&daemon, &deployment).await;
+    let enable = v1::EnableKeyRequest {
+        key_id: key.clone(),
+    };
+    client
+        .kms()
+        .enable_key(client.signed("EnableKey", enable))
+        .await
+        .expect("EnableKey");
+    let status = client
+        .kms()
+        .disable_key(replayed)
+        .await
+        .expect_err("the replay was taken");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason_of(&status), Some("InvalidSignatureException".into()));
+    assert!(status.message().contains("replayed"), "{status:?}");
+    let described = client
+        .kms()
+        .describe_key(client.signed("DescribeKey", v1::DescribeKeyRequest { key_id: key }))
+        .await
+        .expect("DescribeKey")
+        .into_inner()
+        .key_metadata
+        .expect("metadata");
+    assert_eq!(described.key_state(), v1::KeyState::Enabled);
+    drop(daemon);
+}

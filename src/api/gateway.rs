@@ -234,6 +234,7 @@ impl Gateway {
             access_key_id: None,
             certificate: None,
             unsigned: false,
+            remembered: None,
         }
     }
 
@@ -282,6 +283,21 @@ pub struct CallInFlight {
     single: bool,
     /// Admitted without a signature: a failure counts against its source.
     unsigned: bool,
+    /// The store the call's signature was staged in against its replay: settled when the
+    /// call ends, if the call's own commit did not carry it.
+    remembered: Option<Arc<crate::store::Store>>,
+}
+
+impl Drop for CallInFlight {
+    /// However the call ended (answered, refused, or dropped with its connection), its
+    /// signature is in the store by now.
+    fn drop(&mut self) {
+        if let Some(store) = &self.remembered
+            && let Err(error) = store.settle()
+        {
+            tracing::error!(%error, "cannot store a request's signature against its replay");
+        }
+    }
 }
 
 impl CallInFlight {
@@ -395,7 +411,7 @@ impl CallInFlight {
         // signatures: SigV4 has no nonce, and AWS answers an identical request again.
         if door == SignatureDoor::Grpc && (!self.single || credentials.outlives_a_restart(&used)) {
             match credentials.remember(&used) {
-                Ok(true) => {}
+                Ok(true) => self.remembered = Some(credentials.store().clone()),
                 Ok(false) => {
                     tracing::info!("request refused: replayed (on another daemon of the cluster)");
                     return Err(self.refuse(crate::auth::AuthError::Replayed.into(), headers));

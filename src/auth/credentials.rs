@@ -1039,8 +1039,12 @@ impl CredentialStore {
     }
 
     /// Stores `used`, the signature of a call that may change state, so that a restarted
-    /// daemon still refuses its replay. Applied before the call's handler runs: the flush that
-    /// makes the call's change durable makes this durable too.
+    /// daemon still refuses its replay (while it runs, the replay cache in memory does).
+    ///
+    /// On a store no other daemon writes the record is staged ([`Store::stage`]): the call's
+    /// own commit carries it, in the batch and the flush that make the call's change durable;
+    /// the caller [`Store::settle`]s it when the call ends, changed or not. On a shared store
+    /// it is applied at once, fenced on the view the signature was checked at.
     ///
     /// Returns `false` when another daemon sharing the store stored the signature first: the
     /// call is a replay there.
@@ -1049,7 +1053,7 @@ impl CredentialStore {
         let name = seen_name(used.expires, &used.signature);
         batch.put(name.clone(), Vec::new());
         batch.require_unchanged(name, used.view);
-        match self.store.try_apply(batch) {
+        match self.store.stage(batch) {
             Ok(()) => Ok(true),
             Err(crate::store::CommitError::Stale) => Ok(false),
             Err(error) => Err(error.into()),

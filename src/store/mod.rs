@@ -8,6 +8,12 @@
 //! a flush was shared, the next one waits up to 0.8 ms for as many callers to gather again; a
 //! lone caller never waits.
 //!
+//! A record that only has to reach disk with the next change (a request's signature, kept
+//! against its replay after a restart) may be staged ([`Store::stage`]) on a store no other
+//! daemon writes: the next batch carries it, so a CreateKey is one batch (sled writes each
+//! batch to its log as two writes), and [`Store::durable`], [`Store::settle`] and closing
+//! apply whatever is still staged.
+//!
 //! Every record passes the [`Barrier`] on its way in and out: it is authenticated under a key
 //! derived from the master key, bound to its name, and the set of records is authenticated as a
 //! whole, so an offline edit of the data directory is refused at load (see `barrier`).
@@ -226,6 +232,8 @@ pub struct Store {
     /// What every name this handle reads and writes starts with (empty for the whole store;
     /// see [`Store::scoped`]).
     scope: Vec<u8>,
+    /// Changes staged for the next batch (full names), on a store no other daemon writes.
+    staged: Arc<Mutex<WriteBatch>>,
 }
 
 /// Why one try at applying a batch did not.
@@ -418,6 +426,7 @@ impl Store {
             flush_requests: Arc::new(Mutex::new(Some(sender))),
             flusher: Arc::new(Mutex::new(flusher)),
             scope: Vec::new(),
+            staged: Arc::new(Mutex::new(WriteBatch::new())),
         }
     }
 
@@ -449,6 +458,7 @@ impl Store {
             flush_requests: self.flush_requests.clone(),
             flusher: self.flusher.clone(),
             scope,
+            staged: self.staged.clone(),
         }
     }
 
@@ -527,6 +537,59 @@ impl Store {
         }
     }
 
+    /// Stages `batch` to ride the next batch applied to the store, from any caller: for a
+    /// change that must reach disk with the call that made it, and may wait until then to be
+    /// applied. The call's own commit carries it (and is one batch, not two); a call that
+    /// makes none applies it with [`Store::settle`]; [`Store::durable`] and closing apply
+    /// whatever is still staged first. Its records are not read back before they are applied.
+    ///
+    /// On a store other daemons write (etcd) the batch is applied at once, as
+    /// [`Store::try_apply`] does: what it requires unchanged is checked there and then.
+    pub fn stage(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        if self.backend.shared().is_some() {
+            return self.try_apply(batch);
+        }
+        // Nothing to check unchanged on a store no other daemon writes.
+        let mut batch = batch.within(&self.scope);
+        batch.unchanged.clear();
+        self.staged
+            .lock()
+            .map_err(|_| CommitError::NotApplied(StoreError("staging lock poisoned".into())))?
+            .extend(batch);
+        Ok(())
+    }
+
+    /// Applies whatever is staged (see [`Store::stage`]), as a batch of its own; nothing when
+    /// nothing is.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let staged = self
+            .staged
+            .lock()
+            .map_err(|_| StoreError("staging lock poisoned".into()))?
+            .is_empty();
+        if staged {
+            return Ok(());
+        }
+        Ok(self.try_apply(WriteBatch::new())?)
+    }
+
+    /// What is staged, taken to ride a batch (`None` when nothing is).
+    fn take_staged(&self) -> Result<Option<WriteBatch>, Attempt> {
+        let mut staged = self
+            .staged
+            .lock()
+            .map_err(|_| Attempt::Failed(StoreError("staging lock poisoned".into())))?;
+        Ok((!staged.is_empty()).then(|| std::mem::take(&mut *staged)))
+    }
+
+    /// Stages again what rode a batch that was not applied (before what was staged since).
+    fn restage(&self, carried: WriteBatch) {
+        if let Ok(mut staged) = self.staged.lock() {
+            let since = std::mem::replace(&mut *staged, carried);
+            staged.extend(since);
+        }
+    }
+
     fn wait_blocking(&self, revision: i64) -> Result<(), StoreError> {
         match &self.follow {
             Some(follow) => follow.caught_up_blocking(revision),
@@ -580,7 +643,25 @@ impl Store {
             drop(guards);
             return result;
         }
-        let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
+        // What was staged rides this batch (first: the batch's own changes come after it); it
+        // is staged again if the batch is not applied.
+        let carried = self.take_staged()?;
+        let mut batch = match carried.clone() {
+            Some(mut carried) => {
+                carried.extend(batch);
+                carried
+            }
+            None => batch,
+        };
+        let restage = |error: StoreError| {
+            if let Some(carried) = carried.clone() {
+                self.restage(carried);
+            }
+            Attempt::Failed(error)
+        };
+        let (sealed, undo) = barrier
+            .seal_batch(std::mem::take(&mut batch), &mut view.tree)
+            .map_err(restage)?;
         let next = view.tree.root();
         let (ops, guards) = sealed.into_parts();
         if let Err(error) = self.backend.apply(WriteBatch {
@@ -605,12 +686,12 @@ impl Store {
                     if !as_before {
                         self.digest_uncertain.store(true, Ordering::Release);
                     }
-                    return Err(Attempt::Failed(error));
+                    return Err(restage(error));
                 }
                 Err(_) => {
                     view.tree.undo(undo);
                     self.digest_uncertain.store(true, Ordering::Release);
-                    return Err(Attempt::Failed(error));
+                    return Err(restage(error));
                 }
             }
         }
@@ -784,6 +865,7 @@ impl Store {
     /// Waits until everything applied so far is on disk, sharing the flush with every other
     /// caller waiting at the same time.
     pub async fn durable(&self) -> Result<(), StoreError> {
+        self.settle()?;
         let (waiter, done) = oneshot::channel();
         {
             let sender = self
@@ -807,8 +889,13 @@ impl Store {
         self.backend.sync()
     }
 
-    /// Stops the flusher after the flushes already asked for; later commits fail.
+    /// Stops the flusher after the flushes already asked for, and syncs what is still staged
+    /// or applied since; later commits fail.
     pub fn close(&self) {
+        let staged = self.staged.lock().is_ok_and(|s| !s.is_empty());
+        if staged && let Err(error) = self.settle().and_then(|()| self.backend.sync()) {
+            tracing::error!(%error, "the changes staged at closing could not be written");
+        }
         if let Ok(mut sender) = self.flush_requests.lock() {
             sender.take();
         }
@@ -1184,6 +1271,58 @@ mod tests {
             .map(|(name, _)| String::from_utf8(name).unwrap())
             .collect();
         assert_eq!(names, ["a", "b", "d", "e"]);
+    }
+
+    /// A staged change rides the next batch, from any handle; one refused stays staged (and
+    /// is not lost); `settle`, `durable` and closing apply what is still staged.
+    #[tokio::test]
+    async fn staged_changes_ride_the_next_batch_and_are_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            lose_answer: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            then_fail_reads: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
+        });
+        let store = Store::open(flaky.clone(), test_barrier()).unwrap();
+        let member = store.scoped("m/");
+        let put = |name: &str| {
+            let mut batch = WriteBatch::new();
+            batch.put(name.as_bytes().to_vec(), b"v".to_vec());
+            batch
+        };
+        let stored = |name: &str| flaky.inner.get(name.as_bytes()).unwrap().is_some();
+
+        member.stage(put("s1")).unwrap();
+        assert!(!stored("m/s1"), "applied before a batch carried it");
+        store.commit(put("a")).await.unwrap();
+        assert!(stored("a") && stored("m/s1"));
+
+        store.stage(put("s2")).unwrap();
+        flaky.refuse.store(true, Ordering::Release);
+        assert!(store.commit(put("b")).await.is_err());
+        flaky.refuse.store(false, Ordering::Release);
+        assert!(!stored("s2") && !stored("b"));
+        store.settle().unwrap();
+        assert!(stored("s2") && !stored("b"));
+        store.settle().unwrap();
+
+        store.stage(put("s3")).unwrap();
+        store.durable().await.unwrap();
+        assert!(stored("s3"));
+
+        store.stage(put("s4")).unwrap();
+        drop(member);
+        drop(store);
+        let store = Store::open(flaky, test_barrier()).unwrap();
+        let names: Vec<_> = store
+            .scan(&[], None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| String::from_utf8(name).unwrap())
+            .collect();
+        assert_eq!(names, ["a", "m/s1", "s2", "s3", "s4"]);
     }
 
     use std::sync::atomic::AtomicUsize;
