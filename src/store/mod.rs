@@ -3,16 +3,19 @@
 //!
 //! Every state change goes through [`Store::commit`]: the batch is applied atomically, then the
 //! call waits until it is on disk. Concurrent commits share one flush (group commit): a single
-//! flusher thread takes every waiter that arrived while the previous flush ran and makes them
+//! flusher thread takes every commit that arrived while the previous flush ran and makes them
 //! durable together, so N concurrent CreateKeys cost about one `flush` + `fsync`, not N. When
 //! a flush was shared, the next one waits up to 0.8 ms for as many callers to gather again; a
-//! lone caller never waits.
+//! lone caller never waits. On a store no other daemon writes, the flusher also applies the
+//! gathered commits' batches as one: sled writes every batch to its log as two writes (it
+//! rolls its buffer before and after the batch's manifest), which were most of a CreateKey's
+//! cost under load. A merged batch that fails is tried again batch by batch, so each commit
+//! is answered for itself.
 //!
 //! A record that only has to reach disk with the next change (a request's signature, kept
 //! against its replay after a restart) may be staged ([`Store::stage`]) on a store no other
-//! daemon writes: the next batch carries it, so a CreateKey is one batch (sled writes each
-//! batch to its log as two writes), and [`Store::durable`], [`Store::settle`] and closing
-//! apply whatever is still staged.
+//! daemon writes: the next batch carries it, and [`Store::durable`], [`Store::settle`] and
+//! closing apply whatever is still staged.
 //!
 //! Every record passes the [`Barrier`] on its way in and out: it is authenticated under a key
 //! derived from the master key, bound to its name, and the set of records is authenticated as a
@@ -214,26 +217,40 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 /// The metadata store the daemon uses: a backend behind the barrier, plus the group-commit
 /// flusher.
 pub struct Store {
-    backend: Arc<dyn StoreBackend>,
-    /// `None` for offline readers without the passphrase: they read unchecked, never write.
-    barrier: Option<Arc<Barrier>>,
-    /// The digest of every record as stored; changes are folded in under this lock.
-    digest: Arc<Mutex<View>>,
+    /// The engine, the barrier and the digest: what applying a batch here takes.
+    local: Local,
     /// On a shared store: the follower of other daemons' changes (see `shared`).
     follow: Option<Arc<Follow>>,
     /// On a shared store: this daemon's batches go out one at a time (each is fenced on the
     /// view, so two at once would only refuse each other), without holding the view.
     sending: Arc<Mutex<()>>,
-    /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
-    /// store before the next one.
-    digest_uncertain: Arc<AtomicBool>,
-    flush_requests: Arc<Mutex<Option<mpsc::Sender<Waiter>>>>,
+    flush_requests: Arc<Mutex<Option<mpsc::Sender<Request>>>>,
     flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// What every name this handle reads and writes starts with (empty for the whole store;
     /// see [`Store::scoped`]).
     scope: Vec<u8>,
+}
+
+/// What applying a batch takes, shared by a store's handles and its flusher (which applies
+/// the batches of concurrent commits to a store no other daemon writes as one).
+#[derive(Clone)]
+struct Local {
+    backend: Arc<dyn StoreBackend>,
+    /// `None` for offline readers without the passphrase: they read unchecked, never write.
+    barrier: Option<Arc<Barrier>>,
+    /// The digest of every record as stored; changes are folded in under this lock.
+    digest: Arc<Mutex<View>>,
+    /// A failed `apply` whose outcome could not be read back: the tree is rebuilt from the
+    /// store before the next one.
+    digest_uncertain: Arc<AtomicBool>,
     /// Changes staged for the next batch (full names), on a store no other daemon writes.
     staged: Arc<Mutex<WriteBatch>>,
+}
+
+/// What the flusher is asked for: a flush, or a commit (its batch applied, then flushed).
+enum Request {
+    Flush(Waiter),
+    Commit(WriteBatch, oneshot::Sender<Result<(), CommitError>>),
 }
 
 /// Why one try at applying a batch did not.
@@ -303,16 +320,17 @@ impl Store {
         shared.follow(snapshot.revision, sink)?;
         let mut store = Self::with(backend.clone(), Some(barrier), tree);
         let follow = Follow::new(snapshot.fence);
-        if let Ok(mut view) = store.digest.lock() {
+        if let Ok(mut view) = store.local.digest.lock() {
             view.revision = snapshot.fence;
         }
         let engine = Arc::downgrade(&backend);
         let (barrier, view, following) = (
             store
+                .local
                 .barrier
                 .clone()
                 .ok_or_else(|| StoreError("no barrier".into()))?,
-            store.digest.clone(),
+            store.local.digest.clone(),
             follow.clone(),
         );
         std::thread::Builder::new()
@@ -342,13 +360,13 @@ impl Store {
 
     /// The engine other daemons share, when they do.
     pub fn shared_engine(&self) -> Option<&dyn SharedEngine> {
-        self.backend.shared()
+        self.local.backend.shared()
     }
 
     /// Whether the daemon `id` leads `role` (taking the lead when nobody has it); on a store
     /// no other daemon writes, it always does.
     pub fn lead(&self, role: &str, id: &str) -> Result<bool, StoreError> {
-        match self.backend.shared() {
+        match self.local.backend.shared() {
             Some(shared) => Ok(shared.leader(role, Some(id))?.as_deref() == Some(id)),
             None => Ok(true),
         }
@@ -380,6 +398,7 @@ impl Store {
     /// The digest record's revision as the engine holds it now.
     fn fence_now(&self) -> Result<i64, StoreError> {
         let shared = self
+            .local
             .backend
             .shared()
             .ok_or_else(|| StoreError("not a shared store".into()))?;
@@ -407,33 +426,36 @@ impl Store {
         barrier: Option<Barrier>,
         digest: barrier::SetDigest,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel::<Waiter>();
-        let flushing = backend.clone();
-        let flusher = std::thread::Builder::new()
-            .name("keyhaven-flush".into())
-            .spawn(move || run_flusher(flushing, receiver))
-            .ok();
-        Self {
+        let local = Local {
             backend,
             barrier: barrier.map(Arc::new),
             digest: Arc::new(Mutex::new(View {
                 tree: digest,
                 revision: 0,
             })),
+            digest_uncertain: Arc::new(AtomicBool::new(false)),
+            staged: Arc::new(Mutex::new(WriteBatch::new())),
+        };
+        let (sender, receiver) = mpsc::channel::<Request>();
+        let flushing = local.clone();
+        let flusher = std::thread::Builder::new()
+            .name("keyhaven-flush".into())
+            .spawn(move || run_flusher(flushing, receiver))
+            .ok();
+        Self {
+            local,
             follow: None,
             sending: Arc::new(Mutex::new(())),
-            digest_uncertain: Arc::new(AtomicBool::new(false)),
             flush_requests: Arc::new(Mutex::new(Some(sender))),
             flusher: Arc::new(Mutex::new(flusher)),
             scope: Vec::new(),
-            staged: Arc::new(Mutex::new(WriteBatch::new())),
         }
     }
 
     /// The value of a stored record (its tag checked, unless this is an unchecked reader),
     /// in the buffer the backend returned: no second copy per read.
     fn value(&self, name: &[u8], mut stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let header = match &self.barrier {
+        let header = match &self.local.barrier {
             Some(barrier) => stored.len() - barrier.open(name, &stored)?.len(),
             None => stored.len() - barrier::strip(name, &stored)?.len(),
         };
@@ -449,16 +471,12 @@ impl Store {
         let mut scope = self.scope.clone();
         scope.extend_from_slice(prefix.as_bytes());
         Store {
-            backend: self.backend.clone(),
-            barrier: self.barrier.clone(),
-            digest: self.digest.clone(),
+            local: self.local.clone(),
             follow: self.follow.clone(),
             sending: self.sending.clone(),
-            digest_uncertain: self.digest_uncertain.clone(),
             flush_requests: self.flush_requests.clone(),
             flusher: self.flusher.clone(),
             scope,
-            staged: self.staged.clone(),
         }
     }
 
@@ -474,12 +492,14 @@ impl Store {
         if !self.scope.is_empty() {
             let name = self.full_name(key);
             return self
+                .local
                 .backend
                 .get(&name)?
                 .map(|stored| self.value(&name, stored))
                 .transpose();
         }
-        self.backend
+        self.local
+            .backend
             .get(key)?
             .map(|stored| self.value(key, stored))
             .transpose()
@@ -492,7 +512,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let (prefix, after) = (self.full_name(prefix), after.map(|a| self.full_name(a)));
-        let mut entries = self.backend.scan(&prefix, after.as_deref(), limit)?;
+        let mut entries = self.local.backend.scan(&prefix, after.as_deref(), limit)?;
         entries.retain(|(name, _)| name != barrier::DIGEST_RECORD);
         entries
             .into_iter()
@@ -507,7 +527,7 @@ impl Store {
     /// material record) splits it into batches of at most this many.
     pub fn max_batch_ops(&self) -> usize {
         // The digest record goes into every batch.
-        self.backend.max_batch_ops().saturating_sub(1).max(1)
+        self.local.backend.max_batch_ops().saturating_sub(1).max(1)
     }
 
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
@@ -546,13 +566,14 @@ impl Store {
     /// On a store other daemons write (etcd) the batch is applied at once, as
     /// [`Store::try_apply`] does: what it requires unchanged is checked there and then.
     pub fn stage(&self, batch: WriteBatch) -> Result<(), CommitError> {
-        if self.backend.shared().is_some() {
+        if self.local.backend.shared().is_some() {
             return self.try_apply(batch);
         }
         // Nothing to check unchanged on a store no other daemon writes.
         let mut batch = batch.within(&self.scope);
         batch.unchanged.clear();
-        self.staged
+        self.local
+            .staged
             .lock()
             .map_err(|_| CommitError::NotApplied(StoreError("staging lock poisoned".into())))?
             .extend(batch);
@@ -563,6 +584,7 @@ impl Store {
     /// nothing is.
     pub fn settle(&self) -> Result<(), StoreError> {
         let staged = self
+            .local
             .staged
             .lock()
             .map_err(|_| StoreError("staging lock poisoned".into()))?
@@ -571,23 +593,6 @@ impl Store {
             return Ok(());
         }
         Ok(self.try_apply(WriteBatch::new())?)
-    }
-
-    /// What is staged, taken to ride a batch (`None` when nothing is).
-    fn take_staged(&self) -> Result<Option<WriteBatch>, Attempt> {
-        let mut staged = self
-            .staged
-            .lock()
-            .map_err(|_| Attempt::Failed(StoreError("staging lock poisoned".into())))?;
-        Ok((!staged.is_empty()).then(|| std::mem::take(&mut *staged)))
-    }
-
-    /// Stages again what rode a batch that was not applied (before what was staged since).
-    fn restage(&self, carried: WriteBatch) {
-        if let Ok(mut staged) = self.staged.lock() {
-            let since = std::mem::replace(&mut *staged, carried);
-            staged.extend(since);
-        }
     }
 
     fn wait_blocking(&self, revision: i64) -> Result<(), StoreError> {
@@ -601,104 +606,36 @@ impl Store {
     /// Returns the revision the batch was applied at on a shared store (0 elsewhere, and where
     /// it is not known: an answer lost, the batch applied all the same).
     fn apply_once(&self, mut batch: WriteBatch) -> Result<i64, Attempt> {
-        let barrier = self.barrier.as_ref().ok_or_else(|| {
-            Attempt::Failed(StoreError("this store was opened for reading only".into()))
-        })?;
-        let _one_at_a_time = match self.backend.shared() {
-            Some(_) => Some(
-                self.sending
-                    .lock()
-                    .map_err(|_| Attempt::Failed(StoreError("store lock poisoned".into())))?,
-            ),
-            None => None,
+        let Some(shared) = self.local.backend.shared() else {
+            return self.local.apply(batch);
         };
-        let mut view = self
-            .digest
+        let barrier = self.local.barrier()?;
+        let _one_at_a_time = self
+            .sending
             .lock()
-            .map_err(|_| Attempt::Failed(StoreError("store digest lock poisoned".into())))?;
-        if self.digest_uncertain.load(Ordering::Acquire) {
-            view.tree = barrier.check_all(every_record(&*self.backend))?;
-            self.digest_uncertain.store(false, Ordering::Release);
-        }
+            .map_err(|_| Attempt::Failed(StoreError("store lock poisoned".into())))?;
+        let mut view = self.local.view(barrier)?;
         let unchanged = std::mem::take(&mut batch.unchanged);
-        if let Some(shared) = self.backend.shared() {
-            // The view is not held across the round trip: the follower goes on folding other
-            // daemons' changes meanwhile (one of which makes this batch's fence fail).
-            let before = (view.tree.root(), view.tree.is_empty());
-            let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
-            let next = view.tree.root();
-            view.tree.undo(undo);
-            let fence = view.revision;
-            if let Some(follow) = &self.follow {
-                follow.sending(next);
-            }
-            drop(view);
-            let (ops, guards) = sealed.into_parts();
-            let answer = shared.apply_fenced(ops.clone(), fence, &unchanged);
-            let result = self.taken_in(barrier, shared, answer, &ops, (before, next));
-            if let Some(follow) = &self.follow {
-                follow.sent(&next);
-            }
-            // The records are in (or never will be): whoever waits on them may go on.
-            drop(guards);
-            return result;
-        }
-        // What was staged rides this batch (first: the batch's own changes come after it); it
-        // is staged again if the batch is not applied.
-        let carried = self.take_staged()?;
-        let mut batch = match carried.clone() {
-            Some(mut carried) => {
-                carried.extend(batch);
-                carried
-            }
-            None => batch,
-        };
-        let restage = |error: StoreError| {
-            if let Some(carried) = carried.clone() {
-                self.restage(carried);
-            }
-            Attempt::Failed(error)
-        };
-        let (sealed, undo) = barrier
-            .seal_batch(std::mem::take(&mut batch), &mut view.tree)
-            .map_err(restage)?;
+        // The view is not held across the round trip: the follower goes on folding other
+        // daemons' changes meanwhile (one of which makes this batch's fence fail).
+        let before = (view.tree.root(), view.tree.is_empty());
+        let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
         let next = view.tree.root();
-        let (ops, guards) = sealed.into_parts();
-        if let Err(error) = self.backend.apply(WriteBatch {
-            ops,
-            ..WriteBatch::default()
-        }) {
-            // An engine that may apply a batch whose answer is lost: the root as stored tells
-            // which (batches are atomic, and the root is in every one); undoing a lost batch's
-            // changes in the tree would make the next batch store a root the records do not
-            // have, and the next start refuse the store.
-            match self.stored_root(barrier) {
-                Ok(Some(stored)) if stored == next => {
-                    tracing::warn!(%error, "a batch reported as failed was applied");
-                }
-                Ok(stored) => {
-                    view.tree.undo(undo);
-                    // Not what this daemon last wrote either: rebuild the tree from the store.
-                    let as_before = match stored {
-                        Some(stored) => stored == view.tree.root(),
-                        None => view.tree.is_empty(),
-                    };
-                    if !as_before {
-                        self.digest_uncertain.store(true, Ordering::Release);
-                    }
-                    return Err(restage(error));
-                }
-                Err(_) => {
-                    view.tree.undo(undo);
-                    self.digest_uncertain.store(true, Ordering::Release);
-                    return Err(restage(error));
-                }
-            }
+        view.tree.undo(undo);
+        let fence = view.revision;
+        if let Some(follow) = &self.follow {
+            follow.sending(next);
         }
         drop(view);
-        // The records are in: whoever waits on them may go on.
+        let (ops, guards) = sealed.into_parts();
+        let answer = shared.apply_fenced(ops.clone(), fence, &unchanged);
+        let result = self.taken_in(barrier, shared, answer, &ops, (before, next));
+        if let Some(follow) = &self.follow {
+            follow.sent(&next);
+        }
+        // The records are in (or never will be): whoever waits on them may go on.
         drop(guards);
-        Ok(0)
+        result
     }
 
     /// The revision of this daemon's batch whose answer was lost (it stores the root `next`,
@@ -717,7 +654,7 @@ impl Store {
         {
             return revision;
         }
-        if let (Some(follow), Ok(view)) = (&self.follow, self.digest.lock()) {
+        if let (Some(follow), Ok(view)) = (&self.follow, self.local.digest.lock()) {
             let names: Vec<Vec<u8>> = ops
                 .iter()
                 .map(|(name, _)| name.clone())
@@ -740,7 +677,7 @@ impl Store {
     ) -> Result<i64, Attempt> {
         match answer {
             Ok(Fenced::Applied(revision)) => {
-                let mut view = self.digest.lock().map_err(|_| {
+                let mut view = self.local.digest.lock().map_err(|_| {
                     Attempt::Failed(StoreError("store digest lock poisoned".into()))
                 })?;
                 // Unless the feed brought it first, the batch goes into the tree now (nothing
@@ -805,18 +742,8 @@ impl Store {
         }
     }
 
-    /// The tree's root as the store holds it now (`None` for a store without records).
     fn stored_root(&self, barrier: &Barrier) -> Result<Option<barrier::Tag>, StoreError> {
-        match self.backend.get(barrier::DIGEST_RECORD)? {
-            None => Ok(None),
-            Some(stored) => barrier
-                .open(barrier::DIGEST_RECORD, &stored)?
-                .try_into()
-                .map(Some)
-                .map_err(|_| {
-                    IntegrityError::Record(barrier::printable_name(barrier::DIGEST_RECORD)).into()
-                }),
-        }
+        self.local.stored_root(barrier)
     }
 
     /// Applies `batch` atomically and returns once it is durable.
@@ -835,6 +762,19 @@ impl Store {
     /// current at.
     pub async fn try_commit_at(&self, batch: WriteBatch) -> Result<i64, CommitError> {
         let batch = batch.within(&self.scope);
+        if self.local.backend.shared().is_none() {
+            // The flusher applies it, with the batches of the commits that gathered with it,
+            // then flushes them all.
+            let (answer, done) = oneshot::channel();
+            self.ask_flusher(Request::Commit(batch, answer))
+                .map_err(CommitError::NotApplied)?;
+            return match done.await {
+                Ok(outcome) => outcome.map(|()| 0),
+                Err(_) => Err(CommitError::DurabilityUnknown(StoreError(
+                    "flusher dropped a request".into(),
+                ))),
+            };
+        }
         let mut tries = 0u32;
         let revision = loop {
             tries += 1;
@@ -867,33 +807,35 @@ impl Store {
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.settle()?;
         let (waiter, done) = oneshot::channel();
-        {
-            let sender = self
-                .flush_requests
-                .lock()
-                .map_err(|_| StoreError("flusher lock poisoned".into()))?;
-            let sender = sender
-                .as_ref()
-                .ok_or_else(|| StoreError("store is closed".into()))?;
-            sender
-                .send(waiter)
-                .map_err(|_| StoreError("flusher has stopped".into()))?;
-        }
+        self.ask_flusher(Request::Flush(waiter))?;
         done.await
             .map_err(|_| StoreError("flusher dropped a request".into()))?
+    }
+
+    fn ask_flusher(&self, request: Request) -> Result<(), StoreError> {
+        let sender = self
+            .flush_requests
+            .lock()
+            .map_err(|_| StoreError("flusher lock poisoned".into()))?;
+        let sender = sender
+            .as_ref()
+            .ok_or_else(|| StoreError("store is closed".into()))?;
+        sender
+            .send(request)
+            .map_err(|_| StoreError("flusher has stopped".into()))
     }
 
     /// Applies and syncs without the flusher thread (start-up and offline commands).
     pub fn commit_blocking(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.apply(batch)?;
-        self.backend.sync()
+        self.local.backend.sync()
     }
 
     /// Stops the flusher after the flushes already asked for, and syncs what is still staged
     /// or applied since; later commits fail.
     pub fn close(&self) {
-        let staged = self.staged.lock().is_ok_and(|s| !s.is_empty());
-        if staged && let Err(error) = self.settle().and_then(|()| self.backend.sync()) {
+        let staged = self.local.staged.lock().is_ok_and(|s| !s.is_empty());
+        if staged && let Err(error) = self.settle().and_then(|()| self.local.backend.sync()) {
             tracing::error!(%error, "the changes staged at closing could not be written");
         }
         if let Ok(mut sender) = self.flush_requests.lock() {
@@ -910,6 +852,119 @@ impl Drop for Store {
     fn drop(&mut self) {
         if Arc::strong_count(&self.flush_requests) == 1 {
             self.close();
+        }
+    }
+}
+
+impl Local {
+    fn barrier(&self) -> Result<&Barrier, Attempt> {
+        self.barrier.as_deref().ok_or_else(|| {
+            Attempt::Failed(StoreError("this store was opened for reading only".into()))
+        })
+    }
+
+    /// The view, its tree rebuilt from the store first if a failed batch left it uncertain.
+    fn view(&self, barrier: &Barrier) -> Result<std::sync::MutexGuard<'_, View>, Attempt> {
+        let mut view = self
+            .digest
+            .lock()
+            .map_err(|_| Attempt::Failed(StoreError("store digest lock poisoned".into())))?;
+        if self.digest_uncertain.load(Ordering::Acquire) {
+            view.tree = barrier.check_all(every_record(&*self.backend))?;
+            self.digest_uncertain.store(false, Ordering::Release);
+        }
+        Ok(view)
+    }
+
+    /// Applies `batch` to a store no other daemon writes, with whatever is staged; returns 0
+    /// (there are no revisions here).
+    fn apply(&self, batch: WriteBatch) -> Result<i64, Attempt> {
+        let barrier = self.barrier()?;
+        let mut view = self.view(barrier)?;
+        // What was staged rides this batch (first: the batch's own changes come after it); it
+        // is staged again if the batch is not applied.
+        let carried = self.take_staged()?;
+        let batch = match carried.clone() {
+            Some(mut carried) => {
+                carried.extend(batch);
+                carried
+            }
+            None => batch,
+        };
+        let restage = |error: StoreError| {
+            if let Some(carried) = carried.clone() {
+                self.restage(carried);
+            }
+            Attempt::Failed(error)
+        };
+        let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree).map_err(restage)?;
+        let next = view.tree.root();
+        let (ops, guards) = sealed.into_parts();
+        if let Err(error) = self.backend.apply(WriteBatch {
+            ops,
+            ..WriteBatch::default()
+        }) {
+            // An engine that may apply a batch whose answer is lost: the root as stored tells
+            // which (batches are atomic, and the root is in every one); undoing a lost batch's
+            // changes in the tree would make the next batch store a root the records do not
+            // have, and the next start refuse the store.
+            match self.stored_root(barrier) {
+                Ok(Some(stored)) if stored == next => {
+                    tracing::warn!(%error, "a batch reported as failed was applied");
+                }
+                Ok(stored) => {
+                    view.tree.undo(undo);
+                    // Not what this daemon last wrote either: rebuild the tree from the store.
+                    let as_before = match stored {
+                        Some(stored) => stored == view.tree.root(),
+                        None => view.tree.is_empty(),
+                    };
+                    if !as_before {
+                        self.digest_uncertain.store(true, Ordering::Release);
+                    }
+                    return Err(restage(error));
+                }
+                Err(_) => {
+                    view.tree.undo(undo);
+                    self.digest_uncertain.store(true, Ordering::Release);
+                    return Err(restage(error));
+                }
+            }
+        }
+        drop(view);
+        // The records are in: whoever waits on them may go on.
+        drop(guards);
+        Ok(0)
+    }
+
+    /// What is staged, taken to ride a batch (`None` when nothing is).
+    fn take_staged(&self) -> Result<Option<WriteBatch>, Attempt> {
+        let mut staged = self
+            .staged
+            .lock()
+            .map_err(|_| Attempt::Failed(StoreError("staging lock poisoned".into())))?;
+        Ok((!staged.is_empty()).then(|| std::mem::take(&mut *staged)))
+    }
+
+    /// Stages again what rode a batch that was not applied (before what was staged since).
+    fn restage(&self, carried: WriteBatch) {
+        if let Ok(mut staged) = self.staged.lock() {
+            let since = std::mem::replace(&mut *staged, carried);
+            staged.extend(since);
+        }
+    }
+
+    /// The tree's root as the store holds it now (`None` for a store without records).
+    fn stored_root(&self, barrier: &Barrier) -> Result<Option<barrier::Tag>, StoreError> {
+        match self.backend.get(barrier::DIGEST_RECORD)? {
+            None => Ok(None),
+            Some(stored) => barrier
+                .open(barrier::DIGEST_RECORD, &stored)?
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    IntegrityError::Record(barrier::printable_name(barrier::DIGEST_RECORD)).into()
+                }),
         }
     }
 }
@@ -982,36 +1037,88 @@ fn every_record(
 /// PostgreSQL's `commit_delay`, it only ever applies under concurrency.
 const GATHER: Duration = Duration::from_micros(800);
 
-fn run_flusher(backend: Arc<dyn StoreBackend>, requests: mpsc::Receiver<Waiter>) {
+fn run_flusher(local: Local, requests: mpsc::Receiver<Request>) {
     let mut previous = 1usize;
     while let Ok(first) = requests.recv() {
         // Everyone who asked before this flush starts is covered by it.
-        let mut waiters = vec![first];
-        waiters.extend(requests.try_iter());
+        let mut gathered = vec![first];
+        gathered.extend(requests.try_iter());
         // The previous flush was shared: its callers are likely on their way back. Wait a
         // little for them (never longer than GATHER), so one flush serves them all again.
-        if previous > 1 && waiters.len() < previous {
+        if previous > 1 && gathered.len() < previous {
             let deadline = Instant::now() + GATHER;
-            while waiters.len() < previous {
+            while gathered.len() < previous {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match requests.recv_timeout(left) {
-                    Ok(waiter) => waiters.push(waiter),
+                    Ok(request) => gathered.push(request),
                     Err(_) => break,
                 }
             }
         }
-        previous = waiters.len();
+        previous = gathered.len();
         if let Some(m) = crate::metrics::metrics() {
-            m.flush_batch.observe(waiters.len() as f64);
+            m.flush_batch.observe(gathered.len() as f64);
         }
-        let result = backend.sync();
+        let mut waiters = Vec::new();
+        let mut commits = Vec::new();
+        for request in gathered {
+            match request {
+                Request::Flush(waiter) => waiters.push(waiter),
+                Request::Commit(batch, answer) => commits.push((batch, answer)),
+            }
+        }
+        let applied = apply_together(&local, commits);
+        let result = local.backend.sync();
         if let Err(error) = &result {
             tracing::error!(%error, "flush failed; the calls waiting on it fail");
+        }
+        for (answer, outcome) in applied {
+            let outcome =
+                outcome.and_then(|()| result.clone().map_err(CommitError::DurabilityUnknown));
+            let _ = answer.send(outcome);
         }
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+/// An answer to a commit, and its batch's outcome.
+type Applied = (
+    oneshot::Sender<Result<(), CommitError>>,
+    Result<(), CommitError>,
+);
+
+/// Applies the batches of commits that gathered as one batch: sled writes every batch to its
+/// log as two writes (it rolls its buffer before and after the batch's manifest), so N
+/// concurrent CreateKeys cost two writes, not 2N. A merged batch that is not applied is tried
+/// again batch by batch, so that each commit has its own answer.
+fn apply_together(
+    local: &Local,
+    commits: Vec<(WriteBatch, oneshot::Sender<Result<(), CommitError>>)>,
+) -> Vec<Applied> {
+    let answer = |outcome: Result<i64, Attempt>| match outcome {
+        Ok(_) => Ok(()),
+        Err(Attempt::Unknown(error)) => Err(CommitError::DurabilityUnknown(error)),
+        Err(Attempt::Stale) => Err(CommitError::Stale),
+        Err(other) => Err(CommitError::NotApplied(other.into_error())),
+    };
+    if commits.len() > 1 {
+        let mut merged = WriteBatch::new();
+        for (batch, _) in &commits {
+            merged.extend(batch.clone());
+        }
+        if local.apply(merged).is_ok() {
+            return commits
+                .into_iter()
+                .map(|(_, sender)| (sender, Ok(())))
+                .collect();
+        }
+    }
+    commits
+        .into_iter()
+        .map(|(batch, sender)| (sender, answer(local.apply(batch))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1273,6 +1380,125 @@ mod tests {
         assert_eq!(names, ["a", "b", "d", "e"]);
     }
 
+    /// A backend that counts its batches, holds the first in `apply` until released, and
+    /// refuses any batch that writes the record `bad`.
+    struct Gated {
+        inner: SledBackend,
+        applies: AtomicUsize,
+        held: Mutex<bool>,
+        released: std::sync::Condvar,
+    }
+
+    impl StoreBackend for Gated {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            self.applies.fetch_add(1, Ordering::AcqRel);
+            let mut held = self.held.lock().unwrap();
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+            drop(held);
+            if batch.ops.iter().any(|(name, _)| name == b"bad") {
+                return Err(StoreError("refused".into()));
+            }
+            self.inner.apply(batch)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+    }
+
+    /// Commits that gather while a batch is being applied are applied as one batch; when that
+    /// batch is refused, each is tried alone and answered for itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gathered_commits_are_one_batch_and_each_is_answered_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(Gated {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            applies: AtomicUsize::new(0),
+            held: Mutex::new(false),
+            released: std::sync::Condvar::new(),
+        });
+        let store = Arc::new(Store::open(gated.clone(), test_barrier()).unwrap());
+        let put = |name: &str| {
+            let mut batch = WriteBatch::new();
+            batch.put(name.as_bytes().to_vec(), b"v".to_vec());
+            batch
+        };
+        let commit_all = |names: Vec<String>| {
+            names
+                .into_iter()
+                .map(|name| {
+                    let store = store.clone();
+                    let batch = put(&name);
+                    tokio::spawn(async move { store.commit(batch).await })
+                })
+                .collect::<Vec<_>>()
+        };
+        let release = |gated: &Gated| {
+            *gated.held.lock().unwrap() = false;
+            gated.released.notify_all();
+        };
+        let wait_for_applies = |n: usize| {
+            let gated = gated.clone();
+            async move {
+                while gated.applies.load(Ordering::Acquire) < n {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+
+        // The first commit is held in `apply`; 16 more gather behind it.
+        *gated.held.lock().unwrap() = true;
+        let first = commit_all(vec!["first".into()]);
+        wait_for_applies(1).await;
+        let gathered = commit_all((0..16).map(|i| format!("k{i:02}")).collect());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release(&gated);
+        for task in first.into_iter().chain(gathered) {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            gated.applies.load(Ordering::Acquire),
+            2,
+            "one batch for the 16"
+        );
+        assert_eq!(store.scan(b"k", None, 100).unwrap().len(), 16);
+
+        // A refused record among gathered ones fails its own commit only.
+        *gated.held.lock().unwrap() = true;
+        let before = gated.applies.load(Ordering::Acquire);
+        let first = commit_all(vec!["second".into()]);
+        wait_for_applies(before + 1).await;
+        let names = ["m1", "bad", "m2"].map(String::from).to_vec();
+        let gathered = commit_all(names);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release(&gated);
+        first.into_iter().next().unwrap().await.unwrap().unwrap();
+        let mut outcomes = Vec::new();
+        for task in gathered {
+            outcomes.push(task.await.unwrap().is_ok());
+        }
+        assert_eq!(outcomes, [true, false, true]);
+        // The merged batch, then each of the three alone.
+        assert_eq!(gated.applies.load(Ordering::Acquire), before + 1 + 1 + 3);
+        assert!(store.get(b"m1").unwrap().is_some() && store.get(b"m2").unwrap().is_some());
+        assert_eq!(store.get(b"bad").unwrap(), None);
+        drop(store);
+        // What the store holds passes its checks.
+        Store::open(gated, test_barrier()).unwrap();
+    }
+
     /// A staged change rides the next batch, from any handle; one refused stays staged (and
     /// is not lost); `settle`, `durable` and closing apply what is still staged.
     #[tokio::test]
@@ -1385,12 +1611,12 @@ mod tests {
         };
         // Whole: 20 records and the digest, in batches of at most 6, and it opens.
         let (_whole_dir, whole) = narrow(usize::MAX);
-        assert_eq!(copy_records(&*source.backend, &*whole).unwrap(), 21);
+        assert_eq!(copy_records(&*source.local.backend, &*whole).unwrap(), 21);
         let copy = Store::open(whole, test_barrier()).unwrap();
         assert_eq!(copy.scan(b"r", None, 100).unwrap().len(), 20);
         // Cut short after two batches: no digest, refused at open as such.
         let (_cut_dir, cut) = narrow(2);
-        assert!(copy_records(&*source.backend, &*cut).is_err());
+        assert!(copy_records(&*source.local.backend, &*cut).is_err());
         assert_eq!(cut.scan(&[], None, 100).unwrap().len(), 12);
         assert!(matches!(
             Store::open(cut, test_barrier()),
