@@ -35,7 +35,8 @@
 //! (or `aws`: only Encrypt through the AWS door, the gRPC Encrypt at 64 in flight, and the
 //! certificate door's rows),
 //! `KEYHAVEN_BENCH_ONLY=sign` (only the Sign and GenerateMac rows and their raw baselines),
-//! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows), `KEYHAVEN_BENCH_ONLY=sweep` (only the
+//! `KEYHAVEN_BENCH_ONLY=cpu` (only the server-CPU rows), `KEYHAVEN_BENCH_ONLY=scale` (only
+//! the scale rows, with `KEYHAVEN_BENCH_KEYS`), `KEYHAVEN_BENCH_ONLY=sweep` (only the
 //! Encrypt/Decrypt/GenerateDataKey/CreateKey/mixed rows on both keystores and the raw device:
 //! the `*_pkcs11_vs_sealed_c*` ratios).
 //!
@@ -2560,15 +2561,17 @@ fn main() {
     // Only the Encrypt/Decrypt/GenerateDataKey/CreateKey/mixed sweep on both keystores, with
     // the raw device: the PKCS#11-against-sealed ratios.
     let only_sweep = only == "sweep";
+    // Only the scale rows (with `KEYHAVEN_BENCH_KEYS`).
+    let only_scale = only == "scale";
 
-    if !only_batches && !only_aws && !only_cpu && !only_sweep {
+    if !only_batches && !only_aws && !only_cpu && !only_sweep && !only_scale {
         attempt(
             "the raw signing and MAC baselines",
             raw_sign_crates(&settings, &mut results),
             &mut problems,
         );
     }
-    if !only_batches && !only_sign && !only_aws && !only_cpu && !only_sweep {
+    if !only_batches && !only_sign && !only_aws && !only_cpu && !only_sweep && !only_scale {
         attempt(
             "the raw sealed keystore baseline",
             raw_sealed_keystore(&settings, &mut results),
@@ -2582,6 +2585,9 @@ fn main() {
     }
 
     let sealed = (|| {
+        if only_scale {
+            return Ok(());
+        }
         let mut daemon = BenchDaemon::start(
             &server,
             &client,
@@ -2634,7 +2640,7 @@ fn main() {
         )
     })();
     attempt("the sealed daemon", sealed, &mut problems);
-    if !only_batches && !only_sign && !only_sweep {
+    if !only_batches && !only_sign && !only_sweep && !only_scale {
         attempt(
             "the certificate door",
             certificate_door_encrypt(&server, &client, &settings, &mut results),
@@ -2643,7 +2649,7 @@ fn main() {
     }
 
     match pkcs11_settings() {
-        Ok(_) if only_aws => {}
+        Ok(_) if only_aws || only_scale => {}
         Ok(pkcs11) => {
             let outcome = (|| {
                 let mut daemon = BenchDaemon::start(

@@ -139,12 +139,15 @@ pub(super) async fn open_account(
             .map_err(|e| ServerError::Start(format!("loading keys of {account}: {e:?}")))?,
     );
     let keys_for_check = keys.clone();
+    let checking = std::time::Instant::now();
     let (reconciled, problems) = tokio::task::spawn_blocking(move || {
         let reconciled = keys_for_check.reconcile_keystores();
         (reconciled, keys_for_check.check_material())
     })
     .await
     .map_err(|e| ServerError::Start(e.to_string()))?;
+    tracing::info!(%account, keys = keys.count(), check_ms = checking.elapsed().as_millis() as u64,
+        "keystores reconciled and every key's material checked");
     report_reconciliation(
         reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
     );

@@ -131,8 +131,9 @@ impl Barrier {
             }
             self.open(&name, &stored)?;
             let (tag, _) = split(&stored).ok_or_else(|| refused(&name))?;
-            digest.set(&name, Some(to_tag(tag)));
+            digest.push_unsorted(&name, to_tag(tag));
         }
+        let mut digest = digest.sorted();
         let empty = digest.is_empty();
         match stored_root {
             Some(stored) if stored == digest.root() => Ok(digest),
@@ -333,6 +334,40 @@ impl SetDigest {
         former
     }
 
+    /// Adds a record, unsorted: [`SetDigest::sorted`] must follow before any other use. For
+    /// loading every record at once: one sort per bucket instead of an insertion (and a move
+    /// of the bucket's tail) per record, which made loading a large store quadratic in the
+    /// bucket size.
+    fn push_unsorted(&mut self, name: &[u8], tag: Tag) {
+        let (bucket, key) = Self::place(name);
+        self.buckets[bucket].push((key, tag));
+        self.records += 1;
+    }
+
+    /// The tree of what [`SetDigest::push_unsorted`] added, as [`SetDigest::set`] one at a time
+    /// would have made it (a name hash met twice keeps its last tag).
+    fn sorted(mut self) -> Self {
+        for (index, bucket) in self.buckets.iter_mut().enumerate() {
+            if bucket.is_empty() {
+                continue;
+            }
+            // Stable: of equal name hashes, the last added ends last.
+            bucket.sort_by_key(|entry| entry.0);
+            let before = bucket.len();
+            let mut kept: Vec<(NameHash, Tag)> = Vec::with_capacity(before);
+            for entry in bucket.drain(..) {
+                match kept.last_mut() {
+                    Some(last) if last.0 == entry.0 => *last = entry,
+                    _ => kept.push(entry),
+                }
+            }
+            self.records -= before - kept.len();
+            *bucket = kept;
+            self.dirty.insert(index);
+        }
+        self
+    }
+
     /// Puts back what [`set`](Self::set) changed, last change first.
     pub fn undo(&mut self, undo: Vec<Undo>) {
         for (name, former) in undo.into_iter().rev() {
@@ -380,6 +415,31 @@ impl SetDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loading every record at once makes the tree `set` one at a time makes: the same root,
+    /// the same count, a name met twice keeping its last tag.
+    #[test]
+    fn a_tree_loaded_at_once_is_the_tree_set_one_by_one() {
+        let mut one_by_one = SetDigest::default();
+        let mut at_once = SetDigest::default();
+        let names: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|i| format!("keys/{:08x}", i.wrapping_mul(2_654_435_761)).into_bytes())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let tag = [i as u8; TAG_LEN];
+            one_by_one.set(name, Some(tag));
+            at_once.push_unsorted(name, tag);
+        }
+        one_by_one.set(&names[7], Some([0xee; TAG_LEN]));
+        at_once.push_unsorted(&names[7], [0xee; TAG_LEN]);
+        let mut at_once = at_once.sorted();
+        assert_eq!(at_once.records, 20_000);
+        assert_eq!(at_once.root(), one_by_one.root());
+        // And it goes on as one: a change to each gives the same root again.
+        one_by_one.set(&names[3], None);
+        at_once.set(&names[3], None);
+        assert_eq!(at_once.root(), one_by_one.root());
+    }
 
     fn barrier() -> Barrier {
         Barrier::new(Secret::new([7u8; 32]))
