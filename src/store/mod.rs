@@ -563,13 +563,13 @@ impl Store {
     /// Applies whatever is staged (see [`Store::stage`]), as a batch of its own; nothing when
     /// nothing is.
     pub fn settle(&self) -> Result<(), StoreError> {
-        let staged = self
+        let nothing_staged = self
             .local
             .staged
             .lock()
             .map_err(|_| StoreError("staging lock poisoned".into()))?
             .is_empty();
-        if staged {
+        if nothing_staged {
             return Ok(());
         }
         Ok(self.try_apply(WriteBatch::new())?)

@@ -1,6 +1,31 @@
 use super::*;
 use std::sync::atomic::Ordering;
 
+/// The test backends' methods that only pass the call on to `self.inner`.
+macro_rules! passed_through {
+    ($($method:ident),+) => { $(passed_through!(@ $method);)+ };
+    (@ get) => {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+    };
+    (@ scan) => {
+        fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+    };
+    (@ sync) => {
+        fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+    };
+}
+
 pub(crate) fn test_barrier() -> Barrier {
     Barrier::new(crate::secret::Secret::new([3u8; 32]))
 }
@@ -183,14 +208,7 @@ impl StoreBackend for Flaky {
         }
         self.inner.get(key)
     }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan(prefix, after, limit)
-    }
+    passed_through!(scan);
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         if self.refuse.load(Ordering::Acquire) {
             return Err(StoreError("refused".into()));
@@ -204,9 +222,7 @@ impl StoreBackend for Flaky {
         }
         Ok(())
     }
-    fn sync(&self) -> Result<(), StoreError> {
-        self.inner.sync()
-    }
+    passed_through!(sync);
 }
 
 #[test]
@@ -265,17 +281,7 @@ struct Gated {
 }
 
 impl StoreBackend for Gated {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan(prefix, after, limit)
-    }
+    passed_through!(get, scan);
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.applies.fetch_add(1, Ordering::AcqRel);
         let mut held = self.held.lock().unwrap();
@@ -288,9 +294,7 @@ impl StoreBackend for Gated {
         }
         self.inner.apply(batch)
     }
-    fn sync(&self) -> Result<(), StoreError> {
-        self.inner.sync()
-    }
+    passed_through!(sync);
 }
 
 /// Commits that gather while a batch is being applied are applied as one batch; when that
@@ -436,17 +440,7 @@ struct Narrow {
 }
 
 impl StoreBackend for Narrow {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.inner.scan(prefix, after, limit)
-    }
+    passed_through!(get, scan);
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         assert!(
             batch.ops.len() <= self.room,
@@ -459,9 +453,7 @@ impl StoreBackend for Narrow {
         self.applies.store(left - 1, Ordering::Release);
         self.inner.apply(batch)
     }
-    fn sync(&self) -> Result<(), StoreError> {
-        self.inner.sync()
-    }
+    passed_through!(sync);
     fn max_batch_ops(&self) -> usize {
         self.room
     }
