@@ -23,6 +23,7 @@ pub struct Metrics {
     pub keys: IntGaugeVec,
     pub keystore_orphans: IntGaugeVec,
     pub flush_batch: Histogram,
+    pub cipher_cache: IntCounterVec,
     pub pending_deletion_uses: IntCounter,
     pub audit_records: IntCounter,
     pub audit_disk_free_bytes: IntGaugeVec,
@@ -79,6 +80,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )
         .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
     )?;
+    let cipher_cache = IntCounterVec::new(
+        Opts::new(
+            "keystore_cipher_cache_total",
+            "Lookups of the sealed keystore's unwrapped-cipher cache, by outcome (hit, miss)",
+        ),
+        &["outcome"],
+    )?;
     let pending_deletion_uses = IntCounter::new(
         "pending_deletion_use_total",
         "Calls that tried to use a key pending deletion",
@@ -110,6 +118,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(keys.clone()))?;
     registry.register(Box::new(keystore_orphans.clone()))?;
     registry.register(Box::new(flush_batch.clone()))?;
+    registry.register(Box::new(cipher_cache.clone()))?;
     registry.register(Box::new(pending_deletion_uses.clone()))?;
     registry.register(Box::new(audit_records.clone()))?;
     registry.register(Box::new(audit_disk_free_bytes.clone()))?;
@@ -124,6 +133,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         keys,
         keystore_orphans,
         flush_batch,
+        cipher_cache,
         pending_deletion_uses,
         audit_records,
         audit_disk_free_bytes,

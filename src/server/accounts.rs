@@ -119,7 +119,8 @@ pub(super) async fn open_account(
         .with_accepted_hosts(config.accepted_hosts.clone()),
     );
     let sealed = SealedKeyStore::open(setup.master.clone(), store.clone(), keyring_dir)
-        .map_err(|e| ServerError::Start(e.to_string()))?;
+        .map_err(|e| ServerError::Start(e.to_string()))?
+        .with_cache_limit(config.cipher_cache);
     let mut keystores: Vec<Arc<dyn KeyStore>> = vec![Arc::new(sealed)];
     keystores.extend(pkcs11_keystores(config, account).await?);
     let mut key_config = KeyServiceConfig::new(account.to_owned());

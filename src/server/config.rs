@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub partition: Option<String>,
     pub region: Option<String>,
     pub key_quota: Option<usize>,
+    /// Most unwrapped ciphers the sealed keystore keeps in memory.
+    pub cipher_cache: Option<usize>,
     /// Most aliases the account may hold.
     pub alias_quota: Option<usize>,
     /// Most grants one key may hold.
@@ -371,6 +373,8 @@ pub struct DaemonConfig {
     pub partition: String,
     pub region: String,
     pub key_quota: usize,
+    /// Most unwrapped ciphers the sealed keystore keeps in memory (least recently used out).
+    pub cipher_cache: usize,
     pub alias_quota: usize,
     /// Most grants one key may hold (AWS KMS: 50,000).
     pub grants_per_key: usize,
@@ -427,6 +431,7 @@ impl DaemonConfig {
             partition: "keyhaven".into(),
             region: "local".into(),
             key_quota: 100_000,
+            cipher_cache: crate::keystore::sealed::CIPHER_CACHE,
             alias_quota: 50_000,
             grants_per_key: 50_000,
             grant_bytes: 256 << 20,
@@ -503,6 +508,9 @@ impl DaemonConfig {
         }
         if let Some(quota) = file.key_quota {
             config.key_quota = quota;
+        }
+        if let Some(entries) = file.cipher_cache {
+            config.cipher_cache = entries;
         }
         if let Some(quota) = file.alias_quota {
             config.alias_quota = quota;
@@ -668,6 +676,7 @@ impl DaemonConfig {
         }
         for (name, quota) in [
             ("key_quota", self.key_quota),
+            ("cipher_cache", self.cipher_cache),
             ("alias_quota", self.alias_quota),
             ("grants_per_key", self.grants_per_key),
             ("grant_bytes", self.grant_bytes),
@@ -1064,6 +1073,7 @@ mod tests {
             ("partition = \"a b\"", "partition 'a b' must be letters"),
             ("region = \"\"", "region '' must be letters"),
             ("key_quota = 0", "key_quota must be at least 1"),
+            ("cipher_cache = 0", "cipher_cache must be at least 1"),
             ("audit_max_files = 0", "audit_max_files must be at least 1"),
             (
                 "audit_max_age_days = 0",

@@ -1,8 +1,9 @@
 //! The sealed local keystore: key material generated from the OS's CSPRNG, wrapped under the
 //! current epoch key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and
 //! kept in the metadata store. Unwrapped ciphers are cached in memory after first use, at most
-//! [`CIPHER_CACHE`] of them (an arbitrary one makes room); their key schedules live in pages of
-//! their own, out of core dumps and swap ([`Locked`]), and are zeroized when dropped.
+//! [`CIPHER_CACHE`] of them by default (`cipher_cache` in the config; the least recently used
+//! makes room); their key schedules live in pages of their own, out of core dumps and swap
+//! ([`Locked`]), and are zeroized when dropped.
 //!
 //! Destroying material retires the epoch key it was wrapped under (see `keyring`): the
 //! scheduler calls [`KeyStore::finish_destruction`] after destroying, which re-wraps every live
@@ -27,15 +28,22 @@ use crate::store::{Store, WriteBatch};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use keyring::Keyring;
+use lru::LruCache;
 use rand::RngCore;
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// Most unwrapped ciphers kept in memory (about 1 KB each); others are unwrapped on use.
+/// Most unwrapped ciphers kept in memory by default (about 1 KB each); others are unwrapped
+/// on use.
 pub const CIPHER_CACHE: usize = 10_000;
+
+/// A cache size of `limit` entries, at least one.
+fn cache_size(limit: usize) -> NonZeroUsize {
+    NonZeroUsize::new(limit.max(1)).unwrap_or(NonZeroUsize::MIN)
+}
 /// A material record: this byte, the epoch number (u32), then the wrap.
 const EPOCH_WRAPPED: u8 = 0xE1;
 /// Material records from before epochs: the wrap alone, under the master key.
@@ -52,8 +60,8 @@ pub struct SealedKeyStore {
     master: Arc<MasterKey>,
     store: Arc<Store>,
     keyring: RwLock<Keyring>,
-    ciphers: RwLock<HashMap<MaterialRef, Arc<Locked<Aes256Gcm>>>>,
-    cache_limit: usize,
+    /// Unwrapped ciphers, the least recently used evicted first.
+    ciphers: Mutex<LruCache<MaterialRef, Arc<Locked<Aes256Gcm>>>>,
     /// Material was destroyed since the last retirement.
     retirement_due: AtomicBool,
     destructions: Mutex<Destructions>,
@@ -115,8 +123,7 @@ impl SealedKeyStore {
             master,
             store,
             keyring: RwLock::new(keyring),
-            ciphers: RwLock::new(HashMap::new()),
-            cache_limit: CIPHER_CACHE,
+            ciphers: Mutex::new(LruCache::new(cache_size(CIPHER_CACHE))),
             retirement_due: AtomicBool::new(retirement_due),
             destructions: Mutex::new(Destructions {
                 in_flight: Arc::new(()),
@@ -127,28 +134,35 @@ impl SealedKeyStore {
     }
 
     /// The same, keeping at most `limit` unwrapped ciphers (at least one).
-    pub fn with_cache_limit(mut self, limit: usize) -> Self {
-        self.cache_limit = limit.max(1);
+    pub fn with_cache_limit(self, limit: usize) -> Self {
+        if let Ok(mut ciphers) = self.ciphers.lock() {
+            ciphers.resize(cache_size(limit));
+        }
         self
     }
 
     /// How many unwrapped ciphers are in memory.
     pub fn cached(&self) -> usize {
-        self.ciphers.read().map(|c| c.len()).unwrap_or(0)
+        self.ciphers.lock().map(|c| c.len()).unwrap_or(0)
     }
 
     fn cipher(&self, material: MaterialRef) -> Result<Arc<Locked<Aes256Gcm>>, KeyStoreError> {
-        if let Some(cipher) = self.ciphers.read().map_err(|_| poisoned())?.get(&material) {
+        let counted = |outcome: &str| {
+            if let Some(m) = crate::metrics::metrics() {
+                m.cipher_cache.with_label_values(&[outcome]).inc();
+            }
+        };
+        if let Some(cipher) = self.ciphers.lock().map_err(|_| poisoned())?.get(&material) {
+            counted("hit");
             return Ok(cipher.clone());
         }
+        counted("miss");
+        // Unwrapped outside the lock: a miss does not hold up the hits.
         let cipher = Arc::new(Locked::new(self.unwrap(material)?));
-        let mut ciphers = self.ciphers.write().map_err(|_| poisoned())?;
-        if ciphers.len() >= self.cache_limit
-            && let Some(evicted) = ciphers.keys().next().copied()
-        {
-            ciphers.remove(&evicted);
-        }
-        ciphers.insert(material, cipher.clone());
+        self.ciphers
+            .lock()
+            .map_err(|_| poisoned())?
+            .put(material, cipher.clone());
         Ok(cipher)
     }
 
@@ -432,8 +446,8 @@ impl SealedKeyStore {
     }
 
     fn forget(&self, material: MaterialRef) {
-        if let Ok(mut ciphers) = self.ciphers.write() {
-            ciphers.remove(&material);
+        if let Ok(mut ciphers) = self.ciphers.lock() {
+            ciphers.pop(&material);
         }
     }
 }
@@ -775,11 +789,18 @@ impl KeyStore for SealedKeyStore {
             }
             return;
         }
-        if let Ok(mut ciphers) = self.ciphers.write() {
+        if let Ok(mut ciphers) = self.ciphers.lock() {
             if name == MATERIAL_PREFIX {
                 ciphers.clear();
             } else {
-                ciphers.retain(|material, _| material_record(*material) != name);
+                let changed: Vec<MaterialRef> = ciphers
+                    .iter()
+                    .map(|(material, _)| *material)
+                    .filter(|material| material_record(*material) == name)
+                    .collect();
+                for material in changed {
+                    ciphers.pop(&material);
+                }
             }
         }
     }
@@ -1467,6 +1488,39 @@ mod tests {
                 assert!(keystore.cached() <= 3, "{} cached", keystore.cached());
             }
         }
+        assert_eq!(keystore.cached(), 3);
+    }
+
+    /// The cache keeps the ciphers used last: one used again stays when a new one comes in,
+    /// the one used longest ago goes.
+    #[test]
+    fn the_cipher_used_longest_ago_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keystore) = open_keystore(dir.path());
+        let keystore = keystore.with_cache_limit(3);
+        let materials: Vec<MaterialRef> = (0..4)
+            .map(|_| MaterialRef {
+                key_id: uuid::Uuid::new_v4(),
+                version: 1,
+            })
+            .collect();
+        for material in &materials {
+            store
+                .commit_blocking(keystore.generate(*material).unwrap().records)
+                .unwrap();
+        }
+        let use_it = |material: &MaterialRef| {
+            keystore.encrypt(*material, &[1; 12], b"", b"data").unwrap();
+        };
+        let held = |material: &MaterialRef| keystore.ciphers.lock().unwrap().contains(material);
+        for material in &materials[..3] {
+            use_it(material);
+        }
+        use_it(&materials[0]);
+        use_it(&materials[3]);
+        assert!(held(&materials[0]), "the one used again was evicted");
+        assert!(!held(&materials[1]), "the one used longest ago stayed");
+        assert!(held(&materials[2]) && held(&materials[3]));
         assert_eq!(keystore.cached(), 3);
     }
 }
