@@ -1709,7 +1709,7 @@ async fn list_page(client: &Client, limit: u32, marker: &str) -> Result<usize, S
 async fn all_keys(client: &Client) -> Result<Vec<uuid::Uuid>, String> {
     let mut keys = Vec::new();
     let mut marker = String::new();
-    for _ in 0..1_000 {
+    for _ in 0..10_000 {
         let request = v1::ListKeysRequest {
             limit: 1_000,
             marker: marker.clone(),
@@ -1728,7 +1728,98 @@ async fn all_keys(client: &Client) -> Result<Vec<uuid::Uuid>, String> {
         }
         marker = page.next_marker;
     }
-    Err("more than 1,000 pages of keys".into())
+    Err("more than 10,000 pages of keys".into())
+}
+
+/// DescribeKey or Encrypt (32 B), each request on a key drawn from `keys` by a fixed
+/// pseudo-random sequence: every run of the same length asks for the same keys.
+struct RandomKeys {
+    clients: Vec<Client>,
+    keys: Arc<Vec<String>>,
+    encrypt: bool,
+}
+
+/// SplitMix64: a well-mixed 64-bit value for each `n`.
+fn mixed(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Workload for RandomKeys {
+    type Worker = Client;
+
+    fn worker(&self, index: usize) -> Client {
+        self.clients[index % self.clients.len()].clone()
+    }
+
+    async fn call(&self, client: &mut Client, sequence: u64) -> Result<(), Failure> {
+        let key_id = self.keys[(mixed(sequence) % self.keys.len() as u64) as usize].clone();
+        if self.encrypt {
+            let request = v1::EncryptRequest {
+                key_id,
+                plaintext: vec![7; 32],
+                ..Default::default()
+            };
+            client
+                .kms()
+                .encrypt(client.signed("Encrypt", request))
+                .await?;
+        } else {
+            let request = v1::DescribeKeyRequest { key_id };
+            client
+                .kms()
+                .describe_key(client.signed("DescribeKey", request))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The sealed keystore's unwrapped-cipher cache: hits and misses so far in this process.
+fn cipher_cache_counts() -> (u64, u64) {
+    keyhaven::metrics::metrics().map_or((0, 0), |m| {
+        (
+            m.cipher_cache.with_label_values(&["hit"]).get(),
+            m.cipher_cache.with_label_values(&["miss"]).get(),
+        )
+    })
+}
+
+/// DescribeKey and Encrypt at 64 in flight over random keys of `keys`, with the cipher
+/// cache's hit rate during the Encrypt run.
+fn random_key_loads(
+    daemon: &BenchDaemon,
+    client: &Runtime,
+    settings: &Settings,
+    keys: Vec<String>,
+    label: &str,
+    results: &mut Results,
+) -> Result<(LoadReport, LoadReport, f64), String> {
+    let keys = Arc::new(keys);
+    let run = |encrypt: bool| {
+        let workload = Arc::new(RandomKeys {
+            clients: daemon.clients.clone(),
+            keys: keys.clone(),
+            encrypt,
+        });
+        client.block_on(bench::drive(workload, &settings.shape(64)))
+    };
+    let describe = run(false);
+    let (hits, misses) = cipher_cache_counts();
+    let encrypt = run(true);
+    let (hits_after, misses_after) = cipher_cache_counts();
+    let (hits, misses) = (hits_after - hits, misses_after - misses);
+    let hit_rate = hits as f64 / (hits + misses).max(1) as f64;
+    for (name, report) in [("DescribeKey", &describe), ("Encrypt 32 B", &encrypt)] {
+        results.load(
+            &format!("{name} over random keys ({label})"),
+            "sealed",
+            report,
+        );
+    }
+    Ok((describe, encrypt, hit_rate))
 }
 
 /// A logged-in session of our own on the daemon's token.
@@ -2355,6 +2446,7 @@ fn scale(
         Ok::<_, String>(out)
     };
     let few = measure(&daemon, results, "10 keys")?;
+    let few_random = random_key_loads(&daemon, client, settings, keys.clone(), "10 keys", results)?;
     let (few_page, few_entries) = page_time(&daemon, client, "")?;
     daemon.stop(server)?;
     let few_process = daemon.as_process(client, settings, &key)?;
@@ -2379,6 +2471,19 @@ fn scale(
     );
     let preload_rss = vm_status("VmRSS");
     let many = measure(&daemon, results, &format!("{n} keys"))?;
+    let every_key: Vec<String> = client
+        .block_on(all_keys(&daemon.clients[0]))?
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
+    let many_random = random_key_loads(
+        &daemon,
+        client,
+        settings,
+        every_key,
+        &format!("{n} keys"),
+        results,
+    )?;
     let (first, _) = page_time(&daemon, client, "")?;
     let (middle, _) = page_time(&daemon, client, "80000000-0000-0000-0000-000000000000")?;
     let (late, _) = page_time(&daemon, client, "fff00000-0000-0000-0000-000000000000")?;
@@ -2409,6 +2514,37 @@ fn scale(
             change(a.ops_per_second(), b.ops_per_second()),
         ]);
     }
+    let rate = |r: &LoadReport| {
+        format!(
+            "{:.0} ops/s (p99 {})",
+            r.ops_per_second(),
+            format_latency(r.latency.percentile(0.99))
+        )
+    };
+    let (a, b) = (&few_random, &many_random);
+    for (name, few, many) in [
+        ("scale_describe_key_random", &a.0, &b.0),
+        ("scale_encrypt_random", &a.1, &b.1),
+    ] {
+        results
+            .throughput
+            .insert(format!("{name}_few"), few.ops_per_second());
+        results
+            .throughput
+            .insert(format!("{name}_many"), many.ops_per_second());
+    }
+    results.scale.push([
+        "DescribeKey over random keys, 64 in flight".into(),
+        rate(&a.0),
+        rate(&b.0),
+        change(a.0.ops_per_second(), b.0.ops_per_second()),
+    ]);
+    results.scale.push([
+        "Encrypt 32 B over random keys, 64 in flight (unwrapped-cipher cache hit rate)".into(),
+        format!("{} ({:.1} % hits)", rate(&a.1), a.2 * 100.0),
+        format!("{} ({:.1} % hits)", rate(&b.1), b.2 * 100.0),
+        change(a.1.ops_per_second(), b.1.ops_per_second()),
+    ]);
     results.scale.push([
         "ListKeys page (limit 100): first / from the middle / near the end".into(),
         format!("{} ({few_entries} entries)", page(few_page)),
@@ -2882,6 +3018,13 @@ fn main() {
                 )
             );
         }
+    }
+    // Issue #19's scale target: random keys among KEYHAVEN_BENCH_KEYS against ~10 (≥ 0.8).
+    for name in ["scale_describe_key_random", "scale_encrypt_random"] {
+        println!(
+            "ratio {name}_vs_10_keys {:.3}",
+            results.ratio(&format!("{name}_many"), &format!("{name}_few"))
+        );
     }
     // The AWS door against the gRPC door, Encrypt at 64 in flight on the same daemon.
     println!(
