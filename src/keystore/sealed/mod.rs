@@ -44,6 +44,7 @@ pub const CIPHER_CACHE: usize = 10_000;
 fn cache_size(limit: usize) -> NonZeroUsize {
     NonZeroUsize::new(limit.max(1)).unwrap_or(NonZeroUsize::MIN)
 }
+
 /// A material record: this byte, the epoch number (u32), then the wrap.
 const EPOCH_WRAPPED: u8 = 0xE1;
 /// Material records from before epochs: the wrap alone, under the master key.
