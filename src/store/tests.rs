@@ -201,6 +201,26 @@ struct Flaky {
     fail_reads: AtomicBool,
 }
 
+impl Flaky {
+    /// A sled store in `dir` that fails nothing until told to.
+    fn over(dir: &std::path::Path) -> Self {
+        Flaky {
+            inner: SledBackend::open(dir).unwrap(),
+            lose_answer: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            then_fail_reads: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A batch that puts `name` (with a one-byte value).
+fn put(name: &str) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(name.as_bytes().to_vec(), b"v".to_vec());
+    batch
+}
+
 impl StoreBackend for Flaky {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if self.fail_reads.load(Ordering::Acquire) {
@@ -228,19 +248,8 @@ impl StoreBackend for Flaky {
 #[test]
 fn a_batch_whose_answer_was_lost_is_known_by_the_stored_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let flaky = Arc::new(Flaky {
-        inner: SledBackend::open(dir.path()).unwrap(),
-        lose_answer: AtomicBool::new(false),
-        refuse: AtomicBool::new(false),
-        then_fail_reads: AtomicBool::new(false),
-        fail_reads: AtomicBool::new(false),
-    });
+    let flaky = Arc::new(Flaky::over(dir.path()));
     let store = Store::open(flaky.clone(), test_barrier()).unwrap();
-    let put = |name: &str| {
-        let mut batch = WriteBatch::new();
-        batch.put(name.as_bytes().to_vec(), b"v".to_vec());
-        batch
-    };
     store.commit_blocking(put("a")).unwrap();
     // Applied, answer lost: taken as applied.
     flaky.lose_answer.store(true, Ordering::Release);
@@ -309,11 +318,6 @@ async fn gathered_commits_are_one_batch_and_each_is_answered_for_itself() {
         released: std::sync::Condvar::new(),
     });
     let store = Arc::new(Store::open(gated.clone(), test_barrier()).unwrap());
-    let put = |name: &str| {
-        let mut batch = WriteBatch::new();
-        batch.put(name.as_bytes().to_vec(), b"v".to_vec());
-        batch
-    };
     let commit_all = |names: Vec<String>| {
         names
             .into_iter()
@@ -383,20 +387,9 @@ async fn gathered_commits_are_one_batch_and_each_is_answered_for_itself() {
 #[tokio::test]
 async fn staged_changes_ride_the_next_batch_and_are_never_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let flaky = Arc::new(Flaky {
-        inner: SledBackend::open(dir.path()).unwrap(),
-        lose_answer: AtomicBool::new(false),
-        refuse: AtomicBool::new(false),
-        then_fail_reads: AtomicBool::new(false),
-        fail_reads: AtomicBool::new(false),
-    });
+    let flaky = Arc::new(Flaky::over(dir.path()));
     let store = Store::open(flaky.clone(), test_barrier()).unwrap();
     let member = store.scoped("m/");
-    let put = |name: &str| {
-        let mut batch = WriteBatch::new();
-        batch.put(name.as_bytes().to_vec(), b"v".to_vec());
-        batch
-    };
     let stored = |name: &str| flaky.inner.get(name.as_bytes()).unwrap().is_some();
 
     member.stage(put("s1")).unwrap();
