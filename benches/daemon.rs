@@ -1209,11 +1209,14 @@ impl BenchDaemon {
     /// The same data directory served by the `keyhaven serve` binary in a process of its own
     /// (this daemon must be stopped): the time from spawning it to its first answer, 64-way
     /// DescribeKey and Encrypt loads on `key`, and its resident memory after them.
+    /// `every_key`: also DescribeKey and Encrypt over random keys of these, then Encrypt once
+    /// with each, before the memory is read.
     fn as_process(
         &self,
         client: &Runtime,
         settings: &Settings,
         key: &str,
+        every_key: Option<Arc<Vec<String>>>,
     ) -> Result<ProcessRun, String> {
         let address: std::net::SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let started = Instant::now();
@@ -1256,6 +1259,34 @@ impl BenchDaemon {
             let (Some(encrypt), Some(describe)) = (reports.pop(), reports.pop()) else {
                 return Err("no load report".into());
             };
+            let mut over_keys = None;
+            if let Some(keys) = every_key {
+                let run = |encrypt: bool, sweep: bool| {
+                    let workload = Arc::new(RandomKeys {
+                        clients: vec![first.clone()],
+                        keys: keys.clone(),
+                        encrypt,
+                        sweep,
+                    });
+                    let shape = if sweep {
+                        LoadShape {
+                            requests: Some(keys.len() as u64),
+                            duration: Some(Duration::from_secs(1800)),
+                            warmup: Duration::ZERO,
+                            progress: true,
+                            ..settings.shape(64)
+                        }
+                    } else {
+                        settings.shape(64)
+                    };
+                    let report = client.block_on(bench::drive(workload, &shape));
+                    if report.failed > 0 {
+                        return Err(format!("over every key: {}", report.failure_summary()));
+                    }
+                    Ok(report)
+                };
+                over_keys = Some([run(false, false)?, run(true, false)?, run(true, true)?]);
+            }
             let status =
                 std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
             let field = |name: &str| {
@@ -1268,6 +1299,7 @@ impl BenchDaemon {
                 startup,
                 describe,
                 encrypt,
+                over_keys,
                 rss_kib: field("VmRSS"),
                 hwm_kib: field("VmHWM"),
             })
@@ -1688,6 +1720,8 @@ struct ProcessRun {
     startup: Duration,
     describe: LoadReport,
     encrypt: LoadReport,
+    /// DescribeKey and Encrypt over random keys, then Encrypt once with every key.
+    over_keys: Option<[LoadReport; 3]>,
     rss_kib: Option<u64>,
     hwm_kib: Option<u64>,
 }
@@ -1737,6 +1771,8 @@ struct RandomKeys {
     clients: Vec<Client>,
     keys: Arc<Vec<String>>,
     encrypt: bool,
+    /// Every key in turn instead of random ones.
+    sweep: bool,
 }
 
 /// SplitMix64: a well-mixed 64-bit value for each `n`.
@@ -1755,7 +1791,12 @@ impl Workload for RandomKeys {
     }
 
     async fn call(&self, client: &mut Client, sequence: u64) -> Result<(), Failure> {
-        let key_id = self.keys[(mixed(sequence) % self.keys.len() as u64) as usize].clone();
+        let at = if self.sweep {
+            sequence
+        } else {
+            mixed(sequence)
+        };
+        let key_id = self.keys[(at % self.keys.len() as u64) as usize].clone();
         if self.encrypt {
             let request = v1::EncryptRequest {
                 key_id,
@@ -1788,7 +1829,7 @@ fn cipher_cache_counts() -> (u64, u64) {
 }
 
 /// DescribeKey and Encrypt at 64 in flight over random keys of `keys`, with the cipher
-/// cache's hit rate during the Encrypt run.
+/// cache's hit rate during the Encrypt run and the key cache's during the DescribeKey run.
 fn random_key_loads(
     daemon: &BenchDaemon,
     client: &Runtime,
@@ -1796,22 +1837,23 @@ fn random_key_loads(
     keys: Vec<String>,
     label: &str,
     results: &mut Results,
-) -> Result<(LoadReport, LoadReport, f64), String> {
+) -> Result<(LoadReport, LoadReport, f64, f64), String> {
     let keys = Arc::new(keys);
     let run = |encrypt: bool| {
         let workload = Arc::new(RandomKeys {
             clients: daemon.clients.clone(),
             keys: keys.clone(),
             encrypt,
+            sweep: false,
         });
         client.block_on(bench::drive(workload, &settings.shape(64)))
     };
+    let key_cache = key_cache_counts();
     let describe = run(false);
-    let (hits, misses) = cipher_cache_counts();
+    let key_cache_rate = hit_rate(key_cache, key_cache_counts());
+    let cipher_cache = cipher_cache_counts();
     let encrypt = run(true);
-    let (hits_after, misses_after) = cipher_cache_counts();
-    let (hits, misses) = (hits_after - hits, misses_after - misses);
-    let hit_rate = hits as f64 / (hits + misses).max(1) as f64;
+    let cipher_cache_rate = hit_rate(cipher_cache, cipher_cache_counts());
     for (name, report) in [("DescribeKey", &describe), ("Encrypt 32 B", &encrypt)] {
         results.load(
             &format!("{name} over random keys ({label})"),
@@ -1819,7 +1861,23 @@ fn random_key_loads(
             report,
         );
     }
-    Ok((describe, encrypt, hit_rate))
+    Ok((describe, encrypt, cipher_cache_rate, key_cache_rate))
+}
+
+/// The key service's cache of key entries: hits and misses so far in this process.
+fn key_cache_counts() -> (u64, u64) {
+    keyhaven::metrics::metrics().map_or((0, 0), |m| {
+        (
+            m.key_cache.with_label_values(&["hit"]).get(),
+            m.key_cache.with_label_values(&["miss"]).get(),
+        )
+    })
+}
+
+/// The share of hits between two readings of a cache's (hits, misses).
+fn hit_rate(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    hits as f64 / (hits + misses).max(1) as f64
 }
 
 /// A logged-in session of our own on the daemon's token.
@@ -2449,7 +2507,7 @@ fn scale(
     let few_random = random_key_loads(&daemon, client, settings, keys.clone(), "10 keys", results)?;
     let (few_page, few_entries) = page_time(&daemon, client, "")?;
     daemon.stop(server)?;
-    let few_process = daemon.as_process(client, settings, &key)?;
+    let few_process = daemon.as_process(client, settings, &key, Some(Arc::new(keys.clone())))?;
     daemon.boot(server, client, settings)?;
     let few_startup = daemon.startup;
     let few_rss = vm_status("VmRSS");
@@ -2476,6 +2534,7 @@ fn scale(
         .into_iter()
         .map(|id| id.to_string())
         .collect();
+    let every_key_shared = Arc::new(every_key.clone());
     let many_random = random_key_loads(
         &daemon,
         client,
@@ -2489,7 +2548,7 @@ fn scale(
     let (late, _) = page_time(&daemon, client, "fff00000-0000-0000-0000-000000000000")?;
     daemon.stop(server)?;
     eprintln!("daemon bench: starting keyhaven serve on the {n} keys…");
-    let many_process = daemon.as_process(client, settings, &key)?;
+    let many_process = daemon.as_process(client, settings, &key, Some(every_key_shared))?;
     daemon.boot(server, client, settings)?;
     let many_startup = daemon.startup;
     let many_rss = vm_status("VmRSS");
@@ -2534,9 +2593,9 @@ fn scale(
             .insert(format!("{name}_many"), many.ops_per_second());
     }
     results.scale.push([
-        "DescribeKey over random keys, 64 in flight".into(),
-        rate(&a.0),
-        rate(&b.0),
+        "DescribeKey over random keys, 64 in flight (key cache hit rate)".into(),
+        format!("{} ({:.1} % hits)", rate(&a.0), a.3 * 100.0),
+        format!("{} ({:.1} % hits)", rate(&b.0), b.3 * 100.0),
         change(a.0.ops_per_second(), b.0.ops_per_second()),
     ]);
     results.scale.push([
@@ -2580,6 +2639,39 @@ fn scale(
             change(a.ops_per_second(), b.ops_per_second()),
         ]);
     }
+    if let (Some(a), Some(b)) = (&few_process.over_keys, &many_process.over_keys) {
+        for (index, name) in [
+            "`keyhaven serve` in its own process: DescribeKey over random keys, 64 in flight",
+            "`keyhaven serve` in its own process: Encrypt 32 B over random keys, 64 in flight",
+            "`keyhaven serve` in its own process: Encrypt 32 B once with every key, 64 in flight",
+        ]
+        .iter()
+        .enumerate()
+        {
+            results.scale.push([
+                (*name).into(),
+                rate(&a[index]),
+                rate(&b[index]),
+                change(a[index].ops_per_second(), b[index].ops_per_second()),
+            ]);
+        }
+        results.throughput.insert(
+            "scale_process_describe_key_random_few".into(),
+            a[0].ops_per_second(),
+        );
+        results.throughput.insert(
+            "scale_process_describe_key_random_many".into(),
+            b[0].ops_per_second(),
+        );
+        results.throughput.insert(
+            "scale_process_encrypt_random_few".into(),
+            a[1].ops_per_second(),
+        );
+        results.throughput.insert(
+            "scale_process_encrypt_random_many".into(),
+            b[1].ops_per_second(),
+        );
+    }
     results.scale.push([
         "`keyhaven serve` in its own process: spawn to first answer (unseal with Argon2id defaults, load, check)".into(),
         format_latency(few_process.startup),
@@ -2590,7 +2682,7 @@ fn scale(
         ),
     ]);
     results.scale.push([
-        "`keyhaven serve` in its own process: VmRSS after its loads / peak (VmHWM)".into(),
+        "`keyhaven serve` in its own process: VmRSS after its loads (the rows above: one key, random keys, every key once) / peak (VmHWM)".into(),
         format!(
             "{} / {}",
             mib(few_process.rss_kib),
@@ -3019,8 +3111,14 @@ fn main() {
             );
         }
     }
-    // Issue #19's scale target: random keys among KEYHAVEN_BENCH_KEYS against ~10 (≥ 0.8).
-    for name in ["scale_describe_key_random", "scale_encrypt_random"] {
+    // Issue #19's scale target: random keys among KEYHAVEN_BENCH_KEYS against ~10 (≥ 0.8), in
+    // the benchmark's process and in `keyhaven serve`'s own.
+    for name in [
+        "scale_describe_key_random",
+        "scale_encrypt_random",
+        "scale_process_describe_key_random",
+        "scale_process_encrypt_random",
+    ] {
         println!(
             "ratio {name}_vs_10_keys {:.3}",
             results.ratio(&format!("{name}_many"), &format!("{name}_few"))

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub keystore_orphans: IntGaugeVec,
     pub flush_batch: Histogram,
     pub cipher_cache: IntCounterVec,
+    pub key_cache: IntCounterVec,
     pub pending_deletion_uses: IntCounter,
     pub audit_records: IntCounter,
     pub audit_disk_free_bytes: IntGaugeVec,
@@ -87,6 +88,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["outcome"],
     )?;
+    let key_cache = IntCounterVec::new(
+        Opts::new(
+            "key_cache_total",
+            "Lookups of the key service's cache of key entries, by outcome (hit, miss: read from the store)",
+        ),
+        &["outcome"],
+    )?;
     let pending_deletion_uses = IntCounter::new(
         "pending_deletion_use_total",
         "Calls that tried to use a key pending deletion",
@@ -119,6 +127,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(keystore_orphans.clone()))?;
     registry.register(Box::new(flush_batch.clone()))?;
     registry.register(Box::new(cipher_cache.clone()))?;
+    registry.register(Box::new(key_cache.clone()))?;
     registry.register(Box::new(pending_deletion_uses.clone()))?;
     registry.register(Box::new(audit_records.clone()))?;
     registry.register(Box::new(audit_disk_free_bytes.clone()))?;
@@ -134,6 +143,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         keystore_orphans,
         flush_batch,
         cipher_cache,
+        key_cache,
         pending_deletion_uses,
         audit_records,
         audit_disk_free_bytes,

@@ -20,10 +20,10 @@ pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};
 pub use service::{
     AliasEntry, DataKeyPair, DataKeySize, Decrypted, EncryptItem, Grant,
-    IMPORT_PARAMETERS_VALIDITY, ImportParameters, KeyService, KeyServiceConfig, ListPage,
-    MAX_GRANT_RECORD, MAX_KEY_POLICY, MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE, MacAnswer,
-    MaterialOrigin, MessageType, NewGrant, Orphan, PendingGeneration, PublicKey, Reconciliation,
-    Signed, encryption_algorithm, encryption_algorithms, key_agreement_algorithm, key_pair_spec,
-    mac_algorithm, material_expiry, signing_algorithm, validate_alias_name,
+    IMPORT_PARAMETERS_VALIDITY, ImportParameters, KEY_CACHE, KeyService, KeyServiceConfig,
+    ListPage, MAX_GRANT_RECORD, MAX_KEY_POLICY, MAX_MAC_MESSAGE, MAX_PLAINTEXT, MAX_SIGN_MESSAGE,
+    MacAnswer, MaterialOrigin, MessageType, NewGrant, Orphan, PendingGeneration, PublicKey,
+    Reconciliation, Signed, encryption_algorithm, encryption_algorithms, key_agreement_algorithm,
+    key_pair_spec, mac_algorithm, material_expiry, signing_algorithm, validate_alias_name,
     validate_key_policy_size, validate_new_grant,
 };

@@ -127,6 +127,7 @@ pub(super) async fn open_account(
     key_config.partition = config.partition.clone();
     key_config.region = config.region.clone();
     key_config.key_quota = config.key_quota;
+    key_config.key_cache = config.key_cache;
     key_config.alias_quota = config.alias_quota;
     key_config.grants_per_key = config.grants_per_key;
     key_config.grant_bytes = config.grant_bytes;

@@ -31,6 +31,8 @@ pub struct ConfigFile {
     pub key_quota: Option<usize>,
     /// Most unwrapped ciphers the sealed keystore keeps in memory.
     pub cipher_cache: Option<usize>,
+    /// Most key entries the key service keeps in memory.
+    pub key_cache: Option<usize>,
     /// Most aliases the account may hold.
     pub alias_quota: Option<usize>,
     /// Most grants one key may hold.
@@ -375,6 +377,9 @@ pub struct DaemonConfig {
     pub key_quota: usize,
     /// Most unwrapped ciphers the sealed keystore keeps in memory (least recently used out).
     pub cipher_cache: usize,
+    /// Most key entries the key service keeps in memory (least recently used out; the others
+    /// are read from the store when asked for).
+    pub key_cache: usize,
     pub alias_quota: usize,
     /// Most grants one key may hold (AWS KMS: 50,000).
     pub grants_per_key: usize,
@@ -432,6 +437,7 @@ impl DaemonConfig {
             region: "local".into(),
             key_quota: 100_000,
             cipher_cache: crate::keystore::sealed::CIPHER_CACHE,
+            key_cache: crate::keys::KEY_CACHE,
             alias_quota: 50_000,
             grants_per_key: 50_000,
             grant_bytes: 256 << 20,
@@ -511,6 +517,9 @@ impl DaemonConfig {
         }
         if let Some(entries) = file.cipher_cache {
             config.cipher_cache = entries;
+        }
+        if let Some(entries) = file.key_cache {
+            config.key_cache = entries;
         }
         if let Some(quota) = file.alias_quota {
             config.alias_quota = quota;
@@ -677,6 +686,7 @@ impl DaemonConfig {
         for (name, quota) in [
             ("key_quota", self.key_quota),
             ("cipher_cache", self.cipher_cache),
+            ("key_cache", self.key_cache),
             ("alias_quota", self.alias_quota),
             ("grants_per_key", self.grants_per_key),
             ("grant_bytes", self.grant_bytes),
@@ -1074,6 +1084,7 @@ mod tests {
             ("region = \"\"", "region '' must be letters"),
             ("key_quota = 0", "key_quota must be at least 1"),
             ("cipher_cache = 0", "cipher_cache must be at least 1"),
+            ("key_cache = 0", "key_cache must be at least 1"),
             ("audit_max_files = 0", "audit_max_files must be at least 1"),
             (
                 "audit_max_age_days = 0",

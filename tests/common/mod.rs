@@ -55,6 +55,9 @@ impl Backend {
                 .expect("second PKCS#11 keystore");
         }
         config.keystore = self.keystore_name().into();
+        // Two key entries in memory: every suite reads keys back from the store as often as
+        // it finds them held, so a key evicted behaves as one held.
+        config.key_cache = 2;
     }
 }
 

@@ -251,12 +251,12 @@ impl KeyService {
         version: u32,
     ) -> Result<(Arc<KeyEntry>, Arc<KeyRecord>), KeyError> {
         let known = || {
-            self.entry_by_id(id).map(|entry| {
+            Ok::<_, KeyError>(self.entry_by_id(id)?.map(|entry| {
                 let record = entry.record();
                 (entry, record)
-            })
+            }))
         };
-        match known() {
+        match known()? {
             Some((entry, record)) if record.version(version).is_some() => {
                 return Ok((entry, record));
             }
@@ -268,7 +268,7 @@ impl KeyService {
         }
         // Nothing to wait for on a store no other daemon writes.
         self.store.catch_up().await?;
-        known().ok_or(KeyError::InvalidCiphertext)
+        known()?.ok_or(KeyError::InvalidCiphertext)
     }
 
     /// ReEncrypt: decrypts and encrypts again inside the daemon; returns the new blob, the

@@ -2,9 +2,9 @@
 //! `store::shared`): a key record, an alias or a grant changed elsewhere is read again, so
 //! that this daemon answers as the one that made the change does.
 
+use super::held::Summary;
 use super::{
-    ALIAS_PREFIX, AliasEntry, KEY_PREFIX, KeyEntry, KeyService, NonceCounter, grants,
-    key_record_name,
+    ALIAS_PREFIX, AliasEntry, KEY_PREFIX, KeyService, NonceCounter, grants, key_record_name,
 };
 use crate::keys::{KeyError, KeyRecord, KeyState};
 use crate::store::Changed;
@@ -59,7 +59,7 @@ impl KeyService {
         for (name, _) in self.store.scan(KEY_PREFIX, None, usize::MAX)? {
             self.reload_records(&[name], revision)?;
         }
-        let known: Vec<Uuid> = self.read_keys()?.keys().copied().collect();
+        let known: Vec<Uuid> = self.held.index().keys().copied().collect();
         for id in known {
             self.reload_key(id, revision)?;
         }
@@ -83,15 +83,6 @@ impl KeyService {
         self.reload_grants()
     }
 
-    fn read_keys(
-        &self,
-    ) -> Result<
-        std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<Uuid, Arc<KeyEntry>>>,
-        KeyError,
-    > {
-        self.keys.read().map_err(|_| poisoned())
-    }
-
     /// Reads a key's record again, as stored now.
     /// `revision`: the change heard (what is read is at least as new).
     fn reload_key(&self, id: Uuid, revision: i64) -> Result<(), KeyError> {
@@ -102,18 +93,10 @@ impl KeyService {
                     .map_err(|e| KeyError::Internal(format!("key record {id} is damaged: {e}")))
             })
             .transpose()?;
-        let entry = self.read_keys()?.get(&id).cloned();
         let live = |record: &KeyRecord| record.state != KeyState::Deleted;
-        match (entry, record) {
+        let summary = record.as_ref().map(Summary::of);
+        let before = match (self.held.peek(id), record) {
             (Some(entry), Some(record)) => {
-                let before = entry.record();
-                if live(&before) != live(&record) {
-                    if live(&record) {
-                        self.live_keys.fetch_add(1, Ordering::AcqRel);
-                    } else {
-                        self.live_keys.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
                 // A new current version (rotated elsewhere) starts its count as after a
                 // restart: whatever is reserved is taken as used.
                 let current = record.versions.last();
@@ -121,30 +104,30 @@ impl KeyService {
                 if current.map(|v| v.number) != counted {
                     entry.set_nonces(current.map(|v| NonceCounter::new(v, v.nonces_reserved)));
                 }
-                entry.set_record(Arc::new(record), revision);
-            }
-            (None, Some(record)) => {
-                let mut keys = self.keys.write().map_err(|_| poisoned())?;
-                match keys.get(&id) {
-                    // Made here meanwhile (its creator holds it): newer wins, as for any entry.
-                    Some(entry) => {
-                        entry.set_record(Arc::new(record), revision);
-                    }
-                    None => {
-                        if live(&record) {
-                            self.live_keys.fetch_add(1, Ordering::AcqRel);
-                        }
-                        keys.insert(id, Arc::new(KeyEntry::new(record, false, revision)));
-                    }
+                let before = live(&entry.record());
+                // Newer wins, as for any entry (one made here meanwhile included).
+                if !entry.set_record(Arc::new(record), revision) {
+                    self.held.changed(id);
+                    return Ok(());
                 }
+                self.held.set_summary(id, summary);
+                Some(before)
             }
-            (Some(entry), None) => {
-                if live(&entry.record()) {
-                    self.live_keys.fetch_sub(1, Ordering::AcqRel);
-                }
-                self.keys.write().map_err(|_| poisoned())?.remove(&id);
+            // Not held: its entry is read from the store when asked for.
+            (None, Some(_)) => self.held.set_summary(id, summary).map(|s| s.live()),
+            (_, None) => self.held.remove(id).map(|s| s.live()),
+        };
+        // While a read of the record that started before it would still be installing.
+        self.held.changed(id);
+        let after = summary.is_some_and(|s| s.live());
+        match (before.unwrap_or(false), after) {
+            (false, true) => {
+                self.live_keys.fetch_add(1, Ordering::AcqRel);
             }
-            (None, None) => {}
+            (true, false) => {
+                self.live_keys.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
         }
         Ok(())
     }

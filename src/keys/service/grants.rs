@@ -249,10 +249,7 @@ impl KeyService {
 
     /// The live grants of a key (none for a key that is gone or deleted).
     pub fn grants_of(&self, key: Uuid) -> Vec<Arc<Grant>> {
-        let live = self
-            .entry_by_id(key)
-            .is_some_and(|e| e.record().state != KeyState::Deleted);
-        if !live {
+        if !self.key_is_live(key) {
             return Vec::new();
         }
         self.grant_table()
@@ -264,10 +261,7 @@ impl KeyService {
     /// The live grants of a key for any of `grantees`: picked under the lock, so that a key
     /// with many grants costs no copy of them all on every call.
     pub fn grants_for(&self, key: Uuid, grantees: &[String]) -> Vec<Arc<Grant>> {
-        let live = self
-            .entry_by_id(key)
-            .is_some_and(|e| e.record().state != KeyState::Deleted);
-        if !live {
+        if !self.key_is_live(key) {
             return Vec::new();
         }
         self.grant_table()
@@ -300,7 +294,7 @@ impl KeyService {
     ) -> Result<(Arc<Grant>, String), KeyError> {
         let _gate = self.grant_gate.lock().await;
         let entry = self
-            .entry_by_id(key)
+            .entry_by_id(key)?
             .ok_or_else(|| Self::not_found(&key.to_string()))?;
         let record = entry.record();
         if record.state == KeyState::Deleted {
@@ -398,10 +392,7 @@ impl KeyService {
                 .find_map(|grants| grants.get(&grant_id).cloned())
         }
         .ok_or_else(invalid)?;
-        if self
-            .entry_by_id(grant.key_id)
-            .is_none_or(|e| e.record().state == KeyState::Deleted)
-        {
+        if !self.key_is_live(grant.key_id) {
             return Err(invalid());
         }
         let expected = grant.tag(nonce)?;
@@ -473,10 +464,7 @@ impl KeyService {
                 .cloned()
                 .collect()
         };
-        let live = all.into_iter().filter(|g| {
-            self.entry_by_id(g.key_id)
-                .is_some_and(|e| e.record().state != KeyState::Deleted)
-        });
+        let live = all.into_iter().filter(|g| self.key_is_live(g.key_id));
         page(
             live,
             |g| format!("{}/{}", g.key_id.hyphenated(), g.grant_id),

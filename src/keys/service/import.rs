@@ -466,17 +466,17 @@ impl KeyService {
 
     /// Keys whose imported material is past its `ValidTo`.
     pub(crate) fn expired_material(&self, now: UnixSeconds) -> Vec<Uuid> {
-        self.entries()
+        self.held
+            .index()
             .iter()
-            .map(|entry| entry.record())
-            .filter(|record| record.material_expired(now))
-            .map(|record| record.id)
+            .filter(|(_, summary)| summary.material_expired(now))
+            .map(|(id, _)| *id)
             .collect()
     }
 
     /// Deletes a key's imported material once past its `ValidTo`; returns whether it did.
     pub(crate) async fn expire_material_if_due(&self, id: Uuid) -> Result<bool, KeyError> {
-        let Some(entry) = self.entry_by_id(id) else {
+        let Some(entry) = self.entry_by_id(id)? else {
             return Ok(false);
         };
         let _gate = entry.gate.lock().await;

@@ -193,8 +193,8 @@ impl KeyService {
         for pending in self.pending_generations()? {
             let material = pending.material();
             let recorded = self
-                .entry_by_id(pending.key_id)
-                .is_some_and(|entry| entry.record().holds_version(pending.version));
+                .record_by_id(pending.key_id)?
+                .is_some_and(|record| record.holds_version(pending.version));
             if !recorded {
                 let Some(keystore) = self.keystores.get(&pending.keystore) else {
                     report.kept.push((
@@ -222,11 +222,11 @@ impl KeyService {
         Ok(report)
     }
 
-    /// Versions of every key that is not a tombstone, as held in memory.
-    fn recorded_versions(&self) -> HashSet<MaterialRef> {
-        self.entries()
+    /// Versions of every key that is not a tombstone, as stored.
+    fn recorded_versions(&self) -> Result<HashSet<MaterialRef>, KeyError> {
+        Ok(self
+            .every_record()?
             .iter()
-            .map(|entry| entry.record())
             .filter(|record| record.state != KeyState::Deleted)
             .flat_map(|record| {
                 record
@@ -239,7 +239,7 @@ impl KeyService {
                     })
                     .collect::<Vec<_>>()
             })
-            .collect()
+            .collect())
     }
 
     /// The keystores that can hold orphans, by name.
@@ -286,11 +286,23 @@ impl KeyService {
 
     /// Material the keystores hold that the metadata does not name (blocking: start-up).
     fn find_orphans(&self) -> (Vec<Orphan>, Vec<(String, String)>) {
-        let known = self.recorded_versions();
+        let devices = self.device_keystores();
+        if devices.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let known = match self.recorded_versions() {
+            Ok(known) => known,
+            Err(error) => {
+                let unlisted = devices
+                    .into_iter()
+                    .map(|(name, _)| (name, format!("{error:?}")));
+                return (Vec::new(), unlisted.collect());
+            }
+        };
         let mut orphans = Vec::new();
         let mut unlisted = Vec::new();
         let mut listed = Vec::new();
-        for (name, keystore) in self.device_keystores() {
+        for (name, keystore) in devices {
             match keystore.list().map_err(|e| e.to_string()).and_then(|held| {
                 self.orphans_among(&name, held, &known)
                     .map_err(|e| format!("{e:?}"))
@@ -310,10 +322,14 @@ impl KeyService {
     /// ListOrphanedKeyMaterial: material the keystores hold that neither a key record nor a
     /// pending generation names.
     pub async fn orphans(&self) -> Result<Vec<Orphan>, KeyError> {
-        let known = self.recorded_versions();
+        let devices = self.device_keystores();
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known = self.recorded_versions()?;
         let mut orphans = Vec::new();
         let mut listed = Vec::new();
-        for (name, keystore) in self.device_keystores() {
+        for (name, keystore) in devices {
             let held = self
                 .on_keystore(&keystore, "list", None, |k| k.list())
                 .await?;
@@ -354,7 +370,7 @@ impl KeyService {
         }
         let material = MaterialRef { key_id, version };
         // A key's rotations take its gate: none can start meanwhile.
-        let entry = self.entry_by_id(key_id);
+        let entry = self.entry_by_id(key_id)?;
         let _gate = match &entry {
             Some(entry) => Some(entry.gate.lock().await),
             None => None,

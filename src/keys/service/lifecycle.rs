@@ -234,14 +234,11 @@ impl KeyService {
                     .map_err(|_| KeyError::Validation("Marker is not valid".into()))?,
             )
         };
-        let keys = self
-            .keys
-            .read()
-            .map_err(|_| KeyError::Internal("key map lock poisoned".into()))?;
+        let index = self.held.index();
         let mut items = Vec::with_capacity(limit);
         let mut more = false;
-        for (id, entry) in keys.range((start, Bound::Unbounded)) {
-            if entry.record().state == KeyState::Deleted {
+        for (id, summary) in index.range((start, Bound::Unbounded)) {
+            if !summary.live() {
                 continue;
             }
             if items.len() == limit {
@@ -311,7 +308,7 @@ impl KeyService {
     /// Destroys a key whose deletion date has passed: material first, then the tombstone.
     /// Returns whether it was destroyed now.
     pub(crate) async fn destroy_if_due(&self, id: Uuid) -> Result<bool, KeyError> {
-        let Some(entry) = self.entry_by_id(id) else {
+        let Some(entry) = self.entry_by_id(id)? else {
             return Ok(false);
         };
         let _gate = entry.gate.lock().await;
@@ -393,12 +390,11 @@ impl KeyService {
     pub(crate) fn due_keys(&self, now: UnixSeconds) -> (Vec<Uuid>, Vec<Uuid>) {
         let mut deletions = Vec::new();
         let mut rotations = Vec::new();
-        for entry in self.entries() {
-            let record = entry.record();
-            if record.deletion_due(now) {
-                deletions.push(record.id);
-            } else if record.rotation_due(now) {
-                rotations.push(record.id);
+        for (id, summary) in self.held.index().iter() {
+            if summary.deletion_due(now) {
+                deletions.push(*id);
+            } else if summary.rotation_due(now) {
+                rotations.push(*id);
             }
         }
         (deletions, rotations)

@@ -1,9 +1,10 @@
 //! The key service: lifecycle and cryptographic operations over the keystores and the
 //! metadata store.
 //!
-//! Keys are held in memory (loaded at start-up) and written through to the store. Changes to
-//! one key are serialised by its gate and become visible to readers only once durable, so no
-//! caller ever sees a state that a crash could take back.
+//! Every key is indexed in memory at start-up; the entries of the keys used most recently are
+//! held whole, others read from the store on demand (`held.rs`). Changes are written through
+//! to the store. Changes to one key are serialised by its gate and become visible to readers
+//! only once durable, so no caller ever sees a state that a crash could take back.
 
 use super::model::DEFAULT_PENDING_DAYS;
 use super::reference::{arn_prefix, printable};
@@ -61,6 +62,8 @@ pub struct KeyServiceConfig {
     pub grants_per_key: usize,
     /// Most bytes of grant records the account may hold in all.
     pub grant_bytes: usize,
+    /// Key entries held in memory (the others are read from the store when asked for).
+    pub key_cache: usize,
 }
 
 impl KeyServiceConfig {
@@ -78,6 +81,7 @@ impl KeyServiceConfig {
             nonce_reservation_block: 1 << 20,
             grants_per_key: 50_000,
             grant_bytes: 256 << 20,
+            key_cache: held::KEY_CACHE,
         }
     }
 }
@@ -104,6 +108,7 @@ impl NonceCounter {
 }
 
 struct KeyEntry {
+    id: Uuid,
     /// Serialises changes to this key, across the wait for the disk.
     gate: tokio::sync::Mutex<()>,
     /// The record, and the store revision it is current at (0 on a store of one daemon):
@@ -118,12 +123,27 @@ struct KeyEntry {
 
 impl KeyEntry {
     fn new(record: KeyRecord, fresh: bool, revision: i64) -> Self {
+        Self::with_counter(record, fresh, revision, None)
+    }
+
+    /// The entry of a record read from the store, given the counter parked when the key's
+    /// entry was last evicted (used if it counts the current version).
+    fn with_counter(
+        record: KeyRecord,
+        fresh: bool,
+        revision: i64,
+        parked: Option<Arc<NonceCounter>>,
+    ) -> Self {
         // After a restart every reserved count is taken as used: counts never go backwards.
-        let nonces = record.versions.last().map(|v| {
-            let used = if fresh { 0 } else { v.nonces_reserved };
-            NonceCounter::new(v, used)
+        let nonces = record.versions.last().map(|v| match parked {
+            Some(counter) if counter.version == v.number => counter,
+            _ => {
+                let used = if fresh { 0 } else { v.nonces_reserved };
+                NonceCounter::new(v, used)
+            }
         });
         Self {
+            id: record.id,
             gate: tokio::sync::Mutex::new(()),
             record: RwLock::new((Arc::new(record), revision)),
             nonces: RwLock::new(nonces),
@@ -247,7 +267,10 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     store: Arc<Store>,
     keystores: HashMap<String, Arc<dyn KeyStore>>,
-    keys: RwLock<BTreeMap<Uuid, Arc<KeyEntry>>>,
+    /// The index of every key, and the entries of those used most recently.
+    held: held::Held,
+    /// The records read at start-up, kept for its checks (taken by `check_material`).
+    loaded: std::sync::Mutex<Option<Vec<Arc<KeyRecord>>>>,
     aliases: RwLock<BTreeMap<String, AliasEntry>>,
     /// The default key policy, parsed once and shared by every key that has no other.
     default_policy: Option<Arc<Policy>>,
@@ -405,6 +428,47 @@ pub fn validate_alias_name(name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Every key record in the store, parsed on every core (parsing is most of the start-up time
+/// of a large store).
+fn read_every_record(store: &Store) -> Result<Vec<Arc<KeyRecord>>, KeyError> {
+    let stored = store.scan(KEY_PREFIX, None, usize::MAX)?;
+    let chunk = stored.len().div_ceil(parallelism()).max(1);
+    let parsed: Vec<Result<Vec<Arc<KeyRecord>>, KeyError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = stored
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(name, value)| parse_record(name, value).map(Arc::new))
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(KeyError::Internal("key loader failed".into())))
+            })
+            .collect()
+    });
+    Ok(parsed
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+fn parse_record(name: &[u8], value: &[u8]) -> Result<KeyRecord, KeyError> {
+    serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
+        KeyError::Internal(format!(
+            "key record {} is damaged: {e}",
+            String::from_utf8_lossy(name)
+        ))
+    })
+}
+
 fn random_bytes(len: usize) -> SecretBytes {
     let mut bytes = SecretBytes::new(vec![0u8; len]);
     rand::rngs::OsRng.fill_bytes(bytes.expose_mut());
@@ -429,44 +493,10 @@ impl KeyService {
                 config.default_keystore
             )));
         }
-        let mut keys = BTreeMap::new();
+        let records = read_every_record(&store)?;
+        let mut index = BTreeMap::new();
         let mut live = 0;
-        let stored = store.scan(KEY_PREFIX, None, usize::MAX)?;
-        // Parsing is most of the start-up time of a large store: spread it over the cores.
-        let chunk = stored.len().div_ceil(parallelism()).max(1);
-        let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = stored
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(name, value)| {
-                                serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
-                                    KeyError::Internal(format!(
-                                        "key record {} is damaged: {e}",
-                                        String::from_utf8_lossy(name)
-                                    ))
-                                })
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(KeyError::Internal("key loader failed".into())))
-                })
-                .collect()
-        });
-        drop(stored);
-        for record in parsed
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-        {
+        for record in &records {
             if record.state != KeyState::Deleted {
                 live += 1;
                 if !keystores.contains_key(&record.keystore) {
@@ -474,7 +504,7 @@ impl KeyService {
                         "key lives in a keystore that is not configured; its operations will fail");
                 }
             }
-            keys.insert(record.id, Arc::new(KeyEntry::new(record, false, 0)));
+            index.insert(record.id, held::Summary::of(record));
         }
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
@@ -493,6 +523,7 @@ impl KeyService {
         )
         .ok()
         .map(Arc::new);
+        let held = held::Held::new(index, config.key_cache);
         Ok(Self {
             arn_prefix: arn_prefix(&config.partition, &config.region, &config.account_id),
             default_policy,
@@ -500,7 +531,8 @@ impl KeyService {
             clock,
             store,
             keystores,
-            keys: RwLock::new(keys),
+            held,
+            loaded: std::sync::Mutex::new(Some(records)),
             aliases: RwLock::new(aliases),
             alias_gate: tokio::sync::Mutex::new(()),
             live_keys: AtomicUsize::new(live),
@@ -530,23 +562,66 @@ impl KeyService {
 
     /// How many keys (tombstones included) the service holds.
     pub fn count(&self) -> usize {
-        self.keys.read().map(|k| k.len()).unwrap_or(0)
-    }
-
-    fn entries(&self) -> Vec<Arc<KeyEntry>> {
-        self.keys
-            .read()
-            .map(|k| k.values().cloned().collect())
-            .unwrap_or_default()
+        self.held.len()
     }
 
     /// Whether the key `id` is this service's (in any state).
     pub fn holds_key(&self, id: Uuid) -> bool {
-        self.entry_by_id(id).is_some()
+        self.held.summary(id).is_some()
     }
 
-    fn entry_by_id(&self, id: Uuid) -> Option<Arc<KeyEntry>> {
-        self.keys.read().ok()?.get(&id).cloned()
+    /// Whether the key `id` exists and is not a tombstone.
+    fn key_is_live(&self, id: Uuid) -> bool {
+        self.held.summary(id).is_some_and(|s| s.live())
+    }
+
+    /// The key's entry: held, or read from the store and held from now on.
+    fn entry_by_id(&self, id: Uuid) -> Result<Option<Arc<KeyEntry>>, KeyError> {
+        for _ in 0..MAX_READ_TRIES {
+            match self.held.lookup(id) {
+                held::Lookup::Held(entry) => return Ok(Some(entry)),
+                held::Lookup::Unknown => return Ok(None),
+                held::Lookup::Absent => {}
+            }
+            // The count and the view first: the record read after them is at least as new.
+            let since = self.held.changes(id);
+            let view = self.store.view();
+            let name = key_record_name(id);
+            let Some(value) = self.store.get(&name)? else {
+                return Ok(None);
+            };
+            let record = parse_record(&name, &value)?;
+            if let Some(entry) = self.held.insert(id, since, |parked| {
+                KeyEntry::with_counter(record, false, view, parked)
+            }) {
+                return Ok(Some(entry));
+            }
+        }
+        Err(KeyError::Contended(format!(
+            "key {id} kept changing while it was read; try again"
+        )))
+    }
+
+    /// The key's record as held, or as stored (without holding it: for passes over many keys).
+    fn record_by_id(&self, id: Uuid) -> Result<Option<Arc<KeyRecord>>, KeyError> {
+        if let Some(entry) = self.held.peek(id) {
+            return Ok(Some(entry.record()));
+        }
+        let name = key_record_name(id);
+        self.store
+            .get(&name)?
+            .map(|value| parse_record(&name, &value).map(Arc::new))
+            .transpose()
+    }
+
+    /// Every key's record: those read at start-up if no key changed since, else as stored.
+    fn every_record(&self) -> Result<Vec<Arc<KeyRecord>>, KeyError> {
+        if let Some(records) = self.loaded.lock().ok().and_then(|l| l.clone())
+            && self.held.unchanged()
+        {
+            return Ok(records);
+        }
+        read_every_record(&self.store)
     }
 
     fn not_found(input: &str) -> KeyError {
@@ -567,7 +642,7 @@ impl KeyService {
                     KeyError::NotFound(format!("alias '{}' does not exist", printable(&alias)))
                 })?,
         };
-        let entry = self.entry_by_id(id).ok_or_else(|| Self::not_found(key))?;
+        let entry = self.entry_by_id(id)?.ok_or_else(|| Self::not_found(key))?;
         if !include_deleted && entry.record().state == KeyState::Deleted {
             return Err(Self::not_found(key));
         }
@@ -586,15 +661,20 @@ impl KeyService {
     }
 
     /// The key's policy, parsed (cached until the record changes). A stored policy that does
-    /// not parse, or a key that is gone, gives [`Policy::deny_all`]: access fails closed and
-    /// never falls back to identity policies alone.
+    /// not parse, or a key that is gone (or cannot be read), gives [`Policy::deny_all`]:
+    /// access fails closed and never falls back to identity policies alone.
     pub fn key_policy(&self, id: Uuid) -> NamedPolicy {
         let named = |policy| NamedPolicy {
             name: "key policy".into(),
             policy,
         };
-        let Some(entry) = self.entry_by_id(id) else {
-            return named(Arc::new(Policy::deny_all(PolicyKind::Resource)));
+        let entry = match self.entry_by_id(id) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return named(Arc::new(Policy::deny_all(PolicyKind::Resource))),
+            Err(error) => {
+                tracing::error!(key = %id, ?error, "the key's record cannot be read; its policy denies");
+                return named(Arc::new(Policy::deny_all(PolicyKind::Resource)));
+            }
         };
         let record = entry.record();
         let mut cache = match entry.policy.lock() {
@@ -720,12 +800,13 @@ impl KeyService {
     /// Holds a key this daemon just created, unless another daemon's change to it was heard
     /// first (its entry, newer, is kept). Returns the record held.
     fn insert_created(&self, entry: KeyEntry) -> Result<Arc<KeyRecord>, KeyError> {
-        let mut keys = self
-            .keys
-            .write()
-            .map_err(|_| KeyError::Internal("key map lock poisoned".into()))?;
-        let id = entry.record().id;
-        Ok(keys.entry(id).or_insert_with(|| Arc::new(entry)).record())
+        Ok(self.held.insert_created(entry).record())
+    }
+
+    /// Keeps the index's summary of a key up to date with its record.
+    fn summarise(&self, record: &KeyRecord) {
+        self.held
+            .set_summary(record.id, Some(held::Summary::of(record)));
     }
 
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
@@ -775,10 +856,16 @@ impl KeyService {
                 encode(&record).map_err(FailedChange::not_applied)?,
             );
             batch.require_present_unchanged(name, view);
-            match self.store.try_commit_at(batch).await {
+            let committed = self.store.try_commit_at(batch).await;
+            // Counted whatever the outcome (a failed batch may have been applied), while this
+            // call still holds the entry: see `held.rs`.
+            self.held.changed(entry.id);
+            match committed {
                 Ok(revision) => {
                     let record = Arc::new(record);
-                    entry.set_record(record.clone(), revision);
+                    if entry.set_record(record.clone(), revision) {
+                        self.summarise(&record);
+                    }
                     return Ok(record);
                 }
                 Err(CommitError::Stale) if tries < MAX_STALE_TRIES => {
@@ -797,6 +884,8 @@ impl KeyService {
 
 /// Times a change is made again because another daemon changed its key meanwhile.
 const MAX_STALE_TRIES: u32 = 16;
+/// Times a key's record is read again because a change to it was counted meanwhile.
+const MAX_READ_TRIES: u32 = 64;
 
 /// A change to the store that failed, and whether its batch was applied: an applied batch may
 /// still reach disk, so whatever it names (a device object) must be kept.
@@ -835,6 +924,8 @@ mod batch;
 mod crypto;
 mod follow;
 mod grants;
+mod held;
+pub use held::KEY_CACHE;
 mod import;
 mod journal;
 mod lifecycle;

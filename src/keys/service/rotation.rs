@@ -92,7 +92,7 @@ impl KeyService {
 
     /// Automatic rotation, when its date has come (scheduler).
     pub(crate) async fn rotate_if_due(&self, id: Uuid) -> Result<bool, KeyError> {
-        let Some(entry) = self.entry_by_id(id) else {
+        let Some(entry) = self.entry_by_id(id)? else {
             return Ok(false);
         };
         let _gate = entry.gate.lock().await;

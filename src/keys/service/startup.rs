@@ -12,8 +12,21 @@ impl KeyService {
     /// list does not tell apart, and versions it does not list, which the lookup then names)
     /// are looked up one by one. One lookup per version made start-up quadratic on a software
     /// token, whose searches read every object (SoftHSM2: minutes for a few thousand keys).
+    ///
+    /// At start-up the records are those the service read as it opened (then let go).
     pub fn check_material(&self) -> Vec<(Uuid, String)> {
-        let ids: Vec<Uuid> = self.entries().iter().map(|e| e.record().id).collect();
+        let loaded = self.loaded.lock().ok().and_then(|mut l| l.take());
+        let loaded = loaded.filter(|_| self.held.unchanged());
+        let records = match loaded.map_or_else(|| self.every_record(), Ok) {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::error!(
+                    ?error,
+                    "key records could not be read to check their material"
+                );
+                return Vec::new();
+            }
+        };
         let listed: HashMap<String, HashSet<MaterialRef>> = self
             .keystores
             .iter()
@@ -23,7 +36,7 @@ impl KeyService {
                 Some((name.clone(), listed.into_iter().collect()))
             })
             .collect();
-        self.check_keys_with(&ids, &listed)
+        self.check_records(&records, &listed)
     }
 
     /// Checks again the keys marked unavailable; those whose material is back are cleared.
@@ -33,10 +46,25 @@ impl KeyService {
             .read()
             .map(|u| u.iter().copied().collect())
             .unwrap_or_default();
-        if ids.is_empty() {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.record_by_id(id) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {
+                    if let Ok(mut unavailable) = self.unavailable.write() {
+                        unavailable.remove(&id);
+                    }
+                }
+                // Checked again next time.
+                Err(error) => {
+                    tracing::warn!(key = %id, ?error, "could not read the key to check it again")
+                }
+            }
+        }
+        if records.is_empty() {
             return Vec::new();
         }
-        self.check_keys(&ids)
+        self.check_records(&records, &HashMap::new())
     }
 
     /// Whether the key's material was missing when last checked.
@@ -47,23 +75,18 @@ impl KeyService {
             .unwrap_or(false)
     }
 
-    /// Checks `ids` on every core: at start-up that is every key in the store.
-    pub(super) fn check_keys(&self, ids: &[Uuid]) -> Vec<(Uuid, String)> {
-        self.check_keys_with(ids, &HashMap::new())
-    }
-
-    /// As [`Self::check_keys`], taking the secret-key versions in `listed` (by keystore) as
-    /// there.
-    fn check_keys_with(
+    /// Checks the keys of `records` on every core (at start-up, every key in the store),
+    /// taking the secret-key versions in `listed` (by keystore) as there.
+    fn check_records(
         &self,
-        ids: &[Uuid],
+        records: &[Arc<KeyRecord>],
         listed: &HashMap<String, HashSet<MaterialRef>>,
     ) -> Vec<(Uuid, String)> {
-        let chunk = ids.len().div_ceil(parallelism()).max(1);
+        let chunk = records.len().div_ceil(parallelism()).max(1);
         std::thread::scope(|scope| {
-            let workers: Vec<_> = ids
+            let workers: Vec<_> = records
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || self.check_keys_here(part, listed)))
+                .map(|part| scope.spawn(move || self.check_records_here(part, listed)))
                 .collect();
             workers
                 .into_iter()
@@ -72,19 +95,15 @@ impl KeyService {
         })
     }
 
-    pub(super) fn check_keys_here(
+    fn check_records_here(
         &self,
-        ids: &[Uuid],
+        records: &[Arc<KeyRecord>],
         listed: &HashMap<String, HashSet<MaterialRef>>,
     ) -> Vec<(Uuid, String)> {
         let mut problems = Vec::new();
-        for id in ids {
-            let Some(entry) = self.entry_by_id(*id) else {
-                continue;
-            };
-            let record = entry.record();
+        for record in records {
             let before = problems.len();
-            self.check_record(&record, listed.get(&record.keystore), &mut problems);
+            self.check_record(record, listed.get(&record.keystore), &mut problems);
             if let Ok(mut unavailable) = self.unavailable.write() {
                 if problems.len() > before {
                     unavailable.insert(record.id);

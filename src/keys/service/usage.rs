@@ -18,8 +18,8 @@ impl KeyService {
         ] {
             counts.insert(state.as_str(), 0);
         }
-        for entry in self.entries() {
-            *counts.entry(entry.record().state.as_str()).or_insert(0) += 1;
+        for summary in self.held.index().values() {
+            *counts.entry(summary.state.as_str()).or_insert(0) += 1;
         }
         counts
     }
@@ -48,9 +48,10 @@ impl KeyService {
 
     /// The latest use of a key, recorded or not yet.
     pub fn last_use(&self, record: &KeyRecord) -> Option<KeyUse> {
-        let in_memory = self
-            .entry_by_id(record.id)
-            .and_then(|e| e.last_use.lock().ok().and_then(|u| u.clone()));
+        let in_memory = match self.held.peek(record.id) {
+            Some(entry) => entry.last_use.lock().ok().and_then(|u| u.clone()),
+            None => self.held.parked_use(record.id),
+        };
         match (in_memory, &record.last_used) {
             (Some(m), Some(r)) if r.time > m.time => Some(r.clone()),
             (Some(m), _) => Some(m),
@@ -63,17 +64,25 @@ impl KeyService {
     /// their commits gather into one batch and one flush, where one key after the other paid
     /// a flush each (after Encrypt over a million random keys, a pass made one fsync per key
     /// for minutes, and the calls served meanwhile waited behind them).
+    /// The uses to write are those of the entries held, and those parked when their entries
+    /// were evicted.
     pub async fn record_uses(&self) {
-        let used: Vec<(Arc<KeyEntry>, KeyUse)> = self
-            .entries()
-            .into_iter()
-            .filter_map(|entry| {
-                let seen = entry.last_use.lock().ok().and_then(|u| u.clone())?;
-                (entry.record().last_used.as_ref() != Some(&seen)).then_some((entry, seen))
-            })
-            .collect();
+        let held = self.held.entries().into_iter().filter_map(|entry| {
+            let seen = entry.last_use.lock().ok().and_then(|u| u.clone())?;
+            (entry.record().last_used.as_ref() != Some(&seen)).then_some((entry.id, seen))
+        });
+        let used: Vec<(Uuid, KeyUse)> = held.chain(self.held.take_parked_uses()).collect();
         futures_util::stream::iter(used)
-            .for_each_concurrent(USE_WRITERS, |(entry, seen)| async move {
+            .for_each_concurrent(USE_WRITERS, |(id, seen)| async move {
+                let entry = match self.entry_by_id(id) {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not record a key's last use");
+                        self.held.repark_use(id, seen);
+                        return;
+                    }
+                };
                 let result = self
                     .change_key(&entry, |record| {
                         if record
@@ -88,6 +97,7 @@ impl KeyService {
                     .await;
                 if let Err(error) = result {
                     tracing::warn!(%error, "could not record a key's last use");
+                    self.held.repark_use(id, seen);
                 }
             })
             .await;

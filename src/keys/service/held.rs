@@ -1,0 +1,601 @@
+//! What the service holds of its keys in memory: an index of every key (its state and the
+//! dates the scheduler acts on, under 100 bytes a key), and the whole entries (record, parsed
+//! policy, nonce counter, last use, change gate) of the keys used most recently, in a bounded
+//! LRU (`key_cache` in the config). Any other key's entry is read from the store when a call
+//! asks for it.
+//!
+//! Three things an entry carries must outlive its eviction, and do:
+//! - **Its gate.** An entry someone holds is never evicted, so a key never has two entries, and
+//!   so never two gates: changes to it stay serialised.
+//! - **Its nonce counter.** Read again from its record, a counter takes every reserved count
+//!   as used (as after a restart), so a hot key cycling through the cache would burn its
+//!   version a reserved block at a time. The counter of an evicted entry is parked and given
+//!   to the entry that reads the key again.
+//! - **Its last use**, not yet written to its record: parked too, for the scheduler's pass.
+//!
+//! A read from the store must not install a record older than one a change has already
+//! written and dropped: every change to a stored key record counts in [`Held::changes`] while
+//! its writer still holds the entry, and a read that saw the count move is made again.
+
+use super::{KeyEntry, NonceCounter};
+use crate::clock::UnixSeconds;
+use crate::keys::{KeyRecord, KeyState, KeyUse};
+use lru::LruCache;
+use prometheus::IntCounter;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use uuid::Uuid;
+
+/// Entries held by default.
+pub const KEY_CACHE: usize = 10_000;
+
+/// What the index keeps of a key: enough to list it, count it, and find it when the scheduler
+/// has something to do to it, without its record. 32 bytes: a million keys' index is ~65 MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Summary {
+    pub state: KeyState,
+    /// When the key's deletion is due (pending deletion only), its automatic rotation is due
+    /// (enabled, with rotation on, only), and its imported material expires (still held
+    /// only); [`NEVER`] for none.
+    due: [UnixSeconds; 3],
+}
+
+/// A date that never comes.
+const NEVER: UnixSeconds = UnixSeconds::MAX;
+const DELETION: usize = 0;
+const ROTATION: usize = 1;
+const EXPIRY: usize = 2;
+
+impl Summary {
+    pub fn of(record: &KeyRecord) -> Self {
+        let deletion = (record.state == KeyState::PendingDeletion)
+            .then_some(record.deletion_date)
+            .flatten();
+        let rotation = (record.state == KeyState::Enabled && record.rotation.enabled)
+            .then_some(record.rotation.next_rotation)
+            .flatten();
+        let expiry = matches!(record.state, KeyState::Enabled | KeyState::Disabled)
+            .then(|| record.imported.as_ref())
+            .flatten()
+            .filter(|i| i.present)
+            .and_then(|i| i.valid_to);
+        Self {
+            state: record.state,
+            due: [deletion, rotation, expiry].map(|d| d.unwrap_or(NEVER)),
+        }
+    }
+
+    fn due(&self, which: usize, now: UnixSeconds) -> bool {
+        self.due[which] != NEVER && self.due[which] <= now
+    }
+
+    /// [`KeyRecord::deletion_due`].
+    pub fn deletion_due(&self, now: UnixSeconds) -> bool {
+        self.due(DELETION, now)
+    }
+
+    /// [`KeyRecord::rotation_due`].
+    pub fn rotation_due(&self, now: UnixSeconds) -> bool {
+        self.due(ROTATION, now)
+    }
+
+    /// [`KeyRecord::material_expired`].
+    pub fn material_expired(&self, now: UnixSeconds) -> bool {
+        self.due(EXPIRY, now)
+    }
+
+    pub fn live(&self) -> bool {
+        self.state != KeyState::Deleted
+    }
+}
+
+/// What was found for a key asked for.
+pub(super) enum Lookup {
+    Held(Arc<KeyEntry>),
+    /// Not held: read it, note [`Held::changes`] from before the read, and [`Held::insert`].
+    Absent,
+    /// No such key.
+    Unknown,
+}
+
+pub(super) struct Held {
+    index: RwLock<BTreeMap<Uuid, Summary>>,
+    entries: Mutex<LruCache<Uuid, Arc<KeyEntry>>>,
+    capacity: usize,
+    /// Counters of evicted entries, for the entry that reads the key again.
+    parked_counters: Mutex<HashMap<Uuid, Arc<NonceCounter>>>,
+    /// Last uses of evicted entries not yet written to their records.
+    parked_uses: Mutex<HashMap<Uuid, KeyUse>>,
+    /// Changes to stored key records so far, by a hash of the key's id (see the module's
+    /// note): a change to one key sends only the reads of keys sharing its stripe round again.
+    changes: [AtomicU64; STRIPES],
+    /// Whether no key record changed since the index was built (the records read to build it
+    /// are still every key's).
+    unchanged: std::sync::atomic::AtomicBool,
+    /// The `key_cache` metric's two counters, looked up once.
+    counted: Option<(IntCounter, IntCounter)>,
+}
+
+const STRIPES: usize = 64;
+
+fn stripe(id: Uuid) -> usize {
+    id.as_u128() as usize % STRIPES
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Held {
+    pub fn new(index: BTreeMap<Uuid, Summary>, capacity: usize) -> Self {
+        Self {
+            index: RwLock::new(index),
+            entries: Mutex::new(LruCache::unbounded()),
+            capacity: capacity.max(1),
+            parked_counters: Mutex::new(HashMap::new()),
+            parked_uses: Mutex::new(HashMap::new()),
+            changes: std::array::from_fn(|_| AtomicU64::new(0)),
+            unchanged: std::sync::atomic::AtomicBool::new(true),
+            counted: crate::metrics::metrics().map(|m| {
+                (
+                    m.key_cache.with_label_values(&["hit"]),
+                    m.key_cache.with_label_values(&["miss"]),
+                )
+            }),
+        }
+    }
+
+    pub fn index(&self) -> RwLockReadGuard<'_, BTreeMap<Uuid, Summary>> {
+        match self.index.read() {
+            Ok(index) => index,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Uuid, Summary>> {
+        match self.index.write() {
+            Ok(index) => index,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn summary(&self, id: Uuid) -> Option<Summary> {
+        self.index().get(&id).copied()
+    }
+
+    /// Whether no key record changed since the index was built.
+    pub fn unchanged(&self) -> bool {
+        self.unchanged.load(Ordering::SeqCst)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index().len()
+    }
+
+    /// The key's entry if held (made most recently used), else whether the key exists.
+    pub fn lookup(&self, id: Uuid) -> Lookup {
+        if let Some(entry) = lock(&self.entries).get(&id) {
+            self.count(true);
+            return Lookup::Held(entry.clone());
+        }
+        if self.index().contains_key(&id) {
+            self.count(false);
+            Lookup::Absent
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// The key's entry if held, without making it more recently used.
+    pub fn peek(&self, id: Uuid) -> Option<Arc<KeyEntry>> {
+        lock(&self.entries).peek(&id).cloned()
+    }
+
+    /// The entries held now.
+    pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
+        lock(&self.entries).iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Changes counted so far for keys sharing `id`'s stripe.
+    pub fn changes(&self, id: Uuid) -> u64 {
+        self.changes[stripe(id)].load(Ordering::SeqCst)
+    }
+
+    /// Counts a change to a stored key record: called by its writer while it still holds the
+    /// key's entry, or by the follower once it has taken in another daemon's change.
+    pub fn changed(&self, id: Uuid) {
+        self.unchanged.store(false, Ordering::SeqCst);
+        self.changes[stripe(id)].fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn count(&self, hit: bool) {
+        if let Some((hits, misses)) = &self.counted {
+            if hit { hits } else { misses }.inc();
+        }
+    }
+
+    /// Holds the entry `make` makes from a record read when [`Held::changes`] was `since`,
+    /// unless the key is held already (that entry is returned) or a change was counted since
+    /// (`None`: read again). `make` gets the counter parked for the key, if any.
+    pub fn insert(
+        &self,
+        id: Uuid,
+        since: u64,
+        make: impl FnOnce(Option<Arc<NonceCounter>>) -> KeyEntry,
+    ) -> Option<Arc<KeyEntry>> {
+        let mut entries = lock(&self.entries);
+        if let Some(entry) = entries.get(&id) {
+            return Some(entry.clone());
+        }
+        if self.changes(id) != since {
+            return None;
+        }
+        let parked = lock(&self.parked_counters).remove(&id);
+        let entry = Arc::new(make(parked));
+        entries.put(id, entry.clone());
+        self.evict(&mut entries);
+        Some(entry)
+    }
+
+    /// Holds the entry of a key just made here, unless one is held already (another daemon's
+    /// change to it heard first: that one is kept). Returns the entry held.
+    pub fn insert_created(&self, entry: KeyEntry) -> Arc<KeyEntry> {
+        let mut entries = lock(&self.entries);
+        let id = entry.id;
+        let held = match entries.get(&id) {
+            Some(held) => held.clone(),
+            None => {
+                let entry = Arc::new(entry);
+                entries.put(id, entry.clone());
+                entry
+            }
+        };
+        self.set_summary(id, Some(Summary::of(&held.record())));
+        self.evict(&mut entries);
+        held
+    }
+
+    /// Evicts the least recently used entries nobody holds, down to the capacity. An entry
+    /// someone holds stays (its gate may be taken): the cache may exceed its capacity by the
+    /// entries in use.
+    fn evict(&self, entries: &mut LruCache<Uuid, Arc<KeyEntry>>) {
+        while entries.len() > self.capacity {
+            // Only the cache holds it: nobody can take it but through this lock.
+            let Some(id) = entries
+                .iter()
+                .rev()
+                .find(|(_, e)| Arc::strong_count(e) == 1)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            if let Some(entry) = entries.pop(&id) {
+                self.park(&entry);
+            }
+        }
+    }
+
+    fn park(&self, entry: &KeyEntry) {
+        if let Some(counter) = entry.nonces() {
+            lock(&self.parked_counters).insert(entry.id, counter);
+        }
+        let used = entry.last_use.lock().ok().and_then(|u| u.clone());
+        if let Some(used) = used
+            && entry.record().last_used.as_ref() != Some(&used)
+        {
+            lock(&self.parked_uses).insert(entry.id, used);
+        }
+    }
+
+    /// The last use of an evicted entry not yet written, if any.
+    pub fn parked_use(&self, id: Uuid) -> Option<KeyUse> {
+        lock(&self.parked_uses).get(&id).cloned()
+    }
+
+    /// Takes the parked last uses, to write them.
+    pub fn take_parked_uses(&self) -> Vec<(Uuid, KeyUse)> {
+        lock(&self.parked_uses).drain().collect()
+    }
+
+    /// Parks a use again whose write failed (unless a newer one is parked meanwhile).
+    pub fn repark_use(&self, id: Uuid, used: KeyUse) {
+        lock(&self.parked_uses)
+            .entry(id)
+            .and_modify(|u| {
+                if u.time < used.time {
+                    *u = used.clone();
+                }
+            })
+            .or_insert(used);
+    }
+
+    /// Sets (or, with `None`, removes) the key's summary. Returns the one it replaces.
+    pub fn set_summary(&self, id: Uuid, summary: Option<Summary>) -> Option<Summary> {
+        self.unchanged.store(false, Ordering::SeqCst);
+        let mut index = self.index_mut();
+        match summary {
+            Some(summary) => index.insert(id, summary),
+            None => index.remove(&id),
+        }
+    }
+
+    /// Forgets a key removed from the store (by another daemon).
+    pub fn remove(&self, id: Uuid) -> Option<Summary> {
+        lock(&self.entries).pop(&id);
+        lock(&self.parked_counters).remove(&id);
+        lock(&self.parked_uses).remove(&id);
+        self.set_summary(id, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::clock::SystemClock;
+    use crate::crypto::EncryptionContext;
+    use crate::keystore::sealed::SealedKeyStore;
+    use crate::seal::{self, KdfParams};
+    use crate::secret::SecretString;
+    use crate::store::{Barrier, SledBackend};
+
+    /// A key service on a sealed keystore and sled that holds `capacity` entries, and the
+    /// store it writes.
+    struct Harness {
+        _dir: tempfile::TempDir,
+        store: Arc<Store>,
+        service: KeyService,
+    }
+
+    fn harness(capacity: usize) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("key cache test".into());
+        let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+        let backend = SledBackend::open(&dir.path().join("store")).unwrap();
+        let barrier = Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+        let sealed = SealedKeyStore::open(Arc::new(master), store.clone(), dir.path()).unwrap();
+        let mut config = KeyServiceConfig::new("111122223333");
+        config.key_cache = capacity;
+        config.nonce_reservation_block = 100;
+        let service = KeyService::open(
+            config,
+            Arc::new(SystemClock),
+            store.clone(),
+            vec![Arc::new(sealed) as Arc<dyn KeyStore>],
+        )
+        .unwrap();
+        Harness {
+            _dir: dir,
+            store,
+            service,
+        }
+    }
+
+    async fn keys(service: &KeyService, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let record = service
+                .create_key(String::new(), None, BTreeMap::new(), None)
+                .await
+                .unwrap();
+            ids.push(record.id.to_string());
+        }
+        ids
+    }
+
+    fn stored(store: &Store, id: &str) -> KeyRecord {
+        let id = Uuid::parse_str(id).unwrap();
+        serde_json::from_slice(&store.get(&key_record_name(id)).unwrap().unwrap()).unwrap()
+    }
+
+    fn empty() -> EncryptionContext {
+        EncryptionContext::new(BTreeMap::new()).unwrap()
+    }
+
+    fn held(service: &KeyService) -> usize {
+        service.held.entries().len()
+    }
+
+    /// Keys evicted and read back from the store answer as they did: their state, their
+    /// ciphertexts, a change made to them while evicted.
+    #[tokio::test]
+    async fn evicted_keys_are_read_again_and_answer_as_before() {
+        let h = harness(2);
+        let ids = keys(&h.service, 6).await;
+        assert_eq!(held(&h.service), 2);
+        let mut blobs = Vec::new();
+        for id in &ids {
+            blobs.push(h.service.encrypt(id, b"secret", &empty()).await.unwrap().0);
+        }
+        h.service.disable_key(&ids[0]).await.unwrap();
+        for id in &ids[1..] {
+            h.service.describe_key(id).unwrap();
+        }
+        assert_eq!(held(&h.service), 2, "the cache holds its capacity");
+        assert_eq!(
+            h.service.describe_key(&ids[0]).unwrap().state,
+            KeyState::Disabled
+        );
+        for (id, blob) in ids.iter().zip(&blobs).skip(1) {
+            let decrypted = h.service.decrypt(blob, &empty(), None).await.unwrap();
+            assert_eq!(decrypted.key_id.to_string(), *id);
+            assert_eq!(decrypted.plaintext.expose(), b"secret");
+        }
+        let error = h
+            .service
+            .decrypt(&blobs[0], &empty(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, KeyError::Disabled(_)), "{error:?}");
+        assert_eq!(h.service.count(), 6);
+        assert_eq!(h.service.count_by_state()["Disabled"], 1);
+        assert_eq!(h.service.list_keys(0, "").unwrap().items.len(), 6);
+    }
+
+    /// An entry someone holds stays, however many keys are read meanwhile: a key has one
+    /// entry, so one gate.
+    #[tokio::test]
+    async fn an_entry_in_use_is_never_evicted() {
+        let h = harness(1);
+        let ids = keys(&h.service, 4).await;
+        let first = Uuid::parse_str(&ids[0]).unwrap();
+        let pinned = h.service.entry_by_id(first).unwrap().unwrap();
+        for id in &ids[1..] {
+            h.service.describe_key(id).unwrap();
+        }
+        let again = h.service.entry_by_id(first).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&pinned, &again),
+            "a second entry for a held key"
+        );
+        drop((pinned, again));
+        for id in &ids[1..] {
+            h.service.describe_key(id).unwrap();
+        }
+        assert!(h.service.held.peek(first).is_none(), "evicted once let go");
+    }
+
+    /// An evicted key's encryption count goes on where it stopped: read again from its
+    /// record alone, it would take the whole reserved block as used and write a new one.
+    #[tokio::test]
+    async fn an_evicted_keys_encryption_count_goes_on() {
+        let h = harness(1);
+        let ids = keys(&h.service, 2).await;
+        for _ in 0..10 {
+            h.service.encrypt(&ids[0], b"x", &empty()).await.unwrap();
+        }
+        h.service.describe_key(&ids[1]).unwrap();
+        let first = Uuid::parse_str(&ids[0]).unwrap();
+        assert!(h.service.held.peek(first).is_none());
+        for _ in 0..10 {
+            h.service.encrypt(&ids[0], b"x", &empty()).await.unwrap();
+        }
+        let counter = h
+            .service
+            .entry_by_id(first)
+            .unwrap()
+            .unwrap()
+            .nonces()
+            .unwrap();
+        assert_eq!(counter.used.load(Ordering::SeqCst), 20);
+        assert_eq!(
+            stored(&h.store, &ids[0]).versions[0].nonces_reserved,
+            100,
+            "no block reserved beyond the first"
+        );
+    }
+
+    /// A use seen before the key's entry was evicted is written by the next pass.
+    #[tokio::test]
+    async fn an_evicted_keys_last_use_is_written() {
+        let h = harness(1);
+        let ids = keys(&h.service, 2).await;
+        h.service.encrypt(&ids[0], b"x", &empty()).await.unwrap();
+        h.service.describe_key(&ids[1]).unwrap();
+        let first = stored(&h.store, &ids[0]);
+        assert_eq!(first.last_used, None);
+        assert_eq!(
+            h.service.last_use(&first).map(|u| u.operation),
+            Some("Encrypt".to_owned())
+        );
+        h.service.record_uses().await;
+        let used = stored(&h.store, &ids[0]).last_used.unwrap();
+        assert_eq!(used.operation, "Encrypt");
+        assert!(h.service.held.take_parked_uses().is_empty());
+    }
+
+    /// A record read before a change to its key, installed after the change's writer let the
+    /// entry go, would serve the key as it was: the read is refused and made again.
+    #[tokio::test]
+    async fn a_record_read_before_a_change_is_not_installed() {
+        let h = harness(1);
+        let ids = keys(&h.service, 2).await;
+        let first = Uuid::parse_str(&ids[0]).unwrap();
+        let since = h.service.held.changes(first);
+        let before = stored(&h.store, &ids[0]);
+        h.service.disable_key(&ids[0]).await.unwrap();
+        h.service.describe_key(&ids[1]).unwrap();
+        assert!(h.service.held.peek(first).is_none());
+        let installed = h.service.held.insert(first, since, |parked| {
+            KeyEntry::with_counter(before, false, 0, parked)
+        });
+        assert!(installed.is_none(), "a stale record was installed");
+        assert_eq!(
+            h.service.describe_key(&ids[0]).unwrap().state,
+            KeyState::Disabled
+        );
+    }
+
+    /// The index answers for keys whose entries are not held: due dates, liveness.
+    #[tokio::test]
+    async fn the_index_follows_changes_to_keys_not_held() {
+        let h = harness(1);
+        let ids = keys(&h.service, 3).await;
+        h.service.schedule_deletion(&ids[0], Some(7)).await.unwrap();
+        h.service.describe_key(&ids[1]).unwrap();
+        let first = Uuid::parse_str(&ids[0]).unwrap();
+        assert!(h.service.held.peek(first).is_none());
+        let now = h.service.now();
+        assert!(h.service.due_keys(now).0.is_empty());
+        assert_eq!(h.service.due_keys(now + 8 * DAY).0, vec![first]);
+        assert_eq!(h.service.count_by_state()["PendingDeletion"], 1);
+        assert_eq!(h.service.list_keys(0, "").unwrap().items.len(), 3);
+    }
+
+    /// The index answers the scheduler's questions as the record itself would, in every state.
+    #[tokio::test]
+    async fn a_summary_is_due_when_its_record_is() {
+        let h = harness(4);
+        let id = keys(&h.service, 1).await.remove(0);
+        let base = (*h.service.describe_key(&id).unwrap()).clone();
+        let now = 1_000_000;
+        let mut checked = 0;
+        for state in [
+            KeyState::Enabled,
+            KeyState::Disabled,
+            KeyState::PendingDeletion,
+            KeyState::Deleted,
+            KeyState::PendingImport,
+        ] {
+            for date in [None, Some(now - 1), Some(now), Some(now + 1)] {
+                for (enabled, present) in [(false, false), (true, true), (true, false)] {
+                    let mut record = base.clone();
+                    record.state = state;
+                    record.deletion_date = date;
+                    record.rotation.enabled = enabled;
+                    record.rotation.next_rotation = date;
+                    record.imported = Some(crate::keys::ImportedMaterial {
+                        commitment: None,
+                        present,
+                        valid_to: date,
+                    });
+                    let summary = super::Summary::of(&record);
+                    assert_eq!(
+                        summary.deletion_due(now),
+                        record.deletion_due(now),
+                        "{record:?}"
+                    );
+                    assert_eq!(
+                        summary.rotation_due(now),
+                        record.rotation_due(now),
+                        "{record:?}"
+                    );
+                    assert_eq!(
+                        summary.material_expired(now),
+                        record.material_expired(now),
+                        "{record:?}"
+                    );
+                    assert_eq!(summary.live(), record.state != KeyState::Deleted);
+                    checked += summary.deletion_due(now) as u32
+                        + summary.rotation_due(now) as u32
+                        + summary.material_expired(now) as u32;
+                }
+            }
+        }
+        assert!(checked > 0, "no case was due");
+    }
+}
