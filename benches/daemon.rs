@@ -1285,7 +1285,29 @@ impl BenchDaemon {
                     }
                     Ok(report)
                 };
-                over_keys = Some([run(false, false)?, run(true, false)?, run(true, true)?]);
+                let rss = || {
+                    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                        .unwrap_or_default();
+                    status
+                        .lines()
+                        .find_map(|line| line.strip_prefix("VmRSS:"))
+                        .map(|v| v.trim().to_owned())
+                        .unwrap_or_default()
+                };
+                let started_rss = rss();
+                let describe = run(false, false)?;
+                let described_rss = rss();
+                let encrypt = run(true, false)?;
+                let encrypted_rss = rss();
+                let sweep = run(true, true)?;
+                eprintln!(
+                    "daemon bench: keyhaven serve over {} keys: VmRSS after one key's loads {started_rss}, \
+                     after DescribeKey over random keys {described_rss}, after Encrypt over random \
+                     keys {encrypted_rss}, after Encrypt once with every key {}",
+                    keys.len(),
+                    rss()
+                );
+                over_keys = Some([describe, encrypt, sweep]);
             }
             let status =
                 std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();

@@ -150,6 +150,28 @@ impl EtcdProcess {
                 "--client-cert-auth".to_owned(),
             ],
         };
+        let mut client_tls = tls.map(|t| t.client);
+        for attempt in 1.. {
+            let mut etcd = Self::spawn_members(size, scheme, &tls_args, client_tls.take());
+            match etcd.serving().await {
+                Ok(()) => return etcd,
+                // A port chosen free was taken (by another test) before etcd bound it: the
+                // cluster is made again on other ports.
+                Err(log) if log.contains("address already in use") && attempt < 5 => {
+                    client_tls = etcd.tls.take();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn_members(
+        size: usize,
+        scheme: &str,
+        tls_args: &[String],
+        client_tls: Option<EtcdTls>,
+    ) -> Self {
         let data = tempfile::tempdir().expect("etcd data directory");
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
@@ -168,20 +190,18 @@ impl EtcdProcess {
                 peer_url: format!("http://127.0.0.1:{peer}"),
                 initial_cluster: initial_cluster.clone(),
                 data: data.path().to_path_buf(),
-                tls_args: tls_args.clone(),
+                tls_args: tls_args.to_vec(),
             })
             .collect();
         for member in &mut members {
             member.spawn("new");
         }
-        let mut etcd = Self {
+        Self {
             endpoint: members[0].endpoint.clone(),
             members,
-            tls: tls.map(|t| t.client),
+            tls: client_tls,
             _data: data,
-        };
-        etcd.wait_until_serving().await;
-        etcd
+        }
     }
 
     /// Every member's client URL.
@@ -191,13 +211,23 @@ impl EtcdProcess {
 
     /// Waits (up to 30 s) until a write through the running members succeeds.
     pub async fn wait_until_serving(&mut self) {
+        if let Err(log) = self.serving().await {
+            panic!("{log}");
+        }
+    }
+
+    /// [`Self::wait_until_serving`], saying why a member exited instead of panicking.
+    async fn serving(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             for member in &mut self.members {
                 if let Some(status) = member.exited() {
                     let log = std::fs::read_to_string(member.log()).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                    panic!("etcd exited ({status}); its log ends:\n{}", tail.join("\n"));
+                    return Err(format!(
+                        "etcd exited ({status}); its log ends:\n{}",
+                        tail.join("\n")
+                    ));
                 }
             }
             let running: Vec<String> = self
@@ -211,7 +241,7 @@ impl EtcdProcess {
                 && client.put("keyhaven-test-ready", "", None).await.is_ok()
             {
                 let _ = client.delete("keyhaven-test-ready", None).await;
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

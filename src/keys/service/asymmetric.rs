@@ -250,7 +250,7 @@ impl KeyService {
         key: &str,
         spec: KeySpec,
         context: &EncryptionContext,
-        operation: &str,
+        operation: &'static str,
     ) -> Result<DataKeyPair, KeyError> {
         let entry = self.resolve(key, false)?;
         {

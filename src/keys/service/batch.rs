@@ -56,7 +56,7 @@ impl KeyService {
     }
 
     /// Seals every item under its key for `operation` (the name the key's checks give).
-    async fn seal_many(&self, items: &[EncryptItem<'_>], operation: &str) -> Vec<Sealed> {
+    async fn seal_many(&self, items: &[EncryptItem<'_>], operation: &'static str) -> Vec<Sealed> {
         let mut answers: Vec<Option<Sealed>> = items.iter().map(|_| None).collect();
         let mut by_keystore: Vec<KeystoreItems> = Vec::new();
         for (index, item) in items.iter().enumerate() {

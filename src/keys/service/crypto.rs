@@ -92,7 +92,7 @@ impl KeyService {
         &self,
         entry: &KeyEntry,
         context: &EncryptionContext,
-        operation: &str,
+        operation: &'static str,
     ) -> Result<PreparedSeal, KeyError> {
         let current = entry.record();
         self.require_usable(&current, operation)?;
@@ -122,7 +122,7 @@ impl KeyService {
         entry: &KeyEntry,
         plaintext: &[u8],
         context: &EncryptionContext,
-        operation: &str,
+        operation: &'static str,
     ) -> Result<Vec<u8>, KeyError> {
         let PreparedSeal {
             keystore,
@@ -181,7 +181,7 @@ impl KeyService {
         blob: &[u8],
         context: &EncryptionContext,
         expected_key: Option<&str>,
-        operation: &str,
+        operation: &'static str,
     ) -> Result<Decrypted, KeyError> {
         let parsed = CiphertextBlob::parse(blob).map_err(|_| KeyError::InvalidCiphertext)?;
         if let Some(expected) = expected_key {

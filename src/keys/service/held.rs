@@ -17,9 +17,9 @@
 //! written and dropped: every change to a stored key record counts in [`Held::changes`] while
 //! its writer still holds the entry, and a read that saw the count move is made again.
 
-use super::{KeyEntry, NonceCounter};
+use super::{KeyEntry, ParkedCounter, SeenUse};
 use crate::clock::UnixSeconds;
-use crate::keys::{KeyRecord, KeyState, KeyUse};
+use crate::keys::{KeyRecord, KeyState};
 use lru::LruCache;
 use prometheus::IntCounter;
 use std::collections::{BTreeMap, HashMap};
@@ -99,20 +99,24 @@ pub(super) enum Lookup {
     Unknown,
 }
 
+/// What an evicted entry leaves behind (~80 bytes a key, with the map's own).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Parked {
+    pub counter: Option<ParkedCounter>,
+    /// A use not yet written to the key's record.
+    pub used: Option<SeenUse>,
+}
+
 pub(super) struct Held {
     index: RwLock<BTreeMap<Uuid, Summary>>,
     entries: Mutex<LruCache<Uuid, Arc<KeyEntry>>>,
     capacity: usize,
-    /// Counters of evicted entries, for the entry that reads the key again.
-    parked_counters: Mutex<HashMap<Uuid, Arc<NonceCounter>>>,
-    /// Last uses of evicted entries not yet written to their records.
-    parked_uses: Mutex<HashMap<Uuid, KeyUse>>,
+    /// What evicted entries left: for the entry that reads the key again, and (last uses)
+    /// for the scheduler's pass.
+    parked: Mutex<HashMap<Uuid, Parked>>,
     /// Changes to stored key records so far, by a hash of the key's id (see the module's
     /// note): a change to one key sends only the reads of keys sharing its stripe round again.
     changes: [AtomicU64; STRIPES],
-    /// Whether no key record changed since the index was built (the records read to build it
-    /// are still every key's).
-    unchanged: std::sync::atomic::AtomicBool,
     /// The `key_cache` metric's two counters, looked up once.
     counted: Option<(IntCounter, IntCounter)>,
 }
@@ -136,10 +140,8 @@ impl Held {
             index: RwLock::new(index),
             entries: Mutex::new(LruCache::unbounded()),
             capacity: capacity.max(1),
-            parked_counters: Mutex::new(HashMap::new()),
-            parked_uses: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
-            unchanged: std::sync::atomic::AtomicBool::new(true),
             counted: crate::metrics::metrics().map(|m| {
                 (
                     m.key_cache.with_label_values(&["hit"]),
@@ -165,11 +167,6 @@ impl Held {
 
     pub fn summary(&self, id: Uuid) -> Option<Summary> {
         self.index().get(&id).copied()
-    }
-
-    /// Whether no key record changed since the index was built.
-    pub fn unchanged(&self) -> bool {
-        self.unchanged.load(Ordering::SeqCst)
     }
 
     pub fn len(&self) -> usize {
@@ -208,7 +205,6 @@ impl Held {
     /// Counts a change to a stored key record: called by its writer while it still holds the
     /// key's entry, or by the follower once it has taken in another daemon's change.
     pub fn changed(&self, id: Uuid) {
-        self.unchanged.store(false, Ordering::SeqCst);
         self.changes[stripe(id)].fetch_add(1, Ordering::SeqCst);
     }
 
@@ -220,12 +216,12 @@ impl Held {
 
     /// Holds the entry `make` makes from a record read when [`Held::changes`] was `since`,
     /// unless the key is held already (that entry is returned) or a change was counted since
-    /// (`None`: read again). `make` gets the counter parked for the key, if any.
+    /// (`None`: read again). `make` gets what the key's last entry left, if anything.
     pub fn insert(
         &self,
         id: Uuid,
         since: u64,
-        make: impl FnOnce(Option<Arc<NonceCounter>>) -> KeyEntry,
+        make: impl FnOnce(Parked) -> KeyEntry,
     ) -> Option<Arc<KeyEntry>> {
         let mut entries = lock(&self.entries);
         if let Some(entry) = entries.get(&id) {
@@ -234,7 +230,7 @@ impl Held {
         if self.changes(id) != since {
             return None;
         }
-        let parked = lock(&self.parked_counters).remove(&id);
+        let parked = lock(&self.parked).remove(&id).unwrap_or_default();
         let entry = Arc::new(make(parked));
         entries.put(id, entry.clone());
         self.evict(&mut entries);
@@ -280,42 +276,48 @@ impl Held {
     }
 
     fn park(&self, entry: &KeyEntry) {
-        if let Some(counter) = entry.nonces() {
-            lock(&self.parked_counters).insert(entry.id, counter);
-        }
-        let used = entry.last_use.lock().ok().and_then(|u| u.clone());
-        if let Some(used) = used
-            && entry.record().last_used.as_ref() != Some(&used)
-        {
-            lock(&self.parked_uses).insert(entry.id, used);
+        let parked = Parked {
+            counter: entry.nonces().map(|c| c.park()),
+            used: entry
+                .last_use
+                .lock()
+                .ok()
+                .and_then(|u| *u)
+                .filter(|u| !u.recorded_in(&entry.record())),
+        };
+        if parked.counter.is_some() || parked.used.is_some() {
+            lock(&self.parked).insert(entry.id, parked);
         }
     }
 
     /// The last use of an evicted entry not yet written, if any.
-    pub fn parked_use(&self, id: Uuid) -> Option<KeyUse> {
-        lock(&self.parked_uses).get(&id).cloned()
+    pub fn parked_use(&self, id: Uuid) -> Option<SeenUse> {
+        lock(&self.parked).get(&id).and_then(|p| p.used)
     }
 
     /// Takes the parked last uses, to write them.
-    pub fn take_parked_uses(&self) -> Vec<(Uuid, KeyUse)> {
-        lock(&self.parked_uses).drain().collect()
+    pub fn take_parked_uses(&self) -> Vec<(Uuid, SeenUse)> {
+        let mut taken = Vec::new();
+        lock(&self.parked).retain(|id, parked| {
+            if let Some(used) = parked.used.take() {
+                taken.push((*id, used));
+            }
+            parked.counter.is_some()
+        });
+        taken
     }
 
     /// Parks a use again whose write failed (unless a newer one is parked meanwhile).
-    pub fn repark_use(&self, id: Uuid, used: KeyUse) {
-        lock(&self.parked_uses)
-            .entry(id)
-            .and_modify(|u| {
-                if u.time < used.time {
-                    *u = used.clone();
-                }
-            })
-            .or_insert(used);
+    pub fn repark_use(&self, id: Uuid, used: SeenUse) {
+        let mut parked = lock(&self.parked);
+        let slot = &mut parked.entry(id).or_default().used;
+        if slot.is_none_or(|u| u.time < used.time) {
+            *slot = Some(used);
+        }
     }
 
     /// Sets (or, with `None`, removes) the key's summary. Returns the one it replaces.
     pub fn set_summary(&self, id: Uuid, summary: Option<Summary>) -> Option<Summary> {
-        self.unchanged.store(false, Ordering::SeqCst);
         let mut index = self.index_mut();
         match summary {
             Some(summary) => index.insert(id, summary),
@@ -326,8 +328,7 @@ impl Held {
     /// Forgets a key removed from the store (by another daemon).
     pub fn remove(&self, id: Uuid) -> Option<Summary> {
         lock(&self.entries).pop(&id);
-        lock(&self.parked_counters).remove(&id);
-        lock(&self.parked_uses).remove(&id);
+        lock(&self.parked).remove(&id);
         self.set_summary(id, None)
     }
 }
@@ -521,7 +522,7 @@ mod tests {
         h.service.describe_key(&ids[1]).unwrap();
         assert!(h.service.held.peek(first).is_none());
         let installed = h.service.held.insert(first, since, |parked| {
-            KeyEntry::with_counter(before, false, 0, parked)
+            KeyEntry::with_parked(before, false, 0, parked)
         });
         assert!(installed.is_none(), "a stale record was installed");
         assert_eq!(

@@ -224,8 +224,16 @@ impl KeyService {
 
     /// Versions of every key that is not a tombstone, as stored.
     fn recorded_versions(&self) -> Result<HashSet<MaterialRef>, KeyError> {
-        Ok(self
-            .every_record()?
+        let mut versions = HashSet::new();
+        self.for_every_record(|records| {
+            versions.extend(Self::versions_held(records));
+            Ok(())
+        })?;
+        Ok(versions)
+    }
+
+    fn versions_held(records: &[KeyRecord]) -> impl Iterator<Item = MaterialRef> + '_ {
+        records
             .iter()
             .filter(|record| record.state != KeyState::Deleted)
             .flat_map(|record| {
@@ -239,7 +247,6 @@ impl KeyService {
                     })
                     .collect::<Vec<_>>()
             })
-            .collect())
     }
 
     /// The keystores that can hold orphans, by name.

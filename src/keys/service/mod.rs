@@ -105,6 +105,59 @@ impl NonceCounter {
             floor: AtomicU64::new(0),
         })
     }
+
+    /// Its counts, kept while its key's entry is evicted (nobody holds the counter then: it
+    /// is only ever taken from an entry held).
+    fn park(&self) -> ParkedCounter {
+        ParkedCounter {
+            version: self.version,
+            used: self.used.load(Ordering::Acquire),
+            reserved: self.reserved.load(Ordering::Acquire),
+            floor: self.floor.load(Ordering::Acquire),
+        }
+    }
+
+    fn unpark(parked: ParkedCounter) -> Arc<Self> {
+        Arc::new(Self {
+            version: parked.version,
+            used: AtomicU64::new(parked.used),
+            reserved: AtomicU64::new(parked.reserved),
+            floor: AtomicU64::new(parked.floor),
+        })
+    }
+}
+
+/// A [`NonceCounter`]'s counts, without its atomics and its allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ParkedCounter {
+    version: u32,
+    used: u64,
+    reserved: u64,
+    floor: u64,
+}
+
+/// A use of a key seen in memory, written to its record by the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeenUse {
+    time: UnixSeconds,
+    operation: &'static str,
+}
+
+impl SeenUse {
+    fn key_use(self) -> KeyUse {
+        KeyUse {
+            time: self.time,
+            operation: self.operation.to_owned(),
+        }
+    }
+
+    /// Whether `record` has this use as its last already.
+    fn recorded_in(self, record: &KeyRecord) -> bool {
+        record
+            .last_used
+            .as_ref()
+            .is_some_and(|u| u.time == self.time && u.operation == self.operation)
+    }
 }
 
 struct KeyEntry {
@@ -118,25 +171,20 @@ struct KeyEntry {
     /// The parsed key policy, with the record it was parsed from.
     policy: std::sync::Mutex<Option<(Arc<KeyRecord>, Arc<Policy>)>>,
     /// The latest use, kept in memory and written to the record by the scheduler.
-    last_use: std::sync::Mutex<Option<KeyUse>>,
+    last_use: std::sync::Mutex<Option<SeenUse>>,
 }
 
 impl KeyEntry {
     fn new(record: KeyRecord, fresh: bool, revision: i64) -> Self {
-        Self::with_counter(record, fresh, revision, None)
+        Self::with_parked(record, fresh, revision, held::Parked::default())
     }
 
-    /// The entry of a record read from the store, given the counter parked when the key's
-    /// entry was last evicted (used if it counts the current version).
-    fn with_counter(
-        record: KeyRecord,
-        fresh: bool,
-        revision: i64,
-        parked: Option<Arc<NonceCounter>>,
-    ) -> Self {
+    /// The entry of a record read from the store, given what the key's entry left when it
+    /// was last evicted: its counter (used if it counts the current version), its last use.
+    fn with_parked(record: KeyRecord, fresh: bool, revision: i64, parked: held::Parked) -> Self {
         // After a restart every reserved count is taken as used: counts never go backwards.
-        let nonces = record.versions.last().map(|v| match parked {
-            Some(counter) if counter.version == v.number => counter,
+        let nonces = record.versions.last().map(|v| match parked.counter {
+            Some(counter) if counter.version == v.number => NonceCounter::unpark(counter),
             _ => {
                 let used = if fresh { 0 } else { v.nonces_reserved };
                 NonceCounter::new(v, used)
@@ -148,7 +196,7 @@ impl KeyEntry {
             record: RwLock::new((Arc::new(record), revision)),
             nonces: RwLock::new(nonces),
             policy: std::sync::Mutex::new(None),
-            last_use: std::sync::Mutex::new(None),
+            last_use: std::sync::Mutex::new(parked.used),
         }
     }
 
@@ -269,8 +317,6 @@ pub struct KeyService {
     keystores: HashMap<String, Arc<dyn KeyStore>>,
     /// The index of every key, and the entries of those used most recently.
     held: held::Held,
-    /// The records read at start-up, kept for its checks (taken by `check_material`).
-    loaded: std::sync::Mutex<Option<Vec<Arc<KeyRecord>>>>,
     aliases: RwLock<BTreeMap<String, AliasEntry>>,
     /// The default key policy, parsed once and shared by every key that has no other.
     default_policy: Option<Arc<Policy>>,
@@ -428,18 +474,37 @@ pub fn validate_alias_name(name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Every key record in the store, parsed on every core (parsing is most of the start-up time
-/// of a large store).
-fn read_every_record(store: &Store) -> Result<Vec<Arc<KeyRecord>>, KeyError> {
-    let stored = store.scan(KEY_PREFIX, None, usize::MAX)?;
+/// Key records read at once when every key is visited: memory for a page of them, never for
+/// every key.
+const RECORD_PAGE: usize = 4096;
+
+/// Visits every key record in the store, a page at a time, each page parsed on every core
+/// (parsing is most of the time of a pass over a large store).
+fn for_every_record(
+    store: &Store,
+    mut visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
+) -> Result<(), KeyError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let stored = store.scan(KEY_PREFIX, after.as_deref(), RECORD_PAGE)?;
+        let last_page = stored.len() < RECORD_PAGE;
+        after = stored.last().map(|(name, _)| name.clone());
+        visit(&parse_page(&stored)?)?;
+        if last_page {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_page(stored: &[crate::store::Entry]) -> Result<Vec<KeyRecord>, KeyError> {
     let chunk = stored.len().div_ceil(parallelism()).max(1);
-    let parsed: Vec<Result<Vec<Arc<KeyRecord>>, KeyError>> = std::thread::scope(|scope| {
+    let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = stored
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|(name, value)| parse_record(name, value).map(Arc::new))
+                        .map(|(name, value)| parse_record(name, value))
                         .collect()
                 })
             })
@@ -493,19 +558,21 @@ impl KeyService {
                 config.default_keystore
             )));
         }
-        let records = read_every_record(&store)?;
         let mut index = BTreeMap::new();
         let mut live = 0;
-        for record in &records {
-            if record.state != KeyState::Deleted {
-                live += 1;
-                if !keystores.contains_key(&record.keystore) {
-                    tracing::error!(key = %record.id, keystore = %record.keystore,
-                        "key lives in a keystore that is not configured; its operations will fail");
+        for_every_record(&store, |records| {
+            for record in records {
+                if record.state != KeyState::Deleted {
+                    live += 1;
+                    if !keystores.contains_key(&record.keystore) {
+                        tracing::error!(key = %record.id, keystore = %record.keystore,
+                            "key lives in a keystore that is not configured; its operations will fail");
+                    }
                 }
+                index.insert(record.id, held::Summary::of(record));
             }
-            index.insert(record.id, held::Summary::of(record));
-        }
+            Ok(())
+        })?;
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
             let alias: AliasEntry = serde_json::from_slice(&value).map_err(|e| {
@@ -532,7 +599,6 @@ impl KeyService {
             store,
             keystores,
             held,
-            loaded: std::sync::Mutex::new(Some(records)),
             aliases: RwLock::new(aliases),
             alias_gate: tokio::sync::Mutex::new(()),
             live_keys: AtomicUsize::new(live),
@@ -592,7 +658,7 @@ impl KeyService {
             };
             let record = parse_record(&name, &value)?;
             if let Some(entry) = self.held.insert(id, since, |parked| {
-                KeyEntry::with_counter(record, false, view, parked)
+                KeyEntry::with_parked(record, false, view, parked)
             }) {
                 return Ok(Some(entry));
             }
@@ -614,14 +680,12 @@ impl KeyService {
             .transpose()
     }
 
-    /// Every key's record: those read at start-up if no key changed since, else as stored.
-    fn every_record(&self) -> Result<Vec<Arc<KeyRecord>>, KeyError> {
-        if let Some(records) = self.loaded.lock().ok().and_then(|l| l.clone())
-            && self.held.unchanged()
-        {
-            return Ok(records);
-        }
-        read_every_record(&self.store)
+    /// Visits every key's record as stored, a page at a time.
+    fn for_every_record(
+        &self,
+        visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
+    ) -> Result<(), KeyError> {
+        for_every_record(&self.store, visit)
     }
 
     fn not_found(input: &str) -> KeyError {
@@ -642,6 +706,10 @@ impl KeyService {
                     KeyError::NotFound(format!("alias '{}' does not exist", printable(&alias)))
                 })?,
         };
+        // A tombstone is not read from the store only to be refused.
+        if !include_deleted && self.held.summary(id).is_some_and(|s| !s.live()) {
+            return Err(Self::not_found(key));
+        }
         let entry = self.entry_by_id(id)?.ok_or_else(|| Self::not_found(key))?;
         if !include_deleted && entry.record().state == KeyState::Deleted {
             return Err(Self::not_found(key));

@@ -13,20 +13,8 @@ impl KeyService {
     /// are looked up one by one. One lookup per version made start-up quadratic on a software
     /// token, whose searches read every object (SoftHSM2: minutes for a few thousand keys).
     ///
-    /// At start-up the records are those the service read as it opened (then let go).
+    /// The records are read a page at a time: the check holds no more of them at once.
     pub fn check_material(&self) -> Vec<(Uuid, String)> {
-        let loaded = self.loaded.lock().ok().and_then(|mut l| l.take());
-        let loaded = loaded.filter(|_| self.held.unchanged());
-        let records = match loaded.map_or_else(|| self.every_record(), Ok) {
-            Ok(records) => records,
-            Err(error) => {
-                tracing::error!(
-                    ?error,
-                    "key records could not be read to check their material"
-                );
-                return Vec::new();
-            }
-        };
         let listed: HashMap<String, HashSet<MaterialRef>> = self
             .keystores
             .iter()
@@ -36,7 +24,18 @@ impl KeyService {
                 Some((name.clone(), listed.into_iter().collect()))
             })
             .collect();
-        self.check_records(&records, &listed)
+        let mut problems = Vec::new();
+        let read = self.for_every_record(|records| {
+            problems.extend(self.check_records(records, &listed));
+            Ok(())
+        });
+        if let Err(error) = read {
+            tracing::error!(
+                ?error,
+                "key records could not be read to check their material"
+            );
+        }
+        problems
     }
 
     /// Checks again the keys marked unavailable; those whose material is back are cleared.
@@ -49,7 +48,7 @@ impl KeyService {
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
             match self.record_by_id(id) {
-                Ok(Some(record)) => records.push(record),
+                Ok(Some(record)) => records.push((*record).clone()),
                 Ok(None) => {
                     if let Ok(mut unavailable) = self.unavailable.write() {
                         unavailable.remove(&id);
@@ -79,7 +78,7 @@ impl KeyService {
     /// taking the secret-key versions in `listed` (by keystore) as there.
     fn check_records(
         &self,
-        records: &[Arc<KeyRecord>],
+        records: &[KeyRecord],
         listed: &HashMap<String, HashSet<MaterialRef>>,
     ) -> Vec<(Uuid, String)> {
         let chunk = records.len().div_ceil(parallelism()).max(1);
@@ -97,7 +96,7 @@ impl KeyService {
 
     fn check_records_here(
         &self,
-        records: &[Arc<KeyRecord>],
+        records: &[KeyRecord],
         listed: &HashMap<String, HashSet<MaterialRef>>,
     ) -> Vec<(Uuid, String)> {
         let mut problems = Vec::new();

@@ -29,7 +29,7 @@ impl KeyService {
         self.pending_deletion_uses.load(Ordering::Relaxed)
     }
 
-    pub(super) fn note_use(&self, entry: &KeyEntry, operation: &str) {
+    pub(super) fn note_use(&self, entry: &KeyEntry, operation: &'static str) {
         let now = self.now();
         if let Ok(mut last) = entry.last_use.lock() {
             // Same second, same operation: nothing new to say.
@@ -39,9 +39,9 @@ impl KeyService {
             {
                 return;
             }
-            *last = Some(KeyUse {
+            *last = Some(SeenUse {
                 time: now,
-                operation: operation.to_owned(),
+                operation,
             });
         }
     }
@@ -49,9 +49,10 @@ impl KeyService {
     /// The latest use of a key, recorded or not yet.
     pub fn last_use(&self, record: &KeyRecord) -> Option<KeyUse> {
         let in_memory = match self.held.peek(record.id) {
-            Some(entry) => entry.last_use.lock().ok().and_then(|u| u.clone()),
+            Some(entry) => entry.last_use.lock().ok().and_then(|u| *u),
             None => self.held.parked_use(record.id),
-        };
+        }
+        .map(SeenUse::key_use);
         match (in_memory, &record.last_used) {
             (Some(m), Some(r)) if r.time > m.time => Some(r.clone()),
             (Some(m), _) => Some(m),
@@ -68,10 +69,10 @@ impl KeyService {
     /// were evicted.
     pub async fn record_uses(&self) {
         let held = self.held.entries().into_iter().filter_map(|entry| {
-            let seen = entry.last_use.lock().ok().and_then(|u| u.clone())?;
-            (entry.record().last_used.as_ref() != Some(&seen)).then_some((entry.id, seen))
+            let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
+            (!seen.recorded_in(&entry.record())).then_some((entry.id, seen))
         });
-        let used: Vec<(Uuid, KeyUse)> = held.chain(self.held.take_parked_uses()).collect();
+        let used: Vec<(Uuid, SeenUse)> = held.chain(self.held.take_parked_uses()).collect();
         futures_util::stream::iter(used)
             .for_each_concurrent(USE_WRITERS, |(id, seen)| async move {
                 let entry = match self.entry_by_id(id) {
@@ -90,7 +91,7 @@ impl KeyService {
                             .as_ref()
                             .is_none_or(|r| r.time <= seen.time)
                         {
-                            record.last_used = Some(seen.clone());
+                            record.last_used = Some(seen.key_use());
                         }
                         Ok(WriteBatch::new())
                     })
