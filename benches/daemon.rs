@@ -2677,22 +2677,14 @@ fn scale(
                 change(a[index].ops_per_second(), b[index].ops_per_second()),
             ]);
         }
-        results.throughput.insert(
-            "scale_process_describe_key_random_few".into(),
-            a[0].ops_per_second(),
-        );
-        results.throughput.insert(
-            "scale_process_describe_key_random_many".into(),
-            b[0].ops_per_second(),
-        );
-        results.throughput.insert(
-            "scale_process_encrypt_random_few".into(),
-            a[1].ops_per_second(),
-        );
-        results.throughput.insert(
-            "scale_process_encrypt_random_many".into(),
-            b[1].ops_per_second(),
-        );
+        for (index, name) in ["describe_key", "encrypt"].iter().enumerate() {
+            for (side, runs) in [("few", a), ("many", b)] {
+                results.throughput.insert(
+                    format!("scale_process_{name}_random_{side}"),
+                    runs[index].ops_per_second(),
+                );
+            }
+        }
     }
     results.scale.push([
         "`keyhaven serve` in its own process: spawn to first answer (unseal with Argon2id defaults, load, check)".into(),
