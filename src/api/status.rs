@@ -180,6 +180,8 @@ impl From<KeyError> for ApiError {
                 (Code::InvalidArgument, "IncorrectKeyMaterialException")
             }
             KeyError::Contended(_) => (Code::Unavailable, "KMSInternalException"),
+            // AWS's retryable "a dependency did not answer in time".
+            KeyError::StoreUnavailable => (Code::Unavailable, "DependencyTimeoutException"),
             KeyError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (Code::Internal, "KMSInternalException")
@@ -263,6 +265,20 @@ mod tests {
         let internal = ApiError::from(KeyError::Internal("detail".into()));
         assert_eq!(internal.http_status(), 500);
         assert_eq!(internal.message, "internal error");
+    }
+
+    /// A change the store did not take after its retries is retryable, and says nothing was
+    /// changed; the store's own words stay in the log.
+    #[test]
+    fn a_store_that_cannot_take_changes_answers_retryable() {
+        let e = ApiError::from(KeyError::StoreUnavailable);
+        assert_eq!(e.code, Code::Unavailable);
+        assert_eq!(e.reason, "DependencyTimeoutException");
+        assert_eq!(
+            e.message,
+            "the metadata store cannot take changes now (nothing was changed); try again"
+        );
+        assert_eq!(e.http_status(), 500);
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub enum KeyError {
     /// trying again (retryable).
     #[error("{0}")]
     Contended(String),
+    /// The metadata store did not take the change, after trying again (a cluster electing
+    /// its leader): nothing was changed, and the call may be made again (retryable).
+    #[error("the metadata store cannot take changes now (nothing was changed); try again")]
+    StoreUnavailable,
     #[error("internal error")]
     Internal(String),
 }

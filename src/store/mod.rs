@@ -67,6 +67,11 @@ pub enum CommitError {
     /// Wait for the view to catch up ([`Store::catch_up`]) and make the change again.
     #[error("a record changed on another daemon; nothing was written")]
     Stale,
+    /// The engine did not take the batch, tried again until its retries ran out (a cluster
+    /// without a leader, say): nothing was applied, and the same change may be made again
+    /// later.
+    #[error(transparent)]
+    Unavailable(StoreError),
 }
 
 impl CommitError {
@@ -79,7 +84,9 @@ impl CommitError {
 impl From<CommitError> for StoreError {
     fn from(error: CommitError) -> Self {
         match error {
-            CommitError::NotApplied(e) | CommitError::DurabilityUnknown(e) => e,
+            CommitError::NotApplied(e)
+            | CommitError::DurabilityUnknown(e)
+            | CommitError::Unavailable(e) => e,
             CommitError::Stale => StoreError(CommitError::Stale.to_string()),
         }
     }
@@ -530,6 +537,7 @@ impl Store {
                 Err(Attempt::Retry(_)) if tries < MAX_RETRIES => {
                     std::thread::sleep(retry_pause(tries))
                 }
+                Err(Attempt::Retry(error)) => return Err(CommitError::Unavailable(error)),
                 Err(Attempt::Stale) => return Err(CommitError::Stale),
                 Err(Attempt::Unknown(error)) => return Err(CommitError::DurabilityUnknown(error)),
                 Err(other) => return Err(CommitError::NotApplied(other.into_error())),
@@ -770,6 +778,7 @@ impl Store {
                 Err(Attempt::Retry(_)) if tries < MAX_RETRIES => {
                     tokio::time::sleep(retry_pause(tries)).await
                 }
+                Err(Attempt::Retry(error)) => return Err(CommitError::Unavailable(error)),
                 Err(Attempt::Stale) => return Err(CommitError::Stale),
                 Err(Attempt::Unknown(error)) => return Err(CommitError::DurabilityUnknown(error)),
                 Err(other) => return Err(CommitError::NotApplied(other.into_error())),

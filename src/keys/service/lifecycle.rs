@@ -498,6 +498,26 @@ mod tests {
             .await
     }
 
+    /// A batch the store did not take after its retries (an etcd election outlasting them) is
+    /// answered as retryable, with nothing applied: not as an internal error.
+    #[test]
+    fn a_change_the_store_could_not_take_is_retryable() {
+        let failed = FailedChange::from(CommitError::Unavailable(StoreError(
+            "etcdserver: no leader".into(),
+        )));
+        assert!(!failed.applied);
+        assert!(
+            matches!(failed.error, KeyError::StoreUnavailable),
+            "{failed:?}"
+        );
+        assert!(!failed.error.to_string().contains("etcd"));
+        let refused = FailedChange::from(CommitError::NotApplied(StoreError("refused".into())));
+        assert!(
+            matches!(refused.error, KeyError::Internal(_)),
+            "{refused:?}"
+        );
+    }
+
     /// The key record was applied, only its flush failed: the record (naming the material)
     /// may reach disk with a later flush, so the material is kept and the call still fails.
     #[tokio::test]

@@ -980,6 +980,10 @@ impl From<CommitError> for FailedChange {
                 CommitError::Stale => KeyError::Contended(
                     "another daemon changed the key at the same time; try again".into(),
                 ),
+                CommitError::Unavailable(detail) => {
+                    tracing::warn!(%detail, "the store did not take a change after its retries");
+                    KeyError::StoreUnavailable
+                }
                 other => StoreError::from(other).into(),
             },
         }
