@@ -297,6 +297,8 @@ impl EtcdProcess {
 
     /// A client of this etcd's running members, for tests that look at (or edit) what the
     /// daemon wrote.
+    /// A client of the members that answer now: one restarted may not be listening yet, or
+    /// may have lost its port to another test while it was down.
     pub async fn client(&self) -> etcd_client::Client {
         let running: Vec<String> = self
             .members
@@ -304,7 +306,26 @@ impl EtcdProcess {
             .filter(|m| m.child.is_some())
             .map(|m| m.endpoint.clone())
             .collect();
-        etcd_client::Client::connect(running, Some(self.options()))
+        let listening: Vec<String> = running
+            .iter()
+            .filter(|endpoint| {
+                endpoint
+                    .rsplit("//")
+                    .next()
+                    .and_then(|address| address.parse().ok())
+                    .is_some_and(|address| {
+                        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))
+                            .is_ok()
+                    })
+            })
+            .cloned()
+            .collect();
+        let endpoints = if listening.is_empty() {
+            running
+        } else {
+            listening
+        };
+        etcd_client::Client::connect(endpoints, Some(self.options()))
             .await
             .expect("connect to the test etcd")
     }
