@@ -474,66 +474,6 @@ pub fn validate_alias_name(name: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Key records read at once when every key is visited: memory for a page of them, never for
-/// every key.
-const RECORD_PAGE: usize = 4096;
-
-/// Visits every key record in the store, a page at a time, each page parsed on every core
-/// (parsing is most of the time of a pass over a large store).
-fn for_every_record(
-    store: &Store,
-    mut visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
-) -> Result<(), KeyError> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let stored = store.scan(KEY_PREFIX, after.as_deref(), RECORD_PAGE)?;
-        let last_page = stored.len() < RECORD_PAGE;
-        after = stored.last().map(|(name, _)| name.clone());
-        visit(&parse_page(&stored)?)?;
-        if last_page {
-            return Ok(());
-        }
-    }
-}
-
-fn parse_page(stored: &[crate::store::Entry]) -> Result<Vec<KeyRecord>, KeyError> {
-    let chunk = stored.len().div_ceil(parallelism()).max(1);
-    let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = stored
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(name, value)| parse_record(name, value))
-                        .collect()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(KeyError::Internal("key loader failed".into())))
-            })
-            .collect()
-    });
-    Ok(parsed
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect())
-}
-
-fn parse_record(name: &[u8], value: &[u8]) -> Result<KeyRecord, KeyError> {
-    serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
-        KeyError::Internal(format!(
-            "key record {} is damaged: {e}",
-            String::from_utf8_lossy(name)
-        ))
-    })
-}
-
 fn random_bytes(len: usize) -> SecretBytes {
     let mut bytes = SecretBytes::new(vec![0u8; len]);
     rand::rngs::OsRng.fill_bytes(bytes.expose_mut());
@@ -560,8 +500,8 @@ impl KeyService {
         }
         let mut index = BTreeMap::new();
         let mut live = 0;
-        for_every_record(&store, |records| {
-            for record in records {
+        records::for_every_record(&store, |page| {
+            for record in page {
                 if record.state != KeyState::Deleted {
                     live += 1;
                     if !keystores.contains_key(&record.keystore) {
@@ -639,53 +579,6 @@ impl KeyService {
     /// Whether the key `id` exists and is not a tombstone.
     fn key_is_live(&self, id: Uuid) -> bool {
         self.held.summary(id).is_some_and(|s| s.live())
-    }
-
-    /// The key's entry: held, or read from the store and held from now on.
-    fn entry_by_id(&self, id: Uuid) -> Result<Option<Arc<KeyEntry>>, KeyError> {
-        for _ in 0..MAX_READ_TRIES {
-            match self.held.lookup(id) {
-                held::Lookup::Held(entry) => return Ok(Some(entry)),
-                held::Lookup::Unknown => return Ok(None),
-                held::Lookup::Absent => {}
-            }
-            // The count and the view first: the record read after them is at least as new.
-            let since = self.held.changes(id);
-            let view = self.store.view();
-            let name = key_record_name(id);
-            let Some(value) = self.store.get(&name)? else {
-                return Ok(None);
-            };
-            let record = parse_record(&name, &value)?;
-            if let Some(entry) = self.held.insert(id, since, |parked| {
-                KeyEntry::with_parked(record, false, view, parked)
-            }) {
-                return Ok(Some(entry));
-            }
-        }
-        Err(KeyError::Contended(format!(
-            "key {id} kept changing while it was read; try again"
-        )))
-    }
-
-    /// The key's record as held, or as stored (without holding it: for passes over many keys).
-    fn record_by_id(&self, id: Uuid) -> Result<Option<Arc<KeyRecord>>, KeyError> {
-        if let Some(entry) = self.held.peek(id) {
-            return Ok(Some(entry.record()));
-        }
-        let name = key_record_name(id);
-        self.store
-            .get(&name)?
-            .map(|value| parse_record(&name, &value).map(Arc::new))
-            .transpose()
-    }
-
-    /// Visits every key's record as stored, a page at a time.
-    fn for_every_record(
-        &self,
-        visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
-    ) -> Result<(), KeyError> {
-        for_every_record(&self.store, visit)
     }
 
     fn not_found(input: &str) -> KeyError {
@@ -1002,6 +895,7 @@ mod import;
 mod journal;
 mod lifecycle;
 mod mac;
+mod records;
 mod rotation;
 mod sign;
 mod startup;
