@@ -95,6 +95,10 @@ impl KeyService {
             .transpose()?;
         let live = |record: &KeyRecord| record.state != KeyState::Deleted;
         let summary = record.as_ref().map(Summary::of);
+        // Counted before the entry is looked for: a read of the record that started before
+        // the change either finds the count moved, or installed its entry before the look,
+        // which then finds it and brings it up to date.
+        self.held.changed(id);
         let before = match (self.held.peek(id), record) {
             (Some(entry), Some(record)) => {
                 // A new current version (rotated elsewhere) starts its count as after a
@@ -107,7 +111,6 @@ impl KeyService {
                 let before = live(&entry.record());
                 // Newer wins, as for any entry (one made here meanwhile included).
                 if !entry.set_record(Arc::new(record), revision) {
-                    self.held.changed(id);
                     return Ok(());
                 }
                 self.held.set_summary(id, summary);
@@ -117,8 +120,6 @@ impl KeyService {
             (None, Some(_)) => self.held.set_summary(id, summary).map(|s| s.live()),
             (_, None) => self.held.remove(id).map(|s| s.live()),
         };
-        // While a read of the record that started before it would still be installing.
-        self.held.changed(id);
         let after = summary.is_some_and(|s| s.live());
         match (before.unwrap_or(false), after) {
             (false, true) => {

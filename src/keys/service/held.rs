@@ -203,7 +203,8 @@ impl Held {
     }
 
     /// Counts a change to a stored key record: called by its writer while it still holds the
-    /// key's entry, or by the follower once it has taken in another daemon's change.
+    /// key's entry, or by the follower before it looks for the entry of a key another daemon
+    /// changed.
     pub fn changed(&self, id: Uuid) {
         self.changes[stripe(id)].fetch_add(1, Ordering::SeqCst);
     }
