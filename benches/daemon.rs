@@ -309,7 +309,12 @@ impl Results {
 }
 
 fn vm_status(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_status("self", field)
+}
+
+/// A field of `/proc/<process>/status` given in kB ("self": this process).
+fn process_status(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
@@ -1285,15 +1290,7 @@ impl BenchDaemon {
                     }
                     Ok(report)
                 };
-                let rss = || {
-                    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-                        .unwrap_or_default();
-                    status
-                        .lines()
-                        .find_map(|line| line.strip_prefix("VmRSS:"))
-                        .map(|v| v.trim().to_owned())
-                        .unwrap_or_default()
-                };
+                let rss = || mib(process_status(&child.id().to_string(), "VmRSS"));
                 let started_rss = rss();
                 let describe = run(false, false)?;
                 let described_rss = rss();
@@ -1309,14 +1306,7 @@ impl BenchDaemon {
                 );
                 over_keys = Some([describe, encrypt, sweep]);
             }
-            let status =
-                std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                    .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            };
+            let field = |name: &str| process_status(&child.id().to_string(), name);
             Ok(ProcessRun {
                 startup,
                 describe,

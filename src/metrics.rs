@@ -91,7 +91,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let key_cache = IntCounterVec::new(
         Opts::new(
             "key_cache_total",
-            "Lookups of the key service's cache of key entries, by outcome (hit, miss: read from the store)",
+            "Lookups of the key service's cache of key entries, by outcome (hit, miss: read from the store); a call may look its key up more than once",
         ),
         &["outcome"],
     )?;

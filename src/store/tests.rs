@@ -34,6 +34,16 @@ fn reopen(dir: &std::path::Path) -> Store {
     Store::open(Arc::new(SledBackend::open(dir).unwrap()), test_barrier()).unwrap()
 }
 
+/// The names of the store's records (the first ten).
+fn names(store: &Store) -> Vec<String> {
+    store
+        .scan(&[], None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| String::from_utf8(name).unwrap())
+        .collect()
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = reopen(dir.path());
@@ -271,13 +281,7 @@ fn a_batch_whose_answer_was_lost_is_known_by_the_stored_digest() {
     drop(store);
     // Whatever happened, the store as it is passes its checks.
     let store = Store::open(flaky, test_barrier()).unwrap();
-    let names: Vec<_> = store
-        .scan(&[], None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| String::from_utf8(name).unwrap())
-        .collect();
-    assert_eq!(names, ["a", "b", "d", "e"]);
+    assert_eq!(names(&store), ["a", "b", "d", "e"]);
 }
 
 /// A backend that counts its batches, holds the first in `apply` until released, and
@@ -414,13 +418,7 @@ async fn staged_changes_ride_the_next_batch_and_are_never_dropped() {
     drop(member);
     drop(store);
     let store = Store::open(flaky, test_barrier()).unwrap();
-    let names: Vec<_> = store
-        .scan(&[], None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| String::from_utf8(name).unwrap())
-        .collect();
-    assert_eq!(names, ["a", "m/s1", "s2", "s3", "s4"]);
+    assert_eq!(names(&store), ["a", "m/s1", "s2", "s3", "s4"]);
 }
 
 use std::sync::atomic::AtomicUsize;
