@@ -31,6 +31,15 @@ use sha2::Sha256;
 
 /// The record holding the digest of every other record.
 pub const DIGEST_RECORD: &[u8] = b"barrier/digest";
+/// The record every batch to a shared store carries with a fresh random value, so that the
+/// root a batch stores is its own: a daemon knows its own batches when the change feed brings
+/// them back by that root. Without it, two daemons making the same change from the same state
+/// (both reserving the same nonce counts of a key) store the same root, and the one whose
+/// batch came second takes the other's for its own: it does not hear the change, and goes on
+/// from the record as it was before it.
+pub const BATCH_RECORD: &[u8] = b"barrier/batch";
+/// The random bytes of [`BATCH_RECORD`].
+const BATCH_MARK_LEN: usize = 16;
 const FORMAT: u8 = 1;
 const TAG_LEN: usize = 32;
 const HEADER: usize = 1 + TAG_LEN;
@@ -184,6 +193,19 @@ impl Barrier {
         }
         sealed.hold_all(guards);
         Ok((sealed, undo))
+    }
+
+    /// [`Barrier::seal_batch`] for a store other daemons write too: the batch also stores
+    /// [`BATCH_RECORD`] with a fresh random value, so no other batch stores the root it does.
+    pub fn seal_shared_batch(
+        &self,
+        mut batch: WriteBatch,
+        digest: &mut SetDigest,
+    ) -> Result<(WriteBatch, Vec<Undo>), StoreError> {
+        let mut mark = [0u8; BATCH_MARK_LEN];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut mark);
+        batch.put(BATCH_RECORD.to_vec(), mark.to_vec());
+        self.seal_batch(batch, digest)
     }
 }
 
@@ -610,5 +632,39 @@ mod tests {
         let (_, undo) = b.seal_batch(batch, &mut digest).unwrap();
         digest.undo(undo);
         assert_eq!(digest.root(), before);
+    }
+
+    /// Two daemons making the same change from the same state store different roots on a
+    /// shared store (the root is how a daemon knows its own batch), and each stored set still
+    /// passes its check.
+    #[test]
+    fn the_same_change_from_the_same_state_stores_a_root_of_its_own_when_shared() {
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        write(
+            &b,
+            &mut digest,
+            &mut state,
+            &[("keys/k", Some("reserved 3"))],
+        );
+        let same = || {
+            let mut batch = WriteBatch::new();
+            batch.put(b"keys/k".to_vec(), b"reserved 7".to_vec());
+            batch
+        };
+        let (mut one, mut other) = (digest.clone(), digest.clone());
+        let (sealed_one, _) = b.seal_shared_batch(same(), &mut one).unwrap();
+        let (sealed_other, _) = b.seal_shared_batch(same(), &mut other).unwrap();
+        assert_ne!(one.root(), other.root());
+        for (sealed, mut tree) in [(sealed_one, one), (sealed_other, other)] {
+            let mut stored = state.clone();
+            apply(&mut stored, sealed);
+            assert_eq!(check(&b, &stored).unwrap().root(), tree.root());
+        }
+        // Unshared (one writer), the same change stores the same root, as it always did.
+        let (mut one, mut other) = (digest.clone(), digest.clone());
+        b.seal_batch(same(), &mut one).unwrap();
+        b.seal_batch(same(), &mut other).unwrap();
+        assert_eq!(one.root(), other.root());
     }
 }

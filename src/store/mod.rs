@@ -513,8 +513,17 @@ impl Store {
     /// The most changes one batch may hold: work that writes many records (re-wrapping every
     /// material record) splits it into batches of at most this many.
     pub fn max_batch_ops(&self) -> usize {
-        // The digest record goes into every batch.
-        self.local.backend.max_batch_ops().saturating_sub(1).max(1)
+        // The digest record goes into every batch, and on a shared store the batch's mark.
+        let own = if self.local.backend.shared().is_some() {
+            2
+        } else {
+            1
+        };
+        self.local
+            .backend
+            .max_batch_ops()
+            .saturating_sub(own)
+            .max(1)
     }
 
     /// Applies `batch` atomically; durable with the next flush (use for data that may lag,
@@ -607,7 +616,7 @@ impl Store {
         // The view is not held across the round trip: the follower goes on folding other
         // daemons' changes meanwhile (one of which makes this batch's fence fail).
         let before = (view.tree.root(), view.tree.is_empty());
-        let (sealed, undo) = barrier.seal_batch(batch, &mut view.tree)?;
+        let (sealed, undo) = barrier.seal_shared_batch(batch, &mut view.tree)?;
         let next = view.tree.root();
         view.tree.undo(undo);
         let fence = view.revision;
@@ -646,7 +655,7 @@ impl Store {
             let names: Vec<Vec<u8>> = ops
                 .iter()
                 .map(|(name, _)| name.clone())
-                .filter(|name| name != barrier::DIGEST_RECORD)
+                .filter(|name| name != barrier::DIGEST_RECORD && name != barrier::BATCH_RECORD)
                 .collect();
             follow.tell(Changed::Records(&names, view.revision));
         }

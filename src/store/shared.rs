@@ -26,7 +26,7 @@
 //! its checks, [`super::Store::out_of_date`] says why, and the daemon refuses to serve from its
 //! caches until the feed is back.
 
-use super::barrier::{Barrier, DIGEST_RECORD, SetDigest};
+use super::barrier::{BATCH_RECORD, Barrier, DIGEST_RECORD, SetDigest};
 use super::{Entry, Op, StoreError};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -539,7 +539,10 @@ fn fold(
             continue;
         }
         barrier.fold(name, stored.as_deref(), &mut view.tree)?;
-        names.push(name.clone());
+        // The batch's mark is the store's own: nobody listens for it.
+        if name != BATCH_RECORD {
+            names.push(name.clone());
+        }
     }
     match stored_root {
         Some(root) if root == view.tree.root() => Ok(Some((names, root))),
