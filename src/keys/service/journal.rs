@@ -222,10 +222,11 @@ impl KeyService {
         Ok(report)
     }
 
-    /// Versions of every key that is not a tombstone, as stored.
-    fn recorded_versions(&self) -> Result<HashSet<MaterialRef>, KeyError> {
+    /// Versions of every key that is not a tombstone, as stored (a read of every key record:
+    /// from async code, on a blocking thread).
+    fn recorded_versions(store: &Store) -> Result<HashSet<MaterialRef>, KeyError> {
         let mut versions = HashSet::new();
-        self.for_every_record(|records| {
+        records::for_every_record(store, |records| {
             versions.extend(Self::versions_held(records));
             Ok(())
         })?;
@@ -297,7 +298,7 @@ impl KeyService {
         if devices.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let known = match self.recorded_versions() {
+        let known = match Self::recorded_versions(&self.store) {
             Ok(known) => known,
             Err(error) => {
                 let unlisted = devices
@@ -333,7 +334,11 @@ impl KeyService {
         if devices.is_empty() {
             return Ok(Vec::new());
         }
-        let known = self.recorded_versions()?;
+        // Every key record is read: not on the runtime's threads, which serve the other calls.
+        let store = self.store.clone();
+        let known = tokio::task::spawn_blocking(move || Self::recorded_versions(&store))
+            .await
+            .map_err(|e| KeyError::Internal(format!("the key records' reader failed: {e}")))??;
         let mut orphans = Vec::new();
         let mut listed = Vec::new();
         for (name, keystore) in devices {
