@@ -1002,6 +1002,7 @@ fn restart_after_sigkill_keeps_keys_and_ciphertexts() {
     assert_eq!(kh.decrypt(&blob, &[]), b"rescued");
 
     let log = daemon.log();
+    assert!(log.contains("every key's material checked"), "log:\n{log}");
     assert!(!log.contains("key material missing"), "log:\n{log}");
 }
 

@@ -140,22 +140,18 @@ pub(super) async fn open_account(
         KeyService::open(key_config, setup.clock.clone(), store.clone(), keystores)
             .map_err(|e| ServerError::Start(format!("loading keys of {account}: {e:?}")))?,
     );
-    let keys_for_check = keys.clone();
-    let checking = std::time::Instant::now();
-    let (reconciled, problems) = tokio::task::spawn_blocking(move || {
-        let reconciled = keys_for_check.reconcile_keystores();
-        (reconciled, keys_for_check.check_material())
-    })
-    .await
-    .map_err(|e| ServerError::Start(e.to_string()))?;
-    tracing::info!(%account, keys = keys.count(), check_ms = checking.elapsed().as_millis() as u64,
-        "keystores reconciled and every key's material checked");
+    let keys_for_reconciling = keys.clone();
+    let reconciling = std::time::Instant::now();
+    let reconciled =
+        tokio::task::spawn_blocking(move || keys_for_reconciling.reconcile_keystores())
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+    tracing::info!(%account, reconcile_ms = reconciling.elapsed().as_millis() as u64,
+        "keystores reconciled");
     report_reconciliation(
         reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
     );
-    for (key, problem) in problems {
-        tracing::error!(%key, %problem, %account, "key material missing: operations on this key will fail");
-    }
+    keys.check_material_in_background(account);
     let iam = Arc::new(
         IamService::open(
             &config.partition,
@@ -339,6 +335,7 @@ impl Members {
             .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
             .unwrap_or_default();
         for services in opened {
+            services.keys.stop_material_check().await;
             services.keys.record_uses().await;
         }
     }

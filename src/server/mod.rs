@@ -736,6 +736,7 @@ impl Daemon {
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
+        self.keys.stop_material_check().await;
         self.keys.record_uses().await;
         if let Err(error) = self.audit.close_refusal_windows(self.clock.now(), 0, true) {
             tracing::error!(%error, "summaries of refused requests not written at shutdown");

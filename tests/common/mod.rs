@@ -205,6 +205,9 @@ impl TestDaemon {
         )
         .await
         .expect("daemon starts");
+        // The start-up check of every key's material runs while the daemon serves: tests read
+        // what it found.
+        daemon.keys().material_checked().await;
         let client = connect(&daemon, &config, credentials.clone(), &clock, &client_tls).await;
         Self {
             backend,
@@ -241,6 +244,9 @@ impl TestDaemon {
         )
         .await
         .expect("the joining daemon starts");
+        // The start-up check of every key's material runs while the daemon serves: tests read
+        // what it found.
+        daemon.keys().material_checked().await;
         let client = connect(
             &daemon,
             &config,
@@ -318,6 +324,7 @@ impl TestDaemon {
             Arc::new(self.clock.clone()),
         )
         .await?;
+        daemon.keys().material_checked().await;
         self.client = connect(
             &daemon,
             &self.config,

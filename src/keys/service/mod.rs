@@ -326,6 +326,10 @@ pub struct KeyService {
     live_keys: AtomicUsize,
     /// Keys whose material the start-up check (or a later one) did not find in the keystore.
     unavailable: RwLock<HashSet<Uuid>>,
+    /// Where the start-up check of every key's material is: it runs while the daemon serves.
+    material_check: tokio::sync::watch::Sender<startup::MaterialCheck>,
+    /// Set at shutdown: the material check stops at its next page.
+    stop_checking: std::sync::atomic::AtomicBool,
     /// Attempts to use keys pending deletion (operators alert on this before material is gone).
     pending_deletion_uses: AtomicU64,
     /// Orphaned material per keystore, as last counted (start-up, or a listing).
@@ -543,6 +547,8 @@ impl KeyService {
             alias_gate: tokio::sync::Mutex::new(()),
             live_keys: AtomicUsize::new(live),
             unavailable: RwLock::new(HashSet::new()),
+            material_check: tokio::sync::watch::Sender::new(startup::MaterialCheck::NotStarted),
+            stop_checking: std::sync::atomic::AtomicBool::new(false),
             pending_deletion_uses: AtomicU64::new(0),
             orphan_counts: RwLock::new(BTreeMap::new()),
             grants: RwLock::new(grants),

@@ -3,9 +3,54 @@
 
 use super::*;
 
+/// Where the start-up check of every key's material is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MaterialCheck {
+    NotStarted,
+    Running,
+    Done,
+}
+
 impl KeyService {
-    /// Checks every key's material against its keystore (run at start-up); returns the keys
-    /// with missing material and marks them unavailable.
+    /// Starts the check of every key's material ([`KeyService::check_material`]) on a blocking
+    /// thread and returns at once: the daemon serves meanwhile (at a million keys the check
+    /// reads every key record and material record, seconds before a first answer otherwise).
+    /// A key is marked unavailable once the check reaches it; until then a call that needs its
+    /// missing material is refused by the keystore with the same reason. The outcome is
+    /// logged: one line when done, one error per key whose material is missing.
+    pub fn check_material_in_background(self: &Arc<Self>, account: &str) {
+        self.material_check.send_replace(MaterialCheck::Running);
+        let (keys, account) = (self.clone(), account.to_owned());
+        let started = std::time::Instant::now();
+        let checking = tokio::task::spawn_blocking(move || {
+            let problems = keys.check_material();
+            let stopped = keys.stop_checking.load(Ordering::Acquire);
+            tracing::info!(%account, keys = keys.count(), check_ms = started.elapsed().as_millis() as u64,
+                missing = problems.len(), stopped, "every key's material checked");
+            for (key, problem) in problems {
+                tracing::error!(%key, %problem, %account, "key material missing: operations on this key will fail");
+            }
+            keys.material_check.send_replace(MaterialCheck::Done);
+        });
+        drop(checking);
+    }
+
+    /// Waits until the material check started by
+    /// [`KeyService::check_material_in_background`] is done (at once if none runs).
+    pub async fn material_checked(&self) {
+        let mut check = self.material_check.subscribe();
+        let _ = check.wait_for(|c| *c != MaterialCheck::Running).await;
+    }
+
+    /// Stops the material check at its next page (at shutdown: it reads the store, which is
+    /// about to close) and waits until it has.
+    pub async fn stop_material_check(&self) {
+        self.stop_checking.store(true, Ordering::Release);
+        self.material_checked().await;
+    }
+
+    /// Checks every key's material against its keystore; returns the keys with missing
+    /// material and marks them unavailable.
     ///
     /// A device keystore is asked for the list of its objects once, and the secret-key
     /// versions it lists are taken as there: only the others (key pairs, whose halves the
@@ -26,16 +71,26 @@ impl KeyService {
             .collect();
         let mut problems = Vec::new();
         let read = self.for_every_record(|records| {
+            if self.stop_checking.load(Ordering::Acquire) {
+                return Err(KeyError::Internal("the daemon is stopping".into()));
+            }
             problems.extend(self.check_records(records, &listed));
             Ok(())
         });
-        if let Err(error) = read {
+        if let Err(error) = read
+            && !self.stop_checking.load(Ordering::Acquire)
+        {
             tracing::error!(
                 ?error,
                 "key records could not be read to check their material"
             );
         }
-        problems
+        if problems.is_empty() {
+            return problems;
+        }
+        // The daemon served while the check ran: a key deleted or changed meanwhile (its
+        // material destroyed after its record was read) is looked at again as it is now.
+        self.recheck_unavailable()
     }
 
     /// Checks again the keys marked unavailable; those whose material is back are cleared.
@@ -159,7 +214,7 @@ mod tests {
 
     /// At start-up a device keystore is listed once: the versions it lists are not looked up
     /// again; one it does not list is looked up (and found), one it does not hold is looked up
-    /// and named missing, its key marked unavailable.
+    /// and named missing (after a second look), its key marked unavailable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn listed_versions_are_not_looked_up_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -202,12 +257,82 @@ mod tests {
             problems.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             [ids[4]]
         );
+        // The unlisted one and the missing one; the missing one once more after the pass (a
+        // key changed while the check ran is looked at again as it is now).
         assert_eq!(
             device.checks.load(Ordering::SeqCst),
-            2,
+            3,
             "looked up one by one"
         );
         assert!(service.is_unavailable(ids[4]));
         assert!(!service.is_unavailable(ids[3]));
+    }
+
+    /// The material check runs beside the service: calls are answered while it is held up
+    /// in the keystore, and what it finds missing is marked once it is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_material_check_runs_while_calls_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(
+                Arc::new(SledBackend::open(dir.path()).unwrap()),
+                Barrier::new(Secret::new([7u8; 32])),
+            )
+            .unwrap(),
+        );
+        let device = Arc::new(Device {
+            blocking: true,
+            ..Device::default()
+        });
+        let service = Arc::new(
+            KeyService::open(
+                KeyServiceConfig::new("111122223333"),
+                Arc::new(SystemClock),
+                store,
+                vec![device.clone() as Arc<dyn KeyStore>],
+            )
+            .unwrap(),
+        );
+        let (kept, lost) = (
+            service
+                .create_key(String::new(), None, BTreeMap::new(), None)
+                .await
+                .unwrap()
+                .id,
+            service
+                .create_key(String::new(), None, BTreeMap::new(), None)
+                .await
+                .unwrap()
+                .id,
+        );
+        let version = |id: Uuid| MaterialRef {
+            key_id: id,
+            version: 1,
+        };
+        // Not listed, so looked up (and held up there); the other one gone.
+        device.unlisted.lock().unwrap().insert(version(kept));
+        device.held.lock().unwrap().remove(&version(lost));
+        let holding = device.holding_checks.write().unwrap();
+        service.check_material_in_background("111122223333");
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            service.material_checked(),
+        )
+        .await;
+        assert!(waited.is_err(), "the check ended while held up");
+        assert_eq!(service.describe_key(&kept.to_string()).unwrap().id, kept);
+        assert!(
+            !service.is_unavailable(lost),
+            "marked before it was checked"
+        );
+        drop(holding);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            service.material_checked(),
+        )
+        .await
+        .expect("the check ends once let go");
+        assert!(service.is_unavailable(lost));
+        assert!(!service.is_unavailable(kept));
     }
 }

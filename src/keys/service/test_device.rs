@@ -19,6 +19,8 @@ pub struct Device {
     pub generated: AtomicU32,
     pub discarded: AtomicU32,
     pub checks: AtomicU32,
+    /// Held for writing by a test, it holds every lookup back until let go.
+    pub holding_checks: std::sync::RwLock<()>,
 }
 
 impl KeyStore for Device {
@@ -66,6 +68,7 @@ impl KeyStore for Device {
         Ok(WriteBatch::new())
     }
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
+        let _held_back = self.holding_checks.read().unwrap();
         self.checks.fetch_add(1, Ordering::SeqCst);
         match self.held.lock().unwrap().contains(&material) {
             true => Ok(()),
