@@ -312,7 +312,8 @@ mod tests {
         // Not listed, so looked up (and held up there); the other one gone.
         device.unlisted.lock().unwrap().insert(version(kept));
         device.held.lock().unwrap().remove(&version(lost));
-        let holding = device.holding_checks.write().unwrap();
+        let (holding, held) = std::sync::mpsc::channel::<()>();
+        *device.hold_next_check.lock().unwrap() = Some(held);
         service.check_material_in_background("111122223333");
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(200),

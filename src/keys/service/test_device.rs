@@ -19,8 +19,8 @@ pub struct Device {
     pub generated: AtomicU32,
     pub discarded: AtomicU32,
     pub checks: AtomicU32,
-    /// Held for writing by a test, it holds every lookup back until let go.
-    pub holding_checks: std::sync::RwLock<()>,
+    /// Set by a test, the next lookup waits until the other end is dropped.
+    pub hold_next_check: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl KeyStore for Device {
@@ -68,7 +68,10 @@ impl KeyStore for Device {
         Ok(WriteBatch::new())
     }
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-        let _held_back = self.holding_checks.read().unwrap();
+        let held_back = self.hold_next_check.lock().unwrap().take();
+        if let Some(until) = held_back {
+            let _ = until.recv();
+        }
         self.checks.fetch_add(1, Ordering::SeqCst);
         match self.held.lock().unwrap().contains(&material) {
             true => Ok(()),
