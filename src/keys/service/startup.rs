@@ -312,8 +312,11 @@ mod tests {
         // Not listed, so looked up (and held up there); the other one gone.
         device.unlisted.lock().unwrap().insert(version(kept));
         device.held.lock().unwrap().remove(&version(lost));
-        let (holding, held) = std::sync::mpsc::channel::<()>();
-        *device.hold_next_check.lock().unwrap() = Some(held);
+        let hold = |held: bool| {
+            *device.holding_checks.0.lock().unwrap() = held;
+            device.holding_checks.1.notify_all();
+        };
+        hold(true);
         service.check_material_in_background("111122223333");
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(200),
@@ -326,7 +329,7 @@ mod tests {
             !service.is_unavailable(lost),
             "marked before it was checked"
         );
-        drop(holding);
+        hold(false);
         tokio::time::timeout(
             std::time::Duration::from_secs(10),
             service.material_checked(),

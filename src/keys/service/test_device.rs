@@ -19,8 +19,8 @@ pub struct Device {
     pub generated: AtomicU32,
     pub discarded: AtomicU32,
     pub checks: AtomicU32,
-    /// Set by a test, the next lookup waits until the other end is dropped.
-    pub hold_next_check: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// While a test holds it set, every lookup waits.
+    pub holding_checks: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl KeyStore for Device {
@@ -68,10 +68,12 @@ impl KeyStore for Device {
         Ok(WriteBatch::new())
     }
     fn check(&self, material: MaterialRef) -> Result<(), KeyStoreError> {
-        let held_back = self.hold_next_check.lock().unwrap().take();
-        if let Some(until) = held_back {
-            let _ = until.recv();
-        }
+        let (holding, let_go) = &self.holding_checks;
+        drop(
+            let_go
+                .wait_while(holding.lock().unwrap(), |held| *held)
+                .unwrap(),
+        );
         self.checks.fetch_add(1, Ordering::SeqCst);
         match self.held.lock().unwrap().contains(&material) {
             true => Ok(()),
