@@ -5,7 +5,7 @@
 use super::shared::View;
 use super::{
     Attempt, Barrier, CommitError, IntegrityError, StoreBackend, StoreError, Waiter, WriteBatch,
-    barrier, every_record,
+    barrier, check_every_record,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -51,7 +51,7 @@ impl Local {
             .lock()
             .map_err(|_| Attempt::Failed(StoreError("store digest lock poisoned".into())))?;
         if self.digest_uncertain.load(Ordering::Acquire) {
-            view.tree = barrier.check_all(every_record(&*self.backend))?;
+            view.tree = check_every_record(barrier, &*self.backend)?;
             self.digest_uncertain.store(false, Ordering::Release);
         }
         Ok(view)

@@ -3,30 +3,47 @@
 //! held at once.
 
 use super::*;
+use crate::store::Entry;
 
 /// Key records read at once when every key is visited: memory for a page of them, never for
 /// every key.
 const RECORD_PAGE: usize = 4096;
 
 /// Visits every key record in the store, a page at a time, each page parsed on every core
-/// (parsing is most of the time of a pass over a large store).
+/// while a thread of its own reads the next (the store's reading and checking, and the
+/// parsing, are each about half of a pass over a large store).
 pub(super) fn for_every_record(
     store: &Store,
     mut visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
 ) -> Result<(), KeyError> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let stored = store.scan(KEY_PREFIX, after.as_deref(), RECORD_PAGE)?;
-        let last_page = stored.len() < RECORD_PAGE;
-        after = stored.last().map(|(name, _)| name.clone());
-        visit(&parse_page(&stored)?)?;
-        if last_page {
-            return Ok(());
+    std::thread::scope(|scope| {
+        let (pages, read) = std::sync::mpsc::sync_channel::<Result<Vec<Entry>, KeyError>>(1);
+        scope.spawn(move || {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = store
+                    .scan(KEY_PREFIX, after.as_deref(), RECORD_PAGE)
+                    .map_err(KeyError::from);
+                let last = page.as_ref().map_or(true, |p| p.len() < RECORD_PAGE);
+                after = page
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.last())
+                    .map(|(n, _)| n.clone());
+                // The visitor stopped (an error, or the daemon stopping): nothing more to read.
+                if pages.send(page).is_err() || last {
+                    return;
+                }
+            }
+        });
+        for page in read {
+            visit(&parse_page(&page?)?)?;
         }
-    }
+        Ok(())
+    })
 }
 
-fn parse_page(stored: &[crate::store::Entry]) -> Result<Vec<KeyRecord>, KeyError> {
+fn parse_page(stored: &[Entry]) -> Result<Vec<KeyRecord>, KeyError> {
     let chunk = stored.len().div_ceil(parallelism()).max(1);
     let parsed: Vec<Result<Vec<KeyRecord>, KeyError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = stored
