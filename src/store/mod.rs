@@ -887,30 +887,45 @@ pub fn copy_records(from: &dyn StoreBackend, to: &dyn StoreBackend) -> Result<us
     Ok(copied)
 }
 
-/// Checks every record of `backend` and the digest of them all ([`Barrier::check_all`]) while
-/// a thread of its own reads the next page: the engine's reading and the tags' checking share
-/// the cores (at a million keys each was about half of the store's start-up check).
+/// Reads pages of records on a thread of `scope` while the caller works on the page before:
+/// `scan(after)` gives the page after the name `after` (the first for `None`), of at most
+/// `page` records. The pages come out of the receiver in order, until one is short or fails;
+/// dropping the receiver stops the reading. For passes over every record (start-up's), where
+/// the engine's reading and the caller's checking or parsing would otherwise take turns.
+pub fn read_ahead<'scope, E: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    page: usize,
+    mut scan: impl FnMut(Option<&[u8]>) -> Result<Vec<Entry>, E> + Send + 'scope,
+) -> mpsc::Receiver<Result<Vec<Entry>, E>> {
+    let (pages, read) = mpsc::sync_channel(2);
+    scope.spawn(move || {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let next = scan(after.as_deref());
+            let last = next.as_ref().map_or(true, |p| p.len() < page);
+            after = next
+                .as_ref()
+                .ok()
+                .and_then(|p| p.last())
+                .map(|(name, _)| name.clone());
+            if pages.send(next).is_err() || last {
+                return;
+            }
+        }
+    });
+    read
+}
+
+/// Checks every record of `backend` and the digest of them all ([`Barrier::check_all`]),
+/// reading ahead (at a million keys the engine's reading and the tags' checking were each
+/// about half of the store's start-up check).
 fn check_every_record(
     barrier: &Barrier,
     backend: &dyn StoreBackend,
 ) -> Result<barrier::SetDigest, StoreError> {
     std::thread::scope(|scope| {
-        let (pages, read) = mpsc::sync_channel::<Result<Vec<Entry>, StoreError>>(2);
-        scope.spawn(move || {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = backend.scan(&[], after.as_deref(), CHECK_PAGE);
-                let last = page.as_ref().map_or(true, |p| p.len() < CHECK_PAGE);
-                after = page
-                    .as_ref()
-                    .ok()
-                    .and_then(|p| p.last())
-                    .map(|(n, _)| n.clone());
-                // The checker stopped (a record refused): nothing more to read.
-                if pages.send(page).is_err() || last {
-                    return;
-                }
-            }
+        let read = read_ahead(scope, CHECK_PAGE, |after| {
+            backend.scan(&[], after, CHECK_PAGE)
         });
         barrier.check_all(read.into_iter().flat_map(|page| {
             let (entries, failed) = match page {

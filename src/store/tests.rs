@@ -488,3 +488,40 @@ async fn a_closed_store_refuses_commits() {
     store.close();
     assert!(store.commit(WriteBatch::new()).await.is_err());
 }
+
+/// Pages read ahead come out in order and end with the first short page; a caller that stops
+/// early stops the reader (the scope would not end otherwise).
+#[test]
+fn pages_read_ahead_come_in_order_and_stop_with_the_caller() {
+    let names: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    let read: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let pages = read_ahead(scope, 4, |after| {
+            let from = after.map_or(0, |a| usize::from(a[0]) + 1);
+            Ok::<_, StoreError>(
+                names[from..]
+                    .iter()
+                    .take(4)
+                    .map(|n| (n.clone(), n.clone()))
+                    .collect(),
+            )
+        });
+        pages
+            .into_iter()
+            .flat_map(Result::unwrap)
+            .map(|(n, _)| n)
+            .collect()
+    });
+    assert_eq!(read, names);
+
+    let scans = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        // Pages without end.
+        let pages = read_ahead(scope, 1, |_| {
+            let n = scans.fetch_add(1, Ordering::SeqCst) as u64;
+            Ok::<_, StoreError>(vec![(n.to_be_bytes().to_vec(), Vec::new())])
+        });
+        assert_eq!(pages.recv().unwrap().unwrap()[0].0, 0u64.to_be_bytes());
+    });
+    // One page taken, two waiting, one more read before the reader found the caller gone.
+    assert!(scans.load(Ordering::SeqCst) <= 4, "{scans:?}");
+}

@@ -10,31 +10,17 @@ use crate::store::Entry;
 const RECORD_PAGE: usize = 4096;
 
 /// Visits every key record in the store, a page at a time, each page parsed on every core
-/// while a thread of its own reads the next (the store's reading and checking, and the
-/// parsing, are each about half of a pass over a large store).
+/// while the next is read (the store's reading and checking, and the parsing, are each about
+/// half of a pass over a large store).
 pub(super) fn for_every_record(
     store: &Store,
     mut visit: impl FnMut(&[KeyRecord]) -> Result<(), KeyError>,
 ) -> Result<(), KeyError> {
     std::thread::scope(|scope| {
-        let (pages, read) = std::sync::mpsc::sync_channel::<Result<Vec<Entry>, KeyError>>(1);
-        scope.spawn(move || {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = store
-                    .scan(KEY_PREFIX, after.as_deref(), RECORD_PAGE)
-                    .map_err(KeyError::from);
-                let last = page.as_ref().map_or(true, |p| p.len() < RECORD_PAGE);
-                after = page
-                    .as_ref()
-                    .ok()
-                    .and_then(|p| p.last())
-                    .map(|(n, _)| n.clone());
-                // The visitor stopped (an error, or the daemon stopping): nothing more to read.
-                if pages.send(page).is_err() || last {
-                    return;
-                }
-            }
+        let read = crate::store::read_ahead(scope, RECORD_PAGE, |after| {
+            store
+                .scan(KEY_PREFIX, after, RECORD_PAGE)
+                .map_err(KeyError::from)
         });
         for page in read {
             visit(&parse_page(&page?)?)?;

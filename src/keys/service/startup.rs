@@ -212,11 +212,8 @@ mod tests {
     use crate::secret::Secret;
     use crate::store::{Barrier, SledBackend};
 
-    /// At start-up a device keystore is listed once: the versions it lists are not looked up
-    /// again; one it does not list is looked up (and found), one it does not hold is looked up
-    /// and named missing (after a second look), its key marked unavailable.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn listed_versions_are_not_looked_up_one_by_one() {
+    /// A key service on sled whose one keystore is a blocking device.
+    fn on_a_device() -> (tempfile::TempDir, Arc<Device>, Arc<KeyService>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
             Store::open(
@@ -236,6 +233,15 @@ mod tests {
             vec![device.clone() as Arc<dyn KeyStore>],
         )
         .unwrap();
+        (dir, device, Arc::new(service))
+    }
+
+    /// At start-up a device keystore is listed once: the versions it lists are not looked up
+    /// again; one it does not list is looked up (and found), one it does not hold is looked up
+    /// and named missing (after a second look), its key marked unavailable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listed_versions_are_not_looked_up_one_by_one() {
+        let (_dir, device, service) = on_a_device();
         let mut ids = Vec::new();
         for _ in 0..5 {
             let key = service
@@ -272,27 +278,7 @@ mod tests {
     /// in the keystore, and what it finds missing is marked once it is done.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_material_check_runs_while_calls_are_answered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(
-                Arc::new(SledBackend::open(dir.path()).unwrap()),
-                Barrier::new(Secret::new([7u8; 32])),
-            )
-            .unwrap(),
-        );
-        let device = Arc::new(Device {
-            blocking: true,
-            ..Device::default()
-        });
-        let service = Arc::new(
-            KeyService::open(
-                KeyServiceConfig::new("111122223333"),
-                Arc::new(SystemClock),
-                store,
-                vec![device.clone() as Arc<dyn KeyStore>],
-            )
-            .unwrap(),
-        );
+        let (_dir, device, service) = on_a_device();
         let (kept, lost) = (
             service
                 .create_key(String::new(), None, BTreeMap::new(), None)
