@@ -442,6 +442,9 @@ impl Daemon {
             management.keys.clone(),
             management.operations.authorizer.clone(),
         );
+        // The material check runs from here on: a start that fails stops it (it holds the
+        // store until it does).
+        let checking = keys.stop_material_check_on_drop();
         tracing::info!(
             keys = keys.count(),
             unseal_ms = unsealed.as_millis() as u64,
@@ -656,6 +659,7 @@ impl Daemon {
             true,
         );
         tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
+        checking.disarm();
         Ok(Daemon {
             local_addr,
             audit_scheduled,

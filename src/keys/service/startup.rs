@@ -11,6 +11,24 @@ pub(super) enum MaterialCheck {
     Done,
 }
 
+/// See [`KeyService::stop_material_check_on_drop`].
+pub struct StopsMaterialCheck(Option<Arc<KeyService>>);
+
+impl StopsMaterialCheck {
+    /// Lets the check run on (the start succeeded).
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopsMaterialCheck {
+    fn drop(&mut self) {
+        if let Some(keys) = self.0.take() {
+            keys.stop_checking.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl KeyService {
     /// Starts the check of every key's material ([`KeyService::check_material`]) on a blocking
     /// thread and returns at once: the daemon serves meanwhile (at a million keys the check
@@ -47,6 +65,13 @@ impl KeyService {
     pub async fn stop_material_check(&self) {
         self.stop_checking.store(true, Ordering::Release);
         self.material_checked().await;
+    }
+
+    /// A guard that stops the material check at its next page when dropped, unless disarmed
+    /// (a start that fails after the check began: nothing waits for it, and it holds the
+    /// store).
+    pub fn stop_material_check_on_drop(self: &Arc<Self>) -> StopsMaterialCheck {
+        StopsMaterialCheck(Some(self.clone()))
     }
 
     /// Checks every key's material against its keystore; returns the keys with missing
@@ -272,6 +297,32 @@ mod tests {
         );
         assert!(service.is_unavailable(ids[4]));
         assert!(!service.is_unavailable(ids[3]));
+    }
+
+    /// A start that fails after the check began stops it (the guard dropped armed); one that
+    /// succeeds lets it run (disarmed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_start_stops_the_material_check() {
+        let (_dir, device, service) = on_a_device();
+        let key = service
+            .create_key(String::new(), None, BTreeMap::new(), None)
+            .await
+            .unwrap()
+            .id;
+        // Unlisted, so the check would look it up.
+        device.unlisted.lock().unwrap().insert(MaterialRef {
+            key_id: key,
+            version: 1,
+        });
+        service.stop_material_check_on_drop().disarm();
+        assert!(!service.stop_checking.load(Ordering::Acquire));
+        drop(service.stop_material_check_on_drop());
+        assert!(service.stop_checking.load(Ordering::Acquire));
+        // Stopped before its first page: nothing is looked up.
+        device.checks.store(0, Ordering::SeqCst);
+        service.check_material_in_background("111122223333");
+        service.material_checked().await;
+        assert_eq!(device.checks.load(Ordering::SeqCst), 0);
     }
 
     /// The material check runs beside the service: calls are answered while it is held up
