@@ -629,42 +629,26 @@ impl DaemonConfig {
     }
 
     pub fn set_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
-        self.listen = listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "listen address '{listen}' is not HOST:PORT (an IP address and port)"
-            ))
-        })?;
+        self.listen = listen_address("listen address", listen)?;
         Ok(())
     }
 
-    /// Checks the settings; `keystore = "pkcs11"` names the one PKCS#11 keystore, if only one.
     pub fn set_aws_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
-        self.aws_listen = Some(listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "AWS listen address '{listen}' is not HOST:PORT (an IP address and port)"
-            ))
-        })?);
+        self.aws_listen = Some(listen_address("AWS listen address", listen)?);
         Ok(())
     }
 
     pub fn set_console_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
-        self.console_listen = Some(listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "console listen address '{listen}' is not HOST:PORT (an IP address and port)"
-            ))
-        })?);
+        self.console_listen = Some(listen_address("console listen address", listen)?);
         Ok(())
     }
 
     pub fn set_metrics_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
-        self.metrics_listen = Some(listen.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "metrics listen address '{listen}' is not HOST:PORT (an IP address and port)"
-            ))
-        })?);
+        self.metrics_listen = Some(listen_address("metrics listen address", listen)?);
         Ok(())
     }
 
+    /// Checks the settings; `keystore = "pkcs11"` names the one PKCS#11 keystore, if only one.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         if self.keystore == "pkcs11" && self.pkcs11.len() == 1 {
             self.keystore = format!("{PKCS11_PREFIX}{}", self.pkcs11[0].name);
@@ -774,6 +758,16 @@ impl DaemonConfig {
         }
         Ok(())
     }
+}
+
+/// A listen setting's address, or the error naming `what` (`listen address`, `AWS listen
+/// address`, …).
+fn listen_address(what: &str, listen: &str) -> Result<SocketAddr, ConfigError> {
+    listen.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{what} '{listen}' is not HOST:PORT (an IP address and port)"
+        ))
+    })
 }
 
 #[cfg(test)]
