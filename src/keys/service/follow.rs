@@ -86,12 +86,11 @@ impl KeyService {
     /// Reads a key's record again, as stored now.
     /// `revision`: the change heard (what is read is at least as new).
     fn reload_key(&self, id: Uuid, revision: i64) -> Result<(), KeyError> {
-        let stored = self.store.get(&key_record_name(id))?;
-        let record = stored
-            .map(|bytes| {
-                serde_json::from_slice::<KeyRecord>(&bytes)
-                    .map_err(|e| KeyError::Internal(format!("key record {id} is damaged: {e}")))
-            })
+        let name = key_record_name(id);
+        let record = self
+            .store
+            .get(&name)?
+            .map(|bytes| super::records::parse_record(&name, &bytes))
             .transpose()?;
         let live = |record: &KeyRecord| record.state != KeyState::Deleted;
         let summary = record.as_ref().map(Summary::of);
