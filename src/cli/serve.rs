@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// Keystore for new keys: `sealed`, `pkcs11` (the one PKCS#11 keystore) or `pkcs11:<name>`.
     #[arg(long)]
     keystore: Option<String>,
+    /// When the store's records are checked: `at-start` (every record before serving) or
+    /// `beside-serving` (against the tree kept at the last clean stop: each record as it is
+    /// read, and every record by a pass while the daemon serves).
+    #[arg(long)]
+    store_check: Option<String>,
     /// A PKCS#11 module: configures the keystore `pkcs11:default` (PIN from KEYHAVEN_PKCS11_PIN
     /// or --pkcs11-pin-file).
     #[arg(long, env = "KEYHAVEN_PKCS11_MODULE")]
@@ -367,6 +372,9 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
     }
     if let Some(keystore) = &args.keystore {
         config.keystore = keystore.clone();
+    }
+    if let Some(check) = &args.store_check {
+        config.store_check = check.parse()?;
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(crate::server::config::TlsSettings {

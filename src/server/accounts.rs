@@ -341,6 +341,20 @@ impl Members {
     }
 }
 
+impl Members {
+    /// Keeps every opened member's key index beside the store (see `KeyService::keep_index`).
+    pub fn keep_indexes(&self) {
+        let opened: Vec<Arc<AccountServices>> = self
+            .opened
+            .lock()
+            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
+        for services in opened {
+            services.keys.keep_index();
+        }
+    }
+}
+
 /// Makes `dir` (and its parents) durably: each new directory's parent is synced, so that a
 /// keyring written into it is not lost with its directory entry.
 fn make_durable_dir(dir: &Path) -> Result<(), ServerError> {

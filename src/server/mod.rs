@@ -199,9 +199,15 @@ impl Daemon {
             StoreSettings::Etcd(etcd) => format!("etcd store '{}' refused", etcd.prefix),
         };
         let data_dir = config.data_dir.clone();
-        // Every record and the digest of them all are checked before anything is served.
+        // Every record and the digest of them all are checked before anything is served, or
+        // (`store_check = "beside-serving"`) against the tree kept at the last close.
+        let store_check = config.store_check;
         let store = tokio::task::spawn_blocking(move || {
-            Store::open(open_backend(&store_settings, &data_dir)?, barrier)
+            Store::open_with(
+                open_backend(&store_settings, &data_dir)?,
+                barrier,
+                store_check,
+            )
         })
         .await
         .map_err(|e| ServerError::Start(e.to_string()))?
@@ -562,6 +568,18 @@ impl Daemon {
         }
         if let Err(error) = self.audit.sync() {
             tracing::error!(%error, "audit log fsync at shutdown failed");
+        }
+        // Nothing more is written: each account's key index is kept beside the store (the
+        // store's own tree is kept as it closes), for the next start to read instead of every
+        // record.
+        match self.store.settle() {
+            Ok(()) => {
+                self.members.keep_indexes();
+                self.keys.keep_index();
+            }
+            Err(error) => {
+                tracing::error!(%error, "the changes staged at shutdown could not be written")
+            }
         }
         self.store.close();
         served.map_err(|e| ServerError::Start(e.to_string()))

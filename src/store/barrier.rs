@@ -262,6 +262,11 @@ impl Barrier {
     }
 }
 
+/// The tag of a stored record, as stored (`None` when it has no header).
+pub fn stored_tag(stored: &[u8]) -> Option<Tag> {
+    split(stored).map(|(tag, _)| to_tag(tag))
+}
+
 /// The value of a stored record without checking its tag (offline readers without the
 /// master key).
 pub fn strip<'a>(name: &[u8], stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
@@ -307,6 +312,10 @@ pub struct SetDigest {
     /// Buckets changed since the root was last computed.
     dirty: std::collections::BTreeSet<usize>,
     records: usize,
+    /// While the records are checked against a tree taken from a copy set aside at the last
+    /// close (see [`SetDigest::decode`]): the names changed since, whose records this daemon
+    /// wrote and so need no check.
+    touched: Option<std::collections::HashSet<NameHash>>,
 }
 
 impl Default for SetDigest {
@@ -318,6 +327,7 @@ impl Default for SetDigest {
             group_hashes: vec![[0; 32]; GROUPS],
             dirty: Default::default(),
             records: 0,
+            touched: None,
         };
         for group in 0..GROUPS {
             digest.group_hashes[group] = digest.group_hash(group);
@@ -353,6 +363,9 @@ impl SetDigest {
             (Err(_), None) => None,
         };
         self.dirty.insert(bucket);
+        if let Some(touched) = &mut self.touched {
+            touched.insert(key);
+        }
         former
     }
 
@@ -434,6 +447,116 @@ impl SetDigest {
     }
 }
 
+/// The tree set aside at a close, read back at the next open instead of every record, and the
+/// check of the records against it, on reads and by a pass beside serving.
+impl SetDigest {
+    /// The tree as bytes: per bucket, its count (4 bytes) and its sorted (name hash, tag) pairs.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BUCKETS * 4 + self.records * (16 + TAG_LEN));
+        for bucket in &self.buckets {
+            out.extend_from_slice(&(bucket.len() as u32).to_le_bytes());
+            for (key, tag) in bucket {
+                out.extend_from_slice(key);
+                out.extend_from_slice(tag);
+            }
+        }
+        out
+    }
+
+    /// The tree [`SetDigest::encode`] made, its changes tracked from here on (see
+    /// [`SetDigest::check_record`]); `None` for bytes that are not one (each name hash in its
+    /// bucket, in order, once). Whoever takes it must compare its root with the stored one:
+    /// the tree is only what it claims to be if its root is the authenticated root.
+    pub fn decode(bytes: &[u8]) -> Option<SetDigest> {
+        let mut digest = SetDigest::default();
+        let mut rest = bytes;
+        for (index, bucket) in digest.buckets.iter_mut().enumerate() {
+            let (count, tail) = rest.split_first_chunk::<4>()?;
+            let count = u32::from_le_bytes(*count) as usize;
+            let size = count.checked_mul(16 + TAG_LEN)?;
+            if tail.len() < size {
+                return None;
+            }
+            let (entries, tail) = tail.split_at(size);
+            rest = tail;
+            bucket.reserve_exact(count);
+            for entry in entries.chunks_exact(16 + TAG_LEN) {
+                let key: NameHash = entry[..16].try_into().ok()?;
+                let placed = ((usize::from(key[0]) << 8) | usize::from(key[1])) % BUCKETS;
+                if placed != index || bucket.last().is_some_and(|(last, _)| *last >= key) {
+                    return None;
+                }
+                bucket.push((key, to_tag(&entry[16..])));
+            }
+            digest.records += count;
+            digest.dirty.insert(index);
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        digest.touched = Some(Default::default());
+        Some(digest)
+    }
+
+    /// Whether records are still to be checked against this tree (it came from
+    /// [`SetDigest::decode`], and the pass over every record has not ended).
+    pub fn unchecked(&self) -> bool {
+        self.touched.is_some()
+    }
+
+    /// Checks a record as read (`stored`: its tag, `None` when absent) against the tree, unless
+    /// this daemon changed it since the tree was read back. Returns its name hash when checked.
+    /// A record whose tag differs, one the tree does not have, or one missing that it has was
+    /// edited while the daemon was not looking.
+    pub fn check_record(
+        &self,
+        name: &[u8],
+        stored: Option<&Tag>,
+    ) -> Result<Option<NameHash>, IntegrityError> {
+        let Some(touched) = &self.touched else {
+            return Ok(None);
+        };
+        let (bucket, key) = Self::place(name);
+        if touched.contains(&key) {
+            return Ok(None);
+        }
+        let entries = &self.buckets[bucket];
+        let held = entries
+            .binary_search_by(|(k, _)| k.cmp(&key))
+            .ok()
+            .map(|at| &entries[at].1);
+        match (held, stored) {
+            (Some(held), Some(stored)) if held == stored => Ok(Some(key)),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(IntegrityError::Digest),
+            _ => Err(refused(name)),
+        }
+    }
+
+    /// Ends the check of every record: `seen` are the name hashes [`SetDigest::check_record`]
+    /// passed, in one pass over every record. Each record the tree has and this daemon did not
+    /// change must be among them; one that is not was removed while the daemon was not
+    /// looking.
+    pub fn finish_check(&mut self, seen: &[NameHash]) -> Result<(), IntegrityError> {
+        let Some(touched) = self.touched.take() else {
+            return Ok(());
+        };
+        let seen_untouched = seen.iter().filter(|key| !touched.contains(*key)).count();
+        let held_untouched = self
+            .buckets
+            .iter()
+            .flatten()
+            .filter(|(key, _)| !touched.contains(key))
+            .count();
+        if seen_untouched == held_untouched {
+            Ok(())
+        } else {
+            self.touched = Some(touched);
+            Err(IntegrityError::Digest)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +584,84 @@ mod tests {
         one_by_one.set(&names[3], None);
         at_once.set(&names[3], None);
         assert_eq!(at_once.root(), one_by_one.root());
+    }
+
+    /// The tree as bytes and back is the same tree; bytes that are not one are refused.
+    #[test]
+    fn a_tree_encoded_decodes_to_itself_and_nothing_else_does() {
+        let mut tree = SetDigest::default();
+        for i in 0..5_000u32 {
+            tree.set(
+                format!("keys/{i}").as_bytes(),
+                Some([(i % 251) as u8; TAG_LEN]),
+            );
+        }
+        let root = tree.root();
+        let bytes = tree.encode();
+        let mut back = SetDigest::decode(&bytes).unwrap();
+        assert_eq!(back.root(), root);
+        assert_eq!(back.records, 5_000);
+        assert!(back.unchecked());
+        // Cut short, one byte too many, a count too large: not a tree.
+        assert!(SetDigest::decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(SetDigest::decode(&[bytes.as_slice(), &[0]].concat()).is_none());
+        let mut counted = bytes.clone();
+        counted[0] = 0xff;
+        assert!(SetDigest::decode(&counted).is_none());
+        // Two entries of a bucket swapped (out of order), or one moved to another bucket.
+        let first = (0..BUCKETS).find(|b| tree.buckets[*b].len() >= 2).unwrap();
+        let offset: usize = (0..first)
+            .map(|b| 4 + tree.buckets[b].len() * 48)
+            .sum::<usize>()
+            + 4;
+        let mut swapped = bytes.clone();
+        swapped[offset..offset + 96].rotate_left(48);
+        assert!(SetDigest::decode(&swapped).is_none());
+        let mut moved = bytes.clone();
+        moved[offset] ^= 0x01;
+        moved[offset + 1] ^= 0x80;
+        assert!(SetDigest::decode(&moved).is_none());
+    }
+
+    /// Records read are checked against a tree read back, unless changed since; the pass's
+    /// end finds a record the tree has and nobody saw.
+    #[test]
+    fn records_are_checked_against_a_tree_read_back() {
+        let mut tree = SetDigest::default();
+        for name in ["a", "b", "c"] {
+            tree.set(name.as_bytes(), Some([name.as_bytes()[0]; TAG_LEN]));
+        }
+        let mut tree = SetDigest::decode(&tree.encode()).unwrap();
+        let tag = |c: u8| [c; TAG_LEN];
+        assert!(tree.check_record(b"a", Some(&tag(b'a'))).unwrap().is_some());
+        assert_eq!(
+            tree.check_record(b"a", Some(&tag(b'x'))),
+            Err(IntegrityError::Record("a".into()))
+        );
+        assert_eq!(tree.check_record(b"a", None), Err(IntegrityError::Digest));
+        assert_eq!(
+            tree.check_record(b"d", Some(&tag(b'd'))),
+            Err(IntegrityError::Record("d".into()))
+        );
+        assert_eq!(tree.check_record(b"d", None), Ok(None));
+        // Changed by this daemon since: not checked.
+        tree.set(b"a", Some(tag(b'y')));
+        tree.set(b"e", Some(tag(b'e')));
+        assert_eq!(tree.check_record(b"a", Some(&tag(b'x'))), Ok(None));
+        // The pass saw b, not c: c was removed.
+        let seen: Vec<NameHash> = [b"b"]
+            .iter()
+            .filter_map(|n| tree.check_record(*n, Some(&tag(b'b'))).unwrap())
+            .collect();
+        assert_eq!(tree.finish_check(&seen), Err(IntegrityError::Digest));
+        assert!(tree.unchecked());
+        let seen: Vec<NameHash> = [&b"b"[..], b"c"]
+            .iter()
+            .filter_map(|n| tree.check_record(n, Some(&tag(n[0]))).unwrap())
+            .collect();
+        assert_eq!(tree.finish_check(&seen), Ok(()));
+        assert!(!tree.unchecked());
+        assert_eq!(tree.check_record(b"a", Some(&tag(b'q'))), Ok(None));
     }
 
     fn barrier() -> Barrier {

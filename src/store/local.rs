@@ -26,6 +26,13 @@ pub(super) struct Local {
     pub(super) digest_uncertain: Arc<AtomicBool>,
     /// Changes staged for the next batch (full names), on a store no other daemon writes.
     pub(super) staged: Arc<Mutex<WriteBatch>>,
+    /// Why the store is refused from here on: a record failed its check after the daemon
+    /// began to serve (the tree was read back from its copy, see `aside`).
+    pub(super) refused: Arc<std::sync::OnceLock<String>>,
+    /// The pass checking every record against a tree read back from its copy, while it runs.
+    pub(super) checking: Arc<Mutex<Option<super::aside::Checking>>>,
+    /// Whether records are still to be checked against the tree as they are read.
+    pub(super) tree_unchecked: Arc<AtomicBool>,
 }
 
 /// What the flusher is asked for: a flush, or a commit (its batch applied, then flushed).
@@ -51,8 +58,10 @@ impl Local {
             .lock()
             .map_err(|_| Attempt::Failed(StoreError("store digest lock poisoned".into())))?;
         if self.digest_uncertain.load(Ordering::Acquire) {
+            // Every record checked: a pass against the former tree has nothing left to do.
             view.tree = check_every_record(barrier, &*self.backend)?;
             self.digest_uncertain.store(false, Ordering::Release);
+            self.tree_unchecked.store(false, Ordering::Release);
         }
         Ok(view)
     }

@@ -21,6 +21,7 @@
 //! derived from the master key, bound to its name, and the set of records is authenticated as a
 //! whole, so an offline edit of the data directory is refused at load (see `barrier`).
 
+mod aside;
 pub mod barrier;
 pub mod compact;
 #[cfg(feature = "etcd")]
@@ -219,6 +220,19 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn shared(&self) -> Option<&dyn SharedEngine> {
         None
     }
+
+    /// Keeps `bytes` beside the records under `name`, replacing what was there, on disk
+    /// before it returns: state derived from the records that a start may read instead of
+    /// every record (see [`Store::put_aside`]). An engine without a place for it keeps
+    /// nothing.
+    fn put_aside(&self, _name: &str, _bytes: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What [`StoreBackend::put_aside`] last kept under `name`.
+    fn aside(&self, _name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
 }
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -282,13 +296,51 @@ impl From<StoreError> for Attempt {
     }
 }
 
+/// When a store no other daemon writes has its records checked at open (`store_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreCheck {
+    /// Every record and the digest of them all, before the open returns: an edited store is
+    /// refused at start.
+    #[default]
+    AtStart,
+    /// Against the tree kept at the last close, when there is one: each record as a call
+    /// reads it, and every record by a pass beside serving (see `aside`). The start reads no
+    /// record; an edited record is refused when read, and the store from then on.
+    BesideServing,
+}
+
+impl std::str::FromStr for StoreCheck {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "at-start" => Ok(StoreCheck::AtStart),
+            "beside-serving" => Ok(StoreCheck::BesideServing),
+            other => Err(format!(
+                "store_check must be \"at-start\" or \"beside-serving\", not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Records read at a time when the whole store is checked.
 const CHECK_PAGE: usize = 4096;
 
 impl Store {
     /// Opens the store behind `barrier`, after checking every record and the digest of them
-    /// all: a store edited offline is refused here, naming the record where it can.
+    /// all: a store edited offline is refused here, naming the record where it can. After a
+    /// close that kept the tree, the records are checked against it instead, as they are read
+    /// and by a pass beside serving (see `aside`).
     pub fn open(backend: Arc<dyn StoreBackend>, barrier: Barrier) -> Result<Self, StoreError> {
+        Self::open_with(backend, barrier, StoreCheck::AtStart)
+    }
+
+    /// [`Store::open`], checking the records as `check` says.
+    pub fn open_with(
+        backend: Arc<dyn StoreBackend>,
+        barrier: Barrier,
+        check: StoreCheck,
+    ) -> Result<Self, StoreError> {
         // A store with records and no digest at all is one from before authentication (or
         // one whose digest was removed): said as such, before any record is checked.
         if backend.get(barrier::DIGEST_RECORD)?.is_none() && !backend.scan(&[], None, 1)?.is_empty()
@@ -296,6 +348,19 @@ impl Store {
             return Err(IntegrityError::NoDigest.into());
         }
         let Some(shared) = backend.shared() else {
+            // The tree kept at the last close, when it is the tree of the records as stored:
+            // the records are then checked against it as they are read, and by a pass beside
+            // serving (see `aside`).
+            if check == StoreCheck::BesideServing
+                && let Some(tree) = aside::read_tree(&barrier, &*backend)
+            {
+                tracing::info!(
+                    "the store's tree was read back: its records are checked beside serving"
+                );
+                let store = Self::with(backend, Some(barrier), tree);
+                store.check_in_background()?;
+                return Ok(store);
+            }
             let digest = check_every_record(&barrier, &*backend)?;
             return Ok(Self::with(backend, Some(barrier), digest));
         };
@@ -422,6 +487,9 @@ impl Store {
             })),
             digest_uncertain: Arc::new(AtomicBool::new(false)),
             staged: Arc::new(Mutex::new(WriteBatch::new())),
+            refused: Arc::default(),
+            checking: Arc::default(),
+            tree_unchecked: Arc::default(),
         };
         let (sender, receiver) = mpsc::channel::<Request>();
         let flushing = local.clone();
@@ -476,20 +544,17 @@ impl Store {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if !self.scope.is_empty() {
-            let name = self.full_name(key);
-            return self
-                .local
-                .backend
-                .get(&name)?
-                .map(|stored| self.value(&name, stored))
-                .transpose();
-        }
-        self.local
-            .backend
-            .get(key)?
-            .map(|stored| self.value(key, stored))
-            .transpose()
+        self.local.refusal()?;
+        let scoped;
+        let name = if self.scope.is_empty() {
+            key
+        } else {
+            scoped = self.full_name(key);
+            &scoped
+        };
+        let stored = self.local.backend.get(name)?;
+        self.local.check_read(name, stored.as_deref())?;
+        stored.map(|stored| self.value(name, stored)).transpose()
     }
 
     pub fn scan(
@@ -499,11 +564,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let (prefix, after) = (self.full_name(prefix), after.map(|a| self.full_name(a)));
+        self.local.refusal()?;
         let mut entries = self.local.backend.scan(&prefix, after.as_deref(), limit)?;
         entries.retain(|(name, _)| name != barrier::DIGEST_RECORD);
         entries
             .into_iter()
             .map(|(name, stored)| {
+                self.local.check_read(&name, Some(&stored))?;
                 let value = self.value(&name, stored)?;
                 Ok((name[self.scope.len()..].to_vec(), value))
             })
@@ -534,6 +601,7 @@ impl Store {
 
     /// [`Store::apply`], telling a batch refused as [`CommitError::Stale`] from a failure.
     pub fn try_apply(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        self.local.refusal().map_err(CommitError::NotApplied)?;
         let batch = batch.within(&self.scope);
         let mut tries = 0u32;
         loop {
@@ -758,6 +826,7 @@ impl Store {
     /// store (0 elsewhere, or when not known): what a cache of the records it wrote is then
     /// current at.
     pub async fn try_commit_at(&self, batch: WriteBatch) -> Result<i64, CommitError> {
+        self.local.refusal().map_err(CommitError::NotApplied)?;
         let batch = batch.within(&self.scope);
         if self.local.backend.shared().is_none() {
             // The flusher applies it, with the batches of the commits that gathered with it,
@@ -830,17 +899,25 @@ impl Store {
     }
 
     /// Stops the flusher after the flushes already asked for, and syncs what is still staged
-    /// or applied since; later commits fail.
+    /// or applied since; later commits fail. The tree of the record-integrity check is kept
+    /// beside the records, for the next open (see `aside`).
     pub fn close(&self) {
+        self.stop_checking();
         let staged = self.local.staged.lock().is_ok_and(|s| !s.is_empty());
         if staged && let Err(error) = self.settle().and_then(|()| self.local.backend.sync()) {
             tracing::error!(%error, "the changes staged at closing could not be written");
         }
-        if let Ok(mut sender) = self.flush_requests.lock() {
-            sender.take();
-        }
+        let open = self
+            .flush_requests
+            .lock()
+            .is_ok_and(|mut sender| sender.take().is_some());
         if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
+        }
+        // Every batch is applied: the tree is the records'. The next open reads it back
+        // instead of every record.
+        if open {
+            self.keep_tree();
         }
     }
 }

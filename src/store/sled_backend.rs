@@ -19,6 +19,8 @@ use std::time::SystemTime;
 /// sled's page cache (its default is 1 GiB): the daemon keeps what it serves from in memory
 /// anyway, so the store's cache only needs to make scans and writes cheap.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The folder, in the store's, of what is kept beside the records (`put_aside`).
+const ASIDE_DIR: &str = "aside";
 /// Longer than the coarse clock tick file times are taken from.
 const SETTLED: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -111,6 +113,27 @@ impl SledBackend {
 impl StoreBackend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(key).map_err(store_error)?.map(|v| v.to_vec()))
+    }
+
+    fn put_aside(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.top.path.join(ASIDE_DIR);
+        let error = |e: std::io::Error| StoreError(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(error)?;
+        let (path, next) = (dir.join(name), dir.join(format!("{name}.next")));
+        let mut file = File::create(&next).map_err(error)?;
+        std::io::Write::write_all(&mut file, bytes).map_err(error)?;
+        file.sync_all().map_err(error)?;
+        std::fs::rename(&next, &path).map_err(error)?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(error)
+    }
+
+    fn aside(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.top.path.join(ASIDE_DIR).join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!("{}: {e}", path.display()))),
+        }
     }
 
     fn scan(

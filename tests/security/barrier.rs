@@ -126,6 +126,51 @@ async fn a_record_rolled_back_or_removed_on_its_own_is_refused_at_start() {
     assert!(message.contains("no integrity digest"), "{message}");
 }
 
+/// With `store_check = "beside-serving"` a restart after a clean stop reads no record: the
+/// tree and the key index kept at the stop stand in for them. A key record rolled back
+/// meanwhile is refused when read (never served as it was), and from then on every call is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checked_beside_serving_a_rolled_back_record_is_refused_when_read() {
+    let mut d = TestDaemon::start_with(Backend::Sealed, |config| {
+        config.store_check = keyhaven::store::StoreCheck::BesideServing;
+    })
+    .await;
+    let key = d.create_key("rollback").await.key_id;
+    let other = d.create_key("other").await.key_id;
+    d.stop().await;
+    let record = format!("key/{key}").into_bytes();
+    let enabled = store_of(&d).get(&record).unwrap().expect("the key record");
+    d.start_again().await;
+    d.disable(&key).await.unwrap();
+    d.stop().await;
+    let aside = keyhaven::server::store_dir(d.dir.path()).join("aside");
+    assert!(aside.join("tree").is_file() && aside.join("key-index").is_file());
+
+    // Unedited, the restart serves from what was kept.
+    d.start_again().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Disabled);
+    d.stop().await;
+
+    put_raw(&d, &record, enabled);
+    d.start_again().await;
+    let mut listed = d.list_all_keys().await;
+    listed.sort();
+    let mut both = vec![key.clone(), other.clone()];
+    both.sort();
+    assert_eq!(listed, both);
+    // The rolled-back record is never served as Enabled: refused when read (by this call, or
+    // by the material check beside serving before it), and every call after it.
+    let refused = d.describe(&key).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+    let after = d.describe(&other).await.unwrap_err();
+    assert_eq!(after.code(), tonic::Code::Internal, "{after:?}");
+    d.stop().await;
+    // Nothing was kept over the edit: checked at start, the store is refused there.
+    d.config.store_check = keyhaven::store::StoreCheck::AtStart;
+    let message = refused_start(&mut d).await;
+    assert!(message.contains("rolled back"), "{message}");
+}
+
 fn every_file(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -326,12 +326,56 @@ impl Held {
         }
     }
 
+    /// The index as bytes (see [`decode_index`]).
+    pub fn encode_index(&self) -> Vec<u8> {
+        let index = self.index();
+        let mut out = Vec::with_capacity(index.len() * INDEXED_LEN);
+        for (id, summary) in index.iter() {
+            out.extend_from_slice(id.as_bytes());
+            let state = STATES.iter().position(|s| *s == summary.state).unwrap_or(0);
+            out.push(state as u8);
+            for due in summary.due {
+                out.extend_from_slice(&due.to_le_bytes());
+            }
+        }
+        out
+    }
+
     /// Forgets a key removed from the store (by another daemon).
     pub fn remove(&self, id: Uuid) -> Option<Summary> {
         lock(&self.entries).pop(&id);
         lock(&self.parked).remove(&id);
         self.set_summary(id, None)
     }
+}
+
+/// A key's bytes in the encoded index: its id, its state, its three dates.
+const INDEXED_LEN: usize = 16 + 1 + 3 * 8;
+/// The states, by their number in the encoded index.
+const STATES: [KeyState; 5] = [
+    KeyState::Enabled,
+    KeyState::Disabled,
+    KeyState::PendingDeletion,
+    KeyState::Deleted,
+    KeyState::PendingImport,
+];
+
+/// The index [`Held::encode_index`] made; `None` for bytes that are not one.
+pub(super) fn decode_index(bytes: &[u8]) -> Option<BTreeMap<Uuid, Summary>> {
+    if !bytes.len().is_multiple_of(INDEXED_LEN) {
+        return None;
+    }
+    let mut index = BTreeMap::new();
+    for key in bytes.chunks_exact(INDEXED_LEN) {
+        let id = Uuid::from_bytes(key[..16].try_into().ok()?);
+        let state = *STATES.get(usize::from(key[16]))?;
+        let mut due = [NEVER; 3];
+        for (at, date) in key[17..].chunks_exact(8).enumerate() {
+            due[at] = UnixSeconds::from_le_bytes(date.try_into().ok()?);
+        }
+        index.insert(id, Summary { state, due });
+    }
+    Some(index)
 }
 
 #[cfg(test)]
@@ -599,5 +643,37 @@ mod tests {
             }
         }
         assert!(checked > 0, "no case was due");
+    }
+
+    /// The index kept at shutdown is the one a pass over every record makes, and a later
+    /// start takes it instead; a change that may have missed the index stops it being kept.
+    #[tokio::test]
+    async fn the_kept_index_is_the_records_and_is_not_kept_after_a_missed_change() {
+        let h = harness(2);
+        let ids = keys(&h.service, 6).await;
+        h.service.disable_key(&ids[1]).await.unwrap();
+        h.service.schedule_deletion(&ids[2], Some(7)).await.unwrap();
+        h.service.enable_rotation(&ids[3], None).await.unwrap();
+        h.service.keep_index();
+        let kept = h.store.aside(INDEX_ASIDE).expect("the index was kept");
+        let (full, live) = KeyService::index_every_record(&h.store, &h.service.keystores).unwrap();
+        assert_eq!(live, 6);
+        assert_eq!(super::decode_index(&kept).unwrap(), full);
+        assert_eq!(kept, super::Held::new(full, 2).encode_index());
+        // A later open takes it: the index it holds is the kept one.
+        let reopened = KeyService::open(
+            h.service.config.clone(),
+            Arc::new(SystemClock),
+            h.store.clone(),
+            h.service.keystores.values().cloned().collect(),
+        )
+        .unwrap();
+        assert_eq!(reopened.held.encode_index(), kept);
+        assert_eq!(reopened.live_keys.load(Ordering::Acquire), 6);
+        // A change whose end the index never heard of: not kept again.
+        drop(h.service.index_change());
+        h.service.disable_key(&ids[4]).await.unwrap();
+        h.service.keep_index();
+        assert_eq!(h.store.aside(INDEX_ASIDE), None);
     }
 }

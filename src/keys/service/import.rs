@@ -192,12 +192,15 @@ impl KeyService {
         };
         let mut batch = WriteBatch::new();
         batch.put(key_record_name(id), encode(&record)?);
+        let change = self.index_change();
         let revision = self
             .store
             .try_commit_at(batch)
             .await
             .map_err(StoreError::from)?;
-        self.insert_created(KeyEntry::new(record, true, revision))
+        let created = self.insert_created(KeyEntry::new(record, true, revision));
+        change.settled();
+        created
     }
 
     /// GetParametersForImport: a wrapping key pair made in the key's keystore and a token bound

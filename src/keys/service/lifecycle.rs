@@ -199,6 +199,7 @@ impl KeyService {
         };
         let mut batch = generated.records;
         Self::clear_generation(&mut batch, journalled, material);
+        let change = self.index_change();
         let committed = async {
             batch.put(
                 key_record_name(id),
@@ -210,12 +211,17 @@ impl KeyService {
         let revision = match committed {
             Ok(revision) => revision,
             Err(failed) => {
+                if !failed.applied {
+                    change.settled();
+                }
                 self.undo_generation(&keystore, material, failed.applied)
                     .await;
                 return Err(failed.error);
             }
         };
-        self.insert_created(KeyEntry::new(record, true, revision))
+        let created = self.insert_created(KeyEntry::new(record, true, revision));
+        change.settled();
+        created
     }
 
     /// DescribeKey: also answers for Deleted keys (their tombstone).

@@ -338,6 +338,9 @@ pub struct KeyService {
     grants: RwLock<grants::GrantTable>,
     /// Serialises grant changes (so that the quotas hold under concurrent CreateGrant).
     grant_gate: tokio::sync::Mutex<()>,
+    /// Whether a change to a key record may have been applied without the index hearing of
+    /// it: the index is then not kept at shutdown (see [`KeyService::keep_index`]).
+    index_drifted: std::sync::atomic::AtomicBool,
 }
 
 fn key_record_name(id: Uuid) -> Vec<u8> {
@@ -502,21 +505,18 @@ impl KeyService {
                 config.default_keystore
             )));
         }
-        let mut index = BTreeMap::new();
-        let mut live = 0;
-        records::for_every_record(&store, |page| {
-            for record in page {
-                if record.state != KeyState::Deleted {
-                    live += 1;
-                    if !keystores.contains_key(&record.keystore) {
-                        tracing::error!(key = %record.id, keystore = %record.keystore,
-                            "key lives in a keystore that is not configured; its operations will fail");
-                    }
-                }
-                index.insert(record.id, held::Summary::of(record));
+        let (index, live) = match store
+            .aside(INDEX_ASIDE)
+            .and_then(|b| held::decode_index(&b))
+        {
+            // Kept at the last close, and the records are exactly as they were then.
+            Some(index) => {
+                let live = index.values().filter(|s| s.live()).count();
+                tracing::info!(keys = index.len(), "key index read back from its copy");
+                (index, live)
             }
-            Ok(())
-        })?;
+            None => Self::index_every_record(&store, &keystores)?,
+        };
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
             let alias: AliasEntry = serde_json::from_slice(&value).map_err(|e| {
@@ -553,7 +553,51 @@ impl KeyService {
             orphan_counts: RwLock::new(BTreeMap::new()),
             grants: RwLock::new(grants),
             grant_gate: tokio::sync::Mutex::new(()),
+            index_drifted: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Keeps the index beside the store, for the next start to read instead of every key
+    /// record (see `Store::put_aside`): at shutdown, once nothing else is written. Not when a
+    /// change to a key record may have been applied without the index hearing of it.
+    pub fn keep_index(&self) {
+        if self.index_drifted.load(Ordering::Acquire) {
+            tracing::info!("the key index is not kept: a change may have missed it");
+            return;
+        }
+        if let Err(error) = self.store.put_aside(INDEX_ASIDE, &self.held.encode_index()) {
+            tracing::warn!(%error, "the key index was not kept: the next start reads every key");
+        }
+    }
+
+    /// A guard for a change to a key record: unless it is settled once the index has the
+    /// change, the index is not kept at shutdown (a call dropped between its commit and the
+    /// index's update, or a commit whose outcome is unknown).
+    fn index_change(&self) -> IndexChange<'_> {
+        IndexChange(&self.index_drifted)
+    }
+
+    /// The index of every key record, and how many keys are live.
+    fn index_every_record(
+        store: &Store,
+        keystores: &HashMap<String, Arc<dyn KeyStore>>,
+    ) -> Result<(BTreeMap<Uuid, held::Summary>, usize), KeyError> {
+        let mut index = BTreeMap::new();
+        let mut live = 0;
+        records::for_every_record(store, |page| {
+            for record in page {
+                if record.state != KeyState::Deleted {
+                    live += 1;
+                    if !keystores.contains_key(&record.keystore) {
+                        tracing::error!(key = %record.id, keystore = %record.keystore,
+                            "key lives in a keystore that is not configured; its operations will fail");
+                    }
+                }
+                index.insert(record.id, held::Summary::of(record));
+            }
+            Ok(())
+        })?;
+        Ok((index, live))
     }
 
     pub fn config(&self) -> &KeyServiceConfig {
@@ -823,6 +867,7 @@ impl KeyService {
                 encode(&record).map_err(FailedChange::not_applied)?,
             );
             batch.require_present_unchanged(name, view);
+            let change = self.index_change();
             let committed = self.store.try_commit_at(batch).await;
             // Counted whatever the outcome (a failed batch may have been applied), while this
             // call still holds the entry: see `held.rs`.
@@ -833,19 +878,45 @@ impl KeyService {
                     if entry.set_record(record.clone(), revision) {
                         self.summarise(&record);
                     }
+                    change.settled();
                     return Ok(record);
                 }
                 Err(CommitError::Stale) if tries < MAX_STALE_TRIES => {
                     // Made again on the record as the store holds it now.
+                    change.settled();
                     tries += 1;
                     self.store
                         .catch_up()
                         .await
                         .map_err(|e| FailedChange::not_applied(e.into()))?;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    if !error.applied() {
+                        change.settled();
+                    }
+                    return Err(error.into());
+                }
             }
         }
+    }
+}
+
+/// The name the key index is kept under beside the store.
+const INDEX_ASIDE: &str = "key-index";
+
+/// See [`KeyService::index_change`].
+struct IndexChange<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl IndexChange<'_> {
+    /// The index has the change (or the change was not applied).
+    fn settled(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for IndexChange<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

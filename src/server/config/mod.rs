@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub cipher_cache: Option<usize>,
     /// Most key entries the key service keeps in memory.
     pub key_cache: Option<usize>,
+    /// When the store's records are checked: `at-start` or `beside-serving`.
+    pub store_check: Option<String>,
     /// Most aliases the account may hold.
     pub alias_quota: Option<usize>,
     /// Most grants one key may hold.
@@ -380,6 +382,8 @@ pub struct DaemonConfig {
     /// Most key entries the key service keeps in memory (least recently used out; the others
     /// are read from the store when asked for).
     pub key_cache: usize,
+    /// When the records of a store on this machine are checked (see `StoreCheck`).
+    pub store_check: crate::store::StoreCheck,
     pub alias_quota: usize,
     /// Most grants one key may hold (AWS KMS: 50,000).
     pub grants_per_key: usize,
@@ -438,6 +442,7 @@ impl DaemonConfig {
             key_quota: 100_000,
             cipher_cache: crate::keystore::sealed::CIPHER_CACHE,
             key_cache: crate::keys::KEY_CACHE,
+            store_check: crate::store::StoreCheck::default(),
             alias_quota: 50_000,
             grants_per_key: 50_000,
             grant_bytes: 256 << 20,
@@ -520,6 +525,9 @@ impl DaemonConfig {
         }
         if let Some(entries) = file.key_cache {
             config.key_cache = entries;
+        }
+        if let Some(check) = &file.store_check {
+            config.store_check = check.parse().map_err(ConfigError::Invalid)?;
         }
         if let Some(quota) = file.alias_quota {
             config.alias_quota = quota;

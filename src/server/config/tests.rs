@@ -305,6 +305,10 @@ fn bad_configs_say_what_is_wrong() {
         ("key_quota = 0", "key_quota must be at least 1"),
         ("cipher_cache = 0", "cipher_cache must be at least 1"),
         ("key_cache = 0", "key_cache must be at least 1"),
+        (
+            "store_check = \"lazy\"",
+            "store_check must be \"at-start\" or \"beside-serving\", not \"lazy\"",
+        ),
         ("audit_max_files = 0", "audit_max_files must be at least 1"),
         (
             "audit_max_age_days = 0",
