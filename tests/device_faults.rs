@@ -688,3 +688,59 @@ async fn a_token_that_does_not_answer_at_start_up_fails_the_start_in_time() {
     let blob = d.encrypt(&key, b"after the restart", &[]).await.unwrap();
     assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"after the restart");
 }
+
+/// A client that gives up on a call (its deadline passes, and its stream is reset) does not
+/// cut the call short: the call runs to its end in the daemon, so its change, the key
+/// service's memory of it and its audit record stay together. Here a CreateKey is given up
+/// while the device is slow: the key is made, listed, and its answer audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_client_gave_up_on_runs_to_its_end() {
+    let _turn = SERIAL.lock().await;
+    let (d, mut faults, _) = faulty_daemon().await;
+    let keys_before = d.list_all_keys().await;
+    let answered_before = |log: &[serde_json::Value]| {
+        log.iter()
+            .filter(|r| r["operation"] == "kms:CreateKey" && r["outcome"]["code"] == "Ok")
+            .count()
+    };
+    let audited_before = answered_before(&d.audit_records());
+
+    faults.set("latency_ms=400");
+    let request = v1::CreateKeyRequest {
+        description: "given up on".into(),
+        ..Default::default()
+    };
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(150),
+        d.client
+            .kms()
+            .create_key(d.client.signed("CreateKey", request)),
+    )
+    .await;
+    assert!(
+        given_up.is_err(),
+        "the call answered before its client gave up"
+    );
+
+    settles("the key made after its client gave up", async || {
+        d.list_all_keys().await.len() == keys_before.len() + 1
+    })
+    .await;
+    faults.clear();
+    let made: Vec<String> = d
+        .list_all_keys()
+        .await
+        .into_iter()
+        .filter(|k| !keys_before.contains(k))
+        .collect();
+    let key = d.describe(&made[0]).await.unwrap();
+    assert_eq!(key.description, "given up on");
+    assert_eq!(key.key_state, v1::KeyState::Enabled as i32);
+    settles("its answer audited", async || {
+        answered_before(&d.audit_records()) == audited_before + 1
+    })
+    .await;
+    // Served as made: the key works.
+    let blob = d.encrypt(&made[0], b"after", &[]).await.unwrap();
+    assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"after");
+}

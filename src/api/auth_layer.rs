@@ -384,7 +384,20 @@ where
                 Err(unavailable) => Ok(answer(unavailable)),
             }
         };
-        Box::pin(future.instrument(span))
+        // The call runs to its end on a task of its own, whether or not its client waits for
+        // the answer: a client that gives up (a deadline, a reset stream) must not cut a call
+        // between its change to the store and what follows it (the key service's memory of
+        // the change, the call's audit record).
+        let running = tokio::spawn(future.instrument(span));
+        Box::pin(async move {
+            match running.await {
+                Ok(answered) => answered,
+                Err(failed) => {
+                    tracing::error!(%failed, "a call's task failed");
+                    Ok(tonic::Status::internal("the call failed").into_http())
+                }
+            }
+        })
     }
 }
 

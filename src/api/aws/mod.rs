@@ -106,7 +106,19 @@ impl super::http::HttpDoor for AwsDoor {
             target,
             protocol,
         };
-        self.admit(call, arrived).instrument(span).await
+        // The call runs to its end on a task of its own, whether or not its client waits for
+        // the answer (see the gRPC door's `Authenticated`).
+        let door = self.clone();
+        let running = tokio::spawn(async move { door.admit(call, arrived).await }.instrument(span));
+        match running.await {
+            Ok(answer) => answer,
+            Err(failed) => {
+                tracing::error!(%failed, "a call's task failed");
+                let mut answer = http::Response::new(Full::new(Bytes::new()));
+                *answer.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                answer
+            }
+        }
     }
 }
 
