@@ -1257,32 +1257,28 @@ impl BenchDaemon {
             let startup = started.elapsed();
             // The material check runs while the daemon serves: the rows measure it after.
             let log = self._dir.path().join("serve.log");
-            while !std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("every key's material checked")
-            {
-                if started.elapsed() > Duration::from_secs(600) {
-                    return Err("keyhaven serve never finished its material check".into());
+            let logged = |line: &str| {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(line)
+            };
+            let wait_for = |line: &str| {
+                while !logged(line) {
+                    if started.elapsed() > Duration::from_secs(600) {
+                        return Err(format!("keyhaven serve never logged {line:?}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let checked = started.elapsed();
+                Ok(started.elapsed())
+            };
+            let checked = wait_for("every key's material checked")?;
             // Its store's records, checked against the tree kept at the last stop (when it
             // was kept: otherwise every record was checked before the first answer).
-            let read_back = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("tree was read back");
-            while read_back
-                && !std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("every record checked against the store's tree")
-            {
-                if started.elapsed() > Duration::from_secs(600) {
-                    return Err("keyhaven serve never finished checking its records".into());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let records_checked = started.elapsed();
+            let records_checked = if logged("tree was read back") {
+                wait_for("every record checked against the store's tree")?
+            } else {
+                startup
+            };
             let mut reports = Vec::new();
             for operation in [Operation::DescribeKey, Operation::Encrypt] {
                 let report = client.block_on(bench::run_load(

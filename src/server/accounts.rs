@@ -329,29 +329,25 @@ impl Members {
         for task in tasks {
             let _ = task.await;
         }
-        let opened: Vec<Arc<AccountServices>> = self
-            .opened
-            .lock()
-            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
-            .unwrap_or_default();
-        for services in opened {
+        for services in self.opened() {
             services.keys.stop_material_check().await;
             services.keys.record_uses().await;
         }
     }
-}
 
-impl Members {
     /// Keeps every opened member's key index beside the store (see `KeyService::keep_index`).
     pub fn keep_indexes(&self) {
-        let opened: Vec<Arc<AccountServices>> = self
-            .opened
-            .lock()
-            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
-            .unwrap_or_default();
-        for services in opened {
+        for services in self.opened() {
             services.keys.keep_index();
         }
+    }
+
+    /// The members opened so far.
+    fn opened(&self) -> Vec<Arc<AccountServices>> {
+        self.opened
+            .lock()
+            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
