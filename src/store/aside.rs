@@ -137,8 +137,9 @@ impl Store {
         }
     }
 
-    /// Keeps the tree (at closing, once every batch is applied), unless the store was
-    /// refused or the tree is uncertain.
+    /// Keeps the tree (at closing, once every batch is applied, and again when the last
+    /// handle goes if anything was applied after the close), unless the store was refused or
+    /// the tree is uncertain.
     pub(super) fn keep_tree(&self) {
         let Some(barrier) = self.local.barrier.as_deref() else {
             return;
@@ -149,18 +150,22 @@ impl Store {
         {
             return;
         }
-        let kept = self
-            .local
-            .digest
-            .lock()
-            .map_err(|_| StoreError("store digest lock poisoned".into()))
-            .and_then(|mut view| {
-                let root = view.tree.root();
-                seal(barrier, TREE, &root, &view.tree.encode())
-            })
-            .and_then(|sealed| self.local.backend.put_aside(TREE, &sealed));
-        if let Err(error) = kept {
-            tracing::warn!(%error, "the store's tree was not kept: the next start reads every record");
+        let Ok(mut kept) = self.local.kept.lock() else {
+            return;
+        };
+        let tree = self.local.digest.lock().map(|mut view| {
+            let root = view.tree.root();
+            (*kept != Some(root)).then(|| (root, view.tree.encode()))
+        });
+        let Ok(Some((root, encoded))) = tree else {
+            return;
+        };
+        match seal(barrier, TREE, &root, &encoded)
+            .and_then(|sealed| self.local.backend.put_aside(TREE, &sealed))
+        {
+            Ok(()) => *kept = Some(root),
+            Err(error) => tracing::warn!(%error,
+                "the store's tree was not kept: the next start reads every record"),
         }
     }
 
@@ -173,7 +178,7 @@ impl Store {
             .name("keyhaven-check".into())
             .spawn(move || {
                 let started = Instant::now();
-                match check_every_record(&local, &stopping) {
+                match check_against_tree(&local, &stopping) {
                     Ok(Some(records)) => {
                         local.tree_unchecked.store(false, Ordering::Release);
                         tracing::info!(
@@ -257,7 +262,7 @@ impl Local {
 /// tree has it with that tag, unless this daemon changed it meanwhile; at the end, that no
 /// record the tree has is missing. Returns how many records were read, or `None` when
 /// stopped.
-fn check_every_record(local: &Local, stop: &AtomicBool) -> Result<Option<usize>, StoreError> {
+fn check_against_tree(local: &Local, stop: &AtomicBool) -> Result<Option<usize>, StoreError> {
     let barrier = local
         .barrier
         .as_deref()

@@ -33,6 +33,8 @@ pub(super) struct Local {
     pub(super) checking: Arc<Mutex<Option<super::aside::Checking>>>,
     /// Whether records are still to be checked against the tree as they are read.
     pub(super) tree_unchecked: Arc<AtomicBool>,
+    /// The root of the tree last kept beside the records (see `aside`).
+    pub(super) kept: Arc<Mutex<Option<barrier::Tag>>>,
 }
 
 /// What the flusher is asked for: a flush, or a commit (its batch applied, then flushed).

@@ -490,6 +490,7 @@ impl Store {
             refused: Arc::default(),
             checking: Arc::default(),
             tree_unchecked: Arc::default(),
+            kept: Arc::default(),
         };
         let (sender, receiver) = mpsc::channel::<Request>();
         let flushing = local.clone();
@@ -923,10 +924,13 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// The last handle of a store closes it (a scoped handle dropped leaves it open).
+    /// The last handle of a store closes it (a scoped handle dropped leaves it open), and
+    /// keeps its tree again if a batch was applied after an earlier close (work still under
+    /// way on a blocking thread when the daemon closed the store).
     fn drop(&mut self) {
         if Arc::strong_count(&self.flush_requests) == 1 {
             self.close();
+            self.keep_tree();
         }
     }
 }
