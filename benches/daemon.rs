@@ -1279,6 +1279,15 @@ impl BenchDaemon {
             } else {
                 startup
             };
+            // Where its start went, as it logged it.
+            for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+                if ["data directory open", "read back", "checked", "reconciled"]
+                    .iter()
+                    .any(|what| line.contains(what))
+                {
+                    eprintln!("daemon bench: keyhaven serve: {line}");
+                }
+            }
             let mut reports = Vec::new();
             for operation in [Operation::DescribeKey, Operation::Encrypt] {
                 let report = client.block_on(bench::run_load(

@@ -103,6 +103,7 @@ impl Store {
         if self.follow.is_some() {
             return Ok(());
         }
+        self.local.refusal()?;
         let name = self.aside_name(name);
         let root = self
             .local
