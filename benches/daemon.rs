@@ -1772,6 +1772,9 @@ fn server_cpu(
 }
 
 /// What [`BenchDaemon::as_process`] measured.
+/// A time a [`ProcessRun`] measured from spawning the daemon.
+type ProcessTime = fn(&ProcessRun) -> Duration;
+
 struct ProcessRun {
     startup: Duration,
     /// From spawning it until its start-up material check was done (it serves meanwhile).
@@ -2725,35 +2728,30 @@ fn scale(
             }
         }
     }
-    results.scale.push([
-        "`keyhaven serve --store-check beside-serving` in its own process: spawn to first answer (unseal with Argon2id defaults, the kept tree and key index read back)".into(),
-        format_latency(few_process.startup),
-        format_latency(many_process.startup),
-        change(
-            few_process.startup.as_secs_f64(),
-            many_process.startup.as_secs_f64(),
+    // Times from spawning `keyhaven serve`, on few keys and on many.
+    let times: [(&str, ProcessTime); 3] = [
+        (
+            "`keyhaven serve --store-check beside-serving` in its own process: spawn to first answer (unseal with Argon2id defaults, the kept tree and key index read back)",
+            |run| run.startup,
         ),
-    ]);
-    results.scale.push([
-        "`keyhaven serve` in its own process: spawn to every record checked against the kept tree (serving meanwhile)"
-            .into(),
-        format_latency(few_process.records_checked),
-        format_latency(many_process.records_checked),
-        change(
-            few_process.records_checked.as_secs_f64(),
-            many_process.records_checked.as_secs_f64(),
+        (
+            "`keyhaven serve` in its own process: spawn to every record checked against the kept tree (serving meanwhile)",
+            |run| run.records_checked,
         ),
-    ]);
-    results.scale.push([
-        "`keyhaven serve` in its own process: spawn to its material check done (serving meanwhile)"
-            .into(),
-        format_latency(few_process.checked),
-        format_latency(many_process.checked),
-        change(
-            few_process.checked.as_secs_f64(),
-            many_process.checked.as_secs_f64(),
+        (
+            "`keyhaven serve` in its own process: spawn to its material check done (serving meanwhile)",
+            |run| run.checked,
         ),
-    ]);
+    ];
+    for (label, time) in times {
+        let (few, many) = (time(&few_process), time(&many_process));
+        results.scale.push([
+            label.into(),
+            format_latency(few),
+            format_latency(many),
+            change(few.as_secs_f64(), many.as_secs_f64()),
+        ]);
+    }
     results.scale.push([
         "`keyhaven serve` in its own process: VmRSS after its loads (the rows above: one key, random keys, every key once) / peak (VmHWM)".into(),
         format!(

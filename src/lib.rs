@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod durable;
 pub mod iam;
 pub mod keys;
 pub mod keystore;

@@ -14,8 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const SEAL_FILE: &str = "seal.json";
@@ -354,24 +353,7 @@ impl PendingSeal {
 /// Replaces `seal.json` atomically: beside, fsync, rename, fsync the directory.
 fn write_seal(dir: &Path, json: &[u8]) -> Result<(), SealError> {
     let path = dir.join(SEAL_FILE);
-    {
-        let temporary = dir.join(format!("{SEAL_FILE}.new"));
-        {
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temporary)
-                .map_err(io_error(&temporary))?;
-            restrict_to_owner(&temporary, 0o600)?;
-            out.write_all(json).map_err(io_error(&temporary))?;
-            out.sync_all().map_err(io_error(&temporary))?;
-        }
-        fs::rename(&temporary, &path).map_err(io_error(&path))?;
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    crate::durable::replace_file(&path, json, 0o600).map_err(io_error(&path))
 }
 
 /// Creates and writes the seal of a new data directory in one step.

@@ -361,15 +361,8 @@ pub fn daemon_id(data_dir: &Path, make: bool) -> Result<Option<String>, ServerEr
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && make => {
             let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            let written = (|| {
-                let temporary = data_dir.join(format!("{DAEMON_ID_FILE}.new"));
-                let mut file = std::fs::File::create(&temporary)?;
-                std::io::Write::write_all(&mut file, id.as_bytes())?;
-                file.sync_all()?;
-                std::fs::rename(&temporary, &path)?;
-                std::fs::File::open(data_dir)?.sync_all()
-            })();
-            written.map_err(|e| ServerError::Start(format!("{}: {e}", path.display())))?;
+            crate::durable::replace_file(&path, id.as_bytes(), 0o644)
+                .map_err(|e| ServerError::Start(format!("{}: {e}", path.display())))?;
             Ok(Some(id))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

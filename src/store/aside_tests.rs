@@ -77,6 +77,18 @@ fn edit(dir: &Path, name: &str, stored: Option<Vec<u8>>) {
     backend.sync().unwrap();
 }
 
+/// `a` as stored now; then `a` set to `v2`, the store closed, `after_close` done with it, and
+/// its last handle dropped. For rolling `a` back behind the store's back.
+fn a_moved_on(dir: &Path, after_close: impl FnOnce(&Store)) -> Vec<u8> {
+    let old = raw(dir, "a").unwrap();
+    let store = open(dir, StoreCheck::AtStart);
+    put(&store, "a", "v2");
+    store.close();
+    after_close(&store);
+    drop(store);
+    old
+}
+
 /// Waits (up to 20 s) until the pass over every record ended, one way or the other.
 fn pass_ended(store: &Store) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -89,6 +101,9 @@ fn pass_ended(store: &Store) {
     }
 }
 
+/// An unedited store opened from its kept tree: nothing is refused, the pass ends with every
+/// record checked, and what was written meanwhile is kept (the edited-store tests below show
+/// the tree is what the open took).
 #[test]
 fn a_kept_tree_opens_the_store_and_the_pass_checks_every_record() {
     let dir = made(3000);
@@ -110,11 +125,7 @@ fn a_kept_tree_opens_the_store_and_the_pass_checks_every_record() {
 #[test]
 fn a_record_rolled_back_is_refused_when_read_and_the_store_with_it() {
     let dir = made(10);
-    let old = raw(dir.path(), "a").unwrap();
-    let store = open(dir.path(), StoreCheck::AtStart);
-    put(&store, "a", "v2");
-    store.close();
-    drop(store);
+    let old = a_moved_on(dir.path(), |_| {});
     edit(dir.path(), "a", Some(old.clone()));
 
     // Checked at start, as by default: refused there.
@@ -225,11 +236,7 @@ fn changes_made_during_the_pass_do_not_trip_it() {
 fn a_tree_from_another_state_is_not_taken() {
     let dir = made(10);
     let tree = std::fs::read(dir.path().join("aside/tree")).unwrap();
-    let old = raw(dir.path(), "a").unwrap();
-    let store = open(dir.path(), StoreCheck::AtStart);
-    put(&store, "a", "v2");
-    store.close();
-    drop(store);
+    let old = a_moved_on(dir.path(), |_| {});
     std::fs::write(dir.path().join("aside/tree"), &tree).unwrap();
     edit(dir.path(), "a", Some(old));
     // The digest record was written with v2: the old tree does not match it, so the open
@@ -275,14 +282,11 @@ fn kept_state_comes_back_only_with_its_records() {
 #[test]
 fn a_batch_applied_after_closing_is_in_the_tree_kept_at_the_last_drop() {
     let dir = made(10);
-    let old = raw(dir.path(), "a").unwrap();
-    let store = open(dir.path(), StoreCheck::AtStart);
-    put(&store, "a", "v2");
-    store.close();
-    let mut late = WriteBatch::new();
-    late.put(b"late".to_vec(), b"applied after the close".to_vec());
-    store.apply(late).unwrap();
-    drop(store);
+    let old = a_moved_on(dir.path(), |store| {
+        let mut late = WriteBatch::new();
+        late.put(b"late".to_vec(), b"applied after the close".to_vec());
+        store.apply(late).unwrap();
+    });
     // Taken back (the open reads no record), so the rolled-back record is refused only when
     // read; a tree kept before the late batch would not match, and the open would refuse.
     edit(dir.path(), "a", Some(old));

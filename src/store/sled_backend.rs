@@ -117,14 +117,9 @@ impl StoreBackend for SledBackend {
 
     fn put_aside(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = self.top.path.join(ASIDE_DIR);
-        let error = |e: std::io::Error| StoreError(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(&dir).map_err(error)?;
-        let (path, next) = (dir.join(name), dir.join(format!("{name}.next")));
-        let mut file = File::create(&next).map_err(error)?;
-        std::io::Write::write_all(&mut file, bytes).map_err(error)?;
-        file.sync_all().map_err(error)?;
-        std::fs::rename(&next, &path).map_err(error)?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(error)
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| crate::durable::replace_file(&dir.join(name), bytes, 0o600))
+            .map_err(|e| StoreError(format!("{}: {e}", dir.display())))
     }
 
     fn aside(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -79,16 +79,23 @@ async fn an_app_key_edited_into_the_roots_is_refused_at_start() {
     assert_eq!(denied.unwrap_err().code(), tonic::Code::PermissionDenied);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_rolled_back_or_removed_on_its_own_is_refused_at_start() {
-    let mut d = TestDaemon::start(Backend::Sealed).await;
+/// A key made, the daemon stopped, its record (as stored) read, then the key disabled and the
+/// daemon stopped again: the key, its record's name and its enabled record, to roll back to.
+async fn disabled_after_a_stop(d: &mut TestDaemon) -> (String, Vec<u8>, Vec<u8>) {
     let key = d.create_key("rollback").await.key_id;
     d.stop().await;
     let record = format!("key/{key}").into_bytes();
-    let enabled = store_of(&d).get(&record).unwrap().expect("the key record");
+    let enabled = store_of(d).get(&record).unwrap().expect("the key record");
     d.start_again().await;
     d.disable(&key).await.unwrap();
     d.stop().await;
+    (key, record, enabled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_rolled_back_or_removed_on_its_own_is_refused_at_start() {
+    let mut d = TestDaemon::start(Backend::Sealed).await;
+    let (key, record, enabled) = disabled_after_a_stop(&mut d).await;
     let disabled = store_of(&d).get(&record).unwrap().expect("the key record");
 
     // The old record is validly tagged (the daemon wrote it), but the store moved on: the
@@ -135,14 +142,8 @@ async fn checked_beside_serving_a_rolled_back_record_is_refused_when_read() {
         config.store_check = keyhaven::store::StoreCheck::BesideServing;
     })
     .await;
-    let key = d.create_key("rollback").await.key_id;
     let other = d.create_key("other").await.key_id;
-    d.stop().await;
-    let record = format!("key/{key}").into_bytes();
-    let enabled = store_of(&d).get(&record).unwrap().expect("the key record");
-    d.start_again().await;
-    d.disable(&key).await.unwrap();
-    d.stop().await;
+    let (key, record, enabled) = disabled_after_a_stop(&mut d).await;
     let aside = keyhaven::server::store_dir(d.dir.path()).join("aside");
     assert!(aside.join("tree").is_file() && aside.join("key-index").is_file());
 

@@ -28,8 +28,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -382,26 +381,7 @@ impl Keyring {
             *view = now;
             return Ok(());
         }
-        let temporary = self.path.with_extension("json.new");
-        {
-            let mut options = OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut out = options
-                .open(&temporary)
-                .map_err(|e| error(format!("{}: {e}", temporary.display())))?;
-            out.write_all(&json)
-                .and_then(|_| out.sync_all())
-                .map_err(|e| error(format!("{}: {e}", temporary.display())))?;
-        }
-        fs::rename(&temporary, &self.path).map_err(|e| error(e.to_string()))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| error(format!("{}: {e}", dir.display())))
+        crate::durable::replace_file(&self.path, &json, 0o600)
+            .map_err(|e| error(format!("{}: {e}", self.path.display())))
     }
 }
