@@ -453,11 +453,17 @@ impl CredentialStore {
                 .map_err(|e| StoreError(format!("{label}: {e}")))?;
             keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
         }
-        // The signatures of state changes made before a restart are still refused.
-        // Read from the first unexpired one, a page at a time: after a long stop most are stale.
+        // The signatures of state changes made before a restart are still refused. Those dated
+        // before this start are refused on their date anyway, and looked up in the store only
+        // to name a replay as one (see `stored_before_start`). Read those dated from the start
+        // on (a client whose clock runs ahead), a page at a time: the stored signatures sort by
+        // expiry, so after heavy traffic the scan starts past the many that are dated earlier.
         let replay = ReplayCache::default();
         let now = clock.now();
-        let mut after = seen_name(now.saturating_sub(1), &[0xff; 32]);
+        let mut after = seen_name(
+            now.saturating_add(MAX_SKEW_SECONDS).saturating_sub(1),
+            &[0xff; 32],
+        );
         loop {
             let page = store.scan(SEEN_PREFIX, Some(&after), SEEN_SWEEP)?;
             for (name, _) in &page {
@@ -1163,6 +1169,25 @@ impl CredentialStore {
         used.expires - MAX_SKEW_SECONDS > self.clock.now()
     }
 
+    /// Whether a signature dated before this run started was stored by an earlier run (or
+    /// another daemon sharing the store): a replay. Such a request is refused on its date
+    /// anyway, so this costs a store read only on a path that refuses; it names the refusal
+    /// (the replay cache in memory holds only signatures dated from the start on). A failed
+    /// read leaves the request to be refused on its date.
+    fn stored_before_start(&self, signature: &[u8; 32], request_time: UnixSeconds) -> bool {
+        if request_time >= self.started {
+            return false;
+        }
+        let name = seen_name(request_time + MAX_SKEW_SECONDS, signature);
+        match self.store.get(&name) {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up a signature dated before the start");
+                false
+            }
+        }
+    }
+
     /// Removes the stored signatures whose requests are refused as stale by now (they sort by
     /// expiry: the sweep stops at the first that is not); returns how many went. Durable with
     /// the next flush.
@@ -1312,9 +1337,10 @@ impl CredentialStore {
         }
         // A replay is named as one even when it was sent on to another address.
         if replay_checked
-            && self
+            && (self
                 .replay
                 .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
+                || self.stored_before_start(&parsed.signature, request_time))
         {
             return Err(AuthError::Replayed);
         }
@@ -1456,6 +1482,52 @@ mod tests {
         assert!(names.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(parse_seen_name(b"auth/seen/short"), None);
         assert_eq!(parse_seen_name(&names[0][1..]), None);
+    }
+
+    /// After heavy traffic the store holds many unexpired signatures, nearly all dated before
+    /// the start: a start reads only those dated from it on, and finds the others when a
+    /// request dated before the start comes, to name a replay as one.
+    #[test]
+    fn a_start_reads_only_the_signatures_dated_from_it_on() {
+        use crate::clock::OffsetClock;
+        use crate::seal::{self, KdfParams};
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("replay test".into());
+        let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+        let backend = crate::store::SledBackend::open(&dir.path().join("store")).unwrap();
+        let barrier = crate::store::Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+        let clock = OffsetClock::new();
+        let now = clock.now();
+        let (before, ahead) = ([1u8; 32], [2u8; 32]);
+        let mut batch = WriteBatch::new();
+        for i in 0..50u8 {
+            // Dated 10 s before the start.
+            batch.put(
+                seen_name(now - 10 + MAX_SKEW_SECONDS, &[i + 100; 32]),
+                Vec::new(),
+            );
+        }
+        batch.put(seen_name(now - 10 + MAX_SKEW_SECONDS, &before), Vec::new());
+        // Dated 5 s ahead of it: a client whose clock runs ahead.
+        batch.put(seen_name(now + 5 + MAX_SKEW_SECONDS, &ahead), Vec::new());
+        store.apply(batch).unwrap();
+        let credentials = CredentialStore::open(
+            Arc::new(master),
+            store,
+            Arc::new(clock),
+            "aws",
+            "us-east-1",
+            "111122223333",
+        )
+        .unwrap();
+        assert_eq!(credentials.replay.len(), 1);
+        assert!(credentials.replay.seen(&ahead, now + 5 + MAX_SKEW_SECONDS));
+        assert!(credentials.stored_before_start(&before, now - 10));
+        assert!(!credentials.stored_before_start(&[3u8; 32], now - 10));
+        assert!(!credentials.stored_before_start(&before, now - 11));
+        // Dated from the start on: the replay cache in memory answers, not the store.
+        assert!(!credentials.stored_before_start(&ahead, now + 5));
     }
 
     #[test]
