@@ -10,7 +10,9 @@
 //! - **Its nonce counter.** Read again from its record, a counter takes every reserved count
 //!   as used (as after a restart), so a hot key cycling through the cache would burn its
 //!   version a reserved block at a time. The counter of an evicted entry is parked and given
-//!   to the entry that reads the key again.
+//!   to the entry that reads the key again (unless its reserved counts are all used: its
+//!   record then gives the same). At a clean stop the counts left are kept beside the store,
+//!   for the next start's entries (see [`KeptCount`]).
 //! - **Its last use**, not yet written to its record: parked too, for the scheduler's pass.
 //!
 //! A read from the store must not install a record older than one a change has already
@@ -35,6 +37,12 @@ pub const KEY_CACHE: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Summary {
     pub state: KeyState,
+    /// Encryption counts the key's current version had reserved on its record and not used
+    /// at the last clean stop (see [`KeptCount`]), for its entry to take when first read;
+    /// none once anything changes the key. In the bytes the state leaves over: the
+    /// version's low 16 bits, and the count.
+    unused_version: u16,
+    unused: u32,
     /// When the key's deletion is due (pending deletion only), its automatic rotation is due
     /// (enabled, with rotation on, only), and its imported material expires (still held
     /// only); [`NEVER`] for none.
@@ -62,6 +70,8 @@ impl Summary {
             .and_then(|i| i.valid_to);
         Self {
             state: record.state,
+            unused_version: 0,
+            unused: 0,
             due: [deletion, rotation, expiry].map(|d| d.unwrap_or(NEVER)),
         }
     }
@@ -99,12 +109,57 @@ pub(super) enum Lookup {
     Unknown,
 }
 
-/// What an evicted entry leaves behind (~80 bytes a key, with the map's own).
+/// What an evicted entry leaves behind (~80 bytes a key, with the map's own), and what the
+/// last clean stop left of its counter.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Parked {
     pub counter: Option<ParkedCounter>,
     /// A use not yet written to the key's record.
     pub used: Option<SeenUse>,
+    /// Counts reserved and unused at the last clean stop (see [`Summary`]): the version's low
+    /// 16 bits, and how many.
+    pub unused: Option<(u16, u32)>,
+}
+
+/// A key's encryption counts as kept at a clean stop: its current version, and how many
+/// counts it had reserved on its record and not used. The next start takes them (once: it
+/// overwrites what was kept before it serves), so that a key's first Encrypt after a restart
+/// does not reserve a block on disk. Without them, every reserved count is taken as used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KeptCount {
+    pub id: Uuid,
+    pub version: u32,
+    pub unused: u32,
+}
+
+/// A kept count's bytes: the key's id, its version, the count unused.
+const KEPT_COUNT_LEN: usize = 16 + 4 + 4;
+
+pub(super) fn encode_counts(counts: &[KeptCount]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(counts.len() * KEPT_COUNT_LEN);
+    for count in counts {
+        out.extend_from_slice(count.id.as_bytes());
+        out.extend_from_slice(&count.version.to_le_bytes());
+        out.extend_from_slice(&count.unused.to_le_bytes());
+    }
+    out
+}
+
+/// The counts [`encode_counts`] made; `None` for bytes that are not those.
+pub(super) fn decode_counts(bytes: &[u8]) -> Option<Vec<KeptCount>> {
+    if !bytes.len().is_multiple_of(KEPT_COUNT_LEN) {
+        return None;
+    }
+    bytes
+        .chunks_exact(KEPT_COUNT_LEN)
+        .map(|kept| {
+            Some(KeptCount {
+                id: Uuid::from_bytes(kept[..16].try_into().ok()?),
+                version: u32::from_le_bytes(kept[16..20].try_into().ok()?),
+                unused: u32::from_le_bytes(kept[20..].try_into().ok()?),
+            })
+        })
+        .collect()
 }
 
 pub(super) struct Held {
@@ -231,7 +286,8 @@ impl Held {
         if self.changes(id) != since {
             return None;
         }
-        let parked = lock(&self.parked).remove(&id).unwrap_or_default();
+        let mut parked = lock(&self.parked).remove(&id).unwrap_or_default();
+        parked.unused = self.take_unused(id);
         let entry = Arc::new(make(parked));
         entries.put(id, entry.clone());
         self.evict(&mut entries);
@@ -278,13 +334,19 @@ impl Held {
 
     fn park(&self, entry: &KeyEntry) {
         let parked = Parked {
-            counter: entry.nonces().map(|c| c.park()),
+            // A counter whose reserved counts are all used holds nothing its record does not:
+            // read again, the record gives the same.
+            counter: entry
+                .nonces()
+                .map(|c| c.park())
+                .filter(|c| c.used < c.reserved),
             used: entry
                 .last_use
                 .lock()
                 .ok()
                 .and_then(|u| *u)
                 .filter(|u| !u.recorded_in(&entry.record())),
+            unused: None,
         };
         if parked.counter.is_some() || parked.used.is_some() {
             lock(&self.parked).insert(entry.id, parked);
@@ -341,6 +403,59 @@ impl Held {
         out
     }
 
+    /// The counts kept at the last clean stop for the key, taken: an entry takes them once.
+    fn take_unused(&self, id: Uuid) -> Option<(u16, u32)> {
+        let mut index = self.index_mut();
+        let summary = index.get_mut(&id)?;
+        let unused = std::mem::take(&mut summary.unused);
+        (unused > 0).then_some((summary.unused_version, unused))
+    }
+
+    /// Gives the index the counts kept at the last clean stop; returns how many it took (a
+    /// key it does not hold has none).
+    pub fn give_counts(index: &mut BTreeMap<Uuid, Summary>, counts: &[KeptCount]) -> usize {
+        let mut given = 0;
+        for count in counts {
+            if let Some(summary) = index.get_mut(&count.id) {
+                summary.unused_version = count.version as u16;
+                summary.unused = count.unused;
+                given += 1;
+            }
+        }
+        given
+    }
+
+    /// Every counter held or parked that has reserved counts left, for the next start.
+    pub fn counts(&self) -> Vec<KeptCount> {
+        let kept = |id: Uuid, version: u32, used: u64, reserved: u64| {
+            let unused = u32::try_from(reserved.saturating_sub(used)).unwrap_or(u32::MAX);
+            (unused > 0).then_some(KeptCount {
+                id,
+                version,
+                unused,
+            })
+        };
+        let mut counts: Vec<KeptCount> = lock(&self.parked)
+            .iter()
+            .filter_map(|(id, parked)| {
+                let c = parked.counter?;
+                kept(*id, c.version, c.used, c.reserved)
+            })
+            .collect();
+        for entry in self.entries() {
+            let current = entry.record().versions.last().map(|v| v.number);
+            if let Some(c) = entry.nonces().filter(|c| Some(c.version) == current) {
+                counts.extend(kept(
+                    entry.id,
+                    c.version,
+                    c.used.load(Ordering::Acquire),
+                    c.reserved.load(Ordering::Acquire),
+                ));
+            }
+        }
+        counts
+    }
+
     /// Forgets a key removed from the store (by another daemon).
     pub fn remove(&self, id: Uuid) -> Option<Summary> {
         lock(&self.entries).pop(&id);
@@ -373,7 +488,15 @@ pub(super) fn decode_index(bytes: &[u8]) -> Option<BTreeMap<Uuid, Summary>> {
         for (at, date) in key[17..].chunks_exact(8).enumerate() {
             due[at] = UnixSeconds::from_le_bytes(date.try_into().ok()?);
         }
-        index.insert(id, Summary { state, due });
+        index.insert(
+            id,
+            Summary {
+                state,
+                unused_version: 0,
+                unused: 0,
+                due,
+            },
+        );
     }
     Some(index)
 }
@@ -533,6 +656,51 @@ mod tests {
             100,
             "no block reserved beyond the first"
         );
+    }
+
+    /// After a clean stop a key's encryption count goes on where it stopped, evicted or held,
+    /// once: a start that did not follow a clean stop takes every reserved count as used.
+    #[tokio::test]
+    async fn a_clean_stops_encryption_counts_are_taken_once() {
+        let h = harness(1);
+        let ids = keys(&h.service, 3).await;
+        for _ in 0..10 {
+            h.service.encrypt(&ids[0], b"x", &empty()).await.unwrap();
+        }
+        for _ in 0..5 {
+            h.service.encrypt(&ids[1], b"x", &empty()).await.unwrap();
+        }
+        // The first two are evicted by now (one parked counter each), the third is held.
+        h.service.describe_key(&ids[2]).unwrap();
+        let counts = h.service.held.counts();
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        h.service.keep_index();
+        let reopen = || {
+            KeyService::open(
+                h.service.config.clone(),
+                Arc::new(SystemClock),
+                h.store.clone(),
+                h.service.keystores.values().cloned().collect(),
+            )
+            .unwrap()
+        };
+        let used = |service: &KeyService, id: &str| {
+            let id = Uuid::parse_str(id).unwrap();
+            let entry = service.entry_by_id(id).unwrap().unwrap();
+            entry.nonces().unwrap().used.load(Ordering::SeqCst)
+        };
+        let reserved = |id: &str| stored(&h.store, id).versions[0].nonces_reserved;
+        let after_stop = reopen();
+        after_stop.encrypt(&ids[0], b"x", &empty()).await.unwrap();
+        assert_eq!(used(&after_stop, &ids[0]), 11);
+        assert_eq!(used(&after_stop, &ids[1]), 5);
+        assert_eq!(used(&after_stop, &ids[2]), 0);
+        assert_eq!(reserved(&ids[0]), 100, "no block reserved beyond the first");
+        // Not stopped cleanly (nothing kept since): the counts were taken already.
+        let after_crash = reopen();
+        assert_eq!(used(&after_crash, &ids[1]), 100);
+        after_crash.encrypt(&ids[1], b"x", &empty()).await.unwrap();
+        assert!(reserved(&ids[1]) > 100, "a new block");
     }
 
     /// A use seen before the key's entry was evicted is written by the next pass.

@@ -182,11 +182,20 @@ impl KeyEntry {
     /// The entry of a record read from the store, given what the key's entry left when it
     /// was last evicted: its counter (used if it counts the current version), its last use.
     fn with_parked(record: KeyRecord, fresh: bool, revision: i64, parked: held::Parked) -> Self {
-        // After a restart every reserved count is taken as used: counts never go backwards.
+        // After a restart every reserved count is taken as used (counts never go backwards),
+        // but those a clean stop kept as unused.
         let nonces = record.versions.last().map(|v| match parked.counter {
             Some(counter) if counter.version == v.number => NonceCounter::unpark(counter),
             _ => {
-                let used = if fresh { 0 } else { v.nonces_reserved };
+                let unused = match parked.unused {
+                    Some((version, unused)) if version == v.number as u16 => u64::from(unused),
+                    _ => 0,
+                };
+                let used = if fresh {
+                    0
+                } else {
+                    v.nonces_reserved.saturating_sub(unused)
+                };
                 NonceCounter::new(v, used)
             }
         });
@@ -505,7 +514,7 @@ impl KeyService {
                 config.default_keystore
             )));
         }
-        let (index, live) = match store
+        let (mut index, live) = match store
             .aside(INDEX_ASIDE)
             .and_then(|b| held::decode_index(&b))
         {
@@ -517,6 +526,7 @@ impl KeyService {
             }
             None => Self::index_every_record(&store, &keystores)?,
         };
+        Self::take_counts(&store, &mut index);
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
             let alias: AliasEntry = serde_json::from_slice(&value).map_err(|e| {
@@ -568,6 +578,36 @@ impl KeyService {
         if let Err(error) = self.store.put_aside(INDEX_ASIDE, &self.held.encode_index()) {
             tracing::warn!(%error, "the key index was not kept: the next start reads every key");
         }
+        let counts = self.held.counts();
+        if let Err(error) = self
+            .store
+            .put_aside(COUNTS_ASIDE, &held::encode_counts(&counts))
+        {
+            tracing::warn!(%error, "the encryption counts were not kept");
+        }
+    }
+
+    /// Takes the encryption counts the last clean stop kept (see [`held::KeptCount`]) into
+    /// `index`, if the records are exactly as they were then, and overwrites them first: a
+    /// start after this one that was not preceded by a clean stop finds none, and takes every
+    /// reserved count as used. Counts are taken only once that overwrite is durable.
+    /// Overwritten even when out of date: records changed since could come back to the very
+    /// set they were kept with.
+    fn take_counts(store: &Store, index: &mut BTreeMap<Uuid, held::Summary>) {
+        let counts = store
+            .aside(COUNTS_ASIDE)
+            .and_then(|b| held::decode_counts(&b))
+            .unwrap_or_default();
+        let overwritten = store.put_aside(COUNTS_ASIDE, &[]);
+        if counts.is_empty() {
+            return;
+        }
+        if let Err(error) = overwritten {
+            tracing::warn!(%error, "the kept encryption counts are not taken");
+            return;
+        }
+        let given = held::Held::give_counts(index, &counts);
+        tracing::info!(keys = given, "encryption counts read back from their copy");
     }
 
     /// A guard for a change to a key record: unless it is settled once the index has the
@@ -903,6 +943,8 @@ impl KeyService {
 
 /// The name the key index is kept under beside the store.
 const INDEX_ASIDE: &str = "key-index";
+/// The encryption counts kept beside the store at a clean stop (see [`held::KeptCount`]).
+const COUNTS_ASIDE: &str = "key-counts";
 
 /// See [`KeyService::index_change`].
 struct IndexChange<'a>(&'a std::sync::atomic::AtomicBool);
