@@ -4,7 +4,7 @@ use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
 
 pub mod memory;
-pub use memory::{Locked, LockedText};
+pub use memory::{InSlab, Locked, LockedSlab, LockedText};
 
 /// A secret value (key material, plaintext, passphrase, secret access key).
 ///

@@ -11,8 +11,9 @@
 //!
 //! Locking is bounded by `RLIMIT_MEMLOCK`; past it a secret is still kept out of dumps, and
 //! one warning says how to raise the limit (`LimitMEMLOCK=` in the systemd unit). Each
-//! secret takes at least one page (4 KiB): a cached key one, an access key or a session's
-//! credentials two (the secret and its day's signing key).
+//! secret in a [`Locked`] takes at least one page (4 KiB): an access key or a session's
+//! credentials two (the secret and its day's signing key). The sealed keystore's cached keys
+//! share pages ([`LockedSlab`]), under 1 KiB each.
 //!
 //! This is the one module of the library with `unsafe` code: the system calls, and the page
 //! allocations the secrets live in.
@@ -23,6 +24,7 @@ use std::alloc::Layout;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroize;
 
 /// Turns off core dumps for this process: `RLIMIT_CORE` (soft and hard) to 0, and on Linux
@@ -116,7 +118,7 @@ impl Pages {
                 error = %std::io::Error::last_os_error(),
                 "cannot lock secrets in memory (RLIMIT_MEMLOCK too low?): they may be swapped \
                  out; they are still kept out of core dumps. Raise the limit (`ulimit -l`, or \
-                 LimitMEMLOCK= in the systemd unit) to about 4 KiB per cached key and 8 KiB per \
+                 LimitMEMLOCK= in the systemd unit) to about 1 KiB per cached key and 8 KiB per \
                  access key or session"
             );
         }
@@ -190,6 +192,141 @@ impl<T> std::fmt::Debug for Locked<T> {
     }
 }
 
+/// Many values of one type in shared pages, each kept as [`Locked`] keeps one alone (out of
+/// core dumps, locked in memory): for caches of many small secrets. A cached key's schedule
+/// is under a kilobyte, so a page of its own would be four times its size, and a miss would
+/// pay for the page's allocation, `madvise`, `mlock` and `munlock`. The pages are taken a
+/// chunk at a time ([`SLAB_CHUNK`]) and kept while any value or the slab lives; a value's
+/// slot is wiped when the value is dropped, and used again.
+pub struct LockedSlab<T> {
+    slots: Arc<Mutex<Slots>>,
+    _value: std::marker::PhantomData<fn() -> T>,
+}
+
+/// Bytes of pages a slab takes at a time.
+pub const SLAB_CHUNK: usize = 64 * 1024;
+
+/// A slab's pages and its free slots.
+struct Slots {
+    chunks: Vec<Pages>,
+    free: Vec<NonNull<u8>>,
+    /// A slot's bytes: the value's size, a multiple of its alignment.
+    slot: usize,
+    align: usize,
+}
+
+// SAFETY: the pointers are into pages the value owns; they are handed out only through
+// `LockedSlab::put`, whose `InSlab` gives them back.
+unsafe impl Send for Slots {}
+
+impl Slots {
+    /// Takes another chunk of pages and frees its slots.
+    fn grow(&mut self) {
+        let pages = Pages::new(SLAB_CHUNK.max(self.slot), self.align);
+        let count = pages.layout.size() / self.slot;
+        for at in (0..count).rev() {
+            // SAFETY: `at * slot` is within the chunk (`count` slots fit in it).
+            let slot = unsafe { pages.start.add(at * self.slot) };
+            self.free.push(slot);
+        }
+        self.chunks.push(pages);
+    }
+}
+
+/// A value in a [`LockedSlab`]'s pages; its slot is wiped and freed on drop, after the value's
+/// own `Drop` ran.
+pub struct InSlab<T> {
+    value: NonNull<T>,
+    slots: Arc<Mutex<Slots>>,
+}
+
+// SAFETY: `InSlab<T>` owns its `T` as a `Box<T>` would; the slab is shared behind a mutex.
+unsafe impl<T: Send> Send for InSlab<T> {}
+// SAFETY: shared access gives only `&T`.
+unsafe impl<T: Sync> Sync for InSlab<T> {}
+
+fn lock_slots(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    match slots.lock() {
+        Ok(slots) => slots,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl<T> Default for LockedSlab<T> {
+    fn default() -> Self {
+        let align = align_of::<T>();
+        Self {
+            slots: Arc::new(Mutex::new(Slots {
+                chunks: Vec::new(),
+                free: Vec::new(),
+                slot: size_of::<T>().max(1).next_multiple_of(align),
+                align,
+            })),
+            _value: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> LockedSlab<T> {
+    /// Moves `value` into a free slot (taking another chunk when none is free).
+    pub fn put(&self, value: T) -> InSlab<T> {
+        let slot = {
+            let mut slots = lock_slots(&self.slots);
+            if slots.free.is_empty() {
+                slots.grow();
+            }
+            slots.free.pop()
+        };
+        let Some(slot) = slot else {
+            std::alloc::handle_alloc_error(Layout::new::<T>())
+        };
+        let at = slot.cast::<T>();
+        // SAFETY: the slot is free (no value lives in it), aligned and large enough for `T`.
+        unsafe { at.as_ptr().write(value) };
+        InSlab {
+            value: at,
+            slots: self.slots.clone(),
+        }
+    }
+
+    /// Bytes of pages taken so far.
+    pub fn taken(&self) -> usize {
+        lock_slots(&self.slots)
+            .chunks
+            .iter()
+            .map(|c| c.layout.size())
+            .sum()
+    }
+}
+
+impl<T> Deref for InSlab<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: written in `LockedSlab::put`, dropped only in `drop`.
+        unsafe { self.value.as_ref() }
+    }
+}
+
+impl<T> Drop for InSlab<T> {
+    fn drop(&mut self) {
+        let mut slots = lock_slots(&self.slots);
+        // SAFETY: the value was written in `put` and is dropped once, here; then its slot's
+        // bytes (which `slots.slot` covers) are wiped, and the slot is free again.
+        unsafe {
+            std::ptr::drop_in_place(self.value.as_ptr());
+            std::slice::from_raw_parts_mut(self.value.as_ptr().cast::<u8>(), slots.slot).zeroize();
+        }
+        slots.free.push(self.value.cast());
+    }
+}
+
+impl<T> std::fmt::Debug for InSlab<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Secret text (a secret access key) in pages of its own, as [`Locked`].
 pub struct LockedText {
     pages: Pages,
@@ -229,7 +366,6 @@ impl std::fmt::Debug for LockedText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     #[test]
@@ -261,12 +397,57 @@ mod tests {
     }
 
     #[test]
+    fn slab_values_share_pages_read_back_and_are_dropped_once() {
+        struct Counted(Arc<AtomicUsize>, [u8; 500]);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slab = LockedSlab::default();
+        let values: Vec<InSlab<Counted>> = (0..300u32)
+            .map(|i| slab.put(Counted(drops.clone(), [i as u8; 500])))
+            .collect();
+        // 300 values of 512 bytes (500 and the counter's pointer) in three 64 KiB chunks.
+        assert_eq!(slab.taken(), 3 * SLAB_CHUNK);
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(value.1, [i as u8; 500]);
+        }
+        let address = |v: &InSlab<Counted>| &**v as *const Counted as usize;
+        assert_eq!(address(&values[1]) - address(&values[0]), 512);
+        assert_eq!(format!("{:?}", values[0]), "[redacted]");
+        let freed = address(&values[7]);
+        let mut values = values;
+        drop(values.remove(7));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        // The freed slot is used again, before any other.
+        let again = slab.put(Counted(drops.clone(), [1; 500]));
+        assert_eq!(address(&again), freed);
+        assert_eq!(again.1, [1; 500]);
+        drop(values);
+        drop(slab);
+        assert_eq!(drops.load(Ordering::SeqCst), 300);
+        // The value outlives its slab.
+        assert_eq!(again.1, [1; 500]);
+        drop(again);
+        assert_eq!(drops.load(Ordering::SeqCst), 301);
+    }
+
+    #[test]
     #[cfg(target_os = "linux")]
-    fn locked_pages_are_marked_dont_dump_and_locked() {
-        let locked = Locked::new([1u8; 64]);
-        let address = &*locked as *const [u8; 64] as usize;
+    fn slab_pages_are_marked_dont_dump_and_locked() {
+        let slab = LockedSlab::default();
+        let value = slab.put([1u8; 64]);
+        let flags = mapping_flags(&*value as *const [u8; 64] as usize);
+        assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
+        assert!(flags.split_whitespace().any(|f| f == "lo"), "{flags}");
+    }
+
+    /// The VmFlags of the mapping holding `address`.
+    #[cfg(target_os = "linux")]
+    fn mapping_flags(address: usize) -> String {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        // The mapping holding the value: its VmFlags include dd (do not dump) and lo (locked).
         let mut inside = false;
         let mut flags = None;
         for line in smaps.lines() {
@@ -282,7 +463,15 @@ mod tests {
                 flags = Some(found.to_owned());
             }
         }
-        let flags = flags.expect("the value's mapping is in smaps");
+        flags.expect("the value's mapping is in smaps")
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn locked_pages_are_marked_dont_dump_and_locked() {
+        let locked = Locked::new([1u8; 64]);
+        // The mapping holding the value: its VmFlags include dd (do not dump) and lo (locked).
+        let flags = mapping_flags(&*locked as *const [u8; 64] as usize);
         assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
         // Locked too (lo), within RLIMIT_MEMLOCK.
         assert!(flags.split_whitespace().any(|f| f == "lo"), "{flags}");

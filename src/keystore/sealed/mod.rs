@@ -2,8 +2,9 @@
 //! current epoch key (AES-256-GCM, bound to the record name `material/<key id>/<version>`) and
 //! kept in the metadata store. Unwrapped ciphers are cached in memory after first use, at most
 //! [`CIPHER_CACHE`] of them by default (`cipher_cache` in the config; the least recently used
-//! makes room); their key schedules live in pages of their own, out of core dumps and swap
-//! ([`Locked`]), and are zeroized when dropped.
+//! makes room); their key schedules live in locked pages the cache shares, out of core dumps
+//! and swap ([`LockedSlab`]: about sixty schedules a 64 KiB chunk), and are zeroized when
+//! dropped.
 //!
 //! Destroying material retires the epoch key it was wrapped under (see `keyring`): the
 //! scheduler calls [`KeyStore::finish_destruction`] after destroying, which re-wraps every live
@@ -23,7 +24,7 @@ use super::{
     WrappingKey, hmac,
 };
 use crate::seal::{MasterKey, unwrap_with, wrap_with};
-use crate::secret::{Locked, Secret, SecretBytes};
+use crate::secret::{InSlab, LockedSlab, Secret, SecretBytes};
 use crate::store::{Store, WriteBatch};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -63,7 +64,9 @@ pub struct SealedKeyStore {
     store: Arc<Store>,
     keyring: RwLock<Keyring>,
     /// Unwrapped ciphers, the least recently used evicted first.
-    ciphers: Mutex<LruCache<MaterialRef, Arc<Locked<Aes256Gcm>>>>,
+    ciphers: Mutex<LruCache<MaterialRef, Arc<InSlab<Aes256Gcm>>>>,
+    /// The locked pages the cached ciphers live in.
+    slab: LockedSlab<Aes256Gcm>,
     /// The cache's hit and miss counters, looked up once (not per call).
     counted: Option<(IntCounter, IntCounter)>,
     /// Material was destroyed since the last retirement.
@@ -128,6 +131,7 @@ impl SealedKeyStore {
             store,
             keyring: RwLock::new(keyring),
             ciphers: Mutex::new(LruCache::new(cache_size(CIPHER_CACHE))),
+            slab: LockedSlab::default(),
             counted: crate::metrics::metrics().map(|m| {
                 (
                     m.cipher_cache.with_label_values(&["hit"]),
@@ -156,7 +160,7 @@ impl SealedKeyStore {
         self.ciphers.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn cipher(&self, material: MaterialRef) -> Result<Arc<Locked<Aes256Gcm>>, KeyStoreError> {
+    fn cipher(&self, material: MaterialRef) -> Result<Arc<InSlab<Aes256Gcm>>, KeyStoreError> {
         if let Some(cipher) = self.ciphers.lock().map_err(|_| poisoned())?.get(&material) {
             if let Some((hits, _)) = &self.counted {
                 hits.inc();
@@ -167,7 +171,7 @@ impl SealedKeyStore {
             misses.inc();
         }
         // Unwrapped outside the lock: a miss does not hold up the hits.
-        let cipher = Arc::new(Locked::new(self.unwrap(material)?));
+        let cipher = Arc::new(self.slab.put(self.unwrap(material)?));
         self.ciphers
             .lock()
             .map_err(|_| poisoned())?
