@@ -9,10 +9,12 @@
 //!   so never two gates: changes to it stay serialised.
 //! - **Its nonce counter.** Read again from its record, a counter takes every reserved count
 //!   as used (as after a restart), so a hot key cycling through the cache would burn its
-//!   version a reserved block at a time. The counter of an evicted entry is parked and given
-//!   to the entry that reads the key again (unless its reserved counts are all used: its
-//!   record then gives the same). At a clean stop the counts left are kept beside the store,
-//!   for the next start's entries (see [`KeptCount`]).
+//!   version a reserved block at a time. What an evicted entry's counter has left (the counts
+//!   reserved and not used) is parked in the key's summary in the index, at no cost in
+//!   memory, and given to the entry that reads the key again. At a clean stop the counts left
+//!   are kept beside the store, for the next start's entries (see [`KeptCount`]). A counter
+//!   that shares its record with other daemons (counts below a floor are theirs) is parked
+//!   whole, in a map.
 //! - **Its last use**, not yet written to its record: parked too, for the scheduler's pass.
 //!
 //! A read from the store must not install a record older than one a change has already
@@ -37,10 +39,11 @@ pub const KEY_CACHE: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Summary {
     pub state: KeyState,
-    /// Encryption counts the key's current version had reserved on its record and not used
-    /// at the last clean stop (see [`KeptCount`]), for its entry to take when first read;
-    /// none once anything changes the key. In the bytes the state leaves over: the
-    /// version's low 16 bits, and the count.
+    /// Encryption counts the key's current version has reserved on its record and not used,
+    /// while no entry holds its counter: left by its evicted entry, or kept at the last clean
+    /// stop (see [`KeptCount`]). The entry that reads the key again takes them; none once
+    /// anything changes the key. In the bytes the state leaves over (so the index stays 32
+    /// bytes a key): the version's low 16 bits, and the count.
     unused_version: u16,
     unused: u32,
     /// When the key's deletion is due (pending deletion only), its automatic rotation is due
@@ -109,32 +112,35 @@ pub(super) enum Lookup {
     Unknown,
 }
 
-/// What an evicted entry leaves behind (~80 bytes a key, with the map's own), and what the
-/// last clean stop left of its counter.
+/// What an evicted entry leaves behind besides its summary's unused counts: a counter that
+/// shares its record with other daemons, a use not yet written. Kept in a map until the
+/// scheduler's next pass writes the uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Parked {
     pub counter: Option<ParkedCounter>,
     /// A use not yet written to the key's record.
     pub used: Option<SeenUse>,
-    /// Counts reserved and unused at the last clean stop (see [`Summary`]): the version's low
-    /// 16 bits, and how many.
+    /// The counts reserved and not used that the key's summary held (see [`Summary`]): the
+    /// version's low 16 bits, and how many. Given to the entry made; never in the map.
     pub unused: Option<(u16, u32)>,
 }
 
-/// A key's encryption counts as kept at a clean stop: its current version, and how many
-/// counts it had reserved on its record and not used. The next start takes them (once: it
-/// overwrites what was kept before it serves), so that a key's first Encrypt after a restart
-/// does not reserve a block on disk. Without them, every reserved count is taken as used.
+/// A key's encryption counts as kept at a clean stop: its current version's low 16 bits, and
+/// how many counts it had reserved on its record and not used. The next start takes them
+/// (once: it overwrites what was kept before it serves), so that a key's first Encrypt after
+/// a restart does not reserve a block on disk. Without them, every reserved count is taken as
+/// used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct KeptCount {
     pub id: Uuid,
-    pub version: u32,
+    pub version: u16,
     pub unused: u32,
 }
 
-/// A kept count's bytes: the key's id, its version, the count unused.
-const KEPT_COUNT_LEN: usize = 16 + 4 + 4;
+/// A kept count's bytes: the key's id, its version's low 16 bits, the count unused.
+const KEPT_COUNT_LEN: usize = 16 + 2 + 4;
 
+/// Counts in the order of their keys' ids (as [`Held::counts`] makes them).
 pub(super) fn encode_counts(counts: &[KeptCount]) -> Vec<u8> {
     let mut out = Vec::with_capacity(counts.len() * KEPT_COUNT_LEN);
     for count in counts {
@@ -155,11 +161,17 @@ pub(super) fn decode_counts(bytes: &[u8]) -> Option<Vec<KeptCount>> {
         .map(|kept| {
             Some(KeptCount {
                 id: Uuid::from_bytes(kept[..16].try_into().ok()?),
-                version: u32::from_le_bytes(kept[16..20].try_into().ok()?),
-                unused: u32::from_le_bytes(kept[20..].try_into().ok()?),
+                version: u16::from_le_bytes(kept[16..18].try_into().ok()?),
+                unused: u32::from_le_bytes(kept[18..].try_into().ok()?),
             })
         })
         .collect()
+}
+
+/// Counts reserved and not used: `reserved - used`, as many as fit (fewer leaves more taken
+/// as used, never fewer).
+fn unused_counts(used: u64, reserved: u64) -> u32 {
+    u32::try_from(reserved.saturating_sub(used)).unwrap_or(u32::MAX)
 }
 
 pub(super) struct Held {
@@ -333,13 +345,24 @@ impl Held {
     }
 
     fn park(&self, entry: &KeyEntry) {
+        // A counter alone on its record leaves its unused counts in the key's summary (a
+        // counter whose counts are all used leaves nothing: its record gives the same).
+        let counter = entry
+            .nonces()
+            .map(|c| c.park())
+            .filter(|c| c.used < c.reserved);
+        let counter = match counter {
+            Some(c) if c.floor == 0 => {
+                if let Some(summary) = self.index_mut().get_mut(&entry.id) {
+                    summary.unused_version = c.version as u16;
+                    summary.unused = unused_counts(c.used, c.reserved);
+                }
+                None
+            }
+            shared => shared,
+        };
         let parked = Parked {
-            // A counter whose reserved counts are all used holds nothing its record does not:
-            // read again, the record gives the same.
-            counter: entry
-                .nonces()
-                .map(|c| c.park())
-                .filter(|c| c.used < c.reserved),
+            counter,
             used: entry
                 .last_use
                 .lock()
@@ -361,12 +384,17 @@ impl Held {
     /// Takes the parked last uses, to write them.
     pub fn take_parked_uses(&self) -> Vec<(Uuid, SeenUse)> {
         let mut taken = Vec::new();
-        lock(&self.parked).retain(|id, parked| {
+        let mut parked = lock(&self.parked);
+        parked.retain(|id, parked| {
             if let Some(used) = parked.used.take() {
                 taken.push((*id, used));
             }
             parked.counter.is_some()
         });
+        // After a burst over many keys, the map's room goes with its entries.
+        if parked.capacity() > 4 * parked.len().max(1024) {
+            parked.shrink_to_fit();
+        }
         taken
     }
 
@@ -407,17 +435,20 @@ impl Held {
     fn take_unused(&self, id: Uuid) -> Option<(u16, u32)> {
         let mut index = self.index_mut();
         let summary = index.get_mut(&id)?;
+        let version = std::mem::take(&mut summary.unused_version);
         let unused = std::mem::take(&mut summary.unused);
-        (unused > 0).then_some((summary.unused_version, unused))
+        (unused > 0).then_some((version, unused))
     }
 
-    /// Gives the index the counts kept at the last clean stop; returns how many it took (a
-    /// key it does not hold has none).
+    /// Gives the index the counts kept at the last clean stop, both in the order of their
+    /// ids; returns how many it took (a key it does not hold has none).
     pub fn give_counts(index: &mut BTreeMap<Uuid, Summary>, counts: &[KeptCount]) -> usize {
         let mut given = 0;
-        for count in counts {
-            if let Some(summary) = index.get_mut(&count.id) {
-                summary.unused_version = count.version as u16;
+        let mut counts = counts.iter().peekable();
+        for (id, summary) in index.iter_mut() {
+            while counts.next_if(|c| c.id < *id).is_some() {}
+            if let Some(count) = counts.next_if(|c| c.id == *id) {
+                summary.unused_version = count.version;
                 summary.unused = count.unused;
                 given += 1;
             }
@@ -425,35 +456,40 @@ impl Held {
         given
     }
 
-    /// Every counter held or parked that has reserved counts left, for the next start.
+    /// Every key's counts reserved and not used, in the order of their ids, for the next
+    /// start: a held entry's from its counter, any other key's from its summary. (A counter
+    /// parked whole shares its record with other daemons, and is not kept.)
     pub fn counts(&self) -> Vec<KeptCount> {
-        let kept = |id: Uuid, version: u32, used: u64, reserved: u64| {
-            let unused = u32::try_from(reserved.saturating_sub(used)).unwrap_or(u32::MAX);
-            (unused > 0).then_some(KeptCount {
-                id,
-                version,
-                unused,
-            })
-        };
-        let mut counts: Vec<KeptCount> = lock(&self.parked)
+        let held: HashMap<Uuid, Option<(u16, u32)>> = self
+            .entries()
             .iter()
-            .filter_map(|(id, parked)| {
-                let c = parked.counter?;
-                kept(*id, c.version, c.used, c.reserved)
+            .map(|entry| {
+                let current = entry.record().versions.last().map(|v| v.number);
+                let counts = entry
+                    .nonces()
+                    .filter(|c| Some(c.version) == current && c.floor.load(Ordering::Acquire) == 0)
+                    .map(|c| {
+                        let used = c.used.load(Ordering::Acquire);
+                        let reserved = c.reserved.load(Ordering::Acquire);
+                        (c.version as u16, unused_counts(used, reserved))
+                    });
+                (entry.id, counts)
             })
             .collect();
-        for entry in self.entries() {
-            let current = entry.record().versions.last().map(|v| v.number);
-            if let Some(c) = entry.nonces().filter(|c| Some(c.version) == current) {
-                counts.extend(kept(
-                    entry.id,
-                    c.version,
-                    c.used.load(Ordering::Acquire),
-                    c.reserved.load(Ordering::Acquire),
-                ));
-            }
-        }
-        counts
+        self.index()
+            .iter()
+            .filter_map(|(id, summary)| {
+                let (version, unused) = match held.get(id) {
+                    Some(counts) => (*counts)?,
+                    None => (summary.unused_version, summary.unused),
+                };
+                (unused > 0).then_some(KeptCount {
+                    id: *id,
+                    version,
+                    unused,
+                })
+            })
+            .collect()
     }
 
     /// Forgets a key removed from the store (by another daemon).
@@ -664,9 +700,25 @@ mod tests {
     async fn a_clean_stops_encryption_counts_are_taken_once() {
         let h = harness(1);
         let ids = keys(&h.service, 3).await;
+        // Two evicted already: their counters left their counts in the index, not in a map.
+        assert!(super::lock(&h.service.held.parked).is_empty());
+        let left = |id: &str| {
+            let summary = h
+                .service
+                .held
+                .summary(Uuid::parse_str(id).unwrap())
+                .unwrap();
+            (summary.unused_version, summary.unused)
+        };
+        assert_eq!(left(&ids[0]), (1, 100));
         for _ in 0..10 {
             h.service.encrypt(&ids[0], b"x", &empty()).await.unwrap();
         }
+        assert_eq!(
+            left(&ids[0]),
+            (0, 0),
+            "taken by the entry that read the key again"
+        );
         for _ in 0..5 {
             h.service.encrypt(&ids[1], b"x", &empty()).await.unwrap();
         }
