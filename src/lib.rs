@@ -19,6 +19,7 @@ pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod cli;
 pub mod client;
 pub mod clock;

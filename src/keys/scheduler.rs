@@ -5,6 +5,7 @@
 //! caller's `on_report`, which the daemon turns into audit records.
 
 use super::KeyService;
+use crate::background::Background;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -85,20 +86,23 @@ impl KeyService {
     }
 }
 
-/// Runs [`KeyService::run_due_tasks`] every `interval` until the returned handle is aborted,
-/// handing each pass's report to `on_report`.
+/// Runs [`KeyService::run_due_tasks`] every `interval` until the returned loop is stopped
+/// (between passes), handing each pass's report to `on_report`.
 pub fn spawn_scheduler(
     service: Arc<KeyService>,
     interval: Duration,
     on_report: Arc<dyn Fn(&DueReport) + Send + Sync>,
     leads: Arc<dyn Fn() -> bool + Send + Sync>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Background {
+    Background::spawn(move |mut stop| async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.asked() => return,
+            }
             // Among daemons sharing a store, one runs the deadlines.
             let leading = leads.clone();
             if !tokio::task::spawn_blocking(move || leading())

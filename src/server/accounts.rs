@@ -12,6 +12,7 @@ use crate::api::{Authorizer, operations::KmsOperations};
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::auth::{CredentialDirectory, CredentialStore};
+use crate::background::Background;
 use crate::clock::Clock;
 use crate::iam::IamService;
 use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
@@ -24,7 +25,6 @@ use crate::seal::MasterKey;
 use crate::store::{Changed, Listener, Store};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::task::JoinHandle;
 
 /// What every account's services are made with.
 pub(super) struct AccountSetup {
@@ -200,7 +200,7 @@ pub(super) struct Members {
     pub opened: Mutex<Vec<(Vec<u8>, Arc<AccountServices>)>>,
     /// Accounts being opened now (heard changes start no second opening of one).
     pub starting: Mutex<std::collections::HashSet<String>>,
-    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub tasks: Mutex<Vec<Background>>,
     /// Serialises openings (start-up, a new account, a heard one).
     pub opening: tokio::sync::Mutex<()>,
 }
@@ -318,16 +318,17 @@ impl Members {
 
     /// Stops every member's scheduler and sweeper, and records their keys' last uses.
     pub async fn stop(&self) {
-        let tasks: Vec<JoinHandle<()>> = self
+        let tasks: Vec<Background> = self
             .tasks
             .lock()
             .map(|mut t| t.drain(..).collect())
             .unwrap_or_default();
+        // Each stops once its pass in progress, if any, ends.
         for task in &tasks {
-            task.abort();
+            task.ask_to_stop();
         }
         for task in tasks {
-            let _ = task.await;
+            task.stop().await;
         }
         for services in self.opened() {
             services.keys.stop_material_check().await;

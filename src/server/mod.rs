@@ -23,6 +23,7 @@ use crate::api::{
 use crate::audit::AuditLog;
 use crate::auth::throttle::FailureThrottle;
 use crate::auth::{CredentialDirectory, CredentialStore, NewAccessKey};
+use crate::background::Background;
 use crate::clock::Clock;
 use crate::keys::{DueReport, KeyService, spawn_scheduler};
 use crate::org::Organisation;
@@ -154,8 +155,8 @@ pub struct Daemon {
     keys: Arc<KeyService>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    scheduler: JoinHandle<()>,
-    sweeper: JoinHandle<()>,
+    scheduler: Background,
+    sweeper: Background,
     store: Arc<Store>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
@@ -544,8 +545,9 @@ impl Daemon {
             let _ = shutdown.send(());
         }
         let _ = self.aws_closing.send(true);
-        self.scheduler.abort();
-        self.sweeper.abort();
+        // Each stops once its pass in progress, if any, ends.
+        self.scheduler.ask_to_stop();
+        self.sweeper.ask_to_stop();
         self.members.stop().await;
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
@@ -556,8 +558,8 @@ impl Daemon {
         if let Some(console) = self.console.take() {
             let _ = console.await;
         }
-        let _ = (&mut self.scheduler).await;
-        let _ = (&mut self.sweeper).await;
+        self.scheduler.stop().await;
+        self.sweeper.stop().await;
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
@@ -665,13 +667,16 @@ fn spawn_sweeper(
     clock: Arc<dyn Clock>,
     interval: std::time::Duration,
     audit_sync: bool,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Background {
+    Background::spawn(move |mut stop| async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut since_sweep = std::time::Duration::ZERO;
         ticker.tick().await;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.asked() => return,
+            }
             if audit_sync {
                 let for_sync = audit.clone();
                 let now = clock.now();
