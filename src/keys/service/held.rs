@@ -12,9 +12,9 @@
 //!   version a reserved block at a time. What an evicted entry's counter has left (the counts
 //!   reserved and not used) is parked in the key's summary in the index, at no cost in
 //!   memory, and given to the entry that reads the key again. At a clean stop the counts left
-//!   are kept beside the store, for the next start's entries (see [`KeptCount`]). A counter
-//!   that shares its record with other daemons (counts below a floor are theirs) is parked
-//!   whole, in a map.
+//!   are kept beside the store, for the next start's entries (see [`KeptCount`]). On a store
+//!   other daemons share (they reserve blocks on the same records) a counter is parked whole,
+//!   in a map.
 //! - **Its last use**, not yet written to its record: parked too, for the scheduler's pass.
 //!
 //! A read from the store must not install a record older than one a change has already
@@ -112,8 +112,8 @@ pub(super) enum Lookup {
     Unknown,
 }
 
-/// What an evicted entry leaves behind besides its summary's unused counts: a counter that
-/// shares its record with other daemons, a use not yet written. Kept in a map until the
+/// What an evicted entry leaves behind besides its summary's unused counts: its counter, on a
+/// store other daemons share; a use not yet written. Kept in a map until the
 /// scheduler's next pass writes the uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Parked {
@@ -186,6 +186,10 @@ pub(super) struct Held {
     changes: [AtomicU64; STRIPES],
     /// The `key_cache` metric's two counters, looked up once.
     counted: Option<(IntCounter, IntCounter)>,
+    /// Other daemons reserve counts on the same records: a count left relative to the record's
+    /// reservation could fall in another daemon's block once it reserves one, so evicted
+    /// counters are parked whole, in the map.
+    shared: bool,
 }
 
 const STRIPES: usize = 64;
@@ -202,8 +206,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Held {
-    pub fn new(index: BTreeMap<Uuid, Summary>, capacity: usize) -> Self {
+    /// `shared`: other daemons write the store, and reserve counts on the same records.
+    pub fn new(index: BTreeMap<Uuid, Summary>, capacity: usize, shared: bool) -> Self {
         Self {
+            shared,
             index: RwLock::new(index),
             entries: Mutex::new(LruCache::unbounded()),
             capacity: capacity.max(1),
@@ -352,7 +358,7 @@ impl Held {
             .map(|c| c.park())
             .filter(|c| c.used < c.reserved);
         let counter = match counter {
-            Some(c) if c.floor == 0 => {
+            Some(c) if c.floor == 0 && !self.shared => {
                 if let Some(summary) = self.index_mut().get_mut(&entry.id) {
                     summary.unused_version = c.version as u16;
                     summary.unused = unused_counts(c.used, c.reserved);
@@ -879,7 +885,7 @@ mod tests {
         let (full, live) = KeyService::index_every_record(&h.store, &h.service.keystores).unwrap();
         assert_eq!(live, 6);
         assert_eq!(super::decode_index(&kept).unwrap(), full);
-        assert_eq!(kept, super::Held::new(full, 2).encode_index());
+        assert_eq!(kept, super::Held::new(full, 2, false).encode_index());
         // A later open takes it: the index it holds is the kept one.
         let reopened = KeyService::open(
             h.service.config.clone(),

@@ -544,7 +544,7 @@ impl KeyService {
         )
         .ok()
         .map(Arc::new);
-        let held = held::Held::new(index, config.key_cache);
+        let held = held::Held::new(index, config.key_cache, store.is_shared());
         Ok(Self {
             arn_prefix: arn_prefix(&config.partition, &config.region, &config.account_id),
             default_policy,
