@@ -351,10 +351,12 @@ impl Store {
             // The tree kept at the last close, when it is the tree of the records as stored:
             // the records are then checked against it as they are read, and by a pass beside
             // serving (see `aside`).
+            let reading = std::time::Instant::now();
             if check == StoreCheck::BesideServing
                 && let Some(tree) = aside::read_tree(&barrier, &*backend)
             {
                 tracing::info!(
+                    read_ms = reading.elapsed().as_millis() as u64,
                     "the store's tree was read back: its records are checked beside serving"
                 );
                 let store = Self::with(backend, Some(barrier), tree);
