@@ -259,7 +259,7 @@ impl<T> Default for LockedSlab<T> {
             slots: Arc::new(Mutex::new(Slots {
                 chunks: Vec::new(),
                 free: Vec::new(),
-                slot: size_of::<T>().max(1).next_multiple_of(align),
+                slot: slot_len::<T>(),
                 align,
             })),
             _value: std::marker::PhantomData,
@@ -310,15 +310,21 @@ impl<T> Deref for InSlab<T> {
 
 impl<T> Drop for InSlab<T> {
     fn drop(&mut self) {
-        let mut slots = lock_slots(&self.slots);
         // SAFETY: the value was written in `put` and is dropped once, here; then its slot's
-        // bytes (which `slots.slot` covers) are wiped, and the slot is free again.
+        // bytes are wiped (the slot is this many bytes long, as `LockedSlab::default` sized
+        // it), and only then is the slot free again. Both outside the slab's lock.
         unsafe {
             std::ptr::drop_in_place(self.value.as_ptr());
-            std::slice::from_raw_parts_mut(self.value.as_ptr().cast::<u8>(), slots.slot).zeroize();
+            std::slice::from_raw_parts_mut(self.value.as_ptr().cast::<u8>(), slot_len::<T>())
+                .zeroize();
         }
-        slots.free.push(self.value.cast());
+        lock_slots(&self.slots).free.push(self.value.cast());
     }
+}
+
+/// A slot's bytes for a `T`: its size, a multiple of its alignment.
+fn slot_len<T>() -> usize {
+    size_of::<T>().max(1).next_multiple_of(align_of::<T>())
 }
 
 impl<T> std::fmt::Debug for InSlab<T> {
