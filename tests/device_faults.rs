@@ -744,3 +744,67 @@ async fn a_call_its_client_gave_up_on_runs_to_its_end() {
     let blob = d.encrypt(&made[0], b"after", &[]).await.unwrap();
     assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"after");
 }
+
+/// The console's calls run to their end too when their browser goes: a CreateKey given up
+/// while the device is slow is made, listed, and its answer audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_call_its_browser_gave_up_on_runs_to_its_end() {
+    let _turn = SERIAL.lock().await;
+    let (settings, plan) = fault_injecting_pkcs11();
+    let mut faults = Faults::new(plan);
+    let d = TestDaemon::start_with(Backend::Pkcs11, |config| {
+        config.pkcs11.clear();
+        config.add_pkcs11(settings).expect("PKCS#11 keystore");
+        config.pkcs11_call_timeout = CALL_TIMEOUT;
+        config.console_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    const PASSWORD: &str = "Console-fault-7-password";
+    d.create_user(
+        "carol",
+        Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:CreateKey","Resource":"*"}]}"#),
+    )
+    .await;
+    d.create_login_profile("carol", PASSWORD).await;
+    let console = d.console_addr().expect("console");
+    let carol = common::console::Session::sign_in(console, &d.account_id, "carol", PASSWORD).await;
+    let keys_before = d.list_all_keys().await;
+    let answered = |log: &[serde_json::Value]| {
+        log.iter()
+            .filter(|r| r["operation"] == "kms:CreateKey" && r["outcome"]["code"] == "Ok")
+            .count()
+    };
+    let audited_before = answered(&d.audit_records());
+
+    faults.set("latency_ms=400");
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(150),
+        carol.kms(
+            "CreateKey",
+            serde_json::json!({"Description": "given up on in the console"}),
+        ),
+    )
+    .await;
+    assert!(
+        given_up.is_err(),
+        "the call answered before its browser gave up"
+    );
+
+    settles("the key made after its browser gave up", async || {
+        d.list_all_keys().await.len() == keys_before.len() + 1
+    })
+    .await;
+    faults.clear();
+    let made: Vec<String> = d
+        .list_all_keys()
+        .await
+        .into_iter()
+        .filter(|k| !keys_before.contains(k))
+        .collect();
+    let key = d.describe(&made[0]).await.unwrap();
+    assert_eq!(key.description, "given up on in the console");
+    settles("its answer audited", async || {
+        answered(&d.audit_records()) == audited_before + 1
+    })
+    .await;
+}

@@ -602,34 +602,61 @@ impl super::http::HttpDoor for ConsoleDoor {
                         call.refuse(csrf_refused(why), &parts.headers),
                     )
                 }
-                Ok(()) => match aws::read_body(body, self.max_body).await {
-                    Err(refused) => {
-                        let call =
-                            self.gateway
-                                .begin(Door::Console, console_operation(route), Some(peer));
-                        error_response(&call.request_id, call.refuse(refused, &parts.headers))
-                    }
-                    Ok(body) => match route {
-                        Route::Session => match self.session(&parts.headers, secure) {
-                            Ok(session) => json_response("", 200, describe(&session).to_string()),
-                            Err(none) => error_response("", none.error()),
-                        },
-                        Route::SignIn => {
-                            let mut call = self.gateway.begin(
-                                Door::Console,
-                                "signin:SignIn".to_owned(),
-                                Some(peer),
-                            );
-                            self.sign_in(&mut call, &parts.headers, &body, peer, secure)
-                                .await
+                // The call runs to its end on a task of its own, whether or not its browser
+                // waits for the answer (see the gRPC door's `Authenticated`).
+                Ok(()) => {
+                    let door = self.clone();
+                    let running =
+                        tokio::spawn(
+                            async move { door.answer(route, parts, body, peer, secure).await },
+                        );
+                    match running.await {
+                        Ok(answer) => answer,
+                        Err(failed) => {
+                            tracing::error!(%failed, "a console call's task failed");
+                            plain_error(500, "InternalFailure", "the call failed")
                         }
-                        _ => self.session_call(route, &parts, body, peer, secure).await,
-                    },
-                },
+                    }
+                }
             },
         };
         secure_headers(&mut response, route.is_api(), secure);
         response
+    }
+}
+
+impl ConsoleDoor {
+    /// Reads a same-site request's body and answers it by its route.
+    async fn answer(
+        self: Arc<Self>,
+        route: Route,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> http::Response<Full<Bytes>> {
+        match aws::read_body(body, self.max_body).await {
+            Err(refused) => {
+                let call = self
+                    .gateway
+                    .begin(Door::Console, console_operation(route), Some(peer));
+                error_response(&call.request_id, call.refuse(refused, &parts.headers))
+            }
+            Ok(body) => match route {
+                Route::Session => match self.session(&parts.headers, secure) {
+                    Ok(session) => json_response("", 200, describe(&session).to_string()),
+                    Err(none) => error_response("", none.error()),
+                },
+                Route::SignIn => {
+                    let mut call =
+                        self.gateway
+                            .begin(Door::Console, "signin:SignIn".to_owned(), Some(peer));
+                    self.sign_in(&mut call, &parts.headers, &body, peer, secure)
+                        .await
+                }
+                _ => self.session_call(route, &parts, body, peer, secure).await,
+            },
+        }
     }
 }
 
