@@ -88,6 +88,13 @@ impl Drop for Faults {
 
 /// A daemon whose PKCS#11 keystore goes through the fault-injecting module.
 async fn faulty_daemon() -> (TestDaemon, Faults, PathBuf) {
+    faulty_daemon_with(|_| {}).await
+}
+
+/// [`faulty_daemon`], its config changed by `more` too.
+async fn faulty_daemon_with(
+    more: impl FnOnce(&mut keyhaven::server::DaemonConfig),
+) -> (TestDaemon, Faults, PathBuf) {
     let (settings, plan) = fault_injecting_pkcs11();
     let module = settings.module.clone();
     let faults = Faults::new(plan);
@@ -97,6 +104,7 @@ async fn faulty_daemon() -> (TestDaemon, Faults, PathBuf) {
         settings.max_idle_sessions = IDLE_SESSIONS;
         config.add_pkcs11(settings).expect("PKCS#11 keystore");
         config.pkcs11_call_timeout = CALL_TIMEOUT;
+        more(config);
     })
     .await;
     (d, faults, module)
@@ -689,40 +697,31 @@ async fn a_token_that_does_not_answer_at_start_up_fails_the_start_in_time() {
     assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"after the restart");
 }
 
-/// A client that gives up on a call (its deadline passes, and its stream is reset) does not
-/// cut the call short: the call runs to its end in the daemon, so its change, the key
-/// service's memory of it and its audit record stay together. Here a CreateKey is given up
-/// while the device is slow: the key is made, listed, and its answer audited.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_its_client_gave_up_on_runs_to_its_end() {
-    let _turn = SERIAL.lock().await;
-    let (d, mut faults, _) = faulty_daemon().await;
+/// Gives up on `call`, a CreateKey of a key described as `description`, after 150 ms while
+/// every device call takes 400 ms. The call runs to its end in the daemon all the same: the
+/// key is made, listed and enabled, and its answer audited once. Returns the key's id.
+async fn made_after_giving_up<T>(
+    d: &TestDaemon,
+    faults: &mut Faults,
+    description: &str,
+    call: impl Future<Output = T>,
+) -> String {
     let keys_before = d.list_all_keys().await;
-    let answered_before = |log: &[serde_json::Value]| {
+    let answered = |log: &[serde_json::Value]| {
         log.iter()
             .filter(|r| r["operation"] == "kms:CreateKey" && r["outcome"]["code"] == "Ok")
             .count()
     };
-    let audited_before = answered_before(&d.audit_records());
+    let audited_before = answered(&d.audit_records());
 
     faults.set("latency_ms=400");
-    let request = v1::CreateKeyRequest {
-        description: "given up on".into(),
-        ..Default::default()
-    };
-    let given_up = tokio::time::timeout(
-        Duration::from_millis(150),
-        d.client
-            .kms()
-            .create_key(d.client.signed("CreateKey", request)),
-    )
-    .await;
+    let given_up = tokio::time::timeout(Duration::from_millis(150), call).await;
     assert!(
         given_up.is_err(),
-        "the call answered before its client gave up"
+        "the call answered before it was given up"
     );
 
-    settles("the key made after its client gave up", async || {
+    settles("the key made after its call was given up", async || {
         d.list_all_keys().await.len() == keys_before.len() + 1
     })
     .await;
@@ -734,14 +733,32 @@ async fn a_call_its_client_gave_up_on_runs_to_its_end() {
         .filter(|k| !keys_before.contains(k))
         .collect();
     let key = d.describe(&made[0]).await.unwrap();
-    assert_eq!(key.description, "given up on");
+    assert_eq!(key.description, description);
     assert_eq!(key.key_state, v1::KeyState::Enabled as i32);
     settles("its answer audited", async || {
-        answered_before(&d.audit_records()) == audited_before + 1
+        answered(&d.audit_records()) == audited_before + 1
     })
     .await;
+    made[0].clone()
+}
+
+/// A client that gives up on a call (its deadline passes, and its stream is reset) does not
+/// cut the call short: the call runs to its end in the daemon, so its change, the key
+/// service's memory of it and its audit record stay together. Here a CreateKey is given up
+/// while the device is slow: the key is made, listed, and its answer audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_client_gave_up_on_runs_to_its_end() {
+    let _turn = SERIAL.lock().await;
+    let (d, mut faults, _) = faulty_daemon().await;
+    let request = v1::CreateKeyRequest {
+        description: "given up on".into(),
+        ..Default::default()
+    };
+    let mut kms = d.client.kms();
+    let call = kms.create_key(d.client.signed("CreateKey", request));
+    let made = made_after_giving_up(&d, &mut faults, "given up on", call).await;
     // Served as made: the key works.
-    let blob = d.encrypt(&made[0], b"after", &[]).await.unwrap();
+    let blob = d.encrypt(&made, b"after", &[]).await.unwrap();
     assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"after");
 }
 
@@ -750,12 +767,7 @@ async fn a_call_its_client_gave_up_on_runs_to_its_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_call_its_browser_gave_up_on_runs_to_its_end() {
     let _turn = SERIAL.lock().await;
-    let (settings, plan) = fault_injecting_pkcs11();
-    let mut faults = Faults::new(plan);
-    let d = TestDaemon::start_with(Backend::Pkcs11, |config| {
-        config.pkcs11.clear();
-        config.add_pkcs11(settings).expect("PKCS#11 keystore");
-        config.pkcs11_call_timeout = CALL_TIMEOUT;
+    let (d, mut faults, _) = faulty_daemon_with(|config| {
         config.console_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     })
     .await;
@@ -768,43 +780,7 @@ async fn a_console_call_its_browser_gave_up_on_runs_to_its_end() {
     d.create_login_profile("carol", PASSWORD).await;
     let console = d.console_addr().expect("console");
     let carol = common::console::Session::sign_in(console, &d.account_id, "carol", PASSWORD).await;
-    let keys_before = d.list_all_keys().await;
-    let answered = |log: &[serde_json::Value]| {
-        log.iter()
-            .filter(|r| r["operation"] == "kms:CreateKey" && r["outcome"]["code"] == "Ok")
-            .count()
-    };
-    let audited_before = answered(&d.audit_records());
-
-    faults.set("latency_ms=400");
-    let given_up = tokio::time::timeout(
-        Duration::from_millis(150),
-        carol.kms(
-            "CreateKey",
-            serde_json::json!({"Description": "given up on in the console"}),
-        ),
-    )
-    .await;
-    assert!(
-        given_up.is_err(),
-        "the call answered before its browser gave up"
-    );
-
-    settles("the key made after its browser gave up", async || {
-        d.list_all_keys().await.len() == keys_before.len() + 1
-    })
-    .await;
-    faults.clear();
-    let made: Vec<String> = d
-        .list_all_keys()
-        .await
-        .into_iter()
-        .filter(|k| !keys_before.contains(k))
-        .collect();
-    let key = d.describe(&made[0]).await.unwrap();
-    assert_eq!(key.description, "given up on in the console");
-    settles("its answer audited", async || {
-        answered(&d.audit_records()) == audited_before + 1
-    })
-    .await;
+    let description = "given up on in the console";
+    let call = carol.kms("CreateKey", serde_json::json!({"Description": description}));
+    made_after_giving_up(&d, &mut faults, description, call).await;
 }
