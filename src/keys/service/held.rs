@@ -881,7 +881,10 @@ mod tests {
         h.service.schedule_deletion(&ids[2], Some(7)).await.unwrap();
         h.service.enable_rotation(&ids[3], None).await.unwrap();
         h.service.keep_index();
-        let kept = h.store.aside(INDEX_ASIDE).expect("the index was kept");
+        let kept = h
+            .store
+            .aside(super::super::kept::INDEX_ASIDE)
+            .expect("the index was kept");
         let (full, live) = KeyService::index_every_record(&h.store, &h.service.keystores).unwrap();
         assert_eq!(live, 6);
         assert_eq!(super::decode_index(&kept).unwrap(), full);
@@ -900,6 +903,6 @@ mod tests {
         drop(h.service.index_change());
         h.service.disable_key(&ids[4]).await.unwrap();
         h.service.keep_index();
-        assert_eq!(h.store.aside(INDEX_ASIDE), None);
+        assert_eq!(h.store.aside(super::super::kept::INDEX_ASIDE), None);
     }
 }

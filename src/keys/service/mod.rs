@@ -514,19 +514,7 @@ impl KeyService {
                 config.default_keystore
             )));
         }
-        let (mut index, live) = match store
-            .aside(INDEX_ASIDE)
-            .and_then(|b| held::decode_index(&b))
-        {
-            // Kept at the last close, and the records are exactly as they were then.
-            Some(index) => {
-                let live = index.values().filter(|s| s.live()).count();
-                tracing::info!(keys = index.len(), "key index read back from its copy");
-                (index, live)
-            }
-            None => Self::index_every_record(&store, &keystores)?,
-        };
-        Self::take_counts(&store, &mut index);
+        let (index, live) = Self::index_at_open(&store, &keystores)?;
         let mut aliases = BTreeMap::new();
         for (name, value) in store.scan(ALIAS_PREFIX, None, usize::MAX)? {
             let alias: AliasEntry = serde_json::from_slice(&value).map_err(|e| {
@@ -565,79 +553,6 @@ impl KeyService {
             grant_gate: tokio::sync::Mutex::new(()),
             index_drifted: std::sync::atomic::AtomicBool::new(false),
         })
-    }
-
-    /// Keeps the index beside the store, for the next start to read instead of every key
-    /// record (see `Store::put_aside`): at shutdown, once nothing else is written. Not when a
-    /// change to a key record may have been applied without the index hearing of it.
-    pub fn keep_index(&self) {
-        if self.index_drifted.load(Ordering::Acquire) {
-            tracing::info!("the key index is not kept: a change may have missed it");
-            return;
-        }
-        if let Err(error) = self.store.put_aside(INDEX_ASIDE, &self.held.encode_index()) {
-            tracing::warn!(%error, "the key index was not kept: the next start reads every key");
-        }
-        let counts = self.held.counts();
-        if let Err(error) = self
-            .store
-            .put_aside(COUNTS_ASIDE, &held::encode_counts(&counts))
-        {
-            tracing::warn!(%error, "the encryption counts were not kept");
-        }
-    }
-
-    /// Takes the encryption counts the last clean stop kept (see [`held::KeptCount`]) into
-    /// `index`, if the records are exactly as they were then, and overwrites them first: a
-    /// start after this one that was not preceded by a clean stop finds none, and takes every
-    /// reserved count as used. Counts are taken only once that overwrite is durable.
-    /// Overwritten even when out of date: records changed since could come back to the very
-    /// set they were kept with.
-    fn take_counts(store: &Store, index: &mut BTreeMap<Uuid, held::Summary>) {
-        let counts = store
-            .aside(COUNTS_ASIDE)
-            .and_then(|b| held::decode_counts(&b))
-            .unwrap_or_default();
-        let overwritten = store.put_aside(COUNTS_ASIDE, &[]);
-        if counts.is_empty() {
-            return;
-        }
-        if let Err(error) = overwritten {
-            tracing::warn!(%error, "the kept encryption counts are not taken");
-            return;
-        }
-        let given = held::Held::give_counts(index, &counts);
-        tracing::info!(keys = given, "encryption counts read back from their copy");
-    }
-
-    /// A guard for a change to a key record: unless it is settled once the index has the
-    /// change, the index is not kept at shutdown (a call dropped between its commit and the
-    /// index's update, or a commit whose outcome is unknown).
-    fn index_change(&self) -> IndexChange<'_> {
-        IndexChange(&self.index_drifted)
-    }
-
-    /// The index of every key record, and how many keys are live.
-    fn index_every_record(
-        store: &Store,
-        keystores: &HashMap<String, Arc<dyn KeyStore>>,
-    ) -> Result<(BTreeMap<Uuid, held::Summary>, usize), KeyError> {
-        let mut index = BTreeMap::new();
-        let mut live = 0;
-        records::for_every_record(store, |page| {
-            for record in page {
-                if record.state != KeyState::Deleted {
-                    live += 1;
-                    if !keystores.contains_key(&record.keystore) {
-                        tracing::error!(key = %record.id, keystore = %record.keystore,
-                            "key lives in a keystore that is not configured; its operations will fail");
-                    }
-                }
-                index.insert(record.id, held::Summary::of(record));
-            }
-            Ok(())
-        })?;
-        Ok((index, live))
     }
 
     pub fn config(&self) -> &KeyServiceConfig {
@@ -941,27 +856,6 @@ impl KeyService {
     }
 }
 
-/// The name the key index is kept under beside the store.
-const INDEX_ASIDE: &str = "key-index";
-/// The encryption counts kept beside the store at a clean stop (see [`held::KeptCount`]).
-const COUNTS_ASIDE: &str = "key-counts";
-
-/// See [`KeyService::index_change`].
-struct IndexChange<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl IndexChange<'_> {
-    /// The index has the change (or the change was not applied).
-    fn settled(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for IndexChange<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
 /// Times a change is made again because another daemon changed its key meanwhile.
 const MAX_STALE_TRIES: u32 = 16;
 /// Times a key's record is read again because a change to it was counted meanwhile.
@@ -1012,6 +906,7 @@ mod held;
 pub use held::KEY_CACHE;
 mod import;
 mod journal;
+mod kept;
 mod lifecycle;
 mod mac;
 mod records;
