@@ -517,30 +517,32 @@ const STATES: [KeyState; 5] = [
     KeyState::PendingImport,
 ];
 
-/// The index [`Held::encode_index`] made; `None` for bytes that are not one.
+/// The index [`Held::encode_index`] made; `None` for bytes that are not one. Built from the
+/// keys in their order (as encoded) at once, not by inserting each.
 pub(super) fn decode_index(bytes: &[u8]) -> Option<BTreeMap<Uuid, Summary>> {
     if !bytes.len().is_multiple_of(INDEXED_LEN) {
         return None;
     }
-    let mut index = BTreeMap::new();
-    for key in bytes.chunks_exact(INDEXED_LEN) {
-        let id = Uuid::from_bytes(key[..16].try_into().ok()?);
-        let state = *STATES.get(usize::from(key[16]))?;
-        let mut due = [NEVER; 3];
-        for (at, date) in key[17..].chunks_exact(8).enumerate() {
-            due[at] = UnixSeconds::from_le_bytes(date.try_into().ok()?);
-        }
-        index.insert(
-            id,
-            Summary {
-                state,
-                unused_version: 0,
-                unused: 0,
-                due,
-            },
-        );
-    }
-    Some(index)
+    bytes
+        .chunks_exact(INDEXED_LEN)
+        .map(|key| {
+            let id = Uuid::from_bytes(key[..16].try_into().ok()?);
+            let state = *STATES.get(usize::from(key[16]))?;
+            let mut due = [NEVER; 3];
+            for (at, date) in key[17..].chunks_exact(8).enumerate() {
+                due[at] = UnixSeconds::from_le_bytes(date.try_into().ok()?);
+            }
+            Some((
+                id,
+                Summary {
+                    state,
+                    unused_version: 0,
+                    unused: 0,
+                    due,
+                },
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
