@@ -1336,8 +1336,9 @@ mod suite {
             key_id: key.clone(),
         };
         let first = d.client.signed("DisableKey", disable.clone());
+        let first_metadata = first.metadata().clone();
         let mut replayed = tonic::Request::new(disable.clone());
-        *replayed.metadata_mut() = first.metadata().clone();
+        *replayed.metadata_mut() = first_metadata.clone();
         kms(&d).disable_key(first).await.unwrap();
         d.restart().await;
         let enable = v1::EnableKeyRequest {
@@ -1347,6 +1348,39 @@ mod suite {
             .enable_key(d.client.signed("EnableKey", enable))
             .await
             .unwrap();
+        // A copy whose signature was altered is refused on its signature, not as a replay.
+        let mut forged = tonic::Request::new(disable.clone());
+        *forged.metadata_mut() = first_metadata.clone();
+        let authorization = forged
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .expect("the request is signed")
+            .to_owned();
+        // The signature's first hex digit changed (the replay cache keeps a prefix).
+        let at = authorization.rfind("Signature=").expect("a signature") + "Signature=".len();
+        let flipped = if authorization[at..].starts_with('0') {
+            '1'
+        } else {
+            '0'
+        };
+        let forged_value = format!(
+            "{}{flipped}{}",
+            &authorization[..at],
+            &authorization[at + 1..]
+        );
+        forged.metadata_mut().insert(
+            "authorization",
+            forged_value.parse().expect("an ASCII header value"),
+        );
+        let result = kms(&d).disable_key(forged).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|s| s.message().contains("the request signature does not match")),
+            "{result:?}"
+        );
+        assert_eq!(d.state(&key).await, KeyState::Enabled);
         let result = kms(&d).disable_key(replayed).await;
         assert!(
             result
