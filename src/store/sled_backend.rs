@@ -343,7 +343,10 @@ mod tests {
         );
         // And it opens again at once (the lock is free) on the same records.
         let backend = SledBackend::open(dir.path()).unwrap();
-        assert_eq!(backend.get(&1_999u32.to_be_bytes()).unwrap(), Some(vec![7; 200]));
+        assert_eq!(
+            backend.get(&1_999u32.to_be_bytes()).unwrap(),
+            Some(vec![7; 200])
+        );
         assert_eq!(backend.scan(&[], None, usize::MAX).unwrap().len(), 2_000);
     }
 }
