@@ -613,6 +613,35 @@ mod tests {
         service.held.entries().len()
     }
 
+    /// A key made without a policy stores none: GetKeyPolicy gives the account's default
+    /// text, and the key's policy read back from the store is the default already parsed
+    /// (shared, not parsed again). A key made with a policy stores it.
+    #[tokio::test]
+    async fn a_key_made_without_a_policy_stores_none_and_is_under_the_default() {
+        let h = harness(1);
+        let ids = keys(&h.service, 2).await;
+        assert_eq!(stored(&h.store, &ids[0]).policy, None);
+        assert_eq!(
+            h.service.get_key_policy(&ids[0]).unwrap(),
+            crate::policy::default_key_policy("keyhaven", "111122223333")
+        );
+        // Evicted by the second key: read back from the store.
+        let id = Uuid::parse_str(&ids[0]).unwrap();
+        let default = h.service.default_policy().unwrap();
+        assert!(Arc::ptr_eq(&h.service.key_policy(id).policy, &default));
+        let own = crate::policy::default_key_policy("keyhaven", "444455556666");
+        let record = h
+            .service
+            .create_key(String::new(), None, BTreeMap::new(), Some(own.clone()))
+            .await
+            .unwrap();
+        assert_eq!(stored(&h.store, &record.id.to_string()).policy, Some(own));
+        assert!(!Arc::ptr_eq(
+            &h.service.key_policy(record.id).policy,
+            &default
+        ));
+    }
+
     /// Keys evicted and read back from the store answer as they did: their state, their
     /// ciphertexts, a change made to them while evicted.
     #[tokio::test]

@@ -72,16 +72,14 @@ impl KeyService {
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_description(&description)?;
         validate_tags(&tags)?;
-        let policy = match policy {
-            Some(text) => {
-                validate_key_policy_size(&text)?;
-                Policy::parse(&text, PolicyKind::Resource)
-                    .map_err(|e| KeyError::MalformedPolicy(e.0))?;
-                text
-            }
-            None => default_key_policy(&self.config.partition, &self.config.account_id),
-        };
-        let policy = Some(policy);
+        // A key made without a policy stores none: its policy is the account's default, whose
+        // text (GetKeyPolicy) and parsed form every such key shares. Its record is smaller by
+        // the text, and reading it back from the store parses no policy.
+        if let Some(text) = &policy {
+            validate_key_policy_size(text)?;
+            Policy::parse(text, PolicyKind::Resource)
+                .map_err(|e| KeyError::MalformedPolicy(e.0))?;
+        }
         let keystore_name = &self.keystore_named(keystore);
         let keystore = self
             .keystores
