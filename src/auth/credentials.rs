@@ -1201,12 +1201,12 @@ impl CredentialStore {
                 "{TOKEN_HEADER} is only for temporary credentials"
             )));
         }
-        // A replay is named as one even when it was sent on to another address (one dated
-        // before the start is looked up in the store only once its signature holds, below).
+        // A replay is named as one even when it was sent on to another address.
         if replay_checked
-            && self
+            && (self
                 .replay
                 .seen(&parsed.signature, request_time + MAX_SKEW_SECONDS)
+                || self.stored_before_start(&parsed.signature, request_time))
         {
             return Err(AuthError::Replayed);
         }
@@ -1271,10 +1271,6 @@ impl CredentialStore {
             return Err(AuthError::Replayed);
         }
         if replay_checked && request_time < self.started {
-            // Refused either way; a signature a request used before the start is named.
-            if self.stored_before_start(&parsed.signature, request_time) {
-                return Err(AuthError::Replayed);
-            }
             return Err(AuthError::SignedBeforeStart {
                 request_time,
                 started: self.started,

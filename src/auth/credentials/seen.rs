@@ -102,10 +102,9 @@ impl CredentialStore {
 
     /// Whether a signature dated before this run started was stored by an earlier run (or
     /// another daemon sharing the store): a replay. Such a request is refused on its date
-    /// anyway, so this costs a store read only on a path that refuses, and only once the
-    /// request's signature holds (a request not signed with a live key causes no read); it
-    /// names the refusal (the replay cache in memory holds only signatures dated from the
-    /// start on). A failed read leaves the request to be refused on its date.
+    /// anyway, so this costs a store read only on a path that refuses; it names the refusal
+    /// (the replay cache in memory holds only signatures dated from the start on). A failed
+    /// read leaves the request to be refused on its date.
     pub(super) fn stored_before_start(
         &self,
         signature: &[u8; 32],
