@@ -785,8 +785,17 @@ mod tests {
         assert_eq!(used(&after_stop, &ids[1]), 5);
         assert_eq!(used(&after_stop, &ids[2]), 0);
         assert_eq!(reserved(&ids[0]), 100, "no block reserved beyond the first");
-        // Not stopped cleanly (nothing kept since): the counts were taken already.
+        // Not stopped cleanly (nothing kept since): the counts were taken already, and the
+        // open that finds them taken writes nothing.
+        let counts_file = || {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(h._dir.path().join("store/aside/key-counts"))
+                .unwrap()
+                .ino()
+        };
+        let taken = counts_file();
         let after_crash = reopen();
+        assert_eq!(counts_file(), taken, "the taken counts were written again");
         assert_eq!(used(&after_crash, &ids[1]), 100);
         after_crash.encrypt(&ids[1], b"x", &empty()).await.unwrap();
         assert!(reserved(&ids[1]) > 100, "a new block");

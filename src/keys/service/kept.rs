@@ -84,8 +84,12 @@ impl KeyService {
     /// Overwritten even when out of date: records changed since could come back to the very
     /// set they were kept with.
     fn take_counts(store: &Store, index: &mut BTreeMap<Uuid, held::Summary>) {
-        let counts = store
-            .aside(COUNTS_ASIDE)
+        let kept = store.aside(COUNTS_ASIDE);
+        if kept.as_deref().is_some_and(<[u8]>::is_empty) {
+            // Taken by an earlier open, with the records as they are now: nothing to overwrite.
+            return;
+        }
+        let counts = kept
             .and_then(|b| held::decode_counts(&b))
             .unwrap_or_default();
         let overwritten = store.put_aside(COUNTS_ASIDE, &[]);
