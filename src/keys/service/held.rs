@@ -312,6 +312,12 @@ impl Held {
         Some(entry)
     }
 
+    /// Makes the key's entry, if held, the first to be evicted once nobody holds it (for a
+    /// pass over keys that calls are not using).
+    pub fn demote(&self, id: Uuid) {
+        lock(&self.entries).demote(&id);
+    }
+
     /// Holds the entry of a key just made here, unless one is held already (another daemon's
     /// change to it heard first: that one is kept). Returns the entry held.
     pub fn insert_created(&self, entry: KeyEntry) -> Arc<KeyEntry> {
@@ -799,6 +805,38 @@ mod tests {
         assert_eq!(used(&after_crash, &ids[1]), 100);
         after_crash.encrypt(&ids[1], b"x", &empty()).await.unwrap();
         assert!(reserved(&ids[1]) > 100, "a new block");
+    }
+
+    /// The pass that writes last uses reads back the keys evicted since they were used, and
+    /// leaves each next in line for eviction: of the keys calls were using, all but those the
+    /// pass's concurrent writers pushed out stay held.
+    #[tokio::test]
+    async fn writing_evicted_keys_last_uses_leaves_the_keys_in_use_held() {
+        let capacity = super::super::usage::USE_WRITERS + 16;
+        let h = harness(capacity);
+        let ids = keys(&h.service, 3 * capacity).await;
+        // Used, then evicted by the keys after them: their uses are parked.
+        for id in &ids[..2 * capacity] {
+            h.service.encrypt(id, b"x", &empty()).await.unwrap();
+        }
+        let in_use = &ids[2 * capacity..];
+        for id in in_use {
+            h.service.describe_key(id).unwrap();
+        }
+        let still_held = |service: &KeyService| {
+            in_use
+                .iter()
+                .filter(|id| service.held.peek(Uuid::parse_str(id).unwrap()).is_some())
+                .count()
+        };
+        assert_eq!(still_held(&h.service), capacity);
+        h.service.record_uses().await;
+        assert!(stored(&h.store, &ids[0]).last_used.is_some());
+        assert!(
+            still_held(&h.service) >= capacity - super::super::usage::USE_WRITERS,
+            "{} of {capacity} keys in use still held",
+            still_held(&h.service)
+        );
     }
 
     /// A use seen before the key's entry was evicted is written by the next pass.

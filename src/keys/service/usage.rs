@@ -4,7 +4,7 @@ use super::*;
 use futures_util::StreamExt as _;
 
 /// Keys whose last use [`KeyService::record_uses`] writes at once.
-const USE_WRITERS: usize = 64;
+pub(super) const USE_WRITERS: usize = 64;
 
 impl KeyService {
     /// Keys by state (for the `keys` gauge).
@@ -66,7 +66,8 @@ impl KeyService {
     /// a flush each (after Encrypt over a million random keys, a pass made one fsync per key
     /// for minutes, and the calls served meanwhile waited behind them).
     /// The uses to write are those of the entries held, and those parked when their entries
-    /// were evicted.
+    /// were evicted. A key this pass reads back is left next in line for eviction, so that
+    /// the pass does not push the keys calls use out of the cache.
     pub async fn record_uses(&self) {
         let held = self.held.entries().into_iter().filter_map(|entry| {
             let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
@@ -75,6 +76,7 @@ impl KeyService {
         let used: Vec<(Uuid, SeenUse)> = held.chain(self.held.take_parked_uses()).collect();
         futures_util::stream::iter(used)
             .for_each_concurrent(USE_WRITERS, |(id, seen)| async move {
+                let read_back = self.held.peek(id).is_none();
                 let entry = match self.entry_by_id(id) {
                     Ok(Some(entry)) => entry,
                     Ok(None) => return,
@@ -84,6 +86,9 @@ impl KeyService {
                         return;
                     }
                 };
+                if read_back {
+                    self.held.demote(id);
+                }
                 let result = self
                     .change_key(&entry, |record| {
                         if record
