@@ -149,6 +149,10 @@ impl Drop for SledBackend {
     /// the module's note), and syncs the folder the snapshot was written to.
     fn drop(&mut self) {
         drop(self.db.take());
+        // Moved or removed meanwhile: opening would make a new, empty store in its place.
+        if !self.top.path.join("db").is_file() {
+            return;
+        }
         let started = Instant::now();
         let checkpoint = open_sled(&self.top.path)
             .map(drop)
@@ -309,6 +313,20 @@ mod tests {
         assert!(!on_disk.is_empty(), "sled wrote no blob");
         assert_eq!(*backend.synced_blobs.lock().unwrap(), on_disk);
         assert_eq!(backend.get(&[b'k', 7]).unwrap(), Some(vec![7; 24 * 1024]));
+    }
+
+    #[test]
+    fn a_store_whose_folder_is_gone_when_it_closes_is_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let backend = SledBackend::open(&path).unwrap();
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        drop(backend);
+        assert!(
+            !path.exists(),
+            "closing made a new store where the old one was"
+        );
+        assert!(dir.path().join("moved/db").is_file());
     }
 
     /// The log position of the newest sled snapshot in `dir` (its file name's hex suffix).
