@@ -157,6 +157,7 @@ pub struct Daemon {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: Background,
     sweeper: Background,
+    health_watch: Background,
     store: Arc<Store>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
@@ -480,6 +481,7 @@ impl Daemon {
             config.scheduler_interval,
             true,
         );
+        let health_watch = spawn_health_watch(store.clone(), health);
         tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         checking.disarm();
         Ok(Daemon {
@@ -490,6 +492,7 @@ impl Daemon {
             server,
             scheduler,
             sweeper,
+            health_watch,
             store,
             audit,
             clock: clock_for_iam,
@@ -548,6 +551,7 @@ impl Daemon {
         // Each stops once its pass in progress, if any, ends.
         self.scheduler.ask_to_stop();
         self.sweeper.ask_to_stop();
+        self.health_watch.ask_to_stop();
         self.members.stop().await;
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
@@ -560,6 +564,7 @@ impl Daemon {
         }
         self.scheduler.stop().await;
         self.sweeper.stop().await;
+        self.health_watch.stop().await;
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
@@ -656,6 +661,42 @@ fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, 
         .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Every second until the store is refused (a record failed its integrity check while the
+/// daemon serves, and every call fails from then on): then the health check answers
+/// `NOT_SERVING`, for the daemon's service and the server as a whole, so that a load balancer
+/// sends calls elsewhere.
+fn spawn_health_watch(
+    store: Arc<Store>,
+    health: tonic_health::server::HealthReporter,
+) -> Background {
+    watch_health(move || store.refused(), health)
+}
+
+/// The health check's watch: `NOT_SERVING` once `refused` says so.
+fn watch_health(
+    refused: impl Fn() -> bool + Send + 'static,
+    health: tonic_health::server::HealthReporter,
+) -> Background {
+    Background::spawn(move |mut stop| async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.asked() => return,
+            }
+            if refused() {
+                health
+                    .set_not_serving::<KeyManagementServiceServer<KmsApi>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                return;
+            }
+        }
+    })
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: forgets stale
@@ -849,6 +890,49 @@ fn process_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::capped_filter;
+
+    /// Once the store is refused, the health check answers `NOT_SERVING` for the daemon's
+    /// service and the server as a whole; before, `SERVING`.
+    #[tokio::test]
+    async fn the_health_check_says_not_serving_once_the_store_is_refused() {
+        use super::{Arc, KeyManagementServiceServer, KmsApi, watch_health};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_server::Health};
+        use tonic_health::server::{HealthReporter, HealthService};
+        const KMS: &str = "keyhaven.v1.KeyManagementService";
+        let health = HealthReporter::new();
+        let service = HealthService::from_health_reporter(health.clone());
+        health
+            .set_serving::<KeyManagementServiceServer<KmsApi>>()
+            .await;
+        let refused = Arc::new(AtomicBool::new(false));
+        let watched = refused.clone();
+        let watch = watch_health(move || watched.load(Ordering::SeqCst), health);
+        let status = |name: &'static str| {
+            let service = &service;
+            async move {
+                service
+                    .check(tonic::Request::new(HealthCheckRequest {
+                        service: name.into(),
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status()
+            }
+        };
+        // The watch looks every second.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(status("").await, ServingStatus::Serving);
+        assert_eq!(status(KMS).await, ServingStatus::Serving);
+        refused.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(status("").await, ServingStatus::NotServing);
+        assert_eq!(status(KMS).await, ServingStatus::NotServing);
+        watch.stop().await;
+    }
     use tracing::Level;
 
     #[test]

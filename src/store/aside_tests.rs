@@ -133,11 +133,13 @@ fn a_record_rolled_back_is_refused_when_read_and_the_store_with_it() {
     assert!(refused.contains("rolled back"), "{refused}");
 
     let store = open(dir.path(), StoreCheck::BesideServing);
+    assert!(!store.refused());
     let error = store.get(b"a").unwrap_err().to_string();
     assert!(
         error.contains("record a failed its integrity check"),
         "{error}"
     );
+    assert!(store.refused(), "the health check's watch reads this");
     // From then on the store answers nothing, and takes nothing.
     let after = store.get(b"r/00001").unwrap_err().to_string();
     assert!(after.contains("record a failed"), "{after}");

@@ -895,6 +895,12 @@ impl Store {
             .map_err(|_| StoreError("flusher has stopped".into()))
     }
 
+    /// Whether the store was refused (a record failed its integrity check while serving):
+    /// every call on it fails from then on.
+    pub fn refused(&self) -> bool {
+        self.local.refusal().is_err()
+    }
+
     /// Applies and syncs without the flusher thread (start-up and offline commands).
     pub fn commit_blocking(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.apply(batch)?;

@@ -6,6 +6,8 @@ use keyhaven::keystore::MaterialRef;
 use keyhaven::keystore::sealed::{KEYRING_FILE, material_record};
 use keyhaven::store::{SledBackend, StoreBackend, WriteBatch};
 use std::path::{Path, PathBuf};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use uuid::Uuid;
 
 /// Bytes a record's stored form starts with before its value (format byte and tag).
@@ -133,9 +135,36 @@ async fn a_record_rolled_back_or_removed_on_its_own_is_refused_at_start() {
     assert!(message.contains("no integrity digest"), "{message}");
 }
 
+/// The server's overall health (service `""`), once it is `NOT_SERVING` or `seconds` have
+/// passed.
+async fn health_within(d: &TestDaemon, seconds: u64) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let status = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == ServingStatus::NotServing || std::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// With `store_check = "beside-serving"` a restart after a clean stop reads no record: the
 /// tree and the key index kept at the stop stand in for them. A key record rolled back
-/// meanwhile is refused when read (never served as it was), and from then on every call is.
+/// meanwhile is refused when read (never served as it was), and from then on every call is,
+/// and the health check says `NOT_SERVING`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checked_beside_serving_a_rolled_back_record_is_refused_when_read() {
     let mut d = TestDaemon::start_with(Backend::Sealed, |config| {
@@ -150,6 +179,7 @@ async fn checked_beside_serving_a_rolled_back_record_is_refused_when_read() {
     // Unedited, the restart serves from what was kept.
     d.start_again().await;
     assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Disabled);
+    assert_eq!(health_within(&d, 0).await, ServingStatus::Serving);
     d.stop().await;
 
     put_raw(&d, &record, enabled);
@@ -165,6 +195,8 @@ async fn checked_beside_serving_a_rolled_back_record_is_refused_when_read() {
             assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
             let after = d.describe(&other).await.unwrap_err();
             assert_eq!(after.code(), tonic::Code::Internal, "{after:?}");
+            // And the health check says so (it looks every second).
+            assert_eq!(health_within(&d, 5).await, ServingStatus::NotServing);
             d.stop().await;
         }
     }
