@@ -481,7 +481,8 @@ impl Daemon {
             config.scheduler_interval,
             true,
         );
-        let health_watch = spawn_health_watch(store.clone(), health);
+        let watched = store.clone();
+        let health_watch = watch_health(move || watched.refused(), health);
         tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         checking.disarm();
         Ok(Daemon {
@@ -663,18 +664,10 @@ fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Every second until the store is refused (a record failed its integrity check while the
-/// daemon serves, and every call fails from then on): then the health check answers
-/// `NOT_SERVING`, for the daemon's service and the server as a whole, so that a load balancer
-/// sends calls elsewhere.
-fn spawn_health_watch(
-    store: Arc<Store>,
-    health: tonic_health::server::HealthReporter,
-) -> Background {
-    watch_health(move || store.refused(), health)
-}
-
-/// The health check's watch: `NOT_SERVING` once `refused` says so.
+/// Every second until `refused` says so (the store refused: a record failed its integrity
+/// check while the daemon serves, and every call fails from then on): then the health check
+/// answers `NOT_SERVING`, for the daemon's service and the server as a whole, so that a load
+/// balancer sends calls elsewhere.
 fn watch_health(
     refused: impl Fn() -> bool + Send + 'static,
     health: tonic_health::server::HealthReporter,
@@ -890,6 +883,7 @@ fn process_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::capped_filter;
+    use tracing::Level;
 
     /// Once the store is refused, the health check answers `NOT_SERVING` for the daemon's
     /// service and the server as a whole; before, `SERVING`.
@@ -933,7 +927,6 @@ mod tests {
         assert_eq!(status(KMS).await, ServingStatus::NotServing);
         watch.stop().await;
     }
-    use tracing::Level;
 
     #[test]
     fn the_log_filter_follows_its_spec_and_caps_the_transport_at_info() {

@@ -898,7 +898,7 @@ impl Store {
     /// Whether the store was refused (a record failed its integrity check while serving):
     /// every call on it fails from then on.
     pub fn refused(&self) -> bool {
-        self.local.refusal().is_err()
+        self.local.refused.get().is_some()
     }
 
     /// Applies and syncs without the flusher thread (start-up and offline commands).
