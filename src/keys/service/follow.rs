@@ -2,7 +2,7 @@
 //! `store::shared`): a key record, an alias or a grant changed elsewhere is read again, so
 //! that this daemon answers as the one that made the change does.
 
-use super::held::Summary;
+use super::index::Summary;
 use super::{
     ALIAS_PREFIX, AliasEntry, KEY_PREFIX, KeyService, NonceCounter, grants, key_record_name,
 };
@@ -59,7 +59,7 @@ impl KeyService {
         for (name, _) in self.store.scan(KEY_PREFIX, None, usize::MAX)? {
             self.reload_records(&[name], revision)?;
         }
-        let known: Vec<Uuid> = self.held.index().keys().copied().collect();
+        let known: Vec<Uuid> = self.held.index().ids().collect();
         for id in known {
             self.reload_key(id, revision)?;
         }

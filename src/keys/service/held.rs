@@ -1,5 +1,5 @@
 //! What the service holds of its keys in memory: an index of every key (its state and the
-//! dates the scheduler acts on, under 100 bytes a key), and the whole entries (record, parsed
+//! dates the scheduler acts on, about 27 bytes a key; see `index`), and the whole entries (record, parsed
 //! policy, nonce counter, last use, change gate) of the keys used most recently, in a bounded
 //! LRU (`key_cache` in the config). Any other key's entry is read from the store when a call
 //! asks for it.
@@ -21,87 +21,17 @@
 //! written and dropped: every change to a stored key record counts in [`Held::changes`] while
 //! its writer still holds the entry, and a read that saw the count move is made again.
 
+use super::index::{KeyIndex, Summary};
 use super::{KeyEntry, ParkedCounter, SeenUse};
-use crate::clock::UnixSeconds;
-use crate::keys::{KeyRecord, KeyState};
 use lru::LruCache;
 use prometheus::IntCounter;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use uuid::Uuid;
 
 /// Entries held by default.
 pub const KEY_CACHE: usize = 10_000;
-
-/// What the index keeps of a key: enough to list it, count it, and find it when the scheduler
-/// has something to do to it, without its record. 32 bytes: a million keys' index is ~65 MB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Summary {
-    pub state: KeyState,
-    /// Encryption counts the key's current version has reserved on its record and not used,
-    /// while no entry holds its counter: left by its evicted entry, or kept at the last clean
-    /// stop (see [`KeptCount`]). The entry that reads the key again takes them; none once
-    /// anything changes the key. In the bytes the state leaves over (so the index stays 32
-    /// bytes a key): the version's low 16 bits, and the count.
-    unused_version: u16,
-    unused: u32,
-    /// When the key's deletion is due (pending deletion only), its automatic rotation is due
-    /// (enabled, with rotation on, only), and its imported material expires (still held
-    /// only); [`NEVER`] for none.
-    due: [UnixSeconds; 3],
-}
-
-/// A date that never comes.
-const NEVER: UnixSeconds = UnixSeconds::MAX;
-const DELETION: usize = 0;
-const ROTATION: usize = 1;
-const EXPIRY: usize = 2;
-
-impl Summary {
-    pub fn of(record: &KeyRecord) -> Self {
-        let deletion = (record.state == KeyState::PendingDeletion)
-            .then_some(record.deletion_date)
-            .flatten();
-        let rotation = (record.state == KeyState::Enabled && record.rotation.enabled)
-            .then_some(record.rotation.next_rotation)
-            .flatten();
-        let expiry = matches!(record.state, KeyState::Enabled | KeyState::Disabled)
-            .then(|| record.imported.as_ref())
-            .flatten()
-            .filter(|i| i.present)
-            .and_then(|i| i.valid_to);
-        Self {
-            state: record.state,
-            unused_version: 0,
-            unused: 0,
-            due: [deletion, rotation, expiry].map(|d| d.unwrap_or(NEVER)),
-        }
-    }
-
-    fn due(&self, which: usize, now: UnixSeconds) -> bool {
-        self.due[which] != NEVER && self.due[which] <= now
-    }
-
-    /// [`KeyRecord::deletion_due`].
-    pub fn deletion_due(&self, now: UnixSeconds) -> bool {
-        self.due(DELETION, now)
-    }
-
-    /// [`KeyRecord::rotation_due`].
-    pub fn rotation_due(&self, now: UnixSeconds) -> bool {
-        self.due(ROTATION, now)
-    }
-
-    /// [`KeyRecord::material_expired`].
-    pub fn material_expired(&self, now: UnixSeconds) -> bool {
-        self.due(EXPIRY, now)
-    }
-
-    pub fn live(&self) -> bool {
-        self.state != KeyState::Deleted
-    }
-}
 
 /// What was found for a key asked for.
 pub(super) enum Lookup {
@@ -175,7 +105,7 @@ fn unused_counts(used: u64, reserved: u64) -> u32 {
 }
 
 pub(super) struct Held {
-    index: RwLock<BTreeMap<Uuid, Summary>>,
+    index: RwLock<KeyIndex>,
     entries: Mutex<LruCache<Uuid, Arc<KeyEntry>>>,
     capacity: usize,
     /// What evicted entries left: for the entry that reads the key again, and (last uses)
@@ -207,7 +137,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Held {
     /// `shared`: other daemons write the store, and reserve counts on the same records.
-    pub fn new(index: BTreeMap<Uuid, Summary>, capacity: usize, shared: bool) -> Self {
+    pub fn new(index: KeyIndex, capacity: usize, shared: bool) -> Self {
         Self {
             shared,
             index: RwLock::new(index),
@@ -224,14 +154,14 @@ impl Held {
         }
     }
 
-    pub fn index(&self) -> RwLockReadGuard<'_, BTreeMap<Uuid, Summary>> {
+    pub fn index(&self) -> RwLockReadGuard<'_, KeyIndex> {
         match self.index.read() {
             Ok(index) => index,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Uuid, Summary>> {
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeyIndex> {
         match self.index.write() {
             Ok(index) => index,
             Err(poisoned) => poisoned.into_inner(),
@@ -239,7 +169,7 @@ impl Held {
     }
 
     pub fn summary(&self, id: Uuid) -> Option<Summary> {
-        self.index().get(&id).copied()
+        self.index().get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -252,7 +182,7 @@ impl Held {
             self.count(true);
             return Lookup::Held(entry.clone());
         }
-        if self.index().contains_key(&id) {
+        if self.index().contains(id) {
             self.count(false);
             Lookup::Absent
         } else {
@@ -365,10 +295,11 @@ impl Held {
             .filter(|c| c.used < c.reserved);
         let counter = match counter {
             Some(c) if c.floor == 0 && !self.shared => {
-                if let Some(summary) = self.index_mut().get_mut(&entry.id) {
-                    summary.unused_version = c.version as u16;
-                    summary.unused = unused_counts(c.used, c.reserved);
-                }
+                self.index_mut().park_unused(
+                    entry.id,
+                    c.version as u16,
+                    unused_counts(c.used, c.reserved),
+                );
                 None
             }
             shared => shared,
@@ -424,48 +355,24 @@ impl Held {
         let mut index = self.index_mut();
         match summary {
             Some(summary) => index.insert(id, summary),
-            None => index.remove(&id),
+            None => index.remove(id),
         }
     }
 
     /// The index as bytes (see [`decode_index`]).
     pub fn encode_index(&self) -> Vec<u8> {
-        let index = self.index();
-        let mut out = Vec::with_capacity(index.len() * INDEXED_LEN);
-        for (id, summary) in index.iter() {
-            out.extend_from_slice(id.as_bytes());
-            let state = STATES.iter().position(|s| *s == summary.state).unwrap_or(0);
-            out.push(state as u8);
-            for due in summary.due {
-                out.extend_from_slice(&due.to_le_bytes());
-            }
-        }
-        out
+        self.index().encode()
     }
 
     /// The counts kept at the last clean stop for the key, taken: an entry takes them once.
     fn take_unused(&self, id: Uuid) -> Option<(u16, u32)> {
-        let mut index = self.index_mut();
-        let summary = index.get_mut(&id)?;
-        let version = std::mem::take(&mut summary.unused_version);
-        let unused = std::mem::take(&mut summary.unused);
-        (unused > 0).then_some((version, unused))
+        self.index_mut().take_unused(id)
     }
 
     /// Gives the index the counts kept at the last clean stop, both in the order of their
     /// ids; returns how many it took (a key it does not hold has none).
-    pub fn give_counts(index: &mut BTreeMap<Uuid, Summary>, counts: &[KeptCount]) -> usize {
-        let mut given = 0;
-        let mut counts = counts.iter().peekable();
-        for (id, summary) in index.iter_mut() {
-            while counts.next_if(|c| c.id < *id).is_some() {}
-            if let Some(count) = counts.next_if(|c| c.id == *id) {
-                summary.unused_version = count.version;
-                summary.unused = count.unused;
-                given += 1;
-            }
-        }
-        given
+    pub fn give_counts(index: &mut KeyIndex, counts: &[KeptCount]) -> usize {
+        index.give_unused(counts.iter().map(|c| (c.id, c.version, c.unused)))
     }
 
     /// Every key's counts reserved and not used, in the order of their ids, for the next
@@ -491,12 +398,12 @@ impl Held {
         self.index()
             .iter()
             .filter_map(|(id, summary)| {
-                let (version, unused) = match held.get(id) {
+                let (version, unused) = match held.get(&id) {
                     Some(counts) => (*counts)?,
                     None => (summary.unused_version, summary.unused),
                 };
                 (unused > 0).then_some(KeptCount {
-                    id: *id,
+                    id,
                     version,
                     unused,
                 })
@@ -510,45 +417,6 @@ impl Held {
         lock(&self.parked).remove(&id);
         self.set_summary(id, None)
     }
-}
-
-/// A key's bytes in the encoded index: its id, its state, its three dates.
-const INDEXED_LEN: usize = 16 + 1 + 3 * 8;
-/// The states, by their number in the encoded index.
-const STATES: [KeyState; 5] = [
-    KeyState::Enabled,
-    KeyState::Disabled,
-    KeyState::PendingDeletion,
-    KeyState::Deleted,
-    KeyState::PendingImport,
-];
-
-/// The index [`Held::encode_index`] made; `None` for bytes that are not one. Built from the
-/// keys in their order (as encoded) at once, not by inserting each.
-pub(super) fn decode_index(bytes: &[u8]) -> Option<BTreeMap<Uuid, Summary>> {
-    if !bytes.len().is_multiple_of(INDEXED_LEN) {
-        return None;
-    }
-    bytes
-        .chunks_exact(INDEXED_LEN)
-        .map(|key| {
-            let id = Uuid::from_bytes(key[..16].try_into().ok()?);
-            let state = *STATES.get(usize::from(key[16]))?;
-            let mut due = [NEVER; 3];
-            for (at, date) in key[17..].chunks_exact(8).enumerate() {
-                due[at] = UnixSeconds::from_le_bytes(date.try_into().ok()?);
-            }
-            Some((
-                id,
-                Summary {
-                    state,
-                    unused_version: 0,
-                    unused: 0,
-                    due,
-                },
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -923,7 +791,7 @@ mod tests {
                         present,
                         valid_to: date,
                     });
-                    let summary = super::Summary::of(&record);
+                    let summary = super::super::index::Summary::of(&record);
                     assert_eq!(
                         summary.deletion_due(now),
                         record.deletion_due(now),
@@ -965,7 +833,7 @@ mod tests {
             .expect("the index was kept");
         let (full, live) = KeyService::index_every_record(&h.store, &h.service.keystores).unwrap();
         assert_eq!(live, 6);
-        assert_eq!(super::decode_index(&kept).unwrap(), full);
+        assert_eq!(super::KeyIndex::decode(&kept).unwrap(), full);
         assert_eq!(kept, super::Held::new(full, 2, false).encode_index());
         // A later open takes it: the index it holds is the kept one.
         let reopened = KeyService::open(

@@ -471,9 +471,9 @@ impl KeyService {
     pub(crate) fn expired_material(&self, now: UnixSeconds) -> Vec<Uuid> {
         self.held
             .index()
-            .iter()
+            .dated()
             .filter(|(_, summary)| summary.material_expired(now))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect()
     }
 

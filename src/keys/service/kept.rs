@@ -3,14 +3,15 @@
 //! and not used (see `Store::put_aside`); and the guard that stops the keeping when a change
 //! to a key record may have missed the index.
 
+use super::index::{KeyIndex, Summary};
 use super::{KeyService, held, records};
 use crate::keys::{KeyError, KeyState};
 use crate::keystore::KeyStore;
 use crate::store::Store;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use uuid::Uuid;
 
 /// The name the key index is kept under beside the store.
 pub(super) const INDEX_ASIDE: &str = "key-index";
@@ -40,14 +41,14 @@ impl KeyService {
     pub(super) fn index_at_open(
         store: &Store,
         keystores: &HashMap<String, Arc<dyn KeyStore>>,
-    ) -> Result<(BTreeMap<Uuid, held::Summary>, usize), KeyError> {
-        let (mut index, live) = match store
-            .aside(INDEX_ASIDE)
-            .and_then(|b| held::decode_index(&b))
-        {
+    ) -> Result<(KeyIndex, usize), KeyError> {
+        let (mut index, live) = match store.aside(INDEX_ASIDE).and_then(|b| KeyIndex::decode(&b)) {
             // Kept at the last close, and the records are exactly as they were then.
             Some(index) => {
-                let live = index.values().filter(|s| s.live()).count();
+                let live = index
+                    .states(Bound::Unbounded)
+                    .filter(|(_, state)| *state != KeyState::Deleted)
+                    .count();
                 tracing::info!(keys = index.len(), "key index read back from its copy");
                 (index, live)
             }
@@ -83,7 +84,7 @@ impl KeyService {
     /// reserved count as used. Counts are taken only once that overwrite is durable.
     /// Overwritten even when out of date: records changed since could come back to the very
     /// set they were kept with.
-    fn take_counts(store: &Store, index: &mut BTreeMap<Uuid, held::Summary>) {
+    fn take_counts(store: &Store, index: &mut KeyIndex) {
         let kept = store.aside(COUNTS_ASIDE);
         if kept.as_deref().is_some_and(<[u8]>::is_empty) {
             // Taken by an earlier open, with the records as they are now: nothing to overwrite.
@@ -115,8 +116,8 @@ impl KeyService {
     pub(super) fn index_every_record(
         store: &Store,
         keystores: &HashMap<String, Arc<dyn KeyStore>>,
-    ) -> Result<(BTreeMap<Uuid, held::Summary>, usize), KeyError> {
-        let mut index = BTreeMap::new();
+    ) -> Result<(KeyIndex, usize), KeyError> {
+        let mut index = KeyIndex::default();
         let mut live = 0;
         records::for_every_record(store, |page| {
             for record in page {
@@ -127,7 +128,7 @@ impl KeyService {
                             "key lives in a keystore that is not configured; its operations will fail");
                     }
                 }
-                index.insert(record.id, held::Summary::of(record));
+                index.insert(record.id, Summary::of(record));
             }
             Ok(())
         })?;

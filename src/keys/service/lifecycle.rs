@@ -241,15 +241,15 @@ impl KeyService {
         let index = self.held.index();
         let mut items = Vec::with_capacity(limit);
         let mut more = false;
-        for (id, summary) in index.range((start, Bound::Unbounded)) {
-            if !summary.live() {
+        for (id, state) in index.states(start) {
+            if state == KeyState::Deleted {
                 continue;
             }
             if items.len() == limit {
                 more = true;
                 break;
             }
-            items.push(*id);
+            items.push(id);
         }
         let next_marker = if more {
             items.last().map(|id| id.hyphenated().to_string())
@@ -394,11 +394,11 @@ impl KeyService {
     pub(crate) fn due_keys(&self, now: UnixSeconds) -> (Vec<Uuid>, Vec<Uuid>) {
         let mut deletions = Vec::new();
         let mut rotations = Vec::new();
-        for (id, summary) in self.held.index().iter() {
+        for (id, summary) in self.held.index().dated() {
             if summary.deletion_due(now) {
-                deletions.push(*id);
+                deletions.push(id);
             } else if summary.rotation_due(now) {
-                rotations.push(*id);
+                rotations.push(id);
             }
         }
         (deletions, rotations)

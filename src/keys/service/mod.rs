@@ -772,7 +772,7 @@ impl KeyService {
     /// Keeps the index's summary of a key up to date with its record.
     fn summarise(&self, record: &KeyRecord) {
         self.held
-            .set_summary(record.id, Some(held::Summary::of(record)));
+            .set_summary(record.id, Some(index::Summary::of(record)));
     }
 
     /// Applies `change` to a copy of the key's record and commits it (with `extra` records);
@@ -903,6 +903,7 @@ mod crypto;
 mod follow;
 mod grants;
 mod held;
+mod index;
 pub use held::KEY_CACHE;
 mod import;
 mod journal;

@@ -18,8 +18,8 @@ impl KeyService {
         ] {
             counts.insert(state.as_str(), 0);
         }
-        for summary in self.held.index().values() {
-            *counts.entry(summary.state.as_str()).or_insert(0) += 1;
+        for (_, state) in self.held.index().states(std::ops::Bound::Unbounded) {
+            *counts.entry(state.as_str()).or_insert(0) += 1;
         }
         counts
     }
