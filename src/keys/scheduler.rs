@@ -2,7 +2,9 @@
 //!
 //! It runs once at start-up, before the daemon serves (so deadlines that passed while the
 //! daemon was down are met first), then every `interval`. What each pass did goes to the
-//! caller's `on_report`, which the daemon turns into audit records.
+//! caller's `on_report`, which the daemon turns into audit records. Among daemons sharing a
+//! store one runs the deadlines; every daemon writes the last uses of keys it served, at each
+//! `interval` and, once calls over many keys have parked many, without waiting for it.
 
 use super::KeyService;
 use crate::background::Background;
@@ -99,16 +101,21 @@ pub fn spawn_scheduler(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
+            let pass = tokio::select! {
+                _ = ticker.tick() => true,
+                // Many uses parked since the pass: written now, the deadlines wait.
+                _ = service.uses_piling_up() => false,
                 _ = stop.asked() => return,
-            }
-            // Among daemons sharing a store, one runs the deadlines.
+            };
+            // Among daemons sharing a store, one runs the deadlines; each writes the uses it
+            // saw.
             let leading = leads.clone();
-            if !tokio::task::spawn_blocking(move || leading())
-                .await
-                .unwrap_or(false)
+            if !pass
+                || !tokio::task::spawn_blocking(move || leading())
+                    .await
+                    .unwrap_or(false)
             {
+                service.record_uses().await;
                 continue;
             }
             let report = service.run_due_tasks().await;

@@ -33,6 +33,11 @@ use uuid::Uuid;
 /// Entries held by default.
 pub const KEY_CACHE: usize = 10_000;
 
+/// Last uses parked at which the scheduler is asked to write them before its next pass: after
+/// calls over many keys the map of parked uses would otherwise hold one for every key used
+/// since the last pass (a million keys used in a minute: ~100 MB).
+pub(super) const PARKED_USES_SOON: usize = 16_384;
+
 /// What was found for a key asked for.
 pub(super) enum Lookup {
     Held(Arc<KeyEntry>),
@@ -111,6 +116,10 @@ pub(super) struct Held {
     /// What evicted entries left: for the entry that reads the key again, and (last uses)
     /// for the scheduler's pass.
     parked: Mutex<HashMap<Uuid, Parked>>,
+    /// Told each time [`PARKED_USES_SOON`] (`uses_soon`) more are parked (see
+    /// [`Held::uses_piling_up`]).
+    uses_piling_up: tokio::sync::Notify,
+    uses_soon: usize,
     /// Changes to stored key records so far, by a hash of the key's id (see the module's
     /// note): a change to one key sends only the reads of keys sharing its stripe round again.
     changes: [AtomicU64; STRIPES],
@@ -144,6 +153,8 @@ impl Held {
             entries: Mutex::new(LruCache::unbounded()),
             capacity: capacity.max(1),
             parked: Mutex::new(HashMap::new()),
+            uses_piling_up: tokio::sync::Notify::new(),
+            uses_soon: PARKED_USES_SOON,
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
             counted: crate::metrics::metrics().map(|m| {
                 (
@@ -315,8 +326,19 @@ impl Held {
             unused: None,
         };
         if parked.counter.is_some() || parked.used.is_some() {
-            lock(&self.parked).insert(entry.id, parked);
+            let mut map = lock(&self.parked);
+            map.insert(entry.id, parked);
+            // Counted with the counters parked whole, which only a shared store has.
+            if map.len().is_multiple_of(self.uses_soon) {
+                self.uses_piling_up.notify_one();
+            }
         }
+    }
+
+    /// Returns once [`PARKED_USES_SOON`] more uses are parked, or at once if that happened
+    /// since the last call: the scheduler writes them then, besides at its pass.
+    pub async fn uses_piling_up(&self) {
+        self.uses_piling_up.notified().await
     }
 
     /// The last use of an evicted entry not yet written, if any.
@@ -705,6 +727,44 @@ mod tests {
             "{} of {capacity} keys in use still held",
             still_held(&h.service)
         );
+    }
+
+    /// Calls over many keys park a use for each key evicted: once `uses_soon` are parked, the
+    /// scheduler writes them without waiting for its pass (an hour away here), and the map of
+    /// parked uses is empty again.
+    #[tokio::test]
+    async fn many_parked_uses_are_written_before_the_schedulers_pass() {
+        let mut h = harness(1);
+        h.service.held.uses_soon = 4;
+        let ids = keys(&h.service, 6).await;
+        let service = Arc::new(h.service);
+        let scheduler = crate::keys::scheduler::spawn_scheduler(
+            service.clone(),
+            std::time::Duration::from_secs(3600),
+            Arc::new(|_| {}),
+            Arc::new(|| true),
+        );
+        // Five used: the first four are evicted by the one after each, and park their uses.
+        for id in &ids[..5] {
+            service.encrypt(id, b"x", &empty()).await.unwrap();
+        }
+        let written = |id: &str| stored(&h.store, id).last_used.is_some();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ids[..4].iter().all(|id| written(id)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the parked uses were not written before the pass"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            stored(&h.store, &ids[0]).last_used.map(|u| u.operation),
+            Some("Encrypt".to_owned())
+        );
+        assert!(super::lock(&service.held.parked).is_empty());
+        // The key never used has no use written.
+        assert!(!written(&ids[5]));
+        scheduler.stop().await;
     }
 
     /// A use seen before the key's entry was evicted is written by the next pass.

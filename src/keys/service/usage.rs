@@ -108,4 +108,11 @@ impl KeyService {
             })
             .await;
     }
+
+    /// Returns once calls over many keys have parked many uses not yet written (see
+    /// `held::PARKED_USES_SOON`): the scheduler then writes them without waiting for its pass,
+    /// so that what is parked stays bounded whatever the number of keys used.
+    pub async fn uses_piling_up(&self) {
+        self.held.uses_piling_up().await
+    }
 }
