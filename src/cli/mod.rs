@@ -11,6 +11,7 @@ pub mod bench;
 mod certificates;
 mod cluster;
 mod commands;
+mod crypto;
 mod federation;
 mod grants;
 mod identity;
@@ -90,30 +91,30 @@ pub enum Command {
     #[command(subcommand)]
     Grant(grants::GrantCommand),
     /// Encrypt stdin (at most 4096 bytes); prints the base64 ciphertext blob.
-    Encrypt(commands::EncryptArgs),
+    Encrypt(crypto::EncryptArgs),
     /// Decrypt a base64 ciphertext blob from stdin; prints the plaintext.
-    Decrypt(commands::DecryptArgs),
+    Decrypt(crypto::DecryptArgs),
     /// Decrypt a base64 ciphertext blob from stdin and encrypt it under another key, inside the daemon.
-    ReEncrypt(commands::ReEncryptArgs),
+    ReEncrypt(crypto::ReEncryptArgs),
     /// Generate a data key: its plaintext and its ciphertext under KEY.
-    DataKey(commands::DataKeyArgs),
+    DataKey(crypto::DataKeyArgs),
     /// Generate a data key pair (RSA or ECC): its public key, its private key (PKCS#8 DER)
     /// and the private key's ciphertext under KEY, base64.
-    DataKeyPair(commands::DataKeyPairArgs),
+    DataKeyPair(crypto::DataKeyPairArgs),
     /// ECDH of a KEY_AGREEMENT key with a peer's public key (DER or PEM on stdin); prints the
     /// shared secret, base64.
-    DeriveSharedSecret(commands::DeriveSharedSecretArgs),
+    DeriveSharedSecret(crypto::DeriveSharedSecretArgs),
     /// N random bytes (1-1024), base64.
-    Random(commands::RandomArgs),
+    Random(crypto::RandomArgs),
     /// HMACs with HMAC keys: generate, verify.
     #[command(subcommand)]
-    Mac(commands::MacCommand),
+    Mac(crypto::MacCommand),
     /// Sign stdin with an asymmetric key; prints the base64 DER signature.
-    Sign(commands::SignArgs),
+    Sign(crypto::SignArgs),
     /// Verify a base64 signature of stdin; exits non-zero if it does not verify.
-    Verify(commands::VerifyArgs),
+    Verify(crypto::VerifyArgs),
     /// An asymmetric key's public key (PEM, or DER SubjectPublicKeyInfo).
-    GetPublicKey(commands::GetPublicKeyArgs),
+    GetPublicKey(crypto::GetPublicKeyArgs),
     /// Batches of Encrypt, Decrypt or GenerateDataKey items, as JSON lines on stdin.
     #[command(flatten)]
     Batch(batch::BatchCommand),
@@ -201,22 +202,22 @@ pub fn run(cli: Cli) -> i32 {
         Command::Key(command) => commands::run_client(client, |c| commands::key(c, command)),
         Command::Alias(command) => commands::run_client(client, |c| commands::alias(c, command)),
         Command::Grant(command) => commands::run_client(client, |c| grants::grant(c, command)),
-        Command::Encrypt(args) => commands::run_client(client, |c| commands::encrypt(c, args)),
-        Command::Decrypt(args) => commands::run_client(client, |c| commands::decrypt(c, args)),
-        Command::ReEncrypt(args) => commands::run_client(client, |c| commands::re_encrypt(c, args)),
-        Command::DataKey(args) => commands::run_client(client, |c| commands::data_key(c, args)),
+        Command::Encrypt(args) => commands::run_client(client, |c| crypto::encrypt(c, args)),
+        Command::Decrypt(args) => commands::run_client(client, |c| crypto::decrypt(c, args)),
+        Command::ReEncrypt(args) => commands::run_client(client, |c| crypto::re_encrypt(c, args)),
+        Command::DataKey(args) => commands::run_client(client, |c| crypto::data_key(c, args)),
         Command::DataKeyPair(args) => {
-            commands::run_client(client, |c| commands::data_key_pair(c, args))
+            commands::run_client(client, |c| crypto::data_key_pair(c, args))
         }
         Command::DeriveSharedSecret(args) => {
-            commands::run_client(client, |c| commands::derive_shared_secret(c, args))
+            commands::run_client(client, |c| crypto::derive_shared_secret(c, args))
         }
-        Command::Random(args) => commands::run_client(client, |c| commands::random(c, args)),
-        Command::Mac(command) => commands::run_client(client, |c| commands::mac(c, command)),
-        Command::Sign(args) => commands::run_client(client, |c| commands::sign(c, args)),
-        Command::Verify(args) => commands::run_client(client, |c| commands::verify(c, args)),
+        Command::Random(args) => commands::run_client(client, |c| crypto::random(c, args)),
+        Command::Mac(command) => commands::run_client(client, |c| crypto::mac(c, command)),
+        Command::Sign(args) => commands::run_client(client, |c| crypto::sign(c, args)),
+        Command::Verify(args) => commands::run_client(client, |c| crypto::verify(c, args)),
         Command::GetPublicKey(args) => {
-            commands::run_client(client, |c| commands::get_public_key(c, args))
+            commands::run_client(client, |c| crypto::get_public_key(c, args))
         }
         Command::Batch(command) => commands::run_client(client, |c| batch::batch(c, command)),
         Command::Policy(identity::PolicyCommand::Validate {
