@@ -1102,6 +1102,29 @@ async fn one_daemon_runs_the_scheduler_and_another_takes_over() {
     .await;
 }
 
+/// A key used only through a daemon that does not run the scheduler: that daemon writes the
+/// use itself, and the daemon that leads shows it (only the leader wrote uses, and the others'
+/// waited in memory until they stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_seen_by_a_daemon_that_does_not_lead_is_written() {
+    let fast = |config: &mut keyhaven::server::DaemonConfig| {
+        config.scheduler_interval = std::time::Duration::from_millis(200);
+    };
+    let a = TestDaemon::start_with(Backend::SealedOnEtcd, fast).await;
+    let b = a.join().await;
+    let key = a.create_key("used through B only").await.key_id;
+    assert_eq!(a.describe(&key).await.unwrap().last_used_date, None);
+    b.encrypt(&key, b"x", &[]).await.unwrap();
+    within(
+        "the daemon that leads shows the use the other saw",
+        || async {
+            let shown = a.describe(&key).await.unwrap();
+            shown.last_used_operation == "Encrypt" && shown.last_used_date.is_some()
+        },
+    )
+    .await;
+}
+
 /// A daemon's lease (its listing, its lead) is kept alive across the loss of the member its
 /// keep-alive stream was on: well past the lease's life, it is still listed and still writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
