@@ -2827,6 +2827,10 @@ fn discard_logs() {
 }
 
 fn main() {
+    // As `keyhaven` sets it (src/main.rs): freed memory goes back to the system at once, unless
+    // MIMALLOC_PURGE_DELAY says otherwise. mimalloc's `purge_delay` is its option 15.
+    // SAFETY: sets one option by its index (in range) before any other thread runs.
+    unsafe { libmimalloc_sys::mi_option_set_default(15, 0) };
     discard_logs();
     let settings = Settings::from_env();
     let started = Instant::now();
