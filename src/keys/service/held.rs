@@ -1,8 +1,8 @@
 //! What the service holds of its keys in memory: an index of every key (its state and the
-//! dates the scheduler acts on, about 27 bytes a key; see `index`), and the whole entries (record, parsed
-//! policy, nonce counter, last use, change gate) of the keys used most recently, in a bounded
-//! LRU (`key_cache` in the config). Any other key's entry is read from the store when a call
-//! asks for it.
+//! dates the scheduler acts on, about 27 bytes a key; see `index`), and the whole entries
+//! (record, parsed policy, nonce counter, last use, change gate) of the keys used most
+//! recently, in a bounded LRU (`key_cache` in the config). Any other key's entry is read from
+//! the store when a call asks for it.
 //!
 //! Three things an entry carries must outlive its eviction, and do:
 //! - **Its gate.** An entry someone holds is never evicted, so a key never has two entries, and
