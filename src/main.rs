@@ -20,10 +20,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 fn purge_at_once() {
     // SAFETY: sets one of mimalloc's options by its index (in range), before any thread but
     // this one runs; the function only writes the option's value.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0)
-    };
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
 }
 
 fn main() {
@@ -42,7 +39,6 @@ mod tests {
         assert!(std::env::var_os("MIMALLOC_PURGE_DELAY").is_none());
         // SAFETY: reads and sets one option by its index; nothing else uses mimalloc's
         // options in this test binary.
-        #[allow(unsafe_code)]
         let (before, after) = unsafe {
             let before = libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY);
             super::purge_at_once();

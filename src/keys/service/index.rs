@@ -261,16 +261,6 @@ impl KeyIndex {
     }
 }
 
-impl FromIterator<(Uuid, Summary)> for KeyIndex {
-    fn from_iter<I: IntoIterator<Item = (Uuid, Summary)>>(iter: I) -> Self {
-        let mut index = KeyIndex::default();
-        for (id, summary) in iter {
-            index.insert(id, summary);
-        }
-        index
-    }
-}
-
 /// A key's bytes in the encoded index: its id, its state, its three dates.
 const INDEXED_LEN: usize = 16 + 1 + 3 * 8;
 /// The states, by their number in the encoded index.
@@ -344,19 +334,16 @@ mod tests {
     /// are refused.
     #[test]
     fn the_index_survives_its_encoding() {
-        let index: KeyIndex = (0..50u128)
-            .map(|n| {
-                let due = if n % 7 == 0 {
-                    [n as i64, NEVER, NEVER]
-                } else {
-                    UNDATED
-                };
-                (
-                    id(n * 31 % 97),
-                    summary(STATES[n as usize % STATES.len()], due),
-                )
-            })
-            .collect();
+        let mut index = KeyIndex::default();
+        for n in 0..50u128 {
+            let due = if n % 7 == 0 {
+                [n as i64, NEVER, NEVER]
+            } else {
+                UNDATED
+            };
+            let state = STATES[n as usize % STATES.len()];
+            index.insert(id(n * 31 % 97), summary(state, due));
+        }
         let bytes = index.encode();
         assert_eq!(KeyIndex::decode(&bytes), Some(index.clone()));
         assert_eq!(KeyIndex::decode(&bytes[1..]), None);

@@ -369,7 +369,7 @@ impl Pkcs11KeyStore {
         let answer = self.device.with_session(|session| {
             attempts += 1;
             if attempts > 1 {
-                destroy_labelled(session, &object_label(&self.account_id, material))?;
+                destroy_labelled(session, object_label(&self.account_id, material).as_bytes())?;
             }
             let Some(private) = session
                 .find_objects(&[
@@ -428,19 +428,7 @@ impl Pkcs11KeyStore {
         let label = self.wrapping_label(wrapping);
         let _changing = self.changing_objects();
         self.device
-            .with_session(|session| {
-                let found = session.find_objects(&[Attribute::Label(label.clone())])?;
-                if found.is_empty() && !logged_in(session)? {
-                    return Err(CryptokiError::Pkcs11(
-                        RvError::UserNotLoggedIn,
-                        Function::FindObjects,
-                    ));
-                }
-                for handle in found {
-                    session.destroy_object(handle)?;
-                }
-                Ok(())
-            })
+            .with_session(|session| destroy_labelled(session, &label))
             .map_err(unavailable)?;
         Ok(WriteBatch::new())
     }

@@ -255,8 +255,8 @@ fn find(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptokiErr
 
 /// Destroys every object with this label, whatever its class: the secret key, or both halves
 /// of a key pair, and any session copy.
-fn destroy_labelled(session: &Session, label: &str) -> Result<(), CryptokiError> {
-    let found = session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+fn destroy_labelled(session: &Session, label: &[u8]) -> Result<(), CryptokiError> {
+    let found = session.find_objects(&[Attribute::Label(label.to_vec())])?;
     if found.is_empty() && !logged_in(session)? {
         return Err(CryptokiError::Pkcs11(
             RvError::UserNotLoggedIn,
@@ -469,7 +469,7 @@ impl Pkcs11KeyStore {
         let generated = self.device.with_session(|session| {
             attempts += 1;
             if attempts > 1 {
-                destroy_labelled(session, &object_label(&self.account_id, material))?;
+                destroy_labelled(session, object_label(&self.account_id, material).as_bytes())?;
             }
             make(session)
         });
@@ -972,7 +972,7 @@ impl KeyStore for Pkcs11KeyStore {
         let _changing = self.changing_objects();
         self.device
             .with_session(|session| {
-                destroy_labelled(session, &object_label(&self.account_id, material))
+                destroy_labelled(session, object_label(&self.account_id, material).as_bytes())
             })
             .map_err(unavailable)?;
         Ok(WriteBatch::new())
