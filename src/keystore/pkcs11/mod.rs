@@ -269,54 +269,6 @@ fn destroy_labelled(session: &Session, label: &[u8]) -> Result<(), CryptokiError
     Ok(())
 }
 
-/// ECDH of the private key `handle` with the peer's uncompressed `point` (`CKD_NULL`): the
-/// shared secret's x-coordinate, `len` bytes. The derived session object is destroyed
-/// whatever happens once it is made.
-fn derive_secret(
-    session: &Session,
-    handle: ObjectHandle,
-    point: &[u8],
-    len: usize,
-) -> Result<SecretBytes, CryptokiError> {
-    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
-    let params = Ecdh1DeriveParams::new(EcKdf::null(), point);
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::ValueLen((len as u64).into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        // The one object Keyhaven reads a value from: the secret is the answer.
-        Attribute::Sensitive(false),
-        Attribute::Extractable(true),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ];
-    let derived = session.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
-    let read = session.get_attributes(derived, &[AttributeType::Value]);
-    let destroyed = session.destroy_object(derived);
-    let mut secret = None;
-    for attribute in read? {
-        if let Attribute::Value(value) = attribute {
-            secret = Some(SecretBytes::new(value));
-        }
-    }
-    destroyed?;
-    match secret {
-        Some(secret) if secret.expose().len() == len => Ok(secret),
-        // Not a failing device to retry: a token answering another length is refused.
-        _ => Err(CryptokiError::Pkcs11(
-            RvError::AttributeValueInvalid,
-            Function::GetAttributeValue,
-        )),
-    }
-}
-
 impl Pkcs11KeyStore {
     /// Connects to the token (module, slot, login, mechanism check); objects are named in the
     /// namespace of `account_id`.
@@ -635,7 +587,7 @@ impl KeyStore for Pkcs11KeyStore {
             // object lock, as every object change is.
             let _changing = self.changing_objects();
             self.device
-                .with_session(|session| derive_secret(session, handle, &point, secret_len))
+                .with_session(|session| pairs::derive_secret(session, handle, &point, secret_len))
         };
         // The handle is looked up before the lock is taken (finding reads the objects).
         let handle = self.working_handle(material)?;

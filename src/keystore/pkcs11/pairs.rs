@@ -1,6 +1,6 @@
-//! Key pairs made and used in the device: a pair generated under the version's label, RSAES-OAEP
-//! decryption with its private key, and its public key read back (what to ask the token for,
-//! and how its answers are shaped, is in `asymmetric`).
+//! Key pairs made and used in the device: a pair generated under the version's label,
+//! RSAES-OAEP decryption and ECDH with its private key, and its public key read back (what to
+//! ask the token for, and how its answers are shaped, is in `asymmetric`).
 
 use super::*;
 
@@ -173,5 +173,53 @@ impl Pkcs11KeyStore {
                 value(AttributeType::EcPoint)?,
             )
         }
+    }
+}
+
+/// ECDH of the private key `handle` with the peer's uncompressed `point` (`CKD_NULL`): the
+/// shared secret's x-coordinate, `len` bytes. The derived session object is destroyed
+/// whatever happens once it is made.
+pub(super) fn derive_secret(
+    session: &Session,
+    handle: ObjectHandle,
+    point: &[u8],
+    len: usize,
+) -> Result<SecretBytes, CryptokiError> {
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    let params = Ecdh1DeriveParams::new(EcKdf::null(), point);
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen((len as u64).into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        // The one object Keyhaven reads a value from: the secret is the answer.
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    let derived = session.derive_key(&Mechanism::Ecdh1Derive(params), handle, &template)?;
+    let read = session.get_attributes(derived, &[AttributeType::Value]);
+    let destroyed = session.destroy_object(derived);
+    let mut secret = None;
+    for attribute in read? {
+        if let Attribute::Value(value) = attribute {
+            secret = Some(SecretBytes::new(value));
+        }
+    }
+    destroyed?;
+    match secret {
+        Some(secret) if secret.expose().len() == len => Ok(secret),
+        // Not a failing device to retry: a token answering another length is refused.
+        _ => Err(CryptokiError::Pkcs11(
+            RvError::AttributeValueInvalid,
+            Function::GetAttributeValue,
+        )),
     }
 }
