@@ -1280,14 +1280,22 @@ async fn run_epoch(
         if !problems.is_empty() {
             fail(&deployment, seed, cycle, "after restart", &problems);
         }
-        // A CreateKey acknowledged before the kill, sent again as it was: a replay.
+        // A CreateKey acknowledged before the kill, sent again as it was: a replay. On etcd
+        // its signature is stored and the refusal names the replay; on sled it is refused on its
+        // date (before the restarted daemon's start, which is after every change the killed one
+        // took).
         if let Some((metadata, message)) = replayable.take() {
             let mut request = tonic::Request::new(message);
             *request.metadata_mut() = metadata;
+            let reason = if keystore == Keystore::SealedCluster {
+                "replayed"
+            } else {
+                "signature dated before the daemon started"
+            };
             match client.kms().create_key(request).await {
                 Err(status)
                     if status.code() == tonic::Code::Unauthenticated
-                        && status.message().contains("replayed") => {}
+                        && status.message().contains(reason) => {}
                 other => fail(
                     &deployment,
                     seed,
@@ -1523,10 +1531,12 @@ fn record_names_parse() {
     assert_eq!(parse_label("444455556666", &label), None);
 }
 
-/// A change's signature is on disk when the change is: a daemon SIGKILLed right after it
-/// answered a DisableKey refuses the captured request, sent again after the restart, as a
-/// replay, and the key stays as it was made since. (The restarted daemon listens on another
-/// port, which the signature covers: the refusal must name the replay, not the signature.)
+/// What refuses a change's replay is on disk when the change is: a daemon SIGKILLed right
+/// after it answered a DisableKey refuses the captured request, sent again after the restart,
+/// as dated before its start (the killed run's last second is stored with the change, and the
+/// restart begins after it, waiting out that second if it must), and the key stays as it was
+/// made since. (The restarted daemon listens on another port, which the signature covers: the
+/// refusal must name the date, checked first, not the signature.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_replayed_after_a_sigkill_is_refused() {
     let deployment = Deployment::new(Keystore::Sealed).await;
@@ -1567,7 +1577,12 @@ async fn a_change_replayed_after_a_sigkill_is_refused() {
         .expect_err("the replay was taken");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     assert_eq!(reason_of(&status), Some("InvalidSignatureException".into()));
-    assert!(status.message().contains("replayed"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("signature dated before the daemon started"),
+        "{status:?}"
+    );
     let described = client
         .kms()
         .describe_key(client.signed("DescribeKey", v1::DescribeKeyRequest { key_id: key }))

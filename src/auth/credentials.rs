@@ -28,6 +28,7 @@ mod signed;
 mod temporary;
 
 use seen::parse_seen_name;
+pub use seen::wait_past_accepted;
 pub(crate) use signed::host_accepted;
 pub use signed::{SignatureDoor, SignedRequest};
 
@@ -305,10 +306,14 @@ pub struct CredentialStore {
     /// Serialises changes (so the per-user limit holds under concurrency).
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
-    /// When this run of the daemon opened its credentials: signatures dated earlier are
-    /// refused, since only the stored ones (state changes, reads dated ahead) outlive a
-    /// restart.
+    /// When this run of the daemon opened its credentials (or, after a restart within the
+    /// second an earlier run accepted calls in, the second after): signatures dated earlier
+    /// are refused, since only the stored ones (reads and changes dated ahead, every change on
+    /// a shared store) outlive a restart.
     started: UnixSeconds,
+    /// On a store one daemon writes: the latest second up to which this run accepted a call
+    /// that may change state without storing its signature (see `seen`).
+    accepted_until: std::sync::Mutex<UnixSeconds>,
     /// The `:authority` values requests may be addressed to; empty: any (behind a proxy, the
     /// name clients use may be one the daemon cannot know). Either way the value is signed.
     accepted_hosts: Vec<String>,
@@ -363,8 +368,10 @@ impl CredentialStore {
                 .map_err(|e| StoreError(format!("{label}: {e}")))?;
             keys.insert(entry.record.access_key_id.clone(), Arc::new(entry));
         }
-        // The signatures of state changes made before a restart are still refused.
-        let now = clock.now();
+        // The signatures of state changes made before a restart are still refused: those
+        // stored, by the replay cache; the others, on their date.
+        let until = seen::accepted_until(&store)?;
+        let now = seen::first_second(until, clock.now());
         let replay = seen::load(&store, now)?;
         let certificates = CertificateBindings::open(store.clone())?;
         let mfa = MfaDevices::open(
@@ -386,6 +393,7 @@ impl CredentialStore {
             gate: tokio::sync::Mutex::new(()),
             replay,
             started: now,
+            accepted_until: std::sync::Mutex::new(until.unwrap_or(UnixSeconds::MIN)),
             accepted_hosts: Vec::new(),
             certificates,
             mfa,

@@ -14,7 +14,7 @@ pub(crate) use credentials::host_accepted;
 pub use credentials::{
     AccessKeyInfo, AccessKeyStatus, CredentialError, CredentialStore, Credentials,
     MAX_ACCESS_KEYS_PER_USER, MAX_SKEW_SECONDS, NewAccessKey, SignatureDoor, SignatureUse,
-    SignedRequest, is_well_formed_access_key_id, principal,
+    SignedRequest, is_well_formed_access_key_id, principal, wait_past_accepted,
 };
 pub use directory::CredentialDirectory;
 pub use replay::ReplayCache;

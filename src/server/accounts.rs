@@ -106,6 +106,9 @@ pub(super) async fn open_account(
     accounts: &Arc<Accounts>,
 ) -> Result<AccountServices, ServerError> {
     let config = &setup.config;
+    crate::auth::wait_past_accepted(&store, setup.clock.as_ref())
+        .await
+        .map_err(|e| ServerError::Start(e.to_string()))?;
     let credentials = Arc::new(
         CredentialStore::open(
             setup.master.clone(),

@@ -1,11 +1,19 @@
-//! The signatures of calls that may change state, stored so that a restarted daemon (or
-//! another sharing the store) still refuses their replay: written with the call's own change,
-//! read back at a start (only those dated from it on), looked up for a request dated before
-//! the start, and swept once stale.
+//! What outlives a restart of the replay guard, so that a restarted daemon (or another sharing
+//! the store) still refuses a replay: written with the call's own change.
+//!
+//! - On a store other daemons share, the signature of every call that may change state: read
+//!   back at a start (only those dated from it on), looked up for a request dated before the
+//!   start (to name a replay as one), and swept once stale.
+//! - On a store one daemon writes, only the signatures dated after the daemon's clock (a client
+//!   whose clock runs ahead). For the others one record says up to which second such calls
+//!   were accepted: a start accepts signatures dated after it only (waiting out that second
+//!   when it restarts within it), so every unstored signature is dated before the start and
+//!   refused on its date. One record however many calls, instead of one each (a third of the
+//!   store's records, and of its integrity tree, right after a burst of CreateKeys).
 
 use super::{CredentialStore, MAX_SKEW_SECONDS, SignatureUse};
 use crate::auth::replay::ReplayCache;
-use crate::clock::UnixSeconds;
+use crate::clock::{Clock, UnixSeconds};
 use crate::store::{Store, StoreError, WriteBatch};
 
 /// Signatures of calls that change state, kept until they would be refused as stale anyway:
@@ -13,6 +21,13 @@ use crate::store::{Store, StoreError, WriteBatch};
 const SEEN_PREFIX: &[u8] = b"auth/seen/";
 /// Stored signatures read at a time by the sweep.
 const SEEN_SWEEP: usize = 1_000;
+/// On a store one daemon writes: the last second up to which a call that may change state was
+/// accepted with a signature not stored (8 bytes, big-endian).
+const ACCEPTED_UNTIL: &[u8] = b"auth/accepted-until";
+/// How long a start waits for its clock to pass [`ACCEPTED_UNTIL`] (a restart within the same
+/// second); a clock set back by more than that refuses signatures dated up to it until it has
+/// passed it.
+const START_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// An expiry as 8 bytes that sort as the times do (big-endian, sign bit flipped).
 fn sortable(expires: UnixSeconds) -> [u8; 8] {
@@ -42,6 +57,50 @@ pub(super) fn parse_seen_name(name: &[u8]) -> Option<SignatureUse> {
         signature,
         view: 0,
     })
+}
+
+/// Up to which second an earlier run accepted signatures it did not store; none if it stored
+/// them all (or nothing was ever accepted).
+pub(super) fn accepted_until(store: &Store) -> Result<Option<UnixSeconds>, StoreError> {
+    let Some(value) = store.get(ACCEPTED_UNTIL)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| {
+        StoreError(format!(
+            "{} is damaged: {} bytes, not 8",
+            String::from_utf8_lossy(ACCEPTED_UNTIL),
+            value.len()
+        ))
+    })?;
+    Ok(Some(i64::from_be_bytes(bytes)))
+}
+
+/// The first second whose signatures a start may accept: its own, or the second after those an
+/// earlier run accepted without storing them.
+pub(super) fn first_second(until: Option<UnixSeconds>, now: UnixSeconds) -> UnixSeconds {
+    until.map_or(now, |until| now.max(until.saturating_add(1)))
+}
+
+/// Waits (up to [`START_WAIT`]) until `clock` has passed the second up to which an earlier run
+/// accepted signatures it did not store, so that a start within that second refuses nobody who
+/// signs after it. Call before [`CredentialStore::open`].
+pub async fn wait_past_accepted(store: &Store, clock: &dyn Clock) -> Result<(), StoreError> {
+    let Some(until) = accepted_until(store)? else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    while clock.now() <= until && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if clock.now() <= until {
+        tracing::warn!(
+            accepted_until = until,
+            now = clock.now(),
+            "an earlier run accepted requests dated after this clock (was the clock set back?): \
+             signatures dated up to then are refused until the clock has passed it"
+        );
+    }
+    Ok(())
 }
 
 /// The replay cache a start begins with: the stored signatures dated from `now` on (a client
@@ -80,7 +139,15 @@ impl CredentialStore {
     ///
     /// Returns `false` when another daemon sharing the store stored the signature first: the
     /// call is a replay there.
+    ///
+    /// On a store no other daemon writes, a signature dated up to the daemon's clock is not
+    /// stored: the second up to which such calls were accepted is, staged the same way, and the
+    /// next start accepts only signatures dated after it.
     pub fn remember(&self, used: &SignatureUse) -> Result<bool, StoreError> {
+        if !self.store.is_shared() && !self.outlives_a_restart(used) {
+            self.mark_accepted(used.expires - MAX_SKEW_SECONDS)?;
+            return Ok(true);
+        }
         let mut batch = WriteBatch::new();
         let name = seen_name(used.expires, &used.signature);
         batch.put(name.clone(), Vec::new());
@@ -90,6 +157,20 @@ impl CredentialStore {
             Err(crate::store::CommitError::Stale) => Ok(false),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Stages [`ACCEPTED_UNTIL`] at the latest second a call was accepted with an unstored
+    /// signature dated `request_time`. Under one lock, so that the value staged last is the
+    /// greatest: concurrent calls never stage an earlier second over a later one.
+    fn mark_accepted(&self, request_time: UnixSeconds) -> Result<(), StoreError> {
+        let mut until = match self.accepted_until.lock() {
+            Ok(until) => until,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *until = (*until).max(self.clock.now()).max(request_time);
+        let mut batch = WriteBatch::new();
+        batch.put(ACCEPTED_UNTIL.to_vec(), until.to_be_bytes().to_vec());
+        Ok(self.store.stage(batch)?)
     }
 
     /// Whether `used` would still be accepted by this daemon restarted now: a signature
@@ -193,6 +274,80 @@ mod tests {
         assert!(names.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(parse_seen_name(b"auth/seen/short"), None);
         assert_eq!(parse_seen_name(&names[0][1..]), None);
+    }
+
+    /// On a store one daemon writes, changes dated up to the daemon's clock leave one record,
+    /// which never goes back, and the next start accepts only signatures dated after it.
+    #[test]
+    fn changes_dated_up_to_the_clock_leave_one_record_and_the_next_start_is_after_it() {
+        use crate::clock::OffsetClock;
+        use crate::seal::{self, KdfParams};
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("replay test".into());
+        let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+        let master = Arc::new(master);
+        let backend = crate::store::SledBackend::open(&dir.path().join("store")).unwrap();
+        let barrier = crate::store::Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+        let clock = OffsetClock::new();
+        let open = || {
+            CredentialStore::open(
+                master.clone(),
+                store.clone(),
+                Arc::new(clock.clone()),
+                "aws",
+                "us-east-1",
+                "111122223333",
+            )
+            .unwrap()
+        };
+        let credentials = open();
+        assert_eq!(accepted_until(&store).unwrap(), None);
+        let now = clock.now();
+        let used = |b: u8, request_time: UnixSeconds| SignatureUse {
+            signature: [b; 32],
+            expires: request_time + MAX_SKEW_SECONDS,
+            view: 0,
+        };
+        // Dated now and before: not stored; dated ahead: stored, as on any store.
+        for (b, t) in [(1, now), (2, now - 1), (3, now - 200), (4, now + 30)] {
+            assert!(credentials.remember(&used(b, t)).unwrap());
+        }
+        store.settle().unwrap();
+        let stored: Vec<_> = store
+            .scan(SEEN_PREFIX, None, usize::MAX)
+            .unwrap()
+            .iter()
+            .filter_map(|(name, _)| parse_seen_name(name))
+            .map(|u| u.expires - MAX_SKEW_SECONDS)
+            .collect();
+        assert_eq!(stored, [now + 30]);
+        let until = accepted_until(&store).unwrap().expect("the record");
+        assert!((now..=clock.now()).contains(&until), "{until} from {now}");
+        // An earlier second staged after a later one does not move it back.
+        credentials.mark_accepted(now - 500).unwrap();
+        store.settle().unwrap();
+        assert_eq!(accepted_until(&store).unwrap(), Some(until));
+
+        // A start within that second begins after it; a later one at its own second.
+        assert_eq!(first_second(Some(until), until), until + 1);
+        assert_eq!(first_second(Some(until), until - 60), until + 1);
+        assert_eq!(first_second(Some(until), until + 5), until + 5);
+        assert_eq!(first_second(None, until), until);
+        drop(credentials);
+        let restarted = open();
+        assert!(restarted.started > until && restarted.started >= now);
+        // Its replay cache holds the signature dated ahead.
+        assert!(restarted.replay.seen(&[4; 32], now + 30 + MAX_SKEW_SECONDS));
+        // Waiting at a start ends once the clock has passed the record.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(wait_past_accepted(&store, &clock))
+            .unwrap();
+        assert!(clock.now() > until);
     }
 
     /// After heavy traffic the store holds many unexpired signatures, nearly all dated before

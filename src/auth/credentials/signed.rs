@@ -153,6 +153,14 @@ impl CredentialStore {
         {
             return Err(AuthError::Replayed);
         }
+        // So is one dated before the start, which an earlier run may have accepted without
+        // storing its signature.
+        if replay_checked && request_time < self.started {
+            return Err(AuthError::SignedBeforeStart {
+                request_time,
+                started: self.started,
+            });
+        }
         let mut signed = Vec::with_capacity(parsed.signed_headers.len());
         for &name in &parsed.signed_headers {
             let value = if name == HOST_HEADER {
@@ -212,12 +220,6 @@ impl CredentialStore {
         };
         if replay_checked && !self.replay.first_use(&used.signature, used.expires, now) {
             return Err(AuthError::Replayed);
-        }
-        if replay_checked && request_time < self.started {
-            return Err(AuthError::SignedBeforeStart {
-                request_time,
-                started: self.started,
-            });
         }
         if let Some(authority) = authority
             && !host_accepted(&self.accepted_hosts, authority)
