@@ -2827,10 +2827,14 @@ fn discard_logs() {
 }
 
 fn main() {
-    // As `keyhaven` sets it (src/main.rs): freed memory goes back to the system at once, unless
-    // MIMALLOC_PURGE_DELAY says otherwise. mimalloc's `purge_delay` is its option 15.
-    // SAFETY: sets one option by its index (in range) before any other thread runs.
-    unsafe { libmimalloc_sys::mi_option_set_default(15, 0) };
+    // As `keyhaven` sets them (src/main.rs): freed memory goes back to the system at once, and
+    // objects over 32 MiB are mapped on their own, unless the environment says otherwise.
+    // mimalloc's `purge_delay` is its option 15, `arena_max_object_size` (KiB) its option 45.
+    // SAFETY: sets two options by their indices (in range) before any other thread runs.
+    unsafe {
+        libmimalloc_sys::mi_option_set_default(15, 0);
+        libmimalloc_sys::mi_option_set_default(45, 32 * 1024);
+    }
     discard_logs();
     let settings = Settings::from_env();
     let started = Instant::now();
