@@ -324,10 +324,12 @@ mod tests {
         assert_eq!(stored, [now + 30]);
         let until = accepted_until(&store).unwrap().expect("the record");
         assert!((now..=clock.now()).contains(&until), "{until} from {now}");
-        // An earlier second staged after a later one does not move it back.
+        // An earlier second staged after a later one (the clock set back) does not move it back.
+        clock.advance(-1_000);
         credentials.mark_accepted(now - 500).unwrap();
         store.settle().unwrap();
         assert_eq!(accepted_until(&store).unwrap(), Some(until));
+        clock.advance(1_000);
 
         // A start within that second begins after it; a later one at its own second.
         assert_eq!(first_second(Some(until), until), until + 1);
