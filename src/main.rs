@@ -28,7 +28,7 @@ const ARENA_MAX_OBJECT_KIB: std::ffi::c_long = 32 * 1024;
 ///   (477 -> 403 MiB), with no server CPU per call measurable beside the runs' spread.
 /// - Objects over 32 MiB are mapped on their own, so freeing one unmaps it: a start's largest
 ///   transient buffer (the kept tree read back whole: ~96 MB at a million keys) otherwise left
-///   ~24 MiB resident in the arena after it was freed. No call allocates anything that large.
+///   ~23 MiB resident in the arena after it was freed. No call allocates anything that large.
 ///   (With 8 MiB, server CPU per PKCS#11 Encrypt rose in paired runs; with 32 MiB it did not.)
 fn tune_allocator() {
     // SAFETY: sets two of mimalloc's options by their indices (in range), before any thread
