@@ -350,6 +350,26 @@ mod tests {
             .block_on(wait_past_accepted(&store, &clock))
             .unwrap();
         assert!(clock.now() > until);
+
+        // A record of the wrong length refuses the start, naming it, and stays as it was.
+        let mut batch = WriteBatch::new();
+        batch.put(ACCEPTED_UNTIL.to_vec(), vec![1, 2, 3]);
+        store.apply(batch).unwrap();
+        let refused = CredentialStore::open(
+            master.clone(),
+            store.clone(),
+            Arc::new(clock.clone()),
+            "aws",
+            "us-east-1",
+            "111122223333",
+        )
+        .err()
+        .expect("a damaged record refuses the start");
+        assert_eq!(
+            refused.to_string(),
+            "metadata store: auth/accepted-until is damaged: 3 bytes, not 8"
+        );
+        assert_eq!(store.get(ACCEPTED_UNTIL).unwrap(), Some(vec![1, 2, 3]));
     }
 
     /// After heavy traffic the store holds many unexpired signatures, nearly all dated before
