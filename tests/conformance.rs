@@ -61,6 +61,7 @@ conformance_suite!(
         concurrent_creates_are_all_durable,
         authentication_refusals,
         a_change_replayed_after_a_restart_is_refused,
+        a_store_in_the_earlier_digest_format_opens_and_moves_on,
         oversized_request_is_refused,
         health_and_reflection_are_served,
     ]
@@ -1423,6 +1424,66 @@ mod suite {
         tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
         d.stop().await;
         assert_eq!(seen(&d), 0);
+    }
+
+    /// A store whose digest an earlier version wrote (the root alone, over every record's
+    /// whole tag) opens after its records are checked, serves what it holds, and stores the
+    /// root in this version's format (`0x02 ‖ root`) with its next change.
+    pub async fn a_store_in_the_earlier_digest_format_opens_and_moves_on(backend: Backend) {
+        use keyhaven::store::barrier::{self, DIGEST_RECORD};
+        let mut d = TestDaemon::start(backend).await;
+        let key = d.create_key("from before").await.key_id;
+        let blob = d.encrypt(&key, b"kept", &[]).await.unwrap();
+        d.stop().await;
+        let (_, master) = keyhaven::seal::unseal(
+            &d.config.data_dir,
+            &keyhaven::secret::SecretString::new(PASSPHRASE.into()),
+        )
+        .expect("unseal the stopped daemon's data directory");
+        let integrity = keyhaven::store::Barrier::new(master.record_integrity_key());
+        let digest_value = |d: &TestDaemon| {
+            let engine = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+                .expect("open the store");
+            let stored = engine.get(DIGEST_RECORD).unwrap().expect("a digest");
+            integrity.open(DIGEST_RECORD, &stored).unwrap().to_vec()
+        };
+        assert_eq!(digest_value(&d)[0], 2, "this version's format");
+        {
+            let engine = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+                .expect("open the store");
+            let tags = engine
+                .scan(&[], None, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
+                .map(|(name, stored)| {
+                    let tag = barrier::stored_tag(&stored).expect("a tagged record");
+                    (name, tag)
+                });
+            let root = barrier::whole_tag_root(tags);
+            let mut batch = keyhaven::store::WriteBatch::new();
+            batch.put(
+                DIGEST_RECORD.to_vec(),
+                integrity.seal(DIGEST_RECORD, &root).unwrap().0,
+            );
+            engine.apply(batch).unwrap();
+            engine.sync().unwrap();
+        }
+        assert_eq!(digest_value(&d).len(), 32, "the earlier format");
+
+        d.start_again().await;
+        assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"kept");
+        let another = d.create_key("after").await.key_id;
+        d.stop().await;
+        let value = digest_value(&d);
+        assert_eq!(
+            (value.len(), value[0]),
+            (33, 2),
+            "moved to this version's format"
+        );
+        d.start_again().await;
+        assert_eq!(d.state(&another).await, KeyState::Enabled);
+        assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"kept");
     }
 
     pub async fn oversized_request_is_refused(backend: Backend) {

@@ -217,6 +217,82 @@ async fn a_record_edited_in_etcd_is_refused_at_start() {
     assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
 }
 
+/// A daemon of the earlier version writes the digest's root alone, over whole tags: a daemon of
+/// this version that hears it from the change feed stops serving (the daemons of a shared store
+/// move to this version together), and restarted it checks that store as it is and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_in_the_earlier_format_written_beside_a_daemon_stops_it_until_restarted() {
+    use keyhaven::store::barrier::{self, DIGEST_RECORD};
+    let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let key = d.create_key("before the earlier digest").await.key_id;
+    let (_, master) = keyhaven::seal::unseal(
+        &d.config.data_dir,
+        &keyhaven::secret::SecretString::new(PASSPHRASE.into()),
+    )
+    .expect("unseal the data directory");
+    let integrity = keyhaven::store::Barrier::new(master.record_integrity_key());
+    // Written only if no batch came between the read and the write (every batch writes the
+    // digest): the records are then exactly those the earlier root is over.
+    let mut client = etcd_of(&d).client().await;
+    loop {
+        let read = client
+            .get("keyhaven/store/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("read etcd");
+        let mut digest_revision = 0;
+        let mut tags = Vec::new();
+        for kv in read.kvs() {
+            let name = &kv.key()["keyhaven/store/".len()..];
+            if name == DIGEST_RECORD {
+                digest_revision = kv.mod_revision();
+                continue;
+            }
+            let tag = barrier::stored_tag(kv.value()).expect("a tagged record");
+            tags.push((name.to_vec(), tag));
+        }
+        let earlier = integrity
+            .seal(DIGEST_RECORD, &barrier::whole_tag_root(tags))
+            .unwrap()
+            .0;
+        let digest = "keyhaven/store/barrier/digest";
+        let written = client
+            .txn(
+                etcd_client::Txn::new()
+                    .when([etcd_client::Compare::mod_revision(
+                        digest,
+                        etcd_client::CompareOp::Equal,
+                        digest_revision,
+                    )])
+                    .and_then([etcd_client::TxnOp::put(digest, earlier, None)]),
+            )
+            .await
+            .expect("write etcd");
+        if written.succeeded() {
+            break;
+        }
+    }
+
+    within("the daemon stops serving", || async {
+        d.describe(&key).await.is_err()
+    })
+    .await;
+    let result = d.describe(&key).await;
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|s| s.message().contains("failed its integrity checks")),
+        "{result:?}"
+    );
+    common::assert_refused(
+        result,
+        tonic::Code::Unavailable,
+        "DependencyTimeoutException",
+    );
+
+    d.restart().await;
+    assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
+}
+
 #[tokio::test]
 async fn the_backend_maps_the_store_trait_onto_etcd() {
     let etcd = EtcdProcess::start().await;

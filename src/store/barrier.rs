@@ -15,8 +15,16 @@
 //!   whose root was once stored passes: SHA-256's collision resistance, not the secrecy of the
 //!   tags (which anyone who reads the files sees), makes that the whole store as it once was.
 //!   (An XOR of tags would not do: tags read off the disk combine linearly into any
-//!   difference.) The tree costs about 48 bytes of memory per record; a change rehashes one
-//!   bucket, one group and the root.
+//!   difference.) A change rehashes one bucket, one group and the root.
+//! - **The tree holds the first 16 bytes of each tag** beside the first 16 of its name's
+//!   SHA-256: 32 bytes of memory per record. A record's older value passes for its current one
+//!   only if the two tags share those 128 bits, and nobody without the master key can make a
+//!   tag to match, so the prefix refuses a rollback as surely as the whole tag did. The digest
+//!   record names its format (`0x02 ‖ root`); a store written before holds the root alone, over
+//!   whole tags ([`whole_tag_root`]). Such a store is checked as it is, record by record, and
+//!   moves to this format with its next change; a daemon that reads a root in the earlier
+//!   format from another daemon's change refuses it ([`IntegrityError::EarlierDigest`]): the
+//!   daemons of a shared store move to this version together.
 //! - What it cannot see is a rollback of the **whole** store to an earlier consistent state
 //!   (restoring a backup looks exactly like that); see the README's threat model.
 //!
@@ -43,8 +51,30 @@ const BATCH_MARK_LEN: usize = 16;
 const FORMAT: u8 = 1;
 const TAG_LEN: usize = 32;
 const HEADER: usize = 1 + TAG_LEN;
+/// The digest record's value: this byte, then the root (see the module docs).
+const DIGEST_FORMAT: u8 = 2;
+/// How much of a record's tag the tree holds and hashes.
+const HELD_LEN: usize = 16;
 
 pub type Tag = [u8; TAG_LEN];
+/// What the tree holds of a record's tag: its first bytes.
+pub type Held = [u8; HELD_LEN];
+
+/// The part of `tag` the tree holds.
+pub fn held(tag: &Tag) -> Held {
+    let mut held = [0u8; HELD_LEN];
+    held.copy_from_slice(&tag[..HELD_LEN]);
+    held
+}
+
+/// A root as the digest record holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Root {
+    /// Over the tags' first bytes, as this version writes it.
+    Held(Tag),
+    /// Over whole tags, as a store written before holds it.
+    Whole(Tag),
+}
 
 /// The integrity key, derived from the master key.
 pub struct Barrier {
@@ -68,6 +98,10 @@ pub enum IntegrityError {
         "the store's records do not match its digest: a record was rolled back, removed or added while the daemon was not looking"
     )]
     Digest,
+    #[error(
+        "the store's digest is in the format of an earlier version (over whole tags), written since this daemon read the store: the daemons of a shared store move to this version together"
+    )]
+    EarlierDigest,
     #[error(
         "the store holds records but no integrity digest: the digest was removed, or the store was written before records were authenticated (only then, and only if nobody could have edited it, may `keyhaven store authenticate` adopt it)"
     )]
@@ -123,32 +157,60 @@ impl Barrier {
     }
 
     /// Checks every record and the digest: the store as a whole is what was last written.
-    /// Returns the tree of the records, to keep up to date from here on.
+    /// Returns the tree of the records, to keep up to date from here on. A digest in the
+    /// earlier format (over whole tags) is checked as such; the store's next change writes
+    /// the root in this one.
     pub fn check_all<'a>(
         &self,
         records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a,
     ) -> Result<SetDigest, StoreError> {
-        let mut digest = SetDigest::default();
+        let mut loading = Loading::default();
         let mut stored_root = None;
         for record in records {
             let (name, stored) = record?;
             if name == DIGEST_RECORD {
-                let value = self.open(&name, &stored)?;
-                let value: Tag = value.try_into().map_err(|_| refused(&name))?;
-                stored_root = Some(value);
+                stored_root = Some(self.read_root(&stored)?);
                 continue;
             }
             self.open(&name, &stored)?;
             let (tag, _) = split(&stored).ok_or_else(|| refused(&name))?;
-            digest.push_unsorted(&name, to_tag(tag));
+            loading.push(&name, to_tag(tag));
         }
-        let mut digest = digest.sorted();
-        let empty = digest.is_empty();
+        let loading = loading.sorted();
+        let empty = loading.records == 0;
+        let whole = match stored_root {
+            Some(Root::Whole(stored)) => Some(stored == loading.whole_root()),
+            _ => None,
+        };
+        let mut digest = loading.into_tree();
+        let passes = match (stored_root, whole) {
+            (Some(Root::Held(stored)), _) => stored == digest.root(),
+            (_, Some(whole)) => whole,
+            _ => false,
+        };
         match stored_root {
-            Some(stored) if stored == digest.root() => Ok(digest),
+            Some(_) if passes => Ok(digest),
             Some(_) => Err(IntegrityError::Digest.into()),
             None if empty => Ok(digest),
             None => Err(IntegrityError::NoDigest.into()),
+        }
+    }
+
+    /// The digest record's value for `root`, sealed.
+    fn seal_root(&self, root: &Tag) -> Result<Vec<u8>, StoreError> {
+        let mut value = [0u8; 1 + TAG_LEN];
+        value[0] = DIGEST_FORMAT;
+        value[1..].copy_from_slice(root);
+        Ok(self.seal(DIGEST_RECORD, &value)?.0)
+    }
+
+    /// The root a stored digest record holds, in either format, once its tag is checked.
+    fn read_root(&self, stored: &[u8]) -> Result<Root, StoreError> {
+        let value = self.open(DIGEST_RECORD, stored)?;
+        match value {
+            [DIGEST_FORMAT, root @ ..] if root.len() == TAG_LEN => Ok(Root::Held(to_tag(root))),
+            whole if whole.len() == TAG_LEN => Ok(Root::Whole(to_tag(whole))),
+            _ => Err(refused(DIGEST_RECORD).into()),
         }
     }
 
@@ -183,8 +245,7 @@ impl Barrier {
                     }
                 }
             }
-            let (stored, _) = self.seal(DIGEST_RECORD, &digest.root())?;
-            sealed.put(DIGEST_RECORD.to_vec(), stored);
+            sealed.put(DIGEST_RECORD.to_vec(), self.seal_root(&digest.root())?);
             Ok(())
         };
         if let Err(error) = seal_all() {
@@ -232,11 +293,13 @@ impl Barrier {
         Ok(())
     }
 
-    /// The root a stored digest record holds, once its tag is checked.
+    /// The root a stored digest record holds, once its tag is checked. A root in the earlier
+    /// format is refused: only [`Barrier::check_all`] reads one (see the module docs).
     pub fn stored_root(&self, stored: &[u8]) -> Result<Tag, StoreError> {
-        self.open(DIGEST_RECORD, stored)?
-            .try_into()
-            .map_err(|_| refused(DIGEST_RECORD).into())
+        match self.read_root(stored)? {
+            Root::Held(root) => Ok(root),
+            Root::Whole(_) => Err(IntegrityError::EarlierDigest.into()),
+        }
     }
 }
 
@@ -256,8 +319,7 @@ impl Barrier {
             digest.set(&name, Some(tag));
             batch.put(name, stored);
         }
-        let (stored, _) = self.seal(DIGEST_RECORD, &digest.root())?;
-        batch.put(DIGEST_RECORD.to_vec(), stored);
+        batch.put(DIGEST_RECORD.to_vec(), self.seal_root(&digest.root())?);
         Ok(batch)
     }
 }
@@ -292,8 +354,9 @@ fn to_tag(bytes: &[u8]) -> Tag {
     tag
 }
 
-/// A record's former tag (`None`: it was absent), to put back if its batch is not applied.
-pub type Undo = (Vec<u8>, Option<Tag>);
+/// What the tree held of a record's former tag (`None`: it was absent), to put back if its
+/// batch is not applied.
+pub type Undo = (Vec<u8>, Option<Held>);
 
 const GROUPS: usize = 64;
 const BUCKETS_PER_GROUP: usize = 64;
@@ -301,12 +364,14 @@ const BUCKETS: usize = GROUPS * BUCKETS_PER_GROUP;
 /// How much of a name's hash places and orders it (internal record names do not collide in
 /// 128 bits).
 type NameHash = [u8; 16];
+/// An entry of the tree, as held and as encoded: name hash, then the tag's first bytes.
+const ENTRY: usize = 16 + HELD_LEN;
 
-/// The hash tree over every record's (name, tag); see the module docs.
+/// The tree over every record's (name hash, tag's first bytes); see the module docs.
 #[derive(Debug, Clone)]
 pub struct SetDigest {
-    /// Per bucket, its records' (name hash, tag), sorted.
-    buckets: Vec<Vec<(NameHash, Tag)>>,
+    /// Per bucket, its records' (name hash, tag's first bytes), sorted.
+    buckets: Vec<Vec<(NameHash, Held)>>,
     bucket_hashes: Vec<[u8; 32]>,
     group_hashes: Vec<[u8; 32]>,
     /// Buckets changed since the root was last computed.
@@ -320,7 +385,7 @@ pub struct SetDigest {
 
 impl Default for SetDigest {
     fn default() -> Self {
-        let empty: [u8; 32] = sha2::Sha256::digest([]).into();
+        let empty = bucket_hash::<HELD_LEN>(&[]);
         let mut digest = Self {
             buckets: vec![Vec::new(); BUCKETS],
             bucket_hashes: vec![empty; BUCKETS],
@@ -330,24 +395,141 @@ impl Default for SetDigest {
             touched: None,
         };
         for group in 0..GROUPS {
-            digest.group_hashes[group] = digest.group_hash(group);
+            digest.group_hashes[group] = group_hash(&digest.bucket_hashes, group);
         }
         digest
     }
 }
 
-impl SetDigest {
-    fn place(name: &[u8]) -> (usize, NameHash) {
-        let hash = sha2::Sha256::digest(name);
-        let bucket = ((usize::from(hash[0]) << 8) | usize::from(hash[1])) % BUCKETS;
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&hash[..16]);
-        (bucket, key)
+fn place(name: &[u8]) -> (usize, NameHash) {
+    let hash = sha2::Sha256::digest(name);
+    let bucket = ((usize::from(hash[0]) << 8) | usize::from(hash[1])) % BUCKETS;
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hash[..16]);
+    (bucket, key)
+}
+
+/// A bucket's hash: its (name hash, tag or its first bytes) pairs, in order.
+fn bucket_hash<const N: usize>(entries: &[(NameHash, [u8; N])]) -> [u8; 32] {
+    let mut hasher = sha2::Sha256::new();
+    for (key, tag) in entries {
+        hasher.update(key);
+        hasher.update(tag);
+    }
+    hasher.finalize().into()
+}
+
+fn group_hash(bucket_hashes: &[[u8; 32]], group: usize) -> [u8; 32] {
+    let mut hasher = sha2::Sha256::new();
+    let first = group * BUCKETS_PER_GROUP;
+    for hash in &bucket_hashes[first..first + BUCKETS_PER_GROUP] {
+        hasher.update(hash);
+    }
+    hasher.finalize().into()
+}
+
+/// The root: the count of records, then every group's hash.
+fn root_over(records: usize, group_hashes: &[[u8; 32]]) -> Tag {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update((records as u64).to_be_bytes());
+    for hash in group_hashes {
+        hasher.update(hash);
+    }
+    hasher.finalize().into()
+}
+
+/// Every record's whole tag, while a pass over every record reads them: the tree
+/// ([`Loading::into_tree`]), and the root in the earlier format ([`Loading::whole_root`]),
+/// come from it.
+#[derive(Default)]
+struct Loading {
+    buckets: Vec<Vec<(NameHash, Tag)>>,
+    records: usize,
+}
+
+impl Loading {
+    /// Adds a record, unsorted: [`Loading::sorted`] must follow. One sort per bucket instead
+    /// of an insertion (and a move of the bucket's tail) per record, which made loading a
+    /// large store quadratic in the bucket size.
+    fn push(&mut self, name: &[u8], tag: Tag) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![Vec::new(); BUCKETS];
+        }
+        let (bucket, key) = place(name);
+        self.buckets[bucket].push((key, tag));
+        self.records += 1;
     }
 
-    /// Sets (or with `None` removes) a record's tag; returns its former one.
-    pub fn set(&mut self, name: &[u8], tag: Option<Tag>) -> Option<Tag> {
-        let (bucket, key) = Self::place(name);
+    /// The buckets sorted, as [`SetDigest::set`] one at a time would have made them (a name
+    /// hash met twice keeps its last tag).
+    fn sorted(mut self) -> Self {
+        for bucket in &mut self.buckets {
+            if bucket.is_empty() {
+                continue;
+            }
+            // Stable: of equal name hashes, the last added ends last.
+            bucket.sort_by_key(|entry| entry.0);
+            let before = bucket.len();
+            let mut kept: Vec<(NameHash, Tag)> = Vec::with_capacity(before);
+            for entry in bucket.drain(..) {
+                match kept.last_mut() {
+                    Some(last) if last.0 == entry.0 => *last = entry,
+                    _ => kept.push(entry),
+                }
+            }
+            self.records -= before - kept.len();
+            *bucket = kept;
+        }
+        self
+    }
+
+    /// The root over whole tags, as a store written before the tree held their first bytes
+    /// stores it.
+    fn whole_root(&self) -> Tag {
+        let empty = bucket_hash::<TAG_LEN>(&[]);
+        let bucket_hashes: Vec<[u8; 32]> = (0..BUCKETS)
+            .map(|at| self.buckets.get(at).map_or(empty, |b| bucket_hash(b)))
+            .collect();
+        let groups: Vec<[u8; 32]> = (0..GROUPS)
+            .map(|group| group_hash(&bucket_hashes, group))
+            .collect();
+        root_over(self.records, &groups)
+    }
+
+    /// The tree, a bucket at a time (each bucket's whole tags freed as its entries move).
+    fn into_tree(self) -> SetDigest {
+        let mut tree = SetDigest::default();
+        for (index, bucket) in self.buckets.into_iter().enumerate() {
+            if bucket.is_empty() {
+                continue;
+            }
+            tree.buckets[index] = bucket.iter().map(|(key, tag)| (*key, held(tag))).collect();
+            tree.dirty.insert(index);
+        }
+        tree.records = self.records;
+        tree
+    }
+}
+
+/// The root over whole tags of `records` (name, tag), as a store written before the tree held
+/// their first bytes stores it: for tests that write such a store.
+pub fn whole_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag {
+    let mut loading = Loading::default();
+    for (name, tag) in records {
+        loading.push(&name, tag);
+    }
+    loading.sorted().whole_root()
+}
+
+impl SetDigest {
+    /// Sets (or with `None` removes) a record's tag; returns what the tree held of its former
+    /// one.
+    pub fn set(&mut self, name: &[u8], tag: Option<Tag>) -> Option<Held> {
+        self.hold(name, tag.as_ref().map(held))
+    }
+
+    fn hold(&mut self, name: &[u8], tag: Option<Held>) -> Option<Held> {
+        let (bucket, key) = place(name);
         let entries = &mut self.buckets[bucket];
         let former = match (entries.binary_search_by(|(k, _)| k.cmp(&key)), tag) {
             (Ok(at), Some(tag)) => Some(std::mem::replace(&mut entries[at].1, tag)),
@@ -369,44 +551,10 @@ impl SetDigest {
         former
     }
 
-    /// Adds a record, unsorted: [`SetDigest::sorted`] must follow before any other use. For
-    /// loading every record at once: one sort per bucket instead of an insertion (and a move
-    /// of the bucket's tail) per record, which made loading a large store quadratic in the
-    /// bucket size.
-    fn push_unsorted(&mut self, name: &[u8], tag: Tag) {
-        let (bucket, key) = Self::place(name);
-        self.buckets[bucket].push((key, tag));
-        self.records += 1;
-    }
-
-    /// The tree of what [`SetDigest::push_unsorted`] added, as [`SetDigest::set`] one at a time
-    /// would have made it (a name hash met twice keeps its last tag).
-    fn sorted(mut self) -> Self {
-        for (index, bucket) in self.buckets.iter_mut().enumerate() {
-            if bucket.is_empty() {
-                continue;
-            }
-            // Stable: of equal name hashes, the last added ends last.
-            bucket.sort_by_key(|entry| entry.0);
-            let before = bucket.len();
-            let mut kept: Vec<(NameHash, Tag)> = Vec::with_capacity(before);
-            for entry in bucket.drain(..) {
-                match kept.last_mut() {
-                    Some(last) if last.0 == entry.0 => *last = entry,
-                    _ => kept.push(entry),
-                }
-            }
-            self.records -= before - kept.len();
-            *bucket = kept;
-            self.dirty.insert(index);
-        }
-        self
-    }
-
     /// Puts back what [`set`](Self::set) changed, last change first.
     pub fn undo(&mut self, undo: Vec<Undo>) {
         for (name, former) in undo.into_iter().rev() {
-            self.set(&name, former);
+            self.hold(&name, former);
         }
     }
 
@@ -414,45 +562,27 @@ impl SetDigest {
         self.records == 0
     }
 
-    fn group_hash(&self, group: usize) -> [u8; 32] {
-        let mut hasher = sha2::Sha256::new();
-        let first = group * BUCKETS_PER_GROUP;
-        for hash in &self.bucket_hashes[first..first + BUCKETS_PER_GROUP] {
-            hasher.update(hash);
-        }
-        hasher.finalize().into()
-    }
-
     /// The root over every record, bringing the changed buckets' hashes up to date.
     pub fn root(&mut self) -> Tag {
         let mut groups = std::collections::BTreeSet::new();
         for bucket in std::mem::take(&mut self.dirty) {
-            let mut hasher = sha2::Sha256::new();
-            for (key, tag) in &self.buckets[bucket] {
-                hasher.update(key);
-                hasher.update(tag);
-            }
-            self.bucket_hashes[bucket] = hasher.finalize().into();
+            self.bucket_hashes[bucket] = bucket_hash(&self.buckets[bucket]);
             groups.insert(bucket / BUCKETS_PER_GROUP);
         }
         for group in groups {
-            self.group_hashes[group] = self.group_hash(group);
+            self.group_hashes[group] = group_hash(&self.bucket_hashes, group);
         }
-        let mut hasher = sha2::Sha256::new();
-        hasher.update((self.records as u64).to_be_bytes());
-        for hash in &self.group_hashes {
-            hasher.update(hash);
-        }
-        hasher.finalize().into()
+        root_over(self.records, &self.group_hashes)
     }
 }
 
 /// The tree set aside at a close, read back at the next open instead of every record, and the
 /// check of the records against it, on reads and by a pass beside serving.
 impl SetDigest {
-    /// The tree as bytes: per bucket, its count (4 bytes) and its sorted (name hash, tag) pairs.
+    /// The tree as bytes: per bucket, its count (4 bytes) and its sorted (name hash, tag's
+    /// first bytes) pairs.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(BUCKETS * 4 + self.records * (16 + TAG_LEN));
+        let mut out = Vec::with_capacity(BUCKETS * 4 + self.records * ENTRY);
         for bucket in &self.buckets {
             out.extend_from_slice(&(bucket.len() as u32).to_le_bytes());
             for (key, tag) in bucket {
@@ -473,20 +603,20 @@ impl SetDigest {
         for (index, bucket) in digest.buckets.iter_mut().enumerate() {
             let (count, tail) = rest.split_first_chunk::<4>()?;
             let count = u32::from_le_bytes(*count) as usize;
-            let size = count.checked_mul(16 + TAG_LEN)?;
+            let size = count.checked_mul(ENTRY)?;
             if tail.len() < size {
                 return None;
             }
             let (entries, tail) = tail.split_at(size);
             rest = tail;
             bucket.reserve_exact(count);
-            for entry in entries.chunks_exact(16 + TAG_LEN) {
+            for entry in entries.chunks_exact(ENTRY) {
                 let key: NameHash = entry[..16].try_into().ok()?;
                 let placed = ((usize::from(key[0]) << 8) | usize::from(key[1])) % BUCKETS;
                 if placed != index || bucket.last().is_some_and(|(last, _)| *last >= key) {
                     return None;
                 }
-                bucket.push((key, to_tag(&entry[16..])));
+                bucket.push((key, entry[16..].try_into().ok()?));
             }
             digest.records += count;
             digest.dirty.insert(index);
@@ -516,7 +646,7 @@ impl SetDigest {
         let Some(touched) = &self.touched else {
             return Ok(None);
         };
-        let (bucket, key) = Self::place(name);
+        let (bucket, key) = place(name);
         if touched.contains(&key) {
             return Ok(None);
         }
@@ -526,7 +656,7 @@ impl SetDigest {
             .ok()
             .map(|at| &entries[at].1);
         match (held, stored) {
-            (Some(held), Some(stored)) if held == stored => Ok(Some(key)),
+            (Some(held), Some(stored)) if *held == self::held(stored) => Ok(Some(key)),
             (None, None) => Ok(None),
             (Some(_), None) => Err(IntegrityError::Digest),
             _ => Err(refused(name)),
@@ -566,18 +696,18 @@ mod tests {
     #[test]
     fn a_tree_loaded_at_once_is_the_tree_set_one_by_one() {
         let mut one_by_one = SetDigest::default();
-        let mut at_once = SetDigest::default();
+        let mut at_once = Loading::default();
         let names: Vec<Vec<u8>> = (0..20_000u32)
             .map(|i| format!("keys/{:08x}", i.wrapping_mul(2_654_435_761)).into_bytes())
             .collect();
         for (i, name) in names.iter().enumerate() {
             let tag = [i as u8; TAG_LEN];
             one_by_one.set(name, Some(tag));
-            at_once.push_unsorted(name, tag);
+            at_once.push(name, tag);
         }
         one_by_one.set(&names[7], Some([0xee; TAG_LEN]));
-        at_once.push_unsorted(&names[7], [0xee; TAG_LEN]);
-        let mut at_once = at_once.sorted();
+        at_once.push(&names[7], [0xee; TAG_LEN]);
+        let mut at_once = at_once.sorted().into_tree();
         assert_eq!(at_once.records, 20_000);
         assert_eq!(at_once.root(), one_by_one.root());
         // And it goes on as one: a change to each gives the same root again.
@@ -611,11 +741,11 @@ mod tests {
         // Two entries of a bucket swapped (out of order), or one moved to another bucket.
         let first = (0..BUCKETS).find(|b| tree.buckets[*b].len() >= 2).unwrap();
         let offset: usize = (0..first)
-            .map(|b| 4 + tree.buckets[b].len() * 48)
+            .map(|b| 4 + tree.buckets[b].len() * ENTRY)
             .sum::<usize>()
             + 4;
         let mut swapped = bytes.clone();
-        swapped[offset..offset + 96].rotate_left(48);
+        swapped[offset..offset + 2 * ENTRY].rotate_left(ENTRY);
         assert!(SetDigest::decode(&swapped).is_none());
         let mut moved = bytes.clone();
         moved[offset] ^= 0x01;
@@ -804,8 +934,8 @@ mod tests {
         let mut swapped = digest.clone();
         let t0 = swapped.set(names[0].as_bytes(), None).unwrap();
         let t1 = swapped.set(names[1].as_bytes(), None).unwrap();
-        swapped.set(names[0].as_bytes(), Some(t1));
-        swapped.set(names[1].as_bytes(), Some(t0));
+        swapped.hold(names[0].as_bytes(), Some(t1));
+        swapped.hold(names[1].as_bytes(), Some(t0));
         assert_ne!(swapped.root(), root);
     }
 
@@ -833,6 +963,75 @@ mod tests {
         let (_, undo) = b.seal_batch(batch, &mut digest).unwrap();
         digest.undo(undo);
         assert_eq!(digest.root(), before);
+    }
+
+    /// A store whose digest is in the earlier format (the root alone, over whole tags) is
+    /// checked as it is, refused as before when a record was rolled back, and moves to this
+    /// format with its next change. The earlier root is pinned: a value the previous version
+    /// computed for these records.
+    #[test]
+    fn a_store_in_the_earlier_digest_format_is_checked_and_moves_on() {
+        let records: Vec<(Vec<u8>, Tag)> = (0..300u32)
+            .map(|i| (format!("keys/{i}").into_bytes(), [(i % 251) as u8; TAG_LEN]))
+            .collect();
+        assert_eq!(
+            hex::encode(whole_tag_root(records)),
+            "33c1bc80fb53ebaa312da8c70651c7e396c07f4cbc345b8e856bed4dd952aa51"
+        );
+
+        let b = barrier();
+        let (mut digest, mut state) = (SetDigest::default(), State::new());
+        write(
+            &b,
+            &mut digest,
+            &mut state,
+            &[("key/a", Some("enabled")), ("key/b", Some("x"))],
+        );
+        let old_a = state[b"key/a".as_slice()].clone();
+        write(&b, &mut digest, &mut state, &[("key/a", Some("disabled"))]);
+        let in_earlier_format = |state: &State| {
+            let tags = state
+                .iter()
+                .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
+                .map(|(name, stored)| (name.clone(), stored_tag(stored).unwrap()));
+            let mut earlier = state.clone();
+            let (stored, _) = b.seal(DIGEST_RECORD, &whole_tag_root(tags)).unwrap();
+            earlier.insert(DIGEST_RECORD.to_vec(), stored);
+            earlier
+        };
+        let mut earlier = in_earlier_format(&state);
+        // Checked as it is: the same tree as the store in this format.
+        assert_eq!(check(&b, &earlier).unwrap().root(), digest.root());
+        // Only the check of every record reads that format.
+        assert_eq!(
+            b.stored_root(&earlier[DIGEST_RECORD]).unwrap_err().0,
+            IntegrityError::EarlierDigest.to_string()
+        );
+        // A record rolled back in it is refused.
+        let mut rolled = earlier.clone();
+        rolled.insert(b"key/a".to_vec(), old_a);
+        assert_eq!(
+            check(&b, &rolled).unwrap_err().0,
+            IntegrityError::Digest.to_string()
+        );
+        // A digest of neither format is refused, named.
+        let mut odd = earlier.clone();
+        odd.insert(
+            DIGEST_RECORD.to_vec(),
+            b.seal(DIGEST_RECORD, &[2; 20]).unwrap().0,
+        );
+        assert_eq!(
+            check(&b, &odd).unwrap_err().0,
+            IntegrityError::Record("barrier/digest".into()).to_string()
+        );
+        // The next change stores the root in this format: `0x02 ‖ root`.
+        let mut tree = check(&b, &earlier).unwrap();
+        write(&b, &mut tree, &mut earlier, &[("key/c", Some("new"))]);
+        let value = b.open(DIGEST_RECORD, &earlier[DIGEST_RECORD]).unwrap();
+        assert_eq!(value.len(), 33);
+        assert_eq!(value[0], DIGEST_FORMAT);
+        assert_eq!(b.stored_root(&earlier[DIGEST_RECORD]).unwrap(), tree.root());
+        assert_eq!(check(&b, &earlier).unwrap().root(), tree.root());
     }
 
     /// Two daemons making the same change from the same state store different roots on a

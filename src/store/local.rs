@@ -4,8 +4,8 @@
 
 use super::shared::View;
 use super::{
-    Attempt, Barrier, CommitError, IntegrityError, StoreBackend, StoreError, Waiter, WriteBatch,
-    barrier, check_every_record,
+    Attempt, Barrier, CommitError, StoreBackend, StoreError, Waiter, WriteBatch, barrier,
+    check_every_record,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -153,13 +153,7 @@ impl Local {
     ) -> Result<Option<barrier::Tag>, StoreError> {
         match self.backend.get(barrier::DIGEST_RECORD)? {
             None => Ok(None),
-            Some(stored) => barrier
-                .open(barrier::DIGEST_RECORD, &stored)?
-                .try_into()
-                .map(Some)
-                .map_err(|_| {
-                    IntegrityError::Record(barrier::printable_name(barrier::DIGEST_RECORD)).into()
-                }),
+            Some(stored) => barrier.stored_root(&stored).map(Some),
         }
     }
 }
