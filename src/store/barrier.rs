@@ -22,9 +22,10 @@
 //!   tag to match, so the prefix refuses a rollback as surely as the whole tag did. The digest
 //!   record names its format (`0x02 ‖ root`); a store written before holds the root alone, over
 //!   whole tags ([`whole_tag_root`]). Such a store is checked as it is, record by record, and
-//!   moves to this format with its next change; a daemon that reads a root in the earlier
-//!   format from another daemon's change refuses it ([`IntegrityError::EarlierDigest`]): the
-//!   daemons of a shared store move to this version together.
+//!   the store opened on it writes the root again in this format before anything else; a
+//!   daemon that reads a root in the earlier format from another daemon's change refuses it
+//!   ([`IntegrityError::EarlierDigest`]): the daemons of a shared store move to this version
+//!   together.
 //! - What it cannot see is a rollback of the **whole** store to an earlier consistent state
 //!   (restoring a backup looks exactly like that); see the README's threat model.
 //!
@@ -291,6 +292,12 @@ impl Barrier {
             }
         }
         Ok(())
+    }
+
+    /// Whether a stored digest record holds its root in the earlier format (over whole tags),
+    /// once its tag is checked.
+    pub fn earlier_format(&self, stored: &[u8]) -> bool {
+        matches!(self.read_root(stored), Ok(Root::Whole(_)))
     }
 
     /// The root a stored digest record holds, once its tag is checked. A root in the earlier

@@ -364,7 +364,9 @@ impl Store {
                 return Ok(store);
             }
             let digest = check_every_record(&barrier, &*backend)?;
-            return Ok(Self::with(backend, Some(barrier), digest));
+            let store = Self::with(backend, Some(barrier), digest);
+            store.move_digest_format()?;
+            return Ok(store);
         };
         // Other daemons write while this one reads: every record at one revision, and the
         // feed of changes from the next.
@@ -397,7 +399,26 @@ impl Store {
             .spawn(move || shared::watch_freshness(engine, following))
             .map_err(|e| StoreError(format!("cannot start the store's freshness check: {e}")))?;
         store.follow = Some(follow);
+        store.move_digest_format()?;
         Ok(store)
+    }
+
+    /// Stores the digest again in this version's format when an earlier version wrote it (see
+    /// `barrier`): once its records have passed their check, before anything else is written.
+    fn move_digest_format(&self) -> Result<(), StoreError> {
+        let Some(barrier) = self.local.barrier.as_deref() else {
+            return Ok(());
+        };
+        let Some(stored) = self.local.backend.get(barrier::DIGEST_RECORD)? else {
+            return Ok(());
+        };
+        if barrier.earlier_format(&stored) {
+            tracing::info!(
+                "the store's digest was in an earlier version's format: stored again in this one's"
+            );
+            self.commit_blocking(WriteBatch::new())?;
+        }
+        Ok(())
     }
 
     /// The revision this daemon's view of a shared store is current at (0 on a store no other
