@@ -337,6 +337,8 @@ pub fn serve(args: ServeArgs) -> i32 {
 }
 
 async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
+    // First: a SIGTERM from here on stops the daemon cleanly, even one sent while it starts.
+    let mut signals = server::StopSignals::listen();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dev_dir = if args.dev {
         Some(
@@ -425,9 +427,15 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
             None,
         )
     };
-    let daemon = Daemon::start(config.clone(), passphrase, clock)
-        .await
-        .map_err(|e| e.to_string())?;
+    // A signal while it starts ends the start (as a crash would: every batch is atomic).
+    let daemon = tokio::select! {
+        started = Daemon::start(config.clone(), passphrase, clock) => {
+            started.map_err(|e| e.to_string())?
+        }
+        _ = signals.wait() => {
+            return Err("stopped by a signal while starting: not served".into());
+        }
+    };
     let addr = daemon.local_addr();
     if let Some(initialised) = &initialised {
         println!(
@@ -471,7 +479,10 @@ async fn run(args: ServeArgs, file: ConfigFile) -> Result<(), String> {
     if let Some(metrics) = daemon.metrics_addr() {
         println!("# metrics on http://{metrics}/metrics");
     }
-    let result = daemon.run_until_signal().await.map_err(|e| e.to_string());
+    let result = daemon
+        .run_until_signal(signals)
+        .await
+        .map_err(|e| e.to_string());
     drop(dev_dir);
     result
 }

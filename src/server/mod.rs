@@ -593,9 +593,9 @@ impl Daemon {
         served.map_err(|e| ServerError::Start(e.to_string()))
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down.
-    pub async fn run_until_signal(self) -> Result<(), ServerError> {
-        wait_for_signal().await;
+    /// Serves until SIGINT or SIGTERM (listened for since `signals` was made), then shuts down.
+    pub async fn run_until_signal(self, mut signals: StopSignals) -> Result<(), ServerError> {
+        signals.wait().await;
         tracing::info!("shutting down");
         self.shutdown().await
     }
@@ -761,25 +761,48 @@ fn spawn_sweeper(
     })
 }
 
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened for from when this is made: made before the daemon starts, a
+/// signal that comes while it starts, or before its caller waits, still stops it cleanly
+/// instead of ending the process (the default action, until a handler is installed).
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    /// Installs the handlers (within a Tokio runtime).
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM: only Ctrl-C stops the daemon cleanly");
+                    None
                 }
             };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            Self { signals }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+
+    /// Until one of the signals comes (one that came since [`StopSignals::listen`] counts).
+    pub async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.signals {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Transport libraries whose debug and trace output shows request headers and frames (a
