@@ -159,8 +159,8 @@ impl Barrier {
 
     /// Checks every record and the digest: the store as a whole is what was last written.
     /// Returns the tree of the records, to keep up to date from here on. A digest in the
-    /// earlier format (over whole tags) is checked as such; the store's next change writes
-    /// the root in this one.
+    /// earlier format (over whole tags) is checked as such; the store opened on it then writes
+    /// the root in this one ([`Barrier::earlier_format`]), as its every change does.
     pub fn check_all<'a>(
         &self,
         records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a,
