@@ -299,9 +299,8 @@ mod tests {
                 "us-east-1",
                 "111122223333",
             )
-            .unwrap()
         };
-        let credentials = open();
+        let credentials = open().unwrap();
         assert_eq!(accepted_until(&store).unwrap(), None);
         let now = clock.now();
         let used = |b: u8, request_time: UnixSeconds| SignatureUse {
@@ -337,7 +336,7 @@ mod tests {
         assert_eq!(first_second(Some(until), until + 5), until + 5);
         assert_eq!(first_second(None, until), until);
         drop(credentials);
-        let restarted = open();
+        let restarted = open().unwrap();
         assert!(restarted.started > until && restarted.started >= now);
         // Its replay cache holds the signature dated ahead.
         assert!(restarted.replay.seen(&[4; 32], now + 30 + MAX_SKEW_SECONDS));
@@ -355,16 +354,7 @@ mod tests {
         let mut batch = WriteBatch::new();
         batch.put(ACCEPTED_UNTIL.to_vec(), vec![1, 2, 3]);
         store.apply(batch).unwrap();
-        let refused = CredentialStore::open(
-            master.clone(),
-            store.clone(),
-            Arc::new(clock.clone()),
-            "aws",
-            "us-east-1",
-            "111122223333",
-        )
-        .err()
-        .expect("a damaged record refuses the start");
+        let refused = open().err().expect("a damaged record refuses the start");
         assert_eq!(
             refused.to_string(),
             "metadata store: auth/accepted-until is damaged: 3 bytes, not 8"
