@@ -103,17 +103,21 @@ pub fn spawn_scheduler(
         loop {
             let pass = tokio::select! {
                 _ = ticker.tick() => true,
-                // Many uses parked since the pass: written now, the deadlines wait.
+                // Many uses parked, or first uses, since the pass: written now, the deadlines
+                // wait.
                 _ = service.uses_piling_up() => false,
                 _ = stop.asked() => return,
             };
+            if !pass {
+                service.record_uses_soon().await;
+                continue;
+            }
             // Among daemons sharing a store, one runs the deadlines; each writes the uses it
             // saw.
             let leading = leads.clone();
-            if !pass
-                || !tokio::task::spawn_blocking(move || leading())
-                    .await
-                    .unwrap_or(false)
+            if !tokio::task::spawn_blocking(move || leading())
+                .await
+                .unwrap_or(false)
             {
                 service.record_uses().await;
                 continue;

@@ -38,6 +38,11 @@ pub const KEY_CACHE: usize = 10_000;
 /// since the last pass (a million keys used in a minute: ~100 MB).
 pub(super) const PARKED_USES_SOON: usize = 16_384;
 
+/// First uses of entries read from the store at which the scheduler is asked to write them,
+/// at most (a quarter of the cache's capacity, if fewer): written while their entries are
+/// still held, so that eviction parks nothing and the pass reads nothing back.
+pub(super) const FIRST_USES_SOON: usize = 2_048;
+
 /// What was found for a key asked for.
 pub(super) enum Lookup {
     Held(Arc<KeyEntry>),
@@ -120,6 +125,10 @@ pub(super) struct Held {
     /// [`Held::uses_piling_up`]).
     uses_piling_up: tokio::sync::Notify,
     uses_soon: usize,
+    /// Keys whose entries were used for the first time since they were made, their uses not
+    /// yet written: the scheduler is told each time `first_uses_soon` more are.
+    first_uses: Mutex<Vec<Uuid>>,
+    first_uses_soon: usize,
     /// Changes to stored key records so far, by a hash of the key's id (see the module's
     /// note): a change to one key sends only the reads of keys sharing its stripe round again.
     changes: [AtomicU64; STRIPES],
@@ -155,6 +164,8 @@ impl Held {
             parked: Mutex::new(HashMap::new()),
             uses_piling_up: tokio::sync::Notify::new(),
             uses_soon: PARKED_USES_SOON,
+            first_uses: Mutex::new(Vec::new()),
+            first_uses_soon: (capacity / 4).clamp(1, FIRST_USES_SOON),
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
             counted: crate::metrics::metrics().map(|m| {
                 (
@@ -335,10 +346,28 @@ impl Held {
         }
     }
 
-    /// Returns once [`PARKED_USES_SOON`] more uses are parked, or at once if that happened
+    /// Returns once [`PARKED_USES_SOON`] more uses are parked, or `first_uses_soon` entries
+    /// are used for the first time (see [`Held::first_use`]), or at once if either happened
     /// since the last call: the scheduler writes them then, besides at its pass.
     pub async fn uses_piling_up(&self) {
         self.uses_piling_up.notified().await
+    }
+
+    /// Notes the first use of the key's entry since it was made. Over many keys (a cache
+    /// miss each) these are written soon, while the entries are held: written only once
+    /// evicted, each use would be parked, and its key read from the store a second time to
+    /// write it.
+    pub fn first_use(&self, id: Uuid) {
+        let mut first = lock(&self.first_uses);
+        first.push(id);
+        if first.len().is_multiple_of(self.first_uses_soon) {
+            self.uses_piling_up.notify_one();
+        }
+    }
+
+    /// Takes the keys noted by [`Held::first_use`].
+    pub fn take_first_uses(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *lock(&self.first_uses))
     }
 
     /// The last use of an evicted entry not yet written, if any.
@@ -736,6 +765,8 @@ mod tests {
     async fn many_parked_uses_are_written_before_the_schedulers_pass() {
         let mut h = harness(1);
         h.service.held.uses_soon = 4;
+        // Parked uses alone call the writes here.
+        h.service.held.first_uses_soon = usize::MAX;
         let ids = keys(&h.service, 6).await;
         let service = Arc::new(h.service);
         let scheduler = crate::keys::scheduler::spawn_scheduler(
@@ -749,14 +780,11 @@ mod tests {
             service.encrypt(id, b"x", &empty()).await.unwrap();
         }
         let written = |id: &str| stored(&h.store, id).last_used.is_some();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !ids[..4].iter().all(|id| written(id)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the parked uses were not written before the pass"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(
+            || ids[..4].iter().all(|id| written(id)),
+            "the parked uses written before the pass",
+        )
+        .await;
         assert_eq!(
             stored(&h.store, &ids[0]).last_used.map(|u| u.operation),
             Some("Encrypt".to_owned())
@@ -765,6 +793,67 @@ mod tests {
         // The key never used has no use written.
         assert!(!written(&ids[5]));
         scheduler.stop().await;
+    }
+
+    /// Waits up to 10 seconds for `done`.
+    async fn eventually(mut done: impl FnMut() -> bool, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "not so: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Calls over many keys (a miss each): once `first_uses_soon` entries read from the store
+    /// are used, the scheduler writes those uses (its pass an hour away here) while the
+    /// entries are held, so that their eviction parks nothing to read back. A key used again
+    /// after its first use was written waits for the pass.
+    #[tokio::test]
+    async fn first_uses_are_written_while_their_keys_are_held() {
+        let mut h = harness(8);
+        h.service.held.first_uses_soon = 4;
+        let ids = keys(&h.service, 16).await;
+        let service = Arc::new(h.service);
+        let scheduler = crate::keys::scheduler::spawn_scheduler(
+            service.clone(),
+            std::time::Duration::from_secs(3600),
+            Arc::new(|_| {}),
+            Arc::new(|| true),
+        );
+        let last_use = |id: &str| stored(&h.store, id).last_used.map(|u| u.operation);
+        let written = |ids: &[String]| ids.iter().all(|id| last_use(id).is_some());
+        // Made last, so held: used, written, and still held.
+        for id in &ids[12..] {
+            service.encrypt(id, b"x", &empty()).await.unwrap();
+        }
+        eventually(|| written(&ids[12..]), "first uses written before the pass").await;
+        let held = |id: &String| service.held.peek(Uuid::parse_str(id).unwrap()).is_some();
+        assert!(ids[12..].iter().all(held), "written from the entries held");
+        // Used again, by another operation: not a first use.
+        let blob = service.encrypt(&ids[12], b"x", &empty()).await.unwrap().0;
+        service.decrypt(&blob, &empty(), None).await.unwrap();
+        // Four more keys (evicted since they were made) read and used: their uses are
+        // written too, and the twelve keys evicted meanwhile park nothing.
+        for id in &ids[..4] {
+            service.encrypt(id, b"x", &empty()).await.unwrap();
+        }
+        eventually(|| written(&ids[..4]), "first uses written before the pass").await;
+        for id in &ids[4..12] {
+            service.describe_key(id).unwrap();
+        }
+        assert!(!held(&ids[12]));
+        let parked: Vec<Uuid> = super::lock(&service.held.parked).keys().copied().collect();
+        assert_eq!(
+            parked,
+            [Uuid::parse_str(&ids[12]).unwrap()],
+            "only the use after"
+        );
+        assert_eq!(last_use(&ids[12]).as_deref(), Some("Encrypt"));
+        scheduler.stop().await;
+        // The pass writes the key's latest use.
+        service.record_uses().await;
+        assert_eq!(last_use(&ids[12]).as_deref(), Some("Decrypt"));
+        assert_eq!(last_use(&ids[4]), None, "never used");
     }
 
     /// A use seen before the key's entry was evicted is written by the next pass.

@@ -31,18 +31,25 @@ impl KeyService {
 
     pub(super) fn note_use(&self, entry: &KeyEntry, operation: &'static str) {
         let now = self.now();
-        if let Ok(mut last) = entry.last_use.lock() {
-            // Same second, same operation: nothing new to say.
-            if last
-                .as_ref()
-                .is_some_and(|u| u.time == now && u.operation == operation)
-            {
-                return;
+        let first = match entry.last_use.lock() {
+            Ok(mut last) => {
+                // Same second, same operation: nothing new to say.
+                if last
+                    .as_ref()
+                    .is_some_and(|u| u.time == now && u.operation == operation)
+                {
+                    return;
+                }
+                last.replace(SeenUse {
+                    time: now,
+                    operation,
+                })
+                .is_none()
             }
-            *last = Some(SeenUse {
-                time: now,
-                operation,
-            });
+            Err(_) => false,
+        };
+        if first {
+            self.held.first_use(entry.id);
         }
     }
 
@@ -69,26 +76,52 @@ impl KeyService {
     /// were evicted. A key this pass reads back is left next in line for eviction, so that
     /// the pass does not push the keys calls use out of the cache.
     pub async fn record_uses(&self) {
+        // Every held entry's use is written here: none is left to write soon.
+        drop(self.held.take_first_uses());
         let held = self.held.entries().into_iter().filter_map(|entry| {
             let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
             (!seen.recorded_in(&entry.record())).then_some((entry.id, seen))
         });
         let used: Vec<(Uuid, SeenUse)> = held.chain(self.held.take_parked_uses()).collect();
+        self.write_uses(used).await;
+    }
+
+    /// Writes the uses calls over many keys leave (the scheduler does this once
+    /// [`KeyService::uses_piling_up`] returns): the parked ones, and the first uses of the
+    /// entries read since the last pass, while those are held. A key used again since its
+    /// entry's first use was written waits for the pass: among keys used often, a write per
+    /// key at every pass is enough.
+    pub async fn record_uses_soon(&self) {
+        let first = self.held.take_first_uses().into_iter().filter_map(|id| {
+            // A key evicted since has its use parked.
+            let entry = self.held.peek(id)?;
+            let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
+            (!seen.recorded_in(&entry.record())).then_some((id, seen))
+        });
+        let used: Vec<(Uuid, SeenUse)> = first.chain(self.held.take_parked_uses()).collect();
+        self.write_uses(used).await;
+    }
+
+    async fn write_uses(&self, used: Vec<(Uuid, SeenUse)>) {
         futures_util::stream::iter(used)
             .for_each_concurrent(USE_WRITERS, |(id, seen)| async move {
-                let read_back = self.held.peek(id).is_none();
-                let entry = match self.entry_by_id(id) {
-                    Ok(Some(entry)) => entry,
-                    Ok(None) => return,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not record a key's last use");
-                        self.held.repark_use(id, seen);
-                        return;
-                    }
+                // A held entry is written as it is (and left where it is in the cache); any
+                // other key is read back.
+                let entry = match self.held.peek(id) {
+                    Some(entry) => entry,
+                    None => match self.entry_by_id(id) {
+                        Ok(Some(entry)) => {
+                            self.held.demote(id);
+                            entry
+                        }
+                        Ok(None) => return,
+                        Err(error) => {
+                            tracing::warn!(%error, "could not record a key's last use");
+                            self.held.repark_use(id, seen);
+                            return;
+                        }
+                    },
                 };
-                if read_back {
-                    self.held.demote(id);
-                }
                 let result = self
                     .change_key(&entry, |record| {
                         if record
@@ -110,8 +143,10 @@ impl KeyService {
     }
 
     /// Returns once calls over many keys have parked many uses not yet written (see
-    /// `held::PARKED_USES_SOON`): the scheduler then writes them without waiting for its pass,
-    /// so that what is parked stays bounded whatever the number of keys used.
+    /// `held::PARKED_USES_SOON`), or used many entries read from the store for the first time
+    /// (`held::FIRST_USES_SOON`): the scheduler then writes them
+    /// ([`KeyService::record_uses_soon`]) without waiting for its pass, so that what is
+    /// parked stays bounded whatever the number of keys used, and little is.
     pub async fn uses_piling_up(&self) {
         self.held.uses_piling_up().await
     }
