@@ -1337,8 +1337,23 @@ impl BenchDaemon {
                 // last uses of the keys it used, written by the scheduler's passes) counted in
                 // the row after it: the sweep, long enough to pay its own.
                 let with_cpu = |encrypt: bool, sweep: bool| -> Result<(LoadReport, f64), String> {
-                    let before = process.cpu()?;
-                    let report = run(encrypt, sweep)?;
+                    // From the end of the row's warm-up (the sweep has none): its calls are
+                    // not counted. The same pseudo-random keys as without the reading.
+                    let warmup = if sweep {
+                        Duration::ZERO
+                    } else {
+                        settings.warmup
+                    };
+                    let (report, before) = std::thread::scope(|scope| {
+                        let before = scope.spawn(|| {
+                            std::thread::sleep(warmup);
+                            process.cpu()
+                        });
+                        let report = run(encrypt, sweep);
+                        (report, before.join())
+                    });
+                    let report = report?;
+                    let before = before.map_err(|_| "the CPU reading panicked".to_owned())??;
                     let used = process.cpu()?.saturating_sub(before);
                     let calls = (report.succeeded + report.failed).max(1) as f64;
                     Ok((report, used.as_secs_f64() * 1e6 / calls))

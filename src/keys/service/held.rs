@@ -769,12 +769,7 @@ mod tests {
         h.service.held.first_uses_soon = usize::MAX;
         let ids = keys(&h.service, 6).await;
         let service = Arc::new(h.service);
-        let scheduler = crate::keys::scheduler::spawn_scheduler(
-            service.clone(),
-            std::time::Duration::from_secs(3600),
-            Arc::new(|_| {}),
-            Arc::new(|| true),
-        );
+        let scheduler = hourly_scheduler(&service);
         // Five used: the first four are evicted by the one after each, and park their uses.
         for id in &ids[..5] {
             service.encrypt(id, b"x", &empty()).await.unwrap();
@@ -793,6 +788,16 @@ mod tests {
         // The key never used has no use written.
         assert!(!written(&ids[5]));
         scheduler.stop().await;
+    }
+
+    /// The scheduler, its pass an hour away: only the calls for writes soon run it here.
+    fn hourly_scheduler(service: &Arc<KeyService>) -> crate::background::Background {
+        crate::keys::scheduler::spawn_scheduler(
+            service.clone(),
+            std::time::Duration::from_secs(3600),
+            Arc::new(|_| {}),
+            Arc::new(|| true),
+        )
     }
 
     /// Waits up to 10 seconds for `done`.
@@ -814,12 +819,7 @@ mod tests {
         h.service.held.first_uses_soon = 4;
         let ids = keys(&h.service, 16).await;
         let service = Arc::new(h.service);
-        let scheduler = crate::keys::scheduler::spawn_scheduler(
-            service.clone(),
-            std::time::Duration::from_secs(3600),
-            Arc::new(|_| {}),
-            Arc::new(|| true),
-        );
+        let scheduler = hourly_scheduler(&service);
         let last_use = |id: &str| stored(&h.store, id).last_used.map(|u| u.operation);
         let written = |ids: &[String]| ids.iter().all(|id| last_use(id).is_some());
         // Made last, so held: used, written, and still held.
