@@ -359,6 +359,11 @@ impl Held {
     /// write it.
     pub fn first_use(&self, id: Uuid) {
         let mut first = lock(&self.first_uses);
+        // Bounded while nothing takes them (no scheduler, or a pass running long): a key
+        // left out keeps its use in its entry, for the pass or for its eviction to park.
+        if first.len() >= self.first_uses_soon.saturating_mul(4) {
+            return;
+        }
         first.push(id);
         if first.len().is_multiple_of(self.first_uses_soon) {
             self.uses_piling_up.notify_one();
@@ -854,6 +859,24 @@ mod tests {
         service.record_uses().await;
         assert_eq!(last_use(&ids[12]).as_deref(), Some("Decrypt"));
         assert_eq!(last_use(&ids[4]), None, "never used");
+    }
+
+    /// With nothing taking them (no scheduler here), the first uses noted stop at four times
+    /// `first_uses_soon`; the uses left out are written all the same, by the pass.
+    #[tokio::test]
+    async fn first_uses_noted_are_bounded_and_no_use_is_lost() {
+        let mut h = harness(8);
+        h.service.held.first_uses_soon = 2;
+        let ids = keys(&h.service, 12).await;
+        for id in &ids {
+            h.service.encrypt(id, b"x", &empty()).await.unwrap();
+        }
+        assert_eq!(h.service.held.take_first_uses().len(), 8);
+        h.service.record_uses().await;
+        assert!(
+            ids.iter()
+                .all(|id| stored(&h.store, id).last_used.is_some())
+        );
     }
 
     /// A use seen before the key's entry was evicted is written by the next pass.
