@@ -365,9 +365,9 @@ async fn keep_alive(mut client: LeaseClient, mut kv: KvClient, lease: Arc<Lease>
 /// member (or one without a leader, during an election) is made again, to whichever member
 /// the client picks next. Making a batch's transaction again is harmless: it sets the same
 /// values, and nothing of this daemon writes in between (`Store` holds its digest lock).
-const ATTEMPTS: u32 = 8;
-/// The first pause between tries, doubled each time (about 2.5 s in all: an election with
-/// etcd's default 1 s timeout fits).
+const ATTEMPTS: u32 = 9;
+/// The first pause between tries, doubled each time: about 5 s in all, as a batch's tries
+/// (`store::retry_pause`), so that a read waits out an election as long as a write does.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Whether `error` says no member could take the request (so another try may succeed).

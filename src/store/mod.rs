@@ -287,8 +287,9 @@ const MAX_TRIES: u32 = 64;
 /// Tries of a batch the engine did not take (a member down, an election under way).
 const MAX_RETRIES: u32 = 8;
 
-/// The pause before try `n` + 1 of a batch the engine did not take: 20 ms, doubling (about
-/// 2.5 s in all, long enough for an election with etcd's default timeouts).
+/// The pause before try `n` + 1 of a batch the engine did not take: 40 ms before the second
+/// try, doubling (about 5 s over the [`MAX_RETRIES`] tries, long enough for an election with
+/// etcd's default timeouts).
 fn retry_pause(n: u32) -> Duration {
     Duration::from_millis(20u64 << n.min(7))
 }
