@@ -209,6 +209,16 @@ impl KeyEntry {
         }
     }
 
+    /// The latest use seen in memory, written or not.
+    fn seen_use(&self) -> Option<SeenUse> {
+        self.last_use.lock().ok().and_then(|u| *u)
+    }
+
+    /// The latest use seen in memory, if its record does not have it yet.
+    fn unwritten_use(&self) -> Option<SeenUse> {
+        self.seen_use().filter(|u| !u.recorded_in(&self.record()))
+    }
+
     fn record(&self) -> Arc<KeyRecord> {
         match self.record.read() {
             Ok(record) => record.0.clone(),

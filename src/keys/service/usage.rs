@@ -56,7 +56,7 @@ impl KeyService {
     /// The latest use of a key, recorded or not yet.
     pub fn last_use(&self, record: &KeyRecord) -> Option<KeyUse> {
         let in_memory = match self.held.peek(record.id) {
-            Some(entry) => entry.last_use.lock().ok().and_then(|u| *u),
+            Some(entry) => entry.seen_use(),
             None => self.held.parked_use(record.id),
         }
         .map(SeenUse::key_use);
@@ -78,10 +78,8 @@ impl KeyService {
     pub async fn record_uses(&self) {
         // Every held entry's use is written here: none is left to write soon.
         drop(self.held.take_first_uses());
-        let held = self.held.entries().into_iter().filter_map(|entry| {
-            let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
-            (!seen.recorded_in(&entry.record())).then_some((entry.id, seen))
-        });
+        let held = (self.held.entries().into_iter())
+            .filter_map(|entry| Some((entry.id, entry.unwritten_use()?)));
         let used: Vec<(Uuid, SeenUse)> = held.chain(self.held.take_parked_uses()).collect();
         self.write_uses(used).await;
     }
@@ -92,12 +90,9 @@ impl KeyService {
     /// entry's first use was written waits for the pass: among keys used often, a write per
     /// key at every pass is enough.
     pub async fn record_uses_soon(&self) {
-        let first = self.held.take_first_uses().into_iter().filter_map(|id| {
-            // A key evicted since has its use parked.
-            let entry = self.held.peek(id)?;
-            let seen = entry.last_use.lock().ok().and_then(|u| *u)?;
-            (!seen.recorded_in(&entry.record())).then_some((id, seen))
-        });
+        // A key evicted since has its use parked.
+        let first = (self.held.take_first_uses().into_iter())
+            .filter_map(|id| Some((id, self.held.peek(id)?.unwritten_use()?)));
         let used: Vec<(Uuid, SeenUse)> = first.chain(self.held.take_parked_uses()).collect();
         self.write_uses(used).await;
     }
