@@ -110,7 +110,7 @@ fn barrier() -> Barrier {
 }
 
 /// Applies sealed ops to a stored state, as the backend does.
-fn apply(state: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, batch: WriteBatch) {
+fn apply(state: &mut State, batch: WriteBatch) {
     for (k, v) in batch.into_ops() {
         match v {
             Some(v) => state.insert(k, v),
@@ -119,12 +119,7 @@ fn apply(state: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, batch: WriteB
     }
 }
 
-fn write(
-    b: &Barrier,
-    digest: &mut SetDigest,
-    state: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
-    records: &[(&str, Option<&str>)],
-) {
+fn write(b: &Barrier, digest: &mut SetDigest, state: &mut State, records: &[(&str, Option<&str>)]) {
     let mut batch = WriteBatch::new();
     for (k, v) in records {
         match v {
@@ -136,26 +131,24 @@ fn write(
     apply(state, sealed);
 }
 
-fn check(
-    b: &Barrier,
-    state: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
-) -> Result<SetDigest, StoreError> {
+fn check(b: &Barrier, state: &State) -> Result<SetDigest, StoreError> {
     b.check_all(state.clone().into_iter().map(Ok))
 }
 
 type State = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// `records` written to an empty store: the barrier, its tree, the store.
+fn written(records: &[(&str, Option<&str>)]) -> (Barrier, SetDigest, State) {
+    let b = barrier();
+    let (mut digest, mut state) = (SetDigest::default(), State::new());
+    write(&b, &mut digest, &mut state, records);
+    (b, digest, state)
+}
+
 /// Two keys written, then `key/a` disabled: the barrier, its tree, the store as it is, and
 /// the store as it was before the change.
 fn one_key_disabled() -> (Barrier, SetDigest, State, State) {
-    let b = barrier();
-    let (mut digest, mut state) = (SetDigest::default(), State::new());
-    write(
-        &b,
-        &mut digest,
-        &mut state,
-        &[("key/a", Some("enabled")), ("key/b", Some("x"))],
-    );
+    let (b, mut digest, mut state) = written(&[("key/a", Some("enabled")), ("key/b", Some("x"))]);
     let old = state.clone();
     write(&b, &mut digest, &mut state, &[("key/a", Some("disabled"))]);
     (b, digest, state, old)
@@ -163,17 +156,10 @@ fn one_key_disabled() -> (Barrier, SetDigest, State, State) {
 
 #[test]
 fn a_record_changed_or_moved_is_named() {
-    let b = barrier();
-    let (mut digest, mut state) = (SetDigest::default(), State::new());
-    write(
-        &b,
-        &mut digest,
-        &mut state,
-        &[
-            ("user/app", Some("{\"arn\":\"app\"}")),
-            ("user/root", Some("{}")),
-        ],
-    );
+    let (b, _, state) = written(&[
+        ("user/app", Some("{\"arn\":\"app\"}")),
+        ("user/root", Some("{}")),
+    ]);
     check(&b, &state).unwrap();
     let mut changed = state.clone();
     let app = changed.get_mut(b"user/app".as_slice()).unwrap();
@@ -235,11 +221,9 @@ fn a_record_rolled_back_removed_or_added_fails_the_digest() {
 fn tags_read_off_the_disk_do_not_combine_into_a_matching_set() {
     // What broke an XOR of tags: the same multiset of tags under other names, or a change
     // and its undoing among other records, must still change the root.
-    let b = barrier();
-    let (mut digest, mut state) = (SetDigest::default(), State::new());
     let names: Vec<String> = (0..300).map(|i| format!("auth/seen/{i:04}")).collect();
     let records: Vec<(&str, Option<&str>)> = names.iter().map(|n| (n.as_str(), Some(""))).collect();
-    write(&b, &mut digest, &mut state, &records);
+    let (_, digest, _) = written(&records);
     let root = digest.clone().root();
     // Two records removed whose tags XOR with two others' to nothing would keep an XOR;
     // any removal changes the root.
@@ -258,19 +242,12 @@ fn tags_read_off_the_disk_do_not_combine_into_a_matching_set() {
 
 #[test]
 fn a_name_twice_in_one_batch_counts_once_and_undo_puts_back() {
-    let b = barrier();
-    let (mut digest, mut state) = (SetDigest::default(), State::new());
-    write(
-        &b,
-        &mut digest,
-        &mut state,
-        &[
-            ("material/x", Some("one")),
-            ("material/x", Some("two")),
-            ("material/y", Some("gone")),
-            ("material/y", None),
-        ],
-    );
+    let (b, mut digest, state) = written(&[
+        ("material/x", Some("one")),
+        ("material/x", Some("two")),
+        ("material/y", Some("gone")),
+        ("material/y", None),
+    ]);
     assert_eq!(check(&b, &state).unwrap().root(), digest.root());
     // A batch not applied: undo leaves the digest as it was.
     let before = digest.clone().root();
@@ -348,14 +325,7 @@ fn a_store_in_the_earlier_digest_format_is_checked_and_moves_on() {
 /// passes its check.
 #[test]
 fn the_same_change_from_the_same_state_stores_a_root_of_its_own_when_shared() {
-    let b = barrier();
-    let (mut digest, mut state) = (SetDigest::default(), State::new());
-    write(
-        &b,
-        &mut digest,
-        &mut state,
-        &[("keys/k", Some("reserved 3"))],
-    );
+    let (b, digest, state) = written(&[("keys/k", Some("reserved 3"))]);
     let same = || {
         let mut batch = WriteBatch::new();
         batch.put(b"keys/k".to_vec(), b"reserved 7".to_vec());
