@@ -62,6 +62,7 @@ conformance_suite!(
         authentication_refusals,
         a_change_replayed_after_a_restart_is_refused,
         a_store_in_the_earlier_digest_format_opens_and_moves_on,
+        key_records_written_as_json_are_served_and_move_to_binary,
         oversized_request_is_refused,
         health_and_reflection_are_served,
     ]
@@ -1486,6 +1487,51 @@ mod suite {
         d.restart().await;
         assert_eq!(d.state(&another).await, KeyState::Enabled);
         assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"kept");
+    }
+
+    /// Key records an earlier version wrote as JSON are served as they are (read on demand,
+    /// and by a start that reads every record), and written in the binary form at their next
+    /// change.
+    pub async fn key_records_written_as_json_are_served_and_move_to_binary(backend: Backend) {
+        use keyhaven::keys::{KeyRecord, RECORD_FORM_BINARY};
+        let mut d = TestDaemon::start(backend).await;
+        let key = d.create_key("from before").await.key_id;
+        let blob = d.encrypt(&key, b"kept", &[]).await.unwrap();
+        let before = d.describe(&key).await.unwrap();
+        d.stop().await;
+        let name = format!("key/{key}").into_bytes();
+        let first_byte = |d: &TestDaemon| d.open_store().get(&name).unwrap().expect("record")[0];
+        assert_eq!(
+            first_byte(&d),
+            RECORD_FORM_BINARY,
+            "written in the binary form"
+        );
+        {
+            // As an earlier version wrote it: JSON, through the store's barrier.
+            let store = d.open_store();
+            let record = KeyRecord::from_stored(&store.get(&name).unwrap().unwrap()).unwrap();
+            let mut batch = keyhaven::store::WriteBatch::new();
+            batch.put(name.clone(), serde_json::to_vec(&record).unwrap());
+            store.commit_blocking(batch).unwrap();
+        }
+        assert_eq!(first_byte(&d), b'{');
+
+        d.start_again().await;
+        let after = d.describe(&key).await.unwrap();
+        assert_eq!(
+            (after.description, after.creation_date, after.key_state),
+            (before.description, before.creation_date, before.key_state)
+        );
+        assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"kept");
+        d.disable(&key).await.unwrap();
+        d.stop().await;
+        assert_eq!(
+            first_byte(&d),
+            RECORD_FORM_BINARY,
+            "its change wrote it in binary"
+        );
+        d.start_again().await;
+        assert_eq!(d.state(&key).await, KeyState::Disabled);
     }
 
     pub async fn oversized_request_is_refused(backend: Backend) {

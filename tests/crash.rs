@@ -783,7 +783,7 @@ fn check_store(deployment: &Deployment, model: &mut Model) -> Vec<String> {
     match store.scan(b"key/", None, usize::MAX) {
         Ok(entries) => {
             for (name, value) in entries {
-                match serde_json::from_slice::<KeyRecord>(&value) {
+                match KeyRecord::from_stored(&value) {
                     Ok(record) => {
                         records.insert(record.id, record);
                     }

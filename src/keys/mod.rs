@@ -13,8 +13,8 @@ pub use crate::keystore::{EncryptionAlgorithm, KeySpec, MacAlgorithm, SigningAlg
 pub use error::KeyError;
 pub use model::{
     DEFAULT_PENDING_DAYS, EXTERNAL_ORIGIN, ImportedMaterial, KeyRecord, KeyState, KeyUsage, KeyUse,
-    KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RotationSchedule, RotationType,
-    key_spec_and_usage,
+    KeyVersion, MAX_PENDING_DAYS, MIN_PENDING_DAYS, RECORD_FORM_BINARY, RotationSchedule,
+    RotationType, key_spec_and_usage,
 };
 pub use reference::{KeyReference, printable as printable_input};
 pub use scheduler::{DueReport, spawn_scheduler};

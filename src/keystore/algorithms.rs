@@ -5,7 +5,8 @@
 use super::KeyStoreError;
 use crate::secret::SecretBytes;
 
-/// What a key's material is, with AWS KMS's names.
+/// What a key's material is, with AWS KMS's names. Stored by its variants' positions in binary
+/// key records: a new variant goes last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KeySpec {
     /// AES-256-GCM.

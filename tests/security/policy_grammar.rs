@@ -6,6 +6,7 @@ use super::common::{Backend, TestDaemon, assert_refused};
 use keyhaven::api::reason_of;
 use keyhaven::audit::{AuditRecord, chain_files};
 use keyhaven::client::{Client, ClientCredentials};
+use keyhaven::keys::KeyRecord;
 use keyhaven::proto::v1;
 use keyhaven::secret::SecretString;
 use keyhaven::store::WriteBatch;
@@ -437,13 +438,13 @@ async fn an_unreadable_stored_key_policy_denies_everyone_and_is_audited() {
         // Written as that release would have: through the store's barrier.
         let store = d.open_store();
         let name = format!("key/{}", key.key_id);
-        let mut record: serde_json::Value =
-            serde_json::from_slice(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
-        record["policy"] = serde_json::Value::String(
+        let mut record =
+            KeyRecord::from_stored(&store.get(name.as_bytes()).unwrap().expect("record")).unwrap();
+        record.policy = Some(
             r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"backup.example"},"Action":"kms:*","Resource":"*"}]}"#.into(),
         );
         let mut batch = WriteBatch::new();
-        batch.put(name, serde_json::to_vec(&record).unwrap());
+        batch.put(name, record.to_stored().unwrap());
         store.commit_blocking(batch).unwrap();
     }
     d.start_again().await;

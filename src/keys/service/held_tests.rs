@@ -55,7 +55,7 @@ async fn keys(service: &KeyService, n: usize) -> Vec<String> {
 
 fn stored(store: &Store, id: &str) -> KeyRecord {
     let id = Uuid::parse_str(id).unwrap();
-    serde_json::from_slice(&store.get(&key_record_name(id)).unwrap().unwrap()).unwrap()
+    KeyRecord::from_stored(&store.get(&key_record_name(id)).unwrap().unwrap()).unwrap()
 }
 
 fn empty() -> EncryptionContext {

@@ -191,7 +191,7 @@ impl KeyService {
             imported: Some(ImportedMaterial::default()),
         };
         let mut batch = WriteBatch::new();
-        batch.put(key_record_name(id), encode(&record)?);
+        batch.put(key_record_name(id), records::stored_record(&record)?);
         let change = self.index_change();
         let revision = self
             .store

@@ -181,8 +181,7 @@ impl KeyService {
         let Some(value) = self.store.get(&key_record_name(material.key_id))? else {
             return Ok(false);
         };
-        let record: KeyRecord = serde_json::from_slice(&value)
-            .map_err(|e| KeyError::Internal(format!("key record is damaged: {e}")))?;
+        let record = records::parse_record(&key_record_name(material.key_id), &value)?;
         Ok(record.holds_version(material.version))
     }
 

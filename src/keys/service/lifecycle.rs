@@ -201,7 +201,7 @@ impl KeyService {
         let committed = async {
             batch.put(
                 key_record_name(id),
-                encode(&record).map_err(FailedChange::not_applied)?,
+                records::stored_record(&record).map_err(FailedChange::not_applied)?,
             );
             Ok::<_, FailedChange>(self.store.try_commit_at(batch).await?)
         }

@@ -829,7 +829,7 @@ impl KeyService {
             let name = key_record_name(record.id);
             batch.put(
                 name.clone(),
-                encode(&record).map_err(FailedChange::not_applied)?,
+                records::stored_record(&record).map_err(FailedChange::not_applied)?,
             );
             batch.require_present_unchanged(name, view);
             let change = self.index_change();

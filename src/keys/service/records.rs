@@ -59,12 +59,17 @@ fn parse_page(stored: &[Entry]) -> Result<Vec<KeyRecord>, KeyError> {
 }
 
 pub(super) fn parse_record(name: &[u8], value: &[u8]) -> Result<KeyRecord, KeyError> {
-    serde_json::from_slice::<KeyRecord>(value).map_err(|e| {
+    KeyRecord::from_stored(value).map_err(|e| {
         KeyError::Internal(format!(
             "key record {} is damaged: {e}",
             String::from_utf8_lossy(name)
         ))
     })
+}
+
+/// A key record as it is written (see [`crate::keys::model::RECORD_FORM_BINARY`]).
+pub(super) fn stored_record(record: &KeyRecord) -> Result<Vec<u8>, KeyError> {
+    record.to_stored().map_err(KeyError::Internal)
 }
 
 impl KeyService {
