@@ -1427,11 +1427,12 @@ mod suite {
         assert_eq!(seen(&d), 0);
     }
 
-    /// A store whose digest an earlier version wrote (the root alone, over every record's
-    /// whole tag) opens after its records are checked, stores the root again in this
-    /// version's format (`0x02 ‖ root`), and serves what it holds.
+    /// A store whose digest an earlier version wrote (the earlier tree of 4,096 buckets: the
+    /// root alone over every record's whole tag, or `0x02 ‖ root` over their first bytes)
+    /// opens after its records are checked, stores the root again in this version's format
+    /// (`0x03 ‖ root`), and serves what it holds.
     pub async fn a_store_in_the_earlier_digest_format_opens_and_moves_on(backend: Backend) {
-        use keyhaven::store::barrier::{self, DIGEST_RECORD};
+        use keyhaven::store::barrier::{self, DIGEST_RECORD, NARROW_DIGEST_FORMAT};
         let mut d = TestDaemon::start(backend).await;
         let key = d.create_key("from before").await.key_id;
         let blob = d.encrypt(&key, b"kept", &[]).await.unwrap();
@@ -1448,40 +1449,52 @@ mod suite {
             let stored = engine.get(DIGEST_RECORD).unwrap().expect("a digest");
             integrity.open(DIGEST_RECORD, &stored).unwrap().to_vec()
         };
-        assert_eq!(digest_value(&d)[0], 2, "this version's format");
-        {
-            let engine = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
-                .expect("open the store");
-            let tags = engine
-                .scan(&[], None, usize::MAX)
-                .unwrap()
-                .into_iter()
-                .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
-                .map(|(name, stored)| {
-                    let tag = barrier::stored_tag(&stored).expect("a tagged record");
-                    (name, tag)
-                });
-            let root = barrier::whole_tag_root(tags);
-            let mut batch = keyhaven::store::WriteBatch::new();
-            batch.put(
-                DIGEST_RECORD.to_vec(),
-                integrity.seal(DIGEST_RECORD, &root).unwrap().0,
+        assert_eq!(digest_value(&d)[0], 3, "this version's format");
+        for whole in [false, true] {
+            {
+                let engine = keyhaven::server::open_backend(&d.config.store, &d.config.data_dir)
+                    .expect("open the store");
+                let tags = engine
+                    .scan(&[], None, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
+                    .map(|(name, stored)| {
+                        let tag = barrier::stored_tag(&stored).expect("a tagged record");
+                        (name, tag)
+                    });
+                let value = if whole {
+                    barrier::whole_tag_root(tags).to_vec()
+                } else {
+                    [&[NARROW_DIGEST_FORMAT][..], &barrier::narrow_tag_root(tags)].concat()
+                };
+                let mut batch = keyhaven::store::WriteBatch::new();
+                batch.put(
+                    DIGEST_RECORD.to_vec(),
+                    integrity.seal(DIGEST_RECORD, &value).unwrap().0,
+                );
+                engine.apply(batch).unwrap();
+                engine.sync().unwrap();
+            }
+            let value = digest_value(&d);
+            assert_eq!(
+                value.len(),
+                if whole { 32 } else { 33 },
+                "an earlier format"
             );
-            engine.apply(batch).unwrap();
-            engine.sync().unwrap();
-        }
-        assert_eq!(digest_value(&d).len(), 32, "the earlier format");
 
-        // Opened, the store writes the root in this version's format at once: a daemon that
-        // changes nothing does not check every record again at each start.
-        d.start_again().await;
-        d.stop().await;
-        let value = digest_value(&d);
-        assert_eq!(
-            (value.len(), value[0]),
-            (33, 2),
-            "moved to this version's format"
-        );
+            // Opened, the store writes the root in this version's format at once: a daemon
+            // that changes nothing does not check every record again at each start.
+            d.start_again().await;
+            assert_eq!(d.decrypt(&blob, &[]).await.unwrap(), b"kept");
+            d.stop().await;
+            let value = digest_value(&d);
+            assert_eq!(
+                (value.len(), value[0]),
+                (33, 3),
+                "moved to this version's format"
+            );
+        }
         d.start_again().await;
         let another = d.create_key("after").await.key_id;
         d.restart().await;

@@ -217,12 +217,13 @@ async fn a_record_edited_in_etcd_is_refused_at_start() {
     assert_eq!(d.state(&key).await, keyhaven::proto::v1::KeyState::Enabled);
 }
 
-/// A daemon of the earlier version writes the digest's root alone, over whole tags: a daemon of
-/// this version that hears it from the change feed stops serving (the daemons of a shared store
-/// move to this version together), and restarted it checks that store as it is and serves it.
+/// A daemon of the previous version writes the digest in its format (`0x02 ‖ root` of the
+/// earlier tree): a daemon of this version that hears it from the change feed stops serving
+/// (the daemons of a shared store move to this version together), and restarted it checks that
+/// store as it is and serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_in_the_earlier_format_written_beside_a_daemon_stops_it_until_restarted() {
-    use keyhaven::store::barrier::{self, DIGEST_RECORD};
+    use keyhaven::store::barrier::{self, DIGEST_RECORD, NARROW_DIGEST_FORMAT};
     let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
     let key = d.create_key("before the earlier digest").await.key_id;
     let (_, master) = keyhaven::seal::unseal(
@@ -250,10 +251,8 @@ async fn a_digest_in_the_earlier_format_written_beside_a_daemon_stops_it_until_r
             let tag = barrier::stored_tag(kv.value()).expect("a tagged record");
             tags.push((name.to_vec(), tag));
         }
-        let earlier = integrity
-            .seal(DIGEST_RECORD, &barrier::whole_tag_root(tags))
-            .unwrap()
-            .0;
+        let value = [&[NARROW_DIGEST_FORMAT][..], &barrier::narrow_tag_root(tags)].concat();
+        let earlier = integrity.seal(DIGEST_RECORD, &value).unwrap().0;
         let digest = "keyhaven/store/barrier/digest";
         let written = client
             .txn(

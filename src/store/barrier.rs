@@ -7,23 +7,26 @@
 //!   fails its tag and is named in the error.
 //! - **The set of records** is authenticated by a digest kept in the record
 //!   [`DIGEST_RECORD`] (itself tagged) and written in the same atomic batch as every change.
-//!   The digest is the root of a two-level hash tree over every record's (name, tag): records
-//!   fall into 4,096 buckets by a hash of their name, a bucket hashes its pairs in order, a group
-//!   of 64 buckets hashes their hashes, the root hashes the 64 groups'. A record rolled back to
-//!   an older value, removed, or copied in from elsewhere (a backup of this store included)
-//!   changes the root, and nobody without the master key can tag a new root, so only a set
-//!   whose root was once stored passes: SHA-256's collision resistance, not the secrecy of the
-//!   tags (which anyone who reads the files sees), makes that the whole store as it once was.
-//!   (An XOR of tags would not do: tags read off the disk combine linearly into any
-//!   difference.) A change rehashes one bucket, one group and the root.
+//!   The digest is the root of a hash tree over every record's (name, tag): records fall into
+//!   65,536 buckets by a hash of their name, a bucket hashes its pairs in order, a group of 16
+//!   buckets hashes their hashes, a section of 64 groups hashes theirs, the root hashes the 64
+//!   sections'. A record rolled back to an older value, removed, or copied in from elsewhere
+//!   (a backup of this store included) changes the root, and nobody without the master key
+//!   can tag a new root, so only a set whose root was once stored passes: SHA-256's collision
+//!   resistance, not the secrecy of the tags (which anyone who reads the files sees), makes
+//!   that the whole store as it once was. (An XOR of tags would not do: tags read off the disk
+//!   combine linearly into any difference.) A change rehashes one bucket (at a million keys,
+//!   about 30 entries), one group, one section and the root.
 //! - **The tree holds the first 16 bytes of each tag** beside the first 16 of its name's
 //!   SHA-256: 32 bytes of memory per record. A record's older value passes for its current one
 //!   only if the two tags share those 128 bits, and nobody without the master key can make a
-//!   tag to match, so the prefix refuses a rollback as surely as the whole tag did. The digest
-//!   record names its format (`0x02 ‖ root`); a store written before holds the root alone, over
-//!   whole tags ([`whole_tag_root`]). Such a store is checked as it is, record by record, and
-//!   the store opened on it writes the root again in this format before anything else; a
-//!   daemon that reads a root in the earlier format from another daemon's change refuses it
+//!   tag to match, so the prefix refuses a rollback as surely as the whole tag did.
+//! - **The digest record names its format**: `0x03 ‖ root` for this tree. Earlier versions
+//!   used a tree of 4,096 buckets, 64 groups and the root: `0x02 ‖ root` over the tags' first
+//!   bytes ([`narrow_tag_root`]), and before that the root alone, over whole tags
+//!   ([`whole_tag_root`]). A store in either is checked as it is, record by record, and the
+//!   store opened on it writes the root again in this format before anything else; a daemon
+//!   that reads a root in an earlier format from another daemon's change refuses it
 //!   ([`IntegrityError::EarlierDigest`]): the daemons of a shared store move to this version
 //!   together.
 //! - What it cannot see is a rollback of the **whole** store to an earlier consistent state
@@ -53,7 +56,10 @@ const FORMAT: u8 = 1;
 const TAG_LEN: usize = 32;
 const HEADER: usize = 1 + TAG_LEN;
 /// The digest record's value: this byte, then the root (see the module docs).
-const DIGEST_FORMAT: u8 = 2;
+const DIGEST_FORMAT: u8 = 3;
+/// The previous version's: this byte, then the root of the earlier tree (4,096 buckets) over
+/// the tags' first bytes.
+pub const NARROW_DIGEST_FORMAT: u8 = 2;
 /// How much of a record's tag the tree holds and hashes.
 const HELD_LEN: usize = 16;
 
@@ -73,7 +79,9 @@ pub fn held(tag: &Tag) -> Held {
 enum Root {
     /// Over the tags' first bytes, as this version writes it.
     Held(Tag),
-    /// Over whole tags, as a store written before holds it.
+    /// Over the tags' first bytes in the earlier tree, as the previous version wrote it.
+    Narrow(Tag),
+    /// Over whole tags in the earlier tree, as a store written before that holds it.
     Whole(Tag),
 }
 
@@ -100,7 +108,7 @@ pub enum IntegrityError {
     )]
     Digest,
     #[error(
-        "the store's digest is in the format of an earlier version (over whole tags), written since this daemon read the store: the daemons of a shared store move to this version together"
+        "the store's digest is in the format of an earlier version, written since this daemon read the store: the daemons of a shared store move to this version together"
     )]
     EarlierDigest,
     #[error(
@@ -179,14 +187,15 @@ impl Barrier {
         }
         let loading = loading.sorted();
         let empty = loading.records == 0;
-        let whole = match stored_root {
-            Some(Root::Whole(stored)) => Some(stored == loading.whole_root()),
+        let earlier = match stored_root {
+            Some(Root::Whole(stored)) => Some(stored == loading.earlier_root(Tags::Whole)),
+            Some(Root::Narrow(stored)) => Some(stored == loading.earlier_root(Tags::Held)),
             _ => None,
         };
         let mut digest = loading.into_tree();
-        let passes = match (stored_root, whole) {
+        let passes = match (stored_root, earlier) {
             (Some(Root::Held(stored)), _) => stored == digest.root(),
-            (_, Some(whole)) => whole,
+            (_, Some(earlier)) => earlier,
             _ => false,
         };
         match stored_root {
@@ -210,6 +219,9 @@ impl Barrier {
         let value = self.open(DIGEST_RECORD, stored)?;
         match value {
             [DIGEST_FORMAT, root @ ..] if root.len() == TAG_LEN => Ok(Root::Held(to_tag(root))),
+            [NARROW_DIGEST_FORMAT, root @ ..] if root.len() == TAG_LEN => {
+                Ok(Root::Narrow(to_tag(root)))
+            }
             whole if whole.len() == TAG_LEN => Ok(Root::Whole(to_tag(whole))),
             _ => Err(refused(DIGEST_RECORD).into()),
         }
@@ -294,10 +306,10 @@ impl Barrier {
         Ok(())
     }
 
-    /// Whether a stored digest record holds its root in the earlier format (over whole tags),
-    /// once its tag is checked.
+    /// Whether a stored digest record holds its root in an earlier version's format, once its
+    /// tag is checked.
     pub fn earlier_format(&self, stored: &[u8]) -> bool {
-        matches!(self.read_root(stored), Ok(Root::Whole(_)))
+        matches!(self.read_root(stored), Ok(Root::Whole(_) | Root::Narrow(_)))
     }
 
     /// The root a stored digest record holds, once its tag is checked. A root in the earlier
@@ -305,7 +317,7 @@ impl Barrier {
     pub fn stored_root(&self, stored: &[u8]) -> Result<Tag, StoreError> {
         match self.read_root(stored)? {
             Root::Held(root) => Ok(root),
-            Root::Whole(_) => Err(IntegrityError::EarlierDigest.into()),
+            Root::Narrow(_) | Root::Whole(_) => Err(IntegrityError::EarlierDigest.into()),
         }
     }
 }
@@ -365,9 +377,20 @@ fn to_tag(bytes: &[u8]) -> Tag {
 /// batch is not applied.
 pub type Undo = (Vec<u8>, Option<Held>);
 
-const GROUPS: usize = 64;
-const BUCKETS_PER_GROUP: usize = 64;
-const BUCKETS: usize = GROUPS * BUCKETS_PER_GROUP;
+/// Records fall into 65,536 buckets by the first two bytes of their name's hash; a group
+/// hashes 16 buckets' hashes, a section 64 groups', the root the 64 sections'. A change
+/// rehashes its bucket (about one entry in 32,768 of the store's), one group (512 bytes), one
+/// section (2 KiB) and the root (2 KiB).
+const BUCKETS: usize = 1 << 16;
+const BUCKETS_PER_GROUP: usize = 16;
+const GROUPS: usize = BUCKETS / BUCKETS_PER_GROUP;
+const GROUPS_PER_SECTION: usize = 64;
+const SECTIONS: usize = GROUPS / GROUPS_PER_SECTION;
+/// The earlier tree, of the digest formats before this one: 4,096 buckets (the name hash's
+/// first two bytes modulo 4,096), a group hashing 64 buckets' hashes, the root the 64 groups'.
+/// A change rehashed a bucket of one entry in 4,096 of the store's: 15 KiB at a million keys.
+const EARLIER_BUCKETS: usize = 4096;
+const EARLIER_BUCKETS_PER_GROUP: usize = 64;
 /// How much of a name's hash places and orders it (internal record names do not collide in
 /// 128 bits).
 type NameHash = [u8; 16];
@@ -381,6 +404,7 @@ pub struct SetDigest {
     buckets: Vec<Vec<(NameHash, Held)>>,
     bucket_hashes: Vec<[u8; 32]>,
     group_hashes: Vec<[u8; 32]>,
+    section_hashes: Vec<[u8; 32]>,
     /// Buckets changed since the root was last computed.
     dirty: std::collections::BTreeSet<usize>,
     records: usize,
@@ -392,25 +416,31 @@ pub struct SetDigest {
 
 impl Default for SetDigest {
     fn default() -> Self {
+        // Every group of empty buckets hashes alike, and every section of them.
         let empty = bucket_hash::<HELD_LEN>(&[]);
-        let mut digest = Self {
+        let bucket_hashes = vec![empty; BUCKETS];
+        let group_hashes = vec![hash_of(&bucket_hashes, 0, BUCKETS_PER_GROUP); GROUPS];
+        let section_hashes = vec![hash_of(&group_hashes, 0, GROUPS_PER_SECTION); SECTIONS];
+        Self {
             buckets: vec![Vec::new(); BUCKETS],
-            bucket_hashes: vec![empty; BUCKETS],
-            group_hashes: vec![[0; 32]; GROUPS],
+            bucket_hashes,
+            group_hashes,
+            section_hashes,
             dirty: Default::default(),
             records: 0,
             touched: None,
-        };
-        for group in 0..GROUPS {
-            digest.group_hashes[group] = group_hash(&digest.bucket_hashes, group);
         }
-        digest
     }
+}
+
+/// A name's bucket: its hash's first two bytes.
+fn bucket_of(hash: &[u8]) -> usize {
+    (usize::from(hash[0]) << 8) | usize::from(hash[1])
 }
 
 fn place(name: &[u8]) -> (usize, NameHash) {
     let hash = sha2::Sha256::digest(name);
-    let bucket = ((usize::from(hash[0]) << 8) | usize::from(hash[1])) % BUCKETS;
+    let bucket = bucket_of(&hash);
     let mut key = [0u8; 16];
     key.copy_from_slice(&hash[..16]);
     (bucket, key)
@@ -426,27 +456,36 @@ fn bucket_hash<const N: usize>(entries: &[(NameHash, [u8; N])]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn group_hash(bucket_hashes: &[[u8; 32]], group: usize) -> [u8; 32] {
+/// The hash of the `width` hashes of the level below that make up the `index`th node of this
+/// level.
+fn hash_of(below: &[[u8; 32]], index: usize, width: usize) -> [u8; 32] {
     let mut hasher = sha2::Sha256::new();
-    let first = group * BUCKETS_PER_GROUP;
-    for hash in &bucket_hashes[first..first + BUCKETS_PER_GROUP] {
+    for hash in &below[index * width..(index + 1) * width] {
         hasher.update(hash);
     }
     hasher.finalize().into()
 }
 
-/// The root: the count of records, then every group's hash.
-fn root_over(records: usize, group_hashes: &[[u8; 32]]) -> Tag {
+/// The root: the count of records, then every top node's hash (sections; the earlier tree's
+/// groups).
+fn root_over(records: usize, top: &[[u8; 32]]) -> Tag {
     let mut hasher = sha2::Sha256::new();
     hasher.update((records as u64).to_be_bytes());
-    for hash in group_hashes {
+    for hash in top {
         hasher.update(hash);
     }
     hasher.finalize().into()
+}
+
+/// What of each record's tag a root is over.
+#[derive(Clone, Copy)]
+enum Tags {
+    Whole,
+    Held,
 }
 
 /// Every record's whole tag, while a pass over every record reads them: the tree
-/// ([`Loading::into_tree`]), and the root in the earlier format ([`Loading::whole_root`]),
+/// ([`Loading::into_tree`]), and the roots of the earlier formats ([`Loading::earlier_root`]),
 /// come from it.
 #[derive(Default)]
 struct Loading {
@@ -490,15 +529,31 @@ impl Loading {
         self
     }
 
-    /// The root over whole tags, as a store written before the tree held their first bytes
-    /// stores it.
-    fn whole_root(&self) -> Tag {
-        let empty = bucket_hash::<TAG_LEN>(&[]);
-        let bucket_hashes: Vec<[u8; 32]> = (0..BUCKETS)
-            .map(|at| self.buckets.get(at).map_or(empty, |b| bucket_hash(b)))
+    /// The root of the earlier tree over whole tags or their first bytes, as the digest
+    /// formats before this one store it. The earlier bucket `b` holds this tree's buckets
+    /// `b`, `b + 4,096`, …, merged in order.
+    fn earlier_root(&self, tags: Tags) -> Tag {
+        let bucket_hashes: Vec<[u8; 32]> = (0..EARLIER_BUCKETS)
+            .map(|at| {
+                let mut entries: Vec<&(NameHash, Tag)> = (at..BUCKETS)
+                    .step_by(EARLIER_BUCKETS)
+                    .filter_map(|bucket| self.buckets.get(bucket))
+                    .flatten()
+                    .collect();
+                entries.sort_by_key(|entry| entry.0);
+                match tags {
+                    Tags::Whole => bucket_hash(&entries.into_iter().copied().collect::<Vec<_>>()),
+                    Tags::Held => bucket_hash(
+                        &entries
+                            .into_iter()
+                            .map(|(key, tag)| (*key, held(tag)))
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            })
             .collect();
-        let groups: Vec<[u8; 32]> = (0..GROUPS)
-            .map(|group| group_hash(&bucket_hashes, group))
+        let groups: Vec<[u8; 32]> = (0..EARLIER_BUCKETS / EARLIER_BUCKETS_PER_GROUP)
+            .map(|group| hash_of(&bucket_hashes, group, EARLIER_BUCKETS_PER_GROUP))
             .collect();
         root_over(self.records, &groups)
     }
@@ -521,11 +576,21 @@ impl Loading {
 /// The root over whole tags of `records` (name, tag), as a store written before the tree held
 /// their first bytes stores it: for tests that write such a store.
 pub fn whole_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag {
+    earlier_tag_root(records, Tags::Whole)
+}
+
+/// The root of the earlier tree over the tags' first bytes of `records` (name, tag), as the
+/// previous version stored it after [`NARROW_DIGEST_FORMAT`]: for tests that write such a store.
+pub fn narrow_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag {
+    earlier_tag_root(records, Tags::Held)
+}
+
+fn earlier_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>, tags: Tags) -> Tag {
     let mut loading = Loading::default();
     for (name, tag) in records {
         loading.push(&name, tag);
     }
-    loading.sorted().whole_root()
+    loading.sorted().earlier_root(tags)
 }
 
 impl SetDigest {
@@ -576,10 +641,15 @@ impl SetDigest {
             self.bucket_hashes[bucket] = bucket_hash(&self.buckets[bucket]);
             groups.insert(bucket / BUCKETS_PER_GROUP);
         }
+        let mut sections = std::collections::BTreeSet::new();
         for group in groups {
-            self.group_hashes[group] = group_hash(&self.bucket_hashes, group);
+            self.group_hashes[group] = hash_of(&self.bucket_hashes, group, BUCKETS_PER_GROUP);
+            sections.insert(group / GROUPS_PER_SECTION);
         }
-        root_over(self.records, &self.group_hashes)
+        for section in sections {
+            self.section_hashes[section] = hash_of(&self.group_hashes, section, GROUPS_PER_SECTION);
+        }
+        root_over(self.records, &self.section_hashes)
     }
 }
 
@@ -619,7 +689,7 @@ impl SetDigest {
             bucket.reserve_exact(count);
             for entry in entries.chunks_exact(ENTRY) {
                 let key: NameHash = entry[..16].try_into().ok()?;
-                let placed = ((usize::from(key[0]) << 8) | usize::from(key[1])) % BUCKETS;
+                let placed = bucket_of(&key);
                 if placed != index || bucket.last().is_some_and(|(last, _)| *last >= key) {
                     return None;
                 }

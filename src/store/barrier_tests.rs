@@ -259,49 +259,75 @@ fn a_name_twice_in_one_batch_counts_once_and_undo_puts_back() {
     assert_eq!(digest.root(), before);
 }
 
-/// A store whose digest is in the earlier format (the root alone, over whole tags) is
-/// checked as it is, refused as before when a record was rolled back, and moves to this
-/// format with its next change. The earlier root is pinned: a value the previous version
-/// computed for these records.
+/// A store whose digest is in an earlier format (the earlier tree of 4,096 buckets: the root
+/// alone over whole tags, or `0x02 ‖ root` over their first bytes) is checked as it is, refused
+/// as before when a record was rolled back, and moves to this format with its next change.
+/// The earlier roots are pinned: values the previous versions computed for these records.
 #[test]
-fn a_store_in_the_earlier_digest_format_is_checked_and_moves_on() {
+fn a_store_in_an_earlier_digest_format_is_checked_and_moves_on() {
     let records: Vec<(Vec<u8>, Tag)> = (0..300u32)
         .map(|i| (format!("keys/{i}").into_bytes(), [(i % 251) as u8; TAG_LEN]))
         .collect();
     assert_eq!(
-        hex::encode(whole_tag_root(records)),
+        hex::encode(whole_tag_root(records.clone())),
         "33c1bc80fb53ebaa312da8c70651c7e396c07f4cbc345b8e856bed4dd952aa51"
+    );
+    assert_eq!(
+        hex::encode(narrow_tag_root(records)),
+        "2a5c8a93b1aea7e35f95ffe8d8ed861aa2bf93f9072c933982af31deb3c86fb8"
     );
 
     let (b, mut digest, state, old) = one_key_disabled();
     let old_a = old[b"key/a".as_slice()].clone();
-    let in_earlier_format = |state: &State| {
+    let in_earlier_format = |state: &State, whole: bool| {
         let tags = state
             .iter()
             .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
             .map(|(name, stored)| (name.clone(), stored_tag(stored).unwrap()));
+        let value = if whole {
+            whole_tag_root(tags).to_vec()
+        } else {
+            [&[NARROW_DIGEST_FORMAT][..], &narrow_tag_root(tags)].concat()
+        };
         let mut earlier = state.clone();
-        let (stored, _) = b.seal(DIGEST_RECORD, &whole_tag_root(tags)).unwrap();
+        let (stored, _) = b.seal(DIGEST_RECORD, &value).unwrap();
         earlier.insert(DIGEST_RECORD.to_vec(), stored);
         earlier
     };
-    let mut earlier = in_earlier_format(&state);
-    // Checked as it is: the same tree as the store in this format.
-    assert_eq!(check(&b, &earlier).unwrap().root(), digest.root());
-    // Only the check of every record reads that format.
-    assert_eq!(
-        b.stored_root(&earlier[DIGEST_RECORD]).unwrap_err().0,
-        IntegrityError::EarlierDigest.to_string()
-    );
-    // A record rolled back in it is refused.
-    let mut rolled = earlier.clone();
-    rolled.insert(b"key/a".to_vec(), old_a);
-    assert_eq!(
-        check(&b, &rolled).unwrap_err().0,
-        IntegrityError::Digest.to_string()
-    );
-    // A digest of neither format is refused, named.
-    let mut odd = earlier.clone();
+    for whole in [true, false] {
+        let mut earlier = in_earlier_format(&state, whole);
+        // Checked as it is: the same tree as the store in this format.
+        assert_eq!(check(&b, &earlier).unwrap().root(), digest.root());
+        // Only the check of every record reads that format.
+        assert!(b.earlier_format(&earlier[DIGEST_RECORD]));
+        assert_eq!(
+            b.stored_root(&earlier[DIGEST_RECORD]).unwrap_err().0,
+            IntegrityError::EarlierDigest.to_string()
+        );
+        // A record rolled back in it is refused.
+        let mut rolled = earlier.clone();
+        rolled.insert(b"key/a".to_vec(), old_a.clone());
+        assert_eq!(
+            check(&b, &rolled).unwrap_err().0,
+            IntegrityError::Digest.to_string()
+        );
+        // The next change stores the root in this format: `0x03 ‖ root`.
+        let mut tree = check(&b, &earlier).unwrap();
+        write(&b, &mut tree, &mut earlier, &[("key/c", Some("new"))]);
+        let value = b.open(DIGEST_RECORD, &earlier[DIGEST_RECORD]).unwrap();
+        assert_eq!((value.len(), value[0]), (33, DIGEST_FORMAT));
+        assert!(!b.earlier_format(&earlier[DIGEST_RECORD]));
+        assert_eq!(b.stored_root(&earlier[DIGEST_RECORD]).unwrap(), tree.root());
+        assert_eq!(check(&b, &earlier).unwrap().root(), tree.root());
+        // This tree's root is not the earlier tree's over the same records.
+        let tags = earlier
+            .iter()
+            .filter(|(name, _)| name.as_slice() != DIGEST_RECORD)
+            .map(|(name, stored)| (name.clone(), stored_tag(stored).unwrap()));
+        assert_ne!(value[1..], narrow_tag_root(tags)[..]);
+    }
+    // A digest of no format is refused, named.
+    let mut odd = state.clone();
     odd.insert(
         DIGEST_RECORD.to_vec(),
         b.seal(DIGEST_RECORD, &[2; 20]).unwrap().0,
@@ -310,19 +336,8 @@ fn a_store_in_the_earlier_digest_format_is_checked_and_moves_on() {
         check(&b, &odd).unwrap_err().0,
         IntegrityError::Record("barrier/digest".into()).to_string()
     );
-    // The next change stores the root in this format: `0x02 ‖ root`.
-    let mut tree = check(&b, &earlier).unwrap();
-    write(&b, &mut tree, &mut earlier, &[("key/c", Some("new"))]);
-    let value = b.open(DIGEST_RECORD, &earlier[DIGEST_RECORD]).unwrap();
-    assert_eq!(value.len(), 33);
-    assert_eq!(value[0], DIGEST_FORMAT);
-    assert_eq!(b.stored_root(&earlier[DIGEST_RECORD]).unwrap(), tree.root());
-    assert_eq!(check(&b, &earlier).unwrap().root(), tree.root());
 }
 
-/// Two daemons making the same change from the same state store different roots on a
-/// shared store (the root is how a daemon knows its own batch), and each stored set still
-/// passes its check.
 #[test]
 fn the_same_change_from_the_same_state_stores_a_root_of_its_own_when_shared() {
     let (b, digest, state) = written(&[("keys/k", Some("reserved 3"))]);
