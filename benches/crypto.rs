@@ -1,10 +1,13 @@
 //! In-process hot paths: blob parsing and assembly, context canonicalisation, policy
-//! evaluation with 1, 10 and 100 statements, request signature verification and the sealed
-//! keystore's AES-256-GCM. Run with `cargo bench --bench crypto`.
+//! evaluation with 1, 10 and 100 statements, request signature verification, the sealed
+//! keystore's AES-256-GCM, a key record read in its binary and its JSON form, and one change
+//! to the record-integrity tree of a store of two million records. Run with
+//! `cargo bench --bench crypto`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyhaven::auth::signature::{self, SigningCredentials};
 use keyhaven::crypto::{CiphertextBlob, EncryptionContext};
+use keyhaven::keys::{KeyRecord, KeyUse, KeyVersion, RotationSchedule, RotationType};
 use keyhaven::keystore::sealed::SealedKeyStore;
 use keyhaven::keystore::{KeyStore, MaterialRef};
 use keyhaven::policy::{
@@ -13,6 +16,7 @@ use keyhaven::policy::{
 };
 use keyhaven::seal::{self, KdfParams};
 use keyhaven::secret::SecretString;
+use keyhaven::store::barrier::SetDigest;
 use keyhaven::store::{Barrier, SledBackend, Store};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -205,8 +209,82 @@ fn sealed_keystore(c: &mut Criterion) {
     group.finish();
 }
 
+/// A key as most are: one version, used once.
+fn typical_key_record() -> KeyRecord {
+    KeyRecord {
+        id: Uuid::new_v4(),
+        description: String::new(),
+        state: keyhaven::keys::KeyState::Enabled,
+        created: 1_800_000_000,
+        deletion_date: None,
+        pending_window_days: None,
+        keystore: "sealed".into(),
+        origin: "AWS_KMS".into(),
+        versions: vec![KeyVersion {
+            number: 1,
+            created: 1_800_000_000,
+            rotation_type: RotationType::Initial,
+            nonces_reserved: 1 << 20,
+        }],
+        tags: Default::default(),
+        policy: None,
+        rotation: RotationSchedule::default(),
+        last_used: Some(KeyUse {
+            time: 1_800_000_100,
+            operation: "Encrypt".into(),
+        }),
+        spec: keyhaven::keys::KeySpec::SymmetricDefault,
+        usage: keyhaven::keys::KeyUsage::EncryptDecrypt,
+        imported: None,
+    }
+}
+
+/// A key record read (as on every key-cache miss) and written, in the binary form it is
+/// stored in and in the JSON form earlier versions stored.
+fn key_records(c: &mut Criterion) {
+    let record = typical_key_record();
+    let binary = record.to_stored().expect("encode");
+    let json = serde_json::to_vec(&record).expect("encode");
+    let mut group = c.benchmark_group("key_record");
+    group.bench_function(format!("read_binary_{}B", binary.len()), |b| {
+        b.iter(|| KeyRecord::from_stored(black_box(&binary)))
+    });
+    group.bench_function(format!("read_json_{}B", json.len()), |b| {
+        b.iter(|| KeyRecord::from_stored(black_box(&json)))
+    });
+    group.bench_function("write_binary", |b| {
+        b.iter(|| black_box(&record).to_stored())
+    });
+    group.bench_function("write_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&record)))
+    });
+    group.finish();
+}
+
+/// One record changed in the integrity tree of a store of two million records (a million keys
+/// and their material) and the root brought up to date, as every batch of one record does.
+fn integrity_tree(c: &mut Criterion) {
+    let mut tree = SetDigest::default();
+    for i in 0..2_000_000u32 {
+        tree.set(format!("key/{i}").as_bytes(), Some([(i % 251) as u8; 32]));
+    }
+    tree.root();
+    let mut group = c.benchmark_group("integrity_tree");
+    let mut i = 0u32;
+    group.bench_function("one_change_in_2M_records", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7919) % 2_000_000;
+            tree.set(format!("key/{i}").as_bytes(), Some([(i % 13) as u8; 32]));
+            tree.root()
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    key_records,
+    integrity_tree,
     blob,
     context,
     policy_evaluation,
