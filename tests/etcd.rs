@@ -461,6 +461,7 @@ async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
     let killed = d.etcd.as_ref().unwrap().leader().await;
     let mut acknowledged = Vec::new();
     let mut failed = Vec::new();
+    let mut slowest = (std::time::Duration::ZERO, 0);
     for i in 0..60 {
         if i == 20 {
             d.etcd.as_mut().unwrap().members[killed].kill();
@@ -468,14 +469,21 @@ async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
         if i == 40 {
             d.etcd.as_mut().unwrap().members[killed].restart();
         }
+        let started = std::time::Instant::now();
         match try_create_key(&d, &format!("load {i}")).await {
             Ok(key) => acknowledged.push(key),
-            Err(status) => failed.push((i, status)),
+            // With how long the call took, and the slowest call that passed: a failure tells a
+            // slow election (calls before it slow too) from a client that kept a dead member.
+            Err(status) => failed.push((i, started.elapsed(), status)),
         }
+        slowest = slowest.max((started.elapsed(), i));
     }
     // Two of three members are a quorum: every call succeeded (the backend tries another
     // member when one does not answer).
-    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        failed.is_empty(),
+        "{failed:?}; slowest call (any outcome): {slowest:?}"
+    );
 
     d.restart().await;
     let mut keys = d.list_all_keys().await;
