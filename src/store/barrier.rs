@@ -312,7 +312,7 @@ impl Barrier {
         matches!(self.read_root(stored), Ok(Root::Whole(_) | Root::Narrow(_)))
     }
 
-    /// The root a stored digest record holds, once its tag is checked. A root in the earlier
+    /// The root a stored digest record holds, once its tag is checked. A root in an earlier
     /// format is refused: only [`Barrier::check_all`] reads one (see the module docs).
     pub fn stored_root(&self, stored: &[u8]) -> Result<Tag, StoreError> {
         match self.read_root(stored)? {
@@ -379,7 +379,7 @@ pub type Undo = (Vec<u8>, Option<Held>);
 
 /// Records fall into 65,536 buckets by the first two bytes of their name's hash; a group
 /// hashes 16 buckets' hashes, a section 64 groups', the root the 64 sections'. A change
-/// rehashes its bucket (about one entry in 32,768 of the store's), one group (512 bytes), one
+/// rehashes its bucket (about one entry in 65,536 of the store's), one group (512 bytes), one
 /// section (2 KiB) and the root (2 KiB).
 const BUCKETS: usize = 1 << 16;
 const BUCKETS_PER_GROUP: usize = 16;
