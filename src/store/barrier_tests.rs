@@ -50,11 +50,9 @@ fn a_tree_encoded_decodes_to_itself_and_nothing_else_does() {
     counted[0] = 0xff;
     assert!(SetDigest::decode(&counted).is_none());
     // Two entries of a bucket swapped (out of order), or one moved to another bucket.
-    let first = (0..BUCKETS).find(|b| tree.buckets[*b].len() >= 2).unwrap();
-    let offset: usize = (0..first)
-        .map(|b| 4 + tree.buckets[b].len() * ENTRY)
-        .sum::<usize>()
-        + 4;
+    let run_of = |b: usize| bucket_run(&tree.groups[b / BUCKETS_PER_GROUP], b).len();
+    let first = (0..BUCKETS).find(|b| run_of(*b) >= 2).unwrap();
+    let offset: usize = (0..first).map(|b| 4 + run_of(b) * ENTRY).sum::<usize>() + 4;
     let mut swapped = bytes.clone();
     swapped[offset..offset + 2 * ENTRY].rotate_left(ENTRY);
     assert!(SetDigest::decode(&swapped).is_none());
