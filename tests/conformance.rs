@@ -1432,7 +1432,7 @@ mod suite {
     /// opens after its records are checked, stores the root again in this version's format
     /// (`0x03 ‖ root`), and serves what it holds.
     pub async fn a_store_in_the_earlier_digest_format_opens_and_moves_on(backend: Backend) {
-        use keyhaven::store::barrier::{self, DIGEST_RECORD, NARROW_DIGEST_FORMAT};
+        use keyhaven::store::barrier::{self, DIGEST_RECORD};
         let mut d = TestDaemon::start(backend).await;
         let key = d.create_key("from before").await.key_id;
         let blob = d.encrypt(&key, b"kept", &[]).await.unwrap();
@@ -1466,7 +1466,7 @@ mod suite {
                 let value = if whole {
                     barrier::whole_tag_root(tags).to_vec()
                 } else {
-                    [&[NARROW_DIGEST_FORMAT][..], &barrier::narrow_tag_root(tags)].concat()
+                    barrier::narrow_digest_value(tags)
                 };
                 let mut batch = keyhaven::store::WriteBatch::new();
                 batch.put(

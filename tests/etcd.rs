@@ -223,7 +223,7 @@ async fn a_record_edited_in_etcd_is_refused_at_start() {
 /// store as it is and serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_in_the_earlier_format_written_beside_a_daemon_stops_it_until_restarted() {
-    use keyhaven::store::barrier::{self, DIGEST_RECORD, NARROW_DIGEST_FORMAT};
+    use keyhaven::store::barrier::{self, DIGEST_RECORD};
     let mut d = TestDaemon::start(Backend::SealedOnEtcd).await;
     let key = d.create_key("before the earlier digest").await.key_id;
     let (_, master) = keyhaven::seal::unseal(
@@ -251,7 +251,7 @@ async fn a_digest_in_the_earlier_format_written_beside_a_daemon_stops_it_until_r
             let tag = barrier::stored_tag(kv.value()).expect("a tagged record");
             tags.push((name.to_vec(), tag));
         }
-        let value = [&[NARROW_DIGEST_FORMAT][..], &barrier::narrow_tag_root(tags)].concat();
+        let value = barrier::narrow_digest_value(tags);
         let earlier = integrity.seal(DIGEST_RECORD, &value).unwrap().0;
         let digest = "keyhaven/store/barrier/digest";
         let written = client
@@ -472,8 +472,8 @@ async fn a_member_killed_mid_load_loses_no_acknowledged_key() {
         let started = std::time::Instant::now();
         match try_create_key(&d, &format!("load {i}")).await {
             Ok(key) => acknowledged.push(key),
-            // With how long the call took, and the slowest call that passed: a failure tells a
-            // slow election (calls before it slow too) from a client that kept a dead member.
+            // With how long the call took, and the slowest call of all: a failure tells a slow
+            // election (calls before it slow too) from a client that kept a dead member.
             Err(status) => failed.push((i, started.elapsed(), status)),
         }
         slowest = slowest.max((started.elapsed(), i));

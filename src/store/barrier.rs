@@ -23,7 +23,7 @@
 //!   tag to match, so the prefix refuses a rollback as surely as the whole tag did.
 //! - **The digest record names its format**: `0x03 ‖ root` for this tree. Earlier versions
 //!   used a tree of 4,096 buckets, 64 groups and the root: `0x02 ‖ root` over the tags' first
-//!   bytes ([`narrow_tag_root`]), and before that the root alone, over whole tags
+//!   bytes ([`narrow_digest_value`]), and before that the root alone, over whole tags
 //!   ([`whole_tag_root`]). A store in either is checked as it is, record by record, and the
 //!   store opened on it writes the root again in this format before anything else; a daemon
 //!   that reads a root in an earlier format from another daemon's change refuses it
@@ -59,7 +59,7 @@ const HEADER: usize = 1 + TAG_LEN;
 const DIGEST_FORMAT: u8 = 3;
 /// The previous version's: this byte, then the root of the earlier tree (4,096 buckets) over
 /// the tags' first bytes.
-pub const NARROW_DIGEST_FORMAT: u8 = 2;
+const NARROW_DIGEST_FORMAT: u8 = 2;
 /// How much of a record's tag the tree holds and hashes.
 const HELD_LEN: usize = 16;
 
@@ -494,6 +494,15 @@ enum Tags {
     Held,
 }
 
+impl Tags {
+    fn len(self) -> usize {
+        match self {
+            Tags::Whole => TAG_LEN,
+            Tags::Held => HELD_LEN,
+        }
+    }
+}
+
 /// Every record's whole tag, while a pass over every record reads them: the tree
 /// ([`Loading::into_tree`]), and the roots of the earlier formats ([`Loading::earlier_root`]),
 /// come from it.
@@ -551,16 +560,14 @@ impl Loading {
         let bucket_hashes: Vec<[u8; 32]> = earlier
             .into_iter()
             .map(|mut entries| {
+                // As `bucket_hash` over the whole tags or their first bytes.
                 entries.sort_by_key(|entry| entry.0);
-                match tags {
-                    Tags::Whole => bucket_hash(&entries.into_iter().copied().collect::<Vec<_>>()),
-                    Tags::Held => bucket_hash(
-                        &entries
-                            .into_iter()
-                            .map(|(key, tag)| (*key, held(tag)))
-                            .collect::<Vec<_>>(),
-                    ),
+                let mut hasher = sha2::Sha256::new();
+                for (key, tag) in entries {
+                    hasher.update(key);
+                    hasher.update(&tag[..tags.len()]);
                 }
+                hasher.finalize().into()
             })
             .collect();
         let groups: Vec<[u8; 32]> = (0..EARLIER_BUCKETS / EARLIER_BUCKETS_PER_GROUP)
@@ -591,9 +598,15 @@ pub fn whole_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag 
     earlier_tag_root(records, Tags::Whole)
 }
 
-/// The root of the earlier tree over the tags' first bytes of `records` (name, tag), as the
-/// previous version stored it after [`NARROW_DIGEST_FORMAT`]: for tests that write such a store.
-pub fn narrow_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag {
+/// The digest record's value the previous version stored for `records` (name, tag):
+/// `0x02`, then the root of the earlier tree over the tags' first bytes. For
+/// tests that write such a store.
+pub fn narrow_digest_value(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Vec<u8> {
+    [&[NARROW_DIGEST_FORMAT][..], &narrow_tag_root(records)].concat()
+}
+
+/// The root of the earlier tree over the tags' first bytes of `records` (name, tag).
+fn narrow_tag_root(records: impl IntoIterator<Item = (Vec<u8>, Tag)>) -> Tag {
     earlier_tag_root(records, Tags::Held)
 }
 
@@ -673,17 +686,12 @@ impl SetDigest {
     /// first bytes) pairs.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(BUCKETS * 4 + self.records * ENTRY);
-        for (index, group) in self.groups.iter().enumerate() {
-            let mut rest = group.as_slice();
-            for bucket in index * BUCKETS_PER_GROUP..(index + 1) * BUCKETS_PER_GROUP {
-                let (run, tail) =
-                    rest.split_at(rest.partition_point(|(key, _)| bucket_of(key) <= bucket));
-                rest = tail;
-                out.extend_from_slice(&(run.len() as u32).to_le_bytes());
-                for (key, tag) in run {
-                    out.extend_from_slice(key);
-                    out.extend_from_slice(tag);
-                }
+        for bucket in 0..BUCKETS {
+            let run = bucket_run(&self.groups[bucket / BUCKETS_PER_GROUP], bucket);
+            out.extend_from_slice(&(run.len() as u32).to_le_bytes());
+            for (key, tag) in run {
+                out.extend_from_slice(key);
+                out.extend_from_slice(tag);
             }
         }
         out

@@ -285,7 +285,7 @@ fn a_store_in_an_earlier_digest_format_is_checked_and_moves_on() {
         let value = if whole {
             whole_tag_root(tags).to_vec()
         } else {
-            [&[NARROW_DIGEST_FORMAT][..], &narrow_tag_root(tags)].concat()
+            narrow_digest_value(tags)
         };
         let mut earlier = state.clone();
         let (stored, _) = b.seal(DIGEST_RECORD, &value).unwrap();

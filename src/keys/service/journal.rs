@@ -178,10 +178,11 @@ impl KeyService {
         if self.store.get(&journal_name(material))?.is_some() {
             return Ok(true);
         }
-        let Some(value) = self.store.get(&key_record_name(material.key_id))? else {
+        let name = key_record_name(material.key_id);
+        let Some(value) = self.store.get(&name)? else {
             return Ok(false);
         };
-        let record = records::parse_record(&key_record_name(material.key_id), &value)?;
+        let record = records::parse_record(&name, &value)?;
         Ok(record.holds_version(material.version))
     }
 
