@@ -1382,6 +1382,10 @@ impl BenchDaemon {
                 over_keys = Some([describe, encrypt, sweep]);
             }
             let field = |name: &str| process_status(&child.id().to_string(), name);
+            let rss_kib = field("VmRSS");
+            // What it still holds once its allocator's purges due have run (src/allocator.rs).
+            std::thread::sleep(SETTLE);
+            let settled_rss_kib = field("VmRSS");
             Ok(ProcessRun {
                 startup,
                 checked,
@@ -1390,7 +1394,8 @@ impl BenchDaemon {
                 encrypt,
                 over_keys,
                 over_keys_cpu_us,
-                rss_kib: field("VmRSS"),
+                rss_kib,
+                settled_rss_kib,
                 hwm_kib: field("VmHWM"),
             })
         })();
@@ -1823,8 +1828,15 @@ struct ProcessRun {
     /// Their server CPU per call, µs.
     over_keys_cpu_us: Option<[f64; 3]>,
     rss_kib: Option<u64>,
+    /// VmRSS [`SETTLE`] later, without load.
+    settled_rss_kib: Option<u64>,
     hwm_kib: Option<u64>,
 }
+
+/// How long the process's memory is left to settle before its second reading: what it holds,
+/// against what its last calls had in hand (with a purge delay in the environment, mimalloc's
+/// purges that are due: src/allocator.rs).
+const SETTLE: Duration = Duration::from_secs(2);
 
 async fn list_page(client: &Client, limit: u32, marker: &str) -> Result<usize, String> {
     let request = v1::ListKeysRequest {
@@ -2807,15 +2819,17 @@ fn scale(
         ]);
     }
     results.scale.push([
-        "`keyhaven serve` in its own process: VmRSS after its loads (the rows above: one key, random keys, every key once) / peak (VmHWM)".into(),
+        "`keyhaven serve` in its own process: VmRSS after its loads (the rows above: one key, random keys, every key once) / 2 s later / peak (VmHWM)".into(),
         format!(
-            "{} / {}",
+            "{} / {} / {}",
             mib(few_process.rss_kib),
+            mib(few_process.settled_rss_kib),
             mib(few_process.hwm_kib)
         ),
         format!(
-            "{} / {}",
+            "{} / {} / {}",
             mib(many_process.rss_kib),
+            mib(many_process.settled_rss_kib),
             mib(many_process.hwm_kib)
         ),
         change(
@@ -2881,14 +2895,8 @@ fn discard_logs() {
 }
 
 fn main() {
-    // As `keyhaven` sets them (src/main.rs): freed memory goes back to the system at once, and
-    // objects over 32 MiB are mapped on their own, unless the environment says otherwise.
-    // mimalloc's `purge_delay` is its option 15, `arena_max_object_size` (KiB) its option 45.
-    // SAFETY: sets two options by their indices (in range) before any other thread runs.
-    unsafe {
-        libmimalloc_sys::mi_option_set_default(15, 0);
-        libmimalloc_sys::mi_option_set_default(45, 32 * 1024);
-    }
+    // As `keyhaven` does (src/allocator.rs).
+    keyhaven::allocator::tune();
     discard_logs();
     let settings = Settings::from_env();
     let started = Instant::now();

@@ -12,9 +12,11 @@
 //! - [`store`]: durable metadata (sled behind a trait, group-committed flushes);
 //! - [`server`] and [`cli`]: the daemon's start-up and the operator's command line.
 
-// `unsafe` only in `secret::memory` (system calls, and the pages secrets live in).
+// `unsafe` only in `secret::memory` (system calls, and the pages secrets live in), `C_Initialize`'s
+// arguments (`keystore::pkcs11::device`), and `allocator` (mimalloc's options).
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod api;
 pub mod approval;
 pub mod audit;
