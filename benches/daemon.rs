@@ -1383,7 +1383,7 @@ impl BenchDaemon {
             }
             let field = |name: &str| process_status(&child.id().to_string(), name);
             let rss_kib = field("VmRSS");
-            // What it still holds once its allocator's purges due have run (src/allocator.rs).
+            // What it still holds [`SETTLE`] later, against what its last calls had in hand.
             std::thread::sleep(SETTLE);
             let settled_rss_kib = field("VmRSS");
             Ok(ProcessRun {
