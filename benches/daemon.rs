@@ -16,8 +16,9 @@
 //!   daemon, and on a sealed daemon requiring client certificates, Encrypt as a certificate
 //!   principal (unsigned) beside signed Encrypt over the same mutual TLS;
 //! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
-//!   on the sealed store against single Encrypt calls at 64 in flight, and on PKCS#11 against
-//!   the raw device;
+//!   on the sealed store against single Encrypt calls at 64 in flight (the items under one key
+//!   and context, and again each with a context of its own), and on PKCS#11 against the raw
+//!   device;
 //! - signatures and MACs: Sign (ECC_NIST_P256 with ECDSA_SHA_256, RSA_2048 with
 //!   RSASSA_PSS_SHA_256, over a 32-byte digest) and GenerateMac (HMAC_256, 32 B) at 1 and 16
 //!   in flight on both daemons, beside the same operations called directly: the `p256`,
@@ -76,7 +77,7 @@ use keyhaven::secret::{SecretBytes, SecretString};
 use keyhaven::server::config::TlsSettings;
 use keyhaven::server::{Daemon, DaemonConfig, init_data_dir};
 use keyhaven::store::{Barrier, SledBackend, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -2116,35 +2117,46 @@ fn batches(
     let key = client
         .block_on(bench::create_key(&daemon.clients[0], Door::Grpc))
         .map_err(|status| format!("CreateKey: {status}"))?;
-    let workload = Arc::new(EncryptBatchWorkload {
-        clients: daemon.clients.clone(),
-        items: vec![
-            v1::EncryptRequest {
-                key_id: key,
-                plaintext: vec![0x5a; PAYLOAD],
-                ..Default::default()
-            };
-            BATCH_ITEMS
-        ],
-    });
-    let report = client.block_on(bench::drive(workload, &settings.shape(BATCHES_IN_FLIGHT)));
-    let calls = results.load(
-        &format!("EncryptBatch ({BATCH_ITEMS} × {PAYLOAD} B items; calls/s)"),
-        backend.name(),
-        &report,
-    );
-    let items = calls * BATCH_ITEMS as f64;
-    results.notes.push(format!(
-        "EncryptBatch on {}, {BATCH_ITEMS} items of {PAYLOAD} B per call, {BATCHES_IN_FLIGHT} calls in flight: {items:.0} items/s.",
-        backend.name()
-    ));
     let prefix = match backend {
         Backend::Sealed => "sealed",
         Backend::Pkcs11 => "pkcs11",
     };
-    results
-        .throughput
-        .insert(format!("encrypt_batch_items_{prefix}"), items);
+    let item = |context: HashMap<String, String>| v1::EncryptRequest {
+        key_id: key.clone(),
+        plaintext: vec![0x5a; PAYLOAD],
+        encryption_context: context,
+        ..Default::default()
+    };
+    // Every item under one key and one (empty) context: after the first, each is allowed as
+    // the first was. On the sealed store, also each item with a context of its own, so that
+    // every item is judged: what a batch costs when no two items ask the same.
+    let mut shapes = vec![("", "", vec![item(HashMap::new()); BATCH_ITEMS])];
+    if backend == Backend::Sealed {
+        let each = (0..BATCH_ITEMS)
+            .map(|i| item(HashMap::from([("item".to_owned(), i.to_string())])))
+            .collect();
+        shapes.push((", each item its own context", "_each_context", each));
+    }
+    for (label, suffix, items) in shapes {
+        let workload = Arc::new(EncryptBatchWorkload {
+            clients: daemon.clients.clone(),
+            items,
+        });
+        let report = client.block_on(bench::drive(workload, &settings.shape(BATCHES_IN_FLIGHT)));
+        let calls = results.load(
+            &format!("EncryptBatch ({BATCH_ITEMS} × {PAYLOAD} B items{label}; calls/s)"),
+            backend.name(),
+            &report,
+        );
+        let items = calls * BATCH_ITEMS as f64;
+        results.notes.push(format!(
+            "EncryptBatch on {}, {BATCH_ITEMS} items of {PAYLOAD} B per call{label}, {BATCHES_IN_FLIGHT} calls in flight: {items:.0} items/s.",
+            backend.name()
+        ));
+        results
+            .throughput
+            .insert(format!("encrypt_batch_items_{prefix}{suffix}"), items);
+    }
     Ok(())
 }
 
@@ -3165,6 +3177,11 @@ fn main() {
         (
             "encrypt_batch_items_vs_single_calls",
             "encrypt_batch_items_sealed",
+            "encrypt_sealed_c64",
+        ),
+        (
+            "encrypt_batch_items_each_context_vs_single_calls",
+            "encrypt_batch_items_sealed_each_context",
             "encrypt_sealed_c64",
         ),
         (

@@ -341,7 +341,13 @@ async fn a_batch_outside_1_to_1000_items_is_refused_whole() {
     let records = audit_records(&daemon);
     let batches = records_of(&records, "kms:EncryptBatch");
     assert_eq!(batches.len(), 3, "one record per call");
-    assert_eq!(batches[0]["items"].as_array().map(Vec::len), Some(1000));
+    let items = batches[0]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1000);
+    // Each item recorded as its own, though all asked the same.
+    for item in items {
+        assert_eq!(item["keys"], serde_json::json!([key.arn]), "{item}");
+        assert_eq!(item["outcome"]["code"], "Ok", "{item}");
+    }
     for refused in &batches[1..] {
         assert_eq!(refused["outcome"]["reason"], "ValidationException");
         assert!(refused.get("items").is_none(), "{refused}");
@@ -415,6 +421,131 @@ async fn one_audit_record_per_batch_lists_every_items_key_context_hmac_and_outco
     let log = std::fs::read_to_string(&daemon.config.audit_log).expect("audit log");
     for secret in ["secret-tenant-7", "batch plaintext", "tenant-beta"] {
         assert!(!log.contains(secret), "{secret} in the audit log");
+    }
+}
+
+/// Items that ask what an earlier item of the call asked (the same key reference and context)
+/// are each answered, sealed and recorded as their own, whether a policy or a grant allowed
+/// them; the grant that allowed a batch's items is named in the call's record; an item the
+/// grant's constraint does not cover is refused each time it appears.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_named() {
+    let daemon = TestDaemon::start(Backend::Sealed).await;
+    let key = daemon.create_key("batch repeated").await;
+    let bob = daemon.create_user("bob", None).await;
+    let grant = daemon
+        .client
+        .kms()
+        .create_grant(daemon.client.signed(
+            "CreateGrant",
+            v1::CreateGrantRequest {
+                key_id: key.key_id.clone(),
+                grantee_principal: format!("arn:keyhaven:iam::{}:user/bob", daemon.account_id),
+                operations: vec!["Encrypt".into(), "GenerateDataKey".into()],
+                constraints: Some(v1::GrantConstraints {
+                    encryption_context_equals: pairs(&[("tenant", "a")]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("CreateGrant")
+        .into_inner()
+        .grant_id;
+    let a = [("tenant", "a")];
+    let b = [("tenant", "b")];
+    let plaintexts: [&[u8]; 6] = [b"one", b"two", b"three", b"four", b"five", b"six"];
+    let contexts = [&a, &a, &b, &a, &b, &a];
+    let items: Vec<_> = plaintexts
+        .iter()
+        .zip(contexts)
+        .map(|(plaintext, context)| encrypt_item(&key.key_id, plaintext, context))
+        .collect();
+    let results = encrypt_batch(&bob, items).await.expect("EncryptBatch");
+    let mut blobs = Vec::new();
+    for (index, result) in results.iter().enumerate() {
+        if contexts[index] == &b {
+            let error = result
+                .error
+                .clone()
+                .expect("outside the grant's constraint");
+            assert_eq!(error.reason, "AccessDeniedException", "item {index}");
+            assert!(result.result.is_none());
+        } else {
+            let answer = result.result.clone().expect("allowed by the grant");
+            assert_eq!(answer.key_id, key.arn);
+            blobs.push((index, answer.ciphertext_blob));
+        }
+    }
+    assert_eq!(blobs.len(), 4);
+    for (index, blob) in &blobs {
+        let opened = single_decrypt(&daemon.client, decrypt_item(blob, &a)).await;
+        assert_eq!(opened.expect("Decrypt"), plaintexts[*index], "item {index}");
+    }
+    // Each item sealed on its own: no two ciphertexts alike.
+    for (i, (_, one)) in blobs.iter().enumerate() {
+        assert!(blobs[i + 1..].iter().all(|(_, other)| other != one));
+    }
+
+    let data_keys = bob
+        .kms()
+        .generate_data_key_batch(bob.signed(
+            "GenerateDataKeyBatch",
+            v1::GenerateDataKeyBatchRequest {
+                items: vec![
+                    v1::GenerateDataKeyRequest {
+                        key_id: key.key_id.clone(),
+                        key_spec: "AES_256".into(),
+                        encryption_context: pairs(&a),
+                        ..Default::default()
+                    };
+                    2
+                ],
+            },
+        ))
+        .await
+        .expect("GenerateDataKeyBatch")
+        .into_inner()
+        .results;
+    let data_keys: Vec<_> = data_keys
+        .into_iter()
+        .map(|r| r.result.expect("a data key"))
+        .collect();
+    assert_ne!(data_keys[0].plaintext, data_keys[1].plaintext);
+    for data_key in &data_keys {
+        let opened = single_decrypt(&daemon.client, decrypt_item(&data_key.ciphertext_blob, &a));
+        assert_eq!(opened.await.expect("Decrypt"), data_key.plaintext.to_vec());
+    }
+
+    let records = audit_records(&daemon);
+    let batch = records_of(&records, "kms:EncryptBatch");
+    assert_eq!(batch.len(), 1);
+    let record = batch[0];
+    assert_eq!(record["grants"], serde_json::json!([grant]));
+    let items = record["items"].as_array().expect("items");
+    assert_eq!(items.len(), 6);
+    let hmac_of = |index: usize| items[index]["encryption_context"]["tenant"].clone();
+    assert!(hmac_of(0).is_string(), "{}", items[0]);
+    assert_ne!(hmac_of(0), hmac_of(2));
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["keys"], serde_json::json!([key.arn]), "item {index}");
+        let (hmac, code) = if contexts[index] == &a {
+            (hmac_of(0), "Ok")
+        } else {
+            (hmac_of(2), "PermissionDenied")
+        };
+        assert_eq!(item["encryption_context"]["tenant"], hmac, "item {index}");
+        assert_eq!(item["outcome"]["code"], code, "item {index}");
+    }
+    let batch = records_of(&records, "kms:GenerateDataKeyBatch");
+    assert_eq!(batch[0]["grants"], serde_json::json!([grant]));
+    let items = batch[0]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    for item in items {
+        assert_eq!(item["keys"], serde_json::json!([key.arn]));
+        assert_eq!(item["encryption_context"]["tenant"], hmac_of(0));
+        assert_eq!(item["outcome"]["code"], "Ok");
     }
 }
 

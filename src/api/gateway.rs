@@ -83,17 +83,46 @@ impl AuditSlot {
     }
 
     pub fn add_context(&self, pairs: &std::collections::BTreeMap<String, String>) {
+        if pairs.is_empty() {
+            return;
+        }
         if let Ok(mut note) = self.0.lock() {
-            note.encryption_context.extend(pairs.clone());
+            if note.encryption_context.is_empty() {
+                note.encryption_context = pairs.clone();
+            } else {
+                note.encryption_context
+                    .extend(pairs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
         }
     }
 
+    /// What the slot has gathered so far.
+    pub fn gathered(&self) -> AuditNote {
+        self.0.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Notes again the keys, grants and encryption context another slot gathered (a batch
+    /// item judged as an earlier one was).
+    pub fn note_again(&self, other: &AuditNote) {
+        for key in &other.keys {
+            self.add_key(key.clone());
+        }
+        for grant in &other.grants {
+            self.add_grant(grant.clone());
+        }
+        self.add_context(&other.encryption_context);
+    }
+
     /// Notes one item of a batch: what the item's own slot gathered (its keys and encryption
-    /// context) and its outcome. Its keys are also the call's.
+    /// context) and its outcome. Its keys, and the grants that allowed it, are also the
+    /// call's.
     pub fn add_item(&self, item: &AuditSlot, outcome: Outcome) {
         let note = item.take();
         for key in &note.keys {
             self.add_key(key.clone());
+        }
+        for grant in note.grants {
+            self.add_grant(grant);
         }
         if let Ok(mut call) = self.0.lock() {
             call.items.push(crate::audit::ItemNote {

@@ -539,15 +539,15 @@ impl AuditLog {
         let items = entry
             .note
             .items
-            .iter()
+            .into_iter()
             .map(|item| AuditItem {
                 keys: item
                     .keys
-                    .iter()
-                    .map(|k| printable(k.clone(), MAX_NAME))
+                    .into_iter()
+                    .map(|k| printable(k, MAX_NAME))
                     .collect(),
                 encryption_context: hashed(&item.encryption_context),
-                outcome: item.outcome.clone(),
+                outcome: item.outcome,
             })
             .collect();
         let mut writer = match self.writer.lock() {

@@ -21,7 +21,7 @@ pub enum InvalidContext {
 }
 
 /// A validated encryption context in canonical (sorted) order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EncryptionContext(BTreeMap<String, String>);
 
 impl EncryptionContext {

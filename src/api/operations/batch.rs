@@ -5,7 +5,7 @@
 //! what the slot gathered and the item's outcome become one entry of the call's record. An
 //! item's refusal is its answer, in its position: it never fails the batch.
 
-use super::kms::{KmsOperations, Outcome, Sealing};
+use super::kms::{Judgements, KmsOperations, Outcome, Sealing};
 use crate::api::authorize::CallContext;
 use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
@@ -70,10 +70,11 @@ impl KmsOperations {
         let mut answers: Vec<Option<Outcome<v1::EncryptResponse>>> =
             Vec::with_capacity(request.items.len());
         let mut sealing = Vec::new();
+        let mut judgements = Judgements::default();
         for (index, mut r) in request.items.into_iter().enumerate() {
             let slot = AuditSlot::default();
             let item_call = item_call(call, &slot);
-            let answer = match self.plan_encrypt(&item_call, &mut r) {
+            let answer = match self.plan_encrypt(&item_call, &mut r, Some(&mut judgements)) {
                 Ok(Sealing::Symmetric { key, context }) => {
                     let plaintext = Zeroizing::new(std::mem::take(&mut r.plaintext));
                     sealing.push((index, key, context, plaintext));
@@ -99,11 +100,14 @@ impl KmsOperations {
             })
             .collect::<Vec<_>>();
         let sealed = self.keys.encrypt_many(&items).await;
+        let mut arns = Arns::default();
         for ((index, ..), sealed) in sealing.iter().zip(sealed) {
             answers[*index] = Some(
                 sealed
-                    .map(|(blob, id)| {
-                        self.encrypted(blob, id, EncryptionAlgorithm::SymmetricDefault)
+                    .map(|(blob, id)| v1::EncryptResponse {
+                        ciphertext_blob: blob,
+                        key_id: arns.of(self, id),
+                        encryption_algorithm: EncryptionAlgorithm::SymmetricDefault.as_str().into(),
                     })
                     .map_err(ApiError::from),
             );
@@ -145,10 +149,11 @@ impl KmsOperations {
         let mut answers: Vec<Option<Outcome<v1::GenerateDataKeyResponse>>> =
             Vec::with_capacity(request.items.len());
         let mut sealing = Vec::new();
+        let mut judgements = Judgements::default();
         for (index, r) in request.items.into_iter().enumerate() {
             let slot = AuditSlot::default();
             let item_call = item_call(call, &slot);
-            match self.plan_generate_data_key(&item_call, r) {
+            match self.plan_generate_data_key(&item_call, r, Some(&mut judgements)) {
                 Ok((key, size, context)) => {
                     sealing.push((index, key, size, context));
                     answers.push(None);
@@ -162,13 +167,14 @@ impl KmsOperations {
             .map(|(_, key, size, context)| (key.as_str(), *size, context))
             .collect::<Vec<_>>();
         let sealed = self.keys.generate_data_keys(&items).await;
+        let mut arns = Arns::default();
         for ((index, ..), sealed) in sealing.iter().zip(sealed) {
             answers[*index] = Some(
                 sealed
                     .map(|(plaintext, blob, id)| v1::GenerateDataKeyResponse {
                         ciphertext_blob: blob,
                         plaintext: plaintext.into_bytes(),
-                        key_id: self.arn(id),
+                        key_id: arns.of(self, id),
                     })
                     .map_err(ApiError::from),
             );
@@ -193,6 +199,24 @@ impl KmsOperations {
             })
             .collect();
         Ok(v1::GenerateDataKeyBatchResponse { results })
+    }
+}
+
+/// The ARN of the key the item before was answered with, formatted once for a run of items
+/// under one key.
+#[derive(Default)]
+struct Arns(Option<(uuid::Uuid, String)>);
+
+impl Arns {
+    fn of(&mut self, operations: &KmsOperations, id: uuid::Uuid) -> String {
+        match &self.0 {
+            Some((last, arn)) if *last == id => arn.clone(),
+            _ => {
+                let arn = operations.arn(id);
+                self.0 = Some((id, arn.clone()));
+                arn
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ impl KmsOperations {
     ) -> Outcome<v1::EncryptResponse> {
         let mut r = request;
         let result = async {
-            match self.plan_encrypt(call, &mut r)? {
+            match self.plan_encrypt(call, &mut r, None)? {
                 Sealing::Symmetric { key, context } => {
                     let (blob, id) = self.keys.encrypt(&key, &r.plaintext, &context).await?;
                     Ok((blob, id, EncryptionAlgorithm::SymmetricDefault))
@@ -28,16 +28,19 @@ impl KmsOperations {
     }
 
     /// Reads an Encrypt request's context and algorithm (taking the context out of it) and,
-    /// for the symmetric default, authorises it: what is left is to seal.
+    /// for the symmetric default, authorises it (with the batch's `judgements` for a batch's
+    /// item): what is left is to seal.
     pub(in crate::api::operations) fn plan_encrypt(
         &self,
         call: &CallContext,
         r: &mut v1::EncryptRequest,
+        judgements: Option<&mut Judgements>,
     ) -> Result<Sealing, ApiError> {
         let context = context(std::mem::take(&mut r.encryption_context))?;
         let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
         if algorithm == Ok(EncryptionAlgorithm::SymmetricDefault) {
-            let key = self.crypto_key(call, "kms:Encrypt", &r.key_id, &context)?;
+            let key =
+                self.judged_crypto_key(call, "kms:Encrypt", &r.key_id, &context, judgements)?;
             return Ok(Sealing::Symmetric { key, context });
         }
         Ok(Sealing::Other { context, algorithm })
@@ -161,7 +164,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GenerateDataKeyRequest,
     ) -> Outcome<v1::GenerateDataKeyResponse> {
-        let (key, size, context) = self.plan_generate_data_key(call, request)?;
+        let (key, size, context) = self.plan_generate_data_key(call, request, None)?;
         let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
@@ -170,15 +173,17 @@ impl KmsOperations {
         })
     }
 
-    /// Reads and authorises a GenerateDataKey request: the key id, the data key's size and
-    /// the context to seal it with.
+    /// Reads and authorises a GenerateDataKey request (with the batch's `judgements` for a
+    /// batch's item): the key id, the data key's size and the context to seal it with.
     pub(in crate::api::operations) fn plan_generate_data_key(
         &self,
         call: &CallContext,
         r: v1::GenerateDataKeyRequest,
+        judgements: Option<&mut Judgements>,
     ) -> Result<(String, DataKeySize, EncryptionContext), ApiError> {
         let context = context(r.encryption_context)?;
-        let key = self.crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context)?;
+        let key =
+            self.judged_crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context, judgements)?;
         let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
         Ok((key, size, context))
     }

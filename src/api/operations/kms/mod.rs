@@ -13,6 +13,7 @@
 
 use crate::api::authorize::{Authorizer, CallContext};
 use crate::api::status::ApiError;
+use crate::audit::AuditNote;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
 use crate::keys::{
     DataKeySize, EncryptionAlgorithm, KeyError, KeyRecord, KeyService, KeySpec, KeyState, KeyUsage,
@@ -100,6 +101,41 @@ impl KmsOperations {
             .id
             .hyphenated()
             .to_string())
+    }
+
+    /// [`Self::crypto_key`] for an item of a batch: an item asking what an earlier allowed item
+    /// of the call asked is allowed as that one was, without judging it again.
+    fn judged_crypto_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        encryption_context: &EncryptionContext,
+        judgements: Option<&mut Judgements>,
+    ) -> Result<String, ApiError> {
+        let Some(judgements) = judgements.filter(|j| j.pays()) else {
+            return self.crypto_key(call, action, key, encryption_context);
+        };
+        if let Some((id, note)) = judgements
+            .allowed
+            .get(key)
+            .and_then(|contexts| contexts.get(encryption_context))
+        {
+            judgements.repeated += 1;
+            call.audit.note_again(note);
+            return Ok(id.clone());
+        }
+        judgements.new += 1;
+        let id = self.crypto_key(call, action, key, encryption_context)?;
+        judgements
+            .allowed
+            .entry(key.to_owned())
+            .or_default()
+            .insert(
+                encryption_context.clone(),
+                (id.clone(), call.audit.gathered()),
+            );
+        Ok(id)
     }
 
     /// Authorises an RSA encryption or decryption on a key, with `kms:EncryptionAlgorithm`
@@ -206,6 +242,36 @@ impl KmsOperations {
 
     pub(super) fn arn(&self, id: uuid::Uuid) -> String {
         self.keys.key_arn(id)
+    }
+}
+
+/// The judgements already made in one batch call of one action, for the items after them: an
+/// item naming the same key reference with the same encryption context as an earlier allowed
+/// item is allowed as that one was (the key's id, and what its audit slot noted: the key's ARN,
+/// the grant that allowed it, the context), without looking the key up and evaluating its
+/// policies, grants and the caller's again. The call is judged as of one moment, as a single
+/// call is. Refusals are not kept: each refused item is judged, logged and answered on its own.
+/// Every item has a slot of its own, so what a slot holds after judging is what judging noted.
+///
+/// Keeping a judgement costs a copy of its context and notes; a call whose items do not repeat
+/// (each with a context of its own) stops keeping and consulting them once it has asked
+/// [`UNREPEATED_ITEMS`] more new questions than repeated ones.
+#[derive(Default)]
+pub(in crate::api::operations) struct Judgements {
+    allowed: HashMap<String, HashMap<EncryptionContext, (String, AuditNote)>>,
+    /// Items that asked what no earlier item had.
+    new: usize,
+    /// Items answered from an earlier item's judgement.
+    repeated: usize,
+}
+
+/// How many more new questions than repeated ones a batch's judgements are kept for.
+const UNREPEATED_ITEMS: usize = 32;
+
+impl Judgements {
+    /// Whether keeping and consulting judgements still pays in this call.
+    fn pays(&self) -> bool {
+        self.new < self.repeated + UNREPEATED_ITEMS
     }
 }
 
@@ -439,5 +505,26 @@ impl KmsOperations {
             )
             .into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judgements_are_kept_while_items_repeat_and_given_up_when_they_do_not() {
+        let mut judgements = Judgements::default();
+        for _ in 1..UNREPEATED_ITEMS {
+            judgements.new += 1;
+            assert!(judgements.pays());
+        }
+        judgements.new += 1;
+        assert!(
+            !judgements.pays(),
+            "{UNREPEATED_ITEMS} new questions, none repeated"
+        );
+        judgements.repeated += 1;
+        assert!(judgements.pays(), "one repeated: kept again");
     }
 }
