@@ -424,10 +424,10 @@ async fn one_audit_record_per_batch_lists_every_items_key_context_hmac_and_outco
     }
 }
 
-/// Items that ask what an earlier item of the call asked (the same key reference and context)
-/// are each answered, sealed and recorded as their own, whether a policy or a grant allowed
-/// them; the grant that allowed a batch's items is named in the call's record; an item the
-/// grant's constraint does not cover is refused each time it appears.
+/// Items that ask what an earlier item of the call asked (the same key and context) are each
+/// answered, sealed or opened, and recorded as their own, in all three batch calls; the grant
+/// that allowed a batch's items is named in the call's record; an item the grant's constraint
+/// does not cover is refused each time it appears.
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_named() {
     let daemon = TestDaemon::start(Backend::Sealed).await;
@@ -441,7 +441,7 @@ async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_nam
             v1::CreateGrantRequest {
                 key_id: key.key_id.clone(),
                 grantee_principal: format!("arn:keyhaven:iam::{}:user/bob", daemon.account_id),
-                operations: vec!["Encrypt".into(), "GenerateDataKey".into()],
+                operations: vec!["Encrypt".into(), "Decrypt".into(), "GenerateDataKey".into()],
                 constraints: Some(v1::GrantConstraints {
                     encryption_context_equals: pairs(&[("tenant", "a")]),
                     ..Default::default()
@@ -479,10 +479,32 @@ async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_nam
         }
     }
     assert_eq!(blobs.len(), 4);
-    for (index, blob) in &blobs {
-        let opened = single_decrypt(&daemon.client, decrypt_item(blob, &a)).await;
-        assert_eq!(opened.expect("Decrypt"), plaintexts[*index], "item {index}");
+    // DecryptBatch: each blob with its context, the first again with a context the grant does
+    // not cover, and again with its own.
+    let mut items: Vec<_> = blobs
+        .iter()
+        .map(|(_, blob)| decrypt_item(blob, &a))
+        .collect();
+    items.push(decrypt_item(&blobs[0].1, &b));
+    items.push(decrypt_item(&blobs[0].1, &a));
+    let opened = decrypt_batch(&bob, items).await.expect("DecryptBatch");
+    assert_eq!(opened.len(), 6);
+    for (position, (index, _)) in blobs.iter().enumerate() {
+        let answer = opened[position].result.clone().expect("decrypted");
+        assert_eq!(
+            answer.plaintext.to_vec(),
+            plaintexts[*index],
+            "item {index}"
+        );
+        assert_eq!(answer.key_id, key.arn);
     }
+    let error = opened[4]
+        .error
+        .clone()
+        .expect("outside the grant's constraint");
+    assert_eq!(error.reason, "AccessDeniedException");
+    let again = opened[5].result.clone().expect("decrypted again");
+    assert_eq!(again.plaintext.to_vec(), plaintexts[blobs[0].0]);
     // Each item sealed on its own: no two ciphertexts alike.
     for (i, (_, one)) in blobs.iter().enumerate() {
         assert!(blobs[i + 1..].iter().all(|(_, other)| other != one));
@@ -537,6 +559,19 @@ async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_nam
         };
         assert_eq!(item["encryption_context"]["tenant"], hmac, "item {index}");
         assert_eq!(item["outcome"]["code"], code, "item {index}");
+    }
+    let batch = records_of(&records, "kms:DecryptBatch");
+    assert_eq!(batch[0]["grants"], serde_json::json!([grant]));
+    let items = batch[0]["items"].as_array().expect("items");
+    let codes: Vec<_> = items.iter().map(|i| i["outcome"]["code"].clone()).collect();
+    assert_eq!(
+        codes,
+        ["Ok", "Ok", "Ok", "Ok", "PermissionDenied", "Ok"].map(serde_json::Value::from)
+    );
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["keys"], serde_json::json!([key.arn]), "item {index}");
+        let hmac = if index == 4 { hmac_of(2) } else { hmac_of(0) };
+        assert_eq!(item["encryption_context"]["tenant"], hmac, "item {index}");
     }
     let batch = records_of(&records, "kms:GenerateDataKeyBatch");
     assert_eq!(batch[0]["grants"], serde_json::json!([grant]));

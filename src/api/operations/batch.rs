@@ -3,7 +3,9 @@
 //! per item. Each item runs through the single operation of its kind (its own authorisation
 //! with its own key and encryption context, its own checks), with an audit slot of its own;
 //! what the slot gathered and the item's outcome become one entry of the call's record. An
-//! item's refusal is its answer, in its position: it never fails the batch.
+//! item's refusal is its answer, in its position: it never fails the batch. The call is judged
+//! as of one moment: an item asking what an earlier allowed item asked is allowed as that one
+//! was (see [`Judgements`]).
 
 use super::kms::{Judgements, KmsOperations, Outcome, Sealing};
 use crate::api::authorize::CallContext;
@@ -11,7 +13,6 @@ use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
 use crate::keys::{EncryptItem, EncryptionAlgorithm, KeyError};
 use crate::proto::v1;
-use std::future::Future;
 use zeroize::{Zeroize, Zeroizing};
 
 /// Most items one batch call may carry.
@@ -34,26 +35,24 @@ fn item_error(error: ApiError) -> v1::BatchItemError {
 }
 
 impl KmsOperations {
-    /// Runs `item` on each of `items` in order, each with its own audit slot, noting each in
-    /// the call's record; refuses an empty or oversized batch before any item runs.
-    async fn each_item<Item, Answer, Run, Running>(
+    /// DecryptBatch: each item decrypted as its single Decrypt would be, in order, with the
+    /// call's judgements.
+    pub async fn decrypt_batch(
         &self,
         call: &CallContext,
-        items: Vec<Item>,
-        item: Run,
-    ) -> Outcome<Vec<Result<Answer, v1::BatchItemError>>>
-    where
-        Run: Fn(CallContext, Item) -> Running,
-        Running: Future<Output = Outcome<Answer>>,
-    {
-        require_batch_size(items.len())?;
-        let mut answers = Vec::with_capacity(items.len());
-        for one in items {
+        request: v1::DecryptBatchRequest,
+    ) -> Outcome<v1::DecryptBatchResponse> {
+        require_batch_size(request.items.len())?;
+        let mut judgements = Judgements::default();
+        let mut results = Vec::with_capacity(request.items.len());
+        for item in request.items {
             let slot = AuditSlot::default();
-            let answer = item(item_call(call, &slot), one).await;
-            answers.push(note_item(call, &slot, answer));
+            let answer = self
+                .judged_decrypt(&item_call(call, &slot), item, Some(&mut judgements))
+                .await;
+            results.push(BatchResult::of(note_item(call, &slot, answer)));
         }
-        Ok(answers)
+        Ok(v1::DecryptBatchResponse { results })
     }
 
     /// EncryptBatch: every item authorised and given its nonce first, as its single Encrypt
@@ -112,26 +111,9 @@ impl KmsOperations {
                     .map_err(ApiError::from),
             );
         }
-        let results = answers
-            .into_iter()
-            .zip(slots)
-            .map(|(answer, slot)| {
-                let answer = answer.unwrap_or_else(|| {
-                    Err(KeyError::Internal("batch item not answered".into()).into())
-                });
-                match note_item(call, &slot, answer) {
-                    Ok(result) => v1::EncryptBatchResult {
-                        result: Some(result),
-                        error: None,
-                    },
-                    Err(error) => v1::EncryptBatchResult {
-                        result: None,
-                        error: Some(error),
-                    },
-                }
-            })
-            .collect();
-        Ok(v1::EncryptBatchResponse { results })
+        Ok(v1::EncryptBatchResponse {
+            results: noted(call, answers, slots),
+        })
     }
 }
 
@@ -179,27 +161,61 @@ impl KmsOperations {
                     .map_err(ApiError::from),
             );
         }
-        let results = answers
-            .into_iter()
-            .zip(slots)
-            .map(|(answer, slot)| {
-                let answer = answer.unwrap_or_else(|| {
-                    Err(KeyError::Internal("batch item not answered".into()).into())
-                });
-                match note_item(call, &slot, answer) {
-                    Ok(result) => v1::GenerateDataKeyBatchResult {
-                        result: Some(result),
-                        error: None,
-                    },
-                    Err(error) => v1::GenerateDataKeyBatchResult {
-                        result: None,
-                        error: Some(error),
-                    },
-                }
-            })
-            .collect();
-        Ok(v1::GenerateDataKeyBatchResponse { results })
+        Ok(v1::GenerateDataKeyBatchResponse {
+            results: noted(call, answers, slots),
+        })
     }
+}
+
+/// A batch's result for one item: its answer or its error.
+trait BatchResult<Answer> {
+    fn of(answer: Result<Answer, v1::BatchItemError>) -> Self;
+}
+
+macro_rules! batch_results {
+    ($($result:ident of $answer:ident,)*) => {
+        $(
+            impl BatchResult<v1::$answer> for v1::$result {
+                fn of(answer: Result<v1::$answer, v1::BatchItemError>) -> Self {
+                    match answer {
+                        Ok(result) => Self {
+                            result: Some(result),
+                            error: None,
+                        },
+                        Err(error) => Self {
+                            result: None,
+                            error: Some(error),
+                        },
+                    }
+                }
+            }
+        )*
+    };
+}
+
+batch_results! {
+    EncryptBatchResult of EncryptResponse,
+    DecryptBatchResult of DecryptResponse,
+    GenerateDataKeyBatchResult of GenerateDataKeyResponse,
+}
+
+/// Each item's answer (one not answered is an internal error) noted in the call's record
+/// with what its slot gathered, as the batch's results in order.
+fn noted<Answer, ItemResult: BatchResult<Answer>>(
+    call: &CallContext,
+    answers: Vec<Option<Outcome<Answer>>>,
+    slots: Vec<AuditSlot>,
+) -> Vec<ItemResult> {
+    answers
+        .into_iter()
+        .zip(slots)
+        .map(|(answer, slot)| {
+            let answer = answer.unwrap_or_else(|| {
+                Err(KeyError::Internal("batch item not answered".into()).into())
+            });
+            ItemResult::of(note_item(call, &slot, answer))
+        })
+        .collect()
 }
 
 /// The ARN of the key the item before was answered with, formatted once for a run of items
@@ -258,45 +274,6 @@ fn note_item<Answer>(
     };
     call.audit.add_item(slot, outcome);
     answer.map_err(item_error)
-}
-
-/// A batch operation: `single` on every item, each answer or error in its position.
-macro_rules! batch_operations {
-    ($($name:ident: $single:ident, $request:ident => $response:ident of $result:ident,)*) => {
-        impl KmsOperations {
-            $(
-                pub async fn $name(
-                    &self,
-                    call: &CallContext,
-                    request: v1::$request,
-                ) -> Outcome<v1::$response> {
-                    let answers = self
-                        .each_item(call, request.items, |c, item| async move {
-                            self.$single(&c, item).await
-                        })
-                        .await?;
-                    let results = answers
-                        .into_iter()
-                        .map(|answer| match answer {
-                            Ok(result) => v1::$result {
-                                result: Some(result),
-                                error: None,
-                            },
-                            Err(error) => v1::$result {
-                                result: None,
-                                error: Some(error),
-                            },
-                        })
-                        .collect();
-                    Ok(v1::$response { results })
-                }
-            )*
-        }
-    };
-}
-
-batch_operations! {
-    decrypt_batch: decrypt, DecryptBatchRequest => DecryptBatchResponse of DecryptBatchResult,
 }
 
 #[cfg(test)]

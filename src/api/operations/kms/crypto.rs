@@ -81,6 +81,16 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::DecryptRequest,
     ) -> Outcome<v1::DecryptResponse> {
+        self.judged_decrypt(call, request, None).await
+    }
+
+    /// Decrypt, with the batch's `judgements` for a batch's item.
+    pub(in crate::api::operations) async fn judged_decrypt(
+        &self,
+        call: &CallContext,
+        request: v1::DecryptRequest,
+        mut judgements: Option<&mut Judgements>,
+    ) -> Outcome<v1::DecryptResponse> {
         let r = request;
         let context = context(r.encryption_context)?;
         let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
@@ -105,9 +115,15 @@ impl KmsOperations {
                 encryption_algorithm: algorithm.as_str().into(),
             });
         }
-        self.blob_key(call, "kms:Decrypt", &r.ciphertext_blob, &context)
-            .await?;
-        let expected = self.expected_key(call, "kms:Decrypt", &r.key_id, &context)?;
+        self.blob_key(
+            call,
+            "kms:Decrypt",
+            &r.ciphertext_blob,
+            &context,
+            judgements.as_deref_mut(),
+        )
+        .await?;
+        let expected = self.expected_key(call, "kms:Decrypt", &r.key_id, &context, judgements)?;
         let decrypted = self
             .keys
             .decrypt(&r.ciphertext_blob, &context, expected.as_deref())
@@ -132,10 +148,16 @@ impl KmsOperations {
             "kms:ReEncryptFrom",
             &r.ciphertext_blob,
             &source_context,
+            None,
         )
         .await?;
-        let source =
-            self.expected_key(call, "kms:ReEncryptFrom", &r.source_key_id, &source_context)?;
+        let source = self.expected_key(
+            call,
+            "kms:ReEncryptFrom",
+            &r.source_key_id,
+            &source_context,
+            None,
+        )?;
         let destination = self.crypto_key(
             call,
             "kms:ReEncryptTo",

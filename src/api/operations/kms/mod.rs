@@ -113,29 +113,9 @@ impl KmsOperations {
         encryption_context: &EncryptionContext,
         judgements: Option<&mut Judgements>,
     ) -> Result<String, ApiError> {
-        let Some(judgements) = judgements.filter(|j| j.pays()) else {
-            return self.crypto_key(call, action, key, encryption_context);
-        };
-        if let Some((id, note)) = judgements
-            .allowed
-            .get(key)
-            .and_then(|contexts| contexts.get(encryption_context))
-        {
-            judgements.repeated += 1;
-            call.audit.note_again(note);
-            return Ok(id.clone());
-        }
-        judgements.new += 1;
-        let id = self.crypto_key(call, action, key, encryption_context)?;
-        judgements
-            .allowed
-            .entry(key.to_owned())
-            .or_default()
-            .insert(
-                encryption_context.clone(),
-                (id.clone(), call.audit.gathered()),
-            );
-        Ok(id)
+        Judgements::judge(judgements, call, key, encryption_context, || {
+            self.crypto_key(call, action, key, encryption_context)
+        })
     }
 
     /// Authorises an RSA encryption or decryption on a key, with `kms:EncryptionAlgorithm`
@@ -164,13 +144,15 @@ impl KmsOperations {
     }
 
     /// Authorises an action on the key a ciphertext blob names (unparseable blobs are left to
-    /// the operation, which refuses them uniformly).
+    /// the operation, which refuses them uniformly), with the batch's `judgements` for a
+    /// batch's item.
     async fn blob_key(
         &self,
         call: &CallContext,
         action: &str,
         blob: &[u8],
         encryption_context: &EncryptionContext,
+        judgements: Option<&mut Judgements>,
     ) -> Result<(), ApiError> {
         call.audit.add_context(encryption_context.pairs());
         let Ok(parsed) = CiphertextBlob::parse(blob) else {
@@ -180,13 +162,17 @@ impl KmsOperations {
         self.keys
             .hear_of_key_version(parsed.key_id, parsed.key_version)
             .await?;
-        let mut context = self.context(call);
-        Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
-        let ask = GrantAsk::Context(encryption_context.pairs());
-        context.set("kms:EncryptionAlgorithm", ALGORITHM);
-        Ok(self
-            .authorizer
-            .ciphertext_key(call, action, parsed.key_id, &context, &ask)?)
+        let id = parsed.key_id.hyphenated().to_string();
+        Judgements::judge(judgements, call, &id, encryption_context, || {
+            let mut context = self.context(call);
+            Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
+            let ask = GrantAsk::Context(encryption_context.pairs());
+            context.set("kms:EncryptionAlgorithm", ALGORITHM);
+            self.authorizer
+                .ciphertext_key(call, action, parsed.key_id, &context, &ask)?;
+            Ok(id.clone())
+        })?;
+        Ok(())
     }
 
     fn metadata(&self, record: &KeyRecord) -> v1::KeyMetadata {
@@ -272,6 +258,41 @@ impl Judgements {
     /// Whether keeping and consulting judgements still pays in this call.
     fn pays(&self) -> bool {
         self.new < self.repeated + UNREPEATED_ITEMS
+    }
+
+    /// The key id `judge` allows an item asking of `key` with `encryption_context`, or (for a
+    /// batch's item, with the call's `judgements`) the one an earlier item asking the same was
+    /// allowed, its notes noted again in the item's audit slot.
+    fn judge(
+        judgements: Option<&mut Judgements>,
+        call: &CallContext,
+        key: &str,
+        encryption_context: &EncryptionContext,
+        judge: impl FnOnce() -> Result<String, ApiError>,
+    ) -> Result<String, ApiError> {
+        let Some(judgements) = judgements.filter(|j| j.pays()) else {
+            return judge();
+        };
+        if let Some((id, note)) = judgements
+            .allowed
+            .get(key)
+            .and_then(|contexts| contexts.get(encryption_context))
+        {
+            judgements.repeated += 1;
+            call.audit.note_again(note);
+            return Ok(id.clone());
+        }
+        judgements.new += 1;
+        let id = judge()?;
+        judgements
+            .allowed
+            .entry(key.to_owned())
+            .or_default()
+            .insert(
+                encryption_context.clone(),
+                (id.clone(), call.audit.gathered()),
+            );
+        Ok(id)
     }
 }
 
@@ -447,13 +468,15 @@ impl KmsOperations {
         action: &str,
         key: &str,
         encryption_context: &EncryptionContext,
+        judgements: Option<&mut Judgements>,
     ) -> Result<Option<String>, ApiError> {
         match non_empty(key) {
-            Some(key) => Ok(Some(self.crypto_key(
+            Some(key) => Ok(Some(self.judged_crypto_key(
                 call,
                 action,
                 key,
                 encryption_context,
+                judgements,
             )?)),
             None => Ok(None),
         }
