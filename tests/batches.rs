@@ -575,12 +575,103 @@ async fn repeated_items_are_each_recorded_and_the_grant_that_allowed_them_is_nam
     }
     let batch = records_of(&records, "kms:GenerateDataKeyBatch");
     assert_eq!(batch[0]["grants"], serde_json::json!([grant]));
-    let items = batch[0]["items"].as_array().expect("items");
-    assert_eq!(items.len(), 2);
-    for item in items {
+    let generated = batch[0]["items"].as_array().expect("items");
+    assert_eq!(generated.len(), 2);
+    for item in generated {
         assert_eq!(item["keys"], serde_json::json!([key.arn]));
         assert_eq!(item["encryption_context"]["tenant"], hmac_of(0));
         assert_eq!(item["outcome"]["code"], "Ok");
+    }
+}
+
+/// A Decrypt item naming a key beside its ciphertext is recorded with both keys, and a later
+/// item under the named key with that key alone; a batch whose items stop repeating and then
+/// repeat again answers and records every item as its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn items_record_only_their_own_keys_however_the_batch_repeats() {
+    let daemon = TestDaemon::start(Backend::Sealed).await;
+    let first = daemon.create_key("batch first").await;
+    let second = daemon.create_key("batch second").await;
+    let a = [("tenant", "a")];
+    let under_first = daemon
+        .encrypt(&first.key_id, b"one", &a)
+        .await
+        .expect("Encrypt");
+    let under_second = daemon
+        .encrypt(&second.key_id, b"two", &a)
+        .await
+        .expect("Encrypt");
+    let named = |blob: &[u8], key: &str| v1::DecryptRequest {
+        key_id: key.into(),
+        ..decrypt_item(blob, &a)
+    };
+    let results = decrypt_batch(
+        &daemon.client,
+        vec![
+            named(&under_first, &second.key_id),
+            named(&under_second, ""),
+            named(&under_second, &second.key_id),
+        ],
+    )
+    .await
+    .expect("DecryptBatch");
+    let error = results[0].error.clone().expect("the wrong key named");
+    assert_eq!(error.reason, "IncorrectKeyException");
+    for result in &results[1..] {
+        let answer = result.result.clone().expect("decrypted");
+        assert_eq!(answer.plaintext.to_vec(), b"two");
+        assert_eq!(answer.key_id, second.arn);
+    }
+    let records = audit_records(&daemon);
+    let record = records_of(&records, "kms:DecryptBatch")[0];
+    let keys: Vec<_> = record["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["keys"].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            serde_json::json!([first.arn, second.arn]),
+            serde_json::json!([second.arn]),
+            serde_json::json!([second.arn]),
+        ]
+    );
+
+    // Forty items each with a context of its own, then the first item's context again.
+    let contexts: Vec<String> = (0..40).chain([0; 5]).map(|i| i.to_string()).collect();
+    let items = contexts
+        .iter()
+        .map(|n| encrypt_item(&first.key_id, n.as_bytes(), &[("item", n)]))
+        .collect();
+    let results = encrypt_batch(&daemon.client, items)
+        .await
+        .expect("EncryptBatch");
+    for (result, n) in results.iter().zip(&contexts) {
+        let blob = result.result.clone().expect("encrypted").ciphertext_blob;
+        let opened = single_decrypt(&daemon.client, decrypt_item(&blob, &[("item", n)]));
+        assert_eq!(opened.await.expect("Decrypt"), n.as_bytes());
+    }
+    let records = audit_records(&daemon);
+    let items = records_of(&records, "kms:EncryptBatch")[0]["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    assert_eq!(items.len(), 45);
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["keys"], serde_json::json!([first.arn]), "item {index}");
+        let same = if index >= 40 { 0 } else { index };
+        assert_eq!(
+            item["encryption_context"]["item"], items[same]["encryption_context"]["item"],
+            "item {index}"
+        );
+        if index > 0 && index < 40 {
+            assert_ne!(
+                item["encryption_context"]["item"],
+                items[0]["encryption_context"]["item"]
+            );
+        }
     }
 }
 

@@ -3,9 +3,8 @@
 //! per item. Each item runs through the single operation of its kind (its own authorisation
 //! with its own key and encryption context, its own checks), with an audit slot of its own;
 //! what the slot gathered and the item's outcome become one entry of the call's record. An
-//! item's refusal is its answer, in its position: it never fails the batch. The call is judged
-//! as of one moment: an item asking what an earlier allowed item asked is allowed as that one
-//! was (see [`Judgements`]).
+//! item's refusal is its answer, in its position: it never fails the batch. An item asking what
+//! an earlier allowed item of the call asked is allowed as that one was (see [`Judgements`]).
 
 use super::kms::{Judgements, KmsOperations, Outcome, Sealing};
 use crate::api::authorize::CallContext;

@@ -12,6 +12,7 @@
 //! and conversions they share are here.
 
 use crate::api::authorize::{Authorizer, CallContext};
+use crate::api::gateway::AuditSlot;
 use crate::api::status::ApiError;
 use crate::audit::AuditNote;
 use crate::crypto::{CiphertextBlob, EncryptionContext};
@@ -113,7 +114,7 @@ impl KmsOperations {
         encryption_context: &EncryptionContext,
         judgements: Option<&mut Judgements>,
     ) -> Result<String, ApiError> {
-        Judgements::judge(judgements, call, key, encryption_context, || {
+        Judgements::judge(judgements, call, key, encryption_context, |call| {
             self.crypto_key(call, action, key, encryption_context)
         })
     }
@@ -163,7 +164,7 @@ impl KmsOperations {
             .hear_of_key_version(parsed.key_id, parsed.key_version)
             .await?;
         let id = parsed.key_id.hyphenated().to_string();
-        Judgements::judge(judgements, call, &id, encryption_context, || {
+        Judgements::judge(judgements, call, &id, encryption_context, |call| {
             let mut context = self.context(call);
             Authorizer::add_encryption_context(&mut context, encryption_context.pairs());
             let ask = GrantAsk::Context(encryption_context.pairs());
@@ -235,9 +236,11 @@ impl KmsOperations {
 /// item naming the same key reference with the same encryption context as an earlier allowed
 /// item is allowed as that one was (the key's id, and what its audit slot noted: the key's ARN,
 /// the grant that allowed it, the context), without looking the key up and evaluating its
-/// policies, grants and the caller's again. The call is judged as of one moment, as a single
-/// call is. Refusals are not kept: each refused item is judged, logged and answered on its own.
-/// Every item has a slot of its own, so what a slot holds after judging is what judging noted.
+/// policies, grants and the caller's again. Refusals are not kept: each refused item is judged,
+/// logged and answered on its own. A change to a policy or grant made while a batch runs reaches
+/// the items that repeat an earlier one from the next call, as it reaches any call under way
+/// (EncryptBatch and GenerateDataKeyBatch judge all their symmetric items before they seal any;
+/// DecryptBatch judges each item as it opens it).
 ///
 /// Keeping a judgement costs a copy of its context and notes; a call whose items do not repeat
 /// (each with a context of its own) stops keeping and consulting them once it has asked
@@ -262,16 +265,18 @@ impl Judgements {
 
     /// The key id `judge` allows an item asking of `key` with `encryption_context`, or (for a
     /// batch's item, with the call's `judgements`) the one an earlier item asking the same was
-    /// allowed, its notes noted again in the item's audit slot.
+    /// allowed, its notes noted again in the item's audit slot. A judgement kept is judged with
+    /// an audit slot of its own, so that it keeps only what it noted itself (not what the item
+    /// noted before it, such as a Decrypt's ciphertext key before the key its request names).
     fn judge(
         judgements: Option<&mut Judgements>,
         call: &CallContext,
         key: &str,
         encryption_context: &EncryptionContext,
-        judge: impl FnOnce() -> Result<String, ApiError>,
+        judge: impl FnOnce(&CallContext) -> Result<String, ApiError>,
     ) -> Result<String, ApiError> {
         let Some(judgements) = judgements.filter(|j| j.pays()) else {
-            return judge();
+            return judge(call);
         };
         if let Some((id, note)) = judgements
             .allowed
@@ -283,15 +288,19 @@ impl Judgements {
             return Ok(id.clone());
         }
         judgements.new += 1;
-        let id = judge()?;
+        let own = CallContext {
+            audit: AuditSlot::default(),
+            ..call.clone()
+        };
+        let judged = judge(&own);
+        let note = own.audit.gathered();
+        call.audit.note_again(&note);
+        let id = judged?;
         judgements
             .allowed
             .entry(key.to_owned())
             .or_default()
-            .insert(
-                encryption_context.clone(),
-                (id.clone(), call.audit.gathered()),
-            );
+            .insert(encryption_context.clone(), (id.clone(), note));
         Ok(id)
     }
 }
@@ -547,7 +556,12 @@ mod tests {
             !judgements.pays(),
             "{UNREPEATED_ITEMS} new questions, none repeated"
         );
-        judgements.repeated += 1;
-        assert!(judgements.pays(), "one repeated: kept again");
+        // Items that repeat as often as not keep them paying.
+        let alternating = Judgements {
+            new: 500,
+            repeated: 500,
+            ..Judgements::default()
+        };
+        assert!(alternating.pays());
     }
 }
