@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod batches;
 pub mod console;
 pub mod device;
 
