@@ -17,8 +17,8 @@
 //!   principal (unsigned) beside signed Encrypt over the same mutual TLS;
 //! - batches: EncryptBatch of 1,000 32-byte items at 4 calls in flight, in items per second,
 //!   on the sealed store against single Encrypt calls at 64 in flight (the items under one key
-//!   and context, and again each with a context of its own), and on PKCS#11 against the raw
-//!   device;
+//!   and no context, under one context of a pair, and each with a context of its own), and on
+//!   PKCS#11 against the raw device;
 //! - signatures and MACs: Sign (ECC_NIST_P256 with ECDSA_SHA_256, RSA_2048 with
 //!   RSASSA_PSS_SHA_256, over a 32-byte digest) and GenerateMac (HMAC_256, 32 B) at 1 and 16
 //!   in flight on both daemons, beside the same operations called directly: the `p256`,
@@ -2128,10 +2128,18 @@ fn batches(
         ..Default::default()
     };
     // Every item under one key and one (empty) context: after the first, each is allowed as
-    // the first was. On the sealed store, also each item with a context of its own, so that
-    // every item is judged: what a batch costs when no two items ask the same.
+    // the first was. On the sealed store, also every item with one context of a pair (allowed
+    // as the first was, its context in each item's audit entry), and each item with a context
+    // of its own, so that every item is judged: what a batch costs when no two items ask the
+    // same.
     let mut shapes = vec![("", "", vec![item(HashMap::new()); BATCH_ITEMS])];
     if backend == Backend::Sealed {
+        let shared = HashMap::from([("tenant".to_owned(), "7".to_owned())]);
+        shapes.push((
+            ", one context of a pair",
+            "_shared_context",
+            vec![item(shared); BATCH_ITEMS],
+        ));
         let each = (0..BATCH_ITEMS)
             .map(|i| item(HashMap::from([("item".to_owned(), i.to_string())])))
             .collect();
@@ -3177,6 +3185,11 @@ fn main() {
         (
             "encrypt_batch_items_vs_single_calls",
             "encrypt_batch_items_sealed",
+            "encrypt_sealed_c64",
+        ),
+        (
+            "encrypt_batch_items_shared_context_vs_single_calls",
+            "encrypt_batch_items_sealed_shared_context",
             "encrypt_sealed_c64",
         ),
         (
