@@ -11,8 +11,8 @@
 //!   300 MB target. The price is paid where calls allocate and free a lot: `EncryptBatch` of
 //!   1,000 items spends about a quarter of its samples in `madvise`, the TLB shoot-downs it
 //!   sends the other core and the page faults of memory handed back and touched again, and
-//!   makes 0.6–0.8 of the items a second it makes with a delay of 100 ms. A deployment that batches and has
-//!   the memory can set `MIMALLOC_PURGE_DELAY=100` (README, "Configuration").
+//!   makes 0.6–0.8 of the items a second it makes with a delay of 100 ms. A deployment that
+//!   batches and has the memory can set `MIMALLOC_PURGE_DELAY=100` (README, "Configuration").
 //! - **Objects over 32 MiB are mapped on their own**, so freeing one unmaps it: a start's
 //!   largest transient buffer (the kept tree read back whole: ~96 MB at a million keys)
 //!   otherwise left ~23 MiB resident in the arena after it was freed. No call allocates anything
