@@ -3,16 +3,18 @@
 //! `main`; the environment (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_MAX_OBJECT_SIZE`) still
 //! decides, when set.
 //!
-//! - **Freed memory goes back at once** (`purge_delay` 0, against mimalloc's 1,000 ms): with a
-//!   delay, mimalloc purges freed pages only when some thread next frees or collects, and at a
-//!   million keys the daemon held 74 MiB more after the scale bench's loads. With 100 ms and
-//!   with the default, and a thread collecting every second, it still held 18–23 MiB more
-//!   (289–294 MiB against 271, two seconds after the load as right after it), past the
-//!   300 MB target. The price is paid where calls allocate and free a lot: `EncryptBatch` of
-//!   1,000 items spends about a quarter of its samples in `madvise`, the TLB shoot-downs it
-//!   sends the other core and the page faults of memory handed back and touched again, and
-//!   makes 0.6–0.8 of the items a second it makes with a delay of 100 ms. A deployment that
-//!   batches and has the memory can set `MIMALLOC_PURGE_DELAY=100` (README, "Configuration").
+//! - **Freed memory goes back at once while the daemon starts, after 100 ms once it serves.**
+//!   A start's transient loads (the store's tree and key index read back, every record and
+//!   every key's material checked beside serving) free a lot once; with a delay, at a million
+//!   keys the daemon held 18–23 MiB more after the scale bench's loads, as its start had left
+//!   more behind (the difference was already there after the first loads). So `tune` sets
+//!   `purge_delay` to 0 (against mimalloc's 1,000 ms), and [`serving`], called once those
+//!   checks are done, sets 100 ms: memory one call frees and the next allocates again is then
+//!   not handed back and faulted in between them. With the immediate purge, `EncryptBatch` of
+//!   1,000 items spent about a quarter of its samples in `madvise`, the TLB shoot-downs it
+//!   sends the other core and the page faults of memory handed back and touched again. A
+//!   delay alone purges only when some thread next frees or collects, so a thread of
+//!   `serving`'s carries out the due purges every second while the daemon idles.
 //! - **Objects over 32 MiB are mapped on their own**, so freeing one unmaps it: a start's
 //!   largest transient buffer (the kept tree read back whole: ~96 MB at a million keys)
 //!   otherwise left ~23 MiB resident in the arena after it was freed. No call allocates anything
@@ -20,7 +22,7 @@
 //!   did not.)
 //!
 //! In a process with another global allocator these calls touch only mimalloc's own, unused
-//! state.
+//! state (and `serving`'s thread collects nothing).
 
 // mimalloc's options are set through C functions.
 #![allow(unsafe_code)]
@@ -40,6 +42,12 @@ const MI_OPTION_ARENA_MAX_OBJECT_SIZE: libmimalloc_sys::mi_option_t = 45;
 /// Objects above this many KiB are mapped on their own.
 const ARENA_MAX_OBJECT_KIB: std::ffi::c_long = 32 * 1024;
 
+/// How long freed memory waits once start-up's checks are done ([`serving`]).
+const SERVING_PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// How often the purger thread carries out the purges that have come due.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Sets mimalloc's options (above). Call it before any other thread starts.
 pub fn tune() {
     // SAFETY: sets two of mimalloc's options by their indices (in range), before any thread
@@ -53,12 +61,48 @@ pub fn tune() {
     }
 }
 
+/// Called once start-up's transient loads are over (every record and every key's material
+/// checked): from then on freed memory waits [`SERVING_PURGE_DELAY_MS`] before it is purged, so
+/// memory a call frees and the next call allocates again is not handed back and faulted in
+/// between them, and a thread (started once per process) carries out the purges that have come
+/// due every [`PURGE_INTERVAL`], so what an idle daemon freed goes back within a second or so.
+/// A purge delay set in the environment (`MIMALLOC_PURGE_DELAY`, or its older name
+/// `MIMALLOC_RESET_DELAY`) is left as it is.
+pub fn serving() {
+    static PURGER: std::sync::Once = std::sync::Once::new();
+    let from_environment = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    if from_environment {
+        return;
+    }
+    // SAFETY: sets one of mimalloc's options by its index (in range); options are atomics,
+    // read by every thread as it frees.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, SERVING_PURGE_DELAY_MS) };
+    PURGER.call_once(|| {
+        let purger = std::thread::Builder::new()
+            .name("keyhaven-purge".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(PURGE_INTERVAL);
+                    // SAFETY: collects this thread's own (idle) heap and carries out the arenas'
+                    // due purges; callable from any thread at any time.
+                    unsafe { libmimalloc_sys::mi_collect(false) };
+                }
+            });
+        if let Err(error) = purger {
+            tracing::warn!(%error, "memory freed while idle is handed back on the next call only");
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     /// The indices set are mimalloc's `purge_delay` (the option whose default is 1,000 ms) and
-    /// `arena_max_object_size` (whose default is 2 GiB, in KiB), and `tune` sets them.
+    /// `arena_max_object_size` (whose default is 2 GiB, in KiB), and `tune` sets them; then
+    /// `serving` sets the serving delay. One test, as both set the process's options.
     #[test]
-    fn the_options_set_are_the_purge_delay_and_the_arena_object_limit() {
+    fn tune_sets_the_options_and_serving_the_serving_delay() {
         assert!(std::env::var_os("MIMALLOC_PURGE_DELAY").is_none());
         assert!(std::env::var_os("MIMALLOC_ARENA_MAX_OBJECT_SIZE").is_none());
         let options = [
@@ -74,5 +118,9 @@ mod tests {
         };
         assert_eq!(before, [1000, 2 * 1024 * 1024]);
         assert_eq!(after, [super::PURGE_DELAY_MS, super::ARENA_MAX_OBJECT_KIB]);
+        super::serving();
+        // SAFETY: as above.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, super::SERVING_PURGE_DELAY_MS);
     }
 }

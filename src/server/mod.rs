@@ -485,6 +485,10 @@ impl Daemon {
         let health_watch = watch_health(move || watched.refused(), health);
         tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         checking.disarm();
+        tokio::spawn(settle_allocator(
+            Arc::downgrade(&keys),
+            Arc::downgrade(&store),
+        ));
         Ok(Daemon {
             local_addr,
             audit_scheduled,
@@ -690,6 +694,27 @@ fn watch_health(
             }
         }
     })
+}
+
+/// Waits until start-up's transient loads are over (every key's material and, when they are
+/// checked beside serving, every record checked), then lets the allocator keep freed memory a
+/// little before purging it ([`crate::allocator::serving`]). Ends early when the daemon goes
+/// (it holds neither the keys nor the store) or the store refuses.
+async fn settle_allocator(keys: std::sync::Weak<KeyService>, store: std::sync::Weak<Store>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let (Some(keys), Some(store)) = (keys.upgrade(), store.upgrade()) else {
+            return;
+        };
+        if store.refused() {
+            return;
+        }
+        if keys.material_check_done() && store.every_record_checked() {
+            break;
+        }
+    }
+    crate::allocator::serving();
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: forgets stale

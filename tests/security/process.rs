@@ -405,6 +405,75 @@ fn a_low_memlock_limit_is_one_clear_warning() {
     assert!(stderr.contains("LimitMEMLOCK="), "{stderr}");
 }
 
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/task: {e}"));
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(path).ok()?.trim_end().to_owned())
+        })
+        .collect()
+}
+
+/// Polls for [`PURGER_WAIT`] until the daemon has the thread that hands back freed memory
+/// ([`keyhaven::allocator::serving`]); whether it appeared.
+fn purger_started(pid: u32) -> bool {
+    let deadline = Instant::now() + PURGER_WAIT;
+    while Instant::now() < deadline {
+        if thread_names(pid).iter().any(|name| name == PURGER) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The purger thread's name.
+const PURGER: &str = "keyhaven-purge";
+/// How long a `--dev` daemon is given to finish its start-up checks (a handful of keys: well
+/// under a second).
+const PURGER_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts `keyhaven serve --dev` (under `wrapper`, as [`spawn_dev_daemon`]), waits for
+/// [`purger_started`] and stops it: whether the purger started, the threads it had then, and
+/// what the daemon wrote to standard error.
+fn purger_of(dir: &Path, wrapper: &[&str]) -> (bool, Vec<String>, String) {
+    let mut child = spawn_dev_daemon(dir, wrapper);
+    let pid = child.id();
+    if wait_until_listening(&mut child).is_none() {
+        panic!("keyhaven serve --dev did not start: {}", stop(child));
+    }
+    let started = purger_started(pid);
+    let threads = thread_names(pid);
+    (started, threads, stop(child))
+}
+
+/// Once its start-up checks are done, the daemon lets freed memory wait before handing it
+/// back and starts the thread that hands back what has waited long enough while it idles;
+/// with a purge delay set in its environment it leaves the allocator as told (no such thread).
+#[test]
+fn once_serving_a_purger_hands_back_freed_memory_unless_the_environment_sets_the_delay() {
+    let dir = reachable_dir();
+    let (started, threads, stderr) = purger_of(dir.path(), &[]);
+    assert!(
+        started,
+        "no {PURGER} thread {PURGER_WAIT:?} after the start; threads {threads:?}\n{stderr}"
+    );
+
+    let (started, threads, stderr) =
+        purger_of(dir.path(), &["/usr/bin/env", "MIMALLOC_PURGE_DELAY=0"]);
+    assert!(
+        !started,
+        "a {PURGER} thread with MIMALLOC_PURGE_DELAY=0; threads {threads:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("every key's material checked"),
+        "the start-up checks did not finish within {PURGER_WAIT:?}:\n{stderr}"
+    );
+}
+
 /// A data directory and its passphrase file, for `serve` without `--dev`.
 fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temporary directory");

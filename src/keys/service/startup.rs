@@ -60,6 +60,11 @@ impl KeyService {
         let _ = check.wait_for(|c| *c != MaterialCheck::Running).await;
     }
 
+    /// Whether the material check started at the open is over.
+    pub fn material_check_done(&self) -> bool {
+        *self.material_check.borrow() == MaterialCheck::Done
+    }
+
     /// Stops the material check at its next page (at shutdown: it reads the store, which is
     /// about to close) and waits until it has.
     pub async fn stop_material_check(&self) {
