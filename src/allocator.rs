@@ -4,17 +4,17 @@
 //! decides, when set.
 //!
 //! - **Freed memory goes back at once while the daemon starts, after 100 ms once it serves.**
-//!   A start's transient loads (the store's tree and key index read back, every record and
-//!   every key's material checked beside serving) free a lot once; with a delay, at a million
-//!   keys the daemon held 18–23 MiB more after the scale bench's loads, as its start had left
-//!   more behind (the difference was already there after the first loads). So `tune` sets
-//!   `purge_delay` to 0 (against mimalloc's 1,000 ms), and [`serving`], called once those
-//!   checks are done, sets 100 ms: memory one call frees and the next allocates again is then
-//!   not handed back and faulted in between them. With the immediate purge, `EncryptBatch` of
-//!   1,000 items spent about a quarter of its samples in `madvise`, the TLB shoot-downs it
-//!   sends the other core and the page faults of memory handed back and touched again. A
-//!   delay alone purges only when some thread next frees or collects, so a thread of
-//!   `serving`'s carries out the due purges every second while the daemon idles.
+//!   A start's transient loads (the store's tree and key index read back, every record and the
+//!   management account's key material checked beside serving) free a lot once; with a delay,
+//!   at a million keys the daemon held 18–23 MiB more after the scale bench's loads, as its
+//!   start had left more behind (the difference was already there after the first loads). So
+//!   `tune` sets `purge_delay` to 0 (against mimalloc's 1,000 ms), and [`serving`], called once
+//!   those checks are done, sets 100 ms (unless the environment set a delay): memory one call
+//!   frees and the next allocates again is then not handed back and faulted in between them.
+//!   With the immediate purge, `EncryptBatch` of 1,000 items spent about a quarter of its
+//!   samples in `madvise`, the TLB shoot-downs it sends the other core and the page faults of
+//!   memory handed back and touched again. A delay alone purges only when some thread next
+//!   frees or collects, so a thread of `serving`'s carries out the due purges every second.
 //! - **Objects over 32 MiB are mapped on their own**, so freeing one unmaps it: a start's
 //!   largest transient buffer (the kept tree read back whole: ~96 MB at a million keys)
 //!   otherwise left ~23 MiB resident in the arena after it was freed. No call allocates anything
@@ -61,28 +61,31 @@ pub fn tune() {
     }
 }
 
-/// Called once start-up's transient loads are over (every record and every key's material
-/// checked): from then on freed memory waits [`SERVING_PURGE_DELAY_MS`] before it is purged, so
-/// memory a call frees and the next call allocates again is not handed back and faulted in
-/// between them, and a thread (started once per process) carries out the purges that have come
-/// due every [`PURGE_INTERVAL`], so what an idle daemon freed goes back within a second or so.
-/// A purge delay set in the environment (`MIMALLOC_PURGE_DELAY`, or its older name
-/// `MIMALLOC_RESET_DELAY`) is left as it is.
+/// Called once start-up's transient loads are over (the management account's key material
+/// and every record checked): from then on freed memory waits [`SERVING_PURGE_DELAY_MS`] before
+/// it is purged, so memory a call frees and the next call allocates again is not handed back and
+/// faulted in between them. A purge delay set in the environment (`MIMALLOC_PURGE_DELAY`, read
+/// by mimalloc) is left as it is. Whenever the delay is positive, a thread (started once per
+/// process) carries out the purges that have come due every [`PURGE_INTERVAL`], so what an idle
+/// daemon freed goes back within a second or so.
 pub fn serving() {
     static PURGER: std::sync::Once = std::sync::Once::new();
-    let from_environment = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    if from_environment {
+    // SAFETY: sets one of mimalloc's options by its index (in range), unless the environment
+    // set it (mimalloc's own rule for a default), and reads it back.
+    let delay = unsafe {
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, SERVING_PURGE_DELAY_MS);
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+    };
+    if delay <= 0 {
         return;
     }
-    // SAFETY: sets one of mimalloc's options by its index (in range); options are atomics,
-    // read by every thread as it frees.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, SERVING_PURGE_DELAY_MS) };
     PURGER.call_once(|| {
         let purger = std::thread::Builder::new()
             .name("keyhaven-purge".into())
             .spawn(|| {
+                // SAFETY: gives this thread its mimalloc heap, without which `mi_collect`
+                // returns at once.
+                unsafe { libmimalloc_sys::mi_thread_init() };
                 loop {
                     std::thread::sleep(PURGE_INTERVAL);
                     // SAFETY: collects this thread's own (idle) heap and carries out the arenas'

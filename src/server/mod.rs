@@ -158,6 +158,8 @@ pub struct Daemon {
     scheduler: Background,
     sweeper: Background,
     health_watch: Background,
+    /// Waits for start-up's checks, then lets the allocator keep freed memory a little.
+    allocator_settling: Background,
     store: Arc<Store>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
@@ -485,10 +487,7 @@ impl Daemon {
         let health_watch = watch_health(move || watched.refused(), health);
         tracing::info!(%local_addr, aws = ?aws_addr, console = ?console_addr, account = %info.account_id, tls = config.tls.is_some(), "keyhaven serving");
         checking.disarm();
-        tokio::spawn(settle_allocator(
-            Arc::downgrade(&keys),
-            Arc::downgrade(&store),
-        ));
+        let allocator_settling = settle_allocator(Arc::downgrade(&keys), Arc::downgrade(&store));
         Ok(Daemon {
             local_addr,
             audit_scheduled,
@@ -498,6 +497,7 @@ impl Daemon {
             scheduler,
             sweeper,
             health_watch,
+            allocator_settling,
             store,
             audit,
             clock: clock_for_iam,
@@ -557,6 +557,7 @@ impl Daemon {
         self.scheduler.ask_to_stop();
         self.sweeper.ask_to_stop();
         self.health_watch.ask_to_stop();
+        self.allocator_settling.ask_to_stop();
         self.members.stop().await;
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
@@ -570,6 +571,7 @@ impl Daemon {
         self.scheduler.stop().await;
         self.sweeper.stop().await;
         self.health_watch.stop().await;
+        self.allocator_settling.stop().await;
         let served = (&mut self.server)
             .await
             .map_err(|e| ServerError::Start(e.to_string()))?;
@@ -696,25 +698,34 @@ fn watch_health(
     })
 }
 
-/// Waits until start-up's transient loads are over (every key's material and, when they are
-/// checked beside serving, every record checked), then lets the allocator keep freed memory a
-/// little before purging it ([`crate::allocator::serving`]). Ends early when the daemon goes
-/// (it holds neither the keys nor the store) or the store refuses.
-async fn settle_allocator(keys: std::sync::Weak<KeyService>, store: std::sync::Weak<Store>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
-    loop {
-        ticker.tick().await;
-        let (Some(keys), Some(store)) = (keys.upgrade(), store.upgrade()) else {
-            return;
-        };
-        if store.refused() {
-            return;
+/// Waits until start-up's transient loads are over (the management account's key material
+/// and, when they are checked beside serving, every record checked), then lets the allocator
+/// keep freed memory a little before purging it ([`crate::allocator::serving`]). Ends early
+/// when asked to stop, when the daemon goes (it holds neither the keys nor the store between
+/// its looks) or when the store refuses.
+fn settle_allocator(
+    keys: std::sync::Weak<KeyService>,
+    store: std::sync::Weak<Store>,
+) -> Background {
+    Background::spawn(move |mut stop| async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.asked() => return,
+            }
+            let (Some(keys), Some(store)) = (keys.upgrade(), store.upgrade()) else {
+                return;
+            };
+            if store.refused() {
+                return;
+            }
+            if keys.material_check_done() && store.every_record_checked() {
+                break;
+            }
         }
-        if keys.material_check_done() && store.every_record_checked() {
-            break;
-        }
-    }
-    crate::allocator::serving();
+        crate::allocator::serving();
+    })
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: forgets stale

@@ -417,27 +417,26 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Polls for [`PURGER_WAIT`] until the daemon has the thread that hands back freed memory
-/// ([`keyhaven::allocator::serving`]); whether it appeared.
-fn purger_started(pid: u32) -> bool {
-    let deadline = Instant::now() + PURGER_WAIT;
-    while Instant::now() < deadline {
-        if thread_names(pid).iter().any(|name| name == PURGER) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// The purger thread's name.
 const PURGER: &str = "keyhaven-purge";
 /// How long a `--dev` daemon is given to finish its start-up checks (a handful of keys: well
-/// under a second).
-const PURGER_WAIT: Duration = Duration::from_secs(5);
+/// under a second when the machine is not loaded).
+const CHECKS_WAIT: Duration = Duration::from_secs(30);
+/// How long after its start-up checks have logged the daemon is given to start the purger (it
+/// looks every 250 ms).
+const PURGER_WAIT: Duration = Duration::from_millis(1500);
 
-/// Starts `keyhaven serve --dev` (under `wrapper`, as [`spawn_dev_daemon`]), waits for
-/// [`purger_started`] and stops it: whether the purger started, the threads it had then, and
+/// Whether a daemon's start-up checks have logged their end: every key's material, and every
+/// record when they are checked beside serving.
+fn start_up_checks_done(stderr: &str) -> bool {
+    stderr.contains("every key's material checked")
+        && (!stderr.contains("checked beside serving")
+            || stderr.contains("every record checked against the store's tree"))
+}
+
+/// Starts `keyhaven serve --dev` (under `wrapper`, as [`spawn_dev_daemon`]), watches its
+/// threads until the purger appears or [`PURGER_WAIT`] has passed since its start-up checks
+/// logged their end, and stops it: whether the purger started, the threads it had then, and
 /// what the daemon wrote to standard error.
 fn purger_of(dir: &Path, wrapper: &[&str]) -> (bool, Vec<String>, String) {
     let mut child = spawn_dev_daemon(dir, wrapper);
@@ -445,32 +444,60 @@ fn purger_of(dir: &Path, wrapper: &[&str]) -> (bool, Vec<String>, String) {
     if wait_until_listening(&mut child).is_none() {
         panic!("keyhaven serve --dev did not start: {}", stop(child));
     }
-    let started = purger_started(pid);
+    let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+    let pipe = child.stderr.take().expect("piped stderr");
+    let written = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Ok(mut text) = written.lock() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+    });
+    let read = || stderr.lock().map(|text| text.clone()).unwrap_or_default();
+    let started = Instant::now();
+    let mut checks_done: Option<Instant> = None;
+    let purger = loop {
+        if thread_names(pid).iter().any(|name| name == PURGER) {
+            break true;
+        }
+        if checks_done.is_none() && start_up_checks_done(&read()) {
+            checks_done = Some(Instant::now());
+        }
+        match checks_done {
+            Some(done) if done.elapsed() > PURGER_WAIT => break false,
+            None if started.elapsed() > CHECKS_WAIT => break false,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
     let threads = thread_names(pid);
-    (started, threads, stop(child))
+    stop(child);
+    (purger, threads, read())
 }
 
 /// Once its start-up checks are done, the daemon lets freed memory wait before handing it
-/// back and starts the thread that hands back what has waited long enough while it idles;
-/// with a purge delay set in its environment it leaves the allocator as told (no such thread).
+/// back and starts the thread that hands back what has waited long enough; with no purge
+/// delay set in its environment (`MIMALLOC_PURGE_DELAY=0`) it leaves the allocator as told and
+/// starts no such thread.
 #[test]
-fn once_serving_a_purger_hands_back_freed_memory_unless_the_environment_sets_the_delay() {
+fn once_serving_the_daemon_starts_its_purger_unless_the_environment_sets_no_delay() {
     let dir = reachable_dir();
     let (started, threads, stderr) = purger_of(dir.path(), &[]);
     assert!(
         started,
-        "no {PURGER} thread {PURGER_WAIT:?} after the start; threads {threads:?}\n{stderr}"
+        "no {PURGER} thread once the start-up checks were done; threads {threads:?}\n{stderr}"
     );
 
     let (started, threads, stderr) =
         purger_of(dir.path(), &["/usr/bin/env", "MIMALLOC_PURGE_DELAY=0"]);
     assert!(
-        !started,
-        "a {PURGER} thread with MIMALLOC_PURGE_DELAY=0; threads {threads:?}\n{stderr}"
+        start_up_checks_done(&stderr),
+        "the start-up checks did not finish within {CHECKS_WAIT:?}:\n{stderr}"
     );
     assert!(
-        stderr.contains("every key's material checked"),
-        "the start-up checks did not finish within {PURGER_WAIT:?}:\n{stderr}"
+        !started,
+        "a {PURGER} thread with MIMALLOC_PURGE_DELAY=0; threads {threads:?}\n{stderr}"
     );
 }
 
