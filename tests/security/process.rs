@@ -287,10 +287,10 @@ fn wait_until_listening(child: &mut Child) -> Option<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (lines, received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Reads on after the listening line, so that the daemon never writes to a closed pipe
+        // (it would die of it while a test still watches it).
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
+            let _ = lines.send(line);
         }
     });
     let deadline = Instant::now() + START_TIMEOUT;
