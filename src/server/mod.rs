@@ -6,6 +6,7 @@ pub mod config;
 mod data_dir;
 mod passphrase;
 pub mod self_test;
+mod watches;
 
 pub use config::{ConfigError, ConfigFile, DaemonConfig, StoreChoice, StoreSettings};
 pub use data_dir::{
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use watches::{settle_allocator, watch_health};
 
 const STORE_DIR: &str = "store";
 
@@ -668,64 +670,6 @@ fn aws_tls(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, 
         .map_err(|e| ServerError::Start(format!("AWS door TLS: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Every second until `refused` says so (the store refused: a record failed its integrity
-/// check while the daemon serves, and every call fails from then on): then the health check
-/// answers `NOT_SERVING`, for the daemon's service and the server as a whole, so that a load
-/// balancer sends calls elsewhere.
-fn watch_health(
-    refused: impl Fn() -> bool + Send + 'static,
-    health: tonic_health::server::HealthReporter,
-) -> Background {
-    Background::spawn(move |mut stop| async move {
-        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.asked() => return,
-            }
-            if refused() {
-                health
-                    .set_not_serving::<KeyManagementServiceServer<KmsApi>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                return;
-            }
-        }
-    })
-}
-
-/// Waits until start-up's transient loads are over (the management account's key material
-/// and, when they are checked beside serving, every record checked), then lets the allocator
-/// keep freed memory a little before purging it ([`crate::allocator::serving`]). Ends early
-/// when asked to stop, when the daemon goes (it holds neither the keys nor the store between
-/// its looks) or when the store refuses.
-fn settle_allocator(
-    keys: std::sync::Weak<KeyService>,
-    store: std::sync::Weak<Store>,
-) -> Background {
-    Background::spawn(move |mut stop| async move {
-        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.asked() => return,
-            }
-            let (Some(keys), Some(store)) = (keys.upgrade(), store.upgrade()) else {
-                return;
-            };
-            if store.refused() {
-                return;
-            }
-            if keys.material_check_done() && store.every_record_checked() {
-                break;
-            }
-        }
-        crate::allocator::serving();
-    })
 }
 
 /// Every `interval`: removes expired temporary credentials; every second: forgets stale
