@@ -2366,3 +2366,89 @@ async fn a_fresh_ciphertext_decrypts_on_another_daemon_at_once() {
         "InvalidCiphertextException",
     );
 }
+
+/// A key, an alias and a grant one daemon has just made are found at once through another,
+/// as a caller behind a load balancer expects: a daemon that has not heard of what a call
+/// names catches up with the store before it judges it missing. What was never made is still
+/// refused, after looking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_daemon_just_made_is_found_at_once_through_another() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let root = format!("arn:aws:iam::{}:root", a.account_id);
+    for round in 0..15u32 {
+        let key = a.create_key("fresh").await.key_id;
+        b.describe(&key)
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: DescribeKey of a new key: {s:?}"));
+        let alias = format!("alias/fresh-{round}");
+        a.create_alias(&alias, &key).await.expect("CreateAlias");
+        b.encrypt(&alias, b"x", &[])
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: Encrypt under a new alias: {s:?}"));
+        let made = grant_on(&a, &key, &root, "Encrypt").await;
+        let mut with_token = b.client.signed(
+            "Encrypt",
+            v1::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: b"x".to_vec(),
+                ..Default::default()
+            },
+        );
+        with_token.metadata_mut().append(
+            keyhaven::api::GRANT_TOKEN_METADATA,
+            made.grant_token.parse().expect("ascii"),
+        );
+        b.client
+            .kms()
+            .encrypt(with_token)
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: a new grant's token: {s:?}"));
+        let revoked = grant_on(&a, &key, &root, "Decrypt").await;
+        b.client
+            .kms()
+            .revoke_grant(b.client.signed(
+                "RevokeGrant",
+                v1::RevokeGrantRequest {
+                    key_id: key.clone(),
+                    grant_id: revoked.grant_id,
+                },
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: RevokeGrant of a new grant: {s:?}"));
+    }
+    // Never made: refused as before, and nothing was made by asking.
+    let keys_before = b.list_all_keys().await.len();
+    assert_refused(
+        b.describe("11111111-2222-3333-4444-555555555555").await,
+        tonic::Code::NotFound,
+        "NotFoundException",
+    );
+    assert_refused(
+        b.encrypt("alias/never-made", b"x", &[]).await,
+        tonic::Code::NotFound,
+        "NotFoundException",
+    );
+    assert_eq!(b.list_all_keys().await.len(), keys_before);
+}
+
+/// A grant of `operation` on `key` to `grantee`, made through `d`.
+async fn grant_on(
+    d: &TestDaemon,
+    key: &str,
+    grantee: &str,
+    operation: &str,
+) -> v1::CreateGrantResponse {
+    let request = v1::CreateGrantRequest {
+        key_id: key.into(),
+        grantee_principal: grantee.into(),
+        operations: vec![operation.into()],
+        ..Default::default()
+    };
+    d.client
+        .kms()
+        .create_grant(d.client.signed("CreateGrant", request))
+        .await
+        .expect("CreateGrant")
+        .into_inner()
+}

@@ -392,8 +392,25 @@ impl Authorizer {
     }
 
     /// Authorises `action` on the key `key` names (by its policy, the caller's identity
-    /// policies and the key's grants, asked `ask`); returns the key.
-    pub fn key(
+    /// policies and the key's grants, asked `ask`); returns the key. On a store other daemons
+    /// write, a key or alias this daemon has not heard of is looked for again once its view
+    /// has caught up ([`KeyService::hear_of_key`]).
+    pub async fn key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        include_deleted: bool,
+        context: &RequestContext,
+        ask: &GrantAsk<'_>,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        self.keys.hear_of_key(key).await?;
+        self.known_key(call, action, key, include_deleted, context, ask)
+    }
+
+    /// [`Self::key`] on what this daemon has heard of now (the caller has waited to hear of
+    /// the key where it needs to).
+    pub fn known_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -460,7 +477,7 @@ impl Authorizer {
         ask: &GrantAsk<'_>,
     ) -> Result<(), KeyError> {
         let id = key_id.hyphenated().to_string();
-        match self.key(call, action, &id, false, context, ask) {
+        match self.known_key(call, action, &id, false, context, ask) {
             Err(KeyError::NotFound(_)) => Err(KeyError::InvalidCiphertext),
             other => other.map(|_| ()),
         }

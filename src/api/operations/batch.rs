@@ -72,7 +72,10 @@ impl KmsOperations {
         for (index, mut r) in request.items.into_iter().enumerate() {
             let slot = AuditSlot::default();
             let item_call = item_call(call, &slot);
-            let answer = match self.plan_encrypt(&item_call, &mut r, Some(&mut judgements)) {
+            let answer = match self
+                .plan_encrypt(&item_call, &mut r, Some(&mut judgements))
+                .await
+            {
                 Ok(Sealing::Symmetric { key, context }) => {
                     let plaintext = Zeroizing::new(std::mem::take(&mut r.plaintext));
                     sealing.push((index, key, context, plaintext));
@@ -134,7 +137,10 @@ impl KmsOperations {
         for (index, r) in request.items.into_iter().enumerate() {
             let slot = AuditSlot::default();
             let item_call = item_call(call, &slot);
-            match self.plan_generate_data_key(&item_call, r, Some(&mut judgements)) {
+            match self
+                .plan_generate_data_key(&item_call, r, Some(&mut judgements))
+                .await
+            {
                 Ok((key, size, context)) => {
                     sealing.push((index, key, size, context));
                     answers.push(None);

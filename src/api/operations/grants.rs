@@ -99,12 +99,17 @@ impl KmsOperations {
     /// grant that is still live (`InvalidGrantTokenException` otherwise). Grants are durable
     /// before CreateGrant answers, so a valid token adds nothing the grant does not already
     /// allow; it is checked so that a forged or stale one is refused, as AWS KMS does.
-    pub fn accept_grant_tokens(&self, tokens: &[String]) -> Result<(), ApiError> {
+    pub async fn accept_grant_tokens(&self, tokens: &[String]) -> Result<(), ApiError> {
         if tokens.len() > MAX_GRANT_TOKENS {
             return Err(validation(format!(
                 "GrantTokens has at most {MAX_GRANT_TOKENS} members"
             )));
         }
+        // The token of a grant another daemon has just made is heard of before it is judged:
+        // what a grant token is for.
+        self.keys
+            .hear_of(|keys| tokens.iter().all(|t| keys.grant_by_token(t).is_ok()))
+            .await?;
         for token in tokens {
             self.keys.grant_by_token(token)?;
         }
@@ -163,7 +168,7 @@ impl KmsOperations {
         request: v1::CreateGrantRequest,
     ) -> Outcome<v1::CreateGrantResponse> {
         let r = request;
-        self.accept_grant_tokens(&r.grant_tokens)?;
+        self.accept_grant_tokens(&r.grant_tokens).await?;
         let constraint = constraint_of(r.constraints)?;
         validate_new_grant(&r.operations, &constraint, &r.name)?;
         let grantee = principal("GranteePrincipal", &r.grantee_principal)?;
@@ -184,9 +189,10 @@ impl KmsOperations {
             operations: &r.operations,
             constraint: &constraint,
         };
-        let record =
-            self.authorizer
-                .key(call, "kms:CreateGrant", &r.key_id, false, &context, &ask)?;
+        let record = self
+            .authorizer
+            .key(call, "kms:CreateGrant", &r.key_id, false, &context, &ask)
+            .await?;
         let grantee_unique_id = self.grantee_unique_id(&grantee)?;
         let (grant, token) = self
             .keys
@@ -217,14 +223,17 @@ impl KmsOperations {
     ) -> Outcome<v1::ListGrantsResponse> {
         let r = &request;
         let context = self.context(call);
-        let record = self.authorizer.key(
-            call,
-            "kms:ListGrants",
-            &r.key_id,
-            false,
-            &context,
-            &GrantAsk::Plain,
-        )?;
+        let record = self
+            .authorizer
+            .key(
+                call,
+                "kms:ListGrants",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )
+            .await?;
         let page = self.keys.list_grants(
             record.id,
             Some(r.grant_id.as_str()).filter(|s| !s.is_empty()),
@@ -261,7 +270,17 @@ impl KmsOperations {
 
     /// The grant a RetireGrant names: by its token, or by its key and id. A key or grant that
     /// does not exist answers the same `NotFoundException`.
-    fn grant_to_retire(&self, r: &v1::RetireGrantRequest) -> Result<(Grant, bool), ApiError> {
+    async fn grant_to_retire(&self, r: &v1::RetireGrantRequest) -> Result<(Grant, bool), ApiError> {
+        // A grant (or its key) another daemon has just made is heard of before it is judged.
+        self.keys
+            .hear_of(|keys| match r.grant_token.is_empty() {
+                false => keys.grant_by_token(&r.grant_token).is_ok(),
+                true if r.key_id.is_empty() || r.grant_id.is_empty() => true,
+                true => keys
+                    .lookup(&r.key_id, false)
+                    .is_ok_and(|key| keys.grant(key.id, &r.grant_id).is_some()),
+            })
+            .await?;
         if !r.grant_token.is_empty() {
             let grant = self.keys.grant_by_token(&r.grant_token)?;
             if !r.grant_id.is_empty() && r.grant_id != grant.grant_id {
@@ -299,7 +318,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::RetireGrantRequest,
     ) -> Outcome<v1::RetireGrantResponse> {
-        let (grant, by_token) = self.grant_to_retire(&request)?;
+        let (grant, by_token) = self.grant_to_retire(&request).await?;
         call.audit.add_key(self.arn(grant.key_id));
         call.audit.add_grant(grant.grant_id.clone());
         let principals = call
@@ -337,14 +356,17 @@ impl KmsOperations {
     ) -> Outcome<v1::RevokeGrantResponse> {
         let r = &request;
         let context = self.context(call);
-        let record = self.authorizer.key(
-            call,
-            "kms:RevokeGrant",
-            &r.key_id,
-            false,
-            &context,
-            &GrantAsk::Plain,
-        )?;
+        let record = self
+            .authorizer
+            .key(
+                call,
+                "kms:RevokeGrant",
+                &r.key_id,
+                false,
+                &context,
+                &GrantAsk::Plain,
+            )
+            .await?;
         call.audit.add_grant(printable_input(&r.grant_id));
         let key: Uuid = record.id;
         self.keys.remove_grant(key, &r.grant_id).await?;

@@ -625,6 +625,39 @@ impl KeyService {
         Ok(entry)
     }
 
+    /// Waits, on a store other daemons write, until this daemon's view has caught up with the
+    /// store (one quorum read, then the change feed), when `key` (any key form) names a key or
+    /// an alias this daemon has not heard of: one another daemon has just made is then found
+    /// here too, before the reference is judged. A reference still unknown after is left to
+    /// the call to refuse; on a store no other daemon writes this does nothing.
+    pub async fn hear_of_key(&self, key: &str) -> Result<(), KeyError> {
+        self.hear_of(|keys| keys.knows(key)).await
+    }
+
+    /// Waits, on a store other daemons write, until this daemon's view has caught up with the
+    /// store, when `known` says it has not heard of what a call names (a grant, a grant
+    /// token): what another daemon made before the call is then found here too.
+    pub async fn hear_of(&self, known: impl FnOnce(&Self) -> bool) -> Result<(), KeyError> {
+        if !self.store.is_shared() || known(self) {
+            return Ok(());
+        }
+        self.store.catch_up().await?;
+        Ok(())
+    }
+
+    /// Whether `key` names a key or alias this daemon holds (in any state), or could never
+    /// name one (no key form, another account): nothing to wait for.
+    fn knows(&self, key: &str) -> bool {
+        match KeyReference::parse(key, &self.arn_prefix) {
+            Ok(KeyReference::Id(id)) => self.holds_key(id),
+            Ok(KeyReference::Alias(alias)) => self
+                .aliases
+                .read()
+                .map_or(true, |aliases| aliases.contains_key(&alias)),
+            Err(_) => true,
+        }
+    }
+
     /// The key a reference names, for authorisation before acting (Deleted keys only when
     /// `include_deleted`).
     pub fn lookup(&self, key: &str, include_deleted: bool) -> Result<Arc<KeyRecord>, KeyError> {

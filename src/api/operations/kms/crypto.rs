@@ -11,7 +11,7 @@ impl KmsOperations {
     ) -> Outcome<v1::EncryptResponse> {
         let mut r = request;
         let result = async {
-            match self.plan_encrypt(call, &mut r, None)? {
+            match self.plan_encrypt(call, &mut r, None).await? {
                 Sealing::Symmetric { key, context } => {
                     let (blob, id) = self.keys.encrypt(&key, &r.plaintext, &context).await?;
                     Ok((blob, id, EncryptionAlgorithm::SymmetricDefault))
@@ -30,7 +30,7 @@ impl KmsOperations {
     /// Reads an Encrypt request's context and algorithm (taking the context out of it) and,
     /// for the symmetric default, authorises it (with the batch's `judgements` for a batch's
     /// item): what is left is to seal.
-    pub(in crate::api::operations) fn plan_encrypt(
+    pub(in crate::api::operations) async fn plan_encrypt(
         &self,
         call: &CallContext,
         r: &mut v1::EncryptRequest,
@@ -39,8 +39,9 @@ impl KmsOperations {
         let context = context(std::mem::take(&mut r.encryption_context))?;
         let algorithm = crate::keys::encryption_algorithm(&r.encryption_algorithm)?;
         if algorithm == Ok(EncryptionAlgorithm::SymmetricDefault) {
-            let key =
-                self.judged_crypto_key(call, "kms:Encrypt", &r.key_id, &context, judgements)?;
+            let key = self
+                .judged_crypto_key(call, "kms:Encrypt", &r.key_id, &context, judgements)
+                .await?;
             return Ok(Sealing::Symmetric { key, context });
         }
         Ok(Sealing::Other { context, algorithm })
@@ -55,7 +56,9 @@ impl KmsOperations {
         algorithm: Result<EncryptionAlgorithm, String>,
     ) -> Result<(Vec<u8>, Uuid, EncryptionAlgorithm), ApiError> {
         call.audit.add_context(context.pairs());
-        let key = self.asymmetric_key(call, "kms:Encrypt", &r.key_id, &algorithm)?;
+        let key = self
+            .asymmetric_key(call, "kms:Encrypt", &r.key_id, &algorithm)
+            .await?;
         Ok(self
             .keys
             .encrypt_asymmetric(&key, &r.plaintext, algorithm, &context)
@@ -104,7 +107,9 @@ impl KmsOperations {
                 .into());
             }
             call.audit.add_context(context.pairs());
-            let key = self.asymmetric_key(call, "kms:Decrypt", &r.key_id, &algorithm)?;
+            let key = self
+                .asymmetric_key(call, "kms:Decrypt", &r.key_id, &algorithm)
+                .await?;
             let (decrypted, algorithm) = self
                 .keys
                 .decrypt_asymmetric(&key, &r.ciphertext_blob, algorithm, &context)
@@ -123,7 +128,9 @@ impl KmsOperations {
             judgements.as_deref_mut(),
         )
         .await?;
-        let expected = self.expected_key(call, "kms:Decrypt", &r.key_id, &context, judgements)?;
+        let expected = self
+            .expected_key(call, "kms:Decrypt", &r.key_id, &context, judgements)
+            .await?;
         let decrypted = self
             .keys
             .decrypt(&r.ciphertext_blob, &context, expected.as_deref())
@@ -151,19 +158,23 @@ impl KmsOperations {
             None,
         )
         .await?;
-        let source = self.expected_key(
-            call,
-            "kms:ReEncryptFrom",
-            &r.source_key_id,
-            &source_context,
-            None,
-        )?;
-        let destination = self.crypto_key(
-            call,
-            "kms:ReEncryptTo",
-            &r.destination_key_id,
-            &destination_context,
-        )?;
+        let source = self
+            .expected_key(
+                call,
+                "kms:ReEncryptFrom",
+                &r.source_key_id,
+                &source_context,
+                None,
+            )
+            .await?;
+        let destination = self
+            .crypto_key(
+                call,
+                "kms:ReEncryptTo",
+                &r.destination_key_id,
+                &destination_context,
+            )
+            .await?;
         let (blob, source, destination) = self
             .keys
             .re_encrypt(
@@ -186,7 +197,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GenerateDataKeyRequest,
     ) -> Outcome<v1::GenerateDataKeyResponse> {
-        let (key, size, context) = self.plan_generate_data_key(call, request, None)?;
+        let (key, size, context) = self.plan_generate_data_key(call, request, None).await?;
         let (plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(v1::GenerateDataKeyResponse {
             ciphertext_blob: blob,
@@ -197,15 +208,16 @@ impl KmsOperations {
 
     /// Reads and authorises a GenerateDataKey request (with the batch's `judgements` for a
     /// batch's item): the key id, the data key's size and the context to seal it with.
-    pub(in crate::api::operations) fn plan_generate_data_key(
+    pub(in crate::api::operations) async fn plan_generate_data_key(
         &self,
         call: &CallContext,
         r: v1::GenerateDataKeyRequest,
         judgements: Option<&mut Judgements>,
     ) -> Result<(String, DataKeySize, EncryptionContext), ApiError> {
         let context = context(r.encryption_context)?;
-        let key =
-            self.judged_crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context, judgements)?;
+        let key = self
+            .judged_crypto_key(call, "kms:GenerateDataKey", &r.key_id, &context, judgements)
+            .await?;
         let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
         Ok((key, size, context))
     }
@@ -217,12 +229,14 @@ impl KmsOperations {
     ) -> Outcome<v1::GenerateDataKeyWithoutPlaintextResponse> {
         let r = request;
         let context = context(r.encryption_context)?;
-        let key = self.crypto_key(
-            call,
-            "kms:GenerateDataKeyWithoutPlaintext",
-            &r.key_id,
-            &context,
-        )?;
+        let key = self
+            .crypto_key(
+                call,
+                "kms:GenerateDataKeyWithoutPlaintext",
+                &r.key_id,
+                &context,
+            )
+            .await?;
         let size = DataKeySize::from_request(&r.key_spec, r.number_of_bytes)?;
         let (_plaintext, blob, id) = self.keys.generate_data_key(&key, size, &context).await?;
         Ok(v1::GenerateDataKeyWithoutPlaintextResponse {
@@ -287,7 +301,7 @@ impl KmsOperations {
         let mut r = request;
         let result = async {
             let (key, algorithm) =
-                mac_key(self, call, "kms:GenerateMac", &r.key_id, &r.mac_algorithm)?;
+                mac_key(self, call, "kms:GenerateMac", &r.key_id, &r.mac_algorithm).await?;
             let answer = self.keys.generate_mac(&key, &r.message, algorithm).await?;
             Ok::<_, ApiError>((answer, algorithm))
         }
@@ -309,7 +323,7 @@ impl KmsOperations {
         let mut r = request;
         let result = async {
             let (key, algorithm) =
-                mac_key(self, call, "kms:VerifyMac", &r.key_id, &r.mac_algorithm)?;
+                mac_key(self, call, "kms:VerifyMac", &r.key_id, &r.mac_algorithm).await?;
             let id = self
                 .keys
                 .verify_mac(&key, &r.message, algorithm, &r.mac)
@@ -340,7 +354,8 @@ impl KmsOperations {
                 &r.key_id,
                 &r.signing_algorithm,
                 &r.message_type,
-            )?;
+            )
+            .await?;
             Ok::<_, ApiError>(
                 self.keys
                     .sign(&s.key, &r.message, s.message_type, s.algorithm)
@@ -371,7 +386,8 @@ impl KmsOperations {
                 &r.key_id,
                 &r.signing_algorithm,
                 &r.message_type,
-            )?;
+            )
+            .await?;
             Ok::<_, ApiError>(
                 self.keys
                     .verify(
@@ -399,7 +415,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GetPublicKeyRequest,
     ) -> Outcome<v1::GetPublicKeyResponse> {
-        let key = self.key(call, "kms:GetPublicKey", &request.key_id)?;
+        let key = self.key(call, "kms:GetPublicKey", &request.key_id).await?;
         let public = self.keys.get_public_key(&key).await?;
         Ok(v1::GetPublicKeyResponse {
             key_id: self.arn(public.key_id),
@@ -430,7 +446,8 @@ impl KmsOperations {
                 false,
                 &context,
                 &GrantAsk::Plain,
-            )?
+            )
+            .await?
             .id
             .hyphenated()
             .to_string();
@@ -445,7 +462,7 @@ impl KmsOperations {
 
     /// Authorises a GenerateDataKeyPair(WithoutPlaintext) with the request's encryption
     /// context and `kms:DataKeyPairSpec`; returns the key and the pair's spec.
-    fn data_key_pair_key(
+    async fn data_key_pair_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -463,7 +480,8 @@ impl KmsOperations {
         let ask = GrantAsk::Context(encryption_context.pairs());
         let record = self
             .authorizer
-            .key(call, action, key, false, &context, &ask)?;
+            .key(call, action, key, false, &context, &ask)
+            .await?;
         Ok((record.id.hyphenated().to_string(), spec))
     }
 
@@ -474,13 +492,15 @@ impl KmsOperations {
     ) -> Outcome<v1::GenerateDataKeyPairResponse> {
         let r = request;
         let context = context(r.encryption_context)?;
-        let (key, spec) = self.data_key_pair_key(
-            call,
-            "kms:GenerateDataKeyPair",
-            &r.key_id,
-            &r.key_pair_spec,
-            &context,
-        )?;
+        let (key, spec) = self
+            .data_key_pair_key(
+                call,
+                "kms:GenerateDataKeyPair",
+                &r.key_id,
+                &r.key_pair_spec,
+                &context,
+            )
+            .await?;
         let pair = self
             .keys
             .generate_data_key_pair(&key, spec, &context, "GenerateDataKeyPair")
@@ -501,13 +521,15 @@ impl KmsOperations {
     ) -> Outcome<v1::GenerateDataKeyPairWithoutPlaintextResponse> {
         let r = request;
         let context = context(r.encryption_context)?;
-        let (key, spec) = self.data_key_pair_key(
-            call,
-            "kms:GenerateDataKeyPairWithoutPlaintext",
-            &r.key_id,
-            &r.key_pair_spec,
-            &context,
-        )?;
+        let (key, spec) = self
+            .data_key_pair_key(
+                call,
+                "kms:GenerateDataKeyPairWithoutPlaintext",
+                &r.key_id,
+                &r.key_pair_spec,
+                &context,
+            )
+            .await?;
         // The private key is made and wiped here; only its ciphertext leaves.
         let pair = self
             .keys

@@ -22,7 +22,8 @@ impl KmsOperations {
                 false,
                 &context,
                 &GrantAsk::Plain,
-            )?
+            )
+            .await?
             .id
             .hyphenated()
             .to_string();
@@ -63,7 +64,8 @@ impl KmsOperations {
                 false,
                 &context,
                 &GrantAsk::Plain,
-            )?
+            )
+            .await?
             .id
             .hyphenated()
             .to_string();
@@ -87,7 +89,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::DeleteImportedKeyMaterialRequest,
     ) -> Outcome<v1::DeleteImportedKeyMaterialResponse> {
-        let key = self.key(call, "kms:DeleteImportedKeyMaterial", &request.key_id)?;
+        let key = self
+            .key(call, "kms:DeleteImportedKeyMaterial", &request.key_id)
+            .await?;
         let parameters = serde_json::json!({ "KeyId": self.key_arn(&key)? });
         self.approval_gate(call, "kms:DeleteImportedKeyMaterial", &key, parameters)
             .await?;

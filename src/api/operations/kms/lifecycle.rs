@@ -60,14 +60,17 @@ impl KmsOperations {
         request: v1::DescribeKeyRequest,
     ) -> Outcome<v1::DescribeKeyResponse> {
         let context = self.context(call);
-        let record = self.authorizer.key(
-            call,
-            "kms:DescribeKey",
-            &request.key_id,
-            true,
-            &context,
-            &GrantAsk::Plain,
-        )?;
+        let record = self
+            .authorizer
+            .key(
+                call,
+                "kms:DescribeKey",
+                &request.key_id,
+                true,
+                &context,
+                &GrantAsk::Plain,
+            )
+            .await?;
         Ok(v1::DescribeKeyResponse {
             key_metadata: Some(self.metadata(&record)),
         })
@@ -101,7 +104,9 @@ impl KmsOperations {
         request: v1::UpdateKeyDescriptionRequest,
     ) -> Outcome<v1::UpdateKeyDescriptionResponse> {
         let r = request;
-        let key = self.key(call, "kms:UpdateKeyDescription", &r.key_id)?;
+        let key = self
+            .key(call, "kms:UpdateKeyDescription", &r.key_id)
+            .await?;
         self.keys.update_description(&key, r.description).await?;
         Ok(v1::UpdateKeyDescriptionResponse {})
     }
@@ -111,7 +116,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::EnableKeyRequest,
     ) -> Outcome<v1::EnableKeyResponse> {
-        let key = self.key(call, "kms:EnableKey", &request.key_id)?;
+        let key = self.key(call, "kms:EnableKey", &request.key_id).await?;
         self.keys.enable_key(&key).await?;
         Ok(v1::EnableKeyResponse {})
     }
@@ -121,7 +126,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::DisableKeyRequest,
     ) -> Outcome<v1::DisableKeyResponse> {
-        let key = self.key(call, "kms:DisableKey", &request.key_id)?;
+        let key = self.key(call, "kms:DisableKey", &request.key_id).await?;
         // A call the key's state refuses is refused now, not made an approval request.
         (*self.keys.lookup(&key, false)?).clone().disable()?;
         let parameters = serde_json::json!({ "KeyId": self.key_arn(&key)? });
@@ -153,7 +158,8 @@ impl KmsOperations {
                 false,
                 &context,
                 &GrantAsk::Plain,
-            )?
+            )
+            .await?
             .id
             .hyphenated()
             .to_string();
@@ -185,7 +191,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::CancelKeyDeletionRequest,
     ) -> Outcome<v1::CancelKeyDeletionResponse> {
-        let key = self.key(call, "kms:CancelKeyDeletion", &request.key_id)?;
+        let key = self
+            .key(call, "kms:CancelKeyDeletion", &request.key_id)
+            .await?;
         let record = self.keys.cancel_deletion(&key).await?;
         Ok(v1::CancelKeyDeletionResponse {
             key_id: self.arn(record.id),
@@ -200,7 +208,9 @@ impl KmsOperations {
         let r = &request;
         // The alias by the caller's identity policies, the key by its key policy (as AWS).
         self.alias(call, "kms:CreateAlias", &r.alias_name)?;
-        let key = self.alias_target(call, "kms:CreateAlias", &r.target_key_id)?;
+        let key = self
+            .alias_target(call, "kms:CreateAlias", &r.target_key_id)
+            .await?;
         self.keys.create_alias(&r.alias_name, &key).await?;
         Ok(v1::CreateAliasResponse {})
     }
@@ -213,13 +223,19 @@ impl KmsOperations {
         let r = &request;
         // The alias itself, then both the key it leaves and the key it joins must allow it.
         self.alias(call, "kms:UpdateAlias", &r.alias_name)?;
-        let mut from = self.alias_key(call, "kms:UpdateAlias", &r.alias_name)?;
-        let key = self.alias_target(call, "kms:UpdateAlias", &r.target_key_id)?;
+        let mut from = self
+            .alias_key(call, "kms:UpdateAlias", &r.alias_name)
+            .await?;
+        let key = self
+            .alias_target(call, "kms:UpdateAlias", &r.target_key_id)
+            .await?;
         for _ in 0..ALIAS_ATTEMPTS {
             if self.keys.update_alias(&r.alias_name, &key, from).await? {
                 return Ok(v1::UpdateAliasResponse {});
             }
-            from = self.alias_key(call, "kms:UpdateAlias", &r.alias_name)?;
+            from = self
+                .alias_key(call, "kms:UpdateAlias", &r.alias_name)
+                .await?;
         }
         Err(alias_kept_moving(&r.alias_name))
     }
@@ -232,7 +248,7 @@ impl KmsOperations {
         let alias = &request.alias_name;
         self.alias(call, "kms:DeleteAlias", alias)?;
         for _ in 0..ALIAS_ATTEMPTS {
-            let from = self.alias_key(call, "kms:DeleteAlias", alias)?;
+            let from = self.alias_key(call, "kms:DeleteAlias", alias).await?;
             if self.keys.delete_alias(alias, from).await? {
                 return Ok(v1::DeleteAliasResponse {});
             }
@@ -250,7 +266,7 @@ impl KmsOperations {
         // A key named here is authorised as any key is, before it is looked up: whether it
         // exists is told only to callers allowed on it.
         let key = match non_empty(&r.key_id) {
-            Some(key) => Some(self.key(call, "kms:ListAliases", key)?),
+            Some(key) => Some(self.key(call, "kms:ListAliases", key).await?),
             None => None,
         };
         let page = self.keys.list_aliases(key.as_deref(), r.limit, &r.marker)?;
@@ -277,7 +293,7 @@ impl KmsOperations {
         request: v1::TagResourceRequest,
     ) -> Outcome<v1::TagResourceResponse> {
         let r = request;
-        let key = self.key(call, "kms:TagResource", &r.key_id)?;
+        let key = self.key(call, "kms:TagResource", &r.key_id).await?;
         self.keys.tag_key(&key, tags(r.tags)?).await?;
         Ok(v1::TagResourceResponse {})
     }
@@ -288,7 +304,7 @@ impl KmsOperations {
         request: v1::UntagResourceRequest,
     ) -> Outcome<v1::UntagResourceResponse> {
         let r = request;
-        let key = self.key(call, "kms:UntagResource", &r.key_id)?;
+        let key = self.key(call, "kms:UntagResource", &r.key_id).await?;
         self.keys.untag_key(&key, r.tag_keys).await?;
         Ok(v1::UntagResourceResponse {})
     }
@@ -298,7 +314,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::ListResourceTagsRequest,
     ) -> Outcome<v1::ListResourceTagsResponse> {
-        let key = self.key(call, "kms:ListResourceTags", &request.key_id)?;
+        let key = self
+            .key(call, "kms:ListResourceTags", &request.key_id)
+            .await?;
         let tags = self.keys.list_tags(&key)?;
         Ok(v1::ListResourceTagsResponse {
             tags: tags
@@ -313,7 +331,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::RotateKeyOnDemandRequest,
     ) -> Outcome<v1::RotateKeyOnDemandResponse> {
-        let key = self.key(call, "kms:RotateKeyOnDemand", &request.key_id)?;
+        let key = self
+            .key(call, "kms:RotateKeyOnDemand", &request.key_id)
+            .await?;
         let record = self.keys.rotate_key(&key).await?;
         Ok(v1::RotateKeyOnDemandResponse {
             key_id: self.arn(record.id),
@@ -327,7 +347,7 @@ impl KmsOperations {
         request: v1::EnableKeyRotationRequest,
     ) -> Outcome<v1::EnableKeyRotationResponse> {
         let r = &request;
-        let key = self.key(call, "kms:EnableKeyRotation", &r.key_id)?;
+        let key = self.key(call, "kms:EnableKeyRotation", &r.key_id).await?;
         self.keys
             .enable_rotation(&key, r.rotation_period_in_days)
             .await?;
@@ -339,7 +359,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::DisableKeyRotationRequest,
     ) -> Outcome<v1::DisableKeyRotationResponse> {
-        let key = self.key(call, "kms:DisableKeyRotation", &request.key_id)?;
+        let key = self
+            .key(call, "kms:DisableKeyRotation", &request.key_id)
+            .await?;
         self.keys.disable_rotation(&key).await?;
         Ok(v1::DisableKeyRotationResponse {})
     }
@@ -349,7 +371,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::GetKeyRotationStatusRequest,
     ) -> Outcome<v1::GetKeyRotationStatusResponse> {
-        let key = self.key(call, "kms:GetKeyRotationStatus", &request.key_id)?;
+        let key = self
+            .key(call, "kms:GetKeyRotationStatus", &request.key_id)
+            .await?;
         let record = self.keys.rotation_status(&key)?;
         Ok(v1::GetKeyRotationStatusResponse {
             key_id: self.arn(record.id),
@@ -364,7 +388,9 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::ListKeyRotationsRequest,
     ) -> Outcome<v1::ListKeyRotationsResponse> {
-        let key = self.key(call, "kms:ListKeyRotations", &request.key_id)?;
+        let key = self
+            .key(call, "kms:ListKeyRotations", &request.key_id)
+            .await?;
         let record = self.keys.rotation_status(&key)?;
         Ok(v1::ListKeyRotationsResponse {
             key_id: self.arn(record.id),
@@ -387,7 +413,7 @@ impl KmsOperations {
     ) -> Outcome<v1::GetKeyPolicyResponse> {
         let r = &request;
         policy_name(&r.policy_name)?;
-        let key = self.key(call, "kms:GetKeyPolicy", &r.key_id)?;
+        let key = self.key(call, "kms:GetKeyPolicy", &r.key_id).await?;
         Ok(v1::GetKeyPolicyResponse {
             policy: self.keys.get_key_policy(&key)?,
             policy_name: "default".into(),
@@ -401,7 +427,7 @@ impl KmsOperations {
     ) -> Outcome<v1::PutKeyPolicyResponse> {
         let r = request;
         policy_name(&r.policy_name)?;
-        let key = self.key(call, "kms:PutKeyPolicy", &r.key_id)?;
+        let key = self.key(call, "kms:PutKeyPolicy", &r.key_id).await?;
         crate::keys::validate_key_policy_size(&r.policy)?;
         let parsed = Policy::parse(&r.policy, PolicyKind::Resource)
             .map_err(|e| KeyError::MalformedPolicy(e.0))?;

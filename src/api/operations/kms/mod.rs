@@ -67,11 +67,12 @@ impl KmsOperations {
 
     /// Authorises `action` on a key; returns its id for the operation to act on (so that an
     /// alias moved in between cannot redirect it).
-    fn key(&self, call: &CallContext, action: &str, key: &str) -> Result<String, ApiError> {
+    async fn key(&self, call: &CallContext, action: &str, key: &str) -> Result<String, ApiError> {
         let context = self.context(call);
         Ok(self
             .authorizer
-            .key(call, action, key, false, &context, &GrantAsk::Plain)?
+            .key(call, action, key, false, &context, &GrantAsk::Plain)
+            .await?
             .id
             .hyphenated()
             .to_string())
@@ -84,7 +85,19 @@ impl KmsOperations {
     }
 
     /// Authorises a cryptographic action on a key with the request's encryption context.
-    fn crypto_key(
+    async fn crypto_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        key: &str,
+        encryption_context: &EncryptionContext,
+    ) -> Result<String, ApiError> {
+        self.keys.hear_of_key(key).await?;
+        self.known_crypto_key(call, action, key, encryption_context)
+    }
+
+    /// [`Self::crypto_key`] on what this daemon has heard of now.
+    fn known_crypto_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -98,7 +111,7 @@ impl KmsOperations {
         let ask = GrantAsk::Context(encryption_context.pairs());
         Ok(self
             .authorizer
-            .key(call, action, key, false, &context, &ask)?
+            .known_key(call, action, key, false, &context, &ask)?
             .id
             .hyphenated()
             .to_string())
@@ -106,7 +119,7 @@ impl KmsOperations {
 
     /// [`Self::crypto_key`] for an item of a batch: an item asking what an earlier allowed item
     /// of the call asked is allowed as that one was, without judging it again.
-    fn judged_crypto_key(
+    async fn judged_crypto_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -114,14 +127,15 @@ impl KmsOperations {
         encryption_context: &EncryptionContext,
         judgements: Option<&mut Judgements>,
     ) -> Result<String, ApiError> {
+        self.keys.hear_of_key(key).await?;
         Judgements::judge(judgements, call, key, encryption_context, |call| {
-            self.crypto_key(call, action, key, encryption_context)
+            self.known_crypto_key(call, action, key, encryption_context)
         })
     }
 
     /// Authorises an RSA encryption or decryption on a key, with `kms:EncryptionAlgorithm`
     /// the request's.
-    fn asymmetric_key(
+    async fn asymmetric_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -138,7 +152,8 @@ impl KmsOperations {
         );
         Ok(self
             .authorizer
-            .key(call, action, key, false, &context, &GrantAsk::Plain)?
+            .key(call, action, key, false, &context, &GrantAsk::Plain)
+            .await?
             .id
             .hyphenated()
             .to_string())
@@ -369,7 +384,7 @@ fn key_agreement_algorithms(usage: KeyUsage) -> Vec<String> {
 
 /// Authorises a Sign or Verify on a key, with the `kms:SigningAlgorithm` and
 /// `kms:MessageType` condition keys.
-fn signing_key(
+async fn signing_key(
     api: &KmsOperations,
     call: &CallContext,
     action: &str,
@@ -386,7 +401,8 @@ fn signing_key(
         .set("kms:MessageType", message_type.as_str());
     let record = api
         .authorizer
-        .key(call, action, key, false, &context, &GrantAsk::Plain)?;
+        .key(call, action, key, false, &context, &GrantAsk::Plain)
+        .await?;
     Ok(SigningRequest {
         key: record.id.hyphenated().to_string(),
         algorithm,
@@ -401,7 +417,7 @@ struct SigningRequest {
 }
 
 /// Authorises a MAC action on a key, with the `kms:MacAlgorithm` condition key.
-fn mac_key(
+async fn mac_key(
     api: &KmsOperations,
     call: &CallContext,
     action: &str,
@@ -413,7 +429,8 @@ fn mac_key(
     context.set("kms:MacAlgorithm", algorithm.as_str());
     let record = api
         .authorizer
-        .key(call, action, key, false, &context, &GrantAsk::Plain)?;
+        .key(call, action, key, false, &context, &GrantAsk::Plain)
+        .await?;
     Ok((record.id.hyphenated().to_string(), algorithm))
 }
 
@@ -460,18 +477,24 @@ impl KmsOperations {
 
     /// The key an alias points at now, authorised for `action`: the change is then made only
     /// if the alias still points at it.
-    fn alias_key(&self, call: &CallContext, action: &str, alias: &str) -> Result<Uuid, ApiError> {
+    async fn alias_key(
+        &self,
+        call: &CallContext,
+        action: &str,
+        alias: &str,
+    ) -> Result<Uuid, ApiError> {
         let context = self.context(call);
         Ok(self
             .authorizer
-            .key(call, action, alias, false, &context, &GrantAsk::Plain)?
+            .key(call, action, alias, false, &context, &GrantAsk::Plain)
+            .await?
             .id)
     }
 
     /// The key a Decrypt or ReEncrypt names beside its ciphertext, authorised before it is
     /// looked up (so a name the caller may not use answers `AccessDeniedException` whether or
     /// not it exists); its id, for the operation to compare with the ciphertext's key.
-    fn expected_key(
+    async fn expected_key(
         &self,
         call: &CallContext,
         action: &str,
@@ -480,19 +503,16 @@ impl KmsOperations {
         judgements: Option<&mut Judgements>,
     ) -> Result<Option<String>, ApiError> {
         match non_empty(key) {
-            Some(key) => Ok(Some(self.judged_crypto_key(
-                call,
-                action,
-                key,
-                encryption_context,
-                judgements,
-            )?)),
+            Some(key) => Ok(Some(
+                self.judged_crypto_key(call, action, key, encryption_context, judgements)
+                    .await?,
+            )),
             None => Ok(None),
         }
     }
 
     /// Aliases point at keys by id or key ARN; the target key must allow the alias action.
-    fn alias_target(
+    async fn alias_target(
         &self,
         call: &CallContext,
         action: &str,
@@ -504,7 +524,7 @@ impl KmsOperations {
             )
             .into());
         }
-        self.key(call, action, target)
+        self.key(call, action, target).await
     }
 
     /// Refuses a key policy that would leave the caller unable to change it again, unless the
