@@ -2452,3 +2452,72 @@ async fn grant_on(
         .expect("CreateGrant")
         .into_inner()
 }
+
+/// An access key one daemon has just made is accepted at once by another: a daemon that has
+/// not heard of the key a signature names catches up with the store before it refuses the
+/// call. A key never made is still refused as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_key_one_daemon_just_made_signs_at_once_for_another() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let iam = a.client.iam();
+    for round in 0..10u32 {
+        let name = format!("fresh-{round}");
+        iam.clone()
+            .create_user(a.client.signed_iam(
+                "CreateUser",
+                v1::CreateUserRequest {
+                    user_name: name.clone(),
+                },
+            ))
+            .await
+            .expect("CreateUser");
+        let made = iam
+            .clone()
+            .create_access_key(a.client.signed_iam(
+                "CreateAccessKey",
+                v1::CreateAccessKeyRequest { user_name: name },
+            ))
+            .await
+            .expect("CreateAccessKey")
+            .into_inner();
+        let through_b = b
+            .client_with(keyhaven::client::ClientCredentials::long_term(
+                made.access_key.expect("access key").access_key_id,
+                keyhaven::secret::SecretString::new(made.secret_access_key),
+                &b.config.region,
+            ))
+            .await;
+        let identity = through_b
+            .iam()
+            .get_caller_identity(
+                through_b.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: a new access key on B: {s:?}"));
+        assert!(
+            identity
+                .into_inner()
+                .arn
+                .ends_with(&format!(":user/fresh-{round}")),
+            "round {round}"
+        );
+    }
+    let never = b
+        .client_with(keyhaven::client::ClientCredentials::long_term(
+            "KHAKNEVERMADE0000000".into(),
+            keyhaven::secret::SecretString::new("x".repeat(40)),
+            &b.config.region,
+        ))
+        .await;
+    assert_refused(
+        never
+            .iam()
+            .get_caller_identity(
+                never.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
+            )
+            .await,
+        tonic::Code::Unauthenticated,
+        "UnrecognizedClientException",
+    );
+}

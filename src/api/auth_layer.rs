@@ -363,6 +363,7 @@ where
                     body_sha256_hex: &sha256_hex(payload),
                 };
                 call.authenticate(&signed)
+                    .await
                     .map(|(caller, slot)| (Some(caller), slot))
             };
             let (caller, slot) = match admitted {

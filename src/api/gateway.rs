@@ -413,7 +413,11 @@ impl CallInFlight {
     /// Verifies the request's signature by its door's rules; on the gRPC door remembers it
     /// against replay; writes the `request` record of a call that may change state. A refusal
     /// is recorded as [`CallInFlight::refuse`] does and returned as the answer to send.
-    pub fn authenticate(
+    ///
+    /// On a store other daemons write, an access key this daemon has not heard of (a new
+    /// user's, a session another daemon has just issued) is looked for again once its view
+    /// has caught up with the store, before the call is refused.
+    pub async fn authenticate(
         &mut self,
         request: &SignedRequest<'_>,
     ) -> Result<(Caller, AuditSlot), ApiError> {
@@ -421,12 +425,23 @@ impl CallInFlight {
         let (door, _) = self.door.signatures();
         let request = SignedRequest { door, ..*request };
         let headers = request.headers;
-        let credentials = self.gateway.credentials.for_authorization(
-            headers
-                .get(signature::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let (caller, used) = match credentials.authenticate_request(&request) {
+        let authorization = headers
+            .get(signature::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let mut credentials = self.gateway.credentials.for_authorization(authorization);
+        let mut accepted = credentials.authenticate_request(&request);
+        if matches!(accepted, Err(AuthError::UnknownAccessKey(_)))
+            && credentials.store().is_shared()
+        {
+            match credentials.store().catch_up().await {
+                Ok(()) => {
+                    credentials = self.gateway.credentials.for_authorization(authorization);
+                    accepted = credentials.authenticate_request(&request);
+                }
+                Err(error) => tracing::warn!(%error, "cannot catch up with the shared store"),
+            }
+        }
+        let (caller, used) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::info!(reason = error.reason(), %error, "request refused: not authenticated");

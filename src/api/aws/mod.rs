@@ -176,7 +176,7 @@ impl AwsDoor {
             headers: &parts.headers,
             body_sha256_hex: &sha256_hex(&body),
         };
-        let (caller, slot) = match call.authenticate(&signed) {
+        let (caller, slot) = match call.authenticate(&signed).await {
             Ok(admitted) => admitted,
             Err(refused) => return answer(Err(refused)),
         };
