@@ -467,18 +467,18 @@ impl Store {
         let Some(follow) = &self.follow else {
             return Ok(());
         };
-        let fence = self.fence_now()?;
+        // The quorum read waits on etcd (and retries while it is out of reach): on a thread of
+        // the blocking pool, not one that serves calls.
+        let backend = self.local.backend.clone();
+        let fence = tokio::task::spawn_blocking(move || {
+            backend
+                .shared()
+                .ok_or_else(|| StoreError("not a shared store".into()))?
+                .fence()
+        })
+        .await
+        .map_err(|e| StoreError(format!("reading the store's revision failed: {e}")))??;
         follow.caught_up(fence).await
-    }
-
-    /// The digest record's revision as the engine holds it now.
-    fn fence_now(&self) -> Result<i64, StoreError> {
-        let shared = self
-            .local
-            .backend
-            .shared()
-            .ok_or_else(|| StoreError("not a shared store".into()))?;
-        shared.fence()
     }
 
     /// Authenticates, once, a store written before records were (`keyhaven store
