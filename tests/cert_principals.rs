@@ -1360,3 +1360,45 @@ async fn keyhaven_bench_loads_the_certificate_door_as_the_bound_principal() {
     );
     assert_eq!(key_count(&d).await, keys);
 }
+
+/// A certificate bound through one daemon of a cluster calls at once through another: a
+/// daemon that finds no binding for a certificate catches up with the store before it refuses
+/// it. A certificate bound to nothing is still refused.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bound_through_one_daemon_calls_at_once_through_another() {
+    let pki = Pki::new();
+    let settings = pki.settings();
+    let a = TestDaemon::start_with_tls(
+        Backend::SealedOnEtcd,
+        |c| {
+            c.tls = Some(settings);
+            c.unauthenticated_burst = 1_000;
+        },
+        pki.client_tls(&pki.client("operator", None)),
+    )
+    .await;
+    let b = a.join().await;
+    for round in 0..10u32 {
+        let name = format!("fresh-{round}");
+        // Connected first, so that the call follows the binding at once.
+        let through_b = connect_as(&b, &pki, &pki.client(&name, None)).await;
+        a.create_user(&name, None).await;
+        bind(&a.client, v1::EntityType::User, &name, subject(&name))
+            .await
+            .expect("BindCertificate");
+        let arn = unsigned_whoami(&through_b)
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: a new binding on B: {s:?}"));
+        assert!(
+            arn.ends_with(&format!(":user/{name}")),
+            "round {round}: {arn}"
+        );
+    }
+    let unbound = connect_as(&b, &pki, &pki.client("bound-to-nothing", None)).await;
+    assert_refused(
+        unsigned_whoami(&unbound).await,
+        Code::Unauthenticated,
+        "UnrecognizedClientException",
+    );
+}

@@ -350,6 +350,7 @@ where
                 unsigned_call_certificate(&parts.headers, &parts.extensions)
             {
                 call.authenticate_certificate(presented, &parts.headers)
+                    .await
                     .map(|(caller, slot)| (Some(caller), slot))
             } else {
                 let signed = SignedRequest {

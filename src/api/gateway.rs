@@ -498,7 +498,10 @@ impl CallInFlight {
     /// Authenticates an unsigned gRPC call by the client certificate its connection presented
     /// (the certificate door): as [`authenticate`](Self::authenticate), with no signature to
     /// remember against replay.
-    pub fn authenticate_certificate(
+    ///
+    /// On a store other daemons write, a certificate bound to no principal this daemon has
+    /// heard of is looked for again once its view has caught up with the store.
+    pub async fn authenticate_certificate(
         &mut self,
         presented: Result<PeerCertificate, AuthError>,
         headers: &http::HeaderMap,
@@ -510,12 +513,26 @@ impl CallInFlight {
             .ok()
             .and_then(|c| c.presented())
             .map(ToString::to_string);
-        let authenticated = presented.and_then(|certificate| {
-            self.gateway
-                .credentials
-                .for_certificate(&certificate)?
-                .authenticate_certificate(&certificate)
-        });
+        let credentials = &self.gateway.credentials;
+        let authenticate = |certificate: &PeerCertificate| {
+            credentials
+                .for_certificate(certificate)?
+                .authenticate_certificate(certificate)
+        };
+        let mut authenticated = presented
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(authenticate);
+        let store = credentials.management().store();
+        if let (Ok(certificate), Err(AuthError::UnknownCertificate(_))) =
+            (&presented, &authenticated)
+            && store.is_shared()
+        {
+            match store.catch_up().await {
+                Ok(()) => authenticated = authenticate(certificate),
+                Err(error) => tracing::warn!(%error, "cannot catch up with the shared store"),
+            }
+        }
         let caller = match authenticated {
             Ok(caller) => caller,
             Err(error) => {
