@@ -430,8 +430,9 @@ impl CallInFlight {
             .and_then(|v| v.to_str().ok());
         let mut credentials = self.gateway.credentials.for_authorization(authorization);
         let mut accepted = credentials.authenticate_request(&request);
-        if matches!(accepted, Err(AuthError::UnknownAccessKey(_)))
-            && credentials.store().is_shared()
+        if let Err(AuthError::UnknownAccessKey(id)) = &accepted
+            && is_well_formed_access_key_id(id)
+            && self.may_catch_up(credentials.store())
         {
             match credentials.store().catch_up().await {
                 Ok(()) => {
@@ -474,6 +475,17 @@ impl CallInFlight {
             self.gateway.write(self.entry(Phase::Request))?;
         }
         Ok((caller, AuditSlot::default()))
+    }
+
+    /// Whether a credential this daemon does not know is worth a catch-up with the store:
+    /// only on a store other daemons write, and only for a source not past its failure rate
+    /// limit (a flood of made-up credentials costs no reads of the store).
+    fn may_catch_up(&self, store: &crate::store::Store) -> bool {
+        store.is_shared()
+            && !self
+                .gateway
+                .throttle
+                .exhausted(SourceKey::of(self.peer.map(|a| a.ip())), Instant::now())
     }
 
     /// Admits, unsigned, a call whose operation checks the credential it carries itself (STS
@@ -526,7 +538,7 @@ impl CallInFlight {
         let store = credentials.management().store();
         if let (Ok(certificate), Err(AuthError::UnknownCertificate(_))) =
             (&presented, &authenticated)
-            && store.is_shared()
+            && self.may_catch_up(store)
         {
             match store.catch_up().await {
                 Ok(()) => authenticated = authenticate(certificate),

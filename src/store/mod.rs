@@ -469,15 +469,19 @@ impl Store {
         };
         // The quorum read waits on etcd (and retries while it is out of reach): on a thread of
         // the blocking pool, not one that serves calls.
+        // Concurrent catch-ups share one read.
         let backend = self.local.backend.clone();
-        let fence = tokio::task::spawn_blocking(move || {
-            backend
-                .shared()
-                .ok_or_else(|| StoreError("not a shared store".into()))?
-                .fence()
-        })
-        .await
-        .map_err(|e| StoreError(format!("reading the store's revision failed: {e}")))??;
+        let read = async move {
+            tokio::task::spawn_blocking(move || {
+                backend
+                    .shared()
+                    .ok_or_else(|| StoreError("not a shared store".into()))?
+                    .fence()
+            })
+            .await
+            .map_err(|e| StoreError(format!("reading the store's revision failed: {e}")))?
+        };
+        let fence = follow.fresh_fence(read).await?;
         follow.caught_up(fence).await
     }
 

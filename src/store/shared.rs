@@ -149,6 +149,10 @@ pub struct Follow {
     own: Mutex<Vec<super::barrier::Tag>>,
     /// Of those, the ones the feed brought back, and at which revision.
     own_seen: Mutex<Vec<(super::barrier::Tag, i64)>>,
+    /// Catch-ups' quorum reads of the digest's revision, one at a time: the last answer.
+    reads: tokio::sync::Mutex<i64>,
+    /// How many of those reads have answered.
+    reads_done: std::sync::atomic::AtomicU64,
 }
 
 /// How long a daemon serves without one successful quorum read of the store's revision: long
@@ -188,7 +192,30 @@ impl Follow {
             born: std::time::Instant::now(),
             own: Mutex::new(Vec::new()),
             own_seen: Mutex::new(Vec::new()),
+            reads: tokio::sync::Mutex::new(0),
+            reads_done: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The digest's revision from a quorum read (`read`) begun after this call, so that it
+    /// holds every change acknowledged before the call. Concurrent callers share reads, one at
+    /// a time: a caller that waited while a read begun after it answered takes that answer.
+    pub async fn fresh_fence(
+        &self,
+        read: impl std::future::Future<Output = Result<i64, StoreError>>,
+    ) -> Result<i64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.reads_done.load(Ordering::Acquire);
+        let mut last = self.reads.lock().await;
+        // The read under way when this call came answered as `arrived + 1`; the next began
+        // after it.
+        if self.reads_done.load(Ordering::Acquire) >= arrived + 2 {
+            return Ok(*last);
+        }
+        let fence = read.await?;
+        *last = fence;
+        self.reads_done.fetch_add(1, Ordering::Release);
+        Ok(fence)
     }
 
     /// The revision at which the feed brought back this daemon's batch storing `root`.
@@ -563,4 +590,51 @@ fn reread(
     view.tree = barrier.check_all(snapshot.entries.into_iter().map(Ok))?;
     view.revision = snapshot.fence;
     Ok((snapshot.revision, snapshot.fence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catch-up never takes the answer of a read begun before it came (it could miss a
+    /// change acknowledged just before), and takes that of one begun after, without reading.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_ups_share_only_reads_begun_after_they_came() {
+        let follow = Follow::new(0);
+        assert_eq!(follow.fresh_fence(async { Ok(5) }).await.unwrap(), 5);
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let follow = follow.clone();
+            async move {
+                follow
+                    .fresh_fence(async {
+                        let _ = held.await;
+                        Ok(7)
+                    })
+                    .await
+            }
+        });
+        // The first read is under way (it holds the turn) before the others come.
+        while follow.reads.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        let spawn = |answer: i64| {
+            let follow = follow.clone();
+            tokio::spawn(async move { follow.fresh_fence(async move { Ok(answer) }).await })
+        };
+        let second = spawn(9);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let third = spawn(11);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = release.send(());
+        assert_eq!(first.await.unwrap().unwrap(), 7);
+        // Came while the first read ran: reads again.
+        assert_eq!(second.await.unwrap().unwrap(), 9);
+        // Came while the first ran too, and waited while the second (begun after it) ran.
+        assert_eq!(third.await.unwrap().unwrap(), 9);
+        assert_eq!(
+            follow.reads_done.load(std::sync::atomic::Ordering::Acquire),
+            3
+        );
+    }
 }

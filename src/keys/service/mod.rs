@@ -629,20 +629,29 @@ impl KeyService {
     /// store (one quorum read, then the change feed), when `key` (any key form) names a key or
     /// an alias this daemon has not heard of: one another daemon has just made is then found
     /// here too, before the reference is judged. A reference still unknown after is left to
-    /// the call to refuse; on a store no other daemon writes this does nothing.
-    pub async fn hear_of_key(&self, key: &str) -> Result<(), KeyError> {
+    /// the call to refuse; on a store no other daemon writes this does nothing. Returns
+    /// whether it caught up.
+    pub async fn hear_of_key(&self, key: &str) -> bool {
         self.hear_of(|keys| keys.knows(key)).await
     }
 
     /// Waits, on a store other daemons write, until this daemon's view has caught up with the
     /// store, when `known` says it has not heard of what a call names (a grant, a grant
-    /// token): what another daemon made before the call is then found here too.
-    pub async fn hear_of(&self, known: impl FnOnce(&Self) -> bool) -> Result<(), KeyError> {
+    /// token): what another daemon made before the call is then found here too. A catch-up
+    /// that fails (etcd out of reach) leaves the call to be judged on the view as it is:
+    /// authorised and refused as it would have been (a daemon whose view may be out of date
+    /// refuses every call on its own). Returns whether it caught up.
+    pub async fn hear_of(&self, known: impl FnOnce(&Self) -> bool) -> bool {
         if !self.store.is_shared() || known(self) {
-            return Ok(());
+            return false;
         }
-        self.store.catch_up().await?;
-        Ok(())
+        match self.store.catch_up().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot catch up with the shared store");
+                false
+            }
+        }
     }
 
     /// Whether `key` names a key or alias this daemon holds (in any state), or could never

@@ -92,7 +92,7 @@ impl KmsOperations {
         key: &str,
         encryption_context: &EncryptionContext,
     ) -> Result<String, ApiError> {
-        self.keys.hear_of_key(key).await?;
+        self.keys.hear_of_key(key).await;
         self.known_crypto_key(call, action, key, encryption_context)
     }
 
@@ -125,9 +125,15 @@ impl KmsOperations {
         action: &str,
         key: &str,
         encryption_context: &EncryptionContext,
-        judgements: Option<&mut Judgements>,
+        mut judgements: Option<&mut Judgements>,
     ) -> Result<String, ApiError> {
-        self.keys.hear_of_key(key).await?;
+        match judgements.as_deref_mut() {
+            Some(Judgements { heard: true, .. }) => {}
+            Some(kept) => kept.heard = self.keys.hear_of_key(key).await,
+            None => {
+                self.keys.hear_of_key(key).await;
+            }
+        }
         Judgements::judge(judgements, call, key, encryption_context, |call| {
             self.known_crypto_key(call, action, key, encryption_context)
         })
@@ -267,6 +273,9 @@ pub(in crate::api::operations) struct Judgements {
     new: usize,
     /// Items answered from an earlier item's judgement.
     repeated: usize,
+    /// This call has caught up with a shared store once: what was made before the call is
+    /// heard of, and later items naming unknown keys do not read the store again.
+    heard: bool,
 }
 
 /// How many more new questions than repeated ones a batch's judgements are kept for.
