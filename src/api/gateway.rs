@@ -432,15 +432,11 @@ impl CallInFlight {
         let mut accepted = credentials.authenticate_request(&request);
         if let Err(AuthError::UnknownAccessKey(id)) = &accepted
             && is_well_formed_access_key_id(id)
-            && self.may_catch_up(credentials.store())
+            && self.may_catch_up()
+            && credentials.store().catch_up_after_a_miss().await
         {
-            match credentials.store().catch_up().await {
-                Ok(()) => {
-                    credentials = self.gateway.credentials.for_authorization(authorization);
-                    accepted = credentials.authenticate_request(&request);
-                }
-                Err(error) => tracing::warn!(%error, "cannot catch up with the shared store"),
-            }
+            credentials = self.gateway.credentials.for_authorization(authorization);
+            accepted = credentials.authenticate_request(&request);
         }
         let (caller, used) = match accepted {
             Ok(accepted) => accepted,
@@ -477,15 +473,14 @@ impl CallInFlight {
         Ok((caller, AuditSlot::default()))
     }
 
-    /// Whether a credential this daemon does not know is worth a catch-up with the store:
-    /// only on a store other daemons write, and only for a source not past its failure rate
-    /// limit (a flood of made-up credentials costs no reads of the store).
-    fn may_catch_up(&self, store: &crate::store::Store) -> bool {
-        store.is_shared()
-            && !self
-                .gateway
-                .throttle
-                .exhausted(SourceKey::of(self.peer.map(|a| a.ip())), Instant::now())
+    /// Whether a credential this daemon does not know is worth a catch-up with a shared
+    /// store: only for a source not past its failure rate limit (a flood of made-up
+    /// credentials costs no reads of the store).
+    fn may_catch_up(&self) -> bool {
+        !self
+            .gateway
+            .throttle
+            .exhausted(SourceKey::of(self.peer.map(|a| a.ip())), Instant::now())
     }
 
     /// Admits, unsigned, a call whose operation checks the credential it carries itself (STS
@@ -535,15 +530,16 @@ impl CallInFlight {
             .as_ref()
             .map_err(Clone::clone)
             .and_then(authenticate);
-        let store = credentials.management().store();
         if let (Ok(certificate), Err(AuthError::UnknownCertificate(_))) =
             (&presented, &authenticated)
-            && self.may_catch_up(store)
+            && self.may_catch_up()
+            && credentials
+                .management()
+                .store()
+                .catch_up_after_a_miss()
+                .await
         {
-            match store.catch_up().await {
-                Ok(()) => authenticated = authenticate(certificate),
-                Err(error) => tracing::warn!(%error, "cannot catch up with the shared store"),
-            }
+            authenticated = authenticate(certificate);
         }
         let caller = match authenticated {
             Ok(caller) => caller,

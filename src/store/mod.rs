@@ -461,6 +461,24 @@ impl Store {
         }
     }
 
+    /// [`Store::catch_up`] for a caller that found no trace of what it was asked about (a key,
+    /// a grant, an access key another daemon may have just made), on a store other daemons
+    /// write. A failure is logged, not returned: the caller then judges on the view as it is
+    /// (a daemon whose view may be out of date refuses every call on its own). Whether it
+    /// caught up; false at once on a store no other daemon writes.
+    pub async fn catch_up_after_a_miss(&self) -> bool {
+        if self.follow.is_none() {
+            return false;
+        }
+        match self.catch_up().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot catch up with the shared store");
+                false
+            }
+        }
+    }
+
     /// Waits until the view has caught up with everything the store holds now (after a
     /// [`CommitError::Stale`]).
     pub async fn catch_up(&self) -> Result<(), StoreError> {

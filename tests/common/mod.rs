@@ -374,6 +374,17 @@ impl TestDaemon {
     /// Creates user `name` with an access key (and, if given, an inline policy named
     /// `inline`), and returns a client signed as that user.
     pub async fn create_user(&self, name: &str, policy: Option<&str>) -> Client {
+        let credentials = self.create_user_credentials(name, policy).await;
+        self.client_with(credentials).await
+    }
+
+    /// [`Self::create_user`], returning the access key's credentials (for a client of
+    /// another daemon).
+    pub async fn create_user_credentials(
+        &self,
+        name: &str,
+        policy: Option<&str>,
+    ) -> ClientCredentials {
         let iam = self.client.iam();
         iam.clone()
             .create_user(self.client.signed_iam(
@@ -407,13 +418,12 @@ impl TestDaemon {
             .await
             .expect("CreateAccessKey")
             .into_inner();
-        self.client_with(ClientCredentials {
+        ClientCredentials {
             access_key_id: key.access_key.expect("access key").access_key_id,
             secret_access_key: SecretString::new(key.secret_access_key),
             session_token: None,
             region: self.config.region.clone(),
-        })
-        .await
+        }
     }
 
     pub async fn create_key(&self, description: &str) -> v1::KeyMetadata {

@@ -642,16 +642,7 @@ impl KeyService {
     /// authorised and refused as it would have been (a daemon whose view may be out of date
     /// refuses every call on its own). Returns whether it caught up.
     pub async fn hear_of(&self, known: impl FnOnce(&Self) -> bool) -> bool {
-        if !self.store.is_shared() || known(self) {
-            return false;
-        }
-        match self.store.catch_up().await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, "cannot catch up with the shared store");
-                false
-            }
-        }
+        self.store.is_shared() && !known(self) && self.store.catch_up_after_a_miss().await
     }
 
     /// Whether `key` names a key or alias this daemon holds (in any state), or could never
