@@ -2453,6 +2453,194 @@ async fn grant_on(
         .into_inner()
 }
 
+/// A user, a grant and another account's key one daemon has just made are found at once
+/// through another: SimulatePrincipalPolicy of the new user, CreateGrant to it, ListGrants by
+/// the new grant's id, and a member account's Decrypt of a ciphertext just made under the
+/// management account's key (which account holds the key is looked for after catching up).
+/// Who was never made is still refused, after looking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_once_through_another()
+{
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let made = a
+        .client
+        .iam()
+        .create_account(a.client.signed_iam(
+            "CreateAccount",
+            v1::CreateAccountRequest {
+                account_name: "partner".into(),
+            },
+        ))
+        .await
+        .expect("CreateAccount")
+        .into_inner();
+    let member_id = made.account.expect("account").id;
+    let partner = b
+        .client_with(keyhaven::client::ClientCredentials {
+            access_key_id: made.root_access_key_id,
+            secret_access_key: keyhaven::secret::SecretString::new(made.root_secret_access_key),
+            session_token: None,
+            region: a.config.region.clone(),
+        })
+        .await;
+    within("daemon b serves the partner account", || {
+        let partner = partner.clone();
+        async move {
+            partner
+                .kms()
+                .list_keys(partner.signed("ListKeys", v1::ListKeysRequest::default()))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let key = a.create_key("shared").await;
+    let partition = key.arn.split(':').nth(1).expect("partition").to_owned();
+    let user_arn = |name: &str| format!("arn:{partition}:iam::{}:user/{name}", a.account_id);
+    let simulate = |name: String| {
+        let client = b.client.clone();
+        let request = v1::SimulatePrincipalPolicyRequest {
+            policy_source_arn: user_arn(&name),
+            action_name: "kms:Encrypt".into(),
+            resource_arn: key.arn.clone(),
+            ..Default::default()
+        };
+        async move {
+            client
+                .iam()
+                .simulate_principal_policy(client.signed_iam("SimulatePrincipalPolicy", request))
+                .await
+        }
+    };
+    let shared_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Sid":"Owner","Effect":"Allow","Principal":{{"AWS":"arn:{partition}:iam::{own}:root"}},"Action":"kms:*","Resource":"*"}},
+            {{"Sid":"Partner","Effect":"Allow","Principal":{{"AWS":"arn:{partition}:iam::{member_id}:root"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#,
+        own = a.account_id
+    );
+    for round in 0..10u32 {
+        let simulated = format!("simulated-{round}");
+        a.create_user_credentials(&simulated, None).await;
+        let decision = simulate(simulated)
+            .await
+            .unwrap_or_else(|s| {
+                panic!("round {round}: SimulatePrincipalPolicy of a new user: {s:?}")
+            })
+            .into_inner();
+        assert_eq!(decision.eval_decision, "implicitDeny", "round {round}");
+
+        let grantee = format!("grantee-{round}");
+        a.create_user_credentials(&grantee, None).await;
+        let request = v1::CreateGrantRequest {
+            key_id: key.key_id.clone(),
+            grantee_principal: user_arn(&grantee),
+            operations: vec!["Encrypt".into()],
+            ..Default::default()
+        };
+        b.client
+            .kms()
+            .create_grant(b.client.signed("CreateGrant", request))
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: CreateGrant to a new user: {s:?}"));
+
+        let grant = grant_on(&a, &key.key_id, &user_arn(&grantee), "Decrypt").await;
+        let listed = b
+            .client
+            .kms()
+            .list_grants(b.client.signed(
+                "ListGrants",
+                v1::ListGrantsRequest {
+                    key_id: key.key_id.clone(),
+                    grant_id: grant.grant_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("ListGrants")
+            .into_inner()
+            .grants;
+        assert_eq!(listed.len(), 1, "round {round}: ListGrants of a new grant");
+        assert_eq!(listed[0].grant_id, grant.grant_id, "round {round}");
+
+        let shared = a
+            .client
+            .kms()
+            .create_key(a.client.signed(
+                "CreateKey",
+                v1::CreateKeyRequest {
+                    policy: shared_policy.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("CreateKey")
+            .into_inner()
+            .key_metadata
+            .expect("metadata");
+        let blob = a
+            .encrypt(&shared.key_id, b"for the partner", &[])
+            .await
+            .expect("Encrypt");
+        let decrypted = partner
+            .kms()
+            .decrypt(partner.signed(
+                "Decrypt",
+                v1::DecryptRequest {
+                    ciphertext_blob: blob,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: the partner's Decrypt on b: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            decrypted.plaintext.to_vec(),
+            b"for the partner".to_vec(),
+            "round {round}"
+        );
+    }
+    // Never made: refused as before, and no grant was made to it.
+    assert_refused(
+        simulate("never-made".into()).await,
+        tonic::Code::NotFound,
+        "NoSuchEntityException",
+    );
+    let request = v1::CreateGrantRequest {
+        key_id: key.key_id.clone(),
+        grantee_principal: user_arn("never-made"),
+        operations: vec!["Encrypt".into()],
+        ..Default::default()
+    };
+    assert_refused(
+        b.client
+            .kms()
+            .create_grant(b.client.signed("CreateGrant", request))
+            .await,
+        tonic::Code::InvalidArgument,
+        "ValidationException",
+    );
+    let grants = b
+        .client
+        .kms()
+        .list_grants(b.client.signed(
+            "ListGrants",
+            v1::ListGrantsRequest {
+                key_id: key.key_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("ListGrants")
+        .into_inner()
+        .grants;
+    assert_eq!(
+        grants.len(),
+        20,
+        "ten grants made on b, ten on a, none to never-made"
+    );
+}
+
 /// An access key one daemon has just made is accepted at once by another: a daemon that has
 /// not heard of the key a signature names catches up with the store before it refuses the
 /// call. A key never made is still refused as unknown.

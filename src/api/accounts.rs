@@ -225,7 +225,7 @@ impl Accounts {
     }
 
     /// The operations a KMS request is run by (see the module's introduction).
-    pub fn for_request(
+    pub async fn for_request(
         &self,
         call: &CallContext,
         request: &impl Routed,
@@ -241,22 +241,34 @@ impl Accounts {
             Route::Caller => None,
             Route::Key(key) => by_key(key),
             Route::KeyOrBlob(key, _) if !key.is_empty() => by_key(key),
-            Route::KeyOrBlob(_, blob) => self.holder_of(&own, blob),
+            Route::KeyOrBlob(_, blob) => self.holder_of(&own, blob).await,
         };
         Ok(other.unwrap_or(own))
     }
 
-    /// The account holding the key a ciphertext was made under, when it is not `own`.
-    fn holder_of(&self, own: &AccountOperations, blob: &[u8]) -> Option<Arc<AccountOperations>> {
-        let parsed = crate::crypto::CiphertextBlob::parse(blob).ok()?;
-        if own.keys.holds_key(parsed.key_id) {
+    /// The account holding the key a ciphertext was made under, when it is not `own`. With
+    /// other accounts than `own` served, a key no account holds here is looked for again once
+    /// this daemon has caught up with a store other daemons write: a ciphertext another daemon
+    /// has just made under another account's key goes to that account here too.
+    async fn holder_of(
+        &self,
+        own: &AccountOperations,
+        blob: &[u8],
+    ) -> Option<Arc<AccountOperations>> {
+        let key = crate::crypto::CiphertextBlob::parse(blob).ok()?.key_id;
+        if own.keys.holds_key(key) {
             return None;
         }
-        let accounts = self.by_id.read().ok()?;
-        accounts
-            .values()
-            .find(|a| a.keys.holds_key(parsed.key_id))
-            .cloned()
+        let holder = || {
+            let accounts = self.by_id.read().ok()?;
+            accounts.values().find(|a| a.keys.holds_key(key)).cloned()
+        };
+        let others = || self.by_id.read().is_ok_and(|accounts| accounts.len() > 1);
+        let mut found = holder();
+        if found.is_none() && others() && own.keys.hear_of(|_| false).await {
+            found = holder();
+        }
+        found.filter(|holder| holder.id != own.id)
     }
 }
 

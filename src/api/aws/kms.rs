@@ -85,7 +85,7 @@ macro_rules! targets {
             match target.strip_prefix(TARGET_PREFIX) {
                 $(Some($target) => {
                     run(body, |r| async move {
-                        let account = accounts.for_request(call, &r)?;
+                        let account = accounts.for_request(call, &r).await?;
                         account.kms.accept_grant_tokens(&grant_tokens(body)).await?;
                         account.kms.$operation(call, r).await
                     })

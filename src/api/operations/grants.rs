@@ -145,7 +145,8 @@ impl KmsOperations {
     /// The unique id of a grantee that is a user or role of an account this daemon serves
     /// (which must exist): this account's or another of the organisation's; `None` for
     /// other principals.
-    fn grantee_unique_id(&self, grantee: &str) -> Result<Option<String>, ApiError> {
+    /// A grantee another daemon has just made is heard of before it is judged missing.
+    async fn grantee_unique_id(&self, grantee: &str) -> Result<Option<String>, ApiError> {
         let served = grantee
             .split(':')
             .nth(4)
@@ -153,6 +154,11 @@ impl KmsOperations {
         match (grantee_entity(grantee), served) {
             (Some((kind, name)), Some(iam)) => match iam.unique_id(kind, name) {
                 Some(id) => Ok(Some(id)),
+                None if self.keys.hear_of(|_| false).await
+                    && let Some(id) = iam.unique_id(kind, name) =>
+                {
+                    Ok(Some(id))
+                }
                 None => Err(validation(format!(
                     "GranteePrincipal '{}' names no principal of its account",
                     printable_input(grantee)
@@ -193,7 +199,7 @@ impl KmsOperations {
             .authorizer
             .key(call, "kms:CreateGrant", &r.key_id, false, &context, &ask)
             .await?;
-        let grantee_unique_id = self.grantee_unique_id(&grantee)?;
+        let grantee_unique_id = self.grantee_unique_id(&grantee).await?;
         let (grant, token) = self
             .keys
             .create_grant(
@@ -234,6 +240,12 @@ impl KmsOperations {
                 &GrantAsk::Plain,
             )
             .await?;
+        if !r.grant_id.is_empty() {
+            // A grant another daemon has just made is heard of before it is judged missing.
+            self.keys
+                .hear_of(|keys| keys.grant(record.id, &r.grant_id).is_some())
+                .await;
+        }
         let page = self.keys.list_grants(
             record.id,
             Some(r.grant_id.as_str()).filter(|s| !s.is_empty()),

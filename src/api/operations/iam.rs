@@ -595,6 +595,13 @@ impl IamOperations {
                 IamError::Validation("ActionName and ResourceArn are required".into()).into(),
             );
         }
+        // A principal or key another daemon has just made is heard of before it is judged.
+        self.keys
+            .hear_of(|keys| {
+                self.iam.principal_for_arn(&r.policy_source_arn).is_ok()
+                    && keys.knows(&r.resource_arn)
+            })
+            .await;
         let principal = self.iam.principal_for_arn(&r.policy_source_arn)?;
         let simulated = CallContext {
             caller: crate::auth::Caller {

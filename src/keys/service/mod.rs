@@ -647,7 +647,7 @@ impl KeyService {
 
     /// Whether `key` names a key or alias this daemon holds (in any state), or could never
     /// name one (no key form, another account): nothing to wait for.
-    fn knows(&self, key: &str) -> bool {
+    pub fn knows(&self, key: &str) -> bool {
         match KeyReference::parse(key, &self.arn_prefix) {
             Ok(KeyReference::Id(id)) => self.holds_key(id),
             Ok(KeyReference::Alias(alias)) => self
