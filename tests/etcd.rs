@@ -2521,7 +2521,7 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
     );
     for round in 0..10u32 {
         let simulated = format!("simulated-{round}");
-        a.create_user_credentials(&simulated, None).await;
+        create_user_on(&a, &simulated).await;
         let decision = simulate(simulated)
             .await
             .unwrap_or_else(|s| {
@@ -2531,7 +2531,7 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
         assert_eq!(decision.eval_decision, "implicitDeny", "round {round}");
 
         let grantee = format!("grantee-{round}");
-        a.create_user_credentials(&grantee, None).await;
+        create_user_on(&a, &grantee).await;
         let request = v1::CreateGrantRequest {
             key_id: key.key_id.clone(),
             grantee_principal: user_arn(&grantee),
@@ -2639,6 +2639,20 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
         20,
         "ten grants made on b, ten on a, none to never-made"
     );
+}
+
+/// A user of `name` made through `d`, with nothing else (the next call follows it at once).
+async fn create_user_on(d: &TestDaemon, name: &str) {
+    d.client
+        .iam()
+        .create_user(d.client.signed_iam(
+            "CreateUser",
+            v1::CreateUserRequest {
+                user_name: name.into(),
+            },
+        ))
+        .await
+        .expect("CreateUser");
 }
 
 /// An access key one daemon has just made is accepted at once by another: a daemon that has
