@@ -144,8 +144,8 @@ impl KmsOperations {
 
     /// The unique id of a grantee that is a user or role of an account this daemon serves
     /// (which must exist): this account's or another of the organisation's; `None` for
-    /// other principals.
-    /// A grantee another daemon has just made is heard of before it is judged missing.
+    /// other principals. A grantee another daemon has just made is heard of before it is
+    /// judged missing.
     async fn grantee_unique_id(&self, grantee: &str) -> Result<Option<String>, ApiError> {
         let served = grantee
             .split(':')
