@@ -2520,16 +2520,6 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
         own = a.account_id
     );
     for round in 0..10u32 {
-        let simulated = format!("simulated-{round}");
-        create_user_on(&a, &simulated).await;
-        let decision = simulate(simulated)
-            .await
-            .unwrap_or_else(|s| {
-                panic!("round {round}: SimulatePrincipalPolicy of a new user: {s:?}")
-            })
-            .into_inner();
-        assert_eq!(decision.eval_decision, "implicitDeny", "round {round}");
-
         let grantee = format!("grantee-{round}");
         create_user_on(&a, &grantee).await;
         let request = v1::CreateGrantRequest {
@@ -2543,6 +2533,16 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
             .create_grant(b.client.signed("CreateGrant", request))
             .await
             .unwrap_or_else(|s| panic!("round {round}: CreateGrant to a new user: {s:?}"));
+
+        let simulated = format!("simulated-{round}");
+        create_user_on(&a, &simulated).await;
+        let decision = simulate(simulated)
+            .await
+            .unwrap_or_else(|s| {
+                panic!("round {round}: SimulatePrincipalPolicy of a new user: {s:?}")
+            })
+            .into_inner();
+        assert_eq!(decision.eval_decision, "implicitDeny", "round {round}");
 
         let grant = grant_on(&a, &key.key_id, &user_arn(&grantee), "Decrypt").await;
         let listed = b
