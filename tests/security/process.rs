@@ -278,7 +278,18 @@ fn spawn_dev_daemon(dir: &Path, wrapper: &[&str]) -> Child {
     if running_as_root() {
         command.uid(NOBODY).gid(NOBODY);
     }
-    command.spawn().expect("spawn keyhaven serve --dev")
+    // The copy of the binary was just written: a test thread that forked meanwhile holds the
+    // written file open until its child execs, and the kernel refuses to run a file open for
+    // writing ("Text file busy"). That passes within milliseconds.
+    for _ in 0..100 {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            spawned => return spawned.expect("spawn keyhaven serve --dev"),
+        }
+    }
+    panic!("spawn keyhaven serve --dev: its binary stayed busy for 2 s")
 }
 
 /// Reads the child's standard output until its `# listening on` line; None if it exited or

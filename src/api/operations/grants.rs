@@ -152,18 +152,20 @@ impl KmsOperations {
             .nth(4)
             .and_then(|account| self.authorizer.iam_of(account));
         match (grantee_entity(grantee), served) {
-            (Some((kind, name)), Some(iam)) => match iam.unique_id(kind, name) {
-                Some(id) => Ok(Some(id)),
-                None if self.keys.hear_of(|_| false).await
-                    && let Some(id) = iam.unique_id(kind, name) =>
-                {
-                    Ok(Some(id))
+            (Some((kind, name)), Some(iam)) => {
+                if let Some(id) = iam.unique_id(kind, name) {
+                    return Ok(Some(id));
                 }
-                None => Err(validation(format!(
+                if self.keys.hear_of(|_| false).await
+                    && let Some(id) = iam.unique_id(kind, name)
+                {
+                    return Ok(Some(id));
+                }
+                Err(validation(format!(
                     "GranteePrincipal '{}' names no principal of its account",
                     printable_input(grantee)
-                ))),
-            },
+                )))
+            }
             _ => Ok(None),
         }
     }
@@ -243,7 +245,10 @@ impl KmsOperations {
         if !r.grant_id.is_empty() {
             // A grant another daemon has just made is heard of before it is judged missing.
             self.keys
-                .hear_of(|keys| keys.grant(record.id, &r.grant_id).is_some())
+                .hear_of(|keys| {
+                    !crate::keys::KeyService::could_be_grant_id(&r.grant_id)
+                        || keys.grant(record.id, &r.grant_id).is_some()
+                })
                 .await;
         }
         let page = self.keys.list_grants(

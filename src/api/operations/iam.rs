@@ -598,7 +598,10 @@ impl IamOperations {
         // A principal or key another daemon has just made is heard of before it is judged.
         self.keys
             .hear_of(|keys| {
-                self.iam.principal_for_arn(&r.policy_source_arn).is_ok()
+                let own_entity = crate::api::authorize::grantee_entity(&r.policy_source_arn)
+                    .is_some()
+                    && r.policy_source_arn.split(':').nth(4) == Some(self.iam.account_id());
+                (!own_entity || self.iam.principal_for_arn(&r.policy_source_arn).is_ok())
                     && keys.knows(&r.resource_arn)
             })
             .await;

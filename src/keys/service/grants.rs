@@ -403,10 +403,18 @@ impl KeyService {
     }
 
     /// RetireGrant / RevokeGrant: removes the grant, durably, before returning.
+    /// Whether `id` has the form of a grant id (a name of another form was never made, and
+    /// is not worth a catch-up with the store).
+    pub fn could_be_grant_id(id: &str) -> bool {
+        id.len() == 2 * GRANT_ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     pub async fn remove_grant(&self, key: Uuid, grant_id: &str) -> Result<Arc<Grant>, KeyError> {
         // A grant another daemon has just made is heard of before it is judged missing.
-        self.hear_of(|keys| keys.grant(key, grant_id).is_some())
-            .await;
+        self.hear_of(|keys| {
+            !Self::could_be_grant_id(grant_id) || keys.grant(key, grant_id).is_some()
+        })
+        .await;
         let _gate = self.grant_gate.lock().await;
         let grant = self
             .grant(key, grant_id)
