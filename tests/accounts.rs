@@ -16,31 +16,11 @@ use tonic::Code;
 
 /// A member account made by `d`'s root: its id and a client signed as its root.
 async fn member(d: &TestDaemon, name: &str) -> (String, Client) {
-    let made = d
-        .client
-        .iam()
-        .create_account(d.client.signed_iam(
-            "CreateAccount",
-            v1::CreateAccountRequest {
-                account_name: name.into(),
-            },
-        ))
-        .await
-        .expect("CreateAccount")
-        .into_inner();
-    let account = made.account.expect("account");
+    let (account, credentials) = d.create_account(name).await;
     assert_eq!(account.id.len(), 12, "{account:?}");
     assert_ne!(account.id, d.account_id);
     assert_eq!(account.guardrail_policies, vec!["FullAccess".to_string()]);
-    let client = d
-        .client_with(ClientCredentials {
-            access_key_id: made.root_access_key_id,
-            secret_access_key: SecretString::new(made.root_secret_access_key),
-            session_token: None,
-            region: d.config.region.clone(),
-        })
-        .await;
-    (account.id, client)
+    (account.id, d.client_with(credentials).await)
 }
 
 async fn create_key(client: &Client, keystore: &str) -> Result<v1::KeyMetadata, tonic::Status> {

@@ -2201,24 +2201,7 @@ async fn an_account_made_on_one_daemon_is_served_by_the_others() {
     let etcd = EtcdProcess::start().await;
     let a = TestDaemon::start_on_etcd(etcd, |_| {}).await;
     let b = a.join().await;
-    let made = a
-        .client
-        .iam()
-        .create_account(a.client.signed_iam(
-            "CreateAccount",
-            v1::CreateAccountRequest {
-                account_name: "on-a".into(),
-            },
-        ))
-        .await
-        .expect("CreateAccount")
-        .into_inner();
-    let credentials = keyhaven::client::ClientCredentials {
-        access_key_id: made.root_access_key_id.clone(),
-        secret_access_key: keyhaven::secret::SecretString::new(made.root_secret_access_key),
-        session_token: None,
-        region: a.config.region.clone(),
-    };
+    let (account, credentials) = a.create_account("on-a").await;
     let on_b = b.client_with(credentials).await;
     let list = |client: keyhaven::client::Client| async move {
         client
@@ -2240,7 +2223,7 @@ async fn an_account_made_on_one_daemon_is_served_by_the_others() {
         .into_inner()
         .key_metadata
         .expect("metadata");
-    let member_id = made.account.expect("account").id;
+    let member_id = account.id;
     assert!(key.arn.contains(&member_id), "{}", key.arn);
     assert_eq!(list(on_b.clone()).await.unwrap(), 1);
     assert_eq!(
@@ -2463,27 +2446,9 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
 {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
     let b = a.join().await;
-    let made = a
-        .client
-        .iam()
-        .create_account(a.client.signed_iam(
-            "CreateAccount",
-            v1::CreateAccountRequest {
-                account_name: "partner".into(),
-            },
-        ))
-        .await
-        .expect("CreateAccount")
-        .into_inner();
-    let member_id = made.account.expect("account").id;
-    let partner = b
-        .client_with(keyhaven::client::ClientCredentials {
-            access_key_id: made.root_access_key_id,
-            secret_access_key: keyhaven::secret::SecretString::new(made.root_secret_access_key),
-            session_token: None,
-            region: a.config.region.clone(),
-        })
-        .await;
+    let (account, credentials) = a.create_account("partner").await;
+    let member_id = account.id;
+    let partner = b.client_with(credentials).await;
     within("daemon b serves the partner account", || {
         let partner = partner.clone();
         async move {

@@ -263,12 +263,10 @@ impl Accounts {
             let accounts = self.by_id.read().ok()?;
             accounts.values().find(|a| a.keys.holds_key(key)).cloned()
         };
-        let others = || self.by_id.read().is_ok_and(|accounts| accounts.len() > 1);
-        let mut found = holder();
-        if found.is_none() && others() && own.keys.hear_of(|_| false).await {
-            found = holder();
+        if self.by_id.read().is_ok_and(|accounts| accounts.len() > 1) {
+            own.keys.hear_of(|_| holder().is_some()).await;
         }
-        found.filter(|holder| holder.id != own.id)
+        holder().filter(|holder| holder.id != own.id)
     }
 }
 

@@ -426,6 +426,30 @@ impl TestDaemon {
         }
     }
 
+    /// A member account of `name` made through this daemon, and its root's access key (for a
+    /// client of this daemon or of another).
+    pub async fn create_account(&self, name: &str) -> (v1::Account, ClientCredentials) {
+        let made = self
+            .client
+            .iam()
+            .create_account(self.client.signed_iam(
+                "CreateAccount",
+                v1::CreateAccountRequest {
+                    account_name: name.into(),
+                },
+            ))
+            .await
+            .expect("CreateAccount")
+            .into_inner();
+        let credentials = ClientCredentials {
+            access_key_id: made.root_access_key_id,
+            secret_access_key: SecretString::new(made.root_secret_access_key),
+            session_token: None,
+            region: self.config.region.clone(),
+        };
+        (made.account.expect("account"), credentials)
+    }
+
     pub async fn create_key(&self, description: &str) -> v1::KeyMetadata {
         let request = v1::CreateKeyRequest {
             description: description.into(),

@@ -153,18 +153,16 @@ impl KmsOperations {
             .and_then(|account| self.authorizer.iam_of(account));
         match (grantee_entity(grantee), served) {
             (Some((kind, name)), Some(iam)) => {
-                if let Some(id) = iam.unique_id(kind, name) {
-                    return Ok(Some(id));
+                self.keys
+                    .hear_of(|_| iam.unique_id(kind, name).is_some())
+                    .await;
+                match iam.unique_id(kind, name) {
+                    Some(id) => Ok(Some(id)),
+                    None => Err(validation(format!(
+                        "GranteePrincipal '{}' names no principal of its account",
+                        printable_input(grantee)
+                    ))),
                 }
-                if self.keys.hear_of(|_| false).await
-                    && let Some(id) = iam.unique_id(kind, name)
-                {
-                    return Ok(Some(id));
-                }
-                Err(validation(format!(
-                    "GranteePrincipal '{}' names no principal of its account",
-                    printable_input(grantee)
-                )))
             }
             _ => Ok(None),
         }

@@ -402,13 +402,13 @@ impl KeyService {
         Ok(grant)
     }
 
-    /// RetireGrant / RevokeGrant: removes the grant, durably, before returning.
     /// Whether `id` has the form of a grant id (a name of another form was never made, and
     /// is not worth a catch-up with the store).
     pub fn could_be_grant_id(id: &str) -> bool {
         id.len() == 2 * GRANT_ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
+    /// RetireGrant / RevokeGrant: removes the grant, durably, before returning.
     pub async fn remove_grant(&self, key: Uuid, grant_id: &str) -> Result<Arc<Grant>, KeyError> {
         // A grant another daemon has just made is heard of before it is judged missing.
         self.hear_of(|keys| {
