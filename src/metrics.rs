@@ -30,6 +30,7 @@ pub struct Metrics {
     pub audit_disk_free_bytes: IntGaugeVec,
     pub audit_disk_below_floor: IntGaugeVec,
     pub unauthenticated_throttled: IntCounter,
+    pub store_catch_up_reads: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -119,6 +120,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "unauthenticated_throttled_total",
         "Requests that failed authentication and were refused by their source's rate limit",
     )?;
+    let store_catch_up_reads = IntCounter::new(
+        "store_catch_up_reads_total",
+        "Quorum reads of a shared store's revision made to catch up with it: a call named \
+         something this daemon had not heard of (at most one read a call), or a write met \
+         another daemon's newer change",
+    )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;
     registry.register(Box::new(keystore_seconds.clone()))?;
@@ -133,6 +140,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(audit_disk_free_bytes.clone()))?;
     registry.register(Box::new(audit_disk_below_floor.clone()))?;
     registry.register(Box::new(unauthenticated_throttled.clone()))?;
+    registry.register(Box::new(store_catch_up_reads.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -149,6 +157,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audit_disk_free_bytes,
         audit_disk_below_floor,
         unauthenticated_throttled,
+        store_catch_up_reads,
     })
 }
 

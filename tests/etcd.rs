@@ -2449,17 +2449,7 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
     let (account, credentials) = a.create_account("partner").await;
     let member_id = account.id;
     let partner = b.client_with(credentials).await;
-    within("daemon b serves the partner account", || {
-        let partner = partner.clone();
-        async move {
-            partner
-                .kms()
-                .list_keys(partner.signed("ListKeys", v1::ListKeysRequest::default()))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    until_served("daemon b serves the partner account", &partner).await;
     let key = a.create_key("shared").await;
     let partition = key.arn.split(':').nth(1).expect("partition").to_owned();
     let user_arn = |name: &str| format!("arn:{partition}:iam::{}:user/{name}", a.account_id);
@@ -2510,21 +2500,7 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
         assert_eq!(decision.eval_decision, "implicitDeny", "round {round}");
 
         let grant = grant_on(&a, &key.key_id, &user_arn(&grantee), "Decrypt").await;
-        let listed = b
-            .client
-            .kms()
-            .list_grants(b.client.signed(
-                "ListGrants",
-                v1::ListGrantsRequest {
-                    key_id: key.key_id.clone(),
-                    grant_id: grant.grant_id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("ListGrants")
-            .into_inner()
-            .grants;
+        let listed = grants_listed_on(&b, &key.key_id, &grant.grant_id).await;
         assert_eq!(listed.len(), 1, "round {round}: ListGrants of a new grant");
         assert_eq!(listed[0].grant_id, grant.grant_id, "round {round}");
 
@@ -2585,25 +2561,27 @@ async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_onc
         tonic::Code::InvalidArgument,
         "ValidationException",
     );
-    let grants = b
-        .client
-        .kms()
-        .list_grants(b.client.signed(
-            "ListGrants",
-            v1::ListGrantsRequest {
-                key_id: key.key_id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("ListGrants")
-        .into_inner()
-        .grants;
     assert_eq!(
-        grants.len(),
+        grants_listed_on(&b, &key.key_id, "").await.len(),
         20,
         "ten grants made on b, ten on a, none to never-made"
     );
+}
+
+/// The grants of `key` listed through `d` (the one `grant_id` names, unless it is empty).
+async fn grants_listed_on(d: &TestDaemon, key: &str, grant_id: &str) -> Vec<v1::GrantListEntry> {
+    let request = v1::ListGrantsRequest {
+        key_id: key.into(),
+        grant_id: grant_id.into(),
+        ..Default::default()
+    };
+    d.client
+        .kms()
+        .list_grants(d.client.signed("ListGrants", request))
+        .await
+        .expect("ListGrants")
+        .into_inner()
+        .grants
 }
 
 /// A user of `name` made through `d`, with nothing else (the next call follows it at once).
@@ -2671,4 +2649,97 @@ async fn an_access_key_one_daemon_just_made_signs_at_once_for_another() {
         tonic::Code::Unauthenticated,
         "UnrecognizedClientException",
     );
+}
+
+/// Waits until `client`'s account answers a call.
+async fn until_served(what: &str, client: &keyhaven::client::Client) {
+    within(what, || {
+        let client = client.clone();
+        async move {
+            client
+                .kms()
+                .list_keys(client.signed("ListKeys", v1::ListKeysRequest::default()))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}
+
+/// All the catch-ups of one call are served by its first quorum read: a member account's
+/// Decrypt of a ciphertext naming a key never made misses twice (which account holds the
+/// key, then the key itself) and costs one read, as does a batch of such ciphertexts each
+/// naming another key. What could never have been made (an unreadable ciphertext, a grant id
+/// of another form) costs none. Each call is answered as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    let (_, credentials) = a.create_account("partner").await;
+    let partner = b.client_with(credentials).await;
+    until_served("daemon b serves the partner account", &partner).await;
+    let key = a.create_key("real").await.key_id;
+    let blob = a.encrypt(&key, b"x", &[]).await.expect("Encrypt");
+    // The real blob under another (never made) key id.
+    let forged = |n: u128| {
+        let mut forged = blob.clone();
+        forged[1..17].copy_from_slice(&n.to_be_bytes());
+        forged
+    };
+    let decrypt = |client: &keyhaven::client::Client, blob: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .kms()
+                .decrypt(client.signed("Decrypt", common::batches::decrypt_item(&blob, &[])))
+                .await
+        }
+    };
+    let reads = || b.catch_up_reads();
+
+    let before = reads();
+    assert_refused(
+        decrypt(&partner, forged(1)).await,
+        tonic::Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
+    assert_eq!(
+        reads() - before,
+        1,
+        "a member's Decrypt of a forged ciphertext"
+    );
+
+    let before = reads();
+    let items = (2..6)
+        .map(|n| common::batches::decrypt_item(&forged(n), &[]))
+        .collect();
+    let results = common::batches::decrypt_batch(&b.client, items)
+        .await
+        .expect("DecryptBatch");
+    assert_eq!(results.len(), 4);
+    for result in &results {
+        let error = result.error.as_ref().expect("a forged item is refused");
+        assert_eq!(error.reason, "InvalidCiphertextException");
+    }
+    assert_eq!(reads() - before, 1, "a batch of four forged ciphertexts");
+
+    let before = reads();
+    assert_refused(
+        decrypt(&partner, b"not a ciphertext".to_vec()).await,
+        tonic::Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
+    assert!(
+        grants_listed_on(&b, &key, "not-a-grant-id")
+            .await
+            .is_empty()
+    );
+    assert_eq!(reads() - before, 0, "names no daemon could have made");
+
+    // The real ciphertext still decrypts, through b, for its account.
+    let opened = decrypt(&b.client, blob)
+        .await
+        .expect("Decrypt")
+        .into_inner();
+    assert_eq!(opened.plaintext.to_vec(), b"x".to_vec());
 }

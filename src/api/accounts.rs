@@ -241,7 +241,7 @@ impl Accounts {
             Route::Caller => None,
             Route::Key(key) => by_key(key),
             Route::KeyOrBlob(key, _) if !key.is_empty() => by_key(key),
-            Route::KeyOrBlob(_, blob) => self.holder_of(&own, blob).await,
+            Route::KeyOrBlob(_, blob) => self.holder_of(call, &own, blob).await,
         };
         Ok(other.unwrap_or(own))
     }
@@ -252,6 +252,7 @@ impl Accounts {
     /// has just made under another account's key goes to that account here too.
     async fn holder_of(
         &self,
+        call: &CallContext,
         own: &AccountOperations,
         blob: &[u8],
     ) -> Option<Arc<AccountOperations>> {
@@ -264,7 +265,7 @@ impl Accounts {
             accounts.values().find(|a| a.keys.holds_key(key)).cloned()
         };
         if self.by_id.read().is_ok_and(|accounts| accounts.len() > 1) {
-            own.keys.hear_of(|_| holder().is_some()).await;
+            own.keys.hear_of(call.asked, |_| holder().is_some()).await;
         }
         holder().filter(|holder| holder.id != own.id)
     }

@@ -375,6 +375,7 @@ where
                 parts.extensions.insert(caller);
             }
             parts.extensions.insert(slot.clone());
+            parts.extensions.insert(super::Asked(call.started()));
             let response = inner
                 .call(http::Request::from_parts(
                     parts,

@@ -46,6 +46,10 @@ pub struct CallContext {
     pub audit: AuditSlot,
     /// The approved request this call executes (`x-keyhaven-approval-id`), if it names one.
     pub approval_id: Option<String>,
+    /// When the call came: on a store other daemons write, all its catch-ups (it named
+    /// something this daemon had not heard of) share one quorum read
+    /// ([`KeyService::hear_of`]).
+    pub asked: std::time::Instant,
 }
 
 /// The facts behind every request's condition keys.
@@ -404,7 +408,7 @@ impl Authorizer {
         context: &RequestContext,
         ask: &GrantAsk<'_>,
     ) -> Result<Arc<KeyRecord>, KeyError> {
-        self.keys.hear_of_key(key).await;
+        self.keys.hear_of_key(call.asked, key).await;
         self.known_key(call, action, key, include_deleted, context, ask)
     }
 

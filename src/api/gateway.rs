@@ -334,6 +334,11 @@ impl CallInFlight {
         self.peer
     }
 
+    /// When the call came (its [`CallContext::asked`](crate::api::authorize::CallContext)).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     fn entry(&self, phase: Phase) -> Entry {
         Entry {
             phase,
@@ -433,7 +438,10 @@ impl CallInFlight {
         if let Err(AuthError::UnknownAccessKey(id)) = &accepted
             && is_well_formed_access_key_id(id)
             && self.may_catch_up()
-            && credentials.store().catch_up_after_a_miss().await
+            && credentials
+                .store()
+                .catch_up_after_a_miss(self.started)
+                .await
         {
             credentials = self.gateway.credentials.for_authorization(authorization);
             accepted = credentials.authenticate_request(&request);
@@ -536,7 +544,7 @@ impl CallInFlight {
             && credentials
                 .management()
                 .store()
-                .catch_up_after_a_miss()
+                .catch_up_after_a_miss(self.started)
                 .await
         {
             authenticated = authenticate(certificate);

@@ -51,7 +51,7 @@ macro_rules! grpc_methods {
                     let tokens = grant_tokens(request.metadata());
                     let request = request.into_inner();
                     let account = self.accounts.for_request(&call, &request).await?;
-                    account.kms.accept_grant_tokens(&tokens).await?;
+                    account.kms.accept_grant_tokens(&call, &tokens).await?;
                     let answer = account.kms.$name(&call, request).await?;
                     Ok(Response::new(answer))
                 }

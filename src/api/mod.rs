@@ -69,5 +69,14 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
             .metadata()
             .get(APPROVAL_ID_HEADER)
             .map(|v| v.to_str().unwrap_or("?").to_owned()),
+        asked: request
+            .extensions()
+            .get::<Asked>()
+            .map_or_else(std::time::Instant::now, |asked| asked.0),
     })
 }
+
+/// When a gRPC call came, as its gateway saw it (the auth layer attaches it to the request
+/// beside the caller): [`CallContext::asked`].
+#[derive(Clone, Copy)]
+pub(crate) struct Asked(pub std::time::Instant);

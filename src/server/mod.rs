@@ -522,6 +522,11 @@ impl Daemon {
         &self.keys
     }
 
+    /// How many quorum reads this daemon's catch-ups with a shared store have made.
+    pub fn catch_up_reads(&self) -> u64 {
+        self.store.catch_up_reads()
+    }
+
     /// Runs the scheduler's pass now (as its timer would), audit records included.
     pub async fn run_due_tasks(&self) -> DueReport {
         let report = self.keys.run_due_tasks().await;

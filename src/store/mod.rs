@@ -47,7 +47,7 @@ pub use sled_backend::SledBackend;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// A storage failure. The message is for the daemon's log; callers get a generic error.
@@ -352,7 +352,7 @@ impl Store {
             // The tree kept at the last close, when it is the tree of the records as stored:
             // the records are then checked against it as they are read, and by a pass beside
             // serving (see `aside`).
-            let reading = std::time::Instant::now();
+            let reading = Instant::now();
             if check == StoreCheck::BesideServing
                 && let Some(tree) = aside::read_tree(&barrier, &*backend)
             {
@@ -461,16 +461,16 @@ impl Store {
         }
     }
 
-    /// [`Store::catch_up`] for a caller that found no trace of what it was asked about (a key,
-    /// a grant, an access key another daemon may have just made), on a store other daemons
-    /// write. A failure is logged, not returned: the caller then judges on the view as it is
-    /// (a daemon whose view may be out of date refuses every call on its own). Whether it
-    /// caught up; false at once on a store no other daemon writes.
-    pub async fn catch_up_after_a_miss(&self) -> bool {
+    /// [`Store::catch_up_since`] for a caller that found no trace of what it was asked about
+    /// (a key, a grant, an access key another daemon may have just made), on a store other
+    /// daemons write. A failure is logged, not returned: the caller then judges on the view as
+    /// it is (a daemon whose view may be out of date refuses every call on its own). Whether
+    /// it caught up; false at once on a store no other daemon writes.
+    pub async fn catch_up_after_a_miss(&self, since: Instant) -> bool {
         if self.follow.is_none() {
             return false;
         }
-        match self.catch_up().await {
+        match self.catch_up_since(since).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, "cannot catch up with the shared store");
@@ -482,12 +482,19 @@ impl Store {
     /// Waits until the view has caught up with everything the store holds now (after a
     /// [`CommitError::Stale`]).
     pub async fn catch_up(&self) -> Result<(), StoreError> {
+        self.catch_up_since(Instant::now()).await
+    }
+
+    /// Waits until the view has caught up with everything the store held at `since`: a call
+    /// passes the instant it came, so that all its catch-ups cost one quorum read (the first
+    /// one's answer serves the later ones), and a read another call began after it serves it
+    /// too.
+    pub async fn catch_up_since(&self, since: Instant) -> Result<(), StoreError> {
         let Some(follow) = &self.follow else {
             return Ok(());
         };
         // The quorum read waits on etcd (and retries while it is out of reach): on a thread of
         // the blocking pool, not one that serves calls.
-        // Concurrent catch-ups share one read.
         let backend = self.local.backend.clone();
         let read = async move {
             tokio::task::spawn_blocking(move || {
@@ -499,8 +506,14 @@ impl Store {
             .await
             .map_err(|e| StoreError(format!("reading the store's revision failed: {e}")))?
         };
-        let fence = follow.fresh_fence(read).await?;
+        let fence = follow.fresh_fence(since, read).await?;
         follow.caught_up(fence).await
+    }
+
+    /// How many quorum reads this daemon's catch-ups have made (0 on a store no other daemon
+    /// writes).
+    pub fn catch_up_reads(&self) -> u64 {
+        self.follow.as_ref().map_or(0, |f| f.catch_up_reads())
     }
 
     /// Authenticates, once, a store written before records were (`keyhaven store

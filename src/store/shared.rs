@@ -149,8 +149,9 @@ pub struct Follow {
     own: Mutex<Vec<super::barrier::Tag>>,
     /// Of those, the ones the feed brought back, and at which revision.
     own_seen: Mutex<Vec<(super::barrier::Tag, i64)>>,
-    /// Catch-ups' quorum reads of the digest's revision, one at a time: the last answer.
-    reads: tokio::sync::Mutex<i64>,
+    /// Catch-ups' quorum reads of the digest's revision, one at a time: when the last one
+    /// that answered began, and its answer.
+    reads: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
     /// How many of those reads have answered.
     reads_done: std::sync::atomic::AtomicU64,
 }
@@ -192,30 +193,40 @@ impl Follow {
             born: std::time::Instant::now(),
             own: Mutex::new(Vec::new()),
             own_seen: Mutex::new(Vec::new()),
-            reads: tokio::sync::Mutex::new(0),
+            reads: tokio::sync::Mutex::new(None),
             reads_done: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// The digest's revision from a quorum read (`read`) begun after this call, so that it
-    /// holds every change acknowledged before the call. Concurrent callers share reads, one at
-    /// a time: a caller that waited while a read begun after it answered takes that answer.
+    /// The digest's revision from a quorum read (`read`) begun after `since`, so that it holds
+    /// every change acknowledged before then. Callers share reads, one at a time: a caller
+    /// takes the answer of the last read if that read began after its `since` (one begun
+    /// while it waited, or, for a call that caught up once already, its own earlier one).
     pub async fn fresh_fence(
         &self,
+        since: std::time::Instant,
         read: impl std::future::Future<Output = Result<i64, StoreError>>,
     ) -> Result<i64, StoreError> {
-        use std::sync::atomic::Ordering;
-        let arrived = self.reads_done.load(Ordering::Acquire);
         let mut last = self.reads.lock().await;
-        // The read under way when this call came answered as `arrived + 1`; the next began
-        // after it.
-        if self.reads_done.load(Ordering::Acquire) >= arrived + 2 {
-            return Ok(*last);
+        if let Some((began, fence)) = *last
+            && began > since
+        {
+            return Ok(fence);
         }
+        let began = std::time::Instant::now();
         let fence = read.await?;
-        *last = fence;
-        self.reads_done.fetch_add(1, Ordering::Release);
+        *last = Some((began, fence));
+        self.reads_done
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        if let Some(m) = crate::metrics::metrics() {
+            m.store_catch_up_reads.inc();
+        }
         Ok(fence)
+    }
+
+    /// How many catch-ups' quorum reads have answered.
+    pub fn catch_up_reads(&self) -> u64 {
+        self.reads_done.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The revision at which the feed brought back this daemon's batch storing `root`.
@@ -597,17 +608,22 @@ mod tests {
     use super::*;
 
     /// A catch-up never takes the answer of a read begun before it came (it could miss a
-    /// change acknowledged just before), and takes that of one begun after, without reading.
+    /// change acknowledged just before), and takes that of one begun after, without reading:
+    /// one another caller began while it waited, or its own call's earlier one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catch_ups_share_only_reads_begun_after_they_came() {
         let follow = Follow::new(0);
-        assert_eq!(follow.fresh_fence(async { Ok(5) }).await.unwrap(), 5);
+        let now = std::time::Instant::now;
+        let came = now();
+        assert_eq!(follow.fresh_fence(came, async { Ok(5) }).await.unwrap(), 5);
+        // The same caller again (a call that has caught up once): no second read.
+        assert_eq!(follow.fresh_fence(came, async { Ok(6) }).await.unwrap(), 5);
         let (release, held) = tokio::sync::oneshot::channel::<()>();
         let first = tokio::spawn({
             let follow = follow.clone();
             async move {
                 follow
-                    .fresh_fence(async {
+                    .fresh_fence(now(), async {
                         let _ = held.await;
                         Ok(7)
                     })
@@ -620,7 +636,7 @@ mod tests {
         }
         let spawn = |answer: i64| {
             let follow = follow.clone();
-            tokio::spawn(async move { follow.fresh_fence(async move { Ok(answer) }).await })
+            tokio::spawn(async move { follow.fresh_fence(now(), async move { Ok(answer) }).await })
         };
         let second = spawn(9);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -632,9 +648,6 @@ mod tests {
         assert_eq!(second.await.unwrap().unwrap(), 9);
         // Came while the first ran too, and waited while the second (begun after it) ran.
         assert_eq!(third.await.unwrap().unwrap(), 9);
-        assert_eq!(
-            follow.reads_done.load(std::sync::atomic::Ordering::Acquire),
-            3
-        );
+        assert_eq!(follow.catch_up_reads(), 3);
     }
 }

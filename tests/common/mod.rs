@@ -351,6 +351,11 @@ impl TestDaemon {
         self.daemon().metrics_addr()
     }
 
+    /// How many quorum reads the daemon's catch-ups with a shared store have made.
+    pub fn catch_up_reads(&self) -> u64 {
+        self.daemon().catch_up_reads()
+    }
+
     /// Calls that tried to use a key pending deletion.
     pub fn pending_deletion_uses(&self) -> u64 {
         self.daemon().keys().pending_deletion_uses()

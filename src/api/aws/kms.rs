@@ -86,7 +86,7 @@ macro_rules! targets {
                 $(Some($target) => {
                     run(body, |r| async move {
                         let account = accounts.for_request(call, &r).await?;
-                        account.kms.accept_grant_tokens(&grant_tokens(body)).await?;
+                        account.kms.accept_grant_tokens(call, &grant_tokens(body)).await?;
                         account.kms.$operation(call, r).await
                     })
                     .await

@@ -261,6 +261,7 @@ fn item_call(call: &CallContext, slot: &AuditSlot) -> CallContext {
         audit: slot.clone(),
         // An approval covers one call, not the items of a batch.
         approval_id: None,
+        asked: call.asked,
     }
 }
 

@@ -99,7 +99,11 @@ impl KmsOperations {
     /// grant that is still live (`InvalidGrantTokenException` otherwise). Grants are durable
     /// before CreateGrant answers, so a valid token adds nothing the grant does not already
     /// allow; it is checked so that a forged or stale one is refused, as AWS KMS does.
-    pub async fn accept_grant_tokens(&self, tokens: &[String]) -> Result<(), ApiError> {
+    pub async fn accept_grant_tokens(
+        &self,
+        call: &CallContext,
+        tokens: &[String],
+    ) -> Result<(), ApiError> {
         if tokens.len() > MAX_GRANT_TOKENS {
             return Err(validation(format!(
                 "GrantTokens has at most {MAX_GRANT_TOKENS} members"
@@ -108,7 +112,9 @@ impl KmsOperations {
         // The token of a grant another daemon has just made is heard of before it is judged:
         // what a grant token is for.
         self.keys
-            .hear_of(|keys| tokens.iter().all(|t| keys.grant_by_token(t).is_ok()))
+            .hear_of(call.asked, |keys| {
+                tokens.iter().all(|t| keys.grant_by_token(t).is_ok())
+            })
             .await;
         for token in tokens {
             self.keys.grant_by_token(token)?;
@@ -146,7 +152,11 @@ impl KmsOperations {
     /// (which must exist): this account's or another of the organisation's; `None` for
     /// other principals. A grantee another daemon has just made is heard of before it is
     /// judged missing.
-    async fn grantee_unique_id(&self, grantee: &str) -> Result<Option<String>, ApiError> {
+    async fn grantee_unique_id(
+        &self,
+        call: &CallContext,
+        grantee: &str,
+    ) -> Result<Option<String>, ApiError> {
         let served = grantee
             .split(':')
             .nth(4)
@@ -154,7 +164,7 @@ impl KmsOperations {
         match (grantee_entity(grantee), served) {
             (Some((kind, name)), Some(iam)) => {
                 self.keys
-                    .hear_of(|_| iam.unique_id(kind, name).is_some())
+                    .hear_of(call.asked, |_| iam.unique_id(kind, name).is_some())
                     .await;
                 match iam.unique_id(kind, name) {
                     Some(id) => Ok(Some(id)),
@@ -174,7 +184,7 @@ impl KmsOperations {
         request: v1::CreateGrantRequest,
     ) -> Outcome<v1::CreateGrantResponse> {
         let r = request;
-        self.accept_grant_tokens(&r.grant_tokens).await?;
+        self.accept_grant_tokens(call, &r.grant_tokens).await?;
         let constraint = constraint_of(r.constraints)?;
         validate_new_grant(&r.operations, &constraint, &r.name)?;
         let grantee = principal("GranteePrincipal", &r.grantee_principal)?;
@@ -199,7 +209,7 @@ impl KmsOperations {
             .authorizer
             .key(call, "kms:CreateGrant", &r.key_id, false, &context, &ask)
             .await?;
-        let grantee_unique_id = self.grantee_unique_id(&grantee).await?;
+        let grantee_unique_id = self.grantee_unique_id(call, &grantee).await?;
         let (grant, token) = self
             .keys
             .create_grant(
@@ -243,7 +253,7 @@ impl KmsOperations {
         if !r.grant_id.is_empty() {
             // A grant another daemon has just made is heard of before it is judged missing.
             self.keys
-                .hear_of(|keys| {
+                .hear_of(call.asked, |keys| {
                     !crate::keys::KeyService::could_be_grant_id(&r.grant_id)
                         || keys.grant(record.id, &r.grant_id).is_some()
                 })
@@ -285,10 +295,14 @@ impl KmsOperations {
 
     /// The grant a RetireGrant names: by its token, or by its key and id. A key or grant that
     /// does not exist answers the same `NotFoundException`.
-    async fn grant_to_retire(&self, r: &v1::RetireGrantRequest) -> Result<(Grant, bool), ApiError> {
+    async fn grant_to_retire(
+        &self,
+        call: &CallContext,
+        r: &v1::RetireGrantRequest,
+    ) -> Result<(Grant, bool), ApiError> {
         // A grant (or its key) another daemon has just made is heard of before it is judged.
         self.keys
-            .hear_of(|keys| match r.grant_token.is_empty() {
+            .hear_of(call.asked, |keys| match r.grant_token.is_empty() {
                 false => keys.grant_by_token(&r.grant_token).is_ok(),
                 true if r.key_id.is_empty() || r.grant_id.is_empty() => true,
                 true => keys
@@ -333,7 +347,7 @@ impl KmsOperations {
         call: &CallContext,
         request: v1::RetireGrantRequest,
     ) -> Outcome<v1::RetireGrantResponse> {
-        let (grant, by_token) = self.grant_to_retire(&request).await?;
+        let (grant, by_token) = self.grant_to_retire(call, &request).await?;
         call.audit.add_key(self.arn(grant.key_id));
         call.audit.add_grant(grant.grant_id.clone());
         let principals = call
@@ -359,7 +373,7 @@ impl KmsOperations {
             .into());
         }
         self.keys
-            .remove_grant(grant.key_id, &grant.grant_id)
+            .remove_grant(call.asked, grant.key_id, &grant.grant_id)
             .await?;
         Ok(v1::RetireGrantResponse {})
     }
@@ -384,7 +398,7 @@ impl KmsOperations {
             .await?;
         call.audit.add_grant(printable_input(&r.grant_id));
         let key: Uuid = record.id;
-        self.keys.remove_grant(key, &r.grant_id).await?;
+        self.keys.remove_grant(call.asked, key, &r.grant_id).await?;
         Ok(v1::RevokeGrantResponse {})
     }
 }

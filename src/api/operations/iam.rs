@@ -597,7 +597,7 @@ impl IamOperations {
         }
         // A principal or key another daemon has just made is heard of before it is judged.
         self.keys
-            .hear_of(|keys| {
+            .hear_of(call.asked, |keys| {
                 let own_entity = crate::api::authorize::grantee_entity(&r.policy_source_arn)
                     .is_some()
                     && r.policy_source_arn.split(':').nth(4) == Some(self.iam.account_id());
@@ -617,6 +617,7 @@ impl IamOperations {
             secure_transport: true,
             audit: call.audit.clone(),
             approval_id: None,
+            asked: call.asked,
         };
         let mut context = self.authorizer.base_context(&simulated, self.keys.now());
         // The encryption context the entries describe, for grant constraints.

@@ -192,8 +192,10 @@ impl KeyService {
                 ));
             }
         }
+        // The call heard of the ciphertext's key before it was authorised
+        // (`hear_of_key_version`); a version still unknown now reads the store again.
         let (entry, record) = self
-            .entry_for_version(parsed.key_id, parsed.key_version)
+            .entry_for_version(Instant::now(), parsed.key_id, parsed.key_version)
             .await?;
         if record.state == KeyState::Deleted {
             return Err(KeyError::InvalidCiphertext);
@@ -233,9 +235,14 @@ impl KeyService {
     /// Waits, on a store other daemons write, until this daemon has heard of key `id` and its
     /// `version` (a ciphertext names them), when it has not yet (see `entry_for_version`):
     /// before a ciphertext's key is authorised. A key still unknown then is left to the call
-    /// to refuse.
-    pub async fn hear_of_key_version(&self, id: Uuid, version: u32) -> Result<(), KeyError> {
-        match self.entry_for_version(id, version).await {
+    /// to refuse. `asked`: when the call came (see [`Self::hear_of`]).
+    pub async fn hear_of_key_version(
+        &self,
+        asked: Instant,
+        id: Uuid,
+        version: u32,
+    ) -> Result<(), KeyError> {
+        match self.entry_for_version(asked, id, version).await {
             Ok(_) | Err(KeyError::InvalidCiphertext) => Ok(()),
             Err(other) => Err(other),
         }
@@ -244,9 +251,10 @@ impl KeyService {
     /// The key a ciphertext names, and its record. On a store other daemons write, a key or a
     /// version this daemon has not heard of yet is looked for again once its view has caught
     /// up with the store: a ciphertext another daemon has just answered (under a key it just
-    /// made, or a version it just rotated to) decrypts here too.
+    /// made, or a version it just rotated to) decrypts here too. `asked`: when the call came.
     async fn entry_for_version(
         &self,
+        asked: Instant,
         id: Uuid,
         version: u32,
     ) -> Result<(Arc<KeyEntry>, Arc<KeyRecord>), KeyError> {
@@ -267,7 +275,7 @@ impl KeyService {
             _ => {}
         }
         // Nothing to wait for on a store no other daemon writes.
-        self.store.catch_up().await?;
+        self.store.catch_up_since(asked).await?;
         known()?.ok_or(KeyError::InvalidCiphertext)
     }
 

@@ -408,10 +408,16 @@ impl KeyService {
         id.len() == 2 * GRANT_ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
-    /// RetireGrant / RevokeGrant: removes the grant, durably, before returning.
-    pub async fn remove_grant(&self, key: Uuid, grant_id: &str) -> Result<Arc<Grant>, KeyError> {
+    /// RetireGrant / RevokeGrant: removes the grant, durably, before returning. `asked`: when
+    /// the call came (see [`Self::hear_of`]).
+    pub async fn remove_grant(
+        &self,
+        asked: Instant,
+        key: Uuid,
+        grant_id: &str,
+    ) -> Result<Arc<Grant>, KeyError> {
         // A grant another daemon has just made is heard of before it is judged missing.
-        self.hear_of(|keys| {
+        self.hear_of(asked, |keys| {
             !Self::could_be_grant_id(grant_id) || keys.grant(key, grant_id).is_some()
         })
         .await;

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 use uuid::Uuid;
 
 /// Largest plaintext Encrypt accepts.
@@ -630,9 +631,9 @@ impl KeyService {
     /// an alias this daemon has not heard of: one another daemon has just made is then found
     /// here too, before the reference is judged. A reference still unknown after is left to
     /// the call to refuse; on a store no other daemon writes this does nothing. Returns
-    /// whether it caught up.
-    pub async fn hear_of_key(&self, key: &str) -> bool {
-        self.hear_of(|keys| keys.knows(key)).await
+    /// whether it caught up. `asked`: when the call came (see [`Self::hear_of`]).
+    pub async fn hear_of_key(&self, asked: Instant, key: &str) -> bool {
+        self.hear_of(asked, |keys| keys.knows(key)).await
     }
 
     /// Waits, on a store other daemons write, until this daemon's view has caught up with the
@@ -641,8 +642,11 @@ impl KeyService {
     /// that fails (etcd out of reach) leaves the call to be judged on the view as it is:
     /// authorised and refused as it would have been (a daemon whose view may be out of date
     /// refuses every call on its own). Returns whether it caught up.
-    pub async fn hear_of(&self, known: impl FnOnce(&Self) -> bool) -> bool {
-        self.store.is_shared() && !known(self) && self.store.catch_up_after_a_miss().await
+    ///
+    /// `asked` is when the call came: every catch-up of one call after its first is served by
+    /// the first's read (a call naming several unknown things costs one quorum read).
+    pub async fn hear_of(&self, asked: Instant, known: impl FnOnce(&Self) -> bool) -> bool {
+        self.store.is_shared() && !known(self) && self.store.catch_up_after_a_miss(asked).await
     }
 
     /// Whether `key` names a key or alias this daemon holds (in any state), or could never

@@ -92,8 +92,8 @@ impl KmsOperations {
         key: &str,
         encryption_context: &EncryptionContext,
     ) -> Result<String, ApiError> {
-        self.keys.hear_of_key(key).await;
-        self.known_crypto_key(call, action, key, encryption_context)
+        self.judged_crypto_key(call, action, key, encryption_context, None)
+            .await
     }
 
     /// [`Self::crypto_key`] on what this daemon has heard of now.
@@ -125,15 +125,10 @@ impl KmsOperations {
         action: &str,
         key: &str,
         encryption_context: &EncryptionContext,
-        mut judgements: Option<&mut Judgements>,
+        judgements: Option<&mut Judgements>,
     ) -> Result<String, ApiError> {
-        match judgements.as_deref_mut() {
-            Some(Judgements { heard: true, .. }) => {}
-            Some(kept) => kept.heard = self.keys.hear_of_key(key).await,
-            None => {
-                self.keys.hear_of_key(key).await;
-            }
-        }
+        // A batch's items after the call's first catch-up are served by its read.
+        self.keys.hear_of_key(call.asked, key).await;
         Judgements::judge(judgements, call, key, encryption_context, |call| {
             self.known_crypto_key(call, action, key, encryption_context)
         })
@@ -182,7 +177,7 @@ impl KmsOperations {
         };
         // A key or version another daemon has just made is heard of before it is judged.
         self.keys
-            .hear_of_key_version(parsed.key_id, parsed.key_version)
+            .hear_of_key_version(call.asked, parsed.key_id, parsed.key_version)
             .await?;
         let id = parsed.key_id.hyphenated().to_string();
         Judgements::judge(judgements, call, &id, encryption_context, |call| {
@@ -273,9 +268,6 @@ pub(in crate::api::operations) struct Judgements {
     new: usize,
     /// Items answered from an earlier item's judgement.
     repeated: usize,
-    /// This call has caught up with a shared store once: what was made before the call is
-    /// heard of, and later items naming unknown keys do not read the store again.
-    heard: bool,
 }
 
 /// How many more new questions than repeated ones a batch's judgements are kept for.
