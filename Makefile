@@ -4,7 +4,7 @@
 # NSS's softoken as a second PKCS#11 token, and the metadata on etcd), the PKCS#11 and CLI
 # tests. Installs SoftHSM2, NSS's softoken and tools, etcd and protoc (the `etcd` feature's
 # build needs it) if needed and makes fresh tokens; installs grpcio for
-# the stock Python gRPC client test (tests/cert_principals.rs), and boto3, the AWS CLI and the
+# the stock Python gRPC client test (tests/cert_principals/), and boto3, the AWS CLI and the
 # AWS Encryption SDK into target/aws-venv for the AWS-door tests (tests/python/aws-setup.sh),
 # and Chromium, its WebDriver and Selenium for the console's browser test
 # (tests/python/browser-setup.sh).

@@ -1547,7 +1547,7 @@ fn access_control_from_the_command_line() {
 /// dev daemon: every request succeeds and the report names the door; what it cannot run is
 /// refused before anything is sent, saying what to set; failures through the AWS door are
 /// counted under the HTTP status and AWS exception name, and the run exits 1. (The
-/// certificate door's run is in tests/cert_principals.rs, which has a mutual-TLS daemon.)
+/// certificate door's run is in tests/cert_principals/, which has a mutual-TLS daemon.)
 #[test]
 fn bench_through_each_door() {
     let work = TempDir::new().expect("tempdir");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the Python gRPC test (tests/cert_principals.rs) runs: `grpcio` and
+# Installs what the Python gRPC test (tests/cert_principals/) runs: `grpcio` and
 # `grpcio-tools` from PyPI, into a virtual environment at target/python-grpc (or $1).
 # Quick when already installed; installs python3-venv with apt-get when venv is missing.
 #
