@@ -122,9 +122,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let store_catch_up_reads = IntCounter::new(
         "store_catch_up_reads_total",
-        "Quorum reads of a shared store's revision made to catch up with it: a call named \
-         something this daemon had not heard of (at most one read a call), or a write met \
-         another daemon's newer change",
+        "Quorum reads of a shared store's revision made to catch up with it (failed ones \
+         too): a call named something this daemon had not heard of (at most one read a \
+         call), or a write met another daemon's newer change",
     )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;

@@ -85,7 +85,7 @@ async fn boto3_drives_the_kms_lifecycle_through_the_aws_door() {
         user_key.arn
     );
     let (user_id, user_secret) = user(&daemon, "aws-door-user", &policy).await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.extend([
         ("USER_ACCESS_KEY_ID".to_owned(), user_id),
         ("USER_SECRET_ACCESS_KEY".to_owned(), user_secret),
@@ -126,29 +126,11 @@ async fn run_script(name: &str, env: Vec<(String, String)>, done: &str) -> Strin
     common::run_aws_script(name, env, done).await
 }
 
-/// The root's AWS_* settings for `daemon`'s AWS door.
-fn root_environment(daemon: &TestDaemon) -> Vec<(String, String)> {
-    let aws = daemon.aws_addr().expect("the AWS door listens");
-    vec![
-        ("AWS_ENDPOINT_URL".into(), format!("http://{aws}")),
-        (
-            "AWS_ACCESS_KEY_ID".into(),
-            daemon.credentials.access_key_id.clone(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY".into(),
-            daemon.credentials.secret_access_key.expose().clone(),
-        ),
-        ("AWS_REGION".into(), daemon.config.region.clone()),
-        ("AWS_DEFAULT_REGION".into(), daemon.config.region.clone()),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_aws_encryption_sdk_encrypts_and_decrypts_a_100_kb_file() {
     let daemon = daemon().await;
     let key = daemon.create_key("files").await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.push(("KEY_ARN".into(), key.arn.clone()));
     run_script("aws_encryption_sdk_file.py", env, "encryption sdk complete").await;
     let records = audit_lines(&daemon);
@@ -315,7 +297,7 @@ async fn the_aws_door_serves_tls_with_the_daemons_certificate() {
     )
     .await;
     let port = daemon.aws_addr().expect("the AWS door listens").port();
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env[0].1 = format!("https://localhost:{port}");
     env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
     run_script(
@@ -411,7 +393,7 @@ async fn assumed_role_credentials_work_on_the_aws_door() {
         .expect("AssumeRole")
         .into_inner();
     let credentials = session.credentials.expect("credentials");
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env[1].1 = credentials.access_key_id;
     env[2].1 = credentials.secret_access_key;
     env.push(("AWS_SESSION_TOKEN".into(), credentials.session_token));
@@ -446,7 +428,7 @@ async fn boto3_uses_sts_over_the_query_protocol() {
     )
     .await;
     let role_arn = encrypting_role(&daemon, &alice_arn, &key.arn).await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.retain(|(name, _)| !name.starts_with("AWS_ACCESS") && !name.starts_with("AWS_SECRET"));
     env.extend(
         [
@@ -483,7 +465,7 @@ async fn boto3_uses_sts_over_the_query_protocol() {
 async fn boto3_manages_identities_over_the_query_protocol() {
     let daemon = daemon().await;
     let key = daemon.create_key("carol's key").await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.push(("KEY_ARN".into(), key.arn.clone()));
     run_script("aws_iam.py", env, "iam complete").await;
     let records = audit_lines(&daemon);
@@ -519,7 +501,7 @@ async fn boto3_creates_lists_and_retires_grants() {
     let (bob_id, bob_secret) = user(&daemon, "bob", nothing).await;
     let (carol_id, carol_secret) = user(&daemon, "carol", nothing).await;
     let bob_arn = format!("arn:keyhaven:iam::{}:user/bob", daemon.account_id);
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.extend(
         [
             ("KEY_ID", key.key_id.clone()),
@@ -569,7 +551,7 @@ async fn boto3_uses_asymmetric_and_hmac_keys_through_the_aws_door() {
     let daemon = daemon().await;
     run_script(
         "aws_key_types.py",
-        root_environment(&daemon),
+        daemon.aws_root_environment(),
         "key types complete",
     )
     .await;
@@ -602,7 +584,7 @@ async fn boto3_uses_asymmetric_and_hmac_keys_through_the_aws_door() {
 #[tokio::test(flavor = "multi_thread")]
 async fn boto3_imports_key_material_through_the_aws_door() {
     let daemon = daemon().await;
-    let env = root_environment(&daemon);
+    let env = daemon.aws_root_environment();
     run_script("aws_kms_import.py", env, "import complete").await;
     let records = audit_lines(&daemon);
     for operation in [
@@ -632,7 +614,7 @@ async fn boto3_imports_key_material_through_the_aws_door() {
 async fn boto3_enables_a_virtual_mfa_device_and_signs_in_with_a_code() {
     let daemon = daemon().await;
     let key = daemon.create_key("needs MFA to delete").await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.push(("KEY_ID".into(), key.key_id.clone()));
     run_script("aws_mfa.py", env, "mfa complete").await;
     assert_eq!(
@@ -668,7 +650,7 @@ async fn boto3_signs_verifies_and_macs_through_the_aws_door() {
     let daemon = daemon().await;
     run_script(
         "aws_sign_mac.py",
-        root_environment(&daemon),
+        daemon.aws_root_environment(),
         "sign and mac complete",
     )
     .await;
@@ -718,7 +700,7 @@ print(json.dumps({"headers": dict(request.headers.items()), "body": body}))
     let output = Command::new(python())
         .args(["-c", SIGN])
         .env_clear()
-        .envs(root_environment(daemon))
+        .envs(daemon.aws_root_environment())
         .env("KEY_ID", key_id)
         .output()
         .expect("python runs");
@@ -864,7 +846,7 @@ async fn the_aws_doors_drain_is_bounded() {
 async fn boto3_simulates_principal_policies_over_the_query_protocol() {
     let daemon = daemon().await;
     let key = daemon.create_key("simulated").await;
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     env.push(("KEY_ARN".into(), key.arn.clone()));
     run_script("aws_simulate.py", env, "simulate complete").await;
     let records = audit_lines(&daemon);
@@ -941,7 +923,7 @@ async fn boto3_in_a_member_account_meets_its_keys_a_shared_key_and_its_guardrail
         ))
         .await
         .expect("AttachGuardrailPolicy");
-    let mut env = root_environment(&daemon);
+    let mut env = daemon.aws_root_environment();
     for (name, value) in env.iter_mut() {
         match name.as_str() {
             "AWS_ACCESS_KEY_ID" => *value = made.root_access_key_id.clone(),

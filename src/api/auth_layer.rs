@@ -314,6 +314,7 @@ where
                     return Ok(answer(call.refuse(refused, &parts.headers)));
                 }
             };
+            call.request_read();
             let bytes = if carries_secrets(&call.operation) {
                 wiped_copy(bytes)
             } else {
@@ -375,7 +376,7 @@ where
                 parts.extensions.insert(caller);
             }
             parts.extensions.insert(slot.clone());
-            parts.extensions.insert(super::Asked(call.started()));
+            parts.extensions.insert(super::Asked(call.asked()));
             let response = inner
                 .call(http::Request::from_parts(
                     parts,

@@ -46,8 +46,8 @@ pub struct CallContext {
     pub audit: AuditSlot,
     /// The approved request this call executes (`x-keyhaven-approval-id`), if it names one.
     pub approval_id: Option<String>,
-    /// When the call came: on a store other daemons write, all its catch-ups (it named
-    /// something this daemon had not heard of) share one quorum read
+    /// When the call came (its request read): on a store other daemons write, all its
+    /// catch-ups (it named something this daemon had not heard of) share one quorum read
     /// ([`KeyService::hear_of`]).
     pub asked: std::time::Instant,
 }

@@ -246,6 +246,7 @@ impl Gateway {
     /// A call of `operation` (`kms:Encrypt`, or `unknown`) arriving through `door` from
     /// `peer`, with a new request id.
     pub fn begin(&self, door: Door, operation: String, peer: Option<SocketAddr>) -> CallInFlight {
+        let started = Instant::now();
         // A random (version 4) id from the thread's CSPRNG: no system call per request.
         let request_id = uuid::Builder::from_random_bytes(rand::random())
             .into_uuid()
@@ -258,7 +259,8 @@ impl Gateway {
             operation,
             door,
             peer,
-            started: Instant::now(),
+            started,
+            asked: started,
             principal: None,
             access_key_id: None,
             certificate: None,
@@ -305,6 +307,8 @@ pub struct CallInFlight {
     door: Door,
     peer: Option<SocketAddr>,
     started: Instant,
+    /// When the call was whole (its request read): see [`CallInFlight::asked`].
+    asked: Instant,
     principal: Option<String>,
     access_key_id: Option<String>,
     /// The client-certificate identity a certificate call presented, then authenticated by.
@@ -334,9 +338,17 @@ impl CallInFlight {
         self.peer
     }
 
-    /// When the call came (its [`CallContext::asked`](crate::api::authorize::CallContext)).
-    pub fn started(&self) -> Instant {
-        self.started
+    /// When the call came, whole: its [`CallContext::asked`](crate::api::authorize::CallContext),
+    /// from which its catch-ups with a shared store share one read. The call's start, or
+    /// when its request had been read, for a door that reads it after the call began
+    /// ([`CallInFlight::request_read`]).
+    pub fn asked(&self) -> Instant {
+        self.asked
+    }
+
+    /// The call's request has been read (a door that began the call before reading it).
+    pub fn request_read(&mut self) {
+        self.asked = Instant::now();
     }
 
     fn entry(&self, phase: Phase) -> Entry {
@@ -438,10 +450,7 @@ impl CallInFlight {
         if let Err(AuthError::UnknownAccessKey(id)) = &accepted
             && is_well_formed_access_key_id(id)
             && self.may_catch_up()
-            && credentials
-                .store()
-                .catch_up_after_a_miss(self.started)
-                .await
+            && credentials.store().catch_up_after_a_miss(self.asked).await
         {
             credentials = self.gateway.credentials.for_authorization(authorization);
             accepted = credentials.authenticate_request(&request);
@@ -544,7 +553,7 @@ impl CallInFlight {
             && credentials
                 .management()
                 .store()
-                .catch_up_after_a_miss(self.started)
+                .catch_up_after_a_miss(self.asked)
                 .await
         {
             authenticated = authenticate(certificate);

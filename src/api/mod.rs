@@ -72,7 +72,8 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
         asked: request
             .extensions()
             .get::<Asked>()
-            .map_or_else(std::time::Instant::now, |asked| asked.0),
+            .ok_or_else(|| tonic::Status::internal("request has no arrival time"))?
+            .0,
     })
 }
 

@@ -149,10 +149,11 @@ pub struct Follow {
     own: Mutex<Vec<super::barrier::Tag>>,
     /// Of those, the ones the feed brought back, and at which revision.
     own_seen: Mutex<Vec<(super::barrier::Tag, i64)>>,
-    /// Catch-ups' quorum reads of the digest's revision, one at a time: when the last one
-    /// that answered began, and its answer.
-    reads: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
-    /// How many of those reads have answered.
+    /// Catch-ups' quorum reads of the digest's revision are made one at a time.
+    reading: tokio::sync::Mutex<()>,
+    /// When the last of those reads began, and what it answered (a failure too).
+    last_read: Mutex<Option<(std::time::Instant, Result<i64, StoreError>)>>,
+    /// How many of those reads have been made.
     reads_done: std::sync::atomic::AtomicU64,
 }
 
@@ -193,38 +194,51 @@ impl Follow {
             born: std::time::Instant::now(),
             own: Mutex::new(Vec::new()),
             own_seen: Mutex::new(Vec::new()),
-            reads: tokio::sync::Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
+            last_read: Mutex::new(None),
             reads_done: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The digest's revision from a quorum read (`read`) begun after `since`, so that it holds
-    /// every change acknowledged before then. Callers share reads, one at a time: a caller
-    /// takes the answer of the last read if that read began after its `since` (one begun
-    /// while it waited, or, for a call that caught up once already, its own earlier one).
+    /// every change acknowledged before then. Callers share reads, made one at a time: a
+    /// caller takes the answer of the last read if that read began after its `since` (one
+    /// begun while it waited, or, for a call that caught up once already, its own earlier
+    /// one), without waiting for its turn; a failure so shared fails it at once.
     pub async fn fresh_fence(
         &self,
         since: std::time::Instant,
         read: impl std::future::Future<Output = Result<i64, StoreError>>,
     ) -> Result<i64, StoreError> {
-        let mut last = self.reads.lock().await;
-        if let Some((began, fence)) = *last
-            && began > since
-        {
-            return Ok(fence);
+        if let Some(answer) = self.answer_since(since) {
+            return answer;
+        }
+        let _turn = self.reading.lock().await;
+        if let Some(answer) = self.answer_since(since) {
+            return answer;
         }
         let began = std::time::Instant::now();
-        let fence = read.await?;
-        *last = Some((began, fence));
         self.reads_done
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         if let Some(m) = crate::metrics::metrics() {
             m.store_catch_up_reads.inc();
         }
-        Ok(fence)
+        let answer = read.await;
+        if let Ok(mut last) = self.last_read.lock() {
+            *last = Some((began, answer.clone()));
+        }
+        answer
     }
 
-    /// How many catch-ups' quorum reads have answered.
+    /// The answer of the last catch-up read, if it began after `since`.
+    fn answer_since(&self, since: std::time::Instant) -> Option<Result<i64, StoreError>> {
+        match &*self.last_read.lock().ok()? {
+            Some((began, answer)) if *began > since => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    /// How many catch-ups' quorum reads have been made.
     pub fn catch_up_reads(&self) -> u64 {
         self.reads_done.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -609,7 +623,8 @@ mod tests {
 
     /// A catch-up never takes the answer of a read begun before it came (it could miss a
     /// change acknowledged just before), and takes that of one begun after, without reading:
-    /// one another caller began while it waited, or its own call's earlier one.
+    /// one another caller began while it waited, or its own call's earlier one; a failure
+    /// too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catch_ups_share_only_reads_begun_after_they_came() {
         let follow = Follow::new(0);
@@ -631,7 +646,7 @@ mod tests {
             }
         });
         // The first read is under way (it holds the turn) before the others come.
-        while follow.reads.try_lock().is_ok() {
+        while follow.reading.try_lock().is_ok() {
             tokio::task::yield_now().await;
         }
         let spawn = |answer: i64| {
@@ -649,5 +664,17 @@ mod tests {
         // Came while the first ran too, and waited while the second (begun after it) ran.
         assert_eq!(third.await.unwrap().unwrap(), 9);
         assert_eq!(follow.catch_up_reads(), 3);
+
+        // A read that fails fails the catch-ups it serves, at once; a caller come after it
+        // reads again.
+        let came = now();
+        let down = || async { Err(StoreError("etcd out of reach".into())) };
+        assert!(follow.fresh_fence(came, down()).await.is_err());
+        assert!(follow.fresh_fence(came, async { Ok(13) }).await.is_err());
+        assert_eq!(
+            follow.fresh_fence(now(), async { Ok(13) }).await.unwrap(),
+            13
+        );
+        assert_eq!(follow.catch_up_reads(), 5);
     }
 }

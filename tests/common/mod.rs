@@ -7,6 +7,7 @@
 pub mod batches;
 pub mod console;
 pub mod device;
+pub mod lag;
 
 use keyhaven::api::reason_of;
 use keyhaven::client::{Client, ClientCredentials, ClientTls};
@@ -118,6 +119,8 @@ pub struct TestDaemon {
     pub client_tls: ClientTls,
     /// The etcd the store lives on (`Backend::SealedOnEtcd`), stopped with the daemon.
     pub etcd: Option<etcd::EtcdProcess>,
+    /// Between a joined daemon and etcd ([`TestDaemon::join_lagging`]), stopped after it.
+    lagging: Vec<lag::LaggingProxy>,
 }
 
 impl TestDaemon {
@@ -221,6 +224,7 @@ impl TestDaemon {
             client,
             client_tls,
             etcd,
+            lagging: Vec::new(),
         }
     }
 
@@ -228,6 +232,29 @@ impl TestDaemon {
     /// holding only what a joining daemon is given, the same credentials, the same clock.
     #[cfg(feature = "etcd")]
     pub async fn join(&self) -> TestDaemon {
+        self.join_through(Vec::new()).await
+    }
+
+    /// [`Self::join`], the new daemon reaching etcd over a slow network: everything etcd
+    /// sends it comes `lag` late ([`lag::LaggingProxy`]), its change feed among it.
+    #[cfg(feature = "etcd")]
+    pub async fn join_lagging(&self, lag: std::time::Duration) -> TestDaemon {
+        let keyhaven::server::StoreSettings::Etcd(settings) = &self.config.store else {
+            panic!("join_lagging: the daemon's store is not on etcd");
+        };
+        let mut proxies = Vec::new();
+        for endpoint in &settings.endpoints {
+            let address = endpoint
+                .trim_start_matches("http://")
+                .parse()
+                .unwrap_or_else(|_| panic!("join_lagging: a plain http endpoint: {endpoint}"));
+            proxies.push(lag::LaggingProxy::start(address, lag));
+        }
+        self.join_through(proxies).await
+    }
+
+    #[cfg(feature = "etcd")]
+    async fn join_through(&self, lagging: Vec<lag::LaggingProxy>) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temporary directory");
         keyhaven::server::join_data_dir(
             dir.path(),
@@ -238,6 +265,14 @@ impl TestDaemon {
         let mut config = self.config.clone();
         config.data_dir = dir.path().to_path_buf();
         config.audit_log = dir.path().join("audit").join("audit.log");
+        if let keyhaven::server::StoreSettings::Etcd(settings) = &mut config.store
+            && !lagging.is_empty()
+        {
+            settings.endpoints = lagging
+                .iter()
+                .map(|proxy| format!("http://{}", proxy.address))
+                .collect();
+        }
         let daemon = Daemon::start(
             config.clone(),
             SecretString::new(PASSPHRASE.into()),
@@ -267,6 +302,7 @@ impl TestDaemon {
             client,
             client_tls: self.client_tls.clone(),
             etcd: None,
+            lagging,
         }
     }
 
@@ -349,6 +385,24 @@ impl TestDaemon {
     /// Where the daemon serves `/metrics`, if configured.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.daemon().metrics_addr()
+    }
+
+    /// The root's AWS_* settings for the daemon's AWS door (which must listen).
+    pub fn aws_root_environment(&self) -> Vec<(String, String)> {
+        let aws = self.aws_addr().expect("the AWS door listens");
+        vec![
+            ("AWS_ENDPOINT_URL".into(), format!("http://{aws}")),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                self.credentials.access_key_id.clone(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.credentials.secret_access_key.expose().clone(),
+            ),
+            ("AWS_REGION".into(), self.config.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), self.config.region.clone()),
+        ]
     }
 
     /// How many quorum reads the daemon's catch-ups with a shared store have made.

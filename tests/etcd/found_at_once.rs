@@ -3,13 +3,18 @@
 
 use super::*;
 
+/// How late daemon b hears what etcd sends it (its change feed among it): every call made to
+/// it right after a change made through a finds its view behind, so only catching up with
+/// the store finds the change at once.
+const LAG: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A ciphertext one daemon answers decrypts on another at once, even under a key or a
 /// version the other has not heard of yet: it catches up with the store rather than refuse
 /// a genuine ciphertext as invalid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_ciphertext_decrypts_on_another_daemon_at_once() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
-    let b = a.join().await;
+    let b = a.join_lagging(LAG).await;
     for round in 0..15u32 {
         // A key B may not have heard of, and a version B may not have heard of.
         let key = a.create_key("fresh").await.key_id;
@@ -47,7 +52,7 @@ async fn a_fresh_ciphertext_decrypts_on_another_daemon_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_daemon_just_made_is_found_at_once_through_another() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
-    let b = a.join().await;
+    let b = a.join_lagging(LAG).await;
     let root = format!("arn:aws:iam::{}:root", a.account_id);
     for round in 0..15u32 {
         let key = a.create_key("fresh").await.key_id;
@@ -135,7 +140,7 @@ async fn grant_on(
 async fn principals_grants_and_shared_keys_one_daemon_just_made_are_found_at_once_through_another()
 {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
-    let b = a.join().await;
+    let b = a.join_lagging(LAG).await;
     let (account, credentials) = a.create_account("partner").await;
     let member_id = account.id;
     let partner = b.client_with(credentials).await;
@@ -294,7 +299,7 @@ async fn create_user_on(d: &TestDaemon, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_key_one_daemon_just_made_signs_at_once_for_another() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
-    let b = a.join().await;
+    let b = a.join_lagging(LAG).await;
     let authority = b.endpoint().trim_start_matches("http://").to_owned();
     for round in 0..10u32 {
         // Connected first, so that the call follows the access key at once.
@@ -359,8 +364,9 @@ async fn until_served(what: &str, client: &keyhaven::client::Client) {
 /// All the catch-ups of one call are served by its first quorum read: a member account's
 /// Decrypt of a ciphertext naming a key never made misses twice (which account holds the
 /// key, then the key itself) and costs one read, as does a batch of such ciphertexts each
-/// naming another key. What could never have been made (an unreadable ciphertext, a grant id
-/// of another form) costs none. Each call is answered as before.
+/// naming another key, and ciphertexts naming a real key at versions never made, alone or
+/// in a batch. What could never have been made (an unreadable ciphertext, a grant id of
+/// another form) costs none. Each call is answered as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
@@ -413,6 +419,34 @@ async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store()
     }
     assert_eq!(reads() - before, 1, "a batch of four forged ciphertexts");
 
+    // The real key, at versions never made, asked by a caller allowed to use it: the key is
+    // known, its version is not.
+    let unmade = |version: u32| {
+        let mut unmade = blob.clone();
+        unmade[17..21].copy_from_slice(&version.to_be_bytes());
+        unmade
+    };
+    let before = reads();
+    assert_refused(
+        decrypt(&b.client, unmade(9)).await,
+        tonic::Code::InvalidArgument,
+        "InvalidCiphertextException",
+    );
+    assert_eq!(reads() - before, 1, "a Decrypt of a version never made");
+    let before = reads();
+    let items = (10..14)
+        .map(|version| common::batches::decrypt_item(&unmade(version), &[]))
+        .collect();
+    let results = common::batches::decrypt_batch(&b.client, items)
+        .await
+        .expect("DecryptBatch");
+    assert!(results.iter().all(|r| {
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.reason == "InvalidCiphertextException")
+    }));
+    assert_eq!(reads() - before, 1, "a batch of four versions never made");
+
     let before = reads();
     assert_refused(
         decrypt(&partner, b"not a ciphertext".to_vec()).await,
@@ -432,4 +466,28 @@ async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store()
         .expect("Decrypt")
         .into_inner();
     assert_eq!(opened.plaintext.to_vec(), b"x".to_vec());
+}
+
+/// The same through the AWS door, driven by boto3: a user made through daemon a's door is
+/// at once a grantee of CreateGrant and the principal of SimulatePrincipalPolicy through
+/// b's. The door keeps no record of signatures, so such a call writes nothing before it
+/// judges (a call of the gRPC door that may change state remembers its signature in the
+/// store first, and the write brings the daemon's view up to date with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_one_daemon_just_made_is_found_at_once_through_anothers_aws_door() {
+    let a = TestDaemon::start_with(Backend::SealedOnEtcd, |config| {
+        config.set_aws_listen("127.0.0.1:0").expect("aws_listen");
+    })
+    .await;
+    let b = a.join_lagging(LAG).await;
+    let key = a.create_key("granted").await;
+    let endpoint = |d: &TestDaemon| format!("http://{}", d.aws_addr().expect("the AWS door"));
+    let mut environment = a.aws_root_environment();
+    environment.extend([
+        ("A_ENDPOINT".into(), endpoint(&a)),
+        ("B_ENDPOINT".into(), endpoint(&b)),
+        ("KEY_ID".into(), key.key_id.clone()),
+        ("KEY_ARN".into(), key.arn.clone()),
+    ]);
+    common::run_aws_script("aws_found_at_once.py", environment, "found at once").await;
 }

@@ -189,7 +189,7 @@ impl AwsDoor {
                 .headers
                 .get(crate::api::APPROVAL_ID_HEADER)
                 .map(|v| v.to_str().unwrap_or("?").to_owned()),
-            asked: call.started(),
+            asked: call.asked(),
         };
         let result = if parts.method != http::Method::POST || parts.uri.path() != "/" {
             Err(ApiError::new(

@@ -446,7 +446,7 @@ impl ConsoleDoor {
             approval_id: headers
                 .get(crate::api::APPROVAL_ID_HEADER)
                 .map(|v| v.to_str().unwrap_or("?").to_owned()),
-            asked: call.started(),
+            asked: call.asked(),
         };
         let result = match route {
             Route::Kms => aws::run_json(&self.accounts, &context, &target, &body).await,

@@ -192,11 +192,13 @@ impl KeyService {
                 ));
             }
         }
-        // The call heard of the ciphertext's key before it was authorised
-        // (`hear_of_key_version`); a version still unknown now reads the store again.
-        let (entry, record) = self
-            .entry_for_version(Instant::now(), parsed.key_id, parsed.key_version)
-            .await?;
+        // On what this daemon has heard of: on a store other daemons write, the call has
+        // heard of the ciphertext's key and version before it was authorised
+        // (`hear_of_key_version`).
+        let entry = self
+            .entry_by_id(parsed.key_id)?
+            .ok_or(KeyError::InvalidCiphertext)?;
+        let record = entry.record();
         if record.state == KeyState::Deleted {
             return Err(KeyError::InvalidCiphertext);
         }
@@ -232,51 +234,22 @@ impl KeyService {
         })
     }
 
-    /// Waits, on a store other daemons write, until this daemon has heard of key `id` and its
-    /// `version` (a ciphertext names them), when it has not yet (see `entry_for_version`):
-    /// before a ciphertext's key is authorised. A key still unknown then is left to the call
-    /// to refuse. `asked`: when the call came (see [`Self::hear_of`]).
-    pub async fn hear_of_key_version(
-        &self,
-        asked: Instant,
-        id: Uuid,
-        version: u32,
-    ) -> Result<(), KeyError> {
-        match self.entry_for_version(asked, id, version).await {
-            Ok(_) | Err(KeyError::InvalidCiphertext) => Ok(()),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// The key a ciphertext names, and its record. On a store other daemons write, a key or a
-    /// version this daemon has not heard of yet is looked for again once its view has caught
-    /// up with the store: a ciphertext another daemon has just answered (under a key it just
-    /// made, or a version it just rotated to) decrypts here too. `asked`: when the call came.
-    async fn entry_for_version(
-        &self,
-        asked: Instant,
-        id: Uuid,
-        version: u32,
-    ) -> Result<(Arc<KeyEntry>, Arc<KeyRecord>), KeyError> {
-        let known = || {
-            Ok::<_, KeyError>(self.entry_by_id(id)?.map(|entry| {
-                let record = entry.record();
-                (entry, record)
-            }))
-        };
-        match known()? {
-            Some((entry, record)) if record.version(version).is_some() => {
-                return Ok((entry, record));
-            }
+    /// Waits, on a store other daemons write, until this daemon's view has caught up with the
+    /// store, when it has not heard of key `id` or of its `version` (a ciphertext names them):
+    /// a ciphertext another daemon has just answered (under a key it just made, or a version it
+    /// just rotated to) then decrypts here too. Called before a ciphertext's key is authorised
+    /// ([`Self::decrypt`] judges on what this daemon has heard of); a key or version still
+    /// unknown after is left to the call to refuse. `asked`: when the call came (see
+    /// [`Self::hear_of`]).
+    pub async fn hear_of_key_version(&self, asked: Instant, id: Uuid, version: u32) {
+        self.hear_of(asked, |keys| match keys.entry_by_id(id) {
             // A version older than the key's current one that it lacks was never made.
-            Some((entry, record)) if version <= record.current_version() => {
-                return Ok((entry, record));
-            }
-            _ => {}
-        }
-        // Nothing to wait for on a store no other daemon writes.
-        self.store.catch_up_since(asked).await?;
-        known()?.ok_or(KeyError::InvalidCiphertext)
+            Ok(Some(entry)) => version <= entry.record().current_version(),
+            Ok(None) => false,
+            // Nothing to wait for: the call meets the same failure when it is judged.
+            Err(_) => true,
+        })
+        .await;
     }
 
     /// ReEncrypt: decrypts and encrypts again inside the daemon; returns the new blob, the
