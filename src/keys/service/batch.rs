@@ -114,15 +114,14 @@ impl KeyService {
             return seals
                 .iter()
                 .map(|(index, seal)| {
-                    let started = std::time::Instant::now();
-                    let sealed = keystore.encrypt(
-                        seal.material,
-                        &seal.nonce,
-                        &seal.aad,
-                        items[*index].plaintext,
-                    );
-                    observe_keystore(keystore.name(), "encrypt", started);
-                    sealed.map_err(|e| keystore_error(keystore.name(), e))
+                    in_place(&**keystore, "encrypt", |k| {
+                        k.encrypt(
+                            seal.material,
+                            &seal.nonce,
+                            &seal.aad,
+                            items[*index].plaintext,
+                        )
+                    })
                 })
                 .collect();
         }

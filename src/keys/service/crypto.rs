@@ -137,10 +137,9 @@ impl KeyService {
             })
             .await?
         } else {
-            let started = std::time::Instant::now();
-            let sealed = keystore.encrypt(material, &nonce, &aad, plaintext);
-            observe_keystore(keystore.name(), "encrypt", started);
-            sealed.map_err(|e| keystore_error(keystore.name(), e))?
+            in_place(&*keystore, "encrypt", |k| {
+                k.encrypt(material, &nonce, &aad, plaintext)
+            })?
         };
         Ok(CiphertextBlob::assemble(
             material.key_id,
@@ -223,10 +222,9 @@ impl KeyService {
             })
             .await?
         } else {
-            let started = std::time::Instant::now();
-            let opened = keystore.decrypt(material, &nonce, &aad, parsed.sealed);
-            observe_keystore(keystore.name(), "decrypt", started);
-            opened.map_err(|e| keystore_error(keystore.name(), e))?
+            in_place(&*keystore, "decrypt", |k| {
+                k.decrypt(material, &nonce, &aad, parsed.sealed)
+            })?
         };
         Ok(Decrypted {
             key_id: record.id,

@@ -414,12 +414,30 @@ fn keystore_error(store: &str, error: KeyStoreError) -> KeyError {
     }
 }
 
-fn observe_keystore(keystore: &str, operation: &str, started: std::time::Instant) {
+/// The answer of a keystore call begun at `started`: its time observed, its error mapped.
+fn keystore_answer<T>(
+    keystore: &str,
+    operation: &str,
+    started: Instant,
+    answer: Result<T, KeyStoreError>,
+) -> Result<T, KeyError> {
     if let Some(m) = crate::metrics::metrics() {
         m.keystore_seconds
             .with_label_values(&[keystore, operation])
             .observe(started.elapsed().as_secs_f64());
     }
+    answer.map_err(|e| keystore_error(keystore, e))
+}
+
+/// A keystore call made on the calling thread (the keystore does not block): it may borrow
+/// what a call on another thread would have to copy (a plaintext, a ciphertext).
+fn in_place<T>(
+    keystore: &dyn KeyStore,
+    operation: &'static str,
+    call: impl FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError>,
+) -> Result<T, KeyError> {
+    let started = Instant::now();
+    keystore_answer(keystore.name(), operation, started, call(keystore))
 }
 
 fn page_limit(limit: u32) -> Result<usize, KeyError> {
@@ -761,8 +779,8 @@ impl KeyService {
         T: Send + 'static,
         F: FnOnce(&dyn KeyStore) -> Result<T, KeyStoreError> + Send + 'static,
     {
-        let started = std::time::Instant::now();
-        let result = if let Some(bounded) = keystore.deadline() {
+        let started = Instant::now();
+        let answer = if let Some(bounded) = keystore.deadline() {
             bounded.run(operation, generates, call).await
         } else if keystore.blocks() {
             let keystore = keystore.clone();
@@ -770,10 +788,9 @@ impl KeyService {
                 .await
                 .map_err(|e| KeyError::Internal(format!("keystore task: {e}")))?
         } else {
-            call(&**keystore)
+            return in_place(&**keystore, operation, call);
         };
-        observe_keystore(keystore.name(), operation, started);
-        result.map_err(|e| keystore_error(keystore.name(), e))
+        keystore_answer(keystore.name(), operation, started, answer)
     }
 
     /// As [`KeyService::on_keystore`], for a call that takes long even where the keystore does
@@ -793,21 +810,19 @@ impl KeyService {
     {
         if heavy && let Some(bounded) = keystore.deadline() {
             // A device's RSA key pair: a longer deadline than other device calls.
-            let started = std::time::Instant::now();
-            let result = bounded.run_slow(operation, generates, call).await;
-            observe_keystore(keystore.name(), operation, started);
-            return result.map_err(|e| keystore_error(keystore.name(), e));
+            let started = Instant::now();
+            let answer = bounded.run_slow(operation, generates, call).await;
+            return keystore_answer(keystore.name(), operation, started, answer);
         }
         if !heavy || keystore.blocks() || keystore.deadline().is_some() {
             return self.on_keystore(keystore, operation, generates, call).await;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let owned = keystore.clone();
-        let result = tokio::task::spawn_blocking(move || call(&*owned))
+        let answer = tokio::task::spawn_blocking(move || call(&*owned))
             .await
             .map_err(|e| KeyError::Internal(format!("keystore task: {e}")))?;
-        observe_keystore(keystore.name(), operation, started);
-        result.map_err(|e| keystore_error(keystore.name(), e))
+        keystore_answer(keystore.name(), operation, started, answer)
     }
 
     /// Holds a key this daemon just created, unless another daemon's change to it was heard
