@@ -24,8 +24,13 @@ use crate::auth::{
 use crate::clock::{Clock, UnixSeconds};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::Code;
+
+/// How long a call presenting credentials this daemon had not heard of waits, once it has
+/// caught up with a shared store, for member accounts another daemon made to be opened here
+/// (their credentials come with them).
+const OPENING_WAIT: Duration = Duration::from_secs(5);
 
 /// Which front door a call came through; named in its audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,6 +457,9 @@ impl CallInFlight {
             && self.may_catch_up()
             && credentials.store().catch_up_after_a_miss(self.asked).await
         {
+            // The credentials of an account another daemon has just made come once it is
+            // opened here.
+            self.gateway.credentials.openings_done(OPENING_WAIT).await;
             credentials = self.gateway.credentials.for_authorization(authorization);
             accepted = credentials.authenticate_request(&request);
         }
@@ -556,6 +564,7 @@ impl CallInFlight {
                 .catch_up_after_a_miss(self.asked)
                 .await
         {
+            credentials.openings_done(OPENING_WAIT).await;
             authenticated = authenticate(certificate);
         }
         let caller = match authenticated {

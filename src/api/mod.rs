@@ -77,7 +77,7 @@ pub(crate) fn call_context<T>(request: &tonic::Request<T>) -> Result<CallContext
     })
 }
 
-/// When a gRPC call came, as its gateway saw it (the auth layer attaches it to the request
-/// beside the caller): [`CallContext::asked`].
+/// When a gRPC call came, whole (its request read), as its gateway saw it: the auth layer
+/// attaches it to the request beside the caller ([`CallContext::asked`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Asked(pub std::time::Instant);

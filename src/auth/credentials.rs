@@ -359,6 +359,24 @@ impl CredentialStore {
         region: &str,
         account_id: &str,
     ) -> Result<Self, StoreError> {
+        let from = clock.now();
+        Self::open_from(master, store, clock, partition, region, account_id, from)
+    }
+
+    /// [`Self::open`] for a run of the daemon that began serving at `from`, earlier: a member
+    /// account another daemon made, opened while this daemon serves. This run accepted no
+    /// call for it before, so signatures dated from `from` on are accepted (those stored from
+    /// then on are read into the replay cache): a call signed as the account was being made
+    /// is not refused as dated before the daemon started.
+    pub fn open_from(
+        master: Arc<MasterKey>,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        partition: &str,
+        region: &str,
+        account_id: &str,
+        from: UnixSeconds,
+    ) -> Result<Self, StoreError> {
         let mut keys = HashMap::new();
         for (name, value) in store.scan(CREDENTIAL_PREFIX, None, usize::MAX)? {
             let label = String::from_utf8_lossy(&name).into_owned();
@@ -371,7 +389,7 @@ impl CredentialStore {
         // The signatures of state changes made before a restart are still refused: those
         // stored, by the replay cache; the others, on their date.
         let until = seen::accepted_until(&store)?;
-        let now = seen::first_second(until, clock.now());
+        let now = seen::first_second(until, from);
         let replay = seen::load(&store, now)?;
         let certificates = CertificateBindings::open(store.clone())?;
         let mfa = MfaDevices::open(
@@ -398,6 +416,12 @@ impl CredentialStore {
             certificates,
             mfa,
         })
+    }
+
+    /// When this run of the daemon began accepting signatures for the account (see
+    /// [`Self::open_from`]).
+    pub fn started(&self) -> UnixSeconds {
+        self.started
     }
 
     /// The account's virtual MFA devices.

@@ -13,6 +13,9 @@ use std::sync::{Arc, RwLock};
 pub struct CredentialDirectory {
     management: Arc<CredentialStore>,
     members: RwLock<HashMap<String, Arc<CredentialStore>>>,
+    /// How many member accounts another daemon made are being opened here now: their
+    /// credentials are not in the directory yet.
+    opening: tokio::sync::watch::Sender<usize>,
 }
 
 impl CredentialDirectory {
@@ -20,6 +23,7 @@ impl CredentialDirectory {
         let directory = Arc::new(Self {
             management,
             members: RwLock::new(HashMap::new()),
+            opening: tokio::sync::watch::Sender::new(0),
         });
         directory.guard(&directory.management);
         directory
@@ -60,6 +64,26 @@ impl CredentialDirectory {
         if let Ok(mut members) = self.members.write() {
             members.insert(credentials.account_id().to_owned(), credentials);
         }
+    }
+
+    /// A member account another daemon made is being opened: its credentials come with
+    /// [`Self::add_member`]; [`Self::opened`] when its opening has ended, either way.
+    pub fn opening(&self) {
+        self.opening.send_modify(|count| *count += 1);
+    }
+
+    /// An opening [`Self::opening`] announced has ended.
+    pub fn opened(&self) {
+        self.opening
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+
+    /// Waits, up to `limit`, until no member account is being opened: a call presenting
+    /// credentials of an account another daemon has just made (heard of by catching up) is
+    /// then judged with them here.
+    pub async fn openings_done(&self, limit: std::time::Duration) {
+        let mut count = self.opening.subscribe();
+        let _ = tokio::time::timeout(limit, count.wait_for(|count| *count == 0)).await;
     }
 
     /// The credentials of `account`, if the daemon serves it.

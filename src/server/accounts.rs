@@ -13,7 +13,7 @@ use crate::approval::Approvals;
 use crate::audit::AuditLog;
 use crate::auth::{CredentialDirectory, CredentialStore};
 use crate::background::Background;
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixSeconds};
 use crate::iam::IamService;
 use crate::keys::{KeyService, KeyServiceConfig, spawn_scheduler};
 use crate::keystore::KeyStore;
@@ -97,26 +97,30 @@ async fn pkcs11_keystores(
 }
 
 /// Opens the services of `account` over `store` (the account's part of the store), its
-/// sealed keyring kept in `keyring_dir` on a store of its own.
+/// sealed keyring kept in `keyring_dir` on a store of its own. `serving_since`: when this
+/// run of the daemon began serving (see [`CredentialStore::open_from`]), for an account
+/// opened after that.
 pub(super) async fn open_account(
     setup: &AccountSetup,
     account: &str,
     store: Arc<Store>,
     keyring_dir: &Path,
     accounts: &Arc<Accounts>,
+    serving_since: Option<UnixSeconds>,
 ) -> Result<AccountServices, ServerError> {
     let config = &setup.config;
     crate::auth::wait_past_accepted(&store, setup.clock.as_ref())
         .await
         .map_err(|e| ServerError::Start(e.to_string()))?;
     let credentials = Arc::new(
-        CredentialStore::open(
+        CredentialStore::open_from(
             setup.master.clone(),
             store.clone(),
             setup.clock.clone(),
             &config.partition,
             &config.region,
             account,
+            serving_since.unwrap_or_else(|| setup.clock.now()),
         )
         .map_err(|e| ServerError::Start(e.to_string()))?
         .with_accepted_hosts(config.accepted_hosts.clone()),
@@ -224,8 +228,19 @@ impl Members {
         make_durable_dir(&dir)?;
         let scope = member_scope(account);
         let store = Arc::new(self.store.scoped(&scope));
-        let services =
-            Arc::new(open_account(&self.setup, account, store, &dir, &self.accounts).await?);
+        // The management account's credentials were opened when this run began serving.
+        let serving_since = Some(self.credentials.management().started());
+        let services = Arc::new(
+            open_account(
+                &self.setup,
+                account,
+                store,
+                &dir,
+                &self.accounts,
+                serving_since,
+            )
+            .await?,
+        );
         let config = &self.setup.config;
         let auditor = scheduled_task_auditor(
             self.audit.clone(),
@@ -306,12 +321,16 @@ impl Members {
                 }
                 continue;
             }
+            // Announced before the view moves past the change: a call that caught up with the
+            // store waits for the account's credentials (see `CredentialDirectory`).
+            self.credentials.opening();
             let members = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = members.start(&account.id).await {
                     tracing::error!(%error, account = %account.id,
                         "cannot serve a member account another daemon made");
                 }
+                members.credentials.opened();
                 if let Ok(mut starting) = members.starting.lock() {
                     starting.remove(&account.id);
                 }

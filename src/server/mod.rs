@@ -260,6 +260,7 @@ impl Daemon {
                 store.clone(),
                 &config.data_dir,
                 &accounts,
+                None,
             )
             .await?,
         );

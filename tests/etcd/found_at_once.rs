@@ -491,3 +491,26 @@ async fn a_user_one_daemon_just_made_is_found_at_once_through_anothers_aws_door(
     ]);
     common::run_aws_script("aws_found_at_once.py", environment, "found at once").await;
 }
+
+/// An account one daemon has just made is served at once by another: its root's first call
+/// through b, right after CreateAccount answered through a, is authenticated and answered.
+/// Daemon b catches up with the store (it has not heard of the root's access key), hears of
+/// the account, and waits for it to be opened before judging the credentials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_one_daemon_just_made_is_served_at_once_by_another() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join_lagging(LAG).await;
+    for round in 0..3u32 {
+        let (account, credentials) = a.create_account(&format!("partner-{round}")).await;
+        let partner = b.client_with(credentials).await;
+        let whoami = partner
+            .iam()
+            .get_caller_identity(
+                partner.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: the new account's root on b: {s:?}"))
+            .into_inner();
+        assert_eq!(whoami.account, account.id, "round {round}");
+    }
+}
