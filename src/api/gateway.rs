@@ -457,11 +457,16 @@ impl CallInFlight {
             && self.may_catch_up()
             && credentials.store().catch_up_after_a_miss(self.asked).await
         {
-            // The credentials of an account another daemon has just made come once it is
-            // opened here.
-            self.gateway.credentials.openings_done(OPENING_WAIT).await;
             credentials = self.gateway.credentials.for_authorization(authorization);
             accepted = credentials.authenticate_request(&request);
+            // The credentials of an account another daemon has just made come once it is
+            // opened here.
+            if matches!(accepted, Err(AuthError::UnknownAccessKey(_)))
+                && self.gateway.credentials.openings_done(OPENING_WAIT).await
+            {
+                credentials = self.gateway.credentials.for_authorization(authorization);
+                accepted = credentials.authenticate_request(&request);
+            }
         }
         let (caller, used) = match accepted {
             Ok(accepted) => accepted,
@@ -564,8 +569,12 @@ impl CallInFlight {
                 .catch_up_after_a_miss(self.asked)
                 .await
         {
-            credentials.openings_done(OPENING_WAIT).await;
             authenticated = authenticate(certificate);
+            if matches!(authenticated, Err(AuthError::UnknownCertificate(_)))
+                && credentials.openings_done(OPENING_WAIT).await
+            {
+                authenticated = authenticate(certificate);
+            }
         }
         let caller = match authenticated {
             Ok(caller) => caller,

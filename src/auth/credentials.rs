@@ -306,10 +306,11 @@ pub struct CredentialStore {
     /// Serialises changes (so the per-user limit holds under concurrency).
     gate: tokio::sync::Mutex<()>,
     replay: ReplayCache,
-    /// When this run of the daemon opened its credentials (or, after a restart within the
-    /// second an earlier run accepted calls in, the second after): signatures dated earlier
-    /// are refused, since only the stored ones (reads and changes dated ahead, every change on
-    /// a shared store) outlive a restart.
+    /// When this run of the daemon began serving (or, after a restart within the second an
+    /// earlier run accepted calls in, the second after): signatures dated earlier are
+    /// refused, since only the stored ones (reads and changes dated ahead, every change on a
+    /// shared store) outlive a restart. A member account opened later takes the run's start
+    /// too ([`Self::open_from`]).
     started: UnixSeconds,
     /// On a store one daemon writes: the latest second up to which this run accepted a call
     /// that may change state without storing its signature (see `seen`).
@@ -363,11 +364,12 @@ impl CredentialStore {
         Self::open_from(master, store, clock, partition, region, account_id, from)
     }
 
-    /// [`Self::open`] for a run of the daemon that began serving at `from`, earlier: a member
-    /// account another daemon made, opened while this daemon serves. This run accepted no
-    /// call for it before, so signatures dated from `from` on are accepted (those stored from
-    /// then on are read into the replay cache): a call signed as the account was being made
-    /// is not refused as dated before the daemon started.
+    /// [`Self::open`] for a run of the daemon that began serving at `from`: a member account,
+    /// opened after the management account (at start, or while the daemon serves, when it has
+    /// been made since). This run accepted no call for it before, so signatures dated from
+    /// `from` on are accepted, and those stored from then on are read into the replay cache
+    /// (here, and again once the account is open: see [`Self::heard`]). A call signed as the
+    /// account was being made is not refused as dated before the daemon started.
     pub fn open_from(
         master: Arc<MasterKey>,
         store: Arc<Store>,
@@ -845,6 +847,19 @@ impl CredentialStore {
             }
         };
         let now = self.clock.now();
+        // What other daemons stored while this one could not hear it (its account being
+        // opened, or the store's history read again): the signatures they accepted since this
+        // run began, which a replay to this daemon must meet.
+        if everything
+            && let Err(error) = seen::load_into(
+                &self.store,
+                self.started.max(now.saturating_sub(MAX_SKEW_SECONDS)),
+                now,
+                &self.replay,
+            )
+        {
+            tracing::error!(%error, "cannot read the stored signatures again");
+        }
         if (everything || names.iter().any(|n| MfaDevices::holds(n)))
             && let Err(error) = self.mfa.reload()
         {

@@ -80,10 +80,14 @@ impl CredentialDirectory {
 
     /// Waits, up to `limit`, until no member account is being opened: a call presenting
     /// credentials of an account another daemon has just made (heard of by catching up) is
-    /// then judged with them here.
-    pub async fn openings_done(&self, limit: std::time::Duration) {
+    /// then judged with them here. Whether any was being opened (worth looking again).
+    pub async fn openings_done(&self, limit: std::time::Duration) -> bool {
         let mut count = self.opening.subscribe();
+        if *count.borrow_and_update() == 0 {
+            return false;
+        }
         let _ = tokio::time::timeout(limit, count.wait_for(|count| *count == 0)).await;
+        true
     }
 
     /// The credentials of `account`, if the daemon serves it.

@@ -212,6 +212,30 @@ pub(super) struct Members {
     pub opening: tokio::sync::Mutex<()>,
 }
 
+/// A member account another daemon made, being opened here: announced to the credential
+/// directory while it lasts, and no longer once it has ended, however it ends (opened,
+/// failed, or its task dropped or panicked).
+struct HeardOpening {
+    members: Arc<Members>,
+    account: String,
+}
+
+impl HeardOpening {
+    fn announce(members: Arc<Members>, account: String) -> Self {
+        members.credentials.opening();
+        HeardOpening { members, account }
+    }
+}
+
+impl Drop for HeardOpening {
+    fn drop(&mut self) {
+        if let Ok(mut starting) = self.members.starting.lock() {
+            starting.remove(&self.account);
+        }
+        self.members.credentials.opened();
+    }
+}
+
 impl Members {
     fn keyring_dir(&self, account: &str) -> PathBuf {
         self.setup.config.data_dir.join("accounts").join(account)
@@ -263,16 +287,17 @@ impl Members {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.extend([scheduler, sweeper]);
         }
-        self.credentials.add_member(services.credentials.clone());
-        self.accounts.add(services.operations.clone());
+        // Hears other daemons' changes from here on; what they changed while the services
+        // loaded, before they could hear it, is read now (the signatures they stored among
+        // it), before any call is served for the account.
         if let Ok(mut opened) = self.opened.lock() {
             opened.push((scope.into_bytes(), services.clone()));
         }
-        // What other daemons changed while the services loaded, and before they could hear
-        // it, is read now.
         if self.store.is_shared() {
             services.heard(Changed::All(self.store.view()));
         }
+        self.credentials.add_member(services.credentials.clone());
+        self.accounts.add(services.operations.clone());
         tracing::info!(%account, "member account served");
         Ok(())
     }
@@ -323,16 +348,11 @@ impl Members {
             }
             // Announced before the view moves past the change: a call that caught up with the
             // store waits for the account's credentials (see `CredentialDirectory`).
-            self.credentials.opening();
-            let members = self.clone();
+            let opening = HeardOpening::announce(self.clone(), account.id.clone());
             tokio::spawn(async move {
-                if let Err(error) = members.start(&account.id).await {
-                    tracing::error!(%error, account = %account.id,
+                if let Err(error) = opening.members.start(&opening.account).await {
+                    tracing::error!(%error, account = %opening.account,
                         "cannot serve a member account another daemon made");
-                }
-                members.credentials.opened();
-                if let Ok(mut starting) = members.starting.lock() {
-                    starting.remove(&account.id);
                 }
             });
         }

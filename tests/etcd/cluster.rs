@@ -316,14 +316,80 @@ async fn a_change_sent_to_two_daemons_is_carried_out_once() {
 /// A root client of `d` that addresses it as `kms.cluster.test`, the name a load balancer in
 /// front of the cluster would have.
 async fn balanced(d: &TestDaemon) -> keyhaven::client::Client {
+    balanced_as(d, d.credentials.clone()).await
+}
+
+/// [`balanced`], signed with `credentials`.
+async fn balanced_as(
+    d: &TestDaemon,
+    credentials: keyhaven::client::ClientCredentials,
+) -> keyhaven::client::Client {
     let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
         .unwrap()
         .origin("http://kms.cluster.test".parse().unwrap())
         .connect()
         .await
         .expect("connect");
-    keyhaven::client::Client::from_channel(channel, "kms.cluster.test", d.credentials.clone())
+    keyhaven::client::Client::from_channel(channel, "kms.cluster.test", credentials)
         .with_clock(std::sync::Arc::new(d.clock.clone()))
+}
+
+/// Changes a new member account's root made through daemon a while daemon b was opening the
+/// account (b reaches etcd over a slow network, so its opening takes a while) are refused by
+/// b as replays afterwards: the signatures other daemons stored while an account was being
+/// opened are read again once it is open. Each was carried out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_another_daemon_opens_an_account_are_refused_there_as_replays() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    // Opening an account reads the store some fifty times in turn: about a second here.
+    let b = a.join_lagging(std::time::Duration::from_millis(20)).await;
+    let (_, credentials) = a.create_account("partner").await;
+    let (on_a, on_b) = (
+        balanced_as(&a, credentials.clone()).await,
+        balanced_as(&b, credentials).await,
+    );
+    let mut captured = Vec::new();
+    for n in 0..20 {
+        let request = on_a.signed(
+            "CreateKey",
+            v1::CreateKeyRequest {
+                description: format!("made while b opens the account, {n}"),
+                ..Default::default()
+            },
+        );
+        let mut copy = tonic::Request::new(request.get_ref().clone());
+        *copy.metadata_mut() = request.metadata().clone();
+        captured.push(copy);
+        on_a.kms()
+            .create_key(request)
+            .await
+            .expect("CreateKey on a");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    within("b serves the account", || async {
+        on_b.kms()
+            .list_keys(on_b.signed("ListKeys", v1::ListKeysRequest::default()))
+            .await
+            .is_ok()
+    })
+    .await;
+    for (n, replayed) in captured.into_iter().enumerate() {
+        let refused = on_b.kms().create_key(replayed).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|s| s.message().contains("replayed")),
+            "change {n} replayed to b: {refused:?}"
+        );
+    }
+    let listed = on_b
+        .kms()
+        .list_keys(on_b.signed("ListKeys", v1::ListKeysRequest::default()))
+        .await
+        .expect("ListKeys on b")
+        .into_inner()
+        .keys;
+    assert_eq!(listed.len(), 20, "each change carried out once");
 }
 
 /// The scheduler runs on one daemon of the prefix (its leader, an etcd lease): a deletion

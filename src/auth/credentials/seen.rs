@@ -110,8 +110,21 @@ pub async fn wait_past_accepted(store: &Store, clock: &dyn Clock) -> Result<(), 
 /// heavy traffic the scan starts past the many dated earlier.
 pub(super) fn load(store: &Store, now: UnixSeconds) -> Result<ReplayCache, StoreError> {
     let replay = ReplayCache::default();
+    load_into(store, now, now, &replay)?;
+    Ok(replay)
+}
+
+/// Adds to `replay` the stored signatures dated from `from` on (`now`: the clock, for what
+/// has gone stale): [`load`], and the signatures other daemons stored while this one could
+/// not hear them (an account being opened; the store's history read again).
+pub(super) fn load_into(
+    store: &Store,
+    from: UnixSeconds,
+    now: UnixSeconds,
+    replay: &ReplayCache,
+) -> Result<(), StoreError> {
     let mut after = seen_name(
-        now.saturating_add(MAX_SKEW_SECONDS).saturating_sub(1),
+        from.saturating_add(MAX_SKEW_SECONDS).saturating_sub(1),
         &[0xff; 32],
     );
     loop {
@@ -123,7 +136,7 @@ pub(super) fn load(store: &Store, now: UnixSeconds) -> Result<ReplayCache, Store
         }
         match page.last() {
             Some((name, _)) if page.len() == SEEN_SWEEP => after = name.clone(),
-            _ => return Ok(replay),
+            _ => return Ok(()),
         }
     }
 }
