@@ -2,8 +2,8 @@
 //! `tests/etcd/setup.sh`), real daemons and the real `keyhaven` binary. The behavioural suite
 //! runs on etcd too (`tests/conformance.rs`, instance `etcd`); this target holds what is
 //! particular to etcd, by concern: one daemon's store (`store`), the binary's commands
-//! (`tools`), several daemons on one prefix (`cluster`), and what one daemon made found at
-//! once through another (`found_at_once`). Helpers more than one of them use are here.
+//! (`tools`), several daemons on one prefix (`cluster`), replays across them (`replays`), and
+//! what one daemon made found at once through another (`found_at_once`). Helpers more than one of them use are here.
 //!
 //! Built with the `etcd` feature only (`cargo test --features etcd --test etcd`; `make test`
 //! runs it): without it the backend is not in the crate.
@@ -14,6 +14,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod found_at_once;
+mod replays;
 mod store;
 mod tools;
 
