@@ -154,3 +154,67 @@ impl CredentialDirectory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::{self, KdfParams};
+    use crate::secret::SecretString;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    /// A call waits for the member accounts being opened, and only while there are some: not
+    /// at all when none is, until the last has ended, and no longer than its limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_waits_for_accounts_being_opened_and_only_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = SecretString::new("directory test".into());
+        let (_, master) = seal::init(dir.path(), &passphrase, KdfParams::MINIMUM, "1", 0).unwrap();
+        let master = Arc::new(master);
+        let backend = crate::store::SledBackend::open(&dir.path().join("store")).unwrap();
+        let barrier = crate::store::Barrier::new(master.record_integrity_key());
+        let store = Arc::new(Store::open(Arc::new(backend), barrier).unwrap());
+        let management = CredentialStore::open(
+            master,
+            store,
+            Arc::new(crate::clock::OffsetClock::new()),
+            "aws",
+            "local",
+            "111122223333",
+        )
+        .unwrap();
+        let directory = CredentialDirectory::new(Arc::new(management));
+        assert!(!directory.openings_done(Duration::from_secs(5)).await);
+
+        directory.opening();
+        directory.opening();
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ending = {
+            let (directory, ended) = (directory.clone(), ended.clone());
+            tokio::spawn(async move {
+                for _ in 0..2 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    directory.opened();
+                }
+            })
+        };
+        assert!(directory.openings_done(Duration::from_secs(30)).await);
+        assert_eq!(
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "waited for both"
+        );
+        ending.await.unwrap();
+        assert!(!directory.openings_done(Duration::from_secs(30)).await);
+
+        // One that never ends holds a call no longer than its limit.
+        directory.opening();
+        let bounded = tokio::time::timeout(
+            Duration::from_secs(30),
+            directory.openings_done(Duration::from_millis(100)),
+        )
+        .await;
+        assert_eq!(bounded, Ok(true));
+    }
+}
