@@ -366,7 +366,7 @@ async fn until_served(what: &str, client: &keyhaven::client::Client) {
 /// key, then the key itself) and costs one read, as does a batch of such ciphertexts each
 /// naming another key, and ciphertexts naming a real key at versions never made, alone or
 /// in a batch. What could never have been made (an unreadable ciphertext, a grant id of
-/// another form) costs none. Each call is answered as before.
+/// another form, listed or retired) costs none. Each call is answered as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
@@ -457,6 +457,19 @@ async fn a_call_naming_what_was_never_made_costs_at_most_one_read_of_the_store()
         grants_listed_on(&b, &key, "not-a-grant-id")
             .await
             .is_empty()
+    );
+    let retire = v1::RetireGrantRequest {
+        key_id: key.clone(),
+        grant_id: "not-a-grant-id".into(),
+        ..Default::default()
+    };
+    assert_refused(
+        b.client
+            .kms()
+            .retire_grant(b.client.signed("RetireGrant", retire))
+            .await,
+        tonic::Code::NotFound,
+        "NotFoundException",
     );
     assert_eq!(reads() - before, 0, "names no daemon could have made");
 

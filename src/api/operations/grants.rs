@@ -253,10 +253,7 @@ impl KmsOperations {
         if !r.grant_id.is_empty() {
             // A grant another daemon has just made is heard of before it is judged missing.
             self.keys
-                .hear_of(call.asked, |keys| {
-                    !crate::keys::KeyService::could_be_grant_id(&r.grant_id)
-                        || keys.grant(record.id, &r.grant_id).is_some()
-                })
+                .hear_of(call.asked, |keys| keys.knows_grant(record.id, &r.grant_id))
                 .await;
         }
         let page = self.keys.list_grants(
@@ -307,7 +304,7 @@ impl KmsOperations {
                 true if r.key_id.is_empty() || r.grant_id.is_empty() => true,
                 true => keys
                     .lookup(&r.key_id, false)
-                    .is_ok_and(|key| keys.grant(key.id, &r.grant_id).is_some()),
+                    .is_ok_and(|key| keys.knows_grant(key.id, &r.grant_id)),
             })
             .await;
         if !r.grant_token.is_empty() {

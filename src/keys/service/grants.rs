@@ -402,10 +402,12 @@ impl KeyService {
         Ok(grant)
     }
 
-    /// Whether `id` has the form of a grant id (a name of another form was never made, and
-    /// is not worth a catch-up with the store).
-    pub fn could_be_grant_id(id: &str) -> bool {
-        id.len() == 2 * GRANT_ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit())
+    /// Whether this daemon holds grant `grant_id` of key `key`, or `grant_id` could never
+    /// name one (not of a grant id's form): nothing to wait for, as [`Self::knows`] for keys.
+    pub fn knows_grant(&self, key: Uuid, grant_id: &str) -> bool {
+        let could_be =
+            grant_id.len() == 2 * GRANT_ID_BYTES && grant_id.bytes().all(|b| b.is_ascii_hexdigit());
+        !could_be || self.grant(key, grant_id).is_some()
     }
 
     /// RetireGrant / RevokeGrant: removes the grant, durably, before returning. `asked`: when
@@ -417,10 +419,8 @@ impl KeyService {
         grant_id: &str,
     ) -> Result<Arc<Grant>, KeyError> {
         // A grant another daemon has just made is heard of before it is judged missing.
-        self.hear_of(asked, |keys| {
-            !Self::could_be_grant_id(grant_id) || keys.grant(key, grant_id).is_some()
-        })
-        .await;
+        self.hear_of(asked, |keys| keys.knows_grant(key, grant_id))
+            .await;
         let _gate = self.grant_gate.lock().await;
         let grant = self
             .grant(key, grant_id)
