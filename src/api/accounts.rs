@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 use tonic::Code;
 
 /// One account's operations, for every door.
@@ -65,7 +66,17 @@ pub type Opening<'a> = Pin<Box<dyn Future<Output = Result<NewMember, String>> + 
 /// stored and its operations added to [`Accounts`] before the account is listed.
 pub trait AccountOpener: Send + Sync {
     fn open_new<'a>(&'a self, account: MemberAccount) -> Opening<'a>;
+    /// Waits, up to `limit`, until no member account another daemon made is being opened
+    /// here; whether any was (worth looking again).
+    fn openings_done<'a>(
+        &'a self,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
+
+/// The longest a call waits for the accounts being opened when what it names (its
+/// credentials, a key's account) may be among them.
+pub const OPENING_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a call's account is found.
 pub enum Route<'a> {
@@ -231,19 +242,42 @@ impl Accounts {
         request: &impl Routed,
     ) -> Result<Arc<AccountOperations>, ApiError> {
         let own = self.of(call)?;
-        let by_key = |key: &str| {
-            let account = key
-                .strip_prefix("arn:")
-                .and_then(|_| key.split(':').nth(4))?;
-            (account != own.id).then(|| self.get(account)).flatten()
-        };
         let other = match request.route() {
             Route::Caller => None,
-            Route::Key(key) => by_key(key),
-            Route::KeyOrBlob(key, _) if !key.is_empty() => by_key(key),
+            Route::Key(key) => self.named_holder(call, &own, key).await,
+            Route::KeyOrBlob(key, _) if !key.is_empty() => self.named_holder(call, &own, key).await,
             Route::KeyOrBlob(_, blob) => self.holder_of(call, &own, blob).await,
         };
         Ok(other.unwrap_or(own))
+    }
+
+    /// The account of the key an ARN names, when it is another than `own` and served here. An
+    /// account the organisation does not list yet is looked for again once this daemon has
+    /// caught up with a store other daemons write, and one it lists but is still opening is
+    /// waited for: a key ARN in an account another daemon has just made is judged by that
+    /// account here too, not refused in the caller's.
+    async fn named_holder(
+        &self,
+        call: &CallContext,
+        own: &AccountOperations,
+        key: &str,
+    ) -> Option<Arc<AccountOperations>> {
+        let account = key
+            .strip_prefix("arn:")
+            .and_then(|_| key.split(':').nth(4))?;
+        if account == own.id {
+            return None;
+        }
+        if let Some(served) = self.get(account) {
+            return Some(served);
+        }
+        let org = self.org.as_ref()?;
+        let listed = || org.account(account).is_some();
+        own.keys.hear_of(call.asked, |_| listed()).await;
+        if listed() {
+            self.opener()?.openings_done(OPENING_WAIT).await;
+        }
+        self.get(account)
     }
 
     /// The account holding the key a ciphertext was made under, when it is not `own`. With

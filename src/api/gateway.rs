@@ -12,6 +12,7 @@
 //! one `call` record after it runs, before its answer is sent. An answer whose record cannot
 //! be written is withheld and replaced by `AuditLogUnavailableException`.
 
+use super::accounts::OPENING_WAIT;
 use super::status::ApiError;
 use crate::audit::{AuditLog, AuditNote, Entry, Outcome, Phase};
 use crate::auth::certificate::PeerCertificate;
@@ -24,13 +25,8 @@ use crate::auth::{
 use crate::clock::{Clock, UnixSeconds};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::Code;
-
-/// How long a call presenting credentials this daemon had not heard of waits, once it has
-/// caught up with a shared store, for member accounts another daemon made to be opened here
-/// (their credentials come with them).
-const OPENING_WAIT: Duration = Duration::from_secs(5);
 
 /// Which front door a call came through; named in its audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -488,4 +488,16 @@ impl AccountOpener for NewAccounts {
             Ok(NewMember { account, root })
         })
     }
+
+    fn openings_done<'a>(
+        &'a self,
+        limit: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(members) => members.credentials.openings_done(limit).await,
+                None => false,
+            }
+        })
+    }
 }

@@ -529,3 +529,61 @@ async fn an_account_one_daemon_just_made_is_served_at_once_by_another() {
         assert_eq!(whoami.account, account.id, "round {round}");
     }
 }
+
+/// A key in an account one daemon has just made is used at once through another, by its ARN,
+/// by a caller of another account its key policy lets in. Daemon b catches up with the store,
+/// hears of the account, and waits for it to be opened, rather than judge the ARN in the
+/// caller's own account (where no such key is: NotFoundException).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_an_account_one_daemon_just_made_is_used_at_once_through_another() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    // Opening an account reads the store some fifty times in turn (see above).
+    let b = a.join_lagging(std::time::Duration::from_millis(20)).await;
+    for round in 0..3u32 {
+        let (account, credentials) = a.create_account(&format!("lender-{round}")).await;
+        let lender = a.client_with(credentials).await;
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+                {{"Sid":"Owner","Effect":"Allow","Principal":{{"AWS":"arn:{partition}:iam::{lender}:root"}},"Action":"kms:*","Resource":"*"}},
+                {{"Sid":"Borrower","Effect":"Allow","Principal":{{"AWS":"arn:{partition}:iam::{borrower}:root"}},"Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*"}}]}}"#,
+            partition = a.config.partition,
+            lender = account.id,
+            borrower = a.account_id
+        );
+        let key = lender
+            .kms()
+            .create_key(lender.signed(
+                "CreateKey",
+                v1::CreateKeyRequest {
+                    description: "lent".into(),
+                    policy,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: CreateKey in the new account: {s:?}"))
+            .into_inner()
+            .key_metadata
+            .expect("key metadata");
+        let blob = b
+            .encrypt(&key.arn, b"borrowed", &[])
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: the new account's key through b: {s:?}"));
+        assert_eq!(
+            a.decrypt(&blob, &[]).await.expect("Decrypt through a"),
+            b"borrowed",
+            "round {round}"
+        );
+    }
+    // An ARN naming an account the organisation has never listed is still judged in the
+    // caller's account, after looking.
+    let never = format!(
+        "arn:{}:kms:{}:999999999999:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        a.config.partition, a.config.region
+    );
+    assert_refused(
+        b.encrypt(&never, b"x", &[]).await,
+        tonic::Code::NotFound,
+        "NotFoundException",
+    );
+}
