@@ -204,12 +204,109 @@ pub(super) struct Members {
     pub credentials: Arc<CredentialDirectory>,
     pub audit: Arc<AuditLog>,
     pub daemon_id: Option<String>,
-    pub opened: Mutex<Vec<(Vec<u8>, Arc<AccountServices>)>>,
+    pub opened: Mutex<Opened>,
     /// Accounts being opened now (heard changes start no second opening of one).
     pub starting: Mutex<std::collections::HashSet<String>>,
     pub tasks: Mutex<Vec<Background>>,
     /// Serialises openings (start-up, a new account, a heard one).
     pub opening: tokio::sync::Mutex<()>,
+}
+
+/// The members' services opened so far (each with its part of the store), and what other
+/// daemons changed in the parts of the accounts being opened, heard while their services
+/// loaded and told to them once loaded.
+#[derive(Default)]
+pub(super) struct Opened {
+    services: Vec<(Vec<u8>, Arc<AccountServices>)>,
+    missed: std::collections::HashMap<Vec<u8>, Missed>,
+}
+
+/// What another daemon changed in the part of an account being opened.
+enum Missed {
+    /// These records (names within the part).
+    Records(std::collections::BTreeSet<Vec<u8>>),
+    /// Anything: the store's history was read again, or too many records changed to keep.
+    All,
+}
+
+/// The most names kept for an account being opened; past it, it reads everything again once
+/// opened.
+const MISSED_LIMIT: usize = 65_536;
+
+impl Opened {
+    /// Keeps what `changed` names in the parts of the accounts being opened.
+    fn keep_missed(&mut self, changed: Changed<'_>) {
+        for (scope, missed) in &mut self.missed {
+            let names = match (changed, &mut *missed) {
+                (_, Missed::All) => continue,
+                (Changed::All(_), _) => {
+                    *missed = Missed::All;
+                    continue;
+                }
+                (Changed::Records(names, _), Missed::Records(kept)) => {
+                    kept.extend(
+                        names
+                            .iter()
+                            .filter_map(|n| n.strip_prefix(scope.as_slice()))
+                            .map(<[u8]>::to_vec),
+                    );
+                    kept.len()
+                }
+            };
+            if names > MISSED_LIMIT {
+                *missed = Missed::All;
+            }
+        }
+    }
+}
+
+/// Keeps what other daemons change in an account's part from before its services read the
+/// store until they are added to [`Opened`] (see [`Members::start`]); forgets it if the
+/// opening ends otherwise.
+struct Hearing<'a> {
+    opened: &'a Mutex<Opened>,
+    scope: Option<Vec<u8>>,
+}
+
+impl<'a> Hearing<'a> {
+    fn start(opened: &'a Mutex<Opened>, scope: &str) -> Self {
+        let scope = scope.as_bytes().to_vec();
+        if let Ok(mut opened) = opened.lock() {
+            opened
+                .missed
+                .insert(scope.clone(), Missed::Records(Default::default()));
+        }
+        Hearing {
+            opened,
+            scope: Some(scope),
+        }
+    }
+
+    /// Adds the account's services to those told of changes, and answers what they missed
+    /// meanwhile (all of it if it cannot be told).
+    fn opened(mut self, services: &Arc<AccountServices>) -> Missed {
+        let Some(scope) = self.scope.take() else {
+            return Missed::All;
+        };
+        match self.opened.lock() {
+            Ok(mut opened) => {
+                let missed = opened.missed.remove(&scope).unwrap_or(Missed::All);
+                opened.services.push((scope, services.clone()));
+                missed
+            }
+            Err(_) => Missed::All,
+        }
+    }
+}
+
+impl Drop for Hearing<'_> {
+    fn drop(&mut self) {
+        if let Some(scope) = self.scope.take()
+            && let Ok(mut opened) = self.opened.lock()
+        {
+            opened.missed.remove(&scope);
+        }
+    }
 }
 
 /// A member account another daemon made, being opened here: announced to the credential
@@ -252,6 +349,10 @@ impl Members {
         make_durable_dir(&dir)?;
         let scope = member_scope(account);
         let store = Arc::new(self.store.scoped(&scope));
+        // Other daemons' changes in the account's part are kept from before its services read
+        // the store; what they missed is read once they are heard.
+        let hearing = Hearing::start(&self.opened, &scope);
+        let began = std::time::Instant::now();
         // The management account's credentials were opened when this run began serving.
         let serving_since = Some(self.credentials.management().started());
         let services = Arc::new(
@@ -290,23 +391,35 @@ impl Members {
         // Hears other daemons' changes from here on; what they changed while the services
         // loaded, before they could hear it, is read now (the signatures they stored among
         // it), before any call is served for the account.
-        if let Ok(mut opened) = self.opened.lock() {
-            opened.push((scope.into_bytes(), services.clone()));
-        }
+        let missed = hearing.opened(&services);
         if self.store.is_shared() {
-            services.heard(Changed::All(self.store.view()));
+            let view = self.store.view();
+            match missed {
+                Missed::All => services.heard(Changed::All(view)),
+                Missed::Records(names) if !names.is_empty() => {
+                    let names: Vec<Vec<u8>> = names.into_iter().collect();
+                    services.heard(Changed::Records(&names, view));
+                }
+                Missed::Records(_) => {}
+            }
         }
         self.credentials.add_member(services.credentials.clone());
         self.accounts.add(services.operations.clone());
-        tracing::info!(%account, "member account served");
+        tracing::info!(%account, open_ms = began.elapsed().as_millis() as u64,
+            "member account served");
         Ok(())
     }
 
     /// Tells every member's services what another daemon changed in its part of the store,
     /// and opens the accounts another daemon made.
     pub fn heard(self: &Arc<Self>, changed: Changed<'_>) {
-        let opened: Vec<(Vec<u8>, Arc<AccountServices>)> =
-            self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+        let opened: Vec<(Vec<u8>, Arc<AccountServices>)> = match self.opened.lock() {
+            Ok(mut opened) => {
+                opened.keep_missed(changed);
+                opened.services.clone()
+            }
+            Err(_) => Vec::new(),
+        };
         match changed {
             Changed::All(revision) => {
                 for (_, services) in &opened {
@@ -389,7 +502,7 @@ impl Members {
     fn opened(&self) -> Vec<Arc<AccountServices>> {
         self.opened
             .lock()
-            .map(|o| o.iter().map(|(_, s)| s.clone()).collect())
+            .map(|o| o.services.iter().map(|(_, s)| s.clone()).collect())
             .unwrap_or_default()
     }
 }
@@ -499,5 +612,83 @@ impl AccountOpener for NewAccounts {
                 None => false,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(opened: &Mutex<Opened>, scope: &str) -> Option<Vec<Vec<u8>>> {
+        match opened.lock().unwrap().missed.get(scope.as_bytes())? {
+            Missed::Records(names) => Some(names.iter().cloned().collect()),
+            Missed::All => Some(vec![b"*".to_vec()]),
+        }
+    }
+
+    #[test]
+    fn an_account_being_opened_keeps_what_changed_in_its_part_and_nothing_else() {
+        let opened = Mutex::new(Opened::default());
+        let a = Hearing::start(&opened, "accounts/111111111111/");
+        let b = Hearing::start(&opened, "accounts/222222222222/");
+        let names = [
+            b"accounts/111111111111/key/k1".to_vec(),
+            b"accounts/222222222222/auth/seen/s".to_vec(),
+            b"org/accounts/111111111111".to_vec(),
+            b"accounts/111111111111/key/k1".to_vec(),
+        ];
+        opened
+            .lock()
+            .unwrap()
+            .keep_missed(Changed::Records(&names, 7));
+        assert_eq!(
+            kept(&opened, "accounts/111111111111/"),
+            Some(vec![b"key/k1".to_vec()])
+        );
+        assert_eq!(
+            kept(&opened, "accounts/222222222222/"),
+            Some(vec![b"auth/seen/s".to_vec()])
+        );
+        // The history read again: everything, for good.
+        opened.lock().unwrap().keep_missed(Changed::All(8));
+        opened
+            .lock()
+            .unwrap()
+            .keep_missed(Changed::Records(&names, 9));
+        assert_eq!(
+            kept(&opened, "accounts/111111111111/"),
+            Some(vec![b"*".to_vec()])
+        );
+        // An opening that ends otherwise forgets what it kept.
+        drop(a);
+        assert_eq!(kept(&opened, "accounts/111111111111/"), None);
+        assert!(kept(&opened, "accounts/222222222222/").is_some());
+        drop(b);
+        assert!(opened.lock().unwrap().missed.is_empty());
+    }
+
+    #[test]
+    fn too_many_changes_to_keep_read_everything_again() {
+        let opened = Mutex::new(Opened::default());
+        let _hearing = Hearing::start(&opened, "accounts/111111111111/");
+        let names: Vec<Vec<u8>> = (0..=MISSED_LIMIT)
+            .map(|n| format!("accounts/111111111111/auth/seen/{n}").into_bytes())
+            .collect();
+        opened
+            .lock()
+            .unwrap()
+            .keep_missed(Changed::Records(&names[..MISSED_LIMIT], 1));
+        assert_eq!(
+            kept(&opened, "accounts/111111111111/").map(|k| k.len()),
+            Some(MISSED_LIMIT)
+        );
+        opened
+            .lock()
+            .unwrap()
+            .keep_missed(Changed::Records(&names[MISSED_LIMIT..], 2));
+        assert_eq!(
+            kept(&opened, "accounts/111111111111/"),
+            Some(vec![b"*".to_vec()])
+        );
     }
 }
