@@ -67,10 +67,11 @@ pub type Opening<'a> = Pin<Box<dyn Future<Output = Result<NewMember, String>> + 
 pub trait AccountOpener: Send + Sync {
     fn open_new<'a>(&'a self, account: MemberAccount) -> Opening<'a>;
     /// Waits, up to `limit`, until no member account another daemon made is being opened
-    /// here; whether any was (worth looking again).
+    /// here, or `found` holds (looked at as each opening ends); whether any was being opened.
     fn openings_done<'a>(
         &'a self,
         limit: Duration,
+        found: &'a (dyn Fn() -> bool + Send + Sync),
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
@@ -244,40 +245,52 @@ impl Accounts {
         let own = self.of(call)?;
         let other = match request.route() {
             Route::Caller => None,
-            Route::Key(key) => self.named_holder(call, &own, key).await,
-            Route::KeyOrBlob(key, _) if !key.is_empty() => self.named_holder(call, &own, key).await,
+            Route::Key(key) => self.named_holder(call, &own, key).await?,
+            Route::KeyOrBlob(key, _) if !key.is_empty() => {
+                self.named_holder(call, &own, key).await?
+            }
             Route::KeyOrBlob(_, blob) => self.holder_of(call, &own, blob).await,
         };
         Ok(other.unwrap_or(own))
     }
 
     /// The account of the key an ARN names, when it is another than `own` and served here. An
-    /// account the organisation does not list yet is looked for again once this daemon has
-    /// caught up with a store other daemons write, and one it lists but is still opening is
-    /// waited for: a key ARN in an account another daemon has just made is judged by that
-    /// account here too, not refused in the caller's.
+    /// account not served is looked for again once this daemon has caught up with a store
+    /// other daemons write, and one the organisation lists is waited for while it is being
+    /// opened: a key ARN in an account another daemon has just made is judged by that account
+    /// here too, not in the caller's. One the organisation lists and this daemon still does
+    /// not serve is refused as not served yet; one it does not list is the caller's to judge.
     async fn named_holder(
         &self,
         call: &CallContext,
         own: &AccountOperations,
         key: &str,
-    ) -> Option<Arc<AccountOperations>> {
-        let account = key
-            .strip_prefix("arn:")
-            .and_then(|_| key.split(':').nth(4))?;
+    ) -> Result<Option<Arc<AccountOperations>>, ApiError> {
+        let Some(account) = key.strip_prefix("arn:").and_then(|_| key.split(':').nth(4)) else {
+            return Ok(None);
+        };
         if account == own.id {
-            return None;
+            return Ok(None);
         }
         if let Some(served) = self.get(account) {
-            return Some(served);
+            return Ok(Some(served));
         }
-        let org = self.org.as_ref()?;
-        let listed = || org.account(account).is_some();
-        own.keys.hear_of(call.asked, |_| listed()).await;
-        if listed() {
-            self.opener()?.openings_done(OPENING_WAIT).await;
+        let Some(org) = self.org.as_ref() else {
+            return Ok(None);
+        };
+        let served = || self.get(account).is_some();
+        // Caught up, the daemon has heard of the account's record, and so announced its
+        // opening, if it was made.
+        own.keys.hear_of(call.asked, |_| served()).await;
+        if org.account(account).is_none() {
+            return Ok(None);
+        }
+        if let Some(opener) = self.opener() {
+            opener.openings_done(OPENING_WAIT, &served).await;
         }
         self.get(account)
+            .map(Some)
+            .ok_or_else(|| no_account(account))
     }
 
     /// The account holding the key a ciphertext was made under, when it is not `own`. With

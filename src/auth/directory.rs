@@ -82,11 +82,21 @@ impl CredentialDirectory {
     /// credentials of an account another daemon has just made (heard of by catching up) is
     /// then judged with them here. Whether any was being opened (worth looking again).
     pub async fn openings_done(&self, limit: std::time::Duration) -> bool {
+        self.openings_done_or(limit, || false).await
+    }
+
+    /// As [`Self::openings_done`], ending also as soon as `found` holds (looked at whenever an
+    /// opening ends).
+    pub async fn openings_done_or(
+        &self,
+        limit: std::time::Duration,
+        found: impl Fn() -> bool,
+    ) -> bool {
         let mut count = self.opening.subscribe();
         if *count.borrow_and_update() == 0 {
             return false;
         }
-        let _ = tokio::time::timeout(limit, count.wait_for(|count| *count == 0)).await;
+        let _ = tokio::time::timeout(limit, count.wait_for(|count| *count == 0 || found())).await;
         true
     }
 
@@ -216,5 +226,27 @@ mod tests {
         )
         .await;
         assert_eq!(bounded, Ok(true));
+
+        // A call waiting for one account ends when that account's opening ends, not when
+        // every other one has (one still never ends).
+        directory.opening();
+        let found = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opening_it = {
+            let (directory, found) = (directory.clone(), found.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                found.store(true, std::sync::atomic::Ordering::SeqCst);
+                directory.opened();
+            })
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            directory.openings_done_or(Duration::from_secs(30), || {
+                found.load(std::sync::atomic::Ordering::SeqCst)
+            }),
+        )
+        .await;
+        assert_eq!(waited, Ok(true), "ended with the account found");
+        opening_it.await.unwrap();
     }
 }

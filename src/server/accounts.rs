@@ -96,10 +96,22 @@ async fn pkcs11_keystores(
     Ok(keystores)
 }
 
+/// Runs `open` (which reads the store, a round trip a read on a shared one) on a thread that
+/// may block, so that the parts of an opening that read different records go side by side.
+async fn blocking<T: Send + 'static>(
+    open: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| ServerError::Start(e.to_string()))?
+        .map_err(ServerError::Start)
+}
+
 /// Opens the services of `account` over `store` (the account's part of the store), its
 /// sealed keyring kept in `keyring_dir` on a store of its own. `serving_since`: when this
 /// run of the daemon began serving (see [`CredentialStore::open_from`]), for an account
-/// opened after that.
+/// opened after that. Its identities, its keys and its approval requests read different
+/// records, and are read side by side.
 pub(super) async fn open_account(
     setup: &AccountSetup,
     account: &str,
@@ -108,26 +120,98 @@ pub(super) async fn open_account(
     accounts: &Arc<Accounts>,
     serving_since: Option<UnixSeconds>,
 ) -> Result<AccountServices, ServerError> {
+    let clock = setup.clock.clone();
+    let approvals = {
+        let store = store.clone();
+        blocking(move || {
+            Approvals::open(store, clock).map_err(|e| format!("loading approval requests: {e}"))
+        })
+    };
+    let ((credentials, iam), keys, approvals) = tokio::try_join!(
+        open_identities(setup, account, store.clone(), serving_since),
+        open_keys(setup, account, store, keyring_dir),
+        approvals,
+    )?;
+    let approvals = Arc::new(approvals);
+    let directory: Arc<dyn crate::api::authorize::AccountDirectory> = accounts.clone();
+    let authorizer =
+        Arc::new(Authorizer::new(iam.clone(), keys.clone()).in_organisation(&directory));
+    let kms =
+        KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals.clone());
+    let operations = Arc::new(AccountOperations::new(kms, authorizer));
+    Ok(AccountServices {
+        credentials,
+        keys,
+        iam,
+        approvals,
+        operations,
+    })
+}
+
+/// An account's credentials, then its identities (which the credentials are bound to).
+async fn open_identities(
+    setup: &AccountSetup,
+    account: &str,
+    store: Arc<Store>,
+    serving_since: Option<UnixSeconds>,
+) -> Result<(Arc<CredentialStore>, Arc<IamService>), ServerError> {
     let config = &setup.config;
     crate::auth::wait_past_accepted(&store, setup.clock.as_ref())
         .await
         .map_err(|e| ServerError::Start(e.to_string()))?;
-    let credentials = Arc::new(
-        CredentialStore::open_from(
-            setup.master.clone(),
-            store.clone(),
-            setup.clock.clone(),
-            &config.partition,
-            &config.region,
-            account,
-            serving_since.unwrap_or_else(|| setup.clock.now()),
-        )
-        .map_err(|e| ServerError::Start(e.to_string()))?
-        .with_accepted_hosts(config.accepted_hosts.clone()),
+    let (master, clock, owner) = (
+        setup.master.clone(),
+        setup.clock.clone(),
+        account.to_owned(),
     );
-    let sealed = SealedKeyStore::open(setup.master.clone(), store.clone(), keyring_dir)
-        .map_err(|e| ServerError::Start(e.to_string()))?
-        .with_cache_limit(config.cipher_cache);
+    let (partition, region) = (config.partition.clone(), config.region.clone());
+    let accepted_hosts = config.accepted_hosts.clone();
+    let since = serving_since.unwrap_or_else(|| setup.clock.now());
+    let credentials = {
+        let store = store.clone();
+        blocking(move || {
+            CredentialStore::open_from(master, store, clock, &partition, &region, &owner, since)
+                .map(|credentials| credentials.with_accepted_hosts(accepted_hosts))
+                .map_err(|e| e.to_string())
+        })
+        .await?
+    };
+    let credentials = Arc::new(credentials);
+    let (clock, owner) = (setup.clock.clone(), account.to_owned());
+    let (partition, quotas) = (config.partition.clone(), config.iam_quotas);
+    let bound = credentials.clone();
+    let iam = blocking(move || {
+        IamService::open(&partition, &owner, clock, store, bound, quotas)
+            .map_err(|e| format!("loading identities of {owner}: {e:?}"))
+    })
+    .await?;
+    let iam = Arc::new(iam);
+    iam.oidc().fetch_with(setup.jwks_fetcher.clone());
+    Ok((credentials, iam))
+}
+
+/// An account's keystores, then its keys (their records, reconciled with the keystores).
+async fn open_keys(
+    setup: &AccountSetup,
+    account: &str,
+    store: Arc<Store>,
+    keyring_dir: &Path,
+) -> Result<Arc<KeyService>, ServerError> {
+    let config = &setup.config;
+    let (master, dir, cache) = (
+        setup.master.clone(),
+        keyring_dir.to_path_buf(),
+        config.cipher_cache,
+    );
+    let sealed = {
+        let store = store.clone();
+        blocking(move || {
+            SealedKeyStore::open(master, store, &dir)
+                .map(|sealed| sealed.with_cache_limit(cache))
+                .map_err(|e| e.to_string())
+        })
+        .await?
+    };
     let mut keystores: Vec<Arc<dyn KeyStore>> = vec![Arc::new(sealed)];
     keystores.extend(pkcs11_keystores(config, account).await?);
     let mut key_config = KeyServiceConfig::new(account.to_owned());
@@ -143,51 +227,22 @@ pub(super) async fn open_account(
     key_config.default_rotation_period_days = config.rotation_period_days;
     key_config.nonce_limit = config.nonce_limit;
     key_config.nonce_reservation_block = config.nonce_reservation_block;
-    let keys = Arc::new(
-        KeyService::open(key_config, setup.clock.clone(), store.clone(), keystores)
-            .map_err(|e| ServerError::Start(format!("loading keys of {account}: {e:?}")))?,
-    );
-    let keys_for_reconciling = keys.clone();
-    let reconciling = std::time::Instant::now();
-    let reconciled =
-        tokio::task::spawn_blocking(move || keys_for_reconciling.reconcile_keystores())
-            .await
-            .map_err(|e| ServerError::Start(e.to_string()))?;
-    tracing::info!(%account, reconcile_ms = reconciling.elapsed().as_millis() as u64,
-        "keystores reconciled");
-    report_reconciliation(
-        reconciled.map_err(|e| ServerError::Start(format!("generation journal: {e:?}")))?,
-    );
-    keys.check_material_in_background(account);
-    let iam = Arc::new(
-        IamService::open(
-            &config.partition,
-            account,
-            setup.clock.clone(),
-            store.clone(),
-            credentials.clone(),
-            config.iam_quotas,
-        )
-        .map_err(|e| ServerError::Start(format!("loading identities of {account}: {e:?}")))?,
-    );
-    iam.oidc().fetch_with(setup.jwks_fetcher.clone());
-    let directory: Arc<dyn crate::api::authorize::AccountDirectory> = accounts.clone();
-    let authorizer =
-        Arc::new(Authorizer::new(iam.clone(), keys.clone()).in_organisation(&directory));
-    let approvals = Arc::new(
-        Approvals::open(store.clone(), setup.clock.clone())
-            .map_err(|e| ServerError::Start(format!("loading approval requests: {e}")))?,
-    );
-    let kms =
-        KmsOperations::new(keys.clone(), authorizer.clone()).with_approvals(approvals.clone());
-    let operations = Arc::new(AccountOperations::new(kms, authorizer));
-    Ok(AccountServices {
-        credentials,
-        keys,
-        iam,
-        approvals,
-        operations,
+    let (clock, owner) = (setup.clock.clone(), account.to_owned());
+    let keys = blocking(move || {
+        let keys = KeyService::open(key_config, clock, store, keystores)
+            .map_err(|e| format!("loading keys of {owner}: {e:?}"))?;
+        let reconciling = std::time::Instant::now();
+        let reconciled = keys
+            .reconcile_keystores()
+            .map_err(|e| format!("generation journal: {e:?}"))?;
+        tracing::info!(account = %owner, reconcile_ms = reconciling.elapsed().as_millis() as u64,
+            "keystores reconciled");
+        report_reconciliation(reconciled);
+        Ok(Arc::new(keys))
     })
+    .await?;
+    keys.check_material_in_background(account);
+    Ok(keys)
 }
 
 /// The member accounts' services: opened at start-up, when an account is made, and when
@@ -218,7 +273,8 @@ pub(super) struct Members {
 #[derive(Default)]
 pub(super) struct Opened {
     services: Vec<(Vec<u8>, Arc<AccountServices>)>,
-    missed: std::collections::HashMap<Vec<u8>, Missed>,
+    /// Each with the latest revision heard.
+    missed: std::collections::HashMap<Vec<u8>, (Missed, i64)>,
 }
 
 /// What another daemon changed in the part of an account being opened.
@@ -236,7 +292,9 @@ const MISSED_LIMIT: usize = 65_536;
 impl Opened {
     /// Keeps what `changed` names in the parts of the accounts being opened.
     fn keep_missed(&mut self, changed: Changed<'_>) {
-        for (scope, missed) in &mut self.missed {
+        let (Changed::All(revision) | Changed::Records(_, revision)) = changed;
+        for (scope, (missed, heard)) in &mut self.missed {
+            *heard = (*heard).max(revision);
             let names = match (changed, &mut *missed) {
                 (_, Missed::All) => continue,
                 (Changed::All(_), _) => {
@@ -271,11 +329,11 @@ struct Hearing<'a> {
 impl<'a> Hearing<'a> {
     fn start(opened: &'a Mutex<Opened>, scope: &str) -> Self {
         let scope = scope.as_bytes().to_vec();
-        if let Ok(mut opened) = opened.lock() {
-            opened
-                .missed
-                .insert(scope.clone(), Missed::Records(Default::default()));
-        }
+        opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .missed
+            .insert(scope.clone(), (Missed::Records(Default::default()), 0));
         Hearing {
             opened,
             scope: Some(scope),
@@ -283,28 +341,29 @@ impl<'a> Hearing<'a> {
     }
 
     /// Adds the account's services to those told of changes, and answers what they missed
-    /// meanwhile (all of it if it cannot be told).
-    fn opened(mut self, services: &Arc<AccountServices>) -> Missed {
+    /// meanwhile (all of it if it was not kept) and the latest revision heard.
+    fn opened(mut self, services: &Arc<AccountServices>) -> (Missed, i64) {
         let Some(scope) = self.scope.take() else {
-            return Missed::All;
+            return (Missed::All, 0);
         };
-        match self.opened.lock() {
-            Ok(mut opened) => {
-                let missed = opened.missed.remove(&scope).unwrap_or(Missed::All);
-                opened.services.push((scope, services.clone()));
-                missed
-            }
-            Err(_) => Missed::All,
-        }
+        let mut opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let missed = opened.missed.remove(&scope).unwrap_or((Missed::All, 0));
+        opened.services.push((scope, services.clone()));
+        missed
     }
 }
 
 impl Drop for Hearing<'_> {
     fn drop(&mut self) {
-        if let Some(scope) = self.scope.take()
-            && let Ok(mut opened) = self.opened.lock()
-        {
-            opened.missed.remove(&scope);
+        if let Some(scope) = self.scope.take() {
+            self.opened
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .missed
+                .remove(&scope);
         }
     }
 }
@@ -391,9 +450,10 @@ impl Members {
         // Hears other daemons' changes from here on; what they changed while the services
         // loaded, before they could hear it, is read now (the signatures they stored among
         // it), before any call is served for the account.
-        let missed = hearing.opened(&services);
+        let (missed, heard) = hearing.opened(&services);
         if self.store.is_shared() {
-            let view = self.store.view();
+            // The listener hears a change before the view moves past it.
+            let view = self.store.view().max(heard);
             match missed {
                 Missed::All => services.heard(Changed::All(view)),
                 Missed::Records(names) if !names.is_empty() => {
@@ -413,12 +473,13 @@ impl Members {
     /// Tells every member's services what another daemon changed in its part of the store,
     /// and opens the accounts another daemon made.
     pub fn heard(self: &Arc<Self>, changed: Changed<'_>) {
-        let opened: Vec<(Vec<u8>, Arc<AccountServices>)> = match self.opened.lock() {
-            Ok(mut opened) => {
-                opened.keep_missed(changed);
-                opened.services.clone()
-            }
-            Err(_) => Vec::new(),
+        let opened: Vec<(Vec<u8>, Arc<AccountServices>)> = {
+            let mut opened = self
+                .opened
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            opened.keep_missed(changed);
+            opened.services.clone()
         };
         match changed {
             Changed::All(revision) => {
@@ -502,8 +563,11 @@ impl Members {
     fn opened(&self) -> Vec<Arc<AccountServices>> {
         self.opened
             .lock()
-            .map(|o| o.services.iter().map(|(_, s)| s.clone()).collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .services
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 }
 
@@ -605,10 +669,11 @@ impl AccountOpener for NewAccounts {
     fn openings_done<'a>(
         &'a self,
         limit: std::time::Duration,
+        found: &'a (dyn Fn() -> bool + Send + Sync),
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
             match self.0.upgrade() {
-                Some(members) => members.credentials.openings_done(limit).await,
+                Some(members) => members.credentials.openings_done_or(limit, found).await,
                 None => false,
             }
         })
@@ -620,7 +685,7 @@ mod tests {
     use super::*;
 
     fn kept(opened: &Mutex<Opened>, scope: &str) -> Option<Vec<Vec<u8>>> {
-        match opened.lock().unwrap().missed.get(scope.as_bytes())? {
+        match &opened.lock().unwrap().missed.get(scope.as_bytes())?.0 {
             Missed::Records(names) => Some(names.iter().cloned().collect()),
             Missed::All => Some(vec![b"*".to_vec()]),
         }
@@ -648,6 +713,11 @@ mod tests {
         assert_eq!(
             kept(&opened, "accounts/222222222222/"),
             Some(vec![b"auth/seen/s".to_vec()])
+        );
+        assert_eq!(
+            opened.lock().unwrap().missed[b"accounts/111111111111/".as_slice()].1,
+            7,
+            "the latest revision heard"
         );
         // The history read again: everything, for good.
         opened.lock().unwrap().keep_missed(Changed::All(8));

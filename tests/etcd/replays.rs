@@ -103,7 +103,7 @@ async fn balanced_as(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_while_another_daemon_opens_an_account_are_refused_there_as_replays() {
     let a = TestDaemon::start(Backend::SealedOnEtcd).await;
-    // Opening an account reads the store some twenty-five times in turn: about half a second
+    // Opening an account reads the store some fifteen times in turn: about a third of a second
     // here.
     let b = a.join_lagging(std::time::Duration::from_millis(20)).await;
     let (_, credentials) = a.create_account("partner").await;
