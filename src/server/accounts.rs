@@ -127,12 +127,18 @@ pub(super) async fn open_account(
             Approvals::open(store, clock).map_err(|e| format!("loading approval requests: {e}"))
         })
     };
-    let ((credentials, iam), keys, approvals) = tokio::try_join!(
-        open_identities(setup, account, store.clone(), serving_since),
-        open_keys(setup, account, store, keyring_dir),
+    // Every part runs to its end before an error is answered (none is left going on
+    // unwatched); the error answered is the first of identities, keys, approvals. The
+    // identities are polled last: their first read blocks the task, and the other parts are
+    // under way by then.
+    let (approvals, keys, identities) = tokio::join!(
         approvals,
-    )?;
-    let approvals = Arc::new(approvals);
+        open_keys(setup, account, store.clone(), keyring_dir),
+        open_identities(setup, account, store, serving_since),
+    );
+    let (credentials, iam) = identities?;
+    let (keys, approvals) = (keys?, Arc::new(approvals?));
+    keys.check_material_in_background(account);
     let directory: Arc<dyn crate::api::authorize::AccountDirectory> = accounts.clone();
     let authorizer =
         Arc::new(Authorizer::new(iam.clone(), keys.clone()).in_organisation(&directory));
@@ -228,7 +234,7 @@ async fn open_keys(
     key_config.nonce_limit = config.nonce_limit;
     key_config.nonce_reservation_block = config.nonce_reservation_block;
     let (clock, owner) = (setup.clock.clone(), account.to_owned());
-    let keys = blocking(move || {
+    blocking(move || {
         let keys = KeyService::open(key_config, clock, store, keystores)
             .map_err(|e| format!("loading keys of {owner}: {e:?}"))?;
         let reconciling = std::time::Instant::now();
@@ -240,9 +246,7 @@ async fn open_keys(
         report_reconciliation(reconciled);
         Ok(Arc::new(keys))
     })
-    .await?;
-    keys.check_material_in_background(account);
-    Ok(keys)
+    .await
 }
 
 /// The member accounts' services: opened at start-up, when an account is made, and when
@@ -329,9 +333,7 @@ struct Hearing<'a> {
 impl<'a> Hearing<'a> {
     fn start(opened: &'a Mutex<Opened>, scope: &str) -> Self {
         let scope = scope.as_bytes().to_vec();
-        opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(opened)
             .missed
             .insert(scope.clone(), (Missed::Records(Default::default()), 0));
         Hearing {
@@ -346,10 +348,7 @@ impl<'a> Hearing<'a> {
         let Some(scope) = self.scope.take() else {
             return (Missed::All, 0);
         };
-        let mut opened = self
-            .opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut opened = locked(self.opened);
         let missed = opened.missed.remove(&scope).unwrap_or((Missed::All, 0));
         opened.services.push((scope, services.clone()));
         missed
@@ -359,11 +358,7 @@ impl<'a> Hearing<'a> {
 impl Drop for Hearing<'_> {
     fn drop(&mut self) {
         if let Some(scope) = self.scope.take() {
-            self.opened
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .missed
-                .remove(&scope);
+            locked(self.opened).missed.remove(&scope);
         }
     }
 }
@@ -385,9 +380,7 @@ impl HeardOpening {
 
 impl Drop for HeardOpening {
     fn drop(&mut self) {
-        if let Ok(mut starting) = self.members.starting.lock() {
-            starting.remove(&self.account);
-        }
+        locked(&self.members.starting).remove(&self.account);
         self.members.credentials.opened();
     }
 }
@@ -444,9 +437,7 @@ impl Members {
             config.scheduler_interval,
             false,
         );
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.extend([scheduler, sweeper]);
-        }
+        locked(&self.tasks).extend([scheduler, sweeper]);
         // Hears other daemons' changes from here on; what they changed while the services
         // loaded, before they could hear it, is read now (the signatures they stored among
         // it), before any call is served for the account.
@@ -474,10 +465,7 @@ impl Members {
     /// and opens the accounts another daemon made.
     pub fn heard(self: &Arc<Self>, changed: Changed<'_>) {
         let opened: Vec<(Vec<u8>, Arc<AccountServices>)> = {
-            let mut opened = self
-                .opened
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut opened = locked(&self.opened);
             opened.keep_missed(changed);
             opened.services.clone()
         };
@@ -510,13 +498,10 @@ impl Members {
             return;
         }
         for account in self.org.accounts() {
-            let fresh = self
-                .starting
-                .lock()
-                .is_ok_and(|mut starting| starting.insert(account.id.clone()));
+            let fresh = locked(&self.starting).insert(account.id.clone());
             if !fresh || self.accounts.serves(&account.id) {
-                if fresh && let Ok(mut starting) = self.starting.lock() {
-                    starting.remove(&account.id);
+                if fresh {
+                    locked(&self.starting).remove(&account.id);
                 }
                 continue;
             }
@@ -534,11 +519,7 @@ impl Members {
 
     /// Stops every member's scheduler and sweeper, and records their keys' last uses.
     pub async fn stop(&self) {
-        let tasks: Vec<Background> = self
-            .tasks
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
+        let tasks: Vec<Background> = locked(&self.tasks).drain(..).collect();
         // Each stops once its pass in progress, if any, ends.
         for task in &tasks {
             task.ask_to_stop();
@@ -561,14 +542,21 @@ impl Members {
 
     /// The members opened so far.
     fn opened(&self) -> Vec<Arc<AccountServices>> {
-        self.opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.opened)
             .services
             .iter()
             .map(|(_, s)| s.clone())
             .collect()
     }
+}
+
+/// The value behind `mutex`, also after a thread panicked holding it: what the members'
+/// locks guard stays whole between statements, and a member left out of them would stop
+/// hearing changes for good.
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Makes `dir` (and its parents) durably: each new directory's parent is synced, so that a
