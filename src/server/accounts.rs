@@ -269,6 +269,8 @@ pub(super) struct Members {
     pub tasks: Mutex<Vec<Background>>,
     /// Serialises openings (start-up, a new account, a heard one).
     pub opening: tokio::sync::Mutex<()>,
+    /// Set when the daemon stops: no failed opening is tried again.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The members' services opened so far (each with its part of the store), and what other
@@ -288,6 +290,11 @@ enum Missed {
     /// Anything: the store's history was read again, or too many records changed to keep.
     All,
 }
+
+/// How long after a failed opening of an account another daemon made it is tried again
+/// first, and at most (the wait doubles each time).
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most names kept for an account being opened; past it, it reads everything again once
 /// opened.
@@ -498,27 +505,49 @@ impl Members {
             return;
         }
         for account in self.org.accounts() {
-            let fresh = locked(&self.starting).insert(account.id.clone());
-            if !fresh || self.accounts.serves(&account.id) {
-                if fresh {
-                    locked(&self.starting).remove(&account.id);
-                }
-                continue;
-            }
-            // Announced before the view moves past the change: a call that caught up with the
-            // store waits for the account's credentials (see `CredentialDirectory`).
-            let opening = HeardOpening::announce(self.clone(), account.id.clone());
-            tokio::spawn(async move {
-                if let Err(error) = opening.members.start(&opening.account).await {
-                    tracing::error!(%error, account = %opening.account,
-                        "cannot serve a member account another daemon made");
-                }
-            });
+            self.open_heard(account.id, RETRY_FIRST);
         }
+    }
+
+    /// Opens a member account another daemon made, unless it is served or being opened. It is
+    /// announced while it lasts (before the view moves past the change that listed it: a call
+    /// that caught up with the store waits for the account's credentials, see
+    /// `CredentialDirectory`). One that fails (the store out of reach meanwhile, a keyring
+    /// directory that cannot be made) is tried again after `retry`, doubled each time up to
+    /// [`RETRY_MAX`], as long as the organisation lists it and the daemon runs: a daemon does
+    /// not refuse an account for good over a failure that has passed.
+    fn open_heard(self: &Arc<Self>, account: String, retry: std::time::Duration) {
+        let fresh = locked(&self.starting).insert(account.clone());
+        if !fresh || self.accounts.serves(&account) {
+            if fresh {
+                locked(&self.starting).remove(&account);
+            }
+            return;
+        }
+        let opening = HeardOpening::announce(self.clone(), account);
+        tokio::spawn(async move {
+            let result = opening.members.start(&opening.account).await;
+            let (members, account) = (Arc::downgrade(&opening.members), opening.account.clone());
+            drop(opening);
+            let Err(error) = result else {
+                return;
+            };
+            tracing::error!(%error, %account, retry_ms = retry.as_millis() as u64,
+                "cannot serve a member account another daemon made; trying again");
+            tokio::time::sleep(retry).await;
+            if let Some(members) = members.upgrade()
+                && !members.stopping.load(std::sync::atomic::Ordering::Acquire)
+                && members.org.account(&account).is_some()
+            {
+                members.open_heard(account, (retry * 2).min(RETRY_MAX));
+            }
+        });
     }
 
     /// Stops every member's scheduler and sweeper, and records their keys' last uses.
     pub async fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let tasks: Vec<Background> = locked(&self.tasks).drain(..).collect();
         // Each stops once its pass in progress, if any, ends.
         for task in &tasks {

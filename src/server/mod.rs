@@ -325,6 +325,7 @@ impl Daemon {
             starting: Default::default(),
             tasks: Default::default(),
             opening: Default::default(),
+            stopping: Default::default(),
         });
         for member in org.accounts() {
             members.start(&member.id).await?;

@@ -589,3 +589,49 @@ async fn a_key_in_an_account_one_daemon_just_made_is_used_at_once_through_anothe
     );
     assert_eq!(b.catch_up_reads() - before, 1, "an account never made");
 }
+
+/// An account another daemon made whose opening failed here (its keyring directory could not
+/// be made) is opened again once the failure has passed, without a further change to the
+/// organisation: the daemon does not refuse the account for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_opening_failed_is_opened_again_once_it_can_be() {
+    let a = TestDaemon::start(Backend::SealedOnEtcd).await;
+    let b = a.join().await;
+    // Where b keeps its members' keyrings is taken by a file.
+    let blocked = b.config.data_dir.join("accounts");
+    std::fs::write(&blocked, b"in the way").expect("a file where the directory goes");
+    let (account, credentials) = a.create_account("retried").await;
+    let partner = b.client_with(credentials).await;
+    let whoami = || {
+        let partner = partner.clone();
+        async move {
+            partner
+                .iam()
+                .get_caller_identity(
+                    partner.signed_iam("GetCallerIdentity", v1::GetCallerIdentityRequest {}),
+                )
+                .await
+        }
+    };
+    // b has heard of the account (its own call catches up) and failed to open it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_refused(
+        whoami().await,
+        tonic::Code::Unauthenticated,
+        "UnrecognizedClientException",
+    );
+    std::fs::remove_file(&blocked).expect("the file out of the way");
+    within_secs(
+        15,
+        "the account served by b once its opening can succeed",
+        || {
+            let whoami = whoami();
+            async move { whoami.await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(
+        whoami().await.expect("served").into_inner().account,
+        account.id
+    );
+}
