@@ -275,7 +275,12 @@ impl Accounts {
         if let Some(served) = self.get(account) {
             return Ok(Some(served));
         }
-        let Some(org) = self.org.as_ref() else {
+        // An account id is twelve digits: anything else could never have been made.
+        let Some(org) = self
+            .org
+            .as_ref()
+            .filter(|_| account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        else {
             return Ok(None);
         };
         let served = || self.get(account).is_some();

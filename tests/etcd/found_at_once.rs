@@ -588,6 +588,22 @@ async fn a_key_in_an_account_one_daemon_just_made_is_used_at_once_through_anothe
         "NotFoundException",
     );
     assert_eq!(b.catch_up_reads() - before, 1, "an account never made");
+    // One no account could have: no read.
+    let malformed = format!(
+        "arn:{}:kms:{}:not-an-account:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        a.config.partition, a.config.region
+    );
+    let before = b.catch_up_reads();
+    assert_refused(
+        b.encrypt(&malformed, b"x", &[]).await,
+        tonic::Code::NotFound,
+        "NotFoundException",
+    );
+    assert_eq!(
+        b.catch_up_reads() - before,
+        0,
+        "an account id of another form"
+    );
 }
 
 /// An account another daemon made whose opening failed here (its keyring directory could not
