@@ -269,8 +269,11 @@ pub(super) struct Members {
     pub tasks: Mutex<Vec<Background>>,
     /// Serialises openings (start-up, a new account, a heard one).
     pub opening: tokio::sync::Mutex<()>,
-    /// Set when the daemon stops: no failed opening is tried again.
+    /// Set when the daemon stops: no account is opened from then on.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Accounts another daemon made whose opening failed here, waiting to be tried again (one
+    /// wait each: a change heard meanwhile starts no other).
+    pub retrying: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The members' services opened so far (each with its part of the store), and what other
@@ -404,6 +407,9 @@ impl Members {
         if self.accounts.serves(account) {
             return Ok(());
         }
+        if self.stopped() {
+            return Err(ServerError::Start("the daemon is stopping".into()));
+        }
         let dir = self.keyring_dir(account);
         make_durable_dir(&dir)?;
         let scope = member_scope(account);
@@ -444,7 +450,17 @@ impl Members {
             config.scheduler_interval,
             false,
         );
-        locked(&self.tasks).extend([scheduler, sweeper]);
+        {
+            // `stop` marks the daemon stopping before it takes the tasks: those of an account
+            // opened meanwhile are either taken by it, or stopped here.
+            let mut tasks = locked(&self.tasks);
+            if self.stopped() {
+                scheduler.ask_to_stop();
+                sweeper.ask_to_stop();
+            } else {
+                tasks.extend([scheduler, sweeper]);
+            }
+        }
         // Hears other daemons' changes from here on; what they changed while the services
         // loaded, before they could hear it, is read now (the signatures they stored among
         // it), before any call is served for the account.
@@ -517,6 +533,9 @@ impl Members {
     /// [`RETRY_MAX`], as long as the organisation lists it and the daemon runs: a daemon does
     /// not refuse an account for good over a failure that has passed.
     fn open_heard(self: &Arc<Self>, account: String, retry: std::time::Duration) {
+        if self.stopped() || locked(&self.retrying).contains(&account) {
+            return;
+        }
         let fresh = locked(&self.starting).insert(account.clone());
         if !fresh || self.accounts.serves(&account) {
             if fresh {
@@ -527,21 +546,32 @@ impl Members {
         let opening = HeardOpening::announce(self.clone(), account);
         tokio::spawn(async move {
             let result = opening.members.start(&opening.account).await;
-            let (members, account) = (Arc::downgrade(&opening.members), opening.account.clone());
-            drop(opening);
+            let (members, account) = (opening.members.clone(), opening.account.clone());
             let Err(error) = result else {
                 return;
             };
+            if members.stopped() {
+                return;
+            }
+            // Waiting to be tried again before the opening's announcement ends.
+            locked(&members.retrying).insert(account.clone());
+            drop(opening);
             tracing::error!(%error, %account, retry_ms = retry.as_millis() as u64,
                 "cannot serve a member account another daemon made; trying again");
+            let members = Arc::downgrade(&members);
             tokio::time::sleep(retry).await;
-            if let Some(members) = members.upgrade()
-                && !members.stopping.load(std::sync::atomic::Ordering::Acquire)
-                && members.org.account(&account).is_some()
-            {
-                members.open_heard(account, (retry * 2).min(RETRY_MAX));
+            if let Some(members) = members.upgrade() {
+                locked(&members.retrying).remove(&account);
+                if members.org.account(&account).is_some() {
+                    members.open_heard(account, (retry * 2).min(RETRY_MAX));
+                }
             }
         });
+    }
+
+    /// Whether the daemon is stopping.
+    fn stopped(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops every member's scheduler and sweeper, and records their keys' last uses.

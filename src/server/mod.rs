@@ -326,6 +326,7 @@ impl Daemon {
             tasks: Default::default(),
             opening: Default::default(),
             stopping: Default::default(),
+            retrying: Default::default(),
         });
         for member in org.accounts() {
             members.start(&member.id).await?;
