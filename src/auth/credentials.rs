@@ -368,8 +368,9 @@ impl CredentialStore {
     /// opened after the management account (at start, or while the daemon serves, when it has
     /// been made since). This run accepted no call for it before, so signatures dated from
     /// `from` on are accepted, and those stored from then on are read into the replay cache
-    /// (here, and again once the account is open: see [`Self::heard`]). A call signed as the
-    /// account was being made is not refused as dated before the daemon started.
+    /// (here; those other daemons store while the account is being opened reach it as
+    /// changes heard once it is open, see [`Self::heard`]). A call signed as the account was
+    /// being made is not refused as dated before the daemon started.
     pub fn open_from(
         master: Arc<MasterKey>,
         store: Arc<Store>,
@@ -847,9 +848,10 @@ impl CredentialStore {
             }
         };
         let now = self.clock.now();
-        // What other daemons stored while this one could not hear it (its account being
-        // opened, or the store's history read again): the signatures they accepted since this
-        // run began, which a replay to this daemon must meet.
+        // What other daemons stored while this one could not hear it by name (the store's
+        // history read again, or more changed while its account was being opened than were
+        // kept): the signatures they accepted since this run began, which a replay to this
+        // daemon must meet.
         if everything
             && let Err(error) = seen::load_into(
                 &self.store,

@@ -636,6 +636,23 @@ async fn an_account_whose_opening_failed_is_opened_again_once_it_can_be() {
         tonic::Code::Unauthenticated,
         "UnrecognizedClientException",
     );
+    // A key of the account named by ARN meanwhile: the account is listed but not served here,
+    // so the call is refused as such (to be tried again), not judged in the caller's account.
+    let lent = format!(
+        "arn:{}:kms:{}:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        a.config.partition, a.config.region, account.id
+    );
+    let refused = b.encrypt(&lent, b"x", &[]).await;
+    assert_refused(
+        refused.clone(),
+        tonic::Code::Unavailable,
+        "KMSInternalException",
+    );
+    let message = refused.unwrap_err().message().to_owned();
+    assert!(
+        message.contains("not served by this daemon yet"),
+        "{message}"
+    );
     std::fs::remove_file(&blocked).expect("the file out of the way");
     within_secs(
         15,

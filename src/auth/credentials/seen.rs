@@ -116,7 +116,7 @@ pub(super) fn load(store: &Store, now: UnixSeconds) -> Result<ReplayCache, Store
 
 /// Adds to `replay` the stored signatures dated from `from` on (`now`: the clock, for what
 /// has gone stale): [`load`], and the signatures other daemons stored while this one could
-/// not hear them (an account being opened; the store's history read again).
+/// not hear them by name (see `CredentialStore::heard`).
 pub(super) fn load_into(
     store: &Store,
     from: UnixSeconds,
